@@ -1,0 +1,134 @@
+#include "config.h"
+#include "common/tensor.h"
+
+#include <math.h>
+#include <string.h>
+
+static const struct { const char *name; size_t size; } dt_info[PB_DT_COUNT] = {
+    [PB_DT_F32] = {"F32", 4},  [PB_DT_F16] = {"F16", 2}, [PB_DT_BF16] = {"BF16", 2},
+    [PB_DT_F64] = {"F64", 8},  [PB_DT_I64] = {"I64", 8}, [PB_DT_I32] = {"I32", 4},
+    [PB_DT_I16] = {"I16", 2},  [PB_DT_I8] = {"I8", 1},   [PB_DT_U8] = {"U8", 1},
+    [PB_DT_BOOL] = {"BOOL", 1},
+};
+
+size_t pb_dtype_size(pb_dtype dt) { return (unsigned)dt < PB_DT_COUNT ? dt_info[dt].size : 0; }
+const char *pb_dtype_name(pb_dtype dt) { return (unsigned)dt < PB_DT_COUNT ? dt_info[dt].name : "?"; }
+
+int pb_dtype_from_name(const char *name, pb_dtype *out)
+{
+    for (int i = 0; i < PB_DT_COUNT; i++)
+        if (strcmp(name, dt_info[i].name) == 0) {
+            *out = (pb_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+int64_t pb_tensor_numel(const pb_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
+float pb_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400u));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t pb_f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t exp = (x >> 23) & 0xffu, man = x & 0x7fffffu;
+    if (exp == 0xff)
+        return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
+    int e = (int)exp - 127 + 15;
+    if (e >= 31)
+        return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) {
+        if (e < -10)
+            return (uint16_t)sign;
+        man |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1)))
+            half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = sign | ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
+        h++;
+    return (uint16_t)h;
+}
+
+float pb_bf16_to_f32(uint16_t b)
+{
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t pb_f32_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n)
+{
+    const unsigned char *s = src;
+    switch (dt) {
+    case PB_DT_F32:
+        memcpy(dst, src, n * 4);
+        return 0;
+    case PB_DT_F16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = pb_f16_to_f32(h);
+        }
+        return 0;
+    case PB_DT_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = pb_bf16_to_f32(h);
+        }
+        return 0;
+    case PB_DT_F64:
+        for (size_t i = 0; i < n; i++) {
+            double d;
+            memcpy(&d, s + 8 * i, 8);
+            dst[i] = (float)d;
+        }
+        return 0;
+    default:
+        return -1;
+    }
+}

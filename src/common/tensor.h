@@ -1,0 +1,50 @@
+/* Element types and a read-only view of one checkpoint tensor. */
+#ifndef PB_TENSOR_H
+#define PB_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum pb_dtype {
+    PB_DT_F32 = 0,
+    PB_DT_F16,
+    PB_DT_BF16,
+    PB_DT_F64,
+    PB_DT_I64,
+    PB_DT_I32,
+    PB_DT_I16,
+    PB_DT_I8,
+    PB_DT_U8,
+    PB_DT_BOOL,
+    PB_DT_COUNT
+} pb_dtype;
+
+size_t pb_dtype_size(pb_dtype dt);
+const char *pb_dtype_name(pb_dtype dt);          /* "F32", "F16", "BF16", ... as safetensors spells them */
+int pb_dtype_from_name(const char *name, pb_dtype *out); /* 0 ok, -1 unknown */
+
+#define PB_MAX_DIMS 8
+
+/* A tensor as stored in the checkpoint (data points into an mmap or an owned
+ * buffer that lives as long as the pb_weights that handed it out). Row-major,
+ * contiguous, little-endian. */
+typedef struct pb_tensor {
+    const char *name;     /* full name as in the checkpoint */
+    pb_dtype dtype;
+    int ndim;
+    int64_t shape[PB_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} pb_tensor;
+
+int64_t pb_tensor_numel(const pb_tensor *t);
+
+/* Conversions used by loaders and backends. */
+float pb_f16_to_f32(uint16_t h);
+uint16_t pb_f32_to_f16(float f);
+float pb_bf16_to_f32(uint16_t b);
+uint16_t pb_f32_to_bf16(float f); /* round to nearest even, as torch does */
+/* Convert n elements of src (dtype dt) to f32. Returns -1 for non-float dtypes. */
+int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n);
+
+#endif

@@ -1,0 +1,142 @@
+#include "config.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+pb_status pb_malloc(size_t n, void *out_ptr)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        return pb_error(PB_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    *(void **)out_ptr = p;
+    return PB_OK;
+}
+
+pb_status pb_calloc(size_t count, size_t size, void *out_ptr)
+{
+    size_t n;
+    if (!pb_mul_ok(count, size, &n))
+        return pb_error(PB_ERR_NOMEM, "allocation of %zu x %zu bytes overflows", count, size);
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        return pb_error(PB_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    *(void **)out_ptr = p;
+    return PB_OK;
+}
+
+pb_status pb_realloc_array(void *inout_ptr, size_t count, size_t size)
+{
+    size_t n;
+    if (!pb_mul_ok(count, size, &n))
+        return pb_error(PB_ERR_NOMEM, "allocation of %zu x %zu bytes overflows", count, size);
+    void *p = realloc(*(void **)inout_ptr, n ? n : 1);
+    if (!p)
+        return pb_error(PB_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    *(void **)inout_ptr = p;
+    return PB_OK;
+}
+
+char *pb_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+pb_status pb_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return pb_error(PB_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return pb_error(PB_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > max_bytes) {
+        fclose(f);
+        return pb_error(PB_ERR_FORMAT, "%s: file too large (%lld bytes, limit %zu)", path,
+                        (long long)sb.st_size, max_bytes);
+    }
+    size_t n = (size_t)sb.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return pb_error(PB_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, n);
+    }
+    if (n && fread(buf, 1, n, f) != n) {
+        int e = ferror(f) ? errno : 0;
+        free(buf);
+        fclose(f);
+        return pb_error(PB_ERR_IO, "%s: short read%s%s", path, e ? ": " : "", e ? strerror(e) : "");
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *out = buf;
+    if (out_len)
+        *out_len = n;
+    return PB_OK;
+}
+
+char *pb_path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/')
+        p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+bool pb_file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+double pb_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+pb_status pb_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v >= 0) || !isfinite(v))
+        return pb_error(PB_ERR_USAGE, "invalid size '%s'", s);
+    double mult = 1;
+    switch (*end) {
+    case 'k': case 'K': mult = 1024.0; end++; break;
+    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'I')
+        end++;
+    if (*end == 'b' || *end == 'B')
+        end++;
+    if (*end)
+        return pb_error(PB_ERR_USAGE, "invalid size '%s' (use e.g. 490M, 2G)", s);
+    v *= mult;
+    if (v > 9.0e18)
+        return pb_error(PB_ERR_USAGE, "size '%s' too large", s);
+    *out = (uint64_t)v;
+    return PB_OK;
+}
