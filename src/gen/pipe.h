@@ -1,0 +1,160 @@
+/* The pipe between rank 0's driver and the model: the driver submits
+ * micro-batches and receives one sampled token per sequence.
+ *
+ * Sampling happens where the logits are (the last stage), so a micro-batch
+ * carries, per sequence: KV slot, position, token ids (the prompt or a chunk
+ * of it for prefill, the last sampled token for decode), flags, sampling
+ * settings and the RNG key of the token to sample. The last stage keeps each
+ * slot's token history (prompt + generated) for the repetition penalty:
+ * pb_slot_sampler below does that on any rank.
+ *
+ * Micro-batches in flight: the driver submits up to pb_pipe_depth() of them,
+ * then waits for the oldest result (FIFO) and resubmits. The local pipe
+ * (world size 1, pipe_local.c) runs them in order; src/net/ provides the one
+ * across ranks by implementing pb_pipe_ops.
+ *
+ * Wire format (pb_mb_pack/unpack, pb_mb_result_pack/unpack): little-endian,
+ * fixed-size fields, no padding, validated on unpack:
+ *   micro-batch: u32 magic "PBMB", u32 version, u64 tag, i32 n_seqs, i32 n_tokens,
+ *     n_seqs x { i32 slot, i32 pos, i32 n_tokens, u32 flags,
+ *                f32 temperature, i32 top_k, f32 top_p, f32 min_p, f32 rep_penalty, u32 0,
+ *                u64 seed, u64 record, u64 step }            (64 bytes each)
+ *     n_tokens x i32 token ids (sequences concatenated in order)
+ *   result: u32 magic "PBRS", u32 version, u64 tag, i32 n_seqs, i32 pad(0),
+ *     n_seqs x i32 token (-1 where the sequence did not sample) */
+#ifndef PB_GEN_PIPE_H
+#define PB_GEN_PIPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "gen/sample.h"
+
+/* Per-sequence flags. */
+#define PB_SEQ_NEW    0x1u /* first chunk of a new sequence (pos 0): reset the slot's history */
+#define PB_SEQ_SAMPLE 0x2u /* sample a token after this chunk (clear for a non-final prefill chunk) */
+#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE)
+
+typedef struct pb_mb_seq {
+    int32_t slot;      /* KV-cache slot in [0, n_slots) */
+    int32_t pos;       /* tokens already cached in the slot */
+    int32_t n_tokens;  /* tokens of this sequence in this micro-batch (>= 1) */
+    uint32_t flags;    /* PB_SEQ_* */
+    pb_sample_params sample;
+    pb_rng_key key;    /* key of the token sampled after this chunk */
+} pb_mb_seq;
+
+typedef struct pb_microbatch {
+    uint64_t tag;      /* chosen by the driver, returned with the result */
+    int32_t n_seqs;
+    int32_t n_tokens;  /* sum of seqs[i].n_tokens */
+    pb_mb_seq *seqs;   /* [n_seqs] */
+    int32_t *tokens;   /* [n_tokens] */
+    int32_t cap_seqs, cap_tokens; /* allocated capacity (owned by the struct) */
+} pb_microbatch;
+
+typedef struct pb_mb_result {
+    uint64_t tag;
+    int32_t n_seqs;
+    int32_t *tokens;   /* [n_seqs]: sampled id, or -1 without PB_SEQ_SAMPLE */
+    int32_t cap;
+} pb_mb_result;
+
+/* What a micro-batch may contain; pb_mb_validate checks against it. */
+typedef struct pb_mb_limits {
+    int n_slots;
+    int max_seq_len;
+    int max_batch_tokens;
+    int vocab;
+} pb_mb_limits;
+
+/* Allocate room for cap_seqs sequences and cap_tokens tokens (n_* = 0). */
+pb_status pb_mb_init(pb_microbatch *mb, int cap_seqs, int cap_tokens);
+/* Grow if needed (keeps contents). */
+pb_status pb_mb_reserve(pb_microbatch *mb, int cap_seqs, int cap_tokens);
+void pb_mb_clear(pb_microbatch *mb);      /* n_seqs = n_tokens = 0 */
+void pb_mb_release(pb_microbatch *mb);    /* frees the arrays; NULL-safe */
+/* Append a sequence with its tokens (copied). */
+pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *tokens);
+
+pb_status pb_mb_result_init(pb_mb_result *r, int cap);
+pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);
+void pb_mb_result_release(pb_mb_result *r);
+
+/* Slots in range and distinct, n_tokens >= 1 and summing to mb->n_tokens,
+ * pos >= 0, pos + n_tokens <= max_seq_len, NEW only at pos 0, total tokens
+ * <= max_batch_tokens, ids in [0, vocab), sampling settings valid.
+ * PB_ERR_INPUT naming the sequence and field. */
+pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim);
+
+size_t pb_mb_packed_size(const pb_microbatch *mb);
+/* Write into dst (capacity cap); *written = bytes used. */
+pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written);
+/* Parse src[0..len) into mb (grown as needed) and validate against lim. */
+pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_microbatch *mb);
+
+size_t pb_mb_result_packed_size(const pb_mb_result *r);
+pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t *written);
+/* Parse; tokens must be -1 or in [0, vocab). */
+pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_result *r);
+
+/* Last-stage sampling state: each slot's token history. */
+typedef struct pb_slot_sampler pb_slot_sampler;
+pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slot_sampler **out);
+/* Append mb's tokens to the slots' histories (reset on PB_SEQ_NEW), then
+ * sample for every sequence with PB_SEQ_SAMPLE from logits [n_seqs, vocab]
+ * (row i = sequence i's last token) into res (tag copied). The sampled ids
+ * are not added to the history here: they come back as the next decode
+ * token. mb must have passed pb_mb_validate. */
+pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
+                              pb_mb_result *res);
+void pb_slot_sampler_free(pb_slot_sampler *s);
+
+/* Busy time per stage, for the end summary. */
+#define PB_PIPE_MAX_STAGES 64
+typedef struct pb_pipe_stats {
+    int n_stages;
+    double busy_seconds[PB_PIPE_MAX_STAGES]; /* time each stage spent computing */
+    double wall_seconds;                     /* since the pipe was created */
+} pb_pipe_stats;
+
+/* An implementation of the pipe. */
+typedef struct pb_pipe_ops {
+    const char *name;
+    /* Queue mb (already validated by pb_pipe_submit); the implementation
+     * copies what it keeps before returning. */
+    pb_status (*submit)(void *self, const pb_microbatch *mb);
+    /* Block until the oldest submitted micro-batch's result; fill res. */
+    pb_status (*wait)(void *self, pb_mb_result *res);
+    /* Optional (NULL = unknown). */
+    pb_status (*stats)(void *self, pb_pipe_stats *out);
+    void (*destroy)(void *self);
+} pb_pipe_ops;
+
+typedef struct pb_pipe pb_pipe;
+
+/* Wrap an implementation. depth = micro-batches it accepts in flight (>= 1);
+ * lim = what the stages accept. Takes ownership of self (destroyed by
+ * pb_pipe_free, also when this call fails). */
+pb_status pb_pipe_create(const pb_pipe_ops *ops, void *self, int depth, const pb_mb_limits *lim,
+                         pb_pipe **out);
+/* Validate and queue; PB_ERR_INTERNAL when depth micro-batches are in flight. */
+pb_status pb_pipe_submit(pb_pipe *p, const pb_microbatch *mb);
+/* Result of the oldest in-flight micro-batch (PB_ERR_INTERNAL if none).
+ * Checks the tag and the number of sequences. */
+pb_status pb_pipe_wait(pb_pipe *p, pb_mb_result *res);
+int pb_pipe_depth(const pb_pipe *p);
+int pb_pipe_in_flight(const pb_pipe *p);
+const pb_mb_limits *pb_pipe_limits(const pb_pipe *p);
+pb_status pb_pipe_stats_get(pb_pipe *p, pb_pipe_stats *out);
+void pb_pipe_free(pb_pipe *p);
+
+/* World size 1: stage forward + sampling in this process. `stage` (a
+ * pb_stage with embeddings and head) is borrowed and must outlive the pipe;
+ * n_slots/max_seq_len/max_batch_tokens as it was created with. */
+typedef struct pb_stage pb_stage;
+pb_status pb_pipe_local_create(pb_stage *stage, const pb_mb_limits *lim, int depth, pb_pipe **out);
+
+#endif

@@ -1,0 +1,65 @@
+/* Token sampling: a pure function of one sequence's logits, its sampling
+ * settings, its token history and a counter-based random number keyed by
+ * (seed, record, step). Nothing depends on the other sequences of a batch or
+ * on the rank that samples, so sampled output is batch- and rank-invariant.
+ *
+ * Semantics follow HF transformers' generate():
+ *   repetition penalty (over prompt + generated ids: l > 0 ? l / r : l * r),
+ *   then temperature, top-k (ties with the k-th kept), top-p (smallest set of
+ *   most likely tokens whose mass reaches p, at least one), min-p (drop tokens
+ *   whose probability is below min_p x the top probability), softmax, draw.
+ * temperature 0 is greedy: argmax of the penalised logits, lowest id on ties. */
+#ifndef PB_GEN_SAMPLE_H
+#define PB_GEN_SAMPLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+typedef struct pb_sample_params {
+    float temperature;        /* 0 = greedy; > 0 */
+    int32_t top_k;            /* 0 = off */
+    float top_p;              /* (0, 1]; 1 = off */
+    float min_p;              /* [0, 1]; 0 = off */
+    float repetition_penalty; /* > 0; 1 = off */
+} pb_sample_params;
+
+/* Built-in defaults: greedy, every filter off. */
+pb_sample_params pb_sample_params_default(void);
+/* PB_ERR_INPUT naming the field when a value is out of range or not finite. */
+pb_status pb_sample_params_check(const pb_sample_params *p);
+
+/* Key of one random draw: the draw for token `step` (0 = first generated
+ * token) of record `record` under `seed`. */
+typedef struct pb_rng_key {
+    uint64_t seed;
+    uint64_t record;
+    uint64_t step;
+} pb_rng_key;
+
+/* Philox4x32-10 (Salmon et al., SC'11): counter ctr[4], key key[2] -> out[4]. */
+void pb_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+/* Uniform double in [0, 1) with 53 random bits from Philox: key = seed,
+ * counter = (record, step). */
+double pb_rng_uniform(const pb_rng_key *k);
+
+/* Bytes of scratch pb_sample() needs for a vocabulary of `vocab` ids. */
+size_t pb_sample_scratch_bytes(int vocab);
+
+/* Sample one id from logits[0..vocab). history[0..n_history) are the ids
+ * seen so far (prompt then generated; duplicates allowed; ids outside
+ * [0, vocab) ignored). scratch holds pb_sample_scratch_bytes(vocab) bytes,
+ * suitably aligned for float and int32 (malloc'd memory is).
+ * Logits that are NaN count as -inf; if every logit is -inf/NaN, id 0. */
+int32_t pb_sample(const float *logits, int vocab, const pb_sample_params *p,
+                  const int32_t *history, size_t n_history, const pb_rng_key *key,
+                  void *scratch);
+
+/* The distribution pb_sample() draws from: probs[0..vocab) (0 for filtered
+ * ids; sums to 1). For greedy it is one-hot on the argmax. Used by tests and
+ * by anything that wants the probabilities. */
+void pb_sample_probs(const float *logits, int vocab, const pb_sample_params *p,
+                     const int32_t *history, size_t n_history, float *probs, void *scratch);
+
+#endif
