@@ -1,0 +1,495 @@
+/* Micro-batches: building, validation, wire format; the last stage's slot
+ * sampler; the generic pipe wrapper (depth and FIFO checks). */
+#include "config.h"
+#include "gen/pipe.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+#define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
+#define RS_MAGIC 0x53524250u /* "PBRS" */
+#define WIRE_VERSION 1u
+#define MB_HEADER 24
+#define MB_SEQ_BYTES 64
+#define RS_HEADER 24
+/* Bounds on what unpack accepts before any allocation. */
+#define MB_MAX_SEQS (1 << 20)
+#define MB_MAX_TOKENS (1 << 26)
+
+/* ---- micro-batch storage ---------------------------------------------- */
+
+pb_status pb_mb_init(pb_microbatch *mb, int cap_seqs, int cap_tokens)
+{
+    memset(mb, 0, sizeof *mb);
+    return pb_mb_reserve(mb, cap_seqs, cap_tokens);
+}
+
+pb_status pb_mb_reserve(pb_microbatch *mb, int cap_seqs, int cap_tokens)
+{
+    if (cap_seqs < 0 || cap_tokens < 0)
+        return pb_error(PB_ERR_INTERNAL, "micro-batch: negative capacity");
+    if (cap_seqs > mb->cap_seqs || !mb->seqs) {
+        int c = cap_seqs > 0 ? cap_seqs : 1;
+        PB_CHECK(pb_realloc_array(&mb->seqs, (size_t)c, sizeof *mb->seqs));
+        mb->cap_seqs = c;
+    }
+    if (cap_tokens > mb->cap_tokens || !mb->tokens) {
+        int c = cap_tokens > 0 ? cap_tokens : 1;
+        PB_CHECK(pb_realloc_array(&mb->tokens, (size_t)c, sizeof *mb->tokens));
+        mb->cap_tokens = c;
+    }
+    return PB_OK;
+}
+
+void pb_mb_clear(pb_microbatch *mb)
+{
+    mb->n_seqs = 0;
+    mb->n_tokens = 0;
+}
+
+void pb_mb_release(pb_microbatch *mb)
+{
+    if (!mb)
+        return;
+    free(mb->seqs);
+    free(mb->tokens);
+    memset(mb, 0, sizeof *mb);
+}
+
+static int grow_cap(int have, int need)
+{
+    int c = have > 0 ? have : 8;
+    while (c < need)
+        c = c > (1 << 29) ? need : c * 2;
+    return c;
+}
+
+pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *tokens)
+{
+    if (seq->n_tokens < 1 || mb->n_tokens > MB_MAX_TOKENS - seq->n_tokens ||
+        mb->n_seqs >= MB_MAX_SEQS)
+        return pb_error(PB_ERR_INTERNAL, "micro-batch: cannot add %d tokens", (int)seq->n_tokens);
+    int need_s = mb->n_seqs + 1, need_t = mb->n_tokens + seq->n_tokens;
+    PB_CHECK(pb_mb_reserve(mb, need_s > mb->cap_seqs ? grow_cap(mb->cap_seqs, need_s) : 0,
+                           need_t > mb->cap_tokens ? grow_cap(mb->cap_tokens, need_t) : 0));
+    mb->seqs[mb->n_seqs++] = *seq;
+    memcpy(mb->tokens + mb->n_tokens, tokens, (size_t)seq->n_tokens * sizeof *tokens);
+    mb->n_tokens += seq->n_tokens;
+    return PB_OK;
+}
+
+pb_status pb_mb_result_init(pb_mb_result *r, int cap)
+{
+    memset(r, 0, sizeof *r);
+    return pb_mb_result_reserve(r, cap);
+}
+
+pb_status pb_mb_result_reserve(pb_mb_result *r, int cap)
+{
+    if (cap <= r->cap && r->tokens)
+        return PB_OK;
+    int c = cap > 0 ? cap : 1;
+    PB_CHECK(pb_realloc_array(&r->tokens, (size_t)c, sizeof *r->tokens));
+    r->cap = c;
+    return PB_OK;
+}
+
+void pb_mb_result_release(pb_mb_result *r)
+{
+    if (!r)
+        return;
+    free(r->tokens);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- validation ------------------------------------------------------- */
+
+pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
+{
+    if (mb->n_seqs < 1)
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu: no sequences", (unsigned long long)mb->tag);
+    if (lim->n_slots > 0 && mb->n_seqs > lim->n_slots)
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d sequences for %d slots",
+                        (unsigned long long)mb->tag, (int)mb->n_seqs, lim->n_slots);
+    if (lim->max_batch_tokens > 0 && mb->n_tokens > lim->max_batch_tokens)
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d tokens, more than the stage's %d",
+                        (unsigned long long)mb->tag, (int)mb->n_tokens, lim->max_batch_tokens);
+    int64_t sum = 0;
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *s = &mb->seqs[i];
+        if (s->slot < 0 || s->slot >= lim->n_slots)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: slot %d not in [0, %d)",
+                            (unsigned long long)mb->tag, i, (int)s->slot, lim->n_slots);
+        for (int j = 0; j < i; j++)
+            if (mb->seqs[j].slot == s->slot)
+                return pb_error(PB_ERR_INPUT, "micro-batch %llu: slot %d used twice",
+                                (unsigned long long)mb->tag, (int)s->slot);
+        if (s->n_tokens < 1)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: n_tokens %d < 1",
+                            (unsigned long long)mb->tag, i, (int)s->n_tokens);
+        if (s->pos < 0 || (int64_t)s->pos + s->n_tokens > lim->max_seq_len)
+            return pb_error(PB_ERR_INPUT,
+                            "micro-batch %llu, sequence %d: pos %d + %d tokens exceeds max_seq_len %d",
+                            (unsigned long long)mb->tag, i, (int)s->pos, (int)s->n_tokens,
+                            lim->max_seq_len);
+        if (s->flags & ~PB_SEQ_FLAGS_ALL)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: unknown flags 0x%x",
+                            (unsigned long long)mb->tag, i, (unsigned)s->flags);
+        if ((s->flags & PB_SEQ_NEW) && s->pos != 0)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: new sequence at pos %d",
+                            (unsigned long long)mb->tag, i, (int)s->pos);
+        pb_status st = pb_sample_params_check(&s->sample);
+        if (st != PB_OK)
+            return pb_error_ctx(st, "micro-batch %llu, sequence %d", (unsigned long long)mb->tag, i);
+        sum += s->n_tokens;
+    }
+    if (sum != mb->n_tokens)
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu: n_tokens %d but sequences hold %lld",
+                        (unsigned long long)mb->tag, (int)mb->n_tokens, (long long)sum);
+    for (int i = 0; i < mb->n_tokens; i++)
+        if (mb->tokens[i] < 0 || mb->tokens[i] >= lim->vocab)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu: token id %d at %d not in [0, %d)",
+                            (unsigned long long)mb->tag, (int)mb->tokens[i], i, lim->vocab);
+    return PB_OK;
+}
+
+/* ---- wire format ------------------------------------------------------ */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
+}
+static void put64(unsigned char *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+static void putf(unsigned char *p, float f)
+{
+    uint32_t v;
+    memcpy(&v, &f, 4);
+    put32(p, v);
+}
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+static int32_t geti(const unsigned char *p)
+{
+    uint32_t v = get32(p);
+    int32_t i;
+    memcpy(&i, &v, 4);
+    return i;
+}
+static float getf(const unsigned char *p)
+{
+    uint32_t v = get32(p);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+size_t pb_mb_packed_size(const pb_microbatch *mb)
+{
+    return MB_HEADER + (size_t)mb->n_seqs * MB_SEQ_BYTES + (size_t)mb->n_tokens * 4;
+}
+
+pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written)
+{
+    if (mb->n_seqs < 0 || mb->n_tokens < 0)
+        return pb_error(PB_ERR_INTERNAL, "micro-batch: negative counts");
+    size_t need = pb_mb_packed_size(mb);
+    if (cap < need)
+        return pb_error(PB_ERR_INTERNAL, "micro-batch pack: %zu bytes needed, %zu given", need, cap);
+    unsigned char *p = dst;
+    put32(p, MB_MAGIC); put32(p + 4, WIRE_VERSION); put64(p + 8, mb->tag);
+    put32(p + 16, (uint32_t)mb->n_seqs); put32(p + 20, (uint32_t)mb->n_tokens);
+    p += MB_HEADER;
+    for (int i = 0; i < mb->n_seqs; i++, p += MB_SEQ_BYTES) {
+        const pb_mb_seq *s = &mb->seqs[i];
+        put32(p, (uint32_t)s->slot); put32(p + 4, (uint32_t)s->pos);
+        put32(p + 8, (uint32_t)s->n_tokens); put32(p + 12, s->flags);
+        putf(p + 16, s->sample.temperature); put32(p + 20, (uint32_t)s->sample.top_k);
+        putf(p + 24, s->sample.top_p); putf(p + 28, s->sample.min_p);
+        putf(p + 32, s->sample.repetition_penalty); put32(p + 36, 0);
+        put64(p + 40, s->key.seed); put64(p + 48, s->key.record); put64(p + 56, s->key.step);
+    }
+    for (int i = 0; i < mb->n_tokens; i++, p += 4)
+        put32(p, (uint32_t)mb->tokens[i]);
+    *written = need;
+    return PB_OK;
+}
+
+pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_microbatch *mb)
+{
+    const unsigned char *p = src;
+    if (len < MB_HEADER)
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, shorter than its header", len);
+    if (get32(p) != MB_MAGIC)
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: bad magic 0x%08x", get32(p));
+    if (get32(p + 4) != WIRE_VERSION)
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: version %u, expected %u", get32(p + 4),
+                        WIRE_VERSION);
+    uint64_t tag = get64(p + 8);
+    int32_t n_seqs = geti(p + 16), n_tokens = geti(p + 20);
+    if (n_seqs < 0 || n_seqs > MB_MAX_SEQS || n_tokens < 0 || n_tokens > MB_MAX_TOKENS)
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: bad counts (%d sequences, %d tokens)",
+                        (int)n_seqs, (int)n_tokens);
+    size_t need = MB_HEADER + (size_t)n_seqs * MB_SEQ_BYTES + (size_t)n_tokens * 4;
+    if (len != need)
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected %zu", len, need);
+    PB_CHECK(pb_mb_reserve(mb, n_seqs, n_tokens));
+    mb->tag = tag;
+    mb->n_seqs = n_seqs;
+    mb->n_tokens = n_tokens;
+    p += MB_HEADER;
+    for (int i = 0; i < n_seqs; i++, p += MB_SEQ_BYTES) {
+        pb_mb_seq *s = &mb->seqs[i];
+        s->slot = geti(p); s->pos = geti(p + 4); s->n_tokens = geti(p + 8); s->flags = get32(p + 12);
+        s->sample.temperature = getf(p + 16); s->sample.top_k = geti(p + 20);
+        s->sample.top_p = getf(p + 24); s->sample.min_p = getf(p + 28);
+        s->sample.repetition_penalty = getf(p + 32);
+        if (get32(p + 36) != 0)
+            return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: reserved field not 0", i);
+        s->key.seed = get64(p + 40); s->key.record = get64(p + 48); s->key.step = get64(p + 56);
+    }
+    for (int i = 0; i < n_tokens; i++, p += 4)
+        mb->tokens[i] = geti(p);
+    return pb_mb_validate(mb, lim);
+}
+
+size_t pb_mb_result_packed_size(const pb_mb_result *r)
+{
+    return RS_HEADER + (size_t)(r->n_seqs > 0 ? r->n_seqs : 0) * 4;
+}
+
+pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t *written)
+{
+    if (r->n_seqs < 0)
+        return pb_error(PB_ERR_INTERNAL, "result: negative count");
+    size_t need = pb_mb_result_packed_size(r);
+    if (cap < need)
+        return pb_error(PB_ERR_INTERNAL, "result pack: %zu bytes needed, %zu given", need, cap);
+    unsigned char *p = dst;
+    put32(p, RS_MAGIC); put32(p + 4, WIRE_VERSION); put64(p + 8, r->tag);
+    put32(p + 16, (uint32_t)r->n_seqs); put32(p + 20, 0);
+    p += RS_HEADER;
+    for (int i = 0; i < r->n_seqs; i++, p += 4)
+        put32(p, (uint32_t)r->tokens[i]);
+    *written = need;
+    return PB_OK;
+}
+
+pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_result *r)
+{
+    const unsigned char *p = src;
+    if (len < RS_HEADER)
+        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes, shorter than its header", len);
+    if (get32(p) != RS_MAGIC)
+        return pb_error(PB_ERR_FORMAT, "result message: bad magic 0x%08x", get32(p));
+    if (get32(p + 4) != WIRE_VERSION)
+        return pb_error(PB_ERR_FORMAT, "result message: version %u, expected %u", get32(p + 4),
+                        WIRE_VERSION);
+    int32_t n = geti(p + 16);
+    if (n < 0 || n > MB_MAX_SEQS || get32(p + 20) != 0)
+        return pb_error(PB_ERR_FORMAT, "result message: bad header");
+    if (len != RS_HEADER + (size_t)n * 4)
+        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes, expected %zu", len,
+                        RS_HEADER + (size_t)n * 4);
+    PB_CHECK(pb_mb_result_reserve(r, n));
+    r->tag = get64(p + 8);
+    r->n_seqs = n;
+    p += RS_HEADER;
+    for (int i = 0; i < n; i++, p += 4) {
+        int32_t t = geti(p);
+        if (t < -1 || t >= vocab)
+            return pb_error(PB_ERR_FORMAT, "result message: token %d of sequence %d not in [-1, %d)",
+                            (int)t, i, vocab);
+        r->tokens[i] = t;
+    }
+    return PB_OK;
+}
+
+/* ---- last-stage sampler ----------------------------------------------- */
+
+struct pb_slot_sampler {
+    int n_slots, max_seq_len, vocab;
+    int32_t *hist;  /* [n_slots][max_seq_len] */
+    int32_t *n_hist; /* [n_slots] */
+    void *scratch;
+};
+
+pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slot_sampler **out)
+{
+    *out = NULL;
+    if (n_slots < 1 || max_seq_len < 1 || vocab < 1)
+        return pb_error(PB_ERR_INTERNAL, "slot sampler: bad sizes %d/%d/%d", n_slots, max_seq_len, vocab);
+    pb_slot_sampler *s;
+    PB_CHECK(pb_calloc(1, sizeof *s, &s));
+    s->n_slots = n_slots;
+    s->max_seq_len = max_seq_len;
+    s->vocab = vocab;
+    size_t cells;
+    pb_status st;
+    if (!pb_mul_ok((size_t)n_slots, (size_t)max_seq_len, &cells)) {
+        st = pb_error(PB_ERR_NOMEM, "slot sampler: %d x %d history overflows", n_slots, max_seq_len);
+        goto fail;
+    }
+    PB_CHECK_GOTO(pb_calloc(cells, sizeof *s->hist, &s->hist), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->n_hist, &s->n_hist), st, fail);
+    PB_CHECK_GOTO(pb_malloc(pb_sample_scratch_bytes(vocab), &s->scratch), st, fail);
+    *out = s;
+    return PB_OK;
+fail:
+    pb_slot_sampler_free(s);
+    return st;
+}
+
+pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
+                              pb_mb_result *res)
+{
+    PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
+    res->tag = mb->tag;
+    res->n_seqs = mb->n_seqs;
+    const int32_t *tok = mb->tokens;
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        if (q->slot < 0 || q->slot >= s->n_slots)
+            return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d out of range", (int)q->slot);
+        int32_t *h = s->hist + (size_t)q->slot * (size_t)s->max_seq_len;
+        if (q->flags & PB_SEQ_NEW)
+            s->n_hist[q->slot] = 0;
+        /* The history is the cached tokens: keep it aligned with pos. */
+        if (q->pos != s->n_hist[q->slot] || q->pos + q->n_tokens > s->max_seq_len)
+            return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d holds %d tokens, micro-batch says pos %d",
+                            (int)q->slot, (int)s->n_hist[q->slot], (int)q->pos);
+        memcpy(h + q->pos, tok, (size_t)q->n_tokens * sizeof *tok);
+        s->n_hist[q->slot] = q->pos + q->n_tokens;
+        tok += q->n_tokens;
+        if (q->flags & PB_SEQ_SAMPLE)
+            res->tokens[i] = pb_sample(logits + (size_t)i * (size_t)s->vocab, s->vocab, &q->sample,
+                                       h, (size_t)s->n_hist[q->slot], &q->key, s->scratch);
+        else
+            res->tokens[i] = -1;
+    }
+    return PB_OK;
+}
+
+void pb_slot_sampler_free(pb_slot_sampler *s)
+{
+    if (!s)
+        return;
+    free(s->hist);
+    free(s->n_hist);
+    free(s->scratch);
+    free(s);
+}
+
+/* ---- pipe wrapper ----------------------------------------------------- */
+
+struct pb_pipe {
+    const pb_pipe_ops *ops;
+    void *self;
+    int depth;
+    pb_mb_limits lim;
+    /* tags and sizes of in-flight micro-batches, FIFO ring of depth entries */
+    uint64_t *tags;
+    int32_t *n_seqs;
+    int head, count;
+};
+
+pb_status pb_pipe_create(const pb_pipe_ops *ops, void *self, int depth, const pb_mb_limits *lim,
+                         pb_pipe **out)
+{
+    *out = NULL;
+    pb_status st;
+    pb_pipe *p = NULL;
+    if (depth < 1 || !ops || !ops->submit || !ops->wait) {
+        st = pb_error(PB_ERR_INTERNAL, "pipe: bad depth %d or ops", depth);
+        goto fail;
+    }
+    PB_CHECK_GOTO(pb_calloc(1, sizeof *p, &p), st, fail);
+    p->ops = ops;
+    p->self = self;
+    p->depth = depth;
+    p->lim = *lim;
+    PB_CHECK_GOTO(pb_calloc((size_t)depth, sizeof *p->tags, &p->tags), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)depth, sizeof *p->n_seqs, &p->n_seqs), st, fail);
+    *out = p;
+    return PB_OK;
+fail:
+    if (p) {
+        free(p->tags);
+        free(p->n_seqs);
+        free(p);
+    }
+    if (ops && ops->destroy)
+        ops->destroy(self);
+    return st;
+}
+
+pb_status pb_pipe_submit(pb_pipe *p, const pb_microbatch *mb)
+{
+    if (p->count >= p->depth)
+        return pb_error(PB_ERR_INTERNAL, "pipe: %d micro-batches already in flight", p->count);
+    pb_status st = pb_mb_validate(mb, &p->lim);
+    if (st != PB_OK)
+        return pb_error_ctx(PB_ERR_INTERNAL, "pipe submit");
+    PB_CHECK(p->ops->submit(p->self, mb));
+    int at = (p->head + p->count) % p->depth;
+    p->tags[at] = mb->tag;
+    p->n_seqs[at] = mb->n_seqs;
+    p->count++;
+    return PB_OK;
+}
+
+pb_status pb_pipe_wait(pb_pipe *p, pb_mb_result *res)
+{
+    if (p->count == 0)
+        return pb_error(PB_ERR_INTERNAL, "pipe: wait with nothing in flight");
+    PB_CHECK(p->ops->wait(p->self, res));
+    uint64_t tag = p->tags[p->head];
+    int32_t n = p->n_seqs[p->head];
+    p->head = (p->head + 1) % p->depth;
+    p->count--;
+    if (res->tag != tag || res->n_seqs != n)
+        return pb_error(PB_ERR_INTERNAL, "pipe %s: result for micro-batch %llu (%d sequences), expected %llu (%d)",
+                        p->ops->name, (unsigned long long)res->tag, (int)res->n_seqs,
+                        (unsigned long long)tag, (int)n);
+    for (int i = 0; i < n; i++)
+        if (res->tokens[i] < -1 || res->tokens[i] >= p->lim.vocab)
+            return pb_error(PB_ERR_INTERNAL, "pipe %s: sampled id %d out of range", p->ops->name,
+                            (int)res->tokens[i]);
+    return PB_OK;
+}
+
+int pb_pipe_depth(const pb_pipe *p) { return p->depth; }
+int pb_pipe_in_flight(const pb_pipe *p) { return p->count; }
+const pb_mb_limits *pb_pipe_limits(const pb_pipe *p) { return &p->lim; }
+
+pb_status pb_pipe_stats_get(pb_pipe *p, pb_pipe_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!p->ops->stats)
+        return PB_OK;
+    return p->ops->stats(p->self, out);
+}
+
+void pb_pipe_free(pb_pipe *p)
+{
+    if (!p)
+        return;
+    if (p->ops->destroy)
+        p->ops->destroy(p->self);
+    free(p->tags);
+    free(p->n_seqs);
+    free(p);
+}

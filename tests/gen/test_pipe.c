@@ -1,0 +1,241 @@
+/* Micro-batch wire format, validation, slot sampler and the pipe wrapper. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gen/pipe.h"
+
+static int failures;
+#define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "%s:%d: CHECK(%s) failed: %s\n", __FILE__, __LINE__, #cond, pb_last_error()); failures++; } } while (0)
+
+static pb_mb_seq seq(int slot, int pos, int n, unsigned flags)
+{
+    pb_mb_seq s = {.slot = slot, .pos = pos, .n_tokens = n, .flags = flags,
+                   .sample = pb_sample_params_default(), .key = {42, (uint64_t)slot + 1, 0}};
+    return s;
+}
+
+static void test_philox(void)
+{
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+         0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0,
+         0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int i = 0; i < 3; i++) {
+        uint32_t out[4];
+        pb_philox4x32_10(kat[i], kat[i] + 4, out);
+        CHECK(memcmp(out, kat[i] + 6, sizeof out) == 0);
+    }
+    pb_rng_key a = {1, 2, 3}, b = {1, 2, 4};
+    double ua = pb_rng_uniform(&a), ub = pb_rng_uniform(&b);
+    CHECK(ua >= 0 && ua < 1 && ub >= 0 && ub < 1 && ua != ub);
+    CHECK(pb_rng_uniform(&a) == ua);
+}
+
+static void test_pack(void)
+{
+    pb_mb_limits lim = {.n_slots = 8, .max_seq_len = 32, .max_batch_tokens = 64, .vocab = 100};
+    pb_microbatch mb, back;
+    CHECK(pb_mb_init(&mb, 1, 1) == PB_OK);
+    CHECK(pb_mb_init(&back, 0, 0) == PB_OK);
+    mb.tag = 0x1122334455667788ull;
+    int32_t prompt[5] = {1, 2, 3, 4, 99};
+    pb_mb_seq s0 = seq(3, 0, 5, PB_SEQ_NEW | PB_SEQ_SAMPLE);
+    s0.sample.temperature = 0.7f; s0.sample.top_k = 5; s0.sample.top_p = 0.9f;
+    s0.sample.min_p = 0.1f; s0.sample.repetition_penalty = 1.2f;
+    s0.key.seed = ~0ull; s0.key.step = 77;
+    CHECK(pb_mb_add(&mb, &s0, prompt) == PB_OK);
+    int32_t one = 7;
+    pb_mb_seq s1 = seq(5, 10, 1, PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &s1, &one) == PB_OK);
+    CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
+    size_t sz = pb_mb_packed_size(&mb), w = 0;
+    CHECK(sz == 24 + 2 * 64 + 6 * 4);
+    unsigned char *buf = malloc(sz);
+    CHECK(pb_mb_pack(&mb, buf, sz - 1, &w) != PB_OK);
+    CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
+    CHECK(pb_mb_unpack(buf, sz, &lim, &back) == PB_OK);
+    CHECK(back.tag == mb.tag && back.n_seqs == 2 && back.n_tokens == 6);
+    for (int i = 0; i < 2; i++) {
+        const pb_mb_seq *x = &back.seqs[i], *y = &mb.seqs[i];
+        CHECK(x->slot == y->slot && x->pos == y->pos && x->n_tokens == y->n_tokens &&
+              x->flags == y->flags && x->sample.temperature == y->sample.temperature &&
+              x->sample.top_k == y->sample.top_k && x->sample.top_p == y->sample.top_p &&
+              x->sample.min_p == y->sample.min_p &&
+              x->sample.repetition_penalty == y->sample.repetition_penalty &&
+              x->key.seed == y->key.seed && x->key.record == y->key.record &&
+              x->key.step == y->key.step);
+    }
+    CHECK(memcmp(back.tokens, mb.tokens, 6 * sizeof *mb.tokens) == 0);
+    /* truncated, trailing byte, bad magic, bad token, bad slot */
+    CHECK(pb_mb_unpack(buf, sz - 1, &lim, &back) == PB_ERR_FORMAT);
+    CHECK(pb_mb_unpack(buf, 10, &lim, &back) == PB_ERR_FORMAT);
+    unsigned char *big = calloc(1, sz + 1);
+    memcpy(big, buf, sz);
+    CHECK(pb_mb_unpack(big, sz + 1, &lim, &back) == PB_ERR_FORMAT);
+    free(big);
+    buf[0] ^= 1;
+    CHECK(pb_mb_unpack(buf, sz, &lim, &back) == PB_ERR_FORMAT);
+    buf[0] ^= 1;
+    pb_mb_limits small = lim;
+    small.vocab = 99; /* token 99 now out of range */
+    CHECK(pb_mb_unpack(buf, sz, &small, &back) == PB_ERR_INPUT);
+    small = lim;
+    small.n_slots = 4; /* slot 5 out of range */
+    CHECK(pb_mb_unpack(buf, sz, &small, &back) == PB_ERR_INPUT);
+    small = lim;
+    small.max_seq_len = 10; /* pos 10 + 1 > 10 */
+    CHECK(pb_mb_unpack(buf, sz, &small, &back) == PB_ERR_INPUT);
+    /* corrupt the count of sequences: claims many more than the bytes hold */
+    buf[16] = 0xff; buf[17] = 0xff;
+    CHECK(pb_mb_unpack(buf, sz, &lim, &back) == PB_ERR_FORMAT);
+    free(buf);
+
+    /* validation of hand-made bad batches */
+    pb_mb_clear(&mb);
+    pb_mb_seq d = seq(1, 0, 1, PB_SEQ_SAMPLE), e = seq(1, 4, 1, PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &d, &one) == PB_OK && pb_mb_add(&mb, &e, &one) == PB_OK);
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* slot twice */
+    pb_mb_clear(&mb);
+    pb_mb_seq f = seq(1, 3, 1, PB_SEQ_NEW | PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &f, &one) == PB_OK);
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* NEW at pos 3 */
+    pb_mb_clear(&mb);
+    pb_mb_seq g = seq(1, 0, 1, PB_SEQ_SAMPLE);
+    g.sample.top_p = 0;
+    CHECK(pb_mb_add(&mb, &g, &one) == PB_OK);
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* top_p 0 */
+    pb_mb_release(&mb);
+    pb_mb_release(&back);
+
+    /* results */
+    pb_mb_result r, rb;
+    CHECK(pb_mb_result_init(&r, 3) == PB_OK && pb_mb_result_init(&rb, 0) == PB_OK);
+    r.tag = 9; r.n_seqs = 3; r.tokens[0] = 5; r.tokens[1] = -1; r.tokens[2] = 99;
+    unsigned char rbuf[64];
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 36);
+    CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK);
+    CHECK(rb.tag == 9 && rb.n_seqs == 3 && rb.tokens[1] == -1 && rb.tokens[2] == 99);
+    CHECK(pb_mb_result_unpack(rbuf, w, 99, &rb) == PB_ERR_FORMAT);
+    CHECK(pb_mb_result_unpack(rbuf, w - 4, 100, &rb) == PB_ERR_FORMAT);
+    pb_mb_result_release(&r);
+    pb_mb_result_release(&rb);
+}
+
+/* Slot sampler: repetition penalty sees the prompt and the decode tokens of
+ * its own slot only; greedy picks the argmax. */
+static void test_slot_sampler(void)
+{
+    enum { V = 6 };
+    pb_slot_sampler *ss;
+    CHECK(pb_slot_sampler_create(2, 16, V, &ss) == PB_OK);
+    pb_microbatch mb;
+    CHECK(pb_mb_init(&mb, 2, 8) == PB_OK);
+    pb_mb_result res;
+    CHECK(pb_mb_result_init(&res, 2) == PB_OK);
+    float logits[2 * V] = {1, 5, 4.5f, 0, 0, 0, 1, 5, 4.5f, 0, 0, 0};
+    int32_t p0[2] = {1, 3}, p1[1] = {0};
+    pb_mb_seq a = seq(0, 0, 2, PB_SEQ_NEW | PB_SEQ_SAMPLE), b = seq(1, 0, 1, PB_SEQ_NEW | PB_SEQ_SAMPLE);
+    a.sample.repetition_penalty = 2.0f; /* id 1 seen: 5 -> 2.5 < 4.5 */
+    b.sample.repetition_penalty = 2.0f; /* id 1 not seen in slot 1 */
+    CHECK(pb_mb_add(&mb, &a, p0) == PB_OK && pb_mb_add(&mb, &b, p1) == PB_OK);
+    mb.tag = 1;
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK);
+    CHECK(res.tag == 1 && res.n_seqs == 2 && res.tokens[0] == 2 && res.tokens[1] == 1);
+    /* decode: slot 1 now has id 1 -> penalised too */
+    pb_mb_clear(&mb);
+    pb_mb_seq b2 = seq(1, 1, 1, PB_SEQ_SAMPLE);
+    b2.sample.repetition_penalty = 2.0f;
+    CHECK(pb_mb_add(&mb, &b2, &res.tokens[1]) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK);
+    CHECK(res.tokens[0] == 2);
+    /* wrong position is an internal error (history out of step) */
+    pb_mb_clear(&mb);
+    pb_mb_seq bad = seq(1, 5, 1, PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &bad, p1) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_ERR_INTERNAL);
+    /* a non-final prefill chunk samples nothing */
+    pb_mb_clear(&mb);
+    pb_mb_seq c = seq(0, 0, 2, PB_SEQ_NEW);
+    CHECK(pb_mb_add(&mb, &c, p0) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == -1);
+    pb_slot_sampler_free(ss);
+    pb_mb_release(&mb);
+    pb_mb_result_release(&res);
+}
+
+/* Pipe wrapper over a fake implementation: depth, FIFO order, tag check. */
+typedef struct fake { uint64_t tags[8]; int n[8]; int head, count; bool lie; } fake;
+static pb_status fake_submit(void *self, const pb_microbatch *mb)
+{
+    fake *f = self;
+    f->tags[(f->head + f->count) % 8] = mb->tag;
+    f->n[(f->head + f->count) % 8] = mb->n_seqs;
+    f->count++;
+    return PB_OK;
+}
+static pb_status fake_wait(void *self, pb_mb_result *res)
+{
+    fake *f = self;
+    PB_CHECK(pb_mb_result_reserve(res, f->n[f->head]));
+    res->tag = f->tags[f->head] + (f->lie ? 1 : 0);
+    res->n_seqs = f->n[f->head];
+    for (int i = 0; i < res->n_seqs; i++)
+        res->tokens[i] = (int32_t)res->tag;
+    f->head = (f->head + 1) % 8;
+    f->count--;
+    return PB_OK;
+}
+static int destroyed;
+static void fake_destroy(void *self) { (void)self; destroyed++; }
+static const pb_pipe_ops fake_ops = {"fake", fake_submit, fake_wait, NULL, fake_destroy};
+
+static void test_pipe_wrapper(void)
+{
+    static fake f;
+    pb_mb_limits lim = {.n_slots = 4, .max_seq_len = 8, .max_batch_tokens = 8, .vocab = 50};
+    pb_pipe *p;
+    CHECK(pb_pipe_create(&fake_ops, &f, 2, &lim, &p) == PB_OK);
+    pb_microbatch mb;
+    pb_mb_result res;
+    CHECK(pb_mb_init(&mb, 1, 1) == PB_OK && pb_mb_result_init(&res, 1) == PB_OK);
+    int32_t t = 3;
+    pb_mb_seq s = seq(0, 0, 1, PB_SEQ_NEW | PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &s, &t) == PB_OK);
+    CHECK(pb_pipe_wait(p, &res) == PB_ERR_INTERNAL); /* nothing in flight */
+    mb.tag = 10;
+    CHECK(pb_pipe_submit(p, &mb) == PB_OK);
+    mb.tag = 11;
+    CHECK(pb_pipe_submit(p, &mb) == PB_OK);
+    mb.tag = 12;
+    CHECK(pb_pipe_submit(p, &mb) == PB_ERR_INTERNAL); /* depth 2 */
+    CHECK(pb_pipe_in_flight(p) == 2);
+    CHECK(pb_pipe_wait(p, &res) == PB_OK && res.tag == 10 && res.tokens[0] == 10);
+    CHECK(pb_pipe_submit(p, &mb) == PB_OK);
+    CHECK(pb_pipe_wait(p, &res) == PB_OK && res.tag == 11);
+    f.lie = true;
+    CHECK(pb_pipe_wait(p, &res) == PB_ERR_INTERNAL); /* wrong tag */
+    /* invalid micro-batch refused before reaching the implementation */
+    mb.tokens[0] = 50;
+    CHECK(pb_pipe_submit(p, &mb) == PB_ERR_INTERNAL && pb_pipe_in_flight(p) == 0);
+    pb_pipe_free(p);
+    CHECK(destroyed == 1);
+    pb_mb_release(&mb);
+    pb_mb_result_release(&res);
+}
+
+int main(void)
+{
+    test_philox();
+    test_pack();
+    test_slot_sampler();
+    test_pipe_wrapper();
+    if (failures)
+        fprintf(stderr, "%d failures\n", failures);
+    return failures ? 1 : 0;
+}
