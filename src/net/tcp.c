@@ -1,0 +1,952 @@
+/* TCP transport: one link to the next rank (send only) and one from the
+ * previous rank (receive only), a sender and a receiver thread per rank.
+ *
+ * Frame (32 bytes, little-endian), then `len` payload bytes:
+ *   u32 magic "PBNF", u32 type (>= 1), u64 seq (1, 2, ... per link),
+ *   u64 len (<= max_msg_bytes), u32 0, u32 FNV-1a of the 28 bytes before.
+ * Handshake on connect: the connecting rank sends HELLO (magic "PBHI",
+ * version, world size, its rank, the rank it expects, hash of the job id);
+ * the accepting rank checks every field and answers OK (magic "PBOK"). */
+#include "config.h"
+#include "net/transport.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "net/bootstrap.h"
+
+#define FRAME_MAGIC 0x464E4250u /* "PBNF" */
+#define HELLO_MAGIC 0x49484250u /* "PBHI" */
+#define OK_MAGIC 0x4B4F4250u    /* "PBOK" */
+#define PROTO_VERSION 1u
+#define FRAME_BYTES 32
+#define HELLO_BYTES 32
+#define EP_KEY "pb.tcp.endpoint"
+
+/* ---- little-endian helpers ---- */
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+static uint32_t fnv1a32(const uint8_t *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+static uint64_t fnv1a64(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+void pb_msg_release(pb_msg *m)
+{
+    if (!m)
+        return;
+    free(m->data);
+    m->data = NULL;
+    m->len = 0;
+}
+
+/* ---- generic front-ends ---- */
+pb_status pb_transport_send(pb_transport *t, uint32_t type, const void *const *bufs,
+                            const size_t *lens, int nbufs)
+{
+    return t->ops->send(t, type, bufs, lens, nbufs);
+}
+pb_status pb_transport_send1(pb_transport *t, uint32_t type, const void *buf, size_t len)
+{
+    const void *bufs[1] = {buf};
+    size_t lens[1] = {len};
+    return t->ops->send(t, type, bufs, lens, 1);
+}
+pb_status pb_transport_recv(pb_transport *t, double timeout_s, pb_msg *out)
+{
+    return t->ops->recv(t, timeout_s, out);
+}
+pb_status pb_transport_flush(pb_transport *t, double timeout_s)
+{
+    return t->ops->flush(t, timeout_s);
+}
+void pb_transport_closing(pb_transport *t) { t->ops->closing(t); }
+void pb_transport_get_stats(pb_transport *t, pb_transport_stats *out) { t->ops->get_stats(t, out); }
+void pb_transport_free(pb_transport *t)
+{
+    if (t)
+        t->ops->destroy(t);
+}
+
+/* ---- the TCP implementation ---- */
+typedef struct qmsg {
+    struct qmsg *next;
+    uint32_t type;
+    size_t len;
+    uint8_t *data;
+} qmsg;
+
+typedef struct tcp {
+    pb_transport base; /* first: a tcp * is a pb_transport * */
+    int send_fd, recv_fd;
+    int wake[2]; /* pipe that wakes the sender thread */
+    pthread_t sender, receiver;
+    bool sender_started, receiver_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* broadcast on every state change */
+
+    qmsg *sq_head, *sq_tail;
+    int sq_n;
+    bool writing;
+    qmsg *rq_head, *rq_tail;
+    int rq_n;
+    uint64_t send_seq, recv_seq;
+
+    bool send_broken, recv_broken, closing, stop;
+    char send_err[512], recv_err[512];
+    size_t max_msg;
+    int max_queued;
+    pb_transport_stats stats;
+
+    char next_host[256], prev_host[256];
+} tcp;
+
+static void abstime_after(struct timespec *ts, double s)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    time_t whole = (time_t)s;
+    long ns = (long)((s - (double)whole) * 1e9);
+    ts->tv_sec += whole;
+    ts->tv_nsec += ns;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Wait on the condition until woken or the deadline (NULL = none). */
+static void cv_wait(tcp *c, const struct timespec *deadline)
+{
+    if (deadline)
+        pthread_cond_timedwait(&c->cv, &c->mu, deadline);
+    else
+        pthread_cond_wait(&c->cv, &c->mu);
+}
+
+static bool past(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+static void wake_sender(tcp *c)
+{
+    char x = 1;
+    ssize_t n = write(c->wake[1], &x, 1);
+    (void)n; /* a full pipe already wakes it */
+}
+
+/* Write all of iov (modified); 0, or an errno value. */
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        size_t left = (size_t)w;
+        while (n > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* Read exactly n bytes: 0 ok, -1 clean EOF before the first byte, else an
+ * errno value (EPIPE for EOF in the middle). */
+static int read_all(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = recv(fd, (char *)buf + got, n - got, 0);
+        if (r == 0)
+            return got == 0 ? -1 : EPIPE;
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static void mark_send_broken(tcp *c, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->send_broken) {
+        c->send_broken = true;
+        snprintf(c->send_err, sizeof c->send_err, "%s", why);
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void describe_hangup(tcp *c, int peer, const char *host, int err, char *buf, size_t cap)
+{
+    if (err == -1 || err == EPIPE || err == ECONNRESET)
+        snprintf(buf, cap,
+                 "rank %d (on %s) closed its connection to rank %d unexpectedly: "
+                 "rank %d failed or was killed",
+                 peer, host, c->base.rank, peer);
+    else
+        snprintf(buf, cap, "connection between rank %d and rank %d (on %s) failed: %s",
+                 c->base.rank, peer, host, strerror(err));
+}
+
+static void *sender_main(void *arg)
+{
+    tcp *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stop && !c->sq_head && !c->send_broken) {
+            pthread_mutex_unlock(&c->mu);
+            /* Idle: watch the send link for a hang-up (the peer never
+             * writes on it) and the wake pipe for new messages. */
+            struct pollfd pf[2] = {{.fd = c->send_fd, .events = POLLIN},
+                                   {.fd = c->wake[0], .events = POLLIN}};
+            int pr = poll(pf, 2, -1);
+            if (pr > 0 && (pf[1].revents & POLLIN)) {
+                char junk[64];
+                while (read(c->wake[0], junk, sizeof junk) > 0) {
+                }
+            }
+            if (pr > 0 && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+                char b;
+                ssize_t r = recv(c->send_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+                char why[512];
+                if (r > 0)
+                    snprintf(why, sizeof why,
+                             "rank %d sent data on a send-only link to rank %d: protocol error",
+                             c->base.next, c->base.rank);
+                else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+                    describe_hangup(c, c->base.next, c->next_host, r == 0 ? -1 : errno, why,
+                                    sizeof why);
+                else
+                    why[0] = '\0';
+                if (why[0])
+                    mark_send_broken(c, why);
+            }
+            pthread_mutex_lock(&c->mu);
+        }
+        if (c->stop || c->send_broken)
+            break;
+        qmsg *m = c->sq_head;
+        c->sq_head = m->next;
+        if (!c->sq_head)
+            c->sq_tail = NULL;
+        c->writing = true;
+        uint64_t seq = ++c->send_seq;
+        pthread_mutex_unlock(&c->mu);
+
+        uint8_t hdr[FRAME_BYTES];
+        put_u32(hdr, FRAME_MAGIC);
+        put_u32(hdr + 4, m->type);
+        put_u64(hdr + 8, seq);
+        put_u64(hdr + 16, m->len);
+        put_u32(hdr + 24, 0);
+        put_u32(hdr + 28, fnv1a32(hdr, 28));
+        struct iovec iov[2] = {{hdr, FRAME_BYTES}, {m->data, m->len}};
+        int err = write_all(c->send_fd, iov, m->len ? 2 : 1);
+        size_t total = FRAME_BYTES + m->len;
+        free(m->data);
+        free(m);
+
+        char why[512];
+        if (err)
+            describe_hangup(c, c->base.next, c->next_host, err, why, sizeof why);
+        pthread_mutex_lock(&c->mu);
+        c->writing = false;
+        c->sq_n--;
+        if (err && !c->send_broken) {
+            c->send_broken = true;
+            snprintf(c->send_err, sizeof c->send_err, "%s", why);
+        } else if (!err) {
+            c->stats.bytes_sent += total;
+            c->stats.msgs_sent++;
+        }
+        pthread_cond_broadcast(&c->cv);
+    }
+    /* Drop what can no longer be sent. */
+    while (c->sq_head) {
+        qmsg *m = c->sq_head;
+        c->sq_head = m->next;
+        free(m->data);
+        free(m);
+        c->sq_n--;
+    }
+    c->sq_tail = NULL;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void *receiver_main(void *arg)
+{
+    tcp *c = arg;
+    char why[512] = "";
+    for (;;) {
+        uint8_t hdr[FRAME_BYTES];
+        int err = read_all(c->recv_fd, hdr, sizeof hdr);
+        if (err) {
+            describe_hangup(c, c->base.prev, c->prev_host, err, why, sizeof why);
+            break;
+        }
+        uint32_t magic = get_u32(hdr), type = get_u32(hdr + 4);
+        uint64_t seq = get_u64(hdr + 8), len = get_u64(hdr + 16);
+        uint32_t resv = get_u32(hdr + 24), check = get_u32(hdr + 28);
+        uint64_t want_seq = c->recv_seq + 1;
+        if (magic != FRAME_MAGIC || resv != 0 || check != fnv1a32(hdr, 28)) {
+            snprintf(why, sizeof why, "malformed frame from rank %d (bad magic or checksum)",
+                     c->base.prev);
+            break;
+        }
+        if (type == 0 || seq != want_seq || len > c->max_msg) {
+            snprintf(why, sizeof why,
+                     "invalid frame from rank %d: type %u, sequence %llu (expected %llu), "
+                     "%llu bytes (limit %zu)",
+                     c->base.prev, type, (unsigned long long)seq, (unsigned long long)want_seq,
+                     (unsigned long long)len, c->max_msg);
+            break;
+        }
+        qmsg *m = calloc(1, sizeof *m);
+        uint8_t *data = len ? malloc((size_t)len) : NULL;
+        if (!m || (len && !data)) {
+            free(m);
+            free(data);
+            snprintf(why, sizeof why, "out of memory receiving %llu bytes from rank %d",
+                     (unsigned long long)len, c->base.prev);
+            break;
+        }
+        if (len && (err = read_all(c->recv_fd, data, (size_t)len)) != 0) {
+            free(m);
+            free(data);
+            describe_hangup(c, c->base.prev, c->prev_host, err == -1 ? EPIPE : err, why,
+                            sizeof why);
+            break;
+        }
+        m->type = type;
+        m->len = (size_t)len;
+        m->data = data;
+        pthread_mutex_lock(&c->mu);
+        c->recv_seq = seq;
+        /* Back-pressure: stop reading (TCP flow control does the rest). */
+        while (!c->stop && c->rq_n >= c->max_queued)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop) {
+            pthread_mutex_unlock(&c->mu);
+            free(m->data);
+            free(m);
+            break;
+        }
+        if (c->rq_tail)
+            c->rq_tail->next = m;
+        else
+            c->rq_head = m;
+        c->rq_tail = m;
+        c->rq_n++;
+        c->stats.bytes_recv += FRAME_BYTES + m->len;
+        c->stats.msgs_recv++;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_lock(&c->mu);
+    c->recv_broken = true;
+    if (!c->stop)
+        snprintf(c->recv_err, sizeof c->recv_err, "%s", why);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static pb_status tcp_send(pb_transport *t, uint32_t type, const void *const *bufs,
+                          const size_t *lens, int nbufs)
+{
+    tcp *c = (tcp *)t;
+    if (type == 0 || nbufs < 0)
+        return pb_error(PB_ERR_INTERNAL, "tcp send: bad message type or piece count");
+    size_t total = 0;
+    for (int i = 0; i < nbufs; i++)
+        if (!pb_add_ok(total, lens[i], &total))
+            return pb_error(PB_ERR_INTERNAL, "tcp send: message size overflows");
+    if (total > c->max_msg)
+        return pb_error(PB_ERR_INTERNAL, "tcp send: %zu-byte message exceeds the limit of %zu",
+                        total, c->max_msg);
+    qmsg *m = calloc(1, sizeof *m);
+    uint8_t *data = total ? malloc(total) : NULL;
+    if (!m || (total && !data)) {
+        free(m);
+        free(data);
+        return pb_error(PB_ERR_NOMEM, "tcp send: out of memory for %zu bytes", total);
+    }
+    size_t off = 0;
+    for (int i = 0; i < nbufs; i++) {
+        if (lens[i])
+            memcpy(data + off, bufs[i], lens[i]);
+        off += lens[i];
+    }
+    m->type = type;
+    m->len = total;
+    m->data = data;
+
+    pthread_mutex_lock(&c->mu);
+    double t0 = pb_now();
+    while (!c->send_broken && c->sq_n >= c->max_queued)
+        pthread_cond_wait(&c->cv, &c->mu);
+    c->stats.send_wait_seconds += pb_now() - t0;
+    if (c->send_broken) {
+        pb_status st = pb_error(PB_ERR_NET, "%s", c->send_err);
+        pthread_mutex_unlock(&c->mu);
+        free(data);
+        free(m);
+        return st;
+    }
+    if (c->sq_tail)
+        c->sq_tail->next = m;
+    else
+        c->sq_head = m;
+    c->sq_tail = m;
+    c->sq_n++;
+    pthread_mutex_unlock(&c->mu);
+    wake_sender(c);
+    return PB_OK;
+}
+
+static pb_status tcp_recv(pb_transport *t, double timeout_s, pb_msg *out)
+{
+    tcp *c = (tcp *)t;
+    out->type = 0;
+    out->data = NULL;
+    out->len = 0;
+    struct timespec deadline;
+    if (timeout_s >= 0)
+        abstime_after(&deadline, timeout_s);
+    pb_status st = PB_OK;
+    pthread_mutex_lock(&c->mu);
+    double t0 = pb_now();
+    for (;;) {
+        if (c->rq_head)
+            break;
+        if (c->recv_broken) {
+            st = pb_error(PB_ERR_NET, "%s", c->recv_err[0] ? c->recv_err : "link closed");
+            goto out;
+        }
+        if (c->send_broken && !c->closing) {
+            st = pb_error(PB_ERR_NET, "%s", c->send_err);
+            goto out;
+        }
+        if (timeout_s >= 0 && past(&deadline)) {
+            st = pb_error(PB_ERR_NET, "no message from rank %d within %.0f s", t->prev,
+                          timeout_s);
+            goto out;
+        }
+        cv_wait(c, timeout_s >= 0 ? &deadline : NULL);
+    }
+    qmsg *m = c->rq_head;
+    c->rq_head = m->next;
+    if (!c->rq_head)
+        c->rq_tail = NULL;
+    c->rq_n--;
+    pthread_cond_broadcast(&c->cv); /* room for the receiver thread */
+    out->type = m->type;
+    out->data = m->data;
+    out->len = m->len;
+    free(m);
+out:
+    c->stats.recv_wait_seconds += pb_now() - t0;
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+static pb_status tcp_flush(pb_transport *t, double timeout_s)
+{
+    tcp *c = (tcp *)t;
+    struct timespec deadline;
+    if (timeout_s >= 0)
+        abstime_after(&deadline, timeout_s);
+    pb_status st = PB_OK;
+    pthread_mutex_lock(&c->mu);
+    while (c->sq_n > 0 && !c->send_broken) {
+        if (timeout_s >= 0 && past(&deadline)) {
+            st = pb_error(PB_ERR_NET, "sending to rank %d did not finish within %.0f s",
+                          t->next, timeout_s);
+            break;
+        }
+        cv_wait(c, timeout_s >= 0 ? &deadline : NULL);
+    }
+    if (st == PB_OK && c->sq_n > 0)
+        st = pb_error(PB_ERR_NET, "%s", c->send_err);
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+static void tcp_closing(pb_transport *t)
+{
+    tcp *c = (tcp *)t;
+    pthread_mutex_lock(&c->mu);
+    c->closing = true;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void tcp_get_stats(pb_transport *t, pb_transport_stats *out)
+{
+    tcp *c = (tcp *)t;
+    pthread_mutex_lock(&c->mu);
+    *out = c->stats;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void tcp_destroy(pb_transport *t)
+{
+    tcp *c = (tcp *)t;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (c->send_fd >= 0)
+        shutdown(c->send_fd, SHUT_RDWR);
+    if (c->recv_fd >= 0)
+        shutdown(c->recv_fd, SHUT_RDWR);
+    if (c->wake[1] >= 0)
+        wake_sender(c);
+    if (c->sender_started)
+        pthread_join(c->sender, NULL);
+    if (c->receiver_started)
+        pthread_join(c->receiver, NULL);
+    while (c->rq_head) {
+        qmsg *m = c->rq_head;
+        c->rq_head = m->next;
+        free(m->data);
+        free(m);
+    }
+    while (c->sq_head) {
+        qmsg *m = c->sq_head;
+        c->sq_head = m->next;
+        free(m->data);
+        free(m);
+    }
+    if (c->send_fd >= 0)
+        close(c->send_fd);
+    if (c->recv_fd >= 0)
+        close(c->recv_fd);
+    for (int i = 0; i < 2; i++)
+        if (c->wake[i] >= 0)
+            close(c->wake[i]);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static const pb_transport_ops tcp_ops = {
+    .name = "tcp",
+    .send = tcp_send,
+    .recv = tcp_recv,
+    .flush = tcp_flush,
+    .closing = tcp_closing,
+    .get_stats = tcp_get_stats,
+    .destroy = tcp_destroy,
+};
+
+/* ---- connection setup ---- */
+
+/* Host identity: host name and kernel boot id, so that "same host" means the
+ * same running kernel, not merely the same name. */
+static void host_identity(char *host, size_t hcap, char *boot, size_t bcap)
+{
+    if (gethostname(host, hcap - 1) != 0 || !host[0])
+        snprintf(host, hcap, "localhost");
+    host[hcap - 1] = '\0';
+    for (char *p = host; *p; p++)
+        if (*p == ' ' || *p == '\n')
+            *p = '_';
+    snprintf(boot, bcap, "-");
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        char line[128];
+        if (fgets(line, sizeof line, f)) {
+            line[strcspn(line, " \r\n")] = '\0';
+            if (line[0])
+                snprintf(boot, bcap, "%s", line);
+        }
+        fclose(f);
+    }
+}
+
+/* IPv4 address to listen on and publish: that of `iface`, or the first
+ * non-loopback interface that is up (loopback if there is none). */
+static pb_status pick_address(const char *iface, struct in_addr *addr)
+{
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) != 0)
+        return pb_error(PB_ERR_NET, "getifaddrs: %s", strerror(errno));
+    bool found = false;
+    char names[512] = "";
+    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP))
+            continue;
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", i->ifa_name);
+        struct in_addr a = ((const struct sockaddr_in *)(const void *)i->ifa_addr)->sin_addr;
+        if (iface) {
+            if (strcmp(i->ifa_name, iface) == 0 && !found) {
+                *addr = a;
+                found = true;
+            }
+        } else if (!(i->ifa_flags & IFF_LOOPBACK) && !found) {
+            *addr = a;
+            found = true;
+        }
+    }
+    freeifaddrs(ifs);
+    if (!found && iface)
+        return pb_error(PB_ERR_USAGE,
+                        "--iface %s: no IPv4 interface of that name is up (available: %s)",
+                        iface, names[0] ? names : "none");
+    if (!found)
+        addr->s_addr = htonl(INADDR_LOOPBACK);
+    return PB_OK;
+}
+
+static void tune_socket(int fd)
+{
+    int one = 1, idle = 10, intvl = 2, cnt = 3;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* Detect a peer whose host vanished within ~16 s. */
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+}
+
+static double secs_left(double deadline)
+{
+    double l = deadline - pb_now();
+    return l > 0 ? l : 0;
+}
+
+/* Read n bytes with a deadline (fd blocking; poll before each read). */
+static pb_status read_deadline(int fd, void *buf, size_t n, double deadline, const char *what)
+{
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pf, 1, (int)(secs_left(deadline) * 1000) + 1);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            return pb_error(PB_ERR_NET, "%s: timed out", what);
+        ssize_t r = recv(fd, (char *)buf + got, n - got, 0);
+        if (r == 0)
+            return pb_error(PB_ERR_NET, "%s: connection closed", what);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return pb_error(PB_ERR_NET, "%s: %s", what, strerror(errno));
+        }
+        got += (size_t)r;
+    }
+    return PB_OK;
+}
+
+static void make_hello(uint8_t *h, uint32_t magic, int world, int src, int dst, uint64_t job)
+{
+    memset(h, 0, HELLO_BYTES);
+    put_u32(h, magic);
+    put_u32(h + 4, PROTO_VERSION);
+    put_u32(h + 8, (uint32_t)world);
+    put_u32(h + 12, (uint32_t)src);
+    put_u32(h + 16, (uint32_t)dst);
+    put_u64(h + 20, job);
+    put_u32(h + 28, fnv1a32(h, 28));
+}
+
+static bool check_hello(const uint8_t *h, uint32_t magic, int world, int src, int dst,
+                        uint64_t job)
+{
+    return get_u32(h) == magic && get_u32(h + 4) == PROTO_VERSION &&
+           get_u32(h + 8) == (uint32_t)world && get_u32(h + 12) == (uint32_t)src &&
+           get_u32(h + 16) == (uint32_t)dst && get_u64(h + 20) == job &&
+           get_u32(h + 28) == fnv1a32(h, 28);
+}
+
+/* Parse "pbtcp1 PORT HOST BOOTID ADDR" (validated). */
+static pb_status parse_endpoint(const char *s, size_t len, int rank, uint16_t *port,
+                                char *host, size_t hcap, char *boot, size_t bcap,
+                                struct in_addr *addr)
+{
+    char h[256], b[128], a[64];
+    unsigned p = 0;
+    int used = 0;
+    if (len > 600 || strlen(s) != len ||
+        sscanf(s, "pbtcp1 %u %255s %127s %63s%n", &p, h, b, a, &used) != 4 ||
+        (size_t)used != len || p == 0 || p > 65535 || inet_pton(AF_INET, a, addr) != 1)
+        return pb_error(PB_ERR_NET, "rank %d published a malformed TCP endpoint", rank);
+    *port = (uint16_t)p;
+    snprintf(host, hcap, "%s", h);
+    snprintf(boot, bcap, "%s", b);
+    return PB_OK;
+}
+
+static pb_status connect_next(tcp *c, struct in_addr addr, uint16_t port, double deadline,
+                              uint64_t job, int *out_fd)
+{
+    char astr[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &addr, astr, sizeof astr);
+    for (;;) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            return pb_error(PB_ERR_NET, "socket: %s", strerror(errno));
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr = addr};
+        int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+        int err = rc == 0 ? 0 : errno;
+        if (err == EINPROGRESS) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            int pr = poll(&pf, 1, (int)(secs_left(deadline) * 1000) + 1);
+            socklen_t sl = sizeof err;
+            if (pr <= 0)
+                err = ETIMEDOUT;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) != 0)
+                err = errno;
+        }
+        if (err == 0) {
+            int fl = fcntl(fd, F_GETFL);
+            fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+            tune_socket(fd);
+            uint8_t h[HELLO_BYTES];
+            make_hello(h, HELLO_MAGIC, c->base.size, c->base.rank, c->base.next, job);
+            struct iovec iov = {h, sizeof h};
+            if ((err = write_all(fd, &iov, 1)) == 0) {
+                *out_fd = fd;
+                return PB_OK;
+            }
+        }
+        close(fd);
+        if ((err != ECONNREFUSED && err != EAGAIN && err != EINTR) || secs_left(deadline) <= 0)
+            return pb_error(PB_ERR_NET, "connecting to rank %d at %s:%u (%s): %s",
+                            c->base.next, astr, (unsigned)port, c->next_host, strerror(err));
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Accept the previous rank, ignoring connections that fail the handshake. */
+static pb_status accept_prev(tcp *c, int lfd, double deadline, uint64_t job, int *out_fd)
+{
+    for (;;) {
+        struct pollfd pf = {.fd = lfd, .events = POLLIN};
+        int pr = poll(&pf, 1, (int)(secs_left(deadline) * 1000) + 1);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            return pb_error(PB_ERR_NET, "rank %d (on %s) did not connect within the timeout",
+                            c->base.prev, c->prev_host);
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED)
+                continue;
+            return pb_error(PB_ERR_NET, "accept: %s", strerror(errno));
+        }
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        tune_socket(fd);
+        uint8_t h[HELLO_BYTES];
+        double hello_deadline = pb_now() + 10 < deadline ? pb_now() + 10 : deadline;
+        if (read_deadline(fd, h, sizeof h, hello_deadline, "handshake") == PB_OK &&
+            check_hello(h, HELLO_MAGIC, c->base.size, c->base.prev, c->base.rank, job)) {
+            make_hello(h, OK_MAGIC, c->base.size, c->base.rank, c->base.prev, job);
+            struct iovec iov = {h, sizeof h};
+            if (write_all(fd, &iov, 1) == 0) {
+                *out_fd = fd;
+                return PB_OK;
+            }
+        }
+        pb_log_warn("rejected a connection that is not rank %d of this job", c->base.prev);
+        close(fd);
+    }
+}
+
+pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_transport **out)
+{
+    *out = NULL;
+    int rank = pb_bootstrap_rank(b), size = pb_bootstrap_size(b);
+    if (size < 2)
+        return pb_error(PB_ERR_INTERNAL, "tcp transport needs at least 2 ranks (world %d)", size);
+    pb_tcp_opts o = opts ? *opts : (pb_tcp_opts){0};
+    if (!o.max_msg_bytes)
+        o.max_msg_bytes = (size_t)1 << 30;
+    if (o.timeout_s <= 0)
+        o.timeout_s = PB_BOOTSTRAP_TIMEOUT_S;
+    if (o.max_queued <= 0)
+        o.max_queued = 64;
+
+    tcp *c = calloc(1, sizeof *c);
+    if (!c)
+        return pb_error(PB_ERR_NOMEM, "tcp transport: out of memory");
+    c->base.ops = &tcp_ops;
+    c->base.rank = rank;
+    c->base.size = size;
+    c->base.next = (rank + 1) % size;
+    c->base.prev = (rank + size - 1) % size;
+    c->send_fd = c->recv_fd = c->wake[0] = c->wake[1] = -1;
+    c->max_msg = o.max_msg_bytes;
+    c->max_queued = o.max_queued;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    snprintf(c->next_host, sizeof c->next_host, "?");
+    snprintf(c->prev_host, sizeof c->prev_host, "?");
+
+    pb_status st = PB_OK;
+    int lfd = -1;
+    void *ep = NULL;
+    size_t eplen = 0;
+    double deadline = pb_now() + o.timeout_s;
+    uint64_t job = fnv1a64(pb_bootstrap_job_id(b));
+
+    struct in_addr pub;
+    PB_CHECK_GOTO(pick_address(o.iface, &pub), st, fail);
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0) {
+        st = pb_error(PB_ERR_NET, "socket: %s", strerror(errno));
+        goto fail;
+    }
+    /* With --iface listen on that address only, else on all (peers on this
+     * host come over loopback, others over the published address). */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0,
+                             .sin_addr.s_addr = o.iface ? pub.s_addr : htonl(INADDR_ANY)};
+    socklen_t sl = sizeof sa;
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 16) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&sa, &sl) != 0) {
+        st = pb_error(PB_ERR_NET, "listening for rank %d: %s", c->base.prev, strerror(errno));
+        goto fail;
+    }
+    char host[256], boot[128], astr[INET_ADDRSTRLEN], mine[600];
+    host_identity(host, sizeof host, boot, sizeof boot);
+    inet_ntop(AF_INET, &pub, astr, sizeof astr);
+    snprintf(mine, sizeof mine, "pbtcp1 %u %s %s %s", (unsigned)ntohs(sa.sin_port), host, boot,
+             astr);
+    pb_log_debug("tcp endpoint: %s", mine);
+    PB_CHECK_GOTO(pb_bootstrap_put(b, EP_KEY, mine, strlen(mine)), st, fail);
+    PB_CHECK_GOTO(pb_bootstrap_commit(b), st, fail);
+    PB_CHECK_GOTO(pb_bootstrap_fence(b, o.timeout_s), st, fail);
+
+    /* The previous rank's host, for messages. */
+    for (int k = 0; k < 2; k++) {
+        int peer = k == 0 ? c->base.next : c->base.prev;
+        PB_CHECK_GOTO(pb_bootstrap_get(b, peer, EP_KEY, o.timeout_s, &ep, &eplen), st, fail);
+        uint16_t port = 0;
+        char phost[256], pboot[128];
+        struct in_addr paddr;
+        PB_CHECK_GOTO(parse_endpoint(ep, eplen, peer, &port, phost, sizeof phost, pboot,
+                                     sizeof pboot, &paddr), st, fail);
+        free(ep);
+        ep = NULL;
+        if (k == 1) {
+            snprintf(c->prev_host, sizeof c->prev_host, "%s", phost);
+            break;
+        }
+        snprintf(c->next_host, sizeof c->next_host, "%s", phost);
+        bool same_host = !o.iface && strcmp(phost, host) == 0 && strcmp(pboot, boot) == 0 &&
+                         strcmp(pboot, "-") != 0;
+        if (same_host)
+            paddr.s_addr = htonl(INADDR_LOOPBACK);
+        PB_CHECK_GOTO(connect_next(c, paddr, port, deadline, job, &c->send_fd), st, fail);
+    }
+    PB_CHECK_GOTO(accept_prev(c, lfd, deadline, job, &c->recv_fd), st, fail);
+    close(lfd);
+    lfd = -1;
+    /* The next rank's answer to our HELLO. */
+    uint8_t h[HELLO_BYTES];
+    PB_CHECK_GOTO(read_deadline(c->send_fd, h, sizeof h, deadline, "handshake with next rank"),
+                  st, fail);
+    if (!check_hello(h, OK_MAGIC, size, c->base.next, rank, job)) {
+        st = pb_error(PB_ERR_NET, "rank %d answered the handshake wrongly", c->base.next);
+        goto fail;
+    }
+
+    if (pipe(c->wake) != 0) {
+        st = pb_error(PB_ERR_NET, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(c->wake[i], F_SETFD, FD_CLOEXEC);
+        fcntl(c->wake[i], F_SETFL, fcntl(c->wake[i], F_GETFL) | O_NONBLOCK);
+    }
+    if (pthread_create(&c->sender, NULL, sender_main, c) != 0) {
+        st = pb_error(PB_ERR_NET, "cannot start the tcp sender thread");
+        goto fail;
+    }
+    c->sender_started = true;
+    if (pthread_create(&c->receiver, NULL, receiver_main, c) != 0) {
+        st = pb_error(PB_ERR_NET, "cannot start the tcp receiver thread");
+        goto fail;
+    }
+    c->receiver_started = true;
+    pb_log_verbose("tcp: connected to rank %d (%s) and from rank %d (%s)", c->base.next,
+                   c->next_host, c->base.prev, c->prev_host);
+    *out = &c->base;
+    return PB_OK;
+
+fail:
+    free(ep);
+    if (lfd >= 0)
+        close(lfd);
+    tcp_destroy(&c->base);
+    return pb_error_ctx(st, "tcp transport (rank %d of %d)", rank, size);
+}

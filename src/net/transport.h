@@ -1,0 +1,94 @@
+/* Transport between pipeline stages: a table of operations behind an opaque
+ * handle (TCP for CPU ranks; NCCL comes with the CUDA backend).
+ *
+ * Topology: a ring. Rank r sends only to next = (r + 1) % size and receives
+ * only from prev = (r - 1 + size) % size, each over its own link, which is
+ * all a pipeline needs (stage r -> r + 1, last stage -> rank 0).
+ *
+ * Messages are framed and validated on arrival (magic, type, per-link
+ * sequence number, size limit): a malformed frame breaks the link with an
+ * error naming the peer rank, never reaches the caller. Sending copies the
+ * message into a queue that a progress thread writes while the caller
+ * computes; a receiving thread reads ahead, so communication overlaps
+ * compute. A peer that dies (connection reset or closed) is detected by
+ * those threads at once: the next send or recv fails, naming that rank. */
+#ifndef PB_NET_TRANSPORT_H
+#define PB_NET_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+typedef struct pb_bootstrap pb_bootstrap;
+
+/* One received message: type and payload (malloc'd, owned by the caller
+ * after recv: release with pb_msg_release). */
+typedef struct pb_msg {
+    uint32_t type;   /* >= 1, chosen by the layer above */
+    uint8_t *data;
+    size_t len;
+} pb_msg;
+void pb_msg_release(pb_msg *m);
+
+/* Counters of one transport (this rank's view). */
+typedef struct pb_transport_stats {
+    uint64_t bytes_sent, bytes_recv;  /* payload + framing */
+    uint64_t msgs_sent, msgs_recv;
+    double recv_wait_seconds;         /* time callers spent blocked in recv */
+    double send_wait_seconds;         /* time callers spent blocked on a full send queue */
+} pb_transport_stats;
+
+typedef struct pb_transport pb_transport;
+
+typedef struct pb_transport_ops {
+    const char *name;
+    /* Queue one message made of nbufs pieces (copied before returning) to
+     * the next rank. Blocks only while the send queue is full. */
+    pb_status (*send)(pb_transport *t, uint32_t type, const void *const *bufs,
+                      const size_t *lens, int nbufs);
+    /* Next message from the previous rank; timeout_s < 0 waits for ever.
+     * PB_ERR_NET on timeout or broken link. */
+    pb_status (*recv)(pb_transport *t, double timeout_s, pb_msg *out);
+    /* Wait until every queued message has been handed to the network. */
+    pb_status (*flush)(pb_transport *t, double timeout_s);
+    /* From now on the peers may close their links: a hang-up seen on the
+     * send link is the orderly end, not a failure. */
+    void (*closing)(pb_transport *t);
+    void (*get_stats)(pb_transport *t, pb_transport_stats *out);
+    void (*destroy)(pb_transport *t);
+} pb_transport_ops;
+
+struct pb_transport {
+    const pb_transport_ops *ops;
+    int rank, size;  /* this rank and the world */
+    int next, prev;  /* ring neighbours */
+};
+
+/* Generic front-ends. */
+pb_status pb_transport_send(pb_transport *t, uint32_t type, const void *const *bufs,
+                            const size_t *lens, int nbufs);
+pb_status pb_transport_send1(pb_transport *t, uint32_t type, const void *buf, size_t len);
+pb_status pb_transport_recv(pb_transport *t, double timeout_s, pb_msg *out);
+pb_status pb_transport_flush(pb_transport *t, double timeout_s);
+void pb_transport_closing(pb_transport *t);
+void pb_transport_get_stats(pb_transport *t, pb_transport_stats *out);
+void pb_transport_free(pb_transport *t); /* NULL-safe */
+
+/* TCP: listen on a routable address (or the IPv4 address of `iface`),
+ * publish the endpoint through the bootstrap (put/commit/fence/get, all with
+ * timeouts), connect to the next rank and accept the previous one, checking
+ * a handshake (same job, expected ranks). Peers on the same host (same host
+ * name and boot id) are reached over loopback. max_msg_bytes bounds every
+ * payload accepted from the network. Needs a world of at least 2. */
+typedef struct pb_tcp_opts {
+    const char *iface;      /* NULL = any routable address */
+    size_t max_msg_bytes;   /* 0 = 1 GiB */
+    int timeout_s;          /* endpoint exchange and connection setup; 0 = 120 */
+    int max_queued;         /* messages queued per direction; 0 = 64 */
+} pb_tcp_opts;
+
+pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_transport **out);
+
+#endif

@@ -1,0 +1,32 @@
+#!/bin/sh
+# TCP transport under mpirun: 2, 3 and 4 ranks pass checked messages round
+# the ring (several in flight); --iface lo; an oversized frame is rejected;
+# a rank killed mid-stream is named by the others and the job ends.
+set -u
+. "$PB_SRCDIR/tests/net/lock.sh"
+T="$PB_BUILDDIR/tests/net/ring_test"
+out="$PB_TEST_TMP/out"; err="$PB_TEST_TMP/err"
+fail() { echo "FAIL: $*"; cat "$out" "$err" 2>/dev/null; exit 1; }
+
+pb_launcher_lock
+for n in 2 3 4; do
+    timeout 120 $MPIRUN -np $n "$T" --window 6 >"$out" 2>"$err" || fail "ring of $n"
+    [ "$(grep -c 'messages round the ring ok' "$out")" -eq $n ] || fail "ring of $n: not every rank"
+done
+timeout 120 $MPIRUN -np 3 "$T" --iface lo --rounds 50 >"$out" 2>"$err" || fail "--iface lo"
+[ "$(grep -c 'round the ring ok' "$out")" -eq 3 ] || fail "--iface lo: not every rank"
+
+timeout 120 $MPIRUN -np 2 "$T" --iface no-such-if0 >"$out" 2>"$err" && fail "unknown --iface accepted"
+grep -q "no-such-if0: no IPv4 interface" "$err" || fail "unknown --iface message"
+
+timeout 120 $MPIRUN -np 2 "$T" --oversize >"$out" 2>"$err" || fail "oversize"
+grep -q "rank 1 saw: invalid frame from rank 0: .* 2097152 bytes (limit 1048576)" "$out" || fail "oversize: rank 1"
+grep -q "rank 0 saw: rank 1 .* closed its connection" "$out" || fail "oversize: rank 0"
+
+timeout 15 $MPIRUN -np 3 "$T" --die 1 --rounds 100000 >"$out" 2>"$err"
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "killed rank: exit $rc"
+grep -q "rank 1 .*failed or was killed" "$err" || fail "killed rank not named"
+sleep 1
+pgrep -f "$T" >/dev/null && fail "processes left behind: $(pgrep -af "$T")"
+echo "ring: ok"
