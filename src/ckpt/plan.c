@@ -1,0 +1,242 @@
+/* Split planner. Costs are stored parameter bytes per decoder layer, with the
+ * embeddings added to the first stage and the final norm + head (and a tied
+ * embedding) to the last, all known from the index or single header. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt/ckpt_impl.h"
+#include "ckpt/plan.h"
+#include "common/util.h"
+
+void pb_plan_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_head, int batch_size,
+                          int max_seq_len, uint64_t *mem_kv, uint64_t *mem_act)
+{
+    const uint64_t B = (uint64_t)batch_size, T = (uint64_t)max_seq_len, L = (uint64_t)(layer_end - layer_begin);
+    const uint64_t q_dim = (uint64_t)cfg->n_heads * (uint64_t)cfg->head_dim;
+    const uint64_t kv_dim = (uint64_t)cfg->n_kv_heads * (uint64_t)cfg->head_dim;
+    const uint64_t N = B * T;
+    *mem_kv = B * T * L * 2 * kv_dim * 4;
+    uint64_t per_tok = 3 * (uint64_t)cfg->hidden_size + q_dim + 2 * kv_dim + q_dim +
+                       (cfg->gated_mlp ? 2 : 1) * (uint64_t)cfg->intermediate_size;
+    uint64_t act = N * per_tok + (uint64_t)cfg->n_heads * T * T;
+    if (has_head)
+        act += B * (uint64_t)cfg->vocab_size;
+    *mem_act = act * 4;
+}
+
+void pb_plan_free(pb_plan *plan)
+{
+    if (!plan)
+        return;
+    for (int s = 0; s < plan->n_stages; s++) {
+        for (int f = 0; f < plan->stages[s].n_files; f++)
+            free(plan->stages[s].files[f].path);
+        free(plan->stages[s].files);
+    }
+    free(plan->stages);
+    free(plan);
+}
+
+/* Bytes of stage [b, e) given per-layer costs and the first/last extras. */
+static uint64_t stage_cost(const uint64_t *prefix, int b, int e, int L, uint64_t embed, uint64_t head)
+{
+    uint64_t c = prefix[e] - prefix[b];
+    if (b == 0)
+        c += embed;
+    if (e == L)
+        c += head;
+    return c;
+}
+
+/* equal_size: contiguous split into exactly n stages minimising the largest
+ * stage (ties: the earliest cut), by dynamic programming over cut points. */
+static pb_status split_equal(const uint64_t *prefix, int L, uint64_t embed, uint64_t head, int n, int *begin)
+{
+    pb_status st = PB_OK;
+    uint64_t *best = NULL;
+    int *from = NULL;
+    size_t cells;
+    if (!pb_mul_ok((size_t)(n + 1), (size_t)(L + 1), &cells))
+        return pb_error(PB_ERR_NOMEM, "plan too large");
+    PB_CHECK_GOTO(pb_calloc(cells, sizeof *best, &best), st, out);
+    PB_CHECK_GOTO(pb_calloc(cells, sizeof *from, &from), st, out);
+#define AT(k, j) ((size_t)(k) * (size_t)(L + 1) + (size_t)(j))
+    for (size_t i = 0; i < cells; i++)
+        best[i] = UINT64_MAX;
+    best[AT(0, 0)] = 0;
+    for (int k = 1; k <= n; k++)
+        for (int j = k; j <= L - (n - k); j++)
+            for (int i = k - 1; i < j; i++) {
+                if (best[AT(k - 1, i)] == UINT64_MAX)
+                    continue;
+                uint64_t c = stage_cost(prefix, i, j, L, embed, head);
+                uint64_t m = c > best[AT(k - 1, i)] ? c : best[AT(k - 1, i)];
+                if (m < best[AT(k, j)]) {
+                    best[AT(k, j)] = m;
+                    from[AT(k, j)] = i;
+                }
+            }
+    int j = L;
+    for (int k = n; k >= 1; k--) {
+        begin[k - 1] = from[AT(k, j)];
+        j = begin[k - 1];
+    }
+#undef AT
+out:
+    free(best);
+    free(from);
+    return st;
+}
+
+pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_split_spec *spec, pb_plan **out)
+{
+    pb_status st = PB_OK;
+    pb_plan *plan = NULL;
+    uint64_t *prefix = NULL;
+    int *begin = NULL;
+    uint64_t *fbytes = NULL;
+    const int L = cfg->n_layers;
+    int n = spec->n_stages;
+    *out = NULL;
+
+    if (n < 1)
+        return pb_error(PB_ERR_USAGE, "the number of stages must be at least 1");
+    if (spec->batch_size < 1 || spec->max_seq_len < 0)
+        return pb_error(PB_ERR_USAGE, "batch size must be >= 1 and max sequence length >= 0");
+    if (spec->policy != PB_SPLIT_POLICY_THRESHOLD && n > L)
+        return pb_error(PB_ERR_USAGE, "cannot split %d decoder layers into %d stages: use at most %d ranks", L, n, L);
+
+    PB_CHECK_GOTO(pb_calloc((size_t)L + 1, sizeof *prefix, &prefix), st, fail);
+    uint64_t embed = 0, head = 0;
+    for (int i = 0; i < ck->n_tensors; i++) {
+        const pb_ckpt_tensor *t = &ck->t[i];
+        if (t->role == PB_ROLE_LAYER)
+            prefix[t->layer + 1] += t->nbytes;
+        else if (t->role == PB_ROLE_EMBED)
+            embed += t->nbytes;
+        else
+            head += t->nbytes;
+        if (t->tied_embed)
+            head += t->nbytes;
+    }
+    for (int l = 0; l < L; l++)
+        prefix[l + 1] += prefix[l];
+
+    PB_CHECK_GOTO(pb_calloc((size_t)L + 1, sizeof *begin, &begin), st, fail);
+    switch (spec->policy) {
+    case PB_SPLIT_POLICY_EQUAL_SIZE:
+        PB_CHECK_GOTO(split_equal(prefix, L, embed, head, n, begin), st, fail);
+        break;
+    case PB_SPLIT_POLICY_THRESHOLD: {
+        /* greedy: cut before a layer that would push the current stage past the threshold */
+        int k = 0;
+        begin[k++] = 0;
+        for (int l = 1; l < L; l++) {
+            uint64_t with = stage_cost(prefix, begin[k - 1], l + 1, L, embed, head);
+            if (with > spec->threshold)
+                begin[k++] = l;
+        }
+        if (k != n) {
+            st = pb_error(PB_ERR_USAGE,
+                          "threshold:%llu splits the %d layers into %d stage%s, but %d rank%s %s planned: launch %d "
+                          "rank%s (or use --ranks %d for plan)",
+                          (unsigned long long)spec->threshold, L, k, k == 1 ? "" : "s", n, n == 1 ? "" : "s",
+                          n == 1 ? "is" : "are", k, k == 1 ? "" : "s", k);
+            goto fail;
+        }
+        break;
+    }
+    case PB_SPLIT_POLICY_POINTS:
+        if (spec->n_points != n - 1) {
+            st = pb_error(PB_ERR_USAGE, "--split-points gives %d split point%s (%d stages) but %d rank%s %s planned",
+                          spec->n_points, spec->n_points == 1 ? "" : "s", spec->n_points + 1, n, n == 1 ? "" : "s",
+                          n == 1 ? "is" : "are");
+            goto fail;
+        }
+        begin[0] = 0;
+        for (int i = 0; i < spec->n_points; i++) {
+            int p = spec->points[i];
+            if (p <= (i ? spec->points[i - 1] : 0) || p >= L) {
+                st = pb_error(PB_ERR_USAGE, "--split-points: %d must be increasing layer numbers in 1..%d", p, L - 1);
+                goto fail;
+            }
+            begin[i + 1] = p;
+        }
+        break;
+    }
+
+    PB_CHECK_GOTO(pb_calloc(1, sizeof *plan, &plan), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n, sizeof *plan->stages, &plan->stages), st, fail);
+    plan->n_stages = n;
+    plan->n_layers = L;
+    plan->batch_size = spec->batch_size;
+    plan->max_seq_len = spec->max_seq_len ? spec->max_seq_len : cfg->max_position;
+    plan->total_param_bytes = ck->total_bytes;
+    PB_CHECK_GOTO(pb_calloc((size_t)ck->n_files, sizeof *fbytes, &fbytes), st, fail);
+    for (int s = 0; s < n; s++) {
+        pb_stage_plan *sp = &plan->stages[s];
+        sp->stage = s;
+        sp->layer_begin = begin[s];
+        sp->layer_end = s + 1 < n ? begin[s + 1] : L;
+        sp->has_embed = s == 0;
+        sp->has_head = s == n - 1;
+        memset(fbytes, 0, (size_t)ck->n_files * sizeof *fbytes);
+        uint64_t numel = 0;
+        for (int i = 0; i < ck->n_tensors; i++) {
+            const pb_ckpt_tensor *t = &ck->t[i];
+            if (!pb_ckpt_tensor_in_stage(t, sp->layer_begin, sp->layer_end, sp->has_embed, sp->has_head))
+                continue;
+            sp->n_tensors++;
+            sp->param_bytes += t->nbytes;
+            fbytes[t->file] += t->nbytes;
+            numel += t->numel;
+        }
+        /* files the stage opens: every file holding one of its tensors */
+        int nf = 0;
+        bool *need = NULL;
+        PB_CHECK_GOTO(pb_calloc((size_t)ck->n_files, sizeof *need, &need), st, fail);
+        for (int i = 0; i < ck->n_tensors; i++)
+            if (pb_ckpt_tensor_in_stage(&ck->t[i], sp->layer_begin, sp->layer_end, sp->has_embed, sp->has_head))
+                need[ck->t[i].file] = true;
+        for (int f = 0; f < ck->n_files; f++)
+            nf += need[f];
+        st = pb_calloc((size_t)nf, sizeof *sp->files, &sp->files);
+        if (st != PB_OK) {
+            free(need);
+            goto fail;
+        }
+        for (int f = 0; f < ck->n_files; f++) {
+            if (!need[f])
+                continue;
+            pb_plan_file *pf = &sp->files[sp->n_files];
+            pf->path = pb_strdup(ck->files[f]);
+            if (!pf->path) {
+                free(need);
+                st = pb_error(PB_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            pf->file_index = f;
+            pf->bytes = fbytes[f];
+            sp->n_files++;
+        }
+        free(need);
+        sp->mem_weights = numel * 4;
+        pb_plan_stage_memory(cfg, sp->layer_begin, sp->layer_end, sp->has_head, plan->batch_size, plan->max_seq_len,
+                             &sp->mem_kv, &sp->mem_act);
+        sp->mem_total = sp->mem_weights + sp->mem_kv + sp->mem_act;
+    }
+    free(prefix);
+    free(begin);
+    free(fbytes);
+    *out = plan;
+    return PB_OK;
+fail:
+    free(prefix);
+    free(begin);
+    free(fbytes);
+    pb_plan_free(plan);
+    return st;
+}

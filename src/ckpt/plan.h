@@ -1,0 +1,75 @@
+/* Split planner: which decoder layers each pipeline stage holds, the files
+ * and bytes it reads, and its memory estimate. The plan depends only on the
+ * config and on the index (or single file header), so every rank computes the
+ * same plan without opening shard files. */
+#ifndef PB_PLAN_H
+#define PB_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ckpt/ckpt.h"
+#include "common/status.h"
+#include "model/config.h"
+
+typedef enum pb_split_policy {
+    PB_SPLIT_POLICY_EQUAL_SIZE = 0, /* exactly n_stages stages of near-equal parameter bytes */
+    PB_SPLIT_POLICY_THRESHOLD,      /* cut before a layer that would push a stage past threshold */
+    PB_SPLIT_POLICY_POINTS          /* stage i (i >= 1) begins at layer points[i-1] */
+} pb_split_policy;
+
+typedef struct pb_split_spec {
+    pb_split_policy policy;
+    int n_stages;           /* world size: every policy must produce exactly this many */
+    uint64_t threshold;     /* bytes, for PB_SPLIT_POLICY_THRESHOLD */
+    int n_points;           /* PB_SPLIT_POLICY_POINTS: n_stages - 1 increasing layer numbers */
+    const int *points;
+    int batch_size;         /* sequences in flight (KV-cache slots); >= 1 */
+    int max_seq_len;        /* KV length per sequence; 0 = the model context */
+} pb_split_spec;
+
+typedef struct pb_plan_file {
+    char *path;             /* as opened by the loader */
+    int file_index;         /* pb_ckpt_file_path(ck, file_index) */
+    uint64_t bytes;         /* bytes of this stage's tensors in this file */
+} pb_plan_file;
+
+typedef struct pb_stage_plan {
+    int stage;
+    int layer_begin, layer_end;     /* decoder layers [begin, end) */
+    bool has_embed;                 /* token (+ position) embeddings: first stage */
+    bool has_head;                  /* final norm + LM head: last stage (tied embedding loaded too) */
+    uint64_t param_bytes;           /* stored bytes of the stage's tensors */
+    int n_tensors;
+    int n_files;
+    pb_plan_file *files;            /* in checkpoint file order */
+    uint64_t mem_weights;           /* numel * 4: the CPU backend holds f32 */
+    uint64_t mem_kv;                /* KV cache, f32 */
+    uint64_t mem_act;               /* activations workspace, f32 */
+    uint64_t mem_total;
+} pb_stage_plan;
+
+typedef struct pb_plan {
+    int n_stages;
+    pb_stage_plan *stages;
+    int n_layers;
+    int batch_size, max_seq_len;    /* as used for the memory estimate */
+    uint64_t total_param_bytes;     /* over all tensors once */
+} pb_plan;
+
+pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_split_spec *spec, pb_plan **out);
+void pb_plan_free(pb_plan *plan);
+
+/* Memory of one stage holding layers [layer_begin, layer_end) (+ embed/head)
+ * with batch_size KV slots of max_seq_len tokens; weights bytes given (numel*4).
+ *   kv  = batch_size * max_seq_len * n_layers_in_stage * 2 * n_kv_heads * head_dim * 4
+ *   act = 4 * (N * (3*hidden + q_dim + 2*kv_dim + q_dim + (gated ? 2 : 1) * intermediate)
+ *              + n_heads * max_seq_len * max_seq_len            (scores of one sequence)
+ *              + (has_head ? batch_size * vocab : 0))            (logits)
+ *   with N = batch_size * max_seq_len tokens (a full prefill of every slot),
+ *   q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim.
+ * The stage runtime sizes its arena with the same function. */
+void pb_plan_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_head,
+                          int batch_size, int max_seq_len, uint64_t *mem_kv, uint64_t *mem_act);
+
+#endif

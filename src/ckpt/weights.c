@@ -1,0 +1,398 @@
+/* Per-stage loader: opens only the files of the stage plan, validates each
+ * header, then maps read-only only the byte range that covers the stage's
+ * tensors in that file. Views that are not contiguous row-major (possible in
+ * .bin files) or not aligned to their element size are copied out. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ckpt/ckpt_impl.h"
+#include "ckpt/weights.h"
+#include "common/log.h"
+#include "common/util.h"
+
+typedef struct name_idx {
+    const char *canon;
+    int idx;
+} name_idx;
+
+typedef struct mapping {
+    void *addr;
+    size_t len;
+} mapping;
+
+struct pb_weights {
+    pb_arch arch;
+    int n;
+    pb_tensor *t;
+    char **canon;
+    char **names;             /* t[i].name */
+    name_idx *sorted;         /* sorted by canonical name */
+    mapping *maps;
+    int n_maps;
+    void **owned;
+    int n_owned;
+    uint64_t bytes_read;
+};
+
+/* One tensor to place: where its bytes are in the file and how to read them. */
+typedef struct span {
+    int ti;                   /* index in w->t */
+    uint64_t off, len;        /* needed byte range in the file */
+    bool contiguous;
+    /* strided view (bin): element offset relative to off, strides in elements */
+    int ndim;
+    int64_t shape[PB_MAX_DIMS], stride[PB_MAX_DIMS];
+} span;
+
+
+static int cmp_name_idx(const void *a, const void *b)
+{
+    return strcmp(((const name_idx *)a)->canon, ((const name_idx *)b)->canon);
+}
+
+void pb_weights_free(pb_weights *w)
+{
+    if (!w)
+        return;
+    for (int i = 0; i < w->n_maps; i++)
+        munmap(w->maps[i].addr, w->maps[i].len);
+    for (int i = 0; i < w->n_owned; i++)
+        free(w->owned[i]);
+    for (int i = 0; i < w->n; i++) {
+        free(w->canon[i]);
+        free(w->names[i]);
+    }
+    free(w->names);
+    free(w->maps);
+    free(w->owned);
+    free(w->canon);
+    free(w->sorted);
+    free(w->t);
+    free(w);
+}
+
+static bool same_shape(const int64_t *a, int na, const int64_t *b, int nb)
+{
+    if (na != nb)
+        return false;
+    for (int i = 0; i < na; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
+static void shape_str(char *buf, size_t cap, const int64_t *s, int n)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && k + 24 < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)s[i]);
+}
+
+static pb_status check_tensor(const char *path, const pb_ckpt_tensor *ct, pb_dtype dt, const int64_t *shape, int ndim)
+{
+    if (!same_shape(shape, ndim, ct->shape, ct->ndim)) {
+        char got[160], want[64];
+        shape_str(got, sizeof got, shape, ndim);
+        shape_str(want, sizeof want, ct->shape, ct->ndim);
+        return pb_error(PB_ERR_CONFIG, "%s: tensor '%s' has shape [%s] but config.json implies [%s]", path, ct->name,
+                        got, want);
+    }
+    if (dt != PB_DT_F32 && dt != PB_DT_F16 && dt != PB_DT_BF16)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 needed)", path, ct->name,
+                        pb_dtype_name(dt));
+    return PB_OK;
+}
+
+static pb_status add_owned(pb_weights *w, size_t n, void **out)
+{
+    PB_CHECK(pb_realloc_array(&w->owned, (size_t)w->n_owned + 1, sizeof *w->owned));
+    PB_CHECK(pb_malloc(n, out));
+    w->owned[w->n_owned++] = *out;
+    return PB_OK;
+}
+
+/* Copy a strided view into dst (contiguous row-major). src points at element 0 of the view. */
+static void gather(unsigned char *dst, const unsigned char *src, size_t es, const span *s)
+{
+    int64_t idx[PB_MAX_DIMS] = {0};
+    size_t numel = 1;
+    for (int i = 0; i < s->ndim; i++)
+        numel *= (size_t)s->shape[i];
+    for (size_t k = 0; k < numel; k++) {
+        int64_t off = 0;
+        for (int i = 0; i < s->ndim; i++)
+            off += idx[i] * s->stride[i];
+        memcpy(dst + k * es, src + (size_t)off * es, es);
+        for (int i = s->ndim - 1; i >= 0; i--) {
+            if (++idx[i] < s->shape[i])
+                break;
+            idx[i] = 0;
+        }
+    }
+}
+
+/* Map [lo, hi) of fd and place each span's tensor. */
+static pb_status place(pb_weights *w, const char *path, int fd, span *sp, int n_sp)
+{
+    if (n_sp == 0)
+        return PB_OK;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int i = 0; i < n_sp; i++) {
+        if (sp[i].len == 0)
+            continue;
+        if (sp[i].off < lo)
+            lo = sp[i].off;
+        if (sp[i].off + sp[i].len > hi)
+            hi = sp[i].off + sp[i].len;
+        w->bytes_read += sp[i].len;
+    }
+    unsigned char *base = NULL;
+    uint64_t map_start = 0;
+    if (hi > 0) {
+        long pg = sysconf(_SC_PAGESIZE);
+        map_start = lo - lo % (uint64_t)(pg > 0 ? pg : 4096);
+        size_t len = (size_t)(hi - map_start);
+        PB_CHECK(pb_realloc_array(&w->maps, (size_t)w->n_maps + 1, sizeof *w->maps));
+        void *a = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, (off_t)map_start);
+        if (a == MAP_FAILED)
+            return pb_error(PB_ERR_IO, "%s: mmap of %zu bytes failed: %s", path, len, strerror(errno));
+        w->maps[w->n_maps++] = (mapping){a, len};
+        base = a;
+    }
+    for (int i = 0; i < n_sp; i++) {
+        pb_tensor *t = &w->t[sp[i].ti];
+        size_t es = pb_dtype_size(t->dtype);
+        if (t->nbytes == 0) {
+            static const uint64_t empty[1];
+            t->data = empty;
+            continue;
+        }
+        const unsigned char *src = base + (sp[i].off - map_start);
+        if (sp[i].contiguous && (uintptr_t)src % es == 0) {
+            t->data = src;
+            continue;
+        }
+        void *dst;
+        PB_CHECK(add_owned(w, t->nbytes, &dst));
+        if (sp[i].contiguous)
+            memcpy(dst, src, t->nbytes);
+        else
+            gather(dst, src, es, &sp[i]);
+        t->data = dst;
+    }
+    return PB_OK;
+}
+
+static pb_status load_safetensors(pb_weights *w, const pb_ckpt *ck, const char *path, int fd, const int *tis,
+                                  int n_ti, span *sp)
+{
+    pb_st_header h;
+    PB_CHECK(pb_st_read_header(path, fd, &h));
+    pb_status st = PB_OK;
+    for (int k = 0; k < n_ti; k++) {
+        const pb_ckpt_tensor *ct = &ck->t[tis[k]];
+        const pb_st_entry *e = pb_st_find(&h, ct->name);
+        if (!e) {
+            st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is not in this file (%s says it is)", path, ct->name,
+                          ck->source);
+            goto out;
+        }
+        PB_CHECK_GOTO(check_tensor(path, ct, e->dtype, e->shape, e->ndim), st, out);
+        pb_tensor *t = &w->t[w->n];
+        w->names[w->n] = pb_strdup(ct->name);
+        t->name = w->names[w->n];
+        t->dtype = e->dtype;
+        t->ndim = e->ndim;
+        memcpy(t->shape, e->shape, sizeof t->shape);
+        t->nbytes = (size_t)(e->end - e->begin);
+        sp[k] = (span){.ti = w->n, .off = h.data_start + e->begin, .len = e->end - e->begin, .contiguous = true};
+        w->canon[w->n] = pb_strdup(ct->canon);
+        if (!w->canon[w->n] || !w->names[w->n]) {
+            st = pb_error(PB_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        w->n++;
+    }
+    st = place(w, path, fd, sp, n_ti);
+out:
+    pb_st_header_free(&h);
+    return st;
+}
+
+static pb_status load_bin(pb_weights *w, const pb_ckpt *ck, const char *path, int fd, const int *tis, int n_ti,
+                          span *sp)
+{
+    pb_bin_archive a;
+    PB_CHECK(pb_bin_open(path, fd, &a));
+    pb_status st = PB_OK;
+    for (int k = 0; k < n_ti; k++) {
+        const pb_ckpt_tensor *ct = &ck->t[tis[k]];
+        const pb_bin_tensor *bt = pb_bin_find(&a, ct->name);
+        if (!bt) {
+            st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is not in this file (%s says it is)", path, ct->name,
+                          ck->source);
+            goto out;
+        }
+        PB_CHECK_GOTO(check_tensor(path, ct, bt->dtype, bt->shape, bt->ndim), st, out);
+        uint64_t soff, ssize;
+        PB_CHECK_GOTO(pb_bin_storage_span(path, fd, &a, bt->storage_key, &soff, &ssize), st, out);
+        size_t es = pb_dtype_size(bt->dtype);
+        /* the view's element range within the storage (strides are >= 0, checked by the unpickler) */
+        uint64_t numel = 1, maxoff = 0;
+        bool contiguous = true;
+        int64_t expect = 1;
+        for (int d = bt->ndim - 1; d >= 0; d--) {
+            numel *= (uint64_t)bt->shape[d];
+            if (bt->shape[d] > 1 && bt->stride[d] != expect)
+                contiguous = false;
+            expect *= bt->shape[d];
+        }
+        if (numel)
+            for (int d = 0; d < bt->ndim; d++)
+                maxoff += (uint64_t)(bt->shape[d] - 1) * (uint64_t)bt->stride[d];
+        uint64_t first = bt->offset, last = bt->offset + maxoff; /* element indices, bounded by the unpickler */
+        if (numel && (last >= bt->storage_numel || (last + 1) * es > ssize)) {
+            st = pb_error(PB_ERR_FORMAT, "%s: tensor '%s': view (offset %llu, last element %llu) runs past its storage "
+                          "'%s' (%llu bytes)", path, ct->name, (unsigned long long)first, (unsigned long long)last,
+                          bt->storage_key, (unsigned long long)ssize);
+            goto out;
+        }
+        pb_tensor *t = &w->t[w->n];
+        w->names[w->n] = pb_strdup(ct->name);
+        t->name = w->names[w->n];
+        t->dtype = bt->dtype;
+        t->ndim = bt->ndim;
+        memcpy(t->shape, bt->shape, sizeof t->shape);
+        t->nbytes = (size_t)(numel * es);
+        sp[k] = (span){.ti = w->n, .off = soff + first * es, .len = numel ? (last - first + 1) * es : 0,
+                       .contiguous = contiguous, .ndim = bt->ndim};
+        memcpy(sp[k].shape, bt->shape, sizeof sp[k].shape);
+        memcpy(sp[k].stride, bt->stride, sizeof sp[k].stride);
+        w->canon[w->n] = pb_strdup(ct->canon);
+        if (!w->canon[w->n] || !w->names[w->n]) {
+            st = pb_error(PB_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        w->n++;
+    }
+    st = place(w, path, fd, sp, n_ti);
+out:
+    pb_bin_archive_free(&a);
+    return st;
+}
+
+pb_status pb_weights_load(const pb_ckpt *ck, const pb_stage_plan *stage, pb_weights **out)
+{
+    pb_status st = PB_OK;
+    pb_weights *w = NULL;
+    int *tis = NULL;
+    span *sp = NULL;
+    int fd = -1;
+    *out = NULL;
+
+    PB_CHECK(pb_calloc(1, sizeof *w, &w));
+    w->arch = ck->arch;
+    PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->t, &w->t), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->canon, &w->canon), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->names, &w->names), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *tis, &tis), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *sp, &sp), st, fail);
+
+    for (int f = 0; f < stage->n_files; f++) {
+        int fi = stage->files[f].file_index;
+        if (fi < 0 || fi >= ck->n_files) {
+            st = pb_error(PB_ERR_INTERNAL, "stage plan names file %d of %d", fi, ck->n_files);
+            goto fail;
+        }
+        int n_ti = 0;
+        for (int i = 0; i < ck->n_tensors; i++)
+            if (ck->t[i].file == fi && pb_ckpt_tensor_in_stage(&ck->t[i], stage->layer_begin, stage->layer_end,
+                                                               stage->has_embed, stage->has_head))
+                tis[n_ti++] = i;
+        const char *path = ck->files[fi];
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            st = pb_error(e == ENOENT ? PB_ERR_CONFIG : PB_ERR_IO, "%s: cannot open shard file%s%s (holds tensor '%s'): %s",
+                          path, ck->source && strcmp(ck->source, path) ? " named in " : "",
+                          ck->source && strcmp(ck->source, path) ? ck->source : "", n_ti ? ck->t[tis[0]].name : "?",
+                          strerror(e));
+            goto fail;
+        }
+        pb_log_verbose("opened %s", path);
+        if (ck->fmt == PB_CKPT_SAFETENSORS)
+            st = load_safetensors(w, ck, path, fd, tis, n_ti, sp);
+        else
+            st = load_bin(w, ck, path, fd, tis, n_ti, sp);
+        close(fd);
+        fd = -1;
+        if (st != PB_OK)
+            goto fail;
+    }
+    /* every tensor of the stage must have been placed: the plan's files cover them */
+    int want = 0;
+    for (int i = 0; i < ck->n_tensors; i++)
+        want += pb_ckpt_tensor_in_stage(&ck->t[i], stage->layer_begin, stage->layer_end, stage->has_embed,
+                                        stage->has_head);
+    if (want != w->n) {
+        st = pb_error(PB_ERR_INTERNAL, "stage %d: plan's files hold %d of its %d tensors", stage->stage, w->n, want);
+        goto fail;
+    }
+    PB_CHECK_GOTO(pb_calloc((size_t)w->n, sizeof *w->sorted, &w->sorted), st, fail);
+    for (int i = 0; i < w->n; i++)
+        w->sorted[i] = (name_idx){w->canon[i], i};
+    qsort(w->sorted, (size_t)w->n, sizeof *w->sorted, cmp_name_idx);
+    free(tis);
+    free(sp);
+    *out = w;
+    return PB_OK;
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(tis);
+    free(sp);
+    pb_weights_free(w);
+    return st;
+}
+
+const pb_tensor *pb_weights_get(const pb_weights *w, const char *canonical_name)
+{
+    if (!w || !w->sorted)
+        return NULL;
+    int lo = 0, hi = w->n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcmp(w->sorted[mid].canon, canonical_name);
+        if (c == 0)
+            return &w->t[w->sorted[mid].idx];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return NULL;
+}
+
+const pb_tensor *pb_weights_layer(const pb_weights *w, int layer, const char *suffix)
+{
+    char name[256];
+    if (!w)
+        return NULL;
+    int n = pb_ckpt_layer_name(w->arch, layer, suffix, name, sizeof name);
+    if (n < 0 || (size_t)n >= sizeof name)
+        return NULL;
+    return pb_weights_get(w, name);
+}
+
+int pb_weights_count(const pb_weights *w) { return w ? w->n : 0; }
+const pb_tensor *pb_weights_at(const pb_weights *w, int i) { return i >= 0 && i < w->n ? &w->t[i] : NULL; }
+const char *pb_weights_canonical_at(const pb_weights *w, int i) { return i >= 0 && i < w->n ? w->canon[i] : NULL; }
+uint64_t pb_weights_bytes_read(const pb_weights *w) { return w ? w->bytes_read : 0; }

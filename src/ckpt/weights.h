@@ -1,0 +1,32 @@
+/* Loading one stage's tensors: opens only the files its plan lists (logged at
+ * -v as "opened <path>"), validates their headers, and maps/reads only the
+ * stage's tensors. Tensors are handed out as stored (dtype, shape, layout:
+ * GPT-2 Conv1D weights stay [in, out], fused qkv stays fused); data is aligned
+ * to the element size and lives until pb_weights_free. */
+#ifndef PB_WEIGHTS_H
+#define PB_WEIGHTS_H
+
+#include "ckpt/ckpt.h"
+#include "ckpt/plan.h"
+#include "common/status.h"
+#include "common/tensor.h"
+
+typedef struct pb_weights pb_weights;
+
+pb_status pb_weights_load(const pb_ckpt *ck, const pb_stage_plan *stage, pb_weights **out);
+void pb_weights_free(pb_weights *w);
+
+/* By canonical name ("h.3.attn.c_attn.weight", "wte.weight", "lm_head.weight"); NULL if absent.
+ * With tied embeddings the last stage has the token embedding and no lm_head.weight. */
+const pb_tensor *pb_weights_get(const pb_weights *w, const char *canonical_name);
+/* Layer tensor by suffix: pb_weights_layer(w, 3, "attn.c_attn.weight"). */
+const pb_tensor *pb_weights_layer(const pb_weights *w, int layer, const char *suffix);
+
+/* Iteration, in load order. */
+int pb_weights_count(const pb_weights *w);
+const pb_tensor *pb_weights_at(const pb_weights *w, int i);
+const char *pb_weights_canonical_at(const pb_weights *w, int i);
+/* Bytes of tensor data read from files for this stage. */
+uint64_t pb_weights_bytes_read(const pb_weights *w);
+
+#endif
