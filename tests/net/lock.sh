@@ -1,7 +1,7 @@
-# Sourced by the multi-rank tests: one launcher test at a time (mpirun and
-# the test Slurm must not share the 2 cores with each other under make -j).
+# Sourced by the multi-rank tests: one launcher test at a time on the machine,
+# whatever the build dir (mpirun and the test Slurm must not share the cores).
 pb_launcher_lock() {
-    exec 9>"${PB_BUILDDIR:-/tmp}/.pb-launcher.lock"
+    exec 9>/tmp/.pippy-batch-launcher.lock
     flock 9
 }
 MPIRUN="mpirun --allow-run-as-root --oversubscribe"
