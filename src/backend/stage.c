@@ -1,0 +1,632 @@
+/* The stage runtime and the generic decoder block: one forward pass for every
+ * family, driven by pb_model_config and the adapters' compute layout. */
+#include "config.h"
+#include "backend/stage.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/adapter.h"
+#include "backend/backend.h"
+#include "ckpt/plan.h"
+#include "ckpt/weights.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "cpu/cpu.h"
+
+/* Rows of the LM head computed per call (a multiple of the GEMM block). */
+#define HEAD_ROWS 64
+
+/* Activation arena, [T = max_batch_tokens] rows each. */
+typedef struct arena_layout {
+    size_t x, h, h2, qkv, ctx, attn, mlp_in, mlp_mid, mlp_out, cs, emb, head_in, head_mid, logits, total; /* offsets in floats */
+} arena_layout;
+
+struct pb_stage {
+    pb_model_config cfg;     /* copy; layer_local points to our own copy */
+    bool *layer_local;
+    const pb_family *fam;
+    pb_backend *be;
+    pb_stage_opts opts;
+    int layer_begin, layer_end, n_layers;
+    bool has_embed, has_head;
+    int H, V, E, hd, nh, nkv, qd, kvd, I, qkv_dim, rot;
+
+    pb_wstore ws;
+    /* first stage */
+    const float *tok_emb;  /* [V, E] */
+    const float *pos_emb;  /* [pos_rows, H] or NULL */
+    int pos_rows;
+    const float *emb_norm_w, *emb_norm_b;
+    pb_linear proj_in;     /* [H, E] when E != H */
+    /* last stage */
+    const float *final_w, *final_b;
+    pb_linear proj_out;    /* [E, H] when E != H */
+    pb_linear lm_head;     /* [V, E] */
+    pb_layer_w *layers;    /* [n_layers] */
+
+    float *inv_freq;       /* host [rot/2] */
+    float *alibi;          /* host [nh] */
+    float *scale;          /* host [n_layers] */
+    int *window;           /* host [n_layers] */
+
+    float *kv;             /* [n_slots][n_layers][2][max_seq_len][kvd] */
+    float *arena;
+    arena_layout al;
+
+    /* host scratch */
+    int *tok_start, *rows;      /* [n_slots], [max_batch_tokens] */
+    int32_t *ids, *pos_ids;     /* [max_batch_tokens] */
+    float *pos_scaled;          /* [max_batch_tokens] */
+    float **kptr, **vptr;       /* [n_slots] */
+    unsigned char *slot_used;   /* [n_slots] */
+};
+
+static int max_i(int a, int b) { return a > b ? a : b; }
+
+static int embed_dim(const pb_model_config *cfg)
+{
+    return cfg->word_embed_proj_dim > 0 ? cfg->word_embed_proj_dim : cfg->hidden_size;
+}
+
+static arena_layout layout_for(const pb_model_config *cfg, bool has_embed, bool has_head, int T)
+{
+    arena_layout a;
+    const size_t H = (size_t)cfg->hidden_size, E = (size_t)embed_dim(cfg);
+    const size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    const size_t I = (size_t)cfg->intermediate_size, t = (size_t)(T > 0 ? T : 1);
+    const size_t rot = cfg->pos == PB_POS_ROTARY ? (size_t)cfg->rotary_dim : 0;
+    size_t o = 0;
+#define TAKE(field, n) do { a.field = o; o += ((n) + 15) & ~(size_t)15; } while (0)
+    TAKE(x, t * H);
+    TAKE(h, t * H);
+    TAKE(h2, cfg->residual == PB_RESID_PARALLEL_TWO_NORM ? t * H : 0);
+    TAKE(qkv, t * (qd + 2 * kvd));
+    TAKE(ctx, t * qd);
+    TAKE(attn, t * H);
+    TAKE(mlp_in, t * I * (cfg->gated_mlp ? 2 : 1));
+    TAKE(mlp_mid, cfg->gated_mlp ? t * I : 0);
+    TAKE(mlp_out, t * H);
+    TAKE(cs, t * rot);
+    TAKE(emb, has_embed && E != H ? t * E : 0);
+    size_t hr = t < HEAD_ROWS ? t : HEAD_ROWS;
+    TAKE(head_in, has_head ? hr * H : 0);
+    TAKE(head_mid, has_head && E != H ? hr * E : 0);
+    TAKE(logits, has_head ? hr * (size_t)cfg->vocab_size : 0);
+#undef TAKE
+    a.total = o;
+    return a;
+}
+
+pb_stage_mem pb_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_embed,
+                             bool has_head, const pb_stage_opts *opts)
+{
+    pb_stage_mem m;
+    const uint64_t kvd = (uint64_t)cfg->n_kv_heads * cfg->head_dim;
+    m.kv = (uint64_t)opts->n_slots * (uint64_t)(layer_end - layer_begin) * 2u * (uint64_t)opts->max_seq_len * kvd * 4u;
+    arena_layout a = layout_for(cfg, has_embed, has_head, opts->max_batch_tokens);
+    int threads = opts->threads > 0 ? opts->threads : 1;
+    /* arena + backend scratch: attention scores per thread, the padded GEMM block */
+    uint64_t max_dim = (uint64_t)cfg->hidden_size + (uint64_t)max_i(cfg->vocab_size, 2 * cfg->intermediate_size) +
+                       (uint64_t)cfg->n_heads * cfg->head_dim * 3u;
+    m.act = (uint64_t)a.total * 4u + (uint64_t)threads * (uint64_t)opts->max_seq_len * 4u +
+            (uint64_t)PB_CPU_GEMM_ROWS * max_dim * 4u;
+    return m;
+}
+
+/* ---- creation ---- */
+
+static pb_status check_config(const pb_model_config *cfg)
+{
+    if (cfg->hidden_size <= 0 || cfg->n_heads <= 0 || cfg->head_dim <= 0 || cfg->n_kv_heads <= 0 ||
+        cfg->vocab_size <= 0 || cfg->intermediate_size <= 0 || cfg->n_layers <= 0)
+        return pb_error(PB_ERR_CONFIG, "%s: sizes must be positive (hidden_size %d, heads %d, head_dim %d, kv heads %d, "
+                        "vocab_size %d, intermediate_size %d, layers %d)", cfg->model_type, cfg->hidden_size,
+                        cfg->n_heads, cfg->head_dim, cfg->n_kv_heads, cfg->vocab_size, cfg->intermediate_size,
+                        cfg->n_layers);
+    if (cfg->n_heads % cfg->n_kv_heads != 0)
+        return pb_error(PB_ERR_CONFIG, "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)",
+                        cfg->model_type, cfg->n_heads, cfg->n_kv_heads);
+    if (cfg->pos == PB_POS_ROTARY) {
+        if (cfg->rotary_dim <= 0 || cfg->rotary_dim > cfg->head_dim || cfg->rotary_dim % 2)
+            return pb_error(PB_ERR_CONFIG, "%s: rotary dimension %d must be even and at most head_dim %d",
+                            cfg->model_type, cfg->rotary_dim, cfg->head_dim);
+        if (!(cfg->rope_theta > 0))
+            return pb_error(PB_ERR_CONFIG, "%s: rope_theta must be positive", cfg->model_type);
+        switch (cfg->rope_scaling) {
+        case PB_ROPE_SCALE_NONE:
+            break;
+        case PB_ROPE_SCALE_LINEAR:
+            if (!(cfg->rope_factor > 0))
+                return pb_error(PB_ERR_CONFIG, "%s: rope_scaling.factor must be positive", cfg->model_type);
+            break;
+        case PB_ROPE_SCALE_LLAMA3:
+            if (!(cfg->rope_factor > 0) || !(cfg->rope_low_freq_factor > 0) ||
+                !(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor) || cfg->rope_original_max_position <= 0)
+                return pb_error(PB_ERR_CONFIG, "%s: rope_scaling (llama3) needs factor > 0, high_freq_factor > "
+                                "low_freq_factor > 0 and original_max_position_embeddings > 0", cfg->model_type);
+            break;
+        default:
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: rope_scaling type %d is not handled", cfg->model_type,
+                            (int)cfg->rope_scaling);
+        }
+    } else if (cfg->pos != PB_POS_LEARNED && cfg->pos != PB_POS_ALIBI) {
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: position encoding %d is not handled", cfg->model_type, (int)cfg->pos);
+    }
+    if (cfg->norm != PB_NORM_LAYERNORM && cfg->norm != PB_NORM_RMSNORM)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: norm kind %d is not handled", cfg->model_type, (int)cfg->norm);
+    if ((unsigned)cfg->act > PB_ACT_BLOOM_GELU)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: activation %d is not handled", cfg->model_type, (int)cfg->act);
+    if (!cfg->pre_norm && cfg->residual != PB_RESID_SEQUENTIAL)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: post-norm with a parallel residual is not handled", cfg->model_type);
+    return PB_OK;
+}
+
+/* Rotary inverse frequencies, with Llama-3 scaling applied. */
+static void make_inv_freq(const pb_model_config *cfg, float *inv)
+{
+    const int rot = cfg->rotary_dim;
+    for (int i = 0; i < rot / 2; i++) {
+        /* HF: 1 / base ** (arange(0, dim, 2).float() / dim), in f32 */
+        float e = (float)(2 * i) / (float)rot;
+        inv[i] = 1.0f / powf(cfg->rope_theta, e);
+    }
+    if (cfg->rope_scaling == PB_ROPE_SCALE_LLAMA3) {
+        /* transformers' _compute_llama3_parameters (Llama 3.1) */
+        const double factor = cfg->rope_factor, lo = cfg->rope_low_freq_factor, hi = cfg->rope_high_freq_factor;
+        const double old_ctx = cfg->rope_original_max_position;
+        const double lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi;
+        for (int i = 0; i < rot / 2; i++) {
+            double f = inv[i], wavelen = 2 * M_PI / f;
+            if (wavelen < hi_wavelen) {
+                continue;
+            } else if (wavelen > lo_wavelen) {
+                inv[i] = (float)(f / factor);
+            } else {
+                double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+                inv[i] = (float)((1 - smooth) * f / factor + smooth * f);
+            }
+        }
+    }
+}
+
+/* Bloom's build_alibi_tensor slopes: closest power of two, then odd powers of the next base. */
+static void make_alibi(int nh, float *slopes)
+{
+    int cp2 = 1;
+    while (cp2 * 2 <= nh)
+        cp2 *= 2;
+    float base = (float)pow(2.0, -pow(2.0, -(log2((double)cp2) - 3)));
+    for (int i = 0; i < cp2; i++)
+        slopes[i] = powf(base, (float)(i + 1));
+    if (cp2 != nh) {
+        float extra = (float)pow(2.0, -pow(2.0, -(log2((double)(2 * cp2)) - 3)));
+        int rem = nh - cp2 < cp2 ? nh - cp2 : cp2;
+        for (int i = 0; i < rem; i++)
+            slopes[cp2 + i] = powf(extra, (float)(1 + 2 * i));
+    }
+}
+
+static char *full_name(char *buf, size_t cap, const char *base, const char *kind)
+{
+    snprintf(buf, cap, "%s.%s", base, kind);
+    return buf;
+}
+
+static pb_status load_ends(pb_stage *st, const pb_weights *w)
+{
+    const pb_model_config *cfg = &st->cfg;
+    const pb_family *f = st->fam;
+    char name[160];
+    const bool need_tok = st->has_embed || (st->has_head && cfg->tie_word_embeddings);
+    if (need_tok)
+        PB_CHECK(pb_adapter_matrix(&st->ws, w, full_name(name, sizeof name, f->tok_emb, "weight"), st->V, st->E,
+                                   "vocab_size x hidden_size", false, &st->tok_emb));
+    if (st->has_embed) {
+        if (cfg->pos == PB_POS_LEARNED) {
+            if (!f->pos_emb)
+                return pb_error(PB_ERR_UNSUPPORTED, "%s: learned positions are not handled for this family",
+                                cfg->model_type);
+            const pb_tensor *t = pb_weights_get(w, full_name(name, sizeof name, f->pos_emb, "weight"));
+            if (!t)
+                return pb_error(PB_ERR_CONFIG, "tensor '%s' is missing from the checkpoint", name);
+            if (t->ndim != 2 || t->shape[1] != st->H || t->shape[0] < 1 || t->shape[0] > (1 << 26))
+                return pb_error(PB_ERR_CONFIG, "tensor '%s' has %d dims (second %lld) but the config (hidden_size) "
+                                "gives [positions, %d]", name, t->ndim, t->ndim > 1 ? (long long)t->shape[1] : 0LL, st->H);
+            st->pos_rows = (int)t->shape[0];
+            if (st->pos_rows < cfg->max_position + cfg->pos_offset)
+                return pb_error(PB_ERR_CONFIG, "tensor '%s' has %d rows but the config (max_position_embeddings %d + "
+                                "offset %d) needs %d", name, st->pos_rows, cfg->max_position, cfg->pos_offset,
+                                cfg->max_position + cfg->pos_offset);
+            PB_CHECK(pb_adapter_matrix(&st->ws, w, name, st->pos_rows, st->H, "max_position_embeddings x hidden_size",
+                                       f->conv1d && false, &st->pos_emb));
+        }
+        if (cfg->embed_norm) {
+            PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->emb_norm, "weight"), st->E,
+                                       "hidden_size", &st->emb_norm_w));
+            PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->emb_norm, "bias"), st->E,
+                                       "hidden_size", &st->emb_norm_b));
+        }
+        if (st->E != st->H) {
+            PB_CHECK(pb_adapter_matrix(&st->ws, w, full_name(name, sizeof name, f->proj_in, "weight"), st->H, st->E,
+                                       "hidden_size x word_embed_proj_dim", false, &st->proj_in.w));
+            st->proj_in.n_out = st->H;
+            st->proj_in.n_in = st->E;
+        }
+    }
+    if (st->has_head) {
+        if (cfg->final_norm) {
+            PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->final_norm, "weight"), st->H,
+                                       "hidden_size", &st->final_w));
+            if (cfg->norm == PB_NORM_LAYERNORM)
+                PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->final_norm, "bias"), st->H,
+                                           "hidden_size", &st->final_b));
+        }
+        if (st->E != st->H) {
+            PB_CHECK(pb_adapter_matrix(&st->ws, w, full_name(name, sizeof name, f->proj_out, "weight"), st->E, st->H,
+                                       "word_embed_proj_dim x hidden_size", false, &st->proj_out.w));
+            st->proj_out.n_out = st->E;
+            st->proj_out.n_in = st->H;
+        }
+        if (cfg->tie_word_embeddings)
+            st->lm_head.w = st->tok_emb;
+        else
+            PB_CHECK(pb_adapter_matrix(&st->ws, w, full_name(name, sizeof name, f->lm_head, "weight"), st->V, st->E,
+                                       "vocab_size x hidden_size", false, &st->lm_head.w));
+        if (cfg->lm_head_bias)
+            PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->lm_head, "bias"), st->V,
+                                       "vocab_size", &st->lm_head.b));
+        st->lm_head.n_out = st->V;
+        st->lm_head.n_in = st->E;
+    }
+    return PB_OK;
+}
+
+pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, const pb_weights *w,
+                          const pb_stage_opts *opts, pb_stage **out)
+{
+    *out = NULL;
+    pb_status st = PB_OK;
+    PB_CHECK(check_config(cfg));
+    if (sp->layer_begin < 0 || sp->layer_end < sp->layer_begin || sp->layer_end > cfg->n_layers)
+        return pb_error(PB_ERR_INTERNAL, "stage %d: layers [%d, %d) outside the model's %d", sp->stage,
+                        sp->layer_begin, sp->layer_end, cfg->n_layers);
+    if (opts->n_slots < 1 || opts->max_seq_len < 1 || opts->max_batch_tokens < 1)
+        return pb_error(PB_ERR_USAGE, "stage: n_slots (%d), max_seq_len (%d) and max_batch_tokens (%d) must be >= 1",
+                        opts->n_slots, opts->max_seq_len, opts->max_batch_tokens);
+    if (cfg->max_position > 0 && opts->max_seq_len > cfg->max_position)
+        return pb_error(PB_ERR_USAGE, "stage: max_seq_len %d exceeds the model context (max_position_embeddings %d)",
+                        opts->max_seq_len, cfg->max_position);
+    pb_stage *s = calloc(1, sizeof *s);
+    if (!s)
+        return pb_error(PB_ERR_NOMEM, "out of memory creating a stage");
+    s->cfg = *cfg;
+    s->cfg.layer_local = NULL;
+    s->opts = *opts;
+    if (s->opts.threads < 1)
+        s->opts.threads = 1;
+    s->fam = pb_family_of(cfg->arch);
+    if (!s->fam) {
+        free(s);
+        return pb_error(PB_ERR_UNSUPPORTED, "model_type '%s' has no adapter", cfg->model_type);
+    }
+    s->layer_begin = sp->layer_begin;
+    s->layer_end = sp->layer_end;
+    s->n_layers = sp->layer_end - sp->layer_begin;
+    s->has_embed = sp->has_embed;
+    s->has_head = sp->has_head;
+    s->H = cfg->hidden_size;
+    s->V = cfg->vocab_size;
+    s->E = embed_dim(cfg);
+    s->hd = cfg->head_dim;
+    s->nh = cfg->n_heads;
+    s->nkv = cfg->n_kv_heads;
+    s->qd = s->nh * s->hd;
+    s->kvd = s->nkv * s->hd;
+    s->I = cfg->intermediate_size;
+    s->qkv_dim = s->qd + 2 * s->kvd;
+    s->rot = cfg->pos == PB_POS_ROTARY ? cfg->rotary_dim : 0;
+    const int T = opts->max_batch_tokens, NS = opts->n_slots;
+
+    PB_CHECK_GOTO(pb_cpu_backend_create(s->opts.threads, &s->be), st, fail);
+    s->ws.be = s->be;
+
+    PB_CHECK_GOTO(pb_calloc((size_t)(s->n_layers > 0 ? s->n_layers : 1), sizeof *s->layers, &s->layers), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)cfg->n_layers, sizeof *s->layer_local, &s->layer_local), st, fail);
+    if (cfg->layer_local)
+        memcpy(s->layer_local, cfg->layer_local, (size_t)cfg->n_layers * sizeof *s->layer_local);
+    s->cfg.layer_local = s->layer_local;
+
+    PB_CHECK_GOTO(load_ends(s, w), st, fail);
+    for (int l = 0; l < s->n_layers; l++)
+        PB_CHECK_GOTO(pb_adapter_layer(&s->ws, cfg, w, s->layer_begin + l, &s->layers[l]), st, fail);
+    free(s->ws.tmp);
+    s->ws.tmp = NULL;
+    s->ws.tmp_cap = 0;
+
+    /* per-layer attention constants */
+    PB_CHECK_GOTO(pb_calloc((size_t)(s->n_layers + 1), sizeof(float), &s->scale), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)(s->n_layers + 1), sizeof(int), &s->window), st, fail);
+    for (int l = 0; l < s->n_layers; l++) {
+        int gl = s->layer_begin + l;
+        float sc = cfg->attn_scale ? 1.0f / sqrtf((float)s->hd) : 1.0f;
+        if (cfg->scale_attn_by_inverse_layer_idx)
+            sc /= (float)(gl + 1); /* GPT-2 option: also divide by layer_idx + 1 */
+        s->scale[l] = sc;
+        if (s->layer_local[gl] && cfg->sliding_window > 0)
+            s->window[l] = cfg->sliding_window + s->fam->window_extra;
+    }
+    if (s->rot) {
+        PB_CHECK_GOTO(pb_calloc((size_t)s->rot / 2, sizeof(float), &s->inv_freq), st, fail);
+        make_inv_freq(cfg, s->inv_freq);
+    }
+    if (cfg->pos == PB_POS_ALIBI) {
+        PB_CHECK_GOTO(pb_calloc((size_t)s->nh, sizeof(float), &s->alibi), st, fail);
+        make_alibi(s->nh, s->alibi);
+    }
+
+    /* KV cache and arena */
+    pb_stage_mem mem = pb_stage_memory(cfg, s->layer_begin, s->layer_end, s->has_embed, s->has_head, &s->opts);
+    if (mem.kv > SIZE_MAX / 2)
+        PB_CHECK_GOTO(pb_error(PB_ERR_NOMEM, "KV cache of %llu bytes is too large", (unsigned long long)mem.kv), st, fail);
+    if (s->n_layers > 0)
+        PB_CHECK_GOTO(s->be->ops->alloc(s->be, (size_t)mem.kv, (void **)&s->kv), st, fail);
+    s->al = layout_for(cfg, s->has_embed, s->has_head, T);
+    PB_CHECK_GOTO(s->be->ops->alloc(s->be, s->al.total * sizeof(float), (void **)&s->arena), st, fail);
+    int max_dim = s->H + max_i(max_i(s->V, 2 * s->I), s->qkv_dim) + s->qd;
+    PB_CHECK_GOTO(s->be->ops->reserve(s->be, NS, opts->max_seq_len, s->nh, T, max_dim), st, fail);
+
+    PB_CHECK_GOTO(pb_calloc((size_t)NS + 1, sizeof(int), &s->tok_start), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int), &s->rows), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int32_t), &s->ids), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int32_t), &s->pos_ids), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(float), &s->pos_scaled), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(float *), &s->kptr), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(float *), &s->vptr), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)NS, 1, &s->slot_used), st, fail);
+    pb_log_verbose("stage %d: layers [%d, %d)%s%s: weights %.1f MiB f32, KV %.1f MiB, activations %.1f MiB, %d threads",
+                   sp->stage, s->layer_begin, s->layer_end, s->has_embed ? " +embed" : "", s->has_head ? " +head" : "",
+                   (double)s->ws.bytes / 1048576.0, (double)mem.kv / 1048576.0, (double)mem.act / 1048576.0,
+                   s->opts.threads);
+    *out = s;
+    return PB_OK;
+fail:
+    pb_stage_free(s);
+    return st;
+}
+
+void pb_stage_free(pb_stage *s)
+{
+    if (!s)
+        return;
+    if (s->be) {
+        pb_wstore_free(&s->ws);
+        if (s->kv)
+            s->be->ops->release(s->be, s->kv);
+        if (s->arena)
+            s->be->ops->release(s->be, s->arena);
+        pb_backend_free(s->be);
+    }
+    free(s->layers);
+    free(s->layer_local);
+    free(s->scale);
+    free(s->window);
+    free(s->inv_freq);
+    free(s->alibi);
+    free(s->tok_start);
+    free(s->rows);
+    free(s->ids);
+    free(s->pos_ids);
+    free(s->pos_scaled);
+    free(s->kptr);
+    free(s->vptr);
+    free(s->slot_used);
+    free(s);
+}
+
+int pb_stage_hidden_size(const pb_stage *st) { return st->H; }
+int pb_stage_vocab_size(const pb_stage *st) { return st->V; }
+
+/* ---- forward ---- */
+
+static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const float *in, float *out, int T)
+{
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
+    const pb_layer_w *L = &s->layers[l];
+    float *qkv = s->arena + s->al.qkv, *ctx = s->arena + s->al.ctx;
+    PB_CHECK(op->linear(be, in, s->H, T, &L->qkv, qkv, s->qkv_dim));
+    if (s->rot) {
+        pb_rope_desc r = {s->cfg.rope_style, s->rot};
+        const float *cs = s->arena + s->al.cs;
+        op->rope(be, qkv, s->qkv_dim, T, s->nh, s->hd, &r, cs);
+        op->rope(be, qkv + s->qd, s->qkv_dim, T, s->nkv, s->hd, &r, cs);
+    }
+    const size_t per_slot = (size_t)s->n_layers * 2 * (size_t)s->opts.max_seq_len * s->kvd;
+    const size_t per_kind = (size_t)s->opts.max_seq_len * s->kvd;
+    for (int i = 0; i < b->n_seqs; i++) {
+        float *base = s->kv + (size_t)b->slot[i] * per_slot + (size_t)l * 2 * per_kind;
+        s->kptr[i] = base;
+        s->vptr[i] = base + per_kind;
+    }
+    pb_attn_args a = {
+        .n_seqs = b->n_seqs, .tok_start = s->tok_start, .pos = b->pos, .n_tokens = b->n_tokens,
+        .k_cache = s->kptr, .v_cache = s->vptr,
+        .q = qkv, .k = qkv + s->qd, .v = qkv + s->qd + s->kvd, .q_stride = s->qkv_dim, .kv_stride = s->qkv_dim,
+        .out = ctx, .n_heads = s->nh, .n_kv_heads = s->nkv, .head_dim = s->hd,
+        .scale = s->scale[l], .alibi = s->alibi, .window = s->window[l],
+    };
+    PB_CHECK(op->attention(be, &a));
+    return op->linear(be, ctx, s->qd, T, &L->o, out, s->H);
+}
+
+static pb_status run_mlp(pb_stage *s, int l, const float *in, float *out, int T)
+{
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
+    const pb_layer_w *L = &s->layers[l];
+    float *mi = s->arena + s->al.mlp_in;
+    if (s->cfg.gated_mlp) {
+        float *mid = s->arena + s->al.mlp_mid;
+        PB_CHECK(op->linear(be, in, s->H, T, &L->up, mi, 2 * s->I));
+        op->glu(be, s->cfg.act, mid, mi, T, s->I);
+        return op->linear(be, mid, s->I, T, &L->down, out, s->H);
+    }
+    PB_CHECK(op->linear(be, in, s->H, T, &L->up, mi, s->I));
+    op->act(be, s->cfg.act, mi, s->I, T, s->I);
+    return op->linear(be, mi, s->I, T, &L->down, out, s->H);
+}
+
+static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
+{
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
+    const pb_layer_w *L = &s->layers[l];
+    const pb_model_config *cfg = &s->cfg;
+    float *x = s->arena + s->al.x, *h = s->arena + s->al.h;
+    float *ao = s->arena + s->al.attn, *mo = s->arena + s->al.mlp_out;
+    const size_t n = (size_t)T * s->H;
+    if (!cfg->pre_norm) {
+        /* OPT do_layer_norm_before=False: x = ln1(x + attn(x)); x = ln2(x + mlp(x)) */
+        PB_CHECK(run_attention(s, l, b, x, ao, T));
+        op->add(be, x, ao, NULL, n);
+        op->norm(be, cfg->norm, x, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps);
+        PB_CHECK(run_mlp(s, l, x, mo, T));
+        op->add(be, x, mo, NULL, n);
+        op->norm(be, cfg->norm, x, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps);
+        return PB_OK;
+    }
+    op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps);
+    PB_CHECK(run_attention(s, l, b, h, ao, T));
+    switch (cfg->residual) {
+    case PB_RESID_SEQUENTIAL:
+        op->add(be, x, ao, NULL, n);
+        op->norm(be, cfg->norm, h, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps);
+        PB_CHECK(run_mlp(s, l, h, mo, T));
+        op->add(be, x, mo, NULL, n);
+        break;
+    case PB_RESID_PARALLEL_SHARED: /* GPT-J, CodeGen: x + attn(ln1 x) + mlp(ln1 x) */
+        PB_CHECK(run_mlp(s, l, h, mo, T));
+        op->add(be, x, ao, mo, n);
+        break;
+    case PB_RESID_PARALLEL_TWO_NORM: { /* NeoX: x + attn(ln1 x) + mlp(ln2 x) */
+        float *h2 = s->arena + s->al.h2;
+        op->norm(be, cfg->norm, h2, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps);
+        PB_CHECK(run_mlp(s, l, h2, mo, T));
+        op->add(be, x, ao, mo, n);
+        break;
+    }
+    default:
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: residual layout %d is not handled", cfg->model_type,
+                        (int)cfg->residual);
+    }
+    return PB_OK;
+}
+
+static pb_status validate_batch(pb_stage *s, const pb_seq_batch *b, int *T_out)
+{
+    if (!b || b->n_seqs < 1 || b->n_seqs > s->opts.n_slots)
+        return pb_error(PB_ERR_INPUT, "stage: batch of %d sequences (1 .. %d slots)", b ? b->n_seqs : 0,
+                        s->opts.n_slots);
+    memset(s->slot_used, 0, (size_t)s->opts.n_slots);
+    long T = 0;
+    for (int i = 0; i < b->n_seqs; i++) {
+        int slot = b->slot[i], pos = b->pos[i], nt = b->n_tokens[i];
+        if (slot < 0 || slot >= s->opts.n_slots)
+            return pb_error(PB_ERR_INPUT, "stage: sequence %d: slot %d outside 0 .. %d", i, slot, s->opts.n_slots - 1);
+        if (s->slot_used[slot])
+            return pb_error(PB_ERR_INPUT, "stage: slot %d appears twice in one batch", slot);
+        s->slot_used[slot] = 1;
+        if (pos < 0 || nt < 1 || (long)pos + nt > s->opts.max_seq_len)
+            return pb_error(PB_ERR_INPUT, "stage: sequence %d: pos %d + %d tokens exceeds max_seq_len %d (or is empty)",
+                            i, pos, nt, s->opts.max_seq_len);
+        T += nt;
+        if (T > s->opts.max_batch_tokens)
+            return pb_error(PB_ERR_INPUT, "stage: batch of more than %d tokens (max_batch_tokens)",
+                            s->opts.max_batch_tokens);
+    }
+    *T_out = (int)T;
+    return PB_OK;
+}
+
+pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, float *out, bool all_logits)
+{
+    int T = 0;
+    PB_CHECK(validate_batch(s, b, &T));
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
+    const pb_model_config *cfg = &s->cfg;
+    float *x = s->arena + s->al.x;
+
+    int t = 0;
+    for (int i = 0; i < b->n_seqs; i++) {
+        s->tok_start[i] = t;
+        for (int k = 0; k < b->n_tokens[i]; k++, t++) {
+            int p = b->pos[i] + k;
+            s->pos_ids[t] = p;
+            /* HF linear scaling divides the f32 position by the factor */
+            s->pos_scaled[t] = cfg->rope_scaling == PB_ROPE_SCALE_LINEAR ? (float)p / cfg->rope_factor : (float)p;
+        }
+    }
+    s->tok_start[b->n_seqs] = T;
+
+    if (s->has_embed) {
+        const int32_t *ids = in;
+        for (int i = 0; i < T; i++) {
+            if (ids[i] < 0 || ids[i] >= s->V)
+                return pb_error(PB_ERR_INPUT, "stage: token id %d at batch row %d is outside the vocabulary (0 .. %d)",
+                                (int)ids[i], i, s->V - 1);
+            s->ids[i] = ids[i];
+        }
+        if (s->E != s->H) {
+            float *e = s->arena + s->al.emb;
+            op->gather_rows(be, e, s->tok_emb, s->E, s->ids, T, 0, false);
+            PB_CHECK(op->linear(be, e, s->E, T, &s->proj_in, x, s->H));
+        } else {
+            op->gather_rows(be, x, s->tok_emb, s->H, s->ids, T, 0, false);
+        }
+        if (s->pos_emb) {
+            for (int i = 0; i < T; i++)
+                if (s->pos_ids[i] + cfg->pos_offset >= s->pos_rows)
+                    return pb_error(PB_ERR_INPUT, "stage: position %d beyond the %d learned positions", s->pos_ids[i],
+                                    s->pos_rows - cfg->pos_offset);
+            op->gather_rows(be, x, s->pos_emb, s->H, s->pos_ids, T, cfg->pos_offset, true);
+        }
+        if (cfg->embed_norm)
+            op->norm(be, PB_NORM_LAYERNORM, x, x, T, s->H, s->emb_norm_w, s->emb_norm_b, cfg->norm_eps);
+    } else {
+        op->upload(be, x, in, (size_t)T * s->H * sizeof(float));
+    }
+
+    if (s->rot)
+        op->rope_angles(be, s->arena + s->al.cs, s->pos_scaled, T, s->inv_freq, s->rot / 2);
+
+    for (int l = 0; l < s->n_layers; l++)
+        PB_CHECK(run_block(s, l, b, T));
+
+    if (!s->has_head) {
+        op->download(be, out, x, (size_t)T * s->H * sizeof(float));
+        return PB_OK;
+    }
+
+    int R = all_logits ? T : b->n_seqs;
+    for (int i = 0; i < R; i++)
+        s->rows[i] = all_logits ? i : s->tok_start[i] + b->n_tokens[i] - 1;
+    float *hin = s->arena + s->al.head_in, *hmid = s->arena + s->al.head_mid, *lg = s->arena + s->al.logits;
+    for (int r0 = 0; r0 < R; r0 += HEAD_ROWS) {
+        int nr = R - r0 < HEAD_ROWS ? R - r0 : HEAD_ROWS;
+        op->select_rows(be, hin, x, s->H, s->rows + r0, nr);
+        if (cfg->final_norm)
+            op->norm(be, cfg->norm, hin, hin, nr, s->H, s->final_w, s->final_b, cfg->norm_eps);
+        const float *hv = hin;
+        if (s->E != s->H) {
+            PB_CHECK(op->linear(be, hin, s->H, nr, &s->proj_out, hmid, s->E));
+            hv = hmid;
+        }
+        PB_CHECK(op->linear(be, hv, s->E, nr, &s->lm_head, lg, s->V));
+        op->download(be, out + (size_t)r0 * s->V, lg, (size_t)nr * s->V * sizeof(float));
+    }
+    return PB_OK;
+}
