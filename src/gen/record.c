@@ -1,0 +1,436 @@
+/* Input record parsing and settings resolution (see record.h). */
+#include "config.h"
+#include "gen/record.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/util.h"
+
+/* ---- settings --------------------------------------------------------- */
+
+void pb_gen_settings_clear(pb_gen_settings *s)
+{
+    for (int i = 0; i < s->n_stops; i++)
+        free(s->stops[i]);
+    s->n_stops = 0;
+}
+
+pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
+{
+    *dst = *src;
+    dst->n_stops = 0;
+    for (int i = 0; i < src->n_stops; i++) {
+        dst->stops[i] = pb_strdup(src->stops[i]);
+        if (!dst->stops[i]) {
+            pb_gen_settings_clear(dst);
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        }
+        dst->n_stops = i + 1;
+    }
+    return PB_OK;
+}
+
+pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *model,
+                               pb_gen_settings *out)
+{
+    memset(out, 0, sizeof *out);
+    pb_gen_defaults none;
+    memset(&none, 0, sizeof none);
+    const pb_gen_defaults *g = model ? model : &none;
+    out->max_tokens = cli->has_max_tokens ? cli->max_tokens
+                      : g->has_max_new_tokens ? g->max_new_tokens : 64;
+    pb_sample_params *p = &out->sample;
+    *p = pb_sample_params_default();
+    /* As in transformers: generation_config samples only with do_sample. */
+    bool model_samples = g->has_do_sample && g->do_sample;
+    if (cli->has_temperature)
+        p->temperature = cli->temperature;
+    else if (model_samples)
+        p->temperature = g->has_temperature ? g->temperature : 1.0f;
+    p->top_k = cli->has_top_k ? cli->top_k : g->has_top_k ? g->top_k : 0;
+    p->top_p = cli->has_top_p ? cli->top_p : g->has_top_p ? g->top_p : 1.0f;
+    p->min_p = cli->has_min_p ? cli->min_p : g->has_min_p ? g->min_p : 0.0f;
+    p->repetition_penalty = cli->has_repetition_penalty ? cli->repetition_penalty
+                            : g->has_repetition_penalty ? g->repetition_penalty : 1.0f;
+    out->seed = cli->has_seed ? cli->seed : 0;
+    if (out->max_tokens < 0)
+        return pb_error(PB_ERR_CONFIG, "generation_config.json: max_new_tokens %d is negative",
+                        out->max_tokens);
+    pb_status st = pb_sample_params_check(p);
+    if (st != PB_OK)
+        return pb_error_ctx(PB_ERR_CONFIG, "generation settings (command line or generation_config.json)");
+    if (cli->n_stops > PB_GEN_MAX_STOPS)
+        return pb_error(PB_ERR_USAGE, "more than %d stop strings", PB_GEN_MAX_STOPS);
+    for (int i = 0; i < cli->n_stops; i++) {
+        if (strlen(cli->stops[i]) > PB_GEN_MAX_STOP_LEN || !cli->stops[i][0]) {
+            pb_gen_settings_clear(out);
+            return pb_error(PB_ERR_USAGE, "--stop: stop strings must have 1 to %d bytes",
+                            PB_GEN_MAX_STOP_LEN);
+        }
+        out->stops[i] = pb_strdup(cli->stops[i]);
+        if (!out->stops[i]) {
+            pb_gen_settings_clear(out);
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        }
+        out->n_stops = i + 1;
+    }
+    return PB_OK;
+}
+
+/* ---- raw member text -------------------------------------------------- */
+
+/* Skip a JSON value starting at s[i] (the line already parsed as JSON, so
+ * it is well formed); returns the index after it. */
+static size_t skip_ws(const char *s, size_t n, size_t i)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+static size_t skip_string(const char *s, size_t n, size_t i)
+{
+    for (i++; i < n && s[i] != '"'; i++)
+        if (s[i] == '\\')
+            i++;
+    return i < n ? i + 1 : n;
+}
+static size_t skip_value(const char *s, size_t n, size_t i)
+{
+    if (i >= n)
+        return n;
+    if (s[i] == '"')
+        return skip_string(s, n, i);
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        while (i < n) {
+            char c = s[i];
+            if (c == '"') {
+                i = skip_string(s, n, i);
+                continue;
+            }
+            if (c == '{' || c == '[') depth++;
+            else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+            i++;
+        }
+        return n;
+    }
+    while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\t' &&
+           s[i] != '\r' && s[i] != '\n')
+        i++;
+    return i;
+}
+
+/* The text of the first top-level member `key` of the object in s[0..n)
+ * (a copy), or NULL when absent or the key is written with escapes. */
+static char *raw_member(const char *s, size_t n, const char *key)
+{
+    size_t klen = strlen(key);
+    size_t i = skip_ws(s, n, 0);
+    if (i >= n || s[i] != '{')
+        return NULL;
+    i++;
+    for (;;) {
+        i = skip_ws(s, n, i);
+        if (i >= n || s[i] != '"')
+            return NULL;
+        size_t kstart = i + 1, kend = skip_string(s, n, i) - 1;
+        i = skip_ws(s, n, kend + 1);
+        if (i >= n || s[i] != ':')
+            return NULL;
+        i = skip_ws(s, n, i + 1);
+        size_t vstart = i, vend = skip_value(s, n, i);
+        if (kend - kstart == klen && memcmp(s + kstart, key, klen) == 0) {
+            char *out = malloc(vend - vstart + 1);
+            if (out) {
+                memcpy(out, s + vstart, vend - vstart);
+                out[vend - vstart] = '\0';
+            }
+            return out;
+        }
+        i = skip_ws(s, n, vend);
+        if (i >= n || s[i] != ',')
+            return NULL;
+        i++;
+    }
+}
+
+/* ---- records ---------------------------------------------------------- */
+
+bool pb_line_is_blank(const char *line, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r' && line[i] != '\n')
+            return false;
+    return true;
+}
+
+void pb_record_clear(pb_record *rec)
+{
+    free(rec->id_json);
+    free(rec->custom_id_json);
+    free(rec->prompt);
+    free(rec->error);
+    pb_gen_settings_clear(&rec->gs);
+    memset(rec, 0, sizeof *rec);
+}
+
+pb_status pb_record_set_error(pb_record *rec, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    free(rec->error);
+    rec->error = pb_strdup(msg);
+    return rec->error ? PB_OK : pb_error(PB_ERR_NOMEM, "out of memory");
+}
+
+/* A setting field of obj: absent or null = not given; wrong type or range =
+ * an error message in err. */
+typedef struct field_ctx {
+    char err[512];
+} field_ctx;
+
+static bool get_number(field_ctx *c, const cJSON *obj, const char *name, double lo, double hi,
+                       bool integer, bool *given, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    *given = false;
+    if (!v || cJSON_IsNull(v))
+        return true;
+    if (!cJSON_IsNumber(v)) {
+        snprintf(c->err, sizeof c->err, "field '%s' must be a number", name);
+        return false;
+    }
+    double d = v->valuedouble;
+    if (!isfinite(d) || (integer && d != floor(d))) {
+        snprintf(c->err, sizeof c->err, "field '%s' must be %s", name,
+                 integer ? "an integer" : "a finite number");
+        return false;
+    }
+    if (d < lo || d > hi) {
+        snprintf(c->err, sizeof c->err, "field '%s': %.17g is out of range [%.17g, %.17g]", name, d,
+                 lo, hi);
+        return false;
+    }
+    *given = true;
+    *out = d;
+    return true;
+}
+
+/* Apply the settings fields of obj over rec->gs; false with c->err on error. */
+static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
+{
+    bool g;
+    double d;
+    if (!get_number(c, obj, "max_tokens", 0, 1 << 24, true, &g, &d)) return false;
+    if (g) gs->max_tokens = (int)d;
+    if (!get_number(c, obj, "temperature", 0, 100, false, &g, &d)) return false;
+    if (g) gs->sample.temperature = (float)d;
+    if (!get_number(c, obj, "top_k", -1, 2147483647.0, true, &g, &d)) return false;
+    if (g) gs->sample.top_k = d < 0 ? 0 : (int32_t)d; /* -1 = off, as in vLLM */
+    if (!get_number(c, obj, "top_p", 0, 1, false, &g, &d)) return false;
+    if (g) {
+        if (d == 0) {
+            snprintf(c->err, sizeof c->err, "field 'top_p' must be in (0, 1]");
+            return false;
+        }
+        gs->sample.top_p = (float)d;
+    }
+    if (!get_number(c, obj, "min_p", 0, 1, false, &g, &d)) return false;
+    if (g) gs->sample.min_p = (float)d;
+    if (!get_number(c, obj, "repetition_penalty", 0, 100, false, &g, &d)) return false;
+    if (g) {
+        if (d == 0) {
+            snprintf(c->err, sizeof c->err, "field 'repetition_penalty' must be > 0");
+            return false;
+        }
+        gs->sample.repetition_penalty = (float)d;
+    }
+    if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
+    if (g) {
+        gs->seed = (uint64_t)d;
+        gs->own_seed = true;
+    }
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(obj, "stop");
+    if (stop && !cJSON_IsNull(stop)) {
+        const cJSON *items[PB_GEN_MAX_STOPS];
+        int n = 0;
+        if (cJSON_IsString(stop)) {
+            items[n++] = stop;
+        } else if (cJSON_IsArray(stop)) {
+            const cJSON *it;
+            cJSON_ArrayForEach(it, stop) {
+                if (!cJSON_IsString(it)) {
+                    snprintf(c->err, sizeof c->err, "field 'stop' must be a string or a list of strings");
+                    return false;
+                }
+                if (n >= PB_GEN_MAX_STOPS) {
+                    snprintf(c->err, sizeof c->err, "field 'stop': more than %d strings", PB_GEN_MAX_STOPS);
+                    return false;
+                }
+                items[n++] = it;
+            }
+        } else {
+            snprintf(c->err, sizeof c->err, "field 'stop' must be a string or a list of strings");
+            return false;
+        }
+        for (int i = 0; i < n; i++) {
+            size_t l = strlen(items[i]->valuestring);
+            if (l == 0 || l > PB_GEN_MAX_STOP_LEN) {
+                snprintf(c->err, sizeof c->err, "field 'stop': stop strings must have 1 to %d bytes",
+                         PB_GEN_MAX_STOP_LEN);
+                return false;
+            }
+        }
+        pb_gen_settings_clear(gs);
+        for (int i = 0; i < n; i++) {
+            gs->stops[i] = pb_strdup(items[i]->valuestring);
+            if (!gs->stops[i]) {
+                *nomem = true;
+                return false;
+            }
+            gs->n_stops = i + 1;
+        }
+    }
+    return true;
+}
+
+static pb_status fail_record(pb_record *rec, const char *msg)
+{
+    return pb_record_set_error(rec, "%s", msg);
+}
+
+pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
+                          const pb_gen_settings *base, pb_record *rec)
+{
+    memset(rec, 0, sizeof *rec);
+    rec->line = line_no;
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)line_no);
+    rec->id_json = pb_strdup(num);
+    if (!rec->id_json)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    PB_CHECK(pb_gen_settings_copy(&rec->gs, base));
+
+    if (memchr(line, '\0', len))
+        return fail_record(rec, "invalid JSON: NUL byte in the line");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(line, len, &end, false);
+    if (!root) {
+        size_t at = end && end >= line && end <= line + len ? (size_t)(end - line) : 0;
+        return pb_record_set_error(rec, "invalid JSON near byte %zu", at + 1);
+    }
+    /* only whitespace may follow the value */
+    if (end && !pb_line_is_blank(end, len - (size_t)(end - line))) {
+        cJSON_Delete(root);
+        return pb_record_set_error(rec, "invalid JSON: unexpected text after the object at byte %zu",
+                                   (size_t)(end - line) + 1);
+    }
+    pb_status st = PB_OK;
+    field_ctx c = {{0}};
+    bool nomem = false;
+    if (!cJSON_IsObject(root)) {
+        st = fail_record(rec, "a record must be a JSON object");
+        goto out;
+    }
+    const cJSON *idv = cJSON_GetObjectItemCaseSensitive(root, "id");
+    if (idv && !cJSON_IsNull(idv)) {
+        if (!cJSON_IsString(idv) && !cJSON_IsNumber(idv)) {
+            st = fail_record(rec, "field 'id' must be a string or a number");
+            goto out;
+        }
+        char *raw = raw_member(line, len, "id");
+        if (!raw)
+            raw = cJSON_PrintUnformatted(idv); /* escaped key: cJSON's spelling */
+        if (!raw) {
+            st = pb_error(PB_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        free(rec->id_json);
+        rec->id_json = raw;
+    }
+    const cJSON *body = root;
+    const cJSON *cid = cJSON_GetObjectItemCaseSensitive(root, "custom_id");
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(root, "url");
+    const cJSON *jbody = cJSON_GetObjectItemCaseSensitive(root, "body");
+    if (cid || url || jbody) {
+        rec->openai = true;
+        if (cid && !cJSON_IsNull(cid)) {
+            if (!cJSON_IsString(cid) && !cJSON_IsNumber(cid)) {
+                st = fail_record(rec, "field 'custom_id' must be a string");
+                goto out;
+            }
+            rec->custom_id_json = raw_member(line, len, "custom_id");
+            if (!rec->custom_id_json)
+                rec->custom_id_json = cJSON_PrintUnformatted(cid);
+            if (!rec->custom_id_json) {
+                st = pb_error(PB_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+        }
+        const cJSON *method = cJSON_GetObjectItemCaseSensitive(root, "method");
+        if (method && (!cJSON_IsString(method) || strcmp(method->valuestring, "POST") != 0)) {
+            st = fail_record(rec, "field 'method' must be \"POST\"");
+            goto out;
+        }
+        if (!cJSON_IsString(url)) {
+            st = fail_record(rec, "OpenAI batch shape: field 'url' must be \"/v1/completions\"");
+            goto out;
+        }
+        if (strcmp(url->valuestring, "/v1/completions") != 0) {
+            st = pb_record_set_error(rec, "OpenAI batch shape: url '%.200s' is not supported (only /v1/completions)",
+                                     url->valuestring);
+            goto out;
+        }
+        if (!cJSON_IsObject(jbody)) {
+            st = fail_record(rec, "OpenAI batch shape: field 'body' must be an object");
+            goto out;
+        }
+        body = jbody;
+        const cJSON *nv = cJSON_GetObjectItemCaseSensitive(body, "n");
+        if (nv && !cJSON_IsNull(nv) && !(cJSON_IsNumber(nv) && nv->valuedouble == 1)) {
+            st = fail_record(rec, "field 'body.n': only n = 1 is supported");
+            goto out;
+        }
+        const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
+        if (stream && cJSON_IsTrue(stream)) {
+            st = fail_record(rec, "field 'body.stream': streaming is not supported in batch mode");
+            goto out;
+        }
+    }
+    const cJSON *pv = cJSON_GetObjectItemCaseSensitive(body, "prompt");
+    if (!pv || cJSON_IsNull(pv)) {
+        st = fail_record(rec, rec->openai ? "missing field 'body.prompt'" : "missing field 'prompt'");
+        goto out;
+    }
+    if (!cJSON_IsString(pv)) {
+        st = fail_record(rec, rec->openai ? "field 'body.prompt' must be a string"
+                                          : "field 'prompt' must be a string");
+        goto out;
+    }
+    if (!apply_settings(&c, body, &rec->gs, &nomem)) {
+        if (nomem)
+            st = pb_error(PB_ERR_NOMEM, "out of memory");
+        else
+            st = pb_record_set_error(rec, "%s%s", rec->openai ? "body: " : "", c.err);
+        goto out;
+    }
+    rec->prompt_len = strlen(pv->valuestring);
+    rec->prompt = pb_strdup(pv->valuestring);
+    if (!rec->prompt)
+        st = pb_error(PB_ERR_NOMEM, "out of memory");
+out:
+    cJSON_Delete(root);
+    return st;
+}

@@ -1,0 +1,75 @@
+/* Input records and generation settings.
+ *
+ * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
+ * top_p, top_k, min_p, repetition_penalty, seed, stop} or the OpenAI batch
+ * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
+ * {...the same fields...}}. A line that is not a valid record gives a record
+ * with `error` set (the run writes an error record naming the line).
+ *
+ * Settings resolve record > CLI > generation_config.json > built-in
+ * (greedy, max_tokens 64, filters off, seed 0). */
+#ifndef PB_GEN_RECORD_H
+#define PB_GEN_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "gen/sample.h"
+#include "model/config.h"
+
+#define PB_GEN_MAX_STOPS 16
+#define PB_GEN_MAX_STOP_LEN 1024
+
+typedef struct pb_gen_settings {
+    int max_tokens;
+    pb_sample_params sample;
+    uint64_t seed;
+    bool own_seed;      /* the record gave its seed: the RNG key ignores its position */
+    int n_stops;
+    char *stops[PB_GEN_MAX_STOPS]; /* owned (pb_gen_settings_clear) */
+} pb_gen_settings;
+
+/* CLI defaults as parsed (see cli/opts.h pb_cli_gen), without the CLI type. */
+typedef struct pb_gen_cli {
+    bool has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
+         has_repetition_penalty, has_seed;
+    int max_tokens;
+    float temperature, top_p, min_p, repetition_penalty;
+    int top_k;
+    uint64_t seed;
+    int n_stops;
+    const char *const *stops;
+} pb_gen_cli;
+
+/* Base settings from the CLI and generation_config.json (model may be NULL). */
+pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *model,
+                               pb_gen_settings *out);
+pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src);
+void pb_gen_settings_clear(pb_gen_settings *s);
+
+typedef struct pb_record {
+    uint64_t line;       /* 1-based line number in the input */
+    char *id_json;       /* "id" exactly as written, or the line number */
+    char *custom_id_json;/* OpenAI shape: "custom_id" as written (else NULL) */
+    bool openai;
+    char *prompt;        /* UTF-8 as decoded from JSON */
+    size_t prompt_len;
+    pb_gen_settings gs;
+    char *error;         /* non-NULL: this line is an error record with this message */
+} pb_record;
+
+/* Parse one line. Bad input is not a failure: rec->error is set and PB_OK is
+ * returned; only allocation failures return an error. */
+pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
+                          const pb_gen_settings *base, pb_record *rec);
+/* Make rec an error record (keeps id); message printf-style. */
+pb_status pb_record_set_error(pb_record *rec, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void pb_record_clear(pb_record *rec);
+
+/* True when the line holds only whitespace (not a record). */
+bool pb_line_is_blank(const char *line, size_t len);
+
+#endif

@@ -1,0 +1,164 @@
+/* Record parsing, settings resolution, JSON escaping and the line reader. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gen/jbuf.h"
+#include "gen/reader.h"
+#include "gen/record.h"
+
+static int failures;
+#define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); failures++; } } while (0)
+
+static pb_gen_settings base;
+
+static void parse(const char *line, pb_record *r)
+{
+    pb_status st = pb_record_parse(line, strlen(line), 7, &base, r);
+    CHECK(st == PB_OK);
+}
+
+static void expect_error(const char *line, const char *needle)
+{
+    pb_record r;
+    parse(line, &r);
+    if (!r.error || !strstr(r.error, needle)) {
+        fprintf(stderr, "line %s: error '%s', expected '%s'\n", line, r.error ? r.error : "(none)", needle);
+        failures++;
+    }
+    pb_record_clear(&r);
+}
+
+static void test_records(void)
+{
+    pb_gen_cli cli = {0};
+    const char *stops[] = {"###"};
+    cli.has_temperature = true;
+    cli.temperature = 0.5f;
+    cli.n_stops = 1;
+    cli.stops = stops;
+    pb_gen_defaults g = {0};
+    g.has_max_new_tokens = true;
+    g.max_new_tokens = 20;
+    g.has_top_p = true;
+    g.top_p = 0.9f;
+    g.has_do_sample = true;
+    g.do_sample = true;
+    g.has_temperature = true;
+    g.temperature = 0.7f;
+    CHECK(pb_gen_settings_base(&cli, &g, &base) == PB_OK);
+    CHECK(base.max_tokens == 20 && base.sample.temperature == 0.5f && base.sample.top_p == 0.9f);
+    CHECK(base.sample.top_k == 0 && base.n_stops == 1 && strcmp(base.stops[0], "###") == 0);
+
+    /* generation_config without do_sample stays greedy */
+    pb_gen_cli none = {0};
+    pb_gen_defaults g2 = {0};
+    g2.has_temperature = true;
+    g2.temperature = 0.7f;
+    pb_gen_settings b2;
+    CHECK(pb_gen_settings_base(&none, &g2, &b2) == PB_OK);
+    CHECK(b2.sample.temperature == 0 && b2.max_tokens == 64 && b2.seed == 0);
+    pb_gen_settings_clear(&b2);
+
+    pb_record r;
+    parse("{\"prompt\": \"Hi\\nthere\", \"id\": 1.50, \"max_tokens\": 3, \"stop\": [\"a\", \"b\"], \"seed\": 5}", &r);
+    CHECK(!r.error && strcmp(r.prompt, "Hi\nthere") == 0 && strcmp(r.id_json, "1.50") == 0);
+    CHECK(r.gs.max_tokens == 3 && r.gs.n_stops == 2 && strcmp(r.gs.stops[1], "b") == 0);
+    CHECK(r.gs.own_seed && r.gs.seed == 5 && r.gs.sample.temperature == 0.5f && !r.openai);
+    pb_record_clear(&r);
+
+    parse("{\"id\": \"a\\\"b\", \"prompt\": \"x\", \"temperature\": null}", &r);
+    CHECK(!r.error && strcmp(r.id_json, "\"a\\\"b\"") == 0 && r.gs.sample.temperature == 0.5f);
+    pb_record_clear(&r);
+
+    parse("{\"prompt\": \"x\"}", &r);
+    CHECK(!r.error && strcmp(r.id_json, "7") == 0 && r.gs.n_stops == 1);
+    pb_record_clear(&r);
+
+    parse("{\"custom_id\": \"req-1\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
+          "\"body\": {\"model\": \"m\", \"prompt\": \"Once\", \"max_tokens\": 5, \"stop\": \"\\n\"}}", &r);
+    CHECK(!r.error && r.openai && strcmp(r.custom_id_json, "\"req-1\"") == 0);
+    CHECK(r.gs.max_tokens == 5 && r.gs.n_stops == 1 && strcmp(r.gs.stops[0], "\n") == 0);
+    pb_record_clear(&r);
+
+    expect_error("{\"prompt\": \"x\"", "invalid JSON");
+    expect_error("not json", "invalid JSON");
+    expect_error("{\"prompt\": \"x\"} trailing", "unexpected text");
+    expect_error("[1, 2]", "must be a JSON object");
+    expect_error("{\"text\": \"x\"}", "missing field 'prompt'");
+    expect_error("{\"prompt\": 5}", "'prompt' must be a string");
+    expect_error("{\"prompt\": \"x\", \"max_tokens\": \"5\"}", "'max_tokens' must be a number");
+    expect_error("{\"prompt\": \"x\", \"max_tokens\": 2.5}", "'max_tokens' must be an integer");
+    expect_error("{\"prompt\": \"x\", \"max_tokens\": -1}", "out of range");
+    expect_error("{\"prompt\": \"x\", \"temperature\": -1}", "out of range");
+    expect_error("{\"prompt\": \"x\", \"top_p\": 0}", "top_p");
+    expect_error("{\"prompt\": \"x\", \"stop\": [1]}", "'stop' must be a string or a list");
+    expect_error("{\"prompt\": \"x\", \"stop\": \"\"}", "1 to");
+    expect_error("{\"prompt\": \"x\", \"id\": [1]}", "'id' must be a string or a number");
+    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/chat/completions\", \"body\": {\"prompt\": \"x\"}}",
+                 "not supported");
+    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {}}", "body.prompt");
+    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"method\": \"GET\", \"body\": {\"prompt\": \"x\"}}",
+                 "POST");
+
+    /* the id survives an error after it was read */
+    parse("{\"id\": \"keep\", \"prompt\": 3}", &r);
+    CHECK(r.error && strcmp(r.id_json, "\"keep\"") == 0);
+    pb_record_clear(&r);
+    CHECK(pb_line_is_blank(" \t\r", 3) && !pb_line_is_blank(" x", 2));
+    pb_gen_settings_clear(&base);
+}
+
+static void test_jbuf(void)
+{
+    pb_jbuf b;
+    pb_jbuf_init(&b);
+    pb_jbuf_str(&b, "a\"\\\n\x01\xc3\xa9\xff" "z", 9);
+    CHECK(b.len && strcmp(b.data, "\"a\\\"\\\\\\n\\u0001\xc3\xa9\xef\xbf\xbdz\"") == 0);
+    pb_jbuf_reset(&b);
+    pb_jbuf_str(&b, "\xe2\x82", 2); /* truncated sequence */
+    CHECK(strcmp(b.data, "\"\xef\xbf\xbd\xef\xbf\xbd\"") == 0);
+    pb_jbuf_free(&b);
+}
+
+static void test_reader(void)
+{
+    char path[] = "/tmp/pbtest_readerXXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    /* long line (200000 bytes), CRLF, empty line, last line without newline */
+    FILE *f = fdopen(fd, "w");
+    fputs("first\r\n\n", f);
+    for (int i = 0; i < 200000; i++)
+        fputc('x', f);
+    fputs("\nlast", f);
+    fclose(f);
+    pb_reader *r;
+    const char *line;
+    size_t len;
+    uint64_t no;
+    bool too_long;
+    CHECK(pb_reader_open(path, 100000, &r) == PB_OK);
+    CHECK(pb_reader_next(r, &line, &len, &no, &too_long) == PB_OK && line && len == 5 && no == 1 && !too_long);
+    CHECK(pb_reader_next(r, &line, &len, &no, &too_long) == PB_OK && line && len == 0 && no == 2);
+    CHECK(pb_reader_next(r, &line, &len, &no, &too_long) == PB_OK && line && len == 100000 && too_long && no == 3);
+    CHECK(pb_reader_next(r, &line, &len, &no, &too_long) == PB_OK && line && strcmp(line, "last") == 0 && no == 4);
+    CHECK(pb_reader_next(r, &line, &len, &no, &too_long) == PB_OK && !line);
+    CHECK(pb_reader_offset(r) == (uint64_t)pb_reader_size(r));
+    pb_reader_close(r);
+    CHECK(pb_reader_open("/nonexistent/x", 10, &r) == PB_ERR_IO);
+    unlink(path);
+}
+
+int main(void)
+{
+    test_records();
+    test_jbuf();
+    test_reader();
+    if (failures)
+        fprintf(stderr, "%d failures\n", failures);
+    return failures ? 1 : 0;
+}
