@@ -1,8 +1,173 @@
+/* pippy-batch plan: who loads what, and the memory of each rank. Reads only
+ * config.json and the checkpoint's index (or single file's header). */
 #include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "ckpt/ckpt.h"
+#include "ckpt/plan.h"
 #include "cli/commands.h"
+#include "common/util.h"
+#include "model/config.h"
+
+static const char *human(uint64_t b, char *buf, size_t cap)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%" PRIu64 " B", b);
+    else
+        snprintf(buf, cap, "%.2f %s", v, units[u]);
+    return buf;
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static pb_status print_json(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
+                            const char *policy)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    cJSON_AddStringToObject(root, "model", dir);
+    cJSON_AddStringToObject(root, "model_type", cfg->model_type);
+    cJSON_AddStringToObject(root, "format", pb_ckpt_format_name(pb_ckpt_get_format(ck)));
+    cJSON_AddStringToObject(root, "source", pb_ckpt_source(ck));
+    cJSON_AddNumberToObject(root, "n_layers", plan->n_layers);
+    cJSON_AddStringToObject(root, "policy", policy);
+    cJSON_AddNumberToObject(root, "ranks", plan->n_stages);
+    cJSON_AddNumberToObject(root, "batch_size", plan->batch_size);
+    cJSON_AddNumberToObject(root, "max_seq_len", plan->max_seq_len);
+    cJSON_AddNumberToObject(root, "total_param_bytes", (double)plan->total_param_bytes);
+    cJSON_AddBoolToObject(root, "sizes_exact", pb_ckpt_sizes_exact(ck));
+    cJSON *stages = cJSON_AddArrayToObject(root, "stages");
+    for (int s = 0; stages && s < plan->n_stages; s++) {
+        const pb_stage_plan *sp = &plan->stages[s];
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddItemToArray(stages, o);
+        cJSON_AddNumberToObject(o, "stage", sp->stage);
+        cJSON *layers = cJSON_AddArrayToObject(o, "layers");
+        if (layers) {
+            cJSON_AddItemToArray(layers, cJSON_CreateNumber(sp->layer_begin));
+            cJSON_AddItemToArray(layers, cJSON_CreateNumber(sp->layer_end));
+        }
+        cJSON_AddBoolToObject(o, "has_embed", sp->has_embed);
+        cJSON_AddBoolToObject(o, "has_head", sp->has_head);
+        cJSON_AddNumberToObject(o, "n_tensors", sp->n_tensors);
+        cJSON_AddNumberToObject(o, "param_bytes", (double)sp->param_bytes);
+        cJSON *files = cJSON_AddArrayToObject(o, "files");
+        for (int f = 0; files && f < sp->n_files; f++) {
+            cJSON *fo = cJSON_CreateObject();
+            if (!fo)
+                break;
+            cJSON_AddItemToArray(files, fo);
+            cJSON_AddStringToObject(fo, "path", sp->files[f].path);
+            cJSON_AddNumberToObject(fo, "bytes", (double)sp->files[f].bytes);
+        }
+        cJSON *mem = cJSON_AddObjectToObject(o, "memory");
+        if (mem) {
+            cJSON_AddNumberToObject(mem, "weights", (double)sp->mem_weights);
+            cJSON_AddNumberToObject(mem, "kv_cache", (double)sp->mem_kv);
+            cJSON_AddNumberToObject(mem, "activations", (double)sp->mem_act);
+            cJSON_AddNumberToObject(mem, "total", (double)sp->mem_total);
+        }
+    }
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!text)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    printf("%s\n", text);
+    free(text);
+    return fflush(stdout) == 0 ? PB_OK : pb_error(PB_ERR_IO, "writing the plan to stdout failed");
+}
+
+static void print_table(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
+                        const char *policy)
+{
+    char a[32], b[32], c[32], d[32], e[32];
+    printf("model      %s (%s, %d layers, hidden %d, vocab %d)\n", dir, cfg->model_type, plan->n_layers,
+           cfg->hidden_size, cfg->vocab_size);
+    printf("weights    %s: %s, %d files, %s of parameters%s\n", pb_ckpt_format_name(pb_ckpt_get_format(ck)),
+           pb_ckpt_source(ck), pb_ckpt_n_files(ck), human(plan->total_param_bytes, a, sizeof a),
+           pb_ckpt_sizes_exact(ck) ? "" : " (sizes from the index and config.json)");
+    printf("split      %s into %d stage%s; memory for %d sequences x %d tokens (f32 weights, KV cache, activations)\n\n",
+           policy, plan->n_stages, plan->n_stages == 1 ? "" : "s", plan->batch_size, plan->max_seq_len);
+    printf("%-5s  %-9s  %-11s  %12s  %12s  %12s  %12s  %12s\n", "stage", "layers", "holds", "params", "weights",
+           "kv cache", "activations", "total");
+    for (int s = 0; s < plan->n_stages; s++) {
+        const pb_stage_plan *sp = &plan->stages[s];
+        char layers[32], holds[16];
+        if (sp->layer_end > sp->layer_begin)
+            snprintf(layers, sizeof layers, "%d-%d", sp->layer_begin, sp->layer_end - 1);
+        else
+            snprintf(layers, sizeof layers, "-");
+        snprintf(holds, sizeof holds, "%s%s%s", sp->has_embed ? "embed" : "", sp->has_embed && sp->has_head ? "+" : "",
+                 sp->has_head ? "head" : "");
+        printf("%-5d  %-9s  %-11s  %12s  %12s  %12s  %12s  %12s\n", sp->stage, layers, holds[0] ? holds : "-",
+               human(sp->param_bytes, a, sizeof a), human(sp->mem_weights, b, sizeof b), human(sp->mem_kv, c, sizeof c),
+               human(sp->mem_act, d, sizeof d), human(sp->mem_total, e, sizeof e));
+        for (int f = 0; f < sp->n_files; f++)
+            printf("       reads %s from %s\n", human(sp->files[f].bytes, a, sizeof a), base_name(sp->files[f].path));
+    }
+}
 
 pb_status pb_cmd_plan(const pb_opts *opts)
 {
-    (void)opts;
-    return pb_error(PB_ERR_NOT_AVAILABLE, "'plan' is not yet available in this build");
+    const char *dir = pb_resolve_model_dir(opts);
+    pb_model_config cfg;
+    pb_ckpt *ck = NULL;
+    pb_plan *plan = NULL;
+    pb_status st;
+    char policy[64];
+
+    PB_CHECK(pb_model_config_load(dir, &cfg));
+    pb_split_spec spec = {
+        .n_stages = opts->ranks,
+        .threshold = opts->split_threshold,
+        .n_points = opts->n_split_points,
+        .points = opts->split_points,
+        .batch_size = opts->batch_size,
+        .max_seq_len = opts->max_seq_len,
+    };
+    switch (opts->split) {
+    case PB_SPLIT_THRESHOLD:
+        spec.policy = PB_SPLIT_POLICY_THRESHOLD;
+        snprintf(policy, sizeof policy, "threshold:%" PRIu64, opts->split_threshold);
+        break;
+    case PB_SPLIT_POINTS:
+        spec.policy = PB_SPLIT_POLICY_POINTS;
+        snprintf(policy, sizeof policy, "split-points");
+        break;
+    default:
+        spec.policy = PB_SPLIT_POLICY_EQUAL_SIZE;
+        snprintf(policy, sizeof policy, "equal_size");
+        break;
+    }
+    PB_CHECK_GOTO(pb_ckpt_open(dir, opts->index_path, &cfg, &ck), st, out);
+    PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
+    if (opts->json)
+        st = print_json(dir, &cfg, ck, plan, policy);
+    else
+        print_table(dir, &cfg, ck, plan, policy);
+out:
+    pb_plan_free(plan);
+    pb_ckpt_close(ck);
+    pb_model_config_free(&cfg);
+    return st;
 }
