@@ -1,14 +1,171 @@
+/* pippy-batch tokenize / detokenize: JSONL on stdin, JSONL on stdout.
+ *   tokenize:   {"text": "..."} -> {"ids": [...]}   (HF encode(text, add_special_tokens))
+ *   detokenize: {"ids": [...]}  -> {"text": "..."}  (HF decode(ids, skip_special_tokens))
+ * Blank lines are skipped; any other bad line stops with an error naming it. */
 #include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
 #include "cli/commands.h"
+#include "common/util.h"
+#include "gen/jbuf.h"
+#include "tok/tokenizer.h"
+
+static pb_status load_tok(const pb_opts *opts, pb_tokenizer **tok)
+{
+    if (opts->tokenizer)
+        return pb_tokenizer_load(opts->tokenizer, tok);
+    const char *dir = pb_resolve_model_dir(opts);
+    if (!dir)
+        return pb_error(PB_ERR_USAGE, "no model: give --model DIR or --tokenizer FILE");
+    char *path = pb_path_join(dir, "tokenizer.json");
+    if (!path)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    if (!pb_file_exists(path)) {
+        char *zst = pb_path_join(dir, "tokenizer.json.zst");
+        if (zst && pb_file_exists(zst)) {
+            free(path);
+            path = zst;
+        } else
+            free(zst);
+    }
+    pb_status st = pb_tokenizer_load(path, tok);
+    free(path);
+    return st;
+}
+
+static bool blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+            return false;
+    return true;
+}
+
+/* cJSON ends strings at NUL, so "\u0000" in a text would be cut silently. */
+static bool has_escaped_nul(const char *s)
+{
+    for (const char *p = s; (p = strchr(p, '\\')) != NULL; p += 2) {
+        if (p[1] == '\0')
+            return false;
+        if (p[1] == 'u' && strncasecmp(p + 2, "0000", 4) == 0)
+            return true;
+    }
+    return false;
+}
+
+typedef pb_status (*line_fn)(const pb_tokenizer *tok, const pb_opts *opts, const cJSON *rec,
+                             size_t line_no, const char *line, pb_jbuf *out);
+
+static pb_status tokenize_line(const pb_tokenizer *tok, const pb_opts *opts, const cJSON *rec,
+                               size_t line_no, const char *line, pb_jbuf *out)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rec, "text");
+    if (!cJSON_IsString(t) || !t->valuestring)
+        return pb_error(PB_ERR_FORMAT, "stdin line %zu: expected {\"text\": string}", line_no);
+    if (has_escaped_nul(line))
+        return pb_error(PB_ERR_FORMAT, "stdin line %zu: text contains U+0000 (\\u0000), which is "
+                        "not supported", line_no);
+    int32_t *ids;
+    size_t n;
+    pb_status st = pb_tokenizer_encode(tok, t->valuestring, strlen(t->valuestring), !opts->no_special,
+                                       &ids, &n);
+    if (st != PB_OK)
+        return pb_error_ctx(st, "stdin line %zu", line_no);
+    pb_jbuf_puts(out, "{\"ids\": [");
+    for (size_t i = 0; i < n; i++)
+        pb_jbuf_printf(out, i ? ", %d" : "%d", (int)ids[i]);
+    pb_jbuf_puts(out, "]}\n");
+    free(ids);
+    return pb_jbuf_status(out);
+}
+
+static pb_status detokenize_line(const pb_tokenizer *tok, const pb_opts *opts, const cJSON *rec,
+                                 size_t line_no, const char *line, pb_jbuf *out)
+{
+    (void)line;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(rec, "ids");
+    if (!cJSON_IsArray(a))
+        return pb_error(PB_ERR_FORMAT, "stdin line %zu: expected {\"ids\": [integers]}", line_no);
+    size_t n = (size_t)cJSON_GetArraySize(a), i = 0;
+    int32_t *ids;
+    PB_CHECK(pb_calloc(n ? n : 1, sizeof *ids, &ids));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, a) {
+        double v = cJSON_IsNumber(e) ? e->valuedouble : -1.5;
+        if (v != (double)(int64_t)v || v < 0 || v >= pb_tokenizer_vocab_size(tok)) {
+            free(ids);
+            if (!cJSON_IsNumber(e) || v != (double)(int64_t)v)
+                return pb_error(PB_ERR_FORMAT, "stdin line %zu: ids[%zu] is not an integer", line_no, i);
+            return pb_error(PB_ERR_FORMAT, "stdin line %zu: ids[%zu] = %.0f is out of range "
+                            "(vocabulary size %d)", line_no, i, v, pb_tokenizer_vocab_size(tok));
+        }
+        ids[i++] = (int32_t)v;
+    }
+    char *text;
+    size_t len;
+    pb_status st = pb_tokenizer_decode(tok, ids, n, opts->skip_special, &text, &len);
+    free(ids);
+    if (st != PB_OK)
+        return pb_error(PB_ERR_FORMAT, "stdin line %zu: %s", line_no, pb_last_error());
+    pb_jbuf_puts(out, "{\"text\": ");
+    pb_jbuf_str(out, text, len);
+    pb_jbuf_puts(out, "}\n");
+    free(text);
+    return pb_jbuf_status(out);
+}
+
+static pb_status run_lines(const pb_opts *opts, line_fn fn)
+{
+    pb_tokenizer *tok = NULL;
+    PB_CHECK(load_tok(opts, &tok));
+    char *line = NULL;
+    size_t cap = 0, line_no = 0;
+    ssize_t got;
+    pb_jbuf out;
+    pb_jbuf_init(&out);
+    pb_status st = PB_OK;
+    while ((got = getline(&line, &cap, stdin)) >= 0) {
+        line_no++;
+        if (blank(line, (size_t)got))
+            continue;
+        cJSON *rec = cJSON_ParseWithLength(line, (size_t)got);
+        if (!cJSON_IsObject(rec)) {
+            cJSON_Delete(rec);
+            st = pb_error(PB_ERR_FORMAT, "stdin line %zu: not a JSON object", line_no);
+            break;
+        }
+        pb_jbuf_reset(&out);
+        st = fn(tok, opts, rec, line_no, line, &out);
+        cJSON_Delete(rec);
+        if (st != PB_OK)
+            break;
+        if (fwrite(out.data, 1, out.len, stdout) != out.len) {
+            st = pb_error(PB_ERR_IO, "stdout: write failed");
+            break;
+        }
+    }
+    if (st == PB_OK && ferror(stdin))
+        st = pb_error(PB_ERR_IO, "stdin: read error");
+    if (fflush(stdout) != 0 && st == PB_OK)
+        st = pb_error(PB_ERR_IO, "stdout: write failed");
+    free(line);
+    pb_jbuf_free(&out);
+    pb_tokenizer_free(tok);
+    return st;
+}
 
 pb_status pb_cmd_tokenize(const pb_opts *opts)
 {
-    (void)opts;
-    return pb_error(PB_ERR_NOT_AVAILABLE, "'tokenize' is not yet available in this build");
+    return run_lines(opts, tokenize_line);
 }
 
 pb_status pb_cmd_detokenize(const pb_opts *opts)
 {
-    (void)opts;
-    return pb_error(PB_ERR_NOT_AVAILABLE, "'detokenize' is not yet available in this build");
+    return run_lines(opts, detokenize_line);
 }
