@@ -1,0 +1,418 @@
+/* Forward-pass test harness: loads a checkpoint through the real loader
+ * (config, index, plan of N stages, per-stage weights) and chains the stages.
+ *
+ *   fwd-harness golden MODEL WORK STAGES THREADS
+ *       reads WORK/prompts.txt (one prompt of token ids per line) and
+ *       WORK/forced.txt (HF's greedy tokens per prompt); runs all prompts in
+ *       mixed batches (one prompt prefilled in two chunks while the others
+ *       decode, slots permuted) and writes WORK/out-STAGES/prefill_I.f32
+ *       [P, vocab], decode_I.f32 [steps, vocab] (logits after feeding forced
+ *       token k), and greedy_I.txt (a free-running greedy continuation).
+ *   fwd-harness invariance MODEL THREADS
+ *       16 sequences of mixed lengths in one batch (prefill, then decode
+ *       steps) against each sequence alone: logits must be bit-identical.
+ *   fwd-harness memory MODEL SLOTS MAX_SEQ THREADS
+ *       creates the stage, runs a full batch (every slot prefilled to
+ *       max_seq_len / slots tokens... up to the arena) and compares the
+ *       plan's estimate with the peak RSS of the running stage.
+ *   fwd-harness load MODEL
+ *       only loads: exit code from the status (2 for config errors). */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "backend/stage.h"
+#include "ckpt/ckpt.h"
+#include "ckpt/plan.h"
+#include "ckpt/weights.h"
+#include "common/status.h"
+#include "model/config.h"
+
+#define MAX_PROMPTS 16
+#define MAX_TOKS 256
+
+typedef struct chain {
+    pb_model_config cfg;
+    pb_ckpt *ck;
+    pb_plan *plan;
+    int n;
+    pb_stage *st[8];
+    float *hidden[2];
+    int V, H;
+} chain;
+
+static void chain_free(chain *c)
+{
+    for (int i = 0; i < c->n; i++)
+        pb_stage_free(c->st[i]);
+    free(c->hidden[0]);
+    free(c->hidden[1]);
+    pb_plan_free(c->plan);
+    pb_ckpt_close(c->ck);
+    pb_model_config_free(&c->cfg);
+}
+
+static pb_status chain_open(chain *c, const char *dir, int n_stages, int slots, int max_seq, int max_tokens,
+                            int threads)
+{
+    memset(c, 0, sizeof *c);
+    pb_status st;
+    PB_CHECK(pb_model_config_load(dir, &c->cfg));
+    PB_CHECK(pb_ckpt_open(dir, NULL, &c->cfg, &c->ck));
+    pb_split_spec spec = {.policy = PB_SPLIT_POLICY_EQUAL_SIZE, .n_stages = n_stages, .batch_size = slots,
+                          .max_seq_len = max_seq};
+    PB_CHECK(pb_plan_make(c->ck, &c->cfg, &spec, &c->plan));
+    pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = max_tokens, .threads = threads};
+    for (int i = 0; i < c->plan->n_stages; i++) {
+        pb_weights *w = NULL;
+        PB_CHECK(pb_weights_load(c->ck, &c->plan->stages[i], &w));
+        st = pb_stage_create(&c->cfg, &c->plan->stages[i], w, &o, &c->st[i]);
+        pb_weights_free(w); /* the stage keeps its own converted copy */
+        if (st != PB_OK)
+            return st;
+        c->n++;
+    }
+    c->V = pb_stage_vocab_size(c->st[c->n - 1]);
+    c->H = pb_stage_hidden_size(c->st[0]);
+    for (int i = 0; i < 2; i++) {
+        c->hidden[i] = malloc((size_t)max_tokens * c->H * sizeof(float));
+        if (!c->hidden[i])
+            return pb_error(PB_ERR_NOMEM, "harness: out of memory");
+    }
+    return PB_OK;
+}
+
+static pb_status chain_forward(chain *c, const pb_seq_batch *b, const int32_t *ids, float *logits, bool all)
+{
+    const void *in = ids;
+    for (int i = 0; i < c->n; i++) {
+        float *out = i == c->n - 1 ? logits : c->hidden[i % 2];
+        PB_CHECK(pb_stage_forward(c->st[i], b, in, out, all));
+        in = out;
+    }
+    return PB_OK;
+}
+
+static int read_lines(const char *path, int32_t toks[][MAX_TOKS], int *lens)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[8192];
+    int n = 0;
+    while (n < MAX_PROMPTS && fgets(line, sizeof line, f)) {
+        int k = 0;
+        char *p = line, *e;
+        for (;;) {
+            long v = strtol(p, &e, 10);
+            if (e == p || k >= MAX_TOKS)
+                break;
+            toks[n][k++] = (int32_t)v;
+            p = e;
+        }
+        lens[n++] = k;
+    }
+    fclose(f);
+    return n;
+}
+
+static int write_f32(const char *dir, const char *stem, int i, const float *x, size_t n)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s_%d.f32", dir, stem, i);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(x, sizeof(float), n, f) != n) {
+        fprintf(stderr, "cannot write %s\n", path);
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    return fclose(f);
+}
+
+static int argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+static int fail_status(pb_status st)
+{
+    fprintf(stderr, "fwd-harness: %s: %s\n", pb_strerror(st), pb_last_error());
+    return pb_status_exit_code(st);
+}
+
+static int cmd_golden(const char *model, const char *work, int n_stages, int threads)
+{
+    static int32_t prompts[MAX_PROMPTS][MAX_TOKS], forced[MAX_PROMPTS][MAX_TOKS];
+    int plen[MAX_PROMPTS], flen[MAX_PROMPTS];
+    char path[1200], outdir[1024];
+    snprintf(path, sizeof path, "%s/prompts.txt", work);
+    int np = read_lines(path, prompts, plen);
+    snprintf(path, sizeof path, "%s/forced.txt", work);
+    int nf = read_lines(path, forced, flen);
+    if (np < 2 || nf != np) {
+        fprintf(stderr, "need >= 2 prompts and as many forced lines\n");
+        return 1;
+    }
+    snprintf(outdir, sizeof outdir, "%s/out-%d", work, n_stages);
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", outdir);
+    if (system(cmd) != 0)
+        return 1;
+
+    chain c;
+    int max_seq = 0;
+    for (int i = 0; i < np; i++)
+        if (plen[i] + flen[i] + 1 > max_seq)
+            max_seq = plen[i] + flen[i] + 1;
+    int max_tokens = 0;
+    for (int i = 0; i < np; i++)
+        max_tokens += plen[i];
+    pb_status st = chain_open(&c, model, n_stages, np, max_seq, max_tokens, threads);
+    if (st != PB_OK) {
+        chain_free(&c);
+        return fail_status(st);
+    }
+    if (c.n != n_stages) {
+        fprintf(stderr, "plan made %d stages, asked %d\n", c.n, n_stages);
+        chain_free(&c);
+        return 1;
+    }
+    const int V = c.V;
+    float *logits = malloc((size_t)max_tokens * V * sizeof(float));
+    float *pre[MAX_PROMPTS], *dec[MAX_PROMPTS];
+    for (int i = 0; i < np; i++) {
+        pre[i] = malloc((size_t)plen[i] * V * sizeof(float));
+        dec[i] = malloc((size_t)flen[i] * V * sizeof(float));
+    }
+    /* Sequence i uses slot (i + 2) % np; sequence 1 prefills in two chunks and lags one step. */
+    int slot[MAX_PROMPTS], pos[MAX_PROMPTS], nt[MAX_PROMPTS], which[MAX_PROMPTS];
+    int done_pre[MAX_PROMPTS] = {0}, done_dec[MAX_PROMPTS] = {0};
+    int32_t ids[MAX_PROMPTS * MAX_TOKS];
+    int rc = 0;
+    for (int step = 0;; step++) {
+        int ns = 0, T = 0;
+        for (int i = 0; i < np; i++) {
+            int n, p;
+            const int32_t *src;
+            if (done_pre[i] < plen[i]) {
+                p = done_pre[i];
+                n = plen[i] - p;
+                if (i == 1 && step == 0 && plen[i] > 1)
+                    n = plen[i] / 2;
+                src = prompts[i] + p;
+            } else if (done_dec[i] < flen[i]) {
+                p = plen[i] + done_dec[i];
+                n = 1;
+                src = forced[i] + done_dec[i];
+            } else {
+                continue;
+            }
+            which[ns] = i;
+            slot[ns] = (i + 2) % np;
+            pos[ns] = p;
+            nt[ns] = n;
+            memcpy(ids + T, src, (size_t)n * sizeof(int32_t));
+            T += n;
+            ns++;
+        }
+        if (ns == 0)
+            break;
+        pb_seq_batch b = {ns, slot, pos, nt};
+        st = chain_forward(&c, &b, ids, logits, true);
+        if (st != PB_OK) {
+            rc = fail_status(st);
+            goto out;
+        }
+        int row = 0;
+        for (int s = 0; s < ns; s++) {
+            int i = which[s];
+            for (int k = 0; k < nt[s]; k++, row++) {
+                const float *lg = logits + (size_t)row * V;
+                if (done_pre[i] < plen[i])
+                    memcpy(pre[i] + (size_t)done_pre[i]++ * V, lg, (size_t)V * sizeof(float));
+                else
+                    memcpy(dec[i] + (size_t)done_dec[i]++ * V, lg, (size_t)V * sizeof(float));
+            }
+        }
+    }
+    for (int i = 0; i < np; i++)
+        if (write_f32(outdir, "prefill", i, pre[i], (size_t)plen[i] * V) || write_f32(outdir, "decode", i, dec[i], (size_t)flen[i] * V)) {
+            rc = 1;
+            goto out;
+        }
+
+    /* Free-running greedy: all prompts prefilled together, then decode steps together. */
+    {
+        int32_t gen[MAX_PROMPTS][MAX_TOKS];
+        int T = 0;
+        for (int i = 0; i < np; i++) {
+            slot[i] = i;
+            pos[i] = 0;
+            nt[i] = plen[i];
+            memcpy(ids + T, prompts[i], (size_t)plen[i] * sizeof(int32_t));
+            T += plen[i];
+        }
+        pb_seq_batch b = {np, slot, pos, nt};
+        for (int k = 0; k < flen[0]; k++) {
+            st = chain_forward(&c, &b, ids, logits, false);
+            if (st != PB_OK) {
+                rc = fail_status(st);
+                goto out;
+            }
+            for (int i = 0; i < np; i++) {
+                gen[i][k] = argmax(logits + (size_t)i * V, V);
+                pos[i] += nt[i];
+                nt[i] = 1;
+                ids[i] = gen[i][k];
+            }
+        }
+        for (int i = 0; i < np; i++) {
+            snprintf(path, sizeof path, "%s/greedy_%d.txt", outdir, i);
+            FILE *f = fopen(path, "w");
+            if (!f) {
+                rc = 1;
+                goto out;
+            }
+            for (int k = 0; k < flen[0]; k++)
+                fprintf(f, "%s%d", k ? " " : "", (int)gen[i][k]);
+            fprintf(f, "\n");
+            fclose(f);
+        }
+    }
+out:
+    for (int i = 0; i < np; i++) {
+        free(pre[i]);
+        free(dec[i]);
+    }
+    free(logits);
+    chain_free(&c);
+    return rc;
+}
+
+/* 16 sequences of mixed lengths: every sequence's logits from the batch must
+ * equal, bit for bit, those of the same sequence run alone. */
+static int cmd_invariance(const char *model, int threads)
+{
+    enum { NS = 16, STEPS = 4 };
+    chain c;
+    const int max_seq = 40;
+    int lens[NS];
+    int total = 0;
+    for (int i = 0; i < NS; i++) {
+        lens[i] = 1 + (i * 7) % 23; /* 1 .. 23 */
+        total += lens[i];
+    }
+    pb_status st = chain_open(&c, model, 1, NS, max_seq, total, threads);
+    if (st != PB_OK) {
+        chain_free(&c);
+        return fail_status(st);
+    }
+    const int V = c.V;
+    int rc = 0;
+    int32_t *ids = malloc((size_t)total * sizeof(int32_t));
+    float *batch = malloc((size_t)total * V * sizeof(float)), *alone = malloc((size_t)total * V * sizeof(float));
+    float *bdec = malloc((size_t)NS * STEPS * V * sizeof(float)), *adec = malloc((size_t)V * sizeof(float));
+    int slot[NS], pos[NS], nt[NS];
+    unsigned seed = 12345;
+    for (int t = 0; t < total; t++) {
+        seed = seed * 1103515245u + 12345u;
+        ids[t] = (int32_t)((seed >> 8) % (unsigned)V);
+    }
+    /* batch: prefill all, then STEPS decode steps of all, with token (step * 13 + i) % V */
+    for (int i = 0; i < NS; i++) {
+        slot[i] = NS - 1 - i;
+        pos[i] = 0;
+        nt[i] = lens[i];
+    }
+    pb_seq_batch b = {NS, slot, pos, nt};
+    st = chain_forward(&c, &b, ids, batch, true);
+    for (int k = 0; k < STEPS && st == PB_OK; k++) {
+        int32_t dids[NS];
+        for (int i = 0; i < NS; i++) {
+            pos[i] = lens[i] + k;
+            nt[i] = 1;
+            dids[i] = (int32_t)((k * 13 + i) % V);
+        }
+        /* mix: the last decode step also carries a fresh prefill in no other slot: none free, so vary order */
+        st = chain_forward(&c, &b, dids, bdec + (size_t)k * NS * V, false);
+    }
+    if (st != PB_OK) {
+        rc = fail_status(st);
+        goto out;
+    }
+    /* alone, each in slot 0 */
+    int off = 0, mism = 0;
+    for (int i = 0; i < NS; i++) {
+        int s0 = 0, p0 = 0, n0 = lens[i];
+        pb_seq_batch one = {1, &s0, &p0, &n0};
+        st = chain_forward(&c, &one, ids + off, alone, true);
+        if (st != PB_OK) {
+            rc = fail_status(st);
+            goto out;
+        }
+        if (memcmp(alone, batch + (size_t)off * V, (size_t)lens[i] * V * sizeof(float)) != 0) {
+            fprintf(stderr, "sequence %d (length %d): prefill logits differ alone vs in the batch\n", i, lens[i]);
+            mism++;
+        }
+        for (int k = 0; k < STEPS; k++) {
+            int32_t t = (int32_t)((k * 13 + i) % V);
+            p0 = lens[i] + k;
+            n0 = 1;
+            st = chain_forward(&c, &one, &t, adec, false);
+            if (st != PB_OK) {
+                rc = fail_status(st);
+                goto out;
+            }
+            if (memcmp(adec, bdec + ((size_t)k * NS + i) * V, (size_t)V * sizeof(float)) != 0) {
+                fprintf(stderr, "sequence %d: decode step %d logits differ alone vs in the batch\n", i, k);
+                mism++;
+            }
+        }
+        off += lens[i];
+    }
+    printf("batch invariance: %d sequences, %d mismatches\n", NS, mism);
+    rc = mism ? 1 : 0;
+out:
+    free(ids);
+    free(batch);
+    free(alone);
+    free(bdec);
+    free(adec);
+    chain_free(&c);
+    return rc;
+}
+
+static int cmd_load(const char *model)
+{
+    chain c;
+    pb_status st = chain_open(&c, model, 1, 1, 8, 8, 1);
+    chain_free(&c);
+    if (st != PB_OK)
+        return fail_status(st);
+    printf("loaded\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 6 && strcmp(argv[1], "golden") == 0)
+        return cmd_golden(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
+    if (argc >= 4 && strcmp(argv[1], "invariance") == 0)
+        return cmd_invariance(argv[2], atoi(argv[3]));
+    if (argc >= 3 && strcmp(argv[1], "load") == 0)
+        return cmd_load(argv[2]);
+    fprintf(stderr, "usage: fwd-harness golden MODEL WORK STAGES THREADS | invariance MODEL THREADS | load MODEL\n");
+    return 2;
+}
