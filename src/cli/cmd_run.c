@@ -1,11 +1,285 @@
+/* The run command: batch generation. Loads the model (one stage holding
+ * every layer at world size 1), builds the local pipe and hands records to
+ * the driver (src/gen/driver.c). */
 #include "config.h"
 #include "cli/commands.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/stage.h"
+#include "ckpt/ckpt.h"
+#include "ckpt/plan.h"
+#include "ckpt/weights.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "gen/driver.h"
+#include "gen/pipe.h"
+#include "gen/record.h"
+#include "model/config.h"
+#include "net/bootstrap.h"
+#include "tok/tokenizer.h"
+
+static pb_status env_long(const char *name, long *out, bool *present)
+{
+    const char *v = getenv(name);
+    *present = v && *v;
+    if (!*present)
+        return PB_OK;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || errno)
+        return pb_error(PB_ERR_USAGE, "--shard auto: %s='%s' is not an integer", name, v);
+    *out = x;
+    return PB_OK;
+}
+
+/* --shard auto from the Slurm job array variables. */
+static pb_status shard_from_slurm(int *index, int *count)
+{
+    long id = 0, mn = 0, mx = 0, step = 1, cnt = 0;
+    bool has_id, has_min, has_max, has_step, has_cnt;
+    PB_CHECK(env_long("SLURM_ARRAY_TASK_ID", &id, &has_id));
+    PB_CHECK(env_long("SLURM_ARRAY_TASK_MIN", &mn, &has_min));
+    PB_CHECK(env_long("SLURM_ARRAY_TASK_MAX", &mx, &has_max));
+    PB_CHECK(env_long("SLURM_ARRAY_TASK_STEP", &step, &has_step));
+    PB_CHECK(env_long("SLURM_ARRAY_TASK_COUNT", &cnt, &has_cnt));
+    if (!has_id)
+        return pb_error(PB_ERR_USAGE, "--shard auto: SLURM_ARRAY_TASK_ID is not set "
+                        "(not a Slurm job array task); use --shard I/N");
+    if (!has_min)
+        mn = 0;
+    if (!has_step || step < 1)
+        step = 1;
+    if (!has_cnt) {
+        if (!has_max)
+            return pb_error(PB_ERR_USAGE, "--shard auto: neither SLURM_ARRAY_TASK_COUNT nor "
+                            "SLURM_ARRAY_TASK_MAX is set");
+        cnt = (mx - mn) / step + 1;
+    }
+    if (id < mn || (id - mn) % step != 0 || cnt < 1 || (id - mn) / step >= cnt || cnt > INT_MAX)
+        return pb_error(PB_ERR_USAGE, "--shard auto: task %ld does not fit the array (min %ld, step %ld, count %ld)",
+                        id, mn, step, cnt);
+    *index = (int)((id - mn) / step);
+    *count = (int)cnt;
+    return PB_OK;
+}
+
+/* Expand %a (array task id), %A (array job id) and %% in the output name. */
+static pb_status expand_out(const char *in, char **out)
+{
+    *out = NULL;
+    size_t cap = strlen(in) + 64, n = 0;
+    char *s;
+    PB_CHECK(pb_malloc(cap, &s));
+    for (const char *p = in; *p; p++) {
+        const char *add = NULL;
+        char one[2] = {*p, 0};
+        if (*p == '%' && (p[1] == 'a' || p[1] == 'A' || p[1] == '%')) {
+            p++;
+            if (*p == '%') {
+                add = "%";
+            } else {
+                const char *var = *p == 'a' ? "SLURM_ARRAY_TASK_ID" : "SLURM_ARRAY_JOB_ID";
+                add = getenv(var);
+                if (!add || !*add) {
+                    free(s);
+                    return pb_error(PB_ERR_USAGE, "--out %s: %%%c needs %s (a Slurm job array)", in, *p, var);
+                }
+            }
+        } else {
+            add = one;
+        }
+        size_t k = strlen(add);
+        if (n + k + 1 > cap) {
+            cap = (n + k + 1) * 2;
+            char *t = realloc(s, cap);
+            if (!t) {
+                free(s);
+                return pb_error(PB_ERR_NOMEM, "out of memory");
+            }
+            s = t;
+        }
+        memcpy(s + n, add, k);
+        n += k;
+    }
+    s[n] = '\0';
+    *out = s;
+    return PB_OK;
+}
+
+static const char *model_name(const char *dir)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    const char *p = dir + n;
+    while (p > dir && p[-1] != '/')
+        p--;
+    return p;
+}
+
+static void summary(const pb_driver_stats *s)
+{
+    double tps = s->wall_seconds > 0 ? (double)s->completion_tokens / s->wall_seconds : 0;
+    fprintf(stderr,
+            "pippy-batch: %llu records, %llu errors; %llu prompt + %llu generated tokens in %.2fs: "
+            "%.1f tokens/s (prefill %.1f/s, decode %.1f/s); time to first token %.3fs mean, %.3fs max\n",
+            (unsigned long long)s->records, (unsigned long long)s->errors,
+            (unsigned long long)s->prompt_tokens, (unsigned long long)s->completion_tokens,
+            s->wall_seconds, tps,
+            s->prefill_seconds > 0 ? (double)s->prompt_tokens / s->prefill_seconds : 0,
+            s->decode_seconds > 0 ? (double)s->completion_tokens / s->decode_seconds : 0,
+            s->ttft_mean, s->ttft_max);
+    for (int i = 0; i < s->pipe.n_stages; i++)
+        fprintf(stderr, "pippy-batch: stage %d busy %.1f%%\n", i,
+                s->wall_seconds > 0 ? 100.0 * s->pipe.busy_seconds[i] / s->wall_seconds : 0);
+}
+
 pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 {
-    (void)opts;
-    *exit_code = 2;
-    return pb_error(PB_ERR_NOT_AVAILABLE,
-                    "batch generation is not yet available in this build "
-                    "(the forward pass and scheduler are still being written)");
+    *exit_code = 0;
+    pb_status st = PB_OK;
+    pb_bootstrap *boot = NULL;
+    pb_model_config cfg;
+    bool have_cfg = false;
+    pb_tokenizer *tok = NULL;
+    pb_ckpt *ck = NULL;
+    pb_plan *plan = NULL;
+    pb_weights *w = NULL;
+    pb_stage *stage = NULL;
+    pb_pipe *pipe = NULL;
+    pb_gen_settings base;
+    bool have_base = false;
+    char *out_path = NULL, *tok_path = NULL;
+
+    if (opts->resume)
+        return pb_error(PB_ERR_NOT_AVAILABLE, "--resume is not yet available in this build "
+                        "(interrupted runs cannot be continued yet)");
+    int shard_index = opts->shard_index, shard_count = opts->shard_count;
+    if (opts->shard_auto)
+        PB_CHECK(shard_from_slurm(&shard_index, &shard_count));
+    PB_CHECK(expand_out(opts->out_path, &out_path));
+
+    PB_CHECK_GOTO(pb_bootstrap_init(&boot), st, out);
+    if (pb_bootstrap_size(boot) > 1) {
+        st = pb_error(PB_ERR_NOT_AVAILABLE, "running across %d ranks is not yet available in this "
+                      "build (the pipeline between ranks is still being written); run one process",
+                      pb_bootstrap_size(boot));
+        goto out;
+    }
+
+    const char *dir = pb_resolve_model_dir(opts);
+    PB_CHECK_GOTO(pb_model_config_load(dir, &cfg), st, out);
+    have_cfg = true;
+    int context = cfg.max_position;
+    if (opts->max_seq_len) {
+        if (opts->max_seq_len > cfg.max_position) {
+            st = pb_error(PB_ERR_USAGE, "--max-seq-len %d is more than the model's context (%d)",
+                          opts->max_seq_len, cfg.max_position);
+            goto out;
+        }
+        context = opts->max_seq_len;
+    }
+    if (context < 2) {
+        st = pb_error(PB_ERR_CONFIG, "%s: context length %d is too small", dir, context);
+        goto out;
+    }
+    tok_path = pb_path_join(dir, "tokenizer.json");
+    if (!tok_path) {
+        st = pb_error(PB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    PB_CHECK_GOTO(pb_tokenizer_load(tok_path, &tok), st, out);
+
+    pb_gen_cli cli = {
+        .has_max_tokens = opts->gen.has_max_tokens, .has_temperature = opts->gen.has_temperature,
+        .has_top_k = opts->gen.has_top_k, .has_top_p = opts->gen.has_top_p,
+        .has_min_p = opts->gen.has_min_p, .has_repetition_penalty = opts->gen.has_repetition_penalty,
+        .has_seed = opts->gen.has_seed, .max_tokens = opts->gen.max_tokens,
+        .temperature = opts->gen.temperature, .top_p = opts->gen.top_p, .min_p = opts->gen.min_p,
+        .repetition_penalty = opts->gen.repetition_penalty, .top_k = opts->gen.top_k,
+        .seed = opts->gen.seed, .n_stops = opts->gen.n_stops, .stops = opts->gen.stops};
+    PB_CHECK_GOTO(pb_gen_settings_base(&cli, &cfg.gen, &base), st, out);
+    have_base = true;
+
+    int chunks = opts->chunks > 0 ? opts->chunks : 1;
+    int batch = opts->batch_size;
+    if (chunks > batch) {
+        st = pb_error(PB_ERR_USAGE, "--chunks %d is more than --batch-size %d", chunks, batch);
+        goto out;
+    }
+    int threads = opts->threads;
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)(n > 256 ? 256 : n) : 1;
+    }
+    int per_chunk = (batch + chunks - 1) / chunks;
+    long mbt = per_chunk > 512 ? per_chunk : 512;
+    if (mbt > (long)batch * context)
+        mbt = (long)batch * context;
+    if (mbt < per_chunk)
+        mbt = per_chunk;
+
+    PB_CHECK_GOTO(pb_ckpt_open(dir, opts->index_path, &cfg, &ck), st, out);
+    pb_split_spec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.policy = PB_SPLIT_POLICY_EQUAL_SIZE;
+    spec.n_stages = 1;
+    spec.batch_size = batch;
+    spec.max_seq_len = context;
+    PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
+    PB_CHECK_GOTO(pb_weights_load(ck, &plan->stages[0], &w), st, out);
+    pb_stage_opts so = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
+                        .threads = threads};
+    PB_CHECK_GOTO(pb_stage_create(&cfg, &plan->stages[0], w, &so, &stage), st, out);
+    pb_weights_free(w); /* the stage holds its own copy */
+    w = NULL;
+    pb_ckpt_close(ck);
+    ck = NULL;
+    pb_log_verbose("model %s: %s, %d layers, vocab %d, context %d; batch %d in %d chunks, "
+                   "%ld tokens per micro-batch, %d threads", dir, cfg.model_type, cfg.n_layers,
+                   cfg.vocab_size, context, batch, chunks, mbt, threads);
+
+    pb_mb_limits lim = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
+                        .vocab = pb_stage_vocab_size(stage)};
+    PB_CHECK_GOTO(pb_pipe_local_create(stage, &lim, chunks, &pipe), st, out);
+
+    pb_driver_opts dopt = {
+        .in_path = opts->in_path, .out_path = out_path, .metrics_path = opts->metrics_path,
+        .model_name = model_name(dir), .batch_size = batch, .chunks = chunks, .context = context,
+        .abort_on_error = opts->on_error == PB_ON_ERROR_ABORT,
+        .shard_index = shard_index, .shard_count = shard_count,
+        .frame_records = opts->frame_records, .frame_seconds = opts->frame_seconds,
+        .verbosity = opts->verbosity, .progress_tty = opts->progress_tty,
+        .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos, .base = &base};
+    pb_driver_stats stats;
+    st = pb_driver_run(&dopt, pipe, tok, &stats);
+    if (st != PB_OK)
+        goto out;
+    if (opts->verbosity >= 1)
+        summary(&stats);
+    if (opts->metrics_path)
+        PB_CHECK_GOTO(pb_driver_write_metrics(opts->metrics_path, &stats), st, out);
+    *exit_code = stats.errors ? 3 : 0;
+out:
+    pb_pipe_free(pipe);
+    pb_stage_free(stage);
+    pb_weights_free(w);
+    pb_plan_free(plan);
+    pb_ckpt_close(ck);
+    pb_tokenizer_free(tok);
+    if (have_base)
+        pb_gen_settings_clear(&base);
+    if (have_cfg)
+        pb_model_config_free(&cfg);
+    pb_bootstrap_free(boot);
+    free(tok_path);
+    free(out_path);
+    return st;
 }
