@@ -133,12 +133,6 @@ def make(name, root):
         # the checkpoint holds rounded weights; the golden runs them in f32
         model.to(tdt)
         model.to(torch.float32)
-    if "llama3" in opts:
-        p = opts["llama3"]
-        for layer in model.model.layers:
-            re = layer.self_attn.rotary_emb
-            re.inv_freq = llama3_inv_freq(re.inv_freq, **p)
-
     d = os.path.join(root, name)
     mdir = os.path.join(d, "model")
     os.makedirs(mdir, exist_ok=True)
@@ -148,6 +142,12 @@ def make(name, root):
     save_model.save_pretrained(mdir, safe_serialization=not opts.get("bin", False), max_shard_size="40KB")
     model.to(torch.float32)
     if "llama3" in opts:
+        # after any dtype round trip: .to() would round this buffer too
+        for layer in model.model.layers:
+            re = layer.self_attn.rotary_emb
+            dim = re.dim
+            base = 1.0 / (re.base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+            re.inv_freq = llama3_inv_freq(base, **opts["llama3"])
         with open(os.path.join(mdir, "config.json")) as f:
             c = json.load(f)
         c["rope_scaling"] = dict(rope_type="llama3", **opts["llama3"])
