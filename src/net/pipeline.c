@@ -536,6 +536,8 @@ static void net_end(pb_net_pipe *np)
     np->ended = true;
     pb_msg m = {0};
     pb_status st = pb_transport_send1(np->t, MSG_END, NULL, 0);
+    /* Rank 1 may hang up as soon as it has passed END on. */
+    pb_transport_closing(np->t);
     /* Results still in flight are dropped (the driver stopped early). */
     while (st == PB_OK) {
         st = pb_transport_recv(np->t, CONTROL_TIMEOUT_S, &m);
@@ -551,7 +553,6 @@ static void net_end(pb_net_pipe *np)
             break;
         }
     }
-    pb_transport_closing(np->t);
     if (st != PB_OK)
         pb_log_error("closing the pipeline: %s", pb_last_error());
 }
