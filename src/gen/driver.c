@@ -37,6 +37,7 @@ typedef struct driver {
     seq_state *slots;
     int n_slots;
     int max_batch_tokens;
+    int reorder_cap;
     bool input_done;
     uint64_t record_no;    /* records seen (non-blank lines), for sharding */
     uint64_t out_next;     /* next output ordinal */
@@ -137,6 +138,9 @@ static pb_status next_prompt(driver *d, seq_state *s, bool *got)
 {
     *got = false;
     while (!d->input_done) {
+        /* bounded reorder buffer: read on only when the output can take it */
+        if (d->out_next - pb_writer_records(d->out) >= (uint64_t)d->reorder_cap)
+            return PB_OK;
         const char *line;
         size_t len;
         uint64_t line_no;
@@ -484,8 +488,9 @@ pb_status pb_driver_run(const pb_driver_opts *o, pb_pipe *pipe, const pb_tokeniz
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->fifo, &d->fifo), st, out);
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->in_flight, &d->in_flight), st, out);
     PB_CHECK_GOTO(pb_reader_open(o->in_path, MAX_LINE, &d->in), st, out);
+    d->reorder_cap = o->batch_size + 64;
     pb_writer_opts wo = {.frame_records = o->frame_records, .frame_seconds = o->frame_seconds,
-                         .reorder_cap = o->batch_size + 1, .zstd_level = 0, .zstd_workers = -1};
+                         .reorder_cap = d->reorder_cap, .zstd_level = 0, .zstd_workers = -1};
     PB_CHECK_GOTO(pb_writer_open(o->out_path, &wo, &d->out), st, out);
     pb_log_verbose("output %s%s (zstd workers: %d)", o->out_path,
                    pb_writer_compressed(d->out) ? ", zstd frames" : "", pb_writer_workers(d->out));

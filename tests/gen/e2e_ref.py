@@ -1,0 +1,249 @@
+"""pippy-batch end to end against HF transformers on a tiny GPT-2 with the
+real GPT-2 tokenizer: greedy output equal to generate() and byte-identical
+across --batch-size 1/4/16 and --chunks 1/2/4; seeded sampling reproducible
+across batch sizes; stop strings, EOS, max_tokens, context length;
+finish_reason and token counts; error records for a file of mixed good and
+malformed lines; OpenAI shape; .zst output read by the zstd CLI; a jq
+pipeline; metrics JSON; exit codes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import torch
+import transformers
+
+PB = os.environ["PIPPY_BATCH"]
+TMP = os.environ["PB_TEST_TMP"]
+TESTDATA = os.environ["PB_TESTDATA"]
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    if not cond:
+        failures += 1
+        print("FAIL:", what)
+
+
+def make_model(path):
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=50257, n_positions=64)
+    m = transformers.GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(3.0)  # logits far from uniform: no near-ties in greedy choices
+    m.save_pretrained(path, safe_serialization=True)
+    subprocess.run(["zstd", "-q", "-d", "-f", "-o", os.path.join(path, "tokenizer.json"),
+                    os.path.join(TESTDATA, "tokenizers", "gpt2.json.zst")], check=True)
+    return m.eval()
+
+
+def run(args, inp, rc_ok=(0,)):
+    p = subprocess.run([PB, "-q"] + args, input=inp.encode(), capture_output=True)
+    if p.returncode not in rc_ok:
+        print("pippy-batch", args, "exit", p.returncode, p.stderr.decode())
+    check(p.returncode in rc_ok, f"exit code {p.returncode} for {args}")
+    return p
+
+
+def lines(out):
+    return [json.loads(l) for l in out.decode().splitlines()]
+
+
+def main():
+    model_dir = os.path.join(TMP, "gpt2-tiny")
+    model = make_model(model_dir)
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
+    prompts = ["Hello world", "The quick brown fox", "In 1905, Einstein", "A", "x" * 30,
+               "Once upon a time there was", "def main():", "1 2 3 4 5", "Paris is the capital of",
+               "¡Hola! ¿Qué tal?", "日本語のテキスト", "The end."]
+    max_new = 12
+    # reference: greedy generate() per prompt (no padding: one at a time)
+    ref = []
+    for p in prompts:
+        ids = tok(p, return_tensors="pt").input_ids
+        n = min(max_new, 64 - ids.shape[1])
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=50256,
+                                 eos_token_id=None)
+        gen = out[0, ids.shape[1]:].tolist()
+        full = tok.decode(out[0].tolist())
+        ref.append((ids.shape[1], gen, full[len(tok.decode(ids[0].tolist())):]))
+    inp = "".join(json.dumps({"prompt": p, "id": f"r{i}"}) + "\n" for i, p in enumerate(prompts))
+    outputs = {}
+    for b, c in [(1, 1), (4, 1), (4, 2), (16, 1), (16, 4), (3, 2)]:
+        p = run(["--model", model_dir, "--max-tokens", str(max_new), "--batch-size", str(b),
+                 "--chunks", str(c)], inp)
+        outputs[(b, c)] = p.stdout
+    base = outputs[(1, 1)]
+    for k, v in outputs.items():
+        check(v == base, f"greedy output differs between batch/chunks (1,1) and {k}")
+    recs = lines(base)
+    check(len(recs) == len(prompts), "one output per prompt")
+    for i, (r, (n_prompt, gen, text)) in enumerate(zip(recs, ref)):
+        eos_cut = 50256 in gen  # GPT-2's EOS ends the completion
+        check(r["id"] == f"r{i}", f"id echoed ({r['id']})")
+        check(r["prompt_tokens"] == n_prompt, f"prompt_tokens {r['prompt_tokens']} vs {n_prompt}")
+        if not eos_cut:
+            check(r["text"] == text, f"prompt {i}: text {r['text']!r} vs HF {text!r}")
+            check(r["completion_tokens"] == len(gen), f"prompt {i}: completion_tokens")
+            check(r["finish_reason"] == "length", f"prompt {i}: finish_reason {r['finish_reason']}")
+
+    # stop strings split across tokens: stop on a piece of the reference text
+    # that spans a token boundary; the text ends right before it.
+    i = 0
+    n_prompt, gen, text = ref[i]
+    pieces = [tok.decode([t]) for t in gen]
+    first2 = pieces[2] + pieces[3]
+    stop = first2[len(pieces[2]) - 1: len(pieces[2]) + 1] if len(pieces[2]) and len(pieces[3]) else first2
+    prefix = "".join(pieces[:2])
+    expect = (prefix + pieces[2])[: (prefix + pieces[2] + pieces[3]).find(stop)]
+    p = run(["--model", model_dir, "--max-tokens", str(max_new), "--stop", stop], json.dumps({"prompt": prompts[i]}) + "\n")
+    r = lines(p.stdout)[0]
+    check(r["finish_reason"] == "stop" and r["text"] == expect,
+          f"stop {stop!r}: got {r['text']!r} ({r['finish_reason']}), expected {expect!r}")
+    upto = next(k for k in range(1, len(pieces) + 1) if stop in "".join(pieces[:k]))
+    check(r["completion_tokens"] == upto,
+          f"stop: completion_tokens {r['completion_tokens']}, expected {upto} (tokens up to the stop)")
+    # per-record stop (list) overrides the CLI one
+    p = run(["--model", model_dir, "--max-tokens", str(max_new), "--stop", "zzzz"],
+            json.dumps({"prompt": prompts[i], "stop": ["qqq", stop]}) + "\n")
+    check(lines(p.stdout)[0]["text"] == expect, "record stop list")
+
+    # EOS: make the model's EOS the 3rd greedy token via config -> stops there
+    eos_dir = os.path.join(TMP, "gpt2-eos")
+    shutil.copytree(model_dir, eos_dir)
+    cfgp = os.path.join(eos_dir, "config.json")
+    c = json.load(open(cfgp))
+    ke = next(k for k in range(1, len(gen)) if gen[k] not in gen[:k])
+    c["eos_token_id"] = [9999999 % 50257, gen[ke]]
+    json.dump(c, open(cfgp, "w"))
+    gcp = os.path.join(eos_dir, "generation_config.json")
+    g = json.load(open(gcp))
+    g["eos_token_id"] = c["eos_token_id"]
+    json.dump(g, open(gcp, "w"))
+    p = run(["--model", eos_dir, "--max-tokens", str(max_new)], json.dumps({"prompt": prompts[i]}) + "\n")
+    r = lines(p.stdout)[0]
+    check(r["finish_reason"] == "stop" and r["text"] == "".join(pieces[:ke]) and r["completion_tokens"] == ke + 1,
+          f"EOS: {r}")
+
+    # context: a prompt near the 64-token context stops with "length" at 64 tokens in all
+    longp = "word " * 60
+    n_long = len(tok(longp).input_ids)
+    p = run(["--model", model_dir, "--max-tokens", "50"], json.dumps({"prompt": longp}) + "\n")
+    r = lines(p.stdout)[0]
+    check(r["finish_reason"] == "length" and r["prompt_tokens"] + r["completion_tokens"] == 64,
+          f"context limit: {r} (prompt {n_long})")
+    # --max-seq-len lowers it
+    p = run(["--model", model_dir, "--max-tokens", "50", "--max-seq-len", "20"],
+            json.dumps({"prompt": "Hello world"}) + "\n")
+    r = lines(p.stdout)[0]
+    check(r["prompt_tokens"] + r["completion_tokens"] == 20, f"--max-seq-len: {r}")
+
+    # seeded sampling: same output whatever the batch size; different seeds differ
+    sinp = "".join(json.dumps({"prompt": p, "temperature": 1.0, "top_k": 50, "top_p": 0.95}) + "\n" for p in prompts)
+    s1 = run(["--model", model_dir, "--max-tokens", "10", "--seed", "7", "-b", "1"], sinp).stdout
+    s2 = run(["--model", model_dir, "--max-tokens", "10", "--seed", "7", "-b", "5", "-c", "2"], sinp).stdout
+    s3 = run(["--model", model_dir, "--max-tokens", "10", "--seed", "8", "-b", "5"], sinp).stdout
+    check(s1 == s2, "seeded sampling differs across batch sizes")
+    check(s1 != s3, "different seeds give the same samples")
+    check(s1 != base, "sampling equals greedy")
+    # a record's own seed: same output at any line position
+    own = json.dumps({"prompt": "Hello world", "temperature": 1.0, "seed": 3}) + "\n"
+    a = lines(run(["--model", model_dir, "--max-tokens", "8"], own).stdout)[0]["text"]
+    b = lines(run(["--model", model_dir, "--max-tokens", "8"], "\n".join([json.dumps({"prompt": "x"})] * 3) + "\n" + own).stdout)[-1]["text"]
+    check(a == b, "own seed depends on position")
+
+    # mixed good and malformed lines
+    mixed = "\n".join([
+        json.dumps({"prompt": "Hello world", "id": 17}),
+        "{not json",
+        json.dumps({"id": "np"}),
+        json.dumps({"prompt": 3, "id": "num"}),
+        "",
+        json.dumps({"prompt": "Hi", "max_tokens": "5"}),
+        json.dumps({"prompt": "word " * 70, "id": "long"}),
+        json.dumps({"prompt": "Hi", "max_tokens": 0, "id": "zero"}),
+        json.dumps({"prompt": "The end.", "max_tokens": 3}),
+    ]) + "\n"
+    p = run(["--model", model_dir, "--max-tokens", "4", "-b", "2"], mixed, rc_ok=(3,))
+    out = lines(p.stdout)
+    check(len(out) == 8, f"mixed: {len(out)} records")
+    if len(out) == 8:
+        check(out[0]["id"] == 17 and "text" in out[0], "mixed 0")
+        check(out[1] == {"id": 2, "error": {"line": 2, "message": out[1]["error"]["message"]}}
+              and "invalid JSON" in out[1]["error"]["message"], f"mixed 1 {out[1]}")
+        check(out[2]["id"] == "np" and "missing field 'prompt'" in out[2]["error"]["message"], f"mixed 2 {out[2]}")
+        check(out[3]["id"] == "num" and "must be a string" in out[3]["error"]["message"], f"mixed 3 {out[3]}")
+        check(out[4]["id"] == 6 and out[4]["error"]["line"] == 6 and "max_tokens" in out[4]["error"]["message"], f"mixed 4 {out[4]}")
+        check(out[5]["id"] == "long" and "context" in out[5]["error"]["message"], f"mixed 5 {out[5]}")
+        check(out[6] == {"id": "zero", "text": "", "finish_reason": "length", "prompt_tokens": 1,
+                         "completion_tokens": 0}, f"mixed 6 {out[6]}")
+        check(out[7]["id"] == 9 and out[7]["completion_tokens"] == 3, f"mixed 7 {out[7]}")
+    # --on-error=abort stops at the first bad line
+    p = run(["--model", model_dir, "--max-tokens", "4", "--on-error", "abort", "--out", os.path.join(TMP, "ab.jsonl")],
+            mixed, rc_ok=(1,))
+    check(b"line 2" in p.stderr, "abort names the line")
+    check(not os.path.exists(os.path.join(TMP, "ab.jsonl")), "aborted run renamed its output")
+
+    # OpenAI batch shape round trip
+    oa = json.dumps({"custom_id": "req-1", "method": "POST", "url": "/v1/completions",
+                     "body": {"model": "gpt2-tiny", "prompt": prompts[0], "max_tokens": max_new}}) + "\n"
+    oa += json.dumps({"custom_id": "req-2", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"messages": []}}) + "\n"
+    p = run(["--model", model_dir], oa, rc_ok=(3,))
+    o = lines(p.stdout)
+    check(o[0]["custom_id"] == "req-1" and o[0]["error"] is None and o[0]["response"]["status_code"] == 200,
+          f"openai shape {o[0]}")
+    body = o[0]["response"]["body"]
+    check(body["choices"][0]["text"] == ref[0][2] and body["usage"]["completion_tokens"] == max_new,
+          f"openai body {body}")
+    check(o[1]["custom_id"] == "req-2" and o[1]["response"] is None and "not supported" in o[1]["error"]["message"],
+          f"openai error {o[1]}")
+
+    # .zst output through the zstd CLI, small frames, metrics
+    zpath = os.path.join(TMP, "out.jsonl.zst")
+    mpath = os.path.join(TMP, "metrics.json")
+    run(["--model", model_dir, "--max-tokens", str(max_new), "--in", "-", "--out", zpath,
+         "--frame-records", "5", "--metrics", mpath, "-b", "4"], inp)
+    check(not os.path.exists(zpath + ".partial"), ".partial left")
+    dec = subprocess.run(["zstd", "-q", "-d", "-c", zpath], capture_output=True, check=True).stdout
+    check(dec == base, "zstd output differs from plain")
+    m = json.load(open(mpath))
+    check(m["records"] == len(prompts) and m["errors"] == 0 and m["completion_tokens"] ==
+          sum(r["completion_tokens"] for r in recs), f"metrics {m}")
+    check(m["prompt_tokens"] == sum(r["prompt_tokens"] for r in recs) and m["wall_seconds"] > 0, "metrics tokens")
+    # an existing .partial is refused (exit 2) without --resume
+    open(zpath + ".partial", "w").close()
+    p = run(["--model", model_dir, "--out", zpath], inp, rc_ok=(2,))
+    check(b"--resume" in p.stderr, "partial refusal message")
+    p = run(["--model", model_dir, "--out", zpath, "--resume"], inp, rc_ok=(2,))
+    check(b"not yet available" in p.stderr, "--resume not yet available")
+
+    # sharding: 3 shards together give every record once, in order within each
+    shard_out = []
+    for k in range(3):
+        shard_out += lines(run(["--model", model_dir, "--max-tokens", str(max_new), "--shard", f"{k}/3"], inp).stdout)
+    check(sorted(r["id"] for r in shard_out) == sorted(r["id"] for r in recs), "shards cover the input")
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="12", SLURM_ARRAY_TASK_MIN="10", SLURM_ARRAY_TASK_MAX="14",
+               SLURM_ARRAY_TASK_STEP="2", SLURM_ARRAY_JOB_ID="555")
+    sp = subprocess.run([PB, "-q", "--model", model_dir, "--max-tokens", str(max_new), "--shard", "auto",
+                         "--out", os.path.join(TMP, "o-%A-%a.jsonl")], input=inp.encode(), env=env)
+    check(sp.returncode == 0, "shard auto run")
+    got = lines(open(os.path.join(TMP, "o-555-12.jsonl"), "rb").read())
+    check([r["id"] for r in got] == [r["id"] for r in recs][1::3], "shard auto = task 1 of 3")
+
+    # the jq pipeline of the contract
+    if shutil.which("jq"):
+        sh = (f"printf '%s\\n' '{{\"q\": \"Hello world\"}}' | jq -c '{{prompt: .q}}' | "
+              f"'{PB}' -q --model '{model_dir}' --max-tokens {max_new} --out - | jq -r .text")
+        t = subprocess.run(["sh", "-c", sh], capture_output=True, check=True).stdout.decode()
+        check(t == ref[0][2] + "\n", f"jq pipeline: {t!r}")
+    print(f"{failures} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
