@@ -1,12 +1,13 @@
 #!/bin/sh
 # Under a single-node Slurm that this script starts and stops (slurm-env.sh):
-# bootstrap and TCP ring under srun --mpi=pmix with 2 and 3 tasks, srun
+# bootstrap, TCP ring and the pipeline under srun --mpi=pmix with 2 and 3 tasks, srun
 # without PMIx refused, and a killed task named by the others.
 set -u
 . "$PB_SRCDIR/tests/net/lock.sh"
 . "$PB_SRCDIR/tests/net/slurm-env.sh"
 B="$PB_BUILDDIR/tests/net/boot_test"
 R="$PB_BUILDDIR/tests/net/ring_test"
+P="$PB_BUILDDIR/tests/net/pipe_test"
 out="$PB_TEST_TMP/out"; err="$PB_TEST_TMP/err"
 fail() { echo "FAIL: $*"; cat "$out" "$err" 2>/dev/null; pb_slurm_logs; exit 1; }
 
@@ -23,6 +24,19 @@ for n in 2 3; do
     done
     timeout 120 $SRUN --mpi=pmix -n $n "$R" --window 6 >"$out" 2>"$err" || fail "srun -n $n ring_test"
     [ "$(grep -c 'messages round the ring ok' "$out")" -eq $n ] || fail "srun -n $n ring: not every rank"
+done
+
+# The pipeline on test checkpoints: identical to the single-process run.
+for fam in gpt2 llama; do
+    m="$PB_TEST_TMP/$fam"
+    $PB_PYTHON "$PB_SRCDIR/contrib/pb-make-checkpoint" --family $fam --out "$m" --layers 3 >/dev/null 2>"$err" ||
+        fail "$fam: checkpoint"
+    "$P" "$m" "$PB_TEST_TMP/ref" --chunks 3 2>"$err" || fail "$fam: world 1"
+    for n in 2 3; do
+        timeout 120 $SRUN --mpi=pmix -n $n "$P" "$m" "$PB_TEST_TMP/res" --chunks 3 >"$out" 2>"$err" ||
+            fail "$fam: srun -n $n pipe_test"
+        cmp "$PB_TEST_TMP/ref" "$PB_TEST_TMP/res" || fail "$fam: srun -n $n differs from world 1"
+    done
 done
 
 # Several tasks but no PMIx: every task refuses rather than run as rank 0.
