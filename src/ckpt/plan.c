@@ -9,22 +9,19 @@
 
 #include "ckpt/ckpt_impl.h"
 #include "ckpt/plan.h"
+#include "backend/stage.h"
 #include "common/util.h"
 
 void pb_plan_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_head, int batch_size,
                           int max_seq_len, uint64_t *mem_kv, uint64_t *mem_act)
 {
-    const uint64_t B = (uint64_t)batch_size, T = (uint64_t)max_seq_len, L = (uint64_t)(layer_end - layer_begin);
-    const uint64_t q_dim = (uint64_t)cfg->n_heads * (uint64_t)cfg->head_dim;
-    const uint64_t kv_dim = (uint64_t)cfg->n_kv_heads * (uint64_t)cfg->head_dim;
-    const uint64_t N = B * T;
-    *mem_kv = B * T * L * 2 * kv_dim * 4;
-    uint64_t per_tok = 3 * (uint64_t)cfg->hidden_size + q_dim + 2 * kv_dim + q_dim +
-                       (cfg->gated_mlp ? 2 : 1) * (uint64_t)cfg->intermediate_size;
-    uint64_t act = N * per_tok + (uint64_t)cfg->n_heads * T * T;
-    if (has_head)
-        act += B * (uint64_t)cfg->vocab_size;
-    *mem_act = act * 4;
+    /* The stage runtime's own allocation (backend/stage.c), with the batch
+     * token budget `run` uses by default and one compute thread. */
+    pb_stage_opts o = {.n_slots = batch_size, .max_seq_len = max_seq_len,
+                       .max_batch_tokens = pb_stage_default_batch_tokens(batch_size, max_seq_len), .threads = 1};
+    pb_stage_mem m = pb_stage_memory(cfg, layer_begin, layer_end, layer_begin == 0, has_head, &o);
+    *mem_kv = m.kv;
+    *mem_act = m.act;
 }
 
 void pb_plan_free(pb_plan *plan)

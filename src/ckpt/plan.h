@@ -63,12 +63,11 @@ void pb_plan_free(pb_plan *plan);
 /* Memory of one stage holding layers [layer_begin, layer_end) (+ embed/head)
  * with batch_size KV slots of max_seq_len tokens; weights bytes given (numel*4).
  *   kv  = batch_size * max_seq_len * n_layers_in_stage * 2 * n_kv_heads * head_dim * 4
- *   act = 4 * (N * (3*hidden + q_dim + 2*kv_dim + q_dim + (gated ? 2 : 1) * intermediate)
- *              + n_heads * max_seq_len * max_seq_len            (scores of one sequence)
- *              + (has_head ? batch_size * vocab : 0))            (logits)
- *   with N = batch_size * max_seq_len tokens (a full prefill of every slot),
- *   q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim.
- * The stage runtime sizes its arena with the same function. */
+ *   act = the stage runtime's activation arena and backend scratch for
+ *         max_batch_tokens = pb_stage_default_batch_tokens(batch_size, max_seq_len)
+ *         (see pb_stage_memory in backend/stage.h: about 4 * N * (4*hidden +
+ *         q_dim + 2*kv_dim + q_dim + (gated ? 3 : 1) * intermediate + rotary_dim)
+ *         plus 64 rows of logits on the last stage). */
 void pb_plan_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_head,
                           int batch_size, int max_seq_len, uint64_t *mem_kv, uint64_t *mem_act);
 
