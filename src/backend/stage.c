@@ -100,6 +100,15 @@ static arena_layout layout_for(const pb_model_config *cfg, bool has_embed, bool 
     return a;
 }
 
+int pb_stage_default_batch_tokens(int n_slots, int max_seq_len)
+{
+    long t = n_slots > 512 ? n_slots : 512;
+    long all = (long)n_slots * (long)max_seq_len;
+    if (t > all)
+        t = all;
+    return (int)(t > 0 ? t : 1);
+}
+
 pb_stage_mem pb_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_embed,
                              bool has_head, const pb_stage_opts *opts)
 {

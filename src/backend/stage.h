@@ -73,6 +73,9 @@ typedef struct pb_stage_mem {
     uint64_t kv;
     uint64_t act;
 } pb_stage_mem;
+/* max_batch_tokens the planner assumes (and `run` uses with one chunk):
+ * max(n_slots, 512), at most n_slots * max_seq_len. */
+int pb_stage_default_batch_tokens(int n_slots, int max_seq_len);
 pb_stage_mem pb_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end,
                              bool has_embed, bool has_head, const pb_stage_opts *opts);
 

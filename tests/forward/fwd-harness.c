@@ -12,9 +12,8 @@
  *       16 sequences of mixed lengths in one batch (prefill, then decode
  *       steps) against each sequence alone: logits must be bit-identical.
  *   fwd-harness memory MODEL SLOTS MAX_SEQ THREADS
- *       creates the stage, runs a full batch (every slot prefilled to
- *       max_seq_len / slots tokens... up to the arena) and compares the
- *       plan's estimate with the peak RSS of the running stage.
+ *       the plan's memory estimate against the peak RSS of the running stage
+ *       (see cmd_memory); exit 1 when off by more than 10%.
  *   fwd-harness load MODEL
  *       only loads: exit code from the status (2 for config errors). */
 #include "config.h"
@@ -394,6 +393,133 @@ out:
     return rc;
 }
 
+static long status_kib(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long v = -1;
+    size_t k = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, k) == 0 && line[k] == ':') {
+            v = strtol(line + k + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* The plan's estimate (weights + KV + activations) against the peak RSS of
+ * the running stage: process RSS before loading is subtracted, and the peak
+ * is reset (/proc/self/clear_refs) once the stage holds its own weights and
+ * the loader's buffers are freed, so it covers creating nothing but running
+ * a full batch: every slot prefilled in batches of max_batch_tokens, then
+ * decode steps of all slots until max_seq_len. */
+static int cmd_memory(const char *model, int slots, int max_seq, int threads)
+{
+    long base = status_kib("VmRSS");
+    pb_model_config cfg;
+    pb_ckpt *ck = NULL;
+    pb_plan *plan = NULL;
+    pb_weights *w = NULL;
+    pb_stage *stage = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    int *slot = NULL, *pos = NULL, *nt = NULL;
+    pb_status st;
+    int rc = 1;
+    memset(&cfg, 0, sizeof cfg);
+    PB_CHECK_GOTO(pb_model_config_load(model, &cfg), st, fail);
+    PB_CHECK_GOTO(pb_ckpt_open(model, NULL, &cfg, &ck), st, fail);
+    pb_split_spec spec = {.policy = PB_SPLIT_POLICY_EQUAL_SIZE, .n_stages = 1, .batch_size = slots, .max_seq_len = max_seq};
+    PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, fail);
+    PB_CHECK_GOTO(pb_weights_load(ck, &plan->stages[0], &w), st, fail);
+    int mbt = pb_stage_default_batch_tokens(slots, max_seq);
+    pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = mbt, .threads = threads};
+    PB_CHECK_GOTO(pb_stage_create(&cfg, &plan->stages[0], w, &o, &stage), st, fail);
+    pb_weights_free(w);
+    w = NULL;
+    pb_ckpt_close(ck);
+    ck = NULL;
+    long after_load_peak = status_kib("VmHWM");
+    FILE *cr = fopen("/proc/self/clear_refs", "w");
+    bool reset = cr && fputs("5", cr) >= 0;
+    if (cr)
+        reset = (fclose(cr) == 0) && reset;
+
+    const int V = pb_stage_vocab_size(stage);
+    ids = calloc((size_t)mbt, sizeof *ids);
+    logits = calloc((size_t)slots * V, sizeof *logits);
+    slot = calloc((size_t)slots, sizeof(int));
+    pos = calloc((size_t)slots, sizeof(int));
+    nt = calloc((size_t)slots, sizeof(int));
+    if (!ids || !logits || !slot || !pos || !nt) {
+        fprintf(stderr, "out of memory\n");
+        goto done;
+    }
+    for (int i = 0; i < mbt; i++)
+        ids[i] = (int32_t)((i * 7 + 3) % V);
+    /* prefill: each slot gets max_seq / 2 tokens, packed into batches of at most mbt tokens */
+    int fill = max_seq / 2, s = 0;
+    while (s < slots) {
+        int ns = 0, T = 0;
+        while (s < slots && T + fill <= mbt) {
+            slot[ns] = s;
+            pos[ns] = 0;
+            nt[ns] = fill;
+            T += fill;
+            ns++;
+            s++;
+        }
+        if (ns == 0) {
+            fprintf(stderr, "max_batch_tokens %d < %d\n", mbt, fill);
+            goto done;
+        }
+        pb_seq_batch b = {ns, slot, pos, nt};
+        PB_CHECK_GOTO(pb_stage_forward(stage, &b, ids, logits, false), st, fail);
+    }
+    for (int p = fill; p < max_seq; p++) {
+        for (int i = 0; i < slots; i++) {
+            slot[i] = i;
+            pos[i] = p;
+            nt[i] = 1;
+        }
+        pb_seq_batch b = {slots, slot, pos, nt};
+        PB_CHECK_GOTO(pb_stage_forward(stage, &b, ids, logits, false), st, fail);
+    }
+    {
+        long peak = status_kib("VmHWM");
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        const pb_stage_plan *sp = &plan->stages[0];
+        double est = (double)sp->mem_total / 1024.0, meas = (double)(peak - base);
+        double err = (est - meas) / meas;
+        printf("plan: weights %.1f MiB + kv %.1f MiB + act %.1f MiB = %.1f MiB; measured peak RSS of the running "
+               "stage %.1f MiB (process peak %.1f MiB incl. loading %.1f MiB, baseline %.1f MiB): estimate off by %+.1f%%%s\n",
+               sp->mem_weights / 1048576.0, sp->mem_kv / 1048576.0, sp->mem_act / 1048576.0, est / 1024.0,
+               meas / 1024.0, peak / 1024.0, after_load_peak / 1024.0, base / 1024.0, 100 * err,
+               reset ? "" : " (peak reset unavailable: includes loading)");
+        (void)ru;
+        rc = fabs(err) <= 0.10 ? 0 : 1;
+    }
+    goto done;
+fail:
+    rc = fail_status(st);
+done:
+    free(ids);
+    free(logits);
+    free(slot);
+    free(pos);
+    free(nt);
+    pb_stage_free(stage);
+    pb_weights_free(w);
+    pb_plan_free(plan);
+    pb_ckpt_close(ck);
+    pb_model_config_free(&cfg);
+    return rc;
+}
+
 static int cmd_load(const char *model)
 {
     chain c;
@@ -411,6 +537,8 @@ int main(int argc, char **argv)
         return cmd_golden(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
     if (argc >= 4 && strcmp(argv[1], "invariance") == 0)
         return cmd_invariance(argv[2], atoi(argv[3]));
+    if (argc >= 6 && strcmp(argv[1], "memory") == 0)
+        return cmd_memory(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
     if (argc >= 3 && strcmp(argv[1], "load") == 0)
         return cmd_load(argv[2]);
     fprintf(stderr, "usage: fwd-harness golden MODEL WORK STAGES THREADS | invariance MODEL THREADS | load MODEL\n");

@@ -75,6 +75,24 @@ SPECS = {
 }
 
 
+# Larger models for memory and speed checks: saved only (no goldens).
+PLAIN = {
+    "llama-mem": ("llama", dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=4,
+                                intermediate_size=1376, vocab_size=8192, max_position_embeddings=1024)),
+}
+
+
+def make_plain(name, root):
+    model_type, over = PLAIN[name]
+    torch.manual_seed(1)
+    cfg = AutoConfig.for_model(model_type, **over)
+    model = AutoModelForCausalLM.from_config(cfg)
+    d = os.path.join(root, name, "model")
+    os.makedirs(d, exist_ok=True)
+    model.save_pretrained(d, safe_serialization=True, max_shard_size="40MB")
+    return d
+
+
 def llama3_inv_freq(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
     """Llama 3.1 rope scaling as later transformers releases compute it
     (_compute_llama3_parameters); transformers 4.40 predates it, so the
@@ -207,6 +225,9 @@ def main():
     names = sys.argv[2:] or list(SPECS)
     torch.set_num_threads(1)
     for n in names:
+        if n in PLAIN:
+            make_plain(n, root)
+            continue
         make(n, root)
         print("made", n, flush=True)
 
