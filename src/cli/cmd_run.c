@@ -1,6 +1,7 @@
-/* The run command: batch generation. Loads the model (one stage holding
- * every layer at world size 1), builds the local pipe and hands records to
- * the driver (src/gen/driver.c). */
+/* The run command: batch generation. Every rank loads its own stage of the
+ * split (one stage holding every layer at world size 1). Rank 0 builds the
+ * pipe (local, or across ranks: src/net/pipeline.h) and hands records to the
+ * driver (src/gen/driver.c); ranks > 0 serve their stage until rank 0 ends. */
 #include "config.h"
 #include "cli/commands.h"
 
@@ -10,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "backend/stage.h"
 #include "ckpt/ckpt.h"
@@ -22,6 +25,8 @@
 #include "gen/record.h"
 #include "model/config.h"
 #include "net/bootstrap.h"
+#include "net/pipeline.h"
+#include "net/transport.h"
 #include "tok/tokenizer.h"
 
 static pb_status env_long(const char *name, long *out, bool *present)
@@ -141,6 +146,39 @@ static void summary(const pb_driver_stats *s)
                 s->wall_seconds > 0 ? 100.0 * s->pipe.busy_seconds[i] / s->wall_seconds : 0);
 }
 
+/* Add the pipeline report to the metrics file the driver wrote. */
+static pb_status add_pipeline_metrics(const char *path, const pb_pipeline_report *rep)
+{
+    char *text = NULL, *pj = NULL, *outs = NULL;
+    size_t len = 0;
+    cJSON *o = NULL, *p = NULL;
+    pb_status st;
+    PB_CHECK_GOTO(pb_read_file(path, (size_t)64 << 20, &text, &len), st, out);
+    PB_CHECK_GOTO(pb_pipeline_report_json(rep, &pj), st, out);
+    o = cJSON_Parse(text);
+    p = cJSON_Parse(pj);
+    if (!o || !p || !cJSON_IsObject(o)) {
+        st = pb_error(PB_ERR_IO, "%s: cannot add the pipeline metrics", path);
+        goto out;
+    }
+    cJSON_AddItemToObject(o, "pipeline", p);
+    p = NULL;
+    outs = cJSON_PrintUnformatted(o);
+    FILE *f = outs ? fopen(path, "w") : NULL;
+    if (!f || fprintf(f, "%s\n", outs) < 0 || fclose(f) != 0) {
+        st = pb_error(PB_ERR_IO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    st = PB_OK;
+out:
+    cJSON_Delete(o);
+    cJSON_Delete(p);
+    free(outs);
+    free(pj);
+    free(text);
+    return st;
+}
+
 pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 {
     *exit_code = 0;
@@ -154,6 +192,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     pb_weights *w = NULL;
     pb_stage *stage = NULL;
     pb_pipe *pipe = NULL;
+    pb_transport *tr = NULL;
+    pb_net_pipe *np = NULL;
     pb_gen_settings base;
     bool have_base = false;
     char *out_path = NULL, *tok_path = NULL;
@@ -167,12 +207,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK(expand_out(opts->out_path, &out_path));
 
     PB_CHECK_GOTO(pb_bootstrap_init(&boot), st, out);
-    if (pb_bootstrap_size(boot) > 1) {
-        st = pb_error(PB_ERR_NOT_AVAILABLE, "running across %d ranks is not yet available in this "
-                      "build (the pipeline between ranks is still being written); run one process",
-                      pb_bootstrap_size(boot));
-        goto out;
-    }
+    const int rank = pb_bootstrap_rank(boot), world = pb_bootstrap_size(boot);
 
     const char *dir = pb_resolve_model_dir(opts);
     PB_CHECK_GOTO(pb_model_config_load(dir, &cfg), st, out);
@@ -229,15 +264,21 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_ckpt_open(dir, opts->index_path, &cfg, &ck), st, out);
     pb_split_spec spec;
     memset(&spec, 0, sizeof spec);
-    spec.policy = PB_SPLIT_POLICY_EQUAL_SIZE;
-    spec.n_stages = 1;
+    spec.policy = opts->split == PB_SPLIT_THRESHOLD ? PB_SPLIT_POLICY_THRESHOLD
+                  : opts->split == PB_SPLIT_POINTS  ? PB_SPLIT_POLICY_POINTS
+                                                    : PB_SPLIT_POLICY_EQUAL_SIZE;
+    spec.threshold = opts->split_threshold;
+    spec.n_points = opts->n_split_points;
+    spec.points = opts->split_points;
+    spec.n_stages = world;
     spec.batch_size = batch;
     spec.max_seq_len = context;
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
-    PB_CHECK_GOTO(pb_weights_load(ck, &plan->stages[0], &w), st, out);
+    const pb_stage_plan *sp = &plan->stages[rank];
+    PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, out);
     pb_stage_opts so = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
                         .threads = threads};
-    PB_CHECK_GOTO(pb_stage_create(&cfg, &plan->stages[0], w, &so, &stage), st, out);
+    PB_CHECK_GOTO(pb_stage_create(&cfg, sp, w, &so, &stage), st, out);
     pb_weights_free(w); /* the stage holds its own copy */
     w = NULL;
     pb_ckpt_close(ck);
@@ -247,8 +288,35 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
                    cfg.vocab_size, context, batch, chunks, mbt, threads);
 
     pb_mb_limits lim = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
-                        .vocab = pb_stage_vocab_size(stage)};
-    PB_CHECK_GOTO(pb_pipe_local_create(stage, &lim, chunks, &pipe), st, out);
+                        .vocab = world > 1 ? cfg.vocab_size : pb_stage_vocab_size(stage)};
+    if (world == 1) {
+        PB_CHECK_GOTO(pb_pipe_local_create(stage, &lim, chunks, &pipe), st, out);
+    } else {
+        /* One stage per rank; the largest message is a full micro-batch of
+         * hidden states plus its description. */
+        int lb[PB_PIPE_MAX_STAGES], le[PB_PIPE_MAX_STAGES];
+        if (world > PB_PIPE_MAX_STAGES) {
+            st = pb_error(PB_ERR_UNSUPPORTED, "%d ranks: at most %d pipeline stages", world,
+                          PB_PIPE_MAX_STAGES);
+            goto out;
+        }
+        for (int i = 0; i < world; i++) {
+            lb[i] = plan->stages[i].layer_begin;
+            le[i] = plan->stages[i].layer_end;
+        }
+        pb_pipeline_cfg pc = {.hidden = cfg.hidden_size, .lim = lim,
+                              .plan_hash = pb_pipeline_plan_hash(world, lb, le),
+                              .plan_mem = sp->mem_total};
+        size_t max_msg = (size_t)mbt * (size_t)cfg.hidden_size * sizeof(float) +
+                         (size_t)batch * 64 + (size_t)mbt * 4 + 4096;
+        pb_tcp_opts to = {.iface = opts->iface, .max_msg_bytes = max_msg};
+        PB_CHECK_GOTO(pb_transport_tcp_create(boot, &to, &tr), st, out);
+        if (rank > 0) {
+            PB_CHECK_GOTO(pb_pipeline_run_worker(tr, stage, &pc, sp->has_head), st, out);
+            goto out;
+        }
+        PB_CHECK_GOTO(pb_net_pipe_create(tr, stage, &pc, chunks, &pipe, &np), st, out);
+    }
 
     pb_driver_opts dopt = {
         .in_path = opts->in_path, .out_path = out_path, .metrics_path = opts->metrics_path,
@@ -266,9 +334,25 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         summary(&stats);
     if (opts->metrics_path)
         PB_CHECK_GOTO(pb_driver_write_metrics(opts->metrics_path, &stats), st, out);
+    if (np) {
+        pb_pipeline_report rep;
+        PB_CHECK_GOTO(pb_net_pipe_report(np, &rep), st, out);
+        if (opts->verbosity >= 1)
+            pb_pipeline_report_print(&rep, stderr);
+        if (opts->metrics_path)
+            PB_CHECK_GOTO(add_pipeline_metrics(opts->metrics_path, &rep), st, out);
+    }
     *exit_code = stats.errors ? 3 : 0;
 out:
+    if (st != PB_OK && boot && pb_bootstrap_size(boot) > 1 && st != PB_ERR_INTERRUPTED) {
+        /* No rank may hang on a failed one: say why, then end the job. */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", pb_last_error()[0] ? pb_last_error() : pb_strerror(st));
+        pb_log_error("%s", msg);
+        pb_bootstrap_abort(boot, st, msg);
+    }
     pb_pipe_free(pipe);
+    pb_transport_free(tr);
     pb_stage_free(stage);
     pb_weights_free(w);
     pb_plan_free(plan);
