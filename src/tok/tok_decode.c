@@ -356,8 +356,12 @@ pb_status pb_detok_create_ex(const pb_tokenizer *tok, const int32_t *prompt, siz
     *out = NULL;
     for (size_t i = 0; i < n_prompt; i++)
         PB_CHECK(check_id(tok, prompt[i]));
-    /* left context: a few ids, not starting inside a UTF-8 character */
+    /* left context: a few ids, not starting inside a UTF-8 character nor
+     * inside a run of byte-fallback tokens (ByteFallback decodes a run as one) */
     size_t start = n_prompt > DETOK_CONTEXT ? n_prompt - DETOK_CONTEXT : 0;
+    for (int k = 0; k < 64 && start > 0 && (tok->id_flags[prompt[start]] & TK_ID_BYTE) &&
+                    (tok->id_flags[prompt[start - 1]] & TK_ID_BYTE); k++)
+        start--;
     for (int k = 0; k < 8 && start > 0 && (tok->id_flags[prompt[start]] & TK_ID_CONT); k++)
         start--;
     pb_detok *d;

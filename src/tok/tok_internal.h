@@ -267,6 +267,7 @@ enum {
     TK_ID_SPECIAL = 1,
     TK_ID_ADDED = 2,
     TK_ID_CONT = 4,        /* decoded text begins with a UTF-8 continuation byte */
+    TK_ID_BYTE = 8,        /* a byte-fallback token <0xXX> */
 };
 
 /* Byte-level (GPT-2) byte <-> code point tables. */
@@ -285,6 +286,9 @@ void tk_norm_free(tk_norm *n);
 void tk_pre_free(tk_pre *p);
 void tk_post_free(tk_post *p);
 void tk_dec_free(tk_dec *d);
+
+/* Read a file, decompressing it when it is a zstd stream (NUL-terminated). */
+pb_status tk_read_maybe_zstd(const char *path, char **out, size_t *out_len);
 
 /* Decode ids[0..n) to text appended to out (NUL not added). */
 pb_status tk_decode_into(const pb_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special,

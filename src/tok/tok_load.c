@@ -757,8 +757,10 @@ static void mark_cont(pb_tokenizer *tok)
             b = (unsigned)bl;   /* byte-level form */
         if (tok->id_tok_len[id] == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>') {
             unsigned v;
-            if (sscanf(s + 3, "%2x", &v) == 1)
+            if (sscanf(s + 3, "%2x", &v) == 1) {
                 b = v;
+                tok->id_flags[id] |= TK_ID_BYTE;
+            }
         }
         if (b >= 0x80 && b < 0xC0)
             tok->id_flags[id] |= TK_ID_CONT;
@@ -938,6 +940,22 @@ fail:
     free(plain);
     pb_tokenizer_free(tok);
     return st;
+}
+
+pb_status tk_read_maybe_zstd(const char *path, char **out, size_t *out_len)
+{
+    char *buf;
+    size_t len;
+    PB_CHECK(pb_read_file(path, TK_MAX_FILE, &buf, &len));
+    const unsigned char *u = (const unsigned char *)buf;
+    if (len >= 4 && u[0] == 0x28 && u[1] == 0xB5 && u[2] == 0x2F && u[3] == 0xFD) {
+        pb_status st = decompress(buf, len, path, out, out_len);
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    *out_len = len;
+    return PB_OK;
 }
 
 pb_status pb_tokenizer_load(const char *path, pb_tokenizer **out)

@@ -402,7 +402,10 @@ void tk_pairmap_free(tk_pairmap *m)
 /* ---- regex ---- */
 
 /* Oniguruma (Ruby syntax, as HF uses it) to PCRE2: \s also matches U+0085
- * (White_Space but not in PCRE2's \s), \h/\H are hex digits. */
+ * (White_Space but not in PCRE2's \s), \w is Unicode's word class
+ * (Alphabetic, marks, decimal digits, connectors, joiners; PCRE2 10.42 leaves
+ * out marks), \h/\H are hex digits. */
+#define WORD_CLASS "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}\\x{24B6}-\\x{24E9}"
 static pb_status translate_onig(const char *p, size_t n, tk_buf *out)
 {
     bool in_class = false;
@@ -416,6 +419,11 @@ static pb_status translate_onig(const char *p, size_t n, tk_buf *out)
                                     in_class ? 8 : 10));
             else if (e == 'S' && !in_class)
                 PB_CHECK(tk_buf_put(out, "[^\\s\\x{85}]", 11));
+            else if (e == 'w')
+                PB_CHECK(tk_buf_put(out, in_class ? WORD_CLASS : "[" WORD_CLASS "]",
+                                    in_class ? sizeof WORD_CLASS - 1 : sizeof WORD_CLASS + 1));
+            else if (e == 'W' && !in_class)
+                PB_CHECK(tk_buf_put(out, "[^" WORD_CLASS "]", sizeof WORD_CLASS + 2));
             else if (e == 'h')
                 PB_CHECK(tk_buf_put(out, in_class ? "0-9a-fA-F" : "[0-9a-fA-F]", in_class ? 9 : 11));
             else if (e == 'H' && !in_class)
