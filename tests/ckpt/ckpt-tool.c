@@ -2,12 +2,17 @@
  *   ckpt-tool config DIR                     print the parsed pb_model_config as JSON
  *   ckpt-tool load DIR RANKS STAGE [INDEX]   plan equal_size for RANKS stages, load STAGE and print
  *                                            {"files": [...], "tensors": {canon: {name, dtype, shape, sum, sumsq}}}
+ *   ckpt-tool bench DIR RANKS STAGE [REPS]   time loading STAGE (pb_weights_load + conversion of every
+ *                                            tensor to f32, as the CPU backend does) beside a plain
+ *                                            sequential read() of the same files; prints figures
  * Tensor checksums are computed in double over the f32 conversion of the data. */
 #include "config.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckpt/ckpt.h"
 #include "ckpt/plan.h"
@@ -64,6 +69,87 @@ static int fail(pb_status st)
     return pb_status_exit_code(st);
 }
 
+/* Plain sequential read of the stage's files, whole files, 1 MiB at a time. */
+static double plain_read(const pb_stage_plan *sp, uint64_t *bytes)
+{
+    static char buf[1 << 20];
+    double t0 = pb_now();
+    *bytes = 0;
+    for (int f = 0; f < sp->n_files; f++) {
+        int fd = open(sp->files[f].path, O_RDONLY);
+        if (fd < 0)
+            return -1;
+        ssize_t r;
+        while ((r = read(fd, buf, sizeof buf)) > 0)
+            *bytes += (uint64_t)r;
+        close(fd);
+    }
+    return pb_now() - t0;
+}
+
+static int bench(const char *dir, int ranks, int stage, int reps)
+{
+    pb_model_config cfg;
+    pb_ckpt *ck = NULL;
+    pb_plan *plan = NULL;
+    pb_status st;
+    int rc = 0;
+    if ((st = pb_model_config_load(dir, &cfg)) != PB_OK)
+        return fail(st);
+    pb_split_spec spec = {.policy = PB_SPLIT_POLICY_EQUAL_SIZE, .n_stages = ranks, .batch_size = 1, .max_seq_len = 16};
+    if ((st = pb_ckpt_open(dir, NULL, &cfg, &ck)) != PB_OK || (st = pb_plan_make(ck, &cfg, &spec, &plan)) != PB_OK ||
+        stage < 0 || stage >= plan->n_stages) {
+        rc = st != PB_OK ? fail(st) : 2;
+        goto out;
+    }
+    const pb_stage_plan *sp = &plan->stages[stage];
+    double best_load = 1e30, best_read = 1e30;
+    uint64_t file_bytes = 0, read_bytes = 0;
+    for (int r = 0; r < reps; r++) {
+        double tr = plain_read(sp, &file_bytes);
+        if (tr < 0) {
+            fprintf(stderr, "ckpt-tool: cannot read the stage's files\n");
+            rc = 1;
+            goto out;
+        }
+        if (tr < best_read)
+            best_read = tr;
+        double t0 = pb_now();
+        pb_weights *w = NULL;
+        if ((st = pb_weights_load(ck, sp, &w)) != PB_OK) {
+            rc = fail(st);
+            goto out;
+        }
+        for (int i = 0; i < pb_weights_count(w); i++) {
+            const pb_tensor *t = pb_weights_at(w, i);
+            size_t n = (size_t)pb_tensor_numel(t);
+            float *dst = malloc((n ? n : 1) * sizeof *dst);
+            if (!dst) {
+                pb_weights_free(w);
+                rc = 1;
+                goto out;
+            }
+            pb_convert_to_f32(dst, t->data, t->dtype, n);
+            free(dst);
+        }
+        read_bytes = pb_weights_bytes_read(w);
+        pb_weights_free(w);
+        double tl = pb_now() - t0;
+        if (tl < best_load)
+            best_load = tl;
+    }
+    printf("stage %d of %d: layers %d-%d, %d files\n", stage, ranks, sp->layer_begin, sp->layer_end - 1, sp->n_files);
+    printf("  stage load (pb_weights_load + to f32): %llu bytes in %.4f s = %.1f MB/s\n",
+           (unsigned long long)read_bytes, best_load, (double)read_bytes / best_load / 1e6);
+    printf("  plain sequential read of its files:   %llu bytes in %.4f s = %.1f MB/s\n",
+           (unsigned long long)file_bytes, best_read, (double)file_bytes / best_read / 1e6);
+out:
+    pb_plan_free(plan);
+    pb_ckpt_close(ck);
+    pb_model_config_free(&cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     pb_model_config cfg;
@@ -75,8 +161,10 @@ int main(int argc, char **argv)
         pb_model_config_free(&cfg);
         return 0;
     }
+    if (argc >= 5 && strcmp(argv[1], "bench") == 0)
+        return bench(argv[2], atoi(argv[3]), atoi(argv[4]), argc > 5 ? atoi(argv[5]) : 3);
     if (argc < 5 || strcmp(argv[1], "load") != 0) {
-        fprintf(stderr, "usage: ckpt-tool config DIR | load DIR RANKS STAGE [INDEX]\n");
+        fprintf(stderr, "usage: ckpt-tool config DIR | load DIR RANKS STAGE [INDEX] | bench DIR RANKS STAGE [REPS]\n");
         return 2;
     }
     if (getenv("PB_VERBOSE"))

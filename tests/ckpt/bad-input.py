@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Bad checkpoints and configs: each gives one clear message naming the file
+(and tensor or field), exit status 2, and no crash (this runs under ASan/UBSan
+in the sanitizer build). A pickle naming a global outside the allow-list must
+never run code."""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import PIPPY, TMP, TOOL, check, finish, gen  # noqa: E402
+
+base_st = gen(os.path.join(TMP, "base-st"), "--family", "gpt2", "--layers", "2", "--hidden", "16", "--heads", "2",
+              "--vocab", "32", "--max-pos", "16")
+base_sh = gen(os.path.join(TMP, "base-sh"), "--family", "llama", "--layers", "4", "--hidden", "16", "--heads", "2",
+              "--vocab", "32", "--shards", "4")
+base_bin = gen(os.path.join(TMP, "base-bin"), "--family", "gpt2", "--layers", "2", "--hidden", "16", "--heads", "2",
+               "--vocab", "32", "--max-pos", "16", "--format", "bin")
+n_case = [0]
+
+
+def variant(base):
+    n_case[0] += 1
+    d = os.path.join(TMP, "case%d" % n_case[0])
+    shutil.copytree(base, d)
+    return d
+
+
+def expect(label, cmd, *needles):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    err = r.stderr
+    check(r.returncode == 2, "%s: exit %d (want 2): %s" % (label, r.returncode, err.strip()))
+    for n in needles:
+        check(n in err, "%s: message lacks %r: %s" % (label, n, err.strip()))
+    check("Sanitizer" not in err and "runtime error" not in err, "%s: sanitizer report" % label)
+    check(len([l for l in err.splitlines() if l.strip()]) == 1, "%s: want one message line: %s" % (label, err))
+
+
+def plan(d):
+    return [PIPPY, "plan", "--model", d, "--ranks", "2"]
+
+
+def load(d, stage=0, ranks=2):
+    return [TOOL, "load", d, str(ranks), str(stage)]
+
+
+def st_parts(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def st_write(path, header, data, hlen=None):
+    h = json.dumps(header).encode()
+    with open(path, "wb") as fp:
+        fp.write(struct.pack("<Q", len(h) if hlen is None else hlen) + h + data)
+
+
+ST = "model.safetensors"
+# --- safetensors ---
+d = variant(base_st); p = os.path.join(d, ST)
+raw = open(p, "rb").read(); open(p, "wb").write(raw[: len(raw) // 2])
+expect("truncated safetensors", plan(d), p)
+d = variant(base_st); p = os.path.join(d, ST); open(p, "wb").write(b"\x01\x02")
+expect("file shorter than the length field", plan(d), p, "truncated")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+st_write(p, h, data, hlen=10 ** 9)
+expect("header length past the end", plan(d), p, "past the end")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+h["transformer.wte.weight"]["data_offsets"][1] += 4 * 10 ** 6
+st_write(p, h, data)
+expect("offsets out of range", plan(d), p, "transformer.wte.weight", "out of range")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+order = sorted(((v["data_offsets"], k) for k, v in h.items() if k != "__metadata__"))
+(b, e), second = order[1]
+h[second]["data_offsets"] = [b - 4, e - 4]  # starts inside the tensor before it
+st_write(p, h, data)
+expect("overlapping offsets", plan(d), p, "overlap")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+h["transformer.h.1.ln_2.weight"]["shape"] = [17]
+st_write(p, h, data)
+expect("shape and size disagree", plan(d), p, "transformer.h.1.ln_2.weight", "span")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+h["transformer.h.0.attn.c_attn.bias"]["dtype"] = "F12"
+st_write(p, h, data)
+expect("unknown dtype", plan(d), p, "transformer.h.0.attn.c_attn.bias", "unknown dtype")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+del h["transformer.h.1.mlp.c_fc.weight"]
+st_write(p, h, data)  # now a hole in the buffer
+expect("tensor removed from header (hole)", plan(d), p, "hole")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+b, e = h["transformer.h.1.mlp.c_fc.weight"]["data_offsets"]
+h["zz.renamed"] = h.pop("transformer.h.1.mlp.c_fc.weight")
+st_write(p, h, data)
+expect("missing tensor", plan(d), p, "h.1.mlp.c_fc.weight", "missing")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+h["transformer.wte.weight"]["shape"] = [16, 32]
+st_write(p, h, data)
+expect("shape differs from config", plan(d), p, "transformer.wte.weight", "config.json")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+open(p, "wb").write(struct.pack("<Q", 5) + b"{\"a\":" + data)
+expect("header not JSON", plan(d), p, "JSON")
+
+# --- sharded: missing shard, index naming an absent file, bad index ---
+idx = "model.safetensors.index.json"
+d = variant(base_sh); os.remove(os.path.join(d, "model-00004-of-00004.safetensors"))
+expect("missing shard file", load(d, 1), "model-00004-of-00004.safetensors", idx)
+d = variant(base_sh); j = json.load(open(os.path.join(d, idx)))
+j["weight_map"]["model.norm.weight"] = "model-00009-of-00004.safetensors"
+json.dump(j, open(os.path.join(d, idx), "w"))
+expect("index naming an absent file", load(d, 1), "model-00009-of-00004.safetensors")
+d = variant(base_sh); j = json.load(open(os.path.join(d, idx)))
+del j["weight_map"]["model.layers.2.mlp.up_proj.weight"]
+json.dump(j, open(os.path.join(d, idx), "w"))
+expect("tensor missing from index", plan(d), idx, "layers.2.mlp.up_proj.weight", "missing")
+d = variant(base_sh); j = json.load(open(os.path.join(d, idx)))
+j["weight_map"]["model.norm.weight"] = "../../etc/passwd"
+json.dump(j, open(os.path.join(d, idx), "w"))
+expect("index escaping the folder", plan(d), idx, "model.norm.weight")
+d = variant(base_sh); j = json.load(open(os.path.join(d, idx)))
+j["weight_map"]["model.norm.weight"] = "model-00001-of-00004.safetensors"
+json.dump(j, open(os.path.join(d, idx), "w"))
+expect("index pointing at the wrong shard", load(d, 1), "model.norm.weight", "not in this file")
+d = variant(base_sh); open(os.path.join(d, idx), "w").write('{"weight_map": [1, 2]}')
+expect("index weight_map wrong type", plan(d), idx, "weight_map")
+d = variant(base_sh)
+expect("--index naming an absent file", plan(d) + ["--index", os.path.join(d, "nope.json")], "nope.json")
+
+# --- config.json ---
+for field, value, needle in (("hidden_size", "\"64\"", "hidden_size"), ("num_attention_heads", "2.5", "num_attention_heads"),
+                             ("rope_scaling", '{"type": "yarn", "factor": 2}', "rope_scaling"),
+                             ("rope_scaling", '{"type": "dynamic", "factor": 2}', "rope_scaling"),
+                             ("tie_word_embeddings", "1", "tie_word_embeddings"),
+                             ("eos_token_id", '[2, "x"]', "eos_token_id"),
+                             ("hidden_act", '"tanh"', "hidden_act"),
+                             ("model_type", '"t5"', "supported: gpt2")):
+    d = variant(base_sh); c = json.load(open(os.path.join(d, "config.json")))
+    c[field] = json.loads(value)
+    json.dump(c, open(os.path.join(d, "config.json"), "w"))
+    expect("config %s=%s" % (field, value), plan(d), "config.json", needle)
+d = variant(base_sh); open(os.path.join(d, "generation_config.json"), "w").write('{"top_k": "many"}')
+expect("generation_config wrong type", plan(d), "generation_config.json", "top_k")
+d = variant(base_st); c = json.load(open(os.path.join(d, "config.json"))); c["model_type"] = "bloom"
+c["apply_residual_connection_post_layernorm"] = True
+json.dump(c, open(os.path.join(d, "config.json"), "w"))
+expect("bloom post-layernorm residual", plan(d), "apply_residual_connection_post_layernorm")
+
+# --- PyTorch .bin ---
+BIN = "pytorch_model.bin"
+marker = os.path.join(TMP, "pwned")
+evil = (b"\x80\x02cos\nsystem\n(X" + struct.pack("<I", len("touch " + marker)) + ("touch " + marker).encode() + b"tR.")
+sys.path.insert(0, os.path.join(os.environ.get("PB_SRCDIR", "."), "contrib"))
+import importlib.machinery  # noqa: E402
+import importlib.util  # noqa: E402
+loader = importlib.machinery.SourceFileLoader("pbgen", os.path.join(os.environ.get("PB_SRCDIR", "."), "contrib", "pb-make-checkpoint"))
+spec = importlib.util.spec_from_loader("pbgen", loader)
+pbgen = importlib.util.module_from_spec(spec)
+loader.exec_module(pbgen)
+d = variant(base_bin); p = os.path.join(d, BIN)
+pbgen.write_zip(p, [("archive/data.pkl", evil), ("archive/byteorder", b"little")])
+expect("pickle with a global outside the allow-list", plan(d), p, "os.system", "not allowed")
+check(not os.path.exists(marker), "the pickle's code ran")
+d = variant(base_bin); p = os.path.join(d, BIN)
+open(p, "wb").write(b"\x80\x02\x8a\x0alz\xe8\x6a\x00\x00\x00\x00\x00\x00\x00")
+expect("legacy torch.save format", plan(d), p, "legacy")
+d = variant(base_bin); p = os.path.join(d, BIN); raw = open(p, "rb").read()
+open(p, "wb").write(raw[: len(raw) - 30])
+expect("truncated .bin", plan(d), p)
+d = variant(base_bin); p = os.path.join(d, BIN)
+pbgen.write_zip(p, [("archive/data.pkl", b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01ctorch._utils\n_rebuild_tensor_v2\n"
+                    b"q\x02((X\x07\x00\x00\x00storageq\x03ctorch\nFloatStorage\nq\x04X\x01\x00\x00\x000q\x05X\x03\x00\x00\x00cpuq\x06K\x04tq\x07QK\x00K\x08\x85K\x01\x85\x89)tRu."),
+                   ("archive/byteorder", b"little"), ("archive/data/0", b"\x00" * 16)])
+expect("view outside its storage", plan(d), p, "outside its storage")
+d = variant(base_bin); p = os.path.join(d, BIN)
+pbgen.write_zip(p, [("archive/data.pkl", b"\x80\x02}q\x00."), ("archive/byteorder", b"big")])
+expect("big-endian .bin", plan(d), p, "byteorder")
+d = variant(base_bin); p = os.path.join(d, BIN)
+pbgen.write_zip(p, [("archive/data.pkl", b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01"), ("archive/byteorder", b"little")])
+expect("truncated pickle", plan(d), p, "truncated pickle")
+finish()

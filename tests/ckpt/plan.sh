@@ -1,0 +1,53 @@
+#!/bin/sh
+# plan command: equal_size balances bytes and gives exactly N stages; threshold
+# and split points; embeddings on the first stage, head on the last; the table
+# and the JSON agree; errors tell how many ranks to launch.
+set -u
+T=$PB_TEST_TMP
+fail=0
+err() { echo "FAIL: $*"; fail=1; }
+"$PB_PYTHON" "$PB_SRCDIR/contrib/pb-make-checkpoint" --family opt --out "$T/m" --layers 8 --hidden 32 --heads 4 \
+    --shards 4 --dtype f16 || exit 1
+for n in 1 2 3 4 8; do
+    "$PIPPY_BATCH" plan --model "$T/m" --ranks $n --json > "$T/p.json" || err "plan --ranks $n failed"
+    jq -e --argjson n $n '
+        (.stages | length) == $n and .stages[0].layers[0] == 0 and .stages[-1].layers[1] == .n_layers
+        and .stages[0].has_embed and .stages[-1].has_head
+        and ([.stages[] | .layers[1] - .layers[0] >= 1] | all)
+        and ([range(1; $n) as $i | .stages[$i].layers[0] == .stages[$i-1].layers[1]] | all)
+        and ([.stages[] | .memory.total == .memory.weights + .memory.kv_cache + .memory.activations] | all)
+        and ([.stages[] | .param_bytes == ([.files[].bytes] | add)] | all)' "$T/p.json" >/dev/null \
+        || err "plan --ranks $n: bad structure: $(cat "$T/p.json")"
+done
+# equal_size: no stage may be larger than needed: max stage <= min possible max + one layer
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --json > "$T/p2.json"
+jq -e '(.stages[0].param_bytes - .stages[1].param_bytes | fabs) < (.total_param_bytes / .n_layers * 2)' "$T/p2.json" >/dev/null \
+    || err "equal_size unbalanced: $(jq -c '[.stages[].param_bytes]' "$T/p2.json")"
+# KV cache formula: batch * T * layers * 2 * kv_heads * head_dim * 4
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 10 --json > "$T/p3.json"
+jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 10 * ($s.layers[1] - $s.layers[0]) * 2 * 32 * 4' "$T/p3.json" >/dev/null \
+    || err "kv cache estimate: $(jq -c '.stages[0]' "$T/p3.json")"
+# split points
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 3 --split-points 2,7 --json | jq -e -c '[.stages[].layers] == [[0,2],[2,7],[7,8]]' >/dev/null \
+    || err "split points"
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --split-points 2,7 2> "$T/e"; rc=$?
+[ $rc -eq 2 ] && grep -q "3 stages" "$T/e" || err "split points/ranks mismatch: rc $rc $(cat "$T/e")"
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --split-points 9 2> "$T/e"; rc=$?
+[ $rc -eq 2 ] || err "split point past the last layer accepted"
+# threshold: stage count fixed by the size; a mismatch names the rank count to launch
+total=$(jq .total_param_bytes "$T/p2.json")
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 1 --split-policy threshold:$((total / 2)) 2> "$T/e"; rc=$?
+[ $rc -eq 2 ] && grep -Eq "launch [0-9]+ ranks" "$T/e" || err "threshold mismatch message: rc $rc $(cat "$T/e")"
+k=$(sed -n 's/.*launch \([0-9]*\) rank.*/\1/p' "$T/e")
+"$PIPPY_BATCH" plan --model "$T/m" --ranks "$k" --split-policy threshold:$((total / 2)) --json > "$T/p4.json" \
+    || err "threshold with the advised $k ranks failed"
+jq -e --argjson t $((total / 2)) '[.stages[] | select(.layers[1] - .layers[0] > 1) | .param_bytes <= $t] | all' "$T/p4.json" >/dev/null \
+    || err "threshold exceeded by a multi-layer stage"
+# more ranks than layers
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 9 2> "$T/e"; rc=$?
+[ $rc -eq 2 ] && grep -q "at most 8" "$T/e" || err "ranks > layers: rc $rc $(cat "$T/e")"
+# the human table names every stage and the files it reads
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 2 > "$T/table" || err "table"
+grep -q "reads .* from model-00001-of-00004.safetensors" "$T/table" || err "table lacks files: $(cat "$T/table")"
+[ "$(grep -c '^[01] ' "$T/table")" -eq 2 ] || err "table lacks stage rows"
+exit $fail
