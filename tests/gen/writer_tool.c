@@ -44,6 +44,7 @@ int main(int argc, char **argv)
         st = pb_writer_put(w, strtoull(line, NULL, 10), tab + 1, len);
         if (st != PB_OK) {
             fprintf(stderr, "writer_tool: %s\n", pb_last_error());
+            (void)pb_writer_close(w, false);
             return 1;
         }
         if (++n == stop_after)
