@@ -1,0 +1,79 @@
+#!/bin/sh
+# pippy-batch across ranks under mpirun: output byte-identical to world size 1
+# (greedy and sampled records) with -np 2, 3, 4 and each split policy, the
+# pipeline report in --metrics; a rank killed mid-run makes the job exit
+# non-zero within 15 s naming that rank, with no process left behind.
+set -u
+. "$PB_SRCDIR/tests/net/lock.sh"
+P="$PIPPY_BATCH"
+GEN="$PB_PYTHON $PB_SRCDIR/contrib/pb-make-checkpoint"
+D="$PB_TEST_TMP"
+err="$D/err"
+fail() { echo "FAIL: $*"; tail -n 30 "$err" 2>/dev/null; exit 1; }
+
+$GEN --family gpt2 --out "$D/gpt2" --layers 4 --hidden 32 --vocab 50257 --max-pos 64 --scale 0.2 \
+    >/dev/null 2>"$err" || fail "gpt2 checkpoint"
+zstd -q -d -f -o "$D/gpt2/tokenizer.json" "$PB_TESTDATA/tokenizers/gpt2.json.zst" || fail "tokenizer"
+$GEN --family llama --out "$D/llama" --layers 6 --hidden 32 --kv-heads 2 --vocab 32000 --max-pos 64 \
+    --scale 0.2 --shards 2 >/dev/null 2>"$err" || fail "llama checkpoint"
+zstd -q -d -f -o "$D/llama/tokenizer.json" "$PB_TESTDATA/tokenizers/llama2.json.zst" || fail "tokenizer"
+i=1
+while [ $i -le 24 ]; do
+    s=""; [ $((i % 3)) -eq 0 ] && s=', "temperature": 0.9, "top_k": 40, "seed": 7'
+    echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $((4 + i % 9))$s}"
+    i=$((i + 1))
+done >"$D/in.jsonl"
+
+pb_launcher_lock
+for fam in gpt2 llama; do
+    "$P" -q --model "$D/$fam" --in "$D/in.jsonl" --out "$D/ref.jsonl" --batch-size 6 --chunks 2 2>"$err" ||
+        fail "$fam: world 1"
+    [ "$(wc -l <"$D/ref.jsonl")" -eq 24 ] || fail "$fam: world 1 output"
+    for nc in "2 2" "3 3" "4 4" "2 1"; do
+        set -- $nc
+        [ $fam = gpt2 ] && [ $1 -eq 4 ] && continue
+        timeout 120 $MPIRUN -np $1 "$P" -q --model "$D/$fam" --in "$D/in.jsonl" --out "$D/out.jsonl" \
+            --batch-size 6 --chunks $2 --metrics "$D/m.json" 2>"$err" || fail "$fam: -np $1 --chunks $2"
+        cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "$fam: -np $1 --chunks $2 differs from world 1"
+        grep -q "\"pipeline\":{\"stages\":\[{\"stage\":0,\"rank\":0,\"busy_seconds\"" "$D/m.json" ||
+            fail "$fam: -np $1: pipeline metrics"
+        grep -q "\"bubble_filldrain\"" "$D/m.json" || fail "$fam: -np $1: bubble in metrics"
+    done
+done
+for args in "2 --split-policy threshold:4400K" "3 --split-points 2,3" "3 --split-points 1,5"; do
+    set -- $args
+    n=$1; shift
+    timeout 120 $MPIRUN -np $n "$P" -q --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" \
+        --batch-size 6 --chunks 3 "$@" 2>"$err" || fail "llama: -np $n $*"
+    cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $n $* differs from world 1"
+done
+
+# Kill rank 1 while the job runs.
+i=1
+while [ $i -le 400 ]; do echo "{\"prompt\": \"Long run $i\", \"max_tokens\": 40}"; i=$((i + 1)); done >"$D/long.jsonl"
+$MPIRUN -np 3 "$P" -q --model "$D/gpt2" --in "$D/long.jsonl" --out "$D/long.out" --batch-size 4 \
+    --chunks 2 >/dev/null 2>"$err" &
+job=$!
+victim=
+n=0
+while [ -z "$victim" ] && [ $n -lt 300 ]; do
+    for pid in $(pgrep -f "$D/long.jsonl"); do
+        tr '\0' '\n' </proc/$pid/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" &&
+            [ "$(cat /proc/$pid/comm 2>/dev/null)" = pippy-batch ] && victim=$pid
+    done
+    sleep 0.1; n=$((n + 1))
+done
+[ -n "$victim" ] || { kill $job; fail "rank 1 never started"; }
+sleep 2
+kill -0 $job 2>/dev/null || fail "the job ended before rank 1 was killed"
+kill -KILL "$victim"
+n=0
+while kill -0 $job 2>/dev/null && [ $n -lt 150 ]; do sleep 0.1; n=$((n + 1)); done
+if kill -0 $job 2>/dev/null; then kill $job; fail "the job still runs 15 s after rank 1 was killed"; fi
+wait $job
+rc=$?
+[ $rc -ne 0 ] || fail "killed rank: exit 0"
+grep -q "rank 1" "$err" || fail "killed rank not named"
+sleep 1
+pgrep -f "$D/long.jsonl" >/dev/null && fail "processes left behind"
+echo "e2e: ok"
