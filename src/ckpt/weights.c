@@ -216,11 +216,10 @@ static pb_status load_safetensors(pb_weights *w, const pb_ckpt *ck, const char *
         t->nbytes = (size_t)(e->end - e->begin);
         sp[k] = (span){.ti = w->n, .off = h.data_start + e->begin, .len = e->end - e->begin, .contiguous = true};
         w->canon[w->n] = pb_strdup(ct->canon);
-        if (!w->canon[w->n] || !w->names[w->n]) {
+        if (!w->canon[w->n++] || !t->name) {
             st = pb_error(PB_ERR_NOMEM, "out of memory");
             goto out;
         }
-        w->n++;
     }
     st = place(w, path, fd, sp, n_ti);
 out:
@@ -278,11 +277,10 @@ static pb_status load_bin(pb_weights *w, const pb_ckpt *ck, const char *path, in
         memcpy(sp[k].shape, bt->shape, sizeof sp[k].shape);
         memcpy(sp[k].stride, bt->stride, sizeof sp[k].stride);
         w->canon[w->n] = pb_strdup(ct->canon);
-        if (!w->canon[w->n] || !w->names[w->n]) {
+        if (!w->canon[w->n++] || !t->name) {
             st = pb_error(PB_ERR_NOMEM, "out of memory");
             goto out;
         }
-        w->n++;
     }
     st = place(w, path, fd, sp, n_ti);
 out:
