@@ -214,7 +214,7 @@ pb_status tk_bpe_word(const pb_tokenizer *tok, const char *w, size_t len, int32_
             slen = tmp.len;
         }
         i += k;
-        int32_t id = tk_strmap_get(&tok->vocab, s, slen);
+        int32_t id = tok->char_ids && cp < 65536 ? tok->char_ids[cp] : tk_strmap_get(&tok->vocab, s, slen);
         if (id >= 0) {
             if (unk >= 0) {
                 PB_CHECK_GOTO(word_add(&wd, unk, unk_len), st, out);

@@ -282,11 +282,25 @@ pb_status tk_decode_into(const pb_tokenizer *tok, const int32_t *ids, size_t n, 
                           (long long)id, i, (int)tok->n_ids);
             goto out;
         }
-        if (skip_special && (tok->id_flags[id] & TK_ID_SPECIAL))
+        if (tok->bl_bytes || (skip_special && (tok->id_flags[id] & TK_ID_SPECIAL)))
             continue;
         PB_CHECK_GOTO(strs_add(&a, tok->id_tok[id], tok->id_tok_len[id]), st, out);
     }
-    if (tok->dec) {
+    if (tok->bl_bytes) {
+        /* ByteLevel alone: the ids' bytes, made valid UTF-8 as a whole */
+        tk_buf bytes = {0};
+        for (size_t i = 0; i < n && st == PB_OK; i++) {
+            int32_t id = ids[i];
+            if (skip_special && (tok->id_flags[id] & TK_ID_SPECIAL))
+                continue;
+            st = tk_buf_put(&bytes, tok->bl_bytes + tok->bl_off[id], tok->bl_off[id + 1] - tok->bl_off[id]);
+        }
+        if (st == PB_OK)
+            st = tk_utf8_lossy(out, bytes.p ? bytes.p : "", bytes.len);
+        tk_buf_free(&bytes);
+        if (st != PB_OK)
+            goto out;
+    } else if (tok->dec) {
         PB_CHECK_GOTO(dec_apply(tok->dec, &a, &b), st, out);
         for (size_t i = 0; i < b.n; i++)
             PB_CHECK_GOTO(tk_buf_put(out, TOK(&b, i), TLEN(&b, i)), st, out);

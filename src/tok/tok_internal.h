@@ -246,6 +246,9 @@ struct pb_tokenizer {
     char *unk_token;
     bool byte_fallback, fuse_unk, ignore_merges;
     int32_t byte_ids[256]; /* "<0xXX>" ids for byte_fallback, -1 if absent */
+    int32_t *char_ids;     /* vocab id of each single BMP character (no affixes), -1 if none */
+    char *bl_bytes;        /* ByteLevel-only decoder: each id's bytes, back to back */
+    uint32_t *bl_off;      /* n_ids + 1 offsets into bl_bytes */
     char *cont_prefix, *eow_suffix;
     size_t cont_prefix_len, eow_suffix_len;
     /* pipeline */
@@ -272,7 +275,16 @@ enum {
 
 /* Byte-level (GPT-2) byte <-> code point tables. */
 extern const uint16_t tk_byte_to_cp[256];
-int tk_cp_to_byte(uint32_t cp);   /* -1 if not a byte-level char */
+/* Inverse of tk_byte_to_cp: printable bytes map to themselves, the others
+ * (0x00-0x20, 0x7F-0xA0, 0xAD) to 256.. in order. -1 if not a byte-level char. */
+static inline int tk_cp_to_byte(uint32_t cp)
+{
+    if (cp < 256)
+        return ((cp >= 0x21 && cp <= 0x7E) || (cp >= 0xA1 && cp <= 0xAC) || cp >= 0xAE) ? (int)cp : -1;
+    if (cp <= 288) return (int)cp - 256;
+    if (cp <= 322) return (int)cp - 289 + 0x7F;
+    return cp == 323 ? 0xAD : -1;
+}
 
 /* Components at work. */
 pb_status tk_normalize(const tk_norm *n, const char *s, size_t len, tk_buf *out);

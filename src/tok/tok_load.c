@@ -767,6 +767,62 @@ static void mark_cont(pb_tokenizer *tok)
     }
 }
 
+/* Lookup tables for the hot paths: single-character ids for BPE's first
+ * step, and each id's bytes when the decoder is ByteLevel alone. */
+static pb_status build_fast_tables(pb_tokenizer *tok)
+{
+    if (!tok->cont_prefix && !tok->eow_suffix) {
+        PB_CHECK(pb_malloc(65536 * sizeof *tok->char_ids, &tok->char_ids));
+        for (size_t c = 0; c < 65536; c++)
+            tok->char_ids[c] = -1;
+        for (size_t k = 0; k < tok->vocab.n; k++) {
+            const char *t = tok->vocab.keys[k];
+            size_t n = tok->vocab.klen[k];
+            uint32_t cp;
+            if (n == 0 || n > 3 || !tk_utf8_valid(t, n) || tk_utf8_next(t, n, &cp) != n || cp >= 65536)
+                continue;
+            tok->char_ids[cp] = tok->vocab.vals[k];
+        }
+    }
+    if (tok->dec && tok->dec->kind == TK_DEC_BYTELEVEL) {
+        tk_buf b = {0};
+        pb_status st = pb_malloc(((size_t)tok->n_ids + 1) * sizeof *tok->bl_off, &tok->bl_off);
+        for (int32_t id = 0; st == PB_OK && id < tok->n_ids; id++) {
+            if (b.len > UINT32_MAX / 2) {
+                st = pb_error(PB_ERR_FORMAT, "%s: vocabulary too large", tok->name);
+                break;
+            }
+            tok->bl_off[id] = (uint32_t)b.len;
+            const char *t = tok->id_tok[id];
+            size_t n = t ? tok->id_tok_len[id] : 0, mark = b.len;
+            bool ok = true;
+            for (size_t j = 0; j < n && ok && st == PB_OK;) {
+                uint32_t cp;
+                j += tk_utf8_next(t + j, n - j, &cp);
+                int by = tk_cp_to_byte(cp);
+                if (by < 0)
+                    ok = false;
+                else
+                    st = tk_buf_putc(&b, (char)by);
+            }
+            if (!ok && st == PB_OK) {
+                b.len = mark;
+                st = tk_buf_put(&b, t, n);
+            }
+        }
+        if (st == PB_OK)
+            tok->bl_off[tok->n_ids] = (uint32_t)b.len;
+        if (st != PB_OK) {
+            tk_buf_free(&b);
+            return st;
+        }
+        tok->bl_bytes = b.p ? b.p : pb_strdup("");
+        if (!tok->bl_bytes)
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+    }
+    return PB_OK;
+}
+
 static pb_status parse_root(ld *L, const cJSON *root)
 {
     pb_tokenizer *tok = L->tok;
@@ -806,7 +862,7 @@ static pb_status parse_root(ld *L, const cJSON *root)
     PB_CHECK(tk_trie_build(&tok->trie_raw, tok->added, tok->n_added, false));
     PB_CHECK(tk_trie_build(&tok->trie_norm, tok->added, tok->n_added, true));
     mark_cont(tok);
-    return PB_OK;
+    return build_fast_tables(tok);
 }
 
 /* Post-processor ids must exist. */
@@ -984,6 +1040,9 @@ void pb_tokenizer_free(pb_tokenizer *tok)
     free(tok->unk_token);
     free(tok->cont_prefix);
     free(tok->eow_suffix);
+    free(tok->char_ids);
+    free(tok->bl_bytes);
+    free(tok->bl_off);
     for (size_t i = 0; i < tok->n_added; i++) {
         free(tok->added[i].content);
         free(tok->added[i].match);

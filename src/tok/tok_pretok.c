@@ -173,21 +173,26 @@ static pb_status pre_one(const tk_pre *p, const char *s, size_t len, bool first,
     case TK_PRE_SEQUENCE:
         return pb_error(PB_ERR_INTERNAL, "tokenizer: nested sequence in pre_one");
     case TK_PRE_BYTELEVEL: {
-        tmp->len = 0;
-        if (p->add_prefix_space && (len == 0 || s[0] != ' '))
+        const char *t = s;
+        size_t tl = len;
+        if (p->add_prefix_space && (len == 0 || s[0] != ' ')) {
+            tmp->len = 0;
             PB_CHECK(tk_buf_putc(tmp, ' '));
-        PB_CHECK(tk_buf_put(tmp, s, len));
+            PB_CHECK(tk_buf_put(tmp, s, len));
+            t = tmp->p;
+            tl = tmp->len;
+        }
         if (p->has_re)
-            PB_CHECK(find_regex(&p->re, md, tmp->p, tmp->len, sp));
+            PB_CHECK(find_regex(&p->re, md, t, tl, sp));
         else {
             sp->n = 0;
-            PB_CHECK(spans_push(sp, 0, tmp->len, false));
+            PB_CHECK(spans_push(sp, 0, tl, false));
         }
         for (size_t i = 0; i < sp->n; i++) {
             if (sp->v[i].e <= sp->v[i].s)
                 continue;
             size_t off = out->text.len;
-            PB_CHECK(bytes_to_chars(&out->text, tmp->p + sp->v[i].s, sp->v[i].e - sp->v[i].s));
+            PB_CHECK(bytes_to_chars(&out->text, t + sp->v[i].s, sp->v[i].e - sp->v[i].s));
             PB_CHECK(tk_pieces_add_span(out, off, out->text.len - off, -1, first && sp->v[i].s == 0));
         }
         return PB_OK;

@@ -221,22 +221,6 @@ const uint16_t tk_byte_to_cp[256] = {
     240, 241, 242, 243, 244, 245, 246, 247, 248, 249, 250, 251, 252, 253, 254, 255,
 };
 
-static int16_t cp_byte[324];
-static pthread_once_t cp_byte_once = PTHREAD_ONCE_INIT;
-static void cp_byte_init(void)
-{
-    for (int i = 0; i < 324; i++)
-        cp_byte[i] = -1;
-    for (int b = 0; b < 256; b++)
-        cp_byte[tk_byte_to_cp[b]] = (int16_t)b;
-}
-
-int tk_cp_to_byte(uint32_t cp)
-{
-    pthread_once(&cp_byte_once, cp_byte_init);
-    return cp < 324 ? cp_byte[cp] : -1;
-}
-
 /* ---- hashing and maps ---- */
 
 uint64_t tk_hash(const void *p, size_t n)
