@@ -390,11 +390,12 @@ void tk_pairmap_free(tk_pairmap *m)
  * (Alphabetic, marks, decimal digits, connectors, joiners; PCRE2 10.42 leaves
  * out marks), \h/\H are hex digits. */
 #define WORD_CLASS "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}\\x{24B6}-\\x{24E9}"
-static pb_status translate_onig(const char *p, size_t n, tk_buf *out)
+static pb_status translate_onig(const char *p, size_t n, tk_buf *out, const char *where)
 {
-    bool in_class = false;
+    int depth = 0;   /* character-class nesting; onig allows [a[bc]], PCRE2 does not */
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
+        bool in_class = depth > 0;
         if (c == '\\' && i + 1 < n) {
             char e = p[i + 1];
             i++;
@@ -419,15 +420,37 @@ static pb_status translate_onig(const char *p, size_t n, tk_buf *out)
             continue;
         }
         if (!in_class && c == '[') {
-            in_class = true;
+            depth = 1;
             PB_CHECK(tk_buf_putc(out, c));
             /* a ']' right after '[' or '[^' is literal */
             if (i + 1 < n && p[i + 1] == '^') { PB_CHECK(tk_buf_putc(out, '^')); i++; }
             if (i + 1 < n && p[i + 1] == ']') { PB_CHECK(tk_buf_putc(out, ']')); i++; }
             continue;
         }
-        if (in_class && c == ']')
-            in_class = false;
+        if (in_class && c == '[') {
+            if (i + 1 < n && p[i + 1] == ':') {   /* POSIX [:name:] */
+                const char *end = NULL;
+                for (size_t j = i + 2; j + 1 < n; j++)
+                    if (p[j] == ':' && p[j + 1] == ']') { end = p + j + 2; break; }
+                if (end) {
+                    PB_CHECK(tk_buf_put(out, p + i, (size_t)(end - (p + i))));
+                    i = (size_t)(end - p) - 1;
+                    continue;
+                }
+            }
+            if (i + 1 < n && p[i + 1] == '^')
+                return pb_error(PB_ERR_UNSUPPORTED, "%s: negated character class nested in a class "
+                                "is not supported", where);
+            depth++;   /* a nested set is a union: its members join the outer class */
+            continue;
+        }
+        if (in_class && c == '&' && i + 1 < n && p[i + 1] == '&')
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: character class intersection (&&) is not supported",
+                            where);
+        if (in_class && c == ']') {
+            if (--depth > 0)
+                continue;
+        }
         PB_CHECK(tk_buf_putc(out, c));
     }
     return PB_OK;
@@ -451,7 +474,7 @@ pb_status tk_regex_compile(tk_regex *re, const char *pattern, size_t len, bool l
         return PB_OK;
     }
     tk_buf t = {0};
-    pb_status st = translate_onig(pattern, len, &t);
+    pb_status st = translate_onig(pattern, len, &t, where);
     if (st != PB_OK) {
         tk_buf_free(&t);
         return st;

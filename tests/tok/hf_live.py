@@ -25,7 +25,8 @@ corpus = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(corpus)
 
 NAMES = ["gpt2", "llama2", "llama3", "small-nfkc-digits", "small-metaspace-fallback", "small-bert",
-         "small-strip-split", "small-ws-fallback", "small-split-bytelevel"]
+         "small-strip-split", "small-ws-fallback", "small-split-bytelevel", "small-bloom-split",
+         "small-qwen2-style"]
 fails = 0
 
 

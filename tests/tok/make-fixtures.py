@@ -150,6 +150,32 @@ def small_tokenizers(train_file):
                                                 single="$A <|end|>",
                                                 special_tokens=[("<|end|>", t.token_to_id("<|end|>"))])])
     out["small-split-bytelevel"] = t
+
+    # 7. Bloom's pre-tokenizer: a Split regex with a class nested in a class, ByteLevel
+    #    without its regex; added token matched with normalized=True
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(" ?[^(\\s|[.,!?…。，、।۔،])]+"),
+                             behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    t.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<pad>", "</s>"],
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    t.train([train_file], tr)
+    out["small-bloom-split"] = t
+
+    # 8. Qwen2's: NFC, the Llama-3-like split regex with single digits, ByteLevel
+    t = Tokenizer(models.BPE())
+    t.normalizer = normalizers.NFC()
+    t.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+                             behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    t.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    t.train([train_file], tr)
+    out["small-qwen2-style"] = t
     return out
 
 

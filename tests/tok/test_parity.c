@@ -17,7 +17,8 @@
 
 static const char *const ALL[] = {"gpt2", "llama2", "llama3", "small-nfkc-digits",
                                   "small-metaspace-fallback", "small-bert", "small-strip-split",
-                                  "small-ws-fallback", "small-split-bytelevel"};
+                                  "small-ws-fallback", "small-split-bytelevel",
+                                  "small-bloom-split", "small-qwen2-style"};
 
 static char *read_zst(const char *path, size_t *len)
 {
