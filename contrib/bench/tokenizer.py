@@ -60,42 +60,47 @@ def hf_side(path, text_bytes):
                 decode_best_s=dec_best)
 
 
+def bench_text(kind, txt):
+    subprocess.run([sys.executable, os.path.join(src, "tests", "tok", "make-corpus.py"), txt,
+                    "--" + kind, str(int(mb * 1e6))], check=True)
+    with open(txt, "rb") as f:
+        return f.read()
+
+
 def main():
     try:   # one core for both sides (the C program inherits it)
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     except (AttributeError, OSError):
         pass
     with tempfile.TemporaryDirectory() as tmp:
-        txt = os.path.join(tmp, "bench.txt")
-        subprocess.run([sys.executable, os.path.join(src, "tests", "tok", "make-corpus.py"), txt,
-                        "--train", str(int(mb * 1e6))], check=True)
-        with open(txt, "rb") as f:
-            text_bytes = f.read()
-        mbytes = len(text_bytes) / 1e6
-        print(f"text: {mbytes:.1f} MB multilingual/code/number mix (make-corpus.py --train), "
-              f"{chunk}-byte chunks, best of {reps}; one core (sched_setaffinity), HF with RAYON_NUM_THREADS=1")
-        print(f"{'tokenizer':10} {'impl':9} {'enc MB/s':>9} {'enc Mtok/s':>11} {'cold MB/s':>10} "
-              f"{'dec MB/s':>9} {'dec Mtok/s':>11} {'load s':>7}")
-        for name in ["gpt2", "llama2", "llama3"]:
-            path = os.path.join(data, name + ".json.zst")
-            out = subprocess.run([exe, path, txt, str(chunk), str(reps)], check=True,
-                                 capture_output=True, text=True).stdout
-            c = {k: float(v) for k, v in (kv.split("=") for kv in out.split())}
-            print(f"{name:10} {'pippy':9} {mbytes / c['encode_best_s']:9.1f} "
-                  f"{c['tokens'] / c['encode_best_s'] / 1e6:11.2f} {mbytes / c['encode_first_s']:10.1f} "
-                  f"{mbytes / c['decode_best_s']:9.1f} {c['tokens'] / c['decode_best_s'] / 1e6:11.2f} "
-                  f"{c['load_s']:7.2f}")
-            t = time.perf_counter()
-            h = hf_side(path, text_bytes)
-            if h is None:
-                print(f"{name:10} {'HF':9} (tokenizers not installed)")
-                continue
-            print(f"{name:10} {'HF':9} {mbytes / h['encode_best_s']:9.1f} "
-                  f"{h['tokens'] / h['encode_best_s'] / 1e6:11.2f} {mbytes / h['encode_first_s']:10.1f} "
-                  f"{mbytes / h['decode_best_s']:9.1f} {h['tokens'] / h['decode_best_s'] / 1e6:11.2f}"
-                  f"{'':8}")
-            if h["tokens"] != c["tokens"]:
-                print(f"  note: token counts differ (pippy {int(c['tokens'])}, HF {h['tokens']})")
+        for kind, what in (("prose", "English-like prose (Zipf over 20k pseudo-words)"),
+                           ("train", "multilingual/code/number/emoji mix")):
+            txt = os.path.join(tmp, kind + ".txt")
+            text_bytes = bench_text(kind, txt)
+            mbytes = len(text_bytes) / 1e6
+            print(f"text: {mbytes:.1f} MB {what} (make-corpus.py --{kind}), {chunk}-byte chunks, "
+                  f"best of {reps}; one core (sched_setaffinity), HF with RAYON_NUM_THREADS=1")
+            print(f"{'tokenizer':10} {'impl':9} {'enc MB/s':>9} {'enc Mtok/s':>11} {'cold MB/s':>10} "
+                  f"{'dec MB/s':>9} {'dec Mtok/s':>11} {'load s':>7}")
+            for name in ["gpt2", "llama2", "llama3"]:
+                path = os.path.join(data, name + ".json.zst")
+                out = subprocess.run([exe, path, txt, str(chunk), str(reps)], check=True,
+                                     capture_output=True, text=True).stdout
+                c = {k: float(v) for k, v in (kv.split("=") for kv in out.split())}
+                print(f"{name:10} {'pippy':9} {mbytes / c['encode_best_s']:9.1f} "
+                      f"{c['tokens'] / c['encode_best_s'] / 1e6:11.2f} {mbytes / c['encode_first_s']:10.1f} "
+                      f"{mbytes / c['decode_best_s']:9.1f} {c['tokens'] / c['decode_best_s'] / 1e6:11.2f} "
+                      f"{c['load_s']:7.2f}")
+                h = hf_side(path, text_bytes)
+                if h is None:
+                    print(f"{name:10} {'HF':9} (tokenizers not installed)")
+                    continue
+                print(f"{name:10} {'HF':9} {mbytes / h['encode_best_s']:9.1f} "
+                      f"{h['tokens'] / h['encode_best_s'] / 1e6:11.2f} {mbytes / h['encode_first_s']:10.1f} "
+                      f"{mbytes / h['decode_best_s']:9.1f} {h['tokens'] / h['decode_best_s'] / 1e6:11.2f}")
+                if h["tokens"] != c["tokens"]:
+                    print(f"  note: token counts differ (pippy {int(c['tokens'])}, HF {h['tokens']})")
+            print()
 
 
 if __name__ == "__main__":

@@ -156,9 +156,31 @@ static void cache_put(const pb_tokenizer *tok, uint64_t h, const char *w, size_t
     pthread_mutex_unlock(&mt->cache_lock);
 }
 
+static pb_status bpe_word(const pb_tokenizer *tok, const char *w, size_t len, int32_t **ids,
+                         size_t *n, size_t *cap);
+
 /* Tokenize one pre-token w[0..len) (valid UTF-8), appending ids. */
 pb_status tk_bpe_word(const pb_tokenizer *tok, const char *w, size_t len, int32_t **ids, size_t *n,
                       size_t *cap)
+{
+    if (!tok->split_meta || len <= CACHE_MAX_KEY || tok->ignore_merges)
+        return bpe_word(tok, w, len, ids, n, cap);
+    /* cut before each U+2581 that follows another character (see split_meta) */
+    size_t start = 0;
+    for (size_t i = 3; i + 3 <= len; i++) {
+        if ((unsigned char)w[i] == 0xE2 && (unsigned char)w[i + 1] == 0x96 &&
+            (unsigned char)w[i + 2] == 0x81 &&
+            !((unsigned char)w[i - 3] == 0xE2 && (unsigned char)w[i - 2] == 0x96 &&
+              (unsigned char)w[i - 1] == 0x81)) {
+            PB_CHECK(bpe_word(tok, w + start, i - start, ids, n, cap));
+            start = i;
+        }
+    }
+    return bpe_word(tok, w + start, len - start, ids, n, cap);
+}
+
+static pb_status bpe_word(const pb_tokenizer *tok, const char *w, size_t len, int32_t **ids,
+                         size_t *n, size_t *cap)
 {
     if (len == 0)
         return PB_OK;

@@ -246,6 +246,8 @@ struct pb_tokenizer {
     char *unk_token;
     bool byte_fallback, fuse_unk, ignore_merges;
     int32_t byte_ids[256]; /* "<0xXX>" ids for byte_fallback, -1 if absent */
+    bool split_meta;       /* no token has U+2581 right after another character: BPE words
+                              may be cut before such a U+2581 without changing the result */
     int32_t *char_ids;     /* vocab id of each single BMP character (no affixes), -1 if none */
     char *bl_bytes;        /* ByteLevel-only decoder: each id's bytes, back to back */
     uint32_t *bl_off;      /* n_ids + 1 offsets into bl_bytes */

@@ -771,6 +771,22 @@ static void mark_cont(pb_tokenizer *tok)
  * step, and each id's bytes when the decoder is ByteLevel alone. */
 static pb_status build_fast_tables(pb_tokenizer *tok)
 {
+    /* SentencePiece-style vocabularies (Llama-2) have no pre-tokenizer, so a
+     * whole text is one BPE word; when no token joins "x▁" (x not U+2581),
+     * no merge can cross such a point and the word may be cut there. */
+    tok->split_meta = !tok->cont_prefix && !tok->eow_suffix &&
+                      tk_strmap_get(&tok->vocab, "\xE2\x96\x81", 3) >= 0;
+    for (size_t k = 0; tok->split_meta && k < tok->vocab.n; k++) {
+        const char *t = tok->vocab.keys[k];
+        size_t n = tok->vocab.klen[k];
+        for (size_t i = 1; i + 3 <= n; i++) {
+            if (memcmp(t + i, "\xE2\x96\x81", 3) == 0 &&
+                !(i >= 3 && memcmp(t + i - 3, "\xE2\x96\x81", 3) == 0)) {
+                tok->split_meta = false;
+                break;
+            }
+        }
+    }
     if (!tok->cont_prefix && !tok->eow_suffix) {
         PB_CHECK(pb_malloc(65536 * sizeof *tok->char_ids, &tok->char_ids));
         for (size_t c = 0; c < 65536; c++)

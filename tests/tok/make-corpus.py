@@ -181,7 +181,40 @@ def training_text(nbytes):
     return "\n".join(parts)
 
 
+def prose_text(nbytes):
+    """English-like prose: 20,000 pseudo-words from syllables, Zipf-distributed,
+    with capitals, punctuation, numbers and paragraphs (for benchmarks)."""
+    r = random.Random(SEED + 2)
+    syl = ["th", "e", "an", "in", "er", "on", "re", "at", "st", "en", "nd", "ti", "es", "or", "te",
+           "of", "ed", "is", "it", "al", "ar", "ou", "ing", "ion", "pro", "con", "ment", "ly", "ver", "str"]
+    words = sorted({"".join(r.choice(syl) for _ in range(r.choice([1, 1, 2, 2, 2, 3, 3, 4])))
+                    for _ in range(30000)})[:20000]
+    r.shuffle(words)
+    weights = [1.0 / (k + 1) for k in range(len(words))]
+    out, total = [], 0
+    while total < nbytes:
+        n = r.randint(5, 25)
+        ws = r.choices(words, weights, k=n)
+        ws[0] = ws[0].capitalize()
+        for i in range(1, n - 1):
+            x = r.random()
+            if x < 0.08:
+                ws[i] += ","
+            elif x < 0.1:
+                ws[i] = str(r.randint(1, 2030))
+            elif x < 0.13:
+                ws[i] = ws[i].capitalize()
+        s = " ".join(ws) + r.choice([".", ".", ".", "?", "!"]) + r.choice([" ", " ", " ", "\n\n"])
+        out.append(s)
+        total += len(s)
+    return "".join(out)
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[2] == "--prose":
+        with open(sys.argv[1], "w", encoding="utf-8") as f:
+            f.write(prose_text(int(sys.argv[3])))
+        return
     if len(sys.argv) == 4 and sys.argv[2] == "--train":
         with open(sys.argv[1], "w", encoding="utf-8") as f:
             f.write(training_text(int(sys.argv[3])))
