@@ -1,4 +1,5 @@
-# Sourced by the Slurm tests: a single-node Slurm cluster of our own, in a
+# Sourced by the Slurm tests (it sets D, H, i, s, p, f, pid: callers keep
+# their own state in other names): a single-node Slurm cluster of our own, in a
 # fresh temp dir (config, state, spool, logs), started by pb_slurm_start and
 # stopped by pid at exit (trap), whatever happens in between.
 #   pb_slurm_start DIR   start slurmctld + slurmd, wait for the node to be idle;
