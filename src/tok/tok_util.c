@@ -167,6 +167,10 @@ bool tk_is_mark(uint32_t c)
 
 bool tk_is_mark_nonspacing(uint32_t c)
 {
+    /* HF's Bert normalizer takes Mn from the unicode_categories crate, which
+     * predates Unicode 9 (where U+1885/U+1886 became Mn): keep them letters */
+    if (c == 0x1885 || c == 0x1886)
+        return false;
     return utf8proc_category((utf8proc_int32_t)c) == UTF8PROC_CATEGORY_MN;
 }
 

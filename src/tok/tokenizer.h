@@ -49,7 +49,12 @@ bool pb_tokenizer_is_special(const pb_tokenizer *tok, int32_t id);
  * UTF-8 is released: pieces that split a character are held back. Only a
  * bounded window of recent ids is decoded per step (prefix/read offsets as
  * in text-generation-inference). Special tokens are rendered
- * (skip_special_tokens=False); use pb_detok_create_ex to skip them. */
+ * (skip_special_tokens=False); use pb_detok_create_ex to skip them.
+ * Two cases cannot hold the equality, since HF's decode of everything
+ * changes text already released: a prompt that ends inside a character, and
+ * an invalid byte sequence inside a run of byte-fallback tokens (HF renders
+ * the whole run as U+FFFD). There the released text shows U+FFFD only for
+ * the invalid bytes. */
 typedef struct pb_detok pb_detok;
 pb_status pb_detok_create(const pb_tokenizer *tok, const int32_t *prompt, size_t n_prompt,
                           pb_detok **out);
