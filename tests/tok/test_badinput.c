@@ -152,7 +152,7 @@ static void test_truncated_real(void)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/llama2.json.zst", datadir);
-    char *buf;
+    char *buf = NULL;
     size_t len;
     CHECK(pb_read_file(path, 1u << 30, &buf, &len) == PB_OK, "read %s", path);
     if (!buf)
@@ -266,7 +266,7 @@ static void test_invalid_utf8(void)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/invalid.jsonl.zst", datadir);
-    char *buf;
+    char *buf = NULL;
     size_t len;
     CHECK(tk_read_maybe_zstd(path, &buf, &len) == PB_OK, "read %s", path);
     if (!buf)
@@ -368,6 +368,87 @@ static void test_threads(void)
     pb_tokenizer_free(tok);
 }
 
+/* Deterministic mutations of a real small tokenizer.json: load must either
+ * fail cleanly or give a tokenizer that encodes and decodes without crashing. */
+static void test_mutations(void)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/small-nfkc-digits.json.zst", datadir);
+    char *orig = NULL;
+    size_t len;
+    CHECK(tk_read_maybe_zstd(path, &orig, &len) == PB_OK, "read %s", path);
+    if (!orig)
+        return;
+    char *buf = malloc(len + 1);
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    const char junk[] = "{}[]\",:0123456789-e.\\u\xff\xc3 abtnrfl";
+    int loaded = 0;
+    for (int m = 0; m < 200; m++) {
+        memcpy(buf, orig, len + 1);
+        int edits = 1 + m % 4;
+        for (int e = 0; e < edits; e++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            /* mutations near the structure (the head holds every component) */
+            size_t at = (m % 2 ? (x >> 8) % (len < 4000 ? len : 4000) : (x >> 8) % len);
+            buf[at] = junk[(x >> 40) % (sizeof junk - 1)];
+        }
+        pb_tokenizer *tok = NULL;
+        if (pb_tokenizer_load_buffer(buf, len, "mut.json", &tok) == PB_OK) {
+            loaded++;
+            const char *t = "Hello <bos> world 123 caf\xc3\xa9 hello world [MARK] cat";
+            int32_t *ids;
+            size_t n;
+            if (pb_tokenizer_encode(tok, t, strlen(t), true, &ids, &n) == PB_OK) {
+                char *d;
+                size_t dl;
+                if (pb_tokenizer_decode(tok, ids, n, false, &d, &dl) == PB_OK)
+                    free(d);
+                free(ids);
+            }
+        } else
+            CHECK(strstr(pb_last_error(), "mut.json") != NULL, "mutation %d: error without the file name: %s", m,
+                  pb_last_error());
+        pb_tokenizer_free(tok);
+    }
+    printf("mutations: %d of 200 still loaded\n", loaded);
+    free(buf);
+    free(orig);
+}
+
+/* A very long word (one BPE word of 200,000 characters) and NUL bytes. */
+static void test_long_and_nul(void)
+{
+    pb_tokenizer *g = load("gpt2"), *l2 = load("llama2");
+    size_t n = 200000;
+    char *w = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        w[i] = "abcab"[i % 5];
+    const pb_tokenizer *toks[] = {g, l2};
+    for (int k = 0; k < 2; k++) {
+        if (!toks[k])
+            continue;
+        int32_t *ids;
+        size_t ni;
+        char *d;
+        size_t dl;
+        CHECK(pb_tokenizer_encode(toks[k], w, n, false, &ids, &ni) == PB_OK && ni > 0, "long word");
+        CHECK(pb_tokenizer_decode(toks[k], ids, ni, false, &d, &dl) == PB_OK &&
+              dl == n && memcmp(d, w, n) == 0, "long word round trip");
+        free(ids);
+        free(d);
+    }
+    if (g) {
+        int32_t *ids;
+        size_t ni;
+        CHECK(pb_tokenizer_encode(g, "a\0b", 3, false, &ids, &ni) == PB_OK && ni == 3 && ids[1] == 188,
+              "NUL byte encodes as its byte-level token");
+        free(ids);
+    }
+    free(w);
+    pb_tokenizer_free(g);
+    pb_tokenizer_free(l2);
+}
+
 int main(void)
 {
     const char *td = getenv("PB_TESTDATA");
@@ -377,6 +458,8 @@ int main(void)
     test_lookups_and_decode_errors();
     test_invalid_utf8();
     test_threads();
+    test_mutations();
+    test_long_and_nul();
     if (fails)
         fprintf(stderr, "%d failure(s)\n", fails);
     else
