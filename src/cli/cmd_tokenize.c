@@ -4,6 +4,8 @@
  * Blank lines are skipped; any other bad line stops with an error naming it. */
 #include "config.h"
 
+#define _GNU_SOURCE 1   /* memmem, strcasestr */
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,34 +49,77 @@ static bool blank(const char *s, size_t n)
     return true;
 }
 
-/* cJSON ends strings at NUL, so "\u0000" in a text would be cut silently. */
-static bool has_escaped_nul(const char *s)
+/* cJSON ends strings at NUL, so a "\u0000" escape would cut a text short.
+ * Such escapes are swapped for U+10FFFF ("\uDBFF\uDFFF", a noncharacter)
+ * before parsing and swapped back after; a line that already holds U+10FFFF
+ * as well is refused. *nul_escapes tells whether anything was swapped. */
+static pb_status escape_nuls(char **line, size_t *len, size_t line_no, bool *nul_escapes)
 {
-    for (const char *p = s; (p = strchr(p, '\\')) != NULL; p += 2) {
-        if (p[1] == '\0')
-            return false;
-        if (p[1] == 'u' && strncasecmp(p + 2, "0000", 4) == 0)
-            return true;
+    *nul_escapes = false;
+    char *s = *line;
+    size_t count = 0;
+    for (size_t i = 0; i + 5 < *len; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] == 'u' && strncasecmp(s + i + 2, "0000", 4) == 0)
+            count++;
+        i++;   /* skip the escaped character */
     }
-    return false;
+    if (!count)
+        return PB_OK;
+    if (memmem(s, *len, "\xF4\x8F\xBF\xBF", 4) || strcasestr(s, "\\udbff\\udfff"))
+        return pb_error(PB_ERR_FORMAT, "stdin line %zu: holds both U+0000 and U+10FFFF, which is not "
+                        "supported", line_no);
+    char *o = malloc(*len + count * 6 + 1);
+    if (!o)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    size_t w = 0;
+    for (size_t i = 0; i < *len; i++) {
+        if (s[i] == '\\' && i + 5 < *len && s[i + 1] == 'u' && strncasecmp(s + i + 2, "0000", 4) == 0) {
+            memcpy(o + w, "\\uDBFF\\uDFFF", 12);
+            w += 12;
+            i += 5;
+            continue;
+        }
+        o[w++] = s[i];
+        if (s[i] == '\\' && i + 1 < *len)
+            o[w++] = s[++i];
+    }
+    o[w] = '\0';
+    free(*line);
+    *line = o;
+    *len = w;
+    *nul_escapes = true;
+    return PB_OK;
+}
+
+/* The text of a parsed string with U+10FFFF turned back into NUL bytes. */
+static size_t unescape_nuls(char *t)
+{
+    size_t w = 0, n = strlen(t);
+    for (size_t i = 0; i < n; i++) {
+        if (i + 3 < n && memcmp(t + i, "\xF4\x8F\xBF\xBF", 4) == 0) {
+            t[w++] = '\0';
+            i += 3;
+        } else
+            t[w++] = t[i];
+    }
+    return w;
 }
 
 typedef pb_status (*line_fn)(const pb_tokenizer *tok, const pb_opts *opts, const cJSON *rec,
-                             size_t line_no, const char *line, pb_jbuf *out);
+                             size_t line_no, bool nul_escapes, pb_jbuf *out);
 
 static pb_status tokenize_line(const pb_tokenizer *tok, const pb_opts *opts, const cJSON *rec,
-                               size_t line_no, const char *line, pb_jbuf *out)
+                               size_t line_no, bool nul_escapes, pb_jbuf *out)
 {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(rec, "text");
     if (!cJSON_IsString(t) || !t->valuestring)
         return pb_error(PB_ERR_FORMAT, "stdin line %zu: expected {\"text\": string}", line_no);
-    if (has_escaped_nul(line))
-        return pb_error(PB_ERR_FORMAT, "stdin line %zu: text contains U+0000 (\\u0000), which is "
-                        "not supported", line_no);
+    size_t tl = nul_escapes ? unescape_nuls(t->valuestring) : strlen(t->valuestring);
     int32_t *ids;
     size_t n;
-    pb_status st = pb_tokenizer_encode(tok, t->valuestring, strlen(t->valuestring), !opts->no_special,
-                                       &ids, &n);
+    pb_status st = pb_tokenizer_encode(tok, t->valuestring, tl, !opts->no_special, &ids, &n);
     if (st != PB_OK)
         return pb_error_ctx(st, "stdin line %zu", line_no);
     pb_jbuf_puts(out, "{\"ids\": [");
@@ -86,9 +131,9 @@ static pb_status tokenize_line(const pb_tokenizer *tok, const pb_opts *opts, con
 }
 
 static pb_status detokenize_line(const pb_tokenizer *tok, const pb_opts *opts, const cJSON *rec,
-                                 size_t line_no, const char *line, pb_jbuf *out)
+                                 size_t line_no, bool nul_escapes, pb_jbuf *out)
 {
-    (void)line;
+    (void)nul_escapes;
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(rec, "ids");
     if (!cJSON_IsArray(a))
         return pb_error(PB_ERR_FORMAT, "stdin line %zu: expected {\"ids\": [integers]}", line_no);
@@ -132,16 +177,22 @@ static pb_status run_lines(const pb_opts *opts, line_fn fn)
     pb_status st = PB_OK;
     while ((got = getline(&line, &cap, stdin)) >= 0) {
         line_no++;
-        if (blank(line, (size_t)got))
+        size_t len = (size_t)got;
+        if (blank(line, len))
             continue;
-        cJSON *rec = cJSON_ParseWithLength(line, (size_t)got);
+        bool nul_escapes;
+        if ((st = escape_nuls(&line, &len, line_no, &nul_escapes)) != PB_OK)
+            break;
+        if (nul_escapes)
+            cap = len + 1;
+        cJSON *rec = cJSON_ParseWithLength(line, len);
         if (!cJSON_IsObject(rec)) {
             cJSON_Delete(rec);
             st = pb_error(PB_ERR_FORMAT, "stdin line %zu: not a JSON object", line_no);
             break;
         }
         pb_jbuf_reset(&out);
-        st = fn(tok, opts, rec, line_no, line, &out);
+        st = fn(tok, opts, rec, line_no, nul_escapes, &out);
         cJSON_Delete(rec);
         if (st != PB_OK)
             break;

@@ -31,6 +31,11 @@ same "llama2 detokenize --skip-special" "$out" '{"text": "Hello,"}'
 out=$(printf '{"ids": [40, 447, 247, 76, 220, 27, 91, 50256]}\n' | "$PB" detokenize --tokenizer "$D/gpt2.json.zst")
 same "gpt2 detokenize escapes and specials" "$out" '{"text": "I’m <|<|endoftext|>"}'
 
+out=$(printf '{"text": "a\\u0000b"}\n' | "$PB" tokenize --tokenizer "$D/gpt2.json.zst")
+same "NUL escape in text" "$out" '{"ids": [64, 188, 65]}'
+out=$(printf '{"ids": [64, 188, 65]}\n' | "$PB" detokenize --tokenizer "$D/gpt2.json.zst")
+same "NUL in decoded text" "$out" '{"text": "a\u0000b"}'
+
 # round trip of the whole corpus through both commands
 zstd -dqc "$D/corpus.jsonl.zst" | head -400 >"$T/c.jsonl"
 "$PB" tokenize --tokenizer "$D/llama3.json.zst" --no-special <"$T/c.jsonl" >"$T/ids.jsonl" &&

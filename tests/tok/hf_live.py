@@ -54,6 +54,7 @@ def texts():
             if unicodedata.ucd_3_2_0.category(c) not in ("Cn", "Cs", "Co") and c != "\x00":
                 s.append(c)
         out.append("".join(s))
+    out += ["a\x00b", "\x00", "<s>\x00</s> \x00\x00 x", "\\u0000 is not \x00"]   # NUL travels as \u0000
     return seed, out
 
 
