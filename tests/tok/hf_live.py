@@ -55,6 +55,8 @@ def texts():
                 s.append(c)
         out.append("".join(s))
     out += ["a\x00b", "\x00", "<s>\x00</s> \x00\x00 x", "\\u0000 is not \x00"]   # NUL travels as \u0000
+    out += [" " * 20000 + "x", "\n" * 20000 + "y", " \r\n" * 5000, "!" * 20000 + " z", " ?" * 10000,
+            "9" * 20000, "é" * 20000]   # long runs (regex backtracking, long BPE words)
     return seed, out
 
 
