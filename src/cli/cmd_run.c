@@ -23,6 +23,9 @@
 #include "gen/driver.h"
 #include "gen/pipe.h"
 #include "gen/record.h"
+#include "gen/resume.h"
+#include "gen/stop.h"
+#include "gen/writer.h"
 #include "model/config.h"
 #include "net/bootstrap.h"
 #include "net/pipeline.h"
@@ -146,6 +149,97 @@ static void summary(const pb_driver_stats *s)
                 s->wall_seconds > 0 ? 100.0 * s->pipe.busy_seconds[i] / s->wall_seconds : 0);
 }
 
+/* Memory this process may still use: MemAvailable, lowered by the cgroup
+ * limit (v2 memory.max - memory.current, or v1 limit - usage) and
+ * RLIMIT_AS. *what names the binding limit. false when nothing is known. */
+static uint64_t read_u64_file(const char *path, bool *ok)
+{
+    *ok = false;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    unsigned long long v = 0;
+    *ok = fscanf(f, "%llu", &v) == 1;
+    fclose(f);
+    return (uint64_t)v;
+}
+
+static bool mem_available(uint64_t *avail, const char **what)
+{
+    bool known = false;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                *avail = (uint64_t)kb * 1024;
+                *what = "MemAvailable in /proc/meminfo";
+                known = true;
+                break;
+            }
+        fclose(f);
+    }
+    /* this process's cgroup (v2: "0::/path"; v1: the memory controller's line) */
+    char cg[640] = "", path[1024];
+    bool v2 = false;
+    f = fopen("/proc/self/cgroup", "r");
+    if (f) {
+        char line[600];
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\n")] = '\0';
+            if (strncmp(line, "0::", 3) == 0) {
+                snprintf(cg, sizeof cg, "%s", line + 3);
+                v2 = true;
+            } else {
+                char *c = strstr(line, ":memory:");
+                if (c && !v2)
+                    snprintf(cg, sizeof cg, "%s", c + 8);
+            }
+        }
+        fclose(f);
+    }
+    bool ok1, ok2;
+    uint64_t limit, usage;
+    if (v2) {
+        snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", cg);
+        limit = read_u64_file(path, &ok1); /* "max" does not parse: no limit */
+        snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.current", cg);
+        usage = read_u64_file(path, &ok2);
+    } else {
+        snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", cg);
+        limit = read_u64_file(path, &ok1);
+        snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.usage_in_bytes", cg);
+        usage = read_u64_file(path, &ok2);
+    }
+    if (ok1 && ok2 && limit < ((uint64_t)1 << 60)) {
+        uint64_t left = limit > usage ? limit - usage : 0;
+        if (!known || left < *avail) {
+            *avail = left;
+            *what = "the cgroup memory limit";
+            known = true;
+        }
+    }
+    return known;
+}
+
+/* Refuse before loading when the stage's planned memory (weights, KV cache,
+ * activations) cannot fit. */
+static pb_status check_memory(const pb_stage_plan *sp, int rank, int batch, int context)
+{
+    uint64_t avail = 0;
+    const char *what = "";
+    if (!mem_available(&avail, &what) || sp->mem_total <= avail)
+        return PB_OK;
+    const double G = 1024.0 * 1024 * 1024;
+    return pb_error(PB_ERR_CONFIG, "rank %d: stage %d needs about %.2f GiB (weights %.2f GiB, KV cache "
+                    "%.2f GiB for --batch-size %d x context %d, activations %.2f GiB) but only %.2f "
+                    "GiB is available (%s); lower --batch-size or --max-seq-len, or use more ranks",
+                    rank, sp->stage, (double)sp->mem_total / G, (double)sp->mem_weights / G,
+                    (double)sp->mem_kv / G, batch, context, (double)sp->mem_act / G,
+                    (double)avail / G, what);
+}
+
 /* Add the pipeline report to the metrics file the driver wrote. */
 static pb_status add_pipeline_metrics(const char *path, const pb_pipeline_report *rep)
 {
@@ -196,11 +290,11 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     pb_net_pipe *np = NULL;
     pb_gen_settings base;
     bool have_base = false;
-    char *out_path = NULL, *tok_path = NULL;
+    char *out_path = NULL, *tok_path = NULL, *model_fp = NULL;
 
-    if (opts->resume)
-        return pb_error(PB_ERR_NOT_AVAILABLE, "--resume is not yet available in this build "
-                        "(interrupted runs cannot be continued yet)");
+    /* every rank: a stop signal is handled by rank 0's driver, the others
+     * serve until it ends the pipeline */
+    PB_CHECK(pb_stop_install());
     int shard_index = opts->shard_index, shard_count = opts->shard_count;
     if (opts->shard_auto)
         PB_CHECK(shard_from_slurm(&shard_index, &shard_count));
@@ -210,6 +304,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     const int rank = pb_bootstrap_rank(boot), world = pb_bootstrap_size(boot);
 
     const char *dir = pb_resolve_model_dir(opts);
+    if (rank == 0)
+        PB_CHECK_GOTO(pb_writer_check_dir(out_path), st, out);
     PB_CHECK_GOTO(pb_model_config_load(dir, &cfg), st, out);
     have_cfg = true;
     int context = cfg.max_position;
@@ -275,6 +371,9 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     spec.max_seq_len = context;
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
     const pb_stage_plan *sp = &plan->stages[rank];
+    PB_CHECK_GOTO(check_memory(sp, rank, batch, context), st, out);
+    if (rank == 0 && strcmp(out_path, "-") != 0)
+        PB_CHECK_GOTO(pb_resume_model_fp(dir, opts->index_path, &model_fp), st, out);
     PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, out);
     pb_stage_opts so = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
                         .threads = threads};
@@ -325,10 +424,13 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         .shard_index = shard_index, .shard_count = shard_count,
         .frame_records = opts->frame_records, .frame_seconds = opts->frame_seconds,
         .verbosity = opts->verbosity, .progress_tty = opts->progress_tty,
-        .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos, .base = &base};
+        .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos, .base = &base,
+        .resume = opts->resume, .model_fp = model_fp, .grace_seconds = opts->grace_seconds};
     pb_driver_stats stats;
     st = pb_driver_run(&dopt, pipe, tok, &stats);
-    if (st != PB_OK)
+    if (st == PB_ERR_INTERRUPTED && opts->verbosity >= 1)
+        summary(&stats);
+    if (st != PB_OK || stats.already_complete)
         goto out;
     if (opts->verbosity >= 1)
         summary(&stats);
@@ -342,7 +444,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         if (opts->metrics_path)
             PB_CHECK_GOTO(add_pipeline_metrics(opts->metrics_path, &rep), st, out);
     }
-    *exit_code = stats.errors ? 3 : 0;
+    *exit_code = stats.errors + stats.resumed_errors ? 3 : 0;
 out:
     if (st != PB_OK && boot && pb_bootstrap_size(boot) > 1 && st != PB_ERR_INTERRUPTED) {
         /* No rank may hang on a failed one: say why, then end the job. */
@@ -365,5 +467,6 @@ out:
     pb_bootstrap_free(boot);
     free(tok_path);
     free(out_path);
+    free(model_fp);
     return st;
 }

@@ -6,11 +6,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "common/log.h"
 #include "common/util.h"
 #include "gen/jbuf.h"
 #include "gen/reader.h"
+#include "gen/resume.h"
+#include "gen/stop.h"
 #include "gen/writer.h"
 
 #define MAX_LINE ((size_t)64 << 20)
@@ -52,6 +57,16 @@ typedef struct driver {
     double ttft_sum;
     uint64_t ttft_n;
     bool aborted;
+    /* resume */
+    char *state_path;      /* NULL: no state (stdout) */
+    pb_resume_state state; /* fingerprints and the last durable point */
+    uint64_t skip;         /* outputs already in the file: not generated again */
+    uint64_t *line_of;     /* input line of output k at [k % line_ring] */
+    uint64_t line_ring;
+    /* stop signal */
+    bool stopping;         /* no new prompts */
+    bool dropping;         /* grace over: no new micro-batches */
+    double deadline;
 } driver;
 
 /* ---- output records --------------------------------------------------- */
@@ -137,9 +152,9 @@ static void slot_release(seq_state *s)
 static pb_status next_prompt(driver *d, seq_state *s, bool *got)
 {
     *got = false;
-    while (!d->input_done) {
+    while (!d->input_done && !d->stopping) {
         /* bounded reorder buffer: read on only when the output can take it */
-        if (d->out_next - pb_writer_records(d->out) >= (uint64_t)d->reorder_cap)
+        if (d->out_next >= pb_writer_records(d->out) + (uint64_t)d->reorder_cap)
             return PB_OK;
         const char *line;
         size_t len;
@@ -148,6 +163,10 @@ static pb_status next_prompt(driver *d, seq_state *s, bool *got)
         PB_CHECK(pb_reader_next(d->in, &line, &len, &line_no, &too_long));
         if (!line) {
             d->input_done = true;
+            if (d->out_next < d->skip)
+                return pb_error(PB_ERR_USAGE, "--resume: the input has %llu records, but the "
+                                "output already holds %llu: the input changed",
+                                (unsigned long long)d->out_next, (unsigned long long)d->skip);
             break;
         }
         if (!too_long && pb_line_is_blank(line, len))
@@ -156,6 +175,16 @@ static pb_status next_prompt(driver *d, seq_state *s, bool *got)
         if (d->o->shard_count > 0 && k % (uint64_t)d->o->shard_count != (uint64_t)d->o->shard_index)
             continue;
         uint64_t out_no = d->out_next++;
+        d->line_of[out_no % d->line_ring] = line_no;
+        if (out_no < d->skip) {
+            /* written by the interrupted run; its last one must be the same line */
+            if (out_no + 1 == d->skip && line_no != d->state.input_line)
+                return pb_error(PB_ERR_USAGE, "--resume: output record %llu was input line %llu, "
+                                "but is line %llu now: the input or --shard changed",
+                                (unsigned long long)d->skip, (unsigned long long)d->state.input_line,
+                                (unsigned long long)line_no);
+            continue;
+        }
         pb_record rec;
         if (too_long) {
             memset(&rec, 0, sizeof rec);
@@ -249,6 +278,8 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
 static pb_status build(driver *d, int c, pb_microbatch *mb)
 {
     pb_mb_clear(mb);
+    if (d->dropping)
+        return PB_OK;
     int C = d->o->chunks, budget = d->max_batch_tokens;
     for (int slot = c; slot < d->n_slots; slot += C) {
         seq_state *s = &d->slots[slot];
@@ -398,6 +429,32 @@ static void progress(driver *d, bool final)
 
 /* ---- main loop -------------------------------------------------------- */
 
+static int in_flight_records(const driver *d)
+{
+    int n = 0;
+    for (int i = 0; i < d->n_slots; i++)
+        n += d->slots[i].active;
+    return n;
+}
+
+/* After a stop signal: no new prompts at once; after the grace period no new
+ * micro-batches either (what is in flight is dropped, the pipe drains). */
+static void check_stop(driver *d)
+{
+    if (!d->stopping && pb_stop_requested()) {
+        d->stopping = true;
+        d->deadline = pb_now() + d->o->grace_seconds;
+        pb_log_info("%s: stopping: no new prompts; finishing %d records in flight within %gs",
+                    pb_stop_signal_name(), in_flight_records(d), d->o->grace_seconds);
+    }
+    if (d->stopping && !d->dropping && pb_now() >= d->deadline) {
+        d->dropping = true;
+        int n = in_flight_records(d);
+        if (n)
+            pb_log_info("grace period over: dropping %d records in flight", n);
+    }
+}
+
 static pb_status submit_chunk(driver *d, int c, bool *submitted)
 {
     *submitted = false;
@@ -422,6 +479,7 @@ static pb_status loop(driver *d)
     int C = d->o->chunks;
     d->t_last_result = pb_now();
     for (;;) {
+        check_stop(d);
         for (int c = 0; c < C; c++) {
             if (d->in_flight[c])
                 continue;
@@ -453,6 +511,152 @@ static pb_status loop(driver *d)
     }
 out:
     pb_mb_result_release(&res);
+    return st;
+}
+
+/* ---- output and resume state ------------------------------------------ */
+
+static pb_status on_frame(void *ctx, uint64_t records, uint64_t bytes)
+{
+    driver *d = ctx;
+    d->state.records = records;
+    d->state.bytes = bytes;
+    d->state.input_line = records ? d->line_of[(records - 1) % d->line_ring] : 0;
+    return pb_resume_save(d->state_path, &d->state);
+}
+
+static void count_error_line(void *ctx, const char *line, size_t len)
+{
+    driver *d = ctx;
+    cJSON *o = cJSON_ParseWithLength(line, len);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+    if (e && !cJSON_IsNull(e))
+        d->st->resumed_errors++;
+    cJSON_Delete(o);
+}
+
+static pb_status same(const char *what, const char *path, const char *was, const char *now)
+{
+    if (strcmp(was, now) == 0)
+        return PB_OK;
+    return pb_error(PB_ERR_USAGE, "--resume: different %s than the interrupted run "
+                    "(%s has \"%s\", now \"%s\"); rerun with the same %s, or remove %s and "
+                    "its .partial to start again", what, path, was, now, what, path);
+}
+
+/* Open the output: fresh (OUT.partial must not exist) or, with --resume,
+ * continued from OUT.partial.state. *done: --resume found OUT complete. */
+static pb_status open_output(driver *d, const pb_writer_opts *wo, bool *done)
+{
+    const pb_driver_opts *o = d->o;
+    *done = false;
+    if (strcmp(o->out_path, "-") == 0) {
+        if (o->resume)
+            return pb_error(PB_ERR_USAGE, "--resume needs --out FILE (standard output cannot be resumed)");
+        return pb_writer_open(o->out_path, wo, &d->out);
+    }
+    size_t n = strlen(o->out_path);
+    PB_CHECK(pb_malloc(n + sizeof ".partial.state", &d->state_path));
+    memcpy(d->state_path, o->out_path, n);
+    memcpy(d->state_path + n, ".partial.state", sizeof ".partial.state");
+    char *partial = NULL;
+    pb_status st;
+    PB_CHECK_GOTO(pb_malloc(n + sizeof ".partial", &partial), st, out);
+    memcpy(partial, o->out_path, n);
+    memcpy(partial + n, ".partial", sizeof ".partial");
+
+    pb_resume_state now;
+    memset(&now, 0, sizeof now);
+    now.compressed = n >= 4 && strcmp(o->out_path + n - 4, ".zst") == 0;
+    now.model = pb_strdup(o->model_fp ? o->model_fp : "");
+    if (!now.model) {
+        st = pb_error(PB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (strcmp(o->in_path, "-") == 0 && !o->resume)
+        now.input = pb_strdup("<stdin>");
+    else
+        PB_CHECK_GOTO(pb_resume_input_fp(o->in_path, &now.input), st, out);
+    PB_CHECK_GOTO(pb_resume_settings_fp(o->base, o->context, o->shard_index, o->shard_count,
+                                        o->abort_on_error, &now.settings), st, out);
+    if (!now.input) {
+        st = pb_error(PB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    bool have_partial = pb_file_exists(partial);
+    if (!o->resume) {
+        if (have_partial) {
+            st = pb_error(PB_ERR_USAGE, "%s exists: an interrupted run left it; continue it with "
+                          "--resume, or remove it (and %s) to start again", partial, d->state_path);
+            goto out;
+        }
+    } else {
+        pb_resume_state was;
+        bool have_state;
+        PB_CHECK_GOTO(pb_resume_load(d->state_path, &was, &have_state), st, out);
+        if (!have_state && have_partial) {
+            st = pb_error(PB_ERR_USAGE, "--resume: %s has no state file %s (not written by "
+                          "pippy-batch, or from an older build); remove it to start again",
+                          partial, d->state_path);
+            goto out;
+        }
+        if (!have_state && pb_file_exists(o->out_path)) {
+            pb_log_info("--resume: %s is complete; nothing to do", o->out_path);
+            *done = true;
+            st = PB_OK;
+            goto out;
+        }
+        if (have_state) {
+            st = same("model", d->state_path, was.model, now.model);
+            if (st == PB_OK)
+                st = same("input", d->state_path, was.input, now.input);
+            if (st == PB_OK)
+                st = same("settings", d->state_path, was.settings, now.settings);
+            if (st == PB_OK && was.compressed != now.compressed)
+                st = pb_error(PB_ERR_USAGE, "--resume: %s: compression differs", d->state_path);
+            if (st == PB_OK && !have_partial && was.records > 0) {
+                if (pb_file_exists(o->out_path)) {
+                    /* stopped between the rename and removing the state */
+                    pb_log_info("--resume: %s is complete; nothing to do", o->out_path);
+                    if (unlink(d->state_path) == 0)
+                        (void)pb_writer_sync_dir(d->state_path);
+                    *done = true;
+                } else {
+                    st = pb_error(PB_ERR_USAGE, "--resume: %s records %llu records, but %s is "
+                                  "missing", d->state_path, (unsigned long long)was.records, partial);
+                }
+            }
+            if (st == PB_OK && !*done && have_partial) {
+                now.records = was.records;
+                now.bytes = was.bytes;
+                now.input_line = was.input_line;
+                d->skip = was.records;
+                st = pb_writer_resume(o->out_path, wo, was.records, was.bytes, count_error_line, d,
+                                      &d->out);
+                if (st == PB_OK) {
+                    d->st->resumed_records = was.records;
+                    pb_log_info("--resume: %s: %llu records done, continuing after input line %llu",
+                                partial, (unsigned long long)was.records,
+                                (unsigned long long)was.input_line);
+                }
+            }
+            pb_resume_state_clear(&was);
+            if (st != PB_OK || *done)
+                goto out;
+        }
+    }
+    d->state = now;
+    memset(&now, 0, sizeof now);
+    if (!d->out) {
+        /* the state first: an OUT.partial never exists without one */
+        PB_CHECK_GOTO(pb_resume_save(d->state_path, &d->state), st, out);
+        PB_CHECK_GOTO(pb_writer_open(o->out_path, wo, &d->out), st, out);
+    }
+    pb_writer_set_frame_hook(d->out, on_frame, d);
+    st = PB_OK;
+out:
+    pb_resume_state_clear(&now);
+    free(partial);
     return st;
 }
 
@@ -489,24 +693,46 @@ pb_status pb_driver_run(const pb_driver_opts *o, pb_pipe *pipe, const pb_tokeniz
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->in_flight, &d->in_flight), st, out);
     PB_CHECK_GOTO(pb_reader_open(o->in_path, MAX_LINE, &d->in), st, out);
     d->reorder_cap = o->batch_size + 64;
+    d->line_ring = (uint64_t)d->reorder_cap + 2;
+    PB_CHECK_GOTO(pb_calloc((size_t)d->line_ring, sizeof *d->line_of, &d->line_of), st, out);
     pb_writer_opts wo = {.frame_records = o->frame_records, .frame_seconds = o->frame_seconds,
                          .reorder_cap = d->reorder_cap, .zstd_level = 0, .zstd_workers = -1};
-    PB_CHECK_GOTO(pb_writer_open(o->out_path, &wo, &d->out), st, out);
+    bool done_before = false;
+    PB_CHECK_GOTO(open_output(d, &wo, &done_before), st, out);
+    if (done_before) {
+        stats->already_complete = true;
+        goto out;
+    }
     pb_log_verbose("output %s%s (zstd workers: %d)", o->out_path,
                    pb_writer_compressed(d->out) ? ", zstd frames" : "", pb_writer_workers(d->out));
 
     st = loop(d);
-    if (st == PB_OK && (uint64_t)(stats->records + stats->errors) != d->out_next)
+    bool interrupted = false;
+    if (st == PB_OK && d->stopping && (!d->input_done || in_flight_records(d) > 0))
+        interrupted = true;
+    if (st == PB_OK && !interrupted &&
+        (uint64_t)(stats->records + stats->errors) + d->skip != d->out_next)
         st = pb_error(PB_ERR_INTERNAL, "driver: %llu outputs for %llu records",
-                      (unsigned long long)(stats->records + stats->errors),
+                      (unsigned long long)(stats->records + stats->errors + d->skip),
                       (unsigned long long)d->out_next);
     {
-        /* on failure keep what is in order in X.partial; never rename it */
-        pb_status cst = pb_writer_close(d->out, st == PB_OK);
+        /* on failure or interruption keep what is in order in X.partial (a
+         * durable point); never rename it */
+        pb_status cst = pb_writer_close(d->out, st == PB_OK && !interrupted);
         d->out = NULL;
         if (st == PB_OK)
             st = cst;
     }
+    if (st == PB_OK && !interrupted && d->state_path) {
+        if (unlink(d->state_path) != 0 && errno != ENOENT)
+            pb_log_warn("%s: %s", d->state_path, strerror(errno));
+        else
+            (void)pb_writer_sync_dir(d->state_path);
+    }
+    if (st == PB_OK && interrupted)
+        st = pb_error(PB_ERR_INTERRUPTED, "interrupted by %s: %llu records of %s are complete; "
+                      "continue with --resume", pb_stop_signal_name(),
+                      (unsigned long long)d->state.records, o->out_path);
     stats->wall_seconds = pb_now() - d->t0;
     stats->ttft_mean = d->ttft_n ? d->ttft_sum / (double)d->ttft_n : 0;
     (void)pb_pipe_stats_get(pipe, &stats->pipe);
@@ -526,6 +752,9 @@ out:
     free(d->fifo);
     free(d->in_flight);
     pb_jbuf_free(&d->line);
+    free(d->line_of);
+    free(d->state_path);
+    pb_resume_state_clear(&d->state);
     return st;
 }
 

@@ -31,6 +31,11 @@ typedef struct pb_driver_opts {
     const int *eos_ids;
     int n_eos;
     const pb_gen_settings *base;
+    /* Resume (gen/resume.h): a file output keeps OUT.partial.state at every
+     * durable frame end. resume: continue OUT.partial from its state. */
+    bool resume;
+    const char *model_fp;     /* pb_resume_model_fp() of the model folder */
+    double grace_seconds;     /* after a stop signal, time to finish records in flight */
 } pb_driver_opts;
 
 typedef struct pb_driver_stats {
@@ -42,8 +47,14 @@ typedef struct pb_driver_stats {
     double first_token_seconds;             /* run start to the first token of any record */
     uint64_t micro_batches;
     pb_pipe_stats pipe;
+    uint64_t resumed_records;  /* already in OUT.partial when this run started */
+    uint64_t resumed_errors;   /* ... of which error records */
+    bool already_complete;     /* --resume found OUT complete: nothing done */
 } pb_driver_stats;
 
+/* PB_ERR_INTERRUPTED after a stop signal (gen/stop.h): admission stopped,
+ * records in flight finished within grace_seconds (or dropped), what was in
+ * order written and made durable; continue with resume. */
 pb_status pb_driver_run(const pb_driver_opts *o, pb_pipe *pipe, const pb_tokenizer *tok,
                         pb_driver_stats *stats);
 

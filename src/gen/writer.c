@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <zstd.h>
 
@@ -40,6 +41,7 @@ struct pb_writer {
     double frame_t0;
     pb_writer_frame_fn hook;
     void *hook_ctx;
+    bool failed;            /* a write failed: the file's tail is not a frame end */
 };
 
 static pb_status write_all(pb_writer *w, const void *p, size_t n)
@@ -49,9 +51,11 @@ static pb_status write_all(pb_writer *w, const void *p, size_t n)
         ssize_t k = write(w->fd, c, n);
         if (k < 0 && errno == EINTR)
             continue;
-        if (k < 0)
+        if (k < 0) {
+            w->failed = true;
             return pb_error(PB_ERR_IO, "%s: write: %s", w->partial ? w->partial : "<stdout>",
                             strerror(errno));
+        }
         c += k;
         n -= (size_t)k;
         w->bytes += (uint64_t)k;
@@ -65,7 +69,21 @@ static bool ends_with(const char *s, const char *suf)
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
-pb_status pb_writer_open(const char *path, const pb_writer_opts *o, pb_writer **out)
+static void writer_free(pb_writer *w)
+{
+    if (w->fd >= 0 && !w->is_stdout)
+        close(w->fd);
+    ZSTD_freeCCtx(w->cctx);
+    free(w->zout);
+    free(w->ring);
+    free(w->partial);
+    free(w->path);
+    pb_jbuf_free(&w->plain);
+    free(w);
+}
+
+/* Everything but the file: names, reorder buffer, compressor. */
+static pb_status writer_new(const char *path, const pb_writer_opts *o, pb_writer **out)
 {
     *out = NULL;
     pb_status st;
@@ -90,16 +108,6 @@ pb_status pb_writer_open(const char *path, const pb_writer_opts *o, pb_writer **
         PB_CHECK_GOTO(pb_malloc(n + sizeof ".partial", &w->partial), st, fail);
         memcpy(w->partial, path, n);
         memcpy(w->partial + n, ".partial", sizeof ".partial");
-        w->fd = open(w->partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (w->fd < 0) {
-            if (errno == EEXIST)
-                st = pb_error(PB_ERR_USAGE,
-                              "%s exists: an interrupted run left it; continue it with --resume "
-                              "(not yet available in this build) or remove it", w->partial);
-            else
-                st = pb_error(PB_ERR_IO, "%s: %s", w->partial, strerror(errno));
-            goto fail;
-        }
         if (ends_with(path, ".zst")) {
             w->cctx = ZSTD_createCCtx();
             if (!w->cctx) {
@@ -130,20 +138,201 @@ pb_status pb_writer_open(const char *path, const pb_writer_opts *o, pb_writer **
     *out = w;
     return PB_OK;
 fail:
-    if (w->fd >= 0 && w->partial && !w->is_stdout) {
-        close(w->fd);
-        unlink(w->partial);
-        w->fd = -1;
+    writer_free(w);
+    return st;
+}
+
+pb_status pb_writer_check_dir(const char *path)
+{
+    if (strcmp(path, "-") == 0)
+        return PB_OK;
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? pb_strdup(path) : pb_strdup(".");
+    if (!dir)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    if (slash)
+        dir[slash == path ? 1 : slash - path] = '\0';
+    struct stat sb;
+    pb_status st = PB_OK;
+    if (stat(dir, &sb) != 0)
+        st = pb_error(PB_ERR_USAGE, "--out %s: directory %s: %s", path, dir, strerror(errno));
+    else if (!S_ISDIR(sb.st_mode))
+        st = pb_error(PB_ERR_USAGE, "--out %s: %s is not a directory", path, dir);
+    else if (access(dir, W_OK | X_OK) != 0)
+        st = pb_error(PB_ERR_USAGE, "--out %s: directory %s is not writable: %s", path, dir,
+                      strerror(errno));
+    free(dir);
+    return st;
+}
+
+pb_status pb_writer_open(const char *path, const pb_writer_opts *o, pb_writer **out)
+{
+    pb_writer *w;
+    PB_CHECK(writer_new(path, o, &w));
+    if (!w->is_stdout) {
+        w->fd = open(w->partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (w->fd < 0) {
+            pb_status st;
+            if (errno == EEXIST)
+                st = pb_error(PB_ERR_USAGE,
+                              "%s exists: an interrupted run left it; continue it with --resume "
+                              "or remove it", w->partial);
+            else
+                st = pb_error(PB_ERR_IO, "%s: %s", w->partial, strerror(errno));
+            writer_free(w);
+            return st;
+        }
     }
-    if (w->fd >= 0 && !w->is_stdout)
-        close(w->fd);
-    ZSTD_freeCCtx(w->cctx);
-    free(w->zout);
-    free(w->ring);
-    free(w->partial);
-    free(w->path);
-    pb_jbuf_free(&w->plain);
-    free(w);
+    *out = w;
+    return PB_OK;
+}
+
+/* Split decoded bytes into lines for the resume check. */
+typedef struct line_scan {
+    pb_jbuf cur;
+    uint64_t lines;
+    pb_writer_line_fn fn;
+    void *ctx;
+} line_scan;
+
+static pb_status scan_bytes(line_scan *ls, const char *p, size_t n)
+{
+    while (n) {
+        const char *nl = memchr(p, '\n', n);
+        size_t k = nl ? (size_t)(nl - p) : n;
+        pb_jbuf_put(&ls->cur, p, k);
+        PB_CHECK(pb_jbuf_status(&ls->cur));
+        if (!nl)
+            return PB_OK;
+        if (ls->fn)
+            ls->fn(ls->ctx, ls->cur.data ? ls->cur.data : "", ls->cur.len);
+        pb_jbuf_reset(&ls->cur);
+        ls->lines++;
+        p += k + 1;
+        n -= k + 1;
+    }
+    return PB_OK;
+}
+
+/* Read the first `bytes` bytes of fd and check they are `records` complete
+ * lines (zstd: complete, checksummed frames holding them). */
+static pb_status check_prefix(pb_writer *w, uint64_t records, uint64_t bytes,
+                              pb_writer_line_fn fn, void *ctx)
+{
+    pb_status st = PB_OK;
+    line_scan ls = {.fn = fn, .ctx = ctx};
+    pb_jbuf_init(&ls.cur);
+    ZSTD_DStream *ds = NULL;
+    size_t inb_cap = 1 << 17, outb_cap = ZSTD_DStreamOutSize();
+    char *inb = NULL, *outb = NULL;
+    PB_CHECK_GOTO(pb_malloc(inb_cap, &inb), st, out);
+    PB_CHECK_GOTO(pb_malloc(outb_cap, &outb), st, out);
+    if (w->cctx) {
+        ds = ZSTD_createDStream();
+        if (!ds || ZSTD_isError(ZSTD_initDStream(ds))) {
+            st = pb_error(PB_ERR_NOMEM, "zstd: cannot create a decompression context");
+            goto out;
+        }
+    }
+    uint64_t done = 0;
+    size_t last = 0; /* zstd: 0 when the input so far ends at a frame end */
+    while (done < bytes) {
+        size_t want = bytes - done < inb_cap ? (size_t)(bytes - done) : inb_cap;
+        ssize_t k = pread(w->fd, inb, want, (off_t)done);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            st = pb_error(PB_ERR_IO, "%s: read: %s", w->partial, strerror(errno));
+            goto out;
+        }
+        if (k == 0) {
+            st = pb_error(PB_ERR_USAGE, "%s: %llu bytes, but its state file records %llu: "
+                          "the file was cut or replaced; cannot resume", w->partial,
+                          (unsigned long long)done, (unsigned long long)bytes);
+            goto out;
+        }
+        done += (uint64_t)k;
+        if (!ds) {
+            PB_CHECK_GOTO(scan_bytes(&ls, inb, (size_t)k), st, out);
+            continue;
+        }
+        ZSTD_inBuffer in = {inb, (size_t)k, 0};
+        while (in.pos < in.size) {
+            ZSTD_outBuffer o = {outb, outb_cap, 0};
+            last = ZSTD_decompressStream(ds, &o, &in);
+            if (ZSTD_isError(last)) {
+                st = pb_error(PB_ERR_USAGE, "%s: the first %llu bytes are not intact zstd "
+                              "frames (%s); cannot resume", w->partial,
+                              (unsigned long long)bytes, ZSTD_getErrorName(last));
+                goto out;
+            }
+            PB_CHECK_GOTO(scan_bytes(&ls, outb, o.pos), st, out);
+        }
+    }
+    if (ds && bytes > 0 && last != 0) {
+        /* drain what the decoder still holds, then the frame must be complete */
+        for (;;) {
+            ZSTD_inBuffer in = {NULL, 0, 0};
+            ZSTD_outBuffer o = {outb, outb_cap, 0};
+            last = ZSTD_decompressStream(ds, &o, &in);
+            if (ZSTD_isError(last))
+                break;
+            PB_CHECK_GOTO(scan_bytes(&ls, outb, o.pos), st, out);
+            if (o.pos == 0)
+                break;
+        }
+        if (last != 0) {
+            st = pb_error(PB_ERR_USAGE, "%s: byte %llu is not the end of a zstd frame; "
+                          "cannot resume", w->partial, (unsigned long long)bytes);
+            goto out;
+        }
+    }
+    if (ls.cur.len || ls.lines != records)
+        st = pb_error(PB_ERR_USAGE, "%s: the first %llu bytes hold %llu%s records, but its state "
+                      "file records %llu; cannot resume", w->partial, (unsigned long long)bytes,
+                      (unsigned long long)ls.lines, ls.cur.len ? " and a partial line of" : "",
+                      (unsigned long long)records);
+out:
+    ZSTD_freeDStream(ds);
+    free(inb);
+    free(outb);
+    pb_jbuf_free(&ls.cur);
+    return st;
+}
+
+pb_status pb_writer_resume(const char *path, const pb_writer_opts *o, uint64_t records,
+                           uint64_t bytes, pb_writer_line_fn line_fn, void *line_ctx,
+                           pb_writer **out)
+{
+    *out = NULL;
+    pb_writer *w;
+    pb_status st;
+    PB_CHECK(writer_new(path, o, &w));
+    if (w->is_stdout) {
+        st = pb_error(PB_ERR_USAGE, "standard output cannot be resumed");
+        goto fail;
+    }
+    w->fd = open(w->partial, O_RDWR | O_CLOEXEC);
+    if (w->fd < 0) {
+        st = pb_error(errno == ENOENT ? PB_ERR_USAGE : PB_ERR_IO, "%s: %s", w->partial,
+                      strerror(errno));
+        goto fail;
+    }
+    PB_CHECK_GOTO(check_prefix(w, records, bytes, line_fn, line_ctx), st, fail);
+    /* drop whatever followed the last durable frame end */
+    if (ftruncate(w->fd, (off_t)bytes) != 0 || lseek(w->fd, (off_t)bytes, SEEK_SET) < 0 ||
+        fsync(w->fd) != 0) {
+        st = pb_error(PB_ERR_IO, "%s: cannot cut at byte %llu: %s", w->partial,
+                      (unsigned long long)bytes, strerror(errno));
+        goto fail;
+    }
+    w->records = records;
+    w->bytes = bytes;
+    w->next = records;
+    *out = w;
+    return PB_OK;
+fail:
+    writer_free(w);
     return st;
 }
 
@@ -182,6 +371,8 @@ static pb_status flush_plain(pb_writer *w)
 static pb_status end_frame(pb_writer *w)
 {
     bool had = w->frame_n > 0;
+    if (w->failed)
+        return pb_error(PB_ERR_IO, "%s: an earlier write failed", w->partial ? w->partial : "<stdout>");
     if (w->cctx) {
         if (w->frame_n > 0)
             PB_CHECK(zfeed(w, NULL, 0, ZSTD_e_end));
@@ -190,10 +381,37 @@ static pb_status end_frame(pb_writer *w)
     }
     w->frame_n = 0;
     w->frame_t0 = pb_now();
-    if (w->hook && had)
-        w->hook(w->hook_ctx, w->records, w->bytes);
+    if (!had)
+        return PB_OK;
+    if (!w->is_stdout && fsync(w->fd) != 0) {
+        w->failed = true;
+        return pb_error(PB_ERR_IO, "%s: fsync: %s", w->partial, strerror(errno));
+    }
+    if (w->hook)
+        PB_CHECK(w->hook(w->hook_ctx, w->records, w->bytes));
     return PB_OK;
 }
+
+/* Make a rename in path's directory durable. */
+static pb_status sync_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? pb_strdup(path) : pb_strdup(".");
+    if (!dir)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    if (slash)
+        dir[slash == path ? 1 : slash - path] = '\0';
+    pb_status st = PB_OK;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0)
+        st = pb_error(PB_ERR_IO, "%s: fsync: %s", dir, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return st;
+}
+
+pb_status pb_writer_sync_dir(const char *path) { return sync_dir(path); }
 
 static pb_status emit(pb_writer *w, const char *line, size_t len)
 {
@@ -283,16 +501,13 @@ pb_status pb_writer_close(pb_writer *w, bool complete)
             st = pb_error(PB_ERR_IO, "%s: fsync: %s", w->partial, strerror(errno));
         if (close(w->fd) != 0 && st == PB_OK)
             st = pb_error(PB_ERR_IO, "%s: close: %s", w->partial, strerror(errno));
+        w->fd = -1;
         if (st == PB_OK && complete && rename(w->partial, w->path) != 0)
             st = pb_error(PB_ERR_IO, "rename %s to %s: %s", w->partial, w->path, strerror(errno));
+        if (st == PB_OK && complete)
+            st = sync_dir(w->path);
     }
-    ZSTD_freeCCtx(w->cctx);
-    free(w->zout);
-    free(w->ring);
-    free(w->partial);
-    free(w->path);
-    pb_jbuf_free(&w->plain);
-    free(w);
+    writer_free(w);
     return st;
 }
 

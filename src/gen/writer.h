@@ -5,8 +5,11 @@
  * N records or T seconds, so the file decodes with `zstd -d` at any moment.
  * Files are written to NAME.partial and renamed to NAME when complete.
  *
- * For resume (later): every frame end is a consistent point; the hook below
- * reports (records, bytes) at each one after the bytes reached the file. */
+ * Every frame end is a durable point: the bytes are written and fsynced, then
+ * the hook below reports (records, bytes); a later run continues from such a
+ * point with pb_writer_resume (--resume). After the first write error the
+ * writer refuses every further frame end, so no torn frame is ever reported
+ * durable. */
 #ifndef PB_GEN_WRITER_H
 #define PB_GEN_WRITER_H
 
@@ -26,19 +29,36 @@ typedef struct pb_writer_opts {
     int zstd_workers;      /* -1 = auto (1 when supported), 0 = none */
 } pb_writer_opts;
 
-typedef void (*pb_writer_frame_fn)(void *ctx, uint64_t records, uint64_t bytes);
+/* Called at each durable frame end; a failure is returned by the writer call
+ * that ended the frame. */
+typedef pb_status (*pb_writer_frame_fn)(void *ctx, uint64_t records, uint64_t bytes);
+/* Called by pb_writer_resume for each record line of the kept prefix. */
+typedef void (*pb_writer_line_fn)(void *ctx, const char *line, size_t len);
 
 /* Refuses (PB_ERR_USAGE) when NAME.partial exists: an interrupted run is
  * continued with --resume, never overwritten silently. */
 pb_status pb_writer_open(const char *path, const pb_writer_opts *o, pb_writer **out);
+/* Continue NAME.partial after a durable point (records, bytes) reported by an
+ * earlier run's hook: checks that the first `bytes` bytes are exactly
+ * `records` complete lines (.zst: complete frames, each decoded and its
+ * checksum verified), cuts the file there and appends after it. Outputs are
+ * then numbered from `records`. PB_ERR_USAGE when the prefix does not check. */
+pb_status pb_writer_resume(const char *path, const pb_writer_opts *o, uint64_t records,
+                           uint64_t bytes, pb_writer_line_fn line_fn, void *line_ctx,
+                           pb_writer **out);
+/* The directory that will hold NAME exists and is writable (PB_ERR_USAGE if not). */
+pb_status pb_writer_check_dir(const char *path);
+/* fsync the directory holding path (after a rename or unlink in it). */
+pb_status pb_writer_sync_dir(const char *path);
 void pb_writer_set_frame_hook(pb_writer *w, pb_writer_frame_fn fn, void *ctx);
 /* Queue line[0..len) (no newline) as output number seq (0-based, each once). */
 pb_status pb_writer_put(pb_writer *w, uint64_t seq, const char *line, size_t len);
 /* End the current frame if it is older than frame_seconds. */
 pb_status pb_writer_tick(pb_writer *w);
 /* Finish: with complete, every record must have been written; ends the last
- * frame, syncs, renames NAME.partial to NAME. Without complete, flushes what
- * is in order and leaves NAME.partial. Frees w in both cases. */
+ * frame, syncs, renames NAME.partial to NAME and syncs the directory. Without
+ * complete, ends a frame with what is in order (a durable point) and leaves
+ * NAME.partial. Frees w in both cases. */
 pb_status pb_writer_close(pb_writer *w, bool complete);
 uint64_t pb_writer_records(const pb_writer *w);  /* written in order so far */
 uint64_t pb_writer_bytes(const pb_writer *w);    /* bytes written to the file */

@@ -222,12 +222,12 @@ def main():
     check(m["records"] == len(prompts) and m["errors"] == 0 and m["completion_tokens"] ==
           sum(r["completion_tokens"] for r in recs), f"metrics {m}")
     check(m["prompt_tokens"] == sum(r["prompt_tokens"] for r in recs) and m["wall_seconds"] > 0, "metrics tokens")
-    # an existing .partial is refused (exit 2) without --resume
+    # an existing .partial is refused (exit 2) without --resume; stdin cannot be resumed
     open(zpath + ".partial", "w").close()
     p = run(["--model", model_dir, "--out", zpath], inp, rc_ok=(2,))
     check(b"--resume" in p.stderr, "partial refusal message")
     p = run(["--model", model_dir, "--out", zpath, "--resume"], inp, rc_ok=(2,))
-    check(b"not yet available" in p.stderr, "--resume not yet available")
+    check(b"standard input cannot be read again" in p.stderr, "--resume from stdin refused")
 
     # sharding: 3 shards together give every record once, in order within each
     shard_out = []

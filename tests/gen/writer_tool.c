@@ -11,11 +11,12 @@
 #include "common/status.h"
 #include "gen/writer.h"
 
-static void on_frame(void *ctx, uint64_t records, uint64_t bytes)
+static pb_status on_frame(void *ctx, uint64_t records, uint64_t bytes)
 {
     (void)ctx;
     (void)bytes;
     fprintf(stderr, "frame %llu\n", (unsigned long long)records);
+    return PB_OK;
 }
 
 int main(int argc, char **argv)
