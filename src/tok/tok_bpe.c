@@ -187,15 +187,15 @@ static pb_status bpe_word(const pb_tokenizer *tok, const char *w, size_t len, in
     uint64_t h = 0;
     pb_status st = PB_OK;
     bool cacheable = len <= CACHE_MAX_KEY && tok->cache;
+    if (tok->ignore_merges) {   /* a whole word in the vocabulary is one token (no cache needed) */
+        int32_t id = tk_strmap_get(&tok->vocab, w, len);
+        if (id >= 0)
+            return ids_push(ids, n, cap, id);
+    }
     if (cacheable) {
         h = tk_hash(w, len);
         if (cache_get(tok, h, w, len, ids, n, cap, &st))
             return st;
-    }
-    if (tok->ignore_merges) {
-        int32_t id = tk_strmap_get(&tok->vocab, w, len);
-        if (id >= 0)
-            return ids_push(ids, n, cap, id);
     }
 
     /* at most one symbol per byte (byte fallback, prefix and suffix included);
