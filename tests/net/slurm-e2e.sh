@@ -28,7 +28,7 @@ $GEN --family llama --out "$T/llama" --layers 4 --hidden 32 --kv-heads 2 --vocab
     --scale 0.2 --shards 2 >/dev/null 2>"$err" || fail "llama: checkpoint"
 tok llama llama2
 
-# Every third record samples (seeded), the others are greedy.
+# Two records in three sample (seeded: top_k, top_p), the others are greedy.
 i=1
 while [ $i -le 14 ]; do
     s=""; [ $((i % 3)) -eq 0 ] && s=', "temperature": 0.9, "top_k": 40, "seed": 11'
@@ -37,6 +37,7 @@ while [ $i -le 14 ]; do
     i=$((i + 1))
 done >"$T/in.jsonl"
 grep -q seed "$T/in.jsonl" || fail "no sampled records in the input"
+sed 's/"seed": /"seed": 100/' "$T/in.jsonl" >"$T/seeds.jsonl"
 
 # The smallest threshold (of a fixed ladder) that the planner splits into
 # exactly $2 stages for model $1; checked again by the run itself.
@@ -61,6 +62,10 @@ for fam in gpt2 llama gpt_neox bloom; do
     m="$T/$fam"
     "$P" $RUN --model "$m" --out "$T/ref-$fam.jsonl" 2>"$err" || fail "$fam: world 1"
     [ "$(wc -l <"$T/ref-$fam.jsonl")" -eq 14 ] || fail "$fam: world 1 output"
+    # The sampled records really sample: other seeds give other texts.
+    "$P" -q --batch-size 4 --threads 1 --in "$T/seeds.jsonl" --model "$m" --out "$T/seeds.out" 2>"$err" ||
+        fail "$fam: world 1, other seeds"
+    cmp -s "$T/ref-$fam.jsonl" "$T/seeds.out" && fail "$fam: the seeds make no difference"
     for n in 2 3; do
         th=$(threshold_for "$m" $n) || fail "$fam: no threshold gives $n stages"
         pts=2; [ $n -eq 3 ] && pts=1,3
