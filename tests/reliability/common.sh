@@ -35,3 +35,8 @@ pb_rel_rand() {
 pb_rel_state_records() {
     sed -n 's/.*"records": \([0-9]*\).*/\1/p' "$1.partial.state" 2>/dev/null | grep . || echo 0
 }
+
+# OUT.partial's records as text.
+pb_rel_cat_partial() {
+    case "$1" in *.zst) zstd -q -d -c <"$1.partial" ;; *) cat "$1.partial" ;; esac
+}
