@@ -148,6 +148,7 @@ static pb_status load_host(pb_wstore *ws, const pb_weights *w, const char *name,
     PB_CHECK(ws_tmp(ws, n));
     if (pb_convert_to_f32(ws->tmp, t->data, t->dtype, n) != 0)
         return pb_error(PB_ERR_UNSUPPORTED, "tensor '%s': cannot convert %s to f32", name, pb_dtype_name(t->dtype));
+    pb_weights_release(w, t); /* the f32 copy is what the stage keeps */
     return PB_OK;
 }
 

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,3 +396,23 @@ int pb_weights_count(const pb_weights *w) { return w ? w->n : 0; }
 const pb_tensor *pb_weights_at(const pb_weights *w, int i) { return i >= 0 && i < w->n ? &w->t[i] : NULL; }
 const char *pb_weights_canonical_at(const pb_weights *w, int i) { return i >= 0 && i < w->n ? w->canon[i] : NULL; }
 uint64_t pb_weights_bytes_read(const pb_weights *w) { return w ? w->bytes_read : 0; }
+
+void pb_weights_release(const pb_weights *w, const pb_tensor *t)
+{
+    if (!w || !t || !t->data || t->nbytes == 0)
+        return;
+    /* Only data inside one of our read-only file mappings: drop the whole
+     * pages it covers. A later read faults them back in from the file. */
+    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
+    for (int i = 0; i < w->n_maps; i++) {
+        uintptr_t lo = (uintptr_t)w->maps[i].addr, hi = lo + w->maps[i].len;
+        if (a < lo || b > hi)
+            continue;
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t p = (uintptr_t)(pg > 0 ? pg : 4096);
+        uintptr_t s = (a + p - 1) / p * p, e = b / p * p;
+        if (e > s)
+            (void)madvise((void *)s, e - s, MADV_DONTNEED);
+        return;
+    }
+}

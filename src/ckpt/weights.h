@@ -26,6 +26,12 @@ const pb_tensor *pb_weights_layer(const pb_weights *w, int layer, const char *su
 int pb_weights_count(const pb_weights *w);
 const pb_tensor *pb_weights_at(const pb_weights *w, int i);
 const char *pb_weights_canonical_at(const pb_weights *w, int i);
+/* The caller has copied (converted) t and will not need its pages soon:
+ * return the mapped pages to the kernel, so a stage's peak memory is its
+ * converted weights, not converted + mapped. Reading t again stays valid
+ * (the pages come back from the file). No-op for owned buffers. */
+void pb_weights_release(const pb_weights *w, const pb_tensor *t);
+
 /* Bytes of tensor data read from files for this stage. */
 uint64_t pb_weights_bytes_read(const pb_weights *w);
 
