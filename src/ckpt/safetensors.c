@@ -185,23 +185,6 @@ fail:
     return st;
 }
 
-static pb_status pread_full(const char *path, int fd, void *buf, size_t n, uint64_t off)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return pb_error(PB_ERR_IO, "%s: read failed: %s", path, strerror(errno));
-        if (r == 0)
-            return pb_error(PB_ERR_FORMAT, "%s: truncated file (wanted %zu bytes at offset %llu)", path, n,
-                            (unsigned long long)off);
-        done += (size_t)r;
-    }
-    return PB_OK;
-}
-
 pb_status pb_st_read_header(const char *path, int fd, pb_st_header *out)
 {
     struct stat sb;
@@ -214,7 +197,7 @@ pb_status pb_st_read_header(const char *path, int fd, pb_st_header *out)
     if (fsize < 8)
         return pb_error(PB_ERR_FORMAT, "%s: truncated safetensors file (%llu bytes, no header length)", path,
                         (unsigned long long)fsize);
-    PB_CHECK(pread_full(path, fd, lenbuf, 8, 0));
+    PB_CHECK(pb_pread_full(path, fd, lenbuf, 8, 0));
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | lenbuf[i];
@@ -225,7 +208,7 @@ pb_status pb_st_read_header(const char *path, int fd, pb_st_header *out)
         return pb_error(PB_ERR_FORMAT, "%s: safetensors header length %llu is too large", path,
                         (unsigned long long)hlen);
     PB_CHECK(pb_malloc((size_t)hlen + 1, &json));
-    pb_status st = pread_full(path, fd, json, (size_t)hlen, 8);
+    pb_status st = pb_pread_full(path, fd, json, (size_t)hlen, 8);
     if (st == PB_OK) {
         json[hlen] = '\0';
         st = pb_st_parse_header(path, json, (size_t)hlen, fsize - 8 - hlen, out);

@@ -14,23 +14,6 @@
 #include "ckpt/ckpt_impl.h"
 #include "common/util.h"
 
-static pb_status pread_all(const char *path, int fd, void *buf, size_t n, uint64_t off)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return pb_error(PB_ERR_IO, "%s: read failed: %s", path, strerror(errno));
-        if (r == 0)
-            return pb_error(PB_ERR_FORMAT, "%s: truncated file (wanted %zu bytes at offset %llu)", path, n,
-                            (unsigned long long)off);
-        done += (size_t)r;
-    }
-    return PB_OK;
-}
-
 static uint64_t rd(const unsigned char *p, int n)
 {
     uint64_t x = 0;
@@ -80,7 +63,7 @@ static pb_status find_cd(const char *path, int fd, uint64_t fsize, uint64_t *cd_
     size_t tail = fsize < 65557 ? (size_t)fsize : 65557;
     unsigned char *buf;
     PB_CHECK(pb_malloc(tail, &buf));
-    pb_status st = pread_all(path, fd, buf, tail, fsize - tail);
+    pb_status st = pb_pread_full(path, fd, buf, tail, fsize - tail);
     if (st != PB_OK) {
         free(buf);
         return st;
@@ -111,7 +94,7 @@ static pb_status find_cd(const char *path, int fd, uint64_t fsize, uint64_t *cd_
             free(buf);
             return pb_error(PB_ERR_FORMAT, "%s: zip64 end of central directory out of range", path);
         }
-        st = pread_all(path, fd, z64, 56, z);
+        st = pb_pread_full(path, fd, z64, 56, z);
         if (st == PB_OK && rd(z64, 4) != 0x06064b50)
             st = pb_error(PB_ERR_FORMAT, "%s: bad zip64 end of central directory", path);
         if (st != PB_OK) {
@@ -136,7 +119,7 @@ static pb_status read_central_dir(const char *path, int fd, pb_bin_archive *a)
     PB_CHECK(find_cd(path, fd, a->file_size, &cd_off, &cd_size, &count));
     unsigned char *cd;
     PB_CHECK(pb_malloc((size_t)cd_size, &cd));
-    pb_status st = pread_all(path, fd, cd, (size_t)cd_size, cd_off);
+    pb_status st = pb_pread_full(path, fd, cd, (size_t)cd_size, cd_off);
     if (st != PB_OK)
         goto out;
     PB_CHECK_GOTO(pb_calloc((size_t)count, sizeof *a->entries, &a->entries), st, out);
@@ -210,7 +193,7 @@ static pb_status entry_data(const char *path, int fd, const pb_bin_archive *a, c
                         "uncompressed", path, e->name, (unsigned)e->method);
     if (a->file_size - e->local_offset < 30)
         return pb_error(PB_ERR_FORMAT, "%s: zip entry '%s': local header past the end of the file", path, e->name);
-    PB_CHECK(pread_all(path, fd, lh, 30, e->local_offset));
+    PB_CHECK(pb_pread_full(path, fd, lh, 30, e->local_offset));
     if (rd(lh, 4) != 0x04034b50)
         return pb_error(PB_ERR_FORMAT, "%s: zip entry '%s': bad local header", path, e->name);
     uint64_t start = e->local_offset + 30 + rd(lh + 26, 2) + rd(lh + 28, 2);
@@ -251,7 +234,7 @@ static pb_status read_entry(const char *path, int fd, const pb_bin_archive *a, c
         return pb_error(PB_ERR_FORMAT, "%s: zip entry '%s' is too large (%llu bytes)", path, e->name,
                         (unsigned long long)e->size);
     PB_CHECK(pb_malloc((size_t)e->size + 1, out));
-    pb_status st = pread_all(path, fd, *out, (size_t)e->size, off);
+    pb_status st = pb_pread_full(path, fd, *out, (size_t)e->size, off);
     if (st != PB_OK) {
         free(*out);
         *out = NULL;
@@ -271,7 +254,7 @@ pb_status pb_bin_open(const char *path, int fd, pb_bin_archive *a)
     a->file_size = (uint64_t)sb.st_size;
     if (a->file_size < 4)
         return pb_error(PB_ERR_FORMAT, "%s: truncated file (%llu bytes)", path, (unsigned long long)a->file_size);
-    PB_CHECK(pread_all(path, fd, magic, 4, 0));
+    PB_CHECK(pb_pread_full(path, fd, magic, 4, 0));
     if (magic[0] == 0x80 && magic[1] <= 5)
         return pb_error(PB_ERR_UNSUPPORTED, "%s: legacy (pre-1.6, non-zip) torch.save format is not supported; "
                         "re-save it with torch >= 1.6 or convert it to safetensors", path);

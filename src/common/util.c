@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 pb_status pb_malloc(size_t n, void *out_ptr)
 {
@@ -138,5 +139,22 @@ pb_status pb_parse_size(const char *s, uint64_t *out)
     if (v > 9.0e18)
         return pb_error(PB_ERR_USAGE, "size '%s' too large", s);
     *out = (uint64_t)v;
+    return PB_OK;
+}
+
+pb_status pb_pread_full(const char *path, int fd, void *buf, size_t n, uint64_t off)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return pb_error(PB_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+        if (r == 0)
+            return pb_error(PB_ERR_FORMAT, "%s: truncated file (wanted %zu bytes at offset %llu)", path, n,
+                            (unsigned long long)off);
+        done += (size_t)r;
+    }
     return PB_OK;
 }

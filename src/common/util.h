@@ -18,6 +18,32 @@ static inline bool pb_add_ok(size_t a, size_t b, size_t *out)
     return !__builtin_add_overflow(a, b, out);
 }
 
+/* Little-endian wire/file integers, independent of the host's byte order. */
+static inline void pb_put_u32le(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void pb_put_u64le(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t pb_get_u32le(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static inline uint64_t pb_get_u64le(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* pread exactly n bytes at off (retrying short reads and EINTR); a short
+ * file is PB_ERR_FORMAT "truncated", naming path. */
+pb_status pb_pread_full(const char *path, int fd, void *buf, size_t n, uint64_t off);
+
 /* malloc/calloc/realloc that record PB_ERR_NOMEM with the size asked for. */
 pb_status pb_malloc(size_t n, void *out_ptr);
 pb_status pb_calloc(size_t count, size_t size, void *out_ptr);

@@ -26,35 +26,15 @@ enum {
 /* Waits that only end when the other ranks answer (setup, report, end). */
 #define CONTROL_TIMEOUT_S 300.0
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 static void put_f64(uint8_t *p, double d)
 {
     uint64_t v;
     memcpy(&v, &d, 8);
-    put_u64(p, v);
+    pb_put_u64le(p, v);
 }
 static double get_f64(const uint8_t *p)
 {
-    uint64_t v = get_u64(p);
+    uint64_t v = pb_get_u64le(p);
     double d;
     memcpy(&d, &v, 8);
     return d;
@@ -93,15 +73,15 @@ static const char *msg_name(uint32_t type)
 
 static void make_hello(uint8_t *h, int world, const pb_pipeline_cfg *cfg)
 {
-    put_u32(h, HELLO_MAGIC);
-    put_u32(h + 4, HELLO_VERSION);
-    put_u32(h + 8, (uint32_t)world);
-    put_u32(h + 12, (uint32_t)cfg->hidden);
-    put_u32(h + 16, (uint32_t)cfg->lim.n_slots);
-    put_u32(h + 20, (uint32_t)cfg->lim.max_seq_len);
-    put_u32(h + 24, (uint32_t)cfg->lim.max_batch_tokens);
-    put_u32(h + 28, (uint32_t)cfg->lim.vocab);
-    put_u64(h + 32, cfg->plan_hash);
+    pb_put_u32le(h, HELLO_MAGIC);
+    pb_put_u32le(h + 4, HELLO_VERSION);
+    pb_put_u32le(h + 8, (uint32_t)world);
+    pb_put_u32le(h + 12, (uint32_t)cfg->hidden);
+    pb_put_u32le(h + 16, (uint32_t)cfg->lim.n_slots);
+    pb_put_u32le(h + 20, (uint32_t)cfg->lim.max_seq_len);
+    pb_put_u32le(h + 24, (uint32_t)cfg->lim.max_batch_tokens);
+    pb_put_u32le(h + 28, (uint32_t)cfg->lim.vocab);
+    pb_put_u64le(h + 32, cfg->plan_hash);
 }
 
 /* A HELLO from rank `from` must describe the same pipeline as ours. */
@@ -121,11 +101,11 @@ static pb_status check_hello(const pb_msg *m, int from, int me, int world,
                         "rank %d and rank %d disagree on the pipeline (hidden %u/%u, slots %u/%u, "
                         "max_seq_len %u/%u, batch tokens %u/%u, vocab %u/%u): start every rank "
                         "with the same options",
-                        me, 0, get_u32(want + 12), get_u32(m->data + 12), get_u32(want + 16),
-                        get_u32(m->data + 16), get_u32(want + 20), get_u32(m->data + 20),
-                        get_u32(want + 24), get_u32(m->data + 24), get_u32(want + 28),
-                        get_u32(m->data + 28));
-    if (get_u64(m->data + 32) != cfg->plan_hash)
+                        me, 0, pb_get_u32le(want + 12), pb_get_u32le(m->data + 12), pb_get_u32le(want + 16),
+                        pb_get_u32le(m->data + 16), pb_get_u32le(want + 20), pb_get_u32le(m->data + 20),
+                        pb_get_u32le(want + 24), pb_get_u32le(m->data + 24), pb_get_u32le(want + 28),
+                        pb_get_u32le(m->data + 28));
+    if (pb_get_u64le(m->data + 32) != cfg->plan_hash)
         return pb_error(PB_ERR_CONFIG,
                         "rank %d planned a different split of the layers than rank 0: start every "
                         "rank with the same model and split options",
@@ -135,31 +115,31 @@ static pb_status check_hello(const pb_msg *m, int from, int me, int world,
 
 static void metrics_pack(uint8_t *p, const pb_stage_metrics *s)
 {
-    put_u32(p, (uint32_t)s->rank);
-    put_u32(p + 4, 0);
-    put_u64(p + 8, s->microbatches);
+    pb_put_u32le(p, (uint32_t)s->rank);
+    pb_put_u32le(p + 4, 0);
+    pb_put_u64le(p + 8, s->microbatches);
     put_f64(p + 16, s->busy_seconds);
     put_f64(p + 24, s->recv_wait_seconds);
     put_f64(p + 32, s->send_wait_seconds);
     put_f64(p + 40, s->wall_seconds);
-    put_u64(p + 48, s->bytes_sent);
-    put_u64(p + 56, s->bytes_recv);
-    put_u64(p + 64, s->peak_rss_bytes);
-    put_u64(p + 72, s->plan_mem_bytes);
+    pb_put_u64le(p + 48, s->bytes_sent);
+    pb_put_u64le(p + 56, s->bytes_recv);
+    pb_put_u64le(p + 64, s->peak_rss_bytes);
+    pb_put_u64le(p + 72, s->plan_mem_bytes);
 }
 
 static void metrics_unpack(const uint8_t *p, pb_stage_metrics *s)
 {
-    s->rank = (int32_t)get_u32(p);
-    s->microbatches = get_u64(p + 8);
+    s->rank = (int32_t)pb_get_u32le(p);
+    s->microbatches = pb_get_u64le(p + 8);
     s->busy_seconds = get_f64(p + 16);
     s->recv_wait_seconds = get_f64(p + 24);
     s->send_wait_seconds = get_f64(p + 32);
     s->wall_seconds = get_f64(p + 40);
-    s->bytes_sent = get_u64(p + 48);
-    s->bytes_recv = get_u64(p + 56);
-    s->peak_rss_bytes = get_u64(p + 64);
-    s->plan_mem_bytes = get_u64(p + 72);
+    s->bytes_sent = pb_get_u64le(p + 48);
+    s->bytes_recv = pb_get_u64le(p + 56);
+    s->peak_rss_bytes = pb_get_u64le(p + 64);
+    s->plan_mem_bytes = pb_get_u64le(p + 72);
 }
 
 /* A STATS message holds the records of ranks 0..count-1 in order; append
@@ -168,17 +148,17 @@ static pb_status stats_append(pb_transport *t, const pb_msg *m, const pb_stage_m
 {
     if (m->len < 4)
         return pb_error(PB_ERR_NET, "rank %d sent a truncated STATS message", t->prev);
-    uint32_t count = get_u32(m->data);
+    uint32_t count = pb_get_u32le(m->data);
     if (count != (uint32_t)t->rank || m->len != 4 + (size_t)count * STATS_REC_BYTES)
         return pb_error(PB_ERR_NET, "rank %d sent a STATS message with %u records (%zu bytes) to rank %d",
                         t->prev, count, m->len, t->rank);
     for (uint32_t i = 0; i < count; i++)
-        if (get_u32(m->data + 4 + (size_t)i * STATS_REC_BYTES) != i)
+        if (pb_get_u32le(m->data + 4 + (size_t)i * STATS_REC_BYTES) != i)
             return pb_error(PB_ERR_NET, "STATS message from rank %d: record %u is not rank %u",
                             t->prev, i, i);
     uint8_t rec[STATS_REC_BYTES];
     metrics_pack(rec, mine);
-    put_u32(m->data, count + 1);
+    pb_put_u32le(m->data, count + 1);
     const void *bufs[2] = {m->data, rec};
     size_t lens[2] = {m->len, sizeof rec};
     return pb_transport_send(t, MSG_STATS, bufs, lens, 2);
@@ -243,7 +223,7 @@ static pb_status send_mb(pb_transport *t, const void *pk, size_t pklen, const st
                          int hidden)
 {
     uint8_t n[8];
-    put_u64(n, pklen);
+    pb_put_u64le(n, pklen);
     const void *bufs[3] = {n, pk, io->out};
     size_t lens[3] = {8, pklen, (size_t)io->mb.n_tokens * (size_t)hidden * sizeof(float)};
     return pb_transport_send(t, MSG_MB, bufs, lens, 3);
@@ -318,7 +298,7 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
         if (t_first == 0)
             t_first = w1;
         /* MB: u64 n, n bytes of micro-batch, hidden states of its tokens. */
-        uint64_t n = m.len >= 8 ? get_u64(m.data) : UINT64_MAX;
+        uint64_t n = m.len >= 8 ? pb_get_u64le(m.data) : UINT64_MAX;
         if (n > m.len - 8 || m.len < 8) {
             st = pb_error(PB_ERR_NET, "rank %d sent a malformed micro-batch message (%zu bytes)",
                           t->prev, m.len);
@@ -470,14 +450,14 @@ pb_status pb_net_pipe_report(pb_net_pipe *np, pb_pipeline_report *rep)
         .plan_mem_bytes = np->cfg.plan_mem,
     };
     uint8_t msg[4 + STATS_REC_BYTES];
-    put_u32(msg, 1);
+    pb_put_u32le(msg, 1);
     metrics_pack(msg + 4, &me);
     pb_msg m = {0};
     pb_status st;
     PB_CHECK_GOTO(pb_transport_send1(t, MSG_STATS, msg, sizeof msg), st, fail);
     PB_CHECK_GOTO(pb_transport_recv(t, CONTROL_TIMEOUT_S, &m), st, fail);
     if (m.type != MSG_STATS || m.len != 4 + (size_t)t->size * STATS_REC_BYTES ||
-        get_u32(m.data) != (uint32_t)t->size) {
+        pb_get_u32le(m.data) != (uint32_t)t->size) {
         st = pb_error(PB_ERR_NET, "rank %d answered the metrics request with %s (%zu bytes)",
                       t->prev, msg_name(m.type), m.len);
         goto fail;

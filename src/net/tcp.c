@@ -41,26 +41,6 @@
 #define EP_KEY "pb.tcp.endpoint"
 
 /* ---- little-endian helpers ---- */
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 static uint32_t fnv1a32(const uint8_t *p, size_t n)
 {
     uint32_t h = 2166136261u;
@@ -294,12 +274,12 @@ static void *sender_main(void *arg)
         pthread_mutex_unlock(&c->mu);
 
         uint8_t hdr[FRAME_BYTES];
-        put_u32(hdr, FRAME_MAGIC);
-        put_u32(hdr + 4, m->type);
-        put_u64(hdr + 8, seq);
-        put_u64(hdr + 16, m->len);
-        put_u32(hdr + 24, 0);
-        put_u32(hdr + 28, fnv1a32(hdr, 28));
+        pb_put_u32le(hdr, FRAME_MAGIC);
+        pb_put_u32le(hdr + 4, m->type);
+        pb_put_u64le(hdr + 8, seq);
+        pb_put_u64le(hdr + 16, m->len);
+        pb_put_u32le(hdr + 24, 0);
+        pb_put_u32le(hdr + 28, fnv1a32(hdr, 28));
         struct iovec iov[2] = {{hdr, FRAME_BYTES}, {m->data, m->len}};
         int err = write_all(c->send_fd, iov, m->len ? 2 : 1);
         size_t total = FRAME_BYTES + m->len;
@@ -346,9 +326,9 @@ static void *receiver_main(void *arg)
             describe_hangup(c, c->base.prev, c->prev_host, err, why, sizeof why);
             break;
         }
-        uint32_t magic = get_u32(hdr), type = get_u32(hdr + 4);
-        uint64_t seq = get_u64(hdr + 8), len = get_u64(hdr + 16);
-        uint32_t resv = get_u32(hdr + 24), check = get_u32(hdr + 28);
+        uint32_t magic = pb_get_u32le(hdr), type = pb_get_u32le(hdr + 4);
+        uint64_t seq = pb_get_u64le(hdr + 8), len = pb_get_u64le(hdr + 16);
+        uint32_t resv = pb_get_u32le(hdr + 24), check = pb_get_u32le(hdr + 28);
         uint64_t want_seq = c->recv_seq + 1;
         if (magic != FRAME_MAGIC || resv != 0 || check != fnv1a32(hdr, 28)) {
             snprintf(why, sizeof why, "malformed frame from rank %d (bad magic or checksum)",
@@ -705,22 +685,22 @@ static pb_status read_deadline(int fd, void *buf, size_t n, double deadline, con
 static void make_hello(uint8_t *h, uint32_t magic, int world, int src, int dst, uint64_t job)
 {
     memset(h, 0, HELLO_BYTES);
-    put_u32(h, magic);
-    put_u32(h + 4, PROTO_VERSION);
-    put_u32(h + 8, (uint32_t)world);
-    put_u32(h + 12, (uint32_t)src);
-    put_u32(h + 16, (uint32_t)dst);
-    put_u64(h + 20, job);
-    put_u32(h + 28, fnv1a32(h, 28));
+    pb_put_u32le(h, magic);
+    pb_put_u32le(h + 4, PROTO_VERSION);
+    pb_put_u32le(h + 8, (uint32_t)world);
+    pb_put_u32le(h + 12, (uint32_t)src);
+    pb_put_u32le(h + 16, (uint32_t)dst);
+    pb_put_u64le(h + 20, job);
+    pb_put_u32le(h + 28, fnv1a32(h, 28));
 }
 
 static bool check_hello(const uint8_t *h, uint32_t magic, int world, int src, int dst,
                         uint64_t job)
 {
-    return get_u32(h) == magic && get_u32(h + 4) == PROTO_VERSION &&
-           get_u32(h + 8) == (uint32_t)world && get_u32(h + 12) == (uint32_t)src &&
-           get_u32(h + 16) == (uint32_t)dst && get_u64(h + 20) == job &&
-           get_u32(h + 28) == fnv1a32(h, 28);
+    return pb_get_u32le(h) == magic && pb_get_u32le(h + 4) == PROTO_VERSION &&
+           pb_get_u32le(h + 8) == (uint32_t)world && pb_get_u32le(h + 12) == (uint32_t)src &&
+           pb_get_u32le(h + 16) == (uint32_t)dst && pb_get_u64le(h + 20) == job &&
+           pb_get_u32le(h + 28) == fnv1a32(h, 28);
 }
 
 /* Parse "pbtcp1 PORT HOST BOOTID ADDR" (validated). */
