@@ -7,6 +7,8 @@ M="$T/model"
 IN="$T/in.jsonl"
 fail() { echo "FAIL: $*"; tail -n 20 "$err" 2>/dev/null; exit 1; }
 trap 'rm -rf "$T"' EXIT
+# Sanitizer builds: leaks inside OpenPMIx's own init/finalize are not ours.
+export LSAN_OPTIONS="suppressions=$PB_SRCDIR/tests/net/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 
 pb_rel_model() {
     $PB_PYTHON "$PB_SRCDIR/contrib/pb-make-checkpoint" --family gpt2 --out "$M" --layers 2 \
