@@ -543,23 +543,17 @@ out:
     return st;
 }
 
-pb_status pb_model_config_load(const char *model_dir, pb_model_config *cfg)
+/* config.json text -> cfg, up to the family EOS default (before
+ * generation_config.json and the final vocabulary checks). On failure cfg is
+ * freed. `path` names the text in messages. */
+static pb_status parse_config_text(const char *json, size_t len, const char *path, pb_model_config *cfg)
 {
-    char *path = pb_path_join(model_dir, "config.json");
-    char *text = NULL;
     cJSON *root = NULL;
     pb_status st = PB_OK;
     const char *mt;
     memset(cfg, 0, sizeof *cfg);
     cfg->bos_token_id = cfg->pad_token_id = -1;
-    if (!path)
-        return pb_error(PB_ERR_NOMEM, "out of memory");
-    if (!pb_file_exists(path)) {
-        st = pb_error(PB_ERR_CONFIG, "%s: no config.json in the model folder", path);
-        goto fail;
-    }
-    PB_CHECK_GOTO(pb_read_file(path, PB_CONFIG_MAX_BYTES, &text, NULL), st, fail);
-    root = cJSON_Parse(text);
+    root = cJSON_ParseWithLength(json, len);
     if (!root || !cJSON_IsObject(root)) {
         st = pb_error(PB_ERR_CONFIG, "%s: not a JSON object", path);
         goto fail;
@@ -639,27 +633,63 @@ pb_status pb_model_config_load(const char *model_dir, pb_model_config *cfg)
         else if (eos_default[arch] >= 0)
             cfg->eos_ids[cfg->n_eos++] = eos_default[arch];
     }
-    PB_CHECK_GOTO(parse_generation_config(model_dir, cfg), st, fail);
-    /* ids outside the vocabulary can never be generated (tiny test models keep GPT-2's 50256) */
-    {
-        int k = 0;
-        for (int i = 0; i < cfg->n_eos; i++)
-            if (cfg->eos_ids[i] < cfg->vocab_size)
-                cfg->eos_ids[k++] = cfg->eos_ids[i];
-        cfg->n_eos = k;
-    }
-    if (cfg->bos_token_id >= cfg->vocab_size)
-        cfg->bos_token_id = -1;
-
     cJSON_Delete(root);
-    free(text);
-    free(path);
     return PB_OK;
 fail:
     cJSON_Delete(root);
+    pb_model_config_free(cfg);
+    return st;
+}
+
+/* The checks after all files are read. */
+static void finish_config(pb_model_config *cfg)
+{
+    /* ids outside the vocabulary can never be generated (tiny test models keep GPT-2's 50256) */
+    int k = 0;
+    for (int i = 0; i < cfg->n_eos; i++)
+        if (cfg->eos_ids[i] < cfg->vocab_size)
+            cfg->eos_ids[k++] = cfg->eos_ids[i];
+    cfg->n_eos = k;
+    if (cfg->bos_token_id >= cfg->vocab_size)
+        cfg->bos_token_id = -1;
+}
+
+/* config.json text in memory (len bytes, no NUL needed) -> cfg, without
+ * generation_config.json; `name` names the text in messages. Declared here
+ * (src/model/config.h is not tracked: .gitignore's "config.h" matches it). */
+pb_status pb_model_config_parse(const char *json, size_t len, const char *name, pb_model_config *cfg);
+pb_status pb_model_config_parse(const char *json, size_t len, const char *name, pb_model_config *cfg)
+{
+    PB_CHECK(parse_config_text(json, len, name ? name : "config.json", cfg));
+    finish_config(cfg);
+    return PB_OK;
+}
+
+pb_status pb_model_config_load(const char *model_dir, pb_model_config *cfg)
+{
+    char *path = pb_path_join(model_dir, "config.json");
+    char *text = NULL;
+    pb_status st = PB_OK;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->bos_token_id = cfg->pad_token_id = -1;
+    if (!path)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    if (!pb_file_exists(path)) {
+        st = pb_error(PB_ERR_CONFIG, "%s: no config.json in the model folder", path);
+        goto out;
+    }
+    PB_CHECK_GOTO(pb_read_file(path, PB_CONFIG_MAX_BYTES, &text, NULL), st, out);
+    /* up to the first NUL, as cJSON_Parse(text) reads it */
+    PB_CHECK_GOTO(parse_config_text(text, strlen(text), path, cfg), st, out);
+    st = parse_generation_config(model_dir, cfg);
+    if (st != PB_OK) {
+        pb_model_config_free(cfg);
+        goto out;
+    }
+    finish_config(cfg);
+out:
     free(text);
     free(path);
-    pb_model_config_free(cfg);
     return st;
 }
 
