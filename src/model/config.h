@@ -1,0 +1,142 @@
+/* One model description for every supported family, parsed from the HF
+ * config.json (+ generation_config.json). The forward pass is driven only by
+ * these fields, so families differ in their adapters, not in copies of the
+ * forward pass. */
+#ifndef PB_MODEL_CONFIG_H
+#define PB_MODEL_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+typedef enum pb_arch {
+    PB_ARCH_GPT2 = 0,  /* model_type "gpt2" */
+    PB_ARCH_OPT,       /* "opt" */
+    PB_ARCH_BLOOM,     /* "bloom" */
+    PB_ARCH_GPT_NEO,   /* "gpt_neo" */
+    PB_ARCH_GPTJ,      /* "gptj" */
+    PB_ARCH_CODEGEN,   /* "codegen" */
+    PB_ARCH_GPT_NEOX,  /* "gpt_neox" */
+    PB_ARCH_LLAMA,     /* "llama" */
+    PB_ARCH_MISTRAL,   /* "mistral" */
+    PB_ARCH_QWEN2,     /* "qwen2" */
+    PB_ARCH_COUNT
+} pb_arch;
+
+typedef enum pb_norm { PB_NORM_LAYERNORM = 0, PB_NORM_RMSNORM } pb_norm;
+
+typedef enum pb_pos {
+    PB_POS_LEARNED = 0, /* absolute position embedding table (GPT-2, OPT, GPT-Neo) */
+    PB_POS_ROTARY,      /* RoPE (GPT-J, CodeGen, NeoX, Llama family) */
+    PB_POS_ALIBI        /* ALiBi biases (Bloom) */
+} pb_pos;
+
+/* How rotary dimensions are paired. */
+typedef enum pb_rope_style {
+    PB_ROPE_INTERLEAVED = 0, /* GPT-J / CodeGen: rotate_every_two, pairs (2i, 2i+1) */
+    PB_ROPE_HALF             /* NeoX / Llama: rotate_half, pairs (i, i + rot/2) */
+} pb_rope_style;
+
+typedef enum pb_rope_scaling {
+    PB_ROPE_SCALE_NONE = 0,
+    PB_ROPE_SCALE_LINEAR, /* positions divided by factor */
+    PB_ROPE_SCALE_LLAMA3  /* frequency-dependent scaling of Llama 3.1 */
+} pb_rope_scaling;
+
+typedef enum pb_act {
+    PB_ACT_GELU_TANH = 0, /* "gelu_new", "gelu_pytorch_tanh", "gelu_fast" (same function up to rounding) */
+    PB_ACT_GELU_ERF,      /* "gelu" (exact, erf) */
+    PB_ACT_RELU,          /* "relu" */
+    PB_ACT_SILU,          /* "silu" / "swish" */
+    PB_ACT_BLOOM_GELU     /* Bloom's tanh approximation (bloom_gelu_forward) */
+} pb_act;
+
+typedef enum pb_residual {
+    PB_RESID_SEQUENTIAL = 0,   /* x += attn(ln1(x)); x += mlp(ln2(x)) */
+    PB_RESID_PARALLEL_SHARED,  /* GPT-J, CodeGen: x += attn(ln1(x)) + mlp(ln1(x)) */
+    PB_RESID_PARALLEL_TWO_NORM /* NeoX use_parallel_residual: x += attn(ln1(x)) + mlp(ln2(x)) */
+} pb_residual;
+
+#define PB_MAX_EOS 8
+
+/* Defaults from generation_config.json; has_* says whether the field was present. */
+typedef struct pb_gen_defaults {
+    bool has_max_new_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
+         has_repetition_penalty, has_do_sample;
+    int max_new_tokens;
+    float temperature, top_p, min_p, repetition_penalty;
+    int top_k;
+    bool do_sample;
+} pb_gen_defaults;
+
+typedef struct pb_model_config {
+    pb_arch arch;
+    char model_type[32];      /* as in config.json */
+
+    /* sizes */
+    int vocab_size;
+    int hidden_size;          /* d_model */
+    int n_layers;
+    int n_heads;              /* query heads */
+    int n_kv_heads;           /* == n_heads unless GQA/MQA */
+    int head_dim;             /* usually hidden_size / n_heads */
+    int intermediate_size;    /* MLP inner size (4*hidden when the config has none) */
+    int max_position;         /* context length: n_positions / max_position_embeddings / seq_length */
+    int word_embed_proj_dim;  /* OPT: embedding dim when it differs from hidden (project_in/out); else 0 */
+
+    /* normalisation */
+    pb_norm norm;
+    float norm_eps;
+    bool pre_norm;            /* false only for OPT with do_layer_norm_before=false (post-norm) */
+    bool final_norm;          /* final norm before the LM head exists */
+    bool embed_norm;          /* Bloom: word_embeddings_layernorm after the embedding */
+
+    /* positions */
+    pb_pos pos;
+    int pos_offset;           /* OPT learned positions start at 2 */
+    int rotary_dim;           /* dims of each head that rotate (partial rotary: < head_dim) */
+    pb_rope_style rope_style;
+    float rope_theta;
+    pb_rope_scaling rope_scaling;
+    float rope_factor;        /* linear and llama3 */
+    float rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
+    int rope_original_max_position;                    /* llama3 */
+
+    /* attention */
+    bool attn_scale;          /* scale scores by 1/sqrt(head_dim); GPT-Neo does not */
+    bool scale_attn_by_inverse_layer_idx; /* GPT-2 option: also divide by (layer+1) */
+    bool qkv_bias;            /* biases on q, k, v projections */
+    bool out_bias;            /* bias on the attention output projection */
+    int sliding_window;       /* window size in tokens for local layers; 0 = none */
+    bool *layer_local;        /* [n_layers]: layer uses the local window (GPT-Neo "local", Mistral, Qwen2 SWA) */
+
+    /* MLP */
+    pb_act act;
+    bool gated_mlp;           /* SwiGLU-style gate/up/down */
+    bool mlp_bias;
+
+    pb_residual residual;
+    bool tie_word_embeddings; /* LM head shares the token embedding */
+    bool lm_head_bias;        /* e.g. GPT-J/CodeGen lm_head has a bias */
+
+    /* tokens */
+    int bos_token_id;         /* -1 if none */
+    int pad_token_id;         /* -1 if none */
+    int eos_ids[PB_MAX_EOS];  /* every EOS id from config and generation_config */
+    int n_eos;
+
+    char torch_dtype[16];     /* as in config.json ("float32", "float16", "bfloat16", "") */
+    pb_gen_defaults gen;
+} pb_model_config;
+
+/* Parse <dir>/config.json and, when present, <dir>/generation_config.json.
+ * Every field is type-checked; errors name the file and field. An unknown
+ * model_type is PB_ERR_UNSUPPORTED naming the supported ones. */
+pb_status pb_model_config_load(const char *model_dir, pb_model_config *cfg);
+void pb_model_config_free(pb_model_config *cfg);  /* frees layer_local; NULL-safe */
+
+const char *pb_arch_name(pb_arch arch);           /* "gpt2", "opt", ... */
+/* Number of parameter bytes of one decoder layer, embeddings, head: from the checkpoint, see plan.h. */
+
+#endif
