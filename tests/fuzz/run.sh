@@ -1,26 +1,46 @@
 #!/bin/sh
 # Build the libFuzzer targets with clang (-fsanitize=fuzzer,address,undefined)
-# and run each for N seconds (default 60) on a copy of its seed corpus.
-#   tests/fuzz/run.sh [SECONDS]        (from anywhere; builds in $TMPDIR)
+# and run each for N seconds (default 60) on a copy of its seed corpus, one
+# after another.
+#   tests/fuzz/run.sh [SECONDS] [TARGET...]   (from anywhere; builds in $TMPDIR)
+# TARGET: safetensors pickle record config tokenizer (default: all).
+# Crashes are written to the work dir as crash-*; keep each one as a
+# regression in tests/fuzz/regress-TARGET/ (make check runs them).
 set -eu
 secs=${1:-60}
+[ $# -gt 0 ] && shift
+targets=${*:-safetensors pickle record config tokenizer}
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 cc=${FUZZ_CC:-clang}
 work=$(mktemp -d "${TMPDIR:-/tmp}/pbfuzz.XXXXXX")
 # the few config.h defines these sources need
 printf '#define _POSIX_C_SOURCE 200809L\n#define _DEFAULT_SOURCE 1\n' > "$work/config.h"
-cflags="-g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I$work -I$src/src $(pkg-config --cflags libcjson)"
-libs="$(pkg-config --libs libcjson) -lm"
+pc="libcjson libpcre2-8 libutf8proc libzstd"
+cflags="-g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DPCRE2_CODE_UNIT_WIDTH=8 -I$work -I$src/src $(pkg-config --cflags $pc)"
+libs="$(pkg-config --libs $pc) -lm -pthread"
 common="$src/src/common/status.c $src/src/common/util.c $src/src/common/tensor.c $src/src/common/log.c"
-$cc $cflags -o "$work/fuzz_safetensors" "$here/fuzz_safetensors.c" "$src/src/ckpt/safetensors.c" $common $libs
-$cc $cflags -o "$work/fuzz_pickle" "$here/fuzz_pickle.c" "$src/src/ckpt/pickle.c" $common $libs
+tok="$src/src/tok/tok_util.c $src/src/tok/tok_load.c $src/src/tok/tok_normalize.c $src/src/tok/tok_pretok.c $src/src/tok/tok_bpe.c $src/src/tok/tok_encode.c $src/src/tok/tok_decode.c"
+for t in $targets; do
+    case $t in
+    safetensors) extra="$src/src/ckpt/safetensors.c" ;;
+    pickle) extra="$src/src/ckpt/pickle.c" ;;
+    record) extra="$src/src/gen/record.c $src/src/gen/sample.c" ;;
+    config) extra="$src/src/model/config.c" ;;
+    tokenizer) extra="$tok" ;;
+    *) echo "run.sh: unknown target $t" >&2; exit 2 ;;
+    esac
+    echo "== building fuzz_$t"
+    $cc $cflags -o "$work/fuzz_$t" "$here/fuzz_$t.c" $extra $common $libs
+done
 status=0
-for t in safetensors pickle; do
+for t in $targets; do
     mkdir -p "$work/corpus-$t"
     cp "$here/corpus-$t"/* "$work/corpus-$t/"
+    for r in "$here/regress-$t"/*; do [ -f "$r" ] && cp "$r" "$work/corpus-$t/"; done
     echo "== fuzz_$t for ${secs}s"
-    "$work/fuzz_$t" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 "$work/corpus-$t" || status=1
+    (cd "$work" && ./fuzz_$t -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
+        -artifact_prefix="$work/$t-" -print_final_stats=1 "$work/corpus-$t") || status=1
 done
-echo "fuzz work dir (crashes as crash-*): $work"
+echo "fuzz work dir (crashes as TARGET-crash-*): $work"
 exit $status
