@@ -430,6 +430,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     st = pb_driver_run(&dopt, pipe, tok, &stats);
     if (st == PB_ERR_INTERRUPTED && opts->verbosity >= 1)
         summary(&stats);
+    if (st == PB_OK && stats.already_complete)
+        *exit_code = stats.resumed_errors ? 3 : 0; /* as the run that completed it */
     if (st != PB_OK || stats.already_complete)
         goto out;
     if (opts->verbosity >= 1)

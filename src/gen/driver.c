@@ -603,7 +603,8 @@ static pb_status open_output(driver *d, const pb_writer_opts *wo, bool *done)
         if (!have_state && pb_file_exists(o->out_path)) {
             pb_log_info("--resume: %s is complete; nothing to do", o->out_path);
             *done = true;
-            st = PB_OK;
+            /* its error records still decide the exit status (3), as for the run that wrote it */
+            st = pb_writer_scan(o->out_path, wo, count_error_line, d);
             goto out;
         }
         if (have_state) {
@@ -621,6 +622,7 @@ static pb_status open_output(driver *d, const pb_writer_opts *wo, bool *done)
                     if (unlink(d->state_path) == 0)
                         (void)pb_writer_sync_dir(d->state_path);
                     *done = true;
+                    st = pb_writer_scan(o->out_path, wo, count_error_line, d);
                 } else {
                     st = pb_error(PB_ERR_USAGE, "--resume: %s records %llu records, but %s is "
                                   "missing", d->state_path, (unsigned long long)was.records, partial);

@@ -216,7 +216,8 @@ static pb_status scan_bytes(line_scan *ls, const char *p, size_t n)
 
 /* Read the first `bytes` bytes of fd and check they are `records` complete
  * lines (zstd: complete, checksummed frames holding them). */
-static pb_status check_prefix(pb_writer *w, uint64_t records, uint64_t bytes,
+#define PB_WRITER_ANY_RECORDS UINT64_MAX /* check_prefix: any number of lines */
+static pb_status check_prefix(pb_writer *w, const char *name, uint64_t records, uint64_t bytes,
                               pb_writer_line_fn fn, void *ctx)
 {
     pb_status st = PB_OK;
@@ -242,12 +243,12 @@ static pb_status check_prefix(pb_writer *w, uint64_t records, uint64_t bytes,
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0) {
-            st = pb_error(PB_ERR_IO, "%s: read: %s", w->partial, strerror(errno));
+            st = pb_error(PB_ERR_IO, "%s: read: %s", name, strerror(errno));
             goto out;
         }
         if (k == 0) {
             st = pb_error(PB_ERR_USAGE, "%s: %llu bytes, but its state file records %llu: "
-                          "the file was cut or replaced; cannot resume", w->partial,
+                          "the file was cut or replaced; cannot resume", name,
                           (unsigned long long)done, (unsigned long long)bytes);
             goto out;
         }
@@ -262,7 +263,7 @@ static pb_status check_prefix(pb_writer *w, uint64_t records, uint64_t bytes,
             last = ZSTD_decompressStream(ds, &o, &in);
             if (ZSTD_isError(last)) {
                 st = pb_error(PB_ERR_USAGE, "%s: the first %llu bytes are not intact zstd "
-                              "frames (%s); cannot resume", w->partial,
+                              "frames (%s); cannot resume", name,
                               (unsigned long long)bytes, ZSTD_getErrorName(last));
                 goto out;
             }
@@ -283,13 +284,13 @@ static pb_status check_prefix(pb_writer *w, uint64_t records, uint64_t bytes,
         }
         if (last != 0) {
             st = pb_error(PB_ERR_USAGE, "%s: byte %llu is not the end of a zstd frame; "
-                          "cannot resume", w->partial, (unsigned long long)bytes);
+                          "cannot resume", name, (unsigned long long)bytes);
             goto out;
         }
     }
-    if (ls.cur.len || ls.lines != records)
+    if (ls.cur.len || (records != PB_WRITER_ANY_RECORDS && ls.lines != records))
         st = pb_error(PB_ERR_USAGE, "%s: the first %llu bytes hold %llu%s records, but its state "
-                      "file records %llu; cannot resume", w->partial, (unsigned long long)bytes,
+                      "file records %llu; cannot resume", name, (unsigned long long)bytes,
                       (unsigned long long)ls.lines, ls.cur.len ? " and a partial line of" : "",
                       (unsigned long long)records);
 out:
@@ -318,7 +319,7 @@ pb_status pb_writer_resume(const char *path, const pb_writer_opts *o, uint64_t r
                       strerror(errno));
         goto fail;
     }
-    PB_CHECK_GOTO(check_prefix(w, records, bytes, line_fn, line_ctx), st, fail);
+    PB_CHECK_GOTO(check_prefix(w, w->partial, records, bytes, line_fn, line_ctx), st, fail);
     /* drop whatever followed the last durable frame end */
     if (ftruncate(w->fd, (off_t)bytes) != 0 || lseek(w->fd, (off_t)bytes, SEEK_SET) < 0 ||
         fsync(w->fd) != 0) {
@@ -332,6 +333,24 @@ pb_status pb_writer_resume(const char *path, const pb_writer_opts *o, uint64_t r
     *out = w;
     return PB_OK;
 fail:
+    writer_free(w);
+    return st;
+}
+
+pb_status pb_writer_scan(const char *path, const pb_writer_opts *o, pb_writer_line_fn line_fn,
+                         void *line_ctx)
+{
+    pb_writer *w;
+    pb_status st;
+    PB_CHECK(writer_new(path, o, &w));
+    struct stat sb;
+    w->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (w->fd < 0 || fstat(w->fd, &sb) != 0) {
+        st = pb_error(PB_ERR_IO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    st = check_prefix(w, path, PB_WRITER_ANY_RECORDS, (uint64_t)sb.st_size, line_fn, line_ctx);
+out:
     writer_free(w);
     return st;
 }

@@ -43,6 +43,10 @@ pb_status pb_writer_open(const char *path, const pb_writer_opts *o, pb_writer **
  * `records` complete lines (.zst: complete frames, each decoded and its
  * checksum verified), cuts the file there and appends after it. Outputs are
  * then numbered from `records`. PB_ERR_USAGE when the prefix does not check. */
+/* Read a complete output file `path` (as written with these options: zstd
+ * when its name ends in .zst) and call line_fn for each record line. */
+pb_status pb_writer_scan(const char *path, const pb_writer_opts *o, pb_writer_line_fn line_fn,
+                         void *line_ctx);
 pb_status pb_writer_resume(const char *path, const pb_writer_opts *o, uint64_t records,
                            uint64_t bytes, pb_writer_line_fn line_fn, void *line_ctx,
                            pb_writer **out);
