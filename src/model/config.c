@@ -657,7 +657,6 @@ static void finish_config(pb_model_config *cfg)
 /* config.json text in memory (len bytes, no NUL needed) -> cfg, without
  * generation_config.json; `name` names the text in messages. Declared here
  * (src/model/config.h is not tracked: .gitignore's "config.h" matches it). */
-pb_status pb_model_config_parse(const char *json, size_t len, const char *name, pb_model_config *cfg);
 pb_status pb_model_config_parse(const char *json, size_t len, const char *name, pb_model_config *cfg)
 {
     PB_CHECK(parse_config_text(json, len, name ? name : "config.json", cfg));

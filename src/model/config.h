@@ -6,6 +6,7 @@
 #define PB_MODEL_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/status.h"
@@ -134,6 +135,9 @@ typedef struct pb_model_config {
  * Every field is type-checked; errors name the file and field. An unknown
  * model_type is PB_ERR_UNSUPPORTED naming the supported ones. */
 pb_status pb_model_config_load(const char *model_dir, pb_model_config *cfg);
+/* The same from config.json text in memory (len bytes, read up to a NUL);
+ * `name` is used in messages. Does not read generation_config.json. */
+pb_status pb_model_config_parse(const char *json, size_t len, const char *name, pb_model_config *cfg);
 void pb_model_config_free(pb_model_config *cfg);  /* frees layer_local; NULL-safe */
 
 const char *pb_arch_name(pb_arch arch);           /* "gpt2", "opt", ... */

@@ -6,8 +6,7 @@
 
 #include "model/config.h"
 
-/* defined in src/model/config.c */
-pb_status pb_model_config_parse(const char *json, size_t len, const char *name, pb_model_config *cfg);
+/* libFuzzer entry point */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
