@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -573,10 +575,18 @@ static pb_status open_output(driver *d, const pb_writer_opts *wo, bool *done)
         st = pb_error(PB_ERR_NOMEM, "out of memory");
         goto out;
     }
-    if (strcmp(o->in_path, "-") == 0 && !o->resume)
+    struct stat in_sb;
+    if (strcmp(o->in_path, "-") == 0 && !o->resume) {
         now.input = pb_strdup("<stdin>");
-    else
+    } else if (!o->resume && (stat(o->in_path, &in_sb) != 0 || !S_ISREG(in_sb.st_mode))) {
+        /* a pipe or process substitution (--in <(zstdcat p.jsonl.zst)): read once,
+         * never resumable, so it has no fingerprint; open errors come from the reader */
+        char tag[PATH_MAX + 16];
+        snprintf(tag, sizeof tag, "<stream %s>", o->in_path);
+        now.input = pb_strdup(tag);
+    } else {
         PB_CHECK_GOTO(pb_resume_input_fp(o->in_path, &now.input), st, out);
+    }
     PB_CHECK_GOTO(pb_resume_settings_fp(o->base, o->context, o->shard_index, o->shard_count,
                                         o->abort_on_error, &now.settings), st, out);
     if (!now.input) {

@@ -248,7 +248,7 @@ pb_status pb_resume_input_fp(const char *in_path, char **out)
     char real[PATH_MAX];
     int fd = open(in_path, O_RDONLY | O_CLOEXEC);
     struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0 || !realpath(in_path, real)) {
+    if (fd < 0 || fstat(fd, &sb) != 0) {
         pb_status st = pb_error(PB_ERR_IO, "%s: %s", in_path, strerror(errno));
         if (fd >= 0)
             close(fd);
@@ -258,6 +258,11 @@ pb_status pb_resume_input_fp(const char *in_path, char **out)
         close(fd);
         return pb_error(PB_ERR_USAGE, "--resume needs --in to be a regular file (%s is not)",
                         in_path);
+    }
+    if (!realpath(in_path, real)) {
+        pb_status st = pb_error(PB_ERR_IO, "%s: %s", in_path, strerror(errno));
+        close(fd);
+        return st;
     }
     uint64_t size = (uint64_t)sb.st_size, head = PB_FNV_START, tail = PB_FNV_START;
     char *buf = NULL;
