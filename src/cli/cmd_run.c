@@ -328,15 +328,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     }
     PB_CHECK_GOTO(pb_tokenizer_load(tok_path, &tok), st, out);
 
-    pb_gen_cli cli = {
-        .has_max_tokens = opts->gen.has_max_tokens, .has_temperature = opts->gen.has_temperature,
-        .has_top_k = opts->gen.has_top_k, .has_top_p = opts->gen.has_top_p,
-        .has_min_p = opts->gen.has_min_p, .has_repetition_penalty = opts->gen.has_repetition_penalty,
-        .has_seed = opts->gen.has_seed, .max_tokens = opts->gen.max_tokens,
-        .temperature = opts->gen.temperature, .top_p = opts->gen.top_p, .min_p = opts->gen.min_p,
-        .repetition_penalty = opts->gen.repetition_penalty, .top_k = opts->gen.top_k,
-        .seed = opts->gen.seed, .n_stops = opts->gen.n_stops, .stops = opts->gen.stops};
-    PB_CHECK_GOTO(pb_gen_settings_base(&cli, &cfg.gen, &base), st, out);
+    PB_CHECK_GOTO(pb_gen_settings_base(&opts->gen, &cfg.gen, &base), st, out);
     have_base = true;
 
     int chunks = opts->chunks > 0 ? opts->chunks : 1;

@@ -186,6 +186,7 @@ static void opts_defaults(pb_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->cmd = PB_CMD_RUN;
+    o->gen.stops = o->stop_list;
     o->in_path = "-";
     o->out_path = "-";
     o->split = PB_SPLIT_EQUAL_SIZE;
@@ -335,7 +336,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
         case OPT_STOP:
             if (!optarg[0]) { st = pb_error(PB_ERR_USAGE, "--stop: empty stop string"); goto out; }
             if (o->gen.n_stops >= PB_MAX_STOPS) { st = pb_error(PB_ERR_USAGE, "--stop: more than %d stop strings", PB_MAX_STOPS); goto out; }
-            o->gen.stops[o->gen.n_stops++] = optarg;
+            o->stop_list[o->gen.n_stops++] = optarg;
             break;
         case OPT_ON_ERROR:
             if (strcmp(optarg, "abort") == 0) o->on_error = PB_ON_ERROR_ABORT;

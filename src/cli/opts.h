@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "common/status.h"
+#include "gen/record.h"
 
 typedef enum pb_command {
     PB_CMD_RUN = 0,    /* default: batch generation */
@@ -22,21 +23,9 @@ typedef enum pb_split_kind { PB_SPLIT_EQUAL_SIZE = 0, PB_SPLIT_THRESHOLD, PB_SPL
 typedef enum pb_on_error { PB_ON_ERROR_RECORD = 0, PB_ON_ERROR_ABORT } pb_on_error;
 typedef enum pb_backend_kind { PB_BACKEND_AUTO = 0, PB_BACKEND_CPU, PB_BACKEND_CUDA } pb_backend_kind;
 
-#define PB_MAX_STOPS 16
+#define PB_MAX_STOPS PB_GEN_MAX_STOPS
 #define PB_MAX_SPLIT_POINTS 1024
 
-/* Generation settings given on the command line; has_* tells which were given
- * (the rest fall back to generation_config.json, then to the built-in defaults). */
-typedef struct pb_cli_gen {
-    bool has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
-         has_repetition_penalty, has_seed;
-    int max_tokens;
-    float temperature, top_p, min_p, repetition_penalty;
-    int top_k;
-    uint64_t seed;
-    int n_stops;
-    const char *stops[PB_MAX_STOPS];
-} pb_cli_gen;
 
 typedef struct pb_opts {
     pb_command cmd;
@@ -63,7 +52,11 @@ typedef struct pb_opts {
     pb_backend_kind backend; /* --device cpu|cuda|auto */
     const char *iface;       /* --iface NAME for TCP transport */
 
-    pb_cli_gen gen;
+    /* Generation settings given on the command line; has_* tells which were given
+     * (the rest fall back to generation_config.json, then to the built-in
+     * defaults: pb_gen_settings_base). gen.stops points at stop_list. */
+    pb_gen_cli gen;
+    const char *stop_list[PB_MAX_STOPS];
 
     /* records and files */
     pb_on_error on_error;

@@ -31,7 +31,7 @@ typedef struct pb_gen_settings {
     char *stops[PB_GEN_MAX_STOPS]; /* owned (pb_gen_settings_clear) */
 } pb_gen_settings;
 
-/* CLI defaults as parsed (see cli/opts.h pb_cli_gen), without the CLI type. */
+/* Generation defaults given on the command line (pb_opts.gen); has_* tells which were given. */
 typedef struct pb_gen_cli {
     bool has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
          has_repetition_penalty, has_seed;
