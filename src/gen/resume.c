@@ -246,6 +246,12 @@ pb_status pb_resume_input_fp(const char *in_path, char **out)
         return pb_error(PB_ERR_USAGE, "--resume needs --in FILE (standard input cannot be "
                         "read again)");
     char real[PATH_MAX];
+    struct stat pre;
+    /* refuse a pipe or FIFO before opening it: opening a FIFO a second time
+     * would wait for a writer that is gone */
+    if (stat(in_path, &pre) == 0 && !S_ISREG(pre.st_mode))
+        return pb_error(PB_ERR_USAGE, "--resume needs --in to be a regular file (%s is not)",
+                        in_path);
     int fd = open(in_path, O_RDONLY | O_CLOEXEC);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {

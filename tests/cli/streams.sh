@@ -13,14 +13,14 @@ printf '{"id": "a", "prompt": "One"}\n{"id": "b", "prompt": "Two"}\n{"id": "c", 
 
 mkfifo "$T/fifo"
 cat "$T/p.jsonl" >"$T/fifo" &
-"$PB" -q --max-tokens 3 --in "$T/fifo" --out "$T/got.jsonl.zst"
+timeout 60 "$PB" -q --max-tokens 3 --in "$T/fifo" --out "$T/got.jsonl.zst"
 rc=$?
 wait
 [ $rc -eq 0 ] || { echo "FAIL FIFO input: exit $rc"; fail=1; }
 zstd -dc "$T/got.jsonl.zst" | cmp - "$T/ref.jsonl" || { echo "FAIL FIFO input: output differs from a file input"; fail=1; }
 
 cat "$T/p.jsonl" >"$T/fifo" &
-"$PB" -q --max-tokens 3 --in "$T/fifo" --out "$T/res.jsonl" --resume 2>"$T/err"
+timeout 60 "$PB" -q --max-tokens 3 --in "$T/fifo" --out "$T/res.jsonl" --resume 2>"$T/err"
 rc=$?
 kill $! 2>/dev/null; wait 2>/dev/null
 if [ $rc -eq 2 ] && grep -q "needs --in to be a regular file" "$T/err"; then
