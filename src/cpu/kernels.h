@@ -1,0 +1,100 @@
+/* CPU compute kernels of our own: packed weight matrices with a batch-invariant
+ * matmul (decode GEMV and prefill GEMM share one reduction order), and GQA
+ * attention over an f32 KV cache. Runtime dispatch picks the widest ISA the
+ * CPU has (AVX-512F, AVX2+FMA+F16C, portable C); PB_CPU_ISA=portable|avx2|avx512
+ * in the environment forces one (refused when the CPU lacks it).
+ *
+ * Batch invariance: every output element y[i, j] is reduced over k in an order
+ * that depends only on n_in, never on M, on the row's place in the call, on
+ * the thread count or on the ISA path: all paths give bit-identical results.
+ *
+ * This header is the contract between the kernels (kern_*.c) and the CPU
+ * backend (cpu.c), which is their only user. */
+#ifndef PB_CPU_KERNELS_H
+#define PB_CPU_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "common/tensor.h"
+#include "cpu/pool.h"
+
+/* ---- ISA dispatch ---- */
+typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_ISA_COUNT } pb_cpu_isa;
+
+pb_cpu_isa pb_cpu_isa_best(void);            /* widest the CPU (and build) supports */
+pb_cpu_isa pb_cpu_isa_active(void);          /* the one in use (PB_CPU_ISA or best) */
+pb_status pb_cpu_isa_set(pb_cpu_isa isa);    /* tests: force a path; PB_ERR_UNSUPPORTED if unavailable */
+const char *pb_cpu_isa_name(pb_cpu_isa isa); /* "portable", "avx2", "avx512" */
+
+/* ---- packed weight matrices ---- */
+
+/* W [n_out, n_in] (nn.Linear layout), y = x W^T. */
+typedef struct pb_kmat pb_kmat;
+
+typedef struct pb_kmat_src {
+    const void *data;   /* host memory, little-endian, e.g. an mmapped checkpoint tensor */
+    pb_dtype dtype;     /* PB_DT_F32, PB_DT_F16 or PB_DT_BF16 */
+    bool transposed;    /* stored [n_in, n_out] (GPT-2 Conv1D) instead of [n_out, n_in] */
+    const int *row_perm;/* NULL, or [n_out]: packed output row r is source row row_perm[r] */
+} pb_kmat_src;
+
+/* Packs src into the kernels' layout, storing elements as store_dt (PB_DT_F32,
+ * PB_DT_BF16 or PB_DT_F16; converting f32 -> bf16/f16 rounds to nearest even).
+ * Reads src once; src may be unmapped afterwards. */
+pb_status pb_kmat_pack(const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out);
+/* Exact bytes pb_kmat_pack allocates for such a matrix (the planner's figure). */
+uint64_t pb_kmat_bytes(pb_dtype store_dt, int n_out, int n_in);
+void pb_kmat_free(pb_kmat *m);
+pb_dtype pb_kmat_dtype(const pb_kmat *m);
+int pb_kmat_rows(const pb_kmat *m); /* n_out */
+int pb_kmat_cols(const pb_kmat *m); /* n_in */
+/* out[t, 0:n_in] = W[rows[t], :] as f32 (+= when accumulate): embedding lookup
+ * from the same packed matrix a tied LM head uses. Rows must be in range. */
+void pb_kmat_gather(const pb_kmat *m, const int32_t *rows, int n_rows, int offset, float *out, int ldo,
+                    bool accumulate);
+
+/* Kernel context: the thread pool plus per-thread scratch, sized up front by
+ * pb_kctx_reserve so that calls never allocate. */
+typedef struct pb_kctx pb_kctx;
+pb_status pb_kctx_create(pb_pool *pool, pb_kctx **out); /* pool may be NULL: calling thread only */
+void pb_kctx_free(pb_kctx *k);
+/* Calls to come have at most max_m rows with n_in <= max_k (matmul) and at
+ * most max_keys keys with max_heads query heads (attention). */
+pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads);
+
+/* y[M, n_out] (row stride ldy) = x[M, n_in] (row stride ldx) W^T (+ bias[n_out]
+ * when bias != NULL), threaded over output columns. PB_ERR_NOMEM only when
+ * asked for more than was reserved. */
+pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
+                      int ldy);
+
+/* ---- attention ---- */
+
+/* Causal attention of one layer for a batch of sequences, KV cache f32.
+ * q: [T, n_heads * head_dim] at row stride q_stride (rotated), k/v new rows
+ * [T, n_kv_heads * head_dim] at kv_stride, appended into the cache at their
+ * positions before attending. Sequence s owns rows [tok_start[s],
+ * tok_start[s] + n_tokens[s]) at positions pos[s] + i and cache rows
+ * k_cache[s] / v_cache[s] ([max_seq_len, n_kv_heads * head_dim]).
+ * Query at position p sees keys j with p - window < j <= p (window > 0) or
+ * all j <= p (window == 0). score = scale * q.k (+ alibi[h] * j).
+ * Each KV head's cache rows are streamed once for all query heads of its group. */
+typedef struct pb_kattn_args {
+    int n_seqs;
+    const int *tok_start, *pos, *n_tokens;
+    float *const *k_cache, *const *v_cache;
+    const float *q, *k, *v;
+    int q_stride, kv_stride;
+    float *out; /* [T, n_heads * head_dim], contiguous */
+    int n_heads, n_kv_heads, head_dim;
+    float scale;
+    const float *alibi; /* [n_heads] or NULL */
+    int window;
+} pb_kattn_args;
+
+pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a);
+
+#endif
