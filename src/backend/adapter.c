@@ -44,16 +44,14 @@ static const pb_family families[PB_ARCH_COUNT] = {
                        .ln1 = "input_layernorm", .ln2 = "post_attention_layernorm", .q = "self_attn.q_proj",
                        .k = "self_attn.k_proj", .v = "self_attn.v_proj", .o = "self_attn.o_proj",
                        .gate = "mlp.gate_proj", .up = "mlp.up_proj", .down = "mlp.down_proj"},
-    /* HF 4.40 Mistral/Qwen2 eager mask (_make_causal_mask, diagonal past - W - 1)
-     * lets a query at p see keys p - W .. p: W + 1 keys. */
     [PB_ARCH_MISTRAL] = {.tok_emb = "embed_tokens", .final_norm = "norm", .lm_head = "lm_head",
                          .ln1 = "input_layernorm", .ln2 = "post_attention_layernorm", .q = "self_attn.q_proj",
                          .k = "self_attn.k_proj", .v = "self_attn.v_proj", .o = "self_attn.o_proj",
-                         .gate = "mlp.gate_proj", .up = "mlp.up_proj", .down = "mlp.down_proj", .window_extra = 1},
+                         .gate = "mlp.gate_proj", .up = "mlp.up_proj", .down = "mlp.down_proj"},
     [PB_ARCH_QWEN2] = {.tok_emb = "embed_tokens", .final_norm = "norm", .lm_head = "lm_head",
                        .ln1 = "input_layernorm", .ln2 = "post_attention_layernorm", .q = "self_attn.q_proj",
                        .k = "self_attn.k_proj", .v = "self_attn.v_proj", .o = "self_attn.o_proj",
-                       .gate = "mlp.gate_proj", .up = "mlp.up_proj", .down = "mlp.down_proj", .window_extra = 1},
+                       .gate = "mlp.gate_proj", .up = "mlp.up_proj", .down = "mlp.down_proj"},
 };
 
 const pb_family *pb_family_of(pb_arch arch)

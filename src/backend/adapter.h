@@ -30,7 +30,6 @@ typedef struct pb_family {
     const char *gate, *up, *down;                       /* gated MLP */
     bool conv1d;                                        /* GPT-2 Conv1D weights are [in, out] */
     pb_qkv_layout qkv_layout;
-    int window_extra;   /* keys seen beyond sliding_window (HF 4.40 Mistral/Qwen2 mask: +1) */
 } pb_family;
 
 const pb_family *pb_family_of(pb_arch arch);

@@ -364,8 +364,9 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
         if (cfg->scale_attn_by_inverse_layer_idx)
             sc /= (float)(gl + 1); /* GPT-2 option: also divide by layer_idx + 1 */
         s->scale[l] = sc;
+        /* HF (Mistral, Qwen2, GPT-Neo local): query i sees keys i - W < j <= i, W keys */
         if (s->layer_local[gl] && cfg->sliding_window > 0)
-            s->window[l] = cfg->sliding_window + s->fam->window_extra;
+            s->window[l] = cfg->sliding_window;
     }
     if (s->rot) {
         PB_CHECK_GOTO(pb_calloc((size_t)s->rot / 2, sizeof(float), &s->inv_freq), st, fail);

@@ -172,7 +172,7 @@ def make(name, root):
         with open(os.path.join(mdir, "config.json"), "w") as f:
             json.dump(c, f, indent=2)
     with open(os.path.join(mdir, "config.json")) as f:
-        assert json.load(f)["torch_dtype"] == dtype, "saved torch_dtype"
+        assert json.load(f)["dtype"] == dtype, "saved dtype"
 
     V = cfg.vocab_size
     rng = np.random.default_rng(seed)
