@@ -175,19 +175,74 @@ static pb_status parse_act(const jctx *c, const char *key, const char *name, pb_
                     c->path, key, name);
 }
 
-/* rope_scaling: null, or {"type"|"rope_type": "linear"|"llama3", "factor": F, ...}. */
+/* The rotary settings object: rope_scaling (transformers 4.x) wins over
+ * rope_parameters (5.x), as in HF's convert_rope_params_to_dict. NULL: none. */
+static pb_status rope_object(const jctx *c, const cJSON **out, const char **key)
+{
+    static const char *const keys[] = {"rope_scaling", "rope_parameters"};
+    *out = NULL;
+    for (int i = 0; i < 2; i++) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(c->root, keys[i]);
+        if (!o || cJSON_IsNull(o))
+            continue;
+        if (!cJSON_IsObject(o))
+            return pb_error(PB_ERR_CONFIG, "%s: field '%s' must be an object or null", c->path, keys[i]);
+        if (!o->child)
+            continue; /* {} is "not set" for HF */
+        *out = o;
+        *key = keys[i];
+        return PB_OK;
+    }
+    return PB_OK;
+}
+
+/* rope_theta: the rotary object's "rope_theta" first, then the top-level keys. */
+static pb_status parse_rope_theta(const jctx *c, const char *const *keys, double *theta)
+{
+    const cJSON *ro;
+    const char *rkey = NULL;
+    bool has;
+    PB_CHECK(rope_object(c, &ro, &rkey));
+    if (ro) {
+        jctx sub = {c->path, ro};
+        PB_CHECK(jfloat(&sub, KEYS("rope_theta"), 10000.0, theta, &has));
+        if (has)
+            return PB_OK;
+    }
+    return jfloat(c, keys, 10000.0, theta, NULL);
+}
+
+/* NeoX partial_rotary_factor: rope_parameters (5.x) first, then rotary_pct. */
+static pb_status parse_rotary_pct(const jctx *c, double *pct)
+{
+    const cJSON *ro;
+    const char *rkey = NULL;
+    bool has;
+    PB_CHECK(rope_object(c, &ro, &rkey));
+    if (ro) {
+        jctx sub = {c->path, ro};
+        PB_CHECK(jfloat(&sub, KEYS("partial_rotary_factor"), 0.25, pct, &has));
+        if (has)
+            return PB_OK;
+    }
+    return jfloat(c, KEYS("rotary_pct"), 0.25, pct, NULL);
+}
+
+/* rope_scaling / rope_parameters: null, or {"type"|"rope_type": "default"|"linear"|"llama3", "factor": F, ...}. */
 static pb_status parse_rope_scaling(const jctx *c, pb_model_config *cfg)
 {
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(c->root, "rope_scaling");
-    if (!rs || cJSON_IsNull(rs))
+    const cJSON *rs;
+    const char *rkey = "rope_scaling";
+    PB_CHECK(rope_object(c, &rs, &rkey));
+    if (!rs)
         return PB_OK;
-    if (!cJSON_IsObject(rs))
-        return pb_error(PB_ERR_CONFIG, "%s: field 'rope_scaling' must be an object or null", c->path);
     jctx sub = {c->path, rs};
     const char *type;
     PB_CHECK(jstr(&sub, KEYS("rope_type", "type"), NULL, &type));
+    if (!type && strcmp(rkey, "rope_parameters") == 0)
+        type = "default"; /* HF 5.x: rope_type defaults to "default" */
     if (!type)
-        return pb_error(PB_ERR_CONFIG, "%s: field 'rope_scaling' has no 'type' or 'rope_type'", c->path);
+        return pb_error(PB_ERR_CONFIG, "%s: field '%s' has no 'type' or 'rope_type'", c->path, rkey);
     if (strcmp(type, "default") == 0)
         return PB_OK;
     double factor, lo, hi;
@@ -196,7 +251,7 @@ static pb_status parse_rope_scaling(const jctx *c, pb_model_config *cfg)
     PB_CHECK(jfloat(&sub, KEYS("factor"), 1.0, &factor, &has_factor));
     if (strcmp(type, "linear") == 0 || strcmp(type, "llama3") == 0) {
         if (!has_factor || !(factor > 0))
-            return pb_error(PB_ERR_CONFIG, "%s: field 'rope_scaling.factor' must be a number > 0", c->path);
+            return pb_error(PB_ERR_CONFIG, "%s: field '%s.factor' must be a number > 0", c->path, rkey);
     }
     if (strcmp(type, "linear") == 0) {
         cfg->rope_scaling = PB_ROPE_SCALE_LINEAR;
@@ -204,16 +259,16 @@ static pb_status parse_rope_scaling(const jctx *c, pb_model_config *cfg)
         return PB_OK;
     }
     if (strcmp(type, "llama3") == 0) {
-        bool p1, p2, p3;
+        bool p1, p2;
         PB_CHECK(jfloat(&sub, KEYS("low_freq_factor"), 1.0, &lo, &p1));
         PB_CHECK(jfloat(&sub, KEYS("high_freq_factor"), 4.0, &hi, &p2));
-        PB_CHECK(jint(&sub, KEYS("original_max_position_embeddings"), 8192, 1, 1 << 30, &orig, &p3));
-        if (!p1 || !p2 || !p3)
-            return pb_error(PB_ERR_CONFIG,
-                            "%s: field 'rope_scaling' of type llama3 needs low_freq_factor, high_freq_factor and original_max_position_embeddings",
-                            c->path);
+        /* HF 5.x: original_max_position_embeddings defaults to max_position_embeddings */
+        PB_CHECK(jint(&sub, KEYS("original_max_position_embeddings"), cfg->max_position, 1, 1 << 30, &orig, NULL));
+        if (!p1 || !p2)
+            return pb_error(PB_ERR_CONFIG, "%s: field '%s' of type llama3 needs low_freq_factor and high_freq_factor",
+                            c->path, rkey);
         if (!(lo > 0) || !(hi > lo))
-            return pb_error(PB_ERR_CONFIG, "%s: field 'rope_scaling': need 0 < low_freq_factor < high_freq_factor", c->path);
+            return pb_error(PB_ERR_CONFIG, "%s: field '%s': need 0 < low_freq_factor < high_freq_factor", c->path, rkey);
         cfg->rope_scaling = PB_ROPE_SCALE_LLAMA3;
         cfg->rope_factor = (float)factor;
         cfg->rope_low_freq_factor = (float)lo;
@@ -221,8 +276,8 @@ static pb_status parse_rope_scaling(const jctx *c, pb_model_config *cfg)
         cfg->rope_original_max_position = orig;
         return PB_OK;
     }
-    return pb_error(PB_ERR_UNSUPPORTED, "%s: field 'rope_scaling' type \"%s\" is not supported (linear, llama3)",
-                    c->path, type);
+    return pb_error(PB_ERR_UNSUPPORTED, "%s: field '%s' type \"%s\" is not supported (default, linear, llama3)",
+                    c->path, rkey, type);
 }
 
 /* GPT-Neo attention_types [[["global","local"], 12], ...] -> layer_local[n_layers]. */
@@ -274,6 +329,34 @@ static pb_status parse_attention_types(const jctx *c, pb_model_config *cfg)
     if (total != cfg->n_layers)
         return pb_error(PB_ERR_CONFIG, "%s: field 'attention_types' describes %d layers but num_layers is %d", c->path,
                         total, cfg->n_layers);
+    return PB_OK;
+}
+
+/* Qwen2 layer_types ["full_attention"|"sliding_attention", ...] -> layer_local; absent or
+ * null: the layers from max_window_layers on are "sliding_attention". */
+static pb_status parse_layer_types(const jctx *c, pb_model_config *cfg, int max_window_layers)
+{
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(c->root, "layer_types");
+    if (!lt || cJSON_IsNull(lt)) {
+        for (int i = 0; i < cfg->n_layers; i++)
+            cfg->layer_local[i] = i >= max_window_layers;
+        return PB_OK;
+    }
+    if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != cfg->n_layers)
+        return pb_error(PB_ERR_CONFIG, "%s: field 'layer_types' must be a list of %d strings (one per layer)", c->path,
+                        cfg->n_layers);
+    const cJSON *t;
+    int i = 0;
+    cJSON_ArrayForEach(t, lt) {
+        if (cJSON_IsString(t) && strcmp(t->valuestring, "sliding_attention") == 0)
+            cfg->layer_local[i] = true;
+        else if (cJSON_IsString(t) && strcmp(t->valuestring, "full_attention") == 0)
+            cfg->layer_local[i] = false;
+        else
+            return pb_error(PB_ERR_CONFIG, "%s: field 'layer_types'[%d] must be \"full_attention\" or \"sliding_attention\"",
+                            c->path, i);
+        i++;
+    }
     return PB_OK;
 }
 
@@ -409,10 +492,10 @@ static pb_status parse_family(const jctx *c, pb_model_config *cfg)
         PB_CHECK(jint(c, KEYS("max_position_embeddings"), 2048, 1, 1 << 26, &cfg->max_position, NULL));
         PB_CHECK(jstr(c, KEYS("hidden_act"), "gelu", &act));
         act_key = "hidden_act";
-        PB_CHECK(jfloat(c, KEYS("rotary_pct"), 0.25, &pct, NULL));
+        PB_CHECK(parse_rotary_pct(c, &pct));
         if (!(pct > 0 && pct <= 1))
-            return pb_error(PB_ERR_CONFIG, "%s: field 'rotary_pct' must be in (0, 1]", c->path);
-        PB_CHECK(jfloat(c, KEYS("rotary_emb_base", "rope_theta"), 10000.0, &theta, NULL));
+            return pb_error(PB_ERR_CONFIG, "%s: field 'rotary_pct' (partial_rotary_factor) must be in (0, 1]", c->path);
+        PB_CHECK(parse_rope_theta(c, KEYS("rotary_emb_base", "rope_theta"), &theta));
         PB_CHECK(jfloat(c, KEYS("layer_norm_eps"), 1e-5, &eps, NULL));
         PB_CHECK(jbool(c, KEYS("use_parallel_residual"), true, &parallel, NULL));
         PB_CHECK(jbool(c, KEYS("attention_bias"), true, &cfg->qkv_bias, NULL));
@@ -450,7 +533,7 @@ static pb_status parse_family(const jctx *c, pb_model_config *cfg)
         PB_CHECK(jstr(c, KEYS("hidden_act"), "silu", &act));
         act_key = "hidden_act";
         PB_CHECK(jfloat(c, KEYS("rms_norm_eps"), 1e-6, &eps, NULL));
-        PB_CHECK(jfloat(c, KEYS("rope_theta"), 10000.0, &theta, NULL));
+        PB_CHECK(parse_rope_theta(c, KEYS("rope_theta"), &theta));
         PB_CHECK(jbool(c, KEYS("tie_word_embeddings"), false, &cfg->tie_word_embeddings, NULL));
         PB_CHECK(parse_rope_scaling(c, cfg));
         cfg->norm = PB_NORM_RMSNORM;
@@ -472,10 +555,16 @@ static pb_status parse_family(const jctx *c, pb_model_config *cfg)
             PB_CHECK(jbool(c, KEYS("use_sliding_window"), false, &use_sw, NULL));
             PB_CHECK(jint(c, KEYS("sliding_window"), 4096, 1, 1 << 30, &sw, NULL));
             PB_CHECK(jint(c, KEYS("max_window_layers"), 28, 0, 1 << 20, &max_window_layers, NULL));
-            /* HF Qwen2: layers from max_window_layers on use the window when use_sliding_window */
+            /* HF 5.x Qwen2Config: sliding_window is None unless use_sliding_window (an explicit null
+             * too); layer_types, when given, names the sliding layers, else they are the layers from
+             * max_window_layers on. A "sliding_attention" layer without a window attends to all. */
+            const cJSON *swj = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
+            if (swj && cJSON_IsNull(swj))
+                use_sw = false;
             cfg->sliding_window = use_sw ? sw : 0;
+            PB_CHECK(parse_layer_types(c, cfg, max_window_layers));
             for (int i = 0; i < cfg->n_layers; i++)
-                cfg->layer_local[i] = use_sw && i >= max_window_layers;
+                cfg->layer_local[i] = use_sw && cfg->layer_local[i];
             cfg->qkv_bias = true;
             cfg->bos_token_id = -1;
         }

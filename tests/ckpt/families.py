@@ -67,10 +67,13 @@ for fam, args in CASES:
     if fam in ("gptj", "codegen"):
         check(c["rotary_dim"] == hf.rotary_dim and c["rope_style"] == 0, fam + ": rotary")
     if fam == "gpt_neox":
-        check(c["rotary_dim"] == int(hf.hidden_size // hf.num_attention_heads * hf.rotary_pct), fam + ": rotary_pct")
+        pct = hf.rope_parameters["partial_rotary_factor"]  # transformers 5.x: rotary_pct lives here
+        check(c["rotary_dim"] == int(hf.hidden_size // hf.num_attention_heads * pct), fam + ": rotary_pct")
         check(c["residual"] == 2, fam + ": parallel residual")
     if fam == "llama":
-        check(c["rope_scaling"] == 1 and c["rope_factor"] == hf.rope_scaling["factor"], fam + ": linear scaling")
+        check(c["rope_scaling"] == 1 and c["rope_factor"] == hf.rope_parameters["factor"], fam + ": linear scaling")
+    if fam in ("gpt_neox", "llama", "mistral", "qwen2"):
+        check(c["rope_theta"] == hf.rope_parameters["rope_theta"], fam + ": rope_theta")
     if fam == "mistral":
         check(c["eos"] == [1, 3, 5], "%s: eos merged %s" % (fam, c["eos"]))
         check(c["gen"] == {"max_new_tokens": 7, "temperature": 0.5, "do_sample": True}, "%s: gen %s" % (fam, c["gen"]))

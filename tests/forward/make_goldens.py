@@ -12,7 +12,11 @@ few prompts of random token ids:
 
 Usage: make_goldens.py OUTDIR [NAME ...]   (default: every spec)
 Writes OUTDIR/NAME/{model/, prompts.txt, forced.txt, golden.npz, spec.json}.
+The goldens come from HF loading the saved folder back (in f32), so they also
+check how config.json is read: transformers 5.x's rope_parameters, or the 4.x
+keys (rope_theta, rope_scaling, rotary_pct) for the specs marked legacy_rope.
 """
+import copy
 import json
 import math
 import os
@@ -22,6 +26,10 @@ import numpy as np
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
+
+# transformers 5.x renamed the KV cache argument and output field past_key_values -> cache
+CACHE = "cache" if "cache" in transformers.modeling_outputs.CausalLMOutputWithPast.__dataclass_fields__ \
+    else "past_key_values"
 
 N_NEW = 32
 PROMPT_LENS = (5, 12, 9)
@@ -51,21 +59,26 @@ SPECS = {
     "codegen-b": ("codegen", dict(n_embd=64, n_head=8, n_layer=3, rotary_dim=8, vocab_size=100, n_positions=64, n_ctx=64),
                   dict(bin=True, dtype="float16")),
     "neox-a": ("gpt_neox", dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64,
-                                vocab_size=128, max_position_embeddings=64, rotary_pct=0.25), dict()),
+                                vocab_size=128, max_position_embeddings=64,
+                                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                 "partial_rotary_factor": 0.25}), dict(legacy_rope=True)),
     "neox-b": ("gpt_neox", dict(hidden_size=48, num_attention_heads=4, num_hidden_layers=3, intermediate_size=80,
-                                vocab_size=110, max_position_embeddings=64, rotary_pct=1.0, use_parallel_residual=False,
-                                rope_scaling={"type": "linear", "factor": 2.0}, rotary_emb_base=500.0,
+                                vocab_size=110, max_position_embeddings=64, use_parallel_residual=False,
+                                rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0,
+                                                 "partial_rotary_factor": 1.0},
                                 tie_word_embeddings=True), dict(bin=True)),
     "llama-a": ("llama", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
                               intermediate_size=64, vocab_size=128, max_position_embeddings=64), dict()),
     "llama-b": ("llama", dict(hidden_size=30, num_attention_heads=3, num_key_value_heads=1, num_hidden_layers=3,
                               intermediate_size=50, vocab_size=150, max_position_embeddings=64, attention_bias=True,
-                              tie_word_embeddings=True, rope_scaling={"type": "linear", "factor": 4.0}),
-                dict(bin=True)),
+                              tie_word_embeddings=True, rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 20000.0}),
+                dict(bin=True, legacy_rope=True)),
     "llama3-rope": ("llama", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=2,
-                                  intermediate_size=48, vocab_size=128, max_position_embeddings=64, rope_theta=10000.0),
-                    dict(llama3=dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                     original_max_position_embeddings=64), dtype="bfloat16")),
+                                  intermediate_size=48, vocab_size=128, max_position_embeddings=64,
+                                  rope_parameters={"rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0,
+                                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                   "original_max_position_embeddings": 64}),
+                    dict(dtype="bfloat16")),
     "mistral-a": ("mistral", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
                                   intermediate_size=64, vocab_size=128, max_position_embeddings=64, sliding_window=6),
                   dict()),
@@ -91,25 +104,6 @@ def make_plain(name, root):
     os.makedirs(d, exist_ok=True)
     model.save_pretrained(d, safe_serialization=True, max_shard_size="40MB")
     return d
-
-
-def llama3_inv_freq(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
-    """Llama 3.1 rope scaling as later transformers releases compute it
-    (_compute_llama3_parameters); transformers 4.40 predates it, so the
-    golden model gets these frequencies patched in."""
-    old = original_max_position_embeddings
-    lo_wl, hi_wl = old / low_freq_factor, old / high_freq_factor
-    out = []
-    for f in inv_freq.tolist():
-        wl = 2 * math.pi / f
-        if wl < hi_wl:
-            out.append(f)
-        elif wl > lo_wl:
-            out.append(f / factor)
-        else:
-            s = (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor)
-            out.append((1 - s) * f / factor + s * f)
-    return torch.tensor(out, dtype=torch.float32)
 
 
 def rescale(model, seed):
@@ -147,32 +141,32 @@ def make(name, root):
     rescale(model, seed)
     dtype = opts.get("dtype", "float32")
     tdt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    if tdt != torch.float32:
-        # the checkpoint holds rounded weights; the golden runs them in f32
-        model.to(tdt)
-        model.to(torch.float32)
     d = os.path.join(root, name)
     mdir = os.path.join(d, "model")
     os.makedirs(mdir, exist_ok=True)
-    save_model = model
-    if tdt != torch.float32:
-        save_model = model.to(tdt)
+    save_model = copy.deepcopy(model).to(tdt) if tdt != torch.float32 else model
     save_model.save_pretrained(mdir, safe_serialization=not opts.get("bin", False), max_shard_size="40KB")
-    model.to(torch.float32)
-    if "llama3" in opts:
-        # after any dtype round trip: .to() would round this buffer too
-        for layer in model.model.layers:
-            re = layer.self_attn.rotary_emb
-            dim = re.dim
-            base = 1.0 / (re.base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-            re.inv_freq = llama3_inv_freq(base, **opts["llama3"])
-        with open(os.path.join(mdir, "config.json")) as f:
-            c = json.load(f)
-        c["rope_scaling"] = dict(rope_type="llama3", **opts["llama3"])
+    with open(os.path.join(mdir, "config.json")) as f:
+        c = json.load(f)
+    assert c["dtype"] == dtype, "saved dtype"
+    if opts.get("legacy_rope"):
+        # config.json as transformers 4.x wrote it (most checkpoints on the Hub still are)
+        rp = c.pop("rope_parameters")
+        if model_type == "gpt_neox":
+            c["rotary_emb_base"] = rp.pop("rope_theta")
+            c["rotary_pct"] = rp.pop("partial_rotary_factor")
+        else:
+            c["rope_theta"] = rp.pop("rope_theta")
+        if rp.get("rope_type", "default") != "default":
+            c["rope_scaling"] = dict(rp, type=rp.pop("rope_type"))
         with open(os.path.join(mdir, "config.json"), "w") as f:
             json.dump(c, f, indent=2)
-    with open(os.path.join(mdir, "config.json")) as f:
-        assert json.load(f)["dtype"] == dtype, "saved dtype"
+    # The golden is HF reading the saved folder (config.json as written), in f32 on the
+    # checkpoint's (maybe rounded) weights.
+    model, info = AutoModelForCausalLM.from_pretrained(mdir, dtype=torch.float32, attn_implementation="eager",
+                                                       output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), (name, info)
+    model.eval()
 
     V = cfg.vocab_size
     rng = np.random.default_rng(seed)
@@ -192,15 +186,15 @@ def make(name, root):
             assert len(toks) == N_NEW, (name, len(toks))
             forced.append(toks)
             # the decode steps through HF's KV cache, fed the greedy tokens
-            past = out.past_key_values
+            past = getattr(out, CACHE)
             last = out.logits[0, -1]
             steps, margins = [], []
             for k, t in enumerate(toks):
                 top = torch.topk(last, 2).values
                 margins.append(float(top[0] - top[1]))
                 mask = torch.ones(1, len(p) + k + 1, dtype=torch.long)
-                o = model(input_ids=torch.tensor([[t]]), attention_mask=mask, past_key_values=past, use_cache=True)
-                past = o.past_key_values
+                o = model(input_ids=torch.tensor([[t]]), attention_mask=mask, use_cache=True, **{CACHE: past})
+                past = getattr(o, CACHE)
                 last = o.logits[0, -1]
                 steps.append(last.float().numpy())
             res[f"decode_{i}"] = np.stack(steps)
