@@ -1,0 +1,323 @@
+/* AVX2 + FMA + F16C path of the CPU kernels. Same reduction order as the
+ * portable path (kern_portable.c), bit for bit. */
+#include "config.h"
+
+#include "cpu/kern_impl.h"
+
+#ifdef PB_KERN_X86
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define TGT __attribute__((target("avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline)) TGT
+
+#define MR 6
+#define GMAX 6
+#define PF 16 /* prefetch distance in k rows of a panel (64 bytes each for f32 and bf16 pairs) */
+
+/* load or store one row of a panel's 16 accumulators; the last panel may be partial */
+INL void acc_load(float *c, int n, __m256 *a0, __m256 *a1)
+{
+    if (n == PB_KNR) {
+        *a0 = _mm256_loadu_ps(c);
+        *a1 = _mm256_loadu_ps(c + 8);
+    } else {
+        float t[PB_KNR] = {0};
+        memcpy(t, c, (size_t)n * sizeof(float));
+        *a0 = _mm256_loadu_ps(t);
+        *a1 = _mm256_loadu_ps(t + 8);
+    }
+}
+
+INL void acc_store(float *c, int n, __m256 a0, __m256 a1)
+{
+    if (n == PB_KNR) {
+        _mm256_storeu_ps(c, a0);
+        _mm256_storeu_ps(c + 8, a1);
+    } else {
+        float t[PB_KNR];
+        _mm256_storeu_ps(t, a0);
+        _mm256_storeu_ps(t + 8, a1);
+        memcpy(c, t, (size_t)n * sizeof(float));
+    }
+}
+
+/* R rows x G panels; dt is a constant after inlining */
+INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                 float *c, size_t ldc, int nlast, int accumulate)
+{
+    __m256 acc[MR][GMAX][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++) {
+            if (accumulate) {
+                acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, &acc[r][g][0],
+                         &acc[r][g][1]);
+            } else {
+                acc[r][g][0] = _mm256_setzero_ps();
+                acc[r][g][1] = _mm256_setzero_ps();
+            }
+        }
+    if (dt == PB_DT_F32) {
+        const float *wp = w;
+        for (int k = 0; k < kc; k++) {
+            __m256 w0[GMAX], w1[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const float *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
+                _mm_prefetch((const char *)(p + PF * PB_KNR), _MM_HINT_T0);
+                w0[g] = _mm256_loadu_ps(p);
+                w1[g] = _mm256_loadu_ps(p + 8);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++) {
+                    acc[r][g][0] = _mm256_fmadd_ps(xb, w0[g], acc[r][g][0]);
+                    acc[r][g][1] = _mm256_fmadd_ps(xb, w1[g], acc[r][g][1]);
+                }
+            }
+        }
+    } else if (dt == PB_DT_F16) {
+        const uint16_t *wp = w;
+        for (int k = 0; k < kc; k++) {
+            __m256 w0[GMAX], w1[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
+                if (!(k & 1))
+                    _mm_prefetch((const char *)(p + PF * PB_KNR), _MM_HINT_T0);
+                w0[g] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+                w1[g] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++) {
+                    acc[r][g][0] = _mm256_fmadd_ps(xb, w0[g], acc[r][g][0]);
+                    acc[r][g][1] = _mm256_fmadd_ps(xb, w1[g], acc[r][g][1]);
+                }
+            }
+        }
+    } else { /* bf16, k pairs interleaved per column */
+        const uint16_t *wp = w;
+        const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
+        int k = 0;
+        for (; k + 2 <= kc; k += 2) {
+            __m256i v0[GMAX], v1[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
+                _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+                v0[g] = _mm256_loadu_si256((const __m256i *)p);
+                v1[g] = _mm256_loadu_si256((const __m256i *)(p + 16));
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++) {
+                    acc[r][g][0] = _mm256_fmadd_ps(xb, _mm256_castsi256_ps(_mm256_slli_epi32(v0[g], 16)),
+                                                   acc[r][g][0]);
+                    acc[r][g][1] = _mm256_fmadd_ps(xb, _mm256_castsi256_ps(_mm256_slli_epi32(v1[g], 16)),
+                                                   acc[r][g][1]);
+                }
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k + 1);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++) {
+                    acc[r][g][0] = _mm256_fmadd_ps(xb, _mm256_castsi256_ps(_mm256_and_si256(v0[g], hi_mask)),
+                                                   acc[r][g][0]);
+                    acc[r][g][1] = _mm256_fmadd_ps(xb, _mm256_castsi256_ps(_mm256_and_si256(v1[g], hi_mask)),
+                                                   acc[r][g][1]);
+                }
+            }
+        }
+        if (k < kc) {
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++) {
+                    const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
+                    const __m256i v0 = _mm256_loadu_si256((const __m256i *)p);
+                    const __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + 16));
+                    acc[r][g][0] = _mm256_fmadd_ps(xb, _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), acc[r][g][0]);
+                    acc[r][g][1] = _mm256_fmadd_ps(xb, _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), acc[r][g][1]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g][0],
+                      acc[r][g][1]);
+}
+
+/* one instance per (R, G, dtype) */
+#define MM_FN(R, G)                                                                                                  \
+    static TGT void mm_##R##_##G(pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c, \
+                                 size_t ldc, int nlast, int accumulate)                                              \
+    {                                                                                                                \
+        if (dt == PB_DT_F32)                                                                                         \
+            mm_tile(R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
+        else if (dt == PB_DT_F16)                                                                                    \
+            mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
+        else                                                                                                         \
+            mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                 \
+    }
+MM_FN(1, 6)
+MM_FN(2, 3)
+MM_FN(3, 2)
+MM_FN(1, 1)
+MM_FN(2, 1)
+MM_FN(3, 1)
+MM_FN(4, 1)
+MM_FN(5, 1)
+MM_FN(6, 1)
+
+static void mm_avx2(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
+                    size_t ldc, int nlast, int accumulate)
+{
+    typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int);
+    static const fn wide[MR + 1] = {NULL, mm_1_6, mm_2_3, mm_3_2, mm_4_1, mm_5_1, mm_6_1};
+    static const fn one[MR + 1] = {NULL, mm_1_1, mm_2_1, mm_3_1, mm_4_1, mm_5_1, mm_6_1};
+    (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+}
+
+/* ---- attention primitives ---- */
+
+/* the fixed tree over 16 lanes held as lo = lanes 0..7, hi = 8..15 */
+INL float tree16(__m256 lo, __m256 hi)
+{
+    __m256 s8 = _mm256_add_ps(lo, hi);                                                    /* l + l+8 */
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)); /* l + l+4 */
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));                                  /* l + l+2 */
+    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));                                    /* l + l+1 */
+    return _mm_cvtss_f32(s1);
+}
+
+static TGT void dots_avx2(const float *q, const float *k, size_t ldk, int n, int hd, float *out)
+{
+    const int hd16 = hd & ~15;
+    float qt[16] = {0};
+    if (hd16 < hd)
+        memcpy(qt, q + hd16, (size_t)(hd - hd16) * sizeof(float));
+    for (int j = 0; j < n; j++) {
+        const float *kr = k + (size_t)j * ldk;
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        for (int d = 0; d < hd16; d += 16) {
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kr + d), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), _mm256_loadu_ps(kr + d + 8), hi);
+        }
+        if (hd16 < hd) {
+            float kt[16] = {0};
+            memcpy(kt, kr + hd16, (size_t)(hd - hd16) * sizeof(float));
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(qt), _mm256_loadu_ps(kt), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(qt + 8), _mm256_loadu_ps(kt + 8), hi);
+        }
+        out[j] = tree16(lo, hi);
+    }
+}
+
+INL __m256 exp8(__m256 x)
+{
+    const __m256 magic = _mm256_set1_ps(PB_KEXP_MAGIC);
+    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(PB_KEXP_LOG2E), magic);
+    const __m256 n = _mm256_sub_ps(t, magic);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PB_KEXP_LN2HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PB_KEXP_LN2LO), r);
+    __m256 p = _mm256_set1_ps(PB_KEXP_C6);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PB_KEXP_C5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PB_KEXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PB_KEXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PB_KEXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i s = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23), _mm256_set1_epi32(127 << 23));
+    const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(s));
+    const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(PB_KEXP_MIN), _CMP_LT_OQ);
+    return _mm256_andnot_ps(under, e);
+}
+
+static TGT float expsum_avx2(float *s, int n, float m)
+{
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i), mv));
+        const __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i + 8), mv));
+        _mm256_storeu_ps(s + i, e0);
+        _mm256_storeu_ps(s + i + 8, e1);
+        lo = _mm256_add_ps(lo, e0);
+        hi = _mm256_add_ps(hi, e1);
+    }
+    if (i < n) {
+        float t[16];
+        for (int j = 0; j < 16; j++)
+            t[j] = i + j < n ? s[i + j] : -INFINITY;
+        const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(t), mv));
+        const __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(t + 8), mv));
+        _mm256_storeu_ps(t, e0);
+        _mm256_storeu_ps(t + 8, e1);
+        memcpy(s + i, t, (size_t)(n - i) * sizeof(float));
+        lo = _mm256_add_ps(lo, e0);
+        hi = _mm256_add_ps(hi, e1);
+    }
+    return tree16(lo, hi);
+}
+
+static TGT void axpy_avx2(float *acc, const float *e, const float *v, size_t ldv, int n, int hd)
+{
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m256 a0 = _mm256_loadu_ps(acc + d), a1 = _mm256_loadu_ps(acc + d + 8);
+        __m256 a2 = _mm256_loadu_ps(acc + d + 16), a3 = _mm256_loadu_ps(acc + d + 24);
+        for (int i = 0; i < n; i++) {
+            const float *vr = v + (size_t)i * ldv + d;
+            const __m256 eb = _mm256_broadcast_ss(e + i);
+            a0 = _mm256_fmadd_ps(eb, _mm256_loadu_ps(vr), a0);
+            a1 = _mm256_fmadd_ps(eb, _mm256_loadu_ps(vr + 8), a1);
+            a2 = _mm256_fmadd_ps(eb, _mm256_loadu_ps(vr + 16), a2);
+            a3 = _mm256_fmadd_ps(eb, _mm256_loadu_ps(vr + 24), a3);
+        }
+        _mm256_storeu_ps(acc + d, a0);
+        _mm256_storeu_ps(acc + d + 8, a1);
+        _mm256_storeu_ps(acc + d + 16, a2);
+        _mm256_storeu_ps(acc + d + 24, a3);
+    }
+    for (; d + 8 <= hd; d += 8) {
+        __m256 a0 = _mm256_loadu_ps(acc + d);
+        for (int i = 0; i < n; i++)
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(e + i), _mm256_loadu_ps(v + (size_t)i * ldv + d), a0);
+        _mm256_storeu_ps(acc + d, a0);
+    }
+    for (; d < hd; d++) {
+        __m128 a = _mm_set_ss(acc[d]);
+        for (int i = 0; i < n; i++)
+            a = _mm_fmadd_ss(_mm_set_ss(e[i]), _mm_set_ss(v[(size_t)i * ldv + d]), a);
+        acc[d] = _mm_cvtss_f32(a);
+    }
+}
+
+const pb_kops pb_kops_avx2 = {
+    .isa = PB_ISA_AVX2,
+    .mr = MR,
+    .kc = 256,
+    .gmax = {0, 6, 3, 2, 1, 1, 1},
+    .mm = mm_avx2,
+    .dots = dots_avx2,
+    .expsum = expsum_avx2,
+    .axpy = axpy_avx2,
+};
+
+#endif

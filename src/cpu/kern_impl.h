@@ -1,0 +1,89 @@
+/* Internals shared by the kernel files (kern_*.c): the packed layout and the
+ * table of per-ISA primitives. Not for use outside src/cpu/kern_*.c and the
+ * kernel tests.
+ *
+ * Packed layout: output rows (columns of y) in panels of PB_KNR = 16; panel p
+ * holds rows 16p .. 16p+15 (zero rows past n_out) over all k:
+ *   f32, f16: element (k, c) at k * 16 + c
+ *   bf16:     element (k, c) at (k / 2) * 32 + c * 2 + (k & 1)   (k pairs
+ *             interleaved per column, n_in rounded up to even with zeros), so
+ *             that one 32-bit lane holds k and k + 1 of a column: f32 bits are
+ *             lane << 16 and lane & 0xffff0000.
+ * A panel is pb_kmat.pstride elements; the element of k0 starts at k0 * 16
+ * in every layout (k0 even for bf16). */
+#ifndef PB_CPU_KERN_IMPL_H
+#define PB_CPU_KERN_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/kernels.h"
+
+#define PB_KNR 16
+#define PB_KMR_MAX 8 /* widest register tile of any path */
+
+struct pb_kmat {
+    pb_dtype dt;
+    int n_out, n_in, npanels;
+    size_t pstride; /* elements per panel */
+    void *data;
+};
+
+/* Per-ISA primitives. Every one computes the same bits on every path. */
+typedef struct pb_kops {
+    pb_cpu_isa isa;
+    int mr;                     /* most rows in one register tile */
+    int kc;                     /* K block of the many-tile path (even) */
+    int gmax[PB_KMR_MAX + 1];   /* panels per tile for R = 1 .. mr rows */
+    /* c[R, 16 G] (row stride ldc; the last panel has nlast valid columns)
+     * = (accumulate ? c : 0) + x[R, kc] (row stride ldx) times G panels of
+     * dtype dt starting at w, ps elements apart: per element one fma chain
+     * over k ascending. R <= mr; G is gmax[R] or 1. */
+    void (*mm)(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
+               size_t ldc, int nlast, int accumulate);
+    /* out[j] = q . k[j * ldk, 0:hd] for j < n: 16 lanes (lane d % 16, fma
+     * chains over d ascending, lanes past hd padded with zeros), then the tree
+     * l += l + 8, l += l + 4, l += l + 2, l += l + 1. */
+    void (*dots)(const float *q, const float *k, size_t ldk, int n, int hd, float *out);
+    /* s[i] = pb_kexp(s[i] - m) for i < n; returns their sum in 16 lanes
+     * (lane i % 16, ascending i) reduced by the same tree. */
+    float (*expsum)(float *s, int n, float m);
+    /* acc[d] = fma chain over i < n ascending of e[i] * v[i * ldv + d], d < hd. */
+    void (*axpy)(float *acc, const float *e, const float *v, size_t ldv, int n, int hd);
+} pb_kops;
+
+extern const pb_kops pb_kops_portable;
+#if defined(__x86_64__) || defined(__i386__)
+#define PB_KERN_X86 1
+extern const pb_kops pb_kops_avx2;
+extern const pb_kops pb_kops_avx512;
+#endif
+
+const pb_kops *pb_kops_get(pb_cpu_isa isa); /* NULL when not built */
+const pb_kops *pb_kops_active(void);
+/* Tests: run the matmul/attention drivers with this table (NULL: the active
+ * one). Lets a test plug in a path built another way (SIMDe emulation). */
+void pb_kops_override(const pb_kops *ops);
+
+/* kern_mat.c: the context's scratch for attention, and its pool */
+size_t pb_kctx_scores_cap(const pb_kctx *k);         /* floats per thread */
+float *const *pb_kctx_scores(const pb_kctx *k);      /* [threads] */
+pb_status pb_kctx_items(pb_kctx *k, size_t n, size_t item_size, void **out);
+void pb_kctx_run(pb_kctx *k, int n_items, pb_pool_fn fn, void *ctx);
+
+/* exp(x) as every path computes it (x <= 88): round-to-nearest n = x log2 e,
+ * r = x - n ln2 in two fma steps, degree-6 Horner polynomial, times 2^n;
+ * 0 below -87.33. Constants: */
+#define PB_KEXP_LOG2E 1.44269504088896341f
+#define PB_KEXP_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
+#define PB_KEXP_LN2HI 0.693145751953125f
+#define PB_KEXP_LN2LO 1.428606765330187045e-06f
+#define PB_KEXP_MIN (-87.33654f)
+#define PB_KEXP_C6 1.3888889e-3f
+#define PB_KEXP_C5 8.3333333e-3f
+#define PB_KEXP_C4 4.1666668e-2f
+#define PB_KEXP_C3 1.6666667e-1f
+#define PB_KEXP_C2 0.5f
+float pb_kexp(float x); /* scalar reference, used by the portable path */
+
+#endif

@@ -1,0 +1,135 @@
+/* Runtime choice of the kernels' ISA path: the widest one the CPU and the OS
+ * (saved register state) support, or the one PB_CPU_ISA names. */
+#include "config.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "cpu/kern_impl.h"
+
+#ifdef PB_KERN_X86
+#include <cpuid.h>
+
+static uint64_t xgetbv0(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static pb_cpu_isa detect(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return PB_ISA_PORTABLE;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx || !fma || !f16c)
+        return PB_ISA_PORTABLE;
+    const uint64_t xcr0 = xgetbv0();
+    if ((xcr0 & 0x6) != 0x6) /* SSE and AVX state */
+        return PB_ISA_PORTABLE;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return PB_ISA_PORTABLE;
+    __cpuid_count(7, 0, a, b, c, d);
+    const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+    if (!avx2)
+        return PB_ISA_PORTABLE;
+    if (avx512f && avx512bw && avx512vl && (xcr0 & 0xe6) == 0xe6) /* opmask, ZMM_Hi256, Hi16_ZMM */
+        return PB_ISA_AVX512;
+    return PB_ISA_AVX2;
+}
+#else
+static pb_cpu_isa detect(void)
+{
+    return PB_ISA_PORTABLE;
+}
+#endif
+
+static const char *const isa_names[PB_ISA_COUNT] = {"portable", "avx2", "avx512"};
+
+/* -1: not decided yet. Set once from the environment, later only by tests. */
+static atomic_int active_isa = -1;
+static const pb_kops *_Atomic override_ops;
+
+const char *pb_cpu_isa_name(pb_cpu_isa isa)
+{
+    return (unsigned)isa < PB_ISA_COUNT ? isa_names[isa] : "?";
+}
+
+pb_cpu_isa pb_cpu_isa_best(void)
+{
+    static atomic_int best = -1;
+    int b = atomic_load(&best);
+    if (b < 0) {
+        b = (int)detect();
+        while (b > 0 && !pb_kops_get((pb_cpu_isa)b))
+            b--; /* a path this build lacks */
+        atomic_store(&best, b);
+    }
+    return (pb_cpu_isa)b;
+}
+
+const pb_kops *pb_kops_get(pb_cpu_isa isa)
+{
+    switch (isa) {
+    case PB_ISA_PORTABLE:
+        return &pb_kops_portable;
+#ifdef PB_KERN_X86
+    case PB_ISA_AVX2:
+        return &pb_kops_avx2;
+    case PB_ISA_AVX512:
+        return pb_kops_avx512.mm ? &pb_kops_avx512 : NULL;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+pb_status pb_cpu_isa_set(pb_cpu_isa isa)
+{
+    if ((unsigned)isa >= PB_ISA_COUNT)
+        return pb_error(PB_ERR_USAGE, "unknown CPU kernel path %d", (int)isa);
+    if (isa > pb_cpu_isa_best() || !pb_kops_get(isa))
+        return pb_error(PB_ERR_UNSUPPORTED, "CPU kernel path %s: this CPU (or build) supports at most %s",
+                        pb_cpu_isa_name(isa), pb_cpu_isa_name(pb_cpu_isa_best()));
+    atomic_store(&active_isa, (int)isa);
+    return PB_OK;
+}
+
+pb_cpu_isa pb_cpu_isa_active(void)
+{
+    int a = atomic_load(&active_isa);
+    if (a >= 0)
+        return (pb_cpu_isa)a;
+    pb_cpu_isa isa = pb_cpu_isa_best();
+    const char *env = getenv("PB_CPU_ISA");
+    if (env && *env) {
+        int want = -1;
+        for (int i = 0; i < PB_ISA_COUNT; i++)
+            if (!strcmp(env, isa_names[i]))
+                want = i;
+        if (want < 0)
+            pb_log_warn("PB_CPU_ISA=%s is not one of portable, avx2, avx512; using %s", env, pb_cpu_isa_name(isa));
+        else if (want > (int)isa)
+            pb_log_warn("PB_CPU_ISA=%s: this CPU supports at most %s; using %s", env, pb_cpu_isa_name(isa),
+                        pb_cpu_isa_name(isa));
+        else
+            isa = (pb_cpu_isa)want;
+    }
+    int expect = -1;
+    atomic_compare_exchange_strong(&active_isa, &expect, (int)isa);
+    return (pb_cpu_isa)atomic_load(&active_isa);
+}
+
+const pb_kops *pb_kops_active(void)
+{
+    const pb_kops *o = atomic_load(&override_ops);
+    return o ? o : pb_kops_get(pb_cpu_isa_active());
+}
+
+void pb_kops_override(const pb_kops *ops)
+{
+    atomic_store(&override_ops, ops);
+}

@@ -1,0 +1,405 @@
+/* Packed weight matrices and the batch-invariant matmul driver: panels of 16
+ * output rows (layout in kern_impl.h), threaded over panels, register tiles
+ * from the active ISA path. Every y[i, j] is one fma chain over k = 0 ..
+ * n_in - 1 (K blocks store and reload the running sums), bias added after. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/kern_impl.h"
+
+/* ---- packing ---- */
+
+static size_t store_size(pb_dtype dt)
+{
+    return dt == PB_DT_F32 ? 4 : 2;
+}
+
+static size_t panel_elems(pb_dtype dt, int n_in)
+{
+    size_t k = (size_t)n_in;
+    if (dt == PB_DT_BF16)
+        k += k & 1;
+    return k * PB_KNR;
+}
+
+static size_t data_bytes(pb_dtype dt, int n_out, int n_in)
+{
+    size_t np = ((size_t)n_out + PB_KNR - 1) / PB_KNR;
+    size_t b = np * panel_elems(dt, n_in) * store_size(dt);
+    return (b + 63) & ~(size_t)63;
+}
+
+uint64_t pb_kmat_bytes(pb_dtype store_dt, int n_out, int n_in)
+{
+    if (n_out <= 0 || n_in <= 0)
+        return 0;
+    return (uint64_t)data_bytes(store_dt, n_out, n_in) + sizeof(pb_kmat);
+}
+
+static int is_float_dt(pb_dtype dt)
+{
+    return dt == PB_DT_F32 || dt == PB_DT_F16 || dt == PB_DT_BF16;
+}
+
+/* Reads element i of src as f32, or its raw bits when the dtypes match. */
+static inline float src_f32(pb_dtype dt, const void *p, size_t i)
+{
+    switch (dt) {
+    case PB_DT_F32: {
+        float f;
+        memcpy(&f, (const char *)p + 4 * i, 4);
+        return f;
+    }
+    case PB_DT_F16: {
+        uint16_t h;
+        memcpy(&h, (const char *)p + 2 * i, 2);
+        return pb_f16_to_f32(h);
+    }
+    default: {
+        uint16_t h;
+        memcpy(&h, (const char *)p + 2 * i, 2);
+        return pb_bf16_to_f32(h);
+    }
+    }
+}
+
+/* Packs panel p: dst gets the panel's elements in store dtype. */
+static void pack_panel(const pb_kmat_src *src, int n_out, int n_in, const pb_kmat *m, int p)
+{
+    const int r0 = p * PB_KNR;
+    const size_t ss = store_size(src->dtype);
+    const int same = src->dtype == m->dt;
+    char *dst = (char *)m->data + (size_t)p * m->pstride * store_size(m->dt);
+    for (int c = 0; c < PB_KNR; c++) {
+        const int r = r0 + c;
+        if (r >= n_out)
+            break; /* the rest stays zero */
+        const size_t row = (size_t)(src->row_perm ? src->row_perm[r] : r);
+        /* element k of this row: src index row * n_in + k, or k * n_out + row */
+        const size_t base = src->transposed ? row : row * (size_t)n_in;
+        const size_t step = src->transposed ? (size_t)n_out : 1;
+        for (int k = 0; k < n_in; k++) {
+            const size_t si = base + (size_t)k * step;
+            size_t di;
+            if (m->dt == PB_DT_BF16)
+                di = (size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (size_t)(k & 1);
+            else
+                di = (size_t)k * PB_KNR + (size_t)c;
+            if (same) {
+                memcpy(dst + di * ss, (const char *)src->data + si * ss, ss);
+                continue;
+            }
+            const float f = src_f32(src->dtype, src->data, si);
+            if (m->dt == PB_DT_F32) {
+                memcpy(dst + di * 4, &f, 4);
+            } else {
+                uint16_t h = m->dt == PB_DT_F16 ? pb_f32_to_f16(f) : pb_f32_to_bf16(f);
+                memcpy(dst + di * 2, &h, 2);
+            }
+        }
+    }
+}
+
+pb_status pb_kmat_pack(const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out)
+{
+    *out = NULL;
+    if (!src || !src->data)
+        return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: no source data");
+    if (n_out <= 0 || n_in <= 0)
+        return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: bad shape [%d, %d]", n_out, n_in);
+    if (!is_float_dt(src->dtype))
+        return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: source dtype %s is not F32, F16 or BF16",
+                        pb_dtype_name(src->dtype));
+    if (!is_float_dt(store_dt))
+        return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: store dtype %s is not F32, F16 or BF16",
+                        pb_dtype_name(store_dt));
+    if (src->row_perm)
+        for (int r = 0; r < n_out; r++)
+            if (src->row_perm[r] < 0 || src->row_perm[r] >= n_out)
+                return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: row_perm[%d] = %d outside [0, %d)", r,
+                                src->row_perm[r], n_out);
+    pb_kmat *m = calloc(1, sizeof *m);
+    if (!m)
+        return pb_error(PB_ERR_NOMEM, "out of memory for a packed matrix");
+    m->dt = store_dt;
+    m->n_out = n_out;
+    m->n_in = n_in;
+    m->npanels = (n_out + PB_KNR - 1) / PB_KNR;
+    m->pstride = panel_elems(store_dt, n_in);
+    const size_t bytes = data_bytes(store_dt, n_out, n_in);
+    m->data = aligned_alloc(64, bytes);
+    if (!m->data) {
+        free(m);
+        return pb_error(PB_ERR_NOMEM, "out of memory packing a [%d, %d] %s matrix (%zu bytes)", n_out, n_in,
+                        pb_dtype_name(store_dt), bytes);
+    }
+    /* zero the padding: rows past n_out, the bf16 odd-k pad, the tail */
+    const size_t used = (size_t)m->npanels * m->pstride * store_size(store_dt);
+    if (n_out % PB_KNR || (store_dt == PB_DT_BF16 && (n_in & 1)) || used < bytes)
+        memset(m->data, 0, bytes);
+    for (int p = 0; p < m->npanels; p++)
+        pack_panel(src, n_out, n_in, m, p);
+    *out = m;
+    return PB_OK;
+}
+
+void pb_kmat_free(pb_kmat *m)
+{
+    if (!m)
+        return;
+    free(m->data);
+    free(m);
+}
+
+pb_dtype pb_kmat_dtype(const pb_kmat *m)
+{
+    return m->dt;
+}
+
+int pb_kmat_rows(const pb_kmat *m)
+{
+    return m->n_out;
+}
+
+int pb_kmat_cols(const pb_kmat *m)
+{
+    return m->n_in;
+}
+
+void pb_kmat_gather(const pb_kmat *m, const int32_t *rows, int n_rows, int offset, float *out, int ldo,
+                    bool accumulate)
+{
+    for (int t = 0; t < n_rows; t++) {
+        const int r = rows[t] + offset;
+        const int p = r / PB_KNR, c = r % PB_KNR;
+        float *o = out + (size_t)t * ldo;
+        const size_t n = (size_t)m->n_in;
+        switch (m->dt) {
+        case PB_DT_F32: {
+            const float *w = (const float *)m->data + (size_t)p * m->pstride + c;
+            for (size_t k = 0; k < n; k++)
+                o[k] = accumulate ? o[k] + w[k * PB_KNR] : w[k * PB_KNR];
+            break;
+        }
+        case PB_DT_F16: {
+            const uint16_t *w = (const uint16_t *)m->data + (size_t)p * m->pstride + c;
+            for (size_t k = 0; k < n; k++) {
+                float f = pb_f16_to_f32(w[k * PB_KNR]);
+                o[k] = accumulate ? o[k] + f : f;
+            }
+            break;
+        }
+        default: {
+            const uint16_t *w = (const uint16_t *)m->data + (size_t)p * m->pstride + (size_t)c * 2;
+            for (size_t k = 0; k < n; k++) {
+                float f = pb_bf16_to_f32(w[(k >> 1) * 2 * PB_KNR + (k & 1)]);
+                o[k] = accumulate ? o[k] + f : f;
+            }
+            break;
+        }
+        }
+    }
+}
+
+/* ---- kernel context ---- */
+
+struct pb_kctx {
+    pb_pool *pool;
+    int threads;
+    /* attention: per-thread scores, attn_cap floats each; work items */
+    float **scores;
+    size_t attn_cap;
+    void *items;
+    size_t items_cap;
+};
+
+pb_status pb_kctx_create(pb_pool *pool, pb_kctx **out)
+{
+    pb_kctx *k = calloc(1, sizeof *k);
+    if (!k)
+        return pb_error(PB_ERR_NOMEM, "out of memory for the kernel context");
+    k->pool = pool;
+    k->threads = pool ? pb_pool_threads(pool) : 1;
+    k->scores = calloc((size_t)k->threads, sizeof *k->scores);
+    if (!k->scores) {
+        free(k);
+        return pb_error(PB_ERR_NOMEM, "out of memory for the kernel context");
+    }
+    *out = k;
+    return PB_OK;
+}
+
+void pb_kctx_free(pb_kctx *k)
+{
+    if (!k)
+        return;
+    for (int i = 0; i < k->threads; i++)
+        free(k->scores[i]);
+    free(k->scores);
+    free(k->items);
+    free(k);
+}
+
+static pb_status grow(pb_kctx *k, size_t floats, size_t items, size_t item_size)
+{
+    if (floats > k->attn_cap) {
+        for (int i = 0; i < k->threads; i++) {
+            float *p = realloc(k->scores[i], floats * sizeof(float));
+            if (!p)
+                return pb_error(PB_ERR_NOMEM, "out of memory for attention scores (%zu floats)", floats);
+            k->scores[i] = p;
+        }
+        k->attn_cap = floats;
+    }
+    if (items * item_size > k->items_cap) {
+        void *p = realloc(k->items, items * item_size);
+        if (!p)
+            return pb_error(PB_ERR_NOMEM, "out of memory for %zu attention work items", items);
+        k->items = p;
+        k->items_cap = items * item_size;
+    }
+    return PB_OK;
+}
+
+pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads)
+{
+    (void)max_k; /* the matmul needs no scratch */
+    if (max_keys < 1)
+        max_keys = 1;
+    if (max_heads < 1)
+        max_heads = 1;
+    if (max_m < 1)
+        max_m = 1;
+    /* scores: every head of one query token over every key (a prefill block
+     * of several tokens fits when the group is smaller than all heads);
+     * items: one per (token or sequence, head) at most */
+    return grow(k, (size_t)max_heads * ((size_t)max_keys + 1), (size_t)max_heads * (size_t)max_m, 16);
+}
+
+size_t pb_kctx_scores_cap(const pb_kctx *k)
+{
+    return k->attn_cap;
+}
+
+float *const *pb_kctx_scores(const pb_kctx *k)
+{
+    return k->scores;
+}
+
+pb_status pb_kctx_items(pb_kctx *k, size_t n, size_t item_size, void **out)
+{
+    PB_CHECK(grow(k, 0, n, item_size));
+    *out = k->items;
+    return PB_OK;
+}
+
+void pb_kctx_run(pb_kctx *k, int n_items, pb_pool_fn fn, void *ctx)
+{
+    if (k->pool)
+        pb_pool_run(k->pool, n_items, fn, ctx);
+    else
+        for (int i = 0; i < n_items; i++)
+            fn(ctx, i, 0);
+}
+
+/* ---- matmul ---- */
+
+typedef struct mm_job {
+    const pb_kops *ops;
+    const float *x;
+    size_t ldx;
+    int M;
+    const pb_kmat *w;
+    const float *bias;
+    float *y;
+    size_t ldy;
+    int per_item; /* panels per work item */
+} mm_job;
+
+static inline int nlast_of(const pb_kmat *w, int p_last)
+{
+    return p_last == w->npanels - 1 ? w->n_out - p_last * PB_KNR : PB_KNR;
+}
+
+static inline const void *panel_at(const pb_kmat *w, int p, int k0)
+{
+    return (const char *)w->data + ((size_t)p * w->pstride + (size_t)k0 * PB_KNR) * store_size(w->dt);
+}
+
+/* panels [p0, p1) with R rows of x at x, all of K */
+static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int p0, int p1, int k0, int kc,
+                           int accumulate, int G)
+{
+    const pb_kmat *w = j->w;
+    for (int p = p0; p < p1;) {
+        const int g = p1 - p >= G ? G : 1;
+        j->ops->mm(R, g, w->dt, x + k0, j->ldx, panel_at(w, p, k0), w->pstride, kc, y + (size_t)p * PB_KNR, j->ldy,
+                   nlast_of(w, p + g - 1), accumulate);
+        p += g;
+    }
+}
+
+static void mm_item(void *ctx, int item, int worker)
+{
+    (void)worker;
+    const mm_job *j = ctx;
+    const pb_kops *ops = j->ops;
+    const pb_kmat *w = j->w;
+    const int p0 = item * j->per_item;
+    const int p1 = p0 + j->per_item < w->npanels ? p0 + j->per_item : w->npanels;
+    const int M = j->M, K = w->n_in, mr = ops->mr;
+    if (M <= mr) {
+        /* one register tile of rows: the whole K in registers */
+        mm_rows_panels(j, M, j->x, j->y, p0, p1, 0, K, 0, ops->gmax[M]);
+    } else {
+        /* K blocks outermost (the running sums go through y); within a
+         * block, a group of panels stays in cache across all row tiles */
+        const int KC = ops->kc, G = ops->gmax[mr];
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int kc = K - k0 < KC ? K - k0 : KC;
+            for (int pg = p0; pg < p1; pg += G) {
+                const int pe = pg + G < p1 ? pg + G : p1;
+                for (int r0 = 0; r0 < M; r0 += mr) {
+                    const int R = M - r0 < mr ? M - r0 : mr;
+                    mm_rows_panels(j, R, j->x + (size_t)r0 * j->ldx, j->y + (size_t)r0 * j->ldy, pg, pe, k0, kc,
+                                   k0 > 0, R == mr ? G : 1);
+                }
+            }
+        }
+    }
+    if (j->bias) {
+        const int c0 = p0 * PB_KNR, c1 = p1 * PB_KNR < w->n_out ? p1 * PB_KNR : w->n_out;
+        for (int i = 0; i < M; i++) {
+            float *yr = j->y + (size_t)i * j->ldy;
+            for (int c = c0; c < c1; c++)
+                yr[c] = yr[c] + j->bias[c];
+        }
+    }
+}
+
+pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
+                      int ldy)
+{
+    if (M <= 0)
+        return PB_OK;
+    if (ldx < w->n_in || ldy < w->n_out)
+        return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
+    mm_job j = {pb_kops_active(), x, (size_t)ldx, M, w, bias, y, (size_t)ldy, 0};
+    /* about 4 items per thread, each a whole number of register tiles */
+    const int G = j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
+    const int threads = k->threads;
+    int per = (w->npanels + 4 * threads - 1) / (4 * threads);
+    per = (per + G - 1) / G * G;
+    if (per < 1)
+        per = 1;
+    j.per_item = per;
+    const int items = (w->npanels + per - 1) / per;
+    if (threads == 1 || items == 1)
+        for (int i = 0; i < items; i++)
+            mm_item(&j, i, 0);
+    else
+        pb_kctx_run(k, items, mm_item, &j);
+    return PB_OK;
+}

@@ -1,0 +1,129 @@
+/* Portable C path of the CPU kernels: the specification the SIMD paths match
+ * bit for bit (fmaf in the same order). */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "cpu/kern_impl.h"
+
+static inline float bf16_lo(uint32_t v)
+{
+    uint32_t b = v << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+/* element (k, c) of a panel, as f32 */
+static inline float wel(pb_dtype dt, const void *w, int k, int c)
+{
+    switch (dt) {
+    case PB_DT_F32:
+        return ((const float *)w)[(size_t)k * PB_KNR + c];
+    case PB_DT_F16:
+        return pb_f16_to_f32(((const uint16_t *)w)[(size_t)k * PB_KNR + c]);
+    default: /* bf16, k pairs interleaved */
+        return bf16_lo(((const uint16_t *)w)[(size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (k & 1)]);
+    }
+}
+
+static size_t dt_size(pb_dtype dt)
+{
+    return dt == PB_DT_F32 ? 4 : 2;
+}
+
+static void mm_portable(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                        float *c, size_t ldc, int nlast, int accumulate)
+{
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) {
+            const void *wp = (const char *)w + (size_t)g * ps * dt_size(dt);
+            const int nc = g == G - 1 ? nlast : PB_KNR;
+            float *cr = c + (size_t)r * ldc + (size_t)g * PB_KNR;
+            float acc[PB_KNR];
+            for (int j = 0; j < PB_KNR; j++)
+                acc[j] = accumulate && j < nc ? cr[j] : 0.0f;
+            const float *xr = x + (size_t)r * ldx;
+            for (int k = 0; k < kc; k++)
+                for (int j = 0; j < PB_KNR; j++)
+                    acc[j] = fmaf(xr[k], wel(dt, wp, k, j), acc[j]);
+            for (int j = 0; j < nc; j++)
+                cr[j] = acc[j];
+        }
+}
+
+static float tree16(float *l)
+{
+    for (int s = 8; s >= 1; s >>= 1)
+        for (int i = 0; i < s; i++)
+            l[i] = l[i] + l[i + s];
+    return l[0];
+}
+
+static void dots_portable(const float *q, const float *k, size_t ldk, int n, int hd, float *out)
+{
+    for (int j = 0; j < n; j++) {
+        const float *kr = k + (size_t)j * ldk;
+        float l[16] = {0};
+        int d = 0;
+        for (; d + 16 <= hd; d += 16)
+            for (int i = 0; i < 16; i++)
+                l[i] = fmaf(q[d + i], kr[d + i], l[i]);
+        if (d < hd)
+            for (int i = 0; i < 16; i++)
+                l[i] = d + i < hd ? fmaf(q[d + i], kr[d + i], l[i]) : fmaf(0.0f, 0.0f, l[i]);
+        out[j] = tree16(l);
+    }
+}
+
+float pb_kexp(float x)
+{
+    if (x < PB_KEXP_MIN)
+        return 0.0f;
+    const float t = fmaf(x, PB_KEXP_LOG2E, PB_KEXP_MAGIC);
+    const float n = t - PB_KEXP_MAGIC;
+    float r = fmaf(n, -PB_KEXP_LN2HI, x);
+    r = fmaf(n, -PB_KEXP_LN2LO, r);
+    float p = PB_KEXP_C6;
+    p = fmaf(p, r, PB_KEXP_C5);
+    p = fmaf(p, r, PB_KEXP_C4);
+    p = fmaf(p, r, PB_KEXP_C3);
+    p = fmaf(p, r, PB_KEXP_C2);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    uint32_t tb, sb;
+    memcpy(&tb, &t, 4);
+    sb = (tb << 23) + (127u << 23);
+    float s;
+    memcpy(&s, &sb, 4);
+    return p * s;
+}
+
+static float expsum_portable(float *s, int n, float m)
+{
+    float l[16] = {0};
+    for (int i = 0; i < n; i++) {
+        s[i] = pb_kexp(s[i] - m);
+        l[i & 15] = l[i & 15] + s[i];
+    }
+    return tree16(l);
+}
+
+static void axpy_portable(float *acc, const float *e, const float *v, size_t ldv, int n, int hd)
+{
+    for (int i = 0; i < n; i++)
+        for (int d = 0; d < hd; d++)
+            acc[d] = fmaf(e[i], v[(size_t)i * ldv + d], acc[d]);
+}
+
+const pb_kops pb_kops_portable = {
+    .isa = PB_ISA_PORTABLE,
+    .mr = 4,
+    .kc = 256,
+    .gmax = {0, 4, 2, 1, 1},
+    .mm = mm_portable,
+    .dots = dots_portable,
+    .expsum = expsum_portable,
+    .axpy = axpy_portable,
+};

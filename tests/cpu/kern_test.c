@@ -1,0 +1,456 @@
+/* Unit test of the CPU kernels (src/cpu/kernels.h) on every ISA path this
+ * machine runs, plus the AVX-512 path built against SIMDe's portable
+ * emulation when configure found SIMDe:
+ * - matmul: bit-identical to a scalar fmaf chain over k ascending (then
+ *   + bias) for odd shapes, M = 1 .. 70 and 512, f32/f16/bf16 sources and
+ *   stores, transposed sources, row permutations; a row alone equals the same
+ *   row inside any M; every path gives the same bits;
+ * - gather: rows of the packed matrix equal the stored values;
+ * - attention: within 2e-5 (|err| <= 2e-5 * (1 + |ref|)) of a double
+ *   precision reference, and bit-identical across a full prefill, chunked
+ *   prefills, decode steps, batched or alone, threads, and ISA paths. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/kern_impl.h"
+#include "cpu/kernels.h"
+#include "cpu/pool.h"
+
+#ifdef PB_TEST_SIMDE
+extern const pb_kops pb_kops_avx512_simde;
+#endif
+
+static int failures;
+#define FAIL(...)                                                                                                    \
+    do {                                                                                                             \
+        fprintf(stderr, "FAIL: " __VA_ARGS__);                                                                       \
+        fputc('\n', stderr);                                                                                         \
+        if (++failures > 20)                                                                                         \
+            exit(1);                                                                                                 \
+    } while (0)
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+/* ---- paths under test ---- */
+typedef struct path {
+    const char *name;
+    const pb_kops *ops;
+} path;
+static path paths[8];
+static int n_paths;
+
+static void add_paths(void)
+{
+    for (int i = 0; i <= (int)pb_cpu_isa_best(); i++)
+        if (pb_kops_get((pb_cpu_isa)i))
+            paths[n_paths++] = (path){pb_cpu_isa_name((pb_cpu_isa)i), pb_kops_get((pb_cpu_isa)i)};
+#ifdef PB_TEST_SIMDE
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        paths[n_paths++] = (path){"avx512-simde", &pb_kops_avx512_simde};
+    else
+        printf("note: the SIMDe AVX-512 build needs AVX2+FMA to run (it emulates on 256-bit halves)\n");
+#endif
+    printf("paths:");
+    for (int i = 0; i < n_paths; i++)
+        printf(" %s", paths[i].name);
+    printf(" (best %s)\n", pb_cpu_isa_name(pb_cpu_isa_best()));
+}
+
+/* ---- matmul ---- */
+
+static void *make_src(pb_dtype dt, size_t n, const float *vals)
+{
+    if (dt == PB_DT_F32) {
+        float *p = malloc(n * 4);
+        memcpy(p, vals, n * 4);
+        return p;
+    }
+    uint16_t *p = malloc(n * 2);
+    for (size_t i = 0; i < n; i++)
+        p[i] = dt == PB_DT_F16 ? pb_f32_to_f16(vals[i]) : pb_f32_to_bf16(vals[i]);
+    return p;
+}
+
+/* the value a stored element has: source -> f32 -> store dtype -> f32 */
+static float stored_val(pb_dtype sdt, pb_dtype tdt, float v)
+{
+    float f = sdt == PB_DT_F32 ? v : sdt == PB_DT_F16 ? pb_f16_to_f32(pb_f32_to_f16(v)) : pb_bf16_to_f32(pb_f32_to_bf16(v));
+    if (tdt == PB_DT_F16)
+        f = pb_f16_to_f32(pb_f32_to_f16(f));
+    else if (tdt == PB_DT_BF16)
+        f = pb_bf16_to_f32(pb_f32_to_bf16(f));
+    return f;
+}
+
+static int same_bits(float a, float b)
+{
+    return !memcmp(&a, &b, 4);
+}
+
+static const pb_dtype dts[3] = {PB_DT_F32, PB_DT_F16, PB_DT_BF16};
+
+static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, pb_dtype tdt, int transposed,
+                             int perm, int bias, const int *Ms, int nM)
+{
+    const int Mmax = Ms[nM - 1], ldx = n_in + 3, ldy = n_out + 5;
+    float *wv = malloc((size_t)n_out * n_in * sizeof(float)); /* logical W[n_out][n_in] of the source */
+    for (size_t i = 0; i < (size_t)n_out * n_in; i++)
+        wv[i] = frand();
+    /* source memory: W or W^T, rows permuted: packed row r = source row rp[r] */
+    int *rp = malloc((size_t)n_out * sizeof(int));
+    for (int r = 0; r < n_out; r++)
+        rp[r] = perm ? (r * 7 + 3) % n_out : r;
+    if (perm && n_out % 7 == 0)
+        for (int r = 0; r < n_out; r++)
+            rp[r] = n_out - 1 - r;
+    float *sv = malloc((size_t)n_out * n_in * sizeof(float));
+    for (int r = 0; r < n_out; r++)
+        for (int k = 0; k < n_in; k++)
+            sv[transposed ? (size_t)k * n_out + r : (size_t)r * n_in + k] = wv[(size_t)r * n_in + k];
+    void *src = make_src(sdt, (size_t)n_out * n_in, sv);
+    pb_kmat_src s = {src, sdt, transposed, perm ? rp : NULL};
+    pb_kmat *m = NULL;
+    if (pb_kmat_pack(&s, n_out, n_in, tdt, &m) != PB_OK) {
+        FAIL("pack [%d, %d] failed", n_out, n_in);
+        return;
+    }
+    if (pb_kmat_rows(m) != n_out || pb_kmat_cols(m) != n_in || pb_kmat_dtype(m) != tdt)
+        FAIL("kmat accessors");
+    /* effective W of packed row r: stored value of source row rp[r] */
+    float *we = malloc((size_t)n_out * n_in * sizeof(float));
+    for (int r = 0; r < n_out; r++)
+        for (int k = 0; k < n_in; k++)
+            we[(size_t)r * n_in + k] = stored_val(sdt, tdt, wv[(size_t)rp[r] * n_in + k]);
+    float *b = malloc((size_t)n_out * sizeof(float));
+    for (int r = 0; r < n_out; r++)
+        b[r] = frand();
+    float *x = malloc((size_t)Mmax * ldx * sizeof(float));
+    for (size_t i = 0; i < (size_t)Mmax * ldx; i++)
+        x[i] = frand();
+    float *ref = malloc((size_t)Mmax * n_out * sizeof(float));
+    for (int i = 0; i < Mmax; i++)
+        for (int r = 0; r < n_out; r++) {
+            float acc = 0.0f;
+            for (int k = 0; k < n_in; k++)
+                acc = fmaf(x[(size_t)i * ldx + k], we[(size_t)r * n_in + k], acc);
+            ref[(size_t)i * n_out + r] = bias ? acc + b[r] : acc;
+        }
+    /* gather */
+    {
+        int32_t rows[3] = {0, n_out - 1, n_out / 2};
+        float *g = malloc((size_t)3 * (n_in + 1) * sizeof(float));
+        for (int i = 0; i < 3 * (n_in + 1); i++)
+            g[i] = 1.0f;
+        pb_kmat_gather(m, rows, 3, 0, g, n_in + 1, true);
+        for (int t = 0; t < 3; t++)
+            for (int k = 0; k < n_in; k++)
+                if (!same_bits(g[(size_t)t * (n_in + 1) + k], 1.0f + we[(size_t)rows[t] * n_in + k]))
+                    FAIL("gather row %d k %d", rows[t], k);
+        pb_kmat_gather(m, rows + 1, 1, -1, g, n_in + 1, false);
+        for (int k = 0; k < n_in; k++)
+            if (!same_bits(g[k], we[(size_t)(n_out - 2 >= 0 ? n_out - 2 : 0) * n_in + k]) && n_out >= 2)
+                FAIL("gather offset k %d", k);
+        free(g);
+    }
+    float *y = malloc((size_t)Mmax * ldy * sizeof(float));
+    for (int pi = 0; pi < n_paths; pi++) {
+        pb_kops_override(paths[pi].ops);
+        for (int mi = 0; mi < nM; mi++) {
+            const int M = Ms[mi];
+            for (size_t i = 0; i < (size_t)Mmax * ldy; i++)
+                y[i] = 12345.0f;
+            if (pb_kmat_mul(kctx, x, ldx, M, m, bias ? b : NULL, y, ldy) != PB_OK) {
+                FAIL("mul failed");
+                continue;
+            }
+            int bad = 0;
+            for (int i = 0; i < M && bad < 3; i++)
+                for (int r = 0; r < ldy && bad < 3; r++) {
+                    const float got = y[(size_t)i * ldy + r];
+                    if (r >= n_out ? got != 12345.0f : !same_bits(got, ref[(size_t)i * n_out + r])) {
+                        FAIL("%s: [%d x %d] src %s store %s%s%s%s M=%d: y[%d][%d] = %.9g, want %.9g", paths[pi].name,
+                             n_out, n_in, pb_dtype_name(sdt), pb_dtype_name(tdt), transposed ? " transposed" : "",
+                             perm ? " perm" : "", bias ? " bias" : "", M, i, r, got,
+                             r < n_out ? ref[(size_t)i * n_out + r] : 12345.0f);
+                        bad++;
+                    }
+                }
+            for (int i = M; i < Mmax && !bad; i++)
+                if (y[(size_t)i * ldy] != 12345.0f) {
+                    FAIL("%s: M=%d wrote row %d", paths[pi].name, M, i);
+                    bad++;
+                }
+        }
+    }
+    pb_kops_override(NULL);
+    pb_kmat_free(m);
+    free(wv), free(rp), free(sv), free(src), free(we), free(b), free(x), free(ref), free(y);
+}
+
+static void test_matmul(pb_kctx *kctx)
+{
+    static const int shapes[][2] = {{1, 1}, {3, 17}, {17, 3}, {16, 16}, {33, 70},  {100, 257},
+                                    {1000, 17}, {17, 1000}, {130, 601}, {48, 64}};
+    static const int Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 70};
+    static const int Mbig[] = {1, 3, 8, 69, 512};
+    int v = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int a = 0; a < 3; a++)
+            for (int c = 0; c < 3; c++, v++) {
+                const int n_out = shapes[si][0], n_in = shapes[si][1];
+                const int big = (long)n_out * n_in > 20000;
+                /* big shapes: fewer dtype pairs */
+                if (big && a != c && (v % 3))
+                    continue;
+                test_matmul_case(kctx, n_out, n_in, dts[a], dts[c], v % 2, (v / 2) % 2, (v / 4) % 2, Ms,
+                                 big ? 9 : 12);
+            }
+    test_matmul_case(kctx, 50, 130, PB_DT_BF16, PB_DT_BF16, 0, 1, 1, Mbig, 5);
+    test_matmul_case(kctx, 40, 77, PB_DT_F32, PB_DT_F32, 1, 0, 0, Mbig, 5);
+    test_matmul_case(kctx, 37, 64, PB_DT_F16, PB_DT_F16, 0, 0, 1, Mbig, 5);
+    /* bad input */
+    float one = 1.0f;
+    pb_kmat_src s = {&one, PB_DT_I32, false, NULL};
+    pb_kmat *m;
+    if (pb_kmat_pack(&s, 1, 1, PB_DT_F32, &m) == PB_OK)
+        FAIL("pack accepted an I32 source");
+    int badperm = 5;
+    s = (pb_kmat_src){&one, PB_DT_F32, false, &badperm};
+    if (pb_kmat_pack(&s, 1, 1, PB_DT_F32, &m) == PB_OK)
+        FAIL("pack accepted a row_perm out of range");
+    if (pb_kmat_bytes(PB_DT_BF16, 17, 3) < 32 * 4 * 2)
+        FAIL("pb_kmat_bytes too small");
+}
+
+/* ---- attention ---- */
+
+typedef struct attn_case {
+    int n_heads, n_kv, hd, window, alibi;
+} attn_case;
+
+/* one sequence's data: q [L][n_heads*hd], k/v [L][n_kv*hd] */
+typedef struct seqdata {
+    int L;
+    float *q, *k, *v;
+} seqdata;
+
+static void ref_attention(const attn_case *c, const seqdata *sd, const float *alibi, float scale, int p, double *out)
+{
+    const int hd = c->hd, G = c->n_heads / c->n_kv, kvd = c->n_kv * hd;
+    const int lo = c->window > 0 && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
+    double *w = malloc((size_t)(p + 1) * sizeof(double));
+    for (int h = 0; h < c->n_heads; h++) {
+        const int g = h / G;
+        const float *q = sd->q + (size_t)p * c->n_heads * hd + (size_t)h * hd;
+        double m = -INFINITY, sum = 0;
+        for (int j = lo; j <= p; j++) {
+            double d = 0;
+            for (int e = 0; e < hd; e++)
+                d += (double)q[e] * sd->k[(size_t)j * kvd + (size_t)g * hd + e];
+            d *= scale;
+            if (alibi)
+                d += (double)alibi[h] * j;
+            w[j] = d;
+            m = d > m ? d : m;
+        }
+        for (int j = lo; j <= p; j++)
+            sum += w[j] = exp(w[j] - m);
+        for (int e = 0; e < hd; e++) {
+            double o = 0;
+            for (int j = lo; j <= p; j++)
+                o += w[j] * sd->v[(size_t)j * kvd + (size_t)g * hd + e];
+            out[(size_t)h * hd + e] = o / sum;
+        }
+    }
+    free(w);
+}
+
+/* Runs the sequences split into calls: in call number `step`, sequence s
+ * adds chunk[s] tokens (or what is left); all sequences go in each call.
+ * out[s] gets [L][n_heads*hd]. */
+static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, float scale, int ns, seqdata *sd,
+                     const int *chunk, float **out)
+{
+    const int hd = c->hd, qd = c->n_heads * hd, kvd = c->n_kv * hd;
+    float *kc[8], *vc[8];
+    int done[8] = {0}, maxL = 0, total = 0;
+    for (int s = 0; s < ns; s++) {
+        kc[s] = calloc((size_t)sd[s].L * kvd, sizeof(float));
+        vc[s] = calloc((size_t)sd[s].L * kvd, sizeof(float));
+        maxL = sd[s].L > maxL ? sd[s].L : maxL;
+        total += sd[s].L;
+    }
+    /* rows of this call, packed; q with an extra stride to test q_stride */
+    const int q_stride = qd + 3, kv_stride = kvd + 1;
+    float *q = malloc((size_t)total * q_stride * sizeof(float));
+    float *k = malloc((size_t)total * kv_stride * sizeof(float)), *v = malloc((size_t)total * kv_stride * sizeof(float));
+    float *o = malloc((size_t)total * qd * sizeof(float));
+    int ok = 1;
+    for (;;) {
+        int tok_start[8], pos[8], nt[8], T = 0, any = 0;
+        for (int s = 0; s < ns; s++) {
+            int n = sd[s].L - done[s] < chunk[s] ? sd[s].L - done[s] : chunk[s];
+            tok_start[s] = T;
+            pos[s] = done[s];
+            nt[s] = n;
+            for (int i = 0; i < n; i++, T++) {
+                memcpy(q + (size_t)T * q_stride, sd[s].q + (size_t)(done[s] + i) * qd, (size_t)qd * sizeof(float));
+                memcpy(k + (size_t)T * kv_stride, sd[s].k + (size_t)(done[s] + i) * kvd, (size_t)kvd * sizeof(float));
+                memcpy(v + (size_t)T * kv_stride, sd[s].v + (size_t)(done[s] + i) * kvd, (size_t)kvd * sizeof(float));
+            }
+            any |= n > 0;
+        }
+        if (!any)
+            break;
+        pb_kattn_args a = {ns,    tok_start, pos,       nt,       kc,     vc, q, k, v, q_stride, kv_stride, o,
+                           c->n_heads, c->n_kv, hd, scale, alibi, c->window};
+        if (pb_kattn_run(kctx, &a) != PB_OK) {
+            ok = 0;
+            break;
+        }
+        for (int s = 0; s < ns; s++) {
+            memcpy(out[s] + (size_t)done[s] * qd, o + (size_t)tok_start[s] * qd, (size_t)nt[s] * qd * sizeof(float));
+            done[s] += nt[s];
+        }
+    }
+    for (int s = 0; s < ns; s++)
+        free(kc[s]), free(vc[s]);
+    free(q), free(k), free(v), free(o);
+    return ok;
+}
+
+static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2)
+{
+    static const attn_case cases[] = {
+        {4, 4, 16, 0, 0}, {8, 2, 20, 0, 1}, {6, 1, 7, 5, 0}, {4, 2, 64, 0, 0}, {2, 1, 33, 9, 1}, {32, 4, 64, 0, 0},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const attn_case *c = &cases[ci];
+        const int ns = 3, qd = c->n_heads * c->hd, kvd = c->n_kv * c->hd;
+        const int Ls[3] = {37, 1, 20};
+        seqdata sd[3];
+        float alibi[64];
+        for (int h = 0; h < c->n_heads; h++)
+            alibi[h] = -0.05f * (float)(h + 1);
+        const float scale = 1.0f / sqrtf((float)c->hd);
+        for (int s = 0; s < ns; s++) {
+            sd[s].L = Ls[s];
+            sd[s].q = malloc((size_t)Ls[s] * qd * sizeof(float));
+            sd[s].k = malloc((size_t)Ls[s] * kvd * sizeof(float));
+            sd[s].v = malloc((size_t)Ls[s] * kvd * sizeof(float));
+            for (int i = 0; i < Ls[s] * qd; i++)
+                sd[s].q[i] = 2.0f * frand();
+            for (int i = 0; i < Ls[s] * kvd; i++)
+                sd[s].k[i] = 2.0f * frand(), sd[s].v[i] = frand();
+        }
+        const float *al = c->alibi ? alibi : NULL;
+        /* reference */
+        double *ref = malloc((size_t)qd * sizeof(double));
+        float *base[3], *got[3];
+        for (int s = 0; s < ns; s++) {
+            base[s] = malloc((size_t)Ls[s] * qd * sizeof(float));
+            got[s] = malloc((size_t)Ls[s] * qd * sizeof(float));
+        }
+        /* splits: full prefill, odd chunks, decode steps; batched and alone */
+        static const int splits[][3] = {{64, 64, 64}, {5, 1, 7}, {1, 1, 1}, {16, 1, 3}, {17, 2, 16}};
+        for (int pi = 0; pi < n_paths; pi++) {
+            pb_kops_override(paths[pi].ops);
+            for (size_t sp = 0; sp < sizeof splits / sizeof splits[0]; sp++)
+                for (int alone = 0; alone < 2; alone++)
+                    for (int th = 0; th < 2; th++) {
+                        pb_kctx *kx = th ? kctx2 : kctx1;
+                        float **dst = pi == 0 && sp == 0 && !alone && !th ? base : got;
+                        int ok = 1;
+                        if (alone)
+                            for (int s = 0; s < ns; s++)
+                                ok &= run_split(kx, c, al, scale, 1, &sd[s], &splits[sp][s], &dst[s]);
+                        else
+                            ok &= run_split(kx, c, al, scale, ns, sd, splits[sp], dst);
+                        if (!ok) {
+                            FAIL("attention call failed");
+                            continue;
+                        }
+                        if (dst == base) {
+                            for (int s = 0; s < ns; s++)
+                                for (int p = 0; p < Ls[s]; p++) {
+                                    ref_attention(c, &sd[s], al, scale, p, ref);
+                                    for (int e = 0; e < qd; e++) {
+                                        const double r = ref[e], g = base[s][(size_t)p * qd + e];
+                                        if (!(fabs(g - r) <= 2e-5 * (1 + fabs(r)))) {
+                                            FAIL("attention case %zu seq %d pos %d elem %d: %.9g vs reference %.9g",
+                                                 ci, s, p, e, g, r);
+                                            break;
+                                        }
+                                    }
+                                }
+                            continue;
+                        }
+                        for (int s = 0; s < ns; s++)
+                            for (size_t e = 0; e < (size_t)Ls[s] * qd; e++)
+                                if (!same_bits(got[s][e], base[s][e])) {
+                                    FAIL("attention %s case %zu split %zu%s%s: seq %d row %zu differs (%.9g vs %.9g)",
+                                         paths[pi].name, ci, sp, alone ? " alone" : " batched",
+                                         th ? " 2 threads" : "", s, e / qd, got[s][e], base[s][e]);
+                                    break;
+                                }
+                    }
+        }
+        pb_kops_override(NULL);
+        for (int s = 0; s < ns; s++)
+            free(sd[s].q), free(sd[s].k), free(sd[s].v), free(base[s]), free(got[s]);
+        free(ref);
+    }
+}
+
+static void test_exp(void)
+{
+    /* pb_kexp within 2 ulp-ish of exp over the range the softmax uses */
+    double worst = 0;
+    for (float x = -87.0f; x <= 0.0f; x += 0.0137f) {
+        const double r = exp((double)x), g = pb_kexp(x);
+        const double e = fabs(g - r) / r;
+        worst = e > worst ? e : worst;
+    }
+    printf("pb_kexp worst relative error on [-87, 0]: %.3g\n", worst);
+    if (worst > 3e-7)
+        FAIL("pb_kexp relative error %.3g", worst);
+    if (pb_kexp(-100.0f) != 0.0f || pb_kexp(0.0f) != 1.0f)
+        FAIL("pb_kexp edges: %g %g", pb_kexp(-100.0f), pb_kexp(0.0f));
+}
+
+int main(void)
+{
+    add_paths();
+    pb_pool *pool = NULL;
+    pb_kctx *k1 = NULL, *k2 = NULL;
+    if (pb_pool_create(2, &pool) != PB_OK || pb_kctx_create(NULL, &k1) != PB_OK || pb_kctx_create(pool, &k2) != PB_OK)
+        return 1;
+    if (pb_kctx_reserve(k1, 64, 1000, 64, 32) != PB_OK || pb_kctx_reserve(k2, 64, 1000, 64, 32) != PB_OK)
+        return 1;
+    if (pb_cpu_isa_set(PB_ISA_COUNT) == PB_OK)
+        FAIL("pb_cpu_isa_set accepted a bad path");
+    test_exp();
+    test_matmul(k2);
+    test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
+    test_attention(k1, k2);
+    pb_kctx_free(k1);
+    pb_kctx_free(k2);
+    pb_pool_free(pool);
+    if (failures) {
+        fprintf(stderr, "%d failures\n", failures);
+        return 1;
+    }
+    printf("kernels: all checks passed\n");
+    return 0;
+}
