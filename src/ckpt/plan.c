@@ -1,6 +1,7 @@
-/* Split planner. Costs are stored parameter bytes per decoder layer, with the
- * embeddings added to the first stage and the final norm + head (and a tied
- * embedding) to the last, all known from the index or single header. */
+/* Split planner. equal_size costs are stored parameter bytes per decoder
+ * layer, with the embeddings added to the first stage and the final norm +
+ * head (and a tied embedding) to the last, all known from the index or single
+ * header; balanced costs are multiply-adds per token (see plan.h). */
 #include "config.h"
 
 #include <stdio.h>
@@ -48,9 +49,10 @@ static uint64_t stage_cost(const uint64_t *prefix, int b, int e, int L, uint64_t
     return c;
 }
 
-/* equal_size: contiguous split into exactly n stages minimising the largest
- * stage (ties: the earliest cut), by dynamic programming over cut points. */
-static pb_status split_equal(const uint64_t *prefix, int L, uint64_t embed, uint64_t head, int n, int *begin)
+/* equal_size and balanced: contiguous split into exactly n stages minimising
+ * the largest stage cost (ties: the earliest cut), by dynamic programming over
+ * cut points. */
+static pb_status split_minmax(const uint64_t *prefix, int L, uint64_t embed, uint64_t head, int n, int *begin)
 {
     pb_status st = PB_OK;
     uint64_t *best = NULL;
@@ -92,7 +94,7 @@ pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_s
 {
     pb_status st = PB_OK;
     pb_plan *plan = NULL;
-    uint64_t *prefix = NULL;
+    uint64_t *prefix = NULL, *cprefix = NULL;
     int *begin = NULL;
     uint64_t *fbytes = NULL;
     const int L = cfg->n_layers;
@@ -122,10 +124,43 @@ pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_s
     for (int l = 0; l < L; l++)
         prefix[l + 1] += prefix[l];
 
+    /* compute per token (multiply-adds), as documented in plan.h */
+    PB_CHECK_GOTO(pb_calloc((size_t)L + 1, sizeof *cprefix, &cprefix), st, fail);
+    uint64_t cembed = 0, chead = 0;
+    for (int i = 0; i < ck->n_tensors; i++) {
+        const pb_ckpt_tensor *t = &ck->t[i];
+        if (t->role == PB_ROLE_LAYER)
+            cprefix[t->layer + 1] += t->numel;
+        else if (t->role == PB_ROLE_HEAD)
+            chead += t->numel;
+        else if (t->ndim == 2 && strcmp(t->canon, "project_in.weight") != 0)
+            cembed += (uint64_t)t->shape[1]; /* a lookup: one row per token */
+        else
+            cembed += t->numel;
+        if (t->tied_embed)
+            chead += t->numel;               /* the tied head is a full GEMV */
+    }
+    uint64_t ctx = PB_PLAN_BALANCE_CONTEXT;
+    int64_t seq = spec->max_seq_len ? spec->max_seq_len : cfg->max_position;
+    if (seq > 0 && (uint64_t)seq < ctx)
+        ctx = (uint64_t)seq;
+    for (int l = 0; l < L; l++) {
+        uint64_t c = ctx;
+        if (cfg->layer_local && cfg->layer_local[l] && cfg->sliding_window > 0 &&
+            (uint64_t)cfg->sliding_window < c)
+            c = (uint64_t)cfg->sliding_window;
+        cprefix[l + 1] += 2 * (uint64_t)cfg->n_heads * (uint64_t)cfg->head_dim * c;
+    }
+    for (int l = 0; l < L; l++)
+        cprefix[l + 1] += cprefix[l];
+
     PB_CHECK_GOTO(pb_calloc((size_t)L + 1, sizeof *begin, &begin), st, fail);
     switch (spec->policy) {
     case PB_SPLIT_POLICY_EQUAL_SIZE:
-        PB_CHECK_GOTO(split_equal(prefix, L, embed, head, n, begin), st, fail);
+        PB_CHECK_GOTO(split_minmax(prefix, L, embed, head, n, begin), st, fail);
+        break;
+    case PB_SPLIT_POLICY_BALANCED:
+        PB_CHECK_GOTO(split_minmax(cprefix, L, cembed, chead, n, begin), st, fail);
         break;
     case PB_SPLIT_POLICY_THRESHOLD: {
         /* greedy: cut before a layer that would push the current stage past the threshold */
@@ -180,6 +215,8 @@ pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_s
         sp->layer_end = s + 1 < n ? begin[s + 1] : L;
         sp->has_embed = s == 0;
         sp->has_head = s == n - 1;
+        sp->compute = stage_cost(cprefix, sp->layer_begin, sp->layer_end, L, cembed, chead);
+        plan->total_compute += sp->compute;
         memset(fbytes, 0, (size_t)ck->n_files * sizeof *fbytes);
         uint64_t numel = 0;
         for (int i = 0; i < ck->n_tensors; i++) {
@@ -226,12 +263,14 @@ pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_s
         sp->mem_total = sp->mem_weights + sp->mem_kv + sp->mem_act;
     }
     free(prefix);
+    free(cprefix);
     free(begin);
     free(fbytes);
     *out = plan;
     return PB_OK;
 fail:
     free(prefix);
+    free(cprefix);
     free(begin);
     free(fbytes);
     pb_plan_free(plan);

@@ -15,8 +15,13 @@
 typedef enum pb_split_policy {
     PB_SPLIT_POLICY_EQUAL_SIZE = 0, /* exactly n_stages stages of near-equal parameter bytes */
     PB_SPLIT_POLICY_THRESHOLD,      /* cut before a layer that would push a stage past threshold */
-    PB_SPLIT_POLICY_POINTS          /* stage i (i >= 1) begins at layer points[i-1] */
+    PB_SPLIT_POLICY_POINTS,         /* stage i (i >= 1) begins at layer points[i-1] */
+    PB_SPLIT_POLICY_BALANCED        /* exactly n_stages stages of near-equal compute per token */
 } pb_split_policy;
+
+/* Attention is counted at this context (or the plan's max_seq_len when smaller) in the
+ * compute per token that the balanced policy evens out. */
+#define PB_PLAN_BALANCE_CONTEXT 256
 
 typedef struct pb_split_spec {
     pb_split_policy policy;
@@ -40,6 +45,7 @@ typedef struct pb_stage_plan {
     bool has_embed;                 /* token (+ position) embeddings: first stage */
     bool has_head;                  /* final norm + LM head: last stage (tied embedding loaded too) */
     uint64_t param_bytes;           /* stored bytes of the stage's tensors */
+    uint64_t compute;               /* multiply-adds per decoded token (see pb_plan_make) */
     int n_tensors;
     int n_files;
     pb_plan_file *files;            /* in checkpoint file order */
@@ -55,8 +61,15 @@ typedef struct pb_plan {
     int n_layers;
     int batch_size, max_seq_len;    /* as used for the memory estimate */
     uint64_t total_param_bytes;     /* over all tensors once */
+    uint64_t total_compute;         /* sum of the stages' compute */
 } pb_plan;
 
+/* Compute per token, which the balanced policy evens out, in multiply-adds:
+ * every element of a layer's weights (a GEMV row each), attention over
+ * PB_PLAN_BALANCE_CONTEXT cached tokens (QK and PV: 2 * n_heads * head_dim per
+ * token; local layers at most their window), the LM head (vocab x hidden, also
+ * when tied) on the last stage, and only hidden per token for the embedding
+ * lookups on the first. */
 pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_split_spec *spec, pb_plan **out);
 void pb_plan_free(pb_plan *plan);
 

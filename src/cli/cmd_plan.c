@@ -37,8 +37,49 @@ static const char *base_name(const char *p)
     return s ? s + 1 : p;
 }
 
+static double share(uint64_t part, uint64_t total)
+{
+    return total ? 100.0 * (double)part / (double)total : 0.0;
+}
+
+/* The other policy's split, one "layers (compute share)" per stage. */
+static void print_other(const pb_plan *other, const char *name)
+{
+    printf("\n%s would split:", name);
+    for (int s = 0; s < other->n_stages; s++) {
+        const pb_stage_plan *sp = &other->stages[s];
+        if (sp->layer_end > sp->layer_begin)
+            printf("%s %d-%d (%.1f%%)", s ? "," : "", sp->layer_begin, sp->layer_end - 1,
+                   share(sp->compute, other->total_compute));
+        else
+            printf("%s - (%.1f%%)", s ? "," : "", share(sp->compute, other->total_compute));
+    }
+    printf("\n");
+}
+
+static void json_other(cJSON *root, const pb_plan *other, const char *name)
+{
+    cJSON *o = cJSON_AddObjectToObject(root, "other_policy");
+    if (!o)
+        return;
+    cJSON_AddStringToObject(o, "policy", name);
+    cJSON *stages = cJSON_AddArrayToObject(o, "stages");
+    for (int s = 0; stages && s < other->n_stages; s++) {
+        cJSON *so = cJSON_CreateObject();
+        if (!so)
+            break;
+        cJSON_AddItemToArray(stages, so);
+        cJSON *layers = cJSON_AddArrayToObject(so, "layers");
+        if (layers) {
+            cJSON_AddItemToArray(layers, cJSON_CreateNumber(other->stages[s].layer_begin));
+            cJSON_AddItemToArray(layers, cJSON_CreateNumber(other->stages[s].layer_end));
+        }
+        cJSON_AddNumberToObject(so, "compute_per_token", (double)other->stages[s].compute);
+    }
+}
+
 static pb_status print_json(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
-                            const char *policy)
+                            const char *policy, const pb_plan *other, const char *other_name)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root)
@@ -71,6 +112,7 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
         cJSON_AddBoolToObject(o, "has_head", sp->has_head);
         cJSON_AddNumberToObject(o, "n_tensors", sp->n_tensors);
         cJSON_AddNumberToObject(o, "param_bytes", (double)sp->param_bytes);
+        cJSON_AddNumberToObject(o, "compute_per_token", (double)sp->compute);
         cJSON *files = cJSON_AddArrayToObject(o, "files");
         for (int f = 0; files && f < sp->n_files; f++) {
             cJSON *fo = cJSON_CreateObject();
@@ -88,6 +130,8 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
             cJSON_AddNumberToObject(mem, "total", (double)sp->mem_total);
         }
     }
+    if (other)
+        json_other(root, other, other_name);
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!text)
@@ -98,7 +142,7 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
 }
 
 static void print_table(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
-                        const char *policy)
+                        const char *policy, const pb_plan *other, const char *other_name)
 {
     char a[32], b[32], c[32], d[32], e[32];
     printf("model      %s (%s, %d layers, hidden %d, vocab %d)\n", dir, cfg->model_type, plan->n_layers,
@@ -108,8 +152,8 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
            pb_ckpt_sizes_exact(ck) ? "" : " (sizes from the index and config.json)");
     printf("split      %s into %d stage%s; memory for %d sequences x %d tokens (f32 weights, KV cache, activations)\n\n",
            policy, plan->n_stages, plan->n_stages == 1 ? "" : "s", plan->batch_size, plan->max_seq_len);
-    printf("%-5s  %-9s  %-11s  %12s  %12s  %12s  %12s  %12s\n", "stage", "layers", "holds", "params", "weights",
-           "kv cache", "activations", "total");
+    printf("%-5s  %-9s  %-11s  %7s  %12s  %12s  %12s  %12s  %12s\n", "stage", "layers", "holds", "compute", "params",
+           "weights", "kv cache", "activations", "total");
     for (int s = 0; s < plan->n_stages; s++) {
         const pb_stage_plan *sp = &plan->stages[s];
         char layers[32], holds[16];
@@ -119,12 +163,18 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
             snprintf(layers, sizeof layers, "-");
         snprintf(holds, sizeof holds, "%s%s%s", sp->has_embed ? "embed" : "", sp->has_embed && sp->has_head ? "+" : "",
                  sp->has_head ? "head" : "");
-        printf("%-5d  %-9s  %-11s  %12s  %12s  %12s  %12s  %12s\n", sp->stage, layers, holds[0] ? holds : "-",
-               human(sp->param_bytes, a, sizeof a), human(sp->mem_weights, b, sizeof b), human(sp->mem_kv, c, sizeof c),
+        char cshare[16];
+        snprintf(cshare, sizeof cshare, "%.1f%%", share(sp->compute, plan->total_compute));
+        printf("%-5d  %-9s  %-11s  %7s  %12s  %12s  %12s  %12s  %12s\n", sp->stage, layers, holds[0] ? holds : "-",
+               cshare, human(sp->param_bytes, a, sizeof a), human(sp->mem_weights, b, sizeof b), human(sp->mem_kv, c, sizeof c),
                human(sp->mem_act, d, sizeof d), human(sp->mem_total, e, sizeof e));
         for (int f = 0; f < sp->n_files; f++)
             printf("       reads %s from %s\n", human(sp->files[f].bytes, a, sizeof a), base_name(sp->files[f].path));
     }
+    printf("\ncompute    multiply-adds per decoded token (attention at %d tokens, LM head counted)\n",
+           plan->max_seq_len < PB_PLAN_BALANCE_CONTEXT ? plan->max_seq_len : PB_PLAN_BALANCE_CONTEXT);
+    if (other)
+        print_other(other, other_name);
 }
 
 pb_status pb_cmd_plan(const pb_opts *opts)
@@ -132,7 +182,8 @@ pb_status pb_cmd_plan(const pb_opts *opts)
     const char *dir = pb_resolve_model_dir(opts);
     pb_model_config cfg;
     pb_ckpt *ck = NULL;
-    pb_plan *plan = NULL;
+    pb_plan *plan = NULL, *other = NULL;
+    const char *other_name = "balanced";
     pb_status st;
     char policy[64];
 
@@ -154,6 +205,11 @@ pb_status pb_cmd_plan(const pb_opts *opts)
         spec.policy = PB_SPLIT_POLICY_POINTS;
         snprintf(policy, sizeof policy, "split-points");
         break;
+    case PB_SPLIT_BALANCED:
+        spec.policy = PB_SPLIT_POLICY_BALANCED;
+        snprintf(policy, sizeof policy, "balanced");
+        other_name = "equal_size";
+        break;
     default:
         spec.policy = PB_SPLIT_POLICY_EQUAL_SIZE;
         snprintf(policy, sizeof policy, "equal_size");
@@ -161,11 +217,18 @@ pb_status pb_cmd_plan(const pb_opts *opts)
     }
     PB_CHECK_GOTO(pb_ckpt_open(dir, opts->index_path, &cfg, &ck), st, out);
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
+    /* beside it, the split of the other contiguous policy (balanced for
+     * equal_size, threshold and split points; equal_size for balanced) */
+    pb_split_spec ospec = spec;
+    ospec.policy = opts->split == PB_SPLIT_BALANCED ? PB_SPLIT_POLICY_EQUAL_SIZE : PB_SPLIT_POLICY_BALANCED;
+    if (spec.n_stages <= cfg.n_layers)
+        PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &ospec, &other), st, out);
     if (opts->json)
-        st = print_json(dir, &cfg, ck, plan, policy);
+        st = print_json(dir, &cfg, ck, plan, policy, other, other_name);
     else
-        print_table(dir, &cfg, ck, plan, policy);
+        print_table(dir, &cfg, ck, plan, policy, other, other_name);
 out:
+    pb_plan_free(other);
     pb_plan_free(plan);
     pb_ckpt_close(ck);
     pb_model_config_free(&cfg);

@@ -354,6 +354,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     memset(&spec, 0, sizeof spec);
     spec.policy = opts->split == PB_SPLIT_THRESHOLD ? PB_SPLIT_POLICY_THRESHOLD
                   : opts->split == PB_SPLIT_POINTS  ? PB_SPLIT_POLICY_POINTS
+                  : opts->split == PB_SPLIT_BALANCED ? PB_SPLIT_POLICY_BALANCED
                                                     : PB_SPLIT_POLICY_EQUAL_SIZE;
     spec.threshold = opts->split_threshold;
     spec.n_points = opts->n_split_points;

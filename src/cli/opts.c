@@ -268,6 +268,8 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
         case OPT_SPLIT_POLICY:
             if (strcmp(optarg, "equal_size") == 0) {
                 o->split = PB_SPLIT_EQUAL_SIZE;
+            } else if (strcmp(optarg, "balanced") == 0) {
+                o->split = PB_SPLIT_BALANCED;
             } else if (strncmp(optarg, "threshold:", 10) == 0) {
                 uint64_t v;
                 if (pb_parse_size(optarg + 10, &v) != PB_OK || v == 0) {
@@ -277,7 +279,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
                 o->split = PB_SPLIT_THRESHOLD;
                 o->split_threshold = v;
             } else {
-                st = pb_error(PB_ERR_USAGE, "--split-policy: '%s' is not equal_size or threshold:SIZE", optarg);
+                st = pb_error(PB_ERR_USAGE, "--split-policy: '%s' is not equal_size, balanced or threshold:SIZE", optarg);
                 goto out;
             }
             break;
@@ -410,7 +412,8 @@ void pb_opts_print_help(FILE *fp)
 "  -t, --threads N            compute threads per rank (default: cores / local ranks)\n"
 "\n"
 "Pipeline:\n"
-"      --split-policy P       equal_size (default) or threshold:SIZE (e.g. threshold:490M)\n"
+"      --split-policy P       equal_size (default: equal parameter bytes), balanced (equal\n"
+"                             compute per token, LM head counted) or threshold:SIZE\n"
 "      --split-points L       manual split: stage i begins at decoder layer L[i], e.g. 8,16,24\n"
 "  -b, --batch-size B         sequences in flight (default 16)\n"
 "  -c, --chunks C             micro-batches the batch is split into (default: ranks)\n"

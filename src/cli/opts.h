@@ -19,7 +19,9 @@ typedef enum pb_command {
     PB_CMD_VERSION
 } pb_command;
 
-typedef enum pb_split_kind { PB_SPLIT_EQUAL_SIZE = 0, PB_SPLIT_THRESHOLD, PB_SPLIT_POINTS } pb_split_kind;
+typedef enum pb_split_kind {
+    PB_SPLIT_EQUAL_SIZE = 0, PB_SPLIT_THRESHOLD, PB_SPLIT_POINTS, PB_SPLIT_BALANCED
+} pb_split_kind;
 typedef enum pb_on_error { PB_ON_ERROR_RECORD = 0, PB_ON_ERROR_ABORT } pb_on_error;
 typedef enum pb_backend_kind { PB_BACKEND_AUTO = 0, PB_BACKEND_CPU, PB_BACKEND_CUDA } pb_backend_kind;
 

@@ -1,7 +1,7 @@
 /* The pipeline on a real (test) checkpoint, run alone (local pipe) and under
  * mpirun/srun (one stage per rank) by pipeline.sh, which compares the token
  * ids: they must be identical whatever the number of ranks and chunks.
- *   pipe_test MODEL OUT [--chunks C] [--points a,b,..] [--threshold SIZE] [--die R]
+ *   pipe_test MODEL OUT [--chunks C] [--points a,b,..] [--threshold SIZE] [--balanced] [--die R]
  * Eight sequences (even: greedy, odd: sampled with a fixed seed) in C
  * micro-batches that keep cycling: prefill, then 12 decode steps each. */
 #include "config.h"
@@ -112,15 +112,18 @@ out:
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: pipe_test MODEL OUT [--chunks C] [--points a,b] [--threshold SIZE] [--die R]\n");
+        fprintf(stderr, "usage: pipe_test MODEL OUT [--chunks C] [--points a,b] [--threshold SIZE] [--balanced] "
+                        "[--die R]\n");
         return 2;
     }
     const char *model = argv[1], *out_path = argv[2];
     int chunks = 2, die = -1;
     int points[16], n_points = 0;
     uint64_t threshold = 0;
+    bool balanced = false;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--chunks") && i + 1 < argc) chunks = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--balanced")) balanced = true;
         else if (!strcmp(argv[i], "--die") && i + 1 < argc) die = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threshold") && i + 1 < argc) {
             if (pb_parse_size(argv[++i], &threshold) != PB_OK) return 2;
@@ -162,6 +165,8 @@ int main(int argc, char **argv)
     } else if (threshold) {
         spec.policy = PB_SPLIT_POLICY_THRESHOLD;
         spec.threshold = threshold;
+    } else if (balanced) {
+        spec.policy = PB_SPLIT_POLICY_BALANCED;
     }
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, fail);
     const pb_stage_plan *sp = &plan->stages[rank];

@@ -36,6 +36,15 @@ for args in "2 --chunks 3" "3 --points 1,5 --chunks 2" "3 --points 2,4 --chunks 
     timeout 120 $MPIRUN -np $n "$T" "$m" "$D/out" "$@" 2>"$err" || fail "split: -np $n $*"
     cmp "$D/ref" "$D/out" || fail "split: -np $n $* differs from world 1"
 done
+# balanced (compute per token) on a model whose LM head outweighs several
+# layers, so that its split differs from equal_size's.
+m="$D/heavy"
+$GEN --family llama --out "$m" --layers 6 --kv-heads 2 --vocab 3000 >/dev/null 2>"$err" || fail "balanced: checkpoint"
+"$T" "$m" "$D/ref" --chunks 2 2>"$err" || fail "balanced: world 1"
+for n in 2 3; do
+    timeout 120 $MPIRUN -np $n "$T" "$m" "$D/out" --balanced --chunks $n 2>"$err" || fail "balanced: -np $n"
+    cmp "$D/ref" "$D/out" || fail "balanced: -np $n differs from world 1"
+done
 # A threshold that gives another number of stages than ranks is refused.
 timeout 120 $MPIRUN -np 2 "$T" "$m" "$D/out" --threshold 100K 2>"$err" && fail "threshold/rank mismatch accepted"
 grep -q "launch [0-9]* ranks" "$err" || fail "threshold mismatch message"
