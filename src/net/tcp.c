@@ -4,9 +4,8 @@
  * Frame (32 bytes, little-endian), then `len` payload bytes:
  *   u32 magic "PBNF", u32 type (>= 1), u64 seq (1, 2, ... per link),
  *   u64 len (<= max_msg_bytes), u32 0, u32 FNV-1a of the 28 bytes before.
- * Handshake on connect: the connecting rank sends HELLO (magic "PBHI",
- * version, world size, its rank, the rank it expects, hash of the job id);
- * the accepting rank checks every field and answers OK (magic "PBOK"). */
+ * Before any frame, each connection proves both ends know the job's secret
+ * (handshake.h). */
 #include "config.h"
 #include "net/transport.h"
 
@@ -19,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,14 +31,12 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "net/bootstrap.h"
+#include "net/handshake.h"
 
 #define FRAME_MAGIC 0x464E4250u /* "PBNF" */
-#define HELLO_MAGIC 0x49484250u /* "PBHI" */
-#define OK_MAGIC 0x4B4F4250u    /* "PBOK" */
-#define PROTO_VERSION 1u
 #define FRAME_BYTES 32
-#define HELLO_BYTES 32
 #define EP_KEY "pb.tcp.endpoint"
+#define SECRET_KEY "pb.tcp.secret"
 
 /* ---- little-endian helpers ---- */
 static uint32_t fnv1a32(const uint8_t *p, size_t n)
@@ -641,68 +639,6 @@ static pb_status pick_address(const char *iface, struct in_addr *addr)
     return PB_OK;
 }
 
-static void tune_socket(int fd)
-{
-    int one = 1, idle = 10, intvl = 2, cnt = 3;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    /* Detect a peer whose host vanished within ~16 s. */
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-}
-
-static double secs_left(double deadline)
-{
-    double l = deadline - pb_now();
-    return l > 0 ? l : 0;
-}
-
-/* Read n bytes with a deadline (fd blocking; poll before each read). */
-static pb_status read_deadline(int fd, void *buf, size_t n, double deadline, const char *what)
-{
-    size_t got = 0;
-    while (got < n) {
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        int pr = poll(&pf, 1, (int)(secs_left(deadline) * 1000) + 1);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr <= 0)
-            return pb_error(PB_ERR_NET, "%s: timed out", what);
-        ssize_t r = recv(fd, (char *)buf + got, n - got, 0);
-        if (r == 0)
-            return pb_error(PB_ERR_NET, "%s: connection closed", what);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return pb_error(PB_ERR_NET, "%s: %s", what, strerror(errno));
-        }
-        got += (size_t)r;
-    }
-    return PB_OK;
-}
-
-static void make_hello(uint8_t *h, uint32_t magic, int world, int src, int dst, uint64_t job)
-{
-    memset(h, 0, HELLO_BYTES);
-    pb_put_u32le(h, magic);
-    pb_put_u32le(h + 4, PROTO_VERSION);
-    pb_put_u32le(h + 8, (uint32_t)world);
-    pb_put_u32le(h + 12, (uint32_t)src);
-    pb_put_u32le(h + 16, (uint32_t)dst);
-    pb_put_u64le(h + 20, job);
-    pb_put_u32le(h + 28, fnv1a32(h, 28));
-}
-
-static bool check_hello(const uint8_t *h, uint32_t magic, int world, int src, int dst,
-                        uint64_t job)
-{
-    return pb_get_u32le(h) == magic && pb_get_u32le(h + 4) == PROTO_VERSION &&
-           pb_get_u32le(h + 8) == (uint32_t)world && pb_get_u32le(h + 12) == (uint32_t)src &&
-           pb_get_u32le(h + 16) == (uint32_t)dst && pb_get_u64le(h + 20) == job &&
-           pb_get_u32le(h + 28) == fnv1a32(h, 28);
-}
-
 /* Parse "pbtcp1 PORT HOST BOOTID ADDR" (validated). */
 static pb_status parse_endpoint(const char *s, size_t len, int rank, uint16_t *port,
                                 char *host, size_t hcap, char *boot, size_t bcap,
@@ -719,83 +655,6 @@ static pb_status parse_endpoint(const char *s, size_t len, int rank, uint16_t *p
     snprintf(host, hcap, "%s", h);
     snprintf(boot, bcap, "%s", b);
     return PB_OK;
-}
-
-static pb_status connect_next(tcp *c, struct in_addr addr, uint16_t port, double deadline,
-                              uint64_t job, int *out_fd)
-{
-    char astr[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &addr, astr, sizeof astr);
-    for (;;) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0)
-            return pb_error(PB_ERR_NET, "socket: %s", strerror(errno));
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr = addr};
-        int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-        int err = rc == 0 ? 0 : errno;
-        if (err == EINPROGRESS) {
-            struct pollfd pf = {.fd = fd, .events = POLLOUT};
-            int pr = poll(&pf, 1, (int)(secs_left(deadline) * 1000) + 1);
-            socklen_t sl = sizeof err;
-            if (pr <= 0)
-                err = ETIMEDOUT;
-            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) != 0)
-                err = errno;
-        }
-        if (err == 0) {
-            int fl = fcntl(fd, F_GETFL);
-            fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-            tune_socket(fd);
-            uint8_t h[HELLO_BYTES];
-            make_hello(h, HELLO_MAGIC, c->base.size, c->base.rank, c->base.next, job);
-            struct iovec iov = {h, sizeof h};
-            if ((err = write_all(fd, &iov, 1)) == 0) {
-                *out_fd = fd;
-                return PB_OK;
-            }
-        }
-        close(fd);
-        if ((err != ECONNREFUSED && err != EAGAIN && err != EINTR) || secs_left(deadline) <= 0)
-            return pb_error(PB_ERR_NET, "connecting to rank %d at %s:%u (%s): %s",
-                            c->base.next, astr, (unsigned)port, c->next_host, strerror(err));
-        struct timespec ts = {0, 100 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-}
-
-/* Accept the previous rank, ignoring connections that fail the handshake. */
-static pb_status accept_prev(tcp *c, int lfd, double deadline, uint64_t job, int *out_fd)
-{
-    for (;;) {
-        struct pollfd pf = {.fd = lfd, .events = POLLIN};
-        int pr = poll(&pf, 1, (int)(secs_left(deadline) * 1000) + 1);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr <= 0)
-            return pb_error(PB_ERR_NET, "rank %d (on %s) did not connect within the timeout",
-                            c->base.prev, c->prev_host);
-        int fd = accept(lfd, NULL, NULL);
-        if (fd < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED)
-                continue;
-            return pb_error(PB_ERR_NET, "accept: %s", strerror(errno));
-        }
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-        tune_socket(fd);
-        uint8_t h[HELLO_BYTES];
-        double hello_deadline = pb_now() + 10 < deadline ? pb_now() + 10 : deadline;
-        if (read_deadline(fd, h, sizeof h, hello_deadline, "handshake") == PB_OK &&
-            check_hello(h, HELLO_MAGIC, c->base.size, c->base.prev, c->base.rank, job)) {
-            make_hello(h, OK_MAGIC, c->base.size, c->base.rank, c->base.prev, job);
-            struct iovec iov = {h, sizeof h};
-            if (write_all(fd, &iov, 1) == 0) {
-                *out_fd = fd;
-                return PB_OK;
-            }
-        }
-        pb_log_warn("rejected a connection that is not rank %d of this job", c->base.prev);
-        close(fd);
-    }
 }
 
 pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_transport **out)
@@ -836,8 +695,7 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
     int lfd = -1;
     void *ep = NULL;
     size_t eplen = 0;
-    double deadline = pb_now() + o.timeout_s;
-    uint64_t job = fnv1a64(pb_bootstrap_job_id(b));
+    uint8_t secret[PB_HS_SECRET_BYTES];
 
     struct in_addr pub;
     PB_CHECK_GOTO(pick_address(o.iface, &pub), st, fail);
@@ -863,10 +721,31 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
              astr);
     pb_log_debug("tcp endpoint: %s", mine);
     PB_CHECK_GOTO(pb_bootstrap_put(b, EP_KEY, mine, strlen(mine)), st, fail);
+    /* Rank 0 draws the job's secret; PMIx hands it to the job's ranks only. */
+    if (rank == 0) {
+        PB_CHECK_GOTO(pb_hs_new_secret(secret), st, fail);
+        PB_CHECK_GOTO(pb_bootstrap_put(b, SECRET_KEY, secret, sizeof secret), st, fail);
+    }
     PB_CHECK_GOTO(pb_bootstrap_commit(b), st, fail);
     PB_CHECK_GOTO(pb_bootstrap_fence(b, o.timeout_s), st, fail);
+    if (rank != 0) {
+        PB_CHECK_GOTO(pb_bootstrap_get(b, 0, SECRET_KEY, o.timeout_s, &ep, &eplen), st, fail);
+        if (eplen != sizeof secret) {
+            st = pb_error(PB_ERR_NET, "rank 0 published a %zu-byte job secret (expected %zu)",
+                          eplen, sizeof secret);
+            goto fail;
+        }
+        memcpy(secret, ep, sizeof secret);
+        sodium_memzero(ep, eplen);
+        free(ep);
+        ep = NULL;
+    }
 
-    /* The previous rank's host, for messages. */
+    pb_hs_cfg hs = {.rank = rank, .world = size, .next = c->base.next, .prev = c->base.prev,
+                    .job = fnv1a64(pb_bootstrap_job_id(b)), .secret = secret,
+                    .next_host = c->next_host, .prev_host = c->prev_host, .listen_fd = lfd,
+                    .deadline = pb_now() + o.timeout_s};
+    /* Where the next rank listens; the previous rank's host, for messages. */
     for (int k = 0; k < 2; k++) {
         int peer = k == 0 ? c->base.next : c->base.prev;
         PB_CHECK_GOTO(pb_bootstrap_get(b, peer, EP_KEY, o.timeout_s, &ep, &eplen), st, fail);
@@ -886,19 +765,15 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
                          strcmp(pboot, "-") != 0;
         if (same_host)
             paddr.s_addr = htonl(INADDR_LOOPBACK);
-        PB_CHECK_GOTO(connect_next(c, paddr, port, deadline, job, &c->send_fd), st, fail);
+        hs.next_addr = paddr;
+        hs.next_port = port;
     }
-    PB_CHECK_GOTO(accept_prev(c, lfd, deadline, job, &c->recv_fd), st, fail);
+    st = pb_hs_connect_ring(&hs, &c->send_fd, &c->recv_fd);
+    sodium_memzero(secret, sizeof secret);
+    if (st != PB_OK)
+        goto fail;
     close(lfd);
     lfd = -1;
-    /* The next rank's answer to our HELLO. */
-    uint8_t h[HELLO_BYTES];
-    PB_CHECK_GOTO(read_deadline(c->send_fd, h, sizeof h, deadline, "handshake with next rank"),
-                  st, fail);
-    if (!check_hello(h, OK_MAGIC, size, c->base.next, rank, job)) {
-        st = pb_error(PB_ERR_NET, "rank %d answered the handshake wrongly", c->base.next);
-        goto fail;
-    }
 
     if (pipe(c->wake) != 0) {
         st = pb_error(PB_ERR_NET, "pipe: %s", strerror(errno));
@@ -924,6 +799,7 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
     return PB_OK;
 
 fail:
+    sodium_memzero(secret, sizeof secret);
     free(ep);
     if (lfd >= 0)
         close(lfd);

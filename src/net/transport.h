@@ -78,8 +78,9 @@ void pb_transport_free(pb_transport *t); /* NULL-safe */
 
 /* TCP: listen on a routable address (or the IPv4 address of `iface`),
  * publish the endpoint through the bootstrap (put/commit/fence/get, all with
- * timeouts), connect to the next rank and accept the previous one, checking
- * a handshake (same job, expected ranks). Peers on the same host (same host
+ * timeouts), connect to the next rank and accept the previous one; each
+ * link proves that both ends know the job's secret, which rank 0 draws and
+ * shares through PMIx (handshake.h). Peers on the same host (same host
  * name and boot id) are reached over loopback. max_msg_bytes bounds every
  * payload accepted from the network. Needs a world of at least 2. */
 typedef struct pb_tcp_opts {
