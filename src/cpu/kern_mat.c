@@ -43,61 +43,81 @@ static int is_float_dt(pb_dtype dt)
     return dt == PB_DT_F32 || dt == PB_DT_F16 || dt == PB_DT_BF16;
 }
 
-/* Reads element i of src as f32, or its raw bits when the dtypes match. */
-static inline float src_f32(pb_dtype dt, const void *p, size_t i)
-{
-    switch (dt) {
-    case PB_DT_F32: {
-        float f;
-        memcpy(&f, (const char *)p + 4 * i, 4);
-        return f;
-    }
-    case PB_DT_F16: {
-        uint16_t h;
-        memcpy(&h, (const char *)p + 2 * i, 2);
-        return pb_f16_to_f32(h);
-    }
-    default: {
-        uint16_t h;
-        memcpy(&h, (const char *)p + 2 * i, 2);
-        return pb_bf16_to_f32(h);
-    }
-    }
-}
+#define PACK_KB 256 /* k per staging block */
 
-/* Packs panel p: dst gets the panel's elements in store dtype. */
-static void pack_panel(const pb_kmat_src *src, int n_out, int n_in, const pb_kmat *m, int p)
+/* Packs panel p in blocks of k: stage the 16 source rows' elements (raw
+ * bits when the dtypes match, else f32) as tmp[c][kk], then write them in the
+ * panel layout. tmp: 16 * PACK_KB * 4 bytes. */
+static void pack_panel(const pb_kmat_src *src, int n_out, int n_in, const pb_kmat *m, int p, void *tmp)
 {
-    const int r0 = p * PB_KNR;
+    const int r0 = p * PB_KNR, nv = n_out - r0 < PB_KNR ? n_out - r0 : PB_KNR;
     const size_t ss = store_size(src->dtype);
     const int same = src->dtype == m->dt;
+    const size_t ts = same ? ss : 4; /* staged element size */
     char *dst = (char *)m->data + (size_t)p * m->pstride * store_size(m->dt);
-    for (int c = 0; c < PB_KNR; c++) {
-        const int r = r0 + c;
-        if (r >= n_out)
-            break; /* the rest stays zero */
-        const size_t row = (size_t)(src->row_perm ? src->row_perm[r] : r);
-        /* element k of this row: src index row * n_in + k, or k * n_out + row */
-        const size_t base = src->transposed ? row : row * (size_t)n_in;
-        const size_t step = src->transposed ? (size_t)n_out : 1;
-        for (int k = 0; k < n_in; k++) {
-            const size_t si = base + (size_t)k * step;
-            size_t di;
-            if (m->dt == PB_DT_BF16)
-                di = (size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (size_t)(k & 1);
-            else
-                di = (size_t)k * PB_KNR + (size_t)c;
-            if (same) {
-                memcpy(dst + di * ss, (const char *)src->data + si * ss, ss);
-                continue;
-            }
-            const float f = src_f32(src->dtype, src->data, si);
-            if (m->dt == PB_DT_F32) {
-                memcpy(dst + di * 4, &f, 4);
+    unsigned char *t = tmp;
+    size_t row[PB_KNR];
+    for (int c = 0; c < nv; c++)
+        row[c] = (size_t)(src->row_perm ? src->row_perm[r0 + c] : r0 + c);
+    if (nv < PB_KNR) /* rows past n_out pack as zeros */
+        memset(t, 0, (size_t)PB_KNR * PACK_KB * 4);
+    for (int kb = 0; kb < n_in; kb += PACK_KB) {
+        const int kn = n_in - kb < PACK_KB ? n_in - kb : PACK_KB;
+        /* stage */
+        for (int c = 0; c < nv; c++) {
+            unsigned char *tc = t + (size_t)c * PACK_KB * ts;
+            if (!src->transposed) {
+                const char *sp = (const char *)src->data + (row[c] * (size_t)n_in + (size_t)kb) * ss;
+                if (same)
+                    memcpy(tc, sp, (size_t)kn * ss);
+                else
+                    pb_convert_to_f32((float *)(void *)tc, sp, src->dtype, (size_t)kn);
             } else {
-                uint16_t h = m->dt == PB_DT_F16 ? pb_f32_to_f16(f) : pb_f32_to_bf16(f);
-                memcpy(dst + di * 2, &h, 2);
+                for (int kk = 0; kk < kn; kk++) {
+                    const char *sp = (const char *)src->data + ((size_t)(kb + kk) * (size_t)n_out + row[c]) * ss;
+                    if (same)
+                        memcpy(tc + (size_t)kk * ss, sp, ss);
+                    else
+                        pb_convert_to_f32((float *)(void *)(tc + (size_t)kk * 4), sp, src->dtype, 1);
+                }
             }
+        }
+        /* write */
+        if (same && ss == 4) {
+            const uint32_t *tw = (const uint32_t *)tmp;
+            uint32_t *d = (uint32_t *)(void *)dst + (size_t)kb * PB_KNR;
+            for (int kk = 0; kk < kn; kk++)
+                for (int c = 0; c < PB_KNR; c++)
+                    d[(size_t)kk * PB_KNR + c] = tw[(size_t)c * PACK_KB + kk];
+        } else if (same && m->dt == PB_DT_F16) {
+            const uint16_t *tw = (const uint16_t *)tmp;
+            uint16_t *d = (uint16_t *)(void *)dst + (size_t)kb * PB_KNR;
+            for (int kk = 0; kk < kn; kk++)
+                for (int c = 0; c < PB_KNR; c++)
+                    d[(size_t)kk * PB_KNR + c] = tw[(size_t)c * PACK_KB + kk];
+        } else if (same) { /* bf16: a 32-bit lane holds k (low half) and k + 1 of a column */
+            const uint16_t *tw = (const uint16_t *)tmp;
+            uint32_t *d = (uint32_t *)(void *)dst + (size_t)kb / 2 * PB_KNR;
+            for (int kk = 0; kk < kn; kk += 2)
+                for (int c = 0; c < PB_KNR; c++) {
+                    const uint16_t *tc = tw + (size_t)c * PACK_KB + kk;
+                    d[(size_t)(kk >> 1) * PB_KNR + c] = (uint32_t)tc[0] | (kk + 1 < kn ? (uint32_t)tc[1] << 16 : 0);
+                }
+        } else {
+            const float *tf = (const float *)tmp;
+            for (int kk = 0; kk < kn; kk++)
+                for (int c = 0; c < PB_KNR; c++) {
+                    const float f = tf[(size_t)c * PACK_KB + kk];
+                    const size_t k = (size_t)(kb + kk);
+                    if (m->dt == PB_DT_F32) {
+                        ((float *)(void *)dst)[k * PB_KNR + c] = f;
+                    } else if (m->dt == PB_DT_F16) {
+                        ((uint16_t *)(void *)dst)[k * PB_KNR + c] = pb_f32_to_f16(f);
+                    } else {
+                        ((uint16_t *)(void *)dst)[(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (k & 1)] =
+                            pb_f32_to_bf16(f);
+                    }
+                }
         }
     }
 }
@@ -139,8 +159,14 @@ pb_status pb_kmat_pack(const pb_kmat_src *src, int n_out, int n_in, pb_dtype sto
     const size_t used = (size_t)m->npanels * m->pstride * store_size(store_dt);
     if (n_out % PB_KNR || (store_dt == PB_DT_BF16 && (n_in & 1)) || used < bytes)
         memset(m->data, 0, bytes);
+    void *tmp = malloc((size_t)PB_KNR * PACK_KB * 4);
+    if (!tmp) {
+        pb_kmat_free(m);
+        return pb_error(PB_ERR_NOMEM, "out of memory packing a matrix");
+    }
     for (int p = 0; p < m->npanels; p++)
-        pack_panel(src, n_out, n_in, m, p);
+        pack_panel(src, n_out, n_in, m, p, tmp);
+    free(tmp);
     *out = m;
     return PB_OK;
 }

@@ -1,0 +1,221 @@
+/* Microbenchmark of the CPU kernels (not a test): decode-shaped and
+ * prefill-shaped matmuls on the active ISA path beside cblas_sgemm on the same
+ * shapes, and the machine's memory read bandwidth measured in the same run
+ * (several threads, each several streams of 32-byte loads).
+ *   kern-bench [threads] [seconds per measurement]
+ * Weights rotate over copies totalling >= 96 MB so that decode reads come
+ * from memory, not the last-level cache. Prints one line per measurement. */
+#include "config.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu/kernels.h"
+#include "cpu/pool.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static float frand(unsigned *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return (float)(*s >> 8) / 8388608.0f - 1.0f;
+}
+
+/* ---- memory read bandwidth ---- */
+
+typedef struct bw_job {
+    const char *buf;
+    size_t bytes; /* per thread */
+    double sink;
+} bw_job;
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx2"))) static double read_avx2(const char *p, size_t n)
+{
+    /* 4 streams, 2 loads of 32 bytes each per step */
+    const size_t q = n / 4 / 64 * 64;
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (size_t i = 0; i < q; i += 64) {
+        a0 = _mm256_or_si256(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_or_si256(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_or_si256(a2, _mm256_load_si256((const __m256i *)(p + q + i)));
+        a3 = _mm256_or_si256(a3, _mm256_load_si256((const __m256i *)(p + q + i + 32)));
+        a4 = _mm256_or_si256(a4, _mm256_load_si256((const __m256i *)(p + 2 * q + i)));
+        a5 = _mm256_or_si256(a5, _mm256_load_si256((const __m256i *)(p + 2 * q + i + 32)));
+        a6 = _mm256_or_si256(a6, _mm256_load_si256((const __m256i *)(p + 3 * q + i)));
+        a7 = _mm256_or_si256(a7, _mm256_load_si256((const __m256i *)(p + 3 * q + i + 32)));
+    }
+    a0 = _mm256_or_si256(_mm256_or_si256(_mm256_or_si256(a0, a1), _mm256_or_si256(a2, a3)),
+                         _mm256_or_si256(_mm256_or_si256(a4, a5), _mm256_or_si256(a6, a7)));
+    return (double)_mm256_extract_epi32(a0, 0);
+}
+#endif
+
+static double read_plain(const char *p, size_t n)
+{
+    uint64_t s = 0;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        s |= v;
+    }
+    return (double)s;
+}
+
+static void bw_item(void *ctx, int item, int worker)
+{
+    (void)worker;
+    bw_job *j = ctx;
+    const char *p = j->buf + (size_t)item * j->bytes;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+        j->sink += read_avx2(p, j->bytes);
+        return;
+    }
+#endif
+    j->sink += read_plain(p, j->bytes);
+}
+
+static double mem_bw(pb_pool *pool, int threads, double secs)
+{
+    const size_t total = (size_t)512 << 20;
+    char *buf = aligned_alloc(64, total);
+    memset(buf, 1, total);
+    bw_job j = {buf, total / (size_t)threads, 0};
+    double best = 0, t_end = now() + secs;
+    do {
+        double t0 = now();
+        pb_pool_run(pool, threads, bw_item, &j);
+        double gbs = (double)total / (now() - t0) / 1e9;
+        best = gbs > best ? gbs : best;
+    } while (now() < t_end);
+    free(buf);
+    return best;
+}
+
+/* ---- matmul ---- */
+
+typedef struct shape {
+    const char *name;
+    int n_out, n_in;
+    pb_dtype dt;
+} shape;
+
+static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, double bw)
+{
+    const size_t n = (size_t)s->n_out * s->n_in;
+    const size_t wbytes = n * (s->dt == PB_DT_F32 ? 4 : 2);
+    int copies = (int)(((size_t)96 << 20) / wbytes) + 1;
+    if (copies > 16)
+        copies = 16;
+    unsigned seed = 1;
+    float *w32 = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        w32[i] = frand(&seed) * 0.05f;
+    void *src = w32;
+    uint16_t *h = NULL;
+    if (s->dt != PB_DT_F32) {
+        h = malloc(n * 2);
+        for (size_t i = 0; i < n; i++)
+            h[i] = s->dt == PB_DT_BF16 ? pb_f32_to_bf16(w32[i]) : pb_f32_to_f16(w32[i]);
+        src = h;
+    }
+    pb_kmat *m[16];
+    pb_kmat_src ks = {src, s->dt, false, NULL};
+    double t0 = now();
+    for (int c = 0; c < copies; c++)
+        if (pb_kmat_pack(&ks, s->n_out, s->n_in, s->dt, &m[c]) != PB_OK)
+            exit(1);
+    const double pack_s = (now() - t0) / copies;
+    t0 = now();
+    char *cp = malloc(wbytes);
+    memcpy(cp, src, wbytes);
+    const double copy_s = now() - t0;
+    volatile char sink = cp[wbytes / 2];
+    (void)sink;
+    free(cp);
+    printf("%-22s pack %.0f MB/s (memcpy to fresh memory %.0f MB/s)\n", s->name, (double)wbytes / pack_s / 1e6,
+           (double)wbytes / copy_s / 1e6);
+    const int Ms[] = {1, 8, 32, 512};
+    float *x = malloc((size_t)512 * s->n_in * sizeof(float));
+    float *y = malloc((size_t)512 * s->n_out * sizeof(float));
+    for (size_t i = 0; i < (size_t)512 * s->n_in; i++)
+        x[i] = frand(&seed);
+    /* sgemm reads f32 weights; copies as well */
+    float *wf[16];
+    for (int c = 0; c < copies; c++) {
+        wf[c] = malloc(n * sizeof(float));
+        memcpy(wf[c], w32, n * sizeof(float));
+    }
+    for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
+        const int M = Ms[mi];
+        const double flop = 2.0 * M * (double)n;
+        double best = 1e30, best_blas = 1e30;
+        int it = 0;
+        double t_end = now() + secs;
+        do {
+            double a = now();
+            pb_kmat_mul(k, x, s->n_in, M, m[it % copies], NULL, y, s->n_out);
+            double b = now() - a;
+            best = b < best ? b : best;
+            it++;
+        } while (now() < t_end || it < 3);
+        it = 0;
+        t_end = now() + secs;
+        do {
+            double a = now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, s->n_out, s->n_in, 1.0f, x, s->n_in,
+                        wf[it % copies], s->n_in, 0.0f, y, s->n_out);
+            double b = now() - a;
+            best_blas = b < best_blas ? b : best_blas;
+            it++;
+        } while (now() < t_end || it < 3);
+        const double gbs = (double)wbytes / best / 1e9;
+        printf("%-22s M=%-4d kern %7.2f GB/s %7.1f GFLOP/s (%3.0f%% of read bw) | sgemm(f32 W) %7.2f GB/s %7.1f "
+               "GFLOP/s | kern/sgemm %.2fx\n",
+               s->name, M, gbs, flop / best / 1e9, 100.0 * gbs / bw, (double)n * 4 / best_blas / 1e9,
+               flop / best_blas / 1e9, best_blas / best);
+    }
+    for (int c = 0; c < copies; c++) {
+        pb_kmat_free(m[c]);
+        free(wf[c]);
+    }
+    free(w32), free(h), free(x), free(y);
+    (void)threads;
+}
+
+int main(int argc, char **argv)
+{
+    const int threads = argc > 1 ? atoi(argv[1]) : 2;
+    const double secs = argc > 2 ? atof(argv[2]) : 1.0;
+    pb_pool *pool;
+    pb_kctx *k;
+    if (threads < 1 || pb_pool_create(threads, &pool) != PB_OK || pb_kctx_create(pool, &k) != PB_OK)
+        return 1;
+    printf("kern-bench: %d threads, ISA path %s (best %s)\n", threads, pb_cpu_isa_name(pb_cpu_isa_active()),
+           pb_cpu_isa_name(pb_cpu_isa_best()));
+    const double bw = mem_bw(pool, threads, secs);
+    printf("memory read bandwidth: %.2f GB/s (%d threads x 4 streams, 32-byte loads, 512 MB, best)\n", bw, threads);
+    static const shape shapes[] = {
+        {"5632x2048 bf16 (up)", 5632, 2048, PB_DT_BF16},
+        {"2048x5632 bf16 (down)", 2048, 5632, PB_DT_BF16},
+        {"3072x768 f32", 3072, 768, PB_DT_F32},
+        {"768x3072 f32", 768, 3072, PB_DT_F32},
+        {"3072x768 f16", 3072, 768, PB_DT_F16},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        bench_shape(k, &shapes[i], threads, secs, bw);
+    pb_kctx_free(k);
+    pb_pool_free(pool);
+    return 0;
+}
