@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "common/util.h"
 #include "model/config.h"
+#include "ckpt/folder.h"
 
 static const char *human(uint64_t b, char *buf, size_t cap)
 {
@@ -177,9 +178,8 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
         print_other(other, other_name);
 }
 
-pb_status pb_cmd_plan(const pb_opts *opts)
+static pb_status plan_dir(const pb_opts *opts, const char *dir)
 {
-    const char *dir = pb_resolve_model_dir(opts);
     pb_model_config cfg;
     pb_ckpt *ck = NULL;
     pb_plan *plan = NULL, *other = NULL;
@@ -232,5 +232,17 @@ out:
     pb_plan_free(plan);
     pb_ckpt_close(ck);
     pb_model_config_free(&cfg);
+    return st;
+}
+
+pb_status pb_cmd_plan(const pb_opts *opts)
+{
+    char *dir = NULL;
+    pb_status st = pb_model_dir_resolve(opts->model_dir, &dir);
+    if (st == PB_OK)
+        st = pb_model_dir_check(dir, false);
+    if (st == PB_OK)
+        st = plan_dir(opts, dir);
+    free(dir);
     return st;
 }

@@ -1,7 +1,9 @@
-/* The run command: batch generation. Every rank loads its own stage of the
- * split (one stage holding every layer at world size 1). Rank 0 builds the
- * pipe (local, or across ranks: src/net/pipeline.h) and hands records to the
- * driver (src/gen/driver.c); ranks > 0 serve their stage until rank 0 ends. */
+/* The run command: batch generation. Rank 0 first checks every file that
+ * needs no model (gen/runner.h: input, output, --resume), so a mistake costs
+ * no load time. Then every rank loads its own stage of the split (one stage
+ * holding every layer at world size 1); rank 0 builds the pipe (local, or
+ * across ranks: src/net/pipeline.h) and the runner feeds the engine
+ * (gen/engine.h); ranks > 0 serve their stage until rank 0 ends. */
 #include "config.h"
 #include "cli/commands.h"
 
@@ -20,13 +22,14 @@
 #include "ckpt/weights.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "gen/driver.h"
+#include "gen/engine.h"
 #include "gen/pipe.h"
 #include "gen/record.h"
-#include "gen/resume.h"
+#include "gen/runner.h"
 #include "gen/stop.h"
 #include "gen/writer.h"
 #include "model/config.h"
+#include "ckpt/folder.h"
 #include "net/bootstrap.h"
 #include "net/pipeline.h"
 #include "net/transport.h"
@@ -132,7 +135,7 @@ static const char *model_name(const char *dir)
     return p;
 }
 
-static void summary(const pb_driver_stats *s)
+static void summary(const pb_run_stats *s)
 {
     double tps = s->wall_seconds > 0 ? (double)s->completion_tokens / s->wall_seconds : 0;
     fprintf(stderr,
@@ -141,12 +144,12 @@ static void summary(const pb_driver_stats *s)
             (unsigned long long)s->records, (unsigned long long)s->errors,
             (unsigned long long)s->prompt_tokens, (unsigned long long)s->completion_tokens,
             s->wall_seconds, tps,
-            s->prefill_seconds > 0 ? (double)s->prompt_tokens / s->prefill_seconds : 0,
-            s->decode_seconds > 0 ? (double)s->completion_tokens / s->decode_seconds : 0,
-            s->ttft_mean, s->ttft_max);
-    for (int i = 0; i < s->pipe.n_stages; i++)
+            s->engine.prefill_seconds > 0 ? (double)s->prompt_tokens / s->engine.prefill_seconds : 0,
+            s->engine.decode_seconds > 0 ? (double)s->completion_tokens / s->engine.decode_seconds : 0,
+            s->engine.ttft_mean, s->engine.ttft_max);
+    for (int i = 0; i < s->engine.pipe.n_stages; i++)
         fprintf(stderr, "pippy-batch: stage %d busy %.1f%%\n", i,
-                s->wall_seconds > 0 ? 100.0 * s->pipe.busy_seconds[i] / s->wall_seconds : 0);
+                s->wall_seconds > 0 ? 100.0 * s->engine.pipe.busy_seconds[i] / s->wall_seconds : 0);
 }
 
 /* Memory this process may still use: MemAvailable, lowered by the cgroup
@@ -278,6 +281,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     *exit_code = 0;
     pb_status st = PB_OK;
     pb_bootstrap *boot = NULL;
+    pb_runner *run = NULL;
     pb_model_config cfg;
     bool have_cfg = false;
     pb_tokenizer *tok = NULL;
@@ -290,9 +294,9 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     pb_net_pipe *np = NULL;
     pb_gen_settings base;
     bool have_base = false;
-    char *out_path = NULL, *tok_path = NULL, *model_fp = NULL;
+    char *out_path = NULL, *tok_path = NULL, *dir = NULL;
 
-    /* every rank: a stop signal is handled by rank 0's driver, the others
+    /* every rank: a stop signal is handled by rank 0's engine, the others
      * serve until it ends the pipeline */
     PB_CHECK(pb_stop_install());
     int shard_index = opts->shard_index, shard_count = opts->shard_count;
@@ -303,9 +307,25 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_bootstrap_init(&boot), st, out);
     const int rank = pb_bootstrap_rank(boot), world = pb_bootstrap_size(boot);
 
-    const char *dir = pb_resolve_model_dir(opts);
+    int chunks = opts->chunks > 0 ? opts->chunks : 1;
+    int batch = opts->batch_size;
+    if (chunks > batch) {
+        st = pb_error(PB_ERR_USAGE, "--chunks %d is more than --batch-size %d", chunks, batch);
+        goto out;
+    }
+    /* rank 0: the files, before anything is read from the model folder */
+    pb_runner_opts ro = {
+        .in_path = opts->in_path, .out_path = out_path, .metrics_path = opts->metrics_path,
+        .force = opts->force, .resume = opts->resume,
+        .abort_on_error = opts->on_error == PB_ON_ERROR_ABORT,
+        .shard_index = shard_index, .shard_count = shard_count, .batch_size = batch,
+        .frame_records = opts->frame_records, .frame_seconds = opts->frame_seconds,
+        .verbosity = opts->verbosity, .progress_tty = opts->progress_tty};
     if (rank == 0)
-        PB_CHECK_GOTO(pb_writer_check_dir(out_path), st, out);
+        PB_CHECK_GOTO(pb_runner_open(&ro, &run), st, out);
+
+    PB_CHECK_GOTO(pb_model_dir_resolve(opts->model_dir, &dir), st, out);
+    PB_CHECK_GOTO(pb_model_dir_check(dir, true), st, out);
     PB_CHECK_GOTO(pb_model_config_load(dir, &cfg), st, out);
     have_cfg = true;
     int context = cfg.max_position;
@@ -321,22 +341,22 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         st = pb_error(PB_ERR_CONFIG, "%s: context length %d is too small", dir, context);
         goto out;
     }
-    tok_path = pb_path_join(dir, "tokenizer.json");
-    if (!tok_path) {
-        st = pb_error(PB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    PB_CHECK_GOTO(pb_tokenizer_load(tok_path, &tok), st, out);
-
     PB_CHECK_GOTO(pb_gen_settings_base(&opts->gen, &cfg.gen, &base), st, out);
     have_base = true;
 
-    int chunks = opts->chunks > 0 ? opts->chunks : 1;
-    int batch = opts->batch_size;
-    if (chunks > batch) {
-        st = pb_error(PB_ERR_USAGE, "--chunks %d is more than --batch-size %d", chunks, batch);
-        goto out;
-    }
+    /* rank 0: the --resume rules (fingerprints of the model's small files and
+     * the settings); a complete OUT needs no model at world size 1 */
+    pb_runner_model rm = {.dir = dir, .index_path = opts->index_path, .name = model_name(dir),
+                          .base = &base, .context = context};
+    bool done_before = false;
+    if (rank == 0)
+        PB_CHECK_GOTO(pb_runner_prepare(run, &rm, &done_before), st, out);
+    if (done_before && world == 1)
+        goto finish;
+
+    PB_CHECK_GOTO(pb_model_tokenizer_path(dir, &tok_path), st, out);
+    PB_CHECK_GOTO(pb_tokenizer_load(tok_path, &tok), st, out);
+
     int threads = opts->threads;
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -365,8 +385,6 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
     const pb_stage_plan *sp = &plan->stages[rank];
     PB_CHECK_GOTO(check_memory(sp, rank, batch, context), st, out);
-    if (rank == 0 && strcmp(out_path, "-") != 0)
-        PB_CHECK_GOTO(pb_resume_model_fp(dir, opts->index_path, &model_fp), st, out);
     PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, out);
     pb_stage_opts so = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
                         .threads = threads};
@@ -409,28 +427,22 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         }
         PB_CHECK_GOTO(pb_net_pipe_create(tr, stage, &pc, chunks, &pipe, &np), st, out);
     }
+    if (done_before)
+        goto finish; /* world > 1: the ranks met; the pipe's end releases them */
 
-    pb_driver_opts dopt = {
-        .in_path = opts->in_path, .out_path = out_path, .metrics_path = opts->metrics_path,
-        .model_name = model_name(dir), .batch_size = batch, .chunks = chunks, .context = context,
-        .abort_on_error = opts->on_error == PB_ON_ERROR_ABORT,
-        .shard_index = shard_index, .shard_count = shard_count,
-        .frame_records = opts->frame_records, .frame_seconds = opts->frame_seconds,
-        .verbosity = opts->verbosity, .progress_tty = opts->progress_tty,
-        .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos, .base = &base,
-        .resume = opts->resume, .model_fp = model_fp, .grace_seconds = opts->grace_seconds};
-    pb_driver_stats stats;
-    st = pb_driver_run(&dopt, pipe, tok, &stats);
+    pb_engine_opts eo = {.batch_size = batch, .chunks = chunks, .context = context,
+                         .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos,
+                         .grace_seconds = opts->grace_seconds};
+    st = pb_runner_run(run, &eo, pipe, tok);
+    const pb_run_stats *stats = pb_runner_stats(run);
     if (st == PB_ERR_INTERRUPTED && opts->verbosity >= 1)
-        summary(&stats);
-    if (st == PB_OK && stats.already_complete)
-        *exit_code = stats.resumed_errors ? 3 : 0; /* as the run that completed it */
-    if (st != PB_OK || stats.already_complete)
+        summary(stats);
+    if (st != PB_OK)
         goto out;
     if (opts->verbosity >= 1)
-        summary(&stats);
+        summary(stats);
     if (opts->metrics_path)
-        PB_CHECK_GOTO(pb_driver_write_metrics(opts->metrics_path, &stats), st, out);
+        PB_CHECK_GOTO(pb_run_write_metrics(opts->metrics_path, stats), st, out);
     if (np) {
         pb_pipeline_report rep;
         PB_CHECK_GOTO(pb_net_pipe_report(np, &rep), st, out);
@@ -439,7 +451,12 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         if (opts->metrics_path)
             PB_CHECK_GOTO(add_pipeline_metrics(opts->metrics_path, &rep), st, out);
     }
-    *exit_code = stats.errors + stats.resumed_errors ? 3 : 0;
+finish:
+    /* 3 when some records are errors, counting those of an earlier run */
+    if (run) {
+        const pb_run_stats *s = pb_runner_stats(run);
+        *exit_code = s->errors + s->resumed_errors ? 3 : 0;
+    }
 out:
     if (st != PB_OK && boot && pb_bootstrap_size(boot) > 1 && st != PB_ERR_INTERRUPTED) {
         /* No rank may hang on a failed one: say why, then end the job. */
@@ -448,6 +465,7 @@ out:
         pb_log_error("%s", msg);
         pb_bootstrap_abort(boot, st, msg);
     }
+    pb_runner_free(run);
     pb_pipe_free(pipe);
     pb_transport_free(tr);
     pb_stage_free(stage);
@@ -462,6 +480,6 @@ out:
     pb_bootstrap_free(boot);
     free(tok_path);
     free(out_path);
-    free(model_fp);
+    free(dir);
     return st;
 }

@@ -16,28 +16,23 @@
 #include "cli/commands.h"
 #include "common/util.h"
 #include "gen/jbuf.h"
+#include "ckpt/folder.h"
 #include "tok/tokenizer.h"
 
 static pb_status load_tok(const pb_opts *opts, pb_tokenizer **tok)
 {
     if (opts->tokenizer)
         return pb_tokenizer_load(opts->tokenizer, tok);
-    const char *dir = pb_resolve_model_dir(opts);
-    if (!dir)
-        return pb_error(PB_ERR_USAGE, "no model: give --model DIR or --tokenizer FILE");
-    char *path = pb_path_join(dir, "tokenizer.json");
-    if (!path)
-        return pb_error(PB_ERR_NOMEM, "out of memory");
-    if (!pb_file_exists(path)) {
-        char *zst = pb_path_join(dir, "tokenizer.json.zst");
-        if (zst && pb_file_exists(zst)) {
-            free(path);
-            path = zst;
-        } else
-            free(zst);
-    }
-    pb_status st = pb_tokenizer_load(path, tok);
+    char *dir = NULL, *path = NULL;
+    pb_status st = pb_model_dir_resolve(opts->model_dir, &dir);
+    if (st == PB_OK)
+        st = pb_model_dir_check(dir, true);
+    if (st == PB_OK)
+        st = pb_model_tokenizer_path(dir, &path);
+    if (st == PB_OK)
+        st = pb_tokenizer_load(path, tok);
     free(path);
+    free(dir);
     return st;
 }
 

@@ -11,8 +11,4 @@ pb_status pb_cmd_plan(const pb_opts *opts);
 pb_status pb_cmd_tokenize(const pb_opts *opts);
 pb_status pb_cmd_detokenize(const pb_opts *opts);
 
-/* Resolve the model folder: --model, else $PIPPY_BATCH_MODEL, else the
- * installed demo model (PB_DATADIR/demo), else data/demo in the source tree. */
-const char *pb_resolve_model_dir(const pb_opts *opts);
-
 #endif

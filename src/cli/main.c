@@ -11,24 +11,6 @@
 #include "common/log.h"
 #include "common/util.h"
 
-const char *pb_resolve_model_dir(const pb_opts *opts)
-{
-    if (opts->model_dir)
-        return opts->model_dir;
-    const char *env = getenv("PIPPY_BATCH_MODEL");
-    if (env && *env)
-        return env;
-    static const char *const candidates[] = {PB_DATADIR "/demo", "data/demo"};
-    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
-        char *cfg = pb_path_join(candidates[i], "config.json");
-        bool ok = cfg && pb_file_exists(cfg);
-        free(cfg);
-        if (ok)
-            return candidates[i];
-    }
-    return PB_DATADIR "/demo";
-}
-
 int main(int argc, char **argv)
 {
     pb_opts opts;

@@ -54,6 +54,7 @@ static const struct option long_opts[] = {
     {"stop", required_argument, NULL, OPT_STOP},
     {"on-error", required_argument, NULL, OPT_ON_ERROR},
     {"resume", no_argument, NULL, OPT_RESUME},
+    {"force", no_argument, NULL, 'f'},
     {"grace", required_argument, NULL, OPT_GRACE},
     {"shard", required_argument, NULL, OPT_SHARD},
     {"frame-records", required_argument, NULL, OPT_FRAME_RECORDS},
@@ -69,7 +70,7 @@ static const struct option long_opts[] = {
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
 };
-static const char short_opts[] = "+m:i:o:b:c:t:qvhV";
+static const char short_opts[] = "+m:i:o:b:c:t:fqvhV";
 
 /* Which commands accept an option (bit per pb_command); 0 entries accept all. */
 #define C_RUN (1u << PB_CMD_RUN)
@@ -346,6 +347,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             else { st = pb_error(PB_ERR_USAGE, "--on-error: '%s' is not record or abort", optarg); goto out; }
             break;
         case OPT_RESUME: o->resume = true; break;
+        case 'f': o->force = true; break;
         case OPT_GRACE: PB_CHECK_GOTO(parse_float(optname, optarg, 0, 86400, &o->grace_seconds), st, out); break;
         case OPT_SHARD: PB_CHECK_GOTO(parse_shard(optarg, o), st, out); break;
         case OPT_FRAME_RECORDS: PB_CHECK_GOTO(parse_int(optname, optarg, 1, 1 << 24, &o->frame_records), st, out); break;
@@ -380,6 +382,11 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
         st = pb_error(PB_ERR_USAGE, "--resume needs --out FILE (standard output cannot be resumed)");
         goto out;
     }
+    if (o->cmd == PB_CMD_RUN && o->resume && o->force) {
+        st = pb_error(PB_ERR_USAGE, "--force and --resume are exclusive: --resume continues "
+                      "FILE.partial, --force starts afresh");
+        goto out;
+    }
     if (o->cmd == PB_CMD_RUN && o->backend == PB_BACKEND_CUDA) {
 #ifdef PB_HAVE_CUDA
         st = pb_error(PB_ERR_NOT_AVAILABLE, "--device cuda: the CUDA backend is not yet available (this build found CUDA; the backend's kernels are still being written); use --device cpu");
@@ -396,7 +403,7 @@ out:
 void pb_opts_print_help(FILE *fp)
 {
     fputs(
-"Usage: pippy-batch [run] [OPTIONS] --in PROMPTS.jsonl --out RESULTS.jsonl[.zst]\n"
+"Usage: pippy-batch [run] [OPTIONS] [--in PROMPTS.jsonl] [--out RESULTS.jsonl[.zst]]\n"
 "       pippy-batch plan --model DIR --ranks N [--split-policy P] [--json]\n"
 "       pippy-batch tokenize   (--model DIR | --tokenizer FILE) [--no-special]\n"
 "       pippy-batch detokenize (--model DIR | --tokenizer FILE) [--skip-special]\n"
@@ -433,7 +440,9 @@ void pb_opts_print_help(FILE *fp)
 "Files and records:\n"
 "  -i, --in FILE              prompts, JSONL (default: - = standard input)\n"
 "  -o, --out FILE             results, JSONL; zstd-compressed when FILE ends in .zst;\n"
-"                             written to FILE.partial, renamed when complete (default: -)\n"
+"                             written to FILE.partial, renamed when complete (default: -);\n"
+"                             an existing FILE is refused, and FILE is never the input\n"
+"  -f, --force                replace an existing --out FILE (and a leftover FILE.partial)\n"
 "      --on-error record|abort  a bad line gives an error record (default) or stops the run\n"
 "      --resume               continue an interrupted FILE.partial\n"
 "      --shard I/N|auto       take every N-th record starting at I; auto = Slurm job array;\n"

@@ -63,6 +63,7 @@ typedef struct pb_opts {
     /* records and files */
     pb_on_error on_error;
     bool resume;
+    bool force;              /* --force: replace an existing --out FILE */
     double grace_seconds;    /* --grace (default 30) */
     int shard_index, shard_count; /* --shard I/N; count 0 = no sharding */
     bool shard_auto;         /* --shard auto */

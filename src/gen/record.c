@@ -434,3 +434,45 @@ out:
     cJSON_Delete(root);
     return st;
 }
+
+/* ---- output records --------------------------------------------------- */
+
+void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
+                           const pb_result *res)
+{
+    unsigned long long line = (unsigned long long)r->line;
+    if (r->openai) {
+        pb_jbuf_printf(b, "{\"id\": \"batch_req_%llu\", \"custom_id\": %s, \"response\": "
+                       "{\"status_code\": 200, \"request_id\": \"req_%llu\", \"body\": "
+                       "{\"id\": \"cmpl-%llu\", \"object\": \"text_completion\", \"model\": ",
+                       line, r->custom_id_json ? r->custom_id_json : "null", line, line);
+        const char *m = model ? model : "";
+        pb_jbuf_str(b, m, strlen(m));
+        pb_jbuf_puts(b, ", \"choices\": [{\"index\": 0, \"text\": ");
+        pb_jbuf_str(b, res->text, res->len);
+        pb_jbuf_printf(b, ", \"logprobs\": null, \"finish_reason\": \"%s\"}], \"usage\": "
+                       "{\"prompt_tokens\": %d, \"completion_tokens\": %d, \"total_tokens\": %d}}}, "
+                       "\"error\": null}", res->finish, res->prompt_tokens, res->completion_tokens,
+                       res->prompt_tokens + res->completion_tokens);
+    } else {
+        pb_jbuf_printf(b, "{\"id\": %s, \"text\": ", r->id_json);
+        pb_jbuf_str(b, res->text, res->len);
+        pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
+                       "\"completion_tokens\": %d}", res->finish, res->prompt_tokens,
+                       res->completion_tokens);
+    }
+}
+
+void pb_record_error_json(pb_jbuf *b, const pb_record *r)
+{
+    unsigned long long line = (unsigned long long)r->line;
+    if (r->openai)
+        pb_jbuf_printf(b, "{\"id\": \"batch_req_%llu\", \"custom_id\": %s, \"response\": null, "
+                       "\"error\": {\"code\": \"invalid_request\", \"line\": %llu, \"message\": ",
+                       line, r->custom_id_json ? r->custom_id_json : "null", line);
+    else
+        pb_jbuf_printf(b, "{\"id\": %s, \"error\": {\"line\": %llu, \"message\": ", r->id_json, line);
+    const char *e = r->error ? r->error : "";
+    pb_jbuf_str(b, e, strlen(e));
+    pb_jbuf_puts(b, "}}");
+}

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "gen/jbuf.h"
 #include "gen/sample.h"
 #include "model/config.h"
 
@@ -68,6 +69,32 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
 pb_status pb_record_set_error(pb_record *rec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void pb_record_clear(pb_record *rec);
+
+/* ---- output records ----
+ * Each answers one input record in its own shape (native or OpenAI batch),
+ * as one JSON line without the newline, appended to b.
+ *
+ * native:  {"id": ID, "text": "...", "finish_reason": "stop"|"length",
+ *           "prompt_tokens": P, "completion_tokens": C}
+ *          {"id": ID, "error": {"line": L, "message": "..."}}
+ * OpenAI:  {"id": "batch_req_L", "custom_id": ..., "response": {"status_code": 200,
+ *           "request_id": "req_L", "body": {"id": "cmpl-L", "object": "text_completion",
+ *           "model": M, "choices": [{"index": 0, "text": "...", "logprobs": null,
+ *           "finish_reason": ...}], "usage": {...}}}, "error": null}
+ *          {"id": "batch_req_L", "custom_id": ..., "response": null,
+ *           "error": {"code": "invalid_request", "line": L, "message": "..."}} */
+typedef struct pb_result {
+    const char *text;    /* the completion, UTF-8 */
+    size_t len;
+    const char *finish;  /* "stop" or "length" */
+    int prompt_tokens, completion_tokens;
+} pb_result;
+
+/* rec->error must be NULL; model: the model's name for the OpenAI shape. */
+void pb_record_result_json(pb_jbuf *b, const pb_record *rec, const char *model,
+                           const pb_result *res);
+/* rec->error must be set. */
+void pb_record_error_json(pb_jbuf *b, const pb_record *rec);
 
 /* True when the line holds only whitespace (not a record). */
 bool pb_line_is_blank(const char *line, size_t len);

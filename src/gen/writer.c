@@ -515,6 +515,10 @@ pb_status pb_writer_close(pb_writer *w, bool complete)
     pb_status st2 = end_frame(w);
     if (st == PB_OK)
         st = st2;
+    /* no records at all: still a valid .zst (one empty frame), as zstd
+     * writes for empty input, so `zstdcat out-*.jsonl.zst` works on every shard */
+    if (st == PB_OK && complete && w->cctx && w->bytes == 0)
+        st = zfeed(w, NULL, 0, ZSTD_e_end);
     if (!w->is_stdout) {
         if (st == PB_OK && fsync(w->fd) != 0)
             st = pb_error(PB_ERR_IO, "%s: fsync: %s", w->partial, strerror(errno));

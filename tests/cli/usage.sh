@@ -51,6 +51,7 @@ expect_usage "bad on-error" "--on-error: 'ignore'" --on-error ignore
 expect_usage "bad device" "--device: 'tpu'" --device tpu
 expect_usage "chunks above batch size" "--chunks 8 is more than --batch-size 4" --batch-size 4 --chunks 8
 expect_usage "resume to stdout" "--resume needs --out FILE" --resume
+expect_usage "force with resume" "--force and --resume are exclusive" --resume --force --out x.jsonl
 expect_usage "option of another command" "option --ranks does not apply to the 'run' command" --ranks 2
 expect_usage "run option to plan" "option --temperature does not apply to the 'plan' command" plan --temperature 1
 expect_usage "unknown command" "unknown command 'frobnicate'" frobnicate

@@ -1,0 +1,400 @@
+/* The engine (see engine.h). */
+#include "config.h"
+#include "gen/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "gen/stop.h"
+
+typedef struct seq_state {
+    bool active;
+    pb_record rec;
+    uint64_t out_no;       /* output ordinal */
+    int32_t *prompt;
+    int n_prompt;
+    int cached;            /* tokens in the KV cache */
+    int generated;
+    int32_t last;          /* last sampled token, fed at the next decode */
+    pb_detok *detok;
+    double t_admit;
+} seq_state;
+
+typedef struct engine {
+    const pb_engine_opts *o;
+    const pb_engine_io *io;
+    pb_pipe *pipe;
+    const pb_tokenizer *tok;
+    seq_state *slots;
+    int n_slots;
+    int max_batch_tokens;
+    bool input_done;
+    pb_microbatch *mbs;    /* one per chunk */
+    int *fifo;             /* chunk ids in flight, oldest first */
+    int fifo_head, fifo_n;
+    bool *in_flight;
+    uint64_t tag;
+    pb_engine_stats *st;
+    double t0, t_last_result;
+    double ttft_sum;
+    uint64_t ttft_n;
+    /* stop signal */
+    bool stopping;         /* no new prompts */
+    bool dropping;         /* grace over: no new micro-batches */
+    double deadline;
+} engine;
+
+static void slot_release(seq_state *s)
+{
+    pb_record_clear(&s->rec);
+    free(s->prompt);
+    pb_detok_free(s->detok);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- admission -------------------------------------------------------- */
+
+/* Take records until one needs the model (admitted into s, *got) or none
+ * is available now. Prompts that cannot be generated for and zero-token
+ * requests are answered here. */
+static pb_status next_prompt(engine *d, seq_state *s, bool *got)
+{
+    *got = false;
+    while (!d->input_done && !d->stopping) {
+        pb_record rec;
+        uint64_t out_no = 0;
+        bool have = false, ended = false;
+        memset(&rec, 0, sizeof rec);
+        PB_CHECK(d->io->next(d->io->ctx, &rec, &out_no, &have, &ended));
+        if (ended)
+            d->input_done = true;
+        if (!have)
+            return PB_OK;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        pb_status st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, true, &ids, &n);
+        if (st != PB_OK) {
+            if (st != PB_ERR_INPUT) {
+                pb_record_clear(&rec);
+                return st;
+            }
+            st = pb_record_set_error(&rec, "prompt: %s", pb_last_error());
+        } else if (n == 0 && rec.gs.max_tokens > 0) {
+            st = pb_record_set_error(&rec, "prompt has no tokens (empty prompt and no BOS token)");
+        } else if (n >= (size_t)d->o->context && rec.gs.max_tokens > 0) {
+            st = pb_record_set_error(&rec, "prompt has %zu tokens; the context is %d tokens, "
+                                     "which leaves no room to generate", n, d->o->context);
+        }
+        if (st != PB_OK || rec.error) {
+            free(ids);
+            if (st == PB_OK)
+                st = d->io->result(d->io->ctx, &rec, out_no, NULL);
+            pb_record_clear(&rec);
+            PB_CHECK(st);
+            continue;
+        }
+        memset(s, 0, sizeof *s);
+        s->rec = rec;
+        s->out_no = out_no;
+        s->prompt = ids;
+        s->n_prompt = (int)n;
+        if (rec.gs.max_tokens == 0) {
+            pb_result res = {.text = "", .len = 0, .finish = "length", .prompt_tokens = s->n_prompt};
+            st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
+            slot_release(s);
+            PB_CHECK(st);
+            continue;
+        }
+        st = pb_detok_create(d->tok, ids, n, &s->detok);
+        if (st != PB_OK) {
+            slot_release(s);
+            return st;
+        }
+        s->active = true;
+        s->t_admit = pb_now();
+        *got = true;
+        return PB_OK;
+    }
+    return PB_OK;
+}
+
+/* ---- micro-batches ---------------------------------------------------- */
+
+static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t flags)
+{
+    pb_mb_seq q;
+    memset(&q, 0, sizeof q);
+    q.slot = slot;
+    q.pos = pos;
+    q.n_tokens = n;
+    q.flags = flags;
+    q.sample = s->rec.gs.sample;
+    q.key.seed = s->rec.gs.seed;
+    /* a record with its own seed draws the same whatever its position */
+    q.key.record = s->rec.gs.own_seed ? 0 : s->rec.line;
+    q.key.step = (uint64_t)s->generated;
+    return q;
+}
+
+/* Build chunk c's next micro-batch: decode steps first, then prefill (new
+ * prompts admitted into free slots) within the token budget. */
+static pb_status build(engine *d, int c, pb_microbatch *mb)
+{
+    pb_mb_clear(mb);
+    if (d->dropping)
+        return PB_OK;
+    int C = d->o->chunks, budget = d->max_batch_tokens;
+    for (int slot = c; slot < d->n_slots; slot += C) {
+        seq_state *s = &d->slots[slot];
+        if (!s->active || s->cached < s->n_prompt)
+            continue;
+        pb_mb_seq q = seq_desc(s, slot, s->cached, 1, PB_SEQ_SAMPLE);
+        PB_CHECK(pb_mb_add(mb, &q, &s->last));
+        budget--;
+    }
+    for (int slot = c; slot < d->n_slots && budget > 0; slot += C) {
+        seq_state *s = &d->slots[slot];
+        if (!s->active) {
+            bool got;
+            PB_CHECK(next_prompt(d, s, &got));
+            if (!got)
+                continue;
+        }
+        if (s->cached >= s->n_prompt)
+            continue;
+        int n = s->n_prompt - s->cached;
+        if (n > budget)
+            n = budget;
+        uint32_t flags = (s->cached == 0 ? PB_SEQ_NEW : 0) |
+                         (s->cached + n == s->n_prompt ? PB_SEQ_SAMPLE : 0);
+        pb_mb_seq q = seq_desc(s, slot, s->cached, n, flags);
+        PB_CHECK(pb_mb_add(mb, &q, s->prompt + s->cached));
+        budget -= n;
+    }
+    return PB_OK;
+}
+
+/* ---- results ---------------------------------------------------------- */
+
+static bool is_eos(const engine *d, int32_t t)
+{
+    for (int i = 0; i < d->o->n_eos; i++)
+        if (d->o->eos_ids[i] == t)
+            return true;
+    return false;
+}
+
+static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, size_t cut_at)
+{
+    size_t len;
+    const char *text;
+    if (!cut) {
+        const char *nt;
+        size_t nl;
+        PB_CHECK(pb_detok_finish(s->detok, &nt, &nl));
+        text = pb_detok_text(s->detok, &len);
+        /* the rest released at the end may complete a stop string */
+        size_t off;
+        int which;
+        if (s->rec.gs.n_stops && nl &&
+            pb_detok_find_stop(s->detok, (const char *const *)s->rec.gs.stops, s->rec.gs.n_stops, nl,
+                               &off, &which)) {
+            len = off;
+            reason = "stop";
+        }
+    } else {
+        text = pb_detok_text(s->detok, &len);
+        len = cut_at;
+    }
+    pb_result res = {.text = text, .len = len, .finish = reason, .prompt_tokens = s->n_prompt,
+                     .completion_tokens = s->generated};
+    pb_status st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
+    slot_release(s);
+    return st;
+}
+
+static pb_status on_token(engine *d, seq_state *s, int32_t t)
+{
+    if (s->generated == 0) {
+        double now = pb_now(), dt = now - s->t_admit;
+        d->ttft_sum += dt;
+        d->ttft_n++;
+        if (dt > d->st->ttft_max)
+            d->st->ttft_max = dt;
+        if (d->st->first_token_seconds == 0)
+            d->st->first_token_seconds = now - d->t0;
+    }
+    s->generated++;
+    s->last = t;
+    if (is_eos(d, t))
+        return finish(d, s, "stop", false, 0);
+    const char *nt;
+    size_t nl;
+    PB_CHECK(pb_detok_push(s->detok, t, &nt, &nl));
+    size_t off;
+    int which;
+    if (s->rec.gs.n_stops && nl &&
+        pb_detok_find_stop(s->detok, (const char *const *)s->rec.gs.stops, s->rec.gs.n_stops, nl,
+                           &off, &which))
+        return finish(d, s, "stop", true, off);
+    if (s->generated >= s->rec.gs.max_tokens || s->n_prompt + s->generated >= d->o->context)
+        return finish(d, s, "length", false, 0);
+    return PB_OK;
+}
+
+static pb_status process(engine *d, const pb_microbatch *mb, const pb_mb_result *res)
+{
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        seq_state *s = &d->slots[q->slot];
+        if (!s->active || s->cached != q->pos)
+            return pb_error(PB_ERR_INTERNAL, "driver: result for slot %d out of step", (int)q->slot);
+        s->cached += q->n_tokens;
+        if (q->flags & PB_SEQ_SAMPLE) {
+            if (res->tokens[i] < 0)
+                return pb_error(PB_ERR_INTERNAL, "driver: no token sampled for slot %d", (int)q->slot);
+            PB_CHECK(on_token(d, s, res->tokens[i]));
+        }
+    }
+    return PB_OK;
+}
+
+/* ---- main loop -------------------------------------------------------- */
+
+static int in_flight_records(const engine *d)
+{
+    int n = 0;
+    for (int i = 0; i < d->n_slots; i++)
+        n += d->slots[i].active;
+    return n;
+}
+
+/* After a stop signal: no new prompts at once; after the grace period no new
+ * micro-batches either (what is in flight is dropped, the pipe drains). */
+static void check_stop(engine *d)
+{
+    if (!d->stopping && pb_stop_requested()) {
+        d->stopping = true;
+        d->deadline = pb_now() + d->o->grace_seconds;
+        pb_log_info("%s: stopping: no new prompts; finishing %d records in flight within %gs",
+                    pb_stop_signal_name(), in_flight_records(d), d->o->grace_seconds);
+    }
+    if (d->stopping && !d->dropping && pb_now() >= d->deadline) {
+        d->dropping = true;
+        int n = in_flight_records(d);
+        if (n)
+            pb_log_info("grace period over: dropping %d records in flight", n);
+    }
+}
+
+static pb_status submit_chunk(engine *d, int c, bool *submitted)
+{
+    *submitted = false;
+    pb_microbatch *mb = &d->mbs[c];
+    PB_CHECK(build(d, c, mb));
+    if (mb->n_seqs == 0)
+        return PB_OK;
+    mb->tag = ++d->tag;
+    PB_CHECK(pb_pipe_submit(d->pipe, mb));
+    d->fifo[(d->fifo_head + d->fifo_n) % d->o->chunks] = c;
+    d->fifo_n++;
+    d->in_flight[c] = true;
+    *submitted = true;
+    return PB_OK;
+}
+
+static pb_status loop(engine *d)
+{
+    pb_mb_result res;
+    PB_CHECK(pb_mb_result_init(&res, d->n_slots));
+    pb_status st = PB_OK;
+    int C = d->o->chunks;
+    d->t_last_result = pb_now();
+    for (;;) {
+        check_stop(d);
+        for (int c = 0; c < C; c++) {
+            if (d->in_flight[c])
+                continue;
+            bool sub;
+            PB_CHECK_GOTO(submit_chunk(d, c, &sub), st, out);
+        }
+        if (d->fifo_n == 0)
+            break; /* nothing in flight and nothing to submit: input done */
+        int c = d->fifo[d->fifo_head];
+        PB_CHECK_GOTO(pb_pipe_wait(d->pipe, &res), st, out);
+        d->fifo_head = (d->fifo_head + 1) % C;
+        d->fifo_n--;
+        d->in_flight[c] = false;
+        d->st->micro_batches++;
+        /* share this interval between prefill and decode by token count */
+        double now = pb_now(), dt = now - d->t_last_result;
+        d->t_last_result = now;
+        const pb_microbatch *mb = &d->mbs[c];
+        int decode = 0;
+        for (int i = 0; i < mb->n_seqs; i++)
+            if (mb->seqs[i].pos >= d->slots[mb->seqs[i].slot].n_prompt)
+                decode++;
+        double fdec = mb->n_tokens ? (double)decode / mb->n_tokens : 0;
+        d->st->decode_seconds += dt * fdec;
+        d->st->prefill_seconds += dt * (1 - fdec);
+        PB_CHECK_GOTO(process(d, mb, &res), st, out);
+        if (d->io->tick)
+            PB_CHECK_GOTO(d->io->tick(d->io->ctx), st, out);
+    }
+out:
+    pb_mb_result_release(&res);
+    return st;
+}
+
+pb_status pb_engine_run(const pb_engine_opts *o, pb_pipe *pipe, const pb_tokenizer *tok,
+                        const pb_engine_io *io, pb_engine_stats *stats)
+{
+    memset(stats, 0, sizeof *stats);
+    engine dd, *d = &dd;
+    memset(d, 0, sizeof *d);
+    d->o = o;
+    d->io = io;
+    d->pipe = pipe;
+    d->tok = tok;
+    d->st = stats;
+    d->t0 = pb_now();
+    const pb_mb_limits *lim = pb_pipe_limits(pipe);
+    d->n_slots = o->batch_size;
+    pb_status st = PB_OK;
+    if (o->chunks < 1 || o->chunks > o->batch_size || o->batch_size > lim->n_slots ||
+        o->context > lim->max_seq_len || o->chunks > pb_pipe_depth(pipe))
+        return pb_error(PB_ERR_INTERNAL, "engine: batch %d, chunks %d do not fit the pipe (%d slots, depth %d)",
+                        o->batch_size, o->chunks, lim->n_slots, pb_pipe_depth(pipe));
+    d->max_batch_tokens = lim->max_batch_tokens;
+    int per_chunk = (o->batch_size + o->chunks - 1) / o->chunks;
+    if (d->max_batch_tokens < per_chunk)
+        return pb_error(PB_ERR_INTERNAL, "engine: %d tokens per micro-batch cannot hold %d decode steps",
+                        d->max_batch_tokens, per_chunk);
+    PB_CHECK_GOTO(pb_calloc((size_t)d->n_slots, sizeof *d->slots, &d->slots), st, out);
+    PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->mbs, &d->mbs), st, out);
+    for (int c = 0; c < o->chunks; c++)
+        PB_CHECK_GOTO(pb_mb_init(&d->mbs[c], per_chunk, d->max_batch_tokens), st, out);
+    PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->fifo, &d->fifo), st, out);
+    PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->in_flight, &d->in_flight), st, out);
+
+    st = loop(d);
+    if (st == PB_OK && d->stopping && (!d->input_done || in_flight_records(d) > 0))
+        stats->stopped = true;
+    stats->ttft_mean = d->ttft_n ? d->ttft_sum / (double)d->ttft_n : 0;
+    (void)pb_pipe_stats_get(pipe, &stats->pipe);
+out:
+    if (d->slots)
+        for (int i = 0; i < d->n_slots; i++)
+            slot_release(&d->slots[i]);
+    free(d->slots);
+    if (d->mbs)
+        for (int c = 0; c < o->chunks; c++)
+            pb_mb_release(&d->mbs[c]);
+    free(d->mbs);
+    free(d->fifo);
+    free(d->in_flight);
+    return st;
+}
