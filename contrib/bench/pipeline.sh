@@ -25,7 +25,7 @@ print("%-28s %8.1f tok/s  busy [%s]  bubble %s" % (sys.argv[1], m["tokens_per_se
 PYEOF
 }
 pb_launcher_lock
-run="--model $D/m --in $D/in.jsonl --out $D/out.jsonl --batch-size 16 -q"
+run="--model $D/m --in $D/in.jsonl --out $D/out.jsonl --force --batch-size 16 -q"
 for c in 1 2 4 8; do
     "$P" $run --chunks $c --threads 2 --metrics "$D/a.json" && show "1 rank x 2 threads, c=$c" "$D/a.json"
     $MPIRUN -np 2 "$P" $run --chunks $c --threads 1 --metrics "$D/b.json" && show "2 ranks mpirun, c=$c" "$D/b.json"

@@ -61,7 +61,7 @@ pb_status pb_model_dir_resolve(const char *given, char **dir)
     return *dir ? PB_OK : pb_error(PB_ERR_NOMEM, "out of memory");
 }
 
-pb_status pb_model_dir_check(const char *dir, bool need_tokenizer)
+pb_status pb_model_dir_check(const char *dir, unsigned need)
 {
     struct stat sb;
     if (stat(dir, &sb) != 0) {
@@ -71,10 +71,10 @@ pb_status pb_model_dir_check(const char *dir, bool need_tokenizer)
     }
     if (!S_ISDIR(sb.st_mode))
         return pb_error(PB_ERR_CONFIG, "--model %s is a file, not a model folder (give the folder "
-                        "that holds config.json)", dir);
-    if (!has_config(dir))
+                        "that holds it)", dir);
+    if ((need & PB_MODEL_NEED_CONFIG) && !has_config(dir))
         return pb_error(PB_ERR_CONFIG, "model folder %s has no config.json", dir);
-    if (need_tokenizer) {
+    if (need & PB_MODEL_NEED_TOKENIZER) {
         char *tok = NULL;
         PB_CHECK(pb_model_tokenizer_path(dir, &tok));
         bool ok = pb_file_exists(tok);

@@ -13,10 +13,13 @@
  * PB_ERR_USAGE, saying to pass --model, when there is no demo model. */
 pb_status pb_model_dir_resolve(const char *given, char **dir);
 
-/* dir exists, is a folder, and holds config.json (and, with need_tokenizer,
- * tokenizer.json or tokenizer.json.zst); else PB_ERR_CONFIG with one line
- * saying which. */
-pb_status pb_model_dir_check(const char *dir, bool need_tokenizer);
+/* What a command needs from the folder. */
+#define PB_MODEL_NEED_CONFIG 1u    /* config.json */
+#define PB_MODEL_NEED_TOKENIZER 2u /* tokenizer.json or tokenizer.json.zst */
+
+/* dir exists, is a folder, and holds what `need` says; else PB_ERR_CONFIG
+ * with one line saying which. */
+pb_status pb_model_dir_check(const char *dir, unsigned need);
 
 /* The folder's tokenizer file: tokenizer.json, else tokenizer.json.zst when
  * only that exists (*path malloc'd). */

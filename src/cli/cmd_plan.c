@@ -240,7 +240,7 @@ pb_status pb_cmd_plan(const pb_opts *opts)
     char *dir = NULL;
     pb_status st = pb_model_dir_resolve(opts->model_dir, &dir);
     if (st == PB_OK)
-        st = pb_model_dir_check(dir, false);
+        st = pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG);
     if (st == PB_OK)
         st = plan_dir(opts, dir);
     free(dir);

@@ -325,7 +325,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         PB_CHECK_GOTO(pb_runner_open(&ro, &run), st, out);
 
     PB_CHECK_GOTO(pb_model_dir_resolve(opts->model_dir, &dir), st, out);
-    PB_CHECK_GOTO(pb_model_dir_check(dir, true), st, out);
+    PB_CHECK_GOTO(pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG | PB_MODEL_NEED_TOKENIZER), st, out);
     PB_CHECK_GOTO(pb_model_config_load(dir, &cfg), st, out);
     have_cfg = true;
     int context = cfg.max_position;

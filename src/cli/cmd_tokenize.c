@@ -26,7 +26,7 @@ static pb_status load_tok(const pb_opts *opts, pb_tokenizer **tok)
     char *dir = NULL, *path = NULL;
     pb_status st = pb_model_dir_resolve(opts->model_dir, &dir);
     if (st == PB_OK)
-        st = pb_model_dir_check(dir, true);
+        st = pb_model_dir_check(dir, PB_MODEL_NEED_TOKENIZER);
     if (st == PB_OK)
         st = pb_model_tokenizer_path(dir, &path);
     if (st == PB_OK)

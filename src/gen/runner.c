@@ -170,11 +170,6 @@ pb_status pb_runner_open(const pb_runner_opts *o, pb_runner **out)
     struct stat in_sb;
     bool have_in_sb;
     PB_CHECK_GOTO(check_input(o, &in_sb, &have_in_sb), st, fail);
-    if (to_file)
-        PB_CHECK_GOTO(check_output(r, &in_sb, have_in_sb), st, fail);
-    if (o->metrics_path)
-        PB_CHECK_GOTO(check_dir("--metrics", o->metrics_path), st, fail);
-
     if (to_file) {
         /* the input's fingerprint, before the reader opens it (a FIFO opens once) */
         if (strcmp(o->in_path, "-") == 0 && !o->resume) {
@@ -193,6 +188,10 @@ pb_status pb_runner_open(const pb_runner_opts *o, pb_runner **out)
             goto fail;
         }
     }
+    if (to_file)
+        PB_CHECK_GOTO(check_output(r, &in_sb, have_in_sb), st, fail);
+    if (o->metrics_path)
+        PB_CHECK_GOTO(check_dir("--metrics", o->metrics_path), st, fail);
     PB_CHECK_GOTO(pb_reader_open(o->in_path, MAX_LINE, &r->in), st, fail);
     *out = r;
     return PB_OK;

@@ -223,6 +223,7 @@ def main():
           sum(r["completion_tokens"] for r in recs), f"metrics {m}")
     check(m["prompt_tokens"] == sum(r["prompt_tokens"] for r in recs) and m["wall_seconds"] > 0, "metrics tokens")
     # an existing .partial is refused (exit 2) without --resume; stdin cannot be resumed
+    os.remove(zpath)
     open(zpath + ".partial", "w").close()
     p = run(["--model", model_dir, "--out", zpath], inp, rc_ok=(2,))
     check(b"--resume" in p.stderr, "partial refusal message")

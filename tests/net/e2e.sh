@@ -26,13 +26,13 @@ done >"$D/in.jsonl"
 
 pb_launcher_lock
 for fam in gpt2 llama; do
-    "$P" -q --model "$D/$fam" --in "$D/in.jsonl" --out "$D/ref.jsonl" --batch-size 6 --chunks 2 2>"$err" ||
+    "$P" -q --model "$D/$fam" --in "$D/in.jsonl" --out "$D/ref.jsonl" --force --batch-size 6 --chunks 2 2>"$err" ||
         fail "$fam: world 1"
     [ "$(wc -l <"$D/ref.jsonl")" -eq 24 ] || fail "$fam: world 1 output"
     for nc in "2 2" "3 3" "4 4" "2 1"; do
         set -- $nc
         [ $fam = gpt2 ] && [ $1 -eq 4 ] && continue
-        timeout 120 $MPIRUN -np $1 "$P" -q --model "$D/$fam" --in "$D/in.jsonl" --out "$D/out.jsonl" \
+        timeout 120 $MPIRUN -np $1 "$P" -q --model "$D/$fam" --in "$D/in.jsonl" --out "$D/out.jsonl" --force \
             --batch-size 6 --chunks $2 --metrics "$D/m.json" 2>"$err" || fail "$fam: -np $1 --chunks $2"
         cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "$fam: -np $1 --chunks $2 differs from world 1"
         grep -q "\"pipeline\":{\"stages\":\[{\"stage\":0,\"rank\":0,\"busy_seconds\"" "$D/m.json" ||
@@ -43,7 +43,7 @@ done
 for args in "2 --split-policy threshold:4400K" "3 --split-points 2,3" "3 --split-points 1,5"; do
     set -- $args
     n=$1; shift
-    timeout 120 $MPIRUN -np $n "$P" -q --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" \
+    timeout 120 $MPIRUN -np $n "$P" -q --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force \
         --batch-size 6 --chunks 3 "$@" 2>"$err" || fail "llama: -np $n $*"
     cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $n $* differs from world 1"
 done

@@ -37,12 +37,12 @@ pb_launcher_lock
 w1=$($PB_PYTHON -c 'import resource, subprocess, sys
 r = subprocess.run(sys.argv[1:]).returncode
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r == 0 else "")' \
-    "$P" $RUN --model "$T/big" --out "$T/ref.jsonl" 2>"$err")
+    "$P" $RUN --model "$T/big" --out "$T/ref.jsonl" --force 2>"$err")
 [ -n "$w1" ] || fail "world 1"
 for n in 2 4; do
-    timeout 120 $MPIRUN -np $n "$P" $RUN --model "$T/tiny" --out "$T/tiny.jsonl" --metrics "$T/tiny.json" \
+    timeout 120 $MPIRUN -np $n "$P" $RUN --model "$T/tiny" --out "$T/tiny.jsonl" --force --metrics "$T/tiny.json" \
         2>"$err" || fail "tiny: -np $n"
-    timeout 120 $MPIRUN -np $n "$P" $RUN --model "$T/big" --out "$T/out.jsonl" --metrics "$T/big.json" \
+    timeout 120 $MPIRUN -np $n "$P" $RUN --model "$T/big" --out "$T/out.jsonl" --force --metrics "$T/big.json" \
         2>"$err" || fail "big: -np $n"
     cmp "$T/ref.jsonl" "$T/out.jsonl" || fail "big: -np $n differs from world 1"
     "$P" plan --model "$T/big" --ranks $n --json >"$T/plan.json" 2>"$err" || fail "plan --ranks $n"

@@ -63,7 +63,7 @@ for fam in gpt2 llama gpt_neox bloom; do
     "$P" $RUN --model "$m" --out "$T/ref-$fam.jsonl" 2>"$err" || fail "$fam: world 1"
     [ "$(wc -l <"$T/ref-$fam.jsonl")" -eq 14 ] || fail "$fam: world 1 output"
     # The sampled records really sample: other seeds give other texts.
-    "$P" -q --batch-size 4 --threads 1 --in "$T/seeds.jsonl" --model "$m" --out "$T/seeds.out" 2>"$err" ||
+    "$P" -q --batch-size 4 --threads 1 --in "$T/seeds.jsonl" --model "$m" --out "$T/seeds.out" --force 2>"$err" ||
         fail "$fam: world 1, other seeds"
     cmp -s "$T/ref-$fam.jsonl" "$T/seeds.out" && fail "$fam: the seeds make no difference"
     for n in 2 3; do
