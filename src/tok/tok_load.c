@@ -704,20 +704,33 @@ static pb_status parse_added(ld *L, const cJSON *added)
         tok->id_flags[a->id] |= TK_ID_ADDED;
         i++;
     }
-    /* special by content, as HF's is_special_token does: the added id and a
-     * vocabulary entry with the same text */
-    for (size_t k = 0; k < tok->n_added; k++) {
-        if (!tok->added[k].special)
-            continue;
-        tok->id_flags[tok->added[k].id] |= TK_ID_SPECIAL;
-        int32_t v = tk_strmap_get(&tok->vocab, tok->added[k].content, tok->added[k].len);
-        if (v >= 0)
-            tok->id_flags[v] |= TK_ID_SPECIAL;
-    }
     return PB_OK;
 }
 
-/* The strings the normalized trie matches are the normalized contents. */
+/* Special by text, as HF's decode(skip_special_tokens) asks is_special_token
+ * of id_to_token(id): an id is skipped when its token text is the content of
+ * a special added token (a vocabulary entry with that text too). */
+static pb_status mark_special(pb_tokenizer *tok)
+{
+    tk_strmap sp;
+    PB_CHECK(tk_strmap_init(&sp, tok->n_added));
+    pb_status st = PB_OK;
+    size_t n_sp = 0;
+    for (size_t k = 0; k < tok->n_added && st == PB_OK; k++)
+        if (tok->added[k].special) {
+            st = tk_strmap_put(&sp, tok->added[k].content, tok->added[k].len, 1);
+            n_sp++;
+        }
+    for (int32_t id = 0; id < tok->n_ids && st == PB_OK && n_sp; id++)
+        if (tok->id_tok[id] && tk_strmap_get(&sp, tok->id_tok[id], tok->id_tok_len[id]) >= 0)
+            tok->id_flags[id] |= TK_ID_SPECIAL;
+    tk_strmap_free(&sp);
+    return st;
+}
+
+/* The strings the normalized trie matches are the normalized contents. A
+ * normalized added token also decodes as its normalized content: tokenizers
+ * >= 0.23 stores it so (id_to_token), e.g. "dog" under Prepend("_") is "_dog". */
 static pb_status normalize_added(pb_tokenizer *tok)
 {
     for (size_t k = 0; k < tok->n_added; k++) {
@@ -731,6 +744,8 @@ static pb_status normalize_added(pb_tokenizer *tok)
             }
             a->match = b.p ? b.p : dupn("", 0);
             a->match_len = b.len;
+            if (a->match)
+                PB_CHECK(set_id_token(tok, a->id, a->match, a->match_len, true));
         } else {
             a->match = dupn(a->content, a->len);
             a->match_len = a->len;
@@ -875,6 +890,7 @@ static pb_status parse_root(ld *L, const cJSON *root)
         return ferr(L, "truncation", "truncation is not supported (set it to null)");
     (void)pad;   /* padding only matters for batches of encodings */
     PB_CHECK(normalize_added(tok));
+    PB_CHECK(mark_special(tok));
     PB_CHECK(tk_trie_build(&tok->trie_raw, tok->added, tok->n_added, false));
     PB_CHECK(tk_trie_build(&tok->trie_norm, tok->added, tok->n_added, true));
     mark_cont(tok);

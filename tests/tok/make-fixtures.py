@@ -2,6 +2,9 @@
 """Regenerate the tokenizer fixtures in tests/data/tokenizers/ with HF `tokenizers`.
 
   tests/tok/make-fixtures.py [SRCDIR]          (SRCDIR defaults to the repository root)
+  tests/tok/make-fixtures.py --expected-only [SRCDIR]
+      keep the committed corpus and tokenizer files; only recompute expected-*
+      and invalid.jsonl.zst with the installed `tokenizers` (after an upgrade)
 
 Inputs: the real tokenizer files (gpt2/llama2/llama3.json.zst, copies of
 ../shared/tokenizers), and the corpus written by make-corpus.py. Outputs:
@@ -25,6 +28,9 @@ from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tok
                         processors, trainers, AddedToken)
 
 REAL = ["gpt2", "llama2", "llama3"]
+# the order small_tokenizers() makes them in (invalid.jsonl.zst lists them so)
+SMALL_ORDER = ["small-nfkc-digits", "small-metaspace-fallback", "small-bert", "small-strip-split",
+               "small-ws-fallback", "small-split-bytelevel", "small-bloom-split", "small-qwen2-style"]
 
 
 def zread(path):
@@ -194,9 +200,34 @@ INVALID = ["ff", "c0af", "e282", "e282ac", "f09f98", "f09f9880", "ed a0 80", "f4
            "fe ff", "80 80 80", "3c 73 ff 3e", "48 65 6c 6c 6f 20 f0 9f 98 80 ff"]
 
 
+def write_expected(data, toks, texts):
+    inv = []
+    for name, t in toks.items():
+        zwrite(os.path.join(data, "expected-" + name + ".jsonl.zst"), expected(t, texts))
+        for h in INVALID:
+            b = bytes.fromhex(h.replace(" ", ""))
+            fixed = b.decode("utf-8", "replace")
+            inv.append(json.dumps({"tok": name, "hex": b.hex(), "ids": t.encode(fixed).ids}))
+    zwrite(os.path.join(data, "invalid.jsonl.zst"), ("\n".join(inv) + "\n").encode())
+
+
 def main():
-    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..")
+    args = sys.argv[1:]
+    only = "--expected-only" in args
+    args = [a for a in args if a != "--expected-only"]
+    src = args[0] if args else os.path.join(os.path.dirname(__file__), "..", "..")
     data = os.path.join(src, "tests", "data", "tokenizers")
+    if only:
+        texts = [json.loads(l)["text"] for l in zread(os.path.join(data, "corpus.jsonl.zst")).decode().split("\n") if l]
+        names = REAL + sorted(f[:-len(".json.zst")] for f in os.listdir(data)
+                              if f.startswith("small-") and f.endswith(".json.zst"))
+        # the order invalid.jsonl.zst was written in: real files first, then the small ones as made
+        order = [n for n in REAL] + [n for n in SMALL_ORDER if n in names]
+        order += [n for n in names if n not in order]
+        toks = {n: Tokenizer.from_str(zread(os.path.join(data, n + ".json.zst")).decode()) for n in order}
+        write_expected(data, toks, texts)
+        print("expected files for:", " ".join(toks), "corpus lines:", len(texts))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         corpus = os.path.join(tmp, "corpus.jsonl")
         subprocess.run([sys.executable, os.path.join(src, "tests", "tok", "make-corpus.py"), corpus],
@@ -216,14 +247,7 @@ def main():
             # reload from the written file so the fixture matches what the C side reads
             toks[name] = Tokenizer.from_str(zread(os.path.join(data, name + ".json.zst")).decode())
 
-        inv = []
-        for name, t in toks.items():
-            zwrite(os.path.join(data, "expected-" + name + ".jsonl.zst"), expected(t, texts))
-            for h in INVALID:
-                b = bytes.fromhex(h.replace(" ", ""))
-                fixed = b.decode("utf-8", "replace")
-                inv.append(json.dumps({"tok": name, "hex": b.hex(), "ids": t.encode(fixed).ids}))
-        zwrite(os.path.join(data, "invalid.jsonl.zst"), ("\n".join(inv) + "\n").encode())
+        write_expected(data, toks, texts)
         print("tokenizers:", " ".join(sorted(toks)), "corpus lines:", len(texts))
 
 
