@@ -135,7 +135,7 @@ static const char *model_name(const char *dir)
     return p;
 }
 
-static void summary(const pb_run_stats *s)
+static void summary(const pb_run_stats *s, bool with_stages)
 {
     double tps = s->wall_seconds > 0 ? (double)s->completion_tokens / s->wall_seconds : 0;
     fprintf(stderr,
@@ -147,9 +147,11 @@ static void summary(const pb_run_stats *s)
             s->engine.prefill_seconds > 0 ? (double)s->prompt_tokens / s->engine.prefill_seconds : 0,
             s->engine.decode_seconds > 0 ? (double)s->completion_tokens / s->engine.decode_seconds : 0,
             s->engine.ttft_mean, s->engine.ttft_max);
-    for (int i = 0; i < s->engine.pipe.n_stages; i++)
+    /* Across ranks the pipeline report prints each stage's line, same figure. */
+    const pb_pipe_stats *ps = &s->engine.pipe;
+    for (int i = 0; i < ps->n_stages && with_stages; i++)
         fprintf(stderr, "pippy-batch: stage %d busy %.1f%%\n", i,
-                s->wall_seconds > 0 ? 100.0 * s->engine.pipe.busy_seconds[i] / s->wall_seconds : 0);
+                ps->wall_seconds > 0 ? 100.0 * ps->busy_seconds[i] / ps->wall_seconds : 0);
 }
 
 /* Memory this process may still use: MemAvailable, lowered by the cgroup
@@ -436,11 +438,11 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     st = pb_runner_run(run, &eo, pipe, tok);
     const pb_run_stats *stats = pb_runner_stats(run);
     if (st == PB_ERR_INTERRUPTED && opts->verbosity >= 1)
-        summary(stats);
+        summary(stats, true);
     if (st != PB_OK)
         goto out;
     if (opts->verbosity >= 1)
-        summary(stats);
+        summary(stats, np == NULL);
     if (opts->metrics_path)
         PB_CHECK_GOTO(pb_run_write_metrics(opts->metrics_path, stats), st, out);
     if (np) {
@@ -463,6 +465,7 @@ out:
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", pb_last_error()[0] ? pb_last_error() : pb_strerror(st));
         pb_log_error("%s", msg);
+        pb_error_mark_shown(); /* PMIx_Abort may return before this rank is killed */
         pb_bootstrap_abort(boot, st, msg);
     }
     pb_runner_free(run);

@@ -34,7 +34,8 @@ int main(int argc, char **argv)
     case PB_CMD_RUN: st = pb_cmd_run(&opts, &code); break;
     }
     if (st != PB_OK) {
-        pb_log_error("%s", pb_last_error()[0] ? pb_last_error() : pb_strerror(st));
+        if (!pb_error_shown())
+            pb_log_error("%s", pb_last_error()[0] ? pb_last_error() : pb_strerror(st));
         return pb_status_exit_code(st);
     }
     return code;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 static _Thread_local char pb_errbuf[2048];
+static _Thread_local bool pb_err_shown;
 
 const char *pb_strerror(pb_status st)
 {
@@ -44,6 +45,7 @@ pb_status pb_error(pb_status st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(pb_errbuf, sizeof pb_errbuf, fmt, ap);
     va_end(ap);
+    pb_err_shown = false;
     return st;
 }
 
@@ -59,8 +61,15 @@ pb_status pb_error_ctx(pb_status st, const char *fmt, ...)
         snprintf(pb_errbuf, sizeof pb_errbuf, "%s: %s", ctx, old);
     else
         snprintf(pb_errbuf, sizeof pb_errbuf, "%s", ctx);
+    pb_err_shown = false;
     return st;
 }
 
 const char *pb_last_error(void) { return pb_errbuf; }
-void pb_clear_error(void) { pb_errbuf[0] = '\0'; }
+void pb_clear_error(void)
+{
+    pb_errbuf[0] = '\0';
+    pb_err_shown = false;
+}
+void pb_error_mark_shown(void) { pb_err_shown = true; }
+bool pb_error_shown(void) { return pb_err_shown; }

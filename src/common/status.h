@@ -3,6 +3,7 @@
 #ifndef PB_STATUS_H
 #define PB_STATUS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef enum pb_status {
@@ -35,6 +36,10 @@ pb_status pb_error_ctx(pb_status st, const char *fmt, ...)
 /* The detail recorded last on this thread ("" if none). */
 const char *pb_last_error(void);
 void pb_clear_error(void);
+/* The last error was already printed (by a rank that aborts the job before
+ * returning): main() must not print it again. A new pb_error() clears it. */
+void pb_error_mark_shown(void);
+bool pb_error_shown(void);
 
 /* Evaluate a pb_status expression; on failure jump to `label` with `st` set. */
 #define PB_CHECK_GOTO(expr, st, label) \

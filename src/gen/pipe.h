@@ -112,12 +112,14 @@ pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const
                               pb_mb_result *res);
 void pb_slot_sampler_free(pb_slot_sampler *s);
 
-/* Busy time per stage, for the end summary. */
+/* Busy time per stage, for the end summary. A stage's busy share is
+ * busy_seconds / wall_seconds, one definition for the summary, --metrics and
+ * the pipeline report. */
 #define PB_PIPE_MAX_STAGES 64
 typedef struct pb_pipe_stats {
     int n_stages;
     double busy_seconds[PB_PIPE_MAX_STAGES]; /* time each stage spent computing */
-    double wall_seconds;                     /* since the pipe was created */
+    double wall_seconds;                     /* first submit to last result */
 } pb_pipe_stats;
 
 /* An implementation of the pipe. */

@@ -18,7 +18,7 @@ typedef struct local_pipe {
     int head, count;
     int *slot, *pos, *ntok; /* [n_slots] batch description for the stage */
     float *logits;          /* [n_slots, vocab] */
-    double busy, t0;
+    double busy, t_first, t_last; /* compute time; first submit to last result */
 } local_pipe;
 
 static pb_status local_submit(void *self, const pb_microbatch *mb)
@@ -27,6 +27,8 @@ static pb_status local_submit(void *self, const pb_microbatch *mb)
     if (lp->count >= lp->depth)
         return pb_error(PB_ERR_INTERNAL, "local pipe: full");
     double t = pb_now();
+    if (lp->t_first == 0)
+        lp->t_first = t;
     for (int i = 0; i < mb->n_seqs; i++) {
         lp->slot[i] = mb->seqs[i].slot;
         lp->pos[i] = mb->seqs[i].pos;
@@ -37,7 +39,8 @@ static pb_status local_submit(void *self, const pb_microbatch *mb)
     pb_mb_result *r = &lp->results[(lp->head + lp->count) % lp->depth];
     PB_CHECK(pb_slot_sampler_run(lp->sampler, mb, lp->logits, r));
     lp->count++;
-    lp->busy += pb_now() - t;
+    lp->t_last = pb_now();
+    lp->busy += lp->t_last - t;
     return PB_OK;
 }
 
@@ -61,7 +64,7 @@ static pb_status local_stats(void *self, pb_pipe_stats *out)
     local_pipe *lp = self;
     out->n_stages = 1;
     out->busy_seconds[0] = lp->busy;
-    out->wall_seconds = pb_now() - lp->t0;
+    out->wall_seconds = lp->t_last - lp->t_first;
     return PB_OK;
 }
 
@@ -104,7 +107,6 @@ pb_status pb_pipe_local_create(pb_stage *stage, const pb_mb_limits *lim, int dep
     lp->stage = stage;
     lp->lim = *lim;
     lp->depth = depth;
-    lp->t0 = pb_now();
     size_t n_logits;
     if (!pb_mul_ok((size_t)lim->n_slots, (size_t)lim->vocab, &n_logits)) {
         st = pb_error(PB_ERR_NOMEM, "local pipe: logits buffer overflows");

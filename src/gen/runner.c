@@ -533,7 +533,7 @@ pb_status pb_run_write_metrics(const char *path, const pb_run_stats *s)
     for (int i = 0; i < e->pipe.n_stages && i < PB_PIPE_MAX_STAGES; i++)
         pb_jbuf_printf(&b, "%s{\"stage\": %d, \"busy_seconds\": %.6f, \"busy_fraction\": %.4f}",
                        i ? ", " : "", i, e->pipe.busy_seconds[i],
-                       s->wall_seconds > 0 ? e->pipe.busy_seconds[i] / s->wall_seconds : 0);
+                       e->pipe.wall_seconds > 0 ? e->pipe.busy_seconds[i] / e->pipe.wall_seconds : 0);
     pb_jbuf_puts(&b, "]}\n");
     pb_status st = pb_jbuf_status(&b);
     if (st == PB_OK) {
