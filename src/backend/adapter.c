@@ -59,13 +59,240 @@ const pb_family *pb_family_of(pb_arch arch)
     return (unsigned)arch < PB_ARCH_COUNT ? &families[arch] : NULL;
 }
 
+/* ---- the weights of a stage ---- */
+
+typedef struct item_list {
+    pb_witem *v;
+    int n, cap;
+} item_list;
+
+static pb_witem *new_item(item_list *l, pb_wslot slot, int layer, bool linear)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 32;
+        pb_witem *v = realloc(l->v, (size_t)cap * sizeof *v);
+        if (!v)
+            return NULL;
+        l->v = v;
+        l->cap = cap;
+    }
+    pb_witem *it = &l->v[l->n++];
+    memset(it, 0, sizeof *it);
+    it->slot = slot;
+    it->layer = layer;
+    it->linear = linear;
+    return it;
+}
+
+/* Canonical name of base + "." + kind; base is a layer suffix when layer >= 0. */
+static void wname(char *buf, pb_arch arch, int layer, const char *base, const char *kind)
+{
+    char s[PB_NAME_CAP];
+    snprintf(s, sizeof s, "%s.%s", base, kind);
+    if (layer >= 0)
+        pb_ckpt_layer_name(arch, layer, s, buf, PB_NAME_CAP);
+    else
+        snprintf(buf, PB_NAME_CAP, "%s", s);
+}
+
+static pb_status add_vec(item_list *l, const pb_model_config *cfg, pb_wslot slot, int layer, const char *base,
+                         const char *kind, int n, const char *field)
+{
+    pb_witem *it = new_item(l, slot, layer, false);
+    if (!it)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    wname(it->name[0], cfg->arch, layer, base, kind);
+    it->n_out = n;
+    it->n_parts = 1;
+    it->rows[0] = n;
+    it->field[0] = field;
+    return PB_OK;
+}
+
+/* A linear layer of n parts (base names), stacked. */
+static pb_status add_lin(item_list *l, const pb_model_config *cfg, pb_wslot slot, int layer, int n,
+                         const char *const *base, const int *rows, const char *const *field, int n_in, bool conv1d,
+                         bool bias)
+{
+    pb_witem *it = new_item(l, slot, layer, true);
+    if (!it)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    it->n_in = n_in;
+    it->n_parts = n;
+    it->conv1d = conv1d;
+    for (int i = 0; i < n; i++) {
+        wname(it->name[i], cfg->arch, layer, base[i], "weight");
+        if (bias)
+            wname(it->bias[i], cfg->arch, layer, base[i], "bias");
+        it->rows[i] = rows[i];
+        it->field[i] = field[i];
+        it->n_out += rows[i];
+    }
+    return PB_OK;
+}
+
+static pb_status add_lin1(item_list *l, const pb_model_config *cfg, pb_wslot slot, int layer, const char *base,
+                          int n_out, int n_in, const char *field, bool conv1d, bool bias)
+{
+    return add_lin(l, cfg, slot, layer, 1, &base, &n_out, &field, n_in, conv1d, bias);
+}
+
+static pb_status add_norm(item_list *l, const pb_model_config *cfg, pb_wslot w, pb_wslot b, int layer,
+                          const char *base, int n)
+{
+    PB_CHECK(add_vec(l, cfg, w, layer, base, "weight", n, "hidden_size"));
+    if (cfg->norm == PB_NORM_LAYERNORM)
+        PB_CHECK(add_vec(l, cfg, b, layer, base, "bias", n, "hidden_size"));
+    return PB_OK;
+}
+
+static pb_status layer_items(item_list *l, const pb_model_config *cfg, const pb_family *f, int layer)
+{
+    const int H = cfg->hidden_size, hd = cfg->head_dim, nh = cfg->n_heads;
+    const int qd = nh * hd, kvd = cfg->n_kv_heads * hd, I = cfg->intermediate_size;
+    PB_CHECK(add_norm(l, cfg, PB_SLOT_LN1_W, PB_SLOT_LN1_B, layer, f->ln1, H));
+    if (cfg->residual != PB_RESID_PARALLEL_SHARED) {
+        if (!f->ln2)
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: only the parallel residual with one shared norm is handled",
+                            cfg->model_type);
+        PB_CHECK(add_norm(l, cfg, PB_SLOT_LN2_W, PB_SLOT_LN2_B, layer, f->ln2, H));
+    }
+    if (f->qkv) {
+        if (cfg->n_kv_heads != nh)
+            return pb_error(PB_ERR_CONFIG,
+                            "%s: a fused qkv projection needs num_key_value_heads (%d) == num_heads (%d)",
+                            cfg->model_type, cfg->n_kv_heads, nh);
+        if (f->qkv_layout == PB_QKV_CODEGEN && nh % 4 != 0)
+            return pb_error(PB_ERR_CONFIG,
+                            "codegen: n_head (%d) must be a multiple of 4 (qkv_proj has mp_num = 4 blocks)", nh);
+        PB_CHECK(add_lin1(l, cfg, PB_SLOT_QKV, layer, f->qkv, 3 * qd, H, f->conv1d ? "3 * n_embd" : "3 * hidden_size",
+                          f->conv1d, cfg->qkv_bias));
+        l->v[l->n - 1].qkv_layout = f->qkv_layout;
+        l->v[l->n - 1].n_heads = nh;
+        l->v[l->n - 1].head_dim = hd;
+    } else {
+        const char *const sfx[3] = {f->q, f->k, f->v};
+        const int rows[3] = {qd, kvd, kvd};
+        const char *const fld[3] = {"num_attention_heads * head_dim", "num_key_value_heads * head_dim",
+                                    "num_key_value_heads * head_dim"};
+        PB_CHECK(add_lin(l, cfg, PB_SLOT_QKV, layer, 3, sfx, rows, fld, H, false, cfg->qkv_bias));
+    }
+    PB_CHECK(add_lin1(l, cfg, PB_SLOT_O, layer, f->o, H, qd, "hidden_size", f->conv1d, cfg->out_bias));
+    if (cfg->gated_mlp) {
+        if (!f->gate)
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: a gated MLP is not handled for this family", cfg->model_type);
+        const char *const sfx[2] = {f->gate, f->up};
+        const int rows[2] = {I, I};
+        const char *const fld[2] = {"intermediate_size", "intermediate_size"};
+        PB_CHECK(add_lin(l, cfg, PB_SLOT_UP, layer, 2, sfx, rows, fld, H, false, cfg->mlp_bias));
+        PB_CHECK(add_lin1(l, cfg, PB_SLOT_DOWN, layer, f->down, H, I, "hidden_size", false, cfg->mlp_bias));
+    } else {
+        if (!f->fc1)
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: a plain MLP is not handled for this family", cfg->model_type);
+        PB_CHECK(add_lin1(l, cfg, PB_SLOT_UP, layer, f->fc1, I, H, "intermediate_size", f->conv1d, cfg->mlp_bias));
+        PB_CHECK(add_lin1(l, cfg, PB_SLOT_DOWN, layer, f->fc2, H, I, "hidden_size", f->conv1d, cfg->mlp_bias));
+    }
+    return PB_OK;
+}
+
+pb_status pb_adapter_items(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_embed, bool has_head,
+                           int pos_rows, pb_witem **items, int *n_items)
+{
+    *items = NULL;
+    *n_items = 0;
+    const pb_family *f = pb_family_of(cfg->arch);
+    if (!f)
+        return pb_error(PB_ERR_UNSUPPORTED, "model_type '%s' has no adapter", cfg->model_type);
+    const int H = cfg->hidden_size, V = cfg->vocab_size;
+    const int E = cfg->word_embed_proj_dim > 0 ? cfg->word_embed_proj_dim : H;
+    item_list l = {0};
+    pb_status st = PB_OK;
+    if (has_embed || (has_head && cfg->tie_word_embeddings))
+        PB_CHECK_GOTO(add_lin1(&l, cfg, PB_SLOT_TOK_EMB, -1, f->tok_emb, V, E, "vocab_size x hidden_size", false,
+                               false), st, fail);
+    if (has_embed) {
+        if (cfg->pos == PB_POS_LEARNED) {
+            if (!f->pos_emb) {
+                st = pb_error(PB_ERR_UNSUPPORTED, "%s: learned positions are not handled for this family",
+                              cfg->model_type);
+                goto fail;
+            }
+            PB_CHECK_GOTO(add_lin1(&l, cfg, PB_SLOT_POS_EMB, -1, f->pos_emb, pos_rows, H,
+                                   "max_position_embeddings x hidden_size", false, false), st, fail);
+        }
+        if (cfg->embed_norm) {
+            PB_CHECK_GOTO(add_vec(&l, cfg, PB_SLOT_EMB_NORM_W, -1, f->emb_norm, "weight", E, "hidden_size"), st, fail);
+            PB_CHECK_GOTO(add_vec(&l, cfg, PB_SLOT_EMB_NORM_B, -1, f->emb_norm, "bias", E, "hidden_size"), st, fail);
+        }
+        if (E != H)
+            PB_CHECK_GOTO(add_lin1(&l, cfg, PB_SLOT_PROJ_IN, -1, f->proj_in, H, E,
+                                   "hidden_size x word_embed_proj_dim", false, false), st, fail);
+    }
+    if (has_head) {
+        if (cfg->final_norm)
+            PB_CHECK_GOTO(add_norm(&l, cfg, PB_SLOT_FINAL_W, PB_SLOT_FINAL_B, -1, f->final_norm, H), st, fail);
+        if (E != H)
+            PB_CHECK_GOTO(add_lin1(&l, cfg, PB_SLOT_PROJ_OUT, -1, f->proj_out, E, H,
+                                   "word_embed_proj_dim x hidden_size", false, false), st, fail);
+        if (cfg->tie_word_embeddings && cfg->lm_head_bias) {
+            st = pb_error(PB_ERR_UNSUPPORTED, "%s: a tied LM head with a bias is not handled", cfg->model_type);
+            goto fail;
+        }
+        if (!cfg->tie_word_embeddings)
+            PB_CHECK_GOTO(add_lin1(&l, cfg, PB_SLOT_LM_HEAD, -1, f->lm_head, V, E, "vocab_size x hidden_size", false,
+                                   cfg->lm_head_bias), st, fail);
+    }
+    for (int layer = layer_begin; layer < layer_end; layer++)
+        PB_CHECK_GOTO(layer_items(&l, cfg, f, layer), st, fail);
+    *items = l.v;
+    *n_items = l.n;
+    return PB_OK;
+fail:
+    free(l.v);
+    return st;
+}
+
+/* Output row of source row r of a fused qkv, with outputs q (n_heads*hd) | k | v. */
+static int qkv_dest_row(pb_qkv_layout lay, int r, int n_heads, int hd)
+{
+    const int H = n_heads * hd;
+    switch (lay) {
+    case PB_QKV_PER_HEAD: { /* Bloom/NeoX: view(n_heads, 3, head_dim) */
+        int h = r / (3 * hd), j = (r / hd) % 3, d = r % hd;
+        return j * H + h * hd + d;
+    }
+    case PB_QKV_CODEGEN: { /* CodeGen: reshape(mp_num=4, 3 * H/4), each block split q, v, k;
+                              head h = block * (n_heads/4) + index within the block */
+        int local = H / 4;
+        int blk = r / (3 * local), rem = r % (3 * local);
+        int part = rem / local, within = rem % local; /* part: 0 q, 1 v, 2 k */
+        int j = part == 0 ? 0 : part == 1 ? 2 : 1;     /* -> q | k | v */
+        return j * H + blk * local + within;
+    }
+    default:
+        return r;
+    }
+}
+
+void pb_adapter_qkv_perm(pb_qkv_layout lay, int n_heads, int head_dim, int *perm)
+{
+    const int rows = 3 * n_heads * head_dim;
+    for (int r = 0; r < rows; r++)
+        perm[qkv_dest_row(lay, r, n_heads, head_dim)] = r;
+}
+
+/* ---- loading ---- */
+
 void pb_wstore_free(pb_wstore *ws)
 {
     if (!ws)
         return;
     for (int i = 0; i < ws->n_bufs; i++)
         ws->be->ops->release(ws->be, ws->bufs[i]);
+    for (int i = 0; i < ws->n_mats; i++)
+        ws->be->ops->weight_free(ws->be, ws->mats[i]);
     free(ws->bufs);
+    free(ws->mats);
     free(ws->tmp);
     memset(ws, 0, sizeof *ws);
 }
@@ -82,23 +309,20 @@ static pb_status ws_tmp(pb_wstore *ws, size_t n)
     return PB_OK;
 }
 
-/* Copy n host floats into new backend memory. */
-static pb_status ws_put(pb_wstore *ws, const float *host, size_t n, const float **out)
+static pb_status grow(pb_wstore *ws)
 {
-    if (ws->n_bufs == ws->cap_bufs) {
-        int cap = ws->cap_bufs ? 2 * ws->cap_bufs : 64;
-        void **b = realloc(ws->bufs, (size_t)cap * sizeof *b);
-        if (!b)
-            return pb_error(PB_ERR_NOMEM, "out of memory for the weight list");
+    if (ws->n_bufs < ws->cap_bufs && ws->n_mats < ws->cap_mats)
+        return PB_OK;
+    int c = ws->cap_bufs > ws->cap_mats ? ws->cap_bufs : ws->cap_mats;
+    c = c ? 2 * c : 64;
+    void **b = realloc(ws->bufs, (size_t)c * sizeof *b);
+    if (b)
         ws->bufs = b;
-        ws->cap_bufs = cap;
-    }
-    void *p;
-    PB_CHECK(ws->be->ops->alloc(ws->be, n * sizeof(float), &p));
-    ws->be->ops->upload(ws->be, p, host, n * sizeof(float));
-    ws->bufs[ws->n_bufs++] = p;
-    ws->bytes += n * sizeof(float);
-    *out = p;
+    pb_weight **m = b ? realloc(ws->mats, (size_t)c * sizeof *m) : NULL;
+    if (!b || !m)
+        return pb_error(PB_ERR_NOMEM, "out of memory for the weight list");
+    ws->mats = m;
+    ws->cap_bufs = ws->cap_mats = c;
     return PB_OK;
 }
 
@@ -112,7 +336,9 @@ static void shape_str(const pb_tensor *t, char *buf, size_t cap)
         snprintf(buf + o, cap - o, "]");
 }
 
-static pb_status get_tensor(const pb_weights *w, const char *name, const pb_tensor **out)
+/* Tensor `name`, checked to be [d0] (ndim 1) or [d0, d1], of a float dtype, with its bytes. */
+static pb_status get_tensor(const pb_weights *w, const char *name, int ndim, int64_t d0, int64_t d1,
+                            const char *field, const pb_tensor **out)
 {
     const pb_tensor *t = pb_weights_get(w, name);
     if (!t)
@@ -120,16 +346,6 @@ static pb_status get_tensor(const pb_weights *w, const char *name, const pb_tens
     if (t->dtype != PB_DT_F32 && t->dtype != PB_DT_F16 && t->dtype != PB_DT_BF16 && t->dtype != PB_DT_F64)
         return pb_error(PB_ERR_UNSUPPORTED, "tensor '%s': dtype %s is not supported (F32, F16, BF16, F64)", name,
                         pb_dtype_name(t->dtype));
-    *out = t;
-    return PB_OK;
-}
-
-/* Converted copy of tensor `name` in ws->tmp, checked to have shape [d0] or [d0, d1]. */
-static pb_status load_host(pb_wstore *ws, const pb_weights *w, const char *name, int ndim, int64_t d0, int64_t d1,
-                           const char *field)
-{
-    const pb_tensor *t = NULL;
-    PB_CHECK(get_tensor(w, name, &t));
     bool ok = t->ndim == ndim && t->shape[0] == d0 && (ndim == 1 || t->shape[1] == d1);
     if (!ok) {
         char got[96];
@@ -141,226 +357,88 @@ static pb_status load_host(pb_wstore *ws, const pb_weights *w, const char *name,
                         field, (long long)d0, (long long)d1);
     }
     size_t n = (size_t)pb_tensor_numel(t);
-    if (t->nbytes < n * pb_dtype_size(t->dtype))
+    if (!t->data || t->nbytes < n * pb_dtype_size(t->dtype))
         return pb_error(PB_ERR_FORMAT, "tensor '%s': %zu bytes for %zu elements", name, t->nbytes, n);
-    PB_CHECK(ws_tmp(ws, n));
-    if (pb_convert_to_f32(ws->tmp, t->data, t->dtype, n) != 0)
-        return pb_error(PB_ERR_UNSUPPORTED, "tensor '%s': cannot convert %s to f32", name, pb_dtype_name(t->dtype));
-    pb_weights_release(w, t); /* the f32 copy is what the stage keeps */
+    *out = t;
     return PB_OK;
 }
 
-pb_status pb_adapter_vector(pb_wstore *ws, const pb_weights *w, const char *name, int n, const char *field,
-                            const float **out)
+static pb_status load_vector(pb_wstore *ws, const pb_weights *w, const pb_witem *it, const float **out)
 {
-    PB_CHECK(load_host(ws, w, name, 1, n, 0, field));
-    return ws_put(ws, ws->tmp, (size_t)n, out);
-}
-
-/* Transpose the [cols, rows] matrix at the start of ws->tmp into [rows, cols] in place (through a second half). */
-static pb_status transpose_tmp(pb_wstore *ws, int rows, int cols)
-{
-    size_t n = (size_t)rows * cols;
-    PB_CHECK(ws_tmp(ws, 2 * n));
-    float *src = ws->tmp, *dst = ws->tmp + n;
-    for (int c = 0; c < cols; c++)
-        for (int r = 0; r < rows; r++)
-            dst[(size_t)r * cols + c] = src[(size_t)c * rows + r];
-    memcpy(src, dst, n * sizeof(float));
+    const pb_tensor *t;
+    PB_CHECK(get_tensor(w, it->name[0], 1, it->n_out, 0, it->field[0], &t));
+    PB_CHECK(ws_tmp(ws, (size_t)it->n_out));
+    pb_convert_to_f32(ws->tmp, t->data, t->dtype, (size_t)it->n_out);
+    pb_weights_release(w, t);
+    PB_CHECK(grow(ws));
+    void *p;
+    size_t bytes = (size_t)it->n_out * sizeof(float);
+    PB_CHECK(ws->be->ops->alloc(ws->be, bytes, &p));
+    ws->bufs[ws->n_bufs++] = p;
+    ws->bytes += (bytes + 63) & ~(size_t)63;
+    PB_CHECK(ws->be->ops->upload(ws->be, p, ws->tmp, bytes));
+    *out = p;
     return PB_OK;
 }
 
-pb_status pb_adapter_matrix(pb_wstore *ws, const pb_weights *w, const char *name, int rows, int cols,
-                            const char *field, bool conv1d, const float **out)
+static pb_status load_linear(pb_wstore *ws, const pb_weights *w, const pb_witem *it, pb_weight **out)
 {
-    if (conv1d) {
-        PB_CHECK(load_host(ws, w, name, 2, cols, rows, field));
-        PB_CHECK(transpose_tmp(ws, rows, cols));
-    } else {
-        PB_CHECK(load_host(ws, w, name, 2, rows, cols, field));
-    }
-    return ws_put(ws, ws->tmp, (size_t)rows * cols, out);
-}
-
-/* ---- decoder layer ---- */
-
-static void layer_name(char *buf, size_t cap, int layer, const char *suffix, const char *kind, pb_arch arch)
-{
-    char s[160];
-    snprintf(s, sizeof s, "%s.%s", suffix, kind);
-    pb_ckpt_layer_name(arch, layer, s, buf, cap);
-}
-
-/* Row permutation of a fused qkv projection: dest row of source row r, with
- * dest layout q (n_heads*hd) | k | v. */
-static int qkv_dest_row(pb_qkv_layout lay, int r, int n_heads, int hd)
-{
-    const int H = n_heads * hd;
-    switch (lay) {
-    case PB_QKV_PER_HEAD: { /* Bloom/NeoX: view(n_heads, 3, head_dim) */
-        int h = r / (3 * hd), j = (r / hd) % 3, d = r % hd;
-        return j * H + h * hd + d;
-    }
-    case PB_QKV_CODEGEN: { /* CodeGen: reshape(mp_num=4, 3 * H/4), each block split q, v, k;
-                              head h = block * (n_heads/4) + index within the block */
-        int local = H / 4;
-        int blk = r / (3 * local), rem = r % (3 * local);
-        int part = rem / local, within = rem % local;      /* part: 0 q, 1 v, 2 k */
-        int j = part == 0 ? 0 : part == 1 ? 2 : 1;          /* -> q | k | v */
-        return j * H + blk * local + within;
-    }
-    default:
-        return r;
-    }
-}
-
-static pb_status load_fused_qkv(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, const pb_family *f,
-                                int layer, pb_layer_w *L)
-{
-    const int H = cfg->hidden_size, hd = cfg->head_dim, nh = cfg->n_heads;
-    const int qd = nh * hd, rows = 3 * qd;
-    char name[200];
-    if (cfg->n_kv_heads != nh)
-        return pb_error(PB_ERR_CONFIG, "%s: a fused qkv projection needs num_key_value_heads (%d) == num_heads (%d)",
-                        cfg->model_type, cfg->n_kv_heads, nh);
-    if (f->qkv_layout == PB_QKV_CODEGEN && nh % 4 != 0)
-        return pb_error(PB_ERR_CONFIG, "codegen: n_head (%d) must be a multiple of 4 (qkv_proj has mp_num = 4 blocks)",
-                        nh);
-    layer_name(name, sizeof name, layer, f->qkv, "weight", cfg->arch);
-    if (f->conv1d) {
-        PB_CHECK(load_host(ws, w, name, 2, H, rows, "3 * n_embd"));
-        PB_CHECK(transpose_tmp(ws, rows, H));
-    } else {
-        PB_CHECK(load_host(ws, w, name, 2, rows, H, "3 * hidden_size"));
-    }
-    size_t n = (size_t)rows * H;
-    PB_CHECK(ws_tmp(ws, 2 * n));
-    float *src = ws->tmp, *dst = ws->tmp + n;
-    for (int r = 0; r < rows; r++)
-        memcpy(dst + (size_t)qkv_dest_row(f->qkv_layout, r, nh, hd) * H, src + (size_t)r * H, (size_t)H * sizeof(float));
-    PB_CHECK(ws_put(ws, dst, n, &L->qkv.w));
-    L->qkv.n_out = rows;
-    L->qkv.n_in = H;
-    L->qkv.b = NULL;
-    if (cfg->qkv_bias) {
-        layer_name(name, sizeof name, layer, f->qkv, "bias", cfg->arch);
-        PB_CHECK(load_host(ws, w, name, 1, rows, 0, "3 * hidden_size"));
-        PB_CHECK(ws_tmp(ws, 2 * (size_t)rows));
-        float *bs = ws->tmp, *bd = ws->tmp + rows;
-        for (int r = 0; r < rows; r++)
-            bd[qkv_dest_row(f->qkv_layout, r, nh, hd)] = bs[r];
-        PB_CHECK(ws_put(ws, bd, (size_t)rows, &L->qkv.b));
-    }
-    return PB_OK;
-}
-
-/* Several [rows_i, in] matrices (and optional biases) stacked into one linear. */
-static pb_status load_stacked(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, int layer, int n,
-                              const char *const *suffix, const int *rows, const char *const *field, int in,
-                              bool bias, pb_linear *out)
-{
-    int total = 0;
-    for (int i = 0; i < n; i++)
-        total += rows[i];
-    size_t nw = (size_t)total * in;
-    float *acc = malloc((nw + (size_t)total) * sizeof(float));
-    if (!acc)
-        return pb_error(PB_ERR_NOMEM, "out of memory stacking %d x %d weights", total, in);
-    char name[200];
+    pb_wpart parts[3];
+    const pb_tensor *wt[3] = {NULL, NULL, NULL}, *bt[3] = {NULL, NULL, NULL};
+    int *perm = NULL;
+    float *bias = NULL;
     pb_status st = PB_OK;
-    int off = 0;
-    for (int i = 0; i < n; i++) {
-        layer_name(name, sizeof name, layer, suffix[i], "weight", cfg->arch);
-        PB_CHECK_GOTO(load_host(ws, w, name, 2, rows[i], in, field[i]), st, fail);
-        memcpy(acc + (size_t)off * in, ws->tmp, (size_t)rows[i] * in * sizeof(float));
-        if (bias) {
-            layer_name(name, sizeof name, layer, suffix[i], "bias", cfg->arch);
-            PB_CHECK_GOTO(load_host(ws, w, name, 1, rows[i], 0, field[i]), st, fail);
-            memcpy(acc + nw + off, ws->tmp, (size_t)rows[i] * sizeof(float));
-        }
-        off += rows[i];
+    bool same = true, has_bias = it->bias[0][0] != '\0';
+    *out = NULL;
+    for (int i = 0; i < it->n_parts; i++) {
+        if (it->conv1d)
+            PB_CHECK(get_tensor(w, it->name[i], 2, it->n_in, it->rows[i], it->field[i], &wt[i]));
+        else
+            PB_CHECK(get_tensor(w, it->name[i], 2, it->rows[i], it->n_in, it->field[i], &wt[i]));
+        parts[i] = (pb_wpart){.data = wt[i]->data, .dtype = wt[i]->dtype, .rows = it->rows[i],
+                              .transposed = it->conv1d, .name = it->name[i]};
+        same = same && wt[i]->dtype == wt[0]->dtype;
     }
-    PB_CHECK_GOTO(ws_put(ws, acc, nw, &out->w), st, fail);
-    out->b = NULL;
-    if (bias)
-        PB_CHECK_GOTO(ws_put(ws, acc + nw, (size_t)total, &out->b), st, fail);
-    out->n_out = total;
-    out->n_in = in;
-fail:
-    free(acc);
+    if (it->qkv_layout == PB_QKV_PER_HEAD || it->qkv_layout == PB_QKV_CODEGEN) {
+        PB_CHECK_GOTO(pb_calloc((size_t)it->n_out, sizeof *perm, &perm), st, out);
+        pb_adapter_qkv_perm(it->qkv_layout, it->n_heads, it->head_dim, perm);
+    }
+    if (has_bias) {
+        PB_CHECK_GOTO(ws_tmp(ws, 2 * (size_t)it->n_out), st, out);
+        int off = 0;
+        for (int i = 0; i < it->n_parts; i++) {
+            PB_CHECK_GOTO(get_tensor(w, it->bias[i], 1, it->rows[i], 0, it->field[i], &bt[i]), st, out);
+            pb_convert_to_f32(ws->tmp + off, bt[i]->data, bt[i]->dtype, (size_t)it->rows[i]);
+            off += it->rows[i];
+        }
+        bias = ws->tmp + it->n_out;
+        for (int r = 0; r < it->n_out; r++)
+            bias[r] = ws->tmp[perm ? perm[r] : r];
+    }
+    /* stored: as the checkpoint (mixed parts: f32); else the policy's dtype */
+    pb_dtype store = pb_wdtype_resolve(ws->policy, same ? wt[0]->dtype : PB_DT_F32);
+    pb_linear_src src = {.n_out = it->n_out, .n_in = it->n_in, .n_parts = it->n_parts, .parts = parts,
+                         .row_perm = perm, .bias = bias};
+    PB_CHECK_GOTO(grow(ws), st, out);
+    PB_CHECK_GOTO(ws->be->ops->put_linear(ws->be, &src, store, out), st, out);
+    ws->mats[ws->n_mats++] = *out;
+    ws->bytes += (*out)->bytes;
+    /* the backend holds its copy: the mapped pages can go */
+    for (int i = 0; i < it->n_parts; i++) {
+        pb_weights_release(w, wt[i]);
+        if (bt[i])
+            pb_weights_release(w, bt[i]);
+    }
+out:
+    free(perm);
     return st;
 }
 
-static pb_status load_linear(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, int layer,
-                             const char *suffix, int n_out, int n_in, const char *field, bool conv1d, bool bias,
-                             pb_linear *out)
+pb_status pb_adapter_load(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, const pb_witem *it,
+                          const float **vec, pb_weight **mat)
 {
-    char name[200];
-    layer_name(name, sizeof name, layer, suffix, "weight", cfg->arch);
-    PB_CHECK(pb_adapter_matrix(ws, w, name, n_out, n_in, field, conv1d, &out->w));
-    out->b = NULL;
-    if (bias) {
-        layer_name(name, sizeof name, layer, suffix, "bias", cfg->arch);
-        PB_CHECK(pb_adapter_vector(ws, w, name, n_out, field, &out->b));
-    }
-    out->n_out = n_out;
-    out->n_in = n_in;
-    return PB_OK;
-}
-
-static pb_status load_norm(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, int layer,
-                           const char *suffix, const float **wt, const float **b)
-{
-    char name[200];
-    layer_name(name, sizeof name, layer, suffix, "weight", cfg->arch);
-    PB_CHECK(pb_adapter_vector(ws, w, name, cfg->hidden_size, "hidden_size", wt));
-    *b = NULL;
-    if (cfg->norm == PB_NORM_LAYERNORM) {
-        layer_name(name, sizeof name, layer, suffix, "bias", cfg->arch);
-        PB_CHECK(pb_adapter_vector(ws, w, name, cfg->hidden_size, "hidden_size", b));
-    }
-    return PB_OK;
-}
-
-pb_status pb_adapter_layer(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, int layer,
-                           pb_layer_w *L)
-{
-    const pb_family *f = pb_family_of(cfg->arch);
-    if (!f)
-        return pb_error(PB_ERR_UNSUPPORTED, "model_type '%s' has no adapter", cfg->model_type);
-    const int H = cfg->hidden_size, qd = cfg->n_heads * cfg->head_dim, kvd = cfg->n_kv_heads * cfg->head_dim;
-    const int I = cfg->intermediate_size;
-    memset(L, 0, sizeof *L);
-    PB_CHECK(load_norm(ws, cfg, w, layer, f->ln1, &L->ln1_w, &L->ln1_b));
-    if (cfg->residual != PB_RESID_PARALLEL_SHARED) {
-        if (!f->ln2)
-            return pb_error(PB_ERR_UNSUPPORTED, "%s: only the parallel residual with one shared norm is handled",
-                            cfg->model_type);
-        PB_CHECK(load_norm(ws, cfg, w, layer, f->ln2, &L->ln2_w, &L->ln2_b));
-    }
-    if (f->qkv) {
-        PB_CHECK(load_fused_qkv(ws, cfg, w, f, layer, L));
-    } else {
-        const char *const sfx[3] = {f->q, f->k, f->v};
-        const int rows[3] = {qd, kvd, kvd};
-        const char *const fld[3] = {"num_attention_heads * head_dim", "num_key_value_heads * head_dim",
-                                    "num_key_value_heads * head_dim"};
-        PB_CHECK(load_stacked(ws, cfg, w, layer, 3, sfx, rows, fld, H, cfg->qkv_bias, &L->qkv));
-    }
-    PB_CHECK(load_linear(ws, cfg, w, layer, f->o, H, qd, "hidden_size", f->conv1d, cfg->out_bias, &L->o));
-    if (cfg->gated_mlp) {
-        if (!f->gate)
-            return pb_error(PB_ERR_UNSUPPORTED, "%s: a gated MLP is not handled for this family", cfg->model_type);
-        const char *const sfx[2] = {f->gate, f->up};
-        const int rows[2] = {I, I};
-        const char *const fld[2] = {"intermediate_size", "intermediate_size"};
-        PB_CHECK(load_stacked(ws, cfg, w, layer, 2, sfx, rows, fld, H, cfg->mlp_bias, &L->up));
-        PB_CHECK(load_linear(ws, cfg, w, layer, f->down, H, I, "hidden_size", false, cfg->mlp_bias, &L->down));
-    } else {
-        if (!f->fc1)
-            return pb_error(PB_ERR_UNSUPPORTED, "%s: a plain MLP is not handled for this family", cfg->model_type);
-        PB_CHECK(load_linear(ws, cfg, w, layer, f->fc1, I, H, "intermediate_size", f->conv1d, cfg->mlp_bias, &L->up));
-        PB_CHECK(load_linear(ws, cfg, w, layer, f->fc2, H, I, "hidden_size", f->conv1d, cfg->mlp_bias, &L->down));
-    }
-    return PB_OK;
+    (void)cfg;
+    if (it->linear)
+        return load_linear(ws, w, it, mat);
+    return load_vector(ws, w, it, vec);
 }

@@ -1,7 +1,9 @@
 /* Family adapters: where each family keeps the tensors of the generic decoder
- * block and in which layout, and how they become the compute layout (f32,
- * nn.Linear [out, in], q|k|v rows fused into one projection, gate|up fused).
- * The forward pass itself (stage.c) is the same for every family. */
+ * block, in which layout, and how they map to the compute weights (nn.Linear
+ * [out, in] rows, q|k|v rows fused into one projection, gate|up fused). The
+ * adapter keeps names and layouts only: the backend stores the matrices
+ * (put_linear) from the checkpoint's own bytes. The forward pass itself
+ * (stage.c) is the same for every family. */
 #ifndef PB_ADAPTER_H
 #define PB_ADAPTER_H
 
@@ -34,36 +36,62 @@ typedef struct pb_family {
 
 const pb_family *pb_family_of(pb_arch arch);
 
-/* One decoder layer in compute layout (backend memory). */
-typedef struct pb_layer_w {
-    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b; /* [hidden]; biases NULL for RMSNorm */
-    pb_linear qkv;  /* [q_dim + 2 kv_dim, hidden], rows q | k | v */
-    pb_linear o;    /* [hidden, q_dim] */
-    pb_linear up;   /* [I, hidden], or [2 I, hidden] rows gate | up when gated */
-    pb_linear down; /* [hidden, I] */
-} pb_layer_w;
+/* Where the stage keeps a weight. */
+typedef enum pb_wslot {
+    PB_SLOT_TOK_EMB = 0, PB_SLOT_POS_EMB, PB_SLOT_EMB_NORM_W, PB_SLOT_EMB_NORM_B, PB_SLOT_PROJ_IN,
+    PB_SLOT_FINAL_W, PB_SLOT_FINAL_B, PB_SLOT_PROJ_OUT, PB_SLOT_LM_HEAD,
+    PB_SLOT_LN1_W, PB_SLOT_LN1_B, PB_SLOT_LN2_W, PB_SLOT_LN2_B, PB_SLOT_QKV, PB_SLOT_O, PB_SLOT_UP, PB_SLOT_DOWN
+} pb_wslot;
 
-/* Loads and converts; every allocation is added to *bytes (backend memory),
- * buffers are recorded in the list for release. */
+#define PB_NAME_CAP 192
+
+/* One weight of a stage: a vector (norm weight/bias, kept f32) or a linear
+ * layer built from 1..3 checkpoint tensors stacked along output rows. */
+typedef struct pb_witem {
+    pb_wslot slot;
+    int layer;                    /* global decoder layer, or -1 */
+    bool linear;
+    const char *field[3];         /* config field each part's shape comes from, for messages */
+    int n_out, n_in;              /* linear: [n_out, n_in]; vector: n_out */
+    int n_parts;
+    char name[3][PB_NAME_CAP];    /* canonical names of the weights (or the vector) */
+    char bias[3][PB_NAME_CAP];    /* canonical names of the biases; "" = none */
+    int rows[3];
+    bool conv1d;                  /* stored [n_in, rows] */
+    pb_qkv_layout qkv_layout;     /* one fused qkv tensor: its row order */
+    int n_heads, head_dim;        /* of that fused qkv */
+} pb_witem;
+
+/* Every weight a stage holding layers [layer_begin, layer_end) (+ embeddings,
+ * + final norm and head) builds, in load order. pos_rows: rows of the learned
+ * position table (its tensor's first dim). A tied head has no item of its own
+ * (the token embedding serves both). *items is malloc'd. */
+pb_status pb_adapter_items(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_embed, bool has_head,
+                           int pos_rows, pb_witem **items, int *n_items);
+
+/* Row order of a fused qkv tensor as q | k | v: perm[r] = source row of output row r. */
+void pb_adapter_qkv_perm(pb_qkv_layout lay, int n_heads, int head_dim, int *perm);
+
+/* Loading: vectors go to backend memory as f32, linear layers through put_linear. */
 typedef struct pb_wstore {
     pb_backend *be;
-    void **bufs;
+    pb_wdtype policy;
+    void **bufs;        /* vectors */
     int n_bufs, cap_bufs;
-    uint64_t bytes;
-    float *tmp;     /* host conversion buffer */
+    pb_weight **mats;   /* linear layers */
+    int n_mats, cap_mats;
+    uint64_t bytes;     /* backend memory of both */
+    float *tmp;         /* host conversion buffer */
     size_t tmp_cap;
 } pb_wstore;
 
 void pb_wstore_free(pb_wstore *ws);
 
-/* A vector [n] (norm weight/bias, bias): name is the full canonical name. */
-pb_status pb_adapter_vector(pb_wstore *ws, const pb_weights *w, const char *name, int n, const char *field,
-                            const float **out);
-/* A matrix stored [rows, cols] (or [cols, rows] when conv1d) into [rows, cols]. */
-pb_status pb_adapter_matrix(pb_wstore *ws, const pb_weights *w, const char *name, int rows, int cols,
-                            const char *field, bool conv1d, const float **out);
-/* Decoder layer `layer` (global index). */
-pb_status pb_adapter_layer(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, int layer,
-                           pb_layer_w *out);
+/* Builds item it from w's tensors: *vec (backend f32 [n_out]) for a vector,
+ * *mat for a linear layer. Shapes are checked against the config (an error
+ * names the tensor and the field); each tensor's mapped pages are released
+ * once the backend holds its copy. */
+pb_status pb_adapter_load(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, const pb_witem *it,
+                          const float **vec, pb_weight **mat);
 
 #endif

@@ -1,14 +1,24 @@
 /* Compute backend interface: a table of operations behind an opaque handle
  * (as ggml's ggml_backend_i). The stage (stage.c) drives the decoder blocks
  * through these operations only, so a backend (cpu now, cuda later) provides
- * memory and kernels and nothing else.
+ * memory, weight storage and kernels and nothing else. No device types appear
+ * here: a backend pointer may be device memory the host never dereferences.
  *
- * Conventions: every pointer handed to an operation was obtained from the
- * same backend's alloc (device memory for a GPU backend) unless it says
- * "host". Matrices are row-major f32. A linear layer's weight is [n_out, n_in]
- * (nn.Linear layout) and y = x W^T + b. Operations returning void never fail
- * once their arguments are valid (the stage validates them); those returning
- * pb_status fail only when asked for more than was reserved. They may run threaded.
+ * Memory: every pointer an operation takes was obtained from the same
+ * backend's alloc unless it says "host". Activations are row-major f32;
+ * token ids int32. Host <-> backend traffic is explicit (upload, download);
+ * operations may run asynchronously, and sync waits for all of them (a host
+ * read of downloaded data is valid only after sync).
+ *
+ * Weights belong to the backend: put_linear takes a checkpoint tensor as
+ * stored (f32/f16/bf16, host memory such as the mmap, plus the adapter's row
+ * order, parts to stack and transposition) and keeps it in the dtype asked
+ * for, in the layout the backend's kernels want. weight_bytes gives the exact
+ * bytes of that storage without a backend instance, for the planner.
+ *
+ * Errors: operations return pb_status (a GPU kernel launch can fail); bad
+ * arguments the stage validated cannot make them fail, only a failing device
+ * or a call larger than reserve allowed.
  *
  * Batch invariance: every operation computes each token row (and each
  * sequence's attention) with a reduction order that depends only on that row,
@@ -21,16 +31,64 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "common/tensor.h"
 #include "model/config.h"
 
 typedef struct pb_backend pb_backend;
 
-/* A linear layer in backend memory. */
-typedef struct pb_linear {
-    const float *w; /* [n_out, n_in] */
-    const float *b; /* [n_out] or NULL */
+/* ---- weights ---- */
+
+/* --weights-dtype: how checkpoint matrices are kept. */
+typedef enum pb_wdtype {
+    PB_WDTYPE_STORED = 0, /* as in the checkpoint (f32, f16, bf16; f64 becomes f32) */
+    PB_WDTYPE_F32,        /* converted to f32 (exact) */
+    PB_WDTYPE_BF16        /* rounded to bf16 (nearest even) */
+} pb_wdtype;
+
+/* "stored", "f32", "bf16" <-> pb_wdtype; parse returns -1 when unknown. */
+int pb_wdtype_parse(const char *s, pb_wdtype *out);
+const char *pb_wdtype_name(pb_wdtype w);
+/* The element type a matrix stored as `stored` is kept in under policy w. */
+pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored);
+
+/* Layout of a weight's elements in backend memory. */
+typedef enum pb_wlayout {
+    PB_WLAYOUT_ROWS = 0,  /* row-major [n_out, n_in] (nn.Linear) */
+    PB_WLAYOUT_CPU_PACKED /* the CPU kernels' panels (src/cpu/kernels.h) */
+} pb_wlayout;
+
+/* A matrix W [n_out, n_in] (y = x W^T + b) owned by a backend. The fields
+ * describe it; impl is the backend's own (packed matrix, device pointer). */
+typedef struct pb_weight {
+    pb_dtype dtype;       /* element type kept */
+    pb_wlayout layout;
     int n_out, n_in;
-} pb_linear;
+    uint64_t bytes;       /* backend memory held, bias included */
+    const float *bias;    /* backend memory [n_out], or NULL */
+    void *impl;
+} pb_weight;
+
+/* One checkpoint tensor contributing `rows` output rows, as stored. */
+typedef struct pb_wpart {
+    const void *data;     /* host, little-endian (e.g. into the mmap) */
+    pb_dtype dtype;       /* F32, F16, BF16 or F64 */
+    int rows;
+    bool transposed;      /* stored [n_in, rows] (GPT-2 Conv1D) instead of [rows, n_in] */
+    const char *name;     /* for messages */
+} pb_wpart;
+
+/* A linear layer to store: parts stacked along output rows (q | k | v from
+ * three tensors, gate | up), then reordered: output row r is stacked row
+ * row_perm[r] (a fused per-head qkv into q | k | v). */
+typedef struct pb_linear_src {
+    int n_out, n_in;
+    int n_parts;          /* 1 .. 3; sum of rows == n_out */
+    const pb_wpart *parts;
+    const int *row_perm;  /* host [n_out], or NULL */
+    const float *bias;    /* host f32 [n_out] in output order, or NULL */
+} pb_linear_src;
+
+/* ---- attention ---- */
 
 /* Rotary embedding of q and k heads. */
 typedef struct pb_rope_desc {
@@ -44,12 +102,14 @@ typedef struct pb_rope_desc {
  *       rotated), written into the cache before attending.
  * Sequence s owns token rows [tok_start[s], tok_start[s] + n_tokens[s]), at
  * positions pos[s] + i; its cache rows are k_cache[s] / v_cache[s]
- * ([max_seq_len, n_kv_heads * head_dim] each).
+ * ([max_seq_len, n_kv_heads * head_dim] each, elements of the backend's
+ * kv_dtype). Query at p sees keys j, p - window < j <= p (window > 0) or
+ * j <= p; score = scale * q.k (+ alibi[h] * j).
  * out:  [T, n_heads * head_dim] (contiguous). */
 typedef struct pb_attn_args {
     int n_seqs;
     const int *tok_start, *pos, *n_tokens;  /* host arrays [n_seqs] */
-    float *const *k_cache, *const *v_cache; /* host arrays [n_seqs] of backend pointers */
+    void *const *k_cache, *const *v_cache;  /* host arrays [n_seqs] of backend pointers */
     const float *q, *k, *v;
     int q_stride, kv_stride;
     float *out;
@@ -59,48 +119,63 @@ typedef struct pb_attn_args {
     int window;           /* > 0: query at p sees keys p - window + 1 .. p; 0 = all */
 } pb_attn_args;
 
+/* Largest calls to come (reserve), so that later calls do not allocate. */
+typedef struct pb_backend_limits {
+    int max_seqs;    /* sequences per attention call */
+    int max_keys;    /* keys per sequence (max_seq_len) */
+    int max_heads;   /* query heads */
+    int max_tokens;  /* rows per call (max_batch_tokens) */
+    int max_dim;     /* largest n_in or n_out of a linear layer */
+} pb_backend_limits;
+
 typedef struct pb_backend_ops {
     const char *name;
+    pb_dtype kv_dtype; /* element type of the KV cache this backend attends over */
     void (*free)(pb_backend *be);
 
     /* Memory. alloc gives zeroed, 64-byte aligned memory. */
     pb_status (*alloc)(pb_backend *be, size_t bytes, void **out);
     void (*release)(pb_backend *be, void *p);
-    void (*upload)(pb_backend *be, void *dst, const void *host_src, size_t bytes);
-    void (*download)(pb_backend *be, void *host_dst, const void *src, size_t bytes);
-    void (*copy)(pb_backend *be, void *dst, const void *src, size_t bytes);
+    pb_status (*upload)(pb_backend *be, void *dst, const void *host_src, size_t bytes);
+    pb_status (*download)(pb_backend *be, void *host_dst, const void *src, size_t bytes);
+    pb_status (*copy)(pb_backend *be, void *dst, const void *src, size_t bytes);
+    pb_status (*sync)(pb_backend *be);
 
-    /* Scratch for the largest call to come, so that later calls do not allocate:
-     * at most max_seqs sequences and max_keys keys per attention call, linear
-     * layers with n_in + n_out <= max_dim. */
-    pb_status (*reserve)(pb_backend *be, int max_seqs, int max_keys, int max_heads, int max_tokens, int max_dim);
+    /* Weights. weight_bytes is exact for put_linear's storage (needs no instance). */
+    uint64_t (*weight_bytes)(pb_dtype store, int n_out, int n_in, bool bias);
+    pb_status (*put_linear)(pb_backend *be, const pb_linear_src *src, pb_dtype store, pb_weight **out);
+    void (*weight_free)(pb_backend *be, pb_weight *w);
+
+    /* Scratch for calls up to lim; scratch_bytes is what reserve allocates. */
+    uint64_t (*scratch_bytes)(int threads, const pb_backend_limits *lim);
+    pb_status (*reserve)(pb_backend *be, const pb_backend_limits *lim);
 
     /* y[M, n_out] (row stride ldy) = x[M, n_in] (row stride ldx) W^T + b. */
-    pb_status (*linear)(pb_backend *be, const float *x, int ldx, int M, const pb_linear *l, float *y, int ldy);
-
-    /* out[t, :] = table[ids[t] + offset, :] (+= when accumulate); ids host [T]. */
-    void (*gather_rows)(pb_backend *be, float *out, const float *table, int dim, const int32_t *ids,
-                        int T, int offset, bool accumulate);
+    pb_status (*linear)(pb_backend *be, const float *x, int ldx, int M, const pb_weight *w, float *y, int ldy);
+    /* out[t, :] = W[ids[t] + offset, :] as f32 (+= when accumulate), out row
+     * stride n_in; ids backend [T]: an id outside the table gives PB_ERR_INPUT. */
+    pb_status (*gather)(pb_backend *be, float *out, const pb_weight *table, const int32_t *ids, int T, int offset,
+                        bool accumulate);
     /* out = norm(x) * w (+ b) over rows of n; LayerNorm (b may be NULL) or RMSNorm. out may be x. */
-    void (*norm)(pb_backend *be, pb_norm kind, float *out, const float *x, int rows, int n,
-                 const float *w, const float *b, float eps);
+    pb_status (*norm)(pb_backend *be, pb_norm kind, float *out, const float *x, int rows, int n, const float *w,
+                      const float *b, float eps);
     /* Rotate the first rot_dim dims of each of n_heads heads in rows of x
      * (row stride ld) by the per-token angles cs: [T, rot_dim/2, 2] (cos, sin). */
-    void (*rope)(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim,
-                 const pb_rope_desc *r, const float *cs);
-    /* cs[t, i] = (cos, sin)(pos_scaled[t] * inv_freq[i]); pos_scaled host [T], inv_freq host [rot/2]. */
-    void (*rope_angles)(pb_backend *be, float *cs, const float *pos_scaled, int T,
-                        const float *inv_freq, int n_freq);
+    pb_status (*rope)(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const pb_rope_desc *r,
+                      const float *cs);
+    /* cs[t, i] = (cos, sin)(pos_scaled[t] * inv_freq[i]) in f32; pos_scaled host [T], inv_freq host [n_freq]. */
+    pb_status (*rope_angles)(pb_backend *be, float *cs, const float *pos_scaled, int T, const float *inv_freq,
+                             int n_freq);
     pb_status (*attention)(pb_backend *be, const pb_attn_args *a);
 
     /* x[rows, n] (row stride ld) = act(x) in place. */
-    void (*act)(pb_backend *be, pb_act act, float *x, int ld, int rows, int n);
+    pb_status (*act)(pb_backend *be, pb_act act, float *x, int ld, int rows, int n);
     /* out[rows, n] = act(gu[:, 0:n]) * gu[:, n:2n]; gu row stride 2n (SwiGLU). */
-    void (*glu)(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n);
+    pb_status (*glu)(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n);
     /* y[i] += x[i] (and += x2[i] when x2 != NULL), i < n. */
-    void (*add)(pb_backend *be, float *y, const float *x, const float *x2, size_t n);
+    pb_status (*add)(pb_backend *be, float *y, const float *x, const float *x2, size_t n);
     /* dst[i, :] = src[rows[i], :], rows host [n_rows], row width n. */
-    void (*select_rows)(pb_backend *be, float *dst, const float *src, int n, const int *rows, int n_rows);
+    pb_status (*select_rows)(pb_backend *be, float *dst, const float *src, int n, const int *rows, int n_rows);
 } pb_backend_ops;
 
 struct pb_backend {
@@ -108,5 +183,25 @@ struct pb_backend {
     void *impl;
     int threads;
 };
+
+/* A backend buffer: memory from be's alloc with its element type. */
+typedef struct pb_buf {
+    void *data;     /* backend memory */
+    pb_dtype dtype;
+    size_t n;       /* elements */
+} pb_buf;
+
+/* ---- creating backends (backend.c: the one place that knows the kinds) ---- */
+
+typedef struct pb_backend_opts {
+    int threads; /* compute threads (cpu); <= 0 means 1 */
+} pb_backend_opts;
+
+/* kind: "cpu", "cuda" (refused until the CUDA backend exists) or "auto"
+ * (the best available: cpu in this build). */
+pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backend **out);
+/* The ops table of a kind without creating one (sizes for the planner); NULL if unknown. */
+const pb_backend_ops *pb_backend_ops_of(const char *kind);
+void pb_backend_free(pb_backend *be); /* NULL-safe */
 
 #endif

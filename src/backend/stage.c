@@ -10,25 +10,34 @@
 
 #include "backend/adapter.h"
 #include "backend/backend.h"
+#include "ckpt/ckpt.h"
 #include "ckpt/plan.h"
 #include "ckpt/weights.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "cpu/cpu.h"
 
-/* Rows of the LM head computed per call (a multiple of the GEMM block). */
+/* Rows of the LM head computed per call when all logits are asked for. */
 #define HEAD_ROWS 64
 
 /* Activation arena, [T = max_batch_tokens] rows each. */
 typedef struct arena_layout {
-    size_t x, h, h2, qkv, ctx, attn, mlp_in, mlp_mid, mlp_out, cs, emb, head_in, head_mid, logits, total; /* offsets in floats */
+    size_t x, h, h2, qkv, ctx, attn, mlp_in, mlp_mid, mlp_out, cs, emb, head_in, head_mid, total; /* offsets in floats */
 } arena_layout;
+
+/* One decoder layer in backend memory. */
+typedef struct layer_w {
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b; /* [hidden]; biases NULL for RMSNorm */
+    pb_weight *qkv;  /* [q_dim + 2 kv_dim, hidden], rows q | k | v */
+    pb_weight *o;    /* [hidden, q_dim] */
+    pb_weight *up;   /* [I, hidden], or [2 I, hidden] rows gate | up when gated */
+    pb_weight *down; /* [hidden, I] */
+} layer_w;
 
 struct pb_stage {
     pb_model_config cfg;     /* copy; layer_local points to our own copy */
     bool *layer_local;
     const pb_family *fam;
-    pb_backend *be;
+    pb_backend *be;          /* given, not owned */
     pb_stage_opts opts;
     int layer_begin, layer_end, n_layers;
     bool has_embed, has_head;
@@ -36,31 +45,34 @@ struct pb_stage {
 
     pb_wstore ws;
     /* first stage */
-    const float *tok_emb;  /* [V, E] */
-    const float *pos_emb;  /* [pos_rows, H] or NULL */
+    pb_weight *tok_emb;    /* [V, E]; also the tied LM head */
+    pb_weight *pos_emb;    /* [pos_rows, H] or NULL */
     int pos_rows;
     const float *emb_norm_w, *emb_norm_b;
-    pb_linear proj_in;     /* [H, E] when E != H */
+    pb_weight *proj_in;    /* [H, E] when E != H */
     /* last stage */
     const float *final_w, *final_b;
-    pb_linear proj_out;    /* [E, H] when E != H */
-    pb_linear lm_head;     /* [V, E] */
-    pb_layer_w *layers;    /* [n_layers] */
+    pb_weight *proj_out;   /* [E, H] when E != H */
+    pb_weight *lm_head;    /* [V, E] (tok_emb when tied) */
+    layer_w *layers;       /* [n_layers] */
 
     float *inv_freq;       /* host [rot/2] */
     float *alibi;          /* host [nh] */
     float *scale;          /* host [n_layers] */
     int *window;           /* host [n_layers] */
 
-    float *kv;             /* [n_slots][n_layers][2][max_seq_len][kvd] */
+    void *kv;              /* [n_slots][n_layers][2][max_seq_len][kvd] of kv_dtype */
+    size_t kv_elem;        /* bytes per KV element */
     float *arena;
     arena_layout al;
+    pb_buf in, out;        /* stage input / output (backend buffers) */
+    int32_t *pos_dev;      /* backend [max_batch_tokens]: positions for a learned table */
 
     /* host scratch */
     int *tok_start, *rows;      /* [n_slots], [max_batch_tokens] */
     int32_t *ids, *pos_ids;     /* [max_batch_tokens] */
     float *pos_scaled;          /* [max_batch_tokens] */
-    float **kptr, **vptr;       /* [n_slots] */
+    void **kptr, **vptr;        /* [n_slots] */
     unsigned char *slot_used;   /* [n_slots] */
 };
 
@@ -94,7 +106,6 @@ static arena_layout layout_for(const pb_model_config *cfg, bool has_embed, bool 
     size_t hr = t < HEAD_ROWS ? t : HEAD_ROWS;
     TAKE(head_in, has_head ? hr * H : 0);
     TAKE(head_mid, has_head && E != H ? hr * E : 0);
-    TAKE(logits, has_head ? hr * (size_t)cfg->vocab_size : 0);
 #undef TAKE
     a.total = o;
     return a;
@@ -109,20 +120,122 @@ int pb_stage_default_batch_tokens(int n_slots, int max_seq_len)
     return (int)(t > 0 ? t : 1);
 }
 
-pb_stage_mem pb_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_embed,
-                             bool has_head, const pb_stage_opts *opts)
+/* Output rows on the last stage: every sequence's logits, or a chunk of
+ * HEAD_ROWS rows when all logits are asked for. */
+static size_t out_rows(const pb_stage_opts *o)
 {
-    pb_stage_mem m;
+    size_t hr = o->max_batch_tokens < HEAD_ROWS ? (size_t)o->max_batch_tokens : HEAD_ROWS;
+    return (size_t)o->n_slots > hr ? (size_t)o->n_slots : hr;
+}
+
+static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_opts *o)
+{
+    const int qd = cfg->n_heads * cfg->head_dim, kvd = cfg->n_kv_heads * cfg->head_dim;
+    int max_dim = max_i(max_i(cfg->vocab_size, 2 * cfg->intermediate_size), qd + 2 * kvd);
+    max_dim = max_i(max_dim, max_i(cfg->hidden_size, cfg->word_embed_proj_dim));
+    return (pb_backend_limits){.max_seqs = o->n_slots, .max_keys = o->max_seq_len, .max_heads = cfg->n_heads,
+                               .max_tokens = o->max_batch_tokens, .max_dim = max_dim};
+}
+
+/* KV cache, arena, input/output buffers and backend scratch: the sizes
+ * pb_stage_create allocates (each allocation rounded up to 64 bytes). */
+static void runtime_memory(const pb_model_config *cfg, const pb_backend_ops *ops, int n_layers, bool has_embed,
+                           bool has_head, const pb_stage_opts *o, pb_stage_mem *m)
+{
     const uint64_t kvd = (uint64_t)cfg->n_kv_heads * cfg->head_dim;
-    m.kv = (uint64_t)opts->n_slots * (uint64_t)(layer_end - layer_begin) * 2u * (uint64_t)opts->max_seq_len * kvd * 4u;
-    arena_layout a = layout_for(cfg, has_embed, has_head, opts->max_batch_tokens);
-    int threads = opts->threads > 0 ? opts->threads : 1;
-    /* arena + backend scratch: attention scores per thread, the padded GEMM block */
-    uint64_t max_dim = (uint64_t)cfg->hidden_size + (uint64_t)max_i(cfg->vocab_size, 2 * cfg->intermediate_size) +
-                       (uint64_t)cfg->n_heads * cfg->head_dim * 3u;
-    m.act = (uint64_t)a.total * 4u + (uint64_t)threads * (uint64_t)opts->max_seq_len * 4u +
-            (uint64_t)PB_CPU_GEMM_ROWS * max_dim * 4u;
-    return m;
+    m->kv = (uint64_t)o->n_slots * (uint64_t)n_layers * 2u * (uint64_t)o->max_seq_len * kvd *
+            (uint64_t)pb_dtype_size(ops->kv_dtype);
+    arena_layout a = layout_for(cfg, has_embed, has_head, o->max_batch_tokens);
+    pb_backend_limits lim = limits_for(cfg, o);
+    /* ids (+ positions for a learned table); a hidden input is the arena's x */
+    uint64_t in = has_embed ? (((uint64_t)o->max_batch_tokens * 4u + 63) & ~(uint64_t)63) : 0;
+    if (has_embed && cfg->pos == PB_POS_LEARNED)
+        in *= 2;
+    uint64_t out = has_head ? (uint64_t)out_rows(o) * (uint64_t)cfg->vocab_size * 4u : 0;
+    m->act = (((uint64_t)a.total * 4u + 63) & ~(uint64_t)63) + ((in + 63) & ~(uint64_t)63) +
+             ((out + 63) & ~(uint64_t)63) + ops->scratch_bytes(o->threads > 0 ? o->threads : 1, &lim);
+}
+
+/* Rows of the learned position table, checked against the config. */
+static pb_status pos_table_rows(const pb_model_config *cfg, const pb_family *f, const char *name, int ndim,
+                                const int64_t *shape, int *rows)
+{
+    if (ndim != 2 || shape[1] != cfg->hidden_size || shape[0] < 1 || shape[0] > (1 << 26))
+        return pb_error(PB_ERR_CONFIG, "tensor '%s' has %d dims (second %lld) but the config (hidden_size) "
+                        "gives [positions, %d]", name, ndim, ndim > 1 ? (long long)shape[1] : 0LL,
+                        cfg->hidden_size);
+    *rows = (int)shape[0];
+    if (*rows < cfg->max_position + cfg->pos_offset)
+        return pb_error(PB_ERR_CONFIG, "tensor '%s' has %d rows but the config (max_position_embeddings %d + "
+                        "offset %d) needs %d", name, *rows, cfg->max_position, cfg->pos_offset,
+                        cfg->max_position + cfg->pos_offset);
+    (void)f;
+    return PB_OK;
+}
+
+pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const pb_backend_ops *ops,
+                            const pb_stage_plan *sp, const pb_stage_opts *opts, pb_stage_mem *out)
+{
+    memset(out, 0, sizeof *out);
+    const pb_family *f = pb_family_of(cfg->arch);
+    if (!f)
+        return pb_error(PB_ERR_UNSUPPORTED, "model_type '%s' has no adapter", cfg->model_type);
+    pb_dtype dt;
+    int ndim;
+    int64_t shape[2];
+    char name[PB_NAME_CAP];
+    int pos_rows = 0;
+    if (sp->has_embed && cfg->pos == PB_POS_LEARNED && f->pos_emb) {
+        snprintf(name, sizeof name, "%s.weight", f->pos_emb);
+        if (!pb_ckpt_tensor_info(ck, name, &dt, &ndim, shape))
+            return pb_error(PB_ERR_CONFIG, "tensor '%s' is missing from the checkpoint", name);
+        PB_CHECK(pos_table_rows(cfg, f, name, ndim, shape, &pos_rows));
+    }
+    pb_witem *items = NULL;
+    int n = 0;
+    PB_CHECK(pb_adapter_items(cfg, sp->layer_begin, sp->layer_end, sp->has_embed, sp->has_head, pos_rows, &items, &n));
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+        const pb_witem *it = &items[i];
+        if (!it->linear) {
+            bytes += ((uint64_t)it->n_out * 4u + 63) & ~(uint64_t)63;
+            continue;
+        }
+        /* the dtype pb_adapter_load keeps: the parts' own (f32 when they differ) under the policy */
+        pb_dtype d0 = PB_DT_F32;
+        bool same = true;
+        for (int p = 0; p < it->n_parts; p++) {
+            if (!pb_ckpt_tensor_info(ck, it->name[p], &dt, &ndim, shape))
+                dt = PB_DT_F32;
+            if (p == 0)
+                d0 = dt;
+            same = same && dt == d0;
+        }
+        pb_dtype store = pb_wdtype_resolve(opts->weights_dtype, same ? d0 : PB_DT_F32);
+        bytes += ops->weight_bytes(store, it->n_out, it->n_in, it->bias[0][0] != '\0');
+    }
+    free(items);
+    out->weights = bytes;
+    runtime_memory(cfg, ops, sp->layer_end - sp->layer_begin, sp->has_embed, sp->has_head, opts, out);
+    return PB_OK;
+}
+
+pb_status pb_stage_plan_memory(pb_plan *plan, const pb_model_config *cfg, const pb_ckpt *ck,
+                               const pb_backend_ops *ops, pb_wdtype weights_dtype, int threads)
+{
+    pb_stage_opts o = {.n_slots = plan->batch_size, .max_seq_len = plan->max_seq_len,
+                       .max_batch_tokens = pb_stage_default_batch_tokens(plan->batch_size, plan->max_seq_len),
+                       .threads = threads, .weights_dtype = weights_dtype};
+    for (int s = 0; s < plan->n_stages; s++) {
+        pb_stage_plan *sp = &plan->stages[s];
+        pb_stage_mem m;
+        PB_CHECK(pb_stage_estimate(cfg, ck, ops, sp, &o, &m));
+        sp->mem_weights = m.weights;
+        sp->mem_kv = m.kv;
+        sp->mem_act = m.act;
+        sp->mem_total = m.weights + m.kv + m.act;
+    }
+    return PB_OK;
 }
 
 /* ---- creation ---- */
@@ -218,82 +331,56 @@ static void make_alibi(int nh, float *slopes)
     }
 }
 
-static char *full_name(char *buf, size_t cap, const char *base, const char *kind)
+static pb_status load_weights(pb_stage *s, const pb_weights *w)
 {
-    snprintf(buf, cap, "%s.%s", base, kind);
-    return buf;
-}
-
-static pb_status load_ends(pb_stage *st, const pb_weights *w)
-{
-    const pb_model_config *cfg = &st->cfg;
-    const pb_family *f = st->fam;
-    char name[160];
-    const bool need_tok = st->has_embed || (st->has_head && cfg->tie_word_embeddings);
-    if (need_tok)
-        PB_CHECK(pb_adapter_matrix(&st->ws, w, full_name(name, sizeof name, f->tok_emb, "weight"), st->V, st->E,
-                                   "vocab_size x hidden_size", false, &st->tok_emb));
-    if (st->has_embed) {
-        if (cfg->pos == PB_POS_LEARNED) {
-            if (!f->pos_emb)
-                return pb_error(PB_ERR_UNSUPPORTED, "%s: learned positions are not handled for this family",
-                                cfg->model_type);
-            const pb_tensor *t = pb_weights_get(w, full_name(name, sizeof name, f->pos_emb, "weight"));
-            if (!t)
-                return pb_error(PB_ERR_CONFIG, "tensor '%s' is missing from the checkpoint", name);
-            if (t->ndim != 2 || t->shape[1] != st->H || t->shape[0] < 1 || t->shape[0] > (1 << 26))
-                return pb_error(PB_ERR_CONFIG, "tensor '%s' has %d dims (second %lld) but the config (hidden_size) "
-                                "gives [positions, %d]", name, t->ndim, t->ndim > 1 ? (long long)t->shape[1] : 0LL, st->H);
-            st->pos_rows = (int)t->shape[0];
-            if (st->pos_rows < cfg->max_position + cfg->pos_offset)
-                return pb_error(PB_ERR_CONFIG, "tensor '%s' has %d rows but the config (max_position_embeddings %d + "
-                                "offset %d) needs %d", name, st->pos_rows, cfg->max_position, cfg->pos_offset,
-                                cfg->max_position + cfg->pos_offset);
-            PB_CHECK(pb_adapter_matrix(&st->ws, w, name, st->pos_rows, st->H, "max_position_embeddings x hidden_size",
-                                       f->conv1d && false, &st->pos_emb));
-        }
-        if (cfg->embed_norm) {
-            PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->emb_norm, "weight"), st->E,
-                                       "hidden_size", &st->emb_norm_w));
-            PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->emb_norm, "bias"), st->E,
-                                       "hidden_size", &st->emb_norm_b));
-        }
-        if (st->E != st->H) {
-            PB_CHECK(pb_adapter_matrix(&st->ws, w, full_name(name, sizeof name, f->proj_in, "weight"), st->H, st->E,
-                                       "hidden_size x word_embed_proj_dim", false, &st->proj_in.w));
-            st->proj_in.n_out = st->H;
-            st->proj_in.n_in = st->E;
+    const pb_model_config *cfg = &s->cfg;
+    const pb_family *f = s->fam;
+    if (s->has_embed && cfg->pos == PB_POS_LEARNED && f->pos_emb) {
+        char name[PB_NAME_CAP];
+        snprintf(name, sizeof name, "%s.weight", f->pos_emb);
+        const pb_tensor *t = pb_weights_get(w, name);
+        if (!t)
+            return pb_error(PB_ERR_CONFIG, "tensor '%s' is missing from the checkpoint", name);
+        PB_CHECK(pos_table_rows(cfg, f, name, t->ndim, t->shape, &s->pos_rows));
+    }
+    pb_witem *items = NULL;
+    int n = 0;
+    PB_CHECK(pb_adapter_items(cfg, s->layer_begin, s->layer_end, s->has_embed, s->has_head, s->pos_rows, &items, &n));
+    pb_status st = PB_OK;
+    for (int i = 0; i < n; i++) {
+        const pb_witem *it = &items[i];
+        const float *vec = NULL;
+        pb_weight *mat = NULL;
+        PB_CHECK_GOTO(pb_adapter_load(&s->ws, cfg, w, it, &vec, &mat), st, out);
+        layer_w *L = it->layer >= 0 ? &s->layers[it->layer - s->layer_begin] : NULL;
+        switch (it->slot) {
+        case PB_SLOT_TOK_EMB: s->tok_emb = mat; break;
+        case PB_SLOT_POS_EMB: s->pos_emb = mat; break;
+        case PB_SLOT_EMB_NORM_W: s->emb_norm_w = vec; break;
+        case PB_SLOT_EMB_NORM_B: s->emb_norm_b = vec; break;
+        case PB_SLOT_PROJ_IN: s->proj_in = mat; break;
+        case PB_SLOT_FINAL_W: s->final_w = vec; break;
+        case PB_SLOT_FINAL_B: s->final_b = vec; break;
+        case PB_SLOT_PROJ_OUT: s->proj_out = mat; break;
+        case PB_SLOT_LM_HEAD: s->lm_head = mat; break;
+        case PB_SLOT_LN1_W: L->ln1_w = vec; break;
+        case PB_SLOT_LN1_B: L->ln1_b = vec; break;
+        case PB_SLOT_LN2_W: L->ln2_w = vec; break;
+        case PB_SLOT_LN2_B: L->ln2_b = vec; break;
+        case PB_SLOT_QKV: L->qkv = mat; break;
+        case PB_SLOT_O: L->o = mat; break;
+        case PB_SLOT_UP: L->up = mat; break;
+        case PB_SLOT_DOWN: L->down = mat; break;
         }
     }
-    if (st->has_head) {
-        if (cfg->final_norm) {
-            PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->final_norm, "weight"), st->H,
-                                       "hidden_size", &st->final_w));
-            if (cfg->norm == PB_NORM_LAYERNORM)
-                PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->final_norm, "bias"), st->H,
-                                           "hidden_size", &st->final_b));
-        }
-        if (st->E != st->H) {
-            PB_CHECK(pb_adapter_matrix(&st->ws, w, full_name(name, sizeof name, f->proj_out, "weight"), st->E, st->H,
-                                       "word_embed_proj_dim x hidden_size", false, &st->proj_out.w));
-            st->proj_out.n_out = st->E;
-            st->proj_out.n_in = st->H;
-        }
-        if (cfg->tie_word_embeddings)
-            st->lm_head.w = st->tok_emb;
-        else
-            PB_CHECK(pb_adapter_matrix(&st->ws, w, full_name(name, sizeof name, f->lm_head, "weight"), st->V, st->E,
-                                       "vocab_size x hidden_size", false, &st->lm_head.w));
-        if (cfg->lm_head_bias)
-            PB_CHECK(pb_adapter_vector(&st->ws, w, full_name(name, sizeof name, f->lm_head, "bias"), st->V,
-                                       "vocab_size", &st->lm_head.b));
-        st->lm_head.n_out = st->V;
-        st->lm_head.n_in = st->E;
-    }
-    return PB_OK;
+    if (s->has_head && cfg->tie_word_embeddings)
+        s->lm_head = s->tok_emb;
+out:
+    free(items);
+    return st;
 }
 
-pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, const pb_weights *w,
+pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, const pb_weights *w, pb_backend *be,
                           const pb_stage_opts *opts, pb_stage **out)
 {
     *out = NULL;
@@ -339,8 +426,9 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     s->rot = cfg->pos == PB_POS_ROTARY ? cfg->rotary_dim : 0;
     const int T = opts->max_batch_tokens, NS = opts->n_slots;
 
-    PB_CHECK_GOTO(pb_cpu_backend_create(s->opts.threads, &s->be), st, fail);
-    s->ws.be = s->be;
+    s->be = be;
+    s->ws.be = be;
+    s->ws.policy = opts->weights_dtype;
 
     PB_CHECK_GOTO(pb_calloc((size_t)(s->n_layers > 0 ? s->n_layers : 1), sizeof *s->layers, &s->layers), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)cfg->n_layers, sizeof *s->layer_local, &s->layer_local), st, fail);
@@ -348,9 +436,7 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
         memcpy(s->layer_local, cfg->layer_local, (size_t)cfg->n_layers * sizeof *s->layer_local);
     s->cfg.layer_local = s->layer_local;
 
-    PB_CHECK_GOTO(load_ends(s, w), st, fail);
-    for (int l = 0; l < s->n_layers; l++)
-        PB_CHECK_GOTO(pb_adapter_layer(&s->ws, cfg, w, s->layer_begin + l, &s->layers[l]), st, fail);
+    PB_CHECK_GOTO(load_weights(s, w), st, fail);
     free(s->ws.tmp);
     s->ws.tmp = NULL;
     s->ws.tmp_cap = 0;
@@ -377,29 +463,46 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
         make_alibi(s->nh, s->alibi);
     }
 
-    /* KV cache and arena */
-    pb_stage_mem mem = pb_stage_memory(cfg, s->layer_begin, s->layer_end, s->has_embed, s->has_head, &s->opts);
+    /* KV cache, arena, input and output */
+    pb_stage_mem mem;
+    runtime_memory(cfg, be->ops, s->n_layers, s->has_embed, s->has_head, &s->opts, &mem);
     if (mem.kv > SIZE_MAX / 2)
         PB_CHECK_GOTO(pb_error(PB_ERR_NOMEM, "KV cache of %llu bytes is too large", (unsigned long long)mem.kv), st, fail);
+    s->kv_elem = pb_dtype_size(be->ops->kv_dtype);
     if (s->n_layers > 0)
-        PB_CHECK_GOTO(s->be->ops->alloc(s->be, (size_t)mem.kv, (void **)&s->kv), st, fail);
+        PB_CHECK_GOTO(be->ops->alloc(be, (size_t)mem.kv, &s->kv), st, fail);
     s->al = layout_for(cfg, s->has_embed, s->has_head, T);
-    PB_CHECK_GOTO(s->be->ops->alloc(s->be, s->al.total * sizeof(float), (void **)&s->arena), st, fail);
-    int max_dim = s->H + max_i(max_i(s->V, 2 * s->I), s->qkv_dim) + s->qd;
-    PB_CHECK_GOTO(s->be->ops->reserve(s->be, NS, opts->max_seq_len, s->nh, T, max_dim), st, fail);
+    PB_CHECK_GOTO(be->ops->alloc(be, s->al.total * sizeof(float), (void **)&s->arena), st, fail);
+    if (s->has_embed) {
+        s->in = (pb_buf){NULL, PB_DT_I32, (size_t)T};
+        PB_CHECK_GOTO(be->ops->alloc(be, (size_t)T * sizeof(int32_t), &s->in.data), st, fail);
+        if (s->pos_emb)
+            PB_CHECK_GOTO(be->ops->alloc(be, (size_t)T * sizeof(int32_t), (void **)&s->pos_dev), st, fail);
+    } else {
+        s->in = (pb_buf){s->arena + s->al.x, PB_DT_F32, (size_t)T * s->H};
+    }
+    if (s->has_head) {
+        size_t n = out_rows(&s->opts) * (size_t)s->V;
+        s->out = (pb_buf){NULL, PB_DT_F32, n};
+        PB_CHECK_GOTO(be->ops->alloc(be, n * sizeof(float), &s->out.data), st, fail);
+    } else {
+        s->out = (pb_buf){s->arena + s->al.x, PB_DT_F32, (size_t)T * s->H};
+    }
+    pb_backend_limits lim = limits_for(cfg, &s->opts);
+    PB_CHECK_GOTO(be->ops->reserve(be, &lim), st, fail);
 
     PB_CHECK_GOTO(pb_calloc((size_t)NS + 1, sizeof(int), &s->tok_start), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int), &s->rows), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int32_t), &s->ids), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int32_t), &s->pos_ids), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(float), &s->pos_scaled), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(float *), &s->kptr), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(float *), &s->vptr), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(void *), &s->kptr), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(void *), &s->vptr), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)NS, 1, &s->slot_used), st, fail);
-    pb_log_verbose("stage %d: layers [%d, %d)%s%s: weights %.1f MiB f32, KV %.1f MiB, activations %.1f MiB, %d threads",
-                   sp->stage, s->layer_begin, s->layer_end, s->has_embed ? " +embed" : "", s->has_head ? " +head" : "",
-                   (double)s->ws.bytes / 1048576.0, (double)mem.kv / 1048576.0, (double)mem.act / 1048576.0,
-                   s->opts.threads);
+    pb_log_verbose("stage %d: layers [%d, %d)%s%s: weights %.1f MiB (%s), KV %.1f MiB, activations %.1f MiB, "
+                   "backend %s, %d threads", sp->stage, s->layer_begin, s->layer_end, s->has_embed ? " +embed" : "",
+                   s->has_head ? " +head" : "", (double)s->ws.bytes / 1048576.0, pb_wdtype_name(opts->weights_dtype),
+                   (double)mem.kv / 1048576.0, (double)mem.act / 1048576.0, be->ops->name, be->threads);
     *out = s;
     return PB_OK;
 fail:
@@ -417,7 +520,12 @@ void pb_stage_free(pb_stage *s)
             s->be->ops->release(s->be, s->kv);
         if (s->arena)
             s->be->ops->release(s->be, s->arena);
-        pb_backend_free(s->be);
+        if (s->has_embed && s->in.data)
+            s->be->ops->release(s->be, s->in.data);
+        if (s->pos_dev)
+            s->be->ops->release(s->be, s->pos_dev);
+        if (s->has_head && s->out.data)
+            s->be->ops->release(s->be, s->out.data);
     }
     free(s->layers);
     free(s->layer_local);
@@ -437,6 +545,9 @@ void pb_stage_free(pb_stage *s)
 }
 
 int pb_stage_hidden_size(const pb_stage *st) { return st->H; }
+uint64_t pb_stage_weight_bytes(const pb_stage *st) { return st->ws.bytes; }
+pb_buf pb_stage_input(const pb_stage *st) { return st->in; }
+pb_buf pb_stage_output(const pb_stage *st) { return st->out; }
 int pb_stage_vocab_size(const pb_stage *st) { return st->V; }
 
 /* ---- forward ---- */
@@ -445,19 +556,21 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
 {
     pb_backend *be = s->be;
     const pb_backend_ops *op = be->ops;
-    const pb_layer_w *L = &s->layers[l];
+    const layer_w *L = &s->layers[l];
     float *qkv = s->arena + s->al.qkv, *ctx = s->arena + s->al.ctx;
-    PB_CHECK(op->linear(be, in, s->H, T, &L->qkv, qkv, s->qkv_dim));
+    PB_CHECK(op->linear(be, in, s->H, T, L->qkv, qkv, s->qkv_dim));
     if (s->rot) {
         pb_rope_desc r = {s->cfg.rope_style, s->rot};
         const float *cs = s->arena + s->al.cs;
-        op->rope(be, qkv, s->qkv_dim, T, s->nh, s->hd, &r, cs);
-        op->rope(be, qkv + s->qd, s->qkv_dim, T, s->nkv, s->hd, &r, cs);
+        PB_CHECK(op->rope(be, qkv, s->qkv_dim, T, s->nh, s->hd, &r, cs));
+        PB_CHECK(op->rope(be, qkv + s->qd, s->qkv_dim, T, s->nkv, s->hd, &r, cs));
     }
-    const size_t per_slot = (size_t)s->n_layers * 2 * (size_t)s->opts.max_seq_len * s->kvd;
-    const size_t per_kind = (size_t)s->opts.max_seq_len * s->kvd;
+    /* cache rows of this layer for each sequence's slot (pointer arithmetic
+     * only: the memory may be a device's) */
+    const size_t per_kind = (size_t)s->opts.max_seq_len * s->kvd * s->kv_elem;
+    const size_t per_slot = (size_t)s->n_layers * 2 * per_kind;
     for (int i = 0; i < b->n_seqs; i++) {
-        float *base = s->kv + (size_t)b->slot[i] * per_slot + (size_t)l * 2 * per_kind;
+        char *base = (char *)s->kv + (size_t)b->slot[i] * per_slot + (size_t)l * 2 * per_kind;
         s->kptr[i] = base;
         s->vptr[i] = base + per_kind;
     }
@@ -469,31 +582,31 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
         .scale = s->scale[l], .alibi = s->alibi, .window = s->window[l],
     };
     PB_CHECK(op->attention(be, &a));
-    return op->linear(be, ctx, s->qd, T, &L->o, out, s->H);
+    return op->linear(be, ctx, s->qd, T, L->o, out, s->H);
 }
 
 static pb_status run_mlp(pb_stage *s, int l, const float *in, float *out, int T)
 {
     pb_backend *be = s->be;
     const pb_backend_ops *op = be->ops;
-    const pb_layer_w *L = &s->layers[l];
+    const layer_w *L = &s->layers[l];
     float *mi = s->arena + s->al.mlp_in;
     if (s->cfg.gated_mlp) {
         float *mid = s->arena + s->al.mlp_mid;
-        PB_CHECK(op->linear(be, in, s->H, T, &L->up, mi, 2 * s->I));
-        op->glu(be, s->cfg.act, mid, mi, T, s->I);
-        return op->linear(be, mid, s->I, T, &L->down, out, s->H);
+        PB_CHECK(op->linear(be, in, s->H, T, L->up, mi, 2 * s->I));
+        PB_CHECK(op->glu(be, s->cfg.act, mid, mi, T, s->I));
+        return op->linear(be, mid, s->I, T, L->down, out, s->H);
     }
-    PB_CHECK(op->linear(be, in, s->H, T, &L->up, mi, s->I));
-    op->act(be, s->cfg.act, mi, s->I, T, s->I);
-    return op->linear(be, mi, s->I, T, &L->down, out, s->H);
+    PB_CHECK(op->linear(be, in, s->H, T, L->up, mi, s->I));
+    PB_CHECK(op->act(be, s->cfg.act, mi, s->I, T, s->I));
+    return op->linear(be, mi, s->I, T, L->down, out, s->H);
 }
 
 static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
 {
     pb_backend *be = s->be;
     const pb_backend_ops *op = be->ops;
-    const pb_layer_w *L = &s->layers[l];
+    const layer_w *L = &s->layers[l];
     const pb_model_config *cfg = &s->cfg;
     float *x = s->arena + s->al.x, *h = s->arena + s->al.h;
     float *ao = s->arena + s->al.attn, *mo = s->arena + s->al.mlp_out;
@@ -501,41 +614,37 @@ static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
     if (!cfg->pre_norm) {
         /* OPT do_layer_norm_before=False: x = ln1(x + attn(x)); x = ln2(x + mlp(x)) */
         PB_CHECK(run_attention(s, l, b, x, ao, T));
-        op->add(be, x, ao, NULL, n);
-        op->norm(be, cfg->norm, x, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps);
+        PB_CHECK(op->add(be, x, ao, NULL, n));
+        PB_CHECK(op->norm(be, cfg->norm, x, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps));
         PB_CHECK(run_mlp(s, l, x, mo, T));
-        op->add(be, x, mo, NULL, n);
-        op->norm(be, cfg->norm, x, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps);
-        return PB_OK;
+        PB_CHECK(op->add(be, x, mo, NULL, n));
+        return op->norm(be, cfg->norm, x, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps);
     }
-    op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps);
+    PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps));
     PB_CHECK(run_attention(s, l, b, h, ao, T));
     switch (cfg->residual) {
     case PB_RESID_SEQUENTIAL:
-        op->add(be, x, ao, NULL, n);
-        op->norm(be, cfg->norm, h, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps);
+        PB_CHECK(op->add(be, x, ao, NULL, n));
+        PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps));
         PB_CHECK(run_mlp(s, l, h, mo, T));
-        op->add(be, x, mo, NULL, n);
-        break;
+        return op->add(be, x, mo, NULL, n);
     case PB_RESID_PARALLEL_SHARED: /* GPT-J, CodeGen: x + attn(ln1 x) + mlp(ln1 x) */
         PB_CHECK(run_mlp(s, l, h, mo, T));
-        op->add(be, x, ao, mo, n);
-        break;
+        return op->add(be, x, ao, mo, n);
     case PB_RESID_PARALLEL_TWO_NORM: { /* NeoX: x + attn(ln1 x) + mlp(ln2 x) */
         float *h2 = s->arena + s->al.h2;
-        op->norm(be, cfg->norm, h2, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps);
+        PB_CHECK(op->norm(be, cfg->norm, h2, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps));
         PB_CHECK(run_mlp(s, l, h2, mo, T));
-        op->add(be, x, ao, mo, n);
-        break;
+        return op->add(be, x, ao, mo, n);
     }
     default:
         return pb_error(PB_ERR_UNSUPPORTED, "%s: residual layout %d is not handled", cfg->model_type,
                         (int)cfg->residual);
     }
-    return PB_OK;
 }
 
-static pb_status validate_batch(pb_stage *s, const pb_seq_batch *b, int *T_out)
+/* Validates b and fills the per-token host arrays; *T_out = tokens. */
+static pb_status prepare(pb_stage *s, const pb_seq_batch *b, int *T_out)
 {
     if (!b || b->n_seqs < 1 || b->n_seqs > s->opts.n_slots)
         return pb_error(PB_ERR_INPUT, "stage: batch of %d sequences (1 .. %d slots)", b ? b->n_seqs : 0,
@@ -557,19 +666,7 @@ static pb_status validate_batch(pb_stage *s, const pb_seq_batch *b, int *T_out)
             return pb_error(PB_ERR_INPUT, "stage: batch of more than %d tokens (max_batch_tokens)",
                             s->opts.max_batch_tokens);
     }
-    *T_out = (int)T;
-    return PB_OK;
-}
-
-pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, float *out, bool all_logits)
-{
-    int T = 0;
-    PB_CHECK(validate_batch(s, b, &T));
-    pb_backend *be = s->be;
-    const pb_backend_ops *op = be->ops;
     const pb_model_config *cfg = &s->cfg;
-    float *x = s->arena + s->al.x;
-
     int t = 0;
     for (int i = 0; i < b->n_seqs; i++) {
         s->tok_start[i] = t;
@@ -578,65 +675,116 @@ pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, f
             s->pos_ids[t] = p;
             /* HF linear scaling divides the f32 position by the factor */
             s->pos_scaled[t] = cfg->rope_scaling == PB_ROPE_SCALE_LINEAR ? (float)p / cfg->rope_factor : (float)p;
+            if (s->pos_emb && p + cfg->pos_offset >= s->pos_rows)
+                return pb_error(PB_ERR_INPUT, "stage: position %d beyond the %d learned positions", p,
+                                s->pos_rows - cfg->pos_offset);
         }
     }
-    s->tok_start[b->n_seqs] = T;
+    s->tok_start[b->n_seqs] = (int)T;
+    *T_out = (int)T;
+    return PB_OK;
+}
 
+/* Embeddings (first stage) and the decoder layers, on s->in; result in x. */
+static pb_status run_body(pb_stage *s, const pb_seq_batch *b, int T)
+{
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
+    const pb_model_config *cfg = &s->cfg;
+    float *x = s->arena + s->al.x;
+    if (s->has_embed) {
+        const int32_t *ids = s->in.data;
+        if (s->E != s->H) {
+            float *e = s->arena + s->al.emb;
+            PB_CHECK(op->gather(be, e, s->tok_emb, ids, T, 0, false));
+            PB_CHECK(op->linear(be, e, s->E, T, s->proj_in, x, s->H));
+        } else {
+            PB_CHECK(op->gather(be, x, s->tok_emb, ids, T, 0, false));
+        }
+        if (s->pos_emb) {
+            PB_CHECK(op->upload(be, s->pos_dev, s->pos_ids, (size_t)T * sizeof(int32_t)));
+            PB_CHECK(op->gather(be, x, s->pos_emb, s->pos_dev, T, cfg->pos_offset, true));
+        }
+        if (cfg->embed_norm)
+            PB_CHECK(op->norm(be, PB_NORM_LAYERNORM, x, x, T, s->H, s->emb_norm_w, s->emb_norm_b, cfg->norm_eps));
+    }
+    if (s->rot)
+        PB_CHECK(op->rope_angles(be, s->arena + s->al.cs, s->pos_scaled, T, s->inv_freq, s->rot / 2));
+    for (int l = 0; l < s->n_layers; l++)
+        PB_CHECK(run_block(s, l, b, T));
+    return PB_OK;
+}
+
+/* Logits of token rows s->rows[r0 .. r0 + nr) (nr <= HEAD_ROWS) into dst (backend, [nr, V]). */
+static pb_status run_head(pb_stage *s, int r0, int nr, float *dst)
+{
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
+    const pb_model_config *cfg = &s->cfg;
+    float *x = s->arena + s->al.x;
+    float *hin = s->arena + s->al.head_in, *hmid = s->arena + s->al.head_mid;
+    PB_CHECK(op->select_rows(be, hin, x, s->H, s->rows + r0, nr));
+    if (cfg->final_norm)
+        PB_CHECK(op->norm(be, cfg->norm, hin, hin, nr, s->H, s->final_w, s->final_b, cfg->norm_eps));
+    const float *hv = hin;
+    if (s->E != s->H) {
+        PB_CHECK(op->linear(be, hin, s->H, nr, s->proj_out, hmid, s->E));
+        hv = hmid;
+    }
+    return op->linear(be, hv, s->E, nr, s->lm_head, dst, s->V);
+}
+
+static int head_chunk(const pb_stage *s)
+{
+    return s->opts.max_batch_tokens < HEAD_ROWS ? s->opts.max_batch_tokens : HEAD_ROWS;
+}
+
+pb_status pb_stage_run(pb_stage *s, const pb_seq_batch *b)
+{
+    int T = 0;
+    PB_CHECK(prepare(s, b, &T));
+    PB_CHECK(run_body(s, b, T));
+    if (!s->has_head)
+        return PB_OK;
+    const int R = b->n_seqs, C = head_chunk(s);
+    for (int i = 0; i < R; i++)
+        s->rows[i] = s->tok_start[i] + b->n_tokens[i] - 1;
+    for (int r0 = 0; r0 < R; r0 += C)
+        PB_CHECK(run_head(s, r0, R - r0 < C ? R - r0 : C, (float *)s->out.data + (size_t)r0 * s->V));
+    return PB_OK;
+}
+
+pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, float *out, bool all_logits)
+{
+    int T = 0;
+    PB_CHECK(prepare(s, b, &T));
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
     if (s->has_embed) {
         const int32_t *ids = in;
-        for (int i = 0; i < T; i++) {
+        for (int i = 0; i < T; i++)
             if (ids[i] < 0 || ids[i] >= s->V)
                 return pb_error(PB_ERR_INPUT, "stage: token id %d at batch row %d is outside the vocabulary (0 .. %d)",
                                 (int)ids[i], i, s->V - 1);
-            s->ids[i] = ids[i];
-        }
-        if (s->E != s->H) {
-            float *e = s->arena + s->al.emb;
-            op->gather_rows(be, e, s->tok_emb, s->E, s->ids, T, 0, false);
-            PB_CHECK(op->linear(be, e, s->E, T, &s->proj_in, x, s->H));
-        } else {
-            op->gather_rows(be, x, s->tok_emb, s->H, s->ids, T, 0, false);
-        }
-        if (s->pos_emb) {
-            for (int i = 0; i < T; i++)
-                if (s->pos_ids[i] + cfg->pos_offset >= s->pos_rows)
-                    return pb_error(PB_ERR_INPUT, "stage: position %d beyond the %d learned positions", s->pos_ids[i],
-                                    s->pos_rows - cfg->pos_offset);
-            op->gather_rows(be, x, s->pos_emb, s->H, s->pos_ids, T, cfg->pos_offset, true);
-        }
-        if (cfg->embed_norm)
-            op->norm(be, PB_NORM_LAYERNORM, x, x, T, s->H, s->emb_norm_w, s->emb_norm_b, cfg->norm_eps);
+        PB_CHECK(op->upload(be, s->in.data, ids, (size_t)T * sizeof(int32_t)));
     } else {
-        op->upload(be, x, in, (size_t)T * s->H * sizeof(float));
+        PB_CHECK(op->upload(be, s->in.data, in, (size_t)T * s->H * sizeof(float)));
     }
-
-    if (s->rot)
-        op->rope_angles(be, s->arena + s->al.cs, s->pos_scaled, T, s->inv_freq, s->rot / 2);
-
-    for (int l = 0; l < s->n_layers; l++)
-        PB_CHECK(run_block(s, l, b, T));
-
+    PB_CHECK(run_body(s, b, T));
     if (!s->has_head) {
-        op->download(be, out, x, (size_t)T * s->H * sizeof(float));
-        return PB_OK;
+        PB_CHECK(op->download(be, out, s->out.data, (size_t)T * s->H * sizeof(float)));
+        return op->sync(be);
     }
-
-    int R = all_logits ? T : b->n_seqs;
+    const int R = all_logits ? T : b->n_seqs, C = head_chunk(s);
     for (int i = 0; i < R; i++)
         s->rows[i] = all_logits ? i : s->tok_start[i] + b->n_tokens[i] - 1;
-    float *hin = s->arena + s->al.head_in, *hmid = s->arena + s->al.head_mid, *lg = s->arena + s->al.logits;
-    for (int r0 = 0; r0 < R; r0 += HEAD_ROWS) {
-        int nr = R - r0 < HEAD_ROWS ? R - r0 : HEAD_ROWS;
-        op->select_rows(be, hin, x, s->H, s->rows + r0, nr);
-        if (cfg->final_norm)
-            op->norm(be, cfg->norm, hin, hin, nr, s->H, s->final_w, s->final_b, cfg->norm_eps);
-        const float *hv = hin;
-        if (s->E != s->H) {
-            PB_CHECK(op->linear(be, hin, s->H, nr, &s->proj_out, hmid, s->E));
-            hv = hmid;
-        }
-        PB_CHECK(op->linear(be, hv, s->E, nr, &s->lm_head, lg, s->V));
-        op->download(be, out + (size_t)r0 * s->V, lg, (size_t)nr * s->V * sizeof(float));
+    for (int r0 = 0; r0 < R; r0 += C) {
+        int nr = R - r0 < C ? R - r0 : C;
+        float *dst = (float *)s->out.data + (all_logits ? 0 : (size_t)r0 * s->V);
+        PB_CHECK(run_head(s, r0, nr, dst));
+        PB_CHECK(op->download(be, out + (size_t)r0 * s->V, dst, (size_t)nr * s->V * sizeof(float)));
+        if (all_logits)
+            PB_CHECK(op->sync(be)); /* the next chunk reuses dst */
     }
-    return PB_OK;
+    return op->sync(be);
 }

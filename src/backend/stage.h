@@ -8,14 +8,15 @@
  * depend on the other sequences of the batch (batch invariance: every
  * reduction runs in an order fixed by that sequence alone).
  *
- * Memory (CPU backend): weights converted to f32 at load (numel * 4 bytes);
- * KV cache f32 [n_slots][layers][2][max_seq_len][n_kv_heads * head_dim];
- * activations from one arena sized from max_batch_tokens up front. See
- * pb_stage_memory() for the exact formula the planner uses.
+ * Memory: weights as the backend keeps them (put_linear, in the dtype the
+ * --weights-dtype policy gives: as stored by default), norm vectors f32; KV
+ * cache [n_slots][layers][2][max_seq_len][n_kv_heads * head_dim] of the
+ * backend's kv_dtype; activations from one arena sized from max_batch_tokens
+ * up front, plus the backend's scratch. pb_stage_estimate gives the same
+ * figures before loading (the planner's memory column).
  *
- * Threads: `threads` compute threads run the stage's own kernels; OpenBLAS is
- * set to the same count and is only ever called from the calling thread, so
- * at most `threads` threads compute at any time (no oversubscription). */
+ * The backend is given (pb_backend_create): the stage uses it and does not
+ * free it; several stages may share one. */
 #ifndef PB_STAGE_H
 #define PB_STAGE_H
 
@@ -26,9 +27,13 @@
 #include "common/status.h"
 #include "model/config.h"
 
-/* Defined in ckpt/plan.h and ckpt/weights.h (repeating a typedef is valid C11). */
+#include "backend/backend.h"
+
+/* Defined in ckpt/ (repeating a typedef is valid C11). */
 typedef struct pb_stage_plan pb_stage_plan;
 typedef struct pb_weights pb_weights;
+typedef struct pb_ckpt pb_ckpt;
+typedef struct pb_plan pb_plan;
 
 typedef struct pb_stage pb_stage;
 
@@ -36,7 +41,8 @@ typedef struct pb_stage_opts {
     int n_slots;          /* KV-cache slots (sequences alive at once) */
     int max_seq_len;      /* tokens per slot (prompt + generated); <= cfg->max_position */
     int max_batch_tokens; /* most tokens (sum n_tokens) one pb_stage_forward call takes */
-    int threads;          /* compute threads (>= 1; 0 = 1) */
+    int threads;          /* the backend's compute threads (pb_stage_estimate's scratch figure) */
+    pb_wdtype weights_dtype; /* --weights-dtype: how matrices are kept (stored by default) */
 } pb_stage_opts;
 
 /* Per sequence: KV slot, tokens already cached in it, tokens this step. */
@@ -47,36 +53,59 @@ typedef struct pb_seq_batch {
     const int *n_tokens;
 } pb_seq_batch;
 
-/* Copies/converts what it needs from w: w may be freed afterwards. Tensor
- * shapes contradicting the config give PB_ERR_CONFIG naming tensor and field;
+/* Has the backend store what it needs from w: w may be freed afterwards (its
+ * mapped pages are released as each tensor is stored). Tensor shapes
+ * contradicting the config give PB_ERR_CONFIG naming tensor and field;
  * unhandled variants PB_ERR_UNSUPPORTED. */
-pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp,
-                          const pb_weights *w, const pb_stage_opts *opts, pb_stage **out);
+pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, const pb_weights *w, pb_backend *be,
+                          const pb_stage_opts *opts, pb_stage **out);
 
 /* in: int32 token ids [T] on the first stage (sp->has_embed), else f32 hidden
- * [T, hidden]; T = sum n_tokens, sequences concatenated in order.
- * out: f32 hidden [T, hidden]; on the last stage (sp->has_head) logits
+ * [T, hidden]; T = sum n_tokens, sequences concatenated in order; host memory.
+ * out (host): f32 hidden [T, hidden]; on the last stage (sp->has_head) logits
  * [n_seqs, vocab] of each sequence's last token, or [T, vocab] when all_logits.
  * The batch is validated (slots in range and distinct, pos + n_tokens <=
- * max_seq_len, T <= max_batch_tokens, token ids < vocab): PB_ERR_INPUT. */
-pb_status pb_stage_forward(pb_stage *st, const pb_seq_batch *b, const void *in, float *out,
-                           bool all_logits);
+ * max_seq_len, T <= max_batch_tokens, token ids < vocab): PB_ERR_INPUT.
+ * Same as uploading `in` into pb_stage_input, pb_stage_run, downloading
+ * pb_stage_output and a backend sync. */
+pb_status pb_stage_forward(pb_stage *st, const pb_seq_batch *b, const void *in, float *out, bool all_logits);
+
+/* The stage's input and output as backend buffers, for a pipeline that keeps
+ * activations on the device: input I32 [max_batch_tokens] ids on the first
+ * stage, else F32 [max_batch_tokens, hidden]; output F32 [T, hidden], or on
+ * the last stage F32 [n_seqs, vocab] logits. Valid for the stage's life. */
+pb_buf pb_stage_input(const pb_stage *st);
+pb_buf pb_stage_output(const pb_stage *st);
+/* Runs batch b from pb_stage_input into pb_stage_output (no host copies, no
+ * sync): the last stage gives the last token's logits of each sequence. */
+pb_status pb_stage_run(pb_stage *st, const pb_seq_batch *b);
 
 int pb_stage_hidden_size(const pb_stage *st);
 int pb_stage_vocab_size(const pb_stage *st);
+/* Backend memory of the stage's weights (matrices as kept + f32 vectors). */
+uint64_t pb_stage_weight_bytes(const pb_stage *st);
 void pb_stage_free(pb_stage *st);
 
-/* Bytes the stage allocates for layers [layer_begin, layer_end) with these
- * options, apart from weights: KV cache and activation arena. Used by the
- * planner (ckpt/plan.c) so its estimate matches the real allocation. */
+/* ---- memory, before loading ---- */
+
 typedef struct pb_stage_mem {
-    uint64_t kv;
-    uint64_t act;
+    uint64_t weights; /* exact: the backend's bytes for each matrix in its kept dtype, f32 vectors */
+    uint64_t kv;      /* KV cache */
+    uint64_t act;     /* activation arena, input/output buffers, backend scratch */
 } pb_stage_mem;
+
 /* max_batch_tokens the planner assumes (and `run` uses with one chunk):
  * max(n_slots, 512), at most n_slots * max_seq_len. */
 int pb_stage_default_batch_tokens(int n_slots, int max_seq_len);
-pb_stage_mem pb_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end,
-                             bool has_embed, bool has_head, const pb_stage_opts *opts);
+
+/* What pb_stage_create on a backend of these ops will allocate for stage sp,
+ * from the config and the checkpoint's index (dtypes and shapes) only. */
+pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const pb_backend_ops *ops,
+                            const pb_stage_plan *sp, const pb_stage_opts *opts, pb_stage_mem *out);
+/* Fills mem_weights, mem_kv, mem_act and mem_total of every stage of plan
+ * (made by pb_plan_make) with pb_stage_estimate, for plan->batch_size slots of
+ * plan->max_seq_len tokens and the default batch token budget. */
+pb_status pb_stage_plan_memory(pb_plan *plan, const pb_model_config *cfg, const pb_ckpt *ck,
+                               const pb_backend_ops *ops, pb_wdtype weights_dtype, int threads);
 
 #endif

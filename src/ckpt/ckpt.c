@@ -56,6 +56,22 @@ int pb_ckpt_n_tensors(const pb_ckpt *ck) { return ck->n_tensors; }
 uint64_t pb_ckpt_param_bytes(const pb_ckpt *ck) { return ck->total_bytes; }
 bool pb_ckpt_sizes_exact(const pb_ckpt *ck) { return ck->sizes_exact; }
 
+bool pb_ckpt_tensor_info(const pb_ckpt *ck, const char *canonical, pb_dtype *dtype, int *ndim, int64_t shape[2])
+{
+    for (int i = 0; i < ck->n_tensors; i++) {
+        const pb_ckpt_tensor *t = &ck->t[i];
+        if (strcmp(t->canon, canonical) != 0)
+            continue;
+        uint64_t es = t->numel ? t->nbytes / t->numel : 4;
+        *dtype = es == 2 ? PB_DT_BF16 : es == 8 ? PB_DT_F64 : PB_DT_F32;
+        *ndim = t->ndim;
+        shape[0] = t->shape[0];
+        shape[1] = t->ndim > 1 ? t->shape[1] : 0;
+        return true;
+    }
+    return false;
+}
+
 bool pb_ckpt_tensor_in_stage(const pb_ckpt_tensor *t, int layer_begin, int layer_end, bool has_embed, bool has_head)
 {
     switch (t->role) {

@@ -4,9 +4,11 @@
 #ifndef PB_CKPT_H
 #define PB_CKPT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/status.h"
+#include "common/tensor.h"
 #include "model/config.h"
 
 typedef struct pb_ckpt pb_ckpt;
@@ -37,6 +39,11 @@ uint64_t pb_ckpt_param_bytes(const pb_ckpt *ck);
 /* true when tensor sizes come from file headers (single file); false when
  * they are computed from the config's shapes and the index's total_size. */
 bool pb_ckpt_sizes_exact(const pb_ckpt *ck);
+/* Expected shape and stored element type of a tensor by canonical name, from
+ * the index or header only. The type is one of the stored element size (an
+ * index gives sizes: 2-byte elements read as BF16, which F16 matches in
+ * size). false when the model has no such tensor. */
+bool pb_ckpt_tensor_info(const pb_ckpt *ck, const char *canonical, pb_dtype *dtype, int *ndim, int64_t shape[2]);
 
 /* Canonical name of an HF tensor name for a family: the base prefix
  * ("transformer.", "model.", "model.decoder.", "gpt_neox.") removed. Returns a

@@ -10,20 +10,7 @@
 
 #include "ckpt/ckpt_impl.h"
 #include "ckpt/plan.h"
-#include "backend/stage.h"
 #include "common/util.h"
-
-void pb_plan_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_head, int batch_size,
-                          int max_seq_len, uint64_t *mem_kv, uint64_t *mem_act)
-{
-    /* The stage runtime's own allocation (backend/stage.c), with the batch
-     * token budget `run` uses by default and one compute thread. */
-    pb_stage_opts o = {.n_slots = batch_size, .max_seq_len = max_seq_len,
-                       .max_batch_tokens = pb_stage_default_batch_tokens(batch_size, max_seq_len), .threads = 1};
-    pb_stage_mem m = pb_stage_memory(cfg, layer_begin, layer_end, layer_begin == 0, has_head, &o);
-    *mem_kv = m.kv;
-    *mem_act = m.act;
-}
 
 void pb_plan_free(pb_plan *plan)
 {
@@ -218,7 +205,6 @@ pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_s
         sp->compute = stage_cost(cprefix, sp->layer_begin, sp->layer_end, L, cembed, chead);
         plan->total_compute += sp->compute;
         memset(fbytes, 0, (size_t)ck->n_files * sizeof *fbytes);
-        uint64_t numel = 0;
         for (int i = 0; i < ck->n_tensors; i++) {
             const pb_ckpt_tensor *t = &ck->t[i];
             if (!pb_ckpt_tensor_in_stage(t, sp->layer_begin, sp->layer_end, sp->has_embed, sp->has_head))
@@ -226,7 +212,6 @@ pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_s
             sp->n_tensors++;
             sp->param_bytes += t->nbytes;
             fbytes[t->file] += t->nbytes;
-            numel += t->numel;
         }
         /* files the stage opens: every file holding one of its tensors */
         int nf = 0;
@@ -257,10 +242,6 @@ pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_s
             sp->n_files++;
         }
         free(need);
-        sp->mem_weights = numel * 4;
-        pb_plan_stage_memory(cfg, sp->layer_begin, sp->layer_end, sp->has_head, plan->batch_size, plan->max_seq_len,
-                             &sp->mem_kv, &sp->mem_act);
-        sp->mem_total = sp->mem_weights + sp->mem_kv + sp->mem_act;
     }
     free(prefix);
     free(cprefix);

@@ -49,9 +49,11 @@ typedef struct pb_stage_plan {
     int n_tensors;
     int n_files;
     pb_plan_file *files;            /* in checkpoint file order */
-    uint64_t mem_weights;           /* numel * 4: the CPU backend holds f32 */
-    uint64_t mem_kv;                /* KV cache, f32 */
-    uint64_t mem_act;               /* activations workspace, f32 */
+    /* Memory, filled by pb_stage_plan_memory (backend/stage.h), which asks
+     * the backend for its bytes; 0 until then. */
+    uint64_t mem_weights;           /* weights as the backend keeps them */
+    uint64_t mem_kv;                /* KV cache */
+    uint64_t mem_act;               /* activations workspace and backend scratch */
     uint64_t mem_total;
 } pb_stage_plan;
 
@@ -72,16 +74,5 @@ typedef struct pb_plan {
  * lookups on the first. */
 pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_split_spec *spec, pb_plan **out);
 void pb_plan_free(pb_plan *plan);
-
-/* Memory of one stage holding layers [layer_begin, layer_end) (+ embed/head)
- * with batch_size KV slots of max_seq_len tokens; weights bytes given (numel*4).
- *   kv  = batch_size * max_seq_len * n_layers_in_stage * 2 * n_kv_heads * head_dim * 4
- *   act = the stage runtime's activation arena and backend scratch for
- *         max_batch_tokens = pb_stage_default_batch_tokens(batch_size, max_seq_len)
- *         (see pb_stage_memory in backend/stage.h: about 4 * N * (4*hidden +
- *         q_dim + 2*kv_dim + q_dim + (gated ? 3 : 1) * intermediate + rotary_dim)
- *         plus 64 rows of logits on the last stage). */
-void pb_plan_stage_memory(const pb_model_config *cfg, int layer_begin, int layer_end, bool has_head,
-                          int batch_size, int max_seq_len, uint64_t *mem_kv, uint64_t *mem_act);
 
 #endif

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "ckpt/ckpt.h"
+#include "backend/stage.h"
 #include "ckpt/plan.h"
 #include "cli/commands.h"
 #include "common/util.h"
@@ -80,7 +81,7 @@ static void json_other(cJSON *root, const pb_plan *other, const char *name)
 }
 
 static pb_status print_json(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
-                            const char *policy, const pb_plan *other, const char *other_name)
+                            const char *policy, const pb_plan *other, const char *other_name, pb_wdtype wdt)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root)
@@ -91,6 +92,7 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
     cJSON_AddStringToObject(root, "source", pb_ckpt_source(ck));
     cJSON_AddNumberToObject(root, "n_layers", plan->n_layers);
     cJSON_AddStringToObject(root, "policy", policy);
+    cJSON_AddStringToObject(root, "weights_dtype", pb_wdtype_name(wdt));
     cJSON_AddNumberToObject(root, "ranks", plan->n_stages);
     cJSON_AddNumberToObject(root, "batch_size", plan->batch_size);
     cJSON_AddNumberToObject(root, "max_seq_len", plan->max_seq_len);
@@ -143,7 +145,7 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
 }
 
 static void print_table(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
-                        const char *policy, const pb_plan *other, const char *other_name)
+                        const char *policy, const pb_plan *other, const char *other_name, pb_wdtype wdt)
 {
     char a[32], b[32], c[32], d[32], e[32];
     printf("model      %s (%s, %d layers, hidden %d, vocab %d)\n", dir, cfg->model_type, plan->n_layers,
@@ -151,8 +153,9 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
     printf("weights    %s: %s, %d files, %s of parameters%s\n", pb_ckpt_format_name(pb_ckpt_get_format(ck)),
            pb_ckpt_source(ck), pb_ckpt_n_files(ck), human(plan->total_param_bytes, a, sizeof a),
            pb_ckpt_sizes_exact(ck) ? "" : " (sizes from the index and config.json)");
-    printf("split      %s into %d stage%s; memory for %d sequences x %d tokens (f32 weights, KV cache, activations)\n\n",
-           policy, plan->n_stages, plan->n_stages == 1 ? "" : "s", plan->batch_size, plan->max_seq_len);
+    printf("split      %s into %d stage%s; memory for %d sequences x %d tokens (weights %s, KV cache, activations)\n\n",
+           policy, plan->n_stages, plan->n_stages == 1 ? "" : "s", plan->batch_size, plan->max_seq_len,
+           wdt == PB_WDTYPE_STORED ? "as stored" : pb_wdtype_name(wdt));
     printf("%-5s  %-9s  %-11s  %7s  %12s  %12s  %12s  %12s  %12s\n", "stage", "layers", "holds", "compute", "params",
            "weights", "kv cache", "activations", "total");
     for (int s = 0; s < plan->n_stages; s++) {
@@ -217,6 +220,17 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
     }
     PB_CHECK_GOTO(pb_ckpt_open(dir, opts->index_path, &cfg, &ck), st, out);
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
+    {
+        /* memory as the backend of --device keeps the weights */
+        const char *kind = opts->backend == PB_BACKEND_CUDA ? "cuda" : "cpu";
+        const pb_backend_ops *bops = pb_backend_ops_of(kind);
+        if (!bops) {
+            st = pb_error(PB_ERR_NOT_AVAILABLE, "--device %s: no such backend in this build", kind);
+            goto out;
+        }
+        PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, opts->weights_dtype,
+                                           opts->threads > 0 ? opts->threads : 1), st, out);
+    }
     /* beside it, the split of the other contiguous policy (balanced for
      * equal_size, threshold and split points; equal_size for balanced) */
     pb_split_spec ospec = spec;
@@ -224,9 +238,9 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
     if (spec.n_stages <= cfg.n_layers)
         PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &ospec, &other), st, out);
     if (opts->json)
-        st = print_json(dir, &cfg, ck, plan, policy, other, other_name);
+        st = print_json(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype);
     else
-        print_table(dir, &cfg, ck, plan, policy, other, other_name);
+        print_table(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype);
 out:
     pb_plan_free(other);
     pb_plan_free(plan);

@@ -291,6 +291,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     pb_plan *plan = NULL;
     pb_weights *w = NULL;
     pb_stage *stage = NULL;
+    pb_backend *be = NULL;
     pb_pipe *pipe = NULL;
     pb_transport *tr = NULL;
     pb_net_pipe *np = NULL;
@@ -385,12 +386,21 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     spec.batch_size = batch;
     spec.max_seq_len = context;
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
+    const char *kind = opts->backend == PB_BACKEND_CUDA ? "cuda" : opts->backend == PB_BACKEND_CPU ? "cpu" : "auto";
+    const pb_backend_ops *bops = pb_backend_ops_of(kind);
+    if (!bops) {
+        st = pb_error(PB_ERR_NOT_AVAILABLE, "--device %s: no such backend in this build", kind);
+        goto out;
+    }
+    PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, opts->weights_dtype, threads), st, out);
     const pb_stage_plan *sp = &plan->stages[rank];
     PB_CHECK_GOTO(check_memory(sp, rank, batch, context), st, out);
     PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, out);
+    pb_backend_opts bo = {.threads = threads};
+    PB_CHECK_GOTO(pb_backend_create(kind, &bo, &be), st, out);
     pb_stage_opts so = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
-                        .threads = threads};
-    PB_CHECK_GOTO(pb_stage_create(&cfg, sp, w, &so, &stage), st, out);
+                        .threads = threads, .weights_dtype = opts->weights_dtype};
+    PB_CHECK_GOTO(pb_stage_create(&cfg, sp, w, be, &so, &stage), st, out);
     pb_weights_free(w); /* the stage holds its own copy */
     w = NULL;
     pb_ckpt_close(ck);
@@ -472,6 +482,7 @@ out:
     pb_pipe_free(pipe);
     pb_transport_free(tr);
     pb_stage_free(stage);
+    pb_backend_free(be);
     pb_weights_free(w);
     pb_plan_free(plan);
     pb_ckpt_close(ck);

@@ -27,7 +27,7 @@ enum {
     OPT_DEVICE, OPT_IFACE, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P,
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
-    OPT_SKIP_SPECIAL
+    OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE
 };
 
 static const struct option long_opts[] = {
@@ -43,6 +43,7 @@ static const struct option long_opts[] = {
     {"max-seq-len", required_argument, NULL, OPT_MAX_SEQ_LEN},
     {"threads", required_argument, NULL, 't'},
     {"device", required_argument, NULL, OPT_DEVICE},
+    {"weights-dtype", required_argument, NULL, OPT_WEIGHTS_DTYPE},
     {"iface", required_argument, NULL, OPT_IFACE},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
@@ -298,6 +299,12 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             else if (strcmp(optarg, "auto") == 0) o->backend = PB_BACKEND_AUTO;
             else { st = pb_error(PB_ERR_USAGE, "--device: '%s' is not cpu, cuda or auto", optarg); goto out; }
             break;
+        case OPT_WEIGHTS_DTYPE:
+            if (pb_wdtype_parse(optarg, &o->weights_dtype) != 0) {
+                st = pb_error(PB_ERR_USAGE, "--weights-dtype: '%s' is not stored, f32 or bf16", optarg);
+                goto out;
+            }
+            break;
         case OPT_IFACE: o->iface = optarg; break;
         case OPT_MAX_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.max_tokens), st, out);
@@ -417,6 +424,7 @@ void pb_opts_print_help(FILE *fp)
 "      --index FILE           checkpoint index file (default: found in DIR)\n"
 "      --device cpu|cuda|auto compute device (default: auto = cpu in this build)\n"
 "  -t, --threads N            compute threads per rank (default: cores / local ranks)\n"
+"      --weights-dtype D      stored (default: as in the checkpoint), f32 or bf16\n"
 "\n"
 "Pipeline:\n"
 "      --split-policy P       equal_size (default: equal parameter bytes), balanced (equal\n"

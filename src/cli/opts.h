@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backend/backend.h"
 #include "common/status.h"
 #include "gen/record.h"
 
@@ -52,6 +53,7 @@ typedef struct pb_opts {
     int max_seq_len;         /* KV cache length per sequence; 0 = model context */
     int threads;             /* compute threads per rank; 0 = auto */
     pb_backend_kind backend; /* --device cpu|cuda|auto */
+    pb_wdtype weights_dtype; /* --weights-dtype stored|f32|bf16 */
     const char *iface;       /* --iface NAME for TCP transport */
 
     /* Generation settings given on the command line; has_* tells which were given

@@ -1,32 +1,27 @@
-/* CPU backend: cblas_sgemm for linear layers, pthread pool for the rest. */
+/* CPU backend: weights packed by the kernels of kernels.h (kept f32, bf16 or
+ * f16), the batch-invariant matmul and GQA attention from there, and small
+ * threaded row kernels (norm, rotary, activations) here. */
 #include "config.h"
 #include "cpu/cpu.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/util.h"
+#include "cpu/kernels.h"
 #include "cpu/pool.h"
-
-typedef struct attn_item attn_item;
 
 typedef struct cpu_impl {
     pb_pool *pool;
-    attn_item *items;
-    size_t items_cap;
-    /* per worker scratch for attention scores: max_keys floats each */
-    float **scores;
-    size_t scores_cap;
-    /* padded row block for the last partial GEMM block */
-    float *pad;
-    size_t pad_cap;
+    pb_kctx *k;
 } cpu_impl;
 
 static cpu_impl *impl_of(pb_backend *be) { return be->impl; }
 
 /* ---- memory ---- */
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static pb_status cpu_alloc(pb_backend *be, size_t bytes, void **out)
 {
@@ -51,61 +46,176 @@ static void cpu_release(pb_backend *be, void *p)
     free(p);
 }
 
-static void cpu_copy(pb_backend *be, void *dst, const void *src, size_t bytes)
+static pb_status cpu_copy(pb_backend *be, void *dst, const void *src, size_t bytes)
 {
     (void)be;
     if (bytes)
         memmove(dst, src, bytes);
-}
-
-/* ---- GEMM ---- */
-
-static pb_status ensure_pad(cpu_impl *c, size_t floats)
-{
-    if (c->pad_cap >= floats)
-        return PB_OK;
-    float *p = realloc(c->pad, floats * sizeof(float));
-    if (!p)
-        return pb_error(PB_ERR_NOMEM, "out of memory for a GEMM block of %zu floats", floats);
-    c->pad = p;
-    c->pad_cap = floats;
     return PB_OK;
 }
 
-/* OpenBLAS's result for a row depends on how many rows the call has (other
- * kernels for M < 4, other micro-tiles past 8 rows), which would make a
- * sequence's logits depend on the batch. So every call has exactly
- * PB_CPU_GEMM_ROWS rows: the last partial block is padded with zero rows. */
-static pb_status cpu_linear(pb_backend *be, const float *x, int ldx, int M, const pb_linear *l, float *y, int ldy)
+static pb_status cpu_sync(pb_backend *be)
 {
-    cpu_impl *c = impl_of(be);
-    const int R = PB_CPU_GEMM_ROWS;
-    const int N = l->n_out, K = l->n_in;
-    int full = M / R * R;
-    for (int r = 0; r < full; r += R)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, N, K, 1.0f, x + (size_t)r * ldx, ldx,
-                    l->w, K, 0.0f, y + (size_t)r * ldy, ldy);
-    int rest = M - full;
-    if (rest > 0) {
-        size_t need = (size_t)R * ((size_t)K + (size_t)N);
-        PB_CHECK(ensure_pad(c, need));
-        {
-            float *px = c->pad, *py = c->pad + (size_t)R * K;
-            memset(px, 0, (size_t)R * K * sizeof(float));
-            for (int i = 0; i < rest; i++)
-                memcpy(px + (size_t)i * K, x + (size_t)(full + i) * ldx, (size_t)K * sizeof(float));
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, N, K, 1.0f, px, K, l->w, K, 0.0f, py, N);
-            for (int i = 0; i < rest; i++)
-                memcpy(y + (size_t)(full + i) * ldy, py + (size_t)i * N, (size_t)N * sizeof(float));
+    (void)be;
+    return PB_OK;
+}
+
+/* ---- weights ---- */
+
+static uint64_t cpu_weight_bytes(pb_dtype store, int n_out, int n_in, bool bias)
+{
+    return pb_kmat_bytes(store, n_out, n_in) + (bias ? (uint64_t)round64((size_t)n_out * sizeof(float)) : 0);
+}
+
+static void cpu_weight_free(pb_backend *be, pb_weight *w)
+{
+    (void)be;
+    if (!w)
+        return;
+    pb_kmat_free(w->impl);
+    free((void *)w->bias);
+    free(w);
+}
+
+/* Parts that pb_kmat_pack cannot take as they are (several tensors, f64) go
+ * through one host copy: same-dtype untransposed parts are concatenated as
+ * stored, anything else is converted to f32 [rows, n_in]. */
+static pb_status stack_parts(const pb_linear_src *s, void **buf, pb_dtype *dt)
+{
+    bool same = true;
+    for (int i = 0; i < s->n_parts; i++)
+        if (s->parts[i].dtype != s->parts[0].dtype || s->parts[i].transposed || s->parts[i].dtype == PB_DT_F64)
+            same = false;
+    *dt = same ? s->parts[0].dtype : PB_DT_F32;
+    size_t es = pb_dtype_size(*dt), total;
+    if (!pb_mul_ok((size_t)s->n_out * (size_t)s->n_in, es, &total))
+        return pb_error(PB_ERR_NOMEM, "weight of %d x %d overflows", s->n_out, s->n_in);
+    unsigned char *b = malloc(total ? total : 1);
+    if (!b)
+        return pb_error(PB_ERR_NOMEM, "out of memory stacking a %d x %d weight", s->n_out, s->n_in);
+    size_t row = (size_t)s->n_in * es, off = 0;
+    float *tmp = NULL;
+    for (int i = 0; i < s->n_parts; i++) {
+        const pb_wpart *p = &s->parts[i];
+        size_t n = (size_t)p->rows * s->n_in;
+        if (same) {
+            memcpy(b + off, p->data, n * es);
+        } else {
+            float *dst = (float *)(b + off);
+            if (!p->transposed) {
+                pb_convert_to_f32(dst, p->data, p->dtype, n);
+            } else {
+                float *t2 = realloc(tmp, n * sizeof(float));
+                if (!t2) {
+                    free(tmp);
+                    free(b);
+                    return pb_error(PB_ERR_NOMEM, "out of memory converting '%s'", p->name ? p->name : "?");
+                }
+                tmp = t2;
+                pb_convert_to_f32(tmp, p->data, p->dtype, n);
+                for (int r = 0; r < p->rows; r++)
+                    for (int c = 0; c < s->n_in; c++)
+                        dst[(size_t)r * s->n_in + c] = tmp[(size_t)c * p->rows + r];
+            }
         }
+        off += (size_t)p->rows * row;
     }
-    if (l->b)
-        for (int i = 0; i < M; i++) {
-            float *yr = y + (size_t)i * ldy;
-            for (int j = 0; j < N; j++)
-                yr[j] += l->b[j];
-        }
+    free(tmp);
+    *buf = b;
     return PB_OK;
+}
+
+static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype store, pb_weight **out)
+{
+    (void)be;
+    *out = NULL;
+    if (store != PB_DT_F32 && store != PB_DT_BF16 && store != PB_DT_F16)
+        return pb_error(PB_ERR_UNSUPPORTED, "cpu: weights kept as %s are not supported (F32, F16, BF16)",
+                        pb_dtype_name(store));
+    int rows = 0;
+    for (int i = 0; i < s->n_parts; i++)
+        rows += s->parts[i].rows;
+    if (s->n_parts < 1 || rows != s->n_out || s->n_in < 1)
+        return pb_error(PB_ERR_INTERNAL, "cpu: linear of %d x %d from %d parts of %d rows", s->n_out, s->n_in,
+                        s->n_parts, rows);
+    pb_weight *w = calloc(1, sizeof *w);
+    if (!w)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    pb_status st = PB_OK;
+    void *stacked = NULL;
+    pb_kmat_src src = {.data = s->parts[0].data, .dtype = s->parts[0].dtype, .transposed = s->parts[0].transposed,
+                       .row_perm = s->row_perm};
+    if (s->n_parts > 1 || src.dtype == PB_DT_F64) {
+        PB_CHECK_GOTO(stack_parts(s, &stacked, &src.dtype), st, fail);
+        src.data = stacked;
+        src.transposed = false;
+    }
+    pb_kmat *m = NULL;
+    st = pb_kmat_pack(&src, s->n_out, s->n_in, store, &m);
+    free(stacked);
+    if (st != PB_OK)
+        goto fail;
+    w->impl = m;
+    w->dtype = store;
+    w->layout = PB_WLAYOUT_CPU_PACKED;
+    w->n_out = s->n_out;
+    w->n_in = s->n_in;
+    if (s->bias) {
+        float *b = NULL;
+        PB_CHECK_GOTO(cpu_alloc(be, (size_t)s->n_out * sizeof(float), (void **)&b), st, fail);
+        memcpy(b, s->bias, (size_t)s->n_out * sizeof(float));
+        w->bias = b;
+    }
+    w->bytes = cpu_weight_bytes(store, s->n_out, s->n_in, s->bias != NULL);
+    *out = w;
+    return PB_OK;
+fail:
+    cpu_weight_free(be, w);
+    return st;
+}
+
+/* ---- matmul, gather, attention: the kernels of kernels.h ---- */
+
+static uint64_t cpu_scratch_bytes(int threads, const pb_backend_limits *lim)
+{
+    /* pb_kctx's per-thread scratch (attention scores of one GQA group, x
+     * panels): an estimate, as kernels.h does not state it */
+    uint64_t t = (uint64_t)(threads > 0 ? threads : 1);
+    return t * ((uint64_t)lim->max_keys * 4u * 8u + 65536u);
+}
+
+static pb_status cpu_reserve(pb_backend *be, const pb_backend_limits *lim)
+{
+    return pb_kctx_reserve(impl_of(be)->k, lim->max_tokens, lim->max_dim, lim->max_keys, lim->max_heads);
+}
+
+static pb_status cpu_linear(pb_backend *be, const float *x, int ldx, int M, const pb_weight *w, float *y, int ldy)
+{
+    return pb_kmat_mul(impl_of(be)->k, x, ldx, M, w->impl, w->bias, y, ldy);
+}
+
+static pb_status cpu_gather(pb_backend *be, float *out, const pb_weight *table, const int32_t *ids, int T, int offset,
+                            bool accumulate)
+{
+    (void)be;
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || (int64_t)ids[t] + offset >= table->n_out)
+            return pb_error(PB_ERR_INPUT, "gather: id %d (+ offset %d) at row %d is outside the table's %d rows",
+                            (int)ids[t], offset, t, table->n_out);
+    pb_kmat_gather(table->impl, ids, T, offset, out, table->n_in, accumulate);
+    return PB_OK;
+}
+
+static pb_status cpu_attention(pb_backend *be, const pb_attn_args *a)
+{
+    pb_kattn_args k = {
+        .n_seqs = a->n_seqs, .tok_start = a->tok_start, .pos = a->pos, .n_tokens = a->n_tokens,
+        .k_cache = (float *const *)a->k_cache, .v_cache = (float *const *)a->v_cache,
+        .q = a->q, .k = a->k, .v = a->v, .q_stride = a->q_stride, .kv_stride = a->kv_stride, .out = a->out,
+        .n_heads = a->n_heads, .n_kv_heads = a->n_kv_heads, .head_dim = a->head_dim, .scale = a->scale,
+        .alibi = a->alibi, .window = a->window,
+    };
+    return pb_kattn_run(impl_of(be)->k, &k);
 }
 
 /* ---- row-parallel helpers ---- */
@@ -117,21 +227,6 @@ static int row_items(int rows, int grain, int *per)
         grain = 1;
     *per = grain;
     return (rows + grain - 1) / grain;
-}
-
-static void cpu_gather_rows(pb_backend *be, float *out, const float *table, int dim, const int32_t *ids, int T,
-                            int offset, bool accumulate)
-{
-    (void)be;
-    for (int t = 0; t < T; t++) {
-        const float *src = table + (size_t)(ids[t] + offset) * dim;
-        float *dst = out + (size_t)t * dim;
-        if (accumulate)
-            for (int j = 0; j < dim; j++)
-                dst[j] += src[j];
-        else
-            memcpy(dst, src, (size_t)dim * sizeof(float));
-    }
 }
 
 typedef struct norm_job {
@@ -177,17 +272,18 @@ static void norm_item(void *ctx, int item, int worker)
     }
 }
 
-static void cpu_norm(pb_backend *be, pb_norm kind, float *out, const float *x, int rows, int n, const float *w,
+static pb_status cpu_norm(pb_backend *be, pb_norm kind, float *out, const float *x, int rows, int n, const float *w,
                      const float *b, float eps)
 {
     norm_job j = {kind, out, x, w, b, rows, n, 0, eps};
     int items = row_items(rows, 4, &j.per);
     pb_pool_run(impl_of(be)->pool, items, norm_item, &j);
+    return PB_OK;
 }
 
 /* ---- rotary ---- */
 
-static void cpu_rope_angles(pb_backend *be, float *cs, const float *pos_scaled, int T, const float *inv_freq,
+static pb_status cpu_rope_angles(pb_backend *be, float *cs, const float *pos_scaled, int T, const float *inv_freq,
                             int n_freq)
 {
     (void)be;
@@ -198,6 +294,7 @@ static void cpu_rope_angles(pb_backend *be, float *cs, const float *pos_scaled, 
             cs[((size_t)t * n_freq + i) * 2] = cosf(a);
             cs[((size_t)t * n_freq + i) * 2 + 1] = sinf(a);
         }
+    return PB_OK;
 }
 
 typedef struct rope_job {
@@ -238,154 +335,12 @@ static void rope_item(void *ctx, int item, int worker)
     }
 }
 
-static void cpu_rope(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const pb_rope_desc *r,
+static pb_status cpu_rope(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const pb_rope_desc *r,
                      const float *cs)
 {
     rope_job j = {x, ld, T, n_heads, head_dim, 0, r, cs};
     int items = row_items(T, 8, &j.per);
     pb_pool_run(impl_of(be)->pool, items, rope_item, &j);
-}
-
-/* ---- attention ---- */
-
-#define ATTN_QCHUNK 16
-
-struct attn_item {
-    int seq, head, q0, q1; /* token indices within the sequence */
-};
-
-typedef struct attn_job {
-    const pb_attn_args *a;
-    const attn_item *items;
-    float *const *scores;
-} attn_job;
-
-static float dot(const float *a, const float *b, int n)
-{
-    /* fixed 4-way split: the order depends only on n */
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    for (; i < n; i++)
-        s0 += a[i] * b[i];
-    return (s0 + s1) + (s2 + s3);
-}
-
-static void attn_item_run(void *ctx, int item, int worker)
-{
-    const attn_job *j = ctx;
-    const pb_attn_args *a = j->a;
-    const attn_item *it = &j->items[item];
-    const int s = it->seq, h = it->head, hd = a->head_dim;
-    const int kvd = a->n_kv_heads * hd;
-    const int g = h / (a->n_heads / a->n_kv_heads); /* HF repeat_kv: kv head g serves n_rep consecutive heads */
-    const float *kc = a->k_cache[s] + (size_t)g * hd, *vc = a->v_cache[s] + (size_t)g * hd;
-    float *sc = j->scores[worker];
-    const float slope = a->alibi ? a->alibi[h] : 0.0f;
-    for (int i = it->q0; i < it->q1; i++) {
-        const int tok = a->tok_start[s] + i;
-        const int p = a->pos[s] + i;
-        const float *q = a->q + (size_t)tok * a->q_stride + (size_t)h * hd;
-        float *o = a->out + (size_t)tok * a->n_heads * hd + (size_t)h * hd;
-        int lo = 0;
-        if (a->window > 0 && p - a->window + 1 > 0)
-            lo = p - a->window + 1;
-        float m = -INFINITY;
-        for (int k = lo; k <= p; k++) {
-            float v = dot(q, kc + (size_t)k * kvd, hd) * a->scale;
-            if (a->alibi)
-                v += slope * (float)k; /* Bloom: alibi = slope * key position (softmax is shift invariant) */
-            sc[k - lo] = v;
-            if (v > m)
-                m = v;
-        }
-        double sum = 0;
-        for (int k = lo; k <= p; k++) {
-            float e = expf(sc[k - lo] - m);
-            sc[k - lo] = e;
-            sum += e;
-        }
-        float inv = (float)(1.0 / sum);
-        for (int d = 0; d < hd; d++)
-            o[d] = 0;
-        for (int k = lo; k <= p; k++) {
-            float w = sc[k - lo] * inv;
-            const float *vr = vc + (size_t)k * kvd;
-            for (int d = 0; d < hd; d++)
-                o[d] += w * vr[d];
-        }
-    }
-}
-
-static pb_status ensure_scores(cpu_impl *c, int threads, size_t n)
-{
-    if (c->scores_cap >= n)
-        return PB_OK;
-    for (int i = 0; i < threads; i++) {
-        float *p = realloc(c->scores[i], n * sizeof(float));
-        if (!p)
-            return pb_error(PB_ERR_NOMEM, "out of memory for attention scores (%zu floats)", n);
-        c->scores[i] = p;
-    }
-    c->scores_cap = n;
-    return PB_OK;
-}
-
-static pb_status ensure_items(cpu_impl *c, size_t n)
-{
-    if (c->items_cap >= n)
-        return PB_OK;
-    attn_item *p = realloc(c->items, n * sizeof *p);
-    if (!p)
-        return pb_error(PB_ERR_NOMEM, "out of memory for %zu attention work items", n);
-    c->items = p;
-    c->items_cap = n;
-    return PB_OK;
-}
-
-static pb_status cpu_reserve(pb_backend *be, int max_seqs, int max_keys, int max_heads, int max_tokens, int max_dim)
-{
-    cpu_impl *c = impl_of(be);
-    size_t items = (size_t)max_heads * ((size_t)max_tokens / ATTN_QCHUNK + (size_t)max_seqs + 1);
-    PB_CHECK(ensure_items(c, items));
-    PB_CHECK(ensure_scores(c, be->threads, (size_t)(max_keys > 0 ? max_keys : 1)));
-    PB_CHECK(ensure_pad(c, (size_t)PB_CPU_GEMM_ROWS * (size_t)(max_dim > 0 ? max_dim : 1)));
-    return PB_OK;
-}
-
-static pb_status cpu_attention(pb_backend *be, const pb_attn_args *a)
-{
-    cpu_impl *c = impl_of(be);
-    const int kvd = a->n_kv_heads * a->head_dim;
-    int max_keys = 1, n_items = 0;
-    for (int s = 0; s < a->n_seqs; s++) {
-        /* store this step's keys and values at their positions */
-        for (int i = 0; i < a->n_tokens[s]; i++) {
-            size_t row = (size_t)(a->tok_start[s] + i) * a->kv_stride;
-            memcpy(a->k_cache[s] + (size_t)(a->pos[s] + i) * kvd, a->k + row, (size_t)kvd * sizeof(float));
-            memcpy(a->v_cache[s] + (size_t)(a->pos[s] + i) * kvd, a->v + row, (size_t)kvd * sizeof(float));
-        }
-        if (a->pos[s] + a->n_tokens[s] > max_keys)
-            max_keys = a->pos[s] + a->n_tokens[s];
-        n_items += a->n_heads * ((a->n_tokens[s] + ATTN_QCHUNK - 1) / ATTN_QCHUNK);
-    }
-    PB_CHECK(ensure_items(c, (size_t)(n_items > 0 ? n_items : 1)));
-    PB_CHECK(ensure_scores(c, be->threads, (size_t)max_keys));
-    attn_item *items = c->items;
-    int k = 0;
-    for (int s = 0; s < a->n_seqs; s++)
-        for (int h = 0; h < a->n_heads; h++)
-            for (int q0 = 0; q0 < a->n_tokens[s]; q0 += ATTN_QCHUNK) {
-                int q1 = q0 + ATTN_QCHUNK < a->n_tokens[s] ? q0 + ATTN_QCHUNK : a->n_tokens[s];
-                items[k++] = (attn_item){s, h, q0, q1};
-            }
-    attn_job j = {a, items, c->scores};
-    pb_pool_run(c->pool, n_items, attn_item_run, &j);
     return PB_OK;
 }
 
@@ -427,11 +382,12 @@ static void act_item(void *ctx, int item, int worker)
     }
 }
 
-static void cpu_act(pb_backend *be, pb_act act, float *x, int ld, int rows, int n)
+static pb_status cpu_act(pb_backend *be, pb_act act, float *x, int ld, int rows, int n)
 {
     act_job j = {act, x, NULL, NULL, ld, rows, n, 0};
     int items = row_items(rows, 4, &j.per);
     pb_pool_run(impl_of(be)->pool, items, act_item, &j);
+    return PB_OK;
 }
 
 static void glu_item(void *ctx, int item, int worker)
@@ -447,14 +403,15 @@ static void glu_item(void *ctx, int item, int worker)
     }
 }
 
-static void cpu_glu(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n)
+static pb_status cpu_glu(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n)
 {
     act_job j = {act, NULL, out, gu, 0, rows, n, 0};
     int items = row_items(rows, 4, &j.per);
     pb_pool_run(impl_of(be)->pool, items, glu_item, &j);
+    return PB_OK;
 }
 
-static void cpu_add(pb_backend *be, float *y, const float *x, const float *x2, size_t n)
+static pb_status cpu_add(pb_backend *be, float *y, const float *x, const float *x2, size_t n)
 {
     (void)be;
     if (x2)
@@ -463,26 +420,24 @@ static void cpu_add(pb_backend *be, float *y, const float *x, const float *x2, s
     else
         for (size_t i = 0; i < n; i++)
             y[i] += x[i];
+    return PB_OK;
 }
 
-static void cpu_select_rows(pb_backend *be, float *dst, const float *src, int n, const int *rows, int n_rows)
+static pb_status cpu_select_rows(pb_backend *be, float *dst, const float *src, int n, const int *rows, int n_rows)
 {
     (void)be;
     for (int i = 0; i < n_rows; i++)
         memmove(dst + (size_t)i * n, src + (size_t)rows[i] * n, (size_t)n * sizeof(float));
+    return PB_OK;
 }
+
 
 static void cpu_free(pb_backend *be)
 {
     cpu_impl *c = impl_of(be);
     if (c) {
+        pb_kctx_free(c->k);
         pb_pool_free(c->pool);
-        if (c->scores)
-            for (int i = 0; i < be->threads; i++)
-                free(c->scores[i]);
-        free(c->scores);
-        free(c->pad);
-        free(c->items);
         free(c);
     }
     free(be);
@@ -490,15 +445,21 @@ static void cpu_free(pb_backend *be)
 
 static const pb_backend_ops cpu_ops = {
     .name = "cpu",
+    .kv_dtype = PB_DT_F32,
     .free = cpu_free,
     .alloc = cpu_alloc,
     .release = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
     .copy = cpu_copy,
+    .sync = cpu_sync,
+    .weight_bytes = cpu_weight_bytes,
+    .put_linear = cpu_put_linear,
+    .weight_free = cpu_weight_free,
+    .scratch_bytes = cpu_scratch_bytes,
     .reserve = cpu_reserve,
     .linear = cpu_linear,
-    .gather_rows = cpu_gather_rows,
+    .gather = cpu_gather,
     .norm = cpu_norm,
     .rope = cpu_rope,
     .rope_angles = cpu_rope_angles,
@@ -508,6 +469,8 @@ static const pb_backend_ops cpu_ops = {
     .add = cpu_add,
     .select_rows = cpu_select_rows,
 };
+
+const pb_backend_ops *pb_cpu_backend_ops(void) { return &cpu_ops; }
 
 pb_status pb_cpu_backend_create(int threads, pb_backend **out)
 {
@@ -524,25 +487,13 @@ pb_status pb_cpu_backend_create(int threads, pb_backend **out)
     be->ops = &cpu_ops;
     be->impl = c;
     be->threads = threads;
-    c->scores = calloc((size_t)threads, sizeof *c->scores);
-    if (!c->scores) {
-        cpu_free(be);
-        return pb_error(PB_ERR_NOMEM, "out of memory creating the CPU backend");
-    }
     pb_status st = pb_pool_create(threads, &c->pool);
+    if (st == PB_OK)
+        st = pb_kctx_create(c->pool, &c->k);
     if (st != PB_OK) {
         cpu_free(be);
         return st;
     }
-#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-    openblas_set_num_threads(threads);
-#endif
     *out = be;
     return PB_OK;
-}
-
-void pb_backend_free(pb_backend *be)
-{
-    if (be)
-        be->ops->free(be);
 }

@@ -41,14 +41,26 @@ typedef struct chain {
     pb_plan *plan;
     int n;
     pb_stage *st[8];
+    pb_backend *be;
     float *hidden[2];
     int V, H;
 } chain;
+
+/* PB_WEIGHTS_DTYPE=stored|f32|bf16 in the environment (default stored). */
+static pb_wdtype weights_dtype(void)
+{
+    const char *e = getenv("PB_WEIGHTS_DTYPE");
+    pb_wdtype w = PB_WDTYPE_STORED;
+    if (e && *e && pb_wdtype_parse(e, &w) != 0)
+        fprintf(stderr, "fwd-harness: PB_WEIGHTS_DTYPE=%s is not stored, f32 or bf16; using stored\n", e);
+    return w;
+}
 
 static void chain_free(chain *c)
 {
     for (int i = 0; i < c->n; i++)
         pb_stage_free(c->st[i]);
+    pb_backend_free(c->be);
     free(c->hidden[0]);
     free(c->hidden[1]);
     pb_plan_free(c->plan);
@@ -66,11 +78,14 @@ static pb_status chain_open(chain *c, const char *dir, int n_stages, int slots, 
     pb_split_spec spec = {.policy = PB_SPLIT_POLICY_EQUAL_SIZE, .n_stages = n_stages, .batch_size = slots,
                           .max_seq_len = max_seq};
     PB_CHECK(pb_plan_make(c->ck, &c->cfg, &spec, &c->plan));
-    pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = max_tokens, .threads = threads};
+    pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = max_tokens, .threads = threads,
+                       .weights_dtype = weights_dtype()};
+    pb_backend_opts bo = {.threads = threads};
+    PB_CHECK(pb_backend_create("cpu", &bo, &c->be));
     for (int i = 0; i < c->plan->n_stages; i++) {
         pb_weights *w = NULL;
         PB_CHECK(pb_weights_load(c->ck, &c->plan->stages[i], &w));
-        st = pb_stage_create(&c->cfg, &c->plan->stages[i], w, &o, &c->st[i]);
+        st = pb_stage_create(&c->cfg, &c->plan->stages[i], w, c->be, &o, &c->st[i]);
         pb_weights_free(w); /* the stage keeps its own converted copy */
         if (st != PB_OK)
             return st;
@@ -424,6 +439,7 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
     pb_plan *plan = NULL;
     pb_weights *w = NULL;
     pb_stage *stage = NULL;
+    pb_backend *be = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
     int *slot = NULL, *pos = NULL, *nt = NULL;
@@ -434,10 +450,14 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
     PB_CHECK_GOTO(pb_ckpt_open(model, NULL, &cfg, &ck), st, fail);
     pb_split_spec spec = {.policy = PB_SPLIT_POLICY_EQUAL_SIZE, .n_stages = 1, .batch_size = slots, .max_seq_len = max_seq};
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, fail);
+    PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, pb_backend_ops_of("cpu"), weights_dtype(), threads), st, fail);
     PB_CHECK_GOTO(pb_weights_load(ck, &plan->stages[0], &w), st, fail);
     int mbt = pb_stage_default_batch_tokens(slots, max_seq);
-    pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = mbt, .threads = threads};
-    PB_CHECK_GOTO(pb_stage_create(&cfg, &plan->stages[0], w, &o, &stage), st, fail);
+    pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = mbt, .threads = threads,
+                       .weights_dtype = weights_dtype()};
+    pb_backend_opts bo = {.threads = threads};
+    PB_CHECK_GOTO(pb_backend_create("cpu", &bo, &be), st, fail);
+    PB_CHECK_GOTO(pb_stage_create(&cfg, &plan->stages[0], w, be, &o, &stage), st, fail);
     pb_weights_free(w);
     w = NULL;
     pb_ckpt_close(ck);
@@ -520,6 +540,7 @@ done:
     free(pos);
     free(nt);
     pb_stage_free(stage);
+    pb_backend_free(be);
     pb_weights_free(w);
     pb_plan_free(plan);
     pb_ckpt_close(ck);

@@ -143,6 +143,7 @@ int main(int argc, char **argv)
     pb_plan *plan = NULL;
     pb_weights *w = NULL;
     pb_stage *stage = NULL;
+    pb_backend *be = NULL;
     pb_transport *t = NULL;
     pb_pipe *pipe = NULL;
     pb_net_pipe *np = NULL;
@@ -173,7 +174,9 @@ int main(int argc, char **argv)
     PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, fail);
     pb_stage_opts so = {.n_slots = NSEQ, .max_seq_len = 64, .max_batch_tokens = NSEQ * MAX_PROMPT,
                         .threads = 1};
-    PB_CHECK_GOTO(pb_stage_create(&cfg, sp, w, &so, &stage), st, fail);
+    pb_backend_opts bo = {.threads = 1};
+    PB_CHECK_GOTO(pb_backend_create("cpu", &bo, &be), st, fail);
+    PB_CHECK_GOTO(pb_stage_create(&cfg, sp, w, be, &so, &stage), st, fail);
     pb_weights_free(w);
     w = NULL;
     pb_mb_limits lim = {.n_slots = NSEQ, .max_seq_len = 64, .max_batch_tokens = NSEQ * MAX_PROMPT,
@@ -237,6 +240,7 @@ done:
     pb_pipe_free(pipe);
     pb_transport_free(t);
     pb_stage_free(stage);
+    pb_backend_free(be);
     pb_weights_free(w);
     pb_plan_free(plan);
     pb_ckpt_close(ck);
