@@ -277,11 +277,14 @@ pb_status tk_decode_into(const pb_tokenizer *tok, const int32_t *ids, size_t n, 
     pb_status st = PB_OK;
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
-        if (id < 0 || id >= tok->n_ids || !tok->id_tok[id]) {
-            st = pb_error(PB_ERR_INPUT, "id %lld at position %zu is not in the vocabulary (size %d)",
-                          (long long)id, i, (int)tok->n_ids);
+        if (id < 0) {
+            st = pb_error(PB_ERR_INPUT, "id %lld at position %zu is negative", (long long)id, i);
             goto out;
         }
+        /* an id the tokenizer does not know (a padded row of a larger model
+         * vocabulary) decodes to nothing, as HF's decode skips it */
+        if (!tk_known_id(tok, id))
+            continue;
         if (tok->bl_bytes || (skip_special && (tok->id_flags[id] & TK_ID_SPECIAL)))
             continue;
         PB_CHECK_GOTO(strs_add(&a, tok->id_tok[id], tok->id_tok_len[id]), st, out);
@@ -291,7 +294,7 @@ pb_status tk_decode_into(const pb_tokenizer *tok, const int32_t *ids, size_t n, 
         tk_buf bytes = {0};
         for (size_t i = 0; i < n && st == PB_OK; i++) {
             int32_t id = ids[i];
-            if (skip_special && (tok->id_flags[id] & TK_ID_SPECIAL))
+            if (!tk_known_id(tok, id) || (skip_special && (tok->id_flags[id] & TK_ID_SPECIAL)))
                 continue;
             st = tk_buf_put(&bytes, tok->bl_bytes + tok->bl_off[id], tok->bl_off[id + 1] - tok->bl_off[id]);
         }
@@ -356,12 +359,20 @@ struct pb_detok {
     size_t last_off;       /* where the last released text begins in out */
 };
 
+/* Ids the tokenizer does not know are kept (they decode to nothing); only a
+ * negative id is an error. */
 static pb_status check_id(const pb_tokenizer *tok, int32_t id)
 {
-    if (id < 0 || id >= tok->n_ids || !tok->id_tok[id])
-        return pb_error(PB_ERR_INPUT, "id %lld is not in the vocabulary (size %d)", (long long)id,
-                        (int)tok->n_ids);
+    (void)tok;
+    if (id < 0)
+        return pb_error(PB_ERR_INPUT, "id %lld is negative", (long long)id);
     return PB_OK;
+}
+
+/* id_flags of a known id, 0 for one the tokenizer does not know */
+static unsigned id_flags(const pb_tokenizer *tok, int32_t id)
+{
+    return tk_known_id(tok, id) ? tok->id_flags[id] : 0u;
 }
 
 pb_status pb_detok_create_ex(const pb_tokenizer *tok, const int32_t *prompt, size_t n_prompt,
@@ -373,10 +384,10 @@ pb_status pb_detok_create_ex(const pb_tokenizer *tok, const int32_t *prompt, siz
     /* left context: a few ids, not starting inside a UTF-8 character nor
      * inside a run of byte-fallback tokens (ByteFallback decodes a run as one) */
     size_t start = n_prompt > DETOK_CONTEXT ? n_prompt - DETOK_CONTEXT : 0;
-    for (int k = 0; k < 64 && start > 0 && (tok->id_flags[prompt[start]] & TK_ID_BYTE) &&
-                    (tok->id_flags[prompt[start - 1]] & TK_ID_BYTE); k++)
+    for (int k = 0; k < 64 && start > 0 && (id_flags(tok, prompt[start]) & TK_ID_BYTE) &&
+                    (id_flags(tok, prompt[start - 1]) & TK_ID_BYTE); k++)
         start--;
-    for (int k = 0; k < 8 && start > 0 && (tok->id_flags[prompt[start]] & TK_ID_CONT); k++)
+    for (int k = 0; k < 8 && start > 0 && (id_flags(tok, prompt[start]) & TK_ID_CONT); k++)
         start--;
     pb_detok *d;
     PB_CHECK(pb_calloc(1, sizeof *d, &d));

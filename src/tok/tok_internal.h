@@ -275,6 +275,12 @@ enum {
     TK_ID_BYTE = 8,        /* a byte-fallback token <0xXX> */
 };
 
+/* The tokenizer has a token for id (padded model rows past it have none). */
+static inline bool tk_known_id(const pb_tokenizer *tok, int32_t id)
+{
+    return id >= 0 && id < tok->n_ids && tok->id_tok[id];
+}
+
 /* Byte-level (GPT-2) byte <-> code point tables. */
 extern const uint16_t tk_byte_to_cp[256];
 /* Inverse of tk_byte_to_cp: printable bytes map to themselves, the others

@@ -56,8 +56,14 @@ nope
 '
 expect_err "text not a string" 'line 1: expected {"text": string}' tokenize '{"text": 5}
 '
-expect_err "ids out of range" "line 1: ids\[1\] = 50257 is out of range" detokenize '{"ids": [1, 50257]}
+expect_err "ids out of range" "line 1: ids\[1\] = 2147483648 is out of range" detokenize '{"ids": [1, 2147483648]}
 '
+expect_err "negative id" "line 1: ids\[0\] = -1 is out of range" detokenize '{"ids": [-1]}
+'
+# ids past the tokenizer (padded model rows) decode to nothing, as HF's decode skips them
+out=$(printf '{"ids": [15496, 50257, 50300, 15496]}\n' | "$PB" detokenize --tokenizer "$D/gpt2.json.zst" 2>"$T/err")
+[ "$out" = '{"text": "HelloHello"}' ] && ok "detokenize skips ids past the vocabulary" ||
+    bad "detokenize past the vocabulary: $out $(cat "$T/err")"
 expect_err "ids not integers" "line 1: ids\[0\] is not an integer" detokenize '{"ids": [1.5]}
 '
 expect_err "missing ids" "line 3" detokenize '{"ids": []}

@@ -197,14 +197,25 @@ static void test_lookups_and_decode_errors(void)
     CHECK(strcmp(pb_tokenizer_id_to_token(g, 15496), "Hello") == 0 && !pb_tokenizer_id_to_token(g, 50257),
           "id_to_token");
 
+    /* ids past the tokenizer (padded model vocabulary rows) decode to nothing, as HF's decode */
     int32_t bad[] = {15496, 50257};
     char *t;
     size_t tl;
-    CHECK(pb_tokenizer_decode(g, bad, 2, false, &t, &tl) == PB_ERR_INPUT &&
-          strstr(pb_last_error(), "50257") && strstr(pb_last_error(), "position 1"), "decode out of range: %s",
-          pb_last_error());
+    CHECK(pb_tokenizer_decode(g, bad, 2, false, &t, &tl) == PB_OK && strcmp(t, "Hello") == 0,
+          "decode past the vocabulary: %s", pb_last_error());
+    free(t);
+    int32_t bad2[] = {INT32_MAX, 15496, 50257, 50300, 15496};
+    CHECK(pb_tokenizer_decode(g, bad2, 5, true, &t, &tl) == PB_OK && strcmp(t, "HelloHello") == 0,
+          "decode past the vocabulary, skip special");
+    free(t);
+    t = NULL;
+    int32_t l2ids[] = {1, 415, 32000, 5565, 32005};   /* <s> ▁The <pad row> ▁capital <pad row> (HF: "<s> The capital") */
+    CHECK(pb_tokenizer_decode(l2, l2ids, 5, false, &t, &tl) == PB_OK && strcmp(t, "<s> The capital") == 0,
+          "llama2 decode past the vocabulary: '%s'", t ? t : "");
+    free(t);
     int32_t neg[] = {-1};
-    CHECK(pb_tokenizer_decode(l2, neg, 1, false, &t, &tl) == PB_ERR_INPUT, "decode negative");
+    CHECK(pb_tokenizer_decode(l2, neg, 1, false, &t, &tl) == PB_ERR_INPUT &&
+          strstr(pb_last_error(), "negative"), "decode negative");
     CHECK(pb_tokenizer_decode(g, NULL, 0, false, &t, &tl) == PB_OK && tl == 0 && t[0] == '\0', "decode empty");
     free(t);
     int32_t sp[] = {50256, 15496, 50256};
@@ -215,10 +226,21 @@ static void test_lookups_and_decode_errors(void)
     pb_detok *d;
     const char *nt;
     size_t nl;
-    CHECK(pb_detok_create(g, bad, 2, &d) == PB_ERR_INPUT, "detok create with a bad id");
+    CHECK(pb_detok_create(g, neg, 1, &d) == PB_ERR_INPUT, "detok create with a negative id");
+    CHECK(pb_detok_create(g, bad, 2, &d) == PB_OK, "detok create with an id past the vocabulary");
+    pb_detok_free(d);
     CHECK(pb_detok_create(g, sp, 1, &d) == PB_OK, "detok create");
     if (d) {
-        CHECK(pb_detok_push(d, 99999999, &nt, &nl) == PB_ERR_INPUT && nl == 0, "detok push bad id");
+        /* an unknown id is generated text of length 0; what follows is released as usual */
+        CHECK(pb_detok_push(d, 99999999, &nt, &nl) == PB_OK && nl == 0, "detok push unknown id");
+        CHECK(pb_detok_push(d, 15496, &nt, &nl) == PB_OK && nl == 5 && memcmp(nt, "Hello", 5) == 0,
+              "detok push after an unknown id");
+        CHECK(pb_detok_push(d, 50257, &nt, &nl) == PB_OK && nl == 0, "detok push unknown id 2");
+        CHECK(pb_detok_push(d, -3, &nt, &nl) == PB_ERR_INPUT && nl == 0, "detok push negative id");
+        CHECK(pb_detok_finish(d, &nt, &nl) == PB_OK, "detok finish");
+        size_t tlen;
+        const char *all = pb_detok_text(d, &tlen);
+        CHECK(tlen == 5 && memcmp(all, "Hello", 5) == 0, "detok text");
         pb_detok_free(d);
     }
 
