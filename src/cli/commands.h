@@ -10,5 +10,6 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code);
 pb_status pb_cmd_plan(const pb_opts *opts);
 pb_status pb_cmd_tokenize(const pb_opts *opts);
 pb_status pb_cmd_detokenize(const pb_opts *opts);
+pb_status pb_cmd_render(const pb_opts *opts);
 
 #endif

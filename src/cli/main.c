@@ -31,6 +31,7 @@ int main(int argc, char **argv)
     case PB_CMD_PLAN: st = pb_cmd_plan(&opts); break;
     case PB_CMD_TOKENIZE: st = pb_cmd_tokenize(&opts); break;
     case PB_CMD_DETOKENIZE: st = pb_cmd_detokenize(&opts); break;
+    case PB_CMD_RENDER: st = pb_cmd_render(&opts); break;
     case PB_CMD_RUN: st = pb_cmd_run(&opts, &code); break;
     }
     if (st != PB_OK) {

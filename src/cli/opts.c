@@ -27,7 +27,7 @@ enum {
     OPT_DEVICE, OPT_IFACE, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P,
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
-    OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE
+    OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG
 };
 
 static const struct option long_opts[] = {
@@ -65,6 +65,8 @@ static const struct option long_opts[] = {
     {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
     {"no-special", no_argument, NULL, OPT_NO_SPECIAL},
     {"skip-special", no_argument, NULL, OPT_SKIP_SPECIAL},
+    {"template", required_argument, NULL, OPT_TEMPLATE},
+    {"tokenizer-config", required_argument, NULL, OPT_TOKENIZER_CONFIG},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -78,6 +80,7 @@ static const char short_opts[] = "+m:i:o:b:c:t:fqvhV";
 #define C_PLAN (1u << PB_CMD_PLAN)
 #define C_TOK (1u << PB_CMD_TOKENIZE)
 #define C_DETOK (1u << PB_CMD_DETOKENIZE)
+#define C_RENDER (1u << PB_CMD_RENDER)
 
 static unsigned option_commands(int c)
 {
@@ -86,9 +89,10 @@ static unsigned option_commands(int c)
     case OPT_TOKENIZER: return C_TOK | C_DETOK;
     case OPT_NO_SPECIAL: return C_TOK;
     case OPT_SKIP_SPECIAL: return C_DETOK;
+    case OPT_TEMPLATE: case OPT_TOKENIZER_CONFIG: return C_RENDER;
     case OPT_INDEX: case OPT_SPLIT_POLICY: case OPT_SPLIT_POINTS: return C_RUN | C_PLAN;
     case 'b': case OPT_MAX_SEQ_LEN: return C_RUN | C_PLAN;
-    case 'm': return C_RUN | C_PLAN | C_TOK | C_DETOK;
+    case 'm': return C_RUN | C_PLAN | C_TOK | C_DETOK | C_RENDER;
     case 'q': case 'v': case 'h': case 'V': return ~0u;
     default: return C_RUN;
     }
@@ -101,6 +105,7 @@ static const char *command_name(pb_command c)
     case PB_CMD_PLAN: return "plan";
     case PB_CMD_TOKENIZE: return "tokenize";
     case PB_CMD_DETOKENIZE: return "detokenize";
+    case PB_CMD_RENDER: return "render";
     case PB_CMD_HELP: return "help";
     case PB_CMD_VERSION: return "version";
     }
@@ -209,14 +214,14 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
     if (argc > 1 && argv[1][0] != '-') {
         static const struct { const char *name; pb_command cmd; } cmds[] = {
             {"run", PB_CMD_RUN}, {"plan", PB_CMD_PLAN}, {"tokenize", PB_CMD_TOKENIZE},
-            {"detokenize", PB_CMD_DETOKENIZE}, {"help", PB_CMD_HELP}, {"version", PB_CMD_VERSION},
+            {"detokenize", PB_CMD_DETOKENIZE}, {"render", PB_CMD_RENDER}, {"help", PB_CMD_HELP}, {"version", PB_CMD_VERSION},
         };
         size_t k;
         for (k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
             if (strcmp(argv[1], cmds[k].name) == 0)
                 break;
         if (k == sizeof cmds / sizeof cmds[0])
-            return pb_error(PB_ERR_USAGE, "unknown command '%s' (commands: run, plan, tokenize, detokenize; see --help)", argv[1]);
+            return pb_error(PB_ERR_USAGE, "unknown command '%s' (commands: run, plan, tokenize, detokenize, render; see --help)", argv[1]);
         o->cmd = cmds[k].cmd;
         first = 2;
     }
@@ -364,6 +369,8 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
         case OPT_TOKENIZER: o->tokenizer = optarg; break;
         case OPT_NO_SPECIAL: o->no_special = true; break;
         case OPT_SKIP_SPECIAL: o->skip_special = true; break;
+        case OPT_TEMPLATE: o->template_path = optarg; break;
+        case OPT_TOKENIZER_CONFIG: o->tokenizer_config = optarg; break;
         case 'q': o->verbosity = 0; break;
         case 'v': o->verbosity = o->verbosity < 1 ? 2 : o->verbosity + 1; break;
         case 'h': o->cmd = PB_CMD_HELP; goto out;
@@ -375,6 +382,10 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
     }
     if (optind < nargc) {
         st = pb_error(PB_ERR_USAGE, "unexpected argument '%s' (see --help)", nargv[optind]);
+        goto out;
+    }
+    if (o->model_dir && (o->template_path || o->tokenizer_config)) {
+        st = pb_error(PB_ERR_USAGE, "--model and --template/--tokenizer-config are exclusive: give one");
         goto out;
     }
     if (o->model_dir && o->tokenizer) {
@@ -414,6 +425,7 @@ void pb_opts_print_help(FILE *fp)
 "       pippy-batch plan --model DIR --ranks N [--split-policy P] [--json]\n"
 "       pippy-batch tokenize   (--model DIR | --tokenizer FILE) [--no-special]\n"
 "       pippy-batch detokenize (--model DIR | --tokenizer FILE) [--skip-special]\n"
+"       pippy-batch render     (--model DIR | --template FILE | --tokenizer-config FILE)\n"
 "\n"
 "Offline batch text generation with a HuggingFace checkpoint split into pipeline\n"
 "stages, one per rank. Launch alone, with mpirun, or with srun --mpi=pmix.\n"
@@ -468,6 +480,10 @@ void pb_opts_print_help(FILE *fp)
 "      --tokenizer FILE       a tokenizer.json instead of --model\n"
 "      --no-special           tokenize without BOS/EOS (add_special_tokens=False)\n"
 "      --skip-special         detokenize dropping special tokens\n"
+"\n"
+"render (chat records on stdin -> {\"prompt\": text} on stdout, the chat template applied):\n"
+"      --template FILE        a chat template (.jinja, or .json with chat_template)\n"
+"      --tokenizer-config FILE  tokenizer_config.json: its chat_template and special tokens\n"
 "\n"
 "General:\n"
 "  -q, --quiet                no progress or summary on stderr\n"

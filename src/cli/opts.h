@@ -16,6 +16,7 @@ typedef enum pb_command {
     PB_CMD_PLAN,       /* who loads what, memory per rank */
     PB_CMD_TOKENIZE,   /* {"text"} -> {"ids"} */
     PB_CMD_DETOKENIZE, /* {"ids"} -> {"text"} */
+    PB_CMD_RENDER,     /* chat records -> {"prompt"} */
     PB_CMD_HELP,
     PB_CMD_VERSION
 } pb_command;
@@ -35,6 +36,8 @@ typedef struct pb_opts {
     const char *model_dir;   /* --model; NULL = the demo model */
     const char *index_path;  /* --index */
     const char *tokenizer;   /* --tokenizer (tokenize/detokenize) */
+    const char *template_path;    /* render --template FILE */
+    const char *tokenizer_config; /* render --tokenizer-config FILE */
     const char *in_path;     /* --in; "-" = stdin (default "-") */
     const char *out_path;    /* --out; "-" = stdout (default "-") */
     const char *metrics_path;/* --metrics */

@@ -57,6 +57,8 @@ expect_usage "run option to plan" "option --temperature does not apply to the 'p
 expect_usage "unknown command" "unknown command 'frobnicate'" frobnicate
 expect_usage "stray argument" "unexpected argument 'extra'" plan extra
 expect_usage "model and tokenizer" "--model and --tokenizer are exclusive" tokenize --model a --tokenizer b
+expect_usage "model and template" "--model and --template/--tokenizer-config are exclusive" render --model a --template b
+expect_usage "template option to run" "option --template does not apply to the 'run' command" --template t
 expect_usage "empty stop" "--stop: empty stop string" --stop ""
 
 # Features not built in this release: a clear message and exit 2, never pretend.

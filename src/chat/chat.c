@@ -1,0 +1,283 @@
+/* Loading chat templates and rendering chat records (see chat.h). */
+#include "config.h"
+
+#include "chat/chat.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat/jinja.h"
+#include "common/util.h"
+
+#define MAX_FILE ((size_t)64 << 20)
+
+struct pb_chat {
+    pb_jinja *tmpl;
+    cJSON *tokens;   /* {"bos_token": "...", ...}: the special tokens HF passes */
+};
+
+void pb_chat_free(pb_chat *c)
+{
+    if (!c)
+        return;
+    pb_jinja_free(c->tmpl);
+    cJSON_Delete(c->tokens);
+    free(c);
+}
+
+static pb_status read_json(const char *path, cJSON **out)
+{
+    char *buf;
+    size_t n;
+    PB_CHECK(pb_read_file(path, MAX_FILE, &buf, &n));
+    *out = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    if (!*out)
+        return pb_error(PB_ERR_FORMAT, "%s: not valid JSON", path);
+    return PB_OK;
+}
+
+/* chat_template as HF stores it: a string, or [{"name", "template"}] */
+static pb_status template_of(const cJSON *v, const char *path, const char **out)
+{
+    *out = NULL;
+    if (cJSON_IsString(v)) {
+        *out = v->valuestring;
+        return PB_OK;
+    }
+    if (cJSON_IsArray(v)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "template");
+            if (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default") && cJSON_IsString(t)) {
+                *out = t->valuestring;
+                return PB_OK;
+            }
+        }
+        return pb_error(PB_ERR_CONFIG, "%s: chat_template is a list without a template named \"default\"", path);
+    }
+    if (v && !cJSON_IsNull(v))
+        return pb_error(PB_ERR_CONFIG, "%s: chat_template is neither a string nor a list of named templates", path);
+    return PB_OK;
+}
+
+/* Special tokens of tokenizer_config.json: strings or {"content": ...} objects. */
+static pb_status collect_tokens(const cJSON *cfg, const char *path, cJSON *tokens)
+{
+    static const char *const names[] = {"bos_token", "eos_token", "unk_token", "pad_token",
+                                        "sep_token", "cls_token", "mask_token", NULL};
+    for (int i = 0; names[i]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, names[i]);
+        if (cJSON_IsObject(v))
+            v = cJSON_GetObjectItemCaseSensitive(v, "content");
+        if (!v || cJSON_IsNull(v))
+            continue;
+        if (!cJSON_IsString(v))
+            return pb_error(PB_ERR_CONFIG, "%s: %s is not a string", path, names[i]);
+        if (!cJSON_AddStringToObject(tokens, names[i], v->valuestring))
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+    }
+    return PB_OK;
+}
+
+static pb_status load(const char *tmpl_path, const char *cfg_path, bool side_files, pb_chat **out)
+{
+    *out = NULL;
+    pb_status st = PB_OK;
+    cJSON *cfg = NULL, *tj = NULL;
+    char *text = NULL, *side = NULL;
+    const char *src = NULL, *src_name = NULL;
+    size_t src_len = 0;
+    pb_chat *c = calloc(1, sizeof *c);
+    if (!c || !(c->tokens = cJSON_CreateObject())) {
+        st = pb_error(PB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (cfg_path) {
+        PB_CHECK_GOTO(read_json(cfg_path, &cfg), st, fail);
+        if (!cJSON_IsObject(cfg)) {
+            st = pb_error(PB_ERR_CONFIG, "%s: not a JSON object", cfg_path);
+            goto fail;
+        }
+        PB_CHECK_GOTO(collect_tokens(cfg, cfg_path, c->tokens), st, fail);
+        PB_CHECK_GOTO(template_of(cJSON_GetObjectItemCaseSensitive(cfg, "chat_template"), cfg_path, &src), st, fail);
+        if (src) {
+            src_name = cfg_path;
+            src_len = strlen(src);
+        }
+    }
+    if (!tmpl_path && !src && side_files && cfg_path) {
+        /* chat_template.jinja / chat_template.json beside tokenizer_config.json */
+        const char *slash = strrchr(cfg_path, '/');
+        size_t dl = slash ? (size_t)(slash - cfg_path) : 1;
+        char dir[4096];
+        if (dl >= sizeof dir) {
+            st = pb_error(PB_ERR_CONFIG, "%s: path too long", cfg_path);
+            goto fail;
+        }
+        memcpy(dir, slash ? cfg_path : ".", dl);
+        dir[dl] = '\0';
+        side = pb_path_join(dir, "chat_template.jinja");
+        if (side && !pb_file_exists(side)) {
+            free(side);
+            side = pb_path_join(dir, "chat_template.json");
+            if (side && !pb_file_exists(side)) {
+                free(side);
+                side = NULL;
+            }
+        }
+        tmpl_path = side;
+    }
+    if (tmpl_path) {
+        size_t n = strlen(tmpl_path);
+        if (n > 5 && !strcmp(tmpl_path + n - 5, ".json")) {
+            PB_CHECK_GOTO(read_json(tmpl_path, &tj), st, fail);
+            PB_CHECK_GOTO(template_of(cJSON_GetObjectItemCaseSensitive(tj, "chat_template"), tmpl_path, &src), st, fail);
+            if (!src) {
+                st = pb_error(PB_ERR_CONFIG, "%s: no \"chat_template\"", tmpl_path);
+                goto fail;
+            }
+            src_len = strlen(src);
+        } else {
+            PB_CHECK_GOTO(pb_read_file(tmpl_path, MAX_FILE, &text, &src_len), st, fail);
+            src = text;
+        }
+        src_name = tmpl_path;
+    }
+    if (!src) {
+        st = pb_error(PB_ERR_CONFIG, "%s: the model has no chat template (no chat_template in "
+                      "tokenizer_config.json, no chat_template.jinja or .json beside it)",
+                      cfg_path ? cfg_path : "chat");
+        goto fail;
+    }
+    (void)src_name;
+    PB_CHECK_GOTO(pb_jinja_parse(src, src_len, "chat template", &c->tmpl), st, fail);
+    *out = c;
+    c = NULL;
+fail:
+    if (st != PB_OK && src_name)
+        st = pb_error_ctx(st, "%s", src_name);
+    cJSON_Delete(cfg);
+    cJSON_Delete(tj);
+    free(text);
+    free(side);
+    pb_chat_free(c);
+    return st;
+}
+
+pb_status pb_chat_load_files(const char *template_path, const char *tokenizer_config, pb_chat **out)
+{
+    return load(template_path, tokenizer_config, false, out);
+}
+
+pb_status pb_chat_load_dir(const char *dir, pb_chat **out)
+{
+    char *cfg = pb_path_join(dir, "tokenizer_config.json");
+    if (!cfg)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    pb_status st;
+    if (pb_file_exists(cfg))
+        st = load(NULL, cfg, true, out);
+    else {
+        char *j = pb_path_join(dir, "chat_template.jinja");
+        if (j && !pb_file_exists(j)) {
+            free(j);
+            j = pb_path_join(dir, "chat_template.json");
+        }
+        if (j && pb_file_exists(j))
+            st = load(j, NULL, false, out);
+        else
+            st = pb_error(PB_ERR_CONFIG, "%s: no tokenizer_config.json and no chat_template.jinja/.json", dir);
+        free(j);
+    }
+    free(cfg);
+    return st;
+}
+
+static const cJSON *chat_body(const cJSON *rec)
+{
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(rec, "url");
+    const cJSON *body = cJSON_GetObjectItemCaseSensitive(rec, "body");
+    if (cJSON_IsString(url) && cJSON_IsObject(body))
+        return body;
+    return rec;
+}
+
+bool pb_chat_is_chat_record(const cJSON *rec)
+{
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(rec, "url");
+    if (cJSON_IsString(url) && !strcmp(url->valuestring, "/v1/chat/completions"))
+        return true;
+    return cJSON_GetObjectItemCaseSensitive(rec, "messages") != NULL;
+}
+
+pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size_t *len)
+{
+    *prompt = NULL;
+    *len = 0;
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(rec, "url");
+    if (url && (!cJSON_IsString(url) || strcmp(url->valuestring, "/v1/chat/completions")))
+        return pb_error(PB_ERR_INPUT, "\"url\" is not \"/v1/chat/completions\"");
+    const cJSON *body = chat_body(rec);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    if (!cJSON_IsArray(msgs))
+        return pb_error(PB_ERR_INPUT, "\"messages\" is missing or not a list");
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        if (!cJSON_IsObject(m))
+            return pb_error(PB_ERR_INPUT, "messages[%d] is not an object", i);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role))
+            return pb_error(PB_ERR_INPUT, "messages[%d]: \"role\" is missing or not a string", i);
+        i++;
+    }
+    const cJSON *kw = cJSON_GetObjectItemCaseSensitive(body, "chat_template_kwargs");
+    if (kw && !cJSON_IsObject(kw))
+        return pb_error(PB_ERR_INPUT, "\"chat_template_kwargs\" is not an object");
+    /* variables: special tokens, then messages / add_generation_prompt, then
+     * the record's kwargs (which win, as in apply_chat_template(**kwargs)) */
+    cJSON *vars = cJSON_Duplicate(c->tokens, true);
+    cJSON *mcopy = vars ? cJSON_CreateArray() : NULL;
+    if (!mcopy) {
+        cJSON_Delete(vars);
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    }
+    cJSON_AddItemToObject(vars, "messages", mcopy);
+    cJSON_ArrayForEach(m, msgs) {
+        /* HF aliases reasoning fields: reasoning_content from thinking/reasoning, thinking too */
+        cJSON *d = cJSON_Duplicate(m, true);
+        if (!d)
+            break;
+        const cJSON *r = NULL;
+        static const char *const rf[] = {"reasoning_content", "thinking", "reasoning", NULL};
+        for (int k = 0; rf[k] && !r; k++) {
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(m, rf[k]);
+            if (x && !cJSON_IsNull(x))
+                r = x;
+        }
+        if (r) {
+            cJSON *t = cJSON_Duplicate(r, true), *t2 = cJSON_Duplicate(r, true);
+            if (!cJSON_GetObjectItemCaseSensitive(d, "thinking"))
+                cJSON_AddItemToObject(d, "thinking", t);
+            else
+                cJSON_Delete(t);
+            cJSON_DeleteItemFromObjectCaseSensitive(d, "reasoning_content");
+            cJSON_AddItemToObject(d, "reasoning_content", t2);
+        }
+        cJSON_AddItemToArray(mcopy, d);
+    }
+    /* as transformers passes them: no tools, no documents */
+    cJSON_AddNullToObject(vars, "tools");
+    cJSON_AddNullToObject(vars, "documents");
+    cJSON_AddBoolToObject(vars, "add_generation_prompt", true);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, kw) {
+        cJSON_DeleteItemFromObjectCaseSensitive(vars, e->string);
+        cJSON_AddItemToObject(vars, e->string, cJSON_Duplicate(e, true));
+    }
+    pb_status st = pb_jinja_render(c->tmpl, vars, NULL, prompt, len);
+    cJSON_Delete(vars);
+    return st;
+}

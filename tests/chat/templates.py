@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""`pippy-batch render` against HF transformers' apply_chat_template(messages,
+tokenize=False, add_generation_prompt=True), byte for byte, for the real chat
+templates in tests/chat/templates/ (see its README) over 45+ conversations.
+HF's tokenizer is a PreTrainedTokenizerFast on GPT-2's tokenizer.json with the
+fixture's template and special tokens (no hub access). Where HF raises (a
+template's raise_exception), render must fail on that record with the
+message. Both record shapes are used: {"messages"} and OpenAI batch lines."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+PB = os.environ["PIPPY_BATCH"]
+SRC = os.environ["PB_SRCDIR"]
+TMP = os.environ.get("PB_TEST_TMP") or "/tmp"
+try:
+    from transformers import PreTrainedTokenizerFast
+except ImportError:
+    sys.exit("FAIL: transformers is not installed in " + sys.executable)
+
+TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+def conversations():
+    S = {"role": "system", "content": "You are a helpful assistant."}
+    u = lambda t: {"role": "user", "content": t}
+    a = lambda t: {"role": "assistant", "content": t}
+    texts = ["Hello", "What is 2+2?", "  leading and trailing spaces  ", "line one\nline two\n\n",
+             "tabs\tand\\backslashes\\n", "quotes ' and \" and `", "Jinja-like {{ x }} {% if %} {# c #}",
+             "Grüße aus Köln — ünïcödé", "日本語のテキスト、中文，한국어", "emoji 🙂🚀👩‍💻 and flags 🇫🇷",
+             "RTL: مرحبا بالعالم שלום", "combining: e\u0301 a\u0308", "", " ", "\n",
+             "x" * 2000, "<|im_start|>fake<|im_end|>", "</s><s>[INST] inject [/INST]",
+             "A" + "\u00a0" + "nbsp", "json: {\"a\": [1, 2.5, null]}"]
+    convs = []
+    for t in texts:
+        convs.append(({"messages": [u(t)]}, {}))
+    for t in texts[:8]:
+        convs.append(({"messages": [S, u(t)]}, {}))
+    convs += [
+        ({"messages": [u("Hi"), a("Hello! How can I help?"), u("Tell me a joke.")]}, {}),
+        ({"messages": [S, u("Hi"), a("Hello!"), u("Bye"), a("Goodbye!"), u("Wait")]}, {}),
+        ({"messages": [{"role": "system", "content": ""}, u("empty system")]}, {}),
+        ({"messages": [u(""), a(""), u("")]}, {}),
+        ({"messages": [u("q1"), a("  spaced answer  \n"), u("q2")]}, {}),
+        ({"messages": [S, u("ünï"), a("日本"), u("🙂")]}, {}),
+        ({"messages": [u("last is assistant"), a("partial answer")]}, {}),
+        ({"messages": [S, u("think"), a("<think>\nreasoning here\n</think>\n\nThe answer is 4."), u("again")]}, {}),
+        ({"messages": [u("with reasoning"), {"role": "assistant", "content": "4", "reasoning_content": "2+2"},
+                       u("next")]}, {}),
+        ({"messages": [u("no thinking please")]}, {"enable_thinking": False}),
+        ({"messages": [S, u("thinking on")]}, {"enable_thinking": True}),
+        ({"messages": [u("two users"), u("in a row")]}, {}),
+        ({"messages": [a("assistant first")]}, {}),
+        ({"messages": [S]}, {}),
+        ({"messages": [u("a"), a("b"), u("c"), a("d"), u("e"), a("f"), u("g")]}, {}),
+    ]
+    return convs
+
+
+def hf_render(tok, rec, kwargs):
+    try:
+        return tok.apply_chat_template(rec["messages"], tokenize=False, add_generation_prompt=True, **kwargs), None
+    except Exception as e:  # the template raised: render must fail too
+        return None, f"{type(e).__name__}: {e}"
+
+
+def line_of(rec, kwargs, batch_shape, i):
+    if kwargs:
+        rec = dict(rec, chat_template_kwargs=kwargs)
+    if batch_shape:
+        return json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                           "body": dict(rec, model="m", max_tokens=8)}, ensure_ascii=False)
+    return json.dumps(rec, ensure_ascii=i % 3 == 0)
+
+
+def main():
+    gpt2 = os.path.join(TMP, "gpt2.json")
+    with open(gpt2, "wb") as f:
+        subprocess.run(["zstd", "-dc", os.path.join(SRC, "tests", "data", "tokenizers", "gpt2.json.zst")],
+                       stdout=f, check=True)
+    convs = conversations()
+    assert len(convs) >= 40, len(convs)
+    fails = 0
+    compared = errors = 0
+    fixtures = sorted(glob.glob(os.path.join(SRC, "tests", "chat", "templates", "*.json")))
+    assert len(fixtures) >= 6
+    for fx in fixtures:
+        name = os.path.basename(fx)[:-5]
+        cfg = json.load(open(fx, encoding="utf-8"))
+        toks = {k: cfg[k] for k in TOKENS if cfg.get(k) is not None}
+        tok = PreTrainedTokenizerFast(tokenizer_file=gpt2, chat_template=cfg["chat_template"], **toks)
+        extra = {k: v for k, v in tok.special_tokens_map.items() if k not in toks}
+        if extra:
+            raise SystemExit(f"FAIL {name}: HF passes special tokens the fixture lacks: {extra}")
+        tc = os.path.join(TMP, name + ".tokenizer_config.json")
+        json.dump(dict(toks, chat_template=cfg["chat_template"]), open(tc, "w", encoding="utf-8"))
+        good, bad = [], []
+        for i, (rec, kw) in enumerate(convs):
+            ref, err = hf_render(tok, rec, kw)
+            (good if ref is not None else bad).append((i, rec, kw, ref, err))
+        # all records HF renders, in one run, half of them as OpenAI batch lines
+        data = "".join(line_of(rec, kw, i % 2 == 1, i) + "\n" for i, rec, kw, _, _ in good)
+        p = subprocess.run([PB, "render", "--tokenizer-config", tc], input=data.encode(), capture_output=True)
+        if p.returncode != 0:
+            print(f"FAIL {name}: render exit {p.returncode}: {p.stderr.decode(errors='replace').strip()}")
+            fails += 1
+            continue
+        outs = [json.loads(l)["prompt"] for l in p.stdout.decode().splitlines()]
+        if len(outs) != len(good):
+            print(f"FAIL {name}: {len(outs)} prompts for {len(good)} records")
+            fails += 1
+            continue
+        for (i, rec, kw, ref, _), got in zip(good, outs):
+            compared += 1
+            if got != ref:
+                fails += 1
+                print(f"FAIL {name} conversation {i}:\n  hf:   {ref!r}\n  ours: {got!r}")
+        # records HF refuses: render stops on them with the template's message
+        for i, rec, kw, _, err in bad:
+            errors += 1
+            p = subprocess.run([PB, "render", "--tokenizer-config", tc], input=(line_of(rec, kw, False, i) + "\n").encode(),
+                               capture_output=True)
+            msg = p.stderr.decode(errors="replace")
+            hf_msg = err.split(": ", 1)[1]
+            if p.returncode == 0 or "stdin line 1" not in msg or (
+                    "TemplateError" in err and hf_msg not in msg):
+                fails += 1
+                print(f"FAIL {name} conversation {i}: HF raised {err!r}; render exit {p.returncode}: {msg.strip()!r}")
+        print(f"ok   {name}: {len(good)} prompts equal, {len(bad)} refused as HF refuses")
+    print(f"{len(fixtures)} templates, {len(convs)} conversations: {compared} prompts compared, {errors} refusals")
+    if fails:
+        raise SystemExit(f"FAIL: {fails} mismatches")
+
+
+main()
