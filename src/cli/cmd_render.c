@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "chat/chat.h"
+#include "ckpt/folder.h"
 #include "cli/commands.h"
 #include "gen/jbuf.h"
 
@@ -20,10 +21,14 @@ static pb_status load_chat(const pb_opts *opts, pb_chat **c)
 {
     if (opts->template_path || opts->tokenizer_config)
         return pb_chat_load_files(opts->template_path, opts->tokenizer_config, c);
-    const char *dir = pb_resolve_model_dir(opts);
-    if (!dir)
-        return pb_error(PB_ERR_USAGE, "no model: give --model DIR, --template FILE or --tokenizer-config FILE");
-    return pb_chat_load_dir(dir, c);
+    char *dir = NULL;
+    pb_status st = pb_model_dir_resolve(opts->model_dir, &dir);
+    if (st == PB_OK)
+        st = pb_model_dir_check(dir, 0);
+    if (st == PB_OK)
+        st = pb_chat_load_dir(dir, c);
+    free(dir);
+    return st;
 }
 
 pb_status pb_cmd_render(const pb_opts *opts)
