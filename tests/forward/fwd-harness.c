@@ -1,11 +1,11 @@
 /* Forward-pass test harness: loads a checkpoint through the real loader
  * (config, index, plan of N stages, per-stage weights) and chains the stages.
  *
- *   fwd-harness golden MODEL WORK STAGES THREADS
+ *   fwd-harness golden MODEL WORK STAGES THREADS [CHUNK]
  *       reads WORK/prompts.txt (one prompt of token ids per line) and
  *       WORK/forced.txt (HF's greedy tokens per prompt); runs all prompts in
- *       mixed batches (one prompt prefilled in two chunks while the others
- *       decode, slots permuted) and writes WORK/out-STAGES/prefill_I.f32
+ *       mixed batches (prompt 1 prefilled in two chunks, or in chunks of CHUNK
+ *       tokens, while the others decode, slots permuted) and writes WORK/out-STAGES/prefill_I.f32
  *       [P, vocab], decode_I.f32 [steps, vocab] (logits after feeding forced
  *       token k), and greedy_I.txt (a free-running greedy continuation).
  *   fwd-harness invariance MODEL THREADS
@@ -166,7 +166,7 @@ static int fail_status(pb_status st)
     return pb_status_exit_code(st);
 }
 
-static int cmd_golden(const char *model, const char *work, int n_stages, int threads)
+static int cmd_golden(const char *model, const char *work, int n_stages, int threads, int chunk)
 {
     static int32_t prompts[MAX_PROMPTS][MAX_TOKS], forced[MAX_PROMPTS][MAX_TOKS];
     int plen[MAX_PROMPTS], flen[MAX_PROMPTS];
@@ -223,7 +223,9 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
             if (done_pre[i] < plen[i]) {
                 p = done_pre[i];
                 n = plen[i] - p;
-                if (i == 1 && step == 0 && plen[i] > 1)
+                if (i == 1 && chunk > 0 && n > chunk)
+                    n = chunk;
+                else if (i == 1 && chunk <= 0 && step == 0 && plen[i] > 1)
                     n = plen[i] / 2;
                 src = prompts[i] + p;
             } else if (done_dec[i] < flen[i]) {
@@ -562,7 +564,7 @@ static int cmd_load(const char *model)
 int main(int argc, char **argv)
 {
     if (argc >= 6 && strcmp(argv[1], "golden") == 0)
-        return cmd_golden(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
+        return cmd_golden(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), argc >= 7 ? atoi(argv[6]) : 0);
     if (argc >= 4 && strcmp(argv[1], "invariance") == 0)
         return cmd_invariance(argv[2], atoi(argv[3]));
     if (argc >= 6 && strcmp(argv[1], "memory") == 0)

@@ -37,15 +37,16 @@ def first_divergence(a, b):
 def check(name, root, harness, threads):
     d = make_goldens.make(name, root)
     model = os.path.join(d, "model")
-    spec_layers = make_goldens.SPECS[name]
+    opts = (make_goldens.SPECS.get(name) or make_goldens.WINDOW_SPECS[name])[2]
     gold = np.load(os.path.join(d, "golden.npz"))
     forced = [list(map(int, l.split())) for l in open(os.path.join(d, "forced.txt"))]
     n_layers = int(__import__("json").load(open(os.path.join(d, "spec.json")))["layers"])
-    stage_counts = [1, min(3, n_layers)] if n_layers > 1 else [1]
+    stage_counts = list(opts.get("stages") or ([1, min(3, n_layers)] if n_layers > 1 else [1]))
+    chunk = str(opts.get("chunk", 0))
     errors = []
     outs = {}
     for ns in stage_counts:
-        r = subprocess.run([harness, "golden", model, d, str(ns), str(threads)], capture_output=True, text=True)
+        r = subprocess.run([harness, "golden", model, d, str(ns), str(threads), chunk], capture_output=True, text=True)
         if r.returncode != 0:
             errors.append(f"{ns} stages: harness failed ({r.returncode}): {r.stderr.strip()}")
             continue

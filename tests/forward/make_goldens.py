@@ -87,6 +87,35 @@ SPECS = {
                 dict(bin=True)),
 }
 
+# Sliding / local windows as current HF has them: a query at i sees keys
+# i - W < j <= i (W keys). Prompts 3-4x the window, decode well past it, prompt 1
+# prefilled in chunks smaller than the window, 1, 2 and 3 stages (tests/forward/windows.py).
+_WIN = dict(prompt_lens=(17, 19, 14), n_new=24, stages=(1, 2, 3), chunk=3)
+WINDOW_SPECS = {
+    # every layer windowed
+    "mistral-win": ("mistral", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3,
+                                    intermediate_size=64, vocab_size=128, max_position_embeddings=64, sliding_window=5),
+                    dict(_WIN)),
+    # Qwen2Config: layers from max_window_layers on slide when use_sliding_window
+    "qwen2-win": ("qwen2", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=4,
+                                intermediate_size=64, vocab_size=128, max_position_embeddings=64,
+                                use_sliding_window=True, sliding_window=4, max_window_layers=1), dict(_WIN)),
+    # explicit layer_types win over max_window_layers
+    "qwen2-win-types": ("qwen2", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3,
+                                      intermediate_size=64, vocab_size=128, max_position_embeddings=64,
+                                      use_sliding_window=True, sliding_window=6, max_window_layers=0,
+                                      layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+                        dict(_WIN, bin=True)),
+    # use_sliding_window false: no window anywhere, whatever sliding_window says
+    "qwen2-win-off": ("qwen2", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                                    intermediate_size=64, vocab_size=128, max_position_embeddings=64,
+                                    use_sliding_window=False, sliding_window=3, max_window_layers=0),
+                      dict(_WIN, stages=(1, 2))),
+    # GPT-Neo local layers: window_size keys (its own bias buffer)
+    "gpt-neo-win": ("gpt_neo", dict(hidden_size=32, num_heads=4, num_layers=3, vocab_size=128, max_position_embeddings=64,
+                                    attention_types=[[["local", "global", "local"], 1]], window_size=5,
+                                    intermediate_size=64), dict(_WIN)),
+}
 
 # Larger models for memory and speed checks: saved only (no goldens).
 PLAIN = {
@@ -131,7 +160,8 @@ def rescale(model, seed):
 
 
 def make(name, root):
-    model_type, over, opts = SPECS[name]
+    model_type, over, opts = SPECS[name] if name in SPECS else WINDOW_SPECS[name]
+    n_new = opts.get("n_new", N_NEW)
     seed = sum(map(ord, name))
     torch.manual_seed(seed)
     cfg = AutoConfig.for_model(model_type, **over)
@@ -170,7 +200,7 @@ def make(name, root):
 
     V = cfg.vocab_size
     rng = np.random.default_rng(seed)
-    prompts = [rng.integers(0, V, size=n).tolist() for n in PROMPT_LENS]
+    prompts = [rng.integers(0, V, size=n).tolist() for n in opts.get("prompt_lens", PROMPT_LENS)]
     res = {}
     forced = []
     with torch.no_grad():
@@ -179,11 +209,11 @@ def make(name, root):
             mask = torch.ones_like(ids)
             out = model(input_ids=ids, attention_mask=mask, use_cache=True)
             res[f"prefill_{i}"] = out.logits[0].float().numpy()
-            gen = model.generate(ids, attention_mask=mask, do_sample=False, num_beams=1, max_new_tokens=N_NEW,
-                                 min_new_tokens=N_NEW, pad_token_id=0, eos_token_id=None,
+            gen = model.generate(ids, attention_mask=mask, do_sample=False, num_beams=1, max_new_tokens=n_new,
+                                 min_new_tokens=n_new, pad_token_id=0, eos_token_id=None,
                                  repetition_penalty=1.0, no_repeat_ngram_size=0)
             toks = gen[0, len(p):].tolist()
-            assert len(toks) == N_NEW, (name, len(toks))
+            assert len(toks) == n_new, (name, len(toks))
             forced.append(toks)
             # the decode steps through HF's KV cache, fed the greedy tokens
             past = getattr(out, CACHE)
@@ -216,7 +246,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     root = sys.argv[1]
-    names = sys.argv[2:] or list(SPECS)
+    names = sys.argv[2:] or list(SPECS) + list(WINDOW_SPECS)
     torch.set_num_threads(1)
     for n in names:
         if n in PLAIN:
