@@ -1,0 +1,315 @@
+/* Machine limits for the benchmark (contrib/bench/run.py), measured in the
+ * same run as the figures they bound. Prints one JSON object:
+ *   bandwidth_gbs      memory read rate: T threads, each reading its own half
+ *                      of a buffer far larger than the caches in 4 streams
+ *                      with the widest loads the compiler targets; best of 5
+ *   fma_peak_gflops    f32 FMA rate from registers (independent chains)
+ *   bf16_dot_gflops    bf16 x f32 dot rate from L1 (bf16 widened in registers,
+ *                      or vdpbf16ps on AVX512-BF16), the decode kernel's roof
+ *   gemm: {set: {M: GFLOP/s}}  cblas_sgemm C[M,N] = A[M,K] W[N,K]^T summed over
+ *                      a set of layer shapes, M = 512, 8, 1 (best of 3)
+ *
+ *   limits THREADS [NAME=N:K,N:K,...]...
+ *
+ * Built by run.py with the system compiler and -march=native; not part of the
+ * project's build. */
+#define _GNU_SOURCE
+#include <cblas.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void openblas_set_num_threads(int) __attribute__((weak));
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- bandwidth ---- */
+#define BW_BYTES ((size_t)1 << 29) /* 512 MiB, 64x the L3 here */
+
+typedef struct {
+    char *p;
+    size_t n;
+    pthread_barrier_t *bar;
+    double secs;
+    uint64_t sink;
+} bw_arg;
+
+#if defined(__AVX512F__)
+typedef __m512i vec;
+#define VLOAD(p) _mm512_load_si512((const void *)(p))
+#define VXOR(a, b) _mm512_xor_si512(a, b)
+#define VZERO() _mm512_setzero_si512()
+static uint64_t vsum(vec v) { return (uint64_t)_mm512_reduce_add_epi64(v); }
+#elif defined(__AVX2__)
+typedef __m256i vec;
+#define VLOAD(p) _mm256_load_si256((const __m256i *)(p))
+#define VXOR(a, b) _mm256_xor_si256(a, b)
+#define VZERO() _mm256_setzero_si256()
+static uint64_t vsum(vec v)
+{
+    uint64_t t[4];
+    memcpy(t, &v, sizeof t);
+    return t[0] ^ t[1] ^ t[2] ^ t[3];
+}
+#else
+typedef uint64_t vec;
+#define VLOAD(p) (*(const uint64_t *)(p))
+#define VXOR(a, b) ((a) ^ (b))
+#define VZERO() 0
+static uint64_t vsum(vec v) { return v; }
+#endif
+
+static void *bw_thread(void *v)
+{
+    bw_arg *a = v;
+    memset(a->p, 1, a->n); /* first touch by the reading thread */
+    const size_t q = a->n / 4, step = sizeof(vec);
+    uint64_t sink = 0;
+    double best = 1e30;
+    for (int rep = 0; rep < 5; rep++) {
+        pthread_barrier_wait(a->bar);
+        double t = now();
+        vec s0 = VZERO(), s1 = VZERO(), s2 = VZERO(), s3 = VZERO();
+        vec s4 = VZERO(), s5 = VZERO(), s6 = VZERO(), s7 = VZERO();
+        /* 4 streams, two loads each per iteration */
+        for (size_t i = 0; i < q; i += 2 * step) {
+            s0 = VXOR(s0, VLOAD(a->p + i));
+            s1 = VXOR(s1, VLOAD(a->p + i + step));
+            s2 = VXOR(s2, VLOAD(a->p + q + i));
+            s3 = VXOR(s3, VLOAD(a->p + q + i + step));
+            s4 = VXOR(s4, VLOAD(a->p + 2 * q + i));
+            s5 = VXOR(s5, VLOAD(a->p + 2 * q + i + step));
+            s6 = VXOR(s6, VLOAD(a->p + 3 * q + i));
+            s7 = VXOR(s7, VLOAD(a->p + 3 * q + i + step));
+        }
+        sink ^= vsum(VXOR(VXOR(VXOR(s0, s1), VXOR(s2, s3)), VXOR(VXOR(s4, s5), VXOR(s6, s7))));
+        t = now() - t;
+        pthread_barrier_wait(a->bar);
+        if (t < best)
+            best = t;
+    }
+    a->secs = best;
+    a->sink = sink;
+    return NULL;
+}
+
+static double bandwidth(int threads)
+{
+    char *buf = aligned_alloc(4096, BW_BYTES);
+    bw_arg *args = calloc((size_t)threads, sizeof *args);
+    pthread_t *th = calloc((size_t)threads, sizeof *th);
+    pthread_barrier_t bar;
+    if (!buf || !args || !th)
+        return 0;
+    pthread_barrier_init(&bar, NULL, (unsigned)threads);
+    size_t per = BW_BYTES / (size_t)threads / 4096 * 4096;
+    for (int i = 0; i < threads; i++) {
+        args[i] = (bw_arg){.p = buf + (size_t)i * per, .n = per, .bar = &bar};
+        pthread_create(&th[i], NULL, bw_thread, &args[i]);
+    }
+    double slowest = 0;
+    uint64_t sink = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        if (args[i].secs > slowest)
+            slowest = args[i].secs;
+        sink ^= args[i].sink;
+    }
+    pthread_barrier_destroy(&bar);
+    free(buf);
+    free(args);
+    free(th);
+    if (sink == 42)
+        fputc(' ', stderr);
+    return (double)per * threads / slowest / 1e9;
+}
+
+/* ---- compute peaks ---- */
+typedef struct {
+    int kind; /* 0 fma, 1 bf16 dot */
+    double flops, secs;
+    float sink;
+} peak_arg;
+
+static void *peak_thread(void *v)
+{
+    peak_arg *a = v;
+    const long iters = 20000000;
+    double t = now();
+#if defined(__AVX2__) && defined(__FMA__)
+    if (a->kind == 0) {
+        __m256 x = _mm256_set1_ps(1.0001f), y = _mm256_set1_ps(0.9999f);
+        __m256 c[10];
+        for (int i = 0; i < 10; i++)
+            c[i] = _mm256_set1_ps((float)i);
+        for (long it = 0; it < iters; it++)
+            for (int i = 0; i < 10; i++)
+                c[i] = _mm256_fmadd_ps(x, c[i], y);
+        __m256 s = c[0];
+        for (int i = 1; i < 10; i++)
+            s = _mm256_add_ps(s, c[i]);
+        a->sink = s[0];
+        a->flops = (double)iters * 10 * 16;
+    } else {
+        /* 64 bf16 weights from L1 times f32 activations per iteration */
+        static _Thread_local uint16_t w[4096] __attribute__((aligned(64)));
+        static _Thread_local float x[4096] __attribute__((aligned(64)));
+        for (int i = 0; i < 4096; i++) {
+            w[i] = 0x3f80;
+            x[i] = 1e-6f;
+        }
+        long reps = iters / 64;
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        for (long r = 0; r < reps; r++)
+            for (int k = 0; k < 4096; k += 32) {
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+                __m256bh w0 = (__m256bh)_mm256_load_si256((const __m256i *)(w + k));
+                __m256bh w1 = (__m256bh)_mm256_load_si256((const __m256i *)(w + k + 16));
+                __m256bh x0 = _mm256_cvtne2ps_pbh(_mm256_load_ps(x + k + 8), _mm256_load_ps(x + k));
+                __m256bh x1 = _mm256_cvtne2ps_pbh(_mm256_load_ps(x + k + 24), _mm256_load_ps(x + k + 16));
+                c0 = _mm256_dpbf16_ps(c0, w0, x0);
+                c1 = _mm256_dpbf16_ps(c1, w1, x1);
+#else
+                __m256i h0 = _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(w + k)));
+                __m256i h1 = _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(w + k + 8)));
+                __m256i h2 = _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(w + k + 16)));
+                __m256i h3 = _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(w + k + 24)));
+                c0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_load_ps(x + k), c0);
+                c1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h1, 16)), _mm256_load_ps(x + k + 8), c1);
+                c2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h2, 16)), _mm256_load_ps(x + k + 16), c2);
+                c3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h3, 16)), _mm256_load_ps(x + k + 24), c3);
+#endif
+            }
+        __m256 s = _mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3));
+        a->sink = s[0];
+        a->flops = (double)reps * 4096 * 2;
+    }
+#else
+    volatile float c = 0;
+    for (long it = 0; it < iters; it++)
+        c = c * 1.0001f + 0.5f;
+    a->sink = c;
+    a->flops = (double)iters * 2;
+#endif
+    a->secs = now() - t;
+    return NULL;
+}
+
+static double peak(int threads, int kind)
+{
+    peak_arg args[64];
+    pthread_t th[64];
+    double rate = 0;
+    if (threads > 64)
+        threads = 64;
+    for (int i = 0; i < threads; i++) {
+        args[i] = (peak_arg){.kind = kind};
+        pthread_create(&th[i], NULL, peak_thread, &args[i]);
+    }
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        rate += args[i].flops / args[i].secs / 1e9;
+    }
+    return rate;
+}
+
+/* ---- sgemm over a set of shapes ---- */
+static double gemm_rate(int M, const long *nk, int n_shapes)
+{
+    size_t amax = 0, wmax = 0, cmax = 0;
+    for (int s = 0; s < n_shapes; s++) {
+        size_t N = (size_t)nk[2 * s], K = (size_t)nk[2 * s + 1];
+        if ((size_t)M * K > amax) amax = (size_t)M * K;
+        if (N * K > wmax) wmax = N * K;
+        if ((size_t)M * N > cmax) cmax = (size_t)M * N;
+    }
+    float *A = malloc(amax * sizeof *A), *W = malloc(wmax * sizeof *W), *C = malloc(cmax * sizeof *C);
+    if (!A || !W || !C)
+        return 0;
+    for (size_t i = 0; i < amax; i++) A[i] = (float)(i % 7) * 0.01f;
+    for (size_t i = 0; i < wmax; i++) W[i] = (float)(i % 5) * 0.01f;
+    double best = 1e30, flops = 0;
+    for (int rep = 0; rep < 4; rep++) { /* the first is a warm-up */
+        double t = now();
+        flops = 0;
+        for (int s = 0; s < n_shapes; s++) {
+            int N = (int)nk[2 * s], K = (int)nk[2 * s + 1];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, W, K, 0.0f, C, N);
+            flops += 2.0 * M * N * K;
+        }
+        t = now() - t;
+        if (rep > 0 && t < best)
+            best = t;
+    }
+    free(A);
+    free(W);
+    free(C);
+    return flops / best / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: limits THREADS [NAME=N:K,N:K,...]...\n");
+        return 2;
+    }
+    int threads = atoi(argv[1]);
+    if (threads < 1 || threads > 64) {
+        fprintf(stderr, "limits: THREADS must be 1..64\n");
+        return 2;
+    }
+    if (openblas_set_num_threads)
+        openblas_set_num_threads(threads);
+    printf("{\"threads\": %d, \"bandwidth_gbs\": %.2f, \"fma_peak_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, "
+           "\"bf16_dot_kind\": \"%s\", \"gemm\": {",
+           threads, bandwidth(threads), peak(threads, 0), peak(threads, 1),
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+           "avx512bf16 vdpbf16ps"
+#elif defined(__AVX2__)
+           "avx2 widen+fma"
+#else
+           "scalar"
+#endif
+    );
+    fflush(stdout);
+    for (int i = 2; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) {
+            fprintf(stderr, "limits: '%s' is not NAME=N:K,...\n", argv[i]);
+            return 2;
+        }
+        long nk[256];
+        int n = 0;
+        for (char *p = eq + 1; *p && n < 128;) {
+            char *e;
+            long N = strtol(p, &e, 10);
+            if (*e != ':')
+                return 2;
+            long K = strtol(e + 1, &e, 10);
+            if (N < 1 || K < 1 || N > (1L << 20) || K > (1L << 20))
+                return 2;
+            nk[2 * n] = N;
+            nk[2 * n + 1] = K;
+            n++;
+            p = *e == ',' ? e + 1 : e;
+        }
+        printf("%s\"%.*s\": {", i > 2 ? ", " : "", (int)(eq - argv[i]), argv[i]);
+        static const int Ms[] = {512, 8, 1};
+        for (int m = 0; m < 3; m++) {
+            printf("%s\"%d\": %.1f", m ? ", " : "", Ms[m], gemm_rate(Ms[m], nk, n));
+            fflush(stdout);
+        }
+        printf("}");
+    }
+    printf("}}\n");
+    return 0;
+}

@@ -1,0 +1,617 @@
+#!/usr/bin/env python3
+"""pippy-batch beside llama.cpp and PyTorch, and beside the machine's limits,
+in one run. Prints a table and writes JSON. Figures only, never pass/fail.
+
+Peers, each with the same number of threads, greedy, every sequence
+generating the same number of tokens:
+  llama.cpp  through llama-cpp-python (built from source for this CPU by
+             contrib/bench/setup-peers.sh in its own venv), on a GGUF made by
+             llama.cpp's own convert_hf_to_gguf.py from the same HF folder at
+             the same dtype; driven through its C API (llama_decode on a
+             multi-sequence batch), outputs argmax'ed with numpy.
+  PyTorch    eager, transformers 5.x `generate` with the KV cache, from the
+             project's .venv.
+Models: the real SmolLM2-135M (bf16, contrib/pb-get-smollm2), a GPT-2-124M
+shape (f32 and f16) and a TinyLlama-1.1B shape (bf16), random weights from
+contrib/pb-make-checkpoint.
+
+Measures (median of --runs, peers interleaved within each run):
+  load_s       pippy: process wall minus generation wall (start, tokenizer,
+               plan, weights); peers: model + context construction
+  prefill      one 512-token prompt: 512 / time to its first token (tok/s)
+  ttft_s       that time to first token
+  decode_bN    N sequences of a short prompt, tokens after the first of each
+               / time after the first token (aggregate tok/s)
+  rss_mib      peak RSS of the process (pippy: the largest of its runs)
+Limits measured in the same run (contrib/bench/limits.c, same threads):
+memory read bandwidth, f32 FMA and bf16-dot peaks, cblas_sgemm at the model's
+layer shapes for M = 512, 8, 1. Bounds: decode at batch 1 <= bandwidth /
+weight bytes read per token; prefill <= SGEMM(M=512) / (2 * matmul weights).
+
+Usage: run.py [--quick] [--runs N] [--models a,b] [--json FILE] ...
+(contrib/bench/run.sh sets the paths; `make bench` runs it).
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(os.path.dirname(HERE))
+
+MODELS = {
+    # name: (how, dtype, family args for pb-make-checkpoint, tokenizer)
+    "smollm2-135m-bf16": ("smollm2", "bf16", None, None),
+    "gpt2-124m-f32": ("make", "f32", ["--family", "gpt2", "--layers", "12", "--hidden", "768", "--heads", "12",
+                                      "--vocab", "50257", "--max-pos", "1024", "--eos", "50256", "--bos", "50256"],
+                      "gpt2"),
+    "gpt2-124m-f16": ("make", "f16", ["--family", "gpt2", "--layers", "12", "--hidden", "768", "--heads", "12",
+                                      "--vocab", "50257", "--max-pos", "1024", "--eos", "50256", "--bos", "50256"],
+                      "gpt2"),
+    "tinyllama-1.1b-bf16": ("make", "bf16", ["--family", "llama", "--layers", "22", "--hidden", "2048",
+                                             "--heads", "32", "--kv-heads", "4", "--intermediate", "5632",
+                                             "--vocab", "32000", "--max-pos", "2048", "--eos", "2", "--bos", "1"],
+                            "llama2"),
+    # small enough for a smoke check on a busy machine (--quick)
+    "llama-20m-bf16": ("make", "bf16", ["--family", "llama", "--layers", "4", "--hidden", "256", "--heads", "8",
+                                        "--kv-heads", "4", "--intermediate", "688", "--vocab", "32000",
+                                        "--max-pos", "1024", "--eos", "2", "--bos", "1"], "llama2"),
+}
+PEERS = ["pippy", "llama.cpp", "pytorch"]
+MEASURES = ["load_s", "prefill", "ttft_s"]  # + decode_bN, rss_mib
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- workers
+# Run in a child process (the llama.cpp one in the peers' venv, which has no
+# torch): read a job as JSON from argv, print one JSON line of results.
+
+def worker_llama(job):
+    import numpy as np
+    import llama_cpp as L
+    T = job["threads"]
+    maxb = max(job["batches"])
+    P, N = len(job["prompt"]), job["tokens"]
+    L.llama_backend_init()
+    t = time.perf_counter()
+    mp = L.llama_model_default_params()
+    model = L.llama_model_load_from_file(job["gguf"].encode(), mp)
+    if not model:
+        raise SystemExit("llama.cpp: cannot load " + job["gguf"])
+    cp = L.llama_context_default_params()
+    cp.n_ctx = max(len(job["long"]) + 16, maxb * (P + N) + 16)
+    cp.n_batch = max(512, maxb * P, len(job["long"]))
+    cp.n_ubatch = 512
+    cp.n_seq_max = maxb
+    cp.n_threads = T
+    cp.n_threads_batch = T
+    cp.kv_unified = True
+    cp.no_perf = True
+    ctx = L.llama_init_from_model(model, cp)
+    if not ctx:
+        raise SystemExit("llama.cpp: cannot create a context")
+    res = {"load_s": time.perf_counter() - t}
+    nv = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+    cap = max(cp.n_batch, maxb)
+    batch = L.llama_batch_init(cap, 0, 1)
+    mem = L.llama_get_memory(ctx)
+
+    def run(items):  # items: (token, pos, seq, want_logits) -> argmax of each output, in order
+        batch.n_tokens = len(items)
+        n_out = 0
+        for i, (tok, pos, seq, out) in enumerate(items):
+            batch.token[i] = tok
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = 1 if out else 0
+            n_out += 1 if out else 0
+        if L.llama_decode(ctx, batch) != 0:
+            raise SystemExit("llama.cpp: llama_decode failed")
+        logits = np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(n_out * nv,)).reshape(n_out, nv)
+        return logits.argmax(axis=1).tolist()
+
+    # warm-up (the weights are mmapped: touch them once, outside the timings)
+    run([(job["prompt"][0], 0, 0, True)])
+    L.llama_memory_clear(mem, True)
+    long = job["long"]
+    t = time.perf_counter()
+    run([(tok, i, 0, i == len(long) - 1) for i, tok in enumerate(long)])
+    res["ttft_s"] = time.perf_counter() - t
+    res["prefill"] = len(long) / res["ttft_s"]
+    for B in job["batches"]:
+        L.llama_memory_clear(mem, True)
+        nxt = run([(tok, i, s, i == P - 1) for s in range(B) for i, tok in enumerate(job["prompt"])])
+        t = time.perf_counter()
+        for step in range(N - 1):
+            nxt = run([(nxt[s], P + step, s, True) for s in range(B)])
+        res[f"decode_b{B}"] = B * (N - 1) / (time.perf_counter() - t)
+    L.llama_batch_free(batch)
+    L.llama_free(ctx)
+    L.llama_model_free(model)
+    return res
+
+
+def worker_torch(job):
+    import torch
+    from transformers import AutoModelForCausalLM, StoppingCriteria, StoppingCriteriaList
+    torch.set_num_threads(job["threads"])
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[job["dtype"]]
+    t = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dt)
+    model.eval()
+    res = {"load_s": time.perf_counter() - t}
+
+    class Stamp(StoppingCriteria):
+        def __init__(self):
+            self.t = []
+
+        def __call__(self, input_ids, scores, **kw):
+            self.t.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    P, N = len(job["prompt"]), job["tokens"]
+
+    def gen(ids, n):
+        st = Stamp()
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                       do_sample=False, use_cache=True, stopping_criteria=StoppingCriteriaList([st]),
+                       pad_token_id=0, eos_token_id=None)
+        return st.t
+
+    with torch.inference_mode():
+        gen(torch.tensor([job["prompt"]]), 2)  # warm-up
+        long = torch.tensor([job["long"]])
+        t = time.perf_counter()
+        stamps = gen(long, 1)
+        res["ttft_s"] = stamps[0] - t
+        res["prefill"] = long.shape[1] / res["ttft_s"]
+        for B in job["batches"]:
+            stamps = gen(torch.tensor([job["prompt"]] * B), N)
+            res[f"decode_b{B}"] = B * (N - 1) / (stamps[-1] - stamps[0])
+    return res
+
+
+def child(python, kind, job, timeout):
+    """Run a worker in a fresh process; it reports its own peak RSS."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+        path = f.name
+    try:
+        p = subprocess.Popen([python, os.path.abspath(__file__), "--worker", kind, path],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS=str(job["threads"]),
+                                      OPENBLAS_NUM_THREADS=str(job["threads"]),
+                                      MKL_NUM_THREADS=str(job["threads"])))
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise RuntimeError(f"{kind} worker still running after {timeout} s: stopped")
+    finally:
+        os.unlink(path)
+    if p.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed (exit {p.returncode}): {err.strip()[-800:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    res["rss_mib"] = res.pop("_rss_kib", 0) / 1024
+    return res
+
+
+# ---------------------------------------------------------------- pippy
+
+def pippy_help(pb):
+    return subprocess.run([pb, "--help"], capture_output=True, text=True).stdout
+
+
+def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, tmp):
+    """One pippy-batch process; returns (metrics, wall_s, peak_rss_kib)."""
+    inp, out, met = (os.path.join(tmp, n) for n in ("in.jsonl", "out.jsonl", "m.json"))
+    for p in (out, met):
+        if os.path.exists(p):
+            os.unlink(p)
+    with open(inp, "w") as f:
+        for r in records:
+            f.write(json.dumps({"prompt": r}) + "\n")
+    cmd = [pb, "-q", "--model", model, "--in", inp, "--out", out, "--metrics", met, "--threads", str(threads),
+           "--batch-size", str(batch), "--max-tokens", str(max_tokens), "--max-seq-len", str(seq),
+           "--temperature", "0"]
+    if ignore_eos:
+        cmd.append("--ignore-eos")
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    err = p.stderr.read()
+    p.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"pippy-batch failed: {' '.join(cmd)}: {err.strip()[-800:]}")
+    with open(met) as f:
+        m = json.load(f)
+    return m, wall, ru.ru_maxrss
+
+
+def measure_pippy(pb, m, job, ignore_eos):
+    res = {}
+    rss = 0
+    with tempfile.TemporaryDirectory(prefix="pbbench.") as tmp:
+        met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]], 1, 1, len(job["long"]) + 8, job["threads"],
+                                 ignore_eos, tmp)
+        rss = max(rss, r)
+        if met["prompt_tokens"] != len(job["long"]):
+            job["notes"].append(f"{m['name']}: pippy counted {met['prompt_tokens']} prompt tokens, "
+                                f"HF {len(job['long'])}")
+        res["load_s"] = wall - met["wall_seconds"]
+        res["ttft_s"] = met["time_to_first_token_mean"]
+        res["prefill"] = met["prompt_tokens"] / met["time_to_first_token_mean"]
+        P, N = len(job["prompt"]), job["tokens"]
+        for B in job["batches"]:
+            met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N + 8, job["threads"],
+                                     ignore_eos, tmp)
+            rss = max(rss, r)
+            comp, recs = met["completion_tokens"], met["records"]
+            if comp != B * N:
+                job["notes"].append(f"{m['name']}: pippy generated {comp} tokens at batch {B}, not {B * N} "
+                                    "(EOS reached)")
+            dec_s = comp / met["decode_tokens_per_second"] if met["decode_tokens_per_second"] else 0
+            res[f"decode_b{B}"] = (comp - recs) / dec_s if dec_s else 0
+    res["rss_mib"] = rss / 1024
+    return res
+
+
+# ---------------------------------------------------------------- models
+
+def st_headers(d):
+    """{name: (dtype, shape, nbytes)} over the folder's safetensors files."""
+    out = {}
+    for fn in sorted(os.listdir(d)):
+        if not fn.endswith(".safetensors"):
+            continue
+        with open(os.path.join(d, fn), "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            h = json.loads(f.read(n))
+        for k, v in h.items():
+            if k != "__metadata__":
+                out[k] = (v["dtype"], v["shape"], v["data_offsets"][1] - v["data_offsets"][0])
+    return out
+
+
+def model_facts(d):
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    H = cfg.get("hidden_size") or cfg.get("n_embd")
+    L = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    heads = cfg.get("num_attention_heads") or cfg.get("n_head")
+    kvh = cfg.get("num_key_value_heads") or heads
+    hd = cfg.get("head_dim") or H // heads
+    inter = cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * H
+    V = cfg["vocab_size"]
+    gated = cfg.get("model_type") != "gpt2"
+    shapes = [(heads * hd, H), (kvh * hd, H), (kvh * hd, H), (H, heads * hd)]
+    shapes += [(inter, H), (inter, H), (H, inter)] if gated else [(inter, H), (H, inter)]
+    layer_params = sum(n * k for n, k in shapes)
+    hdr = st_headers(d)
+    tied = cfg.get("tie_word_embeddings", cfg.get("model_type") == "gpt2")
+    read = 0  # bytes a decode step reads: every weight but the lookup tables (the tied one as the head)
+    weight_bytes = 0
+    for k, (_, _, nb) in hdr.items():
+        weight_bytes += nb
+        lookup = any(s in k for s in ("embed_tokens", "wte.", "wpe."))
+        if not lookup or (tied and ("embed_tokens" in k or "wte." in k)):
+            read += nb
+    kv_per_token = 2 * L * kvh * hd * 4  # f32 K and V, as pippy's cache
+    return {"hidden": H, "layers": L, "vocab": V, "heads": heads, "kv_heads": kvh, "intermediate": inter,
+            "matmul_params": L * layer_params + V * H, "weight_bytes": weight_bytes, "read_bytes": read,
+            "kv_bytes_per_token": kv_per_token,
+            "shapes": shapes + [(V, H)]}
+
+
+def prepare_model(name, a, py, converter):
+    how, dtype, fam, tok = MODELS[name]
+    cache = a.cache
+    if how == "smollm2":
+        d = a.smollm2
+        if not os.path.exists(os.path.join(d, "config.json")):
+            tool = os.path.join(SRC, "contrib", "pb-get-smollm2")
+            if not os.path.exists(tool):
+                log(f"skip {name}: no {d} and no contrib/pb-get-smollm2")
+                return None
+            log(f"fetching SmolLM2-135M into {d} (contrib/pb-get-smollm2)")
+            subprocess.run([py, tool, "--dest", d], check=True, stdout=sys.stderr)
+    else:
+        d = os.path.join(cache, name)
+        if not os.path.exists(os.path.join(d, "config.json")):
+            log(f"making {name} with contrib/pb-make-checkpoint")
+            tj = os.path.join(cache, tok + ".tokenizer.json")
+            if not os.path.exists(tj):
+                with open(tj, "wb") as f:
+                    subprocess.run(["zstd", "-dqc", os.path.join(SRC, "tests", "data", "tokenizers",
+                                                              tok + ".json.zst")], check=True, stdout=f)
+            tmpd = d + ".tmp"
+            shutil.rmtree(tmpd, ignore_errors=True)
+            subprocess.run([py, os.path.join(SRC, "contrib", "pb-make-checkpoint"), "--out", tmpd,
+                            "--dtype", dtype, "--tokenizer", tj] + fam, check=True, stdout=subprocess.DEVNULL)
+            os.rename(tmpd, d)
+    gguf = None
+    if converter:
+        gguf = os.path.join(cache, f"{name}.{dtype}.gguf")
+        if not os.path.exists(gguf):
+            log(f"converting {name} to GGUF {dtype} with llama.cpp's convert_hf_to_gguf.py")
+            # its own gguf-py, and sentencepiece from setup-peers.sh (the llama family's vocab)
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(os.path.dirname(converter), "gguf-py"),
+                                                              os.path.join(a.peers_dir, "pydeps")]))
+            r = subprocess.run([py, converter, d, "--outtype", dtype, "--outfile", gguf + ".tmp"], env=env,
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                log(f"llama.cpp converter failed on {name}: {r.stderr.strip()[-600:]}")
+                gguf = None
+            else:
+                os.rename(gguf + ".tmp", gguf)
+    from tokenizers import Tokenizer
+    tk = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    # a prefill prompt of exactly --prefill-tokens (HF count, special tokens included) and a short one
+    want = a.prefill_tokens
+    pool = ("the quick brown fox jumps over the lazy dog while a small cat sleeps in the warm sun " * want).split()
+    ntok = lambda t: len(tk.encode(t).ids)  # noqa: E731
+    lo, hi = 1, len(pool)                   # the most words whose count stays <= want
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ntok(" ".join(pool[:mid])) <= want else (lo, mid - 1)
+    text = " ".join(pool[:lo])
+    while ntok(text) < want:
+        text += " a"
+    if ntok(text) != want:
+        raise RuntimeError(f"{name}: cannot make a {want}-token prompt")
+    short = "Benchmark prompt: the quick brown fox jumps over the lazy dog"
+    return {"name": name, "dir": d, "dtype": dtype, "gguf": gguf, "long_text": text,
+            "long": tk.encode(text).ids, "short_text": short, "prompt": tk.encode(short).ids,
+            "facts": model_facts(d)}
+
+
+# ---------------------------------------------------------------- limits
+
+def run_limits(a, models):
+    exe = os.path.join(a.cache, "limits")
+    src = os.path.join(HERE, "limits.c")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "openblas"], capture_output=True,
+                               text=True).stdout.split() or ["-lopenblas"]
+        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-march=native", "-o", exe, src] + flags + ["-lpthread"],
+                       check=True)
+    sets = [m["name"] + "=" + ",".join(f"{n}:{k}" for n, k in m["facts"]["shapes"]) for m in models]
+    r = subprocess.run([exe, str(a.threads)] + sets, capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+
+
+def kern_bench(a):
+    """The kernels' own microbenchmark, when the build has one."""
+    exe = os.path.join(a.build, "tests", "cpu", "kern-bench")
+    if subprocess.run(["make", "-s", "-C", a.build, "tests/cpu/kern-bench"], capture_output=True).returncode != 0 \
+            or not os.path.exists(exe):
+        return None
+    r = subprocess.run([exe], capture_output=True, text=True, env=dict(os.environ, PB_THREADS=str(a.threads)))
+    return r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(v, kind):
+    if v is None:
+        return "-"
+    if kind in ("load_s", "ttft_s"):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    if kind == "rss_mib":
+        return f"{v:.0f}"
+    return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
+
+
+def ratio(a, b, higher_better=True):
+    if a is None or b is None or a == 0 or b == 0:
+        return None
+    return a / b if higher_better else b / a
+
+
+def bounds(m, lim, batches):
+    f = m["facts"]
+    g = lim["gemm"].get(m["name"], {})
+    flops_tok = 2 * f["matmul_params"]
+    bw_tok = lim["bandwidth_gbs"] * 1e9 / f["read_bytes"]
+    out = {"prefill": g.get("512", 0) * 1e9 / flops_tok, "ttft_s": None}
+    for B in batches:
+        gr = g.get("1" if B == 1 else "8" if B <= 8 else "512", 0) * 1e9 / flops_tok
+        out[f"decode_b{B}"] = min(B * bw_tok, gr) if B > 1 else bw_tok
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="one small model (llama-20m-bf16 unless --models), one run, batches 1 and 8: a smoke check")
+    ap.add_argument("--models", help="comma list of " + ",".join(MODELS))
+    ap.add_argument("--peers", default=",".join(PEERS), help="comma list of " + ",".join(PEERS))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--batches", default="1,8,32,64")
+    ap.add_argument("--tokens", type=int, default=32, help="tokens generated per sequence in decode runs")
+    ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt length of the prefill run")
+    ap.add_argument("--budget", type=float, default=0,
+                    help="seconds: start no new peer run after this (medians over the runs done)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timeout", type=int, default=900, help="seconds one peer may take for one model and run")
+    ap.add_argument("--build", default=os.environ.get("PB_BUILDDIR", os.path.join(SRC, "build")))
+    ap.add_argument("--peers-dir", default=os.path.join(SRC, "build-bench"),
+                    help="where contrib/bench/setup-peers.sh installed llama-cpp-python")
+    ap.add_argument("--cache", help="generated models and GGUFs (default: PEERS_DIR/models)")
+    ap.add_argument("--smollm2", default=os.path.join(SRC, "models", "SmolLM2-135M-Instruct"),
+                    help="SmolLM2-135M HF folder (made by contrib/pb-get-smollm2 when absent)")
+    ap.add_argument("--json", default="bench.json", help="results file (default bench.json)")
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.worker:
+        kind, path = a.worker
+        job = json.load(open(path))
+        res = worker_llama(job) if kind == "llama" else worker_torch(job)
+        res["_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps(res), flush=True)
+        return 0
+
+    if a.quick:
+        a.runs = 1
+        a.batches = "1,8"
+        a.tokens = min(a.tokens, 16)
+    batches = [int(b) for b in a.batches.split(",")]
+    peers = a.peers.split(",")
+    a.cache = a.cache or os.path.join(a.peers_dir, "models")
+    os.makedirs(a.cache, exist_ok=True)
+    pb = os.path.join(a.build, "pippy-batch")
+    if not os.access(pb, os.X_OK):
+        raise SystemExit(f"no {pb}: build first (or --build DIR)")
+    py = sys.executable
+    peers_py = os.path.join(a.peers_dir, "venv", "bin", "python")
+    converter = os.path.join(a.peers_dir, "llama.cpp", "convert_hf_to_gguf.py")
+    notes = []
+    if "llama.cpp" in peers and not (os.access(peers_py, os.X_OK) and os.path.exists(converter)):
+        notes.append(f"llama.cpp skipped: no {peers_py} (run contrib/bench/setup-peers.sh)")
+        peers.remove("llama.cpp")
+        converter = None
+    if "llama.cpp" not in peers:
+        converter = None
+    ignore_eos = "--ignore-eos" in pippy_help(pb)
+    if not ignore_eos:
+        notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
+
+    if a.models:
+        names = a.models.split(",")
+    elif a.quick:
+        names = ["llama-20m-bf16"]
+    else:
+        names = [n for n in MODELS if n != "llama-20m-bf16"]
+    models = []
+    for n in names:
+        if n not in MODELS:
+            raise SystemExit(f"unknown model {n}: one of {', '.join(MODELS)}")
+        m = prepare_model(n, a, py, converter)
+        if m:
+            models.append(m)
+    if not models:
+        raise SystemExit("no model to run")
+
+    load0 = os.getloadavg()
+    log("measuring the machine's limits")
+    lim = run_limits(a, models)
+    results = {m["name"]: {p: [] for p in peers} for m in models}
+    t_start = time.time()
+    for r in range(a.runs):
+        for m in models:
+            for p in peers:
+                if a.budget and time.time() - t_start > a.budget:
+                    if not any("budget" in n for n in notes):
+                        notes.append(f"--budget {a.budget:.0f} s spent during run {r + 1}: later runs not started")
+                    continue
+                job = {"threads": a.threads, "batches": batches, "tokens": a.tokens, "long": m["long"],
+                       "prompt": m["prompt"], "model": m["dir"], "gguf": m["gguf"], "dtype": m["dtype"]}
+                log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
+                try:
+                    if p == "pippy":
+                        res = measure_pippy(pb, m, dict(job, notes=notes), ignore_eos)
+                    elif p == "llama.cpp":
+                        if not m["gguf"]:
+                            continue
+                        res = child(peers_py, "llama", job, a.timeout)
+                    else:
+                        res = child(py, "torch", job, a.timeout)
+                except (RuntimeError, OSError, ValueError) as e:
+                    log(f"{m['name']} {p}: {e}")
+                    notes.append(f"{m['name']} {p} run {r + 1} failed: {str(e)[:300]}")
+                    continue
+                results[m["name"]][p].append(res)
+    lim_after = run_limits(a, models) if a.runs > 1 else None
+    kb = kern_bench(a)
+
+    keys = ["load_s", "prefill", "ttft_s"] + [f"decode_b{b}" for b in batches] + ["rss_mib"]
+    pt = a.prefill_tokens
+    labels = {"load_s": "load s", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
+              "rss_mib": "peak RSS MiB"}
+    labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
+    med = {}
+    for m in models:
+        med[m["name"]] = {}
+        for p in peers:
+            runs = results[m["name"]][p]
+            med[m["name"]][p] = {k: statistics.median([x[k] for x in runs if k in x])
+                                 if any(k in x for x in runs) else None for k in keys}
+
+    # ---- table
+    out = []
+    w = out.append
+    done = [len(results[m["name"]][p]) for m in models for p in peers]
+    nruns = f"{min(done)}" if min(done) == max(done) else f"{min(done)}-{max(done)}"
+    w(f"pippy-batch benchmark: {a.threads} threads, median of {nruns} run(s) (peers interleaved), "
+      f"{a.tokens} tokens per sequence in decode runs; load average {load0[0]:.1f} at the start")
+    w(f"limits: memory read {lim['bandwidth_gbs']:.1f} GB/s, f32 FMA peak {lim['fma_peak_gflops']:.0f} GFLOP/s, "
+      f"bf16 dot {lim['bf16_dot_gflops']:.0f} GFLOP/s ({lim['bf16_dot_kind']})"
+      + (f"; at the end {lim_after['bandwidth_gbs']:.1f} GB/s" if lim_after else ""))
+    for m in models:
+        g = lim["gemm"][m["name"]]
+        f = m["facts"]
+        w("")
+        w(f"{m['name']}: {f['weight_bytes'] / 2**20:.0f} MiB of weights, {f['read_bytes'] / 2**20:.0f} MiB read per "
+          f"decode step, {f['matmul_params'] / 1e6:.0f} M matmul weights; sgemm at its shapes: "
+          f"M=512 {g['512']:.1f}, M=8 {g['8']:.1f}, M=1 {g['1']:.1f} GFLOP/s")
+        bd = bounds(m, lim, batches)
+        bd["rss_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] * max(batches) * (len(m["prompt"]) + a.tokens)) \
+            / 2**20
+        hdr = f"  {'measure':20} " + " ".join(f"{p:>10}" for p in peers) + f" {'bound':>10}"
+        hdr += "".join(f" {'pb/' + q[:5]:>9}" for q in peers if q != "pippy") + f" {'pb/bound':>9}"
+        w(hdr)
+        for k in keys:
+            row = f"  {labels[k]:20} " + " ".join(f"{fmt(med[m['name']][p][k], k):>10}" for p in peers)
+            b = bd.get(k)
+            row += f" {fmt(b, k):>10}"
+            hb = k not in ("load_s", "ttft_s", "rss_mib")
+            pv = med[m["name"]].get("pippy", {}).get(k) if "pippy" in peers else None
+            for q in peers:
+                if q != "pippy":
+                    rr = ratio(pv, med[m["name"]][q][k], hb)
+                    row += f" {('%.2f' % rr) if rr else '-':>9}"
+            rb = ratio(pv, b, hb) if b else None
+            row += f" {('%.2f' % rb) if rb else '-':>9}"
+            w(row)
+    w("")
+    w("bound: decode b1 = bandwidth / bytes read per step; decode bN = min(N x that, sgemm rate at M=8 (N<=8) "
+      "or 512 / 2 x matmul weights); prefill = sgemm(M=512) / 2 x matmul weights; peak RSS = weights + f32 KV "
+      "cache of the largest batch. Ratios > 1 favour pippy-batch (for load, TTFT and RSS: the peer's / pippy's).")
+    for n in notes:
+        w("note: " + n)
+    text = "\n".join(out)
+    print(text)
+    if kb:
+        print("\nkernel microbenchmark (tests/cpu/kern-bench):\n" + kb)
+    doc = {"threads": a.threads, "runs": a.runs, "tokens": a.tokens, "batches": batches, "peers": peers,
+           "loadavg_start": load0, "limits": lim, "limits_end": lim_after, "notes": notes,
+           "models": {m["name"]: {"dtype": m["dtype"], "facts": m["facts"], "gguf": m["gguf"],
+                                  "prompt_tokens": len(m["prompt"]), "median": med[m["name"]],
+                                  "runs": results[m["name"]], "bounds": bounds(m, lim, batches)}
+                      for m in models},
+           "kern_bench": kb, "table": text}
+    with open(a.json, "w") as f:
+        json.dump(doc, f, indent=1)
+    log(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
