@@ -6,7 +6,7 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 APT_PACKAGES="build-essential autoconf automake libtool pkg-config \
- libpmix-dev libzstd-dev libcjson-dev libopenblas-dev libpcre2-dev libutf8proc-dev libsodium-dev \
+ libpmix-dev libzstd-dev libcjson-dev libopenblas-dev libpcre2-dev libutf8proc-dev libsodium-dev libsimde-dev \
  zstd jq openmpi-bin libopenmpi-dev slurm-wlm \
  python3 python3-venv \
  clang valgrind man-db"

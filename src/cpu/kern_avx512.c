@@ -1,8 +1,342 @@
-/* AVX-512 path (placeholder until the AVX-512 kernels land): the AVX2 table. */
+/* AVX-512F path of the CPU kernels: one zmm per panel row of 16 columns.
+ * Same reduction order as the portable path (kern_portable.c), bit for bit.
+ * Also compiled by tests/cpu/kern_simde.c with PB_KERN_SIMDE defined: the
+ * same source against SIMDe's emulation of the intrinsics, so that machines
+ * without AVX-512 test this path too (as pb_kops_avx512_simde). */
 #include "config.h"
 
 #include "cpu/kern_impl.h"
 
 #ifdef PB_KERN_X86
-const pb_kops pb_kops_avx512 = {0};
+#include <math.h>
+#include <string.h>
+
+#ifdef PB_KERN_SIMDE
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#include <simde/x86/f16c.h>
+#define TGT
+#define OPS pb_kops_avx512_simde
+#ifndef _mm512_cvtph_ps /* absent from SIMDe 0.7: defined here from its specification */
+static __m512 pb_simde_cvtph_ps(__m256i h)
+{
+    uint16_t in[16];
+    float out[16];
+    memcpy(in, &h, sizeof in);
+    for (int i = 0; i < 16; i++)
+        out[i] = pb_f16_to_f32(in[i]);
+    return _mm512_loadu_ps(out);
+}
+#define _mm512_cvtph_ps pb_simde_cvtph_ps
+#endif
+#else
+#include <immintrin.h>
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define OPS pb_kops_avx512
+#endif
+extern const pb_kops OPS;
+
+#define INL static inline __attribute__((always_inline)) TGT
+
+#define MR 8
+#define GMAX 8
+#define PF 16 /* prefetch distance in k rows of a panel */
+
+INL __m512 acc_load(const float *c, int n)
+{
+    if (n == PB_KNR)
+        return _mm512_loadu_ps(c);
+    float t[PB_KNR] = {0};
+    memcpy(t, c, (size_t)n * sizeof(float));
+    return _mm512_loadu_ps(t);
+}
+
+INL void acc_store(float *c, int n, __m512 a)
+{
+    if (n == PB_KNR) {
+        _mm512_storeu_ps(c, a);
+    } else {
+        float t[PB_KNR];
+        _mm512_storeu_ps(t, a);
+        memcpy(c, t, (size_t)n * sizeof(float));
+    }
+}
+
+/* R rows x G panels; R, G and dt are constants after inlining */
+INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                 float *c, size_t ldc, int nlast, int accumulate)
+{
+    __m512 acc[MR][GMAX];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc[r][g] = accumulate ? acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR)
+                                   : _mm512_setzero_ps();
+    if (dt == PB_DT_F32) {
+        const float *wp = w;
+        for (int k = 0; k < kc; k++) {
+            __m512 wv[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const float *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
+                _mm_prefetch((const char *)(p + PF * PB_KNR), _MM_HINT_T0);
+                wv[g] = _mm512_loadu_ps(p);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++)
+                    acc[r][g] = _mm512_fmadd_ps(xb, wv[g], acc[r][g]);
+            }
+        }
+    } else if (dt == PB_DT_F16) {
+        const uint16_t *wp = w;
+        for (int k = 0; k < kc; k++) {
+            __m512 wv[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
+                if (!(k & 1))
+                    _mm_prefetch((const char *)(p + PF * PB_KNR), _MM_HINT_T0);
+                wv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++)
+                    acc[r][g] = _mm512_fmadd_ps(xb, wv[g], acc[r][g]);
+            }
+        }
+    } else { /* bf16: a 32-bit lane holds k (low half) and k + 1 of its column */
+        const uint16_t *wp = w;
+        const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
+        int k = 0;
+        for (; k + 2 <= kc; k += 2) {
+            __m512i v[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
+                _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+                v[g] = _mm512_loadu_si512((const void *)p);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++)
+                    acc[r][g] = _mm512_fmadd_ps(xb, _mm512_castsi512_ps(_mm512_slli_epi32(v[g], 16)), acc[r][g]);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k + 1]);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++)
+                    acc[r][g] = _mm512_fmadd_ps(xb, _mm512_castsi512_ps(_mm512_and_si512(v[g], hi_mask)), acc[r][g]);
+            }
+        }
+        if (k < kc) {
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++) {
+                    const __m512i v = _mm512_loadu_si512((const void *)(wp + (size_t)g * ps + (size_t)k * PB_KNR));
+                    acc[r][g] = _mm512_fmadd_ps(xb, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), acc[r][g]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
+}
+
+#define MM_FN(R, G)                                                                                                  \
+    static TGT void mm_##R##_##G(pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c, \
+                                 size_t ldc, int nlast, int accumulate)                                              \
+    {                                                                                                                \
+        if (dt == PB_DT_F32)                                                                                         \
+            mm_tile(R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
+        else if (dt == PB_DT_F16)                                                                                    \
+            mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
+        else                                                                                                         \
+            mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                 \
+    }
+/* panels per tile for R rows: gmax = {8, 6, 4, 4, 3, 3, 3, 3} (R x G accumulators + G weights <= 28 zmm) */
+MM_FN(1, 8)
+MM_FN(2, 6)
+MM_FN(3, 4)
+MM_FN(4, 4)
+MM_FN(5, 3)
+MM_FN(6, 3)
+MM_FN(7, 3)
+MM_FN(8, 3)
+MM_FN(1, 1)
+MM_FN(2, 1)
+MM_FN(3, 1)
+MM_FN(4, 1)
+MM_FN(5, 1)
+MM_FN(6, 1)
+MM_FN(7, 1)
+MM_FN(8, 1)
+
+static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                      float *c, size_t ldc, int nlast, int accumulate)
+{
+    typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int);
+    static const fn wide[MR + 1] = {NULL, mm_1_8, mm_2_6, mm_3_4, mm_4_4, mm_5_3, mm_6_3, mm_7_3, mm_8_3};
+    static const fn one[MR + 1] = {NULL, mm_1_1, mm_2_1, mm_3_1, mm_4_1, mm_5_1, mm_6_1, mm_7_1, mm_8_1};
+    (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+}
+
+/* ---- attention primitives ---- */
+
+/* the fixed tree over 16 lanes: l + l+8, l + l+4, l + l+2, l + l+1 */
+INL float tree16(__m512 v)
+{
+    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    const __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    return _mm_cvtss_f32(s1);
+}
+
+static TGT void dots_avx512(const float *q, const float *k, size_t ldk, int n, int hd, float *out)
+{
+    const int hd16 = hd & ~15;
+    float qt[16] = {0};
+    if (hd16 < hd)
+        memcpy(qt, q + hd16, (size_t)(hd - hd16) * sizeof(float));
+    int j = 0;
+    for (; j + 2 <= n; j += 2) { /* two keys at once: independent chains */
+        const float *k0 = k + (size_t)j * ldk, *k1 = k0 + ldk;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        for (int d = 0; d < hd16; d += 16) {
+            const __m512 qv = _mm512_loadu_ps(q + d);
+            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + d), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k1 + d), a1);
+        }
+        if (hd16 < hd) {
+            float t0[16] = {0}, t1[16] = {0};
+            memcpy(t0, k0 + hd16, (size_t)(hd - hd16) * sizeof(float));
+            memcpy(t1, k1 + hd16, (size_t)(hd - hd16) * sizeof(float));
+            const __m512 qv = _mm512_loadu_ps(qt);
+            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(t0), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(t1), a1);
+        }
+        out[j] = tree16(a0);
+        out[j + 1] = tree16(a1);
+    }
+    for (; j < n; j++) {
+        const float *kr = k + (size_t)j * ldk;
+        __m512 a = _mm512_setzero_ps();
+        for (int d = 0; d < hd16; d += 16)
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(kr + d), a);
+        if (hd16 < hd) {
+            float t[16] = {0};
+            memcpy(t, kr + hd16, (size_t)(hd - hd16) * sizeof(float));
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(qt), _mm512_loadu_ps(t), a);
+        }
+        out[j] = tree16(a);
+    }
+}
+
+INL __m512 exp16(__m512 x)
+{
+    const __m512 magic = _mm512_set1_ps(PB_KEXP_MAGIC);
+    const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(PB_KEXP_LOG2E), magic);
+    const __m512 n = _mm512_sub_ps(t, magic);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(PB_KEXP_LN2HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(PB_KEXP_LN2LO), r);
+    __m512 p = _mm512_set1_ps(PB_KEXP_C6);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(PB_KEXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(PB_KEXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(PB_KEXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(PB_KEXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_castps_si512(t), 23), _mm512_set1_epi32(127 << 23));
+    const __m512 e = _mm512_mul_ps(p, _mm512_castsi512_ps(s));
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(PB_KEXP_MIN), _CMP_NLT_UQ); /* not below: NaN passes, as in the other paths */
+    return _mm512_maskz_mov_ps(keep, e);
+}
+
+static TGT float expsum_avx512(float *s, int n, float m)
+{
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + i), mv));
+        _mm512_storeu_ps(s + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (i < n) {
+        float t[16];
+        for (int j = 0; j < 16; j++)
+            t[j] = i + j < n ? s[i + j] : -INFINITY;
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(t), mv));
+        _mm512_storeu_ps(t, e);
+        memcpy(s + i, t, (size_t)(n - i) * sizeof(float));
+        acc = _mm512_add_ps(acc, e);
+    }
+    return tree16(acc);
+}
+
+static TGT void axpy_avx512(float *acc, const float *e, const float *v, size_t ldv, int n, int hd)
+{
+    int d = 0;
+    for (; d + 64 <= hd; d += 64) {
+        __m512 a0 = _mm512_loadu_ps(acc + d), a1 = _mm512_loadu_ps(acc + d + 16);
+        __m512 a2 = _mm512_loadu_ps(acc + d + 32), a3 = _mm512_loadu_ps(acc + d + 48);
+        for (int i = 0; i < n; i++) {
+            const float *vr = v + (size_t)i * ldv + d;
+            const __m512 eb = _mm512_set1_ps(e[i]);
+            a0 = _mm512_fmadd_ps(eb, _mm512_loadu_ps(vr), a0);
+            a1 = _mm512_fmadd_ps(eb, _mm512_loadu_ps(vr + 16), a1);
+            a2 = _mm512_fmadd_ps(eb, _mm512_loadu_ps(vr + 32), a2);
+            a3 = _mm512_fmadd_ps(eb, _mm512_loadu_ps(vr + 48), a3);
+        }
+        _mm512_storeu_ps(acc + d, a0);
+        _mm512_storeu_ps(acc + d + 16, a1);
+        _mm512_storeu_ps(acc + d + 32, a2);
+        _mm512_storeu_ps(acc + d + 48, a3);
+    }
+    for (; d + 16 <= hd; d += 16) {
+        __m512 a0 = _mm512_loadu_ps(acc + d);
+        for (int i = 0; i < n; i++)
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(e[i]), _mm512_loadu_ps(v + (size_t)i * ldv + d), a0);
+        _mm512_storeu_ps(acc + d, a0);
+    }
+    if (d < hd) { /* the last columns through a padded row */
+        const int nt = hd - d;
+        float t[16] = {0}, a[16] = {0};
+        memcpy(a, acc + d, (size_t)nt * sizeof(float));
+        __m512 a0 = _mm512_loadu_ps(a);
+        for (int i = 0; i < n; i++) {
+            memcpy(t, v + (size_t)i * ldv + d, (size_t)nt * sizeof(float));
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(e[i]), _mm512_loadu_ps(t), a0);
+        }
+        _mm512_storeu_ps(a, a0);
+        memcpy(acc + d, a, (size_t)nt * sizeof(float));
+    }
+}
+
+const pb_kops OPS = {
+    .isa = PB_ISA_AVX512,
+    .mr = MR,
+    .kc = 256,
+    .gmax = {0, 8, 6, 4, 4, 3, 3, 3, 3},
+    .mm = mm_avx512,
+    .dots = dots_avx512,
+    .expsum = expsum_avx512,
+    .axpy = axpy_avx512,
+};
+
 #endif
