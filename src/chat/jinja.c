@@ -116,7 +116,7 @@ typedef struct jv {
     } u;
 } jv;
 
-struct jlist { size_t n; jv *v; };
+struct jlist { size_t n; jv *v; bool tuple; };   /* tuple: printed as (a, b) */
 struct jdict { size_t n, cap; jstr **k; jv *v; };
 struct jloop { size_t index0, length; const jlist *items; };
 struct jmeth { jv self; const char *name; };
@@ -503,6 +503,78 @@ static void lex_tag(lexer *L, bool block, bool *line_starting)
     }
 }
 
+/* At p: [ws] word [ws] ; returns the position after, or 0 if no match. */
+static size_t match_word(const char *s, size_t n, size_t p, const char *w)
+{
+    while (p < n && (s[p] == ' ' || s[p] == '\t' || s[p] == '\n' || s[p] == '\r'))
+        p++;
+    size_t k = strlen(w);
+    if (p + k > n || memcmp(s + p, w, k))
+        return 0;
+    p += k;
+    if (p < n && ((s[p] >= 'a' && s[p] <= 'z') || (s[p] >= 'A' && s[p] <= 'Z') || s[p] == '_' ||
+                  (s[p] >= '0' && s[p] <= '9')))
+        return 0;
+    while (p < n && (s[p] == ' ' || s[p] == '\t' || s[p] == '\n' || s[p] == '\r'))
+        p++;
+    return p;
+}
+
+/* {% raw %}...{% endraw %} at L->pos (just after '{%' and its sign): the
+ * text inside as data. false if this tag is not raw. */
+static bool lex_raw(lexer *L, bool *line_starting)
+{
+    const char *s = L->s;
+    size_t n = L->n, p = match_word(s, n, L->pos, "raw");
+    if (!p)
+        return false;
+    bool strip_after = false;
+    if (p < n && (s[p] == '-' || s[p] == '+')) {
+        strip_after = s[p] == '-';
+        p++;
+    }
+    if (p + 1 >= n || s[p] != '%' || s[p + 1] != '}')
+        return false;
+    p += 2;
+    if (strip_after)
+        p += ws_run(s + p, n - p);
+    for (size_t q = p; q + 1 < n; q++) {
+        if (s[q] != '{' || s[q + 1] != '%')
+            continue;
+        size_t r = q + 2;
+        bool strip_before = false;
+        if (r < n && (s[r] == '-' || s[r] == '+')) {
+            strip_before = s[r] == '-';
+            r++;
+        }
+        size_t e = match_word(s, n, r, "endraw");
+        if (!e)
+            continue;
+        char sign = 0;
+        if (e < n && (s[e] == '-' || s[e] == '+'))
+            sign = s[e++];
+        if (e + 1 >= n || s[e] != '%' || s[e + 1] != '}')
+            fail(L->f, PB_ERR_FORMAT, L->line, "bad endraw tag");
+        e += 2;
+        size_t len = q - p;
+        if (strip_before)
+            len = rstrip_len(s + p, len);
+        if (len) {
+            tok t = {.t = T_DATA, .line = L->line, .p = s + p, .n = len};
+            push_tok(L, t);
+        }
+        if (sign == '-')
+            e += ws_run(s + e, n - e);
+        else if (sign != '+' && e < n && s[e] == '\n')
+            e++;
+        L->line += count_nl(s + L->pos, e - L->pos);
+        L->pos = e;
+        *line_starting = s[e - 1] == '\n';
+        return true;
+    }
+    fail(L->f, PB_ERR_FORMAT, L->line, "missing end of raw directive");
+}
+
 static void lex(lexer *L)
 {
     const char *s = L->s;
@@ -573,6 +645,8 @@ static void lex(lexer *L)
             line_starting = s[L->pos - 1] == '\n';
             continue;
         }
+        if (kind == 1 && lex_raw(L, &line_starting))
+            continue;
         tok t = {.t = kind == 0 ? T_VBEGIN : T_BBEGIN, .line = L->line};
         push_tok(L, t);
         lex_tag(L, kind == 1, &line_starting);
@@ -780,6 +854,7 @@ static node *p_primary(parser *P)
         if (is_op(P, ")")) {
             P->i++;
             x = mknode(P, E_LIST, line);
+            x->op = 1;
         } else {
             x = p_expr(P, true);
             if (is_op(P, ",")) {   /* tuple -> list */
@@ -794,6 +869,7 @@ static node *p_primary(parser *P)
                 x = mknode(P, E_LIST, line);
                 x->list = v.v;
                 x->n = v.n;
+                x->op = 1;
             }
             expect_op(P, ")");
         }
@@ -1348,8 +1424,13 @@ static node *p_body(parser *P, const char *const *ends, const char **which)
             P->i++;
             nv_push(P, &v, p_stmt(P), NULL);
         } else if (t->t == T_EOF) {
-            if (ends)
-                fail(P->f, PB_ERR_FORMAT, t->line, "unexpected end of template, expected '%s'", ends[0]);
+            if (ends) {
+                const char *want = ends[0];
+                for (int k = 0; ends[k]; k++)
+                    if (!strncmp(ends[k], "end", 3))
+                        want = ends[k];
+                fail(P->f, PB_ERR_FORMAT, t->line, "unexpected end of template, expected '%s'", want);
+            }
             break;
         } else {
             char b[64];
@@ -1505,6 +1586,7 @@ static jv from_json(ev *E, const cJSON *j, int depth)
         jlist *l = aalloc(E->a, sizeof *l);
         l->n = n;
         l->v = aalloc(E->a, (n ? n : 1) * sizeof *l->v);
+        l->tuple = false;
         const cJSON *e;
         cJSON_ArrayForEach(e, j) l->v[i++] = from_json(E, e, depth + 1);
         jv v = {.t = JV_LIST};
@@ -1638,13 +1720,16 @@ static void py_repr(ev *E, sbuf *b, const jv *v, int depth)
         }
         sb_putc(b, q);
     } else if (v->t == JV_LIST) {
-        sb_putc(b, '[');
+        bool tp = v->u.l->tuple;
+        sb_putc(b, tp ? '(' : '[');
         for (size_t i = 0; i < v->u.l->n; i++) {
             if (i)
                 sb_puts(b, ", ");
             py_repr(E, b, &v->u.l->v[i], depth + 1);
         }
-        sb_putc(b, ']');
+        if (tp && v->u.l->n == 1)
+            sb_putc(b, ',');
+        sb_putc(b, tp ? ')' : ']');
     } else if (v->t == JV_DICT) {
         sb_putc(b, '{');
         for (size_t i = 0; i < v->u.d->n; i++) {
@@ -1841,6 +1926,7 @@ static jv mklist(ev *E, size_t n)
 {
     jlist *l = aalloc(E->a, sizeof *l);
     l->n = n;
+    l->tuple = false;
     size_t bytes;
     if (__builtin_mul_overflow(n ? n : 1, sizeof(jv), &bytes))
         fail(E->f, PB_ERR_NOMEM, 0, "out of memory");
@@ -2177,7 +2263,7 @@ static jv str_strip(ev *E, const jstr *s, const jstr *chars, bool left, bool rig
     return vstr(E->a, s->p + lo, hi - lo);
 }
 
-enum { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAP };
+enum { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAP, CASE_JTITLE };
 static jv str_case(ev *E, const jstr *s, int mode)
 {
     sbuf b = {.max = (size_t)1 << 30, .f = E->f, .a = E->a};
@@ -2190,7 +2276,11 @@ static jv str_case(ev *E, const jstr *s, int mode)
             o = utf8proc_toupper(cp);
         else if (mode == CASE_LOWER)
             o = utf8proc_tolower(cp);
-        else if (mode == CASE_TITLE) {
+        else if (mode == CASE_JTITLE) {
+            /* Jinja's title filter: upper after - space ( { [ <, lower elsewhere */
+            o = prev_cased ? utf8proc_tolower(cp) : utf8proc_toupper(cp);
+            prev_cased = !(py_space(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<');
+        } else if (mode == CASE_TITLE) {
             o = prev_cased ? utf8proc_tolower(cp) : utf8proc_totitle(cp);
             prev_cased = utf8proc_tolower(cp) != cp || utf8proc_toupper(cp) != cp ||
                          utf8proc_totitle(cp) != cp;
@@ -2497,6 +2587,7 @@ static jv call_method(ev *E, const jv *self, const char *nm, const args *A)
                 r.u.l->v[i] = d->v[i];
             else {
                 jv p = mklist(E, 2);
+                p.u.l->tuple = true;
                 p.u.l->v[0] = k;
                 p.u.l->v[1] = d->v[i];
                 r.u.l->v[i] = p;
@@ -2820,7 +2911,7 @@ static jv apply_filter(ev *E, const node *x, jv v)
         check_args(E, &A, 0, NULL, f);
         jv s = to_str(E, &v);
         return str_case(E, s.u.s, f[0] == 'u' ? CASE_UPPER : f[0] == 'l' ? CASE_LOWER
-                                   : f[0] == 'c' ? CASE_CAP : CASE_TITLE);
+                                   : f[0] == 'c' ? CASE_CAP : CASE_JTITLE);
     }
     if (!strcmp(f, "replace")) {
         check_args(E, &A, 3, NULL, f);
@@ -3322,8 +3413,9 @@ static jv eval(ev *E, const node *x)
     case E_ATTR: {
         jv o = eval(E, x->a);
         if (o.t == JV_UNDEF)
-            fail(E->f, PB_ERR_INPUT, x->line, "'%s' of an undefined value%s%s", x->name,
-                 x->a->kind == E_NAME ? ": '" : "", x->a->kind == E_NAME ? x->a->name : "");
+            fail(E->f, PB_ERR_INPUT, x->line, "'%s' of an undefined value%s%s%s", x->name,
+                 x->a->kind == E_NAME ? " '" : "", x->a->kind == E_NAME ? x->a->name : "",
+                 x->a->kind == E_NAME ? "'" : "");
         return get_attr(E, &o, x->name, x->line);
     }
     case E_ITEM: {
@@ -3405,6 +3497,7 @@ static jv eval(ev *E, const node *x)
     }
     case E_LIST: {
         jv r = mklist(E, x->n);
+        r.u.l->tuple = x->op == 1;
         for (size_t i = 0; i < x->n; i++)
             r.u.l->v[i] = eval(E, x->list[i]);
         return r;

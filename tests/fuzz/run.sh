@@ -3,13 +3,13 @@
 # and run each for N seconds (default 60) on a copy of its seed corpus, one
 # after another.
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]   (from anywhere; builds in $TMPDIR)
-# TARGET: safetensors pickle record config tokenizer (default: all).
+# TARGET: safetensors pickle record config tokenizer chat (default: all).
 # Crashes are written to the work dir as crash-*; keep each one as a
 # regression in tests/fuzz/regress-TARGET/ (make check runs them).
 set -eu
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-safetensors pickle record config tokenizer}
+targets=${*:-safetensors pickle record config tokenizer chat}
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 cc=${FUZZ_CC:-clang}
@@ -28,6 +28,7 @@ for t in $targets; do
     record) extra="$src/src/gen/record.c $src/src/gen/sample.c" ;;
     config) extra="$src/src/model/config.c" ;;
     tokenizer) extra="$tok" ;;
+    chat) extra="$src/src/chat/jinja.c" ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;;
     esac
     echo "== building fuzz_$t"
