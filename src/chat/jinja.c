@@ -3674,7 +3674,7 @@ pb_status pb_jinja_render(const pb_jinja *t, const cJSON *vars, const pb_jinja_l
     R->E.a = &R->a;
     R->E.f = &R->f;
     R->E.out = &R->ob;
-    R->E.max_iters = lim && lim->max_iterations ? lim->max_iterations : 1000000;
+    R->E.max_iters = lim && lim->max_iterations ? lim->max_iterations : 200000;
     R->E.max_depth = lim && lim->max_depth ? lim->max_depth : 64;
     if (setjmp(R->f.jb)) {
         pb_status st = pb_error(R->f.st, "%s", R->f.msg);

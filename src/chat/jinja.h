@@ -19,7 +19,7 @@ typedef struct pb_jinja pb_jinja;
 typedef struct pb_jinja_limits {
     size_t max_output;      /* bytes of rendered text (default 16 MiB) */
     size_t max_memory;      /* bytes of values made while rendering (default 256 MiB) */
-    size_t max_iterations;  /* loop iterations and macro calls in all (default 1,000,000) */
+    size_t max_iterations;  /* loop iterations and macro calls in all (default 200,000) */
     int max_depth;          /* nested macro calls (default 64) */
 } pb_jinja_limits;
 
