@@ -1,5 +1,8 @@
+#define _GNU_SOURCE 1 /* sched_getaffinity, CPU_COUNT */
 #include "config.h"
 #include "net/bootstrap.h"
+
+#include <sched.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -303,4 +306,71 @@ void pb_bootstrap_abort(pb_bootstrap *b, pb_status st, const char *msg)
     pmix_status_t rc = PMIx_Abort(code, full, NULL, 0);
     if (rc != PMIX_SUCCESS)
         pb_log_error("PMIx_Abort: %s", PMIx_Error_string(rc));
+}
+
+/* This process's affinity mask, or every online CPU when it is unknown. */
+static void my_cpus(cpu_set_t *set)
+{
+    CPU_ZERO(set);
+    if (sched_getaffinity(0, sizeof *set, set) == 0 && CPU_COUNT(set) > 0)
+        return;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (long i = 0; i < (n > 0 ? n : 1) && i < CPU_SETSIZE; i++)
+        CPU_SET((int)i, set);
+}
+
+#define CPUS_KEY "pb.cpus"
+
+pb_status pb_bootstrap_cpu_share(pb_bootstrap *b, int timeout_s, int *cores)
+{
+    cpu_set_t mine;
+    my_cpus(&mine);
+    *cores = CPU_COUNT(&mine);
+    if (!b->pmix || b->size <= 1)
+        return PB_OK;
+
+    /* Publish "node\0" + the mask as a bitmap; ranks on the same node (same
+     * PMIx host name) count which of them may run on each CPU. */
+    enum { MAP_BYTES = CPU_SETSIZE / 8 };
+    size_t nlen = strlen(b->node) + 1;
+    uint8_t buf[sizeof b->node + MAP_BYTES];
+    memcpy(buf, b->node, nlen);
+    memset(buf + nlen, 0, MAP_BYTES);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &mine))
+            buf[nlen + c / 8] |= (uint8_t)(1u << (c % 8));
+    PB_CHECK(pb_bootstrap_put(b, CPUS_KEY, buf, nlen + MAP_BYTES));
+    PB_CHECK(pb_bootstrap_commit(b));
+    PB_CHECK(pb_bootstrap_fence(b, timeout_s));
+
+    uint16_t *users = calloc(CPU_SETSIZE, sizeof *users); /* ranks here that may use CPU c */
+    if (!users)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    pb_status st = PB_OK;
+    for (int r = 0; r < b->size && st == PB_OK; r++) {
+        void *data = NULL;
+        size_t len = 0;
+        st = pb_bootstrap_get(b, r, CPUS_KEY, timeout_s, &data, &len);
+        if (st != PB_OK)
+            break;
+        const uint8_t *p = data;
+        if (len != nlen + MAP_BYTES || memcmp(p, buf, nlen) != 0) {
+            free(data); /* another node (or another layout: not comparable) */
+            continue;
+        }
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (p[nlen + c / 8] & (1u << (c % 8)))
+                users[c]++;
+        free(data);
+    }
+    if (st == PB_OK) {
+        double share = 0;
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &mine) && users[c] > 0)
+                share += 1.0 / users[c];
+        int n = (int)(share + 1e-9);
+        *cores = n >= 1 ? n : 1;
+    }
+    free(users);
+    return st;
 }

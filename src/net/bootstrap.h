@@ -43,6 +43,13 @@ pb_status pb_bootstrap_fence(pb_bootstrap *b, int timeout_s);
 pb_status pb_bootstrap_get(pb_bootstrap *b, int rank, const char *key, int timeout_s,
                            void **data, size_t *len);
 
+/* Cores this rank may use without oversubscribing its node: the CPUs of its
+ * affinity mask (cgroup cpuset, the launcher's binding), each CPU split
+ * equally among the ranks on the same node whose masks hold it. So 2 ranks
+ * on a 2-core node get 1 each whether unbound or bound one core each.
+ * Collective: every rank calls it (one fence). At least 1. */
+pb_status pb_bootstrap_cpu_share(pb_bootstrap *b, int timeout_s, int *cores);
+
 /* Abort every rank of the job (PMIx_Abort), with msg and the exit code of st.
  * Returns only when that is impossible (singleton, or PMIx refused): the
  * caller then returns its status as usual. */
