@@ -310,7 +310,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_bootstrap_init(&boot), st, out);
     const int rank = pb_bootstrap_rank(boot), world = pb_bootstrap_size(boot);
 
-    int chunks = opts->chunks > 0 ? opts->chunks : 1;
+    /* default: one micro-batch in flight per stage, so every stage has work */
+    int chunks = opts->chunks > 0 ? opts->chunks : world < opts->batch_size ? world : opts->batch_size;
     int batch = opts->batch_size;
     if (chunks > batch) {
         st = pb_error(PB_ERR_USAGE, "--chunks %d is more than --batch-size %d", chunks, batch);
@@ -361,9 +362,9 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_tokenizer_load(tok_path, &tok), st, out);
 
     int threads = opts->threads;
-    if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)(n > 256 ? 256 : n) : 1;
+    if (threads <= 0) { /* the node's cores over its ranks (collective: every rank is here) */
+        PB_CHECK_GOTO(pb_bootstrap_cpu_share(boot, 0, &threads), st, out);
+        threads = threads > 256 ? 256 : threads;
     }
     int per_chunk = (batch + chunks - 1) / chunks;
     long mbt = per_chunk > 512 ? per_chunk : 512;
@@ -410,7 +411,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
                    cfg.vocab_size, context, batch, chunks, mbt, threads);
 
     pb_mb_limits lim = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
-                        .vocab = world > 1 ? cfg.vocab_size : pb_stage_vocab_size(stage)};
+                        .vocab = world > 1 ? cfg.vocab_size : pb_stage_vocab_size(stage),
+                        .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos};
     if (world == 1) {
         PB_CHECK_GOTO(pb_pipe_local_create(stage, &lim, chunks, &pipe), st, out);
     } else {

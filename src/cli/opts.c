@@ -27,7 +27,8 @@ enum {
     OPT_DEVICE, OPT_IFACE, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P,
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
-    OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG
+    OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
+    OPT_IGNORE_EOS
 };
 
 static const struct option long_opts[] = {
@@ -46,6 +47,8 @@ static const struct option long_opts[] = {
     {"weights-dtype", required_argument, NULL, OPT_WEIGHTS_DTYPE},
     {"iface", required_argument, NULL, OPT_IFACE},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
+    {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
+    {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
     {"top-k", required_argument, NULL, OPT_TOP_K},
     {"top-p", required_argument, NULL, OPT_TOP_P},
@@ -315,6 +318,11 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.max_tokens), st, out);
             o->gen.has_max_tokens = true;
             break;
+        case OPT_MIN_TOKENS:
+            PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.min_tokens), st, out);
+            o->gen.has_min_tokens = true;
+            break;
+        case OPT_IGNORE_EOS: o->gen.ignore_eos = true; break;
         case OPT_TEMPERATURE:
             PB_CHECK_GOTO(parse_float(optname, optarg, 0, 100, &d), st, out);
             o->gen.temperature = (float)d; o->gen.has_temperature = true;
@@ -443,12 +451,14 @@ void pb_opts_print_help(FILE *fp)
 "                             compute per token, LM head counted) or threshold:SIZE\n"
 "      --split-points L       manual split: stage i begins at decoder layer L[i], e.g. 8,16,24\n"
 "  -b, --batch-size B         sequences in flight (default 16)\n"
-"  -c, --chunks C             micro-batches the batch is split into (default: ranks)\n"
+"  -c, --chunks C             micro-batches the batch is split into (default: ranks, at most --batch-size)\n"
 "      --max-seq-len T        KV cache length per sequence (default: model context)\n"
 "      --iface NAME           network interface for stage-to-stage TCP (default: routable)\n"
 "\n"
 "Generation defaults (a record's own fields win; then generation_config.json):\n"
 "      --max-tokens N         tokens to generate (default 64)\n"
+"      --min-tokens N         EOS and stop strings cannot end a completion before N tokens\n"
+"      --ignore-eos           EOS never ends a completion: max_tokens are generated\n"
 "      --temperature T        0 = greedy (default 0)\n"
 "      --top-k K              keep the K most likely tokens (0 = off)\n"
 "      --top-p P              nucleus sampling mass in (0, 1] (1 = off)\n"
