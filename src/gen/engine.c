@@ -130,6 +130,9 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     q.slot = slot;
     q.pos = pos;
     q.n_tokens = n;
+    /* min_tokens: as HF's min_new_tokens, EOS is masked until then */
+    if ((flags & PB_SEQ_SAMPLE) && s->generated < s->rec.gs.min_tokens)
+        flags |= PB_SEQ_NO_EOS;
     q.flags = flags;
     q.sample = s->rec.gs.sample;
     q.key.seed = s->rec.gs.seed;
@@ -229,14 +232,15 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
     }
     s->generated++;
     s->last = t;
-    if (is_eos(d, t))
+    if (!s->rec.gs.ignore_eos && is_eos(d, t))
         return finish(d, s, "stop", false, 0);
     const char *nt;
     size_t nl;
     PB_CHECK(pb_detok_push(s->detok, t, &nt, &nl));
     size_t off;
     int which;
-    if (s->rec.gs.n_stops && nl &&
+    /* as vLLM, stop strings count only after min_tokens */
+    if (s->rec.gs.n_stops && nl && s->generated > s->rec.gs.min_tokens &&
         pb_detok_find_stop(s->detok, (const char *const *)s->rec.gs.stops, s->rec.gs.n_stops, nl,
                            &off, &which))
         return finish(d, s, "stop", true, off);

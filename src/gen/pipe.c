@@ -325,7 +325,26 @@ struct pb_slot_sampler {
     int32_t *hist;  /* [n_slots][max_seq_len] */
     int32_t *n_hist; /* [n_slots] */
     void *scratch;
+    int32_t *eos;    /* [n_eos] ids in [0, vocab) */
+    int n_eos;
+    float *masked;   /* [vocab] a logits row with the EOS ids at -inf */
 };
+
+pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n)
+{
+    free(s->eos);
+    s->eos = NULL;
+    s->n_eos = 0;
+    if (n <= 0)
+        return PB_OK;
+    PB_CHECK(pb_malloc((size_t)n * sizeof *s->eos, &s->eos));
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < s->vocab)
+            s->eos[s->n_eos++] = ids[i];
+    if (!s->masked)
+        PB_CHECK(pb_malloc((size_t)s->vocab * sizeof *s->masked, &s->masked));
+    return PB_OK;
+}
 
 pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slot_sampler **out)
 {
@@ -374,9 +393,16 @@ pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const
         memcpy(h + q->pos, tok, (size_t)q->n_tokens * sizeof *tok);
         s->n_hist[q->slot] = q->pos + q->n_tokens;
         tok += q->n_tokens;
+        const float *row = logits + (size_t)i * (size_t)s->vocab;
+        if ((q->flags & PB_SEQ_SAMPLE) && (q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
+            memcpy(s->masked, row, (size_t)s->vocab * sizeof *row);
+            for (int e = 0; e < s->n_eos; e++)
+                s->masked[s->eos[e]] = -INFINITY;
+            row = s->masked;
+        }
         if (q->flags & PB_SEQ_SAMPLE)
-            res->tokens[i] = pb_sample(logits + (size_t)i * (size_t)s->vocab, s->vocab, &q->sample,
-                                       h, (size_t)s->n_hist[q->slot], &q->key, s->scratch);
+            res->tokens[i] = pb_sample(row, s->vocab, &q->sample, h, (size_t)s->n_hist[q->slot],
+                                       &q->key, s->scratch);
         else
             res->tokens[i] = -1;
     }
@@ -390,6 +416,8 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->hist);
     free(s->n_hist);
     free(s->scratch);
+    free(s->eos);
+    free(s->masked);
     free(s);
 }
 

@@ -35,7 +35,8 @@
 /* Per-sequence flags. */
 #define PB_SEQ_NEW    0x1u /* first chunk of a new sequence (pos 0): reset the slot's history */
 #define PB_SEQ_SAMPLE 0x2u /* sample a token after this chunk (clear for a non-final prefill chunk) */
-#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE)
+#define PB_SEQ_NO_EOS 0x4u /* the sampled token may not be an EOS id (min_tokens not reached) */
+#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS)
 
 typedef struct pb_mb_seq {
     int32_t slot;      /* KV-cache slot in [0, n_slots) */
@@ -68,6 +69,8 @@ typedef struct pb_mb_limits {
     int max_seq_len;
     int max_batch_tokens;
     int vocab;
+    const int *eos_ids;     /* the model's EOS ids, masked for PB_SEQ_NO_EOS (borrowed) */
+    int n_eos;
 } pb_mb_limits;
 
 /* Allocate room for cap_seqs sequences and cap_tokens tokens (n_* = 0). */
@@ -103,6 +106,9 @@ pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_resu
 /* Last-stage sampling state: each slot's token history. */
 typedef struct pb_slot_sampler pb_slot_sampler;
 pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slot_sampler **out);
+/* The ids a PB_SEQ_NO_EOS sequence may not sample (copied; ids outside the
+ * vocabulary are ignored). As HF's min_new_tokens: their logits become -inf. */
+pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n);
 /* Append mb's tokens to the slots' histories (reset on PB_SEQ_NEW), then
  * sample for every sequence with PB_SEQ_SAMPLE from logits [n_seqs, vocab]
  * (row i = sequence i's last token) into res (tag copied). The sampled ids

@@ -117,6 +117,7 @@ pb_status pb_pipe_local_create(pb_stage *stage, const pb_mb_limits *lim, int dep
         PB_CHECK_GOTO(pb_mb_result_init(&lp->results[i], lim->n_slots), st, fail);
     PB_CHECK_GOTO(pb_slot_sampler_create(lim->n_slots, lim->max_seq_len, lim->vocab, &lp->sampler),
                   st, fail);
+    PB_CHECK_GOTO(pb_slot_sampler_set_eos(lp->sampler, lim->eos_ids, lim->n_eos), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->slot), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->pos), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->ntok), st, fail);

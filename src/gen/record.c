@@ -59,6 +59,11 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
     p->repetition_penalty = cli->has_repetition_penalty ? cli->repetition_penalty
                             : g->has_repetition_penalty ? g->repetition_penalty : 1.0f;
     out->seed = cli->has_seed ? cli->seed : 0;
+    out->min_tokens = cli->has_min_tokens ? cli->min_tokens : 0;
+    out->ignore_eos = cli->ignore_eos;
+    if (cli->has_min_tokens && out->min_tokens > out->max_tokens)
+        return pb_error(PB_ERR_USAGE, "--min-tokens %d is more than max_tokens %d",
+                        out->min_tokens, out->max_tokens);
     if (out->max_tokens < 0)
         return pb_error(PB_ERR_CONFIG, "generation_config.json: max_new_tokens %d is negative",
                         out->max_tokens);
@@ -256,6 +261,25 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
             return false;
         }
         gs->sample.repetition_penalty = (float)d;
+    }
+    bool has_max = cJSON_GetObjectItemCaseSensitive(obj, "max_tokens") != NULL;
+    if (!get_number(c, obj, "min_tokens", 0, 1 << 24, true, &g, &d)) return false;
+    if (g) {
+        /* as vLLM: a record asking for more than its own max_tokens is refused */
+        if (has_max && (int)d > gs->max_tokens) {
+            snprintf(c->err, sizeof c->err, "field 'min_tokens' (%d) is more than 'max_tokens' (%d)",
+                     (int)d, gs->max_tokens);
+            return false;
+        }
+        gs->min_tokens = (int)d;
+    }
+    const cJSON *ie = cJSON_GetObjectItemCaseSensitive(obj, "ignore_eos");
+    if (ie && !cJSON_IsNull(ie)) {
+        if (!cJSON_IsBool(ie)) {
+            snprintf(c->err, sizeof c->err, "field 'ignore_eos' must be true or false");
+            return false;
+        }
+        gs->ignore_eos = cJSON_IsTrue(ie);
     }
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
     if (g) {

@@ -1,7 +1,8 @@
 /* Input records and generation settings.
  *
  * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
- * top_p, top_k, min_p, repetition_penalty, seed, stop} or the OpenAI batch
+ * top_p, top_k, min_p, repetition_penalty, seed, stop, min_tokens, ignore_eos}
+ * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}. A line that is not a valid record gives a record
  * with `error` set (the run writes an error record naming the line).
@@ -28,6 +29,8 @@ typedef struct pb_gen_settings {
     pb_sample_params sample;
     uint64_t seed;
     bool own_seed;      /* the record gave its seed: the RNG key ignores its position */
+    int min_tokens;     /* EOS cannot end the completion before this many tokens (vLLM) */
+    bool ignore_eos;    /* EOS never ends the completion (vLLM) */
     int n_stops;
     char *stops[PB_GEN_MAX_STOPS]; /* owned (pb_gen_settings_clear) */
 } pb_gen_settings;
@@ -35,8 +38,9 @@ typedef struct pb_gen_settings {
 /* Generation defaults given on the command line (pb_opts.gen); has_* tells which were given. */
 typedef struct pb_gen_cli {
     bool has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
-         has_repetition_penalty, has_seed;
-    int max_tokens;
+         has_repetition_penalty, has_seed, has_min_tokens;
+    int max_tokens, min_tokens;
+    bool ignore_eos;
     float temperature, top_p, min_p, repetition_penalty;
     int top_k;
     uint64_t seed;

@@ -254,6 +254,7 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
     if (is_last) {
         PB_CHECK_GOTO(pb_slot_sampler_create(cfg->lim.n_slots, cfg->lim.max_seq_len,
                                              cfg->lim.vocab, &sampler), st, fail);
+        PB_CHECK_GOTO(pb_slot_sampler_set_eos(sampler, cfg->lim.eos_ids, cfg->lim.n_eos), st, fail);
         PB_CHECK_GOTO(pb_mb_result_init(&res, cfg->lim.n_slots), st, fail);
         size_t rcap = 24 + (size_t)cfg->lim.n_slots * 4 + 64;
         PB_CHECK_GOTO(pb_malloc(rcap, &rbuf), st, fail);

@@ -2,6 +2,7 @@
 real GPT-2 tokenizer: greedy output equal to generate() and byte-identical
 across --batch-size 1/4/16 and --chunks 1/2/4; seeded sampling reproducible
 across batch sizes; stop strings, EOS, max_tokens, context length;
+ignore_eos and min_tokens against generate() without EOS / min_new_tokens;
 finish_reason and token counts; error records for a file of mixed good and
 malformed lines; OpenAI shape; .zst output read by the zstd CLI; a jq
 pipeline; metrics JSON; exit codes."""
@@ -135,6 +136,47 @@ def main():
     r = lines(p.stdout)[0]
     check(r["finish_reason"] == "stop" and r["text"] == "".join(pieces[:ke]) and r["completion_tokens"] == ke + 1,
           f"EOS: {r}")
+
+    # ignore_eos (record field, --ignore-eos): the EOS is sampled like any
+    # token and generation goes on: HF generate() without an EOS, exactly
+    # max_tokens tokens.
+    for args, rec in [([], {"prompt": prompts[i], "ignore_eos": True}),
+                      (["--ignore-eos"], {"prompt": prompts[i]})]:
+        p = run(["--model", eos_dir, "--max-tokens", str(max_new)] + args, json.dumps(rec) + "\n")
+        r = lines(p.stdout)[0]
+        check(r["finish_reason"] == "length" and r["text"] == text and r["completion_tokens"] == max_new,
+              f"ignore_eos {args}: {r} vs HF {text!r}")
+    # min_tokens (record field, --min-tokens): as HF min_new_tokens, EOS is
+    # masked before it; compared with generate(min_new_tokens=...).
+    eos_ids = c["eos_token_id"]
+    ids = tok(prompts[i], return_tensors="pt").input_ids
+    for m in (ke, ke + 1, ke + 3, max_new):
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=max_new, min_new_tokens=m, do_sample=False,
+                                 pad_token_id=50256, eos_token_id=eos_ids)
+        hgen = out[0, ids.shape[1]:].tolist()
+        hit = len(hgen) and hgen[-1] in eos_ids and len(hgen) <= max_new
+        htext = tok.decode(hgen[:-1] if hit else hgen)
+        for args, rec in [([], {"prompt": prompts[i], "min_tokens": m}),
+                          (["--min-tokens", str(m)], {"prompt": prompts[i]})]:
+            p = run(["--model", eos_dir, "--max-tokens", str(max_new)] + args, json.dumps(rec) + "\n")
+            r = lines(p.stdout)[0]
+            check(r["text"] == htext and r["completion_tokens"] == len(hgen) and
+                  r["finish_reason"] == ("stop" if hit else "length"),
+                  f"min_tokens {m} {args}: {r} vs HF {hgen} {htext!r}")
+    # min_tokens == max_tokens: exactly that many tokens, batch-invariant
+    inp_m = "".join(json.dumps({"prompt": q, "min_tokens": 9, "max_tokens": 9}) + "\n" for q in prompts)
+    outs = [run(["--model", eos_dir, "--batch-size", str(b)], inp_m).stdout for b in (1, 5)]
+    check(outs[0] == outs[1], "min_tokens: output differs between batch sizes")
+    check(all(r["completion_tokens"] == 9 for r in lines(outs[0])), "min_tokens == max_tokens: not exactly 9")
+    # bad values are error records
+    p = run(["--model", model_dir], json.dumps({"prompt": "a", "min_tokens": 5, "max_tokens": 3}) + "\n"
+            + json.dumps({"prompt": "b", "ignore_eos": "yes"}) + "\n", rc_ok=(3,))
+    errs = [r.get("error", {}).get("message", "") for r in lines(p.stdout)]
+    check("'min_tokens' (5) is more than 'max_tokens' (3)" in errs[0] and "'ignore_eos' must be true or false" in errs[1],
+          f"bad min_tokens/ignore_eos: {errs}")
+    p = run(["--model", model_dir, "--max-tokens", "3", "--min-tokens", "5"], "", rc_ok=(2,))
+    check(b"--min-tokens 5 is more than max_tokens 3" in p.stderr, f"--min-tokens > --max-tokens: {p.stderr}")
 
     # context: a prompt near the 64-token context stops with "length" at 64 tokens in all
     longp = "word " * 60
