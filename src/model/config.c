@@ -709,7 +709,8 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
     }
 
     const char *td;
-    PB_CHECK_GOTO(jstr(&c, KEYS("torch_dtype"), "", &td), st, fail);
+    /* transformers 5.x writes "dtype", 4.x "torch_dtype" */
+    PB_CHECK_GOTO(jstr(&c, KEYS("dtype", "torch_dtype"), "", &td), st, fail);
     snprintf(cfg->torch_dtype, sizeof cfg->torch_dtype, "%s", td);
     PB_CHECK_GOTO(jtoken(&c, "bos_token_id", cfg->bos_token_id, &cfg->bos_token_id), st, fail);
     PB_CHECK_GOTO(jtoken(&c, "pad_token_id", cfg->pad_token_id, &cfg->pad_token_id), st, fail);

@@ -127,7 +127,7 @@ typedef struct pb_model_config {
     int eos_ids[PB_MAX_EOS];  /* every EOS id from config and generation_config */
     int n_eos;
 
-    char torch_dtype[16];     /* as in config.json ("float32", "float16", "bfloat16", "") */
+    char torch_dtype[16];     /* config.json "dtype" (5.x) or "torch_dtype" ("float32", "float16", "bfloat16", "") */
     pb_gen_defaults gen;
 } pb_model_config;
 

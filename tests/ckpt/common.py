@@ -84,3 +84,31 @@ def compare_stage(model, ranks, sd, label, rtol=1e-6):
                   "%s: %s first element" % (label, t["name"]))
             seen.add(t["name"])
     return seen
+
+
+def save_bin(model, d, max_shard_size="8KB"):
+    """Write model into d as PyTorch .bin files, as transformers 4.x's
+    save_pretrained(safe_serialization=False) did (5.x writes only safetensors):
+    save_pretrained's safetensors shards (checkpoint tensor names, e.g. GPT-NeoX's
+    embed_out) become pytorch_model.bin, or pytorch_model-0000K-of-0000N.bin with
+    pytorch_model.bin.index.json."""
+    import torch
+    from safetensors.torch import load_file
+    model.save_pretrained(d, max_shard_size=max_shard_size)
+    index = os.path.join(d, "model.safetensors.index.json")
+    if not os.path.exists(index):
+        torch.save(load_file(os.path.join(d, "model.safetensors")), os.path.join(d, "pytorch_model.bin"))
+        os.remove(os.path.join(d, "model.safetensors"))
+        return
+    with open(index) as f:
+        idx = json.load(f)
+    rename = {}
+    for st in sorted(set(idx["weight_map"].values())):
+        # model-00001-of-00004.safetensors -> pytorch_model-00001-of-00004.bin
+        rename[st] = "pytorch_" + st[:-len(".safetensors")] + ".bin"
+        torch.save(load_file(os.path.join(d, st)), os.path.join(d, rename[st]))
+        os.remove(os.path.join(d, st))
+    idx["weight_map"] = {k: rename[v] for k, v in idx["weight_map"].items()}
+    with open(os.path.join(d, "pytorch_model.bin.index.json"), "w") as f:
+        json.dump(idx, f, indent=2)
+    os.remove(index)

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Checkpoints written by transformers' own save_pretrained (sharded, both
-formats): every stage loads and matches the state dict."""
+"""Checkpoints written by transformers' own save_pretrained (sharded
+safetensors; transformers 5.x writes no .bin) and sharded .bin files as
+transformers 4.x wrote them (common.save_bin): every stage loads and matches
+the state dict."""
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import TMP, check, compare_stage, finish, state_dict  # noqa: E402
+from common import TMP, check, compare_stage, finish, save_bin, state_dict, tool  # noqa: E402
 
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
@@ -26,7 +29,14 @@ for fam, cfg in CFGS.items():
     m = T.AutoModelForCausalLM.from_config(cfg)
     for safe in (True, False):
         d = os.path.join(TMP, "hf-%s-%s" % (fam, "st" if safe else "bin"))
-        m.save_pretrained(d, max_shard_size="8KB", safe_serialization=safe)
+        if safe:
+            m.save_pretrained(d, max_shard_size="8KB")
+        else:
+            save_bin(m, d, max_shard_size="8KB")
+        check(any(f.endswith(".safetensors" if safe else ".bin") for f in os.listdir(d)), fam + ": format")
+        r = tool("config", d)   # transformers 5.x writes "dtype" (4.x "torch_dtype")
+        check(r.returncode == 0 and json.loads(r.stdout)["torch_dtype"] == str(m.dtype).split(".")[-1],
+              "%s: dtype from config.json: %s" % (fam, r.stderr))
         sd = state_dict(d)
         check(len([f for f in os.listdir(d) if f.endswith((".bin", ".safetensors"))]) > 2, fam + ": not sharded")
         for ranks in (1, 2, 3):

@@ -27,6 +27,9 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ckpt"))
+from common import save_bin  # noqa: E402
+
 # transformers 5.x renamed the KV cache argument and output field past_key_values -> cache
 CACHE = "cache" if "cache" in transformers.modeling_outputs.CausalLMOutputWithPast.__dataclass_fields__ \
     else "past_key_values"
@@ -131,7 +134,7 @@ def make_plain(name, root):
     model = AutoModelForCausalLM.from_config(cfg)
     d = os.path.join(root, name, "model")
     os.makedirs(d, exist_ok=True)
-    model.save_pretrained(d, safe_serialization=True, max_shard_size="40MB")
+    model.save_pretrained(d, max_shard_size="40MB")
     return d
 
 
@@ -175,7 +178,10 @@ def make(name, root):
     mdir = os.path.join(d, "model")
     os.makedirs(mdir, exist_ok=True)
     save_model = copy.deepcopy(model).to(tdt) if tdt != torch.float32 else model
-    save_model.save_pretrained(mdir, safe_serialization=not opts.get("bin", False), max_shard_size="40KB")
+    if opts.get("bin"):
+        save_bin(save_model, mdir, max_shard_size="40KB")   # as transformers 4.x wrote .bin
+    else:
+        save_model.save_pretrained(mdir, max_shard_size="40KB")
     with open(os.path.join(mdir, "config.json")) as f:
         c = json.load(f)
     assert c["dtype"] == dtype, "saved dtype"

@@ -2,8 +2,7 @@
 
 Repetition penalty, temperature, top-k and top-p use transformers'
 RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper
-and TopPLogitsWarper (in generate()'s order); min-p (not in transformers
-4.40) is HF's later MinPLogitsWarper rule written in numpy. The RNG is
+TopPLogitsWarper and MinPLogitsWarper (in generate()'s order). The RNG is
 checked against an independent Philox4x32-10 written here, each sampled id
 against the reference distribution and that draw, and the sampler's
 frequencies over many keys against the reference probabilities."""
@@ -15,7 +14,7 @@ import sys
 import numpy as np
 import torch
 from transformers.generation.logits_process import (
-    RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+    MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 TOOL = os.path.join(os.environ["PB_BUILDDIR"], "tests", "gen", "sample_tool")
 M32 = 0xFFFFFFFF
@@ -60,11 +59,7 @@ def reference_probs(logits, params, history):
         scores = TopPLogitsWarper(top_p=p)(ids, scores)
     mp = params.get("min_p", 0.0)
     if mp > 0:
-        probs = torch.softmax(scores, dim=-1).numpy()[0]
-        remove = probs < mp * probs.max()
-        s = scores.numpy()[0].copy()
-        s[remove] = -np.inf
-        scores = torch.tensor(s).unsqueeze(0)
+        scores = MinPLogitsWarper(min_p=mp)(ids, scores)
     return torch.softmax(scores.double(), dim=-1).numpy()[0]
 
 
