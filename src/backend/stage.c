@@ -120,12 +120,11 @@ int pb_stage_default_batch_tokens(int n_slots, int max_seq_len)
     return (int)(t > 0 ? t : 1);
 }
 
-/* Output rows on the last stage: every sequence's logits, or a chunk of
- * HEAD_ROWS rows when all logits are asked for. */
+/* Output rows on the last stage: every sequence's logits (all logits are
+ * computed and downloaded in chunks of at most that many rows). */
 static size_t out_rows(const pb_stage_opts *o)
 {
-    size_t hr = o->max_batch_tokens < HEAD_ROWS ? (size_t)o->max_batch_tokens : HEAD_ROWS;
-    return (size_t)o->n_slots > hr ? (size_t)o->n_slots : hr;
+    return (size_t)o->n_slots;
 }
 
 static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_opts *o)
@@ -734,9 +733,12 @@ static pb_status run_head(pb_stage *s, int r0, int nr, float *dst)
     return op->linear(be, hv, s->E, nr, s->lm_head, dst, s->V);
 }
 
+/* Rows of one LM head call: at most HEAD_ROWS (the arena's head rows), the
+ * batch tokens and the output buffer's rows. */
 static int head_chunk(const pb_stage *s)
 {
-    return s->opts.max_batch_tokens < HEAD_ROWS ? s->opts.max_batch_tokens : HEAD_ROWS;
+    int c = s->opts.max_batch_tokens < HEAD_ROWS ? s->opts.max_batch_tokens : HEAD_ROWS;
+    return c < s->opts.n_slots ? c : s->opts.n_slots;
 }
 
 pb_status pb_stage_run(pb_stage *s, const pb_seq_batch *b)

@@ -350,7 +350,11 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 
     /* rank 0: the --resume rules (fingerprints of the model's small files and
      * the settings); a complete OUT needs no model at world size 1 */
+    /* weights kept in another dtype than stored may change the output */
+    char variant[32];
+    snprintf(variant, sizeof variant, "weights=%s", pb_wdtype_name(opts->weights_dtype));
     pb_runner_model rm = {.dir = dir, .index_path = opts->index_path, .name = model_name(dir),
+                          .variant = opts->weights_dtype != PB_WDTYPE_STORED ? variant : NULL,
                           .base = &base, .context = context};
     bool done_before = false;
     if (rank == 0)
@@ -429,7 +433,9 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
             le[i] = plan->stages[i].layer_end;
         }
         pb_pipeline_cfg pc = {.hidden = cfg.hidden_size, .lim = lim,
-                              .plan_hash = pb_pipeline_plan_hash(world, lb, le),
+                              /* every rank must keep the weights alike too */
+                              .plan_hash = pb_pipeline_plan_hash(world, lb, le) ^
+                                           (0x9e3779b97f4a7c15ull * (uint64_t)(opts->weights_dtype + 1)),
                               .plan_mem = sp->mem_total};
         size_t max_msg = (size_t)mbt * (size_t)cfg.hidden_size * sizeof(float) +
                          (size_t)batch * 64 + (size_t)mbt * 4 + 4096;

@@ -93,7 +93,7 @@ static unsigned option_commands(int c)
     case OPT_NO_SPECIAL: return C_TOK;
     case OPT_SKIP_SPECIAL: return C_DETOK;
     case OPT_TEMPLATE: case OPT_TOKENIZER_CONFIG: return C_RENDER;
-    case OPT_INDEX: case OPT_SPLIT_POLICY: case OPT_SPLIT_POINTS: return C_RUN | C_PLAN;
+    case OPT_INDEX: case OPT_SPLIT_POLICY: case OPT_SPLIT_POINTS: case OPT_WEIGHTS_DTYPE: return C_RUN | C_PLAN;
     case 'b': case OPT_MAX_SEQ_LEN: return C_RUN | C_PLAN;
     case 'm': return C_RUN | C_PLAN | C_TOK | C_DETOK | C_RENDER;
     case 'q': case 'v': case 'h': case 'V': return ~0u;

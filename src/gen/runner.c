@@ -242,6 +242,15 @@ pb_status pb_runner_prepare(pb_runner *r, const pb_runner_model *m, bool *done)
     size_t n = strlen(o->out_path);
     r->state.compressed = n >= 4 && strcmp(o->out_path + n - 4, ".zst") == 0;
     PB_CHECK(pb_resume_model_fp(m->dir, m->index_path, &r->state.model));
+    if (m->variant) {
+        size_t a = strlen(r->state.model), b = strlen(m->variant);
+        char *fp = realloc(r->state.model, a + b + 2);
+        if (!fp)
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        fp[a] = ' ';
+        memcpy(fp + a + 1, m->variant, b + 1);
+        r->state.model = fp;
+    }
     PB_CHECK(pb_resume_settings_fp(m->base, m->context, o->shard_index, o->shard_count,
                                    o->abort_on_error, &r->state.settings));
     if (!o->resume)

@@ -49,6 +49,8 @@ typedef struct pb_runner_opts {
 /* What the run needs from the model folder, known before the weights load. */
 typedef struct pb_runner_model {
     const char *dir, *index_path;  /* fingerprinted for --resume */
+    const char *variant;           /* also fingerprinted when not NULL: what else changes the output
+                                      (e.g. "weights=bf16" for --weights-dtype) */
     const char *name;              /* for the OpenAI output shape */
     const pb_gen_settings *base;   /* CLI > generation_config.json > built-in */
     int context;

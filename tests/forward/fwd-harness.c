@@ -15,21 +15,28 @@
  *       the plan's memory estimate against the peak RSS of the running stage
  *       (see cmd_memory); exit 1 when off by more than 10%.
  *   fwd-harness load MODEL
- *       only loads: exit code from the status (2 for config errors). */
+ *       only loads: exit code from the status (2 for config errors).
+ *   fwd-harness loadbench MODEL RANKS STAGE REPS [THREADS]
+ *       load time of one stage beside a plain read of its files (a figure,
+ *       never pass/fail; contrib/bench/load.sh).
+ * PB_WEIGHTS_DTYPE=stored|f32|bf16 in the environment: --weights-dtype. */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "backend/stage.h"
 #include "ckpt/ckpt.h"
 #include "ckpt/plan.h"
 #include "ckpt/weights.h"
 #include "common/status.h"
+#include "common/util.h"
 #include "model/config.h"
 
 #define MAX_PROMPTS 16
@@ -523,6 +530,10 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
                meas / 1024.0, peak / 1024.0, after_load_peak / 1024.0, base / 1024.0, 100 * err,
                reset ? "" : " (peak reset unavailable: includes loading)");
         (void)ru;
+        /* for scripts: the whole process's peak over loading and running, less the baseline */
+        long whole = (peak > after_load_peak ? peak : after_load_peak) - base;
+        printf("figures: peak_rss=%lld weights=%llu kv=%llu act=%llu\n", (long long)whole * 1024,
+               (unsigned long long)sp->mem_weights, (unsigned long long)sp->mem_kv, (unsigned long long)sp->mem_act);
 #if defined(__SANITIZE_ADDRESS__)
         /* ASan's shadow memory and quarantine inflate RSS: the figure is
          * printed, the 10% check belongs to the normal build. */
@@ -550,6 +561,92 @@ done:
     return rc;
 }
 
+/* Plain sequential read of the stage's files, whole files, 1 MiB at a time. */
+static double plain_read(const pb_stage_plan *sp, uint64_t *bytes)
+{
+    static char buf[1 << 20];
+    double t0 = pb_now();
+    *bytes = 0;
+    for (int f = 0; f < sp->n_files; f++) {
+        int fd = open(sp->files[f].path, O_RDONLY);
+        if (fd < 0)
+            return -1;
+        ssize_t r;
+        while ((r = read(fd, buf, sizeof buf)) > 0)
+            *bytes += (uint64_t)r;
+        close(fd);
+    }
+    return pb_now() - t0;
+}
+
+/* Load time of stage STAGE of RANKS (pb_weights_load + pb_stage_create with
+ * one slot of 16 tokens, weights as PB_WEIGHTS_DTYPE says), best of REPS,
+ * beside a plain sequential read of the same files in the same run. */
+static int cmd_loadbench(const char *model, int ranks, int stage, int reps, int threads)
+{
+    pb_model_config cfg;
+    pb_ckpt *ck = NULL;
+    pb_plan *plan = NULL;
+    pb_backend *be = NULL;
+    pb_status st = PB_OK;
+    int rc = 0;
+    PB_CHECK_GOTO(pb_model_config_load(model, &cfg), st, fail);
+    PB_CHECK_GOTO(pb_ckpt_open(model, NULL, &cfg, &ck), st, fail);
+    pb_split_spec spec = {.policy = PB_SPLIT_POLICY_EQUAL_SIZE, .n_stages = ranks, .batch_size = 1, .max_seq_len = 16};
+    PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, fail);
+    if (stage < 0 || stage >= plan->n_stages) {
+        fprintf(stderr, "stage %d of %d\n", stage, plan->n_stages);
+        rc = 2;
+        goto done;
+    }
+    pb_backend_opts bo = {.threads = threads};
+    PB_CHECK_GOTO(pb_backend_create("cpu", &bo, &be), st, fail);
+    const pb_stage_plan *sp = &plan->stages[stage];
+    pb_stage_opts o = {.n_slots = 1, .max_seq_len = 16, .max_batch_tokens = 16, .threads = threads,
+                       .weights_dtype = weights_dtype()};
+    double best_load = 1e30, best_read = 1e30;
+    uint64_t file_bytes = 0, read_bytes = 0, kept = 0;
+    for (int r = 0; r < reps; r++) {
+        double tr = plain_read(sp, &file_bytes);
+        if (tr < 0) {
+            fprintf(stderr, "cannot read the stage's files\n");
+            rc = 1;
+            goto done;
+        }
+        if (tr < best_read)
+            best_read = tr;
+        double t0 = pb_now();
+        pb_weights *w = NULL;
+        pb_stage *stg = NULL;
+        PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, fail);
+        st = pb_stage_create(&cfg, sp, w, be, &o, &stg);
+        read_bytes = pb_weights_bytes_read(w);
+        pb_weights_free(w);
+        double tl = pb_now() - t0;
+        if (st != PB_OK)
+            goto fail;
+        kept = pb_stage_weight_bytes(stg);
+        pb_stage_free(stg);
+        if (tl < best_load)
+            best_load = tl;
+    }
+    printf("stage %d of %d: layers %d-%d, %d files, weights kept %s: %.1f MB\n", stage, ranks, sp->layer_begin,
+           sp->layer_end - 1, sp->n_files, pb_wdtype_name(o.weights_dtype), kept / 1e6);
+    printf("  stage load (pb_weights_load + pb_stage_create): %.1f MB in %.4f s = %.1f MB/s\n", read_bytes / 1e6,
+           best_load, read_bytes / best_load / 1e6);
+    printf("  plain sequential read of its files:              %.1f MB in %.4f s = %.1f MB/s\n", file_bytes / 1e6,
+           best_read, file_bytes / best_read / 1e6);
+    goto done;
+fail:
+    rc = fail_status(st);
+done:
+    pb_backend_free(be);
+    pb_plan_free(plan);
+    pb_ckpt_close(ck);
+    pb_model_config_free(&cfg);
+    return rc;
+}
+
 static int cmd_load(const char *model)
 {
     chain c;
@@ -569,8 +666,11 @@ int main(int argc, char **argv)
         return cmd_invariance(argv[2], atoi(argv[3]));
     if (argc >= 6 && strcmp(argv[1], "memory") == 0)
         return cmd_memory(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    if (argc >= 6 && strcmp(argv[1], "loadbench") == 0)
+        return cmd_loadbench(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argc > 6 ? atoi(argv[6]) : 1);
     if (argc >= 3 && strcmp(argv[1], "load") == 0)
         return cmd_load(argv[2]);
-    fprintf(stderr, "usage: fwd-harness golden MODEL WORK STAGES THREADS | invariance MODEL THREADS | load MODEL\n");
+    fprintf(stderr, "usage: fwd-harness golden MODEL WORK STAGES THREADS | invariance MODEL THREADS | load MODEL | "
+            "loadbench MODEL RANKS STAGE REPS [THREADS]\n");
     return 2;
 }

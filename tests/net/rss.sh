@@ -1,8 +1,11 @@
 #!/bin/sh
 # Each rank holds its own stage only: on a checkpoint whose weights dominate
 # (llama, hidden 256, 8 layers, 86 MiB of f32 parameters), under mpirun with 2
-# and 4 ranks, the pipeline report's peak RSS of every stage
-#  - is at least that stage's weights (it really holds them),
+# and 4 ranks (weights kept f32), and with 2 ranks keeping them bf16
+# (--weights-dtype bf16: half the bytes), the pipeline report's peak RSS of
+# every stage
+#  - is at least that stage's weights as kept (plan --json, which asks the
+#    backend for its bytes per weight: it really holds them),
 #  - is within a band of the stage's own plan estimate: the estimate plus the
 #    process's fixed overhead (the peak RSS of the same launch on a tiny
 #    model) and 32 MiB (the loader returns each mapped tensor's pages once
@@ -33,20 +36,28 @@ sanitized=0
 ldd "$P" 2>/dev/null | grep -q 'libasan' && sanitized=1
 
 pb_launcher_lock
-# World 1 on the big model: reference output and its peak RSS (KiB).
-w1=$($PB_PYTHON -c 'import resource, subprocess, sys
+# World 1 on the big model: reference output and its peak RSS (KiB), with the
+# weights kept f32 as stored and rounded to bf16 (--weights-dtype, which
+# every rank must apply alike).
+for d in stored bf16; do
+    w=$($PB_PYTHON -c 'import resource, subprocess, sys
 r = subprocess.run(sys.argv[1:]).returncode
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r == 0 else "")' \
-    "$P" $RUN --model "$T/big" --out "$T/ref.jsonl" --force 2>"$err")
-[ -n "$w1" ] || fail "world 1"
-for n in 2 4; do
+        "$P" $RUN --model "$T/big" --out "$T/ref-$d.jsonl" --force --weights-dtype $d 2>"$err")
+    [ -n "$w" ] || fail "world 1, weights $d"
+    eval "w1_$d=$w"
+done
+for c in 2:stored 4:stored 2:bf16; do
+    n=${c%%:*}; d=${c#*:}
+    eval "w1=\$w1_$d"
     timeout 120 $MPIRUN -np $n "$P" $RUN --model "$T/tiny" --out "$T/tiny.jsonl" --force --metrics "$T/tiny.json" \
-        2>"$err" || fail "tiny: -np $n"
+        --weights-dtype $d 2>"$err" || fail "tiny: -np $n, weights $d"
     timeout 120 $MPIRUN -np $n "$P" $RUN --model "$T/big" --out "$T/out.jsonl" --force --metrics "$T/big.json" \
-        2>"$err" || fail "big: -np $n"
-    cmp "$T/ref.jsonl" "$T/out.jsonl" || fail "big: -np $n differs from world 1"
-    "$P" plan --model "$T/big" --ranks $n --json >"$T/plan.json" 2>"$err" || fail "plan --ranks $n"
-    $PB_PYTHON - "$T/plan.json" "$T/big.json" "$T/tiny.json" "$w1" "$sanitized" <<'PYEOF' || fail "-np $n: peak RSS"
+        --weights-dtype $d 2>"$err" || fail "big: -np $n, weights $d"
+    cmp "$T/ref-$d.jsonl" "$T/out.jsonl" || fail "big: -np $n differs from world 1 (weights $d)"
+    "$P" plan --model "$T/big" --ranks $n --json --weights-dtype $d >"$T/plan.json" 2>"$err" || fail "plan --ranks $n"
+    echo "-np $n, weights $d:"
+    $PB_PYTHON - "$T/plan.json" "$T/big.json" "$T/tiny.json" "$w1" "$sanitized" <<'PYEOF' || fail "-np $n, weights $d: peak RSS"
 import json, sys
 plan = json.load(open(sys.argv[1]))
 big = json.load(open(sys.argv[2]))["pipeline"]["stages"]
