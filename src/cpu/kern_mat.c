@@ -239,7 +239,12 @@ struct pb_kctx {
     size_t attn_cap;
     void *items;
     size_t items_cap;
+    /* matmul: per-thread f32 copy of a group of bf16/f16 panels over one K
+     * block, reused by all row tiles of a large M */
+    float *wconv;
 };
+
+#define WCONV_FLOATS ((size_t)PB_KMR_MAX * 512 * PB_KNR) /* >= gmax[mr] * kc * 16 of every path */
 
 pb_status pb_kctx_create(pb_pool *pool, pb_kctx **out)
 {
@@ -249,7 +254,10 @@ pb_status pb_kctx_create(pb_pool *pool, pb_kctx **out)
     k->pool = pool;
     k->threads = pool ? pb_pool_threads(pool) : 1;
     k->scores = calloc((size_t)k->threads, sizeof *k->scores);
-    if (!k->scores) {
+    k->wconv = aligned_alloc(64, (size_t)k->threads * WCONV_FLOATS * sizeof(float));
+    if (!k->scores || !k->wconv) {
+        free(k->scores);
+        free(k->wconv);
         free(k);
         return pb_error(PB_ERR_NOMEM, "out of memory for the kernel context");
     }
@@ -265,6 +273,7 @@ void pb_kctx_free(pb_kctx *k)
         free(k->scores[i]);
     free(k->scores);
     free(k->items);
+    free(k->wconv);
     free(k);
 }
 
@@ -342,6 +351,7 @@ typedef struct mm_job {
     float *y;
     size_t ldy;
     int per_item; /* panels per work item */
+    float *wconv; /* [threads][WCONV_FLOATS] */
 } mm_job;
 
 static inline int nlast_of(const pb_kmat *w, int p_last)
@@ -367,9 +377,25 @@ static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int
     }
 }
 
+/* panel p over k0 .. k0 + kc as f32 [kc][16] */
+static void convert_block(const pb_kmat *w, int p, int k0, int kc, float *out)
+{
+    const uint16_t *src = panel_at(w, p, k0);
+    if (w->dt == PB_DT_F16) {
+        for (size_t i = 0; i < (size_t)kc * PB_KNR; i++)
+            out[i] = pb_f16_to_f32(src[i]);
+        return;
+    }
+    /* bf16: lane c of k pair holds k (low half) and k + 1 */
+    for (int k = 0; k < kc; k++)
+        for (int c = 0; c < PB_KNR; c++) {
+            const uint32_t b = (uint32_t)src[(size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (size_t)(k & 1)] << 16;
+            memcpy(&out[(size_t)k * PB_KNR + c], &b, 4);
+        }
+}
+
 static void mm_item(void *ctx, int item, int worker)
 {
-    (void)worker;
     const mm_job *j = ctx;
     const pb_kops *ops = j->ops;
     const pb_kmat *w = j->w;
@@ -387,6 +413,25 @@ static void mm_item(void *ctx, int item, int worker)
             const int kc = K - k0 < KC ? K - k0 : KC;
             for (int pg = p0; pg < p1; pg += G) {
                 const int pe = pg + G < p1 ? pg + G : p1;
+                if (w->dt != PB_DT_F32 && M >= 4 * mr) {
+                    /* convert the group's block to f32 once (exact), then
+                     * the f32 tiles: the same products in the same order */
+                    float *wc = j->wconv + (size_t)worker * WCONV_FLOATS;
+                    for (int p = pg; p < pe; p++)
+                        convert_block(w, p, k0, kc, wc + (size_t)(p - pg) * kc * PB_KNR);
+                    for (int r0 = 0; r0 < M; r0 += mr) {
+                        const int R = M - r0 < mr ? M - r0 : mr;
+                        const int g = R == mr ? G : 1;
+                        for (int p = pg; p < pe; p += (pe - p >= g ? g : 1)) {
+                            const int gg = pe - p >= g ? g : 1;
+                            ops->mm(R, gg, PB_DT_F32, j->x + (size_t)r0 * j->ldx + k0, j->ldx,
+                                    wc + (size_t)(p - pg) * kc * PB_KNR, (size_t)kc * PB_KNR, kc,
+                                    j->y + (size_t)r0 * j->ldy + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + gg - 1),
+                                    k0 > 0);
+                        }
+                    }
+                    continue;
+                }
                 for (int r0 = 0; r0 < M; r0 += mr) {
                     const int R = M - r0 < mr ? M - r0 : mr;
                     mm_rows_panels(j, R, j->x + (size_t)r0 * j->ldx, j->y + (size_t)r0 * j->ldy, pg, pe, k0, kc,
@@ -412,7 +457,7 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         return PB_OK;
     if (ldx < w->n_in || ldy < w->n_out)
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
-    mm_job j = {pb_kops_active(), x, (size_t)ldx, M, w, bias, y, (size_t)ldy, 0};
+    mm_job j = {pb_kops_active(), x, (size_t)ldx, M, w, bias, y, (size_t)ldy, 0, k->wconv};
     /* about 4 items per thread, each a whole number of register tiles */
     const int G = j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
