@@ -50,10 +50,12 @@ MODELS = {
     # name: (how, dtype, family args for pb-make-checkpoint, tokenizer)
     "smollm2-135m-bf16": ("smollm2", "bf16", None, None),
     "gpt2-124m-f32": ("make", "f32", ["--family", "gpt2", "--layers", "12", "--hidden", "768", "--heads", "12",
-                                      "--vocab", "50257", "--max-pos", "1024", "--eos", "50256", "--bos", "50256"],
+                                      "--vocab", "50257", "--max-pos", "1024", "--eos", "50256", "--bos", "50256",
+                                      "--set", "n_ctx=1024"],
                       "gpt2"),
     "gpt2-124m-f16": ("make", "f16", ["--family", "gpt2", "--layers", "12", "--hidden", "768", "--heads", "12",
-                                      "--vocab", "50257", "--max-pos", "1024", "--eos", "50256", "--bos", "50256"],
+                                      "--vocab", "50257", "--max-pos", "1024", "--eos", "50256", "--bos", "50256",
+                                      "--set", "n_ctx=1024"],
                       "gpt2"),
     "tinyllama-1.1b-bf16": ("make", "bf16", ["--family", "llama", "--layers", "22", "--hidden", "2048",
                                              "--heads", "32", "--kv-heads", "4", "--intermediate", "5632",
@@ -402,7 +404,10 @@ def kern_bench(a):
     if subprocess.run(["make", "-s", "-C", a.build, "tests/cpu/kern-bench"], capture_output=True).returncode != 0 \
             or not os.path.exists(exe):
         return None
-    r = subprocess.run([exe], capture_output=True, text=True, env=dict(os.environ, PB_THREADS=str(a.threads)))
+    try:
+        r = subprocess.run([exe, str(a.threads), "0.5"], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return "(kern-bench stopped after 600 s)"
     return r.stdout + r.stderr
 
 
