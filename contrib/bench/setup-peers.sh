@@ -1,14 +1,20 @@
 #!/bin/sh
 # Benchmark-only peers: llama.cpp through the PyPI package llama-cpp-python,
-# built from source for this CPU, in its own venv (never the project's .venv).
-# The sdist also carries llama.cpp's convert_hf_to_gguf.py and gguf-py, which
-# contrib/bench/run.py uses to make GGUFs from the same HF folders.
-# Nothing of llama.cpp enters the project: this only installs and runs it.
+# built from its sdist's sources for this CPU, in its own venv (never the
+# project's .venv). The sdist also carries llama.cpp's convert_hf_to_gguf.py
+# and gguf-py, which contrib/bench/run.py uses to make GGUFs from the same HF
+# folders. Nothing of llama.cpp enters the project: this only installs and
+# runs it.
 #
 #   contrib/bench/setup-peers.sh [DIR]     (default: build-bench, gitignored)
 #
-# Environment: PYTHON (base interpreter, default python3), LLAMA_CPP_VERSION
-# (default 0.3.36), JOBS (parallel compile jobs, default 2).
+# Steps (each skipped when done): download the sdist; cmake-build only
+# libllama + ggml from it (native CPU, no BLAS; the package's own build would
+# also compile llama.cpp's `common` library, which the bindings do not need,
+# doubling the time on a small machine); install the Python package without
+# building and put the libraries in its lib folder; sentencepiece for the
+# converter. Environment: PYTHON (base interpreter, default python3),
+# LLAMA_CPP_VERSION (default 0.3.36), JOBS (parallel compile jobs, default 2).
 set -eu
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,23 +34,33 @@ if [ ! -d "$src" ]; then
 	tar -C "$dir/src" -xzf "$dir/src/llama_cpp_python-$ver.tar.gz"
 fi
 
+lib=$dir/llama-lib
+if [ ! -e "$lib/libllama.so" ]; then
+	cmake -S "$src/vendor/llama.cpp" -B "$dir/llama-build" -DCMAKE_BUILD_TYPE=Release \
+		-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DLLAMA_CURL=OFF \
+		-DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+		-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+	cmake --build "$dir/llama-build" --target llama -j "$jobs"
+	mkdir -p "$lib"
+	cp -a "$dir/llama-build"/bin/lib*.so* "$lib/"
+fi
+
 if [ ! -x "$dir/venv/bin/python" ]; then
 	"$py" -m venv "$dir/venv"
 	"$dir/venv/bin/python" -m pip install -q --upgrade pip
 fi
-
-# Native CPU build (AVX-512/BF16 where the CPU has them), no BLAS, no
-# multimodal library; OpenMP threads as llama.cpp ships by default.
-CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"
-CMAKE_BUILD_PARALLEL_LEVEL=$jobs
-export CMAKE_ARGS CMAKE_BUILD_PARALLEL_LEVEL
-"$dir/venv/bin/python" -m pip install -v "$src" > "$dir/pip-llama.log" 2>&1 ||
-	{ tail -30 "$dir/pip-llama.log"; exit 1; }
+if ! "$dir/venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+	# the bindings only (LLAMA_BUILD=OFF), then the libraries built above
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "$dir/venv/bin/python" -m pip install -q "$src"
+	pkg=$("$dir/venv/bin/python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("llama_cpp").origin))')
+	mkdir -p "$pkg/lib"
+	cp -a "$lib"/lib*.so* "$pkg/lib/"
+fi
 
 # The converter's own gguf-py, matching the llama.cpp version built above;
 # sentencepiece, which it imports for the llama family's vocabulary, beside
 # (run.py puts both on PYTHONPATH for the project's Python, which has torch).
 ln -sfn "$src/vendor/llama.cpp" "$dir/llama.cpp"
-"$dir/venv/bin/python" -m pip install -q --target "$dir/pydeps" sentencepiece
-"$dir/venv/bin/python" -c 'import llama_cpp; print("llama-cpp-python", llama_cpp.__version__)'
-echo "converter: $dir/llama.cpp/convert_hf_to_gguf.py (PYTHONPATH=$dir/llama.cpp/gguf-py)"
+[ -d "$dir/pydeps/sentencepiece" ] || "$dir/venv/bin/python" -m pip install -q --target "$dir/pydeps" sentencepiece
+"$dir/venv/bin/python" -c 'import llama_cpp; llama_cpp.llama_backend_init(); print("llama-cpp-python", llama_cpp.__version__, "ok")'
+echo "converter: $dir/llama.cpp/convert_hf_to_gguf.py (PYTHONPATH=$dir/llama.cpp/gguf-py:$dir/pydeps)"
