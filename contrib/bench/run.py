@@ -23,10 +23,12 @@ Measures (median of --runs, peers interleaved within each run):
   decode_bN    N sequences of a short prompt, tokens after the first of each
                / time after the first token (aggregate tok/s)
   rss_mib      peak RSS of the process (pippy: the largest of its runs)
-Limits measured in the same run (contrib/bench/limits.c, same threads):
-memory read bandwidth, f32 FMA and bf16-dot peaks, cblas_sgemm at the model's
-layer shapes for M = 512, 8, 1. Bounds: decode at batch 1 <= bandwidth /
-weight bytes read per token; prefill <= SGEMM(M=512) / (2 * matmul weights).
+Limits measured in the same run, before each run round, the best kept
+(contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
+bf16-dot peaks, cblas_sgemm at the model's layer shapes for M = 512, 8, 1.
+Bounds: decode at batch 1 <= bandwidth / weight bytes read per token;
+prefill <= SGEMM(M=512) / (2 * matmul weights). The kernels' own
+microbenchmark (tests/cpu/kern-bench) follows the table when the build has it.
 
 Usage: run.py [--quick] [--runs N] [--models a,b] [--json FILE] ...
 (contrib/bench/run.sh sets the paths; `make bench` runs it).
@@ -76,7 +78,13 @@ def log(msg):
 
 # ---------------------------------------------------------------- workers
 # Run in a child process (the llama.cpp one in the peers' venv, which has no
-# torch): read a job as JSON from argv, print one JSON line of results.
+# torch): read a job as JSON from argv, print a JSON line of the results so
+# far after each measure (a run stopped by --timeout keeps what it measured).
+
+
+def emit(res):
+    res = dict(res, _rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(json.dumps(res), flush=True)
 
 def worker_llama(job):
     import numpy as np
@@ -103,6 +111,7 @@ def worker_llama(job):
     if not ctx:
         raise SystemExit("llama.cpp: cannot create a context")
     res = {"load_s": time.perf_counter() - t}
+    emit(res)
     nv = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
     cap = max(cp.n_batch, maxb)
     batch = L.llama_batch_init(cap, 0, 1)
@@ -131,6 +140,7 @@ def worker_llama(job):
     run([(tok, i, 0, i == len(long) - 1) for i, tok in enumerate(long)])
     res["ttft_s"] = time.perf_counter() - t
     res["prefill"] = len(long) / res["ttft_s"]
+    emit(res)
     for B in job["batches"]:
         L.llama_memory_clear(mem, True)
         nxt = run([(tok, i, s, i == P - 1) for s in range(B) for i, tok in enumerate(job["prompt"])])
@@ -138,6 +148,7 @@ def worker_llama(job):
         for step in range(N - 1):
             nxt = run([(nxt[s], P + step, s, True) for s in range(B)])
         res[f"decode_b{B}"] = B * (N - 1) / (time.perf_counter() - t)
+        emit(res)
     L.llama_batch_free(batch)
     L.llama_free(ctx)
     L.llama_model_free(model)
@@ -157,6 +168,7 @@ def worker_torch(job):
     model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dt)
     model.eval()
     res = {"load_s": time.perf_counter() - t}
+    emit(res)
 
     class Stamp(StoppingCriteria):
         def __init__(self):
@@ -182,13 +194,15 @@ def worker_torch(job):
         stamps = gen(long, 1)
         res["ttft_s"] = stamps[0] - t
         res["prefill"] = long.shape[1] / res["ttft_s"]
+        emit(res)
         for B in job["batches"]:
             stamps = gen(torch.tensor([job["prompt"]] * B), N)
             res[f"decode_b{B}"] = B * (N - 1) / (stamps[-1] - stamps[0])
+            emit(res)
     return res
 
 
-def child(python, kind, job, timeout):
+def child(python, kind, job, timeout, omp_wait):
     """Run a worker in a fresh process; it reports its own peak RSS."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(job, f)
@@ -198,18 +212,27 @@ def child(python, kind, job, timeout):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=dict(os.environ, OMP_NUM_THREADS=str(job["threads"]),
                                       OPENBLAS_NUM_THREADS=str(job["threads"]),
-                                      MKL_NUM_THREADS=str(job["threads"])))
+                                      MKL_NUM_THREADS=str(job["threads"]),
+                                      **({"OMP_WAIT_POLICY": omp_wait} if omp_wait else {})))
+        stopped = False
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             p.kill()
-            p.communicate()
-            raise RuntimeError(f"{kind} worker still running after {timeout} s: stopped")
+            out, err = p.communicate()
+            stopped = True
     finally:
         os.unlink(path)
-    if p.returncode != 0:
+    lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+    if stopped:
+        if not lines:
+            raise RuntimeError(f"{kind} worker still running after {timeout} s: stopped, nothing measured")
+        res = json.loads(lines[-1])
+        res["_stopped"] = f"stopped after {timeout} s"
+    elif p.returncode != 0 or not lines:
         raise RuntimeError(f"{kind} worker failed (exit {p.returncode}): {err.strip()[-800:]}")
-    res = json.loads(out.strip().splitlines()[-1])
+    else:
+        res = json.loads(lines[-1])
     res["rss_mib"] = res.pop("_rss_kib", 0) / 1024
     return res
 
@@ -398,6 +421,17 @@ def run_limits(a, models):
     return json.loads(r.stdout)
 
 
+def best_limits(lims):
+    """Each figure's best over the measurements: what the machine can do when
+    the other jobs on it let it."""
+    out = dict(lims[0])
+    for x in lims[1:]:
+        for k in ("bandwidth_gbs", "fma_peak_gflops", "bf16_dot_gflops"):
+            out[k] = max(out[k], x[k])
+        out["gemm"] = {n: {mm: max(v, x["gemm"][n][mm]) for mm, v in g.items()} for n, g in out["gemm"].items()}
+    return out
+
+
 def kern_bench(a):
     """The kernels' own microbenchmark, when the build has one."""
     exe = os.path.join(a.build, "tests", "cpu", "kern-bench")
@@ -455,6 +489,10 @@ def main():
                     help="seconds: start no new peer run after this (medians over the runs done)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=900, help="seconds one peer may take for one model and run")
+    ap.add_argument("--omp-wait", choices=("auto", "passive", "active", "default"), default="auto",
+                    help="OMP_WAIT_POLICY for the peers (llama.cpp and PyTorch use OpenMP); auto: passive when "
+                         "the load average exceeds the cores (spinning barriers lose whole time slices on a "
+                         "shared machine), else their default")
     ap.add_argument("--build", default=os.environ.get("PB_BUILDDIR", os.path.join(SRC, "build")))
     ap.add_argument("--peers-dir", default=os.path.join(SRC, "build-bench"),
                     help="where contrib/bench/setup-peers.sh installed llama-cpp-python")
@@ -468,9 +506,7 @@ def main():
     if a.worker:
         kind, path = a.worker
         job = json.load(open(path))
-        res = worker_llama(job) if kind == "llama" else worker_torch(job)
-        res["_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps(res), flush=True)
+        emit(worker_llama(job) if kind == "llama" else worker_torch(job))
         return 0
 
     if a.quick:
@@ -515,11 +551,19 @@ def main():
         raise SystemExit("no model to run")
 
     load0 = os.getloadavg()
-    log("measuring the machine's limits")
-    lim = run_limits(a, models)
+    omp_wait = {"passive": "PASSIVE", "active": "ACTIVE", "default": None}.get(a.omp_wait)
+    if a.omp_wait == "auto":
+        omp_wait = "PASSIVE" if load0[0] > (os.cpu_count() or 1) else None
+    if omp_wait:
+        notes.append(f"peers run with OMP_WAIT_POLICY={omp_wait} (load average {load0[0]:.1f} "
+                     f"on {os.cpu_count()} cores at the start)")
+    lims = []
     results = {m["name"]: {p: [] for p in peers} for m in models}
     t_start = time.time()
     for r in range(a.runs):
+        if not (a.budget and time.time() - t_start > a.budget):
+            log(f"run {r + 1}/{a.runs}: the machine's limits")
+            lims.append(run_limits(a, models))
         for m in models:
             for p in peers:
                 if a.budget and time.time() - t_start > a.budget:
@@ -535,15 +579,18 @@ def main():
                     elif p == "llama.cpp":
                         if not m["gguf"]:
                             continue
-                        res = child(peers_py, "llama", job, a.timeout)
+                        res = child(peers_py, "llama", job, a.timeout, omp_wait)
                     else:
-                        res = child(py, "torch", job, a.timeout)
+                        res = child(py, "torch", job, a.timeout, omp_wait)
                 except (RuntimeError, OSError, ValueError) as e:
                     log(f"{m['name']} {p}: {e}")
                     notes.append(f"{m['name']} {p} run {r + 1} failed: {str(e)[:300]}")
                     continue
+                if "_stopped" in res:
+                    notes.append(f"{m['name']} {p} run {r + 1}: {res.pop('_stopped')} (--timeout); "
+                                 f"measured: {', '.join(k for k in res if k != 'rss_mib')}")
                 results[m["name"]][p].append(res)
-    lim_after = run_limits(a, models) if a.runs > 1 else None
+    lim = best_limits(lims)
     kb = kern_bench(a)
 
     keys = ["load_s", "prefill", "ttft_s"] + [f"decode_b{b}" for b in batches] + ["rss_mib"]
@@ -567,8 +614,8 @@ def main():
     w(f"pippy-batch benchmark: {a.threads} threads, median of {nruns} run(s) (peers interleaved), "
       f"{a.tokens} tokens per sequence in decode runs; load average {load0[0]:.1f} at the start")
     w(f"limits: memory read {lim['bandwidth_gbs']:.1f} GB/s, f32 FMA peak {lim['fma_peak_gflops']:.0f} GFLOP/s, "
-      f"bf16 dot {lim['bf16_dot_gflops']:.0f} GFLOP/s ({lim['bf16_dot_kind']})"
-      + (f"; at the end {lim_after['bandwidth_gbs']:.1f} GB/s" if lim_after else ""))
+      f"bf16 dot {lim['bf16_dot_gflops']:.0f} GFLOP/s ({lim['bf16_dot_kind']}); the best of {len(lims)} "
+      f"measurement(s), one before each run (bandwidth {', '.join('%.1f' % x['bandwidth_gbs'] for x in lims)})")
     for m in models:
         g = lim["gemm"][m["name"]]
         f = m["facts"]
@@ -606,7 +653,7 @@ def main():
     if kb:
         print("\nkernel microbenchmark (tests/cpu/kern-bench):\n" + kb)
     doc = {"threads": a.threads, "runs": a.runs, "tokens": a.tokens, "batches": batches, "peers": peers,
-           "loadavg_start": load0, "limits": lim, "limits_end": lim_after, "notes": notes,
+           "loadavg_start": load0, "omp_wait_policy": omp_wait, "limits": lim, "limits_each_run": lims, "notes": notes,
            "models": {m["name"]: {"dtype": m["dtype"], "facts": m["facts"], "gguf": m["gguf"],
                                   "prompt_tokens": len(m["prompt"]), "median": med[m["name"]],
                                   "runs": results[m["name"]], "bounds": bounds(m, lim, batches)}
