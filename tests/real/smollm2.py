@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""SmolLM2-135M-Instruct (real weights) against HF transformers 5.x.
+
+HF's reference is computed once (f32 on the folder's bf16 weights). Then:
+
+1. fwd-harness loads the folder through the real loader and chains 1, 2 and 3
+   stages (the same stage code each rank runs). For 8 varied prompts:
+  - logits at every prompt position and at each of the 64 decode steps
+    along HF's greedy path within TOL (1e-3) of HF run in f32 on the same
+    bf16 weights;
+  - the free-running 64-token greedy continuation equal to generate()'s,
+    up to the first near-tie (HF top-2 margin < TIE);
+  - the same logits, bit for bit, for 1, 2 and 3 stages.
+2. `pippy-batch` itself under `mpirun -np 1, 2, 3` (one stage per rank) on the
+   same prompts, greedy, max_tokens 64: the text and token counts equal
+   generate(do_sample=False)'s (stopping at EOS), up to the first near-tie;
+   the output files byte-identical whatever the number of ranks.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import smol  # noqa: E402
+
+
+MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
+
+
+def check_cli(d, tok, ref, work):
+    errors = []
+    pb = os.environ.get("PIPPY_BATCH", "pippy-batch")
+    inp = os.path.join(work, "in.jsonl")
+    with open(inp, "w") as f:
+        for i, r in enumerate(ref):
+            f.write(json.dumps({"id": i, "prompt": r["prompt"], "max_tokens": smol.N_NEW}) + "\n")
+    first = None
+    for n in (1, 2, 3):
+        out = os.path.join(work, f"cli-{n}.jsonl")
+        cmd = MPIRUN + ["-np", str(n), pb, "-q", "--model", d, "--in", inp, "--out", out, "--temperature", "0",
+                        "--batch-size", "8", "--threads", "1"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            errors.append(f"mpirun -np {n}: exit {r.returncode}: {r.stderr.strip()[-2000:]}")
+            continue
+        data = open(out, "rb").read()
+        if first is None:
+            first = data
+        elif data != first:
+            errors.append(f"mpirun -np {n}: output differs from -np 1")
+        recs = {}
+        for line in data.decode().splitlines():
+            o = json.loads(line)
+            recs[o["id"]] = o
+        for i, rf in enumerate(ref):
+            o = recs.get(i)
+            if o is None or "text" not in o:
+                errors.append(f"mpirun -np {n}, prompt {i}: no result ({o})")
+                continue
+            want = tok.decode(rf["stop"], skip_special_tokens=True)
+            if o["text"] == want:
+                reason = "stop" if rf["stop"] and rf["stop"][-1] == tok.eos_token_id else "length"
+                if o["completion_tokens"] != len(rf["stop"]) or o["prompt_tokens"] != len(rf["ids"]):
+                    errors.append(f"mpirun -np {n}, prompt {i}: tokens {o['prompt_tokens']}+{o['completion_tokens']}"
+                                  f", HF {len(rf['ids'])}+{len(rf['stop'])}")
+                if o["finish_reason"] != reason:
+                    errors.append(f"mpirun -np {n}, prompt {i}: finish_reason {o['finish_reason']}, HF {reason}")
+                continue
+            # first HF token whose text is no longer a prefix of ours
+            k = next((k for k in range(len(rf["stop"]))
+                      if not o["text"].startswith(tok.decode(rf["stop"][:k + 1], skip_special_tokens=True))),
+                     len(rf["stop"]) - 1)
+            if rf["margin"][k] >= smol.TIE:
+                errors.append(f"mpirun -np {n}, prompt {i}: text differs from generate() at token {k} "
+                              f"(HF margin {rf['margin'][k]:.3g}):\n    ours {o['text']!r}\n    HF   {want!r}")
+            else:
+                print(f"  mpirun -np {n}, prompt {i}: near-tie at token {k} (margin {rf['margin'][k]:.2g})")
+        if n == 1:
+            for i in range(min(3, len(ref))):
+                print(f"  prompt {i}: {recs[i]['text'][:100]!r}")
+        print(f"mpirun -np {n}: {len(recs)} results" + ("" if n == 1 else ", identical to -np 1" if data == first else ""))
+    return errors
+
+
+def main():
+    d = smol.model_dir()
+    work = os.path.join(smol.tmpdir(), "real-forward")
+    os.makedirs(work, exist_ok=True)
+    harness = os.path.join(os.environ.get("PB_BUILDDIR", "."), "tests", "forward", "fwd-harness")
+    tok, ref = smol.hf_reference(d)
+    with open(os.path.join(work, "prompts.txt"), "w") as f:
+        f.writelines(" ".join(map(str, r["ids"])) + "\n" for r in ref)
+    with open(os.path.join(work, "forced.txt"), "w") as f:
+        f.writelines(" ".join(map(str, r["forced"])) + "\n" for r in ref)
+    errors = []
+    worst = {}
+    for ns in (1, 2, 3):
+        r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True)
+        if r.returncode != 0:
+            errors.append(f"{ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}")
+            continue
+        od = os.path.join(work, f"out-{ns}")
+        worst[ns] = 0.0
+        for i, rf in enumerate(ref):
+            P, n = len(rf["ids"]), len(rf["forced"])
+            V = rf["logits"].shape[1]
+            pre = np.fromfile(os.path.join(od, f"prefill_{i}.f32"), dtype=np.float32).reshape(-1, V)
+            dec = np.fromfile(os.path.join(od, f"decode_{i}.f32"), dtype=np.float32).reshape(-1, V)
+            e1 = float(np.abs(pre - rf["logits"][:P]).max())
+            e2 = float(np.abs(dec - rf["logits"][P:P + n]).max())
+            worst[ns] = max(worst[ns], e1, e2)
+            if e1 > smol.TOL:
+                errors.append(f"{ns} stages, prompt {i}: prompt logits differ from HF by {e1:.3g}")
+            if e2 > smol.TOL:
+                errors.append(f"{ns} stages, prompt {i}: decode logits differ from HF by {e2:.3g}")
+            greedy = list(map(int, open(os.path.join(od, f"greedy_{i}.txt")).read().split()))
+            k = smol.first_divergence(greedy, rf["forced"])
+            if k is not None and rf["margin"][k] >= smol.TIE:
+                errors.append(f"{ns} stages, prompt {i}: greedy differs from generate() at token {k} "
+                              f"(HF margin {rf['margin'][k]:.3g})")
+            elif k is not None:
+                print(f"  {ns} stages, prompt {i}: near-tie at token {k} (margin {rf['margin'][k]:.2g}), "
+                      "compared up to it")
+        if ns > 1 and os.path.isdir(os.path.join(work, "out-1")):
+            for f in sorted(os.listdir(os.path.join(work, "out-1"))):
+                with open(os.path.join(work, "out-1", f), "rb") as a, open(os.path.join(od, f), "rb") as b:
+                    if a.read() != b.read():
+                        errors.append(f"{ns} stages: {f} differs from 1 stage")
+            shutil.rmtree(od)
+    errors += check_cli(d, tok, ref, work)
+    for ns, w in worst.items():
+        print(f"SmolLM2 {ns} stage(s): max |logit - HF f32| = {w:.3g} over {len(ref)} prompts "
+              f"({sum(len(r['ids']) for r in ref)} prompt positions + {sum(len(r['forced']) for r in ref)} decode steps)")
+    for e in errors:
+        print("FAIL: " + e)
+    shutil.rmtree(work, ignore_errors=True)
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()
