@@ -44,9 +44,9 @@ def tmpdir():
 def hf_reference(d, n_new=N_NEW):
     """HF transformers in f32 on the folder's bf16 weights.
 
-    Returns per prompt: ids (prompt token ids), forced (generate()'s 64 greedy
-    tokens, not stopped at EOS), stop (forced cut after the first EOS, what
-    generate() returns with EOS on), logits [P + n_new, V] at every position of
+    Returns per prompt: ids (prompt token ids), stop (generate(do_sample=False)'s
+    greedy tokens, up to and with EOS), forced (stop continued past EOS with
+    HF's argmax to n_new tokens), logits [P + n_new, V] at every position of
     prompt + forced (rows P-1+k choose forced[k]) and margin[k] (top-1 minus
     top-2 before forced[k]).
     """
@@ -58,18 +58,21 @@ def hf_reference(d, n_new=N_NEW):
     tok = AutoTokenizer.from_pretrained(d)
     m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     m.eval()
-    eos = m.config.eos_token_id
     out = []
     for p in PROMPTS:
         ids = tok(p, return_tensors="pt").input_ids
         P = ids.shape[1]
         with torch.no_grad():
-            # generate() with EOS off gives all 64 steps; with EOS on it stops after the first EOS,
-            # the same tokens up to there (one call serves both).
-            g_all = m.generate(ids, do_sample=False, max_new_tokens=n_new, eos_token_id=None,
-                               pad_token_id=eos)[0, P:].tolist()
-            g_stop = g_all[:g_all.index(eos) + 1] if eos in g_all else g_all
-            full = torch.cat([ids, torch.tensor([g_all])], dim=1)
+            # generate() as a user runs it: greedy, stops after EOS. The mask is explicit: HF
+            # infers one from pad_token_id when pad != eos, which would hide the prompt's <|im_end|>.
+            g_stop = m.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                max_new_tokens=n_new)[0, P:].tolist()
+            # the harness follows a path of n_new tokens: past EOS, HF's own argmax
+            g_all = list(g_stop)
+            while len(g_all) < n_new:
+                nxt = m(torch.cat([ids, torch.tensor([g_all], dtype=ids.dtype)], dim=1)).logits[0, -1]
+                g_all.append(int(nxt.argmax()))
+            full = torch.cat([ids, torch.tensor([g_all], dtype=ids.dtype)], dim=1)
             lg = m(full).logits[0].float().numpy()
         top2 = np.sort(lg[P - 1:P - 1 + n_new], axis=1)[:, -2:]
         out.append({"prompt": p, "ids": ids[0].tolist(), "forced": g_all, "stop": g_stop,
