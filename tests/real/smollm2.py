@@ -45,7 +45,8 @@ def check_cli(d, tok, ref, work):
                         "--batch-size", "8", "--threads", "1"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if r.returncode != 0:
-            errors.append(f"mpirun -np {n}: exit {r.returncode}: {r.stderr.strip()[-2000:]}")
+            errors.append(f"mpirun -np {n}: exit {r.returncode}: stderr: {r.stderr.strip()[-2000:]!r} "
+                          f"stdout: {r.stdout.strip()[-1000:]!r}")
             continue
         data = open(out, "rb").read()
         if first is None:
