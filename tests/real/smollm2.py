@@ -16,6 +16,7 @@ HF's reference is computed once (f32 on the folder's bf16 weights). Then:
    generate(do_sample=False)'s (stopping at EOS), up to the first near-tie;
    the output files byte-identical whatever the number of ranks.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -39,11 +40,15 @@ def check_cli(d, tok, ref, work):
         for i, r in enumerate(ref):
             f.write(json.dumps({"id": i, "prompt": r["prompt"], "max_tokens": smol.N_NEW}) + "\n")
     first = None
+    # as tests/net/lock.sh: one launcher test at a time on the machine, ranks over loopback only
+    env = dict(os.environ, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
+    lock = open("/tmp/.pippy-batch-launcher.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     for n in (1, 2, 3):
         out = os.path.join(work, f"cli-{n}.jsonl")
         cmd = MPIRUN + ["-np", str(n), pb, "-q", "--model", d, "--in", inp, "--out", out, "--temperature", "0",
                         "--batch-size", "8", "--threads", "1"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
         if r.returncode != 0:
             errors.append(f"mpirun -np {n}: exit {r.returncode}: stderr: {r.stderr.strip()[-2000:]!r} "
                           f"stdout: {r.stdout.strip()[-1000:]!r}")
@@ -84,6 +89,7 @@ def check_cli(d, tok, ref, work):
             for i in range(min(3, len(ref))):
                 print(f"  prompt {i}: {recs[i]['text'][:100]!r}")
         print(f"mpirun -np {n}: {len(recs)} results" + ("" if n == 1 else ", identical to -np 1" if data == first else ""))
+    lock.close()
     return errors
 
 
