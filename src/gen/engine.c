@@ -75,7 +75,9 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             return PB_OK;
         int32_t *ids = NULL;
         size_t n = 0;
-        pb_status st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, true, &ids, &n);
+        pb_status st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, !rec.chat, &ids, &n);
+        /* chat prompts: the template wrote the special tokens (HF's
+         * apply_chat_template tokenizes with add_special_tokens=False) */
         if (st != PB_OK) {
             if (st != PB_ERR_INPUT) {
                 pb_record_clear(&rec);

@@ -183,6 +183,7 @@ void pb_record_clear(pb_record *rec)
     free(rec->id_json);
     free(rec->custom_id_json);
     free(rec->prompt);
+    free(rec->chat_json);
     free(rec->error);
     pb_gen_settings_clear(&rec->gs);
     memset(rec, 0, sizeof *rec);
@@ -409,12 +410,14 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
             goto out;
         }
         if (!cJSON_IsString(url)) {
-            st = fail_record(rec, "OpenAI batch shape: field 'url' must be \"/v1/completions\"");
+            st = fail_record(rec, "OpenAI batch shape: field 'url' must be \"/v1/completions\" or \"/v1/chat/completions\"");
             goto out;
         }
-        if (strcmp(url->valuestring, "/v1/completions") != 0) {
-            st = pb_record_set_error(rec, "OpenAI batch shape: url '%.200s' is not supported (only /v1/completions)",
-                                     url->valuestring);
+        if (strcmp(url->valuestring, "/v1/chat/completions") == 0)
+            rec->chat = true;
+        else if (strcmp(url->valuestring, "/v1/completions") != 0) {
+            st = pb_record_set_error(rec, "OpenAI batch shape: url '%.200s' is not supported (only "
+                                     "/v1/completions and /v1/chat/completions)", url->valuestring);
             goto out;
         }
         if (!cJSON_IsObject(jbody)) {
@@ -434,6 +437,33 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
         }
     }
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(body, "prompt");
+    const cJSON *mv = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    if (!rec->openai && mv && !cJSON_IsNull(mv))
+        rec->chat = true;
+    if (rec->chat) {
+        /* rendered later by the model's chat template (the runner) */
+        if (pv && !cJSON_IsNull(pv)) {
+            st = fail_record(rec, rec->openai ? "a chat completion takes 'body.messages', not 'body.prompt'"
+                                              : "give 'prompt' or 'messages', not both");
+            goto out;
+        }
+        if (!cJSON_IsArray(mv)) {
+            st = fail_record(rec, rec->openai ? "field 'body.messages' must be a list"
+                                              : "field 'messages' must be a list");
+            goto out;
+        }
+        if (!apply_settings(&c, body, &rec->gs, &nomem)) {
+            if (nomem)
+                st = pb_error(PB_ERR_NOMEM, "out of memory");
+            else
+                st = pb_record_set_error(rec, "%s%s", rec->openai ? "body: " : "", c.err);
+            goto out;
+        }
+        rec->chat_json = cJSON_PrintUnformatted(body);
+        if (!rec->chat_json)
+            st = pb_error(PB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     if (!pv || cJSON_IsNull(pv)) {
         st = fail_record(rec, rec->openai ? "missing field 'body.prompt'" : "missing field 'prompt'");
         goto out;
@@ -468,12 +498,19 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
     if (r->openai) {
         pb_jbuf_printf(b, "{\"id\": \"batch_req_%llu\", \"custom_id\": %s, \"response\": "
                        "{\"status_code\": 200, \"request_id\": \"req_%llu\", \"body\": "
-                       "{\"id\": \"cmpl-%llu\", \"object\": \"text_completion\", \"model\": ",
-                       line, r->custom_id_json ? r->custom_id_json : "null", line, line);
+                       "{\"id\": \"%s-%llu\", \"object\": \"%s\", \"model\": ",
+                       line, r->custom_id_json ? r->custom_id_json : "null", line,
+                       r->chat ? "chatcmpl" : "cmpl", line, r->chat ? "chat.completion" : "text_completion");
         const char *m = model ? model : "";
         pb_jbuf_str(b, m, strlen(m));
-        pb_jbuf_puts(b, ", \"choices\": [{\"index\": 0, \"text\": ");
-        pb_jbuf_str(b, res->text, res->len);
+        if (r->chat) {
+            pb_jbuf_puts(b, ", \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": ");
+            pb_jbuf_str(b, res->text, res->len);
+            pb_jbuf_puts(b, "}");
+        } else {
+            pb_jbuf_puts(b, ", \"choices\": [{\"index\": 0, \"text\": ");
+            pb_jbuf_str(b, res->text, res->len);
+        }
         pb_jbuf_printf(b, ", \"logprobs\": null, \"finish_reason\": \"%s\"}], \"usage\": "
                        "{\"prompt_tokens\": %d, \"completion_tokens\": %d, \"total_tokens\": %d}}}, "
                        "\"error\": null}", res->finish, res->prompt_tokens, res->completion_tokens,

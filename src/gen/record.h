@@ -59,6 +59,9 @@ typedef struct pb_record {
     char *id_json;       /* "id" exactly as written, or the line number */
     char *custom_id_json;/* OpenAI shape: "custom_id" as written (else NULL) */
     bool openai;
+    bool chat;           /* "messages" record or /v1/chat/completions line: prompt is
+                            NULL until rendered from chat_json (chat/chat.h) */
+    char *chat_json;     /* the object holding "messages" (and chat_template_kwargs) */
     char *prompt;        /* UTF-8 as decoded from JSON */
     size_t prompt_len;
     pb_gen_settings gs;
@@ -85,6 +88,9 @@ void pb_record_clear(pb_record *rec);
  *           "request_id": "req_L", "body": {"id": "cmpl-L", "object": "text_completion",
  *           "model": M, "choices": [{"index": 0, "text": "...", "logprobs": null,
  *           "finish_reason": ...}], "usage": {...}}}, "error": null}
+ *          a /v1/chat/completions line gets "object": "chat.completion", "id":
+ *          "chatcmpl-L" and choices [{"index": 0, "message": {"role": "assistant",
+ *          "content": "..."}, "logprobs": null, "finish_reason": ...}]
  *          {"id": "batch_req_L", "custom_id": ..., "response": null,
  *           "error": {"code": "invalid_request", "line": L, "message": "..."}} */
 typedef struct pb_result {

@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "chat/chat.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "gen/jbuf.h"
@@ -46,7 +47,42 @@ struct pb_runner {
     uint64_t skip;         /* outputs already in the file: not generated again */
     uint64_t *line_of;     /* input line of output k at [k % line_ring] */
     uint64_t line_ring;
+    /* chat records: the model's chat template, loaded at the first one */
+    pb_chat *chat;
+    bool chat_tried;
+    char *chat_err;        /* why there is none (each chat record gets it) */
 };
+
+/* A chat record's prompt from the model's chat template. Template and record
+ * problems make it an error record; only allocation failures fail. */
+static pb_status render_chat(pb_runner *r, pb_record *rec)
+{
+    if (!r->chat_tried) {
+        r->chat_tried = true;
+        if (pb_chat_load_dir(r->m->dir, &r->chat) != PB_OK) {
+            r->chat_err = pb_strdup(pb_last_error());
+            if (!r->chat_err)
+                return pb_error(PB_ERR_NOMEM, "out of memory");
+            pb_log_warn("chat records: %s", r->chat_err);
+        }
+    }
+    if (!r->chat)
+        return pb_record_set_error(rec, "chat template: %s", r->chat_err);
+    cJSON *body = cJSON_Parse(rec->chat_json);
+    if (!body)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    char *prompt;
+    size_t len;
+    pb_status st = pb_chat_render(r->chat, body, &prompt, &len);
+    cJSON_Delete(body);
+    if (st == PB_ERR_NOMEM)
+        return st;
+    if (st != PB_OK)
+        return pb_record_set_error(rec, "chat template: %s", pb_last_error());
+    rec->prompt = prompt;
+    rec->prompt_len = len;
+    return PB_OK;
+}
 
 /* ---- checks before the model ------------------------------------------- */
 
@@ -380,6 +416,8 @@ static pb_status on_next(void *ctx, pb_record *rec, uint64_t *seq, bool *got, bo
         } else {
             st = pb_record_parse(line, len, line_no, r->m->base, rec);
         }
+        if (st == PB_OK && !rec->error && rec->chat)
+            st = render_chat(r, rec);
         if (st == PB_OK && rec->error)
             st = write_error(r, rec, out_no);
         if (st != PB_OK || rec->error) {
@@ -512,6 +550,8 @@ void pb_runner_free(pb_runner *r)
     if (r->out)
         (void)pb_writer_close(r->out, false);
     pb_reader_close(r->in);
+    pb_chat_free(r->chat);
+    free(r->chat_err);
     pb_jbuf_free(&r->line);
     free(r->line_of);
     free(r->partial);

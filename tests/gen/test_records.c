@@ -98,8 +98,12 @@ static void test_records(void)
     expect_error("{\"prompt\": \"x\", \"stop\": [1]}", "'stop' must be a string or a list");
     expect_error("{\"prompt\": \"x\", \"stop\": \"\"}", "1 to");
     expect_error("{\"prompt\": \"x\", \"id\": [1]}", "'id' must be a string or a number");
-    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/chat/completions\", \"body\": {\"prompt\": \"x\"}}",
+    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/embeddings\", \"body\": {\"prompt\": \"x\"}}",
                  "not supported");
+    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/chat/completions\", \"body\": {\"prompt\": \"x\"}}",
+                 "body.messages");
+    expect_error("{\"prompt\": \"x\", \"messages\": []}", "not both");
+    expect_error("{\"messages\": \"hi\"}", "must be a list");
     expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {}}", "body.prompt");
     expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"method\": \"GET\", \"body\": {\"prompt\": \"x\"}}",
                  "POST");

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Chat records in `pippy-batch run`, end to end against HF transformers on a
+tiny GPT-2 whose tokenizer_config.json carries Mistral-7B-Instruct-v0.1's real
+chat template: {"messages"} records and OpenAI /v1/chat/completions lines give
+the greedy continuation of generate() on apply_chat_template(messages,
+add_generation_prompt=True) ids, prompt_tokens equal to that length, the chat
+completion output shape (choices[0].message.content, finish_reason, usage), and
+an error record (not a crash, not a wrong prompt) where the template raises."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import transformers
+
+PB = os.environ["PIPPY_BATCH"]
+TMP = os.environ["PB_TEST_TMP"]
+SRC = os.environ["PB_SRCDIR"]
+TESTDATA = os.environ["PB_TESTDATA"]
+failures = 0
+
+_supp = os.path.join(TMP, "lsan.supp")
+with open(_supp, "w") as _f:
+    _f.write("leak:libpmix.so\n")
+os.environ["LSAN_OPTIONS"] = (os.environ.get("LSAN_OPTIONS", "") + ":suppressions=" + _supp).lstrip(":")
+
+
+def check(cond, what):
+    global failures
+    if not cond:
+        failures += 1
+        print("FAIL:", what)
+
+
+def main():
+    d = os.path.join(TMP, "gpt2-chat")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=50257, n_positions=128)
+    model = transformers.GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    model.save_pretrained(d, safe_serialization=True)
+    model.eval()
+    subprocess.run(["zstd", "-q", "-d", "-f", "-o", os.path.join(d, "tokenizer.json"),
+                    os.path.join(TESTDATA, "tokenizers", "gpt2.json.zst")], check=True)
+    tmpl = json.load(open(os.path.join(SRC, "tests", "chat", "templates", "mistral-7b-v0.1.json")))["chat_template"]
+    toks = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+    json.dump(dict(toks, chat_template=tmpl), open(os.path.join(d, "tokenizer_config.json"), "w"))
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(d, "tokenizer.json"),
+                                               chat_template=tmpl, **toks)
+
+    convs = [
+        [{"role": "user", "content": "Hello there"}],
+        [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"},
+         {"role": "user", "content": "And 3+3?"}],
+        [{"role": "user", "content": "ünïcödé 日本 🙂"}],
+        [{"role": "user", "content": ""}],
+    ]
+    max_new = 8
+    lines, refs = [], []
+    for i, msgs in enumerate(convs):
+        ids = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=False)
+        if hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        x = torch.tensor([list(ids)])
+        with torch.no_grad():
+            # an explicit mask: the prompt starts with <|endoftext|>, which generate() would take for padding
+            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False,
+                                 pad_token_id=50256, eos_token_id=None)
+        full = tok.decode(out[0].tolist())
+        refs.append((len(ids), full[len(tok.decode(list(ids))):]))
+        if i % 2 == 0:
+            lines.append(json.dumps({"id": f"c{i}", "messages": msgs, "max_tokens": max_new}))
+        else:
+            lines.append(json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+                                     "body": {"model": "tiny", "messages": msgs, "max_tokens": max_new}}))
+    # the template raises on a system message: an error record naming it
+    lines.append(json.dumps({"id": "bad", "messages": [{"role": "system", "content": "s"},
+                                                       {"role": "user", "content": "u"}]}))
+    lines.append(json.dumps({"id": "both", "prompt": "p", "messages": []}))
+    p = subprocess.run([PB, "-q", "--model", d, "--max-tokens", str(max_new)],
+                       input=("\n".join(lines) + "\n").encode(), capture_output=True)
+    check(p.returncode == 3, f"exit {p.returncode} (3 = finished with error records): {p.stderr.decode()}")
+    outs = [json.loads(l) for l in p.stdout.decode().splitlines()]
+    check(len(outs) == len(lines), f"{len(outs)} outputs for {len(lines)} records")
+    for i, (o, (n_prompt, text)) in enumerate(zip(outs, refs)):
+        if i % 2 == 0:
+            check(o.get("id") == f"c{i}" and o.get("text") == text and o.get("prompt_tokens") == n_prompt,
+                  f"native chat record {i}: {o} vs HF {text!r}, {n_prompt} prompt tokens")
+        else:
+            body = (o.get("response") or {}).get("body") or {}
+            ch = (body.get("choices") or [{}])[0]
+            msg = ch.get("message") or {}
+            check(o.get("custom_id") == f"c{i}" and body.get("object") == "chat.completion"
+                  and msg.get("role") == "assistant" and msg.get("content") == text
+                  and ch.get("finish_reason") == "length"
+                  and body.get("usage", {}).get("prompt_tokens") == n_prompt
+                  and body.get("usage", {}).get("completion_tokens") == max_new,
+                  f"chat completion line {i}: {o} vs HF {text!r}, {n_prompt} prompt tokens")
+    if len(outs) == len(lines):
+        bad, both = outs[-2], outs[-1]
+        check("raise_exception" in json.dumps(bad.get("error")) and "user/assistant" in json.dumps(bad.get("error")),
+              f"template raise: {bad}")
+        check("not both" in json.dumps(both.get("error")), f"prompt and messages: {both}")
+    # a model without a chat template: chat records are error records saying so
+    os.remove(os.path.join(d, "tokenizer_config.json"))
+    p = subprocess.run([PB, "-q", "--model", d], input=(lines[0] + "\n").encode(), capture_output=True)
+    o = json.loads(p.stdout.decode().splitlines()[0]) if p.stdout else {}
+    check(p.returncode == 3 and "chat template" in json.dumps(o.get("error")), f"no template: {p.returncode} {o}")
+    if failures:
+        sys.exit(f"{failures} failures")
+    print(f"ok: {len(convs)} chat records equal to HF generate on the rendered prompt, error records as expected")
+
+
+main()
