@@ -142,29 +142,6 @@ fail:
     return st;
 }
 
-pb_status pb_writer_check_dir(const char *path)
-{
-    if (strcmp(path, "-") == 0)
-        return PB_OK;
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? pb_strdup(path) : pb_strdup(".");
-    if (!dir)
-        return pb_error(PB_ERR_NOMEM, "out of memory");
-    if (slash)
-        dir[slash == path ? 1 : slash - path] = '\0';
-    struct stat sb;
-    pb_status st = PB_OK;
-    if (stat(dir, &sb) != 0)
-        st = pb_error(PB_ERR_USAGE, "--out %s: directory %s: %s", path, dir, strerror(errno));
-    else if (!S_ISDIR(sb.st_mode))
-        st = pb_error(PB_ERR_USAGE, "--out %s: %s is not a directory", path, dir);
-    else if (access(dir, W_OK | X_OK) != 0)
-        st = pb_error(PB_ERR_USAGE, "--out %s: directory %s is not writable: %s", path, dir,
-                      strerror(errno));
-    free(dir);
-    return st;
-}
-
 pb_status pb_writer_open(const char *path, const pb_writer_opts *o, pb_writer **out)
 {
     pb_writer *w;

@@ -50,8 +50,6 @@ pb_status pb_writer_scan(const char *path, const pb_writer_opts *o, pb_writer_li
 pb_status pb_writer_resume(const char *path, const pb_writer_opts *o, uint64_t records,
                            uint64_t bytes, pb_writer_line_fn line_fn, void *line_ctx,
                            pb_writer **out);
-/* The directory that will hold NAME exists and is writable (PB_ERR_USAGE if not). */
-pb_status pb_writer_check_dir(const char *path);
 /* fsync the directory holding path (after a rename or unlink in it). */
 pb_status pb_writer_sync_dir(const char *path);
 void pb_writer_set_frame_hook(pb_writer *w, pb_writer_frame_fn fn, void *ctx);
