@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "gen/jbuf.h"
 #include "gen/reader.h"
 #include "gen/record.h"
@@ -157,9 +159,64 @@ static void test_reader(void)
     unlink(path);
 }
 
+/* The output shapes (record.h), read back as JSON. */
+static void test_output_shapes(void)
+{
+    pb_jbuf b;
+    pb_jbuf_init(&b);
+    pb_record r;
+    parse("{\"id\": \"q\\u00e9\", \"prompt\": \"Hi\"}", &r);
+    pb_result res = {.text = "a\"b\n", .len = 4, .finish = "stop", .prompt_tokens = 2,
+                     .completion_tokens = 3};
+    pb_record_result_json(&b, &r, "m", &res);
+    CHECK(pb_jbuf_status(&b) == PB_OK);
+    cJSON *o = cJSON_ParseWithLength(b.data, b.len);
+    CHECK(o && strcmp(cJSON_GetObjectItem(o, "id")->valuestring, "q\xc3\xa9") == 0);
+    CHECK(o && strcmp(cJSON_GetObjectItem(o, "text")->valuestring, "a\"b\n") == 0);
+    CHECK(o && strcmp(cJSON_GetObjectItem(o, "finish_reason")->valuestring, "stop") == 0);
+    CHECK(o && cJSON_GetObjectItem(o, "prompt_tokens")->valueint == 2 &&
+          cJSON_GetObjectItem(o, "completion_tokens")->valueint == 3);
+    cJSON_Delete(o);
+    CHECK(pb_record_set_error(&r, "bad %d", 1) == PB_OK);
+    pb_jbuf_reset(&b);
+    pb_record_error_json(&b, &r);
+    o = cJSON_ParseWithLength(b.data, b.len);
+    const cJSON *e = o ? cJSON_GetObjectItem(o, "error") : NULL;
+    CHECK(e && cJSON_GetObjectItem(e, "line")->valueint == 7 &&
+          strcmp(cJSON_GetObjectItem(e, "message")->valuestring, "bad 1") == 0);
+    cJSON_Delete(o);
+    pb_record_clear(&r);
+
+    parse("{\"custom_id\": \"c1\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
+          "\"body\": {\"prompt\": \"Hi\"}}", &r);
+    CHECK(r.openai && !r.error);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &res);
+    o = cJSON_ParseWithLength(b.data, b.len);
+    const cJSON *body = o ? cJSON_GetObjectItem(cJSON_GetObjectItem(o, "response"), "body") : NULL;
+    const cJSON *ch = body ? cJSON_GetArrayItem(cJSON_GetObjectItem(body, "choices"), 0) : NULL;
+    CHECK(o && strcmp(cJSON_GetObjectItem(o, "custom_id")->valuestring, "c1") == 0);
+    CHECK(o && cJSON_IsNull(cJSON_GetObjectItem(o, "error")));
+    CHECK(body && strcmp(cJSON_GetObjectItem(body, "model")->valuestring, "m") == 0);
+    CHECK(ch && strcmp(cJSON_GetObjectItem(ch, "text")->valuestring, "a\"b\n") == 0);
+    CHECK(body && cJSON_GetObjectItem(cJSON_GetObjectItem(body, "usage"), "total_tokens")->valueint == 5);
+    cJSON_Delete(o);
+    CHECK(pb_record_set_error(&r, "bad") == PB_OK);
+    pb_jbuf_reset(&b);
+    pb_record_error_json(&b, &r);
+    o = cJSON_ParseWithLength(b.data, b.len);
+    CHECK(o && cJSON_IsNull(cJSON_GetObjectItem(o, "response")) &&
+          strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "error"), "code")->valuestring,
+                 "invalid_request") == 0);
+    cJSON_Delete(o);
+    pb_record_clear(&r);
+    pb_jbuf_free(&b);
+}
+
 int main(void)
 {
     test_records();
+    test_output_shapes();
     test_jbuf();
     test_reader();
     if (failures)
