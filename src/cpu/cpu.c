@@ -146,9 +146,20 @@ static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype
     pb_kmat_src src = {.data = s->parts[0].data, .dtype = s->parts[0].dtype, .transposed = s->parts[0].transposed,
                        .row_perm = s->row_perm};
     if (s->n_parts > 1 || src.dtype == PB_DT_F64) {
-        PB_CHECK_GOTO(stack_parts(s, &stacked, &src.dtype), st, fail);
-        src.data = stacked;
-        src.transposed = false;
+        /* parts already back to back in order (gate_proj then up_proj in a
+         * safetensors file): one source, no copy */
+        bool adjacent = src.dtype != PB_DT_F64 && !src.transposed;
+        const unsigned char *next = s->parts[0].data;
+        for (int i = 0; i < s->n_parts && adjacent; i++) {
+            const pb_wpart *p = &s->parts[i];
+            adjacent = p->data == (const void *)next && p->dtype == src.dtype && !p->transposed;
+            next += (size_t)p->rows * (size_t)s->n_in * pb_dtype_size(p->dtype);
+        }
+        if (!adjacent) {
+            PB_CHECK_GOTO(stack_parts(s, &stacked, &src.dtype), st, fail);
+            src.data = stacked;
+            src.transposed = false;
+        }
     }
     pb_kmat *m = NULL;
     st = pb_kmat_pack(&src, s->n_out, s->n_in, store, &m);

@@ -189,12 +189,23 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
                               .name = "test"};
         r0 += rows;
     }
+    void *whole = NULL;
+    if (n_parts > 1 && !transposed && N % 2 == 0) {
+        /* parts back to back in one buffer, as adjacent tensors of a file */
+        whole = encode(w, (size_t)N * K, src_dt);
+        size_t off = 0;
+        for (int p = 0; p < n_parts; p++) {
+            parts[p].data = (const unsigned char *)whole + off;
+            off += (size_t)parts[p].rows * K * pb_dtype_size(src_dt);
+        }
+    }
     pb_linear_src src = {.n_out = N, .n_in = K, .n_parts = n_parts, .parts = parts, .row_perm = pm,
                          .bias = bias ? b : NULL};
     pb_weight *W = NULL;
     OK(BE->ops->put_linear(BE, &src, store_dt, &W));
     for (int p = 0; p < n_parts; p++)
         free(enc[p]);
+    free(whole);
     CHECK(W->n_out == N && W->n_in == K && W->dtype == store_dt, "weight describes itself wrongly");
     CHECK(W->bytes == BE->ops->weight_bytes(store_dt, N, K, bias), "bytes %llu, weight_bytes says %llu",
           (unsigned long long)W->bytes, (unsigned long long)BE->ops->weight_bytes(store_dt, N, K, bias));
@@ -270,7 +281,9 @@ static void test_linear(void)
     linear_case(48, 40, 5, PB_DT_F32, PB_DT_F32, 1, true, false, true, NULL);
     linear_case(48, 40, 5, PB_DT_F16, PB_DT_F16, 1, true, false, false, NULL);
     linear_case(51, 33, 4, PB_DT_BF16, PB_DT_BF16, 3, false, false, true, NULL);
-    linear_case(50, 33, 4, PB_DT_F32, PB_DT_F32, 2, false, false, false, NULL);
+    linear_case(50, 33, 4, PB_DT_F32, PB_DT_F32, 2, false, false, false, NULL);  /* back to back */
+    linear_case(50, 33, 4, PB_DT_BF16, PB_DT_BF16, 2, false, true, true, NULL);
+    linear_case(49, 33, 4, PB_DT_F16, PB_DT_F16, 2, false, false, false, NULL);  /* separate */
     linear_case(60, 24, 7, PB_DT_BF16, PB_DT_BF16, 1, false, true, true, NULL);
     linear_case(60, 24, 7, PB_DT_F32, PB_DT_F32, 1, true, true, false, NULL);
 }
