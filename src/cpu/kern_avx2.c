@@ -88,8 +88,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
-                if (!(k & 1))
-                    _mm_prefetch((const char *)(p + PF * PB_KNR), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 2 * PF * PB_KNR), _MM_HINT_T0); /* 32-byte rows: 2 per line */
                 w0[g] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
                 w1[g] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
             }
@@ -205,25 +204,82 @@ INL float tree16(__m256 lo, __m256 hi)
     return _mm_cvtss_f32(s1);
 }
 
+/* The tree of 8 keys at once: s8[t] holds key t's lanes l + l+8 (i = 0..7);
+ * out[t] = ((s8[t][0] + s8[t][4]) + (s8[t][2] + s8[t][6])) + ((s8[t][1] +
+ * s8[t][5]) + (s8[t][3] + s8[t][7])), the order of tree16. */
+INL void tree8x8(const __m256 *s8, float *out)
+{
+    __m256 t[4];
+    for (int p = 0; p < 4; p++) /* l + l+4: key 2p in lanes 0..3, key 2p+1 in 4..7 */
+        t[p] = _mm256_add_ps(_mm256_permute2f128_ps(s8[2 * p], s8[2 * p + 1], 0x20),
+                             _mm256_permute2f128_ps(s8[2 * p], s8[2 * p + 1], 0x31));
+    /* l + l+2: [k0 k0 k2 k2 | k1 k1 k3 k3] and [k4 k4 k6 k6 | k5 k5 k7 k7] */
+    const __m256 u0 = _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], 0x44), _mm256_shuffle_ps(t[0], t[1], 0xee));
+    const __m256 u1 = _mm256_add_ps(_mm256_shuffle_ps(t[2], t[3], 0x44), _mm256_shuffle_ps(t[2], t[3], 0xee));
+    /* l + l+1: [k0 k2 k4 k6 | k1 k3 k5 k7] */
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(u0, u1, 0x88), _mm256_shuffle_ps(u0, u1, 0xdd));
+    _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+/* lo/hi: the two halves of key j's 16 lanes after the chains over d */
+INL void dot_chains(const float *q, const float *qt, const float *kr, int hd16, int hd, __m256 *lo, __m256 *hi)
+{
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    for (int d = 0; d < hd16; d += 16) {
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kr + d), a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), _mm256_loadu_ps(kr + d + 8), b);
+    }
+    if (hd16 < hd) {
+        float kt[16] = {0};
+        memcpy(kt, kr + hd16, (size_t)(hd - hd16) * sizeof(float));
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(qt), _mm256_loadu_ps(kt), a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(qt + 8), _mm256_loadu_ps(kt + 8), b);
+    }
+    *lo = a;
+    *hi = b;
+}
+
 static TGT void dots_avx2(const float *q, const float *k, size_t ldk, int n, int hd, float *out)
 {
     const int hd16 = hd & ~15;
     float qt[16] = {0};
     if (hd16 < hd)
         memcpy(qt, q + hd16, (size_t)(hd - hd16) * sizeof(float));
-    for (int j = 0; j < n; j++) {
-        const float *kr = k + (size_t)j * ldk;
-        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-        for (int d = 0; d < hd16; d += 16) {
-            lo = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kr + d), lo);
-            hi = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), _mm256_loadu_ps(kr + d + 8), hi);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 s8[8];
+        for (int h = 0; h < 8; h += 4) { /* 4 keys' chains at a time: 8 accumulators */
+            __m256 lo[4], hi[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                lo[t] = _mm256_setzero_ps();
+                hi[t] = _mm256_setzero_ps();
+            }
+            for (int d = 0; d < hd16; d += 16) {
+                const __m256 qa = _mm256_loadu_ps(q + d), qb = _mm256_loadu_ps(q + d + 8);
+#pragma GCC unroll 4
+                for (int t = 0; t < 4; t++) {
+                    const float *kr = k + (size_t)(j + h + t) * ldk + d;
+                    lo[t] = _mm256_fmadd_ps(qa, _mm256_loadu_ps(kr), lo[t]);
+                    hi[t] = _mm256_fmadd_ps(qb, _mm256_loadu_ps(kr + 8), hi[t]);
+                }
+            }
+            if (hd16 < hd)
+                for (int t = 0; t < 4; t++) {
+                    float kt[16] = {0};
+                    memcpy(kt, k + (size_t)(j + h + t) * ldk + hd16, (size_t)(hd - hd16) * sizeof(float));
+                    lo[t] = _mm256_fmadd_ps(_mm256_loadu_ps(qt), _mm256_loadu_ps(kt), lo[t]);
+                    hi[t] = _mm256_fmadd_ps(_mm256_loadu_ps(qt + 8), _mm256_loadu_ps(kt + 8), hi[t]);
+                }
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++)
+                s8[h + t] = _mm256_add_ps(lo[t], hi[t]); /* l + l+8 */
         }
-        if (hd16 < hd) {
-            float kt[16] = {0};
-            memcpy(kt, kr + hd16, (size_t)(hd - hd16) * sizeof(float));
-            lo = _mm256_fmadd_ps(_mm256_loadu_ps(qt), _mm256_loadu_ps(kt), lo);
-            hi = _mm256_fmadd_ps(_mm256_loadu_ps(qt + 8), _mm256_loadu_ps(kt + 8), hi);
-        }
+        tree8x8(s8, out + j);
+    }
+    for (; j < n; j++) {
+        __m256 lo, hi;
+        dot_chains(q, qt, k + (size_t)j * ldk, hd16, hd, &lo, &hi);
         out[j] = tree16(lo, hi);
     }
 }

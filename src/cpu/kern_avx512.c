@@ -98,8 +98,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
-                if (!(k & 1))
-                    _mm_prefetch((const char *)(p + PF * PB_KNR), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + 2 * PF * PB_KNR), _MM_HINT_T0); /* 32-byte rows: 2 per line */
                 wv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
             }
 #pragma GCC unroll 8
@@ -207,6 +206,25 @@ INL float tree16(__m512 v)
     return _mm_cvtss_f32(s1);
 }
 
+/* The tree of 8 keys at once (see tree16): s8[t] holds key t's lanes
+ * l + l+8; out[t] gets key t's score. */
+INL void tree8x8(const __m256 *s8, float *out)
+{
+    __m256 t[4];
+    for (int p = 0; p < 4; p++) /* l + l+4: key 2p in lanes 0..3, key 2p+1 in 4..7 */
+        t[p] = _mm256_add_ps(_mm256_permute2f128_ps(s8[2 * p], s8[2 * p + 1], 0x20),
+                             _mm256_permute2f128_ps(s8[2 * p], s8[2 * p + 1], 0x31));
+    const __m256 u0 = _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], 0x44), _mm256_shuffle_ps(t[0], t[1], 0xee));
+    const __m256 u1 = _mm256_add_ps(_mm256_shuffle_ps(t[2], t[3], 0x44), _mm256_shuffle_ps(t[2], t[3], 0xee));
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(u0, u1, 0x88), _mm256_shuffle_ps(u0, u1, 0xdd));
+    _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+INL __m256 fold16(__m512 v) /* l + l+8 */
+{
+    return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
 static TGT void dots_avx512(const float *q, const float *k, size_t ldk, int n, int hd, float *out)
 {
     const int hd16 = hd & ~15;
@@ -214,24 +232,30 @@ static TGT void dots_avx512(const float *q, const float *k, size_t ldk, int n, i
     if (hd16 < hd)
         memcpy(qt, q + hd16, (size_t)(hd - hd16) * sizeof(float));
     int j = 0;
-    for (; j + 2 <= n; j += 2) { /* two keys at once: independent chains */
-        const float *k0 = k + (size_t)j * ldk, *k1 = k0 + ldk;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; j + 8 <= n; j += 8) { /* 8 keys: independent chains, one batched tree */
+        __m512 a[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++)
+            a[t] = _mm512_setzero_ps();
         for (int d = 0; d < hd16; d += 16) {
             const __m512 qv = _mm512_loadu_ps(q + d);
-            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + d), a0);
-            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k1 + d), a1);
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++)
+                a[t] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + (size_t)(j + t) * ldk + d), a[t]);
         }
         if (hd16 < hd) {
-            float t0[16] = {0}, t1[16] = {0};
-            memcpy(t0, k0 + hd16, (size_t)(hd - hd16) * sizeof(float));
-            memcpy(t1, k1 + hd16, (size_t)(hd - hd16) * sizeof(float));
             const __m512 qv = _mm512_loadu_ps(qt);
-            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(t0), a0);
-            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(t1), a1);
+            for (int t = 0; t < 8; t++) {
+                float kt[16] = {0};
+                memcpy(kt, k + (size_t)(j + t) * ldk + hd16, (size_t)(hd - hd16) * sizeof(float));
+                a[t] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kt), a[t]);
+            }
         }
-        out[j] = tree16(a0);
-        out[j + 1] = tree16(a1);
+        __m256 s8[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++)
+            s8[t] = fold16(a[t]);
+        tree8x8(s8, out + j);
     }
     for (; j < n; j++) {
         const float *kr = k + (size_t)j * ldk;

@@ -2,7 +2,7 @@
  * prefill-shaped matmuls on the active ISA path beside cblas_sgemm on the same
  * shapes, and the machine's memory read bandwidth measured in the same run
  * (several threads, each several streams of 32-byte loads).
- *   kern-bench [threads] [seconds per measurement]
+ *   kern-bench [threads] [seconds per measurement] [shape name filter]
  * With 1 thread, times are the thread's CPU time; run with
  * OPENBLAS_NUM_THREADS=1 then so that sgemm runs in the calling thread too.
  * Weights rotate over copies totalling >= 96 MB so that decode reads come
@@ -94,7 +94,7 @@ static void bw_item(void *ctx, int item, int worker)
 
 static double mem_bw(pb_pool *pool, int threads, double secs)
 {
-    const size_t total = (size_t)512 << 20;
+    const size_t total = (size_t)128 << 20; /* 16x the L3 here; short passes catch a quiet moment */
     char *buf = aligned_alloc(64, total);
     memset(buf, 1, total);
     bw_job j = {buf, total / (size_t)threads, 0};
@@ -200,6 +200,54 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
     (void)threads;
 }
 
+/* ---- attention ---- */
+
+/* n_seqs sequences with ctx keys each already cached; one call adds
+ * n_new tokens to every sequence. Prints time and the KV cache read rate. */
+static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_new, int n_heads, int n_kv, int hd,
+                       double secs)
+{
+    const int L = ctx + n_new, qd = n_heads * hd, kvd = n_kv * hd, T = n_seqs * n_new;
+    unsigned seed = 7;
+    float **kc = malloc((size_t)n_seqs * sizeof *kc), **vc = malloc((size_t)n_seqs * sizeof *vc);
+    int *tok = malloc((size_t)n_seqs * sizeof(int)), *pos = malloc((size_t)n_seqs * sizeof(int)),
+        *nt = malloc((size_t)n_seqs * sizeof(int));
+    for (int s = 0; s < n_seqs; s++) {
+        kc[s] = malloc((size_t)L * kvd * sizeof(float));
+        vc[s] = malloc((size_t)L * kvd * sizeof(float));
+        for (size_t i = 0; i < (size_t)L * kvd; i++)
+            kc[s][i] = frand(&seed), vc[s][i] = frand(&seed);
+        tok[s] = s * n_new, pos[s] = ctx, nt[s] = n_new;
+    }
+    float *q = malloc((size_t)T * qd * sizeof(float)), *kk = malloc((size_t)T * kvd * sizeof(float)),
+          *vv = malloc((size_t)T * kvd * sizeof(float)), *o = malloc((size_t)T * qd * sizeof(float));
+    for (size_t i = 0; i < (size_t)T * qd; i++)
+        q[i] = frand(&seed);
+    for (size_t i = 0; i < (size_t)T * kvd; i++)
+        kk[i] = frand(&seed), vv[i] = frand(&seed);
+    if (pb_kctx_reserve(k, T > n_seqs ? T : n_seqs, 1, L, n_heads) != PB_OK)
+        exit(1);
+    pb_kattn_args a = {n_seqs, tok, pos, nt, kc, vc, q, kk, vv, qd, kvd, o, n_heads, n_kv, hd, 0.125f, NULL, 0};
+    double best = 1e30, t_end = now() + secs;
+    int it = 0;
+    do {
+        double t0 = now();
+        if (pb_kattn_run(k, &a) != PB_OK)
+            exit(1);
+        double t = now() - t0;
+        best = t < best ? t : best;
+        it++;
+    } while (now() < t_end || it < 3);
+    /* keys each query sees: ctx + i + 1 for token i of the new ones */
+    const double keys = (double)n_seqs * ((double)n_new * ctx + (double)n_new * (n_new + 1) / 2);
+    const double bytes = (double)n_seqs * L * kvd * 2 * sizeof(float);
+    printf("attention %-26s %8.3f ms  KV %6.2f GB/s  %6.1f GFLOP/s\n", name, best * 1e3, bytes / best / 1e9,
+           keys * n_heads * hd * 4 / best / 1e9);
+    for (int s = 0; s < n_seqs; s++)
+        free(kc[s]), free(vc[s]);
+    free(kc), free(vc), free(tok), free(pos), free(nt), free(q), free(kk), free(vv), free(o);
+}
+
 int main(int argc, char **argv)
 {
     const int threads = argc > 1 ? atoi(argv[1]) : 2;
@@ -215,7 +263,7 @@ int main(int argc, char **argv)
     const double bw = mem_bw(pool, threads, secs);
     if (threads == 1)
         printf("(times are CPU time of the one thread)\n");
-    printf("memory read bandwidth: %.2f GB/s (%d threads x 4 streams, 32-byte loads, 512 MB, best)\n", bw, threads);
+    printf("memory read bandwidth: %.2f GB/s (%d threads x 4 streams, 32-byte loads, 128 MB, best pass)\n", bw, threads);
     static const shape shapes[] = {
         {"5632x2048 bf16 (up)", 5632, 2048, PB_DT_BF16},
         {"2048x5632 bf16 (down)", 2048, 5632, PB_DT_BF16},
@@ -223,8 +271,18 @@ int main(int argc, char **argv)
         {"768x3072 f32", 768, 3072, PB_DT_F32},
         {"3072x768 f16", 3072, 768, PB_DT_F16},
     };
+    const char *only = argc > 3 ? argv[3] : NULL;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        bench_shape(k, &shapes[i], threads, secs, bw);
+        if (!only || strstr(shapes[i].name, only))
+            bench_shape(k, &shapes[i], threads, secs, bw);
+    if (only && !strstr("attention", only))
+        goto done;
+    /* TinyLlama-1.1B attention shape: 32 heads over 4 KV heads of 64 */
+    bench_attn(k, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, secs);
+    bench_attn(k, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, secs);
+    bench_attn(k, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, secs);
+    bench_attn(k, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, secs);
+done:
     pb_kctx_free(k);
     pb_pool_free(pool);
     return 0;
