@@ -7,7 +7,8 @@
  *   bf16_dot_gflops    bf16 x f32 dot rate from L1 (bf16 widened in registers,
  *                      or vdpbf16ps on AVX512-BF16), the decode kernel's roof
  *   gemm: {set: {M: GFLOP/s}}  cblas_sgemm C[M,N] = A[M,K] W[N,K]^T summed over
- *                      a set of layer shapes, M = 512, 8, 1 (best of 3)
+ *                      a set of layer shapes, M = 512, 8, 1 (after a warm-up:
+ *                      one timing at M = 512, the best of 3 at 8 and 1)
  *
  *   limits THREADS [NAME=N:K,N:K,...]...
  *
@@ -238,7 +239,8 @@ static double gemm_rate(int M, const long *nk, int n_shapes)
     for (size_t i = 0; i < amax; i++) A[i] = (float)(i % 7) * 0.01f;
     for (size_t i = 0; i < wmax; i++) W[i] = (float)(i % 5) * 0.01f;
     double best = 1e30, flops = 0;
-    for (int rep = 0; rep < 4; rep++) { /* the first is a warm-up */
+    const int reps = M >= 64 ? 2 : 4; /* the first is a warm-up; large M is seconds per rep */
+    for (int rep = 0; rep < reps; rep++) {
         double t = now();
         flops = 0;
         for (int s = 0; s < n_shapes; s++) {
