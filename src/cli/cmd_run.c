@@ -365,17 +365,27 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_model_tokenizer_path(dir, &tok_path), st, out);
     PB_CHECK_GOTO(pb_tokenizer_load(tok_path, &tok), st, out);
 
-    int threads = opts->threads;
-    if (threads <= 0) { /* the node's cores over its ranks (collective: every rank is here) */
-        PB_CHECK_GOTO(pb_bootstrap_cpu_share(boot, 0, &threads), st, out);
-        threads = threads > 256 ? 256 : threads;
-    }
     int per_chunk = (batch + chunks - 1) / chunks;
     long mbt = per_chunk > 512 ? per_chunk : 512;
     if (mbt > (long)batch * context)
         mbt = (long)batch * context;
     if (mbt < per_chunk)
         mbt = per_chunk;
+    if (world > 1) {
+        /* The links first: each rank listens before any collective step, so
+         * a rank that waits for the others can already refuse strangers. The
+         * largest message is a full micro-batch of hidden states plus its
+         * description. */
+        size_t max_msg = (size_t)mbt * (size_t)cfg.hidden_size * sizeof(float) +
+                         (size_t)batch * 64 + (size_t)mbt * 4 + 4096;
+        pb_tcp_opts to = {.iface = opts->iface, .max_msg_bytes = max_msg};
+        PB_CHECK_GOTO(pb_transport_tcp_create(boot, &to, &tr), st, out);
+    }
+    int threads = opts->threads;
+    if (threads <= 0) { /* the node's cores over its ranks (collective: every rank is here) */
+        PB_CHECK_GOTO(pb_bootstrap_cpu_share(boot, 0, &threads), st, out);
+        threads = threads > 256 ? 256 : threads;
+    }
 
     PB_CHECK_GOTO(pb_ckpt_open(dir, opts->index_path, &cfg, &ck), st, out);
     pb_split_spec spec;
@@ -420,8 +430,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     if (world == 1) {
         PB_CHECK_GOTO(pb_pipe_local_create(stage, &lim, chunks, &pipe), st, out);
     } else {
-        /* One stage per rank; the largest message is a full micro-batch of
-         * hidden states plus its description. */
+        /* One stage per rank. */
         int lb[PB_PIPE_MAX_STAGES], le[PB_PIPE_MAX_STAGES];
         if (world > PB_PIPE_MAX_STAGES) {
             st = pb_error(PB_ERR_UNSUPPORTED, "%d ranks: at most %d pipeline stages", world,
@@ -437,10 +446,6 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
                               .plan_hash = pb_pipeline_plan_hash(world, lb, le) ^
                                            (0x9e3779b97f4a7c15ull * (uint64_t)(opts->weights_dtype + 1)),
                               .plan_mem = sp->mem_total};
-        size_t max_msg = (size_t)mbt * (size_t)cfg.hidden_size * sizeof(float) +
-                         (size_t)batch * 64 + (size_t)mbt * 4 + 4096;
-        pb_tcp_opts to = {.iface = opts->iface, .max_msg_bytes = max_msg};
-        PB_CHECK_GOTO(pb_transport_tcp_create(boot, &to, &tr), st, out);
         if (rank > 0) {
             PB_CHECK_GOTO(pb_pipeline_run_worker(tr, stage, &pc, sp->has_head), st, out);
             goto out;
