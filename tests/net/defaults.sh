@@ -5,15 +5,8 @@
 #   them) shared among the ranks on the node: unbound ranks split the cores,
 #   ranks bound one core each get one thread each.
 set -u
-. "$PB_SRCDIR/tests/net/lock.sh"
-P="$PIPPY_BATCH"
-D="$PB_TEST_TMP"
-err="$D/err"
-fail() { echo "FAIL: $*"; tail -n 30 "$err" 2>/dev/null; exit 1; }
-
-$PB_PYTHON "$PB_SRCDIR/contrib/pb-make-checkpoint" --family gpt2 --out "$D/m" --layers 3 --hidden 32 \
-    --vocab 50257 --max-pos 64 --scale 0.2 >/dev/null 2>"$err" || fail "checkpoint"
-zstd -q -d -f -o "$D/m/tokenizer.json" "$PB_TESTDATA/tokenizers/gpt2.json.zst" || fail "tokenizer"
+. "$PB_SRCDIR/tests/net/common.sh"
+tiny_gpt2 3
 echo '{"prompt": "Defaults", "max_tokens": 3}' >"$D/in.jsonl"
 cores=$(nproc)
 half=$((cores / 2)); [ $half -ge 1 ] || half=1

@@ -7,15 +7,8 @@
 # for the real rank 0, and the job's output is byte-identical to a run
 # without strangers.
 set -u
-. "$PB_SRCDIR/tests/net/lock.sh"
-P="$PIPPY_BATCH"
-D="$PB_TEST_TMP"
-err="$D/err"
-fail() { echo "FAIL: $*"; tail -n 30 "$err" 2>/dev/null; exit 1; }
-
-$PB_PYTHON "$PB_SRCDIR/contrib/pb-make-checkpoint" --family gpt2 --out "$D/m" --layers 2 --hidden 32 \
-    --vocab 50257 --max-pos 64 --scale 0.2 >/dev/null 2>"$err" || fail "checkpoint"
-zstd -q -d -f -o "$D/m/tokenizer.json" "$PB_TESTDATA/tokenizers/gpt2.json.zst" || fail "tokenizer"
+. "$PB_SRCDIR/tests/net/common.sh"
+tiny_gpt2 2
 i=1
 while [ $i -le 6 ]; do
     echo "{\"prompt\": \"Stranger test $i\", \"max_tokens\": 5}"

@@ -5,15 +5,8 @@
 # a completion stops at once; with min_tokens / ignore_eos it runs on, and
 # -np 2 and -np 3 give byte-identical output to world size 1.
 set -u
-. "$PB_SRCDIR/tests/net/lock.sh"
-P="$PIPPY_BATCH"
-D="$PB_TEST_TMP"
-err="$D/err"
-fail() { echo "FAIL: $*"; tail -n 30 "$err" 2>/dev/null; exit 1; }
-
-$PB_PYTHON "$PB_SRCDIR/contrib/pb-make-checkpoint" --family gpt2 --out "$D/m" --layers 3 --hidden 32 \
-    --vocab 50257 --max-pos 64 --scale 0.2 >/dev/null 2>"$err" || fail "checkpoint"
-zstd -q -d -f -o "$D/m/tokenizer.json" "$PB_TESTDATA/tokenizers/gpt2.json.zst" || fail "tokenizer"
+. "$PB_SRCDIR/tests/net/common.sh"
+tiny_gpt2 3
 for i in 1 2 3 4 5 6; do echo "{\"prompt\": \"Masked end $i\", \"max_tokens\": 5}"; done >"$D/plain.jsonl"
 "$P" -q --model "$D/m" --in "$D/plain.jsonl" --out "$D/greedy.jsonl" 2>"$err" || fail "greedy run"
 # EOS := the first token of every greedy completion (re-encoded)

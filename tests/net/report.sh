@@ -6,15 +6,8 @@
 # - an error on rank 0 that aborts the job is printed once, however the race
 #   between PMIx_Abort returning and the launcher's kill goes (5 runs, -np 5).
 set -u
-. "$PB_SRCDIR/tests/net/lock.sh"
-P="$PIPPY_BATCH"
-D="$PB_TEST_TMP"
-err="$D/err"
-fail() { echo "FAIL: $*"; tail -n 30 "$err" 2>/dev/null; exit 1; }
-
-$PB_PYTHON "$PB_SRCDIR/contrib/pb-make-checkpoint" --family gpt2 --out "$D/m" --layers 5 --hidden 32 \
-    --vocab 50257 --max-pos 64 --scale 0.2 >/dev/null 2>"$err" || fail "checkpoint"
-zstd -q -d -f -o "$D/m/tokenizer.json" "$PB_TESTDATA/tokenizers/gpt2.json.zst" || fail "tokenizer"
+. "$PB_SRCDIR/tests/net/common.sh"
+tiny_gpt2 5
 i=1
 while [ $i -le 12 ]; do
     echo "{\"prompt\": \"Report test $i\", \"max_tokens\": 6}"
