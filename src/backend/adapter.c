@@ -52,6 +52,10 @@ static const pb_family families[PB_ARCH_COUNT] = {
                        .ln1 = "input_layernorm", .ln2 = "post_attention_layernorm", .q = "self_attn.q_proj",
                        .k = "self_attn.k_proj", .v = "self_attn.v_proj", .o = "self_attn.o_proj",
                        .gate = "mlp.gate_proj", .up = "mlp.up_proj", .down = "mlp.down_proj"},
+    [PB_ARCH_MIXTRAL] = {.tok_emb = "embed_tokens", .final_norm = "norm", .lm_head = "lm_head",
+                         .ln1 = "input_layernorm", .ln2 = "post_attention_layernorm", .q = "self_attn.q_proj",
+                         .k = "self_attn.k_proj", .v = "self_attn.v_proj", .o = "self_attn.o_proj",
+                         .gate = "mlp.gate_proj", .up = "mlp.up_proj", .down = "mlp.down_proj"},
 };
 
 const pb_family *pb_family_of(pb_arch arch)
@@ -146,6 +150,32 @@ static pb_status add_norm(item_list *l, const pb_model_config *cfg, pb_wslot w, 
     return PB_OK;
 }
 
+/* Router and experts of a mixture-of-experts layer: expert e's gate|up
+ * stacked [2 I, H] and down [H, I] (I = moe_intermediate_size). */
+static pb_status moe_items(item_list *l, const pb_model_config *cfg, int layer)
+{
+    const pb_moe_names *m = pb_moe_names_of(cfg->arch);
+    const int H = cfg->hidden_size, I = cfg->moe_intermediate_size;
+    if (!m || !cfg->gated_mlp)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: mixture-of-experts layers are not handled", cfg->model_type);
+    PB_CHECK(add_lin1(l, cfg, PB_SLOT_ROUTER, layer, m->router, cfg->n_experts, H, "num_local_experts x hidden_size",
+                      false, false));
+    for (int e = 0; e < cfg->n_experts; e++) {
+        char g[PB_NAME_CAP / 2], u[PB_NAME_CAP / 2], d[PB_NAME_CAP / 2];
+        snprintf(g, sizeof g, "%s.%d.%s", m->experts, e, m->gate);
+        snprintf(u, sizeof u, "%s.%d.%s", m->experts, e, m->up);
+        snprintf(d, sizeof d, "%s.%d.%s", m->experts, e, m->down);
+        const char *const sfx[2] = {g, u};
+        const int rows[2] = {I, I};
+        const char *const fld[2] = {"moe_intermediate_size", "moe_intermediate_size"};
+        PB_CHECK(add_lin(l, cfg, PB_SLOT_EXP_GU, layer, 2, sfx, rows, fld, H, false, false));
+        l->v[l->n - 1].expert = e;
+        PB_CHECK(add_lin1(l, cfg, PB_SLOT_EXP_DOWN, layer, d, H, I, "hidden_size", false, false));
+        l->v[l->n - 1].expert = e;
+    }
+    return PB_OK;
+}
+
 static pb_status layer_items(item_list *l, const pb_model_config *cfg, const pb_family *f, int layer)
 {
     const int H = cfg->hidden_size, hd = cfg->head_dim, nh = cfg->n_heads;
@@ -178,6 +208,8 @@ static pb_status layer_items(item_list *l, const pb_model_config *cfg, const pb_
         PB_CHECK(add_lin(l, cfg, PB_SLOT_QKV, layer, 3, sfx, rows, fld, H, false, cfg->qkv_bias));
     }
     PB_CHECK(add_lin1(l, cfg, PB_SLOT_O, layer, f->o, H, qd, "hidden_size", f->conv1d, cfg->out_bias));
+    if (pb_model_layer_moe(cfg, layer))
+        return moe_items(l, cfg, layer);
     if (cfg->gated_mlp) {
         if (!f->gate)
             return pb_error(PB_ERR_UNSUPPORTED, "%s: a gated MLP is not handled for this family", cfg->model_type);

@@ -40,7 +40,8 @@ const pb_family *pb_family_of(pb_arch arch);
 typedef enum pb_wslot {
     PB_SLOT_TOK_EMB = 0, PB_SLOT_POS_EMB, PB_SLOT_EMB_NORM_W, PB_SLOT_EMB_NORM_B, PB_SLOT_PROJ_IN,
     PB_SLOT_FINAL_W, PB_SLOT_FINAL_B, PB_SLOT_PROJ_OUT, PB_SLOT_LM_HEAD,
-    PB_SLOT_LN1_W, PB_SLOT_LN1_B, PB_SLOT_LN2_W, PB_SLOT_LN2_B, PB_SLOT_QKV, PB_SLOT_O, PB_SLOT_UP, PB_SLOT_DOWN
+    PB_SLOT_LN1_W, PB_SLOT_LN1_B, PB_SLOT_LN2_W, PB_SLOT_LN2_B, PB_SLOT_QKV, PB_SLOT_O, PB_SLOT_UP, PB_SLOT_DOWN,
+    PB_SLOT_ROUTER, PB_SLOT_EXP_GU, PB_SLOT_EXP_DOWN /* mixture of experts: [n_experts, H], gate|up, down */
 } pb_wslot;
 
 #define PB_NAME_CAP 192
@@ -50,6 +51,7 @@ typedef enum pb_wslot {
 typedef struct pb_witem {
     pb_wslot slot;
     int layer;                    /* global decoder layer, or -1 */
+    int expert;                   /* PB_SLOT_EXP_*: the expert's index */
     bool linear;
     const char *field[3];         /* config field each part's shape comes from, for messages */
     int n_out, n_in;              /* linear: [n_out, n_in]; vector: n_out */

@@ -176,6 +176,10 @@ typedef struct pb_backend_ops {
     pb_status (*add)(pb_backend *be, float *y, const float *x, const float *x2, size_t n);
     /* dst[i, :] = src[rows[i], :], rows host [n_rows], row width n. */
     pb_status (*select_rows)(pb_backend *be, float *dst, const float *src, int n, const int *rows, int n_rows);
+    /* y[rows[i], :] += w[i] * x[i, :] (the product rounded to f32, then added), i < n_rows; rows and
+     * w host [n_rows], rows distinct within a call; row width n. The experts' weighted sum. */
+    pb_status (*scatter_add)(pb_backend *be, float *y, const float *x, int n, const int *rows, const float *w,
+                             int n_rows);
 } pb_backend_ops;
 
 struct pb_backend {

@@ -10,6 +10,7 @@
 
 #include "backend/adapter.h"
 #include "backend/backend.h"
+#include "backend/moe.h"
 #include "ckpt/ckpt.h"
 #include "ckpt/plan.h"
 #include "ckpt/weights.h"
@@ -21,7 +22,7 @@
 
 /* Activation arena, [T = max_batch_tokens] rows each. */
 typedef struct arena_layout {
-    size_t x, h, h2, qkv, ctx, attn, mlp_in, mlp_mid, mlp_out, cs, emb, head_in, head_mid, total; /* offsets in floats */
+    size_t x, h, h2, qkv, ctx, attn, mlp_in, mlp_mid, mlp_out, cs, emb, head_in, head_mid, moe, total; /* in floats */
 } arena_layout;
 
 /* One decoder layer in backend memory. */
@@ -31,6 +32,7 @@ typedef struct layer_w {
     pb_weight *o;    /* [hidden, q_dim] */
     pb_weight *up;   /* [I, hidden], or [2 I, hidden] rows gate | up when gated */
     pb_weight *down; /* [hidden, I] */
+    pb_moe_layer moe; /* mixture-of-experts layers (then up/down are NULL) */
 } layer_w;
 
 struct pb_stage {
@@ -65,6 +67,7 @@ struct pb_stage {
     size_t kv_elem;        /* bytes per KV element */
     float *arena;
     arena_layout al;
+    pb_moe *moe;           /* experts' scratch when a layer of the stage has them */
     pb_buf in, out;        /* stage input / output (backend buffers) */
     int32_t *pos_dev;      /* backend [max_batch_tokens]: positions for a learned table */
 
@@ -106,6 +109,7 @@ static arena_layout layout_for(const pb_model_config *cfg, bool has_embed, bool 
     size_t hr = t < HEAD_ROWS ? t : HEAD_ROWS;
     TAKE(head_in, has_head ? hr * H : 0);
     TAKE(head_mid, has_head && E != H ? hr * E : 0);
+    TAKE(moe, pb_moe_arena_floats(cfg, T));
 #undef TAKE
     a.total = o;
     return a;
@@ -132,6 +136,8 @@ static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_o
     const int qd = cfg->n_heads * cfg->head_dim, kvd = cfg->n_kv_heads * cfg->head_dim;
     int max_dim = max_i(max_i(cfg->vocab_size, 2 * cfg->intermediate_size), qd + 2 * kvd);
     max_dim = max_i(max_dim, max_i(cfg->hidden_size, cfg->word_embed_proj_dim));
+    if (cfg->n_experts > 0)
+        max_dim = max_i(max_dim, max_i(cfg->n_experts, 2 * cfg->moe_intermediate_size));
     return (pb_backend_limits){.max_seqs = o->n_slots, .max_keys = o->max_seq_len, .max_heads = cfg->n_heads,
                                .max_tokens = o->max_batch_tokens, .max_dim = max_dim};
 }
@@ -370,6 +376,18 @@ static pb_status load_weights(pb_stage *s, const pb_weights *w)
         case PB_SLOT_O: L->o = mat; break;
         case PB_SLOT_UP: L->up = mat; break;
         case PB_SLOT_DOWN: L->down = mat; break;
+        case PB_SLOT_ROUTER: L->moe.router = mat; break;
+        case PB_SLOT_EXP_GU:
+        case PB_SLOT_EXP_DOWN:
+            if (!L->moe.gu) {
+                PB_CHECK_GOTO(pb_calloc((size_t)cfg->n_experts, sizeof(pb_weight *), &L->moe.gu), st, out);
+                PB_CHECK_GOTO(pb_calloc((size_t)cfg->n_experts, sizeof(pb_weight *), &L->moe.down), st, out);
+            }
+            if (it->slot == PB_SLOT_EXP_GU)
+                L->moe.gu[it->expert] = mat;
+            else
+                L->moe.down[it->expert] = mat;
+            break;
         }
     }
     if (s->has_head && cfg->tie_word_embeddings)
@@ -489,6 +507,9 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     }
     pb_backend_limits lim = limits_for(cfg, &s->opts);
     PB_CHECK_GOTO(be->ops->reserve(be, &lim), st, fail);
+    for (int l = 0; l < s->n_layers && !s->moe; l++)
+        if (pb_model_layer_moe(cfg, s->layer_begin + l))
+            PB_CHECK_GOTO(pb_moe_create(cfg, T, s->arena + s->al.moe, &s->moe), st, fail);
 
     PB_CHECK_GOTO(pb_calloc((size_t)NS + 1, sizeof(int), &s->tok_start), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int), &s->rows), st, fail);
@@ -525,6 +546,11 @@ void pb_stage_free(pb_stage *s)
             s->be->ops->release(s->be, s->pos_dev);
         if (s->has_head && s->out.data)
             s->be->ops->release(s->be, s->out.data);
+    }
+    pb_moe_free(s->moe);
+    for (int l = 0; s->layers && l < s->n_layers; l++) {
+        free(s->layers[l].moe.gu);
+        free(s->layers[l].moe.down);
     }
     free(s->layers);
     free(s->layer_local);
@@ -590,6 +616,8 @@ static pb_status run_mlp(pb_stage *s, int l, const float *in, float *out, int T)
     const pb_backend_ops *op = be->ops;
     const layer_w *L = &s->layers[l];
     float *mi = s->arena + s->al.mlp_in;
+    if (L->moe.router)
+        return pb_moe_forward(s->moe, be, &L->moe, in, out, T);
     if (s->cfg.gated_mlp) {
         float *mid = s->arena + s->al.mlp_mid;
         PB_CHECK(op->linear(be, in, s->H, T, L->up, mi, 2 * s->I));

@@ -18,6 +18,7 @@ const char *pb_ckpt_canonical_name(pb_arch arch, const char *name)
         [PB_ARCH_GPTJ] = {"transformer."},         [PB_ARCH_CODEGEN] = {"transformer."},
         [PB_ARCH_GPT_NEOX] = {"gpt_neox."},        [PB_ARCH_LLAMA] = {"model."},
         [PB_ARCH_MISTRAL] = {"model."},            [PB_ARCH_QWEN2] = {"model."},
+        [PB_ARCH_MIXTRAL] = {"model."},
     };
     if ((unsigned)arch >= PB_ARCH_COUNT)
         return name;
@@ -121,6 +122,27 @@ static void norm(list *l, pb_tensor_role role, int layer, const char *base, int6
     if (bias) {
         snprintf(nm, sizeof nm, "%s.bias", base);
         add(l, role, layer, nm, 1, dim, 0, arch);
+    }
+}
+
+/* router [n_experts, H] and each expert's gate/up [I, H], down [H, I] */
+static void moe_layer(list *l, const pb_model_config *cfg, int layer)
+{
+    const pb_moe_names *m = pb_moe_names_of(cfg->arch);
+    const int64_t H = cfg->hidden_size, I = cfg->moe_intermediate_size;
+    char nm[96];
+    if (!m) {
+        l->st = pb_error(PB_ERR_UNSUPPORTED, "%s: mixture-of-experts layers are not handled", cfg->model_type);
+        return;
+    }
+    linear(l, layer, m->router, cfg->n_experts, H, false, cfg->arch);
+    for (int e = 0; e < cfg->n_experts; e++) {
+        snprintf(nm, sizeof nm, "%s.%d.%s", m->experts, e, m->gate);
+        linear(l, layer, nm, I, H, false, cfg->arch);
+        snprintf(nm, sizeof nm, "%s.%d.%s", m->experts, e, m->up);
+        linear(l, layer, nm, I, H, false, cfg->arch);
+        snprintf(nm, sizeof nm, "%s.%d.%s", m->experts, e, m->down);
+        linear(l, layer, nm, H, I, false, cfg->arch);
     }
 }
 
@@ -238,9 +260,13 @@ pb_status pb_names_expected(const pb_model_config *cfg, pb_expected **out, int *
             linear(&l, i, "self_attn.k_proj", KV, H, cfg->qkv_bias, a);
             linear(&l, i, "self_attn.v_proj", KV, H, cfg->qkv_bias, a);
             linear(&l, i, "self_attn.o_proj", H, Q, cfg->out_bias, a);
-            linear(&l, i, "mlp.gate_proj", I, H, cfg->mlp_bias, a);
-            linear(&l, i, "mlp.up_proj", I, H, cfg->mlp_bias, a);
-            linear(&l, i, "mlp.down_proj", H, I, cfg->mlp_bias, a);
+            if (pb_model_layer_moe(cfg, i)) {
+                moe_layer(&l, cfg, i);
+            } else {
+                linear(&l, i, "mlp.gate_proj", I, H, cfg->mlp_bias, a);
+                linear(&l, i, "mlp.up_proj", I, H, cfg->mlp_bias, a);
+                linear(&l, i, "mlp.down_proj", H, I, cfg->mlp_bias, a);
+            }
             norm(&l, PB_ROLE_LAYER, i, "input_layernorm", H, false, a);
             norm(&l, PB_ROLE_LAYER, i, "post_attention_layernorm", H, false, a);
             break;

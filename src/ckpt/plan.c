@@ -116,7 +116,10 @@ pb_status pb_plan_make(const pb_ckpt *ck, const pb_model_config *cfg, const pb_s
     uint64_t cembed = 0, chead = 0;
     for (int i = 0; i < ck->n_tensors; i++) {
         const pb_ckpt_tensor *t = &ck->t[i];
-        if (t->role == PB_ROLE_LAYER)
+        if (t->role == PB_ROLE_LAYER && cfg->n_experts > 0 && strstr(t->canon, ".experts."))
+            /* a token runs num_experts_per_tok of the layer's experts */
+            cprefix[t->layer + 1] += t->numel * (uint64_t)cfg->n_experts_per_tok / (uint64_t)cfg->n_experts;
+        else if (t->role == PB_ROLE_LAYER)
             cprefix[t->layer + 1] += t->numel;
         else if (t->role == PB_ROLE_HEAD)
             chead += t->numel;

@@ -67,7 +67,8 @@ typedef struct pb_plan {
 } pb_plan;
 
 /* Compute per token, which the balanced policy evens out, in multiply-adds:
- * every element of a layer's weights (a GEMV row each), attention over
+ * every element of a layer's weights (a GEMV row each; of its experts'
+ * weights num_experts_per_tok / num_experts, what a token runs), attention over
  * PB_PLAN_BALANCE_CONTEXT cached tokens (QK and PV: 2 * n_heads * head_dim per
  * token; local layers at most their window), the LM head (vocab x hidden, also
  * when tied) on the last stage, and only hidden per token for the embedding

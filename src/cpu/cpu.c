@@ -442,6 +442,21 @@ static pb_status cpu_select_rows(pb_backend *be, float *dst, const float *src, i
     return PB_OK;
 }
 
+static pb_status cpu_scatter_add(pb_backend *be, float *y, const float *x, int n, const int *rows, const float *w,
+                                 int n_rows)
+{
+    (void)be;
+    for (int i = 0; i < n_rows; i++) {
+        float *yr = y + (size_t)rows[i] * n;
+        const float *xr = x + (size_t)i * n;
+        const float wi = w[i];
+        for (int j = 0; j < n; j++) {
+            float p = wi * xr[j]; /* HF: (out * weight), then index_add_ */
+            yr[j] += p;
+        }
+    }
+    return PB_OK;
+}
 
 static void cpu_free(pb_backend *be)
 {
@@ -479,6 +494,7 @@ static const pb_backend_ops cpu_ops = {
     .glu = cpu_glu,
     .add = cpu_add,
     .select_rows = cpu_select_rows,
+    .scatter_add = cpu_scatter_add,
 };
 
 const pb_backend_ops *pb_cpu_backend_ops(void) { return &cpu_ops; }

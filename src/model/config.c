@@ -17,7 +17,7 @@ static const char *const arch_names[PB_ARCH_COUNT] = {
     [PB_ARCH_GPT2] = "gpt2",         [PB_ARCH_OPT] = "opt",     [PB_ARCH_BLOOM] = "bloom",
     [PB_ARCH_GPT_NEO] = "gpt_neo",   [PB_ARCH_GPTJ] = "gptj",   [PB_ARCH_CODEGEN] = "codegen",
     [PB_ARCH_GPT_NEOX] = "gpt_neox", [PB_ARCH_LLAMA] = "llama", [PB_ARCH_MISTRAL] = "mistral",
-    [PB_ARCH_QWEN2] = "qwen2",
+    [PB_ARCH_QWEN2] = "qwen2",       [PB_ARCH_MIXTRAL] = "mixtral",
 };
 
 const char *pb_arch_name(pb_arch arch)
@@ -360,6 +360,86 @@ static pb_status parse_layer_types(const jctx *c, pb_model_config *cfg, int max_
     return PB_OK;
 }
 
+/* Whether rope_theta is given (top level or in the rotary object). */
+static bool has_rope_theta(const jctx *c)
+{
+    const cJSON *ro = NULL;
+    const char *rkey = NULL;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(c->root, "rope_theta");
+    if (t && !cJSON_IsNull(t))
+        return true;
+    if (rope_object(c, &ro, &rkey) != PB_OK || !ro)
+        return false;
+    t = cJSON_GetObjectItemCaseSensitive(ro, "rope_theta");
+    return t && !cJSON_IsNull(t);
+}
+
+/* Mixture-of-experts keys (MixtralConfig, Qwen3MoeConfig). qwen: Qwen3-MoE's
+ * moe_intermediate_size, norm_topk_prob, decoder_sparse_step, mlp_only_layers;
+ * Mixtral always renormalises the top-k and every layer is sparse. */
+static pb_status parse_moe(const jctx *c, pb_model_config *cfg, bool qwen)
+{
+    /* HF attribute_map: num_experts -> num_local_experts (5.x writes the latter) */
+    PB_CHECK(jint(c, KEYS("num_local_experts", "num_experts"), qwen ? 128 : 8, 0, 1 << 16, &cfg->n_experts, NULL));
+    PB_CHECK(jint(c, KEYS("num_experts_per_tok"), qwen ? 8 : 2, 1, 1 << 16, &cfg->n_experts_per_tok, NULL));
+    if (cfg->n_experts > 0 && cfg->n_experts_per_tok > cfg->n_experts)
+        return pb_error(PB_ERR_CONFIG, "%s: field 'num_experts_per_tok' (%d) exceeds the %d experts", c->path,
+                        cfg->n_experts_per_tok, cfg->n_experts);
+    cfg->moe_sparse_step = 1;
+    memset(cfg->mlp_only, 0, sizeof cfg->mlp_only);
+    if (!qwen) {
+        cfg->moe_intermediate_size = cfg->intermediate_size;
+        cfg->norm_topk_prob = true;
+        if (cfg->n_experts < 1)
+            return pb_error(PB_ERR_CONFIG, "%s: field 'num_local_experts' must be at least 1", c->path);
+    } else {
+        PB_CHECK(jint(c, KEYS("moe_intermediate_size"), 768, 1, 1 << 24, &cfg->moe_intermediate_size, NULL));
+        PB_CHECK(jbool(c, KEYS("norm_topk_prob"), false, &cfg->norm_topk_prob, NULL));
+        PB_CHECK(jint(c, KEYS("decoder_sparse_step"), 1, 1, 1 << 16, &cfg->moe_sparse_step, NULL));
+        const cJSON *ml = cJSON_GetObjectItemCaseSensitive(c->root, "mlp_only_layers");
+        if (ml && !cJSON_IsNull(ml)) {
+            if (!cJSON_IsArray(ml))
+                return pb_error(PB_ERR_CONFIG, "%s: field 'mlp_only_layers' must be a list of layer indices", c->path);
+            const cJSON *e;
+            int i = 0;
+            cJSON_ArrayForEach(e, ml) {
+                long long v;
+                if (!cJSON_IsNumber(e))
+                    return pb_error(PB_ERR_CONFIG, "%s: field 'mlp_only_layers'[%d] must be an integer", c->path, i);
+                PB_CHECK(jint_item(c, "mlp_only_layers", e, 0, 1 << 20, &v));
+                if (v < PB_MAX_MOE_LAYERS)
+                    cfg->mlp_only[v / 64] |= (uint64_t)1 << (v % 64);
+                i++;
+            }
+        }
+    }
+    if (cfg->n_experts > 0 && cfg->n_layers > PB_MAX_MOE_LAYERS)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: field 'num_hidden_layers' = %d: more than %d mixture-of-experts layers",
+                        c->path, cfg->n_layers, PB_MAX_MOE_LAYERS);
+    /* router_jitter_noise, router_aux_loss_coef, output_router_logits: training only */
+    return PB_OK;
+}
+
+const pb_moe_names *pb_moe_names_of(pb_arch arch)
+{
+    /* HF's legacy per-expert names: what save_pretrained writes (5.x converts its
+     * fused experts.gate_up_proj / down_proj back) and what hub checkpoints hold */
+    static const pb_moe_names mixtral = {"block_sparse_moe.gate", "block_sparse_moe.experts", "w1", "w3", "w2"};
+    switch (arch) {
+    case PB_ARCH_MIXTRAL: return &mixtral;
+    default: return NULL;
+    }
+}
+
+bool pb_model_layer_moe(const pb_model_config *cfg, int layer)
+{
+    if (cfg->n_experts <= 0 || layer < 0 || layer >= PB_MAX_MOE_LAYERS)
+        return false;
+    if (cfg->mlp_only[layer / 64] >> (layer % 64) & 1)
+        return false;
+    return cfg->moe_sparse_step > 0 && (layer + 1) % cfg->moe_sparse_step == 0;
+}
+
 /* Family-specific part. The layer count is read before, so layer_local can be sized. */
 static pb_status parse_family(const jctx *c, pb_model_config *cfg)
 {
@@ -516,6 +596,7 @@ static pb_status parse_family(const jctx *c, pb_model_config *cfg)
     }
     case PB_ARCH_LLAMA:
     case PB_ARCH_MISTRAL:
+    case PB_ARCH_MIXTRAL:
     case PB_ARCH_QWEN2: {
         bool is_llama = cfg->arch == PB_ARCH_LLAMA, is_qwen = cfg->arch == PB_ARCH_QWEN2;
         int hd;
@@ -524,7 +605,8 @@ static pb_status parse_family(const jctx *c, pb_model_config *cfg)
         PB_CHECK(jint(c, KEYS("intermediate_size"), is_llama ? 11008 : is_qwen ? 22016 : 14336, 1, 1 << 24,
                       &cfg->intermediate_size, NULL));
         PB_CHECK(jint(c, KEYS("num_attention_heads"), 32, 1, 1 << 16, &cfg->n_heads, NULL));
-        PB_CHECK(jint(c, KEYS("num_key_value_heads"), cfg->arch == PB_ARCH_MISTRAL ? 8 : cfg->n_heads, 1, 1 << 16,
+        const bool mistral_like = cfg->arch == PB_ARCH_MISTRAL || cfg->arch == PB_ARCH_MIXTRAL;
+        PB_CHECK(jint(c, KEYS("num_key_value_heads"), mistral_like ? 8 : cfg->n_heads, 1, 1 << 16,
                       &cfg->n_kv_heads, NULL));
         PB_CHECK(jint(c, KEYS("max_position_embeddings"), is_llama ? 2048 : is_qwen ? 32768 : 4096 * 32, 1, 1 << 30,
                       &cfg->max_position, NULL));
@@ -532,8 +614,10 @@ static pb_status parse_family(const jctx *c, pb_model_config *cfg)
         cfg->head_dim = has ? hd : 0;
         PB_CHECK(jstr(c, KEYS("hidden_act"), "silu", &act));
         act_key = "hidden_act";
-        PB_CHECK(jfloat(c, KEYS("rms_norm_eps"), 1e-6, &eps, NULL));
+        PB_CHECK(jfloat(c, KEYS("rms_norm_eps"), cfg->arch == PB_ARCH_MIXTRAL ? 1e-5 : 1e-6, &eps, NULL));
         PB_CHECK(parse_rope_theta(c, KEYS("rope_theta"), &theta));
+        if (cfg->arch == PB_ARCH_MIXTRAL && !has_rope_theta(c))
+            theta = 1e6; /* MixtralConfig's default */
         PB_CHECK(jbool(c, KEYS("tie_word_embeddings"), false, &cfg->tie_word_embeddings, NULL));
         PB_CHECK(parse_rope_scaling(c, cfg));
         cfg->norm = PB_NORM_RMSNORM;
@@ -544,7 +628,9 @@ static pb_status parse_family(const jctx *c, pb_model_config *cfg)
             cfg->out_bias = cfg->qkv_bias;
             PB_CHECK(jbool(c, KEYS("mlp_bias"), false, &cfg->mlp_bias, NULL));
             cfg->bos_token_id = 1;
-        } else if (cfg->arch == PB_ARCH_MISTRAL) {
+        } else if (mistral_like) {
+            if (cfg->arch == PB_ARCH_MIXTRAL)
+                PB_CHECK(parse_moe(c, cfg, false));
             PB_CHECK(jint(c, KEYS("sliding_window"), 0, 1, 1 << 30, &cfg->sliding_window, NULL));
             for (int i = 0; i < cfg->n_layers; i++)
                 cfg->layer_local[i] = cfg->sliding_window > 0;
@@ -660,7 +746,7 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
     if (arch < 0) {
         st = pb_error(PB_ERR_UNSUPPORTED,
                       "%s: model_type \"%s\" is not supported (supported: gpt2, opt, bloom, gpt_neo, gptj, codegen, "
-                      "gpt_neox, llama, mistral, qwen2)",
+                      "gpt_neox, llama, mistral, qwen2, mixtral)",
                       path, mt);
         goto fail;
     }
@@ -673,8 +759,9 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
         [PB_ARCH_GPTJ] = {"n_layer", "num_hidden_layers"}, [PB_ARCH_CODEGEN] = {"n_layer", "num_hidden_layers"},
         [PB_ARCH_GPT_NEOX] = {"num_hidden_layers"},         [PB_ARCH_LLAMA] = {"num_hidden_layers"},
         [PB_ARCH_MISTRAL] = {"num_hidden_layers"},          [PB_ARCH_QWEN2] = {"num_hidden_layers"},
+        [PB_ARCH_MIXTRAL] = {"num_hidden_layers"},
     };
-    static const int layer_defaults[PB_ARCH_COUNT] = {12, 12, 2, 24, 28, 28, 44, 32, 32, 32};
+    static const int layer_defaults[PB_ARCH_COUNT] = {12, 12, 2, 24, 28, 28, 44, 32, 32, 32, 32};
     PB_CHECK_GOTO(jint(&c, layer_keys[arch], layer_defaults[arch], 1, 1 << 16, &cfg->n_layers, NULL), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)cfg->n_layers, sizeof *cfg->layer_local, &cfg->layer_local), st, fail);
 
@@ -716,7 +803,7 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
     PB_CHECK_GOTO(jtoken(&c, "pad_token_id", cfg->pad_token_id, &cfg->pad_token_id), st, fail);
     {
         /* a family default EOS applies only when config.json does not name one */
-        static const int eos_default[PB_ARCH_COUNT] = {50256, 2, 2, 50256, 50256, 50256, 2, 2, 2, -1};
+        static const int eos_default[PB_ARCH_COUNT] = {50256, 2, 2, 50256, 50256, 50256, 2, 2, 2, -1, 2};
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
         if (e)
             PB_CHECK_GOTO(add_eos(cfg, &c, "eos_token_id"), st, fail);

@@ -22,6 +22,7 @@ typedef enum pb_arch {
     PB_ARCH_LLAMA,     /* "llama" */
     PB_ARCH_MISTRAL,   /* "mistral" */
     PB_ARCH_QWEN2,     /* "qwen2" */
+    PB_ARCH_MIXTRAL,   /* "mixtral" (mixture of experts) */
     PB_ARCH_COUNT
 } pb_arch;
 
@@ -60,6 +61,7 @@ typedef enum pb_residual {
 } pb_residual;
 
 #define PB_MAX_EOS 8
+#define PB_MAX_MOE_LAYERS 1024 /* layers a mixture-of-experts config may have */
 
 /* Defaults from generation_config.json; has_* says whether the field was present. */
 typedef struct pb_gen_defaults {
@@ -117,6 +119,14 @@ typedef struct pb_model_config {
     bool gated_mlp;           /* SwiGLU-style gate/up/down */
     bool mlp_bias;
 
+    /* mixture of experts (src/backend/moe.c); n_experts == 0: dense MLP everywhere */
+    int n_experts;            /* num_local_experts / num_experts */
+    int n_experts_per_tok;    /* top-k */
+    int moe_intermediate_size;/* expert MLP inner size */
+    bool norm_topk_prob;      /* renormalise the top-k probabilities to sum 1 */
+    int moe_sparse_step;      /* decoder_sparse_step: layer l is sparse when (l + 1) % step == 0 */
+    uint64_t mlp_only[PB_MAX_MOE_LAYERS / 64]; /* bitset of mlp_only_layers (dense) */
+
     pb_residual residual;
     bool tie_word_embeddings; /* LM head shares the token embedding */
     bool lm_head_bias;        /* e.g. GPT-J/CodeGen lm_head has a bias */
@@ -141,6 +151,15 @@ pb_status pb_model_config_parse(const char *json, size_t len, const char *name, 
 void pb_model_config_free(pb_model_config *cfg);  /* frees layer_local; NULL-safe */
 
 const char *pb_arch_name(pb_arch arch);           /* "gpt2", "opt", ... */
+/* Checkpoint names of a mixture-of-experts MLP, as layer suffixes without
+ * ".weight": router "<router>", expert e "<experts>.<e>.<gate|up|down>". */
+typedef struct pb_moe_names {
+    const char *router, *experts, *gate, *up, *down;
+} pb_moe_names;
+/* NULL for a family without experts. */
+const pb_moe_names *pb_moe_names_of(pb_arch arch);
+/* Whether decoder layer `layer` has a mixture-of-experts MLP (else dense). */
+bool pb_model_layer_moe(const pb_model_config *cfg, int layer);
 /* Number of parameter bytes of one decoder layer, embeddings, head: from the checkpoint, see plan.h. */
 
 #endif

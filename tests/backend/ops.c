@@ -712,6 +712,33 @@ static void test_elementwise(void)
         CHECK(memcmp(dst + (size_t)i * W, src + (size_t)rows_sel[i] * W, (size_t)W * 4) == 0, "row %d", i);
     rel(ds);
     rel(dd);
+
+    /* scatter_add: y[rows[i]] += w[i] * x[i], product rounded then added (exact in f32 terms) */
+    where = "scatter_add";
+    const int sc_rows[] = {7, 2, 11};
+    const float sc_w[] = {0.25f, -1.5f, 0.7f};
+    float *y = malloc((size_t)R * W * 4), *xs = malloc(3 * (size_t)W * 4), *yo = malloc((size_t)R * W * 4);
+    fill(y, (size_t)R * W, 3);
+    fill(xs, 3 * (size_t)W, 4);
+    float *dy = dev_from(y, (size_t)R * W * 4), *dxs = dev_from(xs, 3 * (size_t)W * 4);
+    OK(BE->ops->scatter_add(BE, dy, dxs, W, sc_rows, sc_w, 3));
+    to_host(yo, dy, (size_t)R * W * 4);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < W; j++) {
+            float want = y[(size_t)r * W + j];
+            for (int i = 0; i < 3; i++)
+                if (sc_rows[i] == r) {
+                    volatile float p = sc_w[i] * xs[(size_t)i * W + j];
+                    want += p;
+                }
+            CHECK(memcmp(&want, &yo[(size_t)r * W + j], 4) == 0, "row %d col %d: %g vs %g", r, j, yo[(size_t)r * W + j],
+                  want);
+        }
+    rel(dy);
+    rel(dxs);
+    free(y);
+    free(xs);
+    free(yo);
     free(src);
     free(dst);
 }

@@ -37,7 +37,7 @@ def first_divergence(a, b):
 def check(name, root, harness, threads):
     d = make_goldens.make(name, root)
     model = os.path.join(d, "model")
-    opts = (make_goldens.SPECS.get(name) or make_goldens.WINDOW_SPECS[name])[2]
+    opts = make_goldens.spec_of(name)[2]
     gold = np.load(os.path.join(d, "golden.npz"))
     forced = [list(map(int, l.split())) for l in open(os.path.join(d, "forced.txt"))]
     n_layers = int(__import__("json").load(open(os.path.join(d, "spec.json")))["layers"])

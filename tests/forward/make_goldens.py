@@ -120,11 +120,32 @@ WINDOW_SPECS = {
                                     intermediate_size=64), dict(_WIN)),
 }
 
+# Mixture of experts (tests/forward/moe.py): many experts against few tokens, so
+# that some get none; sharded safetensors in f32 and bf16; windows, top-k
+# renormalisation on and off, dense layers between sparse ones.
+MOE_SPECS = {
+    "mixtral-a": ("mixtral", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                                  intermediate_size=48, vocab_size=128, max_position_embeddings=64,
+                                  num_local_experts=16, num_experts_per_tok=2), dict()),
+    "mixtral-b": ("mixtral", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=1, num_hidden_layers=3,
+                                  intermediate_size=40, vocab_size=150, max_position_embeddings=64, sliding_window=5,
+                                  num_local_experts=12, num_experts_per_tok=3, tie_word_embeddings=True),
+                  dict(dtype="bfloat16", prompt_lens=(5, 17, 11))),
+}
+
 # Larger models for memory and speed checks: saved only (no goldens).
 PLAIN = {
     "llama-mem": ("llama", dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=4,
                                 intermediate_size=1376, vocab_size=8192, max_position_embeddings=1024)),
 }
+
+
+def spec_of(name):
+    """(model_type, config overrides, options) of any golden spec."""
+    for table in (SPECS, WINDOW_SPECS, MOE_SPECS):
+        if name in table:
+            return table[name]
+    raise KeyError(name)
 
 
 def make_plain(name, root):
@@ -152,6 +173,12 @@ def rescale(model, seed):
                 mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (1.3 / math.sqrt(fan_in)))
                 if mod.bias is not None:
                     mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
+            elif type(mod).__name__.endswith("TopKRouter"):
+                # a router far from uniform, so top-k choices are clear
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (3.0 / math.sqrt(mod.weight.shape[1])))
+            elif type(mod).__name__.endswith("Experts") and hasattr(mod, "gate_up_proj"):
+                for p in (mod.gate_up_proj, mod.down_proj):   # [E, out, in]
+                    p.copy_(torch.randn(p.shape, generator=g) * (1.3 / math.sqrt(p.shape[2])))
             elif isinstance(mod, torch.nn.LayerNorm) or type(mod).__name__.endswith("RMSNorm"):
                 mod.weight.copy_(1.0 + torch.randn(mod.weight.shape, generator=g) * 0.1)
                 if getattr(mod, "bias", None) is not None:
@@ -163,7 +190,7 @@ def rescale(model, seed):
 
 
 def make(name, root):
-    model_type, over, opts = SPECS[name] if name in SPECS else WINDOW_SPECS[name]
+    model_type, over, opts = spec_of(name)
     n_new = opts.get("n_new", N_NEW)
     seed = sum(map(ord, name))
     torch.manual_seed(seed)
@@ -252,7 +279,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     root = sys.argv[1]
-    names = sys.argv[2:] or list(SPECS) + list(WINDOW_SPECS)
+    names = sys.argv[2:] or list(SPECS) + list(WINDOW_SPECS) + list(MOE_SPECS)
     torch.set_num_threads(1)
     for n in names:
         if n in PLAIN:
