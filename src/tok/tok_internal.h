@@ -58,8 +58,8 @@ bool tk_is_alphanumeric(uint32_t cp);  /* char::is_alphanumeric */
 bool tk_is_word(uint32_t cp);          /* regex \w */
 bool tk_is_punct(uint32_t cp);         /* ASCII punctuation or P* */
 bool tk_is_control(uint32_t cp);       /* Bert's is_control */
-bool tk_is_mark(uint32_t cp);          /* M* */
-bool tk_is_mark_nonspacing(uint32_t cp);
+bool tk_is_mark_nonspacing(uint32_t cp); /* HF BertNormalizer's Mn */
+bool tk_strips_as_accent(uint32_t cp);   /* HF StripAccents' marks */
 
 /* ---- hash maps ---- */
 /* string -> int32 (vocab). Keys point into an arena owned by the map. */

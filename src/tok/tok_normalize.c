@@ -193,7 +193,7 @@ pb_status tk_normalize(const tk_norm *n, const char *s, size_t len, tk_buf *out)
         for (size_t i = 0; i < len;) {
             uint32_t c;
             size_t k = tk_utf8_next(s + i, len - i, &c);
-            if (!tk_is_mark(c))
+            if (!tk_strips_as_accent(c))
                 PB_CHECK(tk_buf_put(out, s + i, k));
             i += k;
         }

@@ -159,19 +159,34 @@ bool tk_is_alphanumeric(uint32_t c)
     return is_alpha_cat(k) || k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NO;
 }
 
-bool tk_is_mark(uint32_t c)
+/* HF's accent stripping and punctuation use Rust crates with older Unicode
+ * tables than utf8proc's, and some characters changed class since (U+1734
+ * Mn -> Mc in Unicode 14), so those tests use HF's own sets (tok_marks.inc) */
+#include "tok/tok_marks.inc"
+
+static bool in_ranges(const uint32_t (*r)[2], size_t n, uint32_t c)
 {
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c < r[mid][0])
+            hi = mid;
+        else if (c > r[mid][1])
+            lo = mid + 1;
+        else
+            return true;
+    }
+    return false;
+}
+
+bool tk_strips_as_accent(uint32_t c)
+{
+    return in_ranges(tk_strip_m, sizeof tk_strip_m / sizeof tk_strip_m[0], c);
 }
 
 bool tk_is_mark_nonspacing(uint32_t c)
 {
-    /* HF's Bert normalizer takes Mn from the unicode_categories crate, which
-     * predates Unicode 9 (where U+1885/U+1886 became Mn): keep them letters */
-    if (c == 0x1885 || c == 0x1886)
-        return false;
-    return utf8proc_category((utf8proc_int32_t)c) == UTF8PROC_CATEGORY_MN;
+    return in_ranges(tk_bert_mn, sizeof tk_bert_mn / sizeof tk_bert_mn[0], c);
 }
 
 bool tk_is_word(uint32_t c)
@@ -190,8 +205,7 @@ bool tk_is_punct(uint32_t c)
     if (c < 0x80)
         return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
                (c >= 123 && c <= 126);
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
+    return in_ranges(tk_punct, sizeof tk_punct / sizeof tk_punct[0], c);
 }
 
 bool tk_is_control(uint32_t c)
@@ -389,10 +403,12 @@ void tk_pairmap_free(tk_pairmap *m)
 
 /* ---- regex ---- */
 
-/* Oniguruma (Ruby syntax, as HF uses it) to PCRE2: \s also matches U+0085
- * (White_Space but not in PCRE2's \s), \w is Unicode's word class
+/* Oniguruma (Ruby syntax, as HF uses it) to PCRE2: \s is Unicode's
+ * White_Space (PCRE2's leaves out U+0085 and keeps U+180E, which left
+ * White_Space in Unicode 6.3), \w is Unicode's word class
  * (Alphabetic, marks, decimal digits, connectors, joiners; PCRE2 10.42 leaves
  * out marks), \h/\H are hex digits. */
+#define WS_CLASS "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 #define WORD_CLASS "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}\\x{24B6}-\\x{24E9}"
 static pb_status translate_onig(const char *p, size_t n, tk_buf *out, const char *where)
 {
@@ -404,10 +420,10 @@ static pb_status translate_onig(const char *p, size_t n, tk_buf *out, const char
             char e = p[i + 1];
             i++;
             if (e == 's')
-                PB_CHECK(tk_buf_put(out, in_class ? "\\s\\x{85}" : "[\\s\\x{85}]",
-                                    in_class ? 8 : 10));
+                PB_CHECK(tk_buf_put(out, in_class ? WS_CLASS : "[" WS_CLASS "]",
+                                    in_class ? sizeof WS_CLASS - 1 : sizeof WS_CLASS + 1));
             else if (e == 'S' && !in_class)
-                PB_CHECK(tk_buf_put(out, "[^\\s\\x{85}]", 11));
+                PB_CHECK(tk_buf_put(out, "[^" WS_CLASS "]", sizeof WS_CLASS + 2));
             else if (e == 'w')
                 PB_CHECK(tk_buf_put(out, in_class ? WORD_CLASS : "[" WORD_CLASS "]",
                                     in_class ? sizeof WORD_CLASS - 1 : sizeof WORD_CLASS + 1));
