@@ -33,6 +33,7 @@ typedef struct layer_w {
     pb_weight *up;   /* [I, hidden], or [2 I, hidden] rows gate | up when gated */
     pb_weight *down; /* [hidden, I] */
     pb_moe_layer moe; /* mixture-of-experts layers (then up/down are NULL) */
+    const float *q_norm, *k_norm; /* [head_dim] per-head RMSNorm weights (Qwen3), or NULL */
 } layer_w;
 
 struct pb_stage {
@@ -182,7 +183,7 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
                             const pb_stage_plan *sp, const pb_stage_opts *opts, pb_stage_mem *out)
 {
     memset(out, 0, sizeof *out);
-    const pb_family *f = pb_family_of(cfg->arch);
+    const pb_family *f = cfg->family;
     if (!f)
         return pb_error(PB_ERR_UNSUPPORTED, "model_type '%s' has no adapter", cfg->model_type);
     pb_dtype dt;
@@ -388,6 +389,8 @@ static pb_status load_weights(pb_stage *s, const pb_weights *w)
             else
                 L->moe.down[it->expert] = mat;
             break;
+        case PB_SLOT_Q_NORM: L->q_norm = vec; break;
+        case PB_SLOT_K_NORM: L->k_norm = vec; break;
         }
     }
     if (s->has_head && cfg->tie_word_embeddings)
@@ -420,7 +423,7 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     s->opts = *opts;
     if (s->opts.threads < 1)
         s->opts.threads = 1;
-    s->fam = pb_family_of(cfg->arch);
+    s->fam = cfg->family;
     if (!s->fam) {
         free(s);
         return pb_error(PB_ERR_UNSUPPORTED, "model_type '%s' has no adapter", cfg->model_type);

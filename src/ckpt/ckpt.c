@@ -272,7 +272,7 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
 
     *out = NULL;
     PB_CHECK(pb_calloc(1, sizeof *ck, &ck));
-    ck->arch = cfg->arch;
+    ck->family = cfg->family;
     ck->n_layers = cfg->n_layers;
     ck->tied = cfg->tie_word_embeddings;
 
@@ -377,7 +377,7 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
 
     /* match the checkpoint's names against the family's expected tensors */
     for (int i = 0; i < n_raw; i++)
-        raw[i].canon = pb_ckpt_canonical_name(cfg->arch, raw[i].name);
+        raw[i].canon = pb_ckpt_canonical_name(cfg->family, raw[i].name);
     qsort(raw, (size_t)n_raw, sizeof *raw, cmp_raw_canon);
     for (int i = 1; i < n_raw; i++)
         if (strcmp(raw[i].canon, raw[i - 1].canon) == 0) {

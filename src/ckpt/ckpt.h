@@ -48,9 +48,9 @@ bool pb_ckpt_tensor_info(const pb_ckpt *ck, const char *canonical, pb_dtype *dty
 /* Canonical name of an HF tensor name for a family: the base prefix
  * ("transformer.", "model.", "model.decoder.", "gpt_neox.") removed. Returns a
  * pointer into name. */
-const char *pb_ckpt_canonical_name(pb_arch arch, const char *name);
+const char *pb_ckpt_canonical_name(const pb_family *f, const char *name);
 /* Canonical name of decoder layer `layer`'s tensor `suffix`, e.g.
  * ("h.3.attn.c_attn.weight" for GPT-2). Returns snprintf's count. */
-int pb_ckpt_layer_name(pb_arch arch, int layer, const char *suffix, char *buf, size_t cap);
+int pb_ckpt_layer_name(const pb_family *f, int layer, const char *suffix, char *buf, size_t cap);
 
 #endif

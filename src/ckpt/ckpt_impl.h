@@ -117,7 +117,7 @@ typedef struct pb_ckpt_tensor {
 
 struct pb_ckpt {
     pb_ckpt_format fmt;
-    pb_arch arch;
+    const pb_family *family;
     int n_layers;
     bool tied;
     char *source;              /* index json or single file */

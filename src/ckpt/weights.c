@@ -29,7 +29,7 @@ typedef struct mapping {
 } mapping;
 
 struct pb_weights {
-    pb_arch arch;
+    const pb_family *family;
     int n;
     pb_tensor *t;
     char **canon;
@@ -299,7 +299,7 @@ pb_status pb_weights_load(const pb_ckpt *ck, const pb_stage_plan *stage, pb_weig
     *out = NULL;
 
     PB_CHECK(pb_calloc(1, sizeof *w, &w));
-    w->arch = ck->arch;
+    w->family = ck->family;
     PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->t, &w->t), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->canon, &w->canon), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->names, &w->names), st, fail);
@@ -386,7 +386,7 @@ const pb_tensor *pb_weights_layer(const pb_weights *w, int layer, const char *su
     char name[256];
     if (!w)
         return NULL;
-    int n = pb_ckpt_layer_name(w->arch, layer, suffix, name, sizeof name);
+    int n = pb_ckpt_layer_name(w->family, layer, suffix, name, sizeof name);
     if (n < 0 || (size_t)n >= sizeof name)
         return NULL;
     return pb_weights_get(w, name);

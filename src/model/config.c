@@ -12,31 +12,16 @@
 #include <cjson/cJSON.h>
 
 #include "common/util.h"
-
-static const char *const arch_names[PB_ARCH_COUNT] = {
-    [PB_ARCH_GPT2] = "gpt2",         [PB_ARCH_OPT] = "opt",     [PB_ARCH_BLOOM] = "bloom",
-    [PB_ARCH_GPT_NEO] = "gpt_neo",   [PB_ARCH_GPTJ] = "gptj",   [PB_ARCH_CODEGEN] = "codegen",
-    [PB_ARCH_GPT_NEOX] = "gpt_neox", [PB_ARCH_LLAMA] = "llama", [PB_ARCH_MISTRAL] = "mistral",
-    [PB_ARCH_QWEN2] = "qwen2",       [PB_ARCH_MIXTRAL] = "mixtral",
-};
-
-const char *pb_arch_name(pb_arch arch)
-{
-    return (unsigned)arch < PB_ARCH_COUNT ? arch_names[arch] : "?";
-}
+#include "model/cfgjson.h"
 
 /* Largest config file we accept (real ones are a few KB). */
 #define PB_CONFIG_MAX_BYTES (16u << 20)
 
 /* --- typed field access: every getter names file and field on error --- */
 
-typedef struct jctx {
-    const char *path;
-    const cJSON *root;
-} jctx;
 
 /* The first of the (NULL-terminated) alias keys present and not null, or NULL. */
-static const cJSON *jfind(const jctx *c, const char *const *keys)
+const cJSON *pb_jfind(const pb_jctx *c, const char *const *keys)
 {
     for (; *keys; keys++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(c->root, *keys);
@@ -46,7 +31,7 @@ static const cJSON *jfind(const jctx *c, const char *const *keys)
     return NULL;
 }
 
-static pb_status jint_item(const jctx *c, const char *key, const cJSON *it, long long lo, long long hi,
+pb_status pb_jint_item(const pb_jctx *c, const char *key, const cJSON *it, long long lo, long long hi,
                            long long *out)
 {
     if (!cJSON_IsNumber(it))
@@ -59,12 +44,11 @@ static pb_status jint_item(const jctx *c, const char *key, const cJSON *it, long
     return PB_OK;
 }
 
-#define KEYS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* Integer field with aliases; *present tells whether it was given. */
-static pb_status jint(const jctx *c, const char *const *keys, int def, int lo, int hi, int *out, bool *present)
+pb_status pb_jint(const pb_jctx *c, const char *const *keys, int def, int lo, int hi, int *out, bool *present)
 {
-    const cJSON *it = jfind(c, keys);
+    const cJSON *it = pb_jfind(c, keys);
     if (present)
         *present = it != NULL;
     if (!it) {
@@ -72,14 +56,14 @@ static pb_status jint(const jctx *c, const char *const *keys, int def, int lo, i
         return PB_OK;
     }
     long long v;
-    PB_CHECK(jint_item(c, it->string ? it->string : keys[0], it, lo, hi, &v));
+    PB_CHECK(pb_jint_item(c, it->string ? it->string : keys[0], it, lo, hi, &v));
     *out = (int)v;
     return PB_OK;
 }
 
-static pb_status jfloat(const jctx *c, const char *const *keys, double def, double *out, bool *present)
+pb_status pb_jfloat(const pb_jctx *c, const char *const *keys, double def, double *out, bool *present)
 {
-    const cJSON *it = jfind(c, keys);
+    const cJSON *it = pb_jfind(c, keys);
     if (present)
         *present = it != NULL;
     if (!it) {
@@ -92,9 +76,9 @@ static pb_status jfloat(const jctx *c, const char *const *keys, double def, doub
     return PB_OK;
 }
 
-static pb_status jbool(const jctx *c, const char *const *keys, bool def, bool *out, bool *present)
+pb_status pb_jbool(const pb_jctx *c, const char *const *keys, bool def, bool *out, bool *present)
 {
-    const cJSON *it = jfind(c, keys);
+    const cJSON *it = pb_jfind(c, keys);
     if (present)
         *present = it != NULL;
     if (!it) {
@@ -108,9 +92,9 @@ static pb_status jbool(const jctx *c, const char *const *keys, bool def, bool *o
 }
 
 /* String field; *out points into the JSON tree (or def). */
-static pb_status jstr(const jctx *c, const char *const *keys, const char *def, const char **out)
+pb_status pb_jstr(const pb_jctx *c, const char *const *keys, const char *def, const char **out)
 {
-    const cJSON *it = jfind(c, keys);
+    const cJSON *it = pb_jfind(c, keys);
     if (!it) {
         *out = def;
         return PB_OK;
@@ -122,13 +106,13 @@ static pb_status jstr(const jctx *c, const char *const *keys, const char *def, c
 }
 
 /* Token id: int, or null/absent -> def. */
-static pb_status jtoken(const jctx *c, const char *key, int def, int *out)
+static pb_status jtoken(const pb_jctx *c, const char *key, int def, int *out)
 {
-    return jint(c, KEYS(key), def, -1, 1 << 30, out, NULL);
+    return pb_jint(c, KEYS(key), def, -1, 1 << 30, out, NULL);
 }
 
 /* eos_token_id: int or list of ints, appended to cfg->eos_ids without duplicates. */
-static pb_status add_eos(pb_model_config *cfg, const jctx *c, const char *key)
+static pb_status add_eos(pb_model_config *cfg, const pb_jctx *c, const char *key)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(c->root, key);
     if (!it || cJSON_IsNull(it))
@@ -145,7 +129,7 @@ static pb_status add_eos(pb_model_config *cfg, const jctx *c, const char *key)
         long long v;
         if (!cJSON_IsNumber(one))
             return pb_error(PB_ERR_CONFIG, "%s: field '%s'[%d] must be an integer", c->path, key, i);
-        PB_CHECK(jint_item(c, key, one, 0, 1 << 30, &v));
+        PB_CHECK(pb_jint_item(c, key, one, 0, 1 << 30, &v));
         bool dup = false;
         for (int k = 0; k < cfg->n_eos; k++)
             dup |= cfg->eos_ids[k] == (int)v;
@@ -158,7 +142,7 @@ static pb_status add_eos(pb_model_config *cfg, const jctx *c, const char *key)
     return PB_OK;
 }
 
-static pb_status parse_act(const jctx *c, const char *key, const char *name, pb_act *out)
+static pb_status parse_act(const pb_jctx *c, const char *key, const char *name, pb_act *out)
 {
     static const struct { const char *name; pb_act act; } acts[] = {
         {"gelu_new", PB_ACT_GELU_TANH}, {"gelu_pytorch_tanh", PB_ACT_GELU_TANH},
@@ -177,7 +161,7 @@ static pb_status parse_act(const jctx *c, const char *key, const char *name, pb_
 
 /* The rotary settings object: rope_scaling (transformers 4.x) wins over
  * rope_parameters (5.x), as in HF's convert_rope_params_to_dict. NULL: none. */
-static pb_status rope_object(const jctx *c, const cJSON **out, const char **key)
+static pb_status rope_object(const pb_jctx *c, const cJSON **out, const char **key)
 {
     static const char *const keys[] = {"rope_scaling", "rope_parameters"};
     *out = NULL;
@@ -196,49 +180,51 @@ static pb_status rope_object(const jctx *c, const cJSON **out, const char **key)
     return PB_OK;
 }
 
-/* rope_theta: the rotary object's "rope_theta" first, then the top-level keys. */
-static pb_status parse_rope_theta(const jctx *c, const char *const *keys, double *theta)
+/* rope_theta: the rotary object's "rope_theta" first, then the top-level keys;
+ * *theta comes in as the family default. */
+static pb_status parse_rope_theta(const pb_jctx *c, const char *const *keys, double *theta)
 {
     const cJSON *ro;
     const char *rkey = NULL;
+    const double def = *theta;
     bool has;
     PB_CHECK(rope_object(c, &ro, &rkey));
     if (ro) {
-        jctx sub = {c->path, ro};
-        PB_CHECK(jfloat(&sub, KEYS("rope_theta"), 10000.0, theta, &has));
+        pb_jctx sub = {c->path, ro};
+        PB_CHECK(pb_jfloat(&sub, KEYS("rope_theta"), def, theta, &has));
         if (has)
             return PB_OK;
     }
-    return jfloat(c, keys, 10000.0, theta, NULL);
+    return pb_jfloat(c, keys, def, theta, NULL);
 }
 
-/* NeoX partial_rotary_factor: rope_parameters (5.x) first, then rotary_pct. */
-static pb_status parse_rotary_pct(const jctx *c, double *pct)
+/* partial_rotary_factor: rope_parameters (5.x) first, then the keys (NeoX rotary_pct). */
+pb_status pb_cfg_rotary_pct(const pb_jctx *c, const char *const *keys, double def, double *pct)
 {
     const cJSON *ro;
     const char *rkey = NULL;
     bool has;
     PB_CHECK(rope_object(c, &ro, &rkey));
     if (ro) {
-        jctx sub = {c->path, ro};
-        PB_CHECK(jfloat(&sub, KEYS("partial_rotary_factor"), 0.25, pct, &has));
+        pb_jctx sub = {c->path, ro};
+        PB_CHECK(pb_jfloat(&sub, KEYS("partial_rotary_factor"), def, pct, &has));
         if (has)
             return PB_OK;
     }
-    return jfloat(c, KEYS("rotary_pct"), 0.25, pct, NULL);
+    return pb_jfloat(c, keys, def, pct, NULL);
 }
 
 /* rope_scaling / rope_parameters: null, or {"type"|"rope_type": "default"|"linear"|"llama3", "factor": F, ...}. */
-static pb_status parse_rope_scaling(const jctx *c, pb_model_config *cfg)
+static pb_status parse_rope_scaling(const pb_jctx *c, pb_model_config *cfg)
 {
     const cJSON *rs;
     const char *rkey = "rope_scaling";
     PB_CHECK(rope_object(c, &rs, &rkey));
     if (!rs)
         return PB_OK;
-    jctx sub = {c->path, rs};
+    pb_jctx sub = {c->path, rs};
     const char *type;
-    PB_CHECK(jstr(&sub, KEYS("rope_type", "type"), NULL, &type));
+    PB_CHECK(pb_jstr(&sub, KEYS("rope_type", "type"), NULL, &type));
     if (!type && strcmp(rkey, "rope_parameters") == 0)
         type = "default"; /* HF 5.x: rope_type defaults to "default" */
     if (!type)
@@ -248,7 +234,7 @@ static pb_status parse_rope_scaling(const jctx *c, pb_model_config *cfg)
     double factor, lo, hi;
     int orig;
     bool has_factor;
-    PB_CHECK(jfloat(&sub, KEYS("factor"), 1.0, &factor, &has_factor));
+    PB_CHECK(pb_jfloat(&sub, KEYS("factor"), 1.0, &factor, &has_factor));
     if (strcmp(type, "linear") == 0 || strcmp(type, "llama3") == 0) {
         if (!has_factor || !(factor > 0))
             return pb_error(PB_ERR_CONFIG, "%s: field '%s.factor' must be a number > 0", c->path, rkey);
@@ -260,10 +246,10 @@ static pb_status parse_rope_scaling(const jctx *c, pb_model_config *cfg)
     }
     if (strcmp(type, "llama3") == 0) {
         bool p1, p2;
-        PB_CHECK(jfloat(&sub, KEYS("low_freq_factor"), 1.0, &lo, &p1));
-        PB_CHECK(jfloat(&sub, KEYS("high_freq_factor"), 4.0, &hi, &p2));
+        PB_CHECK(pb_jfloat(&sub, KEYS("low_freq_factor"), 1.0, &lo, &p1));
+        PB_CHECK(pb_jfloat(&sub, KEYS("high_freq_factor"), 4.0, &hi, &p2));
         /* HF 5.x: original_max_position_embeddings defaults to max_position_embeddings */
-        PB_CHECK(jint(&sub, KEYS("original_max_position_embeddings"), cfg->max_position, 1, 1 << 30, &orig, NULL));
+        PB_CHECK(pb_jint(&sub, KEYS("original_max_position_embeddings"), cfg->max_position, 1, 1 << 30, &orig, NULL));
         if (!p1 || !p2)
             return pb_error(PB_ERR_CONFIG, "%s: field '%s' of type llama3 needs low_freq_factor and high_freq_factor",
                             c->path, rkey);
@@ -281,7 +267,7 @@ static pb_status parse_rope_scaling(const jctx *c, pb_model_config *cfg)
 }
 
 /* GPT-Neo attention_types [[["global","local"], 12], ...] -> layer_local[n_layers]. */
-static pb_status parse_attention_types(const jctx *c, pb_model_config *cfg)
+pb_status pb_cfg_attention_types(const pb_jctx *c, pb_model_config *cfg)
 {
     const cJSON *at = cJSON_GetObjectItemCaseSensitive(c->root, "attention_types");
     int total = 0;
@@ -301,7 +287,7 @@ static pb_status parse_attention_types(const jctx *c, pb_model_config *cfg)
                 return pb_error(PB_ERR_CONFIG, "%s: field 'attention_types'[%d] must be [[\"global\"|\"local\", ...], count]",
                                 c->path, gi);
             long long reps;
-            PB_CHECK(jint_item(c, "attention_types", grp->child->next, 0, 1 << 20, &reps));
+            PB_CHECK(pb_jint_item(c, "attention_types", grp->child->next, 0, 1 << 20, &reps));
             int ntypes = cJSON_GetArraySize(grp->child);
             for (long long r = 0; r < reps; r++) {
                 const cJSON *t;
@@ -334,7 +320,7 @@ static pb_status parse_attention_types(const jctx *c, pb_model_config *cfg)
 
 /* Qwen2 layer_types ["full_attention"|"sliding_attention", ...] -> layer_local; absent or
  * null: the layers from max_window_layers on are "sliding_attention". */
-static pb_status parse_layer_types(const jctx *c, pb_model_config *cfg, int max_window_layers)
+pb_status pb_cfg_layer_types(const pb_jctx *c, pb_model_config *cfg, int max_window_layers)
 {
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(c->root, "layer_types");
     if (!lt || cJSON_IsNull(lt)) {
@@ -360,28 +346,14 @@ static pb_status parse_layer_types(const jctx *c, pb_model_config *cfg, int max_
     return PB_OK;
 }
 
-/* Whether rope_theta is given (top level or in the rotary object). */
-static bool has_rope_theta(const jctx *c)
-{
-    const cJSON *ro = NULL;
-    const char *rkey = NULL;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(c->root, "rope_theta");
-    if (t && !cJSON_IsNull(t))
-        return true;
-    if (rope_object(c, &ro, &rkey) != PB_OK || !ro)
-        return false;
-    t = cJSON_GetObjectItemCaseSensitive(ro, "rope_theta");
-    return t && !cJSON_IsNull(t);
-}
-
 /* Mixture-of-experts keys (MixtralConfig, Qwen3MoeConfig). qwen: Qwen3-MoE's
  * moe_intermediate_size, norm_topk_prob, decoder_sparse_step, mlp_only_layers;
  * Mixtral always renormalises the top-k and every layer is sparse. */
-static pb_status parse_moe(const jctx *c, pb_model_config *cfg, bool qwen)
+pb_status pb_cfg_moe(const pb_jctx *c, pb_model_config *cfg, bool qwen)
 {
     /* HF attribute_map: num_experts -> num_local_experts (5.x writes the latter) */
-    PB_CHECK(jint(c, KEYS("num_local_experts", "num_experts"), qwen ? 128 : 8, 0, 1 << 16, &cfg->n_experts, NULL));
-    PB_CHECK(jint(c, KEYS("num_experts_per_tok"), qwen ? 8 : 2, 1, 1 << 16, &cfg->n_experts_per_tok, NULL));
+    PB_CHECK(pb_jint(c, KEYS("num_local_experts", "num_experts"), qwen ? 128 : 8, 0, 1 << 16, &cfg->n_experts, NULL));
+    PB_CHECK(pb_jint(c, KEYS("num_experts_per_tok"), qwen ? 8 : 2, 1, 1 << 16, &cfg->n_experts_per_tok, NULL));
     if (cfg->n_experts > 0 && cfg->n_experts_per_tok > cfg->n_experts)
         return pb_error(PB_ERR_CONFIG, "%s: field 'num_experts_per_tok' (%d) exceeds the %d experts", c->path,
                         cfg->n_experts_per_tok, cfg->n_experts);
@@ -393,9 +365,9 @@ static pb_status parse_moe(const jctx *c, pb_model_config *cfg, bool qwen)
         if (cfg->n_experts < 1)
             return pb_error(PB_ERR_CONFIG, "%s: field 'num_local_experts' must be at least 1", c->path);
     } else {
-        PB_CHECK(jint(c, KEYS("moe_intermediate_size"), 768, 1, 1 << 24, &cfg->moe_intermediate_size, NULL));
-        PB_CHECK(jbool(c, KEYS("norm_topk_prob"), false, &cfg->norm_topk_prob, NULL));
-        PB_CHECK(jint(c, KEYS("decoder_sparse_step"), 1, 1, 1 << 16, &cfg->moe_sparse_step, NULL));
+        PB_CHECK(pb_jint(c, KEYS("moe_intermediate_size"), 768, 1, 1 << 24, &cfg->moe_intermediate_size, NULL));
+        PB_CHECK(pb_jbool(c, KEYS("norm_topk_prob"), false, &cfg->norm_topk_prob, NULL));
+        PB_CHECK(pb_jint(c, KEYS("decoder_sparse_step"), 1, 1, 1 << 16, &cfg->moe_sparse_step, NULL));
         const cJSON *ml = cJSON_GetObjectItemCaseSensitive(c->root, "mlp_only_layers");
         if (ml && !cJSON_IsNull(ml)) {
             if (!cJSON_IsArray(ml))
@@ -406,7 +378,7 @@ static pb_status parse_moe(const jctx *c, pb_model_config *cfg, bool qwen)
                 long long v;
                 if (!cJSON_IsNumber(e))
                     return pb_error(PB_ERR_CONFIG, "%s: field 'mlp_only_layers'[%d] must be an integer", c->path, i);
-                PB_CHECK(jint_item(c, "mlp_only_layers", e, 0, 1 << 20, &v));
+                PB_CHECK(pb_jint_item(c, "mlp_only_layers", e, 0, 1 << 20, &v));
                 if (v < PB_MAX_MOE_LAYERS)
                     cfg->mlp_only[v / 64] |= (uint64_t)1 << (v % 64);
                 i++;
@@ -420,15 +392,9 @@ static pb_status parse_moe(const jctx *c, pb_model_config *cfg, bool qwen)
     return PB_OK;
 }
 
-const pb_moe_names *pb_moe_names_of(pb_arch arch)
+const pb_moe_names *pb_moe_names_of(const pb_family *f)
 {
-    /* HF's legacy per-expert names: what save_pretrained writes (5.x converts its
-     * fused experts.gate_up_proj / down_proj back) and what hub checkpoints hold */
-    static const pb_moe_names mixtral = {"block_sparse_moe.gate", "block_sparse_moe.experts", "w1", "w3", "w2"};
-    switch (arch) {
-    case PB_ARCH_MIXTRAL: return &mixtral;
-    default: return NULL;
-    }
+    return f && f->moe.router ? &f->moe : NULL;
 }
 
 bool pb_model_layer_moe(const pb_model_config *cfg, int layer)
@@ -440,228 +406,59 @@ bool pb_model_layer_moe(const pb_model_config *cfg, int layer)
     return cfg->moe_sparse_step > 0 && (layer + 1) % cfg->moe_sparse_step == 0;
 }
 
-/* Family-specific part. The layer count is read before, so layer_local can be sized. */
-static pb_status parse_family(const jctx *c, pb_model_config *cfg)
+/* The fields every family has, from its record's keys and defaults, then
+ * the record's hook for its own keys. The layer count is read before, so
+ * layer_local can be sized. */
+static pb_status parse_family(const pb_jctx *c, pb_model_config *cfg)
 {
+    const pb_family *f = cfg->family;
     const char *act = NULL;
-    const char *act_key = "activation_function";
-    int inner;
+    int inner, hd;
     bool has;
-    double eps = 1e-5, theta = 10000.0;
-    bool b;
+    double eps, theta = 10000.0;
 
-    cfg->norm = PB_NORM_LAYERNORM;
+    cfg->norm = f->norm;
     cfg->pre_norm = true;
     cfg->final_norm = true;
-    cfg->attn_scale = true;
-    cfg->pos = PB_POS_LEARNED;
-    cfg->residual = PB_RESID_SEQUENTIAL;
-    cfg->rope_style = PB_ROPE_HALF;
+    cfg->attn_scale = f->attn_scale;
+    cfg->pos = f->pos;
+    cfg->residual = f->residual;
+    cfg->rope_style = f->rope_style;
+    cfg->act = f->act;
+    cfg->gated_mlp = f->gated_mlp;
+    cfg->qkv_bias = f->qkv_bias;
+    cfg->out_bias = f->out_bias;
+    cfg->mlp_bias = f->mlp_bias;
+    cfg->lm_head_bias = f->lm_head_bias;
+    cfg->embed_norm = f->embed_norm;
+    cfg->bos_token_id = f->d_bos;
+    cfg->pad_token_id = f->d_pad;
 
-    switch (cfg->arch) {
-    case PB_ARCH_GPT2:
-        PB_CHECK(jint(c, KEYS("vocab_size"), 50257, 1, 1 << 30, &cfg->vocab_size, NULL));
-        PB_CHECK(jint(c, KEYS("n_embd", "hidden_size"), 768, 1, 1 << 20, &cfg->hidden_size, NULL));
-        PB_CHECK(jint(c, KEYS("n_head", "num_attention_heads"), 12, 1, 1 << 16, &cfg->n_heads, NULL));
-        PB_CHECK(jint(c, KEYS("n_positions", "max_position_embeddings"), 1024, 1, 1 << 26, &cfg->max_position, NULL));
-        PB_CHECK(jint(c, KEYS("n_inner"), 0, 1, 1 << 24, &inner, &has));
-        cfg->intermediate_size = has ? inner : 4 * cfg->hidden_size;
-        PB_CHECK(jstr(c, KEYS("activation_function"), "gelu_new", &act));
-        PB_CHECK(jfloat(c, KEYS("layer_norm_epsilon"), 1e-5, &eps, NULL));
-        PB_CHECK(jbool(c, KEYS("scale_attn_weights"), true, &cfg->attn_scale, NULL));
-        PB_CHECK(jbool(c, KEYS("scale_attn_by_inverse_layer_idx"), false, &cfg->scale_attn_by_inverse_layer_idx, NULL));
-        PB_CHECK(jbool(c, KEYS("reorder_and_upcast_attn"), false, &b, NULL)); /* numerics only */
-        cfg->qkv_bias = cfg->out_bias = cfg->mlp_bias = true;
-        cfg->tie_word_embeddings = true;
-        cfg->bos_token_id = 50256;
-        break;
-    case PB_ARCH_OPT: {
-        bool affine, remove_final;
-        int proj;
-        PB_CHECK(jint(c, KEYS("vocab_size"), 50272, 1, 1 << 30, &cfg->vocab_size, NULL));
-        PB_CHECK(jint(c, KEYS("hidden_size"), 768, 1, 1 << 20, &cfg->hidden_size, NULL));
-        PB_CHECK(jint(c, KEYS("num_attention_heads"), 12, 1, 1 << 16, &cfg->n_heads, NULL));
-        PB_CHECK(jint(c, KEYS("ffn_dim"), 3072, 1, 1 << 24, &cfg->intermediate_size, NULL));
-        PB_CHECK(jint(c, KEYS("max_position_embeddings"), 2048, 1, 1 << 26, &cfg->max_position, NULL));
-        PB_CHECK(jint(c, KEYS("word_embed_proj_dim"), 0, 1, 1 << 20, &proj, &has));
-        cfg->word_embed_proj_dim = has && proj != cfg->hidden_size ? proj : 0;
-        PB_CHECK(jbool(c, KEYS("do_layer_norm_before"), true, &cfg->pre_norm, NULL));
-        PB_CHECK(jbool(c, KEYS("_remove_final_layer_norm"), false, &remove_final, NULL));
-        cfg->final_norm = cfg->pre_norm && !remove_final;
-        PB_CHECK(jbool(c, KEYS("layer_norm_elementwise_affine"), true, &affine, NULL));
-        if (!affine)
-            return pb_error(PB_ERR_UNSUPPORTED, "%s: field 'layer_norm_elementwise_affine' = false is not supported", c->path);
-        PB_CHECK(jbool(c, KEYS("enable_bias"), true, &cfg->qkv_bias, NULL));
-        cfg->out_bias = cfg->mlp_bias = cfg->qkv_bias;
-        PB_CHECK(jstr(c, KEYS("activation_function"), "relu", &act));
-        cfg->pos_offset = 2; /* OPTLearnedPositionalEmbedding offset */
-        cfg->tie_word_embeddings = true;
-        cfg->bos_token_id = 2;
-        cfg->pad_token_id = 1;
-        break;
-    }
-    case PB_ARCH_BLOOM: {
-        bool post_ln;
-        PB_CHECK(jint(c, KEYS("vocab_size"), 250880, 1, 1 << 30, &cfg->vocab_size, NULL));
-        PB_CHECK(jint(c, KEYS("hidden_size", "n_embed"), 64, 1, 1 << 20, &cfg->hidden_size, NULL));
-        PB_CHECK(jint(c, KEYS("n_head", "num_attention_heads"), 8, 1, 1 << 16, &cfg->n_heads, NULL));
-        /* ALiBi has no trained length; seq_length is what some Bloom configs record. */
-        PB_CHECK(jint(c, KEYS("seq_length", "max_position_embeddings"), 2048, 1, 1 << 26, &cfg->max_position, NULL));
-        PB_CHECK(jfloat(c, KEYS("layer_norm_epsilon"), 1e-5, &eps, NULL));
-        PB_CHECK(jbool(c, KEYS("apply_residual_connection_post_layernorm"), false, &post_ln, NULL));
-        if (post_ln)
-            return pb_error(PB_ERR_UNSUPPORTED,
-                            "%s: field 'apply_residual_connection_post_layernorm' = true is not supported", c->path);
-        cfg->intermediate_size = 4 * cfg->hidden_size;
-        cfg->pos = PB_POS_ALIBI;
-        cfg->embed_norm = true;
-        cfg->act = PB_ACT_BLOOM_GELU;
-        cfg->qkv_bias = cfg->out_bias = cfg->mlp_bias = true;
-        cfg->tie_word_embeddings = true;
-        cfg->bos_token_id = 1;
-        break;
-    }
-    case PB_ARCH_GPT_NEO:
-        PB_CHECK(jint(c, KEYS("vocab_size"), 50257, 1, 1 << 30, &cfg->vocab_size, NULL));
-        PB_CHECK(jint(c, KEYS("hidden_size"), 2048, 1, 1 << 20, &cfg->hidden_size, NULL));
-        PB_CHECK(jint(c, KEYS("num_heads", "num_attention_heads"), 16, 1, 1 << 16, &cfg->n_heads, NULL));
-        PB_CHECK(jint(c, KEYS("max_position_embeddings"), 2048, 1, 1 << 26, &cfg->max_position, NULL));
-        PB_CHECK(jint(c, KEYS("intermediate_size"), 0, 1, 1 << 24, &inner, &has));
-        cfg->intermediate_size = has ? inner : 4 * cfg->hidden_size;
-        PB_CHECK(jint(c, KEYS("window_size"), 256, 1, 1 << 26, &cfg->sliding_window, NULL));
-        PB_CHECK(jstr(c, KEYS("activation_function"), "gelu_new", &act));
-        PB_CHECK(jfloat(c, KEYS("layer_norm_epsilon"), 1e-5, &eps, NULL));
-        PB_CHECK(parse_attention_types(c, cfg));
-        cfg->attn_scale = false; /* GPTNeoSelfAttention does not scale the scores */
-        cfg->qkv_bias = false;
-        cfg->out_bias = cfg->mlp_bias = true;
-        cfg->tie_word_embeddings = true;
-        cfg->bos_token_id = 50256;
-        break;
-    case PB_ARCH_GPTJ:
-    case PB_ARCH_CODEGEN: {
-        int rot;
-        PB_CHECK(jint(c, KEYS("vocab_size"), 50400, 1, 1 << 30, &cfg->vocab_size, NULL));
-        PB_CHECK(jint(c, KEYS("n_embd", "hidden_size"), 4096, 1, 1 << 20, &cfg->hidden_size, NULL));
-        PB_CHECK(jint(c, KEYS("n_head", "num_attention_heads"), 16, 1, 1 << 16, &cfg->n_heads, NULL));
-        PB_CHECK(jint(c, KEYS("n_positions", "max_position_embeddings"), 2048, 1, 1 << 26, &cfg->max_position, NULL));
-        PB_CHECK(jint(c, KEYS("n_inner"), 0, 1, 1 << 24, &inner, &has));
-        cfg->intermediate_size = has ? inner : 4 * cfg->hidden_size;
-        PB_CHECK(jint(c, KEYS("rotary_dim"), 64, 1, 1 << 16, &rot, &has));
-        /* rotary_dim None: GPT-J rotates the whole head */
-        cfg->rotary_dim = !has && cJSON_GetObjectItemCaseSensitive(c->root, "rotary_dim") ? 0 : rot;
-        PB_CHECK(jstr(c, KEYS("activation_function"), "gelu_new", &act));
-        PB_CHECK(jfloat(c, KEYS("layer_norm_epsilon"), 1e-5, &eps, NULL));
-        cfg->pos = PB_POS_ROTARY;
-        cfg->rope_style = PB_ROPE_INTERLEAVED;
-        cfg->residual = PB_RESID_PARALLEL_SHARED;
-        cfg->qkv_bias = cfg->out_bias = false;
-        cfg->mlp_bias = true;
-        cfg->lm_head_bias = true;
-        cfg->tie_word_embeddings = false;
-        cfg->bos_token_id = 50256;
-        break;
-    }
-    case PB_ARCH_GPT_NEOX: {
-        double pct;
-        bool parallel;
-        PB_CHECK(jint(c, KEYS("vocab_size"), 50432, 1, 1 << 30, &cfg->vocab_size, NULL));
-        PB_CHECK(jint(c, KEYS("hidden_size"), 6144, 1, 1 << 20, &cfg->hidden_size, NULL));
-        PB_CHECK(jint(c, KEYS("num_attention_heads"), 64, 1, 1 << 16, &cfg->n_heads, NULL));
-        PB_CHECK(jint(c, KEYS("intermediate_size"), 24576, 1, 1 << 24, &cfg->intermediate_size, NULL));
-        PB_CHECK(jint(c, KEYS("max_position_embeddings"), 2048, 1, 1 << 26, &cfg->max_position, NULL));
-        PB_CHECK(jstr(c, KEYS("hidden_act"), "gelu", &act));
-        act_key = "hidden_act";
-        PB_CHECK(parse_rotary_pct(c, &pct));
-        if (!(pct > 0 && pct <= 1))
-            return pb_error(PB_ERR_CONFIG, "%s: field 'rotary_pct' (partial_rotary_factor) must be in (0, 1]", c->path);
-        PB_CHECK(parse_rope_theta(c, KEYS("rotary_emb_base", "rope_theta"), &theta));
-        PB_CHECK(jfloat(c, KEYS("layer_norm_eps"), 1e-5, &eps, NULL));
-        PB_CHECK(jbool(c, KEYS("use_parallel_residual"), true, &parallel, NULL));
-        PB_CHECK(jbool(c, KEYS("attention_bias"), true, &cfg->qkv_bias, NULL));
-        PB_CHECK(jbool(c, KEYS("tie_word_embeddings"), false, &cfg->tie_word_embeddings, NULL));
-        cfg->out_bias = cfg->qkv_bias;
-        cfg->mlp_bias = true;
-        cfg->pos = PB_POS_ROTARY;
-        cfg->residual = parallel ? PB_RESID_PARALLEL_TWO_NORM : PB_RESID_SEQUENTIAL;
-        if (cfg->hidden_size % cfg->n_heads)
-            return pb_error(PB_ERR_CONFIG, "%s: hidden_size %d is not a multiple of num_attention_heads %d", c->path,
-                            cfg->hidden_size, cfg->n_heads);
-        cfg->rotary_dim = (int)((double)(cfg->hidden_size / cfg->n_heads) * pct); /* int(head_size * rotary_pct) */
-        if (cfg->rotary_dim <= 0)
-            return pb_error(PB_ERR_CONFIG, "%s: field 'rotary_pct' = %g leaves no rotary dimensions", c->path, pct);
+    PB_CHECK(pb_jint(c, f->k_vocab, f->d_vocab, 1, 1 << 30, &cfg->vocab_size, NULL));
+    PB_CHECK(pb_jint(c, f->k_hidden, f->d_hidden, 1, 1 << 20, &cfg->hidden_size, NULL));
+    PB_CHECK(pb_jint(c, f->k_heads, f->d_heads, 1, 1 << 16, &cfg->n_heads, NULL));
+    PB_CHECK(pb_jint(c, f->k_kv_heads, f->d_kv_heads ? f->d_kv_heads : cfg->n_heads, 1, 1 << 16, &cfg->n_kv_heads,
+                     NULL));
+    PB_CHECK(pb_jint(c, f->k_head_dim, 0, 1, 1 << 16, &hd, &has));
+    cfg->head_dim = has ? hd : 0;
+    PB_CHECK(pb_jint(c, f->k_inter, f->d_inter, 1, 1 << 24, &inner, &has));
+    cfg->intermediate_size = has || f->d_inter ? inner : 4 * cfg->hidden_size;
+    /* a learned table must fit; rotary and ALiBi positions have no table */
+    PB_CHECK(pb_jint(c, f->k_max_pos, f->d_max_pos, 1, cfg->pos == PB_POS_LEARNED ? 1 << 26 : 1 << 30,
+                     &cfg->max_position, NULL));
+    PB_CHECK(pb_jstr(c, f->k_act, f->d_act, &act));
+    PB_CHECK(pb_jfloat(c, f->k_eps, f->d_eps, &eps, NULL));
+    PB_CHECK(pb_jbool(c, f->k_tie, f->d_tie, &cfg->tie_word_embeddings, NULL));
+    if (f->k_theta[0]) {
+        theta = f->d_theta > 0 ? f->d_theta : 10000.0;
+        PB_CHECK(parse_rope_theta(c, f->k_theta, &theta));
         PB_CHECK(parse_rope_scaling(c, cfg));
-        cfg->bos_token_id = 0;
-        break;
     }
-    case PB_ARCH_LLAMA:
-    case PB_ARCH_MISTRAL:
-    case PB_ARCH_MIXTRAL:
-    case PB_ARCH_QWEN2: {
-        bool is_llama = cfg->arch == PB_ARCH_LLAMA, is_qwen = cfg->arch == PB_ARCH_QWEN2;
-        int hd;
-        PB_CHECK(jint(c, KEYS("vocab_size"), is_qwen ? 151936 : 32000, 1, 1 << 30, &cfg->vocab_size, NULL));
-        PB_CHECK(jint(c, KEYS("hidden_size"), 4096, 1, 1 << 20, &cfg->hidden_size, NULL));
-        PB_CHECK(jint(c, KEYS("intermediate_size"), is_llama ? 11008 : is_qwen ? 22016 : 14336, 1, 1 << 24,
-                      &cfg->intermediate_size, NULL));
-        PB_CHECK(jint(c, KEYS("num_attention_heads"), 32, 1, 1 << 16, &cfg->n_heads, NULL));
-        const bool mistral_like = cfg->arch == PB_ARCH_MISTRAL || cfg->arch == PB_ARCH_MIXTRAL;
-        PB_CHECK(jint(c, KEYS("num_key_value_heads"), mistral_like ? 8 : cfg->n_heads, 1, 1 << 16,
-                      &cfg->n_kv_heads, NULL));
-        PB_CHECK(jint(c, KEYS("max_position_embeddings"), is_llama ? 2048 : is_qwen ? 32768 : 4096 * 32, 1, 1 << 30,
-                      &cfg->max_position, NULL));
-        PB_CHECK(jint(c, KEYS("head_dim"), 0, 1, 1 << 16, &hd, &has));
-        cfg->head_dim = has ? hd : 0;
-        PB_CHECK(jstr(c, KEYS("hidden_act"), "silu", &act));
-        act_key = "hidden_act";
-        PB_CHECK(jfloat(c, KEYS("rms_norm_eps"), cfg->arch == PB_ARCH_MIXTRAL ? 1e-5 : 1e-6, &eps, NULL));
-        PB_CHECK(parse_rope_theta(c, KEYS("rope_theta"), &theta));
-        if (cfg->arch == PB_ARCH_MIXTRAL && !has_rope_theta(c))
-            theta = 1e6; /* MixtralConfig's default */
-        PB_CHECK(jbool(c, KEYS("tie_word_embeddings"), false, &cfg->tie_word_embeddings, NULL));
-        PB_CHECK(parse_rope_scaling(c, cfg));
-        cfg->norm = PB_NORM_RMSNORM;
-        cfg->pos = PB_POS_ROTARY;
-        cfg->gated_mlp = true;
-        if (is_llama) {
-            PB_CHECK(jbool(c, KEYS("attention_bias"), false, &cfg->qkv_bias, NULL));
-            cfg->out_bias = cfg->qkv_bias;
-            PB_CHECK(jbool(c, KEYS("mlp_bias"), false, &cfg->mlp_bias, NULL));
-            cfg->bos_token_id = 1;
-        } else if (mistral_like) {
-            if (cfg->arch == PB_ARCH_MIXTRAL)
-                PB_CHECK(parse_moe(c, cfg, false));
-            PB_CHECK(jint(c, KEYS("sliding_window"), 0, 1, 1 << 30, &cfg->sliding_window, NULL));
-            for (int i = 0; i < cfg->n_layers; i++)
-                cfg->layer_local[i] = cfg->sliding_window > 0;
-            cfg->bos_token_id = 1;
-        } else {
-            bool use_sw;
-            int sw, max_window_layers;
-            PB_CHECK(jbool(c, KEYS("use_sliding_window"), false, &use_sw, NULL));
-            PB_CHECK(jint(c, KEYS("sliding_window"), 4096, 1, 1 << 30, &sw, NULL));
-            PB_CHECK(jint(c, KEYS("max_window_layers"), 28, 0, 1 << 20, &max_window_layers, NULL));
-            /* HF 5.x Qwen2Config: sliding_window is None unless use_sliding_window (an explicit null
-             * too); layer_types, when given, names the sliding layers, else they are the layers from
-             * max_window_layers on. A "sliding_attention" layer without a window attends to all. */
-            const cJSON *swj = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
-            if (swj && cJSON_IsNull(swj))
-                use_sw = false;
-            cfg->sliding_window = use_sw ? sw : 0;
-            PB_CHECK(parse_layer_types(c, cfg, max_window_layers));
-            for (int i = 0; i < cfg->n_layers; i++)
-                cfg->layer_local[i] = use_sw && cfg->layer_local[i];
-            cfg->qkv_bias = true;
-            cfg->bos_token_id = -1;
-        }
-        break;
-    }
-    default:
-        return pb_error(PB_ERR_INTERNAL, "unknown arch %d", (int)cfg->arch);
-    }
+    if (f->parse)
+        PB_CHECK(f->parse(c, cfg));
 
     if (act)
-        PB_CHECK(parse_act(c, act_key, act, &cfg->act));
+        PB_CHECK(parse_act(c, f->k_act[0], act, &cfg->act));
     cfg->norm_eps = (float)eps;
     if (!(eps > 0))
         return pb_error(PB_ERR_CONFIG, "%s: the norm epsilon must be > 0", c->path);
@@ -687,20 +484,20 @@ static pb_status parse_generation_config(const char *dir, pb_model_config *cfg)
         st = pb_error(PB_ERR_CONFIG, "%s: not a JSON object", path);
         goto out;
     }
-    jctx c = {path, root};
+    pb_jctx c = {path, root};
     pb_gen_defaults *g = &cfg->gen;
     double v;
-    PB_CHECK_GOTO(jint(&c, KEYS("max_new_tokens"), 0, 0, 1 << 30, &g->max_new_tokens, &g->has_max_new_tokens), st, out);
-    PB_CHECK_GOTO(jfloat(&c, KEYS("temperature"), 1.0, &v, &g->has_temperature), st, out);
+    PB_CHECK_GOTO(pb_jint(&c, KEYS("max_new_tokens"), 0, 0, 1 << 30, &g->max_new_tokens, &g->has_max_new_tokens), st, out);
+    PB_CHECK_GOTO(pb_jfloat(&c, KEYS("temperature"), 1.0, &v, &g->has_temperature), st, out);
     g->temperature = (float)v;
-    PB_CHECK_GOTO(jint(&c, KEYS("top_k"), 50, 0, 1 << 30, &g->top_k, &g->has_top_k), st, out);
-    PB_CHECK_GOTO(jfloat(&c, KEYS("top_p"), 1.0, &v, &g->has_top_p), st, out);
+    PB_CHECK_GOTO(pb_jint(&c, KEYS("top_k"), 50, 0, 1 << 30, &g->top_k, &g->has_top_k), st, out);
+    PB_CHECK_GOTO(pb_jfloat(&c, KEYS("top_p"), 1.0, &v, &g->has_top_p), st, out);
     g->top_p = (float)v;
-    PB_CHECK_GOTO(jfloat(&c, KEYS("min_p"), 0.0, &v, &g->has_min_p), st, out);
+    PB_CHECK_GOTO(pb_jfloat(&c, KEYS("min_p"), 0.0, &v, &g->has_min_p), st, out);
     g->min_p = (float)v;
-    PB_CHECK_GOTO(jfloat(&c, KEYS("repetition_penalty"), 1.0, &v, &g->has_repetition_penalty), st, out);
+    PB_CHECK_GOTO(pb_jfloat(&c, KEYS("repetition_penalty"), 1.0, &v, &g->has_repetition_penalty), st, out);
     g->repetition_penalty = (float)v;
-    PB_CHECK_GOTO(jbool(&c, KEYS("do_sample"), false, &g->do_sample, &g->has_do_sample), st, out);
+    PB_CHECK_GOTO(pb_jbool(&c, KEYS("do_sample"), false, &g->do_sample, &g->has_do_sample), st, out);
     if ((g->has_temperature && g->temperature < 0) || (g->has_top_p && (g->top_p < 0 || g->top_p > 1)) ||
         (g->has_min_p && (g->min_p < 0 || g->min_p > 1)) || (g->has_repetition_penalty && g->repetition_penalty <= 0)) {
         st = pb_error(PB_ERR_CONFIG, "%s: temperature, top_p, min_p or repetition_penalty out of range", path);
@@ -733,36 +530,21 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
         st = pb_error(PB_ERR_CONFIG, "%s: not a JSON object", path);
         goto fail;
     }
-    jctx c = {path, root};
-    PB_CHECK_GOTO(jstr(&c, KEYS("model_type"), NULL, &mt), st, fail);
+    pb_jctx c = {path, root};
+    PB_CHECK_GOTO(pb_jstr(&c, KEYS("model_type"), NULL, &mt), st, fail);
     if (!mt) {
         st = pb_error(PB_ERR_CONFIG, "%s: field 'model_type' is missing", path);
         goto fail;
     }
-    int arch = -1;
-    for (int i = 0; i < PB_ARCH_COUNT; i++)
-        if (strcmp(mt, arch_names[i]) == 0)
-            arch = i;
-    if (arch < 0) {
-        st = pb_error(PB_ERR_UNSUPPORTED,
-                      "%s: model_type \"%s\" is not supported (supported: gpt2, opt, bloom, gpt_neo, gptj, codegen, "
-                      "gpt_neox, llama, mistral, qwen2, mixtral)",
-                      path, mt);
+    cfg->family = pb_family_find(mt);
+    if (!cfg->family) {
+        st = pb_error(PB_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: %s)", path, mt,
+                      pb_family_list());
         goto fail;
     }
-    cfg->arch = (pb_arch)arch;
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt);
-
-    static const char *const layer_keys[PB_ARCH_COUNT][3] = {
-        [PB_ARCH_GPT2] = {"n_layer", "num_hidden_layers"}, [PB_ARCH_OPT] = {"num_hidden_layers"},
-        [PB_ARCH_BLOOM] = {"n_layer", "num_hidden_layers"}, [PB_ARCH_GPT_NEO] = {"num_layers", "num_hidden_layers"},
-        [PB_ARCH_GPTJ] = {"n_layer", "num_hidden_layers"}, [PB_ARCH_CODEGEN] = {"n_layer", "num_hidden_layers"},
-        [PB_ARCH_GPT_NEOX] = {"num_hidden_layers"},         [PB_ARCH_LLAMA] = {"num_hidden_layers"},
-        [PB_ARCH_MISTRAL] = {"num_hidden_layers"},          [PB_ARCH_QWEN2] = {"num_hidden_layers"},
-        [PB_ARCH_MIXTRAL] = {"num_hidden_layers"},
-    };
-    static const int layer_defaults[PB_ARCH_COUNT] = {12, 12, 2, 24, 28, 28, 44, 32, 32, 32, 32};
-    PB_CHECK_GOTO(jint(&c, layer_keys[arch], layer_defaults[arch], 1, 1 << 16, &cfg->n_layers, NULL), st, fail);
+    PB_CHECK_GOTO(pb_jint(&c, cfg->family->k_layers, cfg->family->d_layers, 1, 1 << 16, &cfg->n_layers, NULL), st,
+                  fail);
     PB_CHECK_GOTO(pb_calloc((size_t)cfg->n_layers, sizeof *cfg->layer_local, &cfg->layer_local), st, fail);
 
     PB_CHECK_GOTO(parse_family(&c, cfg), st, fail);
@@ -797,18 +579,17 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
 
     const char *td;
     /* transformers 5.x writes "dtype", 4.x "torch_dtype" */
-    PB_CHECK_GOTO(jstr(&c, KEYS("dtype", "torch_dtype"), "", &td), st, fail);
+    PB_CHECK_GOTO(pb_jstr(&c, KEYS("dtype", "torch_dtype"), "", &td), st, fail);
     snprintf(cfg->torch_dtype, sizeof cfg->torch_dtype, "%s", td);
     PB_CHECK_GOTO(jtoken(&c, "bos_token_id", cfg->bos_token_id, &cfg->bos_token_id), st, fail);
     PB_CHECK_GOTO(jtoken(&c, "pad_token_id", cfg->pad_token_id, &cfg->pad_token_id), st, fail);
     {
         /* a family default EOS applies only when config.json does not name one */
-        static const int eos_default[PB_ARCH_COUNT] = {50256, 2, 2, 50256, 50256, 50256, 2, 2, 2, -1, 2};
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
         if (e)
             PB_CHECK_GOTO(add_eos(cfg, &c, "eos_token_id"), st, fail);
-        else if (eos_default[arch] >= 0)
-            cfg->eos_ids[cfg->n_eos++] = eos_default[arch];
+        else if (cfg->family->d_eos >= 0)
+            cfg->eos_ids[cfg->n_eos++] = cfg->family->d_eos;
     }
     cJSON_Delete(root);
     return PB_OK;

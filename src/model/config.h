@@ -10,55 +10,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
-
-typedef enum pb_arch {
-    PB_ARCH_GPT2 = 0,  /* model_type "gpt2" */
-    PB_ARCH_OPT,       /* "opt" */
-    PB_ARCH_BLOOM,     /* "bloom" */
-    PB_ARCH_GPT_NEO,   /* "gpt_neo" */
-    PB_ARCH_GPTJ,      /* "gptj" */
-    PB_ARCH_CODEGEN,   /* "codegen" */
-    PB_ARCH_GPT_NEOX,  /* "gpt_neox" */
-    PB_ARCH_LLAMA,     /* "llama" */
-    PB_ARCH_MISTRAL,   /* "mistral" */
-    PB_ARCH_QWEN2,     /* "qwen2" */
-    PB_ARCH_MIXTRAL,   /* "mixtral" (mixture of experts) */
-    PB_ARCH_COUNT
-} pb_arch;
-
-typedef enum pb_norm { PB_NORM_LAYERNORM = 0, PB_NORM_RMSNORM } pb_norm;
-
-typedef enum pb_pos {
-    PB_POS_LEARNED = 0, /* absolute position embedding table (GPT-2, OPT, GPT-Neo) */
-    PB_POS_ROTARY,      /* RoPE (GPT-J, CodeGen, NeoX, Llama family) */
-    PB_POS_ALIBI        /* ALiBi biases (Bloom) */
-} pb_pos;
-
-/* How rotary dimensions are paired. */
-typedef enum pb_rope_style {
-    PB_ROPE_INTERLEAVED = 0, /* GPT-J / CodeGen: rotate_every_two, pairs (2i, 2i+1) */
-    PB_ROPE_HALF             /* NeoX / Llama: rotate_half, pairs (i, i + rot/2) */
-} pb_rope_style;
-
-typedef enum pb_rope_scaling {
-    PB_ROPE_SCALE_NONE = 0,
-    PB_ROPE_SCALE_LINEAR, /* positions divided by factor */
-    PB_ROPE_SCALE_LLAMA3  /* frequency-dependent scaling of Llama 3.1 */
-} pb_rope_scaling;
-
-typedef enum pb_act {
-    PB_ACT_GELU_TANH = 0, /* "gelu_new", "gelu_pytorch_tanh", "gelu_fast" (same function up to rounding) */
-    PB_ACT_GELU_ERF,      /* "gelu" (exact, erf) */
-    PB_ACT_RELU,          /* "relu" */
-    PB_ACT_SILU,          /* "silu" / "swish" */
-    PB_ACT_BLOOM_GELU     /* Bloom's tanh approximation (bloom_gelu_forward) */
-} pb_act;
-
-typedef enum pb_residual {
-    PB_RESID_SEQUENTIAL = 0,   /* x += attn(ln1(x)); x += mlp(ln2(x)) */
-    PB_RESID_PARALLEL_SHARED,  /* GPT-J, CodeGen: x += attn(ln1(x)) + mlp(ln1(x)) */
-    PB_RESID_PARALLEL_TWO_NORM /* NeoX use_parallel_residual: x += attn(ln1(x)) + mlp(ln2(x)) */
-} pb_residual;
+#include "model/family.h"
 
 #define PB_MAX_EOS 8
 #define PB_MAX_MOE_LAYERS 1024 /* layers a mixture-of-experts config may have */
@@ -74,7 +26,7 @@ typedef struct pb_gen_defaults {
 } pb_gen_defaults;
 
 typedef struct pb_model_config {
-    pb_arch arch;
+    const pb_family *family;  /* its record in the family table (family.h) */
     char model_type[32];      /* as in config.json */
 
     /* sizes */
@@ -150,14 +102,8 @@ pb_status pb_model_config_load(const char *model_dir, pb_model_config *cfg);
 pb_status pb_model_config_parse(const char *json, size_t len, const char *name, pb_model_config *cfg);
 void pb_model_config_free(pb_model_config *cfg);  /* frees layer_local; NULL-safe */
 
-const char *pb_arch_name(pb_arch arch);           /* "gpt2", "opt", ... */
-/* Checkpoint names of a mixture-of-experts MLP, as layer suffixes without
- * ".weight": router "<router>", expert e "<experts>.<e>.<gate|up|down>". */
-typedef struct pb_moe_names {
-    const char *router, *experts, *gate, *up, *down;
-} pb_moe_names;
-/* NULL for a family without experts. */
-const pb_moe_names *pb_moe_names_of(pb_arch arch);
+/* NULL for a family without experts (its record's moe names). */
+const pb_moe_names *pb_moe_names_of(const pb_family *f);
 /* Whether decoder layer `layer` has a mixture-of-experts MLP (else dense). */
 bool pb_model_layer_moe(const pb_model_config *cfg, int layer);
 /* Number of parameter bytes of one decoder layer, embeddings, head: from the checkpoint, see plan.h. */

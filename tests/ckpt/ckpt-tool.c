@@ -33,7 +33,7 @@ static void print_config(const pb_model_config *c)
            "\"scale_attn_by_inverse_layer_idx\": %s, \"qkv_bias\": %s, \"out_bias\": %s, \"sliding_window\": %d, "
            "\"act\": %d, \"gated_mlp\": %s, \"mlp_bias\": %s, \"residual\": %d, \"tie_word_embeddings\": %s, "
            "\"lm_head_bias\": %s, \"bos_token_id\": %d, \"pad_token_id\": %d, \"torch_dtype\": \"%s\", \"eos\": [",
-           pb_arch_name(c->arch), c->model_type, c->vocab_size, c->hidden_size, c->n_layers, c->n_heads, c->n_kv_heads,
+           c->family->model_type[0], c->model_type, c->vocab_size, c->hidden_size, c->n_layers, c->n_heads, c->n_kv_heads,
            c->head_dim, c->intermediate_size, c->max_position, c->word_embed_proj_dim, (int)c->norm, c->norm_eps,
            c->pre_norm ? "true" : "false", c->final_norm ? "true" : "false", c->embed_norm ? "true" : "false",
            (int)c->pos, c->pos_offset, c->rotary_dim, (int)c->rope_style, c->rope_theta, (int)c->rope_scaling,

@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (cfg.n_layers < 1 || !cfg.layer_local || cfg.n_heads < 1 || cfg.n_kv_heads < 1 ||
             cfg.head_dim < 1 || cfg.n_heads % cfg.n_kv_heads)
             __builtin_trap();
-        (void)pb_arch_name(cfg.arch);
+        (void)cfg.family->model_type[0];
         pb_model_config_free(&cfg);
     }
     return 0;
