@@ -162,10 +162,16 @@ static pb_status place(pb_weights *w, const char *path, int fd, span *sp, int n_
         map_start = lo - lo % (uint64_t)(pg > 0 ? pg : 4096);
         size_t len = (size_t)(hi - map_start);
         PB_CHECK(pb_realloc_array(&w->maps, (size_t)w->n_maps + 1, sizeof *w->maps));
-        /* populate: the stage reads every byte of this range right after (conversion to f32) */
-        void *a = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, (off_t)map_start);
+        void *a = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, (off_t)map_start);
         if (a == MAP_FAILED)
             return pb_error(PB_ERR_IO, "%s: mmap of %zu bytes failed: %s", path, len, strerror(errno));
+        /* Not populated: the backend reads each tensor once while packing it
+         * (several threads) and pb_weights_release drops its pages right
+         * after, so only the tensors being packed are resident, never the
+         * whole file beside the packed copy. WILLNEED starts the reading of
+         * the whole range now, so that a cold page cache fills while the
+         * first tensors pack. */
+        (void)madvise(a, len, MADV_WILLNEED);
         w->maps[w->n_maps++] = (mapping){a, len};
         base = a;
     }

@@ -162,7 +162,7 @@ static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype
         }
     }
     pb_kmat *m = NULL;
-    st = pb_kmat_pack(&src, s->n_out, s->n_in, store, &m);
+    st = pb_kmat_pack_mt(impl_of(be)->k, &src, s->n_out, s->n_in, store, &m);
     free(stacked);
     if (st != PB_OK)
         goto fail;

@@ -27,6 +27,7 @@ struct pb_kmat {
     int n_out, n_in, npanels;
     size_t pstride; /* elements per panel */
     void *data;
+    void *slab; /* the mapping data was taken from (kern_mat.c) */
 };
 
 /* Per-ISA primitives. Every one computes the same bits on every path. */

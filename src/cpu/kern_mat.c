@@ -6,8 +6,28 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <pthread.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "cpu/kern_impl.h"
+
+/* ---- kernel context (used by packing and the kernels) ---- */
+
+struct pb_kctx {
+    pb_pool *pool;
+    int threads;
+    /* attention: per-thread scores, attn_cap floats each; work items */
+    float **scores;
+    size_t attn_cap;
+    void *items;
+    size_t items_cap;
+    /* matmul: per-thread f32 copy of a group of bf16/f16 panels over one K
+     * block, reused by all row tiles of a large M */
+    float *wconv;
+};
 
 /* ---- packing ---- */
 
@@ -43,86 +63,265 @@ static int is_float_dt(pb_dtype dt)
     return dt == PB_DT_F32 || dt == PB_DT_F16 || dt == PB_DT_BF16;
 }
 
-#define PACK_KB 256 /* k per staging block */
+/* Packed data lives in large anonymous mappings shared by many matrices (a
+ * bump allocator; a mapping is returned to the system when its last matrix
+ * is freed): no allocator arena keeps freed weights, and transparent huge
+ * pages where the system grants them on request (512x fewer page faults
+ * while packing, fewer TLB misses while streaming). Resident memory beyond
+ * the bytes handed out is at most the rest of one 2 MiB page per mapping. */
+#define SLAB_ALIGN ((size_t)2 << 20)
+#define SLAB_SIZE ((size_t)1 << 30) /* address space reserved per mapping */
 
-/* Packs panel p in blocks of k: stage the 16 source rows' elements (raw
- * bits when the dtypes match, else f32) as tmp[c][kk], then write them in the
- * panel layout. tmp: 16 * PACK_KB * 4 bytes. */
-static void pack_panel(const pb_kmat_src *src, int n_out, int n_in, const pb_kmat *m, int p, void *tmp)
+typedef struct kslab {
+    unsigned char *base;
+    size_t len, used;
+    long refs;
+} kslab;
+
+static pthread_mutex_t slab_mu = PTHREAD_MUTEX_INITIALIZER;
+static kslab *slab_cur; /* where the next matrix goes; NULL: map a new one */
+
+static kslab *slab_new(size_t min_bytes)
 {
-    const int r0 = p * PB_KNR, nv = n_out - r0 < PB_KNR ? n_out - r0 : PB_KNR;
-    const size_t ss = store_size(src->dtype);
-    const int same = src->dtype == m->dt;
-    const size_t ts = same ? ss : 4; /* staged element size */
-    char *dst = (char *)m->data + (size_t)p * m->pstride * store_size(m->dt);
-    unsigned char *t = tmp;
-    size_t row[PB_KNR];
-    for (int c = 0; c < nv; c++)
-        row[c] = (size_t)(src->row_perm ? src->row_perm[r0 + c] : r0 + c);
-    if (nv < PB_KNR) /* rows past n_out pack as zeros */
-        memset(t, 0, (size_t)PB_KNR * PACK_KB * 4);
-    for (int kb = 0; kb < n_in; kb += PACK_KB) {
-        const int kn = n_in - kb < PACK_KB ? n_in - kb : PACK_KB;
-        /* stage */
-        for (int c = 0; c < nv; c++) {
-            unsigned char *tc = t + (size_t)c * PACK_KB * ts;
-            if (!src->transposed) {
-                const char *sp = (const char *)src->data + (row[c] * (size_t)n_in + (size_t)kb) * ss;
-                if (same)
-                    memcpy(tc, sp, (size_t)kn * ss);
-                else
-                    pb_convert_to_f32((float *)(void *)tc, sp, src->dtype, (size_t)kn);
-            } else {
-                for (int kk = 0; kk < kn; kk++) {
-                    const char *sp = (const char *)src->data + ((size_t)(kb + kk) * (size_t)n_out + row[c]) * ss;
-                    if (same)
-                        memcpy(tc + (size_t)kk * ss, sp, ss);
-                    else
-                        pb_convert_to_f32((float *)(void *)(tc + (size_t)kk * 4), sp, src->dtype, 1);
-                }
+    size_t len = min_bytes > SLAB_SIZE ? (min_bytes + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN : SLAB_SIZE;
+    kslab *sl = calloc(1, sizeof *sl);
+    if (!sl)
+        return NULL;
+    /* over-map by one huge page, then trim to a 2 MiB aligned start */
+    unsigned char *p = mmap(NULL, len + SLAB_ALIGN, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED && len > min_bytes) { /* strict overcommit: only what is asked */
+        len = (min_bytes + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN;
+        p = mmap(NULL, len + SLAB_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    }
+    if (p == MAP_FAILED) {
+        free(sl);
+        return NULL;
+    }
+    size_t head = (SLAB_ALIGN - (uintptr_t)p % SLAB_ALIGN) % SLAB_ALIGN;
+    if (head)
+        munmap(p, head);
+    if (SLAB_ALIGN - head)
+        munmap(p + head + len, SLAB_ALIGN - head);
+    sl->base = p + head;
+    sl->len = len;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(sl->base, len, MADV_HUGEPAGE);
+#endif
+    return sl;
+}
+
+static void *kmat_data_alloc(size_t bytes, void **slab)
+{
+    void *out = NULL;
+    bytes = (bytes + 63) & ~(size_t)63;
+    pthread_mutex_lock(&slab_mu);
+    kslab *sl = slab_cur;
+    if (!sl || sl->len - sl->used < bytes) {
+        sl = slab_new(bytes);
+        if (sl) {
+            /* the old one stays mapped until its last matrix goes */
+            if (slab_cur && slab_cur->refs == 0) {
+                munmap(slab_cur->base, slab_cur->len);
+                free(slab_cur);
             }
+            slab_cur = sl;
         }
-        /* write */
-        if (same && ss == 4) {
-            const uint32_t *tw = (const uint32_t *)tmp;
-            uint32_t *d = (uint32_t *)(void *)dst + (size_t)kb * PB_KNR;
-            for (int kk = 0; kk < kn; kk++)
+    }
+    if (sl) {
+        out = sl->base + sl->used;
+        sl->used += bytes;
+        sl->refs++;
+        *slab = sl;
+    }
+    pthread_mutex_unlock(&slab_mu);
+    return out;
+}
+
+static void kmat_data_free(void *slab)
+{
+    kslab *sl = slab;
+    pthread_mutex_lock(&slab_mu);
+    if (--sl->refs == 0) {
+        if (sl == slab_cur) {
+            /* keep the address space, hand the pages back */
+            (void)madvise(sl->base, sl->used, MADV_DONTNEED);
+            sl->used = 0;
+        } else {
+            munmap(sl->base, sl->len);
+            free(sl);
+        }
+    }
+    pthread_mutex_unlock(&slab_mu);
+}
+
+/* One 64-byte line of a panel (dst 64-byte aligned). x86: a streaming store,
+ * as the packed copy is not read again soon and is usually far larger than
+ * the caches: no read of the line before it is written. */
+static inline void put_line(void *dst, const uint32_t v[PB_KNR])
+{
+#if defined(__SSE2__)
+    for (int i = 0; i < PB_KNR / 4; i++)
+        _mm_stream_si128((__m128i *)dst + i, _mm_loadu_si128((const __m128i *)(const void *)v + i));
+#else
+    memcpy(dst, v, PB_KNR * sizeof *v);
+#endif
+}
+
+static inline uint16_t ld16(const unsigned char *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static inline float ld_f32(const unsigned char *p, pb_dtype dt)
+{
+    if (dt == PB_DT_F32) {
+        float f;
+        memcpy(&f, p, 4);
+        return f;
+    }
+    return dt == PB_DT_F16 ? pb_f16_to_f32(ld16(p)) : pb_bf16_to_f32(ld16(p));
+}
+
+typedef struct pack_job {
+    const pb_kmat_src *src;
+    const pb_kmat *m;
+    int n_out, n_in, per; /* per: panels per item */
+} pack_job;
+
+/* Packs panel p straight from the source: element (row r, k) is at
+ * rowp[c] + k * ks. Same dtype: raw bits; otherwise converted in registers
+ * (f16/bf16 -> f32 exact, f32 -> bf16/f16 round to nearest even, f16 <-> bf16
+ * through the exact f32 value). Rows past n_out and the bf16 odd-k pad are 0. */
+static void pack_panel(const pack_job *j, int p)
+{
+    const pb_kmat_src *src = j->src;
+    const pb_kmat *m = j->m;
+    const int n_out = j->n_out, n_in = j->n_in;
+    const int r0 = p * PB_KNR, nv = n_out - r0 < PB_KNR ? n_out - r0 : PB_KNR;
+    const size_t ss = store_size(src->dtype), K = (size_t)n_in;
+    const size_t rs = src->transposed ? ss : K * ss;              /* bytes between source rows */
+    const size_t ks = src->transposed ? (size_t)n_out * ss : ss;  /* bytes between k */
+    const unsigned char *rowp[PB_KNR];
+    for (int c = 0; c < nv; c++)
+        rowp[c] = (const unsigned char *)src->data + (size_t)(src->row_perm ? src->row_perm[r0 + c] : r0 + c) * rs;
+    unsigned char *dst = (unsigned char *)m->data + (size_t)p * m->pstride * store_size(m->dt);
+    if (nv < PB_KNR || (m->dt == PB_DT_BF16 && (K & 1)))
+        memset(dst, 0, m->pstride * store_size(m->dt));
+    const bool same = src->dtype == m->dt;
+    if (same && m->dt == PB_DT_BF16) {
+        /* a 32-bit lane holds k (low half) and k + 1 of one column */
+        uint32_t *d = (uint32_t *)(void *)dst;
+        const size_t kp = K / 2;
+        if (!src->transposed && nv == PB_KNR) {
+            for (size_t q = 0; q < kp; q++) {
+                uint32_t v[PB_KNR];
                 for (int c = 0; c < PB_KNR; c++)
-                    d[(size_t)kk * PB_KNR + c] = tw[(size_t)c * PACK_KB + kk];
-        } else if (same && m->dt == PB_DT_F16) {
-            const uint16_t *tw = (const uint16_t *)tmp;
-            uint16_t *d = (uint16_t *)(void *)dst + (size_t)kb * PB_KNR;
-            for (int kk = 0; kk < kn; kk++)
-                for (int c = 0; c < PB_KNR; c++)
-                    d[(size_t)kk * PB_KNR + c] = tw[(size_t)c * PACK_KB + kk];
-        } else if (same) { /* bf16: a 32-bit lane holds k (low half) and k + 1 of a column */
-            const uint16_t *tw = (const uint16_t *)tmp;
-            uint32_t *d = (uint32_t *)(void *)dst + (size_t)kb / 2 * PB_KNR;
-            for (int kk = 0; kk < kn; kk += 2)
-                for (int c = 0; c < PB_KNR; c++) {
-                    const uint16_t *tc = tw + (size_t)c * PACK_KB + kk;
-                    d[(size_t)(kk >> 1) * PB_KNR + c] = (uint32_t)tc[0] | (kk + 1 < kn ? (uint32_t)tc[1] << 16 : 0);
+                    memcpy(&v[c], rowp[c] + q * 4, 4);
+                put_line(d + q * PB_KNR, v);
+            }
+        } else if (!src->transposed) {
+            for (size_t q = 0; q < kp; q++)
+                for (int c = 0; c < nv; c++) {
+                    uint32_t v;
+                    memcpy(&v, rowp[c] + q * 4, 4);
+                    d[q * PB_KNR + c] = v;
                 }
         } else {
-            const float *tf = (const float *)tmp;
-            for (int kk = 0; kk < kn; kk++)
-                for (int c = 0; c < PB_KNR; c++) {
-                    const float f = tf[(size_t)c * PACK_KB + kk];
-                    const size_t k = (size_t)(kb + kk);
-                    if (m->dt == PB_DT_F32) {
-                        ((float *)(void *)dst)[k * PB_KNR + c] = f;
-                    } else if (m->dt == PB_DT_F16) {
-                        ((uint16_t *)(void *)dst)[k * PB_KNR + c] = pb_f32_to_f16(f);
-                    } else {
-                        ((uint16_t *)(void *)dst)[(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (k & 1)] =
-                            pb_f32_to_bf16(f);
-                    }
-                }
+            for (size_t q = 0; q < kp; q++)
+                for (int c = 0; c < nv; c++)
+                    d[q * PB_KNR + c] = (uint32_t)ld16(rowp[c] + 2 * q * ks) |
+                                        (uint32_t)ld16(rowp[c] + (2 * q + 1) * ks) << 16;
         }
+        if (K & 1)
+            for (int c = 0; c < nv; c++)
+                d[kp * PB_KNR + c] = ld16(rowp[c] + (K - 1) * ks);
+        return;
+    }
+    if (same && m->dt == PB_DT_F32) {
+        uint32_t *d = (uint32_t *)(void *)dst;
+        if (nv == PB_KNR) {
+            for (size_t k = 0; k < K; k++) {
+                uint32_t v[PB_KNR];
+                for (int c = 0; c < PB_KNR; c++)
+                    memcpy(&v[c], rowp[c] + k * ks, 4);
+                put_line(d + k * PB_KNR, v);
+            }
+            return;
+        }
+        for (size_t k = 0; k < K; k++)
+            for (int c = 0; c < nv; c++)
+                memcpy(&d[k * PB_KNR + c], rowp[c] + k * ks, 4);
+        return;
+    }
+    if (same) { /* f16 */
+        uint16_t *d = (uint16_t *)(void *)dst;
+        size_t k0 = 0;
+        if (nv == PB_KNR)
+            for (; k0 + 1 < K; k0 += 2) { /* two k of 16 columns: one 64-byte line */
+                uint16_t v[2 * PB_KNR];
+                for (int c = 0; c < PB_KNR; c++) {
+                    v[c] = ld16(rowp[c] + k0 * ks);
+                    v[PB_KNR + c] = ld16(rowp[c] + (k0 + 1) * ks);
+                }
+                uint32_t w[PB_KNR];
+                memcpy(w, v, sizeof w);
+                put_line(d + k0 * PB_KNR, w);
+            }
+        for (size_t k = k0; k < K; k++)
+            for (int c = 0; c < nv; c++)
+                d[k * PB_KNR + c] = ld16(rowp[c] + k * ks);
+        return;
+    }
+    const pb_dtype sdt = src->dtype;
+    switch (m->dt) {
+    case PB_DT_F32: {
+        float *d = (float *)(void *)dst;
+        if (sdt == PB_DT_BF16) { /* exact: the bits move up */
+            for (size_t k = 0; k < K; k++)
+                for (int c = 0; c < nv; c++) {
+                    const uint32_t b = (uint32_t)ld16(rowp[c] + k * ks) << 16;
+                    memcpy(&d[k * PB_KNR + c], &b, 4);
+                }
+        } else {
+            for (size_t k = 0; k < K; k++)
+                for (int c = 0; c < nv; c++)
+                    d[k * PB_KNR + c] = pb_f16_to_f32(ld16(rowp[c] + k * ks));
+        }
+        break;
+    }
+    case PB_DT_F16: {
+        uint16_t *d = (uint16_t *)(void *)dst;
+        for (size_t k = 0; k < K; k++)
+            for (int c = 0; c < nv; c++)
+                d[k * PB_KNR + c] = pb_f32_to_f16(ld_f32(rowp[c] + k * ks, sdt));
+        break;
+    }
+    default: { /* bf16 from f32 or f16 */
+        uint16_t *d = (uint16_t *)(void *)dst;
+        for (size_t k = 0; k < K; k++)
+            for (int c = 0; c < nv; c++)
+                d[(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (k & 1)] = pb_f32_to_bf16(ld_f32(rowp[c] + k * ks, sdt));
+        break;
+    }
     }
 }
 
-pb_status pb_kmat_pack(const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out)
+static void pack_item(void *ctx, int item, int worker)
+{
+    (void)worker;
+    const pack_job *j = ctx;
+    const int p0 = item * j->per, p1 = p0 + j->per < j->m->npanels ? p0 + j->per : j->m->npanels;
+    for (int p = p0; p < p1; p++)
+        pack_panel(j, p);
+#if defined(__SSE2__)
+    _mm_sfence(); /* the streaming stores are visible before the item counts as done */
+#endif
+}
+
+pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out)
 {
     *out = NULL;
     if (!src || !src->data)
@@ -149,33 +348,48 @@ pb_status pb_kmat_pack(const pb_kmat_src *src, int n_out, int n_in, pb_dtype sto
     m->npanels = (n_out + PB_KNR - 1) / PB_KNR;
     m->pstride = panel_elems(store_dt, n_in);
     const size_t bytes = data_bytes(store_dt, n_out, n_in);
-    m->data = aligned_alloc(64, bytes);
+    m->data = kmat_data_alloc(bytes, &m->slab);
     if (!m->data) {
         free(m);
         return pb_error(PB_ERR_NOMEM, "out of memory packing a [%d, %d] %s matrix (%zu bytes)", n_out, n_in,
                         pb_dtype_name(store_dt), bytes);
     }
-    /* zero the padding: rows past n_out, the bf16 odd-k pad, the tail */
+    /* the tail after the last panel (every panel writes all of its own bytes) */
     const size_t used = (size_t)m->npanels * m->pstride * store_size(store_dt);
-    if (n_out % PB_KNR || (store_dt == PB_DT_BF16 && (n_in & 1)) || used < bytes)
-        memset(m->data, 0, bytes);
-    void *tmp = malloc((size_t)PB_KNR * PACK_KB * 4);
-    if (!tmp) {
-        pb_kmat_free(m);
-        return pb_error(PB_ERR_NOMEM, "out of memory packing a matrix");
-    }
-    for (int p = 0; p < m->npanels; p++)
-        pack_panel(src, n_out, n_in, m, p, tmp);
-    free(tmp);
+    if (used < bytes)
+        memset((char *)m->data + used, 0, bytes - used);
+    /* items of about 256 KiB of source, at least 4 per thread when there are enough panels */
+    const int threads = k ? k->threads : 1;
+    const size_t panel_src = (size_t)PB_KNR * (size_t)n_in * store_size(src->dtype);
+    int per = (int)((256u << 10) / (panel_src ? panel_src : 1));
+    if (per < 1)
+        per = 1;
+    if (per * 4 * threads > m->npanels)
+        per = (m->npanels + 4 * threads - 1) / (4 * threads);
+    if (per < 1)
+        per = 1;
+    pack_job j = {src, m, n_out, n_in, per};
+    const int items = (m->npanels + per - 1) / per;
+    if (threads == 1 || items == 1)
+        for (int i = 0; i < items; i++)
+            pack_item(&j, i, 0);
+    else
+        pb_kctx_run(k, items, pack_item, &j);
     *out = m;
     return PB_OK;
+}
+
+pb_status pb_kmat_pack(const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out)
+{
+    return pb_kmat_pack_mt(NULL, src, n_out, n_in, store_dt, out);
 }
 
 void pb_kmat_free(pb_kmat *m)
 {
     if (!m)
         return;
-    free(m->data);
+    if (m->data)
+        kmat_data_free(m->slab);
     free(m);
 }
 
@@ -231,18 +445,6 @@ void pb_kmat_gather(const pb_kmat *m, const int32_t *rows, int n_rows, int offse
 
 /* ---- kernel context ---- */
 
-struct pb_kctx {
-    pb_pool *pool;
-    int threads;
-    /* attention: per-thread scores, attn_cap floats each; work items */
-    float **scores;
-    size_t attn_cap;
-    void *items;
-    size_t items_cap;
-    /* matmul: per-thread f32 copy of a group of bf16/f16 panels over one K
-     * block, reused by all row tiles of a large M */
-    float *wconv;
-};
 
 #define WCONV_FLOATS ((size_t)PB_KMR_MAX * 512 * PB_KNR) /* >= gmax[mr] * kc * 16 of every path */
 

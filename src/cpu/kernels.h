@@ -45,6 +45,10 @@ typedef struct pb_kmat_src {
  * PB_DT_BF16 or PB_DT_F16; converting f32 -> bf16/f16 rounds to nearest even).
  * Reads src once; src may be unmapped afterwards. */
 pb_status pb_kmat_pack(const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out);
+/* The same on the context's threads (k may be NULL: the calling thread); the
+ * result does not depend on the thread count. */
+typedef struct pb_kctx pb_kctx;
+pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out);
 /* Exact bytes pb_kmat_pack allocates for such a matrix (the planner's figure). */
 uint64_t pb_kmat_bytes(pb_dtype store_dt, int n_out, int n_in);
 void pb_kmat_free(pb_kmat *m);

@@ -127,6 +127,14 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
     }
     if (pb_kmat_rows(m) != n_out || pb_kmat_cols(m) != n_in || pb_kmat_dtype(m) != tdt)
         FAIL("kmat accessors");
+    { /* packing on the context's threads gives the same bytes (padding included) */
+        pb_kmat *m2 = NULL;
+        if (pb_kmat_pack_mt(kctx, &s, n_out, n_in, tdt, &m2) != PB_OK)
+            FAIL("threaded pack [%d, %d] failed", n_out, n_in);
+        else if (memcmp(m->data, m2->data, (size_t)(pb_kmat_bytes(tdt, n_out, n_in) - sizeof(pb_kmat))))
+            FAIL("threaded pack [%d, %d] %d->%d transposed %d differs", n_out, n_in, (int)sdt, (int)tdt, transposed);
+        pb_kmat_free(m2);
+    }
     /* effective W of packed row r: stored value of source row rp[r] */
     float *we = malloc((size_t)n_out * n_in * sizeof(float));
     for (int r = 0; r < n_out; r++)
