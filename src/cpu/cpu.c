@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common/util.h"
 #include "cpu/kernels.h"
@@ -23,27 +24,49 @@ static cpu_impl *impl_of(pb_backend *be) { return be->impl; }
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* Backend memory is zeroed. Large buffers (KV cache, arena, logits) are
+ * their own anonymous mapping, zero pages until written: a KV cache row
+ * never reached, or arena rows a run never uses, cost no resident memory.
+ * A 64-byte header before the pointer says how to release it. */
+#define ALLOC_HDR 64
+#define ALLOC_MAP_MIN ((size_t)1 << 20)
+
 static pb_status cpu_alloc(pb_backend *be, size_t bytes, void **out)
 {
     (void)be;
     size_t n;
-    if (!pb_add_ok(bytes, 63, &n))
+    if (!pb_add_ok(bytes, 63 + ALLOC_HDR, &n))
         return pb_error(PB_ERR_NOMEM, "allocation of %zu bytes overflows", bytes);
     n &= ~(size_t)63;
-    if (n == 0)
-        n = 64;
-    void *p = aligned_alloc(64, n);
-    if (!p)
-        return pb_error(PB_ERR_NOMEM, "out of memory allocating %zu bytes", bytes);
-    memset(p, 0, n);
-    *out = p;
+    unsigned char *p;
+    if (n >= ALLOC_MAP_MIN) {
+        void *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return pb_error(PB_ERR_NOMEM, "out of memory allocating %zu bytes", bytes);
+        p = m;
+    } else {
+        p = aligned_alloc(64, n);
+        if (!p)
+            return pb_error(PB_ERR_NOMEM, "out of memory allocating %zu bytes", bytes);
+        memset(p, 0, n);
+    }
+    memcpy(p, &n, sizeof n);
+    *out = p + ALLOC_HDR;
     return PB_OK;
 }
 
-static void cpu_release(pb_backend *be, void *p)
+static void cpu_release(pb_backend *be, void *ptr)
 {
     (void)be;
-    free(p);
+    if (!ptr)
+        return;
+    unsigned char *p = (unsigned char *)ptr - ALLOC_HDR;
+    size_t n;
+    memcpy(&n, p, sizeof n);
+    if (n >= ALLOC_MAP_MIN)
+        munmap(p, n);
+    else
+        free(p);
 }
 
 static pb_status cpu_copy(pb_backend *be, void *dst, const void *src, size_t bytes)
@@ -73,7 +96,7 @@ static void cpu_weight_free(pb_backend *be, pb_weight *w)
     if (!w)
         return;
     pb_kmat_free(w->impl);
-    free((void *)w->bias);
+    cpu_release(be, (void *)w->bias);
     free(w);
 }
 
