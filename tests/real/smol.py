@@ -41,10 +41,10 @@ def tmpdir():
     return os.environ.get("PB_TEST_TMP") or "/tmp"
 
 
-def hf_reference(d, n_new=N_NEW):
+def hf_reference(d, n_new=N_NEW, prompts=None):
     """HF transformers in f32 on the folder's bf16 weights.
 
-    Returns per prompt: ids (prompt token ids), stop (generate(do_sample=False)'s
+    prompts: texts (default PROMPTS). Returns per prompt: ids (prompt token ids), stop (generate(do_sample=False)'s
     greedy tokens, up to and with EOS), forced (stop continued past EOS with
     HF's argmax to n_new tokens), logits [P + n_new, V] at every position of
     prompt + forced (rows P-1+k choose forced[k]) and margin[k] (top-1 minus
@@ -59,7 +59,7 @@ def hf_reference(d, n_new=N_NEW):
     m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     m.eval()
     out = []
-    for p in PROMPTS:
+    for p in prompts or PROMPTS:
         ids = tok(p, return_tensors="pt").input_ids
         P = ids.shape[1]
         with torch.no_grad():
