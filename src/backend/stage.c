@@ -60,6 +60,8 @@ struct pb_stage {
     layer_w *layers;       /* [n_layers] */
 
     float *inv_freq;       /* host [rot/2] */
+    float *inv_freq_long;  /* host [rot/2]: longrope's long factors, else NULL */
+    float *cs_host;        /* host [max_batch_tokens, rot/2, 2]: longrope's angles, else NULL */
     float *alibi;          /* host [nh] */
     float *scale;          /* host [n_layers] */
     int *window;           /* host [n_layers] */
@@ -270,6 +272,12 @@ static pb_status check_config(const pb_model_config *cfg)
             if (!(cfg->rope_factor > 0))
                 return pb_error(PB_ERR_CONFIG, "%s: rope_scaling.factor must be positive", cfg->model_type);
             break;
+        case PB_ROPE_SCALE_LONGROPE:
+            if (cfg->rope_n_factors != cfg->rotary_dim / 2 || cfg->rope_original_max_position <= 0 ||
+                !(cfg->rope_attn_factor > 0))
+                return pb_error(PB_ERR_CONFIG, "%s: longrope needs rotary_dim / 2 short and long factors, "
+                                "original_max_position_embeddings > 0 and attention_factor > 0", cfg->model_type);
+            break;
         case PB_ROPE_SCALE_LLAMA3:
             if (!(cfg->rope_factor > 0) || !(cfg->rope_low_freq_factor > 0) ||
                 !(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor) || cfg->rope_original_max_position <= 0)
@@ -292,14 +300,15 @@ static pb_status check_config(const pb_model_config *cfg)
     return PB_OK;
 }
 
-/* Rotary inverse frequencies, with Llama-3 scaling applied. */
-static void make_inv_freq(const pb_model_config *cfg, float *inv)
+/* Rotary inverse frequencies, with Llama-3 scaling applied; longrope: divided
+ * by its factors (ext: short or long), as HF 1 / (ext * base ** (arange(0, dim, 2) / dim)). */
+static void make_inv_freq(const pb_model_config *cfg, const float *ext, float *inv)
 {
     const int rot = cfg->rotary_dim;
     for (int i = 0; i < rot / 2; i++) {
         /* HF: 1 / base ** (arange(0, dim, 2).float() / dim), in f32 */
         float e = (float)(2 * i) / (float)rot;
-        inv[i] = 1.0f / powf(cfg->rope_theta, e);
+        inv[i] = ext ? 1.0f / (ext[i] * powf(cfg->rope_theta, e)) : 1.0f / powf(cfg->rope_theta, e);
     }
     if (cfg->rope_scaling == PB_ROPE_SCALE_LLAMA3) {
         /* transformers' _compute_llama3_parameters (Llama 3.1) */
@@ -476,7 +485,13 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     }
     if (s->rot) {
         PB_CHECK_GOTO(pb_calloc((size_t)s->rot / 2, sizeof(float), &s->inv_freq), st, fail);
-        make_inv_freq(cfg, s->inv_freq);
+        const bool lr = cfg->rope_scaling == PB_ROPE_SCALE_LONGROPE;
+        make_inv_freq(cfg, lr ? cfg->rope_short : NULL, s->inv_freq);
+        if (lr) {
+            PB_CHECK_GOTO(pb_calloc((size_t)s->rot / 2, sizeof(float), &s->inv_freq_long), st, fail);
+            make_inv_freq(cfg, cfg->rope_long, s->inv_freq_long);
+            PB_CHECK_GOTO(pb_calloc((size_t)T * (size_t)s->rot, sizeof(float), &s->cs_host), st, fail);
+        }
     }
     if (cfg->pos == PB_POS_ALIBI) {
         PB_CHECK_GOTO(pb_calloc((size_t)s->nh, sizeof(float), &s->alibi), st, fail);
@@ -560,6 +575,8 @@ void pb_stage_free(pb_stage *s)
     free(s->scale);
     free(s->window);
     free(s->inv_freq);
+    free(s->inv_freq_long);
+    free(s->cs_host);
     free(s->alibi);
     free(s->tok_start);
     free(s->rows);
@@ -580,6 +597,41 @@ int pb_stage_vocab_size(const pb_stage *st) { return st->V; }
 
 /* ---- forward ---- */
 
+/* Qwen3: RMSNorm over each head of q and of k (own weights), before rotary.
+ * Each token's q heads (then k heads) are contiguous rows of head_dim. */
+static pb_status qk_norm(pb_stage *s, const layer_w *L, float *qkv, int T)
+{
+    pb_backend *be = s->be;
+    for (int t = 0; t < T; t++) {
+        float *q = qkv + (size_t)t * s->qkv_dim, *k = q + s->qd;
+        PB_CHECK(be->ops->norm(be, PB_NORM_RMSNORM, q, q, s->nh, s->hd, L->q_norm, NULL, s->cfg.norm_eps));
+        PB_CHECK(be->ops->norm(be, PB_NORM_RMSNORM, k, k, s->nkv, s->hd, L->k_norm, NULL, s->cfg.norm_eps));
+    }
+    return PB_OK;
+}
+
+/* LongRoPE angles as HF 5.x: a sequence whose last position in this forward
+ * is past original_max_position_embeddings uses the long factors for all its
+ * tokens, else the short ones (keys already cached keep theirs); cos and sin
+ * are scaled by the attention factor. Made on the host, then uploaded. */
+static pb_status longrope_angles(pb_stage *s, const pb_seq_batch *b, int T)
+{
+    const pb_model_config *cfg = &s->cfg;
+    const int nf = s->rot / 2;
+    const float af = cfg->rope_attn_factor;
+    for (int i = 0; i < b->n_seqs; i++) {
+        const bool lng = (long)b->pos[i] + b->n_tokens[i] > cfg->rope_original_max_position;
+        const float *inv = lng ? s->inv_freq_long : s->inv_freq;
+        for (int t = s->tok_start[i]; t < s->tok_start[i] + b->n_tokens[i]; t++)
+            for (int f = 0; f < nf; f++) {
+                float a = s->pos_scaled[t] * inv[f]; /* the f32 product, as HF */
+                s->cs_host[((size_t)t * nf + f) * 2] = cosf(a) * af;
+                s->cs_host[((size_t)t * nf + f) * 2 + 1] = sinf(a) * af;
+            }
+    }
+    return s->be->ops->upload(s->be, s->arena + s->al.cs, s->cs_host, (size_t)T * (size_t)s->rot * sizeof(float));
+}
+
 static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const float *in, float *out, int T)
 {
     pb_backend *be = s->be;
@@ -587,6 +639,8 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
     const layer_w *L = &s->layers[l];
     float *qkv = s->arena + s->al.qkv, *ctx = s->arena + s->al.ctx;
     PB_CHECK(op->linear(be, in, s->H, T, L->qkv, qkv, s->qkv_dim));
+    if (L->q_norm)
+        PB_CHECK(qk_norm(s, L, qkv, T));
     if (s->rot) {
         pb_rope_desc r = {s->cfg.rope_style, s->rot};
         const float *cs = s->arena + s->al.cs;
@@ -738,7 +792,9 @@ static pb_status run_body(pb_stage *s, const pb_seq_batch *b, int T)
         if (cfg->embed_norm)
             PB_CHECK(op->norm(be, PB_NORM_LAYERNORM, x, x, T, s->H, s->emb_norm_w, s->emb_norm_b, cfg->norm_eps));
     }
-    if (s->rot)
+    if (s->rot && s->cs_host)
+        PB_CHECK(longrope_angles(s, b, T));
+    else if (s->rot)
         PB_CHECK(op->rope_angles(be, s->arena + s->al.cs, s->pos_scaled, T, s->inv_freq, s->rot / 2));
     for (int l = 0; l < s->n_layers; l++)
         PB_CHECK(run_block(s, l, b, T));

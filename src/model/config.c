@@ -214,7 +214,58 @@ pb_status pb_cfg_rotary_pct(const pb_jctx *c, const char *const *keys, double de
     return pb_jfloat(c, keys, def, pct, NULL);
 }
 
-/* rope_scaling / rope_parameters: null, or {"type"|"rope_type": "default"|"linear"|"llama3", "factor": F, ...}. */
+/* short_factor / long_factor: a list of numbers (length checked once rotary_dim is known). */
+static pb_status rope_factor_list(const pb_jctx *c, const cJSON *ro, const char *rkey, const char *key, float *out,
+                                  int *n)
+{
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(ro, key);
+    if (!l || !cJSON_IsArray(l))
+        return pb_error(PB_ERR_CONFIG, "%s: field '%s.%s' must be a list of numbers (longrope)", c->path, rkey, key);
+    int k = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, l) {
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) || !(e->valuedouble > 0))
+            return pb_error(PB_ERR_CONFIG, "%s: field '%s.%s'[%d] must be a number > 0", c->path, rkey, key, k);
+        if (k >= PB_MAX_ROPE_FREQS)
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: field '%s.%s' has more than %d entries", c->path, rkey, key,
+                            PB_MAX_ROPE_FREQS);
+        out[k++] = (float)e->valuedouble;
+    }
+    *n = k;
+    return PB_OK;
+}
+
+/* LongRoPE as HF 5.x _compute_longrope_parameters: factor (absent: max_position /
+ * original), attention_factor (absent: sqrt(1 + ln factor / ln original), 1 when factor <= 1). */
+static pb_status parse_longrope(const pb_jctx *c, const pb_jctx *sub, const char *rkey, pb_model_config *cfg,
+                                double factor, int orig)
+{
+    int ns, nl;
+    double af;
+    bool has_af;
+    PB_CHECK(rope_factor_list(c, sub->root, rkey, "short_factor", cfg->rope_short, &ns));
+    PB_CHECK(rope_factor_list(c, sub->root, rkey, "long_factor", cfg->rope_long, &nl));
+    if (ns != nl)
+        return pb_error(PB_ERR_CONFIG, "%s: fields '%s.short_factor' (%d) and '%s.long_factor' (%d) differ in length",
+                        c->path, rkey, ns, rkey, nl);
+    if (factor == 0)
+        factor = (double)cfg->max_position / (double)orig;
+    if (!(factor > 0))
+        return pb_error(PB_ERR_CONFIG, "%s: field '%s.factor' must be a number > 0", c->path, rkey);
+    PB_CHECK(pb_jfloat(sub, KEYS("attention_factor"), 0.0, &af, &has_af));
+    if (!has_af)
+        af = factor <= 1.0 ? 1.0 : sqrt(1.0 + log(factor) / log((double)orig));
+    if (!(af > 0))
+        return pb_error(PB_ERR_CONFIG, "%s: field '%s.attention_factor' must be a number > 0", c->path, rkey);
+    cfg->rope_scaling = PB_ROPE_SCALE_LONGROPE;
+    cfg->rope_factor = (float)factor;
+    cfg->rope_attn_factor = (float)af;
+    cfg->rope_original_max_position = orig;
+    cfg->rope_n_factors = ns;
+    return PB_OK;
+}
+
+/* rope_scaling / rope_parameters: null, or {"type"|"rope_type": "default"|"linear"|"llama3"|"longrope", "factor": F, ...}. */
 static pb_status parse_rope_scaling(const pb_jctx *c, pb_model_config *cfg)
 {
     const cJSON *rs;
@@ -235,6 +286,19 @@ static pb_status parse_rope_scaling(const pb_jctx *c, pb_model_config *cfg)
     int orig;
     bool has_factor;
     PB_CHECK(pb_jfloat(&sub, KEYS("factor"), 1.0, &factor, &has_factor));
+    /* HF 5.x standardize_rope_params: a top-level original_max_position_embeddings
+     * (Phi-3 always has one) wins over the rotary object's, which defaults to max_position_embeddings */
+    {
+        bool top;
+        const int def = cfg->family->d_orig_max_pos > 0 ? cfg->family->d_orig_max_pos : cfg->max_position;
+        PB_CHECK(pb_jint(c, KEYS("original_max_position_embeddings"), def, 1, 1 << 30, &orig, &top));
+        if (!top && !cfg->family->d_orig_max_pos)
+            PB_CHECK(pb_jint(&sub, KEYS("original_max_position_embeddings"), def, 1, 1 << 30, &orig, NULL));
+    }
+    if (cfg->family->rope_su_yarn_longrope && (strcmp(type, "su") == 0 || strcmp(type, "yarn") == 0))
+        type = "longrope";
+    if (strcmp(type, "longrope") == 0)
+        return parse_longrope(c, &sub, rkey, cfg, has_factor ? factor : 0, orig);
     if (strcmp(type, "linear") == 0 || strcmp(type, "llama3") == 0) {
         if (!has_factor || !(factor > 0))
             return pb_error(PB_ERR_CONFIG, "%s: field '%s.factor' must be a number > 0", c->path, rkey);
@@ -248,8 +312,6 @@ static pb_status parse_rope_scaling(const pb_jctx *c, pb_model_config *cfg)
         bool p1, p2;
         PB_CHECK(pb_jfloat(&sub, KEYS("low_freq_factor"), 1.0, &lo, &p1));
         PB_CHECK(pb_jfloat(&sub, KEYS("high_freq_factor"), 4.0, &hi, &p2));
-        /* HF 5.x: original_max_position_embeddings defaults to max_position_embeddings */
-        PB_CHECK(pb_jint(&sub, KEYS("original_max_position_embeddings"), cfg->max_position, 1, 1 << 30, &orig, NULL));
         if (!p1 || !p2)
             return pb_error(PB_ERR_CONFIG, "%s: field '%s' of type llama3 needs low_freq_factor and high_freq_factor",
                             c->path, rkey);
@@ -262,7 +324,7 @@ static pb_status parse_rope_scaling(const pb_jctx *c, pb_model_config *cfg)
         cfg->rope_original_max_position = orig;
         return PB_OK;
     }
-    return pb_error(PB_ERR_UNSUPPORTED, "%s: field '%s' type \"%s\" is not supported (default, linear, llama3)",
+    return pb_error(PB_ERR_UNSUPPORTED, "%s: field '%s' type \"%s\" is not supported (default, linear, llama3, longrope)",
                     c->path, rkey, type);
 }
 
@@ -439,8 +501,8 @@ static pb_status parse_family(const pb_jctx *c, pb_model_config *cfg)
     PB_CHECK(pb_jint(c, f->k_heads, f->d_heads, 1, 1 << 16, &cfg->n_heads, NULL));
     PB_CHECK(pb_jint(c, f->k_kv_heads, f->d_kv_heads ? f->d_kv_heads : cfg->n_heads, 1, 1 << 16, &cfg->n_kv_heads,
                      NULL));
-    PB_CHECK(pb_jint(c, f->k_head_dim, 0, 1, 1 << 16, &hd, &has));
-    cfg->head_dim = has ? hd : 0;
+    PB_CHECK(pb_jint(c, f->k_head_dim, f->d_head_dim, 1, 1 << 16, &hd, &has));
+    cfg->head_dim = has ? hd : f->d_head_dim;
     PB_CHECK(pb_jint(c, f->k_inter, f->d_inter, 1, 1 << 24, &inner, &has));
     cfg->intermediate_size = has || f->d_inter ? inner : 4 * cfg->hidden_size;
     /* a learned table must fit; rotary and ALiBi positions have no table */
@@ -575,6 +637,12 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
         }
         if (cfg->rope_scaling == PB_ROPE_SCALE_NONE)
             cfg->rope_factor = 1.0f;
+        if (cfg->rope_scaling == PB_ROPE_SCALE_LONGROPE && cfg->rope_n_factors != cfg->rotary_dim / 2) {
+            st = pb_error(PB_ERR_CONFIG, "%s: fields 'short_factor'/'long_factor' of the rotary settings have %d "
+                          "entries but the rotary dimension %d needs %d", path, cfg->rope_n_factors, cfg->rotary_dim,
+                          cfg->rotary_dim / 2);
+            goto fail;
+        }
     }
 
     const char *td;

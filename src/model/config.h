@@ -13,6 +13,7 @@
 #include "model/family.h"
 
 #define PB_MAX_EOS 8
+#define PB_MAX_ROPE_FREQS 256 /* longrope factors: rotary_dim up to 512 */
 #define PB_MAX_MOE_LAYERS 1024 /* layers a mixture-of-experts config may have */
 
 /* Defaults from generation_config.json; has_* says whether the field was present. */
@@ -54,9 +55,14 @@ typedef struct pb_model_config {
     pb_rope_style rope_style;
     float rope_theta;
     pb_rope_scaling rope_scaling;
-    float rope_factor;        /* linear and llama3 */
+    float rope_factor;        /* linear, llama3 and longrope */
     float rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
-    int rope_original_max_position;                    /* llama3 */
+    int rope_original_max_position;                    /* llama3, longrope */
+    /* longrope: inv_freq[i] /= short[i] while a forward's last position + 1 <= original_max_position, else
+     * long[i]; cos and sin are multiplied by rope_attn_factor */
+    int rope_n_factors;                                /* = rotary_dim / 2 */
+    float rope_short[PB_MAX_ROPE_FREQS], rope_long[PB_MAX_ROPE_FREQS];
+    float rope_attn_factor;
 
     /* attention */
     bool attn_scale;          /* scale scores by 1/sqrt(head_dim); GPT-Neo does not */

@@ -128,6 +128,34 @@ static pb_status parse_qwen2(const pb_jctx *c, pb_model_config *cfg)
     return PB_OK;
 }
 
+static pb_status parse_qwen3(const pb_jctx *c, pb_model_config *cfg)
+{
+    PB_CHECK(pb_jbool(c, KEYS("attention_bias"), false, &cfg->qkv_bias, NULL));
+    cfg->out_bias = cfg->qkv_bias;
+    return parse_qwen2(c, cfg); /* the same sliding-window keys */
+}
+
+/* Phi-3: partial rotary, rope type default or longrope only, one window for all layers. */
+static pb_status parse_phi3(const pb_jctx *c, pb_model_config *cfg)
+{
+    double pct;
+    PB_CHECK(pb_cfg_rotary_pct(c, KEYS("partial_rotary_factor"), 1.0, &pct));
+    if (!(pct > 0 && pct <= 1))
+        return pb_error(PB_ERR_CONFIG, "%s: field 'partial_rotary_factor' = %g must be in (0, 1]", c->path, pct);
+    if (!cfg->head_dim && cfg->hidden_size % cfg->n_heads)
+        return pb_error(PB_ERR_CONFIG, "%s: hidden_size %d is not a multiple of num_attention_heads %d", c->path,
+                        cfg->hidden_size, cfg->n_heads);
+    const int hd = cfg->head_dim ? cfg->head_dim : cfg->hidden_size / cfg->n_heads;
+    cfg->rotary_dim = (int)((double)hd * pct); /* int(head_dim * partial_rotary_factor) */
+    if (cfg->rotary_dim <= 0)
+        return pb_error(PB_ERR_CONFIG, "%s: field 'partial_rotary_factor' = %g leaves no rotary dimensions", c->path,
+                        pct);
+    if (cfg->rope_scaling != PB_ROPE_SCALE_NONE && cfg->rope_scaling != PB_ROPE_SCALE_LONGROPE)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: field 'rope_parameters' (rope_scaling): Phi-3 takes the rope types "
+                        "default and longrope only", c->path);
+    return parse_mistral(c, cfg);
+}
+
 /* ---- the table ---- */
 
 /* Shared pieces of the records. */
@@ -141,11 +169,11 @@ static pb_status parse_qwen2(const pb_jctx *c, pb_model_config *cfg)
     .up = "mlp.up_proj", .down = "mlp.down_proj"
 #define LLAMA_KEYS                                                                                                 \
     .k_layers = PB_FKEYS("num_hidden_layers"), .d_layers = 32, .k_vocab = PB_FKEYS("vocab_size"),                  \
-    .k_hidden = PB_FKEYS("hidden_size"), .d_hidden = 4096, .k_heads = PB_FKEYS("num_attention_heads"),             \
+    .k_hidden = PB_FKEYS("hidden_size"), .k_heads = PB_FKEYS("num_attention_heads"),                               \
     .d_heads = 32, .k_kv_heads = PB_FKEYS("num_key_value_heads"), .k_head_dim = PB_FKEYS("head_dim"),              \
     .k_inter = PB_FKEYS("intermediate_size"), .k_max_pos = PB_FKEYS("max_position_embeddings"),                    \
     .k_act = PB_FKEYS("hidden_act"), .d_act = "silu", .k_eps = PB_FKEYS("rms_norm_eps"),                          \
-    .k_theta = PB_FKEYS("rope_theta"), .k_tie = PB_FKEYS("tie_word_embeddings"), .d_tie = false, .d_pad = -1,      \
+    .k_theta = PB_FKEYS("rope_theta"), .k_tie = PB_FKEYS("tie_word_embeddings"), .d_tie = false,                    \
     .norm = PB_NORM_RMSNORM, .pos = PB_POS_ROTARY, .rope_style = PB_ROPE_HALF, .gated_mlp = true, .attn_scale = true
 
 static const pb_family families[] = {
@@ -229,20 +257,32 @@ static const pb_family families[] = {
      .d_tie = false, .d_bos = 0, .d_eos = 2, .d_pad = -1, .pos = PB_POS_ROTARY, .rope_style = PB_ROPE_HALF,
      .attn_scale = true, .mlp_bias = true, .parse = parse_gpt_neox},
 
-    {.model_type = {"llama"}, LLAMA_NAMES, LLAMA_KEYS, .d_vocab = 32000, .d_inter = 11008, .d_max_pos = 2048,
+    {.model_type = {"llama"}, LLAMA_NAMES, LLAMA_KEYS, .d_pad = -1, .d_hidden = 4096, .d_vocab = 32000, .d_inter = 11008, .d_max_pos = 2048,
      .d_eps = 1e-6, .d_bos = 1, .d_eos = 2, .parse = parse_llama},
 
-    {.model_type = {"mistral"}, LLAMA_NAMES, LLAMA_KEYS, .d_vocab = 32000, .d_kv_heads = 8, .d_inter = 14336,
+    {.model_type = {"mistral"}, LLAMA_NAMES, LLAMA_KEYS, .d_pad = -1, .d_hidden = 4096, .d_vocab = 32000, .d_kv_heads = 8, .d_inter = 14336,
      .d_max_pos = 4096 * 32, .d_eps = 1e-6, .d_bos = 1, .d_eos = 2, .parse = parse_mistral},
 
-    {.model_type = {"qwen2"}, LLAMA_NAMES, LLAMA_KEYS, .d_vocab = 151936, .d_inter = 22016, .d_max_pos = 32768,
+    {.model_type = {"qwen2"}, LLAMA_NAMES, LLAMA_KEYS, .d_pad = -1, .d_hidden = 4096, .d_vocab = 151936, .d_inter = 22016, .d_max_pos = 32768,
      .d_eps = 1e-6, .d_bos = -1, .d_eos = -1, .qkv_bias = true, .parse = parse_qwen2},
 
     /* HF's legacy per-expert names: what save_pretrained writes (5.x converts its
      * fused experts.gate_up_proj / down_proj back) and what hub checkpoints hold */
-    {.model_type = {"mixtral"}, LLAMA_NAMES, LLAMA_KEYS, .d_vocab = 32000, .d_kv_heads = 8, .d_inter = 14336,
+    {.model_type = {"mixtral"}, LLAMA_NAMES, LLAMA_KEYS, .d_pad = -1, .d_hidden = 4096, .d_vocab = 32000, .d_kv_heads = 8, .d_inter = 14336,
      .d_max_pos = 4096 * 32, .d_eps = 1e-5, .d_theta = 1e6, .d_bos = 1, .d_eos = 2,
      .moe = {"block_sparse_moe.gate", "block_sparse_moe.experts", "w1", "w3", "w2"}, .parse = parse_mixtral},
+
+    {.model_type = {"qwen3"}, LLAMA_NAMES, LLAMA_KEYS, .d_pad = -1, .q_norm = "self_attn.q_norm", .k_norm = "self_attn.k_norm",
+     .d_vocab = 151936, .d_hidden = 4096, .d_kv_heads = 32, .d_head_dim = 128, .d_inter = 22016, .d_max_pos = 32768,
+     .d_eps = 1e-6, .d_bos = -1, .d_eos = -1, .parse = parse_qwen3},
+
+    /* Phi-3, Phi-3.5, Phi-4-mini: fused qkv_proj rows q | k | v (GQA allowed) and gate_up_proj rows gate | up */
+    {.model_type = {"phi3"}, .prefix = {"model."}, .layer_prefix = "layers", .tok_emb = "embed_tokens",
+     .final_norm = "norm", .lm_head = "lm_head", .ln1 = "input_layernorm", .ln2 = "post_attention_layernorm",
+     .qkv = "self_attn.qkv_proj", .qkv_layout = PB_QKV_BLOCKS, .o = "self_attn.o_proj", .gate_up = "mlp.gate_up_proj",
+     .down = "mlp.down_proj", LLAMA_KEYS, .d_vocab = 32064, .d_hidden = 3072, .d_inter = 8192, .d_max_pos = 4096,
+     .d_eps = 1e-5, .d_bos = 1, .d_eos = 32000, .d_pad = 32000, .d_orig_max_pos = 4096,
+     .rope_su_yarn_longrope = true, .parse = parse_phi3},
 };
 
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))

@@ -43,7 +43,8 @@ typedef enum pb_rope_style {
 typedef enum pb_rope_scaling {
     PB_ROPE_SCALE_NONE = 0,
     PB_ROPE_SCALE_LINEAR, /* positions divided by factor */
-    PB_ROPE_SCALE_LLAMA3  /* frequency-dependent scaling of Llama 3.1 */
+    PB_ROPE_SCALE_LLAMA3, /* frequency-dependent scaling of Llama 3.1 */
+    PB_ROPE_SCALE_LONGROPE /* Phi-3: per-frequency short/long factors, cos/sin scaled by an attention factor */
 } pb_rope_scaling;
 
 typedef enum pb_act {
@@ -96,7 +97,7 @@ typedef struct pb_family {
     const char *k_hidden[PB_MAX_KEY_ALIASES]; int d_hidden;
     const char *k_heads[PB_MAX_KEY_ALIASES]; int d_heads;
     const char *k_kv_heads[PB_MAX_KEY_ALIASES]; int d_kv_heads;     /* default 0: = heads */
-    const char *k_head_dim[PB_MAX_KEY_ALIASES];                     /* absent: hidden / heads */
+    const char *k_head_dim[PB_MAX_KEY_ALIASES]; int d_head_dim;     /* default 0: hidden / heads */
     const char *k_inter[PB_MAX_KEY_ALIASES]; int d_inter;           /* default 0 (or null): 4 * hidden */
     const char *k_max_pos[PB_MAX_KEY_ALIASES]; int d_max_pos;
     const char *k_act[PB_MAX_KEY_ALIASES]; const char *d_act;       /* no key: `act` below is fixed */
@@ -105,6 +106,8 @@ typedef struct pb_family {
                                                                        default 0: 10000 */
     const char *k_tie[PB_MAX_KEY_ALIASES]; bool d_tie;
     int d_bos, d_eos, d_pad;                                        /* token ids; -1 = none */
+    int d_orig_max_pos;          /* original_max_position_embeddings when the config has none (0: max_position) */
+    bool rope_su_yarn_longrope;  /* rope type "su"/"yarn" means "longrope" (Phi-3's backward compatibility) */
 
     /* fixed traits (the hook may change them from config keys) */
     pb_norm norm;

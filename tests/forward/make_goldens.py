@@ -133,6 +133,43 @@ MOE_SPECS = {
                   dict(dtype="bfloat16", prompt_lens=(5, 17, 11))),
 }
 
+# Qwen3 and Phi-3 (tests/forward/qwen3.py, tests/forward/phi3.py): sharded
+# safetensors, f32 and bf16. Qwen3: head_dim apart from hidden / heads, q/k norms,
+# tied and untied, windows from max_window_layers. Phi-3: fused qkv_proj (GQA) and
+# gate_up_proj, partial rotary, LongRoPE with original_max_position_embeddings 8
+# so prompts 1-2 and every decode past position 8 use the long factors (prompt 1's
+# two prefill chunks both end past 8, as HF's one-call prefill).
+_LF = np.random.default_rng(7)
+NEW_SPECS = {
+    "qwen3-a": ("qwen3", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                              num_hidden_layers=2, intermediate_size=64, vocab_size=128, max_position_embeddings=64,
+                              tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
+                dict()),
+    "qwen3-b": ("qwen3", dict(hidden_size=48, num_attention_heads=4, num_key_value_heads=1, head_dim=8,
+                              num_hidden_layers=3, intermediate_size=40, vocab_size=150, max_position_embeddings=64,
+                              tie_word_embeddings=True, attention_bias=True, use_sliding_window=True,
+                              sliding_window=5, max_window_layers=1),
+                dict(dtype="bfloat16", legacy_rope=True, prompt_lens=(5, 17, 11))),
+    "phi3-a": ("phi3", dict(pad_token_id=0, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                            intermediate_size=48, vocab_size=128, max_position_embeddings=64,
+                            original_max_position_embeddings=8,
+                            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                             "partial_rotary_factor": 0.75,
+                                             "short_factor": (1 + 0.5 * _LF.random(6)).tolist(),
+                                             "long_factor": (1 + 7 * _LF.random(6)).tolist()}),
+               dict(prompt_lens=(5, 20, 12))),
+    "phi3-b": ("phi3", dict(pad_token_id=0, hidden_size=48, num_attention_heads=6, num_key_value_heads=3, num_hidden_layers=3,
+                            intermediate_size=40, vocab_size=150, max_position_embeddings=64,
+                            original_max_position_embeddings=8, sliding_window=7, tie_word_embeddings=True,
+                            rope_parameters={"rope_type": "longrope", "rope_theta": 500.0,
+                                             "short_factor": (1 + 0.5 * _LF.random(4)).tolist(),
+                                             "long_factor": (1 + 7 * _LF.random(4)).tolist()}),
+               dict(dtype="bfloat16", legacy_rope=True, prompt_lens=(6, 18, 13))),
+    # no rope scaling, one-token prompt included
+    "phi3-c": ("phi3", dict(pad_token_id=0, hidden_size=32, num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=2,
+                            intermediate_size=64, vocab_size=100, max_position_embeddings=64), dict()),
+}
+
 # Larger models for memory and speed checks: saved only (no goldens).
 PLAIN = {
     "llama-mem": ("llama", dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=4,
@@ -142,7 +179,7 @@ PLAIN = {
 
 def spec_of(name):
     """(model_type, config overrides, options) of any golden spec."""
-    for table in (SPECS, WINDOW_SPECS, MOE_SPECS):
+    for table in (SPECS, WINDOW_SPECS, MOE_SPECS, NEW_SPECS):
         if name in table:
             return table[name]
     raise KeyError(name)
@@ -279,7 +316,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     root = sys.argv[1]
-    names = sys.argv[2:] or list(SPECS) + list(WINDOW_SPECS) + list(MOE_SPECS)
+    names = sys.argv[2:] or list(SPECS) + list(WINDOW_SPECS) + list(MOE_SPECS) + list(NEW_SPECS)
     torch.set_num_threads(1)
     for n in names:
         if n in PLAIN:
