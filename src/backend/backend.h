@@ -159,6 +159,10 @@ typedef struct pb_backend_ops {
     /* out = norm(x) * w (+ b) over rows of n; LayerNorm (b may be NULL) or RMSNorm. out may be x. */
     pb_status (*norm)(pb_backend *be, pb_norm kind, float *out, const float *x, int rows, int n, const float *w,
                       const float *b, float eps);
+    /* x += a (+ a2 when a2), then out = norm(x) as norm: the residual add
+     * fused with the next norm. out may be x. NULL: the stage calls add, norm. */
+    pb_status (*add_norm)(pb_backend *be, pb_norm kind, float *out, float *x, const float *a, const float *a2,
+                          int rows, int n, const float *w, const float *b, float eps);
     /* Rotate the first rot_dim dims of each of n_heads heads in rows of x
      * (row stride ld) by the per-token angles cs: [T, rot_dim/2, 2] (cos, sin). */
     pb_status (*rope)(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const pb_rope_desc *r,

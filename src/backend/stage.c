@@ -644,8 +644,12 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
     if (s->rot) {
         pb_rope_desc r = {s->cfg.rope_style, s->rot};
         const float *cs = s->arena + s->al.cs;
-        PB_CHECK(op->rope(be, qkv, s->qkv_dim, T, s->nh, s->hd, &r, cs));
-        PB_CHECK(op->rope(be, qkv + s->qd, s->qkv_dim, T, s->nkv, s->hd, &r, cs));
+        if (s->qd == s->nh * s->hd) { /* k heads follow the q heads: one pass over both */
+            PB_CHECK(op->rope(be, qkv, s->qkv_dim, T, s->nh + s->nkv, s->hd, &r, cs));
+        } else {
+            PB_CHECK(op->rope(be, qkv, s->qkv_dim, T, s->nh, s->hd, &r, cs));
+            PB_CHECK(op->rope(be, qkv + s->qd, s->qkv_dim, T, s->nkv, s->hd, &r, cs));
+        }
     }
     /* cache rows of this layer for each sequence's slot (pointer arithmetic
      * only: the memory may be a device's) */
@@ -686,6 +690,17 @@ static pb_status run_mlp(pb_stage *s, int l, const float *in, float *out, int T)
     return op->linear(be, mi, s->I, T, L->down, out, s->H);
 }
 
+/* x += a; out = norm(x): fused when the backend has add_norm */
+static pb_status add_then_norm(pb_stage *s, float *out, float *x, const float *a, int T, const float *w,
+                               const float *bias)
+{
+    const pb_backend_ops *op = s->be->ops;
+    if (op->add_norm)
+        return op->add_norm(s->be, s->cfg.norm, out, x, a, NULL, T, s->H, w, bias, s->cfg.norm_eps);
+    PB_CHECK(op->add(s->be, x, a, NULL, (size_t)T * s->H));
+    return op->norm(s->be, s->cfg.norm, out, x, T, s->H, w, bias, s->cfg.norm_eps);
+}
+
 static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
 {
     pb_backend *be = s->be;
@@ -698,18 +713,15 @@ static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
     if (!cfg->pre_norm) {
         /* OPT do_layer_norm_before=False: x = ln1(x + attn(x)); x = ln2(x + mlp(x)) */
         PB_CHECK(run_attention(s, l, b, x, ao, T));
-        PB_CHECK(op->add(be, x, ao, NULL, n));
-        PB_CHECK(op->norm(be, cfg->norm, x, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps));
+        PB_CHECK(add_then_norm(s, x, x, ao, T, L->ln1_w, L->ln1_b));
         PB_CHECK(run_mlp(s, l, x, mo, T));
-        PB_CHECK(op->add(be, x, mo, NULL, n));
-        return op->norm(be, cfg->norm, x, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps);
+        return add_then_norm(s, x, x, mo, T, L->ln2_w, L->ln2_b);
     }
     PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps));
     PB_CHECK(run_attention(s, l, b, h, ao, T));
     switch (cfg->residual) {
     case PB_RESID_SEQUENTIAL:
-        PB_CHECK(op->add(be, x, ao, NULL, n));
-        PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps));
+        PB_CHECK(add_then_norm(s, h, x, ao, T, L->ln2_w, L->ln2_b));
         PB_CHECK(run_mlp(s, l, h, mo, T));
         return op->add(be, x, mo, NULL, n);
     case PB_RESID_PARALLEL_SHARED: /* GPT-J, CodeGen: x + attn(ln1 x) + mlp(ln1 x) */

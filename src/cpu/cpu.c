@@ -265,8 +265,8 @@ static int row_items(int rows, int grain, int *per)
 
 typedef struct norm_job {
     pb_norm kind;
-    float *out;
-    const float *x, *w, *b;
+    float *out, *x;
+    const float *a, *a2, *w, *b;
     int rows, n, per;
     float eps;
 } norm_job;
@@ -278,38 +278,34 @@ static void norm_item(void *ctx, int item, int worker)
     int r0 = item * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
     const int n = j->n;
     for (int r = r0; r < r1; r++) {
-        const float *x = j->x + (size_t)r * n;
-        float *y = j->out + (size_t)r * n;
-        if (j->kind == PB_NORM_RMSNORM) {
-            /* Llama RMSNorm: x * rsqrt(mean(x^2) + eps), then * weight */
-            double ss = 0;
-            for (int i = 0; i < n; i++)
-                ss += (double)x[i] * x[i];
-            float inv = (float)(1.0 / sqrt(ss / n + (double)j->eps));
-            for (int i = 0; i < n; i++)
-                y[i] = j->w[i] * (x[i] * inv);
-        } else {
-            double s = 0;
-            for (int i = 0; i < n; i++)
-                s += x[i];
-            double mean = s / n, v = 0;
-            for (int i = 0; i < n; i++) {
-                double d = x[i] - mean;
-                v += d * d;
-            }
-            float fmean = (float)mean, rstd = (float)(1.0 / sqrt(v / n + (double)j->eps));
-            for (int i = 0; i < n; i++) {
-                float t = (x[i] - fmean) * rstd;
-                y[i] = j->b ? t * j->w[i] + j->b[i] : t * j->w[i];
-            }
+        float *x = j->x + (size_t)r * n;
+        if (j->a) { /* the residual add, while the row is in cache: x += a (+ a2) */
+            const float *a = j->a + (size_t)r * n, *a2 = j->a2 ? j->a2 + (size_t)r * n : NULL;
+            if (a2)
+                for (int i = 0; i < n; i++)
+                    x[i] += a[i] + a2[i];
+            else
+                for (int i = 0; i < n; i++)
+                    x[i] += a[i];
         }
+        pb_krow_norm(j->kind == PB_NORM_RMSNORM, j->out + (size_t)r * n, x, n, j->w, j->b, j->eps);
     }
 }
 
 static pb_status cpu_norm(pb_backend *be, pb_norm kind, float *out, const float *x, int rows, int n, const float *w,
                      const float *b, float eps)
 {
-    norm_job j = {kind, out, x, w, b, rows, n, 0, eps};
+    norm_job j = {kind, out, (float *)x, NULL, NULL, w, b, rows, n, 0, eps};
+    int items = row_items(rows, 4, &j.per);
+    pb_pool_run(impl_of(be)->pool, items, norm_item, &j);
+    return PB_OK;
+}
+
+/* x += a (+ a2), then out = norm(x): one pass over the rows */
+static pb_status cpu_add_norm(pb_backend *be, pb_norm kind, float *out, float *x, const float *a, const float *a2,
+                              int rows, int n, const float *w, const float *b, float eps)
+{
+    norm_job j = {kind, out, x, a, a2, w, b, rows, n, 0, eps};
     int items = row_items(rows, 4, &j.per);
     pb_pool_run(impl_of(be)->pool, items, norm_item, &j);
     return PB_OK;
@@ -348,23 +344,7 @@ static void rope_item(void *ctx, int item, int worker)
         const float *cs = j->cs + (size_t)t * half * 2;
         for (int h = 0; h < j->n_heads; h++) {
             float *v = j->x + (size_t)t * j->ld + (size_t)h * j->head_dim;
-            if (j->r->style == PB_ROPE_INTERLEAVED) {
-                /* GPT-J rotate_every_two: pairs (2i, 2i+1) share frequency i */
-                for (int i = 0; i < half; i++) {
-                    float c = cs[2 * i], s = cs[2 * i + 1];
-                    float a = v[2 * i], b = v[2 * i + 1];
-                    v[2 * i] = a * c - b * s;
-                    v[2 * i + 1] = b * c + a * s;
-                }
-            } else {
-                /* NeoX/Llama rotate_half: pairs (i, i + rot/2) share frequency i */
-                for (int i = 0; i < half; i++) {
-                    float c = cs[2 * i], s = cs[2 * i + 1];
-                    float a = v[i], b = v[i + half];
-                    v[i] = a * c - b * s;
-                    v[i + half] = b * c + a * s;
-                }
-            }
+            pb_krow_rope(v, half, j->r->style == PB_ROPE_INTERLEAVED, cs);
         }
     }
 }
@@ -397,8 +377,24 @@ static inline float act_f(pb_act act, float x)
     return x;
 }
 
+/* the activations the vectorized row kernel has (others: act_f) */
+static pb_kact kact_of(pb_act act)
+{
+    switch (act) {
+    case PB_ACT_SILU:
+        return PB_KACT_SILU;
+    case PB_ACT_GELU_TANH:
+        return PB_KACT_GELU_TANH;
+    case PB_ACT_RELU:
+        return PB_KACT_RELU;
+    default:
+        return (pb_kact)0;
+    }
+}
+
 typedef struct act_job {
     pb_act act;
+    pb_kact kact;
     float *x, *out;
     const float *gu;
     int ld, rows, n, per;
@@ -411,14 +407,17 @@ static void act_item(void *ctx, int item, int worker)
     int r0 = item * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
     for (int r = r0; r < r1; r++) {
         float *x = j->x + (size_t)r * j->ld;
-        for (int i = 0; i < j->n; i++)
-            x[i] = act_f(j->act, x[i]);
+        if (j->kact)
+            pb_krow_act(j->kact, x, x, NULL, j->n);
+        else
+            for (int i = 0; i < j->n; i++)
+                x[i] = act_f(j->act, x[i]);
     }
 }
 
 static pb_status cpu_act(pb_backend *be, pb_act act, float *x, int ld, int rows, int n)
 {
-    act_job j = {act, x, NULL, NULL, ld, rows, n, 0};
+    act_job j = {act, kact_of(act), x, NULL, NULL, ld, rows, n, 0};
     int items = row_items(rows, 4, &j.per);
     pb_pool_run(impl_of(be)->pool, items, act_item, &j);
     return PB_OK;
@@ -432,14 +431,17 @@ static void glu_item(void *ctx, int item, int worker)
     for (int r = r0; r < r1; r++) {
         const float *g = j->gu + (size_t)r * 2 * j->n, *u = g + j->n;
         float *o = j->out + (size_t)r * j->n;
-        for (int i = 0; i < j->n; i++)
-            o[i] = act_f(j->act, g[i]) * u[i];
+        if (j->kact)
+            pb_krow_act(j->kact, o, g, u, j->n);
+        else
+            for (int i = 0; i < j->n; i++)
+                o[i] = act_f(j->act, g[i]) * u[i];
     }
 }
 
 static pb_status cpu_glu(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n)
 {
-    act_job j = {act, NULL, out, gu, 0, rows, n, 0};
+    act_job j = {act, kact_of(act), NULL, out, gu, 0, rows, n, 0};
     int items = row_items(rows, 4, &j.per);
     pb_pool_run(impl_of(be)->pool, items, glu_item, &j);
     return PB_OK;
@@ -510,6 +512,7 @@ static const pb_backend_ops cpu_ops = {
     .linear = cpu_linear,
     .gather = cpu_gather,
     .norm = cpu_norm,
+    .add_norm = cpu_add_norm,
     .rope = cpu_rope,
     .rope_angles = cpu_rope_angles,
     .attention = cpu_attention,

@@ -365,6 +365,133 @@ static TGT void axpy_avx2(float *acc, const float *e, const float *v, size_t ldv
     }
 }
 
+/* ---- row kernels (same lanes and rounding as kern_portable.c) ---- */
+
+static TGT float sum_avx2(const float *x, int n)
+{
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        lo = _mm256_add_ps(lo, _mm256_loadu_ps(x + i));
+        hi = _mm256_add_ps(hi, _mm256_loadu_ps(x + i + 8));
+    }
+    if (i < n) {
+        float t[16] = {0};
+        memcpy(t, x + i, (size_t)(n - i) * sizeof(float));
+        lo = _mm256_add_ps(lo, _mm256_loadu_ps(t));
+        hi = _mm256_add_ps(hi, _mm256_loadu_ps(t + 8));
+    }
+    return tree16(lo, hi);
+}
+
+static TGT float sqdev_avx2(const float *x, int n, float c)
+{
+    const __m256 cv = _mm256_set1_ps(c);
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), cv);
+        const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), cv);
+        lo = _mm256_fmadd_ps(d0, d0, lo);
+        hi = _mm256_fmadd_ps(d1, d1, hi);
+    }
+    if (i < n) {
+        float t[16] = {0};
+        for (int j = 0; j < n - i; j++)
+            t[j] = x[i + j] - c;
+        const __m256 d0 = _mm256_loadu_ps(t), d1 = _mm256_loadu_ps(t + 8);
+        lo = _mm256_fmadd_ps(d0, d0, lo);
+        hi = _mm256_fmadd_ps(d1, d1, hi);
+    }
+    return tree16(lo, hi);
+}
+
+static TGT void scale_avx2(float *y, const float *x, int n, float c, float inv, const float *w, const float *b)
+{
+    const __m256 cv = _mm256_set1_ps(c), iv = _mm256_set1_ps(inv);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), cv), iv), _mm256_loadu_ps(w + i));
+        if (b)
+            t = _mm256_add_ps(t, _mm256_loadu_ps(b + i));
+        _mm256_storeu_ps(y + i, t);
+    }
+    for (; i < n; i++) {
+        const float t = ((x[i] - c) * inv) * w[i];
+        y[i] = b ? t + b[i] : t;
+    }
+}
+
+INL __m256 act8(pb_kact act, __m256 v)
+{
+    if (act == PB_KACT_RELU)
+        return _mm256_max_ps(v, _mm256_setzero_ps());
+    __m256 z;
+    if (act == PB_KACT_SILU) {
+        z = _mm256_xor_ps(v, _mm256_set1_ps(-0.0f)); /* -v */
+    } else {
+        const __m256 c3 = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(PB_KACT_GELU_C), v), v), v);
+        z = _mm256_mul_ps(_mm256_set1_ps(PB_KACT_GELU_K), _mm256_add_ps(v, c3));
+    }
+    const __m256 e = exp8(_mm256_min_ps(z, _mm256_set1_ps(PB_KACT_CLAMP)));
+    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static TGT void act_avx2(pb_kact act, float *y, const float *x, const float *u, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 r = act8(act, _mm256_loadu_ps(x + i));
+        if (u)
+            r = _mm256_mul_ps(r, _mm256_loadu_ps(u + i));
+        _mm256_storeu_ps(y + i, r);
+    }
+    if (i < n) {
+        float t[8] = {0}, tu[8] = {0};
+        memcpy(t, x + i, (size_t)(n - i) * sizeof(float));
+        __m256 r = act8(act, _mm256_loadu_ps(t));
+        if (u) {
+            memcpy(tu, u + i, (size_t)(n - i) * sizeof(float));
+            r = _mm256_mul_ps(r, _mm256_loadu_ps(tu));
+        }
+        _mm256_storeu_ps(t, r);
+        memcpy(y + i, t, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+static TGT void rope_avx2(float *v, int half, int interleaved, const float *cs)
+{
+    int i = 0;
+    if (interleaved) {
+        for (; i + 4 <= half; i += 4) { /* 4 pairs: [a0 b0 a1 b1 ..] */
+            const __m256 x = _mm256_loadu_ps(v + 2 * i), t = _mm256_loadu_ps(cs + 2 * i);
+            const __m256 p = _mm256_mul_ps(x, _mm256_moveldup_ps(t));                          /* a c, b c */
+            const __m256 q = _mm256_mul_ps(_mm256_permute_ps(x, 0xb1), _mm256_movehdup_ps(t)); /* b s, a s */
+            _mm256_storeu_ps(v + 2 * i, _mm256_addsub_ps(p, q));
+        }
+        for (; i < half; i++) {
+            const float c = cs[2 * i], s = cs[2 * i + 1], a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * c - b * s;
+            v[2 * i + 1] = b * c + a * s;
+        }
+        return;
+    }
+    for (; i + 8 <= half; i += 8) {
+        const __m256 t0 = _mm256_loadu_ps(cs + 2 * i), t1 = _mm256_loadu_ps(cs + 2 * i + 8);
+        /* deinterleave: [c0 c1 c4 c5 | c2 c3 c6 c7] -> c0 .. c7 */
+        const __m256 c = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0x88)), 0xd8));
+        const __m256 s = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0xdd)), 0xd8));
+        const __m256 a = _mm256_loadu_ps(v + i), b = _mm256_loadu_ps(v + i + half);
+        _mm256_storeu_ps(v + i, _mm256_sub_ps(_mm256_mul_ps(a, c), _mm256_mul_ps(b, s)));
+        _mm256_storeu_ps(v + i + half, _mm256_add_ps(_mm256_mul_ps(b, c), _mm256_mul_ps(a, s)));
+    }
+    for (; i < half; i++) {
+        const float c = cs[2 * i], s = cs[2 * i + 1], a = v[i], b = v[i + half];
+        v[i] = a * c - b * s;
+        v[i + half] = b * c + a * s;
+    }
+}
+
 const pb_kops pb_kops_avx2 = {
     .isa = PB_ISA_AVX2,
     .mr = MR,
@@ -374,6 +501,11 @@ const pb_kops pb_kops_avx2 = {
     .dots = dots_avx2,
     .expsum = expsum_avx2,
     .axpy = axpy_avx2,
+    .sum = sum_avx2,
+    .sqdev = sqdev_avx2,
+    .scale = scale_avx2,
+    .act = act_avx2,
+    .rope = rope_avx2,
 };
 
 #endif

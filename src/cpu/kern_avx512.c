@@ -352,6 +352,128 @@ static TGT void axpy_avx512(float *acc, const float *e, const float *v, size_t l
     }
 }
 
+/* ---- row kernels (same lanes and rounding as kern_portable.c) ---- */
+
+INL __m512 load_part(const float *x, int n) /* n < 16 floats, zeros after */
+{
+    float t[16] = {0};
+    memcpy(t, x, (size_t)n * sizeof(float));
+    return _mm512_loadu_ps(t);
+}
+
+static TGT float sum_avx512(const float *x, int n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        acc = _mm512_add_ps(acc, _mm512_loadu_ps(x + i));
+    if (i < n)
+        acc = _mm512_add_ps(acc, load_part(x + i, n - i));
+    return tree16(acc);
+}
+
+static TGT float sqdev_avx512(const float *x, int n, float c)
+{
+    const __m512 cv = _mm512_set1_ps(c);
+    __m512 acc = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + i), cv);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    if (i < n) {
+        float t[16] = {0};
+        for (int j = 0; j < n - i; j++)
+            t[j] = x[i + j] - c;
+        const __m512 d = _mm512_loadu_ps(t);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    return tree16(acc);
+}
+
+static TGT void scale_avx512(float *y, const float *x, int n, float c, float inv, const float *w, const float *b)
+{
+    const __m512 cv = _mm512_set1_ps(c), iv = _mm512_set1_ps(inv);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), cv), iv), _mm512_loadu_ps(w + i));
+        if (b)
+            t = _mm512_add_ps(t, _mm512_loadu_ps(b + i));
+        _mm512_storeu_ps(y + i, t);
+    }
+    for (; i < n; i++) {
+        const float t = ((x[i] - c) * inv) * w[i];
+        y[i] = b ? t + b[i] : t;
+    }
+}
+
+INL __m512 act16(pb_kact act, __m512 v)
+{
+    if (act == PB_KACT_RELU)
+        return _mm512_max_ps(v, _mm512_setzero_ps());
+    __m512 z;
+    if (act == PB_KACT_SILU) {
+        z = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)));
+    } else {
+        const __m512 c3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(PB_KACT_GELU_C), v), v), v);
+        z = _mm512_mul_ps(_mm512_set1_ps(PB_KACT_GELU_K), _mm512_add_ps(v, c3));
+    }
+    const __m512 e = exp16(_mm512_min_ps(z, _mm512_set1_ps(PB_KACT_CLAMP)));
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+static TGT void act_avx512(pb_kact act, float *y, const float *x, const float *u, int n)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 r = act16(act, _mm512_loadu_ps(x + i));
+        if (u)
+            r = _mm512_mul_ps(r, _mm512_loadu_ps(u + i));
+        _mm512_storeu_ps(y + i, r);
+    }
+    if (i < n) {
+        __m512 r = act16(act, load_part(x + i, n - i));
+        if (u)
+            r = _mm512_mul_ps(r, load_part(u + i, n - i));
+        float t[16];
+        _mm512_storeu_ps(t, r);
+        memcpy(y + i, t, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+/* rotary on 256-bit vectors (heads are short; the AVX2 form) */
+static TGT void rope_avx512(float *v, int half, int interleaved, const float *cs)
+{
+    int i = 0;
+    if (interleaved) {
+        for (; i + 4 <= half; i += 4) { /* 4 pairs: [a0 b0 a1 b1 ..] */
+            const __m256 x = _mm256_loadu_ps(v + 2 * i), t = _mm256_loadu_ps(cs + 2 * i);
+            const __m256 p = _mm256_mul_ps(x, _mm256_moveldup_ps(t));                          /* a c, b c */
+            const __m256 q = _mm256_mul_ps(_mm256_permute_ps(x, 0xb1), _mm256_movehdup_ps(t)); /* b s, a s */
+            _mm256_storeu_ps(v + 2 * i, _mm256_addsub_ps(p, q));
+        }
+        for (; i < half; i++) {
+            const float c = cs[2 * i], s = cs[2 * i + 1], a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * c - b * s;
+            v[2 * i + 1] = b * c + a * s;
+        }
+        return;
+    }
+    for (; i + 8 <= half; i += 8) {
+        const __m256 t0 = _mm256_loadu_ps(cs + 2 * i), t1 = _mm256_loadu_ps(cs + 2 * i + 8);
+        const __m256 c = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0x88)), 0xd8));
+        const __m256 s = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0xdd)), 0xd8));
+        const __m256 a = _mm256_loadu_ps(v + i), b = _mm256_loadu_ps(v + i + half);
+        _mm256_storeu_ps(v + i, _mm256_sub_ps(_mm256_mul_ps(a, c), _mm256_mul_ps(b, s)));
+        _mm256_storeu_ps(v + i + half, _mm256_add_ps(_mm256_mul_ps(b, c), _mm256_mul_ps(a, s)));
+    }
+    for (; i < half; i++) {
+        const float c = cs[2 * i], s = cs[2 * i + 1], a = v[i], b = v[i + half];
+        v[i] = a * c - b * s;
+        v[i + half] = b * c + a * s;
+    }
+}
+
 const pb_kops OPS = {
     .isa = PB_ISA_AVX512,
     .mr = MR,
@@ -361,6 +483,11 @@ const pb_kops OPS = {
     .dots = dots_avx512,
     .expsum = expsum_avx512,
     .axpy = axpy_avx512,
+    .sum = sum_avx512,
+    .sqdev = sqdev_avx512,
+    .scale = scale_avx512,
+    .act = act_avx512,
+    .rope = rope_avx512,
 };
 
 #endif

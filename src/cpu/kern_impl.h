@@ -51,7 +51,29 @@ typedef struct pb_kops {
     float (*expsum)(float *s, int n, float m);
     /* acc[d] = fma chain over i < n ascending of e[i] * v[i * ldv + d], d < hd. */
     void (*axpy)(float *acc, const float *e, const float *v, size_t ldv, int n, int hd);
+
+    /* Row kernels (kern_row.c). Lanes as dots: lane i % 16, n rounded up to
+     * 16 with padding that adds +0, then the tree of dots. */
+    float (*sum)(const float *x, int n);            /* lanes l = l + x[i] */
+    float (*sqdev)(const float *x, int n, float c); /* d = x[i] - c, lanes l = fma(d, d, l) */
+    /* y[i] = ((x[i] - c) * inv) * w[i] (+ b[i] when b), each op rounded */
+    void (*scale)(float *y, const float *x, int n, float c, float inv, const float *w, const float *b);
+    /* y[i] = f(x[i]) (* u[i] when u) for f = SiLU, GELU-tanh or ReLU (pb_kact) */
+    void (*act)(pb_kact act, float *y, const float *x, const float *u, int n);
+    /* one head: pairs (2i, 2i+1) (interleaved) or (i, i + half) rotated by
+     * cs[2i], cs[2i+1]: a' = a c - b s, b' = b c + a s */
+    void (*rope)(float *v, int half, int interleaved, const float *cs);
 } pb_kops;
+
+/* Activations of the row kernels (pb_kact), as every path computes them (pb_kexp,
+ * argument clamped to 88, IEEE division):
+ *   SiLU       x / (1 + exp(min(-x, 88)))
+ *   GELU-tanh  x / (1 + exp(min(-1.5957691 (x + ((0.044715 x) x) x), 88)))
+ *              (0.5 x (1 + tanh z) = x sigmoid(2 z))
+ *   ReLU       x > 0 ? x : +0 */
+#define PB_KACT_GELU_K (-1.5957691216057308f)
+#define PB_KACT_GELU_C 0.044715f
+#define PB_KACT_CLAMP 88.0f
 
 extern const pb_kops pb_kops_portable;
 #if defined(__x86_64__) || defined(__i386__)

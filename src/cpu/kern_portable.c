@@ -117,6 +117,67 @@ static void axpy_portable(float *acc, const float *e, const float *v, size_t ldv
             acc[d] = fmaf(e[i], v[(size_t)i * ldv + d], acc[d]);
 }
 
+/* ---- row kernels ---- */
+
+static float sum_portable(const float *x, int n)
+{
+    float l[16] = {0};
+    const int n16 = (n + 15) & ~15;
+    for (int i = 0; i < n16; i++)
+        l[i & 15] = l[i & 15] + (i < n ? x[i] : 0.0f);
+    return tree16(l);
+}
+
+static float sqdev_portable(const float *x, int n, float c)
+{
+    float l[16] = {0};
+    const int n16 = (n + 15) & ~15;
+    for (int i = 0; i < n16; i++) {
+        const float d = i < n ? x[i] - c : 0.0f;
+        l[i & 15] = fmaf(d, d, l[i & 15]);
+    }
+    return tree16(l);
+}
+
+static void scale_portable(float *y, const float *x, int n, float c, float inv, const float *w, const float *b)
+{
+    for (int i = 0; i < n; i++) {
+        const float t = ((x[i] - c) * inv) * w[i];
+        y[i] = b ? t + b[i] : t;
+    }
+}
+
+static inline float clamp88(float z)
+{
+    return z < PB_KACT_CLAMP ? z : PB_KACT_CLAMP; /* as minps: NaN gives 88 */
+}
+
+static void act_portable(pb_kact act, float *y, const float *x, const float *u, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const float v = x[i];
+        float r;
+        if (act == PB_KACT_RELU) {
+            r = v > 0.0f ? v : 0.0f;
+        } else {
+            const float z = act == PB_KACT_SILU ? -v : PB_KACT_GELU_K * (v + ((PB_KACT_GELU_C * v) * v) * v);
+            r = v / (1.0f + pb_kexp(clamp88(z)));
+        }
+        y[i] = u ? r * u[i] : r;
+    }
+}
+
+static void rope_portable(float *v, int half, int interleaved, const float *cs)
+{
+    for (int i = 0; i < half; i++) {
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        float *pa = interleaved ? v + 2 * i : v + i, *pb = interleaved ? v + 2 * i + 1 : v + i + half;
+        const float a = *pa, b = *pb;
+        *pa = a * c - b * s;
+        *pb = b * c + a * s;
+    }
+}
+
 const pb_kops pb_kops_portable = {
     .isa = PB_ISA_PORTABLE,
     .mr = 4,
@@ -126,4 +187,9 @@ const pb_kops pb_kops_portable = {
     .dots = dots_portable,
     .expsum = expsum_portable,
     .axpy = axpy_portable,
+    .sum = sum_portable,
+    .sqdev = sqdev_portable,
+    .scale = scale_portable,
+    .act = act_portable,
+    .rope = rope_portable,
 };

@@ -101,4 +101,21 @@ typedef struct pb_kattn_args {
 
 pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a);
 
+/* ---- row kernels: one row on the calling thread (the backend threads over
+ * rows). Bit-identical on every ISA path; sums in 16 f32 lanes reduced by a
+ * fixed tree (kern_impl.h), so a row's result never depends on the batch. ---- */
+
+/* y[0:n] = norm(x) * w (+ b when b); y may be x. rms: x * (1 / sqrt(ss / n +
+ * eps)) with ss = sum x^2 (Llama RMSNorm); else LayerNorm with mean = sum / n,
+ * var = sum (x - mean)^2 / n: ((x - mean) * (1 / sqrt(var + eps))) * w + b. */
+void pb_krow_norm(bool rms, float *y, const float *x, int n, const float *w, const float *b, float eps);
+
+/* y[0:n] = f(x) (* u when u != NULL); y may be x. Formulas in kern_impl.h. */
+typedef enum pb_kact { PB_KACT_SILU = 1, PB_KACT_GELU_TANH, PB_KACT_RELU } pb_kact;
+void pb_krow_act(pb_kact act, float *y, const float *x, const float *u, int n);
+
+/* Rotates one head in place: pairs (2i, 2i+1) (interleaved) or (i, i + half)
+ * by cs[2i] = cos, cs[2i+1] = sin, i < half: a' = a c - b s, b' = b c + a s. */
+void pb_krow_rope(float *v, int half, bool interleaved, const float *cs);
+
 #endif

@@ -12,9 +12,11 @@
  *                 standard bound for a K-term f32 dot product; r uses the
  *                 weights as kept: bf16/f16 rounded), and bit-identical rows
  *                 whether a row is alone or one of M (batch invariance),
- *                 and bit-identical across CPU ISA paths
+ *                 and bit-identical across CPU ISA paths (as are norm,
+ *                 add_norm, act, glu and rope)
  *   gather        exact (the kept weights, converted to f32)
  *   norm          |y - r| <= 1e-5 (|w| |xhat| + |b|) + 1e-6
+ *   add_norm      exactly the bits of add then norm (x and out, out == x too)
  *   rope          |y - r| <= 4 eps (|a| + |b|)
  *   rope_angles   |y - r| <= 1e-6 (cos/sin of the same f32 angle)
  *   attention     |y - r| <= 2e-5 max|v|, KV rows stored exactly, and a
@@ -375,6 +377,44 @@ static void test_norm(void)
                     double tol = 1e-5 * (fabs(w[i] * xh) + (with_b ? fabs(b[i]) : 0)) + 1e-6;
                     CHECK(fabs(y[(size_t)r * n + i] - ref) <= tol, "[%d,%d] %g vs %g", r, i, y[(size_t)r * n + i], ref);
                 }
+            }
+            if (BE->ops->add_norm) { /* x += a (+ a2), out = norm(x): the bits of add then norm */
+                float *a = malloc((size_t)rows * n * 4), *a2 = malloc((size_t)rows * n * 4);
+                float *sum = malloc((size_t)rows * n * 4), *got = malloc((size_t)rows * n * 4);
+                fill(a, (size_t)rows * n, 2);
+                fill(a2, (size_t)rows * n, 2);
+                float *da = dev_from(a, (size_t)rows * n * 4), *da2 = dev_from(a2, (size_t)rows * n * 4);
+                for (int two = 0; two < 2; two++) {
+                    for (size_t i = 0; i < (size_t)rows * n; i++)
+                        sum[i] = two ? x[i] + (a[i] + a2[i]) : x[i] + a[i];
+                    float *dsum = dev_from(sum, (size_t)rows * n * 4), *dref = dev((size_t)rows * n * 4);
+                    float *dx2 = dev_from(x, (size_t)rows * n * 4), *dy2 = dev((size_t)rows * n * 4);
+                    OK(BE->ops->norm(BE, nk, dref, dsum, rows, n, dw, with_b ? db : NULL, eps));
+                    OK(BE->ops->add_norm(BE, nk, dy2, dx2, da, two ? da2 : NULL, rows, n, dw, with_b ? db : NULL, eps));
+                    to_host(got, dx2, (size_t)rows * n * 4);
+                    CHECK(memcmp(got, sum, (size_t)rows * n * 4) == 0, "add_norm: x after the add");
+                    float *ref = malloc((size_t)rows * n * 4);
+                    to_host(ref, dref, (size_t)rows * n * 4);
+                    to_host(got, dy2, (size_t)rows * n * 4);
+                    CHECK(memcmp(got, ref, (size_t)rows * n * 4) == 0, "add_norm (%d added) differs from add, norm",
+                          1 + two);
+                    /* out == x */
+                    OK(BE->ops->upload(BE, dx2, x, (size_t)rows * n * 4));
+                    OK(BE->ops->add_norm(BE, nk, dx2, dx2, da, two ? da2 : NULL, rows, n, dw, with_b ? db : NULL, eps));
+                    to_host(got, dx2, (size_t)rows * n * 4);
+                    CHECK(memcmp(got, ref, (size_t)rows * n * 4) == 0, "add_norm in place");
+                    free(ref);
+                    rel(dsum);
+                    rel(dref);
+                    rel(dx2);
+                    rel(dy2);
+                }
+                rel(da);
+                rel(da2);
+                free(a);
+                free(a2);
+                free(sum);
+                free(got);
             }
             /* in place */
             OK(BE->ops->norm(BE, nk, dx, dx, rows, n, dw, with_b ? db : NULL, eps));
@@ -764,6 +804,68 @@ static float *isa_probe(void)
     return y;
 }
 
+/* Norm, add_norm, activations, glu and rotary of every CPU ISA path must be
+ * the same bits too: their outputs back to back, *len floats. */
+static float *rows_probe(size_t *len)
+{
+    const int rows = 5, n = 83, hd = 22;
+    const size_t rn = (size_t)rows * n;
+    float *out = malloc(17 * rn * 4), /* 2 norms, add_norm, 5 x (glu, act), 2 x rope of 2 rn */ *x = malloc(rn * 4), *a = malloc(rn * 4), *w = malloc(n * 4), *b = malloc(n * 4);
+    float *gu = malloc(2 * rn * 4), *cs = malloc((size_t)rows * hd * 4);
+    fill(x, rn, 3);
+    fill(a, rn, 2);
+    fill(w, (size_t)n, 1);
+    fill(b, (size_t)n, 1);
+    fill(gu, 2 * rn, 6);
+    for (int i = 0; i < rows * hd / 2; i++) {
+        cs[2 * i] = cosf(0.3f * (float)i);
+        cs[2 * i + 1] = sinf(0.3f * (float)i);
+    }
+    float *dx = dev_from(x, rn * 4), *da = dev_from(a, rn * 4), *dw = dev_from(w, (size_t)n * 4),
+          *db = dev_from(b, (size_t)n * 4), *dgu = dev_from(gu, 2 * rn * 4), *dcs = dev_from(cs, (size_t)rows * hd * 4),
+          *dy = dev(2 * rn * 4);
+    size_t at = 0;
+    for (int k = 0; k < 2; k++) {
+        OK(BE->ops->norm(BE, k ? PB_NORM_RMSNORM : PB_NORM_LAYERNORM, dy, dx, rows, n, dw, k ? NULL : db, 1e-5f));
+        to_host(out + at, dy, rn * 4), at += rn;
+    }
+    if (BE->ops->add_norm) {
+        float *dx2 = dev_from(x, rn * 4);
+        OK(BE->ops->add_norm(BE, PB_NORM_RMSNORM, dy, dx2, da, NULL, rows, n, dw, NULL, 1e-6f));
+        to_host(out + at, dy, rn * 4), at += rn;
+        rel(dx2);
+    }
+    const pb_act acts[] = {PB_ACT_GELU_TANH, PB_ACT_BLOOM_GELU, PB_ACT_GELU_ERF, PB_ACT_RELU, PB_ACT_SILU};
+    for (int k = 0; k < 5; k++) {
+        OK(BE->ops->glu(BE, acts[k], dy, dgu, rows, n));
+        to_host(out + at, dy, rn * 4), at += rn;
+        OK(BE->ops->copy(BE, dy, dgu, 2 * rn * 4));
+        OK(BE->ops->act(BE, acts[k], dy, n, 2 * rows, n));
+        to_host(out + at, dy, rn * 4), at += rn;
+    }
+    for (int style = 0; style < 2; style++) {
+        pb_rope_desc rd = {style ? PB_ROPE_INTERLEAVED : PB_ROPE_HALF, hd};
+        OK(BE->ops->copy(BE, dy, dgu, 2 * rn * 4));
+        OK(BE->ops->rope(BE, dy, 2 * n, rows, 7, hd, &rd, dcs)); /* 7 heads of 22 in rows of 166 */
+        to_host(out + at, dy, 2 * rn * 4), at += 2 * rn;
+    }
+    rel(dx);
+    rel(da);
+    rel(dw);
+    rel(db);
+    rel(dgu);
+    rel(dcs);
+    rel(dy);
+    free(x);
+    free(a);
+    free(w);
+    free(b);
+    free(gu);
+    free(cs);
+    *len = at;
+    return out;
+}
+
 static int run_kind(const char *kind, bool only)
 {
     for (int threads = 1; threads <= 3; threads += 2) {
@@ -774,7 +876,8 @@ static int run_kind(const char *kind, bool only)
             return only ? 77 : 0;
         }
         if (strcmp(kind, "cpu") == 0) {
-            float *first = NULL;
+            float *first = NULL, *first_rows = NULL;
+            size_t first_rlen = 0;
             for (int isa = 0; isa < PB_ISA_COUNT; isa++) {
                 if (pb_cpu_isa_set((pb_cpu_isa)isa) != PB_OK)
                     continue;
@@ -783,17 +886,25 @@ static int run_kind(const char *kind, bool only)
                 run_all();
                 rng_state = 99;
                 float *y = isa_probe();
+                size_t rlen = 0;
+                float *ry = rows_probe(&rlen);
                 if (!first) {
                     first = y;
+                    first_rows = ry;
+                    first_rlen = rlen;
                 } else {
                     where = pb_cpu_isa_name((pb_cpu_isa)isa);
                     CHECK(memcmp(first, y, (size_t)11 * 97 * 4) == 0, "linear differs from the first ISA path's bits");
+                    CHECK(rlen == first_rlen && memcmp(first_rows, ry, rlen * 4) == 0,
+                          "norm/act/glu/rope differ from the first ISA path's bits");
                     free(y);
+                    free(ry);
                 }
                 printf("cpu (%s, %d thread%s): %s\n", pb_cpu_isa_name((pb_cpu_isa)isa), threads,
                        threads == 1 ? "" : "s", failures == before ? "ok" : "FAILED");
             }
             free(first);
+            free(first_rows);
             pb_cpu_isa_set(pb_cpu_isa_best());
         } else {
             int before = failures;

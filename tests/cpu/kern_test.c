@@ -6,6 +6,8 @@
  *   stores, transposed sources, row permutations; a row alone equals the same
  *   row inside any M; every path gives the same bits;
  * - gather: rows of the packed matrix equal the stored values;
+ * - row kernels (norm, activations, rotary): every path the same bits,
+ *   within stated bounds of double references (test_rows);
  * - attention: within 2e-5 (|err| <= 2e-5 * (1 + |ref|)) of a double
  *   precision reference, and bit-identical across a full prefill, chunked
  *   prefills, decode steps, batched or alone, threads, and ISA paths. */
@@ -439,6 +441,132 @@ static void test_exp(void)
         FAIL("pb_kexp edges: %g %g", pb_kexp(-100.0f), pb_kexp(0.0f));
 }
 
+/* ---- row kernels: norm, activations, rotary ---- */
+
+static double act_ref(pb_kact a, double x)
+{
+    switch (a) {
+    case PB_KACT_SILU:
+        return x / (1.0 + exp(-x));
+    case PB_KACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+    default:
+        return x > 0 ? x : 0.0;
+    }
+}
+
+/* Every path gives the first path's bits; the first is checked against
+ * double references: norm |y - r| <= 2e-6 (|w| |xhat| + |b|) + 1e-7,
+ * activations |y - r| <= 2e-6 (|r| + 1e-3 |x|) (+ 1e-30), rotary
+ * |y - r| <= 2 eps (|a| + |b|). */
+static void test_rows(void)
+{
+    static const int ns[] = {1, 7, 15, 16, 17, 33, 64, 100, 2051};
+    const int nmax = 2051;
+    float *x = malloc(nmax * 4), *w = malloc(nmax * 4), *b = malloc(nmax * 4), *u = malloc(nmax * 4);
+    float *y = malloc(nmax * 4), *first = malloc(nmax * 4);
+    for (size_t ci = 0; ci < sizeof ns / sizeof ns[0]; ci++) {
+        const int n = ns[ci];
+        for (int kind = 0; kind < 3; kind++) { /* rms, layernorm, layernorm without bias */
+            for (int i = 0; i < n; i++) {
+                x[i] = 3.0f * frand() + (kind ? 0.5f : 0.0f);
+                w[i] = 1.0f + 0.5f * frand();
+                b[i] = frand();
+            }
+            for (int pi = 0; pi < n_paths; pi++) {
+                pb_kops_override(paths[pi].ops);
+                pb_krow_norm(kind == 0, y, x, n, w, kind == 1 ? b : NULL, 1e-5f);
+                if (pi == 0)
+                    memcpy(first, y, (size_t)n * 4);
+                else if (memcmp(first, y, (size_t)n * 4))
+                    FAIL("norm kind %d n=%d: path %s differs from %s", kind, n, paths[pi].name, paths[0].name);
+            }
+            double mean = 0, ss = 0;
+            if (kind)
+                for (int i = 0; i < n; i++)
+                    mean += x[i];
+            mean /= n;
+            for (int i = 0; i < n; i++)
+                ss += (x[i] - mean) * (x[i] - mean);
+            const double inv = 1.0 / sqrt(ss / n + 1e-5);
+            for (int i = 0; i < n; i++) {
+                const double xh = (x[i] - mean) * inv, r = xh * w[i] + (kind == 1 ? b[i] : 0.0);
+                if (fabs(first[i] - r) > 2e-6 * (fabs(w[i] * xh) + (kind == 1 ? fabs(b[i]) : 0)) + 1e-7)
+                    FAIL("norm kind %d n=%d i=%d: %.9g vs %.9g", kind, n, i, first[i], r);
+            }
+            /* in place gives the same bits */
+            memcpy(y, x, (size_t)n * 4);
+            pb_krow_norm(kind == 0, y, y, n, w, kind == 1 ? b : NULL, 1e-5f);
+            if (memcmp(first, y, (size_t)n * 4))
+                FAIL("norm kind %d n=%d: in place differs", kind, n);
+        }
+        static const pb_kact acts[] = {PB_KACT_SILU, PB_KACT_GELU_TANH, PB_KACT_RELU};
+        for (size_t ai = 0; ai < 3; ai++)
+            for (int gated = 0; gated < 2; gated++) {
+                for (int i = 0; i < n; i++) {
+                    x[i] = 8.0f * frand();
+                    u[i] = frand();
+                }
+                /* the edges: zeros, large magnitudes, past the exp clamp */
+                static const float edge[] = {0.0f, -0.0f, 100.0f, -100.0f, 88.5f, -88.5f, 1e-20f, -1e-20f, 30.0f, -30.0f};
+                for (int i = 0; i < n && i < 10; i++)
+                    x[i] = edge[i];
+                for (int pi = 0; pi < n_paths; pi++) {
+                    pb_kops_override(paths[pi].ops);
+                    pb_krow_act(acts[ai], y, x, gated ? u : NULL, n);
+                    if (pi == 0)
+                        memcpy(first, y, (size_t)n * 4);
+                    else if (memcmp(first, y, (size_t)n * 4))
+                        FAIL("act %d n=%d: path %s differs from %s", (int)acts[ai], n, paths[pi].name, paths[0].name);
+                }
+                for (int i = 0; i < n; i++) {
+                    const double r = act_ref(acts[ai], x[i]) * (gated ? u[i] : 1.0);
+                    if (!(fabs(first[i] - r) <= 2e-6 * (fabs(r) + 1e-3 * fabs(x[i])) + 1e-30))
+                        FAIL("act %d x=%g: %.9g vs %.9g", (int)acts[ai], x[i], first[i], r);
+                }
+            }
+        if (n > 1) /* rotary: n = head dims rotated */
+            for (int il = 0; il < 2; il++) {
+                const int half = n / 2;
+                float cs[2 * 1026];
+                for (int i = 0; i < half; i++) {
+                    const double a = 0.37 * (i + 1) + 0.1 * frand();
+                    cs[2 * i] = (float)cos(a);
+                    cs[2 * i + 1] = (float)sin(a);
+                }
+                for (int i = 0; i < n; i++)
+                    x[i] = frand();
+                for (int pi = 0; pi < n_paths; pi++) {
+                    pb_kops_override(paths[pi].ops);
+                    memcpy(y, x, (size_t)n * 4);
+                    pb_krow_rope(y, half, il, cs);
+                    if (pi == 0)
+                        memcpy(first, y, (size_t)n * 4);
+                    else if (memcmp(first, y, (size_t)n * 4))
+                        FAIL("rope %s n=%d: path %s differs from %s", il ? "interleaved" : "half", n, paths[pi].name,
+                             paths[0].name);
+                }
+                for (int i = 0; i < half; i++) {
+                    const int ia = il ? 2 * i : i, ib = il ? 2 * i + 1 : i + half;
+                    const double c = cs[2 * i], sn = cs[2 * i + 1], a = x[ia], bb = x[ib];
+                    const double tol = 2 * 1.2e-7 * (fabs(a) + fabs(bb));
+                    if (fabs(first[ia] - (a * c - bb * sn)) > tol || fabs(first[ib] - (bb * c + a * sn)) > tol)
+                        FAIL("rope %s n=%d i=%d", il ? "interleaved" : "half", n, i);
+                }
+                for (int i = 2 * half; i < n; i++)
+                    if (!same_bits(first[i], x[i]))
+                        FAIL("rope n=%d: dim %d past the rotated ones changed", n, i);
+            }
+    }
+    pb_kops_override(NULL);
+    free(x);
+    free(w);
+    free(b);
+    free(u);
+    free(y);
+    free(first);
+}
+
 int main(void)
 {
     add_paths();
@@ -451,6 +579,7 @@ int main(void)
     if (pb_cpu_isa_set(PB_ISA_COUNT) == PB_OK)
         FAIL("pb_cpu_isa_set accepted a bad path");
     test_exp();
+    test_rows();
     test_matmul(k2);
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
     test_attention(k1, k2);

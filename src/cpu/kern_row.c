@@ -1,0 +1,32 @@
+/* Row kernels (norm, activation, rotary) through the active ISA path's
+ * primitives; the scalar parts (1 / sqrt) are shared, so every path gives
+ * the same bits. */
+#include "config.h"
+
+#include <math.h>
+
+#include "cpu/kern_impl.h"
+
+void pb_krow_norm(bool rms, float *y, const float *x, int n, const float *w, const float *b, float eps)
+{
+    const pb_kops *ops = pb_kops_active();
+    const float fn = (float)n;
+    float c = 0.0f, inv;
+    if (rms) {
+        inv = 1.0f / sqrtf(ops->sqdev(x, n, 0.0f) / fn + eps);
+    } else {
+        c = ops->sum(x, n) / fn;
+        inv = 1.0f / sqrtf(ops->sqdev(x, n, c) / fn + eps);
+    }
+    ops->scale(y, x, n, c, inv, w, b);
+}
+
+void pb_krow_act(pb_kact act, float *y, const float *x, const float *u, int n)
+{
+    pb_kops_active()->act(act, y, x, u, n);
+}
+
+void pb_krow_rope(float *v, int half, bool interleaved, const float *cs)
+{
+    pb_kops_active()->rope(v, half, interleaved, cs);
+}
