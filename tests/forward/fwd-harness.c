@@ -201,7 +201,7 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
             max_seq = plen[i] + flen[i] + 1;
     int max_tokens = 0;
     for (int i = 0; i < np; i++)
-        max_tokens += plen[i];
+        max_tokens += plen[i] + flen[i]; /* LongRoPE: a whole sequence may be fed again */
     pb_status st = chain_open(&c, model, n_stages, np, max_seq, max_tokens, threads);
     if (st != PB_OK) {
         chain_free(&c);
@@ -278,9 +278,13 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
             goto out;
         }
 
-    /* Free-running greedy: all prompts prefilled together, then decode steps together. */
+    /* Free-running greedy: all prompts prefilled together, then decode steps
+     * together. LongRoPE: as HF's Phi-3 generate(), a sequence growing past
+     * original_max_position_embeddings is fed again whole (its cache dropped),
+     * so that every position uses the long factors. */
     {
-        int32_t gen[MAX_PROMPTS][MAX_TOKS];
+        static int32_t gen[MAX_PROMPTS][MAX_TOKS];
+        const int lr_orig = c.cfg.rope_scaling == PB_ROPE_SCALE_LONGROPE ? c.cfg.rope_original_max_position : 0;
         int T = 0;
         for (int i = 0; i < np; i++) {
             slot[i] = i;
@@ -296,11 +300,20 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
                 rc = fail_status(st);
                 goto out;
             }
+            T = 0;
             for (int i = 0; i < np; i++) {
                 gen[i][k] = argmax(logits + (size_t)i * V, V);
                 pos[i] += nt[i];
                 nt[i] = 1;
-                ids[i] = gen[i][k];
+                if (lr_orig && pos[i] == lr_orig) {
+                    pos[i] = 0;
+                    nt[i] = plen[i] + k + 1;
+                    memcpy(ids + T, prompts[i], (size_t)plen[i] * sizeof(int32_t));
+                    memcpy(ids + T + plen[i], gen[i], (size_t)(k + 1) * sizeof(int32_t));
+                } else {
+                    ids[T] = gen[i][k];
+                }
+                T += nt[i];
             }
         }
         for (int i = 0; i < np; i++) {
