@@ -166,6 +166,8 @@ static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype
         return pb_error(PB_ERR_NOMEM, "out of memory");
     pb_status st = PB_OK;
     void *stacked = NULL;
+    const void *part_data[8];
+    int part_rows[8];
     pb_kmat_src src = {.data = s->parts[0].data, .dtype = s->parts[0].dtype, .transposed = s->parts[0].transposed,
                        .row_perm = s->row_perm};
     if (s->n_parts > 1 || src.dtype == PB_DT_F64) {
@@ -178,7 +180,19 @@ static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype
             adjacent = p->data == (const void *)next && p->dtype == src.dtype && !p->transposed;
             next += (size_t)p->rows * (size_t)s->n_in * pb_dtype_size(p->dtype);
         }
-        if (!adjacent) {
+        /* untransposed parts of one dtype (q, k, v): packed from where they are */
+        bool direct = src.dtype != PB_DT_F64 && s->n_parts <= 8;
+        for (int i = 0; i < s->n_parts && direct; i++)
+            direct = s->parts[i].dtype == src.dtype && !s->parts[i].transposed;
+        if (!adjacent && direct) {
+            for (int i = 0; i < s->n_parts; i++) {
+                part_data[i] = s->parts[i].data;
+                part_rows[i] = s->parts[i].rows;
+            }
+            src.n_parts = s->n_parts;
+            src.parts = part_data;
+            src.part_rows = part_rows;
+        } else if (!adjacent) {
             PB_CHECK_GOTO(stack_parts(s, &stacked, &src.dtype), st, fail);
             src.data = stacked;
             src.transposed = false;

@@ -205,8 +205,16 @@ static void pack_panel(const pack_job *j, int p)
     const size_t rs = src->transposed ? ss : K * ss;              /* bytes between source rows */
     const size_t ks = src->transposed ? (size_t)n_out * ss : ss;  /* bytes between k */
     const unsigned char *rowp[PB_KNR];
-    for (int c = 0; c < nv; c++)
-        rowp[c] = (const unsigned char *)src->data + (size_t)(src->row_perm ? src->row_perm[r0 + c] : r0 + c) * rs;
+    for (int c = 0; c < nv; c++) {
+        int r = src->row_perm ? src->row_perm[r0 + c] : r0 + c, q = 0;
+        if (src->n_parts > 1) {
+            while (r >= src->part_rows[q])
+                r -= src->part_rows[q++];
+            rowp[c] = (const unsigned char *)src->parts[q] + (size_t)r * rs;
+        } else {
+            rowp[c] = (const unsigned char *)src->data + (size_t)r * rs;
+        }
+    }
     unsigned char *dst = (unsigned char *)m->data + (size_t)p * m->pstride * store_size(m->dt);
     if (nv < PB_KNR || (m->dt == PB_DT_BF16 && (K & 1)))
         memset(dst, 0, m->pstride * store_size(m->dt));
@@ -324,8 +332,19 @@ static void pack_item(void *ctx, int item, int worker)
 pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out)
 {
     *out = NULL;
-    if (!src || !src->data)
+    if (!src || (src->n_parts > 1 ? !src->parts || !src->part_rows : !src->data))
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: no source data");
+    if (src->n_parts > 1) {
+        long rows = 0;
+        for (int i = 0; i < src->n_parts; i++) {
+            if (!src->parts[i] || src->part_rows[i] < 1)
+                return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: part %d is empty", i);
+            rows += src->part_rows[i];
+        }
+        if (rows != n_out || src->transposed)
+            return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: %d parts of %ld rows (transposed %d) for %d rows",
+                            src->n_parts, rows, (int)src->transposed, n_out);
+    }
     if (n_out <= 0 || n_in <= 0)
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: bad shape [%d, %d]", n_out, n_in);
     if (!is_float_dt(src->dtype))

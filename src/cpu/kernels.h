@@ -39,6 +39,12 @@ typedef struct pb_kmat_src {
     pb_dtype dtype;     /* PB_DT_F32, PB_DT_F16 or PB_DT_BF16 */
     bool transposed;    /* stored [n_in, n_out] (GPT-2 Conv1D) instead of [n_out, n_in] */
     const int *row_perm;/* NULL, or [n_out]: packed output row r is source row row_perm[r] */
+    /* n_parts > 1: the source rows are several untransposed tensors of dtype
+     * stacked (q | k | v), part i holding part_rows[i] rows at parts[i]
+     * (data unused): packed without a stacked copy */
+    int n_parts;
+    const void *const *parts;
+    const int *part_rows;
 } pb_kmat_src;
 
 /* Packs src into the kernels' layout, storing elements as store_dt (PB_DT_F32,

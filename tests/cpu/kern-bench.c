@@ -137,7 +137,7 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
         src = h;
     }
     pb_kmat *m[16];
-    pb_kmat_src ks = {src, s->dt, false, NULL};
+    pb_kmat_src ks = {.data = src, .dtype = s->dt};
     double t0 = now();
     for (int c = 0; c < copies; c++)
         if (pb_kmat_pack(&ks, s->n_out, s->n_in, s->dt, &m[c]) != PB_OK)

@@ -121,7 +121,7 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
         for (int k = 0; k < n_in; k++)
             sv[transposed ? (size_t)k * n_out + r : (size_t)r * n_in + k] = wv[(size_t)r * n_in + k];
     void *src = make_src(sdt, (size_t)n_out * n_in, sv);
-    pb_kmat_src s = {src, sdt, transposed, perm ? rp : NULL};
+    pb_kmat_src s = {.data = src, .dtype = sdt, .transposed = transposed, .row_perm = perm ? rp : NULL};
     pb_kmat *m = NULL;
     if (pb_kmat_pack(&s, n_out, n_in, tdt, &m) != PB_OK) {
         FAIL("pack [%d, %d] failed", n_out, n_in);
@@ -136,6 +136,28 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
         else if (memcmp(m->data, m2->data, (size_t)(pb_kmat_bytes(tdt, n_out, n_in) - sizeof(pb_kmat))))
             FAIL("threaded pack [%d, %d] %d->%d transposed %d differs", n_out, n_in, (int)sdt, (int)tdt, transposed);
         pb_kmat_free(m2);
+        /* the same rows from three separate parts (q | k | v), untransposed */
+        if (!transposed && n_out >= 3) {
+            const size_t es = sdt == PB_DT_F32 ? 4 : 2;
+            const int rows[3] = {n_out / 3, n_out / 3, n_out - 2 * (n_out / 3)};
+            void *pd[3];
+            size_t off = 0;
+            for (int i = 0; i < 3; i++) {
+                pd[i] = malloc((size_t)rows[i] * n_in * es);
+                memcpy(pd[i], (const char *)src + off, (size_t)rows[i] * n_in * es);
+                off += (size_t)rows[i] * n_in * es;
+            }
+            pb_kmat_src sp = {.dtype = sdt, .row_perm = s.row_perm, .n_parts = 3, .parts = (const void *const *)pd,
+                              .part_rows = rows};
+            m2 = NULL;
+            if (pb_kmat_pack_mt(kctx, &sp, n_out, n_in, tdt, &m2) != PB_OK)
+                FAIL("pack of 3 parts [%d, %d] failed", n_out, n_in);
+            else if (memcmp(m->data, m2->data, (size_t)(pb_kmat_bytes(tdt, n_out, n_in) - sizeof(pb_kmat))))
+                FAIL("pack of 3 parts [%d, %d] %d->%d differs", n_out, n_in, (int)sdt, (int)tdt);
+            pb_kmat_free(m2);
+            for (int i = 0; i < 3; i++)
+                free(pd[i]);
+        }
     }
     /* effective W of packed row r: stored value of source row rp[r] */
     float *we = malloc((size_t)n_out * n_in * sizeof(float));
@@ -233,12 +255,12 @@ static void test_matmul(pb_kctx *kctx)
     test_matmul_case(kctx, 37, 64, PB_DT_F16, PB_DT_F16, 0, 0, 1, Mbig, 5);
     /* bad input */
     float one = 1.0f;
-    pb_kmat_src s = {&one, PB_DT_I32, false, NULL};
+    pb_kmat_src s = {.data = &one, .dtype = PB_DT_I32};
     pb_kmat *m;
     if (pb_kmat_pack(&s, 1, 1, PB_DT_F32, &m) == PB_OK)
         FAIL("pack accepted an I32 source");
     int badperm = 5;
-    s = (pb_kmat_src){&one, PB_DT_F32, false, &badperm};
+    s = (pb_kmat_src){.data = &one, .dtype = PB_DT_F32, .row_perm = &badperm};
     if (pb_kmat_pack(&s, 1, 1, PB_DT_F32, &m) == PB_OK)
         FAIL("pack accepted a row_perm out of range");
     if (pb_kmat_bytes(PB_DT_BF16, 17, 3) < 32 * 4 * 2)
