@@ -12,8 +12,10 @@ generating the same number of tokens:
   PyTorch    eager, transformers 5.x `generate` with the KV cache, from the
              project's .venv.
 Models: the real SmolLM2-135M (bf16, contrib/pb-get-smollm2), a GPT-2-124M
-shape (f32 and f16) and a TinyLlama-1.1B shape (bf16), random weights from
-contrib/pb-make-checkpoint.
+shape (f32 and f16) and a TinyLlama-1.1B shape (bf16: hidden 2048, 22 layers,
+32 heads, 4 KV heads, FFN 5632, vocab 32000), made by HF transformers
+(from_config with its random init, save_pretrained in the dtype), and a small
+llama from contrib/pb-make-checkpoint for --quick.
 
 Measures (median of --runs, peers interleaved within each run):
   load_s       pippy: process wall minus generation wall (start, tokenizer,
@@ -52,17 +54,20 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 MODELS = {
     # name: (how, dtype, family args for pb-make-checkpoint, tokenizer)
     "smollm2-135m-bf16": ("smollm2", "bf16", None, None),
-    "gpt2-124m-f32": ("make", "f32", ["--family", "gpt2", "--layers", "12", "--hidden", "768", "--heads", "12",
-                                      "--vocab", "50257", "--max-pos", "1024", "--eos", "50256", "--bos", "50256",
-                                      "--set", "n_ctx=1024"],
+    # the public shapes, made by HF transformers (from_config + save_pretrained,
+    # its own random init): config class, keyword arguments
+    "gpt2-124m-f32": ("hf", "f32", ("GPT2Config", dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257,
+                                                       n_positions=1024, bos_token_id=50256, eos_token_id=50256)),
                       "gpt2"),
-    "gpt2-124m-f16": ("make", "f16", ["--family", "gpt2", "--layers", "12", "--hidden", "768", "--heads", "12",
-                                      "--vocab", "50257", "--max-pos", "1024", "--eos", "50256", "--bos", "50256",
-                                      "--set", "n_ctx=1024"],
+    "gpt2-124m-f16": ("hf", "f16", ("GPT2Config", dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257,
+                                                       n_positions=1024, bos_token_id=50256, eos_token_id=50256)),
                       "gpt2"),
-    "tinyllama-1.1b-bf16": ("make", "bf16", ["--family", "llama", "--layers", "22", "--hidden", "2048",
-                                             "--heads", "32", "--kv-heads", "4", "--intermediate", "5632",
-                                             "--vocab", "32000", "--max-pos", "2048", "--eos", "2", "--bos", "1"],
+    "tinyllama-1.1b-bf16": ("hf", "bf16", ("LlamaConfig", dict(num_hidden_layers=22, hidden_size=2048,
+                                                               num_attention_heads=32, num_key_value_heads=4,
+                                                               intermediate_size=5632, vocab_size=32000,
+                                                               max_position_embeddings=2048, rms_norm_eps=1e-5,
+                                                               bos_token_id=1, eos_token_id=2,
+                                                               tie_word_embeddings=False)),
                             "llama2"),
     # small enough for a smoke check on a busy machine (--quick)
     "llama-20m-bf16": ("make", "bf16", ["--family", "llama", "--layers", "4", "--hidden", "256", "--heads", "8",
@@ -345,6 +350,20 @@ def model_facts(d):
             "shapes": shapes + [(V, H)]}
 
 
+def make_hf(d, dtype, spec, tokenizer_json):
+    """A random-weight checkpoint of a public shape, as HF makes and saves it."""
+    import torch
+    import transformers
+    cls, kw = spec
+    tdt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    torch.manual_seed(0)
+    cfg = getattr(transformers, cls)(**kw)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, torch_dtype=tdt)
+    model.generation_config.do_sample = False
+    model.save_pretrained(d)
+    shutil.copy(tokenizer_json, os.path.join(d, "tokenizer.json"))
+
+
 def prepare_model(name, a, py, converter):
     how, dtype, fam, tok = MODELS[name]
     cache = a.cache
@@ -360,7 +379,6 @@ def prepare_model(name, a, py, converter):
     else:
         d = os.path.join(cache, name)
         if not os.path.exists(os.path.join(d, "config.json")):
-            log(f"making {name} with contrib/pb-make-checkpoint")
             tj = os.path.join(cache, tok + ".tokenizer.json")
             if not os.path.exists(tj):
                 with open(tj, "wb") as f:
@@ -368,8 +386,13 @@ def prepare_model(name, a, py, converter):
                                                               tok + ".json.zst")], check=True, stdout=f)
             tmpd = d + ".tmp"
             shutil.rmtree(tmpd, ignore_errors=True)
-            subprocess.run([py, os.path.join(SRC, "contrib", "pb-make-checkpoint"), "--out", tmpd,
-                            "--dtype", dtype, "--tokenizer", tj] + fam, check=True, stdout=subprocess.DEVNULL)
+            if how == "hf":
+                log(f"making {name} with transformers (from_config + save_pretrained)")
+                make_hf(tmpd, dtype, fam, tj)
+            else:
+                log(f"making {name} with contrib/pb-make-checkpoint")
+                subprocess.run([py, os.path.join(SRC, "contrib", "pb-make-checkpoint"), "--out", tmpd,
+                                "--dtype", dtype, "--tokenizer", tj] + fam, check=True, stdout=subprocess.DEVNULL)
             os.rename(tmpd, d)
     gguf = None
     if converter:

@@ -6,10 +6,13 @@
  * With 1 thread, times are the thread's CPU time; run with
  * OPENBLAS_NUM_THREADS=1 then so that sgemm runs in the calling thread too.
  * Weights rotate over copies totalling >= 96 MB so that decode reads come
- * from memory, not the last-level cache. Prints one line per measurement. */
+ * from memory, not the last-level cache. Prints one line per measurement.
+ * "rows": the norm/rotary/SwiGLU row kernels of one decoder layer beside the
+ * scalar loops they replaced (interleaved, best of 3, on the calling thread). */
 #include "config.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,6 +251,103 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
     free(kc), free(vc), free(tok), free(pos), free(nt), free(q), free(kk), free(vv), free(o);
 }
 
+/* ---- row kernels: the non-matmul work of one TinyLlama-1.1B layer ---- */
+
+/* the loops the CPU backend had before the row kernels (scalar, RMSNorm
+ * summed in double, libm expf; add and norm in two passes) */
+static void rows_scalar(float *x, const float *a, float *h, const float *w, float *qk, const float *cs, const float *gu,
+                        float *mid, int M, int H, int NI, int nhk, int hd)
+{
+    for (int r = 0; r < M; r++) {
+        float *xr = x + (size_t)r * H, *hr = h + (size_t)r * H;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass)
+                for (int i = 0; i < H; i++)
+                    xr[i] += a[(size_t)r * H + i];
+            double ss = 0;
+            for (int i = 0; i < H; i++)
+                ss += (double)xr[i] * xr[i];
+            const float inv = (float)(1.0 / sqrt(ss / H + 1e-5));
+            for (int i = 0; i < H; i++)
+                hr[i] = w[i] * (xr[i] * inv);
+        }
+        for (int hh = 0; hh < nhk; hh++) {
+            float *v = qk + (size_t)r * nhk * hd + (size_t)hh * hd;
+            for (int i = 0; i < hd / 2; i++) {
+                const float c = cs[2 * i], s = cs[2 * i + 1], p = v[i], q = v[i + hd / 2];
+                v[i] = p * c - q * s;
+                v[i + hd / 2] = q * c + p * s;
+            }
+        }
+        const float *g = gu + (size_t)r * 2 * NI, *u = g + NI;
+        for (int i = 0; i < NI; i++)
+            mid[(size_t)r * NI + i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+static void rows_kernels(float *x, const float *a, float *h, const float *w, float *qk, const float *cs,
+                         const float *gu, float *mid, int M, int H, int NI, int nhk, int hd)
+{
+    for (int r = 0; r < M; r++) {
+        float *xr = x + (size_t)r * H, *hr = h + (size_t)r * H;
+        pb_krow_norm(true, hr, xr, H, w, NULL, 1e-5f);
+        for (int i = 0; i < H; i++) /* as the backend's add_norm: the add on the row in cache */
+            xr[i] += a[(size_t)r * H + i];
+        pb_krow_norm(true, hr, xr, H, w, NULL, 1e-5f);
+        for (int hh = 0; hh < nhk; hh++)
+            pb_krow_rope(qk + (size_t)r * nhk * hd + (size_t)hh * hd, hd / 2, false, cs);
+        pb_krow_act(PB_KACT_SILU, mid + (size_t)r * NI, gu + (size_t)r * 2 * NI, gu + (size_t)r * 2 * NI + NI, NI);
+    }
+}
+
+static void bench_rows(int M, double secs)
+{
+    const int H = 2048, NI = 5632, nhk = 36, hd = 64;
+    unsigned seed = 7;
+    float *x = malloc((size_t)M * H * 4), *a = malloc((size_t)M * H * 4), *h = malloc((size_t)M * H * 4);
+    float *w = malloc((size_t)H * 4), *qk = malloc((size_t)M * nhk * hd * 4), *cs = malloc((size_t)hd * 4);
+    float *gu = malloc((size_t)M * 2 * NI * 4), *mid = malloc((size_t)M * NI * 4);
+    for (size_t i = 0; i < (size_t)M * H; i++) {
+        x[i] = frand(&seed);
+        a[i] = 1e-3f * frand(&seed);
+    }
+    for (int i = 0; i < H; i++)
+        w[i] = 1.0f + 0.1f * frand(&seed);
+    for (size_t i = 0; i < (size_t)M * nhk * hd; i++)
+        qk[i] = frand(&seed);
+    for (int i = 0; i < hd / 2; i++) {
+        cs[2 * i] = cosf(0.1f * (float)i);
+        cs[2 * i + 1] = sinf(0.1f * (float)i);
+    }
+    for (size_t i = 0; i < (size_t)M * 2 * NI; i++)
+        gu[i] = 4.0f * frand(&seed);
+    double best[2] = {1e30, 1e30};
+    for (int round = 0; round < 3; round++) /* interleaved: scalar, kernels, scalar, ... */
+        for (int kind = 0; kind < 2; kind++) {
+            int reps = 0;
+            const double t0 = now();
+            double t;
+            do {
+                (kind ? rows_kernels : rows_scalar)(x, a, h, w, qk, cs, gu, mid, M, H, NI, nhk, hd);
+                reps++;
+                t = now() - t0;
+            } while (t < secs / 3);
+            if (t / reps < best[kind])
+                best[kind] = t / reps;
+        }
+    printf("row kernels, TinyLlama layer (2 RMSNorm 2048, rope 36x64, SwiGLU 5632), M=%-3d: "
+           "scalar (before) %8.1f us, row kernels %8.1f us (%.1fx); x 22 layers: %.2f -> %.2f ms\n",
+           M, best[0] * 1e6, best[1] * 1e6, best[0] / best[1], 22 * best[0] * 1e3, 22 * best[1] * 1e3);
+    free(x);
+    free(a);
+    free(h);
+    free(w);
+    free(qk);
+    free(cs);
+    free(gu);
+    free(mid);
+}
+
 int main(int argc, char **argv)
 {
     const int threads = argc > 1 ? atoi(argv[1]) : 2;
@@ -275,6 +375,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (!only || strstr(shapes[i].name, only))
             bench_shape(k, &shapes[i], threads, secs, bw);
+    if (!only || strstr("rows", only)) /* one thread: the kernels of a row, not the pool */
+        for (int i = 0; i < 3; i++)
+            bench_rows((const int[]){1, 32, 512}[i], secs);
     if (only && !strstr("attention", only))
         goto done;
     /* TinyLlama-1.1B attention shape: 32 heads over 4 KV heads of 64 */
