@@ -94,7 +94,8 @@ static arena_layout layout_for(const pb_model_config *cfg, bool has_embed, bool 
     arena_layout a;
     const size_t H = (size_t)cfg->hidden_size, E = (size_t)embed_dim(cfg);
     const size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
-    const size_t I = (size_t)cfg->intermediate_size, t = (size_t)(T > 0 ? T : 1);
+    /* the dense MLP's rows: none when every layer has experts (their own arena part) */
+    const size_t I = pb_model_all_moe(cfg) ? 0 : (size_t)cfg->intermediate_size, t = (size_t)(T > 0 ? T : 1);
     const size_t rot = cfg->pos == PB_POS_ROTARY ? (size_t)cfg->rotary_dim : 0;
     size_t o = 0;
 #define TAKE(field, n) do { a.field = o; o += ((n) + 15) & ~(size_t)15; } while (0)

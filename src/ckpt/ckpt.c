@@ -395,8 +395,15 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
         raw_entry key = {.canon = e->name};
         raw_entry *r = bsearch(&key, raw, (size_t)n_raw, sizeof *raw, cmp_raw_canon);
         if (!r) {
-            st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is missing (a %s model with this config.json needs it)",
-                          ck->source, e->name, cfg->model_type);
+            /* transformers 5.x's in-memory experts (one [n_experts, ...] tensor) are not read:
+             * save_pretrained converts them to the per-expert tensors hub checkpoints have */
+            bool fused = false;
+            for (int k = 0; k < n_raw && cfg->n_experts > 0; k++)
+                fused = fused || strstr(raw[k].canon, "experts.gate_up_proj") != NULL;
+            st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is missing (a %s model with this config.json needs it)%s",
+                          ck->source, e->name, cfg->model_type,
+                          fused ? "; fused 3-D expert tensors (experts.gate_up_proj / down_proj) are not supported: "
+                                  "save the model with save_pretrained, which writes one tensor per expert" : "");
             free(used);
             goto fail;
         }

@@ -459,6 +459,14 @@ const pb_moe_names *pb_moe_names_of(const pb_family *f)
     return f && f->moe.router ? &f->moe : NULL;
 }
 
+bool pb_model_all_moe(const pb_model_config *cfg)
+{
+    for (int l = 0; l < cfg->n_layers; l++)
+        if (!pb_model_layer_moe(cfg, l))
+            return false;
+    return cfg->n_layers > 0;
+}
+
 bool pb_model_layer_moe(const pb_model_config *cfg, int layer)
 {
     if (cfg->n_experts <= 0 || layer < 0 || layer >= PB_MAX_MOE_LAYERS)

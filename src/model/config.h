@@ -112,6 +112,8 @@ void pb_model_config_free(pb_model_config *cfg);  /* frees layer_local; NULL-saf
 const pb_moe_names *pb_moe_names_of(const pb_family *f);
 /* Whether decoder layer `layer` has a mixture-of-experts MLP (else dense). */
 bool pb_model_layer_moe(const pb_model_config *cfg, int layer);
+/* Whether every decoder layer has experts (no dense MLP anywhere). */
+bool pb_model_all_moe(const pb_model_config *cfg);
 /* Number of parameter bytes of one decoder layer, embeddings, head: from the checkpoint, see plan.h. */
 
 #endif

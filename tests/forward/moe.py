@@ -10,7 +10,9 @@ For each MOE_SPECS model of make_goldens.py:
   - batch invariance: a sequence alone and inside a batch of 16 gives
     bit-identical logits (fwd-harness invariance), 1 and 2 threads;
   - `pippy-batch plan` counts every expert: its total parameter bytes equal
-    the checkpoint's tensor bytes, and the stages' weight memory covers them.
+    the checkpoint's tensor bytes, and the stages' weight memory covers them;
+  - configs and checkpoints the experts code cannot run are refused, naming
+    the field (top-k above the expert count) or the layout (fused 3-D experts).
 """
 import json
 import os
@@ -116,6 +118,18 @@ def main():
         r = subprocess.run([pb, "plan", "--model", bad], capture_output=True, text=True)
         good = r.returncode != 0 and "num_experts_per_tok" in r.stderr
         print(f"top-k above the expert count: rc {r.returncode}: {r.stderr.strip()}" + ("" if good else " FAIL"))
+        ok &= good
+        # transformers 5.x's in-memory layout (experts fused into 3-D tensors) is refused, saying so
+        from safetensors.torch import save_file
+        from transformers import AutoModelForCausalLM
+        fused = os.path.join(tmp, "mixtral-fused")
+        os.makedirs(fused, exist_ok=True)
+        m = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(fused, "model.safetensors"))
+        json.dump(json.load(open(os.path.join(src, "config.json"))), open(os.path.join(fused, "config.json"), "w"))
+        r = subprocess.run([pb, "plan", "--model", fused], capture_output=True, text=True)
+        good = r.returncode != 0 and "fused 3-D expert tensors" in r.stderr
+        print(f"fused experts: rc {r.returncode}: {r.stderr.strip()}" + ("" if good else " FAIL"))
         ok &= good
     sys.exit(0 if ok else 1)
 
