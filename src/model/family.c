@@ -108,6 +108,26 @@ static pb_status parse_mixtral(const pb_jctx *c, pb_model_config *cfg)
     return parse_mistral(c, cfg);
 }
 
+/* Qwen3MoeConfig 5.x: sliding_window only with use_sliding_window, and then
+ * on every layer (max_window_layers is not read); experts with
+ * moe_intermediate_size, norm_topk_prob, decoder_sparse_step, mlp_only_layers. */
+static pb_status parse_qwen3_moe(const pb_jctx *c, pb_model_config *cfg)
+{
+    bool use_sw;
+    int sw;
+    PB_CHECK(pb_jbool(c, KEYS("attention_bias"), false, &cfg->qkv_bias, NULL));
+    cfg->out_bias = cfg->qkv_bias;
+    PB_CHECK(pb_jbool(c, KEYS("use_sliding_window"), false, &use_sw, NULL));
+    PB_CHECK(pb_jint(c, KEYS("sliding_window"), 4096, 1, 1 << 30, &sw, NULL));
+    const cJSON *swj = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
+    if (swj && cJSON_IsNull(swj))
+        use_sw = false;
+    cfg->sliding_window = use_sw ? sw : 0;
+    for (int i = 0; i < cfg->n_layers; i++)
+        cfg->layer_local[i] = use_sw;
+    return pb_cfg_moe(c, cfg, true);
+}
+
 static pb_status parse_qwen2(const pb_jctx *c, pb_model_config *cfg)
 {
     bool use_sw;
@@ -283,6 +303,19 @@ static const pb_family families[] = {
      .down = "mlp.down_proj", LLAMA_KEYS, .d_vocab = 32064, .d_hidden = 3072, .d_inter = 8192, .d_max_pos = 4096,
      .d_eps = 1e-5, .d_bos = 1, .d_eos = 32000, .d_pad = 32000, .d_orig_max_pos = 4096,
      .rope_su_yarn_longrope = true, .parse = parse_phi3},
+
+    /* Qwen3-MoE: Qwen3 attention (q_norm/k_norm), dense mlp.* layers where
+     * decoder_sparse_step / mlp_only_layers say, experts mlp.experts.N.* */
+    {.model_type = {"qwen3_moe"}, LLAMA_NAMES, .q_norm = "self_attn.q_norm", .k_norm = "self_attn.k_norm",
+     .k_layers = PB_FKEYS("num_hidden_layers"), .d_layers = 24, .k_vocab = PB_FKEYS("vocab_size"), .d_vocab = 151936,
+     .k_hidden = PB_FKEYS("hidden_size"), .d_hidden = 2048, .k_heads = PB_FKEYS("num_attention_heads"), .d_heads = 32,
+     .k_kv_heads = PB_FKEYS("num_key_value_heads"), .d_kv_heads = 4, .k_head_dim = PB_FKEYS("head_dim"),
+     .k_inter = PB_FKEYS("intermediate_size"), .d_inter = 6144, .k_max_pos = PB_FKEYS("max_position_embeddings"),
+     .d_max_pos = 32768, .k_act = PB_FKEYS("hidden_act"), .d_act = "silu", .k_eps = PB_FKEYS("rms_norm_eps"),
+     .d_eps = 1e-6, .k_theta = PB_FKEYS("rope_theta"), .k_tie = PB_FKEYS("tie_word_embeddings"), .d_tie = false,
+     .d_bos = -1, .d_eos = -1, .d_pad = -1, .norm = PB_NORM_RMSNORM, .pos = PB_POS_ROTARY,
+     .rope_style = PB_ROPE_HALF, .gated_mlp = true, .attn_scale = true,
+     .moe = {"mlp.gate", "mlp.experts", "gate_proj", "up_proj", "down_proj"}, .parse = parse_qwen3_moe},
 };
 
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))

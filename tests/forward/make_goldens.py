@@ -131,6 +131,18 @@ MOE_SPECS = {
                                   intermediate_size=40, vocab_size=150, max_position_embeddings=64, sliding_window=5,
                                   num_local_experts=12, num_experts_per_tok=3, tie_word_embeddings=True),
                   dict(dtype="bfloat16", prompt_lens=(5, 17, 11))),
+    # explicit head_dim != hidden / heads; layers 0 and 2 dense (decoder_sparse_step 2); no top-k renormalisation
+    "qwen3-moe-a": ("qwen3_moe", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                      num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=24,
+                                      vocab_size=128, max_position_embeddings=64, num_experts=16,
+                                      num_experts_per_tok=4, norm_topk_prob=False, decoder_sparse_step=2), dict()),
+    # renormalised top-k, mlp_only_layers, a window on every layer, tied embeddings, bf16
+    "qwen3-moe-b": ("qwen3_moe", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=1, num_hidden_layers=3,
+                                      intermediate_size=48, moe_intermediate_size=20, vocab_size=150,
+                                      max_position_embeddings=64, num_experts=12, num_experts_per_tok=2,
+                                      norm_topk_prob=True, mlp_only_layers=[1], use_sliding_window=True,
+                                      sliding_window=5, tie_word_embeddings=True),
+                    dict(dtype="bfloat16", prompt_lens=(5, 17, 11))),
 }
 
 # Qwen3 and Phi-3 (tests/forward/qwen3.py, tests/forward/phi3.py): sharded
