@@ -98,8 +98,9 @@ def main():
             params = sum(s["param_bytes"] for s in p["stages"])
             wmem = sum(s["memory"]["weights"] for s in p["stages"])
             # a tied embedding is held (and counted) by the first and the last stage
-            good = p["total_param_bytes"] == want and want <= params and want <= wmem <= params * 1.1 + 4096 * len(
-                p["stages"])
+            # (the backend pads each weight a little: 64-byte aligned vectors, packed panels)
+            nt = sum(s["n_tensors"] for s in p["stages"])
+            good = p["total_param_bytes"] == want and want <= params and want <= wmem <= params * 1.25 + 128 * nt
             print(f"{name} plan --ranks {ranks}: param bytes {params} (checkpoint {want}), weight memory {wmem}"
                   + ("" if good else " FAIL"))
             ok &= good
