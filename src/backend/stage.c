@@ -621,7 +621,8 @@ static pb_status longrope_angles(pb_stage *s, const pb_seq_batch *b, int T)
     const int nf = s->rot / 2;
     const float af = cfg->rope_attn_factor;
     for (int i = 0; i < b->n_seqs; i++) {
-        const bool lng = (long)b->pos[i] + b->n_tokens[i] > cfg->rope_original_max_position;
+        const bool lng = (long)b->pos[i] + b->n_tokens[i] > cfg->rope_original_max_position ||
+                         (b->rope_long && b->rope_long[i]);
         const float *inv = lng ? s->inv_freq_long : s->inv_freq;
         for (int t = s->tok_start[i]; t < s->tok_start[i] + b->n_tokens[i]; t++)
             for (int f = 0; f < nf; f++) {

@@ -51,6 +51,9 @@ typedef struct pb_seq_batch {
     const int *slot;
     const int *pos;
     const int *n_tokens;
+    /* LongRoPE: rope_long[i] (NULL: all false) gives sequence i the long factors even in a chunk
+     * that ends before original_max_position_embeddings (a long sequence prefilled in chunks) */
+    const bool *rope_long;
 } pb_seq_batch;
 
 /* Has the backend store what it needs from w: w may be freed afterwards (its

@@ -457,7 +457,9 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 
     pb_engine_opts eo = {.batch_size = batch, .chunks = chunks, .context = context,
                          .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos,
-                         .grace_seconds = opts->grace_seconds};
+                         .grace_seconds = opts->grace_seconds,
+                         .rope_long_after = cfg.rope_scaling == PB_ROPE_SCALE_LONGROPE ?
+                                            cfg.rope_original_max_position : 0};
     st = pb_runner_run(run, &eo, pipe, tok);
     const pb_run_stats *stats = pb_runner_stats(run);
     if (st == PB_ERR_INTERRUPTED && opts->verbosity >= 1)

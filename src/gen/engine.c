@@ -14,8 +14,10 @@ typedef struct seq_state {
     bool active;
     pb_record rec;
     uint64_t out_no;       /* output ordinal */
-    int32_t *prompt;
+    int32_t *prompt;       /* the prompt; with LongRoPE also the generated tokens after it */
     int n_prompt;
+    int n_feed;            /* tokens to prefill: n_prompt, or all so far when LongRoPE feeds again */
+    bool rope_long;        /* LongRoPE: past original_max_position_embeddings */
     int cached;            /* tokens in the KV cache */
     int generated;
     int32_t last;          /* last sampled token, fed at the next decode */
@@ -98,11 +100,24 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             PB_CHECK(st);
             continue;
         }
+        if (d->o->rope_long_after > 0 && n > 0) {
+            /* room for the completion: the sequence may be fed again whole */
+            size_t cap = n > (size_t)d->o->context ? n : (size_t)d->o->context;
+            int32_t *grown = realloc(ids, cap * sizeof *ids);
+            if (!grown) {
+                free(ids);
+                pb_record_clear(&rec);
+                return pb_error(PB_ERR_NOMEM, "out of memory for a prompt of %zu tokens", n);
+            }
+            ids = grown;
+        }
         memset(s, 0, sizeof *s);
         s->rec = rec;
         s->out_no = out_no;
         s->prompt = ids;
         s->n_prompt = (int)n;
+        s->n_feed = (int)n;
+        s->rope_long = d->o->rope_long_after > 0 && s->n_prompt > d->o->rope_long_after;
         if (rec.gs.max_tokens == 0) {
             pb_result res = {.text = "", .len = 0, .finish = "length", .prompt_tokens = s->n_prompt};
             st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
@@ -135,6 +150,8 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     /* min_tokens: as HF's min_new_tokens, EOS is masked until then */
     if ((flags & PB_SEQ_SAMPLE) && s->generated < s->rec.gs.min_tokens)
         flags |= PB_SEQ_NO_EOS;
+    if (s->rope_long)
+        flags |= PB_SEQ_ROPE_LONG;
     q.flags = flags;
     q.sample = s->rec.gs.sample;
     q.key.seed = s->rec.gs.seed;
@@ -154,8 +171,15 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
     int C = d->o->chunks, budget = d->max_batch_tokens;
     for (int slot = c; slot < d->n_slots; slot += C) {
         seq_state *s = &d->slots[slot];
-        if (!s->active || s->cached < s->n_prompt)
+        if (!s->active || s->cached < s->n_feed)
             continue;
+        if (d->o->rope_long_after > 0 && !s->rope_long && s->cached == d->o->rope_long_after) {
+            /* as Phi-3's generate(): the cache is dropped, all is fed again (below) */
+            s->rope_long = true;
+            s->n_feed = s->n_prompt + s->generated;
+            s->cached = 0;
+            continue;
+        }
         pb_mb_seq q = seq_desc(s, slot, s->cached, 1, PB_SEQ_SAMPLE);
         PB_CHECK(pb_mb_add(mb, &q, &s->last));
         budget--;
@@ -168,13 +192,13 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
             if (!got)
                 continue;
         }
-        if (s->cached >= s->n_prompt)
+        if (s->cached >= s->n_feed)
             continue;
-        int n = s->n_prompt - s->cached;
+        int n = s->n_feed - s->cached;
         if (n > budget)
             n = budget;
         uint32_t flags = (s->cached == 0 ? PB_SEQ_NEW : 0) |
-                         (s->cached + n == s->n_prompt ? PB_SEQ_SAMPLE : 0);
+                         (s->cached + n == s->n_feed ? PB_SEQ_SAMPLE : 0);
         pb_mb_seq q = seq_desc(s, slot, s->cached, n, flags);
         PB_CHECK(pb_mb_add(mb, &q, s->prompt + s->cached));
         budget -= n;
@@ -234,6 +258,8 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
     }
     s->generated++;
     s->last = t;
+    if (d->o->rope_long_after > 0 && s->n_prompt + s->generated <= d->o->context)
+        s->prompt[s->n_prompt + s->generated - 1] = t; /* kept to be fed again */
     if (!s->rec.gs.ignore_eos && is_eos(d, t))
         return finish(d, s, "stop", false, 0);
     const char *nt;

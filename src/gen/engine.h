@@ -26,6 +26,11 @@ typedef struct pb_engine_opts {
     const int *eos_ids;
     int n_eos;
     double grace_seconds;  /* after a stop signal, time to finish records in flight */
+    /* LongRoPE (Phi-3): original_max_position_embeddings, else 0. As HF's
+     * Phi-3 generate(), a sequence growing past it is fed again whole (its
+     * cache recomputed with the long factors), and a sequence longer than it
+     * uses the long factors in every prefill chunk. */
+    int rope_long_after;
 } pb_engine_opts;
 
 typedef struct pb_engine_io {

@@ -36,7 +36,9 @@
 #define PB_SEQ_NEW    0x1u /* first chunk of a new sequence (pos 0): reset the slot's history */
 #define PB_SEQ_SAMPLE 0x2u /* sample a token after this chunk (clear for a non-final prefill chunk) */
 #define PB_SEQ_NO_EOS 0x4u /* the sampled token may not be an EOS id (min_tokens not reached) */
-#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS)
+#define PB_SEQ_ROPE_LONG 0x8u /* LongRoPE: the sequence is past original_max_position_embeddings: long factors
+                                 for every chunk (pb_seq_batch.rope_long) */
+#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG)
 
 typedef struct pb_mb_seq {
     int32_t slot;      /* KV-cache slot in [0, n_slots) */

@@ -17,6 +17,7 @@ typedef struct local_pipe {
     pb_mb_result *results; /* ring of depth results */
     int head, count;
     int *slot, *pos, *ntok; /* [n_slots] batch description for the stage */
+    bool *rope_long;        /* [n_slots] */
     float *logits;          /* [n_slots, vocab] */
     double busy, t_first, t_last; /* compute time; first submit to last result */
 } local_pipe;
@@ -33,8 +34,10 @@ static pb_status local_submit(void *self, const pb_microbatch *mb)
         lp->slot[i] = mb->seqs[i].slot;
         lp->pos[i] = mb->seqs[i].pos;
         lp->ntok[i] = mb->seqs[i].n_tokens;
+        lp->rope_long[i] = (mb->seqs[i].flags & PB_SEQ_ROPE_LONG) != 0;
     }
-    pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = lp->slot, .pos = lp->pos, .n_tokens = lp->ntok};
+    pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = lp->slot, .pos = lp->pos, .n_tokens = lp->ntok,
+                      .rope_long = lp->rope_long};
     PB_CHECK(pb_stage_forward(lp->stage, &b, mb->tokens, lp->logits, false));
     pb_mb_result *r = &lp->results[(lp->head + lp->count) % lp->depth];
     PB_CHECK(pb_slot_sampler_run(lp->sampler, mb, lp->logits, r));
@@ -81,6 +84,7 @@ static void local_destroy(void *self)
     free(lp->slot);
     free(lp->pos);
     free(lp->ntok);
+    free(lp->rope_long);
     free(lp->logits);
     free(lp);
 }
@@ -121,6 +125,7 @@ pb_status pb_pipe_local_create(pb_stage *stage, const pb_mb_limits *lim, int dep
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->slot), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->pos), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->ntok), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(bool), &lp->rope_long), st, fail);
     PB_CHECK_GOTO(pb_calloc(n_logits, sizeof(float), &lp->logits), st, fail);
     return pb_pipe_create(&local_ops, lp, depth, lim, out);
 fail:

@@ -168,6 +168,7 @@ static pb_status stats_append(pb_transport *t, const pb_msg *m, const pb_stage_m
 typedef struct stage_io {
     pb_microbatch mb;
     int *slot, *pos, *ntok; /* [n_slots] */
+    bool *rope_long;        /* [n_slots] */
     float *out;             /* [max(max_batch_tokens * hidden, n_slots * vocab)] */
     size_t out_floats;
 } stage_io;
@@ -178,6 +179,7 @@ static void stage_io_free(stage_io *io)
     free(io->slot);
     free(io->pos);
     free(io->ntok);
+    free(io->rope_long);
     free(io->out);
 }
 
@@ -198,6 +200,7 @@ static pb_status stage_io_init(stage_io *io, const pb_pipeline_cfg *cfg)
     PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->slot), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->pos), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->ntok), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(bool), &io->rope_long), st, fail);
     PB_CHECK_GOTO(pb_calloc(io->out_floats, sizeof(float), &io->out), st, fail);
     return PB_OK;
 fail:
@@ -213,8 +216,10 @@ static pb_status stage_run(stage_io *io, pb_stage *stage, const void *in)
         io->slot[i] = mb->seqs[i].slot;
         io->pos[i] = mb->seqs[i].pos;
         io->ntok[i] = mb->seqs[i].n_tokens;
+        io->rope_long[i] = (mb->seqs[i].flags & PB_SEQ_ROPE_LONG) != 0;
     }
-    pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = io->slot, .pos = io->pos, .n_tokens = io->ntok};
+    pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = io->slot, .pos = io->pos, .n_tokens = io->ntok,
+                      .rope_long = io->rope_long};
     return pb_stage_forward(stage, &b, in, io->out, false);
 }
 

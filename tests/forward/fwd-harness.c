@@ -221,6 +221,10 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
     }
     /* Sequence i uses slot (i + 2) % np; sequence 1 prefills in two chunks and lags one step. */
     int slot[MAX_PROMPTS], pos[MAX_PROMPTS], nt[MAX_PROMPTS], which[MAX_PROMPTS];
+    /* LongRoPE: a prompt longer than original_max_position_embeddings uses the
+     * long factors in every chunk, as the engine marks it (PB_SEQ_ROPE_LONG) */
+    const int lr_orig = c.cfg.rope_scaling == PB_ROPE_SCALE_LONGROPE ? c.cfg.rope_original_max_position : 0;
+    bool rl[MAX_PROMPTS] = {false};
     int done_pre[MAX_PROMPTS] = {0}, done_dec[MAX_PROMPTS] = {0};
     int32_t ids[MAX_PROMPTS * MAX_TOKS];
     int rc = 0;
@@ -245,6 +249,7 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
                 continue;
             }
             which[ns] = i;
+            rl[ns] = lr_orig && plen[i] > lr_orig;
             slot[ns] = (i + 2) % np;
             pos[ns] = p;
             nt[ns] = n;
@@ -254,7 +259,7 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
         }
         if (ns == 0)
             break;
-        pb_seq_batch b = {ns, slot, pos, nt};
+        pb_seq_batch b = {ns, slot, pos, nt, rl};
         st = chain_forward(&c, &b, ids, logits, true);
         if (st != PB_OK) {
             rc = fail_status(st);
@@ -284,7 +289,6 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
      * so that every position uses the long factors. */
     {
         static int32_t gen[MAX_PROMPTS][MAX_TOKS];
-        const int lr_orig = c.cfg.rope_scaling == PB_ROPE_SCALE_LONGROPE ? c.cfg.rope_original_max_position : 0;
         int T = 0;
         for (int i = 0; i < np; i++) {
             slot[i] = i;
@@ -293,7 +297,7 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
             memcpy(ids + T, prompts[i], (size_t)plen[i] * sizeof(int32_t));
             T += plen[i];
         }
-        pb_seq_batch b = {np, slot, pos, nt};
+        pb_seq_batch b = {np, slot, pos, nt, NULL};
         for (int k = 0; k < flen[0]; k++) {
             st = chain_forward(&c, &b, ids, logits, false);
             if (st != PB_OK) {
@@ -392,7 +396,7 @@ static int cmd_invariance(const char *model, int threads)
         pos[i] = 0;
         nt[i] = lens[i];
     }
-    pb_seq_batch b = {NS, slot, pos, nt};
+    pb_seq_batch b = {NS, slot, pos, nt, NULL};
     st = chain_forward(&c, &b, ids, batch, true);
     for (int k = 0; k < STEPS && st == PB_OK; k++) {
         int32_t dids[NS];
@@ -412,7 +416,7 @@ static int cmd_invariance(const char *model, int threads)
     int off = 0, mism = 0;
     for (int i = 0; i < NS; i++) {
         int s0 = 0, p0 = 0, n0 = lens[i];
-        pb_seq_batch one = {1, &s0, &p0, &n0};
+        pb_seq_batch one = {1, &s0, &p0, &n0, NULL};
         st = chain_forward(&c, &one, ids + off, alone, true);
         if (st != PB_OK) {
             rc = fail_status(st);
@@ -539,7 +543,7 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
             fprintf(stderr, "max_batch_tokens %d < %d\n", mbt, fill);
             goto done;
         }
-        pb_seq_batch b = {ns, slot, pos, nt};
+        pb_seq_batch b = {ns, slot, pos, nt, NULL};
         PB_CHECK_GOTO(pb_stage_forward(stage, &b, ids, logits, false), st, fail);
     }
     for (int p = fill; p < max_seq; p++) {
@@ -548,7 +552,7 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
             pos[i] = p;
             nt[i] = 1;
         }
-        pb_seq_batch b = {slots, slot, pos, nt};
+        pb_seq_batch b = {slots, slot, pos, nt, NULL};
         PB_CHECK_GOTO(pb_stage_forward(stage, &b, ids, logits, false), st, fail);
     }
     {

@@ -176,7 +176,7 @@ NEW_SPECS = {
                             rope_parameters={"rope_type": "longrope", "rope_theta": 500.0,
                                              "short_factor": (1 + 0.5 * _LF.random(4)).tolist(),
                                              "long_factor": (1 + 7 * _LF.random(4)).tolist()}),
-               dict(dtype="bfloat16", legacy_rope=True, prompt_lens=(6, 18, 13), reencode_after=8)),
+               dict(dtype="bfloat16", legacy_rope=True, prompt_lens=(6, 18, 13), reencode_after=8, chunk=3)),
     # no rope scaling, one-token prompt included
     "phi3-c": ("phi3", dict(pad_token_id=0, hidden_size=32, num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=2,
                             intermediate_size=64, vocab_size=100, max_position_embeddings=64), dict()),
