@@ -104,7 +104,8 @@ typedef struct pb_rope_desc {
  * positions pos[s] + i; its cache rows are k_cache[s] / v_cache[s]
  * ([max_seq_len, n_kv_heads * head_dim] each, elements of the backend's
  * kv_dtype). Query at p sees keys j, p - window < j <= p (window > 0) or
- * j <= p; score = scale * q.k (+ alibi[h] * j).
+ * j <= p; score = scale * q.k (+ alibi[h] * j), then softcap * tanh(score / softcap)
+ * when softcap > 0 (Gemma's attn_logit_softcapping).
  * out:  [T, n_heads * head_dim] (contiguous). */
 typedef struct pb_attn_args {
     int n_seqs;
@@ -117,6 +118,7 @@ typedef struct pb_attn_args {
     float scale;          /* multiplies q.k */
     const float *alibi;   /* host [n_heads] slopes, or NULL: score += slope * key_pos */
     int window;           /* > 0: query at p sees keys p - window + 1 .. p; 0 = all */
+    float softcap;        /* > 0: scores capped by softcap * tanh(score / softcap) */
 } pb_attn_args;
 
 /* Largest calls to come (reserve), so that later calls do not allocate. */
@@ -184,6 +186,16 @@ typedef struct pb_backend_ops {
      * w host [n_rows], rows distinct within a call; row width n. The experts' weighted sum. */
     pb_status (*scatter_add)(pb_backend *be, float *y, const float *x, int n, const int *rows, const float *w,
                              int n_rows);
+
+    /* Gemma. x[i] *= s, i < n (the embedding scale). */
+    pb_status (*scale)(pb_backend *be, float *x, size_t n, float s);
+    /* x[i] = cap * tanh(x[i] / cap), i < n (final logit soft-capping). */
+    pb_status (*softcap)(pb_backend *be, float *x, size_t n, float cap);
+    /* RMSNorm in place of each of n_heads heads (head_dim wide, at head_dim
+     * steps) in T rows of x at row stride ld: x * rsqrt(mean(x^2) + eps) * w[d]
+     * (per-head q/k norms; w holds Gemma's 1 + weight already). */
+    pb_status (*head_norm)(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const float *w,
+                           float eps);
 } pb_backend_ops;
 
 struct pb_backend {

@@ -261,7 +261,7 @@ static pb_status cpu_attention(pb_backend *be, const pb_attn_args *a)
         .k_cache = (float *const *)a->k_cache, .v_cache = (float *const *)a->v_cache,
         .q = a->q, .k = a->k, .v = a->v, .q_stride = a->q_stride, .kv_stride = a->kv_stride, .out = a->out,
         .n_heads = a->n_heads, .n_kv_heads = a->n_kv_heads, .head_dim = a->head_dim, .scale = a->scale,
-        .alibi = a->alibi, .window = a->window,
+        .alibi = a->alibi, .window = a->window, .softcap = a->softcap,
     };
     return pb_kattn_run(impl_of(be)->k, &k);
 }
@@ -497,6 +497,58 @@ static pb_status cpu_scatter_add(pb_backend *be, float *y, const float *x, int n
     return PB_OK;
 }
 
+/* ---- Gemma: embedding scale, logit soft-cap, per-head q/k norm ---- */
+
+static pb_status cpu_scale(pb_backend *be, float *x, size_t n, float s)
+{
+    (void)be;
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] * s;
+    return PB_OK;
+}
+
+static pb_status cpu_softcap(pb_backend *be, float *x, size_t n, float cap)
+{
+    (void)be;
+    for (size_t i = 0; i < n; i++)
+        x[i] = tanhf(x[i] / cap) * cap;
+    return PB_OK;
+}
+
+typedef struct head_norm_job {
+    float *x;
+    const float *w;
+    int ld, T, n_heads, head_dim, per;
+    float eps;
+} head_norm_job;
+
+static void head_norm_item(void *ctx, int item, int worker)
+{
+    (void)worker;
+    const head_norm_job *j = ctx;
+    int t0 = item * j->per, t1 = t0 + j->per < j->T ? t0 + j->per : j->T;
+    const int n = j->head_dim;
+    for (int t = t0; t < t1; t++)
+        for (int h = 0; h < j->n_heads; h++) {
+            float *v = j->x + (size_t)t * j->ld + (size_t)h * n;
+            double ss = 0; /* as the row norm: sum in double, scale in f32 */
+            for (int i = 0; i < n; i++)
+                ss += (double)v[i] * v[i];
+            float inv = (float)(1.0 / sqrt(ss / n + (double)j->eps));
+            for (int i = 0; i < n; i++)
+                v[i] = j->w[i] * (v[i] * inv);
+        }
+}
+
+static pb_status cpu_head_norm(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const float *w,
+                               float eps)
+{
+    head_norm_job j = {x, w, ld, T, n_heads, head_dim, 0, eps};
+    int items = row_items(T, 4, &j.per);
+    pb_pool_run(impl_of(be)->pool, items, head_norm_item, &j);
+    return PB_OK;
+}
+
 static void cpu_free(pb_backend *be)
 {
     cpu_impl *c = impl_of(be);
@@ -535,6 +587,9 @@ static const pb_backend_ops cpu_ops = {
     .add = cpu_add,
     .select_rows = cpu_select_rows,
     .scatter_add = cpu_scatter_add,
+    .scale = cpu_scale,
+    .softcap = cpu_softcap,
+    .head_norm = cpu_head_norm,
 };
 
 const pb_backend_ops *pb_cpu_backend_ops(void) { return &cpu_ops; }

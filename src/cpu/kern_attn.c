@@ -75,6 +75,8 @@ static void attn_item_run(void *ctx, int item, int worker)
                         const float b = slope * (float)jj; /* Bloom: slope * key position */
                         v = v + b;
                     }
+                    if (a->softcap > 0) /* HF: tanh(score / cap) * cap, in f32 */
+                        v = tanhf(v / a->softcap) * a->softcap;
                     row[jj] = v;
                 }
             }

@@ -90,7 +90,8 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
  * tok_start[s] + n_tokens[s]) at positions pos[s] + i and cache rows
  * k_cache[s] / v_cache[s] ([max_seq_len, n_kv_heads * head_dim]).
  * Query at position p sees keys j with p - window < j <= p (window > 0) or
- * all j <= p (window == 0). score = scale * q.k (+ alibi[h] * j).
+ * all j <= p (window == 0). score = scale * q.k (+ alibi[h] * j), then
+ * softcap * tanh(score / softcap) when softcap > 0.
  * Each KV head's cache rows are streamed once for all query heads of its group. */
 typedef struct pb_kattn_args {
     int n_seqs;
@@ -103,6 +104,7 @@ typedef struct pb_kattn_args {
     float scale;
     const float *alibi; /* [n_heads] or NULL */
     int window;
+    float softcap;      /* > 0: Gemma's attention logit soft-cap */
 } pb_kattn_args;
 
 pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a);

@@ -23,7 +23,9 @@
  *                 sequence's output bit-identical alone and in the batch
  *   act, glu      |y - r| <= 4e-6 (1 + |r|)
  *   add           |y - r| <= 2 eps (|y0| + |x| + |x2|)
- *   select_rows, upload/download/copy: exact */
+ *   select_rows, upload/download/copy: exact
+ *   scale         exact; softcap |y - r| <= 4e-6 (1 + |r|); head_norm as norm,
+ *                 the row elements past the heads untouched */
 #include "config.h"
 
 #include <math.h>
@@ -497,6 +499,7 @@ typedef struct attn_case {
     bool alibi;
     int n_seqs;
     int pos[6], ntok[6]; /* cached tokens, new tokens */
+    float softcap;       /* Gemma 2's attention logit soft-cap, or 0 */
 } attn_case;
 
 static void attn_ref(const attn_case *c, int s, const float *kc, const float *vc, const float *q, int q_stride,
@@ -512,6 +515,8 @@ static void attn_ref(const attn_case *c, int s, const float *kc, const float *vc
             for (int e = 0; e < hd; e++)
                 d += (double)q[(size_t)tok * q_stride + h * hd + e] * kc[(size_t)j * kvd + g * hd + e];
             d = d * scale + (alibi ? (double)alibi[h] * j : 0);
+            if (c->softcap > 0)
+                d = tanh(d / c->softcap) * c->softcap;
             sc[j] = d;
             if (d > m)
                 m = d;
@@ -575,7 +580,7 @@ static void attn_run(const attn_case *c, bool alone_check)
                       .k_cache = dk, .v_cache = dv, .q = dqkv, .k = dqkv + qd, .v = dqkv + qd + kvd,
                       .q_stride = q_stride, .kv_stride = q_stride, .out = dout, .n_heads = c->n_heads,
                       .n_kv_heads = c->n_kv, .head_dim = hd, .scale = scale, .alibi = c->alibi ? alibi : NULL,
-                      .window = c->window};
+                      .window = c->window, .softcap = c->softcap};
     OK(BE->ops->attention(BE, &a));
     float *out = malloc((size_t)T * qd * 4);
     to_host(out, dout, (size_t)T * qd * 4);
@@ -650,13 +655,14 @@ static void attn_run(const attn_case *c, bool alone_check)
 static void test_attention(void)
 {
     const attn_case cases[] = {
-        {"MHA prefill", 4, 4, 16, 0, false, 1, {0}, {13}},
-        {"GQA mixed prefill/decode", 6, 2, 12, 0, false, 5, {0, 17, 3, 40, 0}, {9, 1, 1, 1, 21}},
-        {"MQA mixed", 5, 1, 8, 0, false, 4, {5, 0, 60, 1}, {1, 7, 1, 3}},
-        {"sliding window", 4, 2, 10, 6, false, 4, {0, 30, 2, 11}, {15, 1, 1, 4}},
-        {"ALiBi", 5, 5, 7, 0, true, 3, {0, 22, 9}, {11, 1, 2}},
-        {"chunked prefill at pos > 0, head_dim 1", 3, 3, 1, 0, false, 2, {33, 0}, {17, 5}},
-        {"window of 1", 2, 1, 9, 1, false, 2, {4, 0}, {3, 6}},
+        {"MHA prefill", 4, 4, 16, 0, false, 1, {0}, {13}, 0},
+        {"GQA mixed prefill/decode", 6, 2, 12, 0, false, 5, {0, 17, 3, 40, 0}, {9, 1, 1, 1, 21}, 0},
+        {"MQA mixed", 5, 1, 8, 0, false, 4, {5, 0, 60, 1}, {1, 7, 1, 3}, 0},
+        {"sliding window", 4, 2, 10, 6, false, 4, {0, 30, 2, 11}, {15, 1, 1, 4}, 0},
+        {"ALiBi", 5, 5, 7, 0, true, 3, {0, 22, 9}, {11, 1, 2}, 0},
+        {"chunked prefill at pos > 0, head_dim 1", 3, 3, 1, 0, false, 2, {33, 0}, {17, 5}, 0},
+        {"window of 1", 2, 1, 9, 1, false, 2, {4, 0}, {3, 6}, 0},
+        {"soft-capped GQA with a window (Gemma 2)", 4, 2, 16, 5, false, 3, {0, 12, 3}, {11, 1, 2}, 0.75f},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++)
         attn_run(&cases[i], true);
@@ -783,6 +789,62 @@ static void test_elementwise(void)
     free(dst);
 }
 
+/* ---- Gemma: scale, softcap, head_norm ---- */
+
+static void test_gemma(void)
+{
+    where = "scale, softcap";
+    const size_t n = 301;
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    fill(x, n, 40);
+    float *dx = dev_from(x, n * 4);
+    OK(BE->ops->scale(BE, dx, n, 6.9375f));
+    to_host(y, dx, n * 4);
+    for (size_t i = 0; i < n; i++)
+        CHECK(y[i] == x[i] * 6.9375f, "scale: element %zu", i);
+    OK(BE->ops->softcap(BE, dx, n, 30.0f));
+    to_host(x, dx, n * 4);
+    for (size_t i = 0; i < n; i++) {
+        double r = tanh((double)y[i] / 30.0) * 30.0;
+        CHECK(fabs(x[i] - r) <= 4e-6 * (1 + fabs(r)), "softcap: element %zu: %g vs %g", i, x[i], r);
+    }
+    rel(dx);
+    free(x);
+    free(y);
+
+    where = "head_norm";
+    const int T = 7, nh = 3, hd = 24, ld = 5 * hd + 3; /* heads 0..2 of rows with more after them */
+    float *h = malloc((size_t)T * ld * 4), *g = malloc((size_t)T * ld * 4), w[24];
+    fill(h, (size_t)T * ld, 3);
+    fill(w, (size_t)hd, 1);
+    for (int i = 0; i < hd; i++)
+        w[i] += 1.0f; /* Gemma's 1 + weight */
+    float *dh = dev_from(h, (size_t)T * ld * 4), *dw = dev_from(w, sizeof w);
+    OK(BE->ops->head_norm(BE, dh, ld, T, nh, hd, dw, 1e-6f));
+    to_host(g, dh, (size_t)T * ld * 4);
+    for (int t = 0; t < T; t++) {
+        for (int k = 0; k < nh; k++) {
+            const float *v = h + (size_t)t * ld + (size_t)k * hd;
+            double ss = 0;
+            for (int i = 0; i < hd; i++)
+                ss += (double)v[i] * v[i];
+            double inv = 1.0 / sqrt(ss / hd + 1e-6);
+            for (int i = 0; i < hd; i++) {
+                double r = v[i] * inv * w[i];
+                float got = g[(size_t)t * ld + (size_t)k * hd + i];
+                CHECK(fabs(got - r) <= 1e-5 * fabs(w[i] * v[i] * inv) + 1e-6, "row %d head %d dim %d: %g vs %g",
+                      t, k, i, got, r);
+            }
+        }
+        for (int i = nh * hd; i < ld; i++)
+            CHECK(g[(size_t)t * ld + i] == h[(size_t)t * ld + i], "row %d: element %d past the heads changed", t, i);
+    }
+    rel(dh);
+    rel(dw);
+    free(h);
+    free(g);
+}
+
 static void run_all(void)
 {
     pb_backend_limits lim = {.max_seqs = 8, .max_keys = 128, .max_heads = 16, .max_tokens = 64, .max_dim = 512};
@@ -794,6 +856,7 @@ static void run_all(void)
     test_rope();
     test_attention();
     test_elementwise();
+    test_gemma();
 }
 
 /* Linear outputs of every CPU ISA path must be the same bits (kernels.h). */

@@ -230,7 +230,7 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
         kk[i] = frand(&seed), vv[i] = frand(&seed);
     if (pb_kctx_reserve(k, T > n_seqs ? T : n_seqs, 1, L, n_heads) != PB_OK)
         exit(1);
-    pb_kattn_args a = {n_seqs, tok, pos, nt, kc, vc, q, kk, vv, qd, kvd, o, n_heads, n_kv, hd, 0.125f, NULL, 0};
+    pb_kattn_args a = {n_seqs, tok, pos, nt, kc, vc, q, kk, vv, qd, kvd, o, n_heads, n_kv, hd, 0.125f, NULL, 0, 0};
     double best = 1e30, t_end = now() + secs;
     int it = 0;
     do {

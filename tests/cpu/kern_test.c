@@ -348,7 +348,7 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
         if (!any)
             break;
         pb_kattn_args a = {ns,    tok_start, pos,       nt,       kc,     vc, q, k, v, q_stride, kv_stride, o,
-                           c->n_heads, c->n_kv, hd, scale, alibi, c->window};
+                           c->n_heads, c->n_kv, hd, scale, alibi, c->window, 0};
         if (pb_kattn_run(kctx, &a) != PB_OK) {
             ok = 0;
             break;
