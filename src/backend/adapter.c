@@ -135,6 +135,9 @@ static pb_status load_vector(pb_wstore *ws, const pb_weights *w, const pb_witem 
     PB_CHECK(get_tensor(w, it->name[0], 1, it->n_out, 0, it->field[0], &t));
     PB_CHECK(ws_tmp(ws, (size_t)it->n_out));
     pb_convert_to_f32(ws->tmp, t->data, t->dtype, (size_t)it->n_out);
+    if (it->add != 0)
+        for (int i = 0; i < it->n_out; i++)
+            ws->tmp[i] = it->add + ws->tmp[i];
     pb_weights_release(w, t);
     PB_CHECK(grow(ws));
     void *p;

@@ -22,7 +22,8 @@
 
 /* Activation arena, [T = max_batch_tokens] rows each. */
 typedef struct arena_layout {
-    size_t x, h, h2, qkv, ctx, attn, mlp_in, mlp_mid, mlp_out, cs, emb, head_in, head_mid, moe, total; /* in floats */
+    size_t x, h, h2, qkv, ctx, attn, mlp_in, mlp_mid, mlp_out, cs, cs_local, emb, head_in, head_mid, moe,
+        total; /* in floats */
 } arena_layout;
 
 /* One decoder layer in backend memory. */
@@ -34,6 +35,7 @@ typedef struct layer_w {
     pb_weight *down; /* [hidden, I] */
     pb_moe_layer moe; /* mixture-of-experts layers (then up/down are NULL) */
     const float *q_norm, *k_norm; /* [head_dim] per-head RMSNorm weights (Qwen3), or NULL */
+    const float *post_attn_w, *post_mlp_w; /* Gemma sandwich norms [hidden] */
 } layer_w;
 
 struct pb_stage {
@@ -62,6 +64,8 @@ struct pb_stage {
     float *inv_freq;       /* host [rot/2] */
     float *inv_freq_long;  /* host [rot/2]: longrope's long factors, else NULL */
     float *cs_host;        /* host [max_batch_tokens, rot/2, 2]: longrope's angles, else NULL */
+    float *inv_freq_local; /* host [rot/2]: local layers' own rotary base (Gemma 3), or NULL */
+    float embed_scale;     /* Gemma: sqrt(hidden) in the embedding's dtype; 0 = none */
     float *alibi;          /* host [nh] */
     float *scale;          /* host [n_layers] */
     int *window;           /* host [n_layers] */
@@ -78,6 +82,7 @@ struct pb_stage {
     int *tok_start, *rows;      /* [n_slots], [max_batch_tokens] */
     int32_t *ids, *pos_ids;     /* [max_batch_tokens] */
     float *pos_scaled;          /* [max_batch_tokens] */
+    float *pos_plain;           /* [max_batch_tokens]: unscaled positions (local rotary), or NULL */
     void **kptr, **vptr;        /* [n_slots] */
     unsigned char *slot_used;   /* [n_slots] */
 };
@@ -109,6 +114,7 @@ static arena_layout layout_for(const pb_model_config *cfg, bool has_embed, bool 
     TAKE(mlp_mid, cfg->gated_mlp ? t * I : 0);
     TAKE(mlp_out, t * H);
     TAKE(cs, t * rot);
+    TAKE(cs_local, cfg->rope_local_theta > 0 ? t * rot : 0);
     TAKE(emb, has_embed && E != H ? t * E : 0);
     size_t hr = t < HEAD_ROWS ? t : HEAD_ROWS;
     TAKE(head_in, has_head ? hr * H : 0);
@@ -301,16 +307,18 @@ static pb_status check_config(const pb_model_config *cfg)
     return PB_OK;
 }
 
-/* Rotary inverse frequencies, with Llama-3 scaling applied; longrope: divided
- * by its factors (ext: short or long), as HF 1 / (ext * base ** (arange(0, dim, 2) / dim)). */
-static void make_inv_freq(const pb_model_config *cfg, const float *ext, float *inv)
+/* Rotary inverse frequencies of base theta, with Llama-3 scaling applied (unless local); longrope:
+ * divided by its factors (ext: short or long), as HF 1 / (ext * base ** (arange(0, dim, 2) / dim)). */
+static void make_inv_freq(const pb_model_config *cfg, const float *ext, float theta, bool local, float *inv)
 {
     const int rot = cfg->rotary_dim;
     for (int i = 0; i < rot / 2; i++) {
         /* HF: 1 / base ** (arange(0, dim, 2).float() / dim), in f32 */
         float e = (float)(2 * i) / (float)rot;
-        inv[i] = ext ? 1.0f / (ext[i] * powf(cfg->rope_theta, e)) : 1.0f / powf(cfg->rope_theta, e);
+        inv[i] = ext ? 1.0f / (ext[i] * powf(theta, e)) : 1.0f / powf(theta, e);
     }
+    if (local)
+        return;
     if (cfg->rope_scaling == PB_ROPE_SCALE_LLAMA3) {
         /* transformers' _compute_llama3_parameters (Llama 3.1) */
         const double factor = cfg->rope_factor, lo = cfg->rope_low_freq_factor, hi = cfg->rope_high_freq_factor;
@@ -401,6 +409,8 @@ static pb_status load_weights(pb_stage *s, const pb_weights *w)
             break;
         case PB_SLOT_Q_NORM: L->q_norm = vec; break;
         case PB_SLOT_K_NORM: L->k_norm = vec; break;
+        case PB_SLOT_POST_ATTN_W: L->post_attn_w = vec; break;
+        case PB_SLOT_POST_MLP_W: L->post_mlp_w = vec; break;
         }
     }
     if (s->has_head && cfg->tie_word_embeddings)
@@ -408,6 +418,23 @@ static pb_status load_weights(pb_stage *s, const pb_weights *w)
 out:
     free(items);
     return st;
+}
+
+/* Gemma's embedding scale: sqrt(hidden_size) as an f32 tensor, cast to the
+ * embedding's dtype as HF's ScaledWordEmbedding does (bf16: 55.4256 -> 55.5). */
+static pb_status gemma_consts(pb_stage *s)
+{
+    if (!s->cfg.embed_scale || !s->has_embed)
+        return PB_OK;
+    if (!s->tok_emb)
+        return pb_error(PB_ERR_INTERNAL, "%s: no token embedding to scale", s->cfg.model_type);
+    float sc = (float)sqrt((double)s->cfg.hidden_size);
+    if (s->tok_emb->dtype == PB_DT_BF16)
+        sc = pb_bf16_to_f32(pb_f32_to_bf16(sc));
+    else if (s->tok_emb->dtype == PB_DT_F16)
+        sc = pb_f16_to_f32(pb_f32_to_f16(sc));
+    s->embed_scale = sc;
+    return PB_OK;
 }
 
 pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, const pb_weights *w, pb_backend *be,
@@ -477,6 +504,8 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     for (int l = 0; l < s->n_layers; l++) {
         int gl = s->layer_begin + l;
         float sc = cfg->attn_scale ? 1.0f / sqrtf((float)s->hd) : 1.0f;
+        if (cfg->query_pre_attn_scalar > 0) /* Gemma: query_pre_attn_scalar ** -0.5 (Python float, then f32) */
+            sc = (float)pow((double)cfg->query_pre_attn_scalar, -0.5);
         if (cfg->scale_attn_by_inverse_layer_idx)
             sc /= (float)(gl + 1); /* GPT-2 option: also divide by layer_idx + 1 */
         s->scale[l] = sc;
@@ -487,13 +516,18 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     if (s->rot) {
         PB_CHECK_GOTO(pb_calloc((size_t)s->rot / 2, sizeof(float), &s->inv_freq), st, fail);
         const bool lr = cfg->rope_scaling == PB_ROPE_SCALE_LONGROPE;
-        make_inv_freq(cfg, lr ? cfg->rope_short : NULL, s->inv_freq);
+        make_inv_freq(cfg, lr ? cfg->rope_short : NULL, cfg->rope_theta, false, s->inv_freq);
         if (lr) {
             PB_CHECK_GOTO(pb_calloc((size_t)s->rot / 2, sizeof(float), &s->inv_freq_long), st, fail);
-            make_inv_freq(cfg, cfg->rope_long, s->inv_freq_long);
+            make_inv_freq(cfg, cfg->rope_long, cfg->rope_theta, false, s->inv_freq_long);
             PB_CHECK_GOTO(pb_calloc((size_t)T * (size_t)s->rot, sizeof(float), &s->cs_host), st, fail);
         }
+        if (cfg->rope_local_theta > 0) {
+            PB_CHECK_GOTO(pb_calloc((size_t)s->rot / 2, sizeof(float), &s->inv_freq_local), st, fail);
+            make_inv_freq(cfg, NULL, cfg->rope_local_theta, true, s->inv_freq_local);
+        }
     }
+    PB_CHECK_GOTO(gemma_consts(s), st, fail);
     if (cfg->pos == PB_POS_ALIBI) {
         PB_CHECK_GOTO(pb_calloc((size_t)s->nh, sizeof(float), &s->alibi), st, fail);
         make_alibi(s->nh, s->alibi);
@@ -535,6 +569,8 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int32_t), &s->ids), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(int32_t), &s->pos_ids), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(float), &s->pos_scaled), st, fail);
+    if (s->inv_freq_local)
+        PB_CHECK_GOTO(pb_calloc((size_t)T, sizeof(float), &s->pos_plain), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(void *), &s->kptr), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(void *), &s->vptr), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)NS, 1, &s->slot_used), st, fail);
@@ -578,6 +614,8 @@ void pb_stage_free(pb_stage *s)
     free(s->inv_freq);
     free(s->inv_freq_long);
     free(s->cs_host);
+    free(s->inv_freq_local);
+    free(s->pos_plain);
     free(s->alibi);
     free(s->tok_start);
     free(s->rows);
@@ -602,13 +640,9 @@ int pb_stage_vocab_size(const pb_stage *st) { return st->V; }
  * Each token's q heads (then k heads) are contiguous rows of head_dim. */
 static pb_status qk_norm(pb_stage *s, const layer_w *L, float *qkv, int T)
 {
-    pb_backend *be = s->be;
-    for (int t = 0; t < T; t++) {
-        float *q = qkv + (size_t)t * s->qkv_dim, *k = q + s->qd;
-        PB_CHECK(be->ops->norm(be, PB_NORM_RMSNORM, q, q, s->nh, s->hd, L->q_norm, NULL, s->cfg.norm_eps));
-        PB_CHECK(be->ops->norm(be, PB_NORM_RMSNORM, k, k, s->nkv, s->hd, L->k_norm, NULL, s->cfg.norm_eps));
-    }
-    return PB_OK;
+    pb_backend *be = s->be; /* every head of every row in one call (strided rows of qkv) */
+    PB_CHECK(be->ops->head_norm(be, qkv, s->qkv_dim, T, s->nh, s->hd, L->q_norm, s->cfg.norm_eps));
+    return be->ops->head_norm(be, qkv + s->qd, s->qkv_dim, T, s->nkv, s->hd, L->k_norm, s->cfg.norm_eps);
 }
 
 /* LongRoPE angles as HF 5.x: a sequence whose last position in this forward
@@ -645,7 +679,8 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
         PB_CHECK(qk_norm(s, L, qkv, T));
     if (s->rot) {
         pb_rope_desc r = {s->cfg.rope_style, s->rot};
-        const float *cs = s->arena + s->al.cs;
+        const float *cs = s->arena + (s->inv_freq_local && s->layer_local[s->layer_begin + l] ? s->al.cs_local
+                                                                                               : s->al.cs);
         if (s->qd == s->nh * s->hd) { /* k heads follow the q heads: one pass over both */
             PB_CHECK(op->rope(be, qkv, s->qkv_dim, T, s->nh + s->nkv, s->hd, &r, cs));
         } else {
@@ -667,7 +702,7 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
         .k_cache = s->kptr, .v_cache = s->vptr,
         .q = qkv, .k = qkv + s->qd, .v = qkv + s->qd + s->kvd, .q_stride = s->qkv_dim, .kv_stride = s->qkv_dim,
         .out = ctx, .n_heads = s->nh, .n_kv_heads = s->nkv, .head_dim = s->hd,
-        .scale = s->scale[l], .alibi = s->alibi, .window = s->window[l],
+        .scale = s->scale[l], .alibi = s->alibi, .window = s->window[l], .softcap = s->cfg.attn_softcap,
     };
     PB_CHECK(op->attention(be, &a));
     return op->linear(be, ctx, s->qd, T, L->o, out, s->H);
@@ -703,6 +738,26 @@ static pb_status add_then_norm(pb_stage *s, float *out, float *x, const float *a
     return op->norm(s->be, s->cfg.norm, out, x, T, s->H, w, bias, s->cfg.norm_eps);
 }
 
+/* Gemma 2/3: x += post_attn(attn(ln1(x))); x += post_mlp(mlp(ln2(x))). */
+static pb_status run_block_sandwich(pb_stage *s, int l, const pb_seq_batch *b, int T)
+{
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
+    const layer_w *L = &s->layers[l];
+    const pb_model_config *cfg = &s->cfg;
+    float *x = s->arena + s->al.x, *h = s->arena + s->al.h;
+    float *ao = s->arena + s->al.attn, *mo = s->arena + s->al.mlp_out;
+    const size_t n = (size_t)T * s->H;
+    PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, NULL, cfg->norm_eps));
+    PB_CHECK(run_attention(s, l, b, h, ao, T));
+    PB_CHECK(op->norm(be, cfg->norm, ao, ao, T, s->H, L->post_attn_w, NULL, cfg->norm_eps));
+    PB_CHECK(op->add(be, x, ao, NULL, n));
+    PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln2_w, NULL, cfg->norm_eps));
+    PB_CHECK(run_mlp(s, l, h, mo, T));
+    PB_CHECK(op->norm(be, cfg->norm, mo, mo, T, s->H, L->post_mlp_w, NULL, cfg->norm_eps));
+    return op->add(be, x, mo, NULL, n);
+}
+
 static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
 {
     pb_backend *be = s->be;
@@ -719,6 +774,8 @@ static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
         PB_CHECK(run_mlp(s, l, x, mo, T));
         return add_then_norm(s, x, x, mo, T, L->ln2_w, L->ln2_b);
     }
+    if (cfg->residual == PB_RESID_SANDWICH)
+        return run_block_sandwich(s, l, b, T);
     PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps));
     PB_CHECK(run_attention(s, l, b, h, ao, T));
     switch (cfg->residual) {
@@ -773,6 +830,8 @@ static pb_status prepare(pb_stage *s, const pb_seq_batch *b, int *T_out)
             s->pos_ids[t] = p;
             /* HF linear scaling divides the f32 position by the factor */
             s->pos_scaled[t] = cfg->rope_scaling == PB_ROPE_SCALE_LINEAR ? (float)p / cfg->rope_factor : (float)p;
+            if (s->pos_plain)
+                s->pos_plain[t] = (float)p;
             if (s->pos_emb && p + cfg->pos_offset >= s->pos_rows)
                 return pb_error(PB_ERR_INPUT, "stage: position %d beyond the %d learned positions", p,
                                 s->pos_rows - cfg->pos_offset);
@@ -805,11 +864,15 @@ static pb_status run_body(pb_stage *s, const pb_seq_batch *b, int T)
         }
         if (cfg->embed_norm)
             PB_CHECK(op->norm(be, PB_NORM_LAYERNORM, x, x, T, s->H, s->emb_norm_w, s->emb_norm_b, cfg->norm_eps));
+        if (s->embed_scale > 0)
+            PB_CHECK(op->scale(be, x, (size_t)T * s->H, s->embed_scale));
     }
     if (s->rot && s->cs_host)
         PB_CHECK(longrope_angles(s, b, T));
     else if (s->rot)
         PB_CHECK(op->rope_angles(be, s->arena + s->al.cs, s->pos_scaled, T, s->inv_freq, s->rot / 2));
+    if (s->rot && s->inv_freq_local)
+        PB_CHECK(op->rope_angles(be, s->arena + s->al.cs_local, s->pos_plain, T, s->inv_freq_local, s->rot / 2));
     for (int l = 0; l < s->n_layers; l++)
         PB_CHECK(run_block(s, l, b, T));
     return PB_OK;
@@ -831,7 +894,10 @@ static pb_status run_head(pb_stage *s, int r0, int nr, float *dst)
         PB_CHECK(op->linear(be, hin, s->H, nr, s->proj_out, hmid, s->E));
         hv = hmid;
     }
-    return op->linear(be, hv, s->E, nr, s->lm_head, dst, s->V);
+    PB_CHECK(op->linear(be, hv, s->E, nr, s->lm_head, dst, s->V));
+    if (cfg->final_softcap > 0) /* Gemma: cap * tanh(logits / cap) */
+        PB_CHECK(op->softcap(be, dst, (size_t)nr * s->V, cfg->final_softcap));
+    return PB_OK;
 }
 
 /* Rows of one LM head call: at most HEAD_ROWS (the arena's head rows), the

@@ -33,6 +33,9 @@ pb_status pb_cfg_attention_types(const pb_jctx *c, pb_model_config *cfg);
 pb_status pb_cfg_layer_types(const pb_jctx *c, pb_model_config *cfg, int max_window_layers);
 /* partial_rotary_factor from rope_parameters (5.x) first, then the keys, else def. */
 pb_status pb_cfg_rotary_pct(const pb_jctx *c, const char *const *keys, double def, double *pct);
+/* A rotary settings object (rope_scaling, else rope_parameters, of c->root):
+ * default, linear or llama3 into cfg; other types are refused naming the field. */
+pb_status pb_cfg_rope_scaling(const pb_jctx *c, pb_model_config *cfg);
 /* Mixture-of-experts keys (MixtralConfig; qwen: Qwen3MoeConfig). */
 pb_status pb_cfg_moe(const pb_jctx *c, pb_model_config *cfg, bool qwen);
 

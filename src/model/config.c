@@ -328,6 +328,11 @@ static pb_status parse_rope_scaling(const pb_jctx *c, pb_model_config *cfg)
                     c->path, rkey, type);
 }
 
+pb_status pb_cfg_rope_scaling(const pb_jctx *c, pb_model_config *cfg)
+{
+    return parse_rope_scaling(c, cfg);
+}
+
 /* GPT-Neo attention_types [[["global","local"], 12], ...] -> layer_local[n_layers]. */
 pb_status pb_cfg_attention_types(const pb_jctx *c, pb_model_config *cfg)
 {
@@ -524,6 +529,7 @@ static pb_status parse_family(const pb_jctx *c, pb_model_config *cfg)
         PB_CHECK(parse_rope_theta(c, f->k_theta, &theta));
         PB_CHECK(parse_rope_scaling(c, cfg));
     }
+    cfg->rope_theta = (float)theta; /* a hook may set its own (Gemma 3's per layer type) */
     if (f->parse)
         PB_CHECK(f->parse(c, cfg));
 
@@ -532,8 +538,7 @@ static pb_status parse_family(const pb_jctx *c, pb_model_config *cfg)
     cfg->norm_eps = (float)eps;
     if (!(eps > 0))
         return pb_error(PB_ERR_CONFIG, "%s: the norm epsilon must be > 0", c->path);
-    cfg->rope_theta = (float)theta;
-    if (cfg->pos == PB_POS_ROTARY && !(theta > 0))
+    if (cfg->pos == PB_POS_ROTARY && !(cfg->rope_theta > 0))
         return pb_error(PB_ERR_CONFIG, "%s: the rotary base (rope_theta) must be > 0", c->path);
     return PB_OK;
 }

@@ -47,6 +47,7 @@ typedef struct pb_model_config {
     bool pre_norm;            /* false only for OPT with do_layer_norm_before=false (post-norm) */
     bool final_norm;          /* final norm before the LM head exists */
     bool embed_norm;          /* Bloom: word_embeddings_layernorm after the embedding */
+    float norm_w_offset;      /* RMSNorm multiplies by (offset + w): 1 for Gemma's x * (1 + w), else 0 */
 
     /* positions */
     pb_pos pos;
@@ -63,6 +64,8 @@ typedef struct pb_model_config {
     int rope_n_factors;                                /* = rotary_dim / 2 */
     float rope_short[PB_MAX_ROPE_FREQS], rope_long[PB_MAX_ROPE_FREQS];
     float rope_attn_factor;
+    float rope_local_theta;   /* > 0: local (sliding) layers rotate with this base and no scaling
+                               * (Gemma 3 rope_local_base_freq); 0: every layer as above */
 
     /* attention */
     bool attn_scale;          /* scale scores by 1/sqrt(head_dim); GPT-Neo does not */
@@ -71,6 +74,8 @@ typedef struct pb_model_config {
     bool out_bias;            /* bias on the attention output projection */
     int sliding_window;       /* window size in tokens for local layers; 0 = none */
     bool *layer_local;        /* [n_layers]: layer uses the local window (GPT-Neo "local", Mistral, Qwen2 SWA) */
+    float query_pre_attn_scalar; /* > 0: scores scaled by its -1/2 power instead of head_dim's (Gemma) */
+    float attn_softcap;       /* > 0: scores = cap * tanh(scores / cap) before the mask (attn_logit_softcapping) */
 
     /* MLP */
     pb_act act;
@@ -88,6 +93,8 @@ typedef struct pb_model_config {
     pb_residual residual;
     bool tie_word_embeddings; /* LM head shares the token embedding */
     bool lm_head_bias;        /* e.g. GPT-J/CodeGen lm_head has a bias */
+    float final_softcap;      /* > 0: logits = cap * tanh(logits / cap) (final_logit_softcapping) */
+    bool embed_scale;         /* Gemma: embeddings times sqrt(hidden_size), rounded to the embedding's dtype */
 
     /* tokens */
     int bos_token_id;         /* -1 if none */

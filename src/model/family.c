@@ -3,6 +3,7 @@
  * modeling_<family>.py / configuration_<family>.py. */
 #include "model/family.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,135 @@ static pb_status parse_phi3(const pb_jctx *c, pb_model_config *cfg)
     return parse_mistral(c, cfg);
 }
 
+/* ---- Gemma 2 and Gemma 3 text (configuration_gemma2.py, Gemma3TextConfig) ---- */
+
+/* A soft-cap: absent -> def, null -> none (0), else a number > 0. */
+static pb_status gemma_cap(const pb_jctx *c, const char *key, double def, float *out)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (!it) {
+        *out = (float)def;
+        return PB_OK;
+    }
+    if (cJSON_IsNull(it)) {
+        *out = 0;
+        return PB_OK;
+    }
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || !(it->valuedouble > 0))
+        return pb_error(PB_ERR_CONFIG, "%s: field '%s' must be a number > 0 or null", c->path, key);
+    *out = (float)it->valuedouble;
+    return PB_OK;
+}
+
+/* Gemma 3 rotary settings, as Gemma3TextConfig.convert_rope_params_to_dict:
+ * rope_parameters {"full_attention": {...}, "sliding_attention": {...}} (5.x),
+ * or rope_theta (global, default 1e6), rope_local_base_freq (local, 1e4) and
+ * rope_scaling (global only; already read by the common keys). Local layers
+ * take only the default rotary. */
+static pb_status gemma3_rope(const pb_jctx *c, pb_model_config *cfg)
+{
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(c->root, "rope_parameters");
+    const cJSON *full = NULL, *slide = NULL;
+    if (rp && !cJSON_IsNull(rp)) {
+        if (!cJSON_IsObject(rp))
+            return pb_error(PB_ERR_CONFIG, "%s: field 'rope_parameters' must be an object or null", c->path);
+        full = cJSON_GetObjectItemCaseSensitive(rp, "full_attention");
+        slide = cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention");
+        if (rp->child && !full && !slide)
+            return pb_error(PB_ERR_CONFIG, "%s: field 'rope_parameters' must hold 'full_attention' and "
+                            "'sliding_attention' objects (one per layer type)", c->path);
+        if ((full && !cJSON_IsNull(full) && !cJSON_IsObject(full)) ||
+            (slide && !cJSON_IsNull(slide) && !cJSON_IsObject(slide)))
+            return pb_error(PB_ERR_CONFIG, "%s: field 'rope_parameters': each layer type's entry must be an object",
+                            c->path);
+        if (full && cJSON_IsNull(full))
+            full = NULL;
+        if (slide && cJSON_IsNull(slide))
+            slide = NULL;
+    }
+    double theta = cfg->rope_theta, local;
+    PB_CHECK(pb_jfloat(c, KEYS("rope_local_base_freq"), 10000.0, &local, NULL));
+    if (full) {
+        pb_jctx sub = {c->path, full};
+        PB_CHECK(pb_jfloat(&sub, KEYS("rope_theta"), theta, &theta, NULL));
+        /* rope_scaling (4.x), when given, was read instead and wins as in HF */
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(c->root, "rope_scaling");
+        if (!rs || cJSON_IsNull(rs)) {
+            cJSON *root = cJSON_CreateObject();
+            if (!root || !cJSON_AddItemReferenceToObject(root, "rope_parameters", (cJSON *)full)) {
+                cJSON_Delete(root);
+                return pb_error(PB_ERR_NOMEM, "out of memory");
+            }
+            pb_jctx r = {c->path, root};
+            pb_status st = pb_cfg_rope_scaling(&r, cfg);
+            cJSON_Delete(root);
+            PB_CHECK(st);
+        }
+    }
+    if (slide) {
+        pb_jctx sub = {c->path, slide};
+        const char *type;
+        PB_CHECK(pb_jstr(&sub, KEYS("rope_type", "type"), "default", &type));
+        if (strcmp(type, "default") != 0)
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: field 'rope_parameters.sliding_attention.rope_type' = \"%s\" is "
+                            "not supported (local layers: default)", c->path, type);
+        PB_CHECK(pb_jfloat(&sub, KEYS("rope_theta"), local, &local, NULL));
+    }
+    if (!(local > 0) || !(theta > 0))
+        return pb_error(PB_ERR_CONFIG, "%s: the rotary bases (rope_theta, rope_local_base_freq) must be > 0", c->path);
+    cfg->rope_theta = (float)theta;
+    cfg->rope_local_theta = (float)local;
+    return PB_OK;
+}
+
+/* Gemma 2 / 3: caps, query_pre_attn_scalar, local layers, (1 + w) norms. */
+static pb_status parse_gemma(const pb_jctx *c, pb_model_config *cfg, bool g3)
+{
+    bool b;
+    PB_CHECK(pb_jbool(c, KEYS("attention_bias"), false, &cfg->qkv_bias, NULL));
+    cfg->out_bias = cfg->qkv_bias;
+    double qpas;
+    PB_CHECK(pb_jfloat(c, KEYS("query_pre_attn_scalar"), 256.0, &qpas, NULL));
+    if (!(qpas > 0))
+        return pb_error(PB_ERR_CONFIG, "%s: field 'query_pre_attn_scalar' must be > 0", c->path);
+    cfg->query_pre_attn_scalar = (float)qpas;
+    PB_CHECK(gemma_cap(c, "final_logit_softcapping", g3 ? 0 : 30.0, &cfg->final_softcap));
+    PB_CHECK(gemma_cap(c, "attn_logit_softcapping", g3 ? 0 : 50.0, &cfg->attn_softcap));
+    /* transformers' Gemma 3 applies final_logit_softcapping but never passes
+     * attn_logit_softcapping to its attention: refused rather than guessed */
+    if (g3 && cfg->attn_softcap > 0)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: field 'attn_logit_softcapping' = %g is not supported for gemma3_text "
+                        "(transformers' Gemma 3 ignores it; set it to null)", c->path, (double)cfg->attn_softcap);
+    PB_CHECK(pb_jbool(c, KEYS("use_bidirectional_attention"), false, &b, NULL));
+    if (b)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: field 'use_bidirectional_attention' = true is not supported "
+                        "(causal generation only)", c->path);
+    /* local layers: layer_types, else every 2nd (Gemma 2) / all but every sliding_window_pattern-th (Gemma 3) */
+    if (pb_jfind(c, KEYS("layer_types"))) {
+        PB_CHECK(pb_cfg_layer_types(c, cfg, 0));
+    } else {
+        int pattern = 2;
+        if (g3)
+            PB_CHECK(pb_jint(c, KEYS("sliding_window_pattern"), 6, 1, 1 << 20, &pattern, NULL));
+        for (int i = 0; i < cfg->n_layers; i++)
+            cfg->layer_local[i] = (i + 1) % pattern != 0;
+    }
+    bool any_local = false;
+    for (int i = 0; i < cfg->n_layers; i++)
+        any_local |= cfg->layer_local[i];
+    const cJSON *swj = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
+    if (swj && cJSON_IsNull(swj) && any_local)
+        return pb_error(PB_ERR_CONFIG, "%s: field 'sliding_window' is null but layer_types has sliding_attention "
+                        "layers", c->path);
+    PB_CHECK(pb_jint(c, KEYS("sliding_window"), 4096, 1, 1 << 30, &cfg->sliding_window, NULL));
+    cfg->norm_w_offset = 1.0f;
+    cfg->embed_scale = true;
+    return g3 ? gemma3_rope(c, cfg) : PB_OK;
+}
+
+static pb_status parse_gemma2(const pb_jctx *c, pb_model_config *cfg) { return parse_gemma(c, cfg, false); }
+static pb_status parse_gemma3(const pb_jctx *c, pb_model_config *cfg) { return parse_gemma(c, cfg, true); }
+
 /* ---- the table ---- */
 
 /* Shared pieces of the records. */
@@ -316,6 +446,28 @@ static const pb_family families[] = {
      .d_bos = -1, .d_eos = -1, .d_pad = -1, .norm = PB_NORM_RMSNORM, .pos = PB_POS_ROTARY,
      .rope_style = PB_ROPE_HALF, .gated_mlp = true, .attn_scale = true,
      .moe = {"mlp.gate", "mlp.experts", "gate_proj", "up_proj", "down_proj"}, .parse = parse_qwen3_moe},
+    /* Gemma: HF's post_attention_layernorm is the norm of the attention output; the MLP's
+     * input norm is pre_feedforward_layernorm */
+#define GEMMA_NAMES                                                                                                \
+    .prefix = {"model."}, .layer_prefix = "layers", .tok_emb = "embed_tokens", .final_norm = "norm",               \
+    .lm_head = "lm_head", .ln1 = "input_layernorm", .ln2 = "pre_feedforward_layernorm",                           \
+    .ln_post_attn = "post_attention_layernorm", .ln_post_mlp = "post_feedforward_layernorm",                      \
+    .q = "self_attn.q_proj", .k = "self_attn.k_proj", .v = "self_attn.v_proj", .o = "self_attn.o_proj",           \
+    .gate = "mlp.gate_proj", .up = "mlp.up_proj", .down = "mlp.down_proj"
+#define GEMMA_KEYS                                                                                                 \
+    .k_layers = PB_FKEYS("num_hidden_layers"), .d_layers = 26, .k_vocab = PB_FKEYS("vocab_size"),                  \
+    .k_hidden = PB_FKEYS("hidden_size"), .d_hidden = 2304, .k_heads = PB_FKEYS("num_attention_heads"),             \
+    .d_heads = 8, .k_kv_heads = PB_FKEYS("num_key_value_heads"), .d_kv_heads = 4,                                 \
+    .k_head_dim = PB_FKEYS("head_dim"), .d_head_dim = 256, /* HF: 256, not hidden_size / heads */                 \
+    .k_inter = PB_FKEYS("intermediate_size"), .d_inter = 9216, .k_max_pos = PB_FKEYS("max_position_embeddings"),   \
+    .k_act = PB_FKEYS("hidden_activation"), .d_act = "gelu_pytorch_tanh", .k_eps = PB_FKEYS("rms_norm_eps"),      \
+    .d_eps = 1e-6, .k_theta = PB_FKEYS("rope_theta"), .k_tie = PB_FKEYS("tie_word_embeddings"), .d_tie = true,    \
+    .d_bos = 2, .d_eos = 1, .d_pad = 0, .norm = PB_NORM_RMSNORM, .pos = PB_POS_ROTARY, .rope_style = PB_ROPE_HALF, \
+    .residual = PB_RESID_SANDWICH, .gated_mlp = true, .attn_scale = true
+    {.model_type = {"gemma2"}, GEMMA_NAMES, GEMMA_KEYS, .d_vocab = 256000, .d_max_pos = 8192, .d_theta = 10000.0,
+     .parse = parse_gemma2},
+    {.model_type = {"gemma3_text"}, GEMMA_NAMES, GEMMA_KEYS, .q_norm = "self_attn.q_norm", .k_norm = "self_attn.k_norm",
+     .d_vocab = 262208, .d_max_pos = 131072, .d_theta = 1000000.0, .parse = parse_gemma3},
 };
 
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))
@@ -448,6 +600,8 @@ static pb_status add_norm(item_list *l, const pb_model_config *cfg, pb_wslot w, 
                           const char *base, int n)
 {
     PB_CHECK(add_vec(l, cfg, w, layer, base, "weight", n, "hidden_size"));
+    if (cfg->norm == PB_NORM_RMSNORM)
+        l->v[l->n - 1].add = cfg->norm_w_offset; /* Gemma: x * (1 + w), (1 + w) in f32 as HF */
     if (cfg->norm == PB_NORM_LAYERNORM)
         PB_CHECK(add_vec(l, cfg, b, layer, base, "bias", n, "hidden_size"));
     return PB_OK;
@@ -479,6 +633,20 @@ static pb_status moe_items(item_list *l, const pb_model_config *cfg, int layer)
     return PB_OK;
 }
 
+/* Gemma: the norms of the attention and MLP outputs (sandwich). */
+static pb_status gemma_norm_items(item_list *l, const pb_model_config *cfg, const pb_family *f, int layer)
+{
+    if (cfg->residual == PB_RESID_SANDWICH) {
+        if (!f->ln_post_attn || !f->ln_post_mlp)
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: post-attention/post-MLP norms are not handled for this family",
+                            cfg->model_type);
+        PB_CHECK(add_norm(l, cfg, PB_SLOT_POST_ATTN_W, PB_SLOT_POST_ATTN_W, layer, f->ln_post_attn,
+                          cfg->hidden_size));
+        PB_CHECK(add_norm(l, cfg, PB_SLOT_POST_MLP_W, PB_SLOT_POST_MLP_W, layer, f->ln_post_mlp, cfg->hidden_size));
+    }
+    return PB_OK;
+}
+
 static pb_status layer_items(item_list *l, const pb_model_config *cfg, const pb_family *f, int layer)
 {
     const int H = cfg->hidden_size, hd = cfg->head_dim, nh = cfg->n_heads;
@@ -490,6 +658,7 @@ static pb_status layer_items(item_list *l, const pb_model_config *cfg, const pb_
                             cfg->model_type);
         PB_CHECK(add_norm(l, cfg, PB_SLOT_LN2_W, PB_SLOT_LN2_B, layer, f->ln2, H));
     }
+    PB_CHECK(gemma_norm_items(l, cfg, f, layer));
     if (f->qkv && f->qkv_layout == PB_QKV_BLOCKS && !f->conv1d) {
         /* fused rows q | k | v, with GQA allowed (Phi-3 qkv_proj) */
         PB_CHECK(add_lin1(l, cfg, PB_SLOT_QKV, layer, f->qkv, qd + 2 * kvd, H,
@@ -516,7 +685,9 @@ static pb_status layer_items(item_list *l, const pb_model_config *cfg, const pb_
     }
     if (f->q_norm) {
         PB_CHECK(add_vec(l, cfg, PB_SLOT_Q_NORM, layer, f->q_norm, "weight", hd, "head_dim"));
+        l->v[l->n - 1].add = cfg->norm_w_offset; /* Gemma 3: (1 + w) */
         PB_CHECK(add_vec(l, cfg, PB_SLOT_K_NORM, layer, f->k_norm, "weight", hd, "head_dim"));
+        l->v[l->n - 1].add = cfg->norm_w_offset;
     }
     PB_CHECK(add_lin1(l, cfg, PB_SLOT_O, layer, f->o, H, qd, "hidden_size", f->conv1d, cfg->out_bias));
     if (pb_model_layer_moe(cfg, layer))

@@ -58,7 +58,8 @@ typedef enum pb_act {
 typedef enum pb_residual {
     PB_RESID_SEQUENTIAL = 0,   /* x += attn(ln1(x)); x += mlp(ln2(x)) */
     PB_RESID_PARALLEL_SHARED,  /* GPT-J, CodeGen: x += attn(ln1(x)) + mlp(ln1(x)) */
-    PB_RESID_PARALLEL_TWO_NORM /* NeoX use_parallel_residual: x += attn(ln1(x)) + mlp(ln2(x)) */
+    PB_RESID_PARALLEL_TWO_NORM, /* NeoX use_parallel_residual: x += attn(ln1(x)) + mlp(ln2(x)) */
+    PB_RESID_SANDWICH          /* Gemma 2/3: x += post_attn(attn(ln1(x))); x += post_mlp(mlp(ln2(x))) */
 } pb_residual;
 
 /* Alias list of config.json keys (first present and non-null wins), NULL-terminated. */
@@ -81,6 +82,7 @@ typedef struct pb_family {
     const char *final_norm, *proj_out, *lm_head;        /* last stage */
     /* per decoder layer, as suffixes after "<layer_prefix>.<i>." */
     const char *ln1, *ln2;
+    const char *ln_post_attn, *ln_post_mlp;             /* Gemma: norms of the attention and MLP outputs */
     const char *q, *k, *v, *qkv, *o;
     const char *q_norm, *k_norm;                        /* per-head RMSNorm of q and k (Qwen3) */
     const char *fc1, *fc2;                              /* plain MLP */
@@ -136,6 +138,7 @@ typedef enum pb_wslot {
     PB_SLOT_FINAL_W, PB_SLOT_FINAL_B, PB_SLOT_PROJ_OUT, PB_SLOT_LM_HEAD,
     PB_SLOT_LN1_W, PB_SLOT_LN1_B, PB_SLOT_LN2_W, PB_SLOT_LN2_B, PB_SLOT_QKV, PB_SLOT_O, PB_SLOT_UP, PB_SLOT_DOWN,
     PB_SLOT_Q_NORM, PB_SLOT_K_NORM,
+    PB_SLOT_POST_ATTN_W, PB_SLOT_POST_MLP_W,          /* Gemma sandwich norms */
     PB_SLOT_ROUTER, PB_SLOT_EXP_GU, PB_SLOT_EXP_DOWN /* mixture of experts: [n_experts, H], gate|up, down */
 } pb_wslot;
 
@@ -157,6 +160,7 @@ typedef struct pb_witem {
     bool conv1d;                  /* stored [n_in, rows] */
     pb_qkv_layout qkv_layout;     /* one fused qkv tensor: its row order */
     int n_heads, head_dim;        /* of that fused qkv */
+    float add;                    /* vector: added to every element when loaded (Gemma's RMSNorm 1 + w) */
 } pb_witem;
 
 /* Every weight a stage holding layers [layer_begin, layer_end) (+ embeddings,
