@@ -182,6 +182,48 @@ NEW_SPECS = {
                             intermediate_size=64, vocab_size=100, max_position_embeddings=64), dict()),
 }
 
+# Gemma 2 and Gemma 3 text (tests/forward/gemma.py): prompts 3x the window, 32 greedy tokens,
+# small soft-caps that the rescaled weights reach, explicit head_dim != hidden / heads,
+# query_pre_attn_scalar != head_dim. The bf16 ones have hidden sizes whose sqrt is not a
+# bf16 number (the embedding scale is cast to the embedding's dtype).
+_GEM = dict(prompt_lens=(17, 19, 14), n_new=32, stages=(1, 2, 3), chunk=3)
+GEMMA_SPECS = {
+    "gemma2-a": ("gemma2", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                num_hidden_layers=3, intermediate_size=64, vocab_size=128, max_position_embeddings=64,
+                                sliding_window=5, query_pre_attn_scalar=20, attn_logit_softcapping=2.0,
+                                final_logit_softcapping=4.0), dict(_GEM)),
+    "gemma2-b": ("gemma2", dict(hidden_size=48, num_attention_heads=3, num_key_value_heads=1, head_dim=24,
+                                num_hidden_layers=4, intermediate_size=80, vocab_size=150, max_position_embeddings=64,
+                                sliding_window=6, query_pre_attn_scalar=16, attn_logit_softcapping=3.0,
+                                final_logit_softcapping=6.0, tie_word_embeddings=False,
+                                layer_types=["full_attention", "sliding_attention", "sliding_attention",
+                                             "full_attention"],
+                                rope_parameters={"rope_type": "default", "rope_theta": 2000.0}),
+                 dict(_GEM, dtype="bfloat16", legacy_rope=True)),
+    "gemma3-a": ("gemma3_text", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                     num_hidden_layers=4, intermediate_size=64, vocab_size=128,
+                                     max_position_embeddings=64, sliding_window=5, query_pre_attn_scalar=12,
+                                     layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                                                  "sliding_attention"],
+                                     rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                                         "rope_theta": 5000.0},
+                                                      "sliding_attention": {"rope_type": "default",
+                                                                            "rope_theta": 100.0}}), dict(_GEM)),
+    # config.json as 4.x wrote it: sliding_window_pattern, rope_theta, rope_local_base_freq, rope_scaling;
+    # final_logit_softcapping set (Gemma 3's modeling code applies it; it ignores attn_logit_softcapping,
+    # which pippy-batch refuses)
+    "gemma3-b": ("gemma3_text", dict(hidden_size=40, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                     num_hidden_layers=7, intermediate_size=72, vocab_size=140,
+                                     max_position_embeddings=64, sliding_window=4, query_pre_attn_scalar=24,
+                                     sliding_window_pattern=3, final_logit_softcapping=5.0,
+                                     rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0,
+                                                                         "rope_theta": 30000.0},
+                                                      "sliding_attention": {"rope_type": "default",
+                                                                            "rope_theta": 500.0}}),
+                 dict(_GEM, dtype="bfloat16", legacy_rope=True, stages=(1, 3))),
+}
+
+
 # Larger models for memory and speed checks: saved only (no goldens).
 PLAIN = {
     "llama-mem": ("llama", dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=4,
@@ -191,7 +233,7 @@ PLAIN = {
 
 def spec_of(name):
     """(model_type, config overrides, options) of any golden spec."""
-    for table in (SPECS, WINDOW_SPECS, MOE_SPECS, NEW_SPECS):
+    for table in (SPECS, WINDOW_SPECS, MOE_SPECS, NEW_SPECS, GEMMA_SPECS):
         if name in table:
             return table[name]
     raise KeyError(name)
@@ -267,6 +309,16 @@ def make(name, root):
         if model_type == "gpt_neox":
             c["rotary_emb_base"] = rp.pop("rope_theta")
             c["rotary_pct"] = rp.pop("partial_rotary_factor")
+        elif model_type == "gemma3_text":
+            c["rope_local_base_freq"] = rp.pop("sliding_attention")["rope_theta"]
+            rp = rp.pop("full_attention")
+            c["rope_theta"] = rp.pop("rope_theta")
+            if "sliding_window_pattern" in over:
+                del c["layer_types"]
+                c["sliding_window_pattern"] = over["sliding_window_pattern"]
+            if rp.get("rope_type", "default") != "default":
+                c["rope_scaling"] = rp   # the Hub's Gemma 3 configs: {"factor": 8.0, "rope_type": "linear"}
+                rp = {}
         else:
             c["rope_theta"] = rp.pop("rope_theta")
         if rp.get("rope_type", "default") != "default":
@@ -279,6 +331,10 @@ def make(name, root):
                                                        output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), (name, info)
     model.eval()
+    scale = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if tdt != torch.float32 and scale is not None and hasattr(scale, "embed_scale"):
+        # Gemma: HF casts sqrt(hidden) to the embedding's dtype; the checkpoint's dtype when run as stored
+        scale.embed_scale.fill_(float(scale.embed_scale.to(tdt)))
 
     V = cfg.vocab_size
     rng = np.random.default_rng(seed)
@@ -328,7 +384,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     root = sys.argv[1]
-    names = sys.argv[2:] or list(SPECS) + list(WINDOW_SPECS) + list(MOE_SPECS) + list(NEW_SPECS)
+    names = sys.argv[2:] or list(SPECS) + list(WINDOW_SPECS) + list(MOE_SPECS) + list(NEW_SPECS) + list(GEMMA_SPECS)
     torch.set_num_threads(1)
     for n in names:
         if n in PLAIN:
