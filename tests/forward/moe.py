@@ -11,6 +11,8 @@ For each MOE_SPECS model of make_goldens.py:
     bit-identical logits (fwd-harness invariance), 1 and 2 threads;
   - `pippy-batch plan` counts every expert: its total parameter bytes equal
     the checkpoint's tensor bytes, and the stages' weight memory covers them;
+  - the plan's memory estimate of a stage with experts is within 10% of the
+    running stage's peak RSS (fwd-harness memory);
   - configs and checkpoints the experts code cannot run are refused, naming
     the field (top-k above the expert count) or the layout (fused 3-D experts).
 """
@@ -132,6 +134,18 @@ def main():
         good = r.returncode != 0 and "fused 3-D expert tensors" in r.stderr
         print(f"fused experts: rc {r.returncode}: {r.stderr.strip()}" + ("" if good else " FAIL"))
         ok &= good
+    # the plan's memory estimate (experts included) against the peak RSS of the running stage
+    if "mixtral-a" in names:
+        from transformers import AutoConfig, AutoModelForCausalLM
+        torch.manual_seed(0)
+        cfg = AutoConfig.for_model("mixtral", hidden_size=256, num_attention_heads=8, num_key_value_heads=4,
+                                   num_hidden_layers=4, intermediate_size=512, vocab_size=4096,
+                                   max_position_embeddings=256, num_local_experts=8, num_experts_per_tok=2)
+        mem = os.path.join(tmp, "mixtral-mem")
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(mem, max_shard_size="20MB")
+        r = subprocess.run([harness, "memory", mem, "8", "160", "2"], capture_output=True, text=True)
+        print("mixtral memory: " + (r.stdout + r.stderr).strip().replace("\n", "; ") + ("" if r.returncode == 0 else " FAIL"))
+        ok &= r.returncode == 0
     sys.exit(0 if ok else 1)
 
 
