@@ -3,7 +3,9 @@
 # the CPU backend packs each matrix straight from the mapped file, as stored
 # or converted by --weights-dtype) beside a plain sequential read of the same
 # shard files, in the same run. Page cache warm (best of REPS runs): the
-# figures compare the loader's own cost with the cost of touching the bytes.
+# figures compare the loader's own cost with the cost of touching the bytes;
+# then once each from a cold page cache (the files' pages dropped with
+# posix_fadvise, no root needed): the disk's rate.
 # Env: PB_BUILDDIR, PB_SRCDIR, PB_PYTHON (set by `make bench`), LOAD_BENCH_HIDDEN (default 1024),
 # LOAD_BENCH_THREADS (default 2).
 set -eu
