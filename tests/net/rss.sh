@@ -10,7 +10,9 @@
 #    process's fixed overhead (the peak RSS of the same launch on a tiny
 #    model) and 32 MiB (the loader returns each mapped tensor's pages once
 #    it is converted, so mapped and converted weights are not both resident),
-#  - is below 0.75 x the peak RSS of the world-1 run of the same job.
+#  - is below the peak RSS of the world-1 run of the same job minus half the
+#    other stages' weights (a fixed share would not do: the process's own
+#    overhead, some 40 MiB under mpirun, is as large as the bf16 weights).
 # Outputs are also compared with world 1. RSS is not meaningful under ASan
 # (shadow memory): there only the runs and outputs are checked.
 set -u
@@ -85,8 +87,12 @@ for p, s in zip(stages, big):
         bad.append("stage %d: peak RSS below its own weights" % p["stage"])
     if rss > band:
         bad.append("stage %d: peak RSS above its plan + own weights + overhead" % p["stage"])
-    if rss >= 0.75 * world1:
-        bad.append("stage %d: peak RSS not below 0.75 x world 1's" % p["stage"])
+    # world 1 holds every stage's weights: a rank must save at least half of the others'
+    # (not all: a launched rank carries PMIx and the TCP links, which world 1 does not)
+    others = sum(q["memory"]["weights"] for q in stages) - w
+    if rss >= world1 - 0.5 * others:
+        bad.append("stage %d: peak RSS not below world 1's minus half the other stages' weights (%.1f MiB)"
+                   % (p["stage"], (world1 - 0.5 * others) / MiB))
 if bad:
     sys.exit("\n".join(bad))
 PYEOF
