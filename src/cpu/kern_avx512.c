@@ -193,6 +193,136 @@ static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, con
     (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
+/* ---- AVX512-BF16 (opt-in, PB_CPU_ISA=avx512bf16): bf16 weights times the
+ * activations rounded to bf16 (nearest even), vdpbf16ps on k pairs. Not
+ * bit-identical to the other paths; f32 and f16 weights take the exact
+ * AVX-512 tiles. ---- */
+#ifdef PB_KERN_SIMDE
+#define TGTB TGT
+#define OPSB pb_kops_avx512bf16_simde
+#else
+#define TGTB __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+#define OPSB pb_kops_avx512bf16
+#endif
+extern const pb_kops OPSB;
+#define INLB static inline __attribute__((always_inline)) TGTB
+#define XKC 256 /* k values of x converted at a time */
+
+INLB __m512bh as_bh(__m512i v)
+{
+    __m512bh r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+
+/* 16 floats -> 8 lanes of (bf16(x[2i+1]) << 16) | bf16(x[2i]), nearest even */
+INLB __m256i bf16_pairs(__m512 xf)
+{
+    const __m512i u = _mm512_castps_si512(xf);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb),
+                                       _mm512_set1_epi32((int)0xffff0000u));
+    const __m512i t = _mm512_srli_epi64(r, 16); /* even's bf16 at bits 0..15, odd's at 32..47 */
+    const __m512i pr = _mm512_or_si512(_mm512_and_si512(t, _mm512_set1_epi64(0xffff)),
+                                       _mm512_and_si512(_mm512_srli_epi64(t, 16), _mm512_set1_epi64(0xffff0000)));
+    return _mm512_cvtepi64_epi32(pr);
+}
+
+/* xb[r][0 .. (kc + 1) / 2) from x rows (kc <= XKC; an odd kc pads with 0) */
+INLB void convert_x(int R, const float *x, size_t ldx, int kc, uint32_t *xb)
+{
+    for (int r = 0; r < R; r++) {
+        const float *xr = x + (size_t)r * ldx;
+        uint32_t *o = xb + (size_t)r * (XKC / 2);
+        int k = 0;
+        for (; k + 16 <= kc; k += 16)
+            _mm256_storeu_si256((__m256i *)(void *)(o + k / 2), bf16_pairs(_mm512_loadu_ps(xr + k)));
+        if (k < kc) {
+            float t[16] = {0};
+            memcpy(t, xr + k, (size_t)(kc - k) * sizeof(float));
+            _mm256_storeu_si256((__m256i *)(void *)(o + k / 2), bf16_pairs(_mm512_loadu_ps(t)));
+        }
+    }
+}
+
+INLB void mmb_tile(const int R, const int G, const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc,
+                   float *c, size_t ldc, int nlast, int accumulate)
+{
+    __m512 acc[MR][GMAX];
+    uint32_t xb[MR * (XKC / 2)] __attribute__((aligned(64)));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc[r][g] = accumulate ? acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR)
+                                   : _mm512_setzero_ps();
+    for (int k0 = 0; k0 < kc; k0 += XKC) {
+        const int kb = kc - k0 < XKC ? kc - k0 : XKC;
+        convert_x(R, x + k0, ldx, kb, xb);
+        for (int k2 = 0; k2 < (kb + 1) / 2; k2++) {
+            __m512i v[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const uint16_t *p = w + (size_t)g * ps + (size_t)(k0 + 2 * k2) * PB_KNR;
+                _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+                v[g] = _mm512_loadu_si512((const void *)p);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m512bh xv = as_bh(_mm512_set1_epi32((int)xb[(size_t)r * (XKC / 2) + k2]));
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++)
+                    acc[r][g] = _mm512_dpbf16_ps(acc[r][g], xv, as_bh(v[g]));
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
+}
+
+#define MMB_FN(R, G)                                                                                                 \
+    static TGTB void mmb_##R##_##G(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,       \
+                                   size_t ldc, int nlast, int accumulate)                                            \
+    {                                                                                                                \
+        mmb_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
+    }
+MMB_FN(1, 8)
+MMB_FN(2, 6)
+MMB_FN(3, 4)
+MMB_FN(4, 4)
+MMB_FN(5, 3)
+MMB_FN(6, 3)
+MMB_FN(7, 3)
+MMB_FN(8, 3)
+MMB_FN(1, 1)
+MMB_FN(2, 1)
+MMB_FN(3, 1)
+MMB_FN(4, 1)
+MMB_FN(5, 1)
+MMB_FN(6, 1)
+MMB_FN(7, 1)
+MMB_FN(8, 1)
+
+static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                      float *c, size_t ldc, int nlast, int accumulate);
+
+/* kc is even except at the end of K, where the packed pair's second k is 0 */
+static void mm_avx512bf16(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                          float *c, size_t ldc, int nlast, int accumulate)
+{
+    typedef void (*fn)(const float *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
+    static const fn wide[MR + 1] = {NULL, mmb_1_8, mmb_2_6, mmb_3_4, mmb_4_4, mmb_5_3, mmb_6_3, mmb_7_3, mmb_8_3};
+    static const fn one[MR + 1] = {NULL, mmb_1_1, mmb_2_1, mmb_3_1, mmb_4_1, mmb_5_1, mmb_6_1, mmb_7_1, mmb_8_1};
+    if (dt != PB_DT_BF16) {
+        mm_avx512(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+        return;
+    }
+    (G == 1 ? one : wide)[R](x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+}
+
 /* ---- attention primitives ---- */
 
 /* the fixed tree over 16 lanes: l + l+8, l + l+4, l + l+2, l + l+1 */
@@ -480,6 +610,23 @@ const pb_kops OPS = {
     .kc = 256,
     .gmax = {0, 8, 6, 4, 4, 3, 3, 3, 3},
     .mm = mm_avx512,
+    .dots = dots_avx512,
+    .expsum = expsum_avx512,
+    .axpy = axpy_avx512,
+    .sum = sum_avx512,
+    .sqdev = sqdev_avx512,
+    .scale = scale_avx512,
+    .act = act_avx512,
+    .rope = rope_avx512,
+};
+
+/* the AVX-512 table with the bf16 dot products for bf16 weights */
+const pb_kops OPSB = {
+    .isa = PB_ISA_AVX512BF16,
+    .mr = MR,
+    .kc = 256,
+    .gmax = {0, 8, 6, 4, 4, 3, 3, 3, 3},
+    .mm = mm_avx512bf16,
     .dots = dots_avx512,
     .expsum = expsum_avx512,
     .axpy = axpy_avx512,

@@ -80,6 +80,7 @@ extern const pb_kops pb_kops_portable;
 #define PB_KERN_X86 1
 extern const pb_kops pb_kops_avx2;
 extern const pb_kops pb_kops_avx512;
+extern const pb_kops pb_kops_avx512bf16;
 #endif
 
 const pb_kops *pb_kops_get(pb_cpu_isa isa); /* NULL when not built */

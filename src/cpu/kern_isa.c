@@ -36,8 +36,10 @@ static pb_cpu_isa detect(void)
     const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
     if (!avx2)
         return PB_ISA_PORTABLE;
-    if (avx512f && avx512bw && avx512vl && (xcr0 & 0xe6) == 0xe6) /* opmask, ZMM_Hi256, Hi16_ZMM */
-        return PB_ISA_AVX512;
+    if (avx512f && avx512bw && avx512vl && (xcr0 & 0xe6) == 0xe6) { /* opmask, ZMM_Hi256, Hi16_ZMM */
+        __cpuid_count(7, 1, a, b, c, d);
+        return (a >> 5) & 1 ? PB_ISA_AVX512BF16 : PB_ISA_AVX512; /* AVX512_BF16 */
+    }
     return PB_ISA_AVX2;
 }
 #else
@@ -47,7 +49,7 @@ static pb_cpu_isa detect(void)
 }
 #endif
 
-static const char *const isa_names[PB_ISA_COUNT] = {"portable", "avx2", "avx512"};
+static const char *const isa_names[PB_ISA_COUNT] = {"portable", "avx2", "avx512", "avx512bf16"};
 
 /* -1: not decided yet. Set once from the environment, later only by tests. */
 static atomic_int active_isa = -1;
@@ -58,17 +60,24 @@ const char *pb_cpu_isa_name(pb_cpu_isa isa)
     return (unsigned)isa < PB_ISA_COUNT ? isa_names[isa] : "?";
 }
 
-pb_cpu_isa pb_cpu_isa_best(void)
+/* the CPU's widest path, the opt-in avx512bf16 included */
+static pb_cpu_isa cpu_widest(void)
 {
-    static atomic_int best = -1;
-    int b = atomic_load(&best);
+    static atomic_int widest = -1;
+    int b = atomic_load(&widest);
     if (b < 0) {
         b = (int)detect();
         while (b > 0 && !pb_kops_get((pb_cpu_isa)b))
             b--; /* a path this build lacks */
-        atomic_store(&best, b);
+        atomic_store(&widest, b);
     }
     return (pb_cpu_isa)b;
+}
+
+pb_cpu_isa pb_cpu_isa_best(void)
+{
+    pb_cpu_isa w = cpu_widest();
+    return w == PB_ISA_AVX512BF16 ? PB_ISA_AVX512 : w; /* never the inexact one by itself */
 }
 
 const pb_kops *pb_kops_get(pb_cpu_isa isa)
@@ -81,6 +90,8 @@ const pb_kops *pb_kops_get(pb_cpu_isa isa)
         return &pb_kops_avx2;
     case PB_ISA_AVX512:
         return pb_kops_avx512.mm ? &pb_kops_avx512 : NULL;
+    case PB_ISA_AVX512BF16:
+        return pb_kops_avx512bf16.mm ? &pb_kops_avx512bf16 : NULL;
 #endif
     default:
         return NULL;
@@ -91,9 +102,9 @@ pb_status pb_cpu_isa_set(pb_cpu_isa isa)
 {
     if ((unsigned)isa >= PB_ISA_COUNT)
         return pb_error(PB_ERR_USAGE, "unknown CPU kernel path %d", (int)isa);
-    if (isa > pb_cpu_isa_best() || !pb_kops_get(isa))
+    if (isa > cpu_widest() || !pb_kops_get(isa))
         return pb_error(PB_ERR_UNSUPPORTED, "CPU kernel path %s: this CPU (or build) supports at most %s",
-                        pb_cpu_isa_name(isa), pb_cpu_isa_name(pb_cpu_isa_best()));
+                        pb_cpu_isa_name(isa), pb_cpu_isa_name(cpu_widest()));
     atomic_store(&active_isa, (int)isa);
     return PB_OK;
 }
@@ -111,10 +122,11 @@ pb_cpu_isa pb_cpu_isa_active(void)
             if (!strcmp(env, isa_names[i]))
                 want = i;
         if (want < 0)
-            pb_log_warn("PB_CPU_ISA=%s is not one of portable, avx2, avx512; using %s", env, pb_cpu_isa_name(isa));
-        else if (want > (int)isa)
-            pb_log_warn("PB_CPU_ISA=%s: this CPU supports at most %s; using %s", env, pb_cpu_isa_name(isa),
+            pb_log_warn("PB_CPU_ISA=%s is not one of portable, avx2, avx512, avx512bf16; using %s", env,
                         pb_cpu_isa_name(isa));
+        else if (want > (int)cpu_widest())
+            pb_log_warn("PB_CPU_ISA=%s: this CPU supports at most %s; using %s", env,
+                        pb_cpu_isa_name(cpu_widest()), pb_cpu_isa_name(isa));
         else
             isa = (pb_cpu_isa)want;
     }

@@ -634,7 +634,7 @@ static void mm_item(void *ctx, int item, int worker)
             const int kc = K - k0 < KC ? K - k0 : KC;
             for (int pg = p0; pg < p1; pg += G) {
                 const int pe = pg + G < p1 ? pg + G : p1;
-                if (w->dt != PB_DT_F32 && M >= 4 * mr) {
+                if (w->dt != PB_DT_F32 && M >= 4 * mr && ops->isa != PB_ISA_AVX512BF16) {
                     /* convert the group's block to f32 once (exact), then
                      * the f32 tiles: the same products in the same order */
                     float *wc = j->wconv + (size_t)worker * WCONV_FLOATS;

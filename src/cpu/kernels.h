@@ -2,7 +2,8 @@
  * matmul (decode GEMV and prefill GEMM share one reduction order), and GQA
  * attention over an f32 KV cache. Runtime dispatch picks the widest ISA the
  * CPU has (AVX-512F, AVX2+FMA+F16C, portable C); PB_CPU_ISA=portable|avx2|avx512
- * in the environment forces one (refused when the CPU lacks it).
+ * in the environment forces one (refused when the CPU lacks it), and
+ * PB_CPU_ISA=avx512bf16 opts in to the inexact bf16 dot products.
  *
  * Batch invariance: every output element y[i, j] is reduced over k in an order
  * that depends only on n_in, never on M, on the row's place in the call, on
@@ -22,12 +23,15 @@
 #include "cpu/pool.h"
 
 /* ---- ISA dispatch ---- */
-typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_ISA_COUNT } pb_cpu_isa;
+/* PB_ISA_AVX512BF16 is opt-in only (never chosen by itself): bf16 weights
+ * multiply activations rounded to bf16 (vdpbf16ps), so its results differ
+ * from the exact paths (relative error of a dot product about 2^-9). */
+typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_ISA_AVX512BF16, PB_ISA_COUNT } pb_cpu_isa;
 
-pb_cpu_isa pb_cpu_isa_best(void);            /* widest the CPU (and build) supports */
+pb_cpu_isa pb_cpu_isa_best(void);            /* widest exact path the CPU (and build) supports */
 pb_cpu_isa pb_cpu_isa_active(void);          /* the one in use (PB_CPU_ISA or best) */
 pb_status pb_cpu_isa_set(pb_cpu_isa isa);    /* tests: force a path; PB_ERR_UNSUPPORTED if unavailable */
-const char *pb_cpu_isa_name(pb_cpu_isa isa); /* "portable", "avx2", "avx512" */
+const char *pb_cpu_isa_name(pb_cpu_isa isa); /* "portable", "avx2", "avx512", "avx512bf16" */
 
 /* ---- packed weight matrices ---- */
 

@@ -6,6 +6,9 @@
  *   stores, transposed sources, row permutations; a row alone equals the same
  *   row inside any M; every path gives the same bits;
  * - gather: rows of the packed matrix equal the stored values;
+ * - the opt-in avx512bf16 matmul (natively when the CPU has AVX512-BF16, and
+ *   through SIMDe): within stated bounds of references on bf16-rounded and
+ *   exact activations, batch-invariant (test_bf16dot_path);
  * - row kernels (norm, activations, rotary): every path the same bits,
  *   within stated bounds of double references (test_rows);
  * - attention: within 2e-5 (|err| <= 2e-5 * (1 + |ref|)) of a double
@@ -24,6 +27,7 @@
 
 #ifdef PB_TEST_SIMDE
 extern const pb_kops pb_kops_avx512_simde;
+extern const pb_kops pb_kops_avx512bf16_simde;
 #endif
 
 static int failures;
@@ -589,6 +593,98 @@ static void test_rows(void)
     free(first);
 }
 
+/* ---- the opt-in AVX512-BF16 path (bf16 weights, activations rounded to
+ * bf16): not bit-identical to the exact paths, so checked by bounds:
+ *   |y - rb| <= (K + 2) eps sum |xb_k w_k| + eps |b|, rb = sum xb_k w_k + b in
+ *   double with xb = bf16(x) (nearest even): only f32 summation error;
+ *   |y - r|  <= 2^-8 sum |x_k w_k| + (K + 2) eps sum |xb_k w_k| + eps |b|
+ *   against the exact x (the rounding of x is at most 2^-9 relative);
+ * and batch-invariant: every row of an M-row call has the bits of the same
+ * row alone. f32/f16 weights there are the exact AVX-512 tiles. */
+static void test_bf16dot_path(pb_kctx *kctx, const char *name, const pb_kops *ops)
+{
+    static const int shapes[][2] = {{37, 203}, {130, 1000}, {16, 2}, {50, 257}};
+    static const int Ms[] = {1, 5, 8, 33, 64};
+    const double eps = 5.96e-8;
+    pb_kops_override(ops);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int n_out = shapes[si][0], n_in = shapes[si][1], Mmax = 64;
+        float *wv = malloc((size_t)n_out * n_in * 4), *b = malloc((size_t)n_out * 4);
+        for (size_t i = 0; i < (size_t)n_out * n_in; i++)
+            wv[i] = frand();
+        for (int r = 0; r < n_out; r++)
+            b[r] = frand();
+        void *src = make_src(PB_DT_BF16, (size_t)n_out * n_in, wv);
+        pb_kmat_src s = {.data = src, .dtype = PB_DT_BF16};
+        pb_kmat *m = NULL;
+        if (pb_kmat_pack(&s, n_out, n_in, PB_DT_BF16, &m) != PB_OK) {
+            FAIL("bf16dot: pack failed");
+            return;
+        }
+        float *x = malloc((size_t)Mmax * n_in * 4), *y = malloc((size_t)Mmax * n_out * 4),
+              *alone = malloc((size_t)Mmax * n_out * 4);
+        for (size_t i = 0; i < (size_t)Mmax * n_in; i++)
+            x[i] = 2.0f * frand();
+        x[0] = 1.0f + 1.0f / 256.0f; /* a tie: rounds to even (1.0) */
+        for (int i = 0; i < Mmax; i++)
+            if (pb_kmat_mul(kctx, x + (size_t)i * n_in, n_in, 1, m, b, alone + (size_t)i * n_out, n_out) != PB_OK)
+                FAIL("bf16dot: mul failed");
+        double worst = 0;
+        for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
+            const int M = Ms[mi];
+            if (pb_kmat_mul(kctx, x, n_in, M, m, b, y, n_out) != PB_OK)
+                FAIL("bf16dot: mul failed");
+            if (memcmp(y, alone, (size_t)M * n_out * 4))
+                FAIL("%s: [%d, %d] M=%d: a row differs from the same row alone", name, n_out, n_in, M);
+        }
+        for (int i = 0; i < Mmax; i++)
+            for (int r = 0; r < n_out; r++) {
+                double rb = b[r], re = b[r], ab = 0, ae = 0;
+                for (int k = 0; k < n_in; k++) {
+                    const double w = pb_bf16_to_f32(pb_f32_to_bf16(wv[(size_t)r * n_in + k]));
+                    const double xv = x[(size_t)i * n_in + k], xb = pb_bf16_to_f32(pb_f32_to_bf16(x[(size_t)i * n_in + k]));
+                    rb += xb * w;
+                    re += xv * w;
+                    ab += fabs(xb * w);
+                    ae += fabs(xv * w);
+                }
+                const double got = alone[(size_t)i * n_out + r], tb = (n_in + 2) * eps * ab + eps * fabs(b[r]);
+                if (fabs(got - rb) > tb)
+                    FAIL("%s: [%d, %d] row %d col %d: %.9g vs bf16(x) reference %.9g", name, n_out, n_in, i, r, got, rb);
+                if (fabs(got - re) > ae / 256.0 + tb)
+                    FAIL("%s: [%d, %d] row %d col %d: %.9g vs exact %.9g", name, n_out, n_in, i, r, got, re);
+                if (ae > 0 && fabs(got - re) / ae > worst)
+                    worst = fabs(got - re) / ae;
+            }
+        if (si == 1)
+            printf("%s: worst |y - exact| / sum |x w| = %.2e ([%d, %d])\n", name, worst, n_out, n_in);
+        pb_kmat_free(m);
+        free(src);
+        free(wv);
+        free(b);
+        free(x);
+        free(y);
+        free(alone);
+    }
+    pb_kops_override(NULL);
+}
+
+static void test_bf16dot(pb_kctx *kctx)
+{
+    if (pb_cpu_isa_best() == PB_ISA_AVX512BF16)
+        FAIL("the inexact avx512bf16 path is chosen without being asked for");
+    if (pb_cpu_isa_set(PB_ISA_AVX512BF16) == PB_OK) {
+        test_bf16dot_path(kctx, "avx512bf16", pb_kops_get(PB_ISA_AVX512BF16));
+        pb_cpu_isa_set(pb_cpu_isa_best());
+    } else {
+        printf("avx512bf16: not on this CPU\n");
+    }
+#ifdef PB_TEST_SIMDE
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        test_bf16dot_path(kctx, "avx512bf16-simde", &pb_kops_avx512bf16_simde);
+#endif
+}
+
 int main(void)
 {
     add_paths();
@@ -605,6 +701,8 @@ int main(void)
     test_matmul(k2);
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
     test_attention(k1, k2);
+    test_bf16dot(k1);
+    test_bf16dot(k2);
     pb_kctx_free(k1);
     pb_kctx_free(k2);
     pb_pool_free(pool);
