@@ -532,6 +532,14 @@ static pb_status parse_family(const pb_jctx *c, pb_model_config *cfg)
     cfg->rope_theta = (float)theta; /* a hook may set its own (Gemma 3's per layer type) */
     if (f->parse)
         PB_CHECK(f->parse(c, cfg));
+    if (!f->softcaps) /* Gemma's keys in another family's config: its forward has no caps */
+        for (int i = 0; i < 2; i++) {
+            static const char *const caps[2] = {"attn_logit_softcapping", "final_logit_softcapping"};
+            const cJSON *it = cJSON_GetObjectItemCaseSensitive(c->root, caps[i]);
+            if (it && !cJSON_IsNull(it))
+                return pb_error(PB_ERR_UNSUPPORTED, "%s: field '%s' is not supported for model_type \"%s\" (only "
+                                "gemma2 and gemma3_text apply soft-caps)", c->path, caps[i], cfg->model_type);
+        }
 
     if (act)
         PB_CHECK(parse_act(c, f->k_act[0], act, &cfg->act));

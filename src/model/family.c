@@ -463,7 +463,7 @@ static const pb_family families[] = {
     .k_act = PB_FKEYS("hidden_activation"), .d_act = "gelu_pytorch_tanh", .k_eps = PB_FKEYS("rms_norm_eps"),      \
     .d_eps = 1e-6, .k_theta = PB_FKEYS("rope_theta"), .k_tie = PB_FKEYS("tie_word_embeddings"), .d_tie = true,    \
     .d_bos = 2, .d_eos = 1, .d_pad = 0, .norm = PB_NORM_RMSNORM, .pos = PB_POS_ROTARY, .rope_style = PB_ROPE_HALF, \
-    .residual = PB_RESID_SANDWICH, .gated_mlp = true, .attn_scale = true
+    .residual = PB_RESID_SANDWICH, .gated_mlp = true, .attn_scale = true, .softcaps = true
     {.model_type = {"gemma2"}, GEMMA_NAMES, GEMMA_KEYS, .d_vocab = 256000, .d_max_pos = 8192, .d_theta = 10000.0,
      .parse = parse_gemma2},
     {.model_type = {"gemma3_text"}, GEMMA_NAMES, GEMMA_KEYS, .q_norm = "self_attn.q_norm", .k_norm = "self_attn.k_norm",

@@ -118,6 +118,7 @@ typedef struct pb_family {
     pb_residual residual;
     pb_act act;
     bool gated_mlp, attn_scale, qkv_bias, out_bias, mlp_bias, lm_head_bias, embed_norm;
+    bool softcaps;               /* its hook reads attn/final_logit_softcapping (Gemma); else they are refused */
 
     /* The family's own keys, after the common ones above are read. */
     pb_status (*parse)(const struct pb_jctx *c, struct pb_model_config *cfg);

@@ -14,7 +14,8 @@
 3. pippy-batch itself on a Gemma 2 model with the GPT-2 tokenizer: world 1 gives
    generate()'s greedy text, and mpirun -np 3 the same bytes.
 4. Refusals naming the field: attn_logit_softcapping on Gemma 3 (HF ignores it),
-   use_bidirectional_attention, a non-default rotary on local layers.
+   use_bidirectional_attention, a non-default rotary on local layers, and the
+   soft-cap keys in another family's config (Llama).
 """
 import fcntl
 import json
@@ -146,18 +147,24 @@ def refusals(root):
              ("rope_parameters.sliding_attention.rope_type",
               {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
                                    "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}})]
+    llama = {"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2,
+             "intermediate_size": 64, "vocab_size": 128}
+    cases += [("final_logit_softcapping", dict(llama, final_logit_softcapping=30.0)),
+              ("attn_logit_softcapping", dict(llama, attn_logit_softcapping=50.0))]
     for field, change in cases:
         d = os.path.join(root, "gemma-refuse")
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(src, d)
         c = json.load(open(os.path.join(d, "config.json")))
+        if change.get("model_type") == "llama":   # another family with Gemma's keys
+            c = {}
         c.update(change)
         json.dump(c, open(os.path.join(d, "config.json"), "w"))
         r = subprocess.run([pb, "plan", "--model", d], capture_output=True, text=True)
         ok = r.returncode != 0 and f"'{field}'" in r.stderr
         print(f"refused {field}: exit {r.returncode}: {r.stderr.strip()[:160]}" + ("" if ok else " FAIL"))
         if not ok:
-            errors.append(f"a Gemma 3 config with {field} = {change} is not refused naming it")
+            errors.append(f"a config with {field} = {change} is not refused naming it")
 
 
 def cli_ranks(root):
