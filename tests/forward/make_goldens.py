@@ -213,7 +213,7 @@ GEMMA_SPECS = {
     # final_logit_softcapping set (Gemma 3's modeling code applies it; it ignores attn_logit_softcapping,
     # which pippy-batch refuses)
     "gemma3-b": ("gemma3_text", dict(hidden_size=40, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                                     num_hidden_layers=7, intermediate_size=72, vocab_size=140,
+                                     num_hidden_layers=6, intermediate_size=72, vocab_size=140,
                                      max_position_embeddings=64, sliding_window=4, query_pre_attn_scalar=24,
                                      sliding_window_pattern=3, final_logit_softcapping=5.0,
                                      rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0,
