@@ -117,14 +117,12 @@ def main():
                 print(f"  {CONVS[i][-1]['content'][:40]!r} -> {o['text'][:90]!r}")
                 shown += 1
             continue
-        k = next((k for k in range(len(rf["stop"]))
-                  if not o["text"].startswith(tok.decode(rf["stop"][:k + 1], skip_special_tokens=True))),
-                 len(rf["stop"]) - 1)
-        if rf["margin"][k] >= smol.TIE:
+        k, margin = smol.text_divergence(tok, o["text"], rf)
+        if margin >= smol.TIE:
             errors.append(f"conversation {i}: answer differs from generate() at token {k} "
-                          f"(HF margin {rf['margin'][k]:.3g}):\n    ours {o['text']!r}\n    HF   {want!r}")
+                          f"(HF margin {margin:.3g}):\n    ours {o['text']!r}\n    HF   {want!r}")
         else:
-            print(f"  conversation {i}: near-tie at token {k} (margin {rf['margin'][k]:.2g})")
+            print(f"  conversation {i}: near-tie at token {k} (margin {margin:.2g})")
     if errors:
         print("\n".join("FAIL: " + e for e in errors))
         sys.exit(1)

@@ -87,6 +87,16 @@ def first_divergence(a, b):
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
+def text_divergence(tok, text, rf):
+    """Where `text` (ours) leaves generate()'s greedy text rf["stop"]: (k, HF's
+    top-2 margin before token k), k the first HF token whose text is no longer
+    a prefix of ours. A margin under TIE is a near-tie, not an error."""
+    k = next((k for k in range(len(rf["stop"]))
+              if not text.startswith(tok.decode(rf["stop"][:k + 1], skip_special_tokens=True))),
+             len(rf["stop"]) - 1)
+    return k, rf["margin"][k]
+
+
 def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f)

@@ -76,15 +76,12 @@ def check_cli(d, tok, ref, work):
                 if o["finish_reason"] != reason:
                     errors.append(f"mpirun -np {n}, prompt {i}: finish_reason {o['finish_reason']}, HF {reason}")
                 continue
-            # first HF token whose text is no longer a prefix of ours
-            k = next((k for k in range(len(rf["stop"]))
-                      if not o["text"].startswith(tok.decode(rf["stop"][:k + 1], skip_special_tokens=True))),
-                     len(rf["stop"]) - 1)
-            if rf["margin"][k] >= smol.TIE:
+            k, margin = smol.text_divergence(tok, o["text"], rf)
+            if margin >= smol.TIE:
                 errors.append(f"mpirun -np {n}, prompt {i}: text differs from generate() at token {k} "
-                              f"(HF margin {rf['margin'][k]:.3g}):\n    ours {o['text']!r}\n    HF   {want!r}")
+                              f"(HF margin {margin:.3g}):\n    ours {o['text']!r}\n    HF   {want!r}")
             else:
-                print(f"  mpirun -np {n}, prompt {i}: near-tie at token {k} (margin {rf['margin'][k]:.2g})")
+                print(f"  mpirun -np {n}, prompt {i}: near-tie at token {k} (margin {margin:.2g})")
         if n == 1:
             for i in range(min(3, len(ref))):
                 print(f"  prompt {i}: {recs[i]['text'][:100]!r}")
