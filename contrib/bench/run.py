@@ -90,8 +90,22 @@ def log(msg):
 # far after each measure (a run stopped by --timeout keeps what it measured).
 
 
+def peak_rss_kib():
+    """This process's peak RSS since its exec: VmHWM. (ru_maxrss is carried
+    across execve, so a child of this harness would report at least the
+    harness's own peak, torch and all.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith("VmHWM:"):
+                    return int(ln.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def emit(res):
-    res = dict(res, _rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    res = dict(res, _rss_kib=peak_rss_kib())
     print(json.dumps(res), flush=True)
 
 def worker_llama(job):
@@ -275,7 +289,9 @@ def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, t
         raise RuntimeError(f"pippy-batch failed: {' '.join(cmd)}: {err.strip()[-800:]}")
     with open(met) as f:
         m = json.load(f)
-    return m, wall, ru.ru_maxrss
+    # its own VmHWM (ru_maxrss from wait4 starts at this harness's peak)
+    rss_kib = m["peak_rss_bytes"] / 1024 if "peak_rss_bytes" in m else ru.ru_maxrss
+    return m, wall, rss_kib
 
 
 def measure_pippy(pb, m, job, ignore_eos):

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -157,4 +158,27 @@ pb_status pb_pread_full(const char *path, int fd, void *buf, size_t n, uint64_t 
         done += (size_t)r;
     }
     return PB_OK;
+}
+
+/* Peak resident set of this process's memory since it started its program:
+ * VmHWM from /proc/self/status. getrusage's ru_maxrss is not that: Linux
+ * carries it across execve, so a process started from a large parent (a
+ * Python harness with torch loaded) reports at least the parent's peak. */
+uint64_t pb_peak_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kib = 0;
+        int found = 0;
+        while (!found && fgets(line, sizeof line, f))
+            found = sscanf(line, "VmHWM: %llu kB", &kib) == 1;
+        fclose(f);
+        if (found)
+            return (uint64_t)kib * 1024u;
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss < 0)
+        return 0;
+    return (uint64_t)ru.ru_maxrss * 1024u; /* Linux: kilobytes */
 }

@@ -571,14 +571,14 @@ pb_status pb_run_write_metrics(const char *path, const pb_run_stats *s)
                    "\"completion_tokens\": %llu, \"wall_seconds\": %.6f, \"tokens_per_second\": %.3f, "
                    "\"prefill_tokens_per_second\": %.3f, \"decode_tokens_per_second\": %.3f, "
                    "\"time_to_first_token_mean\": %.6f, \"time_to_first_token_max\": %.6f, "
-                   "\"first_token_seconds\": %.6f, \"micro_batches\": %llu, \"stages\": [",
+                   "\"first_token_seconds\": %.6f, \"micro_batches\": %llu, \"peak_rss_bytes\": %llu, \"stages\": [",
                    (unsigned long long)s->records, (unsigned long long)s->errors,
                    (unsigned long long)s->prompt_tokens, (unsigned long long)s->completion_tokens,
                    s->wall_seconds, gen_tps,
                    e->prefill_seconds > 0 ? (double)s->prompt_tokens / e->prefill_seconds : 0,
                    e->decode_seconds > 0 ? (double)s->completion_tokens / e->decode_seconds : 0,
                    e->ttft_mean, e->ttft_max, e->first_token_seconds,
-                   (unsigned long long)e->micro_batches);
+                   (unsigned long long)e->micro_batches, (unsigned long long)pb_peak_rss_bytes());
     for (int i = 0; i < e->pipe.n_stages && i < PB_PIPE_MAX_STAGES; i++)
         pb_jbuf_printf(&b, "%s{\"stage\": %d, \"busy_seconds\": %.6f, \"busy_fraction\": %.4f}",
                        i ? ", " : "", i, e->pipe.busy_seconds[i],

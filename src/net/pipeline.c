@@ -1,9 +1,9 @@
 #include "config.h"
 #include "net/pipeline.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include <cjson/cJSON.h>
 
@@ -49,14 +49,6 @@ uint64_t pb_pipeline_plan_hash(int n_stages, const int *layer_begin, const int *
             for (int b = 0; b < 4; b++) h = (h ^ ((v[k] >> (8 * b)) & 0xffu)) * 1099511628211ull;
     }
     return h;
-}
-
-static uint64_t peak_rss_bytes(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss < 0)
-        return 0;
-    return (uint64_t)ru.ru_maxrss * 1024u; /* Linux: kilobytes */
 }
 
 static const char *msg_name(uint32_t type)
@@ -291,7 +283,7 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
             me.bytes_recv = ts.bytes_recv;
             me.send_wait_seconds = ts.send_wait_seconds;
             me.wall_seconds = t_first > 0 ? pb_now() - t_first : 0;
-            me.peak_rss_bytes = peak_rss_bytes();
+            me.peak_rss_bytes = pb_peak_rss_bytes();
             PB_CHECK_GOTO(stats_append(t, &m, &me), st, fail);
             pb_msg_release(&m);
             continue;
@@ -452,7 +444,7 @@ pb_status pb_net_pipe_report(pb_net_pipe *np, pb_pipeline_report *rep)
         .wall_seconds = np->t_first > 0 ? pb_now() - np->t_first : 0,
         .bytes_sent = ts.bytes_sent,
         .bytes_recv = ts.bytes_recv,
-        .peak_rss_bytes = peak_rss_bytes(),
+        .peak_rss_bytes = pb_peak_rss_bytes(),
         .plan_mem_bytes = np->cfg.plan_mem,
     };
     uint8_t msg[4 + STATS_REC_BYTES];

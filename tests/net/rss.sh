@@ -45,8 +45,18 @@ for d in stored bf16; do
     w=$($PB_PYTHON -c 'import resource, subprocess, sys
 r = subprocess.run(sys.argv[1:]).returncode
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r == 0 else "")' \
-        "$P" $RUN --model "$T/big" --out "$T/ref-$d.jsonl" --force --weights-dtype $d 2>"$err")
+        "$P" $RUN --model "$T/big" --out "$T/ref-$d.jsonl" --force --weights-dtype $d --metrics "$T/w1.json" \
+        2>"$err")
     [ -n "$w" ] || fail "world 1, weights $d"
+    # the metrics' own peak_rss_bytes (VmHWM) against what wait4 saw of the process
+    $PB_PYTHON - "$T/w1.json" "$w" <<'PYEOF' || fail "world 1, weights $d: metrics peak_rss_bytes"
+import json, sys
+m = json.load(open(sys.argv[1]))["peak_rss_bytes"] / 1024
+w = int(sys.argv[2])
+print("world 1: peak RSS %.1f MiB in --metrics, %.1f MiB from wait4" % (m / 1024, w / 1024))
+if abs(m - w) > max(0.05 * w, 16 * 1024):
+    sys.exit("metrics peak_rss_bytes %.0f KiB, wait4 %d KiB" % (m, w))
+PYEOF
     eval "w1_$d=$w"
 done
 for c in 2:stored 4:stored 2:bf16; do
