@@ -192,6 +192,37 @@ static void mm_avx2(int R, int G, pb_dtype dt, const float *x, size_t ldx, const
     (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
+/* bf16: one 32-byte row of a k pair holds 8 columns' (k, k + 1) */
+static TGT void cvt_avx2(pb_dtype dt, const void *w, int kc, float *out)
+{
+    const uint16_t *src = w;
+    int k = 0;
+    if (dt == PB_DT_F16) {
+        for (; k < kc; k++) {
+            const uint16_t *p = src + (size_t)k * PB_KNR;
+            _mm256_storeu_ps(out + (size_t)k * PB_KNR, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)));
+            _mm256_storeu_ps(out + (size_t)k * PB_KNR + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8))));
+        }
+        return;
+    }
+    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
+    for (; k + 2 <= kc; k += 2) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(src + (size_t)k * PB_KNR));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(src + (size_t)k * PB_KNR + 16));
+        float *o = out + (size_t)k * PB_KNR;
+        _mm256_storeu_ps(o, _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)));
+        _mm256_storeu_ps(o + 8, _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)));
+        _mm256_storeu_ps(o + 16, _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask)));
+        _mm256_storeu_ps(o + 24, _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask)));
+    }
+    if (k < kc) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(src + (size_t)k * PB_KNR));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(src + (size_t)k * PB_KNR + 16));
+        _mm256_storeu_ps(out + (size_t)k * PB_KNR, _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)));
+        _mm256_storeu_ps(out + (size_t)k * PB_KNR + 8, _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)));
+    }
+}
+
 /* ---- attention primitives ---- */
 
 /* the fixed tree over 16 lanes held as lo = lanes 0..7, hi = 8..15 */
@@ -498,6 +529,7 @@ const pb_kops pb_kops_avx2 = {
     .kc = 256,
     .gmax = {0, 6, 3, 2, 1, 1, 1},
     .mm = mm_avx2,
+    .cvt = cvt_avx2,
     .dots = dots_avx2,
     .expsum = expsum_avx2,
     .axpy = axpy_avx2,

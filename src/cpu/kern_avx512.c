@@ -336,6 +336,31 @@ INL float tree16(__m512 v)
     return _mm_cvtss_f32(s1);
 }
 
+/* bf16: one 64-byte row of a k pair holds the 16 columns' (k, k + 1) */
+static TGT void cvt_avx512(pb_dtype dt, const void *w, int kc, float *out)
+{
+    const uint16_t *src = w;
+    int k = 0;
+    if (dt == PB_DT_F16) {
+        for (; k < kc; k++) {
+            const uint16_t *p = src + (size_t)k * PB_KNR;
+            const __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+            _mm512_storeu_ps(out + (size_t)k * PB_KNR, _mm512_cvtph_ps(h));
+        }
+        return;
+    }
+    const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
+    for (; k + 2 <= kc; k += 2) {
+        const __m512i v = _mm512_loadu_si512((const void *)(src + (size_t)k * PB_KNR));
+        _mm512_storeu_ps(out + (size_t)k * PB_KNR, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+        _mm512_storeu_ps(out + (size_t)(k + 1) * PB_KNR, _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask)));
+    }
+    if (k < kc) {
+        const __m512i v = _mm512_loadu_si512((const void *)(src + (size_t)k * PB_KNR));
+        _mm512_storeu_ps(out + (size_t)k * PB_KNR, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+    }
+}
+
 /* The tree of 8 keys at once (see tree16): s8[t] holds key t's lanes
  * l + l+8; out[t] gets key t's score. */
 INL void tree8x8(const __m256 *s8, float *out)
@@ -610,6 +635,7 @@ const pb_kops OPS = {
     .kc = 256,
     .gmax = {0, 8, 6, 4, 4, 3, 3, 3, 3},
     .mm = mm_avx512,
+    .cvt = cvt_avx512,
     .dots = dots_avx512,
     .expsum = expsum_avx512,
     .axpy = axpy_avx512,
@@ -627,6 +653,7 @@ const pb_kops OPSB = {
     .kc = 256,
     .gmax = {0, 8, 6, 4, 4, 3, 3, 3, 3},
     .mm = mm_avx512bf16,
+    .cvt = cvt_avx512,
     .dots = dots_avx512,
     .expsum = expsum_avx512,
     .axpy = axpy_avx512,

@@ -42,6 +42,9 @@ typedef struct pb_kops {
      * over k ascending. R <= mr; G is gmax[R] or 1. */
     void (*mm)(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
                size_t ldc, int nlast, int accumulate);
+    /* out[k * 16 + c] = the exact f32 value of element (k0 + k, c) for k < kc
+     * of a bf16 or f16 panel, w pointing at k0 (even for bf16) */
+    void (*cvt)(pb_dtype dt, const void *w, int kc, float *out);
     /* out[j] = q . k[j * ldk, 0:hd] for j < n: 16 lanes (lane d % 16, fma
      * chains over d ascending, lanes past hd padded with zeros), then the tree
      * l += l + 8, l += l + 4, l += l + 2, l += l + 1. */

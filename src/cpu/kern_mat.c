@@ -168,6 +168,44 @@ static inline void put_line(void *dst, const uint32_t v[PB_KNR])
 #endif
 }
 
+/* 16 output lines from one 64-byte line of each of the 16 source rows at
+ * byte offset off, transposed as 32-bit lanes: line i holds lane i of every
+ * row. Each source line is read whole at once: used where rows are a
+ * multiple of 2 KiB apart (hidden 2048 in bf16, 1024 in f32), whose 16
+ * lines fall in one or two L1 sets, so that reading them 4 bytes at a time
+ * in turn evicts each line before its next use (2x slower packing). */
+static void put_lines_t(uint32_t *dst, const unsigned char *const rowp[PB_KNR], size_t off)
+{
+    uint32_t t[PB_KNR][16];
+    for (int c = 0; c < PB_KNR; c++)
+        memcpy(t[c], rowp[c] + off, sizeof t[c]);
+    for (int i = 0; i < 16; i++) {
+        uint32_t v[PB_KNR];
+        for (int c = 0; c < PB_KNR; c++)
+            v[c] = t[c][i];
+        put_line(dst + (size_t)i * PB_KNR, v);
+    }
+}
+
+/* The same for 16-bit elements: output line i holds k = 2i and 2i + 1 of
+ * every row (the f16 panel layout), from 32 k of each row. */
+static void put_lines_t16(uint16_t *dst, const unsigned char *const rowp[PB_KNR], size_t off)
+{
+    uint16_t t[PB_KNR][32];
+    for (int c = 0; c < PB_KNR; c++)
+        memcpy(t[c], rowp[c] + off, sizeof t[c]);
+    for (int i = 0; i < 16; i++) {
+        uint16_t v[2 * PB_KNR];
+        for (int c = 0; c < PB_KNR; c++) {
+            v[c] = t[c][2 * i];
+            v[PB_KNR + c] = t[c][2 * i + 1];
+        }
+        uint32_t w[PB_KNR];
+        memcpy(w, v, sizeof w);
+        put_line(dst + (size_t)i * 2 * PB_KNR, w);
+    }
+}
+
 static inline uint16_t ld16(const unsigned char *p)
 {
     uint16_t v;
@@ -224,7 +262,11 @@ static void pack_panel(const pack_job *j, int p)
         uint32_t *d = (uint32_t *)(void *)dst;
         const size_t kp = K / 2;
         if (!src->transposed && nv == PB_KNR) {
-            for (size_t q = 0; q < kp; q++) {
+            size_t q = 0;
+            if (rs % 2048 == 0) /* 16 k pairs: one 64-byte line of each row */
+                for (; q + 16 <= kp; q += 16)
+                    put_lines_t(d + q * PB_KNR, rowp, q * 4);
+            for (; q < kp; q++) {
                 uint32_t v[PB_KNR];
                 for (int c = 0; c < PB_KNR; c++)
                     memcpy(&v[c], rowp[c] + q * 4, 4);
@@ -251,7 +293,11 @@ static void pack_panel(const pack_job *j, int p)
     if (same && m->dt == PB_DT_F32) {
         uint32_t *d = (uint32_t *)(void *)dst;
         if (nv == PB_KNR) {
-            for (size_t k = 0; k < K; k++) {
+            size_t k = 0;
+            if (!src->transposed && rs % 2048 == 0)
+                for (; k + 16 <= K; k += 16)
+                    put_lines_t(d + k * PB_KNR, rowp, k * 4);
+            for (; k < K; k++) {
                 uint32_t v[PB_KNR];
                 for (int c = 0; c < PB_KNR; c++)
                     memcpy(&v[c], rowp[c] + k * ks, 4);
@@ -267,6 +313,9 @@ static void pack_panel(const pack_job *j, int p)
     if (same) { /* f16 */
         uint16_t *d = (uint16_t *)(void *)dst;
         size_t k0 = 0;
+        if (nv == PB_KNR && !src->transposed && rs % 2048 == 0)
+            for (; k0 + 32 <= K; k0 += 32) /* 32 k: one 64-byte line of each row */
+                put_lines_t16(d + k0 * PB_KNR, rowp, k0 * 2);
         if (nv == PB_KNR)
             for (; k0 + 1 < K; k0 += 2) { /* two k of 16 columns: one 64-byte line */
                 uint16_t v[2 * PB_KNR];
@@ -598,21 +647,13 @@ static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int
     }
 }
 
-/* panel p over k0 .. k0 + kc as f32 [kc][16] */
-static void convert_block(const pb_kmat *w, int p, int k0, int kc, float *out)
+/* Rows of tile t when M rows go in nt register tiles of as equal sizes as
+ * can be (32 rows, tiles of 6: 6 6 5 5 5 5, not 6 6 6 6 6 2: a tile of few
+ * rows has few independent fma chains and runs at its latency, not its
+ * throughput). Each element's chain over k is the same in any tile. */
+static inline int tile_rows(int M, int nt, int t)
 {
-    const uint16_t *src = panel_at(w, p, k0);
-    if (w->dt == PB_DT_F16) {
-        for (size_t i = 0; i < (size_t)kc * PB_KNR; i++)
-            out[i] = pb_f16_to_f32(src[i]);
-        return;
-    }
-    /* bf16: lane c of k pair holds k (low half) and k + 1 */
-    for (int k = 0; k < kc; k++)
-        for (int c = 0; c < PB_KNR; c++) {
-            const uint32_t b = (uint32_t)src[(size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (size_t)(k & 1)] << 16;
-            memcpy(&out[(size_t)k * PB_KNR + c], &b, 4);
-        }
+    return M / nt + (t < M % nt);
 }
 
 static void mm_item(void *ctx, int item, int worker)
@@ -629,7 +670,7 @@ static void mm_item(void *ctx, int item, int worker)
     } else {
         /* K blocks outermost (the running sums go through y); within a
          * block, a group of panels stays in cache across all row tiles */
-        const int KC = ops->kc, G = ops->gmax[mr];
+        const int KC = ops->kc, G = ops->gmax[mr], nt = (M + mr - 1) / mr;
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC;
             for (int pg = p0; pg < p1; pg += G) {
@@ -639,10 +680,10 @@ static void mm_item(void *ctx, int item, int worker)
                      * the f32 tiles: the same products in the same order */
                     float *wc = j->wconv + (size_t)worker * WCONV_FLOATS;
                     for (int p = pg; p < pe; p++)
-                        convert_block(w, p, k0, kc, wc + (size_t)(p - pg) * kc * PB_KNR);
-                    for (int r0 = 0; r0 < M; r0 += mr) {
-                        const int R = M - r0 < mr ? M - r0 : mr;
-                        const int g = R == mr ? G : 1;
+                        ops->cvt(w->dt, panel_at(w, p, k0), kc, wc + (size_t)(p - pg) * kc * PB_KNR);
+                    for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(M, nt, t), t++) {
+                        const int R = tile_rows(M, nt, t);
+                        const int g = ops->gmax[R] == G ? G : 1;
                         for (int p = pg; p < pe; p += (pe - p >= g ? g : 1)) {
                             const int gg = pe - p >= g ? g : 1;
                             ops->mm(R, gg, PB_DT_F32, j->x + (size_t)r0 * j->ldx + k0, j->ldx,
@@ -653,10 +694,10 @@ static void mm_item(void *ctx, int item, int worker)
                     }
                     continue;
                 }
-                for (int r0 = 0; r0 < M; r0 += mr) {
-                    const int R = M - r0 < mr ? M - r0 : mr;
+                for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(M, nt, t), t++) {
+                    const int R = tile_rows(M, nt, t);
                     mm_rows_panels(j, R, j->x + (size_t)r0 * j->ldx, j->y + (size_t)r0 * j->ldy, pg, pe, k0, kc,
-                                   k0 > 0, R == mr ? G : 1);
+                                   k0 > 0, ops->gmax[R] == G ? G : 1);
                 }
             }
         }

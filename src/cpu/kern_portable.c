@@ -178,12 +178,29 @@ static void rope_portable(float *v, int half, int interleaved, const float *cs)
     }
 }
 
+static void cvt_portable(pb_dtype dt, const void *w, int kc, float *out)
+{
+    const uint16_t *src = w;
+    if (dt == PB_DT_F16) {
+        for (size_t i = 0; i < (size_t)kc * PB_KNR; i++)
+            out[i] = pb_f16_to_f32(src[i]);
+        return;
+    }
+    /* bf16: lane c of k pair holds k (low half) and k + 1 */
+    for (int k = 0; k < kc; k++)
+        for (int c = 0; c < PB_KNR; c++) {
+            const uint32_t b = (uint32_t)src[(size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (size_t)(k & 1)] << 16;
+            memcpy(&out[(size_t)k * PB_KNR + c], &b, 4);
+        }
+}
+
 const pb_kops pb_kops_portable = {
     .isa = PB_ISA_PORTABLE,
     .mr = 4,
     .kc = 256,
     .gmax = {0, 4, 2, 1, 1},
     .mm = mm_portable,
+    .cvt = cvt_portable,
     .dots = dots_portable,
     .expsum = expsum_portable,
     .axpy = axpy_portable,

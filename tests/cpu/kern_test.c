@@ -239,7 +239,8 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
 static void test_matmul(pb_kctx *kctx)
 {
     static const int shapes[][2] = {{1, 1}, {3, 17}, {17, 3}, {16, 16}, {33, 70},  {100, 257},
-                                    {1000, 17}, {17, 1000}, {130, 601}, {48, 64}};
+                                    {1000, 17}, {17, 1000}, {130, 601}, {48, 64},
+                                    {40, 1024}}; /* rows 2 or 4 KiB apart: the line-blocked packing */
     static const int Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 70};
     static const int Mbig[] = {1, 3, 8, 69, 512};
     int v = 0;
