@@ -529,6 +529,8 @@ def main():
     ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt length of the prefill run")
     ap.add_argument("--budget", type=float, default=0,
                     help="seconds: start no new peer run after this (medians over the runs done)")
+    ap.add_argument("--torch-runs", type=int, default=0,
+                    help="PyTorch joins only the first N runs (0: every run); it is 10x slower than the others")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=900, help="seconds one peer may take for one model and run")
     ap.add_argument("--omp-wait", choices=("auto", "passive", "active", "default"), default="auto",
@@ -612,6 +614,8 @@ def main():
                     if not any("budget" in n for n in notes):
                         notes.append(f"--budget {a.budget:.0f} s spent during run {r + 1}: later runs not started")
                     continue
+                if p == "pytorch" and a.torch_runs and r >= a.torch_runs:
+                    continue
                 job = {"threads": a.threads, "batches": batches, "tokens": a.tokens, "long": m["long"],
                        "prompt": m["prompt"], "model": m["dir"], "gguf": m["gguf"], "dtype": m["dtype"]}
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
@@ -632,6 +636,8 @@ def main():
                     notes.append(f"{m['name']} {p} run {r + 1}: {res.pop('_stopped')} (--timeout); "
                                  f"measured: {', '.join(k for k in res if k != 'rss_mib')}")
                 results[m["name"]][p].append(res)
+    if a.torch_runs and "pytorch" in peers and a.runs > a.torch_runs:
+        notes.append(f"PyTorch ran in the first {a.torch_runs} of the {a.runs} runs (--torch-runs)")
     lim = best_limits(lims)
     kb = kern_bench(a)
 
