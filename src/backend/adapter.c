@@ -203,6 +203,16 @@ out:
     return st;
 }
 
+void pb_adapter_prefetch(const pb_weights *w, const pb_witem *it)
+{
+    const int np = it->n_parts > 0 ? it->n_parts : 1;
+    for (int i = 0; i < np && i < 3; i++) {
+        pb_weights_prefetch(w, pb_weights_get(w, it->name[i]));
+        if (it->linear && it->bias[i][0])
+            pb_weights_prefetch(w, pb_weights_get(w, it->bias[i]));
+    }
+}
+
 pb_status pb_adapter_load(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, const pb_witem *it,
                           const float **vec, pb_weight **mat)
 {

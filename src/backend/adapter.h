@@ -37,6 +37,10 @@ typedef struct pb_wstore {
 
 void pb_wstore_free(pb_wstore *ws);
 
+/* Starts reading item it's tensors from the files when the loader is
+ * windowed (pb_weights_prefetch); the stage calls it one item ahead. */
+void pb_adapter_prefetch(const pb_weights *w, const pb_witem *it);
+
 /* Builds item it from w's tensors: *vec (backend f32 [n_out]) for a vector,
  * *mat for a linear layer. Shapes are checked against the config (an error
  * names the tensor and the field); each tensor's mapped pages are released

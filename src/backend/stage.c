@@ -375,6 +375,8 @@ static pb_status load_weights(pb_stage *s, const pb_weights *w)
         const pb_witem *it = &items[i];
         const float *vec = NULL;
         pb_weight *mat = NULL;
+        if (i + 1 < n)
+            pb_adapter_prefetch(w, &items[i + 1]); /* its file pages arrive while this one packs */
         PB_CHECK_GOTO(pb_adapter_load(&s->ws, cfg, w, it, &vec, &mat), st, out);
         layer_w *L = it->layer >= 0 ? &s->layers[it->layer - s->layer_begin] : NULL;
         switch (it->slot) {

@@ -40,7 +40,15 @@ struct pb_weights {
     void **owned;
     int n_owned;
     uint64_t bytes_read;
+    /* read-ahead: the whole mapped range while it fits in readahead_budget
+     * (half the memory available at load); past it, each tensor just before
+     * it is used (pb_weights_prefetch), so a stage larger than free memory
+     * does not read the file twice */
+    uint64_t readahead_budget, readahead_bytes;
+    bool windowed;
 };
+
+static uint64_t readahead_budget(void);
 
 /* One tensor to place: where its bytes are in the file and how to read them. */
 typedef struct span {
@@ -171,7 +179,16 @@ static pb_status place(pb_weights *w, const char *path, int fd, span *sp, int n_
          * whole file beside the packed copy. WILLNEED starts the reading of
          * the whole range now, so that a cold page cache fills while the
          * first tensors pack. */
-        (void)madvise(a, len, MADV_WILLNEED);
+        if (!w->windowed && w->readahead_bytes + len <= w->readahead_budget) {
+            (void)madvise(a, len, MADV_WILLNEED);
+            w->readahead_bytes += len;
+        } else {
+            if (!w->windowed)
+                pb_log_verbose("%s: read ahead tensor by tensor from here on (the stage's files pass the "
+                               "read-ahead budget of %llu MiB)", path,
+                               (unsigned long long)(w->readahead_budget >> 20));
+            w->windowed = true;
+        }
         w->maps[w->n_maps++] = (mapping){a, len};
         base = a;
     }
@@ -306,6 +323,16 @@ pb_status pb_weights_load(const pb_ckpt *ck, const pb_stage_plan *stage, pb_weig
 
     PB_CHECK(pb_calloc(1, sizeof *w, &w));
     w->family = ck->family;
+    const char *ra = getenv("PB_READAHEAD");
+    if (ra && *ra) {
+        st = pb_parse_size(ra, &w->readahead_budget);
+        if (st != PB_OK) {
+            st = pb_error(PB_ERR_USAGE, "PB_READAHEAD='%s': not a size in bytes (e.g. 512M, 4G)", ra);
+            goto fail;
+        }
+    } else {
+        w->readahead_budget = readahead_budget();
+    }
     PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->t, &w->t), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->canon, &w->canon), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->names, &w->names), st, fail);
@@ -403,12 +430,9 @@ const pb_tensor *pb_weights_at(const pb_weights *w, int i) { return i >= 0 && i 
 const char *pb_weights_canonical_at(const pb_weights *w, int i) { return i >= 0 && i < w->n ? w->canon[i] : NULL; }
 uint64_t pb_weights_bytes_read(const pb_weights *w) { return w ? w->bytes_read : 0; }
 
-void pb_weights_release(const pb_weights *w, const pb_tensor *t)
+/* The page-aligned part of t inside one of w's file mappings: [*s, *e). */
+static bool mapped_pages(const pb_weights *w, const pb_tensor *t, uintptr_t *s, uintptr_t *e, bool outward)
 {
-    if (!w || !t || !t->data || t->nbytes == 0)
-        return;
-    /* Only data inside one of our read-only file mappings: drop the whole
-     * pages it covers. A later read faults them back in from the file. */
     uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
     for (int i = 0; i < w->n_maps; i++) {
         uintptr_t lo = (uintptr_t)w->maps[i].addr, hi = lo + w->maps[i].len;
@@ -416,9 +440,49 @@ void pb_weights_release(const pb_weights *w, const pb_tensor *t)
             continue;
         long pg = sysconf(_SC_PAGESIZE);
         uintptr_t p = (uintptr_t)(pg > 0 ? pg : 4096);
-        uintptr_t s = (a + p - 1) / p * p, e = b / p * p;
-        if (e > s)
-            (void)madvise((void *)s, e - s, MADV_DONTNEED);
-        return;
+        if (outward) { /* every page t touches (the mapping starts on a page) */
+            *s = a / p * p;
+            *e = (b + p - 1) / p * p < hi ? (b + p - 1) / p * p : hi;
+        } else { /* only pages wholly t's */
+            *s = (a + p - 1) / p * p;
+            *e = b / p * p;
+        }
+        return *e > *s;
     }
+    return false;
+}
+
+/* Half of MemAvailable from /proc/meminfo; no limit when it cannot be read. */
+static uint64_t readahead_budget(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return UINT64_MAX;
+    char line[128];
+    unsigned long long kib = 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = sscanf(line, "MemAvailable: %llu kB", &kib) == 1;
+    fclose(f);
+    return found ? (uint64_t)kib * 1024u / 2 : UINT64_MAX;
+}
+
+bool pb_weights_windowed(const pb_weights *w) { return w && w->windowed; }
+
+void pb_weights_prefetch(const pb_weights *w, const pb_tensor *t)
+{
+    uintptr_t s, e;
+    if (w && w->windowed && t && t->data && t->nbytes && mapped_pages(w, t, &s, &e, true))
+        (void)madvise((void *)s, e - s, MADV_WILLNEED);
+}
+
+void pb_weights_release(const pb_weights *w, const pb_tensor *t)
+{
+    if (!w || !t || !t->data || t->nbytes == 0)
+        return;
+    /* Only data inside one of our read-only file mappings: drop the whole
+     * pages it covers. A later read faults them back in from the file. */
+    uintptr_t s, e;
+    if (mapped_pages(w, t, &s, &e, false))
+        (void)madvise((void *)s, e - s, MADV_DONTNEED);
 }

@@ -6,6 +6,8 @@
 #ifndef PB_WEIGHTS_H
 #define PB_WEIGHTS_H
 
+#include <stdbool.h>
+
 #include "ckpt/ckpt.h"
 #include "ckpt/plan.h"
 #include "common/status.h"
@@ -31,6 +33,15 @@ const char *pb_weights_canonical_at(const pb_weights *w, int i);
  * converted weights, not converted + mapped. Reading t again stays valid
  * (the pages come back from the file). No-op for owned buffers. */
 void pb_weights_release(const pb_weights *w, const pb_tensor *t);
+
+/* Read-ahead at load: the stage's mapped file ranges are read ahead whole
+ * while they total at most PB_READAHEAD bytes (default: half of the memory
+ * available at load); past that the loader is windowed, and
+ * pb_weights_prefetch(w, t) starts reading t's pages just before t is needed
+ * (a no-op when not windowed), so a stage larger than free memory does not
+ * read its files twice. */
+bool pb_weights_windowed(const pb_weights *w);
+void pb_weights_prefetch(const pb_weights *w, const pb_tensor *t);
 
 /* Bytes of tensor data read from files for this stage. */
 uint64_t pb_weights_bytes_read(const pb_weights *w);
