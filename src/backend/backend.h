@@ -133,6 +133,10 @@ typedef struct pb_backend_limits {
 typedef struct pb_backend_ops {
     const char *name;
     pb_dtype kv_dtype; /* element type of the KV cache this backend attends over */
+    /* alloc returns host memory, and any host pointer may be given where an
+     * op asks for backend memory (the CPU): results can be written straight
+     * into the caller's buffers, with no download copy */
+    bool host_memory;
     void (*free)(pb_backend *be);
 
     /* Memory. alloc gives zeroed, 64-byte aligned memory. */

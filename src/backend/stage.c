@@ -951,6 +951,10 @@ pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, f
         s->rows[i] = all_logits ? i : s->tok_start[i] + b->n_tokens[i] - 1;
     for (int r0 = 0; r0 < R; r0 += C) {
         int nr = R - r0 < C ? R - r0 : C;
+        if (op->host_memory) { /* straight into out: the output buffer's pages are never touched */
+            PB_CHECK(run_head(s, r0, nr, out + (size_t)r0 * s->V));
+            continue;
+        }
         float *dst = (float *)s->out.data + (all_logits ? 0 : (size_t)r0 * s->V);
         PB_CHECK(run_head(s, r0, nr, dst));
         PB_CHECK(op->download(be, out + (size_t)r0 * s->V, dst, (size_t)nr * s->V * sizeof(float)));

@@ -563,6 +563,7 @@ static void cpu_free(pb_backend *be)
 static const pb_backend_ops cpu_ops = {
     .name = "cpu",
     .kv_dtype = PB_DT_F32,
+    .host_memory = true,
     .free = cpu_free,
     .alloc = cpu_alloc,
     .release = cpu_release,
