@@ -205,6 +205,8 @@ out:
 
 void pb_adapter_prefetch(const pb_weights *w, const pb_witem *it)
 {
+    if (!pb_weights_windowed(w)) /* the whole range is already being read: no name lookups */
+        return;
     const int np = it->n_parts > 0 ? it->n_parts : 1;
     for (int i = 0; i < np && i < 3; i++) {
         pb_weights_prefetch(w, pb_weights_get(w, it->name[i]));

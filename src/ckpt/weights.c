@@ -452,19 +452,11 @@ static bool mapped_pages(const pb_weights *w, const pb_tensor *t, uintptr_t *s, 
     return false;
 }
 
-/* Half of MemAvailable from /proc/meminfo; no limit when it cannot be read. */
+/* Half of MemAvailable; no limit when it cannot be read. */
 static uint64_t readahead_budget(void)
 {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f)
-        return UINT64_MAX;
-    char line[128];
-    unsigned long long kib = 0;
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f))
-        found = sscanf(line, "MemAvailable: %llu kB", &kib) == 1;
-    fclose(f);
-    return found ? (uint64_t)kib * 1024u / 2 : UINT64_MAX;
+    uint64_t kib;
+    return pb_proc_kib("/proc/meminfo", "MemAvailable", &kib) ? kib * 1024u / 2 : UINT64_MAX;
 }
 
 bool pb_weights_windowed(const pb_weights *w) { return w && w->windowed; }

@@ -160,23 +160,32 @@ pb_status pb_pread_full(const char *path, int fd, void *buf, size_t n, uint64_t 
     return PB_OK;
 }
 
+bool pb_proc_kib(const char *path, const char *key, uint64_t *kib)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char line[256];
+    const size_t n = strlen(key);
+    bool found = false;
+    unsigned long long v = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strncmp(line, key, n) == 0 && line[n] == ':' && sscanf(line + n + 1, " %llu kB", &v) == 1;
+    fclose(f);
+    if (found)
+        *kib = v;
+    return found;
+}
+
 /* Peak resident set of this process's memory since it started its program:
- * VmHWM from /proc/self/status. getrusage's ru_maxrss is not that: Linux
- * carries it across execve, so a process started from a large parent (a
- * Python harness with torch loaded) reports at least the parent's peak. */
+ * VmHWM. getrusage's ru_maxrss is not that: Linux carries it across execve,
+ * so a process started from a large parent (a Python harness with torch
+ * loaded) reports at least the parent's peak. */
 uint64_t pb_peak_rss_bytes(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f) {
-        char line[256];
-        unsigned long long kib = 0;
-        int found = 0;
-        while (!found && fgets(line, sizeof line, f))
-            found = sscanf(line, "VmHWM: %llu kB", &kib) == 1;
-        fclose(f);
-        if (found)
-            return (uint64_t)kib * 1024u;
-    }
+    uint64_t kib;
+    if (pb_proc_kib("/proc/self/status", "VmHWM", &kib))
+        return kib * 1024u;
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss < 0)
         return 0;

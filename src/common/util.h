@@ -60,6 +60,8 @@ bool pb_file_exists(const char *path);
 double pb_now(void);
 /* this process's peak resident set in bytes (VmHWM; 0 when unknown) */
 uint64_t pb_peak_rss_bytes(void);
+/* The "KEY: N kB" line of a /proc file such as /proc/meminfo; false when absent. */
+bool pb_proc_kib(const char *path, const char *key, uint64_t *kib);
 
 /* Parse sizes such as 490M, 1.5G, 4096 (binary multiples K/M/G/T = 2^10..2^40). */
 pb_status pb_parse_size(const char *s, uint64_t *out);
