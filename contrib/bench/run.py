@@ -298,7 +298,11 @@ def measure_pippy(pb, m, job, ignore_eos):
     res = {}
     rss = 0
     with tempfile.TemporaryDirectory(prefix="pbbench.") as tmp:
-        met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]], 1, 1, len(job["long"]) + 8, job["threads"],
+        # --max-seq-len: exactly the positions a run needs (prompt + tokens; the
+        # last token is never fed back), so the KV cache pippy holds is the one
+        # the RSS bound counts; a prompt that tokenized longer than HF's would
+        # stop short and be noted below
+        met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]], 1, 1, len(job["long"]) + 1, job["threads"],
                                  ignore_eos, tmp)
         rss = max(rss, r)
         if met["prompt_tokens"] != len(job["long"]):
@@ -309,7 +313,7 @@ def measure_pippy(pb, m, job, ignore_eos):
         res["prefill"] = met["prompt_tokens"] / met["time_to_first_token_mean"]
         P, N = len(job["prompt"]), job["tokens"]
         for B in job["batches"]:
-            met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N + 8, job["threads"],
+            met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"],
                                      ignore_eos, tmp)
             rss = max(rss, r)
             comp, recs = met["completion_tokens"], met["records"]

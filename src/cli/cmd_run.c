@@ -410,6 +410,10 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, opts->weights_dtype, threads), st, out);
     const pb_stage_plan *sp = &plan->stages[rank];
     PB_CHECK_GOTO(check_memory(sp, rank, batch, context), st, out);
+    /* the JSON trees of tokenizer.json (20 MiB for a 49k vocabulary), the
+     * index and the safetensors headers are freed by now: their pages go
+     * back before the weights come in, not stay under the peak */
+    pb_heap_release();
     PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, out);
     pb_backend_opts bo = {.threads = threads};
     PB_CHECK_GOTO(pb_backend_create(kind, &bo, &be), st, out);

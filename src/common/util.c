@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <math.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,6 +178,13 @@ bool pb_proc_kib(const char *path, const char *key, uint64_t *kib)
     if (found)
         *kib = v;
     return found;
+}
+
+void pb_heap_release(void)
+{
+#ifdef __GLIBC__
+    (void)malloc_trim(0);
+#endif
 }
 
 /* Peak resident set of this process's memory since it started its program:

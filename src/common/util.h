@@ -58,6 +58,10 @@ bool pb_file_exists(const char *path);
 
 /* Monotonic seconds. */
 double pb_now(void);
+/* Hand the heap's free pages back to the system (glibc: malloc_trim), for
+ * after a large transient parse such as tokenizer.json's JSON tree, whose
+ * freed nodes would otherwise stay resident under everything loaded later. */
+void pb_heap_release(void);
 /* this process's peak resident set in bytes (VmHWM; 0 when unknown) */
 uint64_t pb_peak_rss_bytes(void);
 /* The "KEY: N kB" line of a /proc file such as /proc/meminfo; false when absent. */
