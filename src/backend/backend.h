@@ -219,6 +219,7 @@ typedef struct pb_buf {
 
 typedef struct pb_backend_opts {
     int threads; /* compute threads (cpu); <= 0 means 1 */
+    int device;  /* cuda: device index among the visible GPUs (the rank's local rank % their count) */
 } pb_backend_opts;
 
 /* kind: "cpu", "cuda" (refused until the CUDA backend exists) or "auto"

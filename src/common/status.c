@@ -23,6 +23,7 @@ const char *pb_strerror(pb_status st)
     case PB_ERR_INTERRUPTED: return "interrupted";
     case PB_ERR_INTERNAL: return "internal error";
     case PB_ERR_NOT_AVAILABLE: return "not available";
+    case PB_ERR_DEVICE: return "device error";
     }
     return "unknown status";
 }

@@ -18,7 +18,8 @@ typedef enum pb_status {
     PB_ERR_NET,          /* transport or peer failure (exit 1) */
     PB_ERR_INTERRUPTED,  /* stopped by a signal, resumable (exit 75) */
     PB_ERR_INTERNAL,     /* bug: invariant broken (exit 1) */
-    PB_ERR_NOT_AVAILABLE /* feature not built or not yet implemented (exit 2) */
+    PB_ERR_NOT_AVAILABLE, /* feature not built or not yet implemented (exit 2) */
+    PB_ERR_DEVICE        /* a GPU, its driver or a GPU library call failed (exit 1) */
 } pb_status;
 
 const char *pb_strerror(pb_status st);

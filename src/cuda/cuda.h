@@ -3,8 +3,22 @@
 #ifndef PB_CUDA_H
 #define PB_CUDA_H
 
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "common/status.h"
+
 /* Number of usable CUDA devices; 0 when none (or the build has no CUDA).
  * The detail of a failure (driver missing, no device) goes to *why when non-NULL. */
 int pb_cuda_device_count(const char **why);
+
+/* Free and total memory of device `device` in bytes (PB_ERR_DEVICE when it
+ * cannot be read; PB_ERR_NOT_AVAILABLE in a build without CUDA). */
+pb_status pb_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_bytes);
+
+/* The CUDA backend (src/cuda/backend_cuda.cu): all of pb_backend_ops on GPU
+ * `device`. Without CUDA in the build: PB_ERR_NOT_AVAILABLE, and ops NULL. */
+pb_status pb_cuda_backend_create(int device, pb_backend **out);
+const pb_backend_ops *pb_cuda_backend_ops(void);
 
 #endif

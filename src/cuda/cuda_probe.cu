@@ -4,6 +4,7 @@
 extern "C" {
 #include "cuda/cuda.h"
 }
+#include "cuda/check.h"
 
 extern "C" int pb_cuda_device_count(const char **why)
 {
@@ -18,4 +19,19 @@ extern "C" int pb_cuda_device_count(const char **why)
     if (n == 0 && why)
         *why = "no CUDA device";
     return n;
+}
+
+extern "C" pb_status pb_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    *free_bytes = *total_bytes = 0;
+    int prev = -1;
+    PB_CUDA_CHECK(cudaGetDevice(&prev));
+    PB_CUDA_CHECK(cudaSetDevice(device));
+    size_t f = 0, t = 0;
+    cudaError_t e = cudaMemGetInfo(&f, &t);
+    (void)cudaSetDevice(prev);
+    PB_CUDA_CHECK(e);
+    *free_bytes = f;
+    *total_bytes = t;
+    return PB_OK;
 }

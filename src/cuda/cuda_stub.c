@@ -1,4 +1,4 @@
-/* Without CUDA in the build, there are no devices. */
+/* Without CUDA in the build, there are no devices and no CUDA backend. */
 #include "config.h"
 #include "cuda/cuda.h"
 
@@ -9,6 +9,22 @@ int pb_cuda_device_count(const char **why)
         *why = "this build has no CUDA support";
     return 0;
 }
+
+pb_status pb_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    (void)device;
+    *free_bytes = *total_bytes = 0;
+    return pb_error(PB_ERR_NOT_AVAILABLE, "this build has no CUDA support (configure --with-cuda)");
+}
+
+pb_status pb_cuda_backend_create(int device, pb_backend **out)
+{
+    (void)device;
+    *out = NULL;
+    return pb_error(PB_ERR_NOT_AVAILABLE, "--device cuda: this build has no CUDA support (configure --with-cuda)");
+}
+
+const pb_backend_ops *pb_cuda_backend_ops(void) { return NULL; }
 #else
 typedef int pb_cuda_stub_unused; /* ISO C forbids an empty translation unit */
 #endif
