@@ -490,7 +490,8 @@ static TGT void act_avx2(pb_kact act, float *y, const float *x, const float *u, 
     }
 }
 
-static TGT void rope_avx2(float *v, int half, int interleaved, const float *cs)
+/* also the AVX-512 tables' rotary: heads are short, 256-bit vectors do */
+TGT void pb_krope_avx2(float *v, int half, int interleaved, const float *cs)
 {
     int i = 0;
     if (interleaved) {
@@ -537,7 +538,7 @@ const pb_kops pb_kops_avx2 = {
     .sqdev = sqdev_avx2,
     .scale = scale_avx2,
     .act = act_avx2,
-    .rope = rope_avx2,
+    .rope = pb_krope_avx2,
 };
 
 #endif

@@ -596,39 +596,6 @@ static TGT void act_avx512(pb_kact act, float *y, const float *x, const float *u
     }
 }
 
-/* rotary on 256-bit vectors (heads are short; the AVX2 form) */
-static TGT void rope_avx512(float *v, int half, int interleaved, const float *cs)
-{
-    int i = 0;
-    if (interleaved) {
-        for (; i + 4 <= half; i += 4) { /* 4 pairs: [a0 b0 a1 b1 ..] */
-            const __m256 x = _mm256_loadu_ps(v + 2 * i), t = _mm256_loadu_ps(cs + 2 * i);
-            const __m256 p = _mm256_mul_ps(x, _mm256_moveldup_ps(t));                          /* a c, b c */
-            const __m256 q = _mm256_mul_ps(_mm256_permute_ps(x, 0xb1), _mm256_movehdup_ps(t)); /* b s, a s */
-            _mm256_storeu_ps(v + 2 * i, _mm256_addsub_ps(p, q));
-        }
-        for (; i < half; i++) {
-            const float c = cs[2 * i], s = cs[2 * i + 1], a = v[2 * i], b = v[2 * i + 1];
-            v[2 * i] = a * c - b * s;
-            v[2 * i + 1] = b * c + a * s;
-        }
-        return;
-    }
-    for (; i + 8 <= half; i += 8) {
-        const __m256 t0 = _mm256_loadu_ps(cs + 2 * i), t1 = _mm256_loadu_ps(cs + 2 * i + 8);
-        const __m256 c = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0x88)), 0xd8));
-        const __m256 s = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0xdd)), 0xd8));
-        const __m256 a = _mm256_loadu_ps(v + i), b = _mm256_loadu_ps(v + i + half);
-        _mm256_storeu_ps(v + i, _mm256_sub_ps(_mm256_mul_ps(a, c), _mm256_mul_ps(b, s)));
-        _mm256_storeu_ps(v + i + half, _mm256_add_ps(_mm256_mul_ps(b, c), _mm256_mul_ps(a, s)));
-    }
-    for (; i < half; i++) {
-        const float c = cs[2 * i], s = cs[2 * i + 1], a = v[i], b = v[i + half];
-        v[i] = a * c - b * s;
-        v[i + half] = b * c + a * s;
-    }
-}
-
 const pb_kops OPS = {
     .isa = PB_ISA_AVX512,
     .mr = MR,
@@ -643,7 +610,7 @@ const pb_kops OPS = {
     .sqdev = sqdev_avx512,
     .scale = scale_avx512,
     .act = act_avx512,
-    .rope = rope_avx512,
+    .rope = pb_krope_avx2, /* heads are short: the 256-bit form */
 };
 
 /* the AVX-512 table with the bf16 dot products for bf16 weights */
@@ -661,7 +628,7 @@ const pb_kops OPSB = {
     .sqdev = sqdev_avx512,
     .scale = scale_avx512,
     .act = act_avx512,
-    .rope = rope_avx512,
+    .rope = pb_krope_avx2, /* heads are short: the 256-bit form */
 };
 
 #endif

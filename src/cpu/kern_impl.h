@@ -84,6 +84,8 @@ extern const pb_kops pb_kops_portable;
 extern const pb_kops pb_kops_avx2;
 extern const pb_kops pb_kops_avx512;
 extern const pb_kops pb_kops_avx512bf16;
+/* the AVX2 rotary row kernel, shared by the AVX-512 tables */
+void pb_krope_avx2(float *v, int half, int interleaved, const float *cs);
 #endif
 
 const pb_kops *pb_kops_get(pb_cpu_isa isa); /* NULL when not built */
@@ -94,6 +96,7 @@ void pb_kops_override(const pb_kops *ops);
 
 /* kern_mat.c: the context's scratch for attention, and its pool */
 size_t pb_kctx_scores_cap(const pb_kctx *k);         /* floats per thread */
+int pb_kctx_threads(const pb_kctx *k);               /* compute threads (1: no pool) */
 float *const *pb_kctx_scores(const pb_kctx *k);      /* [threads] */
 pb_status pb_kctx_items(pb_kctx *k, size_t n, size_t item_size, void **out);
 void pb_kctx_run(pb_kctx *k, int n_items, pb_pool_fn fn, void *ctx);
