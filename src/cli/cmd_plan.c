@@ -13,6 +13,7 @@
 #include "backend/stage.h"
 #include "ckpt/plan.h"
 #include "cli/commands.h"
+#include "cli/device.h"
 #include "common/util.h"
 #include "model/config.h"
 #include "ckpt/folder.h"
@@ -80,8 +81,75 @@ static void json_other(cJSON *root, const pb_plan *other, const char *name)
     }
 }
 
+/* plan --device cuda: the GPUs visible here. Stage s runs on rank s, which
+ * uses GPU (local rank % GPUs): with every rank on this node, GPU s % n. */
+#define PLAN_MAX_GPUS 64
+typedef struct gpu_view {
+    int n;                    /* GPUs visible here; 0: none (why says so) */
+    const char *why;
+    pb_gpu_info gpu[PLAN_MAX_GPUS];
+} gpu_view;
+
+static uint64_t gpu_need(const pb_plan *plan, int n, int g)
+{
+    uint64_t need = 0;
+    for (int s = 0; s < plan->n_stages; s++)
+        if (s % n == g)
+            need += plan->stages[s].mem_total;
+    return need;
+}
+
+static void json_gpus(cJSON *root, const pb_plan *plan, const gpu_view *gv)
+{
+    cJSON_AddStringToObject(root, "device", "cuda");
+    cJSON *arr = cJSON_AddArrayToObject(root, "gpus");
+    if (gv->n == 0 && gv->why)
+        cJSON_AddStringToObject(root, "gpus_note", gv->why);
+    for (int g = 0; arr && g < gv->n; g++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddNumberToObject(o, "index", g);
+        cJSON_AddStringToObject(o, "name", gv->gpu[g].name);
+        cJSON_AddNumberToObject(o, "free_bytes", (double)gv->gpu[g].free_bytes);
+        cJSON_AddNumberToObject(o, "total_bytes", (double)gv->gpu[g].total_bytes);
+        cJSON *st = cJSON_AddArrayToObject(o, "stages");
+        for (int s = g; st && s < plan->n_stages; s += gv->n)
+            cJSON_AddItemToArray(st, cJSON_CreateNumber(s));
+        uint64_t need = gpu_need(plan, gv->n, g);
+        cJSON_AddNumberToObject(o, "needed_bytes", (double)need);
+        cJSON_AddBoolToObject(o, "fits", need <= gv->gpu[g].free_bytes);
+    }
+}
+
+static void print_gpus(const pb_plan *plan, const gpu_view *gv)
+{
+    char a[32], b[32], c[32];
+    if (gv->n == 0) {
+        printf("gpus       none visible here (%s): free memory not checked\n", gv->why ? gv->why : "no CUDA device");
+        return;
+    }
+    for (int g = 0; g < gv->n; g++) {
+        uint64_t need = gpu_need(plan, gv->n, g);
+        printf("gpu %-6d %s: %s free of %s; ", g, gv->gpu[g].name, human(gv->gpu[g].free_bytes, a, sizeof a),
+               human(gv->gpu[g].total_bytes, b, sizeof b));
+        if (g >= plan->n_stages) {
+            printf("no stage\n");
+            continue;
+        }
+        printf("stage");
+        for (int s = g, k = 0; s < plan->n_stages; s += gv->n, k++)
+            printf("%s%d", k ? "," : " ", s);
+        printf(" need %s: %s\n", human(need, c, sizeof c), need <= gv->gpu[g].free_bytes ? "fits" : "DOES NOT FIT");
+    }
+    if (plan->n_stages > gv->n)
+        printf("           (ranks on one node share its GPUs: rank r uses GPU local rank %% %d)\n", gv->n);
+}
+
 static pb_status print_json(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
-                            const char *policy, const pb_plan *other, const char *other_name, pb_wdtype wdt)
+                            const char *policy, const pb_plan *other, const char *other_name, pb_wdtype wdt,
+                            const gpu_view *gv)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root)
@@ -135,6 +203,8 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
     }
     if (other)
         json_other(root, other, other_name);
+    if (gv)
+        json_gpus(root, plan, gv);
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!text)
@@ -145,7 +215,8 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
 }
 
 static void print_table(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
-                        const char *policy, const pb_plan *other, const char *other_name, pb_wdtype wdt)
+                        const char *policy, const pb_plan *other, const char *other_name, pb_wdtype wdt,
+                        const gpu_view *gv)
 {
     char a[32], b[32], c[32], d[32], e[32];
     printf("model      %s (%s, %d layers, hidden %d, vocab %d)\n", dir, cfg->model_type, plan->n_layers,
@@ -153,6 +224,8 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
     printf("weights    %s: %s, %d files, %s of parameters%s\n", pb_ckpt_format_name(pb_ckpt_get_format(ck)),
            pb_ckpt_source(ck), pb_ckpt_n_files(ck), human(plan->total_param_bytes, a, sizeof a),
            pb_ckpt_sizes_exact(ck) ? "" : " (sizes from the index and config.json)");
+    if (gv)
+        printf("device     cuda: one stage per rank, each on its GPU; memory below is GPU memory\n");
     printf("split      %s into %d stage%s; memory for %d sequences x %d tokens (weights %s, KV cache, activations)\n\n",
            policy, plan->n_stages, plan->n_stages == 1 ? "" : "s", plan->batch_size, plan->max_seq_len,
            wdt == PB_WDTYPE_STORED ? "as stored" : pb_wdtype_name(wdt));
@@ -177,6 +250,8 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
     }
     printf("\ncompute    multiply-adds per decoded token (attention at %d tokens, LM head counted)\n",
            plan->max_seq_len < PB_PLAN_BALANCE_CONTEXT ? plan->max_seq_len : PB_PLAN_BALANCE_CONTEXT);
+    if (gv)
+        print_gpus(plan, gv);
     if (other)
         print_other(other, other_name);
 }
@@ -186,6 +261,7 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
     pb_model_config cfg;
     pb_ckpt *ck = NULL;
     pb_plan *plan = NULL, *other = NULL;
+    gpu_view *gv = NULL;
     const char *other_name = "balanced";
     pb_status st;
     char policy[64];
@@ -221,8 +297,15 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
     PB_CHECK_GOTO(pb_ckpt_open(dir, opts->index_path, &cfg, &ck), st, out);
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
     {
-        /* memory as the backend of --device keeps the weights */
-        const char *kind = opts->backend == PB_BACKEND_CUDA ? "cuda" : "cpu";
+        /* memory as the backend of --device keeps the weights; auto is cuda
+         * where run would pick it (the CUDA backend built, a GPU visible) */
+        bool cuda = opts->backend == PB_BACKEND_CUDA;
+        if (opts->backend == PB_BACKEND_AUTO) {
+            pb_device_pick pick;
+            PB_CHECK_GOTO(pb_device_pick_for(PB_BACKEND_AUTO, 0, 0, &pick), st, out);
+            cuda = pick.gpu >= 0;
+        }
+        const char *kind = cuda ? "cuda" : "cpu";
         const pb_backend_ops *bops = pb_backend_ops_of(kind);
         if (!bops) {
             st = pb_error(PB_ERR_NOT_AVAILABLE, "--device %s: no such backend in this build", kind);
@@ -230,6 +313,14 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
         }
         PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, opts->weights_dtype,
                                            opts->threads > 0 ? opts->threads : 1), st, out);
+        if (cuda) {
+            gv = calloc(1, sizeof *gv);
+            if (!gv) {
+                st = pb_error(PB_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            gv->n = pb_device_list_gpus(gv->gpu, PLAN_MAX_GPUS, &gv->why);
+        }
     }
     /* beside it, the split of the other contiguous policy (balanced for
      * equal_size, threshold and split points; equal_size for balanced) */
@@ -238,10 +329,11 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
     if (spec.n_stages <= cfg.n_layers)
         PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &ospec, &other), st, out);
     if (opts->json)
-        st = print_json(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype);
+        st = print_json(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype, gv);
     else
-        print_table(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype);
+        print_table(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype, gv);
 out:
+    free(gv);
     pb_plan_free(other);
     pb_plan_free(plan);
     pb_ckpt_close(ck);

@@ -20,6 +20,7 @@
 #include "ckpt/ckpt.h"
 #include "ckpt/plan.h"
 #include "ckpt/weights.h"
+#include "cli/device.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "gen/engine.h"
@@ -327,6 +328,11 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         .verbosity = opts->verbosity, .progress_tty = opts->progress_tty};
     if (rank == 0)
         PB_CHECK_GOTO(pb_runner_open(&ro, &run), st, out);
+    /* --device: cpu, or the GPU local rank % visible GPUs */
+    const int local_rank = pb_bootstrap_local_rank(boot);
+    pb_device_pick dev;
+    PB_CHECK_GOTO(pb_device_pick_for(opts->backend, rank, local_rank, &dev), st, out);
+    pb_device_log(&dev, rank, local_rank);
 
     PB_CHECK_GOTO(pb_model_dir_resolve(opts->model_dir, &dir), st, out);
     PB_CHECK_GOTO(pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG | PB_MODEL_NEED_TOKENIZER), st, out);
@@ -401,7 +407,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     spec.batch_size = batch;
     spec.max_seq_len = context;
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
-    const char *kind = opts->backend == PB_BACKEND_CUDA ? "cuda" : opts->backend == PB_BACKEND_CPU ? "cpu" : "auto";
+    const char *kind = dev.kind;
     const pb_backend_ops *bops = pb_backend_ops_of(kind);
     if (!bops) {
         st = pb_error(PB_ERR_NOT_AVAILABLE, "--device %s: no such backend in this build", kind);
@@ -409,13 +415,17 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     }
     PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, opts->weights_dtype, threads), st, out);
     const pb_stage_plan *sp = &plan->stages[rank];
-    PB_CHECK_GOTO(check_memory(sp, rank, batch, context), st, out);
+    /* on a GPU the stage's bytes are device memory; the host only maps the files */
+    if (dev.gpu >= 0)
+        PB_CHECK_GOTO(pb_device_check_memory(&dev, sp, rank, batch, context), st, out);
+    else
+        PB_CHECK_GOTO(check_memory(sp, rank, batch, context), st, out);
     /* the JSON trees of tokenizer.json (20 MiB for a 49k vocabulary), the
      * index and the safetensors headers are freed by now: their pages go
      * back before the weights come in, not stay under the peak */
     pb_heap_release();
     PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, out);
-    pb_backend_opts bo = {.threads = threads};
+    pb_backend_opts bo = {.threads = threads, .device = dev.gpu >= 0 ? dev.gpu : 0};
     PB_CHECK_GOTO(pb_backend_create(kind, &bo, &be), st, out);
     pb_stage_opts so = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
                         .threads = threads, .weights_dtype = opts->weights_dtype};

@@ -93,7 +93,8 @@ static unsigned option_commands(int c)
     case OPT_NO_SPECIAL: return C_TOK;
     case OPT_SKIP_SPECIAL: return C_DETOK;
     case OPT_TEMPLATE: case OPT_TOKENIZER_CONFIG: return C_RENDER;
-    case OPT_INDEX: case OPT_SPLIT_POLICY: case OPT_SPLIT_POINTS: case OPT_WEIGHTS_DTYPE: return C_RUN | C_PLAN;
+    case OPT_INDEX: case OPT_SPLIT_POLICY: case OPT_SPLIT_POINTS: case OPT_WEIGHTS_DTYPE: case OPT_DEVICE:
+        return C_RUN | C_PLAN;
     case 'b': case OPT_MAX_SEQ_LEN: return C_RUN | C_PLAN;
     case 'm': return C_RUN | C_PLAN | C_TOK | C_DETOK | C_RENDER;
     case 'q': case 'v': case 'h': case 'V': return ~0u;
@@ -413,14 +414,13 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
                       "FILE.partial, --force starts afresh");
         goto out;
     }
+#ifndef PB_HAVE_CUDA
+    /* with CUDA built, the rank checks for its GPU (cli/device.c) */
     if (o->cmd == PB_CMD_RUN && o->backend == PB_BACKEND_CUDA) {
-#ifdef PB_HAVE_CUDA
-        st = pb_error(PB_ERR_NOT_AVAILABLE, "--device cuda: the CUDA backend is not yet available (this build found CUDA; the backend's kernels are still being written); use --device cpu");
-#else
         st = pb_error(PB_ERR_NOT_AVAILABLE, "--device cuda: this build has no CUDA support (configure --with-cuda)");
-#endif
         goto out;
     }
+#endif
 out:
     nargv[0] = saved0;
     return st;
@@ -442,7 +442,8 @@ void pb_opts_print_help(FILE *fp)
 "  -m, --model DIR            HF model folder (config.json, tokenizer.json, weights);\n"
 "                             default: the demo model shipped with pippy-batch\n"
 "      --index FILE           checkpoint index file (default: found in DIR)\n"
-"      --device cpu|cuda|auto compute device (default: auto = cpu in this build)\n"
+"      --device cpu|cuda|auto compute device; auto (default): cuda when built with it and a\n"
+"                             GPU is visible, else cpu. Rank r uses GPU (local rank % GPUs)\n"
 "  -t, --threads N            compute threads per rank (default: cores / local ranks)\n"
 "      --weights-dtype D      stored (default: as in the checkpoint), f32 or bf16\n"
 "\n"
@@ -519,7 +520,7 @@ void pb_opts_print_version(FILE *fp)
 {
     fprintf(fp, "pippy-batch %s\n", PACKAGE_VERSION);
 #ifdef PB_HAVE_CUDA
-    fputs("cuda: yes (built; backend not yet available)\n", fp);
+    fprintf(fp, "cuda: yes (%s)\n", pb_backend_ops_of("cuda") ? "backend built" : "built; backend not yet available");
 #else
     fputs("cuda: no\n", fp);
 #endif

@@ -3,6 +3,7 @@
 #ifndef PB_CUDA_H
 #define PB_CUDA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend/backend.h"
@@ -15,6 +16,11 @@ int pb_cuda_device_count(const char **why);
 /* Free and total memory of device `device` in bytes (PB_ERR_DEVICE when it
  * cannot be read; PB_ERR_NOT_AVAILABLE in a build without CUDA). */
 pb_status pb_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_bytes);
+
+/* Make `device` the calling thread's current device (the rank's GPU: no
+ * context is made on any other), then read its name (into name, cap bytes)
+ * and its free and total memory in bytes. */
+pb_status pb_cuda_device_info(int device, char *name, size_t cap, uint64_t *free_bytes, uint64_t *total_bytes);
 
 /* The CUDA backend (src/cuda/backend_cuda.cu): all of pb_backend_ops on GPU
  * `device`. Without CUDA in the build: PB_ERR_NOT_AVAILABLE, and ops NULL. */

@@ -17,6 +17,15 @@ pb_status pb_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_byt
     return pb_error(PB_ERR_NOT_AVAILABLE, "this build has no CUDA support (configure --with-cuda)");
 }
 
+pb_status pb_cuda_device_info(int device, char *name, size_t cap, uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    (void)device;
+    if (cap)
+        name[0] = '\0';
+    *free_bytes = *total_bytes = 0;
+    return pb_error(PB_ERR_NOT_AVAILABLE, "this build has no CUDA support (configure --with-cuda)");
+}
+
 pb_status pb_cuda_backend_create(int device, pb_backend **out)
 {
     (void)device;

@@ -61,10 +61,15 @@ expect_usage "model and template" "--model and --template/--tokenizer-config are
 expect_usage "template option to run" "option --template does not apply to the 'run' command" --template t
 expect_usage "empty stop" "--stop: empty stop string" --stop ""
 
-# Features not built in this release: a clear message and exit 2, never pretend.
+# --device cuda without a GPU (or without CUDA in the build, or before the
+# backend exists): a clear message naming the rank and the reason, exit 2.
 "$PB" --device cuda --in /dev/null --out - >"$T/out" 2>"$T/err"
 rc=$?
-if [ $rc -eq 2 ] && grep -q -- "--device cuda" "$T/err" && grep -qi "not yet available\|no CUDA support" "$T/err"; then
+if "${PB_BUILDDIR:?}/tests/cli/cuda_probe" >/dev/null 2>&1 && "$PB" --version | grep -q "cuda: yes (backend built)"; then
+    # a GPU is visible: the empty run succeeds on it
+    [ $rc -eq 0 ] && ok "--device cuda runs on the visible GPU" || bad "--device cuda on a GPU (rc=$rc): $(cat "$T/err")"
+elif [ $rc -eq 2 ] && grep -q -- "--device cuda" "$T/err" &&
+     grep -qi "not yet available\|no CUDA support\|no usable GPU" "$T/err"; then
     ok "--device cuda refused clearly"
 else
     bad "--device cuda (rc=$rc): $(cat "$T/err")"
