@@ -2,6 +2,7 @@
  * one line naming the option or value, returned as PB_ERR_USAGE. */
 #include "config.h"
 #include "cli/opts.h"
+#include "cpu/kernels.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -17,7 +18,6 @@
 #include <utf8proc.h>
 #include <zstd.h>
 #ifdef HAVE_OPENBLAS_GET_CONFIG
-#include <cblas.h>
 #endif
 
 #include "common/util.h"
@@ -534,9 +534,7 @@ void pb_opts_print_version(FILE *fp)
     fprintf(fp, "cjson: %s\n", cJSON_Version());
     fprintf(fp, "pcre2: %d.%d\n", PCRE2_MAJOR, PCRE2_MINOR);
     fprintf(fp, "utf8proc: %s\n", utf8proc_version());
-#ifdef HAVE_OPENBLAS_GET_CONFIG
-    fprintf(fp, "blas: %s (%s)\n", PB_BLAS_NAME, openblas_get_config());
-#else
-    fprintf(fp, "blas: %s\n", PB_BLAS_NAME);
-#endif
+    /* the CPU kernels are the project's own; their path is chosen at run time */
+    fprintf(fp, "cpu kernels: %s (best on this CPU: %s)\n", pb_cpu_isa_name(pb_cpu_isa_active()),
+            pb_cpu_isa_name(pb_cpu_isa_best()));
 }

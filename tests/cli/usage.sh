@@ -28,7 +28,7 @@ grep -q '^Examples:' "$T/help" && ok "--help has examples" || bad "--help exampl
 "$PB" help >"$T/help3" 2>&1 && cmp -s "$T/help" "$T/help3" && ok "help command" || bad "help command"
 
 "$PB" --version >"$T/ver" 2>&1 && ok "--version exits 0" || bad "--version"
-for feat in 'pippy-batch [0-9]' '^cuda: ' '^nccl: ' '^pmix: ' '^zstd: ' '^blas: '; do
+for feat in 'pippy-batch [0-9]' '^cuda: ' '^nccl: ' '^pmix: ' '^zstd: ' '^cpu kernels: '; do
     grep -q "$feat" "$T/ver" && ok "--version shows $feat" || bad "--version lacks $feat"
 done
 
