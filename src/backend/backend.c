@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu/cpu.h"
+#include "cuda/cuda.h"
 
 int pb_wdtype_parse(const char *s, pb_wdtype *out)
 {
@@ -42,6 +43,8 @@ const pb_backend_ops *pb_backend_ops_of(const char *kind)
 {
     if (strcmp(kind, "cpu") == 0 || strcmp(kind, "auto") == 0)
         return pb_cpu_backend_ops();
+    if (strcmp(kind, "cuda") == 0)
+        return pb_cuda_backend_ops(); /* NULL in a build without CUDA */
     return NULL;
 }
 
@@ -52,7 +55,7 @@ pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backe
     if (strcmp(kind, "cpu") == 0 || strcmp(kind, "auto") == 0)
         return pb_cpu_backend_create(threads, out);
     if (strcmp(kind, "cuda") == 0)
-        return pb_error(PB_ERR_NOT_AVAILABLE, "backend 'cuda': the CUDA backend is not implemented yet; use cpu");
+        return pb_cuda_backend_create(o ? o->device : 0, out);
     return pb_error(PB_ERR_USAGE, "backend '%s': unknown (cpu, cuda or auto)", kind);
 }
 

@@ -1,0 +1,755 @@
+// CUDA backend: the whole pb_backend_ops table on one GPU (kernels in
+// kern_cuda.cu). One stream per backend; every op is enqueued on it and sync
+// waits for it. Memory is device memory (host_memory = false); weights stay
+// row-major [n_out, n_in] in their store dtype (PB_WLAYOUT_ROWS), converted
+// on the host exactly as the CPU backend converts them and streamed to the
+// device through two pinned staging buffers. The KV cache is bf16 (rounded
+// to nearest even); attention computes in f32.
+//
+// Host arrays an op takes (attention's per-sequence arrays, select_rows'
+// rows, rope angles) are packed on the host and copied with cudaMemcpyAsync
+// from pageable memory, which stages the source before returning, so the
+// caller may reuse its arrays at once. A pinned ring for them would keep the
+// host from waiting on the staging copy (later, for speed).
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "config.h"
+#include "backend/backend.h"
+#include "common/tensor.h"
+#include "cuda/cuda.h"
+}
+#include "cuda/check.h"
+#include "cuda/kern_cuda.cuh"
+
+static_assert(PB_ACT_GELU_TANH == 0 && PB_ACT_GELU_ERF == 1 && PB_ACT_RELU == 2 && PB_ACT_SILU == 3 &&
+                  PB_ACT_BLOOM_GELU == 4,
+              "kern_cuda.cu's activation codes are the pb_act values");
+
+#define STAGE_BYTES ((size_t)32 << 20) // each of the two pinned weight staging buffers
+
+struct cuda_impl {
+    int device;
+    cudaStream_t stream;
+    void *stage[2];           // pinned, STAGE_BYTES each (made at the first put_linear)
+    cudaEvent_t stage_ev[2];  // the copy out of stage[i] is done
+    void *scratch;            // device: op arguments (attention arrays, rows)
+    size_t scratch_cap;
+    int *flag;                // device: gather's out-of-range flag
+    unsigned char *host;      // pageable host packing buffer for op arguments
+    size_t host_cap;
+};
+
+static cuda_impl *impl_of(pb_backend *be) { return (cuda_impl *)be->impl; }
+
+#define SET_DEVICE(c) PB_CUDA_CHECK(cudaSetDevice((c)->device))
+
+static size_t round256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+static kc_dtype kc_of(pb_dtype dt) { return dt == PB_DT_BF16 ? KC_BF16 : dt == PB_DT_F16 ? KC_F16 : KC_F32; }
+
+static pb_status host_reserve(cuda_impl *c, size_t bytes)
+{
+    if (bytes <= c->host_cap)
+        return PB_OK;
+    unsigned char *p = (unsigned char *)realloc(c->host, bytes);
+    if (!p)
+        return pb_error(PB_ERR_NOMEM, "cuda: out of host memory (%zu bytes of op arguments)", bytes);
+    c->host = p;
+    c->host_cap = bytes;
+    return PB_OK;
+}
+
+// device scratch of at least bytes; growing waits for the work that may still read the old one
+static pb_status scratch_reserve(cuda_impl *c, size_t bytes)
+{
+    if (bytes <= c->scratch_cap)
+        return PB_OK;
+    PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    if (c->scratch) {
+        PB_CUDA_CHECK(cudaFree(c->scratch));
+        c->scratch = NULL;
+        c->scratch_cap = 0;
+    }
+    bytes = round256(bytes);
+    PB_CUDA_CHECK(cudaMalloc(&c->scratch, bytes));
+    c->scratch_cap = bytes;
+    return PB_OK;
+}
+
+// ---- memory ----
+
+static pb_status cuda_alloc(pb_backend *be, size_t bytes, void **out)
+{
+    cuda_impl *c = impl_of(be);
+    *out = NULL;
+    SET_DEVICE(c);
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        if (cudaMemGetInfo(&fr, &tot) != cudaSuccess)
+            (void)cudaGetLastError();
+        return pb_error(e == cudaErrorMemoryAllocation ? PB_ERR_NOMEM : PB_ERR_DEVICE,
+                        "CUDA device %d: cudaMalloc of %zu bytes failed: %s (%zu of %zu MiB free)", c->device, bytes,
+                        cudaGetErrorString(e), fr >> 20, tot >> 20);
+    }
+    // zeroed (cudaMalloc's 256-byte alignment covers the interface's 64)
+    e = cudaMemsetAsync(p, 0, bytes, c->stream);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        (void)cudaFree(p);
+        PB_CUDA_CHECK(e);
+    }
+    *out = p;
+    return PB_OK;
+}
+
+static void cuda_release(pb_backend *be, void *p)
+{
+    if (!p)
+        return;
+    cuda_impl *c = impl_of(be);
+    // release happens at teardown: wait for work that may still use p
+    if (cudaSetDevice(c->device) != cudaSuccess || cudaStreamSynchronize(c->stream) != cudaSuccess ||
+        cudaFree(p) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
+// A source in pinned (page-locked) host memory is read by the DMA after the
+// call returns; the caller may reuse its buffer at once, so wait for it.
+// Pageable memory is staged by cudaMemcpyAsync before it returns.
+static pb_status wait_if_pinned(cuda_impl *c, const void *host)
+{
+    cudaPointerAttributes at;
+    if (cudaPointerGetAttributes(&at, host) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return PB_OK;
+    }
+    if (at.type == cudaMemoryTypeHost)
+        PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return PB_OK;
+}
+
+static pb_status cuda_upload(pb_backend *be, void *dst, const void *host_src, size_t bytes)
+{
+    cuda_impl *c = impl_of(be);
+    if (!bytes)
+        return PB_OK;
+    SET_DEVICE(c);
+    PB_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->stream));
+    return wait_if_pinned(c, host_src);
+}
+
+// complete when sync returns (pageable destinations: when this returns)
+static pb_status cuda_download(pb_backend *be, void *host_dst, const void *src, size_t bytes)
+{
+    cuda_impl *c = impl_of(be);
+    if (!bytes)
+        return PB_OK;
+    SET_DEVICE(c);
+    PB_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    return PB_OK;
+}
+
+static pb_status cuda_copy(pb_backend *be, void *dst, const void *src, size_t bytes)
+{
+    cuda_impl *c = impl_of(be);
+    if (!bytes || dst == src)
+        return PB_OK;
+    SET_DEVICE(c);
+    const char *d = (const char *)dst, *s = (const char *)src;
+    if (d < s + bytes && s < d + bytes) // overlapping (memmove): through the scratch
+    {
+        PB_CHECK(scratch_reserve(c, bytes));
+        PB_CUDA_CHECK(cudaMemcpyAsync(c->scratch, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+        PB_CUDA_CHECK(cudaMemcpyAsync(dst, c->scratch, bytes, cudaMemcpyDeviceToDevice, c->stream));
+        return PB_OK;
+    }
+    PB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+    return PB_OK;
+}
+
+static pb_status cuda_sync(pb_backend *be)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return PB_OK;
+}
+
+// ---- weights ----
+
+static uint64_t cuda_weight_bytes(pb_dtype store, int n_out, int n_in, bool bias)
+{
+    return round256((size_t)n_out * (size_t)n_in * pb_dtype_size(store)) +
+           (bias ? round256((size_t)n_out * sizeof(float)) : 0);
+}
+
+static void cuda_weight_free(pb_backend *be, pb_weight *w)
+{
+    if (!w)
+        return;
+    cuda_release(be, w->impl);
+    cuda_release(be, (void *)w->bias);
+    free(w);
+}
+
+static float ld_f32(const unsigned char *p, pb_dtype dt)
+{
+    switch (dt) {
+    case PB_DT_F32: {
+        float f;
+        memcpy(&f, p, 4);
+        return f;
+    }
+    case PB_DT_F64: {
+        double d;
+        memcpy(&d, p, 8);
+        return (float)d;
+    }
+    case PB_DT_BF16: {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        return pb_bf16_to_f32(h);
+    }
+    default: {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        return pb_f16_to_f32(h);
+    }
+    }
+}
+
+// elements k0 .. k1 of output row r (stacked row row_perm[r]) into dst in
+// the store dtype: the same dtype moves the bits; anything else goes
+// through the f32 value (f16/bf16 exact, f64 rounded), then f32 -> bf16/f16
+// to nearest even, as the CPU backend's packing
+static void convert_row(const pb_linear_src *s, int r, int k0, int k1, pb_dtype store, unsigned char *dst)
+{
+    int sr = s->row_perm ? s->row_perm[r] : r, q = 0;
+    while (sr >= s->parts[q].rows)
+        sr -= s->parts[q++].rows;
+    const pb_wpart *p = &s->parts[q];
+    const size_t ss = pb_dtype_size(p->dtype), es = pb_dtype_size(store);
+    const unsigned char *base = (const unsigned char *)p->data;
+    // element k of the part's row sr
+    const size_t ks = p->transposed ? (size_t)p->rows * ss : ss;
+    const unsigned char *row = base + (p->transposed ? (size_t)sr * ss : (size_t)sr * s->n_in * ss);
+    if (p->dtype == store) {
+        if (!p->transposed) {
+            memcpy(dst, row + (size_t)k0 * ss, (size_t)(k1 - k0) * ss);
+        } else {
+            for (int k = k0; k < k1; k++)
+                memcpy(dst + (size_t)(k - k0) * es, row + (size_t)k * ks, es);
+        }
+        return;
+    }
+    for (int k = k0; k < k1; k++) {
+        const float v = ld_f32(row + (size_t)k * ks, p->dtype);
+        unsigned char *d = dst + (size_t)(k - k0) * es;
+        if (store == PB_DT_F32) {
+            memcpy(d, &v, 4);
+        } else {
+            const uint16_t h = store == PB_DT_BF16 ? pb_f32_to_bf16(v) : pb_f32_to_f16(v);
+            memcpy(d, &h, 2);
+        }
+    }
+}
+
+static pb_status stage_create(cuda_impl *c)
+{
+    for (int i = 0; i < 2; i++) {
+        if (!c->stage[i])
+            PB_CUDA_CHECK(cudaHostAlloc(&c->stage[i], STAGE_BYTES, cudaHostAllocDefault));
+        if (!c->stage_ev[i])
+            PB_CUDA_CHECK(cudaEventCreateWithFlags(&c->stage_ev[i], cudaEventDisableTiming));
+    }
+    return PB_OK;
+}
+
+// the rows of s in store dtype into dev [n_out, n_in]: the host converts
+// into one staging buffer while the other's copy runs
+static pb_status stream_rows(cuda_impl *c, const pb_linear_src *s, pb_dtype store, unsigned char *dev)
+{
+    PB_CHECK(stage_create(c));
+    const size_t es = pb_dtype_size(store), per = STAGE_BYTES / es;
+    const size_t total = (size_t)s->n_out * (size_t)s->n_in;
+    int which = 0;
+    for (size_t e0 = 0; e0 < total; e0 += per, which ^= 1) {
+        const size_t e1 = total - e0 < per ? total : e0 + per;
+        PB_CUDA_CHECK(cudaEventSynchronize(c->stage_ev[which])); // its previous copy is done
+        unsigned char *buf = (unsigned char *)c->stage[which];
+        for (size_t e = e0; e < e1;) {
+            const int r = (int)(e / (size_t)s->n_in), k0 = (int)(e % (size_t)s->n_in);
+            const size_t left = e1 - e;
+            const int k1 = (size_t)(s->n_in - k0) <= left ? s->n_in : k0 + (int)left;
+            convert_row(s, r, k0, k1, store, buf + (e - e0) * es);
+            e += (size_t)(k1 - k0);
+        }
+        PB_CUDA_CHECK(cudaMemcpyAsync(dev + e0 * es, buf, (e1 - e0) * es, cudaMemcpyHostToDevice, c->stream));
+        PB_CUDA_CHECK(cudaEventRecord(c->stage_ev[which], c->stream));
+    }
+    return PB_OK;
+}
+
+static pb_status cuda_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype store, pb_weight **out)
+{
+    cuda_impl *c = impl_of(be);
+    *out = NULL;
+    if (store != PB_DT_F32 && store != PB_DT_BF16 && store != PB_DT_F16)
+        return pb_error(PB_ERR_UNSUPPORTED, "cuda: weights kept as %s are not supported (F32, F16, BF16)",
+                        pb_dtype_name(store));
+    int rows = 0;
+    for (int i = 0; i < s->n_parts; i++) {
+        const pb_wpart *p = &s->parts[i];
+        if (p->dtype != PB_DT_F32 && p->dtype != PB_DT_F16 && p->dtype != PB_DT_BF16 && p->dtype != PB_DT_F64)
+            return pb_error(PB_ERR_UNSUPPORTED, "cuda: tensor '%s' of dtype %s: weights must be F32, F16, BF16 or F64",
+                            p->name ? p->name : "?", pb_dtype_name(p->dtype));
+        if (p->rows < 1 || !p->data)
+            return pb_error(PB_ERR_INTERNAL, "cuda: tensor '%s': part %d is empty", p->name ? p->name : "?", i);
+        rows += p->rows;
+    }
+    if (s->n_parts < 1 || rows != s->n_out || s->n_in < 1)
+        return pb_error(PB_ERR_INTERNAL, "cuda: linear of %d x %d from %d parts of %d rows", s->n_out, s->n_in,
+                        s->n_parts, rows);
+    if (s->row_perm)
+        for (int r = 0; r < s->n_out; r++)
+            if (s->row_perm[r] < 0 || s->row_perm[r] >= s->n_out)
+                return pb_error(PB_ERR_INTERNAL, "cuda: row_perm[%d] = %d outside [0, %d)", r, s->row_perm[r],
+                                s->n_out);
+    SET_DEVICE(c);
+    pb_weight *w = (pb_weight *)calloc(1, sizeof *w);
+    if (!w)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    pb_status st = PB_OK;
+    const size_t bytes = (size_t)s->n_out * (size_t)s->n_in * pb_dtype_size(store);
+    void *m = NULL;
+    cudaError_t e = cudaMalloc(&m, bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        st = pb_error(PB_ERR_NOMEM, "CUDA device %d: no memory for the %d x %d %s weight '%s' (%zu bytes): %s",
+                      c->device, s->n_out, s->n_in, pb_dtype_name(store), s->parts[0].name ? s->parts[0].name : "?",
+                      bytes, cudaGetErrorString(e));
+        goto fail;
+    }
+    w->impl = m;
+    PB_CHECK_GOTO(stream_rows(c, s, store, (unsigned char *)m), st, fail);
+    if (s->bias) {
+        float *b = NULL;
+        PB_CHECK_GOTO(cuda_alloc(be, (size_t)s->n_out * sizeof(float), (void **)&b), st, fail);
+        w->bias = b;
+        PB_CHECK_GOTO(cuda_upload(be, b, s->bias, (size_t)s->n_out * sizeof(float)), st, fail);
+    }
+    w->dtype = store;
+    w->layout = PB_WLAYOUT_ROWS;
+    w->n_out = s->n_out;
+    w->n_in = s->n_in;
+    w->bytes = cuda_weight_bytes(store, s->n_out, s->n_in, s->bias != NULL);
+    *out = w;
+    return PB_OK;
+fail:
+    cuda_weight_free(be, w);
+    return st;
+}
+
+// ---- scratch ----
+
+// the argument blob of one attention call: pointers, then ints, then floats
+static size_t attn_args_bytes(int n_seqs, int T, int n_heads)
+{
+    return round256((size_t)n_seqs * 2 * sizeof(void *) + ((size_t)n_seqs * 2 + (size_t)T) * sizeof(int) +
+                    (size_t)n_heads * sizeof(float));
+}
+
+static size_t rows_args_bytes(int n_rows) { return round256((size_t)n_rows * (sizeof(int) + sizeof(float))); }
+
+static uint64_t cuda_scratch_bytes(int threads, const pb_backend_limits *lim)
+{
+    (void)threads;
+    const size_t a = attn_args_bytes(lim->max_seqs, lim->max_tokens, lim->max_heads);
+    const size_t r = rows_args_bytes(lim->max_tokens);
+    return a > r ? a : r;
+}
+
+static pb_status cuda_reserve(pb_backend *be, const pb_backend_limits *lim)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    const size_t n = (size_t)cuda_scratch_bytes(be->threads, lim);
+    PB_CHECK(host_reserve(c, n));
+    return scratch_reserve(c, n);
+}
+
+// ---- compute ----
+
+#define LAUNCH(what, call)                                                                                             \
+    do {                                                                                                               \
+        cudaError_t e_ = (call);                                                                                       \
+        if (e_ != cudaSuccess) {                                                                                       \
+            (void)cudaGetLastError();                                                                                  \
+            return pb_error(PB_ERR_DEVICE, "CUDA device %d: launch of %s failed at %s:%d: %s", c->device, (what),       \
+                            __FILE__, __LINE__, cudaGetErrorString(e_));                                               \
+        }                                                                                                              \
+    } while (0)
+
+static pb_status cuda_linear(pb_backend *be, const float *x, int ldx, int M, const pb_weight *w, float *y, int ldy)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("linear", kc_linear(c->stream, x, ldx, M, w->impl, kc_of(w->dtype), w->bias, y, ldy, w->n_out, w->n_in));
+    return PB_OK;
+}
+
+static pb_status cuda_gather(pb_backend *be, float *out, const pb_weight *table, const int32_t *ids, int T, int offset,
+                             bool accumulate)
+{
+    cuda_impl *c = impl_of(be);
+    if (T <= 0)
+        return PB_OK;
+    SET_DEVICE(c);
+    PB_CUDA_CHECK(cudaMemsetAsync(c->flag, 0, sizeof(int), c->stream));
+    LAUNCH("gather", kc_gather(c->stream, out, table->impl, kc_of(table->dtype), ids, T, offset, table->n_out,
+                               table->n_in, accumulate, c->flag));
+    int bad = 0;
+    PB_CUDA_CHECK(cudaMemcpyAsync(&bad, c->flag, sizeof bad, cudaMemcpyDeviceToHost, c->stream));
+    PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    if (!bad)
+        return PB_OK;
+    // name the first bad id
+    PB_CHECK(host_reserve(c, (size_t)T * sizeof(int32_t)));
+    PB_CUDA_CHECK(cudaMemcpyAsync(c->host, ids, (size_t)T * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream));
+    PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    for (int t = 0; t < T; t++) {
+        int32_t id;
+        memcpy(&id, c->host + (size_t)t * sizeof id, sizeof id);
+        if (id < 0 || (int64_t)id + offset >= table->n_out)
+            return pb_error(PB_ERR_INPUT, "gather: id %d (+ offset %d) at row %d is outside the table's %d rows",
+                            (int)id, offset, t, table->n_out);
+    }
+    return pb_error(PB_ERR_INPUT, "gather: an id is outside the table's %d rows", table->n_out);
+}
+
+static pb_status cuda_norm(pb_backend *be, pb_norm kind, float *out, const float *x, int rows, int n, const float *w,
+                          const float *b, float eps)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("norm", kc_norm(c->stream, kind == PB_NORM_RMSNORM, out, (float *)x, NULL, NULL, rows, n, w, b, eps));
+    return PB_OK;
+}
+
+static pb_status cuda_add_norm(pb_backend *be, pb_norm kind, float *out, float *x, const float *a, const float *a2,
+                               int rows, int n, const float *w, const float *b, float eps)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("add_norm", kc_norm(c->stream, kind == PB_NORM_RMSNORM, out, x, a, a2, rows, n, w, b, eps));
+    return PB_OK;
+}
+
+static pb_status cuda_rope(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const pb_rope_desc *r,
+                           const float *cs)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("rope", kc_rope(c->stream, x, ld, T, n_heads, head_dim, r->rot_dim / 2, r->style == PB_ROPE_INTERLEAVED,
+                           cs));
+    return PB_OK;
+}
+
+// on the host, as the CPU backend (the same f32 angle, glibc's cosf/sinf), then copied
+static pb_status cuda_rope_angles(pb_backend *be, float *cs, const float *pos_scaled, int T, const float *inv_freq,
+                                  int n_freq)
+{
+    cuda_impl *c = impl_of(be);
+    const size_t n = (size_t)T * (size_t)n_freq * 2;
+    if (!n)
+        return PB_OK;
+    SET_DEVICE(c);
+    PB_CHECK(host_reserve(c, n * sizeof(float)));
+    float *h = (float *)(void *)c->host;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n_freq; i++) {
+            const float a = pos_scaled[t] * inv_freq[i];
+            h[((size_t)t * n_freq + i) * 2] = cosf(a);
+            h[((size_t)t * n_freq + i) * 2 + 1] = sinf(a);
+        }
+    PB_CUDA_CHECK(cudaMemcpyAsync(cs, h, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+    return PB_OK;
+}
+
+static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
+{
+    cuda_impl *c = impl_of(be);
+    if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads || a->head_dim <= 0)
+        return pb_error(PB_ERR_INTERNAL, "attention: %d heads over %d KV heads of dim %d", a->n_heads, a->n_kv_heads,
+                        a->head_dim);
+    if (a->head_dim > KC_ATTN_MAX_HEAD_DIM)
+        return pb_error(PB_ERR_UNSUPPORTED, "cuda: attention heads of %d dims (at most %d)", a->head_dim,
+                        KC_ATTN_MAX_HEAD_DIM);
+    const int S = a->n_seqs;
+    int T = 0;
+    for (int s = 0; s < S; s++)
+        if (a->n_tokens[s] > 0 && a->tok_start[s] + a->n_tokens[s] > T)
+            T = a->tok_start[s] + a->n_tokens[s];
+    if (S <= 0 || T <= 0)
+        return PB_OK;
+    SET_DEVICE(c);
+    const size_t bytes = attn_args_bytes(S, T, a->n_heads);
+    PB_CHECK(host_reserve(c, bytes));
+    PB_CHECK(scratch_reserve(c, bytes));
+    // blob: k[S], v[S] pointers; tok_start[S], pos[S], tok_seq[T]; alibi[n_heads]
+    unsigned char *h = c->host;
+    void **hk = (void **)(void *)h, **hv = hk + S;
+    int *hts = (int *)(void *)(hv + S), *hpos = hts + S, *hseq = hpos + S;
+    float *hal = (float *)(void *)(hseq + T);
+    for (int s = 0; s < S; s++) {
+        hk[s] = a->k_cache[s];
+        hv[s] = a->v_cache[s];
+        hts[s] = a->tok_start[s];
+        hpos[s] = a->pos[s];
+    }
+    for (int t = 0; t < T; t++)
+        hseq[t] = -1;
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < a->n_tokens[s]; i++)
+            hseq[a->tok_start[s] + i] = s;
+    if (a->alibi)
+        memcpy(hal, a->alibi, (size_t)a->n_heads * sizeof(float));
+    PB_CUDA_CHECK(cudaMemcpyAsync(c->scratch, h, bytes, cudaMemcpyHostToDevice, c->stream));
+    unsigned char *d = (unsigned char *)c->scratch;
+    kc_attn k;
+    k.n_seqs = S;
+    k.T = T;
+    k.k_cache = (uint16_t *const *)(void *)d;
+    k.v_cache = (uint16_t *const *)(void *)(d + (size_t)S * sizeof(void *));
+    k.tok_start = (const int *)(void *)(d + (size_t)2 * S * sizeof(void *));
+    k.pos = k.tok_start + S;
+    k.tok_seq = k.pos + S;
+    k.alibi = a->alibi ? (const float *)(const void *)(k.tok_seq + T) : NULL;
+    k.q = a->q;
+    k.k = a->k;
+    k.v = a->v;
+    k.q_stride = a->q_stride;
+    k.kv_stride = a->kv_stride;
+    k.out = a->out;
+    k.n_heads = a->n_heads;
+    k.n_kv_heads = a->n_kv_heads;
+    k.head_dim = a->head_dim;
+    k.scale = a->scale;
+    k.window = a->window;
+    k.softcap = a->softcap;
+    LAUNCH("attention", kc_attention(c->stream, &k));
+    return PB_OK;
+}
+
+static pb_status cuda_act(pb_backend *be, pb_act act, float *x, int ld, int rows, int n)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("act", kc_act(c->stream, (int)act, x, ld, rows, n));
+    return PB_OK;
+}
+
+static pb_status cuda_glu(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("glu", kc_glu(c->stream, (int)act, out, gu, rows, n));
+    return PB_OK;
+}
+
+static pb_status cuda_add(pb_backend *be, float *y, const float *x, const float *x2, size_t n)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("add", kc_add(c->stream, y, x, x2, n));
+    return PB_OK;
+}
+
+// rows (and weights) into the scratch: ints, then floats
+static pb_status rows_upload(cuda_impl *c, const int *rows, const float *w, int n_rows, int **drows, float **dw)
+{
+    const size_t bytes = rows_args_bytes(n_rows);
+    PB_CHECK(host_reserve(c, bytes));
+    PB_CHECK(scratch_reserve(c, bytes));
+    memcpy(c->host, rows, (size_t)n_rows * sizeof(int));
+    if (w)
+        memcpy(c->host + (size_t)n_rows * sizeof(int), w, (size_t)n_rows * sizeof(float));
+    PB_CUDA_CHECK(cudaMemcpyAsync(c->scratch, c->host, (size_t)n_rows * (sizeof(int) + (w ? sizeof(float) : 0)),
+                                  cudaMemcpyHostToDevice, c->stream));
+    *drows = (int *)c->scratch;
+    if (dw)
+        *dw = (float *)(void *)((unsigned char *)c->scratch + (size_t)n_rows * sizeof(int));
+    return PB_OK;
+}
+
+static pb_status cuda_select_rows(pb_backend *be, float *dst, const float *src, int n, const int *rows, int n_rows)
+{
+    cuda_impl *c = impl_of(be);
+    if (n_rows <= 0)
+        return PB_OK;
+    SET_DEVICE(c);
+    int *dr = NULL;
+    PB_CHECK(rows_upload(c, rows, NULL, n_rows, &dr, NULL));
+    LAUNCH("select_rows", kc_select_rows(c->stream, dst, src, n, dr, n_rows));
+    return PB_OK;
+}
+
+static pb_status cuda_scatter_add(pb_backend *be, float *y, const float *x, int n, const int *rows, const float *w,
+                                  int n_rows)
+{
+    cuda_impl *c = impl_of(be);
+    if (n_rows <= 0)
+        return PB_OK;
+    SET_DEVICE(c);
+    int *dr = NULL;
+    float *dw = NULL;
+    PB_CHECK(rows_upload(c, rows, w, n_rows, &dr, &dw));
+    LAUNCH("scatter_add", kc_scatter_add(c->stream, y, x, n, dr, dw, n_rows));
+    return PB_OK;
+}
+
+static pb_status cuda_scale(pb_backend *be, float *x, size_t n, float s)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("scale", kc_scale(c->stream, x, n, s));
+    return PB_OK;
+}
+
+static pb_status cuda_softcap(pb_backend *be, float *x, size_t n, float cap)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("softcap", kc_softcap(c->stream, x, n, cap));
+    return PB_OK;
+}
+
+static pb_status cuda_head_norm(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const float *w,
+                                float eps)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    LAUNCH("head_norm", kc_head_norm(c->stream, x, ld, T, n_heads, head_dim, w, eps));
+    return PB_OK;
+}
+
+// ---- lifetime ----
+
+static void cuda_free(pb_backend *be)
+{
+    if (!be)
+        return;
+    cuda_impl *c = impl_of(be);
+    if (c) {
+        // errors here have nowhere to go: clear them and release the rest
+        if (cudaSetDevice(c->device) != cudaSuccess)
+            (void)cudaGetLastError();
+        if (c->stream && cudaStreamSynchronize(c->stream) != cudaSuccess)
+            (void)cudaGetLastError();
+        for (int i = 0; i < 2; i++) {
+            if (c->stage[i] && cudaFreeHost(c->stage[i]) != cudaSuccess)
+                (void)cudaGetLastError();
+            if (c->stage_ev[i] && cudaEventDestroy(c->stage_ev[i]) != cudaSuccess)
+                (void)cudaGetLastError();
+        }
+        if (c->scratch && cudaFree(c->scratch) != cudaSuccess)
+            (void)cudaGetLastError();
+        if (c->flag && cudaFree(c->flag) != cudaSuccess)
+            (void)cudaGetLastError();
+        if (c->stream && cudaStreamDestroy(c->stream) != cudaSuccess)
+            (void)cudaGetLastError();
+        free(c->host);
+        free(c);
+    }
+    free(be);
+}
+
+static pb_backend_ops make_ops(void)
+{
+    pb_backend_ops o;
+    memset(&o, 0, sizeof o);
+    o.name = "cuda";
+    o.kv_dtype = PB_DT_BF16;
+    o.host_memory = false;
+    o.free = cuda_free;
+    o.alloc = cuda_alloc;
+    o.release = cuda_release;
+    o.upload = cuda_upload;
+    o.download = cuda_download;
+    o.copy = cuda_copy;
+    o.sync = cuda_sync;
+    o.weight_bytes = cuda_weight_bytes;
+    o.put_linear = cuda_put_linear;
+    o.weight_free = cuda_weight_free;
+    o.scratch_bytes = cuda_scratch_bytes;
+    o.reserve = cuda_reserve;
+    o.linear = cuda_linear;
+    o.gather = cuda_gather;
+    o.norm = cuda_norm;
+    o.add_norm = cuda_add_norm;
+    o.rope = cuda_rope;
+    o.rope_angles = cuda_rope_angles;
+    o.attention = cuda_attention;
+    o.act = cuda_act;
+    o.glu = cuda_glu;
+    o.add = cuda_add;
+    o.select_rows = cuda_select_rows;
+    o.scatter_add = cuda_scatter_add;
+    o.scale = cuda_scale;
+    o.softcap = cuda_softcap;
+    o.head_norm = cuda_head_norm;
+    return o;
+}
+
+static const pb_backend_ops cuda_ops = make_ops();
+
+extern "C" const pb_backend_ops *pb_cuda_backend_ops(void) { return &cuda_ops; }
+
+extern "C" pb_status pb_cuda_backend_create(int device, pb_backend **out)
+{
+    *out = NULL;
+    const char *why = NULL;
+    const int n = pb_cuda_device_count(&why);
+    if (n <= 0)
+        return pb_error(PB_ERR_NOT_AVAILABLE, "--device cuda: no usable CUDA device (%s)", why ? why : "none found");
+    if (device < 0 || device >= n)
+        return pb_error(PB_ERR_NOT_AVAILABLE, "--device cuda: device %d does not exist (%d visible)", device, n);
+    pb_backend *be = (pb_backend *)calloc(1, sizeof *be);
+    cuda_impl *c = (cuda_impl *)calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return pb_error(PB_ERR_NOMEM, "out of memory creating the CUDA backend");
+    }
+    be->ops = &cuda_ops;
+    be->impl = c;
+    be->threads = 1;
+    c->device = device;
+    pb_status st = PB_OK;
+    {
+        cudaError_t e = cudaSetDevice(device);
+        if (e == cudaSuccess)
+            e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+        if (e == cudaSuccess)
+            e = cudaMalloc((void **)&c->flag, sizeof(int));
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            st = pb_error(PB_ERR_DEVICE, "CUDA device %d: creating the backend failed: %s", device,
+                          cudaGetErrorString(e));
+        }
+    }
+    if (st != PB_OK) {
+        cuda_free(be);
+        return st;
+    }
+    *out = be;
+    return PB_OK;
+}

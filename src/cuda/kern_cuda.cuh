@@ -1,0 +1,66 @@
+// Kernels of the CUDA backend (kern_cuda.cu) and their launchers, called by
+// backend_cuda.cu on the backend's stream. Launchers return cudaError_t (the
+// launch status); every pointer is device memory.
+//
+// Batch invariance: each output element's reduction order depends only on
+// its own row's sizes (K for linear, n for norms, the query's keys for
+// attention), never on how many rows or sequences a call holds.
+#ifndef PB_KERN_CUDA_CUH
+#define PB_KERN_CUDA_CUH
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+// element types of weights as the kernels see them (pb_dtype values differ)
+enum kc_dtype { KC_F32 = 0, KC_BF16 = 1, KC_F16 = 2 };
+
+// y[M, N] (row stride ldy) = x[M, K] (row stride ldx) W[N, K]^T (+ bias[N])
+cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt, const float *bias,
+                      float *y, int ldy, int N, int K);
+
+// out[t, 0:n_in] (=, += when acc) W[ids[t] + offset, :]; *flag |= 1 when an id is outside [0, n_rows)
+cudaError_t kc_gather(cudaStream_t st, float *out, const void *W, kc_dtype dt, const int32_t *ids, int T, int offset,
+                      int n_rows, int n_in, bool acc, int *flag);
+
+// x += a (+ a2) when a != NULL; then out = norm(x) * w (+ b) per row of n
+cudaError_t kc_norm(cudaStream_t st, bool rms, float *out, float *x, const float *a, const float *a2, int rows, int n,
+                    const float *w, const float *b, float eps);
+
+cudaError_t kc_rope(cudaStream_t st, float *x, int ld, int T, int n_heads, int head_dim, int half, bool interleaved,
+                    const float *cs);
+
+// activation codes: the pb_act values (model/config.h)
+cudaError_t kc_act(cudaStream_t st, int act, float *x, int ld, int rows, int n);
+cudaError_t kc_glu(cudaStream_t st, int act, float *out, const float *gu, int rows, int n);
+cudaError_t kc_add(cudaStream_t st, float *y, const float *x, const float *x2, size_t n);
+cudaError_t kc_select_rows(cudaStream_t st, float *dst, const float *src, int n, const int *rows, int n_rows);
+cudaError_t kc_scatter_add(cudaStream_t st, float *y, const float *x, int n, const int *rows, const float *w,
+                           int n_rows);
+cudaError_t kc_scale(cudaStream_t st, float *x, size_t n, float s);
+cudaError_t kc_softcap(cudaStream_t st, float *x, size_t n, float cap);
+cudaError_t kc_head_norm(cudaStream_t st, float *x, int ld, int T, int n_heads, int head_dim, const float *w,
+                         float eps);
+
+// Attention arguments in device memory (backend_cuda.cu uploads them).
+// tok_seq[t]: the sequence owning token row t, or -1.
+struct kc_attn {
+    int n_seqs, T;
+    uint16_t *const *k_cache, *const *v_cache; // [n_seqs] bf16 caches
+    const int *tok_start, *pos, *tok_seq;
+    const float *q, *k, *v;
+    int q_stride, kv_stride;
+    float *out;
+    int n_heads, n_kv_heads, head_dim;
+    float scale;
+    const float *alibi; // [n_heads] or NULL
+    int window;
+    float softcap;
+};
+#define KC_ATTN_MAX_HEAD_DIM 256
+
+// stores this step's k/v rows (as bf16) at their positions, then attends
+cudaError_t kc_attention(cudaStream_t st, const kc_attn *a);
+
+#endif
