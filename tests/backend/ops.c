@@ -25,7 +25,16 @@
  *   add           |y - r| <= 2 eps (|y0| + |x| + |x2|)
  *   select_rows, upload/download/copy: exact
  *   scale         exact; softcap |y - r| <= 4e-6 (1 + |r|); head_norm as norm,
- *                 the row elements past the heads untouched */
+ *                 the row elements past the heads untouched
+ *
+ * cuda: the same bounds. Its KV cache is bf16 (kv_dtype): the new k/v rows
+ * must be stored as bf16 rounded to nearest even (checked exactly), and the
+ * reference attends over the same bf16-rounded keys and values (queries in
+ * f32), so 2e-5 max|v| bounds only the f32 arithmetic, not the rounding.
+ * Its kernels differ from the CPU's in reduction order, so the bit identity
+ * across CPU ISA paths does not extend to it; batch invariance (a row or a
+ * sequence alone vs in a batch) and add_norm == add, norm are checked bit for
+ * bit as for the CPU. */
 #include "config.h"
 
 #include <math.h>
