@@ -569,6 +569,25 @@ static void tcp_destroy(pb_transport *t)
     free(c);
 }
 
+static const pb_transport_ops tcp_ops;
+
+bool pb_transport_tcp_link_down(pb_transport *t, bool to_next, char *why, size_t cap)
+{
+    if (cap)
+        why[0] = '\0';
+    if (!t || t->ops != &tcp_ops)
+        return false;
+    tcp *c = (tcp *)t;
+    pthread_mutex_lock(&c->mu);
+    bool down = to_next ? c->send_broken : c->recv_broken;
+    if (down && to_next)
+        snprintf(why, cap, "%s", c->send_err);
+    else if (down)
+        snprintf(why, cap, "%s", c->recv_err[0] ? c->recv_err : "link closed");
+    pthread_mutex_unlock(&c->mu);
+    return down;
+}
+
 static const pb_transport_ops tcp_ops = {
     .name = "tcp",
     .send = tcp_send,
@@ -670,6 +689,16 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
         o.timeout_s = PB_BOOTSTRAP_TIMEOUT_S;
     if (o.max_queued <= 0)
         o.max_queued = 64;
+    /* Bootstrap keys of this transport: "pb.tcp.endpoint[.TAG]", "pb.tcp.secret[.TAG]". */
+    char ep_key[64], secret_key[64];
+    size_t tag_len = o.tag ? strlen(o.tag) : 0;
+    if (o.tag && (tag_len == 0 || tag_len > 32 || strspn(o.tag, "abcdefghijklmnopqrstuvwxyz"
+                                                                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                                  "0123456789_") != tag_len))
+        return pb_error(PB_ERR_INTERNAL, "tcp transport: bad tag '%s'", o.tag);
+    snprintf(ep_key, sizeof ep_key, "%s%s%s", EP_KEY, o.tag ? "." : "", o.tag ? o.tag : "");
+    snprintf(secret_key, sizeof secret_key, "%s%s%s", SECRET_KEY, o.tag ? "." : "",
+             o.tag ? o.tag : "");
 
     tcp *c = calloc(1, sizeof *c);
     if (!c)
@@ -720,16 +749,16 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
     snprintf(mine, sizeof mine, "pbtcp1 %u %s %s %s", (unsigned)ntohs(sa.sin_port), host, boot,
              astr);
     pb_log_debug("tcp endpoint: %s", mine);
-    PB_CHECK_GOTO(pb_bootstrap_put(b, EP_KEY, mine, strlen(mine)), st, fail);
+    PB_CHECK_GOTO(pb_bootstrap_put(b, ep_key, mine, strlen(mine)), st, fail);
     /* Rank 0 draws the job's secret; PMIx hands it to the job's ranks only. */
     if (rank == 0) {
         PB_CHECK_GOTO(pb_hs_new_secret(secret), st, fail);
-        PB_CHECK_GOTO(pb_bootstrap_put(b, SECRET_KEY, secret, sizeof secret), st, fail);
+        PB_CHECK_GOTO(pb_bootstrap_put(b, secret_key, secret, sizeof secret), st, fail);
     }
     PB_CHECK_GOTO(pb_bootstrap_commit(b), st, fail);
     PB_CHECK_GOTO(pb_bootstrap_fence(b, o.timeout_s), st, fail);
     if (rank != 0) {
-        PB_CHECK_GOTO(pb_bootstrap_get(b, 0, SECRET_KEY, o.timeout_s, &ep, &eplen), st, fail);
+        PB_CHECK_GOTO(pb_bootstrap_get(b, 0, secret_key, o.timeout_s, &ep, &eplen), st, fail);
         if (eplen != sizeof secret) {
             st = pb_error(PB_ERR_NET, "rank 0 published a %zu-byte job secret (expected %zu)",
                           eplen, sizeof secret);
@@ -748,7 +777,7 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
     /* Where the next rank listens; the previous rank's host, for messages. */
     for (int k = 0; k < 2; k++) {
         int peer = k == 0 ? c->base.next : c->base.prev;
-        PB_CHECK_GOTO(pb_bootstrap_get(b, peer, EP_KEY, o.timeout_s, &ep, &eplen), st, fail);
+        PB_CHECK_GOTO(pb_bootstrap_get(b, peer, ep_key, o.timeout_s, &ep, &eplen), st, fail);
         uint16_t port = 0;
         char phost[256], pboot[128];
         struct in_addr paddr;

@@ -88,8 +88,38 @@ typedef struct pb_tcp_opts {
     size_t max_msg_bytes;   /* 0 = 1 GiB */
     int timeout_s;          /* endpoint exchange and connection setup; 0 = 120 */
     int max_queued;         /* messages queued per direction; 0 = 64 */
+    const char *tag;        /* names this transport's bootstrap keys when a job makes
+                             * several (letters, digits, '_'; at most 32); NULL = none */
 } pb_tcp_opts;
 
 pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_transport **out);
+
+/* Whether a TCP transport's link to the next rank (to_next) or from the
+ * previous rank is down (the peer hung up, died or broke the protocol), with
+ * the reason naming the rank in why. For transports that use a TCP link for
+ * control; false for any other transport. */
+bool pb_transport_tcp_link_down(pb_transport *t, bool to_next, char *why, size_t cap);
+
+/* NCCL (src/cuda/transport_nccl.cu, built when configure finds NCCL): the
+ * payloads travel GPU to GPU through NCCL, one two-rank communicator per
+ * link (rank r -> r + 1), whose unique id the sending rank draws and shares
+ * through PMIx. A TCP control link beside it (pb_tcp_opts: address, job
+ * secret) carries each message's type and size, small messages whole, and
+ * notices at once a peer that dies, which NCCL alone may never report.
+ * `device` is this rank's CUDA device (local rank % visible devices). Two
+ * ranks on one GPU work too (over NCCL's sockets: NCCL refuses to share a
+ * device otherwise). Needs a world of at least 2; without NCCL in the build
+ * it returns PB_ERR_NOT_AVAILABLE. A recv timeout breaks the transport (its
+ * communicators are aborted): callers treat it as the end of the job. */
+typedef struct pb_nccl_opts {
+    pb_tcp_opts ctl;   /* the control link; ctl.max_msg_bytes (0 = 1 GiB) bounds every
+                        * payload, ctl.timeout_s (0 = 120) the setup, ctl.max_queued (0 = 64)
+                        * the messages queued per direction */
+    long inline_max;   /* payloads of at most this many bytes go whole on the control
+                        * link; 0 = 8192, < 0 = none (every payload through NCCL) */
+} pb_nccl_opts;
+
+pb_status pb_transport_nccl_create(pb_bootstrap *b, int device, const pb_nccl_opts *opts,
+                                   pb_transport **out);
 
 #endif
