@@ -1,7 +1,9 @@
 /* The pipeline on a real (test) checkpoint, run alone (local pipe) and under
  * mpirun/srun (one stage per rank) by pipeline.sh, which compares the token
  * ids: they must be identical whatever the number of ranks and chunks.
- *   pipe_test MODEL OUT [--chunks C] [--points a,b,..] [--threshold SIZE] [--balanced] [--die R]
+ *   pipe_test MODEL OUT [--chunks C] [--points a,b,..] [--threshold SIZE] [--balanced] [--die R] [--nccl]
+ * --nccl: the stages (still on the CPU) talk through the NCCL transport, each
+ * rank on GPU local rank % visible GPUs (tests/net/nccl.sh, on GPU machines).
  * Eight sequences (even: greedy, odd: sampled with a fixed seed) in C
  * micro-batches that keep cycling: prefill, then 12 decode steps each. */
 #include "config.h"
@@ -16,6 +18,7 @@
 #include "ckpt/plan.h"
 #include "ckpt/weights.h"
 #include "common/util.h"
+#include "cuda/cuda.h"
 #include "gen/pipe.h"
 #include "model/config.h"
 #include "net/bootstrap.h"
@@ -113,16 +116,17 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: pipe_test MODEL OUT [--chunks C] [--points a,b] [--threshold SIZE] [--balanced] "
-                        "[--die R]\n");
+                        "[--die R] [--nccl]\n");
         return 2;
     }
     const char *model = argv[1], *out_path = argv[2];
     int chunks = 2, die = -1;
     int points[16], n_points = 0;
     uint64_t threshold = 0;
-    bool balanced = false;
+    bool balanced = false, nccl = false;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--chunks") && i + 1 < argc) chunks = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--nccl")) nccl = true;
         else if (!strcmp(argv[i], "--balanced")) balanced = true;
         else if (!strcmp(argv[i], "--die") && i + 1 < argc) die = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threshold") && i + 1 < argc) {
@@ -193,7 +197,14 @@ int main(int argc, char **argv)
                               .plan_hash = pb_pipeline_plan_hash(plan->n_stages, lb, le),
                               .plan_mem = sp->mem_total};
         pb_tcp_opts to = {.max_msg_bytes = 64u << 20, .timeout_s = 60};
-        PB_CHECK_GOTO(pb_transport_tcp_create(b, &to, &t), st, fail);
+        if (nccl) {
+            int ndev = pb_cuda_device_count(NULL);
+            pb_nccl_opts no = {.ctl = to};
+            PB_CHECK_GOTO(pb_transport_nccl_create(b, pb_bootstrap_local_rank(b) % (ndev > 0 ? ndev : 1),
+                                                   &no, &t), st, fail);
+        } else {
+            PB_CHECK_GOTO(pb_transport_tcp_create(b, &to, &t), st, fail);
+        }
         if (rank == die) {
             fflush(NULL);
             raise(SIGKILL);

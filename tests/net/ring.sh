@@ -1,6 +1,7 @@
 #!/bin/sh
 # TCP transport under mpirun: 2, 3 and 4 ranks pass checked messages round
-# the ring (several in flight); --iface lo; an oversized frame is rejected;
+# the ring (several in flight); --iface lo; a second, tagged transport in the
+# same job; an oversized frame is rejected;
 # a rank killed mid-stream is named by the others and the job ends.
 set -u
 . "$PB_SRCDIR/tests/net/lock.sh"
@@ -16,6 +17,11 @@ done
 timeout 120 $MPIRUN -np 3 "$T" --iface lo --rounds 50 >"$out" 2>"$err" || fail "--iface lo"
 [ "$(grep -c 'round the ring ok' "$out")" -eq 3 ] || fail "--iface lo: not every rank"
 
+timeout 120 $MPIRUN -np 3 "$T" --tag second --rounds 50 >"$out" 2>"$err" || fail "--tag"
+[ "$(grep -c 'round the ring ok' "$out")" -eq 3 ] || fail "--tag: not every rank"
+timeout 120 $MPIRUN -np 2 "$T" --tag 'no-dash' >"$out" 2>"$err" && fail "bad tag accepted"
+grep -q "bad tag 'no-dash'" "$err" || fail "bad tag message"
+
 timeout 120 $MPIRUN -np 2 "$T" --iface no-such-if0 >"$out" 2>"$err" && fail "unknown --iface accepted"
 grep -q "no-such-if0: no IPv4 interface" "$err" || fail "unknown --iface message"
 
@@ -27,6 +33,7 @@ timeout 15 $MPIRUN -np 3 "$T" --die 1 --rounds 1000 >"$out" 2>"$err"
 rc=$?
 [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "killed rank: exit $rc"
 grep -q "rank 1 .*failed or was killed" "$err" || fail "killed rank not named"
+grep -Eq "link (to|from) rank 1 down: rank 1 .*failed or was killed" "$err" || fail "killed rank: link not down"
 sleep 1
 pgrep -f "$T" >/dev/null && fail "processes left behind: $(pgrep -af "$T")"
 echo "ring: ok"

@@ -5,7 +5,11 @@
  *   ring_test --oversize     (2 ranks) rank 1 accepts at most 1 MiB; rank 0
  *       sends 2 MiB: rank 1 must reject the frame, rank 0 must see rank 1 go.
  *   ring_test --die R        rank R kills itself after 50 messages; the others must
- *       report rank R's failure and abort the job (PMIx_Abort). */
+ *       report rank R's failure (and pb_transport_tcp_link_down says so) and
+ *       abort the job (PMIx_Abort).
+ *   ring_test --tag NAME     a first transport stays idle while a second one,
+ *       whose bootstrap keys carry NAME, runs the ring (two in one job, as
+ *       the NCCL transport's control link beside a TCP one). */
 #include "config.h"
 
 #include <signal.h>
@@ -45,10 +49,11 @@ static int check(const pb_msg *m, uint64_t want)
 
 int main(int argc, char **argv)
 {
-    const char *iface = NULL;
+    const char *iface = NULL, *tag = NULL;
     int rounds = 200, window = 4, die = -1, oversize = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--iface") && i + 1 < argc) iface = argv[++i];
+        else if (!strcmp(argv[i], "--tag") && i + 1 < argc) tag = argv[++i];
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--window") && i + 1 < argc) window = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--die") && i + 1 < argc) die = atoi(argv[++i]);
@@ -56,7 +61,7 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "ring_test: bad argument %s\n", argv[i]); return 2; }
     }
     pb_bootstrap *b = NULL;
-    pb_transport *t = NULL;
+    pb_transport *t = NULL, *idle = NULL;
     uint8_t *buf = NULL;
     pb_status st = pb_bootstrap_init(&b);
     if (st != PB_OK) {
@@ -67,6 +72,11 @@ int main(int argc, char **argv)
     pb_tcp_opts o = {.iface = iface, .timeout_s = 60, .max_queued = 8};
     if (oversize && rank == 1)
         o.max_msg_bytes = 1 << 20;
+    if (tag) {
+        if ((st = pb_transport_tcp_create(b, &o, &idle)) != PB_OK)
+            goto fail;
+        o.tag = tag;
+    }
     if ((st = pb_transport_tcp_create(b, &o, &t)) != PB_OK)
         goto fail;
     if ((st = pb_malloc(1 << 22, &buf)) != PB_OK)
@@ -156,10 +166,17 @@ int main(int argc, char **argv)
     goto out;
 fail:
     fprintf(stderr, "ring_test: rank %d: %s\n", rank, pb_last_error());
+    for (int k = 0; t && k < 2; k++) {
+        char why[512];
+        if (pb_transport_tcp_link_down(t, k == 0, why, sizeof why))
+            fprintf(stderr, "ring_test: rank %d: link %s rank %d down: %s\n", rank,
+                    k == 0 ? "to" : "from", k == 0 ? t->next : t->prev, why);
+    }
     pb_bootstrap_abort(b, st, pb_last_error());
 out:
     free(buf);
     pb_transport_free(t);
+    pb_transport_free(idle);
     pb_bootstrap_free(b);
     return rc;
 }
