@@ -89,8 +89,10 @@ static pb_status chain_open(chain *c, const char *dir, int n_stages, int slots, 
     PB_CHECK(pb_plan_make(c->ck, &c->cfg, &spec, &c->plan));
     pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = max_tokens, .threads = threads,
                        .weights_dtype = weights_dtype()};
-    pb_backend_opts bo = {.threads = threads};
-    PB_CHECK(pb_backend_create("cpu", &bo, &c->be));
+    /* PB_FWD_DEVICE=cuda: the same checks on the CUDA backend (GPU 0; contrib/gpu/check.sh) */
+    const char *dev = getenv("PB_FWD_DEVICE");
+    pb_backend_opts bo = {.threads = threads, .device = 0};
+    PB_CHECK(pb_backend_create(dev && *dev ? dev : "cpu", &bo, &c->be));
     for (int i = 0; i < c->plan->n_stages; i++) {
         pb_weights *w = NULL;
         PB_CHECK(pb_weights_load(c->ck, &c->plan->stages[i], &w));
