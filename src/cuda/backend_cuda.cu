@@ -11,9 +11,9 @@
 // from pageable memory, which stages the source before returning, so the
 // caller may reuse its arrays at once. A pinned ring for them would keep the
 // host from waiting on the staging copy (later, for speed).
-#include <cstdlib>
-#include <cstring>
-#include <new>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cuda_runtime.h>
 
@@ -99,8 +99,11 @@ static pb_status cuda_alloc(pb_backend *be, size_t bytes, void **out)
                         "CUDA device %d: cudaMalloc of %zu bytes failed: %s (%zu of %zu MiB free)", c->device, bytes,
                         cudaGetErrorString(e), fr >> 20, tot >> 20);
     }
-    // zeroed (cudaMalloc's 256-byte alignment covers the interface's 64)
-    e = cudaMemsetAsync(p, 0, bytes, c->stream);
+    // zeroed (cudaMalloc's 256-byte alignment covers the interface's 64);
+    // waited for, as another stream (a transport's) may use the buffer next
+    e = cudaMemsetAsync(p, 0, bytes ? bytes : 1, c->stream);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         (void)cudaFree(p);

@@ -8,6 +8,12 @@
 
 #define FULL_MASK 0xffffffffu
 
+// kernel launch (tests/backend/cuda-emu runs these kernels on the CPU with
+// its own KLAUNCH)
+#ifndef KLAUNCH
+#define KLAUNCH(kern, grid, block, stream, ...) kern<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#endif
+
 // ---- element conversions (exact, as src/common/tensor.c) ----
 
 __device__ __forceinline__ float bf16_f32(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
@@ -143,9 +149,9 @@ static void linear_launch(cudaStream_t st, bool vec, const float *x, int ldx, in
 {
     dim3 grid((unsigned)((N + LIN_WARPS - 1) / LIN_WARPS), (unsigned)((M + LIN_ROWS - 1) / LIN_ROWS));
     if (vec)
-        k_linear<DT, true><<<grid, LIN_WARPS * 32, 0, st>>>(x, ldx, M, W, bias, y, ldy, N, K);
+        KLAUNCH((k_linear<DT, true>), grid, LIN_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
     else
-        k_linear<DT, false><<<grid, LIN_WARPS * 32, 0, st>>>(x, ldx, M, W, bias, y, ldy, N, K);
+        KLAUNCH((k_linear<DT, false>), grid, LIN_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
 }
 
 cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt, const float *bias,
@@ -193,9 +199,9 @@ cudaError_t kc_gather(cudaStream_t st, float *out, const void *W, kc_dtype dt, c
     if (T <= 0)
         return cudaSuccess;
     switch (dt) {
-    case KC_F32: k_gather<KC_F32><<<T, 256, 0, st>>>(out, W, ids, offset, n_rows, n_in, acc, flag); break;
-    case KC_BF16: k_gather<KC_BF16><<<T, 256, 0, st>>>(out, W, ids, offset, n_rows, n_in, acc, flag); break;
-    default: k_gather<KC_F16><<<T, 256, 0, st>>>(out, W, ids, offset, n_rows, n_in, acc, flag); break;
+    case KC_F32: KLAUNCH((k_gather<KC_F32>), T, 256, st, out, W, ids, offset, n_rows, n_in, acc, flag); break;
+    case KC_BF16: KLAUNCH((k_gather<KC_BF16>), T, 256, st, out, W, ids, offset, n_rows, n_in, acc, flag); break;
+    default: KLAUNCH((k_gather<KC_F16>), T, 256, st, out, W, ids, offset, n_rows, n_in, acc, flag); break;
     }
     return cudaGetLastError();
 }
@@ -263,7 +269,7 @@ cudaError_t kc_norm(cudaStream_t st, bool rms, float *out, float *x, const float
 {
     if (rows <= 0)
         return cudaSuccess;
-    k_norm<<<rows, NORM_THREADS, 0, st>>>(rms, out, x, a, a2, n, w, b, eps);
+    KLAUNCH((k_norm), rows, NORM_THREADS, st, rms, out, x, a, a2, n, w, b, eps);
     return cudaGetLastError();
 }
 
@@ -293,7 +299,7 @@ cudaError_t kc_head_norm(cudaStream_t st, float *x, int ld, int T, int n_heads, 
     const long long warps = (long long)T * n_heads;
     if (warps <= 0)
         return cudaSuccess;
-    k_head_norm<<<(unsigned)((warps + 7) / 8), 256, 0, st>>>(x, ld, T, n_heads, head_dim, w, eps);
+    KLAUNCH((k_head_norm), (unsigned)((warps + 7) / 8), 256, st, x, ld, T, n_heads, head_dim, w, eps);
     return cudaGetLastError();
 }
 
@@ -322,7 +328,7 @@ cudaError_t kc_rope(cudaStream_t st, float *x, int ld, int T, int n_heads, int h
     const size_t total = (size_t)T * n_heads * half;
     if (!total)
         return cudaSuccess;
-    k_rope<<<blocks_for(total, 256), 256, 0, st>>>(x, ld, T, n_heads, head_dim, half, interleaved, cs);
+    KLAUNCH((k_rope), blocks_for(total, 256), 256, st, x, ld, T, n_heads, head_dim, half, interleaved, cs);
     return cudaGetLastError();
 }
 
@@ -371,7 +377,7 @@ cudaError_t kc_act(cudaStream_t st, int act, float *x, int ld, int rows, int n)
     const size_t total = (size_t)rows * n;
     if (!total)
         return cudaSuccess;
-    k_act<<<blocks_for(total, 256), 256, 0, st>>>(act, x, ld, rows, n);
+    KLAUNCH((k_act), blocks_for(total, 256), 256, st, act, x, ld, rows, n);
     return cudaGetLastError();
 }
 
@@ -380,7 +386,7 @@ cudaError_t kc_glu(cudaStream_t st, int act, float *out, const float *gu, int ro
     const size_t total = (size_t)rows * n;
     if (!total)
         return cudaSuccess;
-    k_glu<<<blocks_for(total, 256), 256, 0, st>>>(act, out, gu, rows, n);
+    KLAUNCH((k_glu), blocks_for(total, 256), 256, st, act, out, gu, rows, n);
     return cudaGetLastError();
 }
 
@@ -396,7 +402,7 @@ cudaError_t kc_add(cudaStream_t st, float *y, const float *x, const float *x2, s
 {
     if (!n)
         return cudaSuccess;
-    k_add<<<blocks_for(n, 256), 256, 0, st>>>(y, x, x2, n);
+    KLAUNCH((k_add), blocks_for(n, 256), 256, st, y, x, x2, n);
     return cudaGetLastError();
 }
 
@@ -413,7 +419,7 @@ cudaError_t kc_select_rows(cudaStream_t st, float *dst, const float *src, int n,
 {
     if (n_rows <= 0 || n <= 0)
         return cudaSuccess;
-    k_select_rows<<<n_rows, 256, 0, st>>>(dst, src, n, rows);
+    KLAUNCH((k_select_rows), n_rows, 256, st, dst, src, n, rows);
     return cudaGetLastError();
 }
 
@@ -433,7 +439,7 @@ cudaError_t kc_scatter_add(cudaStream_t st, float *y, const float *x, int n, con
 {
     if (n_rows <= 0 || n <= 0)
         return cudaSuccess;
-    k_scatter_add<<<n_rows, 256, 0, st>>>(y, x, n, rows, w);
+    KLAUNCH((k_scatter_add), n_rows, 256, st, y, x, n, rows, w);
     return cudaGetLastError();
 }
 
@@ -453,7 +459,7 @@ cudaError_t kc_scale(cudaStream_t st, float *x, size_t n, float s)
 {
     if (!n)
         return cudaSuccess;
-    k_scale<<<blocks_for(n, 256), 256, 0, st>>>(x, n, s);
+    KLAUNCH((k_scale), blocks_for(n, 256), 256, st, x, n, s);
     return cudaGetLastError();
 }
 
@@ -461,7 +467,7 @@ cudaError_t kc_softcap(cudaStream_t st, float *x, size_t n, float cap)
 {
     if (!n)
         return cudaSuccess;
-    k_softcap<<<blocks_for(n, 256), 256, 0, st>>>(x, n, cap);
+    KLAUNCH((k_softcap), blocks_for(n, 256), 256, st, x, n, cap);
     return cudaGetLastError();
 }
 
@@ -590,12 +596,12 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
 {
     if (a->T <= 0)
         return cudaSuccess;
-    k_kv_store<<<a->T, 128, 0, st>>>(*a);
+    KLAUNCH((k_kv_store), a->T, 128, st, *a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return e;
     if (a->n_heads > 65535)
         return cudaErrorInvalidValue;
-    k_attention<<<dim3((unsigned)a->T, (unsigned)a->n_heads), ATT_WARPS * 32, 0, st>>>(*a);
+    KLAUNCH((k_attention), dim3((unsigned)a->T, (unsigned)a->n_heads), ATT_WARPS * 32, st, *a);
     return cudaGetLastError();
 }
