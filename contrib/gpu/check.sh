@@ -21,7 +21,8 @@
 #   5. 2 ranks on the one GPU (mpirun: the pack's Open MPI, or one on PATH)
 #      byte-identical to 1 rank; both ranks on GPU 0 (-v)
 #   6. kill -9 of rank 1 mid-run: every rank gone within 15 s, exit non-zero
-# --quick: steps 1, 2 (f32 only) and 5.
+#   7. tests/net/nccl.sh (the NCCL transport's test) on the pack's nccl_test and pipe_test
+# --quick: steps 1, 2 (f32 only), 5 and 6.
 # PB_CHECK_ON_CPU=1 runs the whole script with cpu in place of cuda (no GPU
 # needed): a dry run of the script itself, not a check of the GPU.
 set -u
@@ -196,6 +197,16 @@ else
         grep "transport\|nccl\|NCCL" "$LOG" | tail -2 | sed 's/^/      /' | tee -a "$SUM"
     else
         fail "2 ranks on one GPU: mpirun -np 2 failed"
+    fi
+    # ---- 7. the NCCL transport's own test (nccl_test, the pipeline over NCCL) ----
+    if [ $QUICK = 0 ] && [ -x "$PACK/tests/net/nccl_test" ] && [ -x "$PACK/tests/net/pipe_test" ]; then
+        mkdir -p "$W/nccl"
+        PB_BUILDDIR="$PACK" PB_SRCDIR="$HERE" PB_PYTHON=$PY PB_TEST_TMP="$W/nccl" run 420 sh "$HERE/tests/net/nccl.sh"
+        case $? in
+        0) pass "tests/net/nccl.sh: NCCL vs TCP delivery, timeout, killed rank, pipeline over NCCL = world 1" ;;
+        77) skip "tests/net/nccl.sh: skipped ($(tail -1 "$LOG"))" ;;
+        *) fail "tests/net/nccl.sh: see check.log" ;;
+        esac
     fi
     # ---- 6. kill a rank ----
     i=0

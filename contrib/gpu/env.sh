@@ -23,7 +23,7 @@ fi
 _ld="$PACK/lib${_unx:+:$_unx}"  # absent in a build tree: harmless
 # The CUDA libraries come from the machine: /usr/local/cuda, or the nvidia-*
 # wheels beside python3's torch when the linker does not find them.
-_missing=$(LD_LIBRARY_PATH="$_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$PACK/pippy-batch" "$PACK/tests/backend/ops" 2>/dev/null |
+_missing=$(LD_LIBRARY_PATH="$_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$PACK/pippy-batch" "$PACK"/tests/*/* 2>/dev/null |
            awk '/not found/ {print $1}' | sort -u)
 if [ -n "$_missing" ]; then
     _dirs=$(python3 - $_missing <<'PY' 2>/dev/null

@@ -10,7 +10,8 @@
 # transformers, tokenizers, safetensors and numpy, but no autotools, no
 # package registry and none of PMIx, zstd, cJSON, OpenBLAS, PCRE2, utf8proc,
 # libsodium. So the pack holds:
-#   pippy-batch, tests/backend/ops, tests/forward/fwd-harness, tests/cli/cuda_probe
+#   pippy-batch, tests/backend/ops, tests/forward/fwd-harness, tests/cli/cuda_probe,
+#   tests/net/nccl_test, tests/net/pipe_test
 #                        (stripped; laid out as in a build tree, so PB_BUILDDIR=gpu-pack works)
 #   lib/                 every shared library they need except glibc's and
 #                        the CUDA ones (libcuda, libcudart, libcublas*, libnccl);
@@ -52,12 +53,16 @@ if [ ! -f "$BUILD/config.status" ]; then
 fi
 grep -q '^#define PB_HAVE_CUDA 1' "$BUILD/config.h" || die "$BUILD is configured without CUDA"
 PROGS="pippy-batch tests/backend/ops tests/forward/fwd-harness tests/cli/cuda_probe"
+# the NCCL transport's tests (tests/net/nccl.sh), when the build has them
+for p in tests/net/nccl_test tests/net/pipe_test; do
+    grep -q "^${p%%/*}_$(echo "${p#*/}" | tr / _)_SOURCES" "$BUILD/Makefile" 2>/dev/null && PROGS="$PROGS $p"
+done
 say "building $PROGS in $BUILD"
 make -C "$BUILD" -j2 $PROGS >"$BUILD/pack-make.out" 2>&1 || { tail -30 "$BUILD/pack-make.out"; die "build failed"; }
 
 # ---- binaries ----
 rm -rf "$PACK"
-mkdir -p "$PACK/lib" "$PACK/tok" "$PACK/tests/backend" "$PACK/tests/forward" "$PACK/tests/cli"
+mkdir -p "$PACK/lib" "$PACK/tok" "$PACK/tests/backend" "$PACK/tests/forward" "$PACK/tests/cli" "$PACK/tests/net"
 for p in $PROGS; do
     strip -o "$PACK/$p" "$BUILD/$p" 2>/dev/null || cp "$BUILD/$p" "$PACK/$p"
 done
@@ -80,7 +85,7 @@ copy_libs_of() { # copy_libs_of FILE...: the libraries of FILEs into $PACK/lib
         cp -L "$path" "$PACK/lib/$name"
     done
 }
-copy_libs_of "$PACK/pippy-batch" "$PACK/tests/backend/ops" "$PACK/tests/forward/fwd-harness" "$PACK/tests/cli/cuda_probe"
+for p in $PROGS; do copy_libs_of "$PACK/$p"; done
 
 # PMIx's plugins (a singleton's PMIx_Init looks for them too)
 PMIX_LIB=$(ldd "$PACK/pippy-batch" | awk '$1 ~ /^libpmix/ {print $3}')
