@@ -389,22 +389,25 @@ def main():
     # ---- table ----
     print(f"\nGPU {out['gpu']} ({out['gpu_memory_gib']} GiB), torch {out['torch']}, "
           f"transformers {out.get('transformers', '-')}, vLLM: {out['vllm']}")
-    hdr = f"{'model':<12} {'what':<34} {'pippy-batch':>12} {'limit / peer':>14} {'ratio':>7}"
+    hdr = f"{'model':<12} {'what':<34} {'pippy-batch':>12} {'limit / peer':>14} {'ratio':>7} {'goal':>6}"
     print(hdr)
     print("-" * len(hdr))
     for name, r in out["models"].items():
         p = r.get("pippy", {})
         h = r.get("transformers", {})
 
-        def row(what, mine, ref, unit=""):
+        def row(what, mine, ref, goal=""):
             ratio = f"{mine / ref:.2f}" if isinstance(mine, (int, float)) and ref else "-"
             fm = f"{mine:.1f}" if isinstance(mine, (int, float)) else "-"
             fr = f"{ref:.1f}" if isinstance(ref, (int, float)) else "-"
-            print(f"{name:<12} {what + unit:<34} {fm:>12} {fr:>14} {ratio:>7}")
+            print(f"{name:<12} {what:<34} {fm:>12} {fr:>14} {ratio:>7} {goal:>6}")
+        # the goals of issue 14: batch-1 decode at 70% of the copy bandwidth, prefill at
+        # 60% of the GEMM rate, 3x transformers' tok/s at batch 64
         for B in a.batches:
-            row(f"decode b{B} GB/s vs copy", p.get(f"decode_b{B}_gbs"), r.get("copy_gbs"))
-            row(f"decode b{B} tok/s vs transformers", p.get(f"decode_b{B}"), h.get(f"hf_b{B}"))
-        row("prefill TFLOP/s vs cuBLAS GEMM", p.get("prefill_tflops"), r.get("gemm_tflops"))
+            row(f"decode b{B} GB/s vs copy", p.get(f"decode_b{B}_gbs"), r.get("copy_gbs"), ">=0.70" if B == 1 else "")
+            row(f"decode b{B} tok/s vs transformers", p.get(f"decode_b{B}"), h.get(f"hf_b{B}"),
+                ">=3.00" if B == 64 else "")
+        row("prefill TFLOP/s vs cuBLAS GEMM", p.get("prefill_tflops"), r.get("gemm_tflops"), ">=0.60")
         if "error" in p:
             print(f"{name:<12} pippy-batch failed: {p['error'][-300:]}")
     for n in out["notes"]:
