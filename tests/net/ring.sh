@@ -22,6 +22,19 @@ timeout 120 $MPIRUN -np 3 "$T" --tag second --rounds 50 >"$out" 2>"$err" || fail
 timeout 120 $MPIRUN -np 2 "$T" --tag 'no-dash' >"$out" 2>"$err" && fail "bad tag accepted"
 grep -q "bad tag 'no-dash'" "$err" || fail "bad tag message"
 
+# The transport choice: TCP unless every rank has a GPU (and the build has
+# NCCL); PB_TRANSPORT (rank 0's) forces one.
+timeout 120 $MPIRUN -np 3 "$T" --select -1,-1,-1 --rounds 20 >"$out" 2>"$err" || fail "select cpu"
+[ "$(grep -c 'transport tcp' "$out")" -eq 3 ] || fail "select cpu: not tcp"
+timeout 120 $MPIRUN -np 2 "$T" --select 0,-1 --rounds 20 >"$out" 2>"$err" || fail "select mixed"
+[ "$(grep -c 'transport tcp' "$out")" -eq 2 ] || fail "select mixed: not tcp"
+timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=tcp "$T" --select 0,0 --rounds 20 >"$out" 2>"$err" || fail "PB_TRANSPORT=tcp"
+[ "$(grep -c 'transport tcp' "$out")" -eq 2 ] || fail "PB_TRANSPORT=tcp: not tcp"
+timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=nccl "$T" --select 0,-1 >"$out" 2>"$err" && fail "nccl with a CPU rank accepted"
+grep -q "PB_TRANSPORT=nccl: rank 1 has no GPU" "$err" || fail "nccl with a CPU rank: message"
+timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=udp "$T" --select -1,-1 >"$out" 2>"$err" && fail "PB_TRANSPORT=udp accepted"
+grep -q "PB_TRANSPORT=udp: expected auto, tcp or nccl" "$err" || fail "PB_TRANSPORT=udp: message"
+
 timeout 120 $MPIRUN -np 2 "$T" --iface no-such-if0 >"$out" 2>"$err" && fail "unknown --iface accepted"
 grep -q "no-such-if0: no IPv4 interface" "$err" || fail "unknown --iface message"
 

@@ -9,7 +9,9 @@
  *       abort the job (PMIx_Abort).
  *   ring_test --tag NAME     a first transport stays idle while a second one,
  *       whose bootstrap keys carry NAME, runs the ring (two in one job, as
- *       the NCCL transport's control link beside a TCP one). */
+ *       the NCCL transport's control link beside a TCP one).
+ *   ring_test --select G0,G1,..  pb_transport_create with rank r's GPU Gr
+ *       (-1: none), printing the transport it chose (PB_TRANSPORT applies). */
 #include "config.h"
 
 #include <signal.h>
@@ -49,11 +51,12 @@ static int check(const pb_msg *m, uint64_t want)
 
 int main(int argc, char **argv)
 {
-    const char *iface = NULL, *tag = NULL;
+    const char *iface = NULL, *tag = NULL, *select = NULL;
     int rounds = 200, window = 4, die = -1, oversize = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--iface") && i + 1 < argc) iface = argv[++i];
         else if (!strcmp(argv[i], "--tag") && i + 1 < argc) tag = argv[++i];
+        else if (!strcmp(argv[i], "--select") && i + 1 < argc) select = argv[++i];
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--window") && i + 1 < argc) window = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--die") && i + 1 < argc) die = atoi(argv[++i]);
@@ -77,7 +80,18 @@ int main(int argc, char **argv)
             goto fail;
         o.tag = tag;
     }
-    if ((st = pb_transport_tcp_create(b, &o, &t)) != PB_OK)
+    if (select) {
+        int gpu = -1; /* this rank's entry of the list */
+        const char *p = select;
+        for (int r = 0; r < rank && p; r++)
+            if ((p = strchr(p, ',')))
+                p++;
+        if (p)
+            gpu = atoi(p);
+        if ((st = pb_transport_create(b, gpu, &o, &t)) != PB_OK)
+            goto fail;
+        printf("rank %d: transport %s\n", rank, t->ops->name);
+    } else if ((st = pb_transport_tcp_create(b, &o, &t)) != PB_OK)
         goto fail;
     if ((st = pb_malloc(1 << 22, &buf)) != PB_OK)
         goto fail;

@@ -1,0 +1,88 @@
+/* Which transport a job's ranks use: NCCL when every rank is on a GPU and
+ * the build has NCCL, TCP otherwise; PB_TRANSPORT (as rank 0 sees it)
+ * forces one. Every rank publishes its GPU and rank 0's PB_TRANSPORT, so
+ * all of them decide alike. */
+#include "config.h"
+#include "net/transport.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "net/bootstrap.h"
+
+#define SEL_KEY "pb.transport"
+
+/* "auto" | "tcp" | "nccl"; anything else is refused (by rank 0, named). */
+static pb_status mode_of(const char *v, int *mode)
+{
+    if (!v || !*v || !strcmp(v, "auto"))
+        *mode = 0;
+    else if (!strcmp(v, "tcp"))
+        *mode = 1;
+    else if (!strcmp(v, "nccl"))
+        *mode = 2;
+    else
+        return pb_error(PB_ERR_USAGE, "PB_TRANSPORT=%s: expected auto, tcp or nccl", v);
+    return PB_OK;
+}
+
+pb_status pb_transport_create(pb_bootstrap *b, int gpu, const pb_tcp_opts *tcp,
+                              pb_transport **out)
+{
+    *out = NULL;
+    int rank = pb_bootstrap_rank(b), size = pb_bootstrap_size(b);
+    if (size < 2)
+        return pb_error(PB_ERR_INTERNAL, "a transport needs at least 2 ranks (world %d)", size);
+    int mode = 0;
+    const char *env = getenv("PB_TRANSPORT");
+    pb_status bad = mode_of(env, &mode);
+    if (bad != PB_OK)
+        mode = -1;
+    /* "G M": this rank's GPU (-1 none) and its PB_TRANSPORT (-1 invalid); rank 0's counts. */
+    char mine[32];
+    snprintf(mine, sizeof mine, "%d %d", gpu < 0 ? -1 : gpu, mode);
+    PB_CHECK(pb_bootstrap_put(b, SEL_KEY, mine, strlen(mine)));
+    PB_CHECK(pb_bootstrap_commit(b));
+    int timeout_s = tcp && tcp->timeout_s > 0 ? tcp->timeout_s : 0;
+    PB_CHECK(pb_bootstrap_fence(b, timeout_s));
+    int no_gpu = -1; /* the first rank without a GPU */
+    for (int r = 0; r < size; r++) {
+        void *v = NULL;
+        size_t n = 0;
+        int g = -1, m = 0;
+        PB_CHECK(pb_bootstrap_get(b, r, SEL_KEY, timeout_s, &v, &n));
+        int ok = sscanf((const char *)v, "%d %d", &g, &m) == 2 && g >= -1 && m >= -1 && m <= 2;
+        free(v);
+        if (!ok)
+            return pb_error(PB_ERR_NET, "rank %d published a malformed transport choice", r);
+        if (g < 0 && no_gpu < 0)
+            no_gpu = r;
+        if (r == 0)
+            mode = m;
+    }
+    if (mode < 0)
+        return rank == 0 ? pb_error(PB_ERR_USAGE, "PB_TRANSPORT=%s: expected auto, tcp or nccl", env)
+                         : pb_error(PB_ERR_USAGE, "rank 0 refused its PB_TRANSPORT");
+    if (bad != PB_OK)
+        pb_log_warn("PB_TRANSPORT=%s ignored: rank 0's setting counts", env);
+#ifdef PB_HAVE_NCCL
+    bool built = true;
+#else
+    bool built = false;
+#endif
+    bool nccl = mode == 2 || (mode == 0 && built && no_gpu < 0);
+    if (nccl && no_gpu >= 0)
+        return pb_error(PB_ERR_USAGE, "PB_TRANSPORT=nccl: rank %d has no GPU (--device)", no_gpu);
+    if (!nccl) {
+        pb_log_verbose("transport: tcp%s", mode == 1 ? " (PB_TRANSPORT)" : "");
+        return pb_transport_tcp_create(b, tcp, out);
+    }
+    pb_nccl_opts o;
+    memset(&o, 0, sizeof o);
+    if (tcp)
+        o.ctl = *tcp;
+    pb_log_verbose("transport: nccl on GPU %d%s", gpu, mode == 2 ? " (PB_TRANSPORT)" : "");
+    return pb_transport_nccl_create(b, gpu, &o, out);
+}
