@@ -12,8 +12,10 @@
 // each other's next and prev, two sends posted first on both sides would wait
 // for each other for ever. With a communicator per direction each one carries
 // sends only one way and receives in the same order; nothing waits in a cycle.
-// The communicators are non-blocking (config.blocking = 0), so their
-// creation (each waits for its peer) runs concurrently and has a deadline.
+// The communicators are non-blocking (config.blocking = 0) and created in one
+// group, so both (each waits for its peer) are set up concurrently, within a
+// deadline; NCCL_COMM_BLOCKING=1 makes them blocking, which the group keeps
+// free of deadlock too.
 //
 // Control link. NCCL needs the receiver to post a receive of the exact size,
 // and a receive posted before the peer has anything to send would stay on the
@@ -21,11 +23,13 @@
 // anyone in this process would then hang). So each message is announced on a
 // TCP link (tcp.c: authenticated with the job's secret) by a 24-byte
 // descriptor (u32 magic "PBNC", u32 type, u64 length, u32 mode, u32 0);
-// small payloads (inline_max) travel inline after it. The sender enqueues
-// its ncclSend before it announces the message, and the receiver posts its
-// ncclRecv only after the announcement: every NCCL operation in flight has
-// its partner enqueued or about to be, by a thread that never waits on the
-// device. The TCP link also reports at once a peer that dies (NCCL itself
+// small payloads (inline_max) travel inline after it. The receiver posts its
+// ncclRecv only after the announcement, and the sender enqueues its ncclSend
+// right after announcing, with nothing in between that waits on the device:
+// every NCCL operation in flight has its partner enqueued or about to be.
+// (Not the other way round: a pair's first send/recv also connects the pair,
+// which needs both sides; setup does that for both links, one byte each way,
+// so that messages never wait for a connection.) The TCP link also reports at once a peer that dies (NCCL itself
 // does not notice a dead peer on its P2P or shared-memory paths), so that a
 // killed rank ends the job within seconds: the waiting thread aborts its
 // communicator (ncclCommAbort) and the caller gets PB_ERR_NET naming the rank.
@@ -277,13 +281,13 @@ pb_status send_one(nccl_tr *c, const qmsg *m)
     PB_CHECK(ensure_staging(d, m->len));
     // m->data is pageable: the copy is staged before the call returns.
     PB_CUDA_CHECK(cudaMemcpyAsync(d->dev, m->data, m->len, cudaMemcpyHostToDevice, d->stream));
+    // Announce, then enqueue the send at once (see the top comment).
+    put_desc(desc, m->type, m->len, MODE_NCCL);
+    PB_CHECK(pb_transport_send1(c->ctl, CTL_MSG, desc, DESC_BYTES));
     d->pending = true;
     PB_CHECK(comm_settle(c, d->comm, ncclSend(d->dev, m->len, ncclUint8, 1, d->comm, d->stream),
                          "send to", c->base.next));
     PB_CUDA_CHECK(cudaEventRecord(d->done, d->stream));
-    // Announced only now that the send is enqueued (see the top comment).
-    put_desc(desc, m->type, m->len, MODE_NCCL);
-    PB_CHECK(pb_transport_send1(c->ctl, CTL_MSG, desc, DESC_BYTES));
     PB_CHECK(wait_done(c, d, true));
     d->pending = false;
     return PB_OK;
@@ -802,47 +806,112 @@ pb_status dir_init(dir_t *d, int priority)
     return PB_OK;
 }
 
-// Both link communicators, created concurrently (each waits for its peer).
-pb_status comms_init(nccl_tr *c, const ncclUniqueId *mine, const ncclUniqueId *prev_id,
-                     int timeout_s)
+// Poll both communicators until neither is in progress: an error, the
+// control link going down or the deadline ends it. what: "setup", "connection".
+pb_status settle_both(nccl_tr *c, double t_end, int timeout_s, const char *what)
 {
-    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
-    cfg.blocking = 0;
-    cfg.commName = "pippy-batch link";
-    ncclResult_t r1 = ncclCommInitRankConfig(&c->tx.comm, 2, *mine, 0, &cfg);
-    ncclResult_t r2 = ncclCommInitRankConfig(&c->rx.comm, 2, *prev_id, 1, &cfg);
-    if (r1 != ncclSuccess && r1 != ncclInProgress)
-        return pb_error(PB_ERR_NET, "NCCL link to rank %d: ncclCommInitRankConfig: %s",
-                        c->base.next, ncclGetErrorString(r1));
-    if (r2 != ncclSuccess && r2 != ncclInProgress)
-        return pb_error(PB_ERR_NET, "NCCL link from rank %d: ncclCommInitRankConfig: %s",
-                        c->base.prev, ncclGetErrorString(r2));
-    double t_end = pb_now() + timeout_s;
     unsigned spins = 0;
     for (;;) {
         ncclResult_t a = ncclInProgress, b = ncclInProgress;
         PB_NCCL_CHECK(ncclCommGetAsyncError(c->tx.comm, &a));
         PB_NCCL_CHECK(ncclCommGetAsyncError(c->rx.comm, &b));
         if (a != ncclSuccess && a != ncclInProgress)
-            return pb_error(PB_ERR_NET, "NCCL link to rank %d: setup failed: %s (%s)",
-                            c->base.next, ncclGetErrorString(a), ncclGetLastError(c->tx.comm));
+            return pb_error(PB_ERR_NET, "NCCL link to rank %d: %s failed: %s (%s)", c->base.next,
+                            what, ncclGetErrorString(a), ncclGetLastError(c->tx.comm));
         if (b != ncclSuccess && b != ncclInProgress)
-            return pb_error(PB_ERR_NET, "NCCL link from rank %d: setup failed: %s (%s)",
-                            c->base.prev, ncclGetErrorString(b), ncclGetLastError(c->rx.comm));
+            return pb_error(PB_ERR_NET, "NCCL link from rank %d: %s failed: %s (%s)",
+                            c->base.prev, what, ncclGetErrorString(b),
+                            ncclGetLastError(c->rx.comm));
         if (a == ncclSuccess && b == ncclSuccess)
             return PB_OK;
         char why[512];
         if (pb_transport_tcp_link_down(c->ctl, true, why, sizeof why) ||
             pb_transport_tcp_link_down(c->ctl, false, why, sizeof why))
-            return pb_error(PB_ERR_NET, "NCCL setup: %s", why);
+            return pb_error(PB_ERR_NET, "NCCL %s: %s", what, why);
         if (pb_now() > t_end)
-            return pb_error(PB_ERR_NET, "NCCL links with ranks %d and %d not set up within %d s",
-                            c->base.next, c->base.prev, timeout_s);
+            return pb_error(PB_ERR_NET, "NCCL links with ranks %d and %d: %s not done within %d s",
+                            c->base.next, c->base.prev, what, timeout_s);
         if (spins < 1000)
             backoff(&spins);
         else
             usleep(1000);
     }
+}
+
+// ncclGroupEnd after calls that may have failed: the first error wins.
+pb_status group_end(ncclResult_t r1, ncclResult_t r2, const char *what)
+{
+    ncclResult_t r3 = ncclGroupEnd();
+    ncclResult_t r = r1 != ncclSuccess && r1 != ncclInProgress   ? r1
+                     : r2 != ncclSuccess && r2 != ncclInProgress ? r2
+                                                                 : r3;
+    if (r != ncclSuccess && r != ncclInProgress) {
+        (void)cudaGetLastError();
+        return pb_error(PB_ERR_NET, "NCCL %s: %s", what, ncclGetErrorString(r));
+    }
+    return PB_OK;
+}
+
+// Both link communicators, in one group: each waits for its peer, so they
+// must be set up concurrently (ranks r and r + 1 wait on each other's).
+pb_status comms_init(nccl_tr *c, const ncclUniqueId *mine, const ncclUniqueId *prev_id,
+                     int timeout_s)
+{
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0;
+    cfg.commName = "pippy-batch link";
+    double t_end = pb_now() + timeout_s;
+    PB_NCCL_CHECK(ncclGroupStart());
+    ncclResult_t r1 = ncclCommInitRankConfig(&c->tx.comm, 2, *mine, 0, &cfg);
+    ncclResult_t r2 = ncclCommInitRankConfig(&c->rx.comm, 2, *prev_id, 1, &cfg);
+    PB_CHECK(group_end(r1, r2, "ncclCommInitRankConfig"));
+    if (!c->tx.comm || !c->rx.comm)
+        return pb_error(PB_ERR_NET, "NCCL: ncclCommInitRankConfig gave no communicator");
+    return settle_both(c, t_end, timeout_s, "setup");
+}
+
+// Connect both links now: NCCL connects a pair at its first send/recv, with
+// both sides taking part. One byte each way, in one group for the same
+// reason as above, within the setup deadline.
+pb_status connect_links(nccl_tr *c, int timeout_s)
+{
+    double t_end = pb_now() + timeout_s;
+    PB_CHECK(ensure_staging(&c->tx, 1));
+    PB_CHECK(ensure_staging(&c->rx, 1));
+    PB_CUDA_CHECK(cudaMemsetAsync(c->tx.dev, 0x5a, 1, c->tx.stream));
+    c->tx.pending = c->rx.pending = true;
+    PB_NCCL_CHECK(ncclGroupStart());
+    ncclResult_t r1 = ncclSend(c->tx.dev, 1, ncclUint8, 1, c->tx.comm, c->tx.stream);
+    ncclResult_t r2 = ncclRecv(c->rx.dev, 1, ncclUint8, 0, c->rx.comm, c->rx.stream);
+    PB_CHECK(group_end(r1, r2, "connecting the links"));
+    PB_CHECK(settle_both(c, t_end, timeout_s, "connection"));
+    PB_CUDA_CHECK(cudaEventRecord(c->tx.done, c->tx.stream));
+    PB_CUDA_CHECK(cudaEventRecord(c->rx.done, c->rx.stream));
+    for (int k = 0; k < 2; k++) {
+        dir_t *d = k == 0 ? &c->tx : &c->rx;
+        unsigned spins = 0;
+        for (;;) {
+            cudaError_t e = cudaEventQuery(d->done);
+            if (e == cudaSuccess)
+                break;
+            if (e != cudaErrorNotReady)
+                PB_CUDA_CHECK(e);
+            PB_CHECK(settle_both(c, t_end, timeout_s, "first transfer"));
+            if (pb_now() > t_end)
+                return pb_error(PB_ERR_NET, "NCCL link %s rank %d: first transfer not done "
+                                "within %d s", k == 0 ? "to" : "from",
+                                k == 0 ? c->base.next : c->base.prev, timeout_s);
+            backoff(&spins);
+        }
+        d->pending = false;
+    }
+    uint8_t got = 0;
+    PB_CUDA_CHECK(cudaMemcpyAsync(&got, c->rx.dev, 1, cudaMemcpyDeviceToHost, c->rx.stream));
+    PB_CUDA_CHECK(cudaStreamSynchronize(c->rx.stream));
+    if (got != 0x5a)
+        return pb_error(PB_ERR_NET, "NCCL link from rank %d: first byte %#x, expected 0x5a",
+                        c->base.prev, got);
+    return PB_OK;
 }
 
 pb_status setup(nccl_tr *c, pb_bootstrap *b, const pb_nccl_opts *o)
@@ -893,6 +962,7 @@ pb_status setup(nccl_tr *c, pb_bootstrap *b, const pb_nccl_opts *o)
     PB_CHECK(dir_init(&c->tx, greatest));
     PB_CHECK(dir_init(&c->rx, greatest));
     PB_CHECK(comms_init(c, &mine, &prev_id, timeout_s));
+    PB_CHECK(connect_links(c, timeout_s));
 
     if (pthread_create(&c->sender, NULL, sender_main, c) != 0)
         return pb_error(PB_ERR_NET, "cannot start the NCCL sender thread");
