@@ -1,0 +1,222 @@
+// The CPU side of the CUDA stand-in (cuda_runtime.h): memory, copies, and
+// kernel launches as fibers, one per thread of a block.
+#include <stdio.h>
+#include <stdlib.h>
+#include <ucontext.h>
+
+#include <vector>
+
+#include "cuda_runtime.h"
+
+emu_thread_id *emu_cur;
+
+namespace {
+struct fiber {
+    ucontext_t ctx;
+    emu_thread_id id;
+    bool done;
+    std::vector<char> stack;
+};
+ucontext_t sched_ctx;
+std::vector<fiber> *fibers;
+fiber *running;
+const std::function<void()> *body;
+// __syncthreads: threads arrived at the current barrier, and its generation
+int bar_arrived, bar_alive;
+unsigned bar_gen;
+// warp shuffles: values by lane, arrivals by warp
+std::vector<double> shfl_val;
+std::vector<int> shfl_arrived;
+std::vector<unsigned> shfl_gen;
+
+void yield_to_sched() { swapcontext(&running->ctx, &sched_ctx); }
+
+void fiber_main()
+{
+    (*body)();
+    running->done = true;
+    bar_alive--;
+    if (bar_arrived && bar_arrived == bar_alive) { // the rest were waiting for this one
+        bar_arrived = 0;
+        bar_gen++;
+    }
+    swapcontext(&running->ctx, &sched_ctx);
+}
+
+void wait_warp(int w)
+{
+    unsigned g = shfl_gen[w];
+    if (++shfl_arrived[w] == 32) {
+        shfl_arrived[w] = 0;
+        shfl_gen[w]++;
+        return;
+    }
+    while (shfl_gen[w] == g)
+        yield_to_sched();
+}
+
+template <typename T> T shfl_xor(T v, int off)
+{
+    const int tid = (int)emu_cur->tid.x, w = tid / 32;
+    shfl_val[tid] = (double)v;
+    wait_warp(w); // all lanes wrote
+    T r = (T)shfl_val[(size_t)(tid ^ off)];
+    wait_warp(w); // all lanes read
+    return r;
+}
+} // namespace
+
+void emu_syncthreads(void)
+{
+    unsigned g = bar_gen;
+    if (++bar_arrived == bar_alive) {
+        bar_arrived = 0;
+        bar_gen++;
+        return;
+    }
+    while (bar_gen == g)
+        yield_to_sched();
+}
+
+float emu_shfl_xor_f(float v, int off) { return shfl_xor<float>(v, off); }
+double emu_shfl_xor_d(double v, int off) { return shfl_xor<double>(v, off); }
+
+void emu_launch(dim3 grid, dim3 block, std::function<void()> f)
+{
+    const unsigned nt = block.x * block.y * block.z;
+    if (block.y != 1 || block.z != 1 || nt % 32) {
+        fprintf(stderr, "emu: block (%u, %u, %u) not supported\n", block.x, block.y, block.z);
+        abort();
+    }
+    static std::vector<fiber> pool; // stacks kept from launch to launch
+    if (pool.size() < nt) {
+        pool.resize(nt);
+        for (auto &x : pool)
+            if (x.stack.empty())
+                x.stack.resize(128 << 10);
+    }
+    std::vector<fiber> &fs = pool;
+    fibers = &fs;
+    body = &f;
+    shfl_val.assign(nt, 0.0);
+    shfl_arrived.assign(nt / 32, 0);
+    shfl_gen.assign(nt / 32, 0);
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                bar_arrived = 0;
+                bar_alive = (int)nt;
+                for (unsigned t = 0; t < nt; t++) {
+                    fiber &x = fs[t];
+                    x.done = false;
+                    x.id.tid = dim3(t, 0, 0);
+                    x.id.bid = dim3(bx, by, bz);
+                    x.id.bdim = block;
+                    x.id.gdim = grid;
+                    getcontext(&x.ctx);
+                    x.ctx.uc_stack.ss_sp = x.stack.data();
+                    x.ctx.uc_stack.ss_size = x.stack.size();
+                    x.ctx.uc_link = NULL;
+                    makecontext(&x.ctx, fiber_main, 0);
+                }
+                for (bool left = true; left;) {
+                    left = false;
+                    for (unsigned t = 0; t < nt; t++) {
+                        fiber &x = fs[t];
+                        if (x.done)
+                            continue;
+                        running = &x;
+                        emu_cur = &x.id;
+                        swapcontext(&sched_ctx, &x.ctx);
+                        left = left || !x.done;
+                    }
+                }
+            }
+}
+
+// ---- runtime API ----
+struct emu_stream {
+    int unused;
+};
+struct emu_event {
+    int unused;
+};
+
+cudaError_t cudaGetDeviceCount(int *n)
+{
+    *n = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *d)
+{
+    *d = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+const char *cudaGetErrorName(cudaError_t e) { return e ? "cudaErrorEmulated" : "cudaSuccess"; }
+cudaError_t cudaMemGetInfo(size_t *f, size_t *t)
+{
+    *f = *t = (size_t)1 << 34;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
+{
+    snprintf(p->name, sizeof p->name, "CPU emulation");
+    return cudaSuccess;
+}
+// device memory: filled with garbage so that a missing zeroing shows
+cudaError_t cudaMalloc(void **p, size_t n)
+{
+    *p = aligned_alloc(256, (n + 255) & ~(size_t)255);
+    if (!*p)
+        return cudaErrorMemoryAllocation;
+    memset(*p, 0xa5, n);
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p)
+{
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned) { return cudaMalloc(p, n); }
+cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t)
+{
+    memset(p, v, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t)
+{
+    memmove(d, s, n);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned)
+{
+    *s = new emu_stream();
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    delete s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned)
+{
+    *e = new emu_event();
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *a, const void *)
+{
+    a->type = cudaMemoryTypeUnregistered;
+    return cudaSuccess;
+}
