@@ -188,9 +188,10 @@ if [ -z "$PB_MPIRUN" ]; then
 elif [ ! -f "$LL/config.json" ]; then
     skip "2 ranks: no llama model (step 2 failed)"
 else
+    g0=$(grep -c 'device cuda: GPU 0' "$LOG")
     if run 180 $PB_MPIRUN -np 2 "$P" -v --device $DEV --model "$LL" --in "$W/in.jsonl" --out "$W/np2.jsonl" -b 6; then
         if cmp -s "$W/cuda-llama-f32.jsonl" "$W/np2.jsonl"; then
-            pass "2 ranks on one GPU: byte-identical to 1 rank ($(grep -c 'device cuda: GPU 0' "$LOG") rank logs on GPU 0)"
+            pass "2 ranks on one GPU: byte-identical to 1 rank ($(( $(grep -c 'device cuda: GPU 0' "$LOG") - g0 )) of 2 ranks logged GPU 0)"
         else
             fail "2 ranks on one GPU: output differs from 1 rank"
         fi

@@ -72,7 +72,8 @@ skip_lib() {
     case $1 in
     linux-vdso*|ld-linux*|libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|libutil.so*|libresolv.so*) return 0 ;;
     libcuda.so*|libcudart.so*|libcublas*|libcublasLt*|libnccl*|libnvidia*|libnvrtc*) return 0 ;;
-    libgcc_s.so*|libstdc++.so*) return 0 ;;  # every Linux with python3 has them
+    libgcc_s.so*|libstdc++.so*|libz.so*) return 0 ;;  # every Linux with python3 has them (and an older
+                                                     # copy first on LD_LIBRARY_PATH could break python3)
     esac
     return 1
 }
