@@ -59,6 +59,7 @@ if [ ! -x "$PACK/pippy-batch" ]; then
 fi
 PACK=$(cd "$PACK" && pwd)
 export PACK
+ORIG_LD="${LD_LIBRARY_PATH:-}"  # python3 with torch runs without the pack's libraries where it can
 . "$HERE/contrib/gpu/env.sh"
 P="$PACK/pippy-batch"
 [ -f "$PACK/MANIFEST" ] && line "pack: $(sed -n 's/^commit: *//p' "$PACK/MANIFEST") built $(sed -n 's/^built: *//p' "$PACK/MANIFEST")"
@@ -126,7 +127,7 @@ for dt in $DTYPES; do
             { fail "$fam $dt: --device cpu run"; continue; }
         run 120 "$P" -v --device $DEV --model "$m" --in "$W/in.jsonl" --out "$W/cuda-$fam-$dt.jsonl" -b 6 ||
             { fail "$fam $dt: --device $DEV run"; continue; }
-        r=$($PY "$HERE/contrib/gpu/compare.py" texts "$W/cpu-$fam-$dt.jsonl" "$W/cuda-$fam-$dt.jsonl" \
+        r=$(LD_LIBRARY_PATH="$ORIG_LD" $PY "$HERE/contrib/gpu/compare.py" texts "$W/cpu-$fam-$dt.jsonl" "$W/cuda-$fam-$dt.jsonl" \
             --tokenizer "$TOK" --label "$fam $dt")
         ok=$?
         log "$r"
@@ -157,13 +158,13 @@ fi
 if [ $QUICK = 0 ] && $PY -c "import torch, transformers" 2>/dev/null; then
     for dt in f32 bf16; do
         m="$W/hf-$dt"
-        run 120 $PY "$HERE/contrib/gpu/compare.py" hf-model "$m" --dtype $dt --tokenizer "$TOKD/llama2.json" ||
+        LD_LIBRARY_PATH="$ORIG_LD" run 120 $PY "$HERE/contrib/gpu/compare.py" hf-model "$m" --dtype $dt --tokenizer "$TOKD/llama2.json" ||
             { fail "hf $dt: model"; continue; }
-        run 180 $PY "$HERE/contrib/gpu/compare.py" hf-generate "$m" "$W/in.jsonl" "$W/hf-ref-$dt.jsonl" --dtype $dt --device $DEV ||
+        LD_LIBRARY_PATH="$ORIG_LD" run 180 $PY "$HERE/contrib/gpu/compare.py" hf-generate "$m" "$W/in.jsonl" "$W/hf-ref-$dt.jsonl" --dtype $dt --device $DEV ||
             { fail "hf $dt: generate()"; continue; }
         run 120 "$P" -q --device $DEV --model "$m" --in "$W/in.jsonl" --out "$W/hf-pb-$dt.jsonl" -b 12 ||
             { fail "hf $dt: pippy-batch --device cuda"; continue; }
-        r=$($PY "$HERE/contrib/gpu/compare.py" texts "$W/hf-ref-$dt.jsonl" "$W/hf-pb-$dt.jsonl" \
+        r=$(LD_LIBRARY_PATH="$ORIG_LD" $PY "$HERE/contrib/gpu/compare.py" texts "$W/hf-ref-$dt.jsonl" "$W/hf-pb-$dt.jsonl" \
             --tokenizer "$TOKD/llama2.json" --label "hf $dt")
         ok=$?
         log "$r"
