@@ -4,7 +4,9 @@ pb_launcher_lock() {
     exec 9>/tmp/.pippy-batch-launcher.lock
     flock 9
 }
-MPIRUN="mpirun --allow-run-as-root --oversubscribe"
+# PB_MPIRUN: another mpirun (contrib/gpu's pack carries its own Open MPI).
+MPIRUN="${PB_MPIRUN:-mpirun --oversubscribe}"
+case " $MPIRUN " in *" --allow-run-as-root "*) ;; *) MPIRUN="$MPIRUN --allow-run-as-root" ;; esac
 # Ranks of this test run may only talk over loopback.
 export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
 # ASan builds: leaks inside OpenPMIx's own init/finalize are not ours.
