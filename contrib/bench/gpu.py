@@ -26,6 +26,8 @@ Measures, for each model:
   hf_bN         transformers generate() on the GPU, bf16, KV cache, greedy,
                 the same prompt ids and tokens: aggregate tok/s over the same
                 window (tokens after the first / time after the first)
+  load_gbs      weight bytes / (process wall - generation wall) of a decode run,
+                beside file_read_gbs, a plain read of the same files just after
   vllm          measured when `import vllm` works there, else reported absent
 Limits, measured in the same run with torch:
   copy_gbs      device-to-device copy of 2 GiB: (read + written bytes) / time
@@ -234,9 +236,10 @@ def bench_pippy(pb, env, d, f, a, tk, tmp):
         step_s = B / tps if tps else 0
         res[f"decode_b{B}"] = tps
         res[f"decode_b{B}_gbs"] = step_bytes / step_s / 1e9 if step_s else 0
-        res["load_s"] = m["_wall"] - m["wall_seconds"]
+        res["load_s"] = m["_wall"] - m["wall_seconds"]  # start, tokenizer, plan, weights to the GPU
         res["kv_bytes"] = kvb
         log(f"  pippy decode b{B}: {tps:.1f} tok/s")
+    res["load_gbs"] = 2 * f["matmul_params"] / res["load_s"] / 1e9 if res.get("load_s") else 0
     text = prompt_of(tk, a.prefill_tokens)
     T = len(tk.encode(text).ids)
     m = run_pippy(pb, env, d, [text] * a.prefill_batch, 1, a.prefill_batch, T + 1, tmp)
@@ -250,6 +253,21 @@ def bench_pippy(pb, env, d, f, a, tk, tmp):
 
 
 # ---------------------------------------------------------------- transformers
+
+def file_read_gbs(d):
+    """A plain read of the model's safetensors files (the page cache as pippy-batch found it)."""
+    files = [os.path.join(d, x) for x in sorted(os.listdir(d)) if x.endswith(".safetensors")]
+    n = 0
+    t = time.perf_counter()
+    for fn in files:
+        with open(fn, "rb", buffering=0) as fp:
+            while True:
+                b = fp.read(64 << 20)
+                if not b:
+                    break
+                n += len(b)
+    return n / (time.perf_counter() - t) / 1e9
+
 
 def bench_hf(d, a, tk):
     import torch
@@ -380,6 +398,7 @@ def main():
                 except Exception as e:
                     r["pippy"] = {"error": str(e)[-1500:]}
                     log(f"  pippy-batch failed: {str(e)[-600:]}")
+        r["file_read_gbs"] = file_read_gbs(d)
         r["transformers"] = bench_hf(d, a, tk)
         out["models"][name] = r
         if not a.work:
@@ -408,6 +427,7 @@ def main():
             row(f"decode b{B} tok/s vs transformers", p.get(f"decode_b{B}"), h.get(f"hf_b{B}"),
                 ">=3.00" if B == 64 else "")
         row("prefill TFLOP/s vs cuBLAS GEMM", p.get("prefill_tflops"), r.get("gemm_tflops"), ">=0.60")
+        row("load GB/s vs file read (warm)", p.get("load_gbs"), r.get("file_read_gbs"))
         if "error" in p:
             print(f"{name:<12} pippy-batch failed: {p['error'][-300:]}")
     for n in out["notes"]:
