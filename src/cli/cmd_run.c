@@ -385,7 +385,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         size_t max_msg = (size_t)mbt * (size_t)cfg.hidden_size * sizeof(float) +
                          (size_t)batch * 64 + (size_t)mbt * 4 + 4096;
         pb_tcp_opts to = {.iface = opts->iface, .max_msg_bytes = max_msg};
-        PB_CHECK_GOTO(pb_transport_tcp_create(boot, &to, &tr), st, out);
+        /* NCCL between GPU ranks (PB_TRANSPORT), over these TCP links */
+        PB_CHECK_GOTO(pb_transport_create(boot, dev.gpu, &to, &tr), st, out);
     }
     int threads = opts->threads;
     if (threads <= 0) { /* the node's cores over its ranks (collective: every rank is here) */

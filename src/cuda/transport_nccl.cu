@@ -929,6 +929,17 @@ pb_status setup(nccl_tr *c, pb_bootstrap *b, const pb_nccl_opts *o)
         return pb_error(PB_ERR_DEVICE, "CUDA device %d has no stream-ordered allocator "
                         "(cudaMallocAsync), which the NCCL transport needs", c->device);
 
+    // The control link first (unless given): from here a rank that fails
+    // shows at once on its neighbours' links.
+    if (!c->ctl) {
+        pb_tcp_opts to = o->ctl;
+        to.tag = "nccl";
+        to.timeout_s = timeout_s;
+        to.max_msg_bytes = DESC_BYTES + c->inline_max;
+        to.max_queued = c->max_queued;
+        PB_CHECK(pb_transport_tcp_create(b, &to, &c->ctl));
+    }
+
     // Before any NCCL call: NCCL reads its environment once.
     PB_CHECK(share_gpu_setup(c, b, timeout_s, o->ctl.iface));
 
@@ -950,13 +961,6 @@ pb_status setup(nccl_tr *c, pb_bootstrap *b, const pb_nccl_opts *o)
     memcpy(&prev_id, v, sizeof prev_id);
     free(v);
 
-    pb_tcp_opts to = o->ctl;
-    to.tag = "nccl";
-    to.timeout_s = timeout_s;
-    to.max_msg_bytes = DESC_BYTES + c->inline_max;
-    to.max_queued = c->max_queued;
-    PB_CHECK(pb_transport_tcp_create(b, &to, &c->ctl));
-
     int least = 0, greatest = 0;
     PB_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
     PB_CHECK(dir_init(&c->tx, greatest));
@@ -973,15 +977,17 @@ pb_status setup(nccl_tr *c, pb_bootstrap *b, const pb_nccl_opts *o)
     return PB_OK;
 }
 
-} // namespace
-
-extern "C" pb_status pb_transport_nccl_create(pb_bootstrap *b, int device, const pb_nccl_opts *opts,
-                                              pb_transport **out)
+// ctl: an existing TCP transport to use as the control link (owned from
+// here on), or NULL to make one.
+pb_status create(pb_bootstrap *b, int device, const pb_nccl_opts *opts, pb_transport *ctl,
+                 pb_transport **out)
 {
     *out = NULL;
     int rank = pb_bootstrap_rank(b), size = pb_bootstrap_size(b);
-    if (size < 2)
+    if (size < 2) {
+        pb_transport_free(ctl);
         return pb_error(PB_ERR_INTERNAL, "nccl transport needs at least 2 ranks (world %d)", size);
+    }
     pb_nccl_opts o;
     if (opts)
         o = *opts;
@@ -989,8 +995,11 @@ extern "C" pb_status pb_transport_nccl_create(pb_bootstrap *b, int device, const
         memset(&o, 0, sizeof o);
 
     nccl_tr *c = (nccl_tr *)calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        pb_transport_free(ctl);
         return pb_error(PB_ERR_NOMEM, "nccl transport: out of memory");
+    }
+    c->ctl = ctl;
     c->base.ops = &nccl_ops;
     c->base.rank = rank;
     c->base.size = size;
@@ -999,8 +1008,9 @@ extern "C" pb_status pb_transport_nccl_create(pb_bootstrap *b, int device, const
     c->device = device;
     c->max_msg = o.ctl.max_msg_bytes ? o.ctl.max_msg_bytes : (size_t)1 << 30;
     c->inline_max = o.inline_max < 0 ? 0 : o.inline_max == 0 ? DEFAULT_INLINE : (size_t)o.inline_max;
-    if (c->inline_max > c->max_msg)
-        c->inline_max = c->max_msg;
+    size_t room = c->max_msg > DESC_BYTES ? c->max_msg - DESC_BYTES : 0; // a given control
+    if (c->inline_max > room)                                           // link takes max_msg
+        c->inline_max = room;
     c->max_queued = o.ctl.max_queued > 0 ? o.ctl.max_queued : 64;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
@@ -1023,4 +1033,21 @@ extern "C" pb_status pb_transport_nccl_create(pb_bootstrap *b, int device, const
                    c->base.prev, c->inline_max);
     *out = &c->base;
     return PB_OK;
+}
+
+} // namespace
+
+extern "C" pb_status pb_transport_nccl_create(pb_bootstrap *b, int device, const pb_nccl_opts *opts,
+                                              pb_transport **out)
+{
+    return create(b, device, opts, NULL, out);
+}
+
+extern "C" pb_status pb_transport_nccl_create_over(pb_bootstrap *b, int device, pb_transport *ctl,
+                                                   const pb_nccl_opts *opts, pb_transport **out)
+{
+    *out = NULL;
+    if (!ctl)
+        return pb_error(PB_ERR_INTERNAL, "nccl transport: no control link");
+    return create(b, device, opts, ctl, out);
 }

@@ -1,7 +1,7 @@
 /* Which transport a job's ranks use: NCCL when every rank is on a GPU and
  * the build has NCCL, TCP otherwise; PB_TRANSPORT (as rank 0 sees it)
- * forces one. Every rank publishes its GPU and rank 0's PB_TRANSPORT, so
- * all of them decide alike. */
+ * forces one. Every rank publishes its GPU and PB_TRANSPORT, so all of them
+ * decide alike; the TCP links are made in any case (NCCL's control link). */
 #include "config.h"
 #include "net/transport.h"
 
@@ -40,49 +40,59 @@ pb_status pb_transport_create(pb_bootstrap *b, int gpu, const pb_tcp_opts *tcp,
     pb_status bad = mode_of(env, &mode);
     if (bad != PB_OK)
         mode = -1;
-    /* "G M": this rank's GPU (-1 none) and its PB_TRANSPORT (-1 invalid); rank 0's counts. */
+    /* "G M": this rank's GPU (-1 none) and its PB_TRANSPORT (-1 invalid); rank 0's
+     * counts. Published by the TCP setup's own commit and fence: the links are
+     * made first, so that every rank listens before it waits for the others. */
     char mine[32];
     snprintf(mine, sizeof mine, "%d %d", gpu < 0 ? -1 : gpu, mode);
     PB_CHECK(pb_bootstrap_put(b, SEL_KEY, mine, strlen(mine)));
-    PB_CHECK(pb_bootstrap_commit(b));
+    pb_transport *t = NULL;
+    PB_CHECK(pb_transport_tcp_create(b, tcp, &t));
     int timeout_s = tcp && tcp->timeout_s > 0 ? tcp->timeout_s : 0;
-    PB_CHECK(pb_bootstrap_fence(b, timeout_s));
     int no_gpu = -1; /* the first rank without a GPU */
-    for (int r = 0; r < size; r++) {
+    pb_status st = PB_OK;
+    for (int r = 0; r < size && st == PB_OK; r++) {
         void *v = NULL;
         size_t n = 0;
         int g = -1, m = 0;
-        PB_CHECK(pb_bootstrap_get(b, r, SEL_KEY, timeout_s, &v, &n));
+        st = pb_bootstrap_get(b, r, SEL_KEY, timeout_s, &v, &n);
+        if (st != PB_OK)
+            break;
         int ok = sscanf((const char *)v, "%d %d", &g, &m) == 2 && g >= -1 && m >= -1 && m <= 2;
         free(v);
         if (!ok)
-            return pb_error(PB_ERR_NET, "rank %d published a malformed transport choice", r);
+            st = pb_error(PB_ERR_NET, "rank %d published a malformed transport choice", r);
         if (g < 0 && no_gpu < 0)
             no_gpu = r;
         if (r == 0)
             mode = m;
     }
-    if (mode < 0)
-        return rank == 0 ? pb_error(PB_ERR_USAGE, "PB_TRANSPORT=%s: expected auto, tcp or nccl", env)
-                         : pb_error(PB_ERR_USAGE, "rank 0 refused its PB_TRANSPORT");
-    if (bad != PB_OK)
-        pb_log_warn("PB_TRANSPORT=%s ignored: rank 0's setting counts", env);
+    if (st == PB_OK && mode < 0)
+        st = rank == 0 ? pb_error(PB_ERR_USAGE, "PB_TRANSPORT=%s: expected auto, tcp or nccl", env)
+                       : pb_error(PB_ERR_USAGE, "rank 0 refused its PB_TRANSPORT");
 #ifdef PB_HAVE_NCCL
     bool built = true;
 #else
     bool built = false;
 #endif
     bool nccl = mode == 2 || (mode == 0 && built && no_gpu < 0);
-    if (nccl && no_gpu >= 0)
-        return pb_error(PB_ERR_USAGE, "PB_TRANSPORT=nccl: rank %d has no GPU (--device)", no_gpu);
+    if (st == PB_OK && nccl && no_gpu >= 0)
+        st = pb_error(PB_ERR_USAGE, "PB_TRANSPORT=nccl: rank %d has no GPU (--device)", no_gpu);
+    if (st != PB_OK) {
+        pb_transport_free(t);
+        return st;
+    }
+    if (bad != PB_OK)
+        pb_log_warn("PB_TRANSPORT=%s ignored: rank 0's setting counts", env);
     if (!nccl) {
         pb_log_verbose("transport: tcp%s", mode == 1 ? " (PB_TRANSPORT)" : "");
-        return pb_transport_tcp_create(b, tcp, out);
+        *out = t;
+        return PB_OK;
     }
     pb_nccl_opts o;
     memset(&o, 0, sizeof o);
     if (tcp)
         o.ctl = *tcp;
     pb_log_verbose("transport: nccl on GPU %d%s", gpu, mode == 2 ? " (PB_TRANSPORT)" : "");
-    return pb_transport_nccl_create(b, gpu, &o, out);
+    return pb_transport_nccl_create_over(b, gpu, t, &o, out);
 }

@@ -121,12 +121,17 @@ typedef struct pb_nccl_opts {
 
 pb_status pb_transport_nccl_create(pb_bootstrap *b, int device, const pb_nccl_opts *opts,
                                    pb_transport **out);
+/* The same over an existing TCP transport made with opts->ctl, which becomes
+ * the control link: owned from the call on (freed with the NCCL transport,
+ * or at once on failure). */
+pb_status pb_transport_nccl_create_over(pb_bootstrap *b, int device, pb_transport *ctl,
+                                        const pb_nccl_opts *opts, pb_transport **out);
 
-/* The job's transport (collective: one fence). gpu: this rank's CUDA device,
- * or -1 on the CPU. NCCL when every rank has a GPU and the build has NCCL,
- * else TCP; the environment variable PB_TRANSPORT=auto|tcp|nccl of rank 0
- * forces one (nccl with a rank on the CPU is refused, naming it). tcp gives
- * the TCP link's options, also the NCCL control link's. */
+/* The job's transport (collective). gpu: this rank's CUDA device, or -1 on
+ * the CPU. NCCL when every rank has a GPU and the build has NCCL, else TCP;
+ * the environment variable PB_TRANSPORT=auto|tcp|nccl of rank 0 forces one
+ * (nccl with a rank on the CPU is refused, naming it). The TCP links come
+ * first (each rank listens before any fence) and carry NCCL's control. */
 pb_status pb_transport_create(pb_bootstrap *b, int gpu, const pb_tcp_opts *tcp,
                               pb_transport **out);
 

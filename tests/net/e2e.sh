@@ -1,7 +1,7 @@
 #!/bin/sh
 # pippy-batch across ranks under mpirun: output byte-identical to world size 1
 # (greedy and sampled records) with -np 2, 3, 4 and each split policy, the
-# pipeline report in --metrics; a rank killed mid-run makes the job exit
+# pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
 # non-zero within 15 s naming that rank, with no process left behind.
 set -u
 . "$PB_SRCDIR/tests/net/lock.sh"
@@ -47,6 +47,15 @@ for args in "2 --split-policy threshold:4400K" "3 --split-points 2,3" "3 --split
         --batch-size 6 --chunks 3 "$@" 2>"$err" || fail "llama: -np $n $*"
     cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $n $* differs from world 1"
 done
+
+# The transport: PB_TRANSPORT=tcp gives the same output; nccl with CPU ranks is refused.
+timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=tcp "$P" -v --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" \
+    --force --batch-size 6 --chunks 3 2>"$err" || fail "PB_TRANSPORT=tcp"
+cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "PB_TRANSPORT=tcp differs from world 1"
+grep -q "transport: tcp (PB_TRANSPORT)" "$err" || fail "PB_TRANSPORT=tcp: not logged"
+timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=nccl "$P" -q --device cpu --model "$D/llama" --in "$D/in.jsonl" \
+    --out "$D/out.jsonl" --force --batch-size 6 2>"$err" && fail "PB_TRANSPORT=nccl on cpu ranks accepted"
+grep -q "PB_TRANSPORT=nccl: rank 0 has no GPU" "$err" || fail "PB_TRANSPORT=nccl on cpu ranks: message"
 
 # Kill rank 1 while the job runs.
 i=1
