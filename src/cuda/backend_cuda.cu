@@ -7,10 +7,11 @@
 // to nearest even); attention computes in f32.
 //
 // Host arrays an op takes (attention's per-sequence arrays, select_rows'
-// rows, rope angles) are packed on the host and copied with cudaMemcpyAsync
-// from pageable memory, which stages the source before returning, so the
-// caller may reuse its arrays at once. A pinned ring for them would keep the
-// host from waiting on the staging copy (later, for speed).
+// rows, rope angles) are packed on the host into one of ARG_SLOTS pinned
+// slots, used in turn (a slot is rewritten only after the event of its last
+// copy), and copied to the device scratch on the stream, so the host runs
+// ahead of the GPU. Larger argument sets go through pageable memory, which
+// cudaMemcpyAsync stages before returning (correct, but it may wait).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@ static_assert(PB_ACT_GELU_TANH == 0 && PB_ACT_GELU_ERF == 1 && PB_ACT_RELU == 2 
               "kern_cuda.cu's activation codes are the pb_act values");
 
 #define STAGE_BYTES ((size_t)32 << 20) // each of the two pinned weight staging buffers
+#define ARG_SLOTS 8
+#define ARG_SLOT_BYTES ((size_t)256 << 10)
 
 struct cuda_impl {
     int device;
@@ -42,6 +45,10 @@ struct cuda_impl {
     int *flag;                // device: gather's out-of-range flag
     unsigned char *host;      // pageable host packing buffer for op arguments
     size_t host_cap;
+    unsigned char *args;      // pinned, ARG_SLOTS slots of ARG_SLOT_BYTES
+    cudaEvent_t args_ev[ARG_SLOTS]; // the copy out of slot i is done
+    int args_next;            // the slot to use next
+    int args_cur;             // the slot args_begin gave, -1: the pageable buffer
 };
 
 static cuda_impl *impl_of(pb_backend *be) { return (cuda_impl *)be->impl; }
@@ -61,6 +68,34 @@ static pb_status host_reserve(cuda_impl *c, size_t bytes)
         return pb_error(PB_ERR_NOMEM, "cuda: out of host memory (%zu bytes of op arguments)", bytes);
     c->host = p;
     c->host_cap = bytes;
+    return PB_OK;
+}
+
+// A host buffer of bytes to pack op arguments into, then args_send copies
+// them to the device: a pinned slot when they fit, else the pageable buffer.
+static pb_status args_begin(cuda_impl *c, size_t bytes, unsigned char **out)
+{
+    if (bytes <= ARG_SLOT_BYTES) {
+        const int i = c->args_next;
+        c->args_next = (i + 1) % ARG_SLOTS;
+        PB_CUDA_CHECK(cudaEventSynchronize(c->args_ev[i])); // its last copy has read it
+        c->args_cur = i;
+        *out = c->args + (size_t)i * ARG_SLOT_BYTES;
+        return PB_OK;
+    }
+    PB_CHECK(host_reserve(c, bytes));
+    c->args_cur = -1;
+    *out = c->host;
+    return PB_OK;
+}
+
+static pb_status args_send(cuda_impl *c, void *dst, size_t bytes)
+{
+    const int i = c->args_cur;
+    const unsigned char *src = i >= 0 ? c->args + (size_t)i * ARG_SLOT_BYTES : c->host;
+    PB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    if (i >= 0)
+        PB_CUDA_CHECK(cudaEventRecord(c->args_ev[i], c->stream));
     return PB_OK;
 }
 
@@ -475,16 +510,16 @@ static pb_status cuda_rope_angles(pb_backend *be, float *cs, const float *pos_sc
     if (!n)
         return PB_OK;
     SET_DEVICE(c);
-    PB_CHECK(host_reserve(c, n * sizeof(float)));
-    float *h = (float *)(void *)c->host;
+    unsigned char *hb = NULL;
+    PB_CHECK(args_begin(c, n * sizeof(float), &hb));
+    float *h = (float *)(void *)hb;
     for (int t = 0; t < T; t++)
         for (int i = 0; i < n_freq; i++) {
             const float a = pos_scaled[t] * inv_freq[i];
             h[((size_t)t * n_freq + i) * 2] = cosf(a);
             h[((size_t)t * n_freq + i) * 2 + 1] = sinf(a);
         }
-    PB_CUDA_CHECK(cudaMemcpyAsync(cs, h, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
-    return PB_OK;
+    return args_send(c, cs, n * sizeof(float));
 }
 
 static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
@@ -505,10 +540,10 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
         return PB_OK;
     SET_DEVICE(c);
     const size_t bytes = attn_args_bytes(S, T, a->n_heads);
-    PB_CHECK(host_reserve(c, bytes));
     PB_CHECK(scratch_reserve(c, bytes));
     // blob: k[S], v[S] pointers; tok_start[S], pos[S], tok_seq[T]; alibi[n_heads]
-    unsigned char *h = c->host;
+    unsigned char *h = NULL;
+    PB_CHECK(args_begin(c, bytes, &h));
     void **hk = (void **)(void *)h, **hv = hk + S;
     int *hts = (int *)(void *)(hv + S), *hpos = hts + S, *hseq = hpos + S;
     float *hal = (float *)(void *)(hseq + T);
@@ -525,7 +560,7 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
             hseq[a->tok_start[s] + i] = s;
     if (a->alibi)
         memcpy(hal, a->alibi, (size_t)a->n_heads * sizeof(float));
-    PB_CUDA_CHECK(cudaMemcpyAsync(c->scratch, h, bytes, cudaMemcpyHostToDevice, c->stream));
+    PB_CHECK(args_send(c, c->scratch, bytes));
     unsigned char *d = (unsigned char *)c->scratch;
     kc_attn k;
     k.n_seqs = S;
@@ -580,13 +615,13 @@ static pb_status cuda_add(pb_backend *be, float *y, const float *x, const float 
 static pb_status rows_upload(cuda_impl *c, const int *rows, const float *w, int n_rows, int **drows, float **dw)
 {
     const size_t bytes = rows_args_bytes(n_rows);
-    PB_CHECK(host_reserve(c, bytes));
     PB_CHECK(scratch_reserve(c, bytes));
-    memcpy(c->host, rows, (size_t)n_rows * sizeof(int));
+    unsigned char *h = NULL;
+    PB_CHECK(args_begin(c, bytes, &h));
+    memcpy(h, rows, (size_t)n_rows * sizeof(int));
     if (w)
-        memcpy(c->host + (size_t)n_rows * sizeof(int), w, (size_t)n_rows * sizeof(float));
-    PB_CUDA_CHECK(cudaMemcpyAsync(c->scratch, c->host, (size_t)n_rows * (sizeof(int) + (w ? sizeof(float) : 0)),
-                                  cudaMemcpyHostToDevice, c->stream));
+        memcpy(h + (size_t)n_rows * sizeof(int), w, (size_t)n_rows * sizeof(float));
+    PB_CHECK(args_send(c, c->scratch, (size_t)n_rows * (sizeof(int) + (w ? sizeof(float) : 0))));
     *drows = (int *)c->scratch;
     if (dw)
         *dw = (float *)(void *)((unsigned char *)c->scratch + (size_t)n_rows * sizeof(int));
@@ -663,6 +698,11 @@ static void cuda_free(pb_backend *be)
             if (c->stage_ev[i] && cudaEventDestroy(c->stage_ev[i]) != cudaSuccess)
                 (void)cudaGetLastError();
         }
+        for (int i = 0; i < ARG_SLOTS; i++)
+            if (c->args_ev[i] && cudaEventDestroy(c->args_ev[i]) != cudaSuccess)
+                (void)cudaGetLastError();
+        if (c->args && cudaFreeHost(c->args) != cudaSuccess)
+            (void)cudaGetLastError();
         if (c->scratch && cudaFree(c->scratch) != cudaSuccess)
             (void)cudaGetLastError();
         if (c->flag && cudaFree(c->flag) != cudaSuccess)
@@ -743,6 +783,10 @@ extern "C" pb_status pb_cuda_backend_create(int device, pb_backend **out)
             e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
         if (e == cudaSuccess)
             e = cudaMalloc((void **)&c->flag, sizeof(int));
+        if (e == cudaSuccess)
+            e = cudaHostAlloc((void **)&c->args, ARG_SLOTS * ARG_SLOT_BYTES, cudaHostAllocDefault);
+        for (int i = 0; i < ARG_SLOTS && e == cudaSuccess; i++)
+            e = cudaEventCreateWithFlags(&c->args_ev[i], cudaEventDisableTiming);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
             st = pb_error(PB_ERR_DEVICE, "CUDA device %d: creating the backend failed: %s", device,
