@@ -859,7 +859,6 @@ pb_status comms_init(nccl_tr *c, const ncclUniqueId *mine, const ncclUniqueId *p
 {
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;
-    cfg.commName = "pippy-batch link";
     double t_end = pb_now() + timeout_s;
     PB_NCCL_CHECK(ncclGroupStart());
     ncclResult_t r1 = ncclCommInitRankConfig(&c->tx.comm, 2, *mine, 0, &cfg);
