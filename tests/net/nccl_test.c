@@ -223,6 +223,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "nccl_test: rank %d: the transport still sends after a timeout\n", rank);
             goto out;
         }
+        /* Both time out before either closes (a closed link would be reported first). */
+        if ((st = pb_bootstrap_fence(b, 60)) != PB_OK)
+            goto fail;
         printf("rank %d: timeout ok: %s\n", rank, want);
         rc = 0;
         goto out;
