@@ -7,7 +7,7 @@
 # the pipeline (CPU stages) over NCCL gives the token ids of one process.
 set -u
 . "$PB_SRCDIR/tests/net/lock.sh"
-T="$PB_BUILDDIR/tests/net/nccl_test"
+T="${PB_NCCL_TEST:-$PB_BUILDDIR/tests/net/nccl_test}" # nccl-emu.sh: the CPU stand-in builds
 out="$PB_TEST_TMP/out"; err="$PB_TEST_TMP/err"
 fail() { echo "FAIL: $*"; cat "$out" "$err" 2>/dev/null; exit 1; }
 
@@ -16,7 +16,7 @@ rc=$?
 [ $rc -eq 77 ] && { cat "$out"; exit 77; }
 [ $rc -eq 0 ] || fail "probe: exit $rc"
 
-P="$PB_BUILDDIR/tests/net/pipe_test"
+P="${PB_PIPE_TEST:-$PB_BUILDDIR/tests/net/pipe_test}"
 m="$PB_TEST_TMP/llama"
 $PB_PYTHON "$PB_SRCDIR/contrib/pb-make-checkpoint" --family llama --out "$m" --layers 4 --kv-heads 2 \
     >/dev/null 2>"$err" || fail "checkpoint"
