@@ -4,7 +4,8 @@
 // row-major [n_out, n_in] in their store dtype (PB_WLAYOUT_ROWS), converted
 // on the host exactly as the CPU backend converts them and streamed to the
 // device through two pinned staging buffers. The KV cache is bf16 (rounded
-// to nearest even); attention computes in f32.
+// to nearest even; f32 when built with -DPB_CUDA_KV_F32); attention computes
+// in f32.
 //
 // Host arrays an op takes (attention's per-sequence arrays, select_rows'
 // rows, rope angles) are packed on the host into one of ARG_SLOTS pinned
@@ -565,8 +566,8 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     kc_attn k;
     k.n_seqs = S;
     k.T = T;
-    k.k_cache = (uint16_t *const *)(void *)d;
-    k.v_cache = (uint16_t *const *)(void *)(d + (size_t)S * sizeof(void *));
+    k.k_cache = (void *const *)(void *)d;
+    k.v_cache = (void *const *)(void *)(d + (size_t)S * sizeof(void *));
     k.tok_start = (const int *)(void *)(d + (size_t)2 * S * sizeof(void *));
     k.pos = k.tok_start + S;
     k.tok_seq = k.pos + S;
@@ -720,7 +721,7 @@ static pb_backend_ops make_ops(void)
     pb_backend_ops o;
     memset(&o, 0, sizeof o);
     o.name = "cuda";
-    o.kv_dtype = PB_DT_BF16;
+    o.kv_dtype = KC_KV_BYTES == 4 ? PB_DT_F32 : PB_DT_BF16;
     o.host_memory = false;
     o.free = cuda_free;
     o.alloc = cuda_alloc;

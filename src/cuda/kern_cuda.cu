@@ -473,6 +473,17 @@ cudaError_t kc_softcap(cudaStream_t st, float *x, size_t n, float cap)
 
 // ---- attention ----
 
+#ifdef PB_CUDA_KV_F32
+typedef float kv_t;
+__device__ __forceinline__ kv_t to_kv(float f) { return f; }
+__device__ __forceinline__ float from_kv(kv_t v) { return v; }
+#else
+typedef uint16_t kv_t;
+__device__ __forceinline__ kv_t to_kv(float f) { return f32_bf16(f); }
+__device__ __forceinline__ float from_kv(kv_t v) { return bf16_f32(v); }
+#endif
+static_assert(sizeof(kv_t) == KC_KV_BYTES, "KC_KV_BYTES is the cache element's size");
+
 // this step's k/v rows into the caches (bf16, nearest even): one block per token row
 __global__ void k_kv_store(kc_attn a)
 {
@@ -481,11 +492,11 @@ __global__ void k_kv_store(kc_attn a)
         return;
     const int kvd = a.n_kv_heads * a.head_dim;
     const size_t p = (size_t)(a.pos[s] + t - a.tok_start[s]);
-    uint16_t *kc = a.k_cache[s] + p * kvd, *vc = a.v_cache[s] + p * kvd;
+    kv_t *kc = (kv_t *)a.k_cache[s] + p * kvd, *vc = (kv_t *)a.v_cache[s] + p * kvd;
     const float *k = a.k + (size_t)t * a.kv_stride, *v = a.v + (size_t)t * a.kv_stride;
     for (int e = threadIdx.x; e < kvd; e += blockDim.x) {
-        kc[e] = f32_bf16(k[e]);
-        vc[e] = f32_bf16(v[e]);
+        kc[e] = to_kv(k[e]);
+        vc[e] = to_kv(v[e]);
     }
 }
 
@@ -528,16 +539,16 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
         acc[i] = 0.0f;
     }
     const float slope = a.alibi ? a.alibi[h] : 0.0f;
-    const uint16_t *kc = a.k_cache[s] + (size_t)g * hd, *vc = a.v_cache[s] + (size_t)g * hd;
+    const kv_t *kc = (const kv_t *)a.k_cache[s] + (size_t)g * hd, *vc = (const kv_t *)a.v_cache[s] + (size_t)g * hd;
     float m = -INFINITY, l = 0.0f;
     for (int j = lo + warp; j <= p; j += ATT_WARPS) {
-        const uint16_t *kr = kc + (size_t)j * kvd, *vr = vc + (size_t)j * kvd;
+        const kv_t *kr = kc + (size_t)j * kvd, *vr = vc + (size_t)j * kvd;
         float dot = 0.0f;
 #pragma unroll
         for (int i = 0; i < ATT_DPL; i++) {
             const int d = lane + 32 * i;
             if (d < hd)
-                dot = __fmaf_rn(qr[i], bf16_f32(kr[d]), dot);
+                dot = __fmaf_rn(qr[i], from_kv(kr[d]), dot);
         }
 #pragma unroll
         for (int off = 16; off >= 1; off >>= 1)
@@ -561,7 +572,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
         for (int i = 0; i < ATT_DPL; i++) {
             const int d = lane + 32 * i;
             if (d < hd)
-                acc[i] = __fmaf_rn(e, bf16_f32(vr[d]), acc[i]);
+                acc[i] = __fmaf_rn(e, from_kv(vr[d]), acc[i]);
         }
     }
     if (lane == 0) {
