@@ -4,8 +4,8 @@
 // row-major [n_out, n_in] in their store dtype (PB_WLAYOUT_ROWS), converted
 // on the host exactly as the CPU backend converts them and streamed to the
 // device through two pinned staging buffers. The KV cache is bf16 (rounded
-// to nearest even; f32 when built with -DPB_CUDA_KV_F32); attention computes
-// in f32.
+// to nearest even; f32 with PB_CUDA_KV_DTYPE=f32 in the environment: exact,
+// twice the memory); attention computes in f32.
 //
 // Host arrays an op takes (attention's per-sequence arrays, select_rows'
 // rows, rope angles) are packed on the host into one of ARG_SLOTS pinned
@@ -584,6 +584,7 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     k.scale = a->scale;
     k.window = a->window;
     k.softcap = a->softcap;
+    k.kv_f32 = be->ops->kv_dtype == PB_DT_F32;
     LAUNCH("attention", kc_attention(c->stream, &k));
     return PB_OK;
 }
@@ -721,7 +722,9 @@ static pb_backend_ops make_ops(void)
     pb_backend_ops o;
     memset(&o, 0, sizeof o);
     o.name = "cuda";
-    o.kv_dtype = KC_KV_BYTES == 4 ? PB_DT_F32 : PB_DT_BF16;
+    // read once, before main: the planner and every backend see one value
+    const char *kv = getenv("PB_CUDA_KV_DTYPE");
+    o.kv_dtype = kv && strcmp(kv, "f32") == 0 ? PB_DT_F32 : PB_DT_BF16;
     o.host_memory = false;
     o.free = cuda_free;
     o.alloc = cuda_alloc;

@@ -473,19 +473,14 @@ cudaError_t kc_softcap(cudaStream_t st, float *x, size_t n, float cap)
 
 // ---- attention ----
 
-#ifdef PB_CUDA_KV_F32
-typedef float kv_t;
-__device__ __forceinline__ kv_t to_kv(float f) { return f; }
-__device__ __forceinline__ float from_kv(kv_t v) { return v; }
-#else
-typedef uint16_t kv_t;
-__device__ __forceinline__ kv_t to_kv(float f) { return f32_bf16(f); }
-__device__ __forceinline__ float from_kv(kv_t v) { return bf16_f32(v); }
-#endif
-static_assert(sizeof(kv_t) == KC_KV_BYTES, "KC_KV_BYTES is the cache element's size");
+// cache elements: bf16 (uint16_t, nearest even) or f32
+__device__ __forceinline__ uint16_t to_kv(float f, uint16_t *) { return f32_bf16(f); }
+__device__ __forceinline__ float to_kv(float f, float *) { return f; }
+__device__ __forceinline__ float from_kv(uint16_t v) { return bf16_f32(v); }
+__device__ __forceinline__ float from_kv(float v) { return v; }
 
 // this step's k/v rows into the caches (bf16, nearest even): one block per token row
-__global__ void k_kv_store(kc_attn a)
+template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 {
     const int t = blockIdx.x, s = a.tok_seq[t];
     if (s < 0)
@@ -495,8 +490,8 @@ __global__ void k_kv_store(kc_attn a)
     kv_t *kc = (kv_t *)a.k_cache[s] + p * kvd, *vc = (kv_t *)a.v_cache[s] + p * kvd;
     const float *k = a.k + (size_t)t * a.kv_stride, *v = a.v + (size_t)t * a.kv_stride;
     for (int e = threadIdx.x; e < kvd; e += blockDim.x) {
-        kc[e] = to_kv(k[e]);
-        vc[e] = to_kv(v[e]);
+        kc[e] = to_kv(k[e], (kv_t *)nullptr);
+        vc[e] = to_kv(v[e], (kv_t *)nullptr);
     }
 }
 
@@ -514,7 +509,7 @@ __global__ void k_kv_store(kc_attn a)
 // Long contexts at small batch leave most SMs idle here (T * n_heads
 // blocks): split-K ("flash-decoding") goes here later, each split a fixed
 // key range merged in a fixed order so that the result stays invariant.
-__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
+template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
 {
     __shared__ float qs[KC_ATTN_MAX_HEAD_DIM];
     __shared__ float accs[ATT_WARPS][KC_ATTN_MAX_HEAD_DIM];
@@ -607,12 +602,19 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
 {
     if (a->T <= 0)
         return cudaSuccess;
-    KLAUNCH((k_kv_store), a->T, 128, st, *a);
+    if (a->kv_f32)
+        KLAUNCH((k_kv_store<float>), a->T, 128, st, *a);
+    else
+        KLAUNCH((k_kv_store<uint16_t>), a->T, 128, st, *a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return e;
     if (a->n_heads > 65535)
         return cudaErrorInvalidValue;
-    KLAUNCH((k_attention), dim3((unsigned)a->T, (unsigned)a->n_heads), ATT_WARPS * 32, st, *a);
+    const dim3 grid((unsigned)a->T, (unsigned)a->n_heads);
+    if (a->kv_f32)
+        KLAUNCH((k_attention<float>), grid, ATT_WARPS * 32, st, *a);
+    else
+        KLAUNCH((k_attention<uint16_t>), grid, ATT_WARPS * 32, st, *a);
     return cudaGetLastError();
 }

@@ -47,7 +47,7 @@ cudaError_t kc_head_norm(cudaStream_t st, float *x, int ld, int T, int n_heads, 
 // tok_seq[t]: the sequence owning token row t, or -1.
 struct kc_attn {
     int n_seqs, T;
-    void *const *k_cache, *const *v_cache; // [n_seqs] caches of kc_kv_dtype elements
+    void *const *k_cache, *const *v_cache; // [n_seqs] caches: bf16, or f32 when kv_f32
     const int *tok_start, *pos, *tok_seq;
     const float *q, *k, *v;
     int q_stride, kv_stride;
@@ -57,17 +57,9 @@ struct kc_attn {
     const float *alibi; // [n_heads] or NULL
     int window;
     float softcap;
+    bool kv_f32; // the caches' elements: f32 (exact) instead of bf16 (nearest even)
 };
 #define KC_ATTN_MAX_HEAD_DIM 256
-
-// The KV cache's elements: bf16 (rounded to nearest even), or f32 in a build
-// with -DPB_CUDA_KV_F32 (exact, twice the memory: for checking the rest of
-// the path bit-close to the CPU)
-#ifdef PB_CUDA_KV_F32
-#define KC_KV_BYTES 4
-#else
-#define KC_KV_BYTES 2
-#endif
 
 // stores this step's k/v rows (as bf16) at their positions, then attends
 cudaError_t kc_attention(cudaStream_t st, const kc_attn *a);
