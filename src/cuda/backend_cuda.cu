@@ -763,6 +763,9 @@ extern "C" const pb_backend_ops *pb_cuda_backend_ops(void) { return &cuda_ops; }
 extern "C" pb_status pb_cuda_backend_create(int device, pb_backend **out)
 {
     *out = NULL;
+    const char *kvs = getenv("PB_CUDA_KV_DTYPE");
+    if (kvs && *kvs && strcmp(kvs, "f32") != 0 && strcmp(kvs, "bf16") != 0)
+        return pb_error(PB_ERR_USAGE, "PB_CUDA_KV_DTYPE=%s: expected bf16 or f32", kvs);
     const char *why = NULL;
     const int n = pb_cuda_device_count(&why);
     if (n <= 0)
