@@ -498,27 +498,13 @@ pb_status nccl_send(pb_transport *t, uint32_t type, const void *const *bufs, con
                     int nbufs)
 {
     nccl_tr *c = (nccl_tr *)t;
-    if (type == 0 || nbufs < 0)
-        return pb_error(PB_ERR_INTERNAL, "nccl send: bad message type or piece count");
-    size_t total = 0;
-    for (int i = 0; i < nbufs; i++)
-        if (!pb_add_ok(total, lens[i], &total))
-            return pb_error(PB_ERR_INTERNAL, "nccl send: message size overflows");
-    if (total > c->max_msg)
-        return pb_error(PB_ERR_INTERNAL, "nccl send: %zu-byte message exceeds the limit of %zu",
-                        total, c->max_msg);
+    uint8_t *data;
+    size_t total;
+    PB_CHECK(pb_transport_gather("nccl", type, bufs, lens, nbufs, c->max_msg, &data, &total));
     qmsg *m = (qmsg *)calloc(1, sizeof *m);
-    uint8_t *data = total ? (uint8_t *)malloc(total) : NULL;
-    if (!m || (total && !data)) {
-        free(m);
+    if (!m) {
         free(data);
-        return pb_error(PB_ERR_NOMEM, "nccl send: out of memory for %zu bytes", total);
-    }
-    size_t off = 0;
-    for (int i = 0; i < nbufs; i++) {
-        if (lens[i])
-            memcpy(data + off, bufs[i], lens[i]);
-        off += lens[i];
+        return pb_error(PB_ERR_NOMEM, "nccl send: out of memory");
     }
     m->type = type;
     m->len = total;

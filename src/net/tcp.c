@@ -62,6 +62,33 @@ void pb_msg_release(pb_msg *m)
 }
 
 /* ---- generic front-ends ---- */
+pb_status pb_transport_gather(const char *who, uint32_t type, const void *const *bufs, const size_t *lens,
+                              int nbufs, size_t max_msg, uint8_t **data, size_t *total)
+{
+    *data = NULL;
+    *total = 0;
+    if (type == 0 || nbufs < 0)
+        return pb_error(PB_ERR_INTERNAL, "%s send: bad message type or piece count", who);
+    size_t n = 0;
+    for (int i = 0; i < nbufs; i++)
+        if (!pb_add_ok(n, lens[i], &n))
+            return pb_error(PB_ERR_INTERNAL, "%s send: message size overflows", who);
+    if (n > max_msg)
+        return pb_error(PB_ERR_INTERNAL, "%s send: %zu-byte message exceeds the limit of %zu", who, n, max_msg);
+    uint8_t *d = n ? malloc(n) : NULL;
+    if (n && !d)
+        return pb_error(PB_ERR_NOMEM, "%s send: out of memory for %zu bytes", who, n);
+    size_t off = 0;
+    for (int i = 0; i < nbufs; i++) {
+        if (lens[i])
+            memcpy(d + off, bufs[i], lens[i]);
+        off += lens[i];
+    }
+    *data = d;
+    *total = n;
+    return PB_OK;
+}
+
 pb_status pb_transport_send(pb_transport *t, uint32_t type, const void *const *bufs,
                             const size_t *lens, int nbufs)
 {
@@ -395,27 +422,13 @@ static pb_status tcp_send(pb_transport *t, uint32_t type, const void *const *buf
                           const size_t *lens, int nbufs)
 {
     tcp *c = (tcp *)t;
-    if (type == 0 || nbufs < 0)
-        return pb_error(PB_ERR_INTERNAL, "tcp send: bad message type or piece count");
-    size_t total = 0;
-    for (int i = 0; i < nbufs; i++)
-        if (!pb_add_ok(total, lens[i], &total))
-            return pb_error(PB_ERR_INTERNAL, "tcp send: message size overflows");
-    if (total > c->max_msg)
-        return pb_error(PB_ERR_INTERNAL, "tcp send: %zu-byte message exceeds the limit of %zu",
-                        total, c->max_msg);
+    uint8_t *data;
+    size_t total;
+    PB_CHECK(pb_transport_gather("tcp", type, bufs, lens, nbufs, c->max_msg, &data, &total));
     qmsg *m = calloc(1, sizeof *m);
-    uint8_t *data = total ? malloc(total) : NULL;
-    if (!m || (total && !data)) {
-        free(m);
+    if (!m) {
         free(data);
-        return pb_error(PB_ERR_NOMEM, "tcp send: out of memory for %zu bytes", total);
-    }
-    size_t off = 0;
-    for (int i = 0; i < nbufs; i++) {
-        if (lens[i])
-            memcpy(data + off, bufs[i], lens[i]);
-        off += lens[i];
+        return pb_error(PB_ERR_NOMEM, "tcp send: out of memory");
     }
     m->type = type;
     m->len = total;

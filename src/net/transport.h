@@ -69,6 +69,11 @@ struct pb_transport {
 /* Generic front-ends. */
 pb_status pb_transport_send(pb_transport *t, uint32_t type, const void *const *bufs,
                             const size_t *lens, int nbufs);
+/* For implementations: check a message of nbufs pieces (type != 0, total
+ * within max_msg; errors name `who`) and copy it into one new buffer
+ * (*data, NULL when empty; the caller frees it). */
+pb_status pb_transport_gather(const char *who, uint32_t type, const void *const *bufs, const size_t *lens,
+                              int nbufs, size_t max_msg, uint8_t **data, size_t *total);
 pb_status pb_transport_send1(pb_transport *t, uint32_t type, const void *buf, size_t len);
 pb_status pb_transport_recv(pb_transport *t, double timeout_s, pb_msg *out);
 pb_status pb_transport_flush(pb_transport *t, double timeout_s);
