@@ -17,7 +17,6 @@
 
 typedef struct attn_item {
     int seq, kvh, q0, q1; /* token indices within the sequence */
-    int hh0, hh1;         /* query heads [hh0, hh1) of the KV head's group */
 } attn_item;
 
 typedef struct attn_job {
@@ -47,7 +46,6 @@ static void attn_item_run(void *ctx, int item, int worker)
     const pb_kops *ops = j->ops;
     const attn_item *it = &j->items[item];
     const int s = it->seq, g = it->kvh, hd = a->head_dim, G = a->n_heads / a->n_kv_heads;
-    const int hh0 = it->hh0, hh1 = it->hh1;
     const size_t kvd = (size_t)a->n_kv_heads * hd, od = (size_t)a->n_heads * hd;
     const float *kc = a->k_cache[s] + (size_t)g * hd, *vc = a->v_cache[s] + (size_t)g * hd;
     const int pos0 = a->pos[s], tok0 = a->tok_start[s];
@@ -66,7 +64,7 @@ static void attn_item_run(void *ctx, int item, int worker)
             if (a0 >= a1)
                 continue;
             const float *qrow = a->q + (size_t)(tok0 + i) * a->q_stride;
-            for (int hh = hh0; hh < hh1; hh++) {
+            for (int hh = 0; hh < G; hh++) {
                 const int h = g * G + hh;
                 float *row = ROW(i, hh);
                 ops->dots(qrow + (size_t)h * hd, kc + (size_t)a0 * kvd, kvd, a1 - a0, hd, row + a0);
@@ -87,7 +85,7 @@ static void attn_item_run(void *ctx, int item, int worker)
     /* softmax weights (unnormalized), 1/sum, zeroed output accumulators */
     for (int i = it->q0; i < it->q1; i++) {
         const int p = pos0 + i, lo = first_key(a, p);
-        for (int hh = hh0; hh < hh1; hh++) {
+        for (int hh = 0; hh < G; hh++) {
             float *row = ROW(i, hh);
             float m = -INFINITY;
             for (int jj = lo; jj <= p; jj++)
@@ -105,13 +103,13 @@ static void attn_item_run(void *ctx, int item, int worker)
             const int a0 = lo > j0 ? lo : j0, a1 = p + 1 < j1 ? p + 1 : j1;
             if (a0 >= a1)
                 continue;
-            for (int hh = hh0; hh < hh1; hh++)
+            for (int hh = 0; hh < G; hh++)
                 ops->axpy(a->out + (size_t)(tok0 + i) * od + (size_t)(g * G + hh) * hd, ROW(i, hh) + a0,
                           vc + (size_t)a0 * kvd, kvd, a1 - a0, hd);
         }
     }
     for (int i = it->q0; i < it->q1; i++)
-        for (int hh = hh0; hh < hh1; hh++) {
+        for (int hh = 0; hh < G; hh++) {
             const float inv = ROW(i, hh)[jbase - 1];
             float *o = a->out + (size_t)(tok0 + i) * od + (size_t)(g * G + hh) * hd;
             for (int d = 0; d < hd; d++)
@@ -151,17 +149,6 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
                             item_floats(a, s, a->n_tokens[s] - 1, a->n_tokens[s]), cap);
         n_items += (size_t)a->n_kv_heads * (size_t)((a->n_tokens[s] + q - 1) / q);
     }
-    /* Few items (decode of few sequences: one per KV head) leave threads
-     * idle: then the query heads of a group go to separate items. Each
-     * query's arithmetic is the same either way; the group's cache rows are
-     * read once per item instead of once. */
-    const int G = a->n_heads / a->n_kv_heads, want = 4 * pb_kctx_threads(k);
-    int hparts = 1;
-    if (n_items > 0 && n_items < (size_t)want && G > 1) {
-        hparts = (int)(((size_t)want + n_items - 1) / n_items);
-        hparts = hparts < G ? hparts : G;
-    }
-    n_items *= (size_t)hparts;
     void *buf;
     PB_CHECK(pb_kctx_items(k, n_items, sizeof(attn_item), &buf));
     attn_item *items = buf;
@@ -178,9 +165,7 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
         const int q = pick_qb(a, s, cap);
         for (int g = 0; g < a->n_kv_heads; g++)
             for (int q0 = 0; q0 < a->n_tokens[s]; q0 += q)
-                for (int hp = 0; hp < hparts; hp++)
-                    items[n++] = (attn_item){s, g, q0, q0 + q < a->n_tokens[s] ? q0 + q : a->n_tokens[s],
-                                             hp * G / hparts, (hp + 1) * G / hparts};
+                items[n++] = (attn_item){s, g, q0, q0 + q < a->n_tokens[s] ? q0 + q : a->n_tokens[s]};
     }
     attn_job j = {a, pb_kops_active(), items, pb_kctx_scores(k)};
     pb_kctx_run(k, (int)n, attn_item_run, &j);

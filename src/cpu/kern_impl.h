@@ -96,7 +96,6 @@ void pb_kops_override(const pb_kops *ops);
 
 /* kern_mat.c: the context's scratch for attention, and its pool */
 size_t pb_kctx_scores_cap(const pb_kctx *k);         /* floats per thread */
-int pb_kctx_threads(const pb_kctx *k);               /* compute threads (1: no pool) */
 float *const *pb_kctx_scores(const pb_kctx *k);      /* [threads] */
 pb_status pb_kctx_items(pb_kctx *k, size_t n, size_t item_size, void **out);
 void pb_kctx_run(pb_kctx *k, int n_items, pb_pool_fn fn, void *ctx);

@@ -583,11 +583,6 @@ pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int ma
     return grow(k, (size_t)max_heads * ((size_t)max_keys + 1), (size_t)max_heads * (size_t)max_m, 16);
 }
 
-int pb_kctx_threads(const pb_kctx *k)
-{
-    return k->threads > 0 ? k->threads : 1;
-}
-
 size_t pb_kctx_scores_cap(const pb_kctx *k)
 {
     return k->attn_cap;
@@ -725,16 +720,11 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
     if (ldx < w->n_in || ldy < w->n_out)
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
     mm_job j = {pb_kops_active(), x, (size_t)ldx, M, w, bias, y, (size_t)ldy, 0, k->wconv};
-    /* about 4 items per thread, each a whole number of register tiles; one
-     * row (decode, memory-bound) in items of one tile group when the matrix
-     * has at most 16 groups per thread, so that small matrices (a 960-row
-     * qkv: 10 groups) split evenly instead of in 5 items of 2 groups */
+    /* about 4 items per thread, each a whole number of register tiles */
     const int G = j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
     int per = (w->npanels + 4 * threads - 1) / (4 * threads);
     per = (per + G - 1) / G * G;
-    if (M == 1 && w->npanels <= 16 * threads * G)
-        per = G;
     if (per < 1)
         per = 1;
     j.per_item = per;
