@@ -270,7 +270,7 @@ INL void dot_chains(const float *q, const float *qt, const float *kr, int hd16, 
     *hi = b;
 }
 
-static TGT void dots_avx2(const float *q, const float *k, size_t ldk, int n, int hd, float *out)
+INL void dots1(const float *q, const float *k, size_t ldk, int n, int hd, float scale, float *out)
 {
     const int hd16 = hd & ~15;
     float qt[16] = {0};
@@ -307,12 +307,84 @@ static TGT void dots_avx2(const float *q, const float *k, size_t ldk, int n, int
                 s8[h + t] = _mm256_add_ps(lo[t], hi[t]); /* l + l+8 */
         }
         tree8x8(s8, out + j);
+        _mm256_storeu_ps(out + j, _mm256_mul_ps(_mm256_loadu_ps(out + j), _mm256_set1_ps(scale)));
     }
     for (; j < n; j++) {
         __m256 lo, hi;
         dot_chains(q, qt, k + (size_t)j * ldk, hd16, hd, &lo, &hi);
-        out[j] = tree16(lo, hi);
+        out[j] = tree16(lo, hi) * scale;
     }
+}
+
+/* 8 floats of x, or its first n (n < 8) and zeros */
+INL __m256 load8(const float *x, int n)
+{
+    if (n >= 8)
+        return _mm256_loadu_ps(x);
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_maskload_ps(x, m);
+}
+
+/* two query rows x 4 keys: each half of the 16 lanes (d % 16 < 8, then >= 8)
+ * in its own pass, 8 chains each, so that the pair shares every key load */
+INL void dots_pair4(const float *q0, const float *q1, const float *k, size_t ldk, int hd, float scale, float *o0,
+                    float *o1)
+{
+    __m256 lo[8], s8[8];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++)
+            a[t] = _mm256_setzero_ps();
+        int d = 8 * h;
+        for (; d + 8 <= hd; d += 16) {
+            const __m256 x0 = _mm256_loadu_ps(q0 + d), x1 = _mm256_loadu_ps(q1 + d);
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                const __m256 kv = _mm256_loadu_ps(k + (size_t)t * ldk + d);
+                a[t] = _mm256_fmadd_ps(x0, kv, a[t]);
+                a[4 + t] = _mm256_fmadd_ps(x1, kv, a[4 + t]);
+            }
+        }
+        if (d < hd) { /* the last lanes, zeros past hd */
+            const __m256 x0 = load8(q0 + d, hd - d), x1 = load8(q1 + d, hd - d);
+            for (int t = 0; t < 4; t++) {
+                const __m256 kv = load8(k + (size_t)t * ldk + d, hd - d);
+                a[t] = _mm256_fmadd_ps(x0, kv, a[t]);
+                a[4 + t] = _mm256_fmadd_ps(x1, kv, a[4 + t]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++) {
+            if (h == 0)
+                lo[t] = a[t];
+            else
+                s8[t] = _mm256_add_ps(lo[t], a[t]); /* l + l+8 */
+        }
+    }
+    float o[8];
+    tree8x8(s8, o);
+    const __m256 r = _mm256_mul_ps(_mm256_loadu_ps(o), _mm256_set1_ps(scale));
+    _mm_storeu_ps(o0, _mm256_castps256_ps128(r));
+    _mm_storeu_ps(o1, _mm256_extractf128_ps(r, 1));
+}
+
+static TGT void dots_avx2(int R, const float *const *q, const float *k, size_t ldk, int n, int hd, float scale,
+                          float *const *out)
+{
+    int r = 0;
+    for (; r + 2 <= R; r += 2) {
+        int j = 0;
+        for (; j + 4 <= n; j += 4)
+            dots_pair4(q[r], q[r + 1], k + (size_t)j * ldk, ldk, hd, scale, out[r] + j, out[r + 1] + j);
+        if (j < n) {
+            dots1(q[r], k + (size_t)j * ldk, ldk, n - j, hd, scale, out[r] + j);
+            dots1(q[r + 1], k + (size_t)j * ldk, ldk, n - j, hd, scale, out[r + 1] + j);
+        }
+    }
+    if (r < R)
+        dots1(q[r], k, ldk, n, hd, scale, out[r]);
 }
 
 INL __m256 exp8(__m256 x)
@@ -363,7 +435,7 @@ static TGT float expsum_avx2(float *s, int n, float m)
     return tree16(lo, hi);
 }
 
-static TGT void axpy_avx2(float *acc, const float *e, const float *v, size_t ldv, int n, int hd)
+INL void axpy1(float *acc, const float *e, const float *v, size_t ldv, int n, int hd)
 {
     int d = 0;
     for (; d + 32 <= hd; d += 32) {
@@ -394,6 +466,48 @@ static TGT void axpy_avx2(float *acc, const float *e, const float *v, size_t ldv
             a = _mm_fmadd_ss(_mm_set_ss(e[i]), _mm_set_ss(v[(size_t)i * ldv + d]), a);
         acc[d] = _mm_cvtss_f32(a);
     }
+}
+
+/* two rows: each value load feeds both rows' chains */
+INL void axpy_pair(float *c0, float *c1, const float *e0, const float *e1, const float *v, size_t ldv, int n, int hd)
+{
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m256 a[2][4];
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            a[0][m] = _mm256_loadu_ps(c0 + d + 8 * m);
+            a[1][m] = _mm256_loadu_ps(c1 + d + 8 * m);
+        }
+        for (int i = 0; i < n; i++) {
+            const float *vr = v + (size_t)i * ldv + d;
+            const __m256 b0 = _mm256_broadcast_ss(e0 + i), b1 = _mm256_broadcast_ss(e1 + i);
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) {
+                const __m256 x = _mm256_loadu_ps(vr + 8 * m);
+                a[0][m] = _mm256_fmadd_ps(b0, x, a[0][m]);
+                a[1][m] = _mm256_fmadd_ps(b1, x, a[1][m]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            _mm256_storeu_ps(c0 + d + 8 * m, a[0][m]);
+            _mm256_storeu_ps(c1 + d + 8 * m, a[1][m]);
+        }
+    }
+    if (d < hd) { /* elements are independent chains: the rest one row at a time */
+        axpy1(c0 + d, e0, v + d, ldv, n, hd - d);
+        axpy1(c1 + d, e1, v + d, ldv, n, hd - d);
+    }
+}
+
+static TGT void axpy_avx2(int R, float *const *acc, const float *const *e, const float *v, size_t ldv, int n, int hd)
+{
+    int r = 0;
+    for (; r + 2 <= R; r += 2)
+        axpy_pair(acc[r], acc[r + 1], e[r], e[r + 1], v, ldv, n, hd);
+    if (r < R)
+        axpy1(acc[r], e[r], v, ldv, n, hd);
 }
 
 /* ---- row kernels (same lanes and rounding as kern_portable.c) ---- */
