@@ -101,9 +101,9 @@ typedef struct pb_rope_desc {
  * k, v: [T, n_kv_heads * head_dim] at row stride kv_stride (new keys/values,
  *       rotated), written into the cache before attending.
  * Sequence s owns token rows [tok_start[s], tok_start[s] + n_tokens[s]), at
- * positions pos[s] + i; its cache rows are k_cache[s] / v_cache[s]
- * ([max_seq_len, n_kv_heads * head_dim] each, elements of the backend's
- * kv_dtype). Query at p sees keys j, p - window < j <= p (window > 0) or
+ * positions pos[s] + i (< cache_len); its caches are k_cache[s] / v_cache[s],
+ * kv_bytes(cache_len, n_kv_heads, head_dim) bytes each in the backend's own
+ * layout of kv_dtype elements: only attention reads or writes them. Query at p sees keys j, p - window < j <= p (window > 0) or
  * j <= p; score = scale * q.k (+ alibi[h] * j), then softcap * tanh(score / softcap)
  * when softcap > 0 (Gemma's attn_logit_softcapping).
  * out:  [T, n_heads * head_dim] (contiguous). */
@@ -111,6 +111,7 @@ typedef struct pb_attn_args {
     int n_seqs;
     const int *tok_start, *pos, *n_tokens;  /* host arrays [n_seqs] */
     void *const *k_cache, *const *v_cache;  /* host arrays [n_seqs] of backend pointers */
+    int cache_len;                          /* positions each cache holds */
     const float *q, *k, *v;
     int q_stride, kv_stride;
     float *out;
@@ -128,11 +129,15 @@ typedef struct pb_backend_limits {
     int max_heads;   /* query heads */
     int max_tokens;  /* rows per call (max_batch_tokens) */
     int max_dim;     /* largest n_in or n_out of a linear layer */
+    int head_dim;    /* attention head width */
 } pb_backend_limits;
 
 typedef struct pb_backend_ops {
     const char *name;
     pb_dtype kv_dtype; /* element type of the KV cache this backend attends over */
+    /* Bytes of one layer's K (or V) cache of one sequence of cache_len
+     * positions (needs no instance). */
+    uint64_t (*kv_bytes)(int cache_len, int n_kv_heads, int head_dim);
     /* alloc returns host memory, and any host pointer may be given where an
      * op asks for backend memory (the CPU): results can be written straight
      * into the caller's buffers, with no download copy */

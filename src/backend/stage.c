@@ -70,8 +70,7 @@ struct pb_stage {
     float *scale;          /* host [n_layers] */
     int *window;           /* host [n_layers] */
 
-    void *kv;              /* [n_slots][n_layers][2][max_seq_len][kvd] of kv_dtype */
-    size_t kv_elem;        /* bytes per KV element */
+    void *kv;              /* [n_slots][n_layers][2] caches of kv_bytes(max_seq_len, ...) */
     float *arena;
     arena_layout al;
     pb_moe *moe;           /* experts' scratch when a layer of the stage has them */
@@ -149,7 +148,7 @@ static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_o
     if (cfg->n_experts > 0)
         max_dim = max_i(max_dim, max_i(cfg->n_experts, 2 * cfg->moe_intermediate_size));
     return (pb_backend_limits){.max_seqs = o->n_slots, .max_keys = o->max_seq_len, .max_heads = cfg->n_heads,
-                               .max_tokens = o->max_batch_tokens, .max_dim = max_dim};
+                               .max_tokens = o->max_batch_tokens, .max_dim = max_dim, .head_dim = cfg->head_dim};
 }
 
 /* KV cache, arena, input/output buffers and backend scratch: the sizes
@@ -157,9 +156,8 @@ static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_o
 static void runtime_memory(const pb_model_config *cfg, const pb_backend_ops *ops, int n_layers, bool has_embed,
                            bool has_head, const pb_stage_opts *o, pb_stage_mem *m)
 {
-    const uint64_t kvd = (uint64_t)cfg->n_kv_heads * cfg->head_dim;
-    m->kv = (uint64_t)o->n_slots * (uint64_t)n_layers * 2u * (uint64_t)o->max_seq_len * kvd *
-            (uint64_t)pb_dtype_size(ops->kv_dtype);
+    m->kv = (uint64_t)o->n_slots * (uint64_t)n_layers * 2u * ops->kv_bytes(o->max_seq_len, cfg->n_kv_heads,
+                                                                              cfg->head_dim);
     arena_layout a = layout_for(cfg, has_embed, has_head, o->max_batch_tokens);
     pb_backend_limits lim = limits_for(cfg, o);
     /* ids (+ positions for a learned table); a hidden input is the arena's x */
@@ -540,7 +538,6 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     runtime_memory(cfg, be->ops, s->n_layers, s->has_embed, s->has_head, &s->opts, &mem);
     if (mem.kv > SIZE_MAX / 2)
         PB_CHECK_GOTO(pb_error(PB_ERR_NOMEM, "KV cache of %llu bytes is too large", (unsigned long long)mem.kv), st, fail);
-    s->kv_elem = pb_dtype_size(be->ops->kv_dtype);
     if (s->n_layers > 0)
         PB_CHECK_GOTO(be->ops->alloc(be, (size_t)mem.kv, &s->kv), st, fail);
     s->al = layout_for(cfg, s->has_embed, s->has_head, T);
@@ -692,7 +689,7 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
     }
     /* cache rows of this layer for each sequence's slot (pointer arithmetic
      * only: the memory may be a device's) */
-    const size_t per_kind = (size_t)s->opts.max_seq_len * s->kvd * s->kv_elem;
+    const size_t per_kind = (size_t)op->kv_bytes(s->opts.max_seq_len, s->nkv, s->hd);
     const size_t per_slot = (size_t)s->n_layers * 2 * per_kind;
     for (int i = 0; i < b->n_seqs; i++) {
         char *base = (char *)s->kv + (size_t)b->slot[i] * per_slot + (size_t)l * 2 * per_kind;
@@ -701,7 +698,7 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
     }
     pb_attn_args a = {
         .n_seqs = b->n_seqs, .tok_start = s->tok_start, .pos = b->pos, .n_tokens = b->n_tokens,
-        .k_cache = s->kptr, .v_cache = s->vptr,
+        .k_cache = s->kptr, .v_cache = s->vptr, .cache_len = s->opts.max_seq_len,
         .q = qkv, .k = qkv + s->qd, .v = qkv + s->qd + s->kvd, .q_stride = s->qkv_dim, .kv_stride = s->qkv_dim,
         .out = ctx, .n_heads = s->nh, .n_kv_heads = s->nkv, .head_dim = s->hd,
         .scale = s->scale[l], .alibi = s->alibi, .window = s->window[l], .softcap = s->cfg.attn_softcap,

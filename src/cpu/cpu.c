@@ -226,15 +226,23 @@ fail:
 
 static uint64_t cpu_scratch_bytes(int threads, const pb_backend_limits *lim)
 {
-    /* pb_kctx's per-thread scratch (attention scores of one GQA group, x
-     * panels): an estimate, as kernels.h does not state it */
-    uint64_t t = (uint64_t)(threads > 0 ? threads : 1);
-    return t * ((uint64_t)lim->max_keys * 4u * 8u + 65536u);
+    /* pb_kctx's per-thread attention scratch and its work items */
+    const uint64_t t = (uint64_t)(threads > 0 ? threads : 1);
+    const int heads = lim->max_heads > 0 ? lim->max_heads : 1, rows = lim->max_tokens > 0 ? lim->max_tokens : 1;
+    return t * (uint64_t)pb_kattn_scratch_floats(lim->max_keys > 0 ? lim->max_keys : 1, heads,
+                                                 lim->head_dim > 0 ? lim->head_dim : 1) * 4u +
+           (uint64_t)heads * (uint64_t)rows * 16u;
 }
 
 static pb_status cpu_reserve(pb_backend *be, const pb_backend_limits *lim)
 {
-    return pb_kctx_reserve(impl_of(be)->k, lim->max_tokens, lim->max_dim, lim->max_keys, lim->max_heads);
+    return pb_kctx_reserve(impl_of(be)->k, lim->max_tokens, lim->max_dim, lim->max_keys, lim->max_heads,
+                           lim->head_dim);
+}
+
+static uint64_t cpu_kv_bytes(int cache_len, int n_kv_heads, int head_dim)
+{
+    return (uint64_t)pb_kattn_cache_floats(cache_len, n_kv_heads, head_dim) * 4u;
 }
 
 static pb_status cpu_linear(pb_backend *be, const float *x, int ldx, int M, const pb_weight *w, float *y, int ldy)
@@ -258,7 +266,7 @@ static pb_status cpu_attention(pb_backend *be, const pb_attn_args *a)
 {
     pb_kattn_args k = {
         .n_seqs = a->n_seqs, .tok_start = a->tok_start, .pos = a->pos, .n_tokens = a->n_tokens,
-        .k_cache = (float *const *)a->k_cache, .v_cache = (float *const *)a->v_cache,
+        .k_cache = (float *const *)a->k_cache, .v_cache = (float *const *)a->v_cache, .cache_len = a->cache_len,
         .q = a->q, .k = a->k, .v = a->v, .q_stride = a->q_stride, .kv_stride = a->kv_stride, .out = a->out,
         .n_heads = a->n_heads, .n_kv_heads = a->n_kv_heads, .head_dim = a->head_dim, .scale = a->scale,
         .alibi = a->alibi, .window = a->window, .softcap = a->softcap,
@@ -563,6 +571,7 @@ static void cpu_free(pb_backend *be)
 static const pb_backend_ops cpu_ops = {
     .name = "cpu",
     .kv_dtype = PB_DT_F32,
+    .kv_bytes = cpu_kv_bytes,
     .host_memory = true,
     .free = cpu_free,
     .alloc = cpu_alloc,

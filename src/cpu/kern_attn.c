@@ -1,10 +1,22 @@
-/* GQA attention over an f32 KV cache. A work item is (sequence, KV head,
- * block of query tokens): it streams that head's cache rows once for all
- * query heads of the group and all tokens of the block, in two passes
- * (scores, then the weighted sum of V). Each query's result depends only on
- * its position and the cache: scores are fixed-order dot products, the
- * softmax sums in 16 lanes from the query's first key, and V is summed in one
- * fma chain per output element over keys ascending. */
+/* GQA attention over an f32 KV cache, as two small matrix products per work
+ * item on the matmul's register tiles (pb_kops.mm). A work item is
+ * (sequence, KV head, block of query tokens); its rows are the (token, query
+ * head) pairs of the group, and it streams that head's cache once per tile of
+ * rows:
+ *   scores  S[rows, keys] = Q[rows, hd] K^T   (K stored transposed in panels of
+ *                                             16 keys: a panel is the matmul's
+ *                                             packed weight layout)
+ *   output  O[rows, hd]   = P[rows, keys] V   (V stored in panels of 16 dims)
+ * Each score is one fma chain over d ascending, then times scale; the softmax
+ * sums in 16 lanes from the query's first key; each output element is one
+ * fma chain over the query's keys ascending, then times 1 / sum. So a query's
+ * result depends only on its position and the cache, never on the other
+ * rows of its tile, the batch, the thread count or the ISA path.
+ *
+ * Cache layout of one sequence and layer (cap16 = cache_len rounded up to 16,
+ * hd16 = head_dim rounded up to 16; KV head g at g * cap16 * hd16 floats):
+ *   K: key j, dim d at (j / 16) * 16 * hd + d * 16 + j % 16
+ *   V: key j, dim d at (d / 16) * cap16 * 16 + j * 16 + d % 16 */
 #include "config.h"
 
 #include <math.h>
@@ -13,7 +25,31 @@
 #include "cpu/kern_impl.h"
 
 #define QB_MAX 16 /* query tokens per item */
-#define KB 32     /* keys per cache block */
+
+static inline size_t round16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+size_t pb_kattn_cache_floats(int cache_len, int n_kv_heads, int head_dim)
+{
+    return (size_t)n_kv_heads * round16((size_t)cache_len) * round16((size_t)head_dim);
+}
+
+/* an item's rows: scores (16 floats of header: [0] = 1 / sum, [1] = the
+ * largest score; then keys
+ * from the first key's panel to the last key's panel), Q rows, O rows */
+static size_t row_floats(int hd, int jbase, int jend)
+{
+    return 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15) + (size_t)hd + round16((size_t)hd);
+}
+
+size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim)
+{
+    /* one token with every query head over every key (a prefill block of
+     * several tokens fits when the KV group is smaller than all heads) */
+    return (size_t)max_heads * row_floats(head_dim, 0, max_keys);
+}
 
 typedef struct attn_item {
     int seq, kvh, q0, q1; /* token indices within the sequence */
@@ -31,172 +67,202 @@ static inline int first_key(const pb_kattn_args *a, int p)
     return a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
 }
 
-/* scratch floats of an item: per (query, head) row, 1/sum then the keys */
 static size_t item_floats(const pb_kattn_args *a, int s, int q0, int q1)
 {
     const int G = a->n_heads / a->n_kv_heads;
-    const size_t span = (size_t)(a->pos[s] + q1 - first_key(a, a->pos[s] + q0));
-    return (size_t)(q1 - q0) * G * (span + 1);
+    return (size_t)(q1 - q0) * G * row_floats(a->head_dim, first_key(a, a->pos[s] + q0), a->pos[s] + q1);
 }
 
-/* What a work item's rows share. Row (token i, head hh) of the scratch:
- * [0] = 1/sum, [1 + j - jbase] = the score, then the weight, of key j. */
+/* What a work item's rows share. Row r = (token i - q0) * G + head hh. */
 typedef struct item_ctx {
     const pb_kattn_args *a;
     const pb_kops *ops;
-    int q0, g, G, hd, pos0, tok0, jbase;
-    size_t kvd, od, ld;
-    const float *kc, *vc; /* this KV head's first key and value */
-    float *sc;
+    int q0, g, G, hd, hd16, pos0, tok0, jb16;
+    size_t ld, ps_v;      /* score row stride; V's panel stride (cap16 * 16) */
+    const float *kc, *vc; /* this KV head's K panels and V panels */
+    float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd), O (hd16) */
 } item_ctx;
 
-/* up to PB_KATT_R rows, in token order, and their keys [a0, a1) in one block */
-typedef struct row_group {
-    int n, tok[PB_KATT_R], head[PB_KATT_R], a0[PB_KATT_R], a1[PB_KATT_R];
-} row_group;
-
-static float *row_of(const item_ctx *c, int i, int hh)
+static inline float *score_row(const item_ctx *c, int r) /* [j] = key j */
 {
-    return c->sc + ((size_t)(i - c->q0) * c->G + hh) * c->ld + 1 - c->jbase;
+    return c->sc + (size_t)r * c->ld + 16 - c->jb16;
 }
 
-static float *out_of(const item_ctx *c, int i, int hh)
+/* Rows of tile t when n rows go in nt tiles of as equal sizes as can be (a
+ * tile of few rows has few independent chains). */
+static inline int tile_rows(int n, int nt, int t)
 {
-    return c->a->out + (size_t)(c->tok0 + i) * c->od + (size_t)(c->g * c->G + hh) * c->hd;
+    return n / nt + (t < n % nt);
 }
 
-/* row[j] for j in [j0, j1) of query head h: + alibi slope * j, then the soft-cap */
-static void adjust_scores(const pb_kattn_args *a, int h, float *row, int j0, int j1)
+/* row r's keys [a0, a1) */
+static inline void row_keys(const item_ctx *c, int r, int *a0, int *a1)
 {
-    const float slope = a->alibi ? a->alibi[h] : 0.0f;
-    for (int j = j0; j < j1; j++) {
-        float v = row[j];
-        if (a->alibi) {
-            const float b = slope * (float)j; /* Bloom: slope * key position */
-            v = v + b;
-        }
-        if (a->softcap > 0) /* HF: tanh(score / cap) * cap, in f32 */
-            v = tanhf(v / a->softcap) * a->softcap;
-        row[j] = v;
+    const int p = c->pos0 + c->q0 + r / c->G;
+    *a0 = first_key(c->a, p);
+    *a1 = p + 1;
+}
+
+/* out[R rows, panels [p0, p1)] = x[R rows, kc] times the panels at w (ps
+ * apart), over the tiles of panels the ISA path has for R rows */
+static void mm_panels(const item_ctx *c, int R, const float *x, size_t ldx, const float *w, size_t ps, int kc,
+                      float *out, size_t ldo, int p0, int p1, int accumulate)
+{
+    const int G = c->ops->gmax[R];
+    for (int p = p0; p < p1;) {
+        const int g = p1 - p >= G ? G : 1;
+        c->ops->mm(R, g, PB_DT_F32, x, ldx, w + (size_t)p * ps, ps, kc, out + (size_t)(p - p0) * 16, ldo, 16,
+                   accumulate);
+        p += g;
     }
 }
 
-/* Scores of a group over the union of its keys, [first a0, last a1) (a1
- * grows with the token, a0 never falls): a score a row does not see is
- * computed too, into its own scratch, and never read. */
-static void scores_flush(const item_ctx *c, row_group *rg)
+/* x[i] *= scale for i < n; returns their largest (the max of a set, in any
+ * order: 8 running maxima, so that the loop vectorizes) */
+static float scale_max(float *x, int n, float scale)
+{
+    float m8[8];
+    for (int t = 0; t < 8; t++)
+        m8[t] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int t = 0; t < 8; t++) {
+            const float v = x[i + t] * scale;
+            x[i + t] = v;
+            m8[t] = v > m8[t] ? v : m8[t];
+        }
+    for (; i < n; i++) {
+        const float v = x[i] * scale;
+        x[i] = v;
+        m8[0] = v > m8[0] ? v : m8[0];
+    }
+    float m = m8[0];
+    for (int t = 1; t < 8; t++)
+        m = m8[t] > m ? m8[t] : m;
+    return m;
+}
+
+/* Scores of rows [r0, r0 + R) over the union of their keys (a score a row
+ * does not see is computed too, into its own scratch, and never read);
+ * each row's largest score goes to its header [1]. */
+static void scores_tile(const item_ctx *c, int r0, int R)
 {
     const pb_kattn_args *a = c->a;
-    const float *qp[PB_KATT_R];
-    float *op[PB_KATT_R];
-    const int u0 = rg->a0[0], u1 = rg->a1[rg->n - 1];
-    for (int r = 0; r < rg->n; r++) {
-        qp[r] = a->q + (size_t)(c->tok0 + rg->tok[r]) * a->q_stride + (size_t)(c->g * c->G + rg->head[r]) * c->hd;
-        op[r] = row_of(c, rg->tok[r], rg->head[r]) + u0;
-    }
-    c->ops->dots(rg->n, qp, c->kc + (size_t)u0 * c->kvd, c->kvd, u1 - u0, c->hd, a->scale, op);
-    if (a->alibi || a->softcap > 0)
-        for (int r = 0; r < rg->n; r++)
-            adjust_scores(a, c->g * c->G + rg->head[r], row_of(c, rg->tok[r], rg->head[r]), u0, u1);
-    rg->n = 0;
-}
-
-/* acc += the sum over keys [j0, j1) ascending of e[j] v_j, one row alone */
-static void axpy_range(const item_ctx *c, float *acc, const float *e, int j0, int j1)
-{
-    if (j0 < j1)
-        c->ops->axpy(1, &acc, &(const float *){e + j0}, c->vc + (size_t)j0 * c->kvd, c->kvd, j1 - j0, c->hd);
-}
-
-/* Weighted values of a group: the keys all rows see, [last a0, first a1),
- * in one call; before and after them each row's own keys alone, so that
- * every row's chain runs over its keys ascending. */
-static void values_flush(const item_ctx *c, row_group *rg)
-{
-    float *acc[PB_KATT_R];
-    const float *e[PB_KATT_R], *es[PB_KATT_R];
-    const int A = rg->a0[rg->n - 1], B = rg->a1[0];
-    for (int r = 0; r < rg->n; r++) {
-        acc[r] = out_of(c, rg->tok[r], rg->head[r]);
-        e[r] = row_of(c, rg->tok[r], rg->head[r]);
-        es[r] = e[r] + A;
-    }
-    if (A < B) {
-        for (int r = 0; r < rg->n; r++)
-            axpy_range(c, acc[r], e[r], rg->a0[r], A);
-        c->ops->axpy(rg->n, acc, es, c->vc + (size_t)A * c->kvd, c->kvd, B - A, c->hd);
-        for (int r = 0; r < rg->n; r++)
-            axpy_range(c, acc[r], e[r], B, rg->a1[r]);
-    } else {
-        for (int r = 0; r < rg->n; r++)
-            axpy_range(c, acc[r], e[r], rg->a0[r], rg->a1[r]);
-    }
-    rg->n = 0;
-}
-
-/* Every row of the item with keys in block [j0, j1), in groups. */
-static void block_run(const item_ctx *c, int q1, int j0, int j1, void (*flush)(const item_ctx *, row_group *))
-{
-    row_group rg = {0};
-    for (int i = c->q0; i < q1; i++) {
-        const int p = c->pos0 + i, lo = first_key(c->a, p);
-        const int a0 = lo > j0 ? lo : j0, a1 = p + 1 < j1 ? p + 1 : j1;
-        if (a0 >= a1)
+    int u0, u1, t;
+    row_keys(c, r0, &u0, &t);
+    row_keys(c, r0 + R - 1, &t, &u1);
+    const int p0 = u0 / 16, p1 = (u1 + 15) / 16;
+    mm_panels(c, R, c->qs + (size_t)r0 * c->hd, (size_t)c->hd, c->kc, (size_t)16 * c->hd, c->hd,
+              score_row(c, r0) + (size_t)p0 * 16, c->ld, p0, p1, 0);
+    for (int r = r0; r < r0 + R; r++) {
+        int a0, a1;
+        row_keys(c, r, &a0, &a1);
+        float *row = score_row(c, r);
+        if (!a->alibi && a->softcap <= 0) {
+            c->sc[(size_t)r * c->ld + 1] = scale_max(row + a0, a1 - a0, a->scale);
             continue;
-        for (int hh = 0; hh < c->G; hh++) {
-            rg.tok[rg.n] = i, rg.head[rg.n] = hh, rg.a0[rg.n] = a0, rg.a1[rg.n] = a1;
-            if (++rg.n == PB_KATT_R)
-                flush(c, &rg);
+        }
+        const int h = c->g * c->G + r % c->G;
+        const float slope = a->alibi ? a->alibi[h] : 0.0f;
+        float m = -INFINITY;
+        for (int j = a0; j < a1; j++) {
+            float v = row[j] * a->scale;
+            if (a->alibi) {
+                const float b = slope * (float)j; /* Bloom: slope * key position */
+                v = v + b;
+            }
+            if (a->softcap > 0) /* HF: tanh(score / cap) * cap, in f32 */
+                v = tanhf(v / a->softcap) * a->softcap;
+            row[j] = v;
+            m = v > m ? v : m;
+        }
+        c->sc[(size_t)r * c->ld + 1] = m;
+    }
+}
+
+/* O rows [r0, r0 + R) += weights over keys [j0, j1) times V */
+static void values_part(const item_ctx *c, int r0, int R, int j0, int j1)
+{
+    if (j0 >= j1)
+        return;
+    mm_panels(c, R, score_row(c, r0) + j0, c->ld, c->vc + (size_t)j0 * 16, c->ps_v, j1 - j0,
+              c->os + (size_t)r0 * c->hd16, (size_t)c->hd16, 0, c->hd16 / 16, 1);
+}
+
+/* Weighted values of rows [r0, r0 + R): the keys all of them see,
+ * [last a0, first a1), in one product; before and after them each row's own
+ * keys alone, so that every row's chains run over its keys ascending. */
+static void values_tile(const item_ctx *c, int r0, int R)
+{
+    int A, B, t;
+    row_keys(c, r0 + R - 1, &A, &t);
+    row_keys(c, r0, &t, &B);
+    if (A < B) {
+        for (int r = r0; r < r0 + R; r++) {
+            int a0, a1;
+            row_keys(c, r, &a0, &a1);
+            values_part(c, r, 1, a0, A);
+        }
+        values_part(c, r0, R, A, B);
+        for (int r = r0; r < r0 + R; r++) {
+            int a0, a1;
+            row_keys(c, r, &a0, &a1);
+            values_part(c, r, 1, B, a1);
+        }
+    } else {
+        for (int r = r0; r < r0 + R; r++) {
+            int a0, a1;
+            row_keys(c, r, &a0, &a1);
+            values_part(c, r, 1, a0, a1);
         }
     }
-    if (rg.n)
-        flush(c, &rg);
 }
 
 static void attn_item_run(void *ctx, int item, int worker)
 {
     const attn_job *j = ctx;
     const pb_kattn_args *a = j->a;
+    const pb_kops *ops = j->ops;
     const attn_item *it = &j->items[item];
     const int hd = a->head_dim, G = a->n_heads / a->n_kv_heads, pos0 = a->pos[it->seq];
     const int jbase = first_key(a, pos0 + it->q0), jend = pos0 + it->q1; /* keys [jbase, jend) */
-    const size_t kvd = (size_t)a->n_kv_heads * hd;
+    const int rows = (it->q1 - it->q0) * G, hd16 = (int)round16((size_t)hd);
+    const size_t cap16 = round16((size_t)a->cache_len), head = cap16 * (size_t)hd16;
+    const size_t ld = 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15);
+    float *sc = j->scores[worker];
     const item_ctx c = {
-        .a = a, .ops = j->ops, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .pos0 = pos0,
-        .tok0 = a->tok_start[it->seq], .jbase = jbase, .kvd = kvd, .od = (size_t)a->n_heads * hd,
-        .ld = (size_t)(jend - jbase) + 1, .kc = a->k_cache[it->seq] + (size_t)it->kvh * hd,
-        .vc = a->v_cache[it->seq] + (size_t)it->kvh * hd, .sc = j->scores[worker],
+        .a = a, .ops = ops, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .pos0 = pos0,
+        .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = cap16 * 16,
+        .kc = a->k_cache[it->seq] + (size_t)it->kvh * head, .vc = a->v_cache[it->seq] + (size_t)it->kvh * head,
+        .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + (size_t)hd),
     };
-    /* pass 1: scores, key block by key block */
-    for (int j0 = jbase; j0 < jend; j0 += KB)
-        block_run(&c, it->q1, j0, j0 + KB < jend ? j0 + KB : jend, scores_flush);
-    /* softmax weights (unnormalized), 1/sum, zeroed output accumulators */
-    for (int i = it->q0; i < it->q1; i++) {
-        const int p = pos0 + i, lo = first_key(a, p);
-        for (int hh = 0; hh < G; hh++) {
-            float *row = row_of(&c, i, hh);
-            float m = -INFINITY;
-            for (int jj = lo; jj <= p; jj++)
-                m = row[jj] > m ? row[jj] : m;
-            const float sum = j->ops->expsum(row + lo, p - lo + 1, m);
-            row[jbase - 1] = 1.0f / sum;
-            memset(out_of(&c, i, hh), 0, (size_t)hd * sizeof(float));
-        }
+    const size_t od = (size_t)a->n_heads * hd;
+    for (int r = 0; r < rows; r++) /* the rows' queries, hd apart */
+        memcpy(c.qs + (size_t)r * hd, a->q + (size_t)(c.tok0 + it->q0 + r / G) * a->q_stride + (size_t)(c.g * G + r % G) * hd,
+               (size_t)hd * sizeof(float));
+    const int mr = ops->mr, nt = (rows + mr - 1) / mr;
+    for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(rows, nt, t), t++)
+        scores_tile(&c, r0, tile_rows(rows, nt, t));
+    /* softmax weights (unnormalized) and 1 / sum */
+    for (int r = 0; r < rows; r++) {
+        int lo, end;
+        row_keys(&c, r, &lo, &end);
+        const float sum = ops->expsum(score_row(&c, r) + lo, end - lo, sc[(size_t)r * ld + 1]);
+        sc[(size_t)r * ld] = 1.0f / sum;
     }
-    /* pass 2: out = sum_j e_j v_j, key block by key block, then times 1/sum */
-    for (int j0 = jbase; j0 < jend; j0 += KB)
-        block_run(&c, it->q1, j0, j0 + KB < jend ? j0 + KB : jend, values_flush);
-    for (int i = it->q0; i < it->q1; i++)
-        for (int hh = 0; hh < G; hh++) {
-            const float inv = row_of(&c, i, hh)[jbase - 1];
-            float *o = out_of(&c, i, hh);
-            for (int d = 0; d < hd; d++)
-                o[d] = o[d] * inv;
-        }
+    memset(c.os, 0, (size_t)rows * (size_t)hd16 * sizeof(float));
+    for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(rows, nt, t), t++)
+        values_tile(&c, r0, tile_rows(rows, nt, t));
+    for (int r = 0; r < rows; r++) {
+        const float inv = sc[(size_t)r * ld], *o = c.os + (size_t)r * hd16;
+        float *dst = a->out + (size_t)(c.tok0 + it->q0 + r / G) * od + (size_t)(c.g * G + r % G) * hd;
+        for (int d = 0; d < hd; d++)
+            dst[d] = o[d] * inv;
+    }
 }
 
 /* Query tokens per item for sequence s: the most (up to QB_MAX) whose
- * scores fit in cap floats; 0 when not even one token fits. */
+ * scratch fits in cap floats; 0 when not even one token fits. */
 static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
 {
     const int nt = a->n_tokens[s];
@@ -210,19 +276,42 @@ static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
     return 0;
 }
 
+/* this step's keys and values of sequence s into its cache, at their positions */
+static void store_kv(const pb_kattn_args *a, int s)
+{
+    const int hd = a->head_dim, hd16 = (int)round16((size_t)hd);
+    const size_t cap16 = round16((size_t)a->cache_len), head = cap16 * (size_t)hd16;
+    for (int i = 0; i < a->n_tokens[s]; i++) {
+        const int j = a->pos[s] + i;
+        const float *k = a->k + (size_t)(a->tok_start[s] + i) * a->kv_stride;
+        const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
+        for (int g = 0; g < a->n_kv_heads; g++) {
+            float *kt = a->k_cache[s] + (size_t)g * head + (size_t)(j / 16) * 16 * hd + j % 16;
+            float *vt = a->v_cache[s] + (size_t)g * head + (size_t)j * 16;
+            for (int d = 0; d < hd; d++) {
+                kt[(size_t)d * 16] = k[(size_t)g * hd + d];
+                vt[(size_t)(d / 16) * cap16 * 16 + d % 16] = v[(size_t)g * hd + d];
+            }
+        }
+    }
+}
+
 pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
 {
     if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads || a->head_dim <= 0)
         return pb_error(PB_ERR_INTERNAL, "attention: %d heads over %d KV heads of dim %d", a->n_heads,
                         a->n_kv_heads, a->head_dim);
-    const size_t kvd = (size_t)a->n_kv_heads * a->head_dim, cap = pb_kctx_scores_cap(k);
+    const size_t cap = pb_kctx_scores_cap(k);
     size_t n_items = 0;
     for (int s = 0; s < a->n_seqs; s++) {
         if (a->n_tokens[s] <= 0)
             continue;
+        if (a->pos[s] < 0 || a->pos[s] + a->n_tokens[s] > a->cache_len)
+            return pb_error(PB_ERR_INTERNAL, "attention: sequence %d at positions %d..%d of a cache of %d", s,
+                            a->pos[s], a->pos[s] + a->n_tokens[s] - 1, a->cache_len);
         const int q = pick_qb(a, s, cap);
         if (!q)
-            return pb_error(PB_ERR_NOMEM, "attention: %zu floats of scores per thread needed, %zu reserved",
+            return pb_error(PB_ERR_NOMEM, "attention: %zu floats of scratch per thread needed, %zu reserved",
                             item_floats(a, s, a->n_tokens[s] - 1, a->n_tokens[s]), cap);
         n_items += (size_t)a->n_kv_heads * (size_t)((a->n_tokens[s] + q - 1) / q);
     }
@@ -231,14 +320,9 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
     attn_item *items = buf;
     size_t n = 0;
     for (int s = 0; s < a->n_seqs; s++) {
-        /* store this step's keys and values at their positions */
-        for (int i = 0; i < a->n_tokens[s]; i++) {
-            const size_t row = (size_t)(a->tok_start[s] + i) * a->kv_stride;
-            memcpy(a->k_cache[s] + (size_t)(a->pos[s] + i) * kvd, a->k + row, kvd * sizeof(float));
-            memcpy(a->v_cache[s] + (size_t)(a->pos[s] + i) * kvd, a->v + row, kvd * sizeof(float));
-        }
         if (a->n_tokens[s] <= 0)
             continue;
+        store_kv(a, s);
         const int q = pick_qb(a, s, cap);
         for (int g = 0; g < a->n_kv_heads; g++)
             for (int q0 = 0; q0 < a->n_tokens[s]; q0 += q)

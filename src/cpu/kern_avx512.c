@@ -361,129 +361,6 @@ static TGT void cvt_avx512(pb_dtype dt, const void *w, int kc, float *out)
     }
 }
 
-/* The tree of 8 keys at once (see tree16): s8[t] holds key t's lanes
- * l + l+8; out[t] gets key t's score. */
-INL void tree8x8(const __m256 *s8, float *out)
-{
-    __m256 t[4];
-    for (int p = 0; p < 4; p++) /* l + l+4: key 2p in lanes 0..3, key 2p+1 in 4..7 */
-        t[p] = _mm256_add_ps(_mm256_permute2f128_ps(s8[2 * p], s8[2 * p + 1], 0x20),
-                             _mm256_permute2f128_ps(s8[2 * p], s8[2 * p + 1], 0x31));
-    const __m256 u0 = _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], 0x44), _mm256_shuffle_ps(t[0], t[1], 0xee));
-    const __m256 u1 = _mm256_add_ps(_mm256_shuffle_ps(t[2], t[3], 0x44), _mm256_shuffle_ps(t[2], t[3], 0xee));
-    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(u0, u1, 0x88), _mm256_shuffle_ps(u0, u1, 0xdd));
-    _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
-}
-
-INL __m256 fold16(__m512 v) /* l + l+8 */
-{
-    return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-}
-
-INL void dots1(const float *q, const float *k, size_t ldk, int n, int hd, float scale, float *out)
-{
-    const int hd16 = hd & ~15;
-    float qt[16] = {0};
-    if (hd16 < hd)
-        memcpy(qt, q + hd16, (size_t)(hd - hd16) * sizeof(float));
-    int j = 0;
-    for (; j + 8 <= n; j += 8) { /* 8 keys: independent chains, one batched tree */
-        __m512 a[8];
-#pragma GCC unroll 8
-        for (int t = 0; t < 8; t++)
-            a[t] = _mm512_setzero_ps();
-        for (int d = 0; d < hd16; d += 16) {
-            const __m512 qv = _mm512_loadu_ps(q + d);
-#pragma GCC unroll 8
-            for (int t = 0; t < 8; t++)
-                a[t] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + (size_t)(j + t) * ldk + d), a[t]);
-        }
-        if (hd16 < hd) {
-            const __m512 qv = _mm512_loadu_ps(qt);
-            for (int t = 0; t < 8; t++) {
-                float kt[16] = {0};
-                memcpy(kt, k + (size_t)(j + t) * ldk + hd16, (size_t)(hd - hd16) * sizeof(float));
-                a[t] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kt), a[t]);
-            }
-        }
-        __m256 s8[8];
-#pragma GCC unroll 8
-        for (int t = 0; t < 8; t++)
-            s8[t] = fold16(a[t]);
-        tree8x8(s8, out + j);
-        _mm256_storeu_ps(out + j, _mm256_mul_ps(_mm256_loadu_ps(out + j), _mm256_set1_ps(scale)));
-    }
-    for (; j < n; j++) {
-        const float *kr = k + (size_t)j * ldk;
-        __m512 a = _mm512_setzero_ps();
-        for (int d = 0; d < hd16; d += 16)
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(kr + d), a);
-        if (hd16 < hd) {
-            float t[16] = {0};
-            memcpy(t, kr + hd16, (size_t)(hd - hd16) * sizeof(float));
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(qt), _mm512_loadu_ps(t), a);
-        }
-        out[j] = tree16(a) * scale;
-    }
-}
-
-/* 16 floats of x, or its first n (n < 16) and zeros */
-INL __m512 load16(const float *x, int n)
-{
-    if (n >= 16)
-        return _mm512_loadu_ps(x);
-    float t[16] = {0};
-    memcpy(t, x, (size_t)n * sizeof(float));
-    return _mm512_loadu_ps(t);
-}
-
-/* two query rows x 8 keys: 16 chains, every key load feeds both rows */
-INL void dots_pair8(const float *q0, const float *q1, const float *k, size_t ldk, int hd, float scale, float *o0,
-                    float *o1)
-{
-    __m512 a[16];
-#pragma GCC unroll 16
-    for (int t = 0; t < 16; t++)
-        a[t] = _mm512_setzero_ps();
-    for (int d = 0; d < hd; d += 16) {
-        const __m512 x0 = load16(q0 + d, hd - d), x1 = load16(q1 + d, hd - d);
-#pragma GCC unroll 8
-        for (int t = 0; t < 8; t++) {
-            const __m512 kv = load16(k + (size_t)t * ldk + d, hd - d);
-            a[t] = _mm512_fmadd_ps(x0, kv, a[t]);
-            a[8 + t] = _mm512_fmadd_ps(x1, kv, a[8 + t]);
-        }
-    }
-    __m256 s8[8];
-    const __m256 sv = _mm256_set1_ps(scale);
-#pragma GCC unroll 2
-    for (int r = 0; r < 2; r++) {
-        float *o = r ? o1 : o0;
-#pragma GCC unroll 8
-        for (int t = 0; t < 8; t++)
-            s8[t] = fold16(a[8 * r + t]);
-        tree8x8(s8, o);
-        _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_loadu_ps(o), sv));
-    }
-}
-
-static TGT void dots_avx512(int R, const float *const *q, const float *k, size_t ldk, int n, int hd, float scale,
-                            float *const *out)
-{
-    int r = 0;
-    for (; r + 2 <= R; r += 2) {
-        int j = 0;
-        for (; j + 8 <= n; j += 8)
-            dots_pair8(q[r], q[r + 1], k + (size_t)j * ldk, ldk, hd, scale, out[r] + j, out[r + 1] + j);
-        if (j < n) {
-            dots1(q[r], k + (size_t)j * ldk, ldk, n - j, hd, scale, out[r] + j);
-            dots1(q[r + 1], k + (size_t)j * ldk, ldk, n - j, hd, scale, out[r + 1] + j);
-        }
-    }
-    if (r < R)
-        dots1(q[r], k, ldk, n, hd, scale, out[r]);
-}
-
 INL __m512 exp16(__m512 x)
 {
     const __m512 magic = _mm512_set1_ps(PB_KEXP_MAGIC);
@@ -524,88 +401,6 @@ static TGT float expsum_avx512(float *s, int n, float m)
         acc = _mm512_add_ps(acc, e);
     }
     return tree16(acc);
-}
-
-INL void axpy1(float *acc, const float *e, const float *v, size_t ldv, int n, int hd)
-{
-    int d = 0;
-    for (; d + 64 <= hd; d += 64) {
-        __m512 a0 = _mm512_loadu_ps(acc + d), a1 = _mm512_loadu_ps(acc + d + 16);
-        __m512 a2 = _mm512_loadu_ps(acc + d + 32), a3 = _mm512_loadu_ps(acc + d + 48);
-        for (int i = 0; i < n; i++) {
-            const float *vr = v + (size_t)i * ldv + d;
-            const __m512 eb = _mm512_set1_ps(e[i]);
-            a0 = _mm512_fmadd_ps(eb, _mm512_loadu_ps(vr), a0);
-            a1 = _mm512_fmadd_ps(eb, _mm512_loadu_ps(vr + 16), a1);
-            a2 = _mm512_fmadd_ps(eb, _mm512_loadu_ps(vr + 32), a2);
-            a3 = _mm512_fmadd_ps(eb, _mm512_loadu_ps(vr + 48), a3);
-        }
-        _mm512_storeu_ps(acc + d, a0);
-        _mm512_storeu_ps(acc + d + 16, a1);
-        _mm512_storeu_ps(acc + d + 32, a2);
-        _mm512_storeu_ps(acc + d + 48, a3);
-    }
-    for (; d + 16 <= hd; d += 16) {
-        __m512 a0 = _mm512_loadu_ps(acc + d);
-        for (int i = 0; i < n; i++)
-            a0 = _mm512_fmadd_ps(_mm512_set1_ps(e[i]), _mm512_loadu_ps(v + (size_t)i * ldv + d), a0);
-        _mm512_storeu_ps(acc + d, a0);
-    }
-    if (d < hd) { /* the last columns through a padded row */
-        const int nt = hd - d;
-        float t[16] = {0}, a[16] = {0};
-        memcpy(a, acc + d, (size_t)nt * sizeof(float));
-        __m512 a0 = _mm512_loadu_ps(a);
-        for (int i = 0; i < n; i++) {
-            memcpy(t, v + (size_t)i * ldv + d, (size_t)nt * sizeof(float));
-            a0 = _mm512_fmadd_ps(_mm512_set1_ps(e[i]), _mm512_loadu_ps(t), a0);
-        }
-        _mm512_storeu_ps(a, a0);
-        memcpy(acc + d, a, (size_t)nt * sizeof(float));
-    }
-}
-
-/* two rows: each value load feeds both rows' chains */
-INL void axpy_pair(float *c0, float *c1, const float *e0, const float *e1, const float *v, size_t ldv, int n, int hd)
-{
-    int d = 0;
-    for (; d + 64 <= hd; d += 64) {
-        __m512 a[2][4];
-#pragma GCC unroll 4
-        for (int m = 0; m < 4; m++) {
-            a[0][m] = _mm512_loadu_ps(c0 + d + 16 * m);
-            a[1][m] = _mm512_loadu_ps(c1 + d + 16 * m);
-        }
-        for (int i = 0; i < n; i++) {
-            const float *vr = v + (size_t)i * ldv + d;
-            const __m512 b0 = _mm512_set1_ps(e0[i]), b1 = _mm512_set1_ps(e1[i]);
-#pragma GCC unroll 4
-            for (int m = 0; m < 4; m++) {
-                const __m512 x = _mm512_loadu_ps(vr + 16 * m);
-                a[0][m] = _mm512_fmadd_ps(b0, x, a[0][m]);
-                a[1][m] = _mm512_fmadd_ps(b1, x, a[1][m]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int m = 0; m < 4; m++) {
-            _mm512_storeu_ps(c0 + d + 16 * m, a[0][m]);
-            _mm512_storeu_ps(c1 + d + 16 * m, a[1][m]);
-        }
-    }
-    if (d < hd) { /* elements are independent chains: the rest one row at a time */
-        axpy1(c0 + d, e0, v + d, ldv, n, hd - d);
-        axpy1(c1 + d, e1, v + d, ldv, n, hd - d);
-    }
-}
-
-static TGT void axpy_avx512(int R, float *const *acc, const float *const *e, const float *v, size_t ldv, int n,
-                            int hd)
-{
-    int r = 0;
-    for (; r + 2 <= R; r += 2)
-        axpy_pair(acc[r], acc[r + 1], e[r], e[r + 1], v, ldv, n, hd);
-    if (r < R)
-        axpy1(acc[r], e[r], v, ldv, n, hd);
 }
 
 /* ---- row kernels (same lanes and rounding as kern_portable.c) ---- */
@@ -704,9 +499,7 @@ const pb_kops OPS = {
     .gmax = {0, 8, 6, 4, 4, 3, 3, 3, 3},
     .mm = mm_avx512,
     .cvt = cvt_avx512,
-    .dots = dots_avx512,
     .expsum = expsum_avx512,
-    .axpy = axpy_avx512,
     .sum = sum_avx512,
     .sqdev = sqdev_avx512,
     .scale = scale_avx512,
@@ -722,9 +515,7 @@ const pb_kops OPSB = {
     .gmax = {0, 8, 6, 4, 4, 3, 3, 3, 3},
     .mm = mm_avx512bf16,
     .cvt = cvt_avx512,
-    .dots = dots_avx512,
     .expsum = expsum_avx512,
-    .axpy = axpy_avx512,
     .sum = sum_avx512,
     .sqdev = sqdev_avx512,
     .scale = scale_avx512,

@@ -21,7 +21,6 @@
 
 #define PB_KNR 16
 #define PB_KMR_MAX 8 /* widest register tile of any path */
-#define PB_KATT_R 4  /* most query rows of one attention primitive call */
 
 struct pb_kmat {
     pb_dtype dt;
@@ -46,22 +45,12 @@ typedef struct pb_kops {
     /* out[k * 16 + c] = the exact f32 value of element (k0 + k, c) for k < kc
      * of a bf16 or f16 panel, w pointing at k0 (even for bf16) */
     void (*cvt)(pb_dtype dt, const void *w, int kc, float *out);
-    /* For r < R (R <= PB_KATT_R query rows sharing the keys):
-     * out[r][j] = (q[r] . k[j * ldk, 0:hd]) * scale for j < n: 16 lanes (lane
-     * d % 16, fma chains over d ascending, lanes past hd padded with zeros),
-     * then the tree l += l + 8, l += l + 4, l += l + 2, l += l + 1, then one
-     * multiply. A row's results do not depend on R or on the other rows. */
-    void (*dots)(int R, const float *const *q, const float *k, size_t ldk, int n, int hd, float scale,
-                 float *const *out);
     /* s[i] = pb_kexp(s[i] - m) for i < n; returns their sum in 16 lanes
-     * (lane i % 16, ascending i) reduced by the same tree. */
+     * (lane i % 16, ascending i) reduced by the tree l += l + 8, l += l + 4,
+     * l += l + 2, l += l + 1. */
     float (*expsum)(float *s, int n, float m);
-    /* For r < R (R <= PB_KATT_R rows sharing the values): acc[r][d] = fma
-     * chain over i < n ascending of e[r][i] * v[i * ldv + d], d < hd. */
-    void (*axpy)(int R, float *const *acc, const float *const *e, const float *v, size_t ldv, int n, int hd);
-
-    /* Row kernels (kern_row.c). Lanes as dots: lane i % 16, n rounded up to
-     * 16 with padding that adds +0, then the tree of dots. */
+    /* Row kernels (kern_row.c). Lanes as expsum: lane i % 16, n rounded up
+     * to 16 with padding that adds +0, then its tree. */
     float (*sum)(const float *x, int n);            /* lanes l = l + x[i] */
     float (*sqdev)(const float *x, int n, float c); /* d = x[i] - c, lanes l = fma(d, d, l) */
     /* y[i] = ((x[i] - c) * inv) * w[i] (+ b[i] when b), each op rounded */

@@ -568,7 +568,7 @@ static pb_status grow(pb_kctx *k, size_t floats, size_t items, size_t item_size)
     return PB_OK;
 }
 
-pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads)
+pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads, int head_dim)
 {
     (void)max_k; /* the matmul needs no scratch */
     if (max_keys < 1)
@@ -577,10 +577,10 @@ pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int ma
         max_heads = 1;
     if (max_m < 1)
         max_m = 1;
-    /* scores: every head of one query token over every key (a prefill block
-     * of several tokens fits when the group is smaller than all heads);
-     * items: one per (token or sequence, head) at most */
-    return grow(k, (size_t)max_heads * ((size_t)max_keys + 1), (size_t)max_heads * (size_t)max_m, 16);
+    if (head_dim < 1)
+        head_dim = 1;
+    /* items: one per (token or sequence, head) at most */
+    return grow(k, pb_kattn_scratch_floats(max_keys, max_heads, head_dim), (size_t)max_heads * (size_t)max_m, 16);
 }
 
 size_t pb_kctx_scores_cap(const pb_kctx *k)

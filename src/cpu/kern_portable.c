@@ -61,24 +61,6 @@ static float tree16(float *l)
     return l[0];
 }
 
-static void dots_portable(int R, const float *const *q, const float *k, size_t ldk, int n, int hd, float scale,
-                          float *const *out)
-{
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < n; j++) {
-            const float *kr = k + (size_t)j * ldk, *qr = q[r];
-            float l[16] = {0};
-            int d = 0;
-            for (; d + 16 <= hd; d += 16)
-                for (int i = 0; i < 16; i++)
-                    l[i] = fmaf(qr[d + i], kr[d + i], l[i]);
-            if (d < hd)
-                for (int i = 0; i < 16; i++)
-                    l[i] = d + i < hd ? fmaf(qr[d + i], kr[d + i], l[i]) : fmaf(0.0f, 0.0f, l[i]);
-            out[r][j] = tree16(l) * scale;
-        }
-}
-
 float pb_kexp(float x)
 {
     if (x < PB_KEXP_MIN)
@@ -110,14 +92,6 @@ static float expsum_portable(float *s, int n, float m)
         l[i & 15] = l[i & 15] + s[i];
     }
     return tree16(l);
-}
-
-static void axpy_portable(int R, float *const *acc, const float *const *e, const float *v, size_t ldv, int n, int hd)
-{
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < n; i++)
-            for (int d = 0; d < hd; d++)
-                acc[r][d] = fmaf(e[r][i], v[(size_t)i * ldv + d], acc[r][d]);
 }
 
 /* ---- row kernels ---- */
@@ -204,9 +178,7 @@ const pb_kops pb_kops_portable = {
     .gmax = {0, 4, 2, 1, 1},
     .mm = mm_portable,
     .cvt = cvt_portable,
-    .dots = dots_portable,
     .expsum = expsum_portable,
-    .axpy = axpy_portable,
     .sum = sum_portable,
     .sqdev = sqdev_portable,
     .scale = scale_portable,

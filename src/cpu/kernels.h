@@ -76,8 +76,8 @@ typedef struct pb_kctx pb_kctx;
 pb_status pb_kctx_create(pb_pool *pool, pb_kctx **out); /* pool may be NULL: calling thread only */
 void pb_kctx_free(pb_kctx *k);
 /* Calls to come have at most max_m rows with n_in <= max_k (matmul) and at
- * most max_keys keys with max_heads query heads (attention). */
-pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads);
+ * most max_keys keys with max_heads query heads of head_dim (attention). */
+pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads, int head_dim);
 
 /* y[M, n_out] (row stride ldy) = x[M, n_in] (row stride ldx) W^T (+ bias[n_out]
  * when bias != NULL), threaded over output columns. PB_ERR_NOMEM only when
@@ -89,18 +89,21 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
 
 /* Causal attention of one layer for a batch of sequences, KV cache f32.
  * q: [T, n_heads * head_dim] at row stride q_stride (rotated), k/v new rows
- * [T, n_kv_heads * head_dim] at kv_stride, appended into the cache at their
+ * [T, n_kv_heads * head_dim] at kv_stride, stored into the cache at their
  * positions before attending. Sequence s owns rows [tok_start[s],
- * tok_start[s] + n_tokens[s]) at positions pos[s] + i and cache rows
- * k_cache[s] / v_cache[s] ([max_seq_len, n_kv_heads * head_dim]).
+ * tok_start[s] + n_tokens[s]) at positions pos[s] + i (pos[s] + n_tokens[s]
+ * <= cache_len) and caches k_cache[s] / v_cache[s] of
+ * pb_kattn_cache_floats(cache_len, ...) floats each, in the kernels' own
+ * layout (kern_attn.c): only pb_kattn_run reads or writes them.
  * Query at position p sees keys j with p - window < j <= p (window > 0) or
  * all j <= p (window == 0). score = scale * q.k (+ alibi[h] * j), then
  * softcap * tanh(score / softcap) when softcap > 0.
- * Each KV head's cache rows are streamed once for all query heads of its group. */
+ * Each KV head's cache is streamed once per register tile of query rows. */
 typedef struct pb_kattn_args {
     int n_seqs;
     const int *tok_start, *pos, *n_tokens;
     float *const *k_cache, *const *v_cache;
+    int cache_len;      /* positions each cache holds */
     const float *q, *k, *v;
     int q_stride, kv_stride;
     float *out; /* [T, n_heads * head_dim], contiguous */
@@ -110,6 +113,11 @@ typedef struct pb_kattn_args {
     int window;
     float softcap;      /* > 0: Gemma's attention logit soft-cap */
 } pb_kattn_args;
+
+/* Floats of one layer's K (or V) cache of one sequence. */
+size_t pb_kattn_cache_floats(int cache_len, int n_kv_heads, int head_dim);
+/* Per-thread scratch floats pb_kctx_reserve keeps for attention. */
+size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim);
 
 pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a);
 

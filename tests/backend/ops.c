@@ -19,17 +19,18 @@
  *   add_norm      exactly the bits of add then norm (x and out, out == x too)
  *   rope          |y - r| <= 4 eps (|a| + |b|)
  *   rope_angles   |y - r| <= 1e-6 (cos/sin of the same f32 angle)
- *   attention     |y - r| <= 2e-5 max|v|, KV rows stored exactly, and a
- *                 sequence's output bit-identical alone and in the batch
+ *   attention     |y - r| <= 2e-5 max|v|, and a sequence's output
+ *                 bit-identical alone and in the batch; the cached tokens
+ *                 are written by an earlier call (the cache layout is the
+ *                 backend's own), into caches that start as garbage
  *   act, glu      |y - r| <= 4e-6 (1 + |r|)
  *   add           |y - r| <= 2 eps (|y0| + |x| + |x2|)
  *   select_rows, upload/download/copy: exact
  *   scale         exact; softcap |y - r| <= 4e-6 (1 + |r|); head_norm as norm,
  *                 the row elements past the heads untouched
  *
- * cuda: the same bounds. Its KV cache is bf16 (kv_dtype): the new k/v rows
- * must be stored as bf16 rounded to nearest even (checked exactly), and the
- * reference attends over the same bf16-rounded keys and values (queries in
+ * cuda: the same bounds. Its KV cache is bf16 (kv_dtype): the reference
+ * attends over the keys and values rounded to bf16 (nearest even; queries in
  * f32), so 2e-5 max|v| bounds only the f32 arithmetic, not the rounding.
  * Its kernels differ from the CPU's in reduction order, so the bit identity
  * across CPU ISA paths does not extend to it; batch invariance (a row or a
@@ -544,99 +545,67 @@ static void attn_ref(const attn_case *c, int s, const float *kc, const float *vc
     }
 }
 
-static void attn_run(const attn_case *c, bool alone_check)
+/* One attention call: sequence s adds n[s] tokens at positions p0[s], from
+ * rows of qkv (q | k | v, q_stride apart) starting at row tok_start[s];
+ * their keys and values go into the host copies kc/vc (as the cache's
+ * dtype keeps them) and each output is checked against the reference. */
+static void attn_call(const attn_case *c, const int *p0, const int *n, void **dk, void **dv, int cache_len,
+                      float **kc, float **vc, bool alone_check)
 {
-    where = c->name;
-    const int hd = c->hd, qd = c->n_heads * hd, kvd = c->n_kv * hd, S = c->n_seqs;
-    const int q_stride = qd + 2 * kvd, max_len = 80;
-    const size_t es = pb_dtype_size(BE->ops->kv_dtype);
+    const int hd = c->hd, qd = c->n_heads * hd, kvd = c->n_kv * hd, S = c->n_seqs, q_stride = qd + 2 * kvd;
+    const pb_dtype kvt = BE->ops->kv_dtype;
     int tok_start[7], T = 0;
     for (int s = 0; s < S; s++) {
         tok_start[s] = T;
-        T += c->ntok[s];
+        T += n[s];
     }
-    tok_start[S] = T;
-    pb_backend_limits lim = {.max_seqs = S, .max_keys = max_len, .max_heads = c->n_heads, .max_tokens = T,
-                             .max_dim = q_stride};
-    OK(BE->ops->reserve(BE, &lim));
-    /* caches: earlier tokens random (as written by earlier steps) */
-    float *kc[6], *vc[6];
-    void *dk[6], *dv[6];
-    for (int s = 0; s < S; s++) {
-        kc[s] = calloc((size_t)max_len * kvd, 4);
-        vc[s] = calloc((size_t)max_len * kvd, 4);
-        fill(kc[s], (size_t)c->pos[s] * kvd, 1);
-        fill(vc[s], (size_t)c->pos[s] * kvd, 1);
-        if (BE->ops->kv_dtype != PB_DT_F32) {
-            for (size_t i = 0; i < (size_t)c->pos[s] * kvd; i++) {
-                kc[s][i] = kept(kc[s][i], BE->ops->kv_dtype);
-                vc[s][i] = kept(vc[s][i], BE->ops->kv_dtype);
-            }
-        }
-        void *ek = encode(kc[s], (size_t)max_len * kvd, BE->ops->kv_dtype);
-        void *ev = encode(vc[s], (size_t)max_len * kvd, BE->ops->kv_dtype);
-        dk[s] = dev_from(ek, (size_t)max_len * kvd * es);
-        dv[s] = dev_from(ev, (size_t)max_len * kvd * es);
-        free(ek);
-        free(ev);
-    }
-    float *qkv = malloc((size_t)T * q_stride * 4);
+    float *qkv = malloc((size_t)(T ? T : 1) * q_stride * 4);
     fill(qkv, (size_t)T * q_stride, 1.5f);
     float *dqkv = dev_from(qkv, (size_t)T * q_stride * 4), *dout = dev((size_t)T * qd * 4);
     float alibi[16];
     for (int h = 0; h < c->n_heads; h++)
         alibi[h] = -0.5f / (float)(h + 1);
     const float scale = 1.0f / sqrtf((float)hd);
-    pb_attn_args a = {.n_seqs = S, .tok_start = tok_start, .pos = c->pos, .n_tokens = c->ntok,
-                      .k_cache = dk, .v_cache = dv, .q = dqkv, .k = dqkv + qd, .v = dqkv + qd + kvd,
+    pb_attn_args a = {.n_seqs = S, .tok_start = tok_start, .pos = p0, .n_tokens = n, .k_cache = dk,
+                      .v_cache = dv, .cache_len = cache_len, .q = dqkv, .k = dqkv + qd, .v = dqkv + qd + kvd,
                       .q_stride = q_stride, .kv_stride = q_stride, .out = dout, .n_heads = c->n_heads,
                       .n_kv_heads = c->n_kv, .head_dim = hd, .scale = scale, .alibi = c->alibi ? alibi : NULL,
                       .window = c->window, .softcap = c->softcap};
     OK(BE->ops->attention(BE, &a));
-    float *out = malloc((size_t)T * qd * 4);
+    float *out = malloc((size_t)(T ? T : 1) * qd * 4);
     to_host(out, dout, (size_t)T * qd * 4);
     double *ref = malloc(sizeof(double) * (size_t)qd);
     for (int s = 0; s < S; s++) {
-        /* the new rows are in the cache, exactly as given (in the cache's dtype) */
-        float *kh = malloc((size_t)max_len * kvd * 4), *vh = malloc((size_t)max_len * kvd * 4);
-        void *raw = malloc((size_t)max_len * kvd * es);
-        to_host(raw, dk[s], (size_t)max_len * kvd * es);
-        pb_convert_to_f32(kh, raw, BE->ops->kv_dtype, (size_t)max_len * kvd);
-        to_host(raw, dv[s], (size_t)max_len * kvd * es);
-        pb_convert_to_f32(vh, raw, BE->ops->kv_dtype, (size_t)max_len * kvd);
-        free(raw);
-        for (int i = 0; i < c->ntok[s]; i++)
+        for (int i = 0; i < n[s]; i++)
             for (int e = 0; e < kvd; e++) {
-                size_t row = (size_t)(tok_start[s] + i) * q_stride;
-                size_t at = (size_t)(c->pos[s] + i) * kvd + e;
-                kc[s][at] = kept(qkv[row + qd + e], BE->ops->kv_dtype);
-                vc[s][at] = kept(qkv[row + qd + kvd + e], BE->ops->kv_dtype);
-                CHECK(kh[at] == kc[s][at] && vh[at] == vc[s][at], "seq %d: cache row %d dim %d", s, c->pos[s] + i, e);
+                const size_t row = (size_t)(tok_start[s] + i) * q_stride, at = (size_t)(p0[s] + i) * kvd + e;
+                kc[s][at] = kept(qkv[row + qd + e], kvt);
+                vc[s][at] = kept(qkv[row + qd + kvd + e], kvt);
             }
-        free(kh);
-        free(vh);
         double vmax = 0;
-        for (size_t i = 0; i < (size_t)(c->pos[s] + c->ntok[s]) * kvd; i++)
+        for (size_t i = 0; i < (size_t)(p0[s] + n[s]) * kvd; i++)
             vmax = fmax(vmax, fabs(vc[s][i]));
-        for (int i = 0; i < c->ntok[s]; i++) {
+        for (int i = 0; i < n[s]; i++) {
             int tok = tok_start[s] + i;
-            attn_ref(c, s, kc[s], vc[s], qkv, q_stride, tok, c->pos[s] + i, c->alibi ? alibi : NULL, scale, ref);
+            attn_ref(c, s, kc[s], vc[s], qkv, q_stride, tok, p0[s] + i, c->alibi ? alibi : NULL, scale, ref);
             for (int e = 0; e < qd; e++)
                 CHECK(fabs(out[(size_t)tok * qd + e] - ref[e]) <= 2e-5 * vmax, "seq %d token %d dim %d: %g vs %g", s,
-                      i, e, out[(size_t)tok * qd + e], ref[e]);
+                      p0[s] + i, e, out[(size_t)tok * qd + e], ref[e]);
         }
     }
     /* batch invariance: each sequence alone (same cache state) gives the same bits */
     if (alone_check)
         for (int s = 0; s < S; s++) {
+            if (!n[s])
+                continue;
             int ts = 0;
-            float *d1 = dev((size_t)c->ntok[s] * qd * 4), *o1 = malloc((size_t)c->ntok[s] * qd * 4);
+            float *d1 = dev((size_t)n[s] * qd * 4), *o1 = malloc((size_t)n[s] * qd * 4);
             void *kk[1] = {dk[s]}, *vv[1] = {dv[s]};
             pb_attn_args b1 = a;
             b1.n_seqs = 1;
             b1.tok_start = &ts;
-            b1.pos = &c->pos[s];
-            b1.n_tokens = &c->ntok[s];
+            b1.pos = &p0[s];
+            b1.n_tokens = &n[s];
             b1.k_cache = kk;
             b1.v_cache = vv;
             b1.q = dqkv + (size_t)tok_start[s] * q_stride;
@@ -644,23 +613,55 @@ static void attn_run(const attn_case *c, bool alone_check)
             b1.v = b1.q + qd + kvd;
             b1.out = d1;
             OK(BE->ops->attention(BE, &b1));
-            to_host(o1, d1, (size_t)c->ntok[s] * qd * 4);
-            CHECK(memcmp(o1, out + (size_t)tok_start[s] * qd, (size_t)c->ntok[s] * qd * 4) == 0,
+            to_host(o1, d1, (size_t)n[s] * qd * 4);
+            CHECK(memcmp(o1, out + (size_t)tok_start[s] * qd, (size_t)n[s] * qd * 4) == 0,
                   "seq %d alone differs from the batch", s);
             rel(d1);
             free(o1);
         }
+    rel(dqkv);
+    rel(dout);
+    free(qkv);
+    free(out);
+    free(ref);
+}
+
+/* The cache layout is the backend's own: the cached tokens of a case are
+ * written by one call (a prefill from position 0, itself checked), then the
+ * case's new tokens attend over them in a second call. */
+static void attn_run(const attn_case *c, bool alone_check)
+{
+    where = c->name;
+    const int kvd = c->n_kv * c->hd, S = c->n_seqs, max_len = 80;
+    const size_t cb = (size_t)BE->ops->kv_bytes(max_len, c->n_kv, c->hd);
+    int total = 0;
+    for (int s = 0; s < S; s++)
+        total += c->pos[s] + c->ntok[s];
+    pb_backend_limits lim = {.max_seqs = S, .max_keys = max_len, .max_heads = c->n_heads, .max_tokens = total,
+                             .max_dim = c->n_heads * c->hd + 2 * kvd, .head_dim = c->hd};
+    OK(BE->ops->reserve(BE, &lim));
+    /* caches start as garbage, as an earlier sequence of the slot left them */
+    unsigned char *junk = malloc(cb);
+    for (size_t i = 0; i < cb; i++)
+        junk[i] = (unsigned char)(rnd() | 0x70);
+    float *kc[6], *vc[6];
+    void *dk[6], *dv[6];
+    for (int s = 0; s < S; s++) {
+        kc[s] = calloc((size_t)max_len * kvd, 4);
+        vc[s] = calloc((size_t)max_len * kvd, 4);
+        dk[s] = dev_from(junk, cb);
+        dv[s] = dev_from(junk, cb);
+    }
+    free(junk);
+    const int zero[6] = {0};
+    attn_call(c, zero, c->pos, dk, dv, max_len, kc, vc, false);
+    attn_call(c, c->pos, c->ntok, dk, dv, max_len, kc, vc, alone_check);
     for (int s = 0; s < S; s++) {
         rel(dk[s]);
         rel(dv[s]);
         free(kc[s]);
         free(vc[s]);
     }
-    rel(dqkv);
-    rel(dout);
-    free(qkv);
-    free(out);
-    free(ref);
 }
 
 static void test_attention(void)
@@ -858,7 +859,8 @@ static void test_gemma(void)
 
 static void run_all(void)
 {
-    pb_backend_limits lim = {.max_seqs = 8, .max_keys = 128, .max_heads = 16, .max_tokens = 64, .max_dim = 512};
+    pb_backend_limits lim = {.max_seqs = 8, .max_keys = 128, .max_heads = 16, .max_tokens = 64, .max_dim = 512,
+                             .head_dim = 64};
     OK(BE->ops->reserve(BE, &lim));
     test_memory();
     test_linear();

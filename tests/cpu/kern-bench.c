@@ -216,9 +216,10 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
     int *tok = malloc((size_t)n_seqs * sizeof(int)), *pos = malloc((size_t)n_seqs * sizeof(int)),
         *nt = malloc((size_t)n_seqs * sizeof(int));
     for (int s = 0; s < n_seqs; s++) {
-        kc[s] = malloc((size_t)L * kvd * sizeof(float));
-        vc[s] = malloc((size_t)L * kvd * sizeof(float));
-        for (size_t i = 0; i < (size_t)L * kvd; i++)
+        const size_t nc = pb_kattn_cache_floats(L, n_kv, hd); /* cached keys: any values */
+        kc[s] = malloc(nc * sizeof(float));
+        vc[s] = malloc(nc * sizeof(float));
+        for (size_t i = 0; i < nc; i++)
             kc[s][i] = frand(&seed), vc[s][i] = frand(&seed);
         tok[s] = s * n_new, pos[s] = ctx, nt[s] = n_new;
     }
@@ -228,9 +229,11 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
         q[i] = frand(&seed);
     for (size_t i = 0; i < (size_t)T * kvd; i++)
         kk[i] = frand(&seed), vv[i] = frand(&seed);
-    if (pb_kctx_reserve(k, T > n_seqs ? T : n_seqs, 1, L, n_heads) != PB_OK)
+    if (pb_kctx_reserve(k, T > n_seqs ? T : n_seqs, 1, L, n_heads, hd) != PB_OK)
         exit(1);
-    pb_kattn_args a = {n_seqs, tok, pos, nt, kc, vc, q, kk, vv, qd, kvd, o, n_heads, n_kv, hd, 0.125f, NULL, 0, 0};
+    pb_kattn_args a = {.n_seqs = n_seqs, .tok_start = tok, .pos = pos, .n_tokens = nt, .k_cache = kc, .v_cache = vc,
+                       .cache_len = L, .q = q, .k = kk, .v = vv, .q_stride = qd, .kv_stride = kvd, .out = o,
+                       .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd, .scale = 0.125f};
     double best = 1e30, t_end = now() + secs;
     int it = 0;
     do {

@@ -325,10 +325,15 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
     float *kc[8], *vc[8];
     int done[8] = {0}, maxL = 0, total = 0;
     for (int s = 0; s < ns; s++) {
-        kc[s] = calloc((size_t)sd[s].L * kvd, sizeof(float));
-        vc[s] = calloc((size_t)sd[s].L * kvd, sizeof(float));
         maxL = sd[s].L > maxL ? sd[s].L : maxL;
         total += sd[s].L;
+    }
+    for (int s = 0; s < ns; s++) { /* garbage where nothing was stored yet */
+        const size_t n = pb_kattn_cache_floats(maxL, c->n_kv, hd);
+        kc[s] = malloc(n * sizeof(float));
+        vc[s] = malloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            kc[s][i] = vc[s][i] = (i & 1) ? NAN : 1e30f;
     }
     /* rows of this call, packed; q with an extra stride to test q_stride */
     const int q_stride = qd + 3, kv_stride = kvd + 1;
@@ -352,8 +357,10 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
         }
         if (!any)
             break;
-        pb_kattn_args a = {ns,    tok_start, pos,       nt,       kc,     vc, q, k, v, q_stride, kv_stride, o,
-                           c->n_heads, c->n_kv, hd, scale, alibi, c->window, 0};
+        pb_kattn_args a = {.n_seqs = ns, .tok_start = tok_start, .pos = pos, .n_tokens = nt, .k_cache = kc,
+                           .v_cache = vc, .cache_len = maxL, .q = q, .k = k, .v = v, .q_stride = q_stride,
+                           .kv_stride = kv_stride, .out = o, .n_heads = c->n_heads, .n_kv_heads = c->n_kv,
+                           .head_dim = hd, .scale = scale, .alibi = alibi, .window = c->window};
         if (pb_kattn_run(kctx, &a) != PB_OK) {
             ok = 0;
             break;
@@ -693,7 +700,7 @@ int main(void)
     pb_kctx *k1 = NULL, *k2 = NULL;
     if (pb_pool_create(2, &pool) != PB_OK || pb_kctx_create(NULL, &k1) != PB_OK || pb_kctx_create(pool, &k2) != PB_OK)
         return 1;
-    if (pb_kctx_reserve(k1, 64, 1000, 64, 32) != PB_OK || pb_kctx_reserve(k2, 64, 1000, 64, 32) != PB_OK)
+    if (pb_kctx_reserve(k1, 64, 1000, 64, 32, 64) != PB_OK || pb_kctx_reserve(k2, 64, 1000, 64, 32, 64) != PB_OK)
         return 1;
     if (pb_cpu_isa_set(PB_ISA_COUNT) == PB_OK)
         FAIL("pb_cpu_isa_set accepted a bad path");
