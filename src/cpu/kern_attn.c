@@ -13,10 +13,14 @@
  * result depends only on its position and the cache, never on the other
  * rows of its tile, the batch, the thread count or the ISA path.
  *
- * Cache layout of one sequence and layer (cap16 = cache_len rounded up to 16,
- * hd16 = head_dim rounded up to 16; KV head g at g * cap16 * hd16 floats):
- *   K: key j, dim d at (j / 16) * 16 * hd + d * 16 + j % 16
- *   V: key j, dim d at (d / 16) * cap16 * 16 + j * 16 + d % 16 */
+ * Cache layout of one sequence and layer (cap = cache_len, hd16 = head_dim
+ * rounded up to 16; KV head g at g * cap * hd16 floats), exactly cap
+ * positions long:
+ *   K: key j, dim d at (j / 16) * 16 * hd + d * 16 + j % 16 for the whole
+ *      panels (j < full = cap - cap % 16); the last cap % 16 keys in a narrow
+ *      panel, at full * hd + d * (cap % 16) + j - full (copied into a 16-wide
+ *      scratch panel by the items that reach it)
+ *   V: key j, dim d at (d / 16) * cap * 16 + j * 16 + d % 16 */
 #include "config.h"
 
 #include <math.h>
@@ -33,12 +37,12 @@ static inline size_t round16(size_t n)
 
 size_t pb_kattn_cache_floats(int cache_len, int n_kv_heads, int head_dim)
 {
-    return (size_t)n_kv_heads * round16((size_t)cache_len) * round16((size_t)head_dim);
+    return (size_t)n_kv_heads * (size_t)cache_len * round16((size_t)head_dim);
 }
 
 /* an item's rows: scores (16 floats of header: [0] = 1 / sum, [1] = the
- * largest score; then keys
- * from the first key's panel to the last key's panel), Q rows, O rows */
+ * largest score; then keys from the first key's panel to the last key's
+ * panel), Q rows, O rows */
 static size_t row_floats(int hd, int jbase, int jend)
 {
     return 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15) + (size_t)hd + round16((size_t)hd);
@@ -47,8 +51,9 @@ static size_t row_floats(int hd, int jbase, int jend)
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim)
 {
     /* one token with every query head over every key (a prefill block of
-     * several tokens fits when the KV group is smaller than all heads) */
-    return (size_t)max_heads * row_floats(head_dim, 0, max_keys);
+     * several tokens fits when the KV group is smaller than all heads),
+     * and the last K panel widened */
+    return (size_t)max_heads * row_floats(head_dim, 0, max_keys) + 16 * (size_t)head_dim;
 }
 
 typedef struct attn_item {
@@ -70,7 +75,8 @@ static inline int first_key(const pb_kattn_args *a, int p)
 static size_t item_floats(const pb_kattn_args *a, int s, int q0, int q1)
 {
     const int G = a->n_heads / a->n_kv_heads;
-    return (size_t)(q1 - q0) * G * row_floats(a->head_dim, first_key(a, a->pos[s] + q0), a->pos[s] + q1);
+    return (size_t)(q1 - q0) * G * row_floats(a->head_dim, first_key(a, a->pos[s] + q0), a->pos[s] + q1) +
+           16 * (size_t)a->head_dim;
 }
 
 /* What a work item's rows share. Row r = (token i - q0) * G + head hh. */
@@ -78,8 +84,10 @@ typedef struct item_ctx {
     const pb_kattn_args *a;
     const pb_kops *ops;
     int q0, g, G, hd, hd16, pos0, tok0, jb16;
-    size_t ld, ps_v;      /* score row stride; V's panel stride (cap16 * 16) */
+    size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
+    int full;             /* K panels of 16 keys in the cache */
     const float *kc, *vc; /* this KV head's K panels and V panels */
+    const float *klast;   /* K's last keys as a 16-wide panel (full < cap / 16) */
     float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd), O (hd16) */
 } item_ctx;
 
@@ -151,9 +159,13 @@ static void scores_tile(const item_ctx *c, int r0, int R)
     int u0, u1, t;
     row_keys(c, r0, &u0, &t);
     row_keys(c, r0 + R - 1, &t, &u1);
-    const int p0 = u0 / 16, p1 = (u1 + 15) / 16;
-    mm_panels(c, R, c->qs + (size_t)r0 * c->hd, (size_t)c->hd, c->kc, (size_t)16 * c->hd, c->hd,
-              score_row(c, r0) + (size_t)p0 * 16, c->ld, p0, p1, 0);
+    const int p0 = u0 / 16, p1 = (u1 + 15) / 16, pf = p1 < c->full ? p1 : c->full;
+    const float *x = c->qs + (size_t)r0 * c->hd;
+    if (p0 < pf)
+        mm_panels(c, R, x, (size_t)c->hd, c->kc, (size_t)16 * c->hd, c->hd, score_row(c, r0) + (size_t)p0 * 16, c->ld,
+                  p0, pf, 0);
+    if (pf < p1) /* the narrow last panel, widened */
+        mm_panels(c, R, x, (size_t)c->hd, c->klast, 0, c->hd, score_row(c, r0) + (size_t)pf * 16, c->ld, 0, 1, 0);
     for (int r = r0; r < r0 + R; r++) {
         int a0, a1;
         row_keys(c, r, &a0, &a1);
@@ -227,19 +239,30 @@ static void attn_item_run(void *ctx, int item, int worker)
     const int hd = a->head_dim, G = a->n_heads / a->n_kv_heads, pos0 = a->pos[it->seq];
     const int jbase = first_key(a, pos0 + it->q0), jend = pos0 + it->q1; /* keys [jbase, jend) */
     const int rows = (it->q1 - it->q0) * G, hd16 = (int)round16((size_t)hd);
-    const size_t cap16 = round16((size_t)a->cache_len), head = cap16 * (size_t)hd16;
+    const int cap = a->cache_len, full = cap / 16, w = cap % 16;
+    const size_t head = (size_t)cap * (size_t)hd16;
     const size_t ld = 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15);
     float *sc = j->scores[worker];
+    const float *kc = a->k_cache[it->seq] + (size_t)it->kvh * head;
+    float *kl = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16); /* [hd][16] */
+    if (jend > full * 16) { /* this item reads keys of the narrow panel */
+        const float *src = kc + (size_t)full * 16 * hd;
+        for (int d = 0; d < hd; d++) {
+            memcpy(kl + (size_t)d * 16, src + (size_t)d * w, (size_t)w * sizeof(float));
+            memset(kl + (size_t)d * 16 + w, 0, (size_t)(16 - w) * sizeof(float));
+        }
+    }
     const item_ctx c = {
         .a = a, .ops = ops, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .pos0 = pos0,
-        .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = cap16 * 16,
-        .kc = a->k_cache[it->seq] + (size_t)it->kvh * head, .vc = a->v_cache[it->seq] + (size_t)it->kvh * head,
+        .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = (size_t)cap * 16, .full = full,
+        .kc = kc, .vc = a->v_cache[it->seq] + (size_t)it->kvh * head, .klast = kl,
         .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + (size_t)hd),
     };
     const size_t od = (size_t)a->n_heads * hd;
-    for (int r = 0; r < rows; r++) /* the rows' queries, hd apart */
-        memcpy(c.qs + (size_t)r * hd, a->q + (size_t)(c.tok0 + it->q0 + r / G) * a->q_stride + (size_t)(c.g * G + r % G) * hd,
-               (size_t)hd * sizeof(float));
+    for (int r = 0; r < rows; r++) { /* the rows' queries, hd apart */
+        const float *q = a->q + (size_t)(c.tok0 + it->q0 + r / G) * a->q_stride + (size_t)(c.g * G + r % G) * hd;
+        memcpy(c.qs + (size_t)r * hd, q, (size_t)hd * sizeof(float));
+    }
     const int mr = ops->mr, nt = (rows + mr - 1) / mr;
     for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(rows, nt, t), t++)
         scores_tile(&c, r0, tile_rows(rows, nt, t));
@@ -279,18 +302,22 @@ static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
 /* this step's keys and values of sequence s into its cache, at their positions */
 static void store_kv(const pb_kattn_args *a, int s)
 {
-    const int hd = a->head_dim, hd16 = (int)round16((size_t)hd);
-    const size_t cap16 = round16((size_t)a->cache_len), head = cap16 * (size_t)hd16;
+    const int hd = a->head_dim, hd16 = (int)round16((size_t)hd), cap = a->cache_len, full = cap / 16;
+    const size_t head = (size_t)cap * (size_t)hd16;
     for (int i = 0; i < a->n_tokens[s]; i++) {
         const int j = a->pos[s] + i;
         const float *k = a->k + (size_t)(a->tok_start[s] + i) * a->kv_stride;
         const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
+        /* K: 16 keys a panel, or the narrow last one */
+        const size_t kat =
+            j < full * 16 ? (size_t)(j / 16) * 16 * hd + j % 16 : (size_t)full * 16 * hd + (size_t)(j - full * 16);
+        const size_t kstep = j < full * 16 ? 16 : (size_t)(cap % 16);
         for (int g = 0; g < a->n_kv_heads; g++) {
-            float *kt = a->k_cache[s] + (size_t)g * head + (size_t)(j / 16) * 16 * hd + j % 16;
+            float *kt = a->k_cache[s] + (size_t)g * head + kat;
             float *vt = a->v_cache[s] + (size_t)g * head + (size_t)j * 16;
             for (int d = 0; d < hd; d++) {
-                kt[(size_t)d * 16] = k[(size_t)g * hd + d];
-                vt[(size_t)(d / 16) * cap16 * 16 + d % 16] = v[(size_t)g * hd + d];
+                kt[(size_t)d * kstep] = k[(size_t)g * hd + d];
+                vt[(size_t)(d / 16) * cap * 16 + d % 16] = v[(size_t)g * hd + d];
             }
         }
     }

@@ -23,14 +23,13 @@ done
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --json > "$T/p2.json"
 jq -e '(.stages[0].param_bytes - .stages[1].param_bytes | fabs) < (.total_param_bytes / .n_layers * 2)' "$T/p2.json" >/dev/null \
     || err "equal_size unbalanced: $(jq -c '[.stages[].param_bytes]' "$T/p2.json")"
-# KV cache formula of the CPU backend (f32, its panels of 16 positions and
-# 16 dims): batch * round16(T) * layers * 2 * kv_heads * round16(head_dim) * 4;
-# here 4 heads of 8 dims, T = 10 and 40
+# KV cache formula of the CPU backend (f32, a head's dims in panels of 16):
+# batch * T * layers * 2 * kv_heads * round16(head_dim) * 4; here 4 heads of 8
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 10 --json > "$T/p3.json"
-jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 16 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p3.json" >/dev/null \
+jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 10 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p3.json" >/dev/null \
     || err "kv cache estimate: $(jq -c '.stages[0]' "$T/p3.json")"
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 40 --json > "$T/p4.json"
-jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 48 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p4.json" >/dev/null \
+jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 40 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p4.json" >/dev/null \
     || err "kv cache estimate (T = 40): $(jq -c '.stages[0]' "$T/p4.json")"
 # split points
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 3 --split-points 2,7 --json | jq -e -c '[.stages[].layers] == [[0,2],[2,7],[7,8]]' >/dev/null \
