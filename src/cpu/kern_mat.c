@@ -26,7 +26,8 @@ struct pb_kctx {
     size_t items_cap;
     /* matmul: per-thread f32 copy of a group of bf16/f16 panels over one K
      * block, reused by all row tiles of a large M */
-    float *wconv;
+    float *wconv;     /* [threads][WCONV_FLOATS], WCONV_SKEW bytes into wconv_mem */
+    void *wconv_mem;
 };
 
 /* ---- packing ---- */
@@ -515,6 +516,14 @@ void pb_kmat_gather(const pb_kmat *m, const int32_t *rows, int n_rows, int offse
 
 
 #define WCONV_FLOATS ((size_t)PB_KMR_MAX * 512 * PB_KNR) /* >= gmax[mr] * kc * 16 of every path */
+/* The converted panels start about half a page off a page boundary: the
+ * large buffers (activations, from mmap) start 64 bytes past one. Measured on
+ * Zen 1 (SmolLM2 bf16, 512-token prefill, panels at offsets 0..4032 of a
+ * page): at 0 and 4032 the prefill ran at 55% of its rate, at 64..3072 at
+ * full rate; presumably 4K aliasing between the tiles' loads and stores. Which
+ * offset malloc gave depended on earlier allocations (a run with
+ * --ignore-eos was slow, one without fast). */
+#define WCONV_SKEW 2112
 
 pb_status pb_kctx_create(pb_pool *pool, pb_kctx **out)
 {
@@ -524,10 +533,11 @@ pb_status pb_kctx_create(pb_pool *pool, pb_kctx **out)
     k->pool = pool;
     k->threads = pool ? pb_pool_threads(pool) : 1;
     k->scores = calloc((size_t)k->threads, sizeof *k->scores);
-    k->wconv = aligned_alloc(64, (size_t)k->threads * WCONV_FLOATS * sizeof(float));
+    k->wconv_mem = aligned_alloc(4096, (size_t)k->threads * WCONV_FLOATS * sizeof(float) + 4096);
+    k->wconv = k->wconv_mem ? (float *)(void *)((char *)k->wconv_mem + WCONV_SKEW) : NULL;
     if (!k->scores || !k->wconv) {
         free(k->scores);
-        free(k->wconv);
+        free(k->wconv_mem);
         free(k);
         return pb_error(PB_ERR_NOMEM, "out of memory for the kernel context");
     }
@@ -543,7 +553,7 @@ void pb_kctx_free(pb_kctx *k)
         free(k->scores[i]);
     free(k->scores);
     free(k->items);
-    free(k->wconv);
+    free(k->wconv_mem);
     free(k);
 }
 
