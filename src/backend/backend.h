@@ -103,8 +103,9 @@ typedef struct pb_rope_desc {
  * Sequence s owns token rows [tok_start[s], tok_start[s] + n_tokens[s]), at
  * positions pos[s] + i (< cache_len); its caches are k_cache[s] / v_cache[s],
  * kv_bytes(cache_len, n_kv_heads, head_dim) bytes each in the backend's own
- * layout of kv_dtype elements: only attention reads or writes them. Query at p sees keys j, p - window < j <= p (window > 0) or
- * j <= p; score = scale * q.k (+ alibi[h] * j), then softcap * tanh(score / softcap)
+ * layout of kv_dtype elements: only attention reads or writes them.
+ * Query at p sees keys j, p - window < j <= p (window > 0) or j <= p;
+ * score = scale * q.k (+ alibi[h] * j), then softcap * tanh(score / softcap)
  * when softcap > 0 (Gemma's attn_logit_softcapping).
  * out:  [T, n_heads * head_dim] (contiguous). */
 typedef struct pb_attn_args {

@@ -226,12 +226,7 @@ fail:
 
 static uint64_t cpu_scratch_bytes(int threads, const pb_backend_limits *lim)
 {
-    /* pb_kctx's per-thread attention scratch and its work items */
-    const uint64_t t = (uint64_t)(threads > 0 ? threads : 1);
-    const int heads = lim->max_heads > 0 ? lim->max_heads : 1, rows = lim->max_tokens > 0 ? lim->max_tokens : 1;
-    return t * (uint64_t)pb_kattn_scratch_floats(lim->max_keys > 0 ? lim->max_keys : 1, heads,
-                                                 lim->head_dim > 0 ? lim->head_dim : 1) * 4u +
-           (uint64_t)heads * (uint64_t)rows * 16u;
+    return pb_kctx_scratch_bytes(threads, lim->max_tokens, lim->max_keys, lim->max_heads, lim->head_dim);
 }
 
 static pb_status cpu_reserve(pb_backend *be, const pb_backend_limits *lim)

@@ -40,25 +40,32 @@ size_t pb_kattn_cache_floats(int cache_len, int n_kv_heads, int head_dim)
     return (size_t)n_kv_heads * (size_t)cache_len * round16((size_t)head_dim);
 }
 
-/* an item's rows: scores (16 floats of header: [0] = 1 / sum, [1] = the
- * largest score; then keys from the first key's panel to the last key's
- * panel), Q rows, O rows */
-static size_t row_floats(int hd, int jbase, int jend)
+/* A score row of an item over keys [jbase, jend): 16 floats of header ([0] =
+ * 1 / sum, [1] = the largest score), then the keys from the first key's
+ * panel to the last key's panel. */
+static size_t score_ld(int jbase, int jend)
 {
-    return 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15) + (size_t)hd + round16((size_t)hd);
+    return 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15);
+}
+
+/* An item's scratch: per row its scores, Q (hd) and O (hd16), then the last
+ * K panel widened ([hd][16]). */
+static size_t item_scratch(size_t rows, int hd, int jbase, int jend)
+{
+    return rows * (score_ld(jbase, jend) + (size_t)hd + round16((size_t)hd)) + 16 * (size_t)hd;
 }
 
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim)
 {
     /* one token with every query head over every key (a prefill block of
-     * several tokens fits when the KV group is smaller than all heads),
-     * and the last K panel widened */
-    return (size_t)max_heads * row_floats(head_dim, 0, max_keys) + 16 * (size_t)head_dim;
+     * several tokens fits when the KV group is smaller than all heads) */
+    return item_scratch((size_t)max_heads, head_dim, 0, max_keys);
 }
 
 typedef struct attn_item {
     int seq, kvh, q0, q1; /* token indices within the sequence */
 } attn_item;
+_Static_assert(sizeof(attn_item) == 16, "kern_mat.c reserves 16 bytes a work item");
 
 typedef struct attn_job {
     const pb_kattn_args *a;
@@ -75,8 +82,7 @@ static inline int first_key(const pb_kattn_args *a, int p)
 static size_t item_floats(const pb_kattn_args *a, int s, int q0, int q1)
 {
     const int G = a->n_heads / a->n_kv_heads;
-    return (size_t)(q1 - q0) * G * row_floats(a->head_dim, first_key(a, a->pos[s] + q0), a->pos[s] + q1) +
-           16 * (size_t)a->head_dim;
+    return item_scratch((size_t)(q1 - q0) * G, a->head_dim, first_key(a, a->pos[s] + q0), a->pos[s] + q1);
 }
 
 /* What a work item's rows share. Row r = (token i - q0) * G + head hh. */
@@ -87,20 +93,13 @@ typedef struct item_ctx {
     size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
     int full;             /* K panels of 16 keys in the cache */
     const float *kc, *vc; /* this KV head's K panels and V panels */
-    const float *klast;   /* K's last keys as a 16-wide panel (full < cap / 16) */
+    const float *klast;   /* K's narrow last panel widened to 16 keys (when cap % 16) */
     float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd), O (hd16) */
 } item_ctx;
 
 static inline float *score_row(const item_ctx *c, int r) /* [j] = key j */
 {
     return c->sc + (size_t)r * c->ld + 16 - c->jb16;
-}
-
-/* Rows of tile t when n rows go in nt tiles of as equal sizes as can be (a
- * tile of few rows has few independent chains). */
-static inline int tile_rows(int n, int nt, int t)
-{
-    return n / nt + (t < n % nt);
 }
 
 /* row r's keys [a0, a1) */
@@ -209,24 +208,19 @@ static void values_tile(const item_ctx *c, int r0, int R)
     int A, B, t;
     row_keys(c, r0 + R - 1, &A, &t);
     row_keys(c, r0, &t, &B);
-    if (A < B) {
-        for (int r = r0; r < r0 + R; r++) {
-            int a0, a1;
-            row_keys(c, r, &a0, &a1);
-            values_part(c, r, 1, a0, A);
-        }
-        values_part(c, r0, R, A, B);
-        for (int r = r0; r < r0 + R; r++) {
-            int a0, a1;
-            row_keys(c, r, &a0, &a1);
-            values_part(c, r, 1, B, a1);
-        }
-    } else {
-        for (int r = r0; r < r0 + R; r++) {
-            int a0, a1;
-            row_keys(c, r, &a0, &a1);
-            values_part(c, r, 1, a0, a1);
-        }
+    const bool shared = A < B; /* else each row's keys alone */
+    for (int r = r0; r < r0 + R; r++) {
+        int a0, a1;
+        row_keys(c, r, &a0, &a1);
+        values_part(c, r, 1, a0, shared ? A : a1);
+    }
+    if (!shared)
+        return;
+    values_part(c, r0, R, A, B);
+    for (int r = r0; r < r0 + R; r++) {
+        int a0, a1;
+        row_keys(c, r, &a0, &a1);
+        values_part(c, r, 1, B, a1);
     }
 }
 
@@ -241,10 +235,10 @@ static void attn_item_run(void *ctx, int item, int worker)
     const int rows = (it->q1 - it->q0) * G, hd16 = (int)round16((size_t)hd);
     const int cap = a->cache_len, full = cap / 16, w = cap % 16;
     const size_t head = (size_t)cap * (size_t)hd16;
-    const size_t ld = 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15);
+    const size_t ld = score_ld(jbase, jend);
     float *sc = j->scores[worker];
     const float *kc = a->k_cache[it->seq] + (size_t)it->kvh * head;
-    float *kl = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16); /* [hd][16] */
+    float *kl = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16); /* after the rows (item_scratch) */
     if (jend > full * 16) { /* this item reads keys of the narrow panel */
         const float *src = kc + (size_t)full * 16 * hd;
         for (int d = 0; d < hd; d++) {
@@ -264,8 +258,8 @@ static void attn_item_run(void *ctx, int item, int worker)
         memcpy(c.qs + (size_t)r * hd, q, (size_t)hd * sizeof(float));
     }
     const int mr = ops->mr, nt = (rows + mr - 1) / mr;
-    for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(rows, nt, t), t++)
-        scores_tile(&c, r0, tile_rows(rows, nt, t));
+    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
+        scores_tile(&c, r0, pb_ktile_rows(rows, nt, t));
     /* softmax weights (unnormalized) and 1 / sum */
     for (int r = 0; r < rows; r++) {
         int lo, end;
@@ -274,8 +268,8 @@ static void attn_item_run(void *ctx, int item, int worker)
         sc[(size_t)r * ld] = 1.0f / sum;
     }
     memset(c.os, 0, (size_t)rows * (size_t)hd16 * sizeof(float));
-    for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(rows, nt, t), t++)
-        values_tile(&c, r0, tile_rows(rows, nt, t));
+    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
+        values_tile(&c, r0, pb_ktile_rows(rows, nt, t));
     for (int r = 0; r < rows; r++) {
         const float inv = sc[(size_t)r * ld], *o = c.os + (size_t)r * hd16;
         float *dst = a->out + (size_t)(c.tok0 + it->q0 + r / G) * od + (size_t)(c.g * G + r % G) * hd;

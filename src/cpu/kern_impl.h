@@ -82,6 +82,15 @@ extern const pb_kops pb_kops_avx512bf16;
 void pb_krope_avx2(float *v, int half, int interleaved, const float *cs);
 #endif
 
+/* Rows of tile t when n rows go in nt register tiles of as equal sizes as
+ * can be (32 rows, tiles of 6: 6 6 5 5 5 5, not 6 6 6 6 6 2: a tile of few
+ * rows has few independent fma chains and runs at its latency, not its
+ * throughput). Each element's chain over k is the same in any tile. */
+static inline int pb_ktile_rows(int n, int nt, int t)
+{
+    return n / nt + (t < n % nt);
+}
+
 const pb_kops *pb_kops_get(pb_cpu_isa isa); /* NULL when not built */
 const pb_kops *pb_kops_active(void);
 /* Tests: run the matmul/attention drivers with this table (NULL: the active

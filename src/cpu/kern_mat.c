@@ -578,19 +578,34 @@ static pb_status grow(pb_kctx *k, size_t floats, size_t items, size_t item_size)
     return PB_OK;
 }
 
+#define ATTN_ITEM_BYTES 16 /* kern_attn.c's work item */
+
+/* What pb_kctx_reserve keeps for these limits (each at least 1): attention
+ * scratch floats per thread, and work items (one per token or sequence and
+ * head at most). */
+static void reserve_sizes(int max_m, int max_keys, int max_heads, int head_dim, size_t *floats, size_t *items)
+{
+    max_m = max_m > 1 ? max_m : 1;
+    max_keys = max_keys > 1 ? max_keys : 1;
+    max_heads = max_heads > 1 ? max_heads : 1;
+    head_dim = head_dim > 1 ? head_dim : 1;
+    *floats = pb_kattn_scratch_floats(max_keys, max_heads, head_dim);
+    *items = (size_t)max_heads * (size_t)max_m;
+}
+
 pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads, int head_dim)
 {
     (void)max_k; /* the matmul needs no scratch */
-    if (max_keys < 1)
-        max_keys = 1;
-    if (max_heads < 1)
-        max_heads = 1;
-    if (max_m < 1)
-        max_m = 1;
-    if (head_dim < 1)
-        head_dim = 1;
-    /* items: one per (token or sequence, head) at most */
-    return grow(k, pb_kattn_scratch_floats(max_keys, max_heads, head_dim), (size_t)max_heads * (size_t)max_m, 16);
+    size_t floats, items;
+    reserve_sizes(max_m, max_keys, max_heads, head_dim, &floats, &items);
+    return grow(k, floats, items, ATTN_ITEM_BYTES);
+}
+
+uint64_t pb_kctx_scratch_bytes(int threads, int max_m, int max_keys, int max_heads, int head_dim)
+{
+    size_t floats, items;
+    reserve_sizes(max_m, max_keys, max_heads, head_dim, &floats, &items);
+    return (uint64_t)(threads > 1 ? threads : 1) * floats * sizeof(float) + (uint64_t)items * ATTN_ITEM_BYTES;
 }
 
 size_t pb_kctx_scores_cap(const pb_kctx *k)
@@ -657,15 +672,6 @@ static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int
     }
 }
 
-/* Rows of tile t when M rows go in nt register tiles of as equal sizes as
- * can be (32 rows, tiles of 6: 6 6 5 5 5 5, not 6 6 6 6 6 2: a tile of few
- * rows has few independent fma chains and runs at its latency, not its
- * throughput). Each element's chain over k is the same in any tile. */
-static inline int tile_rows(int M, int nt, int t)
-{
-    return M / nt + (t < M % nt);
-}
-
 static void mm_item(void *ctx, int item, int worker)
 {
     const mm_job *j = ctx;
@@ -691,8 +697,8 @@ static void mm_item(void *ctx, int item, int worker)
                     float *wc = j->wconv + (size_t)worker * WCONV_FLOATS;
                     for (int p = pg; p < pe; p++)
                         ops->cvt(w->dt, panel_at(w, p, k0), kc, wc + (size_t)(p - pg) * kc * PB_KNR);
-                    for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(M, nt, t), t++) {
-                        const int R = tile_rows(M, nt, t);
+                    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(M, nt, t), t++) {
+                        const int R = pb_ktile_rows(M, nt, t);
                         const int g = ops->gmax[R] == G ? G : 1;
                         for (int p = pg; p < pe; p += (pe - p >= g ? g : 1)) {
                             const int gg = pe - p >= g ? g : 1;
@@ -704,8 +710,8 @@ static void mm_item(void *ctx, int item, int worker)
                     }
                     continue;
                 }
-                for (int t = 0, r0 = 0; t < nt; r0 += tile_rows(M, nt, t), t++) {
-                    const int R = tile_rows(M, nt, t);
+                for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(M, nt, t), t++) {
+                    const int R = pb_ktile_rows(M, nt, t);
                     mm_rows_panels(j, R, j->x + (size_t)r0 * j->ldx, j->y + (size_t)r0 * j->ldy, pg, pe, k0, kc,
                                    k0 > 0, ops->gmax[R] == G ? G : 1);
                 }

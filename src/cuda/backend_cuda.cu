@@ -718,14 +718,10 @@ static void cuda_free(pb_backend *be)
 }
 
 // the KV cache is [cache_len, n_kv_heads * head_dim] rows of kv_dtype
-static uint64_t cuda_kv_bytes_bf16(int cache_len, int n_kv_heads, int head_dim)
+static uint64_t cuda_kv_bytes(int cache_len, int n_kv_heads, int head_dim)
 {
-    return (uint64_t)cache_len * (uint64_t)n_kv_heads * (uint64_t)head_dim * 2u;
-}
-
-static uint64_t cuda_kv_bytes_f32(int cache_len, int n_kv_heads, int head_dim)
-{
-    return (uint64_t)cache_len * (uint64_t)n_kv_heads * (uint64_t)head_dim * 4u;
+    return (uint64_t)cache_len * (uint64_t)n_kv_heads * (uint64_t)head_dim *
+           (uint64_t)pb_dtype_size(pb_cuda_backend_ops()->kv_dtype);
 }
 
 static pb_backend_ops make_ops(void)
@@ -736,7 +732,7 @@ static pb_backend_ops make_ops(void)
     // read once, before main: the planner and every backend see one value
     const char *kv = getenv("PB_CUDA_KV_DTYPE");
     o.kv_dtype = kv && strcmp(kv, "f32") == 0 ? PB_DT_F32 : PB_DT_BF16;
-    o.kv_bytes = o.kv_dtype == PB_DT_F32 ? cuda_kv_bytes_f32 : cuda_kv_bytes_bf16;
+    o.kv_bytes = cuda_kv_bytes;
     o.host_memory = false;
     o.free = cuda_free;
     o.alloc = cuda_alloc;
