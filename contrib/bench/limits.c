@@ -11,6 +11,8 @@
  *                      one timing at M = 512, the best of 3 at 8 and 1)
  *
  *   limits THREADS [NAME=N:K,N:K,...]...
+ *   limits THREADS --bandwidth      only {"bandwidth_gbs": ...} (about 0.2 s:
+ *                      the sample run.py takes beside each batch-1 decode run)
  *
  * Built by run.py with the system compiler and -march=native; not part of the
  * project's build. */
@@ -269,6 +271,10 @@ int main(int argc, char **argv)
     if (threads < 1 || threads > 64) {
         fprintf(stderr, "limits: THREADS must be 1..64\n");
         return 2;
+    }
+    if (argc == 3 && strcmp(argv[2], "--bandwidth") == 0) {
+        printf("{\"threads\": %d, \"bandwidth_gbs\": %.2f}\n", threads, bandwidth(threads));
+        return 0;
     }
     if (openblas_set_num_threads)
         openblas_set_num_threads(threads);

@@ -294,7 +294,7 @@ def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, t
     return m, wall, rss_kib
 
 
-def measure_pippy(pb, m, job, ignore_eos):
+def measure_pippy(pb, m, job, ignore_eos, bw_sample):
     res = {}
     rss = 0
     with tempfile.TemporaryDirectory(prefix="pbbench.") as tmp:
@@ -313,8 +313,12 @@ def measure_pippy(pb, m, job, ignore_eos):
         res["prefill"] = met["prompt_tokens"] / met["time_to_first_token_mean"]
         P, N = len(job["prompt"]), job["tokens"]
         for B in job["batches"]:
+            if B == 1:  # the memory rate just before and after: what the bound was during this run
+                bw0 = bw_sample()
             met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"],
                                      ignore_eos, tmp)
+            if B == 1:
+                res["bw_b1_gbs"] = (bw0 + bw_sample()) / 2
             rss = max(rss, r)
             comp, recs = met["completion_tokens"], met["records"]
             if comp != B * N:
@@ -454,7 +458,7 @@ def prepare_model(name, a, py, converter):
 
 # ---------------------------------------------------------------- limits
 
-def run_limits(a, models):
+def limits_exe(a):
     exe = os.path.join(a.cache, "limits")
     src = os.path.join(HERE, "limits.c")
     if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
@@ -462,6 +466,17 @@ def run_limits(a, models):
                                text=True).stdout.split() or ["-lopenblas"]
         subprocess.run([os.environ.get("CC", "cc"), "-O2", "-march=native", "-o", exe, src] + flags + ["-lpthread"],
                        check=True)
+    return exe
+
+
+def bandwidth_sample(a):
+    """The memory read rate now (about 0.2 s): taken beside each batch-1 run."""
+    r = subprocess.run([limits_exe(a), str(a.threads), "--bandwidth"], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)["bandwidth_gbs"]
+
+
+def run_limits(a, models):
+    exe = limits_exe(a)
     sets = [m["name"] + "=" + ",".join(f"{n}:{k}" for n, k in m["facts"]["shapes"]) for m in models]
     r = subprocess.run([exe, str(a.threads)] + sets, capture_output=True, text=True, check=True)
     return json.loads(r.stdout)
@@ -625,7 +640,7 @@ def main():
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
                 try:
                     if p == "pippy":
-                        res = measure_pippy(pb, m, dict(job, notes=notes), ignore_eos)
+                        res = measure_pippy(pb, m, dict(job, notes=notes), ignore_eos, lambda: bandwidth_sample(a))
                     elif p == "llama.cpp":
                         if not m["gguf"]:
                             continue
@@ -694,6 +709,12 @@ def main():
             rb = ratio(pv, b, hb) if b else None
             row += f" {('%.2f' % rb) if rb else '-':>9}"
             w(row)
+        adj = [x["decode_b1"] * m["facts"]["read_bytes"] / (x["bw_b1_gbs"] * 1e9)
+               for x in results[m["name"]].get("pippy", []) if x.get("bw_b1_gbs") and x.get("decode_b1")]
+        if adj:
+            w(f"  decode b1 against the memory rate sampled just before and after each of pippy's b1 runs "
+              f"({', '.join('%.1f' % x['bw_b1_gbs'] for x in results[m['name']]['pippy'] if x.get('bw_b1_gbs'))}"
+              f" GB/s): {', '.join('%.2f' % v for v in adj)} of that bound (median {statistics.median(adj):.2f})")
     w("")
     w("bound: decode b1 = bandwidth / bytes read per step; decode bN = min(N x that, sgemm rate at M=8 (N<=8) "
       "or 512 / 2 x matmul weights); prefill = sgemm(M=512) / 2 x matmul weights; peak RSS = weights + f32 KV "

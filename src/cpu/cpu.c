@@ -467,12 +467,7 @@ static pb_status cpu_glu(pb_backend *be, pb_act act, float *out, const float *gu
 static pb_status cpu_add(pb_backend *be, float *y, const float *x, const float *x2, size_t n)
 {
     (void)be;
-    if (x2)
-        for (size_t i = 0; i < n; i++)
-            y[i] += x[i] + x2[i];
-    else
-        for (size_t i = 0; i < n; i++)
-            y[i] += x[i];
+    pb_krow_add(y, x, x2, n);
     return PB_OK;
 }
 

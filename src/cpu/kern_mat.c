@@ -720,11 +720,8 @@ static void mm_item(void *ctx, int item, int worker)
     }
     if (j->bias) {
         const int c0 = p0 * PB_KNR, c1 = p1 * PB_KNR < w->n_out ? p1 * PB_KNR : w->n_out;
-        for (int i = 0; i < M; i++) {
-            float *yr = j->y + (size_t)i * j->ldy;
-            for (int c = c0; c < c1; c++)
-                yr[c] = yr[c] + j->bias[c];
-        }
+        for (int i = 0; i < M; i++)
+            pb_krow_add(j->y + (size_t)i * j->ldy + c0, j->bias + c0, NULL, (size_t)(c1 - c0));
     }
 }
 

@@ -5,6 +5,10 @@
 
 #include <math.h>
 
+#ifdef __SSE__
+#include <xmmintrin.h>
+#endif
+
 #include "cpu/kern_impl.h"
 
 void pb_krow_norm(bool rms, float *y, const float *x, int n, const float *w, const float *b, float eps)
@@ -29,4 +33,23 @@ void pb_krow_act(pb_kact act, float *y, const float *x, const float *u, int n)
 void pb_krow_rope(float *v, int half, bool interleaved, const float *cs)
 {
     pb_kops_active()->rope(v, half, interleaved, cs);
+}
+
+void pb_krow_add(float *restrict y, const float *restrict x, const float *restrict x2, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE__ /* part of x86-64: no dispatch needed */
+    if (x2)
+        for (; i + 4 <= n; i += 4)
+            _mm_storeu_ps(y + i, _mm_add_ps(_mm_loadu_ps(y + i), _mm_add_ps(_mm_loadu_ps(x + i), _mm_loadu_ps(x2 + i))));
+    else
+        for (; i + 4 <= n; i += 4)
+            _mm_storeu_ps(y + i, _mm_add_ps(_mm_loadu_ps(y + i), _mm_loadu_ps(x + i)));
+#endif
+    if (x2)
+        for (; i < n; i++)
+            y[i] += x[i] + x2[i];
+    else
+        for (; i < n; i++)
+            y[i] += x[i];
 }

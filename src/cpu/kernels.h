@@ -140,4 +140,8 @@ void pb_krow_act(pb_kact act, float *y, const float *x, const float *u, int n);
  * by cs[2i] = cos, cs[2i+1] = sin, i < half: a' = a c - b s, b' = b c + a s. */
 void pb_krow_rope(float *v, int half, bool interleaved, const float *cs);
 
+/* y[i] += x[i], or y[i] += x[i] + x2[i] when x2 (that order; y overlaps
+ * neither); four lanes at a time where SSE is there */
+void pb_krow_add(float *y, const float *x, const float *x2, size_t n);
+
 #endif

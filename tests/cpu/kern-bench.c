@@ -373,6 +373,11 @@ int main(int argc, char **argv)
         {"3072x768 f32", 3072, 768, PB_DT_F32},
         {"768x3072 f32", 768, 3072, PB_DT_F32},
         {"3072x768 f16", 3072, 768, PB_DT_F16},
+        /* SmolLM2-135M: small matrices, where a call's start and end count */
+        {"576x576 bf16 (smol q)", 576, 576, PB_DT_BF16},
+        {"1536x576 bf16 (smol up)", 1536, 576, PB_DT_BF16},
+        {"576x1536 bf16 (smol down)", 576, 1536, PB_DT_BF16},
+        {"49152x576 bf16 (smol head)", 49152, 576, PB_DT_BF16},
     };
     const char *only = argc > 3 ? argv[3] : NULL;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
