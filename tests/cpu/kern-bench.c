@@ -124,9 +124,7 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
 {
     const size_t n = (size_t)s->n_out * s->n_in;
     const size_t wbytes = n * (s->dt == PB_DT_F32 ? 4 : 2);
-    int copies = (int)(((size_t)96 << 20) / wbytes) + 1;
-    if (copies > 16)
-        copies = 16;
+    const int copies = (int)(((size_t)96 << 20) / wbytes) + 1; /* small matrices: many copies */
     unsigned seed = 1;
     float *w32 = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -139,7 +137,8 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
             h[i] = s->dt == PB_DT_BF16 ? pb_f32_to_bf16(w32[i]) : pb_f32_to_f16(w32[i]);
         src = h;
     }
-    pb_kmat *m[16];
+    pb_kmat **m = malloc((size_t)copies * sizeof *m);
+    float **wf = malloc((size_t)copies * sizeof *wf);
     pb_kmat_src ks = {.data = src, .dtype = s->dt};
     double t0 = now();
     for (int c = 0; c < copies; c++)
@@ -161,7 +160,6 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
     for (size_t i = 0; i < (size_t)512 * s->n_in; i++)
         x[i] = frand(&seed);
     /* sgemm reads f32 weights; copies as well */
-    float *wf[16];
     for (int c = 0; c < copies; c++) {
         wf[c] = malloc(n * sizeof(float));
         memcpy(wf[c], w32, n * sizeof(float));
@@ -199,6 +197,7 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
         pb_kmat_free(m[c]);
         free(wf[c]);
     }
+    free(m), free(wf);
     free(w32), free(h), free(x), free(y);
     (void)threads;
 }
