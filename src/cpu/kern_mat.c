@@ -636,6 +636,13 @@ void pb_kctx_run(pb_kctx *k, int n_items, pb_pool_fn fn, void *ctx)
 
 /* ---- matmul ---- */
 
+/* Work items of a decode-shaped product (M <= the tile's rows): sizes that
+ * shrink as the work runs out (half of a thread's share of what is left,
+ * in whole register tiles), so that the threads finish within one tile of each
+ * other: every call here only streams weights, and a step's hundreds of
+ * calls each end with the threads waiting for the slowest. */
+#define MM_MAX_ITEMS 128
+
 typedef struct mm_job {
     const pb_kops *ops;
     const float *x;
@@ -645,7 +652,8 @@ typedef struct mm_job {
     const float *bias;
     float *y;
     size_t ldy;
-    int per_item; /* panels per work item */
+    int per_item; /* panels per work item; 0: item i is panels [first[i], first[i + 1]) */
+    int first[MM_MAX_ITEMS + 1];
     float *wconv; /* [threads][WCONV_FLOATS] */
 } mm_job;
 
@@ -677,8 +685,8 @@ static void mm_item(void *ctx, int item, int worker)
     const mm_job *j = ctx;
     const pb_kops *ops = j->ops;
     const pb_kmat *w = j->w;
-    const int p0 = item * j->per_item;
-    const int p1 = p0 + j->per_item < w->npanels ? p0 + j->per_item : w->npanels;
+    const int p0 = j->per_item ? item * j->per_item : j->first[item];
+    const int p1 = j->per_item ? (p0 + j->per_item < w->npanels ? p0 + j->per_item : w->npanels) : j->first[item + 1];
     const int M = j->M, K = w->n_in, mr = ops->mr;
     if (M <= mr) {
         /* one register tile of rows: the whole K in registers */
@@ -732,16 +740,31 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         return PB_OK;
     if (ldx < w->n_in || ldy < w->n_out)
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
-    mm_job j = {pb_kops_active(), x, (size_t)ldx, M, w, bias, y, (size_t)ldy, 0, k->wconv};
-    /* about 4 items per thread, each a whole number of register tiles */
+    mm_job j = {.ops = pb_kops_active(), .x = x, .ldx = (size_t)ldx, .M = M, .w = w, .bias = bias, .y = y,
+                .ldy = (size_t)ldy, .wconv = k->wconv};
     const int G = j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
-    int per = (w->npanels + 4 * threads - 1) / (4 * threads);
-    per = (per + G - 1) / G * G;
-    if (per < 1)
-        per = 1;
-    j.per_item = per;
-    const int items = (w->npanels + per - 1) / per;
+    int items;
+    if (M <= j.ops->mr && threads > 1) {
+        /* shrinking items (above); the last may end in a partial tile */
+        const int groups = (w->npanels + G - 1) / G;
+        const int least = (groups + MM_MAX_ITEMS / 2 - 1) / (MM_MAX_ITEMS / 2); /* so at most half the table */
+        int done = 0;
+        items = 0;
+        while (done < groups) {
+            int n = (groups - done + 2 * threads - 1) / (2 * threads);
+            n = n < least ? least : n;
+            j.first[items++] = done * G;
+            done += n < groups - done ? n : groups - done;
+        }
+        j.first[items] = w->npanels;
+    } else {
+        /* about 4 items per thread, each a whole number of register tiles */
+        int per = (w->npanels + 4 * threads - 1) / (4 * threads);
+        per = (per + G - 1) / G * G;
+        j.per_item = per < 1 ? 1 : per;
+        items = (w->npanels + j.per_item - 1) / j.per_item;
+    }
     if (threads == 1 || items == 1)
         for (int i = 0; i < items; i++)
             mm_item(&j, i, 0);

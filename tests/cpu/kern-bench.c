@@ -350,6 +350,50 @@ static void bench_rows(int M, double secs)
     free(mid);
 }
 
+/* ---- a decode step's matmuls: SmolLM2-135M at batch 1 ---- */
+
+/* The 30 layers' four products (qkv 960x576, o 576x576, gate|up 3072x576,
+ * down 576x1536) and the 49152x576 head, each its own bf16 matrix, one
+ * after another as a decode step calls them: what the per-call start and end
+ * cost beside one long stream (the memory rate just measured). */
+static void bench_step(pb_kctx *k, double secs, double bw)
+{
+    enum { L = 30, H = 576 };
+    static const int shp[4][2] = {{960, H}, {H, H}, {3072, H}, {H, 1536}};
+    pb_kmat *m[L * 4 + 1];
+    size_t bytes = 0;
+    unsigned seed = 3;
+    uint16_t *src = malloc((size_t)49152 * H * 2);
+    for (size_t i = 0; i < (size_t)49152 * H; i++)
+        src[i] = pb_f32_to_bf16(0.05f * frand(&seed));
+    for (int i = 0; i <= L * 4; i++) {
+        const int n = i == L * 4 ? 49152 : shp[i % 4][0], kk = i == L * 4 ? H : shp[i % 4][1];
+        pb_kmat_src ks = {.data = src, .dtype = PB_DT_BF16};
+        if (pb_kmat_pack(&ks, n, kk, PB_DT_BF16, &m[i]) != PB_OK)
+            exit(1);
+        bytes += (size_t)n * kk * 2;
+    }
+    float *x = malloc((size_t)3072 * 4), *y = malloc((size_t)49152 * 4);
+    for (int i = 0; i < 3072; i++)
+        x[i] = frand(&seed);
+    double best = 1e30, t_end = now() + secs;
+    int it = 0;
+    do {
+        const double t0 = now();
+        for (int i = 0; i <= L * 4; i++)
+            pb_kmat_mul(k, x, 3072, 1, m[i], NULL, y, 49152);
+        const double t = now() - t0;
+        best = t < best ? t : best;
+        it++;
+    } while (now() < t_end || it < 3);
+    printf("decode step, SmolLM2-135M matmuls at M=1 (%d calls, %.0f MB bf16): %.2f ms, %.2f GB/s (%.0f%% of read "
+           "bw)\n", L * 4 + 1, (double)bytes / 1e6, best * 1e3, (double)bytes / best / 1e9,
+           100.0 * (double)bytes / best / 1e9 / bw);
+    for (int i = 0; i <= L * 4; i++)
+        pb_kmat_free(m[i]);
+    free(src), free(x), free(y);
+}
+
 int main(int argc, char **argv)
 {
     const int threads = argc > 1 ? atoi(argv[1]) : 2;
@@ -382,6 +426,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (!only || strstr(shapes[i].name, only))
             bench_shape(k, &shapes[i], threads, secs, bw);
+    if (!only || strstr("step", only))
+        bench_step(k, secs, bw);
     if (!only || strstr("rows", only)) /* one thread: the kernels of a row, not the pool */
         for (int i = 0; i < 3; i++)
             bench_rows((const int[]){1, 32, 512}[i], secs);

@@ -240,7 +240,8 @@ static void test_matmul(pb_kctx *kctx)
 {
     static const int shapes[][2] = {{1, 1}, {3, 17}, {17, 3}, {16, 16}, {33, 70},  {100, 257},
                                     {1000, 17}, {17, 1000}, {130, 601}, {48, 64},
-                                    {40, 1024}}; /* rows 2 or 4 KiB apart: the line-blocked packing */
+                                    {40, 1024},  /* rows 2 or 4 KiB apart: the line-blocked packing */
+                                    {6001, 5}};  /* 376 panels: decode items of shrinking sizes */
     static const int Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 70};
     static const int Mbig[] = {1, 3, 8, 69, 512};
     int v = 0;
