@@ -188,7 +188,7 @@ typedef struct pb_backend_ops {
     pb_status (*act)(pb_backend *be, pb_act act, float *x, int ld, int rows, int n);
     /* out[rows, n] = act(gu[:, 0:n]) * gu[:, n:2n]; gu row stride 2n (SwiGLU). */
     pb_status (*glu)(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n);
-    /* y[i] += x[i] (and += x2[i] when x2 != NULL), i < n. */
+    /* y[i] += x[i] (y[i] += x[i] + x2[i] when x2 != NULL), i < n; y overlaps neither. */
     pb_status (*add)(pb_backend *be, float *y, const float *x, const float *x2, size_t n);
     /* dst[i, :] = src[rows[i], :], rows host [n_rows], row width n. */
     pb_status (*select_rows)(pb_backend *be, float *dst, const float *src, int n, const int *rows, int n_rows);
