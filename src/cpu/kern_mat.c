@@ -652,8 +652,7 @@ typedef struct mm_job {
     const float *bias;
     float *y;
     size_t ldy;
-    int per_item; /* panels per work item; 0: item i is panels [first[i], first[i + 1]) */
-    int first[MM_MAX_ITEMS + 1];
+    int first[MM_MAX_ITEMS + 1]; /* item i is panels [first[i], first[i + 1]) */
     float *wconv; /* [threads][WCONV_FLOATS] */
 } mm_job;
 
@@ -685,8 +684,7 @@ static void mm_item(void *ctx, int item, int worker)
     const mm_job *j = ctx;
     const pb_kops *ops = j->ops;
     const pb_kmat *w = j->w;
-    const int p0 = j->per_item ? item * j->per_item : j->first[item];
-    const int p1 = j->per_item ? (p0 + j->per_item < w->npanels ? p0 + j->per_item : w->npanels) : j->first[item + 1];
+    const int p0 = j->first[item], p1 = j->first[item + 1];
     const int M = j->M, K = w->n_in, mr = ops->mr;
     if (M <= mr) {
         /* one register tile of rows: the whole K in registers */
@@ -744,27 +742,21 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
                 .ldy = (size_t)ldy, .wconv = k->wconv};
     const int G = j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
-    int items;
-    if (M <= j.ops->mr && threads > 1) {
-        /* shrinking items (above); the last may end in a partial tile */
-        const int groups = (w->npanels + G - 1) / G;
-        const int least = (groups + MM_MAX_ITEMS / 2 - 1) / (MM_MAX_ITEMS / 2); /* so at most half the table */
-        int done = 0;
-        items = 0;
-        while (done < groups) {
-            int n = (groups - done + 2 * threads - 1) / (2 * threads);
-            n = n < least ? least : n;
-            j.first[items++] = done * G;
-            done += n < groups - done ? n : groups - done;
-        }
-        j.first[items] = w->npanels;
-    } else {
-        /* about 4 items per thread, each a whole number of register tiles */
-        int per = (w->npanels + 4 * threads - 1) / (4 * threads);
-        per = (per + G - 1) / G * G;
-        j.per_item = per < 1 ? 1 : per;
-        items = (w->npanels + j.per_item - 1) / j.per_item;
+    /* items in whole register tiles (the last may end in a partial one):
+     * decode-shaped, shrinking (above); otherwise about 4 per thread. At
+     * least 1/64 of the tiles each, so the table never fills. */
+    const int decode = M <= j.ops->mr;
+    const int groups = (w->npanels + G - 1) / G;
+    const int least = (groups + MM_MAX_ITEMS / 2 - 1) / (MM_MAX_ITEMS / 2);
+    const int even = (groups + 4 * threads - 1) / (4 * threads);
+    int items = 0;
+    for (int done = 0; done < groups;) {
+        int n = decode ? (groups - done + 2 * threads - 1) / (2 * threads) : even;
+        n = n < least ? least : n;
+        j.first[items++] = done * G;
+        done += n < groups - done ? n : groups - done;
     }
+    j.first[items] = w->npanels;
     if (threads == 1 || items == 1)
         for (int i = 0; i < items; i++)
             mm_item(&j, i, 0);
