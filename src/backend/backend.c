@@ -3,6 +3,7 @@
 #include "config.h"
 #include "backend/backend.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "cpu/cpu.h"
@@ -37,6 +38,44 @@ pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored)
     case PB_WDTYPE_BF16: return PB_DT_BF16;
     default: return stored == PB_DT_F16 || stored == PB_DT_BF16 ? stored : PB_DT_F32;
     }
+}
+
+int pb_kvdtype_parse(const char *s, pb_kvdtype *out)
+{
+    static const char *const names[] = {"auto", "f32", "f16", "bf16"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (pb_kvdtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *pb_kvdtype_name(pb_kvdtype k)
+{
+    switch (k) {
+    case PB_KVDTYPE_F32: return "f32";
+    case PB_KVDTYPE_F16: return "f16";
+    case PB_KVDTYPE_BF16: return "bf16";
+    default: return "auto";
+    }
+}
+
+pb_status pb_kvdtype_resolve(const pb_backend_ops *ops, pb_kvdtype k, pb_dtype *out)
+{
+    static const pb_dtype of[] = {PB_DT_F32, PB_DT_F32, PB_DT_F16, PB_DT_BF16};
+    const pb_dtype dt = k == PB_KVDTYPE_AUTO ? ops->kv_dtype : of[k];
+    if (ops->kv_dtypes & (1u << dt)) {
+        *out = dt;
+        return PB_OK;
+    }
+    char has[32] = "";
+    for (int i = PB_KVDTYPE_F32; i <= PB_KVDTYPE_BF16; i++)
+        if (ops->kv_dtypes & (1u << of[i]))
+            snprintf(has + strlen(has), sizeof has - strlen(has), "%s%s", has[0] ? " or " : "",
+                     pb_kvdtype_name((pb_kvdtype)i));
+    return pb_error(PB_ERR_USAGE, "--kv-dtype %s: the %s backend keeps its KV cache in %s", pb_kvdtype_name(k),
+                    ops->name, has);
 }
 
 const pb_backend_ops *pb_backend_ops_of(const char *kind)

@@ -51,6 +51,18 @@ const char *pb_wdtype_name(pb_wdtype w);
 /* The element type a matrix stored as `stored` is kept in under policy w. */
 pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored);
 
+/* --kv-dtype: the element type of the KV cache. */
+typedef enum pb_kvdtype {
+    PB_KVDTYPE_AUTO = 0, /* the backend's own default (ops->kv_dtype: cpu f32, cuda bf16) */
+    PB_KVDTYPE_F32,
+    PB_KVDTYPE_F16,      /* rounded to nearest even: half the memory and cache reads of f32 */
+    PB_KVDTYPE_BF16
+} pb_kvdtype;
+
+/* "auto", "f32", "f16", "bf16" <-> pb_kvdtype; parse returns -1 when unknown. */
+int pb_kvdtype_parse(const char *s, pb_kvdtype *out);
+const char *pb_kvdtype_name(pb_kvdtype k);
+
 /* Layout of a weight's elements in backend memory. */
 typedef enum pb_wlayout {
     PB_WLAYOUT_ROWS = 0,  /* row-major [n_out, n_in] (nn.Linear) */
@@ -102,8 +114,9 @@ typedef struct pb_rope_desc {
  *       rotated), written into the cache before attending.
  * Sequence s owns token rows [tok_start[s], tok_start[s] + n_tokens[s]), at
  * positions pos[s] + i (< cache_len); its caches are k_cache[s] / v_cache[s],
- * kv_bytes(cache_len, n_kv_heads, head_dim) bytes each in the backend's own
- * layout of kv_dtype elements: only attention reads or writes them.
+ * kv_bytes(kv_dtype, cache_len, n_kv_heads, head_dim) bytes each in the
+ * backend's own layout of kv_dtype elements (new keys and values rounded to
+ * it, nearest even): only attention reads or writes them.
  * Query at p sees keys j, p - window < j <= p (window > 0) or j <= p;
  * score = scale * q.k (+ alibi[h] * j), then softcap * tanh(score / softcap)
  * when softcap > 0 (Gemma's attn_logit_softcapping).
@@ -113,6 +126,7 @@ typedef struct pb_attn_args {
     const int *tok_start, *pos, *n_tokens;  /* host arrays [n_seqs] */
     void *const *k_cache, *const *v_cache;  /* host arrays [n_seqs] of backend pointers */
     int cache_len;                          /* positions each cache holds */
+    pb_dtype kv_dtype;                      /* the caches' elements: one of ops->kv_dtypes */
     const float *q, *k, *v;
     int q_stride, kv_stride;
     float *out;
@@ -135,10 +149,11 @@ typedef struct pb_backend_limits {
 
 typedef struct pb_backend_ops {
     const char *name;
-    pb_dtype kv_dtype; /* element type of the KV cache this backend attends over */
+    pb_dtype kv_dtype;  /* the KV cache's element type by default (--kv-dtype auto) */
+    uint32_t kv_dtypes; /* those it can attend over: bit (1u << dtype) for each */
     /* Bytes of one layer's K (or V) cache of one sequence of cache_len
-     * positions (needs no instance). */
-    uint64_t (*kv_bytes)(int cache_len, int n_kv_heads, int head_dim);
+     * positions in elements of kv (one of kv_dtypes; needs no instance). */
+    uint64_t (*kv_bytes)(pb_dtype kv, int cache_len, int n_kv_heads, int head_dim);
     /* alloc returns host memory, and any host pointer may be given where an
      * op asks for backend memory (the CPU): results can be written straight
      * into the caller's buffers, with no download copy */
@@ -233,6 +248,9 @@ typedef struct pb_backend_opts {
 pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backend **out);
 /* The ops table of a kind without creating one (sizes for the planner); NULL if unknown. */
 const pb_backend_ops *pb_backend_ops_of(const char *kind);
+/* The KV cache element type --kv-dtype k gives on backend ops: PB_ERR_USAGE
+ * naming the types it has when it has no such cache. */
+pb_status pb_kvdtype_resolve(const pb_backend_ops *ops, pb_kvdtype k, pb_dtype *out);
 void pb_backend_free(pb_backend *be); /* NULL-safe */
 
 #endif

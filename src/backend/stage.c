@@ -70,7 +70,8 @@ struct pb_stage {
     float *scale;          /* host [n_layers] */
     int *window;           /* host [n_layers] */
 
-    void *kv;              /* [n_slots][n_layers][2] caches of kv_bytes(max_seq_len, ...) */
+    void *kv;              /* [n_slots][n_layers][2] caches of kv_bytes(kv_dtype, max_seq_len, ...) */
+    pb_dtype kv_dtype;     /* their elements (opts.kv_dtype resolved) */
     float *arena;
     arena_layout al;
     pb_moe *moe;           /* experts' scratch when a layer of the stage has them */
@@ -153,11 +154,13 @@ static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_o
 
 /* KV cache, arena, input/output buffers and backend scratch: the sizes
  * pb_stage_create allocates (each allocation rounded up to 64 bytes). */
-static void runtime_memory(const pb_model_config *cfg, const pb_backend_ops *ops, int n_layers, bool has_embed,
-                           bool has_head, const pb_stage_opts *o, pb_stage_mem *m)
+static pb_status runtime_memory(const pb_model_config *cfg, const pb_backend_ops *ops, int n_layers, bool has_embed,
+                                bool has_head, const pb_stage_opts *o, pb_stage_mem *m)
 {
-    m->kv = (uint64_t)o->n_slots * (uint64_t)n_layers * 2u * ops->kv_bytes(o->max_seq_len, cfg->n_kv_heads,
-                                                                              cfg->head_dim);
+    pb_dtype kvdt;
+    PB_CHECK(pb_kvdtype_resolve(ops, o->kv_dtype, &kvdt));
+    m->kv = (uint64_t)o->n_slots * (uint64_t)n_layers * 2u *
+            ops->kv_bytes(kvdt, o->max_seq_len, cfg->n_kv_heads, cfg->head_dim);
     arena_layout a = layout_for(cfg, has_embed, has_head, o->max_batch_tokens);
     pb_backend_limits lim = limits_for(cfg, o);
     /* ids (+ positions for a learned table); a hidden input is the arena's x */
@@ -167,6 +170,7 @@ static void runtime_memory(const pb_model_config *cfg, const pb_backend_ops *ops
     uint64_t out = has_head ? (uint64_t)out_rows(o) * (uint64_t)cfg->vocab_size * 4u : 0;
     m->act = (((uint64_t)a.total * 4u + 63) & ~(uint64_t)63) + ((in + 63) & ~(uint64_t)63) +
              ((out + 63) & ~(uint64_t)63) + ops->scratch_bytes(o->threads > 0 ? o->threads : 1, &lim);
+    return PB_OK;
 }
 
 /* Rows of the learned position table, checked against the config. */
@@ -229,16 +233,16 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
     }
     free(items);
     out->weights = bytes;
-    runtime_memory(cfg, ops, sp->layer_end - sp->layer_begin, sp->has_embed, sp->has_head, opts, out);
-    return PB_OK;
+    return runtime_memory(cfg, ops, sp->layer_end - sp->layer_begin, sp->has_embed, sp->has_head, opts, out);
 }
 
 pb_status pb_stage_plan_memory(pb_plan *plan, const pb_model_config *cfg, const pb_ckpt *ck,
-                               const pb_backend_ops *ops, pb_wdtype weights_dtype, int threads)
+                               const pb_backend_ops *ops, const pb_stage_opts *base)
 {
     pb_stage_opts o = {.n_slots = plan->batch_size, .max_seq_len = plan->max_seq_len,
                        .max_batch_tokens = pb_stage_default_batch_tokens(plan->batch_size, plan->max_seq_len),
-                       .threads = threads, .weights_dtype = weights_dtype};
+                       .threads = base->threads, .weights_dtype = base->weights_dtype,
+                       .kv_dtype = base->kv_dtype};
     for (int s = 0; s < plan->n_stages; s++) {
         pb_stage_plan *sp = &plan->stages[s];
         pb_stage_mem m;
@@ -535,7 +539,8 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
 
     /* KV cache, arena, input and output */
     pb_stage_mem mem;
-    runtime_memory(cfg, be->ops, s->n_layers, s->has_embed, s->has_head, &s->opts, &mem);
+    PB_CHECK_GOTO(pb_kvdtype_resolve(be->ops, opts->kv_dtype, &s->kv_dtype), st, fail);
+    PB_CHECK_GOTO(runtime_memory(cfg, be->ops, s->n_layers, s->has_embed, s->has_head, &s->opts, &mem), st, fail);
     if (mem.kv > SIZE_MAX / 2)
         PB_CHECK_GOTO(pb_error(PB_ERR_NOMEM, "KV cache of %llu bytes is too large", (unsigned long long)mem.kv), st, fail);
     if (s->n_layers > 0)
@@ -573,10 +578,10 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(void *), &s->kptr), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)NS, sizeof(void *), &s->vptr), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)NS, 1, &s->slot_used), st, fail);
-    pb_log_verbose("stage %d: layers [%d, %d)%s%s: weights %.1f MiB (%s), KV %.1f MiB, activations %.1f MiB, "
+    pb_log_verbose("stage %d: layers [%d, %d)%s%s: weights %.1f MiB (%s), KV %.1f MiB (%s), activations %.1f MiB, "
                    "backend %s, %d threads", sp->stage, s->layer_begin, s->layer_end, s->has_embed ? " +embed" : "",
                    s->has_head ? " +head" : "", (double)s->ws.bytes / 1048576.0, pb_wdtype_name(opts->weights_dtype),
-                   (double)mem.kv / 1048576.0, (double)mem.act / 1048576.0, be->ops->name, be->threads);
+                   (double)mem.kv / 1048576.0, pb_dtype_name(s->kv_dtype), (double)mem.act / 1048576.0, be->ops->name, be->threads);
     *out = s;
     return PB_OK;
 fail:
@@ -689,7 +694,7 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
     }
     /* cache rows of this layer for each sequence's slot (pointer arithmetic
      * only: the memory may be a device's) */
-    const size_t per_kind = (size_t)op->kv_bytes(s->opts.max_seq_len, s->nkv, s->hd);
+    const size_t per_kind = (size_t)op->kv_bytes(s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd);
     const size_t per_slot = (size_t)s->n_layers * 2 * per_kind;
     for (int i = 0; i < b->n_seqs; i++) {
         char *base = (char *)s->kv + (size_t)b->slot[i] * per_slot + (size_t)l * 2 * per_kind;
@@ -698,7 +703,7 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
     }
     pb_attn_args a = {
         .n_seqs = b->n_seqs, .tok_start = s->tok_start, .pos = b->pos, .n_tokens = b->n_tokens,
-        .k_cache = s->kptr, .v_cache = s->vptr, .cache_len = s->opts.max_seq_len,
+        .k_cache = s->kptr, .v_cache = s->vptr, .cache_len = s->opts.max_seq_len, .kv_dtype = s->kv_dtype,
         .q = qkv, .k = qkv + s->qd, .v = qkv + s->qd + s->kvd, .q_stride = s->qkv_dim, .kv_stride = s->qkv_dim,
         .out = ctx, .n_heads = s->nh, .n_kv_heads = s->nkv, .head_dim = s->hd,
         .scale = s->scale[l], .alibi = s->alibi, .window = s->window[l], .softcap = s->cfg.attn_softcap,

@@ -11,7 +11,7 @@
  * Memory: weights as the backend keeps them (put_linear, in the dtype the
  * --weights-dtype policy gives: as stored by default), norm vectors f32; KV
  * cache [n_slots][layers][2][max_seq_len][n_kv_heads * head_dim] of the
- * backend's kv_dtype; activations from one arena sized from max_batch_tokens
+ * --kv-dtype policy's type (the backend's kv_dtype by default); activations from one arena sized from max_batch_tokens
  * up front, plus the backend's scratch. pb_stage_estimate gives the same
  * figures before loading (the planner's memory column).
  *
@@ -43,6 +43,7 @@ typedef struct pb_stage_opts {
     int max_batch_tokens; /* most tokens (sum n_tokens) one pb_stage_forward call takes */
     int threads;          /* the backend's compute threads (pb_stage_estimate's scratch figure) */
     pb_wdtype weights_dtype; /* --weights-dtype: how matrices are kept (stored by default) */
+    pb_kvdtype kv_dtype;     /* --kv-dtype: the KV cache's elements (the backend's default by default) */
 } pb_stage_opts;
 
 /* Per sequence: KV slot, tokens already cached in it, tokens this step. */
@@ -107,8 +108,9 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
                             const pb_stage_plan *sp, const pb_stage_opts *opts, pb_stage_mem *out);
 /* Fills mem_weights, mem_kv, mem_act and mem_total of every stage of plan
  * (made by pb_plan_make) with pb_stage_estimate, for plan->batch_size slots of
- * plan->max_seq_len tokens and the default batch token budget. */
+ * plan->max_seq_len tokens and the default batch token budget; the threads,
+ * weights_dtype and kv_dtype of o (its other fields are not read). */
 pb_status pb_stage_plan_memory(pb_plan *plan, const pb_model_config *cfg, const pb_ckpt *ck,
-                               const pb_backend_ops *ops, pb_wdtype weights_dtype, int threads);
+                               const pb_backend_ops *ops, const pb_stage_opts *o);
 
 #endif

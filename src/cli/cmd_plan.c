@@ -149,7 +149,7 @@ static void print_gpus(const pb_plan *plan, const gpu_view *gv)
 
 static pb_status print_json(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
                             const char *policy, const pb_plan *other, const char *other_name, pb_wdtype wdt,
-                            const gpu_view *gv)
+                            const char *kvdt, const gpu_view *gv)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root)
@@ -161,6 +161,7 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
     cJSON_AddNumberToObject(root, "n_layers", plan->n_layers);
     cJSON_AddStringToObject(root, "policy", policy);
     cJSON_AddStringToObject(root, "weights_dtype", pb_wdtype_name(wdt));
+    cJSON_AddStringToObject(root, "kv_dtype", kvdt);
     cJSON_AddNumberToObject(root, "ranks", plan->n_stages);
     cJSON_AddNumberToObject(root, "batch_size", plan->batch_size);
     cJSON_AddNumberToObject(root, "max_seq_len", plan->max_seq_len);
@@ -216,7 +217,7 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
 
 static void print_table(const char *dir, const pb_model_config *cfg, const pb_ckpt *ck, const pb_plan *plan,
                         const char *policy, const pb_plan *other, const char *other_name, pb_wdtype wdt,
-                        const gpu_view *gv)
+                        const char *kvdt, const gpu_view *gv)
 {
     char a[32], b[32], c[32], d[32], e[32];
     printf("model      %s (%s, %d layers, hidden %d, vocab %d)\n", dir, cfg->model_type, plan->n_layers,
@@ -226,9 +227,9 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
            pb_ckpt_sizes_exact(ck) ? "" : " (sizes from the index and config.json)");
     if (gv)
         printf("device     cuda: one stage per rank, each on its GPU; memory below is GPU memory\n");
-    printf("split      %s into %d stage%s; memory for %d sequences x %d tokens (weights %s, KV cache, activations)\n\n",
-           policy, plan->n_stages, plan->n_stages == 1 ? "" : "s", plan->batch_size, plan->max_seq_len,
-           wdt == PB_WDTYPE_STORED ? "as stored" : pb_wdtype_name(wdt));
+    printf("split      %s into %d stage%s; memory for %d sequences x %d tokens (weights %s, KV cache %s, "
+           "activations)\n\n", policy, plan->n_stages, plan->n_stages == 1 ? "" : "s", plan->batch_size,
+           plan->max_seq_len, wdt == PB_WDTYPE_STORED ? "as stored" : pb_wdtype_name(wdt), kvdt);
     printf("%-5s  %-9s  %-11s  %7s  %12s  %12s  %12s  %12s  %12s\n", "stage", "layers", "holds", "compute", "params",
            "weights", "kv cache", "activations", "total");
     for (int s = 0; s < plan->n_stages; s++) {
@@ -263,6 +264,7 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
     pb_plan *plan = NULL, *other = NULL;
     gpu_view *gv = NULL;
     const char *other_name = "balanced";
+    const char *kvdt = pb_kvdtype_name(opts->kv_dtype);
     pb_status st;
     char policy[64];
 
@@ -311,8 +313,12 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
             st = pb_error(PB_ERR_NOT_AVAILABLE, "--device %s: no such backend in this build", kind);
             goto out;
         }
-        PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, opts->weights_dtype,
-                                           opts->threads > 0 ? opts->threads : 1), st, out);
+        pb_dtype kv;
+        PB_CHECK_GOTO(pb_kvdtype_resolve(bops, opts->kv_dtype, &kv), st, out);
+        kvdt = kv == PB_DT_F16 ? "f16" : kv == PB_DT_BF16 ? "bf16" : "f32";
+        const pb_stage_opts so = {.threads = opts->threads > 0 ? opts->threads : 1,
+                                  .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype};
+        PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, &so), st, out);
         if (cuda) {
             gv = calloc(1, sizeof *gv);
             if (!gv) {
@@ -329,9 +335,9 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
     if (spec.n_stages <= cfg.n_layers)
         PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &ospec, &other), st, out);
     if (opts->json)
-        st = print_json(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype, gv);
+        st = print_json(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype, kvdt, gv);
     else
-        print_table(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype, gv);
+        print_table(dir, &cfg, ck, plan, policy, other, other_name, opts->weights_dtype, kvdt, gv);
 out:
     free(gv);
     pb_plan_free(other);

@@ -356,11 +356,16 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 
     /* rank 0: the --resume rules (fingerprints of the model's small files and
      * the settings); a complete OUT needs no model at world size 1 */
-    /* weights kept in another dtype than stored may change the output */
-    char variant[32];
-    snprintf(variant, sizeof variant, "weights=%s", pb_wdtype_name(opts->weights_dtype));
+    /* weights kept in another dtype than stored, or a KV cache of a dtype
+     * asked for, may change the output */
+    char variant[48] = "";
+    if (opts->weights_dtype != PB_WDTYPE_STORED)
+        snprintf(variant, sizeof variant, "weights=%s", pb_wdtype_name(opts->weights_dtype));
+    if (opts->kv_dtype != PB_KVDTYPE_AUTO)
+        snprintf(variant + strlen(variant), sizeof variant - strlen(variant), "%skv=%s", variant[0] ? "," : "",
+                 pb_kvdtype_name(opts->kv_dtype));
     pb_runner_model rm = {.dir = dir, .index_path = opts->index_path, .name = model_name(dir),
-                          .variant = opts->weights_dtype != PB_WDTYPE_STORED ? variant : NULL,
+                          .variant = variant[0] ? variant : NULL,
                           .base = &base, .context = context};
     bool done_before = false;
     if (rank == 0)
@@ -414,7 +419,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         st = pb_error(PB_ERR_NOT_AVAILABLE, "--device %s: no such backend in this build", kind);
         goto out;
     }
-    PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, opts->weights_dtype, threads), st, out);
+    pb_stage_opts so = {.threads = threads, .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype};
+    PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, &so), st, out);
     const pb_stage_plan *sp = &plan->stages[rank];
     /* on a GPU the stage's bytes are device memory; the host only maps the files */
     if (dev.gpu >= 0)
@@ -428,8 +434,9 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, out);
     pb_backend_opts bo = {.threads = threads, .device = dev.gpu >= 0 ? dev.gpu : 0};
     PB_CHECK_GOTO(pb_backend_create(kind, &bo, &be), st, out);
-    pb_stage_opts so = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
-                        .threads = threads, .weights_dtype = opts->weights_dtype};
+    so.n_slots = batch;
+    so.max_seq_len = context;
+    so.max_batch_tokens = (int)mbt;
     PB_CHECK_GOTO(pb_stage_create(&cfg, sp, w, be, &so, &stage), st, out);
     pb_weights_free(w); /* the stage holds its own copy */
     w = NULL;
@@ -459,7 +466,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         pb_pipeline_cfg pc = {.hidden = cfg.hidden_size, .lim = lim,
                               /* every rank must keep the weights alike too */
                               .plan_hash = pb_pipeline_plan_hash(world, lb, le) ^
-                                           (0x9e3779b97f4a7c15ull * (uint64_t)(opts->weights_dtype + 1)),
+                                           (0x9e3779b97f4a7c15ull * (uint64_t)(opts->weights_dtype + 1)) ^
+                                           (0xc2b2ae3d27d4eb4full * (uint64_t)(opts->kv_dtype + 1)),
                               .plan_mem = sp->mem_total};
         if (rank > 0) {
             PB_CHECK_GOTO(pb_pipeline_run_worker(tr, stage, &pc, sp->has_head), st, out);

@@ -27,7 +27,7 @@ enum {
     OPT_DEVICE, OPT_IFACE, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P,
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
-    OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
+    OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
     OPT_IGNORE_EOS
 };
 
@@ -45,6 +45,7 @@ static const struct option long_opts[] = {
     {"threads", required_argument, NULL, 't'},
     {"device", required_argument, NULL, OPT_DEVICE},
     {"weights-dtype", required_argument, NULL, OPT_WEIGHTS_DTYPE},
+    {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
     {"iface", required_argument, NULL, OPT_IFACE},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
@@ -93,7 +94,7 @@ static unsigned option_commands(int c)
     case OPT_NO_SPECIAL: return C_TOK;
     case OPT_SKIP_SPECIAL: return C_DETOK;
     case OPT_TEMPLATE: case OPT_TOKENIZER_CONFIG: return C_RENDER;
-    case OPT_INDEX: case OPT_SPLIT_POLICY: case OPT_SPLIT_POINTS: case OPT_WEIGHTS_DTYPE: case OPT_DEVICE:
+    case OPT_INDEX: case OPT_SPLIT_POLICY: case OPT_SPLIT_POINTS: case OPT_WEIGHTS_DTYPE: case OPT_KV_DTYPE: case OPT_DEVICE:
         return C_RUN | C_PLAN;
     case 'b': case OPT_MAX_SEQ_LEN: return C_RUN | C_PLAN;
     case 'm': return C_RUN | C_PLAN | C_TOK | C_DETOK | C_RENDER;
@@ -314,6 +315,12 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
                 goto out;
             }
             break;
+        case OPT_KV_DTYPE:
+            if (pb_kvdtype_parse(optarg, &o->kv_dtype) != 0) {
+                st = pb_error(PB_ERR_USAGE, "--kv-dtype: '%s' is not auto, f32, f16 or bf16", optarg);
+                goto out;
+            }
+            break;
         case OPT_IFACE: o->iface = optarg; break;
         case OPT_MAX_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.max_tokens), st, out);
@@ -446,6 +453,8 @@ void pb_opts_print_help(FILE *fp)
 "                             GPU is visible, else cpu. Rank r uses GPU (local rank % GPUs)\n"
 "  -t, --threads N            compute threads per rank (default: cores / local ranks)\n"
 "      --weights-dtype D      stored (default: as in the checkpoint), f32 or bf16\n"
+"      --kv-dtype D           KV cache elements: auto (default: f32 on cpu, bf16 on cuda),\n"
+"                             f32, f16 (cpu: half the memory) or bf16 (cuda)\n"
 "\n"
 "Pipeline:\n"
 "      --split-policy P       equal_size (default: equal parameter bytes), balanced (equal\n"

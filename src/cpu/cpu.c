@@ -235,9 +235,9 @@ static pb_status cpu_reserve(pb_backend *be, const pb_backend_limits *lim)
                            lim->head_dim);
 }
 
-static uint64_t cpu_kv_bytes(int cache_len, int n_kv_heads, int head_dim)
+static uint64_t cpu_kv_bytes(pb_dtype kv, int cache_len, int n_kv_heads, int head_dim)
 {
-    return (uint64_t)pb_kattn_cache_floats(cache_len, n_kv_heads, head_dim) * 4u;
+    return (uint64_t)pb_kattn_cache_elems(cache_len, n_kv_heads, head_dim) * pb_dtype_size(kv);
 }
 
 static pb_status cpu_linear(pb_backend *be, const float *x, int ldx, int M, const pb_weight *w, float *y, int ldy)
@@ -261,7 +261,7 @@ static pb_status cpu_attention(pb_backend *be, const pb_attn_args *a)
 {
     pb_kattn_args k = {
         .n_seqs = a->n_seqs, .tok_start = a->tok_start, .pos = a->pos, .n_tokens = a->n_tokens,
-        .k_cache = (float *const *)a->k_cache, .v_cache = (float *const *)a->v_cache, .cache_len = a->cache_len,
+        .k_cache = a->k_cache, .v_cache = a->v_cache, .cache_len = a->cache_len, .kv_dtype = a->kv_dtype,
         .q = a->q, .k = a->k, .v = a->v, .q_stride = a->q_stride, .kv_stride = a->kv_stride, .out = a->out,
         .n_heads = a->n_heads, .n_kv_heads = a->n_kv_heads, .head_dim = a->head_dim, .scale = a->scale,
         .alibi = a->alibi, .window = a->window, .softcap = a->softcap,
@@ -561,6 +561,7 @@ static void cpu_free(pb_backend *be)
 static const pb_backend_ops cpu_ops = {
     .name = "cpu",
     .kv_dtype = PB_DT_F32,
+    .kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16,
     .kv_bytes = cpu_kv_bytes,
     .host_memory = true,
     .free = cpu_free,

@@ -1,4 +1,4 @@
-/* GQA attention over an f32 KV cache, as two small matrix products per work
+/* GQA attention over an f32 or f16 KV cache, as two small matrix products per work
  * item on the matmul's register tiles (pb_kops.mm). A work item is
  * (sequence, KV head, block of query tokens); its rows are the (token, query
  * head) pairs of the group, and it streams that head's cache once per tile of
@@ -13,8 +13,13 @@
  * result depends only on its position and the cache, never on the other
  * rows of its tile, the batch, the thread count or the ISA path.
  *
+ * An f16 cache holds the keys and values rounded to f16 (nearest even) in
+ * the same layout; the products read it as the matmul reads f16 weights
+ * (widened exactly in registers), so its results are those of an f32 cache
+ * holding the rounded values, bit for bit.
+ *
  * Cache layout of one sequence and layer (cap = cache_len, hd16 = head_dim
- * rounded up to 16; KV head g at g * cap * hd16 floats), exactly cap
+ * rounded up to 16; KV head g at g * cap * hd16 elements), exactly cap
  * positions long:
  *   K: key j, dim d at (j / 16) * 16 * hd + d * 16 + j % 16 for the whole
  *      panels (j < full = cap - cap % 16); the last cap % 16 keys in a narrow
@@ -35,7 +40,7 @@ static inline size_t round16(size_t n)
     return (n + 15) & ~(size_t)15;
 }
 
-size_t pb_kattn_cache_floats(int cache_len, int n_kv_heads, int head_dim)
+size_t pb_kattn_cache_elems(int cache_len, int n_kv_heads, int head_dim)
 {
     return (size_t)n_kv_heads * (size_t)cache_len * round16((size_t)head_dim);
 }
@@ -89,10 +94,11 @@ static size_t item_floats(const pb_kattn_args *a, int s, int q0, int q1)
 typedef struct item_ctx {
     const pb_kattn_args *a;
     const pb_kops *ops;
+    pb_dtype dt;          /* the cache's elements */
     int q0, g, G, hd, hd16, pos0, tok0, jb16;
     size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
     int full;             /* K panels of 16 keys in the cache */
-    const float *kc, *vc; /* this KV head's K panels and V panels */
+    const void *kc, *vc;  /* this KV head's K panels and V panels */
     const float *klast;   /* K's narrow last panel widened to 16 keys (when cap % 16) */
     float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd), O (hd16) */
 } item_ctx;
@@ -110,15 +116,21 @@ static inline void row_keys(const item_ctx *c, int r, int *a0, int *a1)
     *a1 = p + 1;
 }
 
-/* out[R rows, panels [p0, p1)] = x[R rows, kc] times the panels at w (ps
- * apart), over the tiles of panels the ISA path has for R rows */
-static void mm_panels(const item_ctx *c, int R, const float *x, size_t ldx, const float *w, size_t ps, int kc,
-                      float *out, size_t ldo, int p0, int p1, int accumulate)
+/* the element at index i of a cache of dt */
+static inline const void *at(const void *base, pb_dtype dt, size_t i)
+{
+    return (const char *)base + i * (dt == PB_DT_F16 ? 2 : 4);
+}
+
+/* out[R rows, panels [p0, p1)] = x[R rows, kc] times the panels of dt at w
+ * (ps elements apart), over the tiles of panels the ISA path has for R rows */
+static void mm_panels(const item_ctx *c, int R, const float *x, size_t ldx, pb_dtype dt, const void *w, size_t ps,
+                      int kc, float *out, size_t ldo, int p0, int p1, int accumulate)
 {
     const int G = c->ops->gmax[R];
     for (int p = p0; p < p1;) {
         const int g = p1 - p >= G ? G : 1;
-        c->ops->mm(R, g, PB_DT_F32, x, ldx, w + (size_t)p * ps, ps, kc, out + (size_t)(p - p0) * 16, ldo, 16,
+        c->ops->mm(R, g, dt, x, ldx, at(w, dt, (size_t)p * ps), ps, kc, out + (size_t)(p - p0) * 16, ldo, 16,
                    accumulate);
         p += g;
     }
@@ -161,10 +173,11 @@ static void scores_tile(const item_ctx *c, int r0, int R)
     const int p0 = u0 / 16, p1 = (u1 + 15) / 16, pf = p1 < c->full ? p1 : c->full;
     const float *x = c->qs + (size_t)r0 * c->hd;
     if (p0 < pf)
-        mm_panels(c, R, x, (size_t)c->hd, c->kc, (size_t)16 * c->hd, c->hd, score_row(c, r0) + (size_t)p0 * 16, c->ld,
-                  p0, pf, 0);
-    if (pf < p1) /* the narrow last panel, widened */
-        mm_panels(c, R, x, (size_t)c->hd, c->klast, 0, c->hd, score_row(c, r0) + (size_t)pf * 16, c->ld, 0, 1, 0);
+        mm_panels(c, R, x, (size_t)c->hd, c->dt, c->kc, (size_t)16 * c->hd, c->hd, score_row(c, r0) + (size_t)p0 * 16,
+                  c->ld, p0, pf, 0);
+    if (pf < p1) /* the narrow last panel, widened to f32 */
+        mm_panels(c, R, x, (size_t)c->hd, PB_DT_F32, c->klast, 0, c->hd, score_row(c, r0) + (size_t)pf * 16, c->ld, 0,
+                  1, 0);
     for (int r = r0; r < r0 + R; r++) {
         int a0, a1;
         row_keys(c, r, &a0, &a1);
@@ -196,7 +209,7 @@ static void values_part(const item_ctx *c, int r0, int R, int j0, int j1)
 {
     if (j0 >= j1)
         return;
-    mm_panels(c, R, score_row(c, r0) + j0, c->ld, c->vc + (size_t)j0 * 16, c->ps_v, j1 - j0,
+    mm_panels(c, R, score_row(c, r0) + j0, c->ld, c->dt, at(c->vc, c->dt, (size_t)j0 * 16), c->ps_v, j1 - j0,
               c->os + (size_t)r0 * c->hd16, (size_t)c->hd16, 0, c->hd16 / 16, 1);
 }
 
@@ -237,19 +250,24 @@ static void attn_item_run(void *ctx, int item, int worker)
     const size_t head = (size_t)cap * (size_t)hd16;
     const size_t ld = score_ld(jbase, jend);
     float *sc = j->scores[worker];
-    const float *kc = a->k_cache[it->seq] + (size_t)it->kvh * head;
+    const pb_dtype dt = a->kv_dtype;
+    const void *kc = at(a->k_cache[it->seq], dt, (size_t)it->kvh * head);
     float *kl = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16); /* after the rows (item_scratch) */
     if (jend > full * 16) { /* this item reads keys of the narrow panel */
-        const float *src = kc + (size_t)full * 16 * hd;
+        const size_t src = (size_t)full * 16 * hd;
         for (int d = 0; d < hd; d++) {
-            memcpy(kl + (size_t)d * 16, src + (size_t)d * w, (size_t)w * sizeof(float));
+            for (int e = 0; e < w; e++) {
+                const size_t i = src + (size_t)d * w + (size_t)e;
+                kl[(size_t)d * 16 + e] =
+                    dt == PB_DT_F16 ? pb_f16_to_f32(((const uint16_t *)kc)[i]) : ((const float *)kc)[i];
+            }
             memset(kl + (size_t)d * 16 + w, 0, (size_t)(16 - w) * sizeof(float));
         }
     }
     const item_ctx c = {
-        .a = a, .ops = ops, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .pos0 = pos0,
+        .a = a, .ops = ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .pos0 = pos0,
         .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = (size_t)cap * 16, .full = full,
-        .kc = kc, .vc = a->v_cache[it->seq] + (size_t)it->kvh * head, .klast = kl,
+        .kc = kc, .vc = at(a->v_cache[it->seq], dt, (size_t)it->kvh * head), .klast = kl,
         .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + (size_t)hd),
     };
     const size_t od = (size_t)a->n_heads * hd;
@@ -307,11 +325,19 @@ static void store_kv(const pb_kattn_args *a, int s)
             j < full * 16 ? (size_t)(j / 16) * 16 * hd + j % 16 : (size_t)full * 16 * hd + (size_t)(j - full * 16);
         const size_t kstep = j < full * 16 ? 16 : (size_t)(cap % 16);
         for (int g = 0; g < a->n_kv_heads; g++) {
-            float *kt = a->k_cache[s] + (size_t)g * head + kat;
-            float *vt = a->v_cache[s] + (size_t)g * head + (size_t)j * 16;
+            const size_t kt = (size_t)g * head + kat, vt = (size_t)g * head + (size_t)j * 16;
+            if (a->kv_dtype == PB_DT_F16) {
+                uint16_t *kh = a->k_cache[s], *vh = a->v_cache[s];
+                for (int d = 0; d < hd; d++) {
+                    kh[kt + (size_t)d * kstep] = pb_f32_to_f16(k[(size_t)g * hd + d]);
+                    vh[vt + (size_t)(d / 16) * cap * 16 + d % 16] = pb_f32_to_f16(v[(size_t)g * hd + d]);
+                }
+                continue;
+            }
+            float *kf = a->k_cache[s], *vf = a->v_cache[s];
             for (int d = 0; d < hd; d++) {
-                kt[(size_t)d * kstep] = k[(size_t)g * hd + d];
-                vt[(size_t)(d / 16) * cap * 16 + d % 16] = v[(size_t)g * hd + d];
+                kf[kt + (size_t)d * kstep] = k[(size_t)g * hd + d];
+                vf[vt + (size_t)(d / 16) * cap * 16 + d % 16] = v[(size_t)g * hd + d];
             }
         }
     }
@@ -322,6 +348,8 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
     if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads || a->head_dim <= 0)
         return pb_error(PB_ERR_INTERNAL, "attention: %d heads over %d KV heads of dim %d", a->n_heads,
                         a->n_kv_heads, a->head_dim);
+    if (a->kv_dtype != PB_DT_F32 && a->kv_dtype != PB_DT_F16)
+        return pb_error(PB_ERR_INTERNAL, "attention: a KV cache of %s (f32 or f16 here)", pb_dtype_name(a->kv_dtype));
     const size_t cap = pb_kctx_scores_cap(k);
     size_t n_items = 0;
     for (int s = 0; s < a->n_seqs; s++) {

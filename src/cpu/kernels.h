@@ -95,7 +95,7 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
  * positions before attending. Sequence s owns rows [tok_start[s],
  * tok_start[s] + n_tokens[s]) at positions pos[s] + i (pos[s] + n_tokens[s]
  * <= cache_len) and caches k_cache[s] / v_cache[s] of
- * pb_kattn_cache_floats(cache_len, ...) floats each, in the kernels' own
+ * pb_kattn_cache_elems(cache_len, ...) elements each, in the kernels' own
  * layout (kern_attn.c): only pb_kattn_run reads or writes them.
  * Query at position p sees keys j with p - window < j <= p (window > 0) or
  * all j <= p (window == 0). score = scale * q.k (+ alibi[h] * j), then
@@ -104,8 +104,9 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
 typedef struct pb_kattn_args {
     int n_seqs;
     const int *tok_start, *pos, *n_tokens;
-    float *const *k_cache, *const *v_cache;
+    void *const *k_cache, *const *v_cache;
     int cache_len;      /* positions each cache holds */
+    pb_dtype kv_dtype;  /* the caches' elements: PB_DT_F32 or PB_DT_F16 (new rows rounded to nearest even) */
     const float *q, *k, *v;
     int q_stride, kv_stride;
     float *out; /* [T, n_heads * head_dim], contiguous */
@@ -116,8 +117,8 @@ typedef struct pb_kattn_args {
     float softcap;      /* > 0: Gemma's attention logit soft-cap */
 } pb_kattn_args;
 
-/* Floats of one layer's K (or V) cache of one sequence. */
-size_t pb_kattn_cache_floats(int cache_len, int n_kv_heads, int head_dim);
+/* Elements (of kv_dtype) of one layer's K (or V) cache of one sequence. */
+size_t pb_kattn_cache_elems(int cache_len, int n_kv_heads, int head_dim);
 /* Per-thread scratch floats pb_kctx_reserve keeps for attention. */
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim);
 

@@ -29,9 +29,12 @@
  *   scale         exact; softcap |y - r| <= 4e-6 (1 + |r|); head_norm as norm,
  *                 the row elements past the heads untouched
  *
- * cuda: the same bounds. Its KV cache is bf16 (kv_dtype): the reference
- * attends over the keys and values rounded to bf16 (nearest even; queries in
- * f32), so 2e-5 max|v| bounds only the f32 arithmetic, not the rounding.
+ * The attention cases run once for each KV cache dtype the backend has
+ * (kv_dtypes: cpu f32 and f16, cuda f32 and bf16): the reference attends over
+ * the keys and values rounded to it (nearest even; queries in f32), so 2e-5
+ * max|v| bounds only the f32 arithmetic, not the rounding.
+ *
+ * cuda: the same bounds.
  * Its kernels differ from the CPU's in reduction order, so the bit identity
  * across CPU ISA paths does not extend to it; batch invariance (a row or a
  * sequence alone vs in a batch) and add_norm == add, norm are checked bit for
@@ -112,6 +115,8 @@ static void to_host(void *host, const void *d, size_t bytes)
     OK(BE->ops->sync(BE));
 }
 static void rel(void *p) { BE->ops->release(BE, p); }
+
+static pb_dtype KVT; /* the KV cache dtype of the attention cases running */
 
 static float kept(float v, pb_dtype dt)
 {
@@ -553,7 +558,7 @@ static void attn_call(const attn_case *c, const int *p0, const int *n, void **dk
                       float **kc, float **vc, bool alone_check)
 {
     const int hd = c->hd, qd = c->n_heads * hd, kvd = c->n_kv * hd, S = c->n_seqs, q_stride = qd + 2 * kvd;
-    const pb_dtype kvt = BE->ops->kv_dtype;
+    const pb_dtype kvt = KVT;
     int tok_start[7], T = 0;
     for (int s = 0; s < S; s++) {
         tok_start[s] = T;
@@ -567,7 +572,7 @@ static void attn_call(const attn_case *c, const int *p0, const int *n, void **dk
         alibi[h] = -0.5f / (float)(h + 1);
     const float scale = 1.0f / sqrtf((float)hd);
     pb_attn_args a = {.n_seqs = S, .tok_start = tok_start, .pos = p0, .n_tokens = n, .k_cache = dk,
-                      .v_cache = dv, .cache_len = cache_len, .q = dqkv, .k = dqkv + qd, .v = dqkv + qd + kvd,
+                      .v_cache = dv, .cache_len = cache_len, .kv_dtype = kvt, .q = dqkv, .k = dqkv + qd, .v = dqkv + qd + kvd,
                       .q_stride = q_stride, .kv_stride = q_stride, .out = dout, .n_heads = c->n_heads,
                       .n_kv_heads = c->n_kv, .head_dim = hd, .scale = scale, .alibi = c->alibi ? alibi : NULL,
                       .window = c->window, .softcap = c->softcap};
@@ -634,7 +639,7 @@ static void attn_run(const attn_case *c, bool alone_check)
     where = c->name;
     /* a cache length not a multiple of 16: the MQA case reaches its last 14 */
     const int kvd = c->n_kv * c->hd, S = c->n_seqs, max_len = 62;
-    const size_t cb = (size_t)BE->ops->kv_bytes(max_len, c->n_kv, c->hd);
+    const size_t cb = (size_t)BE->ops->kv_bytes(KVT, max_len, c->n_kv, c->hd);
     int total = 0;
     for (int s = 0; s < S; s++)
         total += c->pos[s] + c->ntok[s];
@@ -667,6 +672,7 @@ static void attn_run(const attn_case *c, bool alone_check)
 
 static void test_attention(void)
 {
+    static char name[96]; /* `where` while a case runs */
     const attn_case cases[] = {
         {"MHA prefill", 4, 4, 16, 0, false, 1, {0}, {13}, 0},
         {"GQA mixed prefill/decode", 6, 2, 12, 0, false, 5, {0, 17, 3, 40, 0}, {9, 1, 1, 1, 21}, 0},
@@ -677,8 +683,16 @@ static void test_attention(void)
         {"window of 1", 2, 1, 9, 1, false, 2, {4, 0}, {3, 6}, 0},
         {"soft-capped GQA with a window (Gemma 2)", 4, 2, 16, 5, false, 3, {0, 12, 3}, {11, 1, 2}, 0.75f},
     };
-    for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++)
-        attn_run(&cases[i], true);
+    for (KVT = PB_DT_F32; KVT <= PB_DT_BF16; KVT++) { /* each KV cache dtype the backend has */
+        if (!(BE->ops->kv_dtypes & (1u << KVT)))
+            continue;
+        for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
+            attn_case c = cases[i];
+            snprintf(name, sizeof name, "%s, %s cache", c.name, pb_dtype_name(KVT));
+            c.name = name;
+            attn_run(&c, true);
+        }
+    }
 }
 
 /* ---- activations, glu, add, select_rows ---- */

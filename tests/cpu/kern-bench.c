@@ -207,19 +207,22 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
 /* n_seqs sequences with ctx keys each already cached; one call adds
  * n_new tokens to every sequence. Prints time and the KV cache read rate. */
 static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_new, int n_heads, int n_kv, int hd,
-                       double secs)
+                       pb_dtype kv_dt, double secs)
 {
     const int L = ctx + n_new, qd = n_heads * hd, kvd = n_kv * hd, T = n_seqs * n_new;
     unsigned seed = 7;
-    float **kc = malloc((size_t)n_seqs * sizeof *kc), **vc = malloc((size_t)n_seqs * sizeof *vc);
+    void **kc = malloc((size_t)n_seqs * sizeof *kc), **vc = malloc((size_t)n_seqs * sizeof *vc);
     int *tok = malloc((size_t)n_seqs * sizeof(int)), *pos = malloc((size_t)n_seqs * sizeof(int)),
         *nt = malloc((size_t)n_seqs * sizeof(int));
     for (int s = 0; s < n_seqs; s++) {
-        const size_t nc = pb_kattn_cache_floats(L, n_kv, hd); /* cached keys: any values */
-        kc[s] = malloc(nc * sizeof(float));
-        vc[s] = malloc(nc * sizeof(float));
+        const size_t nc = pb_kattn_cache_elems(L, n_kv, hd); /* cached keys: any values */
+        kc[s] = malloc(nc * pb_dtype_size(kv_dt));
+        vc[s] = malloc(nc * pb_dtype_size(kv_dt));
         for (size_t i = 0; i < nc; i++)
-            kc[s][i] = frand(&seed), vc[s][i] = frand(&seed);
+            if (kv_dt == PB_DT_F16)
+                ((uint16_t *)kc[s])[i] = pb_f32_to_f16(frand(&seed)), ((uint16_t *)vc[s])[i] = pb_f32_to_f16(frand(&seed));
+            else
+                ((float *)kc[s])[i] = frand(&seed), ((float *)vc[s])[i] = frand(&seed);
         tok[s] = s * n_new, pos[s] = ctx, nt[s] = n_new;
     }
     float *q = malloc((size_t)T * qd * sizeof(float)), *kk = malloc((size_t)T * kvd * sizeof(float)),
@@ -231,7 +234,7 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
     if (pb_kctx_reserve(k, T > n_seqs ? T : n_seqs, 1, L, n_heads, hd) != PB_OK)
         exit(1);
     pb_kattn_args a = {.n_seqs = n_seqs, .tok_start = tok, .pos = pos, .n_tokens = nt, .k_cache = kc, .v_cache = vc,
-                       .cache_len = L, .q = q, .k = kk, .v = vv, .q_stride = qd, .kv_stride = kvd, .out = o,
+                       .cache_len = L, .kv_dtype = kv_dt, .q = q, .k = kk, .v = vv, .q_stride = qd, .kv_stride = kvd, .out = o,
                        .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd, .scale = 0.125f};
     double best = 1e30, t_end = now() + secs;
     int it = 0;
@@ -245,9 +248,9 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
     } while (now() < t_end || it < 3);
     /* keys each query sees: ctx + i + 1 for token i of the new ones */
     const double keys = (double)n_seqs * ((double)n_new * ctx + (double)n_new * (n_new + 1) / 2);
-    const double bytes = (double)n_seqs * L * kvd * 2 * sizeof(float);
-    printf("attention %-26s %8.3f ms  KV %6.2f GB/s  %6.1f GFLOP/s\n", name, best * 1e3, bytes / best / 1e9,
-           keys * n_heads * hd * 4 / best / 1e9);
+    const double bytes = (double)n_seqs * L * kvd * 2 * (double)pb_dtype_size(kv_dt);
+    printf("attention %-26s %s cache %8.3f ms  KV %6.2f GB/s  %6.1f GFLOP/s\n", name, kv_dt == PB_DT_F16 ? "f16" : "f32",
+           best * 1e3, bytes / best / 1e9, keys * n_heads * hd * 4 / best / 1e9);
     for (int s = 0; s < n_seqs; s++)
         free(kc[s]), free(vc[s]);
     free(kc), free(vc), free(tok), free(pos), free(nt), free(q), free(kk), free(vv), free(o);
@@ -434,10 +437,14 @@ int main(int argc, char **argv)
     if (only && !strstr("attention", only))
         goto done;
     /* TinyLlama-1.1B attention shape: 32 heads over 4 KV heads of 64 */
-    bench_attn(k, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, secs);
-    bench_attn(k, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, secs);
-    bench_attn(k, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, secs);
-    bench_attn(k, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, secs);
+    for (int f16 = 0; f16 < 2; f16++) {
+        const pb_dtype dt = f16 ? PB_DT_F16 : PB_DT_F32;
+        bench_attn(k, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, dt, secs);
+        bench_attn(k, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, dt, secs);
+        bench_attn(k, "decode 32 x 2048 keys", 32, 2047, 1, 32, 4, 64, dt, secs);
+        bench_attn(k, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, dt, secs);
+        bench_attn(k, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, dt, secs);
+    }
 done:
     pb_kctx_free(k);
     pb_pool_free(pool);

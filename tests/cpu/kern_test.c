@@ -320,21 +320,24 @@ static void ref_attention(const attn_case *c, const seqdata *sd, const float *al
  * adds chunk[s] tokens (or what is left); all sequences go in each call.
  * out[s] gets [L][n_heads*hd]. */
 static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, float scale, int ns, seqdata *sd,
-                     const int *chunk, float **out)
+                     const int *chunk, float **out, pb_dtype kv_dt)
 {
     const int hd = c->hd, qd = c->n_heads * hd, kvd = c->n_kv * hd;
-    float *kc[8], *vc[8];
+    void *kc[8], *vc[8];
     int done[8] = {0}, maxL = 0, total = 0;
     for (int s = 0; s < ns; s++) {
         maxL = sd[s].L > maxL ? sd[s].L : maxL;
         total += sd[s].L;
     }
     for (int s = 0; s < ns; s++) { /* garbage where nothing was stored yet */
-        const size_t n = pb_kattn_cache_floats(maxL, c->n_kv, hd);
-        kc[s] = malloc(n * sizeof(float));
-        vc[s] = malloc(n * sizeof(float));
+        const size_t n = pb_kattn_cache_elems(maxL, c->n_kv, hd);
+        kc[s] = malloc(n * pb_dtype_size(kv_dt));
+        vc[s] = malloc(n * pb_dtype_size(kv_dt));
         for (size_t i = 0; i < n; i++)
-            kc[s][i] = vc[s][i] = (i & 1) ? NAN : 1e30f;
+            if (kv_dt == PB_DT_F16)
+                ((uint16_t *)kc[s])[i] = ((uint16_t *)vc[s])[i] = (i & 1) ? 0x7e00 : 0x7bff; /* NaN, 65504 */
+            else
+                ((float *)kc[s])[i] = ((float *)vc[s])[i] = (i & 1) ? NAN : 1e30f;
     }
     /* rows of this call, packed; q with an extra stride to test q_stride */
     const int q_stride = qd + 3, kv_stride = kvd + 1;
@@ -359,7 +362,7 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
         if (!any)
             break;
         pb_kattn_args a = {.n_seqs = ns, .tok_start = tok_start, .pos = pos, .n_tokens = nt, .k_cache = kc,
-                           .v_cache = vc, .cache_len = maxL, .q = q, .k = k, .v = v, .q_stride = q_stride,
+                           .v_cache = vc, .cache_len = maxL, .kv_dtype = kv_dt, .q = q, .k = k, .v = v, .q_stride = q_stride,
                            .kv_stride = kv_stride, .out = o, .n_heads = c->n_heads, .n_kv_heads = c->n_kv,
                            .head_dim = hd, .scale = scale, .alibi = alibi, .window = c->window};
         if (pb_kattn_run(kctx, &a) != PB_OK) {
@@ -377,7 +380,9 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
     return ok;
 }
 
-static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2)
+/* kv_dt F16: the keys and values are made f16 numbers first, the reference
+ * run uses an f32 cache and every other run an f16 one: the same bits. */
+static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
 {
     static const attn_case cases[] = {
         {4, 4, 16, 0, 0}, {8, 2, 20, 0, 1}, {6, 1, 7, 5, 0}, {4, 2, 64, 0, 0}, {2, 1, 33, 9, 1}, {32, 4, 64, 0, 0},
@@ -400,6 +405,11 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2)
                 sd[s].q[i] = 2.0f * frand();
             for (int i = 0; i < Ls[s] * kvd; i++)
                 sd[s].k[i] = 2.0f * frand(), sd[s].v[i] = frand();
+            if (kv_dt == PB_DT_F16)
+                for (int i = 0; i < Ls[s] * kvd; i++) {
+                    sd[s].k[i] = pb_f16_to_f32(pb_f32_to_f16(sd[s].k[i]));
+                    sd[s].v[i] = pb_f16_to_f32(pb_f32_to_f16(sd[s].v[i]));
+                }
         }
         const float *al = c->alibi ? alibi : NULL;
         /* reference */
@@ -418,12 +428,13 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2)
                     for (int th = 0; th < 2; th++) {
                         pb_kctx *kx = th ? kctx2 : kctx1;
                         float **dst = pi == 0 && sp == 0 && !alone && !th ? base : got;
+                        const pb_dtype dt = dst == base ? PB_DT_F32 : kv_dt;
                         int ok = 1;
                         if (alone)
                             for (int s = 0; s < ns; s++)
-                                ok &= run_split(kx, c, al, scale, 1, &sd[s], &splits[sp][s], &dst[s]);
+                                ok &= run_split(kx, c, al, scale, 1, &sd[s], &splits[sp][s], &dst[s], dt);
                         else
-                            ok &= run_split(kx, c, al, scale, ns, sd, splits[sp], dst);
+                            ok &= run_split(kx, c, al, scale, ns, sd, splits[sp], dst, dt);
                         if (!ok) {
                             FAIL("attention call failed");
                             continue;
@@ -446,8 +457,9 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2)
                         for (int s = 0; s < ns; s++)
                             for (size_t e = 0; e < (size_t)Ls[s] * qd; e++)
                                 if (!same_bits(got[s][e], base[s][e])) {
-                                    FAIL("attention %s case %zu split %zu%s%s: seq %d row %zu differs (%.9g vs %.9g)",
-                                         paths[pi].name, ci, sp, alone ? " alone" : " batched",
+                                    FAIL("attention %s %s cache case %zu split %zu%s%s: seq %d row %zu differs (%.9g vs "
+                                         "%.9g)", paths[pi].name, pb_dtype_name(kv_dt), ci, sp,
+                                         alone ? " alone" : " batched",
                                          th ? " 2 threads" : "", s, e / qd, got[s][e], base[s][e]);
                                     break;
                                 }
@@ -709,7 +721,8 @@ int main(void)
     test_rows();
     test_matmul(k2);
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
-    test_attention(k1, k2);
+    test_attention(k1, k2, PB_DT_F32);
+    test_attention(k1, k2, PB_DT_F16);
     test_bf16dot(k1);
     test_bf16dot(k2);
     pb_kctx_free(k1);

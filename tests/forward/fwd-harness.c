@@ -21,7 +21,8 @@
  *   fwd-harness loadbench MODEL RANKS STAGE REPS [THREADS]
  *       load time of one stage beside a plain read of its files (a figure,
  *       never pass/fail; contrib/bench/load.sh).
- * PB_WEIGHTS_DTYPE=stored|f32|bf16 in the environment: --weights-dtype. */
+ * PB_WEIGHTS_DTYPE=stored|f32|bf16 in the environment: --weights-dtype;
+ * PB_KV_DTYPE=auto|f32|f16|bf16: --kv-dtype. */
 #include "config.h"
 
 #include <errno.h>
@@ -65,6 +66,16 @@ static pb_wdtype weights_dtype(void)
     return w;
 }
 
+/* PB_KV_DTYPE=auto|f32|f16|bf16 in the environment (default auto). */
+static pb_kvdtype kv_dtype(void)
+{
+    const char *e = getenv("PB_KV_DTYPE");
+    pb_kvdtype k = PB_KVDTYPE_AUTO;
+    if (e && *e && pb_kvdtype_parse(e, &k) != 0)
+        fprintf(stderr, "fwd-harness: PB_KV_DTYPE=%s is not auto, f32, f16 or bf16; using auto\n", e);
+    return k;
+}
+
 static void chain_free(chain *c)
 {
     for (int i = 0; i < c->n; i++)
@@ -88,7 +99,7 @@ static pb_status chain_open(chain *c, const char *dir, int n_stages, int slots, 
                           .max_seq_len = max_seq};
     PB_CHECK(pb_plan_make(c->ck, &c->cfg, &spec, &c->plan));
     pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = max_tokens, .threads = threads,
-                       .weights_dtype = weights_dtype()};
+                       .weights_dtype = weights_dtype(), .kv_dtype = kv_dtype()};
     /* PB_FWD_DEVICE=cuda: the same checks on the CUDA backend (GPU 0; contrib/gpu/check.sh) */
     const char *dev = getenv("PB_FWD_DEVICE");
     pb_backend_opts bo = {.threads = threads, .device = 0};
@@ -499,11 +510,11 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
     PB_CHECK_GOTO(pb_ckpt_open(model, NULL, &cfg, &ck), st, fail);
     pb_split_spec spec = {.policy = PB_SPLIT_POLICY_EQUAL_SIZE, .n_stages = 1, .batch_size = slots, .max_seq_len = max_seq};
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, fail);
-    PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, pb_backend_ops_of("cpu"), weights_dtype(), threads), st, fail);
-    PB_CHECK_GOTO(pb_weights_load(ck, &plan->stages[0], &w), st, fail);
     int mbt = pb_stage_default_batch_tokens(slots, max_seq);
     pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = mbt, .threads = threads,
-                       .weights_dtype = weights_dtype()};
+                       .weights_dtype = weights_dtype(), .kv_dtype = kv_dtype()};
+    PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, pb_backend_ops_of("cpu"), &o), st, fail);
+    PB_CHECK_GOTO(pb_weights_load(ck, &plan->stages[0], &w), st, fail);
     pb_backend_opts bo = {.threads = threads};
     PB_CHECK_GOTO(pb_backend_create("cpu", &bo, &be), st, fail);
     PB_CHECK_GOTO(pb_stage_create(&cfg, &plan->stages[0], w, be, &o, &stage), st, fail);
@@ -659,7 +670,7 @@ static int cmd_loadbench(const char *model, int ranks, int stage, int reps, int 
     PB_CHECK_GOTO(pb_backend_create("cpu", &bo, &be), st, fail);
     const pb_stage_plan *sp = &plan->stages[stage];
     pb_stage_opts o = {.n_slots = 1, .max_seq_len = 16, .max_batch_tokens = 16, .threads = threads,
-                       .weights_dtype = weights_dtype()};
+                       .weights_dtype = weights_dtype(), .kv_dtype = kv_dtype()};
     double best_load = 1e30, best_read = 1e30;
     uint64_t file_bytes = 0, read_bytes = 0, kept = 0;
     for (int r = 0; r < reps; r++) {

@@ -12,6 +12,9 @@ few prompts of random token ids:
 
 Usage: make_goldens.py OUTDIR [NAME ...]   (default: every spec)
 Writes OUTDIR/NAME/{model/, prompts.txt, forced.txt, golden.npz, spec.json}.
+make(name, root, kv="f16") writes OUTDIR/NAME-kvf16 instead: HF with every
+key and value rounded to f16 (nearest even) as its KV cache takes them in,
+the reference for --kv-dtype f16.
 The goldens come from HF loading the saved folder back (in f32), so they also
 check how config.json is read: transformers 5.x's rope_parameters, or the 4.x
 keys (rope_theta, rope_scaling, rotary_pct) for the specs marked legacy_rope.
@@ -280,7 +283,35 @@ def rescale(model, seed):
             out.weight.copy_(torch.randn(out.weight.shape, generator=g) * (3.0 / math.sqrt(h)))
 
 
-def make(name, root):
+class kv_rounded:
+    """While active, every key and value state HF's caches take in is rounded
+    to `dtype` and back to f32 first (so attention, prefill included, sees
+    the rounded ones), as pippy-batch's KV cache of that dtype keeps them."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.orig = transformers.cache_utils.Cache.update
+
+    def __enter__(self):
+        orig, dt = self.orig, self.dtype
+
+        def update(cache, k, v, layer_idx, *a, **kw):
+            return orig(cache, k.to(dt).to(k.dtype), v.to(dt).to(v.dtype), layer_idx, *a, **kw)
+        transformers.cache_utils.Cache.update = update
+        return self
+
+    def __exit__(self, *exc):
+        transformers.cache_utils.Cache.update = self.orig
+
+
+def make(name, root, kv=None):
+    if kv:
+        with kv_rounded({"f16": torch.float16, "bf16": torch.bfloat16}[kv]):
+            return make_in(name, os.path.join(root, f"{name}-kv{kv}"))
+    return make_in(name, os.path.join(root, name))
+
+
+def make_in(name, d):
     model_type, over, opts = spec_of(name)
     n_new = opts.get("n_new", N_NEW)
     seed = sum(map(ord, name))
@@ -292,7 +323,6 @@ def make(name, root):
     rescale(model, seed)
     dtype = opts.get("dtype", "float32")
     tdt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    d = os.path.join(root, name)
     mdir = os.path.join(d, "model")
     os.makedirs(mdir, exist_ok=True)
     save_model = copy.deepcopy(model).to(tdt) if tdt != torch.float32 else model
