@@ -454,7 +454,7 @@ void pb_opts_print_help(FILE *fp)
 "  -t, --threads N            compute threads per rank (default: cores / local ranks)\n"
 "      --weights-dtype D      stored (default: as in the checkpoint), f32 or bf16\n"
 "      --kv-dtype D           KV cache elements: auto (default: f32 on cpu, bf16 on cuda),\n"
-"                             f32, f16 (cpu: half the memory) or bf16 (cuda)\n"
+"                             f32, f16 (half the memory of f32) or bf16 (cuda only)\n"
 "\n"
 "Pipeline:\n"
 "      --split-policy P       equal_size (default: equal parameter bytes), balanced (equal\n"

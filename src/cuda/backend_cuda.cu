@@ -4,9 +4,9 @@
 // row-major [n_out, n_in] in their store dtype (PB_WLAYOUT_ROWS), converted
 // on the host exactly as the CPU backend converts them and streamed to the
 // device through two pinned staging buffers. The KV cache is bf16 by default
-// (rounded to nearest even; --kv-dtype f32, or PB_CUDA_KV_DTYPE=f32 in the
-// environment for the default: exact, twice the memory); attention computes
-// in f32.
+// (rounded to nearest even; --kv-dtype f16 the same size, --kv-dtype f32 or
+// PB_CUDA_KV_DTYPE=f32 in the environment for the default: exact, twice the
+// memory); attention computes in f32.
 //
 // Host arrays an op takes (attention's per-sequence arrays, select_rows'
 // rows, rope angles) are packed on the host into one of ARG_SLOTS pinned
@@ -533,8 +533,8 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     if (a->head_dim > KC_ATTN_MAX_HEAD_DIM)
         return pb_error(PB_ERR_UNSUPPORTED, "cuda: attention heads of %d dims (at most %d)", a->head_dim,
                         KC_ATTN_MAX_HEAD_DIM);
-    if (a->kv_dtype != PB_DT_F32 && a->kv_dtype != PB_DT_BF16)
-        return pb_error(PB_ERR_INTERNAL, "cuda: a KV cache of %s (f32 or bf16 here)", pb_dtype_name(a->kv_dtype));
+    if (a->kv_dtype != PB_DT_F32 && a->kv_dtype != PB_DT_BF16 && a->kv_dtype != PB_DT_F16)
+        return pb_error(PB_ERR_INTERNAL, "cuda: a KV cache of %s (f32, bf16 or f16 here)", pb_dtype_name(a->kv_dtype));
     const int S = a->n_seqs;
     int T = 0;
     for (int s = 0; s < S; s++)
@@ -587,7 +587,7 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     k.scale = a->scale;
     k.window = a->window;
     k.softcap = a->softcap;
-    k.kv_f32 = a->kv_dtype == PB_DT_F32;
+    k.kv_dt = a->kv_dtype == PB_DT_F32 ? KC_F32 : a->kv_dtype == PB_DT_F16 ? KC_F16 : KC_BF16;
     LAUNCH("attention", kc_attention(c->stream, &k));
     return PB_OK;
 }
@@ -734,7 +734,7 @@ static pb_backend_ops make_ops(void)
     // read once, before main: the planner and every backend see one value
     const char *kv = getenv("PB_CUDA_KV_DTYPE");
     o.kv_dtype = kv && strcmp(kv, "f32") == 0 ? PB_DT_F32 : PB_DT_BF16;
-    o.kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_BF16;
+    o.kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_BF16 | 1u << PB_DT_F16;
     o.kv_bytes = cuda_kv_bytes;
     o.host_memory = false;
     o.free = cuda_free;

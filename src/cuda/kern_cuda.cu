@@ -1,5 +1,5 @@
 // Kernels of the CUDA backend: a batch-invariant GEMV-style linear, gather,
-// norms, rotary, activations, attention over a bf16 KV cache, and small
+// norms, rotary, activations, attention over a bf16, f16 or f32 KV cache, and small
 // element-wise ops. Semantics follow src/cpu/cpu.c op by op.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -473,13 +473,18 @@ cudaError_t kc_softcap(cudaStream_t st, float *x, size_t n, float cap)
 
 // ---- attention ----
 
-// cache elements: bf16 (uint16_t, nearest even) or f32
+// cache elements: bf16 (uint16_t), f16 (kv_half) both rounded to nearest even, or f32
+struct kv_half {
+    uint16_t bits;
+};
 __device__ __forceinline__ uint16_t to_kv(float f, uint16_t *) { return f32_bf16(f); }
+__device__ __forceinline__ kv_half to_kv(float f, kv_half *) { return kv_half{__half_as_ushort(__float2half_rn(f))}; }
 __device__ __forceinline__ float to_kv(float f, float *) { return f; }
 __device__ __forceinline__ float from_kv(uint16_t v) { return bf16_f32(v); }
+__device__ __forceinline__ float from_kv(kv_half v) { return f16_f32(v.bits); }
 __device__ __forceinline__ float from_kv(float v) { return v; }
 
-// this step's k/v rows into the caches (bf16, nearest even): one block per token row
+// this step's k/v rows into the caches (rounded to kv_t): one block per token row
 template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 {
     const int t = blockIdx.x, s = a.tok_seq[t];
@@ -503,8 +508,8 @@ template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 // alone or in any batch. Warp w takes keys lo + w, lo + w + 4, ... in order:
 // the q.k dot product is split over lanes (dims lane + 32 i) and reduced by
 // a fixed butterfly; an online softmax (running max, sum, V accumulator per
-// warp) then the four warps are merged in order 0..3. f32 math on the bf16
-// cache.
+// warp) then the four warps are merged in order 0..3. f32 math on the
+// cache's values.
 //
 // Long contexts at small batch leave most SMs idle here (T * n_heads
 // blocks): split-K ("flash-decoding") goes here later, each split a fixed
@@ -602,8 +607,10 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
 {
     if (a->T <= 0)
         return cudaSuccess;
-    if (a->kv_f32)
+    if (a->kv_dt == KC_F32)
         KLAUNCH((k_kv_store<float>), a->T, 128, st, *a);
+    else if (a->kv_dt == KC_F16)
+        KLAUNCH((k_kv_store<kv_half>), a->T, 128, st, *a);
     else
         KLAUNCH((k_kv_store<uint16_t>), a->T, 128, st, *a);
     cudaError_t e = cudaGetLastError();
@@ -612,8 +619,10 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
     if (a->n_heads > 65535)
         return cudaErrorInvalidValue;
     const dim3 grid((unsigned)a->T, (unsigned)a->n_heads);
-    if (a->kv_f32)
+    if (a->kv_dt == KC_F32)
         KLAUNCH((k_attention<float>), grid, ATT_WARPS * 32, st, *a);
+    else if (a->kv_dt == KC_F16)
+        KLAUNCH((k_attention<kv_half>), grid, ATT_WARPS * 32, st, *a);
     else
         KLAUNCH((k_attention<uint16_t>), grid, ATT_WARPS * 32, st, *a);
     return cudaGetLastError();

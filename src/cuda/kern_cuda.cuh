@@ -47,7 +47,7 @@ cudaError_t kc_head_norm(cudaStream_t st, float *x, int ld, int T, int n_heads, 
 // tok_seq[t]: the sequence owning token row t, or -1.
 struct kc_attn {
     int n_seqs, T;
-    void *const *k_cache, *const *v_cache; // [n_seqs] caches: bf16, or f32 when kv_f32
+    void *const *k_cache, *const *v_cache; // [n_seqs] caches of kv_dt elements
     const int *tok_start, *pos, *tok_seq;
     const float *q, *k, *v;
     int q_stride, kv_stride;
@@ -57,11 +57,11 @@ struct kc_attn {
     const float *alibi; // [n_heads] or NULL
     int window;
     float softcap;
-    bool kv_f32; // the caches' elements: f32 (exact) instead of bf16 (nearest even)
+    int kv_dt; // the caches' elements (kc_dtype): f32 (exact), bf16 or f16 (nearest even)
 };
 #define KC_ATTN_MAX_HEAD_DIM 256
 
-// stores this step's k/v rows (as bf16) at their positions, then attends
+// stores this step's k/v rows (as kv_dt) at their positions, then attends
 cudaError_t kc_attention(cudaStream_t st, const kc_attn *a);
 
 #endif
