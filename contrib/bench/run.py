@@ -25,6 +25,9 @@ Measures (median of --runs, peers interleaved within each run):
   decode_bN    N sequences of a short prompt, tokens after the first of each
                / time after the first token (aggregate tok/s)
   rss_mib      peak RSS of the process (pippy: the largest of its runs)
+  decode_bN_kv16, rss_kv16_mib  pippy at the largest batch with --kv-dtype
+               f16 (llama.cpp's own KV cache is f16: its columns there are
+               its decode_bN and rss_mib)
 Limits measured in the same run, before each run round (only the first
 under --budget), the best kept
 (contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
@@ -265,7 +268,7 @@ def pippy_help(pb):
     return subprocess.run([pb, "--help"], capture_output=True, text=True).stdout
 
 
-def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, tmp):
+def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, tmp, extra=()):
     """One pippy-batch process; returns (metrics, wall_s, peak_rss_kib)."""
     inp, out, met = (os.path.join(tmp, n) for n in ("in.jsonl", "out.jsonl", "m.json"))
     for p in (out, met):
@@ -279,6 +282,7 @@ def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, t
            "--temperature", "0"]
     if ignore_eos:
         cmd.append("--ignore-eos")
+    cmd += list(extra)
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, ru = os.wait4(p.pid, 0)
@@ -326,6 +330,13 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
                                     "(EOS reached)")
             dec_s = comp / met["decode_tokens_per_second"] if met["decode_tokens_per_second"] else 0
             res[f"decode_b{B}"] = (comp - recs) / dec_s if dec_s else 0
+        if job.get("kv16"):  # the largest batch again, its KV cache in f16 (as llama.cpp keeps it)
+            B = max(job["batches"])
+            met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"], ignore_eos,
+                                     tmp, ("--kv-dtype", "f16"))
+            dec_s = met["completion_tokens"] / met["decode_tokens_per_second"] if met["decode_tokens_per_second"] else 0
+            res[f"decode_b{B}_kv16"] = (met["completion_tokens"] - met["records"]) / dec_s if dec_s else 0
+            res["rss_kv16_mib"] = r / 1024
     res["rss_mib"] = rss / 1024
     return res
 
@@ -513,7 +524,7 @@ def fmt(v, kind):
         return "-"
     if kind in ("load_s", "ttft_s"):
         return f"{v:.3f}" if v < 10 else f"{v:.1f}"
-    if kind == "rss_mib":
+    if kind in ("rss_mib", "rss_kv16_mib"):
         return f"{v:.0f}"
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
 
@@ -594,6 +605,7 @@ def main():
     if "llama.cpp" not in peers:
         converter = None
     ignore_eos = "--ignore-eos" in pippy_help(pb)
+    kv16 = "--kv-dtype" in pippy_help(pb)
     if not ignore_eos:
         notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
 
@@ -640,7 +652,8 @@ def main():
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
                 try:
                     if p == "pippy":
-                        res = measure_pippy(pb, m, dict(job, notes=notes), ignore_eos, lambda: bandwidth_sample(a))
+                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16), ignore_eos,
+                                            lambda: bandwidth_sample(a))
                     elif p == "llama.cpp":
                         if not m["gguf"]:
                             continue
@@ -660,10 +673,14 @@ def main():
     lim = best_limits(lims)
     kb = kern_bench(a)
 
+    bmax = max(batches)
     keys = ["load_s", "prefill", "ttft_s"] + [f"decode_b{b}" for b in batches] + ["rss_mib"]
+    if kv16:
+        keys += [f"decode_b{bmax}_kv16", "rss_kv16_mib"]
     pt = a.prefill_tokens
     labels = {"load_s": "load s", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
-              "rss_mib": "peak RSS MiB"}
+              "rss_mib": "peak RSS MiB", f"decode_b{bmax}_kv16": f"b{bmax}, f16 KV tok/s",
+              "rss_kv16_mib": "RSS, f16 KV MiB"}
     labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
     med = {}
     for m in models:
@@ -672,6 +689,9 @@ def main():
             runs = results[m["name"]][p]
             med[m["name"]][p] = {k: statistics.median([x[k] for x in runs if k in x])
                                  if any(k in x for x in runs) else None for k in keys}
+            if p == "llama.cpp" and kv16:  # its KV cache is f16 in every run
+                med[m["name"]][p][f"decode_b{bmax}_kv16"] = med[m["name"]][p][f"decode_b{bmax}"]
+                med[m["name"]][p]["rss_kv16_mib"] = med[m["name"]][p]["rss_mib"]
 
     # ---- table
     out = []
@@ -693,6 +713,8 @@ def main():
         bd = bounds(m, lim, batches)
         bd["rss_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] * max(batches) * (len(m["prompt"]) + a.tokens)) \
             / 2**20
+        bd["rss_kv16_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] / 2 * bmax * (len(m["prompt"]) + a.tokens)) \
+            / 2**20
         hdr = f"  {'measure':20} " + " ".join(f"{p:>10}" for p in peers) + f" {'bound':>10}"
         hdr += "".join(f" {'pb/' + q[:5]:>9}" for q in peers if q != "pippy") + f" {'pb/bound':>9}"
         w(hdr)
@@ -700,7 +722,7 @@ def main():
             row = f"  {labels[k]:20} " + " ".join(f"{fmt(med[m['name']][p][k], k):>10}" for p in peers)
             b = bd.get(k)
             row += f" {fmt(b, k):>10}"
-            hb = k not in ("load_s", "ttft_s", "rss_mib")
+            hb = k not in ("load_s", "ttft_s", "rss_mib", "rss_kv16_mib")
             pv = med[m["name"]].get("pippy", {}).get(k) if "pippy" in peers else None
             for q in peers:
                 if q != "pippy":
@@ -718,7 +740,8 @@ def main():
     w("")
     w("bound: decode b1 = bandwidth / bytes read per step; decode bN = min(N x that, sgemm rate at M=8 (N<=8) "
       "or 512 / 2 x matmul weights); prefill = sgemm(M=512) / 2 x matmul weights; peak RSS = weights + f32 KV "
-      "cache of the largest batch. Ratios > 1 favour pippy-batch (for load, TTFT and RSS: the peer's / pippy's).")
+      "cache of the largest batch (f16 KV rows: an f16 cache; llama.cpp's cache is f16 in all its rows). "
+      "Ratios > 1 favour pippy-batch (for load, TTFT and RSS: the peer's / pippy's).")
     for n in notes:
         w("note: " + n)
     text = "\n".join(out)
