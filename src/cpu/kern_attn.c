@@ -34,6 +34,7 @@
 #include "cpu/kern_impl.h"
 
 #define QB_MAX 16 /* query tokens per item */
+#define CHUNK 64  /* keys an f16 cache is widened in at a time for items of several row tiles */
 
 static inline size_t round16(size_t n)
 {
@@ -54,10 +55,12 @@ static size_t score_ld(int jbase, int jend)
 }
 
 /* An item's scratch: per row its scores, Q (hd) and O (hd16), then the last
- * K panel widened ([hd][16]). */
+ * K panel widened ([hd][16]), then a chunk of an f16 cache widened (CHUNK
+ * keys of K panels, [CHUNK / 16][hd][16], and of V, [hd16 / 16][CHUNK][16]). */
 static size_t item_scratch(size_t rows, int hd, int jbase, int jend)
 {
-    return rows * (score_ld(jbase, jend) + (size_t)hd + round16((size_t)hd)) + 16 * (size_t)hd;
+    return rows * (score_ld(jbase, jend) + (size_t)hd + round16((size_t)hd)) + 16 * (size_t)hd +
+           CHUNK * ((size_t)hd + round16((size_t)hd));
 }
 
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim)
@@ -161,20 +164,39 @@ static float scale_max(float *x, int n, float scale)
     return m;
 }
 
-/* Scores of rows [r0, r0 + R) over the union of their keys (a score a row
- * does not see is computed too, into its own scratch, and never read);
- * each row's largest score goes to its header [1]. */
-static void scores_tile(const item_ctx *c, int r0, int R)
+/* The K panels [*p0, *pf) (whole) and [*pf, *p1) (the narrow last one) that
+ * rows [r0, r0 + R) read: those of the union of their keys. */
+static void tile_panels(const item_ctx *c, int r0, int R, int *p0, int *pf, int *p1)
 {
-    const pb_kattn_args *a = c->a;
     int u0, u1, t;
     row_keys(c, r0, &u0, &t);
     row_keys(c, r0 + R - 1, &t, &u1);
-    const int p0 = u0 / 16, p1 = (u1 + 15) / 16, pf = p1 < c->full ? p1 : c->full;
+    *p0 = u0 / 16;
+    *p1 = (u1 + 15) / 16;
+    *pf = *p1 < c->full ? *p1 : c->full;
+}
+
+/* Scores of rows [r0, r0 + R) over their whole K panels [pa, pb), read from
+ * w (elements of dt) where panel q0 starts. */
+static void scores_mm(const item_ctx *c, int r0, int R, pb_dtype dt, const void *w, int q0, int pa, int pb)
+{
+    if (pa < pb)
+        mm_panels(c, R, c->qs + (size_t)r0 * c->hd, (size_t)c->hd, dt, w, (size_t)16 * c->hd, c->hd,
+                  score_row(c, r0) + (size_t)pa * 16, c->ld, pa - q0, pb - q0, 0);
+}
+
+/* Scores of rows [r0, r0 + R) over the union of their keys (a score a row
+ * does not see is computed too, into its own scratch, and never read), the
+ * whole K panels already done when `whole_done`; each row's largest score
+ * goes to its header [1]. */
+static void scores_tile(const item_ctx *c, int r0, int R, bool whole_done)
+{
+    const pb_kattn_args *a = c->a;
+    int p0, pf, p1;
+    tile_panels(c, r0, R, &p0, &pf, &p1);
     const float *x = c->qs + (size_t)r0 * c->hd;
-    if (p0 < pf)
-        mm_panels(c, R, x, (size_t)c->hd, c->dt, c->kc, (size_t)16 * c->hd, c->hd, score_row(c, r0) + (size_t)p0 * 16,
-                  c->ld, p0, pf, 0);
+    if (!whole_done)
+        scores_mm(c, r0, R, c->dt, c->kc, 0, p0, pf);
     if (pf < p1) /* the narrow last panel, widened to f32 */
         mm_panels(c, R, x, (size_t)c->hd, PB_DT_F32, c->klast, 0, c->hd, score_row(c, r0) + (size_t)pf * 16, c->ld, 0,
                   1, 0);
@@ -204,19 +226,35 @@ static void scores_tile(const item_ctx *c, int r0, int R)
     }
 }
 
-/* O rows [r0, r0 + R) += weights over keys [j0, j1) times V */
-static void values_part(const item_ctx *c, int r0, int R, int j0, int j1)
+/* Keys [k0, k1) of V widened to f32: dims panel p at w + p * (k1 - k0) * 16,
+ * key j at (j - k0) * 16 in it. */
+typedef struct vchunk {
+    int k0, k1;
+    const float *w;
+} vchunk;
+
+/* O rows [r0, r0 + R) += weights over keys [j0, j1) (those in ch when ch)
+ * times V */
+static void values_part(const item_ctx *c, int r0, int R, int j0, int j1, const vchunk *ch)
 {
+    if (ch) {
+        j0 = j0 > ch->k0 ? j0 : ch->k0;
+        j1 = j1 < ch->k1 ? j1 : ch->k1;
+    }
     if (j0 >= j1)
         return;
-    mm_panels(c, R, score_row(c, r0) + j0, c->ld, c->dt, at(c->vc, c->dt, (size_t)j0 * 16), c->ps_v, j1 - j0,
+    const pb_dtype dt = ch ? PB_DT_F32 : c->dt;
+    const void *w = ch ? (const void *)(ch->w + (size_t)(j0 - ch->k0) * 16) : at(c->vc, c->dt, (size_t)j0 * 16);
+    mm_panels(c, R, score_row(c, r0) + j0, c->ld, dt, w, ch ? (size_t)(ch->k1 - ch->k0) * 16 : c->ps_v, j1 - j0,
               c->os + (size_t)r0 * c->hd16, (size_t)c->hd16, 0, c->hd16 / 16, 1);
 }
 
 /* Weighted values of rows [r0, r0 + R): the keys all of them see,
  * [last a0, first a1), in one product; before and after them each row's own
- * keys alone, so that every row's chains run over its keys ascending. */
-static void values_tile(const item_ctx *c, int r0, int R)
+ * keys alone, so that every row's chains run over its keys ascending. With
+ * ch, only the keys of that chunk (called for the chunks in ascending order,
+ * each row's chains continue from one to the next). */
+static void values_tile(const item_ctx *c, int r0, int R, const vchunk *ch)
 {
     int A, B, t;
     row_keys(c, r0 + R - 1, &A, &t);
@@ -225,15 +263,15 @@ static void values_tile(const item_ctx *c, int r0, int R)
     for (int r = r0; r < r0 + R; r++) {
         int a0, a1;
         row_keys(c, r, &a0, &a1);
-        values_part(c, r, 1, a0, shared ? A : a1);
+        values_part(c, r, 1, a0, shared ? A : a1, ch);
     }
     if (!shared)
         return;
-    values_part(c, r0, R, A, B);
+    values_part(c, r0, R, A, B, ch);
     for (int r = r0; r < r0 + R; r++) {
         int a0, a1;
         row_keys(c, r, &a0, &a1);
-        values_part(c, r, 1, B, a1);
+        values_part(c, r, 1, B, a1, ch);
     }
 }
 
@@ -276,8 +314,24 @@ static void attn_item_run(void *ctx, int item, int worker)
         memcpy(c.qs + (size_t)r * hd, q, (size_t)hd * sizeof(float));
     }
     const int mr = ops->mr, nt = (rows + mr - 1) / mr;
+    /* an f16 cache read by several row tiles: widened once, a chunk of keys
+     * at a time, for all of them (the same products, in the same order) */
+    const bool chunked = dt == PB_DT_F16 && nt > 1;
+    float *kw = kl + 16 * (size_t)hd, *vw = kw + CHUNK * (size_t)hd;
+    if (chunked) {
+        const int P0 = jbase / 16, PF = (jend + 15) / 16 < full ? (jend + 15) / 16 : full;
+        for (int q0 = P0; q0 < PF; q0 += CHUNK / 16) {
+            const int q1 = q0 + CHUNK / 16 < PF ? q0 + CHUNK / 16 : PF;
+            ops->cvt(PB_DT_F16, at(kc, dt, (size_t)q0 * 16 * hd), (q1 - q0) * hd, kw);
+            for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++) {
+                int p0, pf, p1;
+                tile_panels(&c, r0, pb_ktile_rows(rows, nt, t), &p0, &pf, &p1);
+                scores_mm(&c, r0, pb_ktile_rows(rows, nt, t), PB_DT_F32, kw, q0, p0 > q0 ? p0 : q0, pf < q1 ? pf : q1);
+            }
+        }
+    }
     for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
-        scores_tile(&c, r0, pb_ktile_rows(rows, nt, t));
+        scores_tile(&c, r0, pb_ktile_rows(rows, nt, t), chunked);
     /* softmax weights (unnormalized) and 1 / sum */
     for (int r = 0; r < rows; r++) {
         int lo, end;
@@ -286,8 +340,19 @@ static void attn_item_run(void *ctx, int item, int worker)
         sc[(size_t)r * ld] = 1.0f / sum;
     }
     memset(c.os, 0, (size_t)rows * (size_t)hd16 * sizeof(float));
-    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
-        values_tile(&c, r0, pb_ktile_rows(rows, nt, t));
+    if (chunked) {
+        for (int k0 = jbase & ~15; k0 < jend; k0 += CHUNK) {
+            const vchunk ch = {k0, k0 + CHUNK < jend ? k0 + CHUNK : jend, vw};
+            for (int p = 0; p < hd16 / 16; p++)
+                ops->cvt(PB_DT_F16, at(c.vc, dt, (size_t)p * cap * 16 + (size_t)k0 * 16), ch.k1 - k0,
+                         vw + (size_t)p * (size_t)(ch.k1 - k0) * 16);
+            for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
+                values_tile(&c, r0, pb_ktile_rows(rows, nt, t), &ch);
+        }
+    } else {
+        for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
+            values_tile(&c, r0, pb_ktile_rows(rows, nt, t), NULL);
+    }
     for (int r = 0; r < rows; r++) {
         const float inv = sc[(size_t)r * ld], *o = c.os + (size_t)r * hd16;
         float *dst = a->out + (size_t)(c.tok0 + it->q0 + r / G) * od + (size_t)(c.g * G + r % G) * hd;
