@@ -581,7 +581,8 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     pb_log_verbose("stage %d: layers [%d, %d)%s%s: weights %.1f MiB (%s), KV %.1f MiB (%s), activations %.1f MiB, "
                    "backend %s, %d threads", sp->stage, s->layer_begin, s->layer_end, s->has_embed ? " +embed" : "",
                    s->has_head ? " +head" : "", (double)s->ws.bytes / 1048576.0, pb_wdtype_name(opts->weights_dtype),
-                   (double)mem.kv / 1048576.0, pb_dtype_name(s->kv_dtype), (double)mem.act / 1048576.0, be->ops->name, be->threads);
+                   (double)mem.kv / 1048576.0, pb_dtype_name(s->kv_dtype), (double)mem.act / 1048576.0, be->ops->name,
+                   be->threads);
     *out = s;
     return PB_OK;
 fail:

@@ -11,8 +11,9 @@
  * Memory: weights as the backend keeps them (put_linear, in the dtype the
  * --weights-dtype policy gives: as stored by default), norm vectors f32; KV
  * cache [n_slots][layers][2][max_seq_len][n_kv_heads * head_dim] of the
- * --kv-dtype policy's type (the backend's kv_dtype by default); activations from one arena sized from max_batch_tokens
- * up front, plus the backend's scratch. pb_stage_estimate gives the same
+ * --kv-dtype policy's type (the backend's kv_dtype by default); activations
+ * from one arena sized from max_batch_tokens up front, plus the backend's
+ * scratch. pb_stage_estimate gives the same
  * figures before loading (the planner's memory column).
  *
  * The backend is given (pb_backend_create): the stage uses it and does not

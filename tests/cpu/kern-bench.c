@@ -219,9 +219,10 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
         kc[s] = malloc(nc * pb_dtype_size(kv_dt));
         vc[s] = malloc(nc * pb_dtype_size(kv_dt));
         for (size_t i = 0; i < nc; i++)
-            if (kv_dt == PB_DT_F16)
-                ((uint16_t *)kc[s])[i] = pb_f32_to_f16(frand(&seed)), ((uint16_t *)vc[s])[i] = pb_f32_to_f16(frand(&seed));
-            else
+            if (kv_dt == PB_DT_F16) {
+                ((uint16_t *)kc[s])[i] = pb_f32_to_f16(frand(&seed));
+                ((uint16_t *)vc[s])[i] = pb_f32_to_f16(frand(&seed));
+            } else
                 ((float *)kc[s])[i] = frand(&seed), ((float *)vc[s])[i] = frand(&seed);
         tok[s] = s * n_new, pos[s] = ctx, nt[s] = n_new;
     }
@@ -234,8 +235,8 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
     if (pb_kctx_reserve(k, T > n_seqs ? T : n_seqs, 1, L, n_heads, hd) != PB_OK)
         exit(1);
     pb_kattn_args a = {.n_seqs = n_seqs, .tok_start = tok, .pos = pos, .n_tokens = nt, .k_cache = kc, .v_cache = vc,
-                       .cache_len = L, .kv_dtype = kv_dt, .q = q, .k = kk, .v = vv, .q_stride = qd, .kv_stride = kvd, .out = o,
-                       .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd, .scale = 0.125f};
+                       .cache_len = L, .kv_dtype = kv_dt, .q = q, .k = kk, .v = vv, .q_stride = qd, .kv_stride = kvd,
+                       .out = o, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd, .scale = 0.125f};
     double best = 1e30, t_end = now() + secs;
     int it = 0;
     do {

@@ -362,7 +362,8 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
         if (!any)
             break;
         pb_kattn_args a = {.n_seqs = ns, .tok_start = tok_start, .pos = pos, .n_tokens = nt, .k_cache = kc,
-                           .v_cache = vc, .cache_len = maxL, .kv_dtype = kv_dt, .q = q, .k = k, .v = v, .q_stride = q_stride,
+                           .v_cache = vc, .cache_len = maxL, .kv_dtype = kv_dt, .q = q, .k = k, .v = v,
+                           .q_stride = q_stride,
                            .kv_stride = kv_stride, .out = o, .n_heads = c->n_heads, .n_kv_heads = c->n_kv,
                            .head_dim = hd, .scale = scale, .alibi = alibi, .window = c->window};
         if (pb_kattn_run(kctx, &a) != PB_OK) {
