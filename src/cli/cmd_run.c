@@ -333,6 +333,14 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     pb_device_pick dev;
     PB_CHECK_GOTO(pb_device_pick_for(opts->backend, rank, local_rank, &dev), st, out);
     pb_device_log(&dev, rank, local_rank);
+    const char *kind = dev.kind;
+    const pb_backend_ops *bops = pb_backend_ops_of(kind);
+    if (!bops) {
+        st = pb_error(PB_ERR_NOT_AVAILABLE, "--device %s: no such backend in this build", kind);
+        goto out;
+    }
+    pb_dtype kv_dt; /* --kv-dtype on this backend: refused by name before anything loads */
+    PB_CHECK_GOTO(pb_kvdtype_resolve(bops, opts->kv_dtype, &kv_dt), st, out);
 
     PB_CHECK_GOTO(pb_model_dir_resolve(opts->model_dir, &dir), st, out);
     PB_CHECK_GOTO(pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG | PB_MODEL_NEED_TOKENIZER), st, out);
@@ -356,12 +364,12 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 
     /* rank 0: the --resume rules (fingerprints of the model's small files and
      * the settings); a complete OUT needs no model at world size 1 */
-    /* weights kept in another dtype than stored, or a KV cache of a dtype
-     * asked for, may change the output */
+    /* weights kept in another dtype than stored, or a KV cache in another
+     * than the backend's own, may change the output */
     char variant[48] = "";
     if (opts->weights_dtype != PB_WDTYPE_STORED)
         snprintf(variant, sizeof variant, "weights=%s", pb_wdtype_name(opts->weights_dtype));
-    if (opts->kv_dtype != PB_KVDTYPE_AUTO)
+    if (kv_dt != bops->kv_dtype)
         snprintf(variant + strlen(variant), sizeof variant - strlen(variant), "%skv=%s", variant[0] ? "," : "",
                  pb_kvdtype_name(opts->kv_dtype));
     pb_runner_model rm = {.dir = dir, .index_path = opts->index_path, .name = model_name(dir),
@@ -413,12 +421,6 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     spec.batch_size = batch;
     spec.max_seq_len = context;
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
-    const char *kind = dev.kind;
-    const pb_backend_ops *bops = pb_backend_ops_of(kind);
-    if (!bops) {
-        st = pb_error(PB_ERR_NOT_AVAILABLE, "--device %s: no such backend in this build", kind);
-        goto out;
-    }
     pb_stage_opts so = {.threads = threads, .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype};
     PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, &so), st, out);
     const pb_stage_plan *sp = &plan->stages[rank];
