@@ -376,8 +376,10 @@ static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
     return 0;
 }
 
-/* this step's keys and values of sequence s into its cache, at their positions */
-static void store_kv(const pb_kattn_args *a, int s)
+/* this step's keys and values of sequence s into its cache, at their
+ * positions; an f16 cache refuses a finite value beyond its range (it would
+ * become infinite, and the attention NaN) */
+static pb_status store_kv(const pb_kattn_args *a, int s)
 {
     const int hd = a->head_dim, hd16 = (int)round16((size_t)hd), cap = a->cache_len, full = cap / 16;
     const size_t head = (size_t)cap * (size_t)hd16;
@@ -393,10 +395,18 @@ static void store_kv(const pb_kattn_args *a, int s)
             const size_t kt = (size_t)g * head + kat, vt = (size_t)g * head + (size_t)j * 16;
             if (a->kv_dtype == PB_DT_F16) {
                 uint16_t *kh = a->k_cache[s], *vh = a->v_cache[s];
+                bool over = false;
                 for (int d = 0; d < hd; d++) {
-                    kh[kt + (size_t)d * kstep] = pb_f32_to_f16(k[(size_t)g * hd + d]);
-                    vh[vt + (size_t)(d / 16) * cap * 16 + d % 16] = pb_f32_to_f16(v[(size_t)g * hd + d]);
+                    const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
+                    const uint16_t hx = pb_f32_to_f16(x), hy = pb_f32_to_f16(y);
+                    kh[kt + (size_t)d * kstep] = hx;
+                    vh[vt + (size_t)(d / 16) * cap * 16 + d % 16] = hy;
+                    over |= ((hx & 0x7fffu) == 0x7c00u && isfinite(x)) || ((hy & 0x7fffu) == 0x7c00u && isfinite(y));
                 }
+                if (over)
+                    return pb_error(PB_ERR_UNSUPPORTED,
+                                    "--kv-dtype f16: a key or value of KV head %d at position %d is beyond half "
+                                    "precision's range (65504); run with --kv-dtype f32", g, j);
                 continue;
             }
             float *kf = a->k_cache[s], *vf = a->v_cache[s];
@@ -406,6 +416,7 @@ static void store_kv(const pb_kattn_args *a, int s)
             }
         }
     }
+    return PB_OK;
 }
 
 pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
@@ -436,7 +447,7 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
     for (int s = 0; s < a->n_seqs; s++) {
         if (a->n_tokens[s] <= 0)
             continue;
-        store_kv(a, s);
+        PB_CHECK(store_kv(a, s));
         const int q = pick_qb(a, s, cap);
         for (int g = 0; g < a->n_kv_heads; g++)
             for (int q0 = 0; q0 < a->n_tokens[s]; q0 += q)

@@ -473,6 +473,35 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
     }
 }
 
+/* An f16 cache refuses a finite key or value that would round to infinity
+ * (65520 and above), and takes 65519 (65504 in f16); an f32 cache takes any. */
+static void test_attention_f16_range(pb_kctx *kctx)
+{
+    static const float vals[] = {65519.0f, 65520.0f, -1e5f};
+    for (int f16 = 0; f16 < 2; f16++)
+        for (int i = 0; i < 3; i++)
+            for (int which = 0; which < 2; which++) { /* the key or the value */
+                const int hd = 8, cap = 4;
+                float q[8] = {0}, kv[2][8] = {{0}};
+                kv[which][3] = vals[i];
+                const size_t n = pb_kattn_cache_elems(cap, 1, hd);
+                void *kc = calloc(n, 4), *vc = calloc(n, 4);
+                float out[8];
+                int zero = 0, one = 1;
+                pb_kattn_args a = {.n_seqs = 1, .tok_start = &zero, .pos = &zero, .n_tokens = &one,
+                                   .k_cache = &kc, .v_cache = &vc, .cache_len = cap,
+                                   .kv_dtype = f16 ? PB_DT_F16 : PB_DT_F32, .q = q, .k = kv[0], .v = kv[1],
+                                   .q_stride = hd, .kv_stride = hd, .out = out, .n_heads = 1, .n_kv_heads = 1,
+                                   .head_dim = hd, .scale = 1.0f};
+                const pb_status st = pb_kattn_run(kctx, &a);
+                const pb_status want = f16 && i > 0 ? PB_ERR_UNSUPPORTED : PB_OK;
+                if (st != want)
+                    FAIL("attention, %s cache, a %s of %g: status %d, expected %d", f16 ? "f16" : "f32",
+                         which ? "value" : "key", (double)vals[i], (int)st, (int)want);
+                free(kc), free(vc);
+            }
+}
+
 static void test_exp(void)
 {
     /* pb_kexp within 2 ulp-ish of exp over the range the softmax uses */
@@ -724,6 +753,7 @@ int main(void)
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
     test_attention(k1, k2, PB_DT_F32);
     test_attention(k1, k2, PB_DT_F16);
+    test_attention_f16_range(k1);
     test_bf16dot(k1);
     test_bf16dot(k2);
     pb_kctx_free(k1);
