@@ -314,9 +314,10 @@ static void attn_item_run(void *ctx, int item, int worker)
         memcpy(c.qs + (size_t)r * hd, q, (size_t)hd * sizeof(float));
     }
     const int mr = ops->mr, nt = (rows + mr - 1) / mr;
-    /* an f16 cache read by several row tiles: widened once, a chunk of keys
-     * at a time, for all of them (the same products, in the same order) */
-    const bool chunked = dt == PB_DT_F16 && nt > 1;
+    /* an f16 cache read by many row tiles (prefill): widened once, a chunk
+     * of keys at a time, for all of them (the same products, in the same
+     * order); with up to 3 tiles reading it in place is as fast (kern-bench) */
+    const bool chunked = dt == PB_DT_F16 && nt >= 4;
     float *kw = kl + 16 * (size_t)hd, *vw = kw + CHUNK * (size_t)hd;
     if (chunked) {
         const int P0 = jbase / 16, PF = (jend + 15) / 16 < full ? (jend + 15) / 16 : full;
