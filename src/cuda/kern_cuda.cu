@@ -1,6 +1,6 @@
 // Kernels of the CUDA backend: a batch-invariant GEMV-style linear, gather,
-// norms, rotary, activations, attention over a bf16, f16 or f32 KV cache, and small
-// element-wise ops. Semantics follow src/cpu/cpu.c op by op.
+// norms, rotary, activations, attention over a bf16, f16 or f32 KV cache, and
+// small element-wise ops. Semantics follow src/cpu/cpu.c op by op.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 

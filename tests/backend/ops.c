@@ -30,7 +30,7 @@
  *                 the row elements past the heads untouched
  *
  * The attention cases run once for each KV cache dtype the backend has
- * (kv_dtypes: cpu f32 and f16, cuda f32 and bf16): the reference attends over
+ * (kv_dtypes: cpu f32 and f16, cuda f32, bf16 and f16): the reference attends over
  * the keys and values rounded to it (nearest even; queries in f32), so 2e-5
  * max|v| bounds only the f32 arithmetic, not the rounding.
  *
@@ -572,8 +572,8 @@ static void attn_call(const attn_case *c, const int *p0, const int *n, void **dk
         alibi[h] = -0.5f / (float)(h + 1);
     const float scale = 1.0f / sqrtf((float)hd);
     pb_attn_args a = {.n_seqs = S, .tok_start = tok_start, .pos = p0, .n_tokens = n, .k_cache = dk,
-                      .v_cache = dv, .cache_len = cache_len, .kv_dtype = kvt, .q = dqkv, .k = dqkv + qd, .v = dqkv + qd + kvd,
-                      .q_stride = q_stride, .kv_stride = q_stride, .out = dout, .n_heads = c->n_heads,
+                      .v_cache = dv, .cache_len = cache_len, .kv_dtype = kvt, .q = dqkv, .k = dqkv + qd,
+                      .v = dqkv + qd + kvd, .q_stride = q_stride, .kv_stride = q_stride, .out = dout, .n_heads = c->n_heads,
                       .n_kv_heads = c->n_kv, .head_dim = hd, .scale = scale, .alibi = c->alibi ? alibi : NULL,
                       .window = c->window, .softcap = c->softcap};
     OK(BE->ops->attention(BE, &a));
