@@ -415,6 +415,7 @@ const pb_kops pb_kops_avx2 = {
     .isa = PB_ISA_AVX2,
     .mr = MR,
     .kc = 256,
+    .cvt_min_m = 4 * MR, /* Zen 1: converting once beat the in-register widening from 4 tiles up */
     .gmax = {0, 6, 3, 2, 1, 1, 1},
     .mm = mm_avx2,
     .cvt = cvt_avx2,

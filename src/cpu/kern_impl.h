@@ -34,7 +34,12 @@ struct pb_kmat {
 typedef struct pb_kops {
     pb_cpu_isa isa;
     int mr;                     /* most rows in one register tile */
-    int kc;                     /* K block of the many-tile path (even) */
+    int kc;                     /* K block of the many-tile path when it converts (even), the least otherwise */
+    /* bf16/f16 weights with M >= cvt_min_m rows (0: never) are converted to
+     * f32 one K block of kc at a time and shared by all row tiles; below it,
+     * or where converting in registers is as cheap (AVX-512), the tiles read
+     * the panels in place, K blocks sized to the L2 (kern_mat.c). */
+    int cvt_min_m;
     int gmax[PB_KMR_MAX + 1];   /* panels per tile for R = 1 .. mr rows */
     /* c[R, 16 G] (row stride ldc; the last panel has nlast valid columns)
      * = (accumulate ? c : 0) + x[R, kc] (row stride ldx) times G panels of
@@ -96,6 +101,9 @@ const pb_kops *pb_kops_active(void);
 /* Tests: run the matmul/attention drivers with this table (NULL: the active
  * one). Lets a test plug in a path built another way (SIMDe emulation). */
 void pb_kops_override(const pb_kops *ops);
+/* Tests: K block of the many-tile path reading the panels in place (rounded
+ * up to even; 0: sized to the L2, as in use) */
+void pb_kmat_set_kblock(int kb);
 
 /* kern_mat.c: the context's scratch for attention, and its pool */
 size_t pb_kctx_scores_cap(const pb_kctx *k);         /* floats per thread */

@@ -175,6 +175,7 @@ const pb_kops pb_kops_portable = {
     .isa = PB_ISA_PORTABLE,
     .mr = 4,
     .kc = 256,
+    .cvt_min_m = 16,
     .gmax = {0, 4, 2, 1, 1},
     .mm = mm_portable,
     .cvt = cvt_portable,

@@ -154,7 +154,7 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
     free(cp);
     printf("%-22s pack %.0f MB/s (memcpy to fresh memory %.0f MB/s)\n", s->name, (double)wbytes / pack_s / 1e6,
            (double)wbytes / copy_s / 1e6);
-    const int Ms[] = {1, 8, 32, 512};
+    const int Ms[] = {1, 8, 16, 32, 64, 512};
     float *x = malloc((size_t)512 * s->n_in * sizeof(float));
     float *y = malloc((size_t)512 * s->n_out * sizeof(float));
     for (size_t i = 0; i < (size_t)512 * s->n_in; i++)

@@ -202,8 +202,12 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
         free(g);
     }
     float *y = malloc((size_t)Mmax * ldy * sizeof(float));
-    for (int pi = 0; pi < n_paths; pi++) {
+    /* K blocks of the many-tile path: sized to the L2 (usually all of K
+     * here) and forced to 6 k (many blocks, an odd K ending in a short one) */
+    for (int pkb = 0; pkb < 2 * n_paths; pkb++) {
+        const int pi = pkb / 2, kb = pkb % 2 ? 6 : 0;
         pb_kops_override(paths[pi].ops);
+        pb_kmat_set_kblock(kb);
         for (int mi = 0; mi < nM; mi++) {
             const int M = Ms[mi];
             for (size_t i = 0; i < (size_t)Mmax * ldy; i++)
@@ -217,9 +221,10 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
                 for (int r = 0; r < ldy && bad < 3; r++) {
                     const float got = y[(size_t)i * ldy + r];
                     if (r >= n_out ? got != 12345.0f : !same_bits(got, ref[(size_t)i * n_out + r])) {
-                        FAIL("%s: [%d x %d] src %s store %s%s%s%s M=%d: y[%d][%d] = %.9g, want %.9g", paths[pi].name,
-                             n_out, n_in, pb_dtype_name(sdt), pb_dtype_name(tdt), transposed ? " transposed" : "",
-                             perm ? " perm" : "", bias ? " bias" : "", M, i, r, got,
+                        FAIL("%s: [%d x %d] src %s store %s%s%s%s M=%d K block %s: y[%d][%d] = %.9g, want %.9g",
+                             paths[pi].name, n_out, n_in, pb_dtype_name(sdt), pb_dtype_name(tdt),
+                             transposed ? " transposed" : "", perm ? " perm" : "", bias ? " bias" : "", M,
+                             kb ? "6" : "L2", i, r, got,
                              r < n_out ? ref[(size_t)i * n_out + r] : 12345.0f);
                         bad++;
                     }
@@ -232,6 +237,7 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
         }
     }
     pb_kops_override(NULL);
+    pb_kmat_set_kblock(0);
     pb_kmat_free(m);
     free(wv), free(rp), free(sv), free(src), free(we), free(b), free(x), free(ref), free(y);
 }
