@@ -3,9 +3,12 @@
  *   bandwidth_gbs      memory read rate: T threads, each reading its own half
  *                      of a buffer far larger than the caches in 4 streams
  *                      with the widest loads the compiler targets; best of 5
- *   fma_peak_gflops    f32 FMA rate from registers (independent chains)
- *   bf16_dot_gflops    bf16 x f32 dot rate from L1 (bf16 widened in registers,
- *                      or vdpbf16ps on AVX512-BF16), the decode kernel's roof
+ *   fma_peak_gflops    f32 FMA rate from registers (12 independent chains of
+ *                      the widest vectors: 512-bit with AVX-512F)
+ *   bf16_dot_gflops    bf16 x f32 dot rate from L1, bf16 widened to f32 in
+ *                      registers: the exact kernels' roof for bf16 weights
+ *   bf16_dpbf16_gflops (AVX512-BF16 only) the same with vdpbf16ps on
+ *                      activations rounded to bf16 (PB_CPU_ISA=avx512bf16)
  *   gemm: {set: {M: GFLOP/s}}  cblas_sgemm C[M,N] = A[M,K] W[N,K]^T summed over
  *                      a set of layer shapes, M = 512, 8, 1 (after a warm-up:
  *                      one timing at M = 512, the best of 3 at 8 and 1)
@@ -143,58 +146,86 @@ typedef struct {
     float sink;
 } peak_arg;
 
+/* The widest vectors the compiler targets: 512-bit where AVX-512F is there
+ * (Zen 4/5, Xeon), else 256-bit; 12 independent chains cover 2 FMA pipes of
+ * latency 4-6. */
+#if defined(__AVX512F__)
+typedef __m512 fvec;
+#define FV_LANES 16
+#define FV_SET1(v) _mm512_set1_ps(v)
+#define FV_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define FV_ADD(a, b) _mm512_add_ps(a, b)
+#define FV_LOAD(p) _mm512_load_ps(p)
+#define FV_WIDEN(p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)(p))), 16))
+static float fv_first(fvec v) { return _mm512_cvtss_f32(v); }
+#elif defined(__AVX2__) && defined(__FMA__)
+typedef __m256 fvec;
+#define FV_LANES 8
+#define FV_SET1(v) _mm256_set1_ps(v)
+#define FV_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define FV_ADD(a, b) _mm256_add_ps(a, b)
+#define FV_LOAD(p) _mm256_load_ps(p)
+#define FV_WIDEN(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(p))), 16))
+static float fv_first(fvec v) { return _mm256_cvtss_f32(v); }
+#endif
+#define CHAINS 12
+
 static void *peak_thread(void *v)
 {
     peak_arg *a = v;
     const long iters = 20000000;
     double t = now();
-#if defined(__AVX2__) && defined(__FMA__)
+#ifdef FV_LANES
     if (a->kind == 0) {
-        __m256 x = _mm256_set1_ps(1.0001f), y = _mm256_set1_ps(0.9999f);
-        __m256 c[10];
-        for (int i = 0; i < 10; i++)
-            c[i] = _mm256_set1_ps((float)i);
+        const fvec x = FV_SET1(1.0001f), y = FV_SET1(0.9999f);
+        fvec c[CHAINS];
+        for (int i = 0; i < CHAINS; i++)
+            c[i] = FV_SET1((float)i);
         for (long it = 0; it < iters; it++)
-#pragma GCC unroll 10
-            for (int i = 0; i < 10; i++) /* unrolled: the chains stay in registers */
-                c[i] = _mm256_fmadd_ps(x, c[i], y);
-        __m256 s = c[0];
-        for (int i = 1; i < 10; i++)
-            s = _mm256_add_ps(s, c[i]);
-        a->sink = s[0];
-        a->flops = (double)iters * 10 * 16;
+#pragma GCC unroll 12
+            for (int i = 0; i < CHAINS; i++) /* unrolled: the chains stay in registers */
+                c[i] = FV_FMA(x, c[i], y);
+        fvec s = c[0];
+        for (int i = 1; i < CHAINS; i++)
+            s = FV_ADD(s, c[i]);
+        a->sink = fv_first(s);
+        a->flops = (double)iters * CHAINS * 2 * FV_LANES;
     } else {
-        /* 64 bf16 weights from L1 times f32 activations per iteration */
+        /* bf16 weights from L1 times f32 activations, 8 chains: kind 1
+         * widens each weight to f32 in registers (the exact kernels' way),
+         * kind 2 uses vdpbf16ps on activations rounded to bf16 */
         static _Thread_local uint16_t w[4096] __attribute__((aligned(64)));
         static _Thread_local float x[4096] __attribute__((aligned(64)));
         for (int i = 0; i < 4096; i++) {
             w[i] = 0x3f80;
             x[i] = 1e-6f;
         }
-        long reps = iters / 64;
-        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-        for (long r = 0; r < reps; r++)
-            for (int k = 0; k < 4096; k += 32) {
-#if defined(__AVX512BF16__) && defined(__AVX512VL__)
-                __m256bh w0 = (__m256bh)_mm256_load_si256((const __m256i *)(w + k));
-                __m256bh w1 = (__m256bh)_mm256_load_si256((const __m256i *)(w + k + 16));
-                __m256bh x0 = _mm256_cvtne2ps_pbh(_mm256_load_ps(x + k + 8), _mm256_load_ps(x + k));
-                __m256bh x1 = _mm256_cvtne2ps_pbh(_mm256_load_ps(x + k + 24), _mm256_load_ps(x + k + 16));
-                c0 = _mm256_dpbf16_ps(c0, w0, x0);
-                c1 = _mm256_dpbf16_ps(c1, w1, x1);
-#else
-                __m256i h0 = _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(w + k)));
-                __m256i h1 = _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(w + k + 8)));
-                __m256i h2 = _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(w + k + 16)));
-                __m256i h3 = _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(w + k + 24)));
-                c0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_load_ps(x + k), c0);
-                c1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h1, 16)), _mm256_load_ps(x + k + 8), c1);
-                c2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h2, 16)), _mm256_load_ps(x + k + 16), c2);
-                c3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h3, 16)), _mm256_load_ps(x + k + 24), c3);
+        const long reps = iters / 64;
+        fvec c[8];
+        for (int i = 0; i < 8; i++)
+            c[i] = FV_SET1(0.0f);
+#if defined(__AVX512BF16__)
+        if (a->kind == 2) {
+            __m512bh xb[4096 / 32];
+            for (int k = 0; k < 4096; k += 32)
+                xb[k / 32] = _mm512_cvtne2ps_pbh(_mm512_load_ps(x + k + 16), _mm512_load_ps(x + k));
+            for (long r = 0; r < reps / 2; r++) /* twice the flops of an iteration below */
+                for (int k = 0; k < 4096; k += 8 * 32)
+#pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++)
+                        c[i] = _mm512_dpbf16_ps(c[i], (__m512bh)_mm512_load_si512((const void *)(w + k + 32 * i)),
+                                                xb[k / 32 + i]);
+        } else
 #endif
-            }
-        __m256 s = _mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3));
-        a->sink = s[0];
+            for (long r = 0; r < reps; r++)
+                for (int k = 0; k < 4096; k += 8 * FV_LANES)
+#pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++)
+                        c[i] = FV_FMA(FV_WIDEN(w + k + FV_LANES * i), FV_LOAD(x + k + FV_LANES * i), c[i]);
+        fvec s = c[0];
+        for (int i = 1; i < 8; i++)
+            s = FV_ADD(s, c[i]);
+        a->sink = fv_first(s);
         a->flops = (double)reps * 4096 * 2;
     }
 #else
@@ -279,16 +310,20 @@ int main(int argc, char **argv)
     if (openblas_set_num_threads)
         openblas_set_num_threads(threads);
     printf("{\"threads\": %d, \"bandwidth_gbs\": %.2f, \"fma_peak_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, "
-           "\"bf16_dot_kind\": \"%s\", \"gemm\": {",
+           "\"bf16_dot_kind\": \"%s\"",
            threads, bandwidth(threads), peak(threads, 0), peak(threads, 1),
-#if defined(__AVX512BF16__) && defined(__AVX512VL__)
-           "avx512bf16 vdpbf16ps"
+#if defined(__AVX512F__)
+           "avx512 widen+fma"
 #elif defined(__AVX2__)
            "avx2 widen+fma"
 #else
            "scalar"
 #endif
     );
+#if defined(__AVX512BF16__)
+    printf(", \"bf16_dpbf16_gflops\": %.1f", peak(threads, 2));
+#endif
+    printf(", \"gemm\": {");
     fflush(stdout);
     for (int i = 2; i < argc; i++) {
         char *eq = strchr(argv[i], '=');

@@ -498,8 +498,9 @@ def best_limits(lims):
     the other jobs on it let it."""
     out = dict(lims[0])
     for x in lims[1:]:
-        for k in ("bandwidth_gbs", "fma_peak_gflops", "bf16_dot_gflops"):
-            out[k] = max(out[k], x[k])
+        for k in ("bandwidth_gbs", "fma_peak_gflops", "bf16_dot_gflops", "bf16_dpbf16_gflops"):
+            if k in out:
+                out[k] = max(out[k], x[k])
         out["gemm"] = {n: {mm: max(v, x["gemm"][n][mm]) for mm, v in g.items()} for n, g in out["gemm"].items()}
     return out
 
@@ -701,7 +702,9 @@ def main():
     w(f"pippy-batch benchmark: {a.threads} threads, median of {nruns} run(s) (peers interleaved), "
       f"{a.tokens} tokens per sequence in decode runs; load average {load0[0]:.1f} at the start")
     w(f"limits: memory read {lim['bandwidth_gbs']:.1f} GB/s, f32 FMA peak {lim['fma_peak_gflops']:.0f} GFLOP/s, "
-      f"bf16 dot {lim['bf16_dot_gflops']:.0f} GFLOP/s ({lim['bf16_dot_kind']}); the best of {len(lims)} "
+      f"bf16 dot {lim['bf16_dot_gflops']:.0f} GFLOP/s ({lim['bf16_dot_kind']})"
+      + (f", vdpbf16ps {lim['bf16_dpbf16_gflops']:.0f} GFLOP/s" if "bf16_dpbf16_gflops" in lim else "")
+      + f"; the best of {len(lims)} "
       f"measurement(s) before the runs (bandwidth {', '.join('%.1f' % x['bandwidth_gbs'] for x in lims)})")
     for m in models:
         g = lim["gemm"][m["name"]]
@@ -733,6 +736,11 @@ def main():
             w(row)
         adj = [x["decode_b1"] * m["facts"]["read_bytes"] / (x["bw_b1_gbs"] * 1e9)
                for x in results[m["name"]].get("pippy", []) if x.get("bw_b1_gbs") and x.get("decode_b1")]
+        pf = med[m["name"]].get("pippy", {}).get("prefill") if "pippy" in peers else None
+        if pf and lim.get("fma_peak_gflops"):
+            gf = pf * 2 * f["matmul_params"] / 1e9
+            w(f"  prefill 512: {gf:.0f} GFLOP/s of matmuls = {gf / lim['fma_peak_gflops']:.2f} of the f32 FMA peak "
+              f"({lim['fma_peak_gflops']:.0f}; attention and the rest not counted)")
         if adj:
             w(f"  decode b1 against the memory rate sampled just before and after each of pippy's b1 runs "
               f"({', '.join('%.1f' % x['bw_b1_gbs'] for x in results[m['name']]['pippy'] if x.get('bw_b1_gbs'))}"
