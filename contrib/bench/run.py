@@ -28,6 +28,10 @@ Measures (median of --runs, peers interleaved within each run):
   decode_bN_kv16, rss_kv16_mib  pippy at the largest batch with --kv-dtype
                f16 (llama.cpp's own KV cache is f16: its columns there are
                its decode_bN and rss_mib)
+  prefill_bf16dot, decode_bN_bf16dot  bf16 models on a CPU with AVX512-BF16:
+               pippy with the opt-in inexact PB_CPU_ISA=avx512bf16 (llama.cpp
+               rounds activations to bf16 for its bf16 products too: its
+               columns there are its prefill and decode_bN)
 Limits measured in the same run, before each run round (only the first
 under --budget), the best kept
 (contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
@@ -268,7 +272,7 @@ def pippy_help(pb):
     return subprocess.run([pb, "--help"], capture_output=True, text=True).stdout
 
 
-def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, tmp, extra=()):
+def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, tmp, extra=(), env=None):
     """One pippy-batch process; returns (metrics, wall_s, peak_rss_kib)."""
     inp, out, met = (os.path.join(tmp, n) for n in ("in.jsonl", "out.jsonl", "m.json"))
     for p in (out, met):
@@ -284,7 +288,8 @@ def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, t
         cmd.append("--ignore-eos")
     cmd += list(extra)
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, **env) if env else None)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     err = p.stderr.read()
@@ -337,6 +342,18 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
             dec_s = met["completion_tokens"] / met["decode_tokens_per_second"] if met["decode_tokens_per_second"] else 0
             res[f"decode_b{B}_kv16"] = (met["completion_tokens"] - met["records"]) / dec_s if dec_s else 0
             res["rss_kv16_mib"] = r / 1024
+        if job.get("bf16dot") and m["dtype"] == "bf16":
+            # the opt-in inexact path (PB_CPU_ISA=avx512bf16: activations rounded
+            # to bf16 for vdpbf16ps, as llama.cpp's and PyTorch's bf16 products)
+            env = {"PB_CPU_ISA": "avx512bf16"}
+            met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]], 1, 1, len(job["long"]) + 1, job["threads"],
+                                     ignore_eos, tmp, env=env)
+            res["prefill_bf16dot"] = met["prompt_tokens"] / met["time_to_first_token_mean"]
+            B = max(job["batches"])
+            met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"], ignore_eos,
+                                     tmp, env=env)
+            dec_s = met["completion_tokens"] / met["decode_tokens_per_second"] if met["decode_tokens_per_second"] else 0
+            res[f"decode_b{B}_bf16dot"] = (met["completion_tokens"] - met["records"]) / dec_s if dec_s else 0
     res["rss_mib"] = rss / 1024
     return res
 
@@ -607,6 +624,11 @@ def main():
         converter = None
     ignore_eos = "--ignore-eos" in pippy_help(pb)
     kv16 = "--kv-dtype" in pippy_help(pb)
+    try:
+        with open("/proc/cpuinfo") as f:
+            bf16dot = " avx512_bf16" in f.read()
+    except OSError:
+        bf16dot = False
     if not ignore_eos:
         notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
 
@@ -653,7 +675,7 @@ def main():
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
                 try:
                     if p == "pippy":
-                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16), ignore_eos,
+                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16, bf16dot=bf16dot), ignore_eos,
                                             lambda: bandwidth_sample(a))
                     elif p == "llama.cpp":
                         if not m["gguf"]:
@@ -678,10 +700,13 @@ def main():
     keys = ["load_s", "prefill", "ttft_s"] + [f"decode_b{b}" for b in batches] + ["rss_mib"]
     if kv16:
         keys += [f"decode_b{bmax}_kv16", "rss_kv16_mib"]
+    if bf16dot and any(m["dtype"] == "bf16" for m in models):
+        keys += ["prefill_bf16dot", f"decode_b{bmax}_bf16dot"]
     pt = a.prefill_tokens
     labels = {"load_s": "load s", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
               "rss_mib": "peak RSS MiB", f"decode_b{bmax}_kv16": f"b{bmax}, f16 KV tok/s",
-              "rss_kv16_mib": "RSS, f16 KV MiB"}
+              "rss_kv16_mib": "RSS, f16 KV MiB", "prefill_bf16dot": f"prefill, bf16 dots",
+              f"decode_b{bmax}_bf16dot": f"b{bmax}, bf16 dots"}
     labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
     med = {}
     for m in models:
@@ -693,6 +718,9 @@ def main():
             if p == "llama.cpp" and kv16:  # its KV cache is f16 in every run
                 med[m["name"]][p][f"decode_b{bmax}_kv16"] = med[m["name"]][p][f"decode_b{bmax}"]
                 med[m["name"]][p]["rss_kv16_mib"] = med[m["name"]][p]["rss_mib"]
+            if p == "llama.cpp" and m["dtype"] == "bf16":  # its bf16 products round the activations too
+                med[m["name"]][p]["prefill_bf16dot"] = med[m["name"]][p].get("prefill")
+                med[m["name"]][p][f"decode_b{bmax}_bf16dot"] = med[m["name"]][p].get(f"decode_b{bmax}")
 
     # ---- table
     out = []
@@ -722,6 +750,8 @@ def main():
         hdr += "".join(f" {'pb/' + q[:5]:>9}" for q in peers if q != "pippy") + f" {'pb/bound':>9}"
         w(hdr)
         for k in keys:
+            if k.endswith("_bf16dot") and m["dtype"] != "bf16":
+                continue
             row = f"  {labels[k]:20} " + " ".join(f"{fmt(med[m['name']][p][k], k):>10}" for p in peers)
             b = bd.get(k)
             row += f" {fmt(b, k):>10}"

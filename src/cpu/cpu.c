@@ -226,7 +226,8 @@ fail:
 
 static uint64_t cpu_scratch_bytes(int threads, const pb_backend_limits *lim)
 {
-    return pb_kctx_scratch_bytes(threads, lim->max_tokens, lim->max_keys, lim->max_heads, lim->head_dim);
+    return pb_kctx_scratch_bytes(threads, lim->max_tokens, lim->max_dim, lim->max_keys, lim->max_heads,
+                                 lim->head_dim);
 }
 
 static pb_status cpu_reserve(pb_backend *be, const pb_backend_limits *lim)

@@ -206,7 +206,6 @@ static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, con
 #endif
 extern const pb_kops OPSB;
 #define INLB static inline __attribute__((always_inline)) TGTB
-#define XKC 256 /* k values of x converted at a time */
 
 INLB __m512bh as_bh(__m512i v)
 {
@@ -228,52 +227,46 @@ INLB __m256i bf16_pairs(__m512 xf)
     return _mm512_cvtepi64_epi32(pr);
 }
 
-/* xb[r][0 .. (kc + 1) / 2) from x rows (kc <= XKC; an odd kc pads with 0) */
-INLB void convert_x(int R, const float *x, size_t ldx, int kc, uint32_t *xb)
+/* the row's pairs (pb_kops.xpairs) */
+static TGTB void xpairs_avx512bf16(const float *x, int n, uint32_t *out)
 {
-    for (int r = 0; r < R; r++) {
-        const float *xr = x + (size_t)r * ldx;
-        uint32_t *o = xb + (size_t)r * (XKC / 2);
-        int k = 0;
-        for (; k + 16 <= kc; k += 16)
-            _mm256_storeu_si256((__m256i *)(void *)(o + k / 2), bf16_pairs(_mm512_loadu_ps(xr + k)));
-        if (k < kc) {
-            float t[16] = {0};
-            memcpy(t, xr + k, (size_t)(kc - k) * sizeof(float));
-            _mm256_storeu_si256((__m256i *)(void *)(o + k / 2), bf16_pairs(_mm512_loadu_ps(t)));
-        }
+    int k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(out + k / 2), bf16_pairs(_mm512_loadu_ps(x + k)));
+    if (k < n) {
+        float t[16] = {0};
+        uint32_t o[8];
+        memcpy(t, x + k, (size_t)(n - k) * sizeof(float));
+        _mm256_storeu_si256((__m256i *)(void *)o, bf16_pairs(_mm512_loadu_ps(t)));
+        memcpy(out + k / 2, o, (size_t)(n - k + 1) / 2 * sizeof(uint32_t));
     }
 }
 
-INLB void mmb_tile(const int R, const int G, const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc,
+/* xb: R rows of bf16 pairs (row stride ldx pairs) from pb_kops.xpairs */
+INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, const uint16_t *w, size_t ps, int kc,
                    float *c, size_t ldc, int nlast, int accumulate)
 {
     __m512 acc[MR][GMAX];
-    uint32_t xb[MR * (XKC / 2)] __attribute__((aligned(64)));
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
         for (int g = 0; g < G; g++)
             acc[r][g] = accumulate ? acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR)
                                    : _mm512_setzero_ps();
-    for (int k0 = 0; k0 < kc; k0 += XKC) {
-        const int kb = kc - k0 < XKC ? kc - k0 : XKC;
-        convert_x(R, x + k0, ldx, kb, xb);
-        for (int k2 = 0; k2 < (kb + 1) / 2; k2++) {
-            __m512i v[GMAX];
+    for (int k2 = 0; k2 < (kc + 1) / 2; k2++) {
+        __m512i v[GMAX];
 #pragma GCC unroll 8
-            for (int g = 0; g < G; g++) {
-                const uint16_t *p = w + (size_t)g * ps + (size_t)(k0 + 2 * k2) * PB_KNR;
-                _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
-                v[g] = _mm512_loadu_si512((const void *)p);
-            }
+        for (int g = 0; g < G; g++) {
+            const uint16_t *p = w + (size_t)g * ps + (size_t)(2 * k2) * PB_KNR;
+            _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+            v[g] = _mm512_loadu_si512((const void *)p);
+        }
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                const __m512bh xv = as_bh(_mm512_set1_epi32((int)xb[(size_t)r * (XKC / 2) + k2]));
+        for (int r = 0; r < R; r++) {
+            const __m512bh xv = as_bh(_mm512_set1_epi32((int)xb[(size_t)r * ldx + k2]));
 #pragma GCC unroll 8
-                for (int g = 0; g < G; g++)
-                    acc[r][g] = _mm512_dpbf16_ps(acc[r][g], xv, as_bh(v[g]));
-            }
+            for (int g = 0; g < G; g++)
+                acc[r][g] = _mm512_dpbf16_ps(acc[r][g], xv, as_bh(v[g]));
         }
     }
 #pragma GCC unroll 8
@@ -284,7 +277,7 @@ INLB void mmb_tile(const int R, const int G, const float *x, size_t ldx, const u
 }
 
 #define MMB_FN(R, G)                                                                                                 \
-    static TGTB void mmb_##R##_##G(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,       \
+    static TGTB void mmb_##R##_##G(const uint32_t *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,    \
                                    size_t ldc, int nlast, int accumulate)                                            \
     {                                                                                                                \
         mmb_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
@@ -309,18 +302,19 @@ MMB_FN(8, 1)
 static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                       float *c, size_t ldc, int nlast, int accumulate);
 
-/* kc is even except at the end of K, where the packed pair's second k is 0 */
+/* kc is even except at the end of K, where the packed pair's second k is 0;
+ * for bf16 weights x holds pb_kops.xpairs pairs */
 static void mm_avx512bf16(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                           float *c, size_t ldc, int nlast, int accumulate)
 {
-    typedef void (*fn)(const float *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
+    typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
     static const fn wide[MR + 1] = {NULL, mmb_1_8, mmb_2_6, mmb_3_4, mmb_4_4, mmb_5_3, mmb_6_3, mmb_7_3, mmb_8_3};
     static const fn one[MR + 1] = {NULL, mmb_1_1, mmb_2_1, mmb_3_1, mmb_4_1, mmb_5_1, mmb_6_1, mmb_7_1, mmb_8_1};
     if (dt != PB_DT_BF16) {
         mm_avx512(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
         return;
     }
-    (G == 1 ? one : wide)[R](x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
 /* ---- attention primitives ---- */
@@ -516,6 +510,7 @@ const pb_kops OPSB = {
     .cvt_min_m = 0,
     .gmax = {0, 8, 6, 4, 4, 3, 3, 3, 3},
     .mm = mm_avx512bf16,
+    .xpairs = xpairs_avx512bf16,
     .cvt = cvt_avx512,
     .expsum = expsum_avx512,
     .sum = sum_avx512,

@@ -47,6 +47,12 @@ typedef struct pb_kops {
      * over k ascending. R <= mr; G is gmax[R] or 1. */
     void (*mm)(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
                size_t ldc, int nlast, int accumulate);
+    /* NULL on the exact paths. The bf16-dot path (avx512bf16): out[0 ..
+     * (n + 1) / 2) = bf16 pairs of x[0 .. n) (lane i: bf16(x[2i]) | bf16(x[2i
+     * + 1]) << 16, nearest even, an odd n padded with 0), which pb_kmat_mul
+     * prepares once per call for bf16 weights; mm then takes x as such pairs
+     * (uint32, ldx and the start of x counted in pairs). */
+    void (*xpairs)(const float *x, int n, uint32_t *out);
     /* out[k * 16 + c] = the exact f32 value of element (k0 + k, c) for k < kc
      * of a bf16 or f16 panel, w pointing at k0 (even for bf16) */
     void (*cvt)(pb_dtype dt, const void *w, int kc, float *out);

@@ -30,6 +30,9 @@ struct pb_kctx {
      * block, reused by all row tiles of a large M */
     float *wconv;     /* [threads][WCONV_FLOATS], WCONV_SKEW bytes into wconv_mem */
     void *wconv_mem;
+    /* the bf16-dot path: a call's activations as bf16 pairs (pb_kops.xpairs) */
+    uint32_t *xb;
+    size_t xb_cap; /* pairs */
 };
 
 /* ---- packing ---- */
@@ -556,7 +559,28 @@ void pb_kctx_free(pb_kctx *k)
     free(k->scores);
     free(k->items);
     free(k->wconv_mem);
+    free(k->xb);
     free(k);
+}
+
+static pb_status grow_xb(pb_kctx *k, size_t pairs)
+{
+    if (pairs <= k->xb_cap)
+        return PB_OK;
+    uint32_t *p = realloc(k->xb, pairs * sizeof *p);
+    if (!p)
+        return pb_error(PB_ERR_NOMEM, "out of memory for %zu bf16 activation pairs", pairs);
+    k->xb = p;
+    k->xb_cap = pairs;
+    return PB_OK;
+}
+
+/* pairs pb_kmat_mul keeps for calls of up to max_m rows of max_k when the
+ * active path takes bf16 pairs (the opt-in avx512bf16), else 0 */
+static size_t xb_pairs(int max_m, int max_k)
+{
+    const pb_kops *ops = pb_kops_active();
+    return ops && ops->xpairs ? (size_t)(max_m > 1 ? max_m : 1) * (((size_t)(max_k > 1 ? max_k : 1) + 1) / 2) : 0;
 }
 
 static pb_status grow(pb_kctx *k, size_t floats, size_t items, size_t item_size)
@@ -597,17 +621,18 @@ static void reserve_sizes(int max_m, int max_keys, int max_heads, int head_dim, 
 
 pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads, int head_dim)
 {
-    (void)max_k; /* the matmul needs no scratch */
     size_t floats, items;
     reserve_sizes(max_m, max_keys, max_heads, head_dim, &floats, &items);
+    PB_CHECK(grow_xb(k, xb_pairs(max_m, max_k)));
     return grow(k, floats, items, ATTN_ITEM_BYTES);
 }
 
-uint64_t pb_kctx_scratch_bytes(int threads, int max_m, int max_keys, int max_heads, int head_dim)
+uint64_t pb_kctx_scratch_bytes(int threads, int max_m, int max_k, int max_keys, int max_heads, int head_dim)
 {
     size_t floats, items;
     reserve_sizes(max_m, max_keys, max_heads, head_dim, &floats, &items);
-    return (uint64_t)(threads > 1 ? threads : 1) * floats * sizeof(float) + (uint64_t)items * ATTN_ITEM_BYTES;
+    return (uint64_t)(threads > 1 ? threads : 1) * floats * sizeof(float) + (uint64_t)items * ATTN_ITEM_BYTES +
+           (uint64_t)xb_pairs(max_m, max_k) * sizeof(uint32_t);
 }
 
 size_t pb_kctx_scores_cap(const pb_kctx *k)
@@ -698,6 +723,10 @@ typedef struct mm_job {
     int first[MM_MAX_ITEMS + 1]; /* item i is panels [first[i], first[i + 1]) */
     float *wconv; /* [threads][WCONV_FLOATS] */
     int kb;       /* K block of the many-tile path reading the panels in place */
+    int xshift;   /* 1: x holds bf16 pairs (pb_kops.xpairs), a k offset is halved */
+    const float *xsrc; /* the f32 rows the pairs are made from */
+    size_t ldxsrc;
+    int xrows;    /* rows per conversion item */
 } mm_job;
 
 static inline int nlast_of(const pb_kmat *w, int p_last)
@@ -717,7 +746,7 @@ static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int
     const pb_kmat *w = j->w;
     for (int p = p0; p < p1;) {
         const int g = p1 - p >= G ? G : 1;
-        j->ops->mm(R, g, w->dt, x + k0, j->ldx, panel_at(w, p, k0), w->pstride, kc, y + (size_t)p * PB_KNR, j->ldy,
+        j->ops->mm(R, g, w->dt, x + (k0 >> j->xshift), j->ldx, panel_at(w, p, k0), w->pstride, kc, y + (size_t)p * PB_KNR, j->ldy,
                    nlast_of(w, p + g - 1), accumulate);
         p += g;
     }
@@ -738,7 +767,7 @@ static void mm_item(void *ctx, int item, int worker)
          * through y, which stays in cache across a group's blocks), then
          * all row tiles over the group's block */
         const int G = ops->gmax[mr], nt = (M + mr - 1) / mr;
-        const int cvt = w->dt != PB_DT_F32 && ops->cvt_min_m > 0 && M >= ops->cvt_min_m;
+        const int cvt = w->dt != PB_DT_F32 && ops->cvt_min_m > 0 && M >= ops->cvt_min_m && !j->xshift;
         const int KB = cvt ? ops->kc : j->kb;
         for (int pg = p0; pg < p1; pg += G) {
             const int pe = pg + G < p1 ? pg + G : p1;
@@ -778,6 +807,15 @@ static void mm_item(void *ctx, int item, int worker)
     }
 }
 
+static void xpairs_item(void *ctx, int item, int worker)
+{
+    (void)worker;
+    const mm_job *j = ctx;
+    const int r1 = (item + 1) * j->xrows < j->M ? (item + 1) * j->xrows : j->M;
+    for (int r = item * j->xrows; r < r1; r++)
+        j->ops->xpairs(j->xsrc + (size_t)r * j->ldxsrc, j->w->n_in, (uint32_t *)(void *)(j->x) + (size_t)r * j->ldx);
+}
+
 pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
                       int ldy)
 {
@@ -790,6 +828,25 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
     const int G = j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
     j.kb = kblock(j.ops, w->dt);
+    if (j.ops->xpairs && w->dt == PB_DT_BF16) {
+        /* the bf16-dot path: x as bf16 pairs, converted once for all the
+         * call's panels (per tile and panel group it cost a third of the
+         * dot products' instructions) */
+        const size_t lp = ((size_t)w->n_in + 1) / 2;
+        PB_CHECK(grow_xb(k, (size_t)M * lp)); /* reserved by pb_kctx_reserve; grown here for other callers */
+        j.xsrc = x;
+        j.ldxsrc = (size_t)ldx;
+        j.x = (const float *)(const void *)k->xb;
+        j.ldx = lp;
+        j.xshift = 1;
+        j.xrows = M >= 4 * threads ? (M + 4 * threads - 1) / (4 * threads) : M;
+        const int n = (M + j.xrows - 1) / j.xrows;
+        if (threads == 1 || n == 1)
+            for (int i = 0; i < n; i++)
+                xpairs_item(&j, i, 0);
+        else
+            pb_kctx_run(k, n, xpairs_item, &j);
+    }
     /* items in whole register tiles (the last may end in a partial one):
      * decode-shaped, shrinking (above); otherwise about 4 per thread. At
      * least 1/64 of the tiles each, so the table never fills. */

@@ -79,11 +79,12 @@ void pb_kctx_free(pb_kctx *k);
  * most max_keys keys with max_heads query heads of head_dim (attention). */
 pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int max_heads, int head_dim);
 /* The bytes such a reserve allocates for `threads` threads (the planner's figure). */
-uint64_t pb_kctx_scratch_bytes(int threads, int max_m, int max_keys, int max_heads, int head_dim);
+uint64_t pb_kctx_scratch_bytes(int threads, int max_m, int max_k, int max_keys, int max_heads, int head_dim);
 
 /* y[M, n_out] (row stride ldy) = x[M, n_in] (row stride ldx) W^T (+ bias[n_out]
- * when bias != NULL), threaded over output columns. PB_ERR_NOMEM only when
- * asked for more than was reserved. */
+ * when bias != NULL), threaded over output columns. Never allocates within
+ * what pb_kctx_reserve reserved; beyond it, the opt-in bf16-dot path grows
+ * its activation pairs (PB_ERR_NOMEM if it cannot). */
 pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
                       int ldy);
 

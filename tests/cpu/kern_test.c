@@ -687,13 +687,16 @@ static void test_bf16dot_path(pb_kctx *kctx, const char *name, const pb_kops *op
             if (pb_kmat_mul(kctx, x + (size_t)i * n_in, n_in, 1, m, b, alone + (size_t)i * n_out, n_out) != PB_OK)
                 FAIL("bf16dot: mul failed");
         double worst = 0;
-        for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
-            const int M = Ms[mi];
+        for (size_t mi = 0; mi < 2 * sizeof Ms / sizeof Ms[0]; mi++) {
+            const int M = Ms[mi / 2], kb = mi % 2 ? 6 : 0; /* K blocks: sized to the L2, and of 6 k */
+            pb_kmat_set_kblock(kb);
             if (pb_kmat_mul(kctx, x, n_in, M, m, b, y, n_out) != PB_OK)
                 FAIL("bf16dot: mul failed");
             if (memcmp(y, alone, (size_t)M * n_out * 4))
-                FAIL("%s: [%d, %d] M=%d: a row differs from the same row alone", name, n_out, n_in, M);
+                FAIL("%s: [%d, %d] M=%d K block %s: a row differs from the same row alone", name, n_out, n_in, M,
+                     kb ? "6" : "L2");
         }
+        pb_kmat_set_kblock(0);
         for (int i = 0; i < Mmax; i++)
             for (int r = 0; r < n_out; r++) {
                 double rb = b[r], re = b[r], ab = 0, ae = 0;
