@@ -23,11 +23,13 @@
 #include <cblas.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 void openblas_set_num_threads(int) __attribute__((weak));
 
@@ -73,6 +75,21 @@ typedef uint64_t vec;
 #define VZERO() 0
 static uint64_t vsum(vec v) { return v; }
 #endif
+
+/* Thread i on CPU i (of those online) from the start: the test is too short
+ * for the scheduler to move a second thread off its parent's CPU, and two
+ * threads sharing one then measured one core's rate (seen in a 2-vCPU VM:
+ * FMA 270 against 510 GFLOP/s, memory 45 against 80 GB/s). */
+static void pin_attr(pthread_attr_t *at, int i)
+{
+    pthread_attr_init(at);
+    if (i < sysconf(_SC_NPROCESSORS_ONLN) && i < CPU_SETSIZE) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(i, &set);
+        pthread_attr_setaffinity_np(at, sizeof set, &set);
+    }
+}
 
 static void *bw_thread(void *v)
 {
@@ -120,7 +137,10 @@ static double bandwidth(int threads)
     size_t per = BW_BYTES / (size_t)threads / 4096 * 4096;
     for (int i = 0; i < threads; i++) {
         args[i] = (bw_arg){.p = buf + (size_t)i * per, .n = per, .bar = &bar};
-        pthread_create(&th[i], NULL, bw_thread, &args[i]);
+        pthread_attr_t at;
+        pin_attr(&at, i);
+        pthread_create(&th[i], &at, bw_thread, &args[i]);
+        pthread_attr_destroy(&at);
     }
     double slowest = 0;
     uint64_t sink = 0;
@@ -248,7 +268,10 @@ static double peak(int threads, int kind)
         threads = 64;
     for (int i = 0; i < threads; i++) {
         args[i] = (peak_arg){.kind = kind};
-        pthread_create(&th[i], NULL, peak_thread, &args[i]);
+        pthread_attr_t at;
+        pin_attr(&at, i);
+        pthread_create(&th[i], &at, peak_thread, &args[i]);
+        pthread_attr_destroy(&at);
     }
     for (int i = 0; i < threads; i++) {
         pthread_join(th[i], NULL);
