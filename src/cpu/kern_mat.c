@@ -724,8 +724,9 @@ typedef struct mm_job {
     float *wconv; /* [threads][WCONV_FLOATS] */
     int kb;       /* K block of the many-tile path reading the panels in place */
     int xshift;   /* 1: x holds bf16 pairs (pb_kops.xpairs), a k offset is halved */
-    const float *xsrc; /* the f32 rows the pairs are made from */
+    const float *xsrc; /* the f32 rows the pairs are made from, into xb (x then points there) */
     size_t ldxsrc;
+    uint32_t *xb;
     int xrows;    /* rows per conversion item */
 } mm_job;
 
@@ -746,8 +747,8 @@ static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int
     const pb_kmat *w = j->w;
     for (int p = p0; p < p1;) {
         const int g = p1 - p >= G ? G : 1;
-        j->ops->mm(R, g, w->dt, x + (k0 >> j->xshift), j->ldx, panel_at(w, p, k0), w->pstride, kc, y + (size_t)p * PB_KNR, j->ldy,
-                   nlast_of(w, p + g - 1), accumulate);
+        j->ops->mm(R, g, w->dt, x + (k0 >> j->xshift), j->ldx, panel_at(w, p, k0), w->pstride, kc,
+                   y + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + g - 1), accumulate);
         p += g;
     }
 }
@@ -813,7 +814,7 @@ static void xpairs_item(void *ctx, int item, int worker)
     const mm_job *j = ctx;
     const int r1 = (item + 1) * j->xrows < j->M ? (item + 1) * j->xrows : j->M;
     for (int r = item * j->xrows; r < r1; r++)
-        j->ops->xpairs(j->xsrc + (size_t)r * j->ldxsrc, j->w->n_in, (uint32_t *)(void *)(j->x) + (size_t)r * j->ldx);
+        j->ops->xpairs(j->xsrc + (size_t)r * j->ldxsrc, j->w->n_in, j->xb + (size_t)r * j->ldx);
 }
 
 pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
@@ -836,6 +837,7 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         PB_CHECK(grow_xb(k, (size_t)M * lp)); /* reserved by pb_kctx_reserve; grown here for other callers */
         j.xsrc = x;
         j.ldxsrc = (size_t)ldx;
+        j.xb = k->xb;
         j.x = (const float *)(const void *)k->xb;
         j.ldx = lp;
         j.xshift = 1;
