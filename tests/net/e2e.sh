@@ -57,9 +57,10 @@ timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=nccl "$P" -q --device cpu --model "$D/
     --out "$D/out.jsonl" --force --batch-size 6 2>"$err" && fail "PB_TRANSPORT=nccl on cpu ranks accepted"
 grep -q "PB_TRANSPORT=nccl: rank 0 has no GPU" "$err" || fail "PB_TRANSPORT=nccl on cpu ranks: message"
 
-# Kill rank 1 while the job runs.
+# Kill rank 1 while the job runs: far more work than the 2 s before the kill
+# (400 prompts ended within them on a Zen 5); the job never gets to finish it.
 i=1
-while [ $i -le 400 ]; do echo "{\"prompt\": \"Long run $i\", \"max_tokens\": 40}"; i=$((i + 1)); done >"$D/long.jsonl"
+while [ $i -le 20000 ]; do echo "{\"prompt\": \"Long run $i\", \"max_tokens\": 40}"; i=$((i + 1)); done >"$D/long.jsonl"
 $MPIRUN -np 3 "$P" -q --model "$D/gpt2" --in "$D/long.jsonl" --out "$D/long.out" --batch-size 4 \
     --chunks 2 >/dev/null 2>"$err" &
 job=$!
