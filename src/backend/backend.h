@@ -154,6 +154,11 @@ typedef struct pb_backend_ops {
     /* Bytes of one layer's K (or V) cache of one sequence of cache_len
      * positions in elements of kv (one of kv_dtypes; needs no instance). */
     uint64_t (*kv_bytes)(pb_dtype kv, int cache_len, int n_kv_heads, int head_dim);
+    /* NULL, or a function giving a short tag for a setting of this process
+     * that makes the backend's results differ from its exact ones (the CPU's
+     * opt-in bf16 dot products: "dots=bf16"), NULL when there is none; the
+     * resume fingerprint names it (needs no instance) */
+    const char *(*numerics)(void);
     /* alloc returns host memory, and any host pointer may be given where an
      * op asks for backend memory (the CPU): results can be written straight
      * into the caller's buffers, with no download copy */

@@ -364,14 +364,19 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 
     /* rank 0: the --resume rules (fingerprints of the model's small files and
      * the settings); a complete OUT needs no model at world size 1 */
-    /* weights kept in another dtype than stored, or a KV cache in another
-     * than the backend's own, may change the output */
-    char variant[48] = "";
+    /* weights kept in another dtype than stored, a KV cache in another than
+     * the backend's own, or inexact products the backend was asked for
+     * (rank 0's setting) may change the output */
+    char variant[64] = "";
     if (opts->weights_dtype != PB_WDTYPE_STORED)
         snprintf(variant, sizeof variant, "weights=%s", pb_wdtype_name(opts->weights_dtype));
     if (kv_dt != bops->kv_dtype)
         snprintf(variant + strlen(variant), sizeof variant - strlen(variant), "%skv=%s", variant[0] ? "," : "",
                  pb_kvdtype_name(opts->kv_dtype));
+    const char *numerics = bops->numerics ? bops->numerics() : NULL;
+    if (numerics)
+        snprintf(variant + strlen(variant), sizeof variant - strlen(variant), "%s%s", variant[0] ? "," : "",
+                 numerics);
     pb_runner_model rm = {.dir = dir, .index_path = opts->index_path, .name = model_name(dir),
                           .variant = variant[0] ? variant : NULL,
                           .base = &base, .context = context};

@@ -559,8 +559,16 @@ static void cpu_free(pb_backend *be)
     free(be);
 }
 
+/* PB_CPU_ISA=avx512bf16 rounds activations to bf16 for bf16 weights
+ * (kernels.h): results differ from the exact paths */
+static const char *cpu_numerics(void)
+{
+    return pb_cpu_isa_active() == PB_ISA_AVX512BF16 ? "dots=bf16" : NULL;
+}
+
 static const pb_backend_ops cpu_ops = {
     .name = "cpu",
+    .numerics = cpu_numerics,
     .kv_dtype = PB_DT_F32,
     .kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16,
     .kv_bytes = cpu_kv_bytes,

@@ -123,6 +123,23 @@ printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": 
     "$fp" >o3.jsonl.partial.state
 refused "--resume with --kv-dtype f32 (the cpu's own): the model matches" "--resume: different input than" \
     --model "$M" --in in.jsonl --out o3.jsonl --resume --kv-dtype f32
+# PB_CPU_ISA=avx512bf16 (inexact bf16 dot products) is named by the model
+# fingerprint where the CPU has the path: such a run resumes only with it, an
+# exact run only without it
+if PB_CPU_ISA=avx512bf16 "$PB" --version 2>/dev/null | grep -q "cpu kernels: avx512bf16"; then
+    export PB_CPU_ISA=avx512bf16
+    refused "--resume of an exact run with PB_CPU_ISA=avx512bf16" \
+        "different model than the interrupted run.*$fp dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume
+    printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s dots=bf16", "input": "x", "settings": "y"}\n' \
+        "$fp" >o3.jsonl.partial.state
+    refused "--resume of a bf16-dots run with PB_CPU_ISA=avx512bf16: the model matches" \
+        "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume
+    unset PB_CPU_ISA
+    refused "--resume of a bf16-dots run without PB_CPU_ISA" "different model than the interrupted run.*dots=bf16" \
+        --model "$M" --in in.jsonl --out o3.jsonl --resume
+else
+    echo "# PB_CPU_ISA=avx512bf16: not on this CPU (its fingerprint is checked where it is)"
+fi
 # a complete output with --resume: nothing to do, and no model loaded
 "$PB" -v --model "$M" --in in.jsonl --out ref.jsonl --resume 2>err
 rc=$?
