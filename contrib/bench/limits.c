@@ -176,7 +176,8 @@ typedef __m512 fvec;
 #define FV_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define FV_ADD(a, b) _mm512_add_ps(a, b)
 #define FV_LOAD(p) _mm512_load_ps(p)
-#define FV_WIDEN(p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)(p))), 16))
+#define FV_WIDEN(p)                                                                                           \
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)(p))), 16))
 static float fv_first(fvec v) { return _mm512_cvtss_f32(v); }
 #elif defined(__AVX2__) && defined(__FMA__)
 typedef __m256 fvec;
@@ -185,7 +186,8 @@ typedef __m256 fvec;
 #define FV_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define FV_ADD(a, b) _mm256_add_ps(a, b)
 #define FV_LOAD(p) _mm256_load_ps(p)
-#define FV_WIDEN(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(p))), 16))
+#define FV_WIDEN(p)                                                                                           \
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(p))), 16))
 static float fv_first(fvec v) { return _mm256_cvtss_f32(v); }
 #endif
 #define CHAINS 12

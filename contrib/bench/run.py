@@ -303,6 +303,15 @@ def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, t
     return m, wall, rss_kib
 
 
+def decode_rate(met):
+    """Tokens after the first of each sequence / the time after the first
+    token, from pippy-batch's metrics (its decode time is all the generated
+    tokens / decode_tokens_per_second)."""
+    comp, recs, rate = met["completion_tokens"], met["records"], met["decode_tokens_per_second"]
+    dec_s = comp / rate if rate else 0
+    return (comp - recs) / dec_s if dec_s else 0
+
+
 def measure_pippy(pb, m, job, ignore_eos, bw_sample):
     res = {}
     rss = 0
@@ -329,18 +338,16 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
             if B == 1:
                 res["bw_b1_gbs"] = (bw0 + bw_sample()) / 2
             rss = max(rss, r)
-            comp, recs = met["completion_tokens"], met["records"]
+            comp = met["completion_tokens"]
             if comp != B * N:
                 job["notes"].append(f"{m['name']}: pippy generated {comp} tokens at batch {B}, not {B * N} "
                                     "(EOS reached)")
-            dec_s = comp / met["decode_tokens_per_second"] if met["decode_tokens_per_second"] else 0
-            res[f"decode_b{B}"] = (comp - recs) / dec_s if dec_s else 0
+            res[f"decode_b{B}"] = decode_rate(met)
         if job.get("kv16"):  # the largest batch again, its KV cache in f16 (as llama.cpp keeps it)
             B = max(job["batches"])
             met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"], ignore_eos,
                                      tmp, ("--kv-dtype", "f16"))
-            dec_s = met["completion_tokens"] / met["decode_tokens_per_second"] if met["decode_tokens_per_second"] else 0
-            res[f"decode_b{B}_kv16"] = (met["completion_tokens"] - met["records"]) / dec_s if dec_s else 0
+            res[f"decode_b{B}_kv16"] = decode_rate(met)
             res["rss_kv16_mib"] = r / 1024
         if job.get("bf16dot") and m["dtype"] == "bf16":
             # the opt-in inexact path (PB_CPU_ISA=avx512bf16: activations rounded
@@ -352,8 +359,7 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
             B = max(job["batches"])
             met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"], ignore_eos,
                                      tmp, env=env)
-            dec_s = met["completion_tokens"] / met["decode_tokens_per_second"] if met["decode_tokens_per_second"] else 0
-            res[f"decode_b{B}_bf16dot"] = (met["completion_tokens"] - met["records"]) / dec_s if dec_s else 0
+            res[f"decode_b{B}_bf16dot"] = decode_rate(met)
     res["rss_mib"] = rss / 1024
     return res
 

@@ -136,6 +136,13 @@ static const char *model_name(const char *dir)
     return p;
 }
 
+/* Appends key (ending in "=", or empty) and value to the resume fingerprint's variant, comma-separated. */
+static void variant_add(char *v, size_t size, const char *key, const char *value)
+{
+    const size_t len = strlen(v);
+    snprintf(v + len, size - len, "%s%s%s", len ? "," : "", key, value);
+}
+
 static void summary(const pb_run_stats *s, bool with_stages)
 {
     double tps = s->wall_seconds > 0 ? (double)s->completion_tokens / s->wall_seconds : 0;
@@ -369,14 +376,12 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
      * (rank 0's setting) may change the output */
     char variant[64] = "";
     if (opts->weights_dtype != PB_WDTYPE_STORED)
-        snprintf(variant, sizeof variant, "weights=%s", pb_wdtype_name(opts->weights_dtype));
+        variant_add(variant, sizeof variant, "weights=", pb_wdtype_name(opts->weights_dtype));
     if (kv_dt != bops->kv_dtype)
-        snprintf(variant + strlen(variant), sizeof variant - strlen(variant), "%skv=%s", variant[0] ? "," : "",
-                 pb_kvdtype_name(opts->kv_dtype));
+        variant_add(variant, sizeof variant, "kv=", pb_kvdtype_name(opts->kv_dtype));
     const char *numerics = bops->numerics ? bops->numerics() : NULL;
     if (numerics)
-        snprintf(variant + strlen(variant), sizeof variant - strlen(variant), "%s%s", variant[0] ? "," : "",
-                 numerics);
+        variant_add(variant, sizeof variant, "", numerics);
     pb_runner_model rm = {.dir = dir, .index_path = opts->index_path, .name = model_name(dir),
                           .variant = variant[0] ? variant : NULL,
                           .base = &base, .context = context};

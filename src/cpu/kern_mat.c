@@ -828,7 +828,7 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
                 .ldy = (size_t)ldy, .wconv = k->wconv};
     const int G = j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
-    j.kb = kblock(j.ops, w->dt);
+    j.kb = M > j.ops->mr ? kblock(j.ops, w->dt) : 0; /* the many-tile path's only */
     if (j.ops->xpairs && w->dt == PB_DT_BF16) {
         /* the bf16-dot path: x as bf16 pairs, converted once for all the
          * call's panels (per tile and panel group it cost a third of the

@@ -573,8 +573,8 @@ static void attn_call(const attn_case *c, const int *p0, const int *n, void **dk
     const float scale = 1.0f / sqrtf((float)hd);
     pb_attn_args a = {.n_seqs = S, .tok_start = tok_start, .pos = p0, .n_tokens = n, .k_cache = dk,
                       .v_cache = dv, .cache_len = cache_len, .kv_dtype = kvt, .q = dqkv, .k = dqkv + qd,
-                      .v = dqkv + qd + kvd, .q_stride = q_stride, .kv_stride = q_stride, .out = dout, .n_heads = c->n_heads,
-                      .n_kv_heads = c->n_kv, .head_dim = hd, .scale = scale, .alibi = c->alibi ? alibi : NULL,
+                      .v = dqkv + qd + kvd, .q_stride = q_stride, .kv_stride = q_stride, .out = dout,
+                      .n_heads = c->n_heads, .n_kv_heads = c->n_kv, .head_dim = hd, .scale = scale, .alibi = c->alibi ? alibi : NULL,
                       .window = c->window, .softcap = c->softcap};
     OK(BE->ops->attention(BE, &a));
     float *out = malloc((size_t)(T ? T : 1) * qd * 4);
