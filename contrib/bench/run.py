@@ -774,9 +774,10 @@ def main():
                for x in results[m["name"]].get("pippy", []) if x.get("bw_b1_gbs") and x.get("decode_b1")]
         pf = med[m["name"]].get("pippy", {}).get("prefill") if "pippy" in peers else None
         if pf and lim.get("fma_peak_gflops"):
-            gf = pf * 2 * f["matmul_params"] / 1e9
-            w(f"  prefill 512: {gf:.0f} GFLOP/s of matmuls = {gf / lim['fma_peak_gflops']:.2f} of the f32 FMA peak "
-              f"({lim['fma_peak_gflops']:.0f}; attention and the rest not counted)")
+            # per prompt token every layer's matmuls; the LM head runs for the last token only
+            gf = pf * 2 * (f["matmul_params"] - f["vocab"] * f["hidden"]) / 1e9
+            w(f"  prefill 512: {gf:.0f} GFLOP/s of layer matmuls = {gf / lim['fma_peak_gflops']:.2f} of the f32 FMA "
+              f"peak ({lim['fma_peak_gflops']:.0f}; the time of attention and the rest not taken out)")
         if adj:
             w(f"  decode b1 against the memory rate sampled just before and after each of pippy's b1 runs "
               f"({', '.join('%.1f' % x['bw_b1_gbs'] for x in results[m['name']]['pippy'] if x.get('bw_b1_gbs'))}"
