@@ -29,7 +29,7 @@ Measures (median of --runs, peers interleaved within each run):
                f16 (llama.cpp's own KV cache is f16: its columns there are
                its decode_bN and rss_mib)
   prefill_bf16dot, decode_bN_bf16dot  bf16 models on a CPU with AVX512-BF16:
-               pippy with the opt-in inexact PB_CPU_ISA=avx512bf16 (llama.cpp
+               pippy with the opt-in inexact --matmul-precision bf16 (llama.cpp
                rounds activations to bf16 for its bf16 products too: its
                columns there are its prefill and decode_bN)
 Limits measured in the same run, before each run round (only the first
@@ -350,15 +350,15 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
             res[f"decode_b{B}_kv16"] = decode_rate(met)
             res["rss_kv16_mib"] = r / 1024
         if job.get("bf16dot") and m["dtype"] == "bf16":
-            # the opt-in inexact path (PB_CPU_ISA=avx512bf16: activations rounded
+            # the opt-in inexact path (--matmul-precision bf16: activations rounded
             # to bf16 for vdpbf16ps, as llama.cpp's and PyTorch's bf16 products)
-            env = {"PB_CPU_ISA": "avx512bf16"}
+            flag = ("--matmul-precision", "bf16")
             met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]], 1, 1, len(job["long"]) + 1, job["threads"],
-                                     ignore_eos, tmp, env=env)
+                                     ignore_eos, tmp, flag)
             res["prefill_bf16dot"] = met["prompt_tokens"] / met["time_to_first_token_mean"]
             B = max(job["batches"])
             met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"], ignore_eos,
-                                     tmp, env=env)
+                                     tmp, flag)
             res[f"decode_b{B}_bf16dot"] = decode_rate(met)
     res["rss_mib"] = rss / 1024
     return res
@@ -630,11 +630,8 @@ def main():
         converter = None
     ignore_eos = "--ignore-eos" in pippy_help(pb)
     kv16 = "--kv-dtype" in pippy_help(pb)
-    try:
-        with open("/proc/cpuinfo") as f:
-            bf16dot = " avx512_bf16" in f.read()
-    except OSError:
-        bf16dot = False
+    ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
+    bf16dot = "--matmul-precision bf16: yes" in ver
     if not ignore_eos:
         notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
 

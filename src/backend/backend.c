@@ -40,6 +40,34 @@ pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored)
     }
 }
 
+int pb_mmprec_parse(const char *s, pb_mmprec *out)
+{
+    if (strcmp(s, "f32") == 0)
+        *out = PB_MMPREC_F32;
+    else if (strcmp(s, "bf16") == 0)
+        *out = PB_MMPREC_BF16;
+    else
+        return -1;
+    return 0;
+}
+
+const char *pb_mmprec_name(pb_mmprec p)
+{
+    return p == PB_MMPREC_BF16 ? "bf16" : p == PB_MMPREC_F32 ? "f32" : "default";
+}
+
+pb_status pb_mmprec_select(const pb_backend_ops *ops, pb_mmprec p)
+{
+    if (p == PB_MMPREC_DEFAULT)
+        return PB_OK;
+    if (ops->set_matmul)
+        return ops->set_matmul(p);
+    if (p == PB_MMPREC_F32)
+        return PB_OK;
+    return pb_error(PB_ERR_UNSUPPORTED, "--matmul-precision %s: the %s backend multiplies in f32 only",
+                    pb_mmprec_name(p), ops->name);
+}
+
 int pb_kvdtype_parse(const char *s, pb_kvdtype *out)
 {
     static const char *const names[] = {"auto", "f32", "f16", "bf16"};

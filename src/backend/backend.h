@@ -63,6 +63,17 @@ typedef enum pb_kvdtype {
 int pb_kvdtype_parse(const char *s, pb_kvdtype *out);
 const char *pb_kvdtype_name(pb_kvdtype k);
 
+/* --matmul-precision: what the products of a matrix multiply take. */
+typedef enum pb_mmprec {
+    PB_MMPREC_DEFAULT = 0, /* not given: f32, unless the environment asks otherwise (PB_CPU_ISA) */
+    PB_MMPREC_F32,         /* exact: f32 activations times the weights' exact values */
+    PB_MMPREC_BF16         /* activations rounded to bf16 for matrices kept in bf16 (inexact) */
+} pb_mmprec;
+
+/* "f32", "bf16" <-> pb_mmprec; parse returns -1 when unknown. */
+int pb_mmprec_parse(const char *s, pb_mmprec *out);
+const char *pb_mmprec_name(pb_mmprec p);
+
 /* Layout of a weight's elements in backend memory. */
 typedef enum pb_wlayout {
     PB_WLAYOUT_ROWS = 0,  /* row-major [n_out, n_in] (nn.Linear) */
@@ -159,6 +170,10 @@ typedef struct pb_backend_ops {
      * opt-in bf16 dot products: "dots=bf16"), NULL when there is none; the
      * resume fingerprint names it (needs no instance) */
     const char *(*numerics)(void);
+    /* NULL (f32 products only), or: selects the matmul precision of this
+     * process's backends of this kind (needs no instance; numerics then
+     * names it); PB_ERR_UNSUPPORTED naming what the machine lacks */
+    pb_status (*set_matmul)(pb_mmprec p);
     /* alloc returns host memory, and any host pointer may be given where an
      * op asks for backend memory (the CPU): results can be written straight
      * into the caller's buffers, with no download copy */
@@ -256,6 +271,10 @@ const pb_backend_ops *pb_backend_ops_of(const char *kind);
 /* The KV cache element type --kv-dtype k gives on backend ops: PB_ERR_USAGE
  * naming the types it has when it has no such cache. */
 pb_status pb_kvdtype_resolve(const pb_backend_ops *ops, pb_kvdtype k, pb_dtype *out);
+/* Selects precision p (F32 or BF16) for the backends of kind ops that this
+ * process makes; PB_ERR_UNSUPPORTED, naming what is missing, where the
+ * backend (or this CPU) has no such products. */
+pb_status pb_mmprec_select(const pb_backend_ops *ops, pb_mmprec p);
 void pb_backend_free(pb_backend *be); /* NULL-safe */
 
 #endif

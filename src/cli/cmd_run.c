@@ -348,6 +348,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     }
     pb_dtype kv_dt; /* --kv-dtype on this backend: refused by name before anything loads */
     PB_CHECK_GOTO(pb_kvdtype_resolve(bops, opts->kv_dtype, &kv_dt), st, out);
+    /* --matmul-precision: refused here where the machine lacks it */
+    PB_CHECK_GOTO(pb_mmprec_select(bops, opts->matmul), st, out);
 
     PB_CHECK_GOTO(pb_model_dir_resolve(opts->model_dir, &dir), st, out);
     PB_CHECK_GOTO(pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG | PB_MODEL_NEED_TOKENIZER), st, out);
@@ -372,8 +374,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     /* rank 0: the --resume rules (fingerprints of the model's small files and
      * the settings); a complete OUT needs no model at world size 1 */
     /* weights kept in another dtype than stored, a KV cache in another than
-     * the backend's own, or inexact products the backend was asked for
-     * (rank 0's setting) may change the output */
+     * the backend's own, or inexact products (--matmul-precision bf16) may
+     * change the output; every rank checks that it has rank 0's settings */
     char variant[64] = "";
     if (opts->weights_dtype != PB_WDTYPE_STORED)
         variant_add(variant, sizeof variant, "weights=", pb_wdtype_name(opts->weights_dtype));
@@ -476,10 +478,12 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
             le[i] = plan->stages[i].layer_end;
         }
         pb_pipeline_cfg pc = {.hidden = cfg.hidden_size, .lim = lim,
-                              /* every rank must keep the weights alike too */
+                              /* every rank must keep the weights and the KV
+                               * cache alike, and multiply alike, too */
                               .plan_hash = pb_pipeline_plan_hash(world, lb, le) ^
                                            (0x9e3779b97f4a7c15ull * (uint64_t)(opts->weights_dtype + 1)) ^
-                                           (0xc2b2ae3d27d4eb4full * (uint64_t)(opts->kv_dtype + 1)),
+                                           (0xc2b2ae3d27d4eb4full * (uint64_t)(opts->kv_dtype + 1)) ^
+                                           (0x165667b19e3779f9ull * (uint64_t)(numerics != NULL)),
                               .plan_mem = sp->mem_total};
         if (rank > 0) {
             PB_CHECK_GOTO(pb_pipeline_run_worker(tr, stage, &pc, sp->has_head), st, out);

@@ -28,7 +28,7 @@ enum {
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
-    OPT_IGNORE_EOS
+    OPT_IGNORE_EOS, OPT_MATMUL_PREC
 };
 
 static const struct option long_opts[] = {
@@ -46,6 +46,7 @@ static const struct option long_opts[] = {
     {"device", required_argument, NULL, OPT_DEVICE},
     {"weights-dtype", required_argument, NULL, OPT_WEIGHTS_DTYPE},
     {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
+    {"matmul-precision", required_argument, NULL, OPT_MATMUL_PREC},
     {"iface", required_argument, NULL, OPT_IFACE},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
@@ -321,6 +322,12 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
                 goto out;
             }
             break;
+        case OPT_MATMUL_PREC:
+            if (pb_mmprec_parse(optarg, &o->matmul) != 0) {
+                st = pb_error(PB_ERR_USAGE, "--matmul-precision: '%s' is not f32 or bf16", optarg);
+                goto out;
+            }
+            break;
         case OPT_IFACE: o->iface = optarg; break;
         case OPT_MAX_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.max_tokens), st, out);
@@ -455,6 +462,8 @@ void pb_opts_print_help(FILE *fp)
 "      --weights-dtype D      stored (default: as in the checkpoint), f32 or bf16\n"
 "      --kv-dtype D           KV cache elements: auto (default: f32 on cpu, bf16 on cuda),\n"
 "                             f32, f16 (half the memory of f32) or bf16 (cuda only)\n"
+"      --matmul-precision P   f32 (default: exact products) or bf16: activations rounded to\n"
+"                             bf16 for bf16 weights, inexact (cpu with AVX512-BF16)\n"
 "\n"
 "Pipeline:\n"
 "      --split-policy P       equal_size (default: equal parameter bytes), balanced (equal\n"
@@ -544,6 +553,7 @@ void pb_opts_print_version(FILE *fp)
     fprintf(fp, "pcre2: %d.%d\n", PCRE2_MAJOR, PCRE2_MINOR);
     fprintf(fp, "utf8proc: %s\n", utf8proc_version());
     /* the CPU kernels are the project's own; their path is chosen at run time */
-    fprintf(fp, "cpu kernels: %s (best on this CPU: %s)\n", pb_cpu_isa_name(pb_cpu_isa_active()),
-            pb_cpu_isa_name(pb_cpu_isa_best()));
+    fprintf(fp, "cpu kernels: %s (best on this CPU: %s; --matmul-precision bf16: %s)\n",
+            pb_cpu_isa_name(pb_cpu_isa_active()), pb_cpu_isa_name(pb_cpu_isa_best()),
+            pb_cpu_isa_available(PB_ISA_AVX512BF16) ? "yes" : "no, no AVX512-BF16");
 }

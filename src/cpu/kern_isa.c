@@ -98,11 +98,16 @@ const pb_kops *pb_kops_get(pb_cpu_isa isa)
     }
 }
 
+bool pb_cpu_isa_available(pb_cpu_isa isa)
+{
+    return (unsigned)isa < PB_ISA_COUNT && isa <= cpu_widest() && pb_kops_get(isa);
+}
+
 pb_status pb_cpu_isa_set(pb_cpu_isa isa)
 {
     if ((unsigned)isa >= PB_ISA_COUNT)
         return pb_error(PB_ERR_USAGE, "unknown CPU kernel path %d", (int)isa);
-    if (isa > cpu_widest() || !pb_kops_get(isa))
+    if (!pb_cpu_isa_available(isa))
         return pb_error(PB_ERR_UNSUPPORTED, "CPU kernel path %s: this CPU (or build) supports at most %s",
                         pb_cpu_isa_name(isa), pb_cpu_isa_name(cpu_widest()));
     atomic_store(&active_isa, (int)isa);

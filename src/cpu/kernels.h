@@ -29,6 +29,7 @@
 typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_ISA_AVX512BF16, PB_ISA_COUNT } pb_cpu_isa;
 
 pb_cpu_isa pb_cpu_isa_best(void);            /* widest exact path the CPU (and build) supports */
+bool pb_cpu_isa_available(pb_cpu_isa isa);  /* this CPU and build can run isa */
 pb_cpu_isa pb_cpu_isa_active(void);          /* the one in use (PB_CPU_ISA or best) */
 pb_status pb_cpu_isa_set(pb_cpu_isa isa);    /* tests: force a path; PB_ERR_UNSUPPORTED if unavailable */
 const char *pb_cpu_isa_name(pb_cpu_isa isa); /* "portable", "avx2", "avx512", "avx512bf16" */

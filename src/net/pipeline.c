@@ -99,8 +99,10 @@ static pb_status check_hello(const pb_msg *m, int from, int me, int world,
                         pb_get_u32le(m->data + 28));
     if (pb_get_u64le(m->data + 32) != cfg->plan_hash)
         return pb_error(PB_ERR_CONFIG,
-                        "rank %d planned a different split of the layers than rank 0: start every "
-                        "rank with the same model and split options",
+                        "rank %d planned a different split of the layers, or keeps its weights or KV "
+                        "cache or multiplies in another precision, than rank 0: start every rank with "
+                        "the same model and options (--split-policy, --weights-dtype, --kv-dtype, "
+                        "--matmul-precision) and the same PB_CPU_ISA",
                         me);
     return PB_OK;
 }

@@ -123,23 +123,38 @@ printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": 
     "$fp" >o3.jsonl.partial.state
 refused "--resume with --kv-dtype f32 (the cpu's own): the model matches" "--resume: different input than" \
     --model "$M" --in in.jsonl --out o3.jsonl --resume --kv-dtype f32
-# PB_CPU_ISA=avx512bf16 (inexact bf16 dot products) is named by the model
-# fingerprint where the CPU has the path: such a run resumes only with it, an
-# exact run only without it
-if PB_CPU_ISA=avx512bf16 "$PB" --version 2>/dev/null | grep -q "cpu kernels: avx512bf16"; then
-    export PB_CPU_ISA=avx512bf16
-    refused "--resume of an exact run with PB_CPU_ISA=avx512bf16" \
-        "different model than the interrupted run.*$fp dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume
+# --matmul-precision bf16 (inexact bf16 dot products; also PB_CPU_ISA=avx512bf16)
+# is named by the model fingerprint where the CPU has it: such a run resumes
+# only with it, an exact run only without it. Where the CPU lacks it, it is
+# refused before the weights, naming what is missing.
+state_dots() {
     printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s dots=bf16", "input": "x", "settings": "y"}\n' \
         "$fp" >o3.jsonl.partial.state
+}
+if "$PB" --version 2>/dev/null | grep -q -- "--matmul-precision bf16: yes"; then
+    refused "--resume of an exact run with --matmul-precision bf16" \
+        "different model than the interrupted run.*$fp dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume \
+        --matmul-precision bf16
+    state_dots
+    refused "--resume of a bf16-dots run with --matmul-precision bf16: the model matches" \
+        "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume --matmul-precision bf16
+    refused "--resume of a bf16-dots run without --matmul-precision" \
+        "different model than the interrupted run.*dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume
+    export PB_CPU_ISA=avx512bf16
     refused "--resume of a bf16-dots run with PB_CPU_ISA=avx512bf16: the model matches" \
         "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume
+    refused "--matmul-precision f32 overrides PB_CPU_ISA=avx512bf16" \
+        "different model than the interrupted run.*dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume \
+        --matmul-precision f32
     unset PB_CPU_ISA
-    refused "--resume of a bf16-dots run without PB_CPU_ISA" "different model than the interrupted run.*dots=bf16" \
-        --model "$M" --in in.jsonl --out o3.jsonl --resume
 else
-    echo "# PB_CPU_ISA=avx512bf16: not on this CPU (its fingerprint is checked where it is)"
+    state_dots
+    refused "--matmul-precision bf16 on a CPU without AVX512-BF16" \
+        "--matmul-precision bf16 needs the AVX512-BF16 dot products" --model "$M" --in in.jsonl --out o3.jsonl \
+        --resume --matmul-precision bf16
 fi
+refused "--matmul-precision f64" "--matmul-precision: 'f64' is not f32 or bf16" --model "$M" --in in.jsonl \
+    --out o3.jsonl --matmul-precision f64
 # a complete output with --resume: nothing to do, and no model loaded
 "$PB" -v --model "$M" --in in.jsonl --out ref.jsonl --resume 2>err
 rc=$?

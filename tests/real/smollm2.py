@@ -15,6 +15,12 @@ HF's reference is computed once (f32 on the folder's bf16 weights). Then:
    same prompts, greedy, max_tokens 64: the text and token counts equal
    generate(do_sample=False)'s (stopping at EOS), up to the first near-tie;
    the output files byte-identical whatever the number of ranks.
+3. --matmul-precision bf16 (activations rounded to bf16 in the products with
+   the bf16 weights), where the CPU has AVX512-BF16: the logits of 1 and 2
+   stages identical bit for bit, and no farther from HF f32 than HF's own
+   bf16 run (the same model in torch.bfloat16) is; `mpirun -np 1` and `-np 2`
+   write identical files. Where the CPU lacks it, the option is refused with
+   exit status 2 and a message naming what is missing.
 """
 import fcntl
 import json
@@ -90,6 +96,93 @@ def check_cli(d, tok, ref, work):
     return errors
 
 
+def hf_bf16_logits(d, ref):
+    """HF's own bf16 computation (the model in torch.bfloat16) on each
+    reference path (prompt + forced tokens), as f32 [P + n_new, V]."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(2)
+    m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16)
+    m.eval()
+    out = []
+    with torch.no_grad():
+        for r in ref:
+            full = torch.tensor([r["ids"] + r["forced"]])
+            out.append(m(full).logits[0].float().numpy())
+    return out
+
+
+def check_bf16_dots(d, ref, harness, work):
+    """--matmul-precision bf16 (section 3 of the docstring)."""
+    errors = []
+    pb = os.environ.get("PIPPY_BATCH", "pippy-batch")
+    ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
+    if "--matmul-precision bf16: yes" not in ver:
+        r = subprocess.run([pb, "-q", "--model", d, "--in", os.path.join(work, "in.jsonl"), "--out",
+                            os.path.join(work, "bf16.jsonl"), "--matmul-precision", "bf16"],
+                           capture_output=True, text=True)
+        if r.returncode != 2 or "needs the AVX512-BF16 dot products" not in r.stderr:
+            errors.append(f"--matmul-precision bf16 on a CPU without AVX512-BF16: exit {r.returncode}, "
+                          f"{r.stderr.strip()!r} (expected exit 2 naming AVX512-BF16)")
+        else:
+            print(f"--matmul-precision bf16: refused on this CPU, as it should be: {r.stderr.strip()}")
+        return errors
+    hf16 = hf_bf16_logits(d, ref)
+    env = dict(os.environ, PB_CPU_ISA="avx512bf16")
+    ours, theirs = 0.0, 0.0
+    for ns in (1, 2):
+        r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            errors.append(f"bf16 dots, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}")
+            continue
+        od = os.path.join(work, f"out-{ns}")
+        os.replace(od, od + "-bf16")
+    if errors:
+        return errors
+    for i, rf in enumerate(ref):
+        V = rf["logits"].shape[1]
+        mine = np.concatenate([np.fromfile(os.path.join(work, "out-1-bf16", f"{w}_{i}.f32"),
+                                           dtype=np.float32).reshape(-1, V) for w in ("prefill", "decode")])
+        n = min(len(mine), len(rf["logits"]))
+        e_pb = float(np.abs(mine[:n] - rf["logits"][:n]).max())
+        e_hf = float(np.abs(hf16[i][:n] - rf["logits"][:n]).max())
+        ours, theirs = max(ours, e_pb), max(theirs, e_hf)
+        if e_pb > e_hf:
+            errors.append(f"bf16 dots, prompt {i}: max |logit - HF f32| {e_pb:.3g}, farther than HF's own bf16 "
+                          f"run ({e_hf:.3g})")
+    for f in sorted(os.listdir(os.path.join(work, "out-1-bf16"))):
+        with open(os.path.join(work, "out-1-bf16", f), "rb") as a, \
+                open(os.path.join(work, "out-2-bf16", f), "rb") as b:
+            if a.read() != b.read():
+                errors.append(f"bf16 dots: {f} differs between 1 and 2 stages")
+    print(f"bf16 dots: max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g})")
+    inp = os.path.join(work, "in.jsonl")
+    cenv = dict(os.environ, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
+    cenv.pop("PB_CPU_ISA", None)
+    lock = open("/tmp/.pippy-batch-launcher.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    outs = []
+    for n in (1, 2):
+        out = os.path.join(work, f"cli-bf16-{n}.jsonl")
+        r = subprocess.run(MPIRUN + ["-np", str(n), pb, "-q", "--model", d, "--in", inp, "--out", out,
+                                     "--temperature", "0", "--batch-size", "8", "--threads", "1",
+                                     "--matmul-precision", "bf16"],
+                           capture_output=True, text=True, timeout=1800, env=cenv)
+        if r.returncode != 0:
+            errors.append(f"--matmul-precision bf16, mpirun -np {n}: exit {r.returncode}: {r.stderr.strip()[-2000:]!r}")
+            continue
+        outs.append(open(out, "rb").read())
+    lock.close()
+    if len(outs) == 2:
+        if outs[0] != outs[1]:
+            errors.append("--matmul-precision bf16: mpirun -np 2 wrote another file than -np 1")
+        else:
+            print(f"--matmul-precision bf16: mpirun -np 1 and -np 2 wrote identical files "
+                  f"({len(outs[0].splitlines())} records)")
+    return errors
+
+
 def main():
     d = smol.model_dir()
     work = os.path.join(smol.tmpdir(), "real-forward")
@@ -136,6 +229,7 @@ def main():
                         errors.append(f"{ns} stages: {f} differs from 1 stage")
             shutil.rmtree(od)
     errors += check_cli(d, tok, ref, work)
+    errors += check_bf16_dots(d, ref, harness, work)
     for ns, w in worst.items():
         print(f"SmolLM2 {ns} stage(s): max |logit - HF f32| = {w:.3g} over {len(ref)} prompts "
               f"({sum(len(r['ids']) for r in ref)} prompt positions + {sum(len(r['forced']) for r in ref)} decode steps)")

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Every rank computes its stage the way rank 0 does: a rank started with
+# another --weights-dtype, --kv-dtype or matmul precision (--matmul-precision
+# or PB_CPU_ISA=avx512bf16, where the CPU has the bf16 dot products) stops
+# the job at the pipeline's setup, with a message that names the options, in
+# place of writing records computed two ways. Ranks that agree run.
+set -u
+. "$PB_SRCDIR/tests/net/common.sh"
+tiny_gpt2 2
+echo '{"prompt": "Agree", "max_tokens": 3}' >"$D/in.jsonl"
+pb_launcher_lock
+args="-q --model $D/m --in $D/in.jsonl --out $D/out.jsonl --force"
+# differ RANK1_OPTS... : rank 1 gets extra options (or env) that rank 0 lacks
+differ() {
+    desc=$1; shift
+    rm -f "$D/out.jsonl"
+    # shellcheck disable=SC2086
+    timeout 120 $MPIRUN -np 1 "$P" $args : -np 1 "$@" >/dev/null 2>"$err"
+    rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "$desc: exit $rc (expected a refusal)"
+    grep -q "rank 1 planned a different split of the layers, or keeps its weights or KV cache or multiplies in another precision, than rank 0.*--matmul-precision" "$err" \
+        || fail "$desc: no message naming the options"
+    [ ! -s "$D/out.jsonl" ] || fail "$desc: records written"
+    echo "$desc: refused (exit $rc)"
+}
+# shellcheck disable=SC2086
+timeout 120 $MPIRUN -np 2 "$P" $args --weights-dtype bf16 >/dev/null 2>"$err" || fail "agreeing ranks"
+[ "$(wc -l <"$D/out.jsonl")" -eq 1 ] || fail "agreeing ranks: no record"
+differ "rank 1 with --weights-dtype bf16" "$P" $args --weights-dtype bf16
+differ "rank 1 with --kv-dtype f16" "$P" $args --kv-dtype f16
+if "$P" --version | grep -q -- "--matmul-precision bf16: yes"; then
+    differ "rank 1 with --matmul-precision bf16" "$P" $args --matmul-precision bf16
+    differ "rank 1 with PB_CPU_ISA=avx512bf16" env PB_CPU_ISA=avx512bf16 "$P" $args
+    # shellcheck disable=SC2086
+    timeout 120 $MPIRUN -np 2 "$P" $args --matmul-precision bf16 >/dev/null 2>"$err" \
+        || fail "agreeing ranks with --matmul-precision bf16"
+    echo "both ranks with --matmul-precision bf16: ran"
+else
+    echo "# --matmul-precision bf16: not on this CPU (tests/cli/outputs.sh checks the refusal)"
+fi
+echo "agree: ok"
