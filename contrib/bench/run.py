@@ -20,6 +20,9 @@ llama from contrib/pb-make-checkpoint for --quick.
 Measures (median of --runs, peers interleaved within each run):
   load_s       pippy: process wall minus generation wall (start, tokenizer,
                plan, weights); peers: model + context construction
+  load_cached_s  pippy: load_s of the prefill run made a second time with
+               --weights-cache (the packed weights mapped from the file the
+               first wrote); peers: their load_s
   prefill      one 512-token prompt: 512 / time to its first token (tok/s)
   ttft_s       that time to first token
   decode_bN    N sequences of a short prompt, tokens after the first of each
@@ -327,6 +330,13 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
             job["notes"].append(f"{m['name']}: pippy counted {met['prompt_tokens']} prompt tokens, "
                                 f"HF {len(job['long'])}")
         res["load_s"] = wall - met["wall_seconds"]
+        if job.get("wcache"):  # the same run twice with --weights-cache: the second maps the packed weights
+            wc = ("--weights-cache", os.path.join(tmp, "wcache"))
+            for _ in range(2):
+                met2, wall2, r = run_pippy(pb, m["dir"], [m["long_text"]], 1, 1, len(job["long"]) + 1,
+                                           job["threads"], ignore_eos, tmp, wc)
+            res["load_cached_s"] = wall2 - met2["wall_seconds"]
+            shutil.rmtree(os.path.join(tmp, "wcache"), ignore_errors=True)
         res["ttft_s"] = met["time_to_first_token_mean"]
         res["prefill"] = met["prompt_tokens"] / met["time_to_first_token_mean"]
         P, N = len(job["prompt"]), job["tokens"]
@@ -546,7 +556,7 @@ def kern_bench(a):
 def fmt(v, kind):
     if v is None:
         return "-"
-    if kind in ("load_s", "ttft_s"):
+    if kind in ("load_s", "load_cached_s", "ttft_s"):
         return f"{v:.3f}" if v < 10 else f"{v:.1f}"
     if kind in ("rss_mib", "rss_kv16_mib"):
         return f"{v:.0f}"
@@ -630,6 +640,7 @@ def main():
         converter = None
     ignore_eos = "--ignore-eos" in pippy_help(pb)
     kv16 = "--kv-dtype" in pippy_help(pb)
+    wcache = "--weights-cache" in pippy_help(pb)
     ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
     bf16dot = "--matmul-precision bf16: yes" in ver
     if not ignore_eos:
@@ -678,7 +689,7 @@ def main():
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
                 try:
                     if p == "pippy":
-                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16, bf16dot=bf16dot), ignore_eos,
+                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16, bf16dot=bf16dot, wcache=wcache), ignore_eos,
                                             lambda: bandwidth_sample(a))
                     elif p == "llama.cpp":
                         if not m["gguf"]:
@@ -701,12 +712,14 @@ def main():
 
     bmax = max(batches)
     keys = ["load_s", "prefill", "ttft_s"] + [f"decode_b{b}" for b in batches] + ["rss_mib"]
+    if wcache:
+        keys.insert(1, "load_cached_s")
     if kv16:
         keys += [f"decode_b{bmax}_kv16", "rss_kv16_mib"]
     if bf16dot and any(m["dtype"] == "bf16" for m in models):
         keys += ["prefill_bf16dot", f"decode_b{bmax}_bf16dot"]
     pt = a.prefill_tokens
-    labels = {"load_s": "load s", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
+    labels = {"load_s": "load s", "load_cached_s": "load s, cached", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
               "rss_mib": "peak RSS MiB", f"decode_b{bmax}_kv16": f"b{bmax}, f16 KV tok/s",
               "rss_kv16_mib": "RSS, f16 KV MiB", "prefill_bf16dot": f"prefill, bf16 dots",
               f"decode_b{bmax}_bf16dot": f"b{bmax}, bf16 dots"}
@@ -718,6 +731,8 @@ def main():
             runs = results[m["name"]][p]
             med[m["name"]][p] = {k: statistics.median([x[k] for x in runs if k in x])
                                  if any(k in x for x in runs) else None for k in keys}
+            if p != "pippy" and wcache:  # the peers' own load (llama.cpp maps its GGUF)
+                med[m["name"]][p]["load_cached_s"] = med[m["name"]][p]["load_s"]
             if p == "llama.cpp" and kv16:  # its KV cache is f16 in every run
                 med[m["name"]][p][f"decode_b{bmax}_kv16"] = med[m["name"]][p][f"decode_b{bmax}"]
                 med[m["name"]][p]["rss_kv16_mib"] = med[m["name"]][p]["rss_mib"]
@@ -758,7 +773,7 @@ def main():
             row = f"  {labels[k]:20} " + " ".join(f"{fmt(med[m['name']][p][k], k):>10}" for p in peers)
             b = bd.get(k)
             row += f" {fmt(b, k):>10}"
-            hb = k not in ("load_s", "ttft_s", "rss_mib", "rss_kv16_mib")
+            hb = k not in ("load_s", "load_cached_s", "ttft_s", "rss_mib", "rss_kv16_mib")
             pv = med[m["name"]].get("pippy", {}).get(k) if "pippy" in peers else None
             for q in peers:
                 if q != "pippy":

@@ -192,6 +192,14 @@ typedef struct pb_backend_ops {
     uint64_t (*weight_bytes)(pb_dtype store, int n_out, int n_in, bool bias);
     pb_status (*put_linear)(pb_backend *be, const pb_linear_src *src, pb_dtype store, pb_weight **out);
     void (*weight_free)(pb_backend *be, pb_weight *w);
+    /* NULL (no such cache), or: keep the matrices put_linear stores in the
+     * file at path, made for key (the checkpoint, stage and settings): a
+     * sound file there gives them without reading the checkpoint's matrices
+     * (weights_cached then says true), else put_linear packs them and
+     * weights_done writes the file. Problems with the file are warnings. */
+    pb_status (*weights_cache)(pb_backend *be, const char *path, const char *key);
+    bool (*weights_cached)(pb_backend *be);
+    void (*weights_done)(pb_backend *be); /* NULL, or: the stage's last put_linear is done */
 
     /* Scratch for calls up to lim; scratch_bytes is what reserve allocates. */
     uint64_t (*scratch_bytes)(int threads, const pb_backend_limits *lim);

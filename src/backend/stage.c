@@ -498,6 +498,8 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     s->cfg.layer_local = s->layer_local;
 
     PB_CHECK_GOTO(load_weights(s, w), st, fail);
+    if (be->ops->weights_done)
+        be->ops->weights_done(be); /* a --weights-cache file is written now */
     free(s->ws.tmp);
     s->ws.tmp = NULL;
     s->ws.tmp_cap = 0;

@@ -45,6 +45,7 @@ struct pb_weights {
      * it is used (pb_weights_prefetch), so a stage larger than free memory
      * does not read the file twice */
     uint64_t readahead_budget, readahead_bytes;
+    bool lazy; /* nothing read ahead or prefetched (pb_weights_load_ex) */
     bool windowed;
 };
 
@@ -179,11 +180,13 @@ static pb_status place(pb_weights *w, const char *path, int fd, span *sp, int n_
          * whole file beside the packed copy. WILLNEED starts the reading of
          * the whole range now, so that a cold page cache fills while the
          * first tensors pack. */
+        if (w->lazy) /* only small tensors are read: no read-around of whole windows */
+            (void)madvise(a, len, MADV_RANDOM);
         if (!w->windowed && w->readahead_bytes + len <= w->readahead_budget) {
             (void)madvise(a, len, MADV_WILLNEED);
             w->readahead_bytes += len;
         } else {
-            if (!w->windowed)
+            if (!w->windowed && !w->lazy)
                 pb_log_verbose("%s: read ahead tensor by tensor from here on (the stage's files pass the "
                                "read-ahead budget of %llu MiB)", path,
                                (unsigned long long)(w->readahead_budget >> 20));
@@ -314,6 +317,11 @@ out:
 
 pb_status pb_weights_load(const pb_ckpt *ck, const pb_stage_plan *stage, pb_weights **out)
 {
+    return pb_weights_load_ex(ck, stage, true, out);
+}
+
+pb_status pb_weights_load_ex(const pb_ckpt *ck, const pb_stage_plan *stage, bool read_ahead, pb_weights **out)
+{
     pb_status st = PB_OK;
     pb_weights *w = NULL;
     int *tis = NULL;
@@ -332,6 +340,10 @@ pb_status pb_weights_load(const pb_ckpt *ck, const pb_stage_plan *stage, pb_weig
         }
     } else {
         w->readahead_budget = readahead_budget();
+    }
+    if (!read_ahead) {
+        w->readahead_budget = 0;
+        w->lazy = true;
     }
     PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->t, &w->t), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)ck->n_tensors, sizeof *w->canon, &w->canon), st, fail);
@@ -464,7 +476,7 @@ bool pb_weights_windowed(const pb_weights *w) { return w && w->windowed; }
 void pb_weights_prefetch(const pb_weights *w, const pb_tensor *t)
 {
     uintptr_t s, e;
-    if (w && w->windowed && t && t->data && t->nbytes && mapped_pages(w, t, &s, &e, true))
+    if (w && w->windowed && !w->lazy && t && t->data && t->nbytes && mapped_pages(w, t, &s, &e, true))
         (void)madvise((void *)s, e - s, MADV_WILLNEED);
 }
 

@@ -16,6 +16,10 @@
 typedef struct pb_weights pb_weights;
 
 pb_status pb_weights_load(const pb_ckpt *ck, const pb_stage_plan *stage, pb_weights **out);
+/* As pb_weights_load; read_ahead false: nothing is read ahead or prefetched
+ * (the backend holds the stage's matrices already, from --weights-cache), so
+ * only the tensors the stage reads come in from the files. */
+pb_status pb_weights_load_ex(const pb_ckpt *ck, const pb_stage_plan *stage, bool read_ahead, pb_weights **out);
 void pb_weights_free(pb_weights *w);
 
 /* By canonical name ("h.3.attn.c_attn.weight", "wte.weight", "lm_head.weight"); NULL if absent.

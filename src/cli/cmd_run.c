@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -141,6 +142,84 @@ static void variant_add(char *v, size_t size, const char *key, const char *value
 {
     const size_t len = strlen(v);
     snprintf(v + len, size - len, "%s%s%s", len ? "," : "", key, value);
+}
+
+/* key += "path:size:mtime:dev:ino|" of path (realpath; "path:absent|" when missing) */
+static pb_status key_add_file(char **key, size_t *len, size_t *cap, const char *path)
+{
+    char real[PATH_MAX];
+    struct stat sb;
+    char item[PATH_MAX + 128];
+    int n;
+    if (realpath(path, real) && stat(real, &sb) == 0)
+        n = snprintf(item, sizeof item, "%s:%lld:%lld.%09ld:%llu:%llu|", real, (long long)sb.st_size,
+                     (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec, (unsigned long long)sb.st_dev,
+                     (unsigned long long)sb.st_ino);
+    else
+        n = snprintf(item, sizeof item, "%s:absent|", path);
+    if (n < 0 || (size_t)n >= sizeof item)
+        return pb_error(PB_ERR_INTERNAL, "weights cache key: path too long: %s", path);
+    if (*len + (size_t)n + 1 > *cap) {
+        size_t c = (*cap ? *cap * 2 : 4096) + (size_t)n;
+        char *k = realloc(*key, c);
+        if (!k)
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        *key = k;
+        *cap = c;
+    }
+    memcpy(*key + *len, item, (size_t)n + 1);
+    *len += (size_t)n;
+    return PB_OK;
+}
+
+/* --weights-cache DIR: this stage's file in DIR (made if missing). Its key
+ * is this program (version, and its executable's size and time: another
+ * build may pack differently), the checkpoint's files and config.json (path,
+ * size, modification time, inode), the stage's layers and the weights dtype;
+ * the backend adds its packed layout. Its name is a hash of the model folder,
+ * layers and dtype only, so that a stale file (the checkpoint or the program
+ * changed) is replaced, not kept beside the new one. */
+static pb_status attach_weights_cache(const char *cache_dir, const char *model_dir, const pb_ckpt *ck,
+                                      const pb_stage_plan *sp, pb_wdtype wdt, pb_backend *be)
+{
+    struct stat sb;
+    if (mkdir(cache_dir, 0777) != 0 && errno != EEXIST)
+        return pb_error(PB_ERR_USAGE, "--weights-cache %s: cannot make the directory: %s", cache_dir,
+                        strerror(errno));
+    if (stat(cache_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return pb_error(PB_ERR_USAGE, "--weights-cache %s: not a directory", cache_dir);
+    char *key = NULL, *cfg = NULL, *path = NULL;
+    size_t len = 0, cap = 0;
+    pb_status st = PB_OK;
+    char head[256];
+    snprintf(head, sizeof head, "pippy-batch %s weights cache|layers [%d, %d) embed %d head %d|weights %s|",
+             PACKAGE_VERSION, sp->layer_begin, sp->layer_end, (int)sp->has_embed, (int)sp->has_head,
+             pb_wdtype_name(wdt));
+    if (!(key = pb_strdup(head)) || !(cfg = pb_path_join(model_dir, "config.json"))) {
+        st = pb_error(PB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    len = cap = strlen(key);
+    PB_CHECK_GOTO(key_add_file(&key, &len, &cap, "/proc/self/exe"), st, out);
+    PB_CHECK_GOTO(key_add_file(&key, &len, &cap, cfg), st, out);
+    if (pb_ckpt_source(ck))
+        PB_CHECK_GOTO(key_add_file(&key, &len, &cap, pb_ckpt_source(ck)), st, out);
+    for (int i = 0; i < pb_ckpt_n_files(ck); i++)
+        PB_CHECK_GOTO(key_add_file(&key, &len, &cap, pb_ckpt_file_path(ck, i)), st, out);
+    char name[64], real[PATH_MAX];
+    const uint64_t slot = pb_fnv1a64(0xcbf29ce484222325ull, head, strlen(head));
+    snprintf(name, sizeof name, "stage%d-%016llx.pbw", sp->stage,
+             (unsigned long long)(realpath(model_dir, real) ? pb_fnv1a64(slot, real, strlen(real)) : slot));
+    if (!(path = pb_path_join(cache_dir, name))) {
+        st = pb_error(PB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    st = be->ops->weights_cache(be, path, key);
+out:
+    free(key);
+    free(cfg);
+    free(path);
+    return st;
 }
 
 static void summary(const pb_run_stats *s, bool with_stages)
@@ -350,6 +429,11 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_kvdtype_resolve(bops, opts->kv_dtype, &kv_dt), st, out);
     /* --matmul-precision: refused here where the machine lacks it */
     PB_CHECK_GOTO(pb_mmprec_select(bops, opts->matmul), st, out);
+    if (opts->weights_cache && !bops->weights_cache) {
+        st = pb_error(PB_ERR_UNSUPPORTED, "--weights-cache: the %s backend keeps no weights cache (the cpu "
+                      "backend does)", bops->name);
+        goto out;
+    }
 
     PB_CHECK_GOTO(pb_model_dir_resolve(opts->model_dir, &dir), st, out);
     PB_CHECK_GOTO(pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG | PB_MODEL_NEED_TOKENIZER), st, out);
@@ -445,9 +529,14 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
      * index and the safetensors headers are freed by now: their pages go
      * back before the weights come in, not stay under the peak */
     pb_heap_release();
-    PB_CHECK_GOTO(pb_weights_load(ck, sp, &w), st, out);
     pb_backend_opts bo = {.threads = threads, .device = dev.gpu >= 0 ? dev.gpu : 0};
     PB_CHECK_GOTO(pb_backend_create(kind, &bo, &be), st, out);
+    bool cached = false; /* the stage's matrices are in the cache file: the checkpoint's are not read */
+    if (opts->weights_cache) {
+        PB_CHECK_GOTO(attach_weights_cache(opts->weights_cache, dir, ck, sp, opts->weights_dtype, be), st, out);
+        cached = be->ops->weights_cached(be);
+    }
+    PB_CHECK_GOTO(pb_weights_load_ex(ck, sp, !cached, &w), st, out);
     so.n_slots = batch;
     so.max_seq_len = context;
     so.max_batch_tokens = (int)mbt;

@@ -28,7 +28,7 @@ enum {
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
-    OPT_IGNORE_EOS, OPT_MATMUL_PREC
+    OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE
 };
 
 static const struct option long_opts[] = {
@@ -47,6 +47,7 @@ static const struct option long_opts[] = {
     {"weights-dtype", required_argument, NULL, OPT_WEIGHTS_DTYPE},
     {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
     {"matmul-precision", required_argument, NULL, OPT_MATMUL_PREC},
+    {"weights-cache", required_argument, NULL, OPT_WEIGHTS_CACHE},
     {"iface", required_argument, NULL, OPT_IFACE},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
@@ -328,6 +329,13 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
                 goto out;
             }
             break;
+        case OPT_WEIGHTS_CACHE:
+            if (!*optarg) {
+                st = pb_error(PB_ERR_USAGE, "--weights-cache: an empty directory name");
+                goto out;
+            }
+            o->weights_cache = optarg;
+            break;
         case OPT_IFACE: o->iface = optarg; break;
         case OPT_MAX_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.max_tokens), st, out);
@@ -464,6 +472,8 @@ void pb_opts_print_help(FILE *fp)
 "                             f32, f16 (half the memory of f32) or bf16 (cuda only)\n"
 "      --matmul-precision P   f32 (default: exact products) or bf16: activations rounded to\n"
 "                             bf16 for bf16 weights, inexact (cpu with AVX512-BF16)\n"
+"      --weights-cache DIR    keep each stage's packed weights in DIR (made if missing) and\n"
+"                             map them from there in later runs of the same settings (cpu)\n"
 "\n"
 "Pipeline:\n"
 "      --split-policy P       equal_size (default: equal parameter bytes), balanced (equal\n"

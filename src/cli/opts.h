@@ -59,6 +59,7 @@ typedef struct pb_opts {
     pb_wdtype weights_dtype; /* --weights-dtype stored|f32|bf16 */
     pb_kvdtype kv_dtype;     /* --kv-dtype auto|f32|f16|bf16 */
     pb_mmprec matmul;        /* --matmul-precision f32|bf16 (DEFAULT when not given) */
+    const char *weights_cache; /* --weights-cache DIR, or NULL */
     const char *iface;       /* --iface NAME for TCP transport */
 
     /* Generation settings given on the command line; has_* tells which were given

@@ -42,6 +42,17 @@ static inline uint64_t pb_get_u64le(const uint8_t *p)
 
 /* pread exactly n bytes at off (retrying short reads and EINTR); a short
  * file is PB_ERR_FORMAT "truncated", naming path. */
+/* FNV-1a, 64 bits: h = 0xcbf29ce484222325 to start, then chained. */
+static inline uint64_t pb_fnv1a64(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = (const uint8_t *)p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 pb_status pb_pread_full(const char *path, int fd, void *buf, size_t n, uint64_t off);
 
 /* malloc/calloc/realloc that record PB_ERR_NOMEM with the size asked for. */

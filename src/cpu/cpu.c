@@ -11,11 +11,13 @@
 
 #include "common/util.h"
 #include "cpu/kernels.h"
+#include "cpu/wcache.h"
 #include "cpu/pool.h"
 
 typedef struct cpu_impl {
     pb_pool *pool;
     pb_kctx *k;
+    pb_wcache *wc; /* --weights-cache, or NULL */
 } cpu_impl;
 
 static cpu_impl *impl_of(pb_backend *be) { return be->impl; }
@@ -148,23 +150,16 @@ static pb_status stack_parts(const pb_linear_src *s, void **buf, pb_dtype *dt)
     return PB_OK;
 }
 
-static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype store, pb_weight **out)
+/* The matrix of s packed from the checkpoint. */
+static pb_status pack_linear(pb_backend *be, const pb_linear_src *s, pb_dtype store, pb_kmat **out)
 {
-    (void)be;
     *out = NULL;
-    if (store != PB_DT_F32 && store != PB_DT_BF16 && store != PB_DT_F16)
-        return pb_error(PB_ERR_UNSUPPORTED, "cpu: weights kept as %s are not supported (F32, F16, BF16)",
-                        pb_dtype_name(store));
     int rows = 0;
     for (int i = 0; i < s->n_parts; i++)
         rows += s->parts[i].rows;
     if (s->n_parts < 1 || rows != s->n_out || s->n_in < 1)
         return pb_error(PB_ERR_INTERNAL, "cpu: linear of %d x %d from %d parts of %d rows", s->n_out, s->n_in,
                         s->n_parts, rows);
-    pb_weight *w = calloc(1, sizeof *w);
-    if (!w)
-        return pb_error(PB_ERR_NOMEM, "out of memory");
-    pb_status st = PB_OK;
     void *stacked = NULL;
     const void *part_data[8];
     int part_rows[8];
@@ -193,17 +188,34 @@ static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype
             src.parts = part_data;
             src.part_rows = part_rows;
         } else if (!adjacent) {
-            PB_CHECK_GOTO(stack_parts(s, &stacked, &src.dtype), st, fail);
+            PB_CHECK(stack_parts(s, &stacked, &src.dtype));
             src.data = stacked;
             src.transposed = false;
         }
     }
-    pb_kmat *m = NULL;
-    st = pb_kmat_pack_mt(impl_of(be)->k, &src, s->n_out, s->n_in, store, &m);
+    pb_status st = pb_kmat_pack_mt(impl_of(be)->k, &src, s->n_out, s->n_in, store, out);
     free(stacked);
-    if (st != PB_OK)
-        goto fail;
+    return st;
+}
+
+static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype store, pb_weight **out)
+{
+    *out = NULL;
+    if (store != PB_DT_F32 && store != PB_DT_BF16 && store != PB_DT_F16)
+        return pb_error(PB_ERR_UNSUPPORTED, "cpu: weights kept as %s are not supported (F32, F16, BF16)",
+                        pb_dtype_name(store));
+    pb_weight *w = calloc(1, sizeof *w);
+    if (!w)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    pb_status st = PB_OK;
+    pb_wcache *wc = impl_of(be)->wc;
+    /* from the cache file, or packed from the checkpoint */
+    pb_kmat *m = wc ? pb_wcache_take(wc, s->n_out, s->n_in, store) : NULL;
+    if (!m)
+        PB_CHECK_GOTO(pack_linear(be, s, store, &m), st, fail);
     w->impl = m;
+    if (wc)
+        PB_CHECK_GOTO(pb_wcache_record(wc, m), st, fail);
     w->dtype = store;
     w->layout = PB_WLAYOUT_CPU_PACKED;
     w->n_out = s->n_out;
@@ -548,10 +560,31 @@ static pb_status cpu_head_norm(pb_backend *be, float *x, int ld, int T, int n_he
     return PB_OK;
 }
 
+static pb_status cpu_weights_cache(pb_backend *be, const char *path, const char *key)
+{
+    cpu_impl *c = impl_of(be);
+    if (c->wc)
+        return pb_error(PB_ERR_INTERNAL, "cpu: a second weights cache");
+    return pb_wcache_open(path, key, c->k, &c->wc);
+}
+
+static bool cpu_weights_cached(pb_backend *be)
+{
+    return impl_of(be)->wc && pb_wcache_hit(impl_of(be)->wc);
+}
+
+static void cpu_weights_done(pb_backend *be)
+{
+    cpu_impl *c = impl_of(be);
+    if (c->wc)
+        pb_wcache_finish(c->wc, c->k);
+}
+
 static void cpu_free(pb_backend *be)
 {
     cpu_impl *c = impl_of(be);
     if (c) {
+        pb_wcache_free(c->wc); /* the matrices taken from it are freed by now */
         pb_kctx_free(c->k);
         pb_pool_free(c->pool);
         free(c);
@@ -600,6 +633,9 @@ static const pb_backend_ops cpu_ops = {
     .sync = cpu_sync,
     .weight_bytes = cpu_weight_bytes,
     .put_linear = cpu_put_linear,
+    .weights_cache = cpu_weights_cache,
+    .weights_cached = cpu_weights_cached,
+    .weights_done = cpu_weights_done,
     .weight_free = cpu_weight_free,
     .scratch_bytes = cpu_scratch_bytes,
     .reserve = cpu_reserve,

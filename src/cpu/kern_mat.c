@@ -462,9 +462,37 @@ void pb_kmat_free(pb_kmat *m)
 {
     if (!m)
         return;
-    if (m->data)
+    if (m->data && m->slab)
         kmat_data_free(m->slab);
     free(m);
+}
+
+const void *pb_kmat_packed(const pb_kmat *m, size_t *bytes)
+{
+    *bytes = data_bytes(m->dt, m->n_out, m->n_in);
+    return m->data;
+}
+
+pb_status pb_kmat_wrap(const void *packed, size_t bytes, pb_dtype store_dt, int n_out, int n_in, pb_kmat **out)
+{
+    *out = NULL;
+    if (n_out <= 0 || n_in <= 0 || !is_float_dt(store_dt))
+        return pb_error(PB_ERR_FORMAT, "packed matrix [%d, %d] of %s", n_out, n_in, pb_dtype_name(store_dt));
+    if (bytes != data_bytes(store_dt, n_out, n_in) || ((uintptr_t)packed & 63))
+        return pb_error(PB_ERR_FORMAT, "packed [%d, %d] %s matrix of %zu bytes at %p (expected %zu, 64-byte aligned)",
+                        n_out, n_in, pb_dtype_name(store_dt), bytes, packed, data_bytes(store_dt, n_out, n_in));
+    pb_kmat *m = calloc(1, sizeof *m);
+    if (!m)
+        return pb_error(PB_ERR_NOMEM, "out of memory for a packed matrix");
+    m->dt = store_dt;
+    m->n_out = n_out;
+    m->n_in = n_in;
+    m->npanels = (n_out + PB_KNR - 1) / PB_KNR;
+    m->pstride = panel_elems(store_dt, n_in);
+    m->data = (void *)(uintptr_t)packed; /* read only: the kernels never write weights */
+    m->slab = NULL;
+    *out = m;
+    return PB_OK;
 }
 
 pb_dtype pb_kmat_dtype(const pb_kmat *m)

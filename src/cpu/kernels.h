@@ -63,6 +63,13 @@ pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_i
 /* Exact bytes pb_kmat_pack allocates for such a matrix (the planner's figure). */
 uint64_t pb_kmat_bytes(pb_dtype store_dt, int n_out, int n_in);
 void pb_kmat_free(pb_kmat *m);
+/* The packed bytes of m (pb_kmat_bytes less the header), for a cache file. */
+const void *pb_kmat_packed(const pb_kmat *m, size_t *bytes);
+/* A matrix over packed bytes made by pb_kmat_pack of the same shape and store
+ * dtype (e.g. mapped from a cache file), 64-byte aligned, not copied: they
+ * must outlive the matrix, and pb_kmat_free leaves them alone. PB_ERR_FORMAT
+ * when bytes is not the size such a matrix packs to. */
+pb_status pb_kmat_wrap(const void *packed, size_t bytes, pb_dtype store_dt, int n_out, int n_in, pb_kmat **out);
 pb_dtype pb_kmat_dtype(const pb_kmat *m);
 int pb_kmat_rows(const pb_kmat *m); /* n_out */
 int pb_kmat_cols(const pb_kmat *m); /* n_in */
