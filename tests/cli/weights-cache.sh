@@ -88,7 +88,18 @@ if run g.jsonl --weights-cache "$C" && grep -q "warning: weights cache .*its key
 else
     bad "after touching a shard: $(grep -i 'cache' err | head -3)"
 fi
-# 5. DIR not a directory: exit 2 before the model loads
+# 5. the file cannot be written (a directory where it goes): a warning, the
+# temporary file removed, the run goes on with the same output
+C3=$T/cache3
+mkdir -p "$C3/$(basename "$f")"
+if run k.jsonl --weights-cache "$C3" && grep -q "warning: weights cache .*not a regular file" err &&
+    grep -q "warning: weights cache .*cannot write it: .*(the run goes on without it)" err &&
+    cmp -s k.jsonl ref.jsonl && [ "$(ls -A "$C3")" = "$(basename "$f")" ]; then
+    ok "unwritable: '$(grep -o 'cannot write it: .*' err)', nothing left behind, output as without it"
+else
+    bad "a directory in the cache file's place: $(grep -i 'cache' err | head -3); left: $(ls -A "$C3")"
+fi
+# 6. DIR not a directory: exit 2 before the model loads
 : >notadir
 "$PB" -q --model m --in in.jsonl --out h.jsonl --weights-cache notadir 2>err
 rc=$?
@@ -97,7 +108,7 @@ if [ $rc -eq 2 ] && grep -q -- "--weights-cache notadir: " err && [ ! -e h.jsonl
 else
     bad "a file as DIR: rc=$rc $(cat err)"
 fi
-# 6. two ranks: one file per stage, a hit on each the second time, output as world size 1
+# 7. two ranks: one file per stage, a hit on each the second time, output as world size 1
 pb_launcher_lock
 C2=$T/cache2
 for round in 1 2; do
