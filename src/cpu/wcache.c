@@ -11,7 +11,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -205,7 +204,8 @@ static bool load(pb_wcache *c, pb_kctx *k, const char **why, char *buf, size_t c
     for (uint32_t i = 0; ok && i < n; i++) {
         const unsigned char *e = table + (size_t)i * WC_ENTRY;
         wc_entry *w = &c->ent[i];
-        *w = (wc_entry){pb_get_u32le(e), pb_get_u32le(e + 4), pb_get_u32le(e + 8), pb_get_u64le(e + 16), pb_get_u64le(e + 24), pb_get_u64le(e + 32)};
+        *w = (wc_entry){pb_get_u32le(e), pb_get_u32le(e + 4), pb_get_u32le(e + 8), pb_get_u64le(e + 16),
+                        pb_get_u64le(e + 24), pb_get_u64le(e + 32)};
         if (w->n_out < 1 || w->n_out > INT32_MAX || w->n_in < 1 || w->n_in > INT32_MAX || !is_store_dt(w->dtype) ||
             w->bytes + sizeof(pb_kmat) != pb_kmat_bytes((pb_dtype)w->dtype, (int)w->n_out, (int)w->n_in) ||
             w->offset < data_off || w->offset % WC_ALIGN || w->offset > file_size || w->bytes > file_size - w->offset) {
@@ -247,18 +247,16 @@ pb_status pb_wcache_open(const char *path, const char *key, pb_kctx *k, pb_wcach
     }
     strcpy(c->key, key);
     snprintf(c->key + strlen(key), (size_t)len + 1, layout, PB_KNR);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const double t0 = pb_now();
     char buf[256];
     const char *why;
     c->hit = load(c, k, &why, buf, sizeof buf);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (c->hit) {
         uint64_t total = 0;
         for (uint32_t i = 0; i < c->n_ent; i++)
             total += c->ent[i].bytes;
         pb_log_verbose("weights cache %s: %u matrices, %.1f MiB, checked in %.2f s", path, c->n_ent,
-                       (double)total / 1048576.0, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+                       (double)total / 1048576.0, pb_now() - t0);
     } else {
         if (why)
             pb_log_warn("weights cache %s: %s; packing the checkpoint and writing the cache again", path, why);
@@ -402,7 +400,8 @@ static void write_file(pb_wcache *c, pb_kctx *k)
     }
     bool ok = write_all(fd, h, (size_t)data_off, 0);
     for (uint32_t i = 0; ok && i < n; i++)
-        ok = write_all(fd, data[i], (size_t)bytes[i], pb_get_u64le(h + WC_HEADER + key_len + (size_t)i * WC_ENTRY + 16));
+        ok = write_all(fd, data[i], (size_t)bytes[i],
+                       pb_get_u64le(h + WC_HEADER + key_len + (size_t)i * WC_ENTRY + 16));
     ok = ok && ftruncate(fd, (off_t)file_size) == 0 && fsync(fd) == 0;
     if (!ok) {
         why = strerror(errno ? errno : EIO);

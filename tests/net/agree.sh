@@ -18,7 +18,8 @@ differ() {
     timeout 120 $MPIRUN -np 1 "$P" $args : -np 1 "$@" >/dev/null 2>"$err"
     rc=$?
     [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "$desc: exit $rc (expected a refusal)"
-    grep -q "rank 1 planned a different split of the layers, or keeps its weights or KV cache or multiplies in another precision, than rank 0.*--matmul-precision" "$err" \
+    grep -q "rank 1 planned a different split of the layers, or keeps its weights or KV cache or multiplies in \
+another precision, than rank 0.*--matmul-precision" "$err" \
         || fail "$desc: no message naming the options"
     [ ! -s "$D/out.jsonl" ] || fail "$desc: records written"
     echo "$desc: refused (exit $rc)"
