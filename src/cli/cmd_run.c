@@ -172,7 +172,19 @@ static pb_status key_add_file(char **key, size_t *len, size_t *cap, const char *
     return PB_OK;
 }
 
-/* --weights-cache DIR: this stage's file in DIR (made if missing). Its key
+/* --weights-cache DIR: made if missing, and a directory (before the model loads) */
+static pb_status weights_cache_dir(const char *cache_dir)
+{
+    struct stat sb;
+    if (mkdir(cache_dir, 0777) != 0 && errno != EEXIST)
+        return pb_error(PB_ERR_USAGE, "--weights-cache %s: cannot make the directory: %s", cache_dir,
+                        strerror(errno));
+    if (stat(cache_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return pb_error(PB_ERR_USAGE, "--weights-cache %s: not a directory", cache_dir);
+    return PB_OK;
+}
+
+/* --weights-cache DIR: this stage's file in DIR. Its key
  * is this program (version, and its executable's size and time: another
  * build may pack differently), the checkpoint's files and config.json (path,
  * size, modification time, inode), the stage's layers and the weights dtype;
@@ -182,12 +194,6 @@ static pb_status key_add_file(char **key, size_t *len, size_t *cap, const char *
 static pb_status attach_weights_cache(const char *cache_dir, const char *model_dir, const pb_ckpt *ck,
                                       const pb_stage_plan *sp, pb_wdtype wdt, pb_backend *be)
 {
-    struct stat sb;
-    if (mkdir(cache_dir, 0777) != 0 && errno != EEXIST)
-        return pb_error(PB_ERR_USAGE, "--weights-cache %s: cannot make the directory: %s", cache_dir,
-                        strerror(errno));
-    if (stat(cache_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return pb_error(PB_ERR_USAGE, "--weights-cache %s: not a directory", cache_dir);
     char *key = NULL, *cfg = NULL, *path = NULL;
     size_t len = 0, cap = 0;
     pb_status st = PB_OK;
@@ -434,6 +440,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
                       "backend does)", bops->name);
         goto out;
     }
+    if (opts->weights_cache)
+        PB_CHECK_GOTO(weights_cache_dir(opts->weights_cache), st, out);
 
     PB_CHECK_GOTO(pb_model_dir_resolve(opts->model_dir, &dir), st, out);
     PB_CHECK_GOTO(pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG | PB_MODEL_NEED_TOKENIZER), st, out);

@@ -99,12 +99,15 @@ if run k.jsonl --weights-cache "$C3" && grep -q "warning: weights cache .*not a 
 else
     bad "a directory in the cache file's place: $(grep -i 'cache' err | head -3); left: $(ls -A "$C3")"
 fi
-# 6. DIR not a directory: exit 2 before the model loads
+# 6. DIR not a directory: exit 2 before the weights are opened
 : >notadir
 "$PB" -q --model m --in in.jsonl --out h.jsonl --weights-cache notadir 2>err
 rc=$?
-if [ $rc -eq 2 ] && grep -q -- "--weights-cache notadir: " err && [ ! -e h.jsonl ]; then
-    ok "a file as DIR: exit 2, '$(cat err)'"
+msg=$(cat err)
+"$PB" -v --model m --in in.jsonl --out h.jsonl --weights-cache notadir 2>err
+if [ $rc -eq 2 ] && [ "$(echo "$msg" | wc -l)" -eq 1 ] && echo "$msg" | grep -q -- "--weights-cache notadir: " &&
+    [ ! -e h.jsonl ] && ! grep -q "opened " err; then
+    ok "a file as DIR: exit 2 before the weights are opened, '$msg'"
 else
     bad "a file as DIR: rc=$rc $(cat err)"
 fi
