@@ -726,6 +726,40 @@ static void test_bf16dot_path(pb_kctx *kctx, const char *name, const pb_kops *op
         free(y);
         free(alone);
     }
+    /* f32 and f16 weights take no bf16 dots there: the exact paths' bits at
+     * every M (its own tables must agree with the exact path's tiles) */
+    static const pb_dtype others[] = {PB_DT_F32, PB_DT_F16};
+    for (size_t di = 0; di < 2; di++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const int n_out = shapes[si][0], n_in = shapes[si][1], Mmax = 64;
+            float *wv = malloc((size_t)n_out * n_in * 4), *x = malloc((size_t)Mmax * n_in * 4);
+            float *y = malloc((size_t)Mmax * n_out * 4), *ref = malloc((size_t)Mmax * n_out * 4);
+            for (size_t i = 0; i < (size_t)n_out * n_in; i++)
+                wv[i] = frand();
+            for (size_t i = 0; i < (size_t)Mmax * n_in; i++)
+                x[i] = frand();
+            void *src = make_src(others[di], (size_t)n_out * n_in, wv);
+            pb_kmat_src s = {.data = src, .dtype = others[di]};
+            pb_kmat *m = NULL;
+            if (pb_kmat_pack(&s, n_out, n_in, others[di], &m) != PB_OK)
+                FAIL("bf16dot: pack failed");
+            for (size_t mi = 0; m && mi < sizeof Ms / sizeof Ms[0]; mi++) {
+                const int M = Ms[mi];
+                pb_kops_override(pb_kops_get(PB_ISA_PORTABLE));
+                pb_status s1 = pb_kmat_mul(kctx, x, n_in, M, m, NULL, ref, n_out);
+                pb_kops_override(ops);
+                pb_status s2 = pb_kmat_mul(kctx, x, n_in, M, m, NULL, y, n_out);
+                if (s1 != PB_OK || s2 != PB_OK || memcmp(y, ref, (size_t)M * n_out * 4))
+                    FAIL("%s: %s weights [%d, %d] M=%d: not the exact paths' bits", name,
+                         pb_dtype_name(others[di]), n_out, n_in, M);
+            }
+            pb_kmat_free(m);
+            free(src);
+            free(wv);
+            free(x);
+            free(y);
+            free(ref);
+        }
     pb_kops_override(NULL);
 }
 
