@@ -384,6 +384,20 @@ static void pack_item(void *ctx, int item, int worker)
 #endif
 }
 
+/* A matrix's header (no data yet), or NULL */
+static pb_kmat *kmat_header(pb_dtype store_dt, int n_out, int n_in)
+{
+    pb_kmat *m = calloc(1, sizeof *m);
+    if (m) {
+        m->dt = store_dt;
+        m->n_out = n_out;
+        m->n_in = n_in;
+        m->npanels = (n_out + PB_KNR - 1) / PB_KNR;
+        m->pstride = panel_elems(store_dt, n_in);
+    }
+    return m;
+}
+
 pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out)
 {
     *out = NULL;
@@ -413,14 +427,9 @@ pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_i
             if (src->row_perm[r] < 0 || src->row_perm[r] >= n_out)
                 return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: row_perm[%d] = %d outside [0, %d)", r,
                                 src->row_perm[r], n_out);
-    pb_kmat *m = calloc(1, sizeof *m);
+    pb_kmat *m = kmat_header(store_dt, n_out, n_in);
     if (!m)
         return pb_error(PB_ERR_NOMEM, "out of memory for a packed matrix");
-    m->dt = store_dt;
-    m->n_out = n_out;
-    m->n_in = n_in;
-    m->npanels = (n_out + PB_KNR - 1) / PB_KNR;
-    m->pstride = panel_elems(store_dt, n_in);
     const size_t bytes = data_bytes(store_dt, n_out, n_in);
     m->data = kmat_data_alloc(bytes, &m->slab);
     if (!m->data) {
@@ -481,14 +490,9 @@ pb_status pb_kmat_wrap(const void *packed, size_t bytes, pb_dtype store_dt, int 
     if (bytes != data_bytes(store_dt, n_out, n_in) || ((uintptr_t)packed & 63))
         return pb_error(PB_ERR_FORMAT, "packed [%d, %d] %s matrix of %zu bytes at %p (expected %zu, 64-byte aligned)",
                         n_out, n_in, pb_dtype_name(store_dt), bytes, packed, data_bytes(store_dt, n_out, n_in));
-    pb_kmat *m = calloc(1, sizeof *m);
+    pb_kmat *m = kmat_header(store_dt, n_out, n_in);
     if (!m)
         return pb_error(PB_ERR_NOMEM, "out of memory for a packed matrix");
-    m->dt = store_dt;
-    m->n_out = n_out;
-    m->n_in = n_in;
-    m->npanels = (n_out + PB_KNR - 1) / PB_KNR;
-    m->pstride = panel_elems(store_dt, n_in);
     m->data = (void *)(uintptr_t)packed; /* read only: the kernels never write weights */
     m->slab = NULL;
     *out = m;
