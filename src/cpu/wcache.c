@@ -2,8 +2,10 @@
 #include "config.h"
 #include "cpu/wcache.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -333,6 +336,34 @@ static bool write_all(int fd, const void *p, size_t n, uint64_t off)
     return true;
 }
 
+/* Removes the temporary files of earlier writers of name in dir that died
+ * mid-write (killed: no process of that pid here, and no write for 10
+ * minutes, so that a writer on another host sharing dir is left alone). */
+static void remove_dead_tmp(const char *dir, const char *name)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    const time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        if (strncmp(e->d_name, ".tmp.", 5) != 0)
+            continue;
+        long pid = strtol(e->d_name + 5, &end, 10);
+        if (end == e->d_name + 5 || *end != '.' || strcmp(end + 1, name) != 0 || pid <= 0)
+            continue;
+        struct stat sb;
+        char *p = pb_path_join(dir, e->d_name);
+        if (p && (kill((pid_t)pid, 0) != 0 && errno == ESRCH) && stat(p, &sb) == 0 && S_ISREG(sb.st_mode) &&
+            now - sb.st_mtime > 600 && unlink(p) == 0)
+            pb_log_warn("weights cache: removed %s, left by a writer that died (%.1f MiB)", p,
+                        (double)sb.st_size / 1048576.0);
+        free(p);
+    }
+    closedir(d);
+}
+
 static void write_file(pb_wcache *c, pb_kctx *k)
 {
     const uint32_t n = (uint32_t)c->n_rec;
@@ -386,6 +417,7 @@ static void write_file(pb_wcache *c, pb_kctx *k)
     sprintf(tmp, "%.*s.tmp.%ld.%s", (int)dir_len, c->path, (long)getpid(), c->path + dir_len);
     if (dir_len)
         dir[dir_len] = '\0';
+    remove_dead_tmp(dir_len ? dir : ".", c->path + dir_len);
     struct statvfs vs;
     if (statvfs(dir_len ? dir : ".", &vs) == 0 && (uint64_t)vs.f_bavail * vs.f_frsize < file_size + (64u << 20)) {
         snprintf(buf, sizeof buf, "%.1f MiB free where it needs %.1f MiB (and 64 MiB to spare); not written",

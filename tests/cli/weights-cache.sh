@@ -72,6 +72,23 @@ printf 'not a cache at all, just some bytes written where the cache was expected
 damaged "another file in its place" "no PBWCACHE header"
 printf 'x' | dd of="$f" bs=1 seek=70 conv=notrunc 2>/dev/null
 damaged "its key changed" "its key differs"
+# a writer killed mid-write left its temporary file: removed by the next
+# writer once it is 10 minutes old and its pid is gone; a fresh one is kept
+nm=$(basename "$f")
+dead=$(cat /proc/sys/kernel/pid_max)
+dead=$((dead - 1))
+while kill -0 $dead 2>/dev/null; do dead=$((dead - 1)); done
+printf 'partial' >"$C/.tmp.$dead.$nm"
+touch -d '1 hour ago' "$C/.tmp.$dead.$nm"
+printf 'partial' >"$C/.tmp.$((dead - 1)).$nm"
+: >"$f" # a miss, so that this run writes
+if run c.jsonl --weights-cache "$C" && grep -q "warning: weights cache: removed .*\.tmp\.$dead\.$nm, left by a writer that died" err &&
+    [ ! -e "$C/.tmp.$dead.$nm" ] && [ -e "$C/.tmp.$((dead - 1)).$nm" ] && cmp -s c.jsonl ref.jsonl; then
+    ok "a dead writer's hour-old temporary file removed, a fresh one kept"
+else
+    bad "dead writer's temporary file: $(grep -i 'cache' err | head -3); left: $(ls -A "$C")"
+fi
+rm -f "$C/.tmp.$((dead - 1)).$nm"
 # 4. other settings and a changed checkpoint get files of their own
 n=$(files)
 if run d.jsonl --weights-cache "$C" --weights-dtype bf16 && grep -q wrote err && [ "$(files)" -eq $((n + 1)) ] &&
