@@ -120,7 +120,7 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
     if (perm && n_out % 7 == 0)
         for (int r = 0; r < n_out; r++)
             rp[r] = n_out - 1 - r;
-    float *sv = malloc((size_t)n_out * n_in * sizeof(float));
+    float *sv = calloc((size_t)n_out * n_in, sizeof(float)); /* zeroed: gcc -fsanitize cannot see the loop fill it */
     for (int r = 0; r < n_out; r++)
         for (int k = 0; k < n_in; k++)
             sv[transposed ? (size_t)k * n_out + r : (size_t)r * n_in + k] = wv[(size_t)r * n_in + k];
