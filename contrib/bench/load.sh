@@ -5,7 +5,9 @@
 # shard files, in the same run. Page cache warm (best of REPS runs): the
 # figures compare the loader's own cost with the cost of touching the bytes;
 # then once each from a cold page cache (the files' pages dropped with
-# posix_fadvise, no root needed): the disk's rate.
+# posix_fadvise, no root needed): the disk's rate. Last, the same stage through
+# a --weights-cache file (written by a first load, then mapped), warm and cold,
+# beside a plain read of that file.
 # Env: PB_BUILDDIR, PB_SRCDIR, PB_PYTHON (set by `make bench`), LOAD_BENCH_HIDDEN (default 1024),
 # LOAD_BENCH_THREADS (default 2).
 set -eu
