@@ -56,30 +56,29 @@ float pb_f16_to_f32(uint16_t h)
 
 uint16_t pb_f32_to_f16(float f)
 {
+    /* nearest even, with few branches (the KV cache rounds every key and
+     * value through here): |f| >= 65536 is inf or NaN; below 2^-14 the f16 is
+     * subnormal and the float addition of 0.5 aligns its 10 bits at the
+     * bottom, rounding to nearest even; else the exponent is rebiased and the
+     * 13 dropped bits rounded with the odd bit as tie-break (a carry into the
+     * exponent is right, up to inf) */
     uint32_t x;
     memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t exp = (x >> 23) & 0xffu, man = x & 0x7fffffu;
-    if (exp == 0xff)
-        return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
-    int e = (int)exp - 127 + 15;
-    if (e >= 31)
-        return (uint16_t)(sign | 0x7c00u);
-    if (e <= 0) {
-        if (e < -10)
-            return (uint16_t)sign;
-        man |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - e);
-        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1)))
-            half++;
-        return (uint16_t)(sign | half);
+    const uint32_t sign = x & 0x80000000u;
+    x ^= sign;
+    uint32_t h;
+    if (x >= 0x47800000u) {
+        h = x > 0x7f800000u ? 0x7e00u : 0x7c00u;
+    } else if (x < 0x38800000u) {
+        float a;
+        memcpy(&a, &x, 4);
+        a += 0.5f;
+        memcpy(&h, &a, 4);
+        h -= 0x3f000000u;
+    } else {
+        h = (x + 0xc8000fffu + ((x >> 13) & 1u)) >> 13;
     }
-    uint32_t h = sign | ((uint32_t)e << 10) | (man >> 13);
-    uint32_t rem = man & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
-        h++;
-    return (uint16_t)h;
+    return (uint16_t)(h | (sign >> 16));
 }
 
 float pb_bf16_to_f32(uint16_t b)
