@@ -250,7 +250,7 @@ static pb_status cpu_reserve(pb_backend *be, const pb_backend_limits *lim)
 
 static uint64_t cpu_kv_bytes(pb_dtype kv, int cache_len, int n_kv_heads, int head_dim)
 {
-    return (uint64_t)pb_kattn_cache_elems(cache_len, n_kv_heads, head_dim) * pb_dtype_size(kv);
+    return (uint64_t)pb_kattn_cache_elems(kv, cache_len, n_kv_heads, head_dim) * pb_dtype_size(kv);
 }
 
 static pb_status cpu_linear(pb_backend *be, const float *x, int ldx, int M, const pb_weight *w, float *y, int ldy)
@@ -621,7 +621,7 @@ static const pb_backend_ops cpu_ops = {
     .numerics = cpu_numerics,
     .set_matmul = cpu_set_matmul,
     .kv_dtype = PB_DT_F32,
-    .kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16,
+    .kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16 | 1u << PB_DT_BF16,
     .kv_bytes = cpu_kv_bytes,
     .host_memory = true,
     .free = cpu_free,

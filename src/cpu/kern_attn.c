@@ -1,4 +1,4 @@
-/* GQA attention over an f32 or f16 KV cache, as two small matrix products per work
+/* GQA attention over an f32, f16 or bf16 KV cache, as two small matrix products per work
  * item on the matmul's register tiles (pb_kops.mm). A work item is
  * (sequence, KV head, block of query tokens); its rows are the (token, query
  * head) pairs of the group, and it streams that head's cache once per tile of
@@ -16,7 +16,11 @@
  * An f16 cache holds the keys and values rounded to f16 (nearest even) in
  * the same layout; the products read it as the matmul reads f16 weights
  * (widened exactly in registers), so its results are those of an f32 cache
- * holding the rounded values, bit for bit.
+ * holding the rounded values, bit for bit. A bf16 cache likewise, in the
+ * matmul's bf16 layout: pairs of consecutive k (d for K, keys for V) share a
+ * 32-bit lane, so its K panels have kd = head_dim rounded up to even rows and
+ * its positions are cache_len rounded up to even (capE); a product over V
+ * that starts at an odd key takes that key alone first (the same fma).
  *
  * Cache layout of one sequence and layer (cap = cache_len, hd16 = head_dim
  * rounded up to 16; KV head g at g * cap * hd16 elements), exactly cap
@@ -25,7 +29,10 @@
  *      panels (j < full = cap - cap % 16); the last cap % 16 keys in a narrow
  *      panel, at full * hd + d * (cap % 16) + j - full (copied into a 16-wide
  *      scratch panel by the items that reach it)
- *   V: key j, dim d at (d / 16) * cap * 16 + j * 16 + d % 16 */
+ *   V: key j, dim d at (d / 16) * cap * 16 + j * 16 + d % 16
+ * bf16 (cap = capE, hd = kd): K at (j / 16) * 16 * kd + (d / 2) * 32 + (j % 16) * 2 + d % 2
+ * (narrow: full * kd + (d / 2) * 2 * w + (j - full) * 2 + d % 2, w = capE % 16);
+ * V at (d / 16) * capE * 16 + (j / 2) * 32 + (d % 16) * 2 + j % 2 */
 #include "config.h"
 
 #include <math.h>
@@ -34,16 +41,54 @@
 #include "cpu/kern_impl.h"
 
 #define QB_MAX 16 /* query tokens per item */
-#define CHUNK 64  /* keys an f16 cache is widened in at a time for items of several row tiles */
+#define CHUNK 64  /* keys an f16/bf16 cache is widened in at a time for items of several row tiles */
 
 static inline size_t round16(size_t n)
 {
     return (n + 15) & ~(size_t)15;
 }
 
-size_t pb_kattn_cache_elems(int cache_len, int n_kv_heads, int head_dim)
+/* positions a cache of dt holds for cache_len (bf16: pairs of keys) */
+static inline int cap_of(pb_dtype dt, int cache_len)
 {
-    return (size_t)n_kv_heads * (size_t)cache_len * round16((size_t)head_dim);
+    return dt == PB_DT_BF16 ? cache_len + (cache_len & 1) : cache_len;
+}
+
+/* rows of a K panel of dt (bf16: pairs of dims) */
+static inline int kd_of(pb_dtype dt, int head_dim)
+{
+    return dt == PB_DT_BF16 ? head_dim + (head_dim & 1) : head_dim;
+}
+
+size_t pb_kattn_cache_elems(pb_dtype dt, int cache_len, int n_kv_heads, int head_dim)
+{
+    return (size_t)n_kv_heads * (size_t)cap_of(dt, cache_len) * round16((size_t)head_dim);
+}
+
+/* index of K element (key j, dim d) in a KV head's cache of dt */
+static inline size_t k_index(pb_dtype dt, int cap, int kd, int j, int d)
+{
+    const int full = cap / 16, w = cap % 16;
+    if (dt != PB_DT_BF16)
+        return j < full * 16 ? (size_t)(j / 16) * 16 * kd + (size_t)d * 16 + j % 16
+                             : (size_t)full * 16 * kd + (size_t)d * w + (size_t)(j - full * 16);
+    return j < full * 16 ? (size_t)(j / 16) * 16 * kd + (size_t)(d / 2) * 32 + (size_t)(j % 16) * 2 + d % 2
+                         : (size_t)full * 16 * kd + (size_t)(d / 2) * 2 * w + (size_t)(j - full * 16) * 2 + d % 2;
+}
+
+/* index of V element (key j, dim d) in a KV head's cache of dt */
+static inline size_t v_index(pb_dtype dt, int cap, int j, int d)
+{
+    if (dt != PB_DT_BF16)
+        return (size_t)(d / 16) * cap * 16 + (size_t)j * 16 + d % 16;
+    return (size_t)(d / 16) * cap * 16 + (size_t)(j / 2) * 32 + (size_t)(d % 16) * 2 + j % 2;
+}
+
+static inline float kv_load(pb_dtype dt, const void *base, size_t i)
+{
+    return dt == PB_DT_F16 ? pb_f16_to_f32(((const uint16_t *)base)[i])
+           : dt == PB_DT_BF16 ? pb_bf16_to_f32(((const uint16_t *)base)[i])
+                              : ((const float *)base)[i];
 }
 
 /* A score row of an item over keys [jbase, jend): 16 floats of header ([0] =
@@ -60,7 +105,7 @@ static size_t score_ld(int jbase, int jend)
 static size_t item_scratch(size_t rows, int hd, int jbase, int jend)
 {
     return rows * (score_ld(jbase, jend) + (size_t)hd + round16((size_t)hd)) + 16 * (size_t)hd +
-           CHUNK * ((size_t)hd + round16((size_t)hd));
+           CHUNK * ((size_t)hd + 1 + round16((size_t)hd)); /* + 1: a bf16 cache's K rows are even */
 }
 
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim)
@@ -98,7 +143,7 @@ typedef struct item_ctx {
     const pb_kattn_args *a;
     const pb_kops *ops;
     pb_dtype dt;          /* the cache's elements */
-    int q0, g, G, hd, hd16, pos0, tok0, jb16;
+    int q0, g, G, hd, hd16, kd, pos0, tok0, jb16;
     size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
     int full;             /* K panels of 16 keys in the cache */
     const void *kc, *vc;  /* this KV head's K panels and V panels */
@@ -122,7 +167,7 @@ static inline void row_keys(const item_ctx *c, int r, int *a0, int *a1)
 /* the element at index i of a cache of dt */
 static inline const void *at(const void *base, pb_dtype dt, size_t i)
 {
-    return (const char *)base + i * (dt == PB_DT_F16 ? 2 : 4);
+    return (const char *)base + i * (dt == PB_DT_F32 ? 4 : 2);
 }
 
 /* out[R rows, panels [p0, p1)] = x[R rows, kc] times the panels of dt at w
@@ -181,7 +226,7 @@ static void tile_panels(const item_ctx *c, int r0, int R, int *p0, int *pf, int 
 static void scores_mm(const item_ctx *c, int r0, int R, pb_dtype dt, const void *w, int q0, int pa, int pb)
 {
     if (pa < pb)
-        mm_panels(c, R, c->qs + (size_t)r0 * c->hd, (size_t)c->hd, dt, w, (size_t)16 * c->hd, c->hd,
+        mm_panels(c, R, c->qs + (size_t)r0 * c->hd, (size_t)c->hd, dt, w, (size_t)16 * c->kd, c->hd,
                   score_row(c, r0) + (size_t)pa * 16, c->ld, pa - q0, pb - q0, 0);
 }
 
@@ -244,6 +289,19 @@ static void values_part(const item_ctx *c, int r0, int R, int j0, int j1, const 
     if (j0 >= j1)
         return;
     const pb_dtype dt = ch ? PB_DT_F32 : c->dt;
+    if (dt == PB_DT_BF16 && (j0 & 1)) {
+        /* a pair's second key: alone, as the tiles would take it (one fma) */
+        const float *x = score_row(c, r0) + j0;
+        for (int d = 0; d < c->hd16; d++) {
+            const float v = pb_bf16_to_f32(((const uint16_t *)c->vc)[v_index(dt, (int)(c->ps_v / 16), j0, d)]);
+            for (int r = 0; r < R; r++) {
+                float *o = c->os + (size_t)(r0 + r) * c->hd16 + d;
+                *o = fmaf(x[(size_t)r * c->ld], v, *o);
+            }
+        }
+        if (++j0 >= j1)
+            return;
+    }
     const void *w = ch ? (const void *)(ch->w + (size_t)(j0 - ch->k0) * 16) : at(c->vc, c->dt, (size_t)j0 * 16);
     mm_panels(c, R, score_row(c, r0) + j0, c->ld, dt, w, ch ? (size_t)(ch->k1 - ch->k0) * 16 : c->ps_v, j1 - j0,
               c->os + (size_t)r0 * c->hd16, (size_t)c->hd16, 0, c->hd16 / 16, 1);
@@ -284,26 +342,23 @@ static void attn_item_run(void *ctx, int item, int worker)
     const int hd = a->head_dim, G = a->n_heads / a->n_kv_heads, pos0 = a->pos[it->seq];
     const int jbase = first_key(a, pos0 + it->q0), jend = pos0 + it->q1; /* keys [jbase, jend) */
     const int rows = (it->q1 - it->q0) * G, hd16 = (int)round16((size_t)hd);
-    const int cap = a->cache_len, full = cap / 16, w = cap % 16;
+    const pb_dtype dt = a->kv_dtype;
+    const int cap = cap_of(dt, a->cache_len), full = cap / 16, w = cap % 16, kd = kd_of(dt, hd);
     const size_t head = (size_t)cap * (size_t)hd16;
     const size_t ld = score_ld(jbase, jend);
     float *sc = j->scores[worker];
-    const pb_dtype dt = a->kv_dtype;
     const void *kc = at(a->k_cache[it->seq], dt, (size_t)it->kvh * head);
     float *kl = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16); /* after the rows (item_scratch) */
     if (jend > full * 16) { /* this item reads keys of the narrow panel */
-        const size_t src = (size_t)full * 16 * hd;
         for (int d = 0; d < hd; d++) {
-            for (int e = 0; e < w; e++) {
-                const size_t i = src + (size_t)d * w + (size_t)e;
-                kl[(size_t)d * 16 + e] =
-                    dt == PB_DT_F16 ? pb_f16_to_f32(((const uint16_t *)kc)[i]) : ((const float *)kc)[i];
-            }
+            for (int e = 0; e < w; e++)
+                kl[(size_t)d * 16 + e] = kv_load(dt, kc, k_index(dt, cap, kd, full * 16 + e, d));
             memset(kl + (size_t)d * 16 + w, 0, (size_t)(16 - w) * sizeof(float));
         }
     }
     const item_ctx c = {
-        .a = a, .ops = ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .pos0 = pos0,
+        .a = a, .ops = ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .kd = kd,
+        .pos0 = pos0,
         .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = (size_t)cap * 16, .full = full,
         .kc = kc, .vc = at(a->v_cache[it->seq], dt, (size_t)it->kvh * head), .klast = kl,
         .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + (size_t)hd),
@@ -314,16 +369,17 @@ static void attn_item_run(void *ctx, int item, int worker)
         memcpy(c.qs + (size_t)r * hd, q, (size_t)hd * sizeof(float));
     }
     const int mr = ops->mr, nt = (rows + mr - 1) / mr;
-    /* an f16 cache read by many row tiles (prefill): widened once, a chunk
-     * of keys at a time, for all of them (the same products, in the same
-     * order); with up to 3 tiles reading it in place is as fast (kern-bench) */
-    const bool chunked = dt == PB_DT_F16 && nt >= 4;
-    float *kw = kl + 16 * (size_t)hd, *vw = kw + CHUNK * (size_t)hd;
+    /* an f16 or bf16 cache read by many row tiles (prefill): widened once, a
+     * chunk of keys at a time, for all of them (the same products, in the
+     * same order); with up to 3 tiles reading it in place is as fast
+     * (kern-bench) */
+    const bool chunked = dt != PB_DT_F32 && nt >= 4;
+    float *kw = kl + 16 * (size_t)hd, *vw = kw + CHUNK * (size_t)kd;
     if (chunked) {
         const int P0 = jbase / 16, PF = (jend + 15) / 16 < full ? (jend + 15) / 16 : full;
         for (int q0 = P0; q0 < PF; q0 += CHUNK / 16) {
             const int q1 = q0 + CHUNK / 16 < PF ? q0 + CHUNK / 16 : PF;
-            ops->cvt(PB_DT_F16, at(kc, dt, (size_t)q0 * 16 * hd), (q1 - q0) * hd, kw);
+            ops->cvt(dt, at(kc, dt, (size_t)q0 * 16 * kd), (q1 - q0) * kd, kw);
             for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++) {
                 int p0, pf, p1;
                 tile_panels(&c, r0, pb_ktile_rows(rows, nt, t), &p0, &pf, &p1);
@@ -345,7 +401,7 @@ static void attn_item_run(void *ctx, int item, int worker)
         for (int k0 = jbase & ~15; k0 < jend; k0 += CHUNK) {
             const vchunk ch = {k0, k0 + CHUNK < jend ? k0 + CHUNK : jend, vw};
             for (int p = 0; p < hd16 / 16; p++)
-                ops->cvt(PB_DT_F16, at(c.vc, dt, (size_t)p * cap * 16 + (size_t)k0 * 16), ch.k1 - k0,
+                ops->cvt(dt, at(c.vc, dt, (size_t)p * cap * 16 + (size_t)k0 * 16), ch.k1 - k0,
                          vw + (size_t)p * (size_t)(ch.k1 - k0) * 16);
             for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
                 values_tile(&c, r0, pb_ktile_rows(rows, nt, t), &ch);
@@ -382,12 +438,25 @@ static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
  * become infinite, and the attention NaN) */
 static pb_status store_kv(const pb_kattn_args *a, int s)
 {
-    const int hd = a->head_dim, hd16 = (int)round16((size_t)hd), cap = a->cache_len, full = cap / 16;
+    const pb_dtype dt = a->kv_dtype;
+    const int hd = a->head_dim, hd16 = (int)round16((size_t)hd), cap = cap_of(dt, a->cache_len), full = cap / 16;
+    const int kd = kd_of(dt, hd);
     const size_t head = (size_t)cap * (size_t)hd16;
     for (int i = 0; i < a->n_tokens[s]; i++) {
         const int j = a->pos[s] + i;
         const float *k = a->k + (size_t)(a->tok_start[s] + i) * a->kv_stride;
         const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
+        if (dt == PB_DT_BF16) { /* the pair layout (the header); bf16 has f32's range */
+            for (int g = 0; g < a->n_kv_heads; g++) {
+                uint16_t *kh = (uint16_t *)a->k_cache[s] + (size_t)g * head;
+                uint16_t *vh = (uint16_t *)a->v_cache[s] + (size_t)g * head;
+                for (int d = 0; d < hd; d++) {
+                    kh[k_index(dt, cap, kd, j, d)] = pb_f32_to_bf16(k[(size_t)g * hd + d]);
+                    vh[v_index(dt, cap, j, d)] = pb_f32_to_bf16(v[(size_t)g * hd + d]);
+                }
+            }
+            continue;
+        }
         /* K: 16 keys a panel, or the narrow last one */
         const size_t kat =
             j < full * 16 ? (size_t)(j / 16) * 16 * hd + j % 16 : (size_t)full * 16 * hd + (size_t)(j - full * 16);
@@ -425,8 +494,9 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
     if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads || a->head_dim <= 0)
         return pb_error(PB_ERR_INTERNAL, "attention: %d heads over %d KV heads of dim %d", a->n_heads,
                         a->n_kv_heads, a->head_dim);
-    if (a->kv_dtype != PB_DT_F32 && a->kv_dtype != PB_DT_F16)
-        return pb_error(PB_ERR_INTERNAL, "attention: a KV cache of %s (f32 or f16 here)", pb_dtype_name(a->kv_dtype));
+    if (a->kv_dtype != PB_DT_F32 && a->kv_dtype != PB_DT_F16 && a->kv_dtype != PB_DT_BF16)
+        return pb_error(PB_ERR_INTERNAL, "attention: a KV cache of %s (f32, f16 or bf16 here)",
+                        pb_dtype_name(a->kv_dtype));
     const size_t cap = pb_kctx_scores_cap(k);
     size_t n_items = 0;
     for (int s = 0; s < a->n_seqs; s++) {
@@ -454,7 +524,8 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
             for (int q0 = 0; q0 < a->n_tokens[s]; q0 += q)
                 items[n++] = (attn_item){s, g, q0, q0 + q < a->n_tokens[s] ? q0 + q : a->n_tokens[s]};
     }
-    attn_job j = {a, pb_kops_active(), items, pb_kctx_scores(k)};
+    const pb_kops *ops = pb_kops_active();
+    attn_job j = {a, ops->exact ? ops->exact : ops, items, pb_kctx_scores(k)}; /* never the bf16 dots */
     pb_kctx_run(k, (int)n, attn_item_run, &j);
     return PB_OK;
 }

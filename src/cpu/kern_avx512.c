@@ -515,6 +515,7 @@ const pb_kops OPSB = {
     .kc = 256,
     .cvt_min_m = 0,
     .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3}, /* as OPS: f32 and f16 weights go through its tiles */
+    .exact = &OPS,
     .mm = mm_avx512bf16,
     .xpairs = xpairs_avx512bf16,
     .cvt = cvt_avx512,

@@ -41,6 +41,8 @@ typedef struct pb_kops {
      * the panels in place, K blocks sized to the L2 (kern_mat.c). */
     int cvt_min_m;
     int gmax[PB_KMR_MAX + 1];   /* panels per tile for R = 1 .. mr rows */
+    const struct pb_kops *exact; /* NULL, or the exact table whose tiles this one's other products use
+                                  * (the bf16-dot table's: attention takes it) */
     /* c[R, 16 G] (row stride ldc; the last panel has nlast valid columns)
      * = (accumulate ? c : 0) + x[R, kc] (row stride ldx) times G panels of
      * dtype dt starting at w, ps elements apart: per element one fma chain

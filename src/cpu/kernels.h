@@ -1,6 +1,6 @@
 /* CPU compute kernels of our own: packed weight matrices with a batch-invariant
  * matmul (decode GEMV and prefill GEMM share one reduction order), and GQA
- * attention over an f32 KV cache. Runtime dispatch picks the widest ISA the
+ * attention over an f32, f16 or bf16 KV cache. Runtime dispatch picks the widest ISA the
  * CPU has (AVX-512F, AVX2+FMA+F16C, portable C); PB_CPU_ISA=portable|avx2|avx512
  * in the environment forces one (refused when the CPU lacks it), and
  * PB_CPU_ISA=avx512bf16 opts in to the inexact bf16 dot products.
@@ -98,13 +98,13 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
 
 /* ---- attention ---- */
 
-/* Causal attention of one layer for a batch of sequences, KV cache f32.
+/* Causal attention of one layer for a batch of sequences, KV cache f32, f16 or bf16.
  * q: [T, n_heads * head_dim] at row stride q_stride (rotated), k/v new rows
  * [T, n_kv_heads * head_dim] at kv_stride, stored into the cache at their
  * positions before attending. Sequence s owns rows [tok_start[s],
  * tok_start[s] + n_tokens[s]) at positions pos[s] + i (pos[s] + n_tokens[s]
  * <= cache_len) and caches k_cache[s] / v_cache[s] of
- * pb_kattn_cache_elems(cache_len, ...) elements each, in the kernels' own
+ * pb_kattn_cache_elems(kv_dtype, cache_len, ...) elements each, in the kernels' own
  * layout (kern_attn.c): only pb_kattn_run reads or writes them.
  * Query at position p sees keys j with p - window < j <= p (window > 0) or
  * all j <= p (window == 0). score = scale * q.k (+ alibi[h] * j), then
@@ -115,7 +115,7 @@ typedef struct pb_kattn_args {
     const int *tok_start, *pos, *n_tokens;
     void *const *k_cache, *const *v_cache;
     int cache_len;      /* positions each cache holds */
-    pb_dtype kv_dtype;  /* the caches' elements: PB_DT_F32 or PB_DT_F16 (new rows rounded to nearest even) */
+    pb_dtype kv_dtype;  /* the caches' elements: PB_DT_F32, PB_DT_F16 or PB_DT_BF16 (new rows rounded, nearest even) */
     const float *q, *k, *v;
     int q_stride, kv_stride;
     float *out; /* [T, n_heads * head_dim], contiguous */
@@ -127,7 +127,7 @@ typedef struct pb_kattn_args {
 } pb_kattn_args;
 
 /* Elements (of kv_dtype) of one layer's K (or V) cache of one sequence. */
-size_t pb_kattn_cache_elems(int cache_len, int n_kv_heads, int head_dim);
+size_t pb_kattn_cache_elems(pb_dtype kv_dtype, int cache_len, int n_kv_heads, int head_dim);
 /* Per-thread scratch floats pb_kctx_reserve keeps for attention. */
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim);
 

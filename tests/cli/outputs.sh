@@ -106,13 +106,13 @@ printf 'x' >o3.jsonl.partial
 printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "another", "input": "x", "settings": "y"}\n' >o3.jsonl.partial.state
 refused "--resume with another model" "--resume: different model than the interrupted run" \
     --model "$M" --in in.jsonl --out o3.jsonl --resume
-# --kv-dtype: a type the backend lacks is refused before the weights; a run
-# with an f16 KV cache is resumed only with it (the model fingerprint names
-# it), one with the backend's own type (f32 here) also without the flag
+# --kv-dtype: a run with an f16 (bf16) KV cache is resumed only with it (the
+# model fingerprint names it), one with the backend's own type (f32 here)
+# also without the flag
 fp=$(sed -n 's/.*, now "\(.*\)"); rerun.*/\1/p' err) # this model's fingerprint, from that refusal
-refused "--kv-dtype bf16 on the cpu" "--kv-dtype bf16: the cpu backend keeps its KV cache in f32 or f16" \
-    --model "$M" --in in.jsonl --out o4.jsonl --kv-dtype bf16
 [ -n "$fp" ] || bad "no model fingerprint in the refusal above"
+refused "--resume of a plain run with --kv-dtype bf16" "different model than the interrupted run.*$fp kv=bf16" \
+    --model "$M" --in in.jsonl --out o3.jsonl --resume --kv-dtype bf16
 printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s kv=f16", "input": "x", "settings": "y"}\n' \
     "$fp" >o3.jsonl.partial.state
 refused "--resume of an f16-KV run without --kv-dtype" "different model than the interrupted run.*kv=f16" \

@@ -215,7 +215,7 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
     int *tok = malloc((size_t)n_seqs * sizeof(int)), *pos = malloc((size_t)n_seqs * sizeof(int)),
         *nt = malloc((size_t)n_seqs * sizeof(int));
     for (int s = 0; s < n_seqs; s++) {
-        const size_t nc = pb_kattn_cache_elems(L, n_kv, hd); /* cached keys: any values */
+        const size_t nc = pb_kattn_cache_elems(kv_dt, L, n_kv, hd); /* cached keys: any values */
         kc[s] = malloc(nc * pb_dtype_size(kv_dt));
         vc[s] = malloc(nc * pb_dtype_size(kv_dt));
         for (size_t i = 0; i < nc; i++)

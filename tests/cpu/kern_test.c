@@ -55,6 +55,9 @@ typedef struct path {
 } path;
 static path paths[8];
 static int n_paths;
+/* attention's: the paths, and the bf16-dot tables (attention must take their exact tiles) */
+static path apaths[10];
+static int n_apaths;
 
 static void add_paths(void)
 {
@@ -66,6 +69,14 @@ static void add_paths(void)
         paths[n_paths++] = (path){"avx512-simde", &pb_kops_avx512_simde};
     else
         printf("note: the SIMDe AVX-512 build needs AVX2+FMA to run (it emulates on 256-bit halves)\n");
+#endif
+    for (int i = 0; i < n_paths; i++)
+        apaths[n_apaths++] = paths[i];
+    if (pb_cpu_isa_available(PB_ISA_AVX512BF16))
+        apaths[n_apaths++] = (path){"avx512bf16", pb_kops_get(PB_ISA_AVX512BF16)};
+#ifdef PB_TEST_SIMDE
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        apaths[n_apaths++] = (path){"avx512bf16-simde", &pb_kops_avx512bf16_simde};
 #endif
     printf("paths:");
     for (int i = 0; i < n_paths; i++)
@@ -336,12 +347,14 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
         total += sd[s].L;
     }
     for (int s = 0; s < ns; s++) { /* garbage where nothing was stored yet */
-        const size_t n = pb_kattn_cache_elems(maxL, c->n_kv, hd);
+        const size_t n = pb_kattn_cache_elems(kv_dt, maxL, c->n_kv, hd);
         kc[s] = malloc(n * pb_dtype_size(kv_dt));
         vc[s] = malloc(n * pb_dtype_size(kv_dt));
         for (size_t i = 0; i < n; i++)
             if (kv_dt == PB_DT_F16)
                 ((uint16_t *)kc[s])[i] = ((uint16_t *)vc[s])[i] = (i & 1) ? 0x7e00 : 0x7bff; /* NaN, 65504 */
+            else if (kv_dt == PB_DT_BF16)
+                ((uint16_t *)kc[s])[i] = ((uint16_t *)vc[s])[i] = (i & 1) ? 0x7fc1 : 0x7f7f; /* NaN, 3.4e38 */
             else
                 ((float *)kc[s])[i] = ((float *)vc[s])[i] = (i & 1) ? NAN : 1e30f;
     }
@@ -387,8 +400,10 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
     return ok;
 }
 
-/* kv_dt F16: the keys and values are made f16 numbers first, the reference
- * run uses an f32 cache and every other run an f16 one: the same bits. */
+/* kv_dt F16 or BF16: the keys and values are made f16 (bf16) numbers first,
+ * the reference run uses an f32 cache and every other run an f16 (bf16) one:
+ * the same bits. The cases have odd head_dims and the runs odd cache lengths,
+ * which a bf16 cache's pairs round up. */
 static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
 {
     static const attn_case cases[] = {
@@ -417,6 +432,11 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
                     sd[s].k[i] = pb_f16_to_f32(pb_f32_to_f16(sd[s].k[i]));
                     sd[s].v[i] = pb_f16_to_f32(pb_f32_to_f16(sd[s].v[i]));
                 }
+            if (kv_dt == PB_DT_BF16)
+                for (int i = 0; i < Ls[s] * kvd; i++) {
+                    sd[s].k[i] = pb_bf16_to_f32(pb_f32_to_bf16(sd[s].k[i]));
+                    sd[s].v[i] = pb_bf16_to_f32(pb_f32_to_bf16(sd[s].v[i]));
+                }
         }
         const float *al = c->alibi ? alibi : NULL;
         /* reference */
@@ -428,8 +448,8 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
         }
         /* splits: full prefill, odd chunks, decode steps; batched and alone */
         static const int splits[][3] = {{64, 64, 64}, {5, 1, 7}, {1, 1, 1}, {16, 1, 3}, {17, 2, 16}};
-        for (int pi = 0; pi < n_paths; pi++) {
-            pb_kops_override(paths[pi].ops);
+        for (int pi = 0; pi < n_apaths; pi++) {
+            pb_kops_override(apaths[pi].ops);
             for (size_t sp = 0; sp < sizeof splits / sizeof splits[0]; sp++)
                 for (int alone = 0; alone < 2; alone++)
                     for (int th = 0; th < 2; th++) {
@@ -465,7 +485,7 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
                             for (size_t e = 0; e < (size_t)Ls[s] * qd; e++)
                                 if (!same_bits(got[s][e], base[s][e])) {
                                     FAIL("attention %s %s cache case %zu split %zu%s%s: seq %d row %zu differs (%.9g vs "
-                                         "%.9g)", paths[pi].name, pb_dtype_name(kv_dt), ci, sp,
+                                         "%.9g)", apaths[pi].name, pb_dtype_name(kv_dt), ci, sp,
                                          alone ? " alone" : " batched",
                                          th ? " 2 threads" : "", s, e / qd, got[s][e], base[s][e]);
                                     break;
@@ -490,7 +510,7 @@ static void test_attention_f16_range(pb_kctx *kctx)
                 const int hd = 8, cap = 4;
                 float q[8] = {0}, kv[2][8] = {{0}};
                 kv[which][3] = vals[i];
-                const size_t n = pb_kattn_cache_elems(cap, 1, hd);
+                const size_t n = pb_kattn_cache_elems(f16 ? PB_DT_F16 : PB_DT_F32, cap, 1, hd);
                 void *kc = calloc(n, 4), *vc = calloc(n, 4);
                 float out[8];
                 int zero = 0, one = 1;
@@ -796,6 +816,7 @@ int main(void)
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
     test_attention(k1, k2, PB_DT_F32);
     test_attention(k1, k2, PB_DT_F16);
+    test_attention(k1, k2, PB_DT_BF16);
     test_attention_f16_range(k1);
     test_bf16dot(k1);
     test_bf16dot(k2);

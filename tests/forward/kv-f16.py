@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""--kv-dtype f16 against HF transformers: the goldens of golden.py made with
-every key and value rounded to f16 as HF's KV cache takes them in
-(make_goldens.kv_rounded), and fwd-harness run with PB_KV_DTYPE=f16. The same
+"""--kv-dtype f16 and bf16 against HF transformers: the goldens of golden.py
+made with every key and value rounded to f16 (bf16) as HF's KV cache takes
+them in (make_goldens.kv_rounded), and fwd-harness run with PB_KV_DTYPE=f16
+(bf16). The same
 checks as golden.py (logits within 1e-4 at every prompt position and decode
 step, greedy choices and the free-running continuation equal to generate(),
 1 and 3 stages bit-identical), on families with different attention paths:
@@ -21,8 +22,9 @@ def main():
     tmp = os.environ.get("PB_TEST_TMP") or "/tmp"
     harness = os.path.join(os.environ.get("PB_BUILDDIR", "."), "tests", "forward", "fwd-harness")
     ok = True
-    for name in sys.argv[1:] or ["gpt2-b", "llama-b", "mistral-win", "bloom-b"]:
-        ok &= golden.check(name, tmp, harness, 2, kv="f16")
+    for kv in ("f16", "bf16"):
+        for name in sys.argv[1:] or ["gpt2-b", "llama-b", "mistral-win", "bloom-b"]:
+            ok &= golden.check(name, tmp, harness, 2, kv=kv)
     sys.exit(0 if ok else 1)
 
 
