@@ -484,8 +484,8 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
                         for (int s = 0; s < ns; s++)
                             for (size_t e = 0; e < (size_t)Ls[s] * qd; e++)
                                 if (!same_bits(got[s][e], base[s][e])) {
-                                    FAIL("attention %s %s cache case %zu split %zu%s%s: seq %d row %zu differs (%.9g vs "
-                                         "%.9g)", apaths[pi].name, pb_dtype_name(kv_dt), ci, sp,
+                                    FAIL("attention %s %s cache case %zu split %zu%s%s: seq %d row %zu differs "
+                                         "(%.9g vs %.9g)", apaths[pi].name, pb_dtype_name(kv_dt), ci, sp,
                                          alone ? " alone" : " batched",
                                          th ? " 2 threads" : "", s, e / qd, got[s][e], base[s][e]);
                                     break;
