@@ -213,9 +213,9 @@ static pb_status attach_weights_cache(const char *cache_dir, const char *model_d
     for (int i = 0; i < pb_ckpt_n_files(ck); i++)
         PB_CHECK_GOTO(key_add_file(&key, &len, &cap, pb_ckpt_file_path(ck, i)), st, out);
     char name[64], real[PATH_MAX];
-    const uint64_t slot = pb_fnv1a64(0xcbf29ce484222325ull, head, strlen(head));
+    const uint64_t slot = pb_fnv1a(PB_FNV_START, head, strlen(head));
     snprintf(name, sizeof name, "stage%d-%016llx.pbw", sp->stage,
-             (unsigned long long)(realpath(model_dir, real) ? pb_fnv1a64(slot, real, strlen(real)) : slot));
+             (unsigned long long)(realpath(model_dir, real) ? pb_fnv1a(slot, real, strlen(real)) : slot));
     if (!(path = pb_path_join(cache_dir, name))) {
         st = pb_error(PB_ERR_NOMEM, "out of memory");
         goto out;

@@ -111,6 +111,16 @@ bool pb_file_exists(const char *path)
     return stat(path, &sb) == 0;
 }
 
+uint64_t pb_fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 double pb_now(void)
 {
     struct timespec ts;

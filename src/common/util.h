@@ -42,16 +42,9 @@ static inline uint64_t pb_get_u64le(const uint8_t *p)
 
 /* pread exactly n bytes at off (retrying short reads and EINTR); a short
  * file is PB_ERR_FORMAT "truncated", naming path. */
-/* FNV-1a, 64 bits: h = 0xcbf29ce484222325 to start, then chained. */
-static inline uint64_t pb_fnv1a64(uint64_t h, const void *p, size_t n)
-{
-    const uint8_t *b = (const uint8_t *)p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
+/* 64-bit FNV-1a, continued from h (start with PB_FNV_START). */
+#define PB_FNV_START 0xcbf29ce484222325ull
+uint64_t pb_fnv1a(uint64_t h, const void *p, size_t n);
 
 pb_status pb_pread_full(const char *path, int fd, void *buf, size_t n, uint64_t off);
 

@@ -439,51 +439,35 @@ static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
 static pb_status store_kv(const pb_kattn_args *a, int s)
 {
     const pb_dtype dt = a->kv_dtype;
-    const int hd = a->head_dim, hd16 = (int)round16((size_t)hd), cap = cap_of(dt, a->cache_len), full = cap / 16;
-    const int kd = kd_of(dt, hd);
-    const size_t head = (size_t)cap * (size_t)hd16;
+    const int hd = a->head_dim, cap = cap_of(dt, a->cache_len), kd = kd_of(dt, hd);
+    const size_t head = (size_t)cap * round16((size_t)hd);
     for (int i = 0; i < a->n_tokens[s]; i++) {
         const int j = a->pos[s] + i;
         const float *k = a->k + (size_t)(a->tok_start[s] + i) * a->kv_stride;
         const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
-        if (dt == PB_DT_BF16) { /* the pair layout (the header); bf16 has f32's range */
-            for (int g = 0; g < a->n_kv_heads; g++) {
-                uint16_t *kh = (uint16_t *)a->k_cache[s] + (size_t)g * head;
-                uint16_t *vh = (uint16_t *)a->v_cache[s] + (size_t)g * head;
-                for (int d = 0; d < hd; d++) {
-                    kh[k_index(dt, cap, kd, j, d)] = pb_f32_to_bf16(k[(size_t)g * hd + d]);
-                    vh[v_index(dt, cap, j, d)] = pb_f32_to_bf16(v[(size_t)g * hd + d]);
-                }
-            }
-            continue;
-        }
-        /* K: 16 keys a panel, or the narrow last one */
-        const size_t kat =
-            j < full * 16 ? (size_t)(j / 16) * 16 * hd + j % 16 : (size_t)full * 16 * hd + (size_t)(j - full * 16);
-        const size_t kstep = j < full * 16 ? 16 : (size_t)(cap % 16);
         for (int g = 0; g < a->n_kv_heads; g++) {
-            const size_t kt = (size_t)g * head + kat, vt = (size_t)g * head + (size_t)j * 16;
-            if (a->kv_dtype == PB_DT_F16) {
-                uint16_t *kh = a->k_cache[s], *vh = a->v_cache[s];
-                bool over = false;
-                for (int d = 0; d < hd; d++) {
-                    const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
+            bool over = false;
+            for (int d = 0; d < hd; d++) {
+                const size_t ki = (size_t)g * head + k_index(dt, cap, kd, j, d);
+                const size_t vi = (size_t)g * head + v_index(dt, cap, j, d);
+                const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
+                if (dt == PB_DT_F32) {
+                    ((float *)a->k_cache[s])[ki] = x;
+                    ((float *)a->v_cache[s])[vi] = y;
+                } else if (dt == PB_DT_BF16) { /* f32's range: never out of it */
+                    ((uint16_t *)a->k_cache[s])[ki] = pb_f32_to_bf16(x);
+                    ((uint16_t *)a->v_cache[s])[vi] = pb_f32_to_bf16(y);
+                } else {
                     const uint16_t hx = pb_f32_to_f16(x), hy = pb_f32_to_f16(y);
-                    kh[kt + (size_t)d * kstep] = hx;
-                    vh[vt + (size_t)(d / 16) * cap * 16 + d % 16] = hy;
+                    ((uint16_t *)a->k_cache[s])[ki] = hx;
+                    ((uint16_t *)a->v_cache[s])[vi] = hy;
                     over |= ((hx & 0x7fffu) == 0x7c00u && isfinite(x)) || ((hy & 0x7fffu) == 0x7c00u && isfinite(y));
                 }
-                if (over)
-                    return pb_error(PB_ERR_UNSUPPORTED,
-                                    "--kv-dtype f16: a key or value of KV head %d at position %d is beyond half "
-                                    "precision's range (65504); run with --kv-dtype f32", g, j);
-                continue;
             }
-            float *kf = a->k_cache[s], *vf = a->v_cache[s];
-            for (int d = 0; d < hd; d++) {
-                kf[kt + (size_t)d * kstep] = k[(size_t)g * hd + d];
-                vf[vt + (size_t)(d / 16) * cap * 16 + d % 16] = v[(size_t)g * hd + d];
-            }
+            if (over)
+                return pb_error(PB_ERR_UNSUPPORTED,
+                                "--kv-dtype f16: a key or value of KV head %d at position %d is beyond half "
+                                "precision's range (65504); run with --kv-dtype f32", g, j);
         }
     }
     return PB_OK;

@@ -128,7 +128,7 @@ static pb_status entry_sums(pb_kctx *k, const unsigned char *const *data, const 
 
 static uint64_t table_sum(const char *key, size_t key_len, const unsigned char *table, size_t table_len)
 {
-    return pb_fnv1a64(pb_fnv1a64(0xcbf29ce484222325ull, key, key_len), table, table_len);
+    return pb_fnv1a(pb_fnv1a(PB_FNV_START, key, key_len), table, table_len);
 }
 
 static bool is_store_dt(uint32_t dt)

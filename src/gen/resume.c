@@ -20,16 +20,6 @@
 #define HEAD_BYTES ((size_t)1 << 20)
 #define TAIL_BYTES ((size_t)1 << 16)
 
-uint64_t pb_fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= c[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 void pb_resume_state_clear(pb_resume_state *s)
 {
     free(s->model);

@@ -35,10 +35,6 @@ pb_status pb_resume_load(const char *path, pb_resume_state *s, bool *exists);
 /* Replace path atomically and durably with s. */
 pb_status pb_resume_save(const char *path, const pb_resume_state *s);
 
-/* 64-bit FNV-1a, continued from h (start with PB_FNV_START). */
-#define PB_FNV_START 0xcbf29ce484222325ull
-uint64_t pb_fnv1a(uint64_t h, const void *p, size_t n);
-
 /* Fingerprints (caller frees *out). index_path: --index or NULL. */
 pb_status pb_resume_model_fp(const char *dir, const char *index_path, char **out);
 pb_status pb_resume_input_fp(const char *in_path, char **out);
