@@ -579,8 +579,9 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
                                * cache alike, and multiply alike, too */
                               .plan_hash = pb_pipeline_plan_hash(world, lb, le) ^
                                            (0x9e3779b97f4a7c15ull * (uint64_t)(opts->weights_dtype + 1)) ^
-                                           (0xc2b2ae3d27d4eb4full * (uint64_t)(opts->kv_dtype + 1)) ^
-                                           (0x165667b19e3779f9ull * (uint64_t)(numerics != NULL)),
+                                           (0xc2b2ae3d27d4eb4full * (uint64_t)(kv_dt + 1)) ^
+                                           pb_fnv1a(PB_FNV_START, numerics ? numerics : "",
+                                                    numerics ? strlen(numerics) : 0),
                               .plan_mem = sp->mem_total};
         if (rank > 0) {
             PB_CHECK_GOTO(pb_pipeline_run_worker(tr, stage, &pc, sp->has_head), st, out);

@@ -3,7 +3,8 @@
 # another --weights-dtype, --kv-dtype or matmul precision (--matmul-precision
 # or PB_CPU_ISA=avx512bf16, where the CPU has the bf16 dot products) stops
 # the job at the pipeline's setup, with a message that names the options, in
-# place of writing records computed two ways. Ranks that agree run.
+# place of writing records computed two ways. Ranks that agree run, also
+# where they name one setting two ways (--kv-dtype auto and f32 on the CPU).
 set -u
 . "$PB_SRCDIR/tests/net/common.sh"
 tiny_gpt2 2
@@ -29,6 +30,13 @@ timeout 120 $MPIRUN -np 2 "$P" $args --weights-dtype bf16 >/dev/null 2>"$err" ||
 [ "$(wc -l <"$D/out.jsonl")" -eq 1 ] || fail "agreeing ranks: no record"
 differ "rank 1 with --weights-dtype bf16" "$P" $args --weights-dtype bf16
 differ "rank 1 with --kv-dtype f16" "$P" $args --kv-dtype f16
+# the same KV cache named two ways (auto is f32 on the CPU) is agreement
+rm -f "$D/out.jsonl"
+# shellcheck disable=SC2086
+timeout 120 $MPIRUN -np 1 "$P" $args : -np 1 "$P" $args --kv-dtype f32 >/dev/null 2>"$err" \
+    || fail "rank 0 --kv-dtype auto, rank 1 --kv-dtype f32: refused: $(cat "$err")"
+[ "$(wc -l <"$D/out.jsonl")" -eq 1 ] || fail "--kv-dtype auto beside f32: no record"
+echo "rank 1 with --kv-dtype f32 beside auto: ran"
 if "$P" --version | grep -q -- "--matmul-precision bf16: yes"; then
     differ "rank 1 with --matmul-precision bf16" "$P" $args --matmul-precision bf16
     differ "rank 1 with PB_CPU_ISA=avx512bf16" env PB_CPU_ISA=avx512bf16 "$P" $args
