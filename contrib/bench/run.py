@@ -43,7 +43,16 @@ Bounds: decode at batch 1 <= bandwidth / weight bytes read per token;
 prefill <= SGEMM(M=512) / (2 * matmul weights). The kernels' own
 microbenchmark (tests/cpu/kern-bench) follows the table when the build has it.
 
-Usage: run.py [--quick] [--runs N] [--models a,b] [--json FILE] ...
+--isa avx2 holds every program to AVX2+FMA+F16C, what an AVX2-only machine
+runs, on this one: pippy with PB_CPU_ISA=avx2; llama.cpp from a second build
+with GGML_NATIVE=OFF, GGML_AVX2=ON, GGML_AVX512=OFF (setup-peers.sh --avx2,
+loaded through LLAMA_CPP_LIB_PATH); PyTorch with ATEN_CPU_CAPABILITY=avx2 and
+ONEDNN_MAX_CPU_ISA=AVX2; the limits program compiled without AVX-512 and
+OpenBLAS as OPENBLAS_CORETYPE=Haswell; kern-bench on its avx2 path. The
+memory is this machine's either way, so batch-1 figures change little; the
+compute-bound ones (prefill, large batches) are those of the AVX2 kernels.
+
+Usage: run.py [--quick] [--runs N] [--models a,b] [--isa native|avx2] [--json FILE] ...
 (contrib/bench/run.sh sets the paths; `make bench` runs it).
 """
 import argparse
@@ -87,6 +96,11 @@ MODELS = {
                                         "--max-pos", "1024", "--eos", "2", "--bos", "1"], "llama2"),
 }
 PEERS = ["pippy", "llama.cpp", "pytorch"]
+# --isa avx2: what each program is given to hold it to AVX2+FMA+F16C
+ISA_ENV = {"avx2": {"pippy": {"PB_CPU_ISA": "avx2"},
+                    "torch": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                    "limits": {"OPENBLAS_CORETYPE": "Haswell"}}}
+PIPPY_ENV = {}  # set by main from --isa
 MEASURES = ["load_s", "prefill", "ttft_s"]  # + decode_bN, rss_mib
 
 
@@ -245,7 +259,8 @@ def child(python, kind, job, timeout, omp_wait):
                              env=dict(os.environ, OMP_NUM_THREADS=str(job["threads"]),
                                       OPENBLAS_NUM_THREADS=str(job["threads"]),
                                       MKL_NUM_THREADS=str(job["threads"]),
-                                      **({"OMP_WAIT_POLICY": omp_wait} if omp_wait else {})))
+                                      **({"OMP_WAIT_POLICY": omp_wait} if omp_wait else {}),
+                                      **job.get("env", {}).get(kind, {})))
         stopped = False
         try:
             out, err = p.communicate(timeout=timeout)
@@ -291,6 +306,7 @@ def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, t
         cmd.append("--ignore-eos")
     cmd += list(extra)
     t = time.perf_counter()
+    env = dict(PIPPY_ENV, **(env or {}))
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env=dict(os.environ, **env) if env else None)
     _, status, ru = os.wait4(p.pid, 0)
@@ -503,26 +519,32 @@ def prepare_model(name, a, py, converter):
 # ---------------------------------------------------------------- limits
 
 def limits_exe(a):
-    exe = os.path.join(a.cache, "limits")
+    exe = os.path.join(a.cache, "limits" if a.isa == "native" else "limits-" + a.isa)
     src = os.path.join(HERE, "limits.c")
     if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
         flags = subprocess.run(["pkg-config", "--cflags", "--libs", "openblas"], capture_output=True,
                                text=True).stdout.split() or ["-lopenblas"]
-        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-march=native", "-o", exe, src] + flags + ["-lpthread"],
+        arch = ["-march=native"] if a.isa == "native" else ["-mavx2", "-mfma", "-mf16c"]
+        subprocess.run([os.environ.get("CC", "cc"), "-O2"] + arch + ["-o", exe, src] + flags + ["-lpthread"],
                        check=True)
     return exe
 
 
+def limits_env(a):
+    return dict(os.environ, **ISA_ENV.get(a.isa, {}).get("limits", {}))
+
+
 def bandwidth_sample(a):
     """The memory read rate now (about 0.2 s): taken beside each batch-1 run."""
-    r = subprocess.run([limits_exe(a), str(a.threads), "--bandwidth"], capture_output=True, text=True, check=True)
+    r = subprocess.run([limits_exe(a), str(a.threads), "--bandwidth"], capture_output=True, text=True, check=True,
+                       env=limits_env(a))
     return json.loads(r.stdout)["bandwidth_gbs"]
 
 
 def run_limits(a, models):
     exe = limits_exe(a)
     sets = [m["name"] + "=" + ",".join(f"{n}:{k}" for n, k in m["facts"]["shapes"]) for m in models]
-    r = subprocess.run([exe, str(a.threads)] + sets, capture_output=True, text=True, check=True)
+    r = subprocess.run([exe, str(a.threads)] + sets, capture_output=True, text=True, check=True, env=limits_env(a))
     return json.loads(r.stdout)
 
 
@@ -545,7 +567,8 @@ def kern_bench(a):
             or not os.path.exists(exe):
         return None
     try:
-        r = subprocess.run([exe, str(a.threads), "0.5"], capture_output=True, text=True, timeout=600)
+        r = subprocess.run([exe, str(a.threads), "0.5"], capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, **PIPPY_ENV))
     except subprocess.TimeoutExpired:
         return "(kern-bench stopped after 600 s)"
     return r.stdout + r.stderr
@@ -596,6 +619,9 @@ def main():
     ap.add_argument("--torch-runs", type=int, default=0,
                     help="PyTorch joins only the first N runs (0: every run); it is 10x slower than the others")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: every program held to AVX2+FMA+F16C, as on an AVX2-only machine (llama.cpp from "
+                         "the build of setup-peers.sh --avx2)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds one peer may take for one model and run")
     ap.add_argument("--omp-wait", choices=("auto", "passive", "active", "default"), default="auto",
                     help="OMP_WAIT_POLICY for the peers (llama.cpp and PyTorch use OpenMP); auto: passive when "
@@ -630,6 +656,14 @@ def main():
         raise SystemExit(f"no {pb}: build first (or --build DIR)")
     py = sys.executable
     peers_py = os.path.join(a.peers_dir, "venv", "bin", "python")
+    PIPPY_ENV.clear()
+    PIPPY_ENV.update(ISA_ENV.get(a.isa, {}).get("pippy", {}))
+    peer_env = {k: v for k, v in ISA_ENV.get(a.isa, {}).items() if k in ("llama", "torch")}
+    if a.isa != "native":
+        lib = os.path.join(a.peers_dir, "llama-lib-" + a.isa)
+        if "llama.cpp" in peers and not os.path.exists(os.path.join(lib, "libllama.so")):
+            raise SystemExit(f"--isa {a.isa}: no {lib}/libllama.so (run contrib/bench/setup-peers.sh --{a.isa})")
+        peer_env["llama"] = {"LLAMA_CPP_LIB_PATH": lib}
     converter = os.path.join(a.peers_dir, "llama.cpp", "convert_hf_to_gguf.py")
     notes = []
     if "llama.cpp" in peers and not (os.access(peers_py, os.X_OK) and os.path.exists(converter)):
@@ -642,7 +676,7 @@ def main():
     kv16 = "--kv-dtype" in pippy_help(pb)
     wcache = "--weights-cache" in pippy_help(pb)
     ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
-    bf16dot = "--matmul-precision bf16: yes" in ver
+    bf16dot = "--matmul-precision bf16: yes" in ver and a.isa == "native"
     if not ignore_eos:
         notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
 
@@ -685,7 +719,8 @@ def main():
                 if p == "pytorch" and a.torch_runs and r >= a.torch_runs:
                     continue
                 job = {"threads": a.threads, "batches": batches, "tokens": a.tokens, "long": m["long"],
-                       "prompt": m["prompt"], "model": m["dir"], "gguf": m["gguf"], "dtype": m["dtype"]}
+                       "prompt": m["prompt"], "model": m["dir"], "gguf": m["gguf"], "dtype": m["dtype"],
+                       "env": peer_env}
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
                 try:
                     if p == "pippy":
@@ -746,7 +781,8 @@ def main():
     done = [len(results[m["name"]][p]) for m in models for p in peers]
     nruns = f"{min(done)}" if min(done) == max(done) else f"{min(done)}-{max(done)}"
     w(f"pippy-batch benchmark: {a.threads} threads, median of {nruns} run(s) (peers interleaved), "
-      f"{a.tokens} tokens per sequence in decode runs; load average {load0[0]:.1f} at the start")
+      f"{a.tokens} tokens per sequence in decode runs; load average {load0[0]:.1f} at the start"
+      + ("" if a.isa == "native" else f"; every program held to {a.isa} (--isa)"))
     w(f"limits: memory read {lim['bandwidth_gbs']:.1f} GB/s, f32 FMA peak {lim['fma_peak_gflops']:.0f} GFLOP/s, "
       f"bf16 dot {lim['bf16_dot_gflops']:.0f} GFLOP/s ({lim['bf16_dot_kind']})"
       + (f", vdpbf16ps {lim['bf16_dpbf16_gflops']:.0f} GFLOP/s" if "bf16_dpbf16_gflops" in lim else "")
@@ -805,7 +841,7 @@ def main():
     print(text)
     if kb:
         print("\nkernel microbenchmark (tests/cpu/kern-bench):\n" + kb)
-    doc = {"threads": a.threads, "runs": a.runs, "tokens": a.tokens, "batches": batches, "peers": peers,
+    doc = {"threads": a.threads, "isa": a.isa, "runs": a.runs, "tokens": a.tokens, "batches": batches, "peers": peers,
            "loadavg_start": load0, "omp_wait_policy": omp_wait, "limits": lim, "limits_each_run": lims, "notes": notes,
            "models": {m["name"]: {"dtype": m["dtype"], "facts": m["facts"], "gguf": m["gguf"],
                                   "prompt_tokens": len(m["prompt"]), "median": med[m["name"]],

@@ -6,7 +6,11 @@
 # folders. Nothing of llama.cpp enters the project: this only installs and
 # runs it.
 #
-#   contrib/bench/setup-peers.sh [DIR]     (default: build-bench, gitignored)
+#   contrib/bench/setup-peers.sh [--avx2] [DIR]   (default: build-bench, gitignored)
+#
+# --avx2 also builds llama.cpp a second time held to AVX2+FMA+F16C
+# (GGML_NATIVE=OFF, GGML_AVX512=OFF) into DIR/llama-lib-avx2, for
+# `run.py --isa avx2`: the AVX2-only machine's side by side, on this one.
 #
 # Steps (each skipped when done): download the sdist; cmake-build only
 # libllama + ggml from it (native CPU, no BLAS; the package's own build would
@@ -17,6 +21,11 @@
 # LLAMA_CPP_VERSION (default 0.3.36), JOBS (parallel compile jobs, default 2).
 set -eu
 
+avx2=no
+if [ "${1:-}" = --avx2 ]; then
+	avx2=yes
+	shift
+fi
 top=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${1:-$top/build-bench}
 ver=${LLAMA_CPP_VERSION:-0.3.36}
@@ -43,6 +52,18 @@ if [ ! -e "$lib/libllama.so" ]; then
 	cmake --build "$dir/llama-build" --target llama -j "$jobs"
 	mkdir -p "$lib"
 	cp -a "$dir/llama-build"/bin/lib*.so* "$lib/"
+fi
+
+lib2=$dir/llama-lib-avx2
+if [ $avx2 = yes ] && [ ! -e "$lib2/libllama.so" ]; then
+	cmake -S "$src/vendor/llama.cpp" -B "$dir/llama-build-avx2" -DCMAKE_BUILD_TYPE=Release \
+		-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+		-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF \
+		-DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+		-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+	cmake --build "$dir/llama-build-avx2" --target llama -j "$jobs"
+	mkdir -p "$lib2"
+	cp -a "$dir/llama-build-avx2"/bin/lib*.so* "$lib2/"
 fi
 
 if [ ! -x "$dir/venv/bin/python" ]; then
