@@ -171,7 +171,7 @@ static inline void put_line(void *dst, const void *v)
     for (int i = 0; i < PB_KNR / 4; i++)
         _mm_stream_si128((__m128i *)dst + i, _mm_loadu_si128((const __m128i *)v + i));
 #else
-    memcpy(dst, v, PB_KNR * sizeof *v);
+    memcpy(dst, v, PB_KNR * sizeof(uint32_t));
 #endif
 }
 
