@@ -173,14 +173,14 @@ static pb_status key_add_file(char **key, size_t *len, size_t *cap, const char *
 }
 
 /* --weights-cache DIR: made if missing, and a directory (before the model loads) */
-static pb_status weights_cache_dir(const char *cache_dir)
+static pb_status weights_cache_dir(const char *cache_dir, bool from_env)
 {
     struct stat sb;
+    const char *what = from_env ? "PB_WEIGHTS_CACHE=" : "--weights-cache ";
     if (mkdir(cache_dir, 0777) != 0 && errno != EEXIST)
-        return pb_error(PB_ERR_USAGE, "--weights-cache %s: cannot make the directory: %s", cache_dir,
-                        strerror(errno));
+        return pb_error(PB_ERR_USAGE, "%s%s: cannot make the directory: %s", what, cache_dir, strerror(errno));
     if (stat(cache_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return pb_error(PB_ERR_USAGE, "--weights-cache %s: not a directory", cache_dir);
+        return pb_error(PB_ERR_USAGE, "%s%s: not a directory", what, cache_dir);
     return PB_OK;
 }
 
@@ -435,13 +435,19 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_kvdtype_resolve(bops, opts->kv_dtype, &kv_dt), st, out);
     /* --matmul-precision: refused here where the machine lacks it */
     PB_CHECK_GOTO(pb_mmprec_select(bops, opts->matmul), st, out);
-    if (opts->weights_cache && !bops->weights_cache) {
-        st = pb_error(PB_ERR_UNSUPPORTED, "--weights-cache: the %s backend keeps no weights cache (the cpu "
-                      "backend does)", bops->name);
-        goto out;
+    /* --weights-cache, or PB_WEIGHTS_CACHE where the backend keeps one */
+    const char *wcache = opts->weights_cache;
+    if (wcache && !bops->weights_cache) {
+        if (!opts->weights_cache_env) {
+            st = pb_error(PB_ERR_UNSUPPORTED, "--weights-cache: the %s backend keeps no weights cache (the cpu "
+                          "backend does)", bops->name);
+            goto out;
+        }
+        pb_log_verbose("PB_WEIGHTS_CACHE: not used by the %s backend (the cpu backend keeps one)", bops->name);
+        wcache = NULL;
     }
-    if (opts->weights_cache)
-        PB_CHECK_GOTO(weights_cache_dir(opts->weights_cache), st, out);
+    if (wcache)
+        PB_CHECK_GOTO(weights_cache_dir(wcache, opts->weights_cache_env), st, out);
 
     PB_CHECK_GOTO(pb_model_dir_resolve(opts->model_dir, &dir), st, out);
     PB_CHECK_GOTO(pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG | PB_MODEL_NEED_TOKENIZER), st, out);
@@ -540,8 +546,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     pb_backend_opts bo = {.threads = threads, .device = dev.gpu >= 0 ? dev.gpu : 0};
     PB_CHECK_GOTO(pb_backend_create(kind, &bo, &be), st, out);
     bool cached = false; /* the stage's matrices are in the cache file: the checkpoint's are not read */
-    if (opts->weights_cache) {
-        PB_CHECK_GOTO(attach_weights_cache(opts->weights_cache, dir, ck, sp, opts->weights_dtype, be), st, out);
+    if (wcache) {
+        PB_CHECK_GOTO(attach_weights_cache(wcache, dir, ck, sp, opts->weights_dtype, be), st, out);
         cached = be->ops->weights_cached(be);
     }
     PB_CHECK_GOTO(pb_weights_load_ex(ck, sp, !cached, &w), st, out);

@@ -28,7 +28,7 @@ enum {
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
-    OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE
+    OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE
 };
 
 static const struct option long_opts[] = {
@@ -48,6 +48,7 @@ static const struct option long_opts[] = {
     {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
     {"matmul-precision", required_argument, NULL, OPT_MATMUL_PREC},
     {"weights-cache", required_argument, NULL, OPT_WEIGHTS_CACHE},
+    {"no-weights-cache", no_argument, NULL, OPT_NO_WEIGHTS_CACHE},
     {"iface", required_argument, NULL, OPT_IFACE},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
@@ -235,6 +236,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
     if (o->cmd == PB_CMD_HELP || o->cmd == PB_CMD_VERSION)
         return PB_OK;
 
+    bool no_wcache = false; /* --no-weights-cache: not PB_WEIGHTS_CACHE either */
     /* getopt_long over argv[first..]: build a shifted view keeping argv[0]. */
     int nargc = argc - first + 1;
     char **nargv = argv + first - 1;
@@ -335,6 +337,11 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
                 goto out;
             }
             o->weights_cache = optarg;
+            no_wcache = false;
+            break;
+        case OPT_NO_WEIGHTS_CACHE:
+            o->weights_cache = NULL;
+            no_wcache = true;
             break;
         case OPT_IFACE: o->iface = optarg; break;
         case OPT_MAX_TOKENS:
@@ -415,6 +422,14 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
         st = pb_error(PB_ERR_USAGE, "unexpected argument '%s' (see --help)", nargv[optind]);
         goto out;
     }
+    if (o->cmd == PB_CMD_RUN && !o->weights_cache && !no_wcache) {
+        /* the default --weights-cache, as HF_HOME is HF's: an empty value is none */
+        const char *env = getenv("PB_WEIGHTS_CACHE");
+        if (env && *env) {
+            o->weights_cache = env;
+            o->weights_cache_env = true;
+        }
+    }
     if (o->model_dir && (o->template_path || o->tokenizer_config)) {
         st = pb_error(PB_ERR_USAGE, "--model and --template/--tokenizer-config are exclusive: give one");
         goto out;
@@ -473,7 +488,8 @@ void pb_opts_print_help(FILE *fp)
 "      --matmul-precision P   f32 (default: exact products) or bf16: activations rounded to\n"
 "                             bf16 for bf16 weights, inexact (cpu with AVX512-BF16)\n"
 "      --weights-cache DIR    keep each stage's packed weights in DIR (made if missing) and\n"
-"                             map them from there in later runs of the same settings (cpu)\n"
+"                             map them from there in later runs of the same settings (cpu;\n"
+"                             default: $PB_WEIGHTS_CACHE; --no-weights-cache: none)\n"
 "\n"
 "Pipeline:\n"
 "      --split-policy P       equal_size (default: equal parameter bytes), balanced (equal\n"

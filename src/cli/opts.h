@@ -59,7 +59,9 @@ typedef struct pb_opts {
     pb_wdtype weights_dtype; /* --weights-dtype stored|f32|bf16 */
     pb_kvdtype kv_dtype;     /* --kv-dtype auto|f32|f16|bf16 */
     pb_mmprec matmul;        /* --matmul-precision f32|bf16 (DEFAULT when not given) */
-    const char *weights_cache; /* --weights-cache DIR, or NULL */
+    const char *weights_cache; /* --weights-cache DIR, else PB_WEIGHTS_CACHE, or NULL */
+    bool weights_cache_env;    /* weights_cache came from PB_WEIGHTS_CACHE (a default:
+                                * a backend without a cache ignores it) */
     const char *iface;       /* --iface NAME for TCP transport */
 
     /* Generation settings given on the command line; has_* tells which were given

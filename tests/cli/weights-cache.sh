@@ -5,7 +5,8 @@
 # damaged, cut short, foreign or stale file is refused with a warning that says
 # why, and rewritten; another --weights-dtype, a changed checkpoint file, or
 # another stage gets a file of its own (a stale one is replaced). A DIR that is not a directory is a
-# usage error (exit 2). Two ranks under mpirun each keep their own stage's.
+# usage error (exit 2). PB_WEIGHTS_CACHE is the default DIR (--no-weights-cache:
+# none). Two ranks under mpirun each keep their own stage's.
 set -u
 PB=${PIPPY_BATCH:?}
 T=${PB_TEST_TMP:?}
@@ -127,6 +128,35 @@ if [ $rc -eq 2 ] && [ "$(echo "$msg" | wc -l)" -eq 1 ] && echo "$msg" | grep -q 
     ok "a file as DIR: exit 2 before the weights are opened, '$msg'"
 else
     bad "a file as DIR: rc=$rc $(cat err)"
+fi
+# 6b. PB_WEIGHTS_CACHE: the default DIR; --weights-cache overrides it, --no-weights-cache turns it off,
+# and a file there is exit 2 naming the variable
+E=$T/envcache
+rm -f e.jsonl
+if PB_WEIGHTS_CACHE=$E run e.jsonl && grep -q "stage0-[0-9a-f]*\.pbw: wrote" err && cmp -s e.jsonl ref.jsonl &&
+    [ "$(ls "$E" | grep -c '\.pbw$')" -eq 1 ] &&
+    PB_WEIGHTS_CACHE=$E run e.jsonl && grep -q "matrices, .* checked" err && cmp -s e.jsonl ref.jsonl; then
+    ok "PB_WEIGHTS_CACHE=DIR: written, then mapped; output as without it"
+else
+    bad "PB_WEIGHTS_CACHE=DIR: $(grep -i 'cache\|error' err | head -3)"
+fi
+E2=$T/envcache2
+if PB_WEIGHTS_CACHE=$E2 run e.jsonl --no-weights-cache && [ ! -e "$E2" ] && ! grep -qi "weights cache" err &&
+    cmp -s e.jsonl ref.jsonl &&
+    PB_WEIGHTS_CACHE=$E2 run e.jsonl --weights-cache "$T/optcache" && [ ! -e "$E2" ] &&
+    [ "$(ls "$T/optcache" | grep -c '\.pbw$')" -eq 1 ] && cmp -s e.jsonl ref.jsonl &&
+    PB_WEIGHTS_CACHE= run e.jsonl && ! grep -qi "weights cache" err; then
+    ok "--no-weights-cache and an empty PB_WEIGHTS_CACHE use none; --weights-cache DIR wins over the variable"
+else
+    bad "--no-weights-cache / --weights-cache beside PB_WEIGHTS_CACHE: $(ls -A "$T" | tr '\n' ' ') $(head -3 err)"
+fi
+rm -f h.jsonl
+PB_WEIGHTS_CACHE=notadir "$PB" -q --model m --in in.jsonl --out h.jsonl 2>err
+rc=$?
+if [ $rc -eq 2 ] && grep -q "PB_WEIGHTS_CACHE=notadir: not a directory" err && [ ! -e h.jsonl ]; then
+    ok "PB_WEIGHTS_CACHE naming a file: exit 2, '$(cat err)'"
+else
+    bad "PB_WEIGHTS_CACHE naming a file: rc=$rc $(cat err)"
 fi
 # 7. two ranks: one file per stage, a hit on each the second time, output as world size 1
 pb_launcher_lock
