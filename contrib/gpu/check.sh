@@ -136,8 +136,13 @@ for dt in $DTYPES; do
         run 120 "$P" -q --device cpu --model "$m" --in "$W/in.jsonl" --out "$W/cpu-$fam-$dt.jsonl" -b 6 ||
             { fail "$fam $dt: --device cpu run"; continue; }
         kvdt=f32; [ $dt = f32 ] || kvdt=bf16
-        PB_CUDA_KV_DTYPE=$kvdt run 120 "$P" -v --device $DEV --model "$m" --in "$W/in.jsonl" --out "$W/cuda-$fam-$dt.jsonl" -b 6 ||
+        # PB_WEIGHTS_CACHE is a CPU default: the GPU run ignores it (and makes no DIR)
+        PB_WEIGHTS_CACHE="$W/wcache" PB_CUDA_KV_DTYPE=$kvdt run 120 "$P" -v --device $DEV --model "$m" --in "$W/in.jsonl" --out "$W/cuda-$fam-$dt.jsonl" -b 6 ||
             { fail "$fam $dt: --device $DEV run"; continue; }
+        if [ $DEV = cuda ] && [ -e "$W/wcache" ]; then
+            fail "$fam $dt: PB_WEIGHTS_CACHE made a weights cache on --device cuda"
+        fi
+        rm -rf "$W/wcache" # (the CPU dry run keeps one: PB_CHECK_ON_CPU=1)
         r=$(LD_LIBRARY_PATH="$ORIG_LD" $PY "$HERE/contrib/gpu/compare.py" texts "$W/cpu-$fam-$dt.jsonl" "$W/cuda-$fam-$dt.jsonl" \
             --tokenizer "$TOK" --label "$fam $dt")
         ok=$?
