@@ -221,17 +221,35 @@ static inline void stream_line(void *dst, const __m128i v[4])
 }
 #endif
 
-/* 32-bit lanes (f32, and the bf16 k pairs): line i holds lane i of every row */
-static void put_lines_t(uint32_t *dst, const unsigned char *const rowp[PB_KNR], size_t off)
+/* halves 0: 32-bit lanes (f32, and the bf16 k pairs): line i holds lane i
+ * of every row. halves 1: 16-bit elements, 32 k of each row: line i holds
+ * k = 2i of every row, then k = 2i + 1 of every row (the f16 panel layout):
+ * the same 32-bit transpose, then each line's low and high halves gathered
+ * (x86: shifts that sign-extend a half, and a signed pack that keeps it). */
+static void put_lines(void *dst, const unsigned char *const rowp[PB_KNR], size_t off, bool halves)
 {
+    unsigned char *d = dst;
 #if defined(__SSE2__)
     __m128 t[PB_KNR][4];
     load_rows(t, rowp, off);
     for (int q = 0; q < 4; q++) {
         __m128i o[4][4];
         transpose_q(t, q, o);
-        for (int l = 0; l < 4; l++)
-            stream_line(dst + (size_t)(4 * q + l) * PB_KNR, o[l]);
+        for (int l = 0; l < 4; l++) {
+            __m128i v[4] = {o[l][0], o[l][1], o[l][2], o[l][3]};
+            if (halves) {
+                __m128i lo[4], hi[4];
+                for (int cb = 0; cb < 4; cb++) {
+                    lo[cb] = _mm_srai_epi32(_mm_slli_epi32(o[l][cb], 16), 16);
+                    hi[cb] = _mm_srai_epi32(o[l][cb], 16);
+                }
+                v[0] = _mm_packs_epi32(lo[0], lo[1]);
+                v[1] = _mm_packs_epi32(lo[2], lo[3]);
+                v[2] = _mm_packs_epi32(hi[0], hi[1]);
+                v[3] = _mm_packs_epi32(hi[2], hi[3]);
+            }
+            stream_line(d + (size_t)(4 * q + l) * 64, v);
+        }
     }
 #else
     uint32_t t[PB_KNR][16];
@@ -241,57 +259,25 @@ static void put_lines_t(uint32_t *dst, const unsigned char *const rowp[PB_KNR], 
         uint32_t v[PB_KNR];
         for (int c = 0; c < PB_KNR; c++)
             v[c] = t[c][i];
-        put_line(dst + (size_t)i * PB_KNR, v);
-    }
-#endif
-}
-
-/* 16-bit elements: output line i holds k = 2i of every row, then k = 2i + 1
- * of every row (the f16 panel layout), from 32 k of each row. x86: the
- * 32-bit transpose, then each line's low and high halves gathered (shifts
- * that sign-extend a half and a signed pack that keeps it exact). */
-static void put_lines_t16(uint16_t *dst, const unsigned char *const rowp[PB_KNR], size_t off)
-{
-#if defined(__SSE2__)
-    __m128 t[PB_KNR][4];
-    load_rows(t, rowp, off);
-    for (int q = 0; q < 4; q++) {
-        __m128i o[4][4];
-        transpose_q(t, q, o);
-        for (int l = 0; l < 4; l++) {
-            __m128i lo[4], hi[4], v[4];
-            for (int cb = 0; cb < 4; cb++) {
-                lo[cb] = _mm_srai_epi32(_mm_slli_epi32(o[l][cb], 16), 16);
-                hi[cb] = _mm_srai_epi32(o[l][cb], 16);
+        if (halves) {
+            uint16_t h[2 * PB_KNR];
+            for (int c = 0; c < PB_KNR; c++) { /* its first two bytes are k = 2i */
+                uint16_t e[2];
+                memcpy(e, &v[c], 4);
+                h[c] = e[0];
+                h[PB_KNR + c] = e[1];
             }
-            v[0] = _mm_packs_epi32(lo[0], lo[1]);
-            v[1] = _mm_packs_epi32(lo[2], lo[3]);
-            v[2] = _mm_packs_epi32(hi[0], hi[1]);
-            v[3] = _mm_packs_epi32(hi[2], hi[3]);
-            stream_line(dst + (size_t)(4 * q + l) * 2 * PB_KNR, v);
+            memcpy(v, h, sizeof v);
         }
-    }
-#else
-    uint16_t t[PB_KNR][32];
-    for (int c = 0; c < PB_KNR; c++)
-        memcpy(t[c], rowp[c] + off, sizeof t[c]);
-    for (int i = 0; i < 16; i++) {
-        uint16_t v[2 * PB_KNR];
-        for (int c = 0; c < PB_KNR; c++) {
-            v[c] = t[c][2 * i];
-            v[PB_KNR + c] = t[c][2 * i + 1];
-        }
-        uint32_t w[PB_KNR];
-        memcpy(w, v, sizeof w);
-        put_line(dst + (size_t)i * 2 * PB_KNR, w);
+        put_line(d + (size_t)i * 64, v);
     }
 #endif
 }
 
 #if defined(__SSE2__)
 /* A panel from a k-major source (transposed, as GPT-2's Conv1D stores its
- * weights) whose 16 columns are adjacent at every k: elements of size es,
- * k rows ks bytes apart, same dtype as stored. f32 and f16: each k's 16
+ * weights) whose 16 columns are adjacent at every k: elements of dt as
+ * stored, k rows ks bytes apart. f32 and f16: each k's 16
  * elements are the panel's row k as they are; bf16: rows k and k + 1
  * interleaved into pairs (an odd last k pairs with 0). */
 static void pack_adjacent(pb_dtype dt, unsigned char *dst, const unsigned char *s, size_t K, size_t ks)
@@ -400,7 +386,7 @@ static void pack_panel(const pack_job *j, int p)
         if (!src->transposed && nv == PB_KNR) {
             size_t q = 0;
             for (; q + 16 <= kp; q += 16) /* 16 k pairs: 64 bytes of each row */
-                put_lines_t(d + q * PB_KNR, rowp, q * 4);
+                put_lines(d + q * PB_KNR, rowp, q * 4, false);
             for (; q < kp; q++) {
                 uint32_t v[PB_KNR];
                 for (int c = 0; c < PB_KNR; c++)
@@ -431,7 +417,7 @@ static void pack_panel(const pack_job *j, int p)
             size_t k = 0;
             if (!src->transposed)
                 for (; k + 16 <= K; k += 16)
-                    put_lines_t(d + k * PB_KNR, rowp, k * 4);
+                    put_lines(d + k * PB_KNR, rowp, k * 4, false);
             for (; k < K; k++) {
                 uint32_t v[PB_KNR];
                 for (int c = 0; c < PB_KNR; c++)
@@ -450,7 +436,7 @@ static void pack_panel(const pack_job *j, int p)
         size_t k0 = 0;
         if (nv == PB_KNR && !src->transposed)
             for (; k0 + 32 <= K; k0 += 32) /* 32 k: 64 bytes of each row */
-                put_lines_t16(d + k0 * PB_KNR, rowp, k0 * 2);
+                put_lines(d + k0 * PB_KNR, rowp, k0 * 2, true);
         if (nv == PB_KNR)
             for (; k0 + 1 < K; k0 += 2) { /* two k of 16 columns: one 64-byte line */
                 uint16_t v[2 * PB_KNR];
