@@ -317,6 +317,65 @@ static void pack_adjacent(pb_dtype dt, unsigned char *dst, const unsigned char *
 }
 #endif
 
+#if defined(__SSE2__)
+/* f32 lanes rounded to bf16 as pb_f32_to_bf16 does (nearest even; a NaN
+ * kept quiet), the bf16 in each lane's high half, the low half 0 */
+static inline __m128i bf16_hi(__m128i x)
+{
+    const __m128i abs = _mm_and_si128(x, _mm_set1_epi32(0x7fffffff));
+    const __m128i nan = _mm_cmpgt_epi32(abs, _mm_set1_epi32(0x7f800000)); /* abs >= 0 as signed */
+    const __m128i odd = _mm_and_si128(_mm_srli_epi32(x, 16), _mm_set1_epi32(1));
+    const __m128i r = _mm_add_epi32(x, _mm_add_epi32(_mm_set1_epi32(0x7fff), odd));
+    const __m128i q = _mm_or_si128(x, _mm_set1_epi32(0x400000)); /* (x >> 16) | 0x40, moved up */
+    const __m128i v = _mm_or_si128(_mm_and_si128(nan, q), _mm_andnot_si128(nan, r));
+    return _mm_and_si128(v, _mm_set1_epi32((int)0xffff0000u));
+}
+
+/* one 64-byte line of bf16 pairs: k from lo, k + 1 from hi (16 f32 columns each) */
+static inline void put_pairs(void *dst, const __m128i lo[4], const __m128i hi[4])
+{
+    __m128i v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = _mm_or_si128(_mm_srli_epi32(bf16_hi(lo[i]), 16), bf16_hi(hi[i]));
+    stream_line(dst, v);
+}
+
+/* bf16 pairs from f32 rows (16 of them, K apart in the source as rowp
+ * holds them): 16 k at a time through the 32-bit transpose; returns the
+ * k done (a multiple of 16) */
+static size_t pairs_from_f32_rows(uint32_t *d, const unsigned char *const rowp[PB_KNR], size_t K)
+{
+    size_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m128 t[PB_KNR][4];
+        load_rows(t, rowp, k * 4);
+        for (int q = 0; q < 4; q++) {
+            __m128i o[4][4];
+            transpose_q(t, q, o); /* o[l]: k = 4q + l of the 16 columns */
+            put_pairs(d + (k / 2 + 2 * (size_t)q) * PB_KNR, o[0], o[1]);
+            put_pairs(d + (k / 2 + 2 * (size_t)q + 1) * PB_KNR, o[2], o[3]);
+        }
+    }
+    return k;
+}
+
+/* bf16 pairs from a k-major f32 source with the 16 columns adjacent (as
+ * pack_adjacent); an odd last k pairs with 0 */
+static void pairs_from_f32_adjacent(uint32_t *d, const unsigned char *s, size_t K, size_t ks)
+{
+    for (size_t k = 0; k < K; k += 2) {
+        _mm_prefetch((const char *)(uintptr_t)((uintptr_t)(s + k * ks) + 8 * ks), _MM_HINT_T0);
+        __m128i lo[4], hi[4];
+        for (int i = 0; i < 4; i++) {
+            lo[i] = _mm_loadu_si128((const __m128i *)(const void *)(s + k * ks) + i);
+            hi[i] = k + 1 < K ? _mm_loadu_si128((const __m128i *)(const void *)(s + (k + 1) * ks) + i)
+                              : _mm_setzero_si128();
+        }
+        put_pairs(d + k / 2 * PB_KNR, lo, hi);
+    }
+}
+#endif
+
 static inline uint16_t ld16(const unsigned char *p)
 {
     uint16_t v;
@@ -368,13 +427,13 @@ static void pack_panel(const pack_job *j, int p)
     if (nv < PB_KNR || (m->dt == PB_DT_BF16 && (K & 1)))
         memset(dst, 0, m->pstride * store_size(m->dt));
     const bool same = src->dtype == m->dt;
-#if defined(__SSE2__)
     /* k-major with the 16 columns adjacent: no permutation or part boundary
      * between them */
-    bool adj = same && src->transposed && nv == PB_KNR;
+    bool adj = src->transposed && nv == PB_KNR;
     for (int c = 1; adj && c < PB_KNR; c++)
         adj = rowp[c] == rowp[0] + (size_t)c * ss;
-    if (adj) {
+#if defined(__SSE2__)
+    if (adj && same) {
         pack_adjacent(m->dt, dst, rowp[0], K, ks);
         return;
     }
@@ -479,7 +538,18 @@ static void pack_panel(const pack_job *j, int p)
     }
     default: { /* bf16 from f32 or f16 */
         uint16_t *d = (uint16_t *)(void *)dst;
-        for (size_t k = 0; k < K; k++)
+        size_t k0 = 0;
+#if defined(__SSE2__)
+        if (sdt == PB_DT_F32 && nv == PB_KNR) {
+            if (adj) {
+                pairs_from_f32_adjacent((uint32_t *)(void *)dst, rowp[0], K, ks);
+                break;
+            }
+            if (!src->transposed)
+                k0 = pairs_from_f32_rows((uint32_t *)(void *)dst, rowp, K);
+        }
+#endif
+        for (size_t k = k0; k < K; k++)
             for (int c = 0; c < nv; c++)
                 d[(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (k & 1)] = pb_f32_to_bf16(ld_f32(rowp[c] + k * ks, sdt));
         break;

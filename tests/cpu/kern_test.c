@@ -290,6 +290,79 @@ static void test_matmul(pb_kctx *kctx)
         FAIL("pb_kmat_bytes too small");
 }
 
+/* Packing rounds as the scalar conversions do, special values included:
+ * NaNs whose payload is only in the low 16 bits (bf16 keeps them NaN, not
+ * Inf), infinities, signed zeros, denormals, ties to even both ways; every
+ * stored element read back through gather against pb_f32_to_bf16 /
+ * pb_f32_to_f16 bit for bit, rows and k-major sources, odd and even K; the
+ * bf16 pad of an odd K stays 0. */
+static void test_pack_specials(pb_kctx *kctx)
+{
+    static const uint32_t specials[] = {0x7f800001u, 0xff800003u, 0x7fc00000u, 0x7f800000u, 0xff800000u,
+                                        0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x3f808000u,
+                                        0x3f818000u, 0x3f807fffu, 0x7f7fffffu, 0xbf7f8000u, 0x477fe000u};
+    const int nsp = (int)(sizeof specials / sizeof specials[0]);
+    static const int shapes[][2] = {{16, 48}, {32, 33}, {48, 64}, {16, 31}, {20, 40}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int tr = 0; tr < 2; tr++)
+            for (int ti = 1; ti < 3; ti++) { /* store f16, bf16 */
+                const int n_out = shapes[si][0], n_in = shapes[si][1];
+                const pb_dtype tdt = dts[ti];
+                float *wv = malloc((size_t)n_out * n_in * sizeof(float)), *sv = malloc((size_t)n_out * n_in * 4);
+                for (size_t i = 0; i < (size_t)n_out * n_in; i++) {
+                    uint32_t b = specials[(i * 7 + si) % (size_t)nsp];
+                    if (i % 3 == 0) { /* ordinary values beside them */
+                        const float f = frand() * 1000.0f;
+                        memcpy(&b, &f, 4);
+                    }
+                    memcpy(&wv[i], &b, 4);
+                }
+                for (int r = 0; r < n_out; r++)
+                    for (int k = 0; k < n_in; k++)
+                        sv[tr ? (size_t)k * n_out + r : (size_t)r * n_in + k] = wv[(size_t)r * n_in + k];
+                pb_kmat_src src = {.data = sv, .dtype = PB_DT_F32, .transposed = tr};
+                pb_kmat *m = NULL;
+                if (pb_kmat_pack_mt(kctx, &src, n_out, n_in, tdt, &m) != PB_OK) {
+                    FAIL("specials: pack [%d, %d] failed", n_out, n_in);
+                    free(wv), free(sv);
+                    continue;
+                }
+                float *g = malloc((size_t)n_in * sizeof(float));
+                int bad = 0;
+                for (int r = 0; r < n_out && bad < 3; r++) {
+                    const int32_t row = r;
+                    pb_kmat_gather(m, &row, 1, 0, g, n_in, false);
+                    for (int k = 0; k < n_in && bad < 3; k++) {
+                        const float v = wv[(size_t)r * n_in + k];
+                        const float want = tdt == PB_DT_BF16 ? pb_bf16_to_f32(pb_f32_to_bf16(v))
+                                                             : pb_f16_to_f32(pb_f32_to_f16(v));
+                        if (!same_bits(g[k], want)) {
+                            uint32_t a, b, c;
+                            memcpy(&a, &v, 4), memcpy(&b, &g[k], 4), memcpy(&c, &want, 4);
+                            FAIL("specials: [%d, %d]%s -> %s: row %d k %d: %08x stored as %08x, want %08x", n_out,
+                                 n_in, tr ? " k-major" : "", pb_dtype_name(tdt), r, k, a, b, c);
+                            bad++;
+                        }
+                    }
+                }
+                if (tdt == PB_DT_BF16 && (n_in & 1)) /* the pad: the high half of the last pair */
+                    for (int p = 0; p < m->npanels; p++)
+                        for (int c = 0; c < 16; c++) {
+                            const uint16_t *e = (const uint16_t *)m->data + (size_t)p * m->pstride +
+                                                (size_t)(n_in / 2) * 32 + (size_t)c * 2 + 1;
+                            if (*e != 0) {
+                                FAIL("specials: [%d, %d]%s: bf16 pad of panel %d column %d is %04x", n_out, n_in,
+                                     tr ? " k-major" : "", p, c, *e);
+                                p = m->npanels;
+                                break;
+                            }
+                        }
+                free(g);
+                pb_kmat_free(m);
+                free(wv), free(sv);
+            }
+}
+
 /* ---- attention ---- */
 
 typedef struct attn_case {
@@ -813,6 +886,7 @@ int main(void)
     test_exp();
     test_rows();
     test_matmul(k2);
+    test_pack_specials(k2);
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
     test_attention(k1, k2, PB_DT_F32);
     test_attention(k1, k2, PB_DT_F16);
