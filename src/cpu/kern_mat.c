@@ -359,6 +359,34 @@ static size_t pairs_from_f32_rows(uint32_t *d, const unsigned char *const rowp[P
     return k;
 }
 
+/* f32 rows widened from bf16 rows (16 of them): 32 k at a time through the
+ * 32-bit transpose of k pairs, each pair's halves moved up (exact); returns
+ * the k done (a multiple of 32). A k-major source goes the scalar way. */
+static size_t f32_from_bf16_rows(float *d, const unsigned char *const rowp[PB_KNR], size_t K)
+{
+    const __m128i hi = _mm_set1_epi32((int)0xffff0000u);
+    size_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m128 t[PB_KNR][4];
+        load_rows(t, rowp, k * 2);
+        for (int q = 0; q < 4; q++) {
+            __m128i o[4][4];
+            transpose_q(t, q, o); /* o[l]: the pair k + 2 (4q + l), + 1 of the 16 columns */
+            for (int l = 0; l < 4; l++) {
+                __m128i lo[4], up[4];
+                for (int cb = 0; cb < 4; cb++) {
+                    lo[cb] = _mm_slli_epi32(o[l][cb], 16);
+                    up[cb] = _mm_and_si128(o[l][cb], hi);
+                }
+                float *line = d + (k + 2 * (size_t)(4 * q + l)) * PB_KNR;
+                stream_line(line, lo);
+                stream_line(line + PB_KNR, up);
+            }
+        }
+    }
+    return k;
+}
+
 /* bf16 pairs from a k-major f32 source with the 16 columns adjacent (as
  * pack_adjacent); an odd last k pairs with 0 */
 static void pairs_from_f32_adjacent(uint32_t *d, const unsigned char *s, size_t K, size_t ks)
@@ -517,7 +545,12 @@ static void pack_panel(const pack_job *j, int p)
     case PB_DT_F32: {
         float *d = (float *)(void *)dst;
         if (sdt == PB_DT_BF16) { /* exact: the bits move up */
-            for (size_t k = 0; k < K; k++)
+            size_t k0 = 0;
+#if defined(__SSE2__)
+            if (!src->transposed && nv == PB_KNR)
+                k0 = f32_from_bf16_rows(d, rowp, K);
+#endif
+            for (size_t k = k0; k < K; k++)
                 for (int c = 0; c < nv; c++) {
                     const uint32_t b = (uint32_t)ld16(rowp[c] + k * ks) << 16;
                     memcpy(&d[k * PB_KNR + c], &b, 4);
