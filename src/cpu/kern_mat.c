@@ -275,49 +275,6 @@ static void put_lines(void *dst, const unsigned char *const rowp[PB_KNR], size_t
 }
 
 #if defined(__SSE2__)
-/* A panel from a k-major source (transposed, as GPT-2's Conv1D stores its
- * weights) whose 16 columns are adjacent at every k: elements of dt as
- * stored, k rows ks bytes apart. f32 and f16: each k's 16
- * elements are the panel's row k as they are; bf16: rows k and k + 1
- * interleaved into pairs (an odd last k pairs with 0). */
-static void pack_adjacent(pb_dtype dt, unsigned char *dst, const unsigned char *s, size_t K, size_t ks)
-{
-    const size_t row = (size_t)PB_KNR * (dt == PB_DT_F32 ? 4 : 2); /* bytes of one k */
-    const size_t step = dt == PB_DT_F32 ? 1 : 2;                   /* k per 64-byte line */
-    for (size_t k = 0; k < K; k += step) {
-        _mm_prefetch((const char *)(uintptr_t)((uintptr_t)(s + k * ks) + 8 * ks), _MM_HINT_T0);
-        const unsigned char *a = s + k * ks, *b = k + 1 < K ? a + ks : NULL;
-        __m128i v[4];
-        if (dt == PB_DT_F32) {
-            put_line(dst + k * row, a);
-            continue;
-        }
-        const __m128i a0 = _mm_loadu_si128((const __m128i *)(const void *)a),
-                      a1 = _mm_loadu_si128((const __m128i *)(const void *)(a + 16));
-        const __m128i b0 = b ? _mm_loadu_si128((const __m128i *)(const void *)b) : _mm_setzero_si128(),
-                      b1 = b ? _mm_loadu_si128((const __m128i *)(const void *)(b + 16)) : _mm_setzero_si128();
-        if (dt == PB_DT_BF16) {
-            v[0] = _mm_unpacklo_epi16(a0, b0);
-            v[1] = _mm_unpackhi_epi16(a0, b0);
-            v[2] = _mm_unpacklo_epi16(a1, b1);
-            v[3] = _mm_unpackhi_epi16(a1, b1);
-        } else {
-            v[0] = a0;
-            v[1] = a1;
-            v[2] = b0;
-            v[3] = b1;
-        }
-        if (b) {
-            for (int i = 0; i < 4; i++)
-                _mm_stream_si128((__m128i *)(void *)(dst + k * row) + i, v[i]);
-        } else { /* the odd last k: half a line (f16), or its pairs with 0 (bf16) */
-            memcpy(dst + k * row, v, dt == PB_DT_BF16 ? 64 : 32);
-        }
-    }
-}
-#endif
-
-#if defined(__SSE2__)
 /* f32 lanes rounded to bf16 as pb_f32_to_bf16 does (nearest even; a NaN
  * kept quiet), the bf16 in each lane's high half, the low half 0 */
 static inline __m128i bf16_hi(__m128i x)
@@ -387,19 +344,47 @@ static size_t f32_from_bf16_rows(float *d, const unsigned char *const rowp[PB_KN
     return k;
 }
 
-/* bf16 pairs from a k-major f32 source with the 16 columns adjacent (as
- * pack_adjacent); an odd last k pairs with 0 */
-static void pairs_from_f32_adjacent(uint32_t *d, const unsigned char *s, size_t K, size_t ks)
+/* A panel from a k-major source (transposed, as GPT-2's Conv1D stores its
+ * weights) whose 16 columns are adjacent at every k: source elements of sdt,
+ * k rows ks bytes apart, kept as dt, the same or (f32 -> bf16) rounded. f32
+ * and f16 kept: each k's 16 elements are the panel's row k as they are;
+ * bf16: rows k and k + 1 paired (an odd last k pairs with 0). */
+static void pack_adjacent(pb_dtype sdt, pb_dtype dt, unsigned char *dst, const unsigned char *s, size_t K, size_t ks)
 {
-    for (size_t k = 0; k < K; k += 2) {
+    const size_t row = (size_t)PB_KNR * (dt == PB_DT_F32 ? 4 : 2); /* bytes of one k kept */
+    const size_t step = dt == PB_DT_F32 ? 1 : 2;                   /* k per 64-byte line */
+    const int nv = sdt == PB_DT_F32 ? 4 : 2;                       /* 16-byte vectors of one k read */
+    for (size_t k = 0; k < K; k += step) {
         _mm_prefetch((const char *)(uintptr_t)((uintptr_t)(s + k * ks) + 8 * ks), _MM_HINT_T0);
-        __m128i lo[4], hi[4];
-        for (int i = 0; i < 4; i++) {
-            lo[i] = _mm_loadu_si128((const __m128i *)(const void *)(s + k * ks) + i);
-            hi[i] = k + 1 < K ? _mm_loadu_si128((const __m128i *)(const void *)(s + (k + 1) * ks) + i)
-                              : _mm_setzero_si128();
+        const unsigned char *a = s + k * ks, *b = step == 2 && k + 1 < K ? a + ks : NULL;
+        if (dt == PB_DT_F32) {
+            put_line(dst + k * row, a);
+            continue;
         }
-        put_pairs(d + k / 2 * PB_KNR, lo, hi);
+        __m128i va[4], vb[4], v[4];
+        for (int i = 0; i < nv; i++) {
+            va[i] = _mm_loadu_si128((const __m128i *)(const void *)a + i);
+            vb[i] = b ? _mm_loadu_si128((const __m128i *)(const void *)b + i) : _mm_setzero_si128();
+        }
+        if (sdt == PB_DT_F32) { /* kept as bf16 */
+            put_pairs(dst + k * row, va, vb);
+            continue;
+        }
+        if (dt == PB_DT_BF16) {
+            v[0] = _mm_unpacklo_epi16(va[0], vb[0]);
+            v[1] = _mm_unpackhi_epi16(va[0], vb[0]);
+            v[2] = _mm_unpacklo_epi16(va[1], vb[1]);
+            v[3] = _mm_unpackhi_epi16(va[1], vb[1]);
+        } else {
+            v[0] = va[0];
+            v[1] = va[1];
+            v[2] = vb[0];
+            v[3] = vb[1];
+        }
+        if (b || dt == PB_DT_BF16) /* (a bf16 odd last k: its pairs with 0 fill the line) */
+            stream_line(dst + k * row, v);
+        else /* the odd last k of f16: half a line */
+            memcpy(dst + k * row, v, 32);
     }
 }
 #endif
@@ -455,14 +440,14 @@ static void pack_panel(const pack_job *j, int p)
     if (nv < PB_KNR || (m->dt == PB_DT_BF16 && (K & 1)))
         memset(dst, 0, m->pstride * store_size(m->dt));
     const bool same = src->dtype == m->dt;
+#if defined(__SSE2__)
     /* k-major with the 16 columns adjacent: no permutation or part boundary
      * between them */
     bool adj = src->transposed && nv == PB_KNR;
     for (int c = 1; adj && c < PB_KNR; c++)
         adj = rowp[c] == rowp[0] + (size_t)c * ss;
-#if defined(__SSE2__)
-    if (adj && same) {
-        pack_adjacent(m->dt, dst, rowp[0], K, ks);
+    if (adj && (same || (src->dtype == PB_DT_F32 && m->dt == PB_DT_BF16))) {
+        pack_adjacent(src->dtype, m->dt, dst, rowp[0], K, ks);
         return;
     }
 #endif
@@ -573,14 +558,8 @@ static void pack_panel(const pack_job *j, int p)
         uint16_t *d = (uint16_t *)(void *)dst;
         size_t k0 = 0;
 #if defined(__SSE2__)
-        if (sdt == PB_DT_F32 && nv == PB_KNR) {
-            if (adj) {
-                pairs_from_f32_adjacent((uint32_t *)(void *)dst, rowp[0], K, ks);
-                break;
-            }
-            if (!src->transposed)
-                k0 = pairs_from_f32_rows((uint32_t *)(void *)dst, rowp, K);
-        }
+        if (sdt == PB_DT_F32 && nv == PB_KNR && !src->transposed)
+            k0 = pairs_from_f32_rows((uint32_t *)(void *)dst, rowp, K);
 #endif
         for (size_t k = k0; k < K; k++)
             for (int c = 0; c < nv; c++)
