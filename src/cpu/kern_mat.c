@@ -219,62 +219,7 @@ static inline void stream_line(void *dst, const __m128i v[4])
     for (int i = 0; i < 4; i++)
         _mm_stream_si128((__m128i *)dst + i, v[i]);
 }
-#endif
 
-/* halves 0: 32-bit lanes (f32, and the bf16 k pairs): line i holds lane i
- * of every row. halves 1: 16-bit elements, 32 k of each row: line i holds
- * k = 2i of every row, then k = 2i + 1 of every row (the f16 panel layout):
- * the same 32-bit transpose, then each line's low and high halves gathered
- * (x86: shifts that sign-extend a half, and a signed pack that keeps it). */
-static void put_lines(void *dst, const unsigned char *const rowp[PB_KNR], size_t off, bool halves)
-{
-    unsigned char *d = dst;
-#if defined(__SSE2__)
-    __m128 t[PB_KNR][4];
-    load_rows(t, rowp, off);
-    for (int q = 0; q < 4; q++) {
-        __m128i o[4][4];
-        transpose_q(t, q, o);
-        for (int l = 0; l < 4; l++) {
-            __m128i v[4] = {o[l][0], o[l][1], o[l][2], o[l][3]};
-            if (halves) {
-                __m128i lo[4], hi[4];
-                for (int cb = 0; cb < 4; cb++) {
-                    lo[cb] = _mm_srai_epi32(_mm_slli_epi32(o[l][cb], 16), 16);
-                    hi[cb] = _mm_srai_epi32(o[l][cb], 16);
-                }
-                v[0] = _mm_packs_epi32(lo[0], lo[1]);
-                v[1] = _mm_packs_epi32(lo[2], lo[3]);
-                v[2] = _mm_packs_epi32(hi[0], hi[1]);
-                v[3] = _mm_packs_epi32(hi[2], hi[3]);
-            }
-            stream_line(d + (size_t)(4 * q + l) * 64, v);
-        }
-    }
-#else
-    uint32_t t[PB_KNR][16];
-    for (int c = 0; c < PB_KNR; c++)
-        memcpy(t[c], rowp[c] + off, sizeof t[c]);
-    for (int i = 0; i < 16; i++) {
-        uint32_t v[PB_KNR];
-        for (int c = 0; c < PB_KNR; c++)
-            v[c] = t[c][i];
-        if (halves) {
-            uint16_t h[2 * PB_KNR];
-            for (int c = 0; c < PB_KNR; c++) { /* its first two bytes are k = 2i */
-                uint16_t e[2];
-                memcpy(e, &v[c], 4);
-                h[c] = e[0];
-                h[PB_KNR + c] = e[1];
-            }
-            memcpy(v, h, sizeof v);
-        }
-        put_line(d + (size_t)i * 64, v);
-    }
-#endif
-}
-
-#if defined(__SSE2__)
 /* f32 lanes rounded to bf16 as pb_f32_to_bf16 does (nearest even; a NaN
  * kept quiet), the bf16 in each lane's high half, the low half 0 */
 static inline __m128i bf16_hi(__m128i x)
@@ -296,54 +241,81 @@ static inline void put_pairs(void *dst, const __m128i lo[4], const __m128i hi[4]
         v[i] = _mm_or_si128(_mm_srli_epi32(bf16_hi(lo[i]), 16), bf16_hi(hi[i]));
     stream_line(dst, v);
 }
+#endif
 
-/* bf16 pairs from f32 rows (16 of them, K apart in the source as rowp
- * holds them): 16 k at a time through the 32-bit transpose; returns the
- * k done (a multiple of 16) */
-static size_t pairs_from_f32_rows(uint32_t *d, const unsigned char *const rowp[PB_KNR], size_t K)
+/* What put_lines makes of 64 bytes of each of the 16 rows. */
+typedef enum {
+    LINES_LANES,  /* 32-bit lanes (f32, and the bf16 k pairs): 16 lines, line i holds lane i of every row */
+    LINES_HALVES, /* 32 16-bit k: 16 lines, line i holds k = 2i of every row, then k = 2i + 1 (the f16
+                   * panel layout): each lane's low and high halves gathered (x86: shifts that
+                   * sign-extend a half, and a signed pack that keeps it) */
+    LINES_PAIRS_FROM_F32, /* 16 f32 k rounded to bf16 pairs: 8 lines (x86 only) */
+    LINES_F32_FROM_BF16,  /* 32 bf16 k widened, exact: 32 lines (x86 only) */
+} lines_kind;
+
+/* Output lines of 64 bytes from the 32-bit transpose of 64 bytes of each row. */
+static void put_lines(void *dst, const unsigned char *const rowp[PB_KNR], size_t off, lines_kind kind)
 {
-    size_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m128 t[PB_KNR][4];
-        load_rows(t, rowp, k * 4);
-        for (int q = 0; q < 4; q++) {
-            __m128i o[4][4];
-            transpose_q(t, q, o); /* o[l]: k = 4q + l of the 16 columns */
-            put_pairs(d + (k / 2 + 2 * (size_t)q) * PB_KNR, o[0], o[1]);
-            put_pairs(d + (k / 2 + 2 * (size_t)q + 1) * PB_KNR, o[2], o[3]);
+    unsigned char *d = dst;
+#if defined(__SSE2__)
+    __m128 t[PB_KNR][4];
+    load_rows(t, rowp, off);
+    for (int q = 0; q < 4; q++) {
+        __m128i o[4][4];
+        transpose_q(t, q, o); /* o[l]: lane 4q + l of the 16 rows */
+        if (kind == LINES_PAIRS_FROM_F32) {
+            put_pairs(d + (size_t)(2 * q) * 64, o[0], o[1]);
+            put_pairs(d + (size_t)(2 * q + 1) * 64, o[2], o[3]);
+            continue;
         }
-    }
-    return k;
-}
-
-/* f32 rows widened from bf16 rows (16 of them): 32 k at a time through the
- * 32-bit transpose of k pairs, each pair's halves moved up (exact); returns
- * the k done (a multiple of 32). A k-major source goes the scalar way. */
-static size_t f32_from_bf16_rows(float *d, const unsigned char *const rowp[PB_KNR], size_t K)
-{
-    const __m128i hi = _mm_set1_epi32((int)0xffff0000u);
-    size_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-        __m128 t[PB_KNR][4];
-        load_rows(t, rowp, k * 2);
-        for (int q = 0; q < 4; q++) {
-            __m128i o[4][4];
-            transpose_q(t, q, o); /* o[l]: the pair k + 2 (4q + l), + 1 of the 16 columns */
-            for (int l = 0; l < 4; l++) {
-                __m128i lo[4], up[4];
-                for (int cb = 0; cb < 4; cb++) {
-                    lo[cb] = _mm_slli_epi32(o[l][cb], 16);
-                    up[cb] = _mm_and_si128(o[l][cb], hi);
-                }
-                float *line = d + (k + 2 * (size_t)(4 * q + l)) * PB_KNR;
-                stream_line(line, lo);
-                stream_line(line + PB_KNR, up);
+        for (int l = 0; l < 4; l++) {
+            __m128i v[4] = {o[l][0], o[l][1], o[l][2], o[l][3]}, w[4];
+            for (int cb = 0; cb < 4 && kind != LINES_LANES; cb++) {
+                v[cb] = _mm_slli_epi32(o[l][cb], 16); /* the pair's first k, moved up */
+                w[cb] = _mm_and_si128(o[l][cb], _mm_set1_epi32((int)0xffff0000u));
             }
+            if (kind == LINES_F32_FROM_BF16) {
+                stream_line(d + (size_t)(2 * (4 * q + l)) * 64, v);
+                stream_line(d + (size_t)(2 * (4 * q + l) + 1) * 64, w);
+                continue;
+            }
+            if (kind == LINES_HALVES) {
+                for (int cb = 0; cb < 4; cb++) {
+                    v[cb] = _mm_srai_epi32(v[cb], 16);
+                    w[cb] = _mm_srai_epi32(w[cb], 16);
+                }
+                v[0] = _mm_packs_epi32(v[0], v[1]);
+                v[1] = _mm_packs_epi32(v[2], v[3]);
+                v[2] = _mm_packs_epi32(w[0], w[1]);
+                v[3] = _mm_packs_epi32(w[2], w[3]);
+            }
+            stream_line(d + (size_t)(4 * q + l) * 64, v);
         }
     }
-    return k;
+#else
+    uint32_t t[PB_KNR][16];
+    for (int c = 0; c < PB_KNR; c++)
+        memcpy(t[c], rowp[c] + off, sizeof t[c]);
+    for (int i = 0; i < 16; i++) {
+        uint32_t v[PB_KNR];
+        for (int c = 0; c < PB_KNR; c++)
+            v[c] = t[c][i];
+        if (kind == LINES_HALVES) {
+            uint16_t h[2 * PB_KNR];
+            for (int c = 0; c < PB_KNR; c++) { /* its first two bytes are k = 2i */
+                uint16_t e[2];
+                memcpy(e, &v[c], 4);
+                h[c] = e[0];
+                h[PB_KNR + c] = e[1];
+            }
+            memcpy(v, h, sizeof v);
+        }
+        put_line(d + (size_t)i * 64, v);
+    }
+#endif
 }
 
+#if defined(__SSE2__)
 /* A panel from a k-major source (transposed, as GPT-2's Conv1D stores its
  * weights) whose 16 columns are adjacent at every k: source elements of sdt,
  * k rows ks bytes apart, kept as dt, the same or (f32 -> bf16) rounded. f32
@@ -458,7 +430,7 @@ static void pack_panel(const pack_job *j, int p)
         if (!src->transposed && nv == PB_KNR) {
             size_t q = 0;
             for (; q + 16 <= kp; q += 16) /* 16 k pairs: 64 bytes of each row */
-                put_lines(d + q * PB_KNR, rowp, q * 4, false);
+                put_lines(d + q * PB_KNR, rowp, q * 4, LINES_LANES);
             for (; q < kp; q++) {
                 uint32_t v[PB_KNR];
                 for (int c = 0; c < PB_KNR; c++)
@@ -489,7 +461,7 @@ static void pack_panel(const pack_job *j, int p)
             size_t k = 0;
             if (!src->transposed)
                 for (; k + 16 <= K; k += 16)
-                    put_lines(d + k * PB_KNR, rowp, k * 4, false);
+                    put_lines(d + k * PB_KNR, rowp, k * 4, LINES_LANES);
             for (; k < K; k++) {
                 uint32_t v[PB_KNR];
                 for (int c = 0; c < PB_KNR; c++)
@@ -508,7 +480,7 @@ static void pack_panel(const pack_job *j, int p)
         size_t k0 = 0;
         if (nv == PB_KNR && !src->transposed)
             for (; k0 + 32 <= K; k0 += 32) /* 32 k: 64 bytes of each row */
-                put_lines(d + k0 * PB_KNR, rowp, k0 * 2, true);
+                put_lines(d + k0 * PB_KNR, rowp, k0 * 2, LINES_HALVES);
         if (nv == PB_KNR)
             for (; k0 + 1 < K; k0 += 2) { /* two k of 16 columns: one 64-byte line */
                 uint16_t v[2 * PB_KNR];
@@ -533,7 +505,8 @@ static void pack_panel(const pack_job *j, int p)
             size_t k0 = 0;
 #if defined(__SSE2__)
             if (!src->transposed && nv == PB_KNR)
-                k0 = f32_from_bf16_rows(d, rowp, K);
+                for (; k0 + 32 <= K; k0 += 32) /* 32 k: 64 bytes of each row */
+                    put_lines(d + k0 * PB_KNR, rowp, k0 * 2, LINES_F32_FROM_BF16);
 #endif
             for (size_t k = k0; k < K; k++)
                 for (int c = 0; c < nv; c++) {
@@ -559,7 +532,8 @@ static void pack_panel(const pack_job *j, int p)
         size_t k0 = 0;
 #if defined(__SSE2__)
         if (sdt == PB_DT_F32 && nv == PB_KNR && !src->transposed)
-            k0 = pairs_from_f32_rows((uint32_t *)(void *)dst, rowp, K);
+            for (; k0 + 16 <= K; k0 += 16) /* 16 k: 64 bytes of each row */
+                put_lines(d + k0 * PB_KNR, rowp, k0 * 4, LINES_PAIRS_FROM_F32);
 #endif
         for (size_t k = k0; k < K; k++)
             for (int c = 0; c < nv; c++)
