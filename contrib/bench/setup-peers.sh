@@ -43,27 +43,25 @@ if [ ! -d "$src" ]; then
 	tar -C "$dir/src" -xzf "$dir/src/llama_cpp_python-$ver.tar.gz"
 fi
 
+# build_llama SUFFIX CMAKE_FLAGS...: libllama + ggml into DIR/llama-lib$SUFFIX
+# (built in DIR/llama-build$SUFFIX), once
+build_llama() {
+	sfx=$1
+	shift
+	[ -e "$dir/llama-lib$sfx/libllama.so" ] && return 0
+	cmake -S "$src/vendor/llama.cpp" -B "$dir/llama-build$sfx" -DCMAKE_BUILD_TYPE=Release \
+		-DBUILD_SHARED_LIBS=ON -DGGML_BLAS=OFF -DLLAMA_CURL=OFF \
+		-DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+		-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF "$@" >/dev/null
+	cmake --build "$dir/llama-build$sfx" --target llama -j "$jobs"
+	mkdir -p "$dir/llama-lib$sfx"
+	cp -a "$dir/llama-build$sfx"/bin/lib*.so* "$dir/llama-lib$sfx/"
+}
+build_llama "" -DGGML_NATIVE=ON
 lib=$dir/llama-lib
-if [ ! -e "$lib/libllama.so" ]; then
-	cmake -S "$src/vendor/llama.cpp" -B "$dir/llama-build" -DCMAKE_BUILD_TYPE=Release \
-		-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DLLAMA_CURL=OFF \
-		-DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-		-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-	cmake --build "$dir/llama-build" --target llama -j "$jobs"
-	mkdir -p "$lib"
-	cp -a "$dir/llama-build"/bin/lib*.so* "$lib/"
-fi
-
-lib2=$dir/llama-lib-avx2
-if [ $avx2 = yes ] && [ ! -e "$lib2/libllama.so" ]; then
-	cmake -S "$src/vendor/llama.cpp" -B "$dir/llama-build-avx2" -DCMAKE_BUILD_TYPE=Release \
-		-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
-		-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF \
-		-DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-		-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-	cmake --build "$dir/llama-build-avx2" --target llama -j "$jobs"
-	mkdir -p "$lib2"
-	cp -a "$dir/llama-build-avx2"/bin/lib*.so* "$lib2/"
+if [ $avx2 = yes ]; then
+	build_llama -avx2 -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+		-DGGML_BMI2=ON -DGGML_AVX512=OFF
 fi
 
 if [ ! -x "$dir/venv/bin/python" ]; then
