@@ -62,7 +62,7 @@ static uint64_t chunk_sum(const unsigned char *p, size_t n)
             b[j] += a[j];
         }
     }
-    uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)n;
+    uint64_t h = PB_FNV_START ^ (uint64_t)n;
     for (int j = 0; j < 4; j++) {
         h = (h ^ a[j]) * 0x9e3779b97f4a7c15ull;
         h = (h ^ b[j]) * 0xc2b2ae3d27d4eb4full;
