@@ -907,11 +907,13 @@ static int kblock(const pb_kops *ops, pb_dtype dt)
     return kb > (size_t)ops->kc ? (int)(kb > (1u << 24) ? 1u << 24 : kb) & ~1 : ops->kc;
 }
 
-/* Work items of a decode-shaped product (M <= the tile's rows): sizes that
- * shrink as the work runs out (half of a thread's share of what is left,
- * in whole register tiles), so that the threads finish within one tile of each
- * other: every call here only streams weights, and a step's hundreds of
- * calls each end with the threads waiting for the slowest. */
+/* Work items of a product: sizes that shrink as the work runs out (half of
+ * a thread's share of what is left, in whole panel groups), so that the
+ * threads finish within one group of each other: a step's hundreds of calls
+ * each end with the threads waiting for the slowest. Batch-1 decode only
+ * streams weights; for batched decode and prefill the shrinking items beat
+ * even ones of about 4 a thread (session 12, 2 threads: SmolLM2 decode b32
+ * and b64 +3-10%, TinyLlama-1.1B prefill and b32 +4-6%, GPT-2 the same). */
 #define MM_MAX_ITEMS 128
 
 typedef struct mm_job {
@@ -1052,16 +1054,14 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         else
             pb_kctx_run(k, n, xpairs_item, &j);
     }
-    /* items in whole register tiles (the last may end in a partial one):
-     * decode-shaped, shrinking (above); otherwise about 4 per thread. At
-     * least 1/64 of the tiles each, so the table never fills. */
-    const int decode = M <= j.ops->mr;
+    /* items in whole panel groups (the last may end in a partial one),
+     * shrinking (above); at least 1/64 of the groups each, so the table
+     * never fills */
     const int groups = (w->npanels + G - 1) / G;
     const int least = (groups + MM_MAX_ITEMS / 2 - 1) / (MM_MAX_ITEMS / 2);
-    const int even = (groups + 4 * threads - 1) / (4 * threads);
     int items = 0;
     for (int done = 0; done < groups;) {
-        int n = decode ? (groups - done + 2 * threads - 1) / (2 * threads) : even;
+        int n = (groups - done + 2 * threads - 1) / (2 * threads);
         n = n < least ? least : n;
         j.first[items++] = done * G;
         done += n < groups - done ? n : groups - done;
