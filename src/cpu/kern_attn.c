@@ -333,12 +333,42 @@ static void values_tile(const item_ctx *c, int r0, int R, const vchunk *ch)
     }
 }
 
+/* this step's keys and values of sequence s, KV heads [g0, g1), into its
+ * cache at their positions (an f16 cache's range was checked by
+ * kv_f16_range) */
+static void store_kv(const pb_kattn_args *a, int s, int g0, int g1)
+{
+    const pb_dtype dt = a->kv_dtype;
+    const int hd = a->head_dim, cap = cap_of(dt, a->cache_len), kd = kd_of(dt, hd);
+    const size_t head = (size_t)cap * round16((size_t)hd);
+    for (int i = 0; i < a->n_tokens[s]; i++) {
+        const int j = a->pos[s] + i;
+        const float *k = a->k + (size_t)(a->tok_start[s] + i) * a->kv_stride;
+        const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
+        for (int g = g0; g < g1; g++)
+            for (int d = 0; d < hd; d++) {
+                const size_t ki = (size_t)g * head + k_index(dt, cap, kd, j, d);
+                const size_t vi = (size_t)g * head + v_index(dt, cap, j, d);
+                const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
+                if (dt == PB_DT_F32) {
+                    ((float *)a->k_cache[s])[ki] = x;
+                    ((float *)a->v_cache[s])[vi] = y;
+                } else {
+                    ((uint16_t *)a->k_cache[s])[ki] = dt == PB_DT_BF16 ? pb_f32_to_bf16(x) : pb_f32_to_f16(x);
+                    ((uint16_t *)a->v_cache[s])[vi] = dt == PB_DT_BF16 ? pb_f32_to_bf16(y) : pb_f32_to_f16(y);
+                }
+            }
+    }
+}
+
 static void attn_item_run(void *ctx, int item, int worker)
 {
     const attn_job *j = ctx;
     const pb_kattn_args *a = j->a;
     const pb_kops *ops = j->ops;
     const attn_item *it = &j->items[item];
+    if (it->q0 == 0 && it->q1 == a->n_tokens[it->seq]) /* the sequence's one item for this KV head (decode) */
+        store_kv(a, it->seq, it->kvh, it->kvh + 1);    /* its keys' lines are then in cache for the reads */
     const int hd = a->head_dim, G = a->n_heads / a->n_kv_heads, pos0 = a->pos[it->seq];
     const int jbase = first_key(a, pos0 + it->q0), jend = pos0 + it->q1; /* keys [jbase, jend) */
     const int rows = (it->q1 - it->q0) * G, hd16 = (int)round16((size_t)hd);
@@ -433,42 +463,23 @@ static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
     return 0;
 }
 
-/* this step's keys and values of sequence s into its cache, at their
- * positions; an f16 cache refuses a finite value beyond its range (it would
- * become infinite, and the attention NaN) */
-static pb_status store_kv(const pb_kattn_args *a, int s)
+/* An f16 cache refuses a finite key or value beyond its range (it would
+ * become infinite, and the attention NaN); bf16 has f32's range. */
+static pb_status kv_f16_range(const pb_kattn_args *a, int s)
 {
-    const pb_dtype dt = a->kv_dtype;
-    const int hd = a->head_dim, cap = cap_of(dt, a->cache_len), kd = kd_of(dt, hd);
-    const size_t head = (size_t)cap * round16((size_t)hd);
+    const int hd = a->head_dim;
     for (int i = 0; i < a->n_tokens[s]; i++) {
-        const int j = a->pos[s] + i;
         const float *k = a->k + (size_t)(a->tok_start[s] + i) * a->kv_stride;
         const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
-        for (int g = 0; g < a->n_kv_heads; g++) {
-            bool over = false;
+        for (int g = 0; g < a->n_kv_heads; g++)
             for (int d = 0; d < hd; d++) {
-                const size_t ki = (size_t)g * head + k_index(dt, cap, kd, j, d);
-                const size_t vi = (size_t)g * head + v_index(dt, cap, j, d);
                 const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
-                if (dt == PB_DT_F32) {
-                    ((float *)a->k_cache[s])[ki] = x;
-                    ((float *)a->v_cache[s])[vi] = y;
-                } else if (dt == PB_DT_BF16) { /* f32's range: never out of it */
-                    ((uint16_t *)a->k_cache[s])[ki] = pb_f32_to_bf16(x);
-                    ((uint16_t *)a->v_cache[s])[vi] = pb_f32_to_bf16(y);
-                } else {
-                    const uint16_t hx = pb_f32_to_f16(x), hy = pb_f32_to_f16(y);
-                    ((uint16_t *)a->k_cache[s])[ki] = hx;
-                    ((uint16_t *)a->v_cache[s])[vi] = hy;
-                    over |= ((hx & 0x7fffu) == 0x7c00u && isfinite(x)) || ((hy & 0x7fffu) == 0x7c00u && isfinite(y));
-                }
+                if (((pb_f32_to_f16(x) & 0x7fffu) == 0x7c00u && isfinite(x)) ||
+                    ((pb_f32_to_f16(y) & 0x7fffu) == 0x7c00u && isfinite(y)))
+                    return pb_error(PB_ERR_UNSUPPORTED,
+                                    "--kv-dtype f16: a key or value of KV head %d at position %d is beyond half "
+                                    "precision's range (65504); run with --kv-dtype f32", g, a->pos[s] + i);
             }
-            if (over)
-                return pb_error(PB_ERR_UNSUPPORTED,
-                                "--kv-dtype f16: a key or value of KV head %d at position %d is beyond half "
-                                "precision's range (65504); run with --kv-dtype f32", g, j);
-        }
     }
     return PB_OK;
 }
@@ -502,8 +513,11 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
     for (int s = 0; s < a->n_seqs; s++) {
         if (a->n_tokens[s] <= 0)
             continue;
-        PB_CHECK(store_kv(a, s));
+        if (a->kv_dtype == PB_DT_F16)
+            PB_CHECK(kv_f16_range(a, s));
         const int q = pick_qb(a, s, cap);
+        if (q < a->n_tokens[s]) /* several items read its new keys: stored before them */
+            store_kv(a, s, 0, a->n_kv_heads);
         for (int g = 0; g < a->n_kv_heads; g++)
             for (int q0 = 0; q0 < a->n_tokens[s]; q0 += q)
                 items[n++] = (attn_item){s, g, q0, q0 + q < a->n_tokens[s] ? q0 + q : a->n_tokens[s]};
