@@ -18,21 +18,19 @@
  * (widened exactly in registers), so its results are those of an f32 cache
  * holding the rounded values, bit for bit. A bf16 cache likewise, in the
  * matmul's bf16 layout: pairs of consecutive k (d for K, keys for V) share a
- * 32-bit lane, so its K panels have kd = head_dim rounded up to even rows and
- * its positions are cache_len rounded up to even (capE); a product over V
- * that starts at an odd key takes that key alone first (the same fma).
+ * 32-bit lane, so its K panels have kd = head_dim rounded up to even rows; a
+ * product over V that starts at an odd key takes that key alone first (the
+ * same fma).
  *
- * Cache layout of one sequence and layer (cap = cache_len, hd16 = head_dim
- * rounded up to 16; KV head g at g * cap * hd16 elements), exactly cap
- * positions long:
- *   K: key j, dim d at (j / 16) * 16 * hd + d * 16 + j % 16 for the whole
- *      panels (j < full = cap - cap % 16); the last cap % 16 keys in a narrow
- *      panel, at full * hd + d * (cap % 16) + j - full (copied into a 16-wide
- *      scratch panel by the items that reach it)
+ * Cache layout of one sequence and layer (cap = cache_len rounded up to 16,
+ * so that K is whole panels; hd16 = head_dim rounded up to 16; KV head g at
+ * g * cap * hd16 elements):
+ *   K: key j, dim d at (j / 16) * 16 * hd + d * 16 + j % 16
  *   V: key j, dim d at (d / 16) * cap * 16 + j * 16 + d % 16
- * bf16 (cap = capE, hd = kd): K at (j / 16) * 16 * kd + (d / 2) * 32 + (j % 16) * 2 + d % 2
- * (narrow: full * kd + (d / 2) * 2 * w + (j - full) * 2 + d % 2, w = capE % 16);
- * V at (d / 16) * capE * 16 + (j / 2) * 32 + (d % 16) * 2 + j % 2 */
+ * bf16 (hd = kd): K at (j / 16) * 16 * kd + (d / 2) * 32 + (j % 16) * 2 + d % 2,
+ * V at (d / 16) * cap * 16 + (j / 2) * 32 + (d % 16) * 2 + j % 2.
+ * The scores of a panel's keys past a query's last are computed (from
+ * whatever the cache holds there) and never read. */
 #include "config.h"
 
 #include <math.h>
@@ -48,10 +46,12 @@ static inline size_t round16(size_t n)
     return (n + 15) & ~(size_t)15;
 }
 
-/* positions a cache of dt holds for cache_len (bf16: pairs of keys) */
-static inline int cap_of(pb_dtype dt, int cache_len)
+/* positions a cache holds for cache_len: whole K panels of 16 keys (a
+ * narrow last panel cost every item that reached it a scalar copy; at most
+ * 15 positions more) */
+static inline int cap_of(int cache_len)
 {
-    return dt == PB_DT_BF16 ? cache_len + (cache_len & 1) : cache_len;
+    return (int)round16((size_t)cache_len);
 }
 
 /* rows of a K panel of dt (bf16: pairs of dims) */
@@ -62,18 +62,16 @@ static inline int kd_of(pb_dtype dt, int head_dim)
 
 size_t pb_kattn_cache_elems(pb_dtype dt, int cache_len, int n_kv_heads, int head_dim)
 {
-    return (size_t)n_kv_heads * (size_t)cap_of(dt, cache_len) * round16((size_t)head_dim);
+    (void)dt; /* every dtype: the same positions and rows (bf16 pairs fit in them) */
+    return (size_t)n_kv_heads * (size_t)cap_of(cache_len) * round16((size_t)head_dim);
 }
 
 /* index of K element (key j, dim d) in a KV head's cache of dt */
-static inline size_t k_index(pb_dtype dt, int cap, int kd, int j, int d)
+static inline size_t k_index(pb_dtype dt, int kd, int j, int d)
 {
-    const int full = cap / 16, w = cap % 16;
     if (dt != PB_DT_BF16)
-        return j < full * 16 ? (size_t)(j / 16) * 16 * kd + (size_t)d * 16 + j % 16
-                             : (size_t)full * 16 * kd + (size_t)d * w + (size_t)(j - full * 16);
-    return j < full * 16 ? (size_t)(j / 16) * 16 * kd + (size_t)(d / 2) * 32 + (size_t)(j % 16) * 2 + d % 2
-                         : (size_t)full * 16 * kd + (size_t)(d / 2) * 2 * w + (size_t)(j - full * 16) * 2 + d % 2;
+        return (size_t)(j / 16) * 16 * kd + (size_t)d * 16 + j % 16;
+    return (size_t)(j / 16) * 16 * kd + (size_t)(d / 2) * 32 + (size_t)(j % 16) * 2 + d % 2;
 }
 
 /* index of V element (key j, dim d) in a KV head's cache of dt */
@@ -84,13 +82,6 @@ static inline size_t v_index(pb_dtype dt, int cap, int j, int d)
     return (size_t)(d / 16) * cap * 16 + (size_t)(j / 2) * 32 + (size_t)(d % 16) * 2 + j % 2;
 }
 
-static inline float kv_load(pb_dtype dt, const void *base, size_t i)
-{
-    return dt == PB_DT_F16 ? pb_f16_to_f32(((const uint16_t *)base)[i])
-           : dt == PB_DT_BF16 ? pb_bf16_to_f32(((const uint16_t *)base)[i])
-                              : ((const float *)base)[i];
-}
-
 /* A score row of an item over keys [jbase, jend): 16 floats of header ([0] =
  * 1 / sum, [1] = the largest score), then the keys from the first key's
  * panel to the last key's panel. */
@@ -99,12 +90,12 @@ static size_t score_ld(int jbase, int jend)
     return 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15);
 }
 
-/* An item's scratch: per row its scores, Q (hd) and O (hd16), then the last
- * K panel widened ([hd][16]), then a chunk of an f16 cache widened (CHUNK
- * keys of K panels, [CHUNK / 16][hd][16], and of V, [hd16 / 16][CHUNK][16]). */
+/* An item's scratch: per row its scores, Q (hd) and O (hd16), then a chunk
+ * of an f16 or bf16 cache widened (CHUNK keys of K panels,
+ * [CHUNK / 16][hd][16], and of V, [hd16 / 16][CHUNK][16]). */
 static size_t item_scratch(size_t rows, int hd, int jbase, int jend)
 {
-    return rows * (score_ld(jbase, jend) + (size_t)hd + round16((size_t)hd)) + 16 * (size_t)hd +
+    return rows * (score_ld(jbase, jend) + (size_t)hd + round16((size_t)hd)) +
            CHUNK * ((size_t)hd + 1 + round16((size_t)hd)); /* + 1: a bf16 cache's K rows are even */
 }
 
@@ -145,9 +136,7 @@ typedef struct item_ctx {
     pb_dtype dt;          /* the cache's elements */
     int q0, g, G, hd, hd16, kd, pos0, tok0, jb16;
     size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
-    int full;             /* K panels of 16 keys in the cache */
     const void *kc, *vc;  /* this KV head's K panels and V panels */
-    const float *klast;   /* K's narrow last panel widened to 16 keys (when cap % 16) */
     float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd), O (hd16) */
 } item_ctx;
 
@@ -209,16 +198,15 @@ static float scale_max(float *x, int n, float scale)
     return m;
 }
 
-/* The K panels [*p0, *pf) (whole) and [*pf, *p1) (the narrow last one) that
- * rows [r0, r0 + R) read: those of the union of their keys. */
-static void tile_panels(const item_ctx *c, int r0, int R, int *p0, int *pf, int *p1)
+/* The K panels [*p0, *p1) that rows [r0, r0 + R) read: those of the union
+ * of their keys. */
+static void tile_panels(const item_ctx *c, int r0, int R, int *p0, int *p1)
 {
     int u0, u1, t;
     row_keys(c, r0, &u0, &t);
     row_keys(c, r0 + R - 1, &t, &u1);
     *p0 = u0 / 16;
     *p1 = (u1 + 15) / 16;
-    *pf = *p1 < c->full ? *p1 : c->full;
 }
 
 /* Scores of rows [r0, r0 + R) over their whole K panels [pa, pb), read from
@@ -232,19 +220,15 @@ static void scores_mm(const item_ctx *c, int r0, int R, pb_dtype dt, const void 
 
 /* Scores of rows [r0, r0 + R) over the union of their keys (a score a row
  * does not see is computed too, into its own scratch, and never read), the
- * whole K panels already done when `whole_done`; each row's largest score
- * goes to its header [1]. */
-static void scores_tile(const item_ctx *c, int r0, int R, bool whole_done)
+ * products already done when `done`; each row's largest score goes to its
+ * header [1]. */
+static void scores_tile(const item_ctx *c, int r0, int R, bool done)
 {
     const pb_kattn_args *a = c->a;
-    int p0, pf, p1;
-    tile_panels(c, r0, R, &p0, &pf, &p1);
-    const float *x = c->qs + (size_t)r0 * c->hd;
-    if (!whole_done)
-        scores_mm(c, r0, R, c->dt, c->kc, 0, p0, pf);
-    if (pf < p1) /* the narrow last panel, widened to f32 */
-        mm_panels(c, R, x, (size_t)c->hd, PB_DT_F32, c->klast, 0, c->hd, score_row(c, r0) + (size_t)pf * 16, c->ld, 0,
-                  1, 0);
+    int p0, p1;
+    tile_panels(c, r0, R, &p0, &p1);
+    if (!done)
+        scores_mm(c, r0, R, c->dt, c->kc, 0, p0, p1);
     for (int r = r0; r < r0 + R; r++) {
         int a0, a1;
         row_keys(c, r, &a0, &a1);
@@ -339,7 +323,7 @@ static void values_tile(const item_ctx *c, int r0, int R, const vchunk *ch)
 static void store_kv(const pb_kattn_args *a, int s, int g0, int g1)
 {
     const pb_dtype dt = a->kv_dtype;
-    const int hd = a->head_dim, cap = cap_of(dt, a->cache_len), kd = kd_of(dt, hd);
+    const int hd = a->head_dim, cap = cap_of(a->cache_len), kd = kd_of(dt, hd);
     const size_t head = (size_t)cap * round16((size_t)hd);
     for (int i = 0; i < a->n_tokens[s]; i++) {
         const int j = a->pos[s] + i;
@@ -347,7 +331,7 @@ static void store_kv(const pb_kattn_args *a, int s, int g0, int g1)
         const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
         for (int g = g0; g < g1; g++)
             for (int d = 0; d < hd; d++) {
-                const size_t ki = (size_t)g * head + k_index(dt, cap, kd, j, d);
+                const size_t ki = (size_t)g * head + k_index(dt, kd, j, d);
                 const size_t vi = (size_t)g * head + v_index(dt, cap, j, d);
                 const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
                 if (dt == PB_DT_F32) {
@@ -373,24 +357,16 @@ static void attn_item_run(void *ctx, int item, int worker)
     const int jbase = first_key(a, pos0 + it->q0), jend = pos0 + it->q1; /* keys [jbase, jend) */
     const int rows = (it->q1 - it->q0) * G, hd16 = (int)round16((size_t)hd);
     const pb_dtype dt = a->kv_dtype;
-    const int cap = cap_of(dt, a->cache_len), full = cap / 16, w = cap % 16, kd = kd_of(dt, hd);
+    const int cap = cap_of(a->cache_len), kd = kd_of(dt, hd);
     const size_t head = (size_t)cap * (size_t)hd16;
     const size_t ld = score_ld(jbase, jend);
     float *sc = j->scores[worker];
     const void *kc = at(a->k_cache[it->seq], dt, (size_t)it->kvh * head);
-    float *kl = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16); /* after the rows (item_scratch) */
-    if (jend > full * 16) { /* this item reads keys of the narrow panel */
-        for (int d = 0; d < hd; d++) {
-            for (int e = 0; e < w; e++)
-                kl[(size_t)d * 16 + e] = kv_load(dt, kc, k_index(dt, cap, kd, full * 16 + e, d));
-            memset(kl + (size_t)d * 16 + w, 0, (size_t)(16 - w) * sizeof(float));
-        }
-    }
     const item_ctx c = {
         .a = a, .ops = ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .kd = kd,
         .pos0 = pos0,
-        .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = (size_t)cap * 16, .full = full,
-        .kc = kc, .vc = at(a->v_cache[it->seq], dt, (size_t)it->kvh * head), .klast = kl,
+        .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = (size_t)cap * 16,
+        .kc = kc, .vc = at(a->v_cache[it->seq], dt, (size_t)it->kvh * head),
         .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + (size_t)hd),
     };
     const size_t od = (size_t)a->n_heads * hd;
@@ -404,16 +380,16 @@ static void attn_item_run(void *ctx, int item, int worker)
      * same order); with up to 3 tiles reading it in place is as fast
      * (kern-bench) */
     const bool chunked = dt != PB_DT_F32 && nt >= 4;
-    float *kw = kl + 16 * (size_t)hd, *vw = kw + CHUNK * (size_t)kd;
+    float *kw = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16), *vw = kw + CHUNK * (size_t)kd; /* item_scratch */
     if (chunked) {
-        const int P0 = jbase / 16, PF = (jend + 15) / 16 < full ? (jend + 15) / 16 : full;
+        const int P0 = jbase / 16, PF = (jend + 15) / 16;
         for (int q0 = P0; q0 < PF; q0 += CHUNK / 16) {
             const int q1 = q0 + CHUNK / 16 < PF ? q0 + CHUNK / 16 : PF;
             ops->cvt(dt, at(kc, dt, (size_t)q0 * 16 * kd), (q1 - q0) * kd, kw);
             for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++) {
-                int p0, pf, p1;
-                tile_panels(&c, r0, pb_ktile_rows(rows, nt, t), &p0, &pf, &p1);
-                scores_mm(&c, r0, pb_ktile_rows(rows, nt, t), PB_DT_F32, kw, q0, p0 > q0 ? p0 : q0, pf < q1 ? pf : q1);
+                int p0, p1;
+                tile_panels(&c, r0, pb_ktile_rows(rows, nt, t), &p0, &p1);
+                scores_mm(&c, r0, pb_ktile_rows(rows, nt, t), PB_DT_F32, kw, q0, p0 > q0 ? p0 : q0, p1 < q1 ? p1 : q1);
             }
         }
     }

@@ -23,23 +23,23 @@ done
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --json > "$T/p2.json"
 jq -e '(.stages[0].param_bytes - .stages[1].param_bytes | fabs) < (.total_param_bytes / .n_layers * 2)' "$T/p2.json" >/dev/null \
     || err "equal_size unbalanced: $(jq -c '[.stages[].param_bytes]' "$T/p2.json")"
-# KV cache formula of the CPU backend (f32, a head's dims in panels of 16):
-# batch * T * layers * 2 * kv_heads * round16(head_dim) * 4; here 4 heads of 8
+# KV cache formula of the CPU backend (f32, keys and a head's dims in panels
+# of 16): batch * round16(T) * layers * 2 * kv_heads * round16(head_dim) * 4;
+# here 4 heads of 8
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 10 --json > "$T/p3.json"
-jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 10 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p3.json" >/dev/null \
+jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 16 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p3.json" >/dev/null \
     || err "kv cache estimate: $(jq -c '.stages[0]' "$T/p3.json")"
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 40 --json > "$T/p4.json"
-jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 40 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p4.json" >/dev/null \
+jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 48 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p4.json" >/dev/null \
     || err "kv cache estimate (T = 40): $(jq -c '.stages[0]' "$T/p4.json")"
-# --kv-dtype f16 halves it (2 bytes an element) and says so; bf16 too, its
-# positions rounded up to even (a bf16 cache pairs consecutive keys)
+# --kv-dtype f16 halves it (2 bytes an element) and says so; bf16 too
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 40 --kv-dtype f16 --json > "$T/p5.json"
-jq -e '.kv_dtype == "f16" and (.stages[0] as $s | $s.memory.kv_cache == 3 * 40 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 2)' \
+jq -e '.kv_dtype == "f16" and (.stages[0] as $s | $s.memory.kv_cache == 3 * 48 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 2)' \
     "$T/p5.json" >/dev/null || err "kv cache estimate (f16): $(jq -c '.kv_dtype, .stages[0]' "$T/p5.json")"
 jq -e '.kv_dtype == "f32"' "$T/p4.json" >/dev/null || err "plan --json lacks kv_dtype f32: $(jq -c .kv_dtype "$T/p4.json")"
 "$PIPPY_BATCH" plan --model "$T/m" --kv-dtype f16 | grep -q "KV cache f16" || err "plan's table does not name the f16 KV cache"
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 39 --kv-dtype bf16 --json > "$T/p6.json"
-jq -e '.kv_dtype == "bf16" and (.stages[0] as $s | $s.memory.kv_cache == 3 * 40 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 2)' \
+jq -e '.kv_dtype == "bf16" and (.stages[0] as $s | $s.memory.kv_cache == 3 * 48 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 2)' \
     "$T/p6.json" >/dev/null || err "kv cache estimate (bf16, 39 positions): $(jq -c '.kv_dtype, .stages[0]' "$T/p6.json")"
 "$PIPPY_BATCH" plan --model "$T/m" --kv-dtype q8 2> "$T/e"; rc=$?
 [ $rc -eq 2 ] && grep -q "kv-dtype: 'q8' is not auto, f32, f16 or bf16" "$T/e" || err "--kv-dtype q8: rc $rc $(cat "$T/e")"

@@ -442,6 +442,7 @@ int main(int argc, char **argv)
         const pb_dtype dt = f16 ? PB_DT_F16 : PB_DT_F32;
         bench_attn(k, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, dt, secs);
         bench_attn(k, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, dt, secs);
+        bench_attn(k, "SmolLM2 decode 64 x 45 keys", 64, 44, 1, 9, 3, 64, dt, secs);
         bench_attn(k, "decode 32 x 2048 keys", 32, 2047, 1, 32, 4, 64, dt, secs);
         bench_attn(k, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, dt, secs);
         bench_attn(k, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, dt, secs);
