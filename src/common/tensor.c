@@ -44,8 +44,8 @@ float pb_f16_to_f32(uint16_t h)
             do { e++; man <<= 1; } while (!(man & 0x400u));
             bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
         }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp == 31) { /* a NaN comes out quiet, as F16C's vcvtph2ps gives it */
+        bits = sign | 0x7f800000u | (man << 13) | (man ? 0x00400000u : 0);
     } else {
         bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
     }

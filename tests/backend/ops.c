@@ -294,10 +294,14 @@ static void test_linear(void)
     for (unsigned s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (unsigned d = 0; d < 3; d++)
             linear_case(shapes[s][0], shapes[s][1], shapes[s][2], dts[d], dts[d], 1, false, false, s % 2 == 1, NULL);
-    /* conversions at load: f32 -> bf16 (--weights-dtype bf16), bf16 -> f32 (f32) */
+    /* conversions at load: f32 -> bf16 (--weights-dtype bf16), bf16 -> f32 (f32), f16 -> f32 and bf16 (rows
+     * and k-major) */
     linear_case(45, 71, 6, PB_DT_F32, PB_DT_BF16, 1, false, false, true, NULL);
     linear_case(45, 71, 6, PB_DT_BF16, PB_DT_F32, 1, false, false, false, NULL);
     linear_case(45, 71, 6, PB_DT_F16, PB_DT_F32, 1, false, false, false, NULL);
+    linear_case(45, 71, 6, PB_DT_F16, PB_DT_BF16, 1, false, false, true, NULL);
+    linear_case(48, 40, 5, PB_DT_F16, PB_DT_F32, 1, true, false, false, NULL);
+    linear_case(48, 41, 5, PB_DT_F16, PB_DT_BF16, 1, true, false, true, NULL);
     /* adapter layouts: Conv1D transposed, q|k|v from three tensors, gate|up, a fused per-head permutation */
     linear_case(48, 40, 5, PB_DT_F32, PB_DT_F32, 1, true, false, true, NULL);
     linear_case(48, 40, 5, PB_DT_F16, PB_DT_F16, 1, true, false, false, NULL);

@@ -363,6 +363,92 @@ static void test_pack_specials(pb_kctx *kctx)
             }
 }
 
+/* An f16 source kept as f32 or bf16 (widened exactly, F16C where the CPU
+ * has it, then for bf16 rounded to nearest even): its special values
+ * (signaling and quiet NaNs, which come out quiet, infinities, signed
+ * zeros, denormals, the largest finite) and ordinary ones, every stored
+ * element read back through gather against pb_f16_to_f32 and
+ * pb_f32_to_bf16 bit for bit, rows and k-major sources, odd and even K,
+ * panels of fewer than 16 rows. */
+static void test_pack_from_f16(pb_kctx *kctx)
+{
+    static const uint16_t specials[] = {0x7c01u, 0xfd55u, 0x7e00u, 0x7c00u, 0xfc00u, 0x0000u, 0x8000u,
+                                        0x0001u, 0x83ffu, 0x7bffu, 0x3c01u, 0xc000u, 0x0400u};
+    const int nsp = (int)(sizeof specials / sizeof specials[0]);
+    static const int shapes[][2] = {{16, 48}, {32, 33}, {20, 40}, {7, 65}};
+    for (int pi = 0; pi < n_paths; pi++) /* each path's conversion */
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int tr = 0; tr < 2; tr++)
+                for (int ti = 0; ti < 3; ti += 2) { /* kept as f32, bf16 */
+                    pb_kops_override(paths[pi].ops);
+                    const int n_out = shapes[si][0], n_in = shapes[si][1];
+                    const pb_dtype tdt = dts[ti];
+                    uint16_t *hv = malloc((size_t)n_out * n_in * 2), *sv = malloc((size_t)n_out * n_in * 2);
+                    for (size_t i = 0; i < (size_t)n_out * n_in; i++)
+                        hv[i] = i % 3 == 0 ? pb_f32_to_f16(frand() * 100.0f) : specials[(i * 5 + si) % (size_t)nsp];
+                    for (int r = 0; r < n_out; r++)
+                        for (int k = 0; k < n_in; k++)
+                            sv[tr ? (size_t)k * n_out + r : (size_t)r * n_in + k] = hv[(size_t)r * n_in + k];
+                    pb_kmat_src src = {.data = sv, .dtype = PB_DT_F16, .transposed = tr};
+                    pb_kmat *m = NULL;
+                    if (pb_kmat_pack_mt(kctx, &src, n_out, n_in, tdt, &m) != PB_OK) {
+                        FAIL("f16 source: pack [%d, %d] failed", n_out, n_in);
+                        free(hv), free(sv);
+                        continue;
+                    }
+                    float *g = malloc((size_t)n_in * sizeof(float));
+                    int bad = 0;
+                    for (int r = 0; r < n_out && bad < 3; r++) {
+                        const int32_t row = r;
+                        pb_kmat_gather(m, &row, 1, 0, g, n_in, false);
+                        for (int k = 0; k < n_in && bad < 3; k++) {
+                            const uint16_t h = hv[(size_t)r * n_in + k];
+                            const float w = pb_f16_to_f32(h);
+                            const float want = tdt == PB_DT_BF16 ? pb_bf16_to_f32(pb_f32_to_bf16(w)) : w;
+                            if (!same_bits(g[k], want)) {
+                                uint32_t b, c;
+                                memcpy(&b, &g[k], 4), memcpy(&c, &want, 4);
+                                FAIL("f16 source, %s: [%d, %d]%s -> %s: row %d k %d: %04x stored as %08x, "
+                                     "want %08x", paths[pi].name, n_out, n_in, tr ? " k-major" : "",
+                                     pb_dtype_name(tdt), r, k, h, b, c);
+                                bad++;
+                            }
+                        }
+                    }
+                    const int rows_last = n_out - (m->npanels - 1) * 16; /* rows past n_out and the bf16 pad: 0 */
+                    const size_t es = tdt == PB_DT_F32 ? 4 : 2;
+                    for (int p = 0; p < m->npanels && bad < 3; p++)
+                        for (int k = 0; k < n_in + (tdt == PB_DT_BF16 && (n_in & 1)) && bad < 3; k++)
+                            for (int c = p == m->npanels - 1 ? rows_last : 16; c < 16; c++) {
+                                const size_t e = (size_t)p * m->pstride +
+                                                  (tdt == PB_DT_BF16 ? (size_t)(k / 2) * 32 + (size_t)c * 2 + (k & 1)
+                                                                     : (size_t)k * 16 + (size_t)c);
+                                unsigned char z[4] = {0};
+                                if (memcmp((const char *)m->data + e * es, z, es)) {
+                                    FAIL("f16 source, %s: [%d, %d]%s -> %s: panel %d k %d column %d past the "
+                                         "rows is not 0", paths[pi].name, n_out, n_in, tr ? " k-major" : "",
+                                         pb_dtype_name(tdt), p, k, c);
+                                    bad++;
+                                    break;
+                                }
+                            }
+                    if (tdt == PB_DT_BF16 && (n_in & 1))
+                        for (int p = 0; p < m->npanels && bad < 3; p++)
+                            for (int c = 0; c < 16; c++)
+                                if (((const uint16_t *)m->data)[(size_t)p * m->pstride + (size_t)(n_in / 2) * 32 +
+                                                                (size_t)c * 2 + 1]) {
+                                    FAIL("f16 source, %s: [%d, %d]%s: bf16 pad of panel %d column %d is not 0",
+                                         paths[pi].name, n_out, n_in, tr ? " k-major" : "", p, c);
+                                    bad++;
+                                    break;
+                                }
+                    free(g);
+                    pb_kmat_free(m);
+                    free(hv), free(sv);
+                }
+    pb_kops_override(NULL);
+}
+
 /* ---- attention ---- */
 
 typedef struct attn_case {
@@ -887,6 +973,7 @@ int main(void)
     test_rows();
     test_matmul(k2);
     test_pack_specials(k2);
+    test_pack_from_f16(k2);
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
     test_attention(k1, k2, PB_DT_F32);
     test_attention(k1, k2, PB_DT_F16);
