@@ -290,163 +290,114 @@ static void test_matmul(pb_kctx *kctx)
         FAIL("pb_kmat_bytes too small");
 }
 
-/* Packing rounds as the scalar conversions do, special values included:
- * NaNs whose payload is only in the low 16 bits (bf16 keeps them NaN, not
- * Inf), infinities, signed zeros, denormals, ties to even both ways; every
- * stored element read back through gather against pb_f32_to_bf16 /
- * pb_f32_to_f16 bit for bit, rows and k-major sources, odd and even K; the
- * bf16 pad of an odd K stays 0. */
-static void test_pack_specials(pb_kctx *kctx)
+/* One packing of an [n_out, n_in] matrix of sdt (vals, row-major; the
+ * source k-major when tr) kept as tdt: every stored element read back
+ * through gather, bit for bit against the scalar conversions (widened to
+ * f32 exactly, then rounded to tdt's nearest even); the rows past n_out and
+ * the bf16 pad of an odd K stay 0. */
+static void pack_case(pb_kctx *kctx, const char *what, pb_dtype sdt, const void *vals, int n_out, int n_in, int tr,
+                      pb_dtype tdt)
 {
-    static const uint32_t specials[] = {0x7f800001u, 0xff800003u, 0x7fc00000u, 0x7f800000u, 0xff800000u,
-                                        0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x3f808000u,
-                                        0x3f818000u, 0x3f807fffu, 0x7f7fffffu, 0xbf7f8000u, 0x477fe000u};
-    const int nsp = (int)(sizeof specials / sizeof specials[0]);
-    static const int shapes[][2] = {{16, 48}, {32, 33}, {48, 64}, {16, 31}, {20, 40}};
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-        for (int tr = 0; tr < 2; tr++)
-            for (int ti = 1; ti < 3; ti++) { /* store f16, bf16 */
-                const int n_out = shapes[si][0], n_in = shapes[si][1];
-                const pb_dtype tdt = dts[ti];
-                float *wv = malloc((size_t)n_out * n_in * sizeof(float)), *sv = malloc((size_t)n_out * n_in * 4);
-                for (size_t i = 0; i < (size_t)n_out * n_in; i++) {
-                    uint32_t b = specials[(i * 7 + si) % (size_t)nsp];
-                    if (i % 3 == 0) { /* ordinary values beside them */
-                        const float f = frand() * 1000.0f;
-                        memcpy(&b, &f, 4);
-                    }
-                    memcpy(&wv[i], &b, 4);
-                }
-                for (int r = 0; r < n_out; r++)
-                    for (int k = 0; k < n_in; k++)
-                        sv[tr ? (size_t)k * n_out + r : (size_t)r * n_in + k] = wv[(size_t)r * n_in + k];
-                pb_kmat_src src = {.data = sv, .dtype = PB_DT_F32, .transposed = tr};
-                pb_kmat *m = NULL;
-                if (pb_kmat_pack_mt(kctx, &src, n_out, n_in, tdt, &m) != PB_OK) {
-                    FAIL("specials: pack [%d, %d] failed", n_out, n_in);
-                    free(wv), free(sv);
-                    continue;
-                }
-                float *g = malloc((size_t)n_in * sizeof(float));
-                int bad = 0;
-                for (int r = 0; r < n_out && bad < 3; r++) {
-                    const int32_t row = r;
-                    pb_kmat_gather(m, &row, 1, 0, g, n_in, false);
-                    for (int k = 0; k < n_in && bad < 3; k++) {
-                        const float v = wv[(size_t)r * n_in + k];
-                        const float want = tdt == PB_DT_BF16 ? pb_bf16_to_f32(pb_f32_to_bf16(v))
-                                                             : pb_f16_to_f32(pb_f32_to_f16(v));
-                        if (!same_bits(g[k], want)) {
-                            uint32_t a, b, c;
-                            memcpy(&a, &v, 4), memcpy(&b, &g[k], 4), memcpy(&c, &want, 4);
-                            FAIL("specials: [%d, %d]%s -> %s: row %d k %d: %08x stored as %08x, want %08x", n_out,
-                                 n_in, tr ? " k-major" : "", pb_dtype_name(tdt), r, k, a, b, c);
-                            bad++;
-                        }
-                    }
-                }
-                if (tdt == PB_DT_BF16 && (n_in & 1)) /* the pad: the high half of the last pair */
-                    for (int p = 0; p < m->npanels; p++)
-                        for (int c = 0; c < 16; c++) {
-                            const uint16_t *e = (const uint16_t *)m->data + (size_t)p * m->pstride +
-                                                (size_t)(n_in / 2) * 32 + (size_t)c * 2 + 1;
-                            if (*e != 0) {
-                                FAIL("specials: [%d, %d]%s: bf16 pad of panel %d column %d is %04x", n_out, n_in,
-                                     tr ? " k-major" : "", p, c, *e);
-                                p = m->npanels;
-                                break;
-                            }
-                        }
-                free(g);
-                pb_kmat_free(m);
-                free(wv), free(sv);
+    const size_t es = sdt == PB_DT_F32 ? 4 : 2, ts = tdt == PB_DT_F32 ? 4 : 2, n = (size_t)n_out * n_in;
+    unsigned char *sv = malloc(n * es);
+    for (int r = 0; r < n_out; r++)
+        for (int k = 0; k < n_in; k++)
+            memcpy(sv + (tr ? (size_t)k * n_out + r : (size_t)r * n_in + k) * es,
+                   (const unsigned char *)vals + ((size_t)r * n_in + k) * es, es);
+    pb_kmat_src src = {.data = sv, .dtype = sdt, .transposed = tr};
+    pb_kmat *m = NULL;
+    if (pb_kmat_pack_mt(kctx, &src, n_out, n_in, tdt, &m) != PB_OK) {
+        FAIL("%s: pack [%d, %d] failed", what, n_out, n_in);
+        free(sv);
+        return;
+    }
+    float *g = malloc((size_t)n_in * sizeof(float));
+    int bad = 0;
+    for (int r = 0; r < n_out && bad < 3; r++) {
+        const int32_t row = r;
+        pb_kmat_gather(m, &row, 1, 0, g, n_in, false);
+        for (int k = 0; k < n_in && bad < 3; k++) {
+            const unsigned char *e = (const unsigned char *)vals + ((size_t)r * n_in + k) * es;
+            uint32_t a = 0, b, c;
+            memcpy(&a, e, es);
+            float w;
+            if (sdt == PB_DT_F32)
+                memcpy(&w, e, 4);
+            else
+                w = pb_f16_to_f32((uint16_t)a);
+            const float want = tdt == PB_DT_BF16  ? pb_bf16_to_f32(pb_f32_to_bf16(w))
+                               : tdt == PB_DT_F16 ? pb_f16_to_f32(pb_f32_to_f16(w))
+                                                  : w;
+            if (!same_bits(g[k], want)) {
+                memcpy(&b, &g[k], 4), memcpy(&c, &want, 4);
+                FAIL("%s: [%d, %d]%s %s -> %s: row %d k %d: %08x stored as %08x, want %08x", what, n_out, n_in,
+                     tr ? " k-major" : "", pb_dtype_name(sdt), pb_dtype_name(tdt), r, k, a, b, c);
+                bad++;
             }
+        }
+    }
+    /* the last panel's columns past n_out at every k; for an odd K kept as
+     * bf16, the pad (k = n_in) of every column */
+    const int pad = tdt == PB_DT_BF16 && (n_in & 1), last = n_out - (m->npanels - 1) * 16;
+    for (int p = 0; p < m->npanels && bad < 3; p++)
+        for (int k = 0; k < n_in + pad && bad < 3; k++)
+            for (int c = k == n_in ? 0 : p == m->npanels - 1 ? last : 16; c < 16; c++) {
+                const size_t i = (size_t)p * m->pstride + (tdt == PB_DT_BF16 ? (size_t)(k / 2) * 32 + (size_t)c * 2
+                                                                              + (k & 1) : (size_t)k * 16 + (size_t)c);
+                const unsigned char z[4] = {0};
+                if (memcmp((const unsigned char *)m->data + i * ts, z, ts)) {
+                    FAIL("%s: [%d, %d]%s %s -> %s: panel %d k %d column %d (%s) is not 0", what, n_out, n_in,
+                         tr ? " k-major" : "", pb_dtype_name(sdt), pb_dtype_name(tdt), p, k, c,
+                         k == n_in ? "the bf16 pad" : "past the rows");
+                    bad++;
+                    break;
+                }
+            }
+    free(g);
+    pb_kmat_free(m);
+    free(sv);
 }
 
-/* An f16 source kept as f32 or bf16 (widened exactly, F16C where the CPU
- * has it, then for bf16 rounded to nearest even): its special values
- * (signaling and quiet NaNs, which come out quiet, infinities, signed
- * zeros, denormals, the largest finite) and ordinary ones, every stored
- * element read back through gather against pb_f16_to_f32 and
- * pb_f32_to_bf16 bit for bit, rows and k-major sources, odd and even K,
- * panels of fewer than 16 rows. */
-static void test_pack_from_f16(pb_kctx *kctx)
+/* Packing rounds as the scalar conversions do, special values included:
+ * from f32, NaNs whose payload is only in the low 16 bits (bf16 keeps them
+ * NaN, not Inf), infinities, signed zeros, denormals, ties to even both
+ * ways, kept as f16 and bf16; from f16 (widened exactly, F16C where the CPU
+ * has it, on each path), signaling and quiet NaNs (which come out quiet),
+ * infinities, signed zeros, denormals and the largest finite, kept as f32
+ * and bf16; ordinary values beside them; rows and k-major sources, odd and
+ * even K, panels of fewer than 16 rows. */
+static void test_pack_specials(pb_kctx *kctx)
 {
-    static const uint16_t specials[] = {0x7c01u, 0xfd55u, 0x7e00u, 0x7c00u, 0xfc00u, 0x0000u, 0x8000u,
-                                        0x0001u, 0x83ffu, 0x7bffu, 0x3c01u, 0xc000u, 0x0400u};
-    const int nsp = (int)(sizeof specials / sizeof specials[0]);
-    static const int shapes[][2] = {{16, 48}, {32, 33}, {20, 40}, {7, 65}};
-    for (int pi = 0; pi < n_paths; pi++) /* each path's conversion */
-        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-            for (int tr = 0; tr < 2; tr++)
-                for (int ti = 0; ti < 3; ti += 2) { /* kept as f32, bf16 */
-                    pb_kops_override(paths[pi].ops);
-                    const int n_out = shapes[si][0], n_in = shapes[si][1];
-                    const pb_dtype tdt = dts[ti];
-                    uint16_t *hv = malloc((size_t)n_out * n_in * 2), *sv = malloc((size_t)n_out * n_in * 2);
-                    for (size_t i = 0; i < (size_t)n_out * n_in; i++)
-                        hv[i] = i % 3 == 0 ? pb_f32_to_f16(frand() * 100.0f) : specials[(i * 5 + si) % (size_t)nsp];
-                    for (int r = 0; r < n_out; r++)
-                        for (int k = 0; k < n_in; k++)
-                            sv[tr ? (size_t)k * n_out + r : (size_t)r * n_in + k] = hv[(size_t)r * n_in + k];
-                    pb_kmat_src src = {.data = sv, .dtype = PB_DT_F16, .transposed = tr};
-                    pb_kmat *m = NULL;
-                    if (pb_kmat_pack_mt(kctx, &src, n_out, n_in, tdt, &m) != PB_OK) {
-                        FAIL("f16 source: pack [%d, %d] failed", n_out, n_in);
-                        free(hv), free(sv);
-                        continue;
-                    }
-                    float *g = malloc((size_t)n_in * sizeof(float));
-                    int bad = 0;
-                    for (int r = 0; r < n_out && bad < 3; r++) {
-                        const int32_t row = r;
-                        pb_kmat_gather(m, &row, 1, 0, g, n_in, false);
-                        for (int k = 0; k < n_in && bad < 3; k++) {
-                            const uint16_t h = hv[(size_t)r * n_in + k];
-                            const float w = pb_f16_to_f32(h);
-                            const float want = tdt == PB_DT_BF16 ? pb_bf16_to_f32(pb_f32_to_bf16(w)) : w;
-                            if (!same_bits(g[k], want)) {
-                                uint32_t b, c;
-                                memcpy(&b, &g[k], 4), memcpy(&c, &want, 4);
-                                FAIL("f16 source, %s: [%d, %d]%s -> %s: row %d k %d: %04x stored as %08x, "
-                                     "want %08x", paths[pi].name, n_out, n_in, tr ? " k-major" : "",
-                                     pb_dtype_name(tdt), r, k, h, b, c);
-                                bad++;
-                            }
-                        }
-                    }
-                    const int rows_last = n_out - (m->npanels - 1) * 16; /* rows past n_out and the bf16 pad: 0 */
-                    const size_t es = tdt == PB_DT_F32 ? 4 : 2;
-                    for (int p = 0; p < m->npanels && bad < 3; p++)
-                        for (int k = 0; k < n_in + (tdt == PB_DT_BF16 && (n_in & 1)) && bad < 3; k++)
-                            for (int c = p == m->npanels - 1 ? rows_last : 16; c < 16; c++) {
-                                const size_t e = (size_t)p * m->pstride +
-                                                  (tdt == PB_DT_BF16 ? (size_t)(k / 2) * 32 + (size_t)c * 2 + (k & 1)
-                                                                     : (size_t)k * 16 + (size_t)c);
-                                unsigned char z[4] = {0};
-                                if (memcmp((const char *)m->data + e * es, z, es)) {
-                                    FAIL("f16 source, %s: [%d, %d]%s -> %s: panel %d k %d column %d past the "
-                                         "rows is not 0", paths[pi].name, n_out, n_in, tr ? " k-major" : "",
-                                         pb_dtype_name(tdt), p, k, c);
-                                    bad++;
-                                    break;
-                                }
-                            }
-                    if (tdt == PB_DT_BF16 && (n_in & 1))
-                        for (int p = 0; p < m->npanels && bad < 3; p++)
-                            for (int c = 0; c < 16; c++)
-                                if (((const uint16_t *)m->data)[(size_t)p * m->pstride + (size_t)(n_in / 2) * 32 +
-                                                                (size_t)c * 2 + 1]) {
-                                    FAIL("f16 source, %s: [%d, %d]%s: bf16 pad of panel %d column %d is not 0",
-                                         paths[pi].name, n_out, n_in, tr ? " k-major" : "", p, c);
-                                    bad++;
-                                    break;
-                                }
-                    free(g);
-                    pb_kmat_free(m);
-                    free(hv), free(sv);
-                }
-    pb_kops_override(NULL);
+    static const uint32_t sp32[] = {0x7f800001u, 0xff800003u, 0x7fc00000u, 0x7f800000u, 0xff800000u,
+                                    0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x3f808000u,
+                                    0x3f818000u, 0x3f807fffu, 0x7f7fffffu, 0xbf7f8000u, 0x477fe000u};
+    static const uint16_t sp16[] = {0x7c01u, 0xfd55u, 0x7e00u, 0x7c00u, 0xfc00u, 0x0000u, 0x8000u,
+                                    0x0001u, 0x83ffu, 0x7bffu, 0x3c01u, 0xc000u, 0x0400u};
+    static const int shapes[][2] = {{16, 48}, {32, 33}, {48, 64}, {16, 31}, {20, 40}, {7, 65}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int n_out = shapes[si][0], n_in = shapes[si][1];
+        const size_t n = (size_t)n_out * n_in;
+        uint32_t *v32 = malloc(n * 4);
+        uint16_t *v16 = malloc(n * 2);
+        for (size_t i = 0; i < n; i++) {
+            const float f = frand() * 1000.0f; /* ordinary values beside the specials */
+            memcpy(&v32[i], &f, 4);
+            if (i % 3)
+                v32[i] = sp32[(i * 7 + si) % (sizeof sp32 / sizeof sp32[0])];
+            v16[i] = i % 3 ? sp16[(i * 5 + si) % (sizeof sp16 / sizeof sp16[0])] : pb_f32_to_f16(f / 10.0f);
+        }
+        for (int tr = 0; tr < 2; tr++) {
+            pack_case(kctx, "specials", PB_DT_F32, v32, n_out, n_in, tr, PB_DT_F16);
+            pack_case(kctx, "specials", PB_DT_F32, v32, n_out, n_in, tr, PB_DT_BF16);
+            for (int pi = 0; pi < n_paths; pi++) { /* each path's conversion */
+                pb_kops_override(paths[pi].ops);
+                pack_case(kctx, paths[pi].name, PB_DT_F16, v16, n_out, n_in, tr, PB_DT_F32);
+                pack_case(kctx, paths[pi].name, PB_DT_F16, v16, n_out, n_in, tr, PB_DT_BF16);
+            }
+            pb_kops_override(NULL);
+        }
+        free(v32), free(v16);
+    }
 }
 
 /* ---- attention ---- */
@@ -973,7 +924,6 @@ int main(void)
     test_rows();
     test_matmul(k2);
     test_pack_specials(k2);
-    test_pack_from_f16(k2);
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
     test_attention(k1, k2, PB_DT_F32);
     test_attention(k1, k2, PB_DT_F16);
