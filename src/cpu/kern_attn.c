@@ -440,7 +440,10 @@ static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
 }
 
 /* An f16 cache refuses a finite key or value beyond its range (it would
- * become infinite, and the attention NaN); bf16 has f32's range. */
+ * become infinite, and the attention NaN); bf16 has f32's range. |x| >=
+ * 65520 is exactly what rounds to infinity (the tie between 65504 and 2^16
+ * goes to the even 2^16): one compare, not a conversion, on the main thread
+ * before the items convert. */
 static pb_status kv_f16_range(const pb_kattn_args *a, int s)
 {
     const int hd = a->head_dim;
@@ -450,8 +453,7 @@ static pb_status kv_f16_range(const pb_kattn_args *a, int s)
         for (int g = 0; g < a->n_kv_heads; g++)
             for (int d = 0; d < hd; d++) {
                 const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
-                if (((pb_f32_to_f16(x) & 0x7fffu) == 0x7c00u && isfinite(x)) ||
-                    ((pb_f32_to_f16(y) & 0x7fffu) == 0x7c00u && isfinite(y)))
+                if ((fabsf(x) >= 65520.0f && isfinite(x)) || (fabsf(y) >= 65520.0f && isfinite(y)))
                     return pb_error(PB_ERR_UNSUPPORTED,
                                     "--kv-dtype f16: a key or value of KV head %d at position %d is beyond half "
                                     "precision's range (65504); run with --kv-dtype f32", g, a->pos[s] + i);
