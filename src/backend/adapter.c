@@ -109,6 +109,7 @@ static pb_status get_tensor(const pb_weights *w, const char *name, int ndim, int
     const pb_tensor *t = pb_weights_get(w, name);
     if (!t)
         return pb_error(PB_ERR_CONFIG, "tensor '%s' is missing from the checkpoint", name);
+    pb_weights_wait(w, t); /* its bytes read from the file (the loader's reader) */
     if (t->dtype != PB_DT_F32 && t->dtype != PB_DT_F16 && t->dtype != PB_DT_BF16 && t->dtype != PB_DT_F64)
         return pb_error(PB_ERR_UNSUPPORTED, "tensor '%s': dtype %s is not supported (F32, F16, BF16, F64)", name,
                         pb_dtype_name(t->dtype));

@@ -38,14 +38,17 @@ const char *pb_weights_canonical_at(const pb_weights *w, int i);
  * (the pages come back from the file). No-op for owned buffers. */
 void pb_weights_release(const pb_weights *w, const pb_tensor *t);
 
-/* Read-ahead at load: the stage's mapped file ranges are read ahead whole
- * while they total at most PB_READAHEAD bytes (default: half of the memory
- * available at load); past that the loader is windowed, and
- * pb_weights_prefetch(w, t) starts reading t's pages just before t is needed
- * (a no-op when not windowed), so a stage larger than free memory does not
- * read its files twice. */
+/* Read-ahead at load: while the stage's mapped file ranges total at most
+ * PB_READAHEAD bytes (default: half of the memory available at load), a
+ * reader thread reads them whole from the files, in order, in large
+ * sequential reads; pb_weights_wait(w, t) returns once t's bytes are in
+ * (at once when there is no reader). Past the budget the loader is windowed,
+ * and pb_weights_prefetch(w, t) starts reading t's pages just before t is
+ * needed (a no-op when not windowed), so a stage larger than free memory
+ * does not read its files twice. */
 bool pb_weights_windowed(const pb_weights *w);
 void pb_weights_prefetch(const pb_weights *w, const pb_tensor *t);
+void pb_weights_wait(const pb_weights *w, const pb_tensor *t);
 
 /* Bytes of tensor data read from files for this stage. */
 uint64_t pb_weights_bytes_read(const pb_weights *w);

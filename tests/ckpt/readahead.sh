@@ -1,7 +1,9 @@
 #!/bin/sh
-# PB_READAHEAD: the stage's files are read ahead whole while they fit in the
-# read-ahead budget; past it the loader reads each tensor just before it is
-# packed. On a 4-shard bf16 checkpoint: the default (half the available
+# PB_READAHEAD: the stage's files are read ahead whole (by a reader thread,
+# in file order, while the tensors pack) while they fit in the read-ahead
+# budget; past it the loader reads each tensor just before it is packed. From
+# a cold page cache the reader says at -v what it read, and the output is the
+# same. On a 4-shard bf16 checkpoint: the default (half the available
 # memory) reads everything ahead and says nothing; PB_READAHEAD=0 goes tensor
 # by tensor from the first file, and the first file's size from a later one
 # (-v names the file where it starts); all three give byte-identical output, also with 2 stages
@@ -25,9 +27,32 @@ RUN="-v --model $T/m --in $T/in.jsonl --threads 2 --ignore-eos --force"
 "$P" $RUN --out "$T/ref.jsonl" 2>"$err" || fail "default read-ahead"
 if grep -q "read ahead tensor by tensor" "$err"; then fail "a 1 MiB stage went past the default budget"; fi
 
+# from a cold page cache (the shards' pages dropped: written back, then
+# posix_fadvise, no root needed) the reader thread reads the files while the
+# tensors pack, and the output is the same
+drop() {
+    $PB_PYTHON -c '
+import os, sys
+for f in sys.argv[1:]:
+    fd = os.open(f, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)' "$T"/m/*.safetensors
+}
+drop || fail "cannot drop the shards' pages"
+"$P" $RUN --out "$T/cold.jsonl" 2>"$err" || fail "default read-ahead, cold page cache"
+line=$(grep "weights reader:" "$err") || fail "cold page cache: no reader line at -v"
+mib=$(echo "$line" | sed -n 's/.*weights reader: \([0-9.]*\) of \([0-9.]*\) MiB read from the files.*/\1/p')
+[ -n "$mib" ] || fail "cold page cache: reader line not understood: $line"
+awk -v m="$mib" 'BEGIN { exit !(m > 0) }' || fail "cold page cache: the reader read nothing: $line"
+case $line in *"stopped early"*) fail "cold page cache: $line" ;; esac
+cmp "$T/ref.jsonl" "$T/cold.jsonl" || fail "cold page cache: output differs"
+
+drop || fail "cannot drop the shards' pages"
 PB_READAHEAD=0 "$P" $RUN --out "$T/w0.jsonl" 2>"$err" || fail "PB_READAHEAD=0"
 grep "read ahead tensor by tensor" "$err" | grep -q "model-00001-of-00004" \
     || fail "PB_READAHEAD=0: not windowed from the first file"
+if grep -q "weights reader:" "$err"; then fail "PB_READAHEAD=0: a reader thread read the whole stage"; fi
 cmp "$T/ref.jsonl" "$T/w0.jsonl" || fail "PB_READAHEAD=0 output differs"
 
 # a budget of the first file's size: it is read ahead whole, the next is not
