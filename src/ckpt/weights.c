@@ -676,7 +676,8 @@ void pb_weights_prefetch(const pb_weights *w, const pb_tensor *t)
 {
     uintptr_t s, e;
     if (w && w->windowed && !w->lazy && t && t->data && t->nbytes && mapped_pages(w, t, &s, &e, true))
-        (void)madvise((void *)s, e - s, MADV_WILLNEED);
+        for (uintptr_t a = s; a < e; a += READ_CHUNK) /* one call reads a few MiB at most (Linux caps it) */
+            (void)madvise((void *)a, e - a < READ_CHUNK ? e - a : READ_CHUNK, MADV_WILLNEED);
 }
 
 void pb_weights_release(const pb_weights *w, const pb_tensor *t)
