@@ -35,9 +35,10 @@ typedef struct mapping {
  * order, mapping after mapping, in large sequential reads, while the backend
  * packs the tensors already read (pb_weights_wait). Touching the mapping
  * from the packing threads instead reads it in small, scattered page faults:
- * a cold stage load ran at 0.58 of a plain read of the same files, with the
- * reader 0.65 (Zen 5 VM, fwd-harness loadbench, medians of 8 pairs; the rest
- * is this VM's cost of fresh memory for the packed copy). */
+ * a cold stage load ran at 0.52-0.58 of a plain read of the same files, with
+ * the reader 3-15% faster (Zen 5 VM, fwd-harness loadbench, three
+ * interleaved batches of 8-20 rounds; the rest is this VM's cost of fresh
+ * memory for the packed copy). */
 typedef struct wreader {
     pthread_t tid;
     pthread_mutex_t mu;
