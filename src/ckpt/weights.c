@@ -93,6 +93,24 @@ static int cmp_name_idx(const void *a, const void *b)
 
 static void reader_stop(pb_weights *w);
 
+static size_t page_size(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    return (size_t)(pg > 0 ? pg : 4096);
+}
+
+/* The mapping t's data lies in, or -1 (an owned copy) */
+static int map_of(const pb_weights *w, const pb_tensor *t)
+{
+    const uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
+    for (int i = 0; i < w->n_maps; i++) {
+        const uintptr_t lo = (uintptr_t)w->maps[i].addr;
+        if (a >= lo && b <= lo + w->maps[i].len)
+            return i;
+    }
+    return -1;
+}
+
 void pb_weights_free(pb_weights *w)
 {
     if (!w)
@@ -198,8 +216,7 @@ static pb_status place(pb_weights *w, const char *path, int fd, span *sp, int n_
     unsigned char *base = NULL;
     uint64_t map_start = 0;
     if (hi > 0) {
-        long pg = sysconf(_SC_PAGESIZE);
-        map_start = lo - lo % (uint64_t)(pg > 0 ? pg : 4096);
+        map_start = lo - lo % (uint64_t)page_size();
         size_t len = (size_t)(hi - map_start);
         PB_CHECK(pb_realloc_array(&w->maps, (size_t)w->n_maps + 1, sizeof *w->maps));
         void *a = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, (off_t)map_start);
@@ -355,12 +372,6 @@ out:
  * READ_CHUNK, skipping a chunk whose pages are all cached already. */
 #define READ_SIZE ((size_t)1 << 20)
 #define READ_CHUNK ((size_t)4 << 20)
-
-static size_t page_size(void)
-{
-    long pg = sysconf(_SC_PAGESIZE);
-    return (size_t)(pg > 0 ? pg : 4096);
-}
 
 /* Whether every page of [a, a + n) is in the page cache (vec: n / page + 1 bytes) */
 static bool cached(const void *a, size_t n, unsigned char *vec)
@@ -626,23 +637,19 @@ uint64_t pb_weights_bytes_read(const pb_weights *w) { return w ? w->bytes_read :
 /* The page-aligned part of t inside one of w's file mappings: [*s, *e). */
 static bool mapped_pages(const pb_weights *w, const pb_tensor *t, uintptr_t *s, uintptr_t *e, bool outward)
 {
-    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
-    for (int i = 0; i < w->n_maps; i++) {
-        uintptr_t lo = (uintptr_t)w->maps[i].addr, hi = lo + w->maps[i].len;
-        if (a < lo || b > hi)
-            continue;
-        long pg = sysconf(_SC_PAGESIZE);
-        uintptr_t p = (uintptr_t)(pg > 0 ? pg : 4096);
-        if (outward) { /* every page t touches (the mapping starts on a page) */
-            *s = a / p * p;
-            *e = (b + p - 1) / p * p < hi ? (b + p - 1) / p * p : hi;
-        } else { /* only pages wholly t's */
-            *s = (a + p - 1) / p * p;
-            *e = b / p * p;
-        }
-        return *e > *s;
+    const int m = map_of(w, t);
+    if (m < 0)
+        return false;
+    const uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes, p = page_size();
+    const uintptr_t hi = (uintptr_t)w->maps[m].addr + w->maps[m].len;
+    if (outward) { /* every page t touches (the mapping starts on a page) */
+        *s = a / p * p;
+        *e = (b + p - 1) / p * p < hi ? (b + p - 1) / p * p : hi;
+    } else { /* only pages wholly t's */
+        *s = (a + p - 1) / p * p;
+        *e = b / p * p;
     }
-    return false;
+    return *e > *s;
 }
 
 /* Half of MemAvailable; no limit when it cannot be read. */
@@ -658,19 +665,15 @@ void pb_weights_wait(const pb_weights *w, const pb_tensor *t)
 {
     if (!w || !w->rd || !t || !t->data || !t->nbytes)
         return;
-    const uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
-    for (int m = 0; m < w->n_maps; m++) {
-        const uintptr_t lo = (uintptr_t)w->maps[m].addr, hi = lo + w->maps[m].len;
-        if (a < lo || b > hi)
-            continue;
-        wreader *r = w->rd;
-        const uint64_t need = r->prefix[m] + (uint64_t)(b - lo);
-        pthread_mutex_lock(&r->mu);
-        while (!r->finished && r->done < need)
-            pthread_cond_wait(&r->cv, &r->mu);
-        pthread_mutex_unlock(&r->mu);
+    const int m = map_of(w, t);
+    if (m < 0)
         return;
-    }
+    wreader *r = w->rd;
+    const uint64_t need = r->prefix[m] + ((uintptr_t)t->data + t->nbytes - (uintptr_t)w->maps[m].addr);
+    pthread_mutex_lock(&r->mu);
+    while (!r->finished && r->done < need)
+        pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
 }
 
 void pb_weights_prefetch(const pb_weights *w, const pb_tensor *t)
