@@ -27,6 +27,10 @@ Measures (median of --runs, peers interleaved within each run):
   ttft_s       that time to first token
   decode_bN    N sequences of a short prompt, tokens after the first of each
                / time after the first token (aggregate tok/s)
+  bw_b1_gbs    pippy and llama.cpp: the memory read rate sampled just before
+               and after their batch-1 decode (this machine's rate can change
+               between runs; each program's b1 against its own samples gives
+               their ratio at equal memory rates, printed under the table)
   rss_mib      peak RSS of the process (pippy: the largest of its runs)
   decode_bN_kv16, rss_kv16_mib  pippy at the largest batch with --kv-dtype
                f16 (llama.cpp's own KV cache is f16: its columns there are
@@ -188,13 +192,20 @@ def worker_llama(job):
     res["ttft_s"] = time.perf_counter() - t
     res["prefill"] = len(long) / res["ttft_s"]
     emit(res)
+    def bandwidth():  # the memory read rate now, as beside pippy's b1 runs (bandwidth_sample)
+        r = subprocess.run(job["bw_cmd"], capture_output=True, text=True, check=True, env=job["bw_env"])
+        return json.loads(r.stdout)["bandwidth_gbs"]
+
     for B in job["batches"]:
         L.llama_memory_clear(mem, True)
         nxt = run([(tok, i, s, i == P - 1) for s in range(B) for i, tok in enumerate(job["prompt"])])
+        bw0 = bandwidth() if B == 1 and job.get("bw_cmd") else None
         t = time.perf_counter()
         for step in range(N - 1):
             nxt = run([(nxt[s], P + step, s, True) for s in range(B)])
         res[f"decode_b{B}"] = B * (N - 1) / (time.perf_counter() - t)
+        if bw0 is not None:
+            res["bw_b1_gbs"] = (bw0 + bandwidth()) / 2
         emit(res)
     L.llama_batch_free(batch)
     L.llama_free(ctx)
@@ -736,7 +747,8 @@ def main():
                     elif p == "llama.cpp":
                         if not m["gguf"]:
                             continue
-                        res = child(peers_py, "llama", job, a.timeout, omp_wait)
+                        bw_job = {"bw_cmd": [limits_exe(a), str(a.threads), "--bandwidth"], "bw_env": limits_env(a)}
+                        res = child(peers_py, "llama", dict(job, **bw_job), a.timeout, omp_wait)
                     else:
                         res = child(py, "torch", job, a.timeout, omp_wait)
                 except (RuntimeError, OSError, ValueError) as e:
@@ -826,8 +838,11 @@ def main():
             rb = ratio(pv, b, hb) if b else None
             row += f" {('%.2f' % rb) if rb else '-':>9}"
             w(row)
-        adj = [x["decode_b1"] * m["facts"]["read_bytes"] / (x["bw_b1_gbs"] * 1e9)
-               for x in results[m["name"]].get("pippy", []) if x.get("bw_b1_gbs") and x.get("decode_b1")]
+        def b1_vs_rate(p):  # each run's b1 as a fraction of the bound at the rate sampled beside it
+            return [x["decode_b1"] * m["facts"]["read_bytes"] / (x["bw_b1_gbs"] * 1e9)
+                    for x in results[m["name"]].get(p, []) if x.get("bw_b1_gbs") and x.get("decode_b1")]
+        adj = b1_vs_rate("pippy")
+        adj_ll = b1_vs_rate("llama.cpp")
         pf = med[m["name"]].get("pippy", {}).get("prefill") if "pippy" in peers else None
         if pf and lim.get("fma_peak_gflops"):
             # per prompt token every layer's matmuls; the LM head runs for the last token only
@@ -838,6 +853,13 @@ def main():
             w(f"  decode b1 against the memory rate sampled just before and after each of pippy's b1 runs "
               f"({', '.join('%.1f' % x['bw_b1_gbs'] for x in results[m['name']]['pippy'] if x.get('bw_b1_gbs'))}"
               f" GB/s): {', '.join('%.2f' % v for v in adj)} of that bound (median {statistics.median(adj):.2f})")
+        if adj and adj_ll:
+            # the memory rate of this machine may change between the programs' runs; each against the rate
+            # sampled beside its own runs takes that out of the ratio
+            w(f"  llama.cpp's b1 against the rate sampled beside its runs "
+              f"({', '.join('%.1f' % x['bw_b1_gbs'] for x in results[m['name']]['llama.cpp'] if x.get('bw_b1_gbs'))}"
+              f" GB/s): {', '.join('%.2f' % v for v in adj_ll)} (median {statistics.median(adj_ll):.2f}); "
+              f"pb/llama at equal memory rates: {statistics.median(adj) / statistics.median(adj_ll):.2f}")
     w("")
     w("bound: decode b1 = bandwidth / bytes read per step; decode bN = min(N x that, sgemm rate at M=8 (N<=8) "
       "or 512 / 2 x matmul weights); prefill = sgemm(M=512) / 2 x matmul weights; peak RSS = weights + f32 KV "
