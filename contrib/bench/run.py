@@ -196,21 +196,16 @@ def worker_llama(job):
     res["ttft_s"] = time.perf_counter() - t
     res["prefill"] = len(long) / res["ttft_s"]
     emit(res)
-    def bandwidth():  # the memory read rate now, as beside pippy's b1 runs (bandwidth_sample)
-        r = subprocess.run(job["bw_cmd"], capture_output=True, text=True, check=True,
-                           env=dict(os.environ, **job["bw_env"]))
-        return json.loads(r.stdout)["bandwidth_gbs"]
-
     for B in job["batches"]:
         L.llama_memory_clear(mem, True)
         nxt = run([(tok, i, s, i == P - 1) for s in range(B) for i, tok in enumerate(job["prompt"])])
-        bw0 = bandwidth() if B == 1 and job.get("bw_cmd") else None
+        bw0 = bandwidth_now(job["bw_probe"]) if B == 1 and job.get("bw_probe") else None  # as beside pippy's
         t = time.perf_counter()
         for step in range(N - 1):
             nxt = run([(nxt[s], P + step, s, True) for s in range(B)])
         res[f"decode_b{B}"] = B * (N - 1) / (time.perf_counter() - t)
         if bw0 is not None:
-            res["bw_b1_gbs"] = (bw0 + bandwidth()) / 2
+            res["bw_b1_gbs"] = (bw0 + bandwidth_now(job["bw_probe"])) / 2
         emit(res)
     L.llama_batch_free(batch)
     L.llama_free(ctx)
@@ -569,15 +564,29 @@ def limits_exe(a):
     return exe
 
 
+def limits_isa_env(a):
+    """What the limits program's environment adds for --isa."""
+    return ISA_ENV.get(a.isa, {}).get("limits", {})
+
+
 def limits_env(a):
-    return dict(os.environ, **ISA_ENV.get(a.isa, {}).get("limits", {}))
+    return dict(os.environ, **limits_isa_env(a))
+
+
+def bandwidth_probe(a):
+    """The command and the environment additions that sample the memory read
+    rate (about 0.2 s): what bandwidth_now runs, here and in the llama worker."""
+    return {"cmd": [limits_exe(a), str(a.threads), "--bandwidth"], "env": limits_isa_env(a)}
+
+
+def bandwidth_now(probe):
+    r = subprocess.run(probe["cmd"], capture_output=True, text=True, check=True, env=dict(os.environ, **probe["env"]))
+    return json.loads(r.stdout)["bandwidth_gbs"]
 
 
 def bandwidth_sample(a):
-    """The memory read rate now (about 0.2 s): taken beside each batch-1 run."""
-    r = subprocess.run([limits_exe(a), str(a.threads), "--bandwidth"], capture_output=True, text=True, check=True,
-                       env=limits_env(a))
-    return json.loads(r.stdout)["bandwidth_gbs"]
+    """The memory read rate now: taken beside each batch-1 run."""
+    return bandwidth_now(bandwidth_probe(a))
 
 
 def run_limits(a, models):
@@ -768,9 +777,7 @@ def main():
                     elif p == "llama.cpp":
                         if not m["gguf"]:
                             continue
-                        bw_job = {"bw_cmd": [limits_exe(a), str(a.threads), "--bandwidth"],
-                                  "bw_env": ISA_ENV.get(a.isa, {}).get("limits", {})}  # as limits_env
-                        res = child(peers_py, "llama", dict(job, **bw_job), a.timeout, omp_wait)
+                        res = child(peers_py, "llama", dict(job, bw_probe=bandwidth_probe(a)), a.timeout, omp_wait)
                     else:
                         res = child(py, "torch", job, a.timeout, omp_wait)
                 except (RuntimeError, OSError, ValueError) as e:

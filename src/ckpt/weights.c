@@ -198,7 +198,7 @@ static void gather(unsigned char *dst, const unsigned char *src, size_t es, cons
 }
 
 /* Map [lo, hi) of fd and place each span's tensor. The mapping keeps a
- * duplicate of fd for the reader unless the load is lazy. */
+ * duplicate of fd for the reader unless the load is lazy or windowed. */
 static pb_status place(pb_weights *w, const char *path, int fd, span *sp, int n_sp)
 {
     if (n_sp == 0)
