@@ -593,25 +593,19 @@ static void cpu_free(pb_backend *be)
 }
 
 /* --matmul-precision bf16 (or PB_CPU_ISA=avx512bf16) rounds activations to
- * bf16 for bf16 weights (kernels.h): results differ from the exact paths */
+ * bf16 for bf16 weights (kernels.h): results differ from the exact products,
+ * the same bits on every path */
 static const char *cpu_numerics(void)
 {
-    return pb_cpu_isa_active() == PB_ISA_AVX512BF16 ? "dots=bf16" : NULL;
+    return pb_cpu_bf16_products() ? "dots=bf16" : NULL;
 }
 
-/* bf16: the avx512bf16 path; f32: leave the bf16 dots if PB_CPU_ISA chose
- * them (any other forced path stays: they all give the same bits) */
+/* f32 also leaves the avx512bf16 path if PB_CPU_ISA chose it (any other
+ * forced path stays: they all give the same bits) */
 static pb_status cpu_set_matmul(pb_mmprec p)
 {
-    if (p == PB_MMPREC_BF16) {
-        if (pb_cpu_isa_set(PB_ISA_AVX512BF16) == PB_OK)
-            return PB_OK;
-        return pb_error(PB_ERR_UNSUPPORTED,
-                        "--matmul-precision bf16 needs the AVX512-BF16 dot products (vdpbf16ps), which this "
-                        "CPU (or build) lacks: its widest kernels are %s; use --matmul-precision f32 (exact)",
-                        pb_cpu_isa_name(pb_cpu_isa_best()));
-    }
-    if (pb_cpu_isa_active() == PB_ISA_AVX512BF16)
+    pb_cpu_set_bf16_products(p == PB_MMPREC_BF16);
+    if (p != PB_MMPREC_BF16 && pb_cpu_isa_active() == PB_ISA_AVX512BF16)
         return pb_cpu_isa_set(pb_cpu_isa_best());
     return PB_OK;
 }

@@ -192,6 +192,95 @@ static void mm_avx2(int R, int G, pb_dtype dt, const float *x, size_t ldx, const
     (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
+/* ---- bf16 products (kern_impl.h): vdpbf16ps emulated with fmas under
+ * MXCSR DAZ and FTZ; x as pb_kxpairs pairs, the odd k of a pair first ---- */
+INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, const uint16_t *w, size_t ps, int kc,
+                  float *c, size_t ldc, int nlast, int accumulate)
+{
+    __m256 acc[MR][GMAX][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++) {
+            if (accumulate) {
+                acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, &acc[r][g][0],
+                         &acc[r][g][1]);
+            } else {
+                acc[r][g][0] = _mm256_setzero_ps();
+                acc[r][g][1] = _mm256_setzero_ps();
+            }
+        }
+    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
+    for (int k2 = 0; k2 < (kc + 1) / 2; k2++) {
+        __m256i v0[GMAX], v1[GMAX];
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++) {
+            const uint16_t *p = w + (size_t)g * ps + (size_t)(2 * k2) * PB_KNR;
+            _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+            v0[g] = _mm256_loadu_si256((const __m256i *)p);
+            v1[g] = _mm256_loadu_si256((const __m256i *)(p + 16));
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m256i xp = _mm256_set1_epi32((int)xb[(size_t)r * ldx + (size_t)k2]);
+            const __m256 x1 = _mm256_castsi256_ps(_mm256_and_si256(xp, hi_mask));
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                acc[r][g][0] = _mm256_fmadd_ps(x1, _mm256_castsi256_ps(_mm256_and_si256(v0[g], hi_mask)), acc[r][g][0]);
+                acc[r][g][1] = _mm256_fmadd_ps(x1, _mm256_castsi256_ps(_mm256_and_si256(v1[g], hi_mask)), acc[r][g][1]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m256i xp = _mm256_set1_epi32((int)xb[(size_t)r * ldx + (size_t)k2]);
+            const __m256 x0 = _mm256_castsi256_ps(_mm256_slli_epi32(xp, 16));
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                acc[r][g][0] = _mm256_fmadd_ps(x0, _mm256_castsi256_ps(_mm256_slli_epi32(v0[g], 16)), acc[r][g][0]);
+                acc[r][g][1] = _mm256_fmadd_ps(x0, _mm256_castsi256_ps(_mm256_slli_epi32(v1[g], 16)), acc[r][g][1]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g][0],
+                      acc[r][g][1]);
+}
+
+#define MMD_FN(R, G)                                                                                                 \
+    static TGT void mmd_##R##_##G(const uint32_t *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,     \
+                                  size_t ldc, int nlast, int accumulate)                                             \
+    {                                                                                                                \
+        mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
+    }
+MMD_FN(1, 6)
+MMD_FN(2, 3)
+MMD_FN(3, 2)
+MMD_FN(1, 1)
+MMD_FN(2, 1)
+MMD_FN(3, 1)
+MMD_FN(4, 1)
+MMD_FN(5, 1)
+MMD_FN(6, 1)
+
+static void mm_avx2_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                         float *c, size_t ldc, int nlast, int accumulate)
+{
+    typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
+    static const fn wide[MR + 1] = {NULL, mmd_1_6, mmd_2_3, mmd_3_2, mmd_4_1, mmd_5_1, mmd_6_1};
+    static const fn one[MR + 1] = {NULL, mmd_1_1, mmd_2_1, mmd_3_1, mmd_4_1, mmd_5_1, mmd_6_1};
+    if (dt != PB_DT_BF16) {
+        mm_avx2(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+        return;
+    }
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | PB_KMXCSR_DAZ_FTZ);
+    (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    _mm_setcsr(csr);
+}
+
 /* bf16: one 32-byte row of a k pair holds 8 columns' (k, k + 1) */
 static TGT void cvt_avx2(pb_dtype dt, const void *w, int kc, float *out)
 {
@@ -418,6 +507,24 @@ const pb_kops pb_kops_avx2 = {
     .cvt_min_m = 4 * MR, /* Zen 1: converting once beat the in-register widening from 4 tiles up */
     .gmax = {0, 6, 3, 2, 1, 1, 1},
     .mm = mm_avx2,
+    .cvt = cvt_avx2,
+    .expsum = expsum_avx2,
+    .sum = sum_avx2,
+    .sqdev = sqdev_avx2,
+    .scale = scale_avx2,
+    .act = act_avx2,
+    .rope = pb_krope_avx2,
+};
+
+const pb_kops pb_kops_avx2_dots = {
+    .isa = PB_ISA_AVX2,
+    .mr = MR,
+    .kc = 256,
+    .cvt_min_m = 4 * MR, /* f16 weights only: bf16 ones take the pairs */
+    .gmax = {0, 6, 3, 2, 1, 1, 1},
+    .exact = &pb_kops_avx2,
+    .mm = mm_avx2_dots,
+    .xpairs = pb_kxpairs,
     .cvt = cvt_avx2,
     .expsum = expsum_avx2,
     .sum = sum_avx2,

@@ -199,6 +199,98 @@ static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, con
     (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
+/* ---- bf16 products without AVX512-BF16 (kern_impl.h): vdpbf16ps emulated
+ * with fmas under MXCSR DAZ and FTZ; x as pb_kxpairs pairs, the odd k of a
+ * pair first ---- */
+#ifdef PB_KERN_SIMDE
+#define OPSD pb_kops_avx512_dots_simde
+#else
+#define OPSD pb_kops_avx512_dots
+#endif
+extern const pb_kops OPSD;
+
+INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, const uint16_t *w, size_t ps, int kc,
+                  float *c, size_t ldc, int nlast, int accumulate)
+{
+    __m512 acc[MR][GMAX];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc[r][g] = accumulate ? acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR)
+                                   : _mm512_setzero_ps();
+    const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
+    for (int k2 = 0; k2 < (kc + 1) / 2; k2++) {
+        __m512i v[GMAX];
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++) {
+            const uint16_t *p = w + (size_t)g * ps + (size_t)(2 * k2) * PB_KNR;
+            _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+            v[g] = _mm512_loadu_si512((const void *)p);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512i xp = _mm512_set1_epi32((int)xb[(size_t)r * ldx + (size_t)k2]);
+            const __m512 x1 = _mm512_castsi512_ps(_mm512_and_si512(xp, hi_mask));
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++)
+                acc[r][g] = _mm512_fmadd_ps(x1, _mm512_castsi512_ps(_mm512_and_si512(v[g], hi_mask)), acc[r][g]);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512i xp = _mm512_set1_epi32((int)xb[(size_t)r * ldx + (size_t)k2]);
+            const __m512 x0 = _mm512_castsi512_ps(_mm512_slli_epi32(xp, 16));
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++)
+                acc[r][g] = _mm512_fmadd_ps(x0, _mm512_castsi512_ps(_mm512_slli_epi32(v[g], 16)), acc[r][g]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
+}
+
+#define MMD_FN(R, G)                                                                                                 \
+    static TGT void mmd_##R##_##G(const uint32_t *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,     \
+                                  size_t ldc, int nlast, int accumulate)                                             \
+    {                                                                                                                \
+        mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
+    }
+MMD_FN(1, 4)
+MMD_FN(2, 6)
+MMD_FN(3, 4)
+MMD_FN(4, 4)
+MMD_FN(5, 3)
+MMD_FN(6, 3)
+MMD_FN(7, 3)
+MMD_FN(8, 3)
+MMD_FN(1, 1)
+MMD_FN(2, 1)
+MMD_FN(3, 1)
+MMD_FN(4, 1)
+MMD_FN(5, 1)
+MMD_FN(6, 1)
+MMD_FN(7, 1)
+MMD_FN(8, 1)
+
+static void mm_avx512_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                           float *c, size_t ldc, int nlast, int accumulate)
+{
+    typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
+    static const fn wide[MR + 1] = {NULL, mmd_1_4, mmd_2_6, mmd_3_4, mmd_4_4, mmd_5_3, mmd_6_3, mmd_7_3, mmd_8_3};
+    static const fn one[MR + 1] = {NULL, mmd_1_1, mmd_2_1, mmd_3_1, mmd_4_1, mmd_5_1, mmd_6_1, mmd_7_1, mmd_8_1};
+    if (dt != PB_DT_BF16) {
+        mm_avx512(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+        return;
+    }
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | PB_KMXCSR_DAZ_FTZ);
+    (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    _mm_setcsr(csr);
+}
+
 /* ---- AVX512-BF16 (opt-in, PB_CPU_ISA=avx512bf16): bf16 weights times the
  * activations rounded to bf16 (nearest even), vdpbf16ps on k pairs. Not
  * bit-identical to the other paths; f32 and f16 weights take the exact
@@ -499,6 +591,25 @@ const pb_kops OPS = {
     .cvt_min_m = 0, /* Zen 5: widening in registers is free beside the fmas; converting first cost 15-40% */
     .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3},
     .mm = mm_avx512,
+    .cvt = cvt_avx512,
+    .expsum = expsum_avx512,
+    .sum = sum_avx512,
+    .sqdev = sqdev_avx512,
+    .scale = scale_avx512,
+    .act = act_avx512,
+    .rope = pb_krope_avx2, /* heads are short: the 256-bit form */
+};
+
+/* the AVX-512 table with the bf16 products emulated, for CPUs without AVX512-BF16 */
+const pb_kops OPSD = {
+    .isa = PB_ISA_AVX512,
+    .mr = MR,
+    .kc = 256,
+    .cvt_min_m = 0,
+    .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3},
+    .exact = &OPS,
+    .mm = mm_avx512_dots,
+    .xpairs = pb_kxpairs,
     .cvt = cvt_avx512,
     .expsum = expsum_avx512,
     .sum = sum_avx512,

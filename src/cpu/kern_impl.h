@@ -86,11 +86,27 @@ typedef struct pb_kops {
 #define PB_KACT_CLAMP 88.0f
 
 extern const pb_kops pb_kops_portable;
+
+/* The bf16-product tables (--matmul-precision bf16), one beside each exact
+ * table (their .exact): for bf16 weights x comes as pb_kxpairs pairs and
+ * each element's chain takes, per k pair, one step of vdpbf16ps: c = fma(x[k
+ * + 1], w[k + 1], c), then c = fma(x[k], w[k], c), subnormal inputs read as
+ * zero, nearest even, results tiny after rounding flushed to a signed zero.
+ * pb_kops_avx512bf16 runs that instruction; the others emulate it with fmas
+ * (under MXCSR DAZ and FTZ on x86), bit for bit; pb_kops_portable_dots is
+ * the specification. f32 and f16 weights take the exact tiles. */
+extern const pb_kops pb_kops_portable_dots;
+/* the xpairs of every bf16-product table (the AVX512-BF16 one's own is the same bits) */
+void pb_kxpairs(const float *x, int n, uint32_t *out);
+#define PB_KMXCSR_DAZ_FTZ 0x8040u /* MXCSR: denormals are zero (bit 6), flush to zero (bit 15) */
+
 #if defined(__x86_64__) || defined(__i386__)
 #define PB_KERN_X86 1
 extern const pb_kops pb_kops_avx2;
 extern const pb_kops pb_kops_avx512;
 extern const pb_kops pb_kops_avx512bf16;
+extern const pb_kops pb_kops_avx2_dots;
+extern const pb_kops pb_kops_avx512_dots;
 /* the AVX2 rotary row kernel, shared by the AVX-512 tables */
 void pb_krope_avx2(float *v, int half, int interleaved, const float *cs);
 #endif

@@ -140,10 +140,43 @@ pb_cpu_isa pb_cpu_isa_active(void)
     return (pb_cpu_isa)atomic_load(&active_isa);
 }
 
+static atomic_bool bf16_products;
+
+void pb_cpu_set_bf16_products(bool on)
+{
+    atomic_store(&bf16_products, on);
+}
+
+bool pb_cpu_bf16_products(void)
+{
+    return atomic_load(&bf16_products) || pb_cpu_isa_active() == PB_ISA_AVX512BF16;
+}
+
+/* the bf16-product table beside isa's exact one: vdpbf16ps where the CPU
+ * has it, else the same bits emulated */
+static const pb_kops *bf16_products_of(pb_cpu_isa isa)
+{
+    switch (isa) {
+#ifdef PB_KERN_X86
+    case PB_ISA_AVX2:
+        return &pb_kops_avx2_dots;
+    case PB_ISA_AVX512:
+        return pb_cpu_isa_available(PB_ISA_AVX512BF16) ? &pb_kops_avx512bf16 : &pb_kops_avx512_dots;
+    case PB_ISA_AVX512BF16:
+        return &pb_kops_avx512bf16;
+#endif
+    default:
+        return &pb_kops_portable_dots;
+    }
+}
+
 const pb_kops *pb_kops_active(void)
 {
     const pb_kops *o = atomic_load(&override_ops);
-    return o ? o : pb_kops_get(pb_cpu_isa_active());
+    if (o)
+        return o;
+    const pb_cpu_isa isa = pb_cpu_isa_active();
+    return atomic_load(&bf16_products) ? bf16_products_of(isa) : pb_kops_get(isa);
 }
 
 void pb_kops_override(const pb_kops *ops)

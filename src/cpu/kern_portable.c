@@ -2,6 +2,7 @@
  * bit for bit (fmaf in the same order). */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -171,6 +172,79 @@ static void cvt_portable(pb_dtype dt, const void *w, int kc, float *out)
         }
 }
 
+/* ---- bf16 products (--matmul-precision bf16): the specification of the
+ * bf16-product tables (kern_impl.h) ---- */
+
+static inline uint32_t bf16_nearest(float v) /* nearest even, by the bits (NaN too) */
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+void pb_kxpairs(const float *x, int n, uint32_t *out)
+{
+    for (int i = 0; 2 * i < n; i++)
+        out[i] = bf16_nearest(x[2 * i]) | (2 * i + 1 < n ? bf16_nearest(x[2 * i + 1]) & 0xffffu : 0u) << 16;
+}
+
+static inline float daz(float v)
+{
+    return fabsf(v) < FLT_MIN ? copysignf(0.0f, v) : v;
+}
+
+/* fma(a, b, c) as one step of vdpbf16ps computes it: subnormal inputs read
+ * as zero, nearest even, and a result that is tiny after rounding (to 24
+ * bits with an unbounded exponent, as x86 detects it) flushed to a zero of
+ * its sign. fmaf rounds on the subnormal grid instead; the two differ only
+ * where that gives exactly +-FLT_MIN, which the same sum scaled by 2^64
+ * decides. */
+static float dot_step(float a, float b, float c)
+{
+    a = daz(a);
+    b = daz(b);
+    c = daz(c);
+    const float r = fmaf(a, b, c);
+    if (fabsf(r) != FLT_MIN)
+        return daz(r);
+    /* |r| = FLT_MIN needs c and a b below about 2^-100 (above, their sum
+     * is a multiple of an ulp over 2^-126), so nothing overflows here */
+    const int sa = fabsf(a) <= 1.0f;
+    const float s = fmaf(sa ? a * 0x1p64f : a, sa ? b : b * 0x1p64f, c * 0x1p64f);
+    return fabsf(s) < 0x1p-62f ? copysignf(0.0f, s) : r;
+}
+
+/* bf16 weights: x holds pb_kxpairs pairs; per pair the odd k first, as
+ * vdpbf16ps; other weights take the exact tiles */
+static void mm_dots_portable(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                             float *c, size_t ldc, int nlast, int accumulate)
+{
+    if (dt != PB_DT_BF16) {
+        mm_portable(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+        return;
+    }
+    const uint32_t *xb = (const uint32_t *)(const void *)x;
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) {
+            const uint16_t *wp = (const uint16_t *)w + (size_t)g * ps;
+            const int nc = g == G - 1 ? nlast : PB_KNR;
+            float *cr = c + (size_t)r * ldc + (size_t)g * PB_KNR;
+            float acc[PB_KNR];
+            for (int j = 0; j < PB_KNR; j++)
+                acc[j] = accumulate && j < nc ? cr[j] : 0.0f;
+            for (int k2 = 0; k2 < (kc + 1) / 2; k2++) {
+                const uint32_t p = xb[(size_t)r * ldx + (size_t)k2];
+                const float x0 = bf16_lo(p), x1 = bf16_lo(p >> 16);
+                for (int j = 0; j < PB_KNR; j++) {
+                    acc[j] = dot_step(x1, wel(dt, wp, 2 * k2 + 1, j), acc[j]);
+                    acc[j] = dot_step(x0, wel(dt, wp, 2 * k2, j), acc[j]);
+                }
+            }
+            for (int j = 0; j < nc; j++)
+                cr[j] = acc[j];
+        }
+}
+
 const pb_kops pb_kops_portable = {
     .isa = PB_ISA_PORTABLE,
     .mr = 4,
@@ -178,6 +252,24 @@ const pb_kops pb_kops_portable = {
     .cvt_min_m = 16,
     .gmax = {0, 4, 2, 1, 1},
     .mm = mm_portable,
+    .cvt = cvt_portable,
+    .expsum = expsum_portable,
+    .sum = sum_portable,
+    .sqdev = sqdev_portable,
+    .scale = scale_portable,
+    .act = act_portable,
+    .rope = rope_portable,
+};
+
+const pb_kops pb_kops_portable_dots = {
+    .isa = PB_ISA_PORTABLE,
+    .mr = 4,
+    .kc = 256,
+    .cvt_min_m = 16,
+    .gmax = {0, 4, 2, 1, 1},
+    .exact = &pb_kops_portable,
+    .mm = mm_dots_portable,
+    .xpairs = pb_kxpairs,
     .cvt = cvt_portable,
     .expsum = expsum_portable,
     .sum = sum_portable,

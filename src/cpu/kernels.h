@@ -3,7 +3,7 @@
  * attention over an f32, f16 or bf16 KV cache. Runtime dispatch picks the widest ISA the
  * CPU has (AVX-512F, AVX2+FMA+F16C, portable C); PB_CPU_ISA=portable|avx2|avx512
  * in the environment forces one (refused when the CPU lacks it), and
- * PB_CPU_ISA=avx512bf16 opts in to the inexact bf16 dot products.
+ * PB_CPU_ISA=avx512bf16 opts in to the inexact bf16 products on vdpbf16ps.
  *
  * Batch invariance: every output element y[i, j] is reduced over k in an order
  * that depends only on n_in, never on M, on the row's place in the call, on
@@ -23,10 +23,18 @@
 #include "cpu/pool.h"
 
 /* ---- ISA dispatch ---- */
-/* PB_ISA_AVX512BF16 is opt-in only (never chosen by itself): bf16 weights
- * multiply activations rounded to bf16 (vdpbf16ps), so its results differ
- * from the exact paths (relative error of a dot product about 2^-9). */
+/* PB_ISA_AVX512BF16 is opt-in only (never chosen by itself): the AVX-512
+ * path with the bf16 products (below) on vdpbf16ps. */
 typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_ISA_AVX512BF16, PB_ISA_COUNT } pb_cpu_isa;
+
+/* The bf16 products (--matmul-precision bf16), off by default: bf16 weights
+ * multiply activations rounded to bf16 as vdpbf16ps does (relative error of
+ * a dot product about 2^-9 against the exact paths), on every path: the
+ * instruction where the CPU has AVX512-BF16, the same bits emulated with
+ * fmas elsewhere. Batch-invariant, and the same bits on every path, like
+ * the exact products. Also on while PB_ISA_AVX512BF16 is the active path. */
+void pb_cpu_set_bf16_products(bool on);
+bool pb_cpu_bf16_products(void);
 
 pb_cpu_isa pb_cpu_isa_best(void);            /* widest exact path the CPU (and build) supports */
 bool pb_cpu_isa_available(pb_cpu_isa isa);  /* this CPU and build can run isa */

@@ -163,6 +163,8 @@ static void test_memory(void)
 /* One linear case: W [N, K] from `parts` tensors (rows split), stored as
  * src_dt, optionally transposed (one part), a row permutation, a bias; kept as
  * store_dt. Checks M rows against the reference and row invariance. */
+static bool bf16_products; /* --matmul-precision bf16 is selected (bf16_probe) */
+
 static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt, int n_parts, bool transposed,
                         bool perm, bool bias, float **out_y)
 {
@@ -246,7 +248,10 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
             int sr = pm ? pm[j] : j;
             double r = 0, mag = 0;
             for (int k = 0; k < K; k++) {
-                double t = (double)x[(size_t)i * K + k] * kept(w[(size_t)sr * K + k], store_dt);
+                /* the bf16 products round the activations to bf16 (nearest even) for bf16 weights */
+                const float xv = bf16_products && store_dt == PB_DT_BF16 ? kept(x[(size_t)i * K + k], PB_DT_BF16)
+                                                                         : x[(size_t)i * K + k];
+                double t = (double)xv * kept(w[(size_t)sr * K + k], store_dt);
                 r += t;
                 mag += fabs(t);
             }
@@ -899,6 +904,18 @@ static float *isa_probe(void)
     return y;
 }
 
+/* The same linear with the bf16 products (--matmul-precision bf16): also the
+ * same bits on every path (vdpbf16ps or its emulation, kernels.h) */
+static float *bf16_probe(void)
+{
+    OK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16));
+    bf16_products = true;
+    float *y = isa_probe();
+    bf16_products = false;
+    OK(pb_mmprec_select(BE->ops, PB_MMPREC_F32));
+    return y;
+}
+
 /* Norm, add_norm, activations, glu and rotary of every CPU ISA path must be
  * the same bits too: their outputs back to back, *len floats. */
 static float *rows_probe(size_t *len)
@@ -973,10 +990,10 @@ static int run_kind(const char *kind, bool only)
             return only ? 77 : 0;
         }
         if (strcmp(kind, "cpu") == 0) {
-            float *first = NULL, *first_rows = NULL;
+            float *first = NULL, *first_rows = NULL, *first_b = NULL;
             size_t first_rlen = 0;
             for (int isa = 0; isa < PB_ISA_COUNT; isa++) {
-                /* avx512bf16 is inexact by design: tests/cpu/kern-test bounds it */
+                /* avx512bf16 is the avx512 path with the bf16 products, which bf16_probe covers */
                 if (isa == PB_ISA_AVX512BF16 || pb_cpu_isa_set((pb_cpu_isa)isa) != PB_OK)
                     continue;
                 int before = failures;
@@ -986,12 +1003,18 @@ static int run_kind(const char *kind, bool only)
                 float *y = isa_probe();
                 size_t rlen = 0;
                 float *ry = rows_probe(&rlen);
+                float *yb = bf16_probe();
+                where = pb_cpu_isa_name((pb_cpu_isa)isa);
+                CHECK(memcmp(y, yb, (size_t)11 * 97 * 4) != 0, "the bf16 products give the exact bits");
                 if (!first) {
                     first = y;
                     first_rows = ry;
                     first_rlen = rlen;
+                    first_b = yb;
                 } else {
-                    where = pb_cpu_isa_name((pb_cpu_isa)isa);
+                    CHECK(memcmp(first_b, yb, (size_t)11 * 97 * 4) == 0,
+                          "linear with the bf16 products differs from the first ISA path's bits");
+                    free(yb);
                     CHECK(memcmp(first, y, (size_t)11 * 97 * 4) == 0, "linear differs from the first ISA path's bits");
                     CHECK(rlen == first_rlen && memcmp(first_rows, ry, rlen * 4) == 0,
                           "norm/act/glu/rope differ from the first ISA path's bits");
@@ -1003,6 +1026,7 @@ static int run_kind(const char *kind, bool only)
             }
             free(first);
             free(first_rows);
+            free(first_b);
             pb_cpu_isa_set(pb_cpu_isa_best());
         } else {
             int before = failures;

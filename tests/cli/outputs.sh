@@ -123,23 +123,31 @@ printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": 
     "$fp" >o3.jsonl.partial.state
 refused "--resume with --kv-dtype f32 (the cpu's own): the model matches" "--resume: different input than" \
     --model "$M" --in in.jsonl --out o3.jsonl --resume --kv-dtype f32
-# --matmul-precision bf16 (inexact bf16 dot products; also PB_CPU_ISA=avx512bf16)
-# is named by the model fingerprint where the CPU has it: such a run resumes
-# only with it, an exact run only without it. Where the CPU lacks it, it is
-# refused before the weights, naming what is missing.
+# --matmul-precision bf16 (inexact bf16 products, the same bits on every CPU;
+# also PB_CPU_ISA=avx512bf16 where the CPU has AVX512-BF16) is named by the
+# model fingerprint: such a run resumes only with it, an exact run only
+# without it.
 state_dots() {
     printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s dots=bf16", "input": "x", "settings": "y"}\n' \
         "$fp" >o3.jsonl.partial.state
 }
-if "$PB" --version 2>/dev/null | grep -q -- "--matmul-precision bf16: yes"; then
-    refused "--resume of an exact run with --matmul-precision bf16" \
-        "different model than the interrupted run.*$fp dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume \
-        --matmul-precision bf16
-    state_dots
-    refused "--resume of a bf16-dots run with --matmul-precision bf16: the model matches" \
+refused "--resume of an exact run with --matmul-precision bf16" \
+    "different model than the interrupted run.*$fp dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume \
+    --matmul-precision bf16
+state_dots
+refused "--resume of a bf16-dots run with --matmul-precision bf16: the model matches" \
+    "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume --matmul-precision bf16
+refused "--resume of a bf16-dots run without --matmul-precision" \
+    "different model than the interrupted run.*dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume
+isas=portable
+"$PB" --version | grep -q "best on this CPU: avx" && isas="portable avx2"
+for isa in $isas; do
+    export PB_CPU_ISA=$isa
+    refused "--resume of a bf16-dots run with --matmul-precision bf16 on the $isa path" \
         "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume --matmul-precision bf16
-    refused "--resume of a bf16-dots run without --matmul-precision" \
-        "different model than the interrupted run.*dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume
+    unset PB_CPU_ISA
+done
+if "$PB" --version 2>/dev/null | grep -q -- "--matmul-precision bf16: AVX512-BF16"; then
     export PB_CPU_ISA=avx512bf16
     refused "--resume of a bf16-dots run with PB_CPU_ISA=avx512bf16: the model matches" \
         "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume
@@ -147,11 +155,6 @@ if "$PB" --version 2>/dev/null | grep -q -- "--matmul-precision bf16: yes"; then
         "different model than the interrupted run.*dots=bf16" --model "$M" --in in.jsonl --out o3.jsonl --resume \
         --matmul-precision f32
     unset PB_CPU_ISA
-else
-    state_dots
-    refused "--matmul-precision bf16 on a CPU without AVX512-BF16" \
-        "--matmul-precision bf16 needs the AVX512-BF16 dot products" --model "$M" --in in.jsonl --out o3.jsonl \
-        --resume --matmul-precision bf16
 fi
 refused "--matmul-precision f64" "--matmul-precision: 'f64' is not f32 or bf16" --model "$M" --in in.jsonl \
     --out o3.jsonl --matmul-precision f64

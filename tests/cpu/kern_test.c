@@ -6,9 +6,12 @@
  *   stores, transposed sources, row permutations; a row alone equals the same
  *   row inside any M; every path gives the same bits;
  * - gather: rows of the packed matrix equal the stored values;
- * - the opt-in avx512bf16 matmul (natively when the CPU has AVX512-BF16, and
- *   through SIMDe): within stated bounds of references on bf16-rounded and
- *   exact activations, batch-invariant (test_bf16dot_path);
+ * - the bf16 products (--matmul-precision bf16): every table (vdpbf16ps
+ *   where the CPU has AVX512-BF16, the fma emulations on every path, the
+ *   AVX-512 one through SIMDe too) gives the portable specification's bits,
+ *   edge cases of the instruction's rules included (test_bf16_products), and
+ *   each is within stated bounds of references on bf16-rounded and exact
+ *   activations, batch-invariant (test_bf16dot_path);
  * - row kernels (norm, activations, rotary): every path the same bits,
  *   within stated bounds of double references (test_rows);
  * - attention: within 2e-5 (|err| <= 2e-5 * (1 + |ref|)) of a double
@@ -28,6 +31,10 @@
 #ifdef PB_TEST_SIMDE
 extern const pb_kops pb_kops_avx512_simde;
 extern const pb_kops pb_kops_avx512bf16_simde;
+extern const pb_kops pb_kops_avx512_dots_simde;
+#endif
+#ifdef PB_KERN_X86
+#include <immintrin.h>
 #endif
 
 static int failures;
@@ -893,17 +900,179 @@ static void test_bf16dot_path(pb_kctx *kctx, const char *name, const pb_kops *op
     pb_kops_override(NULL);
 }
 
+/* the bf16-product tables this machine runs, the specification first */
+static path dpaths[8];
+static int n_dpaths;
+
+static void add_dpaths(void)
+{
+    dpaths[n_dpaths++] = (path){"portable-dots", &pb_kops_portable_dots};
+#ifdef PB_KERN_X86
+    if (pb_cpu_isa_available(PB_ISA_AVX2))
+        dpaths[n_dpaths++] = (path){"avx2-dots", &pb_kops_avx2_dots};
+    if (pb_cpu_isa_available(PB_ISA_AVX512))
+        dpaths[n_dpaths++] = (path){"avx512-dots", &pb_kops_avx512_dots};
+    if (pb_cpu_isa_available(PB_ISA_AVX512BF16))
+        dpaths[n_dpaths++] = (path){"avx512bf16", &pb_kops_avx512bf16};
+    else
+        printf("avx512bf16: not on this CPU (its emulations are checked)\n");
+#endif
+#ifdef PB_TEST_SIMDE
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        dpaths[n_dpaths++] = (path){"avx512-dots-simde", &pb_kops_avx512_dots_simde};
+#endif
+}
+
+/* Every bf16-product table gives the specification's bits (pb_kops_portable_dots):
+ * random shapes at every M and K block, and the edges of vdpbf16ps's rules
+ * (subnormal inputs read as zero, results tiny after rounding flushed, the
+ * odd k of a pair first), whose results are also checked against their
+ * values worked out by hand. */
+static void test_bf16_products(pb_kctx *kctx)
+{
+    static const int shapes[][2] = {{37, 203}, {130, 1000}, {16, 2}, {50, 257}, {33, 7}};
+    static const int Ms[] = {1, 3, 8, 9, 33, 64};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int n_out = shapes[si][0], n_in = shapes[si][1], Mmax = 64;
+        float *wv = malloc((size_t)n_out * n_in * 4), *x = malloc((size_t)Mmax * n_in * 4);
+        float *ref = malloc((size_t)Mmax * n_out * 4), *y = malloc((size_t)Mmax * n_out * 4);
+        for (size_t i = 0; i < (size_t)n_out * n_in; i++)
+            wv[i] = frand() * (i % 97 == 5 ? 1e-36f : 1.0f); /* some bf16 subnormals */
+        for (size_t i = 0; i < (size_t)Mmax * n_in; i++)
+            x[i] = 2.0f * frand() * (i % 89 == 3 ? 1e-38f : 1.0f);
+        void *src = make_src(PB_DT_BF16, (size_t)n_out * n_in, wv);
+        pb_kmat_src sr = {.data = src, .dtype = PB_DT_BF16};
+        pb_kmat *m = NULL;
+        if (pb_kmat_pack(&sr, n_out, n_in, PB_DT_BF16, &m) != PB_OK) {
+            FAIL("bf16 products: pack failed");
+            return;
+        }
+        for (size_t mi = 0; mi < 2 * sizeof Ms / sizeof Ms[0]; mi++) {
+            const int M = Ms[mi / 2], kb = mi % 2 ? 6 : 0;
+            pb_kmat_set_kblock(kb);
+            pb_kops_override(&pb_kops_portable_dots);
+            pb_status s1 = pb_kmat_mul(kctx, x, n_in, M, m, NULL, ref, n_out);
+            for (int pi = 1; pi < n_dpaths; pi++) {
+                pb_kops_override(dpaths[pi].ops);
+#ifdef PB_KERN_X86
+                const unsigned csr = _mm_getcsr();
+#endif
+                pb_status s2 = pb_kmat_mul(kctx, x, n_in, M, m, NULL, y, n_out);
+#ifdef PB_KERN_X86
+                if (_mm_getcsr() != csr)
+                    FAIL("%s: MXCSR not restored (%#x -> %#x)", dpaths[pi].name, csr, _mm_getcsr());
+#endif
+                if (s1 != PB_OK || s2 != PB_OK || memcmp(y, ref, (size_t)M * n_out * 4))
+                    FAIL("%s: [%d, %d] M=%d K block %s: not the specification's bits", dpaths[pi].name, n_out, n_in,
+                         M, kb ? "6" : "L2");
+            }
+        }
+        pb_kmat_set_kblock(0);
+        pb_kmat_free(m);
+        free(src);
+        free(wv);
+        free(x);
+        free(ref);
+        free(y);
+    }
+    /* the edges: x = [2^-76, 2^-63, 1, 2^-63, 2^-130 (subnormal), 1]; the
+     * pair (k, k + 1) takes k + 1 first */
+    {
+        enum { NI = 6, NO = 7 };
+        const float x[NI] = {0x1p-76f, 0x1p-63f, 1.0f, 0x1p-63f, 0x1p-130f, 1.0f};
+        const float w[NO][NI] = {
+            {-0x1p-75f, 0x1p-63f, 0, 0, 0, 0}, /* FLT_MIN - 2^-151: rounds up to FLT_MIN, kept */
+            {-0x1p-74f, 0x1p-63f, 0, 0, 0, 0}, /* FLT_MIN - 2^-150: tiny after rounding to 24 bits: 0 */
+            {0, 0x1p-64f, 0, 0, 0, 0},          /* 2^-127: flushed to 0 */
+            {0, 0, 0x1p-130f, 0x1p-63f, 0, 0},  /* a subnormal weight reads as 0: FLT_MIN */
+            {0, 0, 0, 0, 1.0f, 0x1p-126f},      /* a subnormal activation reads as 0: FLT_MIN */
+            {-0.0f, -0x1p-64f, -0.0f, -0.0f, -0.0f, -0.0f}, /* -2^-127: flushed to -0, plus -0s: -0 */
+            {0, 0x1p63f, -0x1p-24f, 0x1p38f, 0, 0}, /* 1, then + 2^-25 (to 1), then - 2^-24: 1 - 2^-24; the
+                                                      * even k first would give 1 - 2^-25, a tie, to 1 */
+        };
+        const uint32_t want[NO] = {0x00800000u, 0, 0, 0x00800000u, 0x00800000u, 0x80000000u, 0x3f7fffffu};
+        float flat[NO * NI], y[NO];
+        for (int r = 0; r < NO; r++)
+            memcpy(flat + r * NI, w[r], sizeof w[r]);
+        void *src = make_src(PB_DT_BF16, NO * NI, flat);
+        pb_kmat_src sr = {.data = src, .dtype = PB_DT_BF16};
+        pb_kmat *m = NULL;
+        if (pb_kmat_pack(&sr, NO, NI, PB_DT_BF16, &m) != PB_OK) {
+            FAIL("bf16 products: pack failed");
+            return;
+        }
+        float spec[NO];
+        for (int pi = 0; pi < n_dpaths; pi++) {
+            pb_kops_override(dpaths[pi].ops);
+            if (pb_kmat_mul(kctx, x, NI, 1, m, NULL, y, NO) != PB_OK)
+                FAIL("bf16 products: mul failed");
+            for (int r = 0; r < NO; r++) {
+                uint32_t u;
+                memcpy(&u, &y[r], 4);
+                if (u != want[r])
+                    FAIL("%s: edge case %d: %#010x, vdpbf16ps gives %#010x", dpaths[pi].name, r, u, want[r]);
+            }
+            if (pi == 0)
+                memcpy(spec, y, sizeof y);
+            else if (memcmp(spec, y, sizeof y))
+                FAIL("%s: edge cases: not the specification's bits", dpaths[pi].name);
+        }
+        pb_kmat_free(m);
+        free(src);
+    }
+    /* every table's xpairs gives pb_kxpairs's bits: ties, subnormals, infinities, NaN, odd n */
+    {
+        enum { N = 41 };
+        float x[N];
+        for (int i = 0; i < N; i++)
+            x[i] = 3.0f * frand();
+        x[0] = 1.0f + 1.0f / 256.0f;  /* a tie: to even (1.0) */
+        x[1] = 1.0f + 3.0f / 256.0f;  /* a tie: to even (1 + 2^-6) */
+        x[2] = 0x1p-140f;
+        x[3] = INFINITY;
+        x[4] = -INFINITY;
+        x[5] = NAN;
+        x[6] = 0x1.fffffep127f; /* rounds to infinity */
+        x[7] = -0.0f;
+        uint32_t want[(N + 1) / 2], got[(N + 1) / 2];
+        pb_kxpairs(x, N, want);
+        for (int pi = 0; pi < n_dpaths; pi++) {
+            memset(got, 0xa5, sizeof got);
+            dpaths[pi].ops->xpairs(x, N, got);
+            if (memcmp(got, want, sizeof got))
+                FAIL("%s: xpairs differs from pb_kxpairs", dpaths[pi].name);
+        }
+        if (want[0] != (0x3f80u | 0x3f82u << 16) || (want[20] >> 16) != 0)
+            FAIL("pb_kxpairs: %#x %#x", want[0], want[20]);
+    }
+    pb_kops_override(NULL);
+    for (int pi = 0; pi < n_dpaths; pi++)
+        test_bf16dot_path(kctx, dpaths[pi].name, dpaths[pi].ops);
+}
+
 static void test_bf16dot(pb_kctx *kctx)
 {
     if (pb_cpu_isa_best() == PB_ISA_AVX512BF16)
         FAIL("the inexact avx512bf16 path is chosen without being asked for");
-    if (pb_cpu_isa_set(PB_ISA_AVX512BF16) == PB_OK) {
-        test_bf16dot_path(kctx, "avx512bf16", pb_kops_get(PB_ISA_AVX512BF16));
-        pb_cpu_isa_set(pb_cpu_isa_best());
-    } else {
-        printf("avx512bf16: not on this CPU\n");
+    if (pb_cpu_bf16_products())
+        FAIL("the bf16 products are on without being asked for");
+    /* the selection: bf16 products on any path give a table with xpairs
+     * (vdpbf16ps where the CPU has it), off gives the exact one back */
+    for (int i = 0; i < n_paths && i < 3; i++) {
+        if (pb_cpu_isa_set((pb_cpu_isa)i) != PB_OK)
+            continue;
+        pb_cpu_set_bf16_products(true);
+        const pb_kops *on = pb_kops_active();
+        pb_cpu_set_bf16_products(false);
+        if (!on->xpairs || on->exact != pb_kops_get((pb_cpu_isa)i) || pb_kops_active() != pb_kops_get((pb_cpu_isa)i))
+            FAIL("%s: the bf16 products' table is not the path's", paths[i].name);
+        if (i == PB_ISA_AVX512 && pb_cpu_isa_available(PB_ISA_AVX512BF16) && on != pb_kops_get(PB_ISA_AVX512BF16))
+            FAIL("avx512: the bf16 products do not take vdpbf16ps on a CPU that has it");
     }
+    pb_cpu_isa_set(pb_cpu_isa_best());
+    test_bf16_products(kctx);
 #ifdef PB_TEST_SIMDE
+    /* SIMDe's own vdpbf16ps: bounded, not held to the instruction's bits */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         test_bf16dot_path(kctx, "avx512bf16-simde", &pb_kops_avx512bf16_simde);
 #endif
@@ -929,6 +1098,7 @@ int main(void)
     test_attention(k1, k2, PB_DT_F16);
     test_attention(k1, k2, PB_DT_BF16);
     test_attention_f16_range(k1);
+    add_dpaths();
     test_bf16dot(k1);
     test_bf16dot(k2);
     pb_kctx_free(k1);

@@ -22,7 +22,8 @@
  *       load time of one stage beside a plain read of its files (a figure,
  *       never pass/fail; contrib/bench/load.sh).
  * PB_WEIGHTS_DTYPE=stored|f32|bf16 in the environment: --weights-dtype;
- * PB_KV_DTYPE=auto|f32|f16|bf16: --kv-dtype. */
+ * PB_KV_DTYPE=auto|f32|f16|bf16: --kv-dtype; PB_MATMUL_PRECISION=f32|bf16:
+ * --matmul-precision (golden and invariance). */
 #include "config.h"
 
 #include <errno.h>
@@ -77,6 +78,16 @@ static pb_kvdtype kv_dtype(void)
     return k;
 }
 
+/* PB_MATMUL_PRECISION=f32|bf16 in the environment: --matmul-precision (default f32) */
+static pb_status matmul_precision(const pb_backend_ops *ops)
+{
+    const char *e = getenv("PB_MATMUL_PRECISION");
+    pb_mmprec p = PB_MMPREC_DEFAULT;
+    if (e && *e && pb_mmprec_parse(e, &p) != 0)
+        return pb_error(PB_ERR_USAGE, "fwd-harness: PB_MATMUL_PRECISION=%s is not f32 or bf16", e);
+    return pb_mmprec_select(ops, p);
+}
+
 static void chain_free(chain *c)
 {
     for (int i = 0; i < c->n; i++)
@@ -105,6 +116,7 @@ static pb_status chain_open(chain *c, const char *dir, int n_stages, int slots, 
     const char *dev = getenv("PB_FWD_DEVICE");
     pb_backend_opts bo = {.threads = threads, .device = 0};
     PB_CHECK(pb_backend_create(dev && *dev ? dev : "cpu", &bo, &c->be));
+    PB_CHECK(matmul_precision(c->be->ops));
     for (int i = 0; i < c->plan->n_stages; i++) {
         pb_weights *w = NULL;
         PB_CHECK(pb_weights_load(c->ck, &c->plan->stages[i], &w));

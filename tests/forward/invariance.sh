@@ -1,7 +1,9 @@
 #!/bin/sh
 # Batch invariance: a sequence gives bit-identical logits alone and inside a
 # batch of 16 sequences of mixed lengths (prefill and decode steps), for
-# families with different attention paths, with 1 and 2 compute threads.
+# families with different attention paths, with 1 and 2 compute threads;
+# also with bf16 weights and --matmul-precision bf16 (its products are
+# batch-invariant too), on the CPU's own path and on the AVX2 emulation.
 set -eu
 H="$PB_BUILDDIR/tests/forward/fwd-harness"
 "$PB_PYTHON" "$PB_SRCDIR/tests/forward/make_goldens.py" "$PB_TEST_TMP" gpt2-b llama-b bloom-b mistral-a >/dev/null 2>&1
@@ -13,6 +15,17 @@ for m in gpt2-b llama-b bloom-b mistral-a; do
             fail=1
         else
             echo "$m threads=$t: $out"
+        fi
+    done
+done
+for isa in "" avx2; do
+    for t in 1 2; do
+        if ! out=$(PB_WEIGHTS_DTYPE=bf16 PB_MATMUL_PRECISION=bf16 PB_CPU_ISA=$isa \
+            "$H" invariance "$PB_TEST_TMP/llama-b/model" $t 2>&1); then
+            echo "FAIL llama-b bf16 products ${isa:-default path} threads=$t: $out"
+            fail=1
+        else
+            echo "llama-b bf16 products ${isa:-default path} threads=$t: $out"
         fi
     done
 done
