@@ -39,9 +39,10 @@ Measures (median of --runs, peers interleaved within each run):
   decode_bN_kv16, rss_kv16_mib  pippy at the largest batch with --kv-dtype
                f16 (llama.cpp's own KV cache is f16: its columns there are
                its decode_bN and rss_mib)
-  prefill_bf16dot, decode_bN_bf16dot  bf16 models on a CPU with AVX512-BF16,
-               prefill and batches 32 and the largest:
-               pippy with the opt-in inexact --matmul-precision bf16 (llama.cpp
+  prefill_bf16dot, decode_bN_bf16dot  bf16 models, prefill and batches 32
+               and the largest: pippy with the opt-in inexact
+               --matmul-precision bf16 (vdpbf16ps, or its emulation where
+               that is faster or missing, as --version says; llama.cpp
                rounds activations to bf16 for its bf16 products too: its
                columns there are its prefill and decode_bN)
 Limits measured in the same run, before each run round (only the first
@@ -724,7 +725,12 @@ def main():
     kv16 = "--kv-dtype" in pippy_help(pb)
     wcache = "--weights-cache" in pippy_help(pb)
     ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
-    bf16dot = "--matmul-precision bf16: yes" in ver and a.isa == "native"
+    # pippy's versions before session 15 refused it without AVX512-BF16
+    bf16dot = a.isa == "native" and ("--matmul-precision bf16: yes" in ver or "AVX512-BF16: " in ver)
+    if bf16dot:
+        how = [l.split("--matmul-precision bf16: ")[1].rstrip(")") for l in ver.splitlines()
+               if "--matmul-precision bf16: " in l]
+        notes.append(f"bf16 dots (--matmul-precision bf16) on this CPU: {how[0] if how else '?'}")
     if not ignore_eos:
         notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
 

@@ -579,8 +579,8 @@ void pb_opts_print_version(FILE *fp)
     fprintf(fp, "pcre2: %d.%d\n", PCRE2_MAJOR, PCRE2_MINOR);
     fprintf(fp, "utf8proc: %s\n", utf8proc_version());
     /* the CPU kernels are the project's own; their path is chosen at run time */
-    fprintf(fp, "cpu kernels: %s (best on this CPU: %s; --matmul-precision bf16: %s)\n",
+    fprintf(fp, "cpu kernels: %s (best on this CPU: %s; AVX512-BF16: %s; --matmul-precision bf16: %s)\n",
             pb_cpu_isa_name(pb_cpu_isa_active()), pb_cpu_isa_name(pb_cpu_isa_best()),
-            pb_cpu_isa_available(PB_ISA_AVX512BF16) ? "AVX512-BF16 dot products"
-                                                     : "emulated with fmas, no AVX512-BF16");
+            pb_cpu_isa_available(PB_ISA_AVX512BF16) ? "yes" : "no",
+            pb_kdpbf16_preferred() ? "vdpbf16ps" : "emulated with fmas");
 }

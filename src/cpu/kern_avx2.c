@@ -193,8 +193,9 @@ static void mm_avx2(int R, int G, pb_dtype dt, const float *x, size_t ldx, const
 }
 
 /* ---- bf16 products (kern_impl.h): vdpbf16ps emulated with fmas under
- * MXCSR DAZ and FTZ; x as pb_kxpairs pairs, the odd k of a pair first ---- */
-INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, const uint16_t *w, size_t ps, int kc,
+ * MXCSR DAZ and FTZ; x as pb_kxsplit pairs, the odd k of a pair first ---- */
+/* xf: R rows of pb_kxsplit pairs (row stride ldx floats) */
+INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const uint16_t *w, size_t ps, int kc,
                   float *c, size_t ldc, int nlast, int accumulate)
 {
     __m256 acc[MR][GMAX][2];
@@ -222,8 +223,7 @@ INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, cons
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const __m256i xp = _mm256_set1_epi32((int)xb[(size_t)r * ldx + (size_t)k2]);
-            const __m256 x1 = _mm256_castsi256_ps(_mm256_and_si256(xp, hi_mask));
+            const __m256 x1 = _mm256_broadcast_ss(xf + (size_t)r * ldx + (size_t)(2 * k2));
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 acc[r][g][0] = _mm256_fmadd_ps(x1, _mm256_castsi256_ps(_mm256_and_si256(v0[g], hi_mask)), acc[r][g][0]);
@@ -232,8 +232,7 @@ INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, cons
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const __m256i xp = _mm256_set1_epi32((int)xb[(size_t)r * ldx + (size_t)k2]);
-            const __m256 x0 = _mm256_castsi256_ps(_mm256_slli_epi32(xp, 16));
+            const __m256 x0 = _mm256_broadcast_ss(xf + (size_t)r * ldx + (size_t)(2 * k2) + 1);
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 acc[r][g][0] = _mm256_fmadd_ps(x0, _mm256_castsi256_ps(_mm256_slli_epi32(v0[g], 16)), acc[r][g][0]);
@@ -250,7 +249,7 @@ INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, cons
 }
 
 #define MMD_FN(R, G)                                                                                                 \
-    static TGT void mmd_##R##_##G(const uint32_t *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,     \
+    static TGT void mmd_##R##_##G(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,        \
                                   size_t ldc, int nlast, int accumulate)                                             \
     {                                                                                                                \
         mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
@@ -268,7 +267,7 @@ MMD_FN(6, 1)
 static void mm_avx2_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                          float *c, size_t ldc, int nlast, int accumulate)
 {
-    typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
+    typedef void (*fn)(const float *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
     static const fn wide[MR + 1] = {NULL, mmd_1_6, mmd_2_3, mmd_3_2, mmd_4_1, mmd_5_1, mmd_6_1};
     static const fn one[MR + 1] = {NULL, mmd_1_1, mmd_2_1, mmd_3_1, mmd_4_1, mmd_5_1, mmd_6_1};
     if (dt != PB_DT_BF16) {
@@ -277,7 +276,7 @@ static void mm_avx2_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, 
     }
     const unsigned csr = _mm_getcsr();
     _mm_setcsr(csr | PB_KMXCSR_DAZ_FTZ);
-    (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    (G == 1 ? one : wide)[R](x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
     _mm_setcsr(csr);
 }
 
@@ -524,7 +523,8 @@ const pb_kops pb_kops_avx2_dots = {
     .gmax = {0, 6, 3, 2, 1, 1, 1},
     .exact = &pb_kops_avx2,
     .mm = mm_avx2_dots,
-    .xpairs = pb_kxpairs,
+    .xpairs = pb_kxsplit,
+    .xwords = 2,
     .cvt = cvt_avx2,
     .expsum = expsum_avx2,
     .sum = sum_avx2,

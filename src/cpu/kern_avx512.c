@@ -200,8 +200,9 @@ static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, con
 }
 
 /* ---- bf16 products without AVX512-BF16 (kern_impl.h): vdpbf16ps emulated
- * with fmas under MXCSR DAZ and FTZ; x as pb_kxpairs pairs, the odd k of a
- * pair first ---- */
+ * with fmas under MXCSR DAZ and FTZ; x as pb_kxsplit pairs (broadcast from
+ * memory: unpacking packed pairs took two more vector ops per row and pair,
+ * on the fmas' ports), the odd k of a pair first ---- */
 #ifdef PB_KERN_SIMDE
 #define OPSD pb_kops_avx512_dots_simde
 #else
@@ -209,7 +210,8 @@ static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, con
 #endif
 extern const pb_kops OPSD;
 
-INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, const uint16_t *w, size_t ps, int kc,
+/* xf: R rows of pb_kxsplit pairs (row stride ldx floats) */
+INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const uint16_t *w, size_t ps, int kc,
                   float *c, size_t ldc, int nlast, int accumulate)
 {
     __m512 acc[MR][GMAX];
@@ -230,16 +232,14 @@ INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, cons
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const __m512i xp = _mm512_set1_epi32((int)xb[(size_t)r * ldx + (size_t)k2]);
-            const __m512 x1 = _mm512_castsi512_ps(_mm512_and_si512(xp, hi_mask));
+            const __m512 x1 = _mm512_set1_ps(xf[(size_t)r * ldx + (size_t)(2 * k2)]);
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++)
                 acc[r][g] = _mm512_fmadd_ps(x1, _mm512_castsi512_ps(_mm512_and_si512(v[g], hi_mask)), acc[r][g]);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const __m512i xp = _mm512_set1_epi32((int)xb[(size_t)r * ldx + (size_t)k2]);
-            const __m512 x0 = _mm512_castsi512_ps(_mm512_slli_epi32(xp, 16));
+            const __m512 x0 = _mm512_set1_ps(xf[(size_t)r * ldx + (size_t)(2 * k2) + 1]);
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++)
                 acc[r][g] = _mm512_fmadd_ps(x0, _mm512_castsi512_ps(_mm512_slli_epi32(v[g], 16)), acc[r][g]);
@@ -253,7 +253,7 @@ INL void mmd_tile(const int R, const int G, const uint32_t *xb, size_t ldx, cons
 }
 
 #define MMD_FN(R, G)                                                                                                 \
-    static TGT void mmd_##R##_##G(const uint32_t *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,     \
+    static TGT void mmd_##R##_##G(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,        \
                                   size_t ldc, int nlast, int accumulate)                                             \
     {                                                                                                                \
         mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
@@ -278,7 +278,7 @@ MMD_FN(8, 1)
 static void mm_avx512_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                            float *c, size_t ldc, int nlast, int accumulate)
 {
-    typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
+    typedef void (*fn)(const float *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
     static const fn wide[MR + 1] = {NULL, mmd_1_4, mmd_2_6, mmd_3_4, mmd_4_4, mmd_5_3, mmd_6_3, mmd_7_3, mmd_8_3};
     static const fn one[MR + 1] = {NULL, mmd_1_1, mmd_2_1, mmd_3_1, mmd_4_1, mmd_5_1, mmd_6_1, mmd_7_1, mmd_8_1};
     if (dt != PB_DT_BF16) {
@@ -287,7 +287,7 @@ static void mm_avx512_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx
     }
     const unsigned csr = _mm_getcsr();
     _mm_setcsr(csr | PB_KMXCSR_DAZ_FTZ);
-    (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    (G == 1 ? one : wide)[R](x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
     _mm_setcsr(csr);
 }
 
@@ -609,7 +609,8 @@ const pb_kops OPSD = {
     .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3},
     .exact = &OPS,
     .mm = mm_avx512_dots,
-    .xpairs = pb_kxpairs,
+    .xpairs = pb_kxsplit,
+    .xwords = 2,
     .cvt = cvt_avx512,
     .expsum = expsum_avx512,
     .sum = sum_avx512,
@@ -629,6 +630,7 @@ const pb_kops OPSB = {
     .exact = &OPS,
     .mm = mm_avx512bf16,
     .xpairs = xpairs_avx512bf16,
+    .xwords = 1,
     .cvt = cvt_avx512,
     .expsum = expsum_avx512,
     .sum = sum_avx512,

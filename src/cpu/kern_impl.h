@@ -55,6 +55,10 @@ typedef struct pb_kops {
      * prepares once per call for bf16 weights; mm then takes x as such pairs
      * (uint32, ldx and the start of x counted in pairs). */
     void (*xpairs)(const float *x, int n, uint32_t *out);
+    /* 32-bit words per pair of xpairs' output: 1 as above, or 2 (the fma
+     * emulations: the pair's two values as f32 bits, k + 1 first, so that a
+     * tile broadcasts each straight from memory; pb_kxsplit) */
+    int xwords;
     /* out[k * 16 + c] = the exact f32 value of element (k0 + k, c) for k < kc
      * of a bf16 or f16 panel, w pointing at k0 (even for bf16) */
     void (*cvt)(pb_dtype dt, const void *w, int kc, float *out);
@@ -96,8 +100,11 @@ extern const pb_kops pb_kops_portable;
  * (under MXCSR DAZ and FTZ on x86), bit for bit; pb_kops_portable_dots is
  * the specification. f32 and f16 weights take the exact tiles. */
 extern const pb_kops pb_kops_portable_dots;
-/* the xpairs of every bf16-product table (the AVX512-BF16 one's own is the same bits) */
+/* xpairs of the bf16-product tables: packed pairs (the specification's and,
+ * in its own form, the AVX512-BF16 one's), or split (the emulations':
+ * out[2i] = bf16(x[2i + 1]) << 16, out[2i + 1] = bf16(x[2i]) << 16) */
 void pb_kxpairs(const float *x, int n, uint32_t *out);
+void pb_kxsplit(const float *x, int n, uint32_t *out);
 #define PB_KMXCSR_DAZ_FTZ 0x8040u /* MXCSR: denormals are zero (bit 6), flush to zero (bit 15) */
 
 #if defined(__x86_64__) || defined(__i386__)

@@ -31,9 +31,9 @@ struct pb_kctx {
      * block, reused by all row tiles of a large M */
     float *wconv;     /* [threads][WCONV_FLOATS], WCONV_SKEW bytes into wconv_mem */
     void *wconv_mem;
-    /* the bf16-dot path: a call's activations as bf16 pairs (pb_kops.xpairs) */
+    /* the bf16 products: a call's activations as bf16 pairs (pb_kops.xpairs) */
     uint32_t *xb;
-    size_t xb_cap; /* pairs */
+    size_t xb_cap; /* words */
 };
 
 /* ---- packing ---- */
@@ -808,24 +808,26 @@ void pb_kctx_free(pb_kctx *k)
     free(k);
 }
 
-static pb_status grow_xb(pb_kctx *k, size_t pairs)
+static pb_status grow_xb(pb_kctx *k, size_t words)
 {
-    if (pairs <= k->xb_cap)
+    if (words <= k->xb_cap)
         return PB_OK;
-    uint32_t *p = realloc(k->xb, pairs * sizeof *p);
+    uint32_t *p = realloc(k->xb, words * sizeof *p);
     if (!p)
-        return pb_error(PB_ERR_NOMEM, "out of memory for %zu bf16 activation pairs", pairs);
+        return pb_error(PB_ERR_NOMEM, "out of memory for %zu words of bf16 activation pairs", words);
     k->xb = p;
-    k->xb_cap = pairs;
+    k->xb_cap = words;
     return PB_OK;
 }
 
-/* pairs pb_kmat_mul keeps for calls of up to max_m rows of max_k when the
- * active path takes bf16 pairs (the opt-in avx512bf16), else 0 */
-static size_t xb_pairs(int max_m, int max_k)
+/* words of pairs pb_kmat_mul keeps for calls of up to max_m rows of max_k
+ * when the active path has the bf16 products on, else 0 */
+static size_t xb_words(int max_m, int max_k)
 {
     const pb_kops *ops = pb_kops_active();
-    return ops && ops->xpairs ? (size_t)(max_m > 1 ? max_m : 1) * (((size_t)(max_k > 1 ? max_k : 1) + 1) / 2) : 0;
+    return ops && ops->xpairs ? (size_t)(max_m > 1 ? max_m : 1) * (((size_t)(max_k > 1 ? max_k : 1) + 1) / 2) *
+                                    (size_t)ops->xwords
+                              : 0;
 }
 
 static pb_status grow(pb_kctx *k, size_t floats, size_t items, size_t item_size)
@@ -868,7 +870,7 @@ pb_status pb_kctx_reserve(pb_kctx *k, int max_m, int max_k, int max_keys, int ma
 {
     size_t floats, items;
     reserve_sizes(max_m, max_keys, max_heads, head_dim, &floats, &items);
-    PB_CHECK(grow_xb(k, xb_pairs(max_m, max_k)));
+    PB_CHECK(grow_xb(k, xb_words(max_m, max_k)));
     return grow(k, floats, items, ATTN_ITEM_BYTES);
 }
 
@@ -877,7 +879,7 @@ uint64_t pb_kctx_scratch_bytes(int threads, int max_m, int max_k, int max_keys, 
     size_t floats, items;
     reserve_sizes(max_m, max_keys, max_heads, head_dim, &floats, &items);
     return (uint64_t)(threads > 1 ? threads : 1) * floats * sizeof(float) + (uint64_t)items * ATTN_ITEM_BYTES +
-           (uint64_t)xb_pairs(max_m, max_k) * sizeof(uint32_t);
+           (uint64_t)xb_words(max_m, max_k) * sizeof(uint32_t);
 }
 
 size_t pb_kctx_scores_cap(const pb_kctx *k)
@@ -970,7 +972,8 @@ typedef struct mm_job {
     int first[MM_MAX_ITEMS + 1]; /* item i is panels [first[i], first[i + 1]) */
     float *wconv; /* [threads][WCONV_FLOATS] */
     int kb;       /* K block of the many-tile path reading the panels in place */
-    int xshift;   /* 1: x holds bf16 pairs (pb_kops.xpairs), a k offset is halved */
+    int pairs;    /* x holds bf16 pairs (pb_kops.xpairs) */
+    int xshift;   /* 1: a k offset is halved (pb_kops.xwords 1), else taken as is (2 words a pair) */
     const float *xsrc; /* the f32 rows the pairs are made from, into xb (x then points there) */
     size_t ldxsrc;
     uint32_t *xb;
@@ -1015,7 +1018,7 @@ static void mm_item(void *ctx, int item, int worker)
          * through y, which stays in cache across a group's blocks), then
          * all row tiles over the group's block */
         const int G = ops->gmax[mr], nt = (M + mr - 1) / mr;
-        const int cvt = w->dt != PB_DT_F32 && ops->cvt_min_m > 0 && M >= ops->cvt_min_m && !j->xshift;
+        const int cvt = w->dt != PB_DT_F32 && ops->cvt_min_m > 0 && M >= ops->cvt_min_m && !j->pairs;
         const int KB = cvt ? ops->kc : j->kb;
         for (int pg = p0; pg < p1; pg += G) {
             const int pe = pg + G < p1 ? pg + G : p1;
@@ -1077,17 +1080,18 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
     const int threads = k->threads;
     j.kb = M > j.ops->mr ? kblock(j.ops, w->dt) : 0; /* the many-tile path's only */
     if (j.ops->xpairs && w->dt == PB_DT_BF16) {
-        /* the bf16-dot path: x as bf16 pairs, converted once for all the
+        /* the bf16 products: x as bf16 pairs, converted once for all the
          * call's panels (per tile and panel group it cost a third of the
          * dot products' instructions) */
-        const size_t lp = ((size_t)w->n_in + 1) / 2;
+        const size_t lp = ((size_t)w->n_in + 1) / 2 * (size_t)j.ops->xwords;
         PB_CHECK(grow_xb(k, (size_t)M * lp)); /* reserved by pb_kctx_reserve; grown here for other callers */
         j.xsrc = x;
         j.ldxsrc = (size_t)ldx;
         j.xb = k->xb;
         j.x = (const float *)(const void *)k->xb;
         j.ldx = lp;
-        j.xshift = 1;
+        j.pairs = 1;
+        j.xshift = j.ops->xwords == 1;
         j.xrows = M >= 4 * threads ? (M + 4 * threads - 1) / (4 * threads) : M;
         const int n = (M + j.xrows - 1) / j.xrows;
         if (threads == 1 || n == 1)

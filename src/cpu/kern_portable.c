@@ -188,6 +188,14 @@ void pb_kxpairs(const float *x, int n, uint32_t *out)
         out[i] = bf16_nearest(x[2 * i]) | (2 * i + 1 < n ? bf16_nearest(x[2 * i + 1]) & 0xffffu : 0u) << 16;
 }
 
+void pb_kxsplit(const float *x, int n, uint32_t *out)
+{
+    for (int i = 0; 2 * i < n; i++) {
+        out[2 * i] = 2 * i + 1 < n ? bf16_nearest(x[2 * i + 1]) << 16 : 0u;
+        out[2 * i + 1] = bf16_nearest(x[2 * i]) << 16;
+    }
+}
+
 static inline float daz(float v)
 {
     return fabsf(v) < FLT_MIN ? copysignf(0.0f, v) : v;
@@ -270,6 +278,7 @@ const pb_kops pb_kops_portable_dots = {
     .exact = &pb_kops_portable,
     .mm = mm_dots_portable,
     .xpairs = pb_kxpairs,
+    .xwords = 1,
     .cvt = cvt_portable,
     .expsum = expsum_portable,
     .sum = sum_portable,

@@ -35,6 +35,9 @@ typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_IS
  * the exact products. Also on while PB_ISA_AVX512BF16 is the active path. */
 void pb_cpu_set_bf16_products(bool on);
 bool pb_cpu_bf16_products(void);
+/* they take vdpbf16ps on this CPU (which has it, and runs it faster than the
+ * emulation: AMD, not Intel) */
+bool pb_kdpbf16_preferred(void);
 
 pb_cpu_isa pb_cpu_isa_best(void);            /* widest exact path the CPU (and build) supports */
 bool pb_cpu_isa_available(pb_cpu_isa isa);  /* this CPU and build can run isa */

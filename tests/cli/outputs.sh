@@ -147,7 +147,7 @@ for isa in $isas; do
         "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume --matmul-precision bf16
     unset PB_CPU_ISA
 done
-if "$PB" --version 2>/dev/null | grep -q -- "--matmul-precision bf16: AVX512-BF16"; then
+if "$PB" --version 2>/dev/null | grep -q "AVX512-BF16: yes"; then
     export PB_CPU_ISA=avx512bf16
     refused "--resume of a bf16-dots run with PB_CPU_ISA=avx512bf16: the model matches" \
         "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume

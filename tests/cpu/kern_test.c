@@ -1034,13 +1034,20 @@ static void test_bf16_products(pb_kctx *kctx)
         x[5] = NAN;
         x[6] = 0x1.fffffep127f; /* rounds to infinity */
         x[7] = -0.0f;
-        uint32_t want[(N + 1) / 2], got[(N + 1) / 2];
+        uint32_t want[(N + 1) / 2], split[N + 1], got[N + 3];
         pb_kxpairs(x, N, want);
+        pb_kxsplit(x, N, split);
+        for (int i = 0; i < (N + 1) / 2; i++)
+            if (split[2 * i] != (want[i] & 0xffff0000u) || split[2 * i + 1] != want[i] << 16)
+                FAIL("pb_kxsplit: pair %d is not pb_kxpairs's", i);
         for (int pi = 0; pi < n_dpaths; pi++) {
+            const pb_kops *o = dpaths[pi].ops;
+            const size_t words = (size_t)(N + 1) / 2 * (size_t)o->xwords;
             memset(got, 0xa5, sizeof got);
-            dpaths[pi].ops->xpairs(x, N, got);
-            if (memcmp(got, want, sizeof got))
-                FAIL("%s: xpairs differs from pb_kxpairs", dpaths[pi].name);
+            o->xpairs(x, N, got);
+            if ((o->xwords != 1 && o->xwords != 2) || memcmp(got, o->xwords == 1 ? want : split, words * 4) ||
+                got[words] != 0xa5a5a5a5u)
+                FAIL("%s: xpairs differs from pb_kx%s", dpaths[pi].name, o->xwords == 1 ? "pairs" : "split");
         }
         if (want[0] != (0x3f80u | 0x3f82u << 16) || (want[20] >> 16) != 0)
             FAIL("pb_kxpairs: %#x %#x", want[0], want[20]);
@@ -1066,8 +1073,9 @@ static void test_bf16dot(pb_kctx *kctx)
         pb_cpu_set_bf16_products(false);
         if (!on->xpairs || on->exact != pb_kops_get((pb_cpu_isa)i) || pb_kops_active() != pb_kops_get((pb_cpu_isa)i))
             FAIL("%s: the bf16 products' table is not the path's", paths[i].name);
-        if (i == PB_ISA_AVX512 && pb_cpu_isa_available(PB_ISA_AVX512BF16) && on != pb_kops_get(PB_ISA_AVX512BF16))
-            FAIL("avx512: the bf16 products do not take vdpbf16ps on a CPU that has it");
+        if (i == PB_ISA_AVX512 && (on == pb_kops_get(PB_ISA_AVX512BF16)) != pb_kdpbf16_preferred())
+            FAIL("avx512: the bf16 products %s vdpbf16ps, which pb_kdpbf16_preferred says %s", on->xwords == 1 ? "take" : "do not take",
+                 pb_kdpbf16_preferred() ? "beats the emulation" : "does not");
     }
     pb_cpu_isa_set(pb_cpu_isa_best());
     test_bf16_products(kctx);

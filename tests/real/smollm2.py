@@ -119,13 +119,17 @@ def check_bf16_dots(d, ref, harness, work):
     pb = os.environ.get("PIPPY_BATCH", "pippy-batch")
     hf16 = hf_bf16_logits(d, ref)
     ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
-    how = "vdpbf16ps" if "--matmul-precision bf16: AVX512-BF16" in ver else "emulated"
+    how = "vdpbf16ps" if "AVX512-BF16: yes" in ver else "emulated with fmas"
     ours, theirs = 0.0, 0.0
     for ns in (1, 2):
         env = dict(os.environ, PB_MATMUL_PRECISION="bf16")
         env.pop("PB_CPU_ISA", None)
+        if ns == 1 and "AVX512-BF16: yes" in ver:
+            env["PB_CPU_ISA"] = "avx512bf16"  # the instruction, even where the emulation is preferred
         if ns == 2 and "best on this CPU: avx512" in ver:
-            env["PB_CPU_ISA"] = "avx2"  # the emulation, which must give the instruction's bits
+            # the AVX2 emulation, which must give the bits of 1 stage's
+            # vdpbf16ps
+            env["PB_CPU_ISA"] = "avx2"
         r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
         if r.returncode != 0:
             errors.append(f"bf16 dots, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}")
