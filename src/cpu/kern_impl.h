@@ -49,11 +49,11 @@ typedef struct pb_kops {
      * over k ascending. R <= mr; G is gmax[R] or 1. */
     void (*mm)(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
                size_t ldc, int nlast, int accumulate);
-    /* NULL on the exact paths. The bf16-dot path (avx512bf16): out[0 ..
+    /* NULL on the exact paths. The bf16-product tables: out[0 ..
      * (n + 1) / 2) = bf16 pairs of x[0 .. n) (lane i: bf16(x[2i]) | bf16(x[2i
      * + 1]) << 16, nearest even, an odd n padded with 0), which pb_kmat_mul
      * prepares once per call for bf16 weights; mm then takes x as such pairs
-     * (uint32, ldx and the start of x counted in pairs). */
+     * (uint32, ldx and the start of x counted in words: xwords a pair). */
     void (*xpairs)(const float *x, int n, uint32_t *out);
     /* 32-bit words per pair of xpairs' output: 1 as above, or 2 (the fma
      * emulations: the pair's two values as f32 bits, k + 1 first, so that a
@@ -92,7 +92,7 @@ typedef struct pb_kops {
 extern const pb_kops pb_kops_portable;
 
 /* The bf16-product tables (--matmul-precision bf16), one beside each exact
- * table (their .exact): for bf16 weights x comes as pb_kxpairs pairs and
+ * table (their .exact): for bf16 weights x comes as their xpairs' pairs and
  * each element's chain takes, per k pair, one step of vdpbf16ps: c = fma(x[k
  * + 1], w[k + 1], c), then c = fma(x[k], w[k], c), subnormal inputs read as
  * zero, nearest even, results tiny after rounding flushed to a signed zero.

@@ -30,9 +30,10 @@ typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_IS
 /* The bf16 products (--matmul-precision bf16), off by default: bf16 weights
  * multiply activations rounded to bf16 as vdpbf16ps does (relative error of
  * a dot product about 2^-9 against the exact paths), on every path: the
- * instruction where the CPU has AVX512-BF16, the same bits emulated with
- * fmas elsewhere. Batch-invariant, and the same bits on every path, like
- * the exact products. Also on while PB_ISA_AVX512BF16 is the active path. */
+ * instruction where the CPU has AVX512-BF16 and runs it faster than its
+ * emulation, the same bits emulated with fmas elsewhere. Batch-invariant,
+ * and the same bits on every path, like the exact products. Also on while
+ * PB_ISA_AVX512BF16 is the active path. */
 void pb_cpu_set_bf16_products(bool on);
 bool pb_cpu_bf16_products(void);
 /* they take vdpbf16ps on this CPU (which has it, and runs it faster than the
