@@ -13,7 +13,10 @@
  *                 weights as kept: bf16/f16 rounded), and bit-identical rows
  *                 whether a row is alone or one of M (batch invariance),
  *                 and bit-identical across CPU ISA paths (as are norm,
- *                 add_norm, act, glu and rope)
+ *                 add_norm, act, glu and rope); on the CPU also with the
+ *                 bf16 products (--matmul-precision bf16), r then taking x
+ *                 rounded to bf16 for bf16 weights, again the same bits on
+ *                 every path and not the exact ones
  *   gather        exact (the kept weights, converted to f32)
  *   norm          |y - r| <= 1e-5 (|w| |xhat| + |b|) + 1e-6
  *   add_norm      exactly the bits of add then norm (x and out, out == x too)
