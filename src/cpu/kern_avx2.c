@@ -17,7 +17,7 @@
 #define PF 16 /* prefetch distance in k rows of a panel (64 bytes each for f32 and bf16 pairs) */
 
 /* load or store one row of a panel's 16 accumulators; the last panel may be partial */
-INL void acc_load(float *c, int n, __m256 *a0, __m256 *a1)
+INL void acc_load(const float *c, int n, __m256 *a0, __m256 *a1)
 {
     if (n == PB_KNR) {
         *a0 = _mm256_loadu_ps(c);
@@ -43,11 +43,10 @@ INL void acc_store(float *c, int n, __m256 a0, __m256 a1)
     }
 }
 
-/* R rows x G panels; dt is a constant after inlining */
-INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                 float *c, size_t ldc, int nlast, int accumulate)
+/* a tile's running sums: from c (accumulate) or zero; back to c */
+INL void acc_begin(const int R, const int G, __m256 acc[MR][GMAX][2], const float *c, size_t ldc, int nlast,
+                   int accumulate)
 {
-    __m256 acc[MR][GMAX][2];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
@@ -60,6 +59,30 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
                 acc[r][g][1] = _mm256_setzero_ps();
             }
         }
+}
+
+INL void acc_end(const int R, const int G, __m256 acc[MR][GMAX][2], float *c, size_t ldc, int nlast)
+{
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g][0],
+                      acc[r][g][1]);
+}
+
+/* the register tiles of both tables here, R rows x G panels (gmax = {6, 3,
+ * 2, 1, 1, 1}), and the instances of prefix p by rows */
+#define TILE_SHAPES(F) F(1, 6) F(2, 3) F(3, 2) F(1, 1) F(2, 1) F(3, 1) F(4, 1) F(5, 1) F(6, 1)
+#define TILES_WIDE(p) {NULL, p##1_6, p##2_3, p##3_2, p##4_1, p##5_1, p##6_1}
+#define TILES_ONE(p) {NULL, p##1_1, p##2_1, p##3_1, p##4_1, p##5_1, p##6_1}
+
+/* R rows x G panels; dt is a constant after inlining */
+INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                 float *c, size_t ldc, int nlast, int accumulate)
+{
+    __m256 acc[MR][GMAX][2];
+    acc_begin(R, G, acc, c, ldc, nlast, accumulate);
     if (dt == PB_DT_F32) {
         const float *wp = w;
         for (int k = 0; k < kc; k++) {
@@ -153,12 +176,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
             }
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < G; g++)
-            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g][0],
-                      acc[r][g][1]);
+    acc_end(R, G, acc, c, ldc, nlast);
 }
 
 /* one instance per (R, G, dtype) */
@@ -173,22 +191,14 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
         else                                                                                                         \
             mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                 \
     }
-MM_FN(1, 6)
-MM_FN(2, 3)
-MM_FN(3, 2)
-MM_FN(1, 1)
-MM_FN(2, 1)
-MM_FN(3, 1)
-MM_FN(4, 1)
-MM_FN(5, 1)
-MM_FN(6, 1)
+TILE_SHAPES(MM_FN)
 
 static void mm_avx2(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
                     size_t ldc, int nlast, int accumulate)
 {
     typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int);
-    static const fn wide[MR + 1] = {NULL, mm_1_6, mm_2_3, mm_3_2, mm_4_1, mm_5_1, mm_6_1};
-    static const fn one[MR + 1] = {NULL, mm_1_1, mm_2_1, mm_3_1, mm_4_1, mm_5_1, mm_6_1};
+    static const fn wide[MR + 1] = TILES_WIDE(mm_);
+    static const fn one[MR + 1] = TILES_ONE(mm_);
     (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
@@ -199,18 +209,7 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
                   float *c, size_t ldc, int nlast, int accumulate)
 {
     __m256 acc[MR][GMAX][2];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < G; g++) {
-            if (accumulate) {
-                acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, &acc[r][g][0],
-                         &acc[r][g][1]);
-            } else {
-                acc[r][g][0] = _mm256_setzero_ps();
-                acc[r][g][1] = _mm256_setzero_ps();
-            }
-        }
+    acc_begin(R, G, acc, c, ldc, nlast, accumulate);
     const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
     for (int k2 = 0; k2 < (kc + 1) / 2; k2++) {
         __m256i v0[GMAX], v1[GMAX];
@@ -240,12 +239,7 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
             }
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < G; g++)
-            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g][0],
-                      acc[r][g][1]);
+    acc_end(R, G, acc, c, ldc, nlast);
 }
 
 #define MMD_FN(R, G)                                                                                                 \
@@ -254,22 +248,14 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
     {                                                                                                                \
         mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
     }
-MMD_FN(1, 6)
-MMD_FN(2, 3)
-MMD_FN(3, 2)
-MMD_FN(1, 1)
-MMD_FN(2, 1)
-MMD_FN(3, 1)
-MMD_FN(4, 1)
-MMD_FN(5, 1)
-MMD_FN(6, 1)
+TILE_SHAPES(MMD_FN)
 
 static void mm_avx2_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                          float *c, size_t ldc, int nlast, int accumulate)
 {
     typedef void (*fn)(const float *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
-    static const fn wide[MR + 1] = {NULL, mmd_1_6, mmd_2_3, mmd_3_2, mmd_4_1, mmd_5_1, mmd_6_1};
-    static const fn one[MR + 1] = {NULL, mmd_1_1, mmd_2_1, mmd_3_1, mmd_4_1, mmd_5_1, mmd_6_1};
+    static const fn wide[MR + 1] = TILES_WIDE(mmd_);
+    static const fn one[MR + 1] = TILES_ONE(mmd_);
     if (dt != PB_DT_BF16) {
         mm_avx2(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
         return;
@@ -499,39 +485,27 @@ TGT void pb_krope_avx2(float *v, int half, int interleaved, const float *cs)
     }
 }
 
+/* what the two tables share: the exact table's tiles take f32 and f16
+ * weights in both, and the row kernels. cvt_min_m (Zen 1): converting once
+ * beat the in-register widening from 4 tiles up (f16 weights only in the
+ * bf16-product table: bf16 ones take the pairs). */
+#define AVX2_COMMON                                                                                                  \
+    .mr = MR, .kc = 256, .cvt_min_m = 4 * MR, .gmax = {0, 6, 3, 2, 1, 1, 1}, .cvt = cvt_avx2, .expsum = expsum_avx2, \
+    .sum = sum_avx2, .sqdev = sqdev_avx2, .scale = scale_avx2, .act = act_avx2, .rope = pb_krope_avx2,
+
 const pb_kops pb_kops_avx2 = {
     .isa = PB_ISA_AVX2,
-    .mr = MR,
-    .kc = 256,
-    .cvt_min_m = 4 * MR, /* Zen 1: converting once beat the in-register widening from 4 tiles up */
-    .gmax = {0, 6, 3, 2, 1, 1, 1},
     .mm = mm_avx2,
-    .cvt = cvt_avx2,
-    .expsum = expsum_avx2,
-    .sum = sum_avx2,
-    .sqdev = sqdev_avx2,
-    .scale = scale_avx2,
-    .act = act_avx2,
-    .rope = pb_krope_avx2,
+    AVX2_COMMON
 };
 
 const pb_kops pb_kops_avx2_dots = {
     .isa = PB_ISA_AVX2,
-    .mr = MR,
-    .kc = 256,
-    .cvt_min_m = 4 * MR, /* f16 weights only: bf16 ones take the pairs */
-    .gmax = {0, 6, 3, 2, 1, 1, 1},
     .exact = &pb_kops_avx2,
     .mm = mm_avx2_dots,
     .xpairs = pb_kxsplit,
     .xwords = 2,
-    .cvt = cvt_avx2,
-    .expsum = expsum_avx2,
-    .sum = sum_avx2,
-    .sqdev = sqdev_avx2,
-    .scale = scale_avx2,
-    .act = act_avx2,
-    .rope = pb_krope_avx2,
+    AVX2_COMMON
 };
 
 #endif

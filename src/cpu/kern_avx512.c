@@ -64,17 +64,46 @@ INL void acc_store(float *c, int n, __m512 a)
     }
 }
 
-/* R rows x G panels; R, G and dt are constants after inlining */
-INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                 float *c, size_t ldc, int nlast, int accumulate)
+/* a tile's running sums: from c (accumulate) or zero; back to c */
+INL void acc_begin(const int R, const int G, __m512 acc[MR][GMAX], const float *c, size_t ldc, int nlast,
+                   int accumulate)
 {
-    __m512 acc[MR][GMAX];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
         for (int g = 0; g < G; g++)
             acc[r][g] = accumulate ? acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR)
                                    : _mm512_setzero_ps();
+}
+
+INL void acc_end(const int R, const int G, __m512 acc[MR][GMAX], float *c, size_t ldc, int nlast)
+{
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < G; g++)
+            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
+}
+
+/* The register tiles of every table here, R rows x G panels: gmax = {4, 6,
+ * 4, 4, 3, 3, 3, 3} (R x G accumulators + G weights <= 28 zmm), and one
+ * panel each. One row (batch-1 decode) takes 4 panels, not the 8 its
+ * registers allow: each panel is its own weight stream, and on Zen 5 fewer
+ * streams read memory faster (TinyLlama-1.1B bf16 decode +12% on 1 and 2
+ * threads, GPT-2 f32 +10%, SmolLM2 +3%, GPT-2 f16 the same; session 10). */
+#define TILE_SHAPES(F)                                                                                               \
+    F(1, 4) F(2, 6) F(3, 4) F(4, 4) F(5, 3) F(6, 3) F(7, 3) F(8, 3)                                                  \
+    F(1, 1) F(2, 1) F(3, 1) F(4, 1) F(5, 1) F(6, 1) F(7, 1) F(8, 1)
+/* the instances of prefix p by rows: gmax[R] panels, and one */
+#define TILES_WIDE(p) {NULL, p##1_4, p##2_6, p##3_4, p##4_4, p##5_3, p##6_3, p##7_3, p##8_3}
+#define TILES_ONE(p) {NULL, p##1_1, p##2_1, p##3_1, p##4_1, p##5_1, p##6_1, p##7_1, p##8_1}
+
+/* R rows x G panels; R, G and dt are constants after inlining */
+INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
+                 float *c, size_t ldc, int nlast, int accumulate)
+{
+    __m512 acc[MR][GMAX];
+    acc_begin(R, G, acc, c, ldc, nlast, accumulate);
     if (dt == PB_DT_F32) {
         const float *wp = w;
         for (int k = 0; k < kc; k++) {
@@ -150,11 +179,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
             }
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < G; g++)
-            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
+    acc_end(R, G, acc, c, ldc, nlast);
 }
 
 #define MM_FN(R, G)                                                                                                  \
@@ -168,34 +193,14 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
         else                                                                                                         \
             mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                 \
     }
-/* panels per tile for R rows: gmax = {4, 6, 4, 4, 3, 3, 3, 3} (R x G accumulators + G weights <= 28 zmm).
- * One row (batch-1 decode) takes 4 panels, not the 8 its registers allow:
- * each panel is its own weight stream, and on Zen 5 fewer streams read
- * memory faster (TinyLlama-1.1B bf16 decode +12% on 1 and 2 threads, GPT-2
- * f32 +10%, SmolLM2 +3%, GPT-2 f16 the same; session 10). */
-MM_FN(1, 4)
-MM_FN(2, 6)
-MM_FN(3, 4)
-MM_FN(4, 4)
-MM_FN(5, 3)
-MM_FN(6, 3)
-MM_FN(7, 3)
-MM_FN(8, 3)
-MM_FN(1, 1)
-MM_FN(2, 1)
-MM_FN(3, 1)
-MM_FN(4, 1)
-MM_FN(5, 1)
-MM_FN(6, 1)
-MM_FN(7, 1)
-MM_FN(8, 1)
+TILE_SHAPES(MM_FN)
 
 static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                       float *c, size_t ldc, int nlast, int accumulate)
 {
     typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int);
-    static const fn wide[MR + 1] = {NULL, mm_1_4, mm_2_6, mm_3_4, mm_4_4, mm_5_3, mm_6_3, mm_7_3, mm_8_3};
-    static const fn one[MR + 1] = {NULL, mm_1_1, mm_2_1, mm_3_1, mm_4_1, mm_5_1, mm_6_1, mm_7_1, mm_8_1};
+    static const fn wide[MR + 1] = TILES_WIDE(mm_);
+    static const fn one[MR + 1] = TILES_ONE(mm_);
     (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
@@ -215,12 +220,7 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
                   float *c, size_t ldc, int nlast, int accumulate)
 {
     __m512 acc[MR][GMAX];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < G; g++)
-            acc[r][g] = accumulate ? acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR)
-                                   : _mm512_setzero_ps();
+    acc_begin(R, G, acc, c, ldc, nlast, accumulate);
     const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
     for (int k2 = 0; k2 < (kc + 1) / 2; k2++) {
         __m512i v[GMAX];
@@ -245,11 +245,7 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
                 acc[r][g] = _mm512_fmadd_ps(x0, _mm512_castsi512_ps(_mm512_slli_epi32(v[g], 16)), acc[r][g]);
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < G; g++)
-            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
+    acc_end(R, G, acc, c, ldc, nlast);
 }
 
 #define MMD_FN(R, G)                                                                                                 \
@@ -258,29 +254,14 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
     {                                                                                                                \
         mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
     }
-MMD_FN(1, 4)
-MMD_FN(2, 6)
-MMD_FN(3, 4)
-MMD_FN(4, 4)
-MMD_FN(5, 3)
-MMD_FN(6, 3)
-MMD_FN(7, 3)
-MMD_FN(8, 3)
-MMD_FN(1, 1)
-MMD_FN(2, 1)
-MMD_FN(3, 1)
-MMD_FN(4, 1)
-MMD_FN(5, 1)
-MMD_FN(6, 1)
-MMD_FN(7, 1)
-MMD_FN(8, 1)
+TILE_SHAPES(MMD_FN)
 
 static void mm_avx512_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                            float *c, size_t ldc, int nlast, int accumulate)
 {
     typedef void (*fn)(const float *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
-    static const fn wide[MR + 1] = {NULL, mmd_1_4, mmd_2_6, mmd_3_4, mmd_4_4, mmd_5_3, mmd_6_3, mmd_7_3, mmd_8_3};
-    static const fn one[MR + 1] = {NULL, mmd_1_1, mmd_2_1, mmd_3_1, mmd_4_1, mmd_5_1, mmd_6_1, mmd_7_1, mmd_8_1};
+    static const fn wide[MR + 1] = TILES_WIDE(mmd_);
+    static const fn one[MR + 1] = TILES_ONE(mmd_);
     if (dt != PB_DT_BF16) {
         mm_avx512(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
         return;
@@ -345,12 +326,7 @@ INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, con
                    float *c, size_t ldc, int nlast, int accumulate)
 {
     __m512 acc[MR][GMAX];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < G; g++)
-            acc[r][g] = accumulate ? acc_load(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR)
-                                   : _mm512_setzero_ps();
+    acc_begin(R, G, acc, c, ldc, nlast, accumulate);
     for (int k2 = 0; k2 < (kc + 1) / 2; k2++) {
         __m512i v[GMAX];
 #pragma GCC unroll 8
@@ -367,11 +343,7 @@ INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, con
                 acc[r][g] = _mm512_dpbf16_ps(acc[r][g], xv, as_bh(v[g]));
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < G; g++)
-            acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
+    acc_end(R, G, acc, c, ldc, nlast);
 }
 
 #define MMB_FN(R, G)                                                                                                 \
@@ -380,22 +352,7 @@ INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, con
     {                                                                                                                \
         mmb_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
     }
-MMB_FN(1, 4)
-MMB_FN(2, 6)
-MMB_FN(3, 4)
-MMB_FN(4, 4)
-MMB_FN(5, 3)
-MMB_FN(6, 3)
-MMB_FN(7, 3)
-MMB_FN(8, 3)
-MMB_FN(1, 1)
-MMB_FN(2, 1)
-MMB_FN(3, 1)
-MMB_FN(4, 1)
-MMB_FN(5, 1)
-MMB_FN(6, 1)
-MMB_FN(7, 1)
-MMB_FN(8, 1)
+TILE_SHAPES(MMB_FN)
 
 static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                       float *c, size_t ldc, int nlast, int accumulate);
@@ -406,8 +363,8 @@ static void mm_avx512bf16(int R, int G, pb_dtype dt, const float *x, size_t ldx,
                           float *c, size_t ldc, int nlast, int accumulate)
 {
     typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
-    static const fn wide[MR + 1] = {NULL, mmb_1_4, mmb_2_6, mmb_3_4, mmb_4_4, mmb_5_3, mmb_6_3, mmb_7_3, mmb_8_3};
-    static const fn one[MR + 1] = {NULL, mmb_1_1, mmb_2_1, mmb_3_1, mmb_4_1, mmb_5_1, mmb_6_1, mmb_7_1, mmb_8_1};
+    static const fn wide[MR + 1] = TILES_WIDE(mmb_);
+    static const fn one[MR + 1] = TILES_ONE(mmb_);
     if (dt != PB_DT_BF16) {
         mm_avx512(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
         return;
@@ -584,60 +541,41 @@ static TGT void act_avx512(pb_kact act, float *y, const float *x, const float *u
     }
 }
 
+/* what the tables here share: the exact table's tiles take f32 and f16
+ * weights in all of them, and attention and the row kernels are its own.
+ * cvt_min_m 0 (Zen 5): widening in registers is free beside the fmas;
+ * converting first cost 15-40%. Heads are short: rotary takes the 256-bit
+ * form. */
+#define AVX512_COMMON                                                                                                \
+    .mr = MR, .kc = 256, .cvt_min_m = 0, .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3}, .cvt = cvt_avx512,                     \
+    .expsum = expsum_avx512, .sum = sum_avx512, .sqdev = sqdev_avx512, .scale = scale_avx512, .act = act_avx512,     \
+    .rope = pb_krope_avx2,
+
 const pb_kops OPS = {
     .isa = PB_ISA_AVX512,
-    .mr = MR,
-    .kc = 256,
-    .cvt_min_m = 0, /* Zen 5: widening in registers is free beside the fmas; converting first cost 15-40% */
-    .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3},
     .mm = mm_avx512,
-    .cvt = cvt_avx512,
-    .expsum = expsum_avx512,
-    .sum = sum_avx512,
-    .sqdev = sqdev_avx512,
-    .scale = scale_avx512,
-    .act = act_avx512,
-    .rope = pb_krope_avx2, /* heads are short: the 256-bit form */
+    AVX512_COMMON
 };
 
-/* the AVX-512 table with the bf16 products emulated, for CPUs without AVX512-BF16 */
+/* the AVX-512 table with the bf16 products emulated (CPUs without
+ * AVX512-BF16, and Intel's, where the instruction is no faster) */
 const pb_kops OPSD = {
     .isa = PB_ISA_AVX512,
-    .mr = MR,
-    .kc = 256,
-    .cvt_min_m = 0,
-    .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3},
     .exact = &OPS,
     .mm = mm_avx512_dots,
     .xpairs = pb_kxsplit,
     .xwords = 2,
-    .cvt = cvt_avx512,
-    .expsum = expsum_avx512,
-    .sum = sum_avx512,
-    .sqdev = sqdev_avx512,
-    .scale = scale_avx512,
-    .act = act_avx512,
-    .rope = pb_krope_avx2, /* heads are short: the 256-bit form */
+    AVX512_COMMON
 };
 
 /* the AVX-512 table with the bf16 dot products for bf16 weights */
 const pb_kops OPSB = {
     .isa = PB_ISA_AVX512BF16,
-    .mr = MR,
-    .kc = 256,
-    .cvt_min_m = 0,
-    .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3}, /* as OPS: f32 and f16 weights go through its tiles */
     .exact = &OPS,
     .mm = mm_avx512bf16,
     .xpairs = xpairs_avx512bf16,
     .xwords = 1,
-    .cvt = cvt_avx512,
-    .expsum = expsum_avx512,
-    .sum = sum_avx512,
-    .sqdev = sqdev_avx512,
-    .scale = scale_avx512,
-    .act = act_avx512,
-    .rope = pb_krope_avx2, /* heads are short: the 256-bit form */
+    AVX512_COMMON
 };
 
 #endif

@@ -253,37 +253,23 @@ static void mm_dots_portable(int R, int G, pb_dtype dt, const float *x, size_t l
         }
 }
 
+/* what the two tables share: the exact table's tiles take f32 and f16
+ * weights in both, and the row kernels */
+#define PORTABLE_COMMON                                                                                              \
+    .mr = 4, .kc = 256, .cvt_min_m = 16, .gmax = {0, 4, 2, 1, 1}, .cvt = cvt_portable, .expsum = expsum_portable,    \
+    .sum = sum_portable, .sqdev = sqdev_portable, .scale = scale_portable, .act = act_portable, .rope = rope_portable,
+
 const pb_kops pb_kops_portable = {
     .isa = PB_ISA_PORTABLE,
-    .mr = 4,
-    .kc = 256,
-    .cvt_min_m = 16,
-    .gmax = {0, 4, 2, 1, 1},
     .mm = mm_portable,
-    .cvt = cvt_portable,
-    .expsum = expsum_portable,
-    .sum = sum_portable,
-    .sqdev = sqdev_portable,
-    .scale = scale_portable,
-    .act = act_portable,
-    .rope = rope_portable,
+    PORTABLE_COMMON
 };
 
 const pb_kops pb_kops_portable_dots = {
     .isa = PB_ISA_PORTABLE,
-    .mr = 4,
-    .kc = 256,
-    .cvt_min_m = 16,
-    .gmax = {0, 4, 2, 1, 1},
     .exact = &pb_kops_portable,
     .mm = mm_dots_portable,
     .xpairs = pb_kxpairs,
     .xwords = 1,
-    .cvt = cvt_portable,
-    .expsum = expsum_portable,
-    .sum = sum_portable,
-    .sqdev = sqdev_portable,
-    .scale = scale_portable,
-    .act = act_portable,
-    .rope = rope_portable,
+    PORTABLE_COMMON
 };
