@@ -46,6 +46,8 @@ int pb_mmprec_parse(const char *s, pb_mmprec *out)
         *out = PB_MMPREC_F32;
     else if (strcmp(s, "bf16") == 0)
         *out = PB_MMPREC_BF16;
+    else if (strcmp(s, "bf16-amx") == 0)
+        *out = PB_MMPREC_BF16_AMX;
     else
         return -1;
     return 0;
@@ -53,7 +55,12 @@ int pb_mmprec_parse(const char *s, pb_mmprec *out)
 
 const char *pb_mmprec_name(pb_mmprec p)
 {
-    return p == PB_MMPREC_BF16 ? "bf16" : p == PB_MMPREC_F32 ? "f32" : "default";
+    switch (p) {
+    case PB_MMPREC_F32: return "f32";
+    case PB_MMPREC_BF16: return "bf16";
+    case PB_MMPREC_BF16_AMX: return "bf16-amx";
+    default: return "default";
+    }
 }
 
 pb_status pb_mmprec_select(const pb_backend_ops *ops, pb_mmprec p)

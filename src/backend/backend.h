@@ -67,10 +67,11 @@ const char *pb_kvdtype_name(pb_kvdtype k);
 typedef enum pb_mmprec {
     PB_MMPREC_DEFAULT = 0, /* not given: f32, unless the environment asks otherwise (PB_CPU_ISA) */
     PB_MMPREC_F32,         /* exact: f32 activations times the weights' exact values */
-    PB_MMPREC_BF16         /* activations rounded to bf16 for matrices kept in bf16 (inexact) */
+    PB_MMPREC_BF16,        /* activations rounded to bf16 for matrices kept in bf16 (inexact) */
+    PB_MMPREC_BF16_AMX     /* the same on the CPU's AMX tile unit: other sums, other bits (cpu) */
 } pb_mmprec;
 
-/* "f32", "bf16" <-> pb_mmprec; parse returns -1 when unknown. */
+/* "f32", "bf16", "bf16-amx" <-> pb_mmprec; parse returns -1 when unknown. */
 int pb_mmprec_parse(const char *s, pb_mmprec *out);
 const char *pb_mmprec_name(pb_mmprec p);
 

@@ -327,7 +327,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             break;
         case OPT_MATMUL_PREC:
             if (pb_mmprec_parse(optarg, &o->matmul) != 0) {
-                st = pb_error(PB_ERR_USAGE, "--matmul-precision: '%s' is not f32 or bf16", optarg);
+                st = pb_error(PB_ERR_USAGE, "--matmul-precision: '%s' is not f32, bf16 or bf16-amx", optarg);
                 goto out;
             }
             break;
@@ -485,8 +485,9 @@ void pb_opts_print_help(FILE *fp)
 "      --weights-dtype D      stored (default: as in the checkpoint), f32 or bf16\n"
 "      --kv-dtype D           KV cache elements: auto (default: f32 on cpu, bf16 on cuda),\n"
 "                             f32, f16 (half the memory of f32) or bf16 (cuda only)\n"
-"      --matmul-precision P   f32 (default: exact products) or bf16: activations rounded to\n"
-"                             bf16 for bf16 weights, inexact (cpu with AVX512-BF16)\n"
+"      --matmul-precision P   f32 (default: exact products), bf16 (activations rounded to\n"
+"                             bf16 for bf16 weights: inexact, the same bits on every cpu)\n"
+"                             or bf16-amx (those on Intel's AMX tile unit: bits of its own)\n"
 "      --weights-cache DIR    keep each stage's packed weights in DIR (made if missing) and\n"
 "                             map them from there in later runs of the same settings (cpu;\n"
 "                             default: $PB_WEIGHTS_CACHE; --no-weights-cache: none)\n"
@@ -579,8 +580,10 @@ void pb_opts_print_version(FILE *fp)
     fprintf(fp, "pcre2: %d.%d\n", PCRE2_MAJOR, PCRE2_MINOR);
     fprintf(fp, "utf8proc: %s\n", utf8proc_version());
     /* the CPU kernels are the project's own; their path is chosen at run time */
-    fprintf(fp, "cpu kernels: %s (best on this CPU: %s; AVX512-BF16: %s; --matmul-precision bf16: %s)\n",
+    fprintf(fp, "cpu kernels: %s (best on this CPU: %s; AVX512-BF16: %s; --matmul-precision bf16: %s; "
+            "AMX-BF16: %s)\n",
             pb_cpu_isa_name(pb_cpu_isa_active()), pb_cpu_isa_name(pb_cpu_isa_best()),
             pb_cpu_isa_available(PB_ISA_AVX512BF16) ? "yes" : "no",
-            pb_kdpbf16_preferred() ? "vdpbf16ps" : "emulated with fmas");
+            pb_kdpbf16_preferred() ? "vdpbf16ps" : "emulated with fmas",
+            pb_cpu_amx_available() ? "yes (--matmul-precision bf16-amx)" : "no");
 }

@@ -597,13 +597,15 @@ static void cpu_free(pb_backend *be)
  * the same bits on every path */
 static const char *cpu_numerics(void)
 {
-    return pb_cpu_bf16_products() ? "dots=bf16" : NULL;
+    return pb_cpu_amx() ? "dots=bf16-amx" : pb_cpu_bf16_products() ? "dots=bf16" : NULL;
 }
 
 /* f32 also leaves the avx512bf16 path if PB_CPU_ISA chose it (any other
  * forced path stays: they all give the same bits) */
 static pb_status cpu_set_matmul(pb_mmprec p)
 {
+    if (p == PB_MMPREC_BF16_AMX)
+        return pb_cpu_set_amx(true);
     pb_cpu_set_bf16_products(p == PB_MMPREC_BF16);
     if (p != PB_MMPREC_BF16 && pb_cpu_isa_active() == PB_ISA_AVX512BF16)
         return pb_cpu_isa_set(pb_cpu_isa_best());

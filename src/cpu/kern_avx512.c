@@ -578,4 +578,18 @@ const pb_kops OPSB = {
     AVX512_COMMON
 };
 
+#if defined(PB_KERN_AMX) && !defined(PB_KERN_SIMDE)
+/* the AVX-512 table with bf16 weights' products on the AMX tile unit
+ * (kern_amx.c); the activations' pairs as the AVX512-BF16 table makes them */
+const pb_kops pb_kops_amx = {
+    .isa = PB_ISA_AVX512,
+    .exact = &OPS,
+    .mm = mm_avx512,
+    .xpairs = xpairs_avx512bf16,
+    .xwords = 1,
+    .amx = pb_kamx_mul,
+    AVX512_COMMON
+};
+#endif
+
 #endif

@@ -59,6 +59,14 @@ typedef struct pb_kops {
      * emulations: the pair's two values as f32 bits, k + 1 first, so that a
      * tile broadcasts each straight from memory; pb_kxsplit) */
     int xwords;
+    /* NULL except on the AMX table (pb_kops_amx): y[M, panels [p0, p1)] (row
+     * stride ldy) = the products of xb's M rows of bf16 pairs (row stride
+     * ldxb words: whole 64-byte lines, zero past the row's pairs; rows padded
+     * with zeros to a multiple of 16) and bf16 panels p0 .. p1 - 1 of w on
+     * the tile unit, mchunk rows (a multiple of 32) at a time. bf16 weights
+     * only; xpairs makes the pairs (xwords 1). */
+    void (*amx)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
+                size_t ldy);
     /* out[k * 16 + c] = the exact f32 value of element (k0 + k, c) for k < kc
      * of a bf16 or f16 panel, w pointing at k0 (even for bf16) */
     void (*cvt)(pb_dtype dt, const void *w, int kc, float *out);
@@ -114,6 +122,18 @@ extern const pb_kops pb_kops_avx512;
 extern const pb_kops pb_kops_avx512bf16;
 extern const pb_kops pb_kops_avx2_dots;
 extern const pb_kops pb_kops_avx512_dots;
+#if defined(__x86_64__) && defined(__linux__)
+#define PB_KERN_AMX 1
+/* The AMX table (--matmul-precision bf16-amx, kern_amx.c): the AVX-512 exact
+ * table with bf16 weights' products on the tile unit (their own bits, not
+ * the other bf16-product tables'). */
+extern const pb_kops pb_kops_amx;
+void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
+                 size_t ldy);
+#endif
+/* AMX-TILE and AMX-BF16 usable: the CPU has them, the OS saves their state
+ * and grants it to this process (asked for here, once is enough) */
+bool pb_kamx_detect(void);
 /* the AVX2 rotary row kernel, shared by the AVX-512 tables */
 void pb_krope_avx2(float *v, int half, int interleaved, const float *cs);
 #endif
@@ -133,7 +153,8 @@ const pb_kops *pb_kops_active(void);
  * one). Lets a test plug in a path built another way (SIMDe emulation). */
 void pb_kops_override(const pb_kops *ops);
 /* Tests: K block of the many-tile path reading the panels in place (rounded
- * up to even; 0: sized to the L2, as in use) */
+ * up to even; 0: sized to the L2, as in use); any block forced also makes
+ * the AMX form's row chunks one block of 32 rows */
 void pb_kmat_set_kblock(int kb);
 
 /* kern_mat.c: the context's scratch for attention, and its pool */

@@ -140,16 +140,54 @@ pb_cpu_isa pb_cpu_isa_active(void)
     return (pb_cpu_isa)atomic_load(&active_isa);
 }
 
-static atomic_bool bf16_products;
+/* 0: exact products, 1: bf16 products, 2: their AMX form */
+static atomic_int bf16_products;
 
 void pb_cpu_set_bf16_products(bool on)
 {
-    atomic_store(&bf16_products, on);
+    atomic_store(&bf16_products, on ? 1 : 0);
 }
 
 bool pb_cpu_bf16_products(void)
 {
     return atomic_load(&bf16_products) || pb_cpu_isa_active() == PB_ISA_AVX512BF16;
+}
+
+bool pb_cpu_amx_available(void)
+{
+#ifdef PB_KERN_AMX
+    static atomic_int avail = -1;
+    int a = atomic_load(&avail);
+    if (a < 0) {
+        a = pb_cpu_isa_available(PB_ISA_AVX512) && pb_kamx_detect();
+        atomic_store(&avail, a);
+    }
+    return a;
+#else
+    return false;
+#endif
+}
+
+pb_status pb_cpu_set_amx(bool on)
+{
+    if (!on) {
+        atomic_store(&bf16_products, 0);
+        return PB_OK;
+    }
+    if (!pb_cpu_amx_available())
+        return pb_error(PB_ERR_UNSUPPORTED, "--matmul-precision bf16-amx: this CPU (or its OS, or this build) has "
+                        "no AMX-BF16 tile unit (Intel Xeon from Sapphire Rapids on); --matmul-precision bf16 "
+                        "runs everywhere");
+    if (pb_cpu_isa_active() < PB_ISA_AVX512)
+        return pb_error(PB_ERR_UNSUPPORTED, "--matmul-precision bf16-amx takes the AVX-512 kernels, and "
+                        "PB_CPU_ISA holds them to %s", pb_cpu_isa_name(pb_cpu_isa_active()));
+    atomic_store(&bf16_products, 2);
+    return PB_OK;
+}
+
+bool pb_cpu_amx(void)
+{
+    return atomic_load(&bf16_products) == 2;
 }
 
 #ifdef PB_KERN_X86
@@ -211,7 +249,12 @@ const pb_kops *pb_kops_active(void)
     if (o)
         return o;
     const pb_cpu_isa isa = pb_cpu_isa_active();
-    return atomic_load(&bf16_products) ? bf16_products_of(isa) : pb_kops_get(isa);
+    const int prod = atomic_load(&bf16_products);
+#ifdef PB_KERN_AMX
+    if (prod == 2 && isa >= PB_ISA_AVX512) /* (a test may have forced a narrower path since) */
+        return &pb_kops_amx;
+#endif
+    return prod ? bf16_products_of(isa) : pb_kops_get(isa);
 }
 
 void pb_kops_override(const pb_kops *ops)

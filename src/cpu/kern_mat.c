@@ -820,14 +820,30 @@ static pb_status grow_xb(pb_kctx *k, size_t words)
     return PB_OK;
 }
 
+/* The AMX form's row stride of pairs, in words: whole 64-byte lines, and
+ * one line more where rows would be a multiple of 1 KiB apart (the 16 rows
+ * of an A tile would fall in a few L1 sets). Its rows go to a multiple of 16. */
+static size_t amx_ldxb(int n_in)
+{
+    size_t w = (((size_t)n_in + 1) / 2 + 15) & ~(size_t)15;
+    return w % 256 == 0 ? w + 16 : w;
+}
+
+static size_t amx_rows(int M)
+{
+    return ((size_t)M + 15) & ~(size_t)15;
+}
+
 /* words of pairs pb_kmat_mul keeps for calls of up to max_m rows of max_k
  * when the active path has the bf16 products on, else 0 */
 static size_t xb_words(int max_m, int max_k)
 {
     const pb_kops *ops = pb_kops_active();
-    return ops && ops->xpairs ? (size_t)(max_m > 1 ? max_m : 1) * (((size_t)(max_k > 1 ? max_k : 1) + 1) / 2) *
-                                    (size_t)ops->xwords
-                              : 0;
+    max_m = max_m > 1 ? max_m : 1;
+    max_k = max_k > 1 ? max_k : 1;
+    if (ops && ops->amx)
+        return amx_rows(max_m) * amx_ldxb(max_k);
+    return ops && ops->xpairs ? (size_t)max_m * (((size_t)max_k + 1) / 2) * (size_t)ops->xwords : 0;
 }
 
 static pb_status grow(pb_kctx *k, size_t floats, size_t items, size_t item_size)
@@ -978,6 +994,8 @@ typedef struct mm_job {
     size_t ldxsrc;
     uint32_t *xb;
     int xrows;    /* rows per conversion item */
+    int xzero;    /* the AMX form: each row's words past its pairs zeroed */
+    int mchunk;   /* the AMX form's rows at a time */
 } mm_job;
 
 static inline int nlast_of(const pb_kmat *w, int p_last)
@@ -1001,6 +1019,17 @@ static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int
                    y + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + g - 1), accumulate);
         p += g;
     }
+}
+
+/* y's columns of panels [p0, p1) += bias */
+static void add_bias(const mm_job *j, int p0, int p1)
+{
+    if (!j->bias)
+        return;
+    const int n_out = j->w->n_out;
+    const int c0 = p0 * PB_KNR, c1 = p1 * PB_KNR < n_out ? p1 * PB_KNR : n_out;
+    for (int i = 0; i < j->M; i++)
+        pb_krow_add(j->y + (size_t)i * j->ldy + c0, j->bias + c0, NULL, (size_t)(c1 - c0));
 }
 
 static void mm_item(void *ctx, int item, int worker)
@@ -1051,11 +1080,17 @@ static void mm_item(void *ctx, int item, int worker)
             }
         }
     }
-    if (j->bias) {
-        const int c0 = p0 * PB_KNR, c1 = p1 * PB_KNR < w->n_out ? p1 * PB_KNR : w->n_out;
-        for (int i = 0; i < M; i++)
-            pb_krow_add(j->y + (size_t)i * j->ldy + c0, j->bias + c0, NULL, (size_t)(c1 - c0));
-    }
+    add_bias(j, p0, p1);
+}
+
+/* the AMX form: all of the item's panels on the tile unit */
+static void amx_item(void *ctx, int item, int worker)
+{
+    (void)worker;
+    const mm_job *j = ctx;
+    const int p0 = j->first[item], p1 = j->first[item + 1];
+    j->ops->amx(j->xb, j->ldx, j->M, j->mchunk, j->w, p0, p1, j->y, j->ldy);
+    add_bias(j, p0, p1);
 }
 
 static void xpairs_item(void *ctx, int item, int worker)
@@ -1063,8 +1098,12 @@ static void xpairs_item(void *ctx, int item, int worker)
     (void)worker;
     const mm_job *j = ctx;
     const int r1 = (item + 1) * j->xrows < j->M ? (item + 1) * j->xrows : j->M;
-    for (int r = item * j->xrows; r < r1; r++)
+    const size_t kp = ((size_t)j->w->n_in + 1) / 2;
+    for (int r = item * j->xrows; r < r1; r++) {
         j->ops->xpairs(j->xsrc + (size_t)r * j->ldxsrc, j->w->n_in, j->xb + (size_t)r * j->ldx);
+        if (j->xzero)
+            memset(j->xb + (size_t)r * j->ldx + kp, 0, (j->ldx - kp) * sizeof(uint32_t));
+    }
 }
 
 pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
@@ -1076,15 +1115,26 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
     mm_job j = {.ops = pb_kops_active(), .x = x, .ldx = (size_t)ldx, .M = M, .w = w, .bias = bias, .y = y,
                 .ldy = (size_t)ldy, .wconv = k->wconv};
-    const int G = j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
+    const int amx = j.ops->amx && w->dt == PB_DT_BF16;
+    const int G = amx ? 2 : j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
     j.kb = M > j.ops->mr ? kblock(j.ops, w->dt) : 0; /* the many-tile path's only */
     if (j.ops->xpairs && w->dt == PB_DT_BF16) {
         /* the bf16 products: x as bf16 pairs, converted once for all the
          * call's panels (per tile and panel group it cost a third of the
          * dot products' instructions) */
-        const size_t lp = ((size_t)w->n_in + 1) / 2 * (size_t)j.ops->xwords;
-        PB_CHECK(grow_xb(k, (size_t)M * lp)); /* reserved by pb_kctx_reserve; grown here for other callers */
+        const size_t lp = amx ? amx_ldxb(w->n_in) : ((size_t)w->n_in + 1) / 2 * (size_t)j.ops->xwords;
+        const size_t rows = amx ? amx_rows(M) : (size_t)M;
+        PB_CHECK(grow_xb(k, rows * lp)); /* reserved by pb_kctx_reserve; grown here for other callers */
+        if (amx) {
+            /* rows past M: zeros (A tiles of 16 rows); A chunks of about
+             * half the L2, in row blocks of 32 */
+            memset(k->xb + (size_t)M * lp, 0, (rows - (size_t)M) * lp * sizeof(uint32_t));
+            const size_t mc = atomic_load(&kblock_forced) > 0 ? 32 /* tests: chunks of one row block */
+                                                              : l2_budget() / (lp * sizeof(uint32_t)) / 32 * 32;
+            j.mchunk = mc < 32 ? 32 : mc > (1u << 20) ? 1 << 20 : (int)mc;
+            j.xzero = 1;
+        }
         j.xsrc = x;
         j.ldxsrc = (size_t)ldx;
         j.xb = k->xb;
@@ -1113,10 +1163,11 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         done += n < groups - done ? n : groups - done;
     }
     j.first[items] = w->npanels;
+    pb_pool_fn fn = amx ? amx_item : mm_item;
     if (threads == 1 || items == 1)
         for (int i = 0; i < items; i++)
-            mm_item(&j, i, 0);
+            fn(&j, i, 0);
     else
-        pb_kctx_run(k, items, mm_item, &j);
+        pb_kctx_run(k, items, fn, &j);
     return PB_OK;
 }

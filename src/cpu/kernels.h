@@ -35,7 +35,18 @@ typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_IS
  * and the same bits on every path, like the exact products. Also on while
  * PB_ISA_AVX512BF16 is the active path. */
 void pb_cpu_set_bf16_products(bool on);
-bool pb_cpu_bf16_products(void);
+bool pb_cpu_bf16_products(void); /* on, in either form (the AMX one below included) */
+/* --matmul-precision bf16-amx: bf16 weights' products on the AMX tile unit
+ * (tdpbf16ps; Intel Xeon from Sapphire Rapids on), activations rounded to
+ * bf16 as above but the sums of each 32 k its own: the bits differ from the
+ * other paths' (relative error of a dot product about 2^-9 against the
+ * exact ones all the same), batch-invariant like them. Other weights, and
+ * everything but the matmuls, take the exact AVX-512 kernels.
+ * PB_ERR_UNSUPPORTED where the CPU, the OS or the build lacks AMX-BF16, or
+ * PB_CPU_ISA holds the kernels below AVX-512. Off: the bf16 products off. */
+pb_status pb_cpu_set_amx(bool on);
+bool pb_cpu_amx(void);            /* on */
+bool pb_cpu_amx_available(void);  /* this CPU, OS and build can run it */
 /* they take vdpbf16ps on this CPU (which has it, and runs it faster than the
  * emulation: AMD, not Intel) */
 bool pb_kdpbf16_preferred(void);

@@ -16,7 +16,9 @@
  *                 add_norm, act, glu and rope); on the CPU also with the
  *                 bf16 products (--matmul-precision bf16), r then taking x
  *                 rounded to bf16 for bf16 weights, again the same bits on
- *                 every path and not the exact ones
+ *                 every path and not the exact ones; with the AMX form
+ *                 (bf16-amx, where the CPU has it) the same bound,
+ *                 batch-invariant, bits of its own
  *   gather        exact (the kept weights, converted to f32)
  *   norm          |y - r| <= 1e-5 (|w| |xhat| + |b|) + 1e-6
  *   add_norm      exactly the bits of add then norm (x and out, out == x too)
@@ -981,6 +983,33 @@ static float *rows_probe(size_t *len)
     return out;
 }
 
+/* --matmul-precision bf16-amx where the CPU has the tile unit: every linear
+ * case within the bounds of the bf16 products, batch-invariant; not the
+ * exact bits. Elsewhere: refused. */
+static void amx_linear(int threads)
+{
+    where = "bf16-amx";
+    if (pb_mmprec_select(BE->ops, PB_MMPREC_BF16_AMX) != PB_OK) {
+        CHECK(!pb_cpu_amx_available(), "bf16-amx refused on a CPU with AMX-BF16: %s", pb_last_error());
+        printf("cpu (bf16-amx): refused, this CPU has no AMX-BF16\n");
+        return;
+    }
+    CHECK(pb_cpu_amx_available(), "bf16-amx accepted on a CPU without AMX-BF16");
+    int before = failures;
+    bf16_products = true;
+    test_linear();
+    rng_state = 99;
+    float *y = isa_probe();
+    bf16_products = false;
+    OK(pb_mmprec_select(BE->ops, PB_MMPREC_F32));
+    rng_state = 99;
+    float *ye = isa_probe();
+    CHECK(memcmp(y, ye, (size_t)11 * 97 * 4) != 0, "the AMX products give the exact bits");
+    free(y);
+    free(ye);
+    printf("cpu (bf16-amx, %d thread%s): %s\n", threads, threads == 1 ? "" : "s", failures == before ? "ok" : "FAILED");
+}
+
 static int run_kind(const char *kind, bool only)
 {
     /* threads matter to the CPU only */
@@ -1031,6 +1060,7 @@ static int run_kind(const char *kind, bool only)
             free(first_rows);
             free(first_b);
             pb_cpu_isa_set(pb_cpu_isa_best());
+            amx_linear(threads);
         } else {
             int before = failures;
             run_all();

@@ -408,8 +408,20 @@ int main(int argc, char **argv)
         return 1;
     if (threads == 1)
         clock_id = CLOCK_THREAD_CPUTIME_ID;
-    printf("kern-bench: %d threads, ISA path %s (best %s)\n", threads, pb_cpu_isa_name(pb_cpu_isa_active()),
-           pb_cpu_isa_name(pb_cpu_isa_best()));
+    /* PB_MATMUL_PRECISION=f32|bf16|bf16-amx: the products (--matmul-precision) */
+    const char *prec = getenv("PB_MATMUL_PRECISION");
+    if (prec && !strcmp(prec, "bf16")) {
+        pb_cpu_set_bf16_products(true);
+    } else if (prec && !strcmp(prec, "bf16-amx")) {
+        if (pb_cpu_set_amx(true) != PB_OK)
+            return 1;
+    } else if (prec && *prec && strcmp(prec, "f32")) {
+        fprintf(stderr, "kern-bench: PB_MATMUL_PRECISION=%s is not f32, bf16 or bf16-amx\n", prec);
+        return 1;
+    }
+    printf("kern-bench: %d threads, ISA path %s (best %s), products %s\n", threads,
+           pb_cpu_isa_name(pb_cpu_isa_active()), pb_cpu_isa_name(pb_cpu_isa_best()),
+           pb_cpu_amx() ? "bf16 on AMX" : pb_cpu_bf16_products() ? "bf16" : "exact");
     const double bw = mem_bw(pool, threads, secs);
     if (threads == 1)
         printf("(times are CPU time of the one thread)\n");

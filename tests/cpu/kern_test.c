@@ -797,8 +797,8 @@ static void test_rows(void)
  * row alone. f32/f16 weights there are the exact AVX-512 tiles. */
 static void test_bf16dot_path(pb_kctx *kctx, const char *name, const pb_kops *ops)
 {
-    static const int shapes[][2] = {{37, 203}, {130, 1000}, {16, 2}, {50, 257}};
-    static const int Ms[] = {1, 5, 8, 33, 64};
+    static const int shapes[][2] = {{37, 203}, {130, 1000}, {16, 2}, {50, 257}, {20, 64}};
+    static const int Ms[] = {1, 5, 8, 17, 33, 64};
     const double eps = 5.96e-8;
     pb_kops_override(ops);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -1057,6 +1057,37 @@ static void test_bf16_products(pb_kctx *kctx)
         test_bf16dot_path(kctx, dpaths[pi].name, dpaths[pi].ops);
 }
 
+/* --matmul-precision bf16-amx: the AMX table where the CPU has the tile unit
+ * (bounds, batch invariance, other dtypes' exact bits: test_bf16dot_path),
+ * its selection, and its refusals */
+static void test_amx(pb_kctx *kctx)
+{
+    if (pb_cpu_amx())
+        FAIL("the AMX products are on without being asked for");
+    if (!pb_cpu_amx_available()) {
+        if (pb_cpu_set_amx(true) != PB_ERR_UNSUPPORTED || pb_cpu_amx())
+            FAIL("bf16-amx accepted on a CPU without AMX-BF16");
+        printf("amx: this CPU has no AMX-BF16 (the refusal checked)\n");
+        return;
+    }
+#ifdef PB_KERN_AMX
+    if (pb_cpu_set_amx(true) != PB_OK || !pb_cpu_amx() || !pb_cpu_bf16_products() || pb_kops_active() != &pb_kops_amx)
+        FAIL("bf16-amx: not selected");
+    if (pb_cpu_set_amx(false) != PB_OK || pb_cpu_amx() || pb_cpu_bf16_products() ||
+        pb_kops_active() != pb_kops_get(pb_cpu_isa_best()))
+        FAIL("bf16-amx: not turned off");
+    if (pb_cpu_isa_set(PB_ISA_AVX2) == PB_OK) {
+        if (pb_cpu_set_amx(true) != PB_ERR_UNSUPPORTED || pb_cpu_amx())
+            FAIL("bf16-amx accepted with the kernels held to avx2");
+        pb_cpu_isa_set(pb_cpu_isa_best());
+    }
+    if (pb_kops_amx.exact != pb_kops_get(PB_ISA_AVX512) || !pb_kops_amx.amx || pb_kops_amx.xwords != 1)
+        FAIL("bf16-amx: its table is not the AVX-512 one's");
+    test_bf16dot_path(kctx, "amx", &pb_kops_amx);
+    pb_kops_override(NULL);
+#endif
+}
+
 static void test_bf16dot(pb_kctx *kctx)
 {
     if (pb_cpu_isa_best() == PB_ISA_AVX512BF16)
@@ -1079,6 +1110,7 @@ static void test_bf16dot(pb_kctx *kctx)
     }
     pb_cpu_isa_set(pb_cpu_isa_best());
     test_bf16_products(kctx);
+    test_amx(kctx);
 #ifdef PB_TEST_SIMDE
     /* SIMDe's own vdpbf16ps: bounded, not held to the instruction's bits */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))

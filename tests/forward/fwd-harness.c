@@ -22,7 +22,7 @@
  *       load time of one stage beside a plain read of its files (a figure,
  *       never pass/fail; contrib/bench/load.sh).
  * PB_WEIGHTS_DTYPE=stored|f32|bf16 in the environment: --weights-dtype;
- * PB_KV_DTYPE=auto|f32|f16|bf16: --kv-dtype; PB_MATMUL_PRECISION=f32|bf16:
+ * PB_KV_DTYPE=auto|f32|f16|bf16: --kv-dtype; PB_MATMUL_PRECISION=f32|bf16|bf16-amx:
  * --matmul-precision (golden and invariance). */
 #include "config.h"
 
@@ -78,13 +78,13 @@ static pb_kvdtype kv_dtype(void)
     return k;
 }
 
-/* PB_MATMUL_PRECISION=f32|bf16 in the environment: --matmul-precision (default f32) */
+/* PB_MATMUL_PRECISION=f32|bf16|bf16-amx in the environment: --matmul-precision (default f32) */
 static pb_status matmul_precision(const pb_backend_ops *ops)
 {
     const char *e = getenv("PB_MATMUL_PRECISION");
     pb_mmprec p = PB_MMPREC_DEFAULT;
     if (e && *e && pb_mmprec_parse(e, &p) != 0)
-        return pb_error(PB_ERR_USAGE, "fwd-harness: PB_MATMUL_PRECISION=%s is not f32 or bf16", e);
+        return pb_error(PB_ERR_USAGE, "fwd-harness: PB_MATMUL_PRECISION=%s is not f32, bf16 or bf16-amx", e);
     return pb_mmprec_select(ops, p);
 }
 

@@ -3,7 +3,8 @@
 # batch of 16 sequences of mixed lengths (prefill and decode steps), for
 # families with different attention paths, with 1 and 2 compute threads;
 # also with bf16 weights and --matmul-precision bf16 (its products are
-# batch-invariant too), on the CPU's own path and on the AVX2 emulation.
+# batch-invariant too), on the CPU's own path and on the AVX2 emulation,
+# and with --matmul-precision bf16-amx where the CPU has AMX-BF16.
 set -eu
 H="$PB_BUILDDIR/tests/forward/fwd-harness"
 "$PB_PYTHON" "$PB_SRCDIR/tests/forward/make_goldens.py" "$PB_TEST_TMP" gpt2-b llama-b bloom-b mistral-a >/dev/null 2>&1
@@ -29,4 +30,17 @@ for isa in "" avx2; do
         fi
     done
 done
+if "$PB_BUILDDIR/pippy-batch" --version | grep -q "AMX-BF16: yes"; then
+    for t in 1 2; do
+        if ! out=$(PB_WEIGHTS_DTYPE=bf16 PB_MATMUL_PRECISION=bf16-amx \
+            "$H" invariance "$PB_TEST_TMP/llama-b/model" $t 2>&1); then
+            echo "FAIL llama-b bf16-amx threads=$t: $out"
+            fail=1
+        else
+            echo "llama-b bf16-amx threads=$t: $out"
+        fi
+    done
+else
+    echo "llama-b bf16-amx: this CPU has no AMX-BF16"
+fi
 exit $fail

@@ -1,0 +1,210 @@
+/* AMX path of the bf16 products (--matmul-precision bf16-amx): bf16 weights
+ * times activations rounded to bf16 on the tile unit (tdpbf16ps), where the
+ * CPU has AMX-TILE and AMX-BF16 (Intel Xeon from Sapphire Rapids on) and
+ * the kernel grants the process its tile state.
+ *
+ * The packed bf16 panels (kern_impl.h) are already the tile unit's B layout:
+ * 16 rows of 64 bytes hold 16 k pairs of 16 columns, so a panel's k pairs
+ * 16s .. 16s + 15 are one B tile at (32 s) * 16 elements, rows 64 bytes
+ * apart. The activations are bf16 pairs (pb_kxpairs), rows padded to whole
+ * 64-byte tiles of 32 k with zeros: A tiles of 16 rows. C tiles hold 16 rows
+ * by 16 columns in f32.
+ *
+ * Results: tdpbf16ps sums each k pair's products in its own way (measured in
+ * session 15: 49-62% of elements differ from every model of vdpbf16ps), so
+ * these are not the bits of the other bf16-product paths. They are
+ * batch-invariant all the same: each element's chain is one tdpbf16ps per
+ * 32 k, ascending, from a zero C tile, whatever the number of rows, the
+ * element's row in its tile, the tile's place or the thread. */
+#include "config.h"
+
+#include "cpu/kern_impl.h"
+
+#ifdef PB_KERN_AMX
+#include <immintrin.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cpuid.h>
+
+#define TGTA __attribute__((target("amx-tile,amx-bf16,avx512f,avx2")))
+#define INLA static inline __attribute__((always_inline)) TGTA
+
+#ifndef PFD
+#define PFD 4 /* prefetch distance in B tiles */
+#endif
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+bool pb_kamx_detect(void)
+{
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    if (!amx_bf16 || !amx_tile)
+        return false;
+    __get_cpuid(1, &a, &b, &c, &d);
+    if (!((c >> 27) & 1)) /* OSXSAVE */
+        return false;
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0x60000u) != 0x60000u) /* XTILECFG, XTILEDATA enabled by the OS */
+        return false;
+    /* Linux hands out the tile data state on request, per process */
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+/* palette 1, all 8 tiles 16 rows of 64 bytes: tmm0-3 C, tmm4-5 A, tmm6-7 B */
+typedef struct __attribute__((aligned(64))) tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+static TGTA void tiles_config(void)
+{
+    tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+/* C tile t (rows < nr and columns < nc valid) into y: straight when whole */
+#define STORE_C(t, yp, ldy, nr, nc)                                                                                  \
+    do {                                                                                                             \
+        if ((nr) == 16 && (nc) == 16) {                                                                              \
+            _tile_stored(t, (yp), (long)((ldy) * sizeof(float)));                                                   \
+        } else {                                                                                                     \
+            _tile_stored(t, ctmp, 64);                                                                               \
+            for (int i_ = 0; i_ < (nr); i_++)                                                                        \
+                memcpy((yp) + (size_t)i_ * (ldy), ctmp[i_], (size_t)(nc) * sizeof(float));                          \
+        }                                                                                                            \
+    } while (0)
+
+/* 16 NR rows of x (a: A tiles, row stride lda bytes) by 16 NC columns (b0,
+ * b1: the panels at k = 0, their B tiles 1 KiB apart) over steps tiles of 32
+ * k; bt0/bt1: the last step's B tiles (a zero-padded copy where K is not a
+ * whole number of steps) */
+INLA void block(const int NR, const int NC, const char *a, size_t lda, const char *b0, const char *b1,
+                const char *bt0, const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
+{
+    float ctmp[16][16] __attribute__((aligned(64)));
+    _tile_zero(0);
+    if (NC == 2)
+        _tile_zero(1);
+    if (NR == 2) {
+        _tile_zero(2);
+        if (NC == 2)
+            _tile_zero(3);
+    }
+    for (int s = 0; s < steps; s++) {
+        const int last = s == steps - 1;
+        const char *pa = a + (size_t)s * 64;
+        if (NR == 1 && PFD > 0) /* (few rows: the weights streamed once) */
+            for (int l = 0; l < 16; l++) {
+                _mm_prefetch(b0 + (size_t)(s + PFD) * 1024 + 64 * l, _MM_HINT_T0);
+                if (NC == 2)
+                    _mm_prefetch(b1 + (size_t)(s + PFD) * 1024 + 64 * l, _MM_HINT_T0);
+            }
+        _tile_loadd(6, last ? bt0 : b0 + (size_t)s * 1024, 64);
+        _tile_loadd(4, pa, (long)lda);
+        if (NC == 2)
+            _tile_loadd(7, last ? bt1 : b1 + (size_t)s * 1024, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if (NC == 2)
+            _tile_dpbf16ps(1, 4, 7);
+        if (NR == 2) {
+            _tile_loadd(5, pa + 16 * lda, (long)lda);
+            _tile_dpbf16ps(2, 5, 6);
+            if (NC == 2)
+                _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    const int nr0 = nr < 16 ? nr : 16;
+    STORE_C(0, y, ldy, nr0, nc0);
+    if (NC == 2)
+        STORE_C(1, y + 16, ldy, nr0, nc1);
+    if (NR == 2) {
+        float *y1 = y + 16 * ldy;
+        STORE_C(2, y1, ldy, nr - 16, nc0);
+        if (NC == 2)
+            STORE_C(3, y1 + 16, ldy, nr - 16, nc1);
+    }
+}
+
+static TGTA void block_2x2(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,
+                           const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
+{
+    block(2, 2, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);
+}
+static TGTA void block_2x1(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,
+                           const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
+{
+    block(2, 1, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);
+}
+static TGTA void block_1x2(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,
+                           const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
+{
+    block(1, 2, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);
+}
+static TGTA void block_1x1(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,
+                           const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
+{
+    block(1, 1, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);
+}
+
+TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1,
+                      float *y, size_t ldy)
+{
+    typedef void (*block_fn)(const char *, size_t, const char *, const char *, const char *, const char *, int,
+                             float *, size_t, int, int, int);
+    static const block_fn blocks[2][2] = {{block_1x1, block_1x2}, {block_2x1, block_2x2}};
+    const int kp = (w->n_in + 1) / 2;          /* k pairs */
+    const int steps = (kp + 15) / 16;          /* B tiles per panel */
+    const int tail = kp % 16;                  /* pairs of the last, partial one (0: whole) */
+    const size_t lda = ldxb * sizeof(uint32_t);
+    const size_t pbytes = w->pstride * sizeof(uint16_t);
+    _Alignas(64) char btail[2][1024];
+    tiles_config();
+    for (int mc = 0; mc < M; mc += mchunk) {
+        const int me = M - mc < mchunk ? M : mc + mchunk;
+        for (int p = p0; p < p1; p += 2) {
+            const int two = p + 1 < p1;
+            const char *b0 = (const char *)w->data + (size_t)p * pbytes;
+            const char *b1 = two ? b0 + pbytes : b0;
+            const char *bt0 = b0 + (size_t)(steps - 1) * 1024, *bt1 = b1 + (size_t)(steps - 1) * 1024;
+            if (tail) { /* the panels end mid-tile: their last pairs, then zeros */
+                memset(btail, 0, sizeof btail);
+                memcpy(btail[0], bt0, (size_t)tail * 64);
+                memcpy(btail[1], bt1, (size_t)tail * 64);
+                bt0 = btail[0];
+                bt1 = btail[1];
+            }
+            const int nc0 = p == w->npanels - 1 ? w->n_out - p * PB_KNR : PB_KNR;
+            const int nc1 = p + 1 == w->npanels - 1 ? w->n_out - (p + 1) * PB_KNR : PB_KNR;
+            for (int r = mc; r < me; r += 32) {
+                const int nr = me - r < 32 ? me - r : 32;
+                blocks[nr > 16][two](
+                    (const char *)(xb + (size_t)r * ldxb), lda, b0, b1, bt0, bt1, steps, y + (size_t)r * ldy +
+                    (size_t)p * PB_KNR, ldy, nr, nc0, nc1);
+            }
+        }
+    }
+    _tile_release();
+}
+
+#else
+
+bool pb_kamx_detect(void)
+{
+    return false;
+}
+
+#endif
