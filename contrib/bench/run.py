@@ -44,7 +44,12 @@ Measures (median of --runs, peers interleaved within each run):
                --matmul-precision bf16 (vdpbf16ps, or its emulation where
                that is faster or missing, as --version says; llama.cpp
                rounds activations to bf16 for its bf16 products too: its
-               columns there are its prefill and decode_bN)
+               columns there are its prefill and decode_bN, as are PyTorch's,
+               whose bf16 models multiply in bf16)
+  prefill_amx, decode_bN_amx  bf16 models where the CPU has AMX-BF16:
+               pippy with --matmul-precision bf16-amx (the tile unit, as
+               PyTorch's oneDNN bf16 matmuls use it), every batch; the
+               peers' columns as for the bf16 dots
 Limits measured in the same run, before each run round (only the first
 under --budget), the best kept
 (contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
@@ -421,6 +426,16 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
                 met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"],
                                          ignore_eos, tmp, flag)
                 res[f"decode_b{B}_bf16dot"] = decode_rate(met)
+        if job.get("amx") and m["dtype"] == "bf16":
+            # --matmul-precision bf16-amx: the bf16 products on the AMX tile unit
+            flag = ("--matmul-precision", "bf16-amx")
+            met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]] * 2, 1, 1, len(job["long"]) + 1,
+                                     job["threads"], ignore_eos, tmp, flag)
+            res["prefill_amx"] = met["prompt_tokens"] / 2 / two_ttfts(met)[1]
+            for B in job["batches"]:
+                met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"],
+                                         ignore_eos, tmp, flag)
+                res[f"decode_b{B}_amx"] = decode_rate(met)
     res["rss_mib"] = rss / 1024
     return res
 
@@ -728,9 +743,12 @@ def main():
     # pippy's versions before session 15 refused it without AVX512-BF16
     bf16dot = a.isa == "native" and ("--matmul-precision bf16: yes" in ver or "AVX512-BF16: " in ver)
     if bf16dot:
-        how = [l.split("--matmul-precision bf16: ")[1].rstrip(")") for l in ver.splitlines()
+        how = [l.split("--matmul-precision bf16: ")[1].split(";")[0].rstrip(")") for l in ver.splitlines()
                if "--matmul-precision bf16: " in l]
         notes.append(f"bf16 dots (--matmul-precision bf16) on this CPU: {how[0] if how else '?'}")
+    amx = a.isa == "native" and "AMX-BF16: yes" in ver
+    if amx:
+        notes.append("AMX-BF16 on this CPU: pippy's bf16 models also run with --matmul-precision bf16-amx")
     if not ignore_eos:
         notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
 
@@ -778,7 +796,7 @@ def main():
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
                 try:
                     if p == "pippy":
-                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16, bf16dot=bf16dot, wcache=wcache), ignore_eos,
+                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16, bf16dot=bf16dot, amx=amx, wcache=wcache), ignore_eos,
                                             lambda: bandwidth_sample(a))
                     elif p == "llama.cpp":
                         if not m["gguf"]:
@@ -807,11 +825,15 @@ def main():
         keys += [f"decode_b{bmax}_kv16", "rss_kv16_mib"]
     if bf16dot and any(m["dtype"] == "bf16" for m in models):
         keys += ["prefill_bf16dot"] + [f"decode_b{b}_bf16dot" for b in dot_batches(batches)]
+    if amx and any(m["dtype"] == "bf16" for m in models):
+        keys += ["prefill_amx"] + [f"decode_b{b}_amx" for b in batches]
     pt = a.prefill_tokens
     labels = {"load_s": "load s", "load_cached_s": "load s, cached", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
               "rss_mib": "peak RSS MiB", f"decode_b{bmax}_kv16": f"b{bmax}, f16 KV tok/s",
               "rss_kv16_mib": "RSS, f16 KV MiB", "prefill_bf16dot": f"prefill, bf16 dots"}
     labels.update({f"decode_b{b}_bf16dot": f"b{b}, bf16 dots" for b in dot_batches(batches)})
+    labels["prefill_amx"] = "prefill, bf16 AMX"
+    labels.update({f"decode_b{b}_amx": f"b{b}, bf16 AMX" for b in batches})
     labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
     med = {}
     for m in models:
@@ -825,10 +847,11 @@ def main():
             if p == "llama.cpp" and kv16:  # its KV cache is f16 in every run
                 med[m["name"]][p][f"decode_b{bmax}_kv16"] = med[m["name"]][p][f"decode_b{bmax}"]
                 med[m["name"]][p]["rss_kv16_mib"] = med[m["name"]][p]["rss_mib"]
-            if p == "llama.cpp" and m["dtype"] == "bf16":  # its bf16 products round the activations too
-                med[m["name"]][p]["prefill_bf16dot"] = med[m["name"]][p].get("prefill")
-                for b in dot_batches(batches):
-                    med[m["name"]][p][f"decode_b{b}_bf16dot"] = med[m["name"]][p].get(f"decode_b{b}")
+            if p != "pippy" and m["dtype"] == "bf16":  # their bf16 products round the activations too
+                for sfx in ("_bf16dot", "_amx"):
+                    med[m["name"]][p]["prefill" + sfx] = med[m["name"]][p].get("prefill")
+                    for b in batches:
+                        med[m["name"]][p][f"decode_b{b}{sfx}"] = med[m["name"]][p].get(f"decode_b{b}")
 
     # ---- table
     out = []
@@ -859,7 +882,7 @@ def main():
         hdr += "".join(f" {'pb/' + q[:5]:>9}" for q in peers if q != "pippy") + f" {'pb/bound':>9}"
         w(hdr)
         for k in keys:
-            if k.endswith("_bf16dot") and m["dtype"] != "bf16":
+            if k.endswith(("_bf16dot", "_amx")) and m["dtype"] != "bf16":
                 continue
             row = f"  {labels[k]:20} " + " ".join(f"{fmt(med[m['name']][p][k], k):>10}" for p in peers)
             b = bd.get(k)

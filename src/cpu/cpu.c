@@ -594,14 +594,16 @@ static void cpu_free(pb_backend *be)
 
 /* --matmul-precision bf16 (or PB_CPU_ISA=avx512bf16) rounds activations to
  * bf16 for bf16 weights (kernels.h): results differ from the exact products,
- * the same bits on every path */
+ * the same bits on every path; bf16-amx: the same on the AMX tile unit, bits
+ * of its own (named apart) */
 static const char *cpu_numerics(void)
 {
     return pb_cpu_amx() ? "dots=bf16-amx" : pb_cpu_bf16_products() ? "dots=bf16" : NULL;
 }
 
 /* f32 also leaves the avx512bf16 path if PB_CPU_ISA chose it (any other
- * forced path stays: they all give the same bits) */
+ * forced path stays: they all give the same bits); bf16-amx is refused
+ * where the CPU lacks it */
 static pb_status cpu_set_matmul(pb_mmprec p)
 {
     if (p == PB_MMPREC_BF16_AMX)

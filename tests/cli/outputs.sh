@@ -156,7 +156,29 @@ if "$PB" --version 2>/dev/null | grep -q "AVX512-BF16: yes"; then
         --matmul-precision f32
     unset PB_CPU_ISA
 fi
-refused "--matmul-precision f64" "--matmul-precision: 'f64' is not f32 or bf16" --model "$M" --in in.jsonl \
+# --matmul-precision bf16-amx (the bf16 products on the AMX tile unit, bits
+# of their own): where the CPU has AMX-BF16 a run writes every record and is
+# named by its own fingerprint, not the bf16 products'; with the kernels held
+# below AVX-512, or elsewhere, it is refused before the model loads.
+if "$PB" --version | grep -q "AMX-BF16: yes"; then
+    "$PB" -q --model "$M" --in in.jsonl --out amx.jsonl --matmul-precision bf16-amx 2>err \
+        && [ "$(wc -l <amx.jsonl)" -eq 8 ] && ok "--matmul-precision bf16-amx writes 8 records" \
+        || bad "--matmul-precision bf16-amx: $(cat err)"
+    printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s dots=bf16-amx", "input": "x", "settings": "y"}\n' \
+        "$fp" >o3.jsonl.partial.state
+    refused "--resume of a bf16-amx run with --matmul-precision bf16-amx: the model matches" \
+        "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume --matmul-precision bf16-amx
+    refused "--resume of a bf16-amx run with --matmul-precision bf16" \
+        "different model than the interrupted run.*dots=bf16-amx" --model "$M" --in in.jsonl --out o3.jsonl --resume \
+        --matmul-precision bf16
+    PB_CPU_ISA=avx2 refused "--matmul-precision bf16-amx with PB_CPU_ISA=avx2" \
+        "bf16-amx takes the AVX-512 kernels, and PB_CPU_ISA holds them to avx2" --model "$M" --in in.jsonl \
+        --out o4.jsonl --matmul-precision bf16-amx
+else
+    refused "--matmul-precision bf16-amx without AMX-BF16" "no AMX-BF16 tile unit" --model "$M" --in in.jsonl \
+        --out o4.jsonl --matmul-precision bf16-amx
+fi
+refused "--matmul-precision f64" "--matmul-precision: 'f64' is not f32, bf16 or bf16-amx" --model "$M" --in in.jsonl \
     --out o3.jsonl --matmul-precision f64
 # a complete output with --resume: nothing to do, and no model loaded
 "$PB" -v --model "$M" --in in.jsonl --out ref.jsonl --resume 2>err

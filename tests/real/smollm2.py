@@ -21,6 +21,9 @@ HF's reference is computed once (f32 on the folder's bf16 weights). Then:
    bit (on an AVX-512 CPU the 2 stages run the AVX2 emulation), and no
    farther from HF f32 than HF's own bf16 run (the same model in
    torch.bfloat16) is; `mpirun -np 1` and `-np 2` write identical files.
+4. --matmul-precision bf16-amx (those products on the AMX tile unit, where
+   the CPU has AMX-BF16): the logits of 1 and 2 stages identical bit for bit,
+   and no farther from HF f32 than HF's own bf16 run is.
 """
 import fcntl
 import json
@@ -113,11 +116,10 @@ def hf_bf16_logits(d, ref):
     return out
 
 
-def check_bf16_dots(d, ref, harness, work):
+def check_bf16_dots(d, ref, harness, work, hf16):
     """--matmul-precision bf16 (section 3 of the docstring)."""
     errors = []
     pb = os.environ.get("PIPPY_BATCH", "pippy-batch")
-    hf16 = hf_bf16_logits(d, ref)
     ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
     how = "vdpbf16ps" if "AVX512-BF16: yes" in ver else "emulated with fmas"
     ours, theirs = 0.0, 0.0
@@ -181,6 +183,45 @@ def check_bf16_dots(d, ref, harness, work):
     return errors
 
 
+def check_amx(d, ref, harness, work, hf16):
+    """--matmul-precision bf16-amx (section 4 of the docstring)."""
+    pb = os.environ.get("PIPPY_BATCH", "pippy-batch")
+    ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
+    if "AMX-BF16: yes" not in ver:
+        print("bf16-amx: this CPU has no AMX-BF16 (section 4 not applicable)")
+        return []
+    errors = []
+    env = dict(os.environ, PB_MATMUL_PRECISION="bf16-amx")
+    env.pop("PB_CPU_ISA", None)
+    for ns in (1, 2):
+        r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            return [f"bf16-amx, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}"]
+        od = os.path.join(work, f"out-{ns}")
+        shutil.rmtree(od + "-amx", ignore_errors=True)
+        os.replace(od, od + "-amx")
+    ours, theirs = 0.0, 0.0
+    for i, rf in enumerate(ref):
+        V = rf["logits"].shape[1]
+        mine = np.concatenate([np.fromfile(os.path.join(work, "out-1-amx", f"{w}_{i}.f32"),
+                                           dtype=np.float32).reshape(-1, V) for w in ("prefill", "decode")])
+        n = min(len(mine), len(rf["logits"]))
+        e_pb = float(np.abs(mine[:n] - rf["logits"][:n]).max())
+        e_hf = float(np.abs(hf16[i][:n] - rf["logits"][:n]).max())
+        ours, theirs = max(ours, e_pb), max(theirs, e_hf)
+        if e_pb > e_hf:
+            errors.append(f"bf16-amx, prompt {i}: max |logit - HF f32| {e_pb:.3g}, farther than HF's own bf16 "
+                          f"run ({e_hf:.3g})")
+    for f in sorted(os.listdir(os.path.join(work, "out-1-amx"))):
+        with open(os.path.join(work, "out-1-amx", f), "rb") as a, \
+                open(os.path.join(work, "out-2-amx", f), "rb") as b:
+            if a.read() != b.read():
+                errors.append(f"bf16-amx: {f} differs between 1 and 2 stages")
+    print(f"bf16-amx: max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g}); 1 and 2 stages "
+          f"{'differ' if any('stages' in e for e in errors) else 'identical'}")
+    return errors
+
+
 def main():
     d = smol.model_dir()
     work = os.path.join(smol.tmpdir(), "real-forward")
@@ -227,7 +268,9 @@ def main():
                         errors.append(f"{ns} stages: {f} differs from 1 stage")
             shutil.rmtree(od)
     errors += check_cli(d, tok, ref, work)
-    errors += check_bf16_dots(d, ref, harness, work)
+    hf16 = hf_bf16_logits(d, ref)
+    errors += check_bf16_dots(d, ref, harness, work, hf16)
+    errors += check_amx(d, ref, harness, work, hf16)
     for ns, w in worst.items():
         print(f"SmolLM2 {ns} stage(s): max |logit - HF f32| = {w:.3g} over {len(ref)} prompts "
               f"({sum(len(r['ids']) for r in ref)} prompt positions + {sum(len(r['forced']) for r in ref)} decode steps)")
