@@ -139,26 +139,16 @@ INLA void block(const int NR, const int NC, const char *a, size_t lda, const cha
     }
 }
 
-static TGTA void block_2x2(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,
-                           const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
-{
-    block(2, 2, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);
-}
-static TGTA void block_2x1(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,
-                           const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
-{
-    block(2, 1, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);
-}
-static TGTA void block_1x2(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,
-                           const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
-{
-    block(1, 2, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);
-}
-static TGTA void block_1x1(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,
-                           const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)
-{
-    block(1, 1, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);
-}
+#define BLOCK_FN(NR, NC)                                                                                             \
+    static TGTA void block_##NR##x##NC(const char *a, size_t lda, const char *b0, const char *b1, const char *bt0,   \
+                                       const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1)   \
+    {                                                                                                                \
+        block(NR, NC, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1);                                        \
+    }
+BLOCK_FN(2, 2)
+BLOCK_FN(2, 1)
+BLOCK_FN(1, 2)
+BLOCK_FN(1, 1)
 
 TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1,
                       float *y, size_t ldy)

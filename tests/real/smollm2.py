@@ -116,13 +116,37 @@ def hf_bf16_logits(d, ref):
     return out
 
 
+def inexact_vs_hf(work, tag, what, ref, hf16):
+    """The logits in out-1-TAG against HF f32 (no farther than HF's own bf16
+    run, prompt by prompt), and out-1-TAG and out-2-TAG identical. Returns
+    (errors, our worst distance, HF bf16's worst distance)."""
+    errors = []
+    ours, theirs = 0.0, 0.0
+    for i, rf in enumerate(ref):
+        V = rf["logits"].shape[1]
+        mine = np.concatenate([np.fromfile(os.path.join(work, f"out-1-{tag}", f"{w}_{i}.f32"),
+                                           dtype=np.float32).reshape(-1, V) for w in ("prefill", "decode")])
+        n = min(len(mine), len(rf["logits"]))
+        e_pb = float(np.abs(mine[:n] - rf["logits"][:n]).max())
+        e_hf = float(np.abs(hf16[i][:n] - rf["logits"][:n]).max())
+        ours, theirs = max(ours, e_pb), max(theirs, e_hf)
+        if e_pb > e_hf:
+            errors.append(f"{what}, prompt {i}: max |logit - HF f32| {e_pb:.3g}, farther than HF's own bf16 "
+                          f"run ({e_hf:.3g})")
+    for f in sorted(os.listdir(os.path.join(work, f"out-1-{tag}"))):
+        with open(os.path.join(work, f"out-1-{tag}", f), "rb") as a, \
+                open(os.path.join(work, f"out-2-{tag}", f), "rb") as b:
+            if a.read() != b.read():
+                errors.append(f"{what}: {f} differs between 1 and 2 stages")
+    return errors, ours, theirs
+
+
 def check_bf16_dots(d, ref, harness, work, hf16):
     """--matmul-precision bf16 (section 3 of the docstring)."""
     errors = []
     pb = os.environ.get("PIPPY_BATCH", "pippy-batch")
     ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
     how = "vdpbf16ps" if "AVX512-BF16: yes" in ver else "emulated with fmas"
-    ours, theirs = 0.0, 0.0
     for ns in (1, 2):
         env = dict(os.environ, PB_MATMUL_PRECISION="bf16")
         env.pop("PB_CPU_ISA", None)
@@ -140,22 +164,7 @@ def check_bf16_dots(d, ref, harness, work, hf16):
         os.replace(od, od + "-bf16")
     if errors:
         return errors
-    for i, rf in enumerate(ref):
-        V = rf["logits"].shape[1]
-        mine = np.concatenate([np.fromfile(os.path.join(work, "out-1-bf16", f"{w}_{i}.f32"),
-                                           dtype=np.float32).reshape(-1, V) for w in ("prefill", "decode")])
-        n = min(len(mine), len(rf["logits"]))
-        e_pb = float(np.abs(mine[:n] - rf["logits"][:n]).max())
-        e_hf = float(np.abs(hf16[i][:n] - rf["logits"][:n]).max())
-        ours, theirs = max(ours, e_pb), max(theirs, e_hf)
-        if e_pb > e_hf:
-            errors.append(f"bf16 dots, prompt {i}: max |logit - HF f32| {e_pb:.3g}, farther than HF's own bf16 "
-                          f"run ({e_hf:.3g})")
-    for f in sorted(os.listdir(os.path.join(work, "out-1-bf16"))):
-        with open(os.path.join(work, "out-1-bf16", f), "rb") as a, \
-                open(os.path.join(work, "out-2-bf16", f), "rb") as b:
-            if a.read() != b.read():
-                errors.append(f"bf16 dots: {f} differs between 1 and 2 stages")
+    errors, ours, theirs = inexact_vs_hf(work, "bf16", "bf16 dots", ref, hf16)
     print(f"bf16 dots ({how}): max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g})")
     inp = os.path.join(work, "in.jsonl")
     cenv = dict(os.environ, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
@@ -190,7 +199,6 @@ def check_amx(d, ref, harness, work, hf16):
     if "AMX-BF16: yes" not in ver:
         print("bf16-amx: this CPU has no AMX-BF16 (section 4 not applicable)")
         return []
-    errors = []
     env = dict(os.environ, PB_MATMUL_PRECISION="bf16-amx")
     env.pop("PB_CPU_ISA", None)
     for ns in (1, 2):
@@ -200,23 +208,7 @@ def check_amx(d, ref, harness, work, hf16):
         od = os.path.join(work, f"out-{ns}")
         shutil.rmtree(od + "-amx", ignore_errors=True)
         os.replace(od, od + "-amx")
-    ours, theirs = 0.0, 0.0
-    for i, rf in enumerate(ref):
-        V = rf["logits"].shape[1]
-        mine = np.concatenate([np.fromfile(os.path.join(work, "out-1-amx", f"{w}_{i}.f32"),
-                                           dtype=np.float32).reshape(-1, V) for w in ("prefill", "decode")])
-        n = min(len(mine), len(rf["logits"]))
-        e_pb = float(np.abs(mine[:n] - rf["logits"][:n]).max())
-        e_hf = float(np.abs(hf16[i][:n] - rf["logits"][:n]).max())
-        ours, theirs = max(ours, e_pb), max(theirs, e_hf)
-        if e_pb > e_hf:
-            errors.append(f"bf16-amx, prompt {i}: max |logit - HF f32| {e_pb:.3g}, farther than HF's own bf16 "
-                          f"run ({e_hf:.3g})")
-    for f in sorted(os.listdir(os.path.join(work, "out-1-amx"))):
-        with open(os.path.join(work, "out-1-amx", f), "rb") as a, \
-                open(os.path.join(work, "out-2-amx", f), "rb") as b:
-            if a.read() != b.read():
-                errors.append(f"bf16-amx: {f} differs between 1 and 2 stages")
+    errors, ours, theirs = inexact_vs_hf(work, "amx", "bf16-amx", ref, hf16)
     print(f"bf16-amx: max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g}); 1 and 2 stages "
           f"{'differ' if any('stages' in e for e in errors) else 'identical'}")
     return errors
