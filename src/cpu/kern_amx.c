@@ -64,14 +64,15 @@ typedef struct __attribute__((aligned(64))) tilecfg {
     uint8_t rows[16];
 } tilecfg;
 
-static TGTA void tiles_config(void)
+/* C and A tiles of rows rows (16, or all of a call's fewer) */
+static TGTA void tiles_config(int rows)
 {
     tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int t = 0; t < 8; t++) {
         cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
+        cfg.rows[t] = t < 6 ? rows : 16;
     }
     _tile_loadconfig(&cfg);
 }
@@ -162,7 +163,9 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
     const size_t lda = ldxb * sizeof(uint32_t);
     const size_t pbytes = w->pstride * sizeof(uint16_t);
     _Alignas(64) char btail[2][1024];
-    tiles_config();
+    /* fewer than 16 rows: tiles of that many rows (each row's sums are the
+     * same; the tile unit's time goes with its rows: decode 4-7% faster) */
+    tiles_config(M < 16 ? M : 16);
     for (int mc = 0; mc < M; mc += mchunk) {
         const int me = M - mc < mchunk ? M : mc + mchunk;
         for (int p = p0; p < p1; p += 2) {

@@ -61,8 +61,9 @@ typedef struct pb_kops {
     int xwords;
     /* NULL except on the AMX table (pb_kops_amx): y[M, panels [p0, p1)] (row
      * stride ldy) = the products of xb's M rows of bf16 pairs (row stride
-     * ldxb words: whole 64-byte lines, zero past the row's pairs; rows padded
-     * with zeros to a multiple of 16) and bf16 panels p0 .. p1 - 1 of w on
+     * ldxb words: whole 64-byte lines, zero past the row's pairs; past 16
+     * rows, rows padded with zeros to a multiple of 16) and bf16 panels p0 ..
+     * p1 - 1 of w on
      * the tile unit, mchunk rows (a multiple of 32) at a time. bf16 weights
      * only; xpairs makes the pairs (xwords 1). */
     void (*amx)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,

@@ -1127,9 +1127,11 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         const size_t rows = amx ? amx_rows(M) : (size_t)M;
         PB_CHECK(grow_xb(k, rows * lp)); /* reserved by pb_kctx_reserve; grown here for other callers */
         if (amx) {
-            /* rows past M: zeros (A tiles of 16 rows); A chunks of about
-             * half the L2, in row blocks of 32 */
-            memset(k->xb + (size_t)M * lp, 0, (rows - (size_t)M) * lp * sizeof(uint32_t));
+            /* rows past M: zeros (A tiles of 16 rows; a call of fewer
+             * rows has tiles of its rows); A chunks of about half the L2,
+             * in row blocks of 32 */
+            if (M > 16)
+                memset(k->xb + (size_t)M * lp, 0, (rows - (size_t)M) * lp * sizeof(uint32_t));
             const size_t mc = atomic_load(&kblock_forced) > 0 ? 32 /* tests: chunks of one row block */
                                                               : l2_budget() / (lp * sizeof(uint32_t)) / 32 * 32;
             j.mchunk = mc < 32 ? 32 : mc > (1u << 20) ? 1 << 20 : (int)mc;
