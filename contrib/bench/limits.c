@@ -9,6 +9,9 @@
  *                      registers: the exact kernels' roof for bf16 weights
  *   bf16_dpbf16_gflops (AVX512-BF16 only) the same with vdpbf16ps on
  *                      activations rounded to bf16 (PB_CPU_ISA=avx512bf16)
+ *   amx_bf16_gflops    (AMX-BF16 only, where Linux grants the tile state)
+ *                      tdpbf16ps on tiles in registers, 4 independent C tiles
+ *                      (--matmul-precision bf16-amx's roof)
  *   gemm: {set: {M: GFLOP/s}}  cblas_sgemm C[M,N] = A[M,K] W[N,K]^T summed over
  *                      a set of layer shapes, M = 512, 8, 1 (after a warm-up:
  *                      one timing at M = 512, the best of 3 at 8 and 1)
@@ -30,6 +33,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__AMX_BF16__) && defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 void openblas_set_num_threads(int) __attribute__((weak));
 
@@ -161,7 +167,7 @@ static double bandwidth(int threads)
 
 /* ---- compute peaks ---- */
 typedef struct {
-    int kind; /* 0 fma, 1 bf16 dot */
+    int kind; /* 0 fma, 1 bf16 dot, 2 vdpbf16ps, 3 AMX tdpbf16ps */
     double flops, secs;
     float sink;
 } peak_arg;
@@ -192,10 +198,59 @@ static float fv_first(fvec v) { return _mm256_cvtss_f32(v); }
 #endif
 #define CHAINS 12
 
+#if defined(__AMX_BF16__) && defined(__linux__)
+/* kind 3: tdpbf16ps, 16 x 32 bf16 by 32 x 16 into f32 tiles, from registers */
+static void amx_peak(peak_arg *a, long iters)
+{
+    struct __attribute__((aligned(64))) {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_zero(4);
+    _tile_zero(5);
+    _tile_zero(6);
+    _tile_zero(7);
+    const long reps = iters / 16;
+    double t = now();
+    for (long r = 0; r < reps; r++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    a->secs = now() - t;
+    _tile_release();
+    a->flops = (double)reps * 4 * 16 * 16 * 32 * 2;
+}
+
+static int amx_granted(void)
+{
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+}
+#endif
+
 static void *peak_thread(void *v)
 {
     peak_arg *a = v;
     const long iters = 20000000;
+#if defined(__AMX_BF16__) && defined(__linux__)
+    if (a->kind == 3) {
+        amx_peak(a, iters);
+        return NULL;
+    }
+#endif
     double t = now();
 #ifdef FV_LANES
     if (a->kind == 0) {
@@ -347,6 +402,10 @@ int main(int argc, char **argv)
     );
 #if defined(__AVX512BF16__)
     printf(", \"bf16_dpbf16_gflops\": %.1f", peak(threads, 2));
+#endif
+#if defined(__AMX_BF16__) && defined(__linux__)
+    if (amx_granted())
+        printf(", \"amx_bf16_gflops\": %.1f", peak(threads, 3));
 #endif
     printf(", \"gemm\": {");
     fflush(stdout);

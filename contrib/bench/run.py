@@ -53,7 +53,7 @@ Measures (median of --runs, peers interleaved within each run):
 Limits measured in the same run, before each run round (only the first
 under --budget), the best kept
 (contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
-bf16-dot peaks, cblas_sgemm at the model's layer shapes for M = 512, 8, 1.
+bf16-dot peaks (and AMX's where the CPU has it), cblas_sgemm at the model's layer shapes for M = 512, 8, 1.
 Bounds: decode at batch 1 <= bandwidth / weight bytes read per token;
 prefill <= SGEMM(M=512) / (2 * matmul weights). The kernels' own
 microbenchmark (tests/cpu/kern-bench) follows the table when the build has it.
@@ -864,6 +864,7 @@ def main():
     w(f"limits: memory read {lim['bandwidth_gbs']:.1f} GB/s, f32 FMA peak {lim['fma_peak_gflops']:.0f} GFLOP/s, "
       f"bf16 dot {lim['bf16_dot_gflops']:.0f} GFLOP/s ({lim['bf16_dot_kind']})"
       + (f", vdpbf16ps {lim['bf16_dpbf16_gflops']:.0f} GFLOP/s" if "bf16_dpbf16_gflops" in lim else "")
+      + (f", AMX tdpbf16ps {lim['amx_bf16_gflops']:.0f} GFLOP/s" if "amx_bf16_gflops" in lim else "")
       + f"; the best of {len(lims)} "
       f"measurement(s) before the runs (bandwidth {', '.join('%.1f' % x['bandwidth_gbs'] for x in lims)})")
     for m in models:
