@@ -7,8 +7,11 @@
  * 16 rows of 64 bytes hold 16 k pairs of 16 columns, so a panel's k pairs
  * 16s .. 16s + 15 are one B tile at (32 s) * 16 elements, rows 64 bytes
  * apart. The activations are bf16 pairs (pb_kxpairs), rows padded to whole
- * 64-byte tiles of 32 k with zeros: A tiles of 16 rows. C tiles hold 16 rows
- * by 16 columns in f32.
+ * 64-byte tiles of 32 k with zeros: A tiles of 16 rows (of all the rows of
+ * a call of fewer). C tiles hold as many rows by 16 columns in f32. Blocks
+ * of 2 x 2 C tiles (tmm0-3; A in tmm4-5, B in tmm6-7) run over the whole K,
+ * a call's rows in chunks of about half the L2, the A chunk read from there
+ * by every pair of panels.
  *
  * Results: tdpbf16ps sums each k pair's products in its own way (measured in
  * session 15: 49-62% of elements differ from every model of vdpbf16ps), so
