@@ -250,20 +250,22 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
     }
 TILE_SHAPES(MMD_FN)
 
+void pb_kdots_daz_ftz(pb_kdots_tile fn, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
+                      size_t ldc, int nlast, int accumulate)
+{
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | PB_KMXCSR_DAZ_FTZ);
+    fn(x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    _mm_setcsr(csr);
+}
+
 static void mm_avx2_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                          float *c, size_t ldc, int nlast, int accumulate)
 {
-    typedef void (*fn)(const float *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
-    static const fn wide[MR + 1] = TILES_WIDE(mmd_);
-    static const fn one[MR + 1] = TILES_ONE(mmd_);
-    if (dt != PB_DT_BF16) {
-        mm_avx2(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
-        return;
-    }
-    const unsigned csr = _mm_getcsr();
-    _mm_setcsr(csr | PB_KMXCSR_DAZ_FTZ);
-    (G == 1 ? one : wide)[R](x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
-    _mm_setcsr(csr);
+    (void)dt; /* bf16 */
+    static const pb_kdots_tile wide[MR + 1] = TILES_WIDE(mmd_);
+    static const pb_kdots_tile one[MR + 1] = TILES_ONE(mmd_);
+    pb_kdots_daz_ftz((G == 1 ? one : wide)[R], x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
 /* bf16: one 32-byte row of a k pair holds 8 columns' (k, k + 1) */

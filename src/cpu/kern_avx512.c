@@ -259,17 +259,10 @@ TILE_SHAPES(MMD_FN)
 static void mm_avx512_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                            float *c, size_t ldc, int nlast, int accumulate)
 {
-    typedef void (*fn)(const float *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
-    static const fn wide[MR + 1] = TILES_WIDE(mmd_);
-    static const fn one[MR + 1] = TILES_ONE(mmd_);
-    if (dt != PB_DT_BF16) {
-        mm_avx512(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
-        return;
-    }
-    const unsigned csr = _mm_getcsr();
-    _mm_setcsr(csr | PB_KMXCSR_DAZ_FTZ);
-    (G == 1 ? one : wide)[R](x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
-    _mm_setcsr(csr);
+    (void)dt; /* bf16 */
+    static const pb_kdots_tile wide[MR + 1] = TILES_WIDE(mmd_);
+    static const pb_kdots_tile one[MR + 1] = TILES_ONE(mmd_);
+    pb_kdots_daz_ftz((G == 1 ? one : wide)[R], x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 
 /* ---- AVX512-BF16 (opt-in, PB_CPU_ISA=avx512bf16): bf16 weights times the
@@ -354,21 +347,15 @@ INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, con
     }
 TILE_SHAPES(MMB_FN)
 
-static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                      float *c, size_t ldc, int nlast, int accumulate);
-
-/* kc is even except at the end of K, where the packed pair's second k is 0;
- * for bf16 weights x holds pb_kops.xpairs pairs */
+/* bf16 weights, x as pb_kops.xpairs pairs; kc is even except at the end of
+ * K, where the packed pair's second k is 0 */
 static void mm_avx512bf16(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                           float *c, size_t ldc, int nlast, int accumulate)
 {
+    (void)dt; /* bf16 */
     typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
     static const fn wide[MR + 1] = TILES_WIDE(mmb_);
     static const fn one[MR + 1] = TILES_ONE(mmb_);
-    if (dt != PB_DT_BF16) {
-        mm_avx512(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
-        return;
-    }
     (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
 }
 

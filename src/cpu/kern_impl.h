@@ -46,7 +46,8 @@ typedef struct pb_kops {
     /* c[R, 16 G] (row stride ldc; the last panel has nlast valid columns)
      * = (accumulate ? c : 0) + x[R, kc] (row stride ldx) times G panels of
      * dtype dt starting at w, ps elements apart: per element one fma chain
-     * over k ascending. R <= mr; G is gmax[R] or 1. */
+     * over k ascending. R <= mr; G is gmax[R] or 1. The bf16-product
+     * tables' take bf16 weights only (pb_kmat_mul gives others to .exact). */
     void (*mm)(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
                size_t ldc, int nlast, int accumulate);
     /* NULL on the exact paths. The bf16-product tables: out[0 ..
@@ -115,6 +116,10 @@ extern const pb_kops pb_kops_portable_dots;
 void pb_kxpairs(const float *x, int n, uint32_t *out);
 void pb_kxsplit(const float *x, int n, uint32_t *out);
 #define PB_KMXCSR_DAZ_FTZ 0x8040u /* MXCSR: denormals are zero (bit 6), flush to zero (bit 15) */
+/* a tile of the fma emulations (kern_avx2.c, kern_avx512.c): mm's
+ * arguments less R, G and dt, x as pb_kxsplit pairs */
+typedef void (*pb_kdots_tile)(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c, size_t ldc,
+                              int nlast, int accumulate);
 
 #if defined(__x86_64__) || defined(__i386__)
 #define PB_KERN_X86 1
@@ -123,6 +128,9 @@ extern const pb_kops pb_kops_avx512;
 extern const pb_kops pb_kops_avx512bf16;
 extern const pb_kops pb_kops_avx2_dots;
 extern const pb_kops pb_kops_avx512_dots;
+/* fn(...) under MXCSR DAZ and FTZ, the caller's MXCSR restored after */
+void pb_kdots_daz_ftz(pb_kdots_tile fn, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
+                      size_t ldc, int nlast, int accumulate);
 #if defined(__x86_64__) && defined(__linux__)
 #define PB_KERN_AMX 1
 /* The AMX table (--matmul-precision bf16-amx, kern_amx.c): the AVX-512 exact

@@ -1113,13 +1113,18 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         return PB_OK;
     if (ldx < w->n_in || ldy < w->n_out)
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
-    mm_job j = {.ops = pb_kops_active(), .x = x, .ldx = (size_t)ldx, .M = M, .w = w, .bias = bias, .y = y,
-                .ldy = (size_t)ldy, .wconv = k->wconv};
-    const int amx = j.ops->amx && w->dt == PB_DT_BF16;
+    /* the bf16-product tables multiply bf16 weights only: other weights
+     * take the exact table beside them */
+    const pb_kops *ops = pb_kops_active();
+    if (ops->exact && w->dt != PB_DT_BF16)
+        ops = ops->exact;
+    mm_job j = {.ops = ops, .x = x, .ldx = (size_t)ldx, .M = M, .w = w, .bias = bias, .y = y, .ldy = (size_t)ldy,
+                .wconv = k->wconv};
+    const int amx = ops->amx != NULL;
     const int G = amx ? 2 : j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
     j.kb = M > j.ops->mr ? kblock(j.ops, w->dt) : 0; /* the many-tile path's only */
-    if (j.ops->xpairs && w->dt == PB_DT_BF16) {
+    if (j.ops->xpairs) {
         /* the bf16 products: x as bf16 pairs, converted once for all the
          * call's panels (per tile and panel group it cost a third of the
          * dot products' instructions) */

@@ -222,15 +222,11 @@ static float dot_step(float a, float b, float c)
     return fabsf(s) < 0x1p-62f ? copysignf(0.0f, s) : r;
 }
 
-/* bf16 weights: x holds pb_kxpairs pairs; per pair the odd k first, as
- * vdpbf16ps; other weights take the exact tiles */
+/* bf16 weights (pb_kmat_mul gives others to the exact table): x holds
+ * pb_kxpairs pairs; per pair the odd k first, as vdpbf16ps */
 static void mm_dots_portable(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                              float *c, size_t ldc, int nlast, int accumulate)
 {
-    if (dt != PB_DT_BF16) {
-        mm_portable(R, G, dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
-        return;
-    }
     const uint32_t *xb = (const uint32_t *)(const void *)x;
     for (int r = 0; r < R; r++)
         for (int g = 0; g < G; g++) {
