@@ -47,9 +47,10 @@ Measures (median of --runs, peers interleaved within each run):
                columns there are its prefill and decode_bN, as are PyTorch's,
                whose bf16 models multiply in bf16)
   prefill_amx, decode_bN_amx  bf16 models where the CPU has AMX-BF16:
-               pippy with --matmul-precision bf16-amx (the tile unit, as
-               PyTorch's oneDNN bf16 matmuls use it), every batch; the
-               peers' columns as for the bf16 dots
+               pippy with --matmul-precision bf16-amx --kv-dtype bf16 (the
+               tile unit, as PyTorch's oneDNN bf16 matmuls use it, for the
+               matmuls and attention's products over the bf16 cache), every
+               batch; the peers' columns as for the bf16 dots
 Limits measured in the same run, before each run round (only the first
 under --budget), the best kept
 (contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
@@ -427,8 +428,9 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
                                          ignore_eos, tmp, flag)
                 res[f"decode_b{B}_bf16dot"] = decode_rate(met)
         if job.get("amx") and m["dtype"] == "bf16":
-            # --matmul-precision bf16-amx: the bf16 products on the AMX tile unit
-            flag = ("--matmul-precision", "bf16-amx")
+            # --matmul-precision bf16-amx: the bf16 products on the AMX tile unit, the
+            # KV cache in bf16 (as PyTorch's bf16 run keeps it), so attention's too
+            flag = ("--matmul-precision", "bf16-amx", "--kv-dtype", "bf16")
             met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]] * 2, 1, 1, len(job["long"]) + 1,
                                      job["threads"], ignore_eos, tmp, flag)
             res["prefill_amx"] = met["prompt_tokens"] / 2 / two_ttfts(met)[1]
@@ -748,7 +750,8 @@ def main():
         notes.append(f"bf16 dots (--matmul-precision bf16) on this CPU: {how[0] if how else '?'}")
     amx = a.isa == "native" and "AMX-BF16: yes" in ver
     if amx:
-        notes.append("AMX-BF16 on this CPU: pippy's bf16 models also run with --matmul-precision bf16-amx")
+        notes.append("AMX-BF16 on this CPU: pippy's bf16 models also run with --matmul-precision bf16-amx "
+                     "--kv-dtype bf16 (matmuls and attention on the tile unit)")
     if not ignore_eos:
         notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
 
@@ -832,8 +835,8 @@ def main():
               "rss_mib": "peak RSS MiB", f"decode_b{bmax}_kv16": f"b{bmax}, f16 KV tok/s",
               "rss_kv16_mib": "RSS, f16 KV MiB", "prefill_bf16dot": f"prefill, bf16 dots"}
     labels.update({f"decode_b{b}_bf16dot": f"b{b}, bf16 dots" for b in dot_batches(batches)})
-    labels["prefill_amx"] = "prefill, bf16 AMX"
-    labels.update({f"decode_b{b}_amx": f"b{b}, bf16 AMX" for b in batches})
+    labels["prefill_amx"] = "prefill, bf16 AMX, bf16 KV"
+    labels.update({f"decode_b{b}_amx": f"b{b}, bf16 AMX, bf16 KV" for b in batches})
     labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
     med = {}
     for m in models:

@@ -163,6 +163,7 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
     const int kp = (w->n_in + 1) / 2;          /* k pairs */
     const int steps = (kp + 15) / 16;          /* B tiles per panel */
     const int tail = kp % 16;                  /* pairs of the last, partial one (0: whole) */
+    const int odd = w->n_in & 1;               /* the last pair holds one k */
     const size_t lda = ldxb * sizeof(uint32_t);
     const size_t pbytes = w->pstride * sizeof(uint16_t);
     _Alignas(64) char btail[2][1024];
@@ -176,10 +177,16 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
             const char *b0 = (const char *)w->data + (size_t)p * pbytes;
             const char *b1 = two ? b0 + pbytes : b0;
             const char *bt0 = b0 + (size_t)(steps - 1) * 1024, *bt1 = b1 + (size_t)(steps - 1) * 1024;
-            if (tail) { /* the panels end mid-tile: their last pairs, then zeros */
+            if (tail || odd) { /* the panels end mid-tile: their last pairs, then zeros */
+                const int n = tail ? tail : 16;
                 memset(btail, 0, sizeof btail);
-                memcpy(btail[0], bt0, (size_t)tail * 64);
-                memcpy(btail[1], bt1, (size_t)tail * 64);
+                memcpy(btail[0], bt0, (size_t)n * 64);
+                memcpy(btail[1], bt1, (size_t)n * 64);
+                if (odd) /* the last pair's second k is past K: not read (a KV cache's next key) */
+                    for (int c = 0; c < 16; c++) {
+                        memset(btail[0] + (n - 1) * 64 + c * 4 + 2, 0, 2);
+                        memset(btail[1] + (n - 1) * 64 + c * 4 + 2, 0, 2);
+                    }
                 bt0 = btail[0];
                 bt1 = btail[1];
             }

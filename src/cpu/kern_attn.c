@@ -30,10 +30,16 @@
  * bf16 (hd = kd): K at (j / 16) * 16 * kd + (d / 2) * 32 + (j % 16) * 2 + d % 2,
  * V at (d / 16) * cap * 16 + (j / 2) * 32 + (d % 16) * 2 + j % 2.
  * The scores of a panel's keys past a query's last are computed (from
- * whatever the cache holds there) and never read. */
+ * whatever the cache holds there) and never read.
+ *
+ * Under --matmul-precision bf16-amx a bf16 cache's panels are the AMX tile
+ * unit's B tiles as they lie (a K panel: pairs of dims by 16 keys; a V
+ * panel: pairs of keys by 16 dims), and both products run there (amx_*
+ * below), with the queries and the softmax weights rounded to bf16. */
 #include "config.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cpu/kern_impl.h"
@@ -90,13 +96,29 @@ static size_t score_ld(int jbase, int jend)
     return 16 + round16((size_t)jend) - ((size_t)jbase & ~(size_t)15);
 }
 
+/* The AMX form's keys of an item (jbase, jend): from the multiple of 32 at or
+ * before its first, so that every query's value products take the same
+ * tiles of 32 keys whatever item it is in */
+static inline int amx_k0(int jbase)
+{
+    return jbase & ~31;
+}
+
+/* The AMX form's scratch (attn_amx): Q's and the weights' rows as bf16
+ * pairs (pb_kamx_ldxb apart, rows to a multiple of 16), 64-byte aligned */
+static size_t amx_scratch(size_t rows, int hd, int jbase, int jend)
+{
+    return round16(rows) * (pb_kamx_ldxb(hd) + pb_kamx_ldxb(jend - amx_k0(jbase))) + 16;
+}
+
 /* An item's scratch: per row its scores, Q (hd) and O (hd16), then a chunk
  * of an f16 or bf16 cache widened (CHUNK keys of K panels,
  * [CHUNK / 16][hd][16], and of V, [hd16 / 16][CHUNK][16]). */
 static size_t item_scratch(size_t rows, int hd, int jbase, int jend)
 {
     return rows * (score_ld(jbase, jend) + (size_t)hd + round16((size_t)hd)) +
-           CHUNK * ((size_t)hd + 1 + round16((size_t)hd)); /* + 1: a bf16 cache's K rows are even */
+           CHUNK * ((size_t)hd + 1 + round16((size_t)hd)) + /* + 1: a bf16 cache's K rows are even */
+           amx_scratch(rows, hd, jbase, jend);
 }
 
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim)
@@ -114,6 +136,7 @@ _Static_assert(sizeof(attn_item) == 16, "kern_mat.c reserves 16 bytes a work ite
 typedef struct attn_job {
     const pb_kattn_args *a;
     const pb_kops *ops;
+    const pb_kops *amx; /* the AMX table where bf16-amx is on and the cache bf16, else NULL */
     const attn_item *items;
     float *const *scores;
 } attn_job;
@@ -139,6 +162,12 @@ typedef struct item_ctx {
     const void *kc, *vc;  /* this KV head's K panels and V panels */
     float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd), O (hd16) */
 } item_ctx;
+
+/* row r's query */
+static inline const float *query(const item_ctx *c, int r)
+{
+    return c->a->q + (size_t)(c->tok0 + c->q0 + r / c->G) * c->a->q_stride + (size_t)(c->g * c->G + r % c->G) * c->hd;
+}
 
 static inline float *score_row(const item_ctx *c, int r) /* [j] = key j */
 {
@@ -317,6 +346,75 @@ static void values_tile(const item_ctx *c, int r0, int R, const vchunk *ch)
     }
 }
 
+/* bf16-amx on a bf16 cache (attn_job.amx): the item's two products on the
+ * tile unit (pb_kops.amx). The cache's panels are its B tiles as they lie:
+ * a K panel holds 16 keys by pairs of dims, a V panel 16 dims by pairs of
+ * keys. The queries and the softmax weights are rounded to bf16 pairs, as
+ * in PyTorch's bf16 attention; scores and outputs sum in f32 on the unit,
+ * each score one tdpbf16ps chain over the dims, each output one over the
+ * tiles of 32 keys from the multiple of 32 at or before the query's first
+ * (zero weights outside its keys add exact zeros), ascending: a query's
+ * result depends on its position and the cache only, as above. The area:
+ * amx_scratch's, after the widened chunk (unused here). */
+static uint32_t *amx_area(const item_ctx *c, int rows)
+{
+    const float *end = c->os + (size_t)rows * c->hd16 + CHUNK * ((size_t)c->hd + 1 + (size_t)c->hd16);
+    return (uint32_t *)(((uintptr_t)end + 63) & ~(uintptr_t)63);
+}
+
+/* rows [rows, the next multiple of 16) of an A operand: zeros (past 16 rows
+ * the tiles have 16) */
+static void amx_pad_rows(uint32_t *x, size_t ld, int rows)
+{
+    if (rows > 16)
+        memset(x + (size_t)rows * ld, 0, (round16((size_t)rows) - (size_t)rows) * ld * sizeof *x);
+}
+
+/* scores of the item's rows over the K panels of their keys; qa: its area */
+static void amx_scores(const attn_job *j, const item_ctx *c, int rows, uint32_t *qa)
+{
+    const size_t ldq = pb_kamx_ldxb(c->hd), kp = ((size_t)c->hd + 1) / 2;
+    for (int r = 0; r < rows; r++) {
+        j->amx->xpairs(query(c, r), c->hd, qa + (size_t)r * ldq);
+        memset(qa + (size_t)r * ldq + kp, 0, (ldq - kp) * sizeof *qa);
+    }
+    amx_pad_rows(qa, ldq, rows);
+    int p0, p1;
+    tile_panels(c, 0, rows, &p0, &p1);
+    const pb_kmat k = {.dt = PB_DT_BF16, .n_out = (p1 - p0) * 16, .n_in = c->hd, .npanels = p1 - p0,
+                       .pstride = (size_t)16 * c->kd,
+                       .data = (void *)(uintptr_t)at(c->kc, PB_DT_BF16, (size_t)p0 * 16 * c->kd)};
+    j->amx->amx(qa, ldq, rows, (rows + 31) & ~31, &k, 0, p1 - p0, score_row(c, 0) + (size_t)p0 * 16, c->ld);
+}
+
+/* O rows = the rows' softmax weights (zero outside each row's keys) times V
+ * over keys [amx_k0(jbase), jend); pa: the area past Q's */
+static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase, int jend, uint32_t *pa)
+{
+    const int k0 = amx_k0(jbase), n = jend - k0;
+    const size_t ldp = pb_kamx_ldxb(n);
+    for (int r = 0; r < rows; r++) {
+        int a0, a1;
+        row_keys(c, r, &a0, &a1);
+        const float *s = score_row(c, r);
+        uint32_t *d = pa + (size_t)r * ldp;
+        size_t i = (size_t)(a0 - k0) / 2; /* the pairs before a0's */
+        memset(d, 0, i * sizeof *d);
+        int j0 = a0;
+        if ((a0 - k0) & 1) /* a0 is its pair's second key */
+            d[i++] = (uint32_t)pb_f32_to_bf16(s[j0++]) << 16;
+        if (j0 < a1) {
+            j->amx->xpairs(s + j0, a1 - j0, d + i);
+            i += (size_t)(a1 - j0 + 1) / 2;
+        }
+        memset(d + i, 0, (ldp - i) * sizeof *d);
+    }
+    amx_pad_rows(pa, ldp, rows);
+    const pb_kmat v = {.dt = PB_DT_BF16, .n_out = c->hd, .n_in = n, .npanels = c->hd16 / 16, .pstride = c->ps_v,
+                       .data = (void *)(uintptr_t)at(c->vc, PB_DT_BF16, (size_t)k0 * 16)};
+    j->amx->amx(pa, ldp, rows, (rows + 31) & ~31, &v, 0, c->hd16 / 16, c->os, (size_t)c->hd16);
+}
+
 /* this step's keys and values of sequence s, KV heads [g0, g1), into its
  * cache at their positions (an f16 cache's range was checked by
  * kv_f16_range) */
@@ -370,16 +468,17 @@ static void attn_item_run(void *ctx, int item, int worker)
         .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + (size_t)hd),
     };
     const size_t od = (size_t)a->n_heads * hd;
-    for (int r = 0; r < rows; r++) { /* the rows' queries, hd apart */
-        const float *q = a->q + (size_t)(c.tok0 + it->q0 + r / G) * a->q_stride + (size_t)(c.g * G + r % G) * hd;
-        memcpy(c.qs + (size_t)r * hd, q, (size_t)hd * sizeof(float));
-    }
+    for (int r = 0; r < rows && !j->amx; r++) /* the rows' queries, hd apart (the AMX form takes them as pairs) */
+        memcpy(c.qs + (size_t)r * hd, query(&c, r), (size_t)hd * sizeof(float));
     const int mr = ops->mr, nt = (rows + mr - 1) / mr;
     /* an f16 or bf16 cache read by many row tiles (prefill): widened once, a
      * chunk of keys at a time, for all of them (the same products, in the
      * same order); with up to 3 tiles reading it in place is as fast
      * (kern-bench) */
-    const bool chunked = dt != PB_DT_F32 && nt >= 4;
+    const bool chunked = !j->amx && dt != PB_DT_F32 && nt >= 4;
+    uint32_t *qa = j->amx ? amx_area(&c, rows) : NULL;
+    if (j->amx)
+        amx_scores(j, &c, rows, qa);
     float *kw = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16), *vw = kw + CHUNK * (size_t)kd; /* item_scratch */
     if (chunked) {
         const int P0 = jbase / 16, PF = (jend + 15) / 16;
@@ -394,7 +493,7 @@ static void attn_item_run(void *ctx, int item, int worker)
         }
     }
     for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
-        scores_tile(&c, r0, pb_ktile_rows(rows, nt, t), chunked);
+        scores_tile(&c, r0, pb_ktile_rows(rows, nt, t), chunked || j->amx);
     /* softmax weights (unnormalized) and 1 / sum */
     for (int r = 0; r < rows; r++) {
         int lo, end;
@@ -403,7 +502,9 @@ static void attn_item_run(void *ctx, int item, int worker)
         sc[(size_t)r * ld] = 1.0f / sum;
     }
     memset(c.os, 0, (size_t)rows * (size_t)hd16 * sizeof(float));
-    if (chunked) {
+    if (j->amx) {
+        amx_values(j, &c, rows, jbase, jend, qa + round16((size_t)rows) * pb_kamx_ldxb(hd));
+    } else if (chunked) {
         for (int k0 = jbase & ~15; k0 < jend; k0 += CHUNK) {
             const vchunk ch = {k0, k0 + CHUNK < jend ? k0 + CHUNK : jend, vw};
             for (int p = 0; p < hd16 / 16; p++)
@@ -501,7 +602,9 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
                 items[n++] = (attn_item){s, g, q0, q0 + q < a->n_tokens[s] ? q0 + q : a->n_tokens[s]};
     }
     const pb_kops *ops = pb_kops_active();
-    attn_job j = {a, ops->exact ? ops->exact : ops, items, pb_kctx_scores(k)}; /* never the bf16 dots */
+    /* never the bf16 dots; the AMX products on a bf16 cache */
+    attn_job j = {a, ops->exact ? ops->exact : ops, ops->amx && a->kv_dtype == PB_DT_BF16 ? ops : NULL, items,
+                  pb_kctx_scores(k)};
     pb_kctx_run(k, (int)n, attn_item_run, &j);
     return PB_OK;
 }

@@ -143,6 +143,10 @@ void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_km
 /* AMX-TILE and AMX-BF16 usable: the CPU has them, the OS saves their state
  * and grants it to this process (asked for here, once is enough) */
 bool pb_kamx_detect(void);
+/* pb_kops.amx's row stride of pairs, in words, for rows of n_in values:
+ * whole 64-byte lines, and one line more where rows would be a multiple of
+ * 1 KiB apart (the 16 rows of an A tile would fall in a few L1 sets) */
+size_t pb_kamx_ldxb(int n_in);
 /* the AVX2 rotary row kernel, shared by the AVX-512 tables */
 void pb_krope_avx2(float *v, int half, int interleaved, const float *cs);
 #endif

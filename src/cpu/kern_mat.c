@@ -812,18 +812,20 @@ static pb_status grow_xb(pb_kctx *k, size_t words)
 {
     if (words <= k->xb_cap)
         return PB_OK;
-    uint32_t *p = realloc(k->xb, words * sizeof *p);
+    /* whole 64-byte lines: an A tile's rows and a pair row's loads each
+     * one line (malloc's large blocks start 16 bytes into a page) */
+    const size_t bytes = (words * sizeof(uint32_t) + 63) & ~(size_t)63;
+    uint32_t *p = aligned_alloc(64, bytes);
     if (!p)
         return pb_error(PB_ERR_NOMEM, "out of memory for %zu words of bf16 activation pairs", words);
+    free(k->xb);
     k->xb = p;
     k->xb_cap = words;
     return PB_OK;
 }
 
-/* The AMX form's row stride of pairs, in words: whole 64-byte lines, and
- * one line more where rows would be a multiple of 1 KiB apart (the 16 rows
- * of an A tile would fall in a few L1 sets). Its rows go to a multiple of 16. */
-static size_t amx_ldxb(int n_in)
+/* (kern_impl.h) its rows go to a multiple of 16 (amx_rows) */
+size_t pb_kamx_ldxb(int n_in)
 {
     size_t w = (((size_t)n_in + 1) / 2 + 15) & ~(size_t)15;
     return w % 256 == 0 ? w + 16 : w;
@@ -842,7 +844,7 @@ static size_t xb_words(int max_m, int max_k)
     max_m = max_m > 1 ? max_m : 1;
     max_k = max_k > 1 ? max_k : 1;
     if (ops && ops->amx)
-        return amx_rows(max_m) * amx_ldxb(max_k);
+        return amx_rows(max_m) * pb_kamx_ldxb(max_k);
     return ops && ops->xpairs ? (size_t)max_m * (((size_t)max_k + 1) / 2) * (size_t)ops->xwords : 0;
 }
 
@@ -1128,7 +1130,7 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
         /* the bf16 products: x as bf16 pairs, converted once for all the
          * call's panels (per tile and panel group it cost a third of the
          * dot products' instructions) */
-        const size_t lp = amx ? amx_ldxb(w->n_in) : ((size_t)w->n_in + 1) / 2 * (size_t)j.ops->xwords;
+        const size_t lp = amx ? pb_kamx_ldxb(w->n_in) : ((size_t)w->n_in + 1) / 2 * (size_t)j.ops->xwords;
         const size_t rows = amx ? amx_rows(M) : (size_t)M;
         PB_CHECK(grow_xb(k, rows * lp)); /* reserved by pb_kctx_reserve; grown here for other callers */
         if (amx) {

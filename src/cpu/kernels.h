@@ -40,8 +40,10 @@ bool pb_cpu_bf16_products(void); /* on, in either form (the AMX one below includ
  * (tdpbf16ps; Intel Xeon from Sapphire Rapids on), activations rounded to
  * bf16 as above but the sums of each 32 k its own: the bits differ from the
  * other paths' (relative error of a dot product about 2^-9 against the
- * exact ones all the same), batch-invariant like them. Other weights, and
- * everything but the matmuls, take the exact AVX-512 kernels.
+ * exact ones all the same), batch-invariant like them. Attention over a
+ * bf16 KV cache takes the tile unit for its two products as well
+ * (kern_attn.c). Other weights, and everything else, take the exact
+ * AVX-512 kernels.
  * PB_ERR_UNSUPPORTED where the CPU, the OS or the build lacks AMX-BF16, or
  * PB_CPU_ISA holds the kernels below AVX-512. Off: the bf16 products off. */
 pb_status pb_cpu_set_amx(bool on);

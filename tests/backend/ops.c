@@ -24,7 +24,10 @@
  *   add_norm      exactly the bits of add then norm (x and out, out == x too)
  *   rope          |y - r| <= 4 eps (|a| + |b|)
  *   rope_angles   |y - r| <= 1e-6 (cos/sin of the same f32 angle)
- *   attention     |y - r| <= 2e-5 max|v|, and a sequence's output
+ *   attention     |y - r| <= 2e-5 max|v| (under bf16-amx with a bf16 cache,
+ *                 the products on the tile unit with queries and weights
+ *                 rounded to bf16: (2e-5 + 2^-8 (1 + 2 D)) max|v|, D the
+ *                 head's largest scale sum |q k|), and a sequence's output
  *                 bit-identical alone and in the batch; the cached tokens
  *                 are written by an earlier call (the cache layout is the
  *                 backend's own), into caches that start as garbage
@@ -122,6 +125,7 @@ static void to_host(void *host, const void *d, size_t bytes)
 static void rel(void *p) { BE->ops->release(BE, p); }
 
 static pb_dtype KVT; /* the KV cache dtype of the attention cases running */
+static bool amx_attn; /* bf16-amx is selected: a bf16 cache's attention runs on the tile unit */
 
 static float kept(float v, pb_dtype dt)
 {
@@ -533,18 +537,28 @@ typedef struct attn_case {
     float softcap;       /* Gemma 2's attention logit soft-cap, or 0 */
 } attn_case;
 
+/* out[h * hd + e]: the reference; dmax[h] (when not NULL): the largest
+ * scale sum_e |q_e k_e| over the head's keys (what rounding q to bf16 can
+ * move a score by, in units of 2^-9) */
 static void attn_ref(const attn_case *c, int s, const float *kc, const float *vc, const float *q, int q_stride,
-                     int tok, int p, const float *alibi, float scale, double *out)
+                     int tok, int p, const float *alibi, float scale, double *out, double *dmax)
 {
     const int hd = c->hd, kvd = c->n_kv * hd, grp = c->n_heads / c->n_kv;
     (void)s;
     for (int h = 0; h < c->n_heads; h++) {
         int g = h / grp, lo = c->window > 0 && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
         double m = -INFINITY, *sc = malloc(sizeof(double) * (size_t)(p + 1)), sum = 0;
+        if (dmax)
+            dmax[h] = 0;
         for (int j = lo; j <= p; j++) {
-            double d = 0;
-            for (int e = 0; e < hd; e++)
-                d += (double)q[(size_t)tok * q_stride + h * hd + e] * kc[(size_t)j * kvd + g * hd + e];
+            double d = 0, da = 0;
+            for (int e = 0; e < hd; e++) {
+                const double t = (double)q[(size_t)tok * q_stride + h * hd + e] * kc[(size_t)j * kvd + g * hd + e];
+                d += t;
+                da += fabs(t);
+            }
+            if (dmax)
+                dmax[h] = fmax(dmax[h], da * scale);
             d = d * scale + (alibi ? (double)alibi[h] * j : 0);
             if (c->softcap > 0)
                 d = tanh(d / c->softcap) * c->softcap;
@@ -593,7 +607,8 @@ static void attn_call(const attn_case *c, const int *p0, const int *n, void **dk
     OK(BE->ops->attention(BE, &a));
     float *out = malloc((size_t)(T ? T : 1) * qd * 4);
     to_host(out, dout, (size_t)T * qd * 4);
-    double *ref = malloc(sizeof(double) * (size_t)qd);
+    double *ref = malloc(sizeof(double) * (size_t)qd), dmax[16];
+    const bool amx = amx_attn && kvt == PB_DT_BF16; /* the products on the tile unit */
     for (int s = 0; s < S; s++) {
         for (int i = 0; i < n[s]; i++)
             for (int e = 0; e < kvd; e++) {
@@ -606,10 +621,12 @@ static void attn_call(const attn_case *c, const int *p0, const int *n, void **dk
             vmax = fmax(vmax, fabs(vc[s][i]));
         for (int i = 0; i < n[s]; i++) {
             int tok = tok_start[s] + i;
-            attn_ref(c, s, kc[s], vc[s], qkv, q_stride, tok, p0[s] + i, c->alibi ? alibi : NULL, scale, ref);
-            for (int e = 0; e < qd; e++)
-                CHECK(fabs(out[(size_t)tok * qd + e] - ref[e]) <= 2e-5 * vmax, "seq %d token %d dim %d: %g vs %g", s,
+            attn_ref(c, s, kc[s], vc[s], qkv, q_stride, tok, p0[s] + i, c->alibi ? alibi : NULL, scale, ref, dmax);
+            for (int e = 0; e < qd; e++) {
+                const double tol = amx ? (2e-5 + 0x1p-8 * (1 + 2 * dmax[e / hd])) * vmax : 2e-5 * vmax;
+                CHECK(fabs(out[(size_t)tok * qd + e] - ref[e]) <= tol, "seq %d token %d dim %d: %g vs %g", s,
                       p0[s] + i, e, out[(size_t)tok * qd + e], ref[e]);
+            }
         }
     }
     /* batch invariance: each sequence alone (same cache state) gives the same bits */
@@ -983,6 +1000,36 @@ static float *rows_probe(size_t *len)
     return out;
 }
 
+/* One prefill of 20 tokens, 4 heads over 2 KV heads of 32, into a fresh bf16
+ * cache: the outputs (ATTN_PROBE_FLOATS) */
+#define ATTN_PROBE_FLOATS (20 * 4 * 32)
+static float *attn_probe(void)
+{
+    const int T = 20, hd = 32, H = 4, KV = 2, qs = (H + 2 * KV) * hd, len = 32;
+    pb_backend_limits lim = {.max_seqs = 1, .max_keys = len, .max_heads = H, .max_tokens = T, .max_dim = qs,
+                             .head_dim = hd};
+    OK(BE->ops->reserve(BE, &lim));
+    float *qkv = malloc((size_t)T * qs * 4), *out = malloc(ATTN_PROBE_FLOATS * 4);
+    fill(qkv, (size_t)T * qs, 1.5f);
+    const size_t cb = (size_t)BE->ops->kv_bytes(PB_DT_BF16, len, KV, hd);
+    void *zero = calloc(1, cb), *dk = dev_from(zero, cb), *dv = dev_from(zero, cb);
+    float *dqkv = dev_from(qkv, (size_t)T * qs * 4), *dout = dev(ATTN_PROBE_FLOATS * 4);
+    int tok0 = 0, pos = 0, n = T;
+    pb_attn_args a = {.n_seqs = 1, .tok_start = &tok0, .pos = &pos, .n_tokens = &n, .k_cache = &dk, .v_cache = &dv,
+                      .cache_len = len, .kv_dtype = PB_DT_BF16, .q = dqkv, .k = dqkv + H * hd,
+                      .v = dqkv + (H + KV) * hd, .q_stride = qs, .kv_stride = qs, .out = dout, .n_heads = H,
+                      .n_kv_heads = KV, .head_dim = hd, .scale = 0.125f};
+    OK(BE->ops->attention(BE, &a));
+    to_host(out, dout, ATTN_PROBE_FLOATS * 4);
+    rel(dk);
+    rel(dv);
+    rel(dqkv);
+    rel(dout);
+    free(zero);
+    free(qkv);
+    return out;
+}
+
 /* --matmul-precision bf16-amx where the CPU has the tile unit: every linear
  * case within the bounds of the bf16 products, batch-invariant; not the
  * exact bits. Elsewhere: refused. */
@@ -998,15 +1045,22 @@ static void amx_linear(int threads)
     int before = failures;
     bf16_products = true;
     test_linear();
+    amx_attn = true;
+    test_attention();
+    amx_attn = false;
     rng_state = 99;
-    float *y = isa_probe();
+    float *y = isa_probe(), *a = attn_probe();
     bf16_products = false;
     OK(pb_mmprec_select(BE->ops, PB_MMPREC_F32));
     rng_state = 99;
-    float *ye = isa_probe();
+    float *ye = isa_probe(), *ae = attn_probe();
     CHECK(memcmp(y, ye, (size_t)11 * 97 * 4) != 0, "the AMX products give the exact bits");
+    where = "bf16-amx";
+    CHECK(memcmp(a, ae, ATTN_PROBE_FLOATS * 4) != 0, "attention over a bf16 cache gives the exact bits under bf16-amx");
     free(y);
     free(ye);
+    free(a);
+    free(ae);
     printf("cpu (bf16-amx, %d thread%s): %s\n", threads, threads == 1 ? "" : "s", failures == before ? "ok" : "FAILED");
 }
 

@@ -164,7 +164,7 @@ if "$PB" --version | grep -q "AMX-BF16: yes"; then
     "$PB" -q --model "$M" --in in.jsonl --out amx.jsonl --matmul-precision bf16-amx 2>err \
         && [ "$(wc -l <amx.jsonl)" -eq 8 ] && ok "--matmul-precision bf16-amx writes 8 records" \
         || bad "--matmul-precision bf16-amx: $(cat err)"
-    printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s dots=bf16-amx", "input": "x", "settings": "y"}\n' \
+    printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s dots=bf16-amx attn=bf16-amx", "input": "x", "settings": "y"}\n' \
         "$fp" >o3.jsonl.partial.state
     refused "--resume of a bf16-amx run with --matmul-precision bf16-amx: the model matches" \
         "--resume: different input than" --model "$M" --in in.jsonl --out o3.jsonl --resume --matmul-precision bf16-amx

@@ -222,6 +222,9 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
             if (kv_dt == PB_DT_F16) {
                 ((uint16_t *)kc[s])[i] = pb_f32_to_f16(frand(&seed));
                 ((uint16_t *)vc[s])[i] = pb_f32_to_f16(frand(&seed));
+            } else if (kv_dt == PB_DT_BF16) {
+                ((uint16_t *)kc[s])[i] = pb_f32_to_bf16(frand(&seed));
+                ((uint16_t *)vc[s])[i] = pb_f32_to_bf16(frand(&seed));
             } else
                 ((float *)kc[s])[i] = frand(&seed), ((float *)vc[s])[i] = frand(&seed);
         tok[s] = s * n_new, pos[s] = ctx, nt[s] = n_new;
@@ -250,7 +253,7 @@ static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_
     /* keys each query sees: ctx + i + 1 for token i of the new ones */
     const double keys = (double)n_seqs * ((double)n_new * ctx + (double)n_new * (n_new + 1) / 2);
     const double bytes = (double)n_seqs * L * kvd * 2 * (double)pb_dtype_size(kv_dt);
-    printf("attention %-26s %s cache %8.3f ms  KV %6.2f GB/s  %6.1f GFLOP/s\n", name, kv_dt == PB_DT_F16 ? "f16" : "f32",
+    printf("attention %-26s %s cache %8.3f ms  KV %6.2f GB/s  %6.1f GFLOP/s\n", name, pb_dtype_name(kv_dt),
            best * 1e3, bytes / best / 1e9, keys * n_heads * hd * 4 / best / 1e9);
     for (int s = 0; s < n_seqs; s++)
         free(kc[s]), free(vc[s]);
@@ -450,14 +453,15 @@ int main(int argc, char **argv)
     if (only && !strstr("attention", only))
         goto done;
     /* TinyLlama-1.1B attention shape: 32 heads over 4 KV heads of 64 */
-    for (int f16 = 0; f16 < 2; f16++) {
-        const pb_dtype dt = f16 ? PB_DT_F16 : PB_DT_F32;
+    for (int c = 0; c < 3; c++) {
+        const pb_dtype dt = (const pb_dtype[]){PB_DT_F32, PB_DT_F16, PB_DT_BF16}[c];
         bench_attn(k, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, dt, secs);
         bench_attn(k, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, dt, secs);
         bench_attn(k, "SmolLM2 decode 64 x 45 keys", 64, 44, 1, 9, 3, 64, dt, secs);
         bench_attn(k, "decode 32 x 2048 keys", 32, 2047, 1, 32, 4, 64, dt, secs);
         bench_attn(k, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, dt, secs);
         bench_attn(k, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, dt, secs);
+        bench_attn(k, "SmolLM2 prefill 512 (9x3x64)", 1, 0, 512, 9, 3, 64, dt, secs);
     }
 done:
     pb_kctx_free(k);

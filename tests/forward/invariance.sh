@@ -4,7 +4,8 @@
 # families with different attention paths, with 1 and 2 compute threads;
 # also with bf16 weights and --matmul-precision bf16 (its products are
 # batch-invariant too), on the CPU's own path and on the AVX2 emulation,
-# and with --matmul-precision bf16-amx where the CPU has AMX-BF16.
+# and with --matmul-precision bf16-amx where the CPU has AMX-BF16 (with an
+# f32 and a bf16 KV cache).
 set -eu
 H="$PB_BUILDDIR/tests/forward/fwd-harness"
 "$PB_PYTHON" "$PB_SRCDIR/tests/forward/make_goldens.py" "$PB_TEST_TMP" gpt2-b llama-b bloom-b mistral-a >/dev/null 2>&1
@@ -39,6 +40,19 @@ if "$PB_BUILDDIR/pippy-batch" --version | grep -q "AMX-BF16: yes"; then
         else
             echo "llama-b bf16-amx threads=$t: $out"
         fi
+    done
+    # a bf16 KV cache: attention's products on the tile unit too (mistral-a:
+    # a sliding window, so items start their keys past 0)
+    for m in llama-b mistral-a; do
+        for t in 1 2; do
+            if ! out=$(PB_WEIGHTS_DTYPE=bf16 PB_MATMUL_PRECISION=bf16-amx PB_KV_DTYPE=bf16 \
+                "$H" invariance "$PB_TEST_TMP/$m/model" $t 2>&1); then
+                echo "FAIL $m bf16-amx, bf16 KV threads=$t: $out"
+                fail=1
+            else
+                echo "$m bf16-amx, bf16 KV threads=$t: $out"
+            fi
+        done
     done
 else
     echo "llama-b bf16-amx: this CPU has no AMX-BF16"

@@ -22,8 +22,9 @@ HF's reference is computed once (f32 on the folder's bf16 weights). Then:
    farther from HF f32 than HF's own bf16 run (the same model in
    torch.bfloat16) is; `mpirun -np 1` and `-np 2` write identical files.
 4. --matmul-precision bf16-amx (those products on the AMX tile unit, where
-   the CPU has AMX-BF16): the logits of 1 and 2 stages identical bit for bit,
-   and no farther from HF f32 than HF's own bf16 run is.
+   the CPU has AMX-BF16), with the KV cache in f32 and in bf16 (attention's
+   products on the tile unit too): the logits of 1 and 2 stages identical
+   bit for bit, and no farther from HF f32 than HF's own bf16 run is.
 """
 import fcntl
 import json
@@ -199,18 +200,23 @@ def check_amx(d, ref, harness, work, hf16):
     if "AMX-BF16: yes" not in ver:
         print("bf16-amx: this CPU has no AMX-BF16 (section 4 not applicable)")
         return []
-    env = dict(os.environ, PB_MATMUL_PRECISION="bf16-amx")
-    env.pop("PB_CPU_ISA", None)
-    for ns in (1, 2):
-        r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
-        if r.returncode != 0:
-            return [f"bf16-amx, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}"]
-        od = os.path.join(work, f"out-{ns}")
-        shutil.rmtree(od + "-amx", ignore_errors=True)
-        os.replace(od, od + "-amx")
-    errors, ours, theirs = inexact_vs_hf(work, "amx", "bf16-amx", ref, hf16)
-    print(f"bf16-amx: max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g}); 1 and 2 stages "
-          f"{'differ' if any('stages' in e for e in errors) else 'identical'}")
+    errors = []
+    # the KV cache in f32 (attention exact), then in bf16 (attention's
+    # products on the tile unit too)
+    for kv, tag, what in (("f32", "amx", "bf16-amx"), ("bf16", "amx-kv", "bf16-amx, bf16 KV cache")):
+        env = dict(os.environ, PB_MATMUL_PRECISION="bf16-amx", PB_KV_DTYPE=kv)
+        env.pop("PB_CPU_ISA", None)
+        for ns in (1, 2):
+            r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
+            if r.returncode != 0:
+                return errors + [f"{what}, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}"]
+            od = os.path.join(work, f"out-{ns}")
+            shutil.rmtree(f"{od}-{tag}", ignore_errors=True)
+            os.replace(od, f"{od}-{tag}")
+        e, ours, theirs = inexact_vs_hf(work, tag, what, ref, hf16)
+        print(f"{what}: max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g}); 1 and 2 stages "
+              f"{'differ' if any('stages' in x for x in e) else 'identical'}")
+        errors += e
     return errors
 
 
