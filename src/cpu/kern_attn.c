@@ -104,7 +104,7 @@ static inline int amx_k0(int jbase)
     return jbase & ~31;
 }
 
-/* The AMX form's scratch (attn_amx): Q's and the weights' rows as bf16
+/* The AMX form's scratch (amx_area): Q's and the weights' rows as bf16
  * pairs (pb_kamx_ldxb apart, rows to a multiple of 16), 64-byte aligned */
 static size_t amx_scratch(size_t rows, int hd, int jbase, int jend)
 {
@@ -501,7 +501,8 @@ static void attn_item_run(void *ctx, int item, int worker)
         const float sum = ops->expsum(score_row(&c, r) + lo, end - lo, sc[(size_t)r * ld + 1]);
         sc[(size_t)r * ld] = 1.0f / sum;
     }
-    memset(c.os, 0, (size_t)rows * (size_t)hd16 * sizeof(float));
+    if (!j->amx) /* (the AMX form writes O whole) */
+        memset(c.os, 0, (size_t)rows * (size_t)hd16 * sizeof(float));
     if (j->amx) {
         amx_values(j, &c, rows, jbase, jend, qa + round16((size_t)rows) * pb_kamx_ldxb(hd));
     } else if (chunked) {
