@@ -81,24 +81,6 @@ uint16_t pb_f32_to_f16(float f)
     return (uint16_t)(h | (sign >> 16));
 }
 
-float pb_bf16_to_f32(uint16_t b)
-{
-    uint32_t bits = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-uint16_t pb_f32_to_bf16(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-    x += 0x7fffu + ((x >> 16) & 1u);
-    return (uint16_t)(x >> 16);
-}
-
 int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n)
 {
     const unsigned char *s = src;

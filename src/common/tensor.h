@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum pb_dtype {
     PB_DT_F32 = 0,
@@ -42,8 +43,25 @@ int64_t pb_tensor_numel(const pb_tensor *t);
 /* Conversions used by loaders and backends. */
 float pb_f16_to_f32(uint16_t h);
 uint16_t pb_f32_to_f16(float f);
-float pb_bf16_to_f32(uint16_t b);
-uint16_t pb_f32_to_bf16(float f); /* round to nearest even, as torch does */
+/* (inline: the KV cache stores every key and value through it) */
+static inline float pb_bf16_to_f32(uint16_t b)
+{
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* round to nearest even, as torch does */
+static inline uint16_t pb_f32_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
 /* Convert n elements of src (dtype dt) to f32. Returns -1 for non-float dtypes. */
 int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n);
 

@@ -179,9 +179,10 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
             const char *bt0 = b0 + (size_t)(steps - 1) * 1024, *bt1 = b1 + (size_t)(steps - 1) * 1024;
             if (tail || odd) { /* the panels end mid-tile: their last pairs, then zeros */
                 const int n = tail ? tail : 16;
-                memset(btail, 0, sizeof btail);
                 memcpy(btail[0], bt0, (size_t)n * 64);
                 memcpy(btail[1], bt1, (size_t)n * 64);
+                memset(btail[0] + n * 64, 0, (size_t)(16 - n) * 64);
+                memset(btail[1] + n * 64, 0, (size_t)(16 - n) * 64);
                 if (odd) /* the last pair's second k is past K: not read (a KV cache's next key) */
                     for (int c = 0; c < 16; c++) {
                         memset(btail[0] + (n - 1) * 64 + c * 4 + 2, 0, 2);
