@@ -105,9 +105,13 @@ static inline int amx_k0(int jbase)
 }
 
 /* The AMX form's scratch (amx_area): Q's and the weights' rows as bf16
- * pairs (pb_kamx_ldxb apart, rows to a multiple of 16), 64-byte aligned */
+ * pairs (pb_kamx_ldxb apart, rows to a multiple of 16), 64-byte aligned;
+ * none where the CPU cannot run it (counted whether or not bf16-amx is on
+ * now, so that turning it on after pb_kctx_reserve finds room) */
 static size_t amx_scratch(size_t rows, int hd, int jbase, int jend)
 {
+    if (!pb_cpu_amx_available())
+        return 0;
     return round16(rows) * (pb_kamx_ldxb(hd) + pb_kamx_ldxb(jend - amx_k0(jbase))) + 16;
 }
 
