@@ -45,6 +45,9 @@
 #include "cpu/kern_impl.h"
 
 #define QB_MAX 16 /* query tokens per item */
+#define PREFILL_ROWS 64                   /* rows an item's scratch holds at least (pb_kattn_scratch_floats) */
+#define PREFILL_FLOATS ((size_t)1 << 20) /* ... while their scores take at most these floats */
+#define STORE_TOKENS 64 /* tokens of a KV head a store item writes */
 #define CHUNK 64  /* keys an f16/bf16 cache is widened in at a time for items of several row tiles */
 
 static inline size_t round16(size_t n)
@@ -127,9 +130,16 @@ static size_t item_scratch(size_t rows, int hd, int jbase, int jend)
 
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim)
 {
-    /* one token with every query head over every key (a prefill block of
-     * several tokens fits when the KV group is smaller than all heads) */
-    return item_scratch((size_t)max_heads, head_dim, 0, max_keys);
+    /* one token with every query head over every key, and at least
+     * PREFILL_ROWS rows (a prefill block of several tokens per item: each K
+     * and V tile read serves more rows; kern-bench, SmolLM2's prefill with
+     * bf16-amx: 1.49 ms at 9 rows, 0.97 at 48) while their scores stay
+     * within PREFILL_FLOATS */
+    size_t rows = (size_t)max_heads;
+    size_t want = PREFILL_FLOATS / (size_t)(max_keys > 1 ? max_keys : 1);
+    want = want < PREFILL_ROWS ? want : PREFILL_ROWS;
+    rows = want > rows ? want : rows;
+    return item_scratch(rows, head_dim, 0, max_keys);
 }
 
 typedef struct attn_item {
@@ -392,26 +402,27 @@ static void amx_scores(const attn_job *j, const item_ctx *c, int rows, uint32_t 
 }
 
 /* O rows = the rows' softmax weights (zero outside each row's keys) times V
- * over keys [amx_k0(jbase), jend); pa: the area past Q's */
+ * over keys [amx_k0(jbase), jend), each row's 1 / sum into its header; pa:
+ * the area past Q's. The scores are raw products unless transformed (ALiBi,
+ * soft-cap: scores_tile's, the scale applied), so the scale goes into
+ * softmax_bf16 (the same bits as scaling in place first). */
 static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase, int jend, uint32_t *pa)
 {
+    const pb_kattn_args *a = c->a;
     const int k0 = amx_k0(jbase), n = jend - k0;
     const size_t ldp = pb_kamx_ldxb(n);
+    const bool raw = !a->alibi && a->softcap <= 0;
     for (int r = 0; r < rows; r++) {
         int a0, a1;
         row_keys(c, r, &a0, &a1);
-        const float *s = score_row(c, r);
-        uint32_t *d = pa + (size_t)r * ldp;
-        size_t i = (size_t)(a0 - k0) / 2; /* the pairs before a0's */
-        memset(d, 0, i * sizeof *d);
-        int j0 = a0;
-        if ((a0 - k0) & 1) /* a0 is its pair's second key */
-            d[i++] = (uint32_t)pb_f32_to_bf16(s[j0++]) << 16;
-        if (j0 < a1) {
-            j->amx->xpairs(s + j0, a1 - j0, d + i);
-            i += (size_t)(a1 - j0 + 1) / 2;
-        }
-        memset(d + i, 0, (ldp - i) * sizeof *d);
+        if (!raw)
+            scores_tile(c, r, 1, true);
+        /* the pairs as bf16 values in key order: key k0 + i at [i] */
+        uint16_t *d = (uint16_t *)(void *)(pa + (size_t)r * ldp);
+        memset(d, 0, (size_t)(a0 - k0) * sizeof *d);
+        const float sum = j->amx->softmax_bf16(score_row(c, r) + a0, a1 - a0, raw ? a->scale : 1.0f, d + (a0 - k0));
+        c->sc[(size_t)r * c->ld] = 1.0f / sum;
+        memset(d + (a1 - k0), 0, (2 * ldp - (size_t)(a1 - k0)) * sizeof *d);
     }
     amx_pad_rows(pa, ldp, rows);
     const pb_kmat v = {.dt = PB_DT_BF16, .n_out = c->hd, .n_in = n, .npanels = c->hd16 / 16, .pstride = c->ps_v,
@@ -419,32 +430,52 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
     j->amx->amx(pa, ldp, rows, (rows + 31) & ~31, &v, 0, c->hd16 / 16, c->os, (size_t)c->hd16);
 }
 
-/* this step's keys and values of sequence s, KV heads [g0, g1), into its
- * cache at their positions (an f16 cache's range was checked by
- * kv_f16_range) */
-static void store_kv(const pb_kattn_args *a, int s, int g0, int g1)
+/* this step's keys and values of sequence s, its new tokens [i0, i1), KV
+ * heads [g0, g1), into its cache at their positions (an f16 cache's range
+ * was checked by kv_f16_range); the layouts of k_index and v_index, a row
+ * at a time */
+static void store_kv(const pb_kattn_args *a, int s, int g0, int g1, int i0, int i1)
 {
     const pb_dtype dt = a->kv_dtype;
     const int hd = a->head_dim, cap = cap_of(a->cache_len), kd = kd_of(dt, hd);
-    const size_t head = (size_t)cap * round16((size_t)hd);
-    for (int i = 0; i < a->n_tokens[s]; i++) {
+    const size_t head = (size_t)cap * round16((size_t)hd), vps = (size_t)cap * 16; /* V's panel stride */
+    for (int i = i0; i < i1; i++) {
         const int j = a->pos[s] + i;
         const float *k = a->k + (size_t)(a->tok_start[s] + i) * a->kv_stride;
         const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
-        for (int g = g0; g < g1; g++)
-            for (int d = 0; d < hd; d++) {
-                const size_t ki = (size_t)g * head + k_index(dt, kd, j, d);
-                const size_t vi = (size_t)g * head + v_index(dt, cap, j, d);
-                const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
-                if (dt == PB_DT_F32) {
-                    ((float *)a->k_cache[s])[ki] = x;
-                    ((float *)a->v_cache[s])[vi] = y;
-                } else {
-                    ((uint16_t *)a->k_cache[s])[ki] = dt == PB_DT_BF16 ? pb_f32_to_bf16(x) : pb_f32_to_f16(x);
-                    ((uint16_t *)a->v_cache[s])[vi] = dt == PB_DT_BF16 ? pb_f32_to_bf16(y) : pb_f32_to_f16(y);
-                }
+        for (int g = g0; g < g1; g++) {
+            const float *kr = k + (size_t)g * hd, *vr = v + (size_t)g * hd;
+            const size_t kb = (size_t)g * head + k_index(dt, kd, j, 0), vb = (size_t)g * head + v_index(dt, cap, j, 0);
+            if (dt == PB_DT_F32) {
+                float *kc = (float *)a->k_cache[s] + kb, *vc = (float *)a->v_cache[s] + vb;
+                for (int d = 0; d < hd; d++)
+                    kc[(size_t)d * 16] = kr[d];
+                for (int d0 = 0; d0 < hd; d0 += 16)
+                    memcpy(vc + (size_t)(d0 / 16) * vps, vr + d0, (size_t)(hd - d0 < 16 ? hd - d0 : 16) * sizeof(float));
+            } else if (dt == PB_DT_F16) {
+                uint16_t *kc = (uint16_t *)a->k_cache[s] + kb, *vc = (uint16_t *)a->v_cache[s] + vb;
+                for (int d = 0; d < hd; d++)
+                    kc[(size_t)d * 16] = pb_f32_to_f16(kr[d]);
+                for (int d = 0; d < hd; d++)
+                    vc[(size_t)(d / 16) * vps + d % 16] = pb_f32_to_f16(vr[d]);
+            } else { /* bf16: K pairs of dims 32 elements apart, V keys in pairs */
+                uint16_t *kc = (uint16_t *)a->k_cache[s] + kb, *vc = (uint16_t *)a->v_cache[s] + vb;
+                for (int d = 0; d < hd; d++)
+                    kc[(size_t)(d / 2) * 32 + d % 2] = pb_f32_to_bf16(kr[d]);
+                for (int d = 0; d < hd; d++)
+                    vc[(size_t)(d / 16) * vps + (size_t)(d % 16) * 2] = pb_f32_to_bf16(vr[d]);
             }
+        }
     }
+}
+
+/* a store item: tokens [q0, q1) of one sequence's KV head */
+static void store_item_run(void *ctx, int item, int worker)
+{
+    (void)worker;
+    const attn_job *j = ctx;
+    const attn_item *it = &j->items[item];
+    store_kv(j->a, it->seq, it->kvh, it->kvh + 1, it->q0, it->q1);
 }
 
 static void attn_item_run(void *ctx, int item, int worker)
@@ -454,7 +485,7 @@ static void attn_item_run(void *ctx, int item, int worker)
     const pb_kops *ops = j->ops;
     const attn_item *it = &j->items[item];
     if (it->q0 == 0 && it->q1 == a->n_tokens[it->seq]) /* the sequence's one item for this KV head (decode) */
-        store_kv(a, it->seq, it->kvh, it->kvh + 1);    /* its keys' lines are then in cache for the reads */
+        store_kv(a, it->seq, it->kvh, it->kvh + 1, 0, it->q1); /* its keys' lines are then in cache for the reads */
     const int hd = a->head_dim, G = a->n_heads / a->n_kv_heads, pos0 = a->pos[it->seq];
     const int jbase = first_key(a, pos0 + it->q0), jend = pos0 + it->q1; /* keys [jbase, jend) */
     const int rows = (it->q1 - it->q0) * G, hd16 = (int)round16((size_t)hd);
@@ -496,8 +527,13 @@ static void attn_item_run(void *ctx, int item, int worker)
             }
         }
     }
+    if (j->amx) {
+        /* the softmax and the weights' pairs in one pass a row; O written whole */
+        amx_values(j, &c, rows, jbase, jend, qa + round16((size_t)rows) * pb_kamx_ldxb(hd));
+        goto out;
+    }
     for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
-        scores_tile(&c, r0, pb_ktile_rows(rows, nt, t), chunked || j->amx);
+        scores_tile(&c, r0, pb_ktile_rows(rows, nt, t), chunked);
     /* softmax weights (unnormalized) and 1 / sum */
     for (int r = 0; r < rows; r++) {
         int lo, end;
@@ -505,11 +541,8 @@ static void attn_item_run(void *ctx, int item, int worker)
         const float sum = ops->expsum(score_row(&c, r) + lo, end - lo, sc[(size_t)r * ld + 1]);
         sc[(size_t)r * ld] = 1.0f / sum;
     }
-    if (!j->amx) /* (the AMX form writes O whole) */
-        memset(c.os, 0, (size_t)rows * (size_t)hd16 * sizeof(float));
-    if (j->amx) {
-        amx_values(j, &c, rows, jbase, jend, qa + round16((size_t)rows) * pb_kamx_ldxb(hd));
-    } else if (chunked) {
+    memset(c.os, 0, (size_t)rows * (size_t)hd16 * sizeof(float));
+    if (chunked) {
         for (int k0 = jbase & ~15; k0 < jend; k0 += CHUNK) {
             const vchunk ch = {k0, k0 + CHUNK < jend ? k0 + CHUNK : jend, vw};
             for (int p = 0; p < hd16 / 16; p++)
@@ -522,6 +555,7 @@ static void attn_item_run(void *ctx, int item, int worker)
         for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
             values_tile(&c, r0, pb_ktile_rows(rows, nt, t), NULL);
     }
+out:
     for (int r = 0; r < rows; r++) {
         const float inv = sc[(size_t)r * ld], *o = c.os + (size_t)r * hd16;
         float *dst = a->out + (size_t)(c.tok0 + it->q0 + r / G) * od + (size_t)(c.g * G + r % G) * hd;
@@ -588,20 +622,30 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
         if (!q)
             return pb_error(PB_ERR_NOMEM, "attention: %zu floats of scratch per thread needed, %zu reserved",
                             item_floats(a, s, a->n_tokens[s] - 1, a->n_tokens[s]), cap);
+        if (a->kv_dtype == PB_DT_F16) /* (before anything is stored) */
+            PB_CHECK(kv_f16_range(a, s));
         n_items += (size_t)a->n_kv_heads * (size_t)((a->n_tokens[s] + q - 1) / q);
     }
     void *buf;
     PB_CHECK(pb_kctx_items(k, n_items, sizeof(attn_item), &buf));
     attn_item *items = buf;
+    /* a sequence whose new keys several items read (a prefill block): its
+     * keys and values stored first, by the pool, in items of STORE_TOKENS
+     * tokens of one KV head (no more items than the attention's below) */
     size_t n = 0;
+    for (int s = 0; s < a->n_seqs; s++)
+        if (a->n_tokens[s] > 0 && pick_qb(a, s, cap) < a->n_tokens[s])
+            for (int g = 0; g < a->n_kv_heads; g++)
+                for (int i0 = 0; i0 < a->n_tokens[s]; i0 += STORE_TOKENS)
+                    items[n++] = (attn_item){s, g, i0, i0 + STORE_TOKENS < a->n_tokens[s] ? i0 + STORE_TOKENS
+                                                                                              : a->n_tokens[s]};
+    if (n > 0)
+        pb_kctx_run(k, (int)n, store_item_run, &(attn_job){.a = a, .items = items});
+    n = 0;
     for (int s = 0; s < a->n_seqs; s++) {
         if (a->n_tokens[s] <= 0)
             continue;
-        if (a->kv_dtype == PB_DT_F16)
-            PB_CHECK(kv_f16_range(a, s));
         const int q = pick_qb(a, s, cap);
-        if (q < a->n_tokens[s]) /* several items read its new keys: stored before them */
-            store_kv(a, s, 0, a->n_kv_heads);
         for (int g = 0; g < a->n_kv_heads; g++)
             for (int q0 = 0; q0 < a->n_tokens[s]; q0 += q)
                 items[n++] = (attn_item){s, g, q0, q0 + q < a->n_tokens[s] ? q0 + q : a->n_tokens[s]};

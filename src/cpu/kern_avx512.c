@@ -299,6 +299,14 @@ INLB __m256i bf16_pairs(__m512 xf)
     return _mm512_cvtepi64_epi32(pr);
 }
 
+/* 16 floats to bf16 in order, bf16_pairs' rounding */
+INL __m256i bf16_round16(__m512 xf)
+{
+    const __m512i u = _mm512_castps_si512(xf);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16));
+}
+
 /* the row's pairs (pb_kops.xpairs) */
 static TGTB void xpairs_avx512bf16(const float *x, int n, uint32_t *out)
 {
@@ -566,6 +574,36 @@ const pb_kops OPSB = {
 };
 
 #if defined(PB_KERN_AMX) && !defined(PB_KERN_SIMDE)
+/* (pb_kops.softmax_bf16) two passes over the row: the largest s[i] * scale,
+ * then each weight pb_kexp(s[i] * scale - m) into the lanes as expsum_avx512
+ * and out as bf16 (bf16_pairs' rounding) */
+static TGT float softmax_bf16_avx512(const float *s, int n, float scale, uint16_t *out)
+{
+    const __m512 sv = _mm512_set1_ps(scale);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        mx = _mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(s + i), sv), mx);
+    const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1u);
+    if (i < n)
+        mx = _mm512_mask_max_ps(mx, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + i), sv), mx);
+    const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 acc = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + i), sv), mv));
+        acc = _mm512_add_ps(acc, e);
+        _mm256_storeu_si256((__m256i *)(void *)(out + i), bf16_round16(e));
+    }
+    if (i < n) {
+        const __m512 x = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), tail,
+                                            _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + i), sv));
+        const __m512 e = exp16(_mm512_sub_ps(x, mv));
+        acc = _mm512_add_ps(acc, e);
+        _mm256_mask_storeu_epi16((void *)(out + i), tail, bf16_round16(e));
+    }
+    return tree16(acc);
+}
+
 /* the AVX-512 table with bf16 weights' products on the AMX tile unit
  * (kern_amx.c); the activations' pairs as the AVX512-BF16 table makes them */
 const pb_kops pb_kops_amx = {
@@ -575,6 +613,7 @@ const pb_kops pb_kops_amx = {
     .xpairs = xpairs_avx512bf16,
     .xwords = 1,
     .amx = pb_kamx_mul,
+    .softmax_bf16 = softmax_bf16_avx512,
     AVX512_COMMON
 };
 #endif

@@ -69,6 +69,13 @@ typedef struct pb_kops {
      * only; xpairs makes the pairs (xwords 1). */
     void (*amx)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
                 size_t ldy);
+    /* NULL except on the AMX table: attention's softmax weights of one row
+     * as bf16 for the tile unit: with m the largest s[i] * scale (i < n >=
+     * 1), out[i] = bf16(pb_kexp(s[i] * scale - m)) (nearest even), each
+     * product rounded as written; returns the sum of the unrounded weights
+     * in expsum's lanes and tree. (The same bits as multiplying by scale in
+     * place, expsum over the row, then xpairs.) */
+    float (*softmax_bf16)(const float *s, int n, float scale, uint16_t *out);
     /* out[k * 16 + c] = the exact f32 value of element (k0 + k, c) for k < kc
      * of a bf16 or f16 panel, w pointing at k0 (even for bf16) */
     void (*cvt)(pb_dtype dt, const void *w, int kc, float *out);

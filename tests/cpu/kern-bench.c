@@ -206,10 +206,14 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
 
 /* n_seqs sequences with ctx keys each already cached; one call adds
  * n_new tokens to every sequence. Prints time and the KV cache read rate. */
-static void bench_attn(pb_kctx *k, const char *name, int n_seqs, int ctx, int n_new, int n_heads, int n_kv, int hd,
-                       pb_dtype kv_dt, double secs)
+static void bench_attn(pb_kctx *k, const char *only, const char *name, int n_seqs, int ctx, int n_new, int n_heads,
+                       int n_kv, int hd, pb_dtype kv_dt, double secs)
 {
     const int L = ctx + n_new, qd = n_heads * hd, kvd = n_kv * hd, T = n_seqs * n_new;
+    char label[96];
+    snprintf(label, sizeof label, "attention %s %s", name, pb_dtype_name(kv_dt));
+    if (only && !strstr("attention", only) && !strstr(label, only))
+        return;
     unsigned seed = 7;
     void **kc = malloc((size_t)n_seqs * sizeof *kc), **vc = malloc((size_t)n_seqs * sizeof *vc);
     int *tok = malloc((size_t)n_seqs * sizeof(int)), *pos = malloc((size_t)n_seqs * sizeof(int)),
@@ -450,20 +454,17 @@ int main(int argc, char **argv)
     if (!only || strstr("rows", only)) /* one thread: the kernels of a row, not the pool */
         for (int i = 0; i < 3; i++)
             bench_rows((const int[]){1, 32, 512}[i], secs);
-    if (only && !strstr("attention", only))
-        goto done;
     /* TinyLlama-1.1B attention shape: 32 heads over 4 KV heads of 64 */
     for (int c = 0; c < 3; c++) {
         const pb_dtype dt = (const pb_dtype[]){PB_DT_F32, PB_DT_F16, PB_DT_BF16}[c];
-        bench_attn(k, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, dt, secs);
-        bench_attn(k, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, dt, secs);
-        bench_attn(k, "SmolLM2 decode 64 x 45 keys", 64, 44, 1, 9, 3, 64, dt, secs);
-        bench_attn(k, "decode 32 x 2048 keys", 32, 2047, 1, 32, 4, 64, dt, secs);
-        bench_attn(k, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, dt, secs);
-        bench_attn(k, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, dt, secs);
-        bench_attn(k, "SmolLM2 prefill 512 (9x3x64)", 1, 0, 512, 9, 3, 64, dt, secs);
+        bench_attn(k, only, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, dt, secs);
+        bench_attn(k, only, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, dt, secs);
+        bench_attn(k, only, "SmolLM2 decode 64 x 45 keys", 64, 44, 1, 9, 3, 64, dt, secs);
+        bench_attn(k, only, "decode 32 x 2048 keys", 32, 2047, 1, 32, 4, 64, dt, secs);
+        bench_attn(k, only, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, dt, secs);
+        bench_attn(k, only, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, dt, secs);
+        bench_attn(k, only, "SmolLM2 prefill 512 (9x3x64)", 1, 0, 512, 9, 3, 64, dt, secs);
     }
-done:
     pb_kctx_free(k);
     pb_pool_free(pool);
     return 0;

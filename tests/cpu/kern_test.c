@@ -1057,6 +1057,62 @@ static void test_bf16_products(pb_kctx *kctx)
         test_bf16dot_path(kctx, dpaths[pi].name, dpaths[pi].ops);
 }
 
+#ifdef PB_KERN_AMX
+/* the AMX table's softmax_bf16 against what it stands for: the row scaled
+ * in place, the exact table's expsum, then xpairs (bit for bit: weights and
+ * sum), over lengths around the 16 lanes, scales of both signs, and rows
+ * holding infinities and NaN */
+static void test_softmax_bf16(const pb_kops *ops)
+{
+    static const int lens[] = {1, 2, 15, 16, 17, 31, 33, 64, 100, 517};
+    static const float scales[] = {0.125f, 1.0f, 0.0883883f, -0.5f};
+    float s[520], t[520];
+    uint16_t out[520 + 1];
+    uint32_t pairs[261];
+    int bad = 0;
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (size_t si = 0; si < sizeof scales / sizeof scales[0]; si++)
+            for (int special = 0; special < 3; special++) {
+                const int n = lens[li];
+                const float scale = scales[si];
+                for (int i = 0; i < n; i++)
+                    s[i] = 40.0f * frand();
+                if (special == 1)
+                    s[n / 2] = -INFINITY; /* a masked score: weight 0 */
+                if (special == 2)
+                    s[(n * 3) / 4] = NAN;
+                out[n] = 0xabcd; /* past the row: untouched */
+                const float got = ops->softmax_bf16(s, n, scale, out);
+                float m = -INFINITY;
+                for (int i = 0; i < n; i++) {
+                    t[i] = s[i] * scale;
+                    m = t[i] > m ? t[i] : m;
+                }
+                const float want = ops->exact->expsum(t, n, m);
+                ops->xpairs(t, n, pairs);
+                for (int i = 0; i < n && !bad; i++) {
+                    const uint16_t w = (uint16_t)(pairs[i / 2] >> (16 * (i % 2)));
+                    if (out[i] != w) {
+                        FAIL("softmax_bf16: n %d, scale %g, case %d: weight %d is %#x, expected %#x", n, (double)scale,
+                             special, i, out[i], w);
+                        bad = 1;
+                    }
+                }
+                if (!bad && !same_bits(got, want)) {
+                    FAIL("softmax_bf16: n %d, scale %g, case %d: sum %a, expected %a", n, (double)scale, special,
+                         (double)got, (double)want);
+                    bad = 1;
+                }
+                if (!bad && out[n] != 0xabcd) {
+                    FAIL("softmax_bf16: n %d: wrote past the row", n);
+                    bad = 1;
+                }
+            }
+    if (!bad)
+        printf("amx: softmax_bf16 = scale, expsum, xpairs (bits)\n");
+}
+#endif
+
 /* --matmul-precision bf16-amx: the AMX table where the CPU has the tile unit
  * (bounds, batch invariance, other dtypes' exact bits: test_bf16dot_path),
  * its selection, and its refusals */
@@ -1085,6 +1141,7 @@ static void test_amx(pb_kctx *kctx)
         FAIL("bf16-amx: its table is not the AVX-512 one's");
     test_bf16dot_path(kctx, "amx", &pb_kops_amx);
     pb_kops_override(NULL);
+    test_softmax_bf16(&pb_kops_amx);
 #endif
 }
 
