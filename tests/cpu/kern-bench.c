@@ -3,6 +3,9 @@
  * shapes, and the machine's memory read bandwidth measured in the same run
  * (several threads, each several streams of 32-byte loads).
  *   kern-bench [threads] [seconds per measurement] [shape name filter]
+ * (the filter matches a matmul shape's name, "step", "rows", "attention", or
+ * one attention case as "attention NAME DTYPE", e.g. "SmolLM2 prefill 512
+ * (9x3x64) BF16")
  * With 1 thread, times are the thread's CPU time; run with
  * OPENBLAS_NUM_THREADS=1 then so that sgemm runs in the calling thread too.
  * Weights rotate over copies totalling >= 96 MB so that decode reads come
