@@ -286,8 +286,9 @@ INLB __m512bh as_bh(__m512i v)
     return r;
 }
 
-/* 16 floats -> 8 lanes of (bf16(x[2i+1]) << 16) | bf16(x[2i]), nearest even */
-INLB __m256i bf16_pairs(__m512 xf)
+/* 16 floats -> 8 lanes of (bf16(x[2i+1]) << 16) | bf16(x[2i]), nearest even
+ * (in memory: the 16 bf16 in order) */
+INL __m256i bf16_pairs(__m512 xf)
 {
     const __m512i u = _mm512_castps_si512(xf);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -297,14 +298,6 @@ INLB __m256i bf16_pairs(__m512 xf)
     const __m512i pr = _mm512_or_si512(_mm512_and_si512(t, _mm512_set1_epi64(0xffff)),
                                        _mm512_and_si512(_mm512_srli_epi64(t, 16), _mm512_set1_epi64(0xffff0000)));
     return _mm512_cvtepi64_epi32(pr);
-}
-
-/* 16 floats to bf16 in order, bf16_pairs' rounding */
-INL __m256i bf16_round16(__m512 xf)
-{
-    const __m512i u = _mm512_castps_si512(xf);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16));
 }
 
 /* the row's pairs (pb_kops.xpairs) */
@@ -576,7 +569,7 @@ const pb_kops OPSB = {
 #if defined(PB_KERN_AMX) && !defined(PB_KERN_SIMDE)
 /* (pb_kops.softmax_bf16) two passes over the row: the largest s[i] * scale,
  * then each weight pb_kexp(s[i] * scale - m) into the lanes as expsum_avx512
- * and out as bf16 (bf16_pairs' rounding) */
+ * and out as bf16 in order (bf16_pairs) */
 static TGT float softmax_bf16_avx512(const float *s, int n, float scale, uint16_t *out)
 {
     const __m512 sv = _mm512_set1_ps(scale);
@@ -592,14 +585,14 @@ static TGT float softmax_bf16_avx512(const float *s, int n, float scale, uint16_
     for (i = 0; i + 16 <= n; i += 16) {
         const __m512 e = exp16(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(s + i), sv), mv));
         acc = _mm512_add_ps(acc, e);
-        _mm256_storeu_si256((__m256i *)(void *)(out + i), bf16_round16(e));
+        _mm256_storeu_si256((__m256i *)(void *)(out + i), bf16_pairs(e));
     }
     if (i < n) {
         const __m512 x = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), tail,
                                             _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + i), sv));
         const __m512 e = exp16(_mm512_sub_ps(x, mv));
         acc = _mm512_add_ps(acc, e);
-        _mm256_mask_storeu_epi16((void *)(out + i), tail, bf16_round16(e));
+        _mm256_mask_storeu_epi16((void *)(out + i), tail, bf16_pairs(e));
     }
     return tree16(acc);
 }
