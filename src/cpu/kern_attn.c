@@ -41,6 +41,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "cpu/kern_impl.h"
 
@@ -430,6 +433,34 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
     j->amx->amx(pa, ldp, rows, (rows + 31) & ~31, &v, 0, c->hd16 / 16, c->os, (size_t)c->hd16);
 }
 
+/* pb_f32_to_bf16's bits without a branch (selects, which the compiler
+ * keeps branch-free: the store of a prefill's keys was a few % of it) */
+static inline uint32_t bf16_bits(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16, q = (x >> 16) | 0x40u;
+    return (x & 0x7fffffffu) > 0x7f800000u ? q : r;
+}
+
+#ifdef __SSE2__
+/* bf16_bits of x[0..3] in four lanes */
+static inline __m128i bf16x4(const float *x)
+{
+    const __m128i u = _mm_castps_si128(_mm_loadu_ps(x)), hi = _mm_srli_epi32(u, 16);
+    const __m128i r = _mm_srli_epi32(
+        _mm_add_epi32(_mm_add_epi32(u, _mm_set1_epi32(0x7fff)), _mm_and_si128(hi, _mm_set1_epi32(1))), 16);
+    const __m128i nan = _mm_cmpgt_epi32(_mm_and_si128(u, _mm_set1_epi32(0x7fffffff)), _mm_set1_epi32(0x7f800000));
+    return _mm_or_si128(_mm_and_si128(nan, _mm_or_si128(hi, _mm_set1_epi32(0x40))), _mm_andnot_si128(nan, r));
+}
+#endif
+
+/* two bf16 at p (4-byte aligned: an even element of the cache) */
+static inline void store_u32(uint16_t *p, uint32_t w)
+{
+    memcpy(p, &w, sizeof w);
+}
+
 /* this step's keys and values of sequence s, its new tokens [i0, i1), KV
  * heads [g0, g1), into its cache at their positions (an f16 cache's range
  * was checked by kv_f16_range); the layouts of k_index and v_index, a row
@@ -460,10 +491,33 @@ static void store_kv(const pb_kattn_args *a, int s, int g0, int g1, int i0, int 
                     vc[(size_t)(d / 16) * vps + d % 16] = pb_f32_to_f16(vr[d]);
             } else { /* bf16: K pairs of dims 32 elements apart, V keys in pairs */
                 uint16_t *kc = (uint16_t *)a->k_cache[s] + kb, *vc = (uint16_t *)a->v_cache[s] + vb;
-                for (int d = 0; d < hd; d++)
-                    kc[(size_t)(d / 2) * 32 + d % 2] = pb_f32_to_bf16(kr[d]);
-                for (int d = 0; d < hd; d++)
-                    vc[(size_t)(d / 16) * vps + (size_t)(d % 16) * 2] = pb_f32_to_bf16(vr[d]);
+                int d = 0;
+#ifdef __SSE2__
+                for (; d + 4 <= hd; d += 4) { /* two pairs of dims: two words */
+                    const __m128i b = bf16x4(kr + d), w = _mm_or_si128(b, _mm_srli_epi64(b, 16));
+                    store_u32(kc + (size_t)(d / 2) * 32, (uint32_t)_mm_cvtsi128_si32(w));
+                    store_u32(kc + (size_t)(d / 2 + 1) * 32, (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(w, 8)));
+                }
+#endif
+                for (; d + 1 < hd; d += 2) /* a pair of dims: one word */
+                    store_u32(kc + (size_t)(d / 2) * 32, bf16_bits(kr[d]) | bf16_bits(kr[d + 1]) << 16);
+                if (d < hd)
+                    kc[(size_t)(d / 2) * 32] = (uint16_t)bf16_bits(kr[d]);
+                if (j % 2 == 0 && i + 1 < i1) { /* this key and the next: one word per dim */
+                    const float *vn = vr + a->kv_stride;
+                    d = 0;
+#ifdef __SSE2__
+                    for (; d + 4 <= hd; d += 4) /* 4 dims of a panel's line (16 | d) */
+                        _mm_storeu_si128((__m128i *)(void *)(vc + (size_t)(d / 16) * vps + (size_t)(d % 16) * 2),
+                                         _mm_or_si128(bf16x4(vr + d), _mm_slli_epi32(bf16x4(vn + d), 16)));
+#endif
+                    for (; d < hd; d++)
+                        store_u32(vc + (size_t)(d / 16) * vps + (size_t)(d % 16) * 2,
+                                  bf16_bits(vr[d]) | bf16_bits(vn[d]) << 16);
+                } else if (!(j % 2 == 1 && i > i0)) { /* (an odd key after an even one here: stored with it) */
+                    for (d = 0; d < hd; d++)
+                        vc[(size_t)(d / 16) * vps + (size_t)(d % 16) * 2] = (uint16_t)bf16_bits(vr[d]);
+                }
             }
         }
     }
@@ -558,9 +612,8 @@ static void attn_item_run(void *ctx, int item, int worker)
 out:
     for (int r = 0; r < rows; r++) {
         const float inv = sc[(size_t)r * ld], *o = c.os + (size_t)r * hd16;
-        float *dst = a->out + (size_t)(c.tok0 + it->q0 + r / G) * od + (size_t)(c.g * G + r % G) * hd;
-        for (int d = 0; d < hd; d++)
-            dst[d] = o[d] * inv;
+        pb_krow_mul(a->out + (size_t)(c.tok0 + it->q0 + r / G) * od + (size_t)(c.g * G + r % G) * hd, o, inv,
+                    (size_t)hd);
     }
 }
 

@@ -53,3 +53,15 @@ void pb_krow_add(float *restrict y, const float *restrict x, const float *restri
         for (; i < n; i++)
             y[i] += x[i];
 }
+
+void pb_krow_mul(float *restrict y, const float *restrict x, float c, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE__
+    const __m128 cv = _mm_set1_ps(c);
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(y + i, _mm_mul_ps(_mm_loadu_ps(x + i), cv));
+#endif
+    for (; i < n; i++)
+        y[i] = x[i] * c;
+}

@@ -179,4 +179,8 @@ void pb_krow_rope(float *v, int half, bool interleaved, const float *cs);
  * neither); four lanes at a time where SSE is there */
 void pb_krow_add(float *y, const float *x, const float *x2, size_t n);
 
+/* y[i] = x[i] * c (y overlaps no other part of x); four lanes at a time
+ * where SSE is there */
+void pb_krow_mul(float *y, const float *x, float c, size_t n);
+
 #endif

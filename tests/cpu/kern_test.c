@@ -517,6 +517,65 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
     return ok;
 }
 
+/* A bf16 cache holds each new key and value as pb_f32_to_bf16 rounds it
+ * (nearest even, quiet NaNs), at the layout kern_attn.c documents: values
+ * that are not bf16 numbers (ties, NaNs with low payloads, the largest
+ * float, subnormals), an odd head_dim, and calls that start at odd and even
+ * positions (V keeps the keys in pairs). */
+static void test_kv_store_bf16(pb_kctx *kctx)
+{
+    enum { NKV = 2, HD = 23, NH = 4, L = 37 };
+    static const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x7f800001u, 0xffc00000u, 0x7f800000u,
+                                       0xff800000u, 0x7f7fffffu, 0x00000001u, 0x80000000u, 0x3f7fffffu};
+    const int kvd = NKV * HD, qd = NH * HD, cap = (L + 15) & ~15, kd = HD + 1, hd16 = (HD + 15) & ~15;
+    const size_t n = pb_kattn_cache_elems(PB_DT_BF16, L, NKV, HD);
+    uint16_t *kc = malloc(n * 2), *vc = malloc(n * 2);
+    float *k = malloc((size_t)L * kvd * sizeof(float)), *v = malloc((size_t)L * kvd * sizeof(float));
+    float *q = malloc((size_t)L * qd * sizeof(float)), *o = malloc((size_t)L * qd * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        kc[i] = vc[i] = 0x7f7f;
+    for (int i = 0; i < L * kvd; i++) {
+        k[i] = 3.0f * frand(), v[i] = frand();
+        if (i % 7 == 3)
+            memcpy(&k[i], &special[(size_t)i / 7 % 10], 4);
+        if (i % 5 == 1)
+            memcpy(&v[i], &special[(size_t)i / 5 % 10], 4);
+    }
+    for (int i = 0; i < L * qd; i++)
+        q[i] = frand();
+    static const int chunks[] = {3, 1, 4, 5, 2, 8, 1, 13};
+    void *kp[1] = {kc}, *vp[1] = {vc};
+    int done = 0;
+    for (size_t c = 0; done < L; c++) {
+        const int nt = L - done < chunks[c % 8] ? L - done : chunks[c % 8], zero = 0;
+        pb_kattn_args a = {.n_seqs = 1, .tok_start = &zero, .pos = &done, .n_tokens = &nt, .k_cache = kp,
+                           .v_cache = vp, .cache_len = L, .kv_dtype = PB_DT_BF16, .q = q + (size_t)done * qd,
+                           .k = k + (size_t)done * kvd, .v = v + (size_t)done * kvd, .q_stride = qd,
+                           .kv_stride = kvd, .out = o, .n_heads = NH, .n_kv_heads = NKV, .head_dim = HD,
+                           .scale = 0.2f};
+        if (pb_kattn_run(kctx, &a) != PB_OK) {
+            FAIL("kv store: attention call failed");
+            break;
+        }
+        done += nt;
+    }
+    int bad = 0;
+    for (int j = 0; j < L && bad < 5; j++)
+        for (int g = 0; g < NKV; g++)
+            for (int d = 0; d < HD; d++) {
+                const size_t head = (size_t)g * cap * hd16;
+                const size_t ki = head + (size_t)(j / 16) * 16 * kd + (size_t)(d / 2) * 32 + (size_t)(j % 16) * 2 + d % 2;
+                const size_t vi = head + (size_t)(d / 16) * cap * 16 + (size_t)(j / 2) * 32 + (size_t)(d % 16) * 2 + j % 2;
+                const float kx = k[(size_t)j * kvd + (size_t)g * HD + d], vx = v[(size_t)j * kvd + (size_t)g * HD + d];
+                if (kc[ki] != pb_f32_to_bf16(kx) || vc[vi] != pb_f32_to_bf16(vx)) {
+                    FAIL("kv store bf16: key %d head %d dim %d: K %04x (want %04x), V %04x (want %04x)", j, g, d,
+                         kc[ki], pb_f32_to_bf16(kx), vc[vi], pb_f32_to_bf16(vx));
+                    bad++;
+                }
+            }
+    free(kc), free(vc), free(k), free(v), free(q), free(o);
+}
+
 /* kv_dt F16 or BF16: the keys and values are made f16 (bf16) numbers first,
  * the reference run uses an f32 cache and every other run an f16 (bf16) one:
  * the same bits. The cases have odd head_dims and the runs odd cache lengths,
@@ -1142,6 +1201,9 @@ static void test_amx(pb_kctx *kctx)
     test_bf16dot_path(kctx, "amx", &pb_kops_amx);
     pb_kops_override(NULL);
     test_softmax_bf16(&pb_kops_amx);
+    pb_kops_override(&pb_kops_amx);
+    test_kv_store_bf16(kctx);
+    pb_kops_override(NULL);
 #endif
 }
 
@@ -1194,6 +1256,11 @@ int main(void)
     test_attention(k1, k2, PB_DT_F32);
     test_attention(k1, k2, PB_DT_F16);
     test_attention(k1, k2, PB_DT_BF16);
+    for (int pi = 0; pi < n_apaths; pi++) { /* the store is the same code on every path; the AMX one too */
+        pb_kops_override(apaths[pi].ops);
+        test_kv_store_bf16(k2);
+    }
+    pb_kops_override(NULL);
     test_attention_f16_range(k1);
     add_dpaths();
     test_bf16dot(k1);
