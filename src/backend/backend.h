@@ -232,6 +232,12 @@ typedef struct pb_backend_ops {
     pb_status (*act)(pb_backend *be, pb_act act, float *x, int ld, int rows, int n);
     /* out[rows, n] = act(gu[:, 0:n]) * gu[:, n:2n]; gu row stride 2n (SwiGLU). */
     pb_status (*glu)(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n);
+    /* y = glu(gu) W^T (+ b), as glu into mid then linear (the same bits);
+     * mid [rows, n] is scratch whose contents after are unspecified. NULL:
+     * the stage calls glu, then linear. (The CPU backend converts each glu
+     * row straight to the bf16 products' pairs.) */
+    pb_status (*glu_linear)(pb_backend *be, pb_act act, float *mid, const float *gu, int rows, int n,
+                            const pb_weight *w, float *y, int ldy);
     /* y[i] += x[i] (y[i] += x[i] + x2[i] when x2 != NULL), i < n; y overlaps neither. */
     pb_status (*add)(pb_backend *be, float *y, const float *x, const float *x2, size_t n);
     /* dst[i, :] = src[rows[i], :], rows host [n_rows], row width n. */

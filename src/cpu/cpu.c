@@ -453,20 +453,25 @@ static pb_status cpu_act(pb_backend *be, pb_act act, float *x, int ld, int rows,
     return PB_OK;
 }
 
+/* one row of glu_item's (pb_kmat_mul_made's rows) */
+static void glu_row(void *ctx, int r, float *o)
+{
+    const act_job *j = ctx;
+    const float *g = j->gu + (size_t)r * 2 * j->n, *u = g + j->n;
+    if (j->kact)
+        pb_krow_act(j->kact, o, g, u, j->n);
+    else
+        for (int i = 0; i < j->n; i++)
+            o[i] = act_f(j->act, g[i]) * u[i];
+}
+
 static void glu_item(void *ctx, int item, int worker)
 {
     (void)worker;
     const act_job *j = ctx;
     int r0 = item * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
-    for (int r = r0; r < r1; r++) {
-        const float *g = j->gu + (size_t)r * 2 * j->n, *u = g + j->n;
-        float *o = j->out + (size_t)r * j->n;
-        if (j->kact)
-            pb_krow_act(j->kact, o, g, u, j->n);
-        else
-            for (int i = 0; i < j->n; i++)
-                o[i] = act_f(j->act, g[i]) * u[i];
-    }
+    for (int r = r0; r < r1; r++)
+        glu_row(ctx, r, j->out + (size_t)r * j->n);
 }
 
 static pb_status cpu_glu(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n)
@@ -475,6 +480,13 @@ static pb_status cpu_glu(pb_backend *be, pb_act act, float *out, const float *gu
     int items = row_items(rows, 4, &j.per);
     pb_pool_run(impl_of(be)->pool, items, glu_item, &j);
     return PB_OK;
+}
+
+static pb_status cpu_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int rows, int n,
+                                const pb_weight *w, float *y, int ldy)
+{
+    act_job j = {act, kact_of(act), NULL, mid, gu, 0, rows, n, 0};
+    return pb_kmat_mul_made(impl_of(be)->k, glu_row, &j, mid, n, rows, w->impl, w->bias, y, ldy);
 }
 
 static pb_status cpu_add(pb_backend *be, float *y, const float *x, const float *x2, size_t n)
@@ -646,6 +658,7 @@ static const pb_backend_ops cpu_ops = {
     .attention = cpu_attention,
     .act = cpu_act,
     .glu = cpu_glu,
+    .glu_linear = cpu_glu_linear,
     .add = cpu_add,
     .select_rows = cpu_select_rows,
     .scatter_add = cpu_scatter_add,

@@ -998,6 +998,8 @@ typedef struct mm_job {
     int xrows;    /* rows per conversion item */
     int xzero;    /* the AMX form: each row's words past its pairs zeroed */
     int mchunk;   /* the AMX form's rows at a time */
+    pb_krow_make make; /* NULL, or: rows made by make(mctx, r, row) (pb_kmat_mul_made) */
+    void *mctx;
 } mm_job;
 
 static inline int nlast_of(const pb_kmat *w, int p_last)
@@ -1097,19 +1099,68 @@ static void amx_item(void *ctx, int item, int worker)
 
 static void xpairs_item(void *ctx, int item, int worker)
 {
-    (void)worker;
     const mm_job *j = ctx;
     const int r1 = (item + 1) * j->xrows < j->M ? (item + 1) * j->xrows : j->M;
     const size_t kp = ((size_t)j->w->n_in + 1) / 2;
+    float *row = j->make ? j->wconv + (size_t)worker * WCONV_FLOATS : NULL;
     for (int r = item * j->xrows; r < r1; r++) {
-        j->ops->xpairs(j->xsrc + (size_t)r * j->ldxsrc, j->w->n_in, j->xb + (size_t)r * j->ldx);
+        if (row)
+            j->make(j->mctx, r, row);
+        j->ops->xpairs(row ? row : j->xsrc + (size_t)r * j->ldxsrc, j->w->n_in, j->xb + (size_t)r * j->ldx);
         if (j->xzero)
             memset(j->xb + (size_t)r * j->ldx + kp, 0, (j->ldx - kp) * sizeof(uint32_t));
     }
 }
 
+/* make_item: rows of x made in place (pb_kmat_mul_made without pairs) */
+typedef struct make_job {
+    pb_krow_make make;
+    void *ctx;
+    float *x;
+    size_t ldx;
+    int M, per;
+} make_job;
+
+static void make_item(void *ctx, int item, int worker)
+{
+    (void)worker;
+    const make_job *j = ctx;
+    const int r1 = (item + 1) * j->per < j->M ? (item + 1) * j->per : j->M;
+    for (int r = item * j->per; r < r1; r++)
+        j->make(j->ctx, r, j->x + (size_t)r * j->ldx);
+}
+
+static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
+                          int ldy, pb_krow_make make, void *mctx);
+
 pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
                       int ldy)
+{
+    return kmat_mul(k, x, ldx, M, w, bias, y, ldy, NULL, NULL);
+}
+
+pb_status pb_kmat_mul_made(pb_kctx *k, pb_krow_make make, void *ctx, float *x, int ldx, int M, const pb_kmat *w,
+                           const float *bias, float *y, int ldy)
+{
+    const pb_kops *ops = pb_kops_active();
+    if (ops->exact && w->dt != PB_DT_BF16)
+        ops = ops->exact;
+    if (M > 0 && ops->xpairs && (size_t)w->n_in <= WCONV_FLOATS && ldx >= w->n_in)
+        return kmat_mul(k, x, ldx, M, w, bias, y, ldy, make, ctx);
+    /* the products read x itself: its rows first */
+    const int threads = k->threads;
+    make_job j = {make, ctx, x, (size_t)ldx, M, M >= 4 * threads ? (M + 4 * threads - 1) / (4 * threads) : M};
+    const int n = M > 0 ? (M + j.per - 1) / j.per : 0;
+    if (threads == 1 || n <= 1)
+        for (int i = 0; i < n; i++)
+            make_item(&j, i, 0);
+    else
+        pb_kctx_run(k, n, make_item, &j);
+    return pb_kmat_mul(k, x, ldx, M, w, bias, y, ldy);
+}
+
+static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
+                          int ldy, pb_krow_make make, void *mctx)
 {
     if (M <= 0)
         return PB_OK;
@@ -1121,7 +1172,7 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
     if (ops->exact && w->dt != PB_DT_BF16)
         ops = ops->exact;
     mm_job j = {.ops = ops, .x = x, .ldx = (size_t)ldx, .M = M, .w = w, .bias = bias, .y = y, .ldy = (size_t)ldy,
-                .wconv = k->wconv};
+                .wconv = k->wconv, .make = make, .mctx = mctx};
     const int amx = ops->amx != NULL;
     const int G = amx ? 2 : j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;

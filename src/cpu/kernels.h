@@ -120,6 +120,14 @@ uint64_t pb_kctx_scratch_bytes(int threads, int max_m, int max_k, int max_keys, 
  * its activation pairs (PB_ERR_NOMEM if it cannot). */
 pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
                       int ldy);
+/* pb_kmat_mul of rows that make(ctx, r, row) writes (n_in floats each), as if
+ * x held them: where the bf16 products take x as pairs, each row is made in
+ * a worker's scratch and converted at once (one pass over the rows, not
+ * two; x is left as it was), else the rows are made into x first. Same bits
+ * as making x, then pb_kmat_mul. */
+typedef void (*pb_krow_make)(void *ctx, int r, float *row);
+pb_status pb_kmat_mul_made(pb_kctx *k, pb_krow_make make, void *ctx, float *x, int ldx, int M, const pb_kmat *w,
+                           const float *bias, float *y, int ldy);
 
 /* ---- attention ---- */
 

@@ -32,6 +32,8 @@
  *                 are written by an earlier call (the cache layout is the
  *                 backend's own), into caches that start as garbage
  *   act, glu      |y - r| <= 4e-6 (1 + |r|)
+ *   glu_linear    exactly the bits of glu, then linear (each path and
+ *                 precision)
  *   add           |y - r| <= 2 eps (|y0| + |x| + |x2|)
  *   select_rows, upload/download/copy: exact
  *   scale         exact; softcap |y - r| <= 4e-6 (1 + |r|); head_norm as norm,
@@ -903,6 +905,50 @@ static void test_gemma(void)
     free(g);
 }
 
+/* glu_linear (where the backend has it): the bits of glu into a buffer, then
+ * linear of that buffer, for bf16 and f32 weights (f32 takes the exact
+ * products even where the bf16 ones are on), with a bias, row counts that
+ * make several conversion items, and SiLU and GELU */
+static void test_glu_linear(void)
+{
+    if (!BE->ops->glu_linear)
+        return;
+    static const int Ms[] = {1, 13, 40};
+    for (int c = 0; c < 6; c++) {
+        const int M = Ms[c % 3], n = 45 + c, N = 37;
+        const pb_dtype dt = c < 3 ? PB_DT_BF16 : PB_DT_F32;
+        const pb_act act = c % 2 ? PB_ACT_GELU_TANH : PB_ACT_SILU;
+        char buf[96];
+        snprintf(buf, sizeof buf, "glu_linear M=%d n=%d %s act %d", M, n, pb_dtype_name(dt), (int)act);
+        where = buf;
+        float *w = malloc((size_t)N * n * 4), *b = malloc((size_t)N * 4), *gu = malloc((size_t)M * 2 * n * 4);
+        fill(w, (size_t)N * n, 0.5f);
+        fill(b, (size_t)N, 0.5f);
+        fill(gu, (size_t)M * 2 * n, 3);
+        for (size_t i = 0; i < (size_t)N * n; i++)
+            w[i] = kept(w[i], dt);
+        void *enc = encode(w, (size_t)N * n, dt);
+        pb_wpart part = {.data = enc, .dtype = dt, .rows = N, .name = "test"};
+        pb_linear_src src = {.n_out = N, .n_in = n, .n_parts = 1, .parts = &part, .bias = b};
+        pb_weight *W = NULL;
+        OK(BE->ops->put_linear(BE, &src, dt, &W));
+        float *dgu = dev_from(gu, (size_t)M * 2 * n * 4), *dmid = dev((size_t)M * n * 4);
+        float *dy1 = dev((size_t)M * (N + 3) * 4), *dy2 = dev((size_t)M * (N + 3) * 4);
+        OK(BE->ops->glu(BE, act, dmid, dgu, M, n));
+        OK(BE->ops->linear(BE, dmid, n, M, W, dy1, N + 3));
+        OK(BE->ops->glu_linear(BE, act, dmid, dgu, M, n, W, dy2, N + 3));
+        float *y1 = malloc((size_t)M * (N + 3) * 4), *y2 = malloc((size_t)M * (N + 3) * 4);
+        to_host(y1, dy1, (size_t)M * (N + 3) * 4);
+        to_host(y2, dy2, (size_t)M * (N + 3) * 4);
+        for (int i = 0; i < M; i++)
+            CHECK(memcmp(y1 + (size_t)i * (N + 3), y2 + (size_t)i * (N + 3), (size_t)N * 4) == 0,
+                  "row %d differs from glu, then linear", i);
+        BE->ops->weight_free(BE, W);
+        rel(dgu), rel(dmid), rel(dy1), rel(dy2);
+        free(w), free(b), free(gu), free(enc), free(y1), free(y2);
+    }
+}
+
 static void run_all(void)
 {
     pb_backend_limits lim = {.max_seqs = 8, .max_keys = 128, .max_heads = 16, .max_tokens = 64, .max_dim = 512,
@@ -915,6 +961,7 @@ static void run_all(void)
     test_rope();
     test_attention();
     test_elementwise();
+    test_glu_linear();
     test_gemma();
 }
 
@@ -932,6 +979,7 @@ static float *bf16_probe(void)
 {
     OK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16));
     bf16_products = true;
+    test_glu_linear();
     float *y = isa_probe();
     bf16_products = false;
     OK(pb_mmprec_select(BE->ops, PB_MMPREC_F32));
@@ -1045,6 +1093,7 @@ static void amx_linear(int threads)
     int before = failures;
     bf16_products = true;
     test_linear();
+    test_glu_linear();
     amx_attn = true;
     test_attention();
     amx_attn = false;
