@@ -149,8 +149,8 @@ INLA void block(const int NR, const int NC, const char *a, size_t lda, const cha
 /* 16 or fewer rows by 4 panels (b, pbytes apart; whole K tiles except the
  * last, bt[0..3]): C in tmm0-3, A in tmm4, B in tmm5-7 (the fourth panel's
  * into tmm5 again once the first's product has read it) */
-static TGTA void block_1x4(const char *a, size_t lda, const char *b, size_t pbytes, const char *const bt[4], int steps, float *y,
-                           size_t ldy, int nr, const int nc[4])
+static TGTA void block_1x4(const char *a, size_t lda, const char *b, size_t pbytes, const char *const bt[4],
+                           int steps, float *y, size_t ldy, int nr, const int nc[4])
 {
     float ctmp[16][16] __attribute__((aligned(64)));
     _tile_zero(0);

@@ -564,8 +564,10 @@ static void test_kv_store_bf16(pb_kctx *kctx)
         for (int g = 0; g < NKV; g++)
             for (int d = 0; d < HD; d++) {
                 const size_t head = (size_t)g * cap * hd16;
-                const size_t ki = head + (size_t)(j / 16) * 16 * kd + (size_t)(d / 2) * 32 + (size_t)(j % 16) * 2 + d % 2;
-                const size_t vi = head + (size_t)(d / 16) * cap * 16 + (size_t)(j / 2) * 32 + (size_t)(d % 16) * 2 + j % 2;
+                const size_t ki =
+                    head + (size_t)(j / 16) * 16 * kd + (size_t)(d / 2) * 32 + (size_t)(j % 16) * 2 + (size_t)(d % 2);
+                const size_t vi =
+                    head + (size_t)(d / 16) * cap * 16 + (size_t)(j / 2) * 32 + (size_t)(d % 16) * 2 + (size_t)(j % 2);
                 const float kx = k[(size_t)j * kvd + (size_t)g * HD + d], vx = v[(size_t)j * kvd + (size_t)g * HD + d];
                 if (kc[ki] != pb_f32_to_bf16(kx) || vc[vi] != pb_f32_to_bf16(vx)) {
                     FAIL("kv store bf16: key %d head %d dim %d: K %04x (want %04x), V %04x (want %04x)", j, g, d,
