@@ -281,6 +281,9 @@ typedef struct pb_backend_opts {
 /* kind: "cpu", "cuda" (refused until the CUDA backend exists) or "auto"
  * (the best available: cpu in this build). */
 pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backend **out);
+/* y = glu(gu) W^T: the backend's glu_linear, or glu into mid, then linear */
+pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int rows, int n,
+                                const pb_weight *w, float *y, int ldy);
 /* The ops table of a kind without creating one (sizes for the planner); NULL if unknown. */
 const pb_backend_ops *pb_backend_ops_of(const char *kind);
 /* The KV cache element type --kv-dtype k gives on backend ops: PB_ERR_USAGE

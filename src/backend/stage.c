@@ -726,10 +726,7 @@ static pb_status run_mlp(pb_stage *s, int l, const float *in, float *out, int T)
     if (s->cfg.gated_mlp) {
         float *mid = s->arena + s->al.mlp_mid;
         PB_CHECK(op->linear(be, in, s->H, T, L->up, mi, 2 * s->I));
-        if (op->glu_linear)
-            return op->glu_linear(be, s->cfg.act, mid, mi, T, s->I, L->down, out, s->H);
-        PB_CHECK(op->glu(be, s->cfg.act, mid, mi, T, s->I));
-        return op->linear(be, mid, s->I, T, L->down, out, s->H);
+        return pb_backend_glu_linear(be, s->cfg.act, mid, mi, T, s->I, L->down, out, s->H);
     }
     PB_CHECK(op->linear(be, in, s->H, T, L->up, mi, s->I));
     PB_CHECK(op->act(be, s->cfg.act, mi, s->I, T, s->I));

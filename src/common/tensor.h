@@ -52,15 +52,14 @@ static inline float pb_bf16_to_f32(uint16_t b)
     return f;
 }
 
-/* round to nearest even, as torch does */
+/* round to nearest even, as torch does; NaNs quieted. Written as a select
+ * (no branch: the compiler keeps it a cmov in the KV cache's store loop) */
 static inline uint16_t pb_f32_to_bf16(float f)
 {
     uint32_t x;
     memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-    x += 0x7fffu + ((x >> 16) & 1u);
-    return (uint16_t)(x >> 16);
+    const uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16, q = (x >> 16) | 0x40u;
+    return (uint16_t)((x & 0x7fffffffu) > 0x7f800000u ? q : r);
 }
 /* Convert n elements of src (dtype dt) to f32. Returns -1 for non-float dtypes. */
 int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n);

@@ -191,6 +191,12 @@ BLOCK_FN(2, 1)
 BLOCK_FN(1, 2)
 BLOCK_FN(1, 1)
 
+/* valid columns of panel p (the last may be partial) */
+static inline int cols_of(const pb_kmat *w, int p)
+{
+    return p == w->npanels - 1 ? w->n_out - p * PB_KNR : PB_KNR;
+}
+
 /* a panel's last B tile (at bt) as the tile unit must read it: its pairs
  * (tail of them, 0: all 16), zeros after, and the last pair's second k zero
  * where K is odd (past K: a KV cache's next key) */
@@ -235,7 +241,7 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
                         last_tile(bq[q], bt[q], tail, odd);
                         bt[q] = bq[q];
                     }
-                    nc[q] = pstart + q == w->npanels - 1 ? w->n_out - (pstart + q) * PB_KNR : PB_KNR;
+                    nc[q] = cols_of(w, pstart + q);
                 }
                 block_1x4((const char *)(xb + (size_t)mc * ldxb), lda, b, pbytes, bt, steps,
                           y + (size_t)mc * ldy + (size_t)pstart * PB_KNR, ldy, me - mc, nc);
@@ -251,8 +257,7 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
                 bt0 = btail[0];
                 bt1 = btail[1];
             }
-            const int nc0 = p == w->npanels - 1 ? w->n_out - p * PB_KNR : PB_KNR;
-            const int nc1 = p + 1 == w->npanels - 1 ? w->n_out - (p + 1) * PB_KNR : PB_KNR;
+            const int nc0 = cols_of(w, p), nc1 = cols_of(w, p + 1);
             for (int r = mc; r < me; r += 32) {
                 const int nr = me - r < 32 ? me - r : 32;
                 /* B prefetched: by a block of up to 16 rows (as ever), and

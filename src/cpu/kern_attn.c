@@ -433,18 +433,8 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
     j->amx->amx(pa, ldp, rows, (rows + 31) & ~31, &v, 0, c->hd16 / 16, c->os, (size_t)c->hd16);
 }
 
-/* pb_f32_to_bf16's bits without a branch (selects, which the compiler
- * keeps branch-free: the store of a prefill's keys was a few % of it) */
-static inline uint32_t bf16_bits(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    const uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16, q = (x >> 16) | 0x40u;
-    return (x & 0x7fffffffu) > 0x7f800000u ? q : r;
-}
-
 #ifdef __SSE2__
-/* bf16_bits of x[0..3] in four lanes */
+/* pb_f32_to_bf16 of x[0..3] in four lanes */
 static inline __m128i bf16x4(const float *x)
 {
     const __m128i u = _mm_castps_si128(_mm_loadu_ps(x)), hi = _mm_srli_epi32(u, 16);
@@ -500,9 +490,10 @@ static void store_kv(const pb_kattn_args *a, int s, int g0, int g1, int i0, int 
                 }
 #endif
                 for (; d + 1 < hd; d += 2) /* a pair of dims: one word */
-                    store_u32(kc + (size_t)(d / 2) * 32, bf16_bits(kr[d]) | bf16_bits(kr[d + 1]) << 16);
+                    store_u32(kc + (size_t)(d / 2) * 32,
+                              pb_f32_to_bf16(kr[d]) | (uint32_t)pb_f32_to_bf16(kr[d + 1]) << 16);
                 if (d < hd)
-                    kc[(size_t)(d / 2) * 32] = (uint16_t)bf16_bits(kr[d]);
+                    kc[(size_t)(d / 2) * 32] = pb_f32_to_bf16(kr[d]);
                 if (j % 2 == 0 && i + 1 < i1) { /* this key and the next: one word per dim */
                     const float *vn = vr + a->kv_stride;
                     d = 0;
@@ -513,10 +504,10 @@ static void store_kv(const pb_kattn_args *a, int s, int g0, int g1, int i0, int 
 #endif
                     for (; d < hd; d++)
                         store_u32(vc + (size_t)(d / 16) * vps + (size_t)(d % 16) * 2,
-                                  bf16_bits(vr[d]) | bf16_bits(vn[d]) << 16);
+                                  pb_f32_to_bf16(vr[d]) | (uint32_t)pb_f32_to_bf16(vn[d]) << 16);
                 } else if (!(j % 2 == 1 && i > i0)) { /* (an odd key after an even one here: stored with it) */
                     for (d = 0; d < hd; d++)
-                        vc[(size_t)(d / 16) * vps + (size_t)(d % 16) * 2] = (uint16_t)bf16_bits(vr[d]);
+                        vc[(size_t)(d / 16) * vps + (size_t)(d % 16) * 2] = pb_f32_to_bf16(vr[d]);
                 }
             }
         }

@@ -1112,6 +1112,31 @@ static void xpairs_item(void *ctx, int item, int worker)
     }
 }
 
+/* the table a product of w takes: the bf16-product tables multiply bf16
+ * weights only, other weights take the exact table beside them */
+static const pb_kops *table_for(const pb_kmat *w)
+{
+    const pb_kops *ops = pb_kops_active();
+    return ops->exact && w->dt != PB_DT_BF16 ? ops->exact : ops;
+}
+
+/* rows per item of a pass over a call's M rows (the pairs, or made rows) */
+static int rows_per_item(int M, int threads)
+{
+    return M >= 4 * threads ? (M + 4 * threads - 1) / (4 * threads) : M;
+}
+
+/* fn over items of per rows: on the calling thread where there is one item */
+static void run_rows(pb_kctx *k, int M, int per, pb_pool_fn fn, void *ctx)
+{
+    const int n = (M + per - 1) / per;
+    if (k->threads == 1 || n == 1)
+        for (int i = 0; i < n; i++)
+            fn(ctx, i, 0);
+    else
+        pb_kctx_run(k, n, fn, ctx);
+}
+
 /* make_item: rows of x made in place (pb_kmat_mul_made without pairs) */
 typedef struct make_job {
     pb_krow_make make;
@@ -1142,20 +1167,15 @@ pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat 
 pb_status pb_kmat_mul_made(pb_kctx *k, pb_krow_make make, void *ctx, float *x, int ldx, int M, const pb_kmat *w,
                            const float *bias, float *y, int ldy)
 {
-    const pb_kops *ops = pb_kops_active();
-    if (ops->exact && w->dt != PB_DT_BF16)
-        ops = ops->exact;
-    if (M > 0 && ops->xpairs && (size_t)w->n_in <= WCONV_FLOATS && ldx >= w->n_in)
+    if (M <= 0)
+        return PB_OK;
+    if (ldx < w->n_in) /* (before any row is made into x) */
+        return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul_made: stride %d below %d", ldx, w->n_in);
+    if (table_for(w)->xpairs && (size_t)w->n_in <= WCONV_FLOATS)
         return kmat_mul(k, x, ldx, M, w, bias, y, ldy, make, ctx);
     /* the products read x itself: its rows first */
-    const int threads = k->threads;
-    make_job j = {make, ctx, x, (size_t)ldx, M, M >= 4 * threads ? (M + 4 * threads - 1) / (4 * threads) : M};
-    const int n = M > 0 ? (M + j.per - 1) / j.per : 0;
-    if (threads == 1 || n <= 1)
-        for (int i = 0; i < n; i++)
-            make_item(&j, i, 0);
-    else
-        pb_kctx_run(k, n, make_item, &j);
+    make_job j = {make, ctx, x, (size_t)ldx, M, rows_per_item(M, k->threads)};
+    run_rows(k, M, j.per, make_item, &j);
     return pb_kmat_mul(k, x, ldx, M, w, bias, y, ldy);
 }
 
@@ -1166,11 +1186,7 @@ static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_k
         return PB_OK;
     if (ldx < w->n_in || ldy < w->n_out)
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
-    /* the bf16-product tables multiply bf16 weights only: other weights
-     * take the exact table beside them */
-    const pb_kops *ops = pb_kops_active();
-    if (ops->exact && w->dt != PB_DT_BF16)
-        ops = ops->exact;
+    const pb_kops *ops = table_for(w);
     mm_job j = {.ops = ops, .x = x, .ldx = (size_t)ldx, .M = M, .w = w, .bias = bias, .y = y, .ldy = (size_t)ldy,
                 .wconv = k->wconv, .make = make, .mctx = mctx};
     const int amx = ops->amx != NULL;
@@ -1202,13 +1218,8 @@ static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_k
         j.ldx = lp;
         j.pairs = 1;
         j.xshift = j.ops->xwords == 1;
-        j.xrows = M >= 4 * threads ? (M + 4 * threads - 1) / (4 * threads) : M;
-        const int n = (M + j.xrows - 1) / j.xrows;
-        if (threads == 1 || n == 1)
-            for (int i = 0; i < n; i++)
-                xpairs_item(&j, i, 0);
-        else
-            pb_kctx_run(k, n, xpairs_item, &j);
+        j.xrows = rows_per_item(M, threads);
+        run_rows(k, M, j.xrows, xpairs_item, &j);
     }
     /* items in whole panel groups (the last may end in a partial one),
      * shrinking (above); at least 1/64 of the groups each, so the table
