@@ -48,11 +48,14 @@ Measures (median of --runs, peers interleaved within each run):
                rounds activations to bf16 for its bf16 products too: its
                columns there are its prefill and decode_bN, as are PyTorch's,
                whose bf16 models multiply in bf16)
-  prefill_amx, decode_bN_amx  bf16 models where the CPU has AMX-BF16:
-               pippy with --matmul-precision bf16-amx --kv-dtype bf16 (the
-               tile unit, as PyTorch's oneDNN bf16 matmuls use it, for the
-               matmuls and attention's products over the bf16 cache), every
-               batch; the peers' columns as for the bf16 dots
+  prefill_amx, decode_bN_amx  where the CPU has AMX-BF16: pippy with
+               --matmul-precision bf16-amx (the tile unit, as PyTorch's
+               oneDNN bf16 matmuls use it), every batch; bf16 models with
+               --kv-dtype bf16 (attention's products over the bf16 cache on
+               the tile unit too), f16 and f32 models with the KV cache in
+               their dtype, as PyTorch keeps it (their weights split exactly
+               into 2 or 3 bf16 pieces; the activations rounded to bf16);
+               the peers' columns as for the bf16 dots
 Limits measured in the same run, before each run round (only the first
 under --budget), the best kept
 (contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
@@ -436,10 +439,11 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
                 met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"],
                                          ignore_eos, tmp, flag)
                 res[f"decode_b{B}_bf16dot"] = decode_rate(met)
-        if job.get("amx") and m["dtype"] == "bf16":
-            # --matmul-precision bf16-amx: the bf16 products on the AMX tile unit, the
-            # KV cache in bf16 (as PyTorch's bf16 run keeps it), so attention's too
-            flag = ("--matmul-precision", "bf16-amx", "--kv-dtype", "bf16")
+        if job.get("amx"):
+            # --matmul-precision bf16-amx: the products on the AMX tile unit (f16 and f32
+            # weights split into bf16 pieces), the KV cache in the model's dtype (as
+            # PyTorch's run keeps it; bf16: attention's products on the tile unit too)
+            flag = ("--matmul-precision", "bf16-amx", "--kv-dtype", m["dtype"])
             met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]] * 2, 1, 1, len(job["long"]) + 1,
                                      job["threads"], ignore_eos, tmp, flag)
             res["prefill_amx"] = met["prompt_tokens"] / 2 / two_ttfts(met)[1]
@@ -837,15 +841,15 @@ def main():
         keys += [f"decode_b{bmax}_kv16", "rss_kv16_mib"]
     if bf16dot and any(m["dtype"] == "bf16" for m in models):
         keys += ["prefill_bf16dot"] + [f"decode_b{b}_bf16dot" for b in dot_batches(batches)]
-    if amx and any(m["dtype"] == "bf16" for m in models):
+    if amx:
         keys += ["prefill_amx"] + [f"decode_b{b}_amx" for b in batches]
     pt = a.prefill_tokens
     labels = {"load_s": "load s", "load_cached_s": "load s, cached", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
               "rss_mib": "peak RSS MiB", f"decode_b{bmax}_kv16": f"b{bmax}, f16 KV tok/s",
               "rss_kv16_mib": "RSS, f16 KV MiB", "prefill_bf16dot": f"prefill, bf16 dots"}
     labels.update({f"decode_b{b}_bf16dot": f"b{b}, bf16 dots" for b in dot_batches(batches)})
-    labels["prefill_amx"] = "prefill, bf16 AMX, bf16 KV"
-    labels.update({f"decode_b{b}_amx": f"b{b}, bf16 AMX, bf16 KV" for b in batches})
+    labels["prefill_amx"] = "prefill, AMX"
+    labels.update({f"decode_b{b}_amx": f"b{b}, AMX" for b in batches})
     labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
     med = {}
     for m in models:
@@ -859,8 +863,8 @@ def main():
             if p == "llama.cpp" and kv16:  # its KV cache is f16 in every run
                 med[m["name"]][p][f"decode_b{bmax}_kv16"] = med[m["name"]][p][f"decode_b{bmax}"]
                 med[m["name"]][p]["rss_kv16_mib"] = med[m["name"]][p]["rss_mib"]
-            if p != "pippy" and m["dtype"] == "bf16":  # their bf16 products round the activations too
-                for sfx in ("_bf16dot", "_amx"):
+            if p != "pippy":  # their bf16 products round the activations too; their only f16/f32 runs
+                for sfx in ("_bf16dot", "_amx") if m["dtype"] == "bf16" else ("_amx",):
                     med[m["name"]][p]["prefill" + sfx] = med[m["name"]][p].get("prefill")
                     for b in batches:
                         med[m["name"]][p][f"decode_b{b}{sfx}"] = med[m["name"]][p].get(f"decode_b{b}")
@@ -895,7 +899,7 @@ def main():
         hdr += "".join(f" {'pb/' + q[:5]:>9}" for q in peers if q != "pippy") + f" {'pb/bound':>9}"
         w(hdr)
         for k in keys:
-            if k.endswith(("_bf16dot", "_amx")) and m["dtype"] != "bf16":
+            if k.endswith("_bf16dot") and m["dtype"] != "bf16":
                 continue
             row = f"  {labels[k]:20} " + " ".join(f"{fmt(med[m['name']][p][k], k):>10}" for p in peers)
             b = bd.get(k)

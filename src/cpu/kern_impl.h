@@ -47,7 +47,8 @@ typedef struct pb_kops {
      * = (accumulate ? c : 0) + x[R, kc] (row stride ldx) times G panels of
      * dtype dt starting at w, ps elements apart: per element one fma chain
      * over k ascending. R <= mr; G is gmax[R] or 1. The bf16-product
-     * tables' take bf16 weights only (pb_kmat_mul gives others to .exact). */
+     * tables' take bf16 weights only (pb_kmat_mul gives others to .exact,
+     * but for the AMX table's .amx, which takes every dtype). */
     void (*mm)(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
                size_t ldc, int nlast, int accumulate);
     /* NULL on the exact paths. The bf16-product tables: out[0 ..
@@ -65,10 +66,12 @@ typedef struct pb_kops {
      * ldxb words: whole 64-byte lines, zero past the row's pairs; past 16
      * rows, rows padded with zeros to a multiple of 16) and bf16 panels p0 ..
      * p1 - 1 of w on
-     * the tile unit, mchunk rows (a multiple of 32) at a time. bf16 weights
-     * only; xpairs makes the pairs (xwords 1). */
+     * the tile unit, mchunk rows (a multiple of 32) at a time; xpairs makes
+     * the pairs (xwords 1). bf16 weights as they lie; f16 and f32 weights
+     * split exactly into 2 or 3 bf16 pieces a K block at a time in scratch
+     * (64-byte aligned, scratch_bytes >= 12 KiB; unused for bf16). */
     void (*amx)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
-                size_t ldy);
+                size_t ldy, void *scratch, size_t scratch_bytes);
     /* NULL except on the AMX table: attention's softmax weights of one row
      * as bf16 for the tile unit: with m the largest s[i] * scale (i < n >=
      * 1), out[i] = bf16(pb_kexp(s[i] * scale - m)) (nearest even), each
@@ -141,11 +144,12 @@ void pb_kdots_daz_ftz(pb_kdots_tile fn, const float *x, size_t ldx, const void *
 #if defined(__x86_64__) && defined(__linux__)
 #define PB_KERN_AMX 1
 /* The AMX table (--matmul-precision bf16-amx, kern_amx.c): the AVX-512 exact
- * table with bf16 weights' products on the tile unit (their own bits, not
- * the other bf16-product tables'). */
+ * table with the weights' products on the tile unit (their own bits, not
+ * the other bf16-product tables'; f16 and f32 weights split into bf16
+ * pieces). */
 extern const pb_kops pb_kops_amx;
 void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
-                 size_t ldy);
+                 size_t ldy, void *scratch, size_t scratch_bytes);
 #endif
 /* AMX-TILE and AMX-BF16 usable: the CPU has them, the OS saves their state
  * and grants it to this process (asked for here, once is enough) */

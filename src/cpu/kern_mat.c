@@ -1087,13 +1087,16 @@ static void mm_item(void *ctx, int item, int worker)
     add_bias(j, p0, p1);
 }
 
-/* the AMX form: all of the item's panels on the tile unit */
+/* the AMX form: all of the item's panels on the tile unit (f16 and f32
+ * weights split in the worker's wconv: K blocks of one step or a few when
+ * the tests force K blocks) */
 static void amx_item(void *ctx, int item, int worker)
 {
-    (void)worker;
     const mm_job *j = ctx;
     const int p0 = j->first[item], p1 = j->first[item + 1];
-    j->ops->amx(j->xb, j->ldx, j->M, j->mchunk, j->w, p0, p1, j->y, j->ldy);
+    const size_t sbytes = atomic_load(&kblock_forced) > 0 ? (size_t)12 << 10 : WCONV_FLOATS * sizeof(float);
+    j->ops->amx(j->xb, j->ldx, j->M, j->mchunk, j->w, p0, p1, j->y, j->ldy, j->wconv + (size_t)worker * WCONV_FLOATS,
+                sbytes);
     add_bias(j, p0, p1);
 }
 
@@ -1113,11 +1116,12 @@ static void xpairs_item(void *ctx, int item, int worker)
 }
 
 /* the table a product of w takes: the bf16-product tables multiply bf16
- * weights only, other weights take the exact table beside them */
+ * weights only, other weights take the exact table beside them; the AMX
+ * table takes every dtype (f16 and f32 split into bf16 pieces) */
 static const pb_kops *table_for(const pb_kmat *w)
 {
     const pb_kops *ops = pb_kops_active();
-    return ops->exact && w->dt != PB_DT_BF16 ? ops->exact : ops;
+    return ops->exact && !ops->amx && w->dt != PB_DT_BF16 ? ops->exact : ops;
 }
 
 /* rows per item of a pass over a call's M rows (the pairs, or made rows) */

@@ -36,14 +36,15 @@ typedef enum pb_cpu_isa { PB_ISA_PORTABLE = 0, PB_ISA_AVX2, PB_ISA_AVX512, PB_IS
  * PB_ISA_AVX512BF16 is the active path. */
 void pb_cpu_set_bf16_products(bool on);
 bool pb_cpu_bf16_products(void); /* on, in either form (the AMX one below included) */
-/* --matmul-precision bf16-amx: bf16 weights' products on the AMX tile unit
+/* --matmul-precision bf16-amx: the weights' products on the AMX tile unit
  * (tdpbf16ps; Intel Xeon from Sapphire Rapids on), activations rounded to
  * bf16 as above but the sums of each 32 k its own: the bits differ from the
  * other paths' (relative error of a dot product about 2^-9 against the
  * exact ones all the same), batch-invariant like them. Attention over a
  * bf16 KV cache takes the tile unit for its two products as well
- * (kern_attn.c). Other weights, and everything else, take the exact
- * AVX-512 kernels.
+ * (kern_attn.c). f16 and f32 weights take it too, each weight split
+ * exactly into 2 or 3 bf16 pieces (kern_amx.c): the activations rounded,
+ * the weights exact. Everything else takes the exact AVX-512 kernels.
  * PB_ERR_UNSUPPORTED where the CPU, the OS or the build lacks AMX-BF16, or
  * PB_CPU_ISA holds the kernels below AVX-512. Off: the bf16 products off. */
 pb_status pb_cpu_set_amx(bool on);

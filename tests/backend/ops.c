@@ -17,7 +17,9 @@
  *                 bf16 products (--matmul-precision bf16), r then taking x
  *                 rounded to bf16 for bf16 weights, again the same bits on
  *                 every path and not the exact ones; with the AMX form
- *                 (bf16-amx, where the CPU has it) the same bound,
+ *                 (bf16-amx, where the CPU has it) the same bound with x
+ *                 rounded to bf16 for every weight dtype (f16 and f32 weights
+ *                 split into 2 or 3 bf16 pieces: (2K + 2) and (3K + 2) eps),
  *                 batch-invariant, bits of its own
  *   gather        exact (the kept weights, converted to f32)
  *   norm          |y - r| <= 1e-5 (|w| |xhat| + |b|) + 1e-6
@@ -175,6 +177,7 @@ static void test_memory(void)
  * src_dt, optionally transposed (one part), a row permutation, a bias; kept as
  * store_dt. Checks M rows against the reference and row invariance. */
 static bool bf16_products; /* --matmul-precision bf16 is selected (bf16_probe) */
+static bool amx_products;  /* bf16-amx: f16 and f32 weights too, split into 2 or 3 bf16 pieces */
 
 static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt, int n_parts, bool transposed,
                         bool perm, bool bias, float **out_y)
@@ -259,9 +262,11 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
             int sr = pm ? pm[j] : j;
             double r = 0, mag = 0;
             for (int k = 0; k < K; k++) {
-                /* the bf16 products round the activations to bf16 (nearest even) for bf16 weights */
-                const float xv = bf16_products && store_dt == PB_DT_BF16 ? kept(x[(size_t)i * K + k], PB_DT_BF16)
-                                                                         : x[(size_t)i * K + k];
+                /* the bf16 products round the activations to bf16 (nearest even) for bf16 weights (on the
+                 * tile unit for every weight dtype) */
+                const float xv = bf16_products && (store_dt == PB_DT_BF16 || amx_products)
+                                     ? kept(x[(size_t)i * K + k], PB_DT_BF16)
+                                     : x[(size_t)i * K + k];
                 double t = (double)xv * kept(w[(size_t)sr * K + k], store_dt);
                 r += t;
                 mag += fabs(t);
@@ -270,7 +275,9 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
                 r += b[j];
                 mag += fabs(b[j]);
             }
-            double e = fabs(y[(size_t)i * ldy + j] - r), tol = (K + 2) * EPS * mag + 1e-30;
+            /* split weights: a chain of 2 or 3 products a k */
+            const int pieces = amx_products ? (store_dt == PB_DT_F32 ? 3 : store_dt == PB_DT_F16 ? 2 : 1) : 1;
+            double e = fabs(y[(size_t)i * ldy + j] - r), tol = (pieces * K + 2) * EPS * mag + 1e-30;
             if (e / tol > worst)
                 worst = e / tol;
             CHECK(e <= tol, "y[%d,%d] = %.9g, reference %.9g (tolerance %.3g)", i, j, y[(size_t)i * ldy + j], r, tol);
@@ -1091,7 +1098,7 @@ static void amx_linear(int threads)
     }
     CHECK(pb_cpu_amx_available(), "bf16-amx accepted on a CPU without AMX-BF16");
     int before = failures;
-    bf16_products = true;
+    bf16_products = amx_products = true;
     test_linear();
     test_glu_linear();
     amx_attn = true;
@@ -1099,7 +1106,7 @@ static void amx_linear(int threads)
     amx_attn = false;
     rng_state = 99;
     float *y = isa_probe(), *a = attn_probe();
-    bf16_products = false;
+    bf16_products = amx_products = false;
     OK(pb_mmprec_select(BE->ops, PB_MMPREC_F32));
     rng_state = 99;
     float *ye = isa_probe(), *ae = attn_probe();

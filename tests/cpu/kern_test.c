@@ -861,18 +861,25 @@ static void test_bf16dot_path(pb_kctx *kctx, const char *name, const pb_kops *op
     static const int shapes[][2] = {{37, 203}, {130, 1000}, {16, 2}, {50, 257}, {20, 64}};
     static const int Ms[] = {1, 5, 8, 17, 33, 64};
     const double eps = 5.96e-8;
+    /* the AMX table takes f16 and f32 weights too, split into 2 or 3 bf16
+     * pieces (a chain of that many times the k's products) */
+    static const pb_dtype wdts[] = {PB_DT_BF16, PB_DT_F16, PB_DT_F32};
+    const int n_dts = ops->amx ? 3 : 1;
     pb_kops_override(ops);
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+    for (size_t ci = 0; ci < n_dts * sizeof shapes / sizeof shapes[0]; ci++) {
+        const size_t si = ci % (sizeof shapes / sizeof shapes[0]);
+        const pb_dtype dt = wdts[ci / (sizeof shapes / sizeof shapes[0])];
+        const int pieces = dt == PB_DT_F32 ? 3 : dt == PB_DT_F16 && ops->amx ? 2 : 1;
         const int n_out = shapes[si][0], n_in = shapes[si][1], Mmax = 64;
         float *wv = malloc((size_t)n_out * n_in * 4), *b = malloc((size_t)n_out * 4);
         for (size_t i = 0; i < (size_t)n_out * n_in; i++)
             wv[i] = frand();
         for (int r = 0; r < n_out; r++)
             b[r] = frand();
-        void *src = make_src(PB_DT_BF16, (size_t)n_out * n_in, wv);
-        pb_kmat_src s = {.data = src, .dtype = PB_DT_BF16};
+        void *src = make_src(dt, (size_t)n_out * n_in, wv);
+        pb_kmat_src s = {.data = src, .dtype = dt};
         pb_kmat *m = NULL;
-        if (pb_kmat_pack(&s, n_out, n_in, PB_DT_BF16, &m) != PB_OK) {
+        if (pb_kmat_pack(&s, n_out, n_in, dt, &m) != PB_OK) {
             FAIL("bf16dot: pack failed");
             return;
         }
@@ -891,31 +898,35 @@ static void test_bf16dot_path(pb_kctx *kctx, const char *name, const pb_kops *op
             if (pb_kmat_mul(kctx, x, n_in, M, m, b, y, n_out) != PB_OK)
                 FAIL("bf16dot: mul failed");
             if (memcmp(y, alone, (size_t)M * n_out * 4))
-                FAIL("%s: [%d, %d] M=%d K block %s: a row differs from the same row alone", name, n_out, n_in, M,
-                     kb ? "6" : "L2");
+                FAIL("%s: %s [%d, %d] M=%d K block %s: a row differs from the same row alone", name,
+                     pb_dtype_name(dt), n_out, n_in, M, kb ? "6" : "L2");
         }
         pb_kmat_set_kblock(0);
         for (int i = 0; i < Mmax; i++)
             for (int r = 0; r < n_out; r++) {
                 double rb = b[r], re = b[r], ab = 0, ae = 0;
                 for (int k = 0; k < n_in; k++) {
-                    const double w = pb_bf16_to_f32(pb_f32_to_bf16(wv[(size_t)r * n_in + k]));
+                    const double w = stored_val(dt, dt, wv[(size_t)r * n_in + k]);
                     const double xv = x[(size_t)i * n_in + k], xb = pb_bf16_to_f32(pb_f32_to_bf16(x[(size_t)i * n_in + k]));
                     rb += xb * w;
                     re += xv * w;
                     ab += fabs(xb * w);
                     ae += fabs(xv * w);
                 }
-                const double got = alone[(size_t)i * n_out + r], tb = (n_in + 2) * eps * ab + eps * fabs(b[r]);
+                const double got = alone[(size_t)i * n_out + r];
+                const double tb = (pieces * n_in + 2) * eps * ab + eps * fabs(b[r]);
                 if (fabs(got - rb) > tb)
-                    FAIL("%s: [%d, %d] row %d col %d: %.9g vs bf16(x) reference %.9g", name, n_out, n_in, i, r, got, rb);
+                    FAIL("%s: %s [%d, %d] row %d col %d: %.9g vs bf16(x) reference %.9g", name, pb_dtype_name(dt),
+                         n_out, n_in, i, r, got, rb);
                 if (fabs(got - re) > ae / 256.0 + tb)
-                    FAIL("%s: [%d, %d] row %d col %d: %.9g vs exact %.9g", name, n_out, n_in, i, r, got, re);
+                    FAIL("%s: %s [%d, %d] row %d col %d: %.9g vs exact %.9g", name, pb_dtype_name(dt), n_out, n_in, i,
+                         r, got, re);
                 if (ae > 0 && fabs(got - re) / ae > worst)
                     worst = fabs(got - re) / ae;
             }
         if (si == 1)
-            printf("%s: worst |y - exact| / sum |x w| = %.2e ([%d, %d])\n", name, worst, n_out, n_in);
+            printf("%s: %s weights: worst |y - exact| / sum |x w| = %.2e ([%d, %d])\n", name, pb_dtype_name(dt),
+                   worst, n_out, n_in);
         pb_kmat_free(m);
         free(src);
         free(wv);
@@ -924,10 +935,11 @@ static void test_bf16dot_path(pb_kctx *kctx, const char *name, const pb_kops *op
         free(y);
         free(alone);
     }
-    /* f32 and f16 weights take no bf16 dots there: the exact paths' bits at
-     * every M (its own tables must agree with the exact path's tiles) */
+    /* f32 and f16 weights take no bf16 dots there (but on the AMX table):
+     * the exact paths' bits at every M (its own tables must agree with the
+     * exact path's tiles) */
     static const pb_dtype others[] = {PB_DT_F32, PB_DT_F16};
-    for (size_t di = 0; di < 2; di++)
+    for (size_t di = 0; di < 2 && !ops->amx; di++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int n_out = shapes[si][0], n_in = shapes[si][1], Mmax = 64;
             float *wv = malloc((size_t)n_out * n_in * 4), *x = malloc((size_t)Mmax * n_in * 4);
@@ -1174,6 +1186,91 @@ static void test_softmax_bf16(const pb_kops *ops)
 }
 #endif
 
+#ifdef PB_KERN_AMX
+/* The AMX table's f16 and f32 weights: split into bf16 pieces that sum to
+ * each weight exactly. Rows of x one-hot (1 at a k of its own: odd, even,
+ * the last) read one weight each through every piece's tile: y is exactly
+ * the weight, at 1 x 4 (M <= 16) and 2 x 2 blocks, whole K and K blocks of
+ * one step (a piece dropped or rounded would show in the low bits). */
+static void test_amx_split_exact(pb_kctx *kctx)
+{
+    static const int shapes[][2] = {{70, 203}, {33, 64}, {16, 1}};
+    static const pb_dtype sdts[] = {PB_DT_F16, PB_DT_F32};
+    for (size_t di = 0; di < 2; di++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const int n_out = shapes[si][0], n_in = shapes[si][1], Mmax = 40;
+            float *wv = malloc((size_t)n_out * n_in * 4), *x = calloc((size_t)Mmax * n_in, 4);
+            float *y = malloc((size_t)Mmax * n_out * 4);
+            for (size_t i = 0; i < (size_t)n_out * n_in; i++)
+                wv[i] = frand() * (i % 5 == 0 ? 1e-3f : i % 7 == 0 ? 300.0f : 1.0f);
+            for (int i = 0; i < Mmax; i++)
+                x[(size_t)i * n_in + (i == 0 ? n_in - 1 : (i * 37) % n_in)] = 1.0f;
+            void *src = make_src(sdts[di], (size_t)n_out * n_in, wv);
+            pb_kmat_src s = {.data = src, .dtype = sdts[di]};
+            pb_kmat *m = NULL;
+            if (pb_kmat_pack(&s, n_out, n_in, sdts[di], &m) != PB_OK)
+                FAIL("amx split: pack failed");
+            for (int c = 0; m && c < 4; c++) {
+                const int M = c % 2 ? 40 : 5;
+                pb_kmat_set_kblock(c >= 2 ? 2 : 0);
+                if (pb_kmat_mul(kctx, x, n_in, M, m, NULL, y, n_out) != PB_OK)
+                    FAIL("amx split: mul failed");
+                for (int i = 0; i < M; i++)
+                    for (int r = 0; r < n_out; r++) {
+                        const int k = i == 0 ? n_in - 1 : (i * 37) % n_in;
+                        const float want = stored_val(sdts[di], sdts[di], wv[(size_t)r * n_in + k]);
+                        if (!same_bits(y[(size_t)i * n_out + r], want)) {
+                            FAIL("amx: %s weights [%d, %d] M=%d%s: y[%d, %d] = %.9g, the weight (k %d) %.9g",
+                                 pb_dtype_name(sdts[di]), n_out, n_in, M, c >= 2 ? " K blocks" : "", i, r,
+                                 y[(size_t)i * n_out + r], k, want);
+                            i = M;
+                            break;
+                        }
+                    }
+            }
+            pb_kmat_set_kblock(0);
+            pb_kmat_free(m);
+            free(src);
+            free(wv);
+            free(x);
+            free(y);
+        }
+    /* weights that are bf16 values (of f16's range) stored as f16 or f32:
+     * their pieces past the first are zeros, which add nothing, so the
+     * products are bit for bit those of the same weights stored as bf16 */
+    const int n_out = 53, n_in = 301, M = 37;
+    float *wv = malloc((size_t)n_out * n_in * 4), *x = malloc((size_t)M * n_in * 4);
+    float *yb = malloc((size_t)M * n_out * 4), *y = malloc((size_t)M * n_out * 4);
+    for (size_t i = 0; i < (size_t)n_out * n_in; i++) {
+        const float v = frand();
+        wv[i] = pb_bf16_to_f32(pb_f32_to_bf16(fabsf(v) < 0x1p-10f ? 0x1p-10f : v));
+    }
+    for (size_t i = 0; i < (size_t)M * n_in; i++)
+        x[i] = frand();
+    static const pb_dtype all[] = {PB_DT_BF16, PB_DT_F16, PB_DT_F32};
+    for (int c = 0; c < 6; c++) {
+        const pb_dtype dt = all[c % 3];
+        void *src = make_src(dt, (size_t)n_out * n_in, wv);
+        pb_kmat_src s = {.data = src, .dtype = dt};
+        pb_kmat *m = NULL;
+        pb_kmat_set_kblock(c >= 3 ? 2 : 0);
+        if (pb_kmat_pack(&s, n_out, n_in, dt, &m) != PB_OK ||
+            pb_kmat_mul(kctx, x, n_in, M, m, NULL, dt == PB_DT_BF16 ? yb : y, n_out) != PB_OK)
+            FAIL("amx split: pack or mul failed");
+        else if (dt != PB_DT_BF16 && memcmp(y, yb, (size_t)M * n_out * 4))
+            FAIL("amx: bf16 values stored as %s%s: not the bf16 weights' bits", pb_dtype_name(dt),
+                 c >= 3 ? " (K blocks)" : "");
+        pb_kmat_free(m);
+        free(src);
+    }
+    pb_kmat_set_kblock(0);
+    free(wv);
+    free(x);
+    free(yb);
+    free(y);
+}
+#endif
+
 /* --matmul-precision bf16-amx: the AMX table where the CPU has the tile unit
  * (bounds, batch invariance, other dtypes' exact bits: test_bf16dot_path),
  * its selection, and its refusals */
@@ -1201,6 +1298,8 @@ static void test_amx(pb_kctx *kctx)
     if (pb_kops_amx.exact != pb_kops_get(PB_ISA_AVX512) || !pb_kops_amx.amx || pb_kops_amx.xwords != 1)
         FAIL("bf16-amx: its table is not the AVX-512 one's");
     test_bf16dot_path(kctx, "amx", &pb_kops_amx);
+    pb_kops_override(&pb_kops_amx);
+    test_amx_split_exact(kctx);
     pb_kops_override(NULL);
     test_softmax_bf16(&pb_kops_amx);
     pb_kops_override(&pb_kops_amx);

@@ -5,10 +5,11 @@
 # also with bf16 weights and --matmul-precision bf16 (its products are
 # batch-invariant too), on the CPU's own path and on the AVX2 emulation,
 # and with --matmul-precision bf16-amx where the CPU has AMX-BF16 (with an
-# f32 and a bf16 KV cache).
+# f32 and a bf16 KV cache; and f32 and f16 weights, split into bf16 pieces).
 set -eu
 H="$PB_BUILDDIR/tests/forward/fwd-harness"
-"$PB_PYTHON" "$PB_SRCDIR/tests/forward/make_goldens.py" "$PB_TEST_TMP" gpt2-b llama-b bloom-b mistral-a >/dev/null 2>&1
+"$PB_PYTHON" "$PB_SRCDIR/tests/forward/make_goldens.py" "$PB_TEST_TMP" gpt2-b llama-b bloom-b mistral-a gpt2-f16 \
+    >/dev/null 2>&1
 fail=0
 for m in gpt2-b llama-b bloom-b mistral-a; do
     for t in 1 2; do
@@ -40,6 +41,18 @@ if "$PB_BUILDDIR/pippy-batch" --version | grep -q "AMX-BF16: yes"; then
         else
             echo "llama-b bf16-amx threads=$t: $out"
         fi
+    done
+    # f32 (gpt2-b, llama-b) and f16 weights (gpt2-f16) as stored: split into
+    # 3 and 2 bf16 pieces on the tile unit
+    for m in gpt2-b llama-b gpt2-f16; do
+        for t in 1 2; do
+            if ! out=$(PB_MATMUL_PRECISION=bf16-amx "$H" invariance "$PB_TEST_TMP/$m/model" $t 2>&1); then
+                echo "FAIL $m bf16-amx, weights as stored threads=$t: $out"
+                fail=1
+            else
+                echo "$m bf16-amx, weights as stored threads=$t: $out"
+            fi
+        done
     done
     # a bf16 KV cache: attention's products on the tile unit too (mistral-a:
     # a sliding window, so items start their keys past 0)

@@ -24,7 +24,10 @@ HF's reference is computed once (f32 on the folder's bf16 weights). Then:
 4. --matmul-precision bf16-amx (those products on the AMX tile unit, where
    the CPU has AMX-BF16), with the KV cache in f32 and in bf16 (attention's
    products on the tile unit too): the logits of 1 and 2 stages identical
-   bit for bit, and no farther from HF f32 than HF's own bf16 run is.
+   bit for bit, and no farther from HF f32 than HF's own bf16 run is; and
+   with the weights kept as f32 (--weights-dtype f32: split into three bf16
+   pieces, of which the bf16 values fill the first), the logits of the bf16
+   weights' run bit for bit.
 """
 import fcntl
 import json
@@ -217,6 +220,24 @@ def check_amx(d, ref, harness, work, hf16):
         print(f"{what}: max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g}); 1 and 2 stages "
               f"{'differ' if any('stages' in x for x in e) else 'identical'}")
         errors += e
+    # the weights as f32: split into bf16 pieces on the tile unit, the
+    # second and third of them zero here, so the bf16 weights' bits
+    env = dict(os.environ, PB_MATMUL_PRECISION="bf16-amx", PB_KV_DTYPE="f32", PB_WEIGHTS_DTYPE="f32")
+    env.pop("PB_CPU_ISA", None)
+    r = subprocess.run([harness, "golden", d, work, "2", "2"], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        return errors + [f"bf16-amx, f32 weights: fwd-harness failed ({r.returncode}): {r.stderr.strip()}"]
+    od = os.path.join(work, "out-2")
+    files = sorted(os.listdir(od))
+    same = 0
+    for f in files:
+        with open(os.path.join(od, f), "rb") as a, open(os.path.join(work, "out-2-amx", f), "rb") as b:
+            if a.read() != b.read():
+                errors.append(f"bf16-amx, f32 weights (2 stages): {f} differs from the bf16 weights' run")
+            else:
+                same += 1
+    print(f"bf16-amx, f32 weights split into bf16 pieces: {same} of {len(files)} logit files identical to the "
+          "bf16 weights' run")
     return errors
 
 
