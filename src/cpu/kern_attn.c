@@ -38,6 +38,7 @@
  * below), with the queries and the softmax weights rounded to bf16. */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -445,6 +446,32 @@ static inline __m128i bf16x4(const float *x)
 }
 #endif
 
+#ifdef __SSE2__
+/* pb_f32_to_f16 of x[0..3] in the low halves of four lanes (the high halves
+ * copies of the sign: ready for _mm_packs_epi32), branch-free: the same
+ * three cases (inf or NaN beyond the range, subnormal by a float addition,
+ * else rebiased with the odd bit as tie-break) */
+static inline __m128i f16x4(const float *x)
+{
+    const __m128i u = _mm_castps_si128(_mm_loadu_ps(x)), sign = _mm_and_si128(u, _mm_set1_epi32((int)0x80000000u));
+    const __m128i a = _mm_xor_si128(u, sign);
+    const __m128i big = _mm_cmpgt_epi32(a, _mm_set1_epi32(0x477fffff));
+    const __m128i nan = _mm_cmpgt_epi32(a, _mm_set1_epi32(0x7f800000));
+    const __m128i small = _mm_cmplt_epi32(a, _mm_set1_epi32(0x38800000));
+    const __m128i hb = _mm_or_si128(_mm_and_si128(nan, _mm_set1_epi32(0x7e00)),
+                                    _mm_andnot_si128(nan, _mm_set1_epi32(0x7c00)));
+    const __m128i hs = _mm_sub_epi32(_mm_castps_si128(_mm_add_ps(_mm_castsi128_ps(a), _mm_set1_ps(0.5f))),
+                                     _mm_set1_epi32(0x3f000000));
+    const __m128i hn = _mm_srli_epi32(
+        _mm_add_epi32(_mm_add_epi32(a, _mm_set1_epi32((int)0xc8000fffu)),
+                      _mm_and_si128(_mm_srli_epi32(a, 13), _mm_set1_epi32(1))), 13);
+    __m128i h = _mm_or_si128(_mm_and_si128(small, hs), _mm_andnot_si128(small, hn));
+    h = _mm_or_si128(_mm_and_si128(big, hb), _mm_andnot_si128(big, h));
+    h = _mm_or_si128(h, _mm_srli_epi32(sign, 16));
+    return _mm_srai_epi32(_mm_slli_epi32(h, 16), 16);
+}
+#endif
+
 /* two bf16 at p (4-byte aligned: an even element of the cache) */
 static inline void store_u32(uint16_t *p, uint32_t w)
 {
@@ -475,10 +502,20 @@ static void store_kv(const pb_kattn_args *a, int s, int g0, int g1, int i0, int 
                     memcpy(vc + (size_t)(d0 / 16) * vps, vr + d0, (size_t)(hd - d0 < 16 ? hd - d0 : 16) * sizeof(float));
             } else if (dt == PB_DT_F16) {
                 uint16_t *kc = (uint16_t *)a->k_cache[s] + kb, *vc = (uint16_t *)a->v_cache[s] + vb;
-                for (int d = 0; d < hd; d++)
+                int d = 0;
+#ifdef __SSE2__
+                for (; d + 4 <= hd; d += 4) { /* K: four dims 16 elements apart; V: four of a panel's line */
+                    uint16_t h[8];
+                    _mm_storeu_si128((__m128i *)(void *)h, _mm_packs_epi32(f16x4(kr + d), f16x4(vr + d)));
+                    for (int t = 0; t < 4; t++)
+                        kc[(size_t)(d + t) * 16] = h[t];
+                    memcpy(vc + (size_t)(d / 16) * vps + d % 16, h + 4, 4 * sizeof *h);
+                }
+#endif
+                for (; d < hd; d++) {
                     kc[(size_t)d * 16] = pb_f32_to_f16(kr[d]);
-                for (int d = 0; d < hd; d++)
                     vc[(size_t)(d / 16) * vps + d % 16] = pb_f32_to_f16(vr[d]);
+                }
             } else { /* bf16: K pairs of dims 32 elements apart, V keys in pairs */
                 uint16_t *kc = (uint16_t *)a->k_cache[s] + kb, *vc = (uint16_t *)a->v_cache[s] + vb;
                 int d = 0;
@@ -630,11 +667,18 @@ static int pick_qb(const pb_kattn_args *a, int s, size_t cap)
  * before the items convert. */
 static pb_status kv_f16_range(const pb_kattn_args *a, int s)
 {
-    const int hd = a->head_dim;
+    const int hd = a->head_dim, n = a->n_kv_heads * hd;
     for (int i = 0; i < a->n_tokens[s]; i++) {
         const float *k = a->k + (size_t)(a->tok_start[s] + i) * a->kv_stride;
         const float *v = a->v + (size_t)(a->tok_start[s] + i) * a->kv_stride;
-        for (int g = 0; g < a->n_kv_heads; g++)
+        /* the token's row at once (a loop the compiler vectorizes; NaN
+         * fails both compares), the head found only when one is out */
+        int out = 0;
+        for (int d = 0; d < n; d++) {
+            const float x = fabsf(k[d]), y = fabsf(v[d]);
+            out |= (x >= 65520.0f && x <= FLT_MAX) | (y >= 65520.0f && y <= FLT_MAX);
+        }
+        for (int g = 0; g < a->n_kv_heads && out; g++)
             for (int d = 0; d < hd; d++) {
                 const float x = k[(size_t)g * hd + d], y = v[(size_t)g * hd + d];
                 if ((fabsf(x) >= 65520.0f && isfinite(x)) || (fabsf(y) >= 65520.0f && isfinite(y)))

@@ -517,18 +517,25 @@ static int run_split(pb_kctx *kctx, const attn_case *c, const float *alibi, floa
     return ok;
 }
 
-/* A bf16 cache holds each new key and value as pb_f32_to_bf16 rounds it
- * (nearest even, quiet NaNs), at the layout kern_attn.c documents: values
- * that are not bf16 numbers (ties, NaNs with low payloads, the largest
- * float, subnormals), an odd head_dim, and calls that start at odd and even
- * positions (V keeps the keys in pairs). */
-static void test_kv_store_bf16(pb_kctx *kctx)
+/* A bf16 (f16) cache holds each new key and value as pb_f32_to_bf16
+ * (pb_f32_to_f16) rounds it (nearest even, quiet NaNs), at the layout
+ * kern_attn.c documents: values that are not bf16 (f16) numbers (ties, NaNs
+ * with low payloads, the largest float or f16, subnormals), an odd
+ * head_dim, and calls that start at odd and even positions (a bf16 V keeps
+ * the keys in pairs). */
+static void test_kv_store(pb_kctx *kctx, pb_dtype dt)
 {
     enum { NKV = 2, HD = 23, NH = 4, L = 37 };
-    static const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x7f800001u, 0xffc00000u, 0x7f800000u,
-                                       0xff800000u, 0x7f7fffffu, 0x00000001u, 0x80000000u, 0x3f7fffffu};
-    const int kvd = NKV * HD, qd = NH * HD, cap = (L + 15) & ~15, kd = HD + 1, hd16 = (HD + 15) & ~15;
-    const size_t n = pb_kattn_cache_elems(PB_DT_BF16, L, NKV, HD);
+    static const uint32_t bf16_special[] = {0x3f808000u, 0x3f818000u, 0x7f800001u, 0xffc00000u, 0x7f800000u,
+                                            0xff800000u, 0x7f7fffffu, 0x00000001u, 0x80000000u, 0x3f7fffffu};
+    /* f16: ties at 1 and 1 + 2^-10, 65504 and what rounds to it, the
+     * normal/subnormal edge 2^-14 and below it, a subnormal tie, NaNs */
+    static const uint32_t f16_special[] = {0x3f801000u, 0x3f803000u, 0x7f800001u, 0xffc00000u, 0x477fe000u,
+                                           0xc77fefffu, 0x38800000u, 0x387fffffu, 0x33c00000u, 0x80000000u};
+    const uint32_t *special = dt == PB_DT_BF16 ? bf16_special : f16_special;
+    const int bf = dt == PB_DT_BF16;
+    const int kvd = NKV * HD, qd = NH * HD, cap = (L + 15) & ~15, kd = bf ? HD + 1 : HD, hd16 = (HD + 15) & ~15;
+    const size_t n = pb_kattn_cache_elems(dt, L, NKV, HD);
     uint16_t *kc = malloc(n * 2), *vc = malloc(n * 2);
     float *k = malloc((size_t)L * kvd * sizeof(float)), *v = malloc((size_t)L * kvd * sizeof(float));
     float *q = malloc((size_t)L * qd * sizeof(float)), *o = malloc((size_t)L * qd * sizeof(float));
@@ -549,7 +556,7 @@ static void test_kv_store_bf16(pb_kctx *kctx)
     for (size_t c = 0; done < L; c++) {
         const int nt = L - done < chunks[c % 8] ? L - done : chunks[c % 8], zero = 0;
         pb_kattn_args a = {.n_seqs = 1, .tok_start = &zero, .pos = &done, .n_tokens = &nt, .k_cache = kp,
-                           .v_cache = vp, .cache_len = L, .kv_dtype = PB_DT_BF16, .q = q + (size_t)done * qd,
+                           .v_cache = vp, .cache_len = L, .kv_dtype = dt, .q = q + (size_t)done * qd,
                            .k = k + (size_t)done * kvd, .v = v + (size_t)done * kvd, .q_stride = qd,
                            .kv_stride = kvd, .out = o, .n_heads = NH, .n_kv_heads = NKV, .head_dim = HD,
                            .scale = 0.2f};
@@ -564,14 +571,18 @@ static void test_kv_store_bf16(pb_kctx *kctx)
         for (int g = 0; g < NKV; g++)
             for (int d = 0; d < HD; d++) {
                 const size_t head = (size_t)g * cap * hd16;
-                const size_t ki =
-                    head + (size_t)(j / 16) * 16 * kd + (size_t)(d / 2) * 32 + (size_t)(j % 16) * 2 + (size_t)(d % 2);
-                const size_t vi =
-                    head + (size_t)(d / 16) * cap * 16 + (size_t)(j / 2) * 32 + (size_t)(d % 16) * 2 + (size_t)(j % 2);
+                const size_t ki = head + (size_t)(j / 16) * 16 * kd +
+                                  (bf ? (size_t)(d / 2) * 32 + (size_t)(j % 16) * 2 + (size_t)(d % 2)
+                                      : (size_t)d * 16 + (size_t)(j % 16));
+                const size_t vi = head + (size_t)(d / 16) * cap * 16 +
+                                  (bf ? (size_t)(j / 2) * 32 + (size_t)(d % 16) * 2 + (size_t)(j % 2)
+                                      : (size_t)j * 16 + (size_t)(d % 16));
                 const float kx = k[(size_t)j * kvd + (size_t)g * HD + d], vx = v[(size_t)j * kvd + (size_t)g * HD + d];
-                if (kc[ki] != pb_f32_to_bf16(kx) || vc[vi] != pb_f32_to_bf16(vx)) {
-                    FAIL("kv store bf16: key %d head %d dim %d: K %04x (want %04x), V %04x (want %04x)", j, g, d,
-                         kc[ki], pb_f32_to_bf16(kx), vc[vi], pb_f32_to_bf16(vx));
+                const uint16_t kw = bf ? pb_f32_to_bf16(kx) : pb_f32_to_f16(kx);
+                const uint16_t vw = bf ? pb_f32_to_bf16(vx) : pb_f32_to_f16(vx);
+                if (kc[ki] != kw || vc[vi] != vw) {
+                    FAIL("kv store %s: key %d head %d dim %d: K %04x (want %04x), V %04x (want %04x)",
+                         pb_dtype_name(dt), j, g, d, kc[ki], kw, vc[vi], vw);
                     bad++;
                 }
             }
@@ -1303,7 +1314,7 @@ static void test_amx(pb_kctx *kctx)
     pb_kops_override(NULL);
     test_softmax_bf16(&pb_kops_amx);
     pb_kops_override(&pb_kops_amx);
-    test_kv_store_bf16(kctx);
+    test_kv_store(kctx, PB_DT_BF16);
     pb_kops_override(NULL);
 #endif
 }
@@ -1359,7 +1370,8 @@ int main(void)
     test_attention(k1, k2, PB_DT_BF16);
     for (int pi = 0; pi < n_apaths; pi++) { /* the store is the same code on every path; the AMX one too */
         pb_kops_override(apaths[pi].ops);
-        test_kv_store_bf16(k2);
+        test_kv_store(k2, PB_DT_BF16);
+        test_kv_store(k2, PB_DT_F16);
     }
     pb_kops_override(NULL);
     test_attention_f16_range(k1);
