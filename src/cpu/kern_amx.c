@@ -96,8 +96,19 @@ static TGTA void tiles_config(int rows)
     _tile_loadconfig(&cfg);
 }
 
-/* C tile t (rows < nr and columns < nc valid) into y: straight when whole */
-#define STORE_C(t, yp, ldy, nr, nc)                                                                                  \
+/* y's rows [0, nr), columns [0, nc) += bias (NULL: none), as a separate
+ * pass over y adds it: the same f32 sum, done while the rows are in L1 */
+INLA void add_bias16(float *y, size_t ldy, int nr, int nc, const float *bias)
+{
+    const __mmask16 m = (__mmask16)((1u << nc) - 1);
+    const __m512 b = _mm512_maskz_loadu_ps(m, bias);
+    for (int i = 0; i < nr; i++)
+        _mm512_mask_storeu_ps(y + (size_t)i * ldy, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + (size_t)i * ldy), b));
+}
+
+/* C tile t (rows < nr and columns < nc valid) into y: straight when whole;
+ * then + bias (bp: the tile's 16 columns of it, or NULL) */
+#define STORE_C(t, yp, ldy, nr, nc, bp)                                                                              \
     do {                                                                                                             \
         if ((nr) == 16 && (nc) == 16) {                                                                              \
             _tile_stored(t, (yp), (long)((ldy) * sizeof(float)));                                                   \
@@ -106,6 +117,8 @@ static TGTA void tiles_config(int rows)
             for (int i_ = 0; i_ < (nr); i_++)                                                                        \
                 memcpy((yp) + (size_t)i_ * (ldy), ctmp[i_], (size_t)(nc) * sizeof(float));                          \
         }                                                                                                            \
+        if (bp)                                                                                                      \
+            add_bias16((yp), (ldy), (nr), (nc), (bp));                                                               \
     } while (0)
 
 /* C tile t from y (rows < nr and columns < nc; the rest zero) where acc,
@@ -130,10 +143,12 @@ static TGTA void tiles_config(int rows)
  * whole number of steps); pf: the B tiles PFD steps ahead prefetched (where
  * the panels come from memory, not from the previous row block). P > 1:
  * split panels (a worker's scratch, whole tiles): step s's P pieces at (s P
- * + q) KiB, and C from y where acc (a K block after the first). */
+ * + q) KiB, and C from y where acc (a K block after the first). bias: the
+ * block's 16 NC columns of it, added as C is stored (NULL: none, or not the
+ * last K block). */
 INLA void block(const int NR, const int NC, const int P, const char *a, size_t lda, const char *b0, const char *b1,
                 const char *bt0, const char *bt1, int steps, float *y, size_t ldy, int nr, int nc0, int nc1, int pf,
-                int acc)
+                int acc, const float *bias)
 {
     float ctmp[16][16] __attribute__((aligned(64)));
     const int nr0 = nr < 16 ? nr : 16;
@@ -189,22 +204,23 @@ INLA void block(const int NR, const int NC, const int P, const char *a, size_t l
                 _tile_dpbf16ps(3, 5, 7);
         }
     }
-    STORE_C(0, y, ldy, nr0, nc0);
+    const float *bias1 = bias ? bias + 16 : NULL;
+    STORE_C(0, y, ldy, nr0, nc0, bias);
     if (NC == 2)
-        STORE_C(1, y + 16, ldy, nr0, nc1);
+        STORE_C(1, y + 16, ldy, nr0, nc1, bias1);
     if (NR == 2) {
-        STORE_C(2, y1, ldy, nr - 16, nc0);
+        STORE_C(2, y1, ldy, nr - 16, nc0, bias);
         if (NC == 2)
-            STORE_C(3, y1 + 16, ldy, nr - 16, nc1);
+            STORE_C(3, y1 + 16, ldy, nr - 16, nc1, bias1);
     }
 }
 
 /* 16 or fewer rows by 4 panels (b, pbytes apart; whole K tiles except the
  * last, bt[0..3]): C in tmm0-3, A in tmm4, B in tmm5-7 (the fourth panel's
  * into tmm5 again once the first's product has read it). P > 1: split
- * panels as block's, C from y where acc. */
+ * panels as block's, C from y where acc; bias as block's. */
 INLA void block_1x4(const int P, const char *a, size_t lda, const char *b, size_t pbytes, const char *const bt[4],
-                    int steps, float *y, size_t ldy, int nr, const int nc[4], int acc)
+                    int steps, float *y, size_t ldy, int nr, const int nc[4], int acc, const float *bias)
 {
     float ctmp[16][16] __attribute__((aligned(64)));
     LOAD_C(0, y, ldy, nr, nc[0], acc);
@@ -241,29 +257,30 @@ INLA void block_1x4(const int P, const char *a, size_t lda, const char *b, size_
         _tile_dpbf16ps(2, 4, 7);
         _tile_dpbf16ps(3, 4, 5);
     }
-    STORE_C(0, y, ldy, nr, nc[0]);
-    STORE_C(1, y + 16, ldy, nr, nc[1]);
-    STORE_C(2, y + 32, ldy, nr, nc[2]);
-    STORE_C(3, y + 48, ldy, nr, nc[3]);
+    STORE_C(0, y, ldy, nr, nc[0], bias);
+    STORE_C(1, y + 16, ldy, nr, nc[1], bias ? bias + 16 : NULL);
+    STORE_C(2, y + 32, ldy, nr, nc[2], bias ? bias + 32 : NULL);
+    STORE_C(3, y + 48, ldy, nr, nc[3], bias ? bias + 48 : NULL);
 }
 
 typedef void (*block_fn)(const char *, size_t, const char *, const char *, const char *, const char *, int, float *,
-                         size_t, int, int, int, int, int);
+                         size_t, int, int, int, int, int, const float *);
 typedef void (*block4_fn)(const char *, size_t, const char *, size_t, const char *const[4], int, float *, size_t, int,
-                          const int[4], int);
+                          const int[4], int, const float *);
 
 #define BLOCK_FN(NR, NC, P)                                                                                          \
     static TGTA void block_##NR##x##NC##_##P(const char *a, size_t lda, const char *b0, const char *b1,              \
                                              const char *bt0, const char *bt1, int steps, float *y, size_t ldy,      \
-                                             int nr, int nc0, int nc1, int pf, int acc)                              \
+                                             int nr, int nc0, int nc1, int pf, int acc, const float *bias)           \
     {                                                                                                                \
-        block(NR, NC, P, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1, pf, acc);                            \
+        block(NR, NC, P, a, lda, b0, b1, bt0, bt1, steps, y, ldy, nr, nc0, nc1, pf, acc, bias);                      \
     }
 #define BLOCK4_FN(P)                                                                                                 \
     static TGTA void block_1x4_##P(const char *a, size_t lda, const char *b, size_t pbytes, const char *const bt[4], \
-                                   int steps, float *y, size_t ldy, int nr, const int nc[4], int acc)                \
+                                   int steps, float *y, size_t ldy, int nr, const int nc[4], int acc,                \
+                                   const float *bias)                                                                \
     {                                                                                                                \
-        block_1x4(P, a, lda, b, pbytes, bt, steps, y, ldy, nr, nc, acc);                                             \
+        block_1x4(P, a, lda, b, pbytes, bt, steps, y, ldy, nr, nc, acc, bias);                                       \
     }
 #define BLOCKS_OF(P) BLOCK_FN(2, 2, P) BLOCK_FN(2, 1, P) BLOCK_FN(1, 2, P) BLOCK_FN(1, 1, P) BLOCK4_FN(P)
 BLOCKS_OF(1)
@@ -350,7 +367,7 @@ static TGTA void split_panels(int P, const pb_kmat *w, int p, int n, int s0, int
  * group of panels (4 where the call has up to 16 rows, else 2) split a K
  * block at a time into scratch (the block as many steps as fit) */
 static TGTA void split_mul(const uint32_t *xb, size_t lda, int M, int mc, int me, const pb_kmat *w, int p0, int p1,
-                           float *y, size_t ldy, char *scratch, size_t scratch_bytes)
+                           float *y, size_t ldy, const float *bias, char *scratch, size_t scratch_bytes)
 {
     const int P = w->dt == PB_DT_F16 ? 2 : 3;
     const int steps = ((w->n_in + 1) / 2 + 15) / 16;
@@ -363,17 +380,19 @@ static TGTA void split_mul(const uint32_t *xb, size_t lda, int M, int mc, int me
         for (int s0 = 0; s0 < steps; s0 += kb) {
             const int ns = steps - s0 < kb ? steps - s0 : kb;
             const size_t pbytes = (size_t)ns * P * 1024;
+            const float *bp = bias && s0 + ns == steps ? bias + (size_t)p * PB_KNR : NULL; /* the last K block */
             split_panels(P, w, p, n, s0, ns, scratch);
             const char *a = (const char *)xb + (size_t)s0 * 64;
             if (four) {
                 blocks4[P](a + (size_t)mc * lda, lda, scratch, pbytes, NULL, ns,
-                           y + (size_t)mc * ldy + (size_t)p * PB_KNR, ldy, me - mc, nc, s0 > 0);
+                           y + (size_t)mc * ldy + (size_t)p * PB_KNR, ldy, me - mc, nc, s0 > 0, bp);
                 continue;
             }
             for (int r = mc; r < me; r += 32) {
                 const int nr = me - r < 32 ? me - r : 32;
                 blocks[P][nr > 16][n == 2](a + (size_t)r * lda, lda, scratch, scratch + pbytes, NULL, NULL, ns,
-                                           y + (size_t)r * ldy + (size_t)p * PB_KNR, ldy, nr, nc[0], nc[1], 0, s0 > 0);
+                                           y + (size_t)r * ldy + (size_t)p * PB_KNR, ldy, nr, nc[0], nc[1], 0, s0 > 0,
+                                           bp);
             }
         }
         p += n;
@@ -381,7 +400,7 @@ static TGTA void split_mul(const uint32_t *xb, size_t lda, int M, int mc, int me
 }
 
 TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1,
-                      float *y, size_t ldy, void *scratch, size_t scratch_bytes)
+                      float *y, size_t ldy, const float *bias, void *scratch, size_t scratch_bytes)
 {
     const int kp = (w->n_in + 1) / 2;          /* k pairs */
     const int steps = (kp + 15) / 16;          /* B tiles per panel */
@@ -396,7 +415,7 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
     for (int mc = 0; mc < M; mc += mchunk) {
         const int me = M - mc < mchunk ? M : mc + mchunk;
         if (w->dt != PB_DT_BF16) {
-            split_mul(xb, lda, M, mc, me, w, p0, p1, y, ldy, scratch, scratch_bytes);
+            split_mul(xb, lda, M, mc, me, w, p0, p1, y, ldy, bias, scratch, scratch_bytes);
             continue;
         }
         int pstart = p0;
@@ -415,7 +434,8 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
                     nc[q] = cols_of(w, pstart + q);
                 }
                 block_1x4_1((const char *)(xb + (size_t)mc * ldxb), lda, b, pbytes, bt, steps,
-                            y + (size_t)mc * ldy + (size_t)pstart * PB_KNR, ldy, me - mc, nc, 0);
+                            y + (size_t)mc * ldy + (size_t)pstart * PB_KNR, ldy, me - mc, nc, 0,
+                            bias ? bias + (size_t)pstart * PB_KNR : NULL);
             }
         for (int p = pstart; p < p1; p += 2) {
             const int two = p + 1 < p1;
@@ -438,7 +458,8 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
                  * larger calls gain nothing or lose a few %) */
                 blocks[1][nr > 16][two](
                     (const char *)(xb + (size_t)r * ldxb), lda, b0, b1, bt0, bt1, steps, y + (size_t)r * ldy +
-                    (size_t)p * PB_KNR, ldy, nr, nc0, nc1, nr <= 16 || (M <= 64 && r == mc), 0);
+                    (size_t)p * PB_KNR, ldy, nr, nc0, nc1, nr <= 16 || (M <= 64 && r == mc), 0,
+                    bias ? bias + (size_t)p * PB_KNR : NULL);
             }
         }
     }

@@ -402,7 +402,7 @@ static void amx_scores(const attn_job *j, const item_ctx *c, int rows, uint32_t 
     const pb_kmat k = {.dt = PB_DT_BF16, .n_out = (p1 - p0) * 16, .n_in = c->hd, .npanels = p1 - p0,
                        .pstride = (size_t)16 * c->kd,
                        .data = (void *)(uintptr_t)at(c->kc, PB_DT_BF16, (size_t)p0 * 16 * c->kd)};
-    j->amx->amx(qa, ldq, rows, (rows + 31) & ~31, &k, 0, p1 - p0, score_row(c, 0) + (size_t)p0 * 16, c->ld, NULL, 0);
+    j->amx->amx(qa, ldq, rows, (rows + 31) & ~31, &k, 0, p1 - p0, score_row(c, 0) + (size_t)p0 * 16, c->ld, NULL, NULL, 0);
 }
 
 /* O rows = the rows' softmax weights (zero outside each row's keys) times V
@@ -431,7 +431,7 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
     amx_pad_rows(pa, ldp, rows);
     const pb_kmat v = {.dt = PB_DT_BF16, .n_out = c->hd, .n_in = n, .npanels = c->hd16 / 16, .pstride = c->ps_v,
                        .data = (void *)(uintptr_t)at(c->vc, PB_DT_BF16, (size_t)k0 * 16)};
-    j->amx->amx(pa, ldp, rows, (rows + 31) & ~31, &v, 0, c->hd16 / 16, c->os, (size_t)c->hd16, NULL, 0);
+    j->amx->amx(pa, ldp, rows, (rows + 31) & ~31, &v, 0, c->hd16 / 16, c->os, (size_t)c->hd16, NULL, NULL, 0);
 }
 
 #ifdef __SSE2__

@@ -69,9 +69,11 @@ typedef struct pb_kops {
      * the tile unit, mchunk rows (a multiple of 32) at a time; xpairs makes
      * the pairs (xwords 1). bf16 weights as they lie; f16 and f32 weights
      * split exactly into 2 or 3 bf16 pieces a K block at a time in scratch
-     * (64-byte aligned, scratch_bytes >= 12 KiB; unused for bf16). */
+     * (64-byte aligned, scratch_bytes >= 12 KiB; unused for bf16); + bias
+     * (NULL: none; the whole n_out of it), added to each C tile as it is
+     * stored (the same f32 sum as adding it after). */
     void (*amx)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
-                size_t ldy, void *scratch, size_t scratch_bytes);
+                size_t ldy, const float *bias, void *scratch, size_t scratch_bytes);
     /* NULL except on the AMX table: attention's softmax weights of one row
      * as bf16 for the tile unit: with m the largest s[i] * scale (i < n >=
      * 1), out[i] = bf16(pb_kexp(s[i] * scale - m)) (nearest even), each
@@ -149,7 +151,7 @@ void pb_kdots_daz_ftz(pb_kdots_tile fn, const float *x, size_t ldx, const void *
  * pieces). */
 extern const pb_kops pb_kops_amx;
 void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
-                 size_t ldy, void *scratch, size_t scratch_bytes);
+                 size_t ldy, const float *bias, void *scratch, size_t scratch_bytes);
 #endif
 /* AMX-TILE and AMX-BF16 usable: the CPU has them, the OS saves their state
  * and grants it to this process (asked for here, once is enough) */

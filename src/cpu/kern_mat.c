@@ -1087,17 +1087,16 @@ static void mm_item(void *ctx, int item, int worker)
     add_bias(j, p0, p1);
 }
 
-/* the AMX form: all of the item's panels on the tile unit (f16 and f32
- * weights split in the worker's wconv: K blocks of one step or a few when
- * the tests force K blocks) */
+/* the AMX form: all of the item's panels on the tile unit, the bias added
+ * there (f16 and f32 weights split in the worker's wconv: K blocks of one
+ * step or a few when the tests force K blocks) */
 static void amx_item(void *ctx, int item, int worker)
 {
     const mm_job *j = ctx;
     const int p0 = j->first[item], p1 = j->first[item + 1];
     const size_t sbytes = atomic_load(&kblock_forced) > 0 ? (size_t)12 << 10 : WCONV_FLOATS * sizeof(float);
-    j->ops->amx(j->xb, j->ldx, j->M, j->mchunk, j->w, p0, p1, j->y, j->ldy, j->wconv + (size_t)worker * WCONV_FLOATS,
-                sbytes);
-    add_bias(j, p0, p1);
+    j->ops->amx(j->xb, j->ldx, j->M, j->mchunk, j->w, p0, p1, j->y, j->ldy, j->bias,
+                j->wconv + (size_t)worker * WCONV_FLOATS, sbytes);
 }
 
 static void xpairs_item(void *ctx, int item, int worker)
