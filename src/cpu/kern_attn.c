@@ -402,7 +402,8 @@ static void amx_scores(const attn_job *j, const item_ctx *c, int rows, uint32_t 
     const pb_kmat k = {.dt = PB_DT_BF16, .n_out = (p1 - p0) * 16, .n_in = c->hd, .npanels = p1 - p0,
                        .pstride = (size_t)16 * c->kd,
                        .data = (void *)(uintptr_t)at(c->kc, PB_DT_BF16, (size_t)p0 * 16 * c->kd)};
-    j->amx->amx(qa, ldq, rows, (rows + 31) & ~31, &k, 0, p1 - p0, score_row(c, 0) + (size_t)p0 * 16, c->ld, NULL, NULL, 0);
+    j->amx->amx(qa, ldq, rows, (rows + 31) & ~31, &k, 0, p1 - p0, score_row(c, 0) + (size_t)p0 * 16, c->ld, NULL, NULL,
+                0);
 }
 
 /* O rows = the rows' softmax weights (zero outside each row's keys) times V

@@ -457,12 +457,14 @@ int main(int argc, char **argv)
     if (!only || strstr("rows", only)) /* one thread: the kernels of a row, not the pool */
         for (int i = 0; i < 3; i++)
             bench_rows((const int[]){1, 32, 512}[i], secs);
-    /* TinyLlama-1.1B attention shape: 32 heads over 4 KV heads of 64 */
+    /* attention: TinyLlama-1.1B (32 heads over 4 KV heads of 64) unless named otherwise */
     for (int c = 0; c < 3; c++) {
         const pb_dtype dt = (const pb_dtype[]){PB_DT_F32, PB_DT_F16, PB_DT_BF16}[c];
         bench_attn(k, only, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, dt, secs);
         bench_attn(k, only, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, dt, secs);
         bench_attn(k, only, "SmolLM2 decode 64 x 45 keys", 64, 44, 1, 9, 3, 64, dt, secs);
+        /* MHA: one query row per (sequence, head) item */
+        bench_attn(k, only, "GPT-2 decode 32 x 30 keys", 32, 29, 1, 12, 12, 64, dt, secs);
         bench_attn(k, only, "decode 32 x 2048 keys", 32, 2047, 1, 32, 4, 64, dt, secs);
         bench_attn(k, only, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, dt, secs);
         bench_attn(k, only, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, dt, secs);
