@@ -96,18 +96,9 @@ static TGTA void tiles_config(int rows)
     _tile_loadconfig(&cfg);
 }
 
-/* y's rows [0, nr), columns [0, nc) += bias (NULL: none), as a separate
- * pass over y adds it: the same f32 sum, done while the rows are in L1 */
-INLA void add_bias16(float *y, size_t ldy, int nr, int nc, const float *bias)
-{
-    const __mmask16 m = (__mmask16)((1u << nc) - 1);
-    const __m512 b = _mm512_maskz_loadu_ps(m, bias);
-    for (int i = 0; i < nr; i++)
-        _mm512_mask_storeu_ps(y + (size_t)i * ldy, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + (size_t)i * ldy), b));
-}
-
 /* C tile t (rows < nr and columns < nc valid) into y: straight when whole;
- * then + bias (bp: the tile's 16 columns of it, or NULL) */
+ * then + bias (bp: the tile's 16 columns of it, or NULL; pb_krow_add, as the
+ * separate pass over y adds it, while the rows are in L1) */
 #define STORE_C(t, yp, ldy, nr, nc, bp)                                                                              \
     do {                                                                                                             \
         if ((nr) == 16 && (nc) == 16) {                                                                              \
@@ -117,8 +108,8 @@ INLA void add_bias16(float *y, size_t ldy, int nr, int nc, const float *bias)
             for (int i_ = 0; i_ < (nr); i_++)                                                                        \
                 memcpy((yp) + (size_t)i_ * (ldy), ctmp[i_], (size_t)(nc) * sizeof(float));                          \
         }                                                                                                            \
-        if (bp)                                                                                                      \
-            add_bias16((yp), (ldy), (nr), (nc), (bp));                                                               \
+        for (int i_ = 0; (bp) && i_ < (nr); i_++)                                                                    \
+            pb_krow_add((yp) + (size_t)i_ * (ldy), (bp), NULL, (size_t)(nc));                                        \
     } while (0)
 
 /* C tile t from y (rows < nr and columns < nc; the rest zero) where acc,
@@ -140,7 +131,7 @@ INLA void add_bias16(float *y, size_t ldy, int nr, int nc, const float *bias)
 /* 16 NR rows of x (a: A tiles, row stride lda bytes) by 16 NC columns (b0,
  * b1: the panels at k = 0, their B tiles 1 KiB apart) over steps tiles of 32
  * k; bt0/bt1: the last step's B tiles (a zero-padded copy where K is not a
- * whole number of steps); pf: the B tiles PFD steps ahead prefetched (where
+ * whole number of steps; NULL for split panels, whose tiles are whole); pf: the B tiles PFD steps ahead prefetched (where
  * the panels come from memory, not from the previous row block). P > 1:
  * split panels (a worker's scratch, whole tiles): step s's P pieces at (s P
  * + q) KiB, and C from y where acc (a K block after the first). bias: the
@@ -163,45 +154,30 @@ INLA void block(const int NR, const int NC, const int P, const char *a, size_t l
     }
     for (int s = 0; s < steps; s++) {
         const char *pa = a + (size_t)s * 64;
-        if (P > 1) {
-            _tile_loadd(4, pa, (long)lda);
-            if (NR == 2)
-                _tile_loadd(5, pa + 16 * lda, (long)lda);
-            for (int q = 0; q < P; q++) {
-                const size_t o = ((size_t)s * P + (size_t)q) * 1024;
-                _tile_loadd(6, b0 + o, 64);
-                if (NC == 2)
-                    _tile_loadd(7, b1 + o, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                if (NC == 2)
-                    _tile_dpbf16ps(1, 4, 7);
-                if (NR == 2) {
-                    _tile_dpbf16ps(2, 5, 6);
-                    if (NC == 2)
-                        _tile_dpbf16ps(3, 5, 7);
-                }
-            }
-            continue;
-        }
-        const int last = s == steps - 1;
+        const int last = bt0 && s == steps - 1;
         if (pf && PFD > 0) /* (few rows: the weights streamed once) */
             for (int l = 0; l < 16; l++) {
                 _mm_prefetch(b0 + (size_t)(s + PFD) * 1024 + 64 * l, _MM_HINT_T0);
                 if (NC == 2)
                     _mm_prefetch(b1 + (size_t)(s + PFD) * 1024 + 64 * l, _MM_HINT_T0);
             }
-        _tile_loadd(6, last ? bt0 : b0 + (size_t)s * 1024, 64);
-        _tile_loadd(4, pa, (long)lda);
-        if (NC == 2)
-            _tile_loadd(7, last ? bt1 : b1 + (size_t)s * 1024, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        if (NC == 2)
-            _tile_dpbf16ps(1, 4, 7);
-        if (NR == 2) {
-            _tile_loadd(5, pa + 16 * lda, (long)lda);
-            _tile_dpbf16ps(2, 5, 6);
+        for (int q = 0; q < P; q++) { /* the step's pieces (P = 1: its tile), A loaded with the first */
+            const size_t o = ((size_t)s * P + (size_t)q) * 1024;
+            _tile_loadd(6, last ? bt0 : b0 + o, 64);
+            if (q == 0)
+                _tile_loadd(4, pa, (long)lda);
             if (NC == 2)
-                _tile_dpbf16ps(3, 5, 7);
+                _tile_loadd(7, last ? bt1 : b1 + o, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (NC == 2)
+                _tile_dpbf16ps(1, 4, 7);
+            if (NR == 2) {
+                if (q == 0)
+                    _tile_loadd(5, pa + 16 * lda, (long)lda);
+                _tile_dpbf16ps(2, 5, 6);
+                if (NC == 2)
+                    _tile_dpbf16ps(3, 5, 7);
+            }
         }
     }
     const float *bias1 = bias ? bias + 16 : NULL;
@@ -228,34 +204,23 @@ INLA void block_1x4(const int P, const char *a, size_t lda, const char *b, size_
     LOAD_C(2, y + 32, ldy, nr, nc[2], acc);
     LOAD_C(3, y + 48, ldy, nr, nc[3], acc);
     for (int s = 0; s < steps; s++) {
+        const int last = bt && s == steps - 1;
+        if (P == 1) /* (split panels lie in the worker's scratch) */
+            for (int l = 0; l < 16; l++)
+                for (int q = 0; q < 4; q++)
+                    _mm_prefetch(b + q * pbytes + (size_t)(s + PFD) * 1024 + 64 * l, _MM_HINT_T0);
         _tile_loadd(4, a + (size_t)s * 64, (long)lda);
-        if (P > 1) {
-            for (int q = 0; q < P; q++) {
-                const size_t o = ((size_t)s * P + (size_t)q) * 1024;
-                _tile_loadd(5, b + o, 64);
-                _tile_loadd(6, b + pbytes + o, 64);
-                _tile_dpbf16ps(0, 4, 5);
-                _tile_loadd(7, b + 2 * pbytes + o, 64);
-                _tile_dpbf16ps(1, 4, 6);
-                _tile_loadd(5, b + 3 * pbytes + o, 64);
-                _tile_dpbf16ps(2, 4, 7);
-                _tile_dpbf16ps(3, 4, 5);
-            }
-            continue;
+        for (int q = 0; q < P; q++) {
+            const size_t o = ((size_t)s * P + (size_t)q) * 1024;
+            _tile_loadd(5, last ? bt[0] : b + o, 64);
+            _tile_loadd(6, last ? bt[1] : b + pbytes + o, 64);
+            _tile_dpbf16ps(0, 4, 5);
+            _tile_loadd(7, last ? bt[2] : b + 2 * pbytes + o, 64);
+            _tile_dpbf16ps(1, 4, 6);
+            _tile_loadd(5, last ? bt[3] : b + 3 * pbytes + o, 64);
+            _tile_dpbf16ps(2, 4, 7);
+            _tile_dpbf16ps(3, 4, 5);
         }
-        const int last = s == steps - 1;
-        const size_t o = (size_t)s * 1024;
-        for (int l = 0; l < 16; l++)
-            for (int q = 0; q < 4; q++)
-                _mm_prefetch(b + q * pbytes + o + (size_t)PFD * 1024 + 64 * l, _MM_HINT_T0);
-        _tile_loadd(5, last ? bt[0] : b + o, 64);
-        _tile_loadd(6, last ? bt[1] : b + pbytes + o, 64);
-        _tile_dpbf16ps(0, 4, 5);
-        _tile_loadd(7, last ? bt[2] : b + 2 * pbytes + o, 64);
-        _tile_dpbf16ps(1, 4, 6);
-        _tile_loadd(5, last ? bt[3] : b + 3 * pbytes + o, 64);
-        _tile_dpbf16ps(2, 4, 7);
-        _tile_dpbf16ps(3, 4, 5);
     }
     STORE_C(0, y, ldy, nr, nc[0], bias);
     STORE_C(1, y + 16, ldy, nr, nc[1], bias ? bias + 16 : NULL);
