@@ -131,8 +131,9 @@ static TGTA void tiles_config(int rows)
 /* 16 NR rows of x (a: A tiles, row stride lda bytes) by 16 NC columns (b0,
  * b1: the panels at k = 0, their B tiles 1 KiB apart) over steps tiles of 32
  * k; bt0/bt1: the last step's B tiles (a zero-padded copy where K is not a
- * whole number of steps; NULL for split panels, whose tiles are whole); pf: the B tiles PFD steps ahead prefetched (where
- * the panels come from memory, not from the previous row block). P > 1:
+ * whole number of steps; NULL for split panels, whose tiles are whole); pf:
+ * the B tiles PFD steps ahead prefetched (where the panels come from
+ * memory, not from the previous row block). P > 1:
  * split panels (a worker's scratch, whole tiles): step s's P pieces at (s P
  * + q) KiB, and C from y where acc (a K block after the first). bias: the
  * block's 16 NC columns of it, added as C is stored (NULL: none, or not the
