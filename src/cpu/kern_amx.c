@@ -52,6 +52,12 @@
 #ifndef PFD
 #define PFD 4 /* prefetch distance in B tiles */
 #endif
+#ifndef PFD2
+/* and farther, into the L2 (T1): decode batches of 32-64 rows, TinyLlama
+ * b32 371 -> 377 tok/s, b64 515 -> 537, SmolLM2 b64 2049 -> 2084 (medians
+ * of 3-4, interleaved); 16 and 32 steps measured lower in kern-bench */
+#define PFD2 8
+#endif
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
@@ -132,8 +138,8 @@ static TGTA void tiles_config(int rows)
  * b1: the panels at k = 0, their B tiles 1 KiB apart) over steps tiles of 32
  * k; bt0/bt1: the last step's B tiles (a zero-padded copy where K is not a
  * whole number of steps; NULL for split panels, whose tiles are whole); pf:
- * the B tiles PFD steps ahead prefetched (where the panels come from
- * memory, not from the previous row block). P > 1:
+ * the B tiles PFD steps ahead prefetched into L1 and PFD2 steps ahead into
+ * L2 (where the panels come from memory, not from the previous row block). P > 1:
  * split panels (a worker's scratch, whole tiles): step s's P pieces at (s P
  * + q) KiB, and C from y where acc (a K block after the first). bias: the
  * block's 16 NC columns of it, added as C is stored (NULL: none, or not the
@@ -161,6 +167,11 @@ INLA void block(const int NR, const int NC, const int P, const char *a, size_t l
                 _mm_prefetch(b0 + (size_t)(s + PFD) * 1024 + 64 * l, _MM_HINT_T0);
                 if (NC == 2)
                     _mm_prefetch(b1 + (size_t)(s + PFD) * 1024 + 64 * l, _MM_HINT_T0);
+#if PFD2 > 0
+                _mm_prefetch(b0 + (size_t)(s + PFD2) * 1024 + 64 * l, _MM_HINT_T1);
+                if (NC == 2)
+                    _mm_prefetch(b1 + (size_t)(s + PFD2) * 1024 + 64 * l, _MM_HINT_T1);
+#endif
             }
         for (int q = 0; q < P; q++) { /* the step's pieces (P = 1: its tile), A loaded with the first */
             const size_t o = ((size_t)s * P + (size_t)q) * 1024;

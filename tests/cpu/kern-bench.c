@@ -8,8 +8,9 @@
  * (9x3x64) BF16")
  * With 1 thread, times are the thread's CPU time; run with
  * OPENBLAS_NUM_THREADS=1 then so that sgemm runs in the calling thread too.
- * Weights rotate over copies totalling >= 96 MB so that decode reads come
- * from memory, not the last-level cache. Prints one line per measurement.
+ * Weights rotate over copies totalling at least 96 MB and 4x the last-level
+ * cache (sysconf's L3 size) so that decode reads come from memory, not that
+ * cache; the bandwidth pass reads as much. Prints one line per measurement.
  * "rows": the norm/rotary/SwiGLU row kernels of one decoder layer beside the
  * scalar loops they replaced (interleaved, best of 3, on the calling thread). */
 #include "config.h"
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cpu/kernels.h"
 #include "cpu/pool.h"
@@ -98,9 +100,18 @@ static void bw_item(void *ctx, int item, int worker)
     j->sink += read_plain(p, j->bytes);
 }
 
+/* bytes that do not fit in the last-level cache: 4x its size, at least 96 MB
+ * (machines with L3s of 8 to 480 MiB; sysconf says 0 where it cannot tell) */
+static size_t cold_bytes(void)
+{
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    const size_t floor = (size_t)96 << 20;
+    return l3 > 0 && (size_t)l3 * 4 > floor ? (size_t)l3 * 4 : floor;
+}
+
 static double mem_bw(pb_pool *pool, int threads, double secs)
 {
-    const size_t total = (size_t)128 << 20; /* 16x the L3 here; short passes catch a quiet moment */
+    const size_t total = cold_bytes() / 256 * 256; /* short passes catch a quiet moment */
     char *buf = aligned_alloc(64, total);
     memset(buf, 1, total);
     bw_job j = {buf, total / (size_t)threads, 0};
@@ -127,7 +138,7 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
 {
     const size_t n = (size_t)s->n_out * s->n_in;
     const size_t wbytes = n * (s->dt == PB_DT_F32 ? 4 : 2);
-    const int copies = (int)(((size_t)96 << 20) / wbytes) + 1; /* small matrices: many copies */
+    const int copies = (int)(cold_bytes() / wbytes) + 1; /* small matrices: many copies */
     unsigned seed = 1;
     float *w32 = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -435,7 +446,8 @@ int main(int argc, char **argv)
     const double bw = mem_bw(pool, threads, secs);
     if (threads == 1)
         printf("(times are CPU time of the one thread)\n");
-    printf("memory read bandwidth: %.2f GB/s (%d threads x 4 streams, 32-byte loads, 128 MB, best pass)\n", bw, threads);
+    printf("memory read bandwidth: %.2f GB/s (%d threads x 4 streams, 32-byte loads, %.0f MB, best pass)\n", bw, threads,
+           (double)cold_bytes() / 1e6);
     static const shape shapes[] = {
         {"5632x2048 bf16 (up)", 5632, 2048, PB_DT_BF16},
         {"2048x5632 bf16 (down)", 2048, 5632, PB_DT_BF16},
