@@ -133,13 +133,13 @@ pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backe
     return pb_error(PB_ERR_USAGE, "backend '%s': unknown (cpu, cuda or auto)", kind);
 }
 
-pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int rows, int n,
+pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
                                 const pb_weight *w, float *y, int ldy)
 {
     const pb_backend_ops *op = be->ops;
     if (op->glu_linear)
-        return op->glu_linear(be, act, mid, gu, rows, n, w, y, ldy);
-    PB_CHECK(op->glu(be, act, mid, gu, rows, n));
+        return op->glu_linear(be, act, mid, gu, ldgu, rows, n, w, y, ldy);
+    PB_CHECK(op->glu(be, act, mid, gu, ldgu, rows, n));
     return op->linear(be, mid, n, rows, w, y, ldy);
 }
 

@@ -230,13 +230,13 @@ typedef struct pb_backend_ops {
 
     /* x[rows, n] (row stride ld) = act(x) in place. */
     pb_status (*act)(pb_backend *be, pb_act act, float *x, int ld, int rows, int n);
-    /* out[rows, n] = act(gu[:, 0:n]) * gu[:, n:2n]; gu row stride 2n (SwiGLU). */
-    pb_status (*glu)(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n);
+    /* out[rows, n] = act(gu[:, 0:n]) * gu[:, n:2n]; gu row stride ldgu >= 2n (SwiGLU). */
+    pb_status (*glu)(pb_backend *be, pb_act act, float *out, const float *gu, int ldgu, int rows, int n);
     /* y = glu(gu) W^T (+ b), as glu into mid then linear (the same bits);
      * mid [rows, n] is scratch whose contents after are unspecified. NULL:
      * the stage calls glu, then linear. (The CPU backend converts each glu
      * row straight to the bf16 products' pairs.) */
-    pb_status (*glu_linear)(pb_backend *be, pb_act act, float *mid, const float *gu, int rows, int n,
+    pb_status (*glu_linear)(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
                             const pb_weight *w, float *y, int ldy);
     /* y[i] += x[i] (y[i] += x[i] + x2[i] when x2 != NULL), i < n; y overlaps neither. */
     pb_status (*add)(pb_backend *be, float *y, const float *x, const float *x2, size_t n);
@@ -282,7 +282,7 @@ typedef struct pb_backend_opts {
  * (the best available: cpu in this build). */
 pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backend **out);
 /* y = glu(gu) W^T: the backend's glu_linear, or glu into mid, then linear */
-pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int rows, int n,
+pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
                                 const pb_weight *w, float *y, int ldy);
 /* The ops table of a kind without creating one (sizes for the planner); NULL if unknown. */
 const pb_backend_ops *pb_backend_ops_of(const char *kind);

@@ -457,7 +457,7 @@ static pb_status cpu_act(pb_backend *be, pb_act act, float *x, int ld, int rows,
 static void glu_row(void *ctx, int r, float *o)
 {
     const act_job *j = ctx;
-    const float *g = j->gu + (size_t)r * 2 * j->n, *u = g + j->n;
+    const float *g = j->gu + (size_t)r * j->ld, *u = g + j->n;
     if (j->kact)
         pb_krow_act(j->kact, o, g, u, j->n);
     else
@@ -474,18 +474,18 @@ static void glu_item(void *ctx, int item, int worker)
         glu_row(ctx, r, j->out + (size_t)r * j->n);
 }
 
-static pb_status cpu_glu(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n)
+static pb_status cpu_glu(pb_backend *be, pb_act act, float *out, const float *gu, int ldgu, int rows, int n)
 {
-    act_job j = {act, kact_of(act), NULL, out, gu, 0, rows, n, 0};
+    act_job j = {act, kact_of(act), NULL, out, gu, ldgu, rows, n, 0};
     int items = row_items(rows, 4, &j.per);
     pb_pool_run(impl_of(be)->pool, items, glu_item, &j);
     return PB_OK;
 }
 
-static pb_status cpu_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int rows, int n,
+static pb_status cpu_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
                                 const pb_weight *w, float *y, int ldy)
 {
-    act_job j = {act, kact_of(act), NULL, mid, gu, 0, rows, n, 0};
+    act_job j = {act, kact_of(act), NULL, mid, gu, ldgu, rows, n, 0};
     return pb_kmat_mul_made(impl_of(be)->k, glu_row, &j, mid, n, rows, w->impl, w->bias, y, ldy);
 }
 

@@ -600,11 +600,11 @@ static pb_status cuda_act(pb_backend *be, pb_act act, float *x, int ld, int rows
     return PB_OK;
 }
 
-static pb_status cuda_glu(pb_backend *be, pb_act act, float *out, const float *gu, int rows, int n)
+static pb_status cuda_glu(pb_backend *be, pb_act act, float *out, const float *gu, int ldgu, int rows, int n)
 {
     cuda_impl *c = impl_of(be);
     SET_DEVICE(c);
-    LAUNCH("glu", kc_glu(c->stream, (int)act, out, gu, rows, n));
+    LAUNCH("glu", kc_glu(c->stream, (int)act, out, gu, ldgu, rows, n));
     return PB_OK;
 }
 

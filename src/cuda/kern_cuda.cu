@@ -361,13 +361,13 @@ __global__ void k_act(int act, float *x, int ld, int rows, int n)
     }
 }
 
-__global__ void k_glu(int act, float *out, const float *gu, int rows, int n)
+__global__ void k_glu(int act, float *out, const float *gu, int ldgu, int rows, int n)
 {
     const size_t total = (size_t)rows * n;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
         const size_t r = idx / n, i = idx % n;
-        const float *g = gu + r * 2 * n;
+        const float *g = gu + r * ldgu;
         out[idx] = __fmul_rn(act_f(act, g[i]), g[n + i]);
     }
 }
@@ -381,12 +381,12 @@ cudaError_t kc_act(cudaStream_t st, int act, float *x, int ld, int rows, int n)
     return cudaGetLastError();
 }
 
-cudaError_t kc_glu(cudaStream_t st, int act, float *out, const float *gu, int rows, int n)
+cudaError_t kc_glu(cudaStream_t st, int act, float *out, const float *gu, int ldgu, int rows, int n)
 {
     const size_t total = (size_t)rows * n;
     if (!total)
         return cudaSuccess;
-    KLAUNCH((k_glu), blocks_for(total, 256), 256, st, act, out, gu, rows, n);
+    KLAUNCH((k_glu), blocks_for(total, 256), 256, st, act, out, gu, ldgu, rows, n);
     return cudaGetLastError();
 }
 

@@ -33,7 +33,7 @@ cudaError_t kc_rope(cudaStream_t st, float *x, int ld, int T, int n_heads, int h
 
 // activation codes: the pb_act values (model/config.h)
 cudaError_t kc_act(cudaStream_t st, int act, float *x, int ld, int rows, int n);
-cudaError_t kc_glu(cudaStream_t st, int act, float *out, const float *gu, int rows, int n);
+cudaError_t kc_glu(cudaStream_t st, int act, float *out, const float *gu, int ldgu, int rows, int n);
 cudaError_t kc_add(cudaStream_t st, float *y, const float *x, const float *x2, size_t n);
 cudaError_t kc_select_rows(cudaStream_t st, float *dst, const float *src, int n, const int *rows, int n_rows);
 cudaError_t kc_scatter_add(cudaStream_t st, float *y, const float *x, int n, const int *rows, const float *w,

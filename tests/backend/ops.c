@@ -770,15 +770,16 @@ static void test_elementwise(void)
                 CHECK(fabs(y[at] - ref) <= 4e-6 * (1 + fabs(ref)), "act %d x=%g: %g vs %g", (int)acts[k], x[at], y[at],
                       ref);
             }
-        where = "glu";
-        float *gu = malloc((size_t)rows * 2 * n * 4), *o = malloc((size_t)rows * n * 4);
-        fill(gu, (size_t)rows * 2 * n, 4);
-        float *dgu = dev_from(gu, (size_t)rows * 2 * n * 4), *dout = dev((size_t)rows * n * 4);
-        OK(BE->ops->glu(BE, acts[k], dout, dgu, rows, n));
+        where = "glu"; /* gu rows 2n apart, or padded (the stage pads rows of 2 KiB multiples) */
+        const int ldgu = 2 * n + (k % 2) * 9;
+        float *gu = malloc((size_t)rows * ldgu * 4), *o = malloc((size_t)rows * n * 4);
+        fill(gu, (size_t)rows * ldgu, 4);
+        float *dgu = dev_from(gu, (size_t)rows * ldgu * 4), *dout = dev((size_t)rows * n * 4);
+        OK(BE->ops->glu(BE, acts[k], dout, dgu, ldgu, rows, n));
         to_host(o, dout, (size_t)rows * n * 4);
         for (int r = 0; r < rows; r++)
             for (int i = 0; i < n; i++) {
-                double g = gu[(size_t)r * 2 * n + i], u = gu[(size_t)r * 2 * n + n + i];
+                double g = gu[(size_t)r * ldgu + i], u = gu[(size_t)r * ldgu + n + i];
                 double ref = act_ref(acts[k], g) * u;
                 CHECK(fabs(o[(size_t)r * n + i] - ref) <= 4e-6 * (1 + fabs(ref)), "glu %d", (int)acts[k]);
             }
@@ -922,16 +923,16 @@ static void test_glu_linear(void)
         return;
     static const int Ms[] = {1, 13, 40};
     for (int c = 0; c < 6; c++) {
-        const int M = Ms[c % 3], n = 45 + c, N = 37;
+        const int M = Ms[c % 3], n = 45 + c, N = 37, ldgu = 2 * n + (c % 2) * 16; /* gu rows padded or not */
         const pb_dtype dt = c < 3 ? PB_DT_BF16 : PB_DT_F32;
         const pb_act act = c % 2 ? PB_ACT_GELU_TANH : PB_ACT_SILU;
         char buf[96];
         snprintf(buf, sizeof buf, "glu_linear M=%d n=%d %s act %d", M, n, pb_dtype_name(dt), (int)act);
         where = buf;
-        float *w = malloc((size_t)N * n * 4), *b = malloc((size_t)N * 4), *gu = malloc((size_t)M * 2 * n * 4);
+        float *w = malloc((size_t)N * n * 4), *b = malloc((size_t)N * 4), *gu = malloc((size_t)M * ldgu * 4);
         fill(w, (size_t)N * n, 0.5f);
         fill(b, (size_t)N, 0.5f);
-        fill(gu, (size_t)M * 2 * n, 3);
+        fill(gu, (size_t)M * ldgu, 3);
         for (size_t i = 0; i < (size_t)N * n; i++)
             w[i] = kept(w[i], dt);
         void *enc = encode(w, (size_t)N * n, dt);
@@ -939,11 +940,11 @@ static void test_glu_linear(void)
         pb_linear_src src = {.n_out = N, .n_in = n, .n_parts = 1, .parts = &part, .bias = b};
         pb_weight *W = NULL;
         OK(BE->ops->put_linear(BE, &src, dt, &W));
-        float *dgu = dev_from(gu, (size_t)M * 2 * n * 4), *dmid = dev((size_t)M * n * 4);
+        float *dgu = dev_from(gu, (size_t)M * ldgu * 4), *dmid = dev((size_t)M * n * 4);
         float *dy1 = dev((size_t)M * (N + 3) * 4), *dy2 = dev((size_t)M * (N + 3) * 4);
-        OK(BE->ops->glu(BE, act, dmid, dgu, M, n));
+        OK(BE->ops->glu(BE, act, dmid, dgu, ldgu, M, n));
         OK(BE->ops->linear(BE, dmid, n, M, W, dy1, N + 3));
-        OK(BE->ops->glu_linear(BE, act, dmid, dgu, M, n, W, dy2, N + 3));
+        OK(BE->ops->glu_linear(BE, act, dmid, dgu, ldgu, M, n, W, dy2, N + 3));
         float *y1 = malloc((size_t)M * (N + 3) * 4), *y2 = malloc((size_t)M * (N + 3) * 4);
         to_host(y1, dy1, (size_t)M * (N + 3) * 4);
         to_host(y2, dy2, (size_t)M * (N + 3) * 4);
@@ -1026,7 +1027,7 @@ static float *rows_probe(size_t *len)
     }
     const pb_act acts[] = {PB_ACT_GELU_TANH, PB_ACT_BLOOM_GELU, PB_ACT_GELU_ERF, PB_ACT_RELU, PB_ACT_SILU};
     for (int k = 0; k < 5; k++) {
-        OK(BE->ops->glu(BE, acts[k], dy, dgu, rows, n));
+        OK(BE->ops->glu(BE, acts[k], dy, dgu, 2 * n, rows, n));
         to_host(out + at, dy, rn * 4), at += rn;
         OK(BE->ops->copy(BE, dy, dgu, 2 * rn * 4));
         OK(BE->ops->act(BE, acts[k], dy, n, 2 * rows, n));
