@@ -427,7 +427,7 @@ typedef struct act_job {
     pb_kact kact;
     float *x, *out;
     const float *gu;
-    int ld, rows, n, per;
+    int ld, rows, n, per; /* ld: x's row stride (act), gu's (glu) */
 } act_job;
 
 static void act_item(void *ctx, int item, int worker)
