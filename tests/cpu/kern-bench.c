@@ -38,6 +38,20 @@ static double now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* activation buffers as the stage's arena has them: 64-byte aligned (an
+ * AMX C tile's 64-byte rows each one line; malloc's large blocks start 16
+ * bytes into a page, which split every row stored in two and cost the
+ * AMX prefill product 25-30% here) */
+static void *falloc(size_t bytes)
+{
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!p) {
+        fprintf(stderr, "kern-bench: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
 static float frand(unsigned *s)
 {
     *s = *s * 1664525u + 1013904223u;
@@ -169,8 +183,8 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
     printf("%-22s pack %.0f MB/s (memcpy to fresh memory %.0f MB/s)\n", s->name, (double)wbytes / pack_s / 1e6,
            (double)wbytes / copy_s / 1e6);
     const int Ms[] = {1, 8, 16, 32, 64, 512};
-    float *x = malloc((size_t)512 * s->n_in * sizeof(float));
-    float *y = malloc((size_t)512 * s->n_out * sizeof(float));
+    float *x = falloc((size_t)512 * s->n_in * sizeof(float));
+    float *y = falloc((size_t)512 * s->n_out * sizeof(float));
     for (size_t i = 0; i < (size_t)512 * s->n_in; i++)
         x[i] = frand(&seed);
     /* sgemm reads f32 weights; copies as well */
@@ -247,8 +261,8 @@ static void bench_attn(pb_kctx *k, const char *only, const char *name, int n_seq
                 ((float *)kc[s])[i] = frand(&seed), ((float *)vc[s])[i] = frand(&seed);
         tok[s] = s * n_new, pos[s] = ctx, nt[s] = n_new;
     }
-    float *q = malloc((size_t)T * qd * sizeof(float)), *kk = malloc((size_t)T * kvd * sizeof(float)),
-          *vv = malloc((size_t)T * kvd * sizeof(float)), *o = malloc((size_t)T * qd * sizeof(float));
+    float *q = falloc((size_t)T * qd * sizeof(float)), *kk = falloc((size_t)T * kvd * sizeof(float)),
+          *vv = falloc((size_t)T * kvd * sizeof(float)), *o = falloc((size_t)T * qd * sizeof(float));
     for (size_t i = 0; i < (size_t)T * qd; i++)
         q[i] = frand(&seed);
     for (size_t i = 0; i < (size_t)T * kvd; i++)
@@ -331,9 +345,9 @@ static void bench_rows(int M, double secs)
 {
     const int H = 2048, NI = 5632, nhk = 36, hd = 64;
     unsigned seed = 7;
-    float *x = malloc((size_t)M * H * 4), *a = malloc((size_t)M * H * 4), *h = malloc((size_t)M * H * 4);
-    float *w = malloc((size_t)H * 4), *qk = malloc((size_t)M * nhk * hd * 4), *cs = malloc((size_t)hd * 4);
-    float *gu = malloc((size_t)M * 2 * NI * 4), *mid = malloc((size_t)M * NI * 4);
+    float *x = falloc((size_t)M * H * 4), *a = falloc((size_t)M * H * 4), *h = falloc((size_t)M * H * 4);
+    float *w = falloc((size_t)H * 4), *qk = falloc((size_t)M * nhk * hd * 4), *cs = falloc((size_t)hd * 4);
+    float *gu = falloc((size_t)M * 2 * NI * 4), *mid = falloc((size_t)M * NI * 4);
     for (size_t i = 0; i < (size_t)M * H; i++) {
         x[i] = frand(&seed);
         a[i] = 1e-3f * frand(&seed);
@@ -398,7 +412,7 @@ static void bench_step(pb_kctx *k, double secs, double bw)
             exit(1);
         bytes += (size_t)n * kk * 2;
     }
-    float *x = malloc((size_t)3072 * 4), *y = malloc((size_t)49152 * 4);
+    float *x = falloc((size_t)3072 * 4), *y = falloc((size_t)49152 * 4);
     for (int i = 0; i < 3072; i++)
         x[i] = frand(&seed);
     double best = 1e30, t_end = now() + secs;
