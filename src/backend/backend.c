@@ -143,6 +143,16 @@ pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const fl
     return op->linear(be, mid, n, rows, w, y, ldy);
 }
 
+pb_status pb_backend_mlp_glu(pb_backend *be, pb_act act, const float *x, int ldx, int rows, const pb_weight *gu_w,
+                             float *gu, int ldgu, float *mid, int n, const pb_weight *down, float *y, int ldy)
+{
+    const pb_backend_ops *op = be->ops;
+    if (op->mlp_glu)
+        return op->mlp_glu(be, act, x, ldx, rows, gu_w, gu, ldgu, mid, n, down, y, ldy);
+    PB_CHECK(op->linear(be, x, ldx, rows, gu_w, gu, ldgu));
+    return pb_backend_glu_linear(be, act, mid, gu, ldgu, rows, n, down, y, ldy);
+}
+
 void pb_backend_free(pb_backend *be)
 {
     if (be)

@@ -238,6 +238,14 @@ typedef struct pb_backend_ops {
      * row straight to the bf16 products' pairs.) */
     pb_status (*glu_linear)(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
                             const pb_weight *w, float *y, int ldy);
+    /* The gated MLP: y = glu(x Wgu^T) Wd^T (each + its bias; gu_w n_out =
+     * 2 n), the bits of linear into gu (row stride ldgu), then glu_linear;
+     * gu [rows, ldgu] and mid [rows, n] are scratch whose contents after are
+     * unspecified. NULL: the stage calls linear, then glu_linear. (The CPU
+     * backend's bf16-amx products take the activation as the first
+     * product's tiles are stored, straight to the second's pairs in mid.) */
+    pb_status (*mlp_glu)(pb_backend *be, pb_act act, const float *x, int ldx, int rows, const pb_weight *gu_w,
+                         float *gu, int ldgu, float *mid, int n, const pb_weight *down, float *y, int ldy);
     /* y[i] += x[i] (y[i] += x[i] + x2[i] when x2 != NULL), i < n; y overlaps neither. */
     pb_status (*add)(pb_backend *be, float *y, const float *x, const float *x2, size_t n);
     /* dst[i, :] = src[rows[i], :], rows host [n_rows], row width n. */
@@ -284,6 +292,9 @@ pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backe
 /* y = glu(gu) W^T: the backend's glu_linear, or glu into mid, then linear */
 pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
                                 const pb_weight *w, float *y, int ldy);
+/* y = glu(x Wgu^T) Wd^T: the backend's mlp_glu, or linear into gu, then pb_backend_glu_linear */
+pb_status pb_backend_mlp_glu(pb_backend *be, pb_act act, const float *x, int ldx, int rows, const pb_weight *gu_w,
+                             float *gu, int ldgu, float *mid, int n, const pb_weight *down, float *y, int ldy);
 /* The ops table of a kind without creating one (sizes for the planner); NULL if unknown. */
 const pb_backend_ops *pb_backend_ops_of(const char *kind);
 /* The KV cache element type --kv-dtype k gives on backend ops: PB_ERR_USAGE

@@ -174,8 +174,7 @@ pb_status pb_moe_forward(pb_moe *m, pb_backend *be, const pb_moe_layer *w, const
             continue;
         const int *rows = m->rows + m->start[e];
         PB_CHECK(op->select_rows(be, m->xg, in, H, rows, n));
-        PB_CHECK(op->linear(be, m->xg, H, n, w->gu[e], m->gu, 2 * I));
-        PB_CHECK(pb_backend_glu_linear(be, m->act, m->mid, m->gu, 2 * I, n, I, w->down[e], m->y, H));
+        PB_CHECK(pb_backend_mlp_glu(be, m->act, m->xg, H, n, w->gu[e], m->gu, 2 * I, m->mid, I, w->down[e], m->y, H));
         PB_CHECK(op->scatter_add(be, out, m->y, H, rows, m->rw + m->start[e], n));
     }
     return PB_OK;

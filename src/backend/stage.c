@@ -739,8 +739,7 @@ static pb_status run_mlp(pb_stage *s, int l, const float *in, float *out, int T)
         return pb_moe_forward(s->moe, be, &L->moe, in, out, T);
     if (s->cfg.gated_mlp) {
         float *mid = s->arena + s->al.mlp_mid;
-        PB_CHECK(op->linear(be, in, s->H, T, L->up, mi, ld));
-        return pb_backend_glu_linear(be, s->cfg.act, mid, mi, ld, T, s->I, L->down, out, s->H);
+        return pb_backend_mlp_glu(be, s->cfg.act, in, s->H, T, L->up, mi, ld, mid, s->I, L->down, out, s->H);
     }
     PB_CHECK(op->linear(be, in, s->H, T, L->up, mi, ld));
     PB_CHECK(op->act(be, s->cfg.act, mi, ld, T, s->I));

@@ -489,6 +489,20 @@ static pb_status cpu_glu_linear(pb_backend *be, pb_act act, float *mid, const fl
     return pb_kmat_mul_made(impl_of(be)->k, glu_row, &j, mid, n, rows, w->impl, w->bias, y, ldy);
 }
 
+/* the fused form where the AMX products take it (mid holds the second
+ * product's pairs), else linear, then glu_linear */
+static pb_status cpu_mlp_glu(pb_backend *be, pb_act act, const float *x, int ldx, int rows, const pb_weight *gu_w,
+                             float *gu, int ldgu, float *mid, int n, const pb_weight *down, float *y, int ldy)
+{
+    const pb_kact kact = kact_of(act);
+    const size_t mid_bytes = (size_t)rows * (size_t)n * sizeof(float);
+    if (kact && down->n_in == n && pb_kmat_glu_fits(gu_w->impl, down->impl, rows, mid_bytes))
+        return pb_kmat_mul_glu(impl_of(be)->k, x, ldx, rows, gu_w->impl, gu_w->bias, kact, down->impl, down->bias, y,
+                               ldy, mid, mid_bytes);
+    PB_CHECK(cpu_linear(be, x, ldx, rows, gu_w, gu, ldgu));
+    return cpu_glu_linear(be, act, mid, gu, ldgu, rows, n, down, y, ldy);
+}
+
 static pb_status cpu_add(pb_backend *be, float *y, const float *x, const float *x2, size_t n)
 {
     (void)be;
@@ -659,6 +673,7 @@ static const pb_backend_ops cpu_ops = {
     .act = cpu_act,
     .glu = cpu_glu,
     .glu_linear = cpu_glu_linear,
+    .mlp_glu = cpu_mlp_glu,
     .add = cpu_add,
     .select_rows = cpu_select_rows,
     .scatter_add = cpu_scatter_add,

@@ -606,6 +606,7 @@ const pb_kops pb_kops_amx = {
     .xpairs = xpairs_avx512bf16,
     .xwords = 1,
     .amx = pb_kamx_mul,
+    .amx_glu = pb_kamx_glu,
     .softmax_bf16 = softmax_bf16_avx512,
     AVX512_COMMON
 };

@@ -74,6 +74,16 @@ typedef struct pb_kops {
      * stored (the same f32 sum as adding it after). */
     void (*amx)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
                 size_t ldy, const float *bias, void *scratch, size_t scratch_bytes);
+    /* NULL except on the AMX table: a gated MLP's first product (bf16 w,
+     * n_out = 2 n: gate rows [0, n), up rows [n, 2 n), n = 16 half) fused
+     * with its activation: for gate panels q0 .. q1 - 1 and up panels q +
+     * half, out's rows (row stride ldout words) get at words [8 q, 8 q + 8)
+     * the pairs xpairs makes of actf(act, gate + bias, up + bias) over the
+     * panel's 16 columns: the bits of amx into y, then act, then xpairs. xb,
+     * ldxb, M and mchunk as amx's. */
+    void (*amx_glu)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int half, int q0, int q1,
+                    const float *bias, pb_kact act, void (*actf)(pb_kact, float *, const float *, const float *, int),
+                    void (*xpairs)(const float *, int, uint32_t *), uint32_t *out, size_t ldout);
     /* NULL except on the AMX table: attention's softmax weights of one row
      * as bf16 for the tile unit: with m the largest s[i] * scale (i < n >=
      * 1), out[i] = bf16(pb_kexp(s[i] * scale - m)) (nearest even), each
@@ -150,6 +160,9 @@ void pb_kdots_daz_ftz(pb_kdots_tile fn, const float *x, size_t ldx, const void *
  * the other bf16-product tables'; f16 and f32 weights split into bf16
  * pieces). */
 extern const pb_kops pb_kops_amx;
+void pb_kamx_glu(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int half, int q0, int q1,
+                 const float *bias, pb_kact act, void (*actf)(pb_kact, float *, const float *, const float *, int),
+                 void (*xpairs)(const float *, int, uint32_t *), uint32_t *out, size_t ldout);
 void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
                  size_t ldy, const float *bias, void *scratch, size_t scratch_bytes);
 #endif

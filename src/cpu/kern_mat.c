@@ -1000,7 +1000,26 @@ typedef struct mm_job {
     int mchunk;   /* the AMX form's rows at a time */
     pb_krow_make make; /* NULL, or: rows made by make(mctx, r, row) (pb_kmat_mul_made) */
     void *mctx;
+    const uint32_t *xa; /* the AMX form's pairs (xb, or pairs made before the call) */
+    /* the AMX glu form (pb_kmat_mul_glu's first product): items in gate
+     * panels [0, half), each with its up panel q + half; y unused, out gets
+     * the activation's pairs (row stride ldout words) */
+    int half;
+    pb_kact kact;
+    uint32_t *out;
+    size_t ldout;
 } mm_job;
+
+/* what a call adds to kmat_mul's: NULL, or the pairs made already (pairs,
+ * ldpairs; the AMX form: no conversion), or the glu form (half > 0) */
+typedef struct mm_extra {
+    const uint32_t *pairs;
+    size_t ldpairs;
+    int half;
+    pb_kact kact;
+    uint32_t *out;
+    size_t ldout;
+} mm_extra;
 
 static inline int nlast_of(const pb_kmat *w, int p_last)
 {
@@ -1095,8 +1114,16 @@ static void amx_item(void *ctx, int item, int worker)
     const mm_job *j = ctx;
     const int p0 = j->first[item], p1 = j->first[item + 1];
     const size_t sbytes = atomic_load(&kblock_forced) > 0 ? (size_t)12 << 10 : WCONV_FLOATS * sizeof(float);
-    j->ops->amx(j->xb, j->ldx, j->M, j->mchunk, j->w, p0, p1, j->y, j->ldy, j->bias,
+    j->ops->amx(j->xa, j->ldx, j->M, j->mchunk, j->w, p0, p1, j->y, j->ldy, j->bias,
                 j->wconv + (size_t)worker * WCONV_FLOATS, sbytes);
+}
+
+static void amx_glu_item(void *ctx, int item, int worker)
+{
+    (void)worker;
+    const mm_job *j = ctx;
+    j->ops->amx_glu(j->xa, j->ldx, j->M, j->mchunk, j->w, j->half, j->first[item], j->first[item + 1], j->bias,
+                    j->kact, j->ops->act, j->ops->xpairs, j->out, j->ldout);
 }
 
 static void xpairs_item(void *ctx, int item, int worker)
@@ -1159,12 +1186,12 @@ static void make_item(void *ctx, int item, int worker)
 }
 
 static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
-                          int ldy, pb_krow_make make, void *mctx);
+                          int ldy, pb_krow_make make, void *mctx, const mm_extra *ex);
 
 pb_status pb_kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
                       int ldy)
 {
-    return kmat_mul(k, x, ldx, M, w, bias, y, ldy, NULL, NULL);
+    return kmat_mul(k, x, ldx, M, w, bias, y, ldy, NULL, NULL, NULL);
 }
 
 pb_status pb_kmat_mul_made(pb_kctx *k, pb_krow_make make, void *ctx, float *x, int ldx, int M, const pb_kmat *w,
@@ -1175,28 +1202,47 @@ pb_status pb_kmat_mul_made(pb_kctx *k, pb_krow_make make, void *ctx, float *x, i
     if (ldx < w->n_in) /* (before any row is made into x) */
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul_made: stride %d below %d", ldx, w->n_in);
     if (table_for(w)->xpairs && (size_t)w->n_in <= WCONV_FLOATS)
-        return kmat_mul(k, x, ldx, M, w, bias, y, ldy, make, ctx);
+        return kmat_mul(k, x, ldx, M, w, bias, y, ldy, make, ctx, NULL);
     /* the products read x itself: its rows first */
     make_job j = {make, ctx, x, (size_t)ldx, M, rows_per_item(M, k->threads)};
     run_rows(k, M, j.per, make_item, &j);
     return pb_kmat_mul(k, x, ldx, M, w, bias, y, ldy);
 }
 
+/* the AMX form's rows at a time for rows of lp words of pairs: about half
+ * the L2 (tests forcing K blocks: one row block) */
+static int amx_mchunk(size_t lp)
+{
+    const size_t mc = atomic_load(&kblock_forced) > 0 ? 32 : l2_budget() / (lp * sizeof(uint32_t)) / 32 * 32;
+    return mc < 32 ? 32 : mc > (1u << 20) ? 1 << 20 : (int)mc;
+}
+
 static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *w, const float *bias, float *y,
-                          int ldy, pb_krow_make make, void *mctx)
+                          int ldy, pb_krow_make make, void *mctx, const mm_extra *ex)
 {
     if (M <= 0)
         return PB_OK;
-    if (ldx < w->n_in || ldy < w->n_out)
+    const int glu = ex && ex->half > 0;
+    if ((!(ex && ex->pairs) && ldx < w->n_in) || (!glu && ldy < w->n_out))
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
     const pb_kops *ops = table_for(w);
     mm_job j = {.ops = ops, .x = x, .ldx = (size_t)ldx, .M = M, .w = w, .bias = bias, .y = y, .ldy = (size_t)ldy,
                 .wconv = k->wconv, .make = make, .mctx = mctx};
     const int amx = ops->amx != NULL;
-    const int G = amx ? 2 : j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
+    const int G = glu ? 1 : amx ? 2 : j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
     j.kb = M > j.ops->mr ? kblock(j.ops, w->dt) : 0; /* the many-tile path's only */
-    if (j.ops->xpairs) {
+    if (glu) {
+        j.half = ex->half;
+        j.kact = ex->kact;
+        j.out = ex->out;
+        j.ldout = ex->ldout;
+    }
+    if (ex && ex->pairs) { /* the AMX form, its pairs made by the caller */
+        j.xa = ex->pairs;
+        j.ldx = ex->ldpairs;
+        j.mchunk = amx_mchunk(ex->ldpairs);
+    } else if (j.ops->xpairs) {
         /* the bf16 products: x as bf16 pairs, converted once for all the
          * call's panels (per tile and panel group it cost a third of the
          * dot products' instructions) */
@@ -1209,14 +1255,13 @@ static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_k
              * in row blocks of 32 */
             if (M > 16)
                 memset(k->xb + (size_t)M * lp, 0, (rows - (size_t)M) * lp * sizeof(uint32_t));
-            const size_t mc = atomic_load(&kblock_forced) > 0 ? 32 /* tests: chunks of one row block */
-                                                              : l2_budget() / (lp * sizeof(uint32_t)) / 32 * 32;
-            j.mchunk = mc < 32 ? 32 : mc > (1u << 20) ? 1 << 20 : (int)mc;
+            j.mchunk = amx_mchunk(lp);
             j.xzero = 1;
         }
         j.xsrc = x;
         j.ldxsrc = (size_t)ldx;
         j.xb = k->xb;
+        j.xa = k->xb;
         j.x = (const float *)(const void *)k->xb;
         j.ldx = lp;
         j.pairs = 1;
@@ -1227,7 +1272,8 @@ static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_k
     /* items in whole panel groups (the last may end in a partial one),
      * shrinking (above); at least 1/64 of the groups each, so the table
      * never fills */
-    const int groups = (w->npanels + G - 1) / G;
+    const int units = glu ? j.half : w->npanels; /* the glu form: gate panels */
+    const int groups = (units + G - 1) / G;
     const int least = (groups + MM_MAX_ITEMS / 2 - 1) / (MM_MAX_ITEMS / 2);
     int items = 0;
     for (int done = 0; done < groups;) {
@@ -1236,12 +1282,43 @@ static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_k
         j.first[items++] = done * G;
         done += n < groups - done ? n : groups - done;
     }
-    j.first[items] = w->npanels;
-    pb_pool_fn fn = amx ? amx_item : mm_item;
+    j.first[items] = units;
+    pb_pool_fn fn = glu ? amx_glu_item : amx ? amx_item : mm_item;
     if (threads == 1 || items == 1)
         for (int i = 0; i < items; i++)
             fn(&j, i, 0);
     else
         pb_kctx_run(k, items, fn, &j);
     return PB_OK;
+}
+
+bool pb_kmat_glu_fits(const pb_kmat *gu, const pb_kmat *down, int M, size_t scratch_bytes)
+{
+    const pb_kops *ops = pb_kops_active();
+    const int n = down->n_in;
+    return ops && ops->amx_glu && gu->dt == PB_DT_BF16 && M > 16 && n > 0 && n % PB_KNR == 0 &&
+           gu->n_out == 2 * n && amx_rows(M) * pb_kamx_ldxb(n) * sizeof(uint32_t) <= scratch_bytes;
+}
+
+pb_status pb_kmat_mul_glu(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *gu, const float *gu_bias,
+                          pb_kact act, const pb_kmat *down, const float *down_bias, float *y, int ldy, void *scratch,
+                          size_t scratch_bytes)
+{
+    if (M <= 0)
+        return PB_OK;
+    if (!pb_kmat_glu_fits(gu, down, M, scratch_bytes) || ((uintptr_t)scratch & 63))
+        return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul_glu: not the AMX form's call (%d rows, %d x %d, %zu bytes)", M,
+                        gu->n_out, down->n_in, scratch_bytes);
+    const int n = down->n_in;
+    const size_t lp = pb_kamx_ldxb(n), rows = amx_rows(M), used = (size_t)n / 2;
+    uint32_t *pairs = scratch;
+    /* what the items do not write: each row's words past its pairs, and
+     * the rows past M of the last A tiles: zeros, as pb_kmat_mul's pairs */
+    for (int r = 0; r < M; r++)
+        memset(pairs + (size_t)r * lp + used, 0, (lp - used) * sizeof(uint32_t));
+    memset(pairs + (size_t)M * lp, 0, (rows - (size_t)M) * lp * sizeof(uint32_t));
+    const mm_extra g = {.half = n / PB_KNR, .kact = act, .out = pairs, .ldout = lp};
+    PB_CHECK(kmat_mul(k, x, ldx, M, gu, gu_bias, NULL, 0, NULL, NULL, &g));
+    const mm_extra d = {.pairs = pairs, .ldpairs = lp};
+    return kmat_mul(k, NULL, n, M, down, down_bias, y, ldy, NULL, NULL, &d);
 }

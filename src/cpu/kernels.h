@@ -180,6 +180,19 @@ void pb_krow_norm(bool rms, float *y, const float *x, int n, const float *w, con
 typedef enum pb_kact { PB_KACT_SILU = 1, PB_KACT_GELU_TANH, PB_KACT_RELU } pb_kact;
 void pb_krow_act(pb_kact act, float *y, const float *x, const float *u, int n);
 
+/* A gated MLP, y = (act(g) * u) down^T (+ down_bias) with [g | u] = x gu^T (+
+ * gu_bias) (gu: n_out = 2 n, gate rows first), in two products instead of
+ * two and a pass: under the AMX products (bf16 gu, M > 16, n a multiple of
+ * 16) the first one's C tiles go through act and become the second's bf16
+ * pairs at once, in scratch (64-byte aligned), not [M, 2 n] f32 rows read
+ * back by act. The bits of pb_kmat_mul into gu, then pb_kmat_mul_made of
+ * act's rows. pb_kmat_glu_fits says whether a call may take this form
+ * (scratch_bytes enough for the pairs); else the caller takes the two. */
+bool pb_kmat_glu_fits(const pb_kmat *gu, const pb_kmat *down, int M, size_t scratch_bytes);
+pb_status pb_kmat_mul_glu(pb_kctx *k, const float *x, int ldx, int M, const pb_kmat *gu, const float *gu_bias,
+                          pb_kact act, const pb_kmat *down, const float *down_bias, float *y, int ldy, void *scratch,
+                          size_t scratch_bytes);
+
 /* Rotates one head in place: pairs (2i, 2i+1) (interleaved) or (i, i + half)
  * by cs[2i] = cos, cs[2i+1] = sin, i < half: a' = a c - b s, b' = b c + a s. */
 void pb_krow_rope(float *v, int half, bool interleaved, const float *cs);

@@ -36,6 +36,8 @@
  *   act, glu      |y - r| <= 4e-6 (1 + |r|)
  *   glu_linear    exactly the bits of glu, then linear (each path and
  *                 precision)
+ *   mlp_glu       exactly the bits of linear, then glu_linear (each path
+ *                 and precision; bf16-amx: the fused form where it applies)
  *   add           |y - r| <= 2 eps (|y0| + |x| + |x2|)
  *   select_rows, upload/download/copy: exact
  *   scale         exact; softcap |y - r| <= 4e-6 (1 + |r|); head_norm as norm,
@@ -957,6 +959,71 @@ static void test_glu_linear(void)
     }
 }
 
+/* a weight of n_out x n_in random values kept as dt, with a random bias */
+static pb_weight *put_random(int n_out, int n_in, pb_dtype dt, float scale)
+{
+    float *w = malloc((size_t)n_out * n_in * 4), *b = malloc((size_t)n_out * 4);
+    fill(w, (size_t)n_out * n_in, scale);
+    fill(b, (size_t)n_out, 0.5f);
+    void *enc = encode(w, (size_t)n_out * n_in, dt);
+    pb_wpart part = {.data = enc, .dtype = dt, .rows = n_out, .name = "test"};
+    pb_linear_src src = {.n_out = n_out, .n_in = n_in, .n_parts = 1, .parts = &part, .bias = b};
+    pb_weight *W = NULL;
+    OK(BE->ops->put_linear(BE, &src, dt, &W));
+    free(w), free(b), free(enc);
+    return W;
+}
+
+/* pb_backend_mlp_glu (the backend's mlp_glu where it has one): the bits of
+ * linear into gu, then glu_linear, for bf16 and f32 weights, n a multiple
+ * of 16 or not, odd and even K, gu rows padded or not, 1 .. 70 rows (under
+ * bf16-amx, from 17 rows with bf16 weights and n % 16 == 0 the CPU fuses
+ * the activation into the first product: checked to be the form taken;
+ * tests/cpu/kern-test runs it with the rows in chunks of 32),
+ * SiLU, GELU and ReLU; gu and mid start as garbage */
+static void test_mlp_glu(void)
+{
+    static const int Ms[] = {1, 13, 17, 40, 70};
+    static const int ns[] = {48, 64, 45};
+    static const int Ks[] = {37, 96, 200};
+    static const pb_act acts[] = {PB_ACT_SILU, PB_ACT_GELU_TANH, PB_ACT_RELU};
+    for (int c = 0; c < 10; c++) {
+        const int M = Ms[c % 5], n = ns[c % 3], K = Ks[(c / 2) % 3], N = 29, ldgu = 2 * n + (c % 2) * 16;
+        const pb_dtype dt = c < 8 ? PB_DT_BF16 : PB_DT_F32;
+        const pb_act act = acts[c % 3];
+        char buf[112];
+        snprintf(buf, sizeof buf, "mlp_glu M=%d n=%d K=%d ldgu=%d %s act %d", M, n, K, ldgu, pb_dtype_name(dt),
+                 (int)act);
+        where = buf;
+        pb_weight *GU = put_random(2 * n, K, dt, 0.5f), *D = put_random(N, n, dt, 0.5f);
+        float *x = malloc((size_t)M * (K + 5) * 4), *junk = malloc((size_t)M * (ldgu + n) * 4);
+        fill(x, (size_t)M * (K + 5), 2);
+        fill(junk, (size_t)M * (ldgu + n), 1e30f);
+        float *dx = dev_from(x, (size_t)M * (K + 5) * 4), *dgu = dev_from(junk, (size_t)M * ldgu * 4);
+        float *dmid = dev_from(junk, (size_t)M * n * 4);
+        float *dy1 = dev((size_t)M * (N + 3) * 4), *dy2 = dev((size_t)M * (N + 3) * 4);
+        OK(BE->ops->linear(BE, dx, K + 5, M, GU, dgu, ldgu));
+        OK(pb_backend_glu_linear(BE, act, dmid, dgu, ldgu, M, n, D, dy1, N + 3));
+        OK(BE->ops->upload(BE, dgu, junk, (size_t)M * ldgu * 4));
+        OK(BE->ops->upload(BE, dmid, junk, (size_t)M * n * 4));
+        OK(pb_backend_mlp_glu(BE, act, dx, K + 5, M, GU, dgu, ldgu, dmid, n, D, dy2, N + 3));
+        float *y1 = malloc((size_t)M * (N + 3) * 4), *y2 = malloc((size_t)M * (N + 3) * 4);
+        to_host(y1, dy1, (size_t)M * (N + 3) * 4);
+        to_host(y2, dy2, (size_t)M * (N + 3) * 4);
+        for (int i = 0; i < M; i++)
+            CHECK(memcmp(y1 + (size_t)i * (N + 3), y2 + (size_t)i * (N + 3), (size_t)N * 4) == 0,
+                  "row %d differs from linear, then glu_linear", i);
+        if (amx_products) /* (the CPU only) */
+            CHECK(pb_kmat_glu_fits(GU->impl, D->impl, M, (size_t)M * n * 4) ==
+                      (M > 16 && dt == PB_DT_BF16 && n % 16 == 0),
+                  "the fused form %s", M > 16 && dt == PB_DT_BF16 && n % 16 == 0 ? "not taken" : "taken");
+        BE->ops->weight_free(BE, GU);
+        BE->ops->weight_free(BE, D);
+        rel(dx), rel(dgu), rel(dmid), rel(dy1), rel(dy2);
+        free(x), free(junk), free(y1), free(y2);
+    }
+}
+
 static void run_all(void)
 {
     pb_backend_limits lim = {.max_seqs = 8, .max_keys = 128, .max_heads = 16, .max_tokens = 64, .max_dim = 512,
@@ -970,6 +1037,7 @@ static void run_all(void)
     test_attention();
     test_elementwise();
     test_glu_linear();
+    test_mlp_glu();
     test_gemma();
 }
 
@@ -988,6 +1056,7 @@ static float *bf16_probe(void)
     OK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16));
     bf16_products = true;
     test_glu_linear();
+    test_mlp_glu();
     float *y = isa_probe();
     bf16_products = false;
     OK(pb_mmprec_select(BE->ops, PB_MMPREC_F32));
@@ -1102,6 +1171,7 @@ static void amx_linear(int threads)
     bf16_products = amx_products = true;
     test_linear();
     test_glu_linear();
+    test_mlp_glu();
     amx_attn = true;
     test_attention();
     amx_attn = false;

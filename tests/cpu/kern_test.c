@@ -1282,6 +1282,64 @@ static void test_amx_split_exact(pb_kctx *kctx)
 }
 #endif
 
+#ifdef PB_KERN_AMX
+/* The AMX table's gated MLP with the activation fused into the first
+ * product (pb_kmat_mul_glu): the bits of pb_kmat_mul into [g | u] (+ bias),
+ * pb_krow_act's rows, then pb_kmat_mul of them, at 17 .. 100 rows (partial
+ * row blocks), odd K, SiLU and GELU, whole row chunks and chunks of 32 rows;
+ * pb_kmat_glu_fits refuses what it does not take. */
+static void test_amx_glu(pb_kctx *kctx)
+{
+    static const int Ms[] = {17, 70, 100};
+    for (int c = 0; c < 6; c++) {
+        const int M = Ms[c % 3], n = c < 3 ? 48 : 96, K = 203, N = 37;
+        const pb_kact act = c % 2 ? PB_KACT_GELU_TANH : PB_KACT_SILU;
+        float *wgu = malloc((size_t)2 * n * K * 4), *wd = malloc((size_t)N * n * 4), *bgu = malloc((size_t)2 * n * 4);
+        float *bd = malloc((size_t)N * 4), *x = malloc((size_t)M * K * 4), *gu = malloc((size_t)M * 2 * n * 4);
+        float *mid = malloc((size_t)M * n * 4), *y1 = malloc((size_t)M * N * 4), *y2 = malloc((size_t)M * N * 4);
+        const size_t pbytes = ((size_t)(M + 16) * (n / 2 + 32) * 4 + 63) & ~(size_t)63;
+        void *pairs = aligned_alloc(64, pbytes);
+        for (int i = 0; i < 2 * n * K; i++)
+            wgu[i] = frand() * 0.3f;
+        for (int i = 0; i < N * n; i++)
+            wd[i] = frand() * 0.3f;
+        for (int i = 0; i < 2 * n; i++)
+            bgu[i] = frand();
+        for (int i = 0; i < N; i++)
+            bd[i] = frand();
+        for (int i = 0; i < M * K; i++)
+            x[i] = frand() * 2;
+        void *sgu = make_src(PB_DT_BF16, (size_t)2 * n * K, wgu), *sd = make_src(PB_DT_BF16, (size_t)N * n, wd);
+        pb_kmat_src a = {.data = sgu, .dtype = PB_DT_BF16}, b = {.data = sd, .dtype = PB_DT_BF16};
+        pb_kmat *mgu = NULL, *md = NULL;
+        if (pb_kmat_pack(&a, 2 * n, K, PB_DT_BF16, &mgu) != PB_OK || pb_kmat_pack(&b, N, n, PB_DT_BF16, &md) != PB_OK)
+            FAIL("amx glu: pack failed");
+        if (mgu && md && (!pb_kmat_glu_fits(mgu, md, M, pbytes) || pb_kmat_glu_fits(mgu, md, 16, pbytes) ||
+                          pb_kmat_glu_fits(md, mgu, M, pbytes) || pb_kmat_glu_fits(mgu, md, M, 64)))
+            FAIL("amx glu: pb_kmat_glu_fits wrong for [%d, %d] x [%d, %d] at M=%d", 2 * n, K, N, n, M);
+        for (int kb = 0; mgu && md && kb <= 2; kb += 2) {
+            pb_kmat_set_kblock(kb);
+            if (pb_kmat_mul(kctx, x, K, M, mgu, bgu, gu, 2 * n) != PB_OK)
+                FAIL("amx glu: mul failed");
+            for (int i = 0; i < M; i++)
+                pb_krow_act(act, mid + (size_t)i * n, gu + (size_t)i * 2 * n, gu + (size_t)i * 2 * n + n, n);
+            memset(pairs, 0xff, pbytes); /* garbage where the pairs go */
+            if (pb_kmat_mul(kctx, mid, n, M, md, bd, y1, N) != PB_OK ||
+                pb_kmat_mul_glu(kctx, x, K, M, mgu, bgu, act, md, bd, y2, N, pairs, pbytes) != PB_OK)
+                FAIL("amx glu: mul failed");
+            else if (memcmp(y1, y2, (size_t)M * N * 4))
+                FAIL("amx glu: M=%d n=%d act %d%s: not the bits of the product, act, then the product", M, n,
+                     (int)act, kb ? " (rows in chunks of 32)" : "");
+        }
+        pb_kmat_set_kblock(0);
+        pb_kmat_free(mgu);
+        pb_kmat_free(md);
+        free(sgu), free(sd), free(wgu), free(wd), free(bgu), free(bd), free(x), free(gu), free(mid), free(y1);
+        free(y2), free(pairs);
+    }
+}
+#endif
+
 /* --matmul-precision bf16-amx: the AMX table where the CPU has the tile unit
  * (bounds, batch invariance, other dtypes' exact bits: test_bf16dot_path),
  * its selection, and its refusals */
@@ -1311,6 +1369,7 @@ static void test_amx(pb_kctx *kctx)
     test_bf16dot_path(kctx, "amx", &pb_kops_amx);
     pb_kops_override(&pb_kops_amx);
     test_amx_split_exact(kctx);
+    test_amx_glu(kctx);
     pb_kops_override(NULL);
     test_softmax_bf16(&pb_kops_amx);
     pb_kops_override(&pb_kops_amx);
