@@ -378,20 +378,18 @@ static TGTA void split_mul(const uint32_t *xb, size_t lda, int M, int mc, int me
 
 /* The gated MLP's first product fused with its activation (pb_kops.amx_glu):
  * gate panel q and its up panel q + half (n = 16 half columns each, bf16)
- * as one 2 x 2 block's two columns, its C tiles stored to an L1 buffer, + bias,
- * then per row act(gate) * up as act does it and the 16 results' pairs as
- * xpairs makes them, into out at word 8 q of the row: the bits of the
- * product into y, act's pass and xpairs' of the next product's rows, without
- * the [M, 2n] f32 rows in between. */
+ * as one 2 x 2 block's two columns, its C tiles stored to an L1 buffer;
+ * rows (glu_pairs) adds the bias, takes act(gate) * up as act does and
+ * makes the 16 results' pairs as xpairs does, into out at word 8 q of each
+ * row: the bits of the product into y, act's pass and xpairs' of the next
+ * product's rows, without the [M, 2n] f32 rows in between. */
 TGTA void pb_kamx_glu(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int half, int q0, int q1,
-                      const float *bias, pb_kact act, void (*actf)(pb_kact, float *, const float *, const float *, int),
-                      void (*xpairs)(const float *, int, uint32_t *), uint32_t *out, size_t ldout)
+                      const float *bias, pb_kact act, pb_kglu_pairs rows, uint32_t *out, size_t ldout)
 {
     const int kp = (w->n_in + 1) / 2, steps = (kp + 15) / 16, tail = kp % 16, odd = w->n_in & 1;
     const size_t lda = ldxb * sizeof(uint32_t), pbytes = w->pstride * sizeof(uint16_t);
     _Alignas(64) char btail[2][1024];
     float cb[32][32] __attribute__((aligned(64))); /* a block's rows: gate columns, then up */
-    float m[16] __attribute__((aligned(64)));
     tiles_config(M < 16 ? M : 16);
     for (int mc = 0; mc < M; mc += mchunk) {
         const int me = M - mc < mchunk ? M : mc + mchunk;
@@ -409,14 +407,9 @@ TGTA void pb_kamx_glu(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
                 const int nr = me - r < 32 ? me - r : 32;
                 blocks[1][nr > 16][1]((const char *)(xb + (size_t)r * ldxb), lda, b0, b1, bt0, bt1, steps, &cb[0][0],
                                       32, nr, 16, 16, nr <= 16 || (M <= 64 && r == mc), 0, NULL);
-                for (int i = 0; i < nr; i++) {
-                    if (bias) { /* as STORE_C adds it */
-                        pb_krow_add(cb[i], bias + (size_t)q * PB_KNR, NULL, PB_KNR);
-                        pb_krow_add(cb[i] + 16, bias + (size_t)(q + half) * PB_KNR, NULL, PB_KNR);
-                    }
-                    actf(act, m, cb[i], cb[i] + 16, PB_KNR);
-                    xpairs(m, PB_KNR, out + (size_t)(r + i) * ldout + (size_t)q * (PB_KNR / 2));
-                }
+                rows(act, &cb[0][0], 32, nr, bias ? bias + (size_t)q * PB_KNR : NULL,
+                     bias ? bias + (size_t)(q + half) * PB_KNR : NULL, out + (size_t)r * ldout + (size_t)q * (PB_KNR / 2),
+                     ldout);
             }
         }
     }

@@ -597,6 +597,22 @@ static TGT float softmax_bf16_avx512(const float *s, int n, float scale, uint16_
     return tree16(acc);
 }
 
+/* (pb_kops.glu_pairs) per row: g (+ bg), u (+ bu), act16(g) * u and its
+ * pairs, as act_avx512 and then xpairs_avx512bf16 make them of a whole
+ * vector: the same bits */
+static TGTB void glu_pairs_avx512(pb_kact act, const float *c, size_t ldc, int nr, const float *bg, const float *bu,
+                                  uint32_t *out, size_t ldout)
+{
+    for (int i = 0; i < nr; i++) {
+        __m512 g = _mm512_loadu_ps(c + (size_t)i * ldc), u = _mm512_loadu_ps(c + (size_t)i * ldc + 16);
+        if (bg) {
+            g = _mm512_add_ps(g, _mm512_loadu_ps(bg));
+            u = _mm512_add_ps(u, _mm512_loadu_ps(bu));
+        }
+        _mm256_storeu_si256((__m256i *)(void *)(out + (size_t)i * ldout), bf16_pairs(_mm512_mul_ps(act16(act, g), u)));
+    }
+}
+
 /* the AVX-512 table with bf16 weights' products on the AMX tile unit
  * (kern_amx.c); the activations' pairs as the AVX512-BF16 table makes them */
 const pb_kops pb_kops_amx = {
@@ -607,6 +623,7 @@ const pb_kops pb_kops_amx = {
     .xwords = 1,
     .amx = pb_kamx_mul,
     .amx_glu = pb_kamx_glu,
+    .glu_pairs = glu_pairs_avx512,
     .softmax_bf16 = softmax_bf16_avx512,
     AVX512_COMMON
 };

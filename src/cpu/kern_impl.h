@@ -30,6 +30,9 @@ struct pb_kmat {
     void *slab; /* the mapping data was taken from (kern_mat.c) */
 };
 
+typedef void (*pb_kglu_pairs)(pb_kact act, const float *c, size_t ldc, int nr, const float *bg, const float *bu,
+                              uint32_t *out, size_t ldout);
+
 /* Per-ISA primitives. Every one computes the same bits on every path. */
 typedef struct pb_kops {
     pb_cpu_isa isa;
@@ -79,11 +82,16 @@ typedef struct pb_kops {
      * with its activation: for gate panels q0 .. q1 - 1 and up panels q +
      * half, out's rows (row stride ldout words) get at words [8 q, 8 q + 8)
      * the pairs xpairs makes of actf(act, gate + bias, up + bias) over the
-     * panel's 16 columns: the bits of amx into y, then act, then xpairs. xb,
-     * ldxb, M and mchunk as amx's. */
+     * panel's 16 columns (rows: glu_pairs): the bits of amx into y, then
+     * act, then xpairs. xb, ldxb, M and mchunk as amx's. */
     void (*amx_glu)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int half, int q0, int q1,
-                    const float *bias, pb_kact act, void (*actf)(pb_kact, float *, const float *, const float *, int),
-                    void (*xpairs)(const float *, int, uint32_t *), uint32_t *out, size_t ldout);
+                    const float *bias, pb_kact act, pb_kglu_pairs rows, uint32_t *out, size_t ldout);
+    /* NULL except on the AMX table: amx_glu's rows (its rows argument):
+     * for i < nr, the 16 gate values c[i ldc ..] (+ bg) and up values
+     * c[i ldc + 16 ..] (+ bu; bg, bu both NULL or both not) to out[i ldout
+     * ..] as the 8 pairs xpairs makes of act(act, gate, up): the bits of
+     * pb_krow_add, act, then xpairs */
+    pb_kglu_pairs glu_pairs;
     /* NULL except on the AMX table: attention's softmax weights of one row
      * as bf16 for the tile unit: with m the largest s[i] * scale (i < n >=
      * 1), out[i] = bf16(pb_kexp(s[i] * scale - m)) (nearest even), each
@@ -161,8 +169,7 @@ void pb_kdots_daz_ftz(pb_kdots_tile fn, const float *x, size_t ldx, const void *
  * pieces). */
 extern const pb_kops pb_kops_amx;
 void pb_kamx_glu(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int half, int q0, int q1,
-                 const float *bias, pb_kact act, void (*actf)(pb_kact, float *, const float *, const float *, int),
-                 void (*xpairs)(const float *, int, uint32_t *), uint32_t *out, size_t ldout);
+                 const float *bias, pb_kact act, pb_kglu_pairs rows, uint32_t *out, size_t ldout);
 void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1, float *y,
                  size_t ldy, const float *bias, void *scratch, size_t scratch_bytes);
 #endif

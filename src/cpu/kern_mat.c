@@ -1123,7 +1123,7 @@ static void amx_glu_item(void *ctx, int item, int worker)
     (void)worker;
     const mm_job *j = ctx;
     j->ops->amx_glu(j->xa, j->ldx, j->M, j->mchunk, j->w, j->half, j->first[item], j->first[item + 1], j->bias,
-                    j->kact, j->ops->act, j->ops->xpairs, j->out, j->ldout);
+                    j->kact, j->ops->glu_pairs, j->out, j->ldout);
 }
 
 static void xpairs_item(void *ctx, int item, int worker)
@@ -1296,7 +1296,7 @@ bool pb_kmat_glu_fits(const pb_kmat *gu, const pb_kmat *down, int M, size_t scra
 {
     const pb_kops *ops = pb_kops_active();
     const int n = down->n_in;
-    return ops && ops->amx_glu && gu->dt == PB_DT_BF16 && M > 16 && n > 0 && n % PB_KNR == 0 &&
+    return ops && ops->amx_glu && ops->glu_pairs && gu->dt == PB_DT_BF16 && M > 16 && n > 0 && n % PB_KNR == 0 &&
            gu->n_out == 2 * n && amx_rows(M) * pb_kamx_ldxb(n) * sizeof(uint32_t) <= scratch_bytes;
 }
 
