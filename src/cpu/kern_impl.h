@@ -81,7 +81,7 @@ typedef struct pb_kops {
      * n_out = 2 n: gate rows [0, n), up rows [n, 2 n), n = 16 half) fused
      * with its activation: for gate panels q0 .. q1 - 1 and up panels q +
      * half, out's rows (row stride ldout words) get at words [8 q, 8 q + 8)
-     * the pairs xpairs makes of actf(act, gate + bias, up + bias) over the
+     * the pairs xpairs makes of act(gate + bias) * (up + bias) over the
      * panel's 16 columns (rows: glu_pairs): the bits of amx into y, then
      * act, then xpairs. xb, ldxb, M and mchunk as amx's. */
     void (*amx_glu)(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int half, int q0, int q1,
