@@ -915,6 +915,19 @@ static void test_gemma(void)
     free(g);
 }
 
+/* rows [M, N] of backend buffers d1, d2 (row stride ld) the same bits: a
+ * row that differs fails as differing from `what` */
+static void same_rows(const float *d1, const float *d2, int M, int N, int ld, const char *what)
+{
+    float *y1 = malloc((size_t)M * ld * 4), *y2 = malloc((size_t)M * ld * 4);
+    to_host(y1, d1, (size_t)M * ld * 4);
+    to_host(y2, d2, (size_t)M * ld * 4);
+    for (int i = 0; i < M; i++)
+        CHECK(memcmp(y1 + (size_t)i * ld, y2 + (size_t)i * ld, (size_t)N * 4) == 0, "row %d differs from %s", i, what);
+    free(y1);
+    free(y2);
+}
+
 /* glu_linear (where the backend has it): the bits of glu into a buffer, then
  * linear of that buffer, for bf16 and f32 weights (f32 takes the exact
  * products even where the bf16 ones are on), with a bias, row counts that
@@ -947,15 +960,10 @@ static void test_glu_linear(void)
         OK(BE->ops->glu(BE, act, dmid, dgu, ldgu, M, n));
         OK(BE->ops->linear(BE, dmid, n, M, W, dy1, N + 3));
         OK(BE->ops->glu_linear(BE, act, dmid, dgu, ldgu, M, n, W, dy2, N + 3));
-        float *y1 = malloc((size_t)M * (N + 3) * 4), *y2 = malloc((size_t)M * (N + 3) * 4);
-        to_host(y1, dy1, (size_t)M * (N + 3) * 4);
-        to_host(y2, dy2, (size_t)M * (N + 3) * 4);
-        for (int i = 0; i < M; i++)
-            CHECK(memcmp(y1 + (size_t)i * (N + 3), y2 + (size_t)i * (N + 3), (size_t)N * 4) == 0,
-                  "row %d differs from glu, then linear", i);
+        same_rows(dy1, dy2, M, N, N + 3, "glu, then linear");
         BE->ops->weight_free(BE, W);
         rel(dgu), rel(dmid), rel(dy1), rel(dy2);
-        free(w), free(b), free(gu), free(enc), free(y1), free(y2);
+        free(w), free(b), free(gu), free(enc);
     }
 }
 
@@ -1007,12 +1015,7 @@ static void test_mlp_glu(void)
         OK(BE->ops->upload(BE, dgu, junk, (size_t)M * ldgu * 4));
         OK(BE->ops->upload(BE, dmid, junk, (size_t)M * n * 4));
         OK(pb_backend_mlp_glu(BE, act, dx, K + 5, M, GU, dgu, ldgu, dmid, n, D, dy2, N + 3));
-        float *y1 = malloc((size_t)M * (N + 3) * 4), *y2 = malloc((size_t)M * (N + 3) * 4);
-        to_host(y1, dy1, (size_t)M * (N + 3) * 4);
-        to_host(y2, dy2, (size_t)M * (N + 3) * 4);
-        for (int i = 0; i < M; i++)
-            CHECK(memcmp(y1 + (size_t)i * (N + 3), y2 + (size_t)i * (N + 3), (size_t)N * 4) == 0,
-                  "row %d differs from linear, then glu_linear", i);
+        same_rows(dy1, dy2, M, N, N + 3, "linear, then glu_linear");
         if (amx_products) /* (the CPU only) */
             CHECK(pb_kmat_glu_fits(GU->impl, D->impl, M, (size_t)M * n * 4) ==
                       (M > 16 && dt == PB_DT_BF16 && n % 16 == 0),
@@ -1020,7 +1023,7 @@ static void test_mlp_glu(void)
         BE->ops->weight_free(BE, GU);
         BE->ops->weight_free(BE, D);
         rel(dx), rel(dgu), rel(dmid), rel(dy1), rel(dy2);
-        free(x), free(junk), free(y1), free(y2);
+        free(x), free(junk);
     }
 }
 
