@@ -279,17 +279,23 @@ static inline int cols_of(const pb_kmat *w, int p)
     return p == w->npanels - 1 ? w->n_out - p * PB_KNR : PB_KNR;
 }
 
-/* a panel's last B tile (at bt) as the tile unit must read it: its pairs
- * (tail of them, 0: all 16), zeros after, and the last pair's second k zero
- * where K is odd (past K: a KV cache's next key) */
-static void last_tile(char dst[1024], const char *bt, int tail, int odd)
+/* the last B tile of w's bf16 panel at panel as the tile unit must read
+ * it: in place where the panel ends on a whole tile, else a copy in dst of
+ * its pairs (K / 2 % 16 of them), zeros after, and the last pair's second k
+ * zero where K is odd (past K: a KV cache's next key) */
+static const char *last_tile(const pb_kmat *w, const char *panel, char dst[1024])
 {
+    const int kp = (w->n_in + 1) / 2, tail = kp % 16, odd = w->n_in & 1;
+    const char *bt = panel + (size_t)((kp + 15) / 16 - 1) * 1024;
+    if (!tail && !odd)
+        return bt;
     const int n = tail ? tail : 16;
     memcpy(dst, bt, (size_t)n * 64);
     memset(dst + n * 64, 0, (size_t)(16 - n) * 64);
     if (odd)
         for (int c = 0; c < 16; c++)
             memset(dst + (n - 1) * 64 + c * 4 + 2, 0, 2);
+    return dst;
 }
 
 /* step s (k 32 s .. 32 s + 31) of an f16 or f32 panel (element (k, c) at
@@ -386,7 +392,7 @@ static TGTA void split_mul(const uint32_t *xb, size_t lda, int M, int mc, int me
 TGTA void pb_kamx_glu(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int half, int q0, int q1,
                       const float *bias, pb_kact act, pb_kglu_pairs rows, uint32_t *out, size_t ldout)
 {
-    const int kp = (w->n_in + 1) / 2, steps = (kp + 15) / 16, tail = kp % 16, odd = w->n_in & 1;
+    const int steps = ((w->n_in + 1) / 2 + 15) / 16;
     const size_t lda = ldxb * sizeof(uint32_t), pbytes = w->pstride * sizeof(uint16_t);
     _Alignas(64) char btail[2][1024];
     float cb[32][32] __attribute__((aligned(64))); /* a block's rows: gate columns, then up */
@@ -396,13 +402,7 @@ TGTA void pb_kamx_glu(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
         for (int q = q0; q < q1; q++) {
             const char *b0 = (const char *)w->data + (size_t)q * pbytes;
             const char *b1 = (const char *)w->data + (size_t)(q + half) * pbytes;
-            const char *bt0 = b0 + (size_t)(steps - 1) * 1024, *bt1 = b1 + (size_t)(steps - 1) * 1024;
-            if (tail || odd) {
-                last_tile(btail[0], bt0, tail, odd);
-                last_tile(btail[1], bt1, tail, odd);
-                bt0 = btail[0];
-                bt1 = btail[1];
-            }
+            const char *bt0 = last_tile(w, b0, btail[0]), *bt1 = last_tile(w, b1, btail[1]);
             for (int r = mc; r < me; r += 32) {
                 const int nr = me - r < 32 ? me - r : 32;
                 blocks[1][nr > 16][1]((const char *)(xb + (size_t)r * ldxb), lda, b0, b1, bt0, bt1, steps, &cb[0][0],
@@ -419,10 +419,7 @@ TGTA void pb_kamx_glu(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
 TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const pb_kmat *w, int p0, int p1,
                       float *y, size_t ldy, const float *bias, void *scratch, size_t scratch_bytes)
 {
-    const int kp = (w->n_in + 1) / 2;          /* k pairs */
-    const int steps = (kp + 15) / 16;          /* B tiles per panel */
-    const int tail = kp % 16;                  /* pairs of the last, partial one (0: whole) */
-    const int odd = w->n_in & 1;               /* the last pair holds one k */
+    const int steps = ((w->n_in + 1) / 2 + 15) / 16; /* B tiles per panel (of k pairs) */
     const size_t lda = ldxb * sizeof(uint32_t);
     const size_t pbytes = w->pstride * sizeof(uint16_t);
     _Alignas(64) char btail[2][1024];
@@ -443,11 +440,7 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
                 const char *bt[4];
                 int nc[4];
                 for (int q = 0; q < 4; q++) {
-                    bt[q] = b + q * pbytes + (size_t)(steps - 1) * 1024;
-                    if (tail || odd) {
-                        last_tile(bq[q], bt[q], tail, odd);
-                        bt[q] = bq[q];
-                    }
+                    bt[q] = last_tile(w, b + q * pbytes, bq[q]);
                     nc[q] = cols_of(w, pstart + q);
                 }
                 block_1x4_1((const char *)(xb + (size_t)mc * ldxb), lda, b, pbytes, bt, steps,
@@ -458,13 +451,7 @@ TGTA void pb_kamx_mul(const uint32_t *xb, size_t ldxb, int M, int mchunk, const 
             const int two = p + 1 < p1;
             const char *b0 = (const char *)w->data + (size_t)p * pbytes;
             const char *b1 = two ? b0 + pbytes : b0;
-            const char *bt0 = b0 + (size_t)(steps - 1) * 1024, *bt1 = b1 + (size_t)(steps - 1) * 1024;
-            if (tail || odd) { /* the panels end mid-tile */
-                last_tile(btail[0], bt0, tail, odd);
-                last_tile(btail[1], bt1, tail, odd);
-                bt0 = btail[0];
-                bt1 = btail[1];
-            }
+            const char *bt0 = last_tile(w, b0, btail[0]), *bt1 = last_tile(w, b1, btail[1]);
             const int nc0 = cols_of(w, p), nc1 = cols_of(w, p + 1);
             for (int r = mc; r < me; r += 32) {
                 const int nr = me - r < 32 ? me - r : 32;

@@ -978,6 +978,20 @@ static int kblock(const pb_kops *ops, pb_dtype dt)
  * and b64 +3-10%, TinyLlama-1.1B prefill and b32 +4-6%, GPT-2 the same). */
 #define MM_MAX_ITEMS 128
 
+/* what a call adds to kmat_mul's: NULL, or the pairs made already (pairs,
+ * ldpairs; the AMX form: no conversion), or the glu form (half > 0,
+ * pb_kmat_mul_glu's first product: items in gate panels [0, half), each
+ * with its up panel q + half; y unused, out gets the activation's pairs,
+ * row stride ldout words) */
+typedef struct mm_extra {
+    const uint32_t *pairs;
+    size_t ldpairs;
+    int half;
+    pb_kact kact;
+    uint32_t *out;
+    size_t ldout;
+} mm_extra;
+
 typedef struct mm_job {
     const pb_kops *ops;
     const float *x;
@@ -1001,25 +1015,8 @@ typedef struct mm_job {
     pb_krow_make make; /* NULL, or: rows made by make(mctx, r, row) (pb_kmat_mul_made) */
     void *mctx;
     const uint32_t *xa; /* the AMX form's pairs (xb, or pairs made before the call) */
-    /* the AMX glu form (pb_kmat_mul_glu's first product): items in gate
-     * panels [0, half), each with its up panel q + half; y unused, out gets
-     * the activation's pairs (row stride ldout words) */
-    int half;
-    pb_kact kact;
-    uint32_t *out;
-    size_t ldout;
+    const mm_extra *ex; /* NULL, or what the call adds */
 } mm_job;
-
-/* what a call adds to kmat_mul's: NULL, or the pairs made already (pairs,
- * ldpairs; the AMX form: no conversion), or the glu form (half > 0) */
-typedef struct mm_extra {
-    const uint32_t *pairs;
-    size_t ldpairs;
-    int half;
-    pb_kact kact;
-    uint32_t *out;
-    size_t ldout;
-} mm_extra;
 
 static inline int nlast_of(const pb_kmat *w, int p_last)
 {
@@ -1122,8 +1119,9 @@ static void amx_glu_item(void *ctx, int item, int worker)
 {
     (void)worker;
     const mm_job *j = ctx;
-    j->ops->amx_glu(j->xa, j->ldx, j->M, j->mchunk, j->w, j->half, j->first[item], j->first[item + 1], j->bias,
-                    j->kact, j->ops->glu_pairs, j->out, j->ldout);
+    const mm_extra *g = j->ex;
+    j->ops->amx_glu(j->xa, j->ldx, j->M, j->mchunk, j->w, g->half, j->first[item], j->first[item + 1], j->bias,
+                    g->kact, j->ops->glu_pairs, g->out, g->ldout);
 }
 
 static void xpairs_item(void *ctx, int item, int worker)
@@ -1227,17 +1225,11 @@ static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_k
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_mul: strides %d/%d below [%d, %d]", ldx, ldy, w->n_out, w->n_in);
     const pb_kops *ops = table_for(w);
     mm_job j = {.ops = ops, .x = x, .ldx = (size_t)ldx, .M = M, .w = w, .bias = bias, .y = y, .ldy = (size_t)ldy,
-                .wconv = k->wconv, .make = make, .mctx = mctx};
+                .wconv = k->wconv, .make = make, .mctx = mctx, .ex = ex};
     const int amx = ops->amx != NULL;
     const int G = glu ? 1 : amx ? 2 : j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
     j.kb = M > j.ops->mr ? kblock(j.ops, w->dt) : 0; /* the many-tile path's only */
-    if (glu) {
-        j.half = ex->half;
-        j.kact = ex->kact;
-        j.out = ex->out;
-        j.ldout = ex->ldout;
-    }
     if (ex && ex->pairs) { /* the AMX form, its pairs made by the caller */
         j.xa = ex->pairs;
         j.ldx = ex->ldpairs;
@@ -1272,7 +1264,7 @@ static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_k
     /* items in whole panel groups (the last may end in a partial one),
      * shrinking (above); at least 1/64 of the groups each, so the table
      * never fills */
-    const int units = glu ? j.half : w->npanels; /* the glu form: gate panels */
+    const int units = glu ? ex->half : w->npanels; /* the glu form: gate panels */
     const int groups = (units + G - 1) / G;
     const int least = (groups + MM_MAX_ITEMS / 2 - 1) / (MM_MAX_ITEMS / 2);
     int items = 0;

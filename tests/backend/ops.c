@@ -915,6 +915,21 @@ static void test_gemma(void)
     free(g);
 }
 
+/* a weight of n_out x n_in random values kept as dt, with a random bias */
+static pb_weight *put_random(int n_out, int n_in, pb_dtype dt, float scale)
+{
+    float *w = malloc((size_t)n_out * n_in * 4), *b = malloc((size_t)n_out * 4);
+    fill(w, (size_t)n_out * n_in, scale);
+    fill(b, (size_t)n_out, 0.5f);
+    void *enc = encode(w, (size_t)n_out * n_in, dt);
+    pb_wpart part = {.data = enc, .dtype = dt, .rows = n_out, .name = "test"};
+    pb_linear_src src = {.n_out = n_out, .n_in = n_in, .n_parts = 1, .parts = &part, .bias = b};
+    pb_weight *W = NULL;
+    OK(BE->ops->put_linear(BE, &src, dt, &W));
+    free(w), free(b), free(enc);
+    return W;
+}
+
 /* rows [M, N] of backend buffers d1, d2 (row stride ld) the same bits: a
  * row that differs fails as differing from `what` */
 static void same_rows(const float *d1, const float *d2, int M, int N, int ld, const char *what)
@@ -944,17 +959,9 @@ static void test_glu_linear(void)
         char buf[96];
         snprintf(buf, sizeof buf, "glu_linear M=%d n=%d %s act %d", M, n, pb_dtype_name(dt), (int)act);
         where = buf;
-        float *w = malloc((size_t)N * n * 4), *b = malloc((size_t)N * 4), *gu = malloc((size_t)M * ldgu * 4);
-        fill(w, (size_t)N * n, 0.5f);
-        fill(b, (size_t)N, 0.5f);
+        pb_weight *W = put_random(N, n, dt, 0.5f);
+        float *gu = malloc((size_t)M * ldgu * 4);
         fill(gu, (size_t)M * ldgu, 3);
-        for (size_t i = 0; i < (size_t)N * n; i++)
-            w[i] = kept(w[i], dt);
-        void *enc = encode(w, (size_t)N * n, dt);
-        pb_wpart part = {.data = enc, .dtype = dt, .rows = N, .name = "test"};
-        pb_linear_src src = {.n_out = N, .n_in = n, .n_parts = 1, .parts = &part, .bias = b};
-        pb_weight *W = NULL;
-        OK(BE->ops->put_linear(BE, &src, dt, &W));
         float *dgu = dev_from(gu, (size_t)M * ldgu * 4), *dmid = dev((size_t)M * n * 4);
         float *dy1 = dev((size_t)M * (N + 3) * 4), *dy2 = dev((size_t)M * (N + 3) * 4);
         OK(BE->ops->glu(BE, act, dmid, dgu, ldgu, M, n));
@@ -963,23 +970,8 @@ static void test_glu_linear(void)
         same_rows(dy1, dy2, M, N, N + 3, "glu, then linear");
         BE->ops->weight_free(BE, W);
         rel(dgu), rel(dmid), rel(dy1), rel(dy2);
-        free(w), free(b), free(gu), free(enc);
+        free(gu);
     }
-}
-
-/* a weight of n_out x n_in random values kept as dt, with a random bias */
-static pb_weight *put_random(int n_out, int n_in, pb_dtype dt, float scale)
-{
-    float *w = malloc((size_t)n_out * n_in * 4), *b = malloc((size_t)n_out * 4);
-    fill(w, (size_t)n_out * n_in, scale);
-    fill(b, (size_t)n_out, 0.5f);
-    void *enc = encode(w, (size_t)n_out * n_in, dt);
-    pb_wpart part = {.data = enc, .dtype = dt, .rows = n_out, .name = "test"};
-    pb_linear_src src = {.n_out = n_out, .n_in = n_in, .n_parts = 1, .parts = &part, .bias = b};
-    pb_weight *W = NULL;
-    OK(BE->ops->put_linear(BE, &src, dt, &W));
-    free(w), free(b), free(enc);
-    return W;
 }
 
 /* pb_backend_mlp_glu (the backend's mlp_glu where it has one): the bits of
