@@ -215,7 +215,7 @@ static void mm_panels(const item_ctx *c, int R, const float *x, size_t ldx, pb_d
     for (int p = p0; p < p1;) {
         const int g = p1 - p >= G ? G : 1;
         c->ops->mm(R, g, dt, x, ldx, at(w, dt, (size_t)p * ps), ps, kc, out + (size_t)(p - p0) * 16, ldo, 16,
-                   accumulate);
+                   accumulate, 0);
         p += g;
     }
 }

@@ -85,6 +85,17 @@ INL void acc_end(const int R, const int G, __m512 acc[MR][GMAX], float *c, size_
             acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
 }
 
+/* a tile's prefetch for the line at p it reads now: nx 0, the line ahead
+ * bytes on (T0: the tile's own stream); nx 1, the line pfd bytes on, which
+ * the next unit of the many-tile path reads (T1: toward the L2) */
+INL void pf_line(const void *p, const int nx, ptrdiff_t pfd, size_t ahead)
+{
+    if (nx)
+        _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)pfd), _MM_HINT_T1);
+    else
+        _mm_prefetch((const char *)p + ahead, _MM_HINT_T0);
+}
+
 /* The register tiles of every table here, R rows x G panels: gmax = {4, 6,
  * 4, 4, 3, 3, 3, 3} (R x G accumulators + G weights <= 28 zmm), and one
  * panel each. One row (batch-1 decode) takes 4 panels, not the 8 its
@@ -100,7 +111,7 @@ INL void acc_end(const int R, const int G, __m512 acc[MR][GMAX], float *c, size_
 
 /* R rows x G panels; R, G and dt are constants after inlining */
 INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                 float *c, size_t ldc, int nlast, int accumulate)
+                 float *c, size_t ldc, int nlast, int accumulate, const int nx, ptrdiff_t pfd)
 {
     __m512 acc[MR][GMAX];
     acc_begin(R, G, acc, c, ldc, nlast, accumulate);
@@ -111,7 +122,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const float *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
-                _mm_prefetch((const char *)(p + PF * PB_KNR), _MM_HINT_T0);
+                pf_line(p, nx, pfd, PF * PB_KNR * sizeof(float));
                 wv[g] = _mm512_loadu_ps(p);
             }
 #pragma GCC unroll 8
@@ -129,7 +140,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
-                _mm_prefetch((const char *)(p + 2 * PF * PB_KNR), _MM_HINT_T0); /* 32-byte rows: 2 per line */
+                pf_line(p, nx, pfd, 2 * PF * PB_KNR * sizeof(uint16_t)); /* 32-byte rows: 2 per line */
                 wv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
             }
 #pragma GCC unroll 8
@@ -149,7 +160,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
-                _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+                pf_line(p, nx, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
                 v[g] = _mm512_loadu_si512((const void *)p);
             }
 #pragma GCC unroll 8
@@ -184,24 +195,31 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 
 #define MM_FN(R, G)                                                                                                  \
     static TGT void mm_##R##_##G(pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c, \
-                                 size_t ldc, int nlast, int accumulate)                                              \
+                                 size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                            \
     {                                                                                                                \
-        if (dt == PB_DT_F32)                                                                                         \
-            mm_tile(R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
+        if (dt == PB_DT_F32 && pfd)                                                                                  \
+            mm_tile(R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                          \
+        else if (dt == PB_DT_F32)                                                                                    \
+            mm_tile(R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                            \
+        else if (dt == PB_DT_F16 && pfd)                                                                             \
+            mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                          \
         else if (dt == PB_DT_F16)                                                                                    \
-            mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
+            mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                            \
+        else if (pfd)                                                                                                \
+            mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                         \
         else                                                                                                         \
-            mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                 \
+            mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                           \
     }
 TILE_SHAPES(MM_FN)
 
 static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                      float *c, size_t ldc, int nlast, int accumulate)
+                      float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
-    typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int);
+    typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int,
+                       ptrdiff_t);
     static const fn wide[MR + 1] = TILES_WIDE(mm_);
     static const fn one[MR + 1] = TILES_ONE(mm_);
-    (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, pfd);
 }
 
 /* ---- bf16 products without AVX512-BF16 (kern_impl.h): vdpbf16ps emulated
@@ -217,7 +235,7 @@ extern const pb_kops OPSD;
 
 /* xf: R rows of pb_kxsplit pairs (row stride ldx floats) */
 INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const uint16_t *w, size_t ps, int kc,
-                  float *c, size_t ldc, int nlast, int accumulate)
+                  float *c, size_t ldc, int nlast, int accumulate, const int nx, ptrdiff_t pfd)
 {
     __m512 acc[MR][GMAX];
     acc_begin(R, G, acc, c, ldc, nlast, accumulate);
@@ -227,7 +245,7 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
 #pragma GCC unroll 8
         for (int g = 0; g < G; g++) {
             const uint16_t *p = w + (size_t)g * ps + (size_t)(2 * k2) * PB_KNR;
-            _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+            pf_line(p, nx, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
             v[g] = _mm512_loadu_si512((const void *)p);
         }
 #pragma GCC unroll 8
@@ -250,19 +268,22 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
 
 #define MMD_FN(R, G)                                                                                                 \
     static TGT void mmd_##R##_##G(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,        \
-                                  size_t ldc, int nlast, int accumulate)                                             \
+                                  size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                           \
     {                                                                                                                \
-        mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
+        if (pfd)                                                                                                     \
+            mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                                    \
+        else                                                                                                         \
+            mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                                      \
     }
 TILE_SHAPES(MMD_FN)
 
 static void mm_avx512_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                           float *c, size_t ldc, int nlast, int accumulate)
+                           float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
     (void)dt; /* bf16 */
     static const pb_kdots_tile wide[MR + 1] = TILES_WIDE(mmd_);
     static const pb_kdots_tile one[MR + 1] = TILES_ONE(mmd_);
-    pb_kdots_daz_ftz((G == 1 ? one : wide)[R], x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    pb_kdots_daz_ftz((G == 1 ? one : wide)[R], x, ldx, w, ps, kc, c, ldc, nlast, accumulate, pfd);
 }
 
 /* ---- AVX512-BF16 (opt-in, PB_CPU_ISA=avx512bf16): bf16 weights times the
@@ -317,7 +338,7 @@ static TGTB void xpairs_avx512bf16(const float *x, int n, uint32_t *out)
 
 /* xb: R rows of bf16 pairs (row stride ldx pairs) from pb_kops.xpairs */
 INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, const uint16_t *w, size_t ps, int kc,
-                   float *c, size_t ldc, int nlast, int accumulate)
+                   float *c, size_t ldc, int nlast, int accumulate, const int nx, ptrdiff_t pfd)
 {
     __m512 acc[MR][GMAX];
     acc_begin(R, G, acc, c, ldc, nlast, accumulate);
@@ -326,7 +347,7 @@ INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, con
 #pragma GCC unroll 8
         for (int g = 0; g < G; g++) {
             const uint16_t *p = w + (size_t)g * ps + (size_t)(2 * k2) * PB_KNR;
-            _mm_prefetch((const char *)(p + PF * 2 * PB_KNR), _MM_HINT_T0);
+            pf_line(p, nx, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
             v[g] = _mm512_loadu_si512((const void *)p);
         }
 #pragma GCC unroll 8
@@ -342,22 +363,26 @@ INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, con
 
 #define MMB_FN(R, G)                                                                                                 \
     static TGTB void mmb_##R##_##G(const uint32_t *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,    \
-                                   size_t ldc, int nlast, int accumulate)                                            \
+                                   size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                          \
     {                                                                                                                \
-        mmb_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
+        if (pfd)                                                                                                     \
+            mmb_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                                    \
+        else                                                                                                         \
+            mmb_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                                      \
     }
 TILE_SHAPES(MMB_FN)
 
 /* bf16 weights, x as pb_kops.xpairs pairs; kc is even except at the end of
  * K, where the packed pair's second k is 0 */
 static void mm_avx512bf16(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                          float *c, size_t ldc, int nlast, int accumulate)
+                          float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
     (void)dt; /* bf16 */
-    typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int);
+    typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int,
+                       ptrdiff_t);
     static const fn wide[MR + 1] = TILES_WIDE(mmb_);
     static const fn one[MR + 1] = TILES_ONE(mmb_);
-    (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate, pfd);
 }
 
 /* ---- attention primitives ---- */
@@ -535,7 +560,7 @@ static TGT void act_avx512(pb_kact act, float *y, const float *x, const float *u
  * converting first cost 15-40%. Heads are short: rotary takes the 256-bit
  * form. */
 #define AVX512_COMMON                                                                                                \
-    .mr = MR, .kc = 256, .cvt_min_m = 0, .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3}, .cvt = cvt_avx512,                     \
+    .mr = MR, .kc = 256, .cvt_min_m = 0, .kpf = 1, .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3}, .cvt = cvt_avx512,                     \
     .expsum = expsum_avx512, .sum = sum_avx512, .sqdev = sqdev_avx512, .scale = scale_avx512, .act = act_avx512,     \
     .rope = pb_krope_avx2,
 

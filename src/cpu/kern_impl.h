@@ -43,6 +43,7 @@ typedef struct pb_kops {
      * or where converting in registers is as cheap (AVX-512), the tiles read
      * the panels in place, K blocks sized to the L2 (kern_mat.c). */
     int cvt_min_m;
+    int kpf;                    /* 1: mm's tiles take pfd (else the many-tile path gives 0) */
     int gmax[PB_KMR_MAX + 1];   /* panels per tile for R = 1 .. mr rows */
     const struct pb_kops *exact; /* NULL, or the exact table whose tiles this one's other products use
                                   * (the bf16-dot table's: attention takes it) */
@@ -51,9 +52,12 @@ typedef struct pb_kops {
      * dtype dt starting at w, ps elements apart: per element one fma chain
      * over k ascending. R <= mr; G is gmax[R] or 1. The bf16-product
      * tables' take bf16 weights only (pb_kmat_mul gives others to .exact,
-     * but for the AMX table's .amx, which takes every dtype). */
+     * but for the AMX table's .amx, which takes every dtype). pfd: 0, or
+     * (tables with kpf) the tile prefetches toward the L2, for each line of
+     * the panels it reads, the line pfd bytes on instead of the line some
+     * steps ahead: the next unit of the many-tile path (kern_mat.c). */
     void (*mm)(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
-               size_t ldc, int nlast, int accumulate);
+               size_t ldc, int nlast, int accumulate, ptrdiff_t pfd);
     /* NULL on the exact paths. The bf16-product tables: out[0 ..
      * (n + 1) / 2) = bf16 pairs of x[0 .. n) (lane i: bf16(x[2i]) | bf16(x[2i
      * + 1]) << 16, nearest even, an odd n padded with 0), which pb_kmat_mul
@@ -149,7 +153,7 @@ void pb_kxsplit(const float *x, int n, uint32_t *out);
 /* a tile of the fma emulations (kern_avx2.c, kern_avx512.c): mm's
  * arguments less R, G and dt, x as pb_kxsplit pairs */
 typedef void (*pb_kdots_tile)(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c, size_t ldc,
-                              int nlast, int accumulate);
+                              int nlast, int accumulate, ptrdiff_t pfd);
 
 #if defined(__x86_64__) || defined(__i386__)
 #define PB_KERN_X86 1
@@ -160,7 +164,7 @@ extern const pb_kops pb_kops_avx2_dots;
 extern const pb_kops pb_kops_avx512_dots;
 /* fn(...) under MXCSR DAZ and FTZ, the caller's MXCSR restored after */
 void pb_kdots_daz_ftz(pb_kdots_tile fn, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c,
-                      size_t ldc, int nlast, int accumulate);
+                      size_t ldc, int nlast, int accumulate, ptrdiff_t pfd);
 #if defined(__x86_64__) && defined(__linux__)
 #define PB_KERN_AMX 1
 /* The AMX table (--matmul-precision bf16-amx, kern_amx.c): the AVX-512 exact

@@ -959,14 +959,21 @@ static size_t l2_budget(void)
     return b;
 }
 
-static int kblock(const pb_kops *ops, pb_dtype dt)
+/* K block of the many-tile path for K of dt: a panel group's block in half
+ * the L2 (pb_kops.kpf: in a quarter, the next block prefetched beside it;
+ * blocks of equal size, even) */
+static int kblock(const pb_kops *ops, pb_dtype dt, int K)
 {
     const int forced = atomic_load(&kblock_forced);
     if (forced > 0)
         return forced;
     const size_t per_k = (size_t)ops->gmax[ops->mr] * PB_KNR * store_size(dt);
-    const size_t kb = l2_budget() / per_k;
-    return kb > (size_t)ops->kc ? (int)(kb > (1u << 24) ? 1u << 24 : kb) & ~1 : ops->kc;
+    size_t kmax = l2_budget() / (ops->kpf ? 2 : 1) / per_k;
+    kmax = kmax < (size_t)ops->kc ? (size_t)ops->kc : kmax;
+    if ((size_t)K <= kmax)
+        return (K + 1) & ~1;
+    const size_t nb = ((size_t)K + kmax - 1) / kmax;
+    return (int)(((size_t)K + nb - 1) / nb + 1) & ~1;
 }
 
 /* Work items of a product: sizes that shrink as the work runs out (half of
@@ -1028,17 +1035,36 @@ static inline const void *panel_at(const pb_kmat *w, int p, int k0)
     return (const char *)w->data + ((size_t)p * w->pstride + (size_t)k0 * PB_KNR) * store_size(w->dt);
 }
 
-/* panels [p0, p1) with R rows of x at x, all of K */
+/* panels [p0, p1) with R rows of x at x, K block [k0, k0 + kc); pfd: the
+ * tiles' (pb_kops.mm) */
 static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int p0, int p1, int k0, int kc,
-                           int accumulate, int G)
+                           int accumulate, int G, ptrdiff_t pfd)
 {
     const pb_kmat *w = j->w;
     for (int p = p0; p < p1;) {
         const int g = p1 - p >= G ? G : 1;
         j->ops->mm(R, g, w->dt, x + (k0 >> j->xshift), j->ldx, panel_at(w, p, k0), w->pstride, kc,
-                   y + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + g - 1), accumulate);
+                   y + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + g - 1), accumulate, pfd);
         p += g;
     }
+}
+
+/* The many-tile path's prefetch: the first row tile over a unit (a panel
+ * group's K block) read it from memory at the rate of one tile's products
+ * while the other tiles read the L2 (session 24, Zen 5: M = 16..64 ran at
+ * 70-80% of M = 512's rate). The other tiles each prefetch the next unit:
+ * for each line they read, the line pfd bytes on, in the same panels' next
+ * K block, else in the next group's first (blocks differ in size by a
+ * k pair at most: the lines past a shorter one are the next block's).
+ * 0 where the item has no next unit, or its next group is shorter. */
+static ptrdiff_t next_unit_pfd(const pb_kmat *w, int pg, int pe, int p1, int G, int k0, int kb)
+{
+    const size_t es = store_size(w->dt);
+    if (k0 + kb < w->n_in) /* the same panels, the next block */
+        return (ptrdiff_t)((size_t)kb * PB_KNR * es);
+    if (pe - pg != G || p1 - pe < G)
+        return 0;
+    return (ptrdiff_t)(((size_t)G * w->pstride - (size_t)k0 * PB_KNR) * es); /* the next group's first block */
 }
 
 /* y's columns of panels [p0, p1) += bias */
@@ -1061,7 +1087,7 @@ static void mm_item(void *ctx, int item, int worker)
     const int M = j->M, K = w->n_in, mr = ops->mr;
     if (M <= mr) {
         /* one register tile of rows: the whole K in registers */
-        mm_rows_panels(j, M, j->x, j->y, p0, p1, 0, K, 0, ops->gmax[M]);
+        mm_rows_panels(j, M, j->x, j->y, p0, p1, 0, K, 0, ops->gmax[M], 0);
     } else {
         /* panel groups outermost, then K blocks (the running sums go
          * through y, which stays in cache across a group's blocks), then
@@ -1087,15 +1113,16 @@ static void mm_item(void *ctx, int item, int worker)
                             ops->mm(R, gg, PB_DT_F32, j->x + (size_t)r0 * j->ldx + k0, j->ldx,
                                     wc + (size_t)(p - pg) * kc * PB_KNR, (size_t)kc * PB_KNR, kc,
                                     j->y + (size_t)r0 * j->ldy + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + gg - 1),
-                                    k0 > 0);
+                                    k0 > 0, 0);
                         }
                     }
                     continue;
                 }
+                const ptrdiff_t pfd = ops->kpf ? next_unit_pfd(w, pg, pe, p1, G, k0, KB) : 0;
                 for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(M, nt, t), t++) {
                     const int R = pb_ktile_rows(M, nt, t);
                     mm_rows_panels(j, R, j->x + (size_t)r0 * j->ldx, j->y + (size_t)r0 * j->ldy, pg, pe, k0, kc,
-                                   k0 > 0, ops->gmax[R] == G ? G : 1);
+                                   k0 > 0, ops->gmax[R] == G ? G : 1, t > 0 ? pfd : 0);
                 }
             }
         }
@@ -1229,7 +1256,7 @@ static pb_status kmat_mul(pb_kctx *k, const float *x, int ldx, int M, const pb_k
     const int amx = ops->amx != NULL;
     const int G = glu ? 1 : amx ? 2 : j.ops->gmax[M <= j.ops->mr ? M : j.ops->mr];
     const int threads = k->threads;
-    j.kb = M > j.ops->mr ? kblock(j.ops, w->dt) : 0; /* the many-tile path's only */
+    j.kb = M > j.ops->mr ? kblock(j.ops, w->dt, w->n_in) : 0; /* the many-tile path's only */
     if (ex && ex->pairs) { /* the AMX form, its pairs made by the caller */
         j.xa = ex->pairs;
         j.ldx = ex->ldpairs;

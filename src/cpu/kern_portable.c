@@ -35,8 +35,9 @@ static size_t dt_size(pb_dtype dt)
 }
 
 static void mm_portable(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                        float *c, size_t ldc, int nlast, int accumulate)
+                        float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
+    (void)pfd; /* the specification prefetches nothing */
     for (int r = 0; r < R; r++)
         for (int g = 0; g < G; g++) {
             const void *wp = (const char *)w + (size_t)g * ps * dt_size(dt);
@@ -225,8 +226,9 @@ static float dot_step(float a, float b, float c)
 /* bf16 weights (pb_kmat_mul gives others to the exact table): x holds
  * pb_kxpairs pairs; per pair the odd k first, as vdpbf16ps */
 static void mm_dots_portable(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                             float *c, size_t ldc, int nlast, int accumulate)
+                             float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
+    (void)pfd; /* the specification prefetches nothing */
     const uint32_t *xb = (const uint32_t *)(const void *)x;
     for (int r = 0; r < R; r++)
         for (int g = 0; g < G; g++) {
