@@ -960,8 +960,8 @@ static size_t l2_budget(void)
 }
 
 /* K block of the many-tile path for K of dt: a panel group's block in half
- * the L2 (pb_kops.kpf: in a quarter, the next block prefetched beside it;
- * blocks of equal size, even) */
+ * the L2 (pb_kops.kpf: in a quarter, the next unit prefetched beside it);
+ * blocks of about equal size, even (the last one shorter) */
 static int kblock(const pb_kops *ops, pb_dtype dt, int K)
 {
     const int forced = atomic_load(&kblock_forced);
@@ -1054,8 +1054,8 @@ static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int
  * while the other tiles read the L2 (session 24, Zen 5: M = 16..64 ran at
  * 70-80% of M = 512's rate). The other tiles each prefetch the next unit:
  * for each line they read, the line pfd bytes on, in the same panels' next
- * K block, else in the next group's first (blocks differ in size by a
- * k pair at most: the lines past a shorter one are the next block's).
+ * K block, else in the next group's first (the last block may be a few k
+ * shorter: the lines past it are the next group's, read soon after).
  * 0 where the item has no next unit, or its next group is shorter. */
 static ptrdiff_t next_unit_pfd(const pb_kmat *w, int pg, int pe, int p1, int G, int k0, int kb)
 {
