@@ -245,9 +245,9 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
 
 #define MMD_FN(R, G)                                                                                                 \
     static TGT void mmd_##R##_##G(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,        \
-                                  size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                           \
+                                  size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                              \
     {                                                                                                                \
-        (void)pfd;                                                                                                    \
+        (void)pfd; /* mm_avx2's */                                                                                   \
         mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                                \
     }
 TILE_SHAPES(MMD_FN)
@@ -264,8 +264,8 @@ void pb_kdots_daz_ftz(pb_kdots_tile fn, const float *x, size_t ldx, const void *
 static void mm_avx2_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                          float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
-    (void)pfd;
-    (void)dt; /* bf16 */
+    (void)pfd; /* as mm_avx2 */
+    (void)dt;  /* bf16 */
     static const pb_kdots_tile wide[MR + 1] = TILES_WIDE(mmd_);
     static const pb_kdots_tile one[MR + 1] = TILES_ONE(mmd_);
     pb_kdots_daz_ftz((G == 1 ? one : wide)[R], x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0);

@@ -85,12 +85,13 @@ INL void acc_end(const int R, const int G, __m512 acc[MR][GMAX], float *c, size_
             acc_store(c + (size_t)r * ldc + (size_t)g * PB_KNR, g == G - 1 ? nlast : PB_KNR, acc[r][g]);
 }
 
-/* a tile's prefetch for the line at p it reads now: nx 0, the line ahead
- * bytes on (T0: the tile's own stream); nx 1, the line pfd bytes on, which
- * the next unit of the many-tile path reads (T1: toward the L2) */
-INL void pf_line(const void *p, const int nx, ptrdiff_t pfd, size_t ahead)
+/* a tile's prefetch for the line at p it reads now: pfd 0, the line ahead
+ * bytes on (T0: the tile's own stream); else the line pfd bytes on, which
+ * the next unit of the many-tile path reads (T1: toward the L2). The tiles
+ * are inlined twice, with pfd 0 and not (pf_split), so that the test folds. */
+INL void pf_line(const void *p, ptrdiff_t pfd, size_t ahead)
 {
-    if (nx)
+    if (pfd)
         _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)pfd), _MM_HINT_T1);
     else
         _mm_prefetch((const char *)p + ahead, _MM_HINT_T0);
@@ -111,7 +112,7 @@ INL void pf_line(const void *p, const int nx, ptrdiff_t pfd, size_t ahead)
 
 /* R rows x G panels; R, G and dt are constants after inlining */
 INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
-                 float *c, size_t ldc, int nlast, int accumulate, const int nx, ptrdiff_t pfd)
+                 float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
     __m512 acc[MR][GMAX];
     acc_begin(R, G, acc, c, ldc, nlast, accumulate);
@@ -122,7 +123,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const float *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
-                pf_line(p, nx, pfd, PF * PB_KNR * sizeof(float));
+                pf_line(p, pfd, PF * PB_KNR * sizeof(float));
                 wv[g] = _mm512_loadu_ps(p);
             }
 #pragma GCC unroll 8
@@ -140,7 +141,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
-                pf_line(p, nx, pfd, 2 * PF * PB_KNR * sizeof(uint16_t)); /* 32-byte rows: 2 per line */
+                pf_line(p, pfd, 2 * PF * PB_KNR * sizeof(uint16_t)); /* 32-byte rows: 2 per line */
                 wv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
             }
 #pragma GCC unroll 8
@@ -160,7 +161,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
 #pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const uint16_t *p = wp + (size_t)g * ps + (size_t)k * PB_KNR;
-                pf_line(p, nx, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
+                pf_line(p, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
                 v[g] = _mm512_loadu_si512((const void *)p);
             }
 #pragma GCC unroll 8
@@ -193,22 +194,19 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
     acc_end(R, G, acc, c, ldc, nlast);
 }
 
+/* a tile call with pfd 0 or not, each its own inlined copy (pf_line) */
+#define PF_SPLIT(call, ...) ((pfd) ? call(__VA_ARGS__, pfd) : call(__VA_ARGS__, 0))
+
 #define MM_FN(R, G)                                                                                                  \
     static TGT void mm_##R##_##G(pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc, float *c, \
-                                 size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                            \
+                                 size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                               \
     {                                                                                                                \
-        if (dt == PB_DT_F32 && pfd)                                                                                  \
-            mm_tile(R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                          \
-        else if (dt == PB_DT_F32)                                                                                    \
-            mm_tile(R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                            \
-        else if (dt == PB_DT_F16 && pfd)                                                                             \
-            mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                          \
+        if (dt == PB_DT_F32)                                                                                         \
+            PF_SPLIT(mm_tile, R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                        \
         else if (dt == PB_DT_F16)                                                                                    \
-            mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                            \
-        else if (pfd)                                                                                                \
-            mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                         \
+            PF_SPLIT(mm_tile, R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                        \
         else                                                                                                         \
-            mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                           \
+            PF_SPLIT(mm_tile, R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                       \
     }
 TILE_SHAPES(MM_FN)
 
@@ -235,7 +233,7 @@ extern const pb_kops OPSD;
 
 /* xf: R rows of pb_kxsplit pairs (row stride ldx floats) */
 INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const uint16_t *w, size_t ps, int kc,
-                  float *c, size_t ldc, int nlast, int accumulate, const int nx, ptrdiff_t pfd)
+                  float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
     __m512 acc[MR][GMAX];
     acc_begin(R, G, acc, c, ldc, nlast, accumulate);
@@ -245,7 +243,7 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
 #pragma GCC unroll 8
         for (int g = 0; g < G; g++) {
             const uint16_t *p = w + (size_t)g * ps + (size_t)(2 * k2) * PB_KNR;
-            pf_line(p, nx, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
+            pf_line(p, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
             v[g] = _mm512_loadu_si512((const void *)p);
         }
 #pragma GCC unroll 8
@@ -268,12 +266,9 @@ INL void mmd_tile(const int R, const int G, const float *xf, size_t ldx, const u
 
 #define MMD_FN(R, G)                                                                                                 \
     static TGT void mmd_##R##_##G(const float *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,        \
-                                  size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                           \
+                                  size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                              \
     {                                                                                                                \
-        if (pfd)                                                                                                     \
-            mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                                    \
-        else                                                                                                         \
-            mmd_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                                      \
+        PF_SPLIT(mmd_tile, R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                      \
     }
 TILE_SHAPES(MMD_FN)
 
@@ -338,7 +333,7 @@ static TGTB void xpairs_avx512bf16(const float *x, int n, uint32_t *out)
 
 /* xb: R rows of bf16 pairs (row stride ldx pairs) from pb_kops.xpairs */
 INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, const uint16_t *w, size_t ps, int kc,
-                   float *c, size_t ldc, int nlast, int accumulate, const int nx, ptrdiff_t pfd)
+                   float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
     __m512 acc[MR][GMAX];
     acc_begin(R, G, acc, c, ldc, nlast, accumulate);
@@ -347,7 +342,7 @@ INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, con
 #pragma GCC unroll 8
         for (int g = 0; g < G; g++) {
             const uint16_t *p = w + (size_t)g * ps + (size_t)(2 * k2) * PB_KNR;
-            pf_line(p, nx, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
+            pf_line(p, pfd, PF * 2 * PB_KNR * sizeof(uint16_t));
             v[g] = _mm512_loadu_si512((const void *)p);
         }
 #pragma GCC unroll 8
@@ -363,12 +358,9 @@ INLB void mmb_tile(const int R, const int G, const uint32_t *xb, size_t ldx, con
 
 #define MMB_FN(R, G)                                                                                                 \
     static TGTB void mmb_##R##_##G(const uint32_t *x, size_t ldx, const uint16_t *w, size_t ps, int kc, float *c,    \
-                                   size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                          \
+                                   size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)                             \
     {                                                                                                                \
-        if (pfd)                                                                                                     \
-            mmb_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 1, pfd);                                    \
-        else                                                                                                         \
-            mmb_tile(R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0, 0);                                      \
+        PF_SPLIT(mmb_tile, R, G, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                      \
     }
 TILE_SHAPES(MMB_FN)
 
@@ -560,7 +552,7 @@ static TGT void act_avx512(pb_kact act, float *y, const float *x, const float *u
  * converting first cost 15-40%. Heads are short: rotary takes the 256-bit
  * form. */
 #define AVX512_COMMON                                                                                                \
-    .mr = MR, .kc = 256, .cvt_min_m = 0, .kpf = 1, .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3}, .cvt = cvt_avx512,                     \
+    .mr = MR, .kc = 256, .cvt_min_m = 0, .kpf = 1, .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3}, .cvt = cvt_avx512,        \
     .expsum = expsum_avx512, .sum = sum_avx512, .sqdev = sqdev_avx512, .scale = scale_avx512, .act = act_avx512,     \
     .rope = pb_krope_avx2,
 
