@@ -44,10 +44,13 @@ Measures (median of --runs, peers interleaved within each run):
   prefill_bf16dot, decode_bN_bf16dot  bf16 models, prefill and batches 32
                and the largest: pippy with the opt-in inexact
                --matmul-precision bf16 (vdpbf16ps, or its emulation where
-               that is faster or missing, as --version says; llama.cpp
-               rounds activations to bf16 for its bf16 products too: its
-               columns there are its prefill and decode_bN, as are PyTorch's,
-               whose bf16 models multiply in bf16)
+               that is faster or missing, as --version says) and
+               --kv-dtype bf16 (attention's products on the bf16 dots too;
+               since session 25: before, the KV cache in f32). llama.cpp
+               rounds activations to bf16 for its bf16 products too and
+               keeps its KV cache in f16: its columns there are its prefill
+               and decode_bN, as are PyTorch's, whose bf16 models multiply
+               in bf16 and keep their KV cache in bf16
   prefill_amx, decode_bN_amx  where the CPU has AMX-BF16: pippy with
                --matmul-precision bf16-amx (the tile unit, as PyTorch's
                oneDNN bf16 matmuls use it), every batch; bf16 models with
@@ -430,8 +433,9 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
             res["rss_kv16_mib"] = r / 1024
         if job.get("bf16dot") and m["dtype"] == "bf16":
             # the opt-in inexact path (--matmul-precision bf16: activations rounded
-            # to bf16 for vdpbf16ps, as llama.cpp's and PyTorch's bf16 products)
-            flag = ("--matmul-precision", "bf16")
+            # to bf16 for vdpbf16ps, as llama.cpp's and PyTorch's bf16 products),
+            # the KV cache in bf16 as PyTorch's (attention on the bf16 dots too)
+            flag = ("--matmul-precision", "bf16", "--kv-dtype", "bf16")
             met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]] * 2, 1, 1, len(job["long"]) + 1,
                                      job["threads"], ignore_eos, tmp, flag)
             res["prefill_bf16dot"] = met["prompt_tokens"] / 2 / two_ttfts(met)[1]
@@ -760,7 +764,7 @@ def main():
     if bf16dot:
         how = [l.split("--matmul-precision bf16: ")[1].split(";")[0].rstrip(")") for l in ver.splitlines()
                if "--matmul-precision bf16: " in l]
-        notes.append(f"bf16 dots (--matmul-precision bf16) on this CPU: {how[0] if how else '?'}")
+        notes.append(f"bf16 dots (--matmul-precision bf16 --kv-dtype bf16) on this CPU: {how[0] if how else '?'}")
     amx = a.isa == "native" and "AMX-BF16: yes" in ver
     if amx:
         notes.append("AMX-BF16 on this CPU: pippy's bf16 models also run with --matmul-precision bf16-amx "

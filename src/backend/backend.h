@@ -168,7 +168,7 @@ typedef struct pb_backend_ops {
     uint64_t (*kv_bytes)(pb_dtype kv, int cache_len, int n_kv_heads, int head_dim);
     /* NULL, or a function giving a short tag for a setting of this process
      * that makes the backend's results differ from its exact ones (the CPU's
-     * opt-in bf16 dot products: "dots=bf16"), NULL when there is none; the
+     * opt-in bf16 dot products: "dots=bf16 attn=bf16"), NULL when there is none; the
      * resume fingerprint names it (needs no instance) */
     const char *(*numerics)(void);
     /* NULL (f32 products only), or: selects the matmul precision of this

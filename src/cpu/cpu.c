@@ -619,12 +619,13 @@ static void cpu_free(pb_backend *be)
 }
 
 /* --matmul-precision bf16 (or PB_CPU_ISA=avx512bf16) rounds activations to
- * bf16 for bf16 weights (kernels.h): results differ from the exact products,
- * the same bits on every path; bf16-amx: the same on the AMX tile unit, bits
- * of its own (named apart), and attention over a bf16 cache there too */
+ * bf16 for bf16 weights (kernels.h), and the queries and softmax weights of
+ * attention over a bf16 cache (kern_attn.c): results differ from the exact
+ * products, the same bits on every path; bf16-amx: the same on the AMX tile
+ * unit, bits of their own (named apart) */
 static const char *cpu_numerics(void)
 {
-    return pb_cpu_amx() ? "dots=bf16-amx attn=bf16-amx" : pb_cpu_bf16_products() ? "dots=bf16" : NULL;
+    return pb_cpu_amx() ? "dots=bf16-amx attn=bf16-amx" : pb_cpu_bf16_products() ? "dots=bf16 attn=bf16" : NULL;
 }
 
 /* f32 also leaves the avx512bf16 path if PB_CPU_ISA chose it (any other

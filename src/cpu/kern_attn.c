@@ -122,12 +122,19 @@ static size_t amx_scratch(size_t rows, int hd, int jbase, int jend)
     return round16(rows) * (pb_kamx_ldxb(hd) + pb_kamx_ldxb(jend - amx_k0(jbase))) + 16;
 }
 
-/* An item's scratch: per row its scores, Q (hd) and O (hd16), then a chunk
- * of an f16 or bf16 cache widened (CHUNK keys of K panels,
+/* floats a row's query takes in an item's scratch: hd, or as bf16 pairs
+ * (the dots form: (hd + 1) / 2 pairs of 1 or 2 words) */
+static inline size_t q_floats(int hd)
+{
+    return (size_t)hd + (size_t)(hd & 1);
+}
+
+/* An item's scratch: per row its scores, Q (q_floats) and O (hd16), then a
+ * chunk of an f16 or bf16 cache widened (CHUNK keys of K panels,
  * [CHUNK / 16][hd][16], and of V, [hd16 / 16][CHUNK][16]). */
 static size_t item_scratch(size_t rows, int hd, int jbase, int jend)
 {
-    return rows * (score_ld(jbase, jend) + (size_t)hd + round16((size_t)hd)) +
+    return rows * (score_ld(jbase, jend) + q_floats(hd) + round16((size_t)hd)) +
            CHUNK * ((size_t)hd + 1 + round16((size_t)hd)) + /* + 1: a bf16 cache's K rows are even */
            amx_scratch(rows, hd, jbase, jend);
 }
@@ -155,6 +162,7 @@ typedef struct attn_job {
     const pb_kattn_args *a;
     const pb_kops *ops;
     const pb_kops *amx; /* the AMX table where bf16-amx is on and the cache bf16, else NULL */
+    const pb_kops *dots; /* the bf16-product table where --matmul-precision bf16 is on and the cache bf16 */
     const attn_item *items;
     float *const *scores;
 } attn_job;
@@ -178,7 +186,7 @@ typedef struct item_ctx {
     int q0, g, G, hd, hd16, kd, pos0, tok0, jb16;
     size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
     const void *kc, *vc;  /* this KV head's K panels and V panels */
-    float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd), O (hd16) */
+    float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd apart), O (hd16) */
 } item_ctx;
 
 /* row r's query */
@@ -435,6 +443,79 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
     j->amx->amx(pa, ldp, rows, (rows + 31) & ~31, &v, 0, c->hd16 / 16, c->os, (size_t)c->hd16, NULL, NULL, 0);
 }
 
+/* --matmul-precision bf16 on a bf16 cache (attn_job.dots): the item's two
+ * products on the bf16 products' tiles (dots: vdpbf16ps, or its emulation,
+ * the same bits), reading the cache's panels as bf16 weights: a K panel is
+ * pairs of dims by 16 keys, a V panel pairs of keys by 16 dims. The queries
+ * and the softmax weights are rounded to bf16 (xpairs), as in the AMX form
+ * and PyTorch's bf16 attention; each score is one chain over the pairs of
+ * dims ascending, each output one over the pairs of keys from the even key
+ * at or before the query's first to the pair of its last, ascending: the
+ * weights of the keys in a row tile's pairs that the query does not see are
+ * 0, and their products add exact zeros to a sum that starts at +0 (an
+ * unstored odd key is 0 too: store_kv). So a query's result depends on its
+ * position and the cache only, as above. The pairs: Q's in the rows' Q
+ * area, the weights' over each row's own scores (DOTS_SEG keys at a time
+ * through a buffer: pair i lands at or before the scores it is made of). */
+#define DOTS_SEG 128
+
+static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jbase, int jend)
+{
+    const size_t xw = (size_t)dots->xwords, ldq = q_floats(c->hd);
+    uint32_t *qp = (uint32_t *)(void *)c->qs;
+    for (int r = 0; r < rows; r++)
+        dots->xpairs(query(c, r), c->hd, qp + (size_t)r * ldq);
+    const int mr = dots->mr, nt = (rows + mr - 1) / mr;
+    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++) {
+        const int R = pb_ktile_rows(rows, nt, t), G = dots->gmax[R];
+        int p0, p1;
+        tile_panels(c, r0, R, &p0, &p1);
+        for (int p = p0; p < p1;) {
+            const int g = p1 - p >= G ? G : 1;
+            dots->mm(R, g, PB_DT_BF16, (const float *)(const void *)(qp + (size_t)r0 * ldq), ldq,
+                     at(c->kc, PB_DT_BF16, (size_t)p * 16 * c->kd), (size_t)16 * c->kd, c->hd,
+                     score_row(c, r0) + (size_t)p * 16, c->ld, 16, 0, 0);
+            p += g;
+        }
+        scores_tile(c, r0, R, true); /* the scale (ALiBi, soft-cap), each row's largest */
+    }
+    /* each row's weights over [jb16, ke), 0 outside its keys, then as pairs
+     * from its first score's place */
+    const int jb16 = c->jb16, ke = (jend + 1) & ~1;
+    (void)jbase;
+    for (int r = 0; r < rows; r++) {
+        int a0, a1;
+        row_keys(c, r, &a0, &a1);
+        float *row = score_row(c, r);
+        const float sum = dots->expsum(row + a0, a1 - a0, c->sc[(size_t)r * c->ld + 1]);
+        c->sc[(size_t)r * c->ld] = 1.0f / sum;
+        memset(row + jb16, 0, (size_t)(a0 - jb16) * sizeof *row);
+        memset(row + a1, 0, (size_t)(ke - a1) * sizeof *row);
+        uint32_t *out = (uint32_t *)(void *)(row + jb16), buf[DOTS_SEG * 2];
+        for (int s0 = jb16; s0 < ke; s0 += DOTS_SEG) {
+            const int n = ke - s0 < DOTS_SEG ? ke - s0 : DOTS_SEG;
+            dots->xpairs(row + s0, n, buf);
+            memcpy(out + (size_t)(s0 - jb16) / 2 * xw, buf, (size_t)n / 2 * xw * sizeof *buf);
+        }
+    }
+    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++) {
+        const int R = pb_ktile_rows(rows, nt, t), G = dots->gmax[R];
+        int k0, k1, u;
+        row_keys(c, r0, &k0, &u);
+        row_keys(c, r0 + R - 1, &u, &k1);
+        k0 &= ~1;
+        k1 = (k1 + 1) & ~1;
+        const float *x = (const float *)(const void *)((const uint32_t *)(const void *)(score_row(c, r0) + jb16) +
+                                                       (size_t)(k0 - jb16) / 2 * xw);
+        for (int p = 0, np = c->hd16 / 16; p < np;) {
+            const int g = np - p >= G ? G : 1;
+            dots->mm(R, g, PB_DT_BF16, x, c->ld, at(c->vc, PB_DT_BF16, (size_t)p * c->ps_v + (size_t)k0 * 16),
+                     c->ps_v, k1 - k0, c->os + (size_t)r0 * c->hd16 + (size_t)p * 16, (size_t)c->hd16, 16, 0, 0);
+            p += g;
+        }
+    }
+}
+
 #ifdef __SSE2__
 /* pb_f32_to_bf16 of x[0..3] in four lanes */
 static inline __m128i bf16x4(const float *x)
@@ -530,8 +611,8 @@ static void store_kv(const pb_kattn_args *a, int s, int g0, int g1, int i0, int 
                 for (; d + 1 < hd; d += 2) /* a pair of dims: one word */
                     store_u32(kc + (size_t)(d / 2) * 32,
                               pb_f32_to_bf16(kr[d]) | (uint32_t)pb_f32_to_bf16(kr[d + 1]) << 16);
-                if (d < hd)
-                    kc[(size_t)(d / 2) * 32] = pb_f32_to_bf16(kr[d]);
+                if (d < hd) /* an odd head_dim: its pad dim 0 (the dots and AMX forms multiply it by Q's 0) */
+                    store_u32(kc + (size_t)(d / 2) * 32, pb_f32_to_bf16(kr[d]));
                 if (j % 2 == 0 && i + 1 < i1) { /* this key and the next: one word per dim */
                     const float *vn = vr + a->kv_stride;
                     d = 0;
@@ -543,7 +624,16 @@ static void store_kv(const pb_kattn_args *a, int s, int g0, int g1, int i0, int 
                     for (; d < hd; d++)
                         store_u32(vc + (size_t)(d / 16) * vps + (size_t)(d % 16) * 2,
                                   pb_f32_to_bf16(vr[d]) | (uint32_t)pb_f32_to_bf16(vn[d]) << 16);
-                } else if (!(j % 2 == 1 && i > i0)) { /* (an odd key after an even one here: stored with it) */
+                } else if (j % 2 == 0 && i + 1 == a->n_tokens[s]) {
+                    /* the sequence's last key, even: the odd one beside it 0
+                     * until stored (the dots and AMX forms read it with
+                     * weight 0: never what a sequence before left there,
+                     * maybe NaN). (The last of a store item but not of the
+                     * sequence: its low half only, the next item storing
+                     * the odd key's half at the same time.) */
+                    for (d = 0; d < hd; d++)
+                        store_u32(vc + (size_t)(d / 16) * vps + (size_t)(d % 16) * 2, pb_f32_to_bf16(vr[d]));
+                } else if (j % 2 == 0 || i == i0) { /* (an odd key after an even one here: stored with it) */
                     for (d = 0; d < hd; d++)
                         vc[(size_t)(d / 16) * vps + (size_t)(d % 16) * 2] = pb_f32_to_bf16(vr[d]);
                 }
@@ -583,9 +673,13 @@ static void attn_item_run(void *ctx, int item, int worker)
         .pos0 = pos0,
         .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = (size_t)cap * 16,
         .kc = kc, .vc = at(a->v_cache[it->seq], dt, (size_t)it->kvh * head),
-        .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + (size_t)hd),
+        .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + q_floats(hd)),
     };
     const size_t od = (size_t)a->n_heads * hd;
+    if (j->dots) {
+        dots_item(j->dots, &c, rows, jbase, jend);
+        goto out;
+    }
     for (int r = 0; r < rows && !j->amx; r++) /* the rows' queries, hd apart (the AMX form takes them as pairs) */
         memcpy(c.qs + (size_t)r * hd, query(&c, r), (size_t)hd * sizeof(float));
     const int mr = ops->mr, nt = (rows + mr - 1) / mr;
@@ -597,7 +691,7 @@ static void attn_item_run(void *ctx, int item, int worker)
     uint32_t *qa = j->amx ? amx_area(&c, rows) : NULL;
     if (j->amx)
         amx_scores(j, &c, rows, qa);
-    float *kw = sc + (size_t)rows * (ld + (size_t)hd + (size_t)hd16), *vw = kw + CHUNK * (size_t)kd; /* item_scratch */
+    float *kw = sc + (size_t)rows * (ld + q_floats(hd) + (size_t)hd16), *vw = kw + CHUNK * (size_t)kd; /* item_scratch */
     if (chunked) {
         const int P0 = jbase / 16, PF = (jend + 15) / 16;
         for (int q0 = P0; q0 < PF; q0 += CHUNK / 16) {
@@ -740,9 +834,11 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
                 items[n++] = (attn_item){s, g, q0, q0 + q < a->n_tokens[s] ? q0 + q : a->n_tokens[s]};
     }
     const pb_kops *ops = pb_kops_active();
-    /* never the bf16 dots; the AMX products on a bf16 cache */
-    attn_job j = {a, ops->exact ? ops->exact : ops, ops->amx && a->kv_dtype == PB_DT_BF16 ? ops : NULL, items,
-                  pb_kctx_scores(k)};
+    /* over a bf16 cache the bf16 products' tables (vdpbf16ps or its
+     * emulation; the AMX unit); else the exact tiles */
+    const bool bf = a->kv_dtype == PB_DT_BF16;
+    attn_job j = {a, ops->exact ? ops->exact : ops, ops->amx && bf ? ops : NULL,
+                  ops->xpairs && !ops->amx && bf ? ops : NULL, items, pb_kctx_scores(k)};
     pb_kctx_run(k, (int)n, attn_item_run, &j);
     return PB_OK;
 }

@@ -26,10 +26,11 @@
  *   add_norm      exactly the bits of add then norm (x and out, out == x too)
  *   rope          |y - r| <= 4 eps (|a| + |b|)
  *   rope_angles   |y - r| <= 1e-6 (cos/sin of the same f32 angle)
- *   attention     |y - r| <= 2e-5 max|v| (under bf16-amx with a bf16 cache,
- *                 the products on the tile unit with queries and weights
- *                 rounded to bf16: (2e-5 + 2^-8 (1 + 2 D)) max|v|, D the
- *                 head's largest scale sum |q k|), and a sequence's output
+ *   attention     |y - r| <= 2e-5 max|v| (with a bf16 cache under bf16-amx
+ *                 or the bf16 products, queries and weights rounded to
+ *                 bf16: (2e-5 + 2^-8 (1 + 2 D)) max|v|, D the head's
+ *                 largest scale sum |q k|; the bf16 products' the same bits
+ *                 on every CPU path, not the exact ones), and a sequence's output
  *                 bit-identical alone and in the batch; the cached tokens
  *                 are written by an earlier call (the cache layout is the
  *                 backend's own), into caches that start as garbage
@@ -131,7 +132,7 @@ static void to_host(void *host, const void *d, size_t bytes)
 static void rel(void *p) { BE->ops->release(BE, p); }
 
 static pb_dtype KVT; /* the KV cache dtype of the attention cases running */
-static bool amx_attn; /* bf16-amx is selected: a bf16 cache's attention runs on the tile unit */
+static bool bf16_attn; /* bf16-amx or the bf16 products are selected: a bf16 cache's attention rounds Q and P */
 
 static float kept(float v, pb_dtype dt)
 {
@@ -619,7 +620,7 @@ static void attn_call(const attn_case *c, const int *p0, const int *n, void **dk
     float *out = malloc((size_t)(T ? T : 1) * qd * 4);
     to_host(out, dout, (size_t)T * qd * 4);
     double *ref = malloc(sizeof(double) * (size_t)qd), dmax[16];
-    const bool amx = amx_attn && kvt == PB_DT_BF16; /* the products on the tile unit */
+    const bool amx = bf16_attn && kvt == PB_DT_BF16; /* queries and weights rounded to bf16 */
     for (int s = 0; s < S; s++) {
         for (int i = 0; i < n[s]; i++)
             for (int e = 0; e < kvd; e++) {
@@ -1153,6 +1154,22 @@ static float *attn_probe(void)
 /* --matmul-precision bf16-amx where the CPU has the tile unit: every linear
  * case within the bounds of the bf16 products, batch-invariant; not the
  * exact bits. Elsewhere: refused. */
+/* --matmul-precision bf16: every attention case (a bf16 cache's queries
+ * and weights rounded, within the bounds above), and the probe's outputs,
+ * which the caller holds to the same bits on every path and not the exact
+ * ones */
+static float *bf16_attn_probe(void)
+{
+    OK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16));
+    bf16_attn = true;
+    test_attention();
+    bf16_attn = false;
+    rng_state = 99;
+    float *a = attn_probe();
+    OK(pb_mmprec_select(BE->ops, PB_MMPREC_F32));
+    return a;
+}
+
 static void amx_linear(int threads)
 {
     where = "bf16-amx";
@@ -1167,9 +1184,9 @@ static void amx_linear(int threads)
     test_linear();
     test_glu_linear();
     test_mlp_glu();
-    amx_attn = true;
+    bf16_attn = true;
     test_attention();
-    amx_attn = false;
+    bf16_attn = false;
     rng_state = 99;
     float *y = isa_probe(), *a = attn_probe();
     bf16_products = amx_products = false;
@@ -1198,7 +1215,7 @@ static int run_kind(const char *kind, bool only)
             return only ? 77 : 0;
         }
         if (strcmp(kind, "cpu") == 0) {
-            float *first = NULL, *first_rows = NULL, *first_b = NULL;
+            float *first = NULL, *first_rows = NULL, *first_b = NULL, *first_ab = NULL;
             size_t first_rlen = 0;
             for (int isa = 0; isa < PB_ISA_COUNT; isa++) {
                 /* avx512bf16 is the avx512 path with the bf16 products, which bf16_probe covers */
@@ -1211,9 +1228,21 @@ static int run_kind(const char *kind, bool only)
                 float *y = isa_probe();
                 size_t rlen = 0;
                 float *ry = rows_probe(&rlen);
-                float *yb = bf16_probe();
+                float *yb = bf16_probe(), *ab = bf16_attn_probe();
+                rng_state = 99;
+                float *ae = attn_probe();
                 where = pb_cpu_isa_name((pb_cpu_isa)isa);
                 CHECK(memcmp(y, yb, (size_t)11 * 97 * 4) != 0, "the bf16 products give the exact bits");
+                CHECK(memcmp(ab, ae, ATTN_PROBE_FLOATS * 4) != 0,
+                      "attention over a bf16 cache gives the exact bits with the bf16 products");
+                free(ae);
+                if (!first_ab)
+                    first_ab = ab;
+                else {
+                    CHECK(memcmp(first_ab, ab, ATTN_PROBE_FLOATS * 4) == 0,
+                          "attention with the bf16 products differs from the first ISA path's bits");
+                    free(ab);
+                }
                 if (!first) {
                     first = y;
                     first_rows = ry;
@@ -1235,6 +1264,7 @@ static int run_kind(const char *kind, bool only)
             free(first);
             free(first_rows);
             free(first_b);
+            free(first_ab);
             pb_cpu_isa_set(pb_cpu_isa_best());
             amx_linear(threads);
         } else {

@@ -128,7 +128,7 @@ refused "--resume with --kv-dtype f32 (the cpu's own): the model matches" "--res
 # model fingerprint: such a run resumes only with it, an exact run only
 # without it.
 state_dots() {
-    printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s dots=bf16", "input": "x", "settings": "y"}\n' \
+    printf '{"version": 1, "records": 0, "bytes": 0, "input_line": 0, "compressed": false, "model": "%s dots=bf16 attn=bf16", "input": "x", "settings": "y"}\n' \
         "$fp" >o3.jsonl.partial.state
 }
 refused "--resume of an exact run with --matmul-precision bf16" \

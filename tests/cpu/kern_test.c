@@ -62,7 +62,8 @@ typedef struct path {
 } path;
 static path paths[8];
 static int n_paths;
-/* attention's: the paths, and the bf16-dot tables (attention must take their exact tiles) */
+/* attention's: the paths, and the bf16-dot tables (over an f32 or f16 cache
+ * attention takes their exact tiles; over a bf16 one their dots: dpaths) */
 static path apaths[10];
 static int n_apaths;
 
@@ -592,8 +593,13 @@ static void test_kv_store(pb_kctx *kctx, pb_dtype dt)
 /* kv_dt F16 or BF16: the keys and values are made f16 (bf16) numbers first,
  * the reference run uses an f32 cache and every other run an f16 (bf16) one:
  * the same bits. The cases have odd head_dims and the runs odd cache lengths,
- * which a bf16 cache's pairs round up. */
-static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
+ * which a bf16 cache's pairs round up. With dots (the bf16 products' tables,
+ * a bf16 cache: kern_attn.c's dots form) the reference run is the first
+ * path's over the bf16 cache, checked against the reference with the
+ * queries rounded to bf16 within 2^-8 max|v| more (the softmax weights
+ * rounded: relative 2^-9 each); every other run gives its bits, and they
+ * are not the exact tiles' (the form is taken). */
+static void attention_paths(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt, const path *ps, int n_ps, bool dots)
 {
     static const attn_case cases[] = {
         {4, 4, 16, 0, 0}, {8, 2, 20, 0, 1}, {6, 1, 7, 5, 0}, {4, 2, 64, 0, 0}, {2, 1, 33, 9, 1}, {32, 4, 64, 0, 0},
@@ -627,6 +633,16 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
                     sd[s].v[i] = pb_bf16_to_f32(pb_f32_to_bf16(sd[s].v[i]));
                 }
         }
+        /* the reference's queries: as the dots form rounds them */
+        seqdata rq[3];
+        for (int s = 0; s < ns; s++) {
+            rq[s] = sd[s];
+            if (!dots)
+                continue;
+            rq[s].q = malloc((size_t)Ls[s] * qd * sizeof(float));
+            for (int i = 0; i < Ls[s] * qd; i++)
+                rq[s].q[i] = pb_bf16_to_f32(pb_f32_to_bf16(sd[s].q[i]));
+        }
         const float *al = c->alibi ? alibi : NULL;
         /* reference */
         double *ref = malloc((size_t)qd * sizeof(double));
@@ -637,14 +653,16 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
         }
         /* splits: full prefill, odd chunks, decode steps; batched and alone */
         static const int splits[][3] = {{64, 64, 64}, {5, 1, 7}, {1, 1, 1}, {16, 1, 3}, {17, 2, 16}};
-        for (int pi = 0; pi < n_apaths; pi++) {
-            pb_kops_override(apaths[pi].ops);
+        for (int pi = 0; pi < n_ps; pi++) {
+            if (!dots && kv_dt == PB_DT_BF16 && ps[pi].ops->xpairs)
+                continue; /* the dots form: below */
+            pb_kops_override(ps[pi].ops);
             for (size_t sp = 0; sp < sizeof splits / sizeof splits[0]; sp++)
                 for (int alone = 0; alone < 2; alone++)
                     for (int th = 0; th < 2; th++) {
                         pb_kctx *kx = th ? kctx2 : kctx1;
                         float **dst = pi == 0 && sp == 0 && !alone && !th ? base : got;
-                        const pb_dtype dt = dst == base ? PB_DT_F32 : kv_dt;
+                        const pb_dtype dt = dst == base && !dots ? PB_DT_F32 : kv_dt;
                         int ok = 1;
                         if (alone)
                             for (int s = 0; s < ns; s++)
@@ -658,10 +676,10 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
                         if (dst == base) {
                             for (int s = 0; s < ns; s++)
                                 for (int p = 0; p < Ls[s]; p++) {
-                                    ref_attention(c, &sd[s], al, scale, p, ref);
+                                    ref_attention(c, &rq[s], al, scale, p, ref);
                                     for (int e = 0; e < qd; e++) {
                                         const double r = ref[e], g = base[s][(size_t)p * qd + e];
-                                        if (!(fabs(g - r) <= 2e-5 * (1 + fabs(r)))) {
+                                        if (!(fabs(g - r) <= 2e-5 * (1 + fabs(r)) + (dots ? 0x1p-8 : 0))) {
                                             FAIL("attention case %zu seq %d pos %d elem %d: %.9g vs reference %.9g",
                                                  ci, s, p, e, g, r);
                                             break;
@@ -674,18 +692,36 @@ static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
                             for (size_t e = 0; e < (size_t)Ls[s] * qd; e++)
                                 if (!same_bits(got[s][e], base[s][e])) {
                                     FAIL("attention %s %s cache case %zu split %zu%s%s: seq %d row %zu differs "
-                                         "(%.9g vs %.9g)", apaths[pi].name, pb_dtype_name(kv_dt), ci, sp,
+                                         "(%.9g vs %.9g)", ps[pi].name, pb_dtype_name(kv_dt), ci, sp,
                                          alone ? " alone" : " batched",
                                          th ? " 2 threads" : "", s, e / qd, got[s][e], base[s][e]);
                                     break;
                                 }
                     }
         }
+        if (dots) { /* the exact tiles over the same cache: other bits */
+            pb_kops_override(ps[0].ops->exact);
+            int differ = 0;
+            if (!run_split(kctx1, c, al, scale, ns, sd, splits[0], got, kv_dt))
+                FAIL("attention call failed");
+            for (int s = 0; s < ns; s++)
+                differ |= memcmp(got[s], base[s], (size_t)Ls[s] * qd * sizeof(float)) != 0;
+            if (!differ)
+                FAIL("attention case %zu: the bf16 products' tables over a bf16 cache give the exact bits", ci);
+        }
         pb_kops_override(NULL);
-        for (int s = 0; s < ns; s++)
+        for (int s = 0; s < ns; s++) {
+            if (dots)
+                free(rq[s].q);
             free(sd[s].q), free(sd[s].k), free(sd[s].v), free(base[s]), free(got[s]);
+        }
         free(ref);
     }
+}
+
+static void test_attention(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt)
+{
+    attention_paths(kctx1, kctx2, kv_dt, apaths, n_apaths, false);
 }
 
 /* An f16 cache refuses a finite key or value that would round to infinity
@@ -1141,6 +1177,20 @@ static void test_bf16_products(pb_kctx *kctx)
         test_bf16dot_path(kctx, dpaths[pi].name, dpaths[pi].ops);
 }
 
+/* attention over a bf16 cache on the bf16 products' tables (the dots form):
+ * every table the same bits, batch-invariant, near the reference; the
+ * cache's store under them (the odd key beside a sequence's last zeroed) */
+static void test_attention_dots(pb_kctx *kctx1, pb_kctx *kctx2)
+{
+    attention_paths(kctx1, kctx2, PB_DT_BF16, dpaths, n_dpaths, true);
+    for (int pi = 0; pi < n_dpaths; pi++) {
+        pb_kops_override(dpaths[pi].ops);
+        test_kv_store(kctx2, PB_DT_BF16);
+    }
+    pb_kops_override(NULL);
+    printf("attention, bf16 cache, bf16 products: %d tables\n", n_dpaths);
+}
+
 #ifdef PB_KERN_AMX
 /* the AMX table's softmax_bf16 against what it stands for: the row scaled
  * in place, the exact table's expsum, then xpairs (bit for bit: weights and
@@ -1435,6 +1485,7 @@ int main(void)
     pb_kops_override(NULL);
     test_attention_f16_range(k1);
     add_dpaths();
+    test_attention_dots(k1, k2);
     test_bf16dot(k1);
     test_bf16dot(k2);
     pb_kctx_free(k1);

@@ -17,10 +17,12 @@ HF's reference is computed once (f32 on the folder's bf16 weights). Then:
    the output files byte-identical whatever the number of ranks.
 3. --matmul-precision bf16 (activations rounded to bf16 in the products with
    the bf16 weights; vdpbf16ps where the CPU has AVX512-BF16, emulated with
-   the same bits elsewhere): the logits of 1 and 2 stages identical bit for
-   bit (on an AVX-512 CPU the 2 stages run the AVX2 emulation), and no
-   farther from HF f32 than HF's own bf16 run (the same model in
-   torch.bfloat16) is; `mpirun -np 1` and `-np 2` write identical files.
+   the same bits elsewhere), with the KV cache in f32 and in bf16 (then
+   attention's products take the bf16 dots too, the queries and softmax
+   weights rounded): the logits of 1 and 2 stages identical bit for bit (on
+   an AVX-512 CPU the 2 stages run the AVX2 emulation), and no farther from
+   HF f32 than HF's own bf16 run (the same model in torch.bfloat16) is;
+   `mpirun -np 1` and `-np 2` write identical files.
 4. --matmul-precision bf16-amx (those products on the AMX tile unit, where
    the CPU has AMX-BF16), with the KV cache in f32 and in bf16 (attention's
    products on the tile unit too): the logits of 1 and 2 stages identical
@@ -151,25 +153,30 @@ def check_bf16_dots(d, ref, harness, work, hf16):
     pb = os.environ.get("PIPPY_BATCH", "pippy-batch")
     ver = subprocess.run([pb, "--version"], capture_output=True, text=True).stdout
     how = "vdpbf16ps" if "AVX512-BF16: yes" in ver else "emulated with fmas"
-    for ns in (1, 2):
-        env = dict(os.environ, PB_MATMUL_PRECISION="bf16")
-        env.pop("PB_CPU_ISA", None)
-        if ns == 1 and "AVX512-BF16: yes" in ver:
-            env["PB_CPU_ISA"] = "avx512bf16"  # the instruction, even where the emulation is preferred
-        if ns == 2 and "best on this CPU: avx512" in ver:
-            # the AVX2 emulation, which must give the bits of 1 stage's
-            # vdpbf16ps
-            env["PB_CPU_ISA"] = "avx2"
-        r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
-        if r.returncode != 0:
-            errors.append(f"bf16 dots, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}")
-            continue
-        od = os.path.join(work, f"out-{ns}")
-        os.replace(od, od + "-bf16")
+    # the KV cache in f32 (attention exact), then in bf16 (attention's
+    # products on the bf16 dots too)
+    for kv, tag, what in (("f32", "bf16", "bf16 dots"), ("bf16", "bf16-kv", "bf16 dots, bf16 KV cache")):
+        for ns in (1, 2):
+            env = dict(os.environ, PB_MATMUL_PRECISION="bf16", PB_KV_DTYPE=kv)
+            env.pop("PB_CPU_ISA", None)
+            if ns == 1 and "AVX512-BF16: yes" in ver:
+                env["PB_CPU_ISA"] = "avx512bf16"  # the instruction, even where the emulation is preferred
+            if ns == 2 and "best on this CPU: avx512" in ver:
+                # the AVX2 emulation, which must give the bits of 1 stage's
+                # vdpbf16ps
+                env["PB_CPU_ISA"] = "avx2"
+            r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
+            if r.returncode != 0:
+                return errors + [f"{what}, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}"]
+            od = os.path.join(work, f"out-{ns}")
+            shutil.rmtree(f"{od}-{tag}", ignore_errors=True)
+            os.replace(od, f"{od}-{tag}")
+        e, ours, theirs = inexact_vs_hf(work, tag, what, ref, hf16)
+        print(f"{what} ({how}): max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g}); 1 and 2 "
+              f"stages {'differ' if any('stages' in x for x in e) else 'identical'}")
+        errors += e
     if errors:
         return errors
-    errors, ours, theirs = inexact_vs_hf(work, "bf16", "bf16 dots", ref, hf16)
-    print(f"bf16 dots ({how}): max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g})")
     inp = os.path.join(work, "in.jsonl")
     cenv = dict(os.environ, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
     cenv.pop("PB_CPU_ISA", None)
