@@ -455,13 +455,18 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
  * 0, and their products add exact zeros to a sum that starts at +0 (an
  * unstored odd key is 0 too: store_kv). So a query's result depends on its
  * position and the cache only, as above. The pairs: Q's in the rows' Q
- * area, the weights' over each row's own scores (DOTS_SEG keys at a time
- * through a buffer: pair i lands at or before the scores it is made of). */
+ * area, the weights' over each row's own scores (with softmax_bf16 in its
+ * pass, else DOTS_SEG keys at a time through a buffer: pair i lands at or
+ * before the scores it is made of). */
 #define DOTS_SEG 128
 
 static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jbase, int jend)
 {
     const size_t xw = (size_t)dots->xwords, ldq = q_floats(c->hd);
+    /* the scale, softmax and pairs in one pass where the table has it (its
+     * pairs are bf16 in key order); scores transformed (ALiBi, soft-cap)
+     * take scores_tile's first, the scale with them */
+    const bool fused = dots->softmax_bf16 && xw == 1, raw = !c->a->alibi && c->a->softcap <= 0;
     uint32_t *qp = (uint32_t *)(void *)c->qs;
     for (int r = 0; r < rows; r++)
         dots->xpairs(query(c, r), c->hd, qp + (size_t)r * ldq);
@@ -477,7 +482,8 @@ static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jbas
                      score_row(c, r0) + (size_t)p * 16, c->ld, 16, 0, 0);
             p += g;
         }
-        scores_tile(c, r0, R, true); /* the scale (ALiBi, soft-cap), each row's largest */
+        if (!fused || !raw)
+            scores_tile(c, r0, R, true); /* the scale (ALiBi, soft-cap), each row's largest */
     }
     /* each row's weights over [jb16, ke), 0 outside its keys, then as pairs
      * from its first score's place */
@@ -487,6 +493,14 @@ static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jbas
         int a0, a1;
         row_keys(c, r, &a0, &a1);
         float *row = score_row(c, r);
+        if (fused) { /* one pass to the weights' bf16 (pb_kops.softmax_bf16), over the scores */
+            uint16_t *d = (uint16_t *)(void *)(row + jb16);
+            const float sum = dots->softmax_bf16(row + a0, a1 - a0, raw ? c->a->scale : 1.0f, d + (a0 - jb16));
+            c->sc[(size_t)r * c->ld] = 1.0f / sum;
+            memset(d, 0, (size_t)(a0 - jb16) * sizeof *d);
+            memset(d + (a1 - jb16), 0, (size_t)(ke - a1) * sizeof *d);
+            continue;
+        }
         const float sum = dots->expsum(row + a0, a1 - a0, c->sc[(size_t)r * c->ld + 1]);
         c->sc[(size_t)r * c->ld] = 1.0f / sum;
         memset(row + jb16, 0, (size_t)(a0 - jb16) * sizeof *row);

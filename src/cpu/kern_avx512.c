@@ -573,20 +573,11 @@ const pb_kops OPSD = {
     AVX512_COMMON
 };
 
-/* the AVX-512 table with the bf16 dot products for bf16 weights */
-const pb_kops OPSB = {
-    .isa = PB_ISA_AVX512BF16,
-    .exact = &OPS,
-    .mm = mm_avx512bf16,
-    .xpairs = xpairs_avx512bf16,
-    .xwords = 1,
-    AVX512_COMMON
-};
-
-#if defined(PB_KERN_AMX) && !defined(PB_KERN_SIMDE)
+#ifndef PB_KERN_SIMDE
 /* (pb_kops.softmax_bf16) two passes over the row: the largest s[i] * scale,
  * then each weight pb_kexp(s[i] * scale - m) into the lanes as expsum_avx512
- * and out as bf16 in order (bf16_pairs) */
+ * and out as bf16 in order (bf16_pairs), a vector's weights stored after
+ * its scores are read (out may lie at or before s in the same row) */
 static TGT float softmax_bf16_avx512(const float *s, int n, float scale, uint16_t *out)
 {
     const __m512 sv = _mm512_set1_ps(scale);
@@ -613,7 +604,22 @@ static TGT float softmax_bf16_avx512(const float *s, int n, float scale, uint16_
     }
     return tree16(acc);
 }
+#endif
 
+/* the AVX-512 table with the bf16 dot products for bf16 weights */
+const pb_kops OPSB = {
+    .isa = PB_ISA_AVX512BF16,
+    .exact = &OPS,
+    .mm = mm_avx512bf16,
+    .xpairs = xpairs_avx512bf16,
+    .xwords = 1,
+#ifndef PB_KERN_SIMDE
+    .softmax_bf16 = softmax_bf16_avx512, /* attention's dots form */
+#endif
+    AVX512_COMMON
+};
+
+#if defined(PB_KERN_AMX) && !defined(PB_KERN_SIMDE)
 /* (pb_kops.glu_pairs) per row: g (+ bg), u (+ bu), act16(g) * u and its
  * pairs, as act_avx512 and then xpairs_avx512bf16 make them of a whole
  * vector: the same bits */

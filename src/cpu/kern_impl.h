@@ -96,12 +96,14 @@ typedef struct pb_kops {
      * ..] as the 8 pairs xpairs makes of act(act, gate, up): the bits of
      * pb_krow_add, act, then xpairs */
     pb_kglu_pairs glu_pairs;
-    /* NULL except on the AMX table: attention's softmax weights of one row
-     * as bf16 for the tile unit: with m the largest s[i] * scale (i < n >=
-     * 1), out[i] = bf16(pb_kexp(s[i] * scale - m)) (nearest even), each
-     * product rounded as written; returns the sum of the unrounded weights
-     * in expsum's lanes and tree. (The same bits as multiplying by scale in
-     * place, expsum over the row, then xpairs.) */
+    /* NULL except on the AMX and AVX512-BF16 tables: attention's softmax
+     * weights of one row as bf16 for their products: with m the largest
+     * s[i] * scale (i < n >= 1), out[i] = bf16(pb_kexp(s[i] * scale - m))
+     * (nearest even), each product rounded as written; returns the sum of
+     * the unrounded weights in expsum's lanes and tree. (The same bits as
+     * multiplying by scale in place, expsum over the row, then xpairs.) out
+     * may lie at or before s in the same memory (the dots form writes the
+     * weights over the row's own scores). */
     float (*softmax_bf16)(const float *s, int n, float scale, uint16_t *out);
     /* out[k * 16 + c] = the exact f32 value of element (k0 + k, c) for k < kc
      * of a bf16 or f16 panel, w pointing at k0 (even for bf16) */

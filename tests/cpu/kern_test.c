@@ -1177,6 +1177,8 @@ static void test_bf16_products(pb_kctx *kctx)
         test_bf16dot_path(kctx, dpaths[pi].name, dpaths[pi].ops);
 }
 
+static void test_softmax_bf16(const char *name, const pb_kops *ops);
+
 /* attention over a bf16 cache on the bf16 products' tables (the dots form):
  * every table the same bits, batch-invariant, near the reference; the
  * cache's store under them (the odd key beside a sequence's last zeroed) */
@@ -1184,6 +1186,10 @@ static void test_attention_dots(pb_kctx *kctx1, pb_kctx *kctx2)
 {
     attention_paths(kctx1, kctx2, PB_DT_BF16, dpaths, n_dpaths, true);
     for (int pi = 0; pi < n_dpaths; pi++) {
+        if (dpaths[pi].ops->softmax_bf16) /* the form's fused softmax (xwords 1: pairs in key order) */
+            test_softmax_bf16(dpaths[pi].name, dpaths[pi].ops);
+        if (dpaths[pi].ops->softmax_bf16 && dpaths[pi].ops->xwords != 1)
+            FAIL("%s: softmax_bf16 on a table whose pairs are split", dpaths[pi].name);
         pb_kops_override(dpaths[pi].ops);
         test_kv_store(kctx2, PB_DT_BF16);
     }
@@ -1191,12 +1197,11 @@ static void test_attention_dots(pb_kctx *kctx1, pb_kctx *kctx2)
     printf("attention, bf16 cache, bf16 products: %d tables\n", n_dpaths);
 }
 
-#ifdef PB_KERN_AMX
-/* the AMX table's softmax_bf16 against what it stands for: the row scaled
+/* a table's softmax_bf16 (AMX, AVX512-BF16) against what it stands for: the row scaled
  * in place, the exact table's expsum, then xpairs (bit for bit: weights and
  * sum), over lengths around the 16 lanes, scales of both signs, and rows
  * holding infinities and NaN */
-static void test_softmax_bf16(const pb_kops *ops)
+static void test_softmax_bf16(const char *name, const pb_kops *ops)
 {
     static const int lens[] = {1, 2, 15, 16, 17, 31, 33, 64, 100, 517};
     static const float scales[] = {0.125f, 1.0f, 0.0883883f, -0.5f};
@@ -1243,9 +1248,8 @@ static void test_softmax_bf16(const pb_kops *ops)
                 }
             }
     if (!bad)
-        printf("amx: softmax_bf16 = scale, expsum, xpairs (bits)\n");
+        printf("%s: softmax_bf16 = scale, expsum, xpairs (bits)\n", name);
 }
-#endif
 
 #ifdef PB_KERN_AMX
 /* The AMX table's f16 and f32 weights: split into bf16 pieces that sum to
@@ -1421,7 +1425,7 @@ static void test_amx(pb_kctx *kctx)
     test_amx_split_exact(kctx);
     test_amx_glu(kctx);
     pb_kops_override(NULL);
-    test_softmax_bf16(&pb_kops_amx);
+    test_softmax_bf16("amx", &pb_kops_amx);
     pb_kops_override(&pb_kops_amx);
     test_kv_store(kctx, PB_DT_BF16);
     pb_kops_override(NULL);
