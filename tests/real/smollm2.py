@@ -147,6 +147,21 @@ def inexact_vs_hf(work, tag, what, ref, hf16):
     return errors, ours, theirs
 
 
+def inexact_stages(d, ref, harness, work, hf16, tag, what, envs):
+    """fwd-harness golden runs of 1 and 2 stages (envs[ns - 1]: the environment
+    of each), kept as out-N-TAG, then inexact_vs_hf over them: (errors, ours,
+    theirs); ours None when a run failed."""
+    for ns in (1, 2):
+        r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True,
+                           env=envs[ns - 1])
+        if r.returncode != 0:
+            return [f"{what}, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}"], None, None
+        od = os.path.join(work, f"out-{ns}")
+        shutil.rmtree(f"{od}-{tag}", ignore_errors=True)
+        os.replace(od, f"{od}-{tag}")
+    return inexact_vs_hf(work, tag, what, ref, hf16)
+
+
 def check_bf16_dots(d, ref, harness, work, hf16):
     """--matmul-precision bf16 (section 3 of the docstring)."""
     errors = []
@@ -156,6 +171,7 @@ def check_bf16_dots(d, ref, harness, work, hf16):
     # the KV cache in f32 (attention exact), then in bf16 (attention's
     # products on the bf16 dots too)
     for kv, tag, what in (("f32", "bf16", "bf16 dots"), ("bf16", "bf16-kv", "bf16 dots, bf16 KV cache")):
+        envs = []
         for ns in (1, 2):
             env = dict(os.environ, PB_MATMUL_PRECISION="bf16", PB_KV_DTYPE=kv)
             env.pop("PB_CPU_ISA", None)
@@ -165,13 +181,10 @@ def check_bf16_dots(d, ref, harness, work, hf16):
                 # the AVX2 emulation, which must give the bits of 1 stage's
                 # vdpbf16ps
                 env["PB_CPU_ISA"] = "avx2"
-            r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
-            if r.returncode != 0:
-                return errors + [f"{what}, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}"]
-            od = os.path.join(work, f"out-{ns}")
-            shutil.rmtree(f"{od}-{tag}", ignore_errors=True)
-            os.replace(od, f"{od}-{tag}")
-        e, ours, theirs = inexact_vs_hf(work, tag, what, ref, hf16)
+            envs.append(env)
+        e, ours, theirs = inexact_stages(d, ref, harness, work, hf16, tag, what, envs)
+        if ours is None:
+            return errors + e
         print(f"{what} ({how}): max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g}); 1 and 2 "
               f"stages {'differ' if any('stages' in x for x in e) else 'identical'}")
         errors += e
@@ -216,14 +229,9 @@ def check_amx(d, ref, harness, work, hf16):
     for kv, tag, what in (("f32", "amx", "bf16-amx"), ("bf16", "amx-kv", "bf16-amx, bf16 KV cache")):
         env = dict(os.environ, PB_MATMUL_PRECISION="bf16-amx", PB_KV_DTYPE=kv)
         env.pop("PB_CPU_ISA", None)
-        for ns in (1, 2):
-            r = subprocess.run([harness, "golden", d, work, str(ns), "2"], capture_output=True, text=True, env=env)
-            if r.returncode != 0:
-                return errors + [f"{what}, {ns} stages: fwd-harness failed ({r.returncode}): {r.stderr.strip()}"]
-            od = os.path.join(work, f"out-{ns}")
-            shutil.rmtree(f"{od}-{tag}", ignore_errors=True)
-            os.replace(od, f"{od}-{tag}")
-        e, ours, theirs = inexact_vs_hf(work, tag, what, ref, hf16)
+        e, ours, theirs = inexact_stages(d, ref, harness, work, hf16, tag, what, [env, env])
+        if ours is None:
+            return errors + e
         print(f"{what}: max |logit - HF f32| = {ours:.3g} (HF's own bf16 run: {theirs:.3g}); 1 and 2 stages "
               f"{'differ' if any('stages' in x for x in e) else 'identical'}")
         errors += e
