@@ -186,7 +186,7 @@ typedef struct item_ctx {
     int q0, g, G, hd, hd16, kd, pos0, tok0, jb16;
     size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
     const void *kc, *vc;  /* this KV head's K panels and V panels */
-    float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd apart), O (hd16) */
+    float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd apart; dots_item's pairs q_floats), O (hd16) */
 } item_ctx;
 
 /* row r's query */
@@ -460,7 +460,7 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
  * before the scores it is made of). */
 #define DOTS_SEG 128
 
-static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jbase, int jend)
+static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jend)
 {
     const size_t xw = (size_t)dots->xwords, ldq = q_floats(c->hd);
     /* the scale, softmax and pairs in one pass where the table has it (its
@@ -488,7 +488,6 @@ static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jbas
     /* each row's weights over [jb16, ke), 0 outside its keys, then as pairs
      * from its first score's place */
     const int jb16 = c->jb16, ke = (jend + 1) & ~1;
-    (void)jbase;
     for (int r = 0; r < rows; r++) {
         int a0, a1;
         row_keys(c, r, &a0, &a1);
@@ -691,7 +690,7 @@ static void attn_item_run(void *ctx, int item, int worker)
     };
     const size_t od = (size_t)a->n_heads * hd;
     if (j->dots) {
-        dots_item(j->dots, &c, rows, jbase, jend);
+        dots_item(j->dots, &c, rows, jend);
         goto out;
     }
     for (int r = 0; r < rows && !j->amx; r++) /* the rows' queries, hd apart (the AMX form takes them as pairs) */
@@ -705,7 +704,8 @@ static void attn_item_run(void *ctx, int item, int worker)
     uint32_t *qa = j->amx ? amx_area(&c, rows) : NULL;
     if (j->amx)
         amx_scores(j, &c, rows, qa);
-    float *kw = sc + (size_t)rows * (ld + q_floats(hd) + (size_t)hd16), *vw = kw + CHUNK * (size_t)kd; /* item_scratch */
+    float *kw = sc + (size_t)rows * (ld + q_floats(hd) + (size_t)hd16); /* item_scratch */
+    float *vw = kw + CHUNK * (size_t)kd;
     if (chunked) {
         const int P0 = jbase / 16, PF = (jend + 15) / 16;
         for (int q0 = P0; q0 < PF; q0 += CHUNK / 16) {
