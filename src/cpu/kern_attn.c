@@ -181,7 +181,7 @@ static size_t item_floats(const pb_kattn_args *a, int s, int q0, int q1)
 /* What a work item's rows share. Row r = (token i - q0) * G + head hh. */
 typedef struct item_ctx {
     const pb_kattn_args *a;
-    const pb_kops *ops;
+    const pb_kops *ops;   /* the tiles: the exact table, or the dots form's (attn_job.dots) */
     pb_dtype dt;          /* the cache's elements */
     int q0, g, G, hd, hd16, kd, pos0, tok0, jb16;
     size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
@@ -444,7 +444,7 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
 }
 
 /* --matmul-precision bf16 on a bf16 cache (attn_job.dots): the item's two
- * products on the bf16 products' tiles (dots: vdpbf16ps, or its emulation,
+ * products on the bf16 products' tiles (c->ops: vdpbf16ps, or its emulation,
  * the same bits), reading the cache's panels as bf16 weights: a K panel is
  * pairs of dims by 16 keys, a V panel pairs of keys by 16 dims. The queries
  * and the softmax weights are rounded to bf16 (xpairs), as in the AMX form
@@ -460,28 +460,25 @@ static void amx_values(const attn_job *j, const item_ctx *c, int rows, int jbase
  * before the scores it is made of). */
 #define DOTS_SEG 128
 
-static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jend)
+static void dots_item(const item_ctx *c, int rows, int jend)
 {
+    const pb_kops *dots = c->ops;
     const size_t xw = (size_t)dots->xwords, ldq = q_floats(c->hd);
     /* the scale, softmax and pairs in one pass where the table has it (its
-     * pairs are bf16 in key order); scores transformed (ALiBi, soft-cap)
-     * take scores_tile's first, the scale with them */
-    const bool fused = dots->softmax_bf16 && xw == 1, raw = !c->a->alibi && c->a->softcap <= 0;
+     * pairs are bf16 in key order: xwords 1, which kern-test holds it to);
+     * scores transformed (ALiBi, soft-cap) take scores_tile's first, the
+     * scale with them */
+    const bool fused = dots->softmax_bf16, raw = !c->a->alibi && c->a->softcap <= 0;
     uint32_t *qp = (uint32_t *)(void *)c->qs;
     for (int r = 0; r < rows; r++)
         dots->xpairs(query(c, r), c->hd, qp + (size_t)r * ldq);
     const int mr = dots->mr, nt = (rows + mr - 1) / mr;
     for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++) {
-        const int R = pb_ktile_rows(rows, nt, t), G = dots->gmax[R];
+        const int R = pb_ktile_rows(rows, nt, t);
         int p0, p1;
         tile_panels(c, r0, R, &p0, &p1);
-        for (int p = p0; p < p1;) {
-            const int g = p1 - p >= G ? G : 1;
-            dots->mm(R, g, PB_DT_BF16, (const float *)(const void *)(qp + (size_t)r0 * ldq), ldq,
-                     at(c->kc, PB_DT_BF16, (size_t)p * 16 * c->kd), (size_t)16 * c->kd, c->hd,
-                     score_row(c, r0) + (size_t)p * 16, c->ld, 16, 0, 0);
-            p += g;
-        }
+        mm_panels(c, R, (const float *)(const void *)(qp + (size_t)r0 * ldq), ldq, PB_DT_BF16, c->kc,
+                  (size_t)16 * c->kd, c->hd, score_row(c, r0) + (size_t)p0 * 16, c->ld, p0, p1, 0);
         if (!fused || !raw)
             scores_tile(c, r0, R, true); /* the scale (ALiBi, soft-cap), each row's largest */
     }
@@ -512,7 +509,7 @@ static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jend
         }
     }
     for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++) {
-        const int R = pb_ktile_rows(rows, nt, t), G = dots->gmax[R];
+        const int R = pb_ktile_rows(rows, nt, t);
         int k0, k1, u;
         row_keys(c, r0, &k0, &u);
         row_keys(c, r0 + R - 1, &u, &k1);
@@ -520,12 +517,8 @@ static void dots_item(const pb_kops *dots, const item_ctx *c, int rows, int jend
         k1 = (k1 + 1) & ~1;
         const float *x = (const float *)(const void *)((const uint32_t *)(const void *)(score_row(c, r0) + jb16) +
                                                        (size_t)(k0 - jb16) / 2 * xw);
-        for (int p = 0, np = c->hd16 / 16; p < np;) {
-            const int g = np - p >= G ? G : 1;
-            dots->mm(R, g, PB_DT_BF16, x, c->ld, at(c->vc, PB_DT_BF16, (size_t)p * c->ps_v + (size_t)k0 * 16),
-                     c->ps_v, k1 - k0, c->os + (size_t)r0 * c->hd16 + (size_t)p * 16, (size_t)c->hd16, 16, 0, 0);
-            p += g;
-        }
+        mm_panels(c, R, x, c->ld, PB_DT_BF16, at(c->vc, PB_DT_BF16, (size_t)k0 * 16), c->ps_v, k1 - k0,
+                  c->os + (size_t)r0 * c->hd16, (size_t)c->hd16, 0, c->hd16 / 16, 0);
     }
 }
 
@@ -682,7 +675,7 @@ static void attn_item_run(void *ctx, int item, int worker)
     float *sc = j->scores[worker];
     const void *kc = at(a->k_cache[it->seq], dt, (size_t)it->kvh * head);
     const item_ctx c = {
-        .a = a, .ops = ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .kd = kd,
+        .a = a, .ops = j->dots ? j->dots : ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .kd = kd,
         .pos0 = pos0,
         .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = (size_t)cap * 16,
         .kc = kc, .vc = at(a->v_cache[it->seq], dt, (size_t)it->kvh * head),
@@ -690,7 +683,7 @@ static void attn_item_run(void *ctx, int item, int worker)
     };
     const size_t od = (size_t)a->n_heads * hd;
     if (j->dots) {
-        dots_item(j->dots, &c, rows, jend);
+        dots_item(&c, rows, jend);
         goto out;
     }
     for (int r = 0; r < rows && !j->amx; r++) /* the rows' queries, hd apart (the AMX form takes them as pairs) */
