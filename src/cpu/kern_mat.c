@@ -1067,9 +1067,10 @@ static ptrdiff_t next_unit_pfd(const pb_kmat *w, int pg, int pe, int p1, int G, 
     return (ptrdiff_t)(((size_t)G * w->pstride - (size_t)k0 * PB_KNR) * es); /* the next group's first block */
 }
 
-/* The converting path's next unit (the same panels' next K block, else the
- * item's next group's first) as lines: np panels (stride bytes apart) from
- * at, bytes each; np 0 where the item has none. */
+/* The converting path's next unit (next_unit_pfd's: the same panels' next
+ * K block, else the item's next group's first, here also a shorter one) as
+ * lines: np panels (stride bytes apart) from at, bytes each; np 0 where the
+ * item has none. */
 typedef struct next_lines {
     const char *at;
     size_t bytes, stride;
@@ -1104,8 +1105,14 @@ static next_lines next_unit_lines(const pb_kmat *w, int pg, int pe, int p1, int 
 static void prefetch_share(const next_lines *n, int t, int nt)
 {
     const size_t lines = (n->bytes + 63) / 64, total = lines * (size_t)n->np;
-    for (size_t i = total * (size_t)t / (size_t)nt; i < total * (size_t)(t + 1) / (size_t)nt; i++)
-        __builtin_prefetch(n->at + (i / lines) * n->stride + (i % lines) * 64, 0, 3);
+    const size_t end = total * (size_t)(t + 1) / (size_t)nt;
+    /* one division per panel the slice touches, not per line */
+    for (size_t i = total * (size_t)t / (size_t)nt; i < end;) {
+        const size_t q = i / lines, pend = (q + 1) * lines < end ? (q + 1) * lines : end;
+        const char *panel = n->at + q * n->stride;
+        for (; i < pend; i++)
+            __builtin_prefetch(panel + (i - q * lines) * 64, 0, 3);
+    }
 }
 
 /* y's columns of panels [p0, p1) += bias */
