@@ -548,6 +548,10 @@ int main(int argc, char **argv)
         {"2048x5632 bf16 (down)", 2048, 5632, PB_DT_BF16},
         {"3072x768 f32", 3072, 768, PB_DT_F32},
         {"768x3072 f32", 768, 3072, PB_DT_F32},
+        /* GPT-2-124M's other two products and its tied head */
+        {"2304x768 f32 (gpt2 qkv)", 2304, 768, PB_DT_F32},
+        {"768x768 f32 (gpt2 proj)", 768, 768, PB_DT_F32},
+        {"50257x768 f32 (gpt2 head)", 50257, 768, PB_DT_F32},
         {"3072x768 f16", 3072, 768, PB_DT_F16},
         /* SmolLM2-135M: small matrices, where a call's start and end count */
         {"576x576 bf16 (smol q)", 576, 576, PB_DT_BF16},
