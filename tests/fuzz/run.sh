@@ -4,6 +4,8 @@
 # after another.
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]   (from anywhere; builds in $TMPDIR)
 # TARGET: safetensors pickle record config tokenizer chat (default: all).
+# FUZZ_RUNS=N: each target runs N inputs from seed FUZZ_SEED (default 1)
+# instead, the same inputs on every machine (make check: libfuzzer.sh).
 # Crashes are written to the work dir as crash-*; keep each one as a
 # regression in tests/fuzz/regress-TARGET/ (make check runs them).
 set -eu
@@ -25,8 +27,8 @@ for t in $targets; do
     case $t in
     safetensors) extra="$src/src/ckpt/safetensors.c" ;;
     pickle) extra="$src/src/ckpt/pickle.c" ;;
-    record) extra="$src/src/gen/record.c $src/src/gen/sample.c" ;;
-    config) extra="$src/src/model/config.c" ;;
+    record) extra="$src/src/gen/record.c $src/src/gen/sample.c $src/src/gen/jbuf.c" ;;
+    config) extra="$src/src/model/config.c $src/src/model/family.c" ;;
     tokenizer) extra="$tok" ;;
     chat) extra="$src/src/chat/jinja.c" ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;;
@@ -39,8 +41,15 @@ for t in $targets; do
     mkdir -p "$work/corpus-$t"
     cp "$here/corpus-$t"/* "$work/corpus-$t/"
     for r in "$here/regress-$t"/*; do [ -f "$r" ] && cp "$r" "$work/corpus-$t/"; done
-    echo "== fuzz_$t for ${secs}s"
-    (cd "$work" && ./fuzz_$t -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
+    if [ -n "${FUZZ_RUNS:-}" ]; then
+        limit="-runs=$FUZZ_RUNS -seed=${FUZZ_SEED:-1}"
+        echo "== fuzz_$t for $FUZZ_RUNS inputs"
+    else
+        limit="-max_total_time=$secs"
+        echo "== fuzz_$t for ${secs}s"
+    fi
+    # shellcheck disable=SC2086 # limit: one or two options
+    (cd "$work" && ./fuzz_$t $limit -max_len=65536 -rss_limit_mb=2048 \
         -artifact_prefix="$work/$t-" -print_final_stats=1 "$work/corpus-$t") || status=1
 done
 echo "fuzz work dir (crashes as TARGET-crash-*): $work"
