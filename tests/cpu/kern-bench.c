@@ -232,45 +232,34 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
 
 /* ---- attention ---- */
 
-/* n_seqs sequences with ctx keys each already cached; one call adds
- * n_new tokens to every sequence. Prints time and the KV cache read rate. */
-#define EVICT_BYTES ((size_t)96 << 20) /* past any last-level cache here */
-
 static int cmp_double(const void *a, const void *b)
 {
     const double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static uint64_t *evict_buf;
 static pb_pool *evict_pool; /* main's */
 
-static void evict_item(void *ctx, int item, int worker)
-{
-    (void)ctx, (void)worker;
-    const size_t n = EVICT_BYTES / 8 / 16;
-    const uint64_t *b = evict_buf + (size_t)item * n;
-    uint64_t acc = 0;
-    for (size_t i = 0; i < n; i += 8)
-        acc += b[i];
-    volatile uint64_t sink = acc;
-    (void)sink;
-}
-
-/* read EVICT_BYTES of other memory on the pool's threads (as a layer's
- * matmuls do: they are then spinning, not asleep, for the next job): what
- * the caches held is gone */
+/* read cold_bytes() of other memory on the pool's threads (mem_bw's pass:
+ * the threads are then spinning for the next job, not asleep, as after a
+ * layer's matmuls): what the caches held is gone */
 static void evict(void)
 {
-    if (!evict_buf) {
-        evict_buf = malloc(EVICT_BYTES);
-        if (!evict_buf)
+    static bw_job j;
+    if (!j.buf) {
+        const int threads = pb_pool_threads(evict_pool);
+        const size_t total = cold_bytes() / 256 * 256;
+        char *buf = aligned_alloc(64, total);
+        if (!buf)
             exit(1);
-        memset(evict_buf, 1, EVICT_BYTES);
+        memset(buf, 1, total);
+        j = (bw_job){buf, total / (size_t)threads, 0};
     }
-    pb_pool_run(evict_pool, 16, evict_item, NULL);
+    pb_pool_run(evict_pool, pb_pool_threads(evict_pool), bw_item, &j);
 }
 
+/* n_seqs sequences with ctx keys each already cached; one call adds
+ * n_new tokens to every sequence. Prints time and the KV cache read rate. */
 static void bench_attn(pb_kctx *k, const char *only, const char *name, int n_seqs, int ctx, int n_new, int n_heads,
                        int n_kv, int hd, pb_dtype kv_dt, double secs)
 {
@@ -310,7 +299,7 @@ static void bench_attn(pb_kctx *k, const char *only, const char *name, int n_seq
                        .cache_len = L, .kv_dtype = kv_dt, .q = q, .k = kk, .v = vv, .q_stride = qd, .kv_stride = kvd,
                        .out = o, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd, .scale = 0.125f};
     /* warm: the cache as the last call left it (in the last-level cache
-     * where it fits); cold: after reading EVICT_BYTES of other memory, as a
+     * where it fits); cold: after reading cold_bytes() of other memory, as a
      * decode step finds it after a layer's weights streamed past */
     double best = 1e30, cold[64];
     int n_cold = 0;
@@ -450,24 +439,24 @@ static void bench_rows(int M, double secs)
 typedef struct step_model {
     const char *name;
     pb_dtype dt;
-    int layers, n_shapes, shapes[4][2], vocab, hidden;
+    int layers, shapes[4][2], vocab, hidden; /* shapes: a layer's four products */
 } step_model;
 
 static const step_model step_models[] = {
     /* qkv 960x576, o 576x576, gate|up 3072x576, down 576x1536; the 49152x576 head */
-    {"SmolLM2-135M", PB_DT_BF16, 30, 4, {{960, 576}, {576, 576}, {3072, 576}, {576, 1536}}, 49152, 576},
+    {"SmolLM2-135M", PB_DT_BF16, 30, {{960, 576}, {576, 576}, {3072, 576}, {576, 1536}}, 49152, 576},
     /* c_attn 2304x768, c_proj 768x768, c_fc 3072x768, mlp c_proj 768x3072; the tied 50257x768 head */
-    {"GPT-2-124M", PB_DT_F32, 12, 4, {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}}, 50257, 768},
-    {"GPT-2-124M", PB_DT_F16, 12, 4, {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}}, 50257, 768},
+    {"GPT-2-124M", PB_DT_F32, 12, {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}}, 50257, 768},
+    {"GPT-2-124M", PB_DT_F16, 12, {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}}, 50257, 768},
 };
 
 static void bench_step(pb_kctx *k, const step_model *sm, double secs, double bw)
 {
-    const int n_mat = sm->layers * sm->n_shapes + 1, esz = (int)pb_dtype_size(sm->dt);
+    const int n_mat = sm->layers * 4 + 1, esz = (int)pb_dtype_size(sm->dt);
     pb_kmat **m = calloc((size_t)n_mat, sizeof *m);
     size_t bytes = 0, big = (size_t)sm->vocab * sm->hidden, wide = 0;
     unsigned seed = 3;
-    for (int i = 0; i < sm->n_shapes; i++) {
+    for (int i = 0; i < 4; i++) {
         const size_t e = (size_t)sm->shapes[i][0] * sm->shapes[i][1];
         big = e > big ? e : big;
         wide = (size_t)sm->shapes[i][1] > wide ? (size_t)sm->shapes[i][1] : wide;
@@ -482,8 +471,8 @@ static void bench_step(pb_kctx *k, const step_model *sm, double secs, double bw)
     }
     for (int i = 0; i < n_mat; i++) {
         const bool head = i == n_mat - 1;
-        const int n = head ? sm->vocab : sm->shapes[i % sm->n_shapes][0];
-        const int kk = head ? sm->hidden : sm->shapes[i % sm->n_shapes][1];
+        const int n = head ? sm->vocab : sm->shapes[i % 4][0];
+        const int kk = head ? sm->hidden : sm->shapes[i % 4][1];
         pb_kmat_src ks = {.data = src, .dtype = sm->dt};
         if (pb_kmat_pack(&ks, n, kk, sm->dt, &m[i]) != PB_OK)
             exit(1);
