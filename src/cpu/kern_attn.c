@@ -11,7 +11,9 @@
  * sums in 16 lanes from the query's first key; each output element is one
  * fma chain over the query's keys ascending, then times 1 / sum. So a query's
  * result depends only on its position and the cache, never on the other
- * rows of its tile, the batch, the thread count or the ISA path.
+ * rows of its tile, the batch, the thread count or the ISA path. A decode
+ * call of too few items for the threads runs them in the split form (below):
+ * the same products cut into more jobs, the same bits.
  *
  * An f16 cache holds the keys and values rounded to f16 (nearest even) in
  * the same layout; the products read it as the matmul reads f16 weights
@@ -40,6 +42,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef __SSE2__
@@ -184,6 +187,7 @@ typedef struct item_ctx {
     const pb_kops *ops;   /* the tiles: the exact table, or the dots form's (attn_job.dots) */
     pb_dtype dt;          /* the cache's elements */
     int q0, g, G, hd, hd16, kd, pos0, tok0, jb16;
+    int vp0, vp1;         /* V's dims panels the value products write (all but in the split form) */
     size_t ld, ps_v;      /* score row stride; V's panel stride (cap * 16) */
     const void *kc, *vc;  /* this KV head's K panels and V panels */
     float *sc, *qs, *os;  /* rows of scores (ld apart), Q (hd apart; dots_item's pairs q_floats), O (hd16) */
@@ -253,6 +257,31 @@ static float scale_max(float *x, int n, float scale)
     return m;
 }
 
+/* Row r's scores of keys [j0, j1) times the scale (ALiBi's bias added, soft-
+ * capped); returns their largest (-INFINITY for none) */
+static float scale_keys(const item_ctx *c, int r, int j0, int j1)
+{
+    const pb_kattn_args *a = c->a;
+    float *row = score_row(c, r);
+    if (!a->alibi && a->softcap <= 0)
+        return j0 < j1 ? scale_max(row + j0, j1 - j0, a->scale) : -INFINITY;
+    const int h = c->g * c->G + r % c->G;
+    const float slope = a->alibi ? a->alibi[h] : 0.0f;
+    float m = -INFINITY;
+    for (int j = j0; j < j1; j++) {
+        float v = row[j] * a->scale;
+        if (a->alibi) {
+            const float b = slope * (float)j; /* Bloom: slope * key position */
+            v = v + b;
+        }
+        if (a->softcap > 0) /* HF: tanh(score / cap) * cap, in f32 */
+            v = tanhf(v / a->softcap) * a->softcap;
+        row[j] = v;
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
 /* The K panels [*p0, *p1) that rows [r0, r0 + R) read: those of the union
  * of their keys. */
 static void tile_panels(const item_ctx *c, int r0, int R, int *p0, int *p1)
@@ -279,7 +308,6 @@ static void scores_mm(const item_ctx *c, int r0, int R, pb_dtype dt, const void 
  * header [1]. */
 static void scores_tile(const item_ctx *c, int r0, int R, bool done)
 {
-    const pb_kattn_args *a = c->a;
     int p0, p1;
     tile_panels(c, r0, R, &p0, &p1);
     if (!done)
@@ -287,26 +315,7 @@ static void scores_tile(const item_ctx *c, int r0, int R, bool done)
     for (int r = r0; r < r0 + R; r++) {
         int a0, a1;
         row_keys(c, r, &a0, &a1);
-        float *row = score_row(c, r);
-        if (!a->alibi && a->softcap <= 0) {
-            c->sc[(size_t)r * c->ld + 1] = scale_max(row + a0, a1 - a0, a->scale);
-            continue;
-        }
-        const int h = c->g * c->G + r % c->G;
-        const float slope = a->alibi ? a->alibi[h] : 0.0f;
-        float m = -INFINITY;
-        for (int j = a0; j < a1; j++) {
-            float v = row[j] * a->scale;
-            if (a->alibi) {
-                const float b = slope * (float)j; /* Bloom: slope * key position */
-                v = v + b;
-            }
-            if (a->softcap > 0) /* HF: tanh(score / cap) * cap, in f32 */
-                v = tanhf(v / a->softcap) * a->softcap;
-            row[j] = v;
-            m = v > m ? v : m;
-        }
-        c->sc[(size_t)r * c->ld + 1] = m;
+        c->sc[(size_t)r * c->ld + 1] = scale_keys(c, r, a0, a1);
     }
 }
 
@@ -331,7 +340,7 @@ static void values_part(const item_ctx *c, int r0, int R, int j0, int j1, const 
     if (dt == PB_DT_BF16 && (j0 & 1)) {
         /* a pair's second key: alone, as the tiles would take it (one fma) */
         const float *x = score_row(c, r0) + j0;
-        for (int d = 0; d < c->hd16; d++) {
+        for (int d = c->vp0 * 16; d < c->vp1 * 16; d++) {
             const float v = pb_bf16_to_f32(((const uint16_t *)c->vc)[v_index(dt, (int)(c->ps_v / 16), j0, d)]);
             for (int r = 0; r < R; r++) {
                 float *o = c->os + (size_t)(r0 + r) * c->hd16 + d;
@@ -343,7 +352,7 @@ static void values_part(const item_ctx *c, int r0, int R, int j0, int j1, const 
     }
     const void *w = ch ? (const void *)(ch->w + (size_t)(j0 - ch->k0) * 16) : at(c->vc, c->dt, (size_t)j0 * 16);
     mm_panels(c, R, score_row(c, r0) + j0, c->ld, dt, w, ch ? (size_t)(ch->k1 - ch->k0) * 16 : c->ps_v, j1 - j0,
-              c->os + (size_t)r0 * c->hd16, (size_t)c->hd16, 0, c->hd16 / 16, 1);
+              c->os + (size_t)r0 * c->hd16 + (size_t)c->vp0 * 16, (size_t)c->hd16, c->vp0, c->vp1, 1);
 }
 
 /* Weighted values of rows [r0, r0 + R): the keys all of them see,
@@ -675,9 +684,9 @@ static void attn_item_run(void *ctx, int item, int worker)
     float *sc = j->scores[worker];
     const void *kc = at(a->k_cache[it->seq], dt, (size_t)it->kvh * head);
     const item_ctx c = {
-        .a = a, .ops = j->dots ? j->dots : ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16, .kd = kd,
-        .pos0 = pos0,
-        .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .ld = ld, .ps_v = (size_t)cap * 16,
+        .a = a, .ops = j->dots ? j->dots : ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16,
+        .kd = kd, .pos0 = pos0, .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .vp0 = 0, .vp1 = hd16 / 16,
+        .ld = ld, .ps_v = (size_t)cap * 16,
         .kc = kc, .vc = at(a->v_cache[it->seq], dt, (size_t)it->kvh * head),
         .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + q_floats(hd)),
     };
@@ -745,6 +754,180 @@ out:
         pb_krow_mul(a->out + (size_t)(c.tok0 + it->q0 + r / G) * od + (size_t)(c.g * G + r % G) * hd, o, inv,
                     (size_t)hd);
     }
+}
+
+/* ---- the split form ----
+ * A decode call of fewer (sequence, KV head) items than keep the threads
+ * equally busy (batch 1 with 3 KV heads over 2 threads, 8 over 16) runs
+ * each item's products as several jobs: its scores by blocks of SPLIT_KEYS
+ * keys (the last block's job storing the new key and value first; the job
+ * that scores an item's last block takes its softmax), then, after the
+ * pool's barrier, its weighted values by dims panels of 16. Every score,
+ * sum and output element is computed as in the item form, so the two forms
+ * give the same bits and either may run: the form depends on the call, the
+ * results do not. Each item's scores, Q and O lie in one thread's scratch
+ * (split_run). The exact tiles only: the dots and AMX forms (bf16 products
+ * over a bf16 cache) keep the item form. */
+#define SPLIT_KEYS 256 /* keys of a scoring job (16 K panels) */
+/* The split form where the threads the item form leaves idle would read at
+ * least this much of the cache (its items' average bytes times ceil(n / T)
+ * - n / T: n items over T threads). kern-bench on Zen 3, 2 threads, cold
+ * cache: SmolLM2's 3 KV heads at 1024 keys (0.5 x 512 KiB) 0-12% faster,
+ * at 512 keys mixed; one KV head of 256 dims at 512 keys 1.3-1.8x faster,
+ * at 256 keys mixed. */
+#define SPLIT_MIN_BYTES ((size_t)256 << 10)
+
+static atomic_int split_forced; /* tests: > 0 every decode call it fits, in blocks of that many keys; < 0 none */
+
+void pb_kattn_set_split(int keys)
+{
+    atomic_store(&split_forced, keys > 0 ? (keys + 15) & ~15 : keys);
+}
+
+typedef struct split_item {
+    item_ctx c;       /* sc, qs, os: in a thread's scratch; vp0, vp1: all panels */
+    float *bmax;      /* [row][block]: each block's largest scaled score */
+    int seq, bp, nblk, job0; /* its sequence; scoring blocks of bp panels (from its first key's), their
+                              * number; its first job */
+    atomic_int left;  /* blocks not yet scored */
+} split_item;
+
+typedef struct split_job {
+    const pb_kattn_args *a;
+    split_item *items;
+    int n;
+} split_job;
+
+/* the item and block of scoring job i */
+static split_item *split_find(const split_job *sj, int i, int *b)
+{
+    int lo = 0;
+    while (lo + 1 < sj->n && sj->items[lo + 1].job0 <= i)
+        lo++;
+    *b = i - sj->items[lo].job0;
+    return &sj->items[lo];
+}
+
+static void split_scores_run(void *ctx, int job, int worker)
+{
+    (void)worker;
+    const split_job *sj = ctx;
+    int b;
+    split_item *it = split_find(sj, job, &b);
+    const item_ctx *c = &it->c;
+    const int rows = c->G, nt = (rows + c->ops->mr - 1) / c->ops->mr;
+    const int P0 = c->jb16 / 16, PF = (c->pos0 + 1 + 15) / 16;
+    const int q0 = P0 + b * it->bp, q1 = q0 + it->bp < PF ? q0 + it->bp : PF;
+    if (b == it->nblk - 1) /* the block of the new key: stored before it is read */
+        store_kv(c->a, it->seq, c->g, c->g + 1, 0, 1);
+    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
+        scores_mm(c, r0, pb_ktile_rows(rows, nt, t), c->dt, c->kc, 0, q0, q1);
+    int a0, a1;
+    row_keys(c, 0, &a0, &a1); /* (every row's: one token) */
+    const int j0 = a0 > q0 * 16 ? a0 : q0 * 16, j1 = a1 < q1 * 16 ? a1 : q1 * 16;
+    for (int r = 0; r < rows; r++)
+        it->bmax[(size_t)r * it->nblk + b] = scale_keys(c, r, j0, j1);
+    if (atomic_fetch_sub_explicit(&it->left, 1, memory_order_acq_rel) != 1)
+        return;
+    for (int r = 0; r < rows; r++) { /* the last block scored: the softmax's sums */
+        float m = -INFINITY;
+        for (int k = 0; k < it->nblk; k++)
+            m = it->bmax[(size_t)r * it->nblk + k] > m ? it->bmax[(size_t)r * it->nblk + k] : m;
+        c->sc[(size_t)r * c->ld + 1] = m;
+        c->sc[(size_t)r * c->ld] = 1.0f / c->ops->expsum(score_row(c, r) + a0, a1 - a0, m);
+    }
+}
+/* values job: item job / panels, dims panel job % panels */
+static void split_values_run(void *ctx, int job, int worker)
+{
+    (void)worker;
+    const split_job *sj = ctx;
+    const int np = sj->items[0].c.hd16 / 16;
+    item_ctx c = sj->items[job / np].c;
+    c.vp0 = job % np;
+    c.vp1 = c.vp0 + 1;
+    const int rows = c.G, nt = (rows + c.ops->mr - 1) / c.ops->mr;
+    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(rows, nt, t), t++)
+        values_tile(&c, r0, pb_ktile_rows(rows, nt, t), NULL);
+    const int d0 = c.vp0 * 16, n = c.hd - d0 < 16 ? c.hd - d0 : 16;
+    const size_t od = (size_t)c.a->n_heads * c.hd;
+    for (int r = 0; r < rows; r++)
+        pb_krow_mul(c.a->out + (size_t)c.tok0 * od + (size_t)(c.g * rows + r) * c.hd + d0,
+                    c.os + (size_t)r * c.hd16 + d0, c.sc[(size_t)r * c.ld], (size_t)n);
+}
+
+/* The split form for this call if it applies (a decode call of the exact
+ * tiles whose items leave threads idle, or forced), placed in the threads'
+ * scratch; false (nothing done) where not. */
+static bool split_run(pb_kctx *k, const pb_kattn_args *a, const pb_kops *ops)
+{
+    const int T = pb_kctx_threads(k), mode = atomic_load(&split_forced);
+    if (mode < 0 || (T < 2 && mode == 0))
+        return false;
+    int n = 0;
+    double keys = 0;
+    for (int s = 0; s < a->n_seqs; s++) {
+        if (a->n_tokens[s] > 1)
+            return false; /* prefill: items enough */
+        if (a->n_tokens[s] == 1)
+            n += a->n_kv_heads, keys += (double)a->n_kv_heads * (a->pos[s] + 1 - first_key(a, a->pos[s]));
+    }
+    if (n == 0)
+        return false;
+    if (mode == 0) {
+        const double idle = (double)((n + T - 1) / T) - (double)n / T; /* items' time a thread waits */
+        const double item = keys / n * 2.0 * a->head_dim * (double)pb_dtype_size(a->kv_dtype);
+        if (idle * item < (double)SPLIT_MIN_BYTES)
+            return false;
+    }
+    void *buf;
+    if (pb_kctx_items(k, (size_t)n, sizeof(split_item), &buf) != PB_OK)
+        return false;
+    split_item *items = buf;
+    const size_t cap = pb_kctx_scores_cap(k);
+    float *const *scr = pb_kctx_scores(k);
+    size_t used[64] = {0};
+    if (T > 64)
+        return false;
+    const int bp = (mode > 0 ? mode : SPLIT_KEYS) / 16;
+    const int G = a->n_heads / a->n_kv_heads, hd = a->head_dim, hd16 = (int)round16((size_t)hd);
+    const int cap_keys = cap_of(a->cache_len), kd = kd_of(a->kv_dtype, hd);
+    const size_t head = (size_t)cap_keys * (size_t)hd16;
+    int i = 0, jobs = 0;
+    for (int s = 0; s < a->n_seqs; s++) {
+        if (a->n_tokens[s] != 1)
+            continue;
+        const int pos = a->pos[s], jbase = first_key(a, pos), jb16 = jbase & ~15;
+        const int nblk = ((pos + 1 + 15) / 16 - jb16 / 16 + bp - 1) / bp;
+        const size_t ld = score_ld(jbase, pos + 1);
+        const size_t fl = (size_t)G * (ld + q_floats(hd) + (size_t)hd16 + (size_t)nblk);
+        for (int g = 0; g < a->n_kv_heads; g++, i++) {
+            const int w = i % T;
+            if (used[w] + fl > cap)
+                return false;
+            float *sc = scr[w] + used[w];
+            used[w] += (fl + 15) & ~(size_t)15;
+            split_item *it = &items[i];
+            it->c = (item_ctx){
+                .a = a, .ops = ops, .dt = a->kv_dtype, .q0 = 0, .g = g, .G = G, .hd = hd, .hd16 = hd16, .kd = kd,
+                .pos0 = pos, .tok0 = a->tok_start[s], .jb16 = jb16, .vp0 = 0, .vp1 = hd16 / 16, .ld = ld,
+                .ps_v = (size_t)cap_keys * 16, .kc = at(a->k_cache[s], a->kv_dtype, (size_t)g * head),
+                .vc = at(a->v_cache[s], a->kv_dtype, (size_t)g * head), .sc = sc, .qs = sc + (size_t)G * ld,
+                .os = sc + (size_t)G * (ld + q_floats(hd)),
+            };
+            it->bmax = it->c.os + (size_t)G * hd16;
+            it->seq = s, it->bp = bp, it->nblk = nblk, it->job0 = jobs;
+            atomic_init(&it->left, nblk);
+            jobs += nblk;
+            for (int r = 0; r < G; r++)
+                memcpy(it->c.qs + (size_t)r * hd, query(&it->c, r), (size_t)hd * sizeof(float));
+            memset(it->c.os, 0, (size_t)G * (size_t)hd16 * sizeof(float));
+        }
+    }
+    split_job sj = {a, items, n};
+    pb_kctx_run(k, jobs, split_scores_run, &sj);
+    pb_kctx_run(k, n * (hd16 / 16), split_values_run, &sj);
+    return true;
 }
 
 /* Query tokens per item for sequence s: the most (up to QB_MAX) whose
@@ -816,6 +999,14 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
             PB_CHECK(kv_f16_range(a, s));
         n_items += (size_t)a->n_kv_heads * (size_t)((a->n_tokens[s] + q - 1) / q);
     }
+    const pb_kops *ops = pb_kops_active();
+    /* over a bf16 cache the bf16 products' tables (vdpbf16ps or its
+     * emulation; the AMX unit); else the exact tiles */
+    const bool bf = a->kv_dtype == PB_DT_BF16;
+    attn_job j = {a, ops->exact ? ops->exact : ops, ops->amx && bf ? ops : NULL,
+                  ops->xpairs && !ops->amx && bf ? ops : NULL, NULL, pb_kctx_scores(k)};
+    if (!j.amx && !j.dots && split_run(k, a, j.ops))
+        return PB_OK;
     void *buf;
     PB_CHECK(pb_kctx_items(k, n_items, sizeof(attn_item), &buf));
     attn_item *items = buf;
@@ -840,12 +1031,7 @@ pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a)
             for (int q0 = 0; q0 < a->n_tokens[s]; q0 += q)
                 items[n++] = (attn_item){s, g, q0, q0 + q < a->n_tokens[s] ? q0 + q : a->n_tokens[s]};
     }
-    const pb_kops *ops = pb_kops_active();
-    /* over a bf16 cache the bf16 products' tables (vdpbf16ps or its
-     * emulation; the AMX unit); else the exact tiles */
-    const bool bf = a->kv_dtype == PB_DT_BF16;
-    attn_job j = {a, ops->exact ? ops->exact : ops, ops->amx && bf ? ops : NULL,
-                  ops->xpairs && !ops->amx && bf ? ops : NULL, items, pb_kctx_scores(k)};
+    j.items = items;
     pb_kctx_run(k, (int)n, attn_item_run, &j);
     return PB_OK;
 }

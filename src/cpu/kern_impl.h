@@ -210,6 +210,7 @@ void pb_kops_override(const pb_kops *ops);
 void pb_kmat_set_kblock(int kb);
 
 /* kern_mat.c: the context's scratch for attention, and its pool */
+int pb_kctx_threads(const pb_kctx *k);
 size_t pb_kctx_scores_cap(const pb_kctx *k);         /* floats per thread */
 float *const *pb_kctx_scores(const pb_kctx *k);      /* [threads] */
 pb_status pb_kctx_items(pb_kctx *k, size_t n, size_t item_size, void **out);

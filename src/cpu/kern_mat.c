@@ -900,6 +900,11 @@ uint64_t pb_kctx_scratch_bytes(int threads, int max_m, int max_k, int max_keys, 
            (uint64_t)xb_words(max_m, max_k) * sizeof(uint32_t);
 }
 
+int pb_kctx_threads(const pb_kctx *k)
+{
+    return k->threads;
+}
+
 size_t pb_kctx_scores_cap(const pb_kctx *k)
 {
     return k->attn_cap;

@@ -166,6 +166,11 @@ size_t pb_kattn_cache_elems(pb_dtype kv_dtype, int cache_len, int n_kv_heads, in
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim);
 
 pb_status pb_kattn_run(pb_kctx *k, const pb_kattn_args *a);
+/* Tests and kern-bench: attention's split form (kern_attn.c) in every decode
+ * call where it fits, scoring blocks of that many keys (> 0, rounded up to
+ * 16); in none (< 0); or where the call's items would leave threads idle
+ * (0, as in use). Either form gives the same bits. */
+void pb_kattn_set_split(int keys);
 
 /* ---- row kernels: one row on the calling thread (the backend threads over
  * rows). Bit-identical on every ISA path; sums in 16 f32 lanes reduced by a

@@ -12,7 +12,10 @@
  * cache (sysconf's L3 size) so that decode reads come from memory, not that
  * cache; the bandwidth pass reads as much. Prints one line per measurement.
  * "rows": the norm/rotary/SwiGLU row kernels of one decoder layer beside the
- * scalar loops they replaced (interleaved, best of 3, on the calling thread). */
+ * scalar loops they replaced (interleaved, best of 3, on the calling thread).
+ * PB_ATTN_SPLIT=-1 runs attention's decode calls in the item form only, 0
+ * (the default, as in use) in the split form where it pays, KEYS in the
+ * split form with scoring blocks of KEYS keys wherever it fits (kern_attn.c). */
 #include "config.h"
 
 #include <cblas.h>
@@ -512,6 +515,9 @@ int main(int argc, char **argv)
         return 1;
     if (threads == 1)
         clock_id = CLOCK_THREAD_CPUTIME_ID;
+    /* PB_ATTN_SPLIT=-1|0|keys: attention's split form never, where it pays (as in use), or in every decode call */
+    if (getenv("PB_ATTN_SPLIT"))
+        pb_kattn_set_split(atoi(getenv("PB_ATTN_SPLIT")));
     /* PB_MATMUL_PRECISION=f32|bf16|bf16-amx: the products (--matmul-precision) */
     const char *prec = getenv("PB_MATMUL_PRECISION");
     if (prec && !strcmp(prec, "bf16")) {
@@ -564,9 +570,16 @@ int main(int argc, char **argv)
         bench_attn(k, only, "decode 1 x 512 keys", 1, 511, 1, 32, 4, 64, dt, secs);
         bench_attn(k, only, "decode 32 x 512 keys", 32, 511, 1, 32, 4, 64, dt, secs);
         bench_attn(k, only, "SmolLM2 decode 64 x 45 keys", 64, 44, 1, 9, 3, 64, dt, secs);
+        bench_attn(k, only, "SmolLM2 decode 32 x 512 keys", 32, 511, 1, 9, 3, 64, dt, secs);
+        /* batch 1 over fewer KV heads than 2 threads can take in turn: the split form */
+        bench_attn(k, only, "SmolLM2 decode 1 x 2048 keys", 1, 2047, 1, 9, 3, 64, dt, secs);
+        bench_attn(k, only, "Gemma-3-1B decode 1 x 2048 keys (4x1x256)", 1, 2047, 1, 4, 1, 256, dt, secs);
         /* MHA: one query row per (sequence, head) item */
         bench_attn(k, only, "GPT-2 decode 32 x 30 keys", 32, 29, 1, 12, 12, 64, dt, secs);
         bench_attn(k, only, "decode 32 x 2048 keys", 32, 2047, 1, 32, 4, 64, dt, secs);
+        bench_attn(k, only, "XG6 decode 32 x 2048 keys", 32, 2047, 1, 24, 4, 64, dt, secs);
+        bench_attn(k, only, "XG4 decode 32 x 2048 keys", 32, 2047, 1, 16, 4, 64, dt, secs);
+        bench_attn(k, only, "XG1 decode 32 x 2048 keys", 32, 2047, 1, 4, 4, 64, dt, secs);
         bench_attn(k, only, "prefill 512 tokens", 1, 0, 512, 32, 4, 64, dt, secs);
         bench_attn(k, only, "GPT-2 prefill 512 (12x12x64)", 1, 0, 512, 12, 12, 64, dt, secs);
         bench_attn(k, only, "SmolLM2 prefill 512 (9x3x64)", 1, 0, 512, 9, 3, 64, dt, secs);

@@ -658,8 +658,11 @@ static void attention_paths(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt, cons
                 continue; /* the dots form: below */
             pb_kops_override(ps[pi].ops);
             for (size_t sp = 0; sp < sizeof splits / sizeof splits[0]; sp++)
-                for (int alone = 0; alone < 2; alone++)
+                for (int v = 0; v < (sp >= 2 && !dots ? 4 : 2); v++)
                     for (int th = 0; th < 2; th++) {
+                        /* v 2, 3: the decode calls in the split form, scoring blocks of 32 keys */
+                        const int alone = v & 1;
+                        pb_kattn_set_split(v >= 2 ? 32 : 0);
                         pb_kctx *kx = th ? kctx2 : kctx1;
                         float **dst = pi == 0 && sp == 0 && !alone && !th ? base : got;
                         const pb_dtype dt = dst == base && !dots ? PB_DT_F32 : kv_dt;
@@ -691,14 +694,15 @@ static void attention_paths(pb_kctx *kctx1, pb_kctx *kctx2, pb_dtype kv_dt, cons
                         for (int s = 0; s < ns; s++)
                             for (size_t e = 0; e < (size_t)Ls[s] * qd; e++)
                                 if (!same_bits(got[s][e], base[s][e])) {
-                                    FAIL("attention %s %s cache case %zu split %zu%s%s: seq %d row %zu differs "
+                                    FAIL("attention %s %s cache case %zu split %zu%s%s%s: seq %d row %zu differs "
                                          "(%.9g vs %.9g)", ps[pi].name, pb_dtype_name(kv_dt), ci, sp,
-                                         alone ? " alone" : " batched",
+                                         alone ? " alone" : " batched", v >= 2 ? " split form" : "",
                                          th ? " 2 threads" : "", s, e / qd, got[s][e], base[s][e]);
                                     break;
                                 }
                     }
         }
+        pb_kattn_set_split(0);
         if (dots) { /* the exact tiles over the same cache: other bits */
             pb_kops_override(ps[0].ops->exact);
             int differ = 0;
