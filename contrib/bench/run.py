@@ -33,6 +33,11 @@ Measures (median of --runs, peers interleaved within each run):
   ttft_s       that time to first token
   decode_bN    N sequences of a short prompt, tokens after the first of each
                / time after the first token (aggregate tok/s)
+  decode_ctx   with --context N: one sequence of an N-token prompt, tokens
+               after its first / time after it (tok/s): batch-1 decode where
+               each step also reads N positions of KV cache (every peer; the
+               bound counts pippy's f32 cache: weights + KV bytes per step;
+               llama.cpp's context, and so its peak RSS, then holds it too)
   bw_b1_gbs    pippy and llama.cpp: the memory read rate sampled just before
                and after their batch-1 decode (this machine's rate can change
                between runs; the pairs of pippy's and llama.cpp's runs at rates
@@ -169,8 +174,9 @@ def worker_llama(job):
     if not model:
         raise SystemExit("llama.cpp: cannot load " + job["gguf"])
     cp = L.llama_context_default_params()
-    cp.n_ctx = max(len(job["long"]) + 16, maxb * (P + N) + 16)
-    cp.n_batch = max(512, maxb * P, len(job["long"]))
+    ctxp = job.get("ctx") or []
+    cp.n_ctx = max(len(job["long"]) + 16, maxb * (P + N) + 16, len(ctxp) + N + 16)
+    cp.n_batch = max(512, maxb * P, len(job["long"]), len(ctxp))
     cp.n_ubatch = 512
     cp.n_seq_max = maxb
     cp.n_threads = T
@@ -226,6 +232,14 @@ def worker_llama(job):
         if bw0 is not None:
             res["bw_b1_gbs"] = (bw0 + bandwidth_now(job["bw_probe"])) / 2
         emit(res)
+    if ctxp:  # batch 1 after a long prompt
+        L.llama_memory_clear(mem, True)
+        nxt = run([(tok, i, 0, i == len(ctxp) - 1) for i, tok in enumerate(ctxp)])
+        t = time.perf_counter()
+        for step in range(N - 1):
+            nxt = run([(nxt[0], len(ctxp) + step, 0, True)])
+        res["decode_ctx"] = (N - 1) / (time.perf_counter() - t)
+        emit(res)
     L.llama_batch_free(batch)
     L.llama_free(ctx)
     L.llama_model_free(model)
@@ -278,6 +292,10 @@ def worker_torch(job):
         for B in job["batches"]:
             stamps = gen(torch.tensor([job["prompt"]] * B), N)
             res[f"decode_b{B}"] = B * (N - 1) / (stamps[-1] - stamps[0])
+            emit(res)
+        if job.get("ctx"):  # batch 1 after a long prompt
+            stamps = gen(torch.tensor([job["ctx"]]), N)
+            res["decode_ctx"] = (N - 1) / (stamps[-1] - stamps[0])
             emit(res)
     return res
 
@@ -425,6 +443,13 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
                 job["notes"].append(f"{m['name']}: pippy generated {comp} tokens at batch {B}, not {B * N} "
                                     "(EOS reached)")
             res[f"decode_b{B}"] = decode_rate(met)
+        if job.get("ctx"):  # batch 1 after a long prompt
+            C = len(job["ctx"])
+            met, wall, r = run_pippy(pb, m["dir"], [m["ctx_text"]], N, 1, C + N, job["threads"], ignore_eos, tmp)
+            if met["prompt_tokens"] != C:
+                job["notes"].append(f"{m['name']}: pippy counted {met['prompt_tokens']} tokens in the --context "
+                                    f"prompt, HF {C}")
+            res["decode_ctx"] = decode_rate(met)
         if job.get("kv16"):  # the largest batch again, its KV cache in f16 (as llama.cpp keeps it)
             B = max(job["batches"])
             met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"], ignore_eos,
@@ -566,8 +591,18 @@ def prepare_model(name, a, py, converter):
                 os.rename(gguf + ".tmp", gguf)
     from tokenizers import Tokenizer
     tk = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-    # a prefill prompt of exactly --prefill-tokens (HF count, special tokens included) and a short one
-    want = a.prefill_tokens
+    # a prefill prompt of exactly --prefill-tokens (HF count, special tokens included), a short one, and one
+    # of --context tokens
+    text = exact_prompt(tk, a.prefill_tokens, name)
+    ctx = exact_prompt(tk, a.context, name) if a.context else None
+    short = "Benchmark prompt: the quick brown fox jumps over the lazy dog"
+    return {"name": name, "dir": d, "dtype": dtype, "gguf": gguf, "long_text": text,
+            "long": tk.encode(text).ids, "short_text": short, "prompt": tk.encode(short).ids,
+            "ctx_text": ctx, "ctx": tk.encode(ctx).ids if ctx else None, "facts": model_facts(d)}
+
+
+def exact_prompt(tk, want, name):
+    """A prompt of exactly want tokens by tk's count (special tokens included)."""
     pool = ("the quick brown fox jumps over the lazy dog while a small cat sleeps in the warm sun " * want).split()
     ntok = lambda t: len(tk.encode(t).ids)  # noqa: E731
     lo, hi = 1, len(pool)                   # the most words whose count stays <= want
@@ -579,10 +614,7 @@ def prepare_model(name, a, py, converter):
         text += " a"
     if ntok(text) != want:
         raise RuntimeError(f"{name}: cannot make a {want}-token prompt")
-    short = "Benchmark prompt: the quick brown fox jumps over the lazy dog"
-    return {"name": name, "dir": d, "dtype": dtype, "gguf": gguf, "long_text": text,
-            "long": tk.encode(text).ids, "short_text": short, "prompt": tk.encode(short).ids,
-            "facts": model_facts(d)}
+    return text
 
 
 # ---------------------------------------------------------------- limits
@@ -675,7 +707,7 @@ def ratio(a, b, higher_better=True):
     return a / b if higher_better else b / a
 
 
-def bounds(m, lim, batches):
+def bounds(m, lim, batches, context=0, tokens=0):
     f = m["facts"]
     g = lim["gemm"].get(m["name"], {})
     flops_tok = 2 * f["matmul_params"]
@@ -684,6 +716,9 @@ def bounds(m, lim, batches):
     for B in batches:
         gr = g.get("1" if B == 1 else "8" if B <= 8 else "512", 0) * 1e9 / flops_tok
         out[f"decode_b{B}"] = min(B * bw_tok, gr) if B > 1 else bw_tok
+    if context:  # the weights and the f32 KV cache of the positions before the step (mean over the run)
+        out["decode_ctx"] = lim["bandwidth_gbs"] * 1e9 / (f["read_bytes"] + f["kv_bytes_per_token"] *
+                                                           (context + tokens / 2))
     return out
 
 
@@ -697,6 +732,8 @@ def main():
     ap.add_argument("--batches", default="1,8,32,64")
     ap.add_argument("--tokens", type=int, default=32, help="tokens generated per sequence in decode runs")
     ap.add_argument("--prefill-tokens", type=int, default=512, help="prompt length of the prefill run")
+    ap.add_argument("--context", type=int, default=0,
+                    help="also decode at batch 1 after a prompt of this many tokens (decode_ctx)")
     ap.add_argument("--budget", type=float, default=0,
                     help="seconds: start no new peer run after this (medians over the runs done)")
     ap.add_argument("--torch-runs", type=int, default=0,
@@ -812,7 +849,7 @@ def main():
                     continue
                 job = {"threads": a.threads, "batches": batches, "tokens": a.tokens, "long": m["long"],
                        "prompt": m["prompt"], "model": m["dir"], "gguf": m["gguf"], "dtype": m["dtype"],
-                       "env": peer_env}
+                       "env": peer_env, "ctx": m["ctx"]}
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
                 try:
                     if p == "pippy":
@@ -838,7 +875,8 @@ def main():
     kb = kern_bench(a)
 
     bmax = max(batches)
-    keys = ["load_s", "prefill", "ttft_s"] + [f"decode_b{b}" for b in batches] + ["rss_mib"]
+    keys = ["load_s", "prefill", "ttft_s"] + [f"decode_b{b}" for b in batches] + \
+        (["decode_ctx"] if a.context else []) + ["rss_mib"]
     if wcache:
         keys.insert(1, "load_cached_s")
     if kv16:
@@ -855,6 +893,7 @@ def main():
     labels["prefill_amx"] = "prefill, AMX"
     labels.update({f"decode_b{b}_amx": f"b{b}, AMX" for b in batches})
     labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
+    labels["decode_ctx"] = f"b1 at {a.context} ctx"
     med = {}
     for m in models:
         med[m["name"]] = {}
@@ -894,7 +933,7 @@ def main():
         w(f"{m['name']}: {f['weight_bytes'] / 2**20:.0f} MiB of weights, {f['read_bytes'] / 2**20:.0f} MiB read per "
           f"decode step, {f['matmul_params'] / 1e6:.0f} M matmul weights; sgemm at its shapes: "
           f"M=512 {g['512']:.1f}, M=8 {g['8']:.1f}, M=1 {g['1']:.1f} GFLOP/s")
-        bd = bounds(m, lim, batches)
+        bd = bounds(m, lim, batches, a.context, a.tokens)
         bd["rss_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] * max(batches) * (len(m["prompt"]) + a.tokens)) \
             / 2**20
         bd["rss_kv16_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] / 2 * bmax * (len(m["prompt"]) + a.tokens)) \
@@ -963,7 +1002,8 @@ def main():
            "loadavg_start": load0, "omp_wait_policy": omp_wait, "limits": lim, "limits_each_run": lims, "notes": notes,
            "models": {m["name"]: {"dtype": m["dtype"], "facts": m["facts"], "gguf": m["gguf"],
                                   "prompt_tokens": len(m["prompt"]), "median": med[m["name"]],
-                                  "runs": results[m["name"]], "bounds": bounds(m, lim, batches)}
+                                  "runs": results[m["name"]],
+                                  "bounds": bounds(m, lim, batches, a.context, a.tokens)}
                       for m in models},
            "kern_bench": kb, "table": text}
     with open(a.json, "w") as f:
