@@ -524,9 +524,10 @@ def model_facts(d):
         if not lookup or (tied and ("embed_tokens" in k or "wte." in k)):
             read += nb
     kv_per_token = 2 * L * kvh * hd * 4  # f32 K and V, as pippy's cache
+    max_pos = cfg.get("max_position_embeddings") or cfg.get("n_positions") or 2048
     return {"hidden": H, "layers": L, "vocab": V, "heads": heads, "kv_heads": kvh, "intermediate": inter,
             "matmul_params": L * layer_params + V * H, "weight_bytes": weight_bytes, "read_bytes": read,
-            "kv_bytes_per_token": kv_per_token,
+            "kv_bytes_per_token": kv_per_token, "max_pos": max_pos,
             "shapes": shapes + [(V, H)]}
 
 
@@ -594,11 +595,12 @@ def prepare_model(name, a, py, converter):
     # a prefill prompt of exactly --prefill-tokens (HF count, special tokens included), a short one, and one
     # of --context tokens
     text = exact_prompt(tk, a.prefill_tokens, name)
-    ctx = exact_prompt(tk, a.context, name) if a.context else None
+    facts = model_facts(d)
+    ctx = exact_prompt(tk, a.context, name) if a.context and a.context + a.tokens <= facts["max_pos"] else None
     short = "Benchmark prompt: the quick brown fox jumps over the lazy dog"
     return {"name": name, "dir": d, "dtype": dtype, "gguf": gguf, "long_text": text,
             "long": tk.encode(text).ids, "short_text": short, "prompt": tk.encode(short).ids,
-            "ctx_text": ctx, "ctx": tk.encode(ctx).ids if ctx else None, "facts": model_facts(d)}
+            "ctx_text": ctx, "ctx": tk.encode(ctx).ids if ctx else None, "facts": facts}
 
 
 def exact_prompt(tk, want, name):
@@ -822,6 +824,9 @@ def main():
         m = prepare_model(n, a, py, converter)
         if m:
             models.append(m)
+            if a.context and not m["ctx"]:
+                notes.append(f"{n}: no --context run ({a.context} + {a.tokens} tokens is more than its "
+                             f"{m['facts']['max_pos']} positions)")
     if not models:
         raise SystemExit("no model to run")
 

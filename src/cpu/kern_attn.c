@@ -880,15 +880,16 @@ static bool split_run(pb_kctx *k, const pb_kattn_args *a, const pb_kops *ops)
         if (idle * item < (double)SPLIT_MIN_BYTES)
             return false;
     }
+    /* the items, then each thread's scratch floats they take */
     void *buf;
-    if (pb_kctx_items(k, (size_t)n, sizeof(split_item), &buf) != PB_OK)
+    const size_t tail = ((size_t)T * sizeof(size_t) + sizeof(split_item) - 1) / sizeof(split_item);
+    if (pb_kctx_items(k, (size_t)n + tail, sizeof(split_item), &buf) != PB_OK)
         return false;
     split_item *items = buf;
+    size_t *used = (size_t *)(void *)(items + n);
+    memset(used, 0, (size_t)T * sizeof *used);
     const size_t cap = pb_kctx_scores_cap(k);
     float *const *scr = pb_kctx_scores(k);
-    size_t used[64] = {0};
-    if (T > 64)
-        return false;
     const int bp = (mode > 0 ? mode : SPLIT_KEYS) / 16;
     const int G = a->n_heads / a->n_kv_heads, hd = a->head_dim, hd16 = (int)round16((size_t)hd);
     const int cap_keys = cap_of(a->cache_len), kd = kd_of(a->kv_dtype, hd);
