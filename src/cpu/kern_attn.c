@@ -793,7 +793,6 @@ typedef struct split_item {
 } split_item;
 
 typedef struct split_job {
-    const pb_kattn_args *a;
     split_item *items;
     int n;
 } split_job;
@@ -837,6 +836,7 @@ static void split_scores_run(void *ctx, int job, int worker)
         c->sc[(size_t)r * c->ld] = 1.0f / c->ops->expsum(score_row(c, r) + a0, a1 - a0, m);
     }
 }
+
 /* values job: item job / panels, dims panel job % panels */
 static void split_values_run(void *ctx, int job, int worker)
 {
@@ -925,7 +925,7 @@ static bool split_run(pb_kctx *k, const pb_kattn_args *a, const pb_kops *ops)
             memset(it->c.os, 0, (size_t)G * (size_t)hd16 * sizeof(float));
         }
     }
-    split_job sj = {a, items, n};
+    split_job sj = {items, n};
     pb_kctx_run(k, jobs, split_scores_run, &sj);
     pb_kctx_run(k, n * (hd16 / 16), split_values_run, &sj);
     return true;
