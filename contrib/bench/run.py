@@ -938,7 +938,7 @@ def main():
         w(f"{m['name']}: {f['weight_bytes'] / 2**20:.0f} MiB of weights, {f['read_bytes'] / 2**20:.0f} MiB read per "
           f"decode step, {f['matmul_params'] / 1e6:.0f} M matmul weights; sgemm at its shapes: "
           f"M=512 {g['512']:.1f}, M=8 {g['8']:.1f}, M=1 {g['1']:.1f} GFLOP/s")
-        bd = bounds(m, lim, batches, a.context, a.tokens)
+        bd = bounds(m, lim, batches, a.context if m["ctx"] else 0, a.tokens)
         bd["rss_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] * max(batches) * (len(m["prompt"]) + a.tokens)) \
             / 2**20
         bd["rss_kv16_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] / 2 * bmax * (len(m["prompt"]) + a.tokens)) \
@@ -1008,7 +1008,7 @@ def main():
            "models": {m["name"]: {"dtype": m["dtype"], "facts": m["facts"], "gguf": m["gguf"],
                                   "prompt_tokens": len(m["prompt"]), "median": med[m["name"]],
                                   "runs": results[m["name"]],
-                                  "bounds": bounds(m, lim, batches, a.context, a.tokens)}
+                                  "bounds": bounds(m, lim, batches, a.context if m["ctx"] else 0, a.tokens)}
                       for m in models},
            "kern_bench": kb, "table": text}
     with open(a.json, "w") as f:
