@@ -666,6 +666,24 @@ static void store_item_run(void *ctx, int item, int worker)
     store_kv(j->a, it->seq, it->kvh, it->kvh + 1, it->q0, it->q1);
 }
 
+/* The context of the item (sequence s, KV head g, query tokens [q0, q1)) on
+ * the tiles of ops, its scratch (scores, Q, O: item_scratch) at sc */
+static item_ctx item_init(const pb_kattn_args *a, const pb_kops *ops, int s, int g, int q0, int q1, float *sc)
+{
+    const int hd = a->head_dim, G = a->n_heads / a->n_kv_heads, pos0 = a->pos[s];
+    const int jbase = first_key(a, pos0 + q0), rows = (q1 - q0) * G, hd16 = (int)round16((size_t)hd);
+    const pb_dtype dt = a->kv_dtype;
+    const int cap = cap_of(a->cache_len);
+    const size_t head = (size_t)cap * (size_t)hd16, ld = score_ld(jbase, pos0 + q1);
+    return (item_ctx){
+        .a = a, .ops = ops, .dt = dt, .q0 = q0, .g = g, .G = G, .hd = hd, .hd16 = hd16, .kd = kd_of(dt, hd),
+        .pos0 = pos0, .tok0 = a->tok_start[s], .jb16 = jbase & ~15, .vp0 = 0, .vp1 = hd16 / 16, .ld = ld,
+        .ps_v = (size_t)cap * 16, .kc = at(a->k_cache[s], dt, (size_t)g * head),
+        .vc = at(a->v_cache[s], dt, (size_t)g * head), .sc = sc, .qs = sc + (size_t)rows * ld,
+        .os = sc + (size_t)rows * (ld + q_floats(hd)),
+    };
+}
+
 static void attn_item_run(void *ctx, int item, int worker)
 {
     const attn_job *j = ctx;
@@ -674,22 +692,14 @@ static void attn_item_run(void *ctx, int item, int worker)
     const attn_item *it = &j->items[item];
     if (it->q0 == 0 && it->q1 == a->n_tokens[it->seq]) /* the sequence's one item for this KV head (decode) */
         store_kv(a, it->seq, it->kvh, it->kvh + 1, 0, it->q1); /* its keys' lines are then in cache for the reads */
-    const int hd = a->head_dim, G = a->n_heads / a->n_kv_heads, pos0 = a->pos[it->seq];
-    const int jbase = first_key(a, pos0 + it->q0), jend = pos0 + it->q1; /* keys [jbase, jend) */
-    const int rows = (it->q1 - it->q0) * G, hd16 = (int)round16((size_t)hd);
-    const pb_dtype dt = a->kv_dtype;
-    const int cap = cap_of(a->cache_len), kd = kd_of(dt, hd);
-    const size_t head = (size_t)cap * (size_t)hd16;
-    const size_t ld = score_ld(jbase, jend);
     float *sc = j->scores[worker];
-    const void *kc = at(a->k_cache[it->seq], dt, (size_t)it->kvh * head);
-    const item_ctx c = {
-        .a = a, .ops = j->dots ? j->dots : ops, .dt = dt, .q0 = it->q0, .g = it->kvh, .G = G, .hd = hd, .hd16 = hd16,
-        .kd = kd, .pos0 = pos0, .tok0 = a->tok_start[it->seq], .jb16 = jbase & ~15, .vp0 = 0, .vp1 = hd16 / 16,
-        .ld = ld, .ps_v = (size_t)cap * 16,
-        .kc = kc, .vc = at(a->v_cache[it->seq], dt, (size_t)it->kvh * head),
-        .sc = sc, .qs = sc + (size_t)rows * ld, .os = sc + (size_t)rows * (ld + q_floats(hd)),
-    };
+    const item_ctx c = item_init(a, j->dots ? j->dots : ops, it->seq, it->kvh, it->q0, it->q1, sc);
+    const int hd = c.hd, G = c.G, hd16 = c.hd16, kd = c.kd, cap = (int)(c.ps_v / 16);
+    const int jbase = first_key(a, c.pos0 + it->q0), jend = c.pos0 + it->q1; /* keys [jbase, jend) */
+    const int rows = (it->q1 - it->q0) * G;
+    const pb_dtype dt = c.dt;
+    const size_t ld = c.ld;
+    const void *kc = c.kc;
     const size_t od = (size_t)a->n_heads * hd;
     if (j->dots) {
         dots_item(&c, rows, jend);
@@ -892,8 +902,6 @@ static bool split_run(pb_kctx *k, const pb_kattn_args *a, const pb_kops *ops)
     float *const *scr = pb_kctx_scores(k);
     const int bp = (mode > 0 ? mode : SPLIT_KEYS) / 16;
     const int G = a->n_heads / a->n_kv_heads, hd = a->head_dim, hd16 = (int)round16((size_t)hd);
-    const int cap_keys = cap_of(a->cache_len), kd = kd_of(a->kv_dtype, hd);
-    const size_t head = (size_t)cap_keys * (size_t)hd16;
     int i = 0, jobs = 0;
     for (int s = 0; s < a->n_seqs; s++) {
         if (a->n_tokens[s] != 1)
@@ -906,16 +914,9 @@ static bool split_run(pb_kctx *k, const pb_kattn_args *a, const pb_kops *ops)
             const int w = i % T;
             if (used[w] + fl > cap)
                 return false;
-            float *sc = scr[w] + used[w];
-            used[w] += (fl + 15) & ~(size_t)15;
             split_item *it = &items[i];
-            it->c = (item_ctx){
-                .a = a, .ops = ops, .dt = a->kv_dtype, .q0 = 0, .g = g, .G = G, .hd = hd, .hd16 = hd16, .kd = kd,
-                .pos0 = pos, .tok0 = a->tok_start[s], .jb16 = jb16, .vp0 = 0, .vp1 = hd16 / 16, .ld = ld,
-                .ps_v = (size_t)cap_keys * 16, .kc = at(a->k_cache[s], a->kv_dtype, (size_t)g * head),
-                .vc = at(a->v_cache[s], a->kv_dtype, (size_t)g * head), .sc = sc, .qs = sc + (size_t)G * ld,
-                .os = sc + (size_t)G * (ld + q_floats(hd)),
-            };
+            it->c = item_init(a, ops, s, g, 0, 1, scr[w] + used[w]);
+            used[w] += (fl + 15) & ~(size_t)15;
             it->bmax = it->c.os + (size_t)G * hd16;
             it->seq = s, it->bp = bp, it->nblk = nblk, it->job0 = jobs;
             atomic_init(&it->left, nblk);
