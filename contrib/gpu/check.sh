@@ -25,6 +25,7 @@
 #   6. kill -9 of rank 1 mid-run: every rank gone within 15 s, exit non-zero
 #   7. tests/net/nccl.sh (the NCCL transport's test) on the pack's nccl_test and pipe_test
 # --quick: steps 1, 2 (f32 only), 5 and 6.
+# PB_CHECK_SKIP="3 5" leaves those steps out (5 takes 6 and 7 with it).
 # PB_CHECK_ON_CPU=1 runs the whole script with cpu in place of cuda (no GPU
 # needed): a dry run of the script itself, not a check of the GPU.
 set -u
@@ -49,6 +50,7 @@ pass() { NPASS=$((NPASS + 1)); line "PASS  $*"; }
 fail() { NFAIL=$((NFAIL + 1)); line "FAIL  $*"; }
 info() { line "INFO  $*"; }
 skip() { line "SKIP  $*"; }
+want() { case " ${PB_CHECK_SKIP:-} " in *" $1 "*) line "SKIP  step $1 (PB_CHECK_SKIP)"; return 1 ;; esac; return 0; }
 run() { # run SECONDS CMD...: logged, with a time limit
     local t=$1; shift
     log "\$ $*"
@@ -102,7 +104,7 @@ TOK="$TOKD/small-split-bytelevel.json"
 
 # ---- 1. ops ----
 # the default bf16 KV cache, then the exact f32 one (PB_CUDA_KV_DTYPE)
-for kvdt in bf16 f32; do
+want 1 && for kvdt in bf16 f32; do
     if PB_CUDA_KV_DTYPE=$kvdt run 300 "$PACK/tests/backend/ops" $DEV; then
         pass "ops $DEV, $kvdt KV cache: every op against the CPU backend ($(tail -1 "$LOG"))"
     else
@@ -123,6 +125,7 @@ while [ $i -lt 12 ]; do
 done >"$W/in.jsonl"
 DTYPES="f32 bf16"
 [ $QUICK = 1 ] && DTYPES=f32
+want 2 || DTYPES=f32  # step 5 needs the f32 llama
 for dt in $DTYPES; do
     for fam in gpt2 opt bloom gpt_neo gptj codegen gpt_neox llama mistral qwen2; do
         m="$W/m-$fam-$dt"
@@ -157,7 +160,7 @@ done
 grep -m1 "device cuda: GPU" "$LOG" | sed 's/^/      /' | tee -a "$SUM"
 
 # ---- 3. HF goldens on the CUDA backend (fwd-harness) ----
-if [ $QUICK = 0 ]; then
+if [ $QUICK = 0 ] && want 3; then
     if $PY -c "import torch, transformers" 2>/dev/null; then
         mkdir -p "$W/gold"
         if PB_FWD_DEVICE=$DEV PB_BUILDDIR="$PACK" PB_TEST_TMP="$W/gold" PB_PYTHON=$PY run 420 $PY "$HERE/tests/forward/golden.py"; then
@@ -171,7 +174,7 @@ if [ $QUICK = 0 ]; then
 fi
 
 # ---- 4. transformers generate() on the GPU, same dtype ----
-if [ $QUICK = 0 ] && $PY -c "import torch, transformers" 2>/dev/null; then
+if [ $QUICK = 0 ] && want 4 && $PY -c "import torch, transformers" 2>/dev/null; then
     for dt in f32 bf16; do
         m="$W/hf-$dt"
         LD_LIBRARY_PATH="$ORIG_LD" run 120 $PY "$HERE/contrib/gpu/compare.py" hf-model "$m" --dtype $dt --tokenizer "$TOKD/llama2.json" ||
@@ -201,7 +204,9 @@ fi
 
 # ---- 5. 2 ranks on one GPU ----
 LL="$W/m-llama-f32"
-if [ -z "$PB_MPIRUN" ]; then
+if ! want 5; then
+    :
+elif [ -z "$PB_MPIRUN" ]; then
     skip "2 ranks: no mpirun (the pack carries Open MPI's when pack.sh runs where it is installed)"
 elif [ ! -f "$LL/config.json" ]; then
     skip "2 ranks: no llama model (step 2 failed)"

@@ -51,7 +51,26 @@ struct cuda_impl {
     cudaEvent_t args_ev[ARG_SLOTS]; // the copy out of slot i is done
     int args_next;            // the slot to use next
     int args_cur;             // the slot args_begin gave, -1: the pageable buffer
+    bool tc_ok;               // the device has the m16n8k16 bf16/f16 mma (sm_80 on)
 };
+
+// --matmul-precision: bf16 and f16 weights' products on the tensor cores
+// (default, or bf16: x rounded to the weight's type, f32 accumulation in a
+// fixed order, batch-invariant), or exact f32 products for every weight
+// (f32). f32 weights always take the exact products. Process-wide, as the
+// CPU's setting.
+static bool g_tc = true;
+
+static const char *cuda_numerics(void) { return g_tc ? "dots=tc" : NULL; }
+
+static pb_status cuda_set_matmul(pb_mmprec p)
+{
+    if (p == PB_MMPREC_BF16_AMX)
+        return pb_error(PB_ERR_UNSUPPORTED, "--matmul-precision bf16-amx: the cuda backend has no AMX (bf16 or "
+                        "default: its tensor cores; f32: exact products)");
+    g_tc = p != PB_MMPREC_F32;
+    return PB_OK;
+}
 
 static cuda_impl *impl_of(pb_backend *be) { return (cuda_impl *)be->impl; }
 
@@ -442,7 +461,12 @@ static pb_status cuda_linear(pb_backend *be, const float *x, int ldx, int M, con
 {
     cuda_impl *c = impl_of(be);
     SET_DEVICE(c);
-    LAUNCH("linear", kc_linear(c->stream, x, ldx, M, w->impl, kc_of(w->dtype), w->bias, y, ldy, w->n_out, w->n_in));
+    if (g_tc && c->tc_ok && (w->dtype == PB_DT_BF16 || w->dtype == PB_DT_F16))
+        LAUNCH("linear (tensor cores)", kc_linear_tc(c->stream, x, ldx, M, w->impl, kc_of(w->dtype), w->bias, y, ldy,
+                                                     w->n_out, w->n_in));
+    else
+        LAUNCH("linear", kc_linear(c->stream, x, ldx, M, w->impl, kc_of(w->dtype), w->bias, y, ldy, w->n_out,
+                                   w->n_in));
     return PB_OK;
 }
 
@@ -731,6 +755,8 @@ static pb_backend_ops make_ops(void)
     pb_backend_ops o;
     memset(&o, 0, sizeof o);
     o.name = "cuda";
+    o.numerics = cuda_numerics;
+    o.set_matmul = cuda_set_matmul;
     // read once, before main: the planner and every backend see one value
     const char *kv = getenv("PB_CUDA_KV_DTYPE");
     o.kv_dtype = kv && strcmp(kv, "f32") == 0 ? PB_DT_F32 : PB_DT_BF16;
@@ -805,6 +831,11 @@ extern "C" pb_status pb_cuda_backend_create(int device, pb_backend **out)
             e = cudaHostAlloc((void **)&c->args, ARG_SLOTS * ARG_SLOT_BYTES, cudaHostAllocDefault);
         for (int i = 0; i < ARG_SLOTS && e == cudaSuccess; i++)
             e = cudaEventCreateWithFlags(&c->args_ev[i], cudaEventDisableTiming);
+        cudaDeviceProp prop;
+        if (e == cudaSuccess)
+            e = cudaGetDeviceProperties(&prop, device);
+        if (e == cudaSuccess)
+            c->tc_ok = prop.major >= 8;
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
             st = pb_error(PB_ERR_DEVICE, "CUDA device %d: creating the backend failed: %s", device,

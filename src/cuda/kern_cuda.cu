@@ -171,6 +171,357 @@ cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const voi
     return cudaGetLastError();
 }
 
+// ---- linear on the tensor cores (bf16 and f16 weights) ----
+//
+// x is rounded to the weight's type (bf16 or f16, nearest even) and the
+// products run as m16n8k16 mma with f32 accumulation. Every output element
+// takes one fixed order, whatever the kernel, tile or row count: K in spans
+// of 32 (the last one zero-padded), each span two mmas, the first taking the
+// span's elements {8t .. 8t + 3} and the second {8t + 4 .. 8t + 7} of each
+// quarter t (so a lane loads 8 consecutive elements of a row with one 16-byte
+// load for both mmas, as A and B alike); spans in slices of TC_SLICE_SPANS,
+// each slice's chain starting from zero; the slices' sums added in order
+// (f32, nearest); the bias last. The mma's result for an element depends
+// only on that element's row of x, column of W and accumulator, so a row's
+// bits are the same alone or among any M rows, in the skinny kernel (M <=
+// TC_SKINNY_ROWS: a warp a slice of 8 columns, W streamed once) or the tiled
+// one (larger M: 128 x 64 tiles through shared memory).
+
+#define TC_SPAN 32
+#define TC_SLICE_SPANS 8
+#define TC_SKINNY_ROWS 64
+
+#ifdef PB_CUDA_EMU_RUNTIME_H
+// the CPU stand-in: the warp's fragments exchanged, each lane computing its
+// four elements as a chain of exact products (the tensor core's own
+// accumulation differs; tests/backend/ops' bounds hold for both)
+template <int DT> __device__ __forceinline__ float tc_elem(uint32_t pair, int hi)
+{
+    const uint16_t h = (uint16_t)(hi ? pair >> 16 : pair & 0xffffu);
+    return DT == KC_BF16 ? bf16_f32(h) : f16_f32(h);
+}
+
+template <int DT> __device__ __forceinline__ void tc_mma(float d[4], const uint32_t a[4], const uint32_t b[2])
+{
+    unsigned mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]}, all[32 * 6];
+    emu_warp_exchange(mine, 6, all);
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float A[2][16], B[2][16];
+    for (int src = 0; src < 32; src++) {
+        const int sg = src >> 2, st = src & 3;
+        const unsigned *f = all + src * 6;
+        for (int h = 0; h < 2; h++) {
+            if (sg == g) { // a0: row g, k 2st, 2st + 1; a1: row g + 8; a2, a3: k + 8
+                A[0][2 * st + h] = tc_elem<DT>(f[0], h);
+                A[1][2 * st + h] = tc_elem<DT>(f[1], h);
+                A[0][2 * st + 8 + h] = tc_elem<DT>(f[2], h);
+                A[1][2 * st + 8 + h] = tc_elem<DT>(f[3], h);
+            }
+            for (int c = 0; c < 2; c++)
+                if (sg == 2 * t + c) { // b0: k 2st, 2st + 1 of column sg; b1: k + 8
+                    B[c][2 * st + h] = tc_elem<DT>(f[4], h);
+                    B[c][2 * st + 8 + h] = tc_elem<DT>(f[5], h);
+                }
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 16; k++)
+            d[i] = fmaf(A[i >> 1][k], B[i & 1][k], d[i]);
+}
+#else
+template <int DT> __device__ __forceinline__ void tc_mma(float d[4], const uint32_t a[4], const uint32_t b[2])
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (DT == KC_BF16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                     "{%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                     "{%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    (void)d, (void)a, (void)b;
+    __trap(); // kc_linear_tc refuses devices below sm_80 before launching
+#endif
+}
+#endif
+
+// x rounded to DT's type, two elements a word (the lower k in the low half)
+template <int DT> __device__ __forceinline__ uint32_t tc_pack(float lo, float hi)
+{
+    if (DT == KC_BF16)
+        return (uint32_t)f32_bf16(lo) | (uint32_t)f32_bf16(hi) << 16;
+    return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | (uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16;
+}
+
+// elements k0 .. k0 + 7 of x's row m as 4 words (zeros past M or K)
+template <int DT, bool VEC>
+__device__ __forceinline__ uint4 tc_load_x(const float *x, int ldx, int M, int K, int m, int k0)
+{
+    uint4 r = {0u, 0u, 0u, 0u};
+    if (m >= M || k0 >= K)
+        return r;
+    const float *p = x + (size_t)m * ldx + k0;
+    float v[8];
+    if (VEC) {
+        const float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = k0 + i < K ? p[i] : 0.0f;
+    }
+    r.x = tc_pack<DT>(v[0], v[1]);
+    r.y = tc_pack<DT>(v[2], v[3]);
+    r.z = tc_pack<DT>(v[4], v[5]);
+    r.w = tc_pack<DT>(v[6], v[7]);
+    return r;
+}
+
+// elements k0 .. k0 + 7 of W's row n (16-bit elements; zeros past N or K)
+template <bool VEC> __device__ __forceinline__ uint4 tc_load_w(const uint16_t *W, int N, int K, int n, int k0)
+{
+    uint4 r = {0u, 0u, 0u, 0u};
+    if (n >= N || k0 >= K)
+        return r;
+    const uint16_t *p = W + (size_t)n * K + k0;
+    if (VEC) {
+        r = *(const uint4 *)p;
+    } else {
+        uint32_t e[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            e[i] = k0 + i < K ? p[i] : 0u;
+        r.x = e[0] | e[1] << 16;
+        r.y = e[2] | e[3] << 16;
+        r.z = e[4] | e[5] << 16;
+        r.w = e[6] | e[7] << 16;
+    }
+    return r;
+}
+
+// one span of a 16-row tile: xa rows g, xb rows g + 8; w column g
+template <int DT> __device__ __forceinline__ void tc_span(float acc[4], uint4 xa, uint4 xb, uint4 w)
+{
+    const uint32_t a1[4] = {xa.x, xb.x, xa.y, xb.y}, b1[2] = {w.x, w.y};
+    tc_mma<DT>(acc, a1, b1);
+    const uint32_t a2[4] = {xa.z, xb.z, xa.w, xb.w}, b2[2] = {w.z, w.w};
+    tc_mma<DT>(acc, a2, b2);
+}
+
+#define TCS_WARPS 8
+
+// Skinny: one block per 8 columns and 16 MT rows; its warps take the slices
+// in rounds (warp w slice 8r + w), stream their W slice once (all of a
+// slice's loads issued first) and leave the slice's sums in shared memory,
+// which the block adds in slice order after each round.
+template <int DT, int MT, bool VEC>
+__global__ void __launch_bounds__(TCS_WARPS * 32)
+    k_linear_tc_skinny(const float *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
+                       const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
+{
+    __shared__ float part[TCS_WARPS][MT * 16 * 8];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int n0 = blockIdx.x * 8, m0 = blockIdx.y * 16 * MT;
+    const int nspans = (K + TC_SPAN - 1) / TC_SPAN, nslices = (nspans + TC_SLICE_SPANS - 1) / TC_SLICE_SPANS;
+    constexpr int ELEMS = MT * 16 * 8, PER = (ELEMS + TCS_WARPS * 32 - 1) / (TCS_WARPS * 32);
+    float tot[PER];
+#pragma unroll
+    for (int q = 0; q < PER; q++)
+        tot[q] = 0.0f;
+    for (int r0 = 0; r0 < nslices; r0 += TCS_WARPS) {
+        const int s = r0 + warp;
+        float acc[MT][4];
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+            acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+        if (s < nslices) { // the whole warp
+            const int sp0 = s * TC_SLICE_SPANS;
+            const int nsp = nspans - sp0 < TC_SLICE_SPANS ? nspans - sp0 : TC_SLICE_SPANS;
+            uint4 w[TC_SLICE_SPANS];
+#pragma unroll
+            for (int j = 0; j < TC_SLICE_SPANS; j++)
+                w[j] = j < nsp ? tc_load_w<VEC>(W, N, K, n0 + g, (sp0 + j) * TC_SPAN + 8 * t) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+            for (int j = 0; j < TC_SLICE_SPANS; j++) {
+                if (j < nsp) {
+                    const int k0 = (sp0 + j) * TC_SPAN + 8 * t;
+#pragma unroll
+                    for (int i = 0; i < MT; i++) {
+                        const uint4 xa = tc_load_x<DT, VEC>(x, ldx, M, K, m0 + 16 * i + g, k0);
+                        const uint4 xb = tc_load_x<DT, VEC>(x, ldx, M, K, m0 + 16 * i + g + 8, k0);
+                        tc_span<DT>(acc[i], xa, xb, w[j]);
+                    }
+                }
+            }
+        }
+        // element e of the block's tile: row e / 8, column e % 8
+#pragma unroll
+        for (int i = 0; i < MT; i++) {
+            float *p = part[warp] + (16 * i + g) * 8 + 2 * t;
+            p[0] = acc[i][0];
+            p[1] = acc[i][1];
+            p[64] = acc[i][2];
+            p[65] = acc[i][3];
+        }
+        __syncthreads();
+        const int ns = nslices - r0 < TCS_WARPS ? nslices - r0 : TCS_WARPS;
+#pragma unroll
+        for (int q = 0; q < PER; q++) {
+            const int e = (int)threadIdx.x + q * TCS_WARPS * 32;
+            if (e < ELEMS)
+                for (int w2 = 0; w2 < ns; w2++)
+                    tot[q] = __fadd_rn(tot[q], part[w2][e]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int q = 0; q < PER; q++) {
+        const int e = (int)threadIdx.x + q * TCS_WARPS * 32;
+        const int m = m0 + e / 8, n = n0 + e % 8;
+        if (e < ELEMS && m < M && n < N)
+            y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[q], bias[n]) : tot[q];
+    }
+}
+
+// Tiled: 128 x 64 tiles of y per block of 8 warps (4 x 2, 32 x 32 each),
+// a span of x (rounded) and W through shared memory, double-buffered: the
+// next span's global loads are issued before this span's mmas.
+#define TCB_M 128
+#define TCB_N 64
+
+template <int DT, bool VEC>
+__global__ void __launch_bounds__(256, 2)
+    k_linear_tc_tiled(const float *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
+                      const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
+{
+    // a span of a row: 32 elements, 64 bytes, 16 words (8 rows of 64 bytes
+    // per quarter warp's 16-byte loads: no bank conflicts)
+    __shared__ __align__(16) uint32_t xs[2][TCB_M * 16];
+    __shared__ __align__(16) uint32_t ws[2][TCB_N * 16];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.y * TCB_M, n0 = blockIdx.x * TCB_N;
+    const int wm = (warp & 3) * 32, wn = (warp >> 2) * 32;
+    const int nspans = (K + TC_SPAN - 1) / TC_SPAN;
+    // loads: x chunks tid and tid + 256 (row c / 4, quarter c % 4), W chunk tid
+    uint4 lx[2], lw;
+    auto load = [&](int sp) {
+        const int kb = sp * TC_SPAN;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int c = tid + 256 * h;
+            lx[h] = tc_load_x<DT, VEC>(x, ldx, M, K, m0 + (c >> 2), kb + 8 * (c & 3));
+        }
+        lw = tc_load_w<VEC>(W, N, K, n0 + (tid >> 2), kb + 8 * (tid & 3));
+    };
+    auto store = [&](int b) {
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            *(uint4 *)&xs[b][(tid + 256 * h) * 4] = lx[h];
+        *(uint4 *)&ws[b][tid * 4] = lw;
+    };
+    float acc[2][4][4], tot[2][4][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                acc[i][j][e] = tot[i][j][e] = 0.0f;
+    load(0);
+    store(0);
+    __syncthreads();
+    for (int sp = 0; sp < nspans; sp++) {
+        const int b = sp & 1;
+        if (sp + 1 < nspans)
+            load(sp + 1);
+        uint4 fa[2][2], fb[4];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            fa[i][0] = *(const uint4 *)&xs[b][(wm + 16 * i + g) * 16 + 4 * t];
+            fa[i][1] = *(const uint4 *)&xs[b][(wm + 16 * i + g + 8) * 16 + 4 * t];
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            fb[j] = *(const uint4 *)&ws[b][(wn + 8 * j + g) * 16 + 4 * t];
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                tc_span<DT>(acc[i][j], fa[i][0], fa[i][1], fb[j]);
+        if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans) {
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        tot[i][j][e] = __fadd_rn(tot[i][j][e], acc[i][j][e]);
+                        acc[i][j][e] = 0.0f;
+                    }
+        }
+        if (sp + 1 < nspans)
+            store(b ^ 1);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = m0 + wm + 16 * i + g + (e >> 1) * 8, n = n0 + wn + 8 * j + 2 * t + (e & 1);
+                if (m < M && n < N)
+                    y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[i][j][e], bias[n]) : tot[i][j][e];
+            }
+}
+
+template <int DT, bool VEC>
+static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
+                             float *y, int ldy, int N, int K)
+{
+    if (M <= TC_SKINNY_ROWS) {
+        const int mt = M <= 16 ? 1 : M <= 32 ? 2 : 4;
+        const dim3 grid((unsigned)((N + 7) / 8), 1u);
+        if (mt == 1)
+            KLAUNCH((k_linear_tc_skinny<DT, 1, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        else if (mt == 2)
+            KLAUNCH((k_linear_tc_skinny<DT, 2, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        else
+            KLAUNCH((k_linear_tc_skinny<DT, 4, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        return;
+    }
+    const dim3 grid((unsigned)((N + TCB_N - 1) / TCB_N), (unsigned)((M + TCB_M - 1) / TCB_M));
+    KLAUNCH((k_linear_tc_tiled<DT, VEC>), grid, 256, st, x, ldx, M, W, bias, y, ldy, N, K);
+}
+
+cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
+                         const float *bias, float *y, int ldy, int N, int K)
+{
+    if (M <= 0 || N <= 0)
+        return cudaSuccess;
+    if (dt == KC_F32 || (M + TCB_M - 1) / TCB_M > 65535 || (N + 7) / 8 > 0x7fffffff / 2)
+        return cudaErrorInvalidValue;
+    // 16-byte loads: W rows (K % 8) and x rows start 16-byte aligned
+    const bool vec = K % 8 == 0 && ldx % 4 == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)W & 15u) == 0;
+    const uint16_t *w = (const uint16_t *)W;
+    if (dt == KC_BF16) {
+        if (vec)
+            linear_tc_launch<KC_BF16, true>(st, x, ldx, M, w, bias, y, ldy, N, K);
+        else
+            linear_tc_launch<KC_BF16, false>(st, x, ldx, M, w, bias, y, ldy, N, K);
+    } else {
+        if (vec)
+            linear_tc_launch<KC_F16, true>(st, x, ldx, M, w, bias, y, ldy, N, K);
+        else
+            linear_tc_launch<KC_F16, false>(st, x, ldx, M, w, bias, y, ldy, N, K);
+    }
+    return cudaGetLastError();
+}
+
 // ---- gather ----
 
 template <int DT>

@@ -20,6 +20,11 @@ enum kc_dtype { KC_F32 = 0, KC_BF16 = 1, KC_F16 = 2 };
 cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt, const float *bias,
                       float *y, int ldy, int N, int K);
 
+// the same on the tensor cores, for bf16 and f16 W (sm_80 on): x rounded to
+// W's type, f32 accumulation in a fixed order (kern_cuda.cu), batch-invariant
+cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
+                         const float *bias, float *y, int ldy, int N, int K);
+
 // out[t, 0:n_in] (=, += when acc) W[ids[t] + offset, :]; *flag |= 1 when an id is outside [0, n_rows)
 cudaError_t kc_gather(cudaStream_t st, float *out, const void *W, kc_dtype dt, const int32_t *ids, int T, int offset,
                       int n_rows, int n_in, bool acc, int *flag);

@@ -181,6 +181,7 @@ static void test_memory(void)
  * store_dt. Checks M rows against the reference and row invariance. */
 static bool bf16_products; /* --matmul-precision bf16 is selected (bf16_probe) */
 static bool amx_products;  /* bf16-amx: f16 and f32 weights too, split into 2 or 3 bf16 pieces */
+static bool tc_products;   /* cuda's tensor cores (its default): x rounded to bf16 / f16 for bf16 / f16 weights */
 
 static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt, int n_parts, bool transposed,
                         bool perm, bool bias, float **out_y)
@@ -250,8 +251,9 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
     CHECK(W->bytes == BE->ops->weight_bytes(store_dt, N, K, bias), "bytes %llu, weight_bytes says %llu",
           (unsigned long long)W->bytes, (unsigned long long)BE->ops->weight_bytes(store_dt, N, K, bias));
 
-    /* y with a row stride wider than N, x with one wider than K */
-    int ldx = K + 3, ldy = N + 5;
+    /* y with a row stride wider than N, x with one wider than K (rows 16-byte aligned where K % 8 == 0, so
+     * that kernels with wide loads take them) */
+    int ldx = K % 8 == 0 ? K + 8 : K + 3, ldy = N + 5;
     float *xh = calloc((size_t)M * ldx, 4);
     for (int i = 0; i < M; i++)
         memcpy(xh + (size_t)i * ldx, x + (size_t)i * K, (size_t)K * 4);
@@ -269,7 +271,8 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
                  * tile unit for every weight dtype) */
                 const float xv = bf16_products && (store_dt == PB_DT_BF16 || amx_products)
                                      ? kept(x[(size_t)i * K + k], PB_DT_BF16)
-                                     : x[(size_t)i * K + k];
+                                 : tc_products && store_dt != PB_DT_F32 ? kept(x[(size_t)i * K + k], store_dt)
+                                                                        : x[(size_t)i * K + k];
                 double t = (double)xv * kept(w[(size_t)sr * K + k], store_dt);
                 r += t;
                 mag += fabs(t);
@@ -279,7 +282,10 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
                 mag += fabs(b[j]);
             }
             /* split weights: a chain of 2 or 3 products a k */
-            const int pieces = amx_products ? (store_dt == PB_DT_F32 ? 3 : store_dt == PB_DT_F16 ? 2 : 1) : 1;
+            /* the tensor cores' accumulation is not IEEE's nearest at each add: twice the bound */
+            const int pieces = amx_products ? (store_dt == PB_DT_F32 ? 3 : store_dt == PB_DT_F16 ? 2 : 1)
+                               : tc_products && store_dt != PB_DT_F32 ? 2
+                                                                      : 1;
             double e = fabs(y[(size_t)i * ldy + j] - r), tol = (pieces * K + 2) * EPS * mag + 1e-30;
             if (e / tol > worst)
                 worst = e / tol;
@@ -315,8 +321,11 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
 static void test_linear(void)
 {
     const pb_dtype dts[] = {PB_DT_F32, PB_DT_BF16, PB_DT_F16};
+    /* N, K, M: cuda's tensor-core kernels take M <= 64 rows in one pass over W (skinny) and more in tiles of
+     * 128 x 64; K in slices of 256: 2200 and 2101 take two rounds of the skinny kernel's 8 warps */
     const int shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 1}, {67, 129, 9}, {130, 63, 32}, {19, 256, 37},
-                             {257, 96, 5}};
+                             {257, 96, 5}, {70, 136, 72}, {45, 71, 66}, {17, 600, 64}, {9, 2200, 5},
+                             {7, 2101, 3}, {131, 520, 130}};
     for (unsigned s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (unsigned d = 0; d < 3; d++)
             linear_case(shapes[s][0], shapes[s][1], shapes[s][2], dts[d], dts[d], 1, false, false, s % 2 == 1, NULL);
@@ -1267,6 +1276,28 @@ static int run_kind(const char *kind, bool only)
             free(first_ab);
             pb_cpu_isa_set(pb_cpu_isa_best());
             amx_linear(threads);
+        } else if (strcmp(kind, "cuda") == 0) {
+            /* the default: bf16 / f16 weights on the tensor cores; then the exact products (--matmul-precision
+             * f32), which must give other bits */
+            int before = failures;
+            tc_products = true;
+            run_all();
+            rng_state = 99;
+            float *yt = isa_probe();
+            OK(pb_mmprec_select(BE->ops, PB_MMPREC_F32));
+            tc_products = false;
+            where = "cuda exact";
+            test_linear();
+            test_glu_linear();
+            test_mlp_glu();
+            rng_state = 99;
+            float *ye = isa_probe();
+            CHECK(memcmp(yt, ye, (size_t)11 * 97 * 4) != 0, "the tensor cores give the exact bits");
+            free(yt);
+            free(ye);
+            CHECK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16_AMX) != PB_OK, "cuda accepts bf16-amx");
+            OK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16));
+            printf("%s (%d threads; tensor cores, then exact): %s\n", kind, threads, failures == before ? "ok" : "FAILED");
         } else {
             int before = failures;
             run_all();

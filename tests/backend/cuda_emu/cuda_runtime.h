@@ -24,6 +24,7 @@
 #define __launch_bounds__(...)
 #define __restrict__
 #define __shared__ static // blocks run one after another: one copy is the block's
+#define __align__(n) __attribute__((aligned(n)))
 
 // ---- vector types ----
 struct dim3 {
@@ -36,6 +37,7 @@ struct float4 {
 struct uint4 {
     unsigned x, y, z, w;
 };
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 
 // ---- thread identity (of the fiber running) ----
 struct emu_thread_id {
@@ -50,6 +52,7 @@ extern emu_thread_id *emu_cur;
 void emu_syncthreads(void);
 float emu_shfl_xor_f(float v, int off);
 double emu_shfl_xor_d(double v, int off);
+void emu_warp_exchange(const unsigned *mine, int n, unsigned *all); // the mma stand-in (kern_cuda.cu)
 #define __syncthreads() emu_syncthreads()
 static inline float __shfl_xor_sync(unsigned, float v, int off) { return emu_shfl_xor_f(v, off); }
 static inline double __shfl_xor_sync(unsigned, double v, int off) { return emu_shfl_xor_d(v, off); }
@@ -102,6 +105,7 @@ struct cudaPointerAttributes {
 };
 struct cudaDeviceProp {
     char name[256];
+    int major, minor;
 };
 #define cudaStreamNonBlocking 1
 #define cudaEventDisableTiming 2

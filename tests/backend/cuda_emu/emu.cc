@@ -1,5 +1,10 @@
 // The CPU side of the CUDA stand-in (cuda_runtime.h): memory, copies, and
 // kernel launches as fibers, one per thread of a block.
+// Switches after a fiber's first start are _setjmp/_longjmp (no signal mask
+// saved, so no system call: swapcontext's made this program 10x slower);
+// _FORTIFY_SOURCE's longjmp check would refuse a jump to another stack.
+#undef _FORTIFY_SOURCE
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <ucontext.h>
@@ -15,9 +20,13 @@ struct fiber {
     ucontext_t ctx;
     emu_thread_id id;
     bool done;
+    bool started;  // entered through ctx once; later resumed through jb
+    jmp_buf jb;    // where the fiber yielded
+    const unsigned *wait_gen; // blocked until *wait_gen != wait_val (a barrier's generation), or NULL
+    unsigned wait_val;
     std::vector<char> stack;
 };
-ucontext_t sched_ctx;
+jmp_buf sched_jb; // the scheduler, where a fiber yields to
 std::vector<fiber> *fibers;
 fiber *running;
 const std::function<void()> *body;
@@ -29,7 +38,11 @@ std::vector<double> shfl_val;
 std::vector<int> shfl_arrived;
 std::vector<unsigned> shfl_gen;
 
-void yield_to_sched() { swapcontext(&running->ctx, &sched_ctx); }
+void yield_to_sched()
+{
+    if (!_setjmp(running->jb))
+        _longjmp(sched_jb, 1);
+}
 
 void fiber_main()
 {
@@ -40,7 +53,7 @@ void fiber_main()
         bar_arrived = 0;
         bar_gen++;
     }
-    swapcontext(&running->ctx, &sched_ctx);
+    _longjmp(sched_jb, 1);
 }
 
 void wait_warp(int w)
@@ -51,8 +64,12 @@ void wait_warp(int w)
         shfl_gen[w]++;
         return;
     }
-    while (shfl_gen[w] == g)
+    while (shfl_gen[w] == g) {
+        running->wait_gen = &shfl_gen[w]; // the scheduler skips this fiber until then
+        running->wait_val = g;
         yield_to_sched();
+    }
+    running->wait_gen = NULL;
 }
 
 template <typename T> T shfl_xor(T v, int off)
@@ -74,11 +91,31 @@ void emu_syncthreads(void)
         bar_gen++;
         return;
     }
-    while (bar_gen == g)
+    while (bar_gen == g) {
+        running->wait_gen = &bar_gen;
+        running->wait_val = g;
         yield_to_sched();
+    }
+    running->wait_gen = NULL;
 }
 
 float emu_shfl_xor_f(float v, int off) { return shfl_xor<float>(v, off); }
+
+// every lane of the warp gives n values (n <= 8) and gets all 32 lanes' (all[lane * n + i])
+void emu_warp_exchange(const unsigned *mine, int n, unsigned *all)
+{
+    const int tid = (int)emu_cur->tid.x, w = tid / 32;
+    static std::vector<unsigned> xv;
+    if (xv.size() < shfl_val.size() * 8)
+        xv.resize(shfl_val.size() * 8);
+    for (int i = 0; i < n; i++)
+        xv[(size_t)tid * 8 + (size_t)i] = mine[i];
+    wait_warp(w); // all lanes wrote
+    for (int l = 0; l < 32; l++)
+        for (int i = 0; i < n; i++)
+            all[l * n + i] = xv[(size_t)(w * 32 + l) * 8 + (size_t)i];
+    wait_warp(w); // all lanes read
+}
 double emu_shfl_xor_d(double v, int off) { return shfl_xor<double>(v, off); }
 
 void emu_launch(dim3 grid, dim3 block, std::function<void()> f)
@@ -109,6 +146,8 @@ void emu_launch(dim3 grid, dim3 block, std::function<void()> f)
                 for (unsigned t = 0; t < nt; t++) {
                     fiber &x = fs[t];
                     x.done = false;
+                    x.started = false;
+                    x.wait_gen = NULL;
                     x.id.tid = dim3(t, 0, 0);
                     x.id.bid = dim3(bx, by, bz);
                     x.id.bdim = block;
@@ -125,9 +164,19 @@ void emu_launch(dim3 grid, dim3 block, std::function<void()> f)
                         fiber &x = fs[t];
                         if (x.done)
                             continue;
+                        if (x.wait_gen && *x.wait_gen == x.wait_val) { // still blocked: no switch
+                            left = true;
+                            continue;
+                        }
                         running = &x;
                         emu_cur = &x.id;
-                        swapcontext(&sched_ctx, &x.ctx);
+                        if (!_setjmp(sched_jb)) {
+                            if (!x.started) {
+                                x.started = true;
+                                setcontext(&x.ctx); // back through sched_jb
+                            }
+                            _longjmp(x.jb, 1);
+                        }
                         left = left || !x.done;
                     }
                 }
@@ -164,6 +213,8 @@ cudaError_t cudaMemGetInfo(size_t *f, size_t *t)
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
 {
     snprintf(p->name, sizeof p->name, "CPU emulation");
+    p->major = 9; // the tensor-core kernels run (their mma on the stand-in)
+    p->minor = 0;
     return cudaSuccess;
 }
 // device memory: filled with garbage so that a missing zeroing shows

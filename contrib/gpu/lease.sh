@@ -1,0 +1,96 @@
+#!/bin/bash
+# One device call: the GPU checks, then the GPU benchmark, inside a time budget.
+#
+#   here:   sh contrib/gpu/pack.sh
+#   device: run(command="bash contrib/gpu/lease.sh [SECONDS]", carry=["gpu-pack"])
+#
+# SECONDS (default 480) is split: the op test alone first (its whole output in
+# $OUT/ops.txt; on failure a compute-sanitizer memcheck of it in
+# $OUT/sanitizer.txt), then contrib/gpu/check.sh (summary.txt, check.log,
+# version.txt, nvidia-smi.txt), then contrib/bench/gpu.py (bench.txt,
+# gpu-bench.json) in what is left. Eight files at most come back from $OUT.
+# Then ncu's kernel times over one batch-1 decode step (appended to bench.txt).
+# PB_LEASE_SKIP="ops check bench profile" leaves parts out.
+set -u
+HERE=$(cd "$(dirname "$0")/../.." && pwd)
+BUDGET=${1:-480}
+OUTD=${OUT:-$HERE/gpu-check-out}
+mkdir -p "$OUTD"
+export OUT=$OUTD PYTHONUNBUFFERED=1
+T0=$(date +%s)
+left() { echo $((BUDGET - ($(date +%s) - T0))); }
+skip() { case " ${PB_LEASE_SKIP:-} " in *" $1 "*) return 0 ;; esac; return 1; }
+PACK=$HERE/gpu-pack
+export PACK
+
+if ! skip ops; then
+    (
+        . "$HERE/contrib/gpu/env.sh"
+        echo "== ops cuda (default KV cache)"
+        timeout -k 5 60 "$PACK/tests/backend/ops" cuda
+        rc=$?
+        echo "== exit $rc"
+        if [ $rc -ne 0 ] && [ $rc -ne 77 ] && command -v compute-sanitizer >/dev/null; then
+            timeout -k 5 75 compute-sanitizer --tool memcheck --print-limit 20 "$PACK/tests/backend/ops" cuda \
+                >"$OUT/sanitizer.txt" 2>&1
+            echo "== compute-sanitizer exit $?" >>"$OUT/sanitizer.txt"
+        fi
+    ) >"$OUT/ops.txt" 2>&1
+    tail -n 3 "$OUT/ops.txt"
+fi
+if ! skip check; then
+    t=$(( $(left) * 60 / 100 ))
+    echo "== check.sh (${t}s)"
+    timeout -k 5 "$t" bash "$HERE/contrib/gpu/check.sh"
+    echo "== check.sh exit $?"
+fi
+if ! skip bench; then
+    t=$(( $(left) - 10 ))
+    if [ "$t" -gt 60 ]; then
+        echo "== gpu.py (${t}s)"
+        WORK=$(mktemp -d /tmp/pbbench.XXXXXX)
+        timeout -k 5 "$t" python3 "$HERE/contrib/bench/gpu.py" --tokens 32 --batches 1,64 --work "$WORK" \
+            >"$OUT/bench.txt" 2>&1
+        echo "== gpu.py exit $?"
+        tail -n 20 "$OUT/bench.txt"
+    else
+        echo "== gpu.py: no time left (${t}s)"
+    fi
+fi
+# where one decode step's GPU time goes: ncu's kernel durations over about one
+# step of batch-1 decode of the benchmark's 1.1B model (appended to bench.txt)
+t=$(( $(left) - 10 ))
+if ! skip profile && [ "$t" -gt 45 ] && command -v ncu >/dev/null && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
+    echo "== ncu (${t}s)"
+    (
+        . "$HERE/contrib/gpu/env.sh"
+        echo '{"prompt": "the quick brown fox", "max_tokens": 24, "ignore_eos": true}' >"$WORK/p.jsonl"
+        s0=$(date +%s.%N)
+        "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p.jsonl" --out "$WORK/o0.jsonl" \
+            --temperature 0 --metrics "$WORK/m0.json"
+        echo "plain run: $(python3 -c "print(round($(date +%s.%N) - $s0, 2))") s; metrics: $(head -c 600 "$WORK/m0.json")"
+        timeout -k 5 "$t" ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip 600 \
+            --launch-count 260 "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p.jsonl" \
+            --out "$WORK/o1.jsonl" --temperature 0 >"$WORK/ncu.csv" 2>"$WORK/ncu.err"
+        echo "ncu exit $?; $(tail -n 3 "$WORK/ncu.err")"
+        python3 - "$WORK/ncu.csv" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows:
+    sys.exit("no ncu rows")
+h = rows[0]
+ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
+tot = collections.defaultdict(float); cnt = collections.Counter()
+for r in rows[1:]:
+    v = float(r[vi].replace(",", "")) * {"nsecond": 1e-3, "usecond": 1, "msecond": 1e3}.get(r[ui], 1)
+    name = r[ki].split("(")[0].split("<")[0]
+    tot[name] += v; cnt[name] += 1
+all_us = sum(tot.values())
+print(f"ncu: {sum(cnt.values())} launches, {all_us:.0f} us of kernel time")
+for n, v in sorted(tot.items(), key=lambda x: -x[1]):
+    print(f"  {n:<28} {cnt[n]:5d} launches {v:9.1f} us  {v / cnt[n]:7.2f} us each")
+PY
+    ) >>"$OUT/bench.txt" 2>&1
+    tail -n 16 "$OUT/bench.txt"
+fi
+echo "== lease.sh done in $(( $(date +%s) - T0 ))s"
