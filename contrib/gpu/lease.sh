@@ -9,6 +9,8 @@
 # $OUT/sanitizer.txt), then contrib/gpu/check.sh (summary.txt, check.log,
 # version.txt, nvidia-smi.txt), then contrib/bench/gpu.py (bench.txt,
 # gpu-bench.json) in what is left. Eight files at most come back from $OUT.
+# Before check.sh: ops again with the tensor-core kernels' other shapes, and
+# tests/backend/linbench (linbench.txt: the linear op's GB/s and TFLOP/s).
 # Then ncu's kernel times over one batch-1 decode step (appended to bench.txt).
 # PB_LEASE_SKIP="ops check bench profile" leaves parts out.
 set -u
@@ -37,6 +39,25 @@ if ! skip ops; then
         fi
     ) >"$OUT/ops.txt" 2>&1
     tail -n 3 "$OUT/ops.txt"
+fi
+if ! skip ops2; then  # the tensor-core kernels' other shapes (kern_cuda.cu's PB_CUDA_TC_*) on the device
+    (
+        . "$HERE/contrib/gpu/env.sh"
+        echo "== ops cuda, PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128"
+        PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/ops" cuda
+        echo "== exit $?"
+    ) >>"$OUT/ops.txt" 2>&1
+    tail -n 2 "$OUT/ops.txt"
+fi
+if ! skip linbench && [ -x "$PACK/tests/backend/linbench" ]; then
+    # the linear op alone: the default kernels, the other shapes, the exact f32 products
+    (
+        . "$HERE/contrib/gpu/env.sh"
+        timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
+        PB_CUDA_TC_COLS=8 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
+        PB_MMPREC=f32 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,64,512
+    ) >"$OUT/linbench.txt" 2>&1
+    cat "$OUT/linbench.txt"
 fi
 if ! skip check; then
     t=$(( $(left) * 60 / 100 ))

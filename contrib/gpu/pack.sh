@@ -54,7 +54,7 @@ fi
 grep -q '^#define PB_HAVE_CUDA 1' "$BUILD/config.h" || die "$BUILD is configured without CUDA"
 PROGS="pippy-batch tests/backend/ops tests/forward/fwd-harness tests/cli/cuda_probe"
 # the NCCL transport's tests (tests/net/nccl.sh), when the build has them
-for p in tests/net/nccl_test tests/net/pipe_test; do
+for p in tests/net/nccl_test tests/net/pipe_test tests/backend/linbench; do
     grep -q "^${p%%/*}_$(echo "${p#*/}" | tr / _)_SOURCES" "$BUILD/Makefile" 2>/dev/null && PROGS="$PROGS $p"
 done
 say "building $PROGS in $BUILD"

@@ -1,6 +1,8 @@
 // Kernels of the CUDA backend: a batch-invariant GEMV-style linear, gather,
 // norms, rotary, activations, attention over a bf16, f16 or f32 KV cache, and
 // small element-wise ops. Semantics follow src/cpu/cpu.c op by op.
+#include <stdlib.h>
+
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -185,7 +187,7 @@ cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const voi
 // only on that element's row of x, column of W and accumulator, so a row's
 // bits are the same alone or among any M rows, in the skinny kernel (M <=
 // TC_SKINNY_ROWS: a warp a slice of 8 columns, W streamed once) or the tiled
-// one (larger M: 128 x 64 tiles through shared memory).
+// one (larger M: 128 x 64 or 128 x 128 tiles through shared memory).
 
 #define TC_SPAN 32
 #define TC_SLICE_SPANS 8
@@ -289,7 +291,7 @@ template <bool VEC> __device__ __forceinline__ uint4 tc_load_w(const uint16_t *W
         return r;
     const uint16_t *p = W + (size_t)n * K + k0;
     if (VEC) {
-        r = *(const uint4 *)p;
+        r = __ldg((const uint4 *)p); // weights: read-only for the kernel's life
     } else {
         uint32_t e[8];
 #pragma unroll
@@ -314,37 +316,42 @@ template <int DT> __device__ __forceinline__ void tc_span(float acc[4], uint4 xa
 
 #define TCS_WARPS 8
 
-// Skinny: one block per 8 columns and 16 MT rows; its warps take the slices
-// in rounds (warp w slice 8r + w), stream their W slice once (all of a
-// slice's loads issued first) and leave the slice's sums in shared memory,
-// which the block adds in slice order after each round.
-template <int DT, int MT, bool VEC>
+// Skinny: one block per 8 NG columns and 16 MT rows; its warps take the
+// slices in rounds (warp w slice 8r + w), stream their W slice once (all of a
+// slice's loads issued first: NG x 8 x 16 bytes a lane) and leave the slice's
+// sums in shared memory, which the block adds in slice order after each round.
+template <int DT, int MT, int NG, bool VEC>
 __global__ void __launch_bounds__(TCS_WARPS * 32)
     k_linear_tc_skinny(const float *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
                        const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
 {
-    __shared__ float part[TCS_WARPS][MT * 16 * 8];
+    constexpr int COLS = 8 * NG, ELEMS = MT * 16 * COLS, PER = (ELEMS + TCS_WARPS * 32 - 1) / (TCS_WARPS * 32);
+    __shared__ float part[TCS_WARPS][ELEMS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int n0 = blockIdx.x * 8, m0 = blockIdx.y * 16 * MT;
+    const int n0 = blockIdx.x * COLS, m0 = blockIdx.y * 16 * MT;
     const int nspans = (K + TC_SPAN - 1) / TC_SPAN, nslices = (nspans + TC_SLICE_SPANS - 1) / TC_SLICE_SPANS;
-    constexpr int ELEMS = MT * 16 * 8, PER = (ELEMS + TCS_WARPS * 32 - 1) / (TCS_WARPS * 32);
     float tot[PER];
 #pragma unroll
     for (int q = 0; q < PER; q++)
         tot[q] = 0.0f;
     for (int r0 = 0; r0 < nslices; r0 += TCS_WARPS) {
         const int s = r0 + warp;
-        float acc[MT][4];
+        float acc[NG][MT][4];
 #pragma unroll
-        for (int i = 0; i < MT; i++)
-            acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+        for (int c = 0; c < NG; c++)
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+                acc[c][i][0] = acc[c][i][1] = acc[c][i][2] = acc[c][i][3] = 0.0f;
         if (s < nslices) { // the whole warp
             const int sp0 = s * TC_SLICE_SPANS;
             const int nsp = nspans - sp0 < TC_SLICE_SPANS ? nspans - sp0 : TC_SLICE_SPANS;
-            uint4 w[TC_SLICE_SPANS];
+            uint4 w[NG][TC_SLICE_SPANS];
 #pragma unroll
             for (int j = 0; j < TC_SLICE_SPANS; j++)
-                w[j] = j < nsp ? tc_load_w<VEC>(W, N, K, n0 + g, (sp0 + j) * TC_SPAN + 8 * t) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+                for (int c = 0; c < NG; c++)
+                    w[c][j] = j < nsp ? tc_load_w<VEC>(W, N, K, n0 + 8 * c + g, (sp0 + j) * TC_SPAN + 8 * t)
+                                      : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
             for (int j = 0; j < TC_SLICE_SPANS; j++) {
                 if (j < nsp) {
@@ -353,20 +360,24 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
                     for (int i = 0; i < MT; i++) {
                         const uint4 xa = tc_load_x<DT, VEC>(x, ldx, M, K, m0 + 16 * i + g, k0);
                         const uint4 xb = tc_load_x<DT, VEC>(x, ldx, M, K, m0 + 16 * i + g + 8, k0);
-                        tc_span<DT>(acc[i], xa, xb, w[j]);
+#pragma unroll
+                        for (int c = 0; c < NG; c++)
+                            tc_span<DT>(acc[c][i], xa, xb, w[c][j]);
                     }
                 }
             }
         }
-        // element e of the block's tile: row e / 8, column e % 8
+        // element e of the block's tile: row e / COLS, column e % COLS
 #pragma unroll
-        for (int i = 0; i < MT; i++) {
-            float *p = part[warp] + (16 * i + g) * 8 + 2 * t;
-            p[0] = acc[i][0];
-            p[1] = acc[i][1];
-            p[64] = acc[i][2];
-            p[65] = acc[i][3];
-        }
+        for (int c = 0; c < NG; c++)
+#pragma unroll
+            for (int i = 0; i < MT; i++) {
+                float *p = part[warp] + (16 * i + g) * COLS + 8 * c + 2 * t;
+                p[0] = acc[c][i][0];
+                p[1] = acc[c][i][1];
+                p[8 * COLS] = acc[c][i][2];
+                p[8 * COLS + 1] = acc[c][i][3];
+            }
         __syncthreads();
         const int ns = nslices - r0 < TCS_WARPS ? nslices - r0 : TCS_WARPS;
 #pragma unroll
@@ -381,46 +392,46 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
 #pragma unroll
     for (int q = 0; q < PER; q++) {
         const int e = (int)threadIdx.x + q * TCS_WARPS * 32;
-        const int m = m0 + e / 8, n = n0 + e % 8;
+        const int m = m0 + e / COLS, n = n0 + e % COLS;
         if (e < ELEMS && m < M && n < N)
             y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[q], bias[n]) : tot[q];
     }
 }
 
-// Tiled: 128 x 64 tiles of y per block of 8 warps (4 x 2, 32 x 32 each),
+// Tiled: 128 x 32 WNW tiles of y per block of 4 x WNW warps (32 x 32 each),
 // a span of x (rounded) and W through shared memory, double-buffered: the
 // next span's global loads are issued before this span's mmas.
 #define TCB_M 128
-#define TCB_N 64
 
-template <int DT, bool VEC>
-__global__ void __launch_bounds__(256, 2)
+template <int DT, int WNW, bool VEC>
+__global__ void __launch_bounds__(128 * WNW, 4 / WNW)
     k_linear_tc_tiled(const float *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
                       const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
 {
     // a span of a row: 32 elements, 64 bytes, 16 words (8 rows of 64 bytes
     // per quarter warp's 16-byte loads: no bank conflicts)
+    constexpr int BN = 32 * WNW, NT = 128 * WNW, XC = TCB_M * 4 / NT; // x chunks a thread
     __shared__ __align__(16) uint32_t xs[2][TCB_M * 16];
-    __shared__ __align__(16) uint32_t ws[2][TCB_N * 16];
+    __shared__ __align__(16) uint32_t ws[2][BN * 16];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    const int m0 = blockIdx.y * TCB_M, n0 = blockIdx.x * TCB_N;
+    const int m0 = blockIdx.y * TCB_M, n0 = blockIdx.x * BN;
     const int wm = (warp & 3) * 32, wn = (warp >> 2) * 32;
     const int nspans = (K + TC_SPAN - 1) / TC_SPAN;
-    // loads: x chunks tid and tid + 256 (row c / 4, quarter c % 4), W chunk tid
-    uint4 lx[2], lw;
+    // loads: x chunks tid + NT h (row c / 4, quarter c % 4), W chunk tid
+    uint4 lx[XC], lw;
     auto load = [&](int sp) {
         const int kb = sp * TC_SPAN;
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int c = tid + 256 * h;
+        for (int h = 0; h < XC; h++) {
+            const int c = tid + NT * h;
             lx[h] = tc_load_x<DT, VEC>(x, ldx, M, K, m0 + (c >> 2), kb + 8 * (c & 3));
         }
         lw = tc_load_w<VEC>(W, N, K, n0 + (tid >> 2), kb + 8 * (tid & 3));
     };
     auto store = [&](int b) {
 #pragma unroll
-        for (int h = 0; h < 2; h++)
-            *(uint4 *)&xs[b][(tid + 256 * h) * 4] = lx[h];
+        for (int h = 0; h < XC; h++)
+            *(uint4 *)&xs[b][(tid + NT * h) * 4] = lx[h];
         *(uint4 *)&ws[b][tid * 4] = lw;
     };
     float acc[2][4][4], tot[2][4][4];
@@ -479,23 +490,49 @@ __global__ void __launch_bounds__(256, 2)
             }
 }
 
+// PB_CUDA_TC_COLS=8|16 (columns a warp of the skinny kernel streams; default
+// 16), PB_CUDA_TC_SKINNY=ROWS (the most rows it takes, 0..64; default 64) and
+// PB_CUDA_TC_TILE=64|128 (the tiled kernel's columns a block; default 64):
+// kernel choices for contrib/gpu's benchmarks; every choice gives the same bits
+static int tc_env(const char *name, int dflt, int lo, int hi)
+{
+    const char *v = getenv(name);
+    const int n = v && *v ? atoi(v) : dflt;
+    return n < lo ? lo : n > hi ? hi : n;
+}
+
+template <int DT, int NG, bool VEC>
+static void skinny_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
+                          float *y, int ldy, int N, int K)
+{
+    const dim3 grid((unsigned)((N + 8 * NG - 1) / (8 * NG)), 1u);
+    if (M <= 16)
+        KLAUNCH((k_linear_tc_skinny<DT, 1, NG, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+    else if (M <= 32)
+        KLAUNCH((k_linear_tc_skinny<DT, 2, NG, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+    else
+        KLAUNCH((k_linear_tc_skinny<DT, 4, NG, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+}
+
 template <int DT, bool VEC>
 static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
                              float *y, int ldy, int N, int K)
 {
-    if (M <= TC_SKINNY_ROWS) {
-        const int mt = M <= 16 ? 1 : M <= 32 ? 2 : 4;
-        const dim3 grid((unsigned)((N + 7) / 8), 1u);
-        if (mt == 1)
-            KLAUNCH((k_linear_tc_skinny<DT, 1, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
-        else if (mt == 2)
-            KLAUNCH((k_linear_tc_skinny<DT, 2, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+    static const int skinny_rows = tc_env("PB_CUDA_TC_SKINNY", TC_SKINNY_ROWS, 0, TC_SKINNY_ROWS);
+    static const int ng = tc_env("PB_CUDA_TC_COLS", 16, 8, 16) / 8;
+    if (M <= skinny_rows) {
+        if (ng == 2)
+            skinny_launch<DT, 2, VEC>(st, x, ldx, M, W, bias, y, ldy, N, K);
         else
-            KLAUNCH((k_linear_tc_skinny<DT, 4, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+            skinny_launch<DT, 1, VEC>(st, x, ldx, M, W, bias, y, ldy, N, K);
         return;
     }
-    const dim3 grid((unsigned)((N + TCB_N - 1) / TCB_N), (unsigned)((M + TCB_M - 1) / TCB_M));
-    KLAUNCH((k_linear_tc_tiled<DT, VEC>), grid, 256, st, x, ldx, M, W, bias, y, ldy, N, K);
+    static const int bn = tc_env("PB_CUDA_TC_TILE", 64, 64, 128);
+    const dim3 grid((unsigned)((N + bn - 1) / bn), (unsigned)((M + TCB_M - 1) / TCB_M));
+    if (bn == 128)
+        KLAUNCH((k_linear_tc_tiled<DT, 4, VEC>), grid, 512, st, x, ldx, M, W, bias, y, ldy, N, K);
+    else
+        KLAUNCH((k_linear_tc_tiled<DT, 2, VEC>), grid, 256, st, x, ldx, M, W, bias, y, ldy, N, K);
 }
 
 cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,

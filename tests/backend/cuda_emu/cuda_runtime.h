@@ -37,6 +37,7 @@ struct float4 {
 struct uint4 {
     unsigned x, y, z, w;
 };
+template <class T> static inline T __ldg(const T *p) { return *p; }
 static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 
 // ---- thread identity (of the fiber running) ----
