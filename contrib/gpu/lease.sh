@@ -43,8 +43,8 @@ fi
 if ! skip ops2; then  # the tensor-core kernels' other shapes (kern_cuda.cu's PB_CUDA_TC_*) on the device
     (
         . "$HERE/contrib/gpu/env.sh"
-        echo "== ops cuda, PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128"
-        PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/ops" cuda
+        echo "== ops cuda, PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128"
+        PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/ops" cuda
         echo "== exit $?"
     ) >>"$OUT/ops.txt" 2>&1
     tail -n 2 "$OUT/ops.txt"
@@ -54,7 +54,7 @@ if ! skip linbench && [ -x "$PACK/tests/backend/linbench" ]; then
     (
         . "$HERE/contrib/gpu/env.sh"
         timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
-        PB_CUDA_TC_COLS=8 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
+        PB_CUDA_TC_COLS=16 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
         PB_MMPREC=f32 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,64,512
     ) >"$OUT/linbench.txt" 2>&1
     cat "$OUT/linbench.txt"

@@ -12,6 +12,6 @@ case $out in
 *) echo "FAIL: PB_CUDA_KV_DTYPE=q8 was not refused: $out"; exit 1 ;;
 esac
 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
-# the second run also with the skinny tensor-core kernel's 8-column warps (16 by default) and the tiled
+# the second run also with the skinny tensor-core kernel's 16-column warps (8 by default) and the tiled
 # kernel from 33 rows (PB_CUDA_TC_SKINNY) in 128 x 128 tiles (PB_CUDA_TC_TILE): the same bounds and invariance
-PB_CUDA_KV_DTYPE=f32 PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
+PB_CUDA_KV_DTYPE=f32 PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
