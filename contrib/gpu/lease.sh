@@ -43,8 +43,8 @@ fi
 if ! skip ops2; then  # the tensor-core kernels' other shapes (kern_cuda.cu's PB_CUDA_TC_*) on the device
     (
         . "$HERE/contrib/gpu/env.sh"
-        echo "== ops cuda, PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128"
-        PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/ops" cuda
+        echo "== ops cuda, PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1"
+        PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 timeout -k 5 60 "$PACK/tests/backend/ops" cuda
         echo "== exit $?"
     ) >>"$OUT/ops.txt" 2>&1
     tail -n 2 "$OUT/ops.txt"

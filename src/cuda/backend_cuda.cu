@@ -52,6 +52,8 @@ struct cuda_impl {
     int args_next;            // the slot to use next
     int args_cur;             // the slot args_begin gave, -1: the pageable buffer
     bool tc_ok;               // the device has the m16n8k16 bf16/f16 mma (sm_80 on)
+    float *part;              // device: attention's chunk results (flash-decoding)
+    size_t part_cap;
 };
 
 // --matmul-precision: bf16 and f16 weights' products on the tensor cores
@@ -447,6 +449,26 @@ static pb_status cuda_reserve(pb_backend *be, const pb_backend_limits *lim)
 
 // ---- compute ----
 
+static int g_attn_chunk, g_attn_split = -1; // attention's chunk keys (0: not read yet) and form
+
+extern "C" void pb_cuda_attn_force(int chunk, int split)
+{
+    g_attn_chunk = chunk > 0 ? chunk : 0;
+    g_attn_split = split < -1 ? -1 : split > 1 ? 1 : split;
+    if (!g_attn_chunk) { // the environment's, with this form
+        const char *v = getenv("PB_CUDA_ATTN_CHUNK");
+        g_attn_chunk = v && *v && atoi(v) > 0 ? atoi(v) : KC_ATTN_CHUNK;
+    }
+}
+
+// an integer setting from the environment, clamped; dflt where unset
+static int env_int(const char *name, int dflt, int lo, int hi)
+{
+    const char *v = getenv(name);
+    const int n = v && *v ? atoi(v) : dflt;
+    return n < lo ? lo : n > hi ? hi : n;
+}
+
 #define LAUNCH(what, call)                                                                                             \
     do {                                                                                                               \
         cudaError_t e_ = (call);                                                                                       \
@@ -612,6 +634,40 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     k.window = a->window;
     k.softcap = a->softcap;
     k.kv_dt = a->kv_dtype == PB_DT_F32 ? KC_F32 : a->kv_dtype == PB_DT_F16 ? KC_F16 : KC_BF16;
+    // chunks of keys (kern_cuda.cu): a block a chunk where few queries would leave most SMs idle, all of a
+    // query's chunks in one block otherwise (the same bits either way). PB_CUDA_ATTN_CHUNK (keys) and
+    // PB_CUDA_ATTN_SPLIT=0|1 (never, always) are for the tests.
+    if (!g_attn_chunk) {
+        g_attn_chunk = env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
+        g_attn_split = env_int("PB_CUDA_ATTN_SPLIT", -1, -1, 1);
+    }
+    const int chunk = g_attn_chunk, split = g_attn_split;
+    int most = 1;
+    for (int s = 0; s < S; s++) {
+        if (a->n_tokens[s] <= 0)
+            continue;
+        const int p = a->pos[s] + a->n_tokens[s] - 1;
+        const int keys = a->window > 0 && a->window < p + 1 ? a->window : p + 1;
+        most = keys > most ? keys : most;
+    }
+    k.chunk = chunk;
+    k.max_chunks = (most + chunk - 1) / chunk;
+    k.part = NULL;
+    const size_t part_bytes = (size_t)T * (size_t)a->n_heads * (size_t)k.max_chunks * (size_t)(a->head_dim + 2) *
+                              sizeof(float);
+    if (k.max_chunks > 1 && k.max_chunks <= 65535 &&
+        (split == 1 || (split < 0 && (size_t)T * (size_t)a->n_heads < 1024 && part_bytes <= ((size_t)64 << 20)))) {
+        if (part_bytes > c->part_cap) {
+            PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+            if (c->part)
+                PB_CUDA_CHECK(cudaFree(c->part));
+            c->part = NULL;
+            c->part_cap = 0;
+            PB_CUDA_CHECK(cudaMalloc((void **)&c->part, round256(part_bytes)));
+            c->part_cap = round256(part_bytes);
+        }
+        k.part = c->part;
+    }
     LAUNCH("attention", kc_attention(c->stream, &k));
     return PB_OK;
 }
@@ -735,6 +791,8 @@ static void cuda_free(pb_backend *be)
         if (c->scratch && cudaFree(c->scratch) != cudaSuccess)
             (void)cudaGetLastError();
         if (c->flag && cudaFree(c->flag) != cudaSuccess)
+            (void)cudaGetLastError();
+        if (c->part && cudaFree(c->part) != cudaSuccess)
             (void)cudaGetLastError();
         if (c->stream && cudaStreamDestroy(c->stream) != cudaSuccess)
             (void)cudaGetLastError();

@@ -27,4 +27,9 @@ pb_status pb_cuda_device_info(int device, char *name, size_t cap, uint64_t *free
 pb_status pb_cuda_backend_create(int device, pb_backend **out);
 const pb_backend_ops *pb_cuda_backend_ops(void);
 
+/* For tests: attention's keys a chunk (0: PB_CUDA_ATTN_CHUNK or 256) and its
+ * form (-1: a block a chunk where few queries would leave SMs idle; 0: a
+ * block a query; 1: a block a chunk), which must all give the same bits. */
+void pb_cuda_attn_force(int chunk, int split);
+
 #endif

@@ -891,34 +891,29 @@ template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 #define ATT_WARPS 4
 #define ATT_DPL (KC_ATTN_MAX_HEAD_DIM / 32) // head dims per lane
 
-// One block per (token row, query head); the block's result depends only on
-// that query and its sequence's cache, so a sequence's output is the same
-// alone or in any batch. Warp w takes keys lo + w, lo + w + 4, ... in order:
-// the q.k dot product is split over lanes (dims lane + 32 i) and reduced by
-// a fixed butterfly; an online softmax (running max, sum, V accumulator per
-// warp) then the four warps are merged in order 0..3. f32 math on the
-// cache's values.
-//
-// Long contexts at small batch leave most SMs idle here (T * n_heads
-// blocks): split-K ("flash-decoding") goes here later, each split a fixed
-// key range merged in a fixed order so that the result stays invariant.
-template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
+// A query's keys lo .. p in chunks of a->chunk keys from lo (the last one
+// shorter). A chunk is one block's work: warp w takes its keys c0 + w,
+// c0 + w + 4, ... in order; the q.k dot product is split over lanes (dims
+// lane + 32 i) and reduced by a fixed butterfly; an online softmax (running
+// max, sum, V accumulator per warp); then the four warps are merged in order
+// 0..3 into the chunk's max, sum and unnormalized output. The chunks are
+// merged in order by one running merge (merge_chunk), then divided by the
+// sum; with one chunk that is the chunk's own output over its sum. Every
+// query's result depends only on that query and its sequence's cache, so a
+// sequence's output is the same alone or in any batch, and the same whether
+// one block takes all of a query's chunks (k_attention) or a block each
+// (k_attention_part, then k_attention_merge: flash-decoding, where few
+// queries would leave most SMs idle). f32 math on the cache's values.
+
+// the chunk's max, sum (every thread) and output dims (thread d: dims d,
+// d + blockDim.x, ...) in red[], a block-shared [ATT_WARPS][hd] buffer
+template <typename kv_t>
+__device__ void attn_chunk(const kc_attn &a, int s, int t, int h, int c0, int c1, const float *qs, float *accs,
+                           float *ms, float *ls, float *M_out, float *L_out)
 {
-    __shared__ float qs[KC_ATTN_MAX_HEAD_DIM];
-    __shared__ float accs[ATT_WARPS][KC_ATTN_MAX_HEAD_DIM];
-    __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
-    const int t = blockIdx.x, h = blockIdx.y;
-    const int s = a.tok_seq[t];
-    if (s < 0)
-        return; // the whole block
     const int hd = a.head_dim, kvd = a.n_kv_heads * hd, g = h / (a.n_heads / a.n_kv_heads);
-    const int p = a.pos[s] + t - a.tok_start[s];
-    const int lo = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const float *q = a.q + (size_t)t * a.q_stride + (size_t)h * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x)
-        qs[d] = q[d];
-    __syncthreads();
+    (void)t;
     float qr[ATT_DPL], acc[ATT_DPL];
 #pragma unroll
     for (int i = 0; i < ATT_DPL; i++) {
@@ -929,7 +924,7 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
     const float slope = a.alibi ? a.alibi[h] : 0.0f;
     const kv_t *kc = (const kv_t *)a.k_cache[s] + (size_t)g * hd, *vc = (const kv_t *)a.v_cache[s] + (size_t)g * hd;
     float m = -INFINITY, l = 0.0f;
-    for (int j = lo + warp; j <= p; j += ATT_WARPS) {
+    for (int j = c0 + warp; j <= c1; j += ATT_WARPS) {
         const kv_t *kr = kc + (size_t)j * kvd, *vr = vc + (size_t)j * kvd;
         float dot = 0.0f;
 #pragma unroll
@@ -971,7 +966,7 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
     for (int i = 0; i < ATT_DPL; i++) {
         const int d = lane + 32 * i;
         if (d < hd)
-            accs[warp][d] = acc[i];
+            accs[warp * KC_ATTN_MAX_HEAD_DIM + d] = acc[i];
     }
     __syncthreads();
     float M = -INFINITY;
@@ -982,13 +977,119 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
         f[w] = ms[w] == -INFINITY ? 0.0f : expf(ms[w] - M); // a warp with no keys adds nothing
         L = __fmaf_rn(ls[w], f[w], L);
     }
-    float *o = a.out + (size_t)t * a.n_heads * hd + (size_t)h * hd;
+    // the chunk's output dims in place of warp 0's (each thread reads its own dims of every warp first)
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float v = 0.0f;
         for (int w = 0; w < ATT_WARPS; w++)
-            v = __fmaf_rn(accs[w][d], f[w], v);
-        o[d] = __fdiv_rn(v, L);
+            v = __fmaf_rn(accs[w * KC_ATTN_MAX_HEAD_DIM + d], f[w], v);
+        accs[d] = v;
     }
+    *M_out = M;
+    *L_out = L;
+}
+
+// the running merge of chunk (Mc, Lc, vc) into (M, L, v): one fixed formula,
+// the same bits in either kernel; (-inf, 0, 0) then a chunk gives the chunk
+__device__ __forceinline__ void merge_chunk(float &M, float &L, float *v, int n, int stride, float Mc, float Lc,
+                                            const float *vc)
+{
+    const float Mn = Mc > M ? Mc : M;
+    const float fa = M == -INFINITY ? 0.0f : expf(M - Mn), fb = expf(Mc - Mn);
+    L = __fadd_rn(__fmul_rn(L, fa), __fmul_rn(Lc, fb));
+    for (int d = threadIdx.x; d < n; d += stride)
+        v[d] = __fadd_rn(__fmul_rn(v[d], fa), __fmul_rn(vc[d], fb));
+    M = Mn;
+}
+
+__device__ __forceinline__ int attn_lo(const kc_attn &a, int p)
+{
+    return a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+}
+
+// one block per (token row, query head): all of the query's chunks in turn
+template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
+{
+    __shared__ float qs[KC_ATTN_MAX_HEAD_DIM];
+    __shared__ float accs[ATT_WARPS * KC_ATTN_MAX_HEAD_DIM];
+    __shared__ float vs[KC_ATTN_MAX_HEAD_DIM];
+    __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int s = a.tok_seq[t];
+    if (s < 0)
+        return; // the whole block
+    const int hd = a.head_dim;
+    const int p = a.pos[s] + t - a.tok_start[s], lo = attn_lo(a, p);
+    const float *q = a.q + (size_t)t * a.q_stride + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        qs[d] = q[d];
+        vs[d] = 0.0f;
+    }
+    __syncthreads();
+    float M = -INFINITY, L = 0.0f;
+    for (int c0 = lo; c0 <= p; c0 += a.chunk) {
+        const int c1 = p - c0 >= a.chunk ? c0 + a.chunk - 1 : p;
+        float Mc, Lc;
+        attn_chunk<kv_t>(a, s, t, h, c0, c1, qs, accs, ms, ls, &Mc, &Lc);
+        merge_chunk(M, L, vs, hd, blockDim.x, Mc, Lc, accs); // each thread its own dims: no barrier needed
+        __syncthreads(); // accs, ms, ls reused by the next chunk
+    }
+    float *o = a.out + (size_t)t * a.n_heads * hd + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        o[d] = __fdiv_rn(vs[d], L);
+}
+
+// flash-decoding, first half: block (t, h, c) takes chunk c of the query and
+// leaves its max, sum and output in a.part (hd + 2 floats a chunk)
+template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(kc_attn a)
+{
+    __shared__ float qs[KC_ATTN_MAX_HEAD_DIM];
+    __shared__ float accs[ATT_WARPS * KC_ATTN_MAX_HEAD_DIM];
+    __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
+    const int t = blockIdx.x, h = blockIdx.y, c = blockIdx.z;
+    const int s = a.tok_seq[t];
+    if (s < 0)
+        return;
+    const int hd = a.head_dim;
+    const int p = a.pos[s] + t - a.tok_start[s], lo = attn_lo(a, p);
+    const int c0 = lo + c * a.chunk;
+    if (c0 > p)
+        return; // this query has fewer chunks
+    const int c1 = p - c0 >= a.chunk ? c0 + a.chunk - 1 : p;
+    const float *q = a.q + (size_t)t * a.q_stride + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        qs[d] = q[d];
+    __syncthreads();
+    float Mc, Lc;
+    attn_chunk<kv_t>(a, s, t, h, c0, c1, qs, accs, ms, ls, &Mc, &Lc);
+    float *pp = a.part + (((size_t)t * a.n_heads + h) * a.max_chunks + c) * (size_t)(hd + 2);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        pp[2 + d] = accs[d];
+    if (threadIdx.x == 0) {
+        pp[0] = Mc;
+        pp[1] = Lc;
+    }
+}
+
+// flash-decoding, second half: block (t, h) merges the query's chunks in order
+__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_merge(kc_attn a)
+{
+    __shared__ float vs[KC_ATTN_MAX_HEAD_DIM];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int s = a.tok_seq[t];
+    if (s < 0)
+        return;
+    const int hd = a.head_dim;
+    const int p = a.pos[s] + t - a.tok_start[s], lo = attn_lo(a, p);
+    const int nc = (p - lo) / a.chunk + 1;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        vs[d] = 0.0f;
+    float M = -INFINITY, L = 0.0f;
+    const float *pp = a.part + ((size_t)t * a.n_heads + h) * a.max_chunks * (size_t)(hd + 2);
+    for (int c = 0; c < nc; c++, pp += hd + 2)
+        merge_chunk(M, L, vs, hd, blockDim.x, pp[0], pp[1], pp + 2);
+    float *o = a.out + (size_t)t * a.n_heads * hd + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        o[d] = __fdiv_rn(vs[d], L);
 }
 
 cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
@@ -1007,6 +1108,22 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
     if (a->n_heads > 65535)
         return cudaErrorInvalidValue;
     const dim3 grid((unsigned)a->T, (unsigned)a->n_heads);
+    if (a->part && a->max_chunks > 1) { // flash-decoding: a block a chunk, then the merge
+        if (a->max_chunks > 65535)
+            return cudaErrorInvalidValue;
+        const dim3 g3((unsigned)a->T, (unsigned)a->n_heads, (unsigned)a->max_chunks);
+        if (a->kv_dt == KC_F32)
+            KLAUNCH((k_attention_part<float>), g3, ATT_WARPS * 32, st, *a);
+        else if (a->kv_dt == KC_F16)
+            KLAUNCH((k_attention_part<kv_half>), g3, ATT_WARPS * 32, st, *a);
+        else
+            KLAUNCH((k_attention_part<uint16_t>), g3, ATT_WARPS * 32, st, *a);
+        e = cudaGetLastError();
+        if (e != cudaSuccess)
+            return e;
+        KLAUNCH((k_attention_merge), grid, ATT_WARPS * 32, st, *a);
+        return cudaGetLastError();
+    }
     if (a->kv_dt == KC_F32)
         KLAUNCH((k_attention<float>), grid, ATT_WARPS * 32, st, *a);
     else if (a->kv_dt == KC_F16)

@@ -63,8 +63,12 @@ struct kc_attn {
     int window;
     float softcap;
     int kv_dt; // the caches' elements (kc_dtype): f32 (exact), bf16 or f16 (nearest even)
+    int chunk; // keys a chunk (KC_ATTN_CHUNK; the chunks' merge fixes the result's bits)
+    int max_chunks; // the most chunks of any query of the call
+    float *part;    // NULL, or [T][n_heads][max_chunks][head_dim + 2]: a block a chunk (flash-decoding)
 };
 #define KC_ATTN_MAX_HEAD_DIM 256
+#define KC_ATTN_CHUNK 256
 
 // stores this step's k/v rows (as kv_dt) at their positions, then attends
 cudaError_t kc_attention(cudaStream_t st, const kc_attn *a);

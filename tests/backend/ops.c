@@ -66,6 +66,7 @@
 #include "backend/backend.h"
 #include "common/tensor.h"
 #include "cpu/kernels.h"
+#include "cuda/cuda.h"
 
 static int failures;
 static const char *where = "";
@@ -1296,6 +1297,19 @@ static int run_kind(const char *kind, bool only)
             free(yt);
             free(ye);
             CHECK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16_AMX) != PB_OK, "cuda accepts bf16-amx");
+            /* attention's chunks of 8 keys (20 keys: 3 chunks) merged in one block, or a block a chunk
+             * (flash-decoding): the same bits */
+            float *ap[2];
+            for (int f = 0; f < 2; f++) {
+                pb_cuda_attn_force(8, f);
+                rng_state = 99;
+                ap[f] = attn_probe();
+            }
+            pb_cuda_attn_force(0, -1);
+            where = "cuda attention chunks";
+            CHECK(memcmp(ap[0], ap[1], ATTN_PROBE_FLOATS * 4) == 0, "a block a chunk differs from a block a query");
+            free(ap[0]);
+            free(ap[1]);
             OK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16));
             printf("%s (%d threads; tensor cores, then exact): %s\n", kind, threads, failures == before ? "ok" : "FAILED");
         } else {
