@@ -264,6 +264,15 @@ typedef struct pb_backend_ops {
      * (per-head q/k norms; w holds Gemma's 1 + weight already). */
     pb_status (*head_norm)(pb_backend *be, float *x, int ld, int T, int n_heads, int head_dim, const float *w,
                            float eps);
+
+    /* Greedy picks without the logits leaving the device. ids[r] (host) =
+     * the first index of the largest of x[r * ld .. r * ld + n), NaN counting
+     * as -inf, and where mask_rows[r] (host, or NULL: none) the n_mask ids
+     * mask_ids (host) too; 0 when nothing is above -inf (as the host
+     * sampler's greedy pick). Returns once ids holds the results. NULL: the
+     * caller samples from downloaded logits. */
+    pb_status (*argmax)(pb_backend *be, const float *x, int rows, int n, int ld, const int32_t *mask_ids, int n_mask,
+                        const uint8_t *mask_rows, int32_t *ids);
 } pb_backend_ops;
 
 struct pb_backend {

@@ -942,7 +942,8 @@ pb_status pb_stage_run(pb_stage *s, const pb_seq_batch *b)
     return PB_OK;
 }
 
-pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, float *out, bool all_logits)
+/* Validates b, uploads in (host) and runs the layers: pb_stage_forward's first half. */
+static pb_status forward_body(pb_stage *s, const pb_seq_batch *b, const void *in, int *T_out)
 {
     int T = 0;
     PB_CHECK(prepare(s, b, &T));
@@ -958,7 +959,39 @@ pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, f
     } else {
         PB_CHECK(op->upload(be, s->in.data, in, (size_t)T * s->H * sizeof(float)));
     }
-    PB_CHECK(run_body(s, b, T));
+    *T_out = T;
+    return run_body(s, b, T);
+}
+
+bool pb_stage_has_argmax(const pb_stage *s) { return s->has_head && s->be->ops->argmax; }
+
+pb_status pb_stage_forward_argmax(pb_stage *s, const pb_seq_batch *b, const void *in, const int32_t *mask_ids,
+                                  int n_mask, const uint8_t *mask_rows, int32_t *ids)
+{
+    if (!pb_stage_has_argmax(s))
+        return pb_error(PB_ERR_INTERNAL, "stage: greedy picks on a stage without a head or a backend without argmax");
+    int T = 0;
+    PB_CHECK(forward_body(s, b, in, &T));
+    pb_backend *be = s->be;
+    const int R = b->n_seqs, C = head_chunk(s);
+    for (int i = 0; i < R; i++)
+        s->rows[i] = s->tok_start[i] + b->n_tokens[i] - 1;
+    for (int r0 = 0; r0 < R; r0 += C) {
+        const int nr = R - r0 < C ? R - r0 : C;
+        float *dst = (float *)s->out.data + (size_t)r0 * s->V;
+        PB_CHECK(run_head(s, r0, nr, dst));
+        PB_CHECK(be->ops->argmax(be, dst, nr, s->V, s->V, mask_ids, n_mask, mask_rows ? mask_rows + r0 : NULL,
+                                 ids + r0));
+    }
+    return be->ops->sync(be);
+}
+
+pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, float *out, bool all_logits)
+{
+    int T = 0;
+    PB_CHECK(forward_body(s, b, in, &T));
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
     if (!s->has_head) {
         PB_CHECK(op->download(be, out, s->out.data, (size_t)T * s->H * sizeof(float)));
         return op->sync(be);

@@ -75,6 +75,15 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
  * pb_stage_output and a backend sync. */
 pb_status pb_stage_forward(pb_stage *st, const pb_seq_batch *b, const void *in, float *out, bool all_logits);
 
+/* The last stage's greedy picks without the logits leaving the backend:
+ * ids[i] (host) = the first largest logit of sequence i's last token (NaN
+ * never; where mask_rows[i], the n_mask ids mask_ids never; 0 when none is
+ * above -inf), as the host sampler picks greedily. Only where
+ * pb_stage_has_argmax (a head, and a backend with the argmax op). */
+bool pb_stage_has_argmax(const pb_stage *st);
+pb_status pb_stage_forward_argmax(pb_stage *st, const pb_seq_batch *b, const void *in, const int32_t *mask_ids,
+                                  int n_mask, const uint8_t *mask_rows, int32_t *ids);
+
 /* The stage's input and output as backend buffers, for a pipeline that keeps
  * activations on the device: input I32 [max_batch_tokens] ids on the first
  * stage, else F32 [max_batch_tokens, hidden]; output F32 [T, hidden], or on

@@ -552,6 +552,30 @@ static pb_status cpu_softcap(pb_backend *be, float *x, size_t n, float cap)
     return PB_OK;
 }
 
+static pb_status cpu_argmax(pb_backend *be, const float *x, int rows, int n, int ld, const int32_t *mask_ids,
+                            int n_mask, const uint8_t *mask_rows, int32_t *ids)
+{
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        const float *l = x + (size_t)r * (size_t)ld;
+        const bool masked = mask_rows && mask_rows[r];
+        float best = -INFINITY;
+        int32_t at = 0;
+        for (int i = 0; i < n; i++)
+            if (l[i] > best) { /* NaN never */
+                bool skip = false;
+                for (int e = 0; masked && e < n_mask && !skip; e++)
+                    skip = mask_ids[e] == i;
+                if (!skip) {
+                    best = l[i];
+                    at = i;
+                }
+            }
+        ids[r] = at;
+    }
+    return PB_OK;
+}
+
 typedef struct head_norm_job {
     float *x;
     const float *w;
@@ -680,6 +704,7 @@ static const pb_backend_ops cpu_ops = {
     .scatter_add = cpu_scatter_add,
     .scale = cpu_scale,
     .softcap = cpu_softcap,
+    .argmax = cpu_argmax,
     .head_norm = cpu_head_norm,
 };
 

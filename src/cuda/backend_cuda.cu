@@ -672,6 +672,37 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     return PB_OK;
 }
 
+static pb_status cuda_argmax(pb_backend *be, const float *x, int rows, int n, int ld, const int32_t *mask_ids,
+                             int n_mask, const uint8_t *mask_rows, int32_t *ids)
+{
+    cuda_impl *c = impl_of(be);
+    if (rows <= 0)
+        return PB_OK;
+    if (n_mask < 0 || (n_mask > 0 && !mask_ids))
+        return pb_error(PB_ERR_INTERNAL, "argmax: %d masked ids", n_mask);
+    SET_DEVICE(c);
+    // scratch: mask ids, mask rows (when any), then the picks
+    const size_t a_ids = (size_t)n_mask * sizeof(int32_t), a_rows = mask_rows ? (size_t)rows : 0;
+    const size_t args = round256(a_ids + a_rows), bytes = args + (size_t)rows * sizeof(int32_t);
+    PB_CHECK(scratch_reserve(c, bytes));
+    unsigned char *d = (unsigned char *)c->scratch;
+    if (a_ids + a_rows) {
+        unsigned char *h = NULL;
+        PB_CHECK(args_begin(c, a_ids + a_rows, &h));
+        if (a_ids)
+            memcpy(h, mask_ids, a_ids);
+        if (a_rows)
+            memcpy(h + a_ids, mask_rows, a_rows);
+        PB_CHECK(args_send(c, d, a_ids + a_rows));
+    }
+    int32_t *dids = (int32_t *)(void *)(d + args);
+    LAUNCH("argmax", kc_argmax(c->stream, x, rows, n, ld, a_ids ? (const int32_t *)(void *)d : NULL, n_mask,
+                               a_rows ? d + a_ids : NULL, dids));
+    PB_CUDA_CHECK(cudaMemcpyAsync(ids, dids, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream));
+    PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return PB_OK;
+}
+
 static pb_status cuda_act(pb_backend *be, pb_act act, float *x, int ld, int rows, int n)
 {
     cuda_impl *c = impl_of(be);
@@ -848,6 +879,7 @@ static pb_backend_ops make_ops(void)
     o.scale = cuda_scale;
     o.softcap = cuda_softcap;
     o.head_norm = cuda_head_norm;
+    o.argmax = cuda_argmax;
     return o;
 }
 

@@ -559,6 +559,60 @@ cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const 
     return cudaGetLastError();
 }
 
+// ---- greedy picks ----
+
+#define ARGMAX_THREADS 256
+
+// one block a row: each thread the first of its elements' largest (strided,
+// so the first index among equals), NaN and masked ids never; then thread 0
+// takes the threads' in order, the lower index among equals: the row's first
+// largest, as the host sampler's greedy pick; 0 when none is above -inf
+__global__ void __launch_bounds__(ARGMAX_THREADS)
+    k_argmax(const float *x, int n, int ld, const int32_t *mask_ids, int n_mask, const uint8_t *mask_rows, int32_t *ids)
+{
+    __shared__ float bv[ARGMAX_THREADS];
+    __shared__ int bi[ARGMAX_THREADS];
+    const int r = blockIdx.x;
+    const float *l = x + (size_t)r * (size_t)ld;
+    const bool masked = mask_rows && mask_rows[r];
+    float best = -INFINITY;
+    int at = -1;
+    for (int i = threadIdx.x; i < n; i += ARGMAX_THREADS) {
+        const float v = l[i];
+        if (v > best) {
+            bool skip = false;
+            for (int e = 0; masked && e < n_mask && !skip; e++)
+                skip = mask_ids[e] == i;
+            if (!skip) {
+                best = v;
+                at = i;
+            }
+        }
+    }
+    bv[threadIdx.x] = best;
+    bi[threadIdx.x] = at;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float b = -INFINITY;
+        int a = -1;
+        for (int t = 0; t < ARGMAX_THREADS; t++)
+            if (bi[t] >= 0 && (bv[t] > b || (bv[t] == b && (a < 0 || bi[t] < a)))) {
+                b = bv[t];
+                a = bi[t];
+            }
+        ids[r] = a < 0 ? 0 : a;
+    }
+}
+
+cudaError_t kc_argmax(cudaStream_t st, const float *x, int rows, int n, int ld, const int32_t *mask_ids, int n_mask,
+                      const uint8_t *mask_rows, int32_t *ids)
+{
+    if (rows <= 0)
+        return cudaSuccess;
+    KLAUNCH((k_argmax), rows, ARGMAX_THREADS, st, x, n, ld, mask_ids, n_mask, mask_rows, ids);
+    return cudaGetLastError();
+}
+
 // ---- gather ----
 
 template <int DT>

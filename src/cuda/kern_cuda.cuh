@@ -25,6 +25,11 @@ cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const voi
 cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
                          const float *bias, float *y, int ldy, int N, int K);
 
+// ids[r] = the first index of the largest of row r of x (NaN, and where
+// mask_rows[r] the ids mask_ids, never; 0 when none is above -inf)
+cudaError_t kc_argmax(cudaStream_t st, const float *x, int rows, int n, int ld, const int32_t *mask_ids, int n_mask,
+                      const uint8_t *mask_rows, int32_t *ids);
+
 // out[t, 0:n_in] (=, += when acc) W[ids[t] + offset, :]; *flag |= 1 when an id is outside [0, n_rows)
 cudaError_t kc_gather(cudaStream_t st, float *out, const void *W, kc_dtype dt, const int32_t *ids, int T, int offset,
                       int n_rows, int n_in, bool acc, int *flag);

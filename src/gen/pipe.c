@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/stage.h"
 #include "common/util.h"
 
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
@@ -328,6 +329,8 @@ struct pb_slot_sampler {
     int32_t *eos;    /* [n_eos] ids in [0, vocab) */
     int n_eos;
     float *masked;   /* [vocab] a logits row with the EOS ids at -inf */
+    uint8_t *mask_rows; /* [n_slots] greedy picks on the stage: rows whose EOS ids are masked */
+    int32_t *ids;       /* [n_slots] and their picks */
 };
 
 pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n)
@@ -365,11 +368,60 @@ pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slo
     PB_CHECK_GOTO(pb_calloc(cells, sizeof *s->hist, &s->hist), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->n_hist, &s->n_hist), st, fail);
     PB_CHECK_GOTO(pb_malloc(pb_sample_scratch_bytes(vocab), &s->scratch), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->mask_rows, &s->mask_rows), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->ids, &s->ids), st, fail);
     *out = s;
     return PB_OK;
 fail:
     pb_slot_sampler_free(s);
     return st;
+}
+
+/* Appends sequence q's tokens (tok) to its slot's history; *h_out its history. */
+static pb_status hist_add(pb_slot_sampler *s, const pb_mb_seq *q, const int32_t *tok, int32_t **h_out)
+{
+    if (q->slot < 0 || q->slot >= s->n_slots)
+        return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d out of range", (int)q->slot);
+    int32_t *h = s->hist + (size_t)q->slot * (size_t)s->max_seq_len;
+    if (q->flags & PB_SEQ_NEW)
+        s->n_hist[q->slot] = 0;
+    /* The history is the cached tokens: keep it aligned with pos. */
+    if (q->pos != s->n_hist[q->slot] || q->pos + q->n_tokens > s->max_seq_len)
+        return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d holds %d tokens, micro-batch says pos %d",
+                        (int)q->slot, (int)s->n_hist[q->slot], (int)q->pos);
+    memcpy(h + q->pos, tok, (size_t)q->n_tokens * sizeof *tok);
+    s->n_hist[q->slot] = q->pos + q->n_tokens;
+    *h_out = h;
+    return PB_OK;
+}
+
+pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
+                                const pb_microbatch *mb, float *logits, pb_mb_result *res)
+{
+    bool greedy = pb_stage_has_argmax(stage) && mb->n_seqs <= s->n_slots;
+    for (int i = 0; greedy && i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        if ((q->flags & PB_SEQ_SAMPLE) && (q->sample.temperature != 0.0f || q->sample.repetition_penalty != 1.0f))
+            greedy = false;
+        s->mask_rows[i] = (q->flags & PB_SEQ_SAMPLE) && (q->flags & PB_SEQ_NO_EOS) && s->n_eos;
+    }
+    if (!greedy) {
+        PB_CHECK(pb_stage_forward(stage, b, in, logits, false));
+        return pb_slot_sampler_run(s, mb, logits, res);
+    }
+    PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
+    PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
+    res->tag = mb->tag;
+    res->n_seqs = mb->n_seqs;
+    const int32_t *tok = mb->tokens;
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        int32_t *h;
+        PB_CHECK(hist_add(s, q, tok, &h));
+        tok += q->n_tokens;
+        res->tokens[i] = (q->flags & PB_SEQ_SAMPLE) ? s->ids[i] : -1;
+    }
+    return PB_OK;
 }
 
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
@@ -381,17 +433,8 @@ pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const
     const int32_t *tok = mb->tokens;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
-        if (q->slot < 0 || q->slot >= s->n_slots)
-            return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d out of range", (int)q->slot);
-        int32_t *h = s->hist + (size_t)q->slot * (size_t)s->max_seq_len;
-        if (q->flags & PB_SEQ_NEW)
-            s->n_hist[q->slot] = 0;
-        /* The history is the cached tokens: keep it aligned with pos. */
-        if (q->pos != s->n_hist[q->slot] || q->pos + q->n_tokens > s->max_seq_len)
-            return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d holds %d tokens, micro-batch says pos %d",
-                            (int)q->slot, (int)s->n_hist[q->slot], (int)q->pos);
-        memcpy(h + q->pos, tok, (size_t)q->n_tokens * sizeof *tok);
-        s->n_hist[q->slot] = q->pos + q->n_tokens;
+        int32_t *h;
+        PB_CHECK(hist_add(s, q, tok, &h));
         tok += q->n_tokens;
         const float *row = logits + (size_t)i * (size_t)s->vocab;
         if ((q->flags & PB_SEQ_SAMPLE) && (q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
@@ -418,6 +461,8 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->scratch);
     free(s->eos);
     free(s->masked);
+    free(s->mask_rows);
+    free(s->ids);
     free(s);
 }
 

@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/stage.h"
 #include "common/status.h"
 #include "gen/sample.h"
 
@@ -118,6 +119,14 @@ pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n);
  * token. mb must have passed pb_mb_validate. */
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
                               pb_mb_result *res);
+/* The last stage's forward and sampling of mb (b its batch, in its input as
+ * for pb_stage_forward): where every sequence that samples picks greedily
+ * with no repetition penalty and the stage's backend has argmax, the picks
+ * are made there and only the ids come back (the same ids as from the
+ * logits); otherwise the logits come back into logits [n_seqs, vocab] (host)
+ * for pb_slot_sampler_run. */
+pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
+                                const pb_microbatch *mb, float *logits, pb_mb_result *res);
 void pb_slot_sampler_free(pb_slot_sampler *s);
 
 /* Busy time per stage, for the end summary. A stage's busy share is

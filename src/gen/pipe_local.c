@@ -38,9 +38,8 @@ static pb_status local_submit(void *self, const pb_microbatch *mb)
     }
     pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = lp->slot, .pos = lp->pos, .n_tokens = lp->ntok,
                       .rope_long = lp->rope_long};
-    PB_CHECK(pb_stage_forward(lp->stage, &b, mb->tokens, lp->logits, false));
     pb_mb_result *r = &lp->results[(lp->head + lp->count) % lp->depth];
-    PB_CHECK(pb_slot_sampler_run(lp->sampler, mb, lp->logits, r));
+    PB_CHECK(pb_slot_sampler_stage(lp->sampler, lp->stage, &b, mb->tokens, mb, lp->logits, r));
     lp->count++;
     lp->t_last = pb_now();
     lp->busy += lp->t_last - t;

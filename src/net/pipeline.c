@@ -203,7 +203,8 @@ fail:
 }
 
 /* Run the stage on io->mb with input `in` into io->out. */
-static pb_status stage_run(stage_io *io, pb_stage *stage, const void *in)
+static pb_status stage_run(stage_io *io, pb_stage *stage, const void *in, pb_slot_sampler *sampler,
+                           pb_mb_result *res)
 {
     const pb_microbatch *mb = &io->mb;
     for (int i = 0; i < mb->n_seqs; i++) {
@@ -214,6 +215,8 @@ static pb_status stage_run(stage_io *io, pb_stage *stage, const void *in)
     }
     pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = io->slot, .pos = io->pos, .n_tokens = io->ntok,
                       .rope_long = io->rope_long};
+    if (sampler) /* the last stage: forward and sample */
+        return pb_slot_sampler_stage(sampler, stage, &b, in, mb, io->out, res);
     return pb_stage_forward(stage, &b, in, io->out, false);
 }
 
@@ -320,9 +323,8 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
             goto fail;
         }
         double c0 = pb_now();
-        PB_CHECK_GOTO(stage_run(&io, stage, m.data + 8 + n), st, fail);
+        PB_CHECK_GOTO(stage_run(&io, stage, m.data + 8 + n, is_last ? sampler : NULL, &res), st, fail);
         if (is_last) {
-            PB_CHECK_GOTO(pb_slot_sampler_run(sampler, &io.mb, io.out, &res), st, fail);
             size_t rlen = pb_mb_result_packed_size(&res);
             size_t cap = 24 + (size_t)cfg->lim.n_slots * 4 + 64;
             PB_CHECK_GOTO(pb_mb_result_pack(&res, rbuf, cap, &rlen), st, fail);
@@ -384,7 +386,7 @@ static pb_status net_submit(void *self, const pb_microbatch *mb)
     double c0 = pb_now();
     if (np->t_first == 0)
         np->t_first = c0;
-    pb_status st = stage_run(&np->io, np->stage, np->io.mb.tokens);
+    pb_status st = stage_run(&np->io, np->stage, np->io.mb.tokens, NULL, NULL);
     np->busy += pb_now() - c0;
     if (st == PB_OK)
         st = send_mb(np->t, np->pk, used, &np->io, np->cfg.hidden);

@@ -43,6 +43,8 @@
  *   select_rows, upload/download/copy: exact
  *   scale         exact; softcap |y - r| <= 4e-6 (1 + |r|); head_norm as norm,
  *                 the row elements past the heads untouched
+ *   argmax        exact: the first largest, NaN and masked ids never, 0 when
+ *                 none is above -inf (ties, NaN, -inf and +inf rows, masks)
  *
  * The attention cases run once for each KV cache dtype the backend has
  * (kv_dtypes: cpu f32 and f16, cuda f32, bf16 and f16): the reference attends over
@@ -1030,6 +1032,52 @@ static void test_mlp_glu(void)
     }
 }
 
+/* ---- argmax: the host sampler's greedy pick ---- */
+static void test_argmax(void)
+{
+    where = "argmax";
+    if (!BE->ops->argmax)
+        return;
+    const int rows = 9, n = 1037, ld = n + 3;
+    float *x = malloc((size_t)rows * ld * 4);
+    fill(x, (size_t)rows * ld, 1.0f);
+    /* row 1: a tie, the first wins; row 2: NaN before the max; row 3: all -inf (0); row 4: NaN and -inf only;
+     * row 5: the max masked (for masked rows) and a tie after it; row 6: +inf twice; row 7: the max at the end */
+    x[1 * ld + 700] = x[1 * ld + 300] = 5.0f;
+    x[2 * ld + 10] = NAN;
+    x[2 * ld + 500] = 4.0f;
+    for (int i = 0; i < n; i++)
+        x[3 * ld + i] = -INFINITY;
+    for (int i = 0; i < n; i++)
+        x[4 * ld + i] = i % 2 ? NAN : -INFINITY;
+    x[5 * ld + 17] = 9.0f;
+    x[5 * ld + 900] = x[5 * ld + 901] = 8.0f;
+    x[6 * ld + 5] = x[6 * ld + 6] = INFINITY;
+    x[7 * ld + n - 1] = 7.0f;
+    const int32_t mask[] = {17, 1036, 3};
+    const uint8_t mrows[] = {0, 0, 0, 1, 0, 1, 0, 1, 1};
+    float *dx = dev_from(x, (size_t)rows * ld * 4);
+    for (int with = 0; with < 2; with++) {
+        int32_t ids[9];
+        OK(BE->ops->argmax(BE, dx, rows, n, ld, mask, 3, with ? mrows : NULL, ids));
+        for (int r = 0; r < rows; r++) {
+            float best = -INFINITY;
+            int32_t at = 0;
+            for (int i = 0; i < n; i++) {
+                const float v = x[(size_t)r * ld + i];
+                const bool m = with && mrows[r] && (i == 17 || i == 1036 || i == 3);
+                if (!m && v > best) {
+                    best = v;
+                    at = i;
+                }
+            }
+            CHECK(ids[r] == at, "row %d%s: %d, expected %d", r, with ? " (masked)" : "", ids[r], at);
+        }
+    }
+    rel(dx);
+    free(x);
+}
+
 static void run_all(void)
 {
     pb_backend_limits lim = {.max_seqs = 8, .max_keys = 128, .max_heads = 16, .max_tokens = 64, .max_dim = 512,
@@ -1045,6 +1093,7 @@ static void run_all(void)
     test_glu_linear();
     test_mlp_glu();
     test_gemma();
+    test_argmax();
 }
 
 /* Linear outputs of every CPU ISA path must be the same bits (kernels.h). */
