@@ -113,3 +113,24 @@ int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n)
         return -1;
     }
 }
+
+/* 8 running maxima, then the first index holding the largest */
+int32_t pb_argmax_first(const float *l, int n)
+{
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            m[j] = l[i + j] > m[j] ? l[i + j] : m[j];
+    for (; i < n; i++)
+        m[0] = l[i] > m[0] ? l[i] : m[0];
+    float best = m[0];
+    for (int j = 1; j < 8; j++)
+        best = m[j] > best ? m[j] : best;
+    if (best == -INFINITY)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (l[i] == best)
+            return i;
+    return 0;
+}

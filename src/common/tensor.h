@@ -64,4 +64,9 @@ static inline uint16_t pb_f32_to_bf16(float f)
 /* Convert n elements of src (dtype dt) to f32. Returns -1 for non-float dtypes. */
 int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n);
 
+/* The first index of the largest of l[0 .. n), NaN never; 0 when none is
+ * above -inf: greedy sampling's pick (the host sampler, the CPU backend's
+ * argmax op). */
+int32_t pb_argmax_first(const float *l, int n);
+
 #endif

@@ -552,43 +552,23 @@ static pb_status cpu_softcap(pb_backend *be, float *x, size_t n, float cap)
     return PB_OK;
 }
 
-/* The first index of the largest of l[0..n), NaN never, 0 when none is
- * above -inf; skipping mask[0..n_mask) when mask (a scalar scan: only for a
- * masked row whose unmasked pick is masked). 8 running maxima, then the
- * first index holding the largest (as the host sampler's greedy pick). */
-static int32_t argmax_row(const float *l, int n, const int32_t *mask, int n_mask)
+/* The first index of the largest of l[0..n) other than mask[0..n_mask), NaN
+ * never, 0 when none is above -inf */
+static int32_t argmax_masked(const float *l, int n, const int32_t *mask, int n_mask)
 {
-    if (mask) {
-        float best = -INFINITY;
-        int32_t at = 0;
-        for (int i = 0; i < n; i++)
-            if (l[i] > best) { /* NaN never */
-                bool skip = false;
-                for (int e = 0; e < n_mask && !skip; e++)
-                    skip = mask[e] == i;
-                if (!skip) {
-                    best = l[i];
-                    at = i;
-                }
+    float best = -INFINITY;
+    int32_t at = 0;
+    for (int i = 0; i < n; i++)
+        if (l[i] > best) { /* NaN never */
+            bool skip = false;
+            for (int e = 0; e < n_mask && !skip; e++)
+                skip = mask[e] == i;
+            if (!skip) {
+                best = l[i];
+                at = i;
             }
-        return at;
-    }
-    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            m[j] = l[i + j] > m[j] ? l[i + j] : m[j];
-    for (; i < n; i++)
-        m[0] = l[i] > m[0] ? l[i] : m[0];
-    float best = m[0];
-    for (int j = 1; j < 8; j++)
-        best = m[j] > best ? m[j] : best;
-    if (best == -INFINITY)
-        return 0;
-    for (i = 0; i < n; i++)
-        if (l[i] == best)
-            return i;
-    return 0;
+        }
+    return at;
 }
 
 static pb_status cpu_argmax(pb_backend *be, const float *x, int rows, int n, int ld, const int32_t *mask_ids,
@@ -597,11 +577,11 @@ static pb_status cpu_argmax(pb_backend *be, const float *x, int rows, int n, int
     (void)be;
     for (int r = 0; r < rows; r++) {
         const float *l = x + (size_t)r * (size_t)ld;
-        int32_t at = argmax_row(l, n, NULL, 0);
+        int32_t at = pb_argmax_first(l, n);
         if (mask_rows && mask_rows[r])
             for (int e = 0; e < n_mask; e++)
                 if (mask_ids[e] == at) { /* masking can only move a pick that is masked */
-                    at = argmax_row(l, n, mask_ids, n_mask);
+                    at = argmax_masked(l, n, mask_ids, n_mask);
                     break;
                 }
         ids[r] = at;

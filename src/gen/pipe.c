@@ -395,6 +395,40 @@ static pb_status hist_add(pb_slot_sampler *s, const pb_mb_seq *q, const int32_t 
     return PB_OK;
 }
 
+/* Histories, then each sampling sequence's token: picks[i] where picks (made
+ * on the stage's device), else sampled from logits row i. */
+static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits, const int32_t *picks,
+                          pb_mb_result *res)
+{
+    PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
+    res->tag = mb->tag;
+    res->n_seqs = mb->n_seqs;
+    const int32_t *tok = mb->tokens;
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        int32_t *h = NULL;
+        PB_CHECK(hist_add(s, q, tok, &h));
+        tok += q->n_tokens;
+        if (!(q->flags & PB_SEQ_SAMPLE)) {
+            res->tokens[i] = -1;
+            continue;
+        }
+        if (picks) {
+            res->tokens[i] = picks[i];
+            continue;
+        }
+        const float *row = logits + (size_t)i * (size_t)s->vocab;
+        if ((q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
+            memcpy(s->masked, row, (size_t)s->vocab * sizeof *row);
+            for (int e = 0; e < s->n_eos; e++)
+                s->masked[s->eos[e]] = -INFINITY;
+            row = s->masked;
+        }
+        res->tokens[i] = pb_sample(row, s->vocab, &q->sample, h, (size_t)s->n_hist[q->slot], &q->key, s->scratch);
+    }
+    return PB_OK;
+}
+
 pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
                                 const pb_microbatch *mb, float *logits, pb_mb_result *res)
 {
@@ -407,49 +441,16 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     }
     if (!greedy) {
         PB_CHECK(pb_stage_forward(stage, b, in, logits, false));
-        return pb_slot_sampler_run(s, mb, logits, res);
+        return pick_all(s, mb, logits, NULL, res);
     }
     PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
-    PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
-    res->tag = mb->tag;
-    res->n_seqs = mb->n_seqs;
-    const int32_t *tok = mb->tokens;
-    for (int i = 0; i < mb->n_seqs; i++) {
-        const pb_mb_seq *q = &mb->seqs[i];
-        int32_t *h;
-        PB_CHECK(hist_add(s, q, tok, &h));
-        tok += q->n_tokens;
-        res->tokens[i] = (q->flags & PB_SEQ_SAMPLE) ? s->ids[i] : -1;
-    }
-    return PB_OK;
+    return pick_all(s, mb, NULL, s->ids, res);
 }
 
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
                               pb_mb_result *res)
 {
-    PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
-    res->tag = mb->tag;
-    res->n_seqs = mb->n_seqs;
-    const int32_t *tok = mb->tokens;
-    for (int i = 0; i < mb->n_seqs; i++) {
-        const pb_mb_seq *q = &mb->seqs[i];
-        int32_t *h;
-        PB_CHECK(hist_add(s, q, tok, &h));
-        tok += q->n_tokens;
-        const float *row = logits + (size_t)i * (size_t)s->vocab;
-        if ((q->flags & PB_SEQ_SAMPLE) && (q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
-            memcpy(s->masked, row, (size_t)s->vocab * sizeof *row);
-            for (int e = 0; e < s->n_eos; e++)
-                s->masked[s->eos[e]] = -INFINITY;
-            row = s->masked;
-        }
-        if (q->flags & PB_SEQ_SAMPLE)
-            res->tokens[i] = pb_sample(row, s->vocab, &q->sample, h, (size_t)s->n_hist[q->slot],
-                                       &q->key, s->scratch);
-        else
-            res->tokens[i] = -1;
-    }
-    return PB_OK;
+    return pick_all(s, mb, logits, NULL, res);
 }
 
 void pb_slot_sampler_free(pb_slot_sampler *s)

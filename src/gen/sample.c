@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/tensor.h"
+
 pb_sample_params pb_sample_params_default(void)
 {
     pb_sample_params p = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
@@ -150,36 +152,12 @@ static float kth_largest(const work *wk, int k)
 /* Penalise and filter; leaves the kept candidates in wk->idx (ascending id)
  * with scaled logits in wk->w. Returns the greedy id when temperature is 0
  * (wk->n = 1 then), else -1. */
-/* The first id of the largest logit, NaN counting as -inf; 0 when no logit
- * is above -inf: what the greedy branch of prepare() picks, without the
- * copy and without its loop-carried load of w[best] (8 running maxima,
- * then one compare pass that stops at the first hit). */
-static int32_t argmax_first(const float *l, int vocab)
-{
-    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    int i = 0;
-    for (; i + 8 <= vocab; i += 8)
-        for (int j = 0; j < 8; j++)
-            m[j] = l[i + j] > m[j] ? l[i + j] : m[j];
-    for (; i < vocab; i++)
-        m[0] = l[i] > m[0] ? l[i] : m[0];
-    float best = m[0];
-    for (int j = 1; j < 8; j++)
-        best = m[j] > best ? m[j] : best;
-    if (best == -INFINITY)
-        return 0;
-    for (i = 0; i < vocab; i++)
-        if (l[i] == best)
-            return i;
-    return 0;
-}
-
 static int32_t prepare(const float *logits, int vocab, const pb_sample_params *p,
                        const int32_t *history, size_t n_history, work *wk)
 {
     float *w = wk->w;
     if (p->temperature == 0.0f && p->repetition_penalty == 1.0f) {
-        wk->idx[0] = argmax_first(logits, vocab);
+        wk->idx[0] = pb_argmax_first(logits, vocab);
         wk->n = 1;
         return wk->idx[0];
     }
