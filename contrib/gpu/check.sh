@@ -192,7 +192,8 @@ if [ $QUICK = 0 ] && want 4 && $PY -c "import torch, transformers" 2>/dev/null; 
             [ $ok -eq 0 ] && pass "hf f32: --device cuda identical to generate() on the GPU" ||
                 fail "hf f32: differs from generate() on the GPU: $r"
         else
-            info "hf bf16 (HF computes all in bf16; pippy-batch rounds activations to bf16 for the products only, the rest in f32): $r"
+            info "hf bf16 (HF computes all in bf16; pippy-batch rounds activations to bf16 for the products" \
+                 "only, the rest in f32): $r"
         fi
     done
 fi
