@@ -43,8 +43,9 @@ fi
 if ! skip ops2; then  # the tensor-core kernels' other shapes (kern_cuda.cu's PB_CUDA_TC_*) on the device
     (
         . "$HERE/contrib/gpu/env.sh"
-        echo "== ops cuda, PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1"
-        PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 timeout -k 5 60 "$PACK/tests/backend/ops" cuda
+        export PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1
+        echo "== ops cuda, $(env | grep '^PB_CUDA_' | sort | tr '\n' ' ')"
+        timeout -k 5 60 "$PACK/tests/backend/ops" cuda
         echo "== exit $?"
     ) >>"$OUT/ops.txt" 2>&1
     tail -n 2 "$OUT/ops.txt"
@@ -81,7 +82,8 @@ fi
 # where one decode step's GPU time goes: ncu's kernel durations over about one
 # step of batch-1 decode of the benchmark's 1.1B model (appended to bench.txt)
 t=$(( $(left) - 10 ))
-if ! skip profile && [ "$t" -gt 45 ] && command -v ncu >/dev/null && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
+if ! skip profile && [ "$t" -gt 45 ] && command -v ncu >/dev/null &&
+    [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
     echo "== ncu (${t}s)"
     (
         . "$HERE/contrib/gpu/env.sh"
@@ -89,7 +91,8 @@ if ! skip profile && [ "$t" -gt 45 ] && command -v ncu >/dev/null && [ -f "${WOR
         s0=$(date +%s.%N)
         "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p.jsonl" --out "$WORK/o0.jsonl" \
             --temperature 0 --metrics "$WORK/m0.json"
-        echo "plain run: $(python3 -c "print(round($(date +%s.%N) - $s0, 2))") s; metrics: $(head -c 600 "$WORK/m0.json")"
+        echo "plain run: $(python3 -c "print(round($(date +%s.%N) - $s0, 2))") s;" \
+             "metrics: $(head -c 600 "$WORK/m0.json")"
         timeout -k 5 "$t" ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip 600 \
             --launch-count 260 "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p.jsonl" \
             --out "$WORK/o1.jsonl" --temperature 0 >"$WORK/ncu.csv" 2>"$WORK/ncu.err"

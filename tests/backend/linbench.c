@@ -28,7 +28,7 @@ static double now(void)
 #define TRY(x)                                                                                                         \
     do {                                                                                                               \
         if ((x) != PB_OK) {                                                                                            \
-            fprintf(stderr, "linbench: %s: %s\n", #x, pb_last_error());                                                 \
+            fprintf(stderr, "linbench: %s: %s\n", #x, pb_last_error());                                               \
             return 1;                                                                                                  \
         }                                                                                                              \
     } while (0)

@@ -1360,7 +1360,8 @@ static int run_kind(const char *kind, bool only)
             free(ap[0]);
             free(ap[1]);
             OK(pb_mmprec_select(BE->ops, PB_MMPREC_BF16));
-            printf("%s (%d threads; tensor cores, then exact): %s\n", kind, threads, failures == before ? "ok" : "FAILED");
+            printf("%s (%d threads; tensor cores, then exact): %s\n", kind, threads,
+                   failures == before ? "ok" : "FAILED");
         } else {
             int before = failures;
             run_all();
