@@ -453,20 +453,8 @@ static int g_attn_chunk, g_attn_split = -1; // attention's chunk keys (0: not re
 
 extern "C" void pb_cuda_attn_force(int chunk, int split)
 {
-    g_attn_chunk = chunk > 0 ? chunk : 0;
+    g_attn_chunk = chunk > 0 ? chunk : kc_env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
     g_attn_split = split < -1 ? -1 : split > 1 ? 1 : split;
-    if (!g_attn_chunk) { // the environment's, with this form
-        const char *v = getenv("PB_CUDA_ATTN_CHUNK");
-        g_attn_chunk = v && *v && atoi(v) > 0 ? atoi(v) : KC_ATTN_CHUNK;
-    }
-}
-
-// an integer setting from the environment, clamped; dflt where unset
-static int env_int(const char *name, int dflt, int lo, int hi)
-{
-    const char *v = getenv(name);
-    const int n = v && *v ? atoi(v) : dflt;
-    return n < lo ? lo : n > hi ? hi : n;
 }
 
 #define LAUNCH(what, call)                                                                                             \
@@ -638,8 +626,8 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     // query's chunks in one block otherwise (the same bits either way). PB_CUDA_ATTN_CHUNK (keys) and
     // PB_CUDA_ATTN_SPLIT=0|1 (never, always) are for the tests.
     if (!g_attn_chunk) {
-        g_attn_chunk = env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
-        g_attn_split = env_int("PB_CUDA_ATTN_SPLIT", -1, -1, 1);
+        g_attn_chunk = kc_env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
+        g_attn_split = kc_env_int("PB_CUDA_ATTN_SPLIT", -1, -1, 1);
     }
     const int chunk = g_attn_chunk, split = g_attn_split;
     int most = 1;

@@ -494,7 +494,7 @@ __global__ void __launch_bounds__(128 * WNW, 4 / WNW)
 // 8, the shape measured on an H200), PB_CUDA_TC_SKINNY=ROWS (the most rows it takes, 0..64; default 64) and
 // PB_CUDA_TC_TILE=64|128 (the tiled kernel's columns a block; default 64):
 // kernel choices for contrib/gpu's benchmarks; every choice gives the same bits
-static int tc_env(const char *name, int dflt, int lo, int hi)
+int kc_env_int(const char *name, int dflt, int lo, int hi)
 {
     const char *v = getenv(name);
     const int n = v && *v ? atoi(v) : dflt;
@@ -518,8 +518,8 @@ template <int DT, bool VEC>
 static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
                              float *y, int ldy, int N, int K)
 {
-    static const int skinny_rows = tc_env("PB_CUDA_TC_SKINNY", TC_SKINNY_ROWS, 0, TC_SKINNY_ROWS);
-    static const int ng = tc_env("PB_CUDA_TC_COLS", 8, 8, 16) / 8;
+    static const int skinny_rows = kc_env_int("PB_CUDA_TC_SKINNY", TC_SKINNY_ROWS, 0, TC_SKINNY_ROWS);
+    static const int ng = kc_env_int("PB_CUDA_TC_COLS", 8, 8, 16) / 8;
     if (M <= skinny_rows) {
         if (ng == 2)
             skinny_launch<DT, 2, VEC>(st, x, ldx, M, W, bias, y, ldy, N, K);
@@ -527,7 +527,7 @@ static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, co
             skinny_launch<DT, 1, VEC>(st, x, ldx, M, W, bias, y, ldy, N, K);
         return;
     }
-    static const int bn = tc_env("PB_CUDA_TC_TILE", 64, 64, 128);
+    static const int bn = kc_env_int("PB_CUDA_TC_TILE", 64, 64, 128);
     const dim3 grid((unsigned)((N + bn - 1) / bn), (unsigned)((M + TCB_M - 1) / TCB_M));
     if (bn == 128)
         KLAUNCH((k_linear_tc_tiled<DT, 4, VEC>), grid, 512, st, x, ldx, M, W, bias, y, ldy, N, K);
@@ -962,12 +962,11 @@ template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 // the chunk's max, sum (every thread) and output dims (thread d: dims d,
 // d + blockDim.x, ...) in red[], a block-shared [ATT_WARPS][hd] buffer
 template <typename kv_t>
-__device__ void attn_chunk(const kc_attn &a, int s, int t, int h, int c0, int c1, const float *qs, float *accs,
+__device__ void attn_chunk(const kc_attn &a, int s, int h, int c0, int c1, const float *qs, float *accs,
                            float *ms, float *ls, float *M_out, float *L_out)
 {
     const int hd = a.head_dim, kvd = a.n_kv_heads * hd, g = h / (a.n_heads / a.n_kv_heads);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    (void)t;
     float qr[ATT_DPL], acc[ATT_DPL];
 #pragma unroll
     for (int i = 0; i < ATT_DPL; i++) {
@@ -1083,7 +1082,7 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
     for (int c0 = lo; c0 <= p; c0 += a.chunk) {
         const int c1 = p - c0 >= a.chunk ? c0 + a.chunk - 1 : p;
         float Mc, Lc;
-        attn_chunk<kv_t>(a, s, t, h, c0, c1, qs, accs, ms, ls, &Mc, &Lc);
+        attn_chunk<kv_t>(a, s, h, c0, c1, qs, accs, ms, ls, &Mc, &Lc);
         merge_chunk(M, L, vs, hd, blockDim.x, Mc, Lc, accs); // each thread its own dims: no barrier needed
         __syncthreads(); // accs, ms, ls reused by the next chunk
     }
@@ -1114,7 +1113,7 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
         qs[d] = q[d];
     __syncthreads();
     float Mc, Lc;
-    attn_chunk<kv_t>(a, s, t, h, c0, c1, qs, accs, ms, ls, &Mc, &Lc);
+    attn_chunk<kv_t>(a, s, h, c0, c1, qs, accs, ms, ls, &Mc, &Lc);
     float *pp = a.part + (((size_t)t * a.n_heads + h) * a.max_chunks + c) * (size_t)(hd + 2);
     for (int d = threadIdx.x; d < hd; d += blockDim.x)
         pp[2 + d] = accs[d];

@@ -30,6 +30,9 @@ cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const 
 cudaError_t kc_argmax(cudaStream_t st, const float *x, int rows, int n, int ld, const int32_t *mask_ids, int n_mask,
                       const uint8_t *mask_rows, int32_t *ids);
 
+// an integer setting from the environment, clamped to [lo, hi]; dflt where unset
+int kc_env_int(const char *name, int dflt, int lo, int hi);
+
 // out[t, 0:n_in] (=, += when acc) W[ids[t] + offset, :]; *flag |= 1 when an id is outside [0, n_rows)
 cudaError_t kc_gather(cudaStream_t st, float *out, const void *W, kc_dtype dt, const int32_t *ids, int T, int offset,
                       int n_rows, int n_in, bool acc, int *flag);
