@@ -54,6 +54,8 @@ struct cuda_impl {
     bool tc_ok;               // the device has the m16n8k16 bf16/f16 mma (sm_80 on)
     float *part;              // device: attention's chunk results (flash-decoding)
     size_t part_cap;
+    void *xb;                 // device: x's rows rounded for the pipelined tensor-core kernel
+    size_t xb_cap;
 };
 
 // --matmul-precision: bf16 and f16 weights' products on the tensor cores
@@ -471,10 +473,20 @@ static pb_status cuda_linear(pb_backend *be, const float *x, int ldx, int M, con
 {
     cuda_impl *c = impl_of(be);
     SET_DEVICE(c);
-    if (g_tc && c->tc_ok && (w->dtype == PB_DT_BF16 || w->dtype == PB_DT_F16))
+    if (g_tc && c->tc_ok && (w->dtype == PB_DT_BF16 || w->dtype == PB_DT_F16)) {
+        const size_t want = kc_linear_tc_scratch(M, w->n_in);
+        if (want > c->xb_cap) { // grows to the largest call's (a round of rows at most); waits for its readers
+            PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+            if (c->xb)
+                PB_CUDA_CHECK(cudaFree(c->xb));
+            c->xb = NULL;
+            c->xb_cap = 0;
+            PB_CUDA_CHECK(cudaMalloc(&c->xb, round256(want)));
+            c->xb_cap = round256(want);
+        }
         LAUNCH("linear (tensor cores)", kc_linear_tc(c->stream, x, ldx, M, w->impl, kc_of(w->dtype), w->bias, y, ldy,
-                                                     w->n_out, w->n_in));
-    else
+                                                     w->n_out, w->n_in, c->xb, c->xb_cap));
+    } else
         LAUNCH("linear", kc_linear(c->stream, x, ldx, M, w->impl, kc_of(w->dtype), w->bias, y, ldy, w->n_out,
                                    w->n_in));
     return PB_OK;
@@ -812,6 +824,8 @@ static void cuda_free(pb_backend *be)
         if (c->flag && cudaFree(c->flag) != cudaSuccess)
             (void)cudaGetLastError();
         if (c->part && cudaFree(c->part) != cudaSuccess)
+            (void)cudaGetLastError();
+        if (c->xb && cudaFree(c->xb) != cudaSuccess)
             (void)cudaGetLastError();
         if (c->stream && cudaStreamDestroy(c->stream) != cudaSuccess)
             (void)cudaGetLastError();

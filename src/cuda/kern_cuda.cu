@@ -2,6 +2,7 @@
 // norms, rotary, activations, attention over a bf16, f16 or f32 KV cache, and
 // small element-wise ops. Semantics follow src/cpu/cpu.c op by op.
 #include <stdlib.h>
+#include <string.h>
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -490,6 +491,194 @@ __global__ void __launch_bounds__(128 * WNW, 4 / WNW)
             }
 }
 
+// ---- pipelined: x rounded once, cp.async stages ----
+//
+// x rounded to W's type by k_round_x (tc_load_x's words, row stride ldb: the
+// spans rounded up, zeros past K); then 128 x 128 tiles of y per block of 8
+// warps (2 x 4, 64 x 32 each), a span of both operands a stage copied by
+// cp.async into a ring of TCP_STAGES, the mmas on the stage before. Each
+// element's mmas and slice adds are the other kernels' (tc_span over the
+// same words), so its bits are theirs. Taken where PB_CUDA_TC_PIPE=1 (not by
+// default until measured on a GPU), x and W rows are 16-byte aligned and
+// the backend gave scratch for the rounded rows (kc_linear_tc_scratch).
+#define TCP_BM 128
+#define TCP_BN 128
+#define TCP_STAGES 3
+#define TCP_ROWS 4096 // rows a conversion + product round takes at most (the scratch's size)
+
+// 16 bytes global -> shared without the registers, zeros where !valid
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid)
+{
+#ifdef PB_CUDA_EMU_RUNTIME_H
+    if (valid)
+        memcpy(smem, gmem, 16);
+    else
+        memset(smem, 0, 16);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+#else
+    (void)smem, (void)gmem, (void)valid;
+    __trap(); // kc_linear_tc refuses devices below sm_80 before launching
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+#if !defined(PB_CUDA_EMU_RUNTIME_H) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// until at most N of this thread's groups are in flight (the stand-in's copies are done at once)
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+#if !defined(PB_CUDA_EMU_RUNTIME_H) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// xb[m, 0:ldb] = x[m, 0:K] rounded to DT's type as tc_load_x rounds it, zeros past K (K % 8 == 0)
+template <int DT> __global__ void k_round_x(const float *__restrict__ x, int ldx, int M, int K, uint16_t *xb, int ldb)
+{
+    const int per = ldb / 8;
+    const size_t total = (size_t)M * per;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int m = (int)(i / per), c = (int)(i % per);
+        *(uint4 *)(xb + (size_t)m * ldb + 8 * c) = tc_load_x<DT, true>(x, ldx, M, K, m, 8 * c);
+    }
+}
+
+template <int DT>
+__global__ void __launch_bounds__(256, 1)
+    k_linear_tc_pipe(const uint16_t *__restrict__ xb, int ldb, int M, const uint16_t *__restrict__ W,
+                     const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
+{
+    // a stage: a span of 128 rows of each (64 bytes a row, as k_linear_tc_tiled's)
+    __shared__ __align__(16) uint32_t xs[TCP_STAGES][TCP_BM * 16];
+    __shared__ __align__(16) uint32_t ws[TCP_STAGES][TCP_BN * 16];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.y * TCP_BM, n0 = blockIdx.x * TCP_BN;
+    const int wm = (warp & 1) * 64, wn = (warp >> 1) * 32;
+    const int nspans = (K + TC_SPAN - 1) / TC_SPAN;
+    // chunk c = tid + 256 h of a stage: row c / 4, quarter c % 4; one group a span (empty past the last)
+    auto load = [&](int sp) {
+        if (sp < nspans) {
+            const int b = sp % TCP_STAGES, kb = sp * TC_SPAN;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int c = tid + 256 * h, r = c >> 2, k = kb + 8 * (c & 3);
+                const bool okx = m0 + r < M, okw = n0 + r < N && k < K;
+                cp_async16(&xs[b][c * 4], okx ? xb + (size_t)(m0 + r) * ldb + k : xb, okx);
+                cp_async16(&ws[b][c * 4], okw ? W + (size_t)(n0 + r) * K + k : W, okw);
+            }
+        }
+        cp_async_commit();
+    };
+    float acc[4][4][4], tot[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                acc[i][j][e] = tot[i][j][e] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < TCP_STAGES - 1; s++)
+        load(s);
+    for (int sp = 0; sp < nspans; sp++) {
+        cp_async_wait<TCP_STAGES - 2>(); // this thread's copies of span sp landed
+        __syncthreads();                 // everyone's; and the stage sp - 1 read is free
+        load(sp + TCP_STAGES - 1);
+        const int b = sp % TCP_STAGES;
+        uint4 fa[4][2], fb[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            fa[i][0] = *(const uint4 *)&xs[b][(wm + 16 * i + g) * 16 + 4 * t];
+            fa[i][1] = *(const uint4 *)&xs[b][(wm + 16 * i + g + 8) * 16 + 4 * t];
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            fb[j] = *(const uint4 *)&ws[b][(wn + 8 * j + g) * 16 + 4 * t];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                tc_span<DT>(acc[i][j], fa[i][0], fa[i][1], fb[j]);
+        if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans) {
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        tot[i][j][e] = __fadd_rn(tot[i][j][e], acc[i][j][e]);
+                        acc[i][j][e] = 0.0f;
+                    }
+        }
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = m0 + wm + 16 * i + g + (e >> 1) * 8, n = n0 + wn + 8 * j + 2 * t + (e & 1);
+                if (m < M && n < N)
+                    y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[i][j][e], bias[n]) : tot[i][j][e];
+            }
+}
+
+// the rounded rows' stride: whole spans
+static int tcp_ldb(int K) { return (K + TC_SPAN - 1) / TC_SPAN * TC_SPAN; }
+
+static bool tcp_on(void)
+{
+    static const int on = kc_env_int("PB_CUDA_TC_PIPE", 0, 0, 1);
+    return on != 0;
+}
+
+// rows a round takes at most: TCP_ROWS, or fewer (PB_CUDA_TC_PIPE_ROWS, whole tiles) for the tests
+static int tcp_rows(void)
+{
+    static const int rows = kc_env_int("PB_CUDA_TC_PIPE_ROWS", TCP_ROWS, TCP_BM, TCP_ROWS) / TCP_BM * TCP_BM;
+    return rows;
+}
+
+// the most rows the skinny kernel takes (PB_CUDA_TC_SKINNY)
+static int skinny_rows(void)
+{
+    static const int rows = kc_env_int("PB_CUDA_TC_SKINNY", TC_SKINNY_ROWS, 0, TC_SKINNY_ROWS);
+    return rows;
+}
+
+size_t kc_linear_tc_scratch(int M, int K)
+{
+    if (!tcp_on() || M <= skinny_rows() || K <= 0 || K % 8)
+        return 0;
+    const int rows = M < tcp_rows() ? M : tcp_rows();
+    return (size_t)rows * (size_t)tcp_ldb(K) * sizeof(uint16_t);
+}
+
+// the product in rounds of the rows the scratch holds: each a conversion, then the tiles
+template <int DT>
+static cudaError_t pipe_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
+                               float *y, int ldy, int N, int K, uint16_t *xb, size_t xb_bytes)
+{
+    const int ldb = tcp_ldb(K);
+    const size_t row_bytes = (size_t)ldb * sizeof(uint16_t);
+    const int rows = (int)(xb_bytes / row_bytes < (size_t)tcp_rows() ? xb_bytes / row_bytes : (size_t)tcp_rows());
+    for (int r0 = 0; r0 < M; r0 += rows) {
+        const int m = M - r0 < rows ? M - r0 : rows;
+        KLAUNCH((k_round_x<DT>), blocks_for((size_t)m * (ldb / 8), 256), 256, st, x + (size_t)r0 * ldx, ldx, m, K, xb,
+                ldb);
+        const dim3 grid((unsigned)((N + TCP_BN - 1) / TCP_BN), (unsigned)((m + TCP_BM - 1) / TCP_BM));
+        KLAUNCH((k_linear_tc_pipe<DT>), grid, 256, st, xb, ldb, m, W, bias, y + (size_t)r0 * ldy, ldy, N, K);
+    }
+    return cudaGetLastError();
+}
+
 // PB_CUDA_TC_COLS=8|16 (columns a warp of the skinny kernel streams; default
 // 8, the shape measured on an H200), PB_CUDA_TC_SKINNY=ROWS (the most rows it takes, 0..64; default 64) and
 // PB_CUDA_TC_TILE=64|128 (the tiled kernel's columns a block; default 64):
@@ -516,15 +705,18 @@ static void skinny_launch(cudaStream_t st, const float *x, int ldx, int M, const
 
 template <int DT, bool VEC>
 static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
-                             float *y, int ldy, int N, int K)
+                             float *y, int ldy, int N, int K, void *xb, size_t xb_bytes)
 {
-    static const int skinny_rows = kc_env_int("PB_CUDA_TC_SKINNY", TC_SKINNY_ROWS, 0, TC_SKINNY_ROWS);
     static const int ng = kc_env_int("PB_CUDA_TC_COLS", 8, 8, 16) / 8;
-    if (M <= skinny_rows) {
+    if (M <= skinny_rows()) {
         if (ng == 2)
             skinny_launch<DT, 2, VEC>(st, x, ldx, M, W, bias, y, ldy, N, K);
         else
             skinny_launch<DT, 1, VEC>(st, x, ldx, M, W, bias, y, ldy, N, K);
+        return;
+    }
+    if (VEC && tcp_on() && xb && xb_bytes >= (size_t)TCP_BM * (size_t)tcp_ldb(K) * sizeof(uint16_t)) {
+        pipe_launch<DT>(st, x, ldx, M, W, bias, y, ldy, N, K, (uint16_t *)xb, xb_bytes);
         return;
     }
     static const int bn = kc_env_int("PB_CUDA_TC_TILE", 64, 64, 128);
@@ -536,7 +728,7 @@ static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, co
 }
 
 cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
-                         const float *bias, float *y, int ldy, int N, int K)
+                         const float *bias, float *y, int ldy, int N, int K, void *xb, size_t xb_bytes)
 {
     if (M <= 0 || N <= 0)
         return cudaSuccess;
@@ -547,14 +739,14 @@ cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const 
     const uint16_t *w = (const uint16_t *)W;
     if (dt == KC_BF16) {
         if (vec)
-            linear_tc_launch<KC_BF16, true>(st, x, ldx, M, w, bias, y, ldy, N, K);
+            linear_tc_launch<KC_BF16, true>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes);
         else
-            linear_tc_launch<KC_BF16, false>(st, x, ldx, M, w, bias, y, ldy, N, K);
+            linear_tc_launch<KC_BF16, false>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes);
     } else {
         if (vec)
-            linear_tc_launch<KC_F16, true>(st, x, ldx, M, w, bias, y, ldy, N, K);
+            linear_tc_launch<KC_F16, true>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes);
         else
-            linear_tc_launch<KC_F16, false>(st, x, ldx, M, w, bias, y, ldy, N, K);
+            linear_tc_launch<KC_F16, false>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes);
     }
     return cudaGetLastError();
 }

@@ -21,9 +21,13 @@ cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const voi
                       float *y, int ldy, int N, int K);
 
 // the same on the tensor cores, for bf16 and f16 W (sm_80 on): x rounded to
-// W's type, f32 accumulation in a fixed order (kern_cuda.cu), batch-invariant
+// W's type, f32 accumulation in a fixed order (kern_cuda.cu), batch-invariant.
+// xb: device scratch of xb_bytes for x's rounded rows (NULL: none), which
+// the pipelined kernel takes where it is on (PB_CUDA_TC_PIPE=1); it wants
+// kc_linear_tc_scratch(M, K) bytes (0: not taken), less makes more rounds
 cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
-                         const float *bias, float *y, int ldy, int N, int K);
+                         const float *bias, float *y, int ldy, int N, int K, void *xb, size_t xb_bytes);
+size_t kc_linear_tc_scratch(int M, int K);
 
 // ids[r] = the first index of the largest of row r of x (NaN, and where
 // mask_rows[r] the ids mask_ids, never; 0 when none is above -inf)

@@ -15,5 +15,10 @@ esac
 # the second run also with the skinny tensor-core kernel's 16-column warps (8 by default) and the tiled
 # kernel from 33 rows (PB_CUDA_TC_SKINNY) in 128 x 128 tiles (PB_CUDA_TC_TILE), and attention in chunks of
 # 8 keys, a block a chunk (flash-decoding: PB_CUDA_ATTN_*): the same bounds and invariance
-export PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1
-PB_CUDA_KV_DTYPE=f32 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
+(
+    export PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1
+    PB_CUDA_KV_DTYPE=f32 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
+) || exit $?
+# the third with the pipelined kernel above 64 rows (PB_CUDA_TC_PIPE: x rounded once, cp.async stages) in
+# rounds of 128 rows (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two)
+PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
