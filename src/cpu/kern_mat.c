@@ -4,6 +4,7 @@
  * n_in - 1 (K blocks store and reload the running sums), bias added after. */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1120,6 +1121,130 @@ static void prefetch_share(const next_lines *n, int t, int nt)
     }
 }
 
+/* Bytes of x's rows in a K block that the converting path keeps in cache
+ * while all of an item's panels pass: a quarter of the L2 (with K blocks
+ * forced by the tests, none: chunks of the fewest rows) */
+static size_t x_budget(void)
+{
+    return atomic_load(&kblock_forced) > 0 ? 1 : l2_budget() / 2;
+}
+
+/* The L3 that cpu0 shares, from sysfs (glibc's sysconf can give the whole
+ * socket's: 256 MiB on an EPYC VM whose L3 is 32 MiB); 0 where unknown */
+static size_t l3_bytes(void)
+{
+    for (int i = 0; i < 8; i++) {
+        char path[80], buf[32];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            break;
+        const int lv = fgets(buf, sizeof buf, f) ? atoi(buf) : 0;
+        fclose(f);
+        if (lv != 3)
+            continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        if (!(f = fopen(path, "r")))
+            return 0;
+        size_t n = 0;
+        char unit = 0;
+        const int got = fgets(buf, sizeof buf, f) ? sscanf(buf, "%zu%c", &n, &unit) : 0;
+        fclose(f);
+        if (got < 1)
+            return 0;
+        return unit == 'K' ? n << 10 : unit == 'M' ? n << 20 : unit == 'G' ? n << 30 : n;
+    }
+    return 0;
+}
+
+/* Whether the converting path takes x in row chunks (cvt_chunks): where all of x is more than
+ * half the L3 (unknown: 8 MiB), so that each panel group would read it from memory. Where the
+ * L3 holds it, reading it there once a group moves less than the chunks' running sums (y's
+ * K / kc round trips): kern-bench at M = 512, SmolLM2's head 0.8x and TinyLlama's shapes no
+ * faster in chunks, Llama-3-8B's down product (K 14336) 1.4x. With K blocks forced: always. */
+static int x_chunked(int M, int K)
+{
+    if (atomic_load(&kblock_forced) > 0)
+        return 1;
+    static atomic_size_t cached;
+    size_t b = atomic_load(&cached);
+    if (!b) {
+        const size_t l3 = l3_bytes();
+        b = l3 ? l3 / 2 : (size_t)8 << 20;
+        atomic_store(&cached, b);
+    }
+    return (size_t)M * (size_t)K * sizeof(float) > b;
+}
+
+/* the converting path's unit: panels [pg, pe) over K block [k0, k0 + kc) widened to f32 at wc */
+static void cvt_unit(const mm_job *j, float *wc, int pg, int pe, int k0, int kc)
+{
+    for (int p = pg; p < pe; p++)
+        j->ops->cvt(j->w->dt, panel_at(j->w, p, k0), kc, wc + (size_t)(p - pg) * kc * PB_KNR);
+}
+
+/* rows [r0, r1) of x times the unit at wc, into y (the running sums when k0 > 0); each row tile
+ * prefetches its share of next */
+static void cvt_tiles(const mm_job *j, const float *wc, const next_lines *next, int r0, int r1, int pg, int pe,
+                      int k0, int kc)
+{
+    const pb_kops *ops = j->ops;
+    const int mr = ops->mr, G = ops->gmax[mr], M = r1 - r0, nt = (M + mr - 1) / mr;
+    for (int t = 0, r = r0; t < nt; r += pb_ktile_rows(M, nt, t), t++) {
+        const int R = pb_ktile_rows(M, nt, t);
+        prefetch_share(next, t, nt);
+        const int g = ops->gmax[R] == G ? G : 1;
+        for (int p = pg; p < pe; p += (pe - p >= g ? g : 1)) {
+            const int gg = pe - p >= g ? g : 1;
+            ops->mm(R, gg, PB_DT_F32, j->x + (size_t)r * j->ldx + k0, j->ldx, wc + (size_t)(p - pg) * kc * PB_KNR,
+                    (size_t)kc * PB_KNR, kc, j->y + (size_t)r * j->ldy + (size_t)p * PB_KNR, j->ldy,
+                    nlast_of(j->w, p + gg - 1), k0 > 0, 0);
+        }
+    }
+}
+
+/* The converting path where a K block of x's rows outgrows x_budget (prefill): rows in chunks
+ * that fit it, outermost; in a chunk K blocks, then the item's panel groups, each converted and
+ * taken by the chunk's row tiles. A chunk's block of x stays in the L2 while every panel of the
+ * item passes, and is read from memory once, not once a panel group; y's running sums go
+ * through the cache between K blocks. Every element is still one fma chain over k ascending. */
+static void cvt_chunks(const mm_job *j, int worker, int p0, int p1, int KB)
+{
+    const pb_kmat *w = j->w;
+    const int M = j->M, K = w->n_in, mr = j->ops->mr, G = j->ops->gmax[mr];
+    int mc = (int)(x_budget() / ((size_t)KB * sizeof(float))) / mr * mr;
+    mc = mc < 4 * mr ? 4 * mr : mc;
+    const int nc = (M + mc - 1) / mc;
+    mc = ((M + nc - 1) / nc + mr - 1) / mr * mr; /* chunks of about equal rows */
+    float *wc = j->wconv + (size_t)worker * WCONV_FLOATS;
+    const size_t es = store_size(w->dt);
+    for (int c0 = 0; c0 < M; c0 += mc) {
+        const int c1 = c0 + mc < M ? c0 + mc : M;
+        for (int k0 = 0; k0 < K; k0 += KB) {
+            const int kc = K - k0 < KB ? K - k0 : KB;
+            for (int pg = p0; pg < p1; pg += G) {
+                const int pe = pg + G < p1 ? pg + G : p1;
+                cvt_unit(j, wc, pg, pe, k0, kc);
+                /* the next unit: the next group's block, else the first group's next block, else the
+                 * next chunk's first */
+                next_lines next = {NULL, 0, w->pstride * es, 0};
+                int np = p1 - pe < G ? p1 - pe : G, p = pe, k1 = k0;
+                if (pe >= p1) {
+                    p = p0;
+                    np = p1 - p0 < G ? p1 - p0 : G;
+                    k1 = k0 + KB < K ? k0 + KB : c1 < M ? 0 : K;
+                }
+                if (k1 < K) {
+                    next.at = panel_at(w, p, k1);
+                    next.bytes = (size_t)(K - k1 < KB ? K - k1 : KB) * PB_KNR * es;
+                    next.np = np;
+                }
+                cvt_tiles(j, wc, &next, c0, c1, pg, pe, k0, kc);
+            }
+        }
+    }
+}
+
 /* y's columns of panels [p0, p1) += bias */
 static void add_bias(const mm_job *j, int p0, int p1)
 {
@@ -1148,6 +1273,11 @@ static void mm_item(void *ctx, int item, int worker)
         const int G = ops->gmax[mr], nt = (M + mr - 1) / mr;
         const int cvt = w->dt != PB_DT_F32 && ops->cvt_min_m > 0 && M >= ops->cvt_min_m && !j->pairs;
         const int KB = cvt ? ops->kc : j->kb;
+        if (cvt && (size_t)M * (size_t)KB * sizeof(float) > x_budget() && x_chunked(M, K)) {
+            cvt_chunks(j, worker, p0, p1, KB);
+            add_bias(j, p0, p1);
+            return;
+        }
         for (int pg = p0; pg < p1; pg += G) {
             const int pe = pg + G < p1 ? pg + G : p1;
             for (int k0 = 0; k0 < K; k0 += KB) {
@@ -1156,21 +1286,9 @@ static void mm_item(void *ctx, int item, int worker)
                     /* convert the group's block to f32 once (exact), then
                      * the f32 tiles: the same products in the same order */
                     float *wc = j->wconv + (size_t)worker * WCONV_FLOATS;
-                    for (int p = pg; p < pe; p++)
-                        ops->cvt(w->dt, panel_at(w, p, k0), kc, wc + (size_t)(p - pg) * kc * PB_KNR);
+                    cvt_unit(j, wc, pg, pe, k0, kc);
                     const next_lines next = next_unit_lines(w, pg, pe, p1, G, k0, KB);
-                    for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(M, nt, t), t++) {
-                        const int R = pb_ktile_rows(M, nt, t);
-                        prefetch_share(&next, t, nt);
-                        const int g = ops->gmax[R] == G ? G : 1;
-                        for (int p = pg; p < pe; p += (pe - p >= g ? g : 1)) {
-                            const int gg = pe - p >= g ? g : 1;
-                            ops->mm(R, gg, PB_DT_F32, j->x + (size_t)r0 * j->ldx + k0, j->ldx,
-                                    wc + (size_t)(p - pg) * kc * PB_KNR, (size_t)kc * PB_KNR, kc,
-                                    j->y + (size_t)r0 * j->ldy + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + gg - 1),
-                                    k0 > 0, 0);
-                        }
-                    }
+                    cvt_tiles(j, wc, &next, 0, M, pg, pe, k0, kc);
                     continue;
                 }
                 const ptrdiff_t pfd = ops->kpf ? next_unit_pfd(w, pg, pe, p1, G, k0, KB) : 0;

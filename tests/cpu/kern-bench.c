@@ -553,6 +553,9 @@ int main(int argc, char **argv)
         {"1536x576 bf16 (smol up)", 1536, 576, PB_DT_BF16},
         {"576x1536 bf16 (smol down)", 576, 1536, PB_DT_BF16},
         {"49152x576 bf16 (smol head)", 49152, 576, PB_DT_BF16},
+        /* Llama-3-8B's MLP: rows of 28 KiB (down), matrices of 117 MB that no cache holds */
+        {"14336x4096 bf16 (8b up)", 14336, 4096, PB_DT_BF16},
+        {"4096x14336 bf16 (8b down)", 4096, 14336, PB_DT_BF16},
     };
     const char *only = argc > 3 ? argv[3] : NULL;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
