@@ -399,6 +399,59 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
     }
 }
 
+// The tiled kernels' warp tile: MI x NJ mma tiles (16 x 8 each) at rows wm, columns wn of a stage
+// (a span of each operand's rows, 16 words a row), one span's products added to acc
+template <int DT, int MI, int NJ>
+__device__ __forceinline__ void tc_warp_span(const uint32_t *xs, const uint32_t *ws, int wm, int wn, int g, int t,
+                                             float acc[MI][NJ][4])
+{
+    uint4 fa[MI][2], fb[NJ];
+#pragma unroll
+    for (int i = 0; i < MI; i++) {
+        fa[i][0] = *(const uint4 *)&xs[(wm + 16 * i + g) * 16 + 4 * t];
+        fa[i][1] = *(const uint4 *)&xs[(wm + 16 * i + g + 8) * 16 + 4 * t];
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+        fb[j] = *(const uint4 *)&ws[(wn + 8 * j + g) * 16 + 4 * t];
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+            tc_span<DT>(acc[i][j], fa[i][0], fa[i][1], fb[j]);
+}
+
+// a slice's sums added to the running ones, in slice order; the next slice from zero
+template <int MI, int NJ> __device__ __forceinline__ void tc_slice_add(float acc[MI][NJ][4], float tot[MI][NJ][4])
+{
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                tot[i][j][e] = __fadd_rn(tot[i][j][e], acc[i][j][e]);
+                acc[i][j][e] = 0.0f;
+            }
+}
+
+// the warp tile's y (rows from m0, columns from n0), bias last
+template <int MI, int NJ>
+__device__ __forceinline__ void tc_warp_store(const float tot[MI][NJ][4], float *y, int ldy, const float *bias, int M,
+                                              int N, int m0, int n0, int g, int t)
+{
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = m0 + 16 * i + g + (e >> 1) * 8, n = n0 + 8 * j + 2 * t + (e & 1);
+                if (m < M && n < N)
+                    y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[i][j][e], bias[n]) : tot[i][j][e];
+            }
+}
+
 // Tiled: 128 x 32 WNW tiles of y per block of 4 x WNW warps (32 x 32 each),
 // a span of x (rounded) and W through shared memory, double-buffered: the
 // next span's global loads are issued before this span's mmas.
@@ -435,14 +488,7 @@ __global__ void __launch_bounds__(128 * WNW, 4 / WNW)
             *(uint4 *)&xs[b][(tid + NT * h) * 4] = lx[h];
         *(uint4 *)&ws[b][tid * 4] = lw;
     };
-    float acc[2][4][4], tot[2][4][4];
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                acc[i][j][e] = tot[i][j][e] = 0.0f;
+    float acc[2][4][4] = {}, tot[2][4][4] = {};
     load(0);
     store(0);
     __syncthreads();
@@ -450,45 +496,14 @@ __global__ void __launch_bounds__(128 * WNW, 4 / WNW)
         const int b = sp & 1;
         if (sp + 1 < nspans)
             load(sp + 1);
-        uint4 fa[2][2], fb[4];
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            fa[i][0] = *(const uint4 *)&xs[b][(wm + 16 * i + g) * 16 + 4 * t];
-            fa[i][1] = *(const uint4 *)&xs[b][(wm + 16 * i + g + 8) * 16 + 4 * t];
-        }
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-            fb[j] = *(const uint4 *)&ws[b][(wn + 8 * j + g) * 16 + 4 * t];
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                tc_span<DT>(acc[i][j], fa[i][0], fa[i][1], fb[j]);
-        if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans) {
-#pragma unroll
-            for (int i = 0; i < 2; i++)
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        tot[i][j][e] = __fadd_rn(tot[i][j][e], acc[i][j][e]);
-                        acc[i][j][e] = 0.0f;
-                    }
-        }
+        tc_warp_span<DT, 2, 4>(xs[b], ws[b], wm, wn, g, t, acc);
+        if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans)
+            tc_slice_add<2, 4>(acc, tot);
         if (sp + 1 < nspans)
             store(b ^ 1);
         __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int m = m0 + wm + 16 * i + g + (e >> 1) * 8, n = n0 + wn + 8 * j + 2 * t + (e & 1);
-                if (m < M && n < N)
-                    y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[i][j][e], bias[n]) : tot[i][j][e];
-            }
+    tc_warp_store<2, 4>(tot, y, ldy, bias, M, N, m0 + wm, n0 + wn, g, t);
 }
 
 // ---- pipelined: x rounded once, cp.async stages ----
@@ -575,14 +590,7 @@ __global__ void __launch_bounds__(256, 1)
         }
         cp_async_commit();
     };
-    float acc[4][4][4], tot[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                acc[i][j][e] = tot[i][j][e] = 0.0f;
+    float acc[4][4][4] = {}, tot[4][4][4] = {};
 #pragma unroll
     for (int s = 0; s < TCP_STAGES - 1; s++)
         load(s);
@@ -591,43 +599,12 @@ __global__ void __launch_bounds__(256, 1)
         __syncthreads();                 // everyone's; and the stage sp - 1 read is free
         load(sp + TCP_STAGES - 1);
         const int b = sp % TCP_STAGES;
-        uint4 fa[4][2], fb[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            fa[i][0] = *(const uint4 *)&xs[b][(wm + 16 * i + g) * 16 + 4 * t];
-            fa[i][1] = *(const uint4 *)&xs[b][(wm + 16 * i + g + 8) * 16 + 4 * t];
-        }
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-            fb[j] = *(const uint4 *)&ws[b][(wn + 8 * j + g) * 16 + 4 * t];
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                tc_span<DT>(acc[i][j], fa[i][0], fa[i][1], fb[j]);
-        if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans) {
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        tot[i][j][e] = __fadd_rn(tot[i][j][e], acc[i][j][e]);
-                        acc[i][j][e] = 0.0f;
-                    }
-        }
+        tc_warp_span<DT, 4, 4>(xs[b], ws[b], wm, wn, g, t, acc);
+        if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans)
+            tc_slice_add<4, 4>(acc, tot);
     }
     cp_async_wait<0>();
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int m = m0 + wm + 16 * i + g + (e >> 1) * 8, n = n0 + wn + 8 * j + 2 * t + (e & 1);
-                if (m < M && n < N)
-                    y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[i][j][e], bias[n]) : tot[i][j][e];
-            }
+    tc_warp_store<4, 4>(tot, y, ldy, bias, M, N, m0 + wm, n0 + wn, g, t);
 }
 
 // the rounded rows' stride: whole spans
