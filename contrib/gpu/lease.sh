@@ -47,7 +47,7 @@ if ! skip ops2; then  # the tensor-core kernels' other shapes (kern_cuda.cu's PB
         echo "== ops cuda, $(env | grep '^PB_CUDA_' | sort | tr '\n' ' ')"
         timeout -k 5 60 "$PACK/tests/backend/ops" cuda
         echo "== exit $?"
-        export PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128
+        export PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_TC_XB=1
         echo "== ops cuda, $(env | grep '^PB_CUDA_' | sort | tr '\n' ' ')"
         timeout -k 5 60 "$PACK/tests/backend/ops" cuda
         echo "== exit $?"
@@ -61,6 +61,8 @@ if ! skip linbench && [ -x "$PACK/tests/backend/linbench" ]; then
         timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
         PB_CUDA_TC_COLS=16 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
         PB_CUDA_TC_PIPE=1 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 128,512,4096,8192
+        PB_CUDA_TC_XB=1 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 32,64
+        PB_CUDA_TC_XB=1 PB_CUDA_TC_COLS=16 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 32,64
         PB_MMPREC=f32 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,64,512
     ) >"$OUT/linbench.txt" 2>&1
     cat "$OUT/linbench.txt"

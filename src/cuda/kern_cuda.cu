@@ -306,6 +306,18 @@ template <bool VEC> __device__ __forceinline__ uint4 tc_load_w(const uint16_t *W
     return r;
 }
 
+// elements k0 .. k0 + 7 of row m as 4 words: from f32 x (rounded here), or where XB from x's rows
+// rounded already (k_round_x: 16-bit elements, row stride ldx, zeros past K)
+template <int DT, bool VEC, bool XB>
+__device__ __forceinline__ uint4 tc_load_row(const void *x, int ldx, int M, int K, int m, int k0)
+{
+    if (!XB)
+        return tc_load_x<DT, VEC>((const float *)x, ldx, M, K, m, k0);
+    if (m >= M)
+        return make_uint4(0u, 0u, 0u, 0u);
+    return *(const uint4 *)((const uint16_t *)x + (size_t)m * ldx + k0);
+}
+
 // one span of a 16-row tile: xa rows g, xb rows g + 8; w column g
 template <int DT> __device__ __forceinline__ void tc_span(float acc[4], uint4 xa, uint4 xb, uint4 w)
 {
@@ -321,9 +333,9 @@ template <int DT> __device__ __forceinline__ void tc_span(float acc[4], uint4 xa
 // slices in rounds (warp w slice 8r + w), stream their W slice once (all of a
 // slice's loads issued first: NG x 8 x 16 bytes a lane) and leave the slice's
 // sums in shared memory, which the block adds in slice order after each round.
-template <int DT, int MT, int NG, bool VEC>
+template <int DT, int MT, int NG, bool VEC, bool XB>
 __global__ void __launch_bounds__(TCS_WARPS * 32)
-    k_linear_tc_skinny(const float *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
+    k_linear_tc_skinny(const void *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
                        const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
 {
     constexpr int COLS = 8 * NG, ELEMS = MT * 16 * COLS, PER = (ELEMS + TCS_WARPS * 32 - 1) / (TCS_WARPS * 32);
@@ -359,8 +371,8 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
                     const int k0 = (sp0 + j) * TC_SPAN + 8 * t;
 #pragma unroll
                     for (int i = 0; i < MT; i++) {
-                        const uint4 xa = tc_load_x<DT, VEC>(x, ldx, M, K, m0 + 16 * i + g, k0);
-                        const uint4 xb = tc_load_x<DT, VEC>(x, ldx, M, K, m0 + 16 * i + g + 8, k0);
+                        const uint4 xa = tc_load_row<DT, VEC, XB>(x, ldx, M, K, m0 + 16 * i + g, k0);
+                        const uint4 xb = tc_load_row<DT, VEC, XB>(x, ldx, M, K, m0 + 16 * i + g + 8, k0);
 #pragma unroll
                         for (int c = 0; c < NG; c++)
                             tc_span<DT>(acc[c][i], xa, xb, w[c][j]);
@@ -616,6 +628,13 @@ static bool tcp_on(void)
     return on != 0;
 }
 
+// the skinny kernel's 17-64 rows rounded once first (PB_CUDA_TC_XB=1; off until measured)
+static bool tcx_on(void)
+{
+    static const int on = kc_env_int("PB_CUDA_TC_XB", 0, 0, 1);
+    return on != 0;
+}
+
 // rows a round takes at most: TCP_ROWS, or fewer (PB_CUDA_TC_PIPE_ROWS, whole tiles) for the tests
 static int tcp_rows(void)
 {
@@ -632,7 +651,11 @@ static int skinny_rows(void)
 
 size_t kc_linear_tc_scratch(int M, int K)
 {
-    if (!tcp_on() || M <= skinny_rows() || K <= 0 || K % 8)
+    if (K <= 0 || K % 8)
+        return 0;
+    if (M <= skinny_rows())
+        return tcx_on() && M > 16 ? (size_t)M * (size_t)tcp_ldb(K) * sizeof(uint16_t) : 0;
+    if (!tcp_on())
         return 0;
     const int rows = M < tcp_rows() ? M : tcp_rows();
     return (size_t)rows * (size_t)tcp_ldb(K) * sizeof(uint16_t);
@@ -667,17 +690,18 @@ int kc_env_int(const char *name, int dflt, int lo, int hi)
     return n < lo ? lo : n > hi ? hi : n;
 }
 
-template <int DT, int NG, bool VEC>
-static void skinny_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
+// x: f32 rows, or where XB rows rounded by k_round_x (ldx their stride)
+template <int DT, int NG, bool VEC, bool XB>
+static void skinny_launch(cudaStream_t st, const void *x, int ldx, int M, const uint16_t *W, const float *bias,
                           float *y, int ldy, int N, int K)
 {
     const dim3 grid((unsigned)((N + 8 * NG - 1) / (8 * NG)), 1u);
     if (M <= 16)
-        KLAUNCH((k_linear_tc_skinny<DT, 1, NG, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        KLAUNCH((k_linear_tc_skinny<DT, 1, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
     else if (M <= 32)
-        KLAUNCH((k_linear_tc_skinny<DT, 2, NG, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        KLAUNCH((k_linear_tc_skinny<DT, 2, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
     else
-        KLAUNCH((k_linear_tc_skinny<DT, 4, NG, VEC>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        KLAUNCH((k_linear_tc_skinny<DT, 4, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
 }
 
 template <int DT, bool VEC>
@@ -686,10 +710,21 @@ static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, co
 {
     static const int ng = kc_env_int("PB_CUDA_TC_COLS", 8, 8, 16) / 8;
     if (M <= skinny_rows()) {
-        if (ng == 2)
-            skinny_launch<DT, 2, VEC>(st, x, ldx, M, W, bias, y, ldy, N, K);
-        else
-            skinny_launch<DT, 1, VEC>(st, x, ldx, M, W, bias, y, ldy, N, K);
+        // 17 or more rows: each block reads all of x (from L2), so where PB_CUDA_TC_XB=1 x is rounded
+        // once into xb first, half the bytes a block reads
+        if (VEC && M > 16 && tcx_on() && xb && xb_bytes >= (size_t)M * (size_t)tcp_ldb(K) * sizeof(uint16_t)) {
+            const int ldb = tcp_ldb(K);
+            KLAUNCH((k_round_x<DT>), blocks_for((size_t)M * (ldb / 8), 256), 256, st, x, ldx, M, K, (uint16_t *)xb,
+                    ldb);
+            if (ng == 2)
+                skinny_launch<DT, 2, true, true>(st, xb, ldb, M, W, bias, y, ldy, N, K);
+            else
+                skinny_launch<DT, 1, true, true>(st, xb, ldb, M, W, bias, y, ldy, N, K);
+        } else if (ng == 2) {
+            skinny_launch<DT, 2, VEC, false>(st, x, ldx, M, W, bias, y, ldy, N, K);
+        } else {
+            skinny_launch<DT, 1, VEC, false>(st, x, ldx, M, W, bias, y, ldy, N, K);
+        }
         return;
     }
     if (VEC && tcp_on() && xb && xb_bytes >= (size_t)TCP_BM * (size_t)tcp_ldb(K) * sizeof(uint16_t)) {
