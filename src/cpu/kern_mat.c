@@ -1083,23 +1083,26 @@ typedef struct next_lines {
     int np;
 } next_lines;
 
-static next_lines next_unit_lines(const pb_kmat *w, int pg, int pe, int p1, int G, int k0, int kb)
+/* the lines of np panels from p over the K block from k (kb long, or what is left); none where k
+ * is past K */
+static next_lines unit_lines(const pb_kmat *w, int p, int np, int k, int kb)
 {
     const size_t es = store_size(w->dt);
     next_lines n = {NULL, 0, w->pstride * es, 0};
-    int k1 = k0 + kb, np = pe - pg, p = pg;
-    if (k1 >= w->n_in) { /* the item's next group's first block */
-        if (pe >= p1)
-            return n;
-        k1 = 0;
-        p = pe;
-        np = p1 - pe < G ? p1 - pe : G;
-    }
-    const int kc = w->n_in - k1 < kb ? w->n_in - k1 : kb;
-    n.at = panel_at(w, p, k1);
-    n.bytes = (size_t)kc * PB_KNR * es;
+    if (k >= w->n_in)
+        return n;
+    n.at = panel_at(w, p, k);
+    n.bytes = (size_t)(w->n_in - k < kb ? w->n_in - k : kb) * PB_KNR * es;
     n.np = np;
     return n;
+}
+
+static next_lines next_unit_lines(const pb_kmat *w, int pg, int pe, int p1, int G, int k0, int kb)
+{
+    if (k0 + kb < w->n_in)
+        return unit_lines(w, pg, pe - pg, k0 + kb, kb);
+    /* the item's next group's first block */
+    return unit_lines(w, pe, p1 - pe < G ? p1 - pe : G, pe < p1 ? 0 : w->n_in, kb);
 }
 
 /* Tile t of nt's share of the next unit's lines, toward the L1 (each tile a
@@ -1217,7 +1220,6 @@ static void cvt_chunks(const mm_job *j, int worker, int p0, int p1, int KB)
     const int nc = (M + mc - 1) / mc;
     mc = ((M + nc - 1) / nc + mr - 1) / mr * mr; /* chunks of about equal rows */
     float *wc = j->wconv + (size_t)worker * WCONV_FLOATS;
-    const size_t es = store_size(w->dt);
     for (int c0 = 0; c0 < M; c0 += mc) {
         const int c1 = c0 + mc < M ? c0 + mc : M;
         for (int k0 = 0; k0 < K; k0 += KB) {
@@ -1227,18 +1229,9 @@ static void cvt_chunks(const mm_job *j, int worker, int p0, int p1, int KB)
                 cvt_unit(j, wc, pg, pe, k0, kc);
                 /* the next unit: the next group's block, else the first group's next block, else the
                  * next chunk's first */
-                next_lines next = {NULL, 0, w->pstride * es, 0};
-                int np = p1 - pe < G ? p1 - pe : G, p = pe, k1 = k0;
-                if (pe >= p1) {
-                    p = p0;
-                    np = p1 - p0 < G ? p1 - p0 : G;
-                    k1 = k0 + KB < K ? k0 + KB : c1 < M ? 0 : K;
-                }
-                if (k1 < K) {
-                    next.at = panel_at(w, p, k1);
-                    next.bytes = (size_t)(K - k1 < KB ? K - k1 : KB) * PB_KNR * es;
-                    next.np = np;
-                }
+                const next_lines next =
+                    pe < p1 ? unit_lines(w, pe, p1 - pe < G ? p1 - pe : G, k0, KB)
+                            : unit_lines(w, p0, p1 - p0 < G ? p1 - p0 : G, k0 + KB < K ? k0 + KB : c1 < M ? 0 : K, KB);
                 cvt_tiles(j, wc, &next, c0, c1, pg, pe, k0, kc);
             }
         }

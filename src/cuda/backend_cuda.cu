@@ -52,7 +52,7 @@ struct cuda_impl {
     int args_next;            // the slot to use next
     int args_cur;             // the slot args_begin gave, -1: the pageable buffer
     bool tc_ok;               // the device has the m16n8k16 bf16/f16 mma (sm_80 on)
-    float *part;              // device: attention's chunk results (flash-decoding)
+    void *part;               // device: attention's chunk results (flash-decoding; floats)
     size_t part_cap;
     void *xb;                 // device: x's rows rounded for the pipelined tensor-core kernel
     size_t xb_cap;
@@ -124,21 +124,28 @@ static pb_status args_send(cuda_impl *c, void *dst, size_t bytes)
     return PB_OK;
 }
 
-// device scratch of at least bytes; growing waits for the work that may still read the old one
-static pb_status scratch_reserve(cuda_impl *c, size_t bytes)
+// a device buffer of at least bytes at *buf (*cap its size); growing waits for the work that may still
+// read the old one
+static pb_status buf_reserve(cuda_impl *c, void **buf, size_t *cap, size_t bytes)
 {
-    if (bytes <= c->scratch_cap)
+    if (bytes <= *cap)
         return PB_OK;
     PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    if (c->scratch) {
-        PB_CUDA_CHECK(cudaFree(c->scratch));
-        c->scratch = NULL;
-        c->scratch_cap = 0;
+    if (*buf) {
+        PB_CUDA_CHECK(cudaFree(*buf));
+        *buf = NULL;
+        *cap = 0;
     }
     bytes = round256(bytes);
-    PB_CUDA_CHECK(cudaMalloc(&c->scratch, bytes));
-    c->scratch_cap = bytes;
+    PB_CUDA_CHECK(cudaMalloc(buf, bytes));
+    *cap = bytes;
     return PB_OK;
+}
+
+// device scratch of at least bytes (op arguments)
+static pb_status scratch_reserve(cuda_impl *c, size_t bytes)
+{
+    return buf_reserve(c, &c->scratch, &c->scratch_cap, bytes);
 }
 
 // ---- memory ----
@@ -474,16 +481,8 @@ static pb_status cuda_linear(pb_backend *be, const float *x, int ldx, int M, con
     cuda_impl *c = impl_of(be);
     SET_DEVICE(c);
     if (g_tc && c->tc_ok && (w->dtype == PB_DT_BF16 || w->dtype == PB_DT_F16)) {
-        const size_t want = kc_linear_tc_scratch(M, w->n_in);
-        if (want > c->xb_cap) { // grows to the largest call's (a round of rows at most); waits for its readers
-            PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
-            if (c->xb)
-                PB_CUDA_CHECK(cudaFree(c->xb));
-            c->xb = NULL;
-            c->xb_cap = 0;
-            PB_CUDA_CHECK(cudaMalloc(&c->xb, round256(want)));
-            c->xb_cap = round256(want);
-        }
+        // x's rounded rows: grows to the largest call's (a round of rows at most)
+        PB_CHECK(buf_reserve(c, &c->xb, &c->xb_cap, kc_linear_tc_scratch(M, w->n_in)));
         LAUNCH("linear (tensor cores)", kc_linear_tc(c->stream, x, ldx, M, w->impl, kc_of(w->dtype), w->bias, y, ldy,
                                                      w->n_out, w->n_in, c->xb, c->xb_cap));
     } else
@@ -657,16 +656,8 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
                               sizeof(float);
     if (k.max_chunks > 1 && k.max_chunks <= 65535 &&
         (split == 1 || (split < 0 && (size_t)T * (size_t)a->n_heads < 1024 && part_bytes <= ((size_t)64 << 20)))) {
-        if (part_bytes > c->part_cap) {
-            PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
-            if (c->part)
-                PB_CUDA_CHECK(cudaFree(c->part));
-            c->part = NULL;
-            c->part_cap = 0;
-            PB_CUDA_CHECK(cudaMalloc((void **)&c->part, round256(part_bytes)));
-            c->part_cap = round256(part_bytes);
-        }
-        k.part = c->part;
+        PB_CHECK(buf_reserve(c, &c->part, &c->part_cap, part_bytes));
+        k.part = (float *)c->part;
     }
     LAUNCH("attention", kc_attention(c->stream, &k));
     return PB_OK;

@@ -23,7 +23,8 @@ cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const voi
 // the same on the tensor cores, for bf16 and f16 W (sm_80 on): x rounded to
 // W's type, f32 accumulation in a fixed order (kern_cuda.cu), batch-invariant.
 // xb: device scratch of xb_bytes for x's rounded rows (NULL: none), which
-// the pipelined kernel takes where it is on (PB_CUDA_TC_PIPE=1); it wants
+// the pipelined kernel (PB_CUDA_TC_PIPE=1) and the skinny kernel's 17-64
+// rows (PB_CUDA_TC_XB=1) take where they are on; it wants
 // kc_linear_tc_scratch(M, K) bytes (0: not taken), less makes more rounds
 cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
                          const float *bias, float *y, int ldy, int N, int K, void *xb, size_t xb_bytes);
