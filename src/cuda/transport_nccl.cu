@@ -82,13 +82,6 @@ extern "C" {
 
 namespace {
 
-struct qmsg {
-    qmsg *next;
-    uint32_t type;
-    size_t len;
-    uint8_t *data;
-};
-
 // One direction: its communicator, stream, event and staging buffer. Only
 // the thread of that direction touches it while the transport runs.
 struct dir_t {
@@ -110,10 +103,8 @@ struct nccl_tr {
     pthread_mutex_t mu;
     pthread_cond_t cv; // broadcast on every state change
 
-    qmsg *sq_head, *sq_tail;
-    int sq_n; // queued + the one being sent
-    qmsg *rq_head, *rq_tail;
-    int rq_n;
+    pb_msgq sq; // n: queued + the one being sent
+    pb_msgq rq;
 
     bool broken;     // failure: every call fails with err, communicators are aborted
     bool recv_ended; // the receiver thread stopped (recv_err); queued messages still count
@@ -268,7 +259,7 @@ void put_desc(uint8_t *p, uint32_t type, uint64_t len, uint32_t mode)
     pb_put_u32le(p + 20, 0);
 }
 
-pb_status send_one(nccl_tr *c, const qmsg *m)
+pb_status send_one(nccl_tr *c, const pb_qmsg *m)
 {
     uint8_t desc[DESC_BYTES];
     if (m->len <= c->inline_max) {
@@ -302,14 +293,11 @@ void *sender_main(void *arg)
     }
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->stop && !c->broken && !c->sq_head)
+        while (!c->stop && !c->broken && !c->sq.head)
             pthread_cond_wait(&c->cv, &c->mu);
         if (c->stop || c->broken)
             break;
-        qmsg *m = c->sq_head;
-        c->sq_head = m->next;
-        if (!c->sq_head)
-            c->sq_tail = NULL;
+        pb_qmsg *m = pb_msgq_take(&c->sq);
         pthread_mutex_unlock(&c->mu);
 
         pb_status st = send_one(c, m);
@@ -317,11 +305,10 @@ void *sender_main(void *arg)
         if (st != PB_OK)
             snprintf(why, sizeof why, "%s", pb_last_error());
         size_t total = FRAME_BYTES + m->len;
-        free(m->data);
-        free(m);
+        pb_qmsg_free(m);
 
         pthread_mutex_lock(&c->mu);
-        c->sq_n--;
+        c->sq.n--;
         if (st != PB_OK) {
             set_broken_locked(c, why);
         } else {
@@ -330,15 +317,7 @@ void *sender_main(void *arg)
         }
         pthread_cond_broadcast(&c->cv);
     }
-    // Drop what can no longer be sent.
-    while (c->sq_head) {
-        qmsg *m = c->sq_head;
-        c->sq_head = m->next;
-        free(m->data);
-        free(m);
-        c->sq_n--;
-    }
-    c->sq_tail = NULL;
+    pb_msgq_drop(&c->sq); // what can no longer be sent
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     abort_if_pending(&c->tx);
@@ -375,7 +354,7 @@ pb_status recv_one(nccl_tr *c, size_t len, uint8_t **out)
 
 // One message from the control link (and NCCL): PB_OK with *got set, PB_OK
 // with *got false on a quiet slice, or an error (link down, bad message).
-pb_status recv_next(nccl_tr *c, qmsg **got)
+pb_status recv_next(nccl_tr *c, pb_qmsg **got)
 {
     *got = NULL;
     pb_msg m = {0, NULL, 0};
@@ -415,7 +394,7 @@ pb_status recv_next(nccl_tr *c, qmsg **got)
     }
     // Back-pressure: take no more than max_queued messages ahead of the caller.
     pthread_mutex_lock(&c->mu);
-    while (!c->stop && !c->broken && c->rq_n >= c->max_queued)
+    while (!c->stop && !c->broken && c->rq.n >= c->max_queued)
         pthread_cond_wait(&c->cv, &c->mu);
     bool quit = c->stop || c->broken;
     pthread_mutex_unlock(&c->mu);
@@ -423,7 +402,7 @@ pb_status recv_next(nccl_tr *c, qmsg **got)
         pb_msg_release(&m);
         return PB_OK;
     }
-    qmsg *q = (qmsg *)calloc(1, sizeof *q);
+    pb_qmsg *q = (pb_qmsg *)calloc(1, sizeof *q);
     if (!q) {
         pb_msg_release(&m);
         return pb_error(PB_ERR_NOMEM, "out of memory receiving from rank %d", c->base.prev);
@@ -458,7 +437,7 @@ void *receiver_main(void *arg)
         snprintf(why, sizeof why, "NCCL receiver thread: cudaSetDevice failed");
     }
     while (!why[0] && !quitting(c)) {
-        qmsg *q = NULL;
+        pb_qmsg *q = NULL;
         pb_status st = recv_next(c, &q);
         if (st != PB_OK) {
             snprintf(why, sizeof why, "%s", pb_last_error());
@@ -467,12 +446,7 @@ void *receiver_main(void *arg)
         if (!q)
             continue;
         pthread_mutex_lock(&c->mu);
-        if (c->rq_tail)
-            c->rq_tail->next = q;
-        else
-            c->rq_head = q;
-        c->rq_tail = q;
-        c->rq_n++;
+        pb_msgq_push(&c->rq, q);
         c->stats.bytes_recv += FRAME_BYTES + q->len;
         c->stats.msgs_recv++;
         pthread_cond_broadcast(&c->cv);
@@ -498,36 +472,21 @@ pb_status nccl_send(pb_transport *t, uint32_t type, const void *const *bufs, con
                     int nbufs)
 {
     nccl_tr *c = (nccl_tr *)t;
-    uint8_t *data;
-    size_t total;
-    PB_CHECK(pb_transport_gather("nccl", type, bufs, lens, nbufs, c->max_msg, &data, &total));
-    qmsg *m = (qmsg *)calloc(1, sizeof *m);
-    if (!m) {
-        free(data);
-        return pb_error(PB_ERR_NOMEM, "nccl send: out of memory");
-    }
-    m->type = type;
-    m->len = total;
-    m->data = data;
+    pb_qmsg *m;
+    PB_CHECK(pb_qmsg_gather("nccl", type, bufs, lens, nbufs, c->max_msg, &m));
 
     pthread_mutex_lock(&c->mu);
     double t0 = pb_now();
-    while (!c->broken && c->sq_n >= c->max_queued)
+    while (!c->broken && c->sq.n >= c->max_queued)
         pthread_cond_wait(&c->cv, &c->mu);
     c->stats.send_wait_seconds += pb_now() - t0;
     if (c->broken) {
         pb_status st = pb_error(PB_ERR_NET, "%s", c->err);
         pthread_mutex_unlock(&c->mu);
-        free(data);
-        free(m);
+        pb_qmsg_free(m);
         return st;
     }
-    if (c->sq_tail)
-        c->sq_tail->next = m;
-    else
-        c->sq_head = m;
-    c->sq_tail = m;
-    c->sq_n++;
+    pb_msgq_push(&c->sq, m);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     return PB_OK;
@@ -546,7 +505,7 @@ pb_status nccl_recv(pb_transport *t, double timeout_s, pb_msg *out)
     pthread_mutex_lock(&c->mu);
     double t0 = pb_now();
     for (;;) {
-        if (c->rq_head)
+        if (c->rq.head)
             break;
         if (c->broken) {
             st = pb_error(PB_ERR_NET, "%s", c->err);
@@ -570,18 +529,8 @@ pb_status nccl_recv(pb_transport *t, double timeout_s, pb_msg *out)
         else
             pthread_cond_wait(&c->cv, &c->mu);
     }
-    {
-        qmsg *m = c->rq_head;
-        c->rq_head = m->next;
-        if (!c->rq_head)
-            c->rq_tail = NULL;
-        c->rq_n--;
-        pthread_cond_broadcast(&c->cv); // room for the receiver thread
-        out->type = m->type;
-        out->data = m->data;
-        out->len = m->len;
-        free(m);
-    }
+    pb_msgq_pop(&c->rq, out);
+    pthread_cond_broadcast(&c->cv); // room for the receiver thread
 out:
     c->stats.recv_wait_seconds += pb_now() - t0;
     pthread_mutex_unlock(&c->mu);
@@ -597,7 +546,7 @@ pb_status nccl_flush(pb_transport *t, double timeout_s)
         abstime_after(&deadline, timeout_s);
     pb_status st = PB_OK;
     pthread_mutex_lock(&c->mu);
-    while (c->sq_n > 0 && !c->broken) {
+    while (c->sq.n > 0 && !c->broken) {
         if (timeout_s >= 0 && past(&deadline)) {
             st = pb_error(PB_ERR_NET, "sending to rank %d did not finish within %.0f s", t->next,
                           timeout_s);
@@ -695,18 +644,8 @@ void nccl_destroy(pb_transport *t)
     dir_free(&c->tx);
     dir_free(&c->rx);
     pb_transport_free(c->ctl);
-    while (c->rq_head) {
-        qmsg *m = c->rq_head;
-        c->rq_head = m->next;
-        free(m->data);
-        free(m);
-    }
-    while (c->sq_head) {
-        qmsg *m = c->sq_head;
-        c->sq_head = m->next;
-        free(m->data);
-        free(m);
-    }
+    pb_msgq_drop(&c->rq);
+    pb_msgq_drop(&c->sq);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c);

@@ -62,11 +62,10 @@ void pb_msg_release(pb_msg *m)
 }
 
 /* ---- generic front-ends ---- */
-pb_status pb_transport_gather(const char *who, uint32_t type, const void *const *bufs, const size_t *lens,
-                              int nbufs, size_t max_msg, uint8_t **data, size_t *total)
+pb_status pb_qmsg_gather(const char *who, uint32_t type, const void *const *bufs, const size_t *lens, int nbufs,
+                         size_t max_msg, pb_qmsg **out)
 {
-    *data = NULL;
-    *total = 0;
+    *out = NULL;
     if (type == 0 || nbufs < 0)
         return pb_error(PB_ERR_INTERNAL, "%s send: bad message type or piece count", who);
     size_t n = 0;
@@ -75,18 +74,71 @@ pb_status pb_transport_gather(const char *who, uint32_t type, const void *const 
             return pb_error(PB_ERR_INTERNAL, "%s send: message size overflows", who);
     if (n > max_msg)
         return pb_error(PB_ERR_INTERNAL, "%s send: %zu-byte message exceeds the limit of %zu", who, n, max_msg);
+    pb_qmsg *m = calloc(1, sizeof *m);
     uint8_t *d = n ? malloc(n) : NULL;
-    if (n && !d)
+    if (!m || (n && !d)) {
+        free(m);
+        free(d);
         return pb_error(PB_ERR_NOMEM, "%s send: out of memory for %zu bytes", who, n);
+    }
     size_t off = 0;
     for (int i = 0; i < nbufs; i++) {
         if (lens[i])
             memcpy(d + off, bufs[i], lens[i]);
         off += lens[i];
     }
-    *data = d;
-    *total = n;
+    m->type = type;
+    m->len = n;
+    m->data = d;
+    *out = m;
     return PB_OK;
+}
+
+void pb_qmsg_free(pb_qmsg *m)
+{
+    if (m)
+        free(m->data);
+    free(m);
+}
+
+void pb_msgq_push(pb_msgq *q, pb_qmsg *m)
+{
+    m->next = NULL;
+    if (q->tail)
+        q->tail->next = m;
+    else
+        q->head = m;
+    q->tail = m;
+    q->n++;
+}
+
+pb_qmsg *pb_msgq_take(pb_msgq *q)
+{
+    pb_qmsg *m = q->head;
+    if (m) {
+        q->head = m->next;
+        if (!q->head)
+            q->tail = NULL;
+    }
+    return m;
+}
+
+void pb_msgq_pop(pb_msgq *q, pb_msg *out)
+{
+    pb_qmsg *m = pb_msgq_take(q);
+    q->n--;
+    out->type = m->type;
+    out->data = m->data;
+    out->len = m->len;
+    free(m);
+}
+
+void pb_msgq_drop(pb_msgq *q)
+{
+    for (pb_qmsg *m; (m = pb_msgq_take(q));) {
+        pb_qmsg_free(m);
+        q->n--;
+    }
 }
 
 pb_status pb_transport_send(pb_transport *t, uint32_t type, const void *const *bufs,
@@ -117,13 +169,6 @@ void pb_transport_free(pb_transport *t)
 }
 
 /* ---- the TCP implementation ---- */
-typedef struct qmsg {
-    struct qmsg *next;
-    uint32_t type;
-    size_t len;
-    uint8_t *data;
-} qmsg;
-
 typedef struct tcp {
     pb_transport base; /* first: a tcp * is a pb_transport * */
     int send_fd, recv_fd;
@@ -133,11 +178,9 @@ typedef struct tcp {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* broadcast on every state change */
 
-    qmsg *sq_head, *sq_tail;
-    int sq_n;
+    pb_msgq sq; /* n: queued + the one being written */
     bool writing;
-    qmsg *rq_head, *rq_tail;
-    int rq_n;
+    pb_msgq rq;
     uint64_t send_seq, recv_seq;
 
     bool send_broken, recv_broken, closing, stop;
@@ -258,7 +301,7 @@ static void *sender_main(void *arg)
     tcp *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->stop && !c->sq_head && !c->send_broken) {
+        while (!c->stop && !c->sq.head && !c->send_broken) {
             pthread_mutex_unlock(&c->mu);
             /* Idle: watch the send link for a hang-up (the peer never
              * writes on it) and the wake pipe for new messages. */
@@ -290,10 +333,7 @@ static void *sender_main(void *arg)
         }
         if (c->stop || c->send_broken)
             break;
-        qmsg *m = c->sq_head;
-        c->sq_head = m->next;
-        if (!c->sq_head)
-            c->sq_tail = NULL;
+        pb_qmsg *m = pb_msgq_take(&c->sq);
         c->writing = true;
         uint64_t seq = ++c->send_seq;
         pthread_mutex_unlock(&c->mu);
@@ -308,15 +348,14 @@ static void *sender_main(void *arg)
         struct iovec iov[2] = {{hdr, FRAME_BYTES}, {m->data, m->len}};
         int err = write_all(c->send_fd, iov, m->len ? 2 : 1);
         size_t total = FRAME_BYTES + m->len;
-        free(m->data);
-        free(m);
+        pb_qmsg_free(m);
 
         char why[512];
         if (err)
             describe_hangup(c, c->base.next, c->next_host, err, why, sizeof why);
         pthread_mutex_lock(&c->mu);
         c->writing = false;
-        c->sq_n--;
+        c->sq.n--;
         if (err && !c->send_broken) {
             c->send_broken = true;
             snprintf(c->send_err, sizeof c->send_err, "%s", why);
@@ -326,15 +365,7 @@ static void *sender_main(void *arg)
         }
         pthread_cond_broadcast(&c->cv);
     }
-    /* Drop what can no longer be sent. */
-    while (c->sq_head) {
-        qmsg *m = c->sq_head;
-        c->sq_head = m->next;
-        free(m->data);
-        free(m);
-        c->sq_n--;
-    }
-    c->sq_tail = NULL;
+    pb_msgq_drop(&c->sq); /* what can no longer be sent */
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -368,7 +399,7 @@ static void *receiver_main(void *arg)
                      (unsigned long long)len, c->max_msg);
             break;
         }
-        qmsg *m = calloc(1, sizeof *m);
+        pb_qmsg *m = calloc(1, sizeof *m);
         uint8_t *data = len ? malloc((size_t)len) : NULL;
         if (!m || (len && !data)) {
             free(m);
@@ -390,20 +421,14 @@ static void *receiver_main(void *arg)
         pthread_mutex_lock(&c->mu);
         c->recv_seq = seq;
         /* Back-pressure: stop reading (TCP flow control does the rest). */
-        while (!c->stop && c->rq_n >= c->max_queued)
+        while (!c->stop && c->rq.n >= c->max_queued)
             pthread_cond_wait(&c->cv, &c->mu);
         if (c->stop) {
             pthread_mutex_unlock(&c->mu);
-            free(m->data);
-            free(m);
+            pb_qmsg_free(m);
             break;
         }
-        if (c->rq_tail)
-            c->rq_tail->next = m;
-        else
-            c->rq_head = m;
-        c->rq_tail = m;
-        c->rq_n++;
+        pb_msgq_push(&c->rq, m);
         c->stats.bytes_recv += FRAME_BYTES + m->len;
         c->stats.msgs_recv++;
         pthread_cond_broadcast(&c->cv);
@@ -422,36 +447,21 @@ static pb_status tcp_send(pb_transport *t, uint32_t type, const void *const *buf
                           const size_t *lens, int nbufs)
 {
     tcp *c = (tcp *)t;
-    uint8_t *data;
-    size_t total;
-    PB_CHECK(pb_transport_gather("tcp", type, bufs, lens, nbufs, c->max_msg, &data, &total));
-    qmsg *m = calloc(1, sizeof *m);
-    if (!m) {
-        free(data);
-        return pb_error(PB_ERR_NOMEM, "tcp send: out of memory");
-    }
-    m->type = type;
-    m->len = total;
-    m->data = data;
+    pb_qmsg *m;
+    PB_CHECK(pb_qmsg_gather("tcp", type, bufs, lens, nbufs, c->max_msg, &m));
 
     pthread_mutex_lock(&c->mu);
     double t0 = pb_now();
-    while (!c->send_broken && c->sq_n >= c->max_queued)
+    while (!c->send_broken && c->sq.n >= c->max_queued)
         pthread_cond_wait(&c->cv, &c->mu);
     c->stats.send_wait_seconds += pb_now() - t0;
     if (c->send_broken) {
         pb_status st = pb_error(PB_ERR_NET, "%s", c->send_err);
         pthread_mutex_unlock(&c->mu);
-        free(data);
-        free(m);
+        pb_qmsg_free(m);
         return st;
     }
-    if (c->sq_tail)
-        c->sq_tail->next = m;
-    else
-        c->sq_head = m;
-    c->sq_tail = m;
-    c->sq_n++;
+    pb_msgq_push(&c->sq, m);
     pthread_mutex_unlock(&c->mu);
     wake_sender(c);
     return PB_OK;
@@ -470,7 +480,7 @@ static pb_status tcp_recv(pb_transport *t, double timeout_s, pb_msg *out)
     pthread_mutex_lock(&c->mu);
     double t0 = pb_now();
     for (;;) {
-        if (c->rq_head)
+        if (c->rq.head)
             break;
         if (c->recv_broken) {
             st = pb_error(PB_ERR_NET, "%s", c->recv_err[0] ? c->recv_err : "link closed");
@@ -487,16 +497,8 @@ static pb_status tcp_recv(pb_transport *t, double timeout_s, pb_msg *out)
         }
         cv_wait(c, timeout_s >= 0 ? &deadline : NULL);
     }
-    qmsg *m = c->rq_head;
-    c->rq_head = m->next;
-    if (!c->rq_head)
-        c->rq_tail = NULL;
-    c->rq_n--;
+    pb_msgq_pop(&c->rq, out);
     pthread_cond_broadcast(&c->cv); /* room for the receiver thread */
-    out->type = m->type;
-    out->data = m->data;
-    out->len = m->len;
-    free(m);
 out:
     c->stats.recv_wait_seconds += pb_now() - t0;
     pthread_mutex_unlock(&c->mu);
@@ -511,7 +513,7 @@ static pb_status tcp_flush(pb_transport *t, double timeout_s)
         abstime_after(&deadline, timeout_s);
     pb_status st = PB_OK;
     pthread_mutex_lock(&c->mu);
-    while (c->sq_n > 0 && !c->send_broken) {
+    while (c->sq.n > 0 && !c->send_broken) {
         if (timeout_s >= 0 && past(&deadline)) {
             st = pb_error(PB_ERR_NET, "sending to rank %d did not finish within %.0f s",
                           t->next, timeout_s);
@@ -519,7 +521,7 @@ static pb_status tcp_flush(pb_transport *t, double timeout_s)
         }
         cv_wait(c, timeout_s >= 0 ? &deadline : NULL);
     }
-    if (st == PB_OK && c->sq_n > 0)
+    if (st == PB_OK && c->sq.n > 0)
         st = pb_error(PB_ERR_NET, "%s", c->send_err);
     pthread_mutex_unlock(&c->mu);
     return st;
@@ -558,18 +560,8 @@ static void tcp_destroy(pb_transport *t)
         pthread_join(c->sender, NULL);
     if (c->receiver_started)
         pthread_join(c->receiver, NULL);
-    while (c->rq_head) {
-        qmsg *m = c->rq_head;
-        c->rq_head = m->next;
-        free(m->data);
-        free(m);
-    }
-    while (c->sq_head) {
-        qmsg *m = c->sq_head;
-        c->sq_head = m->next;
-        free(m->data);
-        free(m);
-    }
+    pb_msgq_drop(&c->rq);
+    pb_msgq_drop(&c->sq);
     if (c->send_fd >= 0)
         close(c->send_fd);
     if (c->recv_fd >= 0)

@@ -69,11 +69,32 @@ struct pb_transport {
 /* Generic front-ends. */
 pb_status pb_transport_send(pb_transport *t, uint32_t type, const void *const *bufs,
                             const size_t *lens, int nbufs);
-/* For implementations: check a message of nbufs pieces (type != 0, total
- * within max_msg; errors name `who`) and copy it into one new buffer
- * (*data, NULL when empty; the caller frees it). */
-pb_status pb_transport_gather(const char *who, uint32_t type, const void *const *bufs, const size_t *lens,
-                              int nbufs, size_t max_msg, uint8_t **data, size_t *total);
+/* For implementations: a queued message, and a FIFO of them that its user
+ * guards with its own lock. n is the user's count: pb_msgq_push adds one,
+ * pb_msgq_pop takes one off, pb_msgq_take leaves it (a send queue counts the
+ * message being written until it is written). */
+typedef struct pb_qmsg {
+    struct pb_qmsg *next;
+    uint32_t type;
+    size_t len;
+    uint8_t *data;
+} pb_qmsg;
+typedef struct pb_msgq {
+    pb_qmsg *head, *tail;
+    int n;
+} pb_msgq;
+/* A message of nbufs pieces checked (type != 0, total within max_msg;
+ * errors name `who`) and copied into one new queued message *out. */
+pb_status pb_qmsg_gather(const char *who, uint32_t type, const void *const *bufs, const size_t *lens, int nbufs,
+                         size_t max_msg, pb_qmsg **out);
+void pb_qmsg_free(pb_qmsg *m);
+void pb_msgq_push(pb_msgq *q, pb_qmsg *m);
+/* the first message off the queue, NULL when it is empty; n unchanged */
+pb_qmsg *pb_msgq_take(pb_msgq *q);
+/* the first message (the queue is not empty) handed to *out, n - 1 */
+void pb_msgq_pop(pb_msgq *q, pb_msg *out);
+/* frees every queued message, n less their count */
+void pb_msgq_drop(pb_msgq *q);
 pb_status pb_transport_send1(pb_transport *t, uint32_t type, const void *buf, size_t len);
 pb_status pb_transport_recv(pb_transport *t, double timeout_s, pb_msg *out);
 pb_status pb_transport_flush(pb_transport *t, double timeout_s);
