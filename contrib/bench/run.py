@@ -19,7 +19,12 @@ llama from contrib/pb-make-checkpoint for --quick.
 
 Measures (median of --runs, peers interleaved within each run):
   load_s       pippy: process wall minus generation wall (start, tokenizer,
-               plan, weights); peers: model + context construction
+               plan, weights); peers: model + context construction. Each
+               peer's weight files are read into the page cache before its
+               runs, so that a load is the loader's time, not the disk's
+               (llama.cpp maps its GGUF and reads it only as it computes;
+               the peers' runs and PyTorch's memory evict each other's
+               pages)
   load_cached_s  pippy: load_s of the prefill run made a second time with
                --weights-cache (the packed weights mapped from the file the
                first wrote); peers: their load_s
@@ -408,6 +413,23 @@ def dot_batches(batches):
     """Batches measured again with the bf16 dot products: 32 (the batched
     decode goal's) and the largest."""
     return sorted({b for b in batches if b == 32 or b == max(batches)})
+
+
+def peer_files(m, peer):
+    """The weight files a peer reads: llama.cpp its GGUF, the others the HF folder's."""
+    if peer == "llama.cpp":
+        return [m["gguf"]] if m["gguf"] else []
+    d = m["dir"]
+    return [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.endswith((".safetensors", ".bin"))]
+
+
+def warm_page_cache(paths):
+    """Reads the files once, in 1 MiB pieces, so that they are in the page cache."""
+    buf = bytearray(1 << 20)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
 
 
 def measure_pippy(pb, m, job, ignore_eos, bw_sample):
@@ -867,6 +889,7 @@ def main():
                        "env": peer_env, "ctx": m["ctx"]}
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
                 try:
+                    warm_page_cache(peer_files(m, p))
                     if p == "pippy":
                         res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16, bf16dot=bf16dot, amx=amx, wcache=wcache), ignore_eos,
                                             lambda: bandwidth_sample(a))
