@@ -47,7 +47,7 @@ if ! skip ops2; then  # the tensor-core kernels' other shapes (kern_cuda.cu's PB
         echo "== ops cuda, $(env | grep '^PB_CUDA_' | sort | tr '\n' ' ')"
         timeout -k 5 60 "$PACK/tests/backend/ops" cuda
         echo "== exit $?"
-        export PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_TC_XB=1
+        export PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_TC_XB=1 PB_CUDA_PDL=1
         echo "== ops cuda, $(env | grep '^PB_CUDA_' | sort | tr '\n' ' ')"
         timeout -k 5 60 "$PACK/tests/backend/ops" cuda
         echo "== exit $?"
@@ -64,6 +64,7 @@ if ! skip linbench && [ -x "$PACK/tests/backend/linbench" ]; then
         PB_CUDA_TC_XB=1 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 32,64
         PB_CUDA_TC_XB=1 PB_CUDA_TC_COLS=16 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 32,64
         PB_MMPREC=f32 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,64,512
+        PB_CUDA_PDL=1 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64
     ) >"$OUT/linbench.txt" 2>&1
     cat "$OUT/linbench.txt"
 fi
@@ -100,6 +101,19 @@ if ! skip profile && [ "$t" -gt 45 ] && command -v ncu >/dev/null &&
             --temperature 0 --metrics "$WORK/m0.json"
         echo "plain run: $(python3 -c "print(round($(date +%s.%N) - $s0, 2))") s;" \
              "metrics: $(head -c 600 "$WORK/m0.json")"
+        # batch 1 with the skinny kernel's programmatic dependent launch (PB_CUDA_PDL=1), alternated
+        # with plain runs: decode tok/s, and the text must be the same
+        echo '{"prompt": "the quick brown fox", "max_tokens": 128, "ignore_eos": true}' >"$WORK/p2.jsonl"
+        for i in 1 2; do
+            for pdl in 0 1; do
+                PB_CUDA_PDL=$pdl "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p2.jsonl" \
+                    --out "$WORK/pdl$pdl.jsonl" --temperature 0 --metrics "$WORK/pdl$pdl.json"
+                echo "PB_CUDA_PDL=$pdl run $i: decode $(python3 -c "import json; \
+print(round(json.load(open('$WORK/pdl$pdl.json'))['decode_tokens_per_second'], 1))") tok/s"
+            done
+            if cmp -s "$WORK/pdl0.jsonl" "$WORK/pdl1.jsonl"; then echo "PB_CUDA_PDL: same text"
+            else echo "PB_CUDA_PDL: TEXT DIFFERS"; fi
+        done
         timeout -k 5 "$t" ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip 600 \
             --launch-count 260 "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p.jsonl" \
             --out "$WORK/o1.jsonl" --temperature 0 >"$WORK/ncu.csv" 2>"$WORK/ncu.err"

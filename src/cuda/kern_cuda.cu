@@ -17,6 +17,49 @@
 #define KLAUNCH(kern, grid, block, stream, ...) kern<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #endif
 
+// Programmatic dependent launch (sm_90; PB_CUDA_PDL=1, off until measured): the skinny linear kernel,
+// launched with KLAUNCH_PDL, may start while the kernel before it in the stream finishes, and issues
+// its first weight loads (which no kernel writes) before pdl_wait(), which waits for that kernel's
+// completion and writes (griddepcontrol.wait), so that the loads' DRAM latency overlaps that kernel's
+// tail. Kernels call pdl_trigger() first, which lets such a launch begin once all their blocks have
+// run it (griddepcontrol.launch_dependents). Both are no-ops below sm_90 and where no launch asked
+// for it; a device or driver that refuses the attribute gets a plain launch.
+__device__ __forceinline__ void pdl_wait()
+{
+#if !defined(PB_CUDA_EMU_RUNTIME_H) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger()
+{
+#if !defined(PB_CUDA_EMU_RUNTIME_H) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+#ifndef KLAUNCH_PDL
+template <typename... P, typename... A>
+static void launch_pdl(void (*kern)(P...), dim3 grid, dim3 block, cudaStream_t st, A... args)
+{
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = st;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    if (cudaLaunchKernelEx(&cfg, kern, args...) != cudaSuccess) {
+        (void)cudaGetLastError();
+        kern<<<grid, block, 0, st>>>(args...);
+    }
+}
+#define KLAUNCH_PDL(kern, grid, block, stream, ...) launch_pdl(kern, dim3(grid), dim3(block), (stream), __VA_ARGS__)
+#endif
+
 // ---- element conversions (exact, as src/common/tensor.c) ----
 
 __device__ __forceinline__ float bf16_f32(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
@@ -96,6 +139,7 @@ __global__ void __launch_bounds__(LIN_WARPS * 32)
     k_linear(const float *__restrict__ x, int ldx, int M, const void *__restrict__ W, const float *__restrict__ bias,
              float *__restrict__ y, int ldy, int N, int K)
 {
+    pdl_trigger();
     const int lane = threadIdx.x & 31, n = blockIdx.x * LIN_WARPS + (threadIdx.x >> 5);
     const int m0 = blockIdx.y * LIN_ROWS;
     if (n >= N)
@@ -340,6 +384,7 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
 {
     constexpr int COLS = 8 * NG, ELEMS = MT * 16 * COLS, PER = (ELEMS + TCS_WARPS * 32 - 1) / (TCS_WARPS * 32);
     __shared__ float part[TCS_WARPS][ELEMS];
+    pdl_trigger();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int n0 = blockIdx.x * COLS, m0 = blockIdx.y * 16 * MT;
     const int nspans = (K + TC_SPAN - 1) / TC_SPAN, nslices = (nspans + TC_SLICE_SPANS - 1) / TC_SLICE_SPANS;
@@ -347,6 +392,8 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
 #pragma unroll
     for (int q = 0; q < PER; q++)
         tot[q] = 0.0f;
+    if (nslices == 0)
+        pdl_wait();
     for (int r0 = 0; r0 < nslices; r0 += TCS_WARPS) {
         const int s = r0 + warp;
         float acc[NG][MT][4];
@@ -355,16 +402,18 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
 #pragma unroll
             for (int i = 0; i < MT; i++)
                 acc[c][i][0] = acc[c][i][1] = acc[c][i][2] = acc[c][i][3] = 0.0f;
+        const int sp0 = s * TC_SLICE_SPANS;
+        const int nsp = nspans - sp0 < TC_SLICE_SPANS ? nspans - sp0 : TC_SLICE_SPANS;
+        uint4 w[NG][TC_SLICE_SPANS];
+#pragma unroll
+        for (int j = 0; j < TC_SLICE_SPANS; j++)
+#pragma unroll
+            for (int c = 0; c < NG; c++)
+                w[c][j] = s < nslices && j < nsp ? tc_load_w<VEC>(W, N, K, n0 + 8 * c + g, (sp0 + j) * TC_SPAN + 8 * t)
+                                                 : make_uint4(0u, 0u, 0u, 0u);
+        if (r0 == 0)
+            pdl_wait(); // x and y from here on (every thread)
         if (s < nslices) { // the whole warp
-            const int sp0 = s * TC_SLICE_SPANS;
-            const int nsp = nspans - sp0 < TC_SLICE_SPANS ? nspans - sp0 : TC_SLICE_SPANS;
-            uint4 w[NG][TC_SLICE_SPANS];
-#pragma unroll
-            for (int j = 0; j < TC_SLICE_SPANS; j++)
-#pragma unroll
-                for (int c = 0; c < NG; c++)
-                    w[c][j] = j < nsp ? tc_load_w<VEC>(W, N, K, n0 + 8 * c + g, (sp0 + j) * TC_SPAN + 8 * t)
-                                      : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
             for (int j = 0; j < TC_SLICE_SPANS; j++) {
                 if (j < nsp) {
@@ -474,6 +523,7 @@ __global__ void __launch_bounds__(128 * WNW, 4 / WNW)
     k_linear_tc_tiled(const float *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
                       const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
 {
+    pdl_trigger();
     // a span of a row: 32 elements, 64 bytes, 16 words (8 rows of 64 bytes
     // per quarter warp's 16-byte loads: no bank conflicts)
     constexpr int BN = 32 * WNW, NT = 128 * WNW, XC = TCB_M * 4 / NT; // x chunks a thread
@@ -568,6 +618,7 @@ template <int N> __device__ __forceinline__ void cp_async_wait()
 // xb[m, 0:ldb] = x[m, 0:K] rounded to DT's type as tc_load_x rounds it, zeros past K (K % 8 == 0)
 template <int DT> __global__ void k_round_x(const float *__restrict__ x, int ldx, int M, int K, uint16_t *xb, int ldb)
 {
+    pdl_trigger();
     const int per = ldb / 8;
     const size_t total = (size_t)M * per;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -581,6 +632,7 @@ __global__ void __launch_bounds__(256, 1)
     k_linear_tc_pipe(const uint16_t *__restrict__ xb, int ldb, int M, const uint16_t *__restrict__ W,
                      const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
 {
+    pdl_trigger();
     // a stage: a span of 128 rows of each (64 bytes a row, as k_linear_tc_tiled's)
     __shared__ __align__(16) uint32_t xs[TCP_STAGES][TCP_BM * 16];
     __shared__ __align__(16) uint32_t ws[TCP_STAGES][TCP_BN * 16];
@@ -625,6 +677,13 @@ static int tcp_ldb(int K) { return (K + TC_SPAN - 1) / TC_SPAN * TC_SPAN; }
 static bool tcp_on(void)
 {
     static const int on = kc_env_int("PB_CUDA_TC_PIPE", 0, 0, 1);
+    return on != 0;
+}
+
+// the skinny kernel launched to overlap the kernel before it (PB_CUDA_PDL=1; off until measured)
+static bool pdl_on(void)
+{
+    static const int on = kc_env_int("PB_CUDA_PDL", 0, 0, 1);
     return on != 0;
 }
 
@@ -696,12 +755,22 @@ static void skinny_launch(cudaStream_t st, const void *x, int ldx, int M, const 
                           float *y, int ldy, int N, int K)
 {
     const dim3 grid((unsigned)((N + 8 * NG - 1) / (8 * NG)), 1u);
+#define SKINNY(MT)                                                                                                  \
+    do {                                                                                                            \
+        if (pdl_on())                                                                                               \
+            KLAUNCH_PDL((k_linear_tc_skinny<DT, MT, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, \
+                        ldy, N, K);                                                                                 \
+        else                                                                                                        \
+            KLAUNCH((k_linear_tc_skinny<DT, MT, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, \
+                    N, K);                                                                                          \
+    } while (0)
     if (M <= 16)
-        KLAUNCH((k_linear_tc_skinny<DT, 1, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        SKINNY(1);
     else if (M <= 32)
-        KLAUNCH((k_linear_tc_skinny<DT, 2, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        SKINNY(2);
     else
-        KLAUNCH((k_linear_tc_skinny<DT, 4, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        SKINNY(4);
+#undef SKINNY
 }
 
 template <int DT, bool VEC>
@@ -774,6 +843,7 @@ cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const 
 __global__ void __launch_bounds__(ARGMAX_THREADS)
     k_argmax(const float *x, int n, int ld, const int32_t *mask_ids, int n_mask, const uint8_t *mask_rows, int32_t *ids)
 {
+    pdl_trigger();
     __shared__ float bv[ARGMAX_THREADS];
     __shared__ int bi[ARGMAX_THREADS];
     const int r = blockIdx.x;
@@ -823,6 +893,7 @@ template <int DT>
 __global__ void k_gather(float *out, const void *W, const int32_t *ids, int offset, int n_rows, int n_in, bool acc,
                          int *flag)
 {
+    pdl_trigger();
     const int t = blockIdx.x;
     const int id = ids[t];
     const long long r = (long long)id + offset;
@@ -882,6 +953,7 @@ __global__ void __launch_bounds__(NORM_THREADS)
     k_norm(bool rms, float *out, float *x, const float *a, const float *a2, int n, const float *w, const float *b,
            float eps)
 {
+    pdl_trigger();
     __shared__ float sh[NORM_THREADS / 32];
     const size_t row = (size_t)blockIdx.x * n;
     float *xr = x + row;
@@ -923,6 +995,7 @@ cudaError_t kc_norm(cudaStream_t st, bool rms, float *out, float *x, const float
 // warp per (token, head).
 __global__ void k_head_norm(float *x, int ld, int T, int n_heads, int hd, const float *w, float eps)
 {
+    pdl_trigger();
     const int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
     if (warp >= T * n_heads)
         return;
@@ -953,6 +1026,7 @@ cudaError_t kc_head_norm(cudaStream_t st, float *x, int ld, int T, int n_heads, 
 
 __global__ void k_rope(float *x, int ld, int T, int n_heads, int hd, int half, bool inter, const float *cs)
 {
+    pdl_trigger();
     const size_t total = (size_t)T * n_heads * half;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
@@ -999,6 +1073,7 @@ __device__ __forceinline__ float act_f(int act, float x)
 
 __global__ void k_act(int act, float *x, int ld, int rows, int n)
 {
+    pdl_trigger();
     const size_t total = (size_t)rows * n;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
@@ -1009,6 +1084,7 @@ __global__ void k_act(int act, float *x, int ld, int rows, int n)
 
 __global__ void k_glu(int act, float *out, const float *gu, int ldgu, int rows, int n)
 {
+    pdl_trigger();
     const size_t total = (size_t)rows * n;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
@@ -1040,6 +1116,7 @@ cudaError_t kc_glu(cudaStream_t st, int act, float *out, const float *gu, int ld
 
 __global__ void k_add(float *y, const float *x, const float *x2, size_t n)
 {
+    pdl_trigger();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] = __fadd_rn(y[i], x2 ? __fadd_rn(x[i], x2[i]) : x[i]);
 }
@@ -1054,6 +1131,7 @@ cudaError_t kc_add(cudaStream_t st, float *y, const float *x, const float *x2, s
 
 __global__ void k_select_rows(float *dst, const float *src, int n, const int *rows)
 {
+    pdl_trigger();
     const int i = blockIdx.x;
     const float *s = src + (size_t)rows[i] * n;
     float *d = dst + (size_t)i * n;
@@ -1072,6 +1150,7 @@ cudaError_t kc_select_rows(cudaStream_t st, float *dst, const float *src, int n,
 // rows distinct within a call: no two blocks write one element
 __global__ void k_scatter_add(float *y, const float *x, int n, const int *rows, const float *w)
 {
+    pdl_trigger();
     const int i = blockIdx.x;
     float *yr = y + (size_t)rows[i] * n;
     const float *xr = x + (size_t)i * n;
@@ -1091,12 +1170,14 @@ cudaError_t kc_scatter_add(cudaStream_t st, float *y, const float *x, int n, con
 
 __global__ void k_scale(float *x, size_t n, float s)
 {
+    pdl_trigger();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = __fmul_rn(x[i], s);
 }
 
 __global__ void k_softcap(float *x, size_t n, float cap)
 {
+    pdl_trigger();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = __fmul_rn(tanhf(__fdiv_rn(x[i], cap)), cap);
 }
@@ -1133,6 +1214,7 @@ __device__ __forceinline__ float from_kv(float v) { return v; }
 // this step's k/v rows into the caches (rounded to kv_t): one block per token row
 template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 {
+    pdl_trigger();
     const int t = blockIdx.x, s = a.tok_seq[t];
     if (s < 0)
         return;
@@ -1266,6 +1348,7 @@ __device__ __forceinline__ int attn_lo(const kc_attn &a, int p)
 // one block per (token row, query head): all of the query's chunks in turn
 template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
 {
+    pdl_trigger();
     __shared__ float qs[KC_ATTN_MAX_HEAD_DIM];
     __shared__ float accs[ATT_WARPS * KC_ATTN_MAX_HEAD_DIM];
     __shared__ float vs[KC_ATTN_MAX_HEAD_DIM];
@@ -1299,6 +1382,7 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
 // leaves its max, sum and output in a.part (hd + 2 floats a chunk)
 template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(kc_attn a)
 {
+    pdl_trigger();
     __shared__ float qs[KC_ATTN_MAX_HEAD_DIM];
     __shared__ float accs[ATT_WARPS * KC_ATTN_MAX_HEAD_DIM];
     __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
@@ -1330,6 +1414,7 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
 // flash-decoding, second half: block (t, h) merges the query's chunks in order
 __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_merge(kc_attn a)
 {
+    pdl_trigger();
     __shared__ float vs[KC_ATTN_MAX_HEAD_DIM];
     const int t = blockIdx.x, h = blockIdx.y;
     const int s = a.tok_seq[t];

@@ -21,5 +21,5 @@ esac
 ) || exit $?
 # the third with the pipelined kernel above 64 rows (PB_CUDA_TC_PIPE: x rounded once, cp.async stages) in
 # rounds of 128 rows (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two), and the skinny kernel's 17-64
-# rows rounded once first (PB_CUDA_TC_XB)
-PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_TC_XB=1 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
+# rows rounded once first (PB_CUDA_TC_XB), launched as programmatic dependents (PB_CUDA_PDL; a plain launch here)
+PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_TC_XB=1 PB_CUDA_PDL=1 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda

@@ -61,6 +61,8 @@ static inline double __shfl_xor_sync(unsigned, double v, int off) { return emu_s
 // runs f for every thread of every block of the grid
 void emu_launch(dim3 grid, dim3 block, std::function<void()> f);
 #define KLAUNCH(kern, grid, block, stream, ...) ((void)(stream), emu_launch(dim3(grid), dim3(block), [=]() { kern(__VA_ARGS__); }))
+// kernels run one after another here: a programmatic dependent launch is a plain one
+#define KLAUNCH_PDL(kern, grid, block, stream, ...) KLAUNCH(kern, grid, block, stream, __VA_ARGS__)
 
 // ---- arithmetic intrinsics (built with -ffp-contract=off: each op rounds) ----
 static inline float __fadd_rn(float a, float b) { return a + b; }
