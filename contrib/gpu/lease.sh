@@ -11,8 +11,9 @@
 # gpu-bench.json) in what is left. Eight files at most come back from $OUT.
 # Before check.sh: ops again with the tensor-core kernels' other shapes, and
 # tests/backend/linbench (linbench.txt: the linear op's GB/s and TFLOP/s).
-# Then ncu's kernel times over one batch-1 decode step (appended to bench.txt).
-# PB_LEASE_SKIP="ops check bench profile" leaves parts out.
+# Then batch-1 decode with and without PB_CUDA_PDL=1, alternated, and ncu's
+# kernel times over one batch-1 decode step (both appended to bench.txt).
+# PB_LEASE_SKIP="ops check bench pdl profile" leaves parts out.
 set -u
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 BUDGET=${1:-480}
@@ -87,6 +88,34 @@ if ! skip bench; then
         echo "== gpu.py: no time left (${t}s)"
     fi
 fi
+# batch 1 with the skinny kernel's programmatic dependent launch (PB_CUDA_PDL=1) against plain launches,
+# alternated, on the benchmark's 1.1B model: decode tok/s, and the text must be the same (appended to bench.txt)
+if ! skip pdl && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
+    (
+        . "$HERE/contrib/gpu/env.sh"
+        echo '{"prompt": "the quick brown fox", "max_tokens": 128, "ignore_eos": true}' >"$WORK/p2.jsonl"
+        for i in 1 2; do
+            ok=2
+            for pdl in 0 1; do
+                rm -f "$WORK/pdl$pdl.json" "$WORK/pdl$pdl.jsonl"
+                PB_CUDA_PDL=$pdl "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
+                    --in "$WORK/p2.jsonl" --out "$WORK/pdl$pdl.jsonl" --temperature 0 --metrics "$WORK/pdl$pdl.json"
+                rc=$?
+                if [ $rc -ne 0 ]; then
+                    echo "PB_CUDA_PDL=$pdl run $i: FAILED (exit $rc)"
+                    ok=$((ok - 1))
+                    continue
+                fi
+                echo "PB_CUDA_PDL=$pdl run $i: decode $(python3 -c "import json; \
+print(round(json.load(open('$WORK/pdl$pdl.json'))['decode_tokens_per_second'], 1))") tok/s"
+            done
+            if [ $ok -lt 2 ]; then echo "PB_CUDA_PDL: texts not compared"
+            elif cmp -s "$WORK/pdl0.jsonl" "$WORK/pdl1.jsonl"; then echo "PB_CUDA_PDL: same text"
+            else echo "PB_CUDA_PDL: TEXT DIFFERS"; fi
+        done
+    ) >>"$OUT/bench.txt" 2>&1
+    grep PB_CUDA_PDL "$OUT/bench.txt"
+fi
 # where one decode step's GPU time goes: ncu's kernel durations over about one
 # step of batch-1 decode of the benchmark's 1.1B model (appended to bench.txt)
 t=$(( $(left) - 10 ))
@@ -101,19 +130,6 @@ if ! skip profile && [ "$t" -gt 45 ] && command -v ncu >/dev/null &&
             --temperature 0 --metrics "$WORK/m0.json"
         echo "plain run: $(python3 -c "print(round($(date +%s.%N) - $s0, 2))") s;" \
              "metrics: $(head -c 600 "$WORK/m0.json")"
-        # batch 1 with the skinny kernel's programmatic dependent launch (PB_CUDA_PDL=1), alternated
-        # with plain runs: decode tok/s, and the text must be the same
-        echo '{"prompt": "the quick brown fox", "max_tokens": 128, "ignore_eos": true}' >"$WORK/p2.jsonl"
-        for i in 1 2; do
-            for pdl in 0 1; do
-                PB_CUDA_PDL=$pdl "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p2.jsonl" \
-                    --out "$WORK/pdl$pdl.jsonl" --temperature 0 --metrics "$WORK/pdl$pdl.json"
-                echo "PB_CUDA_PDL=$pdl run $i: decode $(python3 -c "import json; \
-print(round(json.load(open('$WORK/pdl$pdl.json'))['decode_tokens_per_second'], 1))") tok/s"
-            done
-            if cmp -s "$WORK/pdl0.jsonl" "$WORK/pdl1.jsonl"; then echo "PB_CUDA_PDL: same text"
-            else echo "PB_CUDA_PDL: TEXT DIFFERS"; fi
-        done
         timeout -k 5 "$t" ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip 600 \
             --launch-count 260 "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p.jsonl" \
             --out "$WORK/o1.jsonl" --temperature 0 >"$WORK/ncu.csv" 2>"$WORK/ncu.err"
