@@ -54,7 +54,7 @@ static void launch_pdl(void (*kern)(P...), dim3 grid, dim3 block, cudaStream_t s
     cfg.numAttrs = 1;
     if (cudaLaunchKernelEx(&cfg, kern, args...) != cudaSuccess) {
         (void)cudaGetLastError();
-        kern<<<grid, block, 0, st>>>(args...);
+        KLAUNCH(kern, grid, block, st, args...);
     }
 }
 #define KLAUNCH_PDL(kern, grid, block, stream, ...) launch_pdl(kern, dim3(grid), dim3(block), (stream), __VA_ARGS__)
@@ -755,22 +755,14 @@ static void skinny_launch(cudaStream_t st, const void *x, int ldx, int M, const 
                           float *y, int ldy, int N, int K)
 {
     const dim3 grid((unsigned)((N + 8 * NG - 1) / (8 * NG)), 1u);
-#define SKINNY(MT)                                                                                                  \
-    do {                                                                                                            \
-        if (pdl_on())                                                                                               \
-            KLAUNCH_PDL((k_linear_tc_skinny<DT, MT, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, \
-                        ldy, N, K);                                                                                 \
-        else                                                                                                        \
-            KLAUNCH((k_linear_tc_skinny<DT, MT, NG, VEC, XB>), grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, \
-                    N, K);                                                                                          \
-    } while (0)
-    if (M <= 16)
-        SKINNY(1);
-    else if (M <= 32)
-        SKINNY(2);
+    void (*kern)(const void *, int, int, const uint16_t *, const float *, float *, int, int, int) =
+        M <= 16   ? k_linear_tc_skinny<DT, 1, NG, VEC, XB>
+        : M <= 32 ? k_linear_tc_skinny<DT, 2, NG, VEC, XB>
+                  : k_linear_tc_skinny<DT, 4, NG, VEC, XB>;
+    if (pdl_on())
+        KLAUNCH_PDL(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
     else
-        SKINNY(4);
-#undef SKINNY
+        KLAUNCH(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
 }
 
 template <int DT, bool VEC>

@@ -74,24 +74,32 @@ pb_status pb_qmsg_gather(const char *who, uint32_t type, const void *const *bufs
             return pb_error(PB_ERR_INTERNAL, "%s send: message size overflows", who);
     if (n > max_msg)
         return pb_error(PB_ERR_INTERNAL, "%s send: %zu-byte message exceeds the limit of %zu", who, n, max_msg);
-    pb_qmsg *m = calloc(1, sizeof *m);
-    uint8_t *d = n ? malloc(n) : NULL;
-    if (!m || (n && !d)) {
-        free(m);
-        free(d);
+    pb_qmsg *m = pb_qmsg_alloc(type, n);
+    if (!m)
         return pb_error(PB_ERR_NOMEM, "%s send: out of memory for %zu bytes", who, n);
-    }
     size_t off = 0;
     for (int i = 0; i < nbufs; i++) {
         if (lens[i])
-            memcpy(d + off, bufs[i], lens[i]);
+            memcpy(m->data + off, bufs[i], lens[i]);
         off += lens[i];
     }
-    m->type = type;
-    m->len = n;
-    m->data = d;
     *out = m;
     return PB_OK;
+}
+
+pb_qmsg *pb_qmsg_alloc(uint32_t type, size_t len)
+{
+    pb_qmsg *m = calloc(1, sizeof *m);
+    uint8_t *d = len ? malloc(len) : NULL;
+    if (!m || (len && !d)) {
+        free(m);
+        free(d);
+        return NULL;
+    }
+    m->type = type;
+    m->len = len;
+    m->data = d;
+    return m;
 }
 
 void pb_qmsg_free(pb_qmsg *m)
@@ -399,25 +407,18 @@ static void *receiver_main(void *arg)
                      (unsigned long long)len, c->max_msg);
             break;
         }
-        pb_qmsg *m = calloc(1, sizeof *m);
-        uint8_t *data = len ? malloc((size_t)len) : NULL;
-        if (!m || (len && !data)) {
-            free(m);
-            free(data);
+        pb_qmsg *m = pb_qmsg_alloc(type, (size_t)len);
+        if (!m) {
             snprintf(why, sizeof why, "out of memory receiving %llu bytes from rank %d",
                      (unsigned long long)len, c->base.prev);
             break;
         }
-        if (len && (err = read_all(c->recv_fd, data, (size_t)len)) != 0) {
-            free(m);
-            free(data);
+        if (len && (err = read_all(c->recv_fd, m->data, (size_t)len)) != 0) {
+            pb_qmsg_free(m);
             describe_hangup(c, c->base.prev, c->prev_host, err == -1 ? EPIPE : err, why,
                             sizeof why);
             break;
         }
-        m->type = type;
-        m->len = (size_t)len;
-        m->data = data;
         pthread_mutex_lock(&c->mu);
         c->recv_seq = seq;
         /* Back-pressure: stop reading (TCP flow control does the rest). */

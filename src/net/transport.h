@@ -87,6 +87,8 @@ typedef struct pb_msgq {
  * errors name `who`) and copied into one new queued message *out. */
 pb_status pb_qmsg_gather(const char *who, uint32_t type, const void *const *bufs, const size_t *lens, int nbufs,
                          size_t max_msg, pb_qmsg **out);
+/* a message of len bytes (data uninitialized, NULL when len is 0), NULL when out of memory */
+pb_qmsg *pb_qmsg_alloc(uint32_t type, size_t len);
 void pb_qmsg_free(pb_qmsg *m);
 void pb_msgq_push(pb_msgq *q, pb_qmsg *m);
 /* the first message off the queue, NULL when it is empty; n unchanged */
