@@ -8,7 +8,13 @@ generating the same number of tokens:
              contrib/bench/setup-peers.sh in its own venv), on a GGUF made by
              llama.cpp's own convert_hf_to_gguf.py from the same HF folder at
              the same dtype; driven through its C API (llama_decode on a
-             multi-sequence batch), outputs argmax'ed with numpy.
+             multi-sequence batch), outputs argmax'ed with numpy. The long
+             prompts run in a context of one sequence; the batches in a
+             context where each sequence has its own KV cells (kv_unified
+             off; until session 35 they shared one buffer, so every step's
+             attention read all sequences' cells through a mask: llama.cpp's
+             batch 64 ran at 0.35-0.45x of this; PB_LLAMA_KV_UNIFIED=1 brings
+             that back for comparison).
   PyTorch    eager, transformers 5.x `generate` with the KV cache, from the
              project's .venv.
 Models: the real SmolLM2-135M (bf16, contrib/pb-get-smollm2), a GPT-2-124M
@@ -182,31 +188,40 @@ def worker_llama(job):
     T = job["threads"]
     maxb = max(job["batches"])
     P, N = len(job["prompt"]), job["tokens"]
+    long, ctxp = job["long"], job.get("ctx") or []
+    # PB_LLAMA_KV_UNIFIED=1: the batches' sequences share one KV buffer, each
+    # step's attention masking the others' cells (this benchmark's setting
+    # until session 35: llama.cpp's batch 64 ran at 0.4x of its own best)
+    unified = os.environ.get("PB_LLAMA_KV_UNIFIED", "0") == "1"
     L.llama_backend_init()
     t = time.perf_counter()
     mp = L.llama_model_default_params()
     model = L.llama_model_load_from_file(job["gguf"].encode(), mp)
     if not model:
         raise SystemExit("llama.cpp: cannot load " + job["gguf"])
-    cp = L.llama_context_default_params()
-    ctxp = job.get("ctx") or []
-    cp.n_ctx = max(len(job["long"]) + 16, maxb * (P + N) + 16, len(ctxp) + N + 16)
-    cp.n_batch = max(512, maxb * P, len(job["long"]), len(ctxp))
-    cp.n_ubatch = 512
-    cp.n_seq_max = maxb
-    cp.n_threads = T
-    cp.n_threads_batch = T
-    cp.kv_unified = True
-    cp.no_perf = True
-    ctx = L.llama_init_from_model(model, cp)
-    if not ctx:
-        raise SystemExit("llama.cpp: cannot create a context")
+    nv = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+
+    def context(n_seq, cells, n_batch):
+        """A context of n_seq sequences; cells: KV cells each sequence needs."""
+        cp = L.llama_context_default_params()
+        cp.n_seq_max = n_seq
+        cp.kv_unified = unified or n_seq == 1
+        cp.n_ctx = cells * n_seq  # split evenly between the sequences unless unified
+        cp.n_batch = n_batch
+        cp.n_ubatch = 512
+        cp.n_threads = T
+        cp.n_threads_batch = T
+        cp.no_perf = True
+        ctx = L.llama_init_from_model(model, cp)
+        if not ctx:
+            raise SystemExit("llama.cpp: cannot create a context")
+        return ctx, L.llama_batch_init(max(n_batch, n_seq), 0, 1)
+
+    # the long prompts (prefill, --context) in a context of one sequence; the batches in one of maxb
+    # sequences, each with its own KV stream, made after the first is freed (peak RSS: the larger)
+    ctx, batch = context(1, max(len(long), len(ctxp) + N) + 16, max(512, len(long), len(ctxp)))
     res = {"load_s": time.perf_counter() - t}
     emit(res)
-    nv = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
-    cap = max(cp.n_batch, maxb)
-    batch = L.llama_batch_init(cap, 0, 1)
-    mem = L.llama_get_memory(ctx)
 
     def run(items):  # items: (token, pos, seq, want_logits) -> argmax of each output, in order
         batch.n_tokens = len(items)
@@ -225,7 +240,7 @@ def worker_llama(job):
 
     # warm-up (the weights are mmapped: touch them once, outside the timings)
     run([(job["prompt"][0], 0, 0, True)])
-    long = job["long"]
+    mem = L.llama_get_memory(ctx)
     for first in (True, False):  # the long prompt twice: the second is the figure, as pippy's
         L.llama_memory_clear(mem, True)
         t = time.perf_counter()
@@ -236,6 +251,19 @@ def worker_llama(job):
     res["ttft_s"] = ttft
     res["prefill"] = len(long) / ttft
     emit(res)
+    if ctxp:  # batch 1 after a long prompt
+        L.llama_memory_clear(mem, True)
+        nxt = run([(tok, i, 0, i == len(ctxp) - 1) for i, tok in enumerate(ctxp)])
+        t = time.perf_counter()
+        for step in range(N - 1):
+            nxt = run([(nxt[0], len(ctxp) + step, 0, True)])
+        res["decode_ctx"] = (N - 1) / (time.perf_counter() - t)
+        emit(res)
+    L.llama_batch_free(batch)
+    L.llama_free(ctx)
+    ctx, batch = context(maxb, P + N + 16, max(512, maxb * P))
+    mem = L.llama_get_memory(ctx)
+    run([(job["prompt"][0], 0, 0, True)])  # its scratch touched outside the timings
     for B in job["batches"]:
         L.llama_memory_clear(mem, True)
         nxt = run([(tok, i, s, i == P - 1) for s in range(B) for i, tok in enumerate(job["prompt"])])
@@ -246,14 +274,6 @@ def worker_llama(job):
         res[f"decode_b{B}"] = B * (N - 1) / (time.perf_counter() - t)
         if bw0 is not None:
             res["bw_b1_gbs"] = (bw0 + bandwidth_now(job["bw_probe"])) / 2
-        emit(res)
-    if ctxp:  # batch 1 after a long prompt
-        L.llama_memory_clear(mem, True)
-        nxt = run([(tok, i, 0, i == len(ctxp) - 1) for i, tok in enumerate(ctxp)])
-        t = time.perf_counter()
-        for step in range(N - 1):
-            nxt = run([(nxt[0], len(ctxp) + step, 0, True)])
-        res["decode_ctx"] = (N - 1) / (time.perf_counter() - t)
         emit(res)
     L.llama_batch_free(batch)
     L.llama_free(ctx)
