@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -61,6 +63,18 @@ pb_status pb_model_dir_resolve(const char *given, char **dir)
     return *dir ? PB_OK : pb_error(PB_ERR_NOMEM, "out of memory");
 }
 
+/* path starts with GGUF's magic */
+static bool is_gguf(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return false;
+    char m[4];
+    const bool yes = fread(m, 1, 4, f) == 4 && memcmp(m, "GGUF", 4) == 0;
+    fclose(f);
+    return yes;
+}
+
 pb_status pb_model_dir_check(const char *dir, unsigned need)
 {
     struct stat sb;
@@ -69,9 +83,14 @@ pb_status pb_model_dir_check(const char *dir, unsigned need)
             return pb_error(PB_ERR_CONFIG, "model folder %s does not exist", dir);
         return pb_error(PB_ERR_CONFIG, "model folder %s: %s", dir, strerror(errno));
     }
-    if (!S_ISDIR(sb.st_mode))
+    if (!S_ISDIR(sb.st_mode)) {
+        if (is_gguf(dir))
+            return pb_error(PB_ERR_CONFIG, "--model %s is a GGUF file (llama.cpp's format), which pippy-batch "
+                            "does not read: give a HuggingFace model folder (config.json, tokenizer.json and "
+                            "*.safetensors or pytorch_model*.bin)", dir);
         return pb_error(PB_ERR_CONFIG, "--model %s is a file, not a model folder (give the folder "
                         "that holds it)", dir);
+    }
     if ((need & PB_MODEL_NEED_CONFIG) && !has_config(dir))
         return pb_error(PB_ERR_CONFIG, "model folder %s has no config.json", dir);
     if (need & PB_MODEL_NEED_TOKENIZER) {

@@ -189,6 +189,9 @@ rc=$?
 # ---- item 6: model-folder errors, one line, exit 2 ----
 refused "missing model folder" "model folder $T/nomodel does not exist" --model "$T/nomodel" --in in.jsonl
 refused "a file as --model" "--model $M/config.json is a file, not a model folder" --model "$M/config.json" --in in.jsonl
+printf 'GGUF\003\000\000\000' >model.gguf
+refused "a GGUF file as --model" "--model model.gguf is a GGUF file (llama.cpp's format), which pippy-batch does not read" \
+    --model model.gguf --in in.jsonl
 mkdir -p notok && cp "$M/config.json" notok/
 refused "model folder without tokenizer.json" "model folder notok has no tokenizer.json" --model notok --in in.jsonl
 mkdir -p nocfg
