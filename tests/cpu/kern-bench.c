@@ -579,6 +579,7 @@ int main(int argc, char **argv)
         bench_attn(k, only, "Gemma-3-1B decode 1 x 2048 keys (4x1x256)", 1, 2047, 1, 4, 1, 256, dt, secs);
         /* MHA: one query row per (sequence, head) item */
         bench_attn(k, only, "GPT-2 decode 32 x 30 keys", 32, 29, 1, 12, 12, 64, dt, secs);
+        bench_attn(k, only, "GPT-2 decode 64 x 256 keys", 64, 255, 1, 12, 12, 64, dt, secs);
         bench_attn(k, only, "decode 32 x 2048 keys", 32, 2047, 1, 32, 4, 64, dt, secs);
         bench_attn(k, only, "XG6 decode 32 x 2048 keys", 32, 2047, 1, 24, 4, 64, dt, secs);
         bench_attn(k, only, "XG4 decode 32 x 2048 keys", 32, 2047, 1, 16, 4, 64, dt, secs);
