@@ -52,8 +52,12 @@ def hf_reference(d, n_new=N_NEW, prompts=None):
     """
     import numpy as np
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # transformers 5.x renamed the KV cache argument and output field past_key_values -> cache
+    cache = "cache" if "cache" in transformers.modeling_outputs.CausalLMOutputWithPast.__dataclass_fields__ \
+        else "past_key_values"
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(d)
     m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
@@ -73,8 +77,8 @@ def hf_reference(d, n_new=N_NEW, prompts=None):
             g_all = list(g_stop)
             past, nxt = None, torch.cat([ids, torch.tensor([g_all], dtype=ids.dtype)], dim=1)
             while len(g_all) < n_new:
-                o = m(nxt, past_key_values=past, use_cache=True)
-                past = o.past_key_values
+                o = m(nxt, use_cache=True, **{cache: past})
+                past = getattr(o, cache)
                 g_all.append(int(o.logits[0, -1].argmax()))
                 nxt = torch.tensor([[g_all[-1]]], dtype=ids.dtype)
             full = torch.cat([ids, torch.tensor([g_all], dtype=ids.dtype)], dim=1)
