@@ -114,23 +114,34 @@ int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n)
     }
 }
 
-/* 8 running maxima, then the first index holding the largest */
+/* 8 running maxima, then the first place of the largest in blocks of 8
+ * (unsigned indices: the compiler vectorizes both passes; the CPU
+ * backend's portable path, kern_portable.c) */
 int32_t pb_argmax_first(const float *l, int n)
 {
+    const size_t nn = n > 0 ? (size_t)n : 0, n8 = nn & ~(size_t)7;
     float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
+    for (size_t i = 0; i < n8; i += 8)
+        for (size_t j = 0; j < 8; j++)
             m[j] = l[i + j] > m[j] ? l[i + j] : m[j];
-    for (; i < n; i++)
+    for (size_t i = n8; i < nn; i++)
         m[0] = l[i] > m[0] ? l[i] : m[0];
     float best = m[0];
-    for (int j = 1; j < 8; j++)
+    for (size_t j = 1; j < 8; j++)
         best = m[j] > best ? m[j] : best;
     if (best == -INFINITY)
         return 0;
-    for (i = 0; i < n; i++)
+    for (size_t i = 0; i < n8; i += 8) {
+        int hit = 0;
+        for (size_t j = 0; j < 8; j++)
+            hit |= l[i + j] == best;
+        if (hit)
+            for (size_t j = 0;; j++)
+                if (l[i + j] == best)
+                    return (int32_t)(i + j);
+    }
+    for (size_t i = n8; i < nn; i++)
         if (l[i] == best)
-            return i;
+            return (int32_t)i;
     return 0;
 }

@@ -66,7 +66,7 @@ int pb_convert_to_f32(float *dst, const void *src, pb_dtype dt, size_t n);
 
 /* The first index of the largest of l[0 .. n), NaN never; 0 when none is
  * above -inf: greedy sampling's pick (the host sampler, the CPU backend's
- * argmax op). */
+ * portable argmax op). */
 int32_t pb_argmax_first(const float *l, int n);
 
 #endif

@@ -577,7 +577,7 @@ static pb_status cpu_argmax(pb_backend *be, const float *x, int rows, int n, int
     (void)be;
     for (int r = 0; r < rows; r++) {
         const float *l = x + (size_t)r * (size_t)ld;
-        int32_t at = pb_argmax_first(l, n);
+        int32_t at = pb_krow_argmax(l, n);
         if (mask_rows && mask_rows[r])
             for (int e = 0; e < n_mask; e++)
                 if (mask_ids[e] == at) { /* masking can only move a pick that is masked */

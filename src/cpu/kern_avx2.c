@@ -364,6 +364,40 @@ static TGT float expsum_avx2(float *s, int n, float m)
 
 /* ---- row kernels (same lanes and rounding as kern_portable.c) ---- */
 
+/* 16 running maxima (max_ps keeps its second operand, the maxima, where x is
+ * NaN), then the first 16 holding the largest: one checked load of 32 bytes
+ * at a time under ASan too */
+TGT int32_t pb_kargmax_avx2(const float *x, int n)
+{
+    const size_t nn = n > 0 ? (size_t)n : 0, n16 = nn & ~(size_t)15;
+    __m256 lo = _mm256_set1_ps(-INFINITY), hi = lo;
+    for (size_t i = 0; i < n16; i += 16) {
+        lo = _mm256_max_ps(_mm256_loadu_ps(x + i), lo);
+        hi = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), hi);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
+    m4 = _mm_max_ps(m4, _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1)));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    float best = _mm_cvtss_f32(m4);
+    for (size_t i = n16; i < nn; i++)
+        best = x[i] > best ? x[i] : best;
+    if (best == -INFINITY)
+        return 0;
+    const __m256 b = _mm256_set1_ps(best);
+    for (size_t i = 0; i < n16; i += 16) {
+        const int lo_eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), b, _CMP_EQ_OQ));
+        const int hi_eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 8), b, _CMP_EQ_OQ));
+        const int eq = lo_eq | hi_eq << 8;
+        if (eq)
+            return (int32_t)(i + (size_t)__builtin_ctz((unsigned)eq));
+    }
+    for (size_t i = n16; i < nn; i++)
+        if (x[i] == best)
+            return (int32_t)i;
+    return 0;
+}
+
 static TGT float sum_avx2(const float *x, int n)
 {
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
@@ -496,7 +530,8 @@ TGT void pb_krope_avx2(float *v, int half, int interleaved, const float *cs)
  * bf16-product table: bf16 ones take the pairs). */
 #define AVX2_COMMON                                                                                                  \
     .mr = MR, .kc = 256, .cvt_min_m = 4 * MR, .gmax = {0, 6, 3, 2, 1, 1, 1}, .cvt = cvt_avx2, .expsum = expsum_avx2, \
-    .sum = sum_avx2, .sqdev = sqdev_avx2, .scale = scale_avx2, .act = act_avx2, .rope = pb_krope_avx2,
+    .sum = sum_avx2, .sqdev = sqdev_avx2, .scale = scale_avx2, .act = act_avx2, .rope = pb_krope_avx2,               \
+    .argmax = pb_kargmax_avx2,
 
 const pb_kops pb_kops_avx2 = {
     .isa = PB_ISA_AVX2,

@@ -554,7 +554,7 @@ static TGT void act_avx512(pb_kact act, float *y, const float *x, const float *u
 #define AVX512_COMMON                                                                                                \
     .mr = MR, .kc = 256, .cvt_min_m = 0, .kpf = 1, .gmax = {0, 4, 6, 4, 4, 3, 3, 3, 3}, .cvt = cvt_avx512,        \
     .expsum = expsum_avx512, .sum = sum_avx512, .sqdev = sqdev_avx512, .scale = scale_avx512, .act = act_avx512,     \
-    .rope = pb_krope_avx2,
+    .rope = pb_krope_avx2, .argmax = pb_kargmax_avx2,
 
 const pb_kops OPS = {
     .isa = PB_ISA_AVX512,

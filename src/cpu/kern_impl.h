@@ -123,6 +123,9 @@ typedef struct pb_kops {
     /* one head: pairs (2i, 2i+1) (interleaved) or (i, i + half) rotated by
      * cs[2i], cs[2i+1]: a' = a c - b s, b' = b c + a s */
     void (*rope)(float *v, int half, int interleaved, const float *cs);
+    /* the first index of the largest x[i], i < n (NaN never); 0 when none is
+     * above -inf (n <= 0 too) */
+    int32_t (*argmax)(const float *x, int n);
 } pb_kops;
 
 /* Activations of the row kernels (pb_kact), as every path computes them (pb_kexp,
@@ -188,6 +191,7 @@ bool pb_kamx_detect(void);
 size_t pb_kamx_ldxb(int n_in);
 /* the AVX2 rotary row kernel, shared by the AVX-512 tables */
 void pb_krope_avx2(float *v, int half, int interleaved, const float *cs);
+int32_t pb_kargmax_avx2(const float *x, int n); /* the AVX-512 tables' too */
 #endif
 
 /* Rows of tile t when n rows go in nt register tiles of as equal sizes as

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "common/tensor.h"
 #include "cpu/kern_impl.h"
 
 static inline float bf16_lo(uint32_t v)
@@ -97,6 +98,7 @@ static float expsum_portable(float *s, int n, float m)
 }
 
 /* ---- row kernels ---- */
+
 
 static float sum_portable(const float *x, int n)
 {
@@ -255,7 +257,8 @@ static void mm_dots_portable(int R, int G, pb_dtype dt, const float *x, size_t l
  * weights in both, and the row kernels */
 #define PORTABLE_COMMON                                                                                              \
     .mr = 4, .kc = 256, .cvt_min_m = 16, .gmax = {0, 4, 2, 1, 1}, .cvt = cvt_portable, .expsum = expsum_portable,    \
-    .sum = sum_portable, .sqdev = sqdev_portable, .scale = scale_portable, .act = act_portable, .rope = rope_portable,
+    .sum = sum_portable, .sqdev = sqdev_portable, .scale = scale_portable, .act = act_portable,                      \
+    .rope = rope_portable, .argmax = pb_argmax_first,
 
 const pb_kops pb_kops_portable = {
     .isa = PB_ISA_PORTABLE,

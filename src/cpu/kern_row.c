@@ -35,6 +35,11 @@ void pb_krow_rope(float *v, int half, bool interleaved, const float *cs)
     pb_kops_active()->rope(v, half, interleaved, cs);
 }
 
+int32_t pb_krow_argmax(const float *x, int n)
+{
+    return pb_kops_active()->argmax(x, n);
+}
+
 void pb_krow_add(float *restrict y, const float *restrict x, const float *restrict x2, size_t n)
 {
     size_t i = 0;

@@ -202,6 +202,11 @@ pb_status pb_kmat_mul_glu(pb_kctx *k, const float *x, int ldx, int M, const pb_k
  * by cs[2i] = cos, cs[2i+1] = sin, i < half: a' = a c - b s, b' = b c + a s. */
 void pb_krow_rope(float *v, int half, bool interleaved, const float *cs);
 
+/* The first index of the largest x[i], i < n (NaN never: a greedy pick);
+ * 0 when none is above -inf. One pass for the maximum, one for its first
+ * place, in vectors where the CPU has them. */
+int32_t pb_krow_argmax(const float *x, int n);
+
 /* y[i] += x[i], or y[i] += x[i] + x2[i] when x2 (that order; y overlaps
  * neither); four lanes at a time where SSE is there */
 void pb_krow_add(float *y, const float *x, const float *x2, size_t n);

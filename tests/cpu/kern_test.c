@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/tensor.h"
 #include "cpu/kern_impl.h"
 #include "cpu/kernels.h"
 #include "cpu/pool.h"
@@ -899,6 +900,63 @@ static void test_rows(void)
     free(first);
 }
 
+/* pb_krow_argmax on every path against a plain loop: the first index of the
+ * largest (NaN never, 0 when none is above -inf), over lengths around the
+ * vectors' 8 and 16 and a vocabulary's, with ties, NaN, infinities and the
+ * largest in the tail */
+static void test_argmax(void)
+{
+    static const int ns[] = {0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 50257};
+    const int nmax = 50257;
+    float *x = malloc(nmax * 4);
+    for (size_t ci = 0; ci < sizeof ns / sizeof ns[0]; ci++) {
+        const int n = ns[ci];
+        for (int kind = 0; kind < 8; kind++) {
+            for (int i = 0; i < n; i++)
+                x[i] = kind == 5 ? -INFINITY : frand();
+            if (n > 0) {
+                int at = (int)((frand() + 1.0f) * 0.5f * (float)n); /* [0, n) */
+                at = at < n ? at : n - 1;
+                if (kind == 1) /* ties: the first one wins */
+                    for (int i = at; i < n; i += 3)
+                        x[i] = 5.0f;
+                if (kind == 2) /* NaN around the largest */
+                    for (int i = 0; i < n; i += 2)
+                        x[i] = NAN;
+                if (kind == 3)
+                    x[n - 1] = 7.0f; /* the tail */
+                if (kind == 4)
+                    x[at] = INFINITY;
+                if (kind == 6) /* all NaN */
+                    for (int i = 0; i < n; i++)
+                        x[i] = NAN;
+                if (kind == 7) { /* -inf and NaN only but one */
+                    for (int i = 0; i < n; i++)
+                        x[i] = i % 2 ? NAN : -INFINITY;
+                    x[at] = -1e30f;
+                }
+            }
+            int want = 0;
+            float best = -INFINITY;
+            for (int i = 0; i < n; i++)
+                if (x[i] > best) {
+                    best = x[i];
+                    want = i;
+                }
+            for (int pi = 0; pi < n_paths; pi++) {
+                pb_kops_override(paths[pi].ops);
+                const int32_t got = pb_krow_argmax(x, n);
+                if (got != want)
+                    FAIL("argmax n=%d case %d: path %s gave %d, expected %d", n, kind, paths[pi].name, (int)got, want);
+            }
+            if (pb_argmax_first(x, n) != want)
+                FAIL("pb_argmax_first n=%d case %d: %d, expected %d", n, kind, (int)pb_argmax_first(x, n), want);
+        }
+    }
+    pb_kops_override(NULL);
+    free(x);
+}
+
 /* ---- the opt-in AVX512-BF16 path (bf16 weights, activations rounded to
  * bf16): not bit-identical to the exact paths, so checked by bounds:
  *   |y - rb| <= (K + 2) eps sum |xb_k w_k| + eps |b|, rb = sum xb_k w_k + b in
@@ -1479,6 +1537,7 @@ int main(void)
         FAIL("pb_cpu_isa_set accepted a bad path");
     test_exp();
     test_rows();
+    test_argmax();
     test_matmul(k2);
     test_pack_specials(k2);
     test_matmul_case(k1, 70, 90, PB_DT_BF16, PB_DT_BF16, 0, 0, 1, (const int[]){1, 7, 40}, 3);
