@@ -99,7 +99,6 @@ static float expsum_portable(float *s, int n, float m)
 
 /* ---- row kernels ---- */
 
-
 static float sum_portable(const float *x, int n)
 {
     float l[16] = {0};
