@@ -38,14 +38,17 @@ int main(void)
         void *scratch = malloc(pb_sample_scratch_bytes(vocab));
         if (!logits || !probs || !hist || !scratch)
             return 1;
-        for (int i = 0; i < vocab; i++) {
-            const cJSON *v = cJSON_GetArrayItem(jl, i);
-            logits[i] = cJSON_IsNumber(v) ? (float)v->valuedouble
-                        : (cJSON_IsString(v) && strcmp(v->valuestring, "-inf") == 0) ? -1.0f / 0.0f
-                        : 0.0f / 0.0f;
+        int at = 0;
+        const cJSON *v; /* in turn: cJSON_GetArrayItem walks the list from its start */
+        cJSON_ArrayForEach(v, jl) {
+            logits[at++] = cJSON_IsNumber(v) ? (float)v->valuedouble
+                           : (cJSON_IsString(v) && strcmp(v->valuestring, "-inf") == 0) ? -1.0f / 0.0f
+                           : 0.0f / 0.0f;
         }
-        for (int i = 0; i < nh; i++)
-            hist[i] = (int32_t)cJSON_GetArrayItem(jh, i)->valuedouble;
+        at = 0;
+        cJSON_ArrayForEach(v, jh) {
+            hist[at++] = (int32_t)v->valuedouble;
+        }
         pb_sample_params p = {
             .temperature = (float)num(jp, "temperature", 0), .top_k = (int32_t)num(jp, "top_k", 0),
             .top_p = (float)num(jp, "top_p", 1), .min_p = (float)num(jp, "min_p", 0),
