@@ -83,7 +83,7 @@ def hf_time(rows, s, reps, hist):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--build", default=os.path.join(SRC, "build"))
+    ap.add_argument("--build", default=os.environ.get("PB_BUILDDIR", os.path.join(SRC, "build")))
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--vocab", type=int, default=49152)
