@@ -227,6 +227,13 @@ typedef struct pb_backend_ops {
     pb_status (*rope_angles)(pb_backend *be, float *cs, const float *pos_scaled, int T, const float *inv_freq,
                              int n_freq);
     pb_status (*attention)(pb_backend *be, const pb_attn_args *a);
+    /* NULL, or: a sequence's cache of one layer starts as another's (a
+     * shared prompt prefix): K and V of the first n positions copied from
+     * src to dst (kv_bytes(kv, cache_len, ...) each, the backend's layout).
+     * dst's positions past n may change too: attention writes a position
+     * before any query sees it. NULL: the stage copies the whole caches. */
+    pb_status (*kv_copy)(pb_backend *be, pb_dtype kv, int cache_len, int n_kv_heads, int head_dim, void *dst_k,
+                         void *dst_v, const void *src_k, const void *src_v, int n);
 
     /* x[rows, n] (row stride ld) = act(x) in place. */
     pb_status (*act)(pb_backend *be, pb_act act, float *x, int ld, int rows, int n);

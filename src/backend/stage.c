@@ -817,6 +817,27 @@ static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
     }
 }
 
+/* Slot dst's caches start as slot src's first n positions, every layer of
+ * the stage: the backend's kv_copy, or a copy of the whole caches. */
+static pb_status fork_slot(pb_stage *s, int dst, int src, int n)
+{
+    const pb_backend_ops *op = s->be->ops;
+    if (src < 0 || src >= s->opts.n_slots || src == dst || n < 1 || n > s->opts.max_seq_len)
+        return pb_error(PB_ERR_INPUT, "stage: slot %d cannot start as %d positions of slot %d", dst, n, src);
+    const size_t per_kind = (size_t)op->kv_bytes(s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd);
+    const size_t per_slot = (size_t)s->n_layers * 2 * per_kind;
+    for (int l = 0; l < s->n_layers; l++) {
+        char *d = (char *)s->kv + (size_t)dst * per_slot + (size_t)l * 2 * per_kind;
+        const char *c = (const char *)s->kv + (size_t)src * per_slot + (size_t)l * 2 * per_kind;
+        if (op->kv_copy)
+            PB_CHECK(op->kv_copy(s->be, s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd, d, d + per_kind, c,
+                                 c + per_kind, n));
+        else
+            PB_CHECK(op->copy(s->be, d, c, 2 * per_kind));
+    }
+    return PB_OK;
+}
+
 /* Validates b and fills the per-token host arrays; *T_out = tokens. */
 static pb_status prepare(pb_stage *s, const pb_seq_batch *b, int *T_out)
 {
@@ -858,6 +879,10 @@ static pb_status prepare(pb_stage *s, const pb_seq_batch *b, int *T_out)
     }
     s->tok_start[b->n_seqs] = (int)T;
     *T_out = (int)T;
+    if (b->fork_src)
+        for (int i = 0; i < b->n_seqs; i++)
+            if (b->fork_src[i] >= 0)
+                PB_CHECK(fork_slot(s, b->slot[i], b->fork_src[i], b->pos[i]));
     return PB_OK;
 }
 

@@ -56,6 +56,11 @@ typedef struct pb_seq_batch {
     /* LongRoPE: rope_long[i] (NULL: all false) gives sequence i the long factors even in a chunk
      * that ends before original_max_position_embeddings (a long sequence prefilled in chunks) */
     const bool *rope_long;
+    /* A shared prompt prefix: fork_src[i] >= 0 (NULL: all -1) is a slot whose first pos[i] positions
+     * sequence i's slot starts with: copied before this batch runs (in order), so that only the rest of
+     * the prompt is computed. The copied keys and values are those the slot would compute itself (the
+     * kernels' results do not depend on the batch), so the output is the same bits either way. */
+    const int *fork_src;
 } pb_seq_batch;
 
 /* Has the backend store what it needs from w: w may be freed afterwards (its

@@ -231,13 +231,18 @@ out:
 static void summary(const pb_run_stats *s, bool with_stages)
 {
     double tps = s->wall_seconds > 0 ? (double)s->completion_tokens / s->wall_seconds : 0;
+    const uint64_t shared = s->engine.prompt_tokens_shared,
+                   computed = s->prompt_tokens > shared ? s->prompt_tokens - shared : 0;
+    char sh[64] = "";
+    if (shared)
+        snprintf(sh, sizeof sh, " (%llu of them a shared prefix)", (unsigned long long)shared);
     fprintf(stderr,
-            "pippy-batch: %llu records, %llu errors; %llu prompt + %llu generated tokens in %.2fs: "
+            "pippy-batch: %llu records, %llu errors; %llu prompt%s + %llu generated tokens in %.2fs: "
             "%.1f tokens/s (prefill %.1f/s, decode %.1f/s); time to first token %.3fs mean, %.3fs max\n",
             (unsigned long long)s->records, (unsigned long long)s->errors,
-            (unsigned long long)s->prompt_tokens, (unsigned long long)s->completion_tokens,
+            (unsigned long long)s->prompt_tokens, sh, (unsigned long long)s->completion_tokens,
             s->wall_seconds, tps,
-            s->engine.prefill_seconds > 0 ? (double)s->prompt_tokens / s->engine.prefill_seconds : 0,
+            s->engine.prefill_seconds > 0 ? (double)computed / s->engine.prefill_seconds : 0,
             s->engine.decode_seconds > 0 ? (double)s->completion_tokens / s->engine.decode_seconds : 0,
             s->engine.ttft_mean, s->engine.ttft_max);
     /* Across ranks the pipeline report prints each stage's line, same figure. */
@@ -602,7 +607,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
                          .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos,
                          .grace_seconds = opts->grace_seconds,
                          .rope_long_after = cfg.rope_scaling == PB_ROPE_SCALE_LONGROPE ?
-                                            cfg.rope_original_max_position : 0};
+                                            cfg.rope_original_max_position : 0,
+                         .share_prefixes = !opts->no_prefix_sharing};
     st = pb_runner_run(run, &eo, pipe, tok);
     const pb_run_stats *stats = pb_runner_stats(run);
     if (st == PB_ERR_INTERRUPTED && opts->verbosity >= 1)

@@ -28,7 +28,7 @@ enum {
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
-    OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE
+    OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING
 };
 
 static const struct option long_opts[] = {
@@ -49,6 +49,7 @@ static const struct option long_opts[] = {
     {"matmul-precision", required_argument, NULL, OPT_MATMUL_PREC},
     {"weights-cache", required_argument, NULL, OPT_WEIGHTS_CACHE},
     {"no-weights-cache", no_argument, NULL, OPT_NO_WEIGHTS_CACHE},
+    {"no-prefix-sharing", no_argument, NULL, OPT_NO_PREFIX_SHARING},
     {"iface", required_argument, NULL, OPT_IFACE},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
@@ -343,6 +344,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             o->weights_cache = NULL;
             no_wcache = true;
             break;
+        case OPT_NO_PREFIX_SHARING: o->no_prefix_sharing = true; break;
         case OPT_IFACE: o->iface = optarg; break;
         case OPT_MAX_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.max_tokens), st, out);
@@ -504,6 +506,9 @@ void pb_opts_print_help(FILE *fp)
 "  -b, --batch-size B         sequences in flight (default 16)\n"
 "  -c, --chunks C             micro-batches the batch is split into (default: ranks, at most --batch-size)\n"
 "      --max-seq-len T        KV cache length per sequence (default: model context)\n"
+"      --no-prefix-sharing    compute every prompt whole; by default a prompt starts as a\n"
+"                             copy of the KV cache of the longest prefix it shares with a\n"
+"                             sequence in flight (a system prompt): the same output bits\n"
 "      --iface NAME           network interface for stage-to-stage TCP (default: routable)\n"
 "\n"
 "Generation defaults (a record's own fields win; then generation_config.json):\n"

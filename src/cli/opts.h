@@ -62,6 +62,7 @@ typedef struct pb_opts {
     const char *weights_cache; /* --weights-cache DIR, else PB_WEIGHTS_CACHE, or NULL */
     bool weights_cache_env;    /* weights_cache came from PB_WEIGHTS_CACHE (a default:
                                 * a backend without a cache ignores it) */
+    bool no_prefix_sharing;  /* --no-prefix-sharing: no prompt starts from another slot's cache */
     const char *iface;       /* --iface NAME for TCP transport */
 
     /* Generation settings given on the command line; has_* tells which were given

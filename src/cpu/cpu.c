@@ -253,6 +253,14 @@ static uint64_t cpu_kv_bytes(pb_dtype kv, int cache_len, int n_kv_heads, int hea
     return (uint64_t)pb_kattn_cache_elems(kv, cache_len, n_kv_heads, head_dim) * pb_dtype_size(kv);
 }
 
+static pb_status cpu_kv_copy(pb_backend *be, pb_dtype kv, int cache_len, int n_kv_heads, int head_dim, void *dst_k,
+                             void *dst_v, const void *src_k, const void *src_v, int n)
+{
+    (void)be;
+    pb_kattn_copy_prefix(kv, cache_len, n_kv_heads, head_dim, dst_k, dst_v, src_k, src_v, n);
+    return PB_OK;
+}
+
 static pb_status cpu_linear(pb_backend *be, const float *x, int ldx, int M, const pb_weight *w, float *y, int ldy)
 {
     return pb_kmat_mul(impl_of(be)->k, x, ldx, M, w->impl, w->bias, y, ldy);
@@ -708,6 +716,7 @@ static const pb_backend_ops cpu_ops = {
     .rope = cpu_rope,
     .rope_angles = cpu_rope_angles,
     .attention = cpu_attention,
+    .kv_copy = cpu_kv_copy,
     .act = cpu_act,
     .glu = cpu_glu,
     .glu_linear = cpu_glu_linear,

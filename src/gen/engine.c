@@ -19,6 +19,7 @@ typedef struct seq_state {
     int n_feed;            /* tokens to prefill: n_prompt, or all so far when LongRoPE feeds again */
     bool rope_long;        /* LongRoPE: past original_max_position_embeddings */
     int cached;            /* tokens in the KV cache */
+    int fork_from;         /* >= 0: the first chunk starts as the first `cached` positions of this slot */
     int generated;
     int32_t last;          /* last sampled token, fed at the next decode */
     pb_detok *detok;
@@ -112,6 +113,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             ids = grown;
         }
         memset(s, 0, sizeof *s);
+        s->fork_from = -1;
         s->rec = rec;
         s->out_no = out_no;
         s->prompt = ids;
@@ -161,6 +163,38 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     return q;
 }
 
+/* A new prompt in slot `slot`: the slot in flight whose cache holds the
+ * longest prefix of it (its own prompt's tokens, results back, so computed
+ * on every stage; a slot forked in a micro-batch still in flight counts too:
+ * each stage runs micro-batches in order), leaving at least the prompt's last
+ * token to compute (its logits give the first token). Sets s->cached to that
+ * length and s->fork_from. */
+static void find_prefix(engine *d, int slot)
+{
+    seq_state *s = &d->slots[slot];
+    int best = 0, from = -1;
+    for (int j = 0; j < d->n_slots; j++) {
+        const seq_state *o = &d->slots[j];
+        if (j == slot || !o->active || o->rope_long)
+            continue;
+        int lim = o->cached < o->n_prompt ? o->cached : o->n_prompt;
+        if (lim > s->n_prompt - 1)
+            lim = s->n_prompt - 1;
+        int n = 0;
+        while (n < lim && o->prompt[n] == s->prompt[n])
+            n++;
+        if (n > best) {
+            best = n;
+            from = j;
+        }
+    }
+    if (from >= 0) {
+        s->cached = best;
+        s->fork_from = from;
+        d->st->prompt_tokens_shared += (uint64_t)best;
+    }
+}
+
 /* Build chunk c's next micro-batch: decode steps first, then prefill (new
  * prompts admitted into free slots) within the token budget. */
 static pb_status build(engine *d, int c, pb_microbatch *mb)
@@ -191,15 +225,20 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
             PB_CHECK(next_prompt(d, s, &got));
             if (!got)
                 continue;
+            if (d->o->share_prefixes && !s->rope_long)
+                find_prefix(d, slot);
         }
         if (s->cached >= s->n_feed)
             continue;
         int n = s->n_feed - s->cached;
         if (n > budget)
             n = budget;
-        uint32_t flags = (s->cached == 0 ? PB_SEQ_NEW : 0) |
+        const bool fork = s->fork_from >= 0;
+        uint32_t flags = (s->cached == 0 || fork ? PB_SEQ_NEW : 0) | (fork ? PB_SEQ_FORK : 0) |
                          (s->cached + n == s->n_feed ? PB_SEQ_SAMPLE : 0);
         pb_mb_seq q = seq_desc(s, slot, s->cached, n, flags);
+        q.fork_slot = fork ? s->fork_from : 0;
+        s->fork_from = -1;
         PB_CHECK(pb_mb_add(mb, &q, s->prompt + s->cached));
         budget -= n;
     }

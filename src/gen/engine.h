@@ -31,6 +31,11 @@ typedef struct pb_engine_opts {
      * cache recomputed with the long factors), and a sequence longer than it
      * uses the long factors in every prefill chunk. */
     int rope_long_after;
+    /* A new prompt whose first tokens another sequence in flight has
+     * computed (a shared system prompt, few-shot examples) starts as a copy
+     * of that slot's cache for the longest such prefix (PB_SEQ_FORK): the
+     * same output bits, fewer tokens computed. --no-prefix-sharing: false. */
+    bool share_prefixes;
 } pb_engine_opts;
 
 typedef struct pb_engine_io {
@@ -51,6 +56,7 @@ typedef struct pb_engine_stats {
     double ttft_mean, ttft_max;             /* admission to first token, seconds */
     double first_token_seconds;             /* engine start to the first token of any record */
     uint64_t micro_batches;
+    uint64_t prompt_tokens_shared;          /* prompt tokens copied from another slot, not computed */
     pb_pipe_stats pipe;
     bool stopped;  /* a stop signal (gen/stop.h) left records unread or dropped */
 } pb_engine_stats;

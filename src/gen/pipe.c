@@ -12,7 +12,7 @@
 
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
-#define WIRE_VERSION 1u
+#define WIRE_VERSION 2u /* 2: PB_SEQ_FORK and its fork_slot */
 #define MB_HEADER 24
 #define MB_SEQ_BYTES 64
 #define RS_HEADER 24
@@ -139,9 +139,15 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         if (s->flags & ~PB_SEQ_FLAGS_ALL)
             return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: unknown flags 0x%x",
                             (unsigned long long)mb->tag, i, (unsigned)s->flags);
-        if ((s->flags & PB_SEQ_NEW) && s->pos != 0)
+        if ((s->flags & PB_SEQ_NEW) && !(s->flags & PB_SEQ_FORK) && s->pos != 0)
             return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: new sequence at pos %d",
                             (unsigned long long)mb->tag, i, (int)s->pos);
+        if ((s->flags & PB_SEQ_FORK) &&
+            (!(s->flags & PB_SEQ_NEW) || s->pos < 1 || s->fork_slot < 0 || s->fork_slot >= lim->n_slots ||
+             s->fork_slot == s->slot))
+            return pb_error(PB_ERR_INPUT,
+                            "micro-batch %llu, sequence %d: slot %d cannot start as %d positions of slot %d",
+                            (unsigned long long)mb->tag, i, (int)s->slot, (int)s->pos, (int)s->fork_slot);
         pb_status st = pb_sample_params_check(&s->sample);
         if (st != PB_OK)
             return pb_error_ctx(st, "micro-batch %llu, sequence %d", (unsigned long long)mb->tag, i);
@@ -220,7 +226,8 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         put32(p + 8, (uint32_t)s->n_tokens); put32(p + 12, s->flags);
         putf(p + 16, s->sample.temperature); put32(p + 20, (uint32_t)s->sample.top_k);
         putf(p + 24, s->sample.top_p); putf(p + 28, s->sample.min_p);
-        putf(p + 32, s->sample.repetition_penalty); put32(p + 36, 0);
+        putf(p + 32, s->sample.repetition_penalty);
+        put32(p + 36, (s->flags & PB_SEQ_FORK) ? (uint32_t)s->fork_slot : 0);
         put64(p + 40, s->key.seed); put64(p + 48, s->key.record); put64(p + 56, s->key.step);
     }
     for (int i = 0; i < mb->n_tokens; i++, p += 4)
@@ -258,8 +265,9 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         s->sample.temperature = getf(p + 16); s->sample.top_k = geti(p + 20);
         s->sample.top_p = getf(p + 24); s->sample.min_p = getf(p + 28);
         s->sample.repetition_penalty = getf(p + 32);
-        if (get32(p + 36) != 0)
-            return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: reserved field not 0", i);
+        s->fork_slot = (s->flags & PB_SEQ_FORK) ? geti(p + 36) : 0;
+        if (!(s->flags & PB_SEQ_FORK) && get32(p + 36) != 0)
+            return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: fork slot without PB_SEQ_FORK", i);
         s->key.seed = get64(p + 40); s->key.record = get64(p + 48); s->key.step = get64(p + 56);
     }
     for (int i = 0; i < n_tokens; i++, p += 4)
@@ -385,6 +393,14 @@ static pb_status hist_add(pb_slot_sampler *s, const pb_mb_seq *q, const int32_t 
     int32_t *h = s->hist + (size_t)q->slot * (size_t)s->max_seq_len;
     if (q->flags & PB_SEQ_NEW)
         s->n_hist[q->slot] = 0;
+    if (q->flags & PB_SEQ_FORK) { /* the shared prefix's ids, from the slot it was computed in */
+        if (q->fork_slot < 0 || q->fork_slot >= s->n_slots || s->n_hist[q->fork_slot] < q->pos)
+            return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d starts as %d positions of slot %d, which holds %d",
+                            (int)q->slot, (int)q->pos, (int)q->fork_slot,
+                            q->fork_slot >= 0 && q->fork_slot < s->n_slots ? (int)s->n_hist[q->fork_slot] : -1);
+        memcpy(h, s->hist + (size_t)q->fork_slot * (size_t)s->max_seq_len, (size_t)q->pos * sizeof *h);
+        s->n_hist[q->slot] = q->pos;
+    }
     /* The history is the cached tokens: keep it aligned with pos. */
     if (q->pos != s->n_hist[q->slot] || q->pos + q->n_tokens > s->max_seq_len)
         return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d holds %d tokens, micro-batch says pos %d",

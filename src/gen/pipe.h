@@ -17,7 +17,8 @@
  * fixed-size fields, no padding, validated on unpack:
  *   micro-batch: u32 magic "PBMB", u32 version, u64 tag, i32 n_seqs, i32 n_tokens,
  *     n_seqs x { i32 slot, i32 pos, i32 n_tokens, u32 flags,
- *                f32 temperature, i32 top_k, f32 top_p, f32 min_p, f32 rep_penalty, u32 0,
+ *                f32 temperature, i32 top_k, f32 top_p, f32 min_p, f32 rep_penalty,
+ *                i32 fork_slot (PB_SEQ_FORK; else 0),
  *                u64 seed, u64 record, u64 step }            (64 bytes each)
  *     n_tokens x i32 token ids (sequences concatenated in order)
  *   result: u32 magic "PBRS", u32 version, u64 tag, i32 n_seqs, i32 pad(0),
@@ -39,13 +40,16 @@
 #define PB_SEQ_NO_EOS 0x4u /* the sampled token may not be an EOS id (min_tokens not reached) */
 #define PB_SEQ_ROPE_LONG 0x8u /* LongRoPE: the sequence is past original_max_position_embeddings: long factors
                                  for every chunk (pb_seq_batch.rope_long) */
-#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG)
+#define PB_SEQ_FORK 0x10u /* with NEW at pos > 0: the slot starts as the first pos positions of fork_slot (a
+                             shared prompt prefix, already computed there): KV caches and token history copied */
+#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG | PB_SEQ_FORK)
 
 typedef struct pb_mb_seq {
     int32_t slot;      /* KV-cache slot in [0, n_slots) */
     int32_t pos;       /* tokens already cached in the slot */
     int32_t n_tokens;  /* tokens of this sequence in this micro-batch (>= 1) */
     uint32_t flags;    /* PB_SEQ_* */
+    int32_t fork_slot; /* PB_SEQ_FORK: the slot whose first pos positions this one starts with */
     pb_sample_params sample;
     pb_rng_key key;    /* key of the token sampled after this chunk */
 } pb_mb_seq;
@@ -90,7 +94,8 @@ pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);
 void pb_mb_result_release(pb_mb_result *r);
 
 /* Slots in range and distinct, n_tokens >= 1 and summing to mb->n_tokens,
- * pos >= 0, pos + n_tokens <= max_seq_len, NEW only at pos 0, total tokens
+ * pos >= 0, pos + n_tokens <= max_seq_len, NEW only at pos 0 (or with FORK
+ * at pos > 0, fork_slot another slot in range), total tokens
  * <= max_batch_tokens, ids in [0, vocab), sampling settings valid.
  * PB_ERR_INPUT naming the sequence and field. */
 pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim);

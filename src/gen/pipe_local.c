@@ -18,6 +18,7 @@ typedef struct local_pipe {
     int head, count;
     int *slot, *pos, *ntok; /* [n_slots] batch description for the stage */
     bool *rope_long;        /* [n_slots] */
+    int *fork;              /* [n_slots] */
     float *logits;          /* [n_slots, vocab] */
     double busy, t_first, t_last; /* compute time; first submit to last result */
 } local_pipe;
@@ -35,9 +36,10 @@ static pb_status local_submit(void *self, const pb_microbatch *mb)
         lp->pos[i] = mb->seqs[i].pos;
         lp->ntok[i] = mb->seqs[i].n_tokens;
         lp->rope_long[i] = (mb->seqs[i].flags & PB_SEQ_ROPE_LONG) != 0;
+        lp->fork[i] = (mb->seqs[i].flags & PB_SEQ_FORK) ? mb->seqs[i].fork_slot : -1;
     }
     pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = lp->slot, .pos = lp->pos, .n_tokens = lp->ntok,
-                      .rope_long = lp->rope_long};
+                      .rope_long = lp->rope_long, .fork_src = lp->fork};
     pb_mb_result *r = &lp->results[(lp->head + lp->count) % lp->depth];
     PB_CHECK(pb_slot_sampler_stage(lp->sampler, lp->stage, &b, mb->tokens, mb, lp->logits, r));
     lp->count++;
@@ -84,6 +86,7 @@ static void local_destroy(void *self)
     free(lp->pos);
     free(lp->ntok);
     free(lp->rope_long);
+    free(lp->fork);
     free(lp->logits);
     free(lp);
 }
@@ -125,6 +128,7 @@ pb_status pb_pipe_local_create(pb_stage *stage, const pb_mb_limits *lim, int dep
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->pos), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->ntok), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(bool), &lp->rope_long), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->fork), st, fail);
     PB_CHECK_GOTO(pb_calloc(n_logits, sizeof(float), &lp->logits), st, fail);
     return pb_pipe_create(&local_ops, lp, depth, lim, out);
 fail:

@@ -163,6 +163,7 @@ typedef struct stage_io {
     pb_microbatch mb;
     int *slot, *pos, *ntok; /* [n_slots] */
     bool *rope_long;        /* [n_slots] */
+    int *fork;              /* [n_slots] */
     float *out;             /* [max(max_batch_tokens * hidden, n_slots * vocab)] */
     size_t out_floats;
 } stage_io;
@@ -174,6 +175,7 @@ static void stage_io_free(stage_io *io)
     free(io->pos);
     free(io->ntok);
     free(io->rope_long);
+    free(io->fork);
     free(io->out);
 }
 
@@ -195,6 +197,7 @@ static pb_status stage_io_init(stage_io *io, const pb_pipeline_cfg *cfg)
     PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->pos), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->ntok), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(bool), &io->rope_long), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->fork), st, fail);
     PB_CHECK_GOTO(pb_calloc(io->out_floats, sizeof(float), &io->out), st, fail);
     return PB_OK;
 fail:
@@ -212,9 +215,10 @@ static pb_status stage_run(stage_io *io, pb_stage *stage, const void *in, pb_slo
         io->pos[i] = mb->seqs[i].pos;
         io->ntok[i] = mb->seqs[i].n_tokens;
         io->rope_long[i] = (mb->seqs[i].flags & PB_SEQ_ROPE_LONG) != 0;
+        io->fork[i] = (mb->seqs[i].flags & PB_SEQ_FORK) ? mb->seqs[i].fork_slot : -1;
     }
     pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = io->slot, .pos = io->pos, .n_tokens = io->ntok,
-                      .rope_long = io->rope_long};
+                      .rope_long = io->rope_long, .fork_src = io->fork};
     if (sampler) /* the last stage: forward and sample */
         return pb_slot_sampler_stage(sampler, stage, &b, in, mb, io->out, res);
     return pb_stage_forward(stage, &b, in, io->out, false);

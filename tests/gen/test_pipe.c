@@ -110,6 +110,27 @@ static void test_pack(void)
     g.sample.top_p = 0;
     CHECK(pb_mb_add(&mb, &g, &one) == PB_OK);
     CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* top_p 0 */
+    /* a forked sequence: NEW at pos > 0, fork_slot another slot in range; it travels */
+    pb_mb_clear(&mb);
+    pb_mb_seq k = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
+    k.fork_slot = 7;
+    CHECK(pb_mb_add(&mb, &k, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
+    unsigned char kb[24 + 64 + 4];
+    CHECK(pb_mb_pack(&mb, kb, sizeof kb, &w) == PB_OK && w == sizeof kb);
+    CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_OK && back.seqs[0].fork_slot == 7 &&
+          back.seqs[0].flags == (PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE) && back.seqs[0].pos == 6);
+    kb[24 + 12] &= (unsigned char)~PB_SEQ_FORK; /* a fork slot without the flag */
+    CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_ERR_FORMAT);
+    static const struct { int slot, pos, fork; unsigned flags; } bad[] = {
+        {2, 6, 2, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, 8, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, -1, PB_SEQ_NEW | PB_SEQ_FORK},
+        {2, 0, 3, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, 3, PB_SEQ_FORK}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pb_mb_clear(&mb);
+        pb_mb_seq b = seq(bad[i].slot, bad[i].pos, 1, bad[i].flags | PB_SEQ_SAMPLE);
+        b.fork_slot = bad[i].fork;
+        CHECK(pb_mb_add(&mb, &b, &one) == PB_OK);
+        CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* itself, out of range, at 0, not NEW */
+    }
     pb_mb_release(&mb);
     pb_mb_release(&back);
 
