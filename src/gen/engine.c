@@ -20,6 +20,7 @@ typedef struct seq_state {
     bool rope_long;        /* LongRoPE: past original_max_position_embeddings */
     int cached;            /* tokens in the KV cache */
     int fork_from;         /* >= 0: the first chunk starts as the first `cached` positions of this slot */
+    int wait_for;          /* >= 0: admitted, waiting for this slot to compute a prefix the two share */
     int generated;
     int32_t last;          /* last sampled token, fed at the next decode */
     pb_detok *detok;
@@ -114,6 +115,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         }
         memset(s, 0, sizeof *s);
         s->fork_from = -1;
+        s->wait_for = -1;
         s->rec = rec;
         s->out_no = out_no;
         s->prompt = ids;
@@ -163,30 +165,45 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     return q;
 }
 
-/* A new prompt in slot `slot`: the slot in flight whose cache holds the
- * longest prefix of it (its own prompt's tokens, results back, so computed
- * on every stage; a slot forked in a micro-batch still in flight counts too:
- * each stage runs micro-batches in order), leaving at least the prompt's last
- * token to compute (its logits give the first token). Sets s->cached to that
- * length and s->fork_from. */
-static void find_prefix(engine *d, int slot)
+/* Shared tokens a wait must gain over what can be copied now. */
+#define PREFIX_WAIT_MIN 8
+
+/* A new prompt in slot `slot` (nothing of it computed): the slot in flight
+ * whose cache holds the longest prefix of it (its own prompt's tokens,
+ * results back, so computed on every stage; a slot forked in a micro-batch
+ * still in flight counts too: each stage runs micro-batches in order),
+ * leaving at least the prompt's last token to compute (its logits give the
+ * first token): sets s->cached to that length and s->fork_from. Or, where a
+ * sequence admitted before it shares at least PREFIX_WAIT_MIN more tokens
+ * that it has yet to compute (prompts admitted together, a batch's first),
+ * s->wait_for: the prompt waits for them rather than compute them too (a
+ * sequence that waits is never waited for: no cycles). */
+static void plan_prefix(engine *d, int slot)
 {
     seq_state *s = &d->slots[slot];
-    int best = 0, from = -1;
+    int best = 0, from = -1, later = 0, wait = -1;
+    s->wait_for = -1;
     for (int j = 0; j < d->n_slots; j++) {
         const seq_state *o = &d->slots[j];
         if (j == slot || !o->active || o->rope_long)
             continue;
-        int lim = o->cached < o->n_prompt ? o->cached : o->n_prompt;
-        if (lim > s->n_prompt - 1)
-            lim = s->n_prompt - 1;
+        int lim = o->n_prompt < s->n_prompt - 1 ? o->n_prompt : s->n_prompt - 1;
         int n = 0;
         while (n < lim && o->prompt[n] == s->prompt[n])
             n++;
-        if (n > best) {
-            best = n;
+        const int now = n < o->cached ? n : o->cached;
+        if (now > best) {
+            best = now;
             from = j;
         }
+        if (n > later && n > o->cached && o->wait_for < 0) {
+            later = n;
+            wait = j;
+        }
+    }
+    if (wait >= 0 && later >= best + PREFIX_WAIT_MIN) {
+        s->wait_for = wait;
+        return;
     }
     if (from >= 0) {
         s->cached = best;
@@ -226,9 +243,11 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
             if (!got)
                 continue;
             if (d->o->share_prefixes && !s->rope_long)
-                find_prefix(d, slot);
+                plan_prefix(d, slot);
+        } else if (s->wait_for >= 0) {
+            plan_prefix(d, slot);
         }
-        if (s->cached >= s->n_feed)
+        if (s->wait_for >= 0 || s->cached >= s->n_feed)
             continue;
         int n = s->n_feed - s->cached;
         if (n > budget)
