@@ -24,7 +24,9 @@
 #      byte-identical to 1 rank; both ranks on GPU 0 (-v)
 #   6. kill -9 of rank 1 mid-run: every rank gone within 15 s, exit non-zero
 #   7. tests/net/nccl.sh (the NCCL transport's test) on the pack's nccl_test and pipe_test
-# --quick: steps 1, 2 (f32 only), 5 and 6.
+#   8. prefix sharing on the device (bf16 and f32 caches): the same output as
+#      --no-prefix-sharing, prompt tokens shared
+# --quick: steps 1, 2 (f32 only), 5, 6 and 8.
 # PB_CHECK_SKIP="3 5" leaves those steps out (5 takes 6 and 7 with it).
 # PB_CHECK_ON_CPU=1 runs the whole script with cpu in place of cuda (no GPU
 # needed): a dry run of the script itself, not a check of the GPU.
@@ -272,6 +274,31 @@ else
             for p in $(pgrep -f "$P "); do kill -9 "$p" 2>/dev/null; done
         fi
     fi
+fi
+
+# ---- 8. prefix sharing: the device's caches copied whole (no kv_copy op yet) ----
+if want 8 && [ -f "$LL/config.json" ]; then
+    sys="You are a careful assistant. Answer in one short sentence, and never repeat the question back."
+    for i in $(seq 1 24); do
+        echo "{\"prompt\": \"$sys Question $i: what comes next after $i?\", \"max_tokens\": 6}"
+        echo "{\"prompt\": \"$sys Tell me about $i.\", \"max_tokens\": 5, \"temperature\": 0.7, \"seed\": $i," \
+             "\"repetition_penalty\": 1.3}"
+    done >"$W/prefix.jsonl"
+    for kv in bf16 f32; do
+        if PB_CUDA_KV_DTYPE=$kv run 180 "$P" -q --device $DEV --model "$LL" --in "$W/prefix.jsonl" \
+                --out "$W/pfx-ref-$kv.jsonl" -b 8 --no-prefix-sharing &&
+            PB_CUDA_KV_DTYPE=$kv run 180 "$P" -q --device $DEV --model "$LL" --in "$W/prefix.jsonl" \
+                --out "$W/pfx-$kv.jsonl" -b 8 --metrics "$W/pfx-$kv.json"; then
+            n=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1]))["prompt_tokens_shared"])' "$W/pfx-$kv.json")
+            if [ "${n:-0}" -gt 100 ] && cmp -s "$W/pfx-ref-$kv.jsonl" "$W/pfx-$kv.jsonl"; then
+                pass "prefix sharing on $DEV, $kv cache: $n prompt tokens shared, output identical"
+            else
+                fail "prefix sharing on $DEV, $kv cache: $n tokens shared; output differs from --no-prefix-sharing"
+            fi
+        else
+            fail "prefix sharing on $DEV, $kv cache: a run failed"
+        fi
+    done
 fi
 
 line "done in $(( $(date +%s) - T0 ))s: $NPASS passed, $NFAIL failed"
