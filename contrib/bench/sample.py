@@ -11,6 +11,7 @@ where the SmolLM2 folder exists, real next-token logits of SmolLM2-135M
 
   python3 contrib/bench/sample.py [--build build] [--rows 64] [--reps 5]
       [--vocab 49152] [--smollm2 models/SmolLM2-135M-Instruct] [--json out.json]
+      [--compare EXE]   (another build's sample-bench, same arguments: a column beside)
 """
 import argparse
 import json
@@ -89,6 +90,7 @@ def main():
     ap.add_argument("--vocab", type=int, default=49152)
     ap.add_argument("--smollm2", default=os.path.join(SRC, "models", "SmolLM2-135M-Instruct"))
     ap.add_argument("--json")
+    ap.add_argument("--compare", help="another build's tests/gen/sample-bench (its first figure as a column)")
     a = ap.parse_args()
     exe = os.path.join(a.build, "tests", "gen", "sample-bench")
     subprocess.run(["make", "-s", "-C", a.build, "tests/gen/sample-bench"], check=True)
@@ -109,16 +111,23 @@ def main():
             path = os.path.join(tmp, "rows.f32")
             rows.tofile(path)
             print(f"\n{name} (vocab {vocab})")
-            print(f"  {'settings':34s} {'portable':>9s} {'sse2':>9s} {'avx2':>9s} {'HF torch':>9s} {'libm expf':>9s}")
+            print(f"  {'settings':34s} {'portable':>9s} {'sse2':>9s} {'avx2':>9s} {'HF torch':>9s} {'libm expf':>9s}"
+                  + (f" {'compare':>9s}" if a.compare else ""))
             for s in SETTINGS:
                 r = subprocess.run([exe, path, str(vocab), str(R), str(a.reps)] + [str(v) for v in s[1:]],
                                    capture_output=True, text=True, check=True).stdout
                 got = dict((ln.split()[0], float(ln.split()[1])) for ln in r.splitlines())
                 hf = hf_time(rows, s, a.reps, hist)
+                cmp = None
+                if a.compare:
+                    c = subprocess.run([a.compare, path, str(vocab), str(R), str(a.reps)] + [str(v) for v in s[1:]],
+                                       capture_output=True, text=True, check=True).stdout
+                    cmp = float(c.splitlines()[0].split()[1])
                 cols = [got.get(k) for k in ("portable", "sse2", "avx2")]
                 print(f"  {s[0]:34s} " + " ".join(f"{c:9.1f}" if c is not None else f"{'-':>9s}" for c in cols) +
-                      f" {hf:9.1f} {got['libm-expf']:9.1f}")
-                out.append({"rows": name, "settings": s[0], "us_per_row": got, "hf_us_per_row": hf})
+                      f" {hf:9.1f} {got['libm-expf']:9.1f}" + (f" {cmp:9.1f}" if cmp is not None else ""))
+                out.append({"rows": name, "settings": s[0], "us_per_row": got, "hf_us_per_row": hf,
+                            "compare_us_per_row": cmp})
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
