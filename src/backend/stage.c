@@ -822,8 +822,10 @@ static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
 static pb_status fork_slot(pb_stage *s, int dst, int src, int n)
 {
     const pb_backend_ops *op = s->be->ops;
-    if (src < 0 || src >= s->opts.n_slots || src == dst || n < 1 || n > s->opts.max_seq_len)
+    if (src < 0 || src >= s->opts.n_slots || n < 1 || n > s->opts.max_seq_len)
         return pb_error(PB_ERR_INPUT, "stage: slot %d cannot start as %d positions of slot %d", dst, n, src);
+    if (src == dst)
+        return PB_OK; /* a finished sequence's cache, kept in its slot for the next prompt */
     const size_t per_kind = (size_t)op->kv_bytes(s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd);
     const size_t per_slot = (size_t)s->n_layers * 2 * per_kind;
     for (int l = 0; l < s->n_layers; l++) {

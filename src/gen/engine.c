@@ -34,6 +34,11 @@ typedef struct engine {
     const pb_tokenizer *tok;
     seq_state *slots;
     int n_slots;
+    /* A finished sequence's prompt, whose cache stays in its slot (every
+     * stage's, and the last stage's history) until the slot takes the next
+     * prompt: ghost[i] (NULL: none) holds n_ghost[i] tokens computed there. */
+    int32_t **ghost;
+    int *n_ghost;
     int max_batch_tokens;
     bool input_done;
     pb_microbatch *mbs;    /* one per chunk */
@@ -177,7 +182,10 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
  * sequence admitted before it shares at least PREFIX_WAIT_MIN more tokens
  * that it has yet to compute (prompts admitted together, a batch's first),
  * s->wait_for: the prompt waits for them rather than compute them too (a
- * sequence that waits is never waited for: no cycles). */
+ * sequence that waits is never waited for: no cycles). A finished sequence's
+ * cache counts until its slot takes another prompt (a later micro-batch, or
+ * this one after every fork's copy): this slot's own too, where the copy is
+ * none. */
 static void plan_prefix(engine *d, int slot)
 {
     seq_state *s = &d->slots[slot];
@@ -199,6 +207,17 @@ static void plan_prefix(engine *d, int slot)
         if (n > later && n > o->cached && o->wait_for < 0) {
             later = n;
             wait = j;
+        }
+    }
+    for (int j = 0; j < d->n_slots; j++) { /* finished sequences' caches, this slot's own among them */
+        if (!d->ghost[j] || (j != slot && d->slots[j].active))
+            continue;
+        int lim = d->n_ghost[j] < s->n_prompt - 1 ? d->n_ghost[j] : s->n_prompt - 1, n = 0;
+        while (n < lim && d->ghost[j][n] == s->prompt[n])
+            n++;
+        if (n > best) {
+            best = n;
+            from = j;
         }
     }
     if (wait >= 0 && later >= best + PREFIX_WAIT_MIN) {
@@ -244,6 +263,8 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
                 continue;
             if (d->o->share_prefixes && !s->rope_long)
                 plan_prefix(d, slot);
+            free(d->ghost[slot]); /* the new prompt overwrites the slot's cache */
+            d->ghost[slot] = NULL;
         } else if (s->wait_for >= 0) {
             plan_prefix(d, slot);
         }
@@ -299,6 +320,14 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
     pb_result res = {.text = text, .len = len, .finish = reason, .prompt_tokens = s->n_prompt,
                      .completion_tokens = s->generated};
     pb_status st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
+    const int slot = (int)(s - d->slots);
+    free(d->ghost[slot]);
+    d->ghost[slot] = NULL;
+    if (d->o->share_prefixes && !s->rope_long) {
+        d->ghost[slot] = s->prompt; /* its cache: the prompt's first positions, as computed */
+        d->n_ghost[slot] = s->cached < s->n_prompt ? s->cached : s->n_prompt;
+        s->prompt = NULL;
+    }
     slot_release(s);
     return st;
 }
@@ -464,6 +493,8 @@ pb_status pb_engine_run(const pb_engine_opts *o, pb_pipe *pipe, const pb_tokeniz
         return pb_error(PB_ERR_INTERNAL, "engine: %d tokens per micro-batch cannot hold %d decode steps",
                         d->max_batch_tokens, per_chunk);
     PB_CHECK_GOTO(pb_calloc((size_t)d->n_slots, sizeof *d->slots, &d->slots), st, out);
+    PB_CHECK_GOTO(pb_calloc((size_t)d->n_slots, sizeof *d->ghost, &d->ghost), st, out);
+    PB_CHECK_GOTO(pb_calloc((size_t)d->n_slots, sizeof *d->n_ghost, &d->n_ghost), st, out);
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->mbs, &d->mbs), st, out);
     for (int c = 0; c < o->chunks; c++)
         PB_CHECK_GOTO(pb_mb_init(&d->mbs[c], per_chunk, d->max_batch_tokens), st, out);
@@ -480,6 +511,10 @@ out:
         for (int i = 0; i < d->n_slots; i++)
             slot_release(&d->slots[i]);
     free(d->slots);
+    for (int i = 0; d->ghost && i < d->n_slots; i++)
+        free(d->ghost[i]);
+    free(d->ghost);
+    free(d->n_ghost);
     if (d->mbs)
         for (int c = 0; c < o->chunks; c++)
             pb_mb_release(&d->mbs[c]);

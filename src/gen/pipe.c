@@ -143,8 +143,7 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
             return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: new sequence at pos %d",
                             (unsigned long long)mb->tag, i, (int)s->pos);
         if ((s->flags & PB_SEQ_FORK) &&
-            (!(s->flags & PB_SEQ_NEW) || s->pos < 1 || s->fork_slot < 0 || s->fork_slot >= lim->n_slots ||
-             s->fork_slot == s->slot))
+            (!(s->flags & PB_SEQ_NEW) || s->pos < 1 || s->fork_slot < 0 || s->fork_slot >= lim->n_slots))
             return pb_error(PB_ERR_INPUT,
                             "micro-batch %llu, sequence %d: slot %d cannot start as %d positions of slot %d",
                             (unsigned long long)mb->tag, i, (int)s->slot, (int)s->pos, (int)s->fork_slot);
@@ -391,16 +390,8 @@ static pb_status hist_add(pb_slot_sampler *s, const pb_mb_seq *q, const int32_t 
     if (q->slot < 0 || q->slot >= s->n_slots)
         return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d out of range", (int)q->slot);
     int32_t *h = s->hist + (size_t)q->slot * (size_t)s->max_seq_len;
-    if (q->flags & PB_SEQ_NEW)
-        s->n_hist[q->slot] = 0;
-    if (q->flags & PB_SEQ_FORK) { /* the shared prefix's ids, from the slot it was computed in */
-        if (q->fork_slot < 0 || q->fork_slot >= s->n_slots || s->n_hist[q->fork_slot] < q->pos)
-            return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d starts as %d positions of slot %d, which holds %d",
-                            (int)q->slot, (int)q->pos, (int)q->fork_slot,
-                            q->fork_slot >= 0 && q->fork_slot < s->n_slots ? (int)s->n_hist[q->fork_slot] : -1);
-        memcpy(h, s->hist + (size_t)q->fork_slot * (size_t)s->max_seq_len, (size_t)q->pos * sizeof *h);
-        s->n_hist[q->slot] = q->pos;
-    }
+    if ((q->flags & PB_SEQ_NEW) && !(q->flags & PB_SEQ_FORK))
+        s->n_hist[q->slot] = 0; /* a fork's history: fork_hist, before any sequence's tokens */
     /* The history is the cached tokens: keep it aligned with pos. */
     if (q->pos != s->n_hist[q->slot] || q->pos + q->n_tokens > s->max_seq_len)
         return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d holds %d tokens, micro-batch says pos %d",
@@ -411,12 +402,35 @@ static pb_status hist_add(pb_slot_sampler *s, const pb_mb_seq *q, const int32_t 
     return PB_OK;
 }
 
+/* Each forked sequence's history: the shared prefix's ids from the slot it
+ * was computed in (its own: kept), in order, before any sequence of mb adds
+ * its tokens (a slot forked from may take a new prompt in the same mb). */
+static pb_status fork_hist(pb_slot_sampler *s, const pb_microbatch *mb)
+{
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        if (!(q->flags & PB_SEQ_FORK))
+            continue;
+        if (q->slot < 0 || q->slot >= s->n_slots || q->fork_slot < 0 || q->fork_slot >= s->n_slots ||
+            s->n_hist[q->fork_slot] < q->pos)
+            return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d starts as %d positions of slot %d, which holds %d",
+                            (int)q->slot, (int)q->pos, (int)q->fork_slot,
+                            q->fork_slot >= 0 && q->fork_slot < s->n_slots ? (int)s->n_hist[q->fork_slot] : -1);
+        if (q->fork_slot != q->slot)
+            memcpy(s->hist + (size_t)q->slot * (size_t)s->max_seq_len,
+                   s->hist + (size_t)q->fork_slot * (size_t)s->max_seq_len, (size_t)q->pos * sizeof(int32_t));
+        s->n_hist[q->slot] = q->pos;
+    }
+    return PB_OK;
+}
+
 /* Histories, then each sampling sequence's token: picks[i] where picks (made
  * on the stage's device), else sampled from logits row i. */
 static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits, const int32_t *picks,
                           pb_mb_result *res)
 {
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
+    PB_CHECK(fork_hist(s, mb));
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
     const int32_t *tok = mb->tokens;

@@ -41,7 +41,8 @@
 #define PB_SEQ_ROPE_LONG 0x8u /* LongRoPE: the sequence is past original_max_position_embeddings: long factors
                                  for every chunk (pb_seq_batch.rope_long) */
 #define PB_SEQ_FORK 0x10u /* with NEW at pos > 0: the slot starts as the first pos positions of fork_slot (a
-                             shared prompt prefix, already computed there): KV caches and token history copied */
+                             shared prompt prefix, already computed there): KV caches and token history copied
+                             before the micro-batch runs (fork_slot == slot: a finished sequence's, kept) */
 #define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG | PB_SEQ_FORK)
 
 typedef struct pb_mb_seq {
@@ -95,7 +96,7 @@ void pb_mb_result_release(pb_mb_result *r);
 
 /* Slots in range and distinct, n_tokens >= 1 and summing to mb->n_tokens,
  * pos >= 0, pos + n_tokens <= max_seq_len, NEW only at pos 0 (or with FORK
- * at pos > 0, fork_slot another slot in range), total tokens
+ * at pos > 0, fork_slot in range), total tokens
  * <= max_batch_tokens, ids in [0, vocab), sampling settings valid.
  * PB_ERR_INPUT naming the sequence and field. */
 pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim);

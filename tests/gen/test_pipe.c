@@ -122,15 +122,19 @@ static void test_pack(void)
     kb[24 + 12] &= (unsigned char)~PB_SEQ_FORK; /* a fork slot without the flag */
     CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_ERR_FORMAT);
     static const struct { int slot, pos, fork; unsigned flags; } bad[] = {
-        {2, 6, 2, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, 8, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, -1, PB_SEQ_NEW | PB_SEQ_FORK},
-        {2, 0, 3, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, 3, PB_SEQ_FORK}};
+        {2, 6, 8, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, -1, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 0, 3, PB_SEQ_NEW | PB_SEQ_FORK},
+        {2, 6, 3, PB_SEQ_FORK}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         pb_mb_clear(&mb);
         pb_mb_seq b = seq(bad[i].slot, bad[i].pos, 1, bad[i].flags | PB_SEQ_SAMPLE);
         b.fork_slot = bad[i].fork;
         CHECK(pb_mb_add(&mb, &b, &one) == PB_OK);
-        CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* itself, out of range, at 0, not NEW */
+        CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* out of range, at 0, not NEW */
     }
+    pb_mb_clear(&mb); /* its own slot: a finished sequence's cache kept for the next prompt */
+    pb_mb_seq own = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
+    own.fork_slot = 2;
+    CHECK(pb_mb_add(&mb, &own, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
     pb_mb_release(&mb);
     pb_mb_release(&back);
 

@@ -5,8 +5,9 @@
 # same bytes as --no-prefix-sharing: greedy, sampled, with a repetition
 # penalty (the copied history) and min_tokens; at batch 4 with 2 chunks, on
 # 2 and 3 ranks (every stage copies its own layers), and over f16 and bf16
-# caches (their panel layouts). prompt_tokens_shared in --metrics must show
-# that prefixes were shared, so that the comparison means something.
+# caches (their panel layouts); at batch 1 only finished sequences' caches,
+# kept in their slots, can be shared. prompt_tokens_shared in --metrics must
+# show that prefixes were shared, so that the comparison means something.
 set -u
 . "$PB_SRCDIR/tests/net/common.sh"
 # GQA, head width 12 (not a multiple of the caches' 16-key panels)
@@ -38,6 +39,14 @@ for kv in f32 f16 bf16; do
     cmp "$D/ref-$kv.jsonl" "$D/out-$kv.jsonl" || fail "$kv: output differs with prefixes shared"
     echo "kv $kv: $n prompt tokens shared, output identical"
 done
+# batch 1: no sequence in flight beside a new one, only finished ones' caches kept in their slots
+"$P" -q $run --batch-size 1 --chunks 1 --out "$D/ref-b1.jsonl" --no-prefix-sharing 2>"$err" || fail "batch 1 reference"
+"$P" -q $run --batch-size 1 --chunks 1 --out "$D/out-b1.jsonl" --metrics "$D/m1.json" 2>"$err" || fail "batch 1"
+n=$(shared "$D/m1.json")
+[ "$n" -gt 200 ] || fail "batch 1: only $n prompt tokens shared"
+cmp "$D/ref-b1.jsonl" "$D/out-b1.jsonl" || fail "batch 1: output differs with prefixes shared"
+cmp "$D/ref-f32.jsonl" "$D/out-b1.jsonl" || fail "batch 1 differs from batch 4"
+echo "batch 1: $n prompt tokens shared from finished sequences' caches, output identical"
 pb_launcher_lock
 for n in 2 3; do
     timeout 120 $MPIRUN -np $n "$P" -q $run --kv-dtype f32 --out "$D/out-np$n.jsonl" --metrics "$D/mn.json" \
