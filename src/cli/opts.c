@@ -508,7 +508,7 @@ void pb_opts_print_help(FILE *fp)
 "      --max-seq-len T        KV cache length per sequence (default: model context)\n"
 "      --no-prefix-sharing    compute every prompt whole; by default a prompt starts as a\n"
 "                             copy of the KV cache of the longest prefix it shares with a\n"
-"                             sequence in flight (a system prompt): the same output bits\n"
+"                             sequence in flight or just finished: the same output bits\n"
 "      --iface NAME           network interface for stage-to-stage TCP (default: routable)\n"
 "\n"
 "Generation defaults (a record's own fields win; then generation_config.json):\n"
