@@ -276,7 +276,7 @@ else
     fi
 fi
 
-# ---- 8. prefix sharing: the device's caches copied whole (no kv_copy op yet) ----
+# ---- 8. prefix sharing: the first rows of a slot's caches copied into another's (kv_copy) ----
 if want 8 && [ -f "$LL/config.json" ]; then
     sys="You are a careful assistant. Answer in one short sentence, and never repeat the question back."
     for i in $(seq 1 24); do

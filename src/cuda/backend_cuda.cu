@@ -832,6 +832,15 @@ static uint64_t cuda_kv_bytes(pb_dtype kv, int cache_len, int n_kv_heads, int he
     return (uint64_t)cache_len * (uint64_t)n_kv_heads * (uint64_t)head_dim * (uint64_t)pb_dtype_size(kv);
 }
 
+// a shared prompt prefix: the first n rows of K and of V
+static pb_status cuda_kv_copy(pb_backend *be, pb_dtype kv, int cache_len, int n_kv_heads, int head_dim, void *dst_k,
+                              void *dst_v, const void *src_k, const void *src_v, int n)
+{
+    const size_t bytes = (size_t)cuda_kv_bytes(kv, n < cache_len ? n : cache_len, n_kv_heads, head_dim);
+    PB_CHECK(cuda_copy(be, dst_k, src_k, bytes));
+    return cuda_copy(be, dst_v, src_v, bytes);
+}
+
 static pb_backend_ops make_ops(void)
 {
     pb_backend_ops o;
@@ -864,6 +873,7 @@ static pb_backend_ops make_ops(void)
     o.rope = cuda_rope;
     o.rope_angles = cuda_rope_angles;
     o.attention = cuda_attention;
+    o.kv_copy = cuda_kv_copy;
     o.act = cuda_act;
     o.glu = cuda_glu;
     o.add = cuda_add;

@@ -750,6 +750,78 @@ static void test_attention(void)
     }
 }
 
+/* kv_copy (a shared prompt prefix): a cache of junk that takes the first n
+ * positions of a prefilled one attends like it, bit for bit, for new tokens
+ * at n (its positions past n are written before any query sees them). */
+static void kv_copy_case(int n_heads, int n_kv, int hd, int n)
+{
+    const int kvd = n_kv * hd, qd = n_heads * hd, q_stride = qd + 2 * kvd, len = 62, T = 5;
+    const size_t cb = (size_t)BE->ops->kv_bytes(KVT, len, n_kv, hd);
+    unsigned char *junk = malloc(cb);
+    for (size_t i = 0; i < cb; i++)
+        junk[i] = (unsigned char)(rnd() | 0x70);
+    void *sk = dev_from(junk, cb), *sv = dev_from(junk, cb);
+    for (size_t i = 0; i < cb; i++)
+        junk[i] = (unsigned char)(rnd() | 0x30);
+    void *dk = dev_from(junk, cb), *dv = dev_from(junk, cb);
+    free(junk);
+    float *qkv = malloc((size_t)n * q_stride * 4), *out[2];
+    fill(qkv, (size_t)n * q_stride, 1.5f);
+    float *dq = dev_from(qkv, (size_t)n * q_stride * 4), *dout = dev((size_t)(n > T ? n : T) * qd * 4);
+    int zero = 0, at = n, nt = n;
+    void *kk[1] = {sk}, *vv[1] = {sv};
+    pb_attn_args a = {.n_seqs = 1, .tok_start = &zero, .pos = &zero, .n_tokens = &nt, .k_cache = kk, .v_cache = vv,
+                      .cache_len = len, .kv_dtype = KVT, .q = dq, .k = dq + qd, .v = dq + qd + kvd, .q_stride = q_stride,
+                      .kv_stride = q_stride, .out = dout, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd,
+                      .scale = 1.0f / sqrtf((float)hd)};
+    OK(BE->ops->attention(BE, &a)); /* the prefix, into the source */
+    OK(BE->ops->kv_copy(BE, KVT, len, n_kv, hd, dk, dv, sk, sv, n));
+    float *q2 = malloc((size_t)T * q_stride * 4);
+    fill(q2, (size_t)T * q_stride, 1.5f);
+    rel(dq);
+    dq = dev_from(q2, (size_t)T * q_stride * 4);
+    nt = T;
+    a.pos = &at;
+    a.q = dq;
+    a.k = dq + qd;
+    a.v = dq + qd + kvd;
+    for (int w = 0; w < 2; w++) { /* the same new tokens over the source, then over the copy */
+        kk[0] = w ? dk : sk;
+        vv[0] = w ? dv : sv;
+        OK(BE->ops->attention(BE, &a));
+        out[w] = malloc((size_t)T * qd * 4);
+        to_host(out[w], dout, (size_t)T * qd * 4);
+    }
+    CHECK(memcmp(out[0], out[1], (size_t)T * qd * 4) == 0, "%d heads over %d, width %d: the copy of %d positions "
+          "attends differently", n_heads, n_kv, hd, n);
+    free(out[0]);
+    free(out[1]);
+    free(qkv);
+    free(q2);
+    rel(dq);
+    rel(dout);
+    rel(sk);
+    rel(sv);
+    rel(dk);
+    rel(dv);
+}
+
+static void test_kv_copy(void)
+{
+    if (!BE->ops->kv_copy)
+        return; /* the stage copies the whole caches */
+    static const int ns[] = {1, 15, 16, 17, 31, 40, 57};
+    for (KVT = PB_DT_F32; KVT <= PB_DT_BF16; KVT++) {
+        if (!(BE->ops->kv_dtypes & (1u << KVT)))
+            continue;
+        where = pb_dtype_name(KVT);
+        for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
+            kv_copy_case(6, 2, 12, ns[i]);
+            kv_copy_case(4, 4, 16, ns[i]);
+        }
+    }
+}
+
 /* ---- activations, glu, add, select_rows ---- */
 static double act_ref(pb_act a, double x)
 {
@@ -1089,6 +1161,7 @@ static void run_all(void)
     test_norm();
     test_rope();
     test_attention();
+    test_kv_copy();
     test_elementwise();
     test_glu_linear();
     test_mlp_glu();
