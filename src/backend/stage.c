@@ -688,6 +688,20 @@ static pb_status longrope_angles(pb_stage *s, const pb_seq_batch *b, int T)
     return s->be->ops->upload(s->be, s->arena + s->al.cs, s->cs_host, (size_t)T * (size_t)s->rot * sizeof(float));
 }
 
+/* Bytes of one layer's K (or V) cache of one slot. */
+static size_t kv_kind_bytes(const pb_stage *s)
+{
+    return (size_t)s->be->ops->kv_bytes(s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd);
+}
+
+/* Slot `slot`'s K cache of layer l (its V cache follows, kv_kind_bytes on):
+ * pointer arithmetic only, the memory may be a device's. */
+static char *layer_cache(const pb_stage *s, int slot, int l)
+{
+    const size_t per_kind = kv_kind_bytes(s);
+    return (char *)s->kv + ((size_t)slot * (size_t)s->n_layers + (size_t)l) * 2 * per_kind;
+}
+
 static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const float *in, float *out, int T)
 {
     pb_backend *be = s->be;
@@ -708,12 +722,10 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
             PB_CHECK(op->rope(be, qkv + s->qd, s->qkv_dim, T, s->nkv, s->hd, &r, cs));
         }
     }
-    /* cache rows of this layer for each sequence's slot (pointer arithmetic
-     * only: the memory may be a device's) */
-    const size_t per_kind = (size_t)op->kv_bytes(s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd);
-    const size_t per_slot = (size_t)s->n_layers * 2 * per_kind;
+    /* cache rows of this layer for each sequence's slot */
+    const size_t per_kind = kv_kind_bytes(s);
     for (int i = 0; i < b->n_seqs; i++) {
-        char *base = (char *)s->kv + (size_t)b->slot[i] * per_slot + (size_t)l * 2 * per_kind;
+        char *base = layer_cache(s, b->slot[i], l);
         s->kptr[i] = base;
         s->vptr[i] = base + per_kind;
     }
@@ -826,11 +838,10 @@ static pb_status fork_slot(pb_stage *s, int dst, int src, int n)
         return pb_error(PB_ERR_INPUT, "stage: slot %d cannot start as %d positions of slot %d", dst, n, src);
     if (src == dst)
         return PB_OK; /* a finished sequence's cache, kept in its slot for the next prompt */
-    const size_t per_kind = (size_t)op->kv_bytes(s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd);
-    const size_t per_slot = (size_t)s->n_layers * 2 * per_kind;
+    const size_t per_kind = kv_kind_bytes(s);
     for (int l = 0; l < s->n_layers; l++) {
-        char *d = (char *)s->kv + (size_t)dst * per_slot + (size_t)l * 2 * per_kind;
-        const char *c = (const char *)s->kv + (size_t)src * per_slot + (size_t)l * 2 * per_kind;
+        char *d = layer_cache(s, dst, l);
+        const char *c = layer_cache(s, src, l);
         if (op->kv_copy)
             PB_CHECK(op->kv_copy(s->be, s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd, d, d + per_kind, c,
                                  c + per_kind, n));

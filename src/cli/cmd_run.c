@@ -231,8 +231,7 @@ out:
 static void summary(const pb_run_stats *s, bool with_stages)
 {
     double tps = s->wall_seconds > 0 ? (double)s->completion_tokens / s->wall_seconds : 0;
-    const uint64_t shared = s->engine.prompt_tokens_shared,
-                   computed = s->prompt_tokens > shared ? s->prompt_tokens - shared : 0;
+    const uint64_t shared = s->engine.prompt_tokens_shared;
     char sh[64] = "";
     if (shared)
         snprintf(sh, sizeof sh, " (%llu of them a shared prefix)", (unsigned long long)shared);
@@ -242,7 +241,7 @@ static void summary(const pb_run_stats *s, bool with_stages)
             (unsigned long long)s->records, (unsigned long long)s->errors,
             (unsigned long long)s->prompt_tokens, sh, (unsigned long long)s->completion_tokens,
             s->wall_seconds, tps,
-            s->engine.prefill_seconds > 0 ? (double)computed / s->engine.prefill_seconds : 0,
+            pb_run_prefill_rate(s),
             s->engine.decode_seconds > 0 ? (double)s->completion_tokens / s->engine.decode_seconds : 0,
             s->engine.ttft_mean, s->engine.ttft_max);
     /* Across ranks the pipeline report prints each stage's line, same figure. */

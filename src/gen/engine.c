@@ -19,7 +19,6 @@ typedef struct seq_state {
     int n_feed;            /* tokens to prefill: n_prompt, or all so far when LongRoPE feeds again */
     bool rope_long;        /* LongRoPE: past original_max_position_embeddings */
     int cached;            /* tokens in the KV cache */
-    int fork_from;         /* >= 0: the first chunk starts as the first `cached` positions of this slot */
     int wait_for;          /* >= 0: admitted, waiting for this slot to compute a prefix the two share */
     int generated;
     int32_t last;          /* last sampled token, fed at the next decode */
@@ -119,7 +118,6 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             ids = grown;
         }
         memset(s, 0, sizeof *s);
-        s->fork_from = -1;
         s->wait_for = -1;
         s->rec = rec;
         s->out_no = out_no;
@@ -170,6 +168,15 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     return q;
 }
 
+/* How many of a[0..lim) and b[0..lim) agree from the start. */
+static int common_prefix(const int32_t *a, const int32_t *b, int lim)
+{
+    int n = 0;
+    while (n < lim && a[n] == b[n])
+        n++;
+    return n;
+}
+
 /* Shared tokens a wait must gain over what can be copied now. */
 #define PREFIX_WAIT_MIN 8
 
@@ -178,27 +185,25 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
  * results back, so computed on every stage; a slot forked in a micro-batch
  * still in flight counts too: each stage runs micro-batches in order),
  * leaving at least the prompt's last token to compute (its logits give the
- * first token): sets s->cached to that length and s->fork_from. Or, where a
- * sequence admitted before it shares at least PREFIX_WAIT_MIN more tokens
- * that it has yet to compute (prompts admitted together, a batch's first),
- * s->wait_for: the prompt waits for them rather than compute them too (a
- * sequence that waits is never waited for: no cycles). A finished sequence's
- * cache counts until its slot takes another prompt (a later micro-batch, or
- * this one after every fork's copy): this slot's own too, where the copy is
- * none. */
-static void plan_prefix(engine *d, int slot)
+ * first token): sets s->cached to that length and returns that slot (-1:
+ * none). Or, where a sequence admitted before it shares at least
+ * PREFIX_WAIT_MIN more tokens that it has yet to compute (prompts admitted
+ * together, a batch's first), s->wait_for: the prompt waits for them rather
+ * than compute them too (a sequence that waits is never waited for: no
+ * cycles). A finished sequence's cache counts until its slot takes another
+ * prompt (a later micro-batch, or this one after every fork's copy): this
+ * slot's own too, where the copy is none. */
+static int plan_prefix(engine *d, int slot)
 {
     seq_state *s = &d->slots[slot];
     int best = 0, from = -1, later = 0, wait = -1;
+    const int room = s->n_prompt - 1; /* its last token is always computed */
     s->wait_for = -1;
     for (int j = 0; j < d->n_slots; j++) {
         const seq_state *o = &d->slots[j];
         if (j == slot || !o->active || o->rope_long)
             continue;
-        int lim = o->n_prompt < s->n_prompt - 1 ? o->n_prompt : s->n_prompt - 1;
-        int n = 0;
-        while (n < lim && o->prompt[n] == s->prompt[n])
-            n++;
+        const int n = common_prefix(o->prompt, s->prompt, o->n_prompt < room ? o->n_prompt : room);
         const int now = n < o->cached ? n : o->cached;
         if (now > best) {
             best = now;
@@ -212,9 +217,7 @@ static void plan_prefix(engine *d, int slot)
     for (int j = 0; j < d->n_slots; j++) { /* finished sequences' caches, this slot's own among them */
         if (!d->ghost[j] || (j != slot && d->slots[j].active))
             continue;
-        int lim = d->n_ghost[j] < s->n_prompt - 1 ? d->n_ghost[j] : s->n_prompt - 1, n = 0;
-        while (n < lim && d->ghost[j][n] == s->prompt[n])
-            n++;
+        const int n = common_prefix(d->ghost[j], s->prompt, d->n_ghost[j] < room ? d->n_ghost[j] : room);
         if (n > best) {
             best = n;
             from = j;
@@ -222,13 +225,13 @@ static void plan_prefix(engine *d, int slot)
     }
     if (wait >= 0 && later >= best + PREFIX_WAIT_MIN) {
         s->wait_for = wait;
-        return;
+        return -1;
     }
     if (from >= 0) {
         s->cached = best;
-        s->fork_from = from;
         d->st->prompt_tokens_shared += (uint64_t)best;
     }
+    return from;
 }
 
 /* Build chunk c's next micro-batch: decode steps first, then prefill (new
@@ -256,29 +259,28 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
     }
     for (int slot = c; slot < d->n_slots && budget > 0; slot += C) {
         seq_state *s = &d->slots[slot];
+        int fork = -1; /* the slot whose first s->cached positions this prompt starts with */
         if (!s->active) {
             bool got;
             PB_CHECK(next_prompt(d, s, &got));
             if (!got)
                 continue;
             if (d->o->share_prefixes && !s->rope_long)
-                plan_prefix(d, slot);
+                fork = plan_prefix(d, slot);
             free(d->ghost[slot]); /* the new prompt overwrites the slot's cache */
             d->ghost[slot] = NULL;
         } else if (s->wait_for >= 0) {
-            plan_prefix(d, slot);
+            fork = plan_prefix(d, slot);
         }
         if (s->wait_for >= 0 || s->cached >= s->n_feed)
             continue;
         int n = s->n_feed - s->cached;
         if (n > budget)
             n = budget;
-        const bool fork = s->fork_from >= 0;
-        uint32_t flags = (s->cached == 0 || fork ? PB_SEQ_NEW : 0) | (fork ? PB_SEQ_FORK : 0) |
+        uint32_t flags = (s->cached == 0 || fork >= 0 ? PB_SEQ_NEW : 0) | (fork >= 0 ? PB_SEQ_FORK : 0) |
                          (s->cached + n == s->n_feed ? PB_SEQ_SAMPLE : 0);
         pb_mb_seq q = seq_desc(s, slot, s->cached, n, flags);
-        q.fork_slot = fork ? s->fork_from : 0;
-        s->fork_from = -1;
+        q.fork_slot = fork >= 0 ? fork : 0;
         PB_CHECK(pb_mb_add(mb, &q, s->prompt + s->cached));
         budget -= n;
     }

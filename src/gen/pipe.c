@@ -162,6 +162,47 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
     return PB_OK;
 }
 
+/* ---- the stage's view ------------------------------------------------- */
+
+pb_status pb_mb_batch_init(pb_mb_batch *a, int n_slots)
+{
+    memset(a, 0, sizeof *a);
+    pb_status st;
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(int), &a->slot), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(int), &a->pos), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(int), &a->ntok), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(int), &a->fork), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(bool), &a->rope_long), st, fail);
+    return PB_OK;
+fail:
+    pb_mb_batch_free(a);
+    return st;
+}
+
+void pb_mb_batch_free(pb_mb_batch *a)
+{
+    free(a->slot);
+    free(a->pos);
+    free(a->ntok);
+    free(a->fork);
+    free(a->rope_long);
+    memset(a, 0, sizeof *a);
+}
+
+pb_seq_batch pb_mb_batch_of(pb_mb_batch *a, const pb_microbatch *mb)
+{
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        a->slot[i] = q->slot;
+        a->pos[i] = q->pos;
+        a->ntok[i] = q->n_tokens;
+        a->rope_long[i] = (q->flags & PB_SEQ_ROPE_LONG) != 0;
+        a->fork[i] = (q->flags & PB_SEQ_FORK) ? q->fork_slot : -1;
+    }
+    return (pb_seq_batch){.n_seqs = mb->n_seqs, .slot = a->slot, .pos = a->pos, .n_tokens = a->ntok,
+                          .rope_long = a->rope_long, .fork_src = a->fork};
+}
+
 /* ---- wire format ------------------------------------------------------ */
 
 static void put32(unsigned char *p, uint32_t v)

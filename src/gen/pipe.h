@@ -112,6 +112,16 @@ pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t
 /* Parse; tokens must be -1 or in [0, vocab). */
 pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_result *r);
 
+/* A micro-batch as a stage's batch: per-sequence arrays of n_slots. */
+typedef struct pb_mb_batch {
+    int *slot, *pos, *ntok, *fork;
+    bool *rope_long;
+} pb_mb_batch;
+pb_status pb_mb_batch_init(pb_mb_batch *a, int n_slots);
+void pb_mb_batch_free(pb_mb_batch *a); /* NULL arrays allowed */
+/* Fills a from mb (validated, n_seqs <= n_slots); the batch points into a. */
+pb_seq_batch pb_mb_batch_of(pb_mb_batch *a, const pb_microbatch *mb);
+
 /* Last-stage sampling state: each slot's token history. */
 typedef struct pb_slot_sampler pb_slot_sampler;
 pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slot_sampler **out);

@@ -16,9 +16,7 @@ typedef struct local_pipe {
     int depth;
     pb_mb_result *results; /* ring of depth results */
     int head, count;
-    int *slot, *pos, *ntok; /* [n_slots] batch description for the stage */
-    bool *rope_long;        /* [n_slots] */
-    int *fork;              /* [n_slots] */
+    pb_mb_batch batch;      /* the batch description for the stage */
     float *logits;          /* [n_slots, vocab] */
     double busy, t_first, t_last; /* compute time; first submit to last result */
 } local_pipe;
@@ -31,15 +29,7 @@ static pb_status local_submit(void *self, const pb_microbatch *mb)
     double t = pb_now();
     if (lp->t_first == 0)
         lp->t_first = t;
-    for (int i = 0; i < mb->n_seqs; i++) {
-        lp->slot[i] = mb->seqs[i].slot;
-        lp->pos[i] = mb->seqs[i].pos;
-        lp->ntok[i] = mb->seqs[i].n_tokens;
-        lp->rope_long[i] = (mb->seqs[i].flags & PB_SEQ_ROPE_LONG) != 0;
-        lp->fork[i] = (mb->seqs[i].flags & PB_SEQ_FORK) ? mb->seqs[i].fork_slot : -1;
-    }
-    pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = lp->slot, .pos = lp->pos, .n_tokens = lp->ntok,
-                      .rope_long = lp->rope_long, .fork_src = lp->fork};
+    pb_seq_batch b = pb_mb_batch_of(&lp->batch, mb);
     pb_mb_result *r = &lp->results[(lp->head + lp->count) % lp->depth];
     PB_CHECK(pb_slot_sampler_stage(lp->sampler, lp->stage, &b, mb->tokens, mb, lp->logits, r));
     lp->count++;
@@ -82,11 +72,7 @@ static void local_destroy(void *self)
             pb_mb_result_release(&lp->results[i]);
     free(lp->results);
     pb_slot_sampler_free(lp->sampler);
-    free(lp->slot);
-    free(lp->pos);
-    free(lp->ntok);
-    free(lp->rope_long);
-    free(lp->fork);
+    pb_mb_batch_free(&lp->batch);
     free(lp->logits);
     free(lp);
 }
@@ -124,11 +110,7 @@ pb_status pb_pipe_local_create(pb_stage *stage, const pb_mb_limits *lim, int dep
     PB_CHECK_GOTO(pb_slot_sampler_create(lim->n_slots, lim->max_seq_len, lim->vocab, &lp->sampler),
                   st, fail);
     PB_CHECK_GOTO(pb_slot_sampler_set_eos(lp->sampler, lim->eos_ids, lim->n_eos), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->slot), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->pos), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->ntok), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(bool), &lp->rope_long), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)lim->n_slots, sizeof(int), &lp->fork), st, fail);
+    PB_CHECK_GOTO(pb_mb_batch_init(&lp->batch, lim->n_slots), st, fail);
     PB_CHECK_GOTO(pb_calloc(n_logits, sizeof(float), &lp->logits), st, fail);
     return pb_pipe_create(&local_ops, lp, depth, lim, out);
 fail:

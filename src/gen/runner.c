@@ -561,14 +561,18 @@ void pb_runner_free(pb_runner *r)
     free(r);
 }
 
+double pb_run_prefill_rate(const pb_run_stats *s)
+{
+    const uint64_t sh = s->engine.prompt_tokens_shared, computed = s->prompt_tokens > sh ? s->prompt_tokens - sh : 0;
+    return s->engine.prefill_seconds > 0 ? (double)computed / s->engine.prefill_seconds : 0;
+}
+
 pb_status pb_run_write_metrics(const char *path, const pb_run_stats *s)
 {
     pb_jbuf b;
     pb_jbuf_init(&b);
     const pb_engine_stats *e = &s->engine;
     double gen_tps = s->wall_seconds > 0 ? (double)s->completion_tokens / s->wall_seconds : 0;
-    /* prefill's rate counts the prompt tokens computed, not those copied from a shared prefix */
-    const uint64_t sh = e->prompt_tokens_shared, computed = s->prompt_tokens > sh ? s->prompt_tokens - sh : 0;
     pb_jbuf_printf(&b, "{\"records\": %llu, \"errors\": %llu, \"prompt_tokens\": %llu, "
                    "\"prompt_tokens_shared\": %llu, "
                    "\"completion_tokens\": %llu, \"wall_seconds\": %.6f, \"tokens_per_second\": %.3f, "
@@ -578,7 +582,7 @@ pb_status pb_run_write_metrics(const char *path, const pb_run_stats *s)
                    (unsigned long long)s->records, (unsigned long long)s->errors,
                    (unsigned long long)s->prompt_tokens, (unsigned long long)e->prompt_tokens_shared,
                    (unsigned long long)s->completion_tokens, s->wall_seconds, gen_tps,
-                   e->prefill_seconds > 0 ? (double)computed / e->prefill_seconds : 0,
+                   pb_run_prefill_rate(s),
                    e->decode_seconds > 0 ? (double)s->completion_tokens / e->decode_seconds : 0,
                    e->ttft_mean, e->ttft_max, e->first_token_seconds,
                    (unsigned long long)e->micro_batches, (unsigned long long)pb_peak_rss_bytes());

@@ -80,5 +80,8 @@ void pb_runner_free(pb_runner *r);
 
 /* Write stats as JSON to path. */
 pb_status pb_run_write_metrics(const char *path, const pb_run_stats *s);
+/* Prefill tokens/s: the prompt tokens computed (not those copied from a
+ * shared prefix) over the prefill time; 0 without one. */
+double pb_run_prefill_rate(const pb_run_stats *s);
 
 #endif

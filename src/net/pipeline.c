@@ -161,9 +161,7 @@ static pb_status stats_append(pb_transport *t, const pb_msg *m, const pb_stage_m
 /* Buffers for one stage's forward pass. */
 typedef struct stage_io {
     pb_microbatch mb;
-    int *slot, *pos, *ntok; /* [n_slots] */
-    bool *rope_long;        /* [n_slots] */
-    int *fork;              /* [n_slots] */
+    pb_mb_batch batch;      /* mb as the stage's batch */
     float *out;             /* [max(max_batch_tokens * hidden, n_slots * vocab)] */
     size_t out_floats;
 } stage_io;
@@ -171,11 +169,7 @@ typedef struct stage_io {
 static void stage_io_free(stage_io *io)
 {
     pb_mb_release(&io->mb);
-    free(io->slot);
-    free(io->pos);
-    free(io->ntok);
-    free(io->rope_long);
-    free(io->fork);
+    pb_mb_batch_free(&io->batch);
     free(io->out);
 }
 
@@ -193,11 +187,7 @@ static pb_status stage_io_init(stage_io *io, const pb_pipeline_cfg *cfg)
     io->out_floats = a > b ? a : b;
     pb_status st;
     PB_CHECK_GOTO(pb_mb_init(&io->mb, l->n_slots, l->max_batch_tokens), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->slot), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->pos), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->ntok), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(bool), &io->rope_long), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)l->n_slots, sizeof(int), &io->fork), st, fail);
+    PB_CHECK_GOTO(pb_mb_batch_init(&io->batch, l->n_slots), st, fail);
     PB_CHECK_GOTO(pb_calloc(io->out_floats, sizeof(float), &io->out), st, fail);
     return PB_OK;
 fail:
@@ -210,15 +200,7 @@ static pb_status stage_run(stage_io *io, pb_stage *stage, const void *in, pb_slo
                            pb_mb_result *res)
 {
     const pb_microbatch *mb = &io->mb;
-    for (int i = 0; i < mb->n_seqs; i++) {
-        io->slot[i] = mb->seqs[i].slot;
-        io->pos[i] = mb->seqs[i].pos;
-        io->ntok[i] = mb->seqs[i].n_tokens;
-        io->rope_long[i] = (mb->seqs[i].flags & PB_SEQ_ROPE_LONG) != 0;
-        io->fork[i] = (mb->seqs[i].flags & PB_SEQ_FORK) ? mb->seqs[i].fork_slot : -1;
-    }
-    pb_seq_batch b = {.n_seqs = mb->n_seqs, .slot = io->slot, .pos = io->pos, .n_tokens = io->ntok,
-                      .rope_long = io->rope_long, .fork_src = io->fork};
+    pb_seq_batch b = pb_mb_batch_of(&io->batch, mb);
     if (sampler) /* the last stage: forward and sample */
         return pb_slot_sampler_stage(sampler, stage, &b, in, mb, io->out, res);
     return pb_stage_forward(stage, &b, in, io->out, false);
