@@ -196,7 +196,8 @@ def run_pippy(pb, env, model, prompts, tokens, batch, ctx, tmp):
         for p in prompts:
             fp.write(json.dumps({"prompt": p, "max_tokens": tokens, "ignore_eos": True}) + "\n")
     cmd = [pb, "-v", "--device", DEV, "--model", model, "--in", inp, "--out", out, "--force",
-           "--batch-size", str(batch), "--max-seq-len", str(ctx), "--metrics", met]
+           "--batch-size", str(batch), "--max-seq-len", str(ctx), "--metrics", met,
+           "--no-prefix-sharing"]  # the same prompt B times: every token computed (the figures count them)
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t

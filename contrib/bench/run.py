@@ -388,7 +388,7 @@ def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, t
             f.write(json.dumps({"prompt": r}) + "\n")
     cmd = [pb, "-q", "--model", model, "--in", inp, "--out", out, "--metrics", met, "--threads", str(threads),
            "--batch-size", str(batch), "--max-tokens", str(max_tokens), "--max-seq-len", str(seq),
-           "--temperature", "0"]
+           "--temperature", "0", "--no-prefix-sharing"]  # identical prompts: every token computed, as the peers do
     if ignore_eos:
         cmd.append("--ignore-eos")
     cmd += list(extra)
