@@ -414,6 +414,13 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         st = pb_error(PB_ERR_USAGE, "--chunks %d is more than --batch-size %d", chunks, batch);
         goto out;
     }
+    /* with --chunks given pb_opts_parse checked this already; here with the chunks chosen by the world size */
+    if (opts->max_batch_tokens > 0 && opts->max_batch_tokens < (batch + chunks - 1) / chunks) {
+        st = pb_error(PB_ERR_USAGE, "--max-batch-tokens %d is less than a micro-batch's %d sequences (--batch-size "
+                      "%d in %d chunks): a decode step needs a token for each", opts->max_batch_tokens,
+                      (batch + chunks - 1) / chunks, batch, chunks);
+        goto out;
+    }
     /* rank 0: the files, before anything is read from the model folder */
     pb_runner_opts ro = {
         .in_path = opts->in_path, .out_path = out_path, .metrics_path = opts->metrics_path,
@@ -499,7 +506,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_tokenizer_load(tok_path, &tok), st, out);
 
     int per_chunk = (batch + chunks - 1) / chunks;
-    long mbt = per_chunk > 512 ? per_chunk : 512;
+    /* tokens a micro-batch carries: --max-batch-tokens (at least a token a sequence: checked above), else 512 */
+    long mbt = opts->max_batch_tokens > 0 ? opts->max_batch_tokens : per_chunk > 512 ? per_chunk : 512;
     if (mbt > (long)batch * context)
         mbt = (long)batch * context;
     if (mbt < per_chunk)

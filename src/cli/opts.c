@@ -28,7 +28,8 @@ enum {
     OPT_REP_PENALTY, OPT_SEED, OPT_STOP, OPT_ON_ERROR, OPT_RESUME, OPT_GRACE, OPT_SHARD,
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
-    OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING
+    OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING,
+    OPT_MAX_BATCH_TOKENS
 };
 
 static const struct option long_opts[] = {
@@ -42,6 +43,7 @@ static const struct option long_opts[] = {
     {"batch-size", required_argument, NULL, 'b'},
     {"chunks", required_argument, NULL, 'c'},
     {"max-seq-len", required_argument, NULL, OPT_MAX_SEQ_LEN},
+    {"max-batch-tokens", required_argument, NULL, OPT_MAX_BATCH_TOKENS},
     {"threads", required_argument, NULL, 't'},
     {"device", required_argument, NULL, OPT_DEVICE},
     {"weights-dtype", required_argument, NULL, OPT_WEIGHTS_DTYPE},
@@ -307,6 +309,9 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
         case 'b': PB_CHECK_GOTO(parse_int(optname, optarg, 1, 65536, &o->batch_size), st, out); break;
         case 'c': PB_CHECK_GOTO(parse_int(optname, optarg, 1, 4096, &o->chunks), st, out); break;
         case OPT_MAX_SEQ_LEN: PB_CHECK_GOTO(parse_int(optname, optarg, 1, 1 << 24, &o->max_seq_len), st, out); break;
+        case OPT_MAX_BATCH_TOKENS:
+            PB_CHECK_GOTO(parse_int(optname, optarg, 1, 1 << 20, &o->max_batch_tokens), st, out);
+            break;
         case 't': PB_CHECK_GOTO(parse_int(optname, optarg, 1, 4096, &o->threads), st, out); break;
         case OPT_DEVICE:
             if (strcmp(optarg, "cpu") == 0) o->backend = PB_BACKEND_CPU;
@@ -440,6 +445,13 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
         st = pb_error(PB_ERR_USAGE, "--model and --tokenizer are exclusive: give one");
         goto out;
     }
+    if (o->cmd == PB_CMD_RUN && o->max_batch_tokens > 0 && o->chunks > 0 &&
+        o->max_batch_tokens < (o->batch_size + o->chunks - 1) / o->chunks) {
+        st = pb_error(PB_ERR_USAGE, "--max-batch-tokens %d is less than a micro-batch's %d sequences (--batch-size %d "
+                      "in --chunks %d): a decode step needs a token for each", o->max_batch_tokens,
+                      (o->batch_size + o->chunks - 1) / o->chunks, o->batch_size, o->chunks);
+        goto out;
+    }
     if (o->cmd == PB_CMD_RUN && o->chunks > o->batch_size) {
         st = pb_error(PB_ERR_USAGE, "--chunks %d is more than --batch-size %d: each micro-batch needs at least one sequence", o->chunks, o->batch_size);
         goto out;
@@ -506,6 +518,7 @@ void pb_opts_print_help(FILE *fp)
 "  -b, --batch-size B         sequences in flight (default 16)\n"
 "  -c, --chunks C             micro-batches the batch is split into (default: ranks, at most --batch-size)\n"
 "      --max-seq-len T        KV cache length per sequence (default: model context)\n"
+"      --max-batch-tokens N   tokens a micro-batch carries at most: prompt chunks and decode steps (default 512)\n"
 "      --no-prefix-sharing    compute every prompt whole; by default a prompt starts as a\n"
 "                             copy of the KV cache of the longest prefix it shares with a\n"
 "                             sequence in flight or just finished: the same output bits\n"

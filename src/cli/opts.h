@@ -54,6 +54,7 @@ typedef struct pb_opts {
     int batch_size;          /* sequences in flight (default 16) */
     int chunks;              /* micro-batches (default: world size, at least 1) ; 0 = auto */
     int max_seq_len;         /* KV cache length per sequence; 0 = model context */
+    int max_batch_tokens;    /* tokens a micro-batch carries at most; 0 = 512 (or the micro-batch's sequences) */
     int threads;             /* compute threads per rank; 0 = auto */
     pb_backend_kind backend; /* --device cpu|cuda|auto */
     pb_wdtype weights_dtype; /* --weights-dtype stored|f32|bf16 */

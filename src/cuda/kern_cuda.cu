@@ -231,8 +231,9 @@ cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const voi
 // (f32, nearest); the bias last. The mma's result for an element depends
 // only on that element's row of x, column of W and accumulator, so a row's
 // bits are the same alone or among any M rows, in the skinny kernel (M <=
-// TC_SKINNY_ROWS: a warp a slice of 8 columns, W streamed once) or the tiled
-// one (larger M: 128 x 64 or 128 x 128 tiles through shared memory).
+// TC_SKINNY_ROWS: a warp a slice of 8 or 16 columns, W streamed once), the
+// pipelined one (larger M: x rounded once, 128 x 128 tiles fed by cp.async)
+// or the tiled one (128 x 64 or 128 x 128 tiles through shared memory).
 
 #define TC_SPAN 32
 #define TC_SLICE_SPANS 8
@@ -575,9 +576,9 @@ __global__ void __launch_bounds__(128 * WNW, 4 / WNW)
 // warps (2 x 4, 64 x 32 each), a span of both operands a stage copied by
 // cp.async into a ring of TCP_STAGES, the mmas on the stage before. Each
 // element's mmas and slice adds are the other kernels' (tc_span over the
-// same words), so its bits are theirs. Taken where PB_CUDA_TC_PIPE=1 (not by
-// default until measured on a GPU), x and W rows are 16-byte aligned and
-// the backend gave scratch for the rounded rows (kc_linear_tc_scratch).
+// same words), so its bits are theirs. Taken for more rows than the skinny
+// kernel's (unless PB_CUDA_TC_PIPE=0) where x and W rows are 16-byte aligned
+// and the backend gave scratch for the rounded rows (kc_linear_tc_scratch).
 #define TCP_BM 128
 #define TCP_BN 128
 #define TCP_STAGES 3
@@ -674,23 +675,27 @@ __global__ void __launch_bounds__(256, 1)
 // the rounded rows' stride: whole spans
 static int tcp_ldb(int K) { return (K + TC_SPAN - 1) / TC_SPAN * TC_SPAN; }
 
+// the pipelined kernel for more rows than the skinny kernel takes (default; PB_CUDA_TC_PIPE=0: the tiled one).
+// On an H100 (session 40) it ran at 84-100 TFLOP/s at 512 rows and 161-182 at 4096, the tiled one at 50-81 and 85-102.
 static bool tcp_on(void)
 {
-    static const int on = kc_env_int("PB_CUDA_TC_PIPE", 0, 0, 1);
+    static const int on = kc_env_int("PB_CUDA_TC_PIPE", 1, 0, 1);
     return on != 0;
 }
 
-// the skinny kernel launched to overlap the kernel before it (PB_CUDA_PDL=1; off until measured)
+// the skinny kernel launched to overlap the kernel before it (PB_CUDA_PDL=1; off: on an H100 no gain
+// beyond the noise, session 40)
 static bool pdl_on(void)
 {
     static const int on = kc_env_int("PB_CUDA_PDL", 0, 0, 1);
     return on != 0;
 }
 
-// the skinny kernel's 17-64 rows rounded once first (PB_CUDA_TC_XB=1; off until measured)
+// the skinny kernel's 17-64 rows rounded once first (default; PB_CUDA_TC_XB=0 reads f32 x in every block).
+// On an H100 (session 40) 64 rows took 0.44-0.55 of the time without it.
 static bool tcx_on(void)
 {
-    static const int on = kc_env_int("PB_CUDA_TC_XB", 0, 0, 1);
+    static const int on = kc_env_int("PB_CUDA_TC_XB", 1, 0, 1);
     return on != 0;
 }
 
@@ -738,10 +743,10 @@ static cudaError_t pipe_launch(cudaStream_t st, const float *x, int ldx, int M, 
     return cudaGetLastError();
 }
 
-// PB_CUDA_TC_COLS=8|16 (columns a warp of the skinny kernel streams; default
-// 8, the shape measured on an H200), PB_CUDA_TC_SKINNY=ROWS (the most rows it takes, 0..64; default 64) and
-// PB_CUDA_TC_TILE=64|128 (the tiled kernel's columns a block; default 64):
-// kernel choices for contrib/gpu's benchmarks; every choice gives the same bits
+// PB_CUDA_TC_COLS=8|16 (columns a warp of the skinny kernel streams; default 16), PB_CUDA_TC_SKINNY=ROWS (the
+// most rows it takes, 0..64; default 64) and PB_CUDA_TC_TILE=64|128 (the tiled kernel's columns a block; default
+// 128): kernel choices for contrib/gpu's benchmarks; every choice gives the same bits. The defaults are the
+// faster shapes on an H100 (session 40's tests/backend/linbench).
 int kc_env_int(const char *name, int dflt, int lo, int hi)
 {
     const char *v = getenv(name);
@@ -769,7 +774,7 @@ template <int DT, bool VEC>
 static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
                              float *y, int ldy, int N, int K, void *xb, size_t xb_bytes)
 {
-    static const int ng = kc_env_int("PB_CUDA_TC_COLS", 8, 8, 16) / 8;
+    static const int ng = kc_env_int("PB_CUDA_TC_COLS", 16, 8, 16) / 8;
     if (M <= skinny_rows()) {
         // 17 or more rows: each block reads all of x (from L2), so where PB_CUDA_TC_XB=1 x is rounded
         // once into xb first, half the bytes a block reads
@@ -792,7 +797,7 @@ static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, co
         pipe_launch<DT>(st, x, ldx, M, W, bias, y, ldy, N, K, (uint16_t *)xb, xb_bytes);
         return;
     }
-    static const int bn = kc_env_int("PB_CUDA_TC_TILE", 64, 64, 128);
+    static const int bn = kc_env_int("PB_CUDA_TC_TILE", 128, 64, 128);
     const dim3 grid((unsigned)((N + bn - 1) / bn), (unsigned)((M + TCB_M - 1) / TCB_M));
     if (bn == 128)
         KLAUNCH((k_linear_tc_tiled<DT, 4, VEC>), grid, 512, st, x, ldx, M, W, bias, y, ldy, N, K);
@@ -940,7 +945,12 @@ __device__ __forceinline__ float block_sum(float v, float *sh)
 // One block per row. x += a (+ a2) first when a: each thread reads back only
 // the elements it wrote, and out[i] only by the thread that read x[i] (out
 // may be x). The normalization is the same code with or without the add, so
-// add_norm gives the bits of add then norm.
+// add_norm gives the bits of add then norm. PER > 0: a thread's PER elements
+// (i = tid + NORM_THREADS k) stay in registers, all of x, a, a2, w and b
+// loaded at once (one memory round trip, not one a pass and element: a
+// decode row took 8 us on an H100); PER = 0: the loops over memory, for long
+// rows. The same operations in the same order either way, so the same bits.
+template <int PER>
 __global__ void __launch_bounds__(NORM_THREADS)
     k_norm(bool rms, float *out, float *x, const float *a, const float *a2, int n, const float *w, const float *b,
            float eps)
@@ -949,12 +959,64 @@ __global__ void __launch_bounds__(NORM_THREADS)
     __shared__ float sh[NORM_THREADS / 32];
     const size_t row = (size_t)blockIdx.x * n;
     float *xr = x + row;
+    const float fn = (float)n;
+    float c = 0.0f;
+    if (PER > 0) {
+        constexpr int P = PER > 0 ? PER : 1;
+        float v[P], wv[P], bv[P];
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+            const int i = threadIdx.x + NORM_THREADS * k;
+            v[k] = i < n ? xr[i] : 0.0f;
+            wv[k] = i < n ? w[i] : 0.0f;
+            bv[k] = b && i < n ? b[i] : 0.0f;
+        }
+        if (a) {
+            float av[P];
+#pragma unroll
+            for (int k = 0; k < P; k++) {
+                const int i = threadIdx.x + NORM_THREADS * k;
+                av[k] = i < n ? (a2 ? __fadd_rn(a[row + i], a2[row + i]) : a[row + i]) : 0.0f;
+            }
+#pragma unroll
+            for (int k = 0; k < P; k++) {
+                const int i = threadIdx.x + NORM_THREADS * k;
+                if (i < n)
+                    xr[i] = v[k] = __fadd_rn(v[k], av[k]);
+            }
+        }
+        if (!rms) {
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < P; k++)
+                if (threadIdx.x + NORM_THREADS * k < n)
+                    s = __fadd_rn(s, v[k]);
+            c = __fdiv_rn(block_sum(s, sh), fn);
+        }
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+            if (threadIdx.x + NORM_THREADS * k < n) {
+                const float d = __fsub_rn(v[k], c);
+                ss = __fmaf_rn(d, d, ss);
+            }
+        }
+        const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(block_sum(ss, sh), fn), eps)));
+        float *o = out + row;
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+            const int i = threadIdx.x + NORM_THREADS * k;
+            if (i < n) {
+                const float t = __fmul_rn(__fmul_rn(__fsub_rn(v[k], c), inv), wv[k]);
+                o[i] = b ? __fadd_rn(t, bv[k]) : t;
+            }
+        }
+        return;
+    }
     if (a) {
         for (int i = threadIdx.x; i < n; i += NORM_THREADS)
             xr[i] = __fadd_rn(xr[i], a2 ? __fadd_rn(a[row + i], a2[row + i]) : a[row + i]);
     }
-    const float fn = (float)n;
-    float c = 0.0f;
     if (!rms) {
         float s = 0.0f;
         for (int i = threadIdx.x; i < n; i += NORM_THREADS)
@@ -974,12 +1036,25 @@ __global__ void __launch_bounds__(NORM_THREADS)
     }
 }
 
+// the rows' register-held elements a thread: 4, 8, 16 or 32 (rows up to 8192), else the loops (PB_CUDA_NORM_REGS=0:
+// the loops always, for the tests)
 cudaError_t kc_norm(cudaStream_t st, bool rms, float *out, float *x, const float *a, const float *a2, int rows, int n,
                     const float *w, const float *b, float eps)
 {
+    static const int regs = kc_env_int("PB_CUDA_NORM_REGS", 1, 0, 1);
     if (rows <= 0)
         return cudaSuccess;
-    KLAUNCH((k_norm), rows, NORM_THREADS, st, rms, out, x, a, a2, n, w, b, eps);
+    const int per = (n + NORM_THREADS - 1) / NORM_THREADS;
+    if (!regs || per > 32)
+        KLAUNCH((k_norm<0>), rows, NORM_THREADS, st, rms, out, x, a, a2, n, w, b, eps);
+    else if (per > 16)
+        KLAUNCH((k_norm<32>), rows, NORM_THREADS, st, rms, out, x, a, a2, n, w, b, eps);
+    else if (per > 8)
+        KLAUNCH((k_norm<16>), rows, NORM_THREADS, st, rms, out, x, a, a2, n, w, b, eps);
+    else if (per > 4)
+        KLAUNCH((k_norm<8>), rows, NORM_THREADS, st, rms, out, x, a, a2, n, w, b, eps);
+    else
+        KLAUNCH((k_norm<4>), rows, NORM_THREADS, st, rms, out, x, a, a2, n, w, b, eps);
     return cudaGetLastError();
 }
 

@@ -11,15 +11,21 @@ case $out in
 *"PB_CUDA_KV_DTYPE=q8: expected bf16 or f32"*) ;;
 *) echo "FAIL: PB_CUDA_KV_DTYPE=q8 was not refused: $out"; exit 1 ;;
 esac
+# The first run with the default kernels: the skinny tensor-core kernel's 16-column warps, 17-64 rows
+# rounded once first (PB_CUDA_TC_XB), the pipelined kernel above 64 rows (x rounded once, cp.async stages),
+# norms with the row in registers
 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
-# the second run also with the skinny tensor-core kernel's 16-column warps (8 by default) and the tiled
-# kernel from 33 rows (PB_CUDA_TC_SKINNY) in 128 x 128 tiles (PB_CUDA_TC_TILE), and attention in chunks of
-# 8 keys, a block a chunk (flash-decoding: PB_CUDA_ATTN_*): the same bounds and invariance
+# the second with the others: 8-column warps reading f32 x, the tiled kernel from 33 rows
+# (PB_CUDA_TC_SKINNY) in 128 x 64 tiles, attention in chunks of 8 keys, a block a chunk (flash-decoding:
+# PB_CUDA_ATTN_*), norms' loops over memory (PB_CUDA_NORM_REGS=0): the same bounds and invariance
 (
-    export PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1
+    export PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0
+    export PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0
     PB_CUDA_KV_DTYPE=f32 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
 ) || exit $?
-# the third with the pipelined kernel above 64 rows (PB_CUDA_TC_PIPE: x rounded once, cp.async stages) in
-# rounds of 128 rows (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two), and the skinny kernel's 17-64
-# rows rounded once first (PB_CUDA_TC_XB), launched as programmatic dependents (PB_CUDA_PDL; a plain launch here)
-PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_TC_XB=1 PB_CUDA_PDL=1 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
+# the third: 16-column warps reading f32 x, the tiled kernel in 128 x 128 tiles
+PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
+# the fourth: 8-column warps on rounded rows, the pipelined kernel in rounds of 128 rows
+# (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two), launched as programmatic dependents (PB_CUDA_PDL;
+# a plain launch here)
+PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda

@@ -400,15 +400,18 @@ static void test_gather(void)
 }
 
 /* ---- norm ---- */
-static void test_norm(void)
+static void test_norm_n(int n)
 {
-    const int rows = 7, n = 67;
+    const int rows = 7;
     for (int kind = 0; kind < 2; kind++)
         for (int with_b = 0; with_b < 2; with_b++) {
             pb_norm nk = kind ? PB_NORM_RMSNORM : PB_NORM_LAYERNORM;
             if (nk == PB_NORM_RMSNORM && with_b)
                 continue;
-            where = nk == PB_NORM_RMSNORM ? "rmsnorm" : with_b ? "layernorm" : "layernorm no bias";
+            static char wb[48];
+            snprintf(wb, sizeof wb, "%s, n %d",
+                     nk == PB_NORM_RMSNORM ? "rmsnorm" : with_b ? "layernorm" : "layernorm no bias", n);
+            where = wb;
             float *x = malloc((size_t)rows * n * 4), *w = malloc((size_t)n * 4), *b = malloc((size_t)n * 4),
                   *y = malloc((size_t)rows * n * 4);
             fill(x, (size_t)rows * n, 3);
@@ -492,6 +495,15 @@ static void test_norm(void)
             free(y);
             free(y2);
         }
+}
+
+/* rows of 67 .. 8300: a CUDA block's 1..33 elements a thread (its register-held forms of 4, 8, 16 and 32 and
+   the loops past them) */
+static void test_norm(void)
+{
+    static const int ns[] = {67, 1100, 2053, 4500, 8300};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
+        test_norm_n(ns[i]);
 }
 
 /* ---- rotary ---- */

@@ -50,6 +50,9 @@ expect_usage "shard index out of range" "--shard: need 0 <= I < N" --shard 4/4
 expect_usage "bad on-error" "--on-error: 'ignore'" --on-error ignore
 expect_usage "bad device" "--device: 'tpu'" --device tpu
 expect_usage "chunks above batch size" "--chunks 8 is more than --batch-size 4" --batch-size 4 --chunks 8
+expect_usage "micro-batch tokens below its sequences" "--max-batch-tokens 3 is less than a micro-batch's 4 sequences" \
+    --batch-size 8 --chunks 2 --max-batch-tokens 3
+expect_usage "zero micro-batch tokens" "--max-batch-tokens: 0 is out of range" --max-batch-tokens 0
 expect_usage "resume to stdout" "--resume needs --out FILE" --resume
 expect_usage "force with resume" "--force and --resume are exclusive" --resume --force --out x.jsonl
 expect_usage "option of another command" "option --ranks does not apply to the 'run' command" --ranks 2

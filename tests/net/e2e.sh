@@ -48,6 +48,25 @@ for args in "2 --split-policy threshold:4400K" "3 --split-points 2,3" "3 --split
     cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $n $* differs from world 1"
 done
 
+# --max-batch-tokens: micro-batches of 3 tokens (prompts prefilled in pieces, beside decode steps) and of 4096
+# give world 1's output, alone and over 2 ranks; fewer tokens than a micro-batch's sequences are refused
+for args in "1 3" "2 3" "1 4096"; do
+    set -- $args
+    if [ $1 -eq 1 ]; then
+        "$P" -v --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force --batch-size 6 --chunks 2 \
+            --max-batch-tokens $2 2>"$err" || fail "llama: --max-batch-tokens $2"
+        grep -q "in 2 chunks, $2 tokens per micro-batch" "$err" || fail "--max-batch-tokens $2: not taken"
+    else
+        timeout 120 $MPIRUN -np $1 "$P" -q --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force \
+            --batch-size 6 --chunks 2 --max-batch-tokens $2 2>"$err" || fail "llama: -np $1 --max-batch-tokens $2"
+    fi
+    cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $1 --max-batch-tokens $2 differs from world 1"
+done
+"$P" -q --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force --batch-size 6 --max-batch-tokens 5 \
+    2>"$err"
+[ $? -eq 2 ] || fail "--max-batch-tokens 5 for 6 sequences: not a usage error"
+grep -q "max-batch-tokens 5 is less than a micro-batch's 6 sequences" "$err" || fail "--max-batch-tokens 5: message"
+
 # The transport: PB_TRANSPORT=tcp gives the same output; nccl with CPU ranks is refused.
 timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=tcp "$P" -v --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" \
     --force --batch-size 6 --chunks 3 2>"$err" || fail "PB_TRANSPORT=tcp"
