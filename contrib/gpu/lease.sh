@@ -13,7 +13,9 @@
 # tests/backend/linbench (linbench.txt: the linear op's GB/s and TFLOP/s).
 # Then batch-1 decode with and without PB_CUDA_PDL=1, alternated, and ncu's
 # kernel times over one batch-1 decode step (both appended to bench.txt).
-# PB_LEASE_SKIP="ops check bench pdl profile" leaves parts out.
+# Then prefill by --max-batch-tokens (appended to bench.txt).
+# PB_LEASE_SKIP="ops ops2 linbench check bench mbt pdl profile" leaves parts out (default: "pdl", measured
+# in session 40: no gain).
 set -u
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 BUDGET=${1:-480}
@@ -22,7 +24,7 @@ mkdir -p "$OUTD"
 export OUT=$OUTD PYTHONUNBUFFERED=1
 T0=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
-skip() { case " ${PB_LEASE_SKIP:-} " in *" $1 "*) return 0 ;; esac; return 1; }
+skip() { case " ${PB_LEASE_SKIP-pdl} " in *" $1 "*) return 0 ;; esac; return 1; }
 PACK=$HERE/gpu-pack
 export PACK
 
@@ -41,31 +43,34 @@ if ! skip ops; then
     ) >"$OUT/ops.txt" 2>&1
     tail -n 3 "$OUT/ops.txt"
 fi
-if ! skip ops2; then  # the tensor-core kernels' other shapes (kern_cuda.cu's PB_CUDA_TC_*) on the device
+if ! skip ops2; then  # the kernels' other shapes (kern_cuda.cu's PB_CUDA_*, as ops-emu.sh's runs) on the device
     (
         . "$HERE/contrib/gpu/env.sh"
-        export PB_CUDA_TC_COLS=16 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=128 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1
-        echo "== ops cuda, $(env | grep '^PB_CUDA_' | sort | tr '\n' ' ')"
-        timeout -k 5 60 "$PACK/tests/backend/ops" cuda
-        echo "== exit $?"
-        export PB_CUDA_TC_PIPE=1 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_TC_XB=1 PB_CUDA_PDL=1
-        echo "== ops cuda, $(env | grep '^PB_CUDA_' | sort | tr '\n' ' ')"
-        timeout -k 5 60 "$PACK/tests/backend/ops" cuda
-        echo "== exit $?"
+        for e in "PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 \
+PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0" \
+            "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1"; do
+            echo "== ops cuda, $e"
+            env $e timeout -k 5 60 "$PACK/tests/backend/ops" cuda
+            echo "== exit $?"
+        done
     ) >>"$OUT/ops.txt" 2>&1
     tail -n 4 "$OUT/ops.txt"
 fi
 if ! skip linbench && [ -x "$PACK/tests/backend/linbench" ]; then
-    # the linear op alone: the default kernels, the other shapes, the exact f32 products
+    # the linear op alone: the default kernels, session 39's defaults, the tiled kernel where the pipelined
+    # one takes over, the exact f32 products
     (
         . "$HERE/contrib/gpu/env.sh"
-        timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
-        PB_CUDA_TC_COLS=16 PB_CUDA_TC_TILE=128 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64,512,4096
-        PB_CUDA_TC_PIPE=1 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 128,512,4096,8192
-        PB_CUDA_TC_XB=1 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 32,64
-        PB_CUDA_TC_XB=1 PB_CUDA_TC_COLS=16 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 32,64
-        PB_MMPREC=f32 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,64,512
-        PB_CUDA_PDL=1 timeout -k 5 60 "$PACK/tests/backend/linbench" cuda bf16 1,8,64
+        L="$PACK/tests/backend/linbench"
+        echo "== defaults"
+        timeout -k 5 60 "$L" cuda bf16 1,8,32,64,128,256,512,4096
+        echo "== session 39's defaults: PB_CUDA_TC_COLS=8 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0"
+        PB_CUDA_TC_COLS=8 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 timeout -k 5 60 "$L" cuda bf16 \
+            1,8,32,64,128,512,4096
+        echo "== PB_CUDA_TC_PIPE=0 (tiled, 128 x 128)"
+        PB_CUDA_TC_PIPE=0 timeout -k 5 60 "$L" cuda bf16 128,256,512
+        echo "== PB_MMPREC=f32 (exact products)"
+        PB_MMPREC=f32 timeout -k 5 60 "$L" cuda bf16 1,8
     ) >"$OUT/linbench.txt" 2>&1
     cat "$OUT/linbench.txt"
 fi
@@ -87,6 +92,28 @@ if ! skip bench; then
     else
         echo "== gpu.py: no time left (${t}s)"
     fi
+fi
+# prefill by tokens a micro-batch (--max-batch-tokens 512, 2048, 8192, alternated twice): 16 distinct prompts of
+# about 600 tokens, 1 token out, the benchmark's 1.1B model; the prefill rate from --metrics (appended to bench.txt)
+if ! skip mbt && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
+    (
+        . "$HERE/contrib/gpu/env.sh"
+        python3 -c "
+import json
+for r in range(16):
+    print(json.dumps({'prompt': ' '.join(f'w{r}x{i}' for i in range(150)), 'max_tokens': 1}))" >"$WORK/pf.jsonl"
+        for i in 1 2; do
+            for n in 512 2048 8192; do
+                "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/pf.jsonl" \
+                    --out "$WORK/pf$n.jsonl" --force -b 16 --no-prefix-sharing --max-batch-tokens $n \
+                    --metrics "$WORK/pf$n.json" || { echo "mbt $n: FAILED"; continue; }
+                echo "--max-batch-tokens $n run $i: $(python3 -c "import json; m = json.load(open('$WORK/pf$n.json')); \
+print(m['prompt_tokens'], 'prompt tokens, prefill', round(m['prefill_tokens_per_second']), 'tok/s')")"
+            done
+            cmp -s "$WORK/pf512.jsonl" "$WORK/pf8192.jsonl" && echo "mbt: same text" || echo "mbt: TEXT DIFFERS"
+        done
+    ) >>"$OUT/bench.txt" 2>&1
+    grep -E '^(--max-batch|mbt)' "$OUT/bench.txt"
 fi
 # batch 1 with the skinny kernel's programmatic dependent launch (PB_CUDA_PDL=1) against plain launches,
 # alternated, on the benchmark's 1.1B model: decode tok/s, and the text must be the same (appended to bench.txt)
@@ -134,7 +161,7 @@ if ! skip profile && [ "$t" -gt 45 ] && command -v ncu >/dev/null &&
             --launch-count 260 "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/p.jsonl" \
             --out "$WORK/o1.jsonl" --temperature 0 >"$WORK/ncu.csv" 2>"$WORK/ncu.err"
         echo "ncu exit $?; $(tail -n 3 "$WORK/ncu.err")"
-        python3 - "$WORK/ncu.csv" <<'PY'
+        cat >"$WORK/ncusum.py" <<'PY'
 import csv, sys, collections
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 if not rows:
@@ -142,16 +169,32 @@ if not rows:
 h = rows[0]
 ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
 tot = collections.defaultdict(float); cnt = collections.Counter()
+unit = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1, "us": 1, "msecond": 1e3, "ms": 1e3}
+odd = {r[ui] for r in rows[1:]} - set(unit)
+if odd:
+    print(f"ncu: units {sorted(odd)} not known: taken as ns")
 for r in rows[1:]:
-    v = float(r[vi].replace(",", "")) * {"nsecond": 1e-3, "usecond": 1, "msecond": 1e3}.get(r[ui], 1)
+    v = float(r[vi].replace(",", "")) * unit.get(r[ui], 1e-3)
     name = r[ki].split("(")[0].split("<")[0]
     tot[name] += v; cnt[name] += 1
 all_us = sum(tot.values())
 print(f"ncu: {sum(cnt.values())} launches, {all_us:.0f} us of kernel time")
 for n, v in sorted(tot.items(), key=lambda x: -x[1]):
-    print(f"  {n:<28} {cnt[n]:5d} launches {v:9.1f} us  {v / cnt[n]:7.2f} us each")
+    print(f"  {n:<28} {cnt[n]:5d} launches {v:9.1f} us  {v / cnt[n]:7.2f} us each  {100 * v / all_us:5.1f}%")
 PY
+        python3 "$WORK/ncusum.py" "$WORK/ncu.csv"
+        # prefill: the first 300 kernels of 16 prompts of about 850 tokens in micro-batches of 8192 tokens
+        t2=$(( $(left) - 10 ))
+        if [ -f "$WORK/pf.jsonl" ] && [ "$t2" -gt 30 ]; then
+            echo "ncu, prefill (--max-batch-tokens 8192):"
+            timeout -k 5 "$t2" ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-count 300 \
+                "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/pf.jsonl" \
+                --out "$WORK/pf-ncu.jsonl" --force -b 16 --no-prefix-sharing --max-batch-tokens 8192 \
+                >"$WORK/ncu2.csv" 2>"$WORK/ncu2.err"
+            echo "ncu exit $?"
+            python3 "$WORK/ncusum.py" "$WORK/ncu2.csv"
+        fi
     ) >>"$OUT/bench.txt" 2>&1
-    tail -n 16 "$OUT/bench.txt"
+    tail -n 40 "$OUT/bench.txt"
 fi
 echo "== lease.sh done in $(( $(date +%s) - T0 ))s"
