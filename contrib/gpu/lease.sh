@@ -47,7 +47,8 @@ if ! skip ops2; then  # the kernels' other shapes (kern_cuda.cu's PB_CUDA_*, as 
     (
         . "$HERE/contrib/gpu/env.sh"
         for e in "PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 \
-PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0" \
+PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
+            "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1" \
             "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1"; do
             echo "== ops cuda, $e"
             env $e timeout -k 5 60 "$PACK/tests/backend/ops" cuda
@@ -102,15 +103,19 @@ if ! skip mbt && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/
 import json
 for r in range(16):
     print(json.dumps({'prompt': ' '.join(f'w{r}x{i}' for i in range(150)), 'max_tokens': 1}))" >"$WORK/pf.jsonl"
+        # N:L = --max-batch-tokens N with PB_CUDA_ATTN_LANE=L (attention's scores a key a thread)
         for i in 1 2; do
-            for n in 512 2048 8192; do
-                "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/pf.jsonl" \
-                    --out "$WORK/pf$n.jsonl" --force -b 16 --no-prefix-sharing --max-batch-tokens $n \
-                    --metrics "$WORK/pf$n.json" || { echo "mbt $n: FAILED"; continue; }
-                echo "--max-batch-tokens $n run $i: $(python3 -c "import json; m = json.load(open('$WORK/pf$n.json')); \
-print(m['prompt_tokens'], 'prompt tokens, prefill', round(m['prefill_tokens_per_second']), 'tok/s')")"
+            for c in 512:0 2048:0 8192:0 8192:1; do
+                n=${c%:*} l=${c#*:}
+                PB_CUDA_ATTN_LANE=$l "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
+                    --in "$WORK/pf.jsonl" --out "$WORK/pf$n-$l.jsonl" --force -b 16 --no-prefix-sharing \
+                    --max-batch-tokens $n --metrics "$WORK/pf.json" || { echo "mbt $c: FAILED"; continue; }
+                echo "--max-batch-tokens $n PB_CUDA_ATTN_LANE=$l run $i: $(python3 -c "import json; \
+m = json.load(open('$WORK/pf.json')); print(m['prompt_tokens'], 'prompt tokens, prefill', \
+round(m['prefill_tokens_per_second']), 'tok/s')")"
             done
-            cmp -s "$WORK/pf512.jsonl" "$WORK/pf8192.jsonl" && echo "mbt: same text" || echo "mbt: TEXT DIFFERS"
+            cmp -s "$WORK/pf512-0.jsonl" "$WORK/pf8192-0.jsonl" && cmp -s "$WORK/pf8192-0.jsonl" "$WORK/pf8192-1.jsonl" &&
+                echo "mbt: same text" || echo "mbt: TEXT DIFFERS"
         done
     ) >>"$OUT/bench.txt" 2>&1
     grep -E '^(--max-batch|mbt)' "$OUT/bench.txt"
@@ -184,16 +189,17 @@ for n, v in sorted(tot.items(), key=lambda x: -x[1]):
 PY
         python3 "$WORK/ncusum.py" "$WORK/ncu.csv"
         # prefill: the first 300 kernels of 16 prompts of about 850 tokens in micro-batches of 8192 tokens
-        t2=$(( $(left) - 10 ))
-        if [ -f "$WORK/pf.jsonl" ] && [ "$t2" -gt 30 ]; then
-            echo "ncu, prefill (--max-batch-tokens 8192):"
-            timeout -k 5 "$t2" ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-count 300 \
-                "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/pf.jsonl" \
-                --out "$WORK/pf-ncu.jsonl" --force -b 16 --no-prefix-sharing --max-batch-tokens 8192 \
-                >"$WORK/ncu2.csv" 2>"$WORK/ncu2.err"
+        for l in 0 1; do
+            t2=$(( $(left) - 10 ))
+            [ -f "$WORK/pf.jsonl" ] && [ "$t2" -gt 30 ] || break
+            echo "ncu, prefill (--max-batch-tokens 8192, PB_CUDA_ATTN_LANE=$l):"
+            PB_CUDA_ATTN_LANE=$l timeout -k 5 "$t2" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+                --launch-count 300 "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
+                --in "$WORK/pf.jsonl" --out "$WORK/pf-ncu.jsonl" --force -b 16 --no-prefix-sharing \
+                --max-batch-tokens 8192 >"$WORK/ncu2.csv" 2>"$WORK/ncu2.err"
             echo "ncu exit $?"
             python3 "$WORK/ncusum.py" "$WORK/ncu2.csv"
-        fi
+        done
     ) >>"$OUT/bench.txt" 2>&1
     tail -n 40 "$OUT/bench.txt"
 fi

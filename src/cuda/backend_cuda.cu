@@ -459,6 +459,14 @@ static pb_status cuda_reserve(pb_backend *be, const pb_backend_limits *lim)
 // ---- compute ----
 
 static int g_attn_chunk, g_attn_split = -1; // attention's chunk keys (0: not read yet) and form
+static int g_attn_lane = -1;                 // attention's scores a key a thread (1), a warp's (0); -1: not read yet
+
+// the scores' form (kc_attn.lane_scores: the same bits); < 0: PB_CUDA_ATTN_LANE again (default 0 until the
+// lane form is measured on a GPU)
+extern "C" void pb_cuda_attn_scores(int lane)
+{
+    g_attn_lane = lane < 0 ? kc_env_int("PB_CUDA_ATTN_LANE", 0, 0, 1) : lane != 0;
+}
 
 extern "C" void pb_cuda_attn_force(int chunk, int split)
 {
@@ -641,6 +649,9 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
         g_attn_split = kc_env_int("PB_CUDA_ATTN_SPLIT", -1, -1, 1);
     }
     const int chunk = g_attn_chunk, split = g_attn_split;
+    if (g_attn_lane < 0)
+        pb_cuda_attn_scores(-1);
+    k.lane_scores = g_attn_lane;
     int most = 1;
     for (int s = 0; s < S; s++) {
         if (a->n_tokens[s] <= 0)

@@ -31,5 +31,8 @@ const pb_backend_ops *pb_cuda_backend_ops(void);
  * form (-1: a block a chunk where few queries would leave SMs idle; 0: a
  * block a query; 1: a block a chunk), which must all give the same bits. */
 void pb_cuda_attn_force(int chunk, int split);
+/* attention's scores a key a thread (1) or a warp's keys each (0, the default): the same bits; < 0: the
+   environment's choice (PB_CUDA_ATTN_LANE) again. For tests/backend/ops. */
+void pb_cuda_attn_scores(int lane);
 
 #endif

@@ -989,14 +989,14 @@ __global__ void __launch_bounds__(NORM_THREADS)
             float s = 0.0f;
 #pragma unroll
             for (int k = 0; k < P; k++)
-                if (threadIdx.x + NORM_THREADS * k < n)
+                if ((int)threadIdx.x + NORM_THREADS * k < n)
                     s = __fadd_rn(s, v[k]);
             c = __fdiv_rn(block_sum(s, sh), fn);
         }
         float ss = 0.0f;
 #pragma unroll
         for (int k = 0; k < P; k++) {
-            if (threadIdx.x + NORM_THREADS * k < n) {
+            if ((int)threadIdx.x + NORM_THREADS * k < n) {
                 const float d = __fsub_rn(v[k], c);
                 ss = __fmaf_rn(d, d, ss);
             }
@@ -1296,7 +1296,6 @@ template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 }
 
 #define ATT_WARPS 4
-#define ATT_DPL (KC_ATTN_MAX_HEAD_DIM / 32) // head dims per lane
 
 // A query's keys lo .. p in chunks of a->chunk keys from lo (the last one
 // shorter). A chunk is one block's work: warp w takes its keys c0 + w,
@@ -1312,17 +1311,107 @@ template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 // (k_attention_part, then k_attention_merge: flash-decoding, where few
 // queries would leave most SMs idle). f32 math on the cache's values.
 
+// the score of key j (row kr of the cache) for query qs: the warp form's
+// arithmetic exactly, in one thread. Lane l's partial is a chain of fmas over
+// its dims l, l + 32, ... in order; the butterfly leaves every lane with the
+// same sum (IEEE addition commutes), which is this tree: halves 16 apart, then
+// 8, 4, 2, 1. Then the scale, ALiBi and softcap as the warp form.
+// 8 consecutive cache elements from a 16-byte aligned address
+__device__ __forceinline__ void kv_load8(const uint16_t *r, float f[8])
+{
+    const uint4 u = *(const uint4 *)r;
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        f[2 * e] = bf16_f32((uint16_t)(w[e] & 0xffffu));
+        f[2 * e + 1] = bf16_f32((uint16_t)(w[e] >> 16));
+    }
+}
+__device__ __forceinline__ void kv_load8(const kv_half *r, float f[8])
+{
+    const uint4 u = *(const uint4 *)r;
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        f[2 * e] = f16_f32((uint16_t)(w[e] & 0xffffu));
+        f[2 * e + 1] = f16_f32((uint16_t)(w[e] >> 16));
+    }
+}
+__device__ __forceinline__ void kv_load8(const float *r, float f[8])
+{
+    const float4 u = *(const float4 *)r, v = *(const float4 *)(r + 4);
+    f[0] = u.x, f[1] = u.y, f[2] = u.z, f[3] = u.w, f[4] = v.x, f[5] = v.y, f[6] = v.z, f[7] = v.w;
+}
+
+template <typename kv_t, int DPL>
+__device__ __forceinline__ float attn_score(const kc_attn &a, const float *qs, const kv_t *kr, int j, float slope)
+{
+    const int hd = a.head_dim;
+    float p[32];
+#pragma unroll
+    for (int l = 0; l < 32; l++)
+        p[l] = 0.0f;
+    if (hd % 8 == 0 && ((uintptr_t)kr & 15u) == 0) { // 16-byte loads where the row starts 16-byte aligned
+#pragma unroll
+        for (int i = 0; i < DPL; i++)
+#pragma unroll
+            for (int q8 = 0; q8 < 4; q8++) {
+                const int d0 = 32 * i + 8 * q8;
+                if (d0 < hd) {
+                    float f[8];
+                    kv_load8(kr + d0, f);
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        p[8 * q8 + e] = __fmaf_rn(qs[d0 + e], f[e], p[8 * q8 + e]);
+                }
+            }
+    } else {
+#pragma unroll
+        for (int i = 0; i < DPL; i++)
+#pragma unroll
+            for (int l = 0; l < 32; l++)
+                if (32 * i + l < hd)
+                    p[l] = __fmaf_rn(qs[32 * i + l], from_kv(kr[32 * i + l]), p[l]);
+    }
+#pragma unroll
+    for (int l = 0; l < 16; l++) // constant offsets, so that p stays in registers
+        p[l] = __fadd_rn(p[l], p[l + 16]);
+#pragma unroll
+    for (int l = 0; l < 8; l++)
+        p[l] = __fadd_rn(p[l], p[l + 8]);
+#pragma unroll
+    for (int l = 0; l < 4; l++)
+        p[l] = __fadd_rn(p[l], p[l + 4]);
+    p[0] = __fadd_rn(p[0], p[2]);
+    p[1] = __fadd_rn(p[1], p[3]);
+    p[0] = __fadd_rn(p[0], p[1]);
+    float sc = __fmul_rn(p[0], a.scale);
+    if (a.alibi)
+        sc = __fadd_rn(sc, __fmul_rn(slope, (float)j)); // Bloom: slope * key position
+    if (a.softcap > 0)
+        sc = __fmul_rn(tanhf(__fdiv_rn(sc, a.softcap)), a.softcap);
+    return sc;
+}
+
+#define ATT_PIECE 256 // keys whose scores a block computes at once (the lane form)
+
 // the chunk's max, sum (every thread) and output dims (thread d: dims d,
-// d + blockDim.x, ...) in red[], a block-shared [ATT_WARPS][hd] buffer
-template <typename kv_t>
+// d + blockDim.x, ...) in red[], a block-shared [ATT_WARPS][hd] buffer. DPL:
+// dims a lane (32 DPL >= hd). Where a.lane_scores the scores of ATT_PIECE keys
+// at a time come first, a key a thread (attn_score: the same bits), into
+// scs[]; the warps then run their keys' softmax and V sums from them in the
+// same order (PB_CUDA_ATTN_LANE=1: a key's 32 lanes' work in one thread, no
+// shuffles, 16-byte loads of its row; not yet measured on a GPU). Else each
+// warp computes its keys' scores itself (the default).
+template <typename kv_t, int DPL>
 __device__ void attn_chunk(const kc_attn &a, int s, int h, int c0, int c1, const float *qs, float *accs,
-                           float *ms, float *ls, float *M_out, float *L_out)
+                           float *ms, float *ls, float *scs, float *M_out, float *L_out)
 {
     const int hd = a.head_dim, kvd = a.n_kv_heads * hd, g = h / (a.n_heads / a.n_kv_heads);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    float qr[ATT_DPL], acc[ATT_DPL];
+    float qr[DPL], acc[DPL];
 #pragma unroll
-    for (int i = 0; i < ATT_DPL; i++) {
+    for (int i = 0; i < DPL; i++) {
         const int d = lane + 32 * i;
         qr[i] = d < hd ? qs[d] : 0.0f;
         acc[i] = 0.0f;
@@ -1330,38 +1419,55 @@ __device__ void attn_chunk(const kc_attn &a, int s, int h, int c0, int c1, const
     const float slope = a.alibi ? a.alibi[h] : 0.0f;
     const kv_t *kc = (const kv_t *)a.k_cache[s] + (size_t)g * hd, *vc = (const kv_t *)a.v_cache[s] + (size_t)g * hd;
     float m = -INFINITY, l = 0.0f;
-    for (int j = c0 + warp; j <= c1; j += ATT_WARPS) {
-        const kv_t *kr = kc + (size_t)j * kvd, *vr = vc + (size_t)j * kvd;
-        float dot = 0.0f;
-#pragma unroll
-        for (int i = 0; i < ATT_DPL; i++) {
-            const int d = lane + 32 * i;
-            if (d < hd)
-                dot = __fmaf_rn(qr[i], from_kv(kr[d]), dot);
-        }
-#pragma unroll
-        for (int off = 16; off >= 1; off >>= 1)
-            dot = __fadd_rn(dot, __shfl_xor_sync(FULL_MASK, dot, off));
-        float sc = __fmul_rn(dot, a.scale);
-        if (a.alibi)
-            sc = __fadd_rn(sc, __fmul_rn(slope, (float)j)); // Bloom: slope * key position
-        if (a.softcap > 0)
-            sc = __fmul_rn(tanhf(__fdiv_rn(sc, a.softcap)), a.softcap);
+    // one key of the warp's: its score sc, then the online softmax and the V sum
+    auto step = [&](int j, float sc) {
+        const kv_t *vr = vc + (size_t)j * kvd;
         if (sc > m) {
             const float corr = expf(m - sc); // 0 for the first key
             l = __fmul_rn(l, corr);
 #pragma unroll
-            for (int i = 0; i < ATT_DPL; i++)
+            for (int i = 0; i < DPL; i++)
                 acc[i] = __fmul_rn(acc[i], corr);
             m = sc;
         }
         const float e = expf(sc - m);
         l = __fadd_rn(l, e);
 #pragma unroll
-        for (int i = 0; i < ATT_DPL; i++) {
+        for (int i = 0; i < DPL; i++) {
             const int d = lane + 32 * i;
             if (d < hd)
                 acc[i] = __fmaf_rn(e, from_kv(vr[d]), acc[i]);
+        }
+    };
+    if (a.lane_scores) {
+        for (int b0 = c0; b0 <= c1; b0 += ATT_PIECE) { // pieces of whole rounds of the warps' keys
+            const int b1 = c1 - b0 >= ATT_PIECE ? b0 + ATT_PIECE - 1 : c1;
+            for (int j = b0 + (int)threadIdx.x; j <= b1; j += blockDim.x)
+                scs[j - b0] = attn_score<kv_t, DPL>(a, qs, kc + (size_t)j * kvd, j, slope);
+            __syncthreads();
+            for (int j = b0 + warp; j <= b1; j += ATT_WARPS)
+                step(j, scs[j - b0]);
+            __syncthreads(); // scs is rewritten by the next piece
+        }
+    } else {
+        for (int j = c0 + warp; j <= c1; j += ATT_WARPS) {
+            const kv_t *kr = kc + (size_t)j * kvd;
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < DPL; i++) {
+                const int d = lane + 32 * i;
+                if (d < hd)
+                    dot = __fmaf_rn(qr[i], from_kv(kr[d]), dot);
+            }
+#pragma unroll
+            for (int off = 16; off >= 1; off >>= 1)
+                dot = __fadd_rn(dot, __shfl_xor_sync(FULL_MASK, dot, off));
+            float sc = __fmul_rn(dot, a.scale);
+            if (a.alibi)
+                sc = __fadd_rn(sc, __fmul_rn(slope, (float)j)); // Bloom: slope * key position
+            if (a.softcap > 0)
+                sc = __fmul_rn(tanhf(__fdiv_rn(sc, a.softcap)), a.softcap);
+            step(j, sc);
         }
     }
     if (lane == 0) {
@@ -1369,7 +1475,7 @@ __device__ void attn_chunk(const kc_attn &a, int s, int h, int c0, int c1, const
         ls[warp] = l;
     }
 #pragma unroll
-    for (int i = 0; i < ATT_DPL; i++) {
+    for (int i = 0; i < DPL; i++) {
         const int d = lane + 32 * i;
         if (d < hd)
             accs[warp * KC_ATTN_MAX_HEAD_DIM + d] = acc[i];
@@ -1413,10 +1519,10 @@ __device__ __forceinline__ int attn_lo(const kc_attn &a, int p)
 }
 
 // one block per (token row, query head): all of the query's chunks in turn
-template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
+template <typename kv_t, int DPL> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(kc_attn a)
 {
     pdl_trigger();
-    __shared__ float qs[KC_ATTN_MAX_HEAD_DIM];
+    __shared__ float qs[KC_ATTN_MAX_HEAD_DIM], scs[ATT_PIECE];
     __shared__ float accs[ATT_WARPS * KC_ATTN_MAX_HEAD_DIM];
     __shared__ float vs[KC_ATTN_MAX_HEAD_DIM];
     __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
@@ -1436,7 +1542,7 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
     for (int c0 = lo; c0 <= p; c0 += a.chunk) {
         const int c1 = p - c0 >= a.chunk ? c0 + a.chunk - 1 : p;
         float Mc, Lc;
-        attn_chunk<kv_t>(a, s, h, c0, c1, qs, accs, ms, ls, &Mc, &Lc);
+        attn_chunk<kv_t, DPL>(a, s, h, c0, c1, qs, accs, ms, ls, scs, &Mc, &Lc);
         merge_chunk(M, L, vs, hd, blockDim.x, Mc, Lc, accs); // each thread its own dims: no barrier needed
         __syncthreads(); // accs, ms, ls reused by the next chunk
     }
@@ -1447,10 +1553,10 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
 
 // flash-decoding, first half: block (t, h, c) takes chunk c of the query and
 // leaves its max, sum and output in a.part (hd + 2 floats a chunk)
-template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(kc_attn a)
+template <typename kv_t, int DPL> __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(kc_attn a)
 {
     pdl_trigger();
-    __shared__ float qs[KC_ATTN_MAX_HEAD_DIM];
+    __shared__ float qs[KC_ATTN_MAX_HEAD_DIM], scs[ATT_PIECE];
     __shared__ float accs[ATT_WARPS * KC_ATTN_MAX_HEAD_DIM];
     __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
     const int t = blockIdx.x, h = blockIdx.y, c = blockIdx.z;
@@ -1468,7 +1574,7 @@ template <typename kv_t> __global__ void __launch_bounds__(ATT_WARPS * 32) k_att
         qs[d] = q[d];
     __syncthreads();
     float Mc, Lc;
-    attn_chunk<kv_t>(a, s, h, c0, c1, qs, accs, ms, ls, &Mc, &Lc);
+    attn_chunk<kv_t, DPL>(a, s, h, c0, c1, qs, accs, ms, ls, scs, &Mc, &Lc);
     float *pp = a.part + (((size_t)t * a.n_heads + h) * a.max_chunks + c) * (size_t)(hd + 2);
     for (int d = threadIdx.x; d < hd; d += blockDim.x)
         pp[2 + d] = accs[d];
@@ -1501,6 +1607,28 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_merge(kc_attn a)
         o[d] = __fdiv_rn(vs[d], L);
 }
 
+// kern<cache element, dims a lane> over grid, by the cache's type and dpl (1, 2, 4 or 8)
+#define ATT_DPL_LAUNCH(kern, kv_t, dpl, grid)                                                                          \
+    do {                                                                                                               \
+        if ((dpl) == 1)                                                                                                \
+            KLAUNCH((kern<kv_t, 1>), grid, ATT_WARPS * 32, st, *a);                                                    \
+        else if ((dpl) == 2)                                                                                           \
+            KLAUNCH((kern<kv_t, 2>), grid, ATT_WARPS * 32, st, *a);                                                    \
+        else if ((dpl) == 4)                                                                                           \
+            KLAUNCH((kern<kv_t, 4>), grid, ATT_WARPS * 32, st, *a);                                                    \
+        else                                                                                                           \
+            KLAUNCH((kern<kv_t, 8>), grid, ATT_WARPS * 32, st, *a);                                                    \
+    } while (0)
+#define ATT_DISPATCH(kern, kv_dt, dpl, grid)                                                                           \
+    do {                                                                                                               \
+        if ((kv_dt) == KC_F32)                                                                                         \
+            ATT_DPL_LAUNCH(kern, float, dpl, grid);                                                                    \
+        else if ((kv_dt) == KC_F16)                                                                                    \
+            ATT_DPL_LAUNCH(kern, kv_half, dpl, grid);                                                                  \
+        else                                                                                                           \
+            ATT_DPL_LAUNCH(kern, uint16_t, dpl, grid);                                                                 \
+    } while (0)
+
 cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
 {
     if (a->T <= 0)
@@ -1517,27 +1645,18 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
     if (a->n_heads > 65535)
         return cudaErrorInvalidValue;
     const dim3 grid((unsigned)a->T, (unsigned)a->n_heads);
+    const int dpl = a->head_dim <= 32 ? 1 : a->head_dim <= 64 ? 2 : a->head_dim <= 128 ? 4 : 8;
     if (a->part && a->max_chunks > 1) { // flash-decoding: a block a chunk, then the merge
         if (a->max_chunks > 65535)
             return cudaErrorInvalidValue;
         const dim3 g3((unsigned)a->T, (unsigned)a->n_heads, (unsigned)a->max_chunks);
-        if (a->kv_dt == KC_F32)
-            KLAUNCH((k_attention_part<float>), g3, ATT_WARPS * 32, st, *a);
-        else if (a->kv_dt == KC_F16)
-            KLAUNCH((k_attention_part<kv_half>), g3, ATT_WARPS * 32, st, *a);
-        else
-            KLAUNCH((k_attention_part<uint16_t>), g3, ATT_WARPS * 32, st, *a);
+        ATT_DISPATCH(k_attention_part, a->kv_dt, dpl, g3);
         e = cudaGetLastError();
         if (e != cudaSuccess)
             return e;
         KLAUNCH((k_attention_merge), grid, ATT_WARPS * 32, st, *a);
         return cudaGetLastError();
     }
-    if (a->kv_dt == KC_F32)
-        KLAUNCH((k_attention<float>), grid, ATT_WARPS * 32, st, *a);
-    else if (a->kv_dt == KC_F16)
-        KLAUNCH((k_attention<kv_half>), grid, ATT_WARPS * 32, st, *a);
-    else
-        KLAUNCH((k_attention<uint16_t>), grid, ATT_WARPS * 32, st, *a);
+    ATT_DISPATCH(k_attention, a->kv_dt, dpl, grid);
     return cudaGetLastError();
 }

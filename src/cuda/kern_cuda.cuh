@@ -79,6 +79,8 @@ struct kc_attn {
     int chunk; // keys a chunk (KC_ATTN_CHUNK; the chunks' merge fixes the result's bits)
     int max_chunks; // the most chunks of any query of the call
     float *part;    // NULL, or [T][n_heads][max_chunks][head_dim + 2]: a block a chunk (flash-decoding)
+    int lane_scores; // 1: a block's threads compute a key's score each, then the warps' sums;
+                     // 0: each warp its keys' scores (the default, until 1 is measured; the same bits)
 };
 #define KC_ATTN_MAX_HEAD_DIM 256
 #define KC_ATTN_CHUNK 256

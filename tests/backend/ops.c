@@ -1295,6 +1295,87 @@ static float *attn_probe(void)
     return out;
 }
 
+/* One sequence of T tokens attending from position 0 (keys 1..T), H query heads over KV heads of width hd,
+ * with a kvdt cache, ALiBi slopes, a softcap or a window as asked: the outputs, T * H * hd floats */
+static float *attn_forms_probe(int T, int H, int KV, int hd, pb_dtype kvdt, bool alibi, float softcap, int window)
+{
+    const int qs = (H + 2 * KV) * hd, len = T + 3;
+    const size_t nout = (size_t)T * H * hd;
+    pb_backend_limits lim = {.max_seqs = 1, .max_keys = len, .max_heads = H, .max_tokens = T, .max_dim = qs,
+                             .head_dim = hd};
+    OK(BE->ops->reserve(BE, &lim));
+    float *qkv = malloc((size_t)T * qs * 4), *out = malloc(nout * 4), slopes[8];
+    fill(qkv, (size_t)T * qs, 1.5f);
+    for (int h = 0; h < H && h < 8; h++)
+        slopes[h] = -0.5f / (float)(h + 1);
+    const size_t cb = (size_t)BE->ops->kv_bytes(kvdt, len, KV, hd);
+    void *zero = calloc(1, cb), *dk = dev_from(zero, cb), *dv = dev_from(zero, cb);
+    float *dqkv = dev_from(qkv, (size_t)T * qs * 4), *dout = dev(nout * 4);
+    int tok0 = 0, pos = 0, n = T;
+    pb_attn_args a = {.n_seqs = 1, .tok_start = &tok0, .pos = &pos, .n_tokens = &n, .k_cache = &dk, .v_cache = &dv,
+                      .cache_len = len, .kv_dtype = kvdt, .q = dqkv, .k = dqkv + H * hd,
+                      .v = dqkv + (H + KV) * hd, .q_stride = qs, .kv_stride = qs, .out = dout, .n_heads = H,
+                      .n_kv_heads = KV, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                      .alibi = alibi ? slopes : NULL, .window = window, .softcap = softcap};
+    OK(BE->ops->attention(BE, &a));
+    to_host(out, dout, nout * 4);
+    rel(dk);
+    rel(dv);
+    rel(dqkv);
+    rel(dout);
+    free(zero);
+    free(qkv);
+    return out;
+}
+
+/* CUDA attention's forms give the same bits: scores a key a thread or a warp's keys each
+ * (pb_cuda_attn_scores), a block a query or a block a chunk (pb_cuda_attn_force), chunks of 8 keys or
+ * 300 (more than the 256 keys whose scores a block computes at once), over head widths that fill 1, 2, 4
+ * or 8 dims a lane wholly or in part, each cache type, ALiBi, a softcap and a window */
+static void test_cuda_attn_forms(void)
+{
+    static const struct {
+        int T, H, KV, hd;
+        pb_dtype kv;
+        bool alibi;
+        float softcap;
+        int window, chunk;
+    } c[] = {
+        {20, 4, 2, 16, PB_DT_BF16, false, 0, 0, 8},  {20, 4, 2, 40, PB_DT_F32, true, 0, 0, 8},
+        {20, 4, 2, 12, PB_DT_F16, false, 0, 0, 8},   {14, 2, 1, 36, PB_DT_BF16, false, 0, 0, 8},
+        {18, 2, 1, 64, PB_DT_F16, false, 30.0f, 0, 8}, {18, 4, 4, 80, PB_DT_BF16, false, 0, 5, 8},
+        {12, 2, 1, 128, PB_DT_F32, false, 0, 0, 8},  {10, 2, 2, 200, PB_DT_BF16, true, 0, 0, 8},
+        {300, 2, 1, 16, PB_DT_BF16, false, 0, 0, 300}, {270, 1, 1, 64, PB_DT_F32, false, 0, 0, 300},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        static char wb[96];
+        snprintf(wb, sizeof wb, "cuda attention forms: T %d, heads %d/%d x %d, %s cache%s%s%s, chunk %d", c[i].T,
+                 c[i].H, c[i].KV, c[i].hd, pb_dtype_name(c[i].kv), c[i].alibi ? ", alibi" : "",
+                 c[i].softcap > 0 ? ", softcap" : "", c[i].window ? ", window" : "", c[i].chunk);
+        float *ref = NULL;
+        const size_t nout = (size_t)c[i].T * c[i].H * c[i].hd;
+        for (int lane = 0; lane < 2; lane++)
+            for (int f = 0; f < 2; f++) {
+                pb_cuda_attn_scores(lane);
+                pb_cuda_attn_force(c[i].chunk, f);
+                rng_state = 77;
+                float *o = attn_forms_probe(c[i].T, c[i].H, c[i].KV, c[i].hd, c[i].kv, c[i].alibi, c[i].softcap,
+                                            c[i].window);
+                where = wb;
+                if (!ref)
+                    ref = o;
+                else {
+                    CHECK(memcmp(ref, o, nout * 4) == 0, "scores %s, %s: other bits than a warp's scores in one block",
+                          lane ? "a key a thread" : "a warp's", f ? "a block a chunk" : "a block a query");
+                    free(o);
+                }
+            }
+        free(ref);
+    }
+    pb_cuda_attn_scores(-1);
+    pb_cuda_attn_force(0, -1);
+}
+
 /* --matmul-precision bf16-amx where the CPU has the tile unit: every linear
  * case within the bounds of the bf16 products, batch-invariant; not the
  * exact bits. Elsewhere: refused. */
@@ -1440,6 +1521,7 @@ static int run_kind(const char *kind, bool only)
                 ap[f] = attn_probe();
             }
             pb_cuda_attn_force(0, -1);
+            test_cuda_attn_forms();
             where = "cuda attention chunks";
             CHECK(memcmp(ap[0], ap[1], ATTN_PROBE_FLOATS * 4) == 0, "a block a chunk differs from a block a query");
             free(ap[0]);
