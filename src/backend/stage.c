@@ -252,8 +252,12 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
 pb_status pb_stage_plan_memory(pb_plan *plan, const pb_model_config *cfg, const pb_ckpt *ck,
                                const pb_backend_ops *ops, const pb_stage_opts *base)
 {
-    pb_stage_opts o = {.n_slots = plan->batch_size, .max_seq_len = plan->max_seq_len,
-                       .max_batch_tokens = pb_stage_default_batch_tokens(plan->batch_size, plan->max_seq_len),
+    const long all = (long)plan->batch_size * (long)plan->max_seq_len; /* as the run clamps --max-batch-tokens */
+    const int mbt = base->max_batch_tokens <= 0 ? pb_stage_default_batch_tokens(plan->batch_size, plan->max_seq_len)
+                    : base->max_batch_tokens > all && all > 0 ? (int)all
+                                                               : base->max_batch_tokens;
+    plan->max_batch_tokens = mbt;
+    pb_stage_opts o = {.n_slots = plan->batch_size, .max_seq_len = plan->max_seq_len, .max_batch_tokens = mbt,
                        .threads = base->threads, .weights_dtype = base->weights_dtype,
                        .kv_dtype = base->kv_dtype};
     for (int s = 0; s < plan->n_stages; s++) {

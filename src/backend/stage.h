@@ -122,6 +122,7 @@ int pb_stage_default_batch_tokens(int n_slots, int max_seq_len);
 pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const pb_backend_ops *ops,
                             const pb_stage_plan *sp, const pb_stage_opts *opts, pb_stage_mem *out);
 /* Fills mem_weights, mem_kv, mem_act and mem_total of every stage of plan
+ * (activations for base->max_batch_tokens tokens a micro-batch, or where 0 the default's)
  * (made by pb_plan_make) with pb_stage_estimate, for plan->batch_size slots of
  * plan->max_seq_len tokens and the default batch token budget; the threads,
  * weights_dtype and kv_dtype of o (its other fields are not read). */

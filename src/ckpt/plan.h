@@ -62,6 +62,7 @@ typedef struct pb_plan {
     pb_stage_plan *stages;
     int n_layers;
     int batch_size, max_seq_len;    /* as used for the memory estimate */
+    int max_batch_tokens;           /* a micro-batch's tokens the activations are for (pb_stage_plan_memory) */
     uint64_t total_param_bytes;     /* over all tensors once */
     uint64_t total_compute;         /* sum of the stages' compute */
 } pb_plan;

@@ -165,6 +165,7 @@ static pb_status print_json(const char *dir, const pb_model_config *cfg, const p
     cJSON_AddNumberToObject(root, "ranks", plan->n_stages);
     cJSON_AddNumberToObject(root, "batch_size", plan->batch_size);
     cJSON_AddNumberToObject(root, "max_seq_len", plan->max_seq_len);
+    cJSON_AddNumberToObject(root, "max_batch_tokens", plan->max_batch_tokens);
     cJSON_AddNumberToObject(root, "total_param_bytes", (double)plan->total_param_bytes);
     cJSON_AddBoolToObject(root, "sizes_exact", pb_ckpt_sizes_exact(ck));
     cJSON *stages = cJSON_AddArrayToObject(root, "stages");
@@ -228,8 +229,9 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
     if (gv)
         printf("device     cuda: one stage per rank, each on its GPU; memory below is GPU memory\n");
     printf("split      %s into %d stage%s; memory for %d sequences x %d tokens (weights %s, KV cache %s, "
-           "activations)\n\n", policy, plan->n_stages, plan->n_stages == 1 ? "" : "s", plan->batch_size,
-           plan->max_seq_len, wdt == PB_WDTYPE_STORED ? "as stored" : pb_wdtype_name(wdt), kvdt);
+           "activations for %d tokens a micro-batch)\n\n", policy, plan->n_stages, plan->n_stages == 1 ? "" : "s",
+           plan->batch_size, plan->max_seq_len, wdt == PB_WDTYPE_STORED ? "as stored" : pb_wdtype_name(wdt), kvdt,
+           plan->max_batch_tokens);
     printf("%-5s  %-9s  %-11s  %7s  %12s  %12s  %12s  %12s  %12s\n", "stage", "layers", "holds", "compute", "params",
            "weights", "kv cache", "activations", "total");
     for (int s = 0; s < plan->n_stages; s++) {
@@ -317,7 +319,8 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
         PB_CHECK_GOTO(pb_kvdtype_resolve(bops, opts->kv_dtype, &kv), st, out);
         kvdt = kv == PB_DT_F16 ? "f16" : kv == PB_DT_BF16 ? "bf16" : "f32";
         const pb_stage_opts so = {.threads = opts->threads > 0 ? opts->threads : 1,
-                                  .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype};
+                                  .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype,
+                                  .max_batch_tokens = opts->max_batch_tokens};
         PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, &so), st, out);
         if (cuda) {
             gv = calloc(1, sizeof *gv);

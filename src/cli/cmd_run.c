@@ -543,7 +543,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     spec.batch_size = batch;
     spec.max_seq_len = context;
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, out);
-    pb_stage_opts so = {.threads = threads, .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype};
+    pb_stage_opts so = {.threads = threads, .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype,
+                        .max_batch_tokens = (int)mbt};
     PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, &so), st, out);
     const pb_stage_plan *sp = &plan->stages[rank];
     /* on a GPU the stage's bytes are device memory; the host only maps the files */

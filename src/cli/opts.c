@@ -102,7 +102,7 @@ static unsigned option_commands(int c)
     case OPT_TEMPLATE: case OPT_TOKENIZER_CONFIG: return C_RENDER;
     case OPT_INDEX: case OPT_SPLIT_POLICY: case OPT_SPLIT_POINTS: case OPT_WEIGHTS_DTYPE: case OPT_KV_DTYPE: case OPT_DEVICE:
         return C_RUN | C_PLAN;
-    case 'b': case OPT_MAX_SEQ_LEN: return C_RUN | C_PLAN;
+    case 'b': case OPT_MAX_SEQ_LEN: case OPT_MAX_BATCH_TOKENS: return C_RUN | C_PLAN;
     case 'm': return C_RUN | C_PLAN | C_TOK | C_DETOK | C_RENDER;
     case 'q': case 'v': case 'h': case 'V': return ~0u;
     default: return C_RUN;

@@ -32,6 +32,19 @@ jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 16 * ($s.layers[1] - $s.laye
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 40 --json > "$T/p4.json"
 jq -e '.stages[0] as $s | $s.memory.kv_cache == 3 * 48 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 4' "$T/p4.json" >/dev/null \
     || err "kv cache estimate (T = 40): $(jq -c '.stages[0]' "$T/p4.json")"
+# activations for the tokens a micro-batch carries: 512 at most by default (here all 3 x 40), or
+# --max-batch-tokens (more rows: more memory; above 3 x 40 taken as 3 x 40, as the run does)
+jq -e '.max_batch_tokens == 120' "$T/p4.json" >/dev/null || err "plan's default micro-batch tokens: $(jq -c .max_batch_tokens "$T/p4.json")"
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 40 --max-batch-tokens 16 --json > "$T/p7.json"
+"$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 40 --max-batch-tokens 999 --json > "$T/p8.json"
+jq -e '.max_batch_tokens == 16' "$T/p7.json" >/dev/null && jq -e '.max_batch_tokens == 120' "$T/p8.json" >/dev/null ||
+    err "plan --max-batch-tokens: $(jq -c .max_batch_tokens "$T/p7.json" "$T/p8.json")"
+jq -e -n --slurpfile a "$T/p7.json" --slurpfile b "$T/p4.json" --slurpfile c "$T/p8.json" \
+    '$a[0].stages[0].memory.activations < $b[0].stages[0].memory.activations and
+     $b[0].stages[0].memory.activations == $c[0].stages[0].memory.activations' >/dev/null ||
+    err "activations by micro-batch tokens: $(jq -c '.stages[0].memory' "$T/p7.json" "$T/p4.json" "$T/p8.json")"
+"$PIPPY_BATCH" plan --model "$T/m" --max-batch-tokens 64 | grep -q "activations for 64 tokens a micro-batch" ||
+    err "plan's table does not name the micro-batch tokens"
 # --kv-dtype f16 halves it (2 bytes an element) and says so; bf16 too
 "$PIPPY_BATCH" plan --model "$T/m" --ranks 2 --batch-size 3 --max-seq-len 40 --kv-dtype f16 --json > "$T/p5.json"
 jq -e '.kv_dtype == "f16" and (.stages[0] as $s | $s.memory.kv_cache == 3 * 48 * ($s.layers[1] - $s.layers[0]) * 2 * 4 * 16 * 2)' \
