@@ -1316,25 +1316,15 @@ template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 // its dims l, l + 32, ... in order; the butterfly leaves every lane with the
 // same sum (IEEE addition commutes), which is this tree: halves 16 apart, then
 // 8, 4, 2, 1. Then the scale, ALiBi and softcap as the warp form.
-// 8 consecutive cache elements from a 16-byte aligned address
-__device__ __forceinline__ void kv_load8(const uint16_t *r, float f[8])
+// 8 consecutive cache elements from a 16-byte aligned address: 2-byte elements (bf16, f16) as one uint4
+template <typename kv_t> __device__ __forceinline__ void kv_load8(const kv_t *r, float f[8])
 {
     const uint4 u = *(const uint4 *)r;
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-        f[2 * e] = bf16_f32((uint16_t)(w[e] & 0xffffu));
-        f[2 * e + 1] = bf16_f32((uint16_t)(w[e] >> 16));
-    }
-}
-__device__ __forceinline__ void kv_load8(const kv_half *r, float f[8])
-{
-    const uint4 u = *(const uint4 *)r;
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-        f[2 * e] = f16_f32((uint16_t)(w[e] & 0xffffu));
-        f[2 * e + 1] = f16_f32((uint16_t)(w[e] >> 16));
+        f[2 * e] = from_kv(kv_t{(uint16_t)(w[e] & 0xffffu)});
+        f[2 * e + 1] = from_kv(kv_t{(uint16_t)(w[e] >> 16)});
     }
 }
 __device__ __forceinline__ void kv_load8(const float *r, float f[8])

@@ -1265,36 +1265,6 @@ static float *rows_probe(size_t *len)
     return out;
 }
 
-/* One prefill of 20 tokens, 4 heads over 2 KV heads of 32, into a fresh bf16
- * cache: the outputs (ATTN_PROBE_FLOATS) */
-#define ATTN_PROBE_FLOATS (20 * 4 * 32)
-static float *attn_probe(void)
-{
-    const int T = 20, hd = 32, H = 4, KV = 2, qs = (H + 2 * KV) * hd, len = 32;
-    pb_backend_limits lim = {.max_seqs = 1, .max_keys = len, .max_heads = H, .max_tokens = T, .max_dim = qs,
-                             .head_dim = hd};
-    OK(BE->ops->reserve(BE, &lim));
-    float *qkv = malloc((size_t)T * qs * 4), *out = malloc(ATTN_PROBE_FLOATS * 4);
-    fill(qkv, (size_t)T * qs, 1.5f);
-    const size_t cb = (size_t)BE->ops->kv_bytes(PB_DT_BF16, len, KV, hd);
-    void *zero = calloc(1, cb), *dk = dev_from(zero, cb), *dv = dev_from(zero, cb);
-    float *dqkv = dev_from(qkv, (size_t)T * qs * 4), *dout = dev(ATTN_PROBE_FLOATS * 4);
-    int tok0 = 0, pos = 0, n = T;
-    pb_attn_args a = {.n_seqs = 1, .tok_start = &tok0, .pos = &pos, .n_tokens = &n, .k_cache = &dk, .v_cache = &dv,
-                      .cache_len = len, .kv_dtype = PB_DT_BF16, .q = dqkv, .k = dqkv + H * hd,
-                      .v = dqkv + (H + KV) * hd, .q_stride = qs, .kv_stride = qs, .out = dout, .n_heads = H,
-                      .n_kv_heads = KV, .head_dim = hd, .scale = 0.125f};
-    OK(BE->ops->attention(BE, &a));
-    to_host(out, dout, ATTN_PROBE_FLOATS * 4);
-    rel(dk);
-    rel(dv);
-    rel(dqkv);
-    rel(dout);
-    free(zero);
-    free(qkv);
-    return out;
-}
-
 /* One sequence of T tokens attending from position 0 (keys 1..T), H query heads over KV heads of width hd,
  * with a kvdt cache, ALiBi slopes, a softcap or a window as asked: the outputs, T * H * hd floats */
 static float *attn_forms_probe(int T, int H, int KV, int hd, pb_dtype kvdt, bool alibi, float softcap, int window)
@@ -1326,6 +1296,14 @@ static float *attn_forms_probe(int T, int H, int KV, int hd, pb_dtype kvdt, bool
     free(zero);
     free(qkv);
     return out;
+}
+
+/* One prefill of 20 tokens, 4 heads over 2 KV heads of 32, into a fresh bf16
+ * cache: the outputs (ATTN_PROBE_FLOATS) */
+#define ATTN_PROBE_FLOATS (20 * 4 * 32)
+static float *attn_probe(void)
+{
+    return attn_forms_probe(20, 4, 2, 32, PB_DT_BF16, false, 0, 0);
 }
 
 /* CUDA attention's forms give the same bits: scores a key a thread or a warp's keys each
