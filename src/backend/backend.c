@@ -128,8 +128,11 @@ pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backe
     int threads = o && o->threads > 0 ? o->threads : 1;
     if (strcmp(kind, "cpu") == 0 || strcmp(kind, "auto") == 0)
         return pb_cpu_backend_create(threads, out);
-    if (strcmp(kind, "cuda") == 0)
-        return pb_cuda_backend_create(o ? o->device : 0, out);
+    if (strcmp(kind, "cuda") == 0) {
+        PB_CHECK(pb_cuda_backend_create(o ? o->device : 0, out));
+        (*out)->threads = threads; /* its host threads (host_run) */
+        return PB_OK;
+    }
     return pb_error(PB_ERR_USAGE, "backend '%s': unknown (cpu, cuda or auto)", kind);
 }
 

@@ -280,6 +280,12 @@ typedef struct pb_backend_ops {
      * caller samples from downloaded logits. */
     pb_status (*argmax)(pb_backend *be, const float *x, int rows, int n, int ld, const int32_t *mask_ids, int n_mask,
                         const uint8_t *mask_rows, int32_t *ids);
+    /* NULL, or: calls fn(ctx, item, worker) for every item in [0, n_items) on
+     * the backend's host threads (worker in [0, be->threads)), returning when
+     * all are done. For host work between device calls, such as sampling a
+     * micro-batch's rows (the CPU backend's compute threads, else idle then;
+     * a GPU backend's host threads). Each item writes only its own outputs. */
+    void (*host_run)(pb_backend *be, int n_items, void (*fn)(void *ctx, int item, int worker), void *ctx);
 } pb_backend_ops;
 
 struct pb_backend {

@@ -1007,6 +1007,8 @@ static pb_status forward_body(pb_stage *s, const pb_seq_batch *b, const void *in
 
 bool pb_stage_has_argmax(const pb_stage *s) { return s->has_head && s->be->ops->argmax; }
 
+pb_backend *pb_stage_backend(pb_stage *s) { return s->be; }
+
 pb_status pb_stage_forward_argmax(pb_stage *s, const pb_seq_batch *b, const void *in, const int32_t *mask_ids,
                                   int n_mask, const uint8_t *mask_rows, int32_t *ids)
 {

@@ -86,6 +86,8 @@ pb_status pb_stage_forward(pb_stage *st, const pb_seq_batch *b, const void *in, 
  * above -inf), as the host sampler picks greedily. Only where
  * pb_stage_has_argmax (a head, and a backend with the argmax op). */
 bool pb_stage_has_argmax(const pb_stage *st);
+/* The backend the stage computes on (for host work between its calls: ops->host_run). */
+pb_backend *pb_stage_backend(pb_stage *st);
 pb_status pb_stage_forward_argmax(pb_stage *st, const pb_seq_batch *b, const void *in, const int32_t *mask_ids,
                                   int n_mask, const uint8_t *mask_rows, int32_t *ids);
 

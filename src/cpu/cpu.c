@@ -686,6 +686,11 @@ static pb_status cpu_set_matmul(pb_mmprec p)
     return PB_OK;
 }
 
+static void cpu_host_run(pb_backend *be, int n_items, void (*fn)(void *ctx, int item, int worker), void *ctx)
+{
+    pb_pool_run(impl_of(be)->pool, n_items, fn, ctx);
+}
+
 static const pb_backend_ops cpu_ops = {
     .name = "cpu",
     .numerics = cpu_numerics,
@@ -728,6 +733,7 @@ static const pb_backend_ops cpu_ops = {
     .softcap = cpu_softcap,
     .argmax = cpu_argmax,
     .head_norm = cpu_head_norm,
+    .host_run = cpu_host_run,
 };
 
 const pb_backend_ops *pb_cpu_backend_ops(void) { return &cpu_ops; }

@@ -28,6 +28,9 @@ extern "C" {
 }
 #include "cuda/check.h"
 #include "cuda/kern_cuda.cuh"
+extern "C" {
+#include "cpu/pool.h"
+}
 
 static_assert(PB_ACT_GELU_TANH == 0 && PB_ACT_GELU_ERF == 1 && PB_ACT_RELU == 2 && PB_ACT_SILU == 3 &&
                   PB_ACT_BLOOM_GELU == 4,
@@ -56,6 +59,8 @@ struct cuda_impl {
     size_t part_cap;
     void *xb;                 // device: x's rows rounded for the pipelined tensor-core kernel
     size_t xb_cap;
+    pb_pool *host_pool;       // be->threads host threads for host_run (made at its first call), or NULL
+    bool host_pool_failed;    // could not be made: host_run runs its items in turn
 };
 
 // --matmul-precision: bf16 and f16 weights' products on the tensor cores
@@ -827,6 +832,7 @@ static void cuda_free(pb_backend *be)
             (void)cudaGetLastError();
         if (c->part && cudaFree(c->part) != cudaSuccess)
             (void)cudaGetLastError();
+        pb_pool_free(c->host_pool);
         if (c->xb && cudaFree(c->xb) != cudaSuccess)
             (void)cudaGetLastError();
         if (c->stream && cudaStreamDestroy(c->stream) != cudaSuccess)
@@ -850,6 +856,24 @@ static pb_status cuda_kv_copy(pb_backend *be, pb_dtype kv, int cache_len, int n_
     const size_t bytes = (size_t)cuda_kv_bytes(kv, n < cache_len ? n : cache_len, n_kv_heads, head_dim);
     PB_CHECK(cuda_copy(be, dst_k, src_k, bytes));
     return cuda_copy(be, dst_v, src_v, bytes);
+}
+
+// host work (the sampler's rows) on be->threads host threads, made at the first call; in turn without them
+static void cuda_host_run(pb_backend *be, int n_items, void (*fn)(void *ctx, int item, int worker), void *ctx)
+{
+    cuda_impl *c = impl_of(be);
+    if (!c->host_pool && !c->host_pool_failed && be->threads > 1 && n_items > 1) {
+        if (pb_pool_create(be->threads, &c->host_pool) != PB_OK) {
+            c->host_pool = NULL;
+            c->host_pool_failed = true;
+        }
+    }
+    if (c->host_pool) {
+        pb_pool_run(c->host_pool, n_items, fn, ctx);
+        return;
+    }
+    for (int i = 0; i < n_items; i++)
+        fn(ctx, i, 0);
 }
 
 static pb_backend_ops make_ops(void)
@@ -894,6 +918,7 @@ static pb_backend_ops make_ops(void)
     o.softcap = cuda_softcap;
     o.head_norm = cuda_head_norm;
     o.argmax = cuda_argmax;
+    o.host_run = cuda_host_run;
     return o;
 }
 

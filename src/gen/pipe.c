@@ -379,6 +379,12 @@ struct pb_slot_sampler {
     float *masked;   /* [vocab] a logits row with the EOS ids at -inf */
     uint8_t *mask_rows; /* [n_slots] greedy picks on the stage: rows whose EOS ids are masked */
     int32_t *ids;       /* [n_slots] and their picks */
+    /* rows sampled on the backend's host threads (host_run): each worker its scratch and masked row */
+    int n_work;         /* workers with buffers below (worker 0: scratch and masked above) */
+    void **wscratch;    /* [n_work] */
+    float **wmasked;    /* [n_work], each [vocab] or NULL until a row needs it */
+    int32_t **job_h;    /* [n_slots] each sequence's history and its length, for the workers */
+    size_t *job_n;
 };
 
 pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n)
@@ -418,6 +424,8 @@ pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slo
     PB_CHECK_GOTO(pb_malloc(pb_sample_scratch_bytes(vocab), &s->scratch), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->mask_rows, &s->mask_rows), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->ids, &s->ids), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->job_h, &s->job_h), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->job_n, &s->job_n), st, fail);
     *out = s;
     return PB_OK;
 fail:
@@ -465,37 +473,107 @@ static pb_status fork_hist(pb_slot_sampler *s, const pb_microbatch *mb)
     return PB_OK;
 }
 
+/* Buffers for workers 1 .. n - 1 (worker 0 has the sampler's own); masked rows where a row needs them. */
+static pb_status reserve_workers(pb_slot_sampler *s, int n, bool masked)
+{
+    if (n > s->n_work) {
+        void **sc = realloc(s->wscratch, (size_t)n * sizeof *sc);
+        if (!sc)
+            return pb_error(PB_ERR_NOMEM, "slot sampler: out of memory for %d workers", n);
+        s->wscratch = sc;
+        float **mk = realloc(s->wmasked, (size_t)n * sizeof *mk);
+        if (!mk)
+            return pb_error(PB_ERR_NOMEM, "slot sampler: out of memory for %d workers", n);
+        s->wmasked = mk;
+        for (int w = s->n_work; w < n; w++) {
+            s->wscratch[w] = NULL;
+            s->wmasked[w] = NULL;
+        }
+        s->wscratch[0] = s->scratch;
+        s->wmasked[0] = s->masked;
+        for (int w = s->n_work > 1 ? s->n_work : 1; w < n; w++) {
+            PB_CHECK(pb_malloc(pb_sample_scratch_bytes(s->vocab), &s->wscratch[w]));
+            s->n_work = w + 1; /* freed by pb_slot_sampler_free from here */
+        }
+        s->n_work = n;
+    }
+    for (int w = 1; masked && w < n; w++)
+        if (!s->wmasked[w])
+            PB_CHECK(pb_malloc((size_t)s->vocab * sizeof(float), &s->wmasked[w]));
+    return PB_OK;
+}
+
+typedef struct sample_job {
+    pb_slot_sampler *s;
+    const pb_microbatch *mb;
+    const float *logits;
+    pb_mb_result *res;
+} sample_job;
+
+/* Row i of a micro-batch: its token from its logits (a worker's scratch and masked row; the draw depends only on
+ * the row, the sequence's settings, history and key, so not on the worker or the order) */
+static void sample_row(void *ctx, int i, int worker)
+{
+    const sample_job *j = ctx;
+    pb_slot_sampler *s = j->s;
+    const pb_mb_seq *q = &j->mb->seqs[i];
+    if (!(q->flags & PB_SEQ_SAMPLE))
+        return;
+    const float *row = j->logits + (size_t)i * (size_t)s->vocab;
+    void *scratch = worker > 0 ? s->wscratch[worker] : s->scratch;
+    if ((q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
+        float *m = worker > 0 ? s->wmasked[worker] : s->masked;
+        memcpy(m, row, (size_t)s->vocab * sizeof *row);
+        for (int e = 0; e < s->n_eos; e++)
+            m[s->eos[e]] = -INFINITY;
+        row = m;
+    }
+    j->res->tokens[i] = pb_sample(row, s->vocab, &q->sample, s->job_h[i], s->job_n[i], &q->key, scratch);
+}
+
 /* Histories, then each sampling sequence's token: picks[i] where picks (made
- * on the stage's device), else sampled from logits row i. */
+ * on the stage's device), else sampled from logits row i: on be's host
+ * threads where it has them (host_run) and two or more rows sample, else in
+ * turn. */
 static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits, const int32_t *picks,
-                          pb_mb_result *res)
+                          pb_mb_result *res, pb_backend *be)
 {
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
     PB_CHECK(fork_hist(s, mb));
+    if (mb->n_seqs > s->n_slots)
+        return pb_error(PB_ERR_INTERNAL, "slot sampler: %d sequences in a micro-batch of %d slots", mb->n_seqs,
+                        s->n_slots);
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
     const int32_t *tok = mb->tokens;
+    int n_sample = 0;
+    bool masked = false;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         int32_t *h = NULL;
         PB_CHECK(hist_add(s, q, tok, &h));
         tok += q->n_tokens;
-        if (!(q->flags & PB_SEQ_SAMPLE)) {
-            res->tokens[i] = -1;
+        s->job_h[i] = h;
+        s->job_n[i] = (size_t)s->n_hist[q->slot];
+        res->tokens[i] = -1;
+        if (!(q->flags & PB_SEQ_SAMPLE))
             continue;
-        }
         if (picks) {
             res->tokens[i] = picks[i];
             continue;
         }
-        const float *row = logits + (size_t)i * (size_t)s->vocab;
-        if ((q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
-            memcpy(s->masked, row, (size_t)s->vocab * sizeof *row);
-            for (int e = 0; e < s->n_eos; e++)
-                s->masked[s->eos[e]] = -INFINITY;
-            row = s->masked;
-        }
-        res->tokens[i] = pb_sample(row, s->vocab, &q->sample, h, (size_t)s->n_hist[q->slot], &q->key, s->scratch);
+        n_sample++;
+        masked = masked || ((q->flags & PB_SEQ_NO_EOS) && s->n_eos);
+    }
+    if (!n_sample)
+        return PB_OK;
+    sample_job j = {.s = s, .mb = mb, .logits = logits, .res = res};
+    if (be && be->ops->host_run && be->threads > 1 && n_sample > 1) {
+        PB_CHECK(reserve_workers(s, be->threads, masked));
+        be->ops->host_run(be, mb->n_seqs, sample_row, &j);
+    } else {
+        for (int i = 0; i < mb->n_seqs; i++)
+            sample_row(&j, i, 0);
     }
     return PB_OK;
 }
@@ -512,16 +590,16 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     }
     if (!greedy) {
         PB_CHECK(pb_stage_forward(stage, b, in, logits, false));
-        return pick_all(s, mb, logits, NULL, res);
+        return pick_all(s, mb, logits, NULL, res, pb_stage_backend(stage));
     }
     PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
-    return pick_all(s, mb, NULL, s->ids, res);
+    return pick_all(s, mb, NULL, s->ids, res, NULL);
 }
 
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
                               pb_mb_result *res)
 {
-    return pick_all(s, mb, logits, NULL, res);
+    return pick_all(s, mb, logits, NULL, res, NULL);
 }
 
 void pb_slot_sampler_free(pb_slot_sampler *s)
@@ -535,6 +613,14 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->masked);
     free(s->mask_rows);
     free(s->ids);
+    for (int w = 1; w < s->n_work; w++) {
+        free(s->wscratch[w]);
+        free(s->wmasked[w]);
+    }
+    free(s->wscratch);
+    free(s->wmasked);
+    free(s->job_h);
+    free(s->job_n);
     free(s);
 }
 

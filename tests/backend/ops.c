@@ -1162,6 +1162,31 @@ static void test_argmax(void)
     free(x);
 }
 
+/* host_run: every item once, each on a worker in [0, threads) */
+typedef struct host_items { int *hits, *worker; } host_items;
+static void host_item(void *ctx, int item, int worker)
+{
+    host_items *h = ctx;
+    h->hits[item]++;
+    h->worker[item] = worker;
+}
+
+static void test_host_run(void)
+{
+    where = "host_run";
+    if (!BE->ops->host_run)
+        return;
+    enum { N = 1000 };
+    int hits[N] = {0}, worker[N];
+    host_items h = {hits, worker};
+    for (int round = 0; round < 3; round++)
+        BE->ops->host_run(BE, round == 2 ? 1 : N, host_item, &h);
+    for (int i = 0; i < N; i++) {
+        CHECK(hits[i] == (i == 0 ? 3 : 2), "item %d ran %d times", i, hits[i]);
+        CHECK(worker[i] >= 0 && worker[i] < BE->threads, "item %d on worker %d of %d", i, worker[i], BE->threads);
+    }
+}
+
 static void run_all(void)
 {
     pb_backend_limits lim = {.max_seqs = 8, .max_keys = 128, .max_heads = 16, .max_tokens = 64, .max_dim = 512,
@@ -1179,6 +1204,7 @@ static void run_all(void)
     test_mlp_glu();
     test_gemma();
     test_argmax();
+    test_host_run();
 }
 
 /* Linear outputs of every CPU ISA path must be the same bits (kernels.h). */

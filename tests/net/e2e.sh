@@ -67,6 +67,21 @@ done
 [ $? -eq 2 ] || fail "--max-batch-tokens 5 for 6 sequences: not a usage error"
 grep -q "max-batch-tokens 5 is less than a micro-batch's 6 sequences" "$err" || fail "--max-batch-tokens 5: message"
 
+# Rows sampled on the backend's host threads (one per compute thread): the same draws as in turn, with
+# EOS masked under min_tokens too (each worker's own masked row)
+i=1
+while [ $i -le 18 ]; do
+    echo "{\"prompt\": \"Record $i says\", \"max_tokens\": 12, \"min_tokens\": $((i % 4 * 3)), \"temperature\": 1.3, \
+\"top_p\": 0.95, \"seed\": $i}"
+    i=$((i + 1))
+done >"$D/sampled.jsonl"
+for t in 1 2 3; do
+    "$P" -q --model "$D/llama" --in "$D/sampled.jsonl" --out "$D/s$t.jsonl" --force --batch-size 9 --threads $t \
+        2>"$err" || fail "sampled records, --threads $t"
+done
+cmp "$D/s1.jsonl" "$D/s2.jsonl" && cmp "$D/s1.jsonl" "$D/s3.jsonl" ||
+    fail "sampled records: --threads 2 or 3 (rows sampled on the host threads) differ from --threads 1"
+
 # The transport: PB_TRANSPORT=tcp gives the same output; nccl with CPU ranks is refused.
 timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=tcp "$P" -v --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" \
     --force --batch-size 6 --chunks 3 2>"$err" || fail "PB_TRANSPORT=tcp"
