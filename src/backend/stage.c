@@ -762,15 +762,31 @@ static pb_status run_mlp(pb_stage *s, int l, const float *in, float *out, int T)
     return op->linear(be, mi, ld, T, L->down, out, s->H);
 }
 
-/* x += a; out = norm(x): fused when the backend has add_norm */
-static pb_status add_then_norm(pb_stage *s, float *out, float *x, const float *a, int T, const float *w,
-                               const float *bias)
+/* x += a (+ a2); out = norm(x): fused when the backend has add_norm (the bits of add, then norm) */
+static pb_status add_then_norm(pb_stage *s, float *out, float *x, const float *a, const float *a2, int T,
+                               const float *w, const float *bias)
 {
     const pb_backend_ops *op = s->be->ops;
     if (op->add_norm)
-        return op->add_norm(s->be, s->cfg.norm, out, x, a, NULL, T, s->H, w, bias, s->cfg.norm_eps);
-    PB_CHECK(op->add(s->be, x, a, NULL, (size_t)T * s->H));
+        return op->add_norm(s->be, s->cfg.norm, out, x, a, a2, T, s->H, w, bias, s->cfg.norm_eps);
+    PB_CHECK(op->add(s->be, x, a, a2, (size_t)T * s->H));
     return op->norm(s->be, s->cfg.norm, out, x, T, s->H, w, bias, s->cfg.norm_eps);
+}
+
+/* A layer's residual add left for the next layer's first norm to do (add_norm: one pass, one launch, the same
+ * bits): x += a (+ b), where a is not NULL. run_body does what is left after the stage's last layer. */
+typedef struct resid_pending {
+    const float *a, *b;
+} resid_pending;
+
+/* x += what is pending, now */
+static pb_status flush_pending(pb_stage *s, resid_pending *p, int T)
+{
+    if (!p->a)
+        return PB_OK;
+    PB_CHECK(s->be->ops->add(s->be, s->arena + s->al.x, p->a, p->b, (size_t)T * s->H));
+    p->a = p->b = NULL;
+    return PB_OK;
 }
 
 /* Gemma 2/3: x += post_attn(attn(ln1(x))); x += post_mlp(mlp(ln2(x))). */
@@ -793,7 +809,7 @@ static pb_status run_block_sandwich(pb_stage *s, int l, const pb_seq_batch *b, i
     return op->add(be, x, mo, NULL, n);
 }
 
-static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
+static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T, resid_pending *pend)
 {
     pb_backend *be = s->be;
     const pb_backend_ops *op = be->ops;
@@ -801,31 +817,43 @@ static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T)
     const pb_model_config *cfg = &s->cfg;
     float *x = s->arena + s->al.x, *h = s->arena + s->al.h;
     float *ao = s->arena + s->al.attn, *mo = s->arena + s->al.mlp_out;
-    const size_t n = (size_t)T * s->H;
     if (!cfg->pre_norm) {
         /* OPT do_layer_norm_before=False: x = ln1(x + attn(x)); x = ln2(x + mlp(x)) */
+        PB_CHECK(flush_pending(s, pend, T));
         PB_CHECK(run_attention(s, l, b, x, ao, T));
-        PB_CHECK(add_then_norm(s, x, x, ao, T, L->ln1_w, L->ln1_b));
+        PB_CHECK(add_then_norm(s, x, x, ao, NULL, T, L->ln1_w, L->ln1_b));
         PB_CHECK(run_mlp(s, l, x, mo, T));
-        return add_then_norm(s, x, x, mo, T, L->ln2_w, L->ln2_b);
+        return add_then_norm(s, x, x, mo, NULL, T, L->ln2_w, L->ln2_b);
     }
-    if (cfg->residual == PB_RESID_SANDWICH)
+    if (cfg->residual == PB_RESID_SANDWICH) {
+        PB_CHECK(flush_pending(s, pend, T));
         return run_block_sandwich(s, l, b, T);
-    PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps));
+    }
+    /* x += the last layer's residual (pending), then ln1 */
+    if (pend->a) {
+        PB_CHECK(add_then_norm(s, h, x, pend->a, pend->b, T, L->ln1_w, L->ln1_b));
+        pend->a = pend->b = NULL;
+    } else {
+        PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps));
+    }
     PB_CHECK(run_attention(s, l, b, h, ao, T));
+    /* this layer's residual: pending, for the next layer's ln1 (ao and mo are not written before it) */
     switch (cfg->residual) {
     case PB_RESID_SEQUENTIAL:
-        PB_CHECK(add_then_norm(s, h, x, ao, T, L->ln2_w, L->ln2_b));
+        PB_CHECK(add_then_norm(s, h, x, ao, NULL, T, L->ln2_w, L->ln2_b));
         PB_CHECK(run_mlp(s, l, h, mo, T));
-        return op->add(be, x, mo, NULL, n);
+        *pend = (resid_pending){mo, NULL};
+        return PB_OK;
     case PB_RESID_PARALLEL_SHARED: /* GPT-J, CodeGen: x + attn(ln1 x) + mlp(ln1 x) */
         PB_CHECK(run_mlp(s, l, h, mo, T));
-        return op->add(be, x, ao, mo, n);
+        *pend = (resid_pending){ao, mo};
+        return PB_OK;
     case PB_RESID_PARALLEL_TWO_NORM: { /* NeoX: x + attn(ln1 x) + mlp(ln2 x) */
         float *h2 = s->arena + s->al.h2;
         PB_CHECK(op->norm(be, cfg->norm, h2, x, T, s->H, L->ln2_w, L->ln2_b, cfg->norm_eps));
         PB_CHECK(run_mlp(s, l, h2, mo, T));
-        return op->add(be, x, ao, mo, n);
+        *pend = (resid_pending){ao, mo};
+        return PB_OK;
     }
     default:
         return pb_error(PB_ERR_UNSUPPORTED, "%s: residual layout %d is not handled", cfg->model_type,
@@ -934,9 +962,10 @@ static pb_status run_body(pb_stage *s, const pb_seq_batch *b, int T)
         PB_CHECK(op->rope_angles(be, s->arena + s->al.cs, s->pos_scaled, T, s->inv_freq, s->rot / 2));
     if (s->rot && s->inv_freq_local)
         PB_CHECK(op->rope_angles(be, s->arena + s->al.cs_local, s->pos_plain, T, s->inv_freq_local, s->rot / 2));
+    resid_pending pend = {NULL, NULL};
     for (int l = 0; l < s->n_layers; l++)
-        PB_CHECK(run_block(s, l, b, T));
-    return PB_OK;
+        PB_CHECK(run_block(s, l, b, T, &pend));
+    return flush_pending(s, &pend, T);
 }
 
 /* Logits of token rows s->rows[r0 .. r0 + nr) (nr <= HEAD_ROWS) into dst (backend, [nr, V]). */
