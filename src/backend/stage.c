@@ -138,12 +138,14 @@ static arena_layout layout_for(const pb_model_config *cfg, bool has_embed, bool 
     return a;
 }
 
-int pb_stage_default_batch_tokens(int n_slots, int max_seq_len)
+int pb_stage_batch_tokens(int requested, int per_mb, int n_slots, int max_seq_len)
 {
-    long t = n_slots > 512 ? n_slots : 512;
-    long all = (long)n_slots * (long)max_seq_len;
+    long t = requested > 0 ? requested : per_mb > 512 ? per_mb : 512;
+    const long all = (long)n_slots * (long)max_seq_len;
     if (t > all)
         t = all;
+    if (t < per_mb)
+        t = per_mb;
     return (int)(t > 0 ? t : 1);
 }
 
@@ -252,10 +254,9 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
 pb_status pb_stage_plan_memory(pb_plan *plan, const pb_model_config *cfg, const pb_ckpt *ck,
                                const pb_backend_ops *ops, const pb_stage_opts *base)
 {
-    const long all = (long)plan->batch_size * (long)plan->max_seq_len; /* as the run clamps --max-batch-tokens */
-    const int mbt = base->max_batch_tokens <= 0 ? pb_stage_default_batch_tokens(plan->batch_size, plan->max_seq_len)
-                    : base->max_batch_tokens > all && all > 0 ? (int)all
-                                                               : base->max_batch_tokens;
+    /* the run's micro-batch tokens (it gives its own), or plan's: one chunk of the batch */
+    const int mbt = pb_stage_batch_tokens(base->max_batch_tokens, plan->batch_size, plan->batch_size,
+                                          plan->max_seq_len);
     plan->max_batch_tokens = mbt;
     pb_stage_opts o = {.n_slots = plan->batch_size, .max_seq_len = plan->max_seq_len, .max_batch_tokens = mbt,
                        .threads = base->threads, .weights_dtype = base->weights_dtype,
@@ -762,32 +763,27 @@ static pb_status run_mlp(pb_stage *s, int l, const float *in, float *out, int T)
     return op->linear(be, mi, ld, T, L->down, out, s->H);
 }
 
-/* x += a (+ a2); out = norm(x): fused when the backend has add_norm (the bits of add, then norm) */
+/* x += a (+ a2) where a; out = norm(x): fused when the backend has add_norm (the bits of add, then norm) */
 static pb_status add_then_norm(pb_stage *s, float *out, float *x, const float *a, const float *a2, int T,
                                const float *w, const float *bias)
 {
     const pb_backend_ops *op = s->be->ops;
+    if (!a)
+        return op->norm(s->be, s->cfg.norm, out, x, T, s->H, w, bias, s->cfg.norm_eps);
     if (op->add_norm)
         return op->add_norm(s->be, s->cfg.norm, out, x, a, a2, T, s->H, w, bias, s->cfg.norm_eps);
     PB_CHECK(op->add(s->be, x, a, a2, (size_t)T * s->H));
     return op->norm(s->be, s->cfg.norm, out, x, T, s->H, w, bias, s->cfg.norm_eps);
 }
 
-/* A layer's residual add left for the next layer's first norm to do (add_norm: one pass, one launch, the same
- * bits): x += a (+ b), where a is not NULL. run_body does what is left after the stage's last layer. */
+/* A pre-norm layer's residual add left for the next layer's first norm to do (add_norm: one pass, one launch,
+ * the same bits): x += a (+ b), where a is not NULL. run_body does what is left after the stage's last layer.
+ * A model's layers share one layout, so only pre-norm, non-sandwich layers ever see one. */
 typedef struct resid_pending {
     const float *a, *b;
 } resid_pending;
 
 /* x += what is pending, now */
-static pb_status flush_pending(pb_stage *s, resid_pending *p, int T)
-{
-    if (!p->a)
-        return PB_OK;
-    PB_CHECK(s->be->ops->add(s->be, s->arena + s->al.x, p->a, p->b, (size_t)T * s->H));
-    p->a = p->b = NULL;
-    return PB_OK;
-}
 
 /* Gemma 2/3: x += post_attn(attn(ln1(x))); x += post_mlp(mlp(ln2(x))). */
 static pb_status run_block_sandwich(pb_stage *s, int l, const pb_seq_batch *b, int T)
@@ -819,23 +815,16 @@ static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T, res
     float *ao = s->arena + s->al.attn, *mo = s->arena + s->al.mlp_out;
     if (!cfg->pre_norm) {
         /* OPT do_layer_norm_before=False: x = ln1(x + attn(x)); x = ln2(x + mlp(x)) */
-        PB_CHECK(flush_pending(s, pend, T));
         PB_CHECK(run_attention(s, l, b, x, ao, T));
         PB_CHECK(add_then_norm(s, x, x, ao, NULL, T, L->ln1_w, L->ln1_b));
         PB_CHECK(run_mlp(s, l, x, mo, T));
         return add_then_norm(s, x, x, mo, NULL, T, L->ln2_w, L->ln2_b);
     }
-    if (cfg->residual == PB_RESID_SANDWICH) {
-        PB_CHECK(flush_pending(s, pend, T));
+    if (cfg->residual == PB_RESID_SANDWICH)
         return run_block_sandwich(s, l, b, T);
-    }
     /* x += the last layer's residual (pending), then ln1 */
-    if (pend->a) {
-        PB_CHECK(add_then_norm(s, h, x, pend->a, pend->b, T, L->ln1_w, L->ln1_b));
-        pend->a = pend->b = NULL;
-    } else {
-        PB_CHECK(op->norm(be, cfg->norm, h, x, T, s->H, L->ln1_w, L->ln1_b, cfg->norm_eps));
-    }
+    PB_CHECK(add_then_norm(s, h, x, pend->a, pend->b, T, L->ln1_w, L->ln1_b));
+    *pend = (resid_pending){NULL, NULL};
     PB_CHECK(run_attention(s, l, b, h, ao, T));
     /* this layer's residual: pending, for the next layer's ln1 (ao and mo are not written before it) */
     switch (cfg->residual) {
@@ -965,7 +954,7 @@ static pb_status run_body(pb_stage *s, const pb_seq_batch *b, int T)
     resid_pending pend = {NULL, NULL};
     for (int l = 0; l < s->n_layers; l++)
         PB_CHECK(run_block(s, l, b, T, &pend));
-    return flush_pending(s, &pend, T);
+    return pend.a ? op->add(be, x, pend.a, pend.b, (size_t)T * s->H) : PB_OK; /* the last layer's residual */
 }
 
 /* Logits of token rows s->rows[r0 .. r0 + nr) (nr <= HEAD_ROWS) into dst (backend, [nr, V]). */

@@ -115,9 +115,10 @@ typedef struct pb_stage_mem {
     uint64_t act;     /* activation arena, input/output buffers, backend scratch */
 } pb_stage_mem;
 
-/* max_batch_tokens the planner assumes (and `run` uses with one chunk):
- * max(n_slots, 512), at most n_slots * max_seq_len. */
-int pb_stage_default_batch_tokens(int n_slots, int max_seq_len);
+/* Tokens a micro-batch carries: requested (--max-batch-tokens; <= 0: max(per_mb,
+ * 512)), at most n_slots * max_seq_len and at least per_mb (the sequences of a
+ * micro-batch: a decode step's token each). */
+int pb_stage_batch_tokens(int requested, int per_mb, int n_slots, int max_seq_len);
 
 /* What pb_stage_create on a backend of these ops will allocate for stage sp,
  * from the config and the checkpoint's index (dtypes and shapes) only. */

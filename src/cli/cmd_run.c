@@ -415,12 +415,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         goto out;
     }
     /* with --chunks given pb_opts_parse checked this already; here with the chunks chosen by the world size */
-    if (opts->max_batch_tokens > 0 && opts->max_batch_tokens < (batch + chunks - 1) / chunks) {
-        st = pb_error(PB_ERR_USAGE, "--max-batch-tokens %d is less than a micro-batch's %d sequences (--batch-size "
-                      "%d in %d chunks): a decode step needs a token for each", opts->max_batch_tokens,
-                      (batch + chunks - 1) / chunks, batch, chunks);
-        goto out;
-    }
+    PB_CHECK_GOTO(pb_opts_check_batch_tokens(opts, chunks), st, out);
     /* rank 0: the files, before anything is read from the model folder */
     pb_runner_opts ro = {
         .in_path = opts->in_path, .out_path = out_path, .metrics_path = opts->metrics_path,
@@ -507,11 +502,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 
     int per_chunk = (batch + chunks - 1) / chunks;
     /* tokens a micro-batch carries: --max-batch-tokens (at least a token a sequence: checked above), else 512 */
-    long mbt = opts->max_batch_tokens > 0 ? opts->max_batch_tokens : per_chunk > 512 ? per_chunk : 512;
-    if (mbt > (long)batch * context)
-        mbt = (long)batch * context;
-    if (mbt < per_chunk)
-        mbt = per_chunk;
+    const long mbt = pb_stage_batch_tokens(opts->max_batch_tokens, per_chunk, batch, context);
     if (world > 1) {
         /* The links first: each rank listens before any collective step, so
          * a rank that waits for the others can already refuse strangers. The

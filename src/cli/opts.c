@@ -218,6 +218,16 @@ static void opts_defaults(pb_opts *o)
     o->progress_tty = isatty(2);
 }
 
+pb_status pb_opts_check_batch_tokens(const pb_opts *o, int chunks)
+{
+    const int per_chunk = (o->batch_size + chunks - 1) / chunks;
+    if (o->max_batch_tokens > 0 && o->max_batch_tokens < per_chunk)
+        return pb_error(PB_ERR_USAGE, "--max-batch-tokens %d is less than a micro-batch's %d sequences (--batch-size "
+                        "%d in %d chunks): a decode step needs a token for each", o->max_batch_tokens, per_chunk,
+                        o->batch_size, chunks);
+    return PB_OK;
+}
+
 pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
 {
     opts_defaults(o);
@@ -445,13 +455,8 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
         st = pb_error(PB_ERR_USAGE, "--model and --tokenizer are exclusive: give one");
         goto out;
     }
-    if (o->cmd == PB_CMD_RUN && o->max_batch_tokens > 0 && o->chunks > 0 &&
-        o->max_batch_tokens < (o->batch_size + o->chunks - 1) / o->chunks) {
-        st = pb_error(PB_ERR_USAGE, "--max-batch-tokens %d is less than a micro-batch's %d sequences (--batch-size %d "
-                      "in --chunks %d): a decode step needs a token for each", o->max_batch_tokens,
-                      (o->batch_size + o->chunks - 1) / o->chunks, o->batch_size, o->chunks);
-        goto out;
-    }
+    if (o->cmd == PB_CMD_RUN && o->chunks > 0)
+        PB_CHECK_GOTO(pb_opts_check_batch_tokens(o, o->chunks), st, out);
     if (o->cmd == PB_CMD_RUN && o->chunks > o->batch_size) {
         st = pb_error(PB_ERR_USAGE, "--chunks %d is more than --batch-size %d: each micro-batch needs at least one sequence", o->chunks, o->batch_size);
         goto out;

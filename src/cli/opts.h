@@ -93,6 +93,8 @@ typedef struct pb_opts {
 /* Parse argv into opts. On a usage error returns PB_ERR_USAGE with a one-line
  * detail naming the bad option or value (pb_last_error()). */
 pb_status pb_opts_parse(int argc, char **argv, pb_opts *opts);
+/* --max-batch-tokens against a micro-batch's sequences (--batch-size in `chunks`): PB_ERR_USAGE below them. */
+pb_status pb_opts_check_batch_tokens(const pb_opts *o, int chunks);
 
 void pb_opts_print_help(FILE *fp);
 void pb_opts_print_version(FILE *fp);

@@ -373,18 +373,14 @@ struct pb_slot_sampler {
     int n_slots, max_seq_len, vocab;
     int32_t *hist;  /* [n_slots][max_seq_len] */
     int32_t *n_hist; /* [n_slots] */
-    void *scratch;
     int32_t *eos;    /* [n_eos] ids in [0, vocab) */
     int n_eos;
-    float *masked;   /* [vocab] a logits row with the EOS ids at -inf */
     uint8_t *mask_rows; /* [n_slots] greedy picks on the stage: rows whose EOS ids are masked */
     int32_t *ids;       /* [n_slots] and their picks */
-    /* rows sampled on the backend's host threads (host_run): each worker its scratch and masked row */
-    int n_work;         /* workers with buffers below (worker 0: scratch and masked above) */
-    void **wscratch;    /* [n_work] */
-    float **wmasked;    /* [n_work], each [vocab] or NULL until a row needs it */
-    int32_t **job_h;    /* [n_slots] each sequence's history and its length, for the workers */
-    size_t *job_n;
+    /* each worker's buffers (rows are sampled on the backend's host threads: host_run) */
+    int n_work;
+    void **scratch;  /* [n_work] pb_sample's scratch */
+    float **masked;  /* [n_work] a logits row with the EOS ids at -inf, NULL until a row needs it */
 };
 
 pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n)
@@ -398,8 +394,6 @@ pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n)
     for (int i = 0; i < n; i++)
         if (ids[i] >= 0 && ids[i] < s->vocab)
             s->eos[s->n_eos++] = ids[i];
-    if (!s->masked)
-        PB_CHECK(pb_malloc((size_t)s->vocab * sizeof *s->masked, &s->masked));
     return PB_OK;
 }
 
@@ -421,11 +415,8 @@ pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slo
     }
     PB_CHECK_GOTO(pb_calloc(cells, sizeof *s->hist, &s->hist), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->n_hist, &s->n_hist), st, fail);
-    PB_CHECK_GOTO(pb_malloc(pb_sample_scratch_bytes(vocab), &s->scratch), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->mask_rows, &s->mask_rows), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->ids, &s->ids), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->job_h, &s->job_h), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->job_n, &s->job_n), st, fail);
     *out = s;
     return PB_OK;
 fail:
@@ -433,12 +424,18 @@ fail:
     return st;
 }
 
-/* Appends sequence q's tokens (tok) to its slot's history; *h_out its history. */
-static pb_status hist_add(pb_slot_sampler *s, const pb_mb_seq *q, const int32_t *tok, int32_t **h_out)
+/* Slot slot's token history (n_hist[slot] ids). */
+static int32_t *slot_hist(const pb_slot_sampler *s, int slot)
+{
+    return s->hist + (size_t)slot * (size_t)s->max_seq_len;
+}
+
+/* Appends sequence q's tokens (tok) to its slot's history. */
+static pb_status hist_add(pb_slot_sampler *s, const pb_mb_seq *q, const int32_t *tok)
 {
     if (q->slot < 0 || q->slot >= s->n_slots)
         return pb_error(PB_ERR_INTERNAL, "slot sampler: slot %d out of range", (int)q->slot);
-    int32_t *h = s->hist + (size_t)q->slot * (size_t)s->max_seq_len;
+    int32_t *h = slot_hist(s, q->slot);
     if ((q->flags & PB_SEQ_NEW) && !(q->flags & PB_SEQ_FORK))
         s->n_hist[q->slot] = 0; /* a fork's history: fork_hist, before any sequence's tokens */
     /* The history is the cached tokens: keep it aligned with pos. */
@@ -447,7 +444,6 @@ static pb_status hist_add(pb_slot_sampler *s, const pb_mb_seq *q, const int32_t 
                         (int)q->slot, (int)s->n_hist[q->slot], (int)q->pos);
     memcpy(h + q->pos, tok, (size_t)q->n_tokens * sizeof *tok);
     s->n_hist[q->slot] = q->pos + q->n_tokens;
-    *h_out = h;
     return PB_OK;
 }
 
@@ -466,40 +462,33 @@ static pb_status fork_hist(pb_slot_sampler *s, const pb_microbatch *mb)
                             (int)q->slot, (int)q->pos, (int)q->fork_slot,
                             q->fork_slot >= 0 && q->fork_slot < s->n_slots ? (int)s->n_hist[q->fork_slot] : -1);
         if (q->fork_slot != q->slot)
-            memcpy(s->hist + (size_t)q->slot * (size_t)s->max_seq_len,
-                   s->hist + (size_t)q->fork_slot * (size_t)s->max_seq_len, (size_t)q->pos * sizeof(int32_t));
+            memcpy(slot_hist(s, q->slot), slot_hist(s, q->fork_slot), (size_t)q->pos * sizeof(int32_t));
         s->n_hist[q->slot] = q->pos;
     }
     return PB_OK;
 }
 
-/* Buffers for workers 1 .. n - 1 (worker 0 has the sampler's own); masked rows where a row needs them. */
+/* Buffers for workers 0 .. n - 1: scratch, and masked rows where a row needs them. */
 static pb_status reserve_workers(pb_slot_sampler *s, int n, bool masked)
 {
     if (n > s->n_work) {
-        void **sc = realloc(s->wscratch, (size_t)n * sizeof *sc);
+        void **sc = realloc(s->scratch, (size_t)n * sizeof *sc);
         if (!sc)
             return pb_error(PB_ERR_NOMEM, "slot sampler: out of memory for %d workers", n);
-        s->wscratch = sc;
-        float **mk = realloc(s->wmasked, (size_t)n * sizeof *mk);
+        s->scratch = sc;
+        float **mk = realloc(s->masked, (size_t)n * sizeof *mk);
         if (!mk)
             return pb_error(PB_ERR_NOMEM, "slot sampler: out of memory for %d workers", n);
-        s->wmasked = mk;
-        for (int w = s->n_work; w < n; w++) {
-            s->wscratch[w] = NULL;
-            s->wmasked[w] = NULL;
-        }
-        s->wscratch[0] = s->scratch;
-        s->wmasked[0] = s->masked;
-        for (int w = s->n_work > 1 ? s->n_work : 1; w < n; w++) {
-            PB_CHECK(pb_malloc(pb_sample_scratch_bytes(s->vocab), &s->wscratch[w]));
-            s->n_work = w + 1; /* freed by pb_slot_sampler_free from here */
-        }
-        s->n_work = n;
+        s->masked = mk;
+        for (; s->n_work < n; s->n_work++)
+            s->scratch[s->n_work] = s->masked[s->n_work] = NULL;
     }
-    for (int w = 1; masked && w < n; w++)
-        if (!s->wmasked[w])
-            PB_CHECK(pb_malloc((size_t)s->vocab * sizeof(float), &s->wmasked[w]));
+    for (int w = 0; w < n; w++) {
+        if (!s->scratch[w])
+            PB_CHECK(pb_malloc(pb_sample_scratch_bytes(s->vocab), &s->scratch[w]));
+        if (masked && !s->masked[w])
+            PB_CHECK(pb_malloc((size_t)s->vocab * sizeof(float), &s->masked[w]));
+    }
     return PB_OK;
 }
 
@@ -520,15 +509,16 @@ static void sample_row(void *ctx, int i, int worker)
     if (!(q->flags & PB_SEQ_SAMPLE))
         return;
     const float *row = j->logits + (size_t)i * (size_t)s->vocab;
-    void *scratch = worker > 0 ? s->wscratch[worker] : s->scratch;
     if ((q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
-        float *m = worker > 0 ? s->wmasked[worker] : s->masked;
+        float *m = s->masked[worker];
         memcpy(m, row, (size_t)s->vocab * sizeof *row);
         for (int e = 0; e < s->n_eos; e++)
             m[s->eos[e]] = -INFINITY;
         row = m;
     }
-    j->res->tokens[i] = pb_sample(row, s->vocab, &q->sample, s->job_h[i], s->job_n[i], &q->key, scratch);
+    /* its slot's history, hist_add's (each slot once in a micro-batch) */
+    j->res->tokens[i] = pb_sample(row, s->vocab, &q->sample, slot_hist(s, q->slot), (size_t)s->n_hist[q->slot],
+                                  &q->key, s->scratch[worker]);
 }
 
 /* Histories, then each sampling sequence's token: picks[i] where picks (made
@@ -540,9 +530,6 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
 {
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
     PB_CHECK(fork_hist(s, mb));
-    if (mb->n_seqs > s->n_slots)
-        return pb_error(PB_ERR_INTERNAL, "slot sampler: %d sequences in a micro-batch of %d slots", mb->n_seqs,
-                        s->n_slots);
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
     const int32_t *tok = mb->tokens;
@@ -550,11 +537,8 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     bool masked = false;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
-        int32_t *h = NULL;
-        PB_CHECK(hist_add(s, q, tok, &h));
+        PB_CHECK(hist_add(s, q, tok));
         tok += q->n_tokens;
-        s->job_h[i] = h;
-        s->job_n[i] = (size_t)s->n_hist[q->slot];
         res->tokens[i] = -1;
         if (!(q->flags & PB_SEQ_SAMPLE))
             continue;
@@ -568,13 +552,13 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     if (!n_sample)
         return PB_OK;
     sample_job j = {.s = s, .mb = mb, .logits = logits, .res = res};
-    if (be && be->ops->host_run && be->threads > 1 && n_sample > 1) {
-        PB_CHECK(reserve_workers(s, be->threads, masked));
+    const bool par = be && be->ops->host_run && be->threads > 1 && n_sample > 1;
+    PB_CHECK(reserve_workers(s, par ? be->threads : 1, masked));
+    if (par)
         be->ops->host_run(be, mb->n_seqs, sample_row, &j);
-    } else {
+    else
         for (int i = 0; i < mb->n_seqs; i++)
             sample_row(&j, i, 0);
-    }
     return PB_OK;
 }
 
@@ -608,19 +592,15 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
         return;
     free(s->hist);
     free(s->n_hist);
-    free(s->scratch);
     free(s->eos);
-    free(s->masked);
     free(s->mask_rows);
     free(s->ids);
-    for (int w = 1; w < s->n_work; w++) {
-        free(s->wscratch[w]);
-        free(s->wmasked[w]);
+    for (int w = 0; w < s->n_work; w++) {
+        free(s->scratch[w]);
+        free(s->masked[w]);
     }
-    free(s->wscratch);
-    free(s->wmasked);
-    free(s->job_h);
-    free(s->job_n);
+    free(s->scratch);
+    free(s->masked);
     free(s);
 }
 

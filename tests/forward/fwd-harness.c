@@ -523,7 +523,7 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
     PB_CHECK_GOTO(pb_ckpt_open(model, NULL, &cfg, &ck), st, fail);
     pb_split_spec spec = {.policy = PB_SPLIT_POLICY_EQUAL_SIZE, .n_stages = 1, .batch_size = slots, .max_seq_len = max_seq};
     PB_CHECK_GOTO(pb_plan_make(ck, &cfg, &spec, &plan), st, fail);
-    int mbt = pb_stage_default_batch_tokens(slots, max_seq);
+    int mbt = pb_stage_batch_tokens(0, slots, slots, max_seq);
     pb_stage_opts o = {.n_slots = slots, .max_seq_len = max_seq, .max_batch_tokens = mbt, .threads = threads,
                        .weights_dtype = weights_dtype(), .kv_dtype = kv_dtype()};
     PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, pb_backend_ops_of("cpu"), &o), st, fail);
