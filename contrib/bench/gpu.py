@@ -358,11 +358,12 @@ def main():
     pb = a.pippy or os.path.join(a.pack, "pippy-batch")
     env = dict(os.environ)
     if not a.pippy:
-        if not os.path.exists(pb):
+        if not os.path.exists(pb) and not os.path.exists(pb + ".xz"):
             out["notes"].append(f"no pack at {a.pack} (sh contrib/gpu/pack.sh): pippy-batch not measured")
             pb = None
         else:
             env = pack_env(os.path.abspath(a.pack))
+            pb = os.path.join(env["PACK"], "pippy-batch")  # env.sh's unpacked copy where the pack holds .xz
     if pb:
         v = subprocess.run([pb, "--version"], env=env, capture_output=True, text=True)
         out["pippy_version"] = v.stdout.strip().replace("\n", "; ")

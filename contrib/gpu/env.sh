@@ -3,8 +3,39 @@
 # and, when the pack carries Open MPI, OPAL_PREFIX and PB_MPIRUN.
 #   PACK=/path/to/gpu-pack . contrib/gpu/env.sh
 : "${PACK:?PACK must name the gpu-pack folder}"
+# programs kept compressed in the pack (NAME.xz: each holds the kernels' whole
+# fatbin) are unpacked with python3's lzma (no xz needed) into a folder of
+# their own outside it, beside links to the rest of the pack, and PACK names
+# that folder from here on: the pack itself stays as carried (small enough to
+# carry again). PB_GPU_PACK_DIR keeps the carried one.
+PB_GPU_PACK_DIR=${PB_GPU_PACK_DIR:-$PACK}
+_xz=""
+for _f in "$PACK"/pippy-batch.xz "$PACK"/tests/*/*.xz; do
+    [ -f "$_f" ] && _xz=1
+done
+if [ -n "$_xz" ]; then
+    _unx="${TMPDIR:-/tmp}/pbgpu-pack-$(cat "$PACK/MANIFEST" 2>/dev/null | cksum | cut -d' ' -f1)"
+    mkdir -p "$_unx"
+    for _f in "$PACK"/* "$PACK"/tests/*/*; do
+        _r=${_f#"$PACK"/}
+        [ "$_r" = tests ] && continue
+        mkdir -p "$_unx/$(dirname "$_r")"
+        case $_r in
+        *.xz)
+            _b=$_unx/${_r%.xz}
+            [ -x "$_b" ] && continue
+            python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as a, open(sys.argv[2] + ".tmp", "wb") as b:
+    shutil.copyfileobj(a, b)' "$_f" "$_b" && chmod +x "$_b.tmp" && mv "$_b.tmp" "$_b" ;;
+        *) [ -e "$_unx/$_r" ] || ln -s "$_f" "$_unx/$_r" ;;
+        esac
+    done
+    PACK=$_unx
+    export PACK PB_GPU_PACK_DIR
+fi
 # libraries kept compressed in the pack, unpacked outside it (so that the pack
 # stays small enough to carry again) with python3's lzma: no xz needed
+_unx=""
 _xz=""
 for _f in "$PACK"/lib/*.xz; do
     [ -f "$_f" ] && _xz=1
@@ -52,18 +83,18 @@ PY
     [ -n "$_dirs" ] && _ld="$_ld:$_dirs"
 fi
 export LD_LIBRARY_PATH="$_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-[ -d "$PACK/lib/pmix" ] && export PMIX_MCA_mca_base_component_path="$PACK/lib/pmix"
-if [ -x "$PACK/ompi/bin/mpirun" ]; then
-    export OPAL_PREFIX="$PACK/ompi"
-    export PATH="$PACK/ompi/bin:$PATH"
+[ -d "$PB_GPU_PACK_DIR/lib/pmix" ] && export PMIX_MCA_mca_base_component_path="$PB_GPU_PACK_DIR/lib/pmix"
+if [ -x "$PB_GPU_PACK_DIR/ompi/bin/mpirun" ]; then
+    export OPAL_PREFIX="$PB_GPU_PACK_DIR/ompi"
+    export PATH="$PB_GPU_PACK_DIR/ompi/bin:$PATH"
     # root on a lent machine; one node; no fabrics
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     export OMPI_MCA_plm=isolated OMPI_MCA_btl_vader_single_copy_mechanism=none
-    PB_MPIRUN="$PACK/ompi/bin/mpirun --oversubscribe"
+    PB_MPIRUN="$PB_GPU_PACK_DIR/ompi/bin/mpirun --oversubscribe"
 elif command -v mpirun >/dev/null 2>&1; then
     PB_MPIRUN="mpirun --oversubscribe --allow-run-as-root"
 else
     PB_MPIRUN=""
 fi
 export PB_MPIRUN
-unset _f _b _ld _missing _dirs _xz _unx
+unset _f _b _r _ld _missing _dirs _xz _unx

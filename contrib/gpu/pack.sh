@@ -11,8 +11,9 @@
 # package registry and none of PMIx, zstd, cJSON, OpenBLAS, PCRE2, utf8proc,
 # libsodium. So the pack holds:
 #   pippy-batch, tests/backend/ops, tests/forward/fwd-harness, tests/cli/cuda_probe,
-#   tests/net/nccl_test, tests/net/pipe_test
-#                        (stripped; laid out as in a build tree, so PB_BUILDDIR=gpu-pack works)
+#   tests/net/nccl_test, tests/net/pipe_test, tests/backend/linbench
+#                        (stripped; laid out as in a build tree, so PB_BUILDDIR=gpu-pack works
+#                        once contrib/gpu/env.sh has unpacked those over 4 MiB, kept as NAME.xz)
 #   lib/                 every shared library they need except glibc's and
 #                        the CUDA ones (libcuda, libcudart, libcublas*, libnccl);
 #                        libraries over 4 MiB as NAME.xz (check.sh unpacks them
@@ -148,18 +149,25 @@ done
 # ---- manifest ----
 GLIBC=$(find "$PACK" -type f ! -name '*.xz' ! -name '*.json' ! -name '*.txt' -exec objdump -T {} \; 2>/dev/null |
         grep -o 'GLIBC_[0-9][0-9.]*' | sort -u -V | tail -1)
+CUDA_LIBS=$(ldd "$PACK/pippy-batch" | awk '$1 ~ /^lib(cudart|cublas|nccl)/ {printf "%s ", $1}')
+"$PACK/pippy-batch" --version >/dev/null 2>&1 || die "the packed pippy-batch does not run here"
+# big programs compressed too (contrib/gpu/env.sh unpacks them there): each holds the kernels' whole fatbin
+for p in $PROGS; do
+    if [ "$(stat -c %s "$PACK/$p")" -gt $((4 * 1024 * 1024)) ]; then
+        xz -6 -T2 "$PACK/$p" || die "xz $p"
+    fi
+done
 TOTAL_KIB=$(du -sk "$PACK" | cut -f1)
 {
     echo "built:   $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n) ($(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"))"
     echo "commit:  $(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)"
     echo "glibc:   needs $GLIBC (check.sh compares with the machine's)"
     echo "nvcc:    $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p') ($(grep -o 'CUDA_GENCODE = .*' "$BUILD/Makefile" | head -1))"
-    echo "cuda libraries linked: $(ldd "$PACK/pippy-batch" | awk '$1 ~ /^lib(cudart|cublas|nccl)/ {printf "%s ", $1}')"
+    echo "cuda libraries linked: $CUDA_LIBS"
     echo "size:    $TOTAL_KIB KiB"
     echo "files:"
     (cd "$PACK" && find . -type f | sort | while read -r f; do printf '  %8d  %s\n' "$(stat -c %s "$f")" "$f"; done)
 } >"$PACK/MANIFEST"
-"$PACK/pippy-batch" --version >/dev/null 2>&1 || true
 say "wrote $PACK: $(find "$PACK" -type f | wc -l) files, $((TOTAL_KIB / 1024)) MiB ($TOTAL_KIB KiB; limit $((LIMIT_KIB / 1024)) MiB)"
 [ "$TOTAL_KIB" -le "$LIMIT_KIB" ] || die "the pack is too big to carry"
 say "on a GPU machine: bash contrib/gpu/check.sh   (device run: carry [\"gpu-pack\"])"
