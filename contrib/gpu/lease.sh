@@ -13,7 +13,8 @@
 # tests/backend/linbench (linbench.txt: the linear op's GB/s and TFLOP/s).
 # Then batch-1 decode with and without PB_CUDA_PDL=1, alternated, and ncu's
 # kernel times over one batch-1 decode step (both appended to bench.txt).
-# Then prefill by --max-batch-tokens (appended to bench.txt).
+# Then prefill by --max-batch-tokens and attention's form, decode at batch 64 by attention's form
+# (appended to bench.txt).
 # PB_LEASE_SKIP="ops ops2 linbench check bench mbt pdl profile" leaves parts out (default: "pdl", measured
 # in session 40: no gain).
 set -u
@@ -27,6 +28,15 @@ left() { echo $((BUDGET - ($(date +%s) - T0))); }
 skip() { case " ${PB_LEASE_SKIP-pdl} " in *" $1 "*) return 0 ;; esac; return 1; }
 PACK=$HERE/gpu-pack
 export PACK
+(. "$HERE/contrib/gpu/env.sh") # the pack's compressed programs unpacked, once
+# attention's form by letter: g grouped (the default), q a block a query, l scores a key a thread
+form_env() {
+    case $1 in
+    g) echo PB_CUDA_ATTN_GROUP=1 ;;
+    q) echo PB_CUDA_ATTN_GROUP=0 ;;
+    l) echo PB_CUDA_ATTN_GROUP=0 PB_CUDA_ATTN_LANE=1 ;;
+    esac
+}
 
 if ! skip ops; then
     (
@@ -49,7 +59,7 @@ if ! skip ops2; then  # the kernels' other shapes (kern_cuda.cu's PB_CUDA_*, as 
         for e in "PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 \
 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
             "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1" \
-            "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1"; do
+            "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0"; do
             echo "== ops cuda, $e"
             env $e timeout -k 5 60 "$PACK/tests/backend/ops" cuda
             echo "== exit $?"
@@ -57,7 +67,7 @@ PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
     ) >>"$OUT/ops.txt" 2>&1
     tail -n 4 "$OUT/ops.txt"
 fi
-if ! skip linbench && [ -x "$PACK/tests/backend/linbench" ]; then
+if ! skip linbench && { [ -x "$PACK/tests/backend/linbench" ] || [ -f "$PACK/tests/backend/linbench.xz" ]; }; then
     # the linear op alone: the default kernels, session 39's defaults, the tiled kernel where the pipelined
     # one takes over, the exact f32 products
     (
@@ -103,19 +113,36 @@ if ! skip mbt && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/
 import json
 for r in range(16):
     print(json.dumps({'prompt': ' '.join(f'w{r}x{i}' for i in range(150)), 'max_tokens': 1}))" >"$WORK/pf.jsonl"
-        # N:L = --max-batch-tokens N with PB_CUDA_ATTN_LANE=L (attention's scores a key a thread)
+        # N:F = --max-batch-tokens N with attention's form F: g grouped (the default), q a block a query
+        # (PB_CUDA_ATTN_GROUP=0), l a block a query with scores a key a thread (PB_CUDA_ATTN_LANE=1)
         for i in 1 2; do
-            for c in 512:0 2048:0 8192:0 8192:1; do
-                n=${c%:*} l=${c#*:}
-                PB_CUDA_ATTN_LANE=$l "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
-                    --in "$WORK/pf.jsonl" --out "$WORK/pf$n-$l.jsonl" --force -b 16 --no-prefix-sharing \
+            for c in 512:g 2048:g 8192:g 8192:q 8192:l; do
+                n=${c%:*} f=${c#*:}
+                env $(form_env $f) "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
+                    --in "$WORK/pf.jsonl" --out "$WORK/pf$n-$f.jsonl" --force -b 16 --no-prefix-sharing \
                     --max-batch-tokens $n --metrics "$WORK/pf.json" || { echo "mbt $c: FAILED"; continue; }
-                echo "--max-batch-tokens $n PB_CUDA_ATTN_LANE=$l run $i: $(python3 -c "import json; \
+                echo "--max-batch-tokens $n, attention $(form_env $f) run $i: $(python3 -c "import json; \
 m = json.load(open('$WORK/pf.json')); print(m['prompt_tokens'], 'prompt tokens, prefill', \
 round(m['prefill_tokens_per_second']), 'tok/s')")"
             done
-            cmp -s "$WORK/pf512-0.jsonl" "$WORK/pf8192-0.jsonl" && cmp -s "$WORK/pf8192-0.jsonl" "$WORK/pf8192-1.jsonl" &&
-                echo "mbt: same text" || echo "mbt: TEXT DIFFERS"
+            same=1
+            for f in 512-g 2048-g 8192-q 8192-l; do cmp -s "$WORK/pf$f.jsonl" "$WORK/pf8192-g.jsonl" || same=0; done
+            [ $same = 1 ] && echo "mbt: same text" || echo "mbt: TEXT DIFFERS"
+        done
+        # decode at batch 64 (32 tokens each), attention grouped or a block a query, alternated
+        python3 -c "
+import json
+for r in range(64):
+    print(json.dumps({'prompt': f'story {r}: the', 'max_tokens': 32, 'ignore_eos': True}))" >"$WORK/b64.jsonl"
+        for i in 1 2; do
+            for f in g q; do
+                env $(form_env $f) "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
+                    --in "$WORK/b64.jsonl" --out "$WORK/b64-$f.jsonl" --force -b 64 --temperature 0 \
+                    --metrics "$WORK/b64.json" || { echo "b64 $f: FAILED"; continue; }
+                echo "--max-batch-tokens b64 decode, attention $(form_env $f) run $i: $(python3 -c "import json; \
+print(round(json.load(open('$WORK/b64.json'))['decode_tokens_per_second'], 1))") tok/s"
+            done
+            cmp -s "$WORK/b64-g.jsonl" "$WORK/b64-q.jsonl" && echo "mbt: b64 same text" || echo "mbt: b64 TEXT DIFFERS"
         done
     ) >>"$OUT/bench.txt" 2>&1
     grep -E '^(--max-batch|mbt)' "$OUT/bench.txt"
@@ -189,11 +216,11 @@ for n, v in sorted(tot.items(), key=lambda x: -x[1]):
 PY
         python3 "$WORK/ncusum.py" "$WORK/ncu.csv"
         # prefill: the first 300 kernels of 16 prompts of about 850 tokens in micro-batches of 8192 tokens
-        for l in 0 1; do
+        for f in g q; do
             t2=$(( $(left) - 10 ))
             [ -f "$WORK/pf.jsonl" ] && [ "$t2" -gt 30 ] || break
-            echo "ncu, prefill (--max-batch-tokens 8192, PB_CUDA_ATTN_LANE=$l):"
-            PB_CUDA_ATTN_LANE=$l timeout -k 5 "$t2" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+            echo "ncu, prefill (--max-batch-tokens 8192, $(form_env $f)):"
+            env $(form_env $f) timeout -k 5 "$t2" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
                 --launch-count 300 "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
                 --in "$WORK/pf.jsonl" --out "$WORK/pf-ncu.jsonl" --force -b 16 --no-prefix-sharing \
                 --max-batch-tokens 8192 >"$WORK/ncu2.csv" 2>"$WORK/ncu2.err"

@@ -436,9 +436,10 @@ fail:
 // ---- scratch ----
 
 // the argument blob of one attention call: pointers, then ints, then floats
+// attention's arguments: k[S], v[S] pointers; tok_start[S], pos[S], tok_seq[T], tiles[2 T]; alibi[n_heads]
 static size_t attn_args_bytes(int n_seqs, int T, int n_heads)
 {
-    return round256((size_t)n_seqs * 2 * sizeof(void *) + ((size_t)n_seqs * 2 + (size_t)T) * sizeof(int) +
+    return round256((size_t)n_seqs * 2 * sizeof(void *) + ((size_t)n_seqs * 2 + (size_t)T * 3) * sizeof(int) +
                     (size_t)n_heads * sizeof(float));
 }
 
@@ -465,12 +466,19 @@ static pb_status cuda_reserve(pb_backend *be, const pb_backend_limits *lim)
 
 static int g_attn_chunk, g_attn_split = -1; // attention's chunk keys (0: not read yet) and form
 static int g_attn_lane = -1;                 // attention's scores a key a thread (1), a warp's (0); -1: not read yet
+static int g_attn_grp = -1;                  // a block a KV head's queries of a tile (1) or a query (0); -1: not read
 
 // the scores' form (kc_attn.lane_scores: the same bits); < 0: PB_CUDA_ATTN_LANE again (default 0 until the
 // lane form is measured on a GPU)
 extern "C" void pb_cuda_attn_scores(int lane)
 {
     g_attn_lane = lane < 0 ? kc_env_int("PB_CUDA_ATTN_LANE", 0, 0, 1) : lane != 0;
+}
+
+// the grouped form (k_attention_grp: the same bits); < 0: PB_CUDA_ATTN_GROUP again (default 1)
+extern "C" void pb_cuda_attn_group(int on)
+{
+    g_attn_grp = on < 0 ? kc_env_int("PB_CUDA_ATTN_GROUP", 1, 0, 1) : on != 0;
 }
 
 extern "C" void pb_cuda_attn_force(int chunk, int split)
@@ -603,12 +611,11 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     SET_DEVICE(c);
     const size_t bytes = attn_args_bytes(S, T, a->n_heads);
     PB_CHECK(scratch_reserve(c, bytes));
-    // blob: k[S], v[S] pointers; tok_start[S], pos[S], tok_seq[T]; alibi[n_heads]
     unsigned char *h = NULL;
     PB_CHECK(args_begin(c, bytes, &h));
     void **hk = (void **)(void *)h, **hv = hk + S;
-    int *hts = (int *)(void *)(hv + S), *hpos = hts + S, *hseq = hpos + S;
-    float *hal = (float *)(void *)(hseq + T);
+    int *hts = (int *)(void *)(hv + S), *hpos = hts + S, *hseq = hpos + S, *htile = hseq + T;
+    float *hal = (float *)(void *)(htile + 2 * (size_t)T);
     for (int s = 0; s < S; s++) {
         hk[s] = a->k_cache[s];
         hv[s] = a->v_cache[s];
@@ -622,6 +629,24 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
             hseq[a->tok_start[s] + i] = s;
     if (a->alibi)
         memcpy(hal, a->alibi, (size_t)a->n_heads * sizeof(float));
+    // the grouped form's tiles: runs of up to qb / (heads a block) tokens of a sequence with the same first key
+    if (g_attn_grp < 0)
+        pb_cuda_attn_group(-1);
+    const int G = a->n_heads / a->n_kv_heads, qb = KC_ATTN_GROUP_QUERIES(a->head_dim);
+    const int grp_heads = G < qb ? G : qb, tile_tokens = qb / grp_heads;
+    int n_tiles = 0, widest = 0;
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < a->n_tokens[s];) {
+            const int p = a->pos[s] + i, lo = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+            int n = 1;
+            while (n < tile_tokens && i + n < a->n_tokens[s] && lo == 0 && (a->window <= 0 || p + n < a->window))
+                n++; // a window's first key moves with each token past it: such tokens are tiles of one
+            htile[2 * n_tiles] = a->tok_start[s] + i;
+            htile[2 * n_tiles + 1] = n;
+            n_tiles++;
+            widest = n > widest ? n : widest;
+            i += n;
+        }
     PB_CHECK(args_send(c, c->scratch, bytes));
     unsigned char *d = (unsigned char *)c->scratch;
     kc_attn k;
@@ -632,7 +657,9 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     k.tok_start = (const int *)(void *)(d + (size_t)2 * S * sizeof(void *));
     k.pos = k.tok_start + S;
     k.tok_seq = k.pos + S;
-    k.alibi = a->alibi ? (const float *)(const void *)(k.tok_seq + T) : NULL;
+    k.tiles = k.tok_seq + T;
+    k.n_tiles = n_tiles;
+    k.alibi = a->alibi ? (const float *)(const void *)(k.tiles + 2 * (size_t)T) : NULL;
     k.q = a->q;
     k.k = a->k;
     k.v = a->v;
@@ -657,6 +684,8 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     if (g_attn_lane < 0)
         pb_cuda_attn_scores(-1);
     k.lane_scores = g_attn_lane;
+    // grouped where a block gets more than one query (GQA heads, or MHA prefill's tiles of tokens)
+    k.grp_heads = g_attn_grp && (grp_heads > 1 || widest > 1) ? grp_heads : 0;
     int most = 1;
     for (int s = 0; s < S; s++) {
         if (a->n_tokens[s] <= 0)

@@ -36,6 +36,7 @@ pb_status pb_cuda_backend_create(int device, pb_backend **out)
 const pb_backend_ops *pb_cuda_backend_ops(void) { return NULL; }
 void pb_cuda_attn_force(int chunk, int split) { (void)chunk, (void)split; }
 void pb_cuda_attn_scores(int lane) { (void)lane; }
+void pb_cuda_attn_group(int on) { (void)on; }
 #else
 typedef int pb_cuda_stub_unused; /* ISO C forbids an empty translation unit */
 #endif

@@ -1597,6 +1597,181 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_merge(kc_attn a)
         o[d] = __fdiv_rn(vs[d], L);
 }
 
+// The grouped form (the default where a block gets more than one query): one
+// block takes the queries that read the same keys, up to QB of them: the
+// query heads of one KV head (GQA) for a tile of one sequence's tokens with
+// the same first key (a.tiles; for MHA the tile's tokens are the queries).
+// Each warp loads a key's row once for all of them and runs every query's
+// arithmetic exactly as attn_chunk's warp form does: the same keys a warp,
+// the same fma chains over a lane's dims lane + 32 i, the same butterfly
+// sums, online softmax, warps' merge in order and chunks' running merge, so
+// the bits are those of a block a query. What differs is who does it: the
+// QB butterflies are reduced together, each level halving the values a lane
+// keeps (a lane adds its partner's half of the pair it keeps, the sum the
+// butterfly forms at that level), so that after log2(QB) levels the lanes
+// of group q = lane / (32 / QB) hold query q's partial and finish its
+// butterfly alone: QB - 1 + 5 - log2(QB) shuffles a key for QB queries
+// instead of 5 QB. The group's lanes then run query q's softmax and its V
+// sums over 16 dims each (DPL x QB = 16: the 32 DPL dims of a row over
+// 32 / QB lanes), so one expf serves QB queries and no score is broadcast.
+template <typename kv_t, int DPL, int QB>
+__global__ void __launch_bounds__(ATT_WARPS * 32, 4) k_attention_grp(kc_attn a)
+{
+    pdl_trigger();
+    constexpr int W = 32 * DPL, LG = 32 / QB, VD = W / LG; // row dims, lanes a query, V dims a lane
+    __shared__ float accs[ATT_WARPS][QB][W], vs[QB][W];
+    __shared__ float ms[ATT_WARPS][QB], ls[ATT_WARPS][QB];
+    const int t0 = a.tiles[2 * blockIdx.x], nt = a.tiles[2 * blockIdx.x + 1];
+    const int G = a.n_heads / a.n_kv_heads, ht = a.grp_heads, n_sub = (G + ht - 1) / ht;
+    const int g = (int)blockIdx.y / n_sub, h0 = g * G + ((int)blockIdx.y % n_sub) * ht;
+    const int nh = g * G + G - h0 < ht ? g * G + G - h0 : ht, nq = nt * nh; // heads, queries (<= QB)
+    const int s = a.tok_seq[t0];
+    const int hd = a.head_dim, kvd = a.n_kv_heads * hd;
+    const int p0 = a.pos[s] + t0 - a.tok_start[s], pmax = p0 + nt - 1, lo = attn_lo(a, p0);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int mq = lane / LG, r = lane % LG; // this lane's query in the V sums, and its dims r VD ..
+    const int mp = p0 + mq / nh;             // that query's position (its last key)
+    const bool mine = mq < nq;
+    const float slope = a.alibi && mine ? a.alibi[h0 + mq % nh] : 0.0f;
+    float qr[QB][DPL], Mr[QB], Lr[QB];
+#pragma unroll
+    for (int q = 0; q < QB; q++) {
+        const float *qp = a.q + (size_t)(t0 + q / nh) * a.q_stride + (size_t)(h0 + q % nh) * hd;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            const int d = lane + 32 * i;
+            qr[q][i] = q < nq && d < hd ? qp[d] : 0.0f;
+        }
+        Mr[q] = -INFINITY;
+        Lr[q] = 0.0f;
+        for (int d = threadIdx.x; d < hd; d += blockDim.x)
+            vs[q][d] = 0.0f;
+    }
+    const kv_t *kc = (const kv_t *)a.k_cache[s] + (size_t)g * hd, *vc = (const kv_t *)a.v_cache[s] + (size_t)g * hd;
+    const bool vec = hd % 8 == 0 && ((uintptr_t)vc & 15u) == 0 && (kvd * sizeof(kv_t)) % 16 == 0;
+    for (int c0 = lo; c0 <= pmax; c0 += a.chunk) {
+        const int c1 = pmax - c0 >= a.chunk ? c0 + a.chunk - 1 : pmax;
+        float m = -INFINITY, l = 0.0f, acc[VD];
+#pragma unroll
+        for (int e = 0; e < VD; e++)
+            acc[e] = 0.0f;
+        float kn[DPL]; // the warp's next key's dims, loaded a key ahead
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            const int d = lane + 32 * i, j = c0 + warp;
+            kn[i] = d < hd && j <= c1 ? from_kv(kc[(size_t)j * kvd + d]) : 0.0f;
+        }
+        for (int j = c0 + warp; j <= c1; j += ATT_WARPS) {
+            float v[QB], kf[DPL];
+#pragma unroll
+            for (int i = 0; i < DPL; i++) {
+                const int d = lane + 32 * i;
+                kf[i] = kn[i];
+                kn[i] = d < hd && j + ATT_WARPS <= c1 ? from_kv(kc[(size_t)(j + ATT_WARPS) * kvd + d]) : 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < QB; q++)
+                v[q] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < DPL; i++)
+                if (lane + 32 * i < hd) {
+#pragma unroll
+                    for (int q = 0; q < QB; q++)
+                        v[q] = __fmaf_rn(qr[q][i], kf[i], v[q]);
+                }
+            // the QB butterflies together: at offset o a lane keeps the half of its values its bit o picks
+#pragma unroll
+            for (int n = QB, off = 16; n > 1; n >>= 1, off >>= 1) {
+                const bool up = (lane & off) != 0;
+#pragma unroll
+                for (int k = 0; k < n / 2; k++) {
+                    const float keep = up ? v[n / 2 + k] : v[k], give = up ? v[k] : v[n / 2 + k];
+                    v[k] = __fadd_rn(keep, __shfl_xor_sync(FULL_MASK, give, off));
+                }
+            }
+#pragma unroll
+            for (int off = 16 / QB; off >= 1; off >>= 1)
+                v[0] = __fadd_rn(v[0], __shfl_xor_sync(FULL_MASK, v[0], off));
+            if (!mine || j > mp)
+                continue; // key j is past this lane's query (a tile's earlier tokens), or no query here
+            float sc = __fmul_rn(v[0], a.scale);
+            if (a.alibi)
+                sc = __fadd_rn(sc, __fmul_rn(slope, (float)j)); // Bloom: slope * key position
+            if (a.softcap > 0)
+                sc = __fmul_rn(tanhf(__fdiv_rn(sc, a.softcap)), a.softcap);
+            if (sc > m) {
+                const float corr = expf(m - sc); // 0 for the first key
+                l = __fmul_rn(l, corr);
+#pragma unroll
+                for (int e = 0; e < VD; e++)
+                    acc[e] = __fmul_rn(acc[e], corr);
+                m = sc;
+            }
+            const float e = expf(sc - m);
+            l = __fadd_rn(l, e);
+            const kv_t *vr = vc + (size_t)j * kvd + r * VD;
+            if (vec) {
+#pragma unroll
+                for (int e8 = 0; e8 < VD; e8 += 8)
+                    if (r * VD + e8 < hd) {
+                        float f[8];
+                        kv_load8(vr + e8, f);
+#pragma unroll
+                        for (int i = 0; i < 8; i++)
+                            acc[e8 + i] = __fmaf_rn(e, f[i], acc[e8 + i]);
+                    }
+            } else {
+#pragma unroll
+                for (int i = 0; i < VD; i++)
+                    if (r * VD + i < hd)
+                        acc[i] = __fmaf_rn(e, from_kv(vr[i]), acc[i]);
+            }
+        }
+        if (r == 0) {
+            ms[warp][mq] = m;
+            ls[warp][mq] = l;
+        }
+#pragma unroll
+        for (int i = 0; i < VD; i++)
+            if (r * VD + i < hd)
+                accs[warp][mq][r * VD + i] = acc[i];
+        __syncthreads();
+        // each query with keys in this chunk: the warps' merge, then the running merge (merge_chunk's formula)
+#pragma unroll
+        for (int q = 0; q < QB; q++) {
+            if (q >= nq || c0 > p0 + q / nh)
+                continue;
+            float M = -INFINITY;
+            for (int w = 0; w < ATT_WARPS; w++)
+                M = ms[w][q] > M ? ms[w][q] : M;
+            float L = 0.0f, f[ATT_WARPS];
+            for (int w = 0; w < ATT_WARPS; w++) {
+                f[w] = ms[w][q] == -INFINITY ? 0.0f : expf(ms[w][q] - M);
+                L = __fmaf_rn(ls[w][q], f[w], L);
+            }
+            const float Mn = M > Mr[q] ? M : Mr[q];
+            const float fa = Mr[q] == -INFINITY ? 0.0f : expf(Mr[q] - Mn), fb = expf(M - Mn);
+            Lr[q] = __fadd_rn(__fmul_rn(Lr[q], fa), __fmul_rn(L, fb));
+            for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+                float o = 0.0f;
+                for (int w = 0; w < ATT_WARPS; w++)
+                    o = __fmaf_rn(accs[w][q][d], f[w], o);
+                vs[q][d] = __fadd_rn(__fmul_rn(vs[q][d], fa), __fmul_rn(o, fb));
+            }
+            Mr[q] = Mn;
+        }
+        __syncthreads(); // accs, ms, ls reused by the next chunk
+    }
+#pragma unroll
+    for (int q = 0; q < QB; q++) {
+        if (q >= nq)
+            continue;
+        float *o = a.out + (size_t)(t0 + q / nh) * a.n_heads * hd + (size_t)(h0 + q % nh) * hd;
+        for (int d = threadIdx.x; d < hd; d += blockDim.x)
+            o[d] = __fdiv_rn(vs[q][d], Lr[q]);
+    }
+}
+
 // kern<cache element, dims a lane> over grid, by the cache's type and dpl (1, 2, 4 or 8)
 #define ATT_DPL_LAUNCH(kern, kv_t, dpl, grid)                                                                          \
     do {                                                                                                               \
@@ -1617,6 +1792,17 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_merge(kc_attn a)
             ATT_DPL_LAUNCH(kern, kv_half, dpl, grid);                                                                  \
         else                                                                                                           \
             ATT_DPL_LAUNCH(kern, uint16_t, dpl, grid);                                                                 \
+    } while (0)
+
+// k_attention_grp<kv_t, dims a lane, queries a block> by the queries a block (KC_ATTN_GROUP_QUERIES)
+#define ATT_GRP_LAUNCH(kv_t, qb, grid)                                                                                 \
+    do {                                                                                                               \
+        if ((qb) == 8)                                                                                                 \
+            KLAUNCH((k_attention_grp<kv_t, 2, 8>), grid, ATT_WARPS * 32, st, *a);                                      \
+        else if ((qb) == 4)                                                                                            \
+            KLAUNCH((k_attention_grp<kv_t, 4, 4>), grid, ATT_WARPS * 32, st, *a);                                      \
+        else                                                                                                           \
+            KLAUNCH((k_attention_grp<kv_t, 8, 2>), grid, ATT_WARPS * 32, st, *a);                                      \
     } while (0)
 
 cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
@@ -1645,6 +1831,20 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
         if (e != cudaSuccess)
             return e;
         KLAUNCH((k_attention_merge), grid, ATT_WARPS * 32, st, *a);
+        return cudaGetLastError();
+    }
+    if (a->grp_heads > 0 && !a->lane_scores) { // the grouped form: a block a tile's queries of a KV head
+        const int G = a->n_heads / a->n_kv_heads, qb = KC_ATTN_GROUP_QUERIES(a->head_dim);
+        const int n_sub = (G + a->grp_heads - 1) / a->grp_heads;
+        if (a->grp_heads > qb || a->n_tiles <= 0 || (long)a->n_kv_heads * n_sub > 65535)
+            return cudaErrorInvalidValue;
+        const dim3 gg((unsigned)a->n_tiles, (unsigned)(a->n_kv_heads * n_sub));
+        if (a->kv_dt == KC_F32)
+            ATT_GRP_LAUNCH(float, qb, gg);
+        else if (a->kv_dt == KC_F16)
+            ATT_GRP_LAUNCH(kv_half, qb, gg);
+        else
+            ATT_GRP_LAUNCH(uint16_t, qb, gg);
         return cudaGetLastError();
     }
     ATT_DISPATCH(k_attention, a->kv_dt, dpl, grid);

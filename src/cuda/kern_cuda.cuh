@@ -81,7 +81,15 @@ struct kc_attn {
     float *part;    // NULL, or [T][n_heads][max_chunks][head_dim + 2]: a block a chunk (flash-decoding)
     int lane_scores; // 1: a block's threads compute a key's score each, then the warps' sums;
                      // 0: each warp its keys' scores (the default, until 1 is measured; the same bits)
+    // grouped form (k_attention_grp; where part is NULL and lane_scores 0): grp_heads > 0 query heads of a
+    // KV head a block, for each tile (t0, nt) of a sequence's tokens with the same first key: tiles[2 i],
+    // tiles[2 i + 1], n_tiles of them (grp_heads x nt <= KC_ATTN_GROUP_QUERIES(head_dim)). 0: a block a query.
+    int grp_heads;
+    const int *tiles;
+    int n_tiles;
 };
+// the queries a grouped block takes: 16 / (dims a lane), at most 8 (heads up to 64 wide: 8, 128: 4, 256: 2)
+#define KC_ATTN_GROUP_QUERIES(hd) ((hd) <= 64 ? 8 : (hd) <= 128 ? 4 : 2)
 #define KC_ATTN_MAX_HEAD_DIM 256
 #define KC_ATTN_CHUNK 256
 

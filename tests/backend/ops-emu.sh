@@ -13,7 +13,7 @@ case $out in
 esac
 # The first run with the default kernels: the skinny tensor-core kernel's 16-column warps, 17-64 rows
 # rounded once first (PB_CUDA_TC_XB), the pipelined kernel above 64 rows (x rounded once, cp.async stages),
-# norms with the row in registers
+# norms with the row in registers, attention's queries grouped by KV head and tile of tokens
 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
 # the second with the others: 8-column warps reading f32 x, the tiled kernel from 33 rows
 # (PB_CUDA_TC_SKINNY) in 128 x 64 tiles, attention in chunks of 8 keys, a block a chunk (flash-decoding:
@@ -29,5 +29,7 @@ PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1 "$PB_B
     exit $?
 # the fourth: 8-column warps on rounded rows, the pipelined kernel in rounds of 128 rows
 # (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two), launched as programmatic dependents (PB_CUDA_PDL;
-# a plain launch here)
-PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
+# a plain launch here), attention a block a query where the default groups a KV head's queries
+# (PB_CUDA_ATTN_GROUP=0)
+PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0 \
+    exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda

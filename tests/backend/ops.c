@@ -1291,37 +1291,74 @@ static float *rows_probe(size_t *len)
     return out;
 }
 
-/* One sequence of T tokens attending from position 0 (keys 1..T), H query heads over KV heads of width hd,
- * with a kvdt cache, ALiBi slopes, a softcap or a window as asked: the outputs, T * H * hd floats */
-static float *attn_forms_probe(int T, int H, int KV, int hd, pb_dtype kvdt, bool alibi, float softcap, int window)
+/* S sequences, sequence s with n[s] tokens at positions pos[s] .. after a first call that wrote positions
+ * 0 .. pos[s] - 1 (its outputs not kept), H query heads over KV heads of width hd, with a kvdt cache, ALiBi
+ * slopes, a softcap or a window as asked: the second call's outputs, (sum of n) * H * hd floats */
+static float *attn_forms_run(int S, const int *n, const int *pos, int H, int KV, int hd, pb_dtype kvdt, bool alibi,
+                             float softcap, int window)
 {
-    const int qs = (H + 2 * KV) * hd, len = T + 3;
+    enum { MAXS = 4 };
+    int T = 0, Tp = 0, len = 1, tok0[MAXS], tokp[MAXS], zero_pos[MAXS] = {0};
+    for (int s = 0; s < S; s++) {
+        tok0[s] = T;
+        tokp[s] = Tp;
+        T += n[s];
+        Tp += pos[s];
+        len = pos[s] + n[s] + 3 > len ? pos[s] + n[s] + 3 : len;
+    }
+    const int qs = (H + 2 * KV) * hd, most = T > Tp ? T : Tp;
     const size_t nout = (size_t)T * H * hd;
-    pb_backend_limits lim = {.max_seqs = 1, .max_keys = len, .max_heads = H, .max_tokens = T, .max_dim = qs,
+    pb_backend_limits lim = {.max_seqs = S, .max_keys = len, .max_heads = H, .max_tokens = most, .max_dim = qs,
                              .head_dim = hd};
     OK(BE->ops->reserve(BE, &lim));
-    float *qkv = malloc((size_t)T * qs * 4), *out = malloc(nout * 4), slopes[8];
-    fill(qkv, (size_t)T * qs, 1.5f);
-    for (int h = 0; h < H && h < 8; h++)
+    float *qkv = malloc((size_t)most * qs * 4), *out = malloc((size_t)most * H * hd * 4), slopes[16];
+    for (int h = 0; h < H && h < 16; h++)
         slopes[h] = -0.5f / (float)(h + 1);
     const size_t cb = (size_t)BE->ops->kv_bytes(kvdt, len, KV, hd);
-    void *zero = calloc(1, cb), *dk = dev_from(zero, cb), *dv = dev_from(zero, cb);
-    float *dqkv = dev_from(qkv, (size_t)T * qs * 4), *dout = dev(nout * 4);
-    int tok0 = 0, pos = 0, n = T;
-    pb_attn_args a = {.n_seqs = 1, .tok_start = &tok0, .pos = &pos, .n_tokens = &n, .k_cache = &dk, .v_cache = &dv,
-                      .cache_len = len, .kv_dtype = kvdt, .q = dqkv, .k = dqkv + H * hd,
-                      .v = dqkv + (H + KV) * hd, .q_stride = qs, .kv_stride = qs, .out = dout, .n_heads = H,
-                      .n_kv_heads = KV, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+    void *zero = calloc(1, cb), *dk[MAXS], *dv[MAXS];
+    for (int s = 0; s < S; s++) {
+        dk[s] = dev_from(zero, cb);
+        dv[s] = dev_from(zero, cb);
+    }
+    float *dqkv = dev((size_t)most * qs * 4), *dout = dev((size_t)most * H * hd * 4);
+    pb_attn_args a = {.n_seqs = S, .k_cache = dk, .v_cache = dv, .cache_len = len, .kv_dtype = kvdt, .q = dqkv,
+                      .k = dqkv + H * hd, .v = dqkv + (H + KV) * hd, .q_stride = qs, .kv_stride = qs, .out = dout,
+                      .n_heads = H, .n_kv_heads = KV, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
                       .alibi = alibi ? slopes : NULL, .window = window, .softcap = softcap};
+    if (Tp) { // the earlier positions (from a buffer of their own: an upload may still read it)
+        float *early = malloc((size_t)Tp * qs * 4);
+        fill(early, (size_t)Tp * qs, 1.5f);
+        OK(BE->ops->upload(BE, dqkv, early, (size_t)Tp * qs * 4));
+        a.tok_start = tokp;
+        a.pos = zero_pos;
+        a.n_tokens = pos;
+        OK(BE->ops->attention(BE, &a));
+        OK(BE->ops->sync(BE));
+        free(early);
+    }
+    fill(qkv, (size_t)T * qs, 1.5f);
+    OK(BE->ops->upload(BE, dqkv, qkv, (size_t)T * qs * 4));
+    a.tok_start = tok0;
+    a.pos = pos;
+    a.n_tokens = n;
     OK(BE->ops->attention(BE, &a));
     to_host(out, dout, nout * 4);
-    rel(dk);
-    rel(dv);
+    for (int s = 0; s < S; s++) {
+        rel(dk[s]);
+        rel(dv[s]);
+    }
     rel(dqkv);
     rel(dout);
     free(zero);
     free(qkv);
     return out;
+}
+
+/* One sequence of T tokens attending from position 0 (keys 1..T) */
+static float *attn_forms_probe(int T, int H, int KV, int hd, pb_dtype kvdt, bool alibi, float softcap, int window)
+{
+    const int zero = 0;
+    return attn_forms_run(1, &T, &zero, H, KV, hd, kvdt, alibi, softcap, window);
 }
 
 /* One prefill of 20 tokens, 4 heads over 2 KV heads of 32, into a fresh bf16
@@ -1332,51 +1369,75 @@ static float *attn_probe(void)
     return attn_forms_probe(20, 4, 2, 32, PB_DT_BF16, false, 0, 0);
 }
 
-/* CUDA attention's forms give the same bits: scores a key a thread or a warp's keys each
- * (pb_cuda_attn_scores), a block a query or a block a chunk (pb_cuda_attn_force), chunks of 8 keys or
- * 300 (more than the 256 keys whose scores a block computes at once), over head widths that fill 1, 2, 4
- * or 8 dims a lane wholly or in part, each cache type, ALiBi, a softcap and a window */
+/* CUDA attention's forms give the same bits: a block a query with a warp's keys' scores each or scores a key
+ * a thread (pb_cuda_attn_scores), a block a chunk (pb_cuda_attn_force), and the grouped form (a block a KV
+ * head's queries of a tile of tokens: pb_cuda_attn_group); chunks of 8 keys or 300 (more than the 256 keys
+ * whose scores a block computes at once), over head widths that fill 1, 2, 4 or 8 dims a lane wholly or in
+ * part, groups of 1-12 query heads a KV head (more than a grouped block takes, and not a power of 2), each
+ * cache type, ALiBi, a softcap, a window, and batches of sequences at later positions (tiles end where a
+ * sequence does and where a window's first key starts to move) */
 static void test_cuda_attn_forms(void)
 {
     static const struct {
-        int T, H, KV, hd;
+        int S, n[3], pos[3], H, KV, hd;
         pb_dtype kv;
         bool alibi;
         float softcap;
         int window, chunk;
     } c[] = {
-        {20, 4, 2, 16, PB_DT_BF16, false, 0, 0, 8},  {20, 4, 2, 40, PB_DT_F32, true, 0, 0, 8},
-        {20, 4, 2, 12, PB_DT_F16, false, 0, 0, 8},   {14, 2, 1, 36, PB_DT_BF16, false, 0, 0, 8},
-        {18, 2, 1, 64, PB_DT_F16, false, 30.0f, 0, 8}, {18, 4, 4, 80, PB_DT_BF16, false, 0, 5, 8},
-        {12, 2, 1, 128, PB_DT_F32, false, 0, 0, 8},  {10, 2, 2, 200, PB_DT_BF16, true, 0, 0, 8},
-        {300, 2, 1, 16, PB_DT_BF16, false, 0, 0, 300}, {270, 1, 1, 64, PB_DT_F32, false, 0, 0, 300},
+        {1, {20}, {0}, 4, 2, 16, PB_DT_BF16, false, 0, 0, 8},
+        {1, {20}, {0}, 4, 2, 40, PB_DT_F32, true, 0, 0, 8},
+        {1, {20}, {0}, 4, 2, 12, PB_DT_F16, false, 0, 0, 8},
+        {1, {14}, {0}, 2, 1, 36, PB_DT_BF16, false, 0, 0, 8},
+        {1, {18}, {0}, 2, 1, 64, PB_DT_F16, false, 30.0f, 0, 8},
+        {1, {18}, {0}, 4, 4, 80, PB_DT_BF16, false, 0, 5, 8},
+        {1, {12}, {0}, 2, 1, 128, PB_DT_F32, false, 0, 0, 8},
+        {1, {10}, {0}, 2, 2, 200, PB_DT_BF16, true, 0, 0, 8},
+        {1, {300}, {0}, 2, 1, 16, PB_DT_BF16, false, 0, 0, 300},
+        {1, {270}, {0}, 1, 1, 64, PB_DT_F32, false, 0, 0, 300},
+        {3, {9, 1, 13}, {0, 20, 5}, 12, 1, 16, PB_DT_BF16, true, 0, 0, 8},
+        {3, {9, 1, 13}, {0, 20, 5}, 6, 2, 64, PB_DT_F16, false, 20.0f, 0, 8},
+        {3, {17, 2, 11}, {3, 30, 0}, 3, 3, 48, PB_DT_BF16, false, 0, 0, 8},
+        {2, {21, 1}, {0, 40}, 8, 8, 64, PB_DT_F32, false, 0, 12, 8},
+        {2, {7, 9}, {2, 0}, 8, 2, 128, PB_DT_BF16, false, 0, 0, 300},
+        {2, {7, 3}, {2, 1}, 4, 1, 256, PB_DT_F32, true, 0, 0, 8},
     };
+    static const struct {
+        int lane, grp, split;
+        const char *name;
+    } forms[] = {{0, 0, 0, "a block a query, a warp's scores"},
+                 {1, 0, 0, "a block a query, scores a key a thread"},
+                 {0, 1, 0, "the grouped form"},
+                 {0, 0, 1, "a block a chunk"}};
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
-        static char wb[96];
-        snprintf(wb, sizeof wb, "cuda attention forms: T %d, heads %d/%d x %d, %s cache%s%s%s, chunk %d", c[i].T,
+        static char wb[128];
+        snprintf(wb, sizeof wb, "cuda attention forms: %d seq, heads %d/%d x %d, %s cache%s%s%s, chunk %d", c[i].S,
                  c[i].H, c[i].KV, c[i].hd, pb_dtype_name(c[i].kv), c[i].alibi ? ", alibi" : "",
                  c[i].softcap > 0 ? ", softcap" : "", c[i].window ? ", window" : "", c[i].chunk);
         float *ref = NULL;
-        const size_t nout = (size_t)c[i].T * c[i].H * c[i].hd;
-        for (int lane = 0; lane < 2; lane++)
-            for (int f = 0; f < 2; f++) {
-                pb_cuda_attn_scores(lane);
-                pb_cuda_attn_force(c[i].chunk, f);
-                rng_state = 77;
-                float *o = attn_forms_probe(c[i].T, c[i].H, c[i].KV, c[i].hd, c[i].kv, c[i].alibi, c[i].softcap,
-                                            c[i].window);
-                where = wb;
-                if (!ref)
-                    ref = o;
-                else {
-                    CHECK(memcmp(ref, o, nout * 4) == 0, "scores %s, %s: other bits than a warp's scores in one block",
-                          lane ? "a key a thread" : "a warp's", f ? "a block a chunk" : "a block a query");
-                    free(o);
-                }
+        int T = 0;
+        for (int s = 0; s < c[i].S; s++)
+            T += c[i].n[s];
+        const size_t nout = (size_t)T * c[i].H * c[i].hd;
+        for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+            pb_cuda_attn_scores(forms[f].lane);
+            pb_cuda_attn_group(forms[f].grp);
+            pb_cuda_attn_force(c[i].chunk, forms[f].split);
+            rng_state = 77;
+            float *o = attn_forms_run(c[i].S, c[i].n, c[i].pos, c[i].H, c[i].KV, c[i].hd, c[i].kv, c[i].alibi,
+                                      c[i].softcap, c[i].window);
+            where = wb;
+            if (!ref)
+                ref = o;
+            else {
+                CHECK(memcmp(ref, o, nout * 4) == 0, "%s: other bits than %s", forms[f].name, forms[0].name);
+                free(o);
             }
+        }
         free(ref);
     }
     pb_cuda_attn_scores(-1);
+    pb_cuda_attn_group(-1);
     pb_cuda_attn_force(0, -1);
 }
 
