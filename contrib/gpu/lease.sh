@@ -58,7 +58,7 @@ if ! skip ops2; then  # the kernels' other shapes (kern_cuda.cu's PB_CUDA_*, as 
         . "$HERE/contrib/gpu/env.sh"
         for e in "PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 \
 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
-            "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1" \
+            "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1" "PB_CUDA_TC_STAGES=3" \
             "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0"; do
             echo "== ops cuda, $e"
             env $e timeout -k 5 60 "$PACK/tests/backend/ops" cuda
@@ -68,18 +68,17 @@ PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
     tail -n 4 "$OUT/ops.txt"
 fi
 if ! skip linbench && { [ -x "$PACK/tests/backend/linbench" ] || [ -f "$PACK/tests/backend/linbench.xz" ]; }; then
-    # the linear op alone: the default kernels, session 39's defaults, the tiled kernel where the pipelined
-    # one takes over, the exact f32 products
+    # the linear op alone: the default kernels, the pipelined kernel's shallower ring, the tiled kernel where
+    # the pipelined one takes over, the exact f32 products
     (
         . "$HERE/contrib/gpu/env.sh"
         L="$PACK/tests/backend/linbench"
         echo "== defaults"
         timeout -k 5 60 "$L" cuda bf16 1,8,32,64,128,256,512,4096
-        echo "== session 39's defaults: PB_CUDA_TC_COLS=8 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0"
-        PB_CUDA_TC_COLS=8 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 timeout -k 5 60 "$L" cuda bf16 \
-            1,8,32,64,128,512,4096
+        echo "== PB_CUDA_TC_STAGES=3 (session 40's ring: spans loaded 2 ahead, not 5)"
+        PB_CUDA_TC_STAGES=3 timeout -k 5 60 "$L" cuda bf16 128,256,512,4096
         echo "== PB_CUDA_TC_PIPE=0 (tiled, 128 x 128)"
-        PB_CUDA_TC_PIPE=0 timeout -k 5 60 "$L" cuda bf16 128,256,512
+        PB_CUDA_TC_PIPE=0 timeout -k 5 60 "$L" cuda bf16 128,512
         echo "== PB_MMPREC=f32 (exact products)"
         PB_MMPREC=f32 timeout -k 5 60 "$L" cuda bf16 1,8
     ) >"$OUT/linbench.txt" 2>&1

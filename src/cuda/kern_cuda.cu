@@ -15,6 +15,7 @@
 // its own KLAUNCH)
 #ifndef KLAUNCH
 #define KLAUNCH(kern, grid, block, stream, ...) kern<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define KLAUNCH_SMEM(kern, grid, block, smem, stream, ...) kern<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
 #endif
 
 // Programmatic dependent launch (sm_90; PB_CUDA_PDL=1, off until measured): the skinny linear kernel,
@@ -574,14 +575,14 @@ __global__ void __launch_bounds__(128 * WNW, 4 / WNW)
 // x rounded to W's type by k_round_x (tc_load_x's words, row stride ldb: the
 // spans rounded up, zeros past K); then 128 x 128 tiles of y per block of 8
 // warps (2 x 4, 64 x 32 each), a span of both operands a stage copied by
-// cp.async into a ring of TCP_STAGES, the mmas on the stage before. Each
+// cp.async into a ring of stages (3 or 6), the mmas on the stage before. Each
 // element's mmas and slice adds are the other kernels' (tc_span over the
 // same words), so its bits are theirs. Taken for more rows than the skinny
 // kernel's (unless PB_CUDA_TC_PIPE=0) where x and W rows are 16-byte aligned
 // and the backend gave scratch for the rounded rows (kc_linear_tc_scratch).
 #define TCP_BM 128
 #define TCP_BN 128
-#define TCP_STAGES 3
+#define TCP_STAGE_WORDS ((TCP_BM + TCP_BN) * 16) // a stage's 32-bit words: a span of both operands (16 KB)
 #define TCP_ROWS 4096 // rows a conversion + product round takes at most (the scratch's size)
 
 // 16 bytes global -> shared without the registers, zeros where !valid
@@ -628,15 +629,21 @@ template <int DT> __global__ void k_round_x(const float *__restrict__ x, int ldx
     }
 }
 
-template <int DT>
+// ST stages in the ring (dynamic shared memory, ST x 16 KB: PB_CUDA_TC_STAGES)
+template <int DT, int ST>
 __global__ void __launch_bounds__(256, 1)
     k_linear_tc_pipe(const uint16_t *__restrict__ xb, int ldb, int M, const uint16_t *__restrict__ W,
                      const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
 {
     pdl_trigger();
-    // a stage: a span of 128 rows of each (64 bytes a row, as k_linear_tc_tiled's)
-    __shared__ __align__(16) uint32_t xs[TCP_STAGES][TCP_BM * 16];
-    __shared__ __align__(16) uint32_t ws[TCP_STAGES][TCP_BN * 16];
+    // a stage: a span of 128 rows of each (64 bytes a row, as k_linear_tc_tiled's): x's, then W's
+#ifdef PB_CUDA_EMU_RUNTIME_H
+    __shared__ __align__(16) uint32_t smem[ST * TCP_STAGE_WORDS];
+#else
+    extern __shared__ __align__(16) uint32_t smem[];
+#endif
+    uint32_t(*xs)[TCP_BM * 16] = (uint32_t(*)[TCP_BM * 16])smem;
+    uint32_t(*ws)[TCP_BN * 16] = (uint32_t(*)[TCP_BN * 16])(smem + ST * TCP_BM * 16);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int m0 = blockIdx.y * TCP_BM, n0 = blockIdx.x * TCP_BN;
     const int wm = (warp & 1) * 64, wn = (warp >> 1) * 32;
@@ -644,7 +651,7 @@ __global__ void __launch_bounds__(256, 1)
     // chunk c = tid + 256 h of a stage: row c / 4, quarter c % 4; one group a span (empty past the last)
     auto load = [&](int sp) {
         if (sp < nspans) {
-            const int b = sp % TCP_STAGES, kb = sp * TC_SPAN;
+            const int b = sp % ST, kb = sp * TC_SPAN;
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int c = tid + 256 * h, r = c >> 2, k = kb + 8 * (c & 3);
@@ -657,13 +664,13 @@ __global__ void __launch_bounds__(256, 1)
     };
     float acc[4][4][4] = {}, tot[4][4][4] = {};
 #pragma unroll
-    for (int s = 0; s < TCP_STAGES - 1; s++)
+    for (int s = 0; s < ST - 1; s++)
         load(s);
     for (int sp = 0; sp < nspans; sp++) {
-        cp_async_wait<TCP_STAGES - 2>(); // this thread's copies of span sp landed
-        __syncthreads();                 // everyone's; and the stage sp - 1 read is free
-        load(sp + TCP_STAGES - 1);
-        const int b = sp % TCP_STAGES;
+        cp_async_wait<ST - 2>(); // this thread's copies of span sp landed
+        __syncthreads();         // everyone's; and the stage sp - 1 read is free
+        load(sp + ST - 1);
+        const int b = sp % ST;
         tc_warp_span<DT, 4, 4>(xs[b], ws[b], wm, wn, g, t, acc);
         if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans)
             tc_slice_add<4, 4>(acc, tot);
@@ -725,6 +732,25 @@ size_t kc_linear_tc_scratch(int M, int K)
     return (size_t)rows * (size_t)tcp_ldb(K) * sizeof(uint16_t);
 }
 
+// the pipelined kernel's ring: PB_CUDA_TC_STAGES=3 (48 KB of shared memory, session 40's) or 6 (96 KB, the
+// default: spans of 32 k are loaded 5 ahead instead of 2, where a 128 x 128 tile's span took ~0.8 us, about a
+// load's latency, whatever the rows); 3 where the device refuses 96 KB a block. Not yet measured on a GPU.
+template <int DT> static void (*pipe_kernel(int *smem))(const uint16_t *, int, int, const uint16_t *, const float *,
+                                                        float *, int, int, int)
+{
+    static const int want = kc_env_int("PB_CUDA_TC_STAGES", 6, 3, 6) >= 6 ? 6 : 3;
+    static int got; // the stages this instantiation runs with (0: not asked yet)
+    if (!got) {
+        got = 3;
+        if (want == 6 && cudaFuncSetAttribute(k_linear_tc_pipe<DT, 6>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              6 * TCP_STAGE_WORDS * 4) == cudaSuccess)
+            got = 6;
+        (void)cudaGetLastError(); // a refusal is not the product's error
+    }
+    *smem = got * TCP_STAGE_WORDS * 4;
+    return got == 6 ? k_linear_tc_pipe<DT, 6> : k_linear_tc_pipe<DT, 3>;
+}
+
 // the product in rounds of the rows the scratch holds: each a conversion, then the tiles
 template <int DT>
 static cudaError_t pipe_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
@@ -738,7 +764,10 @@ static cudaError_t pipe_launch(cudaStream_t st, const float *x, int ldx, int M, 
         KLAUNCH((k_round_x<DT>), blocks_for((size_t)m * (ldb / 8), 256), 256, st, x + (size_t)r0 * ldx, ldx, m, K, xb,
                 ldb);
         const dim3 grid((unsigned)((N + TCP_BN - 1) / TCP_BN), (unsigned)((m + TCP_BM - 1) / TCP_BM));
-        KLAUNCH((k_linear_tc_pipe<DT>), grid, 256, st, xb, ldb, m, W, bias, y + (size_t)r0 * ldy, ldy, N, K);
+        int smem = 0;
+        void (*kern)(const uint16_t *, int, int, const uint16_t *, const float *, float *, int, int, int) =
+            pipe_kernel<DT>(&smem);
+        KLAUNCH_SMEM(kern, grid, 256, smem, st, xb, ldb, m, W, bias, y + (size_t)r0 * ldy, ldy, N, K);
     }
     return cudaGetLastError();
 }

@@ -12,7 +12,8 @@ case $out in
 *) echo "FAIL: PB_CUDA_KV_DTYPE=q8 was not refused: $out"; exit 1 ;;
 esac
 # The first run with the default kernels: the skinny tensor-core kernel's 16-column warps, 17-64 rows
-# rounded once first (PB_CUDA_TC_XB), the pipelined kernel above 64 rows (x rounded once, cp.async stages),
+# rounded once first (PB_CUDA_TC_XB), the pipelined kernel above 64 rows (x rounded once, a ring of 6
+# cp.async stages),
 # norms with the row in registers, attention's queries grouped by KV head and tile of tokens
 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
 # the second with the others: 8-column warps reading f32 x, the tiled kernel from 33 rows
@@ -29,7 +30,7 @@ PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1 "$PB_B
     exit $?
 # the fourth: 8-column warps on rounded rows, the pipelined kernel in rounds of 128 rows
 # (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two), launched as programmatic dependents (PB_CUDA_PDL;
-# a plain launch here), attention a block a query where the default groups a KV head's queries
-# (PB_CUDA_ATTN_GROUP=0)
-PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0 \
+# a plain launch here) with a ring of 3 stages (PB_CUDA_TC_STAGES), attention a block a query where the
+# default groups a KV head's queries (PB_CUDA_ATTN_GROUP=0)
+PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0 PB_CUDA_TC_STAGES=3 \
     exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
