@@ -739,16 +739,20 @@ template <int DT> static void (*pipe_kernel(int *smem))(const uint16_t *, int, i
                                                         float *, int, int, int)
 {
     static const int want = kc_env_int("PB_CUDA_TC_STAGES", 6, 3, 6) >= 6 ? 6 : 3;
-    static int got; // the stages this instantiation runs with (0: not asked yet)
-    if (!got) {
-        got = 3;
+    static int got[64]; // the stages this instantiation runs with on each device (0: not asked yet)
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64)
+        dev = 0;
+    if (!got[dev]) {
+        int g = 3;
         if (want == 6 && cudaFuncSetAttribute(k_linear_tc_pipe<DT, 6>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               6 * TCP_STAGE_WORDS * 4) == cudaSuccess)
-            got = 6;
+            g = 6;
         (void)cudaGetLastError(); // a refusal is not the product's error
+        got[dev] = g;
     }
-    *smem = got * TCP_STAGE_WORDS * 4;
-    return got == 6 ? k_linear_tc_pipe<DT, 6> : k_linear_tc_pipe<DT, 3>;
+    *smem = got[dev] * TCP_STAGE_WORDS * 4;
+    return got[dev] == 6 ? k_linear_tc_pipe<DT, 6> : k_linear_tc_pipe<DT, 3>;
 }
 
 // the product in rounds of the rows the scratch holds: each a conversion, then the tiles
