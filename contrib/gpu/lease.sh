@@ -32,7 +32,7 @@ export PACK
 # attention's form by letter: g grouped (the default), q a block a query, l scores a key a thread
 form_env() {
     case $1 in
-    g) echo PB_CUDA_ATTN_GROUP=1 ;;
+    g) echo PB_CUDA_ATTN_GROUP=1 ;; # the default: grouped from 1024 queries a call
     q) echo PB_CUDA_ATTN_GROUP=0 ;;
     l) echo PB_CUDA_ATTN_GROUP=0 PB_CUDA_ATTN_LANE=1 ;;
     esac

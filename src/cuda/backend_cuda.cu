@@ -466,7 +466,7 @@ static pb_status cuda_reserve(pb_backend *be, const pb_backend_limits *lim)
 
 static int g_attn_chunk, g_attn_split = -1; // attention's chunk keys (0: not read yet) and form
 static int g_attn_lane = -1;                 // attention's scores a key a thread (1), a warp's (0); -1: not read yet
-static int g_attn_grp = -1;                  // a block a KV head's queries of a tile (1) or a query (0); -1: not read
+static int g_attn_grp = -1; // a block a KV head's queries of a tile: 2 always, 1 from 1024 queries, 0 never; -1: unread
 
 // the scores' form (kc_attn.lane_scores: the same bits); < 0: PB_CUDA_ATTN_LANE again (default 0 until the
 // lane form is measured on a GPU)
@@ -475,10 +475,11 @@ extern "C" void pb_cuda_attn_scores(int lane)
     g_attn_lane = lane < 0 ? kc_env_int("PB_CUDA_ATTN_LANE", 0, 0, 1) : lane != 0;
 }
 
-// the grouped form (k_attention_grp: the same bits); < 0: PB_CUDA_ATTN_GROUP again (default 1)
+// the grouped form (k_attention_grp: the same bits): 0 never, 1 where a call has 1024 queries or more (fewer
+// would leave SMs idle in blocks of 8), 2 always; < 0: PB_CUDA_ATTN_GROUP again (default 1)
 extern "C" void pb_cuda_attn_group(int on)
 {
-    g_attn_grp = on < 0 ? kc_env_int("PB_CUDA_ATTN_GROUP", 1, 0, 1) : on != 0;
+    g_attn_grp = on < 0 ? kc_env_int("PB_CUDA_ATTN_GROUP", 1, 0, 2) : on > 2 ? 2 : on;
 }
 
 extern "C" void pb_cuda_attn_force(int chunk, int split)
@@ -684,8 +685,10 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     if (g_attn_lane < 0)
         pb_cuda_attn_scores(-1);
     k.lane_scores = g_attn_lane;
-    // grouped where a block gets more than one query (GQA heads, or MHA prefill's tiles of tokens)
-    k.grp_heads = g_attn_grp && (grp_heads > 1 || widest > 1) ? grp_heads : 0;
+    // grouped where a block gets more than one query (GQA heads, or MHA prefill's tiles of tokens) and, by
+    // default, the call has enough queries to fill the GPU in such blocks
+    const bool many = (size_t)T * (size_t)a->n_heads >= 1024;
+    k.grp_heads = (g_attn_grp == 2 || (g_attn_grp == 1 && many)) && (grp_heads > 1 || widest > 1) ? grp_heads : 0;
     int most = 1;
     for (int s = 0; s < S; s++) {
         if (a->n_tokens[s] <= 0)

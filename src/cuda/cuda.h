@@ -34,9 +34,10 @@ void pb_cuda_attn_force(int chunk, int split);
 /* attention's scores a key a thread (1) or a warp's keys each (0, the default): the same bits; < 0: the
    environment's choice (PB_CUDA_ATTN_LANE) again. For tests/backend/ops. */
 void pb_cuda_attn_scores(int lane);
-/* attention's grouped form (1, the default: a block takes a KV head's query heads for a tile of a sequence's
-   tokens with the same first key, reading each key once for them) or a block a query (0): the same bits;
-   < 0: the environment's choice (PB_CUDA_ATTN_GROUP) again. For tests/backend/ops. */
+/* attention's grouped form (a block takes a KV head's query heads for a tile of a sequence's tokens with the
+   same first key, reading each key once for them) always (2), where a call has 1024 queries or more (1, the
+   default) or never (0: a block a query): the same bits; < 0: the environment's choice (PB_CUDA_ATTN_GROUP)
+   again. For tests/backend/ops. */
 void pb_cuda_attn_group(int on);
 
 #endif

@@ -13,9 +13,9 @@ case $out in
 esac
 # The first run with the default kernels: the skinny tensor-core kernel's 16-column warps, 17-64 rows
 # rounded once first (PB_CUDA_TC_XB), the pipelined kernel above 64 rows (x rounded once, a ring of 6
-# cp.async stages),
-# norms with the row in registers, attention's queries grouped by KV head and tile of tokens
-"$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
+# cp.async stages), norms with the row in registers, attention's queries grouped by KV head and tile of
+# tokens, here at every size (PB_CUDA_ATTN_GROUP=2; by default from 1024 queries a call)
+PB_CUDA_ATTN_GROUP=2 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
 # the second with the others: 8-column warps reading f32 x, the tiled kernel from 33 rows
 # (PB_CUDA_TC_SKINNY) in 128 x 64 tiles, attention in chunks of 8 keys, a block a chunk (flash-decoding:
 # PB_CUDA_ATTN_*), norms' loops over memory (PB_CUDA_NORM_REGS=0): the same bounds and invariance

@@ -1407,7 +1407,7 @@ static void test_cuda_attn_forms(void)
         const char *name;
     } forms[] = {{0, 0, 0, "a block a query, a warp's scores"},
                  {1, 0, 0, "a block a query, scores a key a thread"},
-                 {0, 1, 0, "the grouped form"},
+                 {0, 2, 0, "the grouped form"},
                  {0, 0, 1, "a block a chunk"}};
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         static char wb[128];
