@@ -1366,6 +1366,34 @@ __device__ __forceinline__ void kv_load8(const float *r, float f[8])
     f[0] = u.x, f[1] = u.y, f[2] = u.z, f[3] = u.w, f[4] = v.x, f[5] = v.y, f[6] = v.z, f[7] = v.w;
 }
 
+// key j's score from its q.k dot product: the scale, ALiBi's slope times the key position (Bloom), the softcap
+__device__ __forceinline__ float attn_finish(const kc_attn &a, float dot, float slope, int j)
+{
+    float sc = __fmul_rn(dot, a.scale);
+    if (a.alibi)
+        sc = __fadd_rn(sc, __fmul_rn(slope, (float)j));
+    if (a.softcap > 0)
+        sc = __fmul_rn(tanhf(__fdiv_rn(sc, a.softcap)), a.softcap);
+    return sc;
+}
+
+// the online softmax's step for score sc: a new max rescales the sum l and the N V sums acc by expf(m - sc)
+// (0 for the first key); returns the key's weight expf(sc - m), added to l
+template <int N> __device__ __forceinline__ float softmax_step(float sc, float &m, float &l, float acc[N])
+{
+    if (sc > m) {
+        const float corr = expf(m - sc);
+        l = __fmul_rn(l, corr);
+#pragma unroll
+        for (int i = 0; i < N; i++)
+            acc[i] = __fmul_rn(acc[i], corr);
+        m = sc;
+    }
+    const float e = expf(sc - m);
+    l = __fadd_rn(l, e);
+    return e;
+}
+
 template <typename kv_t, int DPL>
 __device__ __forceinline__ float attn_score(const kc_attn &a, const float *qs, const kv_t *kr, int j, float slope)
 {
@@ -1408,12 +1436,7 @@ __device__ __forceinline__ float attn_score(const kc_attn &a, const float *qs, c
     p[0] = __fadd_rn(p[0], p[2]);
     p[1] = __fadd_rn(p[1], p[3]);
     p[0] = __fadd_rn(p[0], p[1]);
-    float sc = __fmul_rn(p[0], a.scale);
-    if (a.alibi)
-        sc = __fadd_rn(sc, __fmul_rn(slope, (float)j)); // Bloom: slope * key position
-    if (a.softcap > 0)
-        sc = __fmul_rn(tanhf(__fdiv_rn(sc, a.softcap)), a.softcap);
-    return sc;
+    return attn_finish(a, p[0], slope, j);
 }
 
 #define ATT_PIECE 256 // keys whose scores a block computes at once (the lane form)
@@ -1445,16 +1468,7 @@ __device__ void attn_chunk(const kc_attn &a, int s, int h, int c0, int c1, const
     // one key of the warp's: its score sc, then the online softmax and the V sum
     auto step = [&](int j, float sc) {
         const kv_t *vr = vc + (size_t)j * kvd;
-        if (sc > m) {
-            const float corr = expf(m - sc); // 0 for the first key
-            l = __fmul_rn(l, corr);
-#pragma unroll
-            for (int i = 0; i < DPL; i++)
-                acc[i] = __fmul_rn(acc[i], corr);
-            m = sc;
-        }
-        const float e = expf(sc - m);
-        l = __fadd_rn(l, e);
+        const float e = softmax_step<DPL>(sc, m, l, acc);
 #pragma unroll
         for (int i = 0; i < DPL; i++) {
             const int d = lane + 32 * i;
@@ -1485,12 +1499,7 @@ __device__ void attn_chunk(const kc_attn &a, int s, int h, int c0, int c1, const
 #pragma unroll
             for (int off = 16; off >= 1; off >>= 1)
                 dot = __fadd_rn(dot, __shfl_xor_sync(FULL_MASK, dot, off));
-            float sc = __fmul_rn(dot, a.scale);
-            if (a.alibi)
-                sc = __fadd_rn(sc, __fmul_rn(slope, (float)j)); // Bloom: slope * key position
-            if (a.softcap > 0)
-                sc = __fmul_rn(tanhf(__fdiv_rn(sc, a.softcap)), a.softcap);
-            step(j, sc);
+            step(j, attn_finish(a, dot, slope, j));
         }
     }
     if (lane == 0) {
@@ -1727,21 +1736,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32, 4) k_attention_grp(kc_attn a)
                 v[0] = __fadd_rn(v[0], __shfl_xor_sync(FULL_MASK, v[0], off));
             if (!mine || j > mp)
                 continue; // key j is past this lane's query (a tile's earlier tokens), or no query here
-            float sc = __fmul_rn(v[0], a.scale);
-            if (a.alibi)
-                sc = __fadd_rn(sc, __fmul_rn(slope, (float)j)); // Bloom: slope * key position
-            if (a.softcap > 0)
-                sc = __fmul_rn(tanhf(__fdiv_rn(sc, a.softcap)), a.softcap);
-            if (sc > m) {
-                const float corr = expf(m - sc); // 0 for the first key
-                l = __fmul_rn(l, corr);
-#pragma unroll
-                for (int e = 0; e < VD; e++)
-                    acc[e] = __fmul_rn(acc[e], corr);
-                m = sc;
-            }
-            const float e = expf(sc - m);
-            l = __fadd_rn(l, e);
+            const float e = softmax_step<VD>(attn_finish(a, v[0], slope, j), m, l, acc);
             const kv_t *vr = vc + (size_t)j * kvd + r * VD;
             if (vec) {
 #pragma unroll

@@ -1291,6 +1291,18 @@ static float *rows_probe(size_t *len)
     return out;
 }
 
+/* attention over random q, k, v rows (n floats into host, then dqkv) for the sequences' tokens as given */
+static void attend_random(pb_attn_args *a, float *dqkv, float *host, size_t n, const int *tok_start, const int *pos,
+                          const int *n_tokens)
+{
+    fill(host, n, 1.5f);
+    OK(BE->ops->upload(BE, dqkv, host, n * 4));
+    a->tok_start = tok_start;
+    a->pos = pos;
+    a->n_tokens = n_tokens;
+    OK(BE->ops->attention(BE, a));
+}
+
 /* S sequences, sequence s with n[s] tokens at positions pos[s] .. after a first call that wrote positions
  * 0 .. pos[s] - 1 (its outputs not kept), H query heads over KV heads of width hd, with a kvdt cache, ALiBi
  * slopes, a softcap or a window as asked: the second call's outputs, (sum of n) * H * hd floats */
@@ -1311,7 +1323,7 @@ static float *attn_forms_run(int S, const int *n, const int *pos, int H, int KV,
     pb_backend_limits lim = {.max_seqs = S, .max_keys = len, .max_heads = H, .max_tokens = most, .max_dim = qs,
                              .head_dim = hd};
     OK(BE->ops->reserve(BE, &lim));
-    float *qkv = malloc((size_t)most * qs * 4), *out = malloc((size_t)most * H * hd * 4), slopes[16];
+    float *qkv = malloc((size_t)(T + Tp) * qs * 4), *out = malloc(nout * 4), slopes[16];
     for (int h = 0; h < H && h < 16; h++)
         slopes[h] = -0.5f / (float)(h + 1);
     const size_t cb = (size_t)BE->ops->kv_bytes(kvdt, len, KV, hd);
@@ -1325,23 +1337,10 @@ static float *attn_forms_run(int S, const int *n, const int *pos, int H, int KV,
                       .k = dqkv + H * hd, .v = dqkv + (H + KV) * hd, .q_stride = qs, .kv_stride = qs, .out = dout,
                       .n_heads = H, .n_kv_heads = KV, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
                       .alibi = alibi ? slopes : NULL, .window = window, .softcap = softcap};
-    if (Tp) { // the earlier positions (from a buffer of their own: an upload may still read it)
-        float *early = malloc((size_t)Tp * qs * 4);
-        fill(early, (size_t)Tp * qs, 1.5f);
-        OK(BE->ops->upload(BE, dqkv, early, (size_t)Tp * qs * 4));
-        a.tok_start = tokp;
-        a.pos = zero_pos;
-        a.n_tokens = pos;
-        OK(BE->ops->attention(BE, &a));
-        OK(BE->ops->sync(BE));
-        free(early);
-    }
-    fill(qkv, (size_t)T * qs, 1.5f);
-    OK(BE->ops->upload(BE, dqkv, qkv, (size_t)T * qs * 4));
-    a.tok_start = tok0;
-    a.pos = pos;
-    a.n_tokens = n;
-    OK(BE->ops->attention(BE, &a));
+    // the earlier positions (qkv rows of their own: an upload may still read the first ones), then the call
+    if (Tp)
+        attend_random(&a, dqkv, qkv, (size_t)Tp * qs, tokp, zero_pos, pos);
+    attend_random(&a, dqkv, qkv + (size_t)Tp * qs, (size_t)T * qs, tok0, pos, n);
     to_host(out, dout, nout * 4);
     for (int s = 0; s < S; s++) {
         rel(dk[s]);
