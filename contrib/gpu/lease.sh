@@ -138,13 +138,13 @@ for r in range(64):
                 env $(form_env $f) "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
                     --in "$WORK/b64.jsonl" --out "$WORK/b64-$f.jsonl" --force -b 64 --temperature 0 \
                     --metrics "$WORK/b64.json" || { echo "b64 $f: FAILED"; continue; }
-                echo "--max-batch-tokens b64 decode, attention $(form_env $f) run $i: $(python3 -c "import json; \
+                echo "b64 decode, attention $(form_env $f) run $i: $(python3 -c "import json; \
 print(round(json.load(open('$WORK/b64.json'))['decode_tokens_per_second'], 1))") tok/s"
             done
             cmp -s "$WORK/b64-g.jsonl" "$WORK/b64-q.jsonl" && echo "mbt: b64 same text" || echo "mbt: b64 TEXT DIFFERS"
         done
     ) >>"$OUT/bench.txt" 2>&1
-    grep -E '^(--max-batch|mbt)' "$OUT/bench.txt"
+    grep -E '^(--max-batch|mbt|b64 decode)' "$OUT/bench.txt"
 fi
 # batch 1 with the skinny kernel's programmatic dependent launch (PB_CUDA_PDL=1) against plain launches,
 # alternated, on the benchmark's 1.1B model: decode tok/s, and the text must be the same (appended to bench.txt)
