@@ -13,7 +13,8 @@
 # tests/backend/linbench (linbench.txt: the linear op's GB/s and TFLOP/s).
 # Then batch-1 decode with and without PB_CUDA_PDL=1, alternated, and ncu's
 # kernel times over one batch-1 decode step (both appended to bench.txt).
-# Then prefill by --max-batch-tokens and attention's form, decode at batch 64 by attention's form
+# Then prefill by --max-batch-tokens and attention's form, decode at batch 64 by attention's form, ncu over a
+# prefill by form and the attention and product kernels' % of peak (SM, memory, tensor pipe, warps)
 # (appended to bench.txt).
 # PB_LEASE_SKIP="ops ops2 linbench check bench mbt pdl profile" leaves parts out (default: "pdl", measured
 # in session 40: no gain).
@@ -193,25 +194,39 @@ if ! skip profile && [ "$t" -gt 45 ] && command -v ncu >/dev/null &&
             --out "$WORK/o1.jsonl" --temperature 0 >"$WORK/ncu.csv" 2>"$WORK/ncu.err"
         echo "ncu exit $?; $(tail -n 3 "$WORK/ncu.err")"
         cat >"$WORK/ncusum.py" <<'PY'
+# ncu --csv rows: each kernel name's launches and time (gpu__time_duration.sum); any other metric (a % of
+# peak) as its mean over the name's launches
 import csv, sys, collections
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 if not rows:
     sys.exit("no ncu rows")
 h = rows[0]
 ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
+mi = h.index("Metric Name") if "Metric Name" in h else None
 tot = collections.defaultdict(float); cnt = collections.Counter()
+other = collections.defaultdict(list)  # (kernel, metric) -> values
 unit = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1, "us": 1, "msecond": 1e3, "ms": 1e3}
-odd = {r[ui] for r in rows[1:]} - set(unit)
+timed = [r for r in rows[1:] if mi is None or r[mi] == "gpu__time_duration.sum"]
+odd = {r[ui] for r in timed} - set(unit)
 if odd:
     print(f"ncu: units {sorted(odd)} not known: taken as ns")
 for r in rows[1:]:
-    v = float(r[vi].replace(",", "")) * unit.get(r[ui], 1e-3)
     name = r[ki].split("(")[0].split("<")[0]
-    tot[name] += v; cnt[name] += 1
+    try:
+        v = float(r[vi].replace(",", ""))
+    except ValueError:
+        continue
+    if mi is None or r[mi] == "gpu__time_duration.sum":
+        tot[name] += v * unit.get(r[ui], 1e-3); cnt[name] += 1
+    else:
+        other[(name, r[mi].split(".")[0])].append(v)
 all_us = sum(tot.values())
 print(f"ncu: {sum(cnt.values())} launches, {all_us:.0f} us of kernel time")
 for n, v in sorted(tot.items(), key=lambda x: -x[1]):
     print(f"  {n:<28} {cnt[n]:5d} launches {v:9.1f} us  {v / cnt[n]:7.2f} us each  {100 * v / all_us:5.1f}%")
+    for (k, m), vals in sorted(other.items()):
+        if k == n:
+            print(f"      {m:<44} {sum(vals) / len(vals):6.1f} (mean of {len(vals)})")
 PY
         python3 "$WORK/ncusum.py" "$WORK/ncu.csv"
         # prefill: the first 300 kernels of 16 prompts of about 850 tokens in micro-batches of 8192 tokens
@@ -226,6 +241,21 @@ PY
             echo "ncu exit $?"
             python3 "$WORK/ncusum.py" "$WORK/ncu2.csv"
         done
+        # the same prefill's attention and product kernels against their limits (% of peak: SM issue, memory,
+        # the tensor pipe, warps resident), the default forms, a few launches of each (replayed per metric)
+        t3=$(( $(left) - 10 ))
+        if [ -f "$WORK/pf.jsonl" ] && [ "$t3" -gt 30 ]; then
+            echo "ncu, prefill (--max-batch-tokens 8192), the attention and product kernels' limits:"
+            timeout -k 5 "$t3" ncu --clock-control none --csv --launch-count 24 -k 'regex:k_attention|k_linear_tc_pipe' \
+                --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,\
+gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed,\
+sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active \
+                "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/pf.jsonl" \
+                --out "$WORK/pf-ncu.jsonl" --force -b 16 --no-prefix-sharing --max-batch-tokens 8192 \
+                >"$WORK/ncu3.csv" 2>"$WORK/ncu3.err"
+            echo "ncu exit $?; $(tail -n 2 "$WORK/ncu3.err")"
+            python3 "$WORK/ncusum.py" "$WORK/ncu3.csv"
+        fi
     ) >>"$OUT/bench.txt" 2>&1
     tail -n 40 "$OUT/bench.txt"
 fi
