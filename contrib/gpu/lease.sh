@@ -60,6 +60,7 @@ if ! skip ops2; then  # the kernels' other shapes (kern_cuda.cu's PB_CUDA_*, as 
         for e in "PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 \
 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
             "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1" "PB_CUDA_TC_STAGES=3" \
+            "PB_CUDA_TC_SPANS=2" \
             "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0"; do
             echo "== ops cuda, $e"
             env $e timeout -k 5 60 "$PACK/tests/backend/ops" cuda
@@ -78,6 +79,10 @@ if ! skip linbench && { [ -x "$PACK/tests/backend/linbench" ] || [ -f "$PACK/tes
         timeout -k 5 60 "$L" cuda bf16 1,8,32,64,128,256,512,4096
         echo "== PB_CUDA_TC_STAGES=3 (session 40's ring: spans loaded 2 ahead, not 5)"
         PB_CUDA_TC_STAGES=3 timeout -k 5 60 "$L" cuda bf16 128,256,512,4096
+        echo "== PB_CUDA_TC_SPANS=2 (6 stages of 2 spans: a barrier for two spans' mmas, 192 KB)"
+        PB_CUDA_TC_SPANS=2 timeout -k 5 60 "$L" cuda bf16 128,256,512,4096
+        echo "== PB_CUDA_TC_STAGES=3 PB_CUDA_TC_SPANS=2 (96 KB)"
+        PB_CUDA_TC_STAGES=3 PB_CUDA_TC_SPANS=2 timeout -k 5 60 "$L" cuda bf16 512,4096
         echo "== PB_CUDA_TC_PIPE=0 (tiled, 128 x 128)"
         PB_CUDA_TC_PIPE=0 timeout -k 5 60 "$L" cuda bf16 128,512
         echo "== PB_MMPREC=f32 (exact products)"

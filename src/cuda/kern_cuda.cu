@@ -629,51 +629,62 @@ template <int DT> __global__ void k_round_x(const float *__restrict__ x, int ldx
     }
 }
 
-// ST stages in the ring (dynamic shared memory, ST x 16 KB: PB_CUDA_TC_STAGES)
-template <int DT, int ST>
+// ST stages in the ring of SPS spans each (dynamic shared memory, ST x SPS x 16 KB: PB_CUDA_TC_STAGES,
+// PB_CUDA_TC_SPANS): a barrier a stage, its spans' mmas in order
+template <int DT, int ST, int SPS>
 __global__ void __launch_bounds__(256, 1)
     k_linear_tc_pipe(const uint16_t *__restrict__ xb, int ldb, int M, const uint16_t *__restrict__ W,
                      const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
 {
     pdl_trigger();
-    // a stage: a span of 128 rows of each (64 bytes a row, as k_linear_tc_tiled's): x's, then W's
+    // a span's words: 128 rows of x's, then 128 of W's (64 bytes a row, as k_linear_tc_tiled's); stage b's
+    // span u at (b SPS + u) TCP_STAGE_WORDS
 #ifdef PB_CUDA_EMU_RUNTIME_H
-    __shared__ __align__(16) uint32_t smem[ST * TCP_STAGE_WORDS];
+    __shared__ __align__(16) uint32_t smem[ST * SPS * TCP_STAGE_WORDS];
 #else
     extern __shared__ __align__(16) uint32_t smem[];
 #endif
-    uint32_t(*xs)[TCP_BM * 16] = (uint32_t(*)[TCP_BM * 16])smem;
-    uint32_t(*ws)[TCP_BN * 16] = (uint32_t(*)[TCP_BN * 16])(smem + ST * TCP_BM * 16);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int m0 = blockIdx.y * TCP_BM, n0 = blockIdx.x * TCP_BN;
     const int wm = (warp & 1) * 64, wn = (warp >> 1) * 32;
-    const int nspans = (K + TC_SPAN - 1) / TC_SPAN;
-    // chunk c = tid + 256 h of a stage: row c / 4, quarter c % 4; one group a span (empty past the last)
-    auto load = [&](int sp) {
-        if (sp < nspans) {
-            const int b = sp % ST, kb = sp * TC_SPAN;
+    const int nspans = (K + TC_SPAN - 1) / TC_SPAN, nstages = (nspans + SPS - 1) / SPS;
+    // chunk c = tid + 256 h of a span: row c / 4, quarter c % 4; one group a stage (empty past the last span)
+    auto load = [&](int q) {
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int c = tid + 256 * h, r = c >> 2, k = kb + 8 * (c & 3);
-                const bool okx = m0 + r < M, okw = n0 + r < N && k < K;
-                cp_async16(&xs[b][c * 4], okx ? xb + (size_t)(m0 + r) * ldb + k : xb, okx);
-                cp_async16(&ws[b][c * 4], okw ? W + (size_t)(n0 + r) * K + k : W, okw);
+        for (int u = 0; u < SPS; u++) {
+            const int sp = q * SPS + u;
+            if (sp < nspans) {
+                uint32_t *xs = smem + (size_t)((q % ST) * SPS + u) * TCP_STAGE_WORDS, *ws = xs + TCP_BM * 16;
+                const int kb = sp * TC_SPAN;
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int c = tid + 256 * h, r = c >> 2, k = kb + 8 * (c & 3);
+                    const bool okx = m0 + r < M, okw = n0 + r < N && k < K;
+                    cp_async16(&xs[c * 4], okx ? xb + (size_t)(m0 + r) * ldb + k : xb, okx);
+                    cp_async16(&ws[c * 4], okw ? W + (size_t)(n0 + r) * K + k : W, okw);
+                }
             }
         }
         cp_async_commit();
     };
     float acc[4][4][4] = {}, tot[4][4][4] = {};
 #pragma unroll
-    for (int s = 0; s < ST - 1; s++)
-        load(s);
-    for (int sp = 0; sp < nspans; sp++) {
-        cp_async_wait<ST - 2>(); // this thread's copies of span sp landed
-        __syncthreads();         // everyone's; and the stage sp - 1 read is free
-        load(sp + ST - 1);
-        const int b = sp % ST;
-        tc_warp_span<DT, 4, 4>(xs[b], ws[b], wm, wn, g, t, acc);
-        if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans)
-            tc_slice_add<4, 4>(acc, tot);
+    for (int q = 0; q < ST - 1; q++)
+        load(q);
+    for (int q = 0; q < nstages; q++) {
+        cp_async_wait<ST - 2>(); // this thread's copies of stage q landed
+        __syncthreads();         // everyone's; and the stage q - 1 read is free
+        load(q + ST - 1);
+#pragma unroll
+        for (int u = 0; u < SPS; u++) {
+            const int sp = q * SPS + u;
+            if (sp < nspans) {
+                const uint32_t *xs = smem + (size_t)((q % ST) * SPS + u) * TCP_STAGE_WORDS;
+                tc_warp_span<DT, 4, 4>(xs, xs + TCP_BM * 16, wm, wn, g, t, acc);
+                if ((sp + 1) % TC_SLICE_SPANS == 0 || sp + 1 == nspans)
+                    tc_slice_add<4, 4>(acc, tot);
+            }
+        }
     }
     cp_async_wait<0>();
     tc_warp_store<4, 4>(tot, y, ldy, bias, M, N, m0 + wm, n0 + wn, g, t);
@@ -734,25 +745,34 @@ size_t kc_linear_tc_scratch(int M, int K)
 
 // the pipelined kernel's ring: PB_CUDA_TC_STAGES=3 (48 KB of shared memory, session 40's) or 6 (96 KB, the
 // default: spans of 32 k are loaded 5 ahead instead of 2, where a 128 x 128 tile's span took ~0.8 us, about a
-// load's latency, whatever the rows); 3 where the device refuses 96 KB a block. Not yet measured on a GPU.
-template <int DT> static void (*pipe_kernel(int *smem))(const uint16_t *, int, int, const uint16_t *, const float *,
-                                                        float *, int, int, int)
+// load's latency, whatever the rows), of PB_CUDA_TC_SPANS=1 (the default) or 2 spans a stage (a barrier for
+// two spans' mmas; twice the memory); 3 stages of 1 where the device refuses the memory. Not yet measured on
+// a GPU.
+typedef void (*pipe_kern)(const uint16_t *, int, int, const uint16_t *, const float *, float *, int, int, int);
+template <int DT> static pipe_kern pipe_kernel(int *smem)
 {
-    static const int want = kc_env_int("PB_CUDA_TC_STAGES", 6, 3, 6) >= 6 ? 6 : 3;
-    static int got[64]; // the stages this instantiation runs with on each device (0: not asked yet)
+    static const int want_st = kc_env_int("PB_CUDA_TC_STAGES", 6, 3, 6) >= 6 ? 6 : 3;
+    static const int want_sps = kc_env_int("PB_CUDA_TC_SPANS", 1, 1, 2);
+    const pipe_kern k = want_st == 6 ? (want_sps == 2 ? k_linear_tc_pipe<DT, 6, 2> : k_linear_tc_pipe<DT, 6, 1>)
+                                     : (want_sps == 2 ? k_linear_tc_pipe<DT, 3, 2> : k_linear_tc_pipe<DT, 3, 1>);
+    const int bytes = want_st * want_sps * TCP_STAGE_WORDS * 4;
+    static int got[64]; // 1: this device takes the wanted ring, -1: it refused (0: not asked yet)
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64)
         dev = 0;
     if (!got[dev]) {
-        int g = 3;
-        if (want == 6 && cudaFuncSetAttribute(k_linear_tc_pipe<DT, 6>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              6 * TCP_STAGE_WORDS * 4) == cudaSuccess)
-            g = 6;
+        got[dev] = bytes <= 48 * 1024 ||
+                           cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
+                       ? 1
+                       : -1;
         (void)cudaGetLastError(); // a refusal is not the product's error
-        got[dev] = g;
     }
-    *smem = got[dev] * TCP_STAGE_WORDS * 4;
-    return got[dev] == 6 ? k_linear_tc_pipe<DT, 6> : k_linear_tc_pipe<DT, 3>;
+    if (got[dev] < 0) {
+        *smem = 3 * TCP_STAGE_WORDS * 4;
+        return k_linear_tc_pipe<DT, 3, 1>;
+    }
+    *smem = bytes;
+    return k;
 }
 
 // the product in rounds of the rows the scratch holds: each a conversion, then the tiles
@@ -769,8 +789,7 @@ static cudaError_t pipe_launch(cudaStream_t st, const float *x, int ldx, int M, 
                 ldb);
         const dim3 grid((unsigned)((N + TCP_BN - 1) / TCP_BN), (unsigned)((m + TCP_BM - 1) / TCP_BM));
         int smem = 0;
-        void (*kern)(const uint16_t *, int, int, const uint16_t *, const float *, float *, int, int, int) =
-            pipe_kernel<DT>(&smem);
+        const pipe_kern kern = pipe_kernel<DT>(&smem);
         KLAUNCH_SMEM(kern, grid, 256, smem, st, xb, ldb, m, W, bias, y + (size_t)r0 * ldy, ldy, N, K);
     }
     return cudaGetLastError();

@@ -30,7 +30,8 @@ PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1 "$PB_B
     exit $?
 # the fourth: 8-column warps on rounded rows, the pipelined kernel in rounds of 128 rows
 # (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two), launched as programmatic dependents (PB_CUDA_PDL;
-# a plain launch here) with a ring of 3 stages (PB_CUDA_TC_STAGES), attention a block a query where the
-# default groups a KV head's queries (PB_CUDA_ATTN_GROUP=0)
-PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0 PB_CUDA_TC_STAGES=3 \
+# a plain launch here) with a ring of 3 stages of 2 spans (PB_CUDA_TC_STAGES, PB_CUDA_TC_SPANS: a call
+# of an odd number of spans ends in half a stage), attention a block a query where the default groups a
+# KV head's queries (PB_CUDA_ATTN_GROUP=0)
+PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0 PB_CUDA_TC_STAGES=3 PB_CUDA_TC_SPANS=2 \
     exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
