@@ -251,10 +251,12 @@ PY
         t3=$(( $(left) - 10 ))
         if [ -f "$WORK/pf.jsonl" ] && [ "$t3" -gt 30 ]; then
             echo "ncu, prefill (--max-batch-tokens 8192), the attention and product kernels' limits:"
-            timeout -k 5 "$t3" ncu --clock-control none --csv --launch-count 24 -k 'regex:k_attention|k_linear_tc_pipe' \
+            timeout -k 5 "$t3" ncu --clock-control none --csv --launch-count 24 \
+                -k 'regex:k_attention|k_linear_tc_pipe' \
                 --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,\
 gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed,\
-sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active \
+sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,\
+sm__warps_active.avg.pct_of_peak_sustained_active \
                 "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" --in "$WORK/pf.jsonl" \
                 --out "$WORK/pf-ncu.jsonl" --force -b 16 --no-prefix-sharing --max-batch-tokens 8192 \
                 >"$WORK/ncu3.csv" 2>"$WORK/ncu3.err"

@@ -62,7 +62,8 @@ static inline double __shfl_xor_sync(unsigned, double v, int off) { return emu_s
 void emu_launch(dim3 grid, dim3 block, std::function<void()> f);
 #define KLAUNCH(kern, grid, block, stream, ...) ((void)(stream), emu_launch(dim3(grid), dim3(block), [=]() { kern(__VA_ARGS__); }))
 // dynamic shared memory: the kernels declare a static array of the size in the stand-in
-#define KLAUNCH_SMEM(kern, grid, block, smem, stream, ...) ((void)(smem), KLAUNCH(kern, grid, block, stream, __VA_ARGS__))
+#define KLAUNCH_SMEM(kern, grid, block, smem, stream, ...)                                                             \
+    ((void)(smem), KLAUNCH(kern, grid, block, stream, __VA_ARGS__))
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 template <class F> static inline int cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return 0; }
 // kernels run one after another here: a programmatic dependent launch is a plain one
