@@ -1658,7 +1658,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_merge(kc_attn a)
         o[d] = __fdiv_rn(vs[d], L);
 }
 
-// The grouped form (the default where a block gets more than one query): one
+// The grouped form (by default where a call has 1024 queries or more and a
+// block gets more than one): one
 // block takes the queries that read the same keys, up to QB of them: the
 // query heads of one KV head (GQA) for a tile of one sequence's tokens with
 // the same first key (a.tiles; for MHA the tile's tokens are the queries).
