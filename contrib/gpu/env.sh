@@ -3,6 +3,12 @@
 # and, when the pack carries Open MPI, OPAL_PREFIX and PB_MPIRUN.
 #   PACK=/path/to/gpu-pack . contrib/gpu/env.sh
 : "${PACK:?PACK must name the gpu-pack folder}"
+# _pb_unxz FILE.xz OUT: FILE unpacked to OUT (whole or not at all) with python3's lzma: no xz needed
+_pb_unxz() {
+    python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as a, open(sys.argv[2] + ".tmp", "wb") as b:
+    shutil.copyfileobj(a, b)' "$1" "$2" && chmod --reference="$1" "$2.tmp" && mv "$2.tmp" "$2"
+}
 # programs kept compressed in the pack (NAME.xz: each holds the kernels' whole
 # fatbin) are unpacked with python3's lzma (no xz needed) into a folder of
 # their own outside it, beside links to the rest of the pack, and PACK names
@@ -23,10 +29,7 @@ if [ -n "$_xz" ]; then
         case $_r in
         *.xz)
             _b=$_unx/${_r%.xz}
-            [ -x "$_b" ] && continue
-            python3 -c 'import lzma, shutil, sys
-with lzma.open(sys.argv[1]) as a, open(sys.argv[2] + ".tmp", "wb") as b:
-    shutil.copyfileobj(a, b)' "$_f" "$_b" && chmod +x "$_b.tmp" && mv "$_b.tmp" "$_b" ;;
+            [ -f "$_b" ] || _pb_unxz "$_f" "$_b" ;;
         *) [ -e "$_unx/$_r" ] || ln -s "$_f" "$_unx/$_r" ;;
         esac
     done
@@ -45,10 +48,7 @@ if [ -n "$_xz" ]; then
     mkdir -p "$_unx"
     for _f in "$PACK"/lib/*.xz; do
         _b=$(basename "$_f" .xz)
-        [ -f "$_unx/$_b" ] && continue
-        python3 -c 'import lzma, shutil, sys
-with lzma.open(sys.argv[1]) as a, open(sys.argv[2] + ".tmp", "wb") as b:
-    shutil.copyfileobj(a, b)' "$_f" "$_unx/$_b" && mv "$_unx/$_b.tmp" "$_unx/$_b"
+        [ -f "$_unx/$_b" ] || _pb_unxz "$_f" "$_unx/$_b"
     done
 fi
 _ld="$PACK/lib${_unx:+:$_unx}"  # absent in a build tree: harmless
@@ -98,3 +98,4 @@ else
 fi
 export PB_MPIRUN
 unset _f _b _r _ld _missing _dirs _xz _unx
+unset -f _pb_unxz

@@ -591,6 +591,9 @@ static pb_status cuda_rope_angles(pb_backend *be, float *cs, const float *pos_sc
     return args_send(c, cs, n * sizeof(float));
 }
 
+// the first key a query at position p sees: 0, or past a window of that many keys p - window + 1
+static int attn_first_key(int window, int p) { return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0; }
+
 static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
 {
     cuda_impl *c = impl_of(be);
@@ -609,6 +612,31 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
             T = a->tok_start[s] + a->n_tokens[s];
     if (S <= 0 || T <= 0)
         return PB_OK;
+    // the form (kern_cuda.cu; the same bits in each): chunks of keys, a block a chunk (flash-decoding) where
+    // few queries would leave most SMs idle, else a block a KV head's queries of a tile of tokens (grouped)
+    // or a block a query. PB_CUDA_ATTN_CHUNK (keys), PB_CUDA_ATTN_SPLIT=0|1 (never, always),
+    // PB_CUDA_ATTN_GROUP and PB_CUDA_ATTN_LANE are for the tests and benchmarks.
+    if (!g_attn_chunk) {
+        g_attn_chunk = kc_env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
+        g_attn_split = kc_env_int("PB_CUDA_ATTN_SPLIT", -1, -1, 1);
+    }
+    if (g_attn_lane < 0)
+        pb_cuda_attn_scores(-1);
+    if (g_attn_grp < 0)
+        pb_cuda_attn_group(-1);
+    int most = 1;
+    for (int s = 0; s < S; s++)
+        if (a->n_tokens[s] > 0) {
+            const int p = a->pos[s] + a->n_tokens[s] - 1, keys = p + 1 - attn_first_key(a->window, p);
+            most = keys > most ? keys : most;
+        }
+    const int chunk = g_attn_chunk, max_chunks = (most + chunk - 1) / chunk;
+    const bool few = (size_t)T * (size_t)a->n_heads < 1024;
+    const size_t part_bytes = (size_t)T * (size_t)a->n_heads * (size_t)max_chunks * (size_t)(a->head_dim + 2) *
+                              sizeof(float);
+    const bool split = max_chunks > 1 && max_chunks <= 65535 &&
+                       (g_attn_split == 1 || (g_attn_split < 0 && few && part_bytes <= ((size_t)64 << 20)));
+    const bool grouped = !split && !g_attn_lane && (g_attn_grp == 2 || (g_attn_grp == 1 && !few));
     SET_DEVICE(c);
     const size_t bytes = attn_args_bytes(S, T, a->n_heads);
     PB_CHECK(scratch_reserve(c, bytes));
@@ -630,23 +658,20 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
             hseq[a->tok_start[s] + i] = s;
     if (a->alibi)
         memcpy(hal, a->alibi, (size_t)a->n_heads * sizeof(float));
-    // the grouped form's tiles: runs of up to qb / (heads a block) tokens of a sequence with the same first key
-    if (g_attn_grp < 0)
-        pb_cuda_attn_group(-1);
+    // the grouped form's tiles: runs of up to qb / (heads a block) tokens of a sequence whose first key is 0
+    // (past a window's length it moves with each token: such tokens are tiles of one)
     const int G = a->n_heads / a->n_kv_heads, qb = KC_ATTN_GROUP_QUERIES(a->head_dim);
     const int grp_heads = G < qb ? G : qb, tile_tokens = qb / grp_heads;
     int n_tiles = 0, widest = 0;
-    for (int s = 0; s < S; s++)
-        for (int i = 0; i < a->n_tokens[s];) {
-            const int p = a->pos[s] + i, lo = a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
-            int n = 1;
-            while (n < tile_tokens && i + n < a->n_tokens[s] && lo == 0 && (a->window <= 0 || p + n < a->window))
-                n++; // a window's first key moves with each token past it: such tokens are tiles of one
+    for (int s = 0; grouped && s < S; s++)
+        for (int i = 0, n; i < a->n_tokens[s]; i += n) {
+            const int p = a->pos[s] + i;
+            for (n = 1; n < tile_tokens && i + n < a->n_tokens[s] && attn_first_key(a->window, p + n) == 0; n++)
+                ;
             htile[2 * n_tiles] = a->tok_start[s] + i;
             htile[2 * n_tiles + 1] = n;
             n_tiles++;
             widest = n > widest ? n : widest;
-            i += n;
         }
     PB_CHECK(args_send(c, c->scratch, bytes));
     unsigned char *d = (unsigned char *)c->scratch;
@@ -674,36 +699,12 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     k.window = a->window;
     k.softcap = a->softcap;
     k.kv_dt = a->kv_dtype == PB_DT_F32 ? KC_F32 : a->kv_dtype == PB_DT_F16 ? KC_F16 : KC_BF16;
-    // chunks of keys (kern_cuda.cu): a block a chunk where few queries would leave most SMs idle, all of a
-    // query's chunks in one block otherwise (the same bits either way). PB_CUDA_ATTN_CHUNK (keys) and
-    // PB_CUDA_ATTN_SPLIT=0|1 (never, always) are for the tests.
-    if (!g_attn_chunk) {
-        g_attn_chunk = kc_env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
-        g_attn_split = kc_env_int("PB_CUDA_ATTN_SPLIT", -1, -1, 1);
-    }
-    const int chunk = g_attn_chunk, split = g_attn_split;
-    if (g_attn_lane < 0)
-        pb_cuda_attn_scores(-1);
     k.lane_scores = g_attn_lane;
-    // grouped where a block gets more than one query (GQA heads, or MHA prefill's tiles of tokens) and, by
-    // default, the call has enough queries to fill the GPU in such blocks
-    const bool many = (size_t)T * (size_t)a->n_heads >= 1024;
-    k.grp_heads = (g_attn_grp == 2 || (g_attn_grp == 1 && many)) && (grp_heads > 1 || widest > 1) ? grp_heads : 0;
-    int most = 1;
-    for (int s = 0; s < S; s++) {
-        if (a->n_tokens[s] <= 0)
-            continue;
-        const int p = a->pos[s] + a->n_tokens[s] - 1;
-        const int keys = a->window > 0 && a->window < p + 1 ? a->window : p + 1;
-        most = keys > most ? keys : most;
-    }
+    k.grp_heads = grouped && (grp_heads > 1 || widest > 1) ? grp_heads : 0; // more than one query a block
     k.chunk = chunk;
-    k.max_chunks = (most + chunk - 1) / chunk;
+    k.max_chunks = max_chunks;
     k.part = NULL;
-    const size_t part_bytes = (size_t)T * (size_t)a->n_heads * (size_t)k.max_chunks * (size_t)(a->head_dim + 2) *
-                              sizeof(float);
-    if (k.max_chunks > 1 && k.max_chunks <= 65535 &&
-        (split == 1 || (split < 0 && (size_t)T * (size_t)a->n_heads < 1024 && part_bytes <= ((size_t)64 << 20)))) {
+    if (split) {
         PB_CHECK(buf_reserve(c, &c->part, &c->part_cap, part_bytes));
         k.part = (float *)c->part;
     }

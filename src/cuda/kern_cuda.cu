@@ -1832,25 +1832,25 @@ __global__ void __launch_bounds__(ATT_WARPS * 32, 4) k_attention_grp(kc_attn a)
         else                                                                                                           \
             KLAUNCH((kern<kv_t, 8>), grid, ATT_WARPS * 32, st, *a);                                                    \
     } while (0)
-#define ATT_DISPATCH(kern, kv_dt, dpl, grid)                                                                           \
-    do {                                                                                                               \
-        if ((kv_dt) == KC_F32)                                                                                         \
-            ATT_DPL_LAUNCH(kern, float, dpl, grid);                                                                    \
-        else if ((kv_dt) == KC_F16)                                                                                    \
-            ATT_DPL_LAUNCH(kern, kv_half, dpl, grid);                                                                  \
-        else                                                                                                           \
-            ATT_DPL_LAUNCH(kern, uint16_t, dpl, grid);                                                                 \
-    } while (0)
-
-// k_attention_grp<kv_t, dims a lane, queries a block> by the queries a block (KC_ATTN_GROUP_QUERIES)
-#define ATT_GRP_LAUNCH(kv_t, qb, grid)                                                                                 \
+// k_attention_grp<cache element, dims a lane, queries a block> by the queries a block (KC_ATTN_GROUP_QUERIES)
+#define ATT_GRP_LAUNCH(kern, kv_t, qb, grid)                                                                           \
     do {                                                                                                               \
         if ((qb) == 8)                                                                                                 \
-            KLAUNCH((k_attention_grp<kv_t, 2, 8>), grid, ATT_WARPS * 32, st, *a);                                      \
+            KLAUNCH((kern<kv_t, 2, 8>), grid, ATT_WARPS * 32, st, *a);                                                 \
         else if ((qb) == 4)                                                                                            \
-            KLAUNCH((k_attention_grp<kv_t, 4, 4>), grid, ATT_WARPS * 32, st, *a);                                      \
+            KLAUNCH((kern<kv_t, 4, 4>), grid, ATT_WARPS * 32, st, *a);                                                 \
         else                                                                                                           \
-            KLAUNCH((k_attention_grp<kv_t, 8, 2>), grid, ATT_WARPS * 32, st, *a);                                      \
+            KLAUNCH((kern<kv_t, 8, 2>), grid, ATT_WARPS * 32, st, *a);                                                 \
+    } while (0)
+// LAUNCH(kern, cache element, n, grid) by the cache's type
+#define ATT_DISPATCH(LAUNCH, kern, kv_dt, n, grid)                                                                     \
+    do {                                                                                                               \
+        if ((kv_dt) == KC_F32)                                                                                         \
+            LAUNCH(kern, float, n, grid);                                                                              \
+        else if ((kv_dt) == KC_F16)                                                                                    \
+            LAUNCH(kern, kv_half, n, grid);                                                                            \
+        else                                                                                                           \
+            LAUNCH(kern, uint16_t, n, grid);                                                                           \
     } while (0)
 
 cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
@@ -1874,27 +1874,22 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
         if (a->max_chunks > 65535)
             return cudaErrorInvalidValue;
         const dim3 g3((unsigned)a->T, (unsigned)a->n_heads, (unsigned)a->max_chunks);
-        ATT_DISPATCH(k_attention_part, a->kv_dt, dpl, g3);
+        ATT_DISPATCH(ATT_DPL_LAUNCH, k_attention_part, a->kv_dt, dpl, g3);
         e = cudaGetLastError();
         if (e != cudaSuccess)
             return e;
         KLAUNCH((k_attention_merge), grid, ATT_WARPS * 32, st, *a);
         return cudaGetLastError();
     }
-    if (a->grp_heads > 0 && !a->lane_scores) { // the grouped form: a block a tile's queries of a KV head
+    if (a->grp_heads > 0) { // the grouped form: a block a tile's queries of a KV head
         const int G = a->n_heads / a->n_kv_heads, qb = KC_ATTN_GROUP_QUERIES(a->head_dim);
         const int n_sub = (G + a->grp_heads - 1) / a->grp_heads;
         if (a->grp_heads > qb || a->n_tiles <= 0 || (long)a->n_kv_heads * n_sub > 65535)
             return cudaErrorInvalidValue;
         const dim3 gg((unsigned)a->n_tiles, (unsigned)(a->n_kv_heads * n_sub));
-        if (a->kv_dt == KC_F32)
-            ATT_GRP_LAUNCH(float, qb, gg);
-        else if (a->kv_dt == KC_F16)
-            ATT_GRP_LAUNCH(kv_half, qb, gg);
-        else
-            ATT_GRP_LAUNCH(uint16_t, qb, gg);
+        ATT_DISPATCH(ATT_GRP_LAUNCH, k_attention_grp, a->kv_dt, qb, gg);
         return cudaGetLastError();
     }
-    ATT_DISPATCH(k_attention, a->kv_dt, dpl, grid);
+    ATT_DISPATCH(ATT_DPL_LAUNCH, k_attention, a->kv_dt, dpl, grid);
     return cudaGetLastError();
 }

@@ -81,9 +81,10 @@ struct kc_attn {
     float *part;    // NULL, or [T][n_heads][max_chunks][head_dim + 2]: a block a chunk (flash-decoding)
     int lane_scores; // 1: a block's threads compute a key's score each, then the warps' sums;
                      // 0: each warp its keys' scores (the default, until 1 is measured; the same bits)
-    // grouped form (k_attention_grp; where part is NULL and lane_scores 0): grp_heads > 0 query heads of a
-    // KV head a block, for each tile (t0, nt) of a sequence's tokens with the same first key: tiles[2 i],
-    // tiles[2 i + 1], n_tiles of them (grp_heads x nt <= KC_ATTN_GROUP_QUERIES(head_dim)). 0: a block a query.
+    // grouped form (k_attention_grp, where part is NULL; the host leaves it 0 with lane_scores): grp_heads > 0
+    // query heads of a KV head a block, for each tile (t0, nt) of a sequence's tokens with the same first key:
+    // tiles[2 i], tiles[2 i + 1], n_tiles of them (grp_heads x nt <= KC_ATTN_GROUP_QUERIES(head_dim)). 0: a
+    // block a query.
     int grp_heads;
     const int *tiles;
     int n_tiles;
