@@ -226,6 +226,8 @@ else
             fail "2 ranks on one GPU: output differs from 1 rank"
         fi
         grep "transport\|nccl\|NCCL" "$LOG" | tail -2 | sed 's/^/      /' | tee -a "$SUM"
+        # both ranks on GPUs: the GPU's default micro-batch (2048 tokens, or all of -b 6's positions)
+        info "2 ranks: $(grep -o '[0-9]* tokens per micro-batch' "$LOG" | tail -2 | tr '\n' ' ')"
     else
         fail "2 ranks on one GPU: mpirun -np 2 failed"
     fi

@@ -140,7 +140,7 @@ static arena_layout layout_for(const pb_model_config *cfg, bool has_embed, bool 
 
 int pb_stage_batch_tokens(int requested, int per_mb, int n_slots, int max_seq_len)
 {
-    long t = requested > 0 ? requested : per_mb > 512 ? per_mb : 512;
+    long t = requested > 0 ? requested : per_mb > PB_BATCH_TOKENS_CPU ? per_mb : PB_BATCH_TOKENS_CPU;
     const long all = (long)n_slots * (long)max_seq_len;
     if (t > all)
         t = all;

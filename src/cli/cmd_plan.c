@@ -320,7 +320,9 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
         kvdt = kv == PB_DT_F16 ? "f16" : kv == PB_DT_BF16 ? "bf16" : "f32";
         const pb_stage_opts so = {.threads = opts->threads > 0 ? opts->threads : 1,
                                   .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype,
-                                  .max_batch_tokens = opts->max_batch_tokens};
+                                  .max_batch_tokens = opts->max_batch_tokens > 0 ? opts->max_batch_tokens
+                                                      : cuda                        ? PB_BATCH_TOKENS_GPU
+                                                                                    : PB_BATCH_TOKENS_CPU};
         PB_CHECK_GOTO(pb_stage_plan_memory(plan, &cfg, ck, bops, &so), st, out);
         if (cuda) {
             gv = calloc(1, sizeof *gv);

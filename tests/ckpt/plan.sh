@@ -43,6 +43,13 @@ jq -e -n --slurpfile a "$T/p7.json" --slurpfile b "$T/p4.json" --slurpfile c "$T
     '$a[0].stages[0].memory.activations < $b[0].stages[0].memory.activations and
      $b[0].stages[0].memory.activations == $c[0].stages[0].memory.activations' >/dev/null ||
     err "activations by micro-batch tokens: $(jq -c '.stages[0].memory' "$T/p7.json" "$T/p4.json" "$T/p8.json")"
+# the default on GPUs: 2048 (a build with the CUDA backend plans --device cuda without a GPU)
+if "$PIPPY_BATCH" plan --model "$T/m" --device cuda --batch-size 8 --max-seq-len 1000 --json > "$T/p9.json" 2>/dev/null
+then
+    jq -e '.max_batch_tokens == 2048' "$T/p9.json" >/dev/null || err "plan --device cuda: $(jq -c .max_batch_tokens "$T/p9.json")"
+fi
+"$PIPPY_BATCH" plan --model "$T/m" --device cpu --batch-size 8 --max-seq-len 1000 --json > "$T/p10.json"
+jq -e '.max_batch_tokens == 512' "$T/p10.json" >/dev/null || err "plan --device cpu: $(jq -c .max_batch_tokens "$T/p10.json")"
 "$PIPPY_BATCH" plan --model "$T/m" --max-batch-tokens 64 | grep -q "activations for 64 tokens a micro-batch" ||
     err "plan's table does not name the micro-batch tokens"
 # --kv-dtype f16 halves it (2 bytes an element) and says so; bf16 too

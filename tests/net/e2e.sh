@@ -62,6 +62,11 @@ for args in "1 3" "2 3" "1 300"; do
     fi
     cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $1 --max-batch-tokens $2 differs from world 1"
 done
+# without it, ranks on CPUs agree on the CPU's default (a job wholly on GPUs takes 2048: contrib/gpu/check.sh)
+timeout 120 $MPIRUN -np 2 "$P" -v --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force \
+    --batch-size 12 --chunks 2 --max-seq-len 64 2>"$err" || fail "llama: -np 2, the default micro-batch tokens"
+[ "$(grep -c "in 2 chunks, 512 tokens per micro-batch" "$err")" -eq 2 ] ||
+    fail "-np 2: not 512 tokens per micro-batch on both ranks: $(grep 'per micro-batch' "$err")"
 "$P" -q --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force --batch-size 6 --max-batch-tokens 5 \
     2>"$err"
 [ $? -eq 2 ] || fail "--max-batch-tokens 5 for 6 sequences: not a usage error"
