@@ -391,7 +391,8 @@ def main():
             out["models"][name] = r
             continue
         d = make_model(name, work, tok_json)
-        mbt = max(512, a.prefill_batch)  # rows pippy-batch puts in one micro-batch (cmd_run.c)
+        # rows pippy-batch puts in one micro-batch (stage.h: PB_BATCH_TOKENS_GPU, _CPU on the dry run's CPU)
+        mbt = max(512 if a.dry_run_cpu else 2048, a.prefill_batch)
         r.update(gpu_limits(f, min(mbt, a.prefill_batch * a.prefill_tokens)))
         if pb:
             with tempfile.TemporaryDirectory(prefix="pbrun.") as tmp:
