@@ -11,13 +11,12 @@
 # gpu-bench.json) in what is left. Eight files at most come back from $OUT.
 # Before check.sh: ops again with the tensor-core kernels' other shapes, and
 # tests/backend/linbench (linbench.txt: the linear op's GB/s and TFLOP/s).
-# Then batch-1 decode with and without PB_CUDA_PDL=1, alternated, and ncu's
+# Then batch-1 decode with settings alternated (PB_LEASE_B1; default PB_CUDA_GLU_LOAD=1 and 0), and ncu's
 # kernel times over one batch-1 decode step (both appended to bench.txt).
 # Then prefill by --max-batch-tokens and attention's form, decode at batch 64 by attention's form, ncu over a
 # prefill by form and the attention and product kernels' % of peak (SM, memory, tensor pipe, warps)
 # (appended to bench.txt).
-# PB_LEASE_SKIP="ops ops2 linbench check bench mbt pdl profile" leaves parts out (default: "pdl", measured
-# in session 40: no gain).
+# PB_LEASE_SKIP="ops ops2 linbench check bench mbt b1 profile" leaves parts out (default: none).
 set -u
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 BUDGET=${1:-480}
@@ -26,7 +25,7 @@ mkdir -p "$OUTD"
 export OUT=$OUTD PYTHONUNBUFFERED=1
 T0=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
-skip() { case " ${PB_LEASE_SKIP-pdl} " in *" $1 "*) return 0 ;; esac; return 1; }
+skip() { case " ${PB_LEASE_SKIP-} " in *" $1 "*) return 0 ;; esac; return 1; }
 PACK=$HERE/gpu-pack
 export PACK
 (. "$HERE/contrib/gpu/env.sh") # the pack's compressed programs unpacked, once
@@ -60,7 +59,7 @@ if ! skip ops2; then  # the kernels' other shapes (kern_cuda.cu's PB_CUDA_*, as 
         for e in "PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 \
 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
             "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1" "PB_CUDA_TC_STAGES=3" \
-            "PB_CUDA_TC_SPANS=2" \
+            "PB_CUDA_TC_SPANS=2" "PB_CUDA_GLU_LOAD=0" \
             "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0"; do
             echo "== ops cuda, $e"
             env $e timeout -k 5 60 "$PACK/tests/backend/ops" cuda
@@ -152,33 +151,31 @@ print(round(json.load(open('$WORK/b64.json'))['decode_tokens_per_second'], 1))")
     ) >>"$OUT/bench.txt" 2>&1
     grep -E '^(--max-batch|mbt|b64 decode)' "$OUT/bench.txt"
 fi
-# batch 1 with the skinny kernel's programmatic dependent launch (PB_CUDA_PDL=1) against plain launches,
-# alternated, on the benchmark's 1.1B model: decode tok/s, and the text must be the same (appended to bench.txt)
-if ! skip pdl && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
+# batch 1 with settings alternated (PB_LEASE_B1: VAR=VALUE words; default the gated MLP's activation in the
+# skinny kernel's loads (PB_CUDA_GLU_LOAD=1, the default) against k_glu first; session 40 measured
+# PB_CUDA_PDL=1 so: no gain), on the benchmark's 1.1B model: decode tok/s, the text the same (appended to
+# bench.txt)
+if ! skip b1 && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
     (
         . "$HERE/contrib/gpu/env.sh"
         echo '{"prompt": "the quick brown fox", "max_tokens": 128, "ignore_eos": true}' >"$WORK/p2.jsonl"
         for i in 1 2; do
-            ok=2
-            for pdl in 0 1; do
-                rm -f "$WORK/pdl$pdl.json" "$WORK/pdl$pdl.jsonl"
-                PB_CUDA_PDL=$pdl "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
-                    --in "$WORK/p2.jsonl" --out "$WORK/pdl$pdl.jsonl" --temperature 0 --metrics "$WORK/pdl$pdl.json"
-                rc=$?
-                if [ $rc -ne 0 ]; then
-                    echo "PB_CUDA_PDL=$pdl run $i: FAILED (exit $rc)"
-                    ok=$((ok - 1))
-                    continue
-                fi
-                echo "PB_CUDA_PDL=$pdl run $i: decode $(python3 -c "import json; \
-print(round(json.load(open('$WORK/pdl$pdl.json'))['decode_tokens_per_second'], 1))") tok/s"
+            n=0
+            for e in ${PB_LEASE_B1:-PB_CUDA_GLU_LOAD=1 PB_CUDA_GLU_LOAD=0}; do
+                rm -f "$WORK/b1-$n.json" "$WORK/b1-$n.jsonl"
+                env "$e" "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
+                    --in "$WORK/p2.jsonl" --out "$WORK/b1-$n.jsonl" --temperature 0 --metrics "$WORK/b1-$n.json" &&
+                    echo "b1 $e run $i: decode $(python3 -c "import json; \
+print(round(json.load(open('$WORK/b1-$n.json'))['decode_tokens_per_second'], 1))") tok/s" ||
+                    echo "b1 $e run $i: FAILED"
+                n=$((n + 1))
             done
-            if [ $ok -lt 2 ]; then echo "PB_CUDA_PDL: texts not compared"
-            elif cmp -s "$WORK/pdl0.jsonl" "$WORK/pdl1.jsonl"; then echo "PB_CUDA_PDL: same text"
-            else echo "PB_CUDA_PDL: TEXT DIFFERS"; fi
+            same=1
+            for f in "$WORK"/b1-*.jsonl; do cmp -s "$f" "$WORK/b1-0.jsonl" || same=0; done
+            [ $same = 1 ] && echo "b1: same text" || echo "b1: TEXT DIFFERS (or a run failed)"
         done
     ) >>"$OUT/bench.txt" 2>&1
-    grep PB_CUDA_PDL "$OUT/bench.txt"
+    grep '^b1' "$OUT/bench.txt"
 fi
 # where one decode step's GPU time goes: ncu's kernel durations over about one
 # step of batch-1 decode of the benchmark's 1.1B model (appended to bench.txt)

@@ -759,6 +759,26 @@ static pb_status cuda_glu(pb_backend *be, pb_act act, float *out, const float *g
     return PB_OK;
 }
 
+// y = glu(gu) W^T: on the tensor cores the activation is taken as the product loads (or rounds) its x, one
+// launch fewer (the same bits: kc_linear_tc_glu); elsewhere glu into mid, then linear
+static pb_status cuda_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
+                                 const pb_weight *w, float *y, int ldy)
+{
+    cuda_impl *c = impl_of(be);
+    SET_DEVICE(c);
+    if (g_tc && c->tc_ok && (w->dtype == PB_DT_BF16 || w->dtype == PB_DT_F16) && w->n_in == n) {
+        PB_CHECK(buf_reserve(c, &c->xb, &c->xb_cap, kc_linear_tc_scratch(rows, n)));
+        const cudaError_t e = kc_linear_tc_glu(c->stream, (int)act, gu, ldgu, rows, w->impl, kc_of(w->dtype), w->bias,
+                                               y, ldy, w->n_out, n, c->xb, c->xb_cap);
+        if (e != cudaErrorNotSupported) {
+            LAUNCH("glu, linear (tensor cores)", e);
+            return PB_OK;
+        }
+    }
+    PB_CHECK(cuda_glu(be, act, mid, gu, ldgu, rows, n));
+    return cuda_linear(be, mid, n, rows, w, y, ldy);
+}
+
 static pb_status cuda_add(pb_backend *be, float *y, const float *x, const float *x2, size_t n)
 {
     cuda_impl *c = impl_of(be);
@@ -944,6 +964,7 @@ static pb_backend_ops make_ops(void)
     o.kv_copy = cuda_kv_copy;
     o.act = cuda_act;
     o.glu = cuda_glu;
+    o.glu_linear = cuda_glu_linear;
     o.add = cuda_add;
     o.select_rows = cuda_select_rows;
     o.scatter_add = cuda_scatter_add;

@@ -85,6 +85,29 @@ template <int DT> __device__ __forceinline__ float ld_w(const void *W, size_t i)
     return f16_f32(((const uint16_t *)W)[i]);
 }
 
+// ---- activations (cpu.c act_f; codes are pb_act) ----
+
+__device__ __forceinline__ float act_f(int act, float x)
+{
+    switch (act) {
+    case 0: /* PB_ACT_GELU_TANH: HF NewGELUActivation */
+        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case 1: /* PB_ACT_GELU_ERF */
+        return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+    case 2: /* PB_ACT_RELU */
+        return x > 0 ? x : 0.0f;
+    case 3: /* PB_ACT_SILU */
+        return x / (1.0f + expf(-x));
+    case 4: /* PB_ACT_BLOOM_GELU */
+        return x * 0.5f * (1.0f + tanhf(0.79788456f * x * (1.0f + 0.044715f * x * x)));
+    }
+    return x;
+}
+
+// the gated MLP's activation of one element: act(gate) * up, rounded once (k_glu's, and the products' that
+// take the activation as they load x: the same bits)
+__device__ __forceinline__ float glu_f(int act, float g, float u) { return __fmul_rn(act_f(act, g), u); }
+
 static int blocks_for(size_t n, int per)
 {
     size_t b = (n + (size_t)per - 1) / (size_t)per;
@@ -352,13 +375,46 @@ template <bool VEC> __device__ __forceinline__ uint4 tc_load_w(const uint16_t *W
     return r;
 }
 
-// elements k0 .. k0 + 7 of row m as 4 words: from f32 x (rounded here), or where XB from x's rows
-// rounded already (k_round_x: 16-bit elements, row stride ldx, zeros past K)
-template <int DT, bool VEC, bool XB>
-__device__ __forceinline__ uint4 tc_load_row(const void *x, int ldx, int M, int K, int m, int k0)
+// elements k0 .. k0 + 7 of row m of the gated MLP's activation, glu_f of f32 rows gu [gate K | up K]
+// (row stride ldgu), as 4 words rounded as tc_load_x rounds (zeros past M or K)
+template <int DT, bool VEC>
+__device__ __forceinline__ uint4 tc_load_glu(const float *gu, int ldgu, int M, int K, int m, int k0, int act)
 {
-    if (!XB)
+    uint4 r = {0u, 0u, 0u, 0u};
+    if (m >= M || k0 >= K)
+        return r;
+    const float *g = gu + (size_t)m * ldgu + k0, *u = g + K;
+    float v[8];
+    if (VEC) {
+        const float4 ga = *(const float4 *)g, gb = *(const float4 *)(g + 4);
+        const float4 ua = *(const float4 *)u, ub = *(const float4 *)(u + 4);
+        v[0] = glu_f(act, ga.x, ua.x), v[1] = glu_f(act, ga.y, ua.y), v[2] = glu_f(act, ga.z, ua.z);
+        v[3] = glu_f(act, ga.w, ua.w), v[4] = glu_f(act, gb.x, ub.x), v[5] = glu_f(act, gb.y, ub.y);
+        v[6] = glu_f(act, gb.z, ub.z), v[7] = glu_f(act, gb.w, ub.w);
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = k0 + i < K ? glu_f(act, g[i], u[i]) : 0.0f;
+    }
+    r.x = tc_pack<DT>(v[0], v[1]);
+    r.y = tc_pack<DT>(v[2], v[3]);
+    r.z = tc_pack<DT>(v[4], v[5]);
+    r.w = tc_pack<DT>(v[6], v[7]);
+    return r;
+}
+
+// where the products' x comes from: f32 rows, rows rounded already (k_round_x: 16-bit elements, row stride
+// ldx, zeros past K), or f32 rows gu whose gated activation (act) is x (glu_linear: tc_load_glu)
+enum { XS_F32 = 0, XS_ROUNDED = 1, XS_GLU = 2 };
+
+// elements k0 .. k0 + 7 of row m as 4 words, from source XS
+template <int DT, bool VEC, int XS>
+__device__ __forceinline__ uint4 tc_load_row(const void *x, int ldx, int M, int K, int m, int k0, int act)
+{
+    if (XS == XS_F32)
         return tc_load_x<DT, VEC>((const float *)x, ldx, M, K, m, k0);
+    if (XS == XS_GLU)
+        return tc_load_glu<DT, VEC>((const float *)x, ldx, M, K, m, k0, act);
     if (m >= M)
         return make_uint4(0u, 0u, 0u, 0u);
     return *(const uint4 *)((const uint16_t *)x + (size_t)m * ldx + k0);
@@ -379,10 +435,10 @@ template <int DT> __device__ __forceinline__ void tc_span(float acc[4], uint4 xa
 // slices in rounds (warp w slice 8r + w), stream their W slice once (all of a
 // slice's loads issued first: NG x 8 x 16 bytes a lane) and leave the slice's
 // sums in shared memory, which the block adds in slice order after each round.
-template <int DT, int MT, int NG, bool VEC, bool XB>
+template <int DT, int MT, int NG, bool VEC, int XS>
 __global__ void __launch_bounds__(TCS_WARPS * 32)
     k_linear_tc_skinny(const void *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
-                       const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K)
+                       const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K, int act)
 {
     constexpr int COLS = 8 * NG, ELEMS = MT * 16 * COLS, PER = (ELEMS + TCS_WARPS * 32 - 1) / (TCS_WARPS * 32);
     __shared__ float part[TCS_WARPS][ELEMS];
@@ -422,8 +478,8 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
                     const int k0 = (sp0 + j) * TC_SPAN + 8 * t;
 #pragma unroll
                     for (int i = 0; i < MT; i++) {
-                        const uint4 xa = tc_load_row<DT, VEC, XB>(x, ldx, M, K, m0 + 16 * i + g, k0);
-                        const uint4 xb = tc_load_row<DT, VEC, XB>(x, ldx, M, K, m0 + 16 * i + g + 8, k0);
+                        const uint4 xa = tc_load_row<DT, VEC, XS>(x, ldx, M, K, m0 + 16 * i + g, k0, act);
+                        const uint4 xb = tc_load_row<DT, VEC, XS>(x, ldx, M, K, m0 + 16 * i + g + 8, k0, act);
 #pragma unroll
                         for (int c = 0; c < NG; c++)
                             tc_span<DT>(acc[c][i], xa, xb, w[c][j]);
@@ -617,16 +673,30 @@ template <int N> __device__ __forceinline__ void cp_async_wait()
 #endif
 }
 
-// xb[m, 0:ldb] = x[m, 0:K] rounded to DT's type as tc_load_x rounds it, zeros past K (K % 8 == 0)
-template <int DT> __global__ void k_round_x(const float *__restrict__ x, int ldx, int M, int K, uint16_t *xb, int ldb)
+// xb[m, 0:ldb] = x[m, 0:K] rounded to DT's type as tc_load_x rounds it, zeros past K (K % 8 == 0); where
+// GLU x[m] is the gated activation of the f32 row [gate K | up K] at x + m ldx (tc_load_glu's words)
+template <int DT, bool GLU>
+__global__ void k_round_x(const float *__restrict__ x, int ldx, int M, int K, int act, uint16_t *xb, int ldb)
 {
     pdl_trigger();
     const int per = ldb / 8;
     const size_t total = (size_t)M * per;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         const int m = (int)(i / per), c = (int)(i % per);
-        *(uint4 *)(xb + (size_t)m * ldb + 8 * c) = tc_load_x<DT, true>(x, ldx, M, K, m, 8 * c);
+        *(uint4 *)(xb + (size_t)m * ldb + 8 * c) =
+            GLU ? tc_load_glu<DT, true>(x, ldx, M, K, m, 8 * c, act) : tc_load_x<DT, true>(x, ldx, M, K, m, 8 * c);
     }
+}
+
+// k_round_x of M rows (act >= 0: of their gated activation) into xb (row stride ldb)
+template <int DT>
+static void round_launch(cudaStream_t st, const float *x, int ldx, int M, int K, int act, uint16_t *xb, int ldb)
+{
+    const int blocks = blocks_for((size_t)M * (ldb / 8), 256);
+    if (act >= 0)
+        KLAUNCH((k_round_x<DT, true>), blocks, 256, st, x, ldx, M, K, act, xb, ldb);
+    else
+        KLAUNCH((k_round_x<DT, false>), blocks, 256, st, x, ldx, M, K, act, xb, ldb);
 }
 
 // ST stages in the ring of SPS spans each (dynamic shared memory, ST x SPS x 16 KB: PB_CUDA_TC_STAGES,
@@ -724,6 +794,16 @@ static int tcp_rows(void)
     return rows;
 }
 
+// glu_linear's activation computed in the skinny kernel's loads of x (up to 16 rows, or more where
+// PB_CUDA_TC_XB=0), one launch a gated MLP fewer than k_glu's; each of its blocks computes all of x's
+// activations (in the time its weight loads are in flight). PB_CUDA_GLU_LOAD=0: k_glu first there. Above 16
+// rows the activation is taken where x is rounded (k_round_x) in any case. Not yet measured on a GPU.
+static bool glu_load_on(void)
+{
+    static const int on = kc_env_int("PB_CUDA_GLU_LOAD", 1, 0, 1);
+    return on != 0;
+}
+
 // the most rows the skinny kernel takes (PB_CUDA_TC_SKINNY)
 static int skinny_rows(void)
 {
@@ -775,18 +855,18 @@ template <int DT> static pipe_kern pipe_kernel(int *smem)
     return k;
 }
 
-// the product in rounds of the rows the scratch holds: each a conversion, then the tiles
+// the product in rounds of the rows the scratch holds: each a conversion (of the gated activation where
+// act >= 0), then the tiles
 template <int DT>
 static cudaError_t pipe_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
-                               float *y, int ldy, int N, int K, uint16_t *xb, size_t xb_bytes)
+                               float *y, int ldy, int N, int K, uint16_t *xb, size_t xb_bytes, int act)
 {
     const int ldb = tcp_ldb(K);
     const size_t row_bytes = (size_t)ldb * sizeof(uint16_t);
     const int rows = (int)(xb_bytes / row_bytes < (size_t)tcp_rows() ? xb_bytes / row_bytes : (size_t)tcp_rows());
     for (int r0 = 0; r0 < M; r0 += rows) {
         const int m = M - r0 < rows ? M - r0 : rows;
-        KLAUNCH((k_round_x<DT>), blocks_for((size_t)m * (ldb / 8), 256), 256, st, x + (size_t)r0 * ldx, ldx, m, K, xb,
-                ldb);
+        round_launch<DT>(st, x + (size_t)r0 * ldx, ldx, m, K, act, xb, ldb);
         const dim3 grid((unsigned)((N + TCP_BN - 1) / TCP_BN), (unsigned)((m + TCP_BM - 1) / TCP_BM));
         int smem = 0;
         const pipe_kern kern = pipe_kernel<DT>(&smem);
@@ -806,25 +886,29 @@ int kc_env_int(const char *name, int dflt, int lo, int hi)
     return n < lo ? lo : n > hi ? hi : n;
 }
 
-// x: f32 rows, or where XB rows rounded by k_round_x (ldx their stride)
-template <int DT, int NG, bool VEC, bool XB>
+// x from source XS (ldx its row stride; act: XS_GLU's activation)
+template <int DT, int NG, bool VEC, int XS>
 static void skinny_launch(cudaStream_t st, const void *x, int ldx, int M, const uint16_t *W, const float *bias,
-                          float *y, int ldy, int N, int K)
+                          float *y, int ldy, int N, int K, int act)
 {
     const dim3 grid((unsigned)((N + 8 * NG - 1) / (8 * NG)), 1u);
-    void (*kern)(const void *, int, int, const uint16_t *, const float *, float *, int, int, int) =
-        M <= 16   ? k_linear_tc_skinny<DT, 1, NG, VEC, XB>
-        : M <= 32 ? k_linear_tc_skinny<DT, 2, NG, VEC, XB>
-                  : k_linear_tc_skinny<DT, 4, NG, VEC, XB>;
+    void (*kern)(const void *, int, int, const uint16_t *, const float *, float *, int, int, int, int) =
+        M <= 16   ? k_linear_tc_skinny<DT, 1, NG, VEC, XS>
+        : M <= 32 ? k_linear_tc_skinny<DT, 2, NG, VEC, XS>
+                  : k_linear_tc_skinny<DT, 4, NG, VEC, XS>;
     if (pdl_on())
-        KLAUNCH_PDL(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        KLAUNCH_PDL(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K, act);
     else
-        KLAUNCH(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K);
+        KLAUNCH(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K, act);
 }
 
+// x: f32 rows, or where act >= 0 (VEC only) f32 rows [gate K | up K] whose gated activation is x (ldx their
+// stride); cudaErrorNotSupported, nothing launched, where the activation has no kernel to go into (the
+// tiled kernel's calls: more rows than the skinny kernel takes, no scratch or PB_CUDA_TC_PIPE=0)
 template <int DT, bool VEC>
-static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W, const float *bias,
-                             float *y, int ldy, int N, int K, void *xb, size_t xb_bytes)
+static cudaError_t linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, const uint16_t *W,
+                                    const float *bias, float *y, int ldy, int N, int K, void *xb, size_t xb_bytes,
+                                    int act)
 {
     static const int ng = kc_env_int("PB_CUDA_TC_COLS", 16, 8, 16) / 8;
     if (M <= skinny_rows()) {
@@ -832,29 +916,46 @@ static void linear_tc_launch(cudaStream_t st, const float *x, int ldx, int M, co
         // once into xb first, half the bytes a block reads
         if (VEC && M > 16 && tcx_on() && xb && xb_bytes >= (size_t)M * (size_t)tcp_ldb(K) * sizeof(uint16_t)) {
             const int ldb = tcp_ldb(K);
-            KLAUNCH((k_round_x<DT>), blocks_for((size_t)M * (ldb / 8), 256), 256, st, x, ldx, M, K, (uint16_t *)xb,
-                    ldb);
+            round_launch<DT>(st, x, ldx, M, K, act, (uint16_t *)xb, ldb);
             if (ng == 2)
-                skinny_launch<DT, 2, true, true>(st, xb, ldb, M, W, bias, y, ldy, N, K);
+                skinny_launch<DT, 2, true, XS_ROUNDED>(st, xb, ldb, M, W, bias, y, ldy, N, K, -1);
             else
-                skinny_launch<DT, 1, true, true>(st, xb, ldb, M, W, bias, y, ldy, N, K);
+                skinny_launch<DT, 1, true, XS_ROUNDED>(st, xb, ldb, M, W, bias, y, ldy, N, K, -1);
+        } else if (act >= 0) {
+            if (!glu_load_on())
+                return cudaErrorNotSupported;
+            if constexpr (VEC) { // (the caller's condition: no kernel for the scalar loads' activation)
+                if (ng == 2)
+                    skinny_launch<DT, 2, true, XS_GLU>(st, x, ldx, M, W, bias, y, ldy, N, K, act);
+                else
+                    skinny_launch<DT, 1, true, XS_GLU>(st, x, ldx, M, W, bias, y, ldy, N, K, act);
+            } else {
+                return cudaErrorNotSupported;
+            }
         } else if (ng == 2) {
-            skinny_launch<DT, 2, VEC, false>(st, x, ldx, M, W, bias, y, ldy, N, K);
+            skinny_launch<DT, 2, VEC, XS_F32>(st, x, ldx, M, W, bias, y, ldy, N, K, -1);
         } else {
-            skinny_launch<DT, 1, VEC, false>(st, x, ldx, M, W, bias, y, ldy, N, K);
+            skinny_launch<DT, 1, VEC, XS_F32>(st, x, ldx, M, W, bias, y, ldy, N, K, -1);
         }
-        return;
+        return cudaSuccess;
     }
-    if (VEC && tcp_on() && xb && xb_bytes >= (size_t)TCP_BM * (size_t)tcp_ldb(K) * sizeof(uint16_t)) {
-        pipe_launch<DT>(st, x, ldx, M, W, bias, y, ldy, N, K, (uint16_t *)xb, xb_bytes);
-        return;
-    }
+    if (VEC && tcp_on() && xb && xb_bytes >= (size_t)TCP_BM * (size_t)tcp_ldb(K) * sizeof(uint16_t))
+        return pipe_launch<DT>(st, x, ldx, M, W, bias, y, ldy, N, K, (uint16_t *)xb, xb_bytes, act);
+    if (act >= 0)
+        return cudaErrorNotSupported;
     static const int bn = kc_env_int("PB_CUDA_TC_TILE", 128, 64, 128);
     const dim3 grid((unsigned)((N + bn - 1) / bn), (unsigned)((M + TCB_M - 1) / TCB_M));
     if (bn == 128)
         KLAUNCH((k_linear_tc_tiled<DT, 4, VEC>), grid, 512, st, x, ldx, M, W, bias, y, ldy, N, K);
     else
         KLAUNCH((k_linear_tc_tiled<DT, 2, VEC>), grid, 256, st, x, ldx, M, W, bias, y, ldy, N, K);
+    return cudaSuccess;
+}
+
+// the 16-byte loads' condition: W rows (K % 8) and x rows start 16-byte aligned
+static bool tc_vec(const float *x, int ldx, const void *W, int K)
+{
+    return K % 8 == 0 && ldx % 4 == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)W & 15u) == 0;
 }
 
 cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
@@ -864,21 +965,33 @@ cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const 
         return cudaSuccess;
     if (dt == KC_F32 || (M + TCB_M - 1) / TCB_M > 65535 || (N + 7) / 8 > 0x7fffffff / 2)
         return cudaErrorInvalidValue;
-    // 16-byte loads: W rows (K % 8) and x rows start 16-byte aligned
-    const bool vec = K % 8 == 0 && ldx % 4 == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)W & 15u) == 0;
+    const bool vec = tc_vec(x, ldx, W, K);
     const uint16_t *w = (const uint16_t *)W;
-    if (dt == KC_BF16) {
-        if (vec)
-            linear_tc_launch<KC_BF16, true>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes);
-        else
-            linear_tc_launch<KC_BF16, false>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes);
-    } else {
-        if (vec)
-            linear_tc_launch<KC_F16, true>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes);
-        else
-            linear_tc_launch<KC_F16, false>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes);
-    }
-    return cudaGetLastError();
+    cudaError_t e;
+    if (dt == KC_BF16)
+        e = vec ? linear_tc_launch<KC_BF16, true>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes, -1)
+                : linear_tc_launch<KC_BF16, false>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes, -1);
+    else
+        e = vec ? linear_tc_launch<KC_F16, true>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes, -1)
+                : linear_tc_launch<KC_F16, false>(st, x, ldx, M, w, bias, y, ldy, N, K, xb, xb_bytes, -1);
+    return e != cudaSuccess ? e : cudaGetLastError();
+}
+
+cudaError_t kc_linear_tc_glu(cudaStream_t st, int act, const float *gu, int ldgu, int M, const void *W, kc_dtype dt,
+                             const float *bias, float *y, int ldy, int N, int K, void *xb, size_t xb_bytes)
+{
+    if (M <= 0 || N <= 0)
+        return cudaSuccess;
+    if (dt == KC_F32 || (M + TCB_M - 1) / TCB_M > 65535 || (N + 7) / 8 > 0x7fffffff / 2 || act < 0 ||
+        ldgu < 2 * K)
+        return cudaErrorInvalidValue;
+    if (!tc_vec(gu, ldgu, W, K))
+        return cudaErrorNotSupported;
+    const uint16_t *w = (const uint16_t *)W;
+    const cudaError_t e =
+        dt == KC_BF16 ? linear_tc_launch<KC_BF16, true>(st, gu, ldgu, M, w, bias, y, ldy, N, K, xb, xb_bytes, act)
+                      : linear_tc_launch<KC_F16, true>(st, gu, ldgu, M, w, bias, y, ldy, N, K, xb, xb_bytes, act);
+    return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 // ---- greedy picks ----
@@ -1171,24 +1284,7 @@ cudaError_t kc_rope(cudaStream_t st, float *x, int ld, int T, int n_heads, int h
     return cudaGetLastError();
 }
 
-// ---- activations (cpu.c act_f; codes are pb_act) ----
-
-__device__ __forceinline__ float act_f(int act, float x)
-{
-    switch (act) {
-    case 0: /* PB_ACT_GELU_TANH: HF NewGELUActivation */
-        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case 1: /* PB_ACT_GELU_ERF */
-        return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-    case 2: /* PB_ACT_RELU */
-        return x > 0 ? x : 0.0f;
-    case 3: /* PB_ACT_SILU */
-        return x / (1.0f + expf(-x));
-    case 4: /* PB_ACT_BLOOM_GELU */
-        return x * 0.5f * (1.0f + tanhf(0.79788456f * x * (1.0f + 0.044715f * x * x)));
-    }
-    return x;
-}
+// ---- activations: act_f, glu_f (above, with the conversions) ----
 
 __global__ void k_act(int act, float *x, int ld, int rows, int n)
 {
@@ -1209,7 +1305,7 @@ __global__ void k_glu(int act, float *out, const float *gu, int ldgu, int rows, 
          idx += (size_t)gridDim.x * blockDim.x) {
         const size_t r = idx / n, i = idx % n;
         const float *g = gu + r * ldgu;
-        out[idx] = __fmul_rn(act_f(act, g[i]), g[n + i]);
+        out[idx] = glu_f(act, g[i], g[n + i]);
     }
 }
 

@@ -29,6 +29,13 @@ cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const voi
 cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
                          const float *bias, float *y, int ldy, int N, int K, void *xb, size_t xb_bytes);
 size_t kc_linear_tc_scratch(int M, int K);
+// y = glu(gu) W^T (+ bias) on the tensor cores: kc_linear_tc of the gated
+// activation of gu's f32 rows [gate K | up K] (row stride ldgu; act a pb_act,
+// kc_glu's elements, the same bits as kc_glu then kc_linear_tc), taken as the
+// products load x; cudaErrorNotSupported (nothing launched) where no kernel
+// takes it (unaligned rows, the tiled kernel's calls): kc_glu, then kc_linear_tc
+cudaError_t kc_linear_tc_glu(cudaStream_t st, int act, const float *gu, int ldgu, int M, const void *W, kc_dtype dt,
+                             const float *bias, float *y, int ldy, int N, int K, void *xb, size_t xb_bytes);
 
 // ids[r] = the first index of the largest of row r of x (NaN, and where
 // mask_rows[r] the ids mask_ids, never; 0 when none is above -inf)

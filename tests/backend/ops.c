@@ -1043,16 +1043,21 @@ static void same_rows(const float *d1, const float *d2, int M, int N, int ld, co
 /* glu_linear (where the backend has it): the bits of glu into a buffer, then
  * linear of that buffer, for bf16 and f32 weights (f32 takes the exact
  * products even where the bf16 ones are on), with a bias, row counts that
- * make several conversion items, and SiLU and GELU */
+ * make several conversion items, and SiLU and GELU; then widths a multiple
+ * of 8 in bf16 and f16, where CUDA's products take the activation as they
+ * load x: 1 and 13 rows (the skinny kernel's loads), 40 (its rows rounded
+ * first) and 130 (the pipelined kernel's rounds) */
 static void test_glu_linear(void)
 {
     if (!BE->ops->glu_linear)
         return;
-    static const int Ms[] = {1, 13, 40};
-    for (int c = 0; c < 6; c++) {
-        const int M = Ms[c % 3], n = 45 + c, N = 37, ldgu = 2 * n + (c % 2) * 16; /* gu rows padded or not */
-        const pb_dtype dt = c < 3 ? PB_DT_BF16 : PB_DT_F32;
-        const pb_act act = c % 2 ? PB_ACT_GELU_TANH : PB_ACT_SILU;
+    static const int Ms[] = {1, 13, 40}, Ms8[] = {1, 13, 40, 130};
+    for (int c = 0; c < 14; c++) {
+        const bool w8 = c >= 6;
+        const int M = w8 ? Ms8[c % 4] : Ms[c % 3], n = w8 ? 64 + 8 * (c % 2) : 45 + c, N = w8 ? 40 : 37;
+        const int ldgu = 2 * n + (c % 2) * 16; /* gu rows padded or not */
+        const pb_dtype dt = w8 ? (c % 3 ? PB_DT_BF16 : PB_DT_F16) : c < 3 ? PB_DT_BF16 : PB_DT_F32;
+        const pb_act act = (w8 ? c / 2 : c) % 2 ? PB_ACT_GELU_TANH : PB_ACT_SILU;
         char buf[96];
         snprintf(buf, sizeof buf, "glu_linear M=%d n=%d %s act %d", M, n, pb_dtype_name(dt), (int)act);
         where = buf;
