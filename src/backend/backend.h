@@ -147,6 +147,13 @@ typedef struct pb_attn_args {
     const float *alibi;   /* host [n_heads] slopes, or NULL: score += slope * key_pos */
     int window;           /* > 0: query at p sees keys p - window + 1 .. p; 0 = all */
     float softcap;        /* > 0: scores capped by softcap * tanh(score / softcap) */
+    /* NULL, or: q's and k's heads are not rotated yet; the first rope->rot_dim
+     * dims of each are rotated in place first by the rope op's arithmetic and
+     * angles rope_cs ([T, rot_dim/2, 2], backend memory), so q and k must be
+     * writable rows. Only through pb_backend_attention, which calls the rope
+     * op first for a backend without attn_rope. */
+    const pb_rope_desc *rope;
+    const float *rope_cs;
 } pb_attn_args;
 
 /* Largest calls to come (reserve), so that later calls do not allocate. */
@@ -227,6 +234,9 @@ typedef struct pb_backend_ops {
     pb_status (*rope_angles)(pb_backend *be, float *cs, const float *pos_scaled, int T, const float *inv_freq,
                              int n_freq);
     pb_status (*attention)(pb_backend *be, const pb_attn_args *a);
+    /* attention takes a->rope itself (the same bits as the rope op before it:
+     * CUDA rotates as it stores the keys, one launch fewer a layer) */
+    bool attn_rope;
     /* NULL, or: a sequence's cache of one layer starts as another's (a
      * shared prompt prefix): K and V of the first n positions copied from
      * src to dst (kv_bytes(kv, cache_len, ...) each, the backend's layout).
@@ -311,6 +321,10 @@ typedef struct pb_backend_opts {
 /* kind: "cpu", "cuda" (refused until the CUDA backend exists) or "auto"
  * (the best available: cpu in this build). */
 pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backend **out);
+/* attention, a->rope's rotation included: the backend's own (attn_rope), or
+ * the rope op over q's and k's heads first (one call where k's heads follow
+ * q's in the same rows) */
+pb_status pb_backend_attention(pb_backend *be, const pb_attn_args *a);
 /* y = glu(gu) W^T: the backend's glu_linear, or glu into mid, then linear */
 pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
                                 const pb_weight *w, float *y, int ldy);

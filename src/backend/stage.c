@@ -716,17 +716,9 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
     PB_CHECK(op->linear(be, in, s->H, T, L->qkv, qkv, s->qkv_dim));
     if (L->q_norm)
         PB_CHECK(qk_norm(s, L, qkv, T));
-    if (s->rot) {
-        pb_rope_desc r = {s->cfg.rope_style, s->rot};
-        const float *cs = s->arena + (s->inv_freq_local && s->layer_local[s->layer_begin + l] ? s->al.cs_local
-                                                                                               : s->al.cs);
-        if (s->qd == s->nh * s->hd) { /* k heads follow the q heads: one pass over both */
-            PB_CHECK(op->rope(be, qkv, s->qkv_dim, T, s->nh + s->nkv, s->hd, &r, cs));
-        } else {
-            PB_CHECK(op->rope(be, qkv, s->qkv_dim, T, s->nh, s->hd, &r, cs));
-            PB_CHECK(op->rope(be, qkv + s->qd, s->qkv_dim, T, s->nkv, s->hd, &r, cs));
-        }
-    }
+    /* q's and k's heads rotated by attention (pb_backend_attention: the backend's, or the rope op first) */
+    const pb_rope_desc r = {s->cfg.rope_style, s->rot};
+    const float *cs = s->arena + (s->inv_freq_local && s->layer_local[s->layer_begin + l] ? s->al.cs_local : s->al.cs);
     /* cache rows of this layer for each sequence's slot */
     const size_t per_kind = kv_kind_bytes(s);
     for (int i = 0; i < b->n_seqs; i++) {
@@ -740,8 +732,9 @@ static pb_status run_attention(pb_stage *s, int l, const pb_seq_batch *b, const 
         .q = qkv, .k = qkv + s->qd, .v = qkv + s->qd + s->kvd, .q_stride = s->qkv_dim, .kv_stride = s->qkv_dim,
         .out = ctx, .n_heads = s->nh, .n_kv_heads = s->nkv, .head_dim = s->hd,
         .scale = s->scale[l], .alibi = s->alibi, .window = s->window[l], .softcap = s->cfg.attn_softcap,
+        .rope = s->rot ? &r : NULL, .rope_cs = s->rot ? cs : NULL,
     };
-    PB_CHECK(op->attention(be, &a));
+    PB_CHECK(pb_backend_attention(be, &a));
     return op->linear(be, ctx, s->qd, T, L->o, out, s->H);
 }
 

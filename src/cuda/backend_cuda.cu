@@ -605,6 +605,9 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
                         KC_ATTN_MAX_HEAD_DIM);
     if (a->kv_dtype != PB_DT_F32 && a->kv_dtype != PB_DT_BF16 && a->kv_dtype != PB_DT_F16)
         return pb_error(PB_ERR_INTERNAL, "cuda: a KV cache of %s (f32, bf16 or f16 here)", pb_dtype_name(a->kv_dtype));
+    if (a->rope && (a->rope->rot_dim < 2 || a->rope->rot_dim % 2 || a->rope->rot_dim > a->head_dim || !a->rope_cs))
+        return pb_error(PB_ERR_INTERNAL, "attention: rotary of %d dims in heads of %d", a->rope->rot_dim,
+                        a->head_dim);
     const int S = a->n_seqs;
     int T = 0;
     for (int s = 0; s < S; s++)
@@ -703,6 +706,9 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     k.grp_heads = grouped && (grp_heads > 1 || widest > 1) ? grp_heads : 0; // more than one query a block
     k.chunk = chunk;
     k.max_chunks = max_chunks;
+    k.rope_cs = a->rope ? a->rope_cs : NULL; // rotated as the keys are stored (pb_attn_args.rope)
+    k.rope_half = a->rope ? a->rope->rot_dim / 2 : 0;
+    k.rope_inter = a->rope && a->rope->style == PB_ROPE_INTERLEAVED;
     k.part = NULL;
     if (split) {
         PB_CHECK(buf_reserve(c, &c->part, &c->part_cap, part_bytes));
@@ -961,6 +967,7 @@ static pb_backend_ops make_ops(void)
     o.rope = cuda_rope;
     o.rope_angles = cuda_rope_angles;
     o.attention = cuda_attention;
+    o.attn_rope = true;
     o.kv_copy = cuda_kv_copy;
     o.act = cuda_act;
     o.glu = cuda_glu;

@@ -1256,6 +1256,15 @@ cudaError_t kc_head_norm(cudaStream_t st, float *x, int ld, int T, int n_heads, 
 
 // ---- rotary ----
 
+// pair i of the head at v rotated by (c, s): (2i, 2i + 1) interleaved, else (i, i + half)
+__device__ __forceinline__ void rope_pair(float *v, int i, int half, bool inter, float c, float s)
+{
+    float *pa = inter ? v + 2 * i : v + i, *pb = inter ? v + 2 * i + 1 : v + i + half;
+    const float a = *pa, b = *pb;
+    *pa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    *pb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+
 __global__ void k_rope(float *x, int ld, int T, int n_heads, int hd, int half, bool inter, const float *cs)
 {
     pdl_trigger();
@@ -1265,12 +1274,8 @@ __global__ void k_rope(float *x, int ld, int T, int n_heads, int hd, int half, b
         const int i = (int)(idx % half);
         const size_t th = idx / half;
         const int h = (int)(th % n_heads), t = (int)(th / n_heads);
-        float *v = x + (size_t)t * ld + (size_t)h * hd;
-        const float c = cs[((size_t)t * half + i) * 2], s = cs[((size_t)t * half + i) * 2 + 1];
-        float *pa = inter ? v + 2 * i : v + i, *pb = inter ? v + 2 * i + 1 : v + i + half;
-        const float a = *pa, b = *pb;
-        *pa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-        *pb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+        const float *ct = cs + ((size_t)t * half + i) * 2;
+        rope_pair(x + (size_t)t * ld + (size_t)h * hd, i, half, inter, ct[0], ct[1]);
     }
 }
 
@@ -1427,10 +1432,25 @@ __device__ __forceinline__ float from_kv(kv_half v) { return f16_f32(v.bits); }
 __device__ __forceinline__ float from_kv(float v) { return v; }
 
 // this step's k/v rows into the caches (rounded to kv_t): one block per token row
+// a block a token row: where rope_cs, its q and k heads rotated in place first (k_rope's pairs: the same
+// bits); then its k and v stored at the sequence's position
 template <typename kv_t> __global__ void k_kv_store(kc_attn a)
 {
     pdl_trigger();
     const int t = blockIdx.x, s = a.tok_seq[t];
+    if (a.rope_cs) {
+        const int half = a.rope_half, nq = a.n_heads * half, n = nq + a.n_kv_heads * half;
+        const float *cs = a.rope_cs + (size_t)t * half * 2;
+        // (the rows are the caller's writable ones: pb_attn_args.rope)
+        float *q = (float *)(uintptr_t)a.q + (size_t)t * a.q_stride;
+        float *k = (float *)(uintptr_t)a.k + (size_t)t * a.kv_stride;
+        for (int e = threadIdx.x; e < n; e += blockDim.x) {
+            const int j = e < nq ? e : e - nq, i = j % half;
+            rope_pair((e < nq ? q : k) + (size_t)(j / half) * a.head_dim, i, half, a.rope_inter, cs[2 * i],
+                      cs[2 * i + 1]);
+        }
+        __syncthreads(); // the rotated keys, read below by other threads
+    }
     if (s < 0)
         return;
     const int kvd = a.n_kv_heads * a.head_dim;

@@ -95,13 +95,18 @@ struct kc_attn {
     int grp_heads;
     const int *tiles;
     int n_tiles;
+    // NULL, or: q's and k's heads rotated in place first, as kc_rope (the same bits), by these angles
+    // ([T][rope_half][2]); the first 2 rope_half dims of a head, pairs (2i, 2i + 1) where rope_inter
+    const float *rope_cs;
+    int rope_half, rope_inter;
 };
 // the queries a grouped block takes: 16 / (dims a lane), at most 8 (heads up to 64 wide: 8, 128: 4, 256: 2)
 #define KC_ATTN_GROUP_QUERIES(hd) ((hd) <= 64 ? 8 : (hd) <= 128 ? 4 : 2)
 #define KC_ATTN_MAX_HEAD_DIM 256
 #define KC_ATTN_CHUNK 256
 
-// stores this step's k/v rows (as kv_dt) at their positions, then attends
+// rotates q's and k's rows where rope_cs, stores this step's k/v rows (as kv_dt) at their positions, then
+// attends
 cudaError_t kc_attention(cudaStream_t st, const kc_attn *a);
 
 #endif

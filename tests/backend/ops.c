@@ -34,6 +34,9 @@
  *                 bit-identical alone and in the batch; the cached tokens
  *                 are written by an earlier call (the cache layout is the
  *                 backend's own), into caches that start as garbage
+ *   attention with its rotary (pb_backend_attention, a->rope): exactly the
+ *                 bits of the rope op, then attention (outputs, the rotated
+ *                 rows, both caches)
  *   act, glu      |y - r| <= 4e-6 (1 + |r|)
  *   glu_linear    exactly the bits of glu, then linear (each path and
  *                 precision)
@@ -762,6 +765,107 @@ static void test_attention(void)
     }
 }
 
+/* A KV cache of valid elements of KVT in any layout: each 2- or 4-byte
+ * element in [0.5, 1) (the f32 cache's words, f16's, bf16's). */
+static void *cache_of_halves(size_t bytes)
+{
+    unsigned char *h = malloc(bytes);
+    for (size_t i = 0; i + 1 < bytes; i += 2) {
+        uint16_t w = KVT == PB_DT_F32 ? (i % 4 ? 0x3f00 : (uint16_t)rnd())
+                     : KVT == PB_DT_F16 ? (uint16_t)(0x3800 | (rnd() & 0x3ff))
+                                        : (uint16_t)(0x3f00 | (rnd() & 0x7f));
+        memcpy(h + i, &w, 2);
+    }
+    void *d = dev_from(h, bytes);
+    free(h);
+    return d;
+}
+
+/* Attention with its rotary (pb_backend_attention given a->rope): the bits
+ * of the rope op over q's and k's heads, then attention: the outputs, the
+ * rotated rows and both caches, for full and partial rotary in both
+ * pairings, GQA, a window, a prefill beside a decode step at a later
+ * position, each KV cache dtype, and k's heads apart from q's (the rope
+ * op's two calls). */
+static void test_attn_rope(void)
+{
+    static char name[112];
+    const int nh = 4, nkv = 2, hd = 16, len = 40, T = 6, qd = nh * hd, kvd = nkv * hd;
+    int p0[2] = {0, 9}, n[2] = {5, 1}, tok_start[2] = {0, 5};
+    for (KVT = PB_DT_F32; KVT <= PB_DT_BF16; KVT++) {
+        if (!(BE->ops->kv_dtypes & (1u << KVT)))
+            continue;
+        for (int c = 0; c < 4; c++) {
+            const pb_rope_desc rd = {c % 2 ? PB_ROPE_INTERLEAVED : PB_ROPE_HALF, c < 2 ? hd : 6};
+            const int gap = c == 3 ? 8 : 0, stride = qd + gap + 2 * kvd, half = rd.rot_dim / 2;
+            snprintf(name, sizeof name, "attention with rotary %d of %d dims, %s pairs, %d apart, %s cache",
+                     rd.rot_dim, hd, c % 2 ? "interleaved" : "half", gap, pb_dtype_name(KVT));
+            where = name;
+            float *qkv = malloc((size_t)T * stride * 4), *cs = malloc((size_t)T * half * 2 * 4);
+            fill(qkv, (size_t)T * stride, 1.5f);
+            for (int i = 0; i < T * half; i++) {
+                const float ang = 0.37f * (float)i + frand();
+                cs[2 * i] = cosf(ang);
+                cs[2 * i + 1] = sinf(ang);
+            }
+            float *dcs = dev_from(cs, (size_t)T * half * 2 * 4);
+            const size_t cb = (size_t)BE->ops->kv_bytes(KVT, len, nkv, hd);
+            const uint64_t seed = rng_state;
+            void *ck[2][2], *cv[2][2]; /* [path][sequence] */
+            for (int w = 0; w < 2; w++) {
+                rng_state = seed; /* the same caches for both paths */
+                for (int q = 0; q < 2; q++)
+                    ck[w][q] = cache_of_halves(cb), cv[w][q] = cache_of_halves(cb);
+            }
+            float *dq[2], *dout[2], *out[2], *rows[2];
+            for (int w = 0; w < 2; w++) {
+                dq[w] = dev_from(qkv, (size_t)T * stride * 4);
+                dout[w] = dev((size_t)T * qd * 4);
+                pb_attn_args a = {.n_seqs = 2, .tok_start = tok_start, .pos = p0, .n_tokens = n, .k_cache = ck[w],
+                                  .v_cache = cv[w], .cache_len = len, .kv_dtype = KVT, .q = dq[w],
+                                  .k = dq[w] + qd + gap, .v = dq[w] + qd + gap + kvd, .q_stride = stride,
+                                  .kv_stride = stride, .out = dout[w], .n_heads = nh, .n_kv_heads = nkv,
+                                  .head_dim = hd, .scale = 0.25f, .window = 7};
+                if (w == 0) { /* the rope op, then attention */
+                    if (!gap) {
+                        OK(BE->ops->rope(BE, dq[w], stride, T, nh + nkv, hd, &rd, dcs));
+                    } else {
+                        OK(BE->ops->rope(BE, dq[w], stride, T, nh, hd, &rd, dcs));
+                        OK(BE->ops->rope(BE, dq[w] + qd + gap, stride, T, nkv, hd, &rd, dcs));
+                    }
+                    OK(BE->ops->attention(BE, &a));
+                } else {
+                    a.rope = &rd;
+                    a.rope_cs = dcs;
+                    OK(pb_backend_attention(BE, &a));
+                }
+                out[w] = malloc((size_t)T * qd * 4);
+                rows[w] = malloc((size_t)T * stride * 4);
+                to_host(out[w], dout[w], (size_t)T * qd * 4);
+                to_host(rows[w], dq[w], (size_t)T * stride * 4);
+            }
+            CHECK(memcmp(out[0], out[1], (size_t)T * qd * 4) == 0, "outputs differ from the rope op's, then attention");
+            CHECK(memcmp(rows[0], rows[1], (size_t)T * stride * 4) == 0, "the rotated q and k rows differ");
+            unsigned char *h0 = malloc(cb), *h1 = malloc(cb);
+            for (int q = 0; q < 2; q++)
+                for (int kind = 0; kind < 2; kind++) {
+                    to_host(h0, kind ? cv[0][q] : ck[0][q], cb);
+                    to_host(h1, kind ? cv[1][q] : ck[1][q], cb);
+                    CHECK(memcmp(h0, h1, cb) == 0, "sequence %d's %s cache differs", q, kind ? "V" : "K");
+                }
+            free(h0), free(h1);
+            for (int w = 0; w < 2; w++) {
+                for (int q = 0; q < 2; q++)
+                    rel(ck[w][q]), rel(cv[w][q]);
+                rel(dq[w]), rel(dout[w]);
+                free(out[w]), free(rows[w]);
+            }
+            rel(dcs);
+            free(qkv), free(cs);
+        }
+    }
+}
+
 /* kv_copy (a shared prompt prefix): a cache of junk that takes the first n
  * positions of a prefilled one attends like it, bit for bit, for new tokens
  * at n (its positions past n are written before any query sees them). */
@@ -1203,6 +1307,7 @@ static void run_all(void)
     test_norm();
     test_rope();
     test_attention();
+    test_attn_rope();
     test_kv_copy();
     test_elementwise();
     test_glu_linear();
