@@ -11,7 +11,7 @@
 # gpu-bench.json) in what is left. Eight files at most come back from $OUT.
 # Before check.sh: ops again with the tensor-core kernels' other shapes, and
 # tests/backend/linbench (linbench.txt: the linear op's GB/s and TFLOP/s).
-# Then batch-1 decode with settings alternated (PB_LEASE_B1; default PB_CUDA_GLU_LOAD=1 and 0), and ncu's
+# Then batch-1 decode with settings alternated (PB_LEASE_B1; default session 42's fusions on and off), and ncu's
 # kernel times over one batch-1 decode step (both appended to bench.txt).
 # Then prefill by --max-batch-tokens and attention's form, decode at batch 64 by attention's form, ncu over a
 # prefill by form and the attention and product kernels' % of peak (SM, memory, tensor pipe, warps)
@@ -59,7 +59,7 @@ if ! skip ops2; then  # the kernels' other shapes (kern_cuda.cu's PB_CUDA_*, as 
         for e in "PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 \
 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
             "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1" "PB_CUDA_TC_STAGES=3" \
-            "PB_CUDA_TC_SPANS=2" "PB_CUDA_GLU_LOAD=0" \
+            "PB_CUDA_TC_SPANS=2" "PB_CUDA_GLU_LOAD=0 PB_CUDA_ATTN_ROPE=0" \
             "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0"; do
             echo "== ops cuda, $e"
             env $e timeout -k 5 60 "$PACK/tests/backend/ops" cuda
@@ -151,19 +151,20 @@ print(round(json.load(open('$WORK/b64.json'))['decode_tokens_per_second'], 1))")
     ) >>"$OUT/bench.txt" 2>&1
     grep -E '^(--max-batch|mbt|b64 decode)' "$OUT/bench.txt"
 fi
-# batch 1 with settings alternated (PB_LEASE_B1: VAR=VALUE words; default the gated MLP's activation in the
-# skinny kernel's loads (PB_CUDA_GLU_LOAD=1, the default) against k_glu first; session 40 measured
-# PB_CUDA_PDL=1 so: no gain), on the benchmark's 1.1B model: decode tok/s, the text the same (appended to
-# bench.txt)
+# batch 1 with settings alternated (PB_LEASE_B1: words of VAR=VALUE[,VAR=VALUE]; default session 42's two
+# launches fewer a layer (PB_CUDA_GLU_LOAD=1 and PB_CUDA_ATTN_ROPE=1, the defaults) against each off and both
+# off; session 40 measured PB_CUDA_PDL=1 so: no gain), on the benchmark's 1.1B model: decode tok/s, the text
+# the same (appended to bench.txt)
 if ! skip b1 && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
     (
         . "$HERE/contrib/gpu/env.sh"
         echo '{"prompt": "the quick brown fox", "max_tokens": 128, "ignore_eos": true}' >"$WORK/p2.jsonl"
         for i in 1 2; do
             n=0
-            for e in ${PB_LEASE_B1:-PB_CUDA_GLU_LOAD=1 PB_CUDA_GLU_LOAD=0}; do
+            for e in ${PB_LEASE_B1:-PB_CUDA_GLU_LOAD=1 PB_CUDA_GLU_LOAD=0 PB_CUDA_ATTN_ROPE=0 \
+                PB_CUDA_GLU_LOAD=0,PB_CUDA_ATTN_ROPE=0}; do
                 rm -f "$WORK/b1-$n.json" "$WORK/b1-$n.jsonl"
-                env "$e" "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
+                env ${e//,/ } "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
                     --in "$WORK/p2.jsonl" --out "$WORK/b1-$n.jsonl" --temperature 0 --metrics "$WORK/b1-$n.json" &&
                     echo "b1 $e run $i: decode $(python3 -c "import json; \
 print(round(json.load(open('$WORK/b1-$n.json'))['decode_tokens_per_second'], 1))") tok/s" ||

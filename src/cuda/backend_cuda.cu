@@ -706,9 +706,27 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     k.grp_heads = grouped && (grp_heads > 1 || widest > 1) ? grp_heads : 0; // more than one query a block
     k.chunk = chunk;
     k.max_chunks = max_chunks;
-    k.rope_cs = a->rope ? a->rope_cs : NULL; // rotated as the keys are stored (pb_attn_args.rope)
-    k.rope_half = a->rope ? a->rope->rot_dim / 2 : 0;
-    k.rope_inter = a->rope && a->rope->style == PB_ROPE_INTERLEAVED;
+    // rotated as the keys are stored (pb_attn_args.rope), or where PB_CUDA_ATTN_ROPE=0 by kc_rope first (the
+    // same bits, a launch more: for the benchmarks)
+    static const int rope_in = kc_env_int("PB_CUDA_ATTN_ROPE", 1, 0, 1);
+    const pb_rope_desc *rope = a->rope;
+    if (rope && !rope_in) {
+        const bool inter = rope->style == PB_ROPE_INTERLEAVED;
+        float *q = (float *)(uintptr_t)a->q, *kr = (float *)(uintptr_t)a->k;
+        if (kr == q + (size_t)a->n_heads * a->head_dim && a->kv_stride == a->q_stride) {
+            LAUNCH("rope", kc_rope(c->stream, q, a->q_stride, T, a->n_heads + a->n_kv_heads, a->head_dim,
+                                   rope->rot_dim / 2, inter, a->rope_cs));
+        } else {
+            LAUNCH("rope", kc_rope(c->stream, q, a->q_stride, T, a->n_heads, a->head_dim, rope->rot_dim / 2, inter,
+                                   a->rope_cs));
+            LAUNCH("rope", kc_rope(c->stream, kr, a->kv_stride, T, a->n_kv_heads, a->head_dim, rope->rot_dim / 2,
+                                   inter, a->rope_cs));
+        }
+        rope = NULL;
+    }
+    k.rope_cs = rope ? a->rope_cs : NULL;
+    k.rope_half = rope ? rope->rot_dim / 2 : 0;
+    k.rope_inter = rope && rope->style == PB_ROPE_INTERLEAVED;
     k.part = NULL;
     if (split) {
         PB_CHECK(buf_reserve(c, &c->part, &c->part_cap, part_bytes));

@@ -1973,12 +1973,15 @@ cudaError_t kc_attention(cudaStream_t st, const kc_attn *a)
 {
     if (a->T <= 0)
         return cudaSuccess;
+    // a block a row: with the rotary 512 threads (a row's q and k pairs, over a thousand in 1.1B-8B models,
+    // are a chain of dependent loads and stores a thread: a batch-1 step's one block takes few rounds)
+    const int threads = a->rope_cs ? 512 : 128;
     if (a->kv_dt == KC_F32)
-        KLAUNCH((k_kv_store<float>), a->T, 128, st, *a);
+        KLAUNCH((k_kv_store<float>), a->T, threads, st, *a);
     else if (a->kv_dt == KC_F16)
-        KLAUNCH((k_kv_store<kv_half>), a->T, 128, st, *a);
+        KLAUNCH((k_kv_store<kv_half>), a->T, threads, st, *a);
     else
-        KLAUNCH((k_kv_store<uint16_t>), a->T, 128, st, *a);
+        KLAUNCH((k_kv_store<uint16_t>), a->T, threads, st, *a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return e;

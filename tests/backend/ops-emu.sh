@@ -26,8 +26,9 @@ PB_CUDA_ATTN_GROUP=2 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
 ) || exit $?
 # the third: 16-column warps reading f32 x, the tiled kernel in 128 x 128 tiles, attention's scores a key a
 # thread (PB_CUDA_ATTN_LANE), glu_linear's activation by k_glu first (PB_CUDA_GLU_LOAD=0; by default the
-# skinny kernel's loads take it, and k_round_x above 16 rows)
-PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1 PB_CUDA_GLU_LOAD=0 \
+# skinny kernel's loads take it, and k_round_x above 16 rows), attention's rotary by k_rope first
+# (PB_CUDA_ATTN_ROPE=0; by default as the keys are stored)
+PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1 PB_CUDA_GLU_LOAD=0 PB_CUDA_ATTN_ROPE=0 \
     "$PB_BUILDDIR/tests/backend/ops-emu" cuda ||
     exit $?
 # the fourth: 8-column warps on rounded rows, the pipelined kernel in rounds of 128 rows
