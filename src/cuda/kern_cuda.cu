@@ -105,8 +105,9 @@ __device__ __forceinline__ float act_f(int act, float x)
 }
 
 // the gated MLP's activation of one element: act(gate) * up, rounded once (k_glu's, and the products' that
-// take the activation as they load x: the same bits)
-__device__ __forceinline__ float glu_f(int act, float g, float u) { return __fmul_rn(act_f(act, g), u); }
+// take the activation as they load x: the same bits, the same code). Not inlined: the skinny kernel's
+// unrolled loads would hold hundreds of copies of act_f (tanhf, erff), doubling the programs' fatbins.
+__device__ __noinline__ float glu_f(int act, float g, float u) { return __fmul_rn(act_f(act, g), u); }
 
 static int blocks_for(size_t n, int per)
 {
