@@ -325,8 +325,6 @@ static bool mem_available(uint64_t *avail, const char **what)
     return known;
 }
 
-/* Refuse before loading when the stage's planned memory (weights, KV cache,
- * activations) cannot fit. */
 #define MBT_KEY "pb.batch_tokens"
 
 /* --max-batch-tokens' default where *mbt is not given (<= 0): PB_BATCH_TOKENS_GPU
@@ -359,6 +357,8 @@ static pb_status default_batch_tokens(pb_bootstrap *boot, bool gpu, int *mbt)
     return PB_OK;
 }
 
+/* Refuse before loading when the stage's planned memory (weights, KV cache,
+ * activations) cannot fit. */
 static pb_status check_memory(const pb_stage_plan *sp, int rank, int batch, int context)
 {
     uint64_t avail = 0;
