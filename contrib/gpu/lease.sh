@@ -59,7 +59,7 @@ if ! skip ops2; then  # the kernels' other shapes (kern_cuda.cu's PB_CUDA_*, as 
         for e in "PB_CUDA_TC_COLS=8 PB_CUDA_TC_SKINNY=32 PB_CUDA_TC_TILE=64 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_XB=0 \
 PB_CUDA_ATTN_CHUNK=8 PB_CUDA_ATTN_SPLIT=1 PB_CUDA_NORM_REGS=0" \
             "PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1" "PB_CUDA_TC_STAGES=3" \
-            "PB_CUDA_TC_SPANS=2" "PB_CUDA_GLU_LOAD=0 PB_CUDA_ATTN_ROPE=0" \
+            "PB_CUDA_TC_SPANS=2" "PB_CUDA_GLU_LOAD=1 PB_CUDA_ATTN_ROPE=0" \
             "PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0"; do
             echo "== ops cuda, $e"
             env $e timeout -k 5 60 "$PACK/tests/backend/ops" cuda
@@ -151,10 +151,11 @@ print(round(json.load(open('$WORK/b64.json'))['decode_tokens_per_second'], 1))")
     ) >>"$OUT/bench.txt" 2>&1
     grep -E '^(--max-batch|mbt|b64 decode)' "$OUT/bench.txt"
 fi
-# batch 1 with settings alternated (PB_LEASE_B1: words of VAR=VALUE[,VAR=VALUE]; default session 42's two
-# launches fewer a layer (PB_CUDA_GLU_LOAD=1 and PB_CUDA_ATTN_ROPE=1, the defaults) against each off and both
-# off; session 40 measured PB_CUDA_PDL=1 so: no gain), on the benchmark's 1.1B model: decode tok/s, the text
-# the same (appended to bench.txt)
+# batch 1 with settings alternated (PB_LEASE_B1: words of VAR=VALUE[,VAR=VALUE]; default session 42's
+# launches fewer a layer: the activation in the skinny kernel's loads (PB_CUDA_GLU_LOAD=1, off by default until
+# this measures it) and the rotary in the KV store (PB_CUDA_ATTN_ROPE=1, the default), each off and both off;
+# session 40 measured PB_CUDA_PDL=1 so: no gain), on the benchmark's 1.1B model: decode tok/s, the text the
+# same (appended to bench.txt)
 if ! skip b1 && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
     (
         . "$HERE/contrib/gpu/env.sh"

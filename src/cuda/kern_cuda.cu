@@ -795,13 +795,15 @@ static int tcp_rows(void)
     return rows;
 }
 
-// glu_linear's activation computed in the skinny kernel's loads of x (up to 16 rows, or more where
-// PB_CUDA_TC_XB=0), one launch a gated MLP fewer than k_glu's; each of its blocks computes all of x's
-// activations (in the time its weight loads are in flight). PB_CUDA_GLU_LOAD=0: k_glu first there. Above 16
-// rows the activation is taken where x is rounded (k_round_x) in any case. Not yet measured on a GPU.
+// PB_CUDA_GLU_LOAD=1: glu_linear's activation computed in the skinny kernel's loads of x (up to 16 rows, or
+// more where PB_CUDA_TC_XB=0), one launch a gated MLP fewer than k_glu's, but each of its blocks computes all
+// of x's activations, and at one row only the 4 lanes of the row's fragment do, a chain of 8 glu_f a span
+// that may outlast the weight loads (the down product's 3 rounds of slices at 1.1B): off (k_glu first) until
+// a GPU measures it (lease.sh's batch-1 runs). Above 16 rows the activation is taken where x is rounded
+// (k_round_x) in any case.
 static bool glu_load_on(void)
 {
-    static const int on = kc_env_int("PB_CUDA_GLU_LOAD", 1, 0, 1);
+    static const int on = kc_env_int("PB_CUDA_GLU_LOAD", 0, 0, 1);
     return on != 0;
 }
 
