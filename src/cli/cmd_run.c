@@ -325,38 +325,6 @@ static bool mem_available(uint64_t *avail, const char **what)
     return known;
 }
 
-#define MBT_KEY "pb.batch_tokens"
-
-/* --max-batch-tokens' default where *mbt is not given (<= 0): PB_BATCH_TOKENS_GPU
- * where every rank is on a GPU, else PB_BATCH_TOKENS_CPU. Collective when the job
- * has ranks (every rank publishes whether it is on a GPU, one fence), so all of
- * them decide alike; a rank given the option keeps it (the pipeline's start
- * refuses ranks whose micro-batch sizes differ from rank 0's). */
-static pb_status default_batch_tokens(pb_bootstrap *boot, bool gpu, int *mbt)
-{
-    const int size = pb_bootstrap_size(boot);
-    bool all_gpu = gpu;
-    if (size > 1) {
-        PB_CHECK(pb_bootstrap_put(boot, MBT_KEY, gpu ? "1" : "0", 1));
-        PB_CHECK(pb_bootstrap_commit(boot));
-        PB_CHECK(pb_bootstrap_fence(boot, 0));
-        for (int r = 0; r < size; r++) {
-            void *v = NULL;
-            size_t n = 0;
-            PB_CHECK(pb_bootstrap_get(boot, r, MBT_KEY, 0, &v, &n));
-            const bool ok = n == 1 && (((const char *)v)[0] == '0' || ((const char *)v)[0] == '1');
-            const bool on_gpu = ok && ((const char *)v)[0] == '1';
-            free(v);
-            if (!ok)
-                return pb_error(PB_ERR_NET, "rank %d published a malformed device kind", r);
-            all_gpu = all_gpu && on_gpu;
-        }
-    }
-    if (*mbt <= 0)
-        *mbt = all_gpu ? PB_BATCH_TOKENS_GPU : PB_BATCH_TOKENS_CPU;
-    return PB_OK;
-}
-
 /* Refuse before loading when the stage's planned memory (weights, KV cache,
  * activations) cannot fit. */
 static pb_status check_memory(const pb_stage_plan *sp, int rank, int batch, int context)
@@ -533,22 +501,32 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_tokenizer_load(tok_path, &tok), st, out);
 
     int per_chunk = (batch + chunks - 1) / chunks;
-    /* tokens a micro-batch carries: --max-batch-tokens (at least a token a sequence: checked above), else the
-     * default of the job's devices */
-    int want_mbt = opts->max_batch_tokens;
-    PB_CHECK_GOTO(default_batch_tokens(boot, dev.gpu >= 0, &want_mbt), st, out);
-    const long mbt = pb_stage_batch_tokens(want_mbt, per_chunk, batch, context);
     if (world > 1) {
         /* The links first: each rank listens before any collective step, so
          * a rank that waits for the others can already refuse strangers. The
          * largest message is a full micro-batch of hidden states plus its
-         * description. */
-        size_t max_msg = (size_t)mbt * (size_t)cfg.hidden_size * sizeof(float) +
-                         (size_t)batch * 64 + (size_t)mbt * 4 + 4096;
+         * description (a limit only: here at the larger of the devices'
+         * default micro-batches, the ranks' devices known after). */
+        const long cap = pb_stage_batch_tokens(opts->max_batch_tokens > 0 ? opts->max_batch_tokens
+                                                                          : PB_BATCH_TOKENS_GPU,
+                                               per_chunk, batch, context);
+        size_t max_msg = (size_t)cap * (size_t)cfg.hidden_size * sizeof(float) +
+                         (size_t)batch * 64 + (size_t)cap * 4 + 4096;
         pb_tcp_opts to = {.iface = opts->iface, .max_msg_bytes = max_msg};
         /* NCCL between GPU ranks (PB_TRANSPORT), over these TCP links */
         PB_CHECK_GOTO(pb_transport_create(boot, dev.gpu, &to, &tr), st, out);
     }
+    /* tokens a micro-batch carries: --max-batch-tokens (at least a token a sequence: checked above), else
+     * PB_BATCH_TOKENS_GPU where every rank is on a GPU (each rank's went round with the transport's
+     * choice, so all decide alike), PB_BATCH_TOKENS_CPU elsewhere */
+    int want_mbt = opts->max_batch_tokens;
+    if (want_mbt <= 0) {
+        bool all_gpu = dev.gpu >= 0;
+        if (world > 1)
+            PB_CHECK_GOTO(pb_transport_all_gpu(boot, &all_gpu), st, out);
+        want_mbt = all_gpu ? PB_BATCH_TOKENS_GPU : PB_BATCH_TOKENS_CPU;
+    }
+    const long mbt = pb_stage_batch_tokens(want_mbt, per_chunk, batch, context);
     int threads = opts->threads;
     if (threads <= 0) { /* the node's cores over its ranks (collective: every rank is here) */
         PB_CHECK_GOTO(pb_bootstrap_cpu_share(boot, 0, &threads), st, out);

@@ -14,6 +14,28 @@
 
 #define SEL_KEY "pb.transport"
 
+/* Rank r's published choice "G M" (its GPU, -1 none; its PB_TRANSPORT mode). */
+static pb_status choice_of(pb_bootstrap *b, int r, int timeout_s, int *g, int *m)
+{
+    void *v = NULL;
+    size_t n = 0;
+    PB_CHECK(pb_bootstrap_get(b, r, SEL_KEY, timeout_s, &v, &n));
+    const int ok = sscanf((const char *)v, "%d %d", g, m) == 2 && *g >= -1 && *m >= -1 && *m <= 2;
+    free(v);
+    return ok ? PB_OK : pb_error(PB_ERR_NET, "rank %d published a malformed transport choice", r);
+}
+
+pb_status pb_transport_all_gpu(pb_bootstrap *b, bool *all)
+{
+    *all = true;
+    for (int r = 0; r < pb_bootstrap_size(b); r++) {
+        int g = -1, m = 0;
+        PB_CHECK(choice_of(b, r, 0, &g, &m));
+        *all = *all && g >= 0;
+    }
+    return PB_OK;
+}
+
 /* "auto" | "tcp" | "nccl"; anything else is refused (by rank 0, named). */
 static pb_status mode_of(const char *v, int *mode)
 {
@@ -52,16 +74,10 @@ pb_status pb_transport_create(pb_bootstrap *b, int gpu, const pb_tcp_opts *tcp,
     int no_gpu = -1; /* the first rank without a GPU */
     pb_status st = PB_OK;
     for (int r = 0; r < size && st == PB_OK; r++) {
-        void *v = NULL;
-        size_t n = 0;
         int g = -1, m = 0;
-        st = pb_bootstrap_get(b, r, SEL_KEY, timeout_s, &v, &n);
+        st = choice_of(b, r, timeout_s, &g, &m);
         if (st != PB_OK)
             break;
-        int ok = sscanf((const char *)v, "%d %d", &g, &m) == 2 && g >= -1 && m >= -1 && m <= 2;
-        free(v);
-        if (!ok)
-            st = pb_error(PB_ERR_NET, "rank %d published a malformed transport choice", r);
         if (g < 0 && no_gpu < 0)
             no_gpu = r;
         if (r == 0)

@@ -162,5 +162,8 @@ pb_status pb_transport_nccl_create_over(pb_bootstrap *b, int device, pb_transpor
  * first (each rank listens before any fence) and carry NCCL's control. */
 pb_status pb_transport_create(pb_bootstrap *b, int gpu, const pb_tcp_opts *tcp,
                               pb_transport **out);
+/* After pb_transport_create: whether every rank of the job is on a GPU (as
+ * each published it for the transport's choice; no fence of its own). */
+pb_status pb_transport_all_gpu(pb_bootstrap *b, bool *all);
 
 #endif
