@@ -136,25 +136,34 @@ pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backe
     return pb_error(PB_ERR_USAGE, "backend '%s': unknown (cpu, cuda or auto)", kind);
 }
 
+int pb_attn_rows(const pb_attn_args *a)
+{
+    int T = 0;
+    for (int s = 0; s < a->n_seqs; s++)
+        if (a->n_tokens[s] > 0 && a->tok_start[s] + a->n_tokens[s] > T)
+            T = a->tok_start[s] + a->n_tokens[s];
+    return T;
+}
+
+pb_status pb_backend_rope_qk(pb_backend *be, const pb_attn_args *a, int T)
+{
+    const pb_backend_ops *op = be->ops;
+    /* q and k are the caller's writable rows (pb_attn_args.rope) */
+    float *q = (float *)(uintptr_t)a->q, *k = (float *)(uintptr_t)a->k;
+    if (T <= 0)
+        return PB_OK;
+    if (k == q + (size_t)a->n_heads * a->head_dim && a->kv_stride == a->q_stride)
+        return op->rope(be, q, a->q_stride, T, a->n_heads + a->n_kv_heads, a->head_dim, a->rope, a->rope_cs);
+    PB_CHECK(op->rope(be, q, a->q_stride, T, a->n_heads, a->head_dim, a->rope, a->rope_cs));
+    return op->rope(be, k, a->kv_stride, T, a->n_kv_heads, a->head_dim, a->rope, a->rope_cs);
+}
+
 pb_status pb_backend_attention(pb_backend *be, const pb_attn_args *a)
 {
     const pb_backend_ops *op = be->ops;
     if (!a->rope || op->attn_rope)
         return op->attention(be, a);
-    int T = 0; /* the rows the sequences own */
-    for (int s = 0; s < a->n_seqs; s++)
-        if (a->n_tokens[s] > 0 && a->tok_start[s] + a->n_tokens[s] > T)
-            T = a->tok_start[s] + a->n_tokens[s];
-    /* q and k are the caller's writable rows (pb_attn_args.rope) */
-    float *q = (float *)(uintptr_t)a->q, *k = (float *)(uintptr_t)a->k;
-    if (T > 0) {
-        if (k == q + (size_t)a->n_heads * a->head_dim && a->kv_stride == a->q_stride) {
-            PB_CHECK(op->rope(be, q, a->q_stride, T, a->n_heads + a->n_kv_heads, a->head_dim, a->rope, a->rope_cs));
-        } else {
-            PB_CHECK(op->rope(be, q, a->q_stride, T, a->n_heads, a->head_dim, a->rope, a->rope_cs));
-            PB_CHECK(op->rope(be, k, a->kv_stride, T, a->n_kv_heads, a->head_dim, a->rope, a->rope_cs));
-        }
-    }
+    PB_CHECK(pb_backend_rope_qk(be, a, pb_attn_rows(a)));
     pb_attn_args b = *a;
     b.rope = NULL;
     b.rope_cs = NULL;

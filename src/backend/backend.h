@@ -325,6 +325,10 @@ pb_status pb_backend_create(const char *kind, const pb_backend_opts *o, pb_backe
  * the rope op over q's and k's heads first (one call where k's heads follow
  * q's in the same rows) */
 pb_status pb_backend_attention(pb_backend *be, const pb_attn_args *a);
+/* The token rows a's sequences own (the largest tok_start + n_tokens). */
+int pb_attn_rows(const pb_attn_args *a);
+/* a->rope by the rope op over q's and k's heads of rows [0, T) */
+pb_status pb_backend_rope_qk(pb_backend *be, const pb_attn_args *a, int T);
 /* y = glu(gu) W^T: the backend's glu_linear, or glu into mid, then linear */
 pb_status pb_backend_glu_linear(pb_backend *be, pb_act act, float *mid, const float *gu, int ldgu, int rows, int n,
                                 const pb_weight *w, float *y, int ldy);

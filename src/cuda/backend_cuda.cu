@@ -608,11 +608,7 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     if (a->rope && (a->rope->rot_dim < 2 || a->rope->rot_dim % 2 || a->rope->rot_dim > a->head_dim || !a->rope_cs))
         return pb_error(PB_ERR_INTERNAL, "attention: rotary of %d dims in heads of %d", a->rope->rot_dim,
                         a->head_dim);
-    const int S = a->n_seqs;
-    int T = 0;
-    for (int s = 0; s < S; s++)
-        if (a->n_tokens[s] > 0 && a->tok_start[s] + a->n_tokens[s] > T)
-            T = a->tok_start[s] + a->n_tokens[s];
+    const int S = a->n_seqs, T = pb_attn_rows(a);
     if (S <= 0 || T <= 0)
         return PB_OK;
     // the form (kern_cuda.cu; the same bits in each): chunks of keys, a block a chunk (flash-decoding) where
@@ -711,17 +707,7 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     static const int rope_in = kc_env_int("PB_CUDA_ATTN_ROPE", 1, 0, 1);
     const pb_rope_desc *rope = a->rope;
     if (rope && !rope_in) {
-        const bool inter = rope->style == PB_ROPE_INTERLEAVED;
-        float *q = (float *)(uintptr_t)a->q, *kr = (float *)(uintptr_t)a->k;
-        if (kr == q + (size_t)a->n_heads * a->head_dim && a->kv_stride == a->q_stride) {
-            LAUNCH("rope", kc_rope(c->stream, q, a->q_stride, T, a->n_heads + a->n_kv_heads, a->head_dim,
-                                   rope->rot_dim / 2, inter, a->rope_cs));
-        } else {
-            LAUNCH("rope", kc_rope(c->stream, q, a->q_stride, T, a->n_heads, a->head_dim, rope->rot_dim / 2, inter,
-                                   a->rope_cs));
-            LAUNCH("rope", kc_rope(c->stream, kr, a->kv_stride, T, a->n_kv_heads, a->head_dim, rope->rot_dim / 2,
-                                   inter, a->rope_cs));
-        }
+        PB_CHECK(pb_backend_rope_qk(be, a, T));
         rope = NULL;
     }
     k.rope_cs = rope ? a->rope_cs : NULL;

@@ -330,6 +330,13 @@ template <int DT> __device__ __forceinline__ uint32_t tc_pack(float lo, float hi
     return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | (uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16;
 }
 
+// 8 consecutive elements of a row as 4 words
+template <int DT> __device__ __forceinline__ uint4 tc_pack8(const float v[8])
+{
+    return make_uint4(tc_pack<DT>(v[0], v[1]), tc_pack<DT>(v[2], v[3]), tc_pack<DT>(v[4], v[5]),
+                      tc_pack<DT>(v[6], v[7]));
+}
+
 // elements k0 .. k0 + 7 of x's row m as 4 words (zeros past M or K)
 template <int DT, bool VEC>
 __device__ __forceinline__ uint4 tc_load_x(const float *x, int ldx, int M, int K, int m, int k0)
@@ -347,11 +354,7 @@ __device__ __forceinline__ uint4 tc_load_x(const float *x, int ldx, int M, int K
         for (int i = 0; i < 8; i++)
             v[i] = k0 + i < K ? p[i] : 0.0f;
     }
-    r.x = tc_pack<DT>(v[0], v[1]);
-    r.y = tc_pack<DT>(v[2], v[3]);
-    r.z = tc_pack<DT>(v[4], v[5]);
-    r.w = tc_pack<DT>(v[6], v[7]);
-    return r;
+    return tc_pack8<DT>(v);
 }
 
 // elements k0 .. k0 + 7 of W's row n (16-bit elements; zeros past N or K)
@@ -397,11 +400,7 @@ __device__ __forceinline__ uint4 tc_load_glu(const float *gu, int ldgu, int M, i
         for (int i = 0; i < 8; i++)
             v[i] = k0 + i < K ? glu_f(act, g[i], u[i]) : 0.0f;
     }
-    r.x = tc_pack<DT>(v[0], v[1]);
-    r.y = tc_pack<DT>(v[2], v[3]);
-    r.z = tc_pack<DT>(v[4], v[5]);
-    r.w = tc_pack<DT>(v[6], v[7]);
-    return r;
+    return tc_pack8<DT>(v);
 }
 
 // where the products' x comes from: f32 rows, rows rounded already (k_round_x: 16-bit elements, row stride
