@@ -498,11 +498,17 @@ extern "C" void pb_cuda_attn_force(int chunk, int split)
         }                                                                                                              \
     } while (0)
 
+// the weight's products go to the tensor cores: bf16/f16 weights, the GPU has them, not --matmul-precision f32
+static bool tc_takes(const cuda_impl *c, const pb_weight *w)
+{
+    return g_tc && c->tc_ok && (w->dtype == PB_DT_BF16 || w->dtype == PB_DT_F16);
+}
+
 static pb_status cuda_linear(pb_backend *be, const float *x, int ldx, int M, const pb_weight *w, float *y, int ldy)
 {
     cuda_impl *c = impl_of(be);
     SET_DEVICE(c);
-    if (g_tc && c->tc_ok && (w->dtype == PB_DT_BF16 || w->dtype == PB_DT_F16)) {
+    if (tc_takes(c, w)) {
         // x's rounded rows: grows to the largest call's (a round of rows at most)
         PB_CHECK(buf_reserve(c, &c->xb, &c->xb_cap, kc_linear_tc_scratch(M, w->n_in)));
         LAUNCH("linear (tensor cores)", kc_linear_tc(c->stream, x, ldx, M, w->impl, kc_of(w->dtype), w->bias, y, ldy,
@@ -776,7 +782,7 @@ static pb_status cuda_glu_linear(pb_backend *be, pb_act act, float *mid, const f
 {
     cuda_impl *c = impl_of(be);
     SET_DEVICE(c);
-    if (g_tc && c->tc_ok && (w->dtype == PB_DT_BF16 || w->dtype == PB_DT_F16) && w->n_in == n) {
+    if (tc_takes(c, w) && w->n_in == n) {
         PB_CHECK(buf_reserve(c, &c->xb, &c->xb_cap, kc_linear_tc_scratch(rows, n)));
         const cudaError_t e = kc_linear_tc_glu(c->stream, (int)act, gu, ldgu, rows, w->impl, kc_of(w->dtype), w->bias,
                                                y, ldy, w->n_out, n, c->xb, c->xb_cap);
