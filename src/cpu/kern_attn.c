@@ -239,17 +239,12 @@ static inline const void *at(const void *base, pb_dtype dt, size_t i)
 }
 
 /* out[R rows, panels [p0, p1)] = x[R rows, kc] times the panels of dt at w
- * (ps elements apart), over the tiles of panels the ISA path has for R rows */
+ * (ps elements apart), in the tiles of panels the ISA path has for R rows */
 static void mm_panels(const item_ctx *c, int R, const float *x, size_t ldx, pb_dtype dt, const void *w, size_t ps,
                       int kc, float *out, size_t ldo, int p0, int p1, int accumulate)
 {
-    const int G = c->ops->gmax[R];
-    for (int p = p0; p < p1;) {
-        const int g = p1 - p >= G ? G : 1;
-        c->ops->mm(R, g, dt, x, ldx, at(w, dt, (size_t)p * ps), ps, kc, out + (size_t)(p - p0) * 16, ldo, 16,
-                   accumulate, 0);
-        p += g;
-    }
+    if (p0 < p1)
+        c->ops->mm(R, p1 - p0, dt, x, ldx, at(w, dt, (size_t)p0 * ps), ps, kc, out, ldo, 16, accumulate, 0);
 }
 
 /* x[i] *= scale for i < n; returns their largest (the max of a set, in any

@@ -71,11 +71,16 @@ INL void acc_end(const int R, const int G, __m256 acc[MR][GMAX][2], float *c, si
                       acc[r][g][1]);
 }
 
-/* the register tiles of both tables here, R rows x G panels (gmax = {6, 3,
- * 2, 1, 1, 1}), and the instances of prefix p by rows */
-#define TILE_SHAPES(F) F(1, 6) F(2, 3) F(3, 2) F(1, 1) F(2, 1) F(3, 1) F(4, 1) F(5, 1) F(6, 1)
-#define TILES_WIDE(p) {NULL, p##1_6, p##2_3, p##3_2, p##4_1, p##5_1, p##6_1}
-#define TILES_ONE(p) {NULL, p##1_1, p##2_1, p##3_1, p##4_1, p##5_1, p##6_1}
+/* the register tiles of both tables here, R rows x G panels: every G up to
+ * gmax[R] = {6, 3, 2, 1, 1, 1}, so that a call's last panels (attention's
+ * dims and keys, a product's last group) run as one tile of several fma
+ * chains, not panel by panel at one panel's latency; and the instances of
+ * prefix p by rows and panels (pb_ktile_run) */
+#define TILE_SHAPES(F)                                                                                               \
+    F(1, 1) F(1, 2) F(1, 3) F(1, 4) F(1, 5) F(1, 6) F(2, 1) F(2, 2) F(2, 3) F(3, 1) F(3, 2) F(4, 1) F(5, 1) F(6, 1)
+#define TILES(p)                                                                                                     \
+    {{NULL}, {NULL, p##1_1, p##1_2, p##1_3, p##1_4, p##1_5, p##1_6}, {NULL, p##2_1, p##2_2, p##2_3},                  \
+     {NULL, p##3_1, p##3_2}, {NULL, p##4_1}, {NULL, p##5_1}, {NULL, p##6_1}}
 
 /* R rows x G panels; dt is a constant after inlining */
 INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
@@ -198,9 +203,10 @@ static void mm_avx2(int R, int G, pb_dtype dt, const float *x, size_t ldx, const
 {
     (void)pfd; /* not measured on an AVX2 machine: the hardware's prefetch alone */
     typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int);
-    static const fn wide[MR + 1] = TILES_WIDE(mm_);
-    static const fn one[MR + 1] = TILES_ONE(mm_);
-    (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);
+    static const fn tiles[MR + 1][GMAX + 1] = TILES(mm_);
+    const size_t esz = dt == PB_DT_F32 ? 4 : 2;
+    PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * esz, c, nlast, g, last,
+                 tiles[R][g](dt, x, ldx, w, ps, kc, c, ldc, last, accumulate));
 }
 
 /* ---- bf16 products (kern_impl.h): vdpbf16ps emulated with fmas under
@@ -266,9 +272,9 @@ static void mm_avx2_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx, 
 {
     (void)pfd; /* as mm_avx2 */
     (void)dt;  /* bf16 */
-    static const pb_kdots_tile wide[MR + 1] = TILES_WIDE(mmd_);
-    static const pb_kdots_tile one[MR + 1] = TILES_ONE(mmd_);
-    pb_kdots_daz_ftz((G == 1 ? one : wide)[R], x, ldx, w, ps, kc, c, ldc, nlast, accumulate, 0);
+    static const pb_kdots_tile tiles[MR + 1][GMAX + 1] = TILES(mmd_);
+    PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * 2, c, nlast, g, last,
+                 pb_kdots_daz_ftz(tiles[R][g], x, ldx, w, ps, kc, c, ldc, last, accumulate, 0));
 }
 
 /* bf16: one 32-byte row of a k pair holds 8 columns' (k, k + 1) */

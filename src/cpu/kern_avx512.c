@@ -98,17 +98,29 @@ INL void pf_line(const void *p, ptrdiff_t pfd, size_t ahead)
 }
 
 /* The register tiles of every table here, R rows x G panels: gmax = {4, 6,
- * 4, 4, 3, 3, 3, 3} (R x G accumulators + G weights <= 28 zmm), and one
- * panel each. One row (batch-1 decode) takes 4 panels, not the 8 its
- * registers allow: each panel is its own weight stream, and on Zen 5 fewer
- * streams read memory faster (TinyLlama-1.1B bf16 decode +12% on 1 and 2
- * threads, GPT-2 f32 +10%, SmolLM2 +3%, GPT-2 f16 the same; session 10). */
+ * 4, 4, 3, 3, 3, 3} (R x G accumulators + G weights <= 28 zmm), one panel
+ * each, and the narrower ones a call's last panels take (PB_KTILE_RUN:
+ * attention's dims and keys, a product's last group; a panel is one fma
+ * chain a row here, so one at a time ran at one chain's latency). One row
+ * (batch-1 decode) takes 4 panels, not the 8 its registers allow: each
+ * panel is its own weight stream, and on Zen 5 fewer streams read memory
+ * faster (TinyLlama-1.1B bf16 decode +12% on 1 and 2 threads, GPT-2 f32
+ * +10%, SmolLM2 +3%, GPT-2 f16 the same; session 10). */
 #define TILE_SHAPES(F)                                                                                               \
     F(1, 4) F(2, 6) F(3, 4) F(4, 4) F(5, 3) F(6, 3) F(7, 3) F(8, 3)                                                  \
-    F(1, 1) F(2, 1) F(3, 1) F(4, 1) F(5, 1) F(6, 1) F(7, 1) F(8, 1)
-/* the instances of prefix p by rows: gmax[R] panels, and one */
-#define TILES_WIDE(p) {NULL, p##1_4, p##2_6, p##3_4, p##4_4, p##5_3, p##6_3, p##7_3, p##8_3}
-#define TILES_ONE(p) {NULL, p##1_1, p##2_1, p##3_1, p##4_1, p##5_1, p##6_1, p##7_1, p##8_1}
+    F(1, 1) F(2, 1) F(3, 1) F(4, 1) F(5, 1) F(6, 1) F(7, 1) F(8, 1)                                                  \
+    F(1, 2) F(1, 3) F(2, 2) F(2, 3) F(2, 4) F(3, 2) F(4, 2)
+/* the instances of prefix p by rows and panels */
+#define TILES(p)                                                                                                     \
+    {{NULL},                                                                                                         \
+     {NULL, p##1_1, p##1_2, p##1_3, p##1_4},                                                                         \
+     {NULL, p##2_1, p##2_2, p##2_3, p##2_4, NULL, p##2_6},                                                           \
+     {NULL, p##3_1, p##3_2, NULL, p##3_4},                                                                           \
+     {NULL, p##4_1, p##4_2, NULL, p##4_4},                                                                           \
+     {NULL, p##5_1, NULL, p##5_3},                                                                                   \
+     {NULL, p##6_1, NULL, p##6_3},                                                                                   \
+     {NULL, p##7_1, NULL, p##7_3},                                                                                   \
+     {NULL, p##8_1, NULL, p##8_3}}
 
 /* R rows x G panels; R, G and dt are constants after inlining */
 INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
@@ -215,9 +227,10 @@ static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, con
 {
     typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int,
                        ptrdiff_t);
-    static const fn wide[MR + 1] = TILES_WIDE(mm_);
-    static const fn one[MR + 1] = TILES_ONE(mm_);
-    (G == 1 ? one : wide)[R](dt, x, ldx, w, ps, kc, c, ldc, nlast, accumulate, pfd);
+    static const fn tiles[MR + 1][GMAX + 1] = TILES(mm_);
+    const size_t esz = dt == PB_DT_F32 ? 4 : 2;
+    PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * esz, c, nlast, g, last,
+                 tiles[R][g](dt, x, ldx, w, ps, kc, c, ldc, last, accumulate, pfd));
 }
 
 /* ---- bf16 products without AVX512-BF16 (kern_impl.h): vdpbf16ps emulated
@@ -276,9 +289,9 @@ static void mm_avx512_dots(int R, int G, pb_dtype dt, const float *x, size_t ldx
                            float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
 {
     (void)dt; /* bf16 */
-    static const pb_kdots_tile wide[MR + 1] = TILES_WIDE(mmd_);
-    static const pb_kdots_tile one[MR + 1] = TILES_ONE(mmd_);
-    pb_kdots_daz_ftz((G == 1 ? one : wide)[R], x, ldx, w, ps, kc, c, ldc, nlast, accumulate, pfd);
+    static const pb_kdots_tile tiles[MR + 1][GMAX + 1] = TILES(mmd_);
+    PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * 2, c, nlast, g, last,
+                 pb_kdots_daz_ftz(tiles[R][g], x, ldx, w, ps, kc, c, ldc, last, accumulate, pfd));
 }
 
 /* ---- AVX512-BF16 (opt-in, PB_CPU_ISA=avx512bf16): bf16 weights times the
@@ -372,9 +385,9 @@ static void mm_avx512bf16(int R, int G, pb_dtype dt, const float *x, size_t ldx,
     (void)dt; /* bf16 */
     typedef void (*fn)(const uint32_t *, size_t, const uint16_t *, size_t, int, float *, size_t, int, int,
                        ptrdiff_t);
-    static const fn wide[MR + 1] = TILES_WIDE(mmb_);
-    static const fn one[MR + 1] = TILES_ONE(mmb_);
-    (G == 1 ? one : wide)[R]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, nlast, accumulate, pfd);
+    static const fn tiles[MR + 1][GMAX + 1] = TILES(mmb_);
+    PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * 2, c, nlast, g, last,
+                 tiles[R][g]((const uint32_t *)(const void *)x, ldx, w, ps, kc, c, ldc, last, accumulate, pfd));
 }
 
 /* ---- attention primitives ---- */

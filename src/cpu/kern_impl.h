@@ -50,7 +50,8 @@ typedef struct pb_kops {
     /* c[R, 16 G] (row stride ldc; the last panel has nlast valid columns)
      * = (accumulate ? c : 0) + x[R, kc] (row stride ldx) times G panels of
      * dtype dt starting at w, ps elements apart: per element one fma chain
-     * over k ascending. R <= mr; G is gmax[R] or 1. The bf16-product
+     * over k ascending. R <= mr; any G >= 1, in tiles of at most gmax[R]
+     * panels (PB_KTILE_RUN: the widest each table has). The bf16-product
      * tables' take bf16 weights only (pb_kmat_mul gives others to .exact,
      * but for the AMX table's .amx, which takes every dtype). pfd: 0, or
      * (tables with kpf) the tile prefetches toward the L2, for each line of
@@ -202,6 +203,24 @@ static inline int pb_ktile_rows(int n, int nt, int t)
 {
     return n / nt + (t < n % nt);
 }
+
+/* A table's mm over G panels (any G >= 1) in the tiles it has for one row
+ * count: tab[g] the instance of g panels (NULL where there is none; tab[1]
+ * always there, cap the array's last index), each call the widest there is
+ * of at most the panels left; w (a const void *) and c (a float *) step past
+ * each call's panels (pbytes a panel's stride in bytes). CALL sees the
+ * call's panels as g and its last panel's columns as last (nlast for the
+ * call that ends the G panels, else 16). Each element's chain over k is the
+ * same in any tile. */
+#define PB_KTILE_RUN(tab, cap, G, w, pbytes, c, nlast, g, last, CALL)                                                 \
+    for (int left_ = (G), g, last; left_ > 0; left_ -= g) {                                                          \
+        for (g = left_ < (cap) ? left_ : (cap); !(tab)[g]; g--)                                                      \
+            ;                                                                                                        \
+        last = g == left_ ? (nlast) : PB_KNR;                                                                        \
+        CALL;                                                                                                        \
+        w = (const char *)(w) + (size_t)g * (pbytes);                                                                \
+        c += (size_t)g * PB_KNR;                                                                                     \
+    }
 
 const pb_kops *pb_kops_get(pb_cpu_isa isa); /* NULL when not built */
 const pb_kops *pb_kops_active(void);

@@ -1041,14 +1041,14 @@ static inline const void *panel_at(const pb_kmat *w, int p, int k0)
     return (const char *)w->data + ((size_t)p * w->pstride + (size_t)k0 * PB_KNR) * store_size(w->dt);
 }
 
-/* panels [p0, p1) with R rows of x at x, K block [k0, k0 + kc); pfd: the
- * tiles' (pb_kops.mm) */
+/* panels [p0, p1) with R rows of x at x, K block [k0, k0 + kc), G panels
+ * a call (the last call the rest); pfd: the tiles' (pb_kops.mm) */
 static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int p0, int p1, int k0, int kc,
                            int accumulate, int G, ptrdiff_t pfd)
 {
     const pb_kmat *w = j->w;
     for (int p = p0; p < p1;) {
-        const int g = p1 - p >= G ? G : 1;
+        const int g = p1 - p < G ? p1 - p : G;
         j->ops->mm(R, g, w->dt, x + (k0 >> j->xshift), j->ldx, panel_at(w, p, k0), w->pstride, kc,
                    y + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + g - 1), accumulate, pfd);
         p += g;
@@ -1192,17 +1192,12 @@ static void cvt_tiles(const mm_job *j, const float *wc, const next_lines *next, 
                       int k0, int kc)
 {
     const pb_kops *ops = j->ops;
-    const int mr = ops->mr, G = ops->gmax[mr], M = r1 - r0, nt = (M + mr - 1) / mr;
+    const int mr = ops->mr, M = r1 - r0, nt = (M + mr - 1) / mr;
     for (int t = 0, r = r0; t < nt; r += pb_ktile_rows(M, nt, t), t++) {
         const int R = pb_ktile_rows(M, nt, t);
         prefetch_share(next, t, nt);
-        const int g = ops->gmax[R] == G ? G : 1;
-        for (int p = pg; p < pe; p += (pe - p >= g ? g : 1)) {
-            const int gg = pe - p >= g ? g : 1;
-            ops->mm(R, gg, PB_DT_F32, j->x + (size_t)r * j->ldx + k0, j->ldx, wc + (size_t)(p - pg) * kc * PB_KNR,
-                    (size_t)kc * PB_KNR, kc, j->y + (size_t)r * j->ldy + (size_t)p * PB_KNR, j->ldy,
-                    nlast_of(j->w, p + gg - 1), k0 > 0, 0);
-        }
+        ops->mm(R, pe - pg, PB_DT_F32, j->x + (size_t)r * j->ldx + k0, j->ldx, wc, (size_t)kc * PB_KNR, kc,
+                j->y + (size_t)r * j->ldy + (size_t)pg * PB_KNR, j->ldy, nlast_of(j->w, pe - 1), k0 > 0, 0);
     }
 }
 
@@ -1288,7 +1283,7 @@ static void mm_item(void *ctx, int item, int worker)
                 for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(M, nt, t), t++) {
                     const int R = pb_ktile_rows(M, nt, t);
                     mm_rows_panels(j, R, j->x + (size_t)r0 * j->ldx, j->y + (size_t)r0 * j->ldy, pg, pe, k0, kc,
-                                   k0 > 0, ops->gmax[R] == G ? G : 1, t > 0 ? pfd : 0);
+                                   k0 > 0, G, t > 0 ? pfd : 0);
                 }
             }
         }

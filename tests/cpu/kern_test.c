@@ -1105,6 +1105,71 @@ static void add_dpaths(void)
 #endif
 }
 
+/* Each table's mm over any number of panels (its tiles of every width, as
+ * PB_KTILE_RUN splits G) against its specification's (the portable table,
+ * any G panel by panel): the same bits, for every row count, G = 1 .. twice
+ * the widest tile and more, a short last panel and accumulation; the
+ * columns past it and the padding past each row untouched. The bf16-product
+ * tables take x as their own pairs, bf16 weights only. */
+static void test_tiles(void)
+{
+    const path *sets[2] = {paths, dpaths};
+    const int counts[2] = {n_paths, n_dpaths};
+    const pb_kops *spec[2] = {pb_kops_get(PB_ISA_PORTABLE), &pb_kops_portable_dots};
+    const int kcs[] = {2, 37, 64};
+    enum { GT = 13, KMAX = 64, LDC = GT * PB_KNR + 5, PS = KMAX * PB_KNR + 32 };
+    static float wf[GT * PS], x[PB_KMR_MAX * KMAX], c0[PB_KMR_MAX * LDC], want[PB_KMR_MAX * LDC],
+        got[PB_KMR_MAX * LDC];
+    static uint16_t wh[GT * PS];
+    static uint32_t xw[PB_KMR_MAX * KMAX * 2];
+    for (size_t i = 0; i < sizeof wf / sizeof wf[0]; i++) {
+        wf[i] = frand();
+        wh[i] = i & 1 ? pb_f32_to_bf16(frand()) : pb_f32_to_f16(frand()); /* either reads as a finite value */
+    }
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+        x[i] = frand();
+    for (size_t i = 0; i < sizeof c0 / sizeof c0[0]; i++)
+        c0[i] = frand();
+    int calls = 0;
+    for (int set = 0; set < 2; set++)
+        for (int pi = 0; pi < counts[set]; pi++) {
+            const pb_kops *o = sets[set][pi].ops, *ref = spec[set];
+            if (o == ref)
+                continue;
+            for (size_t di = set ? 2 : 0; di < sizeof dts / sizeof dts[0]; di++)
+                for (size_t ki = 0; ki < sizeof kcs / sizeof kcs[0]; ki++)
+                    for (int R = 1; R <= o->mr; R++)
+                        for (int G = 1; G <= GT && G <= 2 * o->gmax[R] + 1; G++)
+                            for (int v = 0; v < 2; v++) { /* v: a short last panel, accumulating */
+                                const pb_dtype dt = dts[di];
+                                const int kc = kcs[ki], nlast = v ? 7 : PB_KNR;
+                                const void *w = dt == PB_DT_F32 ? (const void *)wf : (const void *)wh;
+                                const float *xa = x, *xb = x;
+                                size_t lda = KMAX, ldb = KMAX;
+                                uint32_t *xr = xw, *xo = xw + PB_KMR_MAX * KMAX;
+                                if (set) { /* each table's own pairs of the same rows */
+                                    lda = (size_t)(kc + 1) / 2 * (size_t)ref->xwords;
+                                    ldb = (size_t)(kc + 1) / 2 * (size_t)o->xwords;
+                                    for (int r = 0; r < R; r++) {
+                                        ref->xpairs(x + (size_t)r * KMAX, kc, xr + (size_t)r * lda);
+                                        o->xpairs(x + (size_t)r * KMAX, kc, xo + (size_t)r * ldb);
+                                    }
+                                    xa = (const float *)(const void *)xr;
+                                    xb = (const float *)(const void *)xo;
+                                }
+                                memcpy(want, c0, sizeof want);
+                                memcpy(got, c0, sizeof got);
+                                ref->mm(R, G, dt, xa, lda, w, PS, kc, want, LDC, nlast, v, 0);
+                                o->mm(R, G, dt, xb, ldb, w, PS, kc, got, LDC, nlast, v, 0);
+                                calls++;
+                                if (memcmp(want, got, sizeof want) != 0)
+                                    FAIL("tiles: %s %s R=%d G=%d kc=%d nlast=%d accumulate=%d: not the spec's bits",
+                                         sets[set][pi].name, pb_dtype_name(dt), R, G, kc, nlast, v);
+                            }
+        }
+    printf("tiles: %d calls of every table's mm over 1-13 panels: the specification's bits\n", calls);
+}
+
 /* Every bf16-product table gives the specification's bits (pb_kops_portable_dots):
  * random shapes at every M and K block, and the edges of vdpbf16ps's rules
  * (subnormal inputs read as zero, results tiny after rounding flushed, the
@@ -1552,6 +1617,7 @@ int main(void)
     pb_kops_override(NULL);
     test_attention_f16_range(k1);
     add_dpaths();
+    test_tiles();
     test_attention_dots(k1, k2);
     test_bf16dot(k1);
     test_bf16dot(k2);
