@@ -431,11 +431,31 @@ template <int DT> __device__ __forceinline__ void tc_span(float acc[4], uint4 xa
 
 #define TCS_WARPS 8
 
+// a warp's W slice s of a skinny block (zeros past the slices and past K's spans): all its loads issued at once
+template <int NG, bool VEC>
+__device__ __forceinline__ void tc_load_slice(uint4 w[NG][TC_SLICE_SPANS], const uint16_t *__restrict__ W, int N,
+                                              int K, int n0, int s, int nslices, int nspans, int g, int t)
+{
+    const int sp0 = s * TC_SLICE_SPANS;
+#pragma unroll
+    for (int j = 0; j < TC_SLICE_SPANS; j++)
+#pragma unroll
+        for (int c = 0; c < NG; c++)
+            w[c][j] = s < nslices && sp0 + j < nspans
+                          ? tc_load_w<VEC>(W, N, K, n0 + 8 * c + g, (sp0 + j) * TC_SPAN + 8 * t)
+                          : make_uint4(0u, 0u, 0u, 0u);
+}
+
 // Skinny: one block per 8 NG columns and 16 MT rows; its warps take the
 // slices in rounds (warp w slice 8r + w), stream their W slice once (all of a
 // slice's loads issued first: NG x 8 x 16 bytes a lane) and leave the slice's
 // sums in shared memory, which the block adds in slice order after each round.
-template <int DT, int MT, int NG, bool VEC, int XS>
+// PF (calls of more than one round, PB_CUDA_TC_PREFETCH=1): each warp issues its
+// next round's slice loads before this round's products and sums, so that the
+// rounds' loads overlap instead of each round waiting out a load's latency
+// (twice the registers for W: its own instances). The same products and sums
+// in the same order.
+template <int DT, int MT, int NG, bool VEC, int XS, bool PF>
 __global__ void __launch_bounds__(TCS_WARPS * 32)
     k_linear_tc_skinny(const void *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
                        const float *__restrict__ bias, float *__restrict__ y, int ldy, int N, int K, int act)
@@ -452,6 +472,9 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
         tot[q] = 0.0f;
     if (nslices == 0)
         pdl_wait();
+    uint4 w[NG][TC_SLICE_SPANS];
+    if (PF)
+        tc_load_slice<NG, VEC>(w, W, N, K, n0, warp, nslices, nspans, g, t);
     for (int r0 = 0; r0 < nslices; r0 += TCS_WARPS) {
         const int s = r0 + warp;
         float acc[NG][MT][4];
@@ -462,13 +485,15 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
                 acc[c][i][0] = acc[c][i][1] = acc[c][i][2] = acc[c][i][3] = 0.0f;
         const int sp0 = s * TC_SLICE_SPANS;
         const int nsp = nspans - sp0 < TC_SLICE_SPANS ? nspans - sp0 : TC_SLICE_SPANS;
-        uint4 w[NG][TC_SLICE_SPANS];
+        uint4 wn[NG][TC_SLICE_SPANS]; // PF: the next round's slice; else this round's, loaded now
+        tc_load_slice<NG, VEC>(wn, W, N, K, n0, PF ? s + TCS_WARPS : s, nslices, nspans, g, t);
+        if (!PF) {
 #pragma unroll
-        for (int j = 0; j < TC_SLICE_SPANS; j++)
+            for (int j = 0; j < TC_SLICE_SPANS; j++)
 #pragma unroll
-            for (int c = 0; c < NG; c++)
-                w[c][j] = s < nslices && j < nsp ? tc_load_w<VEC>(W, N, K, n0 + 8 * c + g, (sp0 + j) * TC_SPAN + 8 * t)
-                                                 : make_uint4(0u, 0u, 0u, 0u);
+                for (int c = 0; c < NG; c++)
+                    w[c][j] = wn[c][j];
+        }
         if (r0 == 0)
             pdl_wait(); // x and y from here on (every thread)
         if (s < nslices) { // the whole warp
@@ -508,6 +533,13 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
                     tot[q] = __fadd_rn(tot[q], part[w2][e]);
         }
         __syncthreads();
+        if (PF) {
+#pragma unroll
+            for (int j = 0; j < TC_SLICE_SPANS; j++)
+#pragma unroll
+                for (int c = 0; c < NG; c++)
+                    w[c][j] = wn[c][j];
+        }
     }
 #pragma unroll
     for (int q = 0; q < PER; q++) {
@@ -889,15 +921,27 @@ int kc_env_int(const char *name, int dflt, int lo, int hi)
 }
 
 // x from source XS (ldx its row stride; act: XS_GLU's activation)
+// PB_CUDA_TC_PREFETCH=1: a call of more than one round of slices (K above TCS_WARPS x 256: TinyLlama's down
+// product, every product of a 7B) takes the skinny kernel's form that loads the next round's slices before
+// this round's products. Off until a GPU measures it (lease.sh's batch-1 runs).
+static bool tc_prefetch_on(void)
+{
+    static const int on = kc_env_int("PB_CUDA_TC_PREFETCH", 0, 0, 1);
+    return on != 0;
+}
+
 template <int DT, int NG, bool VEC, int XS>
 static void skinny_launch(cudaStream_t st, const void *x, int ldx, int M, const uint16_t *W, const float *bias,
                           float *y, int ldy, int N, int K, int act)
 {
     const dim3 grid((unsigned)((N + 8 * NG - 1) / (8 * NG)), 1u);
+    const int nslices = ((K + TC_SPAN - 1) / TC_SPAN + TC_SLICE_SPANS - 1) / TC_SLICE_SPANS;
+    const bool pf = nslices > TCS_WARPS && tc_prefetch_on();
     void (*kern)(const void *, int, int, const uint16_t *, const float *, float *, int, int, int, int) =
-        M <= 16   ? k_linear_tc_skinny<DT, 1, NG, VEC, XS>
-        : M <= 32 ? k_linear_tc_skinny<DT, 2, NG, VEC, XS>
-                  : k_linear_tc_skinny<DT, 4, NG, VEC, XS>;
+        M <= 16   ? (pf ? k_linear_tc_skinny<DT, 1, NG, VEC, XS, true> : k_linear_tc_skinny<DT, 1, NG, VEC, XS, false>)
+        : M <= 32 ? (pf ? k_linear_tc_skinny<DT, 2, NG, VEC, XS, true> : k_linear_tc_skinny<DT, 2, NG, VEC, XS, false>)
+                  : (pf ? k_linear_tc_skinny<DT, 4, NG, VEC, XS, true>
+                        : k_linear_tc_skinny<DT, 4, NG, VEC, XS, false>);
     if (pdl_on())
         KLAUNCH_PDL(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K, act);
     else

@@ -27,16 +27,17 @@ PB_CUDA_ATTN_GROUP=2 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
 # the third: 16-column warps reading f32 x, the tiled kernel in 128 x 128 tiles, attention's scores a key a
 # thread (PB_CUDA_ATTN_LANE), glu_linear's activation in the skinny kernel's loads at every row count it
 # takes (PB_CUDA_GLU_LOAD=1; by default k_glu first up to 16 rows, k_round_x's above), attention's rotary by
-# k_rope first (PB_CUDA_ATTN_ROPE=0; by default as the keys are stored)
+# k_rope first (PB_CUDA_ATTN_ROPE=0; by default as the keys are stored), the skinny kernel's next round of
+# slices loaded a round ahead (PB_CUDA_TC_PREFETCH=1)
 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1 PB_CUDA_GLU_LOAD=1 PB_CUDA_ATTN_ROPE=0 \
-    "$PB_BUILDDIR/tests/backend/ops-emu" cuda ||
+    PB_CUDA_TC_PREFETCH=1 "$PB_BUILDDIR/tests/backend/ops-emu" cuda ||
     exit $?
 # the fourth: 8-column warps on rounded rows, the pipelined kernel in rounds of 128 rows
 # (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two), launched as programmatic dependents (PB_CUDA_PDL;
 # a plain launch here) with a ring of 3 stages of 2 spans (PB_CUDA_TC_STAGES, PB_CUDA_TC_SPANS: a call
 # of an odd number of spans ends in half a stage), attention a block a query where the default groups a
 # KV head's queries (PB_CUDA_ATTN_GROUP=0), the activation in the skinny kernel's loads up to 16 rows
-# (PB_CUDA_GLU_LOAD=1)
+# (PB_CUDA_GLU_LOAD=1), the next round's slices loaded ahead (PB_CUDA_TC_PREFETCH=1)
 PB_CUDA_TC_COLS=8 PB_CUDA_TC_PIPE_ROWS=128 PB_CUDA_PDL=1 PB_CUDA_ATTN_GROUP=0 PB_CUDA_TC_STAGES=3 PB_CUDA_TC_SPANS=2 \
-    PB_CUDA_GLU_LOAD=1 \
+    PB_CUDA_GLU_LOAD=1 PB_CUDA_TC_PREFETCH=1 \
     exec "$PB_BUILDDIR/tests/backend/ops-emu" cuda
