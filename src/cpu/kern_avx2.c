@@ -75,7 +75,7 @@ INL void acc_end(const int R, const int G, __m256 acc[MR][GMAX][2], float *c, si
  * gmax[R] = {6, 3, 2, 1, 1, 1}, so that a call's last panels (attention's
  * dims and keys, a product's last group) run as one tile of several fma
  * chains, not panel by panel at one panel's latency; and the instances of
- * prefix p by rows and panels (pb_ktile_run) */
+ * prefix p by rows and panels (PB_KTILE_RUN) */
 #define TILE_SHAPES(F)                                                                                               \
     F(1, 1) F(1, 2) F(1, 3) F(1, 4) F(1, 5) F(1, 6) F(2, 1) F(2, 2) F(2, 3) F(3, 1) F(3, 2) F(4, 1) F(5, 1) F(6, 1)
 #define TILES(p)                                                                                                     \
