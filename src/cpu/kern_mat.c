@@ -1041,18 +1041,15 @@ static inline const void *panel_at(const pb_kmat *w, int p, int k0)
     return (const char *)w->data + ((size_t)p * w->pstride + (size_t)k0 * PB_KNR) * store_size(w->dt);
 }
 
-/* panels [p0, p1) with R rows of x at x, K block [k0, k0 + kc), G panels
- * a call (the last call the rest); pfd: the tiles' (pb_kops.mm) */
+/* panels [p0, p1) with R rows of x at x, K block [k0, k0 + kc), in the
+ * table's tiles (pb_kops.mm); pfd: the tiles' */
 static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int p0, int p1, int k0, int kc,
-                           int accumulate, int G, ptrdiff_t pfd)
+                           int accumulate, ptrdiff_t pfd)
 {
     const pb_kmat *w = j->w;
-    for (int p = p0; p < p1;) {
-        const int g = p1 - p < G ? p1 - p : G;
-        j->ops->mm(R, g, w->dt, x + (k0 >> j->xshift), j->ldx, panel_at(w, p, k0), w->pstride, kc,
-                   y + (size_t)p * PB_KNR, j->ldy, nlast_of(w, p + g - 1), accumulate, pfd);
-        p += g;
-    }
+    if (p0 < p1)
+        j->ops->mm(R, p1 - p0, w->dt, x + (k0 >> j->xshift), j->ldx, panel_at(w, p0, k0), w->pstride, kc,
+                   y + (size_t)p0 * PB_KNR, j->ldy, nlast_of(w, p1 - 1), accumulate, pfd);
 }
 
 /* The many-tile path's prefetch: the first row tile over a unit (a panel
@@ -1253,7 +1250,7 @@ static void mm_item(void *ctx, int item, int worker)
     const int M = j->M, K = w->n_in, mr = ops->mr;
     if (M <= mr) {
         /* one register tile of rows: the whole K in registers */
-        mm_rows_panels(j, M, j->x, j->y, p0, p1, 0, K, 0, ops->gmax[M], 0);
+        mm_rows_panels(j, M, j->x, j->y, p0, p1, 0, K, 0, 0);
     } else {
         /* panel groups outermost, then K blocks (the running sums go
          * through y, which stays in cache across a group's blocks), then
@@ -1283,7 +1280,7 @@ static void mm_item(void *ctx, int item, int worker)
                 for (int t = 0, r0 = 0; t < nt; r0 += pb_ktile_rows(M, nt, t), t++) {
                     const int R = pb_ktile_rows(M, nt, t);
                     mm_rows_panels(j, R, j->x + (size_t)r0 * j->ldx, j->y + (size_t)r0 * j->ldy, pg, pe, k0, kc,
-                                   k0 > 0, G, t > 0 ? pfd : 0);
+                                   k0 > 0, t > 0 ? pfd : 0);
                 }
             }
         }

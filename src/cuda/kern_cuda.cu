@@ -431,6 +431,12 @@ template <int DT> __device__ __forceinline__ void tc_span(float acc[4], uint4 xa
 
 #define TCS_WARPS 8
 
+// K's slices of TC_SLICE_SPANS spans (the skinny kernel's rounds take TCS_WARPS of them)
+__host__ __device__ inline int tc_nslices(int K)
+{
+    return ((K + TC_SPAN - 1) / TC_SPAN + TC_SLICE_SPANS - 1) / TC_SLICE_SPANS;
+}
+
 // a warp's W slice s of a skinny block (zeros past the slices and past K's spans): all its loads issued at once
 template <int NG, bool VEC>
 __device__ __forceinline__ void tc_load_slice(uint4 w[NG][TC_SLICE_SPANS], const uint16_t *__restrict__ W, int N,
@@ -465,7 +471,7 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
     pdl_trigger();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int n0 = blockIdx.x * COLS, m0 = blockIdx.y * 16 * MT;
-    const int nspans = (K + TC_SPAN - 1) / TC_SPAN, nslices = (nspans + TC_SLICE_SPANS - 1) / TC_SLICE_SPANS;
+    const int nspans = (K + TC_SPAN - 1) / TC_SPAN, nslices = tc_nslices(K);
     float tot[PER];
 #pragma unroll
     for (int q = 0; q < PER; q++)
@@ -485,15 +491,11 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
                 acc[c][i][0] = acc[c][i][1] = acc[c][i][2] = acc[c][i][3] = 0.0f;
         const int sp0 = s * TC_SLICE_SPANS;
         const int nsp = nspans - sp0 < TC_SLICE_SPANS ? nspans - sp0 : TC_SLICE_SPANS;
-        uint4 wn[NG][TC_SLICE_SPANS]; // PF: the next round's slice; else this round's, loaded now
-        tc_load_slice<NG, VEC>(wn, W, N, K, n0, PF ? s + TCS_WARPS : s, nslices, nspans, g, t);
-        if (!PF) {
-#pragma unroll
-            for (int j = 0; j < TC_SLICE_SPANS; j++)
-#pragma unroll
-                for (int c = 0; c < NG; c++)
-                    w[c][j] = wn[c][j];
-        }
+        uint4 wn[NG][TC_SLICE_SPANS]; // PF: the next round's slice
+        if (PF)
+            tc_load_slice<NG, VEC>(wn, W, N, K, n0, s + TCS_WARPS, nslices, nspans, g, t);
+        else
+            tc_load_slice<NG, VEC>(w, W, N, K, n0, s, nslices, nspans, g, t);
         if (r0 == 0)
             pdl_wait(); // x and y from here on (every thread)
         if (s < nslices) { // the whole warp
@@ -920,7 +922,6 @@ int kc_env_int(const char *name, int dflt, int lo, int hi)
     return n < lo ? lo : n > hi ? hi : n;
 }
 
-// x from source XS (ldx its row stride; act: XS_GLU's activation)
 // PB_CUDA_TC_PREFETCH=1: a call of more than one round of slices (K above TCS_WARPS x 256: TinyLlama's down
 // product, every product of a 7B) takes the skinny kernel's form that loads the next round's slices before
 // this round's products. Off until a GPU measures it (lease.sh's batch-1 runs).
@@ -930,13 +931,13 @@ static bool tc_prefetch_on(void)
     return on != 0;
 }
 
+// x from source XS (ldx its row stride; act: XS_GLU's activation)
 template <int DT, int NG, bool VEC, int XS>
 static void skinny_launch(cudaStream_t st, const void *x, int ldx, int M, const uint16_t *W, const float *bias,
                           float *y, int ldy, int N, int K, int act)
 {
     const dim3 grid((unsigned)((N + 8 * NG - 1) / (8 * NG)), 1u);
-    const int nslices = ((K + TC_SPAN - 1) / TC_SPAN + TC_SLICE_SPANS - 1) / TC_SLICE_SPANS;
-    const bool pf = nslices > TCS_WARPS && tc_prefetch_on();
+    const bool pf = tc_nslices(K) > TCS_WARPS && tc_prefetch_on();
     void (*kern)(const void *, int, int, const uint16_t *, const float *, float *, int, int, int, int) =
         M <= 16   ? (pf ? k_linear_tc_skinny<DT, 1, NG, VEC, XS, true> : k_linear_tc_skinny<DT, 1, NG, VEC, XS, false>)
         : M <= 32 ? (pf ? k_linear_tc_skinny<DT, 2, NG, VEC, XS, true> : k_linear_tc_skinny<DT, 2, NG, VEC, XS, false>)
