@@ -26,7 +26,9 @@
 #   7. tests/net/nccl.sh (the NCCL transport's test) on the pack's nccl_test and pipe_test
 #   8. prefix sharing on the device (bf16 and f32 caches): the same output as
 #      --no-prefix-sharing, prompt tokens shared
-# --quick: steps 1, 2 (f32 only), 5, 6 and 8.
+#   9. sampling on the device (every filter, penalties, min_tokens): the same
+#      output as the host sampler's (PB_CUDA_SAMPLE=0), decode tok/s of both
+# --quick: steps 1, 2 (f32 only), 5, 6, 8 and 9.
 # PB_CHECK_SKIP="3 5" leaves those steps out (5 takes 6 and 7 with it).
 # PB_CHECK_ON_CPU=1 runs the whole script with cpu in place of cuda (no GPU
 # needed): a dry run of the script itself, not a check of the GPU.
@@ -305,6 +307,36 @@ if want 8 && [ -f "$LL/config.json" ]; then
             fail "prefix sharing on $DEV, $kv cache: a run failed"
         fi
     done
+fi
+
+# ---- 9. sampling on the device: the host sampler's picks ----
+# temperature, top-k, top-p, min-p, repetition penalty and min_tokens (EOS masked) drawn by the backend's
+# sample op (kc_sample) and, with PB_CUDA_SAMPLE=0, by the host sampler from downloaded logits: the same
+# logits, so the same bytes; decode tok/s of each beside
+if want 9 && [ -f "$LL/config.json" ]; then
+    for i in $(seq 1 32); do
+        case $((i % 4)) in
+        0) s="\"temperature\": 0.8, \"top_p\": 0.9" ;;
+        1) s="\"temperature\": 1.1, \"top_k\": 40, \"min_p\": 0.05" ;;
+        2) s="\"temperature\": 0.6, \"repetition_penalty\": 1.3, \"min_tokens\": 12" ;;
+        *) s="\"temperature\": 0" ;;
+        esac
+        echo "{\"prompt\": \"Record $i: once upon a time\", \"max_tokens\": 24, \"seed\": $i, $s}"
+    done >"$W/sample.jsonl"
+    if PB_CUDA_SAMPLE=0 run 180 "$P" -q --device $DEV --model "$LL" --in "$W/sample.jsonl" --out "$W/smp-host.jsonl" \
+            -b 32 --metrics "$W/smp-host.json" &&
+        run 180 "$P" -q --device $DEV --model "$LL" --in "$W/sample.jsonl" --out "$W/smp-dev.jsonl" -b 32 \
+            --metrics "$W/smp-dev.json"; then
+        th=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1]))["decode_tokens_per_second"])' "$W/smp-host.json")
+        td=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1]))["decode_tokens_per_second"])' "$W/smp-dev.json")
+        if cmp -s "$W/smp-host.jsonl" "$W/smp-dev.jsonl"; then
+            pass "sampling on $DEV: output identical to the host sampler's (decode $td tok/s, host sampler $th)"
+        else
+            fail "sampling on $DEV: output differs from the host sampler's (PB_CUDA_SAMPLE=0)"
+        fi
+    else
+        fail "sampling on $DEV: a run failed"
+    fi
 fi
 
 line "done in $(( $(date +%s) - T0 ))s: $NPASS passed, $NFAIL failed"

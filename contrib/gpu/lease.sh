@@ -13,7 +13,8 @@
 # tests/backend/linbench (linbench.txt: the linear op's GB/s and TFLOP/s).
 # Then batch-1 decode with settings alternated (PB_LEASE_B1; default session 42's fusions on and off), and ncu's
 # kernel times over one batch-1 decode step (both appended to bench.txt).
-# Then prefill by --max-batch-tokens and attention's form, decode at batch 64 by attention's form, ncu over a
+# Then prefill by --max-batch-tokens and attention's form, decode at batch 64 by attention's form and sampled
+# with the picks on the device or the host (PB_CUDA_SAMPLE), ncu over a
 # prefill by form and the attention and product kernels' % of peak (SM, memory, tensor pipe, warps)
 # (appended to bench.txt).
 # PB_LEASE_SKIP="ops ops2 linbench check bench mbt b1 profile" leaves parts out (default: none).
@@ -149,6 +150,20 @@ for r in range(64):
 print(round(json.load(open('$WORK/b64.json'))['decode_tokens_per_second'], 1))") tok/s"
             done
             cmp -s "$WORK/b64-g.jsonl" "$WORK/b64-q.jsonl" && echo "mbt: b64 same text" || echo "mbt: b64 TEXT DIFFERS"
+        done
+        # sampled decode at batch 64 (temperature 0.8, top-p 0.9, top-k 50, repetition penalty 1.1): the picks on
+        # the device (kc_sample, the default) or the logits to the host sampler (PB_CUDA_SAMPLE=0), alternated
+        for i in 1 2; do
+            for d in 1 0; do
+                PB_CUDA_SAMPLE=$d "$PACK/pippy-batch" -q --device cuda --model "$WORK/llama-1.1b" \
+                    --in "$WORK/b64.jsonl" --out "$WORK/b64s-$d.jsonl" --force -b 64 --temperature 0.8 --top-p 0.9 \
+                    --top-k 50 --repetition-penalty 1.1 --seed 7 --metrics "$WORK/b64.json" ||
+                    { echo "b64 sampled PB_CUDA_SAMPLE=$d: FAILED"; continue; }
+                echo "b64 decode sampled, PB_CUDA_SAMPLE=$d run $i: $(python3 -c "import json; \
+print(round(json.load(open('$WORK/b64.json'))['decode_tokens_per_second'], 1))") tok/s"
+            done
+            cmp -s "$WORK/b64s-1.jsonl" "$WORK/b64s-0.jsonl" && echo "mbt: b64 sampled same text" ||
+                echo "mbt: b64 sampled TEXT DIFFERS"
         done
     ) >>"$OUT/bench.txt" 2>&1
     grep -E '^(--max-batch|mbt|b64 decode)' "$OUT/bench.txt"

@@ -166,6 +166,19 @@ typedef struct pb_backend_limits {
     int head_dim;    /* attention head width */
 } pb_backend_limits;
 
+/* One row of pb_backend_ops.sample: the host sampler's settings and the
+ * key of its draw (src/gen/sample.h's, as plain numbers), the sequence's
+ * history (host ids; only read where repetition_penalty != 1), and whether
+ * the EOS ids (the call's mask_ids) are masked to -inf first. */
+typedef struct pb_sample_row {
+    float temperature, top_p, min_p, repetition_penalty;
+    int32_t top_k;
+    uint64_t seed, record, step;
+    const int32_t *hist;
+    int32_t n_hist;
+    uint8_t masked;
+} pb_sample_row;
+
 typedef struct pb_backend_ops {
     const char *name;
     pb_dtype kv_dtype;  /* the KV cache's element type by default (--kv-dtype auto) */
@@ -290,6 +303,14 @@ typedef struct pb_backend_ops {
      * caller samples from downloaded logits. */
     pb_status (*argmax)(pb_backend *be, const float *x, int rows, int n, int ld, const int32_t *mask_ids, int n_mask,
                         const uint8_t *mask_rows, int32_t *ids);
+    /* Sampled picks without the logits leaving the device: ids[r] (host) =
+     * pb_sample()'s id for x[r * ld .. r * ld + n) (the vocabulary) with
+     * row[r]'s settings, history and key, its mask_ids at -inf first where
+     * row[r].masked: the same bits as the host sampler (src/gen/sample.c's
+     * steps and sums in the same order). Returns once ids holds the results.
+     * NULL: the caller samples from downloaded logits. */
+    pb_status (*sample)(pb_backend *be, const float *x, int rows, int n, int ld, const pb_sample_row *row,
+                        const int32_t *mask_ids, int n_mask, int32_t *ids);
     /* NULL, or: calls fn(ctx, item, worker) for every item in [0, n_items) on
      * the backend's host threads (worker in [0, be->threads)), returning when
      * all are done. For host work between device calls, such as sampling a

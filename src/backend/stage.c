@@ -1020,11 +1020,13 @@ bool pb_stage_has_argmax(const pb_stage *s) { return s->has_head && s->be->ops->
 
 pb_backend *pb_stage_backend(pb_stage *s) { return s->be; }
 
-pb_status pb_stage_forward_argmax(pb_stage *s, const pb_seq_batch *b, const void *in, const int32_t *mask_ids,
-                                  int n_mask, const uint8_t *mask_rows, int32_t *ids)
+bool pb_stage_has_sample(const pb_stage *s) { return s->has_head && s->be->ops->sample; }
+
+/* the head's rows of each sequence's last token, a chunk at a time, each chunk's picks made on the backend:
+ * sampled with row (the sample op) or greedy (argmax) */
+static pb_status forward_pick(pb_stage *s, const pb_seq_batch *b, const void *in, const pb_sample_row *row,
+                              const int32_t *mask_ids, int n_mask, const uint8_t *mask_rows, int32_t *ids)
 {
-    if (!pb_stage_has_argmax(s))
-        return pb_error(PB_ERR_INTERNAL, "stage: greedy picks on a stage without a head or a backend without argmax");
     int T = 0;
     PB_CHECK(forward_body(s, b, in, &T));
     pb_backend *be = s->be;
@@ -1035,10 +1037,29 @@ pb_status pb_stage_forward_argmax(pb_stage *s, const pb_seq_batch *b, const void
         const int nr = R - r0 < C ? R - r0 : C;
         float *dst = (float *)s->out.data + (size_t)r0 * s->V;
         PB_CHECK(run_head(s, r0, nr, dst));
-        PB_CHECK(be->ops->argmax(be, dst, nr, s->V, s->V, mask_ids, n_mask, mask_rows ? mask_rows + r0 : NULL,
-                                 ids + r0));
+        if (row)
+            PB_CHECK(be->ops->sample(be, dst, nr, s->V, s->V, row + r0, mask_ids, n_mask, ids + r0));
+        else
+            PB_CHECK(be->ops->argmax(be, dst, nr, s->V, s->V, mask_ids, n_mask, mask_rows ? mask_rows + r0 : NULL,
+                                     ids + r0));
     }
     return be->ops->sync(be);
+}
+
+pb_status pb_stage_forward_argmax(pb_stage *s, const pb_seq_batch *b, const void *in, const int32_t *mask_ids,
+                                  int n_mask, const uint8_t *mask_rows, int32_t *ids)
+{
+    if (!pb_stage_has_argmax(s))
+        return pb_error(PB_ERR_INTERNAL, "stage: greedy picks on a stage without a head or a backend without argmax");
+    return forward_pick(s, b, in, NULL, mask_ids, n_mask, mask_rows, ids);
+}
+
+pb_status pb_stage_forward_sample(pb_stage *s, const pb_seq_batch *b, const void *in, const pb_sample_row *row,
+                                  const int32_t *mask_ids, int n_mask, int32_t *ids)
+{
+    if (!pb_stage_has_sample(s))
+        return pb_error(PB_ERR_INTERNAL, "stage: sampled picks on a stage without a head or a backend without sample");
+    return forward_pick(s, b, in, row, mask_ids, n_mask, NULL, ids);
 }
 
 pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, float *out, bool all_logits)

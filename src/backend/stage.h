@@ -90,6 +90,13 @@ bool pb_stage_has_argmax(const pb_stage *st);
 pb_backend *pb_stage_backend(pb_stage *st);
 pb_status pb_stage_forward_argmax(pb_stage *st, const pb_seq_batch *b, const void *in, const int32_t *mask_ids,
                                   int n_mask, const uint8_t *mask_rows, int32_t *ids);
+/* The same with sampled picks: ids[i] = pb_sample()'s id for sequence i's
+ * last token with row[i]'s settings, history and key (row[i].masked: the
+ * n_mask ids mask_ids at -inf first), on the backend (pb_backend_ops.sample:
+ * the host sampler's bits). Only where pb_stage_has_sample. */
+bool pb_stage_has_sample(const pb_stage *st);
+pb_status pb_stage_forward_sample(pb_stage *st, const pb_seq_batch *b, const void *in, const pb_sample_row *row,
+                                  const int32_t *mask_ids, int n_mask, int32_t *ids);
 
 /* The stage's input and output as backend buffers, for a pipeline that keeps
  * activations on the device: input I32 [max_batch_tokens] ids on the first

@@ -59,6 +59,8 @@ struct cuda_impl {
     size_t part_cap;
     void *xb;                 // device: x's rows rounded for the pipelined tensor-core kernel
     size_t xb_cap;
+    void *samp;               // device: the sampler's rows, histories, masked ids, work and picks
+    size_t samp_cap;
     pb_pool *host_pool;       // be->threads host threads for host_run (made at its first call), or NULL
     bool host_pool_failed;    // could not be made: host_run runs its items in turn
 };
@@ -759,6 +761,81 @@ static pb_status cuda_argmax(pb_backend *be, const float *x, int rows, int n, in
     return PB_OK;
 }
 
+// Sampled picks: the rows' settings, the histories of the rows with a repetition penalty and the masked ids
+// go over in one copy; the rows are sampled in launches of at most SAMPLE_WORK_BYTES of work, then the picks
+// come back
+#define SAMPLE_WORK_BYTES ((size_t)256 << 20)
+
+static pb_status cuda_sample(pb_backend *be, const float *x, int rows, int n, int ld, const pb_sample_row *row,
+                             const int32_t *mask_ids, int n_mask, int32_t *ids)
+{
+    cuda_impl *c = impl_of(be);
+    if (rows <= 0)
+        return PB_OK;
+    if (n <= 0 || ld < n || n_mask < 0 || (n_mask > 0 && !mask_ids))
+        return pb_error(PB_ERR_INTERNAL, "sample: %d logits a row (stride %d), %d masked ids", n, ld, n_mask);
+    SET_DEVICE(c);
+    size_t n_hist = 0;
+    for (int r = 0; r < rows; r++) {
+        if (row[r].n_hist < 0 || (row[r].n_hist > 0 && !row[r].hist))
+            return pb_error(PB_ERR_INTERNAL, "sample: row %d has a history of %d ids", r, (int)row[r].n_hist);
+        n_hist += row[r].repetition_penalty != 1.0f ? (size_t)row[r].n_hist : 0;
+    }
+    if (n_hist > (size_t)INT32_MAX)
+        return pb_error(PB_ERR_INTERNAL, "sample: %zu history ids", n_hist);
+    const size_t a_rows = round256((size_t)rows * sizeof(kc_sample_row)), a_hist = round256(n_hist * sizeof(int32_t));
+    const size_t a_mask = (size_t)n_mask * sizeof(int32_t), args = a_rows + a_hist + a_mask;
+    const size_t wrow = kc_sample_work_bytes(n);
+    const int per = (int)(SAMPLE_WORK_BYTES / wrow > 0 ? (SAMPLE_WORK_BYTES / wrow < (size_t)rows ? SAMPLE_WORK_BYTES / wrow
+                                                                                                  : (size_t)rows)
+                                                       : 1);
+    const size_t o_work = round256(args), o_ids = o_work + (size_t)per * wrow;
+    PB_CHECK(buf_reserve(c, &c->samp, &c->samp_cap, o_ids + (size_t)rows * sizeof(int32_t)));
+    unsigned char *h = NULL, *d = (unsigned char *)c->samp;
+    PB_CHECK(args_begin(c, args, &h));
+    kc_sample_row *kr = (kc_sample_row *)(void *)h;
+    int32_t *kh = (int32_t *)(void *)(h + a_rows);
+    size_t at = 0;
+    for (int r = 0; r < rows; r++) {
+        const pb_sample_row *q = &row[r];
+        kc_sample_row k;
+        memset(&k, 0, sizeof k);
+        k.temperature = q->temperature;
+        k.top_p = q->top_p;
+        k.min_p = q->min_p;
+        k.rep = q->repetition_penalty;
+        k.top_k = q->top_k;
+        k.masked = q->masked != 0;
+        k.hist_off = (int)at;
+        k.n_hist = q->repetition_penalty != 1.0f ? q->n_hist : 0;
+        if (k.n_hist)
+            memcpy(kh + at, q->hist, (size_t)k.n_hist * sizeof(int32_t));
+        at += (size_t)k.n_hist;
+        // pb_rng_uniform's counter (record, step) and key (seed)
+        k.ctr[0] = (unsigned)q->record;
+        k.ctr[1] = (unsigned)(q->record >> 32);
+        k.ctr[2] = (unsigned)q->step;
+        k.ctr[3] = (unsigned)(q->step >> 32);
+        k.key[0] = (unsigned)q->seed;
+        k.key[1] = (unsigned)(q->seed >> 32);
+        memcpy(kr + r, &k, sizeof k);
+    }
+    if (a_mask)
+        memcpy(h + a_rows + a_hist, mask_ids, a_mask);
+    PB_CHECK(args_send(c, d, args));
+    int32_t *dids = (int32_t *)(void *)(d + o_ids);
+    for (int r0 = 0; r0 < rows; r0 += per) {
+        const int nr = rows - r0 < per ? rows - r0 : per;
+        LAUNCH("sample", kc_sample(c->stream, x + (size_t)r0 * (size_t)ld, nr, n, ld,
+                                   (const kc_sample_row *)(void *)d + r0, (const int32_t *)(void *)(d + a_rows),
+                                   a_mask ? (const int32_t *)(void *)(d + a_rows + a_hist) : NULL, n_mask, d + o_work,
+                                   dids + r0));
+    }
+    PB_CUDA_CHECK(cudaMemcpyAsync(ids, dids, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream));
+    PB_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return PB_OK;
+}
+
 static pb_status cuda_act(pb_backend *be, pb_act act, float *x, int ld, int rows, int n)
 {
     cuda_impl *c = impl_of(be);
@@ -904,6 +981,8 @@ static void cuda_free(pb_backend *be)
         pb_pool_free(c->host_pool);
         if (c->xb && cudaFree(c->xb) != cudaSuccess)
             (void)cudaGetLastError();
+        if (c->samp && cudaFree(c->samp) != cudaSuccess)
+            (void)cudaGetLastError();
         if (c->stream && cudaStreamDestroy(c->stream) != cudaSuccess)
             (void)cudaGetLastError();
         free(c->host);
@@ -989,6 +1068,8 @@ static pb_backend_ops make_ops(void)
     o.softcap = cuda_softcap;
     o.head_norm = cuda_head_norm;
     o.argmax = cuda_argmax;
+    // PB_CUDA_SAMPLE=0: sampled rows' logits go to the host sampler (for comparisons)
+    o.sample = kc_env_int("PB_CUDA_SAMPLE", 1, 0, 1) ? cuda_sample : NULL;
     o.host_run = cuda_host_run;
     return o;
 }

@@ -1096,6 +1096,424 @@ cudaError_t kc_argmax(cudaStream_t st, const float *x, int rows, int n, int ld, 
     return cudaGetLastError();
 }
 
+// ---- sampled picks: src/gen/sample.c on the device ----
+//
+// One block a row. The steps are the host sampler's (prepare, top_p, draw)
+// with each element's operations written out (__f*_rn: no contraction into
+// fmas) and every sum in double in the host's order, so a row draws the
+// same id as pb_sample() on the same logits: the scaled logits, the
+// repetition penalty over the history in turn, top-k's k-th largest (a
+// radix select over the floats' order keys: the same value) and its
+// candidates in id order, the weights by pb_sample_exp's steps, top-p's
+// block sums and bit histograms, min-p, and the draw. The parallel steps
+// are element-wise, counts, a max and order-keeping compactions; the sums
+// whose order fixes the bits (the blocks' total, top-p's histograms, the
+// draw's walk) run in one thread as the host's loops do.
+
+#define SAMPLE_THREADS 256
+#define SAMPLE_BLOCK 64  // PB_SAMPLE_BLOCK
+#define SAMPLE_HIST_W 2048
+
+__host__ __device__ static inline size_t sample_round(size_t b) { return (b + 255) & ~(size_t)255; }
+
+size_t kc_sample_work_bytes(int n)
+{
+    const size_t v = n > 0 ? (size_t)n : 1, nb = (v + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
+    return sample_round(nb * sizeof(double)) + 4 * SAMPLE_HIST_W * sizeof(double) + 5 * sample_round(v * 4);
+}
+
+struct sample_work {
+    double *blk, *hist;
+    float *w, *e, *lv;
+    int32_t *ids, *pos;
+};
+
+__device__ static sample_work sample_work_at(unsigned char *p, int n)
+{
+    const size_t v = n > 0 ? (size_t)n : 1, nb = (v + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK, a = sample_round(v * 4);
+    sample_work wk;
+    wk.blk = (double *)(void *)p;
+    p += sample_round(nb * sizeof(double));
+    wk.hist = (double *)(void *)p;
+    p += 4 * SAMPLE_HIST_W * sizeof(double);
+    wk.w = (float *)(void *)p;
+    wk.e = (float *)(void *)(p + a);
+    wk.lv = (float *)(void *)(p + 2 * a);
+    wk.ids = (int32_t *)(void *)(p + 3 * a);
+    wk.pos = (int32_t *)(void *)(p + 4 * a);
+    return wk;
+}
+
+// pb_sample_exp's steps, each rounded
+__device__ static float sample_exp(float x)
+{
+    if (!(x >= -86.5f))
+        return 0.0f;
+    const float rnd = 12582912.0f;
+    const float n = __fsub_rn(__fadd_rn(__fmul_rn(x, 1.44269504088896341f), rnd), rnd);
+    float r = __fsub_rn(x, __fmul_rn(n, 0.693359375f));
+    r = __fsub_rn(r, __fmul_rn(n, -2.12194440e-4f));
+    float p = 1.9875691500e-4f;
+    p = __fadd_rn(__fmul_rn(p, r), 1.3981999507e-3f);
+    p = __fadd_rn(__fmul_rn(p, r), 8.3334519073e-3f);
+    p = __fadd_rn(__fmul_rn(p, r), 4.1665795894e-2f);
+    p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
+    p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
+    const float y = __fadd_rn(__fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r), 1.0f);
+    return __fmul_rn(y, __uint_as_float((unsigned)((int)n + 127) << 23));
+}
+
+// pb_rng_uniform: Philox4x32-10, 53 bits
+__device__ static double sample_uniform(const kc_sample_row &P)
+{
+    unsigned c0 = P.ctr[0], c1 = P.ctr[1], c2 = P.ctr[2], c3 = P.ctr[3], k0 = P.key[0], k1 = P.key[1];
+    for (int round = 0; round < 10; round++) {
+        const unsigned long long p0 = (unsigned long long)0xD2511F53u * c0, p1 = (unsigned long long)0xCD9E8D57u * c2;
+        const unsigned hi0 = (unsigned)(p0 >> 32), lo0 = (unsigned)p0, hi1 = (unsigned)(p1 >> 32), lo1 = (unsigned)p1;
+        c0 = hi1 ^ c1 ^ k0;
+        c1 = lo1;
+        c2 = hi0 ^ c3 ^ k1;
+        c3 = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    const unsigned long long bits = ((unsigned long long)c0 << 21) ^ (unsigned long long)(c1 >> 11);
+    return (double)bits * (1.0 / 9007199254740992.0);
+}
+
+// a float's order key: larger floats, larger keys (no NaN)
+__device__ static unsigned sample_key(float f)
+{
+    const unsigned b = __float_as_uint(f);
+    return b & 0x80000000u ? ~b : b | 0x80000000u;
+}
+
+__device__ static float sample_unkey(unsigned k) { return __uint_as_float(k & 0x80000000u ? k & 0x7fffffffu : ~k); }
+
+// the block's sum of v (every thread's; integers: any order)
+__device__ static int sample_sum(int v, int *sh)
+{
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = SAMPLE_THREADS / 2; s > 0; s /= 2) {
+        if ((int)threadIdx.x < s)
+            sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    const int t = sh[0];
+    __syncthreads();
+    return t;
+}
+
+// the block's largest of v (no NaN)
+__device__ static float sample_max(float v, float *sh)
+{
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = SAMPLE_THREADS / 2; s > 0; s /= 2) {
+        if ((int)threadIdx.x < s && sh[threadIdx.x + s] > sh[threadIdx.x])
+            sh[threadIdx.x] = sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    const float m = sh[0];
+    __syncthreads();
+    return m;
+}
+
+// out[0..k) = the i in [0, n) where keep(i), ascending (each thread a run of
+// i: its count, the runs' offsets, then its writes); returns k
+template <class F> __device__ static int sample_compact(int n, F keep, int32_t *out, int *sh)
+{
+    const int per = (n + SAMPLE_THREADS - 1) / SAMPLE_THREADS, i0 = (int)threadIdx.x * per;
+    const int i1 = i0 + per < n ? i0 + per : n;
+    int c = 0;
+    for (int i = i0; i < i1; i++)
+        c += keep(i);
+    sh[threadIdx.x] = c;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int acc = 0;
+        for (int t = 0; t < SAMPLE_THREADS; t++) {
+            const int v = sh[t];
+            sh[t] = acc;
+            acc += v;
+        }
+        sh[SAMPLE_THREADS] = acc;
+    }
+    __syncthreads();
+    int at = sh[threadIdx.x];
+    for (int i = i0; i < i1; i++)
+        if (keep(i))
+            out[at++] = i;
+    const int k = sh[SAMPLE_THREADS];
+    __syncthreads();
+    return k;
+}
+
+// blk[b] = block b's sum (pb_svec.blocks: lanes i mod 8 in turn, then pairs), a thread a block
+__device__ static void sample_blocks(const float *e, int n, double *blk)
+{
+    for (int b = threadIdx.x; b * SAMPLE_BLOCK < n; b += SAMPLE_THREADS) {
+        const int b0 = b * SAMPLE_BLOCK, end = n - b0 < SAMPLE_BLOCK ? n : b0 + SAMPLE_BLOCK;
+        double l0 = 0, l1 = 0, l2 = 0, l3 = 0, l4 = 0, l5 = 0, l6 = 0, l7 = 0; // in registers, not a local array
+        int i = b0;
+        for (; i + 8 <= end; i += 8) {
+            l0 += (double)e[i];
+            l1 += (double)e[i + 1];
+            l2 += (double)e[i + 2];
+            l3 += (double)e[i + 3];
+            l4 += (double)e[i + 4];
+            l5 += (double)e[i + 5];
+            l6 += (double)e[i + 6];
+            l7 += (double)e[i + 7];
+        }
+        l0 += i < end ? (double)e[i] : 0.0; // the tail's lanes (0 + x is x: e >= 0)
+        l1 += i + 1 < end ? (double)e[i + 1] : 0.0;
+        l2 += i + 2 < end ? (double)e[i + 2] : 0.0;
+        l3 += i + 3 < end ? (double)e[i + 3] : 0.0;
+        l4 += i + 4 < end ? (double)e[i + 4] : 0.0;
+        l5 += i + 5 < end ? (double)e[i + 5] : 0.0;
+        l6 += i + 6 < end ? (double)e[i + 6] : 0.0;
+        blk[b] = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7));
+    }
+}
+
+// the blocks' total in order (one thread; the others get 0)
+__device__ static double sample_total(const double *blk, int n)
+{
+    double z = 0;
+    if (threadIdx.x == 0)
+        for (int b = 0; b < (n + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK; b++)
+            z += blk[b];
+    return z;
+}
+
+__device__ static bool sample_masked(int i, const int32_t *mask_ids, int n_mask)
+{
+    for (int e = 0; e < n_mask; e++)
+        if (mask_ids[e] == i)
+            return true;
+    return false;
+}
+
+__global__ void __launch_bounds__(SAMPLE_THREADS)
+    k_sample(const float *x, int n, int ld, const kc_sample_row *rows, const int32_t *hist, const int32_t *mask_ids,
+             int n_mask, unsigned char *work, size_t wbytes, int32_t *ids)
+{
+    pdl_trigger();
+    __shared__ int si[SAMPLE_THREADS + 1];
+    __shared__ float sf[SAMPLE_THREADS];
+    __shared__ int s_int[2];
+    __shared__ unsigned s_pre;
+    __shared__ double s_dbl[2];
+    const int r = blockIdx.x, tid = threadIdx.x;
+    const kc_sample_row P = rows[r];
+    const float *l = x + (size_t)r * (size_t)ld;
+    const sample_work wk = sample_work_at(work + (size_t)r * wbytes, n);
+    const int nm = P.masked ? n_mask : 0;
+    // the scaled logits (NaN and masked ids -inf) and how many are above -inf
+    const float t = P.temperature == 0.0f ? 1.0f : P.temperature;
+    int fin = 0;
+    for (int i = tid; i < n; i += SAMPLE_THREADS) {
+        const float v = nm && sample_masked(i, mask_ids, nm) ? -INFINITY : l[i];
+        const float xv = isnan(v) ? -INFINITY : v;
+        const float y = t != 1.0f ? __fdiv_rn(xv, t) : xv;
+        wk.w[i] = y;
+        fin += y > -INFINITY;
+    }
+    int n_fin = sample_sum(fin, si);
+    if (P.rep != 1.0f) { // from the original logit, in the history's order
+        if (tid == 0) {
+            const float rp = P.rep;
+            for (int h = 0; h < P.n_hist; h++) {
+                const int id = hist[P.hist_off + h];
+                if (id < 0 || id >= n)
+                    continue;
+                const float lg = nm && sample_masked(id, mask_ids, nm) ? -INFINITY : l[id];
+                if (isnan(lg))
+                    continue;
+                const float xv = lg > 0 ? __fdiv_rn(lg, rp) : __fmul_rn(lg, rp), y = t != 1.0f ? __fdiv_rn(xv, t) : xv;
+                n_fin += (y > -INFINITY) - (wk.w[id] > -INFINITY);
+                wk.w[id] = y;
+            }
+            s_int[0] = n_fin;
+        }
+        __syncthreads();
+        n_fin = s_int[0];
+    }
+    float m = -INFINITY;
+    for (int i = tid; i < n; i += SAMPLE_THREADS)
+        m = wk.w[i] > m ? wk.w[i] : m;
+    m = sample_max(m, sf);
+    if (P.temperature == 0.0f || n_fin == 0) { // greedy: the first largest (0 when none is above -inf)
+        int at = n;
+        for (int i = tid; i < n && at == n; i += SAMPLE_THREADS)
+            if (wk.w[i] == m)
+                at = i;
+        si[tid] = at;
+        __syncthreads();
+        if (tid == 0) {
+            int a = n;
+            for (int k = 0; k < SAMPLE_THREADS; k++)
+                a = si[k] < a ? si[k] : a;
+            ids[r] = m == -INFINITY || n_fin == 0 ? 0 : a;
+        }
+        return;
+    }
+    m = __fadd_rn(m, 0.0f); // -0 becomes 0
+    // top-k: the k-th largest (with multiplicity) by its order key, 8 bits a round; then the candidates at or
+    // above it in id order
+    const float *cw = wk.w;
+    const int32_t *cid = NULL;
+    int cn = n;
+    if (P.top_k > 0 && P.top_k < n_fin) {
+        unsigned pre = 0, msk = 0;
+        int kk = P.top_k;
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            si[tid] = 0;
+            __syncthreads();
+            for (int i = tid; i < n; i += SAMPLE_THREADS) {
+                const unsigned k = sample_key(wk.w[i]);
+                if ((k & msk) == pre)
+                    atomicAdd(&si[(k >> shift) & 255], 1);
+            }
+            __syncthreads();
+            if (tid == 0) {
+                int d = 255;
+                for (; d > 0 && kk > si[d]; d--)
+                    kk -= si[d];
+                s_pre = pre | (unsigned)d << shift;
+            }
+            __syncthreads();
+            pre = s_pre;
+            msk |= 255u << shift;
+            __syncthreads();
+        }
+        const float thr = sample_unkey(pre);
+        const float *w = wk.w;
+        cn = sample_compact(n, [=](int i) { return w[i] >= thr; }, wk.ids, si);
+        for (int i = tid; i < cn; i += SAMPLE_THREADS)
+            wk.lv[i] = wk.w[wk.ids[i]];
+        cw = wk.lv;
+        cid = wk.ids;
+        __syncthreads();
+    }
+    float *e = wk.e;
+    for (int i = tid; i < cn; i += SAMPLE_THREADS)
+        e[i] = m == INFINITY ? (cw[i] == INFINITY ? 1.0f : 0.0f) : sample_exp(__fsub_rn(cw[i], m));
+    __syncthreads();
+    if (P.top_p < 1.0f) { // the smallest run by weight, then id, whose mass reaches top_p of the whole
+        sample_blocks(e, cn, wk.blk);
+        __syncthreads();
+        const double z = sample_total(wk.blk, cn), keep = (double)P.top_p * z;
+        if (tid == 0)
+            s_dbl[0] = z;
+        __syncthreads();
+        const double zz = s_dbl[0];
+        const float lo = (float)((zz - (double)P.top_p * zz) * 0.999 / cn);
+        const int np0 = sample_compact(cn, [=](int i) { return e[i] >= lo; }, wk.pos, si);
+        if (tid == 0) {
+            int32_t *pos = wk.pos;
+            double *h = wk.hist;
+            int np = np0, last = -1;
+            double before = 0;
+            bool all = false;
+            for (int lev = 0; lev < 3 && np > 0 && !all; lev++) {
+                const int shift = lev == 0 ? 20 : lev == 1 ? 9 : 0, nb = 1 << (lev == 0 ? 10 : lev == 1 ? 11 : 9);
+                const unsigned mask = (unsigned)nb - 1;
+                for (int b = 0; b < 4 * nb; b++)
+                    h[b] = 0;
+                for (int j = 0; j < np; j++)
+                    h[(j & 3) * nb + (int)((__float_as_uint(e[pos[j]]) >> shift) & mask)] += e[pos[j]];
+                int sel = -1;
+                for (int b = nb - 1; b >= 0 && sel < 0; b--) {
+                    const double mm = (h[b] + h[nb + b]) + (h[2 * nb + b] + h[3 * nb + b]);
+                    if (before + mm >= keep)
+                        sel = b;
+                    else
+                        before += mm;
+                }
+                if (sel < 0) {
+                    all = true; // short of keep by rounding: every candidate stays
+                    break;
+                }
+                int k = 0;
+                for (int j = 0; j < np; j++) {
+                    pos[k] = pos[j];
+                    k += (int)((__float_as_uint(e[pos[j]]) >> shift) & mask) == sel;
+                }
+                np = k;
+            }
+            if (!all && np > 0) {
+                last = pos[np - 1];
+                for (int j = 0; j < np; j++) {
+                    before += e[pos[j]];
+                    if (before >= keep) {
+                        last = pos[j];
+                        break;
+                    }
+                }
+            }
+            s_int[1] = last;
+        }
+        __syncthreads();
+        const int last = s_int[1];
+        if (last >= 0) {
+            const unsigned key = __float_as_uint(e[last]);
+            __syncthreads();
+            for (int i = tid; i < cn; i += SAMPLE_THREADS) {
+                const unsigned b = __float_as_uint(e[i]);
+                if (b < key || (b == key && i > last))
+                    e[i] = 0.0f;
+            }
+        }
+        __syncthreads();
+    }
+    if (P.min_p > 0.0f) { // e^(w - max) < min_p
+        for (int i = tid; i < cn; i += SAMPLE_THREADS)
+            if (e[i] < P.min_p)
+                e[i] = 0.0f;
+        __syncthreads();
+    }
+    // the draw: the block, then the element, where the running mass first passes u x the total
+    sample_blocks(e, cn, wk.blk);
+    __syncthreads();
+    if (tid == 0) {
+        const double target = sample_uniform(P) * sample_total(wk.blk, cn);
+        const int nb = (cn + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
+        double acc = 0;
+        int b = 0, pick = -1;
+        for (; b < nb && !(acc + wk.blk[b] > target); b++)
+            acc += wk.blk[b];
+        int lo = 0, hi = cn;
+        if (b < nb) {
+            lo = b * SAMPLE_BLOCK;
+            hi = cn - lo < SAMPLE_BLOCK ? cn : lo + SAMPLE_BLOCK;
+            for (int i = lo; i < hi && pick < 0; i++) {
+                acc += e[i];
+                if (acc > target)
+                    pick = i;
+            }
+        }
+        for (int i = hi - 1; pick < 0 && i > lo; i--) // short by rounding: the last with weight
+            if (e[i] > 0)
+                pick = i;
+        if (pick < 0)
+            pick = lo;
+        ids[r] = cid ? cid[pick] : pick;
+    }
+}
+
+cudaError_t kc_sample(cudaStream_t st, const float *x, int rows, int n, int ld, const kc_sample_row *row,
+                      const int32_t *hist, const int32_t *mask_ids, int n_mask, void *work, int32_t *ids)
+{
+    if (rows <= 0)
+        return cudaSuccess;
+    KLAUNCH((k_sample), rows, SAMPLE_THREADS, st, x, n, ld, row, hist, mask_ids, n_mask, (unsigned char *)work,
+            kc_sample_work_bytes(n), ids);
+    return cudaGetLastError();
+}
+
 // ---- gather ----
 
 template <int DT>

@@ -42,6 +42,23 @@ cudaError_t kc_linear_tc_glu(cudaStream_t st, int act, const float *gu, int ldgu
 cudaError_t kc_argmax(cudaStream_t st, const float *x, int rows, int n, int ld, const int32_t *mask_ids, int n_mask,
                       const uint8_t *mask_rows, int32_t *ids);
 
+// One row of kc_sample: the host sampler's settings (src/gen/sample.h), its
+// Philox counter and key words (pb_rng_uniform's), the row's history in the
+// call's hist array (ids; n_hist 0 where the penalty is off), and whether
+// the call's mask_ids are masked to -inf first
+struct kc_sample_row {
+    float temperature, top_p, min_p, rep;
+    int top_k, masked, hist_off, n_hist;
+    unsigned ctr[4], key[2];
+};
+// bytes of device work a row of n logits takes (kc_sample's work)
+size_t kc_sample_work_bytes(int n);
+// ids[r] = pb_sample()'s id for row r of x (n logits, row stride ld) with
+// row[r]: the host sampler's steps, each element's operations and the sums
+// in its order, so the same bits; work: rows x kc_sample_work_bytes(n)
+cudaError_t kc_sample(cudaStream_t st, const float *x, int rows, int n, int ld, const kc_sample_row *row,
+                      const int32_t *hist, const int32_t *mask_ids, int n_mask, void *work, int32_t *ids);
+
 // an integer setting from the environment, clamped to [lo, hi]; dflt where unset
 int kc_env_int(const char *name, int dflt, int lo, int hi);
 

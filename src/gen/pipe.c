@@ -377,6 +377,7 @@ struct pb_slot_sampler {
     int n_eos;
     uint8_t *mask_rows; /* [n_slots] greedy picks on the stage: rows whose EOS ids are masked */
     int32_t *ids;       /* [n_slots] and their picks */
+    pb_sample_row *rows; /* [n_slots] sampled picks on the stage: each row's settings, key and history */
     /* each worker's buffers (rows are sampled on the backend's host threads: host_run) */
     int n_work;
     void **scratch;  /* [n_work] pb_sample's scratch */
@@ -417,6 +418,7 @@ pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slo
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->n_hist, &s->n_hist), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->mask_rows, &s->mask_rows), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->ids, &s->ids), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->rows, &s->rows), st, fail);
     *out = s;
     return PB_OK;
 fail:
@@ -521,24 +523,34 @@ static void sample_row(void *ctx, int i, int worker)
                                   &q->key, s->scratch[worker]);
 }
 
-/* Histories, then each sampling sequence's token: picks[i] where picks (made
- * on the stage's device), else sampled from logits row i: on be's host
- * threads where it has them (host_run) and two or more rows sample, else in
- * turn. */
+/* The histories of mb's sequences: the forks' shared prefixes, then each sequence's tokens */
+static pb_status hist_all(pb_slot_sampler *s, const pb_microbatch *mb)
+{
+    PB_CHECK(fork_hist(s, mb));
+    const int32_t *tok = mb->tokens;
+    for (int i = 0; i < mb->n_seqs; i++) {
+        PB_CHECK(hist_add(s, &mb->seqs[i], tok));
+        tok += mb->seqs[i].n_tokens;
+    }
+    return PB_OK;
+}
+
+/* Each sampling sequence's token: picks[i] where picks (made on the stage's
+ * device, the histories already added), else sampled from logits row i
+ * (after adding the histories): on be's host threads where it has them
+ * (host_run) and two or more rows sample, else in turn. */
 static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits, const int32_t *picks,
                           pb_mb_result *res, pb_backend *be)
 {
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
-    PB_CHECK(fork_hist(s, mb));
+    if (!picks)
+        PB_CHECK(hist_all(s, mb));
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
-    const int32_t *tok = mb->tokens;
     int n_sample = 0;
     bool masked = false;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
-        PB_CHECK(hist_add(s, q, tok));
-        tok += q->n_tokens;
         res->tokens[i] = -1;
         if (!(q->flags & PB_SEQ_SAMPLE))
             continue;
@@ -562,22 +574,46 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     return PB_OK;
 }
 
+/* Picks on the stage's backend where it can make them: greedy ones by its
+ * argmax where every sampling row is greedy, else sampled ones by its sample
+ * op (the host sampler's bits); otherwise the logits come to the host. */
 pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
                                 const pb_microbatch *mb, float *logits, pb_mb_result *res)
 {
-    bool greedy = pb_stage_has_argmax(stage) && mb->n_seqs <= s->n_slots;
-    for (int i = 0; greedy && i < mb->n_seqs; i++) {
+    const bool fits = mb->n_seqs <= s->n_slots;
+    bool greedy = pb_stage_has_argmax(stage) && fits;
+    for (int i = 0; i < mb->n_seqs && fits; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         if ((q->flags & PB_SEQ_SAMPLE) && (q->sample.temperature != 0.0f || q->sample.repetition_penalty != 1.0f))
             greedy = false;
         s->mask_rows[i] = (q->flags & PB_SEQ_SAMPLE) && (q->flags & PB_SEQ_NO_EOS) && s->n_eos;
     }
-    if (!greedy) {
-        PB_CHECK(pb_stage_forward(stage, b, in, logits, false));
-        return pick_all(s, mb, logits, NULL, res, pb_stage_backend(stage));
+    if (greedy) {
+        PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
+        PB_CHECK(hist_all(s, mb));
+        return pick_all(s, mb, NULL, s->ids, res, NULL);
     }
-    PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
-    return pick_all(s, mb, NULL, s->ids, res, NULL);
+    if (fits && pb_stage_has_sample(stage)) {
+        /* the histories first: a row's penalty reads its own tokens of this micro-batch */
+        PB_CHECK(hist_all(s, mb));
+        for (int i = 0; i < mb->n_seqs; i++) {
+            const pb_mb_seq *q = &mb->seqs[i];
+            pb_sample_row *r = &s->rows[i];
+            if (!(q->flags & PB_SEQ_SAMPLE)) { /* no token wanted: the cheapest pick */
+                *r = (pb_sample_row){.temperature = 0.0f, .top_p = 1.0f, .repetition_penalty = 1.0f};
+                continue;
+            }
+            *r = (pb_sample_row){.temperature = q->sample.temperature, .top_p = q->sample.top_p,
+                                 .min_p = q->sample.min_p, .repetition_penalty = q->sample.repetition_penalty,
+                                 .top_k = q->sample.top_k, .seed = q->key.seed, .record = q->key.record,
+                                 .step = q->key.step, .hist = slot_hist(s, q->slot), .n_hist = s->n_hist[q->slot],
+                                 .masked = s->mask_rows[i]};
+        }
+        PB_CHECK(pb_stage_forward_sample(stage, b, in, s->rows, s->eos, s->n_eos, s->ids));
+        return pick_all(s, mb, NULL, s->ids, res, NULL);
+    }
+    PB_CHECK(pb_stage_forward(stage, b, in, logits, false));
+    return pick_all(s, mb, logits, NULL, res, pb_stage_backend(stage));
 }
 
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
@@ -595,6 +631,7 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->eos);
     free(s->mask_rows);
     free(s->ids);
+    free(s->rows);
     for (int w = 0; w < s->n_work; w++) {
         free(s->scratch[w]);
         free(s->masked[w]);

@@ -48,6 +48,9 @@
  *                 the row elements past the heads untouched
  *   argmax        exact: the first largest, NaN and masked ids never, 0 when
  *                 none is above -inf (ties, NaN, -inf and +inf rows, masks)
+ *   sample        exact: pb_sample()'s id on the host for each row (every
+ *                 filter alone and together, penalties over histories,
+ *                 masks, ties, NaN/-inf/+inf rows, vocabularies 1-70000)
  *
  * The attention cases run once for each KV cache dtype the backend has
  * (kv_dtypes: cpu f32 and f16, cuda f32, bf16 and f16): the reference attends over
@@ -72,6 +75,8 @@
 #include "common/tensor.h"
 #include "cpu/kernels.h"
 #include "cuda/cuda.h"
+#include "gen/sample.h"
+#include "gen/sample_impl.h"
 
 static int failures;
 static const char *where = "";
@@ -1273,6 +1278,112 @@ static void test_argmax(void)
     free(x);
 }
 
+/* ---- sample: the host sampler's id, row by row ---- */
+/* the device's picks for rows of x against pb_sample() on each; returns how many differ from the largest */
+static int sample_rows(const float *x, int rows, int n, int ld, const pb_sample_row *row, const int32_t *mask,
+                       int n_mask)
+{
+    int32_t *ids = malloc((size_t)rows * sizeof(int32_t));
+    void *scratch = malloc(pb_sample_scratch_bytes(n));
+    float *m = malloc((size_t)n * sizeof(float));
+    float *dx = dev_from(x, (size_t)rows * ld * sizeof(float));
+    OK(BE->ops->sample(BE, dx, rows, n, ld, row, mask, n_mask, ids));
+    int distinct = 0;
+    for (int r = 0; r < rows; r++) {
+        const pb_sample_row *q = &row[r];
+        memcpy(m, x + (size_t)r * ld, (size_t)n * sizeof(float));
+        for (int e = 0; q->masked && e < n_mask; e++)
+            if (mask[e] < n)
+                m[mask[e]] = -INFINITY;
+        const pb_sample_params sp = {q->temperature, q->top_k, q->top_p, q->min_p, q->repetition_penalty};
+        const pb_rng_key key = {q->seed, q->record, q->step};
+        const int32_t want = pb_sample(m, n, &sp, q->hist, (size_t)q->n_hist, &key, scratch);
+        CHECK(ids[r] == want, "vocab %d row %d (t %g k %d p %g min_p %.9g rep %g, %d ids of history%s): %d, the "
+              "host sampler %d", n, r, (double)q->temperature, (int)q->top_k, (double)q->top_p, (double)q->min_p,
+              (double)q->repetition_penalty, (int)q->n_hist, q->masked ? ", masked" : "", (int)ids[r], (int)want);
+        distinct += want != pb_argmax_first(m, n);
+    }
+    rel(dx);
+    free(ids), free(scratch), free(m);
+    return distinct;
+}
+
+static void test_sample(void)
+{
+    where = "sample";
+    if (!BE->ops->sample)
+        return;
+    static const int sizes[] = {1, 7, 1037, 4099, 70000};
+    static const float temps[] = {0.0f, 1.0f, 0.7f, 1.9f};
+    const int32_t mask[] = {17, 2, 3};
+    int checked = 0, distinct = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const int n = sizes[si], ld = n + 5, rows = n > 5000 ? 12 : 40;
+        float *x = malloc((size_t)rows * ld * sizeof(float));
+        int32_t hist[64];
+        pb_sample_row *row = calloc((size_t)rows, sizeof *row);
+        for (int h = 0; h < 64; h++) /* ids in and out of range, repeated */
+            hist[h] = h % 9 == 8 ? n + h : h % 7 == 6 ? -1 : (int32_t)(rnd() % (uint64_t)(n < 40 ? n : 40));
+        for (int r = 0; r < rows; r++) {
+            float *l = x + (size_t)r * ld;
+            /* peaked rows (a real model's shape: a few likely ids) and flat ones, some of them quantized to ties */
+            const float sc = r % 3 == 0 ? 12.0f : r % 3 == 1 ? 3.0f : 0.25f;
+            for (int i = 0; i < n; i++) {
+                const float u = frand();
+                l[i] = sc * u * fabsf(u) * (r % 5 == 4 ? 1.0f : fabsf(frand()));
+                if (r % 4 == 3)
+                    l[i] = roundf(l[i] * 2.0f) / 2.0f;
+            }
+            if (r == 5)
+                for (int i = 0; i < n; i++)
+                    l[i] = i % 2 ? NAN : -INFINITY;
+            if (r == 6 && n > 3)
+                l[3] = l[n - 1] = INFINITY;
+            if (r == 7 && n > 10)
+                l[10] = NAN;
+            pb_sample_row *q = &row[r];
+            q->temperature = temps[r % 4];
+            q->top_k = r % 6 == 1 ? 1 : r % 6 == 2 ? 40 : r % 6 == 3 ? n / 2 + 1 : r % 6 == 4 ? n + 3 : 0;
+            q->top_p = r % 7 == 1 ? 0.9f : r % 7 == 2 ? 0.5f : r % 7 == 3 ? 0.999f : r % 7 == 4 ? 0.05f : 1.0f;
+            q->min_p = r % 5 == 2 ? 0.05f : r % 5 == 3 ? 0.5f : 0.0f;
+            q->repetition_penalty = r % 8 == 2 ? 1.3f : r % 8 == 5 ? 0.8f : 1.0f;
+            q->seed = 42 + (uint64_t)r * 0x100000001ull;
+            q->record = (uint64_t)r * 977 + ((uint64_t)si << 33);
+            q->step = (uint64_t)r % 11;
+            q->hist = hist;
+            q->n_hist = r % 3 == 0 ? 0 : 8 + r % 50;
+            q->masked = r % 4 == 1;
+        }
+        distinct += sample_rows(x, rows, n, n + 5, row, mask, 3);
+        checked += rows;
+        free(x), free(row);
+    }
+    /* the draws are not all the greedy pick (the cases sample) */
+    CHECK(distinct > checked / 4, "only %d of %d rows drew other than the largest", distinct, checked);
+    /* the weights' bits: logits {0, d}, min_p at the host's weight of id 1 (kept) or a float above it (dropped),
+     * so a weight an ulp off changes which ids may be drawn (each row draws id 1 with probability >= 0.18) */
+    enum { K = 96 };
+    float x[2 * K * 2];
+    pb_sample_row row[2 * K];
+    memset(row, 0, sizeof row);
+    for (int k = 0; k < K; k++) {
+        const float d = -1.5f * (float)(k + 1) / (float)K + 1e-3f * frand(), t = k % 3 ? 0.8f + 0.01f * (float)k : 1.0f;
+        const float e1 = pb_sample_exp(t != 1.0f ? d / t : d);
+        for (int h = 0; h < 2; h++) {
+            pb_sample_row *q = &row[2 * k + h];
+            x[2 * (2 * k + h)] = 0.0f;
+            x[2 * (2 * k + h) + 1] = d;
+            q->temperature = t;
+            q->top_p = 1.0f;
+            q->min_p = h ? nextafterf(e1, 1.0f) : e1;
+            q->repetition_penalty = 1.0f;
+            q->seed = 7;
+            q->record = (uint64_t)k;
+        }
+    }
+    sample_rows(x, 2 * K, 2, 2, row, mask, 0);
+}
+
 /* host_run: every item once, each on a worker in [0, threads) */
 typedef struct host_items { int *hits, *worker; } host_items;
 static void host_item(void *ctx, int item, int worker)
@@ -1316,6 +1427,7 @@ static void run_all(void)
     test_mlp_glu();
     test_gemma();
     test_argmax();
+    test_sample();
     test_host_run();
 }
 

@@ -8,6 +8,7 @@
  * micro-batches that keep cycling: prefill, then 12 decode steps each. */
 #include "config.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,10 @@ static pb_status build_mb(pb_microbatch *mb, seq *s, int group, int chunks, int 
             d.sample.temperature = 0.8f;
             d.sample.top_k = 20;
             d.sample.repetition_penalty = 1.1f;
+        }
+        if (i % 4 == 3) {
+            d.sample.top_p = 0.9f;
+            d.sample.min_p = 0.02f;
         }
         d.key = (pb_rng_key){.seed = 1234, .record = (uint64_t)i, .step = (uint64_t)q->n_gen};
         if (q->n_gen == 0) {
@@ -112,22 +117,53 @@ out:
     return st;
 }
 
+/* --sample-op: the CPU backend with a sample op (pb_backend_ops.sample) that
+ * runs pb_sample on its rows in host memory, so that the slot sampler and
+ * the stage take the path of a backend that samples on its device (the
+ * rows' settings, keys, histories and masks, the head's row chunks): the
+ * ids must be those of the host path */
+static pb_backend_ops sample_ops;
+
+static pb_status host_sample_op(pb_backend *be, const float *x, int rows, int n, int ld, const pb_sample_row *row,
+                                const int32_t *mask_ids, int n_mask, int32_t *ids)
+{
+    (void)be;
+    void *scratch = malloc(pb_sample_scratch_bytes(n));
+    float *m = malloc((size_t)n * sizeof(float));
+    if (!scratch || !m) {
+        free(scratch), free(m);
+        return pb_error(PB_ERR_NOMEM, "sample op: out of memory");
+    }
+    for (int r = 0; r < rows; r++) {
+        const pb_sample_row *q = &row[r];
+        memcpy(m, x + (size_t)r * ld, (size_t)n * sizeof(float));
+        for (int e = 0; q->masked && e < n_mask; e++)
+            m[mask_ids[e]] = -INFINITY;
+        const pb_sample_params sp = {q->temperature, q->top_k, q->top_p, q->min_p, q->repetition_penalty};
+        const pb_rng_key key = {q->seed, q->record, q->step};
+        ids[r] = pb_sample(m, n, &sp, q->hist, (size_t)q->n_hist, &key, scratch);
+    }
+    free(scratch), free(m);
+    return PB_OK;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: pipe_test MODEL OUT [--chunks C] [--points a,b] [--threshold SIZE] [--balanced] "
-                        "[--die R] [--nccl]\n");
+                        "[--die R] [--nccl] [--sample-op]\n");
         return 2;
     }
     const char *model = argv[1], *out_path = argv[2];
     int chunks = 2, die = -1;
     int points[16], n_points = 0;
     uint64_t threshold = 0;
-    bool balanced = false, nccl = false;
+    bool balanced = false, nccl = false, sample_op = false;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--chunks") && i + 1 < argc) chunks = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--nccl")) nccl = true;
         else if (!strcmp(argv[i], "--balanced")) balanced = true;
+        else if (!strcmp(argv[i], "--sample-op")) sample_op = true;
         else if (!strcmp(argv[i], "--die") && i + 1 < argc) die = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threshold") && i + 1 < argc) {
             if (pb_parse_size(argv[++i], &threshold) != PB_OK) return 2;
@@ -180,6 +216,11 @@ int main(int argc, char **argv)
                         .threads = 1};
     pb_backend_opts bo = {.threads = 1};
     PB_CHECK_GOTO(pb_backend_create("cpu", &bo, &be), st, fail);
+    if (sample_op) {
+        sample_ops = *be->ops;
+        sample_ops.sample = host_sample_op;
+        be->ops = &sample_ops;
+    }
     PB_CHECK_GOTO(pb_stage_create(&cfg, sp, w, be, &so, &stage), st, fail);
     pb_weights_free(w);
     w = NULL;

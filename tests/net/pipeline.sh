@@ -1,7 +1,8 @@
 #!/bin/sh
 # The pipeline across ranks on test checkpoints of every family: token ids
 # (greedy and sampled with fixed seeds) under mpirun -np 2, 3, 4 and several
-# --chunks are identical to the single-process run; each split policy; a
+# --chunks are identical to the single-process run; each split policy; the
+# picks made by the last stage's backend (--sample-op) equal the host's; a
 # rank killed mid-run makes the job end non-zero, naming it, within 15 s.
 set -u
 . "$PB_SRCDIR/tests/net/lock.sh"
@@ -45,6 +46,12 @@ for n in 2 3; do
     timeout 120 $MPIRUN -np $n "$T" "$m" "$D/out" --balanced --chunks $n 2>"$err" || fail "balanced: -np $n"
     cmp "$D/ref" "$D/out" || fail "balanced: -np $n differs from world 1"
 done
+# The picks made by the last stage's backend (a sample op, as the CUDA backend has): the rows' settings, keys,
+# histories and the head's row chunks reach it, so the ids are the host sampler's (world 1 and 2 ranks).
+"$T" "$m" "$D/out" --chunks 2 --sample-op 2>"$err" || fail "sample op: world 1"
+cmp "$D/ref" "$D/out" || fail "sample op: world 1 differs from the host sampler's"
+timeout 120 $MPIRUN -np 2 "$T" "$m" "$D/out" --chunks 2 --sample-op 2>"$err" || fail "sample op: -np 2"
+cmp "$D/ref" "$D/out" || fail "sample op: -np 2 differs from the host sampler's"
 # A threshold that gives another number of stages than ranks is refused.
 timeout 120 $MPIRUN -np 2 "$T" "$m" "$D/out" --threshold 100K 2>"$err" && fail "threshold/rank mismatch accepted"
 grep -q "launch [0-9]* ranks" "$err" || fail "threshold mismatch message"

@@ -91,6 +91,12 @@ static inline float __uint_as_float(unsigned u)
     memcpy(&f, &u, 4);
     return f;
 }
+static inline int atomicAdd(int *p, int v) // fibers switch only at barriers: a plain add is atomic
+{
+    int o = *p;
+    *p += v;
+    return o;
+}
 static inline int atomicOr(int *p, int v)
 {
     int o = *p;
