@@ -1412,19 +1412,40 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         const double zz = s_dbl[0];
         const float lo = (float)((zz - (double)P.top_p * zz) * 0.999 / cn);
         const int np0 = sample_compact(cn, [=](int i) { return e[i] >= lo; }, wk.pos, si);
-        if (tid == 0) {
-            int32_t *pos = wk.pos;
+        // the levels of the weights' bits: each thread the sums of its buckets (b % SAMPLE_THREADS == tid) over
+        // the candidates a tile at a time, in order (each (sub-histogram, bucket) sum as the host's loop forms
+        // it); one thread walks down the buckets; the selected bucket's candidates are kept in order
+        int32_t *pa = wk.pos, *pb = (int32_t *)(void *)(cid ? wk.w : wk.lv); // (w or lv: no longer read)
+        int np = np0;
+        bool all = false;
+        double before = 0; // thread 0's
+        for (int lev = 0; lev < 3 && np > 0; lev++) {
+            const int shift = lev == 0 ? 20 : lev == 1 ? 9 : 0, nb = 1 << (lev == 0 ? 10 : lev == 1 ? 11 : 9);
+            const unsigned mask = (unsigned)nb - 1;
+            const int per = nb / SAMPLE_THREADS; // 4, 8, 2
+            double acc[4][8];
+            for (int q = 0; q < 4; q++)
+                for (int k = 0; k < 8; k++)
+                    acc[q][k] = 0;
+            for (int j0 = 0; j0 < np; j0 += SAMPLE_THREADS) {
+                if (j0 + tid < np) {
+                    const float v = e[pa[j0 + tid]];
+                    sf[tid] = v;
+                    si[tid] = (int)((__float_as_uint(v) >> shift) & mask);
+                }
+                __syncthreads();
+                const int m = np - j0 < SAMPLE_THREADS ? np - j0 : SAMPLE_THREADS;
+                for (int q = 0; q < m; q++)
+                    if ((si[q] & (SAMPLE_THREADS - 1)) == tid)
+                        acc[(j0 + q) & 3][si[q] / SAMPLE_THREADS] += (double)sf[q];
+                __syncthreads();
+            }
             double *h = wk.hist;
-            int np = np0, last = -1;
-            double before = 0;
-            bool all = false;
-            for (int lev = 0; lev < 3 && np > 0 && !all; lev++) {
-                const int shift = lev == 0 ? 20 : lev == 1 ? 9 : 0, nb = 1 << (lev == 0 ? 10 : lev == 1 ? 11 : 9);
-                const unsigned mask = (unsigned)nb - 1;
-                for (int b = 0; b < 4 * nb; b++)
-                    h[b] = 0;
-                for (int j = 0; j < np; j++)
-                    h[(j & 3) * nb + (int)((__float_as_uint(e[pos[j]]) >> shift) & mask)] += e[pos[j]];
+            for (int q = 0; q < 4; q++)
+                for (int k = 0; k < per; k++)
+                    h[q * nb + k * SAMPLE_THREADS + tid] = acc[q][k];
+            __syncthreads();
+            if (tid == 0) {
                 int sel = -1;
                 for (int b = nb - 1; b >= 0 && sel < 0; b--) {
                     const double mm = (h[b] + h[nb + b]) + (h[2 * nb + b] + h[3 * nb + b]);
@@ -1433,23 +1454,32 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
                     else
                         before += mm;
                 }
-                if (sel < 0) {
-                    all = true; // short of keep by rounding: every candidate stays
-                    break;
-                }
-                int k = 0;
-                for (int j = 0; j < np; j++) {
-                    pos[k] = pos[j];
-                    k += (int)((__float_as_uint(e[pos[j]]) >> shift) & mask) == sel;
-                }
-                np = k;
+                s_int[0] = sel;
             }
+            __syncthreads();
+            const int sel = s_int[0];
+            if (sel < 0) {
+                all = true; // short of keep by rounding: every candidate stays
+                break;
+            }
+            const int32_t *src = pa;
+            np = sample_compact(
+                np, [=](int j) { return (int)((__float_as_uint(e[src[j]]) >> shift) & mask) == sel; }, pb, si);
+            for (int k = tid; k < np; k += SAMPLE_THREADS)
+                pb[k] = pa[pb[k]];
+            __syncthreads();
+            int32_t *t = pa;
+            pa = pb;
+            pb = t;
+        }
+        if (tid == 0) {
+            int last = -1;
             if (!all && np > 0) {
-                last = pos[np - 1];
+                last = pa[np - 1];
                 for (int j = 0; j < np; j++) {
-                    before += e[pos[j]];
+                    before += e[pa[j]];
                     if (before >= keep) {
-                        last = pos[j];
+                        last = pa[j];
                         break;
                     }
                 }
