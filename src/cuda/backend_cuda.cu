@@ -786,9 +786,8 @@ static pb_status cuda_sample(pb_backend *be, const float *x, int rows, int n, in
     const size_t a_rows = round256((size_t)rows * sizeof(kc_sample_row)), a_hist = round256(n_hist * sizeof(int32_t));
     const size_t a_mask = (size_t)n_mask * sizeof(int32_t), args = a_rows + a_hist + a_mask;
     const size_t wrow = kc_sample_work_bytes(n);
-    const int per = (int)(SAMPLE_WORK_BYTES / wrow > 0 ? (SAMPLE_WORK_BYTES / wrow < (size_t)rows ? SAMPLE_WORK_BYTES / wrow
-                                                                                                  : (size_t)rows)
-                                                       : 1);
+    const size_t fit = SAMPLE_WORK_BYTES / wrow; // rows a launch
+    const int per = fit < 1 ? 1 : fit > (size_t)rows ? rows : (int)fit;
     const size_t o_work = round256(args), o_ids = o_work + (size_t)per * wrow;
     PB_CHECK(buf_reserve(c, &c->samp, &c->samp_cap, o_ids + (size_t)rows * sizeof(int32_t)));
     unsigned char *h = NULL, *d = (unsigned char *)c->samp;

@@ -1278,13 +1278,18 @@ __device__ static void sample_blocks(const float *e, int n, double *blk)
     }
 }
 
-// the blocks' total in order (one thread; the others get 0)
-__device__ static double sample_total(const double *blk, int n)
+// the blocks' total in order (one thread, as the host's loop), for every thread
+__device__ static double sample_total(const double *blk, int n, double *sh)
 {
-    double z = 0;
-    if (threadIdx.x == 0)
+    if (threadIdx.x == 0) {
+        double z = 0;
         for (int b = 0; b < (n + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK; b++)
             z += blk[b];
+        *sh = z;
+    }
+    __syncthreads();
+    const double z = *sh;
+    __syncthreads();
     return z;
 }
 
@@ -1305,7 +1310,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     __shared__ float sf[SAMPLE_THREADS];
     __shared__ int s_int[2];
     __shared__ unsigned s_pre;
-    __shared__ double s_dbl[2];
+    __shared__ double s_dbl;
     const int r = blockIdx.x, tid = threadIdx.x;
     const kc_sample_row P = rows[r];
     const float *l = x + (size_t)r * (size_t)ld;
@@ -1405,12 +1410,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     if (P.top_p < 1.0f) { // the smallest run by weight, then id, whose mass reaches top_p of the whole
         sample_blocks(e, cn, wk.blk);
         __syncthreads();
-        const double z = sample_total(wk.blk, cn), keep = (double)P.top_p * z;
-        if (tid == 0)
-            s_dbl[0] = z;
-        __syncthreads();
-        const double zz = s_dbl[0];
-        const float lo = (float)((zz - (double)P.top_p * zz) * 0.999 / cn);
+        const double z = sample_total(wk.blk, cn, &s_dbl), keep = (double)P.top_p * z;
+        const float lo = (float)((z - keep) * 0.999 / cn);
         const int np0 = sample_compact(cn, [=](int i) { return e[i] >= lo; }, wk.pos, si);
         // the levels of the weights' bits: each thread the sums of its buckets (b % SAMPLE_THREADS == tid) over
         // the candidates a tile at a time, in order (each (sub-histogram, bucket) sum as the host's loop forms
@@ -1418,7 +1419,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         int32_t *pa = wk.pos, *pb = (int32_t *)(void *)(cid ? wk.w : wk.lv); // (w or lv: no longer read)
         int np = np0;
         bool all = false;
-        double before = 0; // thread 0's
+        double before = 0; // thread 0's (the walk down the buckets)
         for (int lev = 0; lev < 3 && np > 0; lev++) {
             const int shift = lev == 0 ? 20 : lev == 1 ? 9 : 0, nb = 1 << (lev == 0 ? 10 : lev == 1 ? 11 : 9);
             const unsigned mask = (unsigned)nb - 1;
@@ -1508,8 +1509,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     // the draw: the block, then the element, where the running mass first passes u x the total
     sample_blocks(e, cn, wk.blk);
     __syncthreads();
+    const double z = sample_total(wk.blk, cn, &s_dbl);
     if (tid == 0) {
-        const double target = sample_uniform(P) * sample_total(wk.blk, cn);
+        const double target = sample_uniform(P) * z;
         const int nb = (cn + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
         double acc = 0;
         int b = 0, pick = -1;

@@ -535,16 +535,14 @@ static pb_status hist_all(pb_slot_sampler *s, const pb_microbatch *mb)
     return PB_OK;
 }
 
-/* Each sampling sequence's token: picks[i] where picks (made on the stage's
- * device, the histories already added), else sampled from logits row i
- * (after adding the histories): on be's host threads where it has them
- * (host_run) and two or more rows sample, else in turn. */
+/* Each sampling sequence's token (the histories added: hist_all): picks[i]
+ * where picks (made on the stage's device), else sampled from logits row i:
+ * on be's host threads where it has them (host_run) and two or more rows
+ * sample, else in turn. */
 static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits, const int32_t *picks,
                           pb_mb_result *res, pb_backend *be)
 {
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
-    if (!picks)
-        PB_CHECK(hist_all(s, mb));
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
     int n_sample = 0;
@@ -580,6 +578,8 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
 pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
                                 const pb_microbatch *mb, float *logits, pb_mb_result *res)
 {
+    /* the histories first: a device draw's penalty reads its row's tokens of this micro-batch */
+    PB_CHECK(hist_all(s, mb));
     const bool fits = mb->n_seqs <= s->n_slots;
     bool greedy = pb_stage_has_argmax(stage) && fits;
     for (int i = 0; i < mb->n_seqs && fits; i++) {
@@ -590,12 +590,9 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     }
     if (greedy) {
         PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
-        PB_CHECK(hist_all(s, mb));
         return pick_all(s, mb, NULL, s->ids, res, NULL);
     }
     if (fits && pb_stage_has_sample(stage)) {
-        /* the histories first: a row's penalty reads its own tokens of this micro-batch */
-        PB_CHECK(hist_all(s, mb));
         for (int i = 0; i < mb->n_seqs; i++) {
             const pb_mb_seq *q = &mb->seqs[i];
             pb_sample_row *r = &s->rows[i];
@@ -619,6 +616,7 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
                               pb_mb_result *res)
 {
+    PB_CHECK(hist_all(s, mb));
     return pick_all(s, mb, logits, NULL, res, NULL);
 }
 
