@@ -451,6 +451,9 @@ static const step_model step_models[] = {
     /* c_attn 2304x768, c_proj 768x768, c_fc 3072x768, mlp c_proj 768x3072; the tied 50257x768 head */
     {"GPT-2-124M", PB_DT_F32, 12, {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}}, 50257, 768},
     {"GPT-2-124M", PB_DT_F16, 12, {{2304, 768}, {768, 768}, {3072, 768}, {768, 3072}}, 50257, 768},
+    /* q|k|v 2560x2048 (32 heads over 4 KV heads of 64), o 2048x2048, gate|up 11264x2048, down 2048x5632; the
+     * untied 32000x2048 head: 2.2 GB a step, where no cache holds a layer */
+    {"TinyLlama-1.1B", PB_DT_BF16, 22, {{2560, 2048}, {2048, 2048}, {11264, 2048}, {2048, 5632}}, 32000, 2048},
 };
 
 static void bench_step(pb_kctx *k, const step_model *sm, double secs, double bw)
