@@ -23,7 +23,9 @@ shape (f32 and f16) and a TinyLlama-1.1B shape (bf16: hidden 2048, 22 layers,
 (from_config with its random init, save_pretrained in the dtype), and a small
 llama from contrib/pb-make-checkpoint for --quick.
 
-Measures (median of --runs, peers interleaved within each run):
+Measures (median of --runs, peers interleaved within each run; below each
+model's table, each program's lowest and highest run of prefill and every
+batch, so that a median ratio can be read beside the spread behind it):
   load_s       pippy: process wall minus generation wall (start, tokenizer,
                plan, weights); peers: model + context construction. Each
                peer's weight files are read into the page cache before its
@@ -1014,6 +1016,17 @@ def main():
             rb = ratio(pv, b, hb) if b else None
             row += f" {('%.2f' % rb) if rb else '-':>9}"
             w(row)
+        # each program's spread over its runs: a median ratio is only as firm as the runs beside it
+        spread_keys = ["prefill"] + [f"decode_b{b}" for b in batches]
+        for p in peers:
+            runs_p = results[m["name"]].get(p, [])
+            parts = []
+            for k in spread_keys:
+                v = [x[k] for x in runs_p if x.get(k)]
+                if len(v) > 1:
+                    parts.append(f"{labels[k].replace(' tok/s', '')} {min(v):.1f}-{max(v):.1f}")
+            if parts:
+                w(f"  {p}'s runs, lowest-highest: " + ", ".join(parts))
         def b1_vs_rate(p):  # each run's (rate sampled beside its b1, b1 as a fraction of the bound at it)
             return [(x["bw_b1_gbs"], x["decode_b1"] * m["facts"]["read_bytes"] / (x["bw_b1_gbs"] * 1e9))
                     for x in results[m["name"]].get(p, []) if x.get("bw_b1_gbs") and x.get("decode_b1")]
