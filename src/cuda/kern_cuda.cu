@@ -1,6 +1,7 @@
 // Kernels of the CUDA backend: a batch-invariant GEMV-style linear, gather,
 // norms, rotary, activations, attention over a bf16, f16 or f32 KV cache, and
 // small element-wise ops. Semantics follow src/cpu/cpu.c op by op.
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -456,11 +457,14 @@ __device__ __forceinline__ void tc_load_slice(uint4 w[NG][TC_SLICE_SPANS], const
 // slices in rounds (warp w slice 8r + w), stream their W slice once (all of a
 // slice's loads issued first: NG x 8 x 16 bytes a lane) and leave the slice's
 // sums in shared memory, which the block adds in slice order after each round.
-// PF (calls of more than one round, PB_CUDA_TC_PREFETCH=1): each warp issues its
-// next round's slice loads before this round's products and sums, so that the
-// rounds' loads overlap instead of each round waiting out a load's latency
-// (twice the registers for W: its own instances). The same products and sums
-// in the same order.
+// PF (PB_CUDA_TC_PREFETCH=1: calls of more than one round; =2: every call):
+// each warp issues its next unit's slice loads (the next round, or the first
+// of the block's next column group) before this round's products and sums, so
+// that the units' loads overlap instead of each waiting out a load's latency
+// (twice the registers for W: its own instances); a PF block takes the column
+// groups blockIdx.x, + gridDim.x, ... in turn (=2's grid: the blocks the
+// device runs at once), the others one group. The same products and sums in
+// the same order.
 template <int DT, int MT, int NG, bool VEC, int XS, bool PF>
 __global__ void __launch_bounds__(TCS_WARPS * 32)
     k_linear_tc_skinny(const void *__restrict__ x, int ldx, int M, const uint16_t *__restrict__ W,
@@ -470,85 +474,99 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
     __shared__ float part[TCS_WARPS][ELEMS];
     pdl_trigger();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int n0 = blockIdx.x * COLS, m0 = blockIdx.y * 16 * MT;
+    const int m0 = blockIdx.y * 16 * MT, ncg = (N + COLS - 1) / COLS;
     const int nspans = (K + TC_SPAN - 1) / TC_SPAN, nslices = tc_nslices(K);
-    float tot[PER];
-#pragma unroll
-    for (int q = 0; q < PER; q++)
-        tot[q] = 0.0f;
     if (nslices == 0)
         pdl_wait();
     uint4 w[NG][TC_SLICE_SPANS];
     if (PF)
-        tc_load_slice<NG, VEC>(w, W, N, K, n0, warp, nslices, nspans, g, t);
-    for (int r0 = 0; r0 < nslices; r0 += TCS_WARPS) {
-        const int s = r0 + warp;
-        float acc[NG][MT][4];
+        tc_load_slice<NG, VEC>(w, W, N, K, (int)blockIdx.x * COLS, warp, nslices, nspans, g, t);
+    // column group cg, the block's first where first (PF: w holds its first unit's slice, and on return the
+    // block's next group's)
+    auto group = [&](const int cg, const bool first) {
+        const int n0 = cg * COLS;
+        float tot[PER];
 #pragma unroll
-        for (int c = 0; c < NG; c++)
+        for (int q = 0; q < PER; q++)
+            tot[q] = 0.0f;
+        for (int r0 = 0; r0 < nslices; r0 += TCS_WARPS) {
+            const int s = r0 + warp;
+            float acc[NG][MT][4];
 #pragma unroll
-            for (int i = 0; i < MT; i++)
-                acc[c][i][0] = acc[c][i][1] = acc[c][i][2] = acc[c][i][3] = 0.0f;
-        const int sp0 = s * TC_SLICE_SPANS;
-        const int nsp = nspans - sp0 < TC_SLICE_SPANS ? nspans - sp0 : TC_SLICE_SPANS;
-        uint4 wn[NG][TC_SLICE_SPANS]; // PF: the next round's slice
-        if (PF)
-            tc_load_slice<NG, VEC>(wn, W, N, K, n0, s + TCS_WARPS, nslices, nspans, g, t);
-        else
-            tc_load_slice<NG, VEC>(w, W, N, K, n0, s, nslices, nspans, g, t);
-        if (r0 == 0)
-            pdl_wait(); // x and y from here on (every thread)
-        if (s < nslices) { // the whole warp
+            for (int c = 0; c < NG; c++)
 #pragma unroll
-            for (int j = 0; j < TC_SLICE_SPANS; j++) {
-                if (j < nsp) {
-                    const int k0 = (sp0 + j) * TC_SPAN + 8 * t;
+                for (int i = 0; i < MT; i++)
+                    acc[c][i][0] = acc[c][i][1] = acc[c][i][2] = acc[c][i][3] = 0.0f;
+            const int sp0 = s * TC_SLICE_SPANS;
+            const int nsp = nspans - sp0 < TC_SLICE_SPANS ? nspans - sp0 : TC_SLICE_SPANS;
+            uint4 wn[NG][TC_SLICE_SPANS]; // PF: the next unit's slice (zeros past the block's last group)
+            if (PF) {
+                const bool last = r0 + TCS_WARPS >= nslices;
+                tc_load_slice<NG, VEC>(wn, W, N, K, last ? n0 + (int)gridDim.x * COLS : n0,
+                                       last ? warp : s + TCS_WARPS, nslices, nspans, g, t);
+            } else {
+                tc_load_slice<NG, VEC>(w, W, N, K, n0, s, nslices, nspans, g, t);
+            }
+            if (r0 == 0 && first)
+                pdl_wait(); // x and y from here on (every thread)
+            if (s < nslices) { // the whole warp
 #pragma unroll
-                    for (int i = 0; i < MT; i++) {
-                        const uint4 xa = tc_load_row<DT, VEC, XS>(x, ldx, M, K, m0 + 16 * i + g, k0, act);
-                        const uint4 xb = tc_load_row<DT, VEC, XS>(x, ldx, M, K, m0 + 16 * i + g + 8, k0, act);
+                for (int j = 0; j < TC_SLICE_SPANS; j++) {
+                    if (j < nsp) {
+                        const int k0 = (sp0 + j) * TC_SPAN + 8 * t;
 #pragma unroll
-                        for (int c = 0; c < NG; c++)
-                            tc_span<DT>(acc[c][i], xa, xb, w[c][j]);
+                        for (int i = 0; i < MT; i++) {
+                            const uint4 xa = tc_load_row<DT, VEC, XS>(x, ldx, M, K, m0 + 16 * i + g, k0, act);
+                            const uint4 xb = tc_load_row<DT, VEC, XS>(x, ldx, M, K, m0 + 16 * i + g + 8, k0, act);
+#pragma unroll
+                            for (int c = 0; c < NG; c++)
+                                tc_span<DT>(acc[c][i], xa, xb, w[c][j]);
+                        }
                     }
                 }
             }
-        }
-        // element e of the block's tile: row e / COLS, column e % COLS
+            // element e of the block's tile: row e / COLS, column e % COLS
 #pragma unroll
-        for (int c = 0; c < NG; c++)
+            for (int c = 0; c < NG; c++)
 #pragma unroll
-            for (int i = 0; i < MT; i++) {
-                float *p = part[warp] + (16 * i + g) * COLS + 8 * c + 2 * t;
-                p[0] = acc[c][i][0];
-                p[1] = acc[c][i][1];
-                p[8 * COLS] = acc[c][i][2];
-                p[8 * COLS + 1] = acc[c][i][3];
+                for (int i = 0; i < MT; i++) {
+                    float *p = part[warp] + (16 * i + g) * COLS + 8 * c + 2 * t;
+                    p[0] = acc[c][i][0];
+                    p[1] = acc[c][i][1];
+                    p[8 * COLS] = acc[c][i][2];
+                    p[8 * COLS + 1] = acc[c][i][3];
+                }
+            __syncthreads();
+            const int ns = nslices - r0 < TCS_WARPS ? nslices - r0 : TCS_WARPS;
+#pragma unroll
+            for (int q = 0; q < PER; q++) {
+                const int e = (int)threadIdx.x + q * TCS_WARPS * 32;
+                if (e < ELEMS)
+                    for (int w2 = 0; w2 < ns; w2++)
+                        tot[q] = __fadd_rn(tot[q], part[w2][e]);
             }
-        __syncthreads();
-        const int ns = nslices - r0 < TCS_WARPS ? nslices - r0 : TCS_WARPS;
+            __syncthreads();
+            if (PF) {
+#pragma unroll
+                for (int j = 0; j < TC_SLICE_SPANS; j++)
+#pragma unroll
+                    for (int c = 0; c < NG; c++)
+                        w[c][j] = wn[c][j];
+            }
+        }
 #pragma unroll
         for (int q = 0; q < PER; q++) {
             const int e = (int)threadIdx.x + q * TCS_WARPS * 32;
-            if (e < ELEMS)
-                for (int w2 = 0; w2 < ns; w2++)
-                    tot[q] = __fadd_rn(tot[q], part[w2][e]);
+            const int m = m0 + e / COLS, n = n0 + e % COLS;
+            if (e < ELEMS && m < M && n < N)
+                y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[q], bias[n]) : tot[q];
         }
-        __syncthreads();
-        if (PF) {
-#pragma unroll
-            for (int j = 0; j < TC_SLICE_SPANS; j++)
-#pragma unroll
-                for (int c = 0; c < NG; c++)
-                    w[c][j] = wn[c][j];
-        }
-    }
-#pragma unroll
-    for (int q = 0; q < PER; q++) {
-        const int e = (int)threadIdx.x + q * TCS_WARPS * 32;
-        const int m = m0 + e / COLS, n = n0 + e % COLS;
-        if (e < ELEMS && m < M && n < N)
-            y[(size_t)m * ldy + n] = bias ? __fadd_rn(tot[q], bias[n]) : tot[q];
+    };
+    if (PF) {
+        for (int cg = (int)blockIdx.x; cg < ncg; cg += (int)gridDim.x)
+            group(cg, cg == (int)blockIdx.x);
+    } else {
+        group((int)blockIdx.x, true);
     }
 }
 
@@ -924,11 +942,31 @@ int kc_env_int(const char *name, int dflt, int lo, int hi)
 
 // PB_CUDA_TC_PREFETCH=1: a call of more than one round of slices (K above TCS_WARPS x 256: TinyLlama's down
 // product, every product of a 7B) takes the skinny kernel's form that loads the next round's slices before
-// this round's products. Off until a GPU measures it (lease.sh's batch-1 runs).
-static bool tc_prefetch_on(void)
+// this round's products. =2: every call takes it, in a grid of the blocks the device runs at once (its
+// multiprocessors times the form's blocks on each), each block its column groups in turn, the next group's
+// first slices loaded before the last round of this one: no block waits out a load's latency at its start,
+// and none sits idle in a last partial wave (the 1.1B's gate|up product: 704 groups). Off until a GPU
+// measures it (lease.sh's batch-1 runs and linbench).
+static int tc_prefetch_mode(void)
 {
-    static const int on = kc_env_int("PB_CUDA_TC_PREFETCH", 0, 0, 1);
-    return on != 0;
+    static const int mode = kc_env_int("PB_CUDA_TC_PREFETCH", 0, 0, 2);
+    return mode;
+}
+
+typedef void (*skinny_kern)(const void *, int, int, const uint16_t *, const float *, float *, int, int, int, int);
+
+// the blocks of kern the device runs at once (at least 1; UINT_MAX, no bound, where the device does not say)
+static unsigned resident_blocks(skinny_kern kern)
+{
+    int dev = 0, sms = 0, per = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kern, TCS_WARPS * 32, 0) != cudaSuccess || sms < 1 ||
+        per < 1) {
+        (void)cudaGetLastError(); // not sticky: clear it for the launch's check
+        return UINT_MAX;
+    }
+    return (unsigned)sms * (unsigned)per;
 }
 
 // x from source XS (ldx its row stride; act: XS_GLU's activation)
@@ -936,13 +974,24 @@ template <int DT, int NG, bool VEC, int XS>
 static void skinny_launch(cudaStream_t st, const void *x, int ldx, int M, const uint16_t *W, const float *bias,
                           float *y, int ldy, int N, int K, int act)
 {
-    const dim3 grid((unsigned)((N + 8 * NG - 1) / (8 * NG)), 1u);
-    const bool pf = tc_nslices(K) > TCS_WARPS && tc_prefetch_on();
-    void (*kern)(const void *, int, int, const uint16_t *, const float *, float *, int, int, int, int) =
-        M <= 16   ? (pf ? k_linear_tc_skinny<DT, 1, NG, VEC, XS, true> : k_linear_tc_skinny<DT, 1, NG, VEC, XS, false>)
-        : M <= 32 ? (pf ? k_linear_tc_skinny<DT, 2, NG, VEC, XS, true> : k_linear_tc_skinny<DT, 2, NG, VEC, XS, false>)
-                  : (pf ? k_linear_tc_skinny<DT, 4, NG, VEC, XS, true>
-                        : k_linear_tc_skinny<DT, 4, NG, VEC, XS, false>);
+    const unsigned groups = (unsigned)((N + 8 * NG - 1) / (8 * NG));
+    const int mode = tc_prefetch_mode();
+    const bool pf = mode == 2 || (mode == 1 && tc_nslices(K) > TCS_WARPS);
+    const int mi = M <= 16 ? 0 : M <= 32 ? 1 : 2;
+    static const skinny_kern kerns[2][3] = {
+        {k_linear_tc_skinny<DT, 1, NG, VEC, XS, false>, k_linear_tc_skinny<DT, 2, NG, VEC, XS, false>,
+         k_linear_tc_skinny<DT, 4, NG, VEC, XS, false>},
+        {k_linear_tc_skinny<DT, 1, NG, VEC, XS, true>, k_linear_tc_skinny<DT, 2, NG, VEC, XS, true>,
+         k_linear_tc_skinny<DT, 4, NG, VEC, XS, true>}};
+    const skinny_kern kern = kerns[pf][mi];
+    unsigned gx = groups;
+    if (mode == 2) {
+        static unsigned resident[3]; // the PF forms' (0: not asked yet); a process drives one device
+        if (!resident[mi])
+            resident[mi] = resident_blocks(kern);
+        gx = resident[mi] < groups ? resident[mi] : groups;
+    }
+    const dim3 grid(gx, 1u);
     if (pdl_on())
         KLAUNCH_PDL(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K, act);
     else

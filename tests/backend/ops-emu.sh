@@ -27,10 +27,11 @@ PB_CUDA_ATTN_GROUP=2 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
 # the third: 16-column warps reading f32 x, the tiled kernel in 128 x 128 tiles, attention's scores a key a
 # thread (PB_CUDA_ATTN_LANE), glu_linear's activation in the skinny kernel's loads at every row count it
 # takes (PB_CUDA_GLU_LOAD=1; by default k_glu first up to 16 rows, k_round_x's above), attention's rotary by
-# k_rope first (PB_CUDA_ATTN_ROPE=0; by default as the keys are stored), the skinny kernel's next round of
-# slices loaded a round ahead (PB_CUDA_TC_PREFETCH=1)
+# k_rope first (PB_CUDA_ATTN_ROPE=0; by default as the keys are stored), the skinny kernel's next unit's
+# slices loaded a round ahead in a grid of the blocks the device holds at once (PB_CUDA_TC_PREFETCH=2: the
+# stand-in's 3, so that blocks take several column groups)
 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1 PB_CUDA_GLU_LOAD=1 PB_CUDA_ATTN_ROPE=0 \
-    PB_CUDA_TC_PREFETCH=1 "$PB_BUILDDIR/tests/backend/ops-emu" cuda ||
+    PB_CUDA_TC_PREFETCH=2 "$PB_BUILDDIR/tests/backend/ops-emu" cuda ||
     exit $?
 # the fourth: 8-column warps on rounded rows, the pipelined kernel in rounds of 128 rows
 # (PB_CUDA_TC_PIPE_ROWS; a call of 130 rows takes two), launched as programmatic dependents (PB_CUDA_PDL;

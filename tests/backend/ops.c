@@ -335,10 +335,11 @@ static void test_linear(void)
     /* N, K, M: cuda's tensor-core kernels take M <= 64 rows in one pass over W (skinny) and more in tiles of
      * 128 x 64; K in slices of 256: 2200 and 2101 take two rounds of the skinny kernel's 8 warps, 4696 three
      * (the last of 3 slices) and 6152 four (the last of 1), each round's loads issued a round ahead where
-     * PB_CUDA_TC_PREFETCH=1 */
+     * PB_CUDA_TC_PREFETCH=1; with =2 the stand-in's grid of 3 blocks has 53 x 2101 take a block's second
+     * column group (16 or 8 columns a group, the last partial) after two rounds of the first */
     const int shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 1}, {67, 129, 9}, {130, 63, 32}, {19, 256, 37},
                              {257, 96, 5}, {70, 136, 72}, {45, 71, 66}, {17, 600, 64}, {9, 2200, 5},
-                             {7, 2101, 3}, {131, 520, 130}, {20, 4696, 40}, {24, 6152, 1}};
+                             {7, 2101, 3}, {131, 520, 130}, {20, 4696, 40}, {24, 6152, 1}, {53, 2101, 2}};
     for (unsigned s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (unsigned d = 0; d < 3; d++)
             linear_case(shapes[s][0], shapes[s][1], shapes[s][2], dts[d], dts[d], 1, false, false, s % 2 == 1, NULL);

@@ -123,6 +123,10 @@ struct cudaDeviceProp {
     char name[256];
     int major, minor;
 };
+// the stand-in's "multiprocessors" and blocks on each: few, so that a grid sized to them (the skinny
+// kernel's PB_CUDA_TC_PREFETCH=2) has its blocks take several column groups each
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
+#define EMU_SMS 3
 #define cudaStreamNonBlocking 1
 #define cudaEventDisableTiming 2
 #define cudaHostAllocDefault 0
@@ -149,5 +153,11 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *a, const void *p);
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d);
+template <typename F> cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, F, int, size_t)
+{
+    *n = 1;
+    return cudaSuccess;
+}
 
 #endif

@@ -201,6 +201,13 @@ cudaError_t cudaGetDevice(int *d)
     *d = 0;
     return cudaSuccess;
 }
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d)
+{
+    if (a != cudaDevAttrMultiProcessorCount || d != 0)
+        return cudaErrorInvalidValue;
+    *v = EMU_SMS;
+    return cudaSuccess;
+}
 cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
