@@ -184,34 +184,49 @@ static const char *type_of(const cJSON *o)
 
 /* ---- normalizers ---- */
 
-static pb_status parse_norm(const ld *L, const char *path, const cJSON *o, int depth, tk_norm *n)
+/* what every component's parser checks first: the nesting depth, an object,
+ * its string field 'type' (*t) */
+static pb_status component_type(const ld *L, const char *path, const cJSON *o, int depth, const char **t)
 {
-    memset(n, 0, sizeof *n);
     if (depth > TK_MAX_DEPTH)
         return ferr(L, path, "components nested too deeply");
     if (!cJSON_IsObject(o))
         return ferr(L, path, "must be an object");
-    const char *t = type_of(o);
-    if (!t)
+    if (!(*t = type_of(o)))
         return ferr(L, path, "missing string field 'type'");
+    return PB_OK;
+}
+
+/* string field key (dflt where it is absent and not required) copied into
+ * *str, its length in *len */
+static pb_status jstr_dup(const ld *L, const char *path, const cJSON *o, const char *key, bool required,
+                          const char *dflt, char **str, size_t *len)
+{
+    const char *s;
+    PB_CHECK(jstr(L, path, o, key, required, &s));
+    if (!s)
+        s = dflt;
+    *len = strlen(s);
+    if (!(*str = dupn(s, *len)))
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    return PB_OK;
+}
+
+static pb_status parse_norm(const ld *L, const char *path, const cJSON *o, int depth, tk_norm *n)
+{
+    memset(n, 0, sizeof *n);
+    const char *t;
+    PB_CHECK(component_type(L, path, o, depth, &t));
     if (strcmp(t, "Sequence") == 0) {
         n->kind = TK_NORM_SEQUENCE;
         PARSE_LIST(L, path, arr, "normalizers", tk_norm, parse_norm, tk_norm_free, depth, n->sub, n->n_sub);
     } else if (strcmp(t, "Prepend") == 0) {
-        const char *s;
         n->kind = TK_NORM_PREPEND;
-        PB_CHECK(jstr(L, path, o, "prepend", true, &s));
-        n->str_len = strlen(s);
-        if (!(n->str = dupn(s, n->str_len)))
-            return pb_error(PB_ERR_NOMEM, "out of memory");
+        PB_CHECK(jstr_dup(L, path, o, "prepend", true, "", &n->str, &n->str_len));
     } else if (strcmp(t, "Replace") == 0) {
-        const char *s;
         n->kind = TK_NORM_REPLACE;
         PB_CHECK(parse_pattern(L, path, o, &n->re));
-        PB_CHECK(jstr(L, path, o, "content", true, &s));
-        n->str_len = strlen(s);
-        if (!(n->str = dupn(s, n->str_len)))
-            return pb_error(PB_ERR_NOMEM, "out of memory");
+        PB_CHECK(jstr_dup(L, path, o, "content", true, "", &n->str, &n->str_len));
     } else if (strcmp(t, "NFC") == 0) n->kind = TK_NORM_NFC;
     else if (strcmp(t, "NFD") == 0) n->kind = TK_NORM_NFD;
     else if (strcmp(t, "NFKC") == 0) n->kind = TK_NORM_NFKC;
@@ -254,15 +269,10 @@ static const char GPT2_RE[] =
 static pb_status parse_pre(const ld *L, const char *path, const cJSON *o, int depth, tk_pre *p)
 {
     memset(p, 0, sizeof *p);
-    if (depth > TK_MAX_DEPTH)
-        return ferr(L, path, "components nested too deeply");
-    if (!cJSON_IsObject(o))
-        return ferr(L, path, "must be an object");
-    const char *t = type_of(o);
+    const char *t;
+    PB_CHECK(component_type(L, path, o, depth, &t));
     char where[600];
     snprintf(where, sizeof where, "%s: %s", L->name, path);
-    if (!t)
-        return ferr(L, path, "missing string field 'type'");
     if (strcmp(t, "Sequence") == 0) {
         p->kind = TK_PRE_SEQUENCE;
         PARSE_LIST(L, path, arr, "pretokenizers", tk_pre, parse_pre, tk_pre_free, depth, p->sub, p->n_sub);
@@ -393,13 +403,8 @@ static pb_status parse_template(const ld *L, const char *path, const cJSON *o, t
 static pb_status parse_post(const ld *L, const char *path, const cJSON *o, int depth, tk_post *p)
 {
     memset(p, 0, sizeof *p);
-    if (depth > TK_MAX_DEPTH)
-        return ferr(L, path, "components nested too deeply");
-    if (!cJSON_IsObject(o))
-        return ferr(L, path, "must be an object");
-    const char *t = type_of(o);
-    if (!t)
-        return ferr(L, path, "missing string field 'type'");
+    const char *t;
+    PB_CHECK(component_type(L, path, o, depth, &t));
     if (strcmp(t, "Sequence") == 0) {
         p->kind = TK_POST_SEQUENCE;
         PARSE_LIST(L, path, arr, "processors", tk_post, parse_post, tk_post_free, depth, p->sub, p->n_sub);
@@ -437,13 +442,8 @@ void tk_post_free(tk_post *p)
 static pb_status parse_dec(const ld *L, const char *path, const cJSON *o, int depth, tk_dec *d)
 {
     memset(d, 0, sizeof *d);
-    if (depth > TK_MAX_DEPTH)
-        return ferr(L, path, "components nested too deeply");
-    if (!cJSON_IsObject(o))
-        return ferr(L, path, "must be an object");
-    const char *t = type_of(o);
-    if (!t)
-        return ferr(L, path, "missing string field 'type'");
+    const char *t;
+    PB_CHECK(component_type(L, path, o, depth, &t));
     if (strcmp(t, "Sequence") == 0) {
         d->kind = TK_DEC_SEQUENCE;
         PARSE_LIST(L, path, arr, "decoders", tk_dec, parse_dec, tk_dec_free, depth, d->sub, d->n_sub);
@@ -456,13 +456,9 @@ static pb_status parse_dec(const ld *L, const char *path, const cJSON *o, int de
         PB_CHECK(one_char(L, path, "replacement", r, &d->ch));
         PB_CHECK(parse_prepend(L, path, o, &d->prepend));
     } else if (strcmp(t, "Replace") == 0) {
-        const char *s;
         d->kind = TK_DEC_REPLACE;
         PB_CHECK(parse_pattern(L, path, o, &d->re));
-        PB_CHECK(jstr(L, path, o, "content", true, &s));
-        d->str_len = strlen(s);
-        if (!(d->str = dupn(s, d->str_len)))
-            return pb_error(PB_ERR_NOMEM, "out of memory");
+        PB_CHECK(jstr_dup(L, path, o, "content", true, "", &d->str, &d->str_len));
     } else if (strcmp(t, "ByteFallback") == 0) {
         d->kind = TK_DEC_BYTEFALLBACK;
     } else if (strcmp(t, "Fuse") == 0) {
@@ -478,24 +474,12 @@ static pb_status parse_dec(const ld *L, const char *path, const cJSON *o, int de
         PB_CHECK(jint(L, path, jget(o, "stop"), "field 'stop'", 0, 1e9, &v));
         d->stop = (size_t)v;
     } else if (strcmp(t, "BPEDecoder") == 0) {
-        const char *s;
         d->kind = TK_DEC_BPE;
-        PB_CHECK(jstr(L, path, o, "suffix", false, &s));
-        if (!s)
-            s = "</w>";
-        d->str_len = strlen(s);
-        if (!(d->str = dupn(s, d->str_len)))
-            return pb_error(PB_ERR_NOMEM, "out of memory");
+        PB_CHECK(jstr_dup(L, path, o, "suffix", false, "</w>", &d->str, &d->str_len));
     } else if (strcmp(t, "WordPiece") == 0) {
-        const char *s;
         d->kind = TK_DEC_WORDPIECE;
-        PB_CHECK(jstr(L, path, o, "prefix", false, &s));
-        if (!s)
-            s = "##";
+        PB_CHECK(jstr_dup(L, path, o, "prefix", false, "##", &d->str, &d->str_len));
         PB_CHECK(jbool(L, path, o, "cleanup", true, &d->cleanup));
-        d->str_len = strlen(s);
-        if (!(d->str = dupn(s, d->str_len)))
-            return pb_error(PB_ERR_NOMEM, "out of memory");
     } else
         return ferr(L, path, "unknown decoder type '%s' (supported: Sequence, ByteLevel, Metaspace, "
                     "Replace, ByteFallback, Fuse, Strip, BPEDecoder, WordPiece)", t);
