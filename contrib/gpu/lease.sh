@@ -85,7 +85,7 @@ if ! skip linbench && { [ -x "$PACK/tests/backend/linbench" ] || [ -f "$PACK/tes
         PB_CUDA_TC_STAGES=3 PB_CUDA_TC_SPANS=2 timeout -k 5 60 "$L" cuda bf16 512,4096
         echo "== PB_CUDA_TC_PREFETCH=1 (the skinny kernel's next round of slices loaded a round ahead: the down product)"
         PB_CUDA_TC_PREFETCH=1 timeout -k 5 60 "$L" cuda bf16 1,8,32,64
-        echo "== PB_CUDA_TC_PREFETCH=2 (every product so, the resident blocks taking the column groups in turn)"
+        echo "== PB_CUDA_TC_PREFETCH=2 (and products of waves so, the resident blocks taking the groups in turn)"
         PB_CUDA_TC_PREFETCH=2 timeout -k 5 60 "$L" cuda bf16 1,8,32,64
         echo "== PB_CUDA_TC_PIPE=0 (tiled, 128 x 128)"
         PB_CUDA_TC_PIPE=0 timeout -k 5 60 "$L" cuda bf16 128,512
@@ -174,9 +174,10 @@ fi
 # launches fewer a layer: the activation in the skinny kernel's loads (PB_CUDA_GLU_LOAD=1, off by default until
 # this measures it) and the rotary in the KV store (PB_CUDA_ATTN_ROPE=1, the default), each off and both off;
 # session 43's next round of slices loaded ahead (PB_CUDA_TC_PREFETCH=1, off until measured: the 1.1B's down
-# product, 3 rounds) and session 46's =2 (every product so, its grid the device's resident blocks taking the
-# column groups in turn: the 1.1B's gate|up has 704 groups); session 40 measured PB_CUDA_PDL=1 so: no gain),
-# on the benchmark's 1.1B model: decode tok/s, the text the same (appended to bench.txt)
+# product, 3 rounds) and session 46's =2 (that, and a product the plain form runs in waves so, its grid the
+# device's resident blocks taking the column groups in turn: the 1.1B's gate|up has 704 groups); session 40
+# measured PB_CUDA_PDL=1 so: no gain), on the benchmark's 1.1B model: decode tok/s, the text the same
+# (appended to bench.txt)
 if ! skip b1 && [ "$(left)" -gt 40 ] && [ -f "${WORK:-/nonexistent}/llama-1.1b/config.json" ]; then
     (
         . "$HERE/contrib/gpu/env.sh"

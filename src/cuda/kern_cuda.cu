@@ -457,7 +457,8 @@ __device__ __forceinline__ void tc_load_slice(uint4 w[NG][TC_SLICE_SPANS], const
 // slices in rounds (warp w slice 8r + w), stream their W slice once (all of a
 // slice's loads issued first: NG x 8 x 16 bytes a lane) and leave the slice's
 // sums in shared memory, which the block adds in slice order after each round.
-// PF (PB_CUDA_TC_PREFETCH=1: calls of more than one round; =2: every call):
+// PF (PB_CUDA_TC_PREFETCH=1: calls of more than one round; =2: those and calls
+// of more groups than the device runs plain blocks at once):
 // each warp issues its next unit's slice loads (the next round, or the first
 // of the block's next column group) before this round's products and sums, so
 // that the units' loads overlap instead of each waiting out a load's latency
@@ -942,11 +943,12 @@ int kc_env_int(const char *name, int dflt, int lo, int hi)
 
 // PB_CUDA_TC_PREFETCH=1: a call of more than one round of slices (K above TCS_WARPS x 256: TinyLlama's down
 // product, every product of a 7B) takes the skinny kernel's form that loads the next round's slices before
-// this round's products. =2: every call takes it, in a grid of the blocks the device runs at once (its
-// multiprocessors times the form's blocks on each), each block its column groups in turn, the next group's
-// first slices loaded before the last round of this one: no block waits out a load's latency at its start,
-// and none sits idle in a last partial wave (the 1.1B's gate|up product: 704 groups). Off until a GPU
-// measures it (lease.sh's batch-1 runs and linbench).
+// this round's products. =2: so too, and a call of more column groups than the device runs blocks of the
+// plain form at once (which would run in waves: the 1.1B's gate|up product, 704 groups) takes that form in a
+// grid of the blocks the device runs at once (its multiprocessors times the form's blocks on each), each
+// block its column groups in turn, the next group's first slices loaded before the last round of this one:
+// no block waits out a load's latency at its start, and none sits idle in a last partial wave. Off until a
+// GPU measures it (lease.sh's batch-1 runs and linbench).
 static int tc_prefetch_mode(void)
 {
     static const int mode = kc_env_int("PB_CUDA_TC_PREFETCH", 0, 0, 2);
@@ -976,21 +978,26 @@ static void skinny_launch(cudaStream_t st, const void *x, int ldx, int M, const 
 {
     const unsigned groups = (unsigned)((N + 8 * NG - 1) / (8 * NG));
     const int mode = tc_prefetch_mode();
-    const bool pf = mode == 2 || (mode == 1 && tc_nslices(K) > TCS_WARPS);
+    bool pf = mode >= 1 && tc_nslices(K) > TCS_WARPS;
     const int mi = M <= 16 ? 0 : M <= 32 ? 1 : 2;
     static const skinny_kern kerns[2][3] = {
         {k_linear_tc_skinny<DT, 1, NG, VEC, XS, false>, k_linear_tc_skinny<DT, 2, NG, VEC, XS, false>,
          k_linear_tc_skinny<DT, 4, NG, VEC, XS, false>},
         {k_linear_tc_skinny<DT, 1, NG, VEC, XS, true>, k_linear_tc_skinny<DT, 2, NG, VEC, XS, true>,
          k_linear_tc_skinny<DT, 4, NG, VEC, XS, true>}};
-    const skinny_kern kern = kerns[pf][mi];
     unsigned gx = groups;
     if (mode == 2) {
-        static unsigned resident[3]; // the PF forms' (0: not asked yet); a process drives one device
-        if (!resident[mi])
-            resident[mi] = resident_blocks(kern);
-        gx = resident[mi] < groups ? resident[mi] : groups;
+        static unsigned resident[2][3]; // by form (plain, PF) and rows; 0: not asked yet (a process, one device)
+        if (!resident[0][mi])
+            resident[0][mi] = resident_blocks(kerns[0][mi]);
+        if (groups > resident[0][mi]) {
+            if (!resident[1][mi])
+                resident[1][mi] = resident_blocks(kerns[1][mi]);
+            pf = true;
+            gx = resident[1][mi] < groups ? resident[1][mi] : groups;
+        }
     }
+    const skinny_kern kern = kerns[pf][mi];
     const dim3 grid(gx, 1u);
     if (pdl_on())
         KLAUNCH_PDL(kern, grid, TCS_WARPS * 32, st, x, ldx, M, W, bias, y, ldy, N, K, act);

@@ -28,8 +28,8 @@ PB_CUDA_ATTN_GROUP=2 "$PB_BUILDDIR/tests/backend/ops-emu" cuda || exit $?
 # thread (PB_CUDA_ATTN_LANE), glu_linear's activation in the skinny kernel's loads at every row count it
 # takes (PB_CUDA_GLU_LOAD=1; by default k_glu first up to 16 rows, k_round_x's above), attention's rotary by
 # k_rope first (PB_CUDA_ATTN_ROPE=0; by default as the keys are stored), the skinny kernel's next unit's
-# slices loaded a round ahead in a grid of the blocks the device holds at once (PB_CUDA_TC_PREFETCH=2: the
-# stand-in's 3, so that blocks take several column groups)
+# slices loaded a round ahead, for products of more column groups than the device holds blocks at once in a
+# grid of those (PB_CUDA_TC_PREFETCH=2: the stand-in's 3, so that blocks take several groups)
 PB_CUDA_TC_PIPE=0 PB_CUDA_TC_TILE=128 PB_CUDA_TC_XB=0 PB_CUDA_ATTN_LANE=1 PB_CUDA_GLU_LOAD=1 PB_CUDA_ATTN_ROPE=0 \
     PB_CUDA_TC_PREFETCH=2 "$PB_BUILDDIR/tests/backend/ops-emu" cuda ||
     exit $?
