@@ -482,9 +482,8 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
     uint4 w[NG][TC_SLICE_SPANS];
     if (PF)
         tc_load_slice<NG, VEC>(w, W, N, K, (int)blockIdx.x * COLS, warp, nslices, nspans, g, t);
-    // column group cg, the block's first where first (PF: w holds its first unit's slice, and on return the
-    // block's next group's)
-    auto group = [&](const int cg, const bool first) {
+    // column group cg (PF: w holds its first unit's slice, and on return the block's next group's)
+    auto group = [&](const int cg) {
         const int n0 = cg * COLS;
         float tot[PER];
 #pragma unroll
@@ -508,8 +507,8 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
             } else {
                 tc_load_slice<NG, VEC>(w, W, N, K, n0, s, nslices, nspans, g, t);
             }
-            if (r0 == 0 && first)
-                pdl_wait(); // x and y from here on (every thread)
+            if (r0 == 0 && cg == (int)blockIdx.x)
+                pdl_wait(); // x and y from here on (every thread), before the block's first group's products
             if (s < nslices) { // the whole warp
 #pragma unroll
                 for (int j = 0; j < TC_SLICE_SPANS; j++) {
@@ -565,9 +564,9 @@ __global__ void __launch_bounds__(TCS_WARPS * 32)
     };
     if (PF) {
         for (int cg = (int)blockIdx.x; cg < ncg; cg += (int)gridDim.x)
-            group(cg, cg == (int)blockIdx.x);
+            group(cg);
     } else {
-        group((int)blockIdx.x, true);
+        group((int)blockIdx.x);
     }
 }
 
