@@ -1309,6 +1309,41 @@ static int sample_rows(const float *x, int rows, int n, int ld, const pb_sample_
     return distinct;
 }
 
+/* The penalty reaches each entry of a history, its first and its last: rows whose history holds the row's
+ * largest logit's id once, at its end (a decode step's last token) or its start, the rest other ids, with a
+ * strong penalty, greedy or sampled, so that the pick must move off that id (session 47: a history read one
+ * short passed the cases above, whose histories repeat their ids). */
+static void test_sample_history_end(void)
+{
+    enum { N = 1037, ROWS = 8, H = 9 };
+    float *x = malloc((size_t)ROWS * N * sizeof(float));
+    int32_t hist[ROWS][H];
+    pb_sample_row row[ROWS];
+    memset(row, 0, sizeof row);
+    for (int r = 0; r < ROWS; r++) {
+        float *l = x + (size_t)r * N;
+        for (int i = 0; i < N; i++)
+            l[i] = 2.0f * frand();
+        const int peak = 100 + 37 * r;
+        l[peak] = 12.0f;
+        l[peak + 1] = 9.0f;
+        for (int h = 0; h < H; h++)
+            hist[r][h] = 500 + 3 * h; /* ids other than the peak's, once each */
+        hist[r][r % 2 ? 0 : H - 1] = peak;
+        pb_sample_row *q = &row[r];
+        q->temperature = r % 4 < 2 ? 0.0f : 0.3f;
+        q->top_p = 1.0f;
+        q->repetition_penalty = 6.0f; /* 12 / 6 = 2 < 9: the peak falls below the next id */
+        q->seed = 11;
+        q->record = (uint64_t)r;
+        q->hist = hist[r];
+        q->n_hist = H;
+    }
+    const int moved = sample_rows(x, ROWS, N, N, row, NULL, 0);
+    CHECK(moved == ROWS, "only %d of %d rows moved off a penalized peak", moved, ROWS);
+    free(x);
+}
+
 static void test_sample(void)
 {
     where = "sample";
@@ -1383,6 +1418,7 @@ static void test_sample(void)
         }
     }
     sample_rows(x, 2 * K, 2, 2, row, mask, 0);
+    test_sample_history_end();
 }
 
 /* host_run: every item once, each on a worker in [0, threads) */

@@ -1,0 +1,93 @@
+#!/bin/sh
+# The whole CLI with --device cuda on the CPU stand-in of the CUDA runtime
+# (tests/backend/pippy-batch-emu: src/cli/main.c linked with src/cuda's backend
+# built as C++ on tests/backend/cuda_emu, as ops-emu): what the stage, the
+# scheduler and the sampler do with a device backend, on every machine, GPU or
+# not. The checks of contrib/gpu/check.sh that need no NCCL and no GPU speed:
+#   - generated checkpoints of six families (learned positions, ALiBi, GPT-J's
+#     and NeoX's rotary and parallel residuals, OPT, a GQA Mistral with a
+#     window), f32 weights and KV cache: the same bytes as --device cpu;
+#   - bf16 weights and the default bf16 cache (the tensor-core products):
+#     sampling on the device (temperature, top-k, top-p, min-p, repetition
+#     penalty, min_tokens with EOS masked) the same bytes as the host sampler
+#     (PB_CUDA_SAMPLE=0) on the same logits; prefix sharing (kv_copy) the same
+#     bytes as --no-prefix-sharing; 2 ranks over TCP (the stage's input and
+#     output through host memory) the same bytes as 1 rank.
+# About 1.5 minutes of one core: the stand-in runs each GPU thread as a fiber.
+set -u
+. "$PB_SRCDIR/tests/net/common.sh"
+E="$PB_BUILDDIR/tests/backend/pippy-batch-emu"
+"$E" --version 2>"$err" | grep -q "cuda: yes (backend built)" || fail "pippy-batch-emu has no CUDA backend"
+zstd -q -d -f -o "$D/tok.json" "$PB_TESTDATA/tokenizers/small-split-bytelevel.json.zst" || fail "tokenizer"
+# ckpt NAME FAMILY DTYPE [ARGS...]: a 2-layer checkpoint in $D/NAME, in 2 shards, with the 3000-token tokenizer
+ckpt() {
+    n=$1 f=$2 t=$3
+    shift 3
+    $PB_PYTHON "$PB_SRCDIR/contrib/pb-make-checkpoint" --family "$f" --out "$D/$n" --layers 2 --hidden 64 --heads 4 \
+        --vocab 3000 --max-pos 128 --window 8 --scale 0.2 --dtype "$t" --tokenizer "$D/tok.json" --shards 2 "$@" \
+        >/dev/null 2>"$err" || fail "$n: pb-make-checkpoint"
+}
+i=0
+while [ $i -lt 4 ]; do
+    echo "{\"prompt\": \"Record $i says that the quick brown fox\", \"max_tokens\": $((6 + i % 3)), \"ignore_eos\": true}"
+    i=$((i + 1))
+done >"$D/in.jsonl"
+for fam in gpt2 opt bloom gptj gpt_neox mistral; do
+    kv=""
+    [ $fam = mistral ] && kv="--kv-heads 2"
+    ckpt "m-$fam" $fam f32 $kv
+    "$P" -q --device cpu --model "$D/m-$fam" --in "$D/in.jsonl" --out "$D/cpu-$fam.jsonl" -b 4 2>"$err" ||
+        fail "$fam: --device cpu"
+    "$E" -v --device cuda --kv-dtype f32 --model "$D/m-$fam" --in "$D/in.jsonl" --out "$D/cuda-$fam.jsonl" -b 4 \
+        2>"$err" || fail "$fam: --device cuda"
+    grep -q "device cuda: GPU 0 of 1 visible.*CPU emulation" "$err" || fail "$fam: not run on the stand-in's device"
+    grep -q "backend cuda" "$err" || fail "$fam: the stage's backend is not cuda"
+    cmp "$D/cpu-$fam.jsonl" "$D/cuda-$fam.jsonl" || fail "$fam f32: --device cuda differs from --device cpu"
+    echo "$fam f32: --device cuda (the stand-in) the same bytes as --device cpu"
+done
+
+ckpt m-llama llama bf16 --kv-heads 2
+M="$D/m-llama"
+# sampling: the device's sampler against the host's, over the same logits
+i=1
+while [ $i -le 8 ]; do
+    case $((i % 4)) in
+    0) s="\"temperature\": 0.8, \"top_p\": 0.9" ;;
+    1) s="\"temperature\": 1.1, \"top_k\": 40, \"min_p\": 0.05" ;;
+    2) s="\"temperature\": 0.3, \"repetition_penalty\": 1.5, \"min_tokens\": 12" ;;
+    *) s="\"temperature\": 0" ;;
+    esac
+    echo "{\"prompt\": \"Record $i: once upon a time\", \"max_tokens\": 16, \"seed\": $i, $s}"
+    i=$((i + 1))
+done >"$D/sample.jsonl"
+PB_CUDA_SAMPLE=0 "$E" -q --device cuda --model "$M" --in "$D/sample.jsonl" --out "$D/smp-host.jsonl" -b 8 2>"$err" ||
+    fail "sampling: the host sampler's run"
+"$E" -q --device cuda --model "$M" --in "$D/sample.jsonl" --out "$D/smp-dev.jsonl" -b 8 2>"$err" ||
+    fail "sampling: the device sampler's run"
+[ "$(grep -c '"finish_reason"' "$D/smp-dev.jsonl")" = 8 ] || fail "sampling: not 8 records"
+cmp "$D/smp-host.jsonl" "$D/smp-dev.jsonl" || fail "sampling on the device differs from the host sampler's"
+echo "bf16 sampling: the device sampler the same bytes as the host sampler"
+
+# prefix sharing: slots' first cache rows copied from another's
+sys="You are a careful assistant. Answer in one short sentence."
+for i in 1 2 3; do
+    echo "{\"prompt\": \"$sys Question $i: what comes next?\", \"max_tokens\": 5}"
+    echo "{\"prompt\": \"$sys Tell me about $i.\", \"max_tokens\": 4, \"temperature\": 0.7, \"seed\": $i," \
+        "\"repetition_penalty\": 1.3}"
+done >"$D/prefix.jsonl"
+"$E" -q --device cuda --model "$M" --in "$D/prefix.jsonl" --out "$D/pfx-ref.jsonl" -b 4 --no-prefix-sharing \
+    2>"$err" || fail "prefix sharing: --no-prefix-sharing"
+"$E" -q --device cuda --model "$M" --in "$D/prefix.jsonl" --out "$D/pfx.jsonl" -b 4 --metrics "$D/pfx.json" \
+    2>"$err" || fail "prefix sharing"
+n=$($PB_PYTHON -c 'import json, sys; print(json.load(open(sys.argv[1]))["prompt_tokens_shared"])' "$D/pfx.json")
+[ "${n:-0}" -gt 100 ] || fail "prefix sharing: only ${n:-0} prompt tokens shared"
+cmp "$D/pfx-ref.jsonl" "$D/pfx.jsonl" || fail "prefix sharing on the device differs from --no-prefix-sharing"
+echo "bf16 prefix sharing: $n prompt tokens shared, the same bytes as --no-prefix-sharing"
+
+# 2 ranks, a stage each (the stand-in's device in each process), over TCP: NCCL needs a GPU
+pb_launcher_lock
+PB_TRANSPORT=tcp timeout 120 $MPIRUN -np 2 "$E" -q --device cuda --model "$M" --in "$D/sample.jsonl" \
+    --out "$D/np2.jsonl" -b 8 --chunks 2 2>"$err" || fail "2 ranks"
+cmp "$D/smp-dev.jsonl" "$D/np2.jsonl" || fail "2 ranks differ from 1"
+echo "bf16, 2 ranks over TCP: the same bytes as 1 rank"
+echo "cli-emu: ok"
