@@ -18,22 +18,6 @@
 #include "model/config.h"
 #include "ckpt/folder.h"
 
-static const char *human(uint64_t b, char *buf, size_t cap)
-{
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)b;
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        u++;
-    }
-    if (u == 0)
-        snprintf(buf, cap, "%" PRIu64 " B", b);
-    else
-        snprintf(buf, cap, "%.2f %s", v, units[u]);
-    return buf;
-}
-
 static const char *base_name(const char *p)
 {
     const char *s = strrchr(p, '/');
@@ -132,8 +116,8 @@ static void print_gpus(const pb_plan *plan, const gpu_view *gv)
     }
     for (int g = 0; g < gv->n; g++) {
         uint64_t need = gpu_need(plan, gv->n, g);
-        printf("gpu %-6d %s: %s free of %s; ", g, gv->gpu[g].name, human(gv->gpu[g].free_bytes, a, sizeof a),
-               human(gv->gpu[g].total_bytes, b, sizeof b));
+        printf("gpu %-6d %s: %s free of %s; ", g, gv->gpu[g].name, pb_human_bytes(gv->gpu[g].free_bytes, a, sizeof a),
+               pb_human_bytes(gv->gpu[g].total_bytes, b, sizeof b));
         if (g >= plan->n_stages) {
             printf("no stage\n");
             continue;
@@ -141,7 +125,8 @@ static void print_gpus(const pb_plan *plan, const gpu_view *gv)
         printf("stage");
         for (int s = g, k = 0; s < plan->n_stages; s += gv->n, k++)
             printf("%s%d", k ? "," : " ", s);
-        printf(" need %s: %s\n", human(need, c, sizeof c), need <= gv->gpu[g].free_bytes ? "fits" : "DOES NOT FIT");
+        printf(" need %s: %s\n", pb_human_bytes(need, c, sizeof c),
+               need <= gv->gpu[g].free_bytes ? "fits" : "DOES NOT FIT");
     }
     if (plan->n_stages > gv->n)
         printf("           (ranks on one node share its GPUs: rank r uses GPU local rank %% %d)\n", gv->n);
@@ -224,7 +209,7 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
     printf("model      %s (%s, %d layers, hidden %d, vocab %d)\n", dir, cfg->model_type, plan->n_layers,
            cfg->hidden_size, cfg->vocab_size);
     printf("weights    %s: %s, %d files, %s of parameters%s\n", pb_ckpt_format_name(pb_ckpt_get_format(ck)),
-           pb_ckpt_source(ck), pb_ckpt_n_files(ck), human(plan->total_param_bytes, a, sizeof a),
+           pb_ckpt_source(ck), pb_ckpt_n_files(ck), pb_human_bytes(plan->total_param_bytes, a, sizeof a),
            pb_ckpt_sizes_exact(ck) ? "" : " (sizes from the index and config.json)");
     if (gv)
         printf("device     cuda: one stage per rank, each on its GPU; memory below is GPU memory\n");
@@ -246,10 +231,12 @@ static void print_table(const char *dir, const pb_model_config *cfg, const pb_ck
         char cshare[16];
         snprintf(cshare, sizeof cshare, "%.1f%%", share(sp->compute, plan->total_compute));
         printf("%-5d  %-9s  %-11s  %7s  %12s  %12s  %12s  %12s  %12s\n", sp->stage, layers, holds[0] ? holds : "-",
-               cshare, human(sp->param_bytes, a, sizeof a), human(sp->mem_weights, b, sizeof b), human(sp->mem_kv, c, sizeof c),
-               human(sp->mem_act, d, sizeof d), human(sp->mem_total, e, sizeof e));
+               cshare, pb_human_bytes(sp->param_bytes, a, sizeof a), pb_human_bytes(sp->mem_weights, b, sizeof b),
+               pb_human_bytes(sp->mem_kv, c, sizeof c), pb_human_bytes(sp->mem_act, d, sizeof d),
+               pb_human_bytes(sp->mem_total, e, sizeof e));
         for (int f = 0; f < sp->n_files; f++)
-            printf("       reads %s from %s\n", human(sp->files[f].bytes, a, sizeof a), base_name(sp->files[f].path));
+            printf("       reads %s from %s\n", pb_human_bytes(sp->files[f].bytes, a, sizeof a),
+                   base_name(sp->files[f].path));
     }
     printf("\ncompute    multiply-adds per decoded token (attention at %d tokens, LM head counted)\n",
            plan->max_seq_len < PB_PLAN_BALANCE_CONTEXT ? plan->max_seq_len : PB_PLAN_BALANCE_CONTEXT);

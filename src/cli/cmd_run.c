@@ -333,13 +333,13 @@ static pb_status check_memory(const pb_stage_plan *sp, int rank, int batch, int 
     const char *what = "";
     if (!mem_available(&avail, &what) || sp->mem_total <= avail)
         return PB_OK;
-    const double G = 1024.0 * 1024 * 1024;
-    return pb_error(PB_ERR_CONFIG, "rank %d: stage %d needs about %.2f GiB (weights %.2f GiB, KV cache "
-                    "%.2f GiB for --batch-size %d x context %d, activations %.2f GiB) but only %.2f "
-                    "GiB is available (%s); lower --batch-size or --max-seq-len, or use more ranks",
-                    rank, sp->stage, (double)sp->mem_total / G, (double)sp->mem_weights / G,
-                    (double)sp->mem_kv / G, batch, context, (double)sp->mem_act / G,
-                    (double)avail / G, what);
+    char need[32], w[32], kv[32], act[32], av[32];
+    return pb_error(PB_ERR_CONFIG, "rank %d: stage %d needs about %s (weights %s, KV cache %s for --batch-size %d x "
+                    "context %d, activations %s) but only %s is available (%s); lower --batch-size or "
+                    "--max-seq-len, or use more ranks", rank, sp->stage,
+                    pb_human_bytes(sp->mem_total, need, sizeof need),
+                    pb_human_bytes(sp->mem_weights, w, sizeof w), pb_human_bytes(sp->mem_kv, kv, sizeof kv), batch,
+                    context, pb_human_bytes(sp->mem_act, act, sizeof act), pb_human_bytes(avail, av, sizeof av), what);
 }
 
 /* Add the pipeline report to the metrics file the driver wrote. */

@@ -8,9 +8,9 @@
 
 #include "backend/backend.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "cuda/cuda.h"
 
-static const double GIB = 1024.0 * 1024 * 1024;
 
 static bool real_has_backend(void)
 {
@@ -90,9 +90,10 @@ void pb_device_log(const pb_device_pick *p, int rank, int local_rank)
         return;
     }
     const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    char fr[32], tot[32];
     pb_log_verbose("rank %d: device cuda: GPU %d of %d visible (local rank %d; CUDA_VISIBLE_DEVICES=%s): %s, "
-                   "%.2f GiB free of %.2f GiB", rank, p->gpu, p->n_gpus, local_rank, vis ? vis : "(unset)",
-                   p->name, (double)p->free_bytes / GIB, (double)p->total_bytes / GIB);
+                   "%s free of %s", rank, p->gpu, p->n_gpus, local_rank, vis ? vis : "(unset)", p->name,
+                   pb_human_bytes(p->free_bytes, fr, sizeof fr), pb_human_bytes(p->total_bytes, tot, sizeof tot));
 }
 
 pb_status pb_device_check_memory(const pb_device_pick *p, const pb_stage_plan *sp, int rank, int batch,
@@ -100,13 +101,14 @@ pb_status pb_device_check_memory(const pb_device_pick *p, const pb_stage_plan *s
 {
     if (p->gpu < 0 || sp->mem_total <= p->free_bytes)
         return PB_OK;
-    return pb_error(PB_ERR_CONFIG, "rank %d: stage %d needs about %.2f GiB on GPU %d (weights %.2f GiB, KV cache "
-                    "%.2f GiB for --batch-size %d x context %d, activations and scratch %.2f GiB) but GPU %d (%s) "
-                    "has only %.2f GiB free of %.2f GiB; lower --batch-size or --max-seq-len, use "
-                    "--weights-dtype bf16, or use more ranks and GPUs",
-                    rank, sp->stage, (double)sp->mem_total / GIB, p->gpu, (double)sp->mem_weights / GIB,
-                    (double)sp->mem_kv / GIB, batch, context, (double)sp->mem_act / GIB, p->gpu, p->name,
-                    (double)p->free_bytes / GIB, (double)p->total_bytes / GIB);
+    char need[32], w[32], kv[32], act[32], fr[32], tot[32];
+    return pb_error(PB_ERR_CONFIG, "rank %d: stage %d needs about %s on GPU %d (weights %s, KV cache %s for "
+                    "--batch-size %d x context %d, activations and scratch %s) but GPU %d (%s) has only %s free "
+                    "of %s; lower --batch-size or --max-seq-len, use --weights-dtype bf16, or use more ranks and "
+                    "GPUs", rank, sp->stage, pb_human_bytes(sp->mem_total, need, sizeof need), p->gpu,
+                    pb_human_bytes(sp->mem_weights, w, sizeof w), pb_human_bytes(sp->mem_kv, kv, sizeof kv), batch,
+                    context, pb_human_bytes(sp->mem_act, act, sizeof act), p->gpu, p->name,
+                    pb_human_bytes(p->free_bytes, fr, sizeof fr), pb_human_bytes(p->total_bytes, tot, sizeof tot));
 }
 
 int pb_device_list_gpus(pb_gpu_info *out, int max, const char **why)

@@ -2,6 +2,7 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -210,4 +211,20 @@ uint64_t pb_peak_rss_bytes(void)
     if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss < 0)
         return 0;
     return (uint64_t)ru.ru_maxrss * 1024u; /* Linux: kilobytes */
+}
+
+const char *pb_human_bytes(uint64_t b, char *buf, size_t cap)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%" PRIu64 " B", b);
+    else
+        snprintf(buf, cap, "%.2f %s", v, units[u]);
+    return buf;
 }

@@ -73,5 +73,8 @@ bool pb_proc_kib(const char *path, const char *key, uint64_t *kib);
 
 /* Parse sizes such as 490M, 1.5G, 4096 (binary multiples K/M/G/T = 2^10..2^40). */
 pb_status pb_parse_size(const char *s, uint64_t *out);
+/* b in the largest binary unit that leaves at least 1 ("512 B", "3.50 MiB", "1.25 GiB") into buf[cap]; returns
+ * buf. Messages about memory print sizes this way, so that a small one is not "0.00 GiB". */
+const char *pb_human_bytes(uint64_t b, char *buf, size_t cap);
 
 #endif
