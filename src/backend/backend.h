@@ -164,6 +164,8 @@ typedef struct pb_backend_limits {
     int max_tokens;  /* rows per call (max_batch_tokens) */
     int max_dim;     /* largest n_in or n_out of a linear layer */
     int head_dim;    /* attention head width */
+    int narrow_in;   /* largest n_in of a bf16 or f16 linear layer (0: none): x's rows rounded to the weight's type */
+    int vocab;       /* logits a row of sample (the last stage's vocabulary; 0: the stage samples nothing) */
 } pb_backend_limits;
 
 /* One row of pb_backend_ops.sample: the host sampler's settings and the

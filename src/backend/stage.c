@@ -156,7 +156,8 @@ static size_t out_rows(const pb_stage_opts *o)
     return (size_t)o->n_slots;
 }
 
-static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_opts *o)
+/* narrow_in: the largest n_in of a bf16/f16 linear layer the stage holds (0: none) */
+static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_opts *o, bool has_head, int narrow_in)
 {
     const int qd = cfg->n_heads * cfg->head_dim, kvd = cfg->n_kv_heads * cfg->head_dim;
     int max_dim = max_i(max_i(cfg->vocab_size, 2 * cfg->intermediate_size), qd + 2 * kvd);
@@ -164,20 +165,21 @@ static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_o
     if (cfg->n_experts > 0)
         max_dim = max_i(max_dim, max_i(cfg->n_experts, 2 * cfg->moe_intermediate_size));
     return (pb_backend_limits){.max_seqs = o->n_slots, .max_keys = o->max_seq_len, .max_heads = cfg->n_heads,
-                               .max_tokens = o->max_batch_tokens, .max_dim = max_dim, .head_dim = cfg->head_dim};
+                               .max_tokens = o->max_batch_tokens, .max_dim = max_dim, .head_dim = cfg->head_dim,
+                               .narrow_in = narrow_in, .vocab = has_head ? cfg->vocab_size : 0};
 }
 
 /* KV cache, arena, input/output buffers and backend scratch: the sizes
  * pb_stage_create allocates (each allocation rounded up to 64 bytes). */
 static pb_status runtime_memory(const pb_model_config *cfg, const pb_backend_ops *ops, int n_layers, bool has_embed,
-                                bool has_head, const pb_stage_opts *o, pb_stage_mem *m)
+                                bool has_head, int narrow_in, const pb_stage_opts *o, pb_stage_mem *m)
 {
     pb_dtype kvdt;
     PB_CHECK(pb_kvdtype_resolve(ops, o->kv_dtype, &kvdt));
     m->kv = (uint64_t)o->n_slots * (uint64_t)n_layers * 2u *
             ops->kv_bytes(kvdt, o->max_seq_len, cfg->n_kv_heads, cfg->head_dim);
     arena_layout a = layout_for(cfg, has_embed, has_head, o->max_batch_tokens);
-    pb_backend_limits lim = limits_for(cfg, o);
+    pb_backend_limits lim = limits_for(cfg, o, has_head, narrow_in);
     /* ids (+ positions for a learned table); a hidden input is the arena's x */
     uint64_t in = has_embed ? (((uint64_t)o->max_batch_tokens * 4u + 63) & ~(uint64_t)63) : 0;
     if (has_embed && cfg->pos == PB_POS_LEARNED)
@@ -227,6 +229,7 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
     int n = 0;
     PB_CHECK(pb_adapter_items(cfg, sp->layer_begin, sp->layer_end, sp->has_embed, sp->has_head, pos_rows, &items, &n));
     uint64_t bytes = 0;
+    int narrow_in = 0;
     for (int i = 0; i < n; i++) {
         const pb_witem *it = &items[i];
         if (!it->linear) {
@@ -245,10 +248,13 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
         }
         pb_dtype store = pb_wdtype_resolve(opts->weights_dtype, same ? d0 : PB_DT_F32);
         bytes += ops->weight_bytes(store, it->n_out, it->n_in, it->bias[0][0] != '\0');
+        if ((store == PB_DT_BF16 || store == PB_DT_F16) && it->n_in > narrow_in)
+            narrow_in = it->n_in;
     }
     free(items);
     out->weights = bytes;
-    return runtime_memory(cfg, ops, sp->layer_end - sp->layer_begin, sp->has_embed, sp->has_head, opts, out);
+    return runtime_memory(cfg, ops, sp->layer_end - sp->layer_begin, sp->has_embed, sp->has_head, narrow_in, opts,
+                          out);
 }
 
 pb_status pb_stage_plan_memory(pb_plan *plan, const pb_model_config *cfg, const pb_ckpt *ck,
@@ -560,7 +566,14 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     /* KV cache, arena, input and output */
     pb_stage_mem mem;
     PB_CHECK_GOTO(pb_kvdtype_resolve(be->ops, opts->kv_dtype, &s->kv_dtype), st, fail);
-    PB_CHECK_GOTO(runtime_memory(cfg, be->ops, s->n_layers, s->has_embed, s->has_head, &s->opts, &mem), st, fail);
+    int narrow_in = 0;
+    for (int i = 0; i < s->ws.n_mats; i++) {
+        const pb_weight *m = s->ws.mats[i];
+        if ((m->dtype == PB_DT_BF16 || m->dtype == PB_DT_F16) && m->n_in > narrow_in)
+            narrow_in = m->n_in;
+    }
+    PB_CHECK_GOTO(runtime_memory(cfg, be->ops, s->n_layers, s->has_embed, s->has_head, narrow_in, &s->opts, &mem), st,
+                  fail);
     if (mem.kv > SIZE_MAX / 2)
         PB_CHECK_GOTO(pb_error(PB_ERR_NOMEM, "KV cache of %llu bytes is too large", (unsigned long long)mem.kv), st, fail);
     if (s->n_layers > 0)
@@ -582,7 +595,7 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     } else {
         s->out = (pb_buf){s->arena + s->al.x, PB_DT_F32, (size_t)T * s->H};
     }
-    pb_backend_limits lim = limits_for(cfg, &s->opts);
+    pb_backend_limits lim = limits_for(cfg, &s->opts, s->has_head, narrow_in);
     PB_CHECK_GOTO(be->ops->reserve(be, &lim), st, fail);
     for (int l = 0; l < s->n_layers && !s->moe; l++)
         if (pb_model_layer_moe(cfg, s->layer_begin + l))

@@ -437,6 +437,12 @@ fail:
 
 // ---- scratch ----
 
+// the split form's chunk results: each query's head's chunk's head_dim sums, its maximum and its total
+static size_t attn_part_bytes(int T, int n_heads, int max_chunks, int head_dim)
+{
+    return (size_t)T * (size_t)n_heads * (size_t)max_chunks * (size_t)(head_dim + 2) * sizeof(float);
+}
+
 // the argument blob of one attention call: pointers, then ints, then floats
 // attention's arguments: k[S], v[S] pointers; tok_start[S], pos[S], tok_seq[T], tiles[2 T]; alibi[n_heads]
 static size_t attn_args_bytes(int n_seqs, int T, int n_heads)
@@ -447,21 +453,55 @@ static size_t attn_args_bytes(int n_seqs, int T, int n_heads)
 
 static size_t rows_args_bytes(int n_rows) { return round256((size_t)n_rows * (sizeof(int) + sizeof(float))); }
 
+static size_t sample_bytes(int rows, int n, int hist_ids, int mask_ids);
+
+// The device memory of calls up to lim besides the stage's buffers, each the most any call asks: the op
+// arguments (attention's arrays, rows), x's rows rounded for the tensor cores (bf16/f16 weights), the
+// sampler's (the last stage: every slot's row with a history of max_keys ids) and attention's chunk results
+// (the split form: fewer than 1024 queries x heads a call, 64 MiB at most). reserve allocates them all, so
+// that a run the memory check lets through does not run out on its first sampled step or longest prompt.
+struct cuda_sizes {
+    size_t args, xb, samp, part;
+};
+
+static cuda_sizes sizes_for(const pb_backend_limits *lim)
+{
+    cuda_sizes z;
+    const size_t a = attn_args_bytes(lim->max_seqs, lim->max_tokens, lim->max_heads);
+    const size_t r = rows_args_bytes(lim->max_tokens);
+    z.args = a > r ? a : r;
+    z.xb = g_tc && lim->narrow_in > 0 ? round256(kc_linear_tc_scratch_max(lim->max_tokens, lim->narrow_in)) : 0;
+    const bool samples = kc_env_int("PB_CUDA_SAMPLE", 1, 0, 1) != 0; // cuda_ops_init: the sample op
+    z.samp = samples && lim->vocab > 0 ? round256(sample_bytes(lim->max_seqs, lim->vocab, lim->max_keys, 64)) : 0;
+    const int chunk = kc_env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
+    const int chunks = (lim->max_keys + chunk - 1) / chunk;
+    const int q = lim->max_heads > 0 ? 1023 / lim->max_heads : 0, qs = q < lim->max_tokens ? q : lim->max_tokens;
+    const size_t part = chunks > 1 && qs > 0 ? attn_part_bytes(qs, lim->max_heads, chunks, lim->head_dim) : 0;
+    z.part = part <= ((size_t)64 << 20) ? round256(part) : (size_t)64 << 20;
+    return z;
+}
+
 static uint64_t cuda_scratch_bytes(int threads, const pb_backend_limits *lim)
 {
     (void)threads;
-    const size_t a = attn_args_bytes(lim->max_seqs, lim->max_tokens, lim->max_heads);
-    const size_t r = rows_args_bytes(lim->max_tokens);
-    return a > r ? a : r;
+    const cuda_sizes z = sizes_for(lim);
+    return (uint64_t)z.args + z.xb + z.samp + z.part + 512; // and gather's flag, made with the backend
 }
 
 static pb_status cuda_reserve(pb_backend *be, const pb_backend_limits *lim)
 {
     cuda_impl *c = impl_of(be);
     SET_DEVICE(c);
-    const size_t n = (size_t)cuda_scratch_bytes(be->threads, lim);
-    PB_CHECK(host_reserve(c, n));
-    return scratch_reserve(c, n);
+    const cuda_sizes z = sizes_for(lim);
+    PB_CHECK(host_reserve(c, z.args));
+    PB_CHECK(scratch_reserve(c, z.args));
+    if (z.xb)
+        PB_CHECK(buf_reserve(c, &c->xb, &c->xb_cap, z.xb));
+    if (z.samp)
+        PB_CHECK(buf_reserve(c, &c->samp, &c->samp_cap, z.samp));
+    if (z.part)
+        PB_CHECK(buf_reserve(c, &c->part, &c->part_cap, z.part));
+    return PB_OK;
 }
 
 // ---- compute ----
@@ -639,8 +679,7 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
         }
     const int chunk = g_attn_chunk, max_chunks = (most + chunk - 1) / chunk;
     const bool few = (size_t)T * (size_t)a->n_heads < 1024;
-    const size_t part_bytes = (size_t)T * (size_t)a->n_heads * (size_t)max_chunks * (size_t)(a->head_dim + 2) *
-                              sizeof(float);
+    const size_t part_bytes = attn_part_bytes(T, a->n_heads, max_chunks, a->head_dim);
     const bool split = max_chunks > 1 && max_chunks <= 65535 &&
                        (g_attn_split == 1 || (g_attn_split < 0 && few && part_bytes <= ((size_t)64 << 20)));
     const bool grouped = !split && !g_attn_lane && (g_attn_grp == 2 || (g_attn_grp == 1 && !few));
@@ -766,6 +805,22 @@ static pb_status cuda_argmax(pb_backend *be, const float *x, int rows, int n, in
 // come back
 #define SAMPLE_WORK_BYTES ((size_t)256 << 20)
 
+static int sample_rows_a_launch(int rows, int n)
+{
+    const size_t fit = SAMPLE_WORK_BYTES / kc_sample_work_bytes(n);
+    return fit < 1 ? 1 : fit > (size_t)rows ? rows : (int)fit;
+}
+
+// c->samp's bytes for a call of rows rows of n logits, hist_ids history ids a row and mask_ids masked ids
+// (cuda_sample's layout: the rows, the histories, the masked ids, the work, the picks)
+static size_t sample_bytes(int rows, int n, int hist_ids, int mask_ids)
+{
+    const size_t args = round256((size_t)rows * sizeof(kc_sample_row)) +
+                        round256((size_t)rows * (size_t)hist_ids * sizeof(int32_t)) + (size_t)mask_ids * sizeof(int32_t);
+    return round256(args) + (size_t)sample_rows_a_launch(rows, n) * kc_sample_work_bytes(n) +
+           (size_t)rows * sizeof(int32_t);
+}
+
 static pb_status cuda_sample(pb_backend *be, const float *x, int rows, int n, int ld, const pb_sample_row *row,
                              const int32_t *mask_ids, int n_mask, int32_t *ids)
 {
@@ -786,8 +841,7 @@ static pb_status cuda_sample(pb_backend *be, const float *x, int rows, int n, in
     const size_t a_rows = round256((size_t)rows * sizeof(kc_sample_row)), a_hist = round256(n_hist * sizeof(int32_t));
     const size_t a_mask = (size_t)n_mask * sizeof(int32_t), args = a_rows + a_hist + a_mask;
     const size_t wrow = kc_sample_work_bytes(n);
-    const size_t fit = SAMPLE_WORK_BYTES / wrow; // rows a launch
-    const int per = fit < 1 ? 1 : fit > (size_t)rows ? rows : (int)fit;
+    const int per = sample_rows_a_launch(rows, n);
     const size_t o_work = round256(args), o_ids = o_work + (size_t)per * wrow;
     PB_CHECK(buf_reserve(c, &c->samp, &c->samp_cap, o_ids + (size_t)rows * sizeof(int32_t)));
     unsigned char *h = NULL, *d = (unsigned char *)c->samp;

@@ -877,6 +877,17 @@ size_t kc_linear_tc_scratch(int M, int K)
     return (size_t)rows * (size_t)tcp_ldb(K) * sizeof(uint16_t);
 }
 
+// the most kc_linear_tc_scratch asks for a call of at most max_M rows and at most K columns: the skinny
+// kernel's at its most rows, or the pipelined kernel's (K rounded up to the 8 it takes; the rows grow it)
+size_t kc_linear_tc_scratch_max(int max_M, int K)
+{
+    if (max_M <= 0 || K <= 0)
+        return 0;
+    const int k8 = (K + 7) / 8 * 8, skinny = max_M < skinny_rows() ? max_M : skinny_rows();
+    const size_t a = kc_linear_tc_scratch(skinny, k8), b = kc_linear_tc_scratch(max_M, k8);
+    return a > b ? a : b;
+}
+
 // the pipelined kernel's ring: PB_CUDA_TC_STAGES=3 (48 KB of shared memory, session 40's) or 6 (96 KB, the
 // default: spans of 32 k are loaded 5 ahead instead of 2, where a 128 x 128 tile's span took ~0.8 us, about a
 // load's latency, whatever the rows), of PB_CUDA_TC_SPANS=1 (the default) or 2 spans a stage (a barrier for

@@ -29,6 +29,8 @@ cudaError_t kc_linear(cudaStream_t st, const float *x, int ldx, int M, const voi
 cudaError_t kc_linear_tc(cudaStream_t st, const float *x, int ldx, int M, const void *W, kc_dtype dt,
                          const float *bias, float *y, int ldy, int N, int K, void *xb, size_t xb_bytes);
 size_t kc_linear_tc_scratch(int M, int K);
+// the most kc_linear_tc_scratch(M, k) for M <= max_M and k <= K (a stage's reserve)
+size_t kc_linear_tc_scratch_max(int max_M, int K);
 // y = glu(gu) W^T (+ bias) on the tensor cores: kc_linear_tc of the gated
 // activation of gu's f32 rows [gate K | up K] (row stride ldgu; act a pb_act,
 // kc_glu's elements, the same bits as kc_glu then kc_linear_tc), taken as the

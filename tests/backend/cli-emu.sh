@@ -12,7 +12,9 @@
 #     penalty, min_tokens with EOS masked) the same bytes as the host sampler
 #     (PB_CUDA_SAMPLE=0) on the same logits; prefix sharing (kv_copy) the same
 #     bytes as --no-prefix-sharing; 2 ranks over TCP (the stage's input and
-#     output through host memory) the same bytes as 1 rank.
+#     output through host memory) the same bytes as 1 rank;
+#   - the device memory a stage holds at most within plan --device cuda's figure,
+#     and a GPU too small for it refused before the load (PB_EMU_GPU_MIB).
 # About 1.5 minutes of one core: the stand-in runs each GPU thread as a fiber.
 set -u
 . "$PB_SRCDIR/tests/net/common.sh"
@@ -83,6 +85,29 @@ n=$($PB_PYTHON -c 'import json, sys; print(json.load(open(sys.argv[1]))["prompt_
 [ "${n:-0}" -gt 100 ] || fail "prefix sharing: only ${n:-0} prompt tokens shared"
 cmp "$D/pfx-ref.jsonl" "$D/pfx.jsonl" || fail "prefix sharing on the device differs from --no-prefix-sharing"
 echo "bf16 prefix sharing: $n prompt tokens shared, the same bytes as --no-prefix-sharing"
+
+# the device memory plan's figure is what the stage holds at most: the stand-in's peak of allocations
+# (PB_EMU_PEAK_FILE) within plan --device cuda's total (sampled bf16 rows: the sampler's and the rounded
+# rows' buffers; greedy f32), and a GPU smaller than the plan refused before the load, in MiB
+for c in "m-llama sample.jsonl 8" "m-gpt2 in.jsonl 4"; do
+    set -- $c
+    PB_EMU_PEAK_FILE="$D/peak" "$E" -q --device cuda --model "$D/$1" --in "$D/$2" --out "$D/peak-$1.jsonl" -b $3 \
+        2>"$err" || fail "$1: the peak run"
+    "$E" plan --device cuda --model "$D/$1" --batch-size $3 --json >"$D/plan.json" 2>"$err" || fail "$1: plan"
+    $PB_PYTHON - "$D/plan.json" "$D/peak" "$1" <<'PYEOF' || fail "$1: device memory beyond the plan"
+import json, sys
+plan = json.load(open(sys.argv[1]))["stages"][0]["memory"]["total"]
+peak = int(open(sys.argv[2]).read())
+print(f"{sys.argv[3]}: plan {plan} bytes of device memory, the run held at most {peak}")
+sys.exit(0 if 0 < peak <= plan else 1)
+PYEOF
+done
+PB_EMU_GPU_MIB=1 "$E" --device cuda --model "$M" --in "$D/sample.jsonl" --out "$D/small.jsonl" -b 8 2>"$err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "stage 0 needs about [0-9.]* MiB on GPU 0 .* has only 1.00 MiB free of 1.00 MiB" "$err" ||
+    fail "a 1 MiB GPU: exit $rc, not refused with the sizes in MiB"
+[ ! -e "$D/small.jsonl" ] || fail "a 1 MiB GPU: an output file was made"
+echo "a 1 MiB GPU refused before the load: $(sed -n 's/.*error: //p' "$err" | cut -c1-60)..."
 
 # 2 ranks, a stage each (the stand-in's device in each process), over TCP: NCCL needs a GPU
 pb_launcher_lock

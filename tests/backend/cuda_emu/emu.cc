@@ -212,9 +212,35 @@ cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvali
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 const char *cudaGetErrorName(cudaError_t e) { return e ? "cudaErrorEmulated" : "cudaSuccess"; }
+// the device's memory: PB_EMU_GPU_MIB MiB (16 GiB by default; 0 where the value is not a number from 1 to
+// 2^24), which cudaMalloc's allocations count against, so that a test can run a GPU that is too small
+static size_t emu_used, emu_peak;
+// PB_EMU_PEAK_FILE: where the process writes, as it exits, the most device memory it held at once (bytes)
+static void emu_write_peak(void)
+{
+    FILE *f = fopen(getenv("PB_EMU_PEAK_FILE"), "w");
+    if (!f || fprintf(f, "%zu\n", emu_peak) < 0 || fclose(f) != 0)
+        fprintf(stderr, "cuda stand-in: cannot write PB_EMU_PEAK_FILE\n");
+}
+static size_t emu_total(void)
+{
+    static size_t total = (size_t)-1;
+    if (total == (size_t)-1) {
+        const char *e = getenv("PB_EMU_GPU_MIB");
+        char *end = NULL;
+        const unsigned long v = e ? strtoul(e, &end, 10) : 0;
+        total = !e ? (size_t)1 << 34 : *e && !*end && v >= 1 && v <= (1ul << 24) ? (size_t)v << 20 : 0;
+        if (getenv("PB_EMU_PEAK_FILE"))
+            atexit(emu_write_peak);
+    }
+    return total;
+}
 cudaError_t cudaMemGetInfo(size_t *f, size_t *t)
 {
-    *f = *t = (size_t)1 << 34;
+    if (!emu_total())
+        return cudaErrorInvalidValue;
+    *t = emu_total();
+    *f = *t - emu_used;
     return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
@@ -224,22 +250,43 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
     p->minor = 0;
     return cudaSuccess;
 }
-// device memory: filled with garbage so that a missing zeroing shows
-cudaError_t cudaMalloc(void **p, size_t n)
+// memory filled with garbage so that a missing zeroing shows; the device's (counted) keeps its size in the
+// 256 bytes before the pointer
+static cudaError_t emu_alloc(void **p, size_t n, bool device)
 {
-    *p = aligned_alloc(256, (n + 255) & ~(size_t)255);
-    if (!*p)
+    const size_t r = (n + 255) & ~(size_t)255;
+    if (device && (!emu_total() || r > emu_total() - emu_used)) {
+        *p = NULL;
         return cudaErrorMemoryAllocation;
+    }
+    char *b = (char *)aligned_alloc(256, r + 256);
+    if (!b) {
+        *p = NULL;
+        return cudaErrorMemoryAllocation;
+    }
+    memcpy(b, &r, sizeof r);
+    if (device && (emu_used += r) > emu_peak)
+        emu_peak = emu_used;
+    *p = b + 256;
     memset(*p, 0xa5, n);
     return cudaSuccess;
 }
-cudaError_t cudaFree(void *p)
+static cudaError_t emu_free(void *p, bool device)
 {
-    free(p);
+    if (!p)
+        return cudaSuccess;
+    char *b = (char *)p - 256;
+    size_t r;
+    memcpy(&r, b, sizeof r);
+    if (device)
+        emu_used -= r;
+    free(b);
     return cudaSuccess;
 }
-cudaError_t cudaHostAlloc(void **p, size_t n, unsigned) { return cudaMalloc(p, n); }
-cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+cudaError_t cudaMalloc(void **p, size_t n) { return emu_alloc(p, n, true); }
+cudaError_t cudaFree(void *p) { return emu_free(p, true); }
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned) { return emu_alloc(p, n, false); }
+cudaError_t cudaFreeHost(void *p) { return emu_free(p, false); }
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t)
 {
     memset(p, v, n);
