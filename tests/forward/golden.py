@@ -123,7 +123,8 @@ def check(name, root, harness, threads, kv=None):
 def main():
     tmp = os.environ.get("PB_TEST_TMP") or "/tmp"
     build = os.environ.get("PB_BUILDDIR", ".")
-    harness = os.path.join(build, "tests", "forward", "fwd-harness")
+    # PB_FWD_HARNESS: another build of it (golden-emu.sh: on the CUDA backend's CPU stand-in)
+    harness = os.environ.get("PB_FWD_HARNESS") or os.path.join(build, "tests", "forward", "fwd-harness")
     names = sys.argv[1:] or (os.environ.get("PB_FWD_MODELS", "").split() or list(make_goldens.SPECS))
     import torch
     torch.set_num_threads(1)
