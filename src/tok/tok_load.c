@@ -17,6 +17,9 @@
 
 #define TK_MAX_FILE ((size_t)1 << 30)   /* 1 GiB of JSON is far beyond any real tokenizer */
 #define TK_MAX_DEPTH 64                 /* nesting of Sequence components */
+/* Token ids index tables of (highest id + 1) entries, 17 bytes each: an id of 2^31 would ask for 36 GB. The
+ * largest real vocabularies hold about 262k ids; 2^24 leaves room for any real one. */
+#define TK_MAX_ID ((1 << 24) - 1)
 
 typedef struct ld {
     const char *name;   /* file name for messages */
@@ -348,7 +351,7 @@ static pb_status parse_tok_pair(const ld *L, const char *path, const cJSON *o, c
     int64_t v;
     if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != 2 || !cJSON_IsString(cJSON_GetArrayItem(a, 0)))
         return ferr(L, path, "field '%s' must be [token, id]", key);
-    PB_CHECK(jint(L, path, cJSON_GetArrayItem(a, 1), key, 0, INT32_MAX - 1, &v));
+    PB_CHECK(jint(L, path, cJSON_GetArrayItem(a, 1), key, 0, TK_MAX_ID, &v));
     *id = (int32_t)v;
     return PB_OK;
 }
@@ -385,7 +388,7 @@ static pb_status parse_template(const ld *L, const char *path, const cJSON *o, t
             const cJSON *x;
             cJSON_ArrayForEach(x, ids) {
                 int64_t v;
-                PB_CHECK(jint(L, path, x, "special_tokens id", 0, INT32_MAX - 1, &v));
+                PB_CHECK(jint(L, path, x, "special_tokens id", 0, TK_MAX_ID, &v));
                 if (seen_a)
                     PB_CHECK(push_id(&p->after, &p->n_after, (int32_t)v));
                 else
@@ -565,7 +568,7 @@ static pb_status parse_model(ld *L, const cJSON *root, const cJSON *added)
         int64_t v;
         char p[64];
         snprintf(p, sizeof p, "model.vocab");
-        PB_CHECK(jint(L, p, e, "token id", 0, INT32_MAX - 1, &v));
+        PB_CHECK(jint(L, p, e, "token id", 0, TK_MAX_ID, &v));
         if (!e->string)
             return ferr(L, "model.vocab", "entry without a token");
         PB_CHECK(tk_strmap_put(&tok->vocab, e->string, strlen(e->string), (int32_t)v));
@@ -578,7 +581,7 @@ static pb_status parse_model(ld *L, const cJSON *root, const cJSON *added)
         snprintf(p, sizeof p, "added_tokens[%zu]", i++);
         if (!cJSON_IsObject(e))
             return ferr(L, p, "must be an object");
-        PB_CHECK(jint(L, p, jget(e, "id"), "field 'id'", 0, INT32_MAX - 1, &v));
+        PB_CHECK(jint(L, p, jget(e, "id"), "field 'id'", 0, TK_MAX_ID, &v));
         if (v > max_id) max_id = v;
     }
     tok->n_ids = (int32_t)(max_id + 1);
@@ -671,7 +674,7 @@ static pb_status parse_added(ld *L, const cJSON *added)
         tk_added *a = &tok->added[tok->n_added];
         const char *content;
         int64_t id;
-        PB_CHECK(jint(L, p, jget(e, "id"), "field 'id'", 0, INT32_MAX - 1, &id));
+        PB_CHECK(jint(L, p, jget(e, "id"), "field 'id'", 0, TK_MAX_ID, &id));
         PB_CHECK(jstr(L, p, e, "content", true, &content));
         PB_CHECK(jbool(L, p, e, "special", false, &a->special));
         PB_CHECK(jbool(L, p, e, "lstrip", false, &a->lstrip));

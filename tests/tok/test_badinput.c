@@ -99,6 +99,11 @@ static void test_bad_json(void)
     expect_load_error("other model", "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", "Unigram", "BPE");
     expect_load_error("bad id", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -3}, \"merges\": []}}",
                       "model.vocab", "token id");
+    /* an id past 2^24 - 1: its tables would be that many entries (found by the fuzzer: 12 GB for 1.5e9) */
+    expect_load_error("huge id", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 1500000000}, \"merges\": []}}",
+                      "model.vocab", "[0, 16777215]");
+    expect_load_error("huge added id", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+                      "\"added_tokens\": [{\"id\": 16777216, \"content\": \"<x>\"}]}", "added_tokens[0]", "16777215");
     s = tiny(", \"merges\": []", "\"normalizer\": {\"type\": \"Bogus\"}");
     expect_load_error("unknown normalizer", s, "normalizer", "'Bogus'");
     free(s);
