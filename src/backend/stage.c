@@ -156,7 +156,13 @@ static size_t out_rows(const pb_stage_opts *o)
     return (size_t)o->n_slots;
 }
 
-/* narrow_in: the largest n_in of a bf16/f16 linear layer the stage holds (0: none) */
+/* narrow_in, the largest n_in of a bf16/f16 linear layer the stage holds (0: none), after one of type d */
+static int narrow_max(int narrow_in, pb_dtype d, int n_in)
+{
+    return (d == PB_DT_BF16 || d == PB_DT_F16) && n_in > narrow_in ? n_in : narrow_in;
+}
+
+/* narrow_in: as narrow_max */
 static pb_backend_limits limits_for(const pb_model_config *cfg, const pb_stage_opts *o, bool has_head, int narrow_in)
 {
     const int qd = cfg->n_heads * cfg->head_dim, kvd = cfg->n_kv_heads * cfg->head_dim;
@@ -248,8 +254,7 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
         }
         pb_dtype store = pb_wdtype_resolve(opts->weights_dtype, same ? d0 : PB_DT_F32);
         bytes += ops->weight_bytes(store, it->n_out, it->n_in, it->bias[0][0] != '\0');
-        if ((store == PB_DT_BF16 || store == PB_DT_F16) && it->n_in > narrow_in)
-            narrow_in = it->n_in;
+        narrow_in = narrow_max(narrow_in, store, it->n_in);
     }
     free(items);
     out->weights = bytes;
@@ -567,11 +572,8 @@ pb_status pb_stage_create(const pb_model_config *cfg, const pb_stage_plan *sp, c
     pb_stage_mem mem;
     PB_CHECK_GOTO(pb_kvdtype_resolve(be->ops, opts->kv_dtype, &s->kv_dtype), st, fail);
     int narrow_in = 0;
-    for (int i = 0; i < s->ws.n_mats; i++) {
-        const pb_weight *m = s->ws.mats[i];
-        if ((m->dtype == PB_DT_BF16 || m->dtype == PB_DT_F16) && m->n_in > narrow_in)
-            narrow_in = m->n_in;
-    }
+    for (int i = 0; i < s->ws.n_mats; i++)
+        narrow_in = narrow_max(narrow_in, s->ws.mats[i]->dtype, s->ws.mats[i]->n_in);
     PB_CHECK_GOTO(runtime_memory(cfg, be->ops, s->n_layers, s->has_embed, s->has_head, narrow_in, &s->opts, &mem), st,
                   fail);
     if (mem.kv > SIZE_MAX / 2)

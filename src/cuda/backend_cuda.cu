@@ -455,6 +455,19 @@ static size_t rows_args_bytes(int n_rows) { return round256((size_t)n_rows * (si
 
 static size_t sample_bytes(int rows, int n, int hist_ids, int mask_ids);
 
+static int g_attn_chunk, g_attn_split = -1; // attention's chunk keys (0: not read yet) and form
+
+// attention's chunk keys, PB_CUDA_ATTN_CHUNK and PB_CUDA_ATTN_SPLIT read at the first use (pb_cuda_attn_force
+// sets them for the tests)
+static int attn_chunk_keys(void)
+{
+    if (!g_attn_chunk) {
+        g_attn_chunk = kc_env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
+        g_attn_split = kc_env_int("PB_CUDA_ATTN_SPLIT", -1, -1, 1);
+    }
+    return g_attn_chunk;
+}
+
 // The device memory of calls up to lim besides the stage's buffers, each the most any call asks: the op
 // arguments (attention's arrays, rows), x's rows rounded for the tensor cores (bf16/f16 weights), the
 // sampler's (the last stage: every slot's row with a history of max_keys ids) and attention's chunk results
@@ -471,9 +484,9 @@ static cuda_sizes sizes_for(const pb_backend_limits *lim)
     const size_t r = rows_args_bytes(lim->max_tokens);
     z.args = a > r ? a : r;
     z.xb = g_tc && lim->narrow_in > 0 ? round256(kc_linear_tc_scratch_max(lim->max_tokens, lim->narrow_in)) : 0;
-    const bool samples = kc_env_int("PB_CUDA_SAMPLE", 1, 0, 1) != 0; // cuda_ops_init: the sample op
+    const bool samples = pb_cuda_backend_ops()->sample != NULL; // PB_CUDA_SAMPLE=0: the host samples
     z.samp = samples && lim->vocab > 0 ? round256(sample_bytes(lim->max_seqs, lim->vocab, lim->max_keys, 64)) : 0;
-    const int chunk = kc_env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
+    const int chunk = attn_chunk_keys();
     const int chunks = (lim->max_keys + chunk - 1) / chunk;
     const int q = lim->max_heads > 0 ? 1023 / lim->max_heads : 0, qs = q < lim->max_tokens ? q : lim->max_tokens;
     const size_t part = chunks > 1 && qs > 0 ? attn_part_bytes(qs, lim->max_heads, chunks, lim->head_dim) : 0;
@@ -506,7 +519,6 @@ static pb_status cuda_reserve(pb_backend *be, const pb_backend_limits *lim)
 
 // ---- compute ----
 
-static int g_attn_chunk, g_attn_split = -1; // attention's chunk keys (0: not read yet) and form
 static int g_attn_lane = -1;                 // attention's scores a key a thread (1), a warp's (0); -1: not read yet
 static int g_attn_grp = -1; // a block a KV head's queries of a tile: 2 always, 1 from 1024 queries, 0 never; -1: unread
 
@@ -663,10 +675,6 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
     // few queries would leave most SMs idle, else a block a KV head's queries of a tile of tokens (grouped)
     // or a block a query. PB_CUDA_ATTN_CHUNK (keys), PB_CUDA_ATTN_SPLIT=0|1 (never, always),
     // PB_CUDA_ATTN_GROUP and PB_CUDA_ATTN_LANE are for the tests and benchmarks.
-    if (!g_attn_chunk) {
-        g_attn_chunk = kc_env_int("PB_CUDA_ATTN_CHUNK", KC_ATTN_CHUNK, 1, 1 << 20);
-        g_attn_split = kc_env_int("PB_CUDA_ATTN_SPLIT", -1, -1, 1);
-    }
     if (g_attn_lane < 0)
         pb_cuda_attn_scores(-1);
     if (g_attn_grp < 0)
@@ -677,7 +685,7 @@ static pb_status cuda_attention(pb_backend *be, const pb_attn_args *a)
             const int p = a->pos[s] + a->n_tokens[s] - 1, keys = p + 1 - attn_first_key(a->window, p);
             most = keys > most ? keys : most;
         }
-    const int chunk = g_attn_chunk, max_chunks = (most + chunk - 1) / chunk;
+    const int chunk = attn_chunk_keys(), max_chunks = (most + chunk - 1) / chunk; // (g_attn_split read with it)
     const bool few = (size_t)T * (size_t)a->n_heads < 1024;
     const size_t part_bytes = attn_part_bytes(T, a->n_heads, max_chunks, a->head_dim);
     const bool split = max_chunks > 1 && max_chunks <= 65535 &&
