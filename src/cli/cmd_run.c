@@ -512,7 +512,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
                                                per_chunk, batch, context);
         size_t max_msg = (size_t)cap * (size_t)cfg.hidden_size * sizeof(float) +
                          (size_t)batch * 64 + (size_t)cap * 4 + 4096;
-        pb_tcp_opts to = {.iface = opts->iface, .max_msg_bytes = max_msg};
+        pb_tcp_opts to = {.iface = opts->iface, .family = opts->ip_family, .max_msg_bytes = max_msg};
         /* NCCL between GPU ranks (PB_TRANSPORT), over these TCP links */
         PB_CHECK_GOTO(pb_transport_create(boot, dev.gpu, &to, &tr), st, out);
     }

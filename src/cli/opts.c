@@ -21,6 +21,7 @@
 #endif
 
 #include "common/util.h"
+#include "net/addr.h"
 
 enum {
     OPT_INDEX = 1000, OPT_METRICS, OPT_SPLIT_POLICY, OPT_SPLIT_POINTS, OPT_MAX_SEQ_LEN,
@@ -29,7 +30,7 @@ enum {
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
     OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING,
-    OPT_MAX_BATCH_TOKENS
+    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY
 };
 
 static const struct option long_opts[] = {
@@ -53,6 +54,7 @@ static const struct option long_opts[] = {
     {"no-weights-cache", no_argument, NULL, OPT_NO_WEIGHTS_CACHE},
     {"no-prefix-sharing", no_argument, NULL, OPT_NO_PREFIX_SHARING},
     {"iface", required_argument, NULL, OPT_IFACE},
+    {"ip-family", required_argument, NULL, OPT_IP_FAMILY},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
     {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
@@ -361,6 +363,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             break;
         case OPT_NO_PREFIX_SHARING: o->no_prefix_sharing = true; break;
         case OPT_IFACE: o->iface = optarg; break;
+        case OPT_IP_FAMILY: PB_CHECK_GOTO(pb_ip_family_parse(optarg, &o->ip_family), st, out); break;
         case OPT_MAX_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.max_tokens), st, out);
             o->gen.has_max_tokens = true;
@@ -528,6 +531,7 @@ void pb_opts_print_help(FILE *fp)
 "                             copy of the KV cache of the longest prefix it shares with a\n"
 "                             sequence in flight or just finished: the same output bits\n"
 "      --iface NAME           network interface for stage-to-stage TCP (default: routable)\n"
+"      --ip-family auto|4|6   IPv4 or IPv6 between stages (default auto: IPv4 where there is one)\n"
 "\n"
 "Generation defaults (a record's own fields win; then generation_config.json):\n"
 "      --max-tokens N         tokens to generate (default 64)\n"

@@ -65,6 +65,7 @@ typedef struct pb_opts {
                                 * a backend without a cache ignores it) */
     bool no_prefix_sharing;  /* --no-prefix-sharing: no prompt starts from another slot's cache */
     const char *iface;       /* --iface NAME for TCP transport */
+    int ip_family;           /* --ip-family: PB_IP_AUTO (0), PB_IP_4, PB_IP_6 */
 
     /* Generation settings given on the command line; has_* tells which were given
      * (the rest fall back to generation_config.json, then to the built-in

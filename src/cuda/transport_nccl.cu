@@ -63,6 +63,7 @@
 extern "C" {
 #include "common/log.h"
 #include "common/util.h"
+#include "net/addr.h"
 #include "net/bootstrap.h"
 #include "net/transport.h"
 }
@@ -688,7 +689,7 @@ void gpu_identity(int device, char *out, size_t cap)
 // detected"). When a neighbour shares ours, give this process its own NCCL
 // host identity, so NCCL links them through its network (socket) transport.
 // Must run before the first NCCL call of the process (NCCL reads it then).
-pb_status share_gpu_setup(nccl_tr *c, pb_bootstrap *b, int timeout_s, const char *iface)
+pb_status share_gpu_setup(nccl_tr *c, pb_bootstrap *b, int timeout_s, const char *iface, int family)
 {
     char mine[512];
     gpu_identity(c->device, mine, sizeof mine);
@@ -721,6 +722,10 @@ pb_status share_gpu_setup(nccl_tr *c, pb_bootstrap *b, int timeout_s, const char
     }
     if (iface && !getenv("NCCL_SOCKET_IFNAME") && setenv("NCCL_SOCKET_IFNAME", iface, 1) != 0)
         return pb_error(PB_ERR_NET, "setenv NCCL_SOCKET_IFNAME: %s", strerror(errno));
+    // --ip-family 4 or 6: NCCL's sockets too, unless NCCL_SOCKET_FAMILY is set
+    const char *fam = family == PB_IP_6 ? "AF_INET6" : family == PB_IP_4 ? "AF_INET" : NULL;
+    if (fam && !getenv("NCCL_SOCKET_FAMILY") && setenv("NCCL_SOCKET_FAMILY", fam, 1) != 0)
+        return pb_error(PB_ERR_NET, "setenv NCCL_SOCKET_FAMILY: %s", strerror(errno));
     return PB_OK;
 }
 
@@ -865,7 +870,7 @@ pb_status setup(nccl_tr *c, pb_bootstrap *b, const pb_nccl_opts *o)
     }
 
     // Before any NCCL call: NCCL reads its environment once.
-    PB_CHECK(share_gpu_setup(c, b, timeout_s, o->ctl.iface));
+    PB_CHECK(share_gpu_setup(c, b, timeout_s, o->ctl.iface, o->ctl.family));
 
     // This rank draws the id of its link to next; the previous rank's comes
     // through PMIx.

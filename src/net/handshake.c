@@ -193,12 +193,10 @@ static bool out_send_hello(const pb_hs_cfg *c, out_link *o)
 /* Start a connection attempt; PB_ERR_NET only for errors a retry cannot mend. */
 static pb_status out_start(const pb_hs_cfg *c, out_link *o)
 {
-    o->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    o->fd = socket(pb_net_af(&c->next_addr), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (o->fd < 0)
         return pb_error(PB_ERR_NET, "socket: %s", strerror(errno));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(c->next_port),
-                             .sin_addr = c->next_addr};
-    int rc = connect(o->fd, (struct sockaddr *)&sa, sizeof sa);
+    int rc = connect(o->fd, (const struct sockaddr *)&c->next_addr.sa, c->next_addr.len);
     if (rc == 0) {
         out_send_hello(c, o);
         return PB_OK;
@@ -213,12 +211,12 @@ static pb_status out_start(const pb_hs_cfg *c, out_link *o)
         out_retry(o, strerror(err));
         return PB_OK;
     }
-    char astr[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &c->next_addr, astr, sizeof astr);
+    char astr[PB_NETADDR_TEXT];
+    pb_net_text(&c->next_addr, astr, sizeof astr);
     close(o->fd);
     o->fd = -1;
-    return pb_error(PB_ERR_NET, "connecting to rank %d at %s:%u (%s): %s", c->next, astr,
-                    (unsigned)c->next_port, c->next_host, strerror(err));
+    return pb_error(PB_ERR_NET, "connecting to rank %d at %s (%s): %s", c->next, astr, c->next_host,
+                    strerror(err));
 }
 
 static pb_status out_event(const pb_hs_cfg *c, out_link *o, short revents)
@@ -238,10 +236,10 @@ static pb_status out_event(const pb_hs_cfg *c, out_link *o, short revents)
             out_retry(o, strerror(err));
             return PB_OK;
         }
-        char astr[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &c->next_addr, astr, sizeof astr);
-        return pb_error(PB_ERR_NET, "connecting to rank %d at %s:%u (%s): %s", c->next, astr,
-                        (unsigned)c->next_port, c->next_host, strerror(err));
+        char astr[PB_NETADDR_TEXT];
+        pb_net_text(&c->next_addr, astr, sizeof astr);
+        return pb_error(PB_ERR_NET, "connecting to rank %d at %s (%s): %s", c->next, astr, c->next_host,
+                        strerror(err));
     }
     size_t need = o->state == OUT_CHAL ? CHAL_BYTES : OK_BYTES;
     int r = read_some(o->fd, o->buf, &o->got, need);
@@ -256,9 +254,11 @@ static pb_status out_event(const pb_hs_cfg *c, out_link *o, short revents)
             !proof_ok(c->secret, LABEL_ACCEPT, o->hello, o->buf + 8, o->buf + 8 + NONCE_BYTES)) {
             /* Someone else listens where rank next published its endpoint
              * (said once; the retries every 0.1 s only at -vv). */
-            (o->n_unproven++ ? pb_log_debug : pb_log_warn)("tcp: the listener at rank %d's endpoint (%s port %u) did not prove "
-                        "it belongs to this job; retrying", c->next, c->next_host,
-                        (unsigned)c->next_port);
+            char astr[PB_NETADDR_TEXT];
+            pb_net_text(&c->next_addr, astr, sizeof astr);
+            (o->n_unproven++ ? pb_log_debug : pb_log_warn)("tcp: the listener at rank %d's endpoint (%s, %s) did not "
+                                                           "prove it belongs to this job; retrying", c->next,
+                                                           c->next_host, astr);
             out_retry(o, "the listener did not prove it belongs to this job");
             return PB_OK;
         }
@@ -291,7 +291,7 @@ typedef struct cand {
     uint8_t nonce[NONCE_BYTES];
     uint8_t buf[HELLO_BYTES];
     size_t got;
-    char who[64]; /* address:port */
+    char who[PB_NETADDR_TEXT]; /* address:port */
 } cand;
 
 static void cand_refuse(const pb_hs_cfg *c, cand *k, const char *why, int *n_refused)
@@ -356,7 +356,7 @@ static bool cand_event(const pb_hs_cfg *c, cand *k, int *n_refused)
 
 static void cand_accept(const pb_hs_cfg *c, cand *cands, int *n_refused)
 {
-    struct sockaddr_in sa;
+    struct sockaddr_storage sa;
     socklen_t sl = sizeof sa;
     int fd = accept(c->listen_fd, (struct sockaddr *)&sa, &sl);
     if (fd < 0)
@@ -379,10 +379,9 @@ static void cand_accept(const pb_hs_cfg *c, cand *cands, int *n_refused)
     memset(k, 0, sizeof *k);
     k->fd = fd;
     k->step_deadline = pb_now() + STEP_SECONDS;
-    char astr[INET_ADDRSTRLEN] = "?";
-    if (sa.sin_family == AF_INET)
-        inet_ntop(AF_INET, &sa.sin_addr, astr, sizeof astr);
-    snprintf(k->who, sizeof k->who, "%s:%u", astr, (unsigned)ntohs(sa.sin_port));
+    pb_netaddr from;
+    pb_net_from_sockaddr((const struct sockaddr *)&sa, sl, &from);
+    pb_net_text(&from, k->who, sizeof k->who);
     tune_socket(fd);
 }
 
@@ -405,12 +404,14 @@ pb_status pb_hs_connect_ring(const pb_hs_cfg *c, int *send_fd, int *recv_fd)
     while (o.state != OUT_DONE || in_fd < 0) {
         double now = pb_now();
         if (now >= c->deadline) {
+            char astr[PB_NETADDR_TEXT];
+            pb_net_text(&c->next_addr, astr, sizeof astr);
             if (in_fd < 0)
                 st = pb_error(PB_ERR_NET, "rank %d (on %s) did not connect and prove it "
                               "belongs to this job within the timeout", c->prev, c->prev_host);
             else
-                st = pb_error(PB_ERR_NET, "connecting to rank %d (on %s, port %u): %s",
-                              c->next, c->next_host, (unsigned)c->next_port, o.last_err);
+                st = pb_error(PB_ERR_NET, "connecting to rank %d (on %s, at %s): %s", c->next, c->next_host,
+                              astr, o.last_err);
             goto out;
         }
         if (o.state == OUT_IDLE && now >= o.retry_at)

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "net/addr.h"
 
 #define PB_HS_SECRET_BYTES 32
 
@@ -35,8 +36,7 @@ typedef struct pb_hs_cfg {
     uint64_t job;                      /* hash of the job id: tells other jobs apart early */
     const uint8_t *secret;             /* PB_HS_SECRET_BYTES shared by the job's ranks */
     const char *next_host, *prev_host; /* for messages */
-    struct in_addr next_addr;          /* where the next rank listens */
-    uint16_t next_port;
+    pb_netaddr next_addr;              /* where the next rank listens (IPv4 or IPv6, port set) */
     int listen_fd;                     /* listening socket the previous rank connects to */
     double deadline;                   /* pb_now() time by which both links must be up */
 } pb_hs_cfg;

@@ -629,54 +629,33 @@ static void host_identity(char *host, size_t hcap, char *boot, size_t bcap)
     }
 }
 
-/* IPv4 address to listen on and publish: that of `iface`, or the first
- * non-loopback interface that is up (loopback if there is none). */
-static pb_status pick_address(const char *iface, struct in_addr *addr)
+/* The address to listen on and publish (addr.h's pb_net_pick over this
+ * host's interfaces). */
+static pb_status pick_address(const char *iface, int family, pb_netaddr *addr)
 {
     struct ifaddrs *ifs = NULL;
     if (getifaddrs(&ifs) != 0)
         return pb_error(PB_ERR_NET, "getifaddrs: %s", strerror(errno));
-    bool found = false;
-    char names[512] = "";
-    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP))
-            continue;
-        size_t used = strlen(names);
-        snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", i->ifa_name);
-        struct in_addr a = ((const struct sockaddr_in *)(const void *)i->ifa_addr)->sin_addr;
-        if (iface) {
-            if (strcmp(i->ifa_name, iface) == 0 && !found) {
-                *addr = a;
-                found = true;
-            }
-        } else if (!(i->ifa_flags & IFF_LOOPBACK) && !found) {
-            *addr = a;
-            found = true;
-        }
-    }
+    pb_status st = pb_net_pick(ifs, iface, family, addr);
     freeifaddrs(ifs);
-    if (!found && iface)
-        return pb_error(PB_ERR_USAGE,
-                        "--iface %s: no IPv4 interface of that name is up (available: %s)",
-                        iface, names[0] ? names : "none");
-    if (!found)
-        addr->s_addr = htonl(INADDR_LOOPBACK);
-    return PB_OK;
+    return st;
 }
 
-/* Parse "pbtcp1 PORT HOST BOOTID ADDR" (validated). */
-static pb_status parse_endpoint(const char *s, size_t len, int rank, uint16_t *port,
-                                char *host, size_t hcap, char *boot, size_t bcap,
-                                struct in_addr *addr)
+/* Parse "pbtcp1 PORT HOST BOOTID ADDR" (validated; ADDR numeric IPv4 or
+ * IPv6, a link-local one reached through scope_iface). */
+static pb_status parse_endpoint(const char *s, size_t len, int rank, const char *scope_iface,
+                                char *host, size_t hcap, char *boot, size_t bcap, pb_netaddr *addr)
 {
     char h[256], b[128], a[64];
     unsigned p = 0;
     int used = 0;
     if (len > 600 || strlen(s) != len ||
         sscanf(s, "pbtcp1 %u %255s %127s %63s%n", &p, h, b, a, &used) != 4 ||
-        (size_t)used != len || p == 0 || p > 65535 || inet_pton(AF_INET, a, addr) != 1)
+        (size_t)used != len || p == 0 || p > 65535)
         return pb_error(PB_ERR_NET, "rank %d published a malformed TCP endpoint", rank);
-    *port = (uint16_t)p;
+    pb_status st = pb_net_peer(a, (uint16_t)p, scope_iface, addr);
+    if (st != PB_OK)
+        return pb_error_ctx(st, "rank %d's TCP endpoint", rank);
     snprintf(host, hcap, "%s", h);
     snprintf(boot, bcap, "%s", b);
     return PB_OK;
@@ -732,28 +711,33 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
     size_t eplen = 0;
     uint8_t secret[PB_HS_SECRET_BYTES];
 
-    struct in_addr pub;
-    PB_CHECK_GOTO(pick_address(o.iface, &pub), st, fail);
-    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    pb_netaddr pub;
+    PB_CHECK_GOTO(pick_address(o.iface, o.family, &pub), st, fail);
+    lfd = socket(pb_net_af(&pub), SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (lfd < 0) {
         st = pb_error(PB_ERR_NET, "socket: %s", strerror(errno));
         goto fail;
     }
-    /* With --iface listen on that address only, else on all (peers on this
-     * host come over loopback, others over the published address). */
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0,
-                             .sin_addr.s_addr = o.iface ? pub.s_addr : htonl(INADDR_ANY)};
-    socklen_t sl = sizeof sa;
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 16) != 0 ||
-        getsockname(lfd, (struct sockaddr *)&sa, &sl) != 0) {
-        st = pb_error(PB_ERR_NET, "listening for rank %d: %s", c->base.prev, strerror(errno));
+    /* With --iface listen on that address only, else on all of its family
+     * (peers on this host come over loopback, others over the published
+     * address). */
+    pb_netaddr la;
+    if (o.iface)
+        la = pub;
+    else
+        pb_net_any(pb_net_af(&pub), &la);
+    socklen_t sl = sizeof la.sa;
+    if (bind(lfd, (const struct sockaddr *)&la.sa, la.len) != 0 || listen(lfd, 16) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&la.sa, &sl) != 0) {
+        char astr[PB_NETADDR_TEXT];
+        pb_net_text(&la, astr, sizeof astr);
+        st = pb_error(PB_ERR_NET, "listening for rank %d at %s: %s", c->base.prev, astr, strerror(errno));
         goto fail;
     }
-    char host[256], boot[128], astr[INET_ADDRSTRLEN], mine[600];
+    char host[256], boot[128], astr[INET6_ADDRSTRLEN], mine[600];
     host_identity(host, sizeof host, boot, sizeof boot);
-    inet_ntop(AF_INET, &pub, astr, sizeof astr);
-    snprintf(mine, sizeof mine, "pbtcp1 %u %s %s %s", (unsigned)ntohs(sa.sin_port), host, boot,
-             astr);
+    pb_net_host_text(&pub, astr, sizeof astr);
+    snprintf(mine, sizeof mine, "pbtcp1 %u %s %s %s", (unsigned)pb_net_port(&la), host, boot, astr);
     pb_log_debug("tcp endpoint: %s", mine);
     PB_CHECK_GOTO(pb_bootstrap_put(b, ep_key, mine, strlen(mine)), st, fail);
     /* Rank 0 draws the job's secret; PMIx hands it to the job's ranks only. */
@@ -784,11 +768,10 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
     for (int k = 0; k < 2; k++) {
         int peer = k == 0 ? c->base.next : c->base.prev;
         PB_CHECK_GOTO(pb_bootstrap_get(b, peer, ep_key, o.timeout_s, &ep, &eplen), st, fail);
-        uint16_t port = 0;
         char phost[256], pboot[128];
-        struct in_addr paddr;
-        PB_CHECK_GOTO(parse_endpoint(ep, eplen, peer, &port, phost, sizeof phost, pboot,
-                                     sizeof pboot, &paddr), st, fail);
+        pb_netaddr paddr;
+        PB_CHECK_GOTO(parse_endpoint(ep, eplen, peer, o.iface, phost, sizeof phost, pboot, sizeof pboot,
+                                     &paddr), st, fail);
         free(ep);
         ep = NULL;
         if (k == 1) {
@@ -798,10 +781,13 @@ pb_status pb_transport_tcp_create(pb_bootstrap *b, const pb_tcp_opts *opts, pb_t
         snprintf(c->next_host, sizeof c->next_host, "%s", phost);
         bool same_host = !o.iface && strcmp(phost, host) == 0 && strcmp(pboot, boot) == 0 &&
                          strcmp(pboot, "-") != 0;
-        if (same_host)
-            paddr.s_addr = htonl(INADDR_LOOPBACK);
-        hs.next_addr = paddr;
-        hs.next_port = port;
+        if (same_host) /* it listens on every address of its family */
+            pb_net_loopback_of(&paddr, &hs.next_addr);
+        else
+            hs.next_addr = paddr;
+        char nstr[PB_NETADDR_TEXT];
+        pb_net_text(&hs.next_addr, nstr, sizeof nstr);
+        pb_log_debug("tcp: rank %d (%s) listens at %s", peer, phost, nstr);
     }
     st = pb_hs_connect_ring(&hs, &c->send_fd, &c->recv_fd);
     sodium_memzero(secret, sizeof secret);

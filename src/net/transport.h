@@ -104,7 +104,8 @@ void pb_transport_closing(pb_transport *t);
 void pb_transport_get_stats(pb_transport *t, pb_transport_stats *out);
 void pb_transport_free(pb_transport *t); /* NULL-safe */
 
-/* TCP: listen on a routable address (or the IPv4 address of `iface`),
+/* TCP: listen on a routable address, IPv4 or IPv6 (or that of `iface`:
+ * net/addr.h's pb_net_pick),
  * publish the endpoint through the bootstrap (put/commit/fence/get, all with
  * timeouts), connect to the next rank and accept the previous one; each
  * link proves that both ends know the job's secret, which rank 0 draws and
@@ -113,6 +114,7 @@ void pb_transport_free(pb_transport *t); /* NULL-safe */
  * payload accepted from the network. Needs a world of at least 2. */
 typedef struct pb_tcp_opts {
     const char *iface;      /* NULL = any routable address */
+    int family;             /* PB_IP_AUTO (0), PB_IP_4 or PB_IP_6 (net/addr.h) */
     size_t max_msg_bytes;   /* 0 = 1 GiB */
     int timeout_s;          /* endpoint exchange and connection setup; 0 = 120 */
     int max_queued;         /* messages queued per direction; 0 = 64 */

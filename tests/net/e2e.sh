@@ -1,6 +1,6 @@
 #!/bin/sh
 # pippy-batch across ranks under mpirun: output byte-identical to world size 1
-# (greedy and sampled records) with -np 2, 3, 4 and each split policy, the
+# (greedy and sampled records) with -np 2, 3, 4, each split policy and IPv6, the
 # pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
 # non-zero within 15 s naming that rank, with no process left behind.
 set -u
@@ -47,6 +47,17 @@ for args in "2 --split-policy threshold:4400K" "3 --split-points 2,3" "3 --split
         --batch-size 6 --chunks 3 "$@" 2>"$err" || fail "llama: -np $n $*"
     cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $n $* differs from world 1"
 done
+# IPv6 between the stages: over loopback, and through the published ::1 (--iface lo)
+for args in "2 --ip-family 6" "3 --ip-family 6 --iface lo"; do
+    set -- $args
+    n=$1; shift
+    timeout 120 $MPIRUN -np $n "$P" -vv --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force \
+        --batch-size 6 --chunks 2 "$@" 2>"$err" || fail "llama: -np $n $*"
+    cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $n $* differs from world 1"
+    [ "$(grep -c 'tcp: rank [0-9] (.*) listens at \[::1\]:' "$err")" -eq $n ] || fail "llama: -np $n $*: not IPv6"
+done
+"$P" --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force --ip-family 5 2>"$err"
+[ $? -eq 2 ] && grep -q "ip-family 5: expected auto, 4 or 6" "$err" || fail "--ip-family 5 not refused"
 
 # --max-batch-tokens: micro-batches of 3 tokens (prompts prefilled in pieces, beside decode steps) and of 300
 # give world 1's output, alone and over 2 ranks; fewer tokens than a micro-batch's sequences are refused

@@ -121,9 +121,9 @@ static void setup(rank_run *r, int rank, const uint8_t *secret, int lfd, uint16_
     memset(r, 0, sizeof *r);
     r->cfg = (pb_hs_cfg){.rank = rank, .world = 2, .next = 1 - rank, .prev = 1 - rank,
                          .job = JOB, .secret = secret, .next_host = "here", .prev_host = "here",
-                         .next_port = next_port, .listen_fd = lfd,
-                         .deadline = pb_now() + seconds};
-    r->cfg.next_addr.s_addr = htonl(INADDR_LOOPBACK);
+                         .listen_fd = lfd, .deadline = pb_now() + seconds};
+    if (pb_net_peer("127.0.0.1", next_port, NULL, &r->cfg.next_addr) != PB_OK)
+        abort();
 }
 
 static void strangers_first(const uint8_t *secret)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # TCP transport under mpirun: 2, 3 and 4 ranks pass checked messages round
-# the ring (several in flight); --iface lo; a second, tagged transport in the
+# the ring (several in flight); --iface lo; IPv6; a second, tagged transport in the
 # same job; an oversized frame is rejected;
 # a rank killed mid-stream is named by the others and the job ends.
 set -u
@@ -36,7 +36,31 @@ timeout 120 $MPIRUN -np 2 -x PB_TRANSPORT=udp "$T" --select -1,-1 >"$out" 2>"$er
 grep -q "PB_TRANSPORT=udp: expected auto, tcp or nccl" "$err" || fail "PB_TRANSPORT=udp: message"
 
 timeout 120 $MPIRUN -np 2 "$T" --iface no-such-if0 >"$out" 2>"$err" && fail "unknown --iface accepted"
-grep -q "no-such-if0: no IPv4 interface" "$err" || fail "unknown --iface message"
+grep -q "no-such-if0: no interface of that name is up with an IP address (up: lo (IPv4" "$err" ||
+    fail "unknown --iface message"
+
+# IPv6 (--ip-family 6): over loopback between ranks of one host, through the
+# published ::1 with --iface lo, and through this host's first routable IPv6
+# address where it has one (the ranks' own debug lines say where each listens).
+v6ring() { # expected-address ring_test-arguments...
+    want=$1
+    shift
+    timeout 120 $MPIRUN -np 3 "$T" --debug --rounds 50 "$@" >"$out" 2>"$err" || fail "IPv6 ring $*"
+    [ "$(grep -c 'round the ring ok' "$out")" -eq 3 ] || fail "IPv6 ring $*: not every rank"
+    [ "$(grep -c "listens at \[$want\]:" "$err")" -eq 3 ] || fail "IPv6 ring $*: not at [$want]"
+}
+v6ring ::1 --ip-family 6
+v6ring ::1 --ip-family 6 --iface lo
+g6=$(ip -6 -o addr show scope global 2>/dev/null | awk '$4 !~ /^fe80/ {print $2, $4; exit}')
+if [ -n "$g6" ]; then
+    set -- $g6
+    v6ring "${2%/*}" --ip-family 6 --iface "$1"
+    echo "ring: IPv6 through $1 (${2%/*})"
+else
+    echo "ring: no routable IPv6 address on this host: IPv6 over loopback only"
+fi
+timeout 120 $MPIRUN -np 2 "$T" --ip-family 4 --iface lo --debug --rounds 5 >"$out" 2>"$err" || fail "--ip-family 4"
+[ "$(grep -c 'listens at 127.0.0.1:' "$err")" -eq 2 ] || fail "--ip-family 4: not at 127.0.0.1"
 
 timeout 120 $MPIRUN -np 2 "$T" --oversize >"$out" 2>"$err" || fail "oversize"
 grep -q "rank 1 saw: invalid frame from rank 0: .* 2097152 bytes (limit 1048576)" "$out" || fail "oversize: rank 1"

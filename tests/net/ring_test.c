@@ -1,5 +1,5 @@
 /* Transport ring check, run under mpirun and srun by the test scripts.
- *   ring_test [--iface NAME] [--rounds N] [--window W]
+ *   ring_test [--iface NAME] [--ip-family auto|4|6] [--debug] [--rounds N] [--window W]
  *       rank 0 keeps W messages of varying sizes going round the ring; every
  *       rank checks each payload (pattern, size, order) and forwards it.
  *   ring_test --oversize     (2 ranks) rank 1 accepts at most 1 MiB; rank 0
@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "common/util.h"
+#include "net/addr.h"
 #include "net/bootstrap.h"
 #include "net/transport.h"
 
@@ -52,7 +54,7 @@ static int check(const pb_msg *m, uint64_t want)
 int main(int argc, char **argv)
 {
     const char *iface = NULL, *tag = NULL, *select = NULL;
-    int rounds = 200, window = 4, die = -1, oversize = 0;
+    int rounds = 200, window = 4, die = -1, oversize = 0, family = PB_IP_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--iface") && i + 1 < argc) iface = argv[++i];
         else if (!strcmp(argv[i], "--tag") && i + 1 < argc) tag = argv[++i];
@@ -61,6 +63,13 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--window") && i + 1 < argc) window = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--die") && i + 1 < argc) die = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--oversize")) oversize = 1;
+        else if (!strcmp(argv[i], "--debug")) pb_log_set_level(PB_LOG_DEBUG);
+        else if (!strcmp(argv[i], "--ip-family") && i + 1 < argc) {
+            if (pb_ip_family_parse(argv[++i], &family) != PB_OK) {
+                fprintf(stderr, "ring_test: %s\n", pb_last_error());
+                return 2;
+            }
+        }
         else { fprintf(stderr, "ring_test: bad argument %s\n", argv[i]); return 2; }
     }
     pb_bootstrap *b = NULL;
@@ -72,7 +81,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int rank = pb_bootstrap_rank(b), size = pb_bootstrap_size(b), rc = 1;
-    pb_tcp_opts o = {.iface = iface, .timeout_s = 60, .max_queued = 8};
+    pb_tcp_opts o = {.iface = iface, .family = family, .timeout_s = 60, .max_queued = 8};
     if (oversize && rank == 1)
         o.max_msg_bytes = 1 << 20;
     if (tag) {
