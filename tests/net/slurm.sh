@@ -1,6 +1,6 @@
 #!/bin/sh
 # Under a single-node Slurm that this script starts and stops (slurm-env.sh):
-# bootstrap, TCP ring and the pipeline under srun --mpi=pmix with 2 and 3 tasks, srun
+# bootstrap, TCP ring (IPv4 and IPv6) and the pipeline under srun --mpi=pmix with 2 and 3 tasks, srun
 # without PMIx refused, and a killed task named by the others.
 set -u
 . "$PB_SRCDIR/tests/net/lock.sh"
@@ -25,6 +25,10 @@ for n in 2 3; do
     timeout 120 $SRUN --mpi=pmix -n $n "$R" --window 6 >"$out" 2>"$err" || fail "srun -n $n ring_test"
     [ "$(grep -c 'messages round the ring ok' "$out")" -eq $n ] || fail "srun -n $n ring: not every rank"
 done
+timeout 120 $SRUN --mpi=pmix -n 3 "$R" --ip-family 6 --iface lo --debug --rounds 50 >"$out" 2>"$err" ||
+    fail "srun ring_test over IPv6"
+[ "$(grep -c 'round the ring ok' "$out")" -eq 3 ] && [ "$(grep -c 'listens at \[::1\]:' "$err")" -eq 3 ] ||
+    fail "srun ring over IPv6: not every rank, or not at [::1]"
 
 # The pipeline on test checkpoints: identical to the single-process run.
 for fam in gpt2 llama; do
