@@ -17,17 +17,8 @@
 
 #include "common/status.h"
 #include "net/addr.h"
+#include "../check.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                                             \
-    do {                                                                                                             \
-        if (!(cond)) {                                                                                               \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                     \
-            fprintf(stderr, __VA_ARGS__);                                                                            \
-            fputc('\n', stderr);                                                                                     \
-            failures++;                                                                                              \
-        }                                                                                                            \
-    } while (0)
 
 /* an interface list of up to 8 entries */
 typedef struct {
@@ -241,8 +232,8 @@ int main(void)
     test_pick();
     test_parse();
     test_real();
-    if (failures) {
-        fprintf(stderr, "addr_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "addr_test: %d failures\n", check_failures);
         return 1;
     }
     printf("addr_test: ok\n");

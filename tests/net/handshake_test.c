@@ -25,19 +25,10 @@
 #include "common/status.h"
 #include "common/util.h"
 #include "net/handshake.h"
+#include "../check.h"
 
 #define JOB 0x1234567890abcdefull
 
-static int failures;
-#define CHECK(c, ...)                                                     \
-    do {                                                                  \
-        if (!(c)) {                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);          \
-            fprintf(stderr, __VA_ARGS__);                                 \
-            fputc('\n', stderr);                                          \
-            failures++;                                                   \
-        }                                                                 \
-    } while (0)
 
 static int listener(uint16_t *port)
 {
@@ -254,7 +245,7 @@ int main(void)
     strangers_first(secret);
     fake_listener(secret);
     different_secrets(secret);
-    if (failures)
+    if (check_failures)
         return 1;
     printf("handshake: ok\n");
     return 0;

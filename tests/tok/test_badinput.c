@@ -15,17 +15,8 @@
 #include "common/util.h"
 #include "tok/tok_internal.h"
 #include "tok/tokenizer.h"
+#include "../check.h"
 
-static int fails;
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            fails++;                                                  \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);      \
-            fprintf(stderr, __VA_ARGS__);                             \
-            fprintf(stderr, "\n");                                    \
-        }                                                             \
-    } while (0)
 
 static char datadir[4096];
 
@@ -487,9 +478,9 @@ int main(void)
     test_threads();
     test_mutations();
     test_long_and_nul();
-    if (fails)
-        fprintf(stderr, "%d failure(s)\n", fails);
+    if (check_failures)
+        fprintf(stderr, "%d failure(s)\n", check_failures);
     else
         printf("ok\n");
-    return fails ? 1 : 0;
+    return check_failures ? 1 : 0;
 }
