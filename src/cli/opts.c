@@ -30,7 +30,7 @@ enum {
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
     OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING,
-    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY
+    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N
 };
 
 static const struct option long_opts[] = {
@@ -57,6 +57,7 @@ static const struct option long_opts[] = {
     {"ip-family", required_argument, NULL, OPT_IP_FAMILY},
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
+    {"n", required_argument, NULL, OPT_N},
     {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
     {"top-k", required_argument, NULL, OPT_TOP_K},
@@ -368,6 +369,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.max_tokens), st, out);
             o->gen.has_max_tokens = true;
             break;
+        case OPT_N: PB_CHECK_GOTO(parse_int(optname, optarg, 1, PB_GEN_MAX_N, &o->gen.n), st, out); break;
         case OPT_MIN_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.min_tokens), st, out);
             o->gen.has_min_tokens = true;
@@ -535,6 +537,8 @@ void pb_opts_print_help(FILE *fp)
 "\n"
 "Generation defaults (a record's own fields win; then generation_config.json):\n"
 "      --max-tokens N         tokens to generate (default 64)\n"
+"      --n N                  completions of each prompt (default 1; at most 128): sampled\n"
+"                             from streams of their own, written in one record\n"
 "      --min-tokens N         EOS and stop strings cannot end a completion before N tokens\n"
 "      --ignore-eos           EOS never ends a completion: max_tokens are generated\n"
 "      --temperature T        0 = greedy (default 0)\n"

@@ -10,10 +10,21 @@
 #include "common/util.h"
 #include "gen/stop.h"
 
+/* The completions of a record with n > 1, kept until the last finishes: the
+ * record's output line holds them all. Shared by its sequences and the
+ * engine's pending record (refs). */
+typedef struct group {
+    int n, left, refs;
+    int prompt_tokens;
+    pb_choice *ch;         /* ch[i]: choice i once finished (text owned) */
+} group;
+
 typedef struct seq_state {
     bool active;
     pb_record rec;
     uint64_t out_no;       /* output ordinal */
+    int choice;            /* which of the record's n completions (0 when n = 1) */
+    group *grp;            /* n > 1: the record's completions; else NULL */
     int32_t *prompt;       /* the prompt; with LongRoPE also the generated tokens after it */
     int n_prompt;
     int n_feed;            /* tokens to prefill: n_prompt, or all so far when LongRoPE feeds again */
@@ -40,6 +51,11 @@ typedef struct engine {
     int *n_ghost;
     int max_batch_tokens;
     bool input_done;
+    /* A record with n > 1 whose choices pend.choice.. still wait for slots:
+     * pend holds its record, prompt (pend_cap ids) and group, not active. */
+    seq_state pend;
+    size_t pend_cap;
+    bool has_pend;
     pb_microbatch *mbs;    /* one per chunk */
     int *fifo;             /* chunk ids in flight, oldest first */
     int fifo_head, fifo_n;
@@ -55,12 +71,65 @@ typedef struct engine {
     double deadline;
 } engine;
 
+static void group_unref(group *g)
+{
+    if (!g || --g->refs > 0)
+        return;
+    for (int i = 0; i < g->n; i++)
+        free((char *)g->ch[i].text);
+    free(g->ch);
+    free(g);
+}
+
 static void slot_release(seq_state *s)
 {
     pb_record_clear(&s->rec);
     free(s->prompt);
     pb_detok_free(s->detok);
+    group_unref(s->grp);
     memset(s, 0, sizeof *s);
+}
+
+/* The prompt's ids in a buffer of cap (>= n) */
+static pb_status ids_copy(const int32_t *ids, int n, size_t cap, int32_t **out)
+{
+    *out = NULL;
+    if (cap == 0)
+        return PB_OK;
+    PB_CHECK(pb_calloc(cap, sizeof **out, out));
+    memcpy(*out, ids, (size_t)n * sizeof **out);
+    return PB_OK;
+}
+
+/* Admit the pending record's next choice into s. */
+static pb_status admit_choice(engine *d, seq_state *s)
+{
+    seq_state *p = &d->pend;
+    memset(s, 0, sizeof *s);
+    s->wait_for = -1;
+    pb_status st = pb_record_copy(&s->rec, &p->rec);
+    if (st == PB_OK)
+        st = ids_copy(p->prompt, p->n_prompt, d->pend_cap, &s->prompt);
+    if (st == PB_OK) {
+        s->out_no = p->out_no;
+        s->n_prompt = s->n_feed = p->n_prompt;
+        s->rope_long = p->rope_long;
+        s->choice = p->choice++;
+        s->grp = p->grp;
+        s->grp->refs++;
+        st = pb_detok_create(d->tok, s->prompt, (size_t)s->n_prompt, &s->detok);
+    }
+    if (st != PB_OK) {
+        slot_release(s);
+        return st;
+    }
+    if (p->choice >= p->grp->n) { /* the last one: the record leaves the queue */
+        slot_release(p);
+        d->has_pend = false;
+    }
+    s->active = true;
+    s->t_admit = pb_now();
+    return PB_OK;
 }
 
 /* ---- admission -------------------------------------------------------- */
@@ -71,7 +140,14 @@ static void slot_release(seq_state *s)
 static pb_status next_prompt(engine *d, seq_state *s, bool *got)
 {
     *got = false;
-    while (!d->input_done && !d->stopping) {
+    while (!d->stopping) {
+        if (d->has_pend) {
+            PB_CHECK(admit_choice(d, s));
+            *got = true;
+            return PB_OK;
+        }
+        if (d->input_done)
+            break;
         pb_record rec;
         uint64_t out_no = 0;
         bool have = false, ended = false;
@@ -106,9 +182,10 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             PB_CHECK(st);
             continue;
         }
+        size_t cap = n;
         if (d->o->rope_long_after > 0 && n > 0) {
             /* room for the completion: the sequence may be fed again whole */
-            size_t cap = n > (size_t)d->o->context ? n : (size_t)d->o->context;
+            cap = n > (size_t)d->o->context ? n : (size_t)d->o->context;
             int32_t *grown = realloc(ids, cap * sizeof *ids);
             if (!grown) {
                 free(ids);
@@ -125,14 +202,49 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         s->n_prompt = (int)n;
         s->n_feed = (int)n;
         s->rope_long = d->o->rope_long_after > 0 && s->n_prompt > d->o->rope_long_after;
+        const int n_choices = rec.gs.n > 1 ? rec.gs.n : 1;
         if (rec.gs.max_tokens == 0) {
-            pb_result res = {.text = "", .len = 0, .finish = "length", .prompt_tokens = s->n_prompt};
+            pb_choice empty[PB_GEN_MAX_N];
+            for (int i = 0; i < n_choices; i++)
+                empty[i] = (pb_choice){.text = "", .len = 0, .finish = "length"};
+            pb_result res = {.text = "", .len = 0, .finish = "length", .prompt_tokens = s->n_prompt,
+                             .n_choices = n_choices > 1 ? n_choices : 0, .choices = empty};
             st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
             slot_release(s);
             PB_CHECK(st);
             continue;
         }
-        st = pb_detok_create(d->tok, ids, n, &s->detok);
+        if (n_choices > 1) {
+            /* choice 0 here; the others wait in pend for slots of their own */
+            group *g = NULL;
+            st = pb_calloc(1, sizeof *g, &g);
+            if (st == PB_OK && (st = pb_calloc((size_t)n_choices, sizeof *g->ch, &g->ch)) != PB_OK) {
+                free(g);
+                g = NULL;
+            }
+            if (st == PB_OK) {
+                *g = (group){.n = n_choices, .left = n_choices, .refs = 1, .prompt_tokens = s->n_prompt,
+                             .ch = g->ch};
+                s->grp = g;
+                seq_state *p = &d->pend;
+                memset(p, 0, sizeof *p);
+                st = pb_record_copy(&p->rec, &s->rec);
+                if (st == PB_OK)
+                    st = ids_copy(ids, s->n_prompt, cap, &p->prompt);
+                p->out_no = s->out_no;
+                p->n_prompt = p->n_feed = s->n_prompt;
+                p->rope_long = s->rope_long;
+                p->choice = 1;
+                p->grp = g;
+                g->refs++;
+                d->pend_cap = cap;
+                d->has_pend = st == PB_OK;
+                if (st != PB_OK)
+                    slot_release(p);
+            }
+        }
+        if (st == PB_OK)
+            st = pb_detok_create(d->tok, ids, n, &s->detok);
         if (st != PB_OK) {
             slot_release(s);
             return st;
@@ -164,6 +276,8 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     q.key.seed = s->rec.gs.seed;
     /* a record with its own seed draws the same whatever its position */
     q.key.record = s->rec.gs.own_seed ? 0 : s->rec.line;
+    /* choice i of n: its own stream, choice 0 the record's (n = 1's) */
+    q.key.record |= (uint64_t)s->choice << 40;
     q.key.step = (uint64_t)s->generated;
     return q;
 }
@@ -297,6 +411,27 @@ static bool is_eos(const engine *d, int32_t t)
     return false;
 }
 
+/* One of a record's n completions finished: kept; with the last, the record's result. */
+static pb_status group_put(engine *d, seq_state *s, const pb_result *res)
+{
+    group *g = s->grp;
+    char *text = malloc(res->len + 1);
+    if (!text)
+        return pb_error(PB_ERR_NOMEM, "out of memory for a completion of %zu bytes", res->len);
+    memcpy(text, res->text, res->len);
+    text[res->len] = '\0';
+    g->ch[s->choice] = (pb_choice){.text = text, .len = res->len, .finish = res->finish,
+                                   .completion_tokens = res->completion_tokens};
+    if (--g->left > 0)
+        return PB_OK;
+    int total = 0;
+    for (int i = 0; i < g->n; i++)
+        total += g->ch[i].completion_tokens;
+    pb_result all = {.prompt_tokens = g->prompt_tokens, .completion_tokens = total, .n_choices = g->n,
+                     .choices = g->ch};
+    return d->io->result(d->io->ctx, &s->rec, s->out_no, &all);
+}
+
 static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, size_t cut_at)
 {
     size_t len;
@@ -321,7 +456,7 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
     }
     pb_result res = {.text = text, .len = len, .finish = reason, .prompt_tokens = s->n_prompt,
                      .completion_tokens = s->generated};
-    pb_status st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
+    pb_status st = s->grp ? group_put(d, s, &res) : d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
     const int slot = (int)(s - d->slots);
     free(d->ghost[slot]);
     d->ghost[slot] = NULL;
@@ -504,7 +639,7 @@ pb_status pb_engine_run(const pb_engine_opts *o, pb_pipe *pipe, const pb_tokeniz
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->in_flight, &d->in_flight), st, out);
 
     st = loop(d);
-    if (st == PB_OK && d->stopping && (!d->input_done || in_flight_records(d) > 0))
+    if (st == PB_OK && d->stopping && (!d->input_done || d->has_pend || in_flight_records(d) > 0))
         stats->stopped = true;
     stats->ttft_mean = d->ttft_n ? d->ttft_sum / (double)d->ttft_n : 0;
     (void)pb_pipe_stats_get(pipe, &stats->pipe);
@@ -512,6 +647,7 @@ out:
     if (d->slots)
         for (int i = 0; i < d->n_slots; i++)
             slot_release(&d->slots[i]);
+    slot_release(&d->pend);
     free(d->slots);
     for (int i = 0; d->ghost && i < d->n_slots; i++)
         free(d->ghost[i]);

@@ -60,6 +60,9 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
                             : g->has_repetition_penalty ? g->repetition_penalty : 1.0f;
     out->seed = cli->has_seed ? cli->seed : 0;
     out->min_tokens = cli->has_min_tokens ? cli->min_tokens : 0;
+    out->n = cli->n > 0 ? cli->n : 1;
+    if (out->n > PB_GEN_MAX_N)
+        return pb_error(PB_ERR_USAGE, "--n %d: at most %d completions a record", out->n, PB_GEN_MAX_N);
     out->ignore_eos = cli->ignore_eos;
     if (cli->has_min_tokens && out->min_tokens > out->max_tokens)
         return pb_error(PB_ERR_USAGE, "--min-tokens %d is more than max_tokens %d",
@@ -189,6 +192,42 @@ void pb_record_clear(pb_record *rec)
     memset(rec, 0, sizeof *rec);
 }
 
+static bool dup_or_null(const char *src, size_t len, char **dst)
+{
+    *dst = NULL;
+    if (!src)
+        return true;
+    if (!(*dst = malloc(len + 1)))
+        return false;
+    memcpy(*dst, src, len);
+    (*dst)[len] = '\0';
+    return true;
+}
+
+pb_status pb_record_copy(pb_record *dst, const pb_record *src)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->line = src->line;
+    dst->openai = src->openai;
+    dst->chat = src->chat;
+    dst->prompt_len = src->prompt_len;
+    if (!dup_or_null(src->id_json, src->id_json ? strlen(src->id_json) : 0, &dst->id_json) ||
+        !dup_or_null(src->custom_id_json, src->custom_id_json ? strlen(src->custom_id_json) : 0,
+                     &dst->custom_id_json) ||
+        !dup_or_null(src->chat_json, src->chat_json ? strlen(src->chat_json) : 0, &dst->chat_json) ||
+        !dup_or_null(src->prompt, src->prompt_len, &dst->prompt) ||
+        !dup_or_null(src->error, src->error ? strlen(src->error) : 0, &dst->error)) {
+        pb_record_clear(dst);
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    }
+    pb_status st = pb_gen_settings_copy(&dst->gs, &src->gs);
+    if (st != PB_OK) {
+        dst->gs = (pb_gen_settings){0}; /* pb_gen_settings_copy cleared its own */
+        pb_record_clear(dst);
+    }
+    return st;
+}
+
 pb_status pb_record_set_error(pb_record *rec, const char *fmt, ...)
 {
     char msg[1024];
@@ -282,6 +321,8 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         }
         gs->ignore_eos = cJSON_IsTrue(ie);
     }
+    if (!get_number(c, obj, "n", 1, PB_GEN_MAX_N, true, &g, &d)) return false;
+    if (g) gs->n = (int)d;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
     if (g) {
         gs->seed = (uint64_t)d;
@@ -425,11 +466,6 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
             goto out;
         }
         body = jbody;
-        const cJSON *nv = cJSON_GetObjectItemCaseSensitive(body, "n");
-        if (nv && !cJSON_IsNull(nv) && !(cJSON_IsNumber(nv) && nv->valuedouble == 1)) {
-            st = fail_record(rec, "field 'body.n': only n = 1 is supported");
-            goto out;
-        }
         const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
         if (stream && cJSON_IsTrue(stream)) {
             st = fail_record(rec, "field 'body.stream': streaming is not supported in batch mode");
@@ -491,10 +527,26 @@ out:
 
 /* ---- output records --------------------------------------------------- */
 
+/* the choices of a result: res's one completion, or its n */
+static int result_choices(const pb_result *res, pb_choice *one, const pb_choice **out)
+{
+    if (res->n_choices > 0) {
+        *out = res->choices;
+        return res->n_choices;
+    }
+    *one = (pb_choice){.text = res->text, .len = res->len, .finish = res->finish,
+                       .completion_tokens = res->completion_tokens};
+    *out = one;
+    return 1;
+}
+
 void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                            const pb_result *res)
 {
     unsigned long long line = (unsigned long long)r->line;
+    pb_choice one;
+    const pb_choice *ch;
+    const int n = result_choices(res, &one, &ch);
     if (r->openai) {
         pb_jbuf_printf(b, "{\"id\": \"batch_req_%llu\", \"custom_id\": %s, \"response\": "
                        "{\"status_code\": 200, \"request_id\": \"req_%llu\", \"body\": "
@@ -503,23 +555,37 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                        r->chat ? "chatcmpl" : "cmpl", line, r->chat ? "chat.completion" : "text_completion");
         const char *m = model ? model : "";
         pb_jbuf_str(b, m, strlen(m));
-        if (r->chat) {
-            pb_jbuf_puts(b, ", \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": ");
-            pb_jbuf_str(b, res->text, res->len);
-            pb_jbuf_puts(b, "}");
-        } else {
-            pb_jbuf_puts(b, ", \"choices\": [{\"index\": 0, \"text\": ");
-            pb_jbuf_str(b, res->text, res->len);
+        pb_jbuf_puts(b, ", \"choices\": [");
+        for (int i = 0; i < n; i++) {
+            if (r->chat) {
+                pb_jbuf_printf(b, "%s{\"index\": %d, \"message\": {\"role\": \"assistant\", \"content\": ",
+                               i ? ", " : "", i);
+                pb_jbuf_str(b, ch[i].text, ch[i].len);
+                pb_jbuf_puts(b, "}");
+            } else {
+                pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
+                pb_jbuf_str(b, ch[i].text, ch[i].len);
+            }
+            pb_jbuf_printf(b, ", \"logprobs\": null, \"finish_reason\": \"%s\"}", ch[i].finish);
         }
-        pb_jbuf_printf(b, ", \"logprobs\": null, \"finish_reason\": \"%s\"}], \"usage\": "
-                       "{\"prompt_tokens\": %d, \"completion_tokens\": %d, \"total_tokens\": %d}}}, "
-                       "\"error\": null}", res->finish, res->prompt_tokens, res->completion_tokens,
+        pb_jbuf_printf(b, "], \"usage\": {\"prompt_tokens\": %d, \"completion_tokens\": %d, "
+                       "\"total_tokens\": %d}}}, \"error\": null}", res->prompt_tokens, res->completion_tokens,
                        res->prompt_tokens + res->completion_tokens);
-    } else {
+    } else if (res->n_choices == 0) {
         pb_jbuf_printf(b, "{\"id\": %s, \"text\": ", r->id_json);
         pb_jbuf_str(b, res->text, res->len);
         pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
                        "\"completion_tokens\": %d}", res->finish, res->prompt_tokens,
+                       res->completion_tokens);
+    } else {
+        pb_jbuf_printf(b, "{\"id\": %s, \"choices\": [", r->id_json);
+        for (int i = 0; i < n; i++) {
+            pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
+            pb_jbuf_str(b, ch[i].text, ch[i].len);
+            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"completion_tokens\": %d}", ch[i].finish,
+                           ch[i].completion_tokens);
+        }
+        pb_jbuf_printf(b, "], \"prompt_tokens\": %d, \"completion_tokens\": %d}", res->prompt_tokens,
                        res->completion_tokens);
     }
 }

@@ -1,7 +1,7 @@
 /* Input records and generation settings.
  *
  * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
- * top_p, top_k, min_p, repetition_penalty, seed, stop, min_tokens, ignore_eos}
+ * top_p, top_k, min_p, repetition_penalty, seed, stop, min_tokens, ignore_eos, n}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}. A line that is not a valid record gives a record
@@ -23,6 +23,7 @@
 
 #define PB_GEN_MAX_STOPS 16
 #define PB_GEN_MAX_STOP_LEN 1024
+#define PB_GEN_MAX_N 128 /* completions a record may ask for (OpenAI's limit) */
 
 typedef struct pb_gen_settings {
     int max_tokens;
@@ -31,6 +32,7 @@ typedef struct pb_gen_settings {
     bool own_seed;      /* the record gave its seed: the RNG key ignores its position */
     int min_tokens;     /* EOS cannot end the completion before this many tokens (vLLM) */
     bool ignore_eos;    /* EOS never ends the completion (vLLM) */
+    int n;              /* completions of the prompt (OpenAI's and vLLM's n), 1..PB_GEN_MAX_N */
     int n_stops;
     char *stops[PB_GEN_MAX_STOPS]; /* owned (pb_gen_settings_clear) */
 } pb_gen_settings;
@@ -40,6 +42,7 @@ typedef struct pb_gen_cli {
     bool has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
          has_repetition_penalty, has_seed, has_min_tokens;
     int max_tokens, min_tokens;
+    int n;              /* --n; 0 = 1 */
     bool ignore_eos;
     float temperature, top_p, min_p, repetition_penalty;
     int top_k;
@@ -76,6 +79,8 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
 pb_status pb_record_set_error(pb_record *rec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void pb_record_clear(pb_record *rec);
+/* A deep copy (dst is overwritten; cleared again on failure). */
+pb_status pb_record_copy(pb_record *dst, const pb_record *src);
 
 /* ---- output records ----
  * Each answers one input record in its own shape (native or OpenAI batch),
@@ -83,6 +88,9 @@ void pb_record_clear(pb_record *rec);
  *
  * native:  {"id": ID, "text": "...", "finish_reason": "stop"|"length",
  *           "prompt_tokens": P, "completion_tokens": C}
+ *          n > 1: {"id": ID, "choices": [{"index": 0, "text": "...", "finish_reason":
+ *           ..., "completion_tokens": C0}, ...], "prompt_tokens": P,
+ *           "completion_tokens": C0 + C1 + ...}
  *          {"id": ID, "error": {"line": L, "message": "..."}}
  * OpenAI:  {"id": "batch_req_L", "custom_id": ..., "response": {"status_code": 200,
  *           "request_id": "req_L", "body": {"id": "cmpl-L", "object": "text_completion",
@@ -90,14 +98,25 @@ void pb_record_clear(pb_record *rec);
  *           "finish_reason": ...}], "usage": {...}}}, "error": null}
  *          a /v1/chat/completions line gets "object": "chat.completion", "id":
  *          "chatcmpl-L" and choices [{"index": 0, "message": {"role": "assistant",
- *          "content": "..."}, "logprobs": null, "finish_reason": ...}]
+ *          "content": "..."}, "logprobs": null, "finish_reason": ...}]; n > 1: n
+ *          choices, index 0..n-1, and usage's completion_tokens their sum
  *          {"id": "batch_req_L", "custom_id": ..., "response": null,
  *           "error": {"code": "invalid_request", "line": L, "message": "..."}} */
-typedef struct pb_result {
-    const char *text;    /* the completion, UTF-8 */
+/* one completion of a record */
+typedef struct pb_choice {
+    const char *text;    /* UTF-8 */
     size_t len;
     const char *finish;  /* "stop" or "length" */
-    int prompt_tokens, completion_tokens;
+    int completion_tokens;
+} pb_choice;
+
+typedef struct pb_result {
+    const char *text;    /* the completion, UTF-8 (n_choices 0) */
+    size_t len;
+    const char *finish;  /* "stop" or "length" (n_choices 0) */
+    int prompt_tokens, completion_tokens; /* completion_tokens: over every choice */
+    int n_choices;       /* 0: one completion, text/len/finish; else choices[n_choices] (n > 1) */
+    const pb_choice *choices;
 } pb_result;
 
 /* rec->error must be NULL; model: the model's name for the OpenAI shape. */

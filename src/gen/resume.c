@@ -310,6 +310,8 @@ pb_status pb_resume_settings_fp(const pb_gen_settings *g, int context, int shard
     pb_jbuf_puts(&b, "]");
     if (g->min_tokens || g->ignore_eos) /* absent when off: older fingerprints still match */
         pb_jbuf_printf(&b, " min_tokens=%d ignore_eos=%d", g->min_tokens, (int)g->ignore_eos);
+    if (g->n > 1) /* likewise */
+        pb_jbuf_printf(&b, " n=%d", g->n);
     pb_status st = pb_jbuf_status(&b);
     if (st == PB_OK && !(*out = pb_strdup(b.data)))
         st = pb_error(PB_ERR_NOMEM, "out of memory");

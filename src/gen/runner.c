@@ -360,7 +360,8 @@ static pb_status on_result(void *ctx, const pb_record *rec, uint64_t seq, const 
     pb_jbuf_reset(&r->line);
     pb_record_result_json(&r->line, rec, r->m->name, res);
     r->st.records++;
-    r->st.prompt_tokens += (uint64_t)res->prompt_tokens;
+    /* a prompt once a completion (n > 1: each started from it), as prompt_tokens_shared counts */
+    r->st.prompt_tokens += (uint64_t)res->prompt_tokens * (uint64_t)(res->n_choices > 1 ? res->n_choices : 1);
     r->st.completion_tokens += (uint64_t)res->completion_tokens;
     return put_line(r, seq);
 }

@@ -9,7 +9,7 @@
 #     window), f32 weights and KV cache: the same bytes as --device cpu;
 #   - bf16 weights and the default bf16 cache (the tensor-core products):
 #     sampling on the device (temperature, top-k, top-p, min-p, repetition
-#     penalty, min_tokens with EOS masked) the same bytes as the host sampler
+#     penalty, min_tokens with EOS masked, records of n = 2) the same bytes as the host sampler
 #     (PB_CUDA_SAMPLE=0) on the same logits; prefix sharing (kv_copy) the same
 #     bytes as --no-prefix-sharing; 2 ranks over TCP (the stage's input and
 #     output through host memory) the same bytes as 1 rank;
@@ -59,6 +59,7 @@ while [ $i -le 8 ]; do
     2) s="\"temperature\": 0.3, \"repetition_penalty\": 1.5, \"min_tokens\": 12" ;;
     *) s="\"temperature\": 0" ;;
     esac
+    [ $i -le 2 ] && s="$s, \"n\": 2" # two completions, each its own stream
     echo "{\"prompt\": \"Record $i: once upon a time\", \"max_tokens\": 16, \"seed\": $i, $s}"
     i=$((i + 1))
 done >"$D/sample.jsonl"

@@ -252,6 +252,72 @@ def main():
     check(o[1]["custom_id"] == "req-2" and o[1]["response"] is None and "chat template" in o[1]["error"]["message"],
           f"openai error {o[1]}")
 
+    # n completions a record (the record's "n", --n, OpenAI's body.n). Greedy: each choice is HF's greedy
+    # text. Sampled: choice i draws from the RNG stream (seed, record i << 40, step), choice 0 being the
+    # n = 1 record's: each choice's tokens are rebuilt here from HF's softmax at each step and that stream's
+    # draw (sample_ref's independent Philox). The same bytes at every batch size and chunking, with and
+    # without prefix sharing.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from sample_ref import uniform
+    seed, sp = 11, prompts[2]
+    sids = tok(sp, return_tensors="pt").input_ids
+    stext = tok.decode(sids[0].tolist())
+    want = []
+    for i in range(4):
+        seq, gen = sids, []
+        for st in range(max_new):
+            with torch.no_grad():
+                probs = torch.softmax(model(seq).logits[0, -1].double(), -1).numpy()
+            cdf = probs.cumsum()
+            t = min(int(cdf.searchsorted(uniform(seed, i << 40, st) * cdf[-1], side="right")), len(probs) - 1)
+            gen.append(t)
+            if t == 50256:
+                break
+            seq = torch.cat([seq, torch.tensor([[t]])], 1)
+        body_ids = [g for g in gen if g != 50256]
+        want.append((tok.decode(sids[0].tolist() + body_ids)[len(stext):], len(gen),
+                     "stop" if gen[-1] == 50256 else "length"))
+    check(len({w[0] for w in want}) > 1, f"the reference's 4 sampled choices are all the same: {want}")
+    nin = "".join(json.dumps(r) + "\n" for r in [
+        {"id": "g", "prompt": prompts[0], "n": 3},
+        {"id": "s", "prompt": sp, "n": 4, "temperature": 1.0, "seed": seed},
+        {"id": "s1", "prompt": sp, "temperature": 1.0, "seed": seed},
+        {"id": "z", "prompt": sp, "n": 2, "max_tokens": 0},
+        {"id": "b0", "prompt": sp, "n": 0}, {"id": "b1", "prompt": sp, "n": 129},
+        {"id": "b2", "prompt": sp, "n": 1.5}, {"id": "b3", "prompt": sp, "n": "2"}])
+    nout = {}
+    for args in (["-b", "1"], ["-b", "4", "-c", "2"], ["-b", "16"], ["-b", "3", "--no-prefix-sharing"]):
+        nout[tuple(args)] = run(["--model", model_dir, "--max-tokens", str(max_new)] + args, nin, rc_ok=(3,)).stdout
+    nbase = nout[("-b", "1")]
+    for k, v in nout.items():
+        check(v == nbase, f"n: output differs between -b 1 and {k}")
+    o = {r["id"]: r for r in lines(nbase)}
+    g = o["g"]
+    check("text" not in g and [c["index"] for c in g["choices"]] == [0, 1, 2] and
+          all(c["text"] == ref[0][2] and c["completion_tokens"] == max_new for c in g["choices"]) and
+          g["completion_tokens"] == 3 * max_new and g["prompt_tokens"] == ref[0][0], f"n greedy: {g}")
+    sr = o["s"]
+    for i, (c, w) in enumerate(zip(sr["choices"], want)):
+        check((c["index"], c["text"], c["completion_tokens"], c["finish_reason"]) == (i, w[0], w[1], w[2]),
+              f"n sampled: choice {i} {c} vs the reference {w}")
+    check(sr["completion_tokens"] == sum(w[1] for w in want), f"n sampled: completion_tokens {sr}")
+    check(o["s1"]["text"] == sr["choices"][0]["text"], "n sampled: choice 0 is the n = 1 record's completion")
+    check([c["text"] for c in o["z"]["choices"]] == ["", ""] and o["z"]["completion_tokens"] == 0, f"n, 0 tokens {o['z']}")
+    for b in ("b0", "b1", "b2", "b3"):
+        check("field 'n'" in o[b].get("error", {}).get("message", ""), f"n: bad value not refused: {o[b]}")
+    p = run(["--model", model_dir, "--max-tokens", str(max_new), "--n", "2"],
+            json.dumps({"prompt": prompts[1]}) + "\n" + json.dumps({"prompt": prompts[1], "n": 1}) + "\n")
+    r = lines(p.stdout)
+    check([c["text"] for c in r[0]["choices"]] == [ref[1][2]] * 2 and r[1]["text"] == ref[1][2],
+          f"--n 2, and a record's n = 1: {r}")
+    p = run(["--model", model_dir, "--n", "129"], "", rc_ok=(2,))
+    check(b"--n" in p.stderr, "--n 129 refused")
+    oa = json.dumps({"custom_id": "req-n", "method": "POST", "url": "/v1/completions",
+                     "body": {"prompt": sp, "max_tokens": max_new, "n": 4, "temperature": 1.0, "seed": seed}})
+    body = lines(run(["--model", model_dir], oa + "\n").stdout)[0]["response"]["body"]
+    check([(c["index"], c["text"]) for c in body["choices"]] == [(i, w[0]) for i, w in enumerate(want)] and
+          body["usage"]["completion_tokens"] == sum(w[1] for w in want), f"openai n = 4: {body}")
+
     # .zst output through the zstd CLI, small frames, metrics
     zpath = os.path.join(TMP, "out.jsonl.zst")
     mpath = os.path.join(TMP, "metrics.json")

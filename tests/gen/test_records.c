@@ -213,10 +213,66 @@ static void test_output_shapes(void)
     pb_jbuf_free(&b);
 }
 
+/* n > 1: the record's field, its deep copy (each choice's sequence owns one), and the output lines */
+static void test_choices(void)
+{
+    pb_record r, c;
+    parse("{\"id\": 5, \"prompt\": \"Hi\", \"n\": 3, \"stop\": [\"x\", \"yy\"], \"seed\": 9}", &r);
+    CHECK(!r.error && r.gs.n == 3 && r.gs.own_seed);
+    CHECK(pb_record_copy(&c, &r) == PB_OK);
+    CHECK(c.gs.n == 3 && c.gs.n_stops == 2 && strcmp(c.gs.stops[1], "yy") == 0 && c.gs.stops[1] != r.gs.stops[1]);
+    CHECK(c.prompt != r.prompt && c.prompt_len == 2 && memcmp(c.prompt, "Hi", 3) == 0);
+    CHECK(strcmp(c.id_json, "5") == 0 && c.id_json != r.id_json && c.line == r.line && !c.custom_id_json);
+    pb_record_clear(&c);
+    CHECK(strcmp(r.prompt, "Hi") == 0 && strcmp(r.gs.stops[0], "x") == 0); /* the original stays whole */
+
+    pb_choice ch[2] = {{.text = "a", .len = 1, .finish = "length", .completion_tokens = 4},
+                       {.text = "b\"", .len = 2, .finish = "stop", .completion_tokens = 1}};
+    pb_result res = {.prompt_tokens = 2, .completion_tokens = 5, .n_choices = 2, .choices = ch};
+    pb_jbuf b;
+    pb_jbuf_init(&b);
+    pb_record_result_json(&b, &r, "m", &res);
+    CHECK(pb_jbuf_status(&b) == PB_OK &&
+          strcmp(b.data, "{\"id\": 5, \"choices\": [{\"index\": 0, \"text\": \"a\", \"finish_reason\": \"length\", "
+                         "\"completion_tokens\": 4}, {\"index\": 1, \"text\": \"b\\\"\", \"finish_reason\": \"stop\", "
+                         "\"completion_tokens\": 1}], \"prompt_tokens\": 2, \"completion_tokens\": 5}") == 0);
+    /* one completion: the line as before n existed */
+    pb_result one = {.text = "a", .len = 1, .finish = "length", .prompt_tokens = 2, .completion_tokens = 4};
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &one);
+    CHECK(strcmp(b.data, "{\"id\": 5, \"text\": \"a\", \"finish_reason\": \"length\", \"prompt_tokens\": 2, "
+                         "\"completion_tokens\": 4}") == 0);
+    pb_record_clear(&r);
+
+    parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", "
+          "\"body\": {\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"n\": 2}}", &r);
+    CHECK(!r.error && r.chat && r.gs.n == 2);
+    CHECK(pb_record_copy(&c, &r) == PB_OK && c.chat && c.openai && strcmp(c.chat_json, r.chat_json) == 0 &&
+          strcmp(c.custom_id_json, "\"c\"") == 0);
+    pb_record_clear(&c);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &res);
+    CHECK(strstr(b.data, "\"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": \"a\"}, "
+                         "\"logprobs\": null, \"finish_reason\": \"length\"}, {\"index\": 1, \"message\": "
+                         "{\"role\": \"assistant\", \"content\": \"b\\\"\"}, \"logprobs\": null, \"finish_reason\": "
+                         "\"stop\"}], \"usage\": {\"prompt_tokens\": 2, \"completion_tokens\": 5, \"total_tokens\": 7}}") != NULL);
+    pb_record_clear(&r);
+    for (int i = 0; i < 4; i++) {
+        static const char *bad[] = {"0", "129", "2.5", "\"3\""};
+        char line[128];
+        snprintf(line, sizeof line, "{\"prompt\": \"Hi\", \"n\": %s}", bad[i]);
+        parse(line, &r);
+        CHECK(r.error && strstr(r.error, "field 'n'"));
+        pb_record_clear(&r);
+    }
+    pb_jbuf_free(&b);
+}
+
 int main(void)
 {
     test_records();
     test_output_shapes();
+    test_choices();
     test_jbuf();
     test_reader();
     if (failures)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # pippy-batch across ranks under mpirun: output byte-identical to world size 1
-# (greedy and sampled records) with -np 2, 3, 4, each split policy and IPv6, the
+# (greedy and sampled records, some with n = 3) with -np 2, 3, 4, each split policy and IPv6, the
 # pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
 # non-zero within 15 s naming that rank, with no process left behind.
 set -u
@@ -20,6 +20,7 @@ zstd -q -d -f -o "$D/llama/tokenizer.json" "$PB_TESTDATA/tokenizers/llama2.json.
 i=1
 while [ $i -le 24 ]; do
     s=""; [ $((i % 3)) -eq 0 ] && s=', "temperature": 0.9, "top_k": 40, "seed": 7'
+    [ $((i % 4)) -eq 0 ] && s="$s, \"n\": 3"
     echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $((4 + i % 9))$s}"
     i=$((i + 1))
 done >"$D/in.jsonl"
