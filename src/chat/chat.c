@@ -236,6 +236,24 @@ pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size
     const cJSON *kw = cJSON_GetObjectItemCaseSensitive(body, "chat_template_kwargs");
     if (kw && !cJSON_IsObject(kw))
         return pb_error(PB_ERR_INPUT, "\"chat_template_kwargs\" is not an object");
+    /* tools (OpenAI's function definitions) and documents: to the template as
+     * apply_chat_template(tools=..., documents=...) passes JSON schemas */
+    static const char *const lists[] = {"tools", "documents"};
+    const cJSON *given[2];
+    for (int k = 0; k < 2; k++) {
+        given[k] = cJSON_GetObjectItemCaseSensitive(body, lists[k]);
+        if (given[k] && cJSON_IsNull(given[k]))
+            given[k] = NULL;
+        if (given[k] && !cJSON_IsArray(given[k]))
+            return pb_error(PB_ERR_INPUT, "\"%s\" is not a list", lists[k]);
+        int j = 0;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, given[k]) {
+            if (!cJSON_IsObject(t))
+                return pb_error(PB_ERR_INPUT, "%s[%d] is not an object", lists[k], j);
+            j++;
+        }
+    }
     /* variables: special tokens, then messages / add_generation_prompt, then
      * the record's kwargs (which win, as in apply_chat_template(**kwargs)) */
     cJSON *vars = cJSON_Duplicate(c->tokens, true);
@@ -268,9 +286,15 @@ pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size
         }
         cJSON_AddItemToArray(mcopy, d);
     }
-    /* as transformers passes them: no tools, no documents */
-    cJSON_AddNullToObject(vars, "tools");
-    cJSON_AddNullToObject(vars, "documents");
+    /* as transformers passes them: None unless given */
+    for (int k = 0; k < 2; k++) {
+        cJSON *v = given[k] ? cJSON_Duplicate(given[k], true) : cJSON_CreateNull();
+        if (!v) {
+            cJSON_Delete(vars);
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        }
+        cJSON_AddItemToObject(vars, lists[k], v);
+    }
     cJSON_AddBoolToObject(vars, "add_generation_prompt", true);
     const cJSON *e;
     cJSON_ArrayForEach(e, kw) {

@@ -273,6 +273,80 @@ static bool get_number(field_ctx *c, const cJSON *obj, const char *name, double 
     return true;
 }
 
+/* Fields of OpenAI's and vLLM's requests that change what is generated or
+ * returned and that are not done here. Their "off" values pass, so that
+ * records written for those servers with defaults spelled out still run;
+ * anything else is an error record, never a completion quietly without it. */
+typedef enum { OFF_NULL, OFF_FALSE, OFF_ZERO, OFF_ONE, OFF_EMPTY, OFF_TRUE, OFF_N, OFF_TEXT_FORMAT,
+               OFF_TOOL_CHOICE } off_kind;
+static const struct {
+    const char *name;
+    off_kind off; /* besides null, the value that asks for nothing */
+    const char *what;
+} UNSUPPORTED[] = {
+    {"logprobs", OFF_FALSE, "log probabilities are not returned"},
+    {"top_logprobs", OFF_ZERO, "log probabilities are not returned"},
+    {"prompt_logprobs", OFF_NULL, "log probabilities are not returned"},
+    {"echo", OFF_FALSE, "the prompt is not echoed"},
+    {"suffix", OFF_EMPTY, "insertion after a suffix is not done"},
+    {"best_of", OFF_N, "only best_of = n: completions are not ranked"},
+    {"use_beam_search", OFF_FALSE, "beam search is not done"},
+    {"length_penalty", OFF_ONE, "beam search is not done"},
+    {"logit_bias", OFF_EMPTY, "logit biases are not applied"},
+    {"frequency_penalty", OFF_ZERO, "use repetition_penalty"},
+    {"presence_penalty", OFF_ZERO, "use repetition_penalty"},
+    {"bad_words", OFF_EMPTY, "banned words are not applied"},
+    {"allowed_token_ids", OFF_NULL, "token allow lists are not applied"},
+    {"response_format", OFF_TEXT_FORMAT, "only text output: no JSON mode or schema"},
+    {"guided_json", OFF_NULL, "no constrained decoding"},
+    {"guided_regex", OFF_NULL, "no constrained decoding"},
+    {"guided_choice", OFF_NULL, "no constrained decoding"},
+    {"guided_grammar", OFF_NULL, "no constrained decoding"},
+    {"structured_outputs", OFF_NULL, "no constrained decoding"},
+    {"tool_choice", OFF_TOOL_CHOICE, "no constrained decoding: tool calls come as the model writes them"},
+    {"include_stop_str_in_output", OFF_FALSE, "the stop string is never part of the text"},
+    {"skip_special_tokens", OFF_TRUE, "special tokens' text is always left out"},
+    {"truncate_prompt_tokens", OFF_NULL, "prompts are not truncated"},
+    {"stop_token_ids", OFF_EMPTY, "use stop strings"},
+};
+
+static bool asks_nothing(const cJSON *v, off_kind off, int n)
+{
+    if (cJSON_IsNull(v))
+        return true;
+    switch (off) {
+    case OFF_NULL: return false;
+    case OFF_FALSE: return cJSON_IsFalse(v);
+    case OFF_TRUE: return cJSON_IsTrue(v);
+    case OFF_ZERO: return cJSON_IsNumber(v) && v->valuedouble == 0;
+    case OFF_ONE: return cJSON_IsNumber(v) && v->valuedouble == 1;
+    case OFF_N: return cJSON_IsNumber(v) && v->valuedouble == n;
+    case OFF_EMPTY:
+        return (cJSON_IsString(v) && !v->valuestring[0]) ||
+               ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child);
+    case OFF_TEXT_FORMAT: {
+        const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
+        return cJSON_IsString(t) && strcmp(t->valuestring, "text") == 0;
+    }
+    case OFF_TOOL_CHOICE:
+        return cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto"));
+    }
+    return false;
+}
+
+static bool refuse_unsupported(field_ctx *c, const cJSON *obj, int n)
+{
+    for (size_t i = 0; i < sizeof UNSUPPORTED / sizeof *UNSUPPORTED; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, UNSUPPORTED[i].name);
+        if (v && !asks_nothing(v, UNSUPPORTED[i].off, n)) {
+            snprintf(c->err, sizeof c->err, "field '%s' is not supported (%s); leave it out", UNSUPPORTED[i].name,
+                     UNSUPPORTED[i].what);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Apply the settings fields of obj over rec->gs; false with c->err on error. */
 static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
 {
@@ -280,6 +354,18 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     double d;
     if (!get_number(c, obj, "max_tokens", 0, 1 << 24, true, &g, &d)) return false;
     if (g) gs->max_tokens = (int)d;
+    /* the chat API's newer name for it */
+    bool g2;
+    double d2;
+    if (!get_number(c, obj, "max_completion_tokens", 0, 1 << 24, true, &g2, &d2)) return false;
+    if (g2) {
+        if (g && d2 != d) {
+            snprintf(c->err, sizeof c->err, "fields 'max_tokens' (%d) and 'max_completion_tokens' (%d) differ",
+                     (int)d, (int)d2);
+            return false;
+        }
+        gs->max_tokens = (int)d2;
+    }
     if (!get_number(c, obj, "temperature", 0, 100, false, &g, &d)) return false;
     if (g) gs->sample.temperature = (float)d;
     if (!get_number(c, obj, "top_k", -1, 2147483647.0, true, &g, &d)) return false;
@@ -302,7 +388,8 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         }
         gs->sample.repetition_penalty = (float)d;
     }
-    bool has_max = cJSON_GetObjectItemCaseSensitive(obj, "max_tokens") != NULL;
+    bool has_max = cJSON_GetObjectItemCaseSensitive(obj, "max_tokens") != NULL ||
+                   cJSON_GetObjectItemCaseSensitive(obj, "max_completion_tokens") != NULL;
     if (!get_number(c, obj, "min_tokens", 0, 1 << 24, true, &g, &d)) return false;
     if (g) {
         /* as vLLM: a record asking for more than its own max_tokens is refused */
@@ -323,6 +410,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     }
     if (!get_number(c, obj, "n", 1, PB_GEN_MAX_N, true, &g, &d)) return false;
     if (g) gs->n = (int)d;
+    if (!refuse_unsupported(c, obj, gs->n > 1 ? gs->n : 1)) return false;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
     if (g) {
         gs->seed = (uint64_t)d;

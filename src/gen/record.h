@@ -4,8 +4,11 @@
  * top_p, top_k, min_p, repetition_penalty, seed, stop, min_tokens, ignore_eos, n}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
- * {...the same fields...}}. A line that is not a valid record gives a record
- * with `error` set (the run writes an error record naming the line).
+ * {...the same fields...}}; chat records may add "tools" and "documents" (for
+ * the template) and max_completion_tokens (max_tokens). A line that is not a
+ * valid record gives a record with `error` set (the run writes an error record
+ * naming the line), as does a field of OpenAI's or vLLM's requests that is not
+ * done here (logprobs, logit_bias, ...) unless it holds its "off" value.
  *
  * Settings resolve record > CLI > generation_config.json > built-in
  * (greedy, max_tokens 64, filters off, seed 0). */

@@ -82,5 +82,8 @@ expect_err "no messages" "stdin line 1: \"messages\" is missing" 'x' '{"prompt":
 expect_err "role missing" "stdin line 1: messages\[0\]: \"role\"" 'x' '{"messages": [{"content": "a"}]}'
 expect_err "other url" "stdin line 1: \"url\" is not \"/v1/chat/completions\"" 'x' '{"url": "/v1/completions", "body": {"messages": []}}'
 expect_err "kwargs not an object" "chat_template_kwargs" 'x' '{"messages": [], "chat_template_kwargs": [1]}'
+expect_err "tools not a list" "stdin line 1: \"tools\" is not a list" 'x' '{"messages": [], "tools": {"a": 1}}'
+expect_err "a tool not an object" "stdin line 1: tools\[1\] is not an object" 'x' '{"messages": [], "tools": [{}, 2]}'
+expect_err "documents not a list" "stdin line 1: \"documents\" is not a list" 'x' '{"messages": [], "documents": "d"}'
 expect_err "not JSON" "stdin line 1: not a JSON object" 'x' '{"messages": '
 exit $fail

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`pippy-batch render` against HF transformers' apply_chat_template(messages,
 tokenize=False, add_generation_prompt=True), byte for byte, for the real chat
-templates in tests/chat/templates/ (see its README) over 45+ conversations.
+templates in tests/chat/templates/ (see its README) over 45+ conversations,
+tools, tool calls and documents among them.
 HF's tokenizer is a PreTrainedTokenizerFast on GPT-2's tokenizer.json with the
 fixture's template and special tokens (no hub access). Where HF raises (a
 template's raise_exception), render must fail on that record with the
@@ -56,12 +57,33 @@ def conversations():
         ({"messages": [S]}, {}),
         ({"messages": [u("a"), a("b"), u("c"), a("d"), u("e"), a("f"), u("g")]}, {}),
     ]
+    # tools (OpenAI's function definitions, passed as apply_chat_template(tools=...)), a tool call and its
+    # result, and documents
+    weather = {"type": "function", "function": {
+        "name": "get_weather", "description": "Get the current weather in a city.",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "The city's name, e.g. Köln"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}}}
+    clock = {"type": "function", "function": {"name": "get_time", "description": "The time now.",
+                                              "parameters": {"type": "object", "properties": {}}}}
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
+    result = {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "22 C, sunny"}
+    convs += [
+        ({"messages": [u("What is the weather in Paris?")], "tools": [weather]}, {}),
+        ({"messages": [S, u("Weather and time?")], "tools": [weather, clock]}, {}),
+        ({"messages": [u("What is the weather in Paris?"), call, result], "tools": [weather]}, {}),
+        ({"messages": [S, u("Weather?"), call, result, a("It is 22 C and sunny."), u("Thanks")],
+          "tools": [weather]}, {}),
+        ({"messages": [u("Summarize the document.")], "documents": [{"title": "Notes", "text": "Line one."}]}, {}),
+    ]
     return convs
 
 
 def hf_render(tok, rec, kwargs):
     try:
-        return tok.apply_chat_template(rec["messages"], tokenize=False, add_generation_prompt=True, **kwargs), None
+        return tok.apply_chat_template(rec["messages"], tools=rec.get("tools"), documents=rec.get("documents"),
+                                       tokenize=False, add_generation_prompt=True, **kwargs), None
     except Exception as e:  # the template raised: render must fail too
         return None, f"{type(e).__name__}: {e}"
 

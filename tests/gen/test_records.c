@@ -268,11 +268,60 @@ static void test_choices(void)
     pb_jbuf_free(&b);
 }
 
+/* Fields of OpenAI's and vLLM's requests not done here: refused when they ask for something, their
+ * "off" values accepted; max_completion_tokens is max_tokens */
+static void test_unsupported(void)
+{
+    static const char *const asks[] = {
+        "\"logprobs\": 0", "\"logprobs\": true", "\"top_logprobs\": 2", "\"prompt_logprobs\": 1",
+        "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
+        "\"length_penalty\": 0.5", "\"logit_bias\": {\"5\": 3}", "\"frequency_penalty\": 0.5",
+        "\"presence_penalty\": -1", "\"bad_words\": [\"x\"]", "\"allowed_token_ids\": [1]",
+        "\"response_format\": {\"type\": \"json_object\"}", "\"guided_json\": {}", "\"guided_regex\": \"a\"",
+        "\"guided_choice\": [\"a\"]", "\"guided_grammar\": \"g\"", "\"structured_outputs\": {}",
+        "\"tool_choice\": \"required\"", "\"include_stop_str_in_output\": true", "\"skip_special_tokens\": false",
+        "\"truncate_prompt_tokens\": 5", "\"stop_token_ids\": [2]"};
+    pb_record r;
+    for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {
+        char line[256], name[64];
+        snprintf(line, sizeof line, "{\"prompt\": \"Hi\", %s}", asks[i]);
+        snprintf(name, sizeof name, "field '%.*s' is not supported", (int)(strchr(asks[i] + 1, '"') - asks[i] - 1),
+                 asks[i] + 1);
+        parse(line, &r);
+        if (!r.error || !strstr(r.error, name)) {
+            fprintf(stderr, "%s: %s\n", line, r.error ? r.error : "accepted");
+            failures++;
+        }
+        pb_record_clear(&r);
+    }
+    parse("{\"prompt\": \"Hi\", \"logprobs\": null, \"top_logprobs\": 0, \"echo\": false, \"suffix\": \"\", "
+          "\"best_of\": 2, \"n\": 2, \"length_penalty\": 1, \"logit_bias\": {}, \"frequency_penalty\": 0, "
+          "\"presence_penalty\": 0, \"bad_words\": [], \"response_format\": {\"type\": \"text\"}, "
+          "\"tool_choice\": \"auto\", \"skip_special_tokens\": true, \"stop_token_ids\": [], "
+          "\"max_completion_tokens\": 7, \"user\": \"u\", \"metadata\": {\"a\": 1}}", &r);
+    CHECK(!r.error && r.gs.max_tokens == 7 && r.gs.n == 2);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"max_tokens\": 7, \"max_completion_tokens\": 7, \"tool_choice\": \"none\"}", &r);
+    CHECK(!r.error && r.gs.max_tokens == 7);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"max_tokens\": 7, \"max_completion_tokens\": 8}", &r);
+    CHECK(r.error && strstr(r.error, "'max_tokens' (7) and 'max_completion_tokens' (8) differ"));
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"max_completion_tokens\": 3, \"min_tokens\": 5}", &r);
+    CHECK(r.error && strstr(r.error, "min_tokens"));
+    pb_record_clear(&r);
+    parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
+          "\"body\": {\"prompt\": \"Hi\", \"logprobs\": 1}}", &r);
+    CHECK(r.error && strstr(r.error, "body: field 'logprobs' is not supported"));
+    pb_record_clear(&r);
+}
+
 int main(void)
 {
     test_records();
     test_output_shapes();
     test_choices();
+    test_unsupported();
     test_jbuf();
     test_reader();
     if (failures)
