@@ -12,19 +12,7 @@
 #include <string.h>
 
 #include "gen/sample_impl.h"
-
-static int fails;
-
-#define CHECK(cond, ...)                                                                                            \
-    do {                                                                                                            \
-        if (!(cond)) {                                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                    \
-            fprintf(stderr, __VA_ARGS__);                                                                           \
-            fputc('\n', stderr);                                                                                    \
-            if (++fails > 20)                                                                                       \
-                exit(1);                                                                                            \
-        }                                                                                                           \
-    } while (0)
+#include "../check.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint64_t next_u64(void)
@@ -361,6 +349,6 @@ int main(void)
     for (int i = 1; i < n; i++)
         test_primitives(tabs[i]);
     test_rows(tabs, n);
-    printf("%s\n", fails ? "FAILED" : "ok");
-    return fails ? 1 : 0;
+    printf("%s\n", check_failures ? "FAILED" : "ok");
+    return check_failures ? 1 : 0;
 }
