@@ -310,19 +310,12 @@ if want 8 && [ -f "$LL/config.json" ]; then
 fi
 
 # ---- 9. sampling on the device: the host sampler's picks ----
-# temperature, top-k, top-p, min-p, repetition penalty and min_tokens (EOS masked) drawn by the backend's
+# temperature, top-k, top-p, min-p, repetition penalty, min_tokens (EOS masked) and n = 2 drawn by the backend's
 # sample op (kc_sample) and, with PB_CUDA_SAMPLE=0, by the host sampler from downloaded logits: the same
 # logits, so the same bytes; decode tok/s of each beside
 if want 9 && [ -f "$LL/config.json" ]; then
-    for i in $(seq 1 32); do
-        case $((i % 4)) in
-        0) s="\"temperature\": 0.8, \"top_p\": 0.9" ;;
-        1) s="\"temperature\": 1.1, \"top_k\": 40, \"min_p\": 0.05" ;;
-        2) s="\"temperature\": 0.6, \"repetition_penalty\": 1.3, \"min_tokens\": 12" ;;
-        *) s="\"temperature\": 0" ;;
-        esac
-        echo "{\"prompt\": \"Record $i: once upon a time\", \"max_tokens\": 24, \"seed\": $i, $s}"
-    done >"$W/sample.jsonl"
+    . "$HERE/tests/backend/sample-records.sh"
+    pb_sample_records 32 24 >"$W/sample.jsonl"
     if PB_CUDA_SAMPLE=0 run 180 "$P" -q --device $DEV --model "$LL" --in "$W/sample.jsonl" --out "$W/smp-host.jsonl" \
             -b 32 --metrics "$W/smp-host.json" &&
         run 180 "$P" -q --device $DEV --model "$LL" --in "$W/sample.jsonl" --out "$W/smp-dev.jsonl" -b 32 \

@@ -51,18 +51,8 @@ done
 ckpt m-llama llama bf16 --kv-heads 2
 M="$D/m-llama"
 # sampling: the device's sampler against the host's, over the same logits
-i=1
-while [ $i -le 8 ]; do
-    case $((i % 4)) in
-    0) s="\"temperature\": 0.8, \"top_p\": 0.9" ;;
-    1) s="\"temperature\": 1.1, \"top_k\": 40, \"min_p\": 0.05" ;;
-    2) s="\"temperature\": 0.3, \"repetition_penalty\": 1.5, \"min_tokens\": 12" ;;
-    *) s="\"temperature\": 0" ;;
-    esac
-    [ $i -le 2 ] && s="$s, \"n\": 2" # two completions, each its own stream
-    echo "{\"prompt\": \"Record $i: once upon a time\", \"max_tokens\": 16, \"seed\": $i, $s}"
-    i=$((i + 1))
-done >"$D/sample.jsonl"
+. "$PB_SRCDIR/tests/backend/sample-records.sh"
+pb_sample_records 8 16 >"$D/sample.jsonl"
 PB_CUDA_SAMPLE=0 "$E" -q --device cuda --model "$M" --in "$D/sample.jsonl" --out "$D/smp-host.jsonl" -b 8 2>"$err" ||
     fail "sampling: the host sampler's run"
 "$E" -q --device cuda --model "$M" --in "$D/sample.jsonl" --out "$D/smp-dev.jsonl" -b 8 2>"$err" ||

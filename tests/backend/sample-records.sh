@@ -1,0 +1,20 @@
+# Sourced by tests/backend/cli-emu.sh and contrib/gpu/check.sh: the records
+# whose tokens the device's sampler and the host's must draw alike.
+# pb_sample_records COUNT MAX_TOKENS prints COUNT records, each with its own
+# seed: temperature with top-p, with top-k and min-p, with a repetition
+# penalty and min_tokens (EOS masked), greedy; two of every eight with n = 2
+# (each completion its own stream).
+pb_sample_records() {
+    _i=1
+    while [ $_i -le "$1" ]; do
+        case $((_i % 4)) in
+        0) _s="\"temperature\": 0.8, \"top_p\": 0.9" ;;
+        1) _s="\"temperature\": 1.1, \"top_k\": 40, \"min_p\": 0.05" ;;
+        2) _s="\"temperature\": 0.4, \"repetition_penalty\": 1.4, \"min_tokens\": 12" ;;
+        *) _s="\"temperature\": 0" ;;
+        esac
+        [ $((_i % 8)) -ge 1 ] && [ $((_i % 8)) -le 2 ] && _s="$_s, \"n\": 2"
+        echo "{\"prompt\": \"Record $_i: once upon a time\", \"max_tokens\": $2, \"seed\": $_i, $_s}"
+        _i=$((_i + 1))
+    done
+}
