@@ -30,7 +30,7 @@ enum {
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
     OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING,
-    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N
+    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N, OPT_FREQ_PENALTY, OPT_PRES_PENALTY
 };
 
 static const struct option long_opts[] = {
@@ -63,6 +63,8 @@ static const struct option long_opts[] = {
     {"top-k", required_argument, NULL, OPT_TOP_K},
     {"top-p", required_argument, NULL, OPT_TOP_P},
     {"min-p", required_argument, NULL, OPT_MIN_P},
+    {"frequency-penalty", required_argument, NULL, OPT_FREQ_PENALTY},
+    {"presence-penalty", required_argument, NULL, OPT_PRES_PENALTY},
     {"repetition-penalty", required_argument, NULL, OPT_REP_PENALTY},
     {"seed", required_argument, NULL, OPT_SEED},
     {"stop", required_argument, NULL, OPT_STOP},
@@ -397,6 +399,14 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             if (d == 0) { st = pb_error(PB_ERR_USAGE, "--repetition-penalty: must be > 0"); goto out; }
             o->gen.repetition_penalty = (float)d; o->gen.has_repetition_penalty = true;
             break;
+        case OPT_FREQ_PENALTY:
+            PB_CHECK_GOTO(parse_float(optname, optarg, -2, 2, &d), st, out);
+            o->gen.frequency_penalty = (float)d;
+            break;
+        case OPT_PRES_PENALTY:
+            PB_CHECK_GOTO(parse_float(optname, optarg, -2, 2, &d), st, out);
+            o->gen.presence_penalty = (float)d;
+            break;
         case OPT_SEED: {
             char *end;
             errno = 0;
@@ -546,6 +556,8 @@ void pb_opts_print_help(FILE *fp)
 "      --top-p P              nucleus sampling mass in (0, 1] (1 = off)\n"
 "      --min-p P              drop tokens below P x the top probability (0 = off)\n"
 "      --repetition-penalty R penalise tokens already seen (1 = off)\n"
+"      --frequency-penalty F  minus F x a token's count in the completion from its logit (0 = off)\n"
+"      --presence-penalty P   minus P from the logit of a token in the completion (0 = off)\n"
 "      --seed S               sampling seed (default 0)\n"
 "      --stop STR             stop string (repeatable, up to 16)\n"
 "\n"

@@ -273,6 +273,7 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
         flags |= PB_SEQ_ROPE_LONG;
     q.flags = flags;
     q.sample = s->rec.gs.sample;
+    q.sample.prompt_len = s->n_prompt; /* the output the frequency and presence penalties count follows it */
     q.key.seed = s->rec.gs.seed;
     /* a record with its own seed draws the same whatever its position */
     q.key.record = s->rec.gs.own_seed ? 0 : s->rec.line;

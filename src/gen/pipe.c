@@ -12,9 +12,9 @@
 
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
-#define WIRE_VERSION 2u /* 2: PB_SEQ_FORK and its fork_slot */
+#define WIRE_VERSION 3u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length */
 #define MB_HEADER 24
-#define MB_SEQ_BYTES 64
+#define MB_SEQ_BYTES 76
 #define RS_HEADER 24
 /* Bounds on what unpack accepts before any allocation. */
 #define MB_MAX_SEQS (1 << 20)
@@ -269,6 +269,8 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         putf(p + 32, s->sample.repetition_penalty);
         put32(p + 36, (s->flags & PB_SEQ_FORK) ? (uint32_t)s->fork_slot : 0);
         put64(p + 40, s->key.seed); put64(p + 48, s->key.record); put64(p + 56, s->key.step);
+        putf(p + 64, s->sample.frequency_penalty); putf(p + 68, s->sample.presence_penalty);
+        put32(p + 72, (uint32_t)s->sample.prompt_len);
     }
     for (int i = 0; i < mb->n_tokens; i++, p += 4)
         put32(p, (uint32_t)mb->tokens[i]);
@@ -309,6 +311,8 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         if (!(s->flags & PB_SEQ_FORK) && get32(p + 36) != 0)
             return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: fork slot without PB_SEQ_FORK", i);
         s->key.seed = get64(p + 40); s->key.record = get64(p + 48); s->key.step = get64(p + 56);
+        s->sample.frequency_penalty = getf(p + 64); s->sample.presence_penalty = getf(p + 68);
+        s->sample.prompt_len = geti(p + 72);
     }
     for (int i = 0; i < n_tokens; i++, p += 4)
         mb->tokens[i] = geti(p);
@@ -581,18 +585,22 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     /* the histories first: a device draw's penalty reads its row's tokens of this micro-batch */
     PB_CHECK(hist_all(s, mb));
     const bool fits = mb->n_seqs <= s->n_slots;
-    bool greedy = pb_stage_has_argmax(stage) && fits;
+    bool greedy = pb_stage_has_argmax(stage) && fits, device_draws = true;
     for (int i = 0; i < mb->n_seqs && fits; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
-        if ((q->flags & PB_SEQ_SAMPLE) && (q->sample.temperature != 0.0f || q->sample.repetition_penalty != 1.0f))
+        if ((q->flags & PB_SEQ_SAMPLE) && (q->sample.temperature != 0.0f || q->sample.repetition_penalty != 1.0f ||
+                                           pb_sample_output_penalties(&q->sample)))
             greedy = false;
+        /* the backend's sample op has no frequency or presence penalty: pb_sample on the logits */
+        if ((q->flags & PB_SEQ_SAMPLE) && pb_sample_output_penalties(&q->sample))
+            device_draws = false;
         s->mask_rows[i] = (q->flags & PB_SEQ_SAMPLE) && (q->flags & PB_SEQ_NO_EOS) && s->n_eos;
     }
     if (greedy) {
         PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
         return pick_all(s, mb, NULL, s->ids, res, NULL);
     }
-    if (fits && pb_stage_has_sample(stage)) {
+    if (fits && device_draws && pb_stage_has_sample(stage)) {
         for (int i = 0; i < mb->n_seqs; i++) {
             const pb_mb_seq *q = &mb->seqs[i];
             pb_sample_row *r = &s->rows[i];

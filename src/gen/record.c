@@ -58,6 +58,8 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
     p->min_p = cli->has_min_p ? cli->min_p : g->has_min_p ? g->min_p : 0.0f;
     p->repetition_penalty = cli->has_repetition_penalty ? cli->repetition_penalty
                             : g->has_repetition_penalty ? g->repetition_penalty : 1.0f;
+    p->frequency_penalty = cli->frequency_penalty;
+    p->presence_penalty = cli->presence_penalty;
     out->seed = cli->has_seed ? cli->seed : 0;
     out->min_tokens = cli->has_min_tokens ? cli->min_tokens : 0;
     out->n = cli->n > 0 ? cli->n : 1;
@@ -293,8 +295,6 @@ static const struct {
     {"use_beam_search", OFF_FALSE, "beam search is not done"},
     {"length_penalty", OFF_ONE, "beam search is not done"},
     {"logit_bias", OFF_EMPTY, "logit biases are not applied"},
-    {"frequency_penalty", OFF_ZERO, "use repetition_penalty"},
-    {"presence_penalty", OFF_ZERO, "use repetition_penalty"},
     {"bad_words", OFF_EMPTY, "banned words are not applied"},
     {"allowed_token_ids", OFF_NULL, "token allow lists are not applied"},
     {"response_format", OFF_TEXT_FORMAT, "only text output: no JSON mode or schema"},
@@ -388,6 +388,10 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         }
         gs->sample.repetition_penalty = (float)d;
     }
+    if (!get_number(c, obj, "frequency_penalty", -2, 2, false, &g, &d)) return false;
+    if (g) gs->sample.frequency_penalty = (float)d;
+    if (!get_number(c, obj, "presence_penalty", -2, 2, false, &g, &d)) return false;
+    if (g) gs->sample.presence_penalty = (float)d;
     bool has_max = cJSON_GetObjectItemCaseSensitive(obj, "max_tokens") != NULL ||
                    cJSON_GetObjectItemCaseSensitive(obj, "max_completion_tokens") != NULL;
     if (!get_number(c, obj, "min_tokens", 0, 1 << 24, true, &g, &d)) return false;

@@ -1,7 +1,8 @@
 /* Input records and generation settings.
  *
  * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
- * top_p, top_k, min_p, repetition_penalty, seed, stop, min_tokens, ignore_eos, n}
+ * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
+ * seed, stop, min_tokens, ignore_eos, n}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}; chat records may add "tools" and "documents" (for
@@ -48,6 +49,7 @@ typedef struct pb_gen_cli {
     int n;              /* --n; 0 = 1 */
     bool ignore_eos;
     float temperature, top_p, min_p, repetition_penalty;
+    float frequency_penalty, presence_penalty; /* 0 = off */
     int top_k;
     uint64_t seed;
     int n_stops;

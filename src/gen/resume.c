@@ -312,6 +312,9 @@ pb_status pb_resume_settings_fp(const pb_gen_settings *g, int context, int shard
         pb_jbuf_printf(&b, " min_tokens=%d ignore_eos=%d", g->min_tokens, (int)g->ignore_eos);
     if (g->n > 1) /* likewise */
         pb_jbuf_printf(&b, " n=%d", g->n);
+    if (pb_sample_output_penalties(&g->sample))
+        pb_jbuf_printf(&b, " frequency_penalty=%.9g presence_penalty=%.9g", (double)g->sample.frequency_penalty,
+                       (double)g->sample.presence_penalty);
     pb_status st = pb_jbuf_status(&b);
     if (st == PB_OK && !(*out = pb_strdup(b.data)))
         st = pb_error(PB_ERR_NOMEM, "out of memory");

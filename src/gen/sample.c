@@ -31,6 +31,12 @@ pb_status pb_sample_params_check(const pb_sample_params *p)
         p->repetition_penalty > 100)
         return pb_error(PB_ERR_INPUT, "repetition_penalty %g is not in (0, 100]",
                         (double)p->repetition_penalty);
+    if (!isfinite(p->frequency_penalty) || p->frequency_penalty < -2 || p->frequency_penalty > 2)
+        return pb_error(PB_ERR_INPUT, "frequency_penalty %g is not in [-2, 2]", (double)p->frequency_penalty);
+    if (!isfinite(p->presence_penalty) || p->presence_penalty < -2 || p->presence_penalty > 2)
+        return pb_error(PB_ERR_INPUT, "presence_penalty %g is not in [-2, 2]", (double)p->presence_penalty);
+    if (p->prompt_len < 0)
+        return pb_error(PB_ERR_INPUT, "prompt length %d is negative", (int)p->prompt_len);
     return PB_OK;
 }
 
@@ -256,19 +262,41 @@ static void top_p(const pb_svec *v, cand *c, float p, work *wk)
 static int32_t prepare(const pb_svec *v, const float *logits, int vocab, const pb_sample_params *p,
                        const int32_t *history, size_t n_history, work *wk, cand *c)
 {
-    if (p->temperature == 0.0f && p->repetition_penalty == 1.0f)
+    const bool fp = pb_sample_output_penalties(p);
+    if (p->temperature == 0.0f && p->repetition_penalty == 1.0f && !fp)
         return pb_argmax_first(logits, vocab);
     const float t = p->temperature == 0.0f ? 1.0f : p->temperature;
     float *w = wk->w;
     int n_fin = v->scale(logits, vocab, t, w);
-    if (p->repetition_penalty != 1.0f) {
-        /* from the original logit, so a repeated id is penalised once */
+    if (p->repetition_penalty != 1.0f || fp) {
+        /* Each penalised id's logit from its original one, so a repeated id is penalised once: the
+         * repetition penalty over the whole history (prompt and output), then, as vLLM, the
+         * frequency penalty times the id's count in the output and the presence penalty. */
         const float r = p->repetition_penalty;
+        const size_t out = (size_t)p->prompt_len < n_history ? (size_t)p->prompt_len : n_history;
+        int32_t *cnt = wk->pos; /* counts in the output, for the history's ids (top-p's later) */
+        if (fp) {
+            for (size_t i = 0; i < n_history; i++)
+                if (history[i] >= 0 && history[i] < vocab)
+                    cnt[history[i]] = 0;
+            for (size_t i = out; i < n_history; i++)
+                if (history[i] >= 0 && history[i] < vocab)
+                    cnt[history[i]]++;
+        }
         for (size_t i = 0; i < n_history; i++) {
             const int32_t id = history[i];
             if (id < 0 || id >= vocab || isnan(logits[id]))
                 continue;
-            const float l = logits[id], x = l > 0 ? l / r : l * r, y = t != 1.0f ? x / t : x;
+            const bool in_out = fp && cnt[id] > 0;
+            if (r == 1.0f && !in_out)
+                continue;
+            const float l = logits[id];
+            float x = r != 1.0f ? (l > 0 ? l / r : l * r) : l;
+            if (in_out) {
+                x -= p->frequency_penalty * (float)cnt[id];
+                x -= p->presence_penalty;
+            }
+            const float y = t != 1.0f ? x / t : x;
             n_fin += (y > -INFINITY) - (w[id] > -INFINITY);
             w[id] = y;
         }

@@ -12,6 +12,7 @@
 #ifndef PB_GEN_SAMPLE_H
 #define PB_GEN_SAMPLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,10 +24,18 @@ typedef struct pb_sample_params {
     float top_p;              /* (0, 1]; 1 = off */
     float min_p;              /* [0, 1]; 0 = off */
     float repetition_penalty; /* > 0; 1 = off */
+    float frequency_penalty;  /* [-2, 2]; 0 = off: minus this times an id's count in the output */
+    float presence_penalty;   /* [-2, 2]; 0 = off: minus this once for an id in the output */
+    int32_t prompt_len;       /* history[0..prompt_len) is the prompt, the rest the output so far */
 } pb_sample_params;
 
 /* Built-in defaults: greedy, every filter off. */
 pb_sample_params pb_sample_params_default(void);
+/* Whether the frequency or presence penalty is on (the device samplers leave such rows to pb_sample). */
+static inline bool pb_sample_output_penalties(const pb_sample_params *p)
+{
+    return p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+}
 /* PB_ERR_INPUT naming the field when a value is out of range or not finite. */
 pb_status pb_sample_params_check(const pb_sample_params *p);
 

@@ -1296,7 +1296,8 @@ static int sample_rows(const float *x, int rows, int n, int ld, const pb_sample_
         for (int e = 0; q->masked && e < n_mask; e++)
             if (mask[e] < n)
                 m[mask[e]] = -INFINITY;
-        const pb_sample_params sp = {q->temperature, q->top_k, q->top_p, q->min_p, q->repetition_penalty};
+        const pb_sample_params sp = {.temperature = q->temperature, .top_k = q->top_k, .top_p = q->top_p,
+                                     .min_p = q->min_p, .repetition_penalty = q->repetition_penalty};
         const pb_rng_key key = {q->seed, q->record, q->step};
         const int32_t want = pb_sample(m, n, &sp, q->hist, (size_t)q->n_hist, &key, scratch);
         CHECK(ids[r] == want, "vocab %d row %d (t %g k %d p %g min_p %.9g rep %g, %d ids of history%s): %d, the "

@@ -3,7 +3,8 @@
 # pb_sample_records COUNT MAX_TOKENS prints COUNT records, each with its own
 # seed: temperature with top-p, with top-k and min-p, with a repetition
 # penalty and min_tokens (EOS masked), greedy; two of every eight with n = 2
-# (each completion its own stream).
+# (each completion its own stream), two with frequency and presence penalties
+# (which the host sampler draws: the device's sample op has none).
 pb_sample_records() {
     _i=1
     while [ $_i -le "$1" ]; do
@@ -14,6 +15,7 @@ pb_sample_records() {
         *) _s="\"temperature\": 0" ;;
         esac
         [ $((_i % 8)) -ge 1 ] && [ $((_i % 8)) -le 2 ] && _s="$_s, \"n\": 2"
+        [ $((_i % 8)) -ge 3 ] && [ $((_i % 8)) -le 4 ] && _s="$_s, \"frequency_penalty\": 0.6, \"presence_penalty\": 0.4"
         echo "{\"prompt\": \"Record $_i: once upon a time\", \"max_tokens\": $2, \"seed\": $_i, $_s}"
         _i=$((_i + 1))
     done

@@ -318,6 +318,46 @@ def main():
     check([(c["index"], c["text"]) for c in body["choices"]] == [(i, w[0]) for i, w in enumerate(want)] and
           body["usage"]["completion_tokens"] == sum(w[1] for w in want), f"openai n = 4: {body}")
 
+    # frequency and presence penalties (vLLM's: minus frequency x an id's count in the completion so far, minus
+    # presence once for an id in it; after the repetition penalty, before the temperature): greedy and sampled
+    # picks rebuilt here from HF's logits, on prompts whose plain greedy text repeats tokens
+    def penalized(prompt, f, pr, temp, seed):
+        pids = tok(prompt, return_tensors="pt").input_ids
+        seq, gen = pids, []
+        for st in range(max_new):
+            with torch.no_grad():
+                lg = model(seq).logits[0, -1].float()
+            if gen:
+                cnt = torch.bincount(torch.tensor(gen), minlength=lg.shape[0]).float()
+                lg = lg - torch.tensor(f, dtype=torch.float32) * cnt
+                lg = lg - torch.tensor(pr, dtype=torch.float32) * (cnt > 0).float()
+            if temp == 0:
+                t = int(torch.argmax(lg))
+            else:
+                cdf = torch.softmax((lg / torch.tensor(temp, dtype=torch.float32)).double(), -1).numpy().cumsum()
+                t = min(int(cdf.searchsorted(uniform(seed, 0, st) * cdf[-1], side="right")), len(cdf) - 1)
+            gen.append(t)
+            if t == 50256:
+                break
+            seq = torch.cat([seq, torch.tensor([[t]])], 1)
+        body_ids = [g for g in gen if g != 50256]
+        return tok.decode(pids[0].tolist() + body_ids)[len(tok.decode(pids[0].tolist())):]
+    rep_i = [i for i, (_, gen, _) in enumerate(ref) if len(set(gen)) < len(gen) and 50256 not in gen][:2]
+    check(len(rep_i) == 2, f"two prompts whose greedy text repeats a token: {rep_i}")
+    pen = [({"frequency_penalty": 1.5}, (1.5, 0.0, 0.0, 0)),
+           ({"presence_penalty": 1.8, "frequency_penalty": -0.25}, (-0.25, 1.8, 0.0, 0)),
+           ({"presence_penalty": 0.9, "temperature": 0.8, "seed": 4}, (0.0, 0.9, 0.8, 4)),
+           ({"frequency_penalty": 2.0, "temperature": 1.0, "seed": 9}, (2.0, 0.0, 1.0, 9))]
+    pin = "".join(json.dumps(dict(fields, id=f"p{k}", prompt=prompts[rep_i[k % 2]])) + "\n"
+                  for k, (fields, _) in enumerate(pen))
+    pouts = [run(["--model", model_dir, "--max-tokens", str(max_new), "-b", b], pin).stdout for b in ("1", "4")]
+    check(pouts[0] == pouts[1], "penalties: output differs between -b 1 and -b 4")
+    for k, (r, (fields, args)) in enumerate(zip(lines(pouts[0]), pen)):
+        want_t = penalized(prompts[rep_i[k % 2]], *args)
+        check(r["text"] == want_t, f"penalties {fields}: {r['text']!r} vs the reference {want_t!r}")
+        if args[2] == 0:
+            check(want_t != ref[rep_i[k % 2]][2], f"penalties {fields}: the reference equals the plain greedy text")
+
     # .zst output through the zstd CLI, small frames, metrics
     zpath = os.path.join(TMP, "out.jsonl.zst")
     mpath = os.path.join(TMP, "metrics.json")

@@ -20,8 +20,9 @@ int main(int argc, char **argv)
         return 2;
     }
     const int V = atoi(argv[2]), R = atoi(argv[3]), reps = atoi(argv[4]);
-    const pb_sample_params p = {(float)atof(argv[5]), atoi(argv[6]), (float)atof(argv[7]), (float)atof(argv[8]),
-                                (float)atof(argv[9])};
+    const pb_sample_params p = {.temperature = (float)atof(argv[5]), .top_k = atoi(argv[6]),
+                                .top_p = (float)atof(argv[7]), .min_p = (float)atof(argv[8]),
+                                .repetition_penalty = (float)atof(argv[9])};
     if (V < 1 || R < 1 || reps < 1 || pb_sample_params_check(&p) != PB_OK) {
         fprintf(stderr, "sample-bench: bad arguments\n");
         return 2;

@@ -194,6 +194,16 @@ static int plain_probs(const float *l, int V, const pb_sample_params *p, const i
     for (int i = 0; i < nh; i++)
         if (!isnan(l[h[i]]))
             w[h[i]] = l[h[i]] > 0 ? l[h[i]] / p->repetition_penalty : l[h[i]] * p->repetition_penalty;
+    /* vLLM's frequency and presence penalties: an id's count in the output, h[prompt_len..nh) */
+    int *cnt = calloc((size_t)V, sizeof(int));
+    for (int i = p->prompt_len < nh ? p->prompt_len : nh; i < nh; i++)
+        cnt[h[i]]++;
+    for (int i = 0; i < V; i++)
+        if (cnt[i] && !isnan(l[i])) {
+            w[i] -= p->frequency_penalty * (float)cnt[i];
+            w[i] -= p->presence_penalty;
+        }
+    free(cnt);
     int ret = -1;
     if (p->temperature == 0) {
         ret = 0;
@@ -274,6 +284,7 @@ static void test_rows(const pb_svec *const *tabs, int ntab)
     static const float topps[] = {1.0f, 0.9f, 0.5f, 0.01f, 0.999f};
     static const float minps[] = {0.0f, 0.05f};
     static const float reps[] = {1.0f, 1.3f, 0.8f};
+    static const float freqs[] = {0.0f, 0.7f, -1.2f}, press[] = {0.0f, 1.5f, -0.4f};
     const int Vmax = 50257;
     float *l = malloc(sizeof(float) * Vmax);
     float *pr[4];
@@ -289,8 +300,10 @@ static void test_rows(const pb_svec *const *tabs, int ntab)
             for (int trial = 0; trial < (V > 10000 ? 3 : 12); trial++) {
                 make_row(l, V, kind);
                 pb_sample_params p = {temps[next_u64() % 4], topks[next_u64() % 5], topps[next_u64() % 5],
-                                      minps[next_u64() % 2], reps[next_u64() % 3]};
+                                      minps[next_u64() % 2], reps[next_u64() % 3], freqs[next_u64() % 3],
+                                      press[next_u64() % 3], 0};
                 const int nh = (int)(next_u64() % 64);
+                p.prompt_len = nh ? (int32_t)(next_u64() % (uint64_t)nh) : 0;
                 for (int i = 0; i < nh; i++)
                     hist[i] = (int32_t)(next_u64() % (uint64_t)V);
                 const pb_rng_key key = {7, (uint64_t)rows, (uint64_t)trial};

@@ -1,4 +1,5 @@
-"""pb_sample against HF transformers' logits processors on fixed logits.
+"""pb_sample against HF transformers' logits processors on fixed logits
+(and vLLM's frequency and presence penalties, written here).
 
 Repetition penalty, temperature, top-k and top-p use transformers'
 RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper
@@ -38,12 +39,26 @@ def uniform(seed, record, step):
     return bits / float(1 << 53)
 
 
+def output_penalties(scores, params, history):
+    """vLLM's frequency and presence penalties (written here: HF has none), after the repetition
+    penalty and before the temperature, over the output: history[prompt_len:]. In float32 as vLLM's
+    logits: logits -= frequency * counts, then logits -= presence * (counts > 0)."""
+    f, pr = params.get("frequency_penalty", 0.0), params.get("presence_penalty", 0.0)
+    out = history[params.get("prompt_len", 0):]
+    if (f == 0.0 and pr == 0.0) or not out:
+        return scores
+    counts = torch.bincount(torch.tensor(out, dtype=torch.long), minlength=scores.shape[1]).float().unsqueeze(0)
+    scores = scores - torch.tensor(np.float32(f)) * counts
+    return scores - torch.tensor(np.float32(pr)) * (counts > 0).float()
+
+
 def reference_probs(logits, params, history):
     scores = torch.tensor(np.array(logits, dtype=np.float32)).unsqueeze(0)
     ids = torch.tensor([history if history else [0]], dtype=torch.long)
     rep = params.get("repetition_penalty", 1.0)
     if rep != 1.0 and history:
         scores = RepetitionPenaltyLogitsProcessor(rep)(ids, scores)
+    scores = output_penalties(scores, params, history)
     t = params.get("temperature", 0.0)
     if t == 0.0:
         out = np.zeros(len(logits))
@@ -102,10 +117,18 @@ def main():
         {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "min_p": 0.02},
         {"temperature": 1.2, "top_k": 20, "repetition_penalty": 1.5},
         {"temperature": 1.0, "repetition_penalty": 0.7, "top_p": 0.8},
+        # vLLM's frequency and presence penalties over the output (the history after prompt_len ids)
+        {"temperature": 0.0, "frequency_penalty": 1.5, "prompt_len": 4},
+        {"temperature": 1.0, "frequency_penalty": 0.8, "prompt_len": 5},
+        {"temperature": 0.7, "presence_penalty": 1.2, "prompt_len": 6},
+        {"temperature": 1.0, "presence_penalty": -0.9, "frequency_penalty": 0.4, "prompt_len": 0},
+        {"temperature": 0.9, "frequency_penalty": -1.0, "repetition_penalty": 1.3, "top_k": 20, "prompt_len": 3},
+        {"temperature": 1.2, "presence_penalty": 2.0, "frequency_penalty": 2.0, "top_p": 0.9, "prompt_len": 12},
     ]
     for li, logits in enumerate(base + [peaked]):
         for s in settings:
             hist = rng.integers(0, vocab, 12).tolist()
+            hist[8:12] = hist[5:8] + [hist[6]]  # repeated ids in the output: counts of 2 and 3
             keys = [[7 + li, r, st] for r in range(3) for st in range(4)]
             cases.append({"logits": logits, "params": s, "history": hist, "keys": keys})
     # ties: the k-th largest value repeated, and a flat distribution

@@ -52,7 +52,10 @@ int main(void)
         pb_sample_params p = {
             .temperature = (float)num(jp, "temperature", 0), .top_k = (int32_t)num(jp, "top_k", 0),
             .top_p = (float)num(jp, "top_p", 1), .min_p = (float)num(jp, "min_p", 0),
-            .repetition_penalty = (float)num(jp, "repetition_penalty", 1)};
+            .repetition_penalty = (float)num(jp, "repetition_penalty", 1),
+            .frequency_penalty = (float)num(jp, "frequency_penalty", 0),
+            .presence_penalty = (float)num(jp, "presence_penalty", 0),
+            .prompt_len = (int32_t)num(jp, "prompt_len", 0)};
         pb_sample_probs(logits, vocab, &p, hist, (size_t)nh, probs, scratch);
         printf("{\"probs\": [");
         for (int i = 0; i < vocab; i++)

@@ -48,6 +48,7 @@ static void test_pack(void)
     pb_mb_seq s0 = seq(3, 0, 5, PB_SEQ_NEW | PB_SEQ_SAMPLE);
     s0.sample.temperature = 0.7f; s0.sample.top_k = 5; s0.sample.top_p = 0.9f;
     s0.sample.min_p = 0.1f; s0.sample.repetition_penalty = 1.2f;
+    s0.sample.frequency_penalty = -0.75f; s0.sample.presence_penalty = 1.5f; s0.sample.prompt_len = 4;
     s0.key.seed = ~0ull; s0.key.step = 77;
     CHECK(pb_mb_add(&mb, &s0, prompt) == PB_OK);
     int32_t one = 7;
@@ -55,7 +56,7 @@ static void test_pack(void)
     CHECK(pb_mb_add(&mb, &s1, &one) == PB_OK);
     CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 2 * 64 + 6 * 4);
+    CHECK(sz == 24 + 2 * 76 + 6 * 4);
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz - 1, &w) != PB_OK);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
@@ -68,6 +69,9 @@ static void test_pack(void)
               x->sample.top_k == y->sample.top_k && x->sample.top_p == y->sample.top_p &&
               x->sample.min_p == y->sample.min_p &&
               x->sample.repetition_penalty == y->sample.repetition_penalty &&
+              x->sample.frequency_penalty == y->sample.frequency_penalty &&
+              x->sample.presence_penalty == y->sample.presence_penalty &&
+              x->sample.prompt_len == y->sample.prompt_len &&
               x->key.seed == y->key.seed && x->key.record == y->key.record &&
               x->key.step == y->key.step);
     }
@@ -115,7 +119,7 @@ static void test_pack(void)
     pb_mb_seq k = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
     k.fork_slot = 7;
     CHECK(pb_mb_add(&mb, &k, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
-    unsigned char kb[24 + 64 + 4];
+    unsigned char kb[24 + 76 + 4];
     CHECK(pb_mb_pack(&mb, kb, sizeof kb, &w) == PB_OK && w == sizeof kb);
     CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_OK && back.seqs[0].fork_slot == 7 &&
           back.seqs[0].flags == (PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE) && back.seqs[0].pos == 6);

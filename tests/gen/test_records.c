@@ -275,8 +275,8 @@ static void test_unsupported(void)
     static const char *const asks[] = {
         "\"logprobs\": 0", "\"logprobs\": true", "\"top_logprobs\": 2", "\"prompt_logprobs\": 1",
         "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
-        "\"length_penalty\": 0.5", "\"logit_bias\": {\"5\": 3}", "\"frequency_penalty\": 0.5",
-        "\"presence_penalty\": -1", "\"bad_words\": [\"x\"]", "\"allowed_token_ids\": [1]",
+        "\"length_penalty\": 0.5", "\"logit_bias\": {\"5\": 3}",
+        "\"bad_words\": [\"x\"]", "\"allowed_token_ids\": [1]",
         "\"response_format\": {\"type\": \"json_object\"}", "\"guided_json\": {}", "\"guided_regex\": \"a\"",
         "\"guided_choice\": [\"a\"]", "\"guided_grammar\": \"g\"", "\"structured_outputs\": {}",
         "\"tool_choice\": \"required\"", "\"include_stop_str_in_output\": true", "\"skip_special_tokens\": false",
@@ -303,6 +303,12 @@ static void test_unsupported(void)
     pb_record_clear(&r);
     parse("{\"prompt\": \"Hi\", \"max_tokens\": 7, \"max_completion_tokens\": 7, \"tool_choice\": \"none\"}", &r);
     CHECK(!r.error && r.gs.max_tokens == 7);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"frequency_penalty\": 0.5, \"presence_penalty\": -2}", &r);
+    CHECK(!r.error && r.gs.sample.frequency_penalty == 0.5f && r.gs.sample.presence_penalty == -2.0f);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"presence_penalty\": 2.5}", &r);
+    CHECK(r.error && strstr(r.error, "field 'presence_penalty': 2.5 is out of range [-2, 2]"));
     pb_record_clear(&r);
     parse("{\"prompt\": \"Hi\", \"max_tokens\": 7, \"max_completion_tokens\": 8}", &r);
     CHECK(r.error && strstr(r.error, "'max_tokens' (7) and 'max_completion_tokens' (8) differ"));

@@ -1,7 +1,7 @@
 #!/bin/sh
 # pippy-batch across ranks under mpirun: output byte-identical to world size 1
-# (greedy and sampled records, some with n = 3) with -np 2, 3, 4, each split policy and IPv6, the
-# pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
+# (greedy and sampled records, some with n = 3 or frequency and presence
+# penalties) with -np 2, 3, 4, each split policy and IPv6, the pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
 # non-zero within 15 s naming that rank, with no process left behind.
 set -u
 . "$PB_SRCDIR/tests/net/lock.sh"
@@ -21,6 +21,7 @@ i=1
 while [ $i -le 24 ]; do
     s=""; [ $((i % 3)) -eq 0 ] && s=', "temperature": 0.9, "top_k": 40, "seed": 7'
     [ $((i % 4)) -eq 0 ] && s="$s, \"n\": 3"
+    [ $((i % 5)) -eq 0 ] && s="$s, \"frequency_penalty\": 0.7, \"presence_penalty\": 0.3"
     echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $((4 + i % 9))$s}"
     i=$((i + 1))
 done >"$D/in.jsonl"

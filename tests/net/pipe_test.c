@@ -139,7 +139,8 @@ static pb_status host_sample_op(pb_backend *be, const float *x, int rows, int n,
         memcpy(m, x + (size_t)r * ld, (size_t)n * sizeof(float));
         for (int e = 0; q->masked && e < n_mask; e++)
             m[mask_ids[e]] = -INFINITY;
-        const pb_sample_params sp = {q->temperature, q->top_k, q->top_p, q->min_p, q->repetition_penalty};
+        const pb_sample_params sp = {.temperature = q->temperature, .top_k = q->top_k, .top_p = q->top_p,
+                                     .min_p = q->min_p, .repetition_penalty = q->repetition_penalty};
         const pb_rng_key key = {q->seed, q->record, q->step};
         ids[r] = pb_sample(m, n, &sp, q->hist, (size_t)q->n_hist, &key, scratch);
     }
