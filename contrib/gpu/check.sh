@@ -312,8 +312,7 @@ fi
 # ---- 9. sampling on the device: the host sampler's picks ----
 # temperature, top-k, top-p, min-p, repetition penalty, min_tokens (EOS masked) and n = 2 drawn by the backend's
 # sample op (kc_sample) and, with PB_CUDA_SAMPLE=0, by the host sampler from downloaded logits: the same
-# logits, so the same bytes (records with frequency and presence penalties go to the host sampler in both
-# runs); decode tok/s of each beside
+# logits, so the same bytes (frequency and presence penalties among them); decode tok/s of each beside
 if want 9 && [ -f "$LL/config.json" ]; then
     . "$HERE/tests/backend/sample-records.sh"
     pb_sample_records 32 24 >"$W/sample.jsonl"

@@ -174,6 +174,8 @@ typedef struct pb_backend_limits {
  * the EOS ids (the call's mask_ids) are masked to -inf first. */
 typedef struct pb_sample_row {
     float temperature, top_p, min_p, repetition_penalty;
+    float frequency_penalty, presence_penalty; /* over hist[prompt_len..n_hist) (pb_sample_params) */
+    int32_t prompt_len;
     int32_t top_k;
     uint64_t seed, record, step;
     const int32_t *hist;

@@ -829,6 +829,12 @@ static size_t sample_bytes(int rows, int n, int hist_ids, int mask_ids)
            (size_t)rows * sizeof(int32_t);
 }
 
+// a row's history goes over where a penalty reads it
+static bool row_needs_hist(const pb_sample_row *q)
+{
+    return q->repetition_penalty != 1.0f || q->frequency_penalty != 0.0f || q->presence_penalty != 0.0f;
+}
+
 static pb_status cuda_sample(pb_backend *be, const float *x, int rows, int n, int ld, const pb_sample_row *row,
                              const int32_t *mask_ids, int n_mask, int32_t *ids)
 {
@@ -842,7 +848,7 @@ static pb_status cuda_sample(pb_backend *be, const float *x, int rows, int n, in
     for (int r = 0; r < rows; r++) {
         if (row[r].n_hist < 0 || (row[r].n_hist > 0 && !row[r].hist))
             return pb_error(PB_ERR_INTERNAL, "sample: row %d has a history of %d ids", r, (int)row[r].n_hist);
-        n_hist += row[r].repetition_penalty != 1.0f ? (size_t)row[r].n_hist : 0;
+        n_hist += row_needs_hist(&row[r]) ? (size_t)row[r].n_hist : 0;
     }
     if (n_hist > (size_t)INT32_MAX)
         return pb_error(PB_ERR_INTERNAL, "sample: %zu history ids", n_hist);
@@ -865,10 +871,13 @@ static pb_status cuda_sample(pb_backend *be, const float *x, int rows, int n, in
         k.top_p = q->top_p;
         k.min_p = q->min_p;
         k.rep = q->repetition_penalty;
+        k.freq = q->frequency_penalty;
+        k.pres = q->presence_penalty;
+        k.prompt_len = q->prompt_len;
         k.top_k = q->top_k;
         k.masked = q->masked != 0;
         k.hist_off = (int)at;
-        k.n_hist = q->repetition_penalty != 1.0f ? q->n_hist : 0;
+        k.n_hist = row_needs_hist(q) ? q->n_hist : 0;
         if (k.n_hist)
             memcpy(kh + at, q->hist, (size_t)k.n_hist * sizeof(int32_t));
         at += (size_t)k.n_hist;

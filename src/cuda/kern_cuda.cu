@@ -1393,17 +1393,37 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         fin += y > -INFINITY;
     }
     int n_fin = sample_sum(fin, si);
-    if (P.rep != 1.0f) { // from the original logit, in the history's order
+    const bool fp = P.freq != 0.0f || P.pres != 0.0f;
+    if (P.rep != 1.0f || fp) { // from the original logit, in the history's order
         if (tid == 0) {
             const float rp = P.rep;
+            const int32_t *hh = hist + P.hist_off;
+            const int out = P.prompt_len < P.n_hist ? (P.prompt_len > 0 ? P.prompt_len : 0) : P.n_hist;
+            int32_t *cnt = wk.pos; // counts in the output (the host's: its top-p buffer, later top-p's here too)
+            if (fp) {
+                for (int h = 0; h < P.n_hist; h++)
+                    if (hh[h] >= 0 && hh[h] < n)
+                        cnt[hh[h]] = 0;
+                for (int h = out; h < P.n_hist; h++)
+                    if (hh[h] >= 0 && hh[h] < n)
+                        cnt[hh[h]]++;
+            }
             for (int h = 0; h < P.n_hist; h++) {
-                const int id = hist[P.hist_off + h];
+                const int id = hh[h];
                 if (id < 0 || id >= n)
                     continue;
                 const float lg = nm && sample_masked(id, mask_ids, nm) ? -INFINITY : l[id];
                 if (isnan(lg))
                     continue;
-                const float xv = lg > 0 ? __fdiv_rn(lg, rp) : __fmul_rn(lg, rp), y = t != 1.0f ? __fdiv_rn(xv, t) : xv;
+                const bool in_out = fp && cnt[id] > 0;
+                if (rp == 1.0f && !in_out)
+                    continue;
+                float xv = rp != 1.0f ? (lg > 0 ? __fdiv_rn(lg, rp) : __fmul_rn(lg, rp)) : lg;
+                if (in_out) {
+                    xv = __fsub_rn(xv, __fmul_rn(P.freq, (float)cnt[id]));
+                    xv = __fsub_rn(xv, P.pres);
+                }
+                const float y = t != 1.0f ? __fdiv_rn(xv, t) : xv;
                 n_fin += (y > -INFINITY) - (wk.w[id] > -INFINITY);
                 wk.w[id] = y;
             }

@@ -46,10 +46,13 @@ cudaError_t kc_argmax(cudaStream_t st, const float *x, int rows, int n, int ld, 
 
 // One row of kc_sample: the host sampler's settings (src/gen/sample.h), its
 // Philox counter and key words (pb_rng_uniform's), the row's history in the
-// call's hist array (ids; n_hist 0 where the penalty is off), and whether
-// the call's mask_ids are masked to -inf first
+// call's hist array (ids; n_hist 0 where every penalty is off: the frequency
+// and presence penalties count its ids from prompt_len on), and whether the
+// call's mask_ids are masked to -inf first
 struct kc_sample_row {
     float temperature, top_p, min_p, rep;
+    float freq, pres; // the frequency and presence penalties over hist[prompt_len..n_hist)
+    int prompt_len;
     int top_k, masked, hist_off, n_hist;
     unsigned ctr[4], key[2];
 };

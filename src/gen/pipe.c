@@ -585,22 +585,19 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     /* the histories first: a device draw's penalty reads its row's tokens of this micro-batch */
     PB_CHECK(hist_all(s, mb));
     const bool fits = mb->n_seqs <= s->n_slots;
-    bool greedy = pb_stage_has_argmax(stage) && fits, device_draws = true;
+    bool greedy = pb_stage_has_argmax(stage) && fits;
     for (int i = 0; i < mb->n_seqs && fits; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         if ((q->flags & PB_SEQ_SAMPLE) && (q->sample.temperature != 0.0f || q->sample.repetition_penalty != 1.0f ||
                                            pb_sample_output_penalties(&q->sample)))
             greedy = false;
-        /* the backend's sample op has no frequency or presence penalty: pb_sample on the logits */
-        if ((q->flags & PB_SEQ_SAMPLE) && pb_sample_output_penalties(&q->sample))
-            device_draws = false;
         s->mask_rows[i] = (q->flags & PB_SEQ_SAMPLE) && (q->flags & PB_SEQ_NO_EOS) && s->n_eos;
     }
     if (greedy) {
         PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
         return pick_all(s, mb, NULL, s->ids, res, NULL);
     }
-    if (fits && device_draws && pb_stage_has_sample(stage)) {
+    if (fits && pb_stage_has_sample(stage)) {
         for (int i = 0; i < mb->n_seqs; i++) {
             const pb_mb_seq *q = &mb->seqs[i];
             pb_sample_row *r = &s->rows[i];
@@ -610,6 +607,8 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
             }
             *r = (pb_sample_row){.temperature = q->sample.temperature, .top_p = q->sample.top_p,
                                  .min_p = q->sample.min_p, .repetition_penalty = q->sample.repetition_penalty,
+                                 .frequency_penalty = q->sample.frequency_penalty,
+                                 .presence_penalty = q->sample.presence_penalty, .prompt_len = q->sample.prompt_len,
                                  .top_k = q->sample.top_k, .seed = q->key.seed, .record = q->key.record,
                                  .step = q->key.step, .hist = slot_hist(s, q->slot), .n_hist = s->n_hist[q->slot],
                                  .masked = s->mask_rows[i]};

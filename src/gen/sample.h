@@ -31,7 +31,7 @@ typedef struct pb_sample_params {
 
 /* Built-in defaults: greedy, every filter off. */
 pb_sample_params pb_sample_params_default(void);
-/* Whether the frequency or presence penalty is on (the device samplers leave such rows to pb_sample). */
+/* Whether the frequency or presence penalty is on. */
 static inline bool pb_sample_output_penalties(const pb_sample_params *p)
 {
     return p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;

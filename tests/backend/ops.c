@@ -1297,7 +1297,9 @@ static int sample_rows(const float *x, int rows, int n, int ld, const pb_sample_
             if (mask[e] < n)
                 m[mask[e]] = -INFINITY;
         const pb_sample_params sp = {.temperature = q->temperature, .top_k = q->top_k, .top_p = q->top_p,
-                                     .min_p = q->min_p, .repetition_penalty = q->repetition_penalty};
+                                     .min_p = q->min_p, .repetition_penalty = q->repetition_penalty,
+                                     .frequency_penalty = q->frequency_penalty,
+                                     .presence_penalty = q->presence_penalty, .prompt_len = q->prompt_len};
         const pb_rng_key key = {q->seed, q->record, q->step};
         const int32_t want = pb_sample(m, n, &sp, q->hist, (size_t)q->n_hist, &key, scratch);
         CHECK(ids[r] == want, "vocab %d row %d (t %g k %d p %g min_p %.9g rep %g, %d ids of history%s): %d, the "
@@ -1384,6 +1386,11 @@ static void test_sample(void)
             q->top_p = r % 7 == 1 ? 0.9f : r % 7 == 2 ? 0.5f : r % 7 == 3 ? 0.999f : r % 7 == 4 ? 0.05f : 1.0f;
             q->min_p = r % 5 == 2 ? 0.05f : r % 5 == 3 ? 0.5f : 0.0f;
             q->repetition_penalty = r % 8 == 2 ? 1.3f : r % 8 == 5 ? 0.8f : 1.0f;
+            /* the frequency and presence penalties over the history after prompt_len (with and without the
+             * repetition penalty, greedy and sampled) */
+            q->frequency_penalty = r % 9 == 1 ? 0.7f : r % 9 == 4 ? -1.1f : r % 9 == 5 ? 2.0f : 0.0f;
+            q->presence_penalty = r % 10 == 1 ? 1.5f : r % 10 == 4 ? -0.6f : r % 10 == 7 ? 0.3f : 0.0f;
+            q->prompt_len = r % 4 == 0 ? 0 : r % 4 == 1 ? 5 : r % 4 == 2 ? 20 : 100;
             q->seed = 42 + (uint64_t)r * 0x100000001ull;
             q->record = (uint64_t)r * 977 + ((uint64_t)si << 33);
             q->step = (uint64_t)r % 11;

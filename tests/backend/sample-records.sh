@@ -3,8 +3,7 @@
 # pb_sample_records COUNT MAX_TOKENS prints COUNT records, each with its own
 # seed: temperature with top-p, with top-k and min-p, with a repetition
 # penalty and min_tokens (EOS masked), greedy; two of every eight with n = 2
-# (each completion its own stream), two with frequency and presence penalties
-# (which the host sampler draws: the device's sample op has none).
+# (each completion its own stream), two with frequency and presence penalties.
 pb_sample_records() {
     _i=1
     while [ $_i -le "$1" ]; do
