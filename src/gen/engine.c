@@ -15,7 +15,6 @@
  * engine's pending record (refs). */
 typedef struct group {
     int n, left, refs;
-    int prompt_tokens;
     pb_choice *ch;         /* ch[i]: choice i once finished (text owned) */
 } group;
 
@@ -81,6 +80,21 @@ static void group_unref(group *g)
     free(g);
 }
 
+static pb_status group_new(int n, group **out)
+{
+    group *g = NULL;
+    PB_CHECK(pb_calloc(1, sizeof *g, &g));
+    pb_status st = pb_calloc((size_t)n, sizeof *g->ch, &g->ch);
+    if (st != PB_OK) {
+        free(g);
+        return st;
+    }
+    g->n = g->left = n;
+    g->refs = 1;
+    *out = g;
+    return PB_OK;
+}
+
 static void slot_release(seq_state *s)
 {
     pb_record_clear(&s->rec);
@@ -90,35 +104,32 @@ static void slot_release(seq_state *s)
     memset(s, 0, sizeof *s);
 }
 
-/* The prompt's ids in a buffer of cap (>= n) */
-static pb_status ids_copy(const int32_t *ids, int n, size_t cap, int32_t **out)
+/* A sequence not yet started from src's record and prompt (a buffer of cap
+ * ids), as its choice `choice`, in src's group. dst is released on failure. */
+static pb_status seq_clone(seq_state *dst, const seq_state *src, size_t cap, int choice)
 {
-    *out = NULL;
-    if (cap == 0)
-        return PB_OK;
-    PB_CHECK(pb_calloc(cap, sizeof **out, out));
-    memcpy(*out, ids, (size_t)n * sizeof **out);
-    return PB_OK;
+    memset(dst, 0, sizeof *dst);
+    dst->wait_for = -1;
+    dst->out_no = src->out_no;
+    dst->n_prompt = dst->n_feed = src->n_prompt;
+    dst->rope_long = src->rope_long;
+    dst->choice = choice;
+    dst->grp = src->grp;
+    dst->grp->refs++;
+    pb_status st = pb_record_copy(&dst->rec, &src->rec);
+    if (st == PB_OK && (st = pb_calloc(cap, sizeof *dst->prompt, &dst->prompt)) == PB_OK)
+        memcpy(dst->prompt, src->prompt, (size_t)src->n_prompt * sizeof *dst->prompt);
+    if (st != PB_OK)
+        slot_release(dst);
+    return st;
 }
 
 /* Admit the pending record's next choice into s. */
 static pb_status admit_choice(engine *d, seq_state *s)
 {
     seq_state *p = &d->pend;
-    memset(s, 0, sizeof *s);
-    s->wait_for = -1;
-    pb_status st = pb_record_copy(&s->rec, &p->rec);
-    if (st == PB_OK)
-        st = ids_copy(p->prompt, p->n_prompt, d->pend_cap, &s->prompt);
-    if (st == PB_OK) {
-        s->out_no = p->out_no;
-        s->n_prompt = s->n_feed = p->n_prompt;
-        s->rope_long = p->rope_long;
-        s->choice = p->choice++;
-        s->grp = p->grp;
-        s->grp->refs++;
-        st = pb_detok_create(d->tok, s->prompt, (size_t)s->n_prompt, &s->detok);
-    }
+    PB_CHECK(seq_clone(s, p, d->pend_cap, p->choice++));
+    pb_status st = pb_detok_create(d->tok, s->prompt, (size_t)s->n_prompt, &s->detok);
     if (st != PB_OK) {
         slot_release(s);
         return st;
@@ -215,32 +226,11 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             continue;
         }
         if (n_choices > 1) {
-            /* choice 0 here; the others wait in pend for slots of their own */
-            group *g = NULL;
-            st = pb_calloc(1, sizeof *g, &g);
-            if (st == PB_OK && (st = pb_calloc((size_t)n_choices, sizeof *g->ch, &g->ch)) != PB_OK) {
-                free(g);
-                g = NULL;
-            }
-            if (st == PB_OK) {
-                *g = (group){.n = n_choices, .left = n_choices, .refs = 1, .prompt_tokens = s->n_prompt,
-                             .ch = g->ch};
-                s->grp = g;
-                seq_state *p = &d->pend;
-                memset(p, 0, sizeof *p);
-                st = pb_record_copy(&p->rec, &s->rec);
-                if (st == PB_OK)
-                    st = ids_copy(ids, s->n_prompt, cap, &p->prompt);
-                p->out_no = s->out_no;
-                p->n_prompt = p->n_feed = s->n_prompt;
-                p->rope_long = s->rope_long;
-                p->choice = 1;
-                p->grp = g;
-                g->refs++;
+            /* choice 0 here; the others wait in pend (a clone) for slots of their own */
+            st = group_new(n_choices, &s->grp);
+            if (st == PB_OK && (st = seq_clone(&d->pend, s, cap, 1)) == PB_OK) {
                 d->pend_cap = cap;
-                d->has_pend = st == PB_OK;
-                if (st != PB_OK)
-                    slot_release(p);
+                d->has_pend = true;
             }
         }
         if (st == PB_OK)
@@ -428,7 +418,7 @@ static pb_status group_put(engine *d, seq_state *s, const pb_result *res)
     int total = 0;
     for (int i = 0; i < g->n; i++)
         total += g->ch[i].completion_tokens;
-    pb_result all = {.prompt_tokens = g->prompt_tokens, .completion_tokens = total, .n_choices = g->n,
+    pb_result all = {.prompt_tokens = s->n_prompt, .completion_tokens = total, .n_choices = g->n,
                      .choices = g->ch};
     return d->io->result(d->io->ctx, &s->rec, s->out_no, &all);
 }

@@ -194,39 +194,34 @@ void pb_record_clear(pb_record *rec)
     memset(rec, 0, sizeof *rec);
 }
 
+/* *dst = a copy of src's len bytes and a NUL (NULL for NULL); false when out of memory */
 static bool dup_or_null(const char *src, size_t len, char **dst)
 {
-    *dst = NULL;
     if (!src)
-        return true;
-    if (!(*dst = malloc(len + 1)))
-        return false;
-    memcpy(*dst, src, len);
-    (*dst)[len] = '\0';
-    return true;
+        return (*dst = NULL, true);
+    if ((*dst = malloc(len + 1))) {
+        memcpy(*dst, src, len);
+        (*dst)[len] = '\0';
+    }
+    return *dst != NULL;
 }
+
+static bool dup_str(const char *src, char **dst) { return dup_or_null(src, src ? strlen(src) : 0, dst); }
 
 pb_status pb_record_copy(pb_record *dst, const pb_record *src)
 {
-    memset(dst, 0, sizeof *dst);
-    dst->line = src->line;
-    dst->openai = src->openai;
-    dst->chat = src->chat;
-    dst->prompt_len = src->prompt_len;
-    if (!dup_or_null(src->id_json, src->id_json ? strlen(src->id_json) : 0, &dst->id_json) ||
-        !dup_or_null(src->custom_id_json, src->custom_id_json ? strlen(src->custom_id_json) : 0,
-                     &dst->custom_id_json) ||
-        !dup_or_null(src->chat_json, src->chat_json ? strlen(src->chat_json) : 0, &dst->chat_json) ||
-        !dup_or_null(src->prompt, src->prompt_len, &dst->prompt) ||
-        !dup_or_null(src->error, src->error ? strlen(src->error) : 0, &dst->error)) {
+    *dst = *src; /* the scalars; every pointer replaced below */
+    dst->id_json = dst->custom_id_json = dst->chat_json = dst->prompt = dst->error = NULL;
+    dst->gs.n_stops = 0;
+    if (!dup_str(src->id_json, &dst->id_json) || !dup_str(src->custom_id_json, &dst->custom_id_json) ||
+        !dup_str(src->chat_json, &dst->chat_json) || !dup_or_null(src->prompt, src->prompt_len, &dst->prompt) ||
+        !dup_str(src->error, &dst->error)) {
         pb_record_clear(dst);
         return pb_error(PB_ERR_NOMEM, "out of memory");
     }
-    pb_status st = pb_gen_settings_copy(&dst->gs, &src->gs);
-    if (st != PB_OK) {
-        dst->gs = (pb_gen_settings){0}; /* pb_gen_settings_copy cleared its own */
+    pb_status st = pb_gen_settings_copy(&dst->gs, &src->gs); /* clears its own on failure */
+    if (st != PB_OK)
         pb_record_clear(dst);
-    }
     return st;
 }
 
