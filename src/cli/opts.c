@@ -30,7 +30,7 @@ enum {
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
     OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING,
-    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N, OPT_FREQ_PENALTY, OPT_PRES_PENALTY
+    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N, OPT_FREQ_PENALTY, OPT_PRES_PENALTY, OPT_LOGPROBS
 };
 
 static const struct option long_opts[] = {
@@ -58,6 +58,7 @@ static const struct option long_opts[] = {
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
     {"n", required_argument, NULL, OPT_N},
+    {"logprobs", required_argument, NULL, OPT_LOGPROBS},
     {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
     {"top-k", required_argument, NULL, OPT_TOP_K},
@@ -372,6 +373,10 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             o->gen.has_max_tokens = true;
             break;
         case OPT_N: PB_CHECK_GOTO(parse_int(optname, optarg, 1, PB_GEN_MAX_N, &o->gen.n), st, out); break;
+        case OPT_LOGPROBS:
+            PB_CHECK_GOTO(parse_int(optname, optarg, 0, PB_MAX_LOGPROBS, &o->gen.logprobs), st, out);
+            o->gen.has_logprobs = true;
+            break;
         case OPT_MIN_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.min_tokens), st, out);
             o->gen.has_min_tokens = true;
@@ -549,6 +554,8 @@ void pb_opts_print_help(FILE *fp)
 "      --max-tokens N         tokens to generate (default 64)\n"
 "      --n N                  completions of each prompt (default 1; at most 128): sampled\n"
 "                             from streams of their own, written in one record\n"
+"      --logprobs N           each completion token's log probability, and those of the N\n"
+"                             most likely tokens (0-20), in the output record\n"
 "      --min-tokens N         EOS and stop strings cannot end a completion before N tokens\n"
 "      --ignore-eos           EOS never ends a completion: max_tokens are generated\n"
 "      --temperature T        0 = greedy (default 0)\n"

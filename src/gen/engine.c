@@ -33,6 +33,8 @@ typedef struct seq_state {
     int generated;
     int32_t last;          /* last sampled token, fed at the next decode */
     pb_detok *detok;
+    pb_lp_pair *lp;        /* with logprobs: generated x (1 + top_logprobs) pairs */
+    size_t lp_cap;
     double t_admit;
 } seq_state;
 
@@ -74,8 +76,10 @@ static void group_unref(group *g)
 {
     if (!g || --g->refs > 0)
         return;
-    for (int i = 0; i < g->n; i++)
+    for (int i = 0; i < g->n; i++) {
         free((char *)g->ch[i].text);
+        free((pb_lp_pair *)g->ch[i].lp);
+    }
     free(g->ch);
     free(g);
 }
@@ -100,6 +104,7 @@ static void slot_release(seq_state *s)
     pb_record_clear(&s->rec);
     free(s->prompt);
     pb_detok_free(s->detok);
+    free(s->lp);
     group_unref(s->grp);
     memset(s, 0, sizeof *s);
 }
@@ -219,7 +224,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             for (int i = 0; i < n_choices; i++)
                 empty[i] = (pb_choice){.text = "", .len = 0, .finish = "length"};
             pb_result res = {.text = "", .len = 0, .finish = "length", .prompt_tokens = s->n_prompt,
-                             .n_choices = n_choices > 1 ? n_choices : 0, .choices = empty};
+                             .n_choices = n_choices > 1 ? n_choices : 0, .choices = empty, .tok = d->tok};
             st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
             slot_release(s);
             PB_CHECK(st);
@@ -261,6 +266,10 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
         flags |= PB_SEQ_NO_EOS;
     if (s->rope_long)
         flags |= PB_SEQ_ROPE_LONG;
+    if ((flags & PB_SEQ_SAMPLE) && s->rec.gs.logprobs) {
+        flags |= PB_SEQ_LOGPROBS;
+        q.n_logprobs = s->rec.gs.top_logprobs;
+    }
     q.flags = flags;
     q.sample = s->rec.gs.sample;
     q.sample.prompt_len = s->n_prompt; /* the output the frequency and presence penalties count follows it */
@@ -412,14 +421,15 @@ static pb_status group_put(engine *d, seq_state *s, const pb_result *res)
     memcpy(text, res->text, res->len);
     text[res->len] = '\0';
     g->ch[s->choice] = (pb_choice){.text = text, .len = res->len, .finish = res->finish,
-                                   .completion_tokens = res->completion_tokens};
+                                   .completion_tokens = res->completion_tokens, .n_lp = res->n_lp, .lp = s->lp};
+    s->lp = NULL; /* the group's now */
     if (--g->left > 0)
         return PB_OK;
     int total = 0;
     for (int i = 0; i < g->n; i++)
         total += g->ch[i].completion_tokens;
     pb_result all = {.prompt_tokens = s->n_prompt, .completion_tokens = total, .n_choices = g->n,
-                     .choices = g->ch};
+                     .choices = g->ch, .tok = d->tok};
     return d->io->result(d->io->ctx, &s->rec, s->out_no, &all);
 }
 
@@ -446,7 +456,8 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
         len = cut_at;
     }
     pb_result res = {.text = text, .len = len, .finish = reason, .prompt_tokens = s->n_prompt,
-                     .completion_tokens = s->generated};
+                     .completion_tokens = s->generated, .n_lp = s->lp ? s->generated : 0, .lp = s->lp,
+                     .tok = d->tok};
     pb_status st = s->grp ? group_put(d, s, &res) : d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
     const int slot = (int)(s - d->slots);
     free(d->ghost[slot]);
@@ -492,6 +503,26 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
     return PB_OK;
 }
 
+/* The sampled token's log probabilities, as the sequence asked (q). */
+static pb_status keep_logprobs(seq_state *s, const pb_mb_seq *q, int32_t t, const pb_logprobs *l)
+{
+    if (!(q->flags & PB_SEQ_LOGPROBS) || l->n_top != q->n_logprobs)
+        return pb_error(PB_ERR_INTERNAL, "driver: slot %d asked %d log probabilities, the result has %d",
+                        (int)q->slot, (q->flags & PB_SEQ_LOGPROBS) ? (int)q->n_logprobs : -1, (int)l->n_top);
+    const size_t step = 1 + (size_t)l->n_top, need = ((size_t)s->generated + 1) * step;
+    if (need > s->lp_cap) {
+        size_t cap = s->lp_cap ? 2 * s->lp_cap : 64 * step;
+        cap = cap < need ? need : cap;
+        PB_CHECK(pb_realloc_array(&s->lp, cap, sizeof *s->lp));
+        s->lp_cap = cap;
+    }
+    pb_lp_pair *e = s->lp + (size_t)s->generated * step;
+    e[0] = (pb_lp_pair){t, l->logprob};
+    for (int k = 0; k < l->n_top; k++)
+        e[1 + k] = (pb_lp_pair){l->top_id[k], l->top_logprob[k]};
+    return PB_OK;
+}
+
 static pb_status process(engine *d, const pb_microbatch *mb, const pb_mb_result *res)
 {
     for (int i = 0; i < mb->n_seqs; i++) {
@@ -503,6 +534,8 @@ static pb_status process(engine *d, const pb_microbatch *mb, const pb_mb_result 
         if (q->flags & PB_SEQ_SAMPLE) {
             if (res->tokens[i] < 0)
                 return pb_error(PB_ERR_INTERNAL, "driver: no token sampled for slot %d", (int)q->slot);
+            if ((q->flags & PB_SEQ_LOGPROBS) != 0 || res->lps[i].n_top >= 0)
+                PB_CHECK(keep_logprobs(s, q, res->tokens[i], &res->lps[i]));
             PB_CHECK(on_token(d, s, res->tokens[i]));
         }
     }

@@ -12,9 +12,10 @@
 
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
-#define WIRE_VERSION 3u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length */
+#define WIRE_VERSION 4u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
+                           4: log probabilities */
 #define MB_HEADER 24
-#define MB_SEQ_BYTES 76
+#define MB_SEQ_BYTES 80
 #define RS_HEADER 24
 /* Bounds on what unpack accepts before any allocation. */
 #define MB_MAX_SEQS (1 << 20)
@@ -94,7 +95,20 @@ pb_status pb_mb_result_reserve(pb_mb_result *r, int cap)
         return PB_OK;
     int c = cap > 0 ? cap : 1;
     PB_CHECK(pb_realloc_array(&r->tokens, (size_t)c, sizeof *r->tokens));
+    PB_CHECK(pb_realloc_array(&r->lps, (size_t)c, sizeof *r->lps));
+    for (int i = r->cap; i < c; i++)
+        r->lps[i].n_top = -1; /* none asked until filled */
     r->cap = c;
+    return PB_OK;
+}
+
+pb_status pb_mb_result_copy(pb_mb_result *dst, const pb_mb_result *src)
+{
+    PB_CHECK(pb_mb_result_reserve(dst, src->n_seqs));
+    dst->tag = src->tag;
+    dst->n_seqs = src->n_seqs;
+    memcpy(dst->tokens, src->tokens, (size_t)src->n_seqs * sizeof *src->tokens);
+    memcpy(dst->lps, src->lps, (size_t)src->n_seqs * sizeof *src->lps);
     return PB_OK;
 }
 
@@ -103,6 +117,7 @@ void pb_mb_result_release(pb_mb_result *r)
     if (!r)
         return;
     free(r->tokens);
+    free(r->lps);
     memset(r, 0, sizeof *r);
 }
 
@@ -147,6 +162,12 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
             return pb_error(PB_ERR_INPUT,
                             "micro-batch %llu, sequence %d: slot %d cannot start as %d positions of slot %d",
                             (unsigned long long)mb->tag, i, (int)s->slot, (int)s->pos, (int)s->fork_slot);
+        if ((s->flags & PB_SEQ_LOGPROBS) ? !(s->flags & PB_SEQ_SAMPLE) || s->n_logprobs < 0 ||
+                                               s->n_logprobs > PB_MAX_LOGPROBS
+                                             : s->n_logprobs != 0)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: %d log probabilities asked%s",
+                            (unsigned long long)mb->tag, i, (int)s->n_logprobs,
+                            (s->flags & PB_SEQ_LOGPROBS) ? "" : " without PB_SEQ_LOGPROBS");
         pb_status st = pb_sample_params_check(&s->sample);
         if (st != PB_OK)
             return pb_error_ctx(st, "micro-batch %llu, sequence %d", (unsigned long long)mb->tag, i);
@@ -271,6 +292,7 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         put64(p + 40, s->key.seed); put64(p + 48, s->key.record); put64(p + 56, s->key.step);
         putf(p + 64, s->sample.frequency_penalty); putf(p + 68, s->sample.presence_penalty);
         put32(p + 72, (uint32_t)s->sample.prompt_len);
+        put32(p + 76, (uint32_t)s->n_logprobs);
     }
     for (int i = 0; i < mb->n_tokens; i++, p += 4)
         put32(p, (uint32_t)mb->tokens[i]);
@@ -313,6 +335,7 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         s->key.seed = get64(p + 40); s->key.record = get64(p + 48); s->key.step = get64(p + 56);
         s->sample.frequency_penalty = getf(p + 64); s->sample.presence_penalty = getf(p + 68);
         s->sample.prompt_len = geti(p + 72);
+        s->n_logprobs = geti(p + 76);
     }
     for (int i = 0; i < n_tokens; i++, p += 4)
         mb->tokens[i] = geti(p);
@@ -321,13 +344,24 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
 
 size_t pb_mb_result_packed_size(const pb_mb_result *r)
 {
-    return RS_HEADER + (size_t)(r->n_seqs > 0 ? r->n_seqs : 0) * 4;
+    size_t n = RS_HEADER;
+    for (int i = 0; i < r->n_seqs; i++)
+        n += 8 + (r->lps[i].n_top >= 0 ? 4 + (size_t)r->lps[i].n_top * 8 : 0);
+    return n;
+}
+
+size_t pb_mb_result_max_size(int n_seqs)
+{
+    return RS_HEADER + (size_t)(n_seqs > 0 ? n_seqs : 0) * (12 + PB_MAX_LOGPROBS * 8);
 }
 
 pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t *written)
 {
     if (r->n_seqs < 0)
         return pb_error(PB_ERR_INTERNAL, "result: negative count");
+    for (int i = 0; i < r->n_seqs; i++)
+        if (r->lps[i].n_top < -1 || r->lps[i].n_top > PB_MAX_LOGPROBS)
+            return pb_error(PB_ERR_INTERNAL, "result: %d log probabilities", (int)r->lps[i].n_top);
     size_t need = pb_mb_result_packed_size(r);
     if (cap < need)
         return pb_error(PB_ERR_INTERNAL, "result pack: %zu bytes needed, %zu given", need, cap);
@@ -337,8 +371,27 @@ pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t
     p += RS_HEADER;
     for (int i = 0; i < r->n_seqs; i++, p += 4)
         put32(p, (uint32_t)r->tokens[i]);
+    for (int i = 0; i < r->n_seqs; i++, p += 4)
+        put32(p, (uint32_t)r->lps[i].n_top);
+    for (int i = 0; i < r->n_seqs; i++) {
+        const pb_logprobs *l = &r->lps[i];
+        if (l->n_top < 0)
+            continue;
+        putf(p, l->logprob);
+        p += 4;
+        for (int k = 0; k < l->n_top; k++, p += 8) {
+            put32(p, (uint32_t)l->top_id[k]);
+            putf(p + 4, l->top_logprob[k]);
+        }
+    }
     *written = need;
     return PB_OK;
+}
+
+/* A log probability as computed: at most 0, or -inf; never NaN. */
+static bool logprob_ok(float x)
+{
+    return x <= 0.0f;
 }
 
 pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_result *r)
@@ -354,19 +407,43 @@ pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_resu
     int32_t n = geti(p + 16);
     if (n < 0 || n > MB_MAX_SEQS || get32(p + 20) != 0)
         return pb_error(PB_ERR_FORMAT, "result message: bad header");
-    if (len != RS_HEADER + (size_t)n * 4)
-        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes, expected %zu", len,
-                        RS_HEADER + (size_t)n * 4);
+    if (len < RS_HEADER + (size_t)n * 8)
+        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes, shorter than %d sequences' ids", len, (int)n);
     PB_CHECK(pb_mb_result_reserve(r, n));
     r->tag = get64(p + 8);
     r->n_seqs = n;
     p += RS_HEADER;
+    size_t need = RS_HEADER + (size_t)n * 8;
     for (int i = 0; i < n; i++, p += 4) {
-        int32_t t = geti(p);
+        int32_t t = geti(p), k = geti(p + (size_t)n * 4);
         if (t < -1 || t >= vocab)
             return pb_error(PB_ERR_FORMAT, "result message: token %d of sequence %d not in [-1, %d)",
                             (int)t, i, vocab);
+        if (k < -1 || k > PB_MAX_LOGPROBS || (k >= 0 && t < 0))
+            return pb_error(PB_ERR_FORMAT, "result message: sequence %d: %d log probabilities for token %d", i,
+                            (int)k, (int)t);
         r->tokens[i] = t;
+        r->lps[i].n_top = k;
+        need += k >= 0 ? 4 + (size_t)k * 8 : 0;
+    }
+    if (len != need)
+        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes, expected %zu", len, need);
+    p += (size_t)n * 4;
+    for (int i = 0; i < n; i++) {
+        pb_logprobs *l = &r->lps[i];
+        if (l->n_top < 0)
+            continue;
+        l->logprob = getf(p);
+        p += 4;
+        bool ok = logprob_ok(l->logprob);
+        for (int k = 0; k < l->n_top; k++, p += 8) {
+            l->top_id[k] = geti(p);
+            l->top_logprob[k] = getf(p + 4);
+            ok = ok && l->top_id[k] >= 0 && l->top_id[k] < vocab && logprob_ok(l->top_logprob[k]);
+        }
+        if (!ok)
+            return pb_error(PB_ERR_FORMAT, "result message: sequence %d: a log probability above 0 or NaN, "
+                            "or an id not in [0, %d)", i, vocab);
     }
     return PB_OK;
 }
@@ -514,7 +591,7 @@ static void sample_row(void *ctx, int i, int worker)
     const pb_mb_seq *q = &j->mb->seqs[i];
     if (!(q->flags & PB_SEQ_SAMPLE))
         return;
-    const float *row = j->logits + (size_t)i * (size_t)s->vocab;
+    const float *raw = j->logits + (size_t)i * (size_t)s->vocab, *row = raw;
     if ((q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
         float *m = s->masked[worker];
         memcpy(m, row, (size_t)s->vocab * sizeof *row);
@@ -525,6 +602,8 @@ static void sample_row(void *ctx, int i, int worker)
     /* its slot's history, hist_add's (each slot once in a micro-batch) */
     j->res->tokens[i] = pb_sample(row, s->vocab, &q->sample, slot_hist(s, q->slot), (size_t)s->n_hist[q->slot],
                                   &q->key, s->scratch[worker]);
+    if (q->flags & PB_SEQ_LOGPROBS) /* the model's distribution: before the EOS mask */
+        pb_sample_logprobs(raw, s->vocab, j->res->tokens[i], q->n_logprobs, &j->res->lps[i], s->scratch[worker]);
 }
 
 /* The histories of mb's sequences: the forks' shared prefixes, then each sequence's tokens */
@@ -554,6 +633,7 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         res->tokens[i] = -1;
+        res->lps[i].n_top = -1;
         if (!(q->flags & PB_SEQ_SAMPLE))
             continue;
         if (picks) {
@@ -576,17 +656,20 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     return PB_OK;
 }
 
-/* Picks on the stage's backend where it can make them: greedy ones by its
- * argmax where every sampling row is greedy, else sampled ones by its sample
- * op (the host sampler's bits); otherwise the logits come to the host. */
+/* Picks on the stage's backend where it can make them and no row asks log
+ * probabilities: greedy ones by its argmax where every sampling row is
+ * greedy, else sampled ones by its sample op (the host sampler's bits);
+ * otherwise the logits come to the host. */
 pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
                                 const pb_microbatch *mb, float *logits, pb_mb_result *res)
 {
     /* the histories first: a device draw's penalty reads its row's tokens of this micro-batch */
     PB_CHECK(hist_all(s, mb));
-    const bool fits = mb->n_seqs <= s->n_slots;
-    bool greedy = pb_stage_has_argmax(stage) && fits;
-    for (int i = 0; i < mb->n_seqs && fits; i++) {
+    bool on_stage = mb->n_seqs <= s->n_slots;
+    for (int i = 0; i < mb->n_seqs; i++)
+        on_stage = on_stage && !(mb->seqs[i].flags & PB_SEQ_LOGPROBS);
+    bool greedy = pb_stage_has_argmax(stage) && on_stage;
+    for (int i = 0; i < mb->n_seqs && on_stage; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         if ((q->flags & PB_SEQ_SAMPLE) && (q->sample.temperature != 0.0f || q->sample.repetition_penalty != 1.0f ||
                                            pb_sample_output_penalties(&q->sample)))
@@ -597,7 +680,7 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
         PB_CHECK(pb_stage_forward_argmax(stage, b, in, s->eos, s->n_eos, s->mask_rows, s->ids));
         return pick_all(s, mb, NULL, s->ids, res, NULL);
     }
-    if (fits && pb_stage_has_sample(stage)) {
+    if (on_stage && pb_stage_has_sample(stage)) {
         for (int i = 0; i < mb->n_seqs; i++) {
             const pb_mb_seq *q = &mb->seqs[i];
             pb_sample_row *r = &s->rows[i];

@@ -19,10 +19,14 @@
  *     n_seqs x { i32 slot, i32 pos, i32 n_tokens, u32 flags,
  *                f32 temperature, i32 top_k, f32 top_p, f32 min_p, f32 rep_penalty,
  *                i32 fork_slot (PB_SEQ_FORK; else 0),
- *                u64 seed, u64 record, u64 step }            (64 bytes each)
+ *                u64 seed, u64 record, u64 step,
+ *                f32 frequency_penalty, f32 presence_penalty, i32 prompt_len,
+ *                i32 n_logprobs (PB_SEQ_LOGPROBS; else 0) }   (80 bytes each)
  *     n_tokens x i32 token ids (sequences concatenated in order)
  *   result: u32 magic "PBRS", u32 version, u64 tag, i32 n_seqs, i32 pad(0),
- *     n_seqs x i32 token (-1 where the sequence did not sample) */
+ *     n_seqs x i32 token (-1 where the sequence did not sample),
+ *     n_seqs x i32 n_top (-1 where the sequence asked no log probabilities),
+ *     for each sequence with n_top >= 0, in order: f32 logprob, n_top x { i32 id, f32 logprob } */
 #ifndef PB_GEN_PIPE_H
 #define PB_GEN_PIPE_H
 
@@ -43,7 +47,10 @@
 #define PB_SEQ_FORK 0x10u /* with NEW at pos > 0: the slot starts as the first pos positions of fork_slot (a
                              shared prompt prefix, already computed there): KV caches and token history copied
                              before the micro-batch runs (fork_slot == slot: a finished sequence's, kept) */
-#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG | PB_SEQ_FORK)
+#define PB_SEQ_LOGPROBS 0x20u /* with SAMPLE: return the sampled id's log probability and those of the
+                                n_logprobs most likely ids (pb_sample_logprobs) */
+#define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG | PB_SEQ_FORK | \
+                          PB_SEQ_LOGPROBS)
 
 typedef struct pb_mb_seq {
     int32_t slot;      /* KV-cache slot in [0, n_slots) */
@@ -51,6 +58,7 @@ typedef struct pb_mb_seq {
     int32_t n_tokens;  /* tokens of this sequence in this micro-batch (>= 1) */
     uint32_t flags;    /* PB_SEQ_* */
     int32_t fork_slot; /* PB_SEQ_FORK: the slot whose first pos positions this one starts with */
+    int32_t n_logprobs; /* PB_SEQ_LOGPROBS: most likely ids to list, 0..PB_MAX_LOGPROBS (else 0) */
     pb_sample_params sample;
     pb_rng_key key;    /* key of the token sampled after this chunk */
 } pb_mb_seq;
@@ -68,6 +76,7 @@ typedef struct pb_mb_result {
     uint64_t tag;
     int32_t n_seqs;
     int32_t *tokens;   /* [n_seqs]: sampled id, or -1 without PB_SEQ_SAMPLE */
+    pb_logprobs *lps;  /* [n_seqs]: with PB_SEQ_LOGPROBS the token's log probabilities; else n_top -1 */
     int32_t cap;
 } pb_mb_result;
 
@@ -92,6 +101,8 @@ pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *toke
 
 pb_status pb_mb_result_init(pb_mb_result *r, int cap);
 pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);
+/* dst = src (grown as needed). */
+pb_status pb_mb_result_copy(pb_mb_result *dst, const pb_mb_result *src);
 void pb_mb_result_release(pb_mb_result *r);
 
 /* Slots in range and distinct, n_tokens >= 1 and summing to mb->n_tokens,
@@ -108,8 +119,11 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
 pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_microbatch *mb);
 
 size_t pb_mb_result_packed_size(const pb_mb_result *r);
+/* The most a result of n_seqs sequences packs into. */
+size_t pb_mb_result_max_size(int n_seqs);
 pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t *written);
-/* Parse; tokens must be -1 or in [0, vocab). */
+/* Parse; tokens must be -1 or in [0, vocab), log probabilities <= 0 (or -inf) with ids in [0, vocab) and
+ * only for sampled tokens. */
 pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_result *r);
 
 /* A micro-batch as a stage's batch: per-sequence arrays of n_slots. */
@@ -136,11 +150,12 @@ pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n);
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
                               pb_mb_result *res);
 /* The last stage's forward and sampling of mb (b its batch, in its input as
- * for pb_stage_forward): where every sequence that samples picks greedily
- * with no repetition penalty and the stage's backend has argmax, the picks
- * are made there and only the ids come back (the same ids as from the
- * logits); otherwise the logits come back into logits [n_seqs, vocab] (host)
- * for pb_slot_sampler_run. */
+ * for pb_stage_forward). Where no sequence asks log probabilities and the
+ * stage's backend can, the picks are made there and only the ids come back
+ * (the host sampler's ids): by its argmax where every sampling sequence is
+ * greedy without penalties, else by its sample op. Otherwise the logits come
+ * back into logits [n_seqs, vocab] (host) and are sampled as by
+ * pb_slot_sampler_run. */
 pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
                                 const pb_microbatch *mb, float *logits, pb_mb_result *res);
 void pb_slot_sampler_free(pb_slot_sampler *s);

@@ -44,10 +44,7 @@ static pb_status local_wait(void *self, pb_mb_result *res)
     if (lp->count == 0)
         return pb_error(PB_ERR_INTERNAL, "local pipe: nothing in flight");
     pb_mb_result *r = &lp->results[lp->head];
-    PB_CHECK(pb_mb_result_reserve(res, r->n_seqs));
-    res->tag = r->tag;
-    res->n_seqs = r->n_seqs;
-    memcpy(res->tokens, r->tokens, (size_t)r->n_seqs * sizeof *r->tokens);
+    PB_CHECK(pb_mb_result_copy(res, r));
     lp->head = (lp->head + 1) % lp->depth;
     lp->count--;
     return PB_OK;

@@ -66,6 +66,13 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
     if (out->n > PB_GEN_MAX_N)
         return pb_error(PB_ERR_USAGE, "--n %d: at most %d completions a record", out->n, PB_GEN_MAX_N);
     out->ignore_eos = cli->ignore_eos;
+    if (cli->has_logprobs) {
+        if (cli->logprobs < 0 || cli->logprobs > PB_MAX_LOGPROBS)
+            return pb_error(PB_ERR_USAGE, "--logprobs %d: give 0 to %d most likely tokens", cli->logprobs,
+                            PB_MAX_LOGPROBS);
+        out->logprobs = true;
+        out->top_logprobs = cli->logprobs;
+    }
     if (cli->has_min_tokens && out->min_tokens > out->max_tokens)
         return pb_error(PB_ERR_USAGE, "--min-tokens %d is more than max_tokens %d",
                         out->min_tokens, out->max_tokens);
@@ -281,9 +288,7 @@ static const struct {
     off_kind off; /* besides null, the value that asks for nothing */
     const char *what;
 } UNSUPPORTED[] = {
-    {"logprobs", OFF_FALSE, "log probabilities are not returned"},
-    {"top_logprobs", OFF_ZERO, "log probabilities are not returned"},
-    {"prompt_logprobs", OFF_NULL, "log probabilities are not returned"},
+    {"prompt_logprobs", OFF_NULL, "the prompt's log probabilities are not returned"},
     {"echo", OFF_FALSE, "the prompt is not echoed"},
     {"suffix", OFF_EMPTY, "insertion after a suffix is not done"},
     {"best_of", OFF_N, "only best_of = n: completions are not ranked"},
@@ -338,6 +343,47 @@ static bool refuse_unsupported(field_ctx *c, const cJSON *obj, int n)
                      UNSUPPORTED[i].what);
             return false;
         }
+    }
+    return true;
+}
+
+/* logprobs: true/false, or (completions and vLLM) the number of most likely
+ * tokens to list; top_logprobs (chat): that number, with logprobs true. */
+static bool get_logprobs(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
+{
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(obj, "logprobs");
+    bool g;
+    double d;
+    bool count = false; /* logprobs gave the number */
+    if (lp && !cJSON_IsNull(lp)) {
+        if (cJSON_IsBool(lp)) {
+            gs->logprobs = cJSON_IsTrue(lp);
+            gs->top_logprobs = 0;
+        } else if (cJSON_IsNumber(lp)) {
+            if (!get_number(c, obj, "logprobs", 0, PB_MAX_LOGPROBS, true, &g, &d))
+                return false;
+            gs->logprobs = true;
+            gs->top_logprobs = (int)d;
+            count = true;
+        } else {
+            snprintf(c->err, sizeof c->err, "field 'logprobs' must be true, false or a number of most likely "
+                     "tokens (0 to %d)", PB_MAX_LOGPROBS);
+            return false;
+        }
+    }
+    if (!get_number(c, obj, "top_logprobs", 0, PB_MAX_LOGPROBS, true, &g, &d))
+        return false;
+    if (g) {
+        if (count && (int)d != gs->top_logprobs) {
+            snprintf(c->err, sizeof c->err, "fields 'logprobs' (%d) and 'top_logprobs' (%d) differ",
+                     gs->top_logprobs, (int)d);
+            return false;
+        }
+        if (d > 0 && !gs->logprobs) {
+            snprintf(c->err, sizeof c->err, "field 'top_logprobs' needs 'logprobs': true");
+            return false;
+        }
+        gs->top_logprobs = (int)d;
     }
     return true;
 }
@@ -410,6 +456,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     if (!get_number(c, obj, "n", 1, PB_GEN_MAX_N, true, &g, &d)) return false;
     if (g) gs->n = (int)d;
     if (!refuse_unsupported(c, obj, gs->n > 1 ? gs->n : 1)) return false;
+    if (!get_logprobs(c, obj, gs)) return false;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
     if (g) {
         gs->seed = (uint64_t)d;
@@ -622,9 +669,170 @@ static int result_choices(const pb_result *res, pb_choice *one, const pb_choice 
         return res->n_choices;
     }
     *one = (pb_choice){.text = res->text, .len = res->len, .finish = res->finish,
-                       .completion_tokens = res->completion_tokens};
+                       .completion_tokens = res->completion_tokens, .n_lp = res->n_lp, .lp = res->lp};
     *out = one;
     return 1;
+}
+
+/* ---- log probabilities ---- */
+
+/* The text of one id as HF's decode([id]) gives it, special tokens rendered
+ * (owned by the caller; "" for an id the tokenizer has no token for). */
+static char *token_text(pb_jbuf *b, const pb_tokenizer *tok, int32_t id, size_t *len)
+{
+    char *t = NULL;
+    *len = 0;
+    pb_status st = tok ? pb_tokenizer_decode(tok, &id, 1, false, &t, len) : PB_ERR_INPUT;
+    if (st == PB_ERR_NOMEM)
+        b->err = true;
+    if (st != PB_OK) {
+        free(t);
+        *len = 0;
+        return NULL;
+    }
+    return t;
+}
+
+static void put_logprob(pb_jbuf *b, float x)
+{
+    if (x == -INFINITY)
+        pb_jbuf_puts(b, "-9999.0"); /* as vLLM: JSON has no infinity */
+    else
+        pb_jbuf_printf(b, "%.9g", (double)x);
+}
+
+/* "token": "...", "logprob": L (and chat's "bytes": [...]) */
+static void put_token(pb_jbuf *b, const pb_tokenizer *tok, const pb_lp_pair *e, bool bytes)
+{
+    size_t n;
+    char *t = token_text(b, tok, e->id, &n);
+    pb_jbuf_puts(b, "\"token\": ");
+    pb_jbuf_str(b, t ? t : "", n);
+    pb_jbuf_puts(b, ", \"logprob\": ");
+    put_logprob(b, e->logprob);
+    if (bytes) { /* of the text as written (invalid UTF-8 as U+FFFD), as vLLM */
+        pb_jbuf_puts(b, ", \"bytes\": [");
+        const unsigned char *u = (const unsigned char *)t;
+        for (size_t i = 0; i < n;) {
+            size_t k = pb_utf8_seq_len(u + i, n - i);
+            static const unsigned char fffd[3] = {0xEF, 0xBF, 0xBD};
+            const unsigned char *q = k ? u + i : fffd;
+            for (size_t j = 0; j < (k ? k : 3); j++)
+                pb_jbuf_printf(b, "%s%u", i || j ? ", " : "", (unsigned)q[j]);
+            i += k ? k : 1;
+        }
+        pb_jbuf_puts(b, "]");
+    }
+    free(t);
+}
+
+/* Code points of a token's text as written (an invalid byte: one U+FFFD). */
+static int text_chars(pb_jbuf *b, const pb_tokenizer *tok, int32_t id)
+{
+    size_t n;
+    char *t = token_text(b, tok, id, &n);
+    int c = 0;
+    for (size_t i = 0; i < n; c++) {
+        size_t k = pb_utf8_seq_len((const unsigned char *)t + i, n - i);
+        i += k ? k : 1;
+    }
+    free(t);
+    return c;
+}
+
+/* One choice's "logprobs" value in the record's shape (rec->gs.logprobs set). */
+static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, const pb_tokenizer *tok)
+{
+    const int top = r->gs.top_logprobs, step = 1 + top;
+    if (!r->openai) {
+        pb_jbuf_puts(b, "[");
+        for (int t = 0; t < ch->n_lp; t++) {
+            const pb_lp_pair *e = ch->lp + (size_t)t * (size_t)step;
+            pb_jbuf_printf(b, "%s{\"id\": %d, ", t ? ", " : "", (int)e->id);
+            put_token(b, tok, e, false);
+            pb_jbuf_puts(b, ", \"top_logprobs\": [");
+            for (int k = 1; k <= top; k++) {
+                pb_jbuf_printf(b, "%s{\"id\": %d, ", k > 1 ? ", " : "", (int)e[k].id);
+                put_token(b, tok, e + k, false);
+                pb_jbuf_puts(b, "}");
+            }
+            pb_jbuf_puts(b, "]}");
+        }
+        pb_jbuf_puts(b, "]");
+    } else if (r->chat) {
+        pb_jbuf_puts(b, "{\"content\": [");
+        for (int t = 0; t < ch->n_lp; t++) {
+            const pb_lp_pair *e = ch->lp + (size_t)t * (size_t)step;
+            pb_jbuf_puts(b, t ? ", {" : "{");
+            put_token(b, tok, e, true);
+            pb_jbuf_puts(b, ", \"top_logprobs\": [");
+            for (int k = 1; k <= top; k++) {
+                pb_jbuf_puts(b, k > 1 ? ", {" : "{");
+                put_token(b, tok, e + k, true);
+                pb_jbuf_puts(b, "}");
+            }
+            pb_jbuf_puts(b, "]}");
+        }
+        pb_jbuf_puts(b, "]}");
+    } else { /* the completions API's columns */
+        pb_jbuf_puts(b, "{\"tokens\": [");
+        for (int t = 0; t < ch->n_lp; t++) {
+            size_t n;
+            char *x = token_text(b, tok, ch->lp[(size_t)t * (size_t)step].id, &n);
+            if (t)
+                pb_jbuf_puts(b, ", ");
+            pb_jbuf_str(b, x ? x : "", n);
+            free(x);
+        }
+        pb_jbuf_puts(b, "], \"token_logprobs\": [");
+        for (int t = 0; t < ch->n_lp; t++) {
+            if (t)
+                pb_jbuf_puts(b, ", ");
+            put_logprob(b, ch->lp[(size_t)t * (size_t)step].logprob);
+        }
+        pb_jbuf_puts(b, "], \"top_logprobs\": ");
+        if (top == 0) {
+            pb_jbuf_puts(b, "null");
+        } else {
+            pb_jbuf_puts(b, "[");
+            for (int t = 0; t < ch->n_lp; t++) {
+                const pb_lp_pair *e = ch->lp + (size_t)t * (size_t)step;
+                pb_jbuf_puts(b, t ? ", {" : "{");
+                char *keys[PB_MAX_LOGPROBS];
+                size_t lens[PB_MAX_LOGPROBS];
+                int nk = 0;
+                for (int k = 1; k <= top; k++) {
+                    size_t n;
+                    char *x = token_text(b, tok, e[k].id, &n);
+                    bool dup = false; /* two ids with one text: the likelier's (a JSON object's keys differ) */
+                    for (int j = 0; j < nk && !dup; j++)
+                        dup = lens[j] == n && (n == 0 || memcmp(keys[j], x, n) == 0);
+                    if (dup) {
+                        free(x);
+                        continue;
+                    }
+                    if (nk)
+                        pb_jbuf_puts(b, ", ");
+                    pb_jbuf_str(b, x ? x : "", n);
+                    pb_jbuf_puts(b, ": ");
+                    put_logprob(b, e[k].logprob);
+                    keys[nk] = x;
+                    lens[nk++] = n;
+                }
+                for (int j = 0; j < nk; j++)
+                    free(keys[j]);
+                pb_jbuf_puts(b, "}");
+            }
+            pb_jbuf_puts(b, "]");
+        }
+        pb_jbuf_puts(b, ", \"text_offset\": [");
+        int off = 0; /* in code points, as vLLM: each token's text after the ones before */
+        for (int t = 0; t < ch->n_lp; t++) {
+            pb_jbuf_printf(b, "%s%d", t ? ", " : "", off);
+            off += text_chars(b, tok, ch->lp[(size_t)t * (size_t)step].id);
+        }
+        pb_jbuf_puts(b, "]}");
+    }
 }
 
 void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
@@ -653,7 +861,12 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                 pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
                 pb_jbuf_str(b, ch[i].text, ch[i].len);
             }
-            pb_jbuf_printf(b, ", \"logprobs\": null, \"finish_reason\": \"%s\"}", ch[i].finish);
+            pb_jbuf_puts(b, ", \"logprobs\": ");
+            if (r->gs.logprobs)
+                put_logprobs(b, r, &ch[i], res->tok);
+            else
+                pb_jbuf_puts(b, "null");
+            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"}", ch[i].finish);
         }
         pb_jbuf_printf(b, "], \"usage\": {\"prompt_tokens\": %d, \"completion_tokens\": %d, "
                        "\"total_tokens\": %d}}}, \"error\": null}", res->prompt_tokens, res->completion_tokens,
@@ -662,15 +875,25 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         pb_jbuf_printf(b, "{\"id\": %s, \"text\": ", r->id_json);
         pb_jbuf_str(b, res->text, res->len);
         pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
-                       "\"completion_tokens\": %d}", res->finish, res->prompt_tokens,
+                       "\"completion_tokens\": %d", res->finish, res->prompt_tokens,
                        res->completion_tokens);
+        if (r->gs.logprobs) {
+            pb_jbuf_puts(b, ", \"logprobs\": ");
+            put_logprobs(b, r, ch, res->tok);
+        }
+        pb_jbuf_puts(b, "}");
     } else {
         pb_jbuf_printf(b, "{\"id\": %s, \"choices\": [", r->id_json);
         for (int i = 0; i < n; i++) {
             pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
             pb_jbuf_str(b, ch[i].text, ch[i].len);
-            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"completion_tokens\": %d}", ch[i].finish,
+            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"completion_tokens\": %d", ch[i].finish,
                            ch[i].completion_tokens);
+            if (r->gs.logprobs) {
+                pb_jbuf_puts(b, ", \"logprobs\": ");
+                put_logprobs(b, r, &ch[i], res->tok);
+            }
+            pb_jbuf_puts(b, "}");
         }
         pb_jbuf_printf(b, "], \"prompt_tokens\": %d, \"completion_tokens\": %d}", res->prompt_tokens,
                        res->completion_tokens);

@@ -2,14 +2,14 @@
  *
  * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
  * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
- * seed, stop, min_tokens, ignore_eos, n}
+ * seed, stop, min_tokens, ignore_eos, n, logprobs, top_logprobs}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}; chat records may add "tools" and "documents" (for
  * the template) and max_completion_tokens (max_tokens). A line that is not a
  * valid record gives a record with `error` set (the run writes an error record
  * naming the line), as does a field of OpenAI's or vLLM's requests that is not
- * done here (logprobs, logit_bias, ...) unless it holds its "off" value.
+ * done here (prompt_logprobs, logit_bias, ...) unless it holds its "off" value.
  *
  * Settings resolve record > CLI > generation_config.json > built-in
  * (greedy, max_tokens 64, filters off, seed 0). */
@@ -24,6 +24,7 @@
 #include "gen/jbuf.h"
 #include "gen/sample.h"
 #include "model/config.h"
+#include "tok/tokenizer.h"
 
 #define PB_GEN_MAX_STOPS 16
 #define PB_GEN_MAX_STOP_LEN 1024
@@ -37,6 +38,8 @@ typedef struct pb_gen_settings {
     int min_tokens;     /* EOS cannot end the completion before this many tokens (vLLM) */
     bool ignore_eos;    /* EOS never ends the completion (vLLM) */
     int n;              /* completions of the prompt (OpenAI's and vLLM's n), 1..PB_GEN_MAX_N */
+    bool logprobs;      /* return each completion token's log probability (pb_sample_logprobs) */
+    int top_logprobs;   /* with logprobs: and those of the most likely ids, 0..PB_MAX_LOGPROBS */
     int n_stops;
     char *stops[PB_GEN_MAX_STOPS]; /* owned (pb_gen_settings_clear) */
 } pb_gen_settings;
@@ -44,9 +47,10 @@ typedef struct pb_gen_settings {
 /* Generation defaults given on the command line (pb_opts.gen); has_* tells which were given. */
 typedef struct pb_gen_cli {
     bool has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
-         has_repetition_penalty, has_seed, has_min_tokens;
+         has_repetition_penalty, has_seed, has_min_tokens, has_logprobs;
     int max_tokens, min_tokens;
     int n;              /* --n; 0 = 1 */
+    int logprobs;       /* --logprobs N (has_logprobs): log probabilities and the N most likely ids */
     bool ignore_eos;
     float temperature, top_p, min_p, repetition_penalty;
     float frequency_penalty, presence_penalty; /* 0 = off */
@@ -92,27 +96,43 @@ pb_status pb_record_copy(pb_record *dst, const pb_record *src);
  * as one JSON line without the newline, appended to b.
  *
  * native:  {"id": ID, "text": "...", "finish_reason": "stop"|"length",
- *           "prompt_tokens": P, "completion_tokens": C}
+ *           "prompt_tokens": P, "completion_tokens": C}; with logprobs also
+ *           "logprobs": [{"id": I, "token": "...", "logprob": L, "top_logprobs":
+ *           [{"id": I, "token": "...", "logprob": L}, ...]}, ...] (one a token)
  *          n > 1: {"id": ID, "choices": [{"index": 0, "text": "...", "finish_reason":
- *           ..., "completion_tokens": C0}, ...], "prompt_tokens": P,
+ *           ..., "completion_tokens": C0, "logprobs" as above if asked}, ...], "prompt_tokens": P,
  *           "completion_tokens": C0 + C1 + ...}
  *          {"id": ID, "error": {"line": L, "message": "..."}}
  * OpenAI:  {"id": "batch_req_L", "custom_id": ..., "response": {"status_code": 200,
  *           "request_id": "req_L", "body": {"id": "cmpl-L", "object": "text_completion",
  *           "model": M, "choices": [{"index": 0, "text": "...", "logprobs": null,
- *           "finish_reason": ...}], "usage": {...}}}, "error": null}
+ *           "finish_reason": ...}], "usage": {...}}}, "error": null}; with logprobs,
+ *           "logprobs": {"tokens": [...], "token_logprobs": [...], "top_logprobs":
+ *           [{"token": L, ...}, ...] (null for 0), "text_offset": [...]}
  *          a /v1/chat/completions line gets "object": "chat.completion", "id":
  *          "chatcmpl-L" and choices [{"index": 0, "message": {"role": "assistant",
- *          "content": "..."}, "logprobs": null, "finish_reason": ...}]; n > 1: n
+ *          "content": "..."}, "logprobs": null, "finish_reason": ...}] (with logprobs
+ *          {"content": [{"token": "...", "logprob": L, "bytes": [...], "top_logprobs":
+ *          [{"token", "logprob", "bytes"}, ...]}, ...]}); n > 1: n
  *          choices, index 0..n-1, and usage's completion_tokens their sum
  *          {"id": "batch_req_L", "custom_id": ..., "response": null,
  *           "error": {"code": "invalid_request", "line": L, "message": "..."}} */
+/* An id and its log probability. */
+typedef struct pb_lp_pair {
+    int32_t id;
+    float logprob;       /* <= 0; -inf written as -9999.0 (as vLLM) */
+} pb_lp_pair;
+
 /* one completion of a record */
 typedef struct pb_choice {
     const char *text;    /* UTF-8 */
     size_t len;
     const char *finish;  /* "stop" or "length" */
     int completion_tokens;
+    /* the record's logprobs: for each of the n_lp tokens, 1 + top pairs: the token's, then the top most
+     * likely ids' (top = the record's top_logprobs) */
+    int n_lp;
+    const pb_lp_pair *lp;
 } pb_choice;
 
 typedef struct pb_result {
@@ -120,6 +140,9 @@ typedef struct pb_result {
     size_t len;
     const char *finish;  /* "stop" or "length" (n_choices 0) */
     int prompt_tokens, completion_tokens; /* completion_tokens: over every choice */
+    int n_lp;            /* the logprobs of the one completion (n_choices 0), as in pb_choice */
+    const pb_lp_pair *lp;
+    const pb_tokenizer *tok; /* with logprobs: the tokens' texts (an id it has no token for: "") */
     int n_choices;       /* 0: one completion, text/len/finish; else choices[n_choices] (n > 1) */
     const pb_choice *choices;
 } pb_result;

@@ -312,6 +312,8 @@ pb_status pb_resume_settings_fp(const pb_gen_settings *g, int context, int shard
         pb_jbuf_printf(&b, " min_tokens=%d ignore_eos=%d", g->min_tokens, (int)g->ignore_eos);
     if (g->n > 1) /* likewise */
         pb_jbuf_printf(&b, " n=%d", g->n);
+    if (g->logprobs)
+        pb_jbuf_printf(&b, " logprobs=%d", g->top_logprobs);
     if (pb_sample_output_penalties(&g->sample))
         pb_jbuf_printf(&b, " frequency_penalty=%.9g presence_penalty=%.9g", (double)g->sample.frequency_penalty,
                        (double)g->sample.presence_penalty);

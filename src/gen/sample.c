@@ -389,6 +389,75 @@ void pb_sample_probs_with(const pb_svec *v, const float *logits, int vocab, cons
             probs[c.ids ? c.ids[i] : i] = (float)(c.e[i] / z);
 }
 
+/* Inserts id i (scaled logit x) among the kept top ids, descending; an equal
+ * logit goes after those kept (lower ids: scanned first). */
+static void top_insert(pb_logprobs *o, int cap, int32_t i, float x)
+{
+    int at = o->n_top < cap ? o->n_top : cap - 1;
+    while (at > 0 && o->top_logprob[at - 1] < x) {
+        o->top_id[at] = o->top_id[at - 1];
+        o->top_logprob[at] = o->top_logprob[at - 1];
+        at--;
+    }
+    o->top_id[at] = i;
+    o->top_logprob[at] = x;
+    if (o->n_top < cap)
+        o->n_top++;
+}
+
+void pb_sample_logprobs_with(const pb_svec *v, const float *logits, int vocab, int32_t token, int n_top,
+                             pb_logprobs *out, void *scratch)
+{
+    out->n_top = 0;
+    out->logprob = -INFINITY;
+    if (vocab <= 0)
+        return;
+    n_top = n_top < 0 ? 0 : n_top > PB_MAX_LOGPROBS ? PB_MAX_LOGPROBS : n_top;
+    n_top = n_top < vocab ? n_top : vocab;
+    work wk;
+    init_work(&wk, vocab, scratch);
+    float *w = wk.w;
+    const int n_fin = v->scale(logits, vocab, 1.0f, w);
+    /* the n_top largest (top_logprob holds their logits until the end): the first n_top, then each
+     * above the smallest kept (vector scans skip the rest) */
+    for (int i = 0; i < n_top; i++)
+        top_insert(out, n_top, i, w[i]);
+    for (int i = n_top; n_top > 0 && out->top_logprob[n_top - 1] < INFINITY; i++) {
+        i = v->next_ge(w, vocab, i, nextafterf(out->top_logprob[n_top - 1], INFINITY));
+        if (i >= vocab)
+            break;
+        top_insert(out, n_top, i, w[i]);
+    }
+    double lse = 0;
+    const float m = n_fin ? v->max(w, vocab) + 0.0f : -INFINITY;
+    if (m == INFINITY) { /* infinite logits share all the mass */
+        int n_inf = 0;
+        for (int i = 0; i < vocab; i++)
+            n_inf += w[i] == INFINITY;
+        lse = log((double)n_inf);
+    } else if (n_fin) {
+        cand c = {NULL, w, wk.e, vocab};
+        v->exp(w, vocab, m, wk.e);
+        lse = log(blocks_total(v, &c, wk.blk));
+    }
+    /* log p = (l - m) - log sum e^(l - m); with infinite logits 0 - log n for them, -inf for the rest;
+     * with none above -inf, -inf for all */
+#define LOGPROB(x) (float)(!n_fin ? -(double)INFINITY \
+                           : m == INFINITY ? ((x) == INFINITY ? -lse : -(double)INFINITY) \
+                                           : ((double)(x) - (double)m) - lse)
+    if (token >= 0 && token < vocab)
+        out->logprob = LOGPROB(w[token]);
+    for (int k = 0; k < out->n_top; k++)
+        out->top_logprob[k] = LOGPROB(out->top_logprob[k]);
+#undef LOGPROB
+}
+
+void pb_sample_logprobs(const float *logits, int vocab, int32_t token, int n_top, pb_logprobs *out,
+                        void *scratch)
+{
+    pb_sample_logprobs_with(pb_svec_best(), logits, vocab, token, n_top, out, scratch);
+}
+
 int32_t pb_sample(const float *logits, int vocab, const pb_sample_params *p, const int32_t *history,
                   size_t n_history, const pb_rng_key *key, void *scratch)
 {

@@ -71,4 +71,24 @@ int32_t pb_sample(const float *logits, int vocab, const pb_sample_params *p,
 void pb_sample_probs(const float *logits, int vocab, const pb_sample_params *p,
                      const int32_t *history, size_t n_history, float *probs, void *scratch);
 
+/* Log probabilities a completion returns for a token (OpenAI's and vLLM's
+ * logprobs): those of the model's distribution, log_softmax of the raw
+ * logits, before any penalty, temperature, filter or EOS mask (vLLM's
+ * "raw_logprobs"). */
+#define PB_MAX_LOGPROBS 20 /* most likely ids a token may list (OpenAI's top_logprobs limit) */
+typedef struct pb_logprobs {
+    float logprob;                      /* of the id sampled; -inf where its logit is -inf or NaN */
+    int32_t n_top;                      /* 0..PB_MAX_LOGPROBS */
+    int32_t top_id[PB_MAX_LOGPROBS];    /* the n_top most likely ids, most likely first, ties by id */
+    float top_logprob[PB_MAX_LOGPROBS];
+} pb_logprobs;
+
+/* The log probabilities of logits[0..vocab) for the sampled id `token` and
+ * the n_top (0..PB_MAX_LOGPROBS) most likely ids. Each is the logit minus
+ * the log-sum-exp, that sum taken as pb_sample's weights are (the same bits
+ * on every vector table). NaN logits count as -inf; where every logit is
+ * -inf, every log probability is -inf. scratch as for pb_sample. */
+void pb_sample_logprobs(const float *logits, int vocab, int32_t token, int n_top, pb_logprobs *out,
+                        void *scratch);
+
 #endif

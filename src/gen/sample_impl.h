@@ -59,5 +59,7 @@ int32_t pb_sample_with(const pb_svec *v, const float *logits, int vocab, const p
                        const int32_t *history, size_t n_history, const pb_rng_key *key, void *scratch);
 void pb_sample_probs_with(const pb_svec *v, const float *logits, int vocab, const pb_sample_params *p,
                           const int32_t *history, size_t n_history, float *probs, void *scratch);
+void pb_sample_logprobs_with(const pb_svec *v, const float *logits, int vocab, int32_t token, int n_top,
+                             pb_logprobs *out, void *scratch);
 
 #endif

@@ -244,7 +244,7 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
                                              cfg->lim.vocab, &sampler), st, fail);
         PB_CHECK_GOTO(pb_slot_sampler_set_eos(sampler, cfg->lim.eos_ids, cfg->lim.n_eos), st, fail);
         PB_CHECK_GOTO(pb_mb_result_init(&res, cfg->lim.n_slots), st, fail);
-        size_t rcap = 24 + (size_t)cfg->lim.n_slots * 4 + 64;
+        size_t rcap = pb_mb_result_max_size(cfg->lim.n_slots);
         PB_CHECK_GOTO(pb_malloc(rcap, &rbuf), st, fail);
     }
 
@@ -312,8 +312,8 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
         PB_CHECK_GOTO(stage_run(&io, stage, m.data + 8 + n, is_last ? sampler : NULL, &res), st, fail);
         if (is_last) {
             size_t rlen = pb_mb_result_packed_size(&res);
-            size_t cap = 24 + (size_t)cfg->lim.n_slots * 4 + 64;
-            PB_CHECK_GOTO(pb_mb_result_pack(&res, rbuf, cap, &rlen), st, fail);
+            PB_CHECK_GOTO(pb_mb_result_pack(&res, rbuf, pb_mb_result_max_size(cfg->lim.n_slots), &rlen), st,
+                          fail);
             me.busy_seconds += pb_now() - c0;
             PB_CHECK_GOTO(pb_transport_send1(t, MSG_RESULT, rbuf, rlen), st, fail);
         } else {

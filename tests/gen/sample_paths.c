@@ -344,6 +344,77 @@ static void test_rows(const pb_svec *const *tabs, int ntab)
     free(scr);
 }
 
+/* ---- log probabilities: every table alike, and a plain log-softmax in long double ---- */
+
+static const float *g_w;
+static int cmp_wid(const void *a, const void *b)
+{
+    const int i = *(const int *)a, j = *(const int *)b;
+    if (g_w[i] != g_w[j])
+        return g_w[i] > g_w[j] ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+static void test_logprobs(const pb_svec *const *tabs, int ntab)
+{
+    static const int vocabs[] = {1, 2, 5, 21, 63, 64, 65, 200, 4099, 49152, 50257};
+    const int Vmax = 50257;
+    float *l = malloc(sizeof(float) * Vmax), *w = malloc(sizeof(float) * Vmax);
+    int *ord = malloc(sizeof(int) * Vmax);
+    void *scr = malloc(pb_sample_scratch_bytes(Vmax));
+    int rows = 0;
+    for (size_t vi = 0; vi < sizeof vocabs / sizeof vocabs[0]; vi++) {
+        const int V = vocabs[vi];
+        for (int kind = 0; kind < 8; kind++) {
+            for (int trial = 0; trial < (V > 10000 ? 2 : 6); trial++) {
+                make_row(l, V, kind);
+                const int n_top = (int)(next_u64() % (PB_MAX_LOGPROBS + 1));
+                const int32_t tok = (int32_t)(next_u64() % (uint64_t)V);
+                pb_logprobs out[4];
+                for (int t = 0; t < ntab; t++) {
+                    memset(&out[t], 0, sizeof out[t]);
+                    pb_sample_logprobs_with(tabs[t], l, V, tok, n_top, &out[t], scr);
+                    if (t > 0)
+                        CHECK(!memcmp(&out[t], &out[0], sizeof out[0]), "logprobs %s against %s: V=%d kind %d",
+                              tabs[t]->name, tabs[0]->name, V, kind);
+                }
+                /* plain: sort by logit then id; log p = l - log sum e^l in long double */
+                long double m = -INFINITY, z = 0;
+                int n_inf = 0;
+                for (int i = 0; i < V; i++) {
+                    w[i] = isnan(l[i]) ? -INFINITY : l[i];
+                    ord[i] = i;
+                    m = w[i] > m ? w[i] : m;
+                    n_inf += w[i] == INFINITY;
+                }
+                for (int i = 0; i < V && isfinite(m); i++)
+                    z += expl((long double)w[i] - m);
+                g_w = w;
+                qsort(ord, (size_t)V, sizeof *ord, cmp_wid);
+                const int k = n_top < V ? n_top : V;
+                CHECK(out[0].n_top == k, "V=%d: %d listed, %d asked", V, out[0].n_top, n_top);
+                for (int j = 0; j <= k && out[0].n_top == k; j++) {
+                    const int id = j < k ? ord[j] : tok;
+                    const float got = j < k ? out[0].top_logprob[j] : out[0].logprob;
+                    const double want = m == -INFINITY ? -INFINITY
+                                        : m == INFINITY ? (w[id] == INFINITY ? -log((double)n_inf) : -INFINITY)
+                                                        : (double)((long double)w[id] - m - logl(z));
+                    CHECK((j == k || out[0].top_id[j] == id) &&
+                              (got == want || fabs((double)got - want) <= 2e-6 + 1e-6 * fabs(want)),
+                          "V=%d kind %d: %s %d: id %d log p %.9g, plain id %d %.9g", V, kind, j < k ? "top" : "token", j,
+                          j < k ? out[0].top_id[j] : tok, (double)got, id, want);
+                }
+                rows++;
+            }
+        }
+    }
+    printf("%d rows' log probabilities alike on %d tables and against a plain log-softmax\n", rows, ntab);
+    free(l);
+    free(w);
+    free(ord);
+    free(scr);
+}
+
 int main(void)
 {
     const pb_svec *tabs[3];
@@ -362,6 +433,7 @@ int main(void)
     for (int i = 1; i < n; i++)
         test_primitives(tabs[i]);
     test_rows(tabs, n);
+    test_logprobs(tabs, n);
     printf("%s\n", check_failures ? "FAILED" : "ok");
     return check_failures ? 1 : 0;
 }

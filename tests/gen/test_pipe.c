@@ -1,6 +1,7 @@
 /* Micro-batch wire format, validation, slot sampler and the pipe wrapper. */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,11 +53,12 @@ static void test_pack(void)
     s0.key.seed = ~0ull; s0.key.step = 77;
     CHECK(pb_mb_add(&mb, &s0, prompt) == PB_OK);
     int32_t one = 7;
-    pb_mb_seq s1 = seq(5, 10, 1, PB_SEQ_SAMPLE);
+    pb_mb_seq s1 = seq(5, 10, 1, PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);
+    s1.n_logprobs = 20;
     CHECK(pb_mb_add(&mb, &s1, &one) == PB_OK);
     CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 2 * 76 + 6 * 4);
+    CHECK(sz == 24 + 2 * 80 + 6 * 4);
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz - 1, &w) != PB_OK);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
@@ -71,7 +73,7 @@ static void test_pack(void)
               x->sample.repetition_penalty == y->sample.repetition_penalty &&
               x->sample.frequency_penalty == y->sample.frequency_penalty &&
               x->sample.presence_penalty == y->sample.presence_penalty &&
-              x->sample.prompt_len == y->sample.prompt_len &&
+              x->sample.prompt_len == y->sample.prompt_len && x->n_logprobs == y->n_logprobs &&
               x->key.seed == y->key.seed && x->key.record == y->key.record &&
               x->key.step == y->key.step);
     }
@@ -119,7 +121,7 @@ static void test_pack(void)
     pb_mb_seq k = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
     k.fork_slot = 7;
     CHECK(pb_mb_add(&mb, &k, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
-    unsigned char kb[24 + 76 + 4];
+    unsigned char kb[24 + 80 + 4];
     CHECK(pb_mb_pack(&mb, kb, sizeof kb, &w) == PB_OK && w == sizeof kb);
     CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_OK && back.seqs[0].fork_slot == 7 &&
           back.seqs[0].flags == (PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE) && back.seqs[0].pos == 6);
@@ -135,6 +137,17 @@ static void test_pack(void)
         CHECK(pb_mb_add(&mb, &b, &one) == PB_OK);
         CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* out of range, at 0, not NEW */
     }
+    /* log probabilities: 0..20 with the flag and a sampled token, else none */
+    static const struct { unsigned flags; int n; } badlp[] = {
+        {PB_SEQ_SAMPLE, 3}, {PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS, 21}, {PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS, -1},
+        {PB_SEQ_LOGPROBS, 0}};
+    for (size_t i = 0; i < sizeof badlp / sizeof badlp[0]; i++) {
+        pb_mb_clear(&mb);
+        pb_mb_seq b = seq(2, 6, 1, badlp[i].flags);
+        b.n_logprobs = badlp[i].n;
+        CHECK(pb_mb_add(&mb, &b, &one) == PB_OK);
+        CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    }
     pb_mb_clear(&mb); /* its own slot: a finished sequence's cache kept for the next prompt */
     pb_mb_seq own = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
     own.fork_slot = 2;
@@ -146,12 +159,38 @@ static void test_pack(void)
     pb_mb_result r, rb;
     CHECK(pb_mb_result_init(&r, 3) == PB_OK && pb_mb_result_init(&rb, 0) == PB_OK);
     r.tag = 9; r.n_seqs = 3; r.tokens[0] = 5; r.tokens[1] = -1; r.tokens[2] = 99;
-    unsigned char rbuf[64];
-    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 36);
+    unsigned char rbuf[512];
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 8);
     CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK);
-    CHECK(rb.tag == 9 && rb.n_seqs == 3 && rb.tokens[1] == -1 && rb.tokens[2] == 99);
+    CHECK(rb.tag == 9 && rb.n_seqs == 3 && rb.tokens[1] == -1 && rb.tokens[2] == 99 && rb.lps[0].n_top == -1 &&
+          rb.lps[2].n_top == -1);
     CHECK(pb_mb_result_unpack(rbuf, w, 99, &rb) == PB_ERR_FORMAT);
     CHECK(pb_mb_result_unpack(rbuf, w - 4, 100, &rb) == PB_ERR_FORMAT);
+    /* with log probabilities: sequence 0 with 2 of the most likely, sequence 2 with none listed */
+    r.lps[0] = (pb_logprobs){.logprob = -0.25f, .n_top = 2, .top_id = {5, 7}, .top_logprob = {-0.25f, -3.5f}};
+    r.lps[2] = (pb_logprobs){.logprob = -INFINITY, .n_top = 0};
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 8 + 4 + 16 + 4 &&
+          w <= pb_mb_result_max_size(3));
+    CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK);
+    CHECK(rb.lps[0].n_top == 2 && rb.lps[0].logprob == -0.25f && rb.lps[0].top_id[1] == 7 &&
+          rb.lps[0].top_logprob[1] == -3.5f && rb.lps[1].n_top == -1 && rb.lps[2].n_top == 0 &&
+          rb.lps[2].logprob == -INFINITY);
+    pb_mb_result rc;
+    CHECK(pb_mb_result_init(&rc, 0) == PB_OK && pb_mb_result_copy(&rc, &rb) == PB_OK && rc.n_seqs == 3 &&
+          rc.tag == 9 && rc.lps[0].top_id[0] == 5 && rc.tokens[2] == 99);
+    pb_mb_result_release(&rc);
+    CHECK(pb_mb_result_unpack(rbuf, w - 1, 100, &rb) == PB_ERR_FORMAT);
+    /* corrupt: a positive or NaN log probability, an id out of range, too many, for a token not sampled */
+    const size_t at_lp = 24 + 24, at_id = at_lp + 4 + 8;
+    static const struct { size_t at; uint32_t v; } bad_rs[] = {
+        {at_lp, 0x3f800000u}, {at_lp + 8, 0x7fc00000u}, {at_id, 100}, {24 + 12, 21}, {24 + 12 + 4, 0}};
+    for (size_t i = 0; i < sizeof bad_rs / sizeof bad_rs[0]; i++) {
+        unsigned char cb[512];
+        memcpy(cb, rbuf, w);
+        for (int byte = 0; byte < 4; byte++)
+            cb[bad_rs[i].at + (size_t)byte] = (unsigned char)(bad_rs[i].v >> (8 * byte));
+        CHECK(pb_mb_result_unpack(cb, w, 100, &rb) == PB_ERR_FORMAT);
+    }
     pb_mb_result_release(&r);
     pb_mb_result_release(&rb);
 }
@@ -192,7 +231,21 @@ static void test_slot_sampler(void)
     pb_mb_clear(&mb);
     pb_mb_seq c = seq(0, 0, 2, PB_SEQ_NEW);
     CHECK(pb_mb_add(&mb, &c, p0) == PB_OK);
-    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == -1);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == -1 && res.lps[0].n_top == -1);
+    /* log probabilities: of the model's logits (before the penalty that chose id 2), the 3 likeliest */
+    pb_mb_clear(&mb);
+    pb_mb_seq l = seq(0, 2, 1, PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);
+    l.sample.repetition_penalty = 2.0f;
+    l.n_logprobs = 3;
+    CHECK(pb_mb_add(&mb, &l, p1) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == 2 && res.lps[0].n_top == 3);
+    double z = 0;
+    for (int i = 0; i < V; i++)
+        z += exp((double)logits[i] - 5);
+    const double lse = 5 + log(z);
+    CHECK(fabs(res.lps[0].logprob - (4.5 - lse)) < 1e-6 && res.lps[0].top_id[0] == 1 && res.lps[0].top_id[1] == 2 &&
+          res.lps[0].top_id[2] == 0 && fabs(res.lps[0].top_logprob[0] - (5 - lse)) < 1e-6 &&
+          fabs(res.lps[0].top_logprob[2] - (1 - lse)) < 1e-6);
     pb_slot_sampler_free(ss);
     pb_mb_release(&mb);
     pb_mb_result_release(&res);

@@ -1,6 +1,7 @@
 /* Record parsing, settings resolution, JSON escaping and the line reader. */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,11 @@ static void parse(const char *line, pb_record *r)
 {
     pb_status st = pb_record_parse(line, strlen(line), 7, &base, r);
     CHECK(st == PB_OK);
+}
+
+static pb_status parse_with(const char *line, const pb_gen_settings *g, pb_record *r)
+{
+    return pb_record_parse(line, strlen(line), 1, g, r);
 }
 
 static void expect_error(const char *line, const char *needle)
@@ -273,7 +279,7 @@ static void test_choices(void)
 static void test_unsupported(void)
 {
     static const char *const asks[] = {
-        "\"logprobs\": 0", "\"logprobs\": true", "\"top_logprobs\": 2", "\"prompt_logprobs\": 1",
+        "\"prompt_logprobs\": 1",
         "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5", "\"logit_bias\": {\"5\": 3}",
         "\"bad_words\": [\"x\"]", "\"allowed_token_ids\": [1]",
@@ -294,7 +300,7 @@ static void test_unsupported(void)
         }
         pb_record_clear(&r);
     }
-    parse("{\"prompt\": \"Hi\", \"logprobs\": null, \"top_logprobs\": 0, \"echo\": false, \"suffix\": \"\", "
+    parse("{\"prompt\": \"Hi\", \"prompt_logprobs\": null, \"echo\": false, \"suffix\": \"\", "
           "\"best_of\": 2, \"n\": 2, \"length_penalty\": 1, \"logit_bias\": {}, \"frequency_penalty\": 0, "
           "\"presence_penalty\": 0, \"bad_words\": [], \"response_format\": {\"type\": \"text\"}, "
           "\"tool_choice\": \"auto\", \"skip_special_tokens\": true, \"stop_token_ids\": [], "
@@ -317,9 +323,151 @@ static void test_unsupported(void)
     CHECK(r.error && strstr(r.error, "min_tokens"));
     pb_record_clear(&r);
     parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
-          "\"body\": {\"prompt\": \"Hi\", \"logprobs\": 1}}", &r);
-    CHECK(r.error && strstr(r.error, "body: field 'logprobs' is not supported"));
+          "\"body\": {\"prompt\": \"Hi\", \"echo\": true}}", &r);
+    CHECK(r.error && strstr(r.error, "body: field 'echo' is not supported"));
     pb_record_clear(&r);
+}
+
+/* logprobs and top_logprobs: the fields, the CLI default, and the three output shapes (token texts from a
+ * small tokenizer: HF decode of each id alone) */
+static void test_logprobs(void)
+{
+    pb_record r;
+    static const struct { const char *fields; bool on; int top; } ok[] = {
+        {"\"logprobs\": 3", true, 3}, {"\"logprobs\": 0", true, 0}, {"\"logprobs\": true", true, 0},
+        {"\"logprobs\": true, \"top_logprobs\": 20", true, 20}, {"\"logprobs\": 4, \"top_logprobs\": 4", true, 4},
+        {"\"logprobs\": false, \"top_logprobs\": 0", false, 0}, {"\"logprobs\": null", false, 0},
+        {"\"top_logprobs\": 0", false, 0}};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        char line[256];
+        snprintf(line, sizeof line, "{\"prompt\": \"Hi\", %s}", ok[i].fields);
+        parse(line, &r);
+        if (r.error || r.gs.logprobs != ok[i].on || r.gs.top_logprobs != ok[i].top) {
+            fprintf(stderr, "%s: %s, logprobs %d top %d\n", line, r.error ? r.error : "", r.gs.logprobs,
+                    r.gs.top_logprobs);
+            failures++;
+        }
+        pb_record_clear(&r);
+    }
+    expect_error("{\"prompt\": \"Hi\", \"top_logprobs\": 2}", "field 'top_logprobs' needs 'logprobs': true");
+    expect_error("{\"prompt\": \"Hi\", \"logprobs\": false, \"top_logprobs\": 2}", "needs 'logprobs': true");
+    expect_error("{\"prompt\": \"Hi\", \"logprobs\": 21}", "field 'logprobs': 21 is out of range [0, 20]");
+    expect_error("{\"prompt\": \"Hi\", \"logprobs\": 2.5}", "field 'logprobs' must be an integer");
+    expect_error("{\"prompt\": \"Hi\", \"logprobs\": \"3\"}", "field 'logprobs' must be true, false or a number");
+    expect_error("{\"prompt\": \"Hi\", \"logprobs\": true, \"top_logprobs\": -1}", "field 'top_logprobs'");
+    expect_error("{\"prompt\": \"Hi\", \"logprobs\": 3, \"top_logprobs\": 2}",
+                 "fields 'logprobs' (3) and 'top_logprobs' (2) differ");
+    /* --logprobs N: every record's default; a record's own field wins */
+    pb_gen_cli cli = {.has_logprobs = true, .logprobs = 4};
+    pb_gen_settings g;
+    CHECK(pb_gen_settings_base(&cli, NULL, &g) == PB_OK && g.logprobs && g.top_logprobs == 4);
+    pb_record_clear(&r);
+    CHECK(parse_with("{\"prompt\": \"Hi\"}", &g, &r) == PB_OK && r.gs.logprobs && r.gs.top_logprobs == 4);
+    pb_record_clear(&r);
+    CHECK(parse_with("{\"prompt\": \"Hi\", \"logprobs\": false}", &g, &r) == PB_OK && !r.gs.logprobs);
+    pb_record_clear(&r);
+    CHECK(parse_with("{\"prompt\": \"Hi\", \"top_logprobs\": 1}", &g, &r) == PB_OK && r.gs.logprobs &&
+          r.gs.top_logprobs == 1);
+    pb_record_clear(&r);
+    pb_gen_settings_clear(&g);
+    cli.logprobs = 21;
+    CHECK(pb_gen_settings_base(&cli, NULL, &g) == PB_ERR_USAGE);
+
+    /* output: ids 0 "a", 1 "\"q", 2 "\xc3\xa9" (2 bytes, 1 code point), 3 "b", 4 "<eos>" (special, rendered),
+     * 9 (no token: "") */
+    static const char tj[] =
+        "{\"added_tokens\": [{\"id\": 4, \"content\": \"<eos>\", \"special\": true}], \"model\": {\"type\": "
+        "\"BPE\", \"vocab\": {\"a\": 0, \"\\\"q\": 1, \"\xc3\xa9\": 2, \"b\": 3}, \"merges\": []}}";
+    pb_tokenizer *tok = NULL;
+    CHECK(pb_tokenizer_load_buffer(tj, sizeof tj - 1, "t.json", &tok) == PB_OK);
+    /* two tokens, top 2: token 1 (lp -0.5; top 1, 0), token 2 (-inf; top 3, then 9 with 3's text ""...) */
+    const pb_lp_pair lp[6] = {{1, -0.5f}, {1, -0.5f}, {0, -1.25f}, {2, -INFINITY}, {9, -0.125f}, {4, -3.0f}};
+    pb_result one = {.text = "\"q\xc3\xa9", .len = 4, .finish = "length", .prompt_tokens = 1, .completion_tokens = 2,
+                     .n_lp = 2, .lp = lp, .tok = tok};
+    pb_jbuf b;
+    pb_jbuf_init(&b);
+    parse("{\"id\": 1, \"prompt\": \"Hi\", \"logprobs\": 2}", &r);
+    pb_record_result_json(&b, &r, "m", &one);
+    const char *want_native =
+        "{\"id\": 1, \"text\": \"\\\"q\xc3\xa9\", \"finish_reason\": \"length\", \"prompt_tokens\": 1, "
+        "\"completion_tokens\": 2, \"logprobs\": [{\"id\": 1, \"token\": \"\\\"q\", \"logprob\": -0.5, "
+        "\"top_logprobs\": [{\"id\": 1, \"token\": \"\\\"q\", \"logprob\": -0.5}, {\"id\": 0, \"token\": \"a\", "
+        "\"logprob\": -1.25}]}, {\"id\": 2, \"token\": \"\xc3\xa9\", \"logprob\": -9999.0, \"top_logprobs\": "
+        "[{\"id\": 9, \"token\": \"\", \"logprob\": -0.125}, {\"id\": 4, \"token\": \"<eos>\", \"logprob\": -3}]}]}";
+    if (pb_jbuf_status(&b) != PB_OK || strcmp(b.data, want_native) != 0) {
+        fprintf(stderr, "native logprobs:\n%s\nexpected\n%s\n", b.data, want_native);
+        failures++;
+    }
+    /* n = 2: each choice its own */
+    pb_choice ch[2] = {{.text = "a", .len = 1, .finish = "length", .completion_tokens = 1, .n_lp = 1, .lp = lp},
+                       {.text = "", .len = 0, .finish = "stop", .completion_tokens = 1, .n_lp = 1, .lp = lp + 3}};
+    pb_result two = {.prompt_tokens = 1, .completion_tokens = 2, .n_choices = 2, .choices = ch, .tok = tok};
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &two);
+    CHECK(strstr(b.data, "\"completion_tokens\": 1, \"logprobs\": [{\"id\": 1, \"token\": \"\\\"q\", "
+                         "\"logprob\": -0.5, \"top_logprobs\": [{\"id\": 1,") &&
+          strstr(b.data, "{\"index\": 1, \"text\": \"\", \"finish_reason\": \"stop\", \"completion_tokens\": 1, "
+                         "\"logprobs\": [{\"id\": 2, \"token\": \"\xc3\xa9\", \"logprob\": -9999.0,"));
+    pb_record_clear(&r);
+    /* completions: columns; a top list's repeated text once (the likelier); offsets in code points */
+    const pb_lp_pair lp3[9] = {{2, -0.5f}, {2, -0.5f}, {9, -1.0f}, {0, -0.75f}, {0, -0.75f}, {3, -2.0f},
+                               {4, -0.0625f}, {4, -0.0625f}, {9, -5.0f}};
+    pb_result three = {.text = "\xc3\xa9" "a", .len = 3, .finish = "stop", .prompt_tokens = 1, .completion_tokens = 3,
+                       .n_lp = 3, .lp = lp3, .tok = tok};
+    parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
+          "\"body\": {\"prompt\": \"Hi\", \"logprobs\": 2}}", &r);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &three);
+    const char *want_cmpl =
+        "\"choices\": [{\"index\": 0, \"text\": \"\xc3\xa9" "a\", \"logprobs\": {\"tokens\": [\"\xc3\xa9\", \"a\", "
+        "\"<eos>\"], \"token_logprobs\": [-0.5, -0.75, -0.0625], \"top_logprobs\": [{\"\xc3\xa9\": -0.5, \"\": -1}, "
+        "{\"a\": -0.75, \"b\": -2}, {\"<eos>\": -0.0625, \"\": -5}], \"text_offset\": [0, 1, 2]}, "
+        "\"finish_reason\": \"stop\"}]";
+    if (!strstr(b.data, want_cmpl)) {
+        fprintf(stderr, "completions logprobs:\n%s\nexpected in it\n%s\n", b.data, want_cmpl);
+        failures++;
+    }
+    pb_record_clear(&r);
+    /* top 0: top_logprobs null; a repeated text within one top list once */
+    const pb_lp_pair lp4[3] = {{0, -0.5f}, {9, -0.75f}, {9, -0.875f}};
+    pb_result four = {.text = "a", .len = 1, .finish = "length", .prompt_tokens = 1, .completion_tokens = 1,
+                      .n_lp = 1, .lp = lp4, .tok = tok};
+    parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
+          "\"body\": {\"prompt\": \"Hi\", \"logprobs\": 0}}", &r);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &four);
+    CHECK(strstr(b.data, "\"logprobs\": {\"tokens\": [\"a\"], \"token_logprobs\": [-0.5], \"top_logprobs\": null, "
+                         "\"text_offset\": [0]}"));
+    pb_record_clear(&r);
+    parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
+          "\"body\": {\"prompt\": \"Hi\", \"logprobs\": 2}}", &r);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &four);
+    CHECK(strstr(b.data, "\"top_logprobs\": [{\"\": -0.75}]"));
+    pb_record_clear(&r);
+    /* chat: content with bytes */
+    parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", \"body\": "
+          "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"logprobs\": true, \"top_logprobs\": 2}}", &r);
+    CHECK(!r.error && r.gs.logprobs && r.gs.top_logprobs == 2);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &one);
+    const char *want_chat =
+        "\"logprobs\": {\"content\": [{\"token\": \"\\\"q\", \"logprob\": -0.5, \"bytes\": [34, 113], "
+        "\"top_logprobs\": [{\"token\": \"\\\"q\", \"logprob\": -0.5, \"bytes\": [34, 113]}, {\"token\": \"a\", \"logprob\": -1.25, "
+        "\"bytes\": [97]}]}, {\"token\": \"\xc3\xa9\", \"logprob\": -9999.0, \"bytes\": [195, 169], \"top_logprobs\": "
+        "[{\"token\": \"\", \"logprob\": -0.125, \"bytes\": []}, {\"token\": \"<eos>\", \"logprob\": -3, \"bytes\": "
+        "[60, 101, 111, 115, 62]}]}]}, \"finish_reason\": \"length\"}";
+    if (!strstr(b.data, want_chat)) {
+        fprintf(stderr, "chat logprobs:\n%s\nexpected in it\n%s\n", b.data, want_chat);
+        failures++;
+    }
+    /* every line is JSON */
+    cJSON *j = cJSON_Parse(b.data);
+    CHECK(j != NULL);
+    cJSON_Delete(j);
+    pb_record_clear(&r);
+    pb_jbuf_free(&b);
+    pb_tokenizer_free(tok);
 }
 
 int main(void)
@@ -328,6 +476,7 @@ int main(void)
     test_output_shapes();
     test_choices();
     test_unsupported();
+    test_logprobs();
     test_jbuf();
     test_reader();
     if (failures)
