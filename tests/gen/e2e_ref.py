@@ -358,6 +358,60 @@ def main():
         if args[2] == 0:
             check(want_t != ref[rep_i[k % 2]][2], f"penalties {fields}: the reference equals the plain greedy text")
 
+    # logprobs: each token's log probability under the model (log_softmax of HF's logits: before the penalties
+    # and the temperature that chose it) and the most likely ids', with texts as tokenizers' decode([id])
+    lp_in = [{"id": "l0", "prompt": prompts[0], "logprobs": 5},
+             {"id": "l1", "prompt": prompts[2], "logprobs": 20, "temperature": 0.9, "seed": 3, "frequency_penalty": 1.0},
+             {"id": "l2", "prompt": prompts[9], "logprobs": True, "n": 2, "temperature": 1.0, "seed": 5},
+             {"id": "l3", "prompt": prompts[6]}]
+    lp_text = "".join(json.dumps(r) + "\n" for r in lp_in)
+    louts = [run(["--model", model_dir, "--max-tokens", str(max_new)] + a, lp_text).stdout
+             for a in (["-b", "1"], ["-b", "4", "-c", "2"], ["-b", "16"])]
+    check(louts[0] == louts[1] == louts[2], "logprobs: output differs between -b 1, -b 4 -c 2 and -b 16")
+    lrec = {r["id"]: r for r in lines(louts[0])}
+    check("logprobs" not in lrec["l3"], "logprobs: a record that asks none has none")
+    worst = 0.0
+    n_tok = 0
+    for rid, top_n in (("l0", 5), ("l1", 20), ("l2", 0)):
+        prompt = next(r["prompt"] for r in lp_in if r["id"] == rid)
+        chs = lrec[rid]["choices"] if "choices" in lrec[rid] else [lrec[rid]]
+        for ch in chs:
+            seq = tok(prompt, return_tensors="pt").input_ids
+            check(len(ch["logprobs"]) == ch["completion_tokens"], f"logprobs {rid}: one entry a token")
+            for e in ch["logprobs"]:
+                with torch.no_grad():
+                    ref_lp = torch.log_softmax(model(seq).logits[0, -1].double(), -1)
+                worst = max(worst, abs(e["logprob"] - float(ref_lp[e["id"]])))
+                check(e["token"] == tok.decode([e["id"]]), f"logprobs {rid}: token {e['token']!r} of id {e['id']}")
+                top = e["top_logprobs"]
+                vals, _ = torch.topk(ref_lp, top_n) if top_n else (torch.tensor([]), None)
+                check(len(top) == top_n, f"logprobs {rid}: {len(top)} most likely listed, {top_n} asked")
+                for j, t in enumerate(top):
+                    worst = max(worst, abs(t["logprob"] - float(ref_lp[t["id"]])), abs(t["logprob"] - float(vals[j])))
+                    check(t["token"] == tok.decode([t["id"]]), f"logprobs {rid}: top token {t['token']!r}")
+                check(all(top[j]["logprob"] >= top[j + 1]["logprob"] for j in range(len(top) - 1)),
+                      f"logprobs {rid}: most likely first")
+                seq = torch.cat([seq, torch.tensor([[e["id"]]])], 1)
+                n_tok += 1
+    check(worst < 2e-5, f"logprobs: {worst:.3g} from HF's log_softmax")
+    print(f"logprobs: {n_tok} tokens, worst difference from HF's log_softmax {worst:.3g}")
+    check(lrec["l2"]["choices"][0]["logprobs"] != lrec["l2"]["choices"][1]["logprobs"], "logprobs: n = 2 differ")
+    # the completions API's columns and the native list agree (the same record, both shapes)
+    oa = json.dumps({"custom_id": "lp", "method": "POST", "url": "/v1/completions",
+                     "body": {"prompt": prompts[0], "max_tokens": max_new, "logprobs": 5}})
+    olp = lines(run(["--model", model_dir], oa + "\n").stdout)[0]["response"]["body"]["choices"][0]["logprobs"]
+    nat = lrec["l0"]["logprobs"]
+    offs = [sum(len(e["token"]) for e in nat[:k]) for k in range(len(nat))]
+    check(olp["tokens"] == [e["token"] for e in nat] and olp["token_logprobs"] == [e["logprob"] for e in nat] and
+          olp["top_logprobs"] == [{t["token"]: t["logprob"] for t in reversed(e["top_logprobs"])} for e in nat] and
+          olp["text_offset"] == offs, f"logprobs: completions shape {olp} vs native {nat}")
+    p = run(["--model", model_dir, "--max-tokens", "3", "--logprobs", "2"], json.dumps({"prompt": prompts[0]}) + "\n")
+    r = lines(p.stdout)[0]
+    check([e["logprob"] for e in r["logprobs"]] == [e["logprob"] for e in nat[:3]] and
+          all(len(e["top_logprobs"]) == 2 for e in r["logprobs"]), f"--logprobs 2: {r}")
+    p = run(["--model", model_dir, "--logprobs", "21"], "", rc_ok=(2,))
+    check(b"--logprobs" in p.stderr, "--logprobs 21 refused")
+
     # .zst output through the zstd CLI, small frames, metrics
     zpath = os.path.join(TMP, "out.jsonl.zst")
     mpath = os.path.join(TMP, "metrics.json")

@@ -22,6 +22,7 @@ while [ $i -le 24 ]; do
     s=""; [ $((i % 3)) -eq 0 ] && s=', "temperature": 0.9, "top_k": 40, "seed": 7'
     [ $((i % 4)) -eq 0 ] && s="$s, \"n\": 3"
     [ $((i % 5)) -eq 0 ] && s="$s, \"frequency_penalty\": 0.7, \"presence_penalty\": 0.3"
+    [ $((i % 6)) -eq 1 ] && s="$s, \"logprobs\": $((i % 4 * 5))"
     echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $((4 + i % 9))$s}"
     i=$((i + 1))
 done >"$D/in.jsonl"
