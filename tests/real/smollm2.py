@@ -53,7 +53,7 @@ def check_cli(d, tok, ref, work):
     inp = os.path.join(work, "in.jsonl")
     with open(inp, "w") as f:
         for i, r in enumerate(ref):
-            f.write(json.dumps({"id": i, "prompt": r["prompt"], "max_tokens": smol.N_NEW}) + "\n")
+            f.write(json.dumps({"id": i, "prompt": r["prompt"], "max_tokens": smol.N_NEW, "logprobs": 5}) + "\n")
     first = None
     # as tests/net/lock.sh: one launcher test at a time on the machine, ranks over loopback only
     env = dict(os.environ, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
@@ -90,6 +90,8 @@ def check_cli(d, tok, ref, work):
                                   f", HF {len(rf['ids'])}+{len(rf['stop'])}")
                 if o["finish_reason"] != reason:
                     errors.append(f"mpirun -np {n}, prompt {i}: finish_reason {o['finish_reason']}, HF {reason}")
+                if n == 1:
+                    errors += check_logprobs(tok, o, rf, i)
                 continue
             k, margin = smol.text_divergence(tok, o["text"], rf)
             if margin >= smol.TIE:
@@ -102,6 +104,30 @@ def check_cli(d, tok, ref, work):
                 print(f"  prompt {i}: {recs[i]['text'][:100]!r}")
         print(f"mpirun -np {n}: {len(recs)} results" + ("" if n == 1 else ", identical to -np 1" if data == first else ""))
     lock.close()
+    return errors
+
+
+def check_logprobs(tok, o, rf, i):
+    """Each token's log probability and the 5 most likely against log_softmax of HF's f32 logits on the
+    same path (its logits within smol.TOL of ours), texts against tokenizers' decode([id])."""
+    import numpy as np
+    errors, worst = [], 0.0
+    P = len(rf["ids"])
+    if len(o.get("logprobs", [])) != o["completion_tokens"]:
+        return [f"prompt {i}: {len(o.get('logprobs', []))} logprobs for {o['completion_tokens']} tokens"]
+    for k, e in enumerate(o["logprobs"]):
+        row = rf["logits"][P - 1 + k].astype(np.float64)
+        ref = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        top = np.sort(ref)[::-1][:5]
+        d = max([abs(e["logprob"] - ref[e["id"]])] + [abs(t["logprob"] - ref[t["id"]]) for t in e["top_logprobs"]] +
+                [abs(t["logprob"] - v) for t, v in zip(e["top_logprobs"], top)])
+        worst = max(worst, d)
+        if e["id"] != rf["stop"][k] or len(e["top_logprobs"]) != 5 or d > 2 * smol.TOL:
+            errors.append(f"prompt {i}, token {k}: {e} vs HF id {rf['stop'][k]}, log p {ref[rf['stop'][k]]:.6g}, "
+                          f"top {top}")
+        if any(t["token"] != tok.decode([t["id"]]) for t in [e] + e["top_logprobs"]):
+            errors.append(f"prompt {i}, token {k}: texts {[t['token'] for t in [e] + e['top_logprobs']]}")
+    print(f"  prompt {i}: {len(o['logprobs'])} tokens' log probabilities within {worst:.2g} of HF's")
     return errors
 
 
