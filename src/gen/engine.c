@@ -2,6 +2,7 @@
 #include "config.h"
 #include "gen/engine.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,7 @@ typedef struct engine {
     int *fifo;             /* chunk ids in flight, oldest first */
     int fifo_head, fifo_n;
     bool *in_flight;
+    pb_id_bias *bias;      /* a sequence's logit biases for one micro-batch (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) */
     uint64_t tag;
     pb_engine_stats *st;
     double t0, t_last_result;
@@ -150,6 +152,21 @@ static pb_status admit_choice(engine *d, seq_state *s)
 
 /* ---- admission -------------------------------------------------------- */
 
+/* The token ids a record names are the model's (else it becomes an error record). */
+static pb_status check_ids(const engine *d, pb_record *rec)
+{
+    const int vocab = pb_pipe_limits(d->pipe)->vocab;
+    for (int i = 0; i < rec->gs.n_bias; i++)
+        if (rec->gs.bias[i].id >= vocab)
+            return pb_record_set_error(rec, "field 'logit_bias': token %d is not in the model's vocabulary (0 to %d)",
+                                       (int)rec->gs.bias[i].id, vocab - 1);
+    for (int i = 0; i < rec->gs.n_stop_ids; i++)
+        if (rec->gs.stop_ids[i] >= vocab)
+            return pb_record_set_error(rec, "field 'stop_token_ids': token %d is not in the model's vocabulary "
+                                       "(0 to %d)", (int)rec->gs.stop_ids[i], vocab - 1);
+    return PB_OK;
+}
+
 /* Take records until one needs the model (admitted into s, *got) or none
  * is available now. Prompts that cannot be generated for and zero-token
  * requests are answered here. */
@@ -184,6 +201,8 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
                 return st;
             }
             st = pb_record_set_error(&rec, "prompt: %s", pb_last_error());
+        } else if ((st = check_ids(d, &rec)) != PB_OK || rec.error) {
+            /* a token id the model does not have */
         } else if (n == 0 && rec.gs.max_tokens > 0) {
             st = pb_record_set_error(&rec, "prompt has no tokens (empty prompt and no BOS token)");
         } else if (n >= (size_t)d->o->context && rec.gs.max_tokens > 0) {
@@ -282,6 +301,38 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     return q;
 }
 
+static int cmp_bias_id(const void *a, const void *b)
+{
+    const pb_id_bias *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Appends sequence q (of s) with its tokens and, where it samples, its logit
+ * biases: the record's, and while min_tokens is not reached its stop_token_ids
+ * banned (-inf, as vLLM's min_tokens masks them with EOS). */
+static pb_status add_seq(engine *d, pb_microbatch *mb, const seq_state *s, const pb_mb_seq *q, const int32_t *tok)
+{
+    PB_CHECK(pb_mb_add(mb, q, tok));
+    const pb_gen_settings *g = &s->rec.gs;
+    const bool ban = (q->flags & PB_SEQ_NO_EOS) && g->n_stop_ids;
+    if (!(q->flags & PB_SEQ_SAMPLE) || (!g->n_bias && !ban))
+        return PB_OK;
+    if (!ban)
+        return pb_mb_add_bias(mb, g->bias, g->n_bias);
+    int n = 0;
+    for (int i = 0; i < g->n_stop_ids; i++)
+        d->bias[n++] = (pb_id_bias){g->stop_ids[i], -INFINITY};
+    for (int i = 0; i < g->n_bias; i++) {
+        bool banned = false;
+        for (int j = 0; j < g->n_stop_ids && !banned; j++)
+            banned = g->stop_ids[j] == g->bias[i].id;
+        if (!banned)
+            d->bias[n++] = g->bias[i];
+    }
+    qsort(d->bias, (size_t)n, sizeof *d->bias, cmp_bias_id);
+    return pb_mb_add_bias(mb, d->bias, n);
+}
+
 /* How many of a[0..lim) and b[0..lim) agree from the start. */
 static int common_prefix(const int32_t *a, const int32_t *b, int lim)
 {
@@ -368,7 +419,7 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
             continue;
         }
         pb_mb_seq q = seq_desc(s, slot, s->cached, 1, PB_SEQ_SAMPLE);
-        PB_CHECK(pb_mb_add(mb, &q, &s->last));
+        PB_CHECK(add_seq(d, mb, s, &q, &s->last));
         budget--;
     }
     for (int slot = c; slot < d->n_slots && budget > 0; slot += C) {
@@ -395,7 +446,7 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
                          (s->cached + n == s->n_feed ? PB_SEQ_SAMPLE : 0);
         pb_mb_seq q = seq_desc(s, slot, s->cached, n, flags);
         q.fork_slot = fork >= 0 ? fork : 0;
-        PB_CHECK(pb_mb_add(mb, &q, s->prompt + s->cached));
+        PB_CHECK(add_seq(d, mb, s, &q, s->prompt + s->cached));
         budget -= n;
     }
     return PB_OK;
@@ -498,6 +549,9 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
         pb_detok_find_stop(s->detok, (const char *const *)s->rec.gs.stops, s->rec.gs.n_stops, nl,
                            &off, &which))
         return finish(d, s, "stop", true, off);
+    for (int i = 0; i < s->rec.gs.n_stop_ids; i++) /* its text kept, as vLLM (a special token's has none) */
+        if (s->rec.gs.stop_ids[i] == t)
+            return finish(d, s, "stop", false, 0);
     if (s->generated >= s->rec.gs.max_tokens || s->n_prompt + s->generated >= d->o->context)
         return finish(d, s, "length", false, 0);
     return PB_OK;
@@ -661,6 +715,7 @@ pb_status pb_engine_run(const pb_engine_opts *o, pb_pipe *pipe, const pb_tokeniz
         PB_CHECK_GOTO(pb_mb_init(&d->mbs[c], per_chunk, d->max_batch_tokens), st, out);
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->fifo, &d->fifo), st, out);
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->in_flight, &d->in_flight), st, out);
+    PB_CHECK_GOTO(pb_calloc(PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS, sizeof *d->bias, &d->bias), st, out);
 
     st = loop(d);
     if (st == PB_OK && d->stopping && (!d->input_done || d->has_pend || in_flight_records(d) > 0))
@@ -683,5 +738,6 @@ out:
     free(d->mbs);
     free(d->fifo);
     free(d->in_flight);
+    free(d->bias);
     return st;
 }

@@ -13,13 +13,14 @@
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
 #define WIRE_VERSION 4u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
-                           4: log probabilities */
+                           4: log probabilities, logit biases */
 #define MB_HEADER 24
-#define MB_SEQ_BYTES 80
+#define MB_SEQ_BYTES 84
 #define RS_HEADER 24
 /* Bounds on what unpack accepts before any allocation. */
 #define MB_MAX_SEQS (1 << 20)
 #define MB_MAX_TOKENS (1 << 26)
+#define MB_MAX_BIAS (1 << 24)
 
 /* ---- micro-batch storage ---------------------------------------------- */
 
@@ -50,6 +51,7 @@ void pb_mb_clear(pb_microbatch *mb)
 {
     mb->n_seqs = 0;
     mb->n_tokens = 0;
+    mb->n_bias = 0;
 }
 
 void pb_mb_release(pb_microbatch *mb)
@@ -58,6 +60,7 @@ void pb_mb_release(pb_microbatch *mb)
         return;
     free(mb->seqs);
     free(mb->tokens);
+    free(mb->bias);
     memset(mb, 0, sizeof *mb);
 }
 
@@ -80,6 +83,28 @@ pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *toke
     mb->seqs[mb->n_seqs++] = *seq;
     memcpy(mb->tokens + mb->n_tokens, tokens, (size_t)seq->n_tokens * sizeof *tokens);
     mb->n_tokens += seq->n_tokens;
+    mb->seqs[mb->n_seqs - 1].n_bias = 0;
+    return PB_OK;
+}
+
+static pb_status reserve_bias(pb_microbatch *mb, int need)
+{
+    if (need <= mb->cap_bias && (need == 0 || mb->bias))
+        return PB_OK;
+    int c = grow_cap(mb->cap_bias, need);
+    PB_CHECK(pb_realloc_array(&mb->bias, (size_t)c, sizeof *mb->bias));
+    mb->cap_bias = c;
+    return PB_OK;
+}
+
+pb_status pb_mb_add_bias(pb_microbatch *mb, const pb_id_bias *b, int n)
+{
+    if (mb->n_seqs < 1 || n < 0 || n > MB_MAX_BIAS - mb->n_bias)
+        return pb_error(PB_ERR_INTERNAL, "micro-batch: cannot add %d logit biases", n);
+    PB_CHECK(reserve_bias(mb, mb->n_bias + n));
+    memcpy(mb->bias + mb->n_bias, b, (size_t)n * sizeof *b);
+    mb->n_bias += n;
+    mb->seqs[mb->n_seqs - 1].n_bias += n;
     return PB_OK;
 }
 
@@ -134,6 +159,7 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d tokens, more than the stage's %d",
                         (unsigned long long)mb->tag, (int)mb->n_tokens, lim->max_batch_tokens);
     int64_t sum = 0;
+    int nb = 0;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *s = &mb->seqs[i];
         if (s->slot < 0 || s->slot >= lim->n_slots)
@@ -171,8 +197,23 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         pb_status st = pb_sample_params_check(&s->sample);
         if (st != PB_OK)
             return pb_error_ctx(st, "micro-batch %llu, sequence %d", (unsigned long long)mb->tag, i);
+        if (s->n_bias < 0 || (s->n_bias > 0 && !(s->flags & PB_SEQ_SAMPLE)) || s->n_bias > mb->n_bias - nb)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: %d logit biases", (unsigned long long)mb->tag,
+                            i, (int)s->n_bias);
+        for (int k = nb; k < nb + s->n_bias; k++) {
+            const pb_id_bias *b = &mb->bias[k];
+            if (b->id < 0 || b->id >= lim->vocab || (k > nb && b->id <= mb->bias[k - 1].id) ||
+                !((b->bias >= -100.0f && b->bias <= 100.0f) || b->bias == -INFINITY))
+                return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: logit bias %g for id %d (ids ascending "
+                                "in [0, %d), biases in [-100, 100] or -inf)", (unsigned long long)mb->tag, i,
+                                (double)b->bias, (int)b->id, lim->vocab);
+        }
+        nb += s->n_bias;
         sum += s->n_tokens;
     }
+    if (nb != mb->n_bias)
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d logit biases but sequences hold %d",
+                        (unsigned long long)mb->tag, (int)mb->n_bias, nb);
     if (sum != mb->n_tokens)
         return pb_error(PB_ERR_INPUT, "micro-batch %llu: n_tokens %d but sequences hold %lld",
                         (unsigned long long)mb->tag, (int)mb->n_tokens, (long long)sum);
@@ -267,12 +308,12 @@ static float getf(const unsigned char *p)
 
 size_t pb_mb_packed_size(const pb_microbatch *mb)
 {
-    return MB_HEADER + (size_t)mb->n_seqs * MB_SEQ_BYTES + (size_t)mb->n_tokens * 4;
+    return MB_HEADER + (size_t)mb->n_seqs * MB_SEQ_BYTES + (size_t)mb->n_tokens * 4 + (size_t)mb->n_bias * 8;
 }
 
 pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written)
 {
-    if (mb->n_seqs < 0 || mb->n_tokens < 0)
+    if (mb->n_seqs < 0 || mb->n_tokens < 0 || mb->n_bias < 0)
         return pb_error(PB_ERR_INTERNAL, "micro-batch: negative counts");
     size_t need = pb_mb_packed_size(mb);
     if (cap < need)
@@ -293,9 +334,14 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         putf(p + 64, s->sample.frequency_penalty); putf(p + 68, s->sample.presence_penalty);
         put32(p + 72, (uint32_t)s->sample.prompt_len);
         put32(p + 76, (uint32_t)s->n_logprobs);
+        put32(p + 80, (uint32_t)s->n_bias);
     }
     for (int i = 0; i < mb->n_tokens; i++, p += 4)
         put32(p, (uint32_t)mb->tokens[i]);
+    for (int i = 0; i < mb->n_bias; i++, p += 8) {
+        put32(p, (uint32_t)mb->bias[i].id);
+        putf(p + 4, mb->bias[i].bias);
+    }
     *written = need;
     return PB_OK;
 }
@@ -316,8 +362,22 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         return pb_error(PB_ERR_FORMAT, "micro-batch message: bad counts (%d sequences, %d tokens)",
                         (int)n_seqs, (int)n_tokens);
     size_t need = MB_HEADER + (size_t)n_seqs * MB_SEQ_BYTES + (size_t)n_tokens * 4;
+    if (len < need)
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected at least %zu", len, need);
+    int64_t n_bias = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        int32_t k = geti(p + MB_HEADER + (size_t)i * MB_SEQ_BYTES + 80);
+        if (k < 0 || k > MB_MAX_BIAS)
+            return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: %d logit biases", i, (int)k);
+        n_bias += k;
+    }
+    if (n_bias > MB_MAX_BIAS)
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: %lld logit biases", (long long)n_bias);
+    need += (size_t)n_bias * 8;
     if (len != need)
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected %zu", len, need);
+    PB_CHECK(reserve_bias(mb, (int)n_bias));
+    mb->n_bias = (int32_t)n_bias;
     PB_CHECK(pb_mb_reserve(mb, n_seqs, n_tokens));
     mb->tag = tag;
     mb->n_seqs = n_seqs;
@@ -336,9 +396,12 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         s->sample.frequency_penalty = getf(p + 64); s->sample.presence_penalty = getf(p + 68);
         s->sample.prompt_len = geti(p + 72);
         s->n_logprobs = geti(p + 76);
+        s->n_bias = geti(p + 80);
     }
     for (int i = 0; i < n_tokens; i++, p += 4)
         mb->tokens[i] = geti(p);
+    for (int i = 0; i < mb->n_bias; i++, p += 8)
+        mb->bias[i] = (pb_id_bias){geti(p), getf(p + 4)};
     return pb_mb_validate(mb, lim);
 }
 
@@ -459,6 +522,7 @@ struct pb_slot_sampler {
     uint8_t *mask_rows; /* [n_slots] greedy picks on the stage: rows whose EOS ids are masked */
     int32_t *ids;       /* [n_slots] and their picks */
     pb_sample_row *rows; /* [n_slots] sampled picks on the stage: each row's settings, key and history */
+    int32_t *bias_at;    /* [n_slots] where each sequence's logit biases start in its micro-batch's */
     /* each worker's buffers (rows are sampled on the backend's host threads: host_run) */
     int n_work;
     void **scratch;  /* [n_work] pb_sample's scratch */
@@ -500,6 +564,7 @@ pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slo
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->mask_rows, &s->mask_rows), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->ids, &s->ids), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->rows, &s->rows), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->bias_at, &s->bias_at), st, fail);
     *out = s;
     return PB_OK;
 fail:
@@ -592,11 +657,15 @@ static void sample_row(void *ctx, int i, int worker)
     if (!(q->flags & PB_SEQ_SAMPLE))
         return;
     const float *raw = j->logits + (size_t)i * (size_t)s->vocab, *row = raw;
-    if ((q->flags & PB_SEQ_NO_EOS) && s->n_eos) {
+    if (((q->flags & PB_SEQ_NO_EOS) && s->n_eos) || q->n_bias) {
+        /* as vLLM: min_tokens' mask and the logit biases, before the penalties */
         float *m = s->masked[worker];
         memcpy(m, row, (size_t)s->vocab * sizeof *row);
-        for (int e = 0; e < s->n_eos; e++)
+        for (int e = 0; (q->flags & PB_SEQ_NO_EOS) && e < s->n_eos; e++)
             m[s->eos[e]] = -INFINITY;
+        const pb_id_bias *b = j->mb->bias + s->bias_at[i];
+        for (int k = 0; k < q->n_bias; k++)
+            m[b[k].id] += b[k].bias;
         row = m;
     }
     /* its slot's history, hist_add's (each slot once in a micro-batch) */
@@ -628,10 +697,13 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
-    int n_sample = 0;
+    int n_sample = 0, at = 0;
     bool masked = false;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
+        s->bias_at[i] = at;
+        at += q->n_bias;
+        masked = masked || q->n_bias;
         res->tokens[i] = -1;
         res->lps[i].n_top = -1;
         if (!(q->flags & PB_SEQ_SAMPLE))
@@ -657,7 +729,7 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
 }
 
 /* Picks on the stage's backend where it can make them and no row asks log
- * probabilities: greedy ones by its argmax where every sampling row is
+ * probabilities or has logit biases: greedy ones by its argmax where every sampling row is
  * greedy, else sampled ones by its sample op (the host sampler's bits);
  * otherwise the logits come to the host. */
 pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
@@ -666,8 +738,8 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     /* the histories first: a device draw's penalty reads its row's tokens of this micro-batch */
     PB_CHECK(hist_all(s, mb));
     bool on_stage = mb->n_seqs <= s->n_slots;
-    for (int i = 0; i < mb->n_seqs; i++)
-        on_stage = on_stage && !(mb->seqs[i].flags & PB_SEQ_LOGPROBS);
+    for (int i = 0; i < mb->n_seqs; i++) /* log probabilities and logit biases: on the host */
+        on_stage = on_stage && !(mb->seqs[i].flags & PB_SEQ_LOGPROBS) && !mb->seqs[i].n_bias;
     bool greedy = pb_stage_has_argmax(stage) && on_stage;
     for (int i = 0; i < mb->n_seqs && on_stage; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
@@ -720,6 +792,7 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->mask_rows);
     free(s->ids);
     free(s->rows);
+    free(s->bias_at);
     for (int w = 0; w < s->n_work; w++) {
         free(s->scratch[w]);
         free(s->masked[w]);

@@ -21,8 +21,9 @@
  *                i32 fork_slot (PB_SEQ_FORK; else 0),
  *                u64 seed, u64 record, u64 step,
  *                f32 frequency_penalty, f32 presence_penalty, i32 prompt_len,
- *                i32 n_logprobs (PB_SEQ_LOGPROBS; else 0) }   (80 bytes each)
+ *                i32 n_logprobs (PB_SEQ_LOGPROBS; else 0), i32 n_bias }   (84 bytes each)
  *     n_tokens x i32 token ids (sequences concatenated in order)
+ *     the sequences' n_bias x { i32 id, f32 bias } (concatenated in order)
  *   result: u32 magic "PBRS", u32 version, u64 tag, i32 n_seqs, i32 pad(0),
  *     n_seqs x i32 token (-1 where the sequence did not sample),
  *     n_seqs x i32 n_top (-1 where the sequence asked no log probabilities),
@@ -59,6 +60,7 @@ typedef struct pb_mb_seq {
     uint32_t flags;    /* PB_SEQ_* */
     int32_t fork_slot; /* PB_SEQ_FORK: the slot whose first pos positions this one starts with */
     int32_t n_logprobs; /* PB_SEQ_LOGPROBS: most likely ids to list, 0..PB_MAX_LOGPROBS (else 0) */
+    int32_t n_bias;     /* with PB_SEQ_SAMPLE: logit biases (pb_mb_add_bias) added before sampling, ids distinct */
     pb_sample_params sample;
     pb_rng_key key;    /* key of the token sampled after this chunk */
 } pb_mb_seq;
@@ -69,7 +71,9 @@ typedef struct pb_microbatch {
     int32_t n_tokens;  /* sum of seqs[i].n_tokens */
     pb_mb_seq *seqs;   /* [n_seqs] */
     int32_t *tokens;   /* [n_tokens] */
-    int32_t cap_seqs, cap_tokens; /* allocated capacity (owned by the struct) */
+    int32_t n_bias;    /* sum of seqs[i].n_bias */
+    pb_id_bias *bias;  /* [n_bias]: the sequences' logit biases in order */
+    int32_t cap_seqs, cap_tokens, cap_bias; /* allocated capacity (owned by the struct) */
 } pb_microbatch;
 
 typedef struct pb_mb_result {
@@ -96,8 +100,10 @@ pb_status pb_mb_init(pb_microbatch *mb, int cap_seqs, int cap_tokens);
 pb_status pb_mb_reserve(pb_microbatch *mb, int cap_seqs, int cap_tokens);
 void pb_mb_clear(pb_microbatch *mb);      /* n_seqs = n_tokens = 0 */
 void pb_mb_release(pb_microbatch *mb);    /* frees the arrays; NULL-safe */
-/* Append a sequence with its tokens (copied). */
+/* Append a sequence with its tokens (copied); its n_bias is set by pb_mb_add_bias. */
 pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *tokens);
+/* Append n logit biases (copied) to the last sequence added. */
+pb_status pb_mb_add_bias(pb_microbatch *mb, const pb_id_bias *b, int n);
 
 pb_status pb_mb_result_init(pb_mb_result *r, int cap);
 pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);
@@ -108,7 +114,9 @@ void pb_mb_result_release(pb_mb_result *r);
 /* Slots in range and distinct, n_tokens >= 1 and summing to mb->n_tokens,
  * pos >= 0, pos + n_tokens <= max_seq_len, NEW only at pos 0 (or with FORK
  * at pos > 0, fork_slot in range), total tokens
- * <= max_batch_tokens, ids in [0, vocab), sampling settings valid.
+ * <= max_batch_tokens, ids in [0, vocab), sampling settings valid, logit
+ * biases only where the sequence samples, their ids distinct and in [0, vocab),
+ * each bias in [-100, 100] or -inf.
  * PB_ERR_INPUT naming the sequence and field. */
 pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim);
 
@@ -150,7 +158,8 @@ pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n);
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
                               pb_mb_result *res);
 /* The last stage's forward and sampling of mb (b its batch, in its input as
- * for pb_stage_forward). Where no sequence asks log probabilities and the
+ * for pb_stage_forward). Where no sequence asks log probabilities or has
+ * logit biases, and the
  * stage's backend can, the picks are made there and only the ids come back
  * (the host sampler's ids): by its argmax where every sampling sequence is
  * greedy without penalties, else by its sample op. Otherwise the logits come

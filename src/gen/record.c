@@ -2,6 +2,7 @@
 #include "config.h"
 #include "gen/record.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,12 +20,23 @@ void pb_gen_settings_clear(pb_gen_settings *s)
     for (int i = 0; i < s->n_stops; i++)
         free(s->stops[i]);
     s->n_stops = 0;
+    free(s->bias);
+    s->bias = NULL;
+    s->n_bias = 0;
 }
 
 pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
 {
     *dst = *src;
     dst->n_stops = 0;
+    dst->bias = NULL;
+    dst->n_bias = 0;
+    if (src->n_bias) {
+        if (!(dst->bias = malloc((size_t)src->n_bias * sizeof *dst->bias)))
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        memcpy(dst->bias, src->bias, (size_t)src->n_bias * sizeof *dst->bias);
+        dst->n_bias = src->n_bias;
+    }
     for (int i = 0; i < src->n_stops; i++) {
         dst->stops[i] = pb_strdup(src->stops[i]);
         if (!dst->stops[i]) {
@@ -294,7 +306,6 @@ static const struct {
     {"best_of", OFF_N, "only best_of = n: completions are not ranked"},
     {"use_beam_search", OFF_FALSE, "beam search is not done"},
     {"length_penalty", OFF_ONE, "beam search is not done"},
-    {"logit_bias", OFF_EMPTY, "logit biases are not applied"},
     {"bad_words", OFF_EMPTY, "banned words are not applied"},
     {"allowed_token_ids", OFF_NULL, "token allow lists are not applied"},
     {"response_format", OFF_TEXT_FORMAT, "only text output: no JSON mode or schema"},
@@ -307,7 +318,6 @@ static const struct {
     {"include_stop_str_in_output", OFF_FALSE, "the stop string is never part of the text"},
     {"skip_special_tokens", OFF_TRUE, "special tokens' text is always left out"},
     {"truncate_prompt_tokens", OFF_NULL, "prompts are not truncated"},
-    {"stop_token_ids", OFF_EMPTY, "use stop strings"},
 };
 
 static bool asks_nothing(const cJSON *v, off_kind off, int n)
@@ -388,6 +398,115 @@ static bool get_logprobs(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
     return true;
 }
 
+/* An integer in [0, 2^31) written as a JSON number or (logit_bias's keys) a decimal string. */
+static bool token_id(const char *text, double num, bool is_text, int32_t *out)
+{
+    double d = num;
+    if (is_text) {
+        char *end;
+        if (!text[0] || text[0] == '-' || text[0] == '+' || text[0] == ' ')
+            return false;
+        errno = 0;
+        unsigned long long v = strtoull(text, &end, 10);
+        if (*end || errno || v > 2147483647ull)
+            return false;
+        d = (double)v;
+    }
+    if (!(d >= 0 && d <= 2147483647.0) || d != floor(d))
+        return false;
+    *out = (int32_t)d;
+    return true;
+}
+
+/* stop_token_ids: a list of token ids (at most PB_MAX_STOP_IDS; repeats once). */
+static bool get_stop_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "stop_token_ids");
+    if (!v || cJSON_IsNull(v))
+        return true;
+    if (!cJSON_IsArray(v)) {
+        snprintf(c->err, sizeof c->err, "field 'stop_token_ids' must be a list of token ids");
+        return false;
+    }
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        int32_t id;
+        if (!cJSON_IsNumber(it) || !token_id(NULL, it->valuedouble, false, &id)) {
+            snprintf(c->err, sizeof c->err, "field 'stop_token_ids' must be a list of token ids (integers >= 0)");
+            return false;
+        }
+        bool seen = false;
+        for (int j = 0; j < n && !seen; j++)
+            seen = gs->stop_ids[j] == id;
+        if (seen)
+            continue;
+        if (n >= PB_MAX_STOP_IDS) {
+            snprintf(c->err, sizeof c->err, "field 'stop_token_ids': more than %d ids", PB_MAX_STOP_IDS);
+            return false;
+        }
+        gs->stop_ids[n++] = id;
+    }
+    gs->n_stop_ids = n;
+    return true;
+}
+
+static int cmp_bias(const void *a, const void *b)
+{
+    const pb_id_bias *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* logit_bias: {"token id": bias in [-100, 100], ...} (OpenAI's, vLLM's). */
+static bool get_logit_bias(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "logit_bias");
+    if (!v || cJSON_IsNull(v))
+        return true;
+    if (!cJSON_IsObject(v)) {
+        snprintf(c->err, sizeof c->err, "field 'logit_bias' must be an object of token ids to biases");
+        return false;
+    }
+    int n = cJSON_GetArraySize(v);
+    if (n > PB_MAX_LOGIT_BIAS) {
+        snprintf(c->err, sizeof c->err, "field 'logit_bias': %d entries, at most %d", n, PB_MAX_LOGIT_BIAS);
+        return false;
+    }
+    pb_id_bias *b = n ? malloc((size_t)n * sizeof *b) : NULL;
+    if (n && !b) {
+        *nomem = true;
+        return false;
+    }
+    int k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        int32_t id;
+        if (!token_id(it->string, 0, true, &id)) {
+            snprintf(c->err, sizeof c->err, "field 'logit_bias': key '%.40s' is not a token id", it->string);
+            free(b);
+            return false;
+        }
+        if (!cJSON_IsNumber(it) || !(it->valuedouble >= -100 && it->valuedouble <= 100)) {
+            snprintf(c->err, sizeof c->err, "field 'logit_bias': the bias of token %d must be a number from -100 "
+                     "to 100", (int)id);
+            free(b);
+            return false;
+        }
+        b[k++] = (pb_id_bias){id, (float)it->valuedouble};
+    }
+    qsort(b, (size_t)k, sizeof *b, cmp_bias);
+    for (int i = 1; i < k; i++)
+        if (b[i].id == b[i - 1].id) {
+            snprintf(c->err, sizeof c->err, "field 'logit_bias': token %d given twice", (int)b[i].id);
+            free(b);
+            return false;
+        }
+    free(gs->bias);
+    gs->bias = b;
+    gs->n_bias = k;
+    return true;
+}
+
 /* Apply the settings fields of obj over rec->gs; false with c->err on error. */
 static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
 {
@@ -457,6 +576,8 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     if (g) gs->n = (int)d;
     if (!refuse_unsupported(c, obj, gs->n > 1 ? gs->n : 1)) return false;
     if (!get_logprobs(c, obj, gs)) return false;
+    if (!get_stop_ids(c, obj, gs)) return false;
+    if (!get_logit_bias(c, obj, gs, nomem)) return false;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
     if (g) {
         gs->seed = (uint64_t)d;
@@ -493,7 +614,9 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
                 return false;
             }
         }
-        pb_gen_settings_clear(gs);
+        for (int i = 0; i < gs->n_stops; i++)
+            free(gs->stops[i]);
+        gs->n_stops = 0;
         for (int i = 0; i < n; i++) {
             gs->stops[i] = pb_strdup(items[i]->valuestring);
             if (!gs->stops[i]) {

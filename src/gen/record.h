@@ -2,14 +2,15 @@
  *
  * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
  * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
- * seed, stop, min_tokens, ignore_eos, n, logprobs, top_logprobs}
+ * seed, stop, stop_token_ids, min_tokens, ignore_eos, n, logprobs, top_logprobs,
+ * logit_bias}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}; chat records may add "tools" and "documents" (for
  * the template) and max_completion_tokens (max_tokens). A line that is not a
  * valid record gives a record with `error` set (the run writes an error record
  * naming the line), as does a field of OpenAI's or vLLM's requests that is not
- * done here (prompt_logprobs, logit_bias, ...) unless it holds its "off" value.
+ * done here (prompt_logprobs, bad_words, ...) unless it holds its "off" value.
  *
  * Settings resolve record > CLI > generation_config.json > built-in
  * (greedy, max_tokens 64, filters off, seed 0). */
@@ -40,9 +41,15 @@ typedef struct pb_gen_settings {
     int n;              /* completions of the prompt (OpenAI's and vLLM's n), 1..PB_GEN_MAX_N */
     bool logprobs;      /* return each completion token's log probability (pb_sample_logprobs) */
     int top_logprobs;   /* with logprobs: and those of the most likely ids, 0..PB_MAX_LOGPROBS */
+    int n_bias;         /* logit_bias: n_bias entries, ids ascending, each once */
+    pb_id_bias *bias;   /* owned (pb_gen_settings_clear) */
+    int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; its text kept, as vLLM) */
+    int32_t stop_ids[PB_MAX_STOP_IDS];
     int n_stops;
     char *stops[PB_GEN_MAX_STOPS]; /* owned (pb_gen_settings_clear) */
 } pb_gen_settings;
+/* Token ids a record names (logit_bias, stop_token_ids) are checked against
+ * the model's vocabulary when it is admitted (the engine). */
 
 /* Generation defaults given on the command line (pb_opts.gen); has_* tells which were given. */
 typedef struct pb_gen_cli {

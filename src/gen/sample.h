@@ -71,6 +71,16 @@ int32_t pb_sample(const float *logits, int vocab, const pb_sample_params *p,
 void pb_sample_probs(const float *logits, int vocab, const pb_sample_params *p,
                      const int32_t *history, size_t n_history, float *probs, void *scratch);
 
+/* A logit bias (OpenAI's and vLLM's logit_bias): bias is added to id's
+ * logit before the penalties and the temperature; -inf bans the id (min_tokens
+ * masks a record's stop_token_ids so). */
+typedef struct pb_id_bias {
+    int32_t id;
+    float bias; /* [-100, 100], or -inf */
+} pb_id_bias;
+#define PB_MAX_LOGIT_BIAS 300 /* entries a record's logit_bias may hold (OpenAI's limit) */
+#define PB_MAX_STOP_IDS 64    /* a record's stop_token_ids at most */
+
 /* Log probabilities a completion returns for a token (OpenAI's and vLLM's
  * logprobs): those of the model's distribution, log_softmax of the raw
  * logits, before any penalty, temperature, filter or EOS mask (vLLM's

@@ -412,6 +412,43 @@ def main():
     p = run(["--model", model_dir, "--logprobs", "21"], "", rc_ok=(2,))
     check(b"--logprobs" in p.stderr, "--logprobs 21 refused")
 
+    # logit_bias (added before the repetition penalty, as vLLM and HF's sequence_bias) and stop_token_ids (the
+    # completion ends with the id, its text kept; min_tokens masks them as EOS): against generate()
+    def hf_gen(prompt, **kw):
+        pids = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(pids, max_new_tokens=max_new, do_sample=False, pad_token_id=50256, **kw)
+        gen = out[0, pids.shape[1]:].tolist()
+        return gen, tok.decode(out[0].tolist())[len(tok.decode(pids[0].tolist())):]
+    g0, g3 = ref[0][1], ref[3][1]
+    bias_cases = [  # (record fields, generate() arguments)
+        ({"logit_bias": {str(g0[0]): -100}}, {"sequence_bias": [[[g0[0]], -100.0]], "eos_token_id": None}),
+        ({"logit_bias": {str(g0[1]): -7.5, "11": 4.0}, "repetition_penalty": 1.3},
+         {"sequence_bias": [[[g0[1]], -7.5], [[11], 4.0]], "repetition_penalty": 1.3, "eos_token_id": None}),
+        ({"stop_token_ids": [g3[2], 99]}, {"eos_token_id": [g3[2], 99]}),
+        ({"stop_token_ids": [g3[2]], "min_tokens": 3}, {"eos_token_id": [g3[2]], "min_new_tokens": 3}),
+    ]
+    bin_ = "".join(json.dumps(dict(f, id=f"x{k}", prompt=prompts[0 if k < 2 else 3])) + "\n"
+                   for k, (f, _) in enumerate(bias_cases))
+    bouts = [run(["--model", model_dir, "--max-tokens", str(max_new), "-b", b], bin_).stdout for b in ("1", "4")]
+    check(bouts[0] == bouts[1], "logit_bias, stop_token_ids: output differs between -b 1 and -b 4")
+    for k, (r, (fields, kw)) in enumerate(zip(lines(bouts[0]), bias_cases)):
+        gen, text = hf_gen(prompts[0 if k < 2 else 3], **kw)
+        stopped = "stop_token_ids" in fields and gen[-1] in fields["stop_token_ids"]
+        want = (text, len(gen), "stop" if stopped else "length")
+        got = (r.get("text"), r.get("completion_tokens"), r.get("finish_reason"))
+        check(got == want, f"{fields}: {got} vs generate() {want}")
+    check(lines(bouts[0])[0]["text"] != ref[0][2] and lines(bouts[0])[2]["finish_reason"] == "stop" and
+          lines(bouts[0])[3]["completion_tokens"] > 3, "logit_bias, stop_token_ids: the cases change the output")
+    bad = [({"logit_bias": {"50257": 1}}, "not in the model's vocabulary (0 to 50256)"),
+           ({"stop_token_ids": [50257]}, "not in the model's vocabulary"),
+           ({"logit_bias": {"5": 101}}, "from -100 to 100"), ({"logit_bias": {"x": 1}}, "key 'x' is not a token id"),
+           ({"stop_token_ids": "5"}, "must be a list of token ids")]
+    o = lines(run(["--model", model_dir], "".join(json.dumps(dict(f, prompt="Hi")) + "\n" for f, _ in bad),
+                  rc_ok=(3,)).stdout)
+    for r, (f, msg) in zip(o, bad):
+        check(msg in r.get("error", {}).get("message", ""), f"{f}: {r}")
+
     # .zst output through the zstd CLI, small frames, metrics
     zpath = os.path.join(TMP, "out.jsonl.zst")
     mpath = os.path.join(TMP, "metrics.json")

@@ -53,12 +53,15 @@ static void test_pack(void)
     s0.key.seed = ~0ull; s0.key.step = 77;
     CHECK(pb_mb_add(&mb, &s0, prompt) == PB_OK);
     int32_t one = 7;
+    const pb_id_bias b0[2] = {{3, -100.0f}, {97, -INFINITY}}, b1[1] = {{0, 2.5f}};
+    CHECK(pb_mb_add_bias(&mb, b0, 2) == PB_OK);
     pb_mb_seq s1 = seq(5, 10, 1, PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);
     s1.n_logprobs = 20;
-    CHECK(pb_mb_add(&mb, &s1, &one) == PB_OK);
+    CHECK(pb_mb_add(&mb, &s1, &one) == PB_OK && pb_mb_add_bias(&mb, b1, 1) == PB_OK);
+    CHECK(mb.n_bias == 3 && mb.seqs[0].n_bias == 2 && mb.seqs[1].n_bias == 1);
     CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 2 * 80 + 6 * 4);
+    CHECK(sz == 24 + 2 * 84 + 6 * 4 + 3 * 8);
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz - 1, &w) != PB_OK);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
@@ -74,10 +77,28 @@ static void test_pack(void)
               x->sample.frequency_penalty == y->sample.frequency_penalty &&
               x->sample.presence_penalty == y->sample.presence_penalty &&
               x->sample.prompt_len == y->sample.prompt_len && x->n_logprobs == y->n_logprobs &&
+              x->n_bias == y->n_bias &&
               x->key.seed == y->key.seed && x->key.record == y->key.record &&
               x->key.step == y->key.step);
     }
     CHECK(memcmp(back.tokens, mb.tokens, 6 * sizeof *mb.tokens) == 0);
+    CHECK(back.n_bias == 3 && memcmp(back.bias, mb.bias, 3 * sizeof *mb.bias) == 0);
+    /* logit biases: ids ascending in range, biases in [-100, 100] or -inf, only where the sequence samples */
+    static const struct { int at; int32_t id; float bias; } badb[] = {
+        {0, 100, 1.0f}, {1, 3, 1.0f}, {1, 2, 1.0f}, {0, 1, 100.5f}, {0, 1, NAN}, {0, 1, INFINITY}, {2, 0, -101.0f}};
+    for (size_t i = 0; i < sizeof badb / sizeof badb[0]; i++) {
+        pb_id_bias keep = mb.bias[badb[i].at];
+        mb.bias[badb[i].at] = (pb_id_bias){badb[i].id, badb[i].bias};
+        CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+        mb.bias[badb[i].at] = keep;
+    }
+    mb.seqs[0].flags &= ~PB_SEQ_SAMPLE;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* biases without a token to sample */
+    mb.seqs[0].flags |= PB_SEQ_SAMPLE;
+    mb.seqs[1].n_bias = 2;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* more than the micro-batch holds */
+    mb.seqs[1].n_bias = 1;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     /* truncated, trailing byte, bad magic, bad token, bad slot */
     CHECK(pb_mb_unpack(buf, sz - 1, &lim, &back) == PB_ERR_FORMAT);
     CHECK(pb_mb_unpack(buf, 10, &lim, &back) == PB_ERR_FORMAT);
@@ -121,7 +142,7 @@ static void test_pack(void)
     pb_mb_seq k = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
     k.fork_slot = 7;
     CHECK(pb_mb_add(&mb, &k, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
-    unsigned char kb[24 + 80 + 4];
+    unsigned char kb[24 + 84 + 4];
     CHECK(pb_mb_pack(&mb, kb, sizeof kb, &w) == PB_OK && w == sizeof kb);
     CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_OK && back.seqs[0].fork_slot == 7 &&
           back.seqs[0].flags == (PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE) && back.seqs[0].pos == 6);
@@ -246,6 +267,24 @@ static void test_slot_sampler(void)
     CHECK(fabs(res.lps[0].logprob - (4.5 - lse)) < 1e-6 && res.lps[0].top_id[0] == 1 && res.lps[0].top_id[1] == 2 &&
           res.lps[0].top_id[2] == 0 && fabs(res.lps[0].top_logprob[0] - (5 - lse)) < 1e-6 &&
           fabs(res.lps[0].top_logprob[2] - (1 - lse)) < 1e-6);
+    /* logit biases, before the penalty: id 3 + 4.75 = 4.75 > 4.5 (id 3 seen: 4.75 / 2 < 4.5, so 2 again); id 5 +5 */
+    pb_mb_clear(&mb);
+    pb_mb_seq lb = seq(1, 2, 1, PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &lb, p1) == PB_OK && pb_mb_add_bias(&mb, (const pb_id_bias[]){{5, 5.5f}}, 1) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == 5);
+    pb_mb_clear(&mb);
+    pb_mb_seq lc = seq(0, 3, 1, PB_SEQ_SAMPLE);
+    lc.sample.repetition_penalty = 2.0f;
+    CHECK(pb_mb_add(&mb, &lc, p1) == PB_OK && pb_mb_add_bias(&mb, (const pb_id_bias[]){{3, 4.75f}}, 1) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == 2);
+    /* -inf bans: ids 1 and 2 banned, 0 boosted over the rest */
+    pb_mb_clear(&mb);
+    pb_mb_seq ld = seq(0, 4, 1, PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);
+    CHECK(pb_mb_add(&mb, &ld, p1) == PB_OK &&
+          pb_mb_add_bias(&mb, (const pb_id_bias[]){{0, 0.5f}, {1, -INFINITY}, {2, -INFINITY}}, 3) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == 0 &&
+          fabs(res.lps[0].logprob - (1 - (5 + log(exp(-4) + 1 + exp(-0.5) + 3 * exp(-5))))) < 1e-6);
+    /* the model's log probability: before the bias */
     pb_slot_sampler_free(ss);
     pb_mb_release(&mb);
     pb_mb_result_release(&res);

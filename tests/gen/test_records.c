@@ -281,12 +281,12 @@ static void test_unsupported(void)
     static const char *const asks[] = {
         "\"prompt_logprobs\": 1",
         "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
-        "\"length_penalty\": 0.5", "\"logit_bias\": {\"5\": 3}",
+        "\"length_penalty\": 0.5",
         "\"bad_words\": [\"x\"]", "\"allowed_token_ids\": [1]",
         "\"response_format\": {\"type\": \"json_object\"}", "\"guided_json\": {}", "\"guided_regex\": \"a\"",
         "\"guided_choice\": [\"a\"]", "\"guided_grammar\": \"g\"", "\"structured_outputs\": {}",
         "\"tool_choice\": \"required\"", "\"include_stop_str_in_output\": true", "\"skip_special_tokens\": false",
-        "\"truncate_prompt_tokens\": 5", "\"stop_token_ids\": [2]"};
+        "\"truncate_prompt_tokens\": 5"};
     pb_record r;
     for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {
         char line[256], name[64];
@@ -470,6 +470,46 @@ static void test_logprobs(void)
     pb_tokenizer_free(tok);
 }
 
+/* logit_bias and stop_token_ids: parsed, sorted, checked; deep copies */
+static void test_bias(void)
+{
+    pb_record r, c;
+    parse("{\"prompt\": \"Hi\", \"logit_bias\": {\"50\": -100, \"7\": 2.5, \"0\": 100}, "
+          "\"stop_token_ids\": [9, 4, 9, 0]}", &r);
+    CHECK(!r.error && r.gs.n_bias == 3 && r.gs.bias[0].id == 0 && r.gs.bias[0].bias == 100.0f && r.gs.bias[1].id == 7 &&
+          r.gs.bias[1].bias == 2.5f && r.gs.bias[2].id == 50 && r.gs.n_stop_ids == 3 && r.gs.stop_ids[0] == 9 &&
+          r.gs.stop_ids[1] == 4 && r.gs.stop_ids[2] == 0);
+    CHECK(pb_record_copy(&c, &r) == PB_OK && c.gs.bias != r.gs.bias && c.gs.n_bias == 3 && c.gs.bias[2].id == 50 &&
+          c.gs.n_stop_ids == 3);
+    pb_record_clear(&c);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"logit_bias\": {}, \"stop_token_ids\": [], \"stop\": \"x\"}", &r);
+    CHECK(!r.error && r.gs.n_bias == 0 && !r.gs.bias && r.gs.n_stop_ids == 0 && r.gs.n_stops == 1);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"Hi\", \"logit_bias\": [1]}", "field 'logit_bias' must be an object");
+    expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"a\": 1}}", "key 'a' is not a token id");
+    expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"-3\": 1}}", "key '-3' is not a token id");
+    expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"1.5\": 1}}", "key '1.5' is not a token id");
+    expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"99999999999\": 1}}", "is not a token id");
+    expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"5\": 100.5}}", "bias of token 5 must be a number from -100");
+    expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"5\": \"1\"}}", "bias of token 5 must be a number");
+    expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"5\": 1, \"05\": 2}}", "token 5 given twice");
+    expect_error("{\"prompt\": \"Hi\", \"stop_token_ids\": 5}", "field 'stop_token_ids' must be a list");
+    expect_error("{\"prompt\": \"Hi\", \"stop_token_ids\": [-1]}", "field 'stop_token_ids' must be a list");
+    expect_error("{\"prompt\": \"Hi\", \"stop_token_ids\": [\"5\"]}", "field 'stop_token_ids' must be a list");
+    char line[8192];
+    int at = snprintf(line, sizeof line, "{\"prompt\": \"Hi\", \"logit_bias\": {");
+    for (int i = 0; i <= PB_MAX_LOGIT_BIAS; i++)
+        at += snprintf(line + at, sizeof line - (size_t)at, "%s\"%d\": 1", i ? ", " : "", i);
+    snprintf(line + at, sizeof line - (size_t)at, "}}");
+    expect_error(line, "301 entries, at most 300");
+    at = snprintf(line, sizeof line, "{\"prompt\": \"Hi\", \"stop_token_ids\": [");
+    for (int i = 0; i <= PB_MAX_STOP_IDS; i++)
+        at += snprintf(line + at, sizeof line - (size_t)at, "%s%d", i ? ", " : "", i);
+    snprintf(line + at, sizeof line - (size_t)at, "]}");
+    expect_error(line, "more than 64 ids");
+}
+
 int main(void)
 {
     test_records();
@@ -477,6 +517,7 @@ int main(void)
     test_choices();
     test_unsupported();
     test_logprobs();
+    test_bias();
     test_jbuf();
     test_reader();
     if (failures)
