@@ -27,7 +27,7 @@ for t in $targets; do
     case $t in
     safetensors) extra="$src/src/ckpt/safetensors.c" ;;
     pickle) extra="$src/src/ckpt/pickle.c" ;;
-    record) extra="$src/src/gen/record.c $src/src/gen/sample.c $src/src/gen/sample_vec.c $src/src/gen/jbuf.c" ;;
+    record) extra="$src/src/gen/record.c $src/src/gen/sample.c $src/src/gen/sample_vec.c $src/src/gen/jbuf.c $tok" ;;
     config) extra="$src/src/model/config.c $src/src/model/family.c" ;;
     tokenizer) extra="$tok" ;;
     chat) extra="$src/src/chat/jinja.c" ;;
