@@ -30,7 +30,8 @@ enum {
     OPT_FRAME_RECORDS, OPT_FRAME_SECONDS, OPT_RANKS, OPT_JSON, OPT_TOKENIZER, OPT_NO_SPECIAL,
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
     OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING,
-    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N, OPT_FREQ_PENALTY, OPT_PRES_PENALTY, OPT_LOGPROBS
+    OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N, OPT_FREQ_PENALTY, OPT_PRES_PENALTY, OPT_LOGPROBS,
+    OPT_PROMPT_LOGPROBS
 };
 
 static const struct option long_opts[] = {
@@ -59,6 +60,7 @@ static const struct option long_opts[] = {
     {"min-tokens", required_argument, NULL, OPT_MIN_TOKENS},
     {"n", required_argument, NULL, OPT_N},
     {"logprobs", required_argument, NULL, OPT_LOGPROBS},
+    {"prompt-logprobs", required_argument, NULL, OPT_PROMPT_LOGPROBS},
     {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
     {"top-k", required_argument, NULL, OPT_TOP_K},
@@ -377,6 +379,10 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, PB_MAX_LOGPROBS, &o->gen.logprobs), st, out);
             o->gen.has_logprobs = true;
             break;
+        case OPT_PROMPT_LOGPROBS:
+            PB_CHECK_GOTO(parse_int(optname, optarg, 0, PB_MAX_LOGPROBS, &o->gen.prompt_logprobs), st, out);
+            o->gen.has_prompt_logprobs = true;
+            break;
         case OPT_MIN_TOKENS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 0, 1 << 24, &o->gen.min_tokens), st, out);
             o->gen.has_min_tokens = true;
@@ -556,6 +562,8 @@ void pb_opts_print_help(FILE *fp)
 "                             from streams of their own, written in one record\n"
 "      --logprobs N           each completion token's log probability, and those of the N\n"
 "                             most likely tokens (0-20), in the output record\n"
+"      --prompt-logprobs N    each prompt token's log probability and the N most likely\n"
+"                             (0-20); with --max-tokens 0, a scoring run\n"
 "      --min-tokens N         EOS and stop strings cannot end a completion before N tokens\n"
 "      --ignore-eos           EOS never ends a completion: max_tokens are generated\n"
 "      --temperature T        0 = greedy (default 0)\n"

@@ -17,6 +17,9 @@
 typedef struct group {
     int n, left, refs;
     pb_choice *ch;         /* ch[i]: choice i once finished (text owned) */
+    pb_lp_pair *plp;       /* choice 0's prompt log probabilities, once it finished (owned) */
+    int32_t *prank;
+    int n_plp;
 } group;
 
 typedef struct seq_state {
@@ -36,6 +39,9 @@ typedef struct seq_state {
     pb_detok *detok;
     pb_lp_pair *lp;        /* with logprobs: generated x (1 + top_logprobs) pairs */
     size_t lp_cap;
+    pb_lp_pair *plp;       /* with prompt_logprobs (choice 0): n_plp prompt tokens x (1 + prompt_top) pairs */
+    int32_t *prank;        /* and their ranks */
+    int n_plp;
     double t_admit;
 } seq_state;
 
@@ -82,6 +88,8 @@ static void group_unref(group *g)
         free((char *)g->ch[i].text);
         free((pb_lp_pair *)g->ch[i].lp);
     }
+    free(g->plp);
+    free(g->prank);
     free(g->ch);
     free(g);
 }
@@ -107,6 +115,8 @@ static void slot_release(seq_state *s)
     free(s->prompt);
     pb_detok_free(s->detok);
     free(s->lp);
+    free(s->plp);
+    free(s->prank);
     group_unref(s->grp);
     memset(s, 0, sizeof *s);
 }
@@ -238,7 +248,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         s->n_feed = (int)n;
         s->rope_long = d->o->rope_long_after > 0 && s->n_prompt > d->o->rope_long_after;
         const int n_choices = rec.gs.n > 1 ? rec.gs.n : 1;
-        if (rec.gs.max_tokens == 0) {
+        if (rec.gs.max_tokens == 0 && !rec.gs.prompt_logprobs) {
             pb_choice empty[PB_GEN_MAX_N];
             for (int i = 0; i < n_choices; i++)
                 empty[i] = (pb_choice){.text = "", .len = 0, .finish = "length"};
@@ -249,8 +259,9 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             PB_CHECK(st);
             continue;
         }
-        if (n_choices > 1) {
-            /* choice 0 here; the others wait in pend (a clone) for slots of their own */
+        if (n_choices > 1 && rec.gs.max_tokens > 0) {
+            /* choice 0 here; the others wait in pend (a clone) for slots of their own (with max_tokens 0, for
+             * the prompt's log probabilities, only the one: the choices are empty) */
             st = group_new(n_choices, &s->grp);
             if (st == PB_OK && (st = seq_clone(&d->pend, s, cap, 1)) == PB_OK) {
                 d->pend_cap = cap;
@@ -273,6 +284,14 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
 
 /* ---- micro-batches ---------------------------------------------------- */
 
+/* Whether the sequence's prefill gives the prompt's log probabilities: the
+ * record asks them, its first choice, the prompt's first feed (LongRoPE's
+ * second is not). */
+static bool wants_plp(const seq_state *s)
+{
+    return s->rec.gs.prompt_logprobs && s->choice == 0 && s->generated == 0;
+}
+
 static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t flags)
 {
     pb_mb_seq q;
@@ -285,9 +304,15 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
         flags |= PB_SEQ_NO_EOS;
     if (s->rope_long)
         flags |= PB_SEQ_ROPE_LONG;
-    if ((flags & PB_SEQ_SAMPLE) && s->rec.gs.logprobs) {
+    if ((flags & PB_SEQ_SAMPLE) && s->rec.gs.logprobs && s->rec.gs.max_tokens > 0) {
         flags |= PB_SEQ_LOGPROBS;
         q.n_logprobs = s->rec.gs.top_logprobs;
+    }
+    q.next_id = -1;
+    if (wants_plp(s) && pos < s->n_prompt) {
+        flags |= PB_SEQ_PROMPT_LOGPROBS;
+        q.n_prompt_logprobs = s->rec.gs.prompt_top;
+        q.next_id = (flags & PB_SEQ_SAMPLE) ? -1 : s->prompt[pos + n];
     }
     q.flags = flags;
     q.sample = s->rec.gs.sample;
@@ -364,6 +389,8 @@ static int plan_prefix(engine *d, int slot)
     int best = 0, from = -1, later = 0, wait = -1;
     const int room = s->n_prompt - 1; /* its last token is always computed */
     s->wait_for = -1;
+    if (wants_plp(s))
+        return -1; /* every prompt position's logits are wanted */
     for (int j = 0; j < d->n_slots; j++) {
         const seq_state *o = &d->slots[j];
         if (j == slot || !o->active || o->rope_long)
@@ -474,13 +501,20 @@ static pb_status group_put(engine *d, seq_state *s, const pb_result *res)
     g->ch[s->choice] = (pb_choice){.text = text, .len = res->len, .finish = res->finish,
                                    .completion_tokens = res->completion_tokens, .n_lp = res->n_lp, .lp = s->lp};
     s->lp = NULL; /* the group's now */
+    if (s->plp) {
+        g->plp = s->plp;
+        g->prank = s->prank;
+        g->n_plp = s->n_plp;
+        s->plp = NULL;
+        s->prank = NULL;
+    }
     if (--g->left > 0)
         return PB_OK;
     int total = 0;
     for (int i = 0; i < g->n; i++)
         total += g->ch[i].completion_tokens;
     pb_result all = {.prompt_tokens = s->n_prompt, .completion_tokens = total, .n_choices = g->n,
-                     .choices = g->ch, .tok = d->tok};
+                     .choices = g->ch, .tok = d->tok, .n_plp = g->n_plp, .plp = g->plp, .prank = g->prank};
     return d->io->result(d->io->ctx, &s->rec, s->out_no, &all);
 }
 
@@ -508,7 +542,14 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
     }
     pb_result res = {.text = text, .len = len, .finish = reason, .prompt_tokens = s->n_prompt,
                      .completion_tokens = s->generated, .n_lp = s->lp ? s->generated : 0, .lp = s->lp,
-                     .tok = d->tok};
+                     .tok = d->tok, .n_plp = s->n_plp, .plp = s->plp, .prank = s->prank};
+    pb_choice empty[PB_GEN_MAX_N];
+    if (!s->grp && s->rec.gs.n > 1) { /* max_tokens 0, run for the prompt's log probabilities: n empty choices */
+        for (int i = 0; i < s->rec.gs.n; i++)
+            empty[i] = (pb_choice){.text = "", .len = 0, .finish = "length"};
+        res.n_choices = s->rec.gs.n;
+        res.choices = empty;
+    }
     pb_status st = s->grp ? group_put(d, s, &res) : d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
     const int slot = (int)(s - d->slots);
     free(d->ghost[slot]);
@@ -524,6 +565,8 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
 
 static pb_status on_token(engine *d, seq_state *s, int32_t t)
 {
+    if (s->rec.gs.max_tokens == 0) /* a prompt run for its log probabilities: no completion */
+        return finish(d, s, "length", false, 0);
     if (s->generated == 0) {
         double now = pb_now(), dt = now - s->t_admit;
         d->ttft_sum += dt;
@@ -577,13 +620,47 @@ static pb_status keep_logprobs(seq_state *s, const pb_mb_seq *q, int32_t t, cons
     return PB_OK;
 }
 
+/* A prefill chunk's prompt tokens' log probabilities (e[0..n)), kept in order. */
+static pb_status keep_prompt_logprobs(seq_state *s, const pb_mb_seq *q, const pb_logprobs *e, int n)
+{
+    const int want = q->n_tokens - (q->next_id < 0), top = s->rec.gs.prompt_top;
+    if (n != want || s->n_plp != q->pos)
+        return pb_error(PB_ERR_INTERNAL, "driver: slot %d: %d prompt log probabilities at %d, expected %d at %d",
+                        (int)q->slot, n, s->n_plp, want, (int)q->pos);
+    if (!s->plp) { /* the prompt's tokens after the first */
+        const size_t rows = s->n_prompt > 1 ? (size_t)s->n_prompt - 1 : 1;
+        PB_CHECK(pb_calloc(rows * (1 + (size_t)top), sizeof *s->plp, &s->plp));
+        PB_CHECK(pb_calloc(rows, sizeof *s->prank, &s->prank));
+    }
+    for (int k = 0; k < n; k++) {
+        const int at = s->n_plp + k;
+        if (at + 1 >= s->n_prompt || e[k].id != s->prompt[at + 1] || e[k].n_top != top)
+            return pb_error(PB_ERR_INTERNAL, "driver: slot %d: prompt log probability %d for id %d", (int)q->slot, at,
+                            (int)e[k].id);
+        pb_lp_pair *o = s->plp + (size_t)at * (1 + (size_t)top);
+        o[0] = (pb_lp_pair){e[k].id, e[k].logprob};
+        for (int j = 0; j < top; j++)
+            o[1 + j] = (pb_lp_pair){e[k].top_id[j], e[k].top_logprob[j]};
+        s->prank[at] = e[k].rank;
+    }
+    s->n_plp += n;
+    return PB_OK;
+}
+
 static pb_status process(engine *d, const pb_microbatch *mb, const pb_mb_result *res)
 {
+    int plp_at = 0;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         seq_state *s = &d->slots[q->slot];
         if (!s->active || s->cached != q->pos)
             return pb_error(PB_ERR_INTERNAL, "driver: result for slot %d out of step", (int)q->slot);
+        if ((q->flags & PB_SEQ_PROMPT_LOGPROBS) || res->n_plp[i]) {
+            if (!(q->flags & PB_SEQ_PROMPT_LOGPROBS))
+                return pb_error(PB_ERR_INTERNAL, "driver: prompt log probabilities for slot %d unasked", (int)q->slot);
+            PB_CHECK(keep_prompt_logprobs(s, q, res->plp + plp_at, res->n_plp[i]));
+            plp_at += res->n_plp[i];
+        }
         s->cached += q->n_tokens;
         if (q->flags & PB_SEQ_SAMPLE) {
             if (res->tokens[i] < 0)

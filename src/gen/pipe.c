@@ -4,6 +4,7 @@
 #include "gen/pipe.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,9 +14,9 @@
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
 #define WIRE_VERSION 4u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
-                           4: log probabilities, logit biases */
+                           4: log probabilities (of sampled and prompt tokens), logit biases */
 #define MB_HEADER 24
-#define MB_SEQ_BYTES 84
+#define MB_SEQ_BYTES 92
 #define RS_HEADER 24
 /* Bounds on what unpack accepts before any allocation. */
 #define MB_MAX_SEQS (1 << 20)
@@ -121,10 +122,32 @@ pb_status pb_mb_result_reserve(pb_mb_result *r, int cap)
     int c = cap > 0 ? cap : 1;
     PB_CHECK(pb_realloc_array(&r->tokens, (size_t)c, sizeof *r->tokens));
     PB_CHECK(pb_realloc_array(&r->lps, (size_t)c, sizeof *r->lps));
-    for (int i = r->cap; i < c; i++)
+    PB_CHECK(pb_realloc_array(&r->n_plp, (size_t)c, sizeof *r->n_plp));
+    for (int i = r->cap; i < c; i++) {
         r->lps[i].n_top = -1; /* none asked until filled */
+        r->n_plp[i] = 0;
+    }
     r->cap = c;
     return PB_OK;
+}
+
+pb_status pb_mb_result_reserve_plp(pb_mb_result *r, int n)
+{
+    if (n <= r->plp_cap && (n == 0 || r->plp))
+        return PB_OK;
+    int c = grow_cap(r->plp_cap, n);
+    PB_CHECK(pb_realloc_array(&r->plp, (size_t)c, sizeof *r->plp));
+    r->plp_cap = c;
+    return PB_OK;
+}
+
+/* Entries in r's prompt tokens' list. */
+static int plp_total(const pb_mb_result *r)
+{
+    int n = 0;
+    for (int i = 0; i < r->n_seqs; i++)
+        n += r->n_plp[i];
+    return n;
 }
 
 pb_status pb_mb_result_copy(pb_mb_result *dst, const pb_mb_result *src)
@@ -134,6 +157,11 @@ pb_status pb_mb_result_copy(pb_mb_result *dst, const pb_mb_result *src)
     dst->n_seqs = src->n_seqs;
     memcpy(dst->tokens, src->tokens, (size_t)src->n_seqs * sizeof *src->tokens);
     memcpy(dst->lps, src->lps, (size_t)src->n_seqs * sizeof *src->lps);
+    memcpy(dst->n_plp, src->n_plp, (size_t)src->n_seqs * sizeof *src->n_plp);
+    const int n = plp_total(src);
+    PB_CHECK(pb_mb_result_reserve_plp(dst, n));
+    if (n)
+        memcpy(dst->plp, src->plp, (size_t)n * sizeof *src->plp);
     return PB_OK;
 }
 
@@ -143,6 +171,8 @@ void pb_mb_result_release(pb_mb_result *r)
         return;
     free(r->tokens);
     free(r->lps);
+    free(r->n_plp);
+    free(r->plp);
     memset(r, 0, sizeof *r);
 }
 
@@ -200,6 +230,14 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         if (s->n_bias < 0 || (s->n_bias > 0 && !(s->flags & PB_SEQ_SAMPLE)) || s->n_bias > mb->n_bias - nb)
             return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: %d logit biases", (unsigned long long)mb->tag,
                             i, (int)s->n_bias);
+        const bool plp = s->flags & PB_SEQ_PROMPT_LOGPROBS;
+        if (plp ? s->n_prompt_logprobs < 0 || s->n_prompt_logprobs > PB_MAX_LOGPROBS || s->next_id < -1 ||
+                      s->next_id >= lim->vocab || ((s->flags & PB_SEQ_SAMPLE) != 0) != (s->next_id == -1) ||
+                      (s->flags & PB_SEQ_FORK)
+                : s->n_prompt_logprobs != 0)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: prompt log probabilities %d, next id %d%s",
+                            (unsigned long long)mb->tag, i, (int)s->n_prompt_logprobs, (int)s->next_id,
+                            plp ? "" : " without PB_SEQ_PROMPT_LOGPROBS");
         for (int k = nb; k < nb + s->n_bias; k++) {
             const pb_id_bias *b = &mb->bias[k];
             if (b->id < 0 || b->id >= lim->vocab || (k > nb && b->id <= mb->bias[k - 1].id) ||
@@ -311,6 +349,12 @@ size_t pb_mb_packed_size(const pb_microbatch *mb)
     return MB_HEADER + (size_t)mb->n_seqs * MB_SEQ_BYTES + (size_t)mb->n_tokens * 4 + (size_t)mb->n_bias * 8;
 }
 
+size_t pb_mb_max_size(int n_seqs, int n_tokens)
+{
+    const size_t s = n_seqs > 0 ? (size_t)n_seqs : 0, t = n_tokens > 0 ? (size_t)n_tokens : 0;
+    return MB_HEADER + s * (MB_SEQ_BYTES + (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) * 8) + t * 4;
+}
+
 pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written)
 {
     if (mb->n_seqs < 0 || mb->n_tokens < 0 || mb->n_bias < 0)
@@ -335,6 +379,9 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         put32(p + 72, (uint32_t)s->sample.prompt_len);
         put32(p + 76, (uint32_t)s->n_logprobs);
         put32(p + 80, (uint32_t)s->n_bias);
+        const bool plp = s->flags & PB_SEQ_PROMPT_LOGPROBS;
+        put32(p + 84, plp ? (uint32_t)s->n_prompt_logprobs : 0);
+        put32(p + 88, plp ? (uint32_t)s->next_id : 0);
     }
     for (int i = 0; i < mb->n_tokens; i++, p += 4)
         put32(p, (uint32_t)mb->tokens[i]);
@@ -397,6 +444,11 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         s->sample.prompt_len = geti(p + 72);
         s->n_logprobs = geti(p + 76);
         s->n_bias = geti(p + 80);
+        s->n_prompt_logprobs = geti(p + 84);
+        s->next_id = (s->flags & PB_SEQ_PROMPT_LOGPROBS) ? geti(p + 88) : -1;
+        if (!(s->flags & PB_SEQ_PROMPT_LOGPROBS) && get32(p + 88) != 0)
+            return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: next id without PB_SEQ_PROMPT_LOGPROBS",
+                            i);
     }
     for (int i = 0; i < n_tokens; i++, p += 4)
         mb->tokens[i] = geti(p);
@@ -409,13 +461,17 @@ size_t pb_mb_result_packed_size(const pb_mb_result *r)
 {
     size_t n = RS_HEADER;
     for (int i = 0; i < r->n_seqs; i++)
-        n += 8 + (r->lps[i].n_top >= 0 ? 4 + (size_t)r->lps[i].n_top * 8 : 0);
+        n += 12 + (r->lps[i].n_top >= 0 ? 4 + (size_t)r->lps[i].n_top * 8 : 0);
+    const int np = plp_total(r);
+    for (int k = 0; k < np; k++)
+        n += 16 + (size_t)r->plp[k].n_top * 8;
     return n;
 }
 
-size_t pb_mb_result_max_size(int n_seqs)
+size_t pb_mb_result_max_size(int n_seqs, int n_tokens)
 {
-    return RS_HEADER + (size_t)(n_seqs > 0 ? n_seqs : 0) * (12 + PB_MAX_LOGPROBS * 8);
+    const size_t s = n_seqs > 0 ? (size_t)n_seqs : 0, t = n_tokens > 0 ? (size_t)n_tokens : 0;
+    return RS_HEADER + s * (16 + PB_MAX_LOGPROBS * 8) + t * (16 + PB_MAX_LOGPROBS * 8);
 }
 
 pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t *written)
@@ -423,8 +479,12 @@ pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t
     if (r->n_seqs < 0)
         return pb_error(PB_ERR_INTERNAL, "result: negative count");
     for (int i = 0; i < r->n_seqs; i++)
-        if (r->lps[i].n_top < -1 || r->lps[i].n_top > PB_MAX_LOGPROBS)
+        if (r->lps[i].n_top < -1 || r->lps[i].n_top > PB_MAX_LOGPROBS || r->n_plp[i] < 0)
             return pb_error(PB_ERR_INTERNAL, "result: %d log probabilities", (int)r->lps[i].n_top);
+    const int np = plp_total(r);
+    for (int k = 0; k < np; k++)
+        if (r->plp[k].n_top < 0 || r->plp[k].n_top > PB_MAX_LOGPROBS)
+            return pb_error(PB_ERR_INTERNAL, "result: %d log probabilities", (int)r->plp[k].n_top);
     size_t need = pb_mb_result_packed_size(r);
     if (cap < need)
         return pb_error(PB_ERR_INTERNAL, "result pack: %zu bytes needed, %zu given", need, cap);
@@ -445,6 +505,18 @@ pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t
         for (int k = 0; k < l->n_top; k++, p += 8) {
             put32(p, (uint32_t)l->top_id[k]);
             putf(p + 4, l->top_logprob[k]);
+        }
+    }
+    for (int i = 0; i < r->n_seqs; i++, p += 4)
+        put32(p, (uint32_t)r->n_plp[i]);
+    for (int k = 0; k < np; k++) {
+        const pb_logprobs *l = &r->plp[k];
+        put32(p, (uint32_t)l->id); putf(p + 4, l->logprob); put32(p + 8, (uint32_t)l->rank);
+        put32(p + 12, (uint32_t)l->n_top);
+        p += 16;
+        for (int j = 0; j < l->n_top; j++, p += 8) {
+            put32(p, (uint32_t)l->top_id[j]);
+            putf(p + 4, l->top_logprob[j]);
         }
     }
     *written = need;
@@ -470,7 +542,7 @@ pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_resu
     int32_t n = geti(p + 16);
     if (n < 0 || n > MB_MAX_SEQS || get32(p + 20) != 0)
         return pb_error(PB_ERR_FORMAT, "result message: bad header");
-    if (len < RS_HEADER + (size_t)n * 8)
+    if (len < RS_HEADER + (size_t)n * 12)
         return pb_error(PB_ERR_FORMAT, "result message: %zu bytes, shorter than %d sequences' ids", len, (int)n);
     PB_CHECK(pb_mb_result_reserve(r, n));
     r->tag = get64(p + 8);
@@ -489,13 +561,17 @@ pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_resu
         r->lps[i].n_top = k;
         need += k >= 0 ? 4 + (size_t)k * 8 : 0;
     }
-    if (len != need)
-        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes, expected %zu", len, need);
+    need += (size_t)n * 4; /* the prompt entries' counts */
+    if (len < need)
+        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes, expected at least %zu", len, need);
     p += (size_t)n * 4;
+    const unsigned char *end = (const unsigned char *)src + len;
     for (int i = 0; i < n; i++) {
         pb_logprobs *l = &r->lps[i];
         if (l->n_top < 0)
             continue;
+        l->id = r->tokens[i];
+        l->rank = 0;
         l->logprob = getf(p);
         p += 4;
         bool ok = logprob_ok(l->logprob);
@@ -508,6 +584,37 @@ pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_resu
             return pb_error(PB_ERR_FORMAT, "result message: sequence %d: a log probability above 0 or NaN, "
                             "or an id not in [0, %d)", i, vocab);
     }
+    int64_t np = 0;
+    for (int i = 0; i < n; i++, p += 4) {
+        r->n_plp[i] = geti(p);
+        if (r->n_plp[i] < 0 || r->n_plp[i] > MB_MAX_TOKENS)
+            return pb_error(PB_ERR_FORMAT, "result message: sequence %d: %d prompt entries", i, (int)r->n_plp[i]);
+        np += r->n_plp[i];
+    }
+    if (np > MB_MAX_TOKENS || (size_t)(end - p) < (size_t)np * 16)
+        return pb_error(PB_ERR_FORMAT, "result message: %lld prompt entries in %zu bytes", (long long)np,
+                        (size_t)(end - p));
+    PB_CHECK(pb_mb_result_reserve_plp(r, (int)np));
+    for (int k = 0; k < np; k++) {
+        pb_logprobs *l = &r->plp[k];
+        if (end - p < 16)
+            return pb_error(PB_ERR_FORMAT, "result message: prompt entry %d cut short", k);
+        l->id = geti(p); l->logprob = getf(p + 4); l->rank = geti(p + 8); l->n_top = geti(p + 12);
+        p += 16;
+        if (l->id < 0 || l->id >= vocab || !logprob_ok(l->logprob) || l->rank < 1 || l->rank > vocab ||
+            l->n_top < 0 || l->n_top > PB_MAX_LOGPROBS || end - p < (ptrdiff_t)l->n_top * 8)
+            return pb_error(PB_ERR_FORMAT, "result message: prompt entry %d: id %d, log probability %g, rank %d, "
+                            "%d listed", k, (int)l->id, (double)l->logprob, (int)l->rank, (int)l->n_top);
+        for (int j = 0; j < l->n_top; j++, p += 8) {
+            l->top_id[j] = geti(p);
+            l->top_logprob[j] = getf(p + 4);
+            if (l->top_id[j] < 0 || l->top_id[j] >= vocab || !logprob_ok(l->top_logprob[j]))
+                return pb_error(PB_ERR_FORMAT, "result message: prompt entry %d: id %d, log probability %g", k,
+                                (int)l->top_id[j], (double)l->top_logprob[j]);
+        }
+    }
+    if (p != end)
+        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes after the last entry", (size_t)(end - p));
     return PB_OK;
 }
 
@@ -523,6 +630,8 @@ struct pb_slot_sampler {
     int32_t *ids;       /* [n_slots] and their picks */
     pb_sample_row *rows; /* [n_slots] sampled picks on the stage: each row's settings, key and history */
     int32_t *bias_at;    /* [n_slots] where each sequence's logit biases start in its micro-batch's */
+    float *all;          /* every position's logits for prompt log probabilities [cap_all, vocab] */
+    int cap_all;
     /* each worker's buffers (rows are sampled on the backend's host threads: host_run) */
     int n_work;
     void **scratch;  /* [n_work] pb_sample's scratch */
@@ -704,6 +813,7 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
         s->bias_at[i] = at;
         at += q->n_bias;
         masked = masked || q->n_bias;
+        res->n_plp[i] = 0;
         res->tokens[i] = -1;
         res->lps[i].n_top = -1;
         if (!(q->flags & PB_SEQ_SAMPLE))
@@ -728,6 +838,58 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     return PB_OK;
 }
 
+/* Every position's logits: the prompt tokens' log probabilities where asked
+ * (a chunk's token k + 1 from position k's logits, next_id from the last),
+ * each sequence's last row into logits for the picks. */
+static pb_status prompt_logprobs(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
+                                 const pb_microbatch *mb, float *logits, pb_mb_result *res)
+{
+    const size_t V = (size_t)s->vocab;
+    if (mb->n_tokens > s->cap_all) {
+        size_t n;
+        if (!pb_mul_ok((size_t)mb->n_tokens, V * sizeof(float), &n))
+            return pb_error(PB_ERR_NOMEM, "slot sampler: %d x %d logits overflow", (int)mb->n_tokens, s->vocab);
+        float *a = realloc(s->all, n);
+        if (!a)
+            return pb_error(PB_ERR_NOMEM, "out of memory for the logits of %d positions (%.0f MiB) for prompt log "
+                            "probabilities", (int)mb->n_tokens, (double)n / 1048576.0);
+        s->all = a;
+        s->cap_all = mb->n_tokens;
+    }
+    PB_CHECK(pb_stage_forward(stage, b, in, s->all, true));
+    int n_entries = 0, at = 0;
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        if (q->flags & PB_SEQ_PROMPT_LOGPROBS)
+            n_entries += q->n_tokens - (q->next_id < 0);
+    }
+    PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
+    PB_CHECK(pb_mb_result_reserve_plp(res, n_entries));
+    PB_CHECK(reserve_workers(s, 1, false));
+    pb_logprobs *e = res->plp;
+    const int32_t *tok = mb->tokens;
+    for (int i = 0; i < mb->n_seqs; i++) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        const float *rows = s->all + (size_t)at * V;
+        memcpy(logits + (size_t)i * V, rows + (size_t)(q->n_tokens - 1) * V, V * sizeof(float));
+        if (q->flags & PB_SEQ_PROMPT_LOGPROBS) {
+            for (int k = 0; k < q->n_tokens - (q->next_id < 0); k++, e++) {
+                const int32_t t = k + 1 < q->n_tokens ? tok[k + 1] : q->next_id;
+                pb_sample_logprobs(rows + (size_t)k * V, s->vocab, t, q->n_prompt_logprobs, e, s->scratch[0]);
+                e->rank = pb_sample_rank(rows + (size_t)k * V, s->vocab, t);
+            }
+        }
+        tok += q->n_tokens;
+        at += q->n_tokens;
+    }
+    PB_CHECK(pick_all(s, mb, logits, NULL, res, pb_stage_backend(stage)));
+    for (int i = 0; i < mb->n_seqs; i++) { /* pick_all cleared the counts */
+        const pb_mb_seq *q = &mb->seqs[i];
+        res->n_plp[i] = (q->flags & PB_SEQ_PROMPT_LOGPROBS) ? q->n_tokens - (q->next_id < 0) : 0;
+    }
+    return PB_OK;
+}
+
 /* Picks on the stage's backend where it can make them and no row asks log
  * probabilities or has logit biases: greedy ones by its argmax where every sampling row is
  * greedy, else sampled ones by its sample op (the host sampler's bits);
@@ -738,8 +900,13 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     /* the histories first: a device draw's penalty reads its row's tokens of this micro-batch */
     PB_CHECK(hist_all(s, mb));
     bool on_stage = mb->n_seqs <= s->n_slots;
-    for (int i = 0; i < mb->n_seqs; i++) /* log probabilities and logit biases: on the host */
+    bool prompt_lp = false;
+    for (int i = 0; i < mb->n_seqs; i++) { /* log probabilities and logit biases: on the host */
         on_stage = on_stage && !(mb->seqs[i].flags & PB_SEQ_LOGPROBS) && !mb->seqs[i].n_bias;
+        prompt_lp = prompt_lp || (mb->seqs[i].flags & PB_SEQ_PROMPT_LOGPROBS);
+    }
+    if (prompt_lp)
+        return prompt_logprobs(s, stage, b, in, mb, logits, res);
     bool greedy = pb_stage_has_argmax(stage) && on_stage;
     for (int i = 0; i < mb->n_seqs && on_stage; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
@@ -778,6 +945,9 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
                               pb_mb_result *res)
 {
+    for (int i = 0; i < mb->n_seqs; i++)
+        if (mb->seqs[i].flags & PB_SEQ_PROMPT_LOGPROBS)
+            return pb_error(PB_ERR_INTERNAL, "slot sampler: prompt log probabilities need every position's logits");
     PB_CHECK(hist_all(s, mb));
     return pick_all(s, mb, logits, NULL, res, NULL);
 }
@@ -793,6 +963,7 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->ids);
     free(s->rows);
     free(s->bias_at);
+    free(s->all);
     for (int w = 0; w < s->n_work; w++) {
         free(s->scratch[w]);
         free(s->masked[w]);

@@ -21,13 +21,16 @@
  *                i32 fork_slot (PB_SEQ_FORK; else 0),
  *                u64 seed, u64 record, u64 step,
  *                f32 frequency_penalty, f32 presence_penalty, i32 prompt_len,
- *                i32 n_logprobs (PB_SEQ_LOGPROBS; else 0), i32 n_bias }   (84 bytes each)
+ *                i32 n_logprobs (PB_SEQ_LOGPROBS; else 0), i32 n_bias,
+ *                i32 n_prompt_logprobs, i32 next_id (PB_SEQ_PROMPT_LOGPROBS; else 0, -1) }   (92 bytes each)
  *     n_tokens x i32 token ids (sequences concatenated in order)
  *     the sequences' n_bias x { i32 id, f32 bias } (concatenated in order)
  *   result: u32 magic "PBRS", u32 version, u64 tag, i32 n_seqs, i32 pad(0),
  *     n_seqs x i32 token (-1 where the sequence did not sample),
  *     n_seqs x i32 n_top (-1 where the sequence asked no log probabilities),
- *     for each sequence with n_top >= 0, in order: f32 logprob, n_top x { i32 id, f32 logprob } */
+ *     for each sequence with n_top >= 0, in order: f32 logprob, n_top x { i32 id, f32 logprob },
+ *     n_seqs x i32 n_plp (prompt tokens' entries: PB_SEQ_PROMPT_LOGPROBS; else 0),
+ *     the sequences' entries in order: { i32 id, f32 logprob, i32 rank, i32 n_top, n_top x { i32 id, f32 } } */
 #ifndef PB_GEN_PIPE_H
 #define PB_GEN_PIPE_H
 
@@ -50,8 +53,11 @@
                              before the micro-batch runs (fork_slot == slot: a finished sequence's, kept) */
 #define PB_SEQ_LOGPROBS 0x20u /* with SAMPLE: return the sampled id's log probability and those of the
                                 n_logprobs most likely ids (pb_sample_logprobs) */
+#define PB_SEQ_PROMPT_LOGPROBS 0x40u /* the log probabilities of this chunk's prompt tokens after its first, and
+                                       of next_id (the token after the chunk, -1 for the last chunk), each from
+                                       the logits of the position before, with n_prompt_logprobs most likely */
 #define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG | PB_SEQ_FORK | \
-                          PB_SEQ_LOGPROBS)
+                          PB_SEQ_LOGPROBS | PB_SEQ_PROMPT_LOGPROBS)
 
 typedef struct pb_mb_seq {
     int32_t slot;      /* KV-cache slot in [0, n_slots) */
@@ -61,6 +67,8 @@ typedef struct pb_mb_seq {
     int32_t fork_slot; /* PB_SEQ_FORK: the slot whose first pos positions this one starts with */
     int32_t n_logprobs; /* PB_SEQ_LOGPROBS: most likely ids to list, 0..PB_MAX_LOGPROBS (else 0) */
     int32_t n_bias;     /* with PB_SEQ_SAMPLE: logit biases (pb_mb_add_bias) added before sampling, ids distinct */
+    int32_t n_prompt_logprobs; /* PB_SEQ_PROMPT_LOGPROBS: most likely ids to list, 0..PB_MAX_LOGPROBS (else 0) */
+    int32_t next_id;    /* PB_SEQ_PROMPT_LOGPROBS: the prompt's token after this chunk, -1 after the last (else -1) */
     pb_sample_params sample;
     pb_rng_key key;    /* key of the token sampled after this chunk */
 } pb_mb_seq;
@@ -82,6 +90,9 @@ typedef struct pb_mb_result {
     int32_t *tokens;   /* [n_seqs]: sampled id, or -1 without PB_SEQ_SAMPLE */
     pb_logprobs *lps;  /* [n_seqs]: with PB_SEQ_LOGPROBS the token's log probabilities; else n_top -1 */
     int32_t cap;
+    int32_t *n_plp;    /* [n_seqs]: PB_SEQ_PROMPT_LOGPROBS: the prompt tokens' entries in plp (else 0) */
+    pb_logprobs *plp;  /* [sum n_plp]: the sequences' in order, each chunk's tokens in order */
+    int32_t plp_cap;
 } pb_mb_result;
 
 /* What a micro-batch may contain; pb_mb_validate checks against it. */
@@ -107,6 +118,8 @@ pb_status pb_mb_add_bias(pb_microbatch *mb, const pb_id_bias *b, int n);
 
 pb_status pb_mb_result_init(pb_mb_result *r, int cap);
 pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);
+/* Room for n prompt tokens' entries (keeps them). */
+pb_status pb_mb_result_reserve_plp(pb_mb_result *r, int n);
 /* dst = src (grown as needed). */
 pb_status pb_mb_result_copy(pb_mb_result *dst, const pb_mb_result *src);
 void pb_mb_result_release(pb_mb_result *r);
@@ -116,19 +129,22 @@ void pb_mb_result_release(pb_mb_result *r);
  * at pos > 0, fork_slot in range), total tokens
  * <= max_batch_tokens, ids in [0, vocab), sampling settings valid, logit
  * biases only where the sequence samples, their ids distinct and in [0, vocab),
- * each bias in [-100, 100] or -inf.
+ * each bias in [-100, 100] or -inf; prompt log probabilities only for prefill
+ * chunks, next_id -1 or in [0, vocab), and -1 where the chunk samples.
  * PB_ERR_INPUT naming the sequence and field. */
 pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim);
 
 size_t pb_mb_packed_size(const pb_microbatch *mb);
+/* The most a micro-batch of n_seqs sequences and n_tokens tokens packs into (every logit bias a record may give). */
+size_t pb_mb_max_size(int n_seqs, int n_tokens);
 /* Write into dst (capacity cap); *written = bytes used. */
 pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written);
 /* Parse src[0..len) into mb (grown as needed) and validate against lim. */
 pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_microbatch *mb);
 
 size_t pb_mb_result_packed_size(const pb_mb_result *r);
-/* The most a result of n_seqs sequences packs into. */
-size_t pb_mb_result_max_size(int n_seqs);
+/* The most a result of a micro-batch of n_seqs sequences and n_tokens tokens packs into. */
+size_t pb_mb_result_max_size(int n_seqs, int n_tokens);
 pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t *written);
 /* Parse; tokens must be -1 or in [0, vocab), log probabilities <= 0 (or -inf) with ids in [0, vocab) and
  * only for sampled tokens. */
@@ -154,11 +170,15 @@ pb_status pb_slot_sampler_set_eos(pb_slot_sampler *s, const int *ids, int n);
  * sample for every sequence with PB_SEQ_SAMPLE from logits [n_seqs, vocab]
  * (row i = sequence i's last token) into res (tag copied). The sampled ids
  * are not added to the history here: they come back as the next decode
- * token. mb must have passed pb_mb_validate. */
+ * token. mb must have passed pb_mb_validate and ask no prompt log
+ * probabilities (those need every position's logits: pb_slot_sampler_stage). */
 pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const float *logits,
                               pb_mb_result *res);
 /* The last stage's forward and sampling of mb (b its batch, in its input as
- * for pb_stage_forward). Where no sequence asks log probabilities or has
+ * for pb_stage_forward). Prompt tokens' log probabilities
+ * (PB_SEQ_PROMPT_LOGPROBS) take the logits of every position of the
+ * micro-batch (pb_stage_forward's all_logits; a buffer of n_tokens x vocab
+ * floats, kept). Where no sequence asks log probabilities or has
  * logit biases, and the
  * stage's backend can, the picks are made there and only the ids come back
  * (the host sampler's ids): by its argmax where every sampling sequence is

@@ -85,6 +85,13 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
         out->logprobs = true;
         out->top_logprobs = cli->logprobs;
     }
+    if (cli->has_prompt_logprobs) {
+        if (cli->prompt_logprobs < 0 || cli->prompt_logprobs > PB_MAX_LOGPROBS)
+            return pb_error(PB_ERR_USAGE, "--prompt-logprobs %d: give 0 to %d most likely tokens",
+                            cli->prompt_logprobs, PB_MAX_LOGPROBS);
+        out->prompt_logprobs = true;
+        out->prompt_top = cli->prompt_logprobs;
+    }
     if (cli->has_min_tokens && out->min_tokens > out->max_tokens)
         return pb_error(PB_ERR_USAGE, "--min-tokens %d is more than max_tokens %d",
                         out->min_tokens, out->max_tokens);
@@ -300,7 +307,6 @@ static const struct {
     off_kind off; /* besides null, the value that asks for nothing */
     const char *what;
 } UNSUPPORTED[] = {
-    {"prompt_logprobs", OFF_NULL, "the prompt's log probabilities are not returned"},
     {"echo", OFF_FALSE, "the prompt is not echoed"},
     {"suffix", OFF_EMPTY, "insertion after a suffix is not done"},
     {"best_of", OFF_N, "only best_of = n: completions are not ranked"},
@@ -576,6 +582,11 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     if (g) gs->n = (int)d;
     if (!refuse_unsupported(c, obj, gs->n > 1 ? gs->n : 1)) return false;
     if (!get_logprobs(c, obj, gs)) return false;
+    if (!get_number(c, obj, "prompt_logprobs", 0, PB_MAX_LOGPROBS, true, &g, &d)) return false;
+    if (g) {
+        gs->prompt_logprobs = true;
+        gs->prompt_top = (int)d;
+    }
     if (!get_stop_ids(c, obj, gs)) return false;
     if (!get_logit_bias(c, obj, gs, nomem)) return false;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
@@ -958,6 +969,45 @@ static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, co
     }
 }
 
+/* The record's prompt_logprobs: one entry a prompt token, the first null (nothing before it). Native: as
+ * logprobs' entries with "rank"; OpenAI shapes: vLLM's {"id": {"logprob", "rank", "decoded_token"}, ...}, the
+ * token's first, then the most likely others. */
+static void put_prompt_logprobs(pb_jbuf *b, const pb_record *r, const pb_result *res)
+{
+    const int top = r->gs.prompt_top, step = 1 + top;
+    pb_jbuf_puts(b, "[null");
+    for (int t = 0; t < res->n_plp; t++) {
+        const pb_lp_pair *e = res->plp + (size_t)t * (size_t)step;
+        if (!r->openai) {
+            pb_jbuf_printf(b, ", {\"id\": %d, ", (int)e->id);
+            put_token(b, res->tok, e, false);
+            pb_jbuf_printf(b, ", \"rank\": %d, \"top_logprobs\": [", (int)res->prank[t]);
+            for (int k = 1; k <= top; k++) {
+                pb_jbuf_printf(b, "%s{\"id\": %d, ", k > 1 ? ", " : "", (int)e[k].id);
+                put_token(b, res->tok, e + k, false);
+                pb_jbuf_puts(b, "}");
+            }
+            pb_jbuf_puts(b, "]}");
+            continue;
+        }
+        pb_jbuf_puts(b, ", {");
+        for (int k = 0; k <= top; k++) {
+            if (k > 0 && e[k].id == e->id)
+                continue; /* the token itself, listed first */
+            size_t n;
+            char *x = token_text(b, res->tok, e[k].id, &n);
+            pb_jbuf_printf(b, "%s\"%d\": {\"logprob\": ", k ? ", " : "", (int)e[k].id);
+            put_logprob(b, e[k].logprob);
+            pb_jbuf_printf(b, ", \"rank\": %d, \"decoded_token\": ", k ? k : (int)res->prank[t]);
+            pb_jbuf_str(b, x ? x : "", n);
+            pb_jbuf_puts(b, "}");
+            free(x);
+        }
+        pb_jbuf_puts(b, "}");
+    }
+    pb_jbuf_puts(b, "]");
+}
+
 void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                            const pb_result *res)
 {
@@ -989,11 +1039,21 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                 put_logprobs(b, r, &ch[i], res->tok);
             else
                 pb_jbuf_puts(b, "null");
-            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"}", ch[i].finish);
+            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"", ch[i].finish);
+            if (r->gs.prompt_logprobs && !r->chat) { /* vLLM: the completions API's in each choice */
+                pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
+                put_prompt_logprobs(b, r, res);
+            }
+            pb_jbuf_puts(b, "}");
         }
         pb_jbuf_printf(b, "], \"usage\": {\"prompt_tokens\": %d, \"completion_tokens\": %d, "
-                       "\"total_tokens\": %d}}}, \"error\": null}", res->prompt_tokens, res->completion_tokens,
+                       "\"total_tokens\": %d}", res->prompt_tokens, res->completion_tokens,
                        res->prompt_tokens + res->completion_tokens);
+        if (r->gs.prompt_logprobs && r->chat) { /* vLLM: the chat API's in the body */
+            pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
+            put_prompt_logprobs(b, r, res);
+        }
+        pb_jbuf_puts(b, "}}, \"error\": null}");
     } else if (res->n_choices == 0) {
         pb_jbuf_printf(b, "{\"id\": %s, \"text\": ", r->id_json);
         pb_jbuf_str(b, res->text, res->len);
@@ -1003,6 +1063,10 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         if (r->gs.logprobs) {
             pb_jbuf_puts(b, ", \"logprobs\": ");
             put_logprobs(b, r, ch, res->tok);
+        }
+        if (r->gs.prompt_logprobs) {
+            pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
+            put_prompt_logprobs(b, r, res);
         }
         pb_jbuf_puts(b, "}");
     } else {
@@ -1018,8 +1082,13 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
             }
             pb_jbuf_puts(b, "}");
         }
-        pb_jbuf_printf(b, "], \"prompt_tokens\": %d, \"completion_tokens\": %d}", res->prompt_tokens,
+        pb_jbuf_printf(b, "], \"prompt_tokens\": %d, \"completion_tokens\": %d", res->prompt_tokens,
                        res->completion_tokens);
+        if (r->gs.prompt_logprobs) {
+            pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
+            put_prompt_logprobs(b, r, res);
+        }
+        pb_jbuf_puts(b, "}");
     }
 }
 

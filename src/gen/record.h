@@ -3,14 +3,14 @@
  * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
  * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
  * seed, stop, stop_token_ids, min_tokens, ignore_eos, n, logprobs, top_logprobs,
- * logit_bias}
+ * logit_bias, prompt_logprobs}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}; chat records may add "tools" and "documents" (for
  * the template) and max_completion_tokens (max_tokens). A line that is not a
  * valid record gives a record with `error` set (the run writes an error record
  * naming the line), as does a field of OpenAI's or vLLM's requests that is not
- * done here (prompt_logprobs, bad_words, ...) unless it holds its "off" value.
+ * done here (echo, bad_words, ...) unless it holds its "off" value.
  *
  * Settings resolve record > CLI > generation_config.json > built-in
  * (greedy, max_tokens 64, filters off, seed 0). */
@@ -41,6 +41,8 @@ typedef struct pb_gen_settings {
     int n;              /* completions of the prompt (OpenAI's and vLLM's n), 1..PB_GEN_MAX_N */
     bool logprobs;      /* return each completion token's log probability (pb_sample_logprobs) */
     int top_logprobs;   /* with logprobs: and those of the most likely ids, 0..PB_MAX_LOGPROBS */
+    bool prompt_logprobs; /* the prompt tokens' log probabilities too (vLLM's prompt_logprobs) */
+    int prompt_top;     /* with prompt_logprobs: and the most likely ids at each, 0..PB_MAX_LOGPROBS */
     int n_bias;         /* logit_bias: n_bias entries, ids ascending, each once */
     pb_id_bias *bias;   /* owned (pb_gen_settings_clear) */
     int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; its text kept, as vLLM) */
@@ -54,10 +56,11 @@ typedef struct pb_gen_settings {
 /* Generation defaults given on the command line (pb_opts.gen); has_* tells which were given. */
 typedef struct pb_gen_cli {
     bool has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
-         has_repetition_penalty, has_seed, has_min_tokens, has_logprobs;
+         has_repetition_penalty, has_seed, has_min_tokens, has_logprobs, has_prompt_logprobs;
     int max_tokens, min_tokens;
     int n;              /* --n; 0 = 1 */
     int logprobs;       /* --logprobs N (has_logprobs): log probabilities and the N most likely ids */
+    int prompt_logprobs; /* --prompt-logprobs N (has_prompt_logprobs): the prompt tokens' */
     bool ignore_eos;
     float temperature, top_p, min_p, repetition_penalty;
     float frequency_penalty, presence_penalty; /* 0 = off */
@@ -149,6 +152,11 @@ typedef struct pb_result {
     int prompt_tokens, completion_tokens; /* completion_tokens: over every choice */
     int n_lp;            /* the logprobs of the one completion (n_choices 0), as in pb_choice */
     const pb_lp_pair *lp;
+    /* the record's prompt_logprobs: for each prompt token after the first (n_plp), 1 + prompt_top pairs as
+     * lp's, its rank in prank[] (vLLM's: 1 + the ids more likely) */
+    int n_plp;
+    const pb_lp_pair *plp;
+    const int32_t *prank;
     const pb_tokenizer *tok; /* with logprobs: the tokens' texts (an id it has no token for: "") */
     int n_choices;       /* 0: one completion, text/len/finish; else choices[n_choices] (n > 1) */
     const pb_choice *choices;

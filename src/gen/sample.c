@@ -409,6 +409,8 @@ void pb_sample_logprobs_with(const pb_svec *v, const float *logits, int vocab, i
                              pb_logprobs *out, void *scratch)
 {
     out->n_top = 0;
+    out->id = token;
+    out->rank = 0;
     out->logprob = -INFINITY;
     if (vocab <= 0)
         return;
@@ -456,6 +458,17 @@ void pb_sample_logprobs(const float *logits, int vocab, int32_t token, int n_top
                         void *scratch)
 {
     pb_sample_logprobs_with(pb_svec_best(), logits, vocab, token, n_top, out, scratch);
+}
+
+int32_t pb_sample_rank(const float *logits, int vocab, int32_t token)
+{
+    if (token < 0 || token >= vocab)
+        return 0;
+    const float x = isnan(logits[token]) ? -INFINITY : logits[token];
+    int32_t r = 1;
+    for (int i = 0; i < vocab; i++)
+        r += logits[i] > x; /* NaN compares false */
+    return r;
 }
 
 int32_t pb_sample(const float *logits, int vocab, const pb_sample_params *p, const int32_t *history,

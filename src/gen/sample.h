@@ -87,7 +87,9 @@ typedef struct pb_id_bias {
  * "raw_logprobs"). */
 #define PB_MAX_LOGPROBS 20 /* most likely ids a token may list (OpenAI's top_logprobs limit) */
 typedef struct pb_logprobs {
-    float logprob;                      /* of the id sampled; -inf where its logit is -inf or NaN */
+    int32_t id;                         /* the token (sampled, or the prompt's) */
+    int32_t rank;                       /* a prompt token's: 1 + the ids with a larger logit (else 0) */
+    float logprob;                      /* of the token; -inf where its logit is -inf or NaN */
     int32_t n_top;                      /* 0..PB_MAX_LOGPROBS */
     int32_t top_id[PB_MAX_LOGPROBS];    /* the n_top most likely ids, most likely first, ties by id */
     float top_logprob[PB_MAX_LOGPROBS];
@@ -100,5 +102,7 @@ typedef struct pb_logprobs {
  * -inf, every log probability is -inf. scratch as for pb_sample. */
 void pb_sample_logprobs(const float *logits, int vocab, int32_t token, int n_top, pb_logprobs *out,
                         void *scratch);
+/* 1 + how many of logits[0..vocab) are larger than token's (NaN as -inf), as vLLM's rank. */
+int32_t pb_sample_rank(const float *logits, int vocab, int32_t token);
 
 #endif

@@ -227,6 +227,7 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
     pb_slot_sampler *sampler = NULL;
     pb_mb_result res = {0};
     uint8_t *rbuf = NULL;
+    size_t rcap = 0;
     pb_msg m = {0};
     pb_stage_metrics me = {.rank = t->rank, .plan_mem_bytes = cfg->plan_mem};
     double t_first = 0;
@@ -244,7 +245,7 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
                                              cfg->lim.vocab, &sampler), st, fail);
         PB_CHECK_GOTO(pb_slot_sampler_set_eos(sampler, cfg->lim.eos_ids, cfg->lim.n_eos), st, fail);
         PB_CHECK_GOTO(pb_mb_result_init(&res, cfg->lim.n_slots), st, fail);
-        size_t rcap = pb_mb_result_max_size(cfg->lim.n_slots);
+        rcap = pb_mb_result_max_size(cfg->lim.n_slots, cfg->lim.max_batch_tokens);
         PB_CHECK_GOTO(pb_malloc(rcap, &rbuf), st, fail);
     }
 
@@ -312,8 +313,7 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
         PB_CHECK_GOTO(stage_run(&io, stage, m.data + 8 + n, is_last ? sampler : NULL, &res), st, fail);
         if (is_last) {
             size_t rlen = pb_mb_result_packed_size(&res);
-            PB_CHECK_GOTO(pb_mb_result_pack(&res, rbuf, pb_mb_result_max_size(cfg->lim.n_slots), &rlen), st,
-                          fail);
+            PB_CHECK_GOTO(pb_mb_result_pack(&res, rbuf, rcap, &rlen), st, fail);
             me.busy_seconds += pb_now() - c0;
             PB_CHECK_GOTO(pb_transport_send1(t, MSG_RESULT, rbuf, rlen), st, fail);
         } else {

@@ -361,7 +361,8 @@ def main():
     # logprobs: each token's log probability under the model (log_softmax of HF's logits: before the penalties
     # and the temperature that chose it) and the most likely ids', with texts as tokenizers' decode([id])
     lp_in = [{"id": "l0", "prompt": prompts[0], "logprobs": 5},
-             {"id": "l1", "prompt": prompts[2], "logprobs": 20, "temperature": 0.9, "seed": 3, "frequency_penalty": 1.0},
+             {"id": "l1", "prompt": prompts[2], "logprobs": 20, "temperature": 0.9, "seed": 3,
+              "frequency_penalty": 1.0},
              {"id": "l2", "prompt": prompts[9], "logprobs": True, "n": 2, "temperature": 1.0, "seed": 5},
              {"id": "l3", "prompt": prompts[6]}]
     lp_text = "".join(json.dumps(r) + "\n" for r in lp_in)
@@ -411,6 +412,66 @@ def main():
           all(len(e["top_logprobs"]) == 2 for e in r["logprobs"]), f"--logprobs 2: {r}")
     p = run(["--model", model_dir, "--logprobs", "21"], "", rc_ok=(2,))
     check(b"--logprobs" in p.stderr, "--logprobs 21 refused")
+
+    # prompt_logprobs: each prompt token's log probability (after the first) from the logits of the position before
+    # it, its rank (1 + the ids more likely) and the most likely, against one HF forward over the prompt; the same
+    # bytes when the prompt is cut into micro-batches of 3 tokens (--max-batch-tokens) and beside a record sharing
+    # its first tokens (prefix sharing); max_tokens 0 scores without generating
+    long_p = prompts[5] + " " + prompts[2]
+    plp_in = [{"id": "q0", "prompt": long_p, "prompt_logprobs": 3, "max_tokens": 0},
+              {"id": "q1", "prompt": long_p + " and more", "max_tokens": 4},
+              {"id": "q2", "prompt": prompts[0], "prompt_logprobs": 0, "logprobs": 1, "n": 2, "temperature": 1.0,
+               "seed": 2},
+              {"id": "q3", "prompt": long_p + " too", "prompt_logprobs": 20, "max_tokens": 2}]
+    plp_text = "".join(json.dumps(r) + "\n" for r in plp_in)
+    pouts = [run(["--model", model_dir, "--max-tokens", str(max_new)] + a, plp_text).stdout
+             for a in (["-b", "1"], ["-b", "4", "--max-batch-tokens", "4"], ["-b", "4", "--no-prefix-sharing"])]
+    check(pouts[0] == pouts[1] == pouts[2],
+          "prompt_logprobs: output differs between -b 1, -b 4 --max-batch-tokens 4 and --no-prefix-sharing")
+    prec = {r["id"]: r for r in lines(pouts[0])}
+    worst, ranks = 0.0, 0
+    for rid, top_n in (("q0", 3), ("q2", 0), ("q3", 20)):
+        r = prec[rid]
+        prompt = next(x["prompt"] for x in plp_in if x["id"] == rid)
+        pids = tok(prompt).input_ids
+        with torch.no_grad():
+            ref_lp = torch.log_softmax(model(torch.tensor([pids])).logits[0].double(), -1)
+        pl = r.get("prompt_logprobs")
+        check(pl is not None and len(pl) == len(pids) and pl[0] is None, f"prompt_logprobs {rid}: {len(pl or [])} "
+              f"entries for {len(pids)} prompt tokens")
+        for k, e in enumerate((pl or [None])[1:]):
+            row = ref_lp[k]
+            worst = max([worst, abs(e["logprob"] - float(row[pids[k + 1]]))] +
+                        [abs(t["logprob"] - float(row[t["id"]])) for t in e["top_logprobs"]])
+            check(e["id"] == pids[k + 1] and e["token"] == tok.decode([pids[k + 1]]), f"prompt_logprobs {rid}: {e}")
+            x = row[pids[k + 1]]  # the rank: 1 + the ids more likely, within HF's rounding
+            lo, hi = int((row > x + 1e-5).sum()) + 1, int((row > x - 1e-5).sum()) + 1
+            ranks += lo == hi
+            check(lo <= e["rank"] <= hi, f"prompt_logprobs {rid}: rank {e['rank']} vs HF's {lo}..{hi}")
+            vals, _ = torch.topk(row, top_n) if top_n else (torch.tensor([]), None)
+            check(len(e["top_logprobs"]) == top_n and
+                  all(abs(t["logprob"] - float(v)) < 2e-5 for t, v in zip(e["top_logprobs"], vals)),
+                  f"prompt_logprobs {rid}: top {e['top_logprobs']} vs {vals}")
+    check(worst < 2e-5, f"prompt_logprobs: {worst:.3g} from HF's log_softmax")
+    print(f"prompt_logprobs: worst difference from HF's log_softmax {worst:.3g}, {ranks} ranks without a near-tie")
+    check(prec["q0"]["text"] == "" and prec["q0"]["completion_tokens"] == 0 and "prompt_logprobs" not in prec["q1"] and
+          len(prec["q2"]["choices"]) == 2 and prec["q3"]["completion_tokens"] == 2,
+          f"prompt_logprobs: the records' shapes {[prec[k].get('completion_tokens') for k in prec]}")
+    # the completions API: vLLM's {id: {logprob, rank, decoded_token}} in each choice, the token's first
+    oa = json.dumps({"custom_id": "pl", "method": "POST", "url": "/v1/completions",
+                     "body": {"prompt": long_p, "max_tokens": 0, "prompt_logprobs": 3, "n": 2}})
+    och = lines(run(["--model", model_dir], oa + "\n").stdout)[0]["response"]["body"]["choices"]
+    want = [None] + [dict([(str(e["id"]), {"logprob": e["logprob"], "rank": e["rank"], "decoded_token": e["token"]})] +
+                          [(str(t["id"]), {"logprob": t["logprob"], "rank": j + 1, "decoded_token": t["token"]})
+                           for j, t in enumerate(e["top_logprobs"]) if t["id"] != e["id"]])
+                     for e in prec["q0"]["prompt_logprobs"][1:]]
+    check(len(och) == 2 and all(c["prompt_logprobs"] == want and c["text"] == "" for c in och),
+          f"prompt_logprobs, completions shape: {och[0].get('prompt_logprobs', [])[:2]} vs {want[:2]}")
+    p = run(["--model", model_dir, "--prompt-logprobs", "1", "--max-tokens", "0"],
+            json.dumps({"prompt": long_p}) + "\n")
+    r = lines(p.stdout)[0]
+    lp_of = lambda pl: [e and e["logprob"] for e in pl]  # noqa: E731
+    check(lp_of(r["prompt_logprobs"]) == lp_of(prec["q0"]["prompt_logprobs"]) and r["completion_tokens"] == 0, f"--prompt-logprobs 1 --max-tokens 0: {r}")
 
     # logit_bias (added before the repetition penalty, as vLLM and HF's sequence_bias) and stop_token_ids (the
     # completion ends with the id, its text kept; min_tokens masks them as EOS): against generate()

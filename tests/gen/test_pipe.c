@@ -13,7 +13,7 @@ static int failures;
 
 static pb_mb_seq seq(int slot, int pos, int n, unsigned flags)
 {
-    pb_mb_seq s = {.slot = slot, .pos = pos, .n_tokens = n, .flags = flags,
+    pb_mb_seq s = {.slot = slot, .pos = pos, .n_tokens = n, .flags = flags, .next_id = -1,
                    .sample = pb_sample_params_default(), .key = {42, (uint64_t)slot + 1, 0}};
     return s;
 }
@@ -61,7 +61,7 @@ static void test_pack(void)
     CHECK(mb.n_bias == 3 && mb.seqs[0].n_bias == 2 && mb.seqs[1].n_bias == 1);
     CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 2 * 84 + 6 * 4 + 3 * 8);
+    CHECK(sz == 24 + 2 * 92 + 6 * 4 + 3 * 8 && sz <= pb_mb_max_size(2, 6));
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz - 1, &w) != PB_OK);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
@@ -142,7 +142,7 @@ static void test_pack(void)
     pb_mb_seq k = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
     k.fork_slot = 7;
     CHECK(pb_mb_add(&mb, &k, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
-    unsigned char kb[24 + 84 + 4];
+    unsigned char kb[24 + 92 + 4];
     CHECK(pb_mb_pack(&mb, kb, sizeof kb, &w) == PB_OK && w == sizeof kb);
     CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_OK && back.seqs[0].fork_slot == 7 &&
           back.seqs[0].flags == (PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE) && back.seqs[0].pos == 6);
@@ -157,6 +157,26 @@ static void test_pack(void)
         b.fork_slot = bad[i].fork;
         CHECK(pb_mb_add(&mb, &b, &one) == PB_OK);
         CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* out of range, at 0, not NEW */
+    }
+    /* prompt log probabilities: a prefill chunk's, next_id the token after it (-1 where it samples), not forked */
+    static const struct { unsigned flags; int n, next; bool ok; } plps[] = {
+        {PB_SEQ_PROMPT_LOGPROBS, 3, 5, true}, {PB_SEQ_PROMPT_LOGPROBS | PB_SEQ_SAMPLE, 0, -1, true},
+        {PB_SEQ_PROMPT_LOGPROBS, 3, -1, false}, {PB_SEQ_PROMPT_LOGPROBS | PB_SEQ_SAMPLE, 3, 5, false},
+        {PB_SEQ_PROMPT_LOGPROBS, 21, 5, false}, {PB_SEQ_PROMPT_LOGPROBS, 2, 100, false}, {0, 2, -1, false},
+        {PB_SEQ_PROMPT_LOGPROBS | PB_SEQ_NEW | PB_SEQ_FORK, 2, 5, false}};
+    for (size_t i = 0; i < sizeof plps / sizeof plps[0]; i++) {
+        pb_mb_clear(&mb);
+        pb_mb_seq b = seq(2, 6, 1, plps[i].flags);
+        b.n_prompt_logprobs = plps[i].n;
+        b.next_id = plps[i].next;
+        b.fork_slot = 3;
+        CHECK(pb_mb_add(&mb, &b, &one) == PB_OK);
+        CHECK((pb_mb_validate(&mb, &lim) == PB_OK) == plps[i].ok);
+        if (plps[i].ok) { /* travels */
+            unsigned char pbuf[256];
+            CHECK(pb_mb_pack(&mb, pbuf, sizeof pbuf, &w) == PB_OK && pb_mb_unpack(pbuf, w, &lim, &back) == PB_OK &&
+                  back.seqs[0].next_id == plps[i].next && back.seqs[0].n_prompt_logprobs == plps[i].n);
+        }
     }
     /* log probabilities: 0..20 with the flag and a sampled token, else none */
     static const struct { unsigned flags; int n; } badlp[] = {
@@ -181,7 +201,7 @@ static void test_pack(void)
     CHECK(pb_mb_result_init(&r, 3) == PB_OK && pb_mb_result_init(&rb, 0) == PB_OK);
     r.tag = 9; r.n_seqs = 3; r.tokens[0] = 5; r.tokens[1] = -1; r.tokens[2] = 99;
     unsigned char rbuf[512];
-    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 8);
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 12);
     CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK);
     CHECK(rb.tag == 9 && rb.n_seqs == 3 && rb.tokens[1] == -1 && rb.tokens[2] == 99 && rb.lps[0].n_top == -1 &&
           rb.lps[2].n_top == -1);
@@ -190,8 +210,8 @@ static void test_pack(void)
     /* with log probabilities: sequence 0 with 2 of the most likely, sequence 2 with none listed */
     r.lps[0] = (pb_logprobs){.logprob = -0.25f, .n_top = 2, .top_id = {5, 7}, .top_logprob = {-0.25f, -3.5f}};
     r.lps[2] = (pb_logprobs){.logprob = -INFINITY, .n_top = 0};
-    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 8 + 4 + 16 + 4 &&
-          w <= pb_mb_result_max_size(3));
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 12 + 4 + 16 + 4 &&
+          w <= pb_mb_result_max_size(3, 0));
     CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK);
     CHECK(rb.lps[0].n_top == 2 && rb.lps[0].logprob == -0.25f && rb.lps[0].top_id[1] == 7 &&
           rb.lps[0].top_logprob[1] == -3.5f && rb.lps[1].n_top == -1 && rb.lps[2].n_top == 0 &&
@@ -202,7 +222,7 @@ static void test_pack(void)
     pb_mb_result_release(&rc);
     CHECK(pb_mb_result_unpack(rbuf, w - 1, 100, &rb) == PB_ERR_FORMAT);
     /* corrupt: a positive or NaN log probability, an id out of range, too many, for a token not sampled */
-    const size_t at_lp = 24 + 24, at_id = at_lp + 4 + 8;
+    const size_t at_lp = 24 + 24, at_id = at_lp + 4 + 8; /* after the ids and counts */
     static const struct { size_t at; uint32_t v; } bad_rs[] = {
         {at_lp, 0x3f800000u}, {at_lp + 8, 0x7fc00000u}, {at_id, 100}, {24 + 12, 21}, {24 + 12 + 4, 0}};
     for (size_t i = 0; i < sizeof bad_rs / sizeof bad_rs[0]; i++) {
@@ -210,6 +230,33 @@ static void test_pack(void)
         memcpy(cb, rbuf, w);
         for (int byte = 0; byte < 4; byte++)
             cb[bad_rs[i].at + (size_t)byte] = (unsigned char)(bad_rs[i].v >> (8 * byte));
+        CHECK(pb_mb_result_unpack(cb, w, 100, &rb) == PB_ERR_FORMAT);
+    }
+    /* prompt tokens' entries: sequence 1 two (ranks 1 and 40; 1 and 0 listed), sequence 2 one */
+    CHECK(pb_mb_result_reserve_plp(&r, 3) == PB_OK);
+    r.n_plp[0] = 0; r.n_plp[1] = 2; r.n_plp[2] = 1;
+    r.plp[0] = (pb_logprobs){.id = 4, .rank = 1, .logprob = -0.5f, .n_top = 1, .top_id = {4}, .top_logprob = {-0.5f}};
+    r.plp[1] = (pb_logprobs){.id = 99, .rank = 40, .logprob = -9.0f, .n_top = 0};
+    r.plp[2] = (pb_logprobs){.id = 0, .rank = 2, .logprob = -1.5f, .n_top = 1, .top_id = {3}, .top_logprob = {-0.25f}};
+    const size_t wp = 24 + 3 * 12 + 4 + 16 + 4 + 3 * 16 + 2 * 8;
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == wp && w <= pb_mb_result_max_size(3, 3));
+    CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK && rb.n_plp[1] == 2 && rb.n_plp[2] == 1 &&
+          rb.plp[1].id == 99 && rb.plp[1].rank == 40 && rb.plp[1].logprob == -9.0f && rb.plp[2].top_id[0] == 3 &&
+          rb.plp[2].top_logprob[0] == -0.25f && rb.lps[0].n_top == 2);
+    pb_mb_result rd;
+    CHECK(pb_mb_result_init(&rd, 0) == PB_OK && pb_mb_result_copy(&rd, &rb) == PB_OK && rd.n_plp[1] == 2 &&
+          rd.plp[2].id == 0 && rd.plp[0].top_id[0] == 4);
+    pb_mb_result_release(&rd);
+    CHECK(pb_mb_result_unpack(rbuf, w - 1, 100, &rb) == PB_ERR_FORMAT);
+    /* corrupt: an entry's id out of range, rank 0, a positive log probability, too many listed, counts */
+    const size_t at_plp = w - (3 * 16 + 2 * 8), at_n = at_plp - 12;
+    const struct { size_t at; uint32_t v; } bad_pl[] = {
+        {at_plp, 100}, {at_plp + 8, 0}, {at_plp + 4, 0x3f000000u}, {at_plp + 12, 21}, {at_n, 1}, {at_n + 4, 9}};
+    for (size_t i = 0; i < sizeof bad_pl / sizeof bad_pl[0]; i++) {
+        unsigned char cb[512];
+        memcpy(cb, rbuf, w);
+        for (int byte = 0; byte < 4; byte++)
+            cb[bad_pl[i].at + (size_t)byte] = (unsigned char)(bad_pl[i].v >> (8 * byte));
         CHECK(pb_mb_result_unpack(cb, w, 100, &rb) == PB_ERR_FORMAT);
     }
     pb_mb_result_release(&r);
@@ -267,6 +314,10 @@ static void test_slot_sampler(void)
     CHECK(fabs(res.lps[0].logprob - (4.5 - lse)) < 1e-6 && res.lps[0].top_id[0] == 1 && res.lps[0].top_id[1] == 2 &&
           res.lps[0].top_id[2] == 0 && fabs(res.lps[0].top_logprob[0] - (5 - lse)) < 1e-6 &&
           fabs(res.lps[0].top_logprob[2] - (1 - lse)) < 1e-6);
+    /* prompt log probabilities need every position's logits: not from pb_slot_sampler_run */
+    pb_mb_clear(&mb);
+    pb_mb_seq pl = seq(1, 0, 1, PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_PROMPT_LOGPROBS);
+    CHECK(pb_mb_add(&mb, &pl, p1) == PB_OK && pb_slot_sampler_run(ss, &mb, logits, &res) == PB_ERR_INTERNAL);
     /* logit biases, before the penalty: id 3 + 4.75 = 4.75 > 4.5 (id 3 seen: 4.75 / 2 < 4.5, so 2 again); id 5 +5 */
     pb_mb_clear(&mb);
     pb_mb_seq lb = seq(1, 2, 1, PB_SEQ_SAMPLE);

@@ -279,7 +279,6 @@ static void test_choices(void)
 static void test_unsupported(void)
 {
     static const char *const asks[] = {
-        "\"prompt_logprobs\": 1",
         "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5",
         "\"bad_words\": [\"x\"]", "\"allowed_token_ids\": [1]",
@@ -300,7 +299,7 @@ static void test_unsupported(void)
         }
         pb_record_clear(&r);
     }
-    parse("{\"prompt\": \"Hi\", \"prompt_logprobs\": null, \"echo\": false, \"suffix\": \"\", "
+    parse("{\"prompt\": \"Hi\", \"echo\": false, \"suffix\": \"\", "
           "\"best_of\": 2, \"n\": 2, \"length_penalty\": 1, \"logit_bias\": {}, \"frequency_penalty\": 0, "
           "\"presence_penalty\": 0, \"bad_words\": [], \"response_format\": {\"type\": \"text\"}, "
           "\"tool_choice\": \"auto\", \"skip_special_tokens\": true, \"stop_token_ids\": [], "
@@ -463,6 +462,78 @@ static void test_logprobs(void)
     }
     /* every line is JSON */
     cJSON *j = cJSON_Parse(b.data);
+    CHECK(j != NULL);
+    cJSON_Delete(j);
+    pb_record_clear(&r);
+
+    /* prompt_logprobs: 0..20; one entry a prompt token, the first null; native with ranks, completions per
+     * choice in vLLM's {id: {logprob, rank, decoded_token}} (the token first, once), chat in the body */
+    parse("{\"prompt\": \"Hi\", \"prompt_logprobs\": 0}", &r);
+    CHECK(!r.error && r.gs.prompt_logprobs && r.gs.prompt_top == 0);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"Hi\", \"prompt_logprobs\": 21}", "field 'prompt_logprobs': 21 is out of range");
+    expect_error("{\"prompt\": \"Hi\", \"prompt_logprobs\": true}", "field 'prompt_logprobs' must be a number");
+    cli = (pb_gen_cli){.has_prompt_logprobs = true, .prompt_logprobs = 2};
+    CHECK(pb_gen_settings_base(&cli, NULL, &g) == PB_OK && g.prompt_logprobs && g.prompt_top == 2);
+    pb_gen_settings_clear(&g);
+    cli.prompt_logprobs = -1;
+    CHECK(pb_gen_settings_base(&cli, NULL, &g) == PB_ERR_USAGE);
+    /* two prompt tokens after the first: 3 ("b", rank 1; top 3, 0), 1 ("\"q", rank 7; top 0, 3) */
+    const pb_lp_pair plp[6] = {{3, -0.5f}, {3, -0.5f}, {0, -1.5f}, {1, -6.0f}, {0, -0.25f}, {3, -2.0f}};
+    const int32_t prank[2] = {1, 7};
+    pb_result pr = {.text = "a", .len = 1, .finish = "length", .prompt_tokens = 3, .completion_tokens = 1,
+                    .n_plp = 2, .plp = plp, .prank = prank, .tok = tok};
+    parse("{\"id\": 2, \"prompt\": \"Hi\", \"prompt_logprobs\": 2}", &r);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &pr);
+    const char *want_pn =
+        "\"completion_tokens\": 1, \"prompt_logprobs\": [null, {\"id\": 3, \"token\": \"b\", \"logprob\": -0.5, "
+        "\"rank\": 1, \"top_logprobs\": [{\"id\": 3, \"token\": \"b\", \"logprob\": -0.5}, {\"id\": 0, \"token\": "
+        "\"a\", \"logprob\": -1.5}]}, {\"id\": 1, \"token\": \"\\\"q\", \"logprob\": -6, \"rank\": 7, "
+        "\"top_logprobs\": [{\"id\": 0, \"token\": \"a\", \"logprob\": -0.25}, {\"id\": 3, \"token\": \"b\", "
+        "\"logprob\": -2}]}]}";
+    if (!strstr(b.data, want_pn)) {
+        fprintf(stderr, "native prompt_logprobs:\n%s\nexpected in it\n%s\n", b.data, want_pn);
+        failures++;
+    }
+    pb_record_clear(&r);
+    /* n = 2: once, after the choices */
+    pb_result pr2 = {.prompt_tokens = 3, .completion_tokens = 2, .n_choices = 2, .choices = ch, .tok = tok,
+                     .n_plp = 2, .plp = plp, .prank = prank};
+    parse("{\"id\": 2, \"prompt\": \"Hi\", \"prompt_logprobs\": 2, \"n\": 2}", &r);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &pr2);
+    const char *at_pl = strstr(b.data, "\"prompt_logprobs\"");
+    CHECK(strstr(b.data, "], \"prompt_tokens\": 3, \"completion_tokens\": 2, \"prompt_logprobs\": [null, "
+                         "{\"id\": 3,") &&
+          at_pl && !strstr(at_pl + 1, "\"prompt_logprobs\""));
+    pb_record_clear(&r);
+    parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
+          "\"body\": {\"prompt\": \"Hi\", \"prompt_logprobs\": 2, \"n\": 2}}", &r);
+    pb_jbuf_reset(&b);
+    pb_record_result_json(&b, &r, "m", &pr2);
+    const char *want_pc =
+        "\"prompt_logprobs\": [null, {\"3\": {\"logprob\": -0.5, \"rank\": 1, "
+        "\"decoded_token\": \"b\"}, \"0\": {\"logprob\": -1.5, \"rank\": 2, \"decoded_token\": \"a\"}}, {\"1\": "
+        "{\"logprob\": -6, \"rank\": 7, \"decoded_token\": \"\\\"q\"}, \"0\": {\"logprob\": -0.25, \"rank\": 1, "
+        "\"decoded_token\": \"a\"}, \"3\": {\"logprob\": -2, \"rank\": 2, \"decoded_token\": \"b\"}}]}";
+    at_pl = strstr(b.data, want_pc);
+    if (!at_pl || !strstr(at_pl + 1, want_pc)) { /* in each choice */
+        fprintf(stderr, "completions prompt_logprobs:\n%s\nexpected in it\n%s\n", b.data, want_pc);
+        failures++;
+    }
+    pb_record_clear(&r);
+    parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", \"body\": "
+          "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"prompt_logprobs\": 0}}", &r);
+    pb_jbuf_reset(&b);
+    const pb_lp_pair plp0[2] = {{3, -0.5f}, {1, -6.0f}};
+    pb_result pr3 = {.text = "a", .len = 1, .finish = "length", .prompt_tokens = 3, .completion_tokens = 1,
+                     .n_plp = 2, .plp = plp0, .prank = prank, .tok = tok};
+    pb_record_result_json(&b, &r, "m", &pr3);
+    CHECK(strstr(b.data, "\"total_tokens\": 4}, \"prompt_logprobs\": [null, {\"3\": {\"logprob\": -0.5, \"rank\": 1, "
+                         "\"decoded_token\": \"b\"}}, {\"1\": {\"logprob\": -6, \"rank\": 7, \"decoded_token\": "
+                         "\"\\\"q\"}}]}}, \"error\": null}"));
+    j = cJSON_Parse(b.data);
     CHECK(j != NULL);
     cJSON_Delete(j);
     pb_record_clear(&r);

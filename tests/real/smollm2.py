@@ -53,7 +53,8 @@ def check_cli(d, tok, ref, work):
     inp = os.path.join(work, "in.jsonl")
     with open(inp, "w") as f:
         for i, r in enumerate(ref):
-            f.write(json.dumps({"id": i, "prompt": r["prompt"], "max_tokens": smol.N_NEW, "logprobs": 5}) + "\n")
+            f.write(json.dumps({"id": i, "prompt": r["prompt"], "max_tokens": smol.N_NEW, "logprobs": 5,
+                                "prompt_logprobs": 2}) + "\n")
     first = None
     # as tests/net/lock.sh: one launcher test at a time on the machine, ranks over loopback only
     env = dict(os.environ, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
@@ -127,7 +128,22 @@ def check_logprobs(tok, o, rf, i):
                           f"top {top}")
         if any(t["token"] != tok.decode([t["id"]]) for t in [e] + e["top_logprobs"]):
             errors.append(f"prompt {i}, token {k}: texts {[t['token'] for t in [e] + e['top_logprobs']]}")
-    print(f"  prompt {i}: {len(o['logprobs'])} tokens' log probabilities within {worst:.2g} of HF's")
+    pl = o.get("prompt_logprobs") or []
+    if len(pl) != P or pl[0] is not None:
+        return errors + [f"prompt {i}: {len(pl)} prompt_logprobs for {P} prompt tokens"]
+    for k, e in enumerate(pl[1:]):  # from position k's logits
+        row = rf["logits"][k].astype(np.float64)
+        ref = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        top = np.sort(ref)[::-1][:2]
+        d = max([abs(e["logprob"] - ref[rf["ids"][k + 1]])] +
+                [abs(t["logprob"] - v) for t, v in zip(e["top_logprobs"], top)])
+        worst = max(worst, d)
+        x = ref[rf["ids"][k + 1]]
+        if e["id"] != rf["ids"][k + 1] or d > 2 * smol.TOL or not (
+                (ref > x + 2 * smol.TOL).sum() + 1 <= e["rank"] <= (ref > x - 2 * smol.TOL).sum() + 1):
+            errors.append(f"prompt {i}, prompt token {k + 1}: {e} vs HF id {rf['ids'][k + 1]}, log p {x:.6g}")
+    print(f"  prompt {i}: {len(o['logprobs'])} tokens' and {P - 1} prompt tokens' log probabilities within "
+          f"{worst:.2g} of HF's")
     return errors
 
 

@@ -19,6 +19,7 @@ pb_rel_model() {
         s=""; [ $((i % 4)) -eq 0 ] && s=', "temperature": 0.8, "top_k": 20'
         [ $((i % 5)) -eq 0 ] && s="$s, \"n\": 2" # two completions in one record
         [ $((i % 7)) -eq 0 ] && s="$s, \"logprobs\": 3" # log probabilities with each token
+        [ $((i % 11)) -eq 0 ] && s="$s, \"prompt_logprobs\": 1" # and the prompt's
         mt=$((3 + i % 6)); [ $((i % 13)) -eq 0 ] && mt=-1   # an error record
         echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $mt$s}"
         i=$((i + 1))
