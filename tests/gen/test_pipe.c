@@ -38,6 +38,16 @@ static void test_philox(void)
     CHECK(pb_rng_uniform(&a) == ua);
 }
 
+/* Unpacks the result message buf[0..len) (at most 512 bytes) with the 32-bit word at `at` set to v. */
+static pb_status corrupt_unpack(const unsigned char *buf, size_t len, size_t at, uint32_t v, pb_mb_result *r)
+{
+    unsigned char cb[512];
+    memcpy(cb, buf, len);
+    for (int byte = 0; byte < 4; byte++)
+        cb[at + (size_t)byte] = (unsigned char)(v >> (8 * byte));
+    return pb_mb_result_unpack(cb, len, 100, r);
+}
+
 static void test_pack(void)
 {
     pb_mb_limits lim = {.n_slots = 8, .max_seq_len = 32, .max_batch_tokens = 64, .vocab = 100};
@@ -225,13 +235,8 @@ static void test_pack(void)
     const size_t at_lp = 24 + 24, at_id = at_lp + 4 + 8; /* after the ids and counts */
     static const struct { size_t at; uint32_t v; } bad_rs[] = {
         {at_lp, 0x3f800000u}, {at_lp + 8, 0x7fc00000u}, {at_id, 100}, {24 + 12, 21}, {24 + 12 + 4, 0}};
-    for (size_t i = 0; i < sizeof bad_rs / sizeof bad_rs[0]; i++) {
-        unsigned char cb[512];
-        memcpy(cb, rbuf, w);
-        for (int byte = 0; byte < 4; byte++)
-            cb[bad_rs[i].at + (size_t)byte] = (unsigned char)(bad_rs[i].v >> (8 * byte));
-        CHECK(pb_mb_result_unpack(cb, w, 100, &rb) == PB_ERR_FORMAT);
-    }
+    for (size_t i = 0; i < sizeof bad_rs / sizeof bad_rs[0]; i++)
+        CHECK(corrupt_unpack(rbuf, w, bad_rs[i].at, bad_rs[i].v, &rb) == PB_ERR_FORMAT);
     /* prompt tokens' entries: sequence 1 two (ranks 1 and 40; 1 and 0 listed), sequence 2 one */
     CHECK(pb_mb_result_reserve_plp(&r, 3) == PB_OK);
     r.n_plp[0] = 0; r.n_plp[1] = 2; r.n_plp[2] = 1;
@@ -252,13 +257,8 @@ static void test_pack(void)
     const size_t at_plp = w - (3 * 16 + 2 * 8), at_n = at_plp - 12;
     const struct { size_t at; uint32_t v; } bad_pl[] = {
         {at_plp, 100}, {at_plp + 8, 0}, {at_plp + 4, 0x3f000000u}, {at_plp + 12, 21}, {at_n, 1}, {at_n + 4, 9}};
-    for (size_t i = 0; i < sizeof bad_pl / sizeof bad_pl[0]; i++) {
-        unsigned char cb[512];
-        memcpy(cb, rbuf, w);
-        for (int byte = 0; byte < 4; byte++)
-            cb[bad_pl[i].at + (size_t)byte] = (unsigned char)(bad_pl[i].v >> (8 * byte));
-        CHECK(pb_mb_result_unpack(cb, w, 100, &rb) == PB_ERR_FORMAT);
-    }
+    for (size_t i = 0; i < sizeof bad_pl / sizeof bad_pl[0]; i++)
+        CHECK(corrupt_unpack(rbuf, w, bad_pl[i].at, bad_pl[i].v, &rb) == PB_ERR_FORMAT);
     pb_mb_result_release(&r);
     pb_mb_result_release(&rb);
 }

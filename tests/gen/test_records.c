@@ -29,6 +29,15 @@ static pb_status parse_with(const char *line, const pb_gen_settings *g, pb_recor
     return pb_record_parse(line, strlen(line), 1, g, r);
 }
 
+/* want somewhere in got (an output line), else both printed under `what` */
+static void expect_in(const char *got, const char *want, const char *what)
+{
+    if (!strstr(got, want)) {
+        fprintf(stderr, "%s:\n%s\nexpected in it\n%s\n", what, got, want);
+        failures++;
+    }
+}
+
 static void expect_error(const char *line, const char *needle)
 {
     pb_record r;
@@ -393,10 +402,9 @@ static void test_logprobs(void)
         "\"top_logprobs\": [{\"id\": 1, \"token\": \"\\\"q\", \"logprob\": -0.5}, {\"id\": 0, \"token\": \"a\", "
         "\"logprob\": -1.25}]}, {\"id\": 2, \"token\": \"\xc3\xa9\", \"logprob\": -9999.0, \"top_logprobs\": "
         "[{\"id\": 9, \"token\": \"\", \"logprob\": -0.125}, {\"id\": 4, \"token\": \"<eos>\", \"logprob\": -3}]}]}";
-    if (pb_jbuf_status(&b) != PB_OK || strcmp(b.data, want_native) != 0) {
-        fprintf(stderr, "native logprobs:\n%s\nexpected\n%s\n", b.data, want_native);
-        failures++;
-    }
+    CHECK(pb_jbuf_status(&b) == PB_OK);
+    expect_in(b.data, want_native, "native logprobs");
+    CHECK(strlen(b.data) == strlen(want_native));
     /* n = 2: each choice its own */
     pb_choice ch[2] = {{.text = "a", .len = 1, .finish = "length", .completion_tokens = 1, .n_lp = 1, .lp = lp},
                        {.text = "", .len = 0, .finish = "stop", .completion_tokens = 1, .n_lp = 1, .lp = lp + 3}};
@@ -422,10 +430,7 @@ static void test_logprobs(void)
         "\"<eos>\"], \"token_logprobs\": [-0.5, -0.75, -0.0625], \"top_logprobs\": [{\"\xc3\xa9\": -0.5, \"\": -1}, "
         "{\"a\": -0.75, \"b\": -2}, {\"<eos>\": -0.0625, \"\": -5}], \"text_offset\": [0, 1, 2]}, "
         "\"finish_reason\": \"stop\"}]";
-    if (!strstr(b.data, want_cmpl)) {
-        fprintf(stderr, "completions logprobs:\n%s\nexpected in it\n%s\n", b.data, want_cmpl);
-        failures++;
-    }
+    expect_in(b.data, want_cmpl, "completions logprobs");
     pb_record_clear(&r);
     /* top 0: top_logprobs null; a repeated text within one top list once */
     const pb_lp_pair lp4[3] = {{0, -0.5f}, {9, -0.75f}, {9, -0.875f}};
@@ -456,10 +461,7 @@ static void test_logprobs(void)
         "\"bytes\": [97]}]}, {\"token\": \"\xc3\xa9\", \"logprob\": -9999.0, \"bytes\": [195, 169], \"top_logprobs\": "
         "[{\"token\": \"\", \"logprob\": -0.125, \"bytes\": []}, {\"token\": \"<eos>\", \"logprob\": -3, \"bytes\": "
         "[60, 101, 111, 115, 62]}]}]}, \"finish_reason\": \"length\"}";
-    if (!strstr(b.data, want_chat)) {
-        fprintf(stderr, "chat logprobs:\n%s\nexpected in it\n%s\n", b.data, want_chat);
-        failures++;
-    }
+    expect_in(b.data, want_chat, "chat logprobs");
     /* every line is JSON */
     cJSON *j = cJSON_Parse(b.data);
     CHECK(j != NULL);
@@ -492,10 +494,7 @@ static void test_logprobs(void)
         "\"a\", \"logprob\": -1.5}]}, {\"id\": 1, \"token\": \"\\\"q\", \"logprob\": -6, \"rank\": 7, "
         "\"top_logprobs\": [{\"id\": 0, \"token\": \"a\", \"logprob\": -0.25}, {\"id\": 3, \"token\": \"b\", "
         "\"logprob\": -2}]}]}";
-    if (!strstr(b.data, want_pn)) {
-        fprintf(stderr, "native prompt_logprobs:\n%s\nexpected in it\n%s\n", b.data, want_pn);
-        failures++;
-    }
+    expect_in(b.data, want_pn, "native prompt_logprobs");
     pb_record_clear(&r);
     /* n = 2: once, after the choices */
     pb_result pr2 = {.prompt_tokens = 3, .completion_tokens = 2, .n_choices = 2, .choices = ch, .tok = tok,
