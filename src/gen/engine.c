@@ -146,7 +146,7 @@ static pb_status admit_choice(engine *d, seq_state *s)
 {
     seq_state *p = &d->pend;
     PB_CHECK(seq_clone(s, p, d->pend_cap, p->choice++));
-    pb_status st = pb_detok_create(d->tok, s->prompt, (size_t)s->n_prompt, &s->detok);
+    pb_status st = pb_detok_create_ex(d->tok, s->prompt, (size_t)s->n_prompt, !s->rec.gs.keep_special, &s->detok);
     if (st != PB_OK) {
         slot_release(s);
         return st;
@@ -170,6 +170,10 @@ static pb_status check_ids(const engine *d, pb_record *rec)
         if (rec->gs.bias[i].id >= vocab)
             return pb_record_set_error(rec, "field 'logit_bias': token %d is not in the model's vocabulary (0 to %d)",
                                        (int)rec->gs.bias[i].id, vocab - 1);
+    for (int i = 0; i < rec->gs.n_allow; i++)
+        if (rec->gs.allow[i] >= vocab)
+            return pb_record_set_error(rec, "field 'allowed_token_ids': token %d is not in the model's vocabulary "
+                                       "(0 to %d)", (int)rec->gs.allow[i], vocab - 1);
     for (int i = 0; i < rec->gs.n_stop_ids; i++)
         if (rec->gs.stop_ids[i] >= vocab)
             return pb_record_set_error(rec, "field 'stop_token_ids': token %d is not in the model's vocabulary "
@@ -203,6 +207,12 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         int32_t *ids = NULL;
         size_t n = 0;
         pb_status st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, !rec.chat, &ids, &n);
+        const size_t keep = rec.gs.truncate > 0 ? (size_t)rec.gs.truncate
+                            : rec.gs.truncate < 0 ? (size_t)(d->o->context - 1) : n;
+        if (st == PB_OK && n > keep) { /* truncate_prompt_tokens: the last ones (vLLM's left truncation) */
+            memmove(ids, ids + (n - keep), keep * sizeof *ids);
+            n = keep;
+        }
         /* chat prompts: the template wrote the special tokens (HF's
          * apply_chat_template tokenizes with add_special_tokens=False) */
         if (st != PB_OK) {
@@ -269,7 +279,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             }
         }
         if (st == PB_OK)
-            st = pb_detok_create(d->tok, ids, n, &s->detok);
+            st = pb_detok_create_ex(d->tok, ids, n, !rec.gs.keep_special, &s->detok);
         if (st != PB_OK) {
             slot_release(s);
             return st;
@@ -332,13 +342,15 @@ static int cmp_bias_id(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* Appends sequence q (of s) with its tokens and, where it samples, its logit
- * biases: the record's, and while min_tokens is not reached its stop_token_ids
+/* Appends sequence q (of s) with its tokens and, where it samples, its
+ * allowed ids and its logit biases: the record's, and while min_tokens is not reached its stop_token_ids
  * banned (-inf, as vLLM's min_tokens masks them with EOS). */
 static pb_status add_seq(engine *d, pb_microbatch *mb, const seq_state *s, const pb_mb_seq *q, const int32_t *tok)
 {
     PB_CHECK(pb_mb_add(mb, q, tok));
     const pb_gen_settings *g = &s->rec.gs;
+    if ((q->flags & PB_SEQ_SAMPLE) && g->n_allow)
+        PB_CHECK(pb_mb_add_allow(mb, g->allow, g->n_allow));
     const bool ban = (q->flags & PB_SEQ_NO_EOS) && g->n_stop_ids;
     if (!(q->flags & PB_SEQ_SAMPLE) || (!g->n_bias && !ban))
         return PB_OK;
@@ -533,7 +545,7 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
         if (s->rec.gs.n_stops && nl &&
             pb_detok_find_stop(s->detok, (const char *const *)s->rec.gs.stops, s->rec.gs.n_stops, nl,
                                &off, &which)) {
-            len = off;
+            len = off + (s->rec.gs.include_stop ? strlen(s->rec.gs.stops[which]) : 0);
             reason = "stop";
         }
     } else {
@@ -580,21 +592,24 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
     s->last = t;
     if (d->o->rope_long_after > 0 && s->n_prompt + s->generated <= d->o->context)
         s->prompt[s->n_prompt + s->generated - 1] = t; /* kept to be fed again */
-    if (!s->rec.gs.ignore_eos && is_eos(d, t))
+    /* EOS or a stop id ends it; as vLLM, its text only with include_stop_str_in_output */
+    bool stop_id = !s->rec.gs.ignore_eos && is_eos(d, t);
+    for (int i = 0; i < s->rec.gs.n_stop_ids && !stop_id; i++)
+        stop_id = s->rec.gs.stop_ids[i] == t;
+    if (stop_id && !s->rec.gs.include_stop)
         return finish(d, s, "stop", false, 0);
     const char *nt;
     size_t nl;
     PB_CHECK(pb_detok_push(s->detok, t, &nt, &nl));
+    if (stop_id)
+        return finish(d, s, "stop", false, 0);
     size_t off;
     int which;
     /* as vLLM, stop strings count only after min_tokens */
     if (s->rec.gs.n_stops && nl && s->generated > s->rec.gs.min_tokens &&
         pb_detok_find_stop(s->detok, (const char *const *)s->rec.gs.stops, s->rec.gs.n_stops, nl,
                            &off, &which))
-        return finish(d, s, "stop", true, off);
-    for (int i = 0; i < s->rec.gs.n_stop_ids; i++) /* its text kept, as vLLM (a special token's has none) */
-        if (s->rec.gs.stop_ids[i] == t)
-            return finish(d, s, "stop", false, 0);
+        return finish(d, s, "stop", true, off + (s->rec.gs.include_stop ? strlen(s->rec.gs.stops[which]) : 0));
     if (s->generated >= s->rec.gs.max_tokens || s->n_prompt + s->generated >= d->o->context)
         return finish(d, s, "length", false, 0);
     return PB_OK;

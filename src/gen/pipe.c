@@ -16,7 +16,7 @@
 #define WIRE_VERSION 4u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
                            4: log probabilities (of sampled and prompt tokens), logit biases */
 #define MB_HEADER 24
-#define MB_SEQ_BYTES 92
+#define MB_SEQ_BYTES 96
 #define RS_HEADER 24
 /* Bounds on what unpack accepts before any allocation. */
 #define MB_MAX_SEQS (1 << 20)
@@ -53,6 +53,7 @@ void pb_mb_clear(pb_microbatch *mb)
     mb->n_seqs = 0;
     mb->n_tokens = 0;
     mb->n_bias = 0;
+    mb->n_allow = 0;
 }
 
 void pb_mb_release(pb_microbatch *mb)
@@ -62,6 +63,7 @@ void pb_mb_release(pb_microbatch *mb)
     free(mb->seqs);
     free(mb->tokens);
     free(mb->bias);
+    free(mb->allow);
     memset(mb, 0, sizeof *mb);
 }
 
@@ -85,6 +87,28 @@ pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *toke
     memcpy(mb->tokens + mb->n_tokens, tokens, (size_t)seq->n_tokens * sizeof *tokens);
     mb->n_tokens += seq->n_tokens;
     mb->seqs[mb->n_seqs - 1].n_bias = 0;
+    mb->seqs[mb->n_seqs - 1].n_allow = 0;
+    return PB_OK;
+}
+
+static pb_status reserve_allow(pb_microbatch *mb, int need)
+{
+    if (need <= mb->cap_allow && (need == 0 || mb->allow))
+        return PB_OK;
+    int c = grow_cap(mb->cap_allow, need);
+    PB_CHECK(pb_realloc_array(&mb->allow, (size_t)c, sizeof *mb->allow));
+    mb->cap_allow = c;
+    return PB_OK;
+}
+
+pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n)
+{
+    if (mb->n_seqs < 1 || n < 0 || n > MB_MAX_BIAS - mb->n_allow)
+        return pb_error(PB_ERR_INTERNAL, "micro-batch: cannot add %d allowed ids", n);
+    PB_CHECK(reserve_allow(mb, mb->n_allow + n));
+    memcpy(mb->allow + mb->n_allow, ids, (size_t)n * sizeof *ids);
+    mb->n_allow += n;
+    mb->seqs[mb->n_seqs - 1].n_allow += n;
     return PB_OK;
 }
 
@@ -189,7 +213,7 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d tokens, more than the stage's %d",
                         (unsigned long long)mb->tag, (int)mb->n_tokens, lim->max_batch_tokens);
     int64_t sum = 0;
-    int nb = 0;
+    int nb = 0, na = 0;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *s = &mb->seqs[i];
         if (s->slot < 0 || s->slot >= lim->n_slots)
@@ -247,8 +271,19 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
                                 (double)b->bias, (int)b->id, lim->vocab);
         }
         nb += s->n_bias;
+        if (s->n_allow < 0 || (s->n_allow > 0 && !(s->flags & PB_SEQ_SAMPLE)) || s->n_allow > mb->n_allow - na)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: %d allowed ids", (unsigned long long)mb->tag,
+                            i, (int)s->n_allow);
+        for (int k = na; k < na + s->n_allow; k++)
+            if (mb->allow[k] < 0 || mb->allow[k] >= lim->vocab || (k > na && mb->allow[k] <= mb->allow[k - 1]))
+                return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: allowed id %d (ids ascending in "
+                                "[0, %d))", (unsigned long long)mb->tag, i, (int)mb->allow[k], lim->vocab);
+        na += s->n_allow;
         sum += s->n_tokens;
     }
+    if (na != mb->n_allow)
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d allowed ids but sequences hold %d",
+                        (unsigned long long)mb->tag, (int)mb->n_allow, na);
     if (nb != mb->n_bias)
         return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d logit biases but sequences hold %d",
                         (unsigned long long)mb->tag, (int)mb->n_bias, nb);
@@ -346,18 +381,19 @@ static float getf(const unsigned char *p)
 
 size_t pb_mb_packed_size(const pb_microbatch *mb)
 {
-    return MB_HEADER + (size_t)mb->n_seqs * MB_SEQ_BYTES + (size_t)mb->n_tokens * 4 + (size_t)mb->n_bias * 8;
+    return MB_HEADER + (size_t)mb->n_seqs * MB_SEQ_BYTES + (size_t)mb->n_tokens * 4 + (size_t)mb->n_bias * 8 +
+           (size_t)mb->n_allow * 4;
 }
 
 size_t pb_mb_max_size(int n_seqs, int n_tokens)
 {
     const size_t s = n_seqs > 0 ? (size_t)n_seqs : 0, t = n_tokens > 0 ? (size_t)n_tokens : 0;
-    return MB_HEADER + s * (MB_SEQ_BYTES + (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) * 8) + t * 4;
+    return MB_HEADER + s * (MB_SEQ_BYTES + (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) * 8 + PB_MAX_ALLOWED_IDS * 4) + t * 4;
 }
 
 pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written)
 {
-    if (mb->n_seqs < 0 || mb->n_tokens < 0 || mb->n_bias < 0)
+    if (mb->n_seqs < 0 || mb->n_tokens < 0 || mb->n_bias < 0 || mb->n_allow < 0)
         return pb_error(PB_ERR_INTERNAL, "micro-batch: negative counts");
     size_t need = pb_mb_packed_size(mb);
     if (cap < need)
@@ -382,6 +418,7 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         const bool plp = s->flags & PB_SEQ_PROMPT_LOGPROBS;
         put32(p + 84, plp ? (uint32_t)s->n_prompt_logprobs : 0);
         put32(p + 88, plp ? (uint32_t)s->next_id : 0);
+        put32(p + 92, (uint32_t)s->n_allow);
     }
     for (int i = 0; i < mb->n_tokens; i++, p += 4)
         put32(p, (uint32_t)mb->tokens[i]);
@@ -389,6 +426,8 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         put32(p, (uint32_t)mb->bias[i].id);
         putf(p + 4, mb->bias[i].bias);
     }
+    for (int i = 0; i < mb->n_allow; i++, p += 4)
+        put32(p, (uint32_t)mb->allow[i]);
     *written = need;
     return PB_OK;
 }
@@ -411,20 +450,26 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
     size_t need = MB_HEADER + (size_t)n_seqs * MB_SEQ_BYTES + (size_t)n_tokens * 4;
     if (len < need)
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected at least %zu", len, need);
-    int64_t n_bias = 0;
+    int64_t n_bias = 0, n_allow = 0;
     for (int i = 0; i < n_seqs; i++) {
-        int32_t k = geti(p + MB_HEADER + (size_t)i * MB_SEQ_BYTES + 80);
-        if (k < 0 || k > MB_MAX_BIAS)
-            return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: %d logit biases", i, (int)k);
+        const unsigned char *q = p + MB_HEADER + (size_t)i * MB_SEQ_BYTES;
+        int32_t k = geti(q + 80), a = geti(q + 92);
+        if (k < 0 || k > MB_MAX_BIAS || a < 0 || a > MB_MAX_BIAS)
+            return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: %d logit biases, %d allowed ids", i,
+                            (int)k, (int)a);
         n_bias += k;
+        n_allow += a;
     }
-    if (n_bias > MB_MAX_BIAS)
-        return pb_error(PB_ERR_FORMAT, "micro-batch message: %lld logit biases", (long long)n_bias);
-    need += (size_t)n_bias * 8;
+    if (n_bias > MB_MAX_BIAS || n_allow > MB_MAX_BIAS)
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: %lld logit biases, %lld allowed ids", (long long)n_bias,
+                        (long long)n_allow);
+    need += (size_t)n_bias * 8 + (size_t)n_allow * 4;
     if (len != need)
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected %zu", len, need);
     PB_CHECK(reserve_bias(mb, (int)n_bias));
+    PB_CHECK(reserve_allow(mb, (int)n_allow));
     mb->n_bias = (int32_t)n_bias;
+    mb->n_allow = (int32_t)n_allow;
     PB_CHECK(pb_mb_reserve(mb, n_seqs, n_tokens));
     mb->tag = tag;
     mb->n_seqs = n_seqs;
@@ -446,6 +491,7 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         s->n_bias = geti(p + 80);
         s->n_prompt_logprobs = geti(p + 84);
         s->next_id = (s->flags & PB_SEQ_PROMPT_LOGPROBS) ? geti(p + 88) : -1;
+        s->n_allow = geti(p + 92);
         if (!(s->flags & PB_SEQ_PROMPT_LOGPROBS) && get32(p + 88) != 0)
             return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: next id without PB_SEQ_PROMPT_LOGPROBS",
                             i);
@@ -454,6 +500,8 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         mb->tokens[i] = geti(p);
     for (int i = 0; i < mb->n_bias; i++, p += 8)
         mb->bias[i] = (pb_id_bias){geti(p), getf(p + 4)};
+    for (int i = 0; i < mb->n_allow; i++, p += 4)
+        mb->allow[i] = geti(p);
     return pb_mb_validate(mb, lim);
 }
 
@@ -630,6 +678,7 @@ struct pb_slot_sampler {
     int32_t *ids;       /* [n_slots] and their picks */
     pb_sample_row *rows; /* [n_slots] sampled picks on the stage: each row's settings, key and history */
     int32_t *bias_at;    /* [n_slots] where each sequence's logit biases start in its micro-batch's */
+    int32_t *allow_at;   /* [n_slots] and its allowed ids */
     float *all;          /* every position's logits for prompt log probabilities [cap_all, vocab] */
     int cap_all;
     /* each worker's buffers (rows are sampled on the backend's host threads: host_run) */
@@ -674,6 +723,7 @@ pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slo
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->ids, &s->ids), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->rows, &s->rows), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->bias_at, &s->bias_at), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->allow_at, &s->allow_at), st, fail);
     *out = s;
     return PB_OK;
 fail:
@@ -766,10 +816,18 @@ static void sample_row(void *ctx, int i, int worker)
     if (!(q->flags & PB_SEQ_SAMPLE))
         return;
     const float *raw = j->logits + (size_t)i * (size_t)s->vocab, *row = raw;
-    if (((q->flags & PB_SEQ_NO_EOS) && s->n_eos) || q->n_bias) {
-        /* as vLLM: min_tokens' mask and the logit biases, before the penalties */
+    if (((q->flags & PB_SEQ_NO_EOS) && s->n_eos) || q->n_bias || q->n_allow) {
+        /* as vLLM: the allowed ids, min_tokens' mask and the logit biases, before the penalties */
         float *m = s->masked[worker];
-        memcpy(m, row, (size_t)s->vocab * sizeof *row);
+        if (q->n_allow) {
+            const int32_t *a = j->mb->allow + s->allow_at[i];
+            for (int k = 0; k < s->vocab; k++)
+                m[k] = -INFINITY;
+            for (int k = 0; k < q->n_allow; k++)
+                m[a[k]] = row[a[k]];
+        } else {
+            memcpy(m, row, (size_t)s->vocab * sizeof *row);
+        }
         for (int e = 0; (q->flags & PB_SEQ_NO_EOS) && e < s->n_eos; e++)
             m[s->eos[e]] = -INFINITY;
         const pb_id_bias *b = j->mb->bias + s->bias_at[i];
@@ -806,13 +864,15 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
-    int n_sample = 0, at = 0;
+    int n_sample = 0, at = 0, at_allow = 0;
     bool masked = false;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         s->bias_at[i] = at;
+        s->allow_at[i] = at_allow;
         at += q->n_bias;
-        masked = masked || q->n_bias;
+        at_allow += q->n_allow;
+        masked = masked || q->n_bias || q->n_allow;
         res->n_plp[i] = 0;
         res->tokens[i] = -1;
         res->lps[i].n_top = -1;
@@ -902,7 +962,7 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     bool on_stage = mb->n_seqs <= s->n_slots;
     bool prompt_lp = false;
     for (int i = 0; i < mb->n_seqs; i++) { /* log probabilities and logit biases: on the host */
-        on_stage = on_stage && !(mb->seqs[i].flags & PB_SEQ_LOGPROBS) && !mb->seqs[i].n_bias;
+        on_stage = on_stage && !(mb->seqs[i].flags & PB_SEQ_LOGPROBS) && !mb->seqs[i].n_bias && !mb->seqs[i].n_allow;
         prompt_lp = prompt_lp || (mb->seqs[i].flags & PB_SEQ_PROMPT_LOGPROBS);
     }
     if (prompt_lp)
@@ -963,6 +1023,7 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->ids);
     free(s->rows);
     free(s->bias_at);
+    free(s->allow_at);
     free(s->all);
     for (int w = 0; w < s->n_work; w++) {
         free(s->scratch[w]);

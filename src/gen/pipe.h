@@ -22,9 +22,11 @@
  *                u64 seed, u64 record, u64 step,
  *                f32 frequency_penalty, f32 presence_penalty, i32 prompt_len,
  *                i32 n_logprobs (PB_SEQ_LOGPROBS; else 0), i32 n_bias,
- *                i32 n_prompt_logprobs, i32 next_id (PB_SEQ_PROMPT_LOGPROBS; else 0, -1) }   (92 bytes each)
+ *                i32 n_prompt_logprobs, i32 next_id (PB_SEQ_PROMPT_LOGPROBS; else 0, -1),
+ *                i32 n_allow }   (96 bytes each)
  *     n_tokens x i32 token ids (sequences concatenated in order)
  *     the sequences' n_bias x { i32 id, f32 bias } (concatenated in order)
+ *     the sequences' n_allow x i32 id (concatenated in order)
  *   result: u32 magic "PBRS", u32 version, u64 tag, i32 n_seqs, i32 pad(0),
  *     n_seqs x i32 token (-1 where the sequence did not sample),
  *     n_seqs x i32 n_top (-1 where the sequence asked no log probabilities),
@@ -69,6 +71,7 @@ typedef struct pb_mb_seq {
     int32_t n_bias;     /* with PB_SEQ_SAMPLE: logit biases (pb_mb_add_bias) added before sampling, ids distinct */
     int32_t n_prompt_logprobs; /* PB_SEQ_PROMPT_LOGPROBS: most likely ids to list, 0..PB_MAX_LOGPROBS (else 0) */
     int32_t next_id;    /* PB_SEQ_PROMPT_LOGPROBS: the prompt's token after this chunk, -1 after the last (else -1) */
+    int32_t n_allow;    /* with PB_SEQ_SAMPLE: only these ids (pb_mb_add_allow) may be sampled; 0 = any */
     pb_sample_params sample;
     pb_rng_key key;    /* key of the token sampled after this chunk */
 } pb_mb_seq;
@@ -81,7 +84,9 @@ typedef struct pb_microbatch {
     int32_t *tokens;   /* [n_tokens] */
     int32_t n_bias;    /* sum of seqs[i].n_bias */
     pb_id_bias *bias;  /* [n_bias]: the sequences' logit biases in order */
-    int32_t cap_seqs, cap_tokens, cap_bias; /* allocated capacity (owned by the struct) */
+    int32_t n_allow;   /* sum of seqs[i].n_allow */
+    int32_t *allow;    /* [n_allow]: the sequences' allowed ids in order */
+    int32_t cap_seqs, cap_tokens, cap_bias, cap_allow; /* allocated capacity (owned by the struct) */
 } pb_microbatch;
 
 typedef struct pb_mb_result {
@@ -115,6 +120,8 @@ void pb_mb_release(pb_microbatch *mb);    /* frees the arrays; NULL-safe */
 pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *tokens);
 /* Append n logit biases (copied) to the last sequence added. */
 pb_status pb_mb_add_bias(pb_microbatch *mb, const pb_id_bias *b, int n);
+/* Append n allowed ids (copied) to the last sequence added. */
+pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n);
 
 pb_status pb_mb_result_init(pb_mb_result *r, int cap);
 pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);
@@ -129,7 +136,8 @@ void pb_mb_result_release(pb_mb_result *r);
  * at pos > 0, fork_slot in range), total tokens
  * <= max_batch_tokens, ids in [0, vocab), sampling settings valid, logit
  * biases only where the sequence samples, their ids distinct and in [0, vocab),
- * each bias in [-100, 100] or -inf; prompt log probabilities only for prefill
+ * each bias in [-100, 100] or -inf; allowed ids likewise ascending, distinct,
+ * in range, only where the sequence samples; prompt log probabilities only for prefill
  * chunks, next_id -1 or in [0, vocab), and -1 where the chunk samples.
  * PB_ERR_INPUT naming the sequence and field. */
 pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim);
@@ -179,7 +187,7 @@ pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const
  * (PB_SEQ_PROMPT_LOGPROBS) take the logits of every position of the
  * micro-batch (pb_stage_forward's all_logits; a buffer of n_tokens x vocab
  * floats, kept). Where no sequence asks log probabilities or has
- * logit biases, and the
+ * logit biases or allowed ids, and the
  * stage's backend can, the picks are made there and only the ids come back
  * (the host sampler's ids): by its argmax where every sampling sequence is
  * greedy without penalties, else by its sample op. Otherwise the logits come

@@ -23,6 +23,9 @@ void pb_gen_settings_clear(pb_gen_settings *s)
     free(s->bias);
     s->bias = NULL;
     s->n_bias = 0;
+    free(s->allow);
+    s->allow = NULL;
+    s->n_allow = 0;
 }
 
 pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
@@ -31,11 +34,21 @@ pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
     dst->n_stops = 0;
     dst->bias = NULL;
     dst->n_bias = 0;
+    dst->allow = NULL;
+    dst->n_allow = 0;
     if (src->n_bias) {
         if (!(dst->bias = malloc((size_t)src->n_bias * sizeof *dst->bias)))
             return pb_error(PB_ERR_NOMEM, "out of memory");
         memcpy(dst->bias, src->bias, (size_t)src->n_bias * sizeof *dst->bias);
         dst->n_bias = src->n_bias;
+    }
+    if (src->n_allow) {
+        if (!(dst->allow = malloc((size_t)src->n_allow * sizeof *dst->allow))) {
+            pb_gen_settings_clear(dst);
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        }
+        memcpy(dst->allow, src->allow, (size_t)src->n_allow * sizeof *dst->allow);
+        dst->n_allow = src->n_allow;
     }
     for (int i = 0; i < src->n_stops; i++) {
         dst->stops[i] = pb_strdup(src->stops[i]);
@@ -313,7 +326,6 @@ static const struct {
     {"use_beam_search", OFF_FALSE, "beam search is not done"},
     {"length_penalty", OFF_ONE, "beam search is not done"},
     {"bad_words", OFF_EMPTY, "banned words are not applied"},
-    {"allowed_token_ids", OFF_NULL, "token allow lists are not applied"},
     {"response_format", OFF_TEXT_FORMAT, "only text output: no JSON mode or schema"},
     {"guided_json", OFF_NULL, "no constrained decoding"},
     {"guided_regex", OFF_NULL, "no constrained decoding"},
@@ -321,9 +333,6 @@ static const struct {
     {"guided_grammar", OFF_NULL, "no constrained decoding"},
     {"structured_outputs", OFF_NULL, "no constrained decoding"},
     {"tool_choice", OFF_TOOL_CHOICE, "no constrained decoding: tool calls come as the model writes them"},
-    {"include_stop_str_in_output", OFF_FALSE, "the stop string is never part of the text"},
-    {"skip_special_tokens", OFF_TRUE, "special tokens' text is always left out"},
-    {"truncate_prompt_tokens", OFF_NULL, "prompts are not truncated"},
 };
 
 static bool asks_nothing(const cJSON *v, off_kind off, int n)
@@ -424,6 +433,20 @@ static bool token_id(const char *text, double num, bool is_text, int32_t *out)
     return true;
 }
 
+/* A true/false field (absent or null: *out kept). */
+static bool get_bool(field_ctx *c, const cJSON *obj, const char *name, bool *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!v || cJSON_IsNull(v))
+        return true;
+    if (!cJSON_IsBool(v)) {
+        snprintf(c->err, sizeof c->err, "field '%s' must be true or false", name);
+        return false;
+    }
+    *out = cJSON_IsTrue(v);
+    return true;
+}
+
 /* stop_token_ids: a list of token ids (at most PB_MAX_STOP_IDS; repeats once). */
 static bool get_stop_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
 {
@@ -454,6 +477,50 @@ static bool get_stop_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
         gs->stop_ids[n++] = id;
     }
     gs->n_stop_ids = n;
+    return true;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* allowed_token_ids: a non-empty list of token ids (at most PB_MAX_ALLOWED_IDS), kept ascending, each once. */
+static bool get_allowed_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "allowed_token_ids");
+    if (!v || cJSON_IsNull(v))
+        return true;
+    const int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 0;
+    if (n < 1 || n > PB_MAX_ALLOWED_IDS) {
+        snprintf(c->err, sizeof c->err, "field 'allowed_token_ids' must be a list of 1 to %d token ids",
+                 PB_MAX_ALLOWED_IDS);
+        return false;
+    }
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids) {
+        *nomem = true;
+        return false;
+    }
+    int k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        if (!cJSON_IsNumber(it) || !token_id(NULL, it->valuedouble, false, &ids[k])) {
+            snprintf(c->err, sizeof c->err, "field 'allowed_token_ids' must be a list of token ids (integers >= 0)");
+            free(ids);
+            return false;
+        }
+        k++;
+    }
+    qsort(ids, (size_t)k, sizeof *ids, cmp_id);
+    int m = 0;
+    for (int i = 0; i < k; i++)
+        if (m == 0 || ids[i] != ids[m - 1])
+            ids[m++] = ids[i];
+    free(gs->allow);
+    gs->allow = ids;
+    gs->n_allow = m;
     return true;
 }
 
@@ -570,14 +637,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         }
         gs->min_tokens = (int)d;
     }
-    const cJSON *ie = cJSON_GetObjectItemCaseSensitive(obj, "ignore_eos");
-    if (ie && !cJSON_IsNull(ie)) {
-        if (!cJSON_IsBool(ie)) {
-            snprintf(c->err, sizeof c->err, "field 'ignore_eos' must be true or false");
-            return false;
-        }
-        gs->ignore_eos = cJSON_IsTrue(ie);
-    }
+    if (!get_bool(c, obj, "ignore_eos", &gs->ignore_eos)) return false;
     if (!get_number(c, obj, "n", 1, PB_GEN_MAX_N, true, &g, &d)) return false;
     if (g) gs->n = (int)d;
     if (!refuse_unsupported(c, obj, gs->n > 1 ? gs->n : 1)) return false;
@@ -588,6 +648,19 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         gs->prompt_top = (int)d;
     }
     if (!get_stop_ids(c, obj, gs)) return false;
+    if (!get_allowed_ids(c, obj, gs, nomem)) return false;
+    if (!get_bool(c, obj, "include_stop_str_in_output", &gs->include_stop)) return false;
+    bool skip = !gs->keep_special;
+    if (!get_bool(c, obj, "skip_special_tokens", &skip)) return false;
+    gs->keep_special = !skip;
+    if (!get_number(c, obj, "truncate_prompt_tokens", -1, 1 << 24, true, &g, &d)) return false;
+    if (g) {
+        if (d == 0) {
+            snprintf(c->err, sizeof c->err, "field 'truncate_prompt_tokens' must be -1 (the context) or at least 1");
+            return false;
+        }
+        gs->truncate = (int)d;
+    }
     if (!get_logit_bias(c, obj, gs, nomem)) return false;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
     if (g) {

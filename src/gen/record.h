@@ -3,7 +3,8 @@
  * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
  * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
  * seed, stop, stop_token_ids, min_tokens, ignore_eos, n, logprobs, top_logprobs,
- * logit_bias, prompt_logprobs}
+ * logit_bias, prompt_logprobs, include_stop_str_in_output, skip_special_tokens,
+ * truncate_prompt_tokens, allowed_token_ids}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}; chat records may add "tools" and "documents" (for
@@ -38,6 +39,9 @@ typedef struct pb_gen_settings {
     bool own_seed;      /* the record gave its seed: the RNG key ignores its position */
     int min_tokens;     /* EOS cannot end the completion before this many tokens (vLLM) */
     bool ignore_eos;    /* EOS never ends the completion (vLLM) */
+    bool include_stop;  /* include_stop_str_in_output: the stop string, EOS or stop id that ended it in the text */
+    bool keep_special;  /* skip_special_tokens false: special tokens' text in the completion */
+    int truncate;       /* truncate_prompt_tokens: the prompt's last this many tokens (-1: the context's less 1) */
     int n;              /* completions of the prompt (OpenAI's and vLLM's n), 1..PB_GEN_MAX_N */
     bool logprobs;      /* return each completion token's log probability (pb_sample_logprobs) */
     int top_logprobs;   /* with logprobs: and those of the most likely ids, 0..PB_MAX_LOGPROBS */
@@ -45,12 +49,14 @@ typedef struct pb_gen_settings {
     int prompt_top;     /* with prompt_logprobs: and the most likely ids at each, 0..PB_MAX_LOGPROBS */
     int n_bias;         /* logit_bias: n_bias entries, ids ascending, each once */
     pb_id_bias *bias;   /* owned (pb_gen_settings_clear) */
-    int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; its text kept, as vLLM) */
+    int n_allow;        /* allowed_token_ids: only these may be sampled (ids ascending, each once; 0 = any) */
+    int32_t *allow;     /* owned (pb_gen_settings_clear) */
+    int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; as EOS, its text left out) */
     int32_t stop_ids[PB_MAX_STOP_IDS];
     int n_stops;
     char *stops[PB_GEN_MAX_STOPS]; /* owned (pb_gen_settings_clear) */
 } pb_gen_settings;
-/* Token ids a record names (logit_bias, stop_token_ids) are checked against
+/* Token ids a record names (logit_bias, stop_token_ids, allowed_token_ids) are checked against
  * the model's vocabulary when it is admitted (the engine). */
 
 /* Generation defaults given on the command line (pb_opts.gen); has_* tells which were given. */

@@ -4,7 +4,8 @@
 # seed: temperature with top-p, with top-k and min-p, with a repetition
 # penalty and min_tokens (EOS masked), greedy; two of every eight with n = 2
 # (each completion its own stream), two with frequency and presence penalties,
-# one with log probabilities, one with logit biases and stop token ids.
+# one with log probabilities, one with logit biases and stop token ids, one
+# with allowed token ids.
 pb_sample_records() {
     _i=1
     while [ $_i -le "$1" ]; do
@@ -18,6 +19,7 @@ pb_sample_records() {
         [ $((_i % 8)) -ge 3 ] && [ $((_i % 8)) -le 4 ] && _s="$_s, \"frequency_penalty\": 0.6, \"presence_penalty\": 0.4"
         [ $((_i % 8)) -eq 5 ] && _s="$_s, \"logprobs\": 4" # on the device: the logits come to the host
         [ $((_i % 8)) -eq 6 ] && _s="$_s, \"logit_bias\": {\"29\": 2.5}, \"stop_token_ids\": [13, 30]" # likewise
+        [ $((_i % 8)) -eq 7 ] && _s="$_s, \"allowed_token_ids\": [13, 29, 30, 264, 1000]" # likewise
         echo "{\"prompt\": \"Record $_i: once upon a time\", \"max_tokens\": $2, \"seed\": $_i, $_s}"
         _i=$((_i + 1))
     done

@@ -474,7 +474,8 @@ def main():
     check(lp_of(r["prompt_logprobs"]) == lp_of(prec["q0"]["prompt_logprobs"]) and r["completion_tokens"] == 0, f"--prompt-logprobs 1 --max-tokens 0: {r}")
 
     # logit_bias (added before the repetition penalty, as vLLM and HF's sequence_bias) and stop_token_ids (the
-    # completion ends with the id, its text kept; min_tokens masks them as EOS): against generate()
+    # completion ends with the id, its text left out as EOS's unless include_stop_str_in_output; min_tokens masks
+    # them as EOS): against generate()
     def hf_gen(prompt, **kw):
         pids = tok(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
@@ -488,6 +489,7 @@ def main():
          {"sequence_bias": [[[g0[1]], -7.5], [[11], 4.0]], "repetition_penalty": 1.3, "eos_token_id": None}),
         ({"stop_token_ids": [g3[2], 99]}, {"eos_token_id": [g3[2], 99]}),
         ({"stop_token_ids": [g3[2]], "min_tokens": 3}, {"eos_token_id": [g3[2]], "min_new_tokens": 3}),
+        ({"stop_token_ids": [g3[2]], "include_stop_str_in_output": True}, {"eos_token_id": [g3[2]]}),
     ]
     bin_ = "".join(json.dumps(dict(f, id=f"x{k}", prompt=prompts[0 if k < 2 else 3])) + "\n"
                    for k, (f, _) in enumerate(bias_cases))
@@ -496,15 +498,63 @@ def main():
     for k, (r, (fields, kw)) in enumerate(zip(lines(bouts[0]), bias_cases)):
         gen, text = hf_gen(prompts[0 if k < 2 else 3], **kw)
         stopped = "stop_token_ids" in fields and gen[-1] in fields["stop_token_ids"]
+        if stopped and not fields.get("include_stop_str_in_output"):
+            text = text[:len(text) - len(tok.decode([gen[-1]]))]  # the stop id's text left out
         want = (text, len(gen), "stop" if stopped else "length")
         got = (r.get("text"), r.get("completion_tokens"), r.get("finish_reason"))
         check(got == want, f"{fields}: {got} vs generate() {want}")
-    check(lines(bouts[0])[0]["text"] != ref[0][2] and lines(bouts[0])[2]["finish_reason"] == "stop" and
-          lines(bouts[0])[3]["completion_tokens"] > 3, "logit_bias, stop_token_ids: the cases change the output")
+    # allowed_token_ids: each step HF's argmax among them (greedy), every sampled id one of them
+    allowed = sorted({g0[0], g0[2], 13, 11, 262, 50256})
+    al_in = [{"prompt": prompts[0], "allowed_token_ids": allowed, "ignore_eos": True},
+             {"prompt": prompts[0], "allowed_token_ids": allowed, "temperature": 1.0, "seed": 4, "logprobs": 0}]
+    ao = lines(run(["--model", model_dir, "--max-tokens", str(max_new)],
+                   "".join(json.dumps(r) + "\n" for r in al_in)).stdout)
+    seq, agen = tok(prompts[0], return_tensors="pt").input_ids, []
+    for _ in range(max_new):
+        with torch.no_grad():
+            lg = model(seq).logits[0, -1]
+        t = allowed[int(torch.argmax(lg[allowed]))]
+        agen.append(t)
+        seq = torch.cat([seq, torch.tensor([[t]])], 1)
+    check(ao[0]["text"] == tok.decode(agen, skip_special_tokens=True) and ao[0]["completion_tokens"] == max_new,
+          f"allowed_token_ids: {ao[0]} vs {agen}")
+    check(all(e["id"] in allowed for e in ao[1]["logprobs"]), f"allowed_token_ids sampled: {ao[1]}")
+    bl = lines(bouts[0])
+    check(bl[0]["text"] != ref[0][2] and bl[2]["finish_reason"] == "stop" and bl[3]["completion_tokens"] > 3 and
+          bl[4]["text"] == bl[2]["text"] + tok.decode([g3[2]]),
+          "logit_bias, stop_token_ids: the cases change the output")
+
+    # skip_special_tokens (default true, as vLLM): a special token's text (here EOS, sampled with ignore_eos and a
+    # bias) left out, or written with false; include_stop_str_in_output keeps a stop string; truncate_prompt_tokens
+    # keeps the prompt's last tokens: against generate() and decode()
+    sp_in = [{"prompt": prompts[0], "ignore_eos": True, "logit_bias": {"50256": 9}, "max_tokens": 6},
+             {"prompt": prompts[0], "ignore_eos": True, "logit_bias": {"50256": 9}, "max_tokens": 6,
+              "skip_special_tokens": False},
+             {"prompt": prompts[0], "stop": stop, "include_stop_str_in_output": True},
+             {"prompt": prompts[5], "truncate_prompt_tokens": 3},
+             {"prompt": " ".join(["word"] * 100), "truncate_prompt_tokens": -1, "max_tokens": 2}]
+    so = lines(run(["--model", model_dir, "--max-tokens", str(max_new)],
+                   "".join(json.dumps(r) + "\n" for r in sp_in)).stdout)
+    sgen, _ = hf_gen(prompts[0], sequence_bias=[[[50256], 9.0]], eos_token_id=None)
+    sgen = sgen[:6]
+    check(50256 in sgen and so[0]["text"] == tok.decode(sgen, skip_special_tokens=True) and
+          so[1]["text"] == tok.decode(sgen, skip_special_tokens=False) and "<|endoftext|>" in so[1]["text"],
+          f"skip_special_tokens: {so[0]['text']!r}, {so[1]['text']!r} vs HF {tok.decode(sgen)!r}")
+    check(so[2]["finish_reason"] == "stop" and so[2]["text"] == expect + stop, f"include_stop_str_in_output: {so[2]}")
+    tids = tok(prompts[5]).input_ids[-3:]
+    with torch.no_grad():
+        tout = model.generate(torch.tensor([tids]), max_new_tokens=max_new, do_sample=False, pad_token_id=50256,
+                              eos_token_id=None)
+    ttext = tok.decode(tout[0].tolist())[len(tok.decode(tids)):]
+    check(so[3]["prompt_tokens"] == 3 and so[3]["text"] == ttext, f"truncate_prompt_tokens 3: {so[3]} vs HF {ttext!r}")
+    check(so[4].get("prompt_tokens") == 63 and so[4].get("completion_tokens") == 1,
+          f"truncate_prompt_tokens -1 (the context, 64, less 1): {so[4]}")
     bad = [({"logit_bias": {"50257": 1}}, "not in the model's vocabulary (0 to 50256)"),
            ({"stop_token_ids": [50257]}, "not in the model's vocabulary"),
            ({"logit_bias": {"5": 101}}, "from -100 to 100"), ({"logit_bias": {"x": 1}}, "key 'x' is not a token id"),
-           ({"stop_token_ids": "5"}, "must be a list of token ids")]
+           ({"stop_token_ids": "5"}, "must be a list of token ids"), ({"skip_special_tokens": 1}, "true or false"),
+           ({"truncate_prompt_tokens": 0}, "must be -1 (the context) or at least 1"),
+           ({"allowed_token_ids": [50257]}, "'allowed_token_ids': token 50257 is not in the model's vocabulary")]
     o = lines(run(["--model", model_dir], "".join(json.dumps(dict(f, prompt="Hi")) + "\n" for f, _ in bad),
                   rc_ok=(3,)).stdout)
     for r, (f, msg) in zip(o, bad):

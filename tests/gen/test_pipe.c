@@ -67,11 +67,14 @@ static void test_pack(void)
     CHECK(pb_mb_add_bias(&mb, b0, 2) == PB_OK);
     pb_mb_seq s1 = seq(5, 10, 1, PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);
     s1.n_logprobs = 20;
-    CHECK(pb_mb_add(&mb, &s1, &one) == PB_OK && pb_mb_add_bias(&mb, b1, 1) == PB_OK);
-    CHECK(mb.n_bias == 3 && mb.seqs[0].n_bias == 2 && mb.seqs[1].n_bias == 1);
+    const int32_t a1[3] = {0, 7, 99};
+    CHECK(pb_mb_add(&mb, &s1, &one) == PB_OK && pb_mb_add_bias(&mb, b1, 1) == PB_OK &&
+          pb_mb_add_allow(&mb, a1, 3) == PB_OK);
+    CHECK(mb.n_bias == 3 && mb.seqs[0].n_bias == 2 && mb.seqs[1].n_bias == 1 && mb.n_allow == 3 &&
+          mb.seqs[0].n_allow == 0 && mb.seqs[1].n_allow == 3);
     CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 2 * 92 + 6 * 4 + 3 * 8 && sz <= pb_mb_max_size(2, 6));
+    CHECK(sz == 24 + 2 * 96 + 6 * 4 + 3 * 8 + 3 * 4 && sz <= pb_mb_max_size(2, 6));
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz - 1, &w) != PB_OK);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
@@ -87,12 +90,24 @@ static void test_pack(void)
               x->sample.frequency_penalty == y->sample.frequency_penalty &&
               x->sample.presence_penalty == y->sample.presence_penalty &&
               x->sample.prompt_len == y->sample.prompt_len && x->n_logprobs == y->n_logprobs &&
-              x->n_bias == y->n_bias &&
+              x->n_bias == y->n_bias && x->n_allow == y->n_allow &&
               x->key.seed == y->key.seed && x->key.record == y->key.record &&
               x->key.step == y->key.step);
     }
     CHECK(memcmp(back.tokens, mb.tokens, 6 * sizeof *mb.tokens) == 0);
     CHECK(back.n_bias == 3 && memcmp(back.bias, mb.bias, 3 * sizeof *mb.bias) == 0);
+    CHECK(back.n_allow == 3 && memcmp(back.allow, mb.allow, 3 * sizeof *mb.allow) == 0);
+    /* allowed ids: ascending, distinct, in range */
+    static const struct { int at; int32_t id; } bada[] = {{0, 100}, {0, -1}, {1, 0}, {2, 7}};
+    for (size_t i = 0; i < sizeof bada / sizeof bada[0]; i++) {
+        int32_t keep = mb.allow[bada[i].at];
+        mb.allow[bada[i].at] = bada[i].id;
+        CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+        mb.allow[bada[i].at] = keep;
+    }
+    mb.seqs[1].n_allow = 4;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    mb.seqs[1].n_allow = 3;
     /* logit biases: ids ascending in range, biases in [-100, 100] or -inf, only where the sequence samples */
     static const struct { int at; int32_t id; float bias; } badb[] = {
         {0, 100, 1.0f}, {1, 3, 1.0f}, {1, 2, 1.0f}, {0, 1, 100.5f}, {0, 1, NAN}, {0, 1, INFINITY}, {2, 0, -101.0f}};
@@ -152,7 +167,7 @@ static void test_pack(void)
     pb_mb_seq k = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
     k.fork_slot = 7;
     CHECK(pb_mb_add(&mb, &k, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
-    unsigned char kb[24 + 92 + 4];
+    unsigned char kb[24 + 96 + 4];
     CHECK(pb_mb_pack(&mb, kb, sizeof kb, &w) == PB_OK && w == sizeof kb);
     CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_OK && back.seqs[0].fork_slot == 7 &&
           back.seqs[0].flags == (PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE) && back.seqs[0].pos == 6);
@@ -328,6 +343,12 @@ static void test_slot_sampler(void)
     lc.sample.repetition_penalty = 2.0f;
     CHECK(pb_mb_add(&mb, &lc, p1) == PB_OK && pb_mb_add_bias(&mb, (const pb_id_bias[]){{3, 4.75f}}, 1) == PB_OK);
     CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == 2);
+    /* allowed ids: only 0 and 4 (4 + 0.5 over 0's 1) */
+    pb_mb_clear(&mb);
+    pb_mb_seq la = seq(1, 3, 1, PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &la, p1) == PB_OK && pb_mb_add_allow(&mb, (const int32_t[]){0, 4}, 2) == PB_OK &&
+          pb_mb_add_bias(&mb, (const pb_id_bias[]){{4, 1.5f}}, 1) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == 4);
     /* -inf bans: ids 1 and 2 banned, 0 boosted over the rest */
     pb_mb_clear(&mb);
     pb_mb_seq ld = seq(0, 4, 1, PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);

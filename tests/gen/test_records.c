@@ -290,11 +290,10 @@ static void test_unsupported(void)
     static const char *const asks[] = {
         "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5",
-        "\"bad_words\": [\"x\"]", "\"allowed_token_ids\": [1]",
+        "\"bad_words\": [\"x\"]",
         "\"response_format\": {\"type\": \"json_object\"}", "\"guided_json\": {}", "\"guided_regex\": \"a\"",
         "\"guided_choice\": [\"a\"]", "\"guided_grammar\": \"g\"", "\"structured_outputs\": {}",
-        "\"tool_choice\": \"required\"", "\"include_stop_str_in_output\": true", "\"skip_special_tokens\": false",
-        "\"truncate_prompt_tokens\": 5"};
+        "\"tool_choice\": \"required\""};
     pb_record r;
     for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {
         char line[256], name[64];
@@ -565,6 +564,29 @@ static void test_bias(void)
     expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"5\": \"1\"}}", "bias of token 5 must be a number");
     expect_error("{\"prompt\": \"Hi\", \"logit_bias\": {\"5\": 1, \"05\": 2}}", "token 5 given twice");
     expect_error("{\"prompt\": \"Hi\", \"stop_token_ids\": 5}", "field 'stop_token_ids' must be a list");
+    /* allowed_token_ids: sorted, once each; not empty */
+    parse("{\"prompt\": \"Hi\", \"allowed_token_ids\": [9, 3, 9, 0]}", &r);
+    CHECK(!r.error && r.gs.n_allow == 3 && r.gs.allow[0] == 0 && r.gs.allow[1] == 3 && r.gs.allow[2] == 9);
+    CHECK(pb_record_copy(&c, &r) == PB_OK && c.gs.allow != r.gs.allow && c.gs.n_allow == 3 && c.gs.allow[2] == 9);
+    pb_record_clear(&c);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"Hi\", \"allowed_token_ids\": []}", "must be a list of 1 to 4096 token ids");
+    expect_error("{\"prompt\": \"Hi\", \"allowed_token_ids\": [1, -1]}", "must be a list of token ids");
+    expect_error("{\"prompt\": \"Hi\", \"allowed_token_ids\": 3}", "must be a list of 1 to 4096");
+    /* include_stop_str_in_output, skip_special_tokens (default true), truncate_prompt_tokens (-1 or >= 1) */
+    parse("{\"prompt\": \"Hi\"}", &r);
+    CHECK(!r.error && !r.gs.include_stop && !r.gs.keep_special && r.gs.truncate == 0);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"include_stop_str_in_output\": true, \"skip_special_tokens\": false, "
+          "\"truncate_prompt_tokens\": 7}", &r);
+    CHECK(!r.error && r.gs.include_stop && r.gs.keep_special && r.gs.truncate == 7);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"skip_special_tokens\": true, \"truncate_prompt_tokens\": -1}", &r);
+    CHECK(!r.error && !r.gs.keep_special && r.gs.truncate == -1);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"Hi\", \"include_stop_str_in_output\": 1}", "'include_stop_str_in_output' must be");
+    expect_error("{\"prompt\": \"Hi\", \"truncate_prompt_tokens\": 0}", "must be -1 (the context) or at least 1");
+    expect_error("{\"prompt\": \"Hi\", \"truncate_prompt_tokens\": -2}", "out of range");
     expect_error("{\"prompt\": \"Hi\", \"stop_token_ids\": [-1]}", "field 'stop_token_ids' must be a list");
     expect_error("{\"prompt\": \"Hi\", \"stop_token_ids\": [\"5\"]}", "field 'stop_token_ids' must be a list");
     char line[8192];

@@ -24,6 +24,7 @@ while [ $i -le 24 ]; do
     [ $((i % 5)) -eq 0 ] && s="$s, \"frequency_penalty\": 0.7, \"presence_penalty\": 0.3"
     [ $((i % 6)) -eq 1 ] && s="$s, \"logprobs\": $((i % 4 * 5))"
     [ $((i % 8)) -eq 3 ] && s="$s, \"prompt_logprobs\": 2"
+    [ $((i % 9)) -eq 4 ] && s="$s, \"allowed_token_ids\": [11, 13, 262, 290, 318], \"truncate_prompt_tokens\": 4"
     [ $((i % 7)) -eq 2 ] && s="$s, \"logit_bias\": {\"13\": 3.5, \"$((100 + i))\": -100}, \"stop_token_ids\": [11, 262]"
     echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $((4 + i % 9))$s}"
     i=$((i + 1))
