@@ -93,7 +93,7 @@ pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *toke
 
 static pb_status reserve_allow(pb_microbatch *mb, int need)
 {
-    if (need <= mb->cap_allow && (need == 0 || mb->allow))
+    if (need <= mb->cap_allow && mb->allow)
         return PB_OK;
     int c = grow_cap(mb->cap_allow, need);
     PB_CHECK(pb_realloc_array(&mb->allow, (size_t)c, sizeof *mb->allow));
@@ -112,9 +112,10 @@ pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n)
     return PB_OK;
 }
 
+/* Room for need biases (the array is allocated after, even for none). */
 static pb_status reserve_bias(pb_microbatch *mb, int need)
 {
-    if (need <= mb->cap_bias && (need == 0 || mb->bias))
+    if (need <= mb->cap_bias && mb->bias)
         return PB_OK;
     int c = grow_cap(mb->cap_bias, need);
     PB_CHECK(pb_realloc_array(&mb->bias, (size_t)c, sizeof *mb->bias));
@@ -157,7 +158,7 @@ pb_status pb_mb_result_reserve(pb_mb_result *r, int cap)
 
 pb_status pb_mb_result_reserve_plp(pb_mb_result *r, int n)
 {
-    if (n <= r->plp_cap && (n == 0 || r->plp))
+    if (n <= r->plp_cap && r->plp)
         return PB_OK;
     int c = grow_cap(r->plp_cap, n);
     PB_CHECK(pb_realloc_array(&r->plp, (size_t)c, sizeof *r->plp));
@@ -830,9 +831,10 @@ static void sample_row(void *ctx, int i, int worker)
         }
         for (int e = 0; (q->flags & PB_SEQ_NO_EOS) && e < s->n_eos; e++)
             m[s->eos[e]] = -INFINITY;
-        const pb_id_bias *b = j->mb->bias + s->bias_at[i];
-        for (int k = 0; k < q->n_bias; k++)
-            m[b[k].id] += b[k].bias;
+        for (int k = 0; k < q->n_bias; k++) {
+            const pb_id_bias *b = &j->mb->bias[s->bias_at[i] + k];
+            m[b->id] += b->bias;
+        }
         row = m;
     }
     /* its slot's history, hist_add's (each slot once in a micro-batch) */

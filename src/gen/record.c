@@ -567,7 +567,8 @@ static bool get_logit_bias(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         }
         b[k++] = (pb_id_bias){id, (float)it->valuedouble};
     }
-    qsort(b, (size_t)k, sizeof *b, cmp_bias);
+    if (k > 1)
+        qsort(b, (size_t)k, sizeof *b, cmp_bias);
     for (int i = 1; i < k; i++)
         if (b[i].id == b[i - 1].id) {
             snprintf(c->err, sizeof c->err, "field 'logit_bias': token %d given twice", (int)b[i].id);
