@@ -91,15 +91,21 @@ pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *toke
     return PB_OK;
 }
 
-static pb_status reserve_allow(pb_microbatch *mb, int need)
+/* Room for need elements of size bytes in *arr (capacity *cap; contents kept),
+ * allocated even for none, so that arr + 0 is never a null pointer. */
+static pb_status reserve_list(void *arr, int32_t *cap, int need, size_t size)
 {
-    if (need <= mb->cap_allow && mb->allow)
+    void *p;
+    memcpy(&p, arr, sizeof p);
+    if (need <= *cap && p)
         return PB_OK;
-    int c = grow_cap(mb->cap_allow, need);
-    PB_CHECK(pb_realloc_array(&mb->allow, (size_t)c, sizeof *mb->allow));
-    mb->cap_allow = c;
+    int c = grow_cap(*cap, need);
+    PB_CHECK(pb_realloc_array(arr, (size_t)c, size));
+    *cap = c;
     return PB_OK;
 }
+#define reserve_allow(mb, need) reserve_list(&(mb)->allow, &(mb)->cap_allow, (need), sizeof *(mb)->allow)
+#define reserve_bias(mb, need) reserve_list(&(mb)->bias, &(mb)->cap_bias, (need), sizeof *(mb)->bias)
 
 pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n)
 {
@@ -109,17 +115,6 @@ pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n)
     memcpy(mb->allow + mb->n_allow, ids, (size_t)n * sizeof *ids);
     mb->n_allow += n;
     mb->seqs[mb->n_seqs - 1].n_allow += n;
-    return PB_OK;
-}
-
-/* Room for need biases (the array is allocated after, even for none). */
-static pb_status reserve_bias(pb_microbatch *mb, int need)
-{
-    if (need <= mb->cap_bias && mb->bias)
-        return PB_OK;
-    int c = grow_cap(mb->cap_bias, need);
-    PB_CHECK(pb_realloc_array(&mb->bias, (size_t)c, sizeof *mb->bias));
-    mb->cap_bias = c;
     return PB_OK;
 }
 
@@ -158,12 +153,7 @@ pb_status pb_mb_result_reserve(pb_mb_result *r, int cap)
 
 pb_status pb_mb_result_reserve_plp(pb_mb_result *r, int n)
 {
-    if (n <= r->plp_cap && r->plp)
-        return PB_OK;
-    int c = grow_cap(r->plp_cap, n);
-    PB_CHECK(pb_realloc_array(&r->plp, (size_t)c, sizeof *r->plp));
-    r->plp_cap = c;
-    return PB_OK;
+    return reserve_list(&r->plp, &r->plp_cap, n, sizeof *r->plp);
 }
 
 /* Entries in r's prompt tokens' list. */
