@@ -43,11 +43,11 @@ static int hex2(const char *s)
     return (s[0] == '+' && s[1] == '\0') ? -1 : v;
 }
 
-static pb_status flush_bytes(strs *out, tk_buf *bytes)
+static pb_status flush_bytes(strs *out, tk_buf *bytes, bool raw)
 {
     if (!bytes->len)
         return PB_OK;
-    if (tk_utf8_valid(bytes->p, bytes->len))
+    if (raw || tk_utf8_valid(bytes->p, bytes->len))
         PB_CHECK(strs_add(out, bytes->p, bytes->len));
     else
         for (size_t k = 0; k < bytes->len; k++)
@@ -92,7 +92,9 @@ static pb_status wordpiece_cleanup(tk_buf *t)
     return PB_OK;
 }
 
-static pb_status dec_apply(const tk_dec *d, strs *in, strs *out)
+/* raw: the pieces stand inside a text, neither first nor last (Metaspace's prepended space, Strip, the BPE
+ * suffix and WordPiece's joins as there), and bytes stay as they are (no U+FFFD for a piece of a character). */
+static pb_status dec_apply(const tk_dec *d, strs *in, strs *out, bool raw)
 {
     tk_pieces_clear(out);
     tk_buf tmp = {0};
@@ -100,7 +102,7 @@ static pb_status dec_apply(const tk_dec *d, strs *in, strs *out)
     switch (d->kind) {
     case TK_DEC_SEQUENCE:
         for (size_t i = 0; i < d->n_sub; i++) {
-            PB_CHECK(dec_apply(&d->sub[i], in, out));
+            PB_CHECK(dec_apply(&d->sub[i], in, out, raw));
             strs t = *in; *in = *out; *out = t;
         }
         /* the result is in *in: move it to *out */
@@ -126,9 +128,11 @@ static pb_status dec_apply(const tk_dec *d, strs *in, strs *out)
                 st = tk_buf_put(&bytes, s, n);
             }
         }
-        if (st == PB_OK)
+        if (st == PB_OK && raw)
+            st = strs_add(out, bytes.p ? bytes.p : "", bytes.len);
+        else if (st == PB_OK)
             st = tk_utf8_lossy(&tmp, bytes.p ? bytes.p : "", bytes.len);
-        if (st == PB_OK)
+        if (st == PB_OK && !raw)
             st = strs_add(out, tmp.p ? tmp.p : "", tmp.len);
         tk_buf_free(&bytes);
         break;
@@ -142,7 +146,7 @@ static pb_status dec_apply(const tk_dec *d, strs *in, strs *out)
                 uint32_t cp;
                 size_t k = tk_utf8_next(s + j, n - j, &cp);
                 if (cp == d->ch) {
-                    if (!(i == 0 && d->prepend != TK_PREPEND_NEVER))
+                    if (!(i == 0 && d->prepend != TK_PREPEND_NEVER) || raw)
                         st = tk_buf_putc(&tmp, ' ');
                 } else
                     st = tk_buf_put(&tmp, s + j, k);
@@ -197,13 +201,13 @@ static pb_status dec_apply(const tk_dec *d, strs *in, strs *out)
             if (v >= 0)
                 st = tk_buf_putc(&tmp, (char)v);
             else {
-                st = flush_bytes(out, &tmp);
+                st = flush_bytes(out, &tmp, raw);
                 if (st == PB_OK)
                     st = strs_add(out, s, n);
             }
         }
         if (st == PB_OK)
-            st = flush_bytes(out, &tmp);
+            st = flush_bytes(out, &tmp, raw);
         break;
     case TK_DEC_FUSE:
         for (size_t i = 0; i < in->n && st == PB_OK; i++)
@@ -215,14 +219,14 @@ static pb_status dec_apply(const tk_dec *d, strs *in, strs *out)
         for (size_t i = 0; i < in->n && st == PB_OK; i++) {
             const char *s = TOK(in, i);
             size_t n = TLEN(in, i), a = 0, b = n;
-            for (size_t k = 0; k < d->start && a < n; k++) {
+            for (size_t k = 0; k < d->start && a < n && !raw; k++) {
                 uint32_t cp;
                 size_t l = tk_utf8_next(s + a, n - a, &cp);
                 if (cp != d->ch)
                     break;
                 a += l;
             }
-            for (size_t k = 0; k < d->stop && b > a; k++) {
+            for (size_t k = 0; k < d->stop && b > a && !raw; k++) {
                 size_t l = 1;
                 while (l < b && ((unsigned char)s[b - l] & 0xC0) == 0x80)
                     l++;
@@ -237,7 +241,7 @@ static pb_status dec_apply(const tk_dec *d, strs *in, strs *out)
         break;
     case TK_DEC_BPE:
         for (size_t i = 0; i < in->n && st == PB_OK; i++) {
-            bool last = i + 1 == in->n;
+            bool last = i + 1 == in->n && !raw;
             tmp.len = 0;
             st = replace_all(&tmp, TOK(in, i), TLEN(in, i), d->str, d->str_len, last ? "" : " ",
                              last ? 0 : 1);
@@ -250,7 +254,7 @@ static pb_status dec_apply(const tk_dec *d, strs *in, strs *out)
             const char *s = TOK(in, i);
             size_t n = TLEN(in, i);
             tmp.len = 0;
-            if (i != 0) {
+            if (i != 0 || raw) {
                 if (n >= d->str_len && memcmp(s, d->str, d->str_len) == 0) {
                     s += d->str_len;
                     n -= d->str_len;
@@ -304,7 +308,7 @@ pb_status tk_decode_into(const pb_tokenizer *tok, const int32_t *ids, size_t n, 
         if (st != PB_OK)
             goto out;
     } else if (tok->dec) {
-        PB_CHECK_GOTO(dec_apply(tok->dec, &a, &b), st, out);
+        PB_CHECK_GOTO(dec_apply(tok->dec, &a, &b, false), st, out);
         for (size_t i = 0; i < b.n; i++)
             PB_CHECK_GOTO(tk_buf_put(out, TOK(&b, i), TLEN(&b, i)), st, out);
     } else {
@@ -334,6 +338,42 @@ pb_status pb_tokenizer_decode(const pb_tokenizer *tok, const int32_t *ids, size_
         return st;
     }
     *text = out.p;
+    *len = out.len;
+    return PB_OK;
+}
+
+pb_status pb_tokenizer_token_bytes(const pb_tokenizer *tok, int32_t id, char **bytes, size_t *len)
+{
+    *bytes = NULL;
+    *len = 0;
+    if (!tk_known_id(tok, id))
+        return pb_error(PB_ERR_INPUT, "id %lld is not in the tokenizer", (long long)id);
+    tk_buf out = {0};
+    strs a = {0}, b = {0};
+    pb_status st = PB_OK;
+    if (tok->bl_bytes) {
+        st = tk_buf_put(&out, tok->bl_bytes + tok->bl_off[id], tok->bl_off[id + 1] - tok->bl_off[id]);
+    } else if (tok->dec) {
+        PB_CHECK_GOTO(strs_add(&a, tok->id_tok[id], tok->id_tok_len[id]), st, done);
+        PB_CHECK_GOTO(dec_apply(tok->dec, &a, &b, true), st, done);
+        for (size_t i = 0; i < b.n; i++)
+            PB_CHECK_GOTO(tk_buf_put(&out, TOK(&b, i), TLEN(&b, i)), st, done);
+    } else { /* tokens joined by spaces: one inside a text follows its space */
+        st = tk_buf_putc(&out, ' ');
+        if (st == PB_OK)
+            st = tk_buf_put(&out, tok->id_tok[id], tok->id_tok_len[id]);
+    }
+    if (st == PB_OK)
+        st = tk_buf_reserve(&out, 0);
+done:
+    tk_pieces_free(&a);
+    tk_pieces_free(&b);
+    if (st != PB_OK) {
+        tk_buf_free(&out);
+        return st;
+    }
+    out.p[out.len] = '\0';
+    *bytes = out.p;
     *len = out.len;
     return PB_OK;
 }

@@ -37,6 +37,15 @@ pb_status pb_tokenizer_encode(const pb_tokenizer *tok, const char *text, size_t 
 pb_status pb_tokenizer_decode(const pb_tokenizer *tok, const int32_t *ids, size_t n,
                               bool skip_special, char **text, size_t *len);
 
+/* The bytes a token adds to a text where it stands inside it (neither first
+ * nor last): the decoder chain on the token alone, without the rules for a
+ * text's start and end (Strip, Metaspace's first space) and without making
+ * its bytes valid UTF-8 (a piece of a character stays that piece), so that a
+ * completion's bytes are its tokens' bytes one after another. For
+ * constrained decoding (gen/guide.h). NUL-terminated; caller frees *bytes.
+ * An id the tokenizer does not know is PB_ERR_INPUT. */
+pb_status pb_tokenizer_token_bytes(const pb_tokenizer *tok, int32_t id, char **bytes, size_t *len);
+
 int pb_tokenizer_vocab_size(const pb_tokenizer *tok);   /* max id + 1 incl. added tokens */
 int32_t pb_tokenizer_token_to_id(const pb_tokenizer *tok, const char *token); /* -1 if absent */
 /* The token string of an id (as stored in the vocabulary), NULL if none. */
