@@ -15,7 +15,7 @@ APT_PACKAGES="build-essential autoconf automake libtool pkg-config \
 # config keys such as rope_parameters and layer_types, torch 2.x); pip takes the
 # current releases. PyPI's torch wheel is a CUDA build (about 5-6 GB installed);
 # the tests use it on the CPU. pip honours PIP_INDEX_URL / PIP_EXTRA_INDEX_URL.
-PIP_PACKAGES="torch>=2.4 transformers>=5,<6 tokenizers safetensors numpy gguf"
+PIP_PACKAGES="torch>=2.4 transformers>=5,<6 tokenizers safetensors numpy gguf jsonschema regex"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive

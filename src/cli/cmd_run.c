@@ -510,7 +510,8 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
         const long cap = pb_stage_batch_tokens(opts->max_batch_tokens > 0 ? opts->max_batch_tokens
                                                                           : PB_BATCH_TOKENS_GPU,
                                                per_chunk, batch, context);
-        size_t max_msg = (size_t)cap * (size_t)cfg.hidden_size * sizeof(float) + pb_mb_max_size(batch, (int)cap) + 4096;
+        size_t max_msg = (size_t)cap * (size_t)cfg.hidden_size * sizeof(float) +
+                         pb_mb_max_size(batch, (int)cap, cfg.vocab_size) + 4096;
         const size_t max_res = pb_mb_result_max_size(batch, (int)cap) + 4096;
         max_msg = max_msg > max_res ? max_msg : max_res;
         pb_tcp_opts to = {.iface = opts->iface, .family = opts->ip_family, .max_msg_bytes = max_msg};

@@ -9,7 +9,18 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "gen/guide.h"
 #include "gen/stop.h"
+
+/* A compiled constraint, shared by the sequences whose records give the same pattern; kept after the last of them
+ * finishes (the next record often has the same schema) while fewer than GUIDE_CACHE are kept. */
+typedef struct guide_entry {
+    char *regex;
+    pb_guide *g;
+    int refs;              /* sequences (and the pending record) using it */
+    uint64_t used;         /* the engine's clock when last taken */
+} guide_entry;
+#define GUIDE_CACHE 16
 
 /* The completions of a record with n > 1, kept until the last finishes: the
  * record's output line holds them all. Shared by its sequences and the
@@ -42,6 +53,8 @@ typedef struct seq_state {
     pb_lp_pair *plp;       /* with prompt_logprobs (choice 0): n_plp prompt tokens x (1 + prompt_top) pairs */
     int32_t *prank;        /* and their ranks */
     int n_plp;
+    guide_entry *ge;       /* constrained decoding: the record's guide (a reference), else NULL */
+    int32_t gstate;        /* and the completion's state in it */
     double t_admit;
 } seq_state;
 
@@ -69,6 +82,11 @@ typedef struct engine {
     int fifo_head, fifo_n;
     bool *in_flight;
     pb_id_bias *bias;      /* a sequence's logit biases for one micro-batch (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) */
+    pb_guide_vocab *gvocab; /* the vocabulary's bytes, made for the first constrained record */
+    guide_entry **guides;  /* [n_guides] */
+    int n_guides, cap_guides;
+    uint64_t guide_clock;
+    uint32_t *maskbuf;     /* a sequence's mask for one micro-batch (pb_guide_vocab_words) */
     uint64_t tag;
     pb_engine_stats *st;
     double t0, t_last_result;
@@ -118,6 +136,8 @@ static void slot_release(seq_state *s)
     free(s->plp);
     free(s->prank);
     group_unref(s->grp);
+    if (s->ge)
+        s->ge->refs--;
     memset(s, 0, sizeof *s);
 }
 
@@ -133,6 +153,10 @@ static pb_status seq_clone(seq_state *dst, const seq_state *src, size_t cap, int
     dst->choice = choice;
     dst->grp = src->grp;
     dst->grp->refs++;
+    dst->ge = src->ge;
+    dst->gstate = src->gstate;
+    if (dst->ge)
+        dst->ge->refs++;
     pb_status st = pb_record_copy(&dst->rec, &src->rec);
     if (st == PB_OK && (st = pb_calloc(cap, sizeof *dst->prompt, &dst->prompt)) == PB_OK)
         memcpy(dst->prompt, src->prompt, (size_t)src->n_prompt * sizeof *dst->prompt);
@@ -181,6 +205,76 @@ static pb_status check_ids(const engine *d, pb_record *rec)
     return PB_OK;
 }
 
+/* The guide of rec's pattern (compiled, or the one kept for the same pattern), a reference taken; *ge NULL and
+ * rec an error record when the pattern cannot be used. */
+static pb_status guide_take(engine *d, pb_record *rec, guide_entry **ge)
+{
+    *ge = NULL;
+    const pb_mb_limits *lim = pb_pipe_limits(d->pipe);
+    if (!d->gvocab) {
+        PB_CHECK(pb_guide_vocab_create(d->tok, lim->vocab, d->o->eos_ids, d->o->n_eos, &d->gvocab));
+        PB_CHECK(pb_calloc((size_t)pb_guide_vocab_words(d->gvocab), sizeof *d->maskbuf, &d->maskbuf));
+    }
+    guide_entry *e = NULL;
+    for (int i = 0; i < d->n_guides && !e; i++)
+        if (!strcmp(d->guides[i]->regex, rec->gs.guide))
+            e = d->guides[i];
+    if (!e) {
+        pb_guide *g = NULL;
+        const double t0 = pb_now();
+        pb_status st = pb_guide_create(d->gvocab, rec->gs.guide, strlen(rec->gs.guide), &g);
+        if (st == PB_ERR_INPUT)
+            return pb_record_set_error(rec, "field '%s': %s", rec->gs.guide_field, pb_last_error());
+        PB_CHECK(st);
+        char *regex = pb_strdup(rec->gs.guide);
+        if (!regex) {
+            pb_guide_free(g);
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        }
+        pb_log_verbose("line %llu: constraint compiled in %.1f ms (%.1f KiB)", (unsigned long long)rec->line,
+                       (pb_now() - t0) * 1e3, (double)pb_guide_bytes(g) / 1024.0);
+        int victim = -1; /* a full cache drops the guide unused longest */
+        for (int i = 0; i < d->n_guides && d->n_guides >= GUIDE_CACHE; i++)
+            if (!d->guides[i]->refs && (victim < 0 || d->guides[i]->used < d->guides[victim]->used))
+                victim = i;
+        if (victim >= 0) {
+            e = d->guides[victim];
+            pb_guide_free(e->g);
+            free(e->regex);
+        } else {
+            if (d->n_guides == d->cap_guides) {
+                const int cap = d->cap_guides ? 2 * d->cap_guides : GUIDE_CACHE;
+                st = pb_realloc_array(&d->guides, (size_t)cap, sizeof *d->guides);
+                if (st == PB_OK)
+                    d->cap_guides = cap;
+            }
+            if (st == PB_OK && (st = pb_calloc(1, sizeof *e, &e)) == PB_OK)
+                d->guides[d->n_guides++] = e;
+            if (st != PB_OK) {
+                pb_guide_free(g);
+                free(regex);
+                return st;
+            }
+        }
+        e->g = g;
+        e->regex = regex;
+        e->refs = 0;
+    }
+    const int32_t start = pb_guide_start(e->g);
+    const uint32_t *m = NULL;
+    int n = 0;
+    if (start >= 0)
+        PB_CHECK(pb_guide_mask(e->g, start, &m, &n));
+    if (n == 0)
+        return pb_record_set_error(rec, "field '%s': %s", rec->gs.guide_field,
+                                   start < 0 ? "the pattern matches no text"
+                                             : "no token of the model's vocabulary can begin a match");
+    e->used = ++d->guide_clock;
+    e->refs++;
+    *ge = e;
+    return PB_OK;
+}
+
 /* Take records until one needs the model (admitted into s, *got) or none
  * is available now. Prompts that cannot be generated for and zero-token
  * requests are answered here. */
@@ -206,6 +300,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             return PB_OK;
         int32_t *ids = NULL;
         size_t n = 0;
+        guide_entry *ge = NULL;
         pb_status st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, !rec.chat, &ids, &n);
         const size_t keep = rec.gs.truncate > 0 ? (size_t)rec.gs.truncate
                             : rec.gs.truncate < 0 ? (size_t)(d->o->context - 1) : n;
@@ -223,12 +318,16 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             st = pb_record_set_error(&rec, "prompt: %s", pb_last_error());
         } else if ((st = check_ids(d, &rec)) != PB_OK || rec.error) {
             /* a token id the model does not have */
+        } else if (rec.gs.guide && rec.gs.max_tokens > 0 && ((st = guide_take(d, &rec, &ge)) != PB_OK || rec.error)) {
+            /* a pattern that cannot be used */
         } else if (n == 0 && rec.gs.max_tokens > 0) {
             st = pb_record_set_error(&rec, "prompt has no tokens (empty prompt and no BOS token)");
         } else if (n >= (size_t)d->o->context && rec.gs.max_tokens > 0) {
             st = pb_record_set_error(&rec, "prompt has %zu tokens; the context is %d tokens, "
                                      "which leaves no room to generate", n, d->o->context);
         }
+        if ((st != PB_OK || rec.error) && ge)
+            ge->refs--;
         if (st != PB_OK || rec.error) {
             free(ids);
             if (st == PB_OK)
@@ -251,6 +350,8 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         }
         memset(s, 0, sizeof *s);
         s->wait_for = -1;
+        s->ge = ge;
+        s->gstate = ge ? pb_guide_start(ge->g) : 0;
         s->rec = rec;
         s->out_no = out_no;
         s->prompt = ids;
@@ -351,6 +452,17 @@ static pb_status add_seq(engine *d, pb_microbatch *mb, const seq_state *s, const
     const pb_gen_settings *g = &s->rec.gs;
     if ((q->flags & PB_SEQ_SAMPLE) && g->n_allow)
         PB_CHECK(pb_mb_add_allow(mb, g->allow, g->n_allow));
+    if ((q->flags & PB_SEQ_SAMPLE) && s->ge) { /* the constraint's ids, and EOS where the text so far is a match */
+        const uint32_t *m;
+        int n;
+        PB_CHECK(pb_guide_mask(s->ge->g, s->gstate, &m, &n));
+        const int words = pb_guide_vocab_words(d->gvocab);
+        memcpy(d->maskbuf, m, (size_t)words * sizeof *m);
+        for (int e = 0; pb_guide_accepts(s->ge->g, s->gstate) && !g->ignore_eos && e < d->o->n_eos; e++)
+            if (d->o->eos_ids[e] >= 0 && d->o->eos_ids[e] < 32 * words)
+                d->maskbuf[d->o->eos_ids[e] >> 5] |= 1u << (d->o->eos_ids[e] & 31);
+        PB_CHECK(pb_mb_add_mask(mb, d->maskbuf, words));
+    }
     const bool ban = (q->flags & PB_SEQ_NO_EOS) && g->n_stop_ids;
     if (!(q->flags & PB_SEQ_SAMPLE) || (!g->n_bias && !ban))
         return PB_OK;
@@ -598,6 +710,14 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
         stop_id = s->rec.gs.stop_ids[i] == t;
     if (stop_id && !s->rec.gs.include_stop)
         return finish(d, s, "stop", false, 0);
+    int32_t gnext = 0;
+    if (s->ge && !stop_id && (gnext = pb_guide_next(s->ge->g, s->gstate, t)) < 0) {
+        /* only where every id the constraint allows was masked (by min_tokens' bans): the text stays a prefix */
+        pb_log_warn("line %llu: constrained decoding: no allowed token could be sampled; the completion ends",
+                    (unsigned long long)s->rec.line);
+        s->generated--;
+        return finish(d, s, "stop", false, 0);
+    }
     const char *nt;
     size_t nl;
     PB_CHECK(pb_detok_push(s->detok, t, &nt, &nl));
@@ -610,6 +730,19 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
         pb_detok_find_stop(s->detok, (const char *const *)s->rec.gs.stops, s->rec.gs.n_stops, nl,
                            &off, &which))
         return finish(d, s, "stop", true, off + (s->rec.gs.include_stop ? strlen(s->rec.gs.stops[which]) : 0));
+    if (s->ge) {
+        /* a state no token leads on from: the match is whole (as the EOS it would be given) */
+        s->gstate = gnext;
+        const uint32_t *m;
+        int n;
+        PB_CHECK(pb_guide_mask(s->ge->g, s->gstate, &m, &n));
+        if (n == 0) {
+            if (!pb_guide_accepts(s->ge->g, s->gstate))
+                pb_log_warn("line %llu: constrained decoding: no token of the vocabulary continues the match; the "
+                            "completion ends unfinished", (unsigned long long)s->rec.line);
+            return finish(d, s, "stop", false, 0);
+        }
+    }
     if (s->generated >= s->rec.gs.max_tokens || s->n_prompt + s->generated >= d->o->context)
         return finish(d, s, "length", false, 0);
     return PB_OK;
@@ -831,5 +964,13 @@ out:
     free(d->fifo);
     free(d->in_flight);
     free(d->bias);
+    for (int i = 0; i < d->n_guides; i++) {
+        pb_guide_free(d->guides[i]->g);
+        free(d->guides[i]->regex);
+        free(d->guides[i]);
+    }
+    free(d->guides);
+    pb_guide_vocab_free(d->gvocab);
+    free(d->maskbuf);
     return st;
 }

@@ -13,8 +13,8 @@
 
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
-#define WIRE_VERSION 4u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
-                           4: log probabilities (of sampled and prompt tokens), logit biases */
+#define WIRE_VERSION 5u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
+                           4: log probabilities (of sampled and prompt tokens), logit biases; 5: masks */
 #define MB_HEADER 24
 #define MB_SEQ_BYTES 96
 #define RS_HEADER 24
@@ -54,6 +54,8 @@ void pb_mb_clear(pb_microbatch *mb)
     mb->n_tokens = 0;
     mb->n_bias = 0;
     mb->n_allow = 0;
+    mb->n_masks = 0;
+    mb->mask_words = 0;
 }
 
 void pb_mb_release(pb_microbatch *mb)
@@ -64,6 +66,7 @@ void pb_mb_release(pb_microbatch *mb)
     free(mb->tokens);
     free(mb->bias);
     free(mb->allow);
+    free(mb->mask);
     memset(mb, 0, sizeof *mb);
 }
 
@@ -88,6 +91,7 @@ pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *toke
     mb->n_tokens += seq->n_tokens;
     mb->seqs[mb->n_seqs - 1].n_bias = 0;
     mb->seqs[mb->n_seqs - 1].n_allow = 0;
+    mb->seqs[mb->n_seqs - 1].flags &= ~PB_SEQ_MASK;
     return PB_OK;
 }
 
@@ -106,6 +110,7 @@ static pb_status reserve_list(void *arr, int32_t *cap, int need, size_t size)
 }
 #define reserve_allow(mb, need) reserve_list(&(mb)->allow, &(mb)->cap_allow, (need), sizeof *(mb)->allow)
 #define reserve_bias(mb, need) reserve_list(&(mb)->bias, &(mb)->cap_bias, (need), sizeof *(mb)->bias)
+#define reserve_mask(mb, need) reserve_list(&(mb)->mask, &(mb)->cap_mask, (need), sizeof *(mb)->mask)
 
 pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n)
 {
@@ -115,6 +120,19 @@ pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n)
     memcpy(mb->allow + mb->n_allow, ids, (size_t)n * sizeof *ids);
     mb->n_allow += n;
     mb->seqs[mb->n_seqs - 1].n_allow += n;
+    return PB_OK;
+}
+
+pb_status pb_mb_add_mask(pb_microbatch *mb, const uint32_t *mask, int words)
+{
+    if (mb->n_seqs < 1 || words < 1 || (mb->n_masks && words != mb->mask_words) ||
+        (mb->seqs[mb->n_seqs - 1].flags & PB_SEQ_MASK) || (int64_t)(mb->n_masks + 1) * words > MB_MAX_BIAS)
+        return pb_error(PB_ERR_INTERNAL, "micro-batch: cannot add a mask of %d words", words);
+    PB_CHECK(reserve_mask(mb, (mb->n_masks + 1) * words));
+    memcpy(mb->mask + (size_t)mb->n_masks * (size_t)words, mask, (size_t)words * sizeof *mask);
+    mb->mask_words = words;
+    mb->n_masks++;
+    mb->seqs[mb->n_seqs - 1].flags |= PB_SEQ_MASK;
     return PB_OK;
 }
 
@@ -204,7 +222,8 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d tokens, more than the stage's %d",
                         (unsigned long long)mb->tag, (int)mb->n_tokens, lim->max_batch_tokens);
     int64_t sum = 0;
-    int nb = 0, na = 0;
+    int nb = 0, na = 0, nm = 0;
+    const int words = (lim->vocab + 31) / 32;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *s = &mb->seqs[i];
         if (s->slot < 0 || s->slot >= lim->n_slots)
@@ -270,8 +289,26 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
                 return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: allowed id %d (ids ascending in "
                                 "[0, %d))", (unsigned long long)mb->tag, i, (int)mb->allow[k], lim->vocab);
         na += s->n_allow;
+        if (s->flags & PB_SEQ_MASK) {
+            if (!(s->flags & PB_SEQ_SAMPLE) || mb->mask_words != words || nm >= mb->n_masks)
+                return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: a mask of %d words (%d for the "
+                                "vocabulary) where it %s", (unsigned long long)mb->tag, i, (int)mb->mask_words, words,
+                                (s->flags & PB_SEQ_SAMPLE) ? "samples" : "does not sample");
+            const uint32_t *m = mb->mask + (size_t)nm * (size_t)words;
+            uint32_t any = 0;
+            for (int w = 0; w < words; w++)
+                any |= m[w];
+            const uint32_t past = (lim->vocab % 32) ? ~0u << (lim->vocab % 32) : 0;
+            if (!any || (m[words - 1] & past))
+                return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: its mask allows %s",
+                                (unsigned long long)mb->tag, i, any ? "ids past the vocabulary" : "no id");
+            nm++;
+        }
         sum += s->n_tokens;
     }
+    if (nm != mb->n_masks)
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d masks but %d sequences have one",
+                        (unsigned long long)mb->tag, (int)mb->n_masks, nm);
     if (na != mb->n_allow)
         return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d allowed ids but sequences hold %d",
                         (unsigned long long)mb->tag, (int)mb->n_allow, na);
@@ -373,18 +410,21 @@ static float getf(const unsigned char *p)
 size_t pb_mb_packed_size(const pb_microbatch *mb)
 {
     return MB_HEADER + (size_t)mb->n_seqs * MB_SEQ_BYTES + (size_t)mb->n_tokens * 4 + (size_t)mb->n_bias * 8 +
-           (size_t)mb->n_allow * 4;
+           (size_t)mb->n_allow * 4 + (size_t)mb->n_masks * (size_t)mb->mask_words * 4;
 }
 
-size_t pb_mb_max_size(int n_seqs, int n_tokens)
+size_t pb_mb_max_size(int n_seqs, int n_tokens, int vocab)
 {
     const size_t s = n_seqs > 0 ? (size_t)n_seqs : 0, t = n_tokens > 0 ? (size_t)n_tokens : 0;
-    return MB_HEADER + s * (MB_SEQ_BYTES + (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) * 8 + PB_MAX_ALLOWED_IDS * 4) + t * 4;
+    const size_t mask = vocab > 0 ? ((size_t)vocab + 31) / 32 * 4 : 0;
+    return MB_HEADER + s * (MB_SEQ_BYTES + (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) * 8 + PB_MAX_ALLOWED_IDS * 4 + mask) +
+           t * 4;
 }
 
 pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written)
 {
-    if (mb->n_seqs < 0 || mb->n_tokens < 0 || mb->n_bias < 0 || mb->n_allow < 0)
+    if (mb->n_seqs < 0 || mb->n_tokens < 0 || mb->n_bias < 0 || mb->n_allow < 0 || mb->n_masks < 0 ||
+        mb->mask_words < 0)
         return pb_error(PB_ERR_INTERNAL, "micro-batch: negative counts");
     size_t need = pb_mb_packed_size(mb);
     if (cap < need)
@@ -419,6 +459,8 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
     }
     for (int i = 0; i < mb->n_allow; i++, p += 4)
         put32(p, (uint32_t)mb->allow[i]);
+    for (size_t i = 0; i < (size_t)mb->n_masks * (size_t)mb->mask_words; i++, p += 4)
+        put32(p, mb->mask[i]);
     *written = need;
     return PB_OK;
 }
@@ -441,10 +483,11 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
     size_t need = MB_HEADER + (size_t)n_seqs * MB_SEQ_BYTES + (size_t)n_tokens * 4;
     if (len < need)
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected at least %zu", len, need);
-    int64_t n_bias = 0, n_allow = 0;
+    int64_t n_bias = 0, n_allow = 0, n_masks = 0;
     for (int i = 0; i < n_seqs; i++) {
         const unsigned char *q = p + MB_HEADER + (size_t)i * MB_SEQ_BYTES;
         int32_t k = geti(q + 80), a = geti(q + 92);
+        n_masks += (get32(q + 12) & PB_SEQ_MASK) != 0;
         if (k < 0 || k > MB_MAX_BIAS || a < 0 || a > MB_MAX_BIAS)
             return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: %d logit biases, %d allowed ids", i,
                             (int)k, (int)a);
@@ -454,13 +497,19 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
     if (n_bias > MB_MAX_BIAS || n_allow > MB_MAX_BIAS)
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %lld logit biases, %lld allowed ids", (long long)n_bias,
                         (long long)n_allow);
-    need += (size_t)n_bias * 8 + (size_t)n_allow * 4;
+    const int words = lim->vocab > 0 ? (lim->vocab + 31) / 32 : 0;
+    if (n_masks && (!words || n_masks * words > MB_MAX_BIAS))
+        return pb_error(PB_ERR_FORMAT, "micro-batch message: %lld masks of %d words", (long long)n_masks, words);
+    need += (size_t)n_bias * 8 + (size_t)n_allow * 4 + (size_t)n_masks * (size_t)words * 4;
     if (len != need)
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected %zu", len, need);
     PB_CHECK(reserve_bias(mb, (int)n_bias));
     PB_CHECK(reserve_allow(mb, (int)n_allow));
     mb->n_bias = (int32_t)n_bias;
     mb->n_allow = (int32_t)n_allow;
+    PB_CHECK(reserve_mask(mb, (int)(n_masks * words)));
+    mb->n_masks = (int32_t)n_masks;
+    mb->mask_words = n_masks ? words : 0;
     PB_CHECK(pb_mb_reserve(mb, n_seqs, n_tokens));
     mb->tag = tag;
     mb->n_seqs = n_seqs;
@@ -493,6 +542,8 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         mb->bias[i] = (pb_id_bias){geti(p), getf(p + 4)};
     for (int i = 0; i < mb->n_allow; i++, p += 4)
         mb->allow[i] = geti(p);
+    for (size_t i = 0; i < (size_t)mb->n_masks * (size_t)mb->mask_words; i++, p += 4)
+        mb->mask[i] = get32(p);
     return pb_mb_validate(mb, lim);
 }
 
@@ -670,6 +721,7 @@ struct pb_slot_sampler {
     pb_sample_row *rows; /* [n_slots] sampled picks on the stage: each row's settings, key and history */
     int32_t *bias_at;    /* [n_slots] where each sequence's logit biases start in its micro-batch's */
     int32_t *allow_at;   /* [n_slots] and its allowed ids */
+    int32_t *mask_at;    /* [n_slots] and its mask (a PB_SEQ_MASK sequence's index among the masks) */
     float *all;          /* every position's logits for prompt log probabilities [cap_all, vocab] */
     int cap_all;
     /* each worker's buffers (rows are sampled on the backend's host threads: host_run) */
@@ -715,6 +767,7 @@ pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slo
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->rows, &s->rows), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->bias_at, &s->bias_at), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->allow_at, &s->allow_at), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->mask_at, &s->mask_at), st, fail);
     *out = s;
     return PB_OK;
 fail:
@@ -807,8 +860,9 @@ static void sample_row(void *ctx, int i, int worker)
     if (!(q->flags & PB_SEQ_SAMPLE))
         return;
     const float *raw = j->logits + (size_t)i * (size_t)s->vocab, *row = raw;
-    if (((q->flags & PB_SEQ_NO_EOS) && s->n_eos) || q->n_bias || q->n_allow) {
-        /* as vLLM: the allowed ids, min_tokens' mask and the logit biases, before the penalties */
+    if (((q->flags & PB_SEQ_NO_EOS) && s->n_eos) || q->n_bias || q->n_allow || (q->flags & PB_SEQ_MASK)) {
+        /* as vLLM: the allowed ids, the constraint's mask, min_tokens' mask and the logit biases, before the
+         * penalties */
         float *m = s->masked[worker];
         if (q->n_allow) {
             const int32_t *a = j->mb->allow + s->allow_at[i];
@@ -818,6 +872,12 @@ static void sample_row(void *ctx, int i, int worker)
                 m[a[k]] = row[a[k]];
         } else {
             memcpy(m, row, (size_t)s->vocab * sizeof *row);
+        }
+        if (q->flags & PB_SEQ_MASK) {
+            const uint32_t *bits = j->mb->mask + (size_t)s->mask_at[i] * (size_t)j->mb->mask_words;
+            for (int k = 0; k < s->vocab; k++)
+                if (!(bits[k >> 5] >> (k & 31) & 1u))
+                    m[k] = -INFINITY;
         }
         for (int e = 0; (q->flags & PB_SEQ_NO_EOS) && e < s->n_eos; e++)
             m[s->eos[e]] = -INFINITY;
@@ -856,15 +916,17 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
-    int n_sample = 0, at = 0, at_allow = 0;
+    int n_sample = 0, at = 0, at_allow = 0, at_mask = 0;
     bool masked = false;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         s->bias_at[i] = at;
         s->allow_at[i] = at_allow;
+        s->mask_at[i] = at_mask;
         at += q->n_bias;
         at_allow += q->n_allow;
-        masked = masked || q->n_bias || q->n_allow;
+        at_mask += (q->flags & PB_SEQ_MASK) != 0;
+        masked = masked || q->n_bias || q->n_allow || (q->flags & PB_SEQ_MASK);
         res->n_plp[i] = 0;
         res->tokens[i] = -1;
         res->lps[i].n_top = -1;
@@ -954,7 +1016,8 @@ pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_se
     bool on_stage = mb->n_seqs <= s->n_slots;
     bool prompt_lp = false;
     for (int i = 0; i < mb->n_seqs; i++) { /* log probabilities and logit biases: on the host */
-        on_stage = on_stage && !(mb->seqs[i].flags & PB_SEQ_LOGPROBS) && !mb->seqs[i].n_bias && !mb->seqs[i].n_allow;
+        on_stage = on_stage && !(mb->seqs[i].flags & (PB_SEQ_LOGPROBS | PB_SEQ_MASK)) && !mb->seqs[i].n_bias &&
+                   !mb->seqs[i].n_allow;
         prompt_lp = prompt_lp || (mb->seqs[i].flags & PB_SEQ_PROMPT_LOGPROBS);
     }
     if (prompt_lp)
@@ -1016,6 +1079,7 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->rows);
     free(s->bias_at);
     free(s->allow_at);
+    free(s->mask_at);
     free(s->all);
     for (int w = 0; w < s->n_work; w++) {
         free(s->scratch[w]);

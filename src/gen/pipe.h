@@ -27,6 +27,7 @@
  *     n_tokens x i32 token ids (sequences concatenated in order)
  *     the sequences' n_bias x { i32 id, f32 bias } (concatenated in order)
  *     the sequences' n_allow x i32 id (concatenated in order)
+ *     for each PB_SEQ_MASK sequence in order, (vocab + 31) / 32 x u32 mask words (bit i of word w: id 32 w + i)
  *   result: u32 magic "PBRS", u32 version, u64 tag, i32 n_seqs, i32 pad(0),
  *     n_seqs x i32 token (-1 where the sequence did not sample),
  *     n_seqs x i32 n_top (-1 where the sequence asked no log probabilities),
@@ -58,8 +59,10 @@
 #define PB_SEQ_PROMPT_LOGPROBS 0x40u /* the log probabilities of this chunk's prompt tokens after its first, and
                                        of next_id (the token after the chunk, -1 for the last chunk), each from
                                        the logits of the position before, with n_prompt_logprobs most likely */
+#define PB_SEQ_MASK 0x80u /* with SAMPLE: only the ids whose bits are set in the sequence's mask words
+                            (pb_mb_add_mask; constrained decoding) may be sampled */
 #define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG | PB_SEQ_FORK | \
-                          PB_SEQ_LOGPROBS | PB_SEQ_PROMPT_LOGPROBS)
+                          PB_SEQ_LOGPROBS | PB_SEQ_PROMPT_LOGPROBS | PB_SEQ_MASK)
 
 typedef struct pb_mb_seq {
     int32_t slot;      /* KV-cache slot in [0, n_slots) */
@@ -86,7 +89,10 @@ typedef struct pb_microbatch {
     pb_id_bias *bias;  /* [n_bias]: the sequences' logit biases in order */
     int32_t n_allow;   /* sum of seqs[i].n_allow */
     int32_t *allow;    /* [n_allow]: the sequences' allowed ids in order */
-    int32_t cap_seqs, cap_tokens, cap_bias, cap_allow; /* allocated capacity (owned by the struct) */
+    int32_t mask_words; /* words of each PB_SEQ_MASK sequence's mask: (vocab + 31) / 32 (0 while none) */
+    int32_t n_masks;   /* PB_SEQ_MASK sequences */
+    uint32_t *mask;    /* [n_masks x mask_words]: their masks in order */
+    int32_t cap_seqs, cap_tokens, cap_bias, cap_allow, cap_mask; /* allocated capacity (owned by the struct) */
 } pb_microbatch;
 
 typedef struct pb_mb_result {
@@ -122,6 +128,9 @@ pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *toke
 pb_status pb_mb_add_bias(pb_microbatch *mb, const pb_id_bias *b, int n);
 /* Append n allowed ids (copied) to the last sequence added. */
 pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n);
+/* Give the last sequence added (it samples) the mask of the ids it may sample: words = (vocab + 31) / 32 words
+ * (copied), the same for every sequence of the micro-batch; sets PB_SEQ_MASK. */
+pb_status pb_mb_add_mask(pb_microbatch *mb, const uint32_t *mask, int words);
 
 pb_status pb_mb_result_init(pb_mb_result *r, int cap);
 pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);
@@ -137,14 +146,16 @@ void pb_mb_result_release(pb_mb_result *r);
  * <= max_batch_tokens, ids in [0, vocab), sampling settings valid, logit
  * biases only where the sequence samples, their ids distinct and in [0, vocab),
  * each bias in [-100, 100] or -inf; allowed ids likewise ascending, distinct,
- * in range, only where the sequence samples; prompt log probabilities only for prefill
+ * in range, only where the sequence samples; a mask only where the sequence samples, of
+ * (vocab + 31) / 32 words, no bit set at or past vocab and some set; prompt log probabilities only for prefill
  * chunks, next_id -1 or in [0, vocab), and -1 where the chunk samples.
  * PB_ERR_INPUT naming the sequence and field. */
 pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim);
 
 size_t pb_mb_packed_size(const pb_microbatch *mb);
-/* The most a micro-batch of n_seqs sequences and n_tokens tokens packs into (every logit bias a record may give). */
-size_t pb_mb_max_size(int n_seqs, int n_tokens);
+/* The most a micro-batch of n_seqs sequences and n_tokens tokens packs into (every logit bias a record may give,
+ * a mask for each sequence over a vocabulary of vocab ids). */
+size_t pb_mb_max_size(int n_seqs, int n_tokens, int vocab);
 /* Write into dst (capacity cap); *written = bytes used. */
 pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written);
 /* Parse src[0..len) into mb (grown as needed) and validate against lim. */
@@ -187,7 +198,7 @@ pb_status pb_slot_sampler_run(pb_slot_sampler *s, const pb_microbatch *mb, const
  * (PB_SEQ_PROMPT_LOGPROBS) take the logits of every position of the
  * micro-batch (pb_stage_forward's all_logits; a buffer of n_tokens x vocab
  * floats, kept). Where no sequence asks log probabilities or has
- * logit biases or allowed ids, and the
+ * logit biases, allowed ids or a mask, and the
  * stage's backend can, the picks are made there and only the ids come back
  * (the host sampler's ids): by its argmax where every sampling sequence is
  * greedy without penalties, else by its sample op. Otherwise the logits come

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/util.h"
+#include "gen/schema.h"
 
 /* ---- settings --------------------------------------------------------- */
 
@@ -26,6 +27,9 @@ void pb_gen_settings_clear(pb_gen_settings *s)
     free(s->allow);
     s->allow = NULL;
     s->n_allow = 0;
+    free(s->guide);
+    s->guide = NULL;
+    s->guide_field = NULL;
 }
 
 pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
@@ -36,9 +40,14 @@ pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
     dst->n_bias = 0;
     dst->allow = NULL;
     dst->n_allow = 0;
+    dst->guide = NULL;
+    if (src->guide && !(dst->guide = pb_strdup(src->guide)))
+        return pb_error(PB_ERR_NOMEM, "out of memory");
     if (src->n_bias) {
-        if (!(dst->bias = malloc((size_t)src->n_bias * sizeof *dst->bias)))
+        if (!(dst->bias = malloc((size_t)src->n_bias * sizeof *dst->bias))) {
+            pb_gen_settings_clear(dst);
             return pb_error(PB_ERR_NOMEM, "out of memory");
+        }
         memcpy(dst->bias, src->bias, (size_t)src->n_bias * sizeof *dst->bias);
         dst->n_bias = src->n_bias;
     }
@@ -313,8 +322,7 @@ static bool get_number(field_ctx *c, const cJSON *obj, const char *name, double 
  * returned and that are not done here. Their "off" values pass, so that
  * records written for those servers with defaults spelled out still run;
  * anything else is an error record, never a completion quietly without it. */
-typedef enum { OFF_NULL, OFF_FALSE, OFF_ZERO, OFF_ONE, OFF_EMPTY, OFF_TRUE, OFF_N, OFF_TEXT_FORMAT,
-               OFF_TOOL_CHOICE } off_kind;
+typedef enum { OFF_NULL, OFF_FALSE, OFF_ZERO, OFF_ONE, OFF_EMPTY, OFF_TRUE, OFF_N, OFF_TOOL_CHOICE } off_kind;
 static const struct {
     const char *name;
     off_kind off; /* besides null, the value that asks for nothing */
@@ -326,13 +334,8 @@ static const struct {
     {"use_beam_search", OFF_FALSE, "beam search is not done"},
     {"length_penalty", OFF_ONE, "beam search is not done"},
     {"bad_words", OFF_EMPTY, "banned words are not applied"},
-    {"response_format", OFF_TEXT_FORMAT, "only text output: no JSON mode or schema"},
-    {"guided_json", OFF_NULL, "no constrained decoding"},
-    {"guided_regex", OFF_NULL, "no constrained decoding"},
-    {"guided_choice", OFF_NULL, "no constrained decoding"},
-    {"guided_grammar", OFF_NULL, "no constrained decoding"},
-    {"structured_outputs", OFF_NULL, "no constrained decoding"},
-    {"tool_choice", OFF_TOOL_CHOICE, "no constrained decoding: tool calls come as the model writes them"},
+    {"guided_grammar", OFF_NULL, "no grammars: guided_json, guided_regex and guided_choice are done"},
+    {"tool_choice", OFF_TOOL_CHOICE, "tool calls are not constrained: they come as the model writes them"},
 };
 
 static bool asks_nothing(const cJSON *v, off_kind off, int n)
@@ -349,10 +352,6 @@ static bool asks_nothing(const cJSON *v, off_kind off, int n)
     case OFF_EMPTY:
         return (cJSON_IsString(v) && !v->valuestring[0]) ||
                ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child);
-    case OFF_TEXT_FORMAT: {
-        const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
-        return cJSON_IsString(t) && strcmp(t->valuestring, "text") == 0;
-    }
     case OFF_TOOL_CHOICE:
         return cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto"));
     }
@@ -582,6 +581,235 @@ static bool get_logit_bias(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
 }
 
 /* Apply the settings fields of obj over rec->gs; false with c->err on error. */
+/* ---- constrained decoding ----
+ * One constraint a record: vLLM's guided_json / guided_regex / guided_choice (with
+ * guided_whitespace_pattern), its newer structured_outputs {json, regex, choice, json_object,
+ * whitespace_pattern, disable_any_whitespace}, or OpenAI's response_format {type: json_object |
+ * json_schema}. Kept as the regex the completion must match (gen/schema.h, gen/guide.h). */
+typedef struct guide_src {
+    const char *field;       /* the field that gave it, for messages */
+    const cJSON *schema;     /* a JSON schema (object or boolean) */
+    cJSON *parsed;           /* a schema given as JSON text, parsed (owned) */
+    const char *regex;
+    const cJSON *choice;
+    bool json_object;
+} guide_src;
+
+/* A schema given as a value or as JSON text (vLLM takes both). */
+static bool guide_schema(field_ctx *c, const char *field, const cJSON *v, guide_src *g)
+{
+    if (cJSON_IsString(v)) {
+        if (!(g->parsed = cJSON_Parse(v->valuestring))) {
+            snprintf(c->err, sizeof c->err, "field '%s': the schema is not valid JSON", field);
+            return false;
+        }
+        v = g->parsed;
+    }
+    if (!cJSON_IsObject(v) && !cJSON_IsBool(v)) {
+        snprintf(c->err, sizeof c->err, "field '%s' must be a JSON schema (an object)", field);
+        return false;
+    }
+    g->schema = v;
+    return true;
+}
+
+/* Sets g from one of obj's fields; a second constraint is refused. */
+static bool guide_take(field_ctx *c, const char *field, guide_src *g)
+{
+    if (g->field) {
+        snprintf(c->err, sizeof c->err, "fields '%s' and '%s' both constrain the output; give one", g->field, field);
+        return false;
+    }
+    g->field = field;
+    return true;
+}
+
+static bool guide_regex_field(field_ctx *c, const char *field, const cJSON *v, guide_src *g)
+{
+    if (!cJSON_IsString(v) || !v->valuestring[0]) {
+        snprintf(c->err, sizeof c->err, "field '%s' must be a non-empty string (a regular expression)", field);
+        return false;
+    }
+    g->regex = v->valuestring;
+    return true;
+}
+
+static bool guide_choice_field(field_ctx *c, const char *field, const cJSON *v, guide_src *g)
+{
+    const int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 0;
+    const cJSON *it;
+    bool ok = n > 0;
+    cJSON_ArrayForEach(it, v)
+        ok = ok && cJSON_IsString(it) && it->valuestring[0];
+    if (!ok) {
+        snprintf(c->err, sizeof c->err, "field '%s' must be a list of non-empty strings", field);
+        return false;
+    }
+    g->choice = v;
+    return true;
+}
+
+/* structured_outputs: vLLM's StructuredOutputsParams. */
+static bool guide_structured(field_ctx *c, const cJSON *v, guide_src *g, const char **ws)
+{
+    if (!cJSON_IsObject(v)) {
+        snprintf(c->err, sizeof c->err, "field 'structured_outputs' must be an object");
+        return false;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        const char *k = it->string;
+        if (cJSON_IsNull(it))
+            continue;
+        if (!strcmp(k, "json")) {
+            if (!guide_take(c, "structured_outputs.json", g) || !guide_schema(c, "structured_outputs.json", it, g))
+                return false;
+        } else if (!strcmp(k, "regex")) {
+            if (!guide_take(c, "structured_outputs.regex", g) ||
+                !guide_regex_field(c, "structured_outputs.regex", it, g))
+                return false;
+        } else if (!strcmp(k, "choice")) {
+            if (!guide_take(c, "structured_outputs.choice", g) ||
+                !guide_choice_field(c, "structured_outputs.choice", it, g))
+                return false;
+        } else if (!strcmp(k, "json_object")) {
+            if (!cJSON_IsBool(it)) {
+                snprintf(c->err, sizeof c->err, "field 'structured_outputs.json_object' must be true or false");
+                return false;
+            }
+            if (cJSON_IsTrue(it) && !guide_take(c, "structured_outputs.json_object", g))
+                return false;
+            g->json_object = g->json_object || cJSON_IsTrue(it);
+        } else if (!strcmp(k, "whitespace_pattern")) {
+            if (!cJSON_IsString(it)) {
+                snprintf(c->err, sizeof c->err, "field 'structured_outputs.whitespace_pattern' must be a string");
+                return false;
+            }
+            *ws = it->valuestring;
+        } else if (!strcmp(k, "disable_any_whitespace")) {
+            if (!cJSON_IsBool(it)) {
+                snprintf(c->err, sizeof c->err, "field 'structured_outputs.disable_any_whitespace' must be true or "
+                         "false");
+                return false;
+            }
+            if (cJSON_IsTrue(it))
+                *ws = "";
+        } else if (!strcmp(k, "disable_fallback") || !strcmp(k, "disable_additional_properties") ||
+                   !strcmp(k, "backend") || !strcmp(k, "structural_tag") || !strcmp(k, "grammar")) {
+            /* the engine's own choices; a grammar or structural tag is not done */
+            if (!strcmp(k, "grammar") || !strcmp(k, "structural_tag")) {
+                snprintf(c->err, sizeof c->err, "field 'structured_outputs.%s' is not supported (no grammars: json, "
+                         "regex, choice and json_object are done); leave it out", k);
+                return false;
+            }
+        } else {
+            snprintf(c->err, sizeof c->err, "field 'structured_outputs' has an unknown key '%.64s'", k);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* response_format: OpenAI's {type: text | json_object | json_schema, json_schema: {name, schema, strict}}. */
+static bool guide_response_format(field_ctx *c, const cJSON *v, guide_src *g)
+{
+    const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
+    if (!cJSON_IsString(t)) {
+        snprintf(c->err, sizeof c->err, "field 'response_format' must be an object with a 'type'");
+        return false;
+    }
+    if (!strcmp(t->valuestring, "text"))
+        return true;
+    if (!strcmp(t->valuestring, "json_object")) {
+        if (!guide_take(c, "response_format", g))
+            return false;
+        g->json_object = true;
+        return true;
+    }
+    if (strcmp(t->valuestring, "json_schema")) {
+        snprintf(c->err, sizeof c->err, "field 'response_format': type '%.64s' is not one of text, json_object, "
+                 "json_schema", t->valuestring);
+        return false;
+    }
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(v, "json_schema");
+    const cJSON *schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+    if (!schema) {
+        snprintf(c->err, sizeof c->err, "field 'response_format': type json_schema needs json_schema.schema");
+        return false;
+    }
+    return guide_take(c, "response_format", g) && guide_schema(c, "response_format", schema, g);
+}
+
+static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
+{
+    guide_src g = {0};
+    const char *ws = PB_SCHEMA_WS;
+    bool ok = true;
+    const cJSON *v;
+    if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "guided_json")) && !cJSON_IsNull(v))
+        ok = guide_take(c, "guided_json", &g) && guide_schema(c, "guided_json", v, &g);
+    if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "guided_regex")) && !cJSON_IsNull(v))
+        ok = guide_take(c, "guided_regex", &g) && guide_regex_field(c, "guided_regex", v, &g);
+    if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "guided_choice")) && !cJSON_IsNull(v))
+        ok = guide_take(c, "guided_choice", &g) && guide_choice_field(c, "guided_choice", v, &g);
+    if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "guided_whitespace_pattern")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v)) {
+            snprintf(c->err, sizeof c->err, "field 'guided_whitespace_pattern' must be a string");
+            ok = false;
+        } else
+            ws = v->valuestring;
+    }
+    if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "structured_outputs")) && !cJSON_IsNull(v))
+        ok = guide_structured(c, v, &g, &ws);
+    if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "response_format")) && !cJSON_IsNull(v))
+        ok = guide_response_format(c, v, &g);
+    if (ok && g.field && gs->n_allow) {
+        snprintf(c->err, sizeof c->err, "fields '%s' and 'allowed_token_ids' cannot be combined", g.field);
+        ok = false;
+    }
+    if (!ok || !g.field) {
+        cJSON_Delete(g.parsed);
+        return ok;
+    }
+    char *re = NULL;
+    pb_status st;
+    if (g.regex) {
+        st = (re = pb_strdup(g.regex)) ? PB_OK : PB_ERR_NOMEM;
+    } else if (g.choice) {
+        const int n = cJSON_GetArraySize(g.choice);
+        const char **list = malloc((size_t)n * sizeof *list);
+        st = list ? PB_OK : PB_ERR_NOMEM;
+        int k = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, g.choice)
+            if (list)
+                list[k++] = it->valuestring;
+        if (st == PB_OK)
+            st = pb_choice_regex(list, n, &re);
+        free(list);
+    } else {
+        cJSON *object = NULL;
+        const cJSON *schema = g.schema;
+        if (g.json_object) /* JSON mode: any object */
+            schema = object = cJSON_Parse("{\"type\": \"object\"}");
+        st = schema ? pb_schema_regex(schema, ws, &re) : PB_ERR_NOMEM;
+        cJSON_Delete(object);
+    }
+    cJSON_Delete(g.parsed);
+    if (st != PB_OK) {
+        if (st == PB_ERR_NOMEM)
+            *nomem = true;
+        else
+            snprintf(c->err, sizeof c->err, "field '%s': %s", g.field, pb_last_error());
+        free(re);
+        return false;
+    }
+    free(gs->guide);
+    gs->guide = re;
+    gs->guide_field = g.field;
+    return true;
+}
+
 static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
 {
     bool g;
@@ -663,6 +891,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         gs->truncate = (int)d;
     }
     if (!get_logit_bias(c, obj, gs, nomem)) return false;
+    if (!get_guide(c, obj, gs, nomem)) return false;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
     if (g) {
         gs->seed = (uint64_t)d;

@@ -4,7 +4,8 @@
  * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
  * seed, stop, stop_token_ids, min_tokens, ignore_eos, n, logprobs, top_logprobs,
  * logit_bias, prompt_logprobs, include_stop_str_in_output, skip_special_tokens,
- * truncate_prompt_tokens, allowed_token_ids}
+ * truncate_prompt_tokens, allowed_token_ids, guided_json, guided_regex, guided_choice,
+ * guided_whitespace_pattern, structured_outputs, response_format}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}; chat records may add "tools" and "documents" (for
@@ -51,6 +52,8 @@ typedef struct pb_gen_settings {
     pb_id_bias *bias;   /* owned (pb_gen_settings_clear) */
     int n_allow;        /* allowed_token_ids: only these may be sampled (ids ascending, each once; 0 = any) */
     int32_t *allow;     /* owned (pb_gen_settings_clear) */
+    char *guide;        /* constrained decoding: the regex the completion must match (gen/guide.h), owned; or NULL */
+    const char *guide_field; /* the field that asked it (static), for messages */
     int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; as EOS, its text left out) */
     int32_t stop_ids[PB_MAX_STOP_IDS];
     int n_stops;

@@ -5,7 +5,7 @@
 # penalty and min_tokens (EOS masked), greedy; two of every eight with n = 2
 # (each completion its own stream), two with frequency and presence penalties,
 # one with log probabilities, one with logit biases and stop token ids, one
-# with allowed token ids.
+# with allowed token ids, one constrained by a pattern.
 pb_sample_records() {
     _i=1
     while [ $_i -le "$1" ]; do
@@ -20,6 +20,7 @@ pb_sample_records() {
         [ $((_i % 8)) -eq 5 ] && _s="$_s, \"logprobs\": 4" # on the device: the logits come to the host
         [ $((_i % 8)) -eq 6 ] && _s="$_s, \"logit_bias\": {\"29\": 2.5}, \"stop_token_ids\": [13, 30]" # likewise
         [ $((_i % 8)) -eq 7 ] && _s="$_s, \"allowed_token_ids\": [13, 29, 30, 264, 1000]" # likewise
+        [ $((_i % 8)) -eq 0 ] && _s="$_s, \"guided_regex\": \"( [a-z]+){2,6}[.!]\"" # constrained: likewise
         echo "{\"prompt\": \"Record $_i: once upon a time\", \"max_tokens\": $2, \"seed\": $_i, $_s}"
         _i=$((_i + 1))
     done

@@ -74,7 +74,7 @@ static void test_pack(void)
           mb.seqs[0].n_allow == 0 && mb.seqs[1].n_allow == 3);
     CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 2 * 96 + 6 * 4 + 3 * 8 + 3 * 4 && sz <= pb_mb_max_size(2, 6));
+    CHECK(sz == 24 + 2 * 96 + 6 * 4 + 3 * 8 + 3 * 4 && sz <= pb_mb_max_size(2, 6, 1000));
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz - 1, &w) != PB_OK);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
@@ -280,6 +280,83 @@ static void test_pack(void)
 
 /* Slot sampler: repetition penalty sees the prompt and the decode tokens of
  * its own slot only; greedy picks the argmax. */
+/* Masks (constrained decoding): the wire, validation, one a sequence. */
+static void test_mask(void)
+{
+    pb_mb_limits lim = {.n_slots = 8, .max_seq_len = 32, .max_batch_tokens = 64, .vocab = 70}; /* 3 words */
+    pb_microbatch mb, back;
+    CHECK(pb_mb_init(&mb, 1, 1) == PB_OK && pb_mb_init(&back, 0, 0) == PB_OK);
+    int32_t one = 7;
+    const uint32_t m0[3] = {0x80000001u, 0, 0x20u}, m2[3] = {0, 0x10u, 0};
+    pb_mb_seq a = seq(0, 3, 1, PB_SEQ_SAMPLE), b = seq(1, 5, 1, PB_SEQ_SAMPLE), c = seq(2, 2, 1, PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &a, &one) == PB_OK && pb_mb_add_mask(&mb, m0, 3) == PB_OK);
+    CHECK(pb_mb_add_mask(&mb, m0, 3) != PB_OK); /* one a sequence */
+    CHECK(pb_mb_add(&mb, &b, &one) == PB_OK && pb_mb_add(&mb, &c, &one) == PB_OK);
+    CHECK(pb_mb_add_mask(&mb, m2, 2) != PB_OK); /* another width */
+    CHECK(pb_mb_add_mask(&mb, m2, 3) == PB_OK);
+    CHECK(mb.n_masks == 2 && mb.mask_words == 3 && (mb.seqs[0].flags & PB_SEQ_MASK) && !(mb.seqs[1].flags & PB_SEQ_MASK)
+          && (mb.seqs[2].flags & PB_SEQ_MASK));
+    CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
+    size_t sz = pb_mb_packed_size(&mb), w = 0;
+    CHECK(sz == 24 + 3 * 96 + 3 * 4 + 2 * 3 * 4 && sz <= pb_mb_max_size(3, 3, 70));
+    unsigned char *buf = malloc(sz);
+    CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
+    CHECK(pb_mb_unpack(buf, sz, &lim, &back) == PB_OK && back.n_masks == 2 && back.mask_words == 3 &&
+          memcmp(back.mask, mb.mask, 6 * sizeof *mb.mask) == 0 && back.seqs[2].flags == mb.seqs[2].flags);
+    pb_mb_limits other = lim;
+    other.vocab = 100; /* 4 words a mask: the message is short */
+    CHECK(pb_mb_unpack(buf, sz, &other, &back) == PB_ERR_FORMAT);
+    CHECK(pb_mb_unpack(buf, sz - 4, &lim, &back) == PB_ERR_FORMAT);
+    free(buf);
+    /* an id past the vocabulary (70..95 in the last word), none at all, a mask where nothing is sampled */
+    mb.mask[2] = 0x40u;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    mb.mask[0] = mb.mask[2] = 0;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    mb.mask[0] = 1;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
+    mb.seqs[2].flags &= ~PB_SEQ_SAMPLE;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    mb.seqs[2].flags |= PB_SEQ_SAMPLE;
+    mb.seqs[1].flags |= PB_SEQ_MASK; /* three flagged, two masks */
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    pb_mb_release(&mb);
+    pb_mb_release(&back);
+
+    /* the sampler: the best allowed id, greedy and with a penalty; the log probability stays the model's */
+    enum { V = 40 };
+    pb_slot_sampler *ss;
+    CHECK(pb_slot_sampler_create(2, 16, V, &ss) == PB_OK);
+    pb_mb_result res;
+    CHECK(pb_mb_init(&mb, 2, 2) == PB_OK && pb_mb_result_init(&res, 2) == PB_OK);
+    float logits[2 * V];
+    for (int i = 0; i < 2 * V; i++)
+        logits[i] = (float)(i % V) * 0.1f; /* id 39 the likeliest */
+    const uint32_t allow[2] = {(1u << 3) | (1u << 20), 1u << 1}; /* ids 3, 20, 33 */
+    pb_mb_seq g0 = seq(0, 0, 1, PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);
+    pb_mb_seq g1 = seq(1, 0, 1, PB_SEQ_NEW | PB_SEQ_SAMPLE);
+    g1.sample.temperature = 1.0f;
+    g1.sample.top_k = 1;
+    int32_t t33 = 33;
+    CHECK(pb_mb_add(&mb, &g0, &t33) == PB_OK && pb_mb_add_mask(&mb, allow, 2) == PB_OK &&
+          pb_mb_add(&mb, &g1, &t33) == PB_OK);
+    mb.tag = 9;
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == 33 && res.tokens[1] == 39);
+    double z = 0;
+    for (int i = 0; i < V; i++)
+        z += exp(i * 0.1 - 3.9);
+    CHECK(fabs(res.lps[0].logprob - (3.3 - 3.9 - log(z))) < 1e-5);
+    /* with a repetition penalty on 33 (in the slot's history): 3.3 / 2 < 2.0, so 20 */
+    pb_mb_clear(&mb);
+    pb_mb_seq g2 = seq(0, 1, 1, PB_SEQ_SAMPLE);
+    g2.sample.repetition_penalty = 2.0f;
+    CHECK(pb_mb_add(&mb, &g2, &t33) == PB_OK && pb_mb_add_mask(&mb, allow, 2) == PB_OK);
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK && res.tokens[0] == 20);
+    pb_slot_sampler_free(ss);
+    pb_mb_release(&mb);
+    pb_mb_result_release(&res);
+}
+
 static void test_slot_sampler(void)
 {
     enum { V = 6 };
@@ -427,6 +504,7 @@ int main(void)
     test_philox();
     test_pack();
     test_slot_sampler();
+    test_mask();
     test_pipe_wrapper();
     if (failures)
         fprintf(stderr, "%d failures\n", failures);

@@ -283,6 +283,80 @@ static void test_choices(void)
     pb_jbuf_free(&b);
 }
 
+/* Constrained decoding's fields: the regex kept (schemas and choices through gen/schema.h), the field that gave
+ * it; bad ones refused naming the field */
+static void test_guided(void)
+{
+    static const struct { const char *fields, *field, *regex; } ok[] = {
+        {"\"guided_regex\": \"[0-9]+\"", "guided_regex", "[0-9]+"},
+        {"\"guided_choice\": [\"a.b\", \"c\"]", "guided_choice", NULL},
+        {"\"guided_json\": {\"type\": \"integer\"}", "guided_json", NULL},
+        {"\"guided_json\": \"{\\\"type\\\": \\\"boolean\\\"}\"", "guided_json", "true|false"},
+        {"\"structured_outputs\": {\"regex\": \"x\", \"backend\": \"auto\"}", "structured_outputs.regex", "x"},
+        {"\"structured_outputs\": {\"choice\": [\"y\"]}", "structured_outputs.choice", NULL},
+        {"\"structured_outputs\": {\"json_object\": true}", "structured_outputs.json_object", NULL},
+        {"\"response_format\": {\"type\": \"json_object\"}", "response_format", NULL},
+        {"\"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"n\", "
+         "\"schema\": {\"type\": \"null\"}}}", "response_format", "null"},
+        {"\"response_format\": {\"type\": \"text\"}, \"guided_json\": null", NULL, NULL},
+    };
+    pb_record r;
+    char line[512];
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        snprintf(line, sizeof line, "{\"prompt\": \"Hi\", %s}", ok[i].fields);
+        parse(line, &r);
+        bool good = !r.error && (ok[i].field ? r.gs.guide && !strcmp(r.gs.guide_field, ok[i].field) : !r.gs.guide);
+        if (good && ok[i].regex)
+            good = strstr(r.gs.guide, ok[i].regex) != NULL;
+        if (!good) {
+            fprintf(stderr, "%s: %s (%s)\n", line, r.error ? r.error : "accepted", r.gs.guide ? r.gs.guide : "none");
+            failures++;
+        }
+        /* the settings copy (n > 1's choices) keeps its own pattern */
+        pb_gen_settings c;
+        CHECK(pb_gen_settings_copy(&c, &r.gs) == PB_OK &&
+              (c.guide ? r.gs.guide && c.guide != r.gs.guide && !strcmp(c.guide, r.gs.guide) : !r.gs.guide));
+        pb_gen_settings_clear(&c);
+        pb_record_clear(&r);
+    }
+    static const struct { const char *fields, *msg; } bad[] = {
+        {"\"guided_regex\": \"\"", "field 'guided_regex' must be a non-empty string"},
+        {"\"guided_regex\": 3", "field 'guided_regex' must be a non-empty string"},
+        {"\"guided_choice\": [\"a\", 1]", "field 'guided_choice' must be a list of non-empty strings"},
+        {"\"guided_json\": 3", "field 'guided_json' must be a JSON schema"},
+        {"\"guided_json\": \"{oops\"", "field 'guided_json': the schema is not valid JSON"},
+        {"\"guided_json\": {\"type\": \"string\", \"format\": \"email\"}", "field 'guided_json': at "},
+        {"\"guided_regex\": \"a\", \"guided_json\": {}", "fields 'guided_json' and 'guided_regex' both"},
+        {"\"guided_choice\": [\"a\"], \"response_format\": {\"type\": \"json_object\"}",
+         "fields 'guided_choice' and 'response_format' both"},
+        {"\"guided_regex\": \"a\", \"allowed_token_ids\": [1]", "'guided_regex' and 'allowed_token_ids' cannot"},
+        {"\"response_format\": {\"type\": \"json_schema\"}", "needs json_schema.schema"},
+        {"\"response_format\": {\"type\": \"yaml\"}", "type 'yaml' is not one of"},
+        {"\"response_format\": \"json\"", "must be an object with a 'type'"},
+        {"\"structured_outputs\": {\"grammar\": \"g\"}", "'structured_outputs.grammar' is not supported"},
+        {"\"structured_outputs\": {\"colour\": 1}", "unknown key 'colour'"},
+        {"\"structured_outputs\": {\"json_object\": 1}", "must be true or false"},
+        {"\"structured_outputs\": 5", "must be an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(line, sizeof line, "{\"prompt\": \"Hi\", %s}", bad[i].fields);
+        parse(line, &r);
+        if (!r.error || !strstr(r.error, bad[i].msg)) {
+            fprintf(stderr, "%s: %s (wanted %s)\n", line, r.error ? r.error : "accepted", bad[i].msg);
+            failures++;
+        }
+        pb_record_clear(&r);
+    }
+    /* the whitespace: compact with disable_any_whitespace, the record's own pattern */
+    parse("{\"prompt\": \"Hi\", \"structured_outputs\": {\"json\": {\"type\": \"array\", \"items\": "
+          "{\"type\": \"null\"}}, \"disable_any_whitespace\": true}}", &r);
+    CHECK(!r.error && r.gs.guide && !strchr(r.gs.guide, ' ') && !strstr(r.gs.guide, "\\t"));
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"Hi\", \"guided_json\": {\"type\": \"array\"}, \"guided_whitespace_pattern\": \"[ ]?\"}", &r);
+    CHECK(!r.error && r.gs.guide && strstr(r.gs.guide, "[ ]?") && !strstr(r.gs.guide, "\\t"));
+    pb_record_clear(&r);
+}
+
 /* Fields of OpenAI's and vLLM's requests not done here: refused when they ask for something, their
  * "off" values accepted; max_completion_tokens is max_tokens */
 static void test_unsupported(void)
@@ -291,9 +365,7 @@ static void test_unsupported(void)
         "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5",
         "\"bad_words\": [\"x\"]",
-        "\"response_format\": {\"type\": \"json_object\"}", "\"guided_json\": {}", "\"guided_regex\": \"a\"",
-        "\"guided_choice\": [\"a\"]", "\"guided_grammar\": \"g\"", "\"structured_outputs\": {}",
-        "\"tool_choice\": \"required\""};
+        "\"guided_grammar\": \"g\"", "\"tool_choice\": \"required\""};
     pb_record r;
     for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {
         char line[256], name[64];
@@ -608,6 +680,7 @@ int main(void)
     test_output_shapes();
     test_choices();
     test_unsupported();
+    test_guided();
     test_logprobs();
     test_bias();
     test_jbuf();

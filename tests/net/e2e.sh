@@ -17,6 +17,7 @@ zstd -q -d -f -o "$D/gpt2/tokenizer.json" "$PB_TESTDATA/tokenizers/gpt2.json.zst
 $GEN --family llama --out "$D/llama" --layers 6 --hidden 32 --kv-heads 2 --vocab 32000 --max-pos 64 \
     --scale 0.2 --shards 2 >/dev/null 2>"$err" || fail "llama checkpoint"
 zstd -q -d -f -o "$D/llama/tokenizer.json" "$PB_TESTDATA/tokenizers/llama2.json.zst" || fail "tokenizer"
+schema='{"type": "object", "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]}}, "required": ["a"]}'
 i=1
 while [ $i -le 24 ]; do
     s=""; [ $((i % 3)) -eq 0 ] && s=', "temperature": 0.9, "top_k": 40, "seed": 7'
@@ -26,6 +27,8 @@ while [ $i -le 24 ]; do
     [ $((i % 8)) -eq 3 ] && s="$s, \"prompt_logprobs\": 2"
     [ $((i % 9)) -eq 4 ] && s="$s, \"allowed_token_ids\": [11, 13, 262, 290, 318], \"truncate_prompt_tokens\": 4"
     [ $((i % 7)) -eq 2 ] && s="$s, \"logit_bias\": {\"13\": 3.5, \"$((100 + i))\": -100}, \"stop_token_ids\": [11, 262]"
+    [ $((i % 10)) -eq 6 ] && s="$s, \"guided_regex\": \"[0-9]{2,4}( [a-z]+)?\""
+    [ $((i % 11)) -eq 7 ] && s="$s, \"guided_json\": $schema"
     echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $((4 + i % 9))$s}"
     i=$((i + 1))
 done >"$D/in.jsonl"
