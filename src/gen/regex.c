@@ -550,9 +550,12 @@ static pb_status parse_cat(parser *ps, int depth, int32_t *id)
             ps->nodes[rep].a = mn;
             ps->nodes[rep].b = mx;
             atom = rep;
-            /* a lazy '?' or possessive '+' after the quantifier: the language is the same */
-            if (ps->pos < ps->len && (ps->p[ps->pos] == '?' || ps->p[ps->pos] == '+'))
+            /* a lazy '?' after the quantifier: a whole match is the same; a possessive '+' is not (a*+a
+             * matches nothing), and would need more than a DFA */
+            if (ps->pos < ps->len && ps->p[ps->pos] == '?')
                 ps->pos++;
+            else if (ps->pos < ps->len && ps->p[ps->pos] == '+')
+                return bad(ps->pos, "possessive quantifiers are not supported");
         }
         ps->nodes[atom].next = ps->nodes[cat].first; /* last first: the NFA is built back to front */
         ps->nodes[cat].first = atom;
