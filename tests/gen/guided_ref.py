@@ -18,6 +18,9 @@ import regex
 import torch
 import transformers
 
+sys.path.insert(0, os.path.join(os.environ["PB_SRCDIR"], "tests", "tok"))
+from bytelevel import byte_table  # noqa: E402
+
 PB = os.environ["PIPPY_BATCH"]
 TMP = os.environ["PB_TEST_TMP"]
 TESTDATA = os.environ["PB_TESTDATA"]
@@ -55,18 +58,6 @@ def schema_regex(schema):
     if p.returncode:
         sys.exit(f"schema_tool: {p.stdout.decode()} {p.stderr.decode()}")
     return p.stdout.decode().rstrip("\n")
-
-
-def byte_table():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
 
 
 _chars = {}

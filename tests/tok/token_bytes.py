@@ -11,24 +11,13 @@ import sys
 
 from tokenizers import Tokenizer
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bytelevel import byte_table  # noqa: E402
+
 TOOL = os.path.join(os.environ["PB_BUILDDIR"], "tests", "tok", "token_bytes_tool")
 DATA = os.path.join(os.environ["PB_TESTDATA"], "tokenizers")
 NAMES = ["gpt2", "llama2", "llama3", "small-nfkc-digits", "small-metaspace-fallback", "small-strip-split",
          "small-ws-fallback", "small-split-bytelevel", "small-bloom-split", "small-qwen2-style"]
-
-
-def byte_table():
-    """GPT-2's bytes_to_unicode, inverted: character -> byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
-        list(range(ord("\xae"), ord("\xff") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
 
 
 BYTES = byte_table()
