@@ -42,8 +42,9 @@ while [ "$r" -le "$runs" ]; do
         "$pb" -q --model "$model" --in "$tmp/$v.jsonl" --out "$tmp/out.jsonl" --force -b "$batch" \
             --threads "$threads" --metrics "$tmp/m.json"
         t1=$(date +%s.%N)
-        echo "run $r $v: wall $(echo "$t1 - $t0" | bc) s, decode $(metric "$tmp/m.json" decode_tokens_per_second) tok/s," \
-             "$(metric "$tmp/m.json" completion_tokens) tokens"
+        rate=$(metric "$tmp/m.json" decode_tokens_per_second)
+        echo "run $r $v: wall $(echo "$t1 - $t0" | bc) s, decode $rate tok/s, $(metric "$tmp/m.json" completion_tokens)" \
+             "tokens"
     done
     r=$((r + 1))
 done
