@@ -14,6 +14,10 @@
 
 /* A compiled constraint, shared by the sequences whose records give the same pattern; kept after the last of them
  * finishes (the next record often has the same schema) while fewer than GUIDE_CACHE are kept. */
+/* The most logit biases a sequence sends with a token: its record's, its stop ids (banned under min_tokens) and
+ * its bad words' last tokens. */
+#define BIAS_MAX (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS + 2 * PB_MAX_BAD_WORDS)
+
 typedef struct guide_entry {
     char *regex;
     pb_guide *g;
@@ -53,6 +57,10 @@ typedef struct seq_state {
     pb_lp_pair *plp;       /* with prompt_logprobs (choice 0): n_plp prompt tokens x (1 + prompt_top) pairs */
     int32_t *prank;        /* and their ranks */
     int n_plp;
+    int32_t *bad;          /* bad_words: their token sequences, one after another (bad_len[i] ids each) */
+    int32_t *bad_len;
+    int n_bad;
+    int32_t *out;          /* with bad_words: the completion's ids so far (max_tokens) */
     guide_entry *ge;       /* constrained decoding: the record's guide (a reference), else NULL */
     int32_t gstate;        /* and the completion's state in it */
     double t_admit;
@@ -81,7 +89,8 @@ typedef struct engine {
     int *fifo;             /* chunk ids in flight, oldest first */
     int fifo_head, fifo_n;
     bool *in_flight;
-    pb_id_bias *bias;      /* a sequence's logit biases for one micro-batch (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) */
+    pb_id_bias *bias;      /* a sequence's logit biases for one micro-batch (BIAS_MAX) */
+    int32_t *ban;          /* and the ids it may not sample (BIAS_MAX) */
     pb_guide_vocab *gvocab; /* the vocabulary's bytes, made for the first constrained record */
     guide_entry **guides;  /* [n_guides] */
     int n_guides, cap_guides;
@@ -135,6 +144,9 @@ static void slot_release(seq_state *s)
     free(s->lp);
     free(s->plp);
     free(s->prank);
+    free(s->bad);
+    free(s->bad_len);
+    free(s->out);
     group_unref(s->grp);
     if (s->ge)
         s->ge->refs--;
@@ -160,6 +172,18 @@ static pb_status seq_clone(seq_state *dst, const seq_state *src, size_t cap, int
     pb_status st = pb_record_copy(&dst->rec, &src->rec);
     if (st == PB_OK && (st = pb_calloc(cap, sizeof *dst->prompt, &dst->prompt)) == PB_OK)
         memcpy(dst->prompt, src->prompt, (size_t)src->n_prompt * sizeof *dst->prompt);
+    if (st == PB_OK && src->n_bad) {
+        int total = 0;
+        for (int i = 0; i < src->n_bad; i++)
+            total += src->bad_len[i];
+        if ((st = pb_calloc((size_t)total, sizeof *dst->bad, &dst->bad)) == PB_OK &&
+            (st = pb_calloc((size_t)src->n_bad, sizeof *dst->bad_len, &dst->bad_len)) == PB_OK &&
+            (st = pb_calloc((size_t)src->rec.gs.max_tokens, sizeof *dst->out, &dst->out)) == PB_OK) {
+            memcpy(dst->bad, src->bad, (size_t)total * sizeof *dst->bad);
+            memcpy(dst->bad_len, src->bad_len, (size_t)src->n_bad * sizeof *dst->bad_len);
+            dst->n_bad = src->n_bad;
+        }
+    }
     if (st != PB_OK)
         slot_release(dst);
     return st;
@@ -275,6 +299,52 @@ static pb_status guide_take(engine *d, pb_record *rec, guide_entry **ge)
     return PB_OK;
 }
 
+/* bad_words as vLLM tokenizes them (SamplingParams.update_from_tokenizer): each word without its leading
+ * whitespace, without special tokens, alone and after a space, the second kept only where it is as long and starts
+ * with another token. Into s (bad, bad_len, n_bad, and out for the completion's ids); a word that cannot be
+ * tokenized makes rec an error record. */
+static pb_status bad_prepare(engine *d, pb_record *rec, seq_state *s)
+{
+    const pb_gen_settings *g = &rec->gs;
+    size_t cap = 0, total = 0;
+    pb_status st = PB_OK;
+    PB_CHECK(pb_calloc(2 * (size_t)g->n_bad, sizeof *s->bad_len, &s->bad_len));
+    PB_CHECK(pb_calloc(g->max_tokens > 0 ? (size_t)g->max_tokens : 1, sizeof *s->out, &s->out));
+    for (int w = 0; w < g->n_bad && st == PB_OK; w++) {
+        const char *word = g->bad[w] + strspn(g->bad[w], " \t\n\r\f\v");
+        char *spaced = malloc(strlen(word) + 2);
+        if (!spaced)
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        spaced[0] = ' ';
+        strcpy(spaced + 1, word);
+        for (int sp = 0; sp < 2 && st == PB_OK; sp++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            const char *text = sp ? spaced : word;
+            st = pb_tokenizer_encode(d->tok, text, strlen(text), false, &ids, &n);
+            if (st == PB_ERR_INPUT) {
+                free(spaced);
+                return pb_record_set_error(rec, "field 'bad_words': word %d: %s", w, pb_last_error());
+            }
+            const int32_t *prev = s->n_bad ? s->bad + total - (size_t)s->bad_len[s->n_bad - 1] : NULL;
+            const bool keep = st == PB_OK && n > 0 &&
+                              (!sp || (prev && ids[0] != prev[0] && (int)n == s->bad_len[s->n_bad - 1]));
+            if (keep && total + n > cap) {
+                cap = 2 * (total + n);
+                st = pb_realloc_array(&s->bad, cap, sizeof *s->bad);
+            }
+            if (keep && st == PB_OK) {
+                memcpy(s->bad + total, ids, n * sizeof *ids);
+                total += n;
+                s->bad_len[s->n_bad++] = (int32_t)n;
+            }
+            free(ids);
+        }
+        free(spaced);
+    }
+    return st;
+}
+
 /* Take records until one needs the model (admitted into s, *got) or none
  * is available now. Prompts that cannot be generated for and zero-token
  * requests are answered here. */
@@ -301,6 +371,8 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         int32_t *ids = NULL;
         size_t n = 0;
         guide_entry *ge = NULL;
+        seq_state bw; /* bad_words' token sequences */
+        memset(&bw, 0, sizeof bw);
         pb_status st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, !rec.chat, &ids, &n);
         const size_t keep = rec.gs.truncate > 0 ? (size_t)rec.gs.truncate
                             : rec.gs.truncate < 0 ? (size_t)(d->o->context - 1) : n;
@@ -320,6 +392,9 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             /* a token id the model does not have */
         } else if (rec.gs.guide && rec.gs.max_tokens > 0 && ((st = guide_take(d, &rec, &ge)) != PB_OK || rec.error)) {
             /* a pattern that cannot be used */
+        } else if (rec.gs.n_bad && rec.gs.max_tokens > 0 &&
+                   ((st = bad_prepare(d, &rec, &bw)) != PB_OK || rec.error)) {
+            /* a word that cannot be tokenized */
         } else if (n == 0 && rec.gs.max_tokens > 0) {
             st = pb_record_set_error(&rec, "prompt has no tokens (empty prompt and no BOS token)");
         } else if (n >= (size_t)d->o->context && rec.gs.max_tokens > 0) {
@@ -329,6 +404,9 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         if ((st != PB_OK || rec.error) && ge)
             ge->refs--;
         if (st != PB_OK || rec.error) {
+            free(bw.bad);
+            free(bw.bad_len);
+            free(bw.out);
             free(ids);
             if (st == PB_OK)
                 st = d->io->result(d->io->ctx, &rec, out_no, NULL);
@@ -342,6 +420,11 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             cap = n > (size_t)d->o->context ? n : (size_t)d->o->context;
             int32_t *grown = realloc(ids, cap * sizeof *ids);
             if (!grown) {
+                free(bw.bad);
+                free(bw.bad_len);
+                free(bw.out);
+                if (ge)
+                    ge->refs--;
                 free(ids);
                 pb_record_clear(&rec);
                 return pb_error(PB_ERR_NOMEM, "out of memory for a prompt of %zu tokens", n);
@@ -352,6 +435,10 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         s->wait_for = -1;
         s->ge = ge;
         s->gstate = ge ? pb_guide_start(ge->g) : 0;
+        s->bad = bw.bad;
+        s->bad_len = bw.bad_len;
+        s->n_bad = bw.n_bad;
+        s->out = bw.out;
         s->rec = rec;
         s->out_no = out_no;
         s->prompt = ids;
@@ -437,15 +524,15 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     return q;
 }
 
-static int cmp_bias_id(const void *a, const void *b)
+static int cmp_id32(const void *a, const void *b)
 {
-    const pb_id_bias *x = a, *y = b;
-    return (x->id > y->id) - (x->id < y->id);
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
 }
 
-/* Appends sequence q (of s) with its tokens and, where it samples, its
- * allowed ids and its logit biases: the record's, and while min_tokens is not reached its stop_token_ids
- * banned (-inf, as vLLM's min_tokens masks them with EOS). */
+/* Appends sequence q (of s) with its tokens and, where it samples, its allowed ids, its constraint's mask and its
+ * logit biases: the record's, and -inf for the ids banned now (its stop_token_ids while min_tokens is not reached,
+ * as vLLM's min_tokens masks them with EOS; its bad words' last tokens). */
 static pb_status add_seq(engine *d, pb_microbatch *mb, const seq_state *s, const pb_mb_seq *q, const int32_t *tok)
 {
     PB_CHECK(pb_mb_add(mb, q, tok));
@@ -463,22 +550,34 @@ static pb_status add_seq(engine *d, pb_microbatch *mb, const seq_state *s, const
                 d->maskbuf[d->o->eos_ids[e] >> 5] |= 1u << (d->o->eos_ids[e] & 31);
         PB_CHECK(pb_mb_add_mask(mb, d->maskbuf, words));
     }
-    const bool ban = (q->flags & PB_SEQ_NO_EOS) && g->n_stop_ids;
-    if (!(q->flags & PB_SEQ_SAMPLE) || (!g->n_bias && !ban))
+    if (!(q->flags & PB_SEQ_SAMPLE))
         return PB_OK;
-    if (!ban)
-        return pb_mb_add_bias(mb, g->bias, g->n_bias);
-    int n = 0;
-    for (int i = 0; i < g->n_stop_ids; i++)
-        d->bias[n++] = (pb_id_bias){g->stop_ids[i], -INFINITY};
-    for (int i = 0; i < g->n_bias; i++) {
-        bool banned = false;
-        for (int j = 0; j < g->n_stop_ids && !banned; j++)
-            banned = g->stop_ids[j] == g->bias[i].id;
-        if (!banned)
-            d->bias[n++] = g->bias[i];
+    /* the ids it may not sample now: its stop ids under min_tokens, each bad word's last token where the completion
+     * ends with the rest of it (vLLM's, on the completion's ids) */
+    int nb = 0;
+    for (int i = 0; (q->flags & PB_SEQ_NO_EOS) && i < g->n_stop_ids; i++)
+        d->ban[nb++] = g->stop_ids[i];
+    for (int i = 0, at = 0; i < s->n_bad; at += s->bad_len[i++]) {
+        const int pre = s->bad_len[i] - 1;
+        if (pre <= s->generated && !memcmp(s->out + s->generated - pre, s->bad + at, (size_t)pre * sizeof *s->bad))
+            d->ban[nb++] = s->bad[at + pre];
     }
-    qsort(d->bias, (size_t)n, sizeof *d->bias, cmp_bias_id);
+    if (!nb)
+        return g->n_bias ? pb_mb_add_bias(mb, g->bias, g->n_bias) : PB_OK;
+    qsort(d->ban, (size_t)nb, sizeof *d->ban, cmp_id32);
+    /* merged with the record's biases (ids ascending, a banned id's bias dropped) */
+    int n = 0, j = 0;
+    for (int i = 0; i < nb; i++) {
+        if (i && d->ban[i] == d->ban[i - 1])
+            continue;
+        for (; j < g->n_bias && g->bias[j].id < d->ban[i]; j++)
+            d->bias[n++] = g->bias[j];
+        if (j < g->n_bias && g->bias[j].id == d->ban[i])
+            j++;
+        d->bias[n++] = (pb_id_bias){d->ban[i], -INFINITY};
+    }
+    for (; j < g->n_bias; j++)
+        d->bias[n++] = g->bias[j];
     return pb_mb_add_bias(mb, d->bias, n);
 }
 
@@ -702,6 +801,8 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
     }
     s->generated++;
     s->last = t;
+    if (s->out && s->generated <= s->rec.gs.max_tokens)
+        s->out[s->generated - 1] = t;
     if (d->o->rope_long_after > 0 && s->n_prompt + s->generated <= d->o->context)
         s->prompt[s->n_prompt + s->generated - 1] = t; /* kept to be fed again */
     /* EOS or a stop id ends it; as vLLM, its text only with include_stop_str_in_output */
@@ -940,7 +1041,8 @@ pb_status pb_engine_run(const pb_engine_opts *o, pb_pipe *pipe, const pb_tokeniz
         PB_CHECK_GOTO(pb_mb_init(&d->mbs[c], per_chunk, d->max_batch_tokens), st, out);
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->fifo, &d->fifo), st, out);
     PB_CHECK_GOTO(pb_calloc((size_t)o->chunks, sizeof *d->in_flight, &d->in_flight), st, out);
-    PB_CHECK_GOTO(pb_calloc(PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS, sizeof *d->bias, &d->bias), st, out);
+    PB_CHECK_GOTO(pb_calloc(BIAS_MAX, sizeof *d->bias, &d->bias), st, out);
+    PB_CHECK_GOTO(pb_calloc(BIAS_MAX, sizeof *d->ban, &d->ban), st, out);
 
     st = loop(d);
     if (st == PB_OK && d->stopping && (!d->input_done || d->has_pend || in_flight_records(d) > 0))
@@ -964,6 +1066,7 @@ out:
     free(d->fifo);
     free(d->in_flight);
     free(d->bias);
+    free(d->ban);
     for (int i = 0; i < d->n_guides; i++) {
         pb_guide_free(d->guides[i]->g);
         free(d->guides[i]->regex);

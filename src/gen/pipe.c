@@ -417,8 +417,8 @@ size_t pb_mb_max_size(int n_seqs, int n_tokens, int vocab)
 {
     const size_t s = n_seqs > 0 ? (size_t)n_seqs : 0, t = n_tokens > 0 ? (size_t)n_tokens : 0;
     const size_t mask = vocab > 0 ? ((size_t)vocab + 31) / 32 * 4 : 0;
-    return MB_HEADER + s * (MB_SEQ_BYTES + (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS) * 8 + PB_MAX_ALLOWED_IDS * 4 + mask) +
-           t * 4;
+    const size_t bias = PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS + 2 * PB_MAX_BAD_WORDS;
+    return MB_HEADER + s * (MB_SEQ_BYTES + bias * 8 + PB_MAX_ALLOWED_IDS * 4 + mask) + t * 4;
 }
 
 pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written)

@@ -21,6 +21,9 @@ void pb_gen_settings_clear(pb_gen_settings *s)
     for (int i = 0; i < s->n_stops; i++)
         free(s->stops[i]);
     s->n_stops = 0;
+    for (int i = 0; i < s->n_bad; i++)
+        free(s->bad[i]);
+    s->n_bad = 0;
     free(s->bias);
     s->bias = NULL;
     s->n_bias = 0;
@@ -36,6 +39,7 @@ pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
 {
     *dst = *src;
     dst->n_stops = 0;
+    dst->n_bad = 0;
     dst->bias = NULL;
     dst->n_bias = 0;
     dst->allow = NULL;
@@ -66,6 +70,13 @@ pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
             return pb_error(PB_ERR_NOMEM, "out of memory");
         }
         dst->n_stops = i + 1;
+    }
+    for (int i = 0; i < src->n_bad; i++) {
+        if (!(dst->bad[i] = pb_strdup(src->bad[i]))) {
+            pb_gen_settings_clear(dst);
+            return pb_error(PB_ERR_NOMEM, "out of memory");
+        }
+        dst->n_bad = i + 1;
     }
     return PB_OK;
 }
@@ -333,7 +344,6 @@ static const struct {
     {"best_of", OFF_N, "only best_of = n: completions are not ranked"},
     {"use_beam_search", OFF_FALSE, "beam search is not done"},
     {"length_penalty", OFF_ONE, "beam search is not done"},
-    {"bad_words", OFF_EMPTY, "banned words are not applied"},
     {"guided_grammar", OFF_NULL, "no grammars: guided_json, guided_regex and guided_choice are done"},
     {"tool_choice", OFF_TOOL_CHOICE, "tool calls are not constrained: they come as the model writes them"},
 };
@@ -476,6 +486,40 @@ static bool get_stop_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
         gs->stop_ids[n++] = id;
     }
     gs->n_stop_ids = n;
+    return true;
+}
+
+/* bad_words: a list of words (at most PB_MAX_BAD_WORDS, each with something besides spaces, at most 1024 bytes). */
+static bool get_bad_words(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "bad_words");
+    if (!v || cJSON_IsNull(v))
+        return true;
+    const int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
+    if (n < 0 || n > PB_MAX_BAD_WORDS) {
+        snprintf(c->err, sizeof c->err, "field 'bad_words' must be a list of at most %d strings", PB_MAX_BAD_WORDS);
+        return false;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        const char *w = cJSON_IsString(it) ? it->valuestring : NULL;
+        const size_t len = w ? strlen(w) : 0;
+        if (!w || strspn(w, " ") == len || len > PB_GEN_MAX_STOP_LEN) {
+            snprintf(c->err, sizeof c->err, "field 'bad_words' must be a list of words (strings of 1 to %d bytes, "
+                     "not only spaces)", PB_GEN_MAX_STOP_LEN);
+            return false;
+        }
+    }
+    for (int i = 0; i < gs->n_bad; i++)
+        free(gs->bad[i]);
+    gs->n_bad = 0;
+    cJSON_ArrayForEach(it, v) {
+        if (!(gs->bad[gs->n_bad] = pb_strdup(it->valuestring))) {
+            *nomem = true;
+            return false;
+        }
+        gs->n_bad++;
+    }
     return true;
 }
 
@@ -877,6 +921,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         gs->prompt_top = (int)d;
     }
     if (!get_stop_ids(c, obj, gs)) return false;
+    if (!get_bad_words(c, obj, gs, nomem)) return false;
     if (!get_allowed_ids(c, obj, gs, nomem)) return false;
     if (!get_bool(c, obj, "include_stop_str_in_output", &gs->include_stop)) return false;
     bool skip = !gs->keep_special;

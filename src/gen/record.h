@@ -4,7 +4,7 @@
  * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
  * seed, stop, stop_token_ids, min_tokens, ignore_eos, n, logprobs, top_logprobs,
  * logit_bias, prompt_logprobs, include_stop_str_in_output, skip_special_tokens,
- * truncate_prompt_tokens, allowed_token_ids, guided_json, guided_regex, guided_choice,
+ * truncate_prompt_tokens, allowed_token_ids, bad_words, guided_json, guided_regex, guided_choice,
  * guided_whitespace_pattern, structured_outputs, response_format}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
@@ -12,7 +12,7 @@
  * the template) and max_completion_tokens (max_tokens). A line that is not a
  * valid record gives a record with `error` set (the run writes an error record
  * naming the line), as does a field of OpenAI's or vLLM's requests that is not
- * done here (echo, bad_words, ...) unless it holds its "off" value.
+ * done here (echo, best_of, ...) unless it holds its "off" value.
  *
  * Settings resolve record > CLI > generation_config.json > built-in
  * (greedy, max_tokens 64, filters off, seed 0). */
@@ -58,6 +58,8 @@ typedef struct pb_gen_settings {
     int32_t stop_ids[PB_MAX_STOP_IDS];
     int n_stops;
     char *stops[PB_GEN_MAX_STOPS]; /* owned (pb_gen_settings_clear) */
+    int n_bad;          /* bad_words (vLLM's): never generated, alone or after a space (the engine tokenizes them) */
+    char *bad[PB_MAX_BAD_WORDS]; /* owned (pb_gen_settings_clear) */
 } pb_gen_settings;
 /* Token ids a record names (logit_bias, stop_token_ids, allowed_token_ids) are checked against
  * the model's vocabulary when it is admitted (the engine). */

@@ -81,6 +81,8 @@ typedef struct pb_id_bias {
 #define PB_MAX_LOGIT_BIAS 300 /* entries a record's logit_bias may hold (OpenAI's limit) */
 #define PB_MAX_STOP_IDS 64    /* a record's stop_token_ids at most */
 #define PB_MAX_ALLOWED_IDS 4096 /* a record's allowed_token_ids at most */
+#define PB_MAX_BAD_WORDS 64   /* a record's bad_words at most (each banned as two token sequences: alone and after a
+                                 space) */
 
 /* Log probabilities a completion returns for a token (OpenAI's and vLLM's
  * logprobs): those of the model's distribution, log_softmax of the raw

@@ -524,6 +524,36 @@ def main():
           bl[4]["text"] == bl[2]["text"] + tok.decode([g3[2]]),
           "logit_bias, stop_token_ids: the cases change the output")
 
+    # bad_words: tokenized as vLLM does (each word without its leading spaces, alone and after a space, the second
+    # kept where as long and starting with another token) and banned as HF's bad_words_ids: a one-token word, a
+    # two-token word of the greedy output and two words together, against generate(bad_words_ids=...)
+    def vllm_bad(words):
+        out = []
+        for w in words:
+            for sp in ("", " "):
+                ids = tok((sp + w.lstrip()), add_special_tokens=False).input_ids
+                if not sp or (ids[0] != out[-1][0] and len(ids) == len(out[-1])):
+                    out.append(ids)
+        return out
+    # words of the greedy output that vLLM's rule bans in the form the output has (after a space)
+    pieces0 = [tok.decode([t]) for t in g0]
+    bans = [(k, n) for n in (1, 2) for k in range(len(g0) - n + 1)
+            if pieces0[k].startswith(" ") and vllm_bad(["".join(pieces0[k:k + n])])[-1] == g0[k:k + n]]
+    one = next(k for k, n in bans if n == 1)
+    two = next(k for k, n in bans if n == 2)
+    w1, w2 = pieces0[one].strip(), (pieces0[two] + pieces0[two + 1]).strip()
+    bad_cases = [[w1], [w2], ["zzqx", w1, w2]]
+    bw_in = "".join(json.dumps({"prompt": prompts[0], "bad_words": w, "id": f"w{k}"}) + "\n"
+                    for k, w in enumerate(bad_cases))
+    bwo = [run(["--model", model_dir, "--max-tokens", str(max_new), "-b", b], bw_in).stdout for b in ("1", "3")]
+    check(bwo[0] == bwo[1], "bad_words: output differs between -b 1 and -b 3")
+    for r, words in zip(lines(bwo[0]), bad_cases):
+        gen, text = hf_gen(prompts[0], bad_words_ids=vllm_bad(words), eos_token_id=None)
+        check((r.get("text"), r.get("completion_tokens")) == (text, len(gen)) and text != ref[0][2],
+              f"bad_words {words}: {r.get('text')!r} vs generate() {text!r}")
+    p = run(["--model", model_dir], json.dumps({"prompt": "x", "bad_words": ["  "]}) + "\n", rc_ok=(3,))
+    check("field 'bad_words'" in p.stdout.decode(), f"bad_words of spaces: {p.stdout!r}")
+
     # skip_special_tokens (default true, as vLLM): a special token's text (here EOS, sampled with ignore_eos and a
     # bias) left out, or written with false; include_stop_str_in_output keeps a stop string; truncate_prompt_tokens
     # keeps the prompt's last tokens: against generate() and decode()

@@ -347,6 +347,17 @@ static void test_guided(void)
         }
         pb_record_clear(&r);
     }
+    /* bad_words: kept as written (the engine tokenizes them); not only spaces, at most PB_MAX_BAD_WORDS */
+    parse("{\"prompt\": \"Hi\", \"bad_words\": [\" Paris\", \"of the\"]}", &r);
+    CHECK(!r.error && r.gs.n_bad == 2 && !strcmp(r.gs.bad[0], " Paris") && !strcmp(r.gs.bad[1], "of the"));
+    pb_record_clear(&r);
+    static const char *const bad_bw[] = {"[\"  \"]", "[\"\"]", "\"Paris\"", "[1]"};
+    for (size_t i = 0; i < sizeof bad_bw / sizeof *bad_bw; i++) {
+        snprintf(line, sizeof line, "{\"prompt\": \"Hi\", \"bad_words\": %s}", bad_bw[i]);
+        parse(line, &r);
+        CHECK(r.error && strstr(r.error, "field 'bad_words'"));
+        pb_record_clear(&r);
+    }
     /* the whitespace: compact with disable_any_whitespace, the record's own pattern */
     parse("{\"prompt\": \"Hi\", \"structured_outputs\": {\"json\": {\"type\": \"array\", \"items\": "
           "{\"type\": \"null\"}}, \"disable_any_whitespace\": true}}", &r);
@@ -364,7 +375,6 @@ static void test_unsupported(void)
     static const char *const asks[] = {
         "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5",
-        "\"bad_words\": [\"x\"]",
         "\"guided_grammar\": \"g\"", "\"tool_choice\": \"required\""};
     pb_record r;
     for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {

@@ -28,6 +28,7 @@ while [ $i -le 24 ]; do
     [ $((i % 9)) -eq 4 ] && s="$s, \"allowed_token_ids\": [11, 13, 262, 290, 318], \"truncate_prompt_tokens\": 4"
     [ $((i % 7)) -eq 2 ] && s="$s, \"logit_bias\": {\"13\": 3.5, \"$((100 + i))\": -100}, \"stop_token_ids\": [11, 262]"
     [ $((i % 10)) -eq 6 ] && s="$s, \"guided_regex\": \"[0-9]{2,4}( [a-z]+)?\""
+    [ $((i % 13)) -eq 9 ] && s="$s, \"bad_words\": [\"the\", \"of the\", \"said\"]"
     [ $((i % 11)) -eq 7 ] && s="$s, \"guided_json\": $schema"
     echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $((4 + i % 9))$s}"
     i=$((i + 1))
