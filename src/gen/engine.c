@@ -37,6 +37,22 @@ typedef struct group {
     int n_plp;
 } group;
 
+/* A record's bad_words as token sequences, and the completion's ids they are matched against. */
+typedef struct bad_words {
+    int32_t *ids;          /* the sequences one after another, len[i] ids each */
+    int32_t *len;
+    int n;
+    int32_t *out;          /* the completion's ids so far (max_tokens) */
+} bad_words;
+
+static void bad_words_free(bad_words *b)
+{
+    free(b->ids);
+    free(b->len);
+    free(b->out);
+    memset(b, 0, sizeof *b);
+}
+
 typedef struct seq_state {
     bool active;
     pb_record rec;
@@ -57,10 +73,7 @@ typedef struct seq_state {
     pb_lp_pair *plp;       /* with prompt_logprobs (choice 0): n_plp prompt tokens x (1 + prompt_top) pairs */
     int32_t *prank;        /* and their ranks */
     int n_plp;
-    int32_t *bad;          /* bad_words: their token sequences, one after another (bad_len[i] ids each) */
-    int32_t *bad_len;
-    int n_bad;
-    int32_t *out;          /* with bad_words: the completion's ids so far (max_tokens) */
+    bad_words bw;          /* the record's bad_words, tokenized */
     guide_entry *ge;       /* constrained decoding: the record's guide (a reference), else NULL */
     int32_t gstate;        /* and the completion's state in it */
     double t_admit;
@@ -144,9 +157,7 @@ static void slot_release(seq_state *s)
     free(s->lp);
     free(s->plp);
     free(s->prank);
-    free(s->bad);
-    free(s->bad_len);
-    free(s->out);
+    bad_words_free(&s->bw);
     group_unref(s->grp);
     if (s->ge)
         s->ge->refs--;
@@ -172,16 +183,18 @@ static pb_status seq_clone(seq_state *dst, const seq_state *src, size_t cap, int
     pb_status st = pb_record_copy(&dst->rec, &src->rec);
     if (st == PB_OK && (st = pb_calloc(cap, sizeof *dst->prompt, &dst->prompt)) == PB_OK)
         memcpy(dst->prompt, src->prompt, (size_t)src->n_prompt * sizeof *dst->prompt);
-    if (st == PB_OK && src->n_bad) {
+    const bad_words *sb = &src->bw;
+    if (st == PB_OK && sb->n) {
         int total = 0;
-        for (int i = 0; i < src->n_bad; i++)
-            total += src->bad_len[i];
-        if ((st = pb_calloc((size_t)total, sizeof *dst->bad, &dst->bad)) == PB_OK &&
-            (st = pb_calloc((size_t)src->n_bad, sizeof *dst->bad_len, &dst->bad_len)) == PB_OK &&
-            (st = pb_calloc((size_t)src->rec.gs.max_tokens, sizeof *dst->out, &dst->out)) == PB_OK) {
-            memcpy(dst->bad, src->bad, (size_t)total * sizeof *dst->bad);
-            memcpy(dst->bad_len, src->bad_len, (size_t)src->n_bad * sizeof *dst->bad_len);
-            dst->n_bad = src->n_bad;
+        for (int i = 0; i < sb->n; i++)
+            total += sb->len[i];
+        bad_words *db = &dst->bw;
+        if ((st = pb_calloc((size_t)total, sizeof *db->ids, &db->ids)) == PB_OK &&
+            (st = pb_calloc((size_t)sb->n, sizeof *db->len, &db->len)) == PB_OK &&
+            (st = pb_calloc((size_t)src->rec.gs.max_tokens, sizeof *db->out, &db->out)) == PB_OK) {
+            memcpy(db->ids, sb->ids, (size_t)total * sizeof *db->ids);
+            memcpy(db->len, sb->len, (size_t)sb->n * sizeof *db->len);
+            db->n = sb->n;
         }
     }
     if (st != PB_OK)
@@ -301,15 +314,15 @@ static pb_status guide_take(engine *d, pb_record *rec, guide_entry **ge)
 
 /* bad_words as vLLM tokenizes them (SamplingParams.update_from_tokenizer): each word without its leading
  * whitespace, without special tokens, alone and after a space, the second kept only where it is as long and starts
- * with another token. Into s (bad, bad_len, n_bad, and out for the completion's ids); a word that cannot be
+ * with another token. Into b (and its room for the completion's ids); a word that cannot be
  * tokenized makes rec an error record. */
-static pb_status bad_prepare(engine *d, pb_record *rec, seq_state *s)
+static pb_status bad_prepare(engine *d, pb_record *rec, bad_words *b)
 {
     const pb_gen_settings *g = &rec->gs;
     size_t cap = 0, total = 0;
     pb_status st = PB_OK;
-    PB_CHECK(pb_calloc(2 * (size_t)g->n_bad, sizeof *s->bad_len, &s->bad_len));
-    PB_CHECK(pb_calloc(g->max_tokens > 0 ? (size_t)g->max_tokens : 1, sizeof *s->out, &s->out));
+    PB_CHECK(pb_calloc(2 * (size_t)g->n_bad, sizeof *b->len, &b->len));
+    PB_CHECK(pb_calloc(g->max_tokens > 0 ? (size_t)g->max_tokens : 1, sizeof *b->out, &b->out));
     for (int w = 0; w < g->n_bad && st == PB_OK; w++) {
         const char *word = g->bad[w] + strspn(g->bad[w], " \t\n\r\f\v");
         char *spaced = malloc(strlen(word) + 2);
@@ -326,17 +339,17 @@ static pb_status bad_prepare(engine *d, pb_record *rec, seq_state *s)
                 free(spaced);
                 return pb_record_set_error(rec, "field 'bad_words': word %d: %s", w, pb_last_error());
             }
-            const int32_t *prev = s->n_bad ? s->bad + total - (size_t)s->bad_len[s->n_bad - 1] : NULL;
+            const int32_t *prev = b->n ? b->ids + total - (size_t)b->len[b->n - 1] : NULL;
             const bool keep = st == PB_OK && n > 0 &&
-                              (!sp || (prev && ids[0] != prev[0] && (int)n == s->bad_len[s->n_bad - 1]));
+                              (!sp || (prev && ids[0] != prev[0] && (int)n == b->len[b->n - 1]));
             if (keep && total + n > cap) {
                 cap = 2 * (total + n);
-                st = pb_realloc_array(&s->bad, cap, sizeof *s->bad);
+                st = pb_realloc_array(&b->ids, cap, sizeof *b->ids);
             }
             if (keep && st == PB_OK) {
-                memcpy(s->bad + total, ids, n * sizeof *ids);
+                memcpy(b->ids + total, ids, n * sizeof *ids);
                 total += n;
-                s->bad_len[s->n_bad++] = (int32_t)n;
+                b->len[b->n++] = (int32_t)n;
             }
             free(ids);
         }
@@ -371,8 +384,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         int32_t *ids = NULL;
         size_t n = 0;
         guide_entry *ge = NULL;
-        seq_state bw; /* bad_words' token sequences */
-        memset(&bw, 0, sizeof bw);
+        bad_words bw = {0};
         pb_status st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, !rec.chat, &ids, &n);
         const size_t keep = rec.gs.truncate > 0 ? (size_t)rec.gs.truncate
                             : rec.gs.truncate < 0 ? (size_t)(d->o->context - 1) : n;
@@ -404,9 +416,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         if ((st != PB_OK || rec.error) && ge)
             ge->refs--;
         if (st != PB_OK || rec.error) {
-            free(bw.bad);
-            free(bw.bad_len);
-            free(bw.out);
+            bad_words_free(&bw);
             free(ids);
             if (st == PB_OK)
                 st = d->io->result(d->io->ctx, &rec, out_no, NULL);
@@ -420,9 +430,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             cap = n > (size_t)d->o->context ? n : (size_t)d->o->context;
             int32_t *grown = realloc(ids, cap * sizeof *ids);
             if (!grown) {
-                free(bw.bad);
-                free(bw.bad_len);
-                free(bw.out);
+                bad_words_free(&bw);
                 if (ge)
                     ge->refs--;
                 free(ids);
@@ -435,10 +443,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         s->wait_for = -1;
         s->ge = ge;
         s->gstate = ge ? pb_guide_start(ge->g) : 0;
-        s->bad = bw.bad;
-        s->bad_len = bw.bad_len;
-        s->n_bad = bw.n_bad;
-        s->out = bw.out;
+        s->bw = bw;
         s->rec = rec;
         s->out_no = out_no;
         s->prompt = ids;
@@ -545,7 +550,8 @@ static pb_status add_seq(engine *d, pb_microbatch *mb, const seq_state *s, const
         PB_CHECK(pb_guide_mask(s->ge->g, s->gstate, &m, &n));
         const int words = pb_guide_vocab_words(d->gvocab);
         memcpy(d->maskbuf, m, (size_t)words * sizeof *m);
-        for (int e = 0; pb_guide_accepts(s->ge->g, s->gstate) && !g->ignore_eos && e < d->o->n_eos; e++)
+        const bool eos_ok = pb_guide_accepts(s->ge->g, s->gstate) && !g->ignore_eos;
+        for (int e = 0; eos_ok && e < d->o->n_eos; e++)
             if (d->o->eos_ids[e] >= 0 && d->o->eos_ids[e] < 32 * words)
                 d->maskbuf[d->o->eos_ids[e] >> 5] |= 1u << (d->o->eos_ids[e] & 31);
         PB_CHECK(pb_mb_add_mask(mb, d->maskbuf, words));
@@ -557,10 +563,11 @@ static pb_status add_seq(engine *d, pb_microbatch *mb, const seq_state *s, const
     int nb = 0;
     for (int i = 0; (q->flags & PB_SEQ_NO_EOS) && i < g->n_stop_ids; i++)
         d->ban[nb++] = g->stop_ids[i];
-    for (int i = 0, at = 0; i < s->n_bad; at += s->bad_len[i++]) {
-        const int pre = s->bad_len[i] - 1;
-        if (pre <= s->generated && !memcmp(s->out + s->generated - pre, s->bad + at, (size_t)pre * sizeof *s->bad))
-            d->ban[nb++] = s->bad[at + pre];
+    const bad_words *b = &s->bw;
+    for (int i = 0, at = 0; i < b->n; at += b->len[i++]) {
+        const int pre = b->len[i] - 1;
+        if (pre <= s->generated && !memcmp(b->out + s->generated - pre, b->ids + at, (size_t)pre * sizeof *b->ids))
+            d->ban[nb++] = b->ids[at + pre];
     }
     if (!nb)
         return g->n_bias ? pb_mb_add_bias(mb, g->bias, g->n_bias) : PB_OK;
@@ -801,8 +808,8 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
     }
     s->generated++;
     s->last = t;
-    if (s->out && s->generated <= s->rec.gs.max_tokens)
-        s->out[s->generated - 1] = t;
+    if (s->bw.out && s->generated <= s->rec.gs.max_tokens)
+        s->bw.out[s->generated - 1] = t;
     if (d->o->rope_long_after > 0 && s->n_prompt + s->generated <= d->o->context)
         s->prompt[s->n_prompt + s->generated - 1] = t; /* kept to be fed again */
     /* EOS or a stop id ends it; as vLLM, its text only with include_stop_str_in_output */

@@ -738,15 +738,12 @@ static bool guide_structured(field_ctx *c, const cJSON *v, guide_src *g, const c
             }
             if (cJSON_IsTrue(it))
                 *ws = "";
-        } else if (!strcmp(k, "disable_fallback") || !strcmp(k, "disable_additional_properties") ||
-                   !strcmp(k, "backend") || !strcmp(k, "structural_tag") || !strcmp(k, "grammar")) {
-            /* the engine's own choices; a grammar or structural tag is not done */
-            if (!strcmp(k, "grammar") || !strcmp(k, "structural_tag")) {
-                snprintf(c->err, sizeof c->err, "field 'structured_outputs.%s' is not supported (no grammars: json, "
-                         "regex, choice and json_object are done); leave it out", k);
-                return false;
-            }
-        } else {
+        } else if (!strcmp(k, "grammar") || !strcmp(k, "structural_tag")) {
+            snprintf(c->err, sizeof c->err, "field 'structured_outputs.%s' is not supported (no grammars: json, "
+                     "regex, choice and json_object are done); leave it out", k);
+            return false;
+        } else if (strcmp(k, "disable_fallback") && strcmp(k, "disable_additional_properties") &&
+                   strcmp(k, "backend")) { /* those are the serving engine's own choices: ignored */
             snprintf(c->err, sizeof c->err, "field 'structured_outputs' has an unknown key '%.64s'", k);
             return false;
         }
