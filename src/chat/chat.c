@@ -14,7 +14,17 @@
 struct pb_chat {
     pb_jinja *tmpl;
     cJSON *tokens;   /* {"bos_token": "...", ...}: the special tokens HF passes */
+    bool reads_content; /* the template's text names "content" (continue_final_message needs it, as HF) */
 };
+
+/* The first place needle[0..m) occurs in hay[0..n) (m > 0), or NULL. */
+static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t m)
+{
+    for (size_t i = 0; i + m <= n; i++)
+        if (hay[i] == needle[0] && !memcmp(hay + i, needle, m))
+            return hay + i;
+    return NULL;
+}
 
 void pb_chat_free(pb_chat *c)
 {
@@ -153,6 +163,7 @@ static pb_status load(const char *tmpl_path, const char *cfg_path, bool side_fil
     }
     (void)src_name;
     PB_CHECK_GOTO(pb_jinja_parse(src, src_len, "chat template", &c->tmpl), st, fail);
+    c->reads_content = find_bytes(src, src_len, "content", 7) != NULL;
     *out = c;
     c = NULL;
 fail:
@@ -212,6 +223,104 @@ bool pb_chat_is_chat_record(const cJSON *rec)
     return cJSON_GetObjectItemCaseSensitive(rec, "messages") != NULL;
 }
 
+pb_status pb_chat_flags(const cJSON *body, bool *add_generation_prompt, bool *continue_final)
+{
+    static const char *const names[2] = {"add_generation_prompt", "continue_final_message"};
+    const cJSON *kw = cJSON_GetObjectItemCaseSensitive(body, "chat_template_kwargs");
+    int val[2] = {-1, -1};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *v = cJSON_IsObject(kw) ? cJSON_GetObjectItemCaseSensitive(kw, names[k]) : NULL;
+        const char *in = "chat_template_kwargs.";
+        if (!v || cJSON_IsNull(v)) {
+            v = cJSON_GetObjectItemCaseSensitive(body, names[k]);
+            in = "";
+        }
+        if (!v || cJSON_IsNull(v))
+            continue;
+        if (!cJSON_IsBool(v))
+            return pb_error(PB_ERR_INPUT, "\"%s%s\" must be true or false", in, names[k]);
+        val[k] = cJSON_IsTrue(v);
+    }
+    if (val[0] == 1 && val[1] == 1)
+        return pb_error(PB_ERR_INPUT, "\"add_generation_prompt\" and \"continue_final_message\" cannot both be "
+                        "true (one starts a new assistant message, the other goes on with the final one)");
+    *continue_final = val[1] == 1;
+    *add_generation_prompt = val[0] == -1 ? !*continue_final : val[0] == 1;
+    return PB_OK;
+}
+
+#define CONTINUE_TAG "CONTINUE_FINAL_MESSAGE_TAG "
+
+/* continue_final_message, as HF's apply_chat_template: the final message's content (or the last text part of
+ * it) marked with a tag (*final: its text before), to cut the rendered chat where the tag begins. */
+static pb_status mark_final(const pb_chat *c, cJSON *messages, char **final)
+{
+    *final = NULL;
+    cJSON *last = NULL, *it;
+    cJSON_ArrayForEach(it, messages)
+        last = it;
+    if (!last)
+        return pb_error(PB_ERR_INPUT, "continue_final_message: the conversation is empty");
+    cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content"), *holder = last;
+    const char *key = "content";
+    if (!content || cJSON_IsNull(content))
+        return pb_error(PB_ERR_INPUT, "continue_final_message: the final message has no \"content\" to continue");
+    if (!c->reads_content)
+        return pb_error(PB_ERR_INPUT, "continue_final_message: the chat template does not read \"content\"");
+    if (cJSON_IsArray(content)) {
+        cJSON *part = NULL;
+        cJSON_ArrayForEach(it, content)
+            if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(it, "text")))
+                part = it; /* the last */
+        if (!part)
+            return pb_error(PB_ERR_INPUT, "continue_final_message: the final message has no text to continue");
+        holder = part;
+        key = "text";
+        content = cJSON_GetObjectItemCaseSensitive(part, "text");
+    }
+    if (!cJSON_IsString(content))
+        return pb_error(PB_ERR_INPUT, "continue_final_message: the final message's content is not text");
+    const size_t n = strlen(content->valuestring);
+    char *marked = malloc(n + sizeof CONTINUE_TAG);
+    *final = pb_strdup(content->valuestring);
+    if (!marked || !*final) {
+        free(marked);
+        free(*final);
+        *final = NULL;
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    }
+    memcpy(marked, content->valuestring, n);
+    memcpy(marked + n, CONTINUE_TAG, sizeof CONTINUE_TAG);
+    cJSON *v = cJSON_CreateString(marked);
+    free(marked);
+    if (!v || !cJSON_ReplaceItemInObjectCaseSensitive(holder, key, v)) {
+        cJSON_Delete(v);
+        free(*final);
+        *final = NULL;
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    }
+    return PB_OK;
+}
+
+/* The rendered chat cut where the tag begins (and, where the template trimmed the space after it, its trailing
+ * whitespace too), as HF; the final message (stripped) must be there. */
+static pb_status cut_at_tag(const char *final, char *out, size_t *len)
+{
+    const size_t fl = strlen(final), lead = pb_py_lstrip_len(final, fl);
+    const size_t core = lead < fl ? pb_py_rstrip_len(final + lead, fl - lead) : 0;
+    const size_t tl = sizeof CONTINUE_TAG - 2; /* the tag without its space */
+    const char *at = NULL;
+    for (const char *p = out; (p = find_bytes(p, *len - (size_t)(p - out), CONTINUE_TAG, tl)); p++)
+        at = p;
+    if (!at || (core && !find_bytes(out, *len, final + lead, core)))
+        return pb_error(PB_ERR_INPUT, "continue_final_message: the final message does not appear in the rendered "
+                        "chat (the template changes it)");
+    const size_t tag_at = (size_t)(at - out);
+    *len = *len - tag_at > tl && out[tag_at + tl] == ' ' ? tag_at : pb_py_rstrip_len(out, tag_at);
+    out[*len] = '\0';
+    return PB_OK;
+}
+
 pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size_t *len)
 {
     *prompt = NULL;
@@ -236,6 +345,8 @@ pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size
     const cJSON *kw = cJSON_GetObjectItemCaseSensitive(body, "chat_template_kwargs");
     if (kw && !cJSON_IsObject(kw))
         return pb_error(PB_ERR_INPUT, "\"chat_template_kwargs\" is not an object");
+    bool add_gen, cont;
+    PB_CHECK(pb_chat_flags(body, &add_gen, &cont));
     /* tools (OpenAI's function definitions) and documents: to the template as
      * apply_chat_template(tools=..., documents=...) passes JSON schemas */
     static const char *const lists[] = {"tools", "documents"};
@@ -295,13 +406,25 @@ pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size
         }
         cJSON_AddItemToObject(vars, lists[k], v);
     }
-    cJSON_AddBoolToObject(vars, "add_generation_prompt", true);
     const cJSON *e;
     cJSON_ArrayForEach(e, kw) {
+        if (!strcmp(e->string, "continue_final_message")) /* apply_chat_template's, not the template's */
+            continue;
         cJSON_DeleteItemFromObjectCaseSensitive(vars, e->string);
         cJSON_AddItemToObject(vars, e->string, cJSON_Duplicate(e, true));
     }
-    pb_status st = pb_jinja_render(c->tmpl, vars, NULL, prompt, len);
+    cJSON_DeleteItemFromObjectCaseSensitive(vars, "add_generation_prompt");
+    cJSON_AddBoolToObject(vars, "add_generation_prompt", add_gen);
+    char *final = NULL;
+    pb_status st = cont ? mark_final(c, mcopy, &final) : PB_OK;
+    if (st == PB_OK)
+        st = pb_jinja_render(c->tmpl, vars, NULL, prompt, len);
+    if (st == PB_OK && cont && (st = cut_at_tag(final, *prompt, len)) != PB_OK) {
+        free(*prompt);
+        *prompt = NULL;
+        *len = 0;
+    }
+    free(final);
     cJSON_Delete(vars);
     return st;
 }

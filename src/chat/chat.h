@@ -27,6 +27,12 @@ void pb_chat_free(pb_chat *c);
  * batch line for /v1/chat/completions)? */
 bool pb_chat_is_chat_record(const cJSON *rec);
 
+/* A chat record's add_generation_prompt and continue_final_message (vLLM's request fields, or its
+ * chat_template_kwargs', which win): continue_final_message leaves the final message open for the model to
+ * go on with (as HF's apply_chat_template), and makes add_generation_prompt false unless given; both true is
+ * an error (PB_ERR_INPUT), as a value that is not true or false. */
+pb_status pb_chat_flags(const cJSON *body, bool *add_generation_prompt, bool *continue_final);
+
 /* Render one record into a prompt (malloc'ed, NUL-terminated). Errors are
  * PB_ERR_INPUT for the record, PB_ERR_UNSUPPORTED for template features. */
 pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size_t *len);

@@ -310,6 +310,9 @@ static size_t rstrip_len(const char *p, size_t n)
     return end;
 }
 
+size_t pb_py_lstrip_len(const char *p, size_t n) { return ws_run(p, n); }
+size_t pb_py_rstrip_len(const char *p, size_t n) { return rstrip_len(p, n); }
+
 static const char *const OPS3[] = {"//", "**", "==", "!=", ">=", "<=", NULL};
 static const char OPS1[] = "+-/*%~[](){}><=.:|,;";
 

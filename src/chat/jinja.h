@@ -33,4 +33,9 @@ void pb_jinja_free(pb_jinja *t);
 pb_status pb_jinja_render(const pb_jinja *t, const cJSON *vars, const pb_jinja_limits *lim,
                           char **out, size_t *out_len);
 
+/* Python's str.lstrip() / str.rstrip() on UTF-8 text: the length of the leading whitespace run / of the text
+ * without its trailing whitespace (str.isspace()'s code points). */
+size_t pb_py_lstrip_len(const char *p, size_t n);
+size_t pb_py_rstrip_len(const char *p, size_t n);
+
 #endif

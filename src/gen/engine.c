@@ -239,6 +239,10 @@ static pb_status check_ids(const engine *d, pb_record *rec)
         if (rec->gs.stop_ids[i] >= vocab)
             return pb_record_set_error(rec, "field 'stop_token_ids': token %d is not in the model's vocabulary "
                                        "(0 to %d)", (int)rec->gs.stop_ids[i], vocab - 1);
+    for (int i = 0; i < rec->n_prompt_ids; i++)
+        if (rec->prompt_ids[i] >= vocab)
+            return pb_record_set_error(rec, "field 'prompt': token %d (item %d) is not in the model's vocabulary "
+                                       "(0 to %d)", (int)rec->prompt_ids[i], i, vocab - 1);
     return PB_OK;
 }
 
@@ -385,7 +389,16 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         size_t n = 0;
         guide_entry *ge = NULL;
         bad_words bw = {0};
-        pb_status st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, !rec.chat, &ids, &n);
+        pb_status st = PB_OK;
+        if (rec.prompt_ids) { /* given as ids: used as they are (no special tokens added), as vLLM */
+            n = (size_t)rec.n_prompt_ids;
+            if ((ids = malloc(n * sizeof *ids)))
+                memcpy(ids, rec.prompt_ids, n * sizeof *ids);
+            else
+                st = pb_error(PB_ERR_NOMEM, "out of memory for a prompt of %zu tokens", n);
+        } else {
+            st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, !rec.chat, &ids, &n);
+        }
         const size_t keep = rec.gs.truncate > 0 ? (size_t)rec.gs.truncate
                             : rec.gs.truncate < 0 ? (size_t)(d->o->context - 1) : n;
         if (st == PB_OK && n > keep) { /* truncate_prompt_tokens: the last ones (vLLM's left truncation) */
@@ -456,6 +469,7 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             for (int i = 0; i < n_choices; i++)
                 empty[i] = (pb_choice){.text = "", .len = 0, .finish = "length"};
             pb_result res = {.text = "", .len = 0, .finish = "length", .prompt_tokens = s->n_prompt,
+                             .prompt_ids = s->prompt,
                              .n_choices = n_choices > 1 ? n_choices : 0, .choices = empty, .tok = d->tok};
             st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
             slot_release(s);
@@ -743,7 +757,8 @@ static pb_status group_put(engine *d, seq_state *s, const pb_result *res)
     int total = 0;
     for (int i = 0; i < g->n; i++)
         total += g->ch[i].completion_tokens;
-    pb_result all = {.prompt_tokens = s->n_prompt, .completion_tokens = total, .n_choices = g->n,
+    pb_result all = {.prompt_tokens = s->n_prompt, .prompt_ids = s->prompt, .completion_tokens = total,
+                     .n_choices = g->n,
                      .choices = g->ch, .tok = d->tok, .n_plp = g->n_plp, .plp = g->plp, .prank = g->prank};
     return d->io->result(d->io->ctx, &s->rec, s->out_no, &all);
 }
@@ -771,6 +786,7 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
         len = cut_at;
     }
     pb_result res = {.text = text, .len = len, .finish = reason, .prompt_tokens = s->n_prompt,
+                     .prompt_ids = s->prompt,
                      .completion_tokens = s->generated, .n_lp = s->lp ? s->generated : 0, .lp = s->lp,
                      .tok = d->tok, .n_plp = s->n_plp, .plp = s->plp, .prank = s->prank};
     pb_choice empty[PB_GEN_MAX_N];

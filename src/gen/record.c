@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "chat/chat.h"
 #include "common/util.h"
 #include "gen/schema.h"
 
@@ -247,6 +248,8 @@ void pb_record_clear(pb_record *rec)
     free(rec->id_json);
     free(rec->custom_id_json);
     free(rec->prompt);
+    free(rec->prompt_ids);
+    free(rec->echo_text);
     free(rec->chat_json);
     free(rec->error);
     pb_gen_settings_clear(&rec->gs);
@@ -270,11 +273,15 @@ static bool dup_str(const char *src, char **dst) { return dup_or_null(src, src ?
 pb_status pb_record_copy(pb_record *dst, const pb_record *src)
 {
     *dst = *src; /* the scalars; every pointer replaced below */
-    dst->id_json = dst->custom_id_json = dst->chat_json = dst->prompt = dst->error = NULL;
+    dst->id_json = dst->custom_id_json = dst->chat_json = dst->prompt = dst->echo_text = dst->error = NULL;
+    dst->prompt_ids = NULL;
     dst->gs.n_stops = 0;
+    if (src->prompt_ids && (dst->prompt_ids = malloc((size_t)src->n_prompt_ids * sizeof *dst->prompt_ids)))
+        memcpy(dst->prompt_ids, src->prompt_ids, (size_t)src->n_prompt_ids * sizeof *dst->prompt_ids);
     if (!dup_str(src->id_json, &dst->id_json) || !dup_str(src->custom_id_json, &dst->custom_id_json) ||
         !dup_str(src->chat_json, &dst->chat_json) || !dup_or_null(src->prompt, src->prompt_len, &dst->prompt) ||
-        !dup_str(src->error, &dst->error)) {
+        !dup_or_null(src->echo_text, src->echo_len, &dst->echo_text) || !dup_str(src->error, &dst->error) ||
+        (src->prompt_ids && !dst->prompt_ids)) {
         pb_record_clear(dst);
         return pb_error(PB_ERR_NOMEM, "out of memory");
     }
@@ -339,7 +346,6 @@ static const struct {
     off_kind off; /* besides null, the value that asks for nothing */
     const char *what;
 } UNSUPPORTED[] = {
-    {"echo", OFF_FALSE, "the prompt is not echoed"},
     {"suffix", OFF_EMPTY, "insertion after a suffix is not done"},
     {"best_of", OFF_N, "only best_of = n: completions are not ranked"},
     {"use_beam_search", OFF_FALSE, "beam search is not done"},
@@ -917,6 +923,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         gs->prompt_logprobs = true;
         gs->prompt_top = (int)d;
     }
+    if (!get_bool(c, obj, "echo", &gs->echo)) return false;
     if (!get_stop_ids(c, obj, gs)) return false;
     if (!get_bad_words(c, obj, gs, nomem)) return false;
     if (!get_allowed_ids(c, obj, gs, nomem)) return false;
@@ -988,6 +995,74 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
 static pb_status fail_record(pb_record *rec, const char *msg)
 {
     return pb_record_set_error(rec, "%s", msg);
+}
+
+/* A prompt given as token ids (OpenAI's and vLLM's completions): a list of 1 or more integers >= 0 (the
+ * model's vocabulary is checked when the record is admitted). A list of several prompts is refused. */
+static pb_status get_prompt_ids(pb_record *rec, const cJSON *pv, const char *field)
+{
+    const int n = cJSON_GetArraySize(pv);
+    if (n == 0)
+        return pb_record_set_error(rec, "field '%s' is an empty list", field);
+    if (!cJSON_IsNumber(pv->child))
+        return pb_record_set_error(rec, "field '%s' holds %d prompts; a record takes one (a string or a list of "
+                                   "token ids)", field, n);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    int k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, pv) {
+        if (!cJSON_IsNumber(it) || !token_id(NULL, it->valuedouble, false, &ids[k])) {
+            free(ids);
+            return pb_record_set_error(rec, "field '%s': item %d is not a token id (an integer >= 0)", field, k);
+        }
+        k++;
+    }
+    rec->prompt_ids = ids;
+    rec->n_prompt_ids = n;
+    return PB_OK;
+}
+
+/* A chat record's echo (vLLM's): the content of its last message where that is the role answering (the
+ * assistant's; without add_generation_prompt, the last message's own), a string or its text parts joined by
+ * newlines; nothing otherwise. */
+static pb_status get_chat_echo(pb_record *rec, const cJSON *body, const cJSON *messages)
+{
+    bool add_gen, cont;
+    if (pb_chat_flags(body, &add_gen, &cont) != PB_OK)
+        return pb_record_set_error(rec, "%s", pb_last_error());
+    const cJSON *last = NULL, *it;
+    cJSON_ArrayForEach(it, messages)
+        last = it;
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
+    if (add_gen && (!cJSON_IsString(role) || strcmp(role->valuestring, "assistant") != 0))
+        return PB_OK;
+    pb_jbuf b;
+    pb_jbuf_init(&b);
+    if (cJSON_IsString(content)) {
+        pb_jbuf_puts(&b, content->valuestring);
+    } else if (cJSON_IsArray(content)) {
+        bool first = true;
+        cJSON_ArrayForEach(it, content) {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "type");
+            const cJSON *text = cJSON_GetObjectItemCaseSensitive(it, "text");
+            if (cJSON_IsString(type) && !strcmp(type->valuestring, "text") && cJSON_IsString(text)) {
+                pb_jbuf_puts(&b, first ? "" : "\n");
+                pb_jbuf_puts(&b, text->valuestring);
+                first = false;
+            }
+        }
+    }
+    pb_status st = pb_jbuf_status(&b);
+    if (st == PB_OK && b.len) {
+        rec->echo_text = b.data;
+        rec->echo_len = b.len;
+        pb_jbuf_init(&b);
+    }
+    pb_jbuf_free(&b);
+    return st;
 }
 
 pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
@@ -1108,18 +1183,22 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
                 st = pb_record_set_error(rec, "%s%s", rec->openai ? "body: " : "", c.err);
             goto out;
         }
+        if (rec->gs.echo && ((st = get_chat_echo(rec, body, mv)) != PB_OK || rec->error))
+            goto out;
         rec->chat_json = cJSON_PrintUnformatted(body);
         if (!rec->chat_json)
             st = pb_error(PB_ERR_NOMEM, "out of memory");
         goto out;
     }
+    const char *pfield = rec->openai ? "body.prompt" : "prompt";
     if (!pv || cJSON_IsNull(pv)) {
-        st = fail_record(rec, rec->openai ? "missing field 'body.prompt'" : "missing field 'prompt'");
+        st = pb_record_set_error(rec, "missing field '%s'", pfield);
         goto out;
     }
-    if (!cJSON_IsString(pv)) {
-        st = fail_record(rec, rec->openai ? "field 'body.prompt' must be a string"
-                                          : "field 'prompt' must be a string");
+    if (cJSON_IsArray(pv) && cJSON_GetArraySize(pv) == 1 && !cJSON_IsNumber(pv->child))
+        pv = pv->child; /* OpenAI's list of prompts, of one: a string or a list of ids */
+    if (!cJSON_IsString(pv) && !cJSON_IsArray(pv)) {
+        st = pb_record_set_error(rec, "field '%s' must be a string or a list of token ids", pfield);
         goto out;
     }
     if (!apply_settings(&c, body, &rec->gs, &nomem)) {
@@ -1129,10 +1208,20 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
             st = pb_record_set_error(rec, "%s%s", rec->openai ? "body: " : "", c.err);
         goto out;
     }
-    rec->prompt_len = strlen(pv->valuestring);
-    rec->prompt = pb_strdup(pv->valuestring);
-    if (!rec->prompt)
-        st = pb_error(PB_ERR_NOMEM, "out of memory");
+    /* vLLM's completions: echo with logprobs lists the prompt's tokens too, at the same count */
+    const cJSON *plv = cJSON_GetObjectItemCaseSensitive(body, "prompt_logprobs");
+    if (rec->gs.echo && rec->gs.logprobs && (!plv || cJSON_IsNull(plv))) {
+        rec->gs.prompt_logprobs = true;
+        rec->gs.prompt_top = rec->gs.top_logprobs;
+    }
+    if (cJSON_IsString(pv)) {
+        rec->prompt_len = strlen(pv->valuestring);
+        rec->prompt = pb_strdup(pv->valuestring);
+        if (!rec->prompt)
+            st = pb_error(PB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    st = get_prompt_ids(rec, pv, pfield);
 out:
     cJSON_Delete(root);
     return st;
@@ -1219,9 +1308,24 @@ static int text_chars(pb_jbuf *b, const pb_tokenizer *tok, int32_t id)
     return c;
 }
 
-/* One choice's "logprobs" value in the record's shape (rec->gs.logprobs set). */
-static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, const pb_tokenizer *tok)
+/* Entry t of a choice's completions columns, of np echoed prompt tokens (pstep pairs each) and then the
+ * completion's (step pairs each): NULL for the prompt's first, which has none. */
+static const pb_lp_pair *col_entry(const pb_result *res, const pb_choice *ch, int t, int np, int pstep, int step)
 {
+    if (t >= np)
+        return ch->lp + (size_t)(t - np) * (size_t)step;
+    return t ? res->plp + (size_t)(t - 1) * (size_t)pstep : NULL;
+}
+
+static int32_t col_id(const pb_result *res, const pb_choice *ch, int t, int np, int pstep, int step)
+{
+    return t == 0 && np ? res->prompt_ids[0] : col_entry(res, ch, t, np, pstep, step)->id;
+}
+
+/* One choice's "logprobs" value in the record's shape (rec->gs.logprobs set). */
+static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, const pb_result *res)
+{
+    const pb_tokenizer *tok = res->tok;
     const int top = r->gs.top_logprobs, step = 1 + top;
     if (!r->openai) {
         pb_jbuf_puts(b, "[");
@@ -1254,33 +1358,45 @@ static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, co
         }
         pb_jbuf_puts(b, "]}");
     } else { /* the completions API's columns */
+        /* with echo, the prompt's tokens first, as vLLM: the first without a log probability (nothing comes
+         * before it), the others from prompt_logprobs (their most likely ids at most top as well) */
+        const int np = r->gs.echo && r->gs.prompt_logprobs && res->prompt_ids ? 1 + res->n_plp : 0;
+        const int nt = np + ch->n_lp, pstep = 1 + r->gs.prompt_top;
+        const int ptop = r->gs.prompt_top < top ? r->gs.prompt_top : top;
         pb_jbuf_puts(b, "{\"tokens\": [");
-        for (int t = 0; t < ch->n_lp; t++) {
+        for (int t = 0; t < nt; t++) {
             size_t n;
-            char *x = token_text(b, tok, ch->lp[(size_t)t * (size_t)step].id, &n);
+            char *x = token_text(b, tok, col_id(res, ch, t, np, pstep, step), &n);
             if (t)
                 pb_jbuf_puts(b, ", ");
             pb_jbuf_str(b, x ? x : "", n);
             free(x);
         }
         pb_jbuf_puts(b, "], \"token_logprobs\": [");
-        for (int t = 0; t < ch->n_lp; t++) {
+        for (int t = 0; t < nt; t++) {
             if (t)
                 pb_jbuf_puts(b, ", ");
-            put_logprob(b, ch->lp[(size_t)t * (size_t)step].logprob);
+            if (t == 0 && np)
+                pb_jbuf_puts(b, "null");
+            else
+                put_logprob(b, col_entry(res, ch, t, np, pstep, step)->logprob);
         }
         pb_jbuf_puts(b, "], \"top_logprobs\": ");
         if (top == 0) {
             pb_jbuf_puts(b, "null");
         } else {
             pb_jbuf_puts(b, "[");
-            for (int t = 0; t < ch->n_lp; t++) {
-                const pb_lp_pair *e = ch->lp + (size_t)t * (size_t)step;
+            for (int t = 0; t < nt; t++) {
+                const pb_lp_pair *e = col_entry(res, ch, t, np, pstep, step);
+                if (t == 0 && np) {
+                    pb_jbuf_puts(b, "null");
+                    continue;
+                }
                 pb_jbuf_puts(b, t ? ", {" : "{");
                 char *keys[PB_MAX_LOGPROBS];
                 size_t lens[PB_MAX_LOGPROBS];
                 int nk = 0;
-                for (int k = 1; k <= top; k++) {
+                for (int k = 1; k <= (t < np ? ptop : top); k++) {
                     size_t n;
                     char *x = token_text(b, tok, e[k].id, &n);
                     bool dup = false; /* two ids with one text: the likelier's (a JSON object's keys differ) */
@@ -1306,9 +1422,9 @@ static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, co
         }
         pb_jbuf_puts(b, ", \"text_offset\": [");
         int off = 0; /* in code points, as vLLM: each token's text after the ones before */
-        for (int t = 0; t < ch->n_lp; t++) {
+        for (int t = 0; t < nt; t++) {
             pb_jbuf_printf(b, "%s%d", t ? ", " : "", off);
-            off += text_chars(b, tok, ch->lp[(size_t)t * (size_t)step].id);
+            off += text_chars(b, tok, col_id(res, ch, t, np, pstep, step));
         }
         pb_jbuf_puts(b, "]}");
     }
@@ -1353,6 +1469,53 @@ static void put_prompt_logprobs(pb_jbuf *b, const pb_record *r, const pb_result 
     pb_jbuf_puts(b, "]");
 }
 
+/* The text echo puts before each completion (vLLM's): a chat's last assistant message, the prompt as given,
+ * or a prompt of ids decoded with its special tokens (as HF's decode). NULL (*len 0) without echo; *own is
+ * the caller's to free. */
+static const char *echo_prefix(pb_jbuf *b, const pb_record *r, const pb_result *res, size_t *len, char **own)
+{
+    *own = NULL;
+    *len = 0;
+    if (!r->gs.echo)
+        return NULL;
+    if (r->chat) {
+        *len = r->echo_len;
+        return r->echo_text;
+    }
+    if (!r->prompt_ids) {
+        *len = r->prompt_len;
+        return r->prompt;
+    }
+    pb_status st = res->tok ? pb_tokenizer_decode(res->tok, r->prompt_ids, (size_t)r->n_prompt_ids, false, own, len)
+                            : PB_ERR_INPUT;
+    if (st == PB_ERR_NOMEM)
+        b->err = true;
+    if (st != PB_OK) {
+        free(*own);
+        *own = NULL;
+        *len = 0;
+    }
+    return *own;
+}
+
+/* A JSON string of pre[0..np) followed by s[0..n) */
+static void put_text(pb_jbuf *b, const char *pre, size_t np, const char *s, size_t n)
+{
+    if (!np) {
+        pb_jbuf_str(b, s, n);
+        return;
+    }
+    char *t = malloc(np + n + 1);
+    if (!t) {
+        b->err = true;
+        return;
+    }
+    memcpy(t, pre, np);
+    memcpy(t + np, s, n);
+    pb_jbuf_str(b, t, np + n);
+    free(t);
+}
+
 void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                            const pb_result *res)
 {
@@ -1360,6 +1523,9 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
     pb_choice one;
     const pb_choice *ch;
     const int n = result_choices(res, &one, &ch);
+    char *own;
+    size_t np;
+    const char *pre = echo_prefix(b, r, res, &np, &own);
     if (r->openai) {
         pb_jbuf_printf(b, "{\"id\": \"batch_req_%llu\", \"custom_id\": %s, \"response\": "
                        "{\"status_code\": 200, \"request_id\": \"req_%llu\", \"body\": "
@@ -1373,15 +1539,15 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
             if (r->chat) {
                 pb_jbuf_printf(b, "%s{\"index\": %d, \"message\": {\"role\": \"assistant\", \"content\": ",
                                i ? ", " : "", i);
-                pb_jbuf_str(b, ch[i].text, ch[i].len);
+                put_text(b, pre, np, ch[i].text, ch[i].len);
                 pb_jbuf_puts(b, "}");
             } else {
                 pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
-                pb_jbuf_str(b, ch[i].text, ch[i].len);
+                put_text(b, pre, np, ch[i].text, ch[i].len);
             }
             pb_jbuf_puts(b, ", \"logprobs\": ");
             if (r->gs.logprobs)
-                put_logprobs(b, r, &ch[i], res->tok);
+                put_logprobs(b, r, &ch[i], res);
             else
                 pb_jbuf_puts(b, "null");
             pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"", ch[i].finish);
@@ -1401,13 +1567,13 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         pb_jbuf_puts(b, "}}, \"error\": null}");
     } else if (res->n_choices == 0) {
         pb_jbuf_printf(b, "{\"id\": %s, \"text\": ", r->id_json);
-        pb_jbuf_str(b, res->text, res->len);
+        put_text(b, pre, np, res->text, res->len);
         pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
                        "\"completion_tokens\": %d", res->finish, res->prompt_tokens,
                        res->completion_tokens);
         if (r->gs.logprobs) {
             pb_jbuf_puts(b, ", \"logprobs\": ");
-            put_logprobs(b, r, ch, res->tok);
+            put_logprobs(b, r, ch, res);
         }
         if (r->gs.prompt_logprobs) {
             pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
@@ -1418,12 +1584,12 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         pb_jbuf_printf(b, "{\"id\": %s, \"choices\": [", r->id_json);
         for (int i = 0; i < n; i++) {
             pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
-            pb_jbuf_str(b, ch[i].text, ch[i].len);
+            put_text(b, pre, np, ch[i].text, ch[i].len);
             pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"completion_tokens\": %d", ch[i].finish,
                            ch[i].completion_tokens);
             if (r->gs.logprobs) {
                 pb_jbuf_puts(b, ", \"logprobs\": ");
-                put_logprobs(b, r, &ch[i], res->tok);
+                put_logprobs(b, r, &ch[i], res);
             }
             pb_jbuf_puts(b, "}");
         }
@@ -1435,6 +1601,7 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         }
         pb_jbuf_puts(b, "}");
     }
+    free(own);
 }
 
 void pb_record_error_json(pb_jbuf *b, const pb_record *r)

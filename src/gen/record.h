@@ -1,18 +1,18 @@
 /* Input records and generation settings.
  *
- * A record is one JSONL line: native {"prompt", "id", max_tokens, temperature,
+ * A record is one JSONL line: native {"prompt" (a string, or a list of token ids), "id", max_tokens, temperature,
  * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
  * seed, stop, stop_token_ids, min_tokens, ignore_eos, n, logprobs, top_logprobs,
  * logit_bias, prompt_logprobs, include_stop_str_in_output, skip_special_tokens,
  * truncate_prompt_tokens, allowed_token_ids, bad_words, guided_json, guided_regex, guided_choice,
- * guided_whitespace_pattern, structured_outputs, response_format}
+ * guided_whitespace_pattern, structured_outputs, response_format, echo}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}; chat records may add "tools" and "documents" (for
  * the template) and max_completion_tokens (max_tokens). A line that is not a
  * valid record gives a record with `error` set (the run writes an error record
  * naming the line), as does a field of OpenAI's or vLLM's requests that is not
- * done here (echo, best_of, ...) unless it holds its "off" value.
+ * done here (best_of, suffix, ...) unless it holds its "off" value.
  *
  * Settings resolve record > CLI > generation_config.json > built-in
  * (greedy, max_tokens 64, filters off, seed 0). */
@@ -48,6 +48,7 @@ typedef struct pb_gen_settings {
     int top_logprobs;   /* with logprobs: and those of the most likely ids, 0..PB_MAX_LOGPROBS */
     bool prompt_logprobs; /* the prompt tokens' log probabilities too (vLLM's prompt_logprobs) */
     int prompt_top;     /* with prompt_logprobs: and the most likely ids at each, 0..PB_MAX_LOGPROBS */
+    bool echo;          /* echo: the prompt's text before each completion's (a chat: the last assistant message's) */
     int n_bias;         /* logit_bias: n_bias entries, ids ascending, each once */
     pb_id_bias *bias;   /* owned (pb_gen_settings_clear) */
     int n_allow;        /* allowed_token_ids: only these may be sampled (ids ascending, each once; 0 = any) */
@@ -97,6 +98,10 @@ typedef struct pb_record {
     char *chat_json;     /* the object holding "messages" (and chat_template_kwargs) */
     char *prompt;        /* UTF-8 as decoded from JSON */
     size_t prompt_len;
+    int32_t *prompt_ids; /* a prompt given as token ids (prompt NULL), n_prompt_ids of them, each >= 0 */
+    int n_prompt_ids;
+    char *echo_text;     /* a chat record's echo: its last message's content where that is the assistant's */
+    size_t echo_len;
     pb_gen_settings gs;
     char *error;         /* non-NULL: this line is an error record with this message */
 } pb_record;
@@ -168,7 +173,8 @@ typedef struct pb_result {
     int n_plp;
     const pb_lp_pair *plp;
     const int32_t *prank;
-    const pb_tokenizer *tok; /* with logprobs: the tokens' texts (an id it has no token for: "") */
+    const pb_tokenizer *tok; /* the tokens' texts for logprobs and echo (an id it has no token for: "") */
+    const int32_t *prompt_ids; /* the prompt_tokens ids generated after (echo's logprobs name them) */
     int n_choices;       /* 0: one completion, text/len/finish; else choices[n_choices] (n > 1) */
     const pb_choice *choices;
 } pb_result;

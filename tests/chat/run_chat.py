@@ -5,7 +5,9 @@ chat template: {"messages"} records and OpenAI /v1/chat/completions lines give
 the greedy continuation of generate() on apply_chat_template(messages,
 add_generation_prompt=True) ids, prompt_tokens equal to that length, the chat
 completion output shape (choices[0].message.content, finish_reason, usage), and
-an error record (not a crash, not a wrong prompt) where the template raises."""
+an error record (not a crash, not a wrong prompt) where the template raises;
+continue_final_message, add_generation_prompt and echo against
+apply_chat_template(continue_final_message=True) and generate()."""
 import json
 import os
 import subprocess
@@ -104,6 +106,42 @@ def main():
         check("raise_exception" in json.dumps(bad.get("error")) and "user/assistant" in json.dumps(bad.get("error")),
               f"template raise: {bad}")
         check("not both" in json.dumps(both.get("error")), f"prompt and messages: {both}")
+    # continue_final_message (vLLM's and HF's): the final message left open and continued, against generate() on
+    # apply_chat_template(continue_final_message=True); with echo, the message's content before the completion's
+    # (vLLM's chat echo); add_generation_prompt false alone; both true refused as HF refuses
+    cont = [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "My favourite is"}]
+    ccases = [({"continue_final_message": True}, {"continue_final_message": True}),
+              ({"continue_final_message": True, "add_generation_prompt": False, "echo": True},
+               {"continue_final_message": True}),
+              ({"add_generation_prompt": False}, {})]
+    clines = []
+    for k, (fields, _) in enumerate(ccases):
+        body = dict(fields, messages=cont if k < 2 else convs[0], max_tokens=max_new)
+        clines.append(json.dumps({"custom_id": f"k{k}", "method": "POST", "url": "/v1/chat/completions",
+                                  "body": body}) if k == 1 else json.dumps(dict(body, id=f"k{k}")))
+    clines.append(json.dumps({"id": "k3", "messages": cont, "continue_final_message": True,
+                              "add_generation_prompt": True}))
+    p = subprocess.run([PB, "-q", "--model", d], input=("\n".join(clines) + "\n").encode(), capture_output=True)
+    couts = [json.loads(l) for l in p.stdout.decode().splitlines()]
+    check(p.returncode == 3 and len(couts) == 4, f"continue_final_message: exit {p.returncode}, {couts}")
+    for k, (fields, kw) in enumerate(ccases[:len(couts)]):
+        msgs = cont if k < 2 else convs[0]
+        ids = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=False, return_dict=False, **kw)
+        x = torch.tensor([list(ids)])
+        with torch.no_grad():
+            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False,
+                                 pad_token_id=50256, eos_token_id=None)
+        text = tok.decode(out[0].tolist())[len(tok.decode(list(ids))):]
+        o = couts[k]
+        if k == 1:
+            body = o["response"]["body"]
+            got = (body["choices"][0]["message"]["content"], body["usage"]["prompt_tokens"])
+        else:
+            got = (o.get("text"), o.get("prompt_tokens"))
+        want = ((cont[-1]["content"] if fields.get("echo") else "") + text, len(ids))
+        check(got == want, f"{fields}: {got} vs HF {want}")
+    if len(couts) == 4:
+        check("cannot both be true" in json.dumps(couts[3].get("error")), f"both flags: {couts[3]}")
     # a model without a chat template: chat records are error records saying so
     os.remove(os.path.join(d, "tokenizer_config.json"))
     p = subprocess.run([PB, "-q", "--model", d], input=(lines[0] + "\n").encode(), capture_output=True)
@@ -111,7 +149,8 @@ def main():
     check(p.returncode == 3 and "chat template" in json.dumps(o.get("error")), f"no template: {p.returncode} {o}")
     if failures:
         sys.exit(f"{failures} failures")
-    print(f"ok: {len(convs)} chat records equal to HF generate on the rendered prompt, error records as expected")
+    print(f"ok: {len(convs)} chat records and {len(ccases)} continue_final_message / add_generation_prompt / echo "
+          "records equal to HF generate on the rendered prompt, error records as expected")
 
 
 main()

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`pippy-batch render` against HF transformers' apply_chat_template(messages,
-tokenize=False, add_generation_prompt=True), byte for byte, for the real chat
+tokenize=False, add_generation_prompt=True), byte for byte (and, where a
+record gives them, continue_final_message and add_generation_prompt), for the real chat
 templates in tests/chat/templates/ (see its README) over 45+ conversations,
 tools, tool calls and documents among them.
 HF's tokenizer is a PreTrainedTokenizerFast on GPT-2's tokenizer.json with the
@@ -54,6 +55,16 @@ def conversations():
         ({"messages": [S, u("thinking on")]}, {"enable_thinking": True}),
         ({"messages": [u("two users"), u("in a row")]}, {}),
         ({"messages": [a("assistant first")]}, {}),
+        # continue_final_message and add_generation_prompt (record fields, as vLLM's; HF's arguments)
+        ({"messages": [u("Write a haiku."), a("Autumn leaves")], "continue_final_message": True}, {}),
+        ({"messages": [S, u("Hi"), a("Hello! I  ")], "continue_final_message": True,
+          "add_generation_prompt": False}, {}),
+        ({"messages": [u("Complete: the sky is")], "continue_final_message": True}, {}),
+        ({"messages": [u("q"), a("")], "continue_final_message": True}, {}),
+        ({"messages": [u("q"), a("ünï 日本 🙂\n")], "continue_final_message": True}, {}),
+        ({"messages": [u("q"), a("partial")]}, {"continue_final_message": True}),
+        ({"messages": [u("Hello")], "add_generation_prompt": False}, {}),
+        ({"messages": [u("q"), a("x")], "continue_final_message": True, "add_generation_prompt": True}, {}),
         ({"messages": [S]}, {}),
         ({"messages": [u("a"), a("b"), u("c"), a("d"), u("e"), a("f"), u("g")]}, {}),
     ]
@@ -81,9 +92,13 @@ def conversations():
 
 
 def hf_render(tok, rec, kwargs):
+    kwargs = dict(kwargs)  # the record's flags, or chat_template_kwargs' (which win, as vLLM merges them)
+    cont = kwargs.pop("continue_final_message", rec.get("continue_final_message", False))
+    gen = kwargs.pop("add_generation_prompt", rec.get("add_generation_prompt", not cont))
     try:
         return tok.apply_chat_template(rec["messages"], tools=rec.get("tools"), documents=rec.get("documents"),
-                                       tokenize=False, add_generation_prompt=True, **kwargs), None
+                                       tokenize=False, add_generation_prompt=gen, continue_final_message=cont,
+                                       **kwargs), None
     except Exception as e:  # the template raised: render must fail too
         return None, f"{type(e).__name__}: {e}"
 

@@ -554,6 +554,100 @@ def main():
     p = run(["--model", model_dir], json.dumps({"prompt": "x", "bad_words": ["  "]}) + "\n", rc_ok=(3,))
     check("field 'bad_words'" in p.stdout.decode(), f"bad_words of spaces: {p.stdout!r}")
 
+    # prompts as token ids (OpenAI's and vLLM's completions): used as given, no BOS added and no round trip through
+    # the text: the ids of the string prompt give its output; "Hello world" spelled one byte-level token a
+    # character (ids the tokenizer would never make) gives generate() on exactly those ids; OpenAI's list of one
+    # prompt (a string, or a list of ids) as the prompt itself
+    pid0 = tok(prompts[0]).input_ids
+    odd = [tok.convert_tokens_to_ids(c) for c in "HelloĠworld"]
+    with torch.no_grad():
+        o = model.generate(torch.tensor([odd]), max_new_tokens=max_new, do_sample=False, pad_token_id=50256,
+                           eos_token_id=None)
+    odd_text = tok.decode(o[0].tolist())[len(tok.decode(odd)):]
+    ids_in = [{"id": "i0", "prompt": pid0}, {"id": "i1", "prompt": odd}, {"id": "i2", "prompt": [prompts[0]]},
+              {"id": "i3", "prompt": [pid0]}]
+    iouts = [run(["--model", model_dir, "--max-tokens", str(max_new), "-b", b],
+                 "".join(json.dumps(r) + "\n" for r in ids_in)).stdout for b in ("1", "3")]
+    check(iouts[0] == iouts[1], "token-id prompts: output differs between -b 1 and -b 3")
+    ir = lines(iouts[0])
+    check(all((r["text"], r["prompt_tokens"]) == (ref[0][2], len(pid0)) for r in (ir[0], ir[2], ir[3])),
+          f"token-id prompt: {[r.get('text') for r in ir]} vs {ref[0][2]!r}")
+    check((ir[1]["text"], ir[1]["prompt_tokens"]) == (odd_text, len(odd)) and odd_text != ref[0][2],
+          f"token-id prompt {odd}: {ir[1]} vs generate() {odd_text!r}")
+    bad_ids = [[[1], [2]], ["a", "b"], [], [1.5], [-1], [50257], [1, "2"], {"ids": [1]}]
+    p = run(["--model", model_dir], "".join(json.dumps({"prompt": b}) + "\n" for b in bad_ids), rc_ok=(3,))
+    errs = [r.get("error", {}).get("message", "") for r in lines(p.stdout)]
+    check(len(errs) == len(bad_ids) and all("'prompt'" in m for m in errs) and "2 prompts" in errs[0] and
+          "vocabulary" in errs[5], f"bad token-id prompts: {errs}")
+
+    # echo (the completions API's, vLLM's): the prompt's text before the completion's; with logprobs the
+    # prompt's tokens first in the columns (the first without a log probability, the others at the count of
+    # logprobs, from one HF forward), then the completion's as without echo; max_tokens 0 returns the prompt
+    # scored (lm-evaluation-harness's loglikelihood requests); a prompt of ids echoes their decoded text
+    def oa_body(body):
+        return json.dumps({"custom_id": "e", "method": "POST", "url": "/v1/completions", "body": body}) + "\n"
+    plain = lines(run(["--model", model_dir], oa_body({"prompt": long_p, "max_tokens": 4, "logprobs": 2})).stdout)
+    plain = plain[0]["response"]["body"]["choices"][0]
+    ech = lines(run(["--model", model_dir], oa_body({"prompt": long_p, "max_tokens": 4, "logprobs": 2,
+                                                     "echo": True})).stdout)
+    ech = ech[0]["response"]["body"]["choices"][0]
+    lpe = ech["logprobs"]
+    pids = tok(long_p).input_ids
+    with torch.no_grad():
+        ref_lp = torch.log_softmax(model(torch.tensor([pids])).logits[0].double(), -1)
+    P = len(pids)
+    check(ech["text"] == long_p + plain["text"], f"echo: {ech['text']!r} vs {long_p!r} + {plain['text']!r}")
+    check(lpe["tokens"] == [tok.decode([i]) for i in pids] + plain["logprobs"]["tokens"] and
+          lpe["token_logprobs"][0] is None and lpe["top_logprobs"][0] is None and
+          lpe["token_logprobs"][P:] == plain["logprobs"]["token_logprobs"] and
+          lpe["top_logprobs"][P:] == plain["logprobs"]["top_logprobs"],
+          f"echo: the columns {lpe} vs the prompt {pids} and {plain['logprobs']}")
+    worst = max(abs(lpe["token_logprobs"][k] - float(ref_lp[k - 1][pids[k]])) for k in range(1, P))
+    for k in range(1, P):
+        vals, ids = torch.topk(ref_lp[k - 1], 2)
+        want = {tok.decode([int(i)]): float(v) for v, i in zip(vals, ids)}
+        got = lpe["top_logprobs"][k]
+        check(got.keys() == want.keys() and all(abs(got[t] - want[t]) < 2e-5 for t in want),
+              f"echo: top_logprobs at prompt token {k}: {got} vs HF {want}")
+    check(worst < 2e-5, f"echo: prompt token_logprobs {worst:.3g} from HF's log_softmax")
+    offs = [0]
+    for t in lpe["tokens"][:-1]:
+        offs.append(offs[-1] + len(t))
+    check(lpe["text_offset"] == offs, f"echo: text_offset {lpe['text_offset']} vs {offs}")
+    print(f"echo: the prompt's {P - 1} log probabilities within {worst:.3g} of HF's log_softmax")
+    e0 = lines(run(["--model", model_dir], oa_body({"prompt": pids, "max_tokens": 0, "logprobs": 1,
+                                                    "echo": True})).stdout)[0]["response"]["body"]
+    c0 = e0["choices"][0]
+    check(c0["text"] == tok.decode(pids) and c0["logprobs"]["tokens"] == lpe["tokens"][:P] and
+          c0["logprobs"]["token_logprobs"] == lpe["token_logprobs"][:P] and e0["usage"]["completion_tokens"] == 0
+          and c0["finish_reason"] == "length", f"echo, max_tokens 0: {e0}")
+    # lm-evaluation-harness's loglikelihood request (its local-completions model, a batch of one): context and
+    # continuation ids, greedy, one token; it sums token_logprobs[len(context):-1] and checks each is the
+    # argmax of top_logprobs: against HF's log_softmax over the same ids
+    ctx, cont = tok("The quick brown").input_ids, tok(" fox jumps").input_ids
+    lm = lines(run(["--model", model_dir], oa_body({"model": "m", "prompt": [ctx + cont], "temperature": 0,
+                                                    "max_tokens": 1, "logprobs": 1, "seed": 1234,
+                                                    "echo": True})).stdout)[0]["response"]["body"]["choices"][0]
+    with torch.no_grad():
+        row = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].double(), -1)
+    want_ll = sum(float(row[len(ctx) + j - 1][t]) for j, t in enumerate(cont))
+    want_greedy = all(int(row[len(ctx) + j - 1].argmax()) == t for j, t in enumerate(cont))
+    lpl = lm["logprobs"]
+    got_ll = sum(lpl["token_logprobs"][len(ctx):-1])
+    got_greedy = all(max(top, key=top.get) == t for top, t in zip(lpl["top_logprobs"][len(ctx):-1],
+                                                                   lpl["tokens"][len(ctx):-1]))
+    check(len(lpl["tokens"]) == len(ctx + cont) + 1 and abs(got_ll - want_ll) < 1e-4 and got_greedy == want_greedy,
+          f"lm-eval's request: loglikelihood {got_ll} (greedy {got_greedy}) vs HF {want_ll} ({want_greedy})")
+    en = lines(run(["--model", model_dir, "--max-tokens", str(max_new)],
+                   "".join(json.dumps(r) + "\n" for r in (
+                       {"prompt": prompts[0], "echo": True},
+                       {"prompt": prompts[0], "echo": True, "n": 2, "temperature": 1.0, "seed": 3},
+                       {"prompt": prompts[0], "n": 2, "temperature": 1.0, "seed": 3},
+                       {"prompt": odd, "echo": True}))).stdout)
+    check(en[0]["text"] == prompts[0] + ref[0][2] and "prompt_logprobs" not in en[0] and
+          [c["text"] for c in en[1]["choices"]] == [prompts[0] + c["text"] for c in en[2]["choices"]] and
+          en[3]["text"] == tok.decode(odd) + odd_text, f"echo, native records: {en}")
+
     # skip_special_tokens (default true, as vLLM): a special token's text (here EOS, sampled with ignore_eos and a
     # bias) left out, or written with false; include_stop_str_in_output keeps a stop string; truncate_prompt_tokens
     # keeps the prompt's last tokens: against generate() and decode()

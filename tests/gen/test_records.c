@@ -373,7 +373,7 @@ static void test_guided(void)
 static void test_unsupported(void)
 {
     static const char *const asks[] = {
-        "\"echo\": true", "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
+        "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5",
         "\"guided_grammar\": \"g\"", "\"tool_choice\": \"required\""};
     pb_record r;
@@ -412,9 +412,88 @@ static void test_unsupported(void)
     CHECK(r.error && strstr(r.error, "min_tokens"));
     pb_record_clear(&r);
     parse("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/completions\", "
-          "\"body\": {\"prompt\": \"Hi\", \"echo\": true}}", &r);
-    CHECK(r.error && strstr(r.error, "body: field 'echo' is not supported"));
+          "\"body\": {\"prompt\": \"Hi\", \"best_of\": 2}}", &r);
+    CHECK(r.error && strstr(r.error, "body: field 'best_of' is not supported"));
     pb_record_clear(&r);
+}
+
+/* prompts given as token ids, echo, and a chat's echo text (add_generation_prompt, continue_final_message) */
+static void test_echo_ids(void)
+{
+    pb_record r;
+    parse("{\"prompt\": [15496, 0, 2147483647]}", &r);
+    CHECK(!r.error && !r.prompt && r.n_prompt_ids == 3 && r.prompt_ids[0] == 15496 && r.prompt_ids[1] == 0 &&
+          r.prompt_ids[2] == 2147483647 && !r.gs.echo);
+    pb_record c;
+    CHECK(pb_record_copy(&c, &r) == PB_OK && c.n_prompt_ids == 3 && c.prompt_ids != r.prompt_ids &&
+          c.prompt_ids[2] == 2147483647);
+    pb_record_clear(&c);
+    pb_record_clear(&r);
+    parse("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": [[7, 8]]}}", &r);
+    CHECK(!r.error && r.n_prompt_ids == 2 && r.prompt_ids[1] == 8);
+    pb_record_clear(&r);
+    parse("{\"prompt\": [\"one string\"], \"echo\": true}", &r);
+    CHECK(!r.error && r.prompt && !strcmp(r.prompt, "one string") && !r.prompt_ids && r.gs.echo &&
+          !r.gs.prompt_logprobs);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": []}", "field 'prompt' is an empty list");
+    expect_error("{\"prompt\": [[1], [2]]}", "field 'prompt' holds 2 prompts");
+    expect_error("{\"prompt\": [\"a\", \"b\", \"c\"]}", "field 'prompt' holds 3 prompts");
+    expect_error("{\"prompt\": [1, 2.5]}", "field 'prompt': item 1 is not a token id");
+    expect_error("{\"prompt\": [-1]}", "field 'prompt': item 0 is not a token id");
+    expect_error("{\"prompt\": [2147483648]}", "item 0 is not a token id");
+    expect_error("{\"prompt\": [1, null]}", "item 1 is not a token id");
+    expect_error("{\"prompt\": [[]]}", "field 'prompt' is an empty list");
+    expect_error("{\"prompt\": {\"ids\": [1]}}", "field 'prompt' must be a string or a list of token ids");
+    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": 5}}",
+                 "field 'body.prompt' must be a string or a list of token ids");
+    expect_error("{\"prompt\": \"x\", \"echo\": 1}", "field 'echo' must be true or false");
+    /* echo with logprobs: the prompt's at the same count, unless the record gives prompt_logprobs (vLLM) */
+    parse("{\"prompt\": \"x\", \"echo\": true, \"logprobs\": 3}", &r);
+    CHECK(!r.error && r.gs.prompt_logprobs && r.gs.prompt_top == 3);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"x\", \"echo\": true, \"logprobs\": 3, \"prompt_logprobs\": 1}", &r);
+    CHECK(!r.error && r.gs.prompt_logprobs && r.gs.prompt_top == 1);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"x\", \"logprobs\": 3}", &r);
+    CHECK(!r.error && !r.gs.prompt_logprobs);
+    pb_record_clear(&r);
+    /* a chat's echo: the last message's content where it is the assistant's (text parts joined by newlines);
+     * without add_generation_prompt (or with continue_final_message), whoever's it is */
+    static const struct {
+        const char *fields, *want;
+    } chats[] = {
+        {"\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"So \"}]",
+         "So "},
+        {"\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]", NULL},
+        {"\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"add_generation_prompt\": false", "q"},
+        {"\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"continue_final_message\": true", "q"},
+        {"\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+         "\"chat_template_kwargs\": {\"add_generation_prompt\": false}", "q"},
+        {"\"messages\": [{\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"a\"}, "
+         "{\"type\": \"image_url\"}, {\"type\": \"text\", \"text\": \"b\"}]}]", "a\nb"},
+        {"\"messages\": [{\"role\": \"assistant\", \"content\": null}]", NULL},
+        {"\"messages\": [{\"role\": \"assistant\", \"content\": \"\"}]", NULL},
+    };
+    for (size_t i = 0; i < sizeof chats / sizeof *chats; i++) {
+        char line[512];
+        snprintf(line, sizeof line, "{%s, \"echo\": true}", chats[i].fields);
+        parse(line, &r);
+        const bool ok = !r.error && r.chat && r.gs.echo &&
+                        (chats[i].want ? r.echo_text && r.echo_len == strlen(chats[i].want) &&
+                                             !memcmp(r.echo_text, chats[i].want, r.echo_len)
+                                       : !r.echo_text);
+        if (!ok) {
+            fprintf(stderr, "%s: echo '%.*s' (error %s), expected '%s'\n", line, (int)r.echo_len,
+                    r.echo_text ? r.echo_text : "", r.error ? r.error : "none", chats[i].want ? chats[i].want : "");
+            failures++;
+        }
+        pb_record_clear(&r);
+    }
+    expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"echo\": true, "
+                 "\"continue_final_message\": true, \"add_generation_prompt\": true}", "cannot both be true");
+    expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"echo\": true, "
+                 "\"continue_final_message\": \"yes\"}", "\"continue_final_message\" must be true or false");
 }
 
 /* logprobs and top_logprobs: the fields, the CLI default, and the three output shapes (token texts from a
@@ -690,6 +769,7 @@ int main(void)
     test_output_shapes();
     test_choices();
     test_unsupported();
+    test_echo_ids();
     test_guided();
     test_logprobs();
     test_bias();

@@ -1,7 +1,8 @@
 #!/bin/sh
 # pippy-batch across ranks under mpirun: output byte-identical to world size 1
 # (greedy and sampled records, some with n = 3 or frequency and presence
-# penalties) with -np 2, 3, 4, each split policy and IPv6, the pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
+# penalties, echo, prompts of token ids) with -np 2, 3, 4, each split policy
+# and IPv6, the pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
 # non-zero within 15 s naming that rank, with no process left behind.
 set -u
 . "$PB_SRCDIR/tests/net/lock.sh"
@@ -30,7 +31,10 @@ while [ $i -le 24 ]; do
     [ $((i % 10)) -eq 6 ] && s="$s, \"guided_regex\": \"[0-9]{2,4}( [a-z]+)?\""
     [ $((i % 13)) -eq 9 ] && s="$s, \"bad_words\": [\"the\", \"of the\", \"said\"]"
     [ $((i % 11)) -eq 7 ] && s="$s, \"guided_json\": $schema"
-    echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $((4 + i % 9))$s}"
+    [ $((i % 7)) -eq 5 ] && s="$s, \"echo\": true"
+    p="\"Record $i says that the\""
+    [ $((i % 12)) -eq 10 ] && p="[450, 3290, 318, 257, $((100 + i)), 11]" # token ids
+    echo "{\"prompt\": $p, \"max_tokens\": $((4 + i % 9))$s}"
     i=$((i + 1))
 done >"$D/in.jsonl"
 
