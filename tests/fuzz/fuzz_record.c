@@ -22,10 +22,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pb_record rec;
     const char *line = size ? (const char *)data : "";
     (void)pb_line_is_blank(line, size);
-    /* a good record has a prompt, or for a chat record the object holding its messages */
+    /* a good record has a prompt (text or token ids), or for a chat record the object holding its messages */
     if (pb_record_parse(line, size, 1, &base, &rec) == PB_OK && !rec.error &&
-        (!rec.id_json || (rec.chat ? !rec.chat_json || rec.prompt
-                                   : !rec.prompt || strlen(rec.prompt) != rec.prompt_len)))
+        (!rec.id_json || (rec.chat ? !rec.chat_json || rec.prompt || rec.prompt_ids
+                          : rec.prompt_ids ? rec.n_prompt_ids < 1 || rec.prompt
+                                           : !rec.prompt || strlen(rec.prompt) != rec.prompt_len)))
         __builtin_trap();
     pb_record_clear(&rec);
     pb_gen_settings_clear(&base);
