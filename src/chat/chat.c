@@ -406,6 +406,16 @@ pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size
         }
         cJSON_AddItemToObject(vars, lists[k], v);
     }
+    /* vLLM's reasoning_effort reaches the template as apply_chat_template(reasoning_effort=...) would pass it */
+    const cJSON *effort = cJSON_GetObjectItemCaseSensitive(body, "reasoning_effort");
+    if (effort && !cJSON_IsNull(effort) && !cJSON_IsString(effort)) {
+        cJSON_Delete(vars);
+        return pb_error(PB_ERR_INPUT, "\"reasoning_effort\" is not a string");
+    }
+    if (cJSON_IsString(effort) && !cJSON_AddStringToObject(vars, "reasoning_effort", effort->valuestring)) {
+        cJSON_Delete(vars);
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    }
     const cJSON *e;
     cJSON_ArrayForEach(e, kw) {
         if (!strcmp(e->string, "continue_final_message")) /* apply_chat_template's, not the template's */

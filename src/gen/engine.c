@@ -397,7 +397,8 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             else
                 st = pb_error(PB_ERR_NOMEM, "out of memory for a prompt of %zu tokens", n);
         } else {
-            st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len, !rec.chat, &ids, &n);
+            st = pb_tokenizer_encode(d->tok, rec.prompt, rec.prompt_len,
+                                     rec.gs.has_add_special ? rec.gs.add_special : !rec.chat, &ids, &n);
         }
         const size_t keep = rec.gs.truncate > 0 ? (size_t)rec.gs.truncate
                             : rec.gs.truncate < 0 ? (size_t)(d->o->context - 1) : n;

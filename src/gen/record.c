@@ -340,7 +340,7 @@ static bool get_number(field_ctx *c, const cJSON *obj, const char *name, double 
  * returned and that are not done here. Their "off" values pass, so that
  * records written for those servers with defaults spelled out still run;
  * anything else is an error record, never a completion quietly without it. */
-typedef enum { OFF_NULL, OFF_FALSE, OFF_ZERO, OFF_ONE, OFF_EMPTY, OFF_TRUE, OFF_N, OFF_TOOL_CHOICE } off_kind;
+typedef enum { OFF_NULL, OFF_FALSE, OFF_ZERO, OFF_ONE, OFF_EMPTY, OFF_TRUE, OFF_N, OFF_TOOL_CHOICE, OFF_MINUS_ONE } off_kind;
 static const struct {
     const char *name;
     off_kind off; /* besides null, the value that asks for nothing */
@@ -352,6 +352,11 @@ static const struct {
     {"length_penalty", OFF_ONE, "beam search is not done"},
     {"guided_grammar", OFF_NULL, "no grammars: guided_json, guided_regex and guided_choice are done"},
     {"tool_choice", OFF_TOOL_CHOICE, "tool calls are not constrained: they come as the model writes them"},
+    {"logits_processors", OFF_EMPTY, "no custom logits processors"},
+    {"prompt_embeds", OFF_EMPTY, "prompts are text or token ids"},
+    {"logprob_token_ids", OFF_EMPTY, "logprobs lists the most likely tokens"},
+    {"thinking_token_budget", OFF_MINUS_ONE, "thinking is not budgeted"},
+    {"repetition_detection", OFF_NULL, "repetitions do not end a completion"},
 };
 
 static bool asks_nothing(const cJSON *v, off_kind off, int n)
@@ -368,6 +373,7 @@ static bool asks_nothing(const cJSON *v, off_kind off, int n)
     case OFF_EMPTY:
         return (cJSON_IsString(v) && !v->valuestring[0]) ||
                ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child);
+    case OFF_MINUS_ONE: return cJSON_IsNumber(v) && v->valuedouble == -1;
     case OFF_TOOL_CHOICE:
         return cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto"));
     }
@@ -924,6 +930,11 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         gs->prompt_top = (int)d;
     }
     if (!get_bool(c, obj, "echo", &gs->echo)) return false;
+    const cJSON *ast = cJSON_GetObjectItemCaseSensitive(obj, "add_special_tokens");
+    if (ast && !cJSON_IsNull(ast)) {
+        if (!get_bool(c, obj, "add_special_tokens", &gs->add_special)) return false;
+        gs->has_add_special = true;
+    }
     if (!get_stop_ids(c, obj, gs)) return false;
     if (!get_bad_words(c, obj, gs, nomem)) return false;
     if (!get_allowed_ids(c, obj, gs, nomem)) return false;

@@ -49,6 +49,8 @@ typedef struct pb_gen_settings {
     bool prompt_logprobs; /* the prompt tokens' log probabilities too (vLLM's prompt_logprobs) */
     int prompt_top;     /* with prompt_logprobs: and the most likely ids at each, 0..PB_MAX_LOGPROBS */
     bool echo;          /* echo: the prompt's text before each completion's (a chat: the last assistant message's) */
+    bool has_add_special, add_special; /* add_special_tokens given: the tokenizer's BOS/EOS around a text prompt
+                                        * (unless given: a completion's yes, a chat's rendered prompt no, as vLLM) */
     int n_bias;         /* logit_bias: n_bias entries, ids ascending, each once */
     pb_id_bias *bias;   /* owned (pb_gen_settings_clear) */
     int n_allow;        /* allowed_token_ids: only these may be sampled (ids ascending, each once; 0 = any) */

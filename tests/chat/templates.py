@@ -64,6 +64,7 @@ def conversations():
         ({"messages": [u("q"), a("ünï 日本 🙂\n")], "continue_final_message": True}, {}),
         ({"messages": [u("q"), a("partial")]}, {"continue_final_message": True}),
         ({"messages": [u("Hello")], "add_generation_prompt": False}, {}),
+        ({"messages": [S, u("Think hard.")], "reasoning_effort": "high"}, {}),
         ({"messages": [u("q"), a("x")], "continue_final_message": True, "add_generation_prompt": True}, {}),
         ({"messages": [S]}, {}),
         ({"messages": [u("a"), a("b"), u("c"), a("d"), u("e"), a("f"), u("g")]}, {}),
@@ -95,6 +96,8 @@ def hf_render(tok, rec, kwargs):
     kwargs = dict(kwargs)  # the record's flags, or chat_template_kwargs' (which win, as vLLM merges them)
     cont = kwargs.pop("continue_final_message", rec.get("continue_final_message", False))
     gen = kwargs.pop("add_generation_prompt", rec.get("add_generation_prompt", not cont))
+    if "reasoning_effort" in rec:  # vLLM's field, passed to the template as apply_chat_template's keyword
+        kwargs.setdefault("reasoning_effort", rec["reasoning_effort"])
     try:
         return tok.apply_chat_template(rec["messages"], tools=rec.get("tools"), documents=rec.get("documents"),
                                        tokenize=False, add_generation_prompt=gen, continue_final_message=cont,

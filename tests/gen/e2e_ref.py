@@ -648,6 +648,36 @@ def main():
           [c["text"] for c in en[1]["choices"]] == [prompts[0] + c["text"] for c in en[2]["choices"]] and
           en[3]["text"] == tok.decode(odd) + odd_text, f"echo, native records: {en}")
 
+    # add_special_tokens (vLLM's; default true for a completion's text, false for a chat's rendered prompt): on a
+    # tiny Llama with Llama 2's tokenizer, whose post-processor adds BOS: with and without it, against generate()
+    # on the ids HF's tokenizer gives each way; a chat record asking for it gets BOS before the template's text
+    ld = os.path.join(TMP, "llama-tiny")
+    torch.manual_seed(1)
+    lcfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=2, vocab_size=32000, max_position_embeddings=64)
+    lm_ = transformers.LlamaForCausalLM(lcfg)
+    with torch.no_grad():
+        for p_ in lm_.parameters():
+            p_.mul_(3.0)
+    lm_.save_pretrained(ld)
+    lm_.eval()
+    subprocess.run(["zstd", "-q", "-d", "-f", "-o", os.path.join(ld, "tokenizer.json"),
+                    os.path.join(TESTDATA, "tokenizers", "llama2.json.zst")], check=True)
+    ltok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(ld, "tokenizer.json"))
+    text = "The quick brown fox"
+    ast_in = [{"prompt": text}, {"prompt": text, "add_special_tokens": False},
+              {"prompt": text, "add_special_tokens": True}]
+    ao = lines(run(["--model", ld, "--max-tokens", "8", "--ignore-eos"],
+                   "".join(json.dumps(r) + "\n" for r in ast_in)).stdout)
+    for r, spec in zip(ao, (True, False, True)):
+        ids = ltok(text, add_special_tokens=spec).input_ids
+        with torch.no_grad():
+            o = lm_.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
+        want = (ltok.decode(o[0].tolist())[len(ltok.decode(ids)):], len(ids))
+        check((r.get("text"), r.get("prompt_tokens")) == want, f"add_special_tokens {spec}: {r} vs generate() {want}")
+    check(ao[0]["prompt_tokens"] == ao[1]["prompt_tokens"] + 1, f"add_special_tokens: {ao}")
+
     # skip_special_tokens (default true, as vLLM): a special token's text (here EOS, sampled with ignore_eos and a
     # bias) left out, or written with false; include_stop_str_in_output keeps a stop string; truncate_prompt_tokens
     # keeps the prompt's last tokens: against generate() and decode()

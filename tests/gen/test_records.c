@@ -375,7 +375,9 @@ static void test_unsupported(void)
     static const char *const asks[] = {
         "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5",
-        "\"guided_grammar\": \"g\"", "\"tool_choice\": \"required\""};
+        "\"guided_grammar\": \"g\"", "\"tool_choice\": \"required\"", "\"logits_processors\": [\"p\"]",
+        "\"prompt_embeds\": \"AAAA\"", "\"logprob_token_ids\": [3]", "\"thinking_token_budget\": 100",
+        "\"repetition_detection\": {\"max_pattern_size\": 4}"};
     pb_record r;
     for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {
         char line[256], name[64];
@@ -393,8 +395,9 @@ static void test_unsupported(void)
           "\"best_of\": 2, \"n\": 2, \"length_penalty\": 1, \"logit_bias\": {}, \"frequency_penalty\": 0, "
           "\"presence_penalty\": 0, \"bad_words\": [], \"response_format\": {\"type\": \"text\"}, "
           "\"tool_choice\": \"auto\", \"skip_special_tokens\": true, \"stop_token_ids\": [], "
-          "\"max_completion_tokens\": 7, \"user\": \"u\", \"metadata\": {\"a\": 1}}", &r);
-    CHECK(!r.error && r.gs.max_tokens == 7 && r.gs.n == 2);
+          "\"max_completion_tokens\": 7, \"user\": \"u\", \"metadata\": {\"a\": 1}, \"logits_processors\": [], "
+          "\"prompt_embeds\": null, \"thinking_token_budget\": -1, \"repetition_detection\": null}", &r);
+    CHECK(!r.error && r.gs.max_tokens == 7 && r.gs.n == 2 && !r.gs.has_add_special);
     pb_record_clear(&r);
     parse("{\"prompt\": \"Hi\", \"max_tokens\": 7, \"max_completion_tokens\": 7, \"tool_choice\": \"none\"}", &r);
     CHECK(!r.error && r.gs.max_tokens == 7);
@@ -448,6 +451,10 @@ static void test_echo_ids(void)
     expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": 5}}",
                  "field 'body.prompt' must be a string or a list of token ids");
     expect_error("{\"prompt\": \"x\", \"echo\": 1}", "field 'echo' must be true or false");
+    parse("{\"prompt\": \"x\", \"add_special_tokens\": false}", &r);
+    CHECK(!r.error && r.gs.has_add_special && !r.gs.add_special);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"x\", \"add_special_tokens\": \"no\"}", "field 'add_special_tokens' must be true or false");
     /* echo with logprobs: the prompt's at the same count, unless the record gives prompt_logprobs (vLLM) */
     parse("{\"prompt\": \"x\", \"echo\": true, \"logprobs\": 3}", &r);
     CHECK(!r.error && r.gs.prompt_logprobs && r.gs.prompt_top == 3);
