@@ -3,6 +3,8 @@
 
 #include "chat/chat.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,11 +12,21 @@
 #include "common/util.h"
 
 #define MAX_FILE ((size_t)64 << 20)
+#define MAX_TEMPLATES 32
+
+/* One of a model's chat templates: HF's "default", or a named one ("tool_use", "rag", ...). */
+typedef struct named_tmpl {
+    char *name;
+    pb_jinja *tmpl;     /* NULL where it did not parse: err says why (the model may never use it) */
+    char *err;
+    bool reads_content; /* its text names "content" (continue_final_message needs it, as HF) */
+} named_tmpl;
 
 struct pb_chat {
-    pb_jinja *tmpl;
-    cJSON *tokens;   /* {"bos_token": "...", ...}: the special tokens HF passes */
-    bool reads_content; /* the template's text names "content" (continue_final_message needs it, as HF) */
+    cJSON *tokens;      /* {"bos_token": "...", ...}: the special tokens HF passes */
+    bool named;         /* HF holds a dict of templates (names resolve a record's chat_template) */
+    int n;
+    named_tmpl t[MAX_TEMPLATES];
 };
 
 /* The first place needle[0..m) occurs in hay[0..n) (m > 0), or NULL. */
@@ -30,7 +42,11 @@ void pb_chat_free(pb_chat *c)
 {
     if (!c)
         return;
-    pb_jinja_free(c->tmpl);
+    for (int i = 0; i < c->n; i++) {
+        free(c->t[i].name);
+        pb_jinja_free(c->t[i].tmpl);
+        free(c->t[i].err);
+    }
     cJSON_Delete(c->tokens);
     free(c);
 }
@@ -47,28 +63,49 @@ static pb_status read_json(const char *path, cJSON **out)
     return PB_OK;
 }
 
-/* chat_template as HF stores it: a string, or [{"name", "template"}] */
-static pb_status template_of(const cJSON *v, const char *path, const char **out)
+/* Parse one template into c under name (from where, for messages). The default's syntax errors fail the load;
+ * a named template's are kept, to fail the records that choose it. */
+static pb_status add_template(pb_chat *c, const char *name, const char *src, size_t len, const char *where)
 {
-    *out = NULL;
-    if (cJSON_IsString(v)) {
-        *out = v->valuestring;
-        return PB_OK;
-    }
-    if (cJSON_IsArray(v)) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, v) {
-            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
-            const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "template");
-            if (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default") && cJSON_IsString(t)) {
-                *out = t->valuestring;
-                return PB_OK;
-            }
-        }
-        return pb_error(PB_ERR_CONFIG, "%s: chat_template is a list without a template named \"default\"", path);
-    }
-    if (v && !cJSON_IsNull(v))
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->t[i].name, name))
+            return pb_error(PB_ERR_CONFIG, "%s: two chat templates named \"%s\"", where, name);
+    if (c->n == MAX_TEMPLATES)
+        return pb_error(PB_ERR_CONFIG, "%s: more than %d chat templates", where, MAX_TEMPLATES);
+    named_tmpl *t = &c->t[c->n];
+    memset(t, 0, sizeof *t);
+    if (!(t->name = pb_strdup(name)))
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    c->n++;
+    t->reads_content = find_bytes(src, len, "content", 7) != NULL;
+    pb_status st = pb_jinja_parse(src, len, "chat template", &t->tmpl);
+    if (st == PB_OK || st == PB_ERR_NOMEM)
+        return st;
+    st = pb_error_ctx(st, "%s", where);
+    if (!strcmp(name, "default"))
+        return st;
+    if (!(t->err = pb_strdup(pb_last_error())))
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    return PB_OK;
+}
+
+/* chat_template as HF stores it in a JSON file: a string (the default), or [{"name", "template"}] */
+static pb_status add_json_templates(pb_chat *c, const cJSON *v, const char *path)
+{
+    if (cJSON_IsString(v))
+        return add_template(c, "default", v->valuestring, strlen(v->valuestring), path);
+    if (!cJSON_IsArray(v))
         return pb_error(PB_ERR_CONFIG, "%s: chat_template is neither a string nor a list of named templates", path);
+    c->named = true;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "template");
+        if (!cJSON_IsString(nm) || !cJSON_IsString(t))
+            return pb_error(PB_ERR_CONFIG, "%s: chat_template: an entry without a string \"name\" and \"template\"",
+                            path);
+        PB_CHECK(add_template(c, nm->valuestring, t->valuestring, strlen(t->valuestring), path));
+    }
     return PB_OK;
 }
 
@@ -91,14 +128,72 @@ static pb_status collect_tokens(const cJSON *cfg, const char *path, cJSON *token
     return PB_OK;
 }
 
-static pb_status load(const char *tmpl_path, const char *cfg_path, bool side_files, pb_chat **out)
+/* A template file: .jinja text, or a .json holding "chat_template" (a string or named templates). */
+static pb_status add_file(pb_chat *c, const char *name, const char *path)
+{
+    size_t n = strlen(path);
+    if (n > 5 && !strcmp(path + n - 5, ".json")) {
+        cJSON *tj;
+        PB_CHECK(read_json(path, &tj));
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(tj, "chat_template");
+        pb_status st = v && !cJSON_IsNull(v) ? add_json_templates(c, v, path)
+                                             : pb_error(PB_ERR_CONFIG, "%s: no \"chat_template\"", path);
+        cJSON_Delete(tj);
+        return st;
+    }
+    char *text;
+    PB_CHECK(pb_read_file(path, MAX_FILE, &text, &n));
+    pb_status st = add_template(c, name, text, n, path);
+    free(text);
+    return st;
+}
+
+/* The templates of a model folder as transformers 5 finds them: chat_template.jinja (the default) and
+ * additional_chat_templates/NAME.jinja win over tokenizer_config.json's chat_template; a processor's
+ * chat_template.json is the last resort. */
+static pb_status add_dir_templates(pb_chat *c, const char *dir, const cJSON *cfg, const char *cfg_path)
+{
+    char *jinja = pb_path_join(dir, "chat_template.jinja"), *extra = pb_path_join(dir, "additional_chat_templates");
+    char *json = pb_path_join(dir, "chat_template.json");
+    pb_status st = jinja && extra && json ? PB_OK : pb_error(PB_ERR_NOMEM, "out of memory");
+    if (st == PB_OK && pb_file_exists(jinja))
+        st = add_file(c, "default", jinja);
+    DIR *d = st == PB_OK ? opendir(extra) : NULL;
+    if (d) {
+        c->named = true;
+        struct dirent *e;
+        while (st == PB_OK && (e = readdir(d))) {
+            size_t n = strlen(e->d_name);
+            if (n <= 6 || strcmp(e->d_name + n - 6, ".jinja") != 0)
+                continue;
+            char *p = pb_path_join(extra, e->d_name), *name = pb_strdup(e->d_name);
+            if (!p || !name)
+                st = pb_error(PB_ERR_NOMEM, "out of memory");
+            else {
+                name[n - 6] = '\0';
+                st = add_file(c, name, p);
+            }
+            free(p);
+            free(name);
+        }
+        closedir(d);
+    }
+    const cJSON *v = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "chat_template") : NULL;
+    if (st == PB_OK && c->n == 0 && v && !cJSON_IsNull(v))
+        st = add_json_templates(c, v, cfg_path);
+    if (st == PB_OK && c->n == 0 && pb_file_exists(json))
+        st = add_file(c, "default", json);
+    free(jinja);
+    free(extra);
+    free(json);
+    return st;
+}
+
+static pb_status load(const char *tmpl_path, const char *cfg_path, const char *dir, pb_chat **out)
 {
     *out = NULL;
     pb_status st = PB_OK;
-    cJSON *cfg = NULL, *tj = NULL;
-    char *text = NULL, *side = NULL;
-    const char *src = NULL, *src_name = NULL;
-    size_t src_len = 0;
+    cJSON *cfg = NULL;
     pb_chat *c = calloc(1, sizeof *c);
     if (!c || !(c->tokens = cJSON_CreateObject())) {
         st = pb_error(PB_ERR_NOMEM, "out of memory");
@@ -111,75 +206,33 @@ static pb_status load(const char *tmpl_path, const char *cfg_path, bool side_fil
             goto fail;
         }
         PB_CHECK_GOTO(collect_tokens(cfg, cfg_path, c->tokens), st, fail);
-        PB_CHECK_GOTO(template_of(cJSON_GetObjectItemCaseSensitive(cfg, "chat_template"), cfg_path, &src), st, fail);
-        if (src) {
-            src_name = cfg_path;
-            src_len = strlen(src);
-        }
     }
-    if (!tmpl_path && !src && side_files && cfg_path) {
-        /* chat_template.jinja / chat_template.json beside tokenizer_config.json */
-        const char *slash = strrchr(cfg_path, '/');
-        size_t dl = slash ? (size_t)(slash - cfg_path) : 1;
-        char dir[4096];
-        if (dl >= sizeof dir) {
-            st = pb_error(PB_ERR_CONFIG, "%s: path too long", cfg_path);
-            goto fail;
-        }
-        memcpy(dir, slash ? cfg_path : ".", dl);
-        dir[dl] = '\0';
-        side = pb_path_join(dir, "chat_template.jinja");
-        if (side && !pb_file_exists(side)) {
-            free(side);
-            side = pb_path_join(dir, "chat_template.json");
-            if (side && !pb_file_exists(side)) {
-                free(side);
-                side = NULL;
-            }
-        }
-        tmpl_path = side;
+    if (tmpl_path)
+        st = add_file(c, "default", tmpl_path);
+    else if (dir)
+        st = add_dir_templates(c, dir, cfg, cfg_path);
+    else if (cfg) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+        if (v && !cJSON_IsNull(v))
+            st = add_json_templates(c, v, cfg_path);
     }
-    if (tmpl_path) {
-        size_t n = strlen(tmpl_path);
-        if (n > 5 && !strcmp(tmpl_path + n - 5, ".json")) {
-            PB_CHECK_GOTO(read_json(tmpl_path, &tj), st, fail);
-            PB_CHECK_GOTO(template_of(cJSON_GetObjectItemCaseSensitive(tj, "chat_template"), tmpl_path, &src), st, fail);
-            if (!src) {
-                st = pb_error(PB_ERR_CONFIG, "%s: no \"chat_template\"", tmpl_path);
-                goto fail;
-            }
-            src_len = strlen(src);
-        } else {
-            PB_CHECK_GOTO(pb_read_file(tmpl_path, MAX_FILE, &text, &src_len), st, fail);
-            src = text;
-        }
-        src_name = tmpl_path;
-    }
-    if (!src) {
+    if (st == PB_OK && c->n == 0)
         st = pb_error(PB_ERR_CONFIG, "%s: the model has no chat template (no chat_template in "
                       "tokenizer_config.json, no chat_template.jinja or .json beside it)",
-                      cfg_path ? cfg_path : "chat");
+                      dir ? dir : cfg_path ? cfg_path : "(none)");
+    if (st != PB_OK)
         goto fail;
-    }
-    (void)src_name;
-    PB_CHECK_GOTO(pb_jinja_parse(src, src_len, "chat template", &c->tmpl), st, fail);
-    c->reads_content = find_bytes(src, src_len, "content", 7) != NULL;
     *out = c;
     c = NULL;
 fail:
-    if (st != PB_OK && src_name)
-        st = pb_error_ctx(st, "%s", src_name);
     cJSON_Delete(cfg);
-    cJSON_Delete(tj);
-    free(text);
-    free(side);
     pb_chat_free(c);
     return st;
 }
 
 pb_status pb_chat_load_files(const char *template_path, const char *tokenizer_config, pb_chat **out)
 {
-    return load(template_path, tokenizer_config, false, out);
+    return load(template_path, tokenizer_config, NULL, out);
 }
 
 pb_status pb_chat_load_dir(const char *dir, pb_chat **out)
@@ -187,21 +240,7 @@ pb_status pb_chat_load_dir(const char *dir, pb_chat **out)
     char *cfg = pb_path_join(dir, "tokenizer_config.json");
     if (!cfg)
         return pb_error(PB_ERR_NOMEM, "out of memory");
-    pb_status st;
-    if (pb_file_exists(cfg))
-        st = load(NULL, cfg, true, out);
-    else {
-        char *j = pb_path_join(dir, "chat_template.jinja");
-        if (j && !pb_file_exists(j)) {
-            free(j);
-            j = pb_path_join(dir, "chat_template.json");
-        }
-        if (j && pb_file_exists(j))
-            st = load(j, NULL, false, out);
-        else
-            st = pb_error(PB_ERR_CONFIG, "%s: no tokenizer_config.json and no chat_template.jinja/.json", dir);
-        free(j);
-    }
+    pb_status st = load(NULL, pb_file_exists(cfg) ? cfg : NULL, dir, out);
     free(cfg);
     return st;
 }
@@ -253,7 +292,7 @@ pb_status pb_chat_flags(const cJSON *body, bool *add_generation_prompt, bool *co
 
 /* continue_final_message, as HF's apply_chat_template: the final message's content (or the last text part of
  * it) marked with a tag (*final: its text before), to cut the rendered chat where the tag begins. */
-static pb_status mark_final(const pb_chat *c, cJSON *messages, char **final)
+static pb_status mark_final(bool reads_content, cJSON *messages, char **final)
 {
     *final = NULL;
     cJSON *last = NULL, *it;
@@ -265,7 +304,7 @@ static pb_status mark_final(const pb_chat *c, cJSON *messages, char **final)
     const char *key = "content";
     if (!content || cJSON_IsNull(content))
         return pb_error(PB_ERR_INPUT, "continue_final_message: the final message has no \"content\" to continue");
-    if (!c->reads_content)
+    if (!reads_content)
         return pb_error(PB_ERR_INPUT, "continue_final_message: the chat template does not read \"content\"");
     if (cJSON_IsArray(content)) {
         cJSON *part = NULL;
@@ -318,6 +357,50 @@ static pb_status cut_at_tag(const char *final, char *out, size_t *len)
     const size_t tag_at = (size_t)(at - out);
     *len = *len - tag_at > tl && out[tag_at + tl] == ' ' ? tag_at : pb_py_rstrip_len(out, tag_at);
     out[*len] = '\0';
+    return PB_OK;
+}
+
+/* The model's template named name, or NULL. */
+static const named_tmpl *find_template(const pb_chat *c, const char *name)
+{
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->t[i].name, name))
+            return &c->t[i];
+    return NULL;
+}
+
+/* The template a record renders with, as HF's get_chat_template: the record's chat_template (the name of one of
+ * the model's named templates, or a template's text, parsed into *own), else with tools the model's
+ * "tool_use", else its default. */
+static pb_status pick_template(const pb_chat *c, const cJSON *body, bool tools, pb_jinja **own,
+                               const pb_jinja **tmpl, bool *reads_content)
+{
+    *own = NULL;
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(body, "chat_template");
+    const named_tmpl *t = NULL;
+    if (ct && !cJSON_IsNull(ct)) {
+        if (!cJSON_IsString(ct))
+            return pb_error(PB_ERR_INPUT, "\"chat_template\" is not a string");
+        if (c->named)
+            t = find_template(c, ct->valuestring);
+        if (!t) {
+            const size_t n = strlen(ct->valuestring);
+            PB_CHECK(pb_jinja_parse(ct->valuestring, n, "the record's chat_template", own));
+            *tmpl = *own;
+            *reads_content = find_bytes(ct->valuestring, n, "content", 7) != NULL;
+            return PB_OK;
+        }
+    } else if (!(tools && (t = find_template(c, "tool_use"))) && !(t = find_template(c, "default"))) {
+        char names[512] = "";
+        for (int i = 0; i < c->n; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s\"%s\"", i ? ", " : "", c->t[i].name);
+        return pb_error(PB_ERR_INPUT, "the model has several chat templates and none named \"default\": give the "
+                        "record's \"chat_template\" one of their names (%s)", names);
+    }
+    if (!t->tmpl)
+        return pb_error(PB_ERR_INPUT, "chat template \"%s\": %s", t->name, t->err);
+    *tmpl = t->tmpl;
+    *reads_content = t->reads_content;
     return PB_OK;
 }
 
@@ -426,15 +509,21 @@ pb_status pb_chat_render(const pb_chat *c, const cJSON *rec, char **prompt, size
     cJSON_DeleteItemFromObjectCaseSensitive(vars, "add_generation_prompt");
     cJSON_AddBoolToObject(vars, "add_generation_prompt", add_gen);
     char *final = NULL;
-    pb_status st = cont ? mark_final(c, mcopy, &final) : PB_OK;
+    pb_jinja *own = NULL;
+    const pb_jinja *tmpl = NULL;
+    bool reads_content = false;
+    pb_status st = pick_template(c, body, given[0] != NULL, &own, &tmpl, &reads_content);
+    if (st == PB_OK && cont)
+        st = mark_final(reads_content, mcopy, &final);
     if (st == PB_OK)
-        st = pb_jinja_render(c->tmpl, vars, NULL, prompt, len);
+        st = pb_jinja_render(tmpl, vars, NULL, prompt, len);
     if (st == PB_OK && cont && (st = cut_at_tag(final, *prompt, len)) != PB_OK) {
         free(*prompt);
         *prompt = NULL;
         *len = 0;
     }
     free(final);
+    pb_jinja_free(own);
     cJSON_Delete(vars);
     return st;
 }

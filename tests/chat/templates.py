@@ -11,6 +11,7 @@ message. Both record shapes are used: {"messages"} and OpenAI batch lines."""
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -115,6 +116,68 @@ def line_of(rec, kwargs, batch_shape, i):
     return json.dumps(rec, ensure_ascii=i % 3 == 0)
 
 
+def named_templates(gpt2):
+    """A model's several templates as transformers 5 finds them in a folder (tokenizer_config.json's list of
+    named templates; chat_template.jinja and additional_chat_templates/NAME.jinja, which win over
+    tokenizer_config.json's), chosen as HF's get_chat_template chooses (a record's chat_template: a name, or
+    a template's text; "tool_use" with tools; else "default"), against from_pretrained's tokenizer."""
+    from transformers import AutoTokenizer
+    T = {n: json.load(open(os.path.join(SRC, "tests", "chat", "templates", n + ".json")))["chat_template"]
+         for n in ("llama3", "qwen2.5", "smollm2", "mistral-7b-v0.1")}
+    toks = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+    u = {"role": "user", "content": "Weather in Paris?"}
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "The weather.", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    recs = [{"messages": [u]}, {"messages": [u], "tools": [weather]}, {"messages": [u], "chat_template": "tool_use"},
+            {"messages": [u], "chat_template": T["mistral-7b-v0.1"]},
+            {"messages": [u], "chat_template": "say {{ messages[0]['content'] }} then"},
+            {"messages": [u], "tools": [weather], "chat_template": "rag"}]
+    layouts = {
+        "list": {"tokenizer_config.json": dict(toks, chat_template=[{"name": "default", "template": T["llama3"]},
+                                                                    {"name": "tool_use", "template": T["qwen2.5"]},
+                                                                    {"name": "rag", "template": T["smollm2"]}])},
+        "files": {"tokenizer_config.json": dict(toks, chat_template=T["smollm2"]), "chat_template.jinja": T["llama3"],
+                  "additional_chat_templates/tool_use.jinja": T["qwen2.5"],
+                  "additional_chat_templates/rag.jinja": T["mistral-7b-v0.1"]},
+        "no-default": {"tokenizer_config.json": dict(toks, chat_template=[
+            {"name": "tool_use", "template": T["qwen2.5"]}, {"name": "rag", "template": T["smollm2"]}])},
+        "one": {"tokenizer_config.json": dict(toks), "chat_template.jinja": T["llama3"]},
+    }
+    fails = compared = refused = 0
+    for name, files in layouts.items():
+        d = os.path.join(TMP, "named-" + name)
+        os.makedirs(os.path.join(d, "additional_chat_templates"), exist_ok=True)
+        shutil.copy(gpt2, os.path.join(d, "tokenizer.json"))
+        for f, v in files.items():
+            with open(os.path.join(d, f), "w", encoding="utf-8") as fh:
+                fh.write(v if isinstance(v, str) else json.dumps(v))
+        tok = AutoTokenizer.from_pretrained(d)
+        for i, rec in enumerate(recs):
+            try:
+                ref = tok.apply_chat_template(rec["messages"], tools=rec.get("tools"),
+                                              chat_template=rec.get("chat_template"), tokenize=False,
+                                              add_generation_prompt=True)
+            except Exception as e:  # noqa: BLE001 (HF's refusal: the record must be refused too)
+                ref = None
+                err = f"{type(e).__name__}: {e}"
+            p = subprocess.run([PB, "render", "--model", d], input=(json.dumps(rec) + "\n").encode(),
+                               capture_output=True)
+            got = json.loads(p.stdout.decode())["prompt"] if p.returncode == 0 and p.stdout else None
+            if ref is None:
+                refused += 1
+                if p.returncode == 0:
+                    fails += 1
+                    print(f"FAIL named {name} record {i}: HF raised {err!r}, render gave {got!r}")
+            else:
+                compared += 1
+                if got != ref:
+                    fails += 1
+                    print(f"FAIL named {name} record {i}:\n  hf:   {ref!r}\n  ours: {got!r} "
+                          f"({p.stderr.decode(errors='replace').strip()})")
+    print(f"named templates: {len(layouts)} folders, {compared} prompts equal, {refused} refused as HF refuses")
+    return fails
+
+
 def main():
     gpt2 = os.path.join(TMP, "gpt2.json")
     with open(gpt2, "wb") as f:
@@ -170,6 +233,7 @@ def main():
                 print(f"FAIL {name} conversation {i}: HF raised {err!r}; render exit {p.returncode}: {msg.strip()!r}")
         print(f"ok   {name}: {len(good)} prompts equal, {len(bad)} refused as HF refuses")
     print(f"{len(fixtures)} templates, {len(convs)} conversations: {compared} prompts compared, {errors} refusals")
+    fails += named_templates(gpt2)
     if fails:
         raise SystemExit(f"FAIL: {fails} mismatches")
 
