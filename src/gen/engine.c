@@ -70,6 +70,8 @@ typedef struct seq_state {
     pb_detok *detok;
     pb_lp_pair *lp;        /* with logprobs: generated x (1 + top_logprobs) pairs */
     size_t lp_cap;
+    int32_t *ids;          /* with return_token_ids: the ids generated (ids_cap) */
+    int ids_cap;
     pb_lp_pair *plp;       /* with prompt_logprobs (choice 0): n_plp prompt tokens x (1 + prompt_top) pairs */
     int32_t *prank;        /* and their ranks */
     int n_plp;
@@ -127,6 +129,7 @@ static void group_unref(group *g)
     for (int i = 0; i < g->n; i++) {
         free((char *)g->ch[i].text);
         free((pb_lp_pair *)g->ch[i].lp);
+        free((int32_t *)g->ch[i].token_ids);
     }
     free(g->plp);
     free(g->prank);
@@ -155,6 +158,7 @@ static void slot_release(seq_state *s)
     free(s->prompt);
     pb_detok_free(s->detok);
     free(s->lp);
+    free(s->ids);
     free(s->plp);
     free(s->prank);
     bad_words_free(&s->bw);
@@ -744,8 +748,10 @@ static pb_status group_put(engine *d, seq_state *s, const pb_result *res)
     memcpy(text, res->text, res->len);
     text[res->len] = '\0';
     g->ch[s->choice] = (pb_choice){.text = text, .len = res->len, .finish = res->finish,
-                                   .completion_tokens = res->completion_tokens, .n_lp = res->n_lp, .lp = s->lp};
+                                   .completion_tokens = res->completion_tokens, .n_lp = res->n_lp, .lp = s->lp,
+                                   .token_ids = s->ids};
     s->lp = NULL; /* the group's now */
+    s->ids = NULL;
     if (s->plp) {
         g->plp = s->plp;
         g->prank = s->prank;
@@ -789,7 +795,7 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
     pb_result res = {.text = text, .len = len, .finish = reason, .prompt_tokens = s->n_prompt,
                      .prompt_ids = s->prompt,
                      .completion_tokens = s->generated, .n_lp = s->lp ? s->generated : 0, .lp = s->lp,
-                     .tok = d->tok, .n_plp = s->n_plp, .plp = s->plp, .prank = s->prank};
+                     .tok = d->tok, .n_plp = s->n_plp, .plp = s->plp, .prank = s->prank, .token_ids = s->ids};
     pb_choice empty[PB_GEN_MAX_N];
     if (!s->grp && s->rec.gs.n > 1) { /* max_tokens 0, run for the prompt's log probabilities: n empty choices */
         for (int i = 0; i < s->rec.gs.n; i++)
@@ -823,6 +829,16 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
         if (d->st->first_token_seconds == 0)
             d->st->first_token_seconds = now - d->t0;
     }
+    if (s->rec.gs.return_ids && s->generated == s->ids_cap) {
+        const int cap = s->ids_cap ? 2 * s->ids_cap : 64;
+        int32_t *grown = realloc(s->ids, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return pb_error(PB_ERR_NOMEM, "out of memory for a completion's token ids");
+        s->ids = grown;
+        s->ids_cap = cap;
+    }
+    if (s->rec.gs.return_ids)
+        s->ids[s->generated] = t;
     s->generated++;
     s->last = t;
     if (s->bw.out && s->generated <= s->rec.gs.max_tokens)

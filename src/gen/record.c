@@ -930,6 +930,8 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         gs->prompt_top = (int)d;
     }
     if (!get_bool(c, obj, "echo", &gs->echo)) return false;
+    if (!get_bool(c, obj, "return_token_ids", &gs->return_ids)) return false;
+    if (!get_bool(c, obj, "return_tokens_as_token_ids", &gs->ids_as_tokens)) return false;
     const cJSON *ast = cJSON_GetObjectItemCaseSensitive(obj, "add_special_tokens");
     if (ast && !cJSON_IsNull(ast)) {
         if (!get_bool(c, obj, "add_special_tokens", &gs->add_special)) return false;
@@ -1248,7 +1250,8 @@ static int result_choices(const pb_result *res, pb_choice *one, const pb_choice 
         return res->n_choices;
     }
     *one = (pb_choice){.text = res->text, .len = res->len, .finish = res->finish,
-                       .completion_tokens = res->completion_tokens, .n_lp = res->n_lp, .lp = res->lp};
+                       .completion_tokens = res->completion_tokens, .n_lp = res->n_lp, .lp = res->lp,
+                       .token_ids = res->token_ids};
     *out = one;
     return 1;
 }
@@ -1256,11 +1259,20 @@ static int result_choices(const pb_result *res, pb_choice *one, const pb_choice 
 /* ---- log probabilities ---- */
 
 /* The text of one id as HF's decode([id]) gives it, special tokens rendered
- * (owned by the caller; "" for an id the tokenizer has no token for). */
-static char *token_text(pb_jbuf *b, const pb_tokenizer *tok, int32_t id, size_t *len)
+ * (owned by the caller; "" for an id the tokenizer has no token for); as_id
+ * (return_tokens_as_token_ids): "token_id:ID", as vLLM. */
+static char *token_text(pb_jbuf *b, const pb_tokenizer *tok, int32_t id, bool as_id, size_t *len)
 {
     char *t = NULL;
     *len = 0;
+    if (as_id) {
+        if (!(t = malloc(24))) {
+            b->err = true;
+            return NULL;
+        }
+        *len = (size_t)snprintf(t, 24, "token_id:%d", (int)id);
+        return t;
+    }
     pb_status st = tok ? pb_tokenizer_decode(tok, &id, 1, false, &t, len) : PB_ERR_INPUT;
     if (st == PB_ERR_NOMEM)
         b->err = true;
@@ -1281,10 +1293,10 @@ static void put_logprob(pb_jbuf *b, float x)
 }
 
 /* "token": "...", "logprob": L (and chat's "bytes": [...]) */
-static void put_token(pb_jbuf *b, const pb_tokenizer *tok, const pb_lp_pair *e, bool bytes)
+static void put_token(pb_jbuf *b, const pb_tokenizer *tok, const pb_lp_pair *e, bool bytes, bool as_id)
 {
     size_t n;
-    char *t = token_text(b, tok, e->id, &n);
+    char *t = token_text(b, tok, e->id, as_id, &n);
     pb_jbuf_puts(b, "\"token\": ");
     pb_jbuf_str(b, t ? t : "", n);
     pb_jbuf_puts(b, ", \"logprob\": ");
@@ -1306,10 +1318,10 @@ static void put_token(pb_jbuf *b, const pb_tokenizer *tok, const pb_lp_pair *e, 
 }
 
 /* Code points of a token's text as written (an invalid byte: one U+FFFD). */
-static int text_chars(pb_jbuf *b, const pb_tokenizer *tok, int32_t id)
+static int text_chars(pb_jbuf *b, const pb_tokenizer *tok, int32_t id, bool as_id)
 {
     size_t n;
-    char *t = token_text(b, tok, id, &n);
+    char *t = token_text(b, tok, id, as_id, &n);
     int c = 0;
     for (size_t i = 0; i < n; c++) {
         size_t k = pb_utf8_seq_len((const unsigned char *)t + i, n - i);
@@ -1337,17 +1349,18 @@ static int32_t col_id(const pb_result *res, const pb_choice *ch, int t, int np, 
 static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, const pb_result *res)
 {
     const pb_tokenizer *tok = res->tok;
+    const bool ids = r->gs.ids_as_tokens;
     const int top = r->gs.top_logprobs, step = 1 + top;
     if (!r->openai) {
         pb_jbuf_puts(b, "[");
         for (int t = 0; t < ch->n_lp; t++) {
             const pb_lp_pair *e = ch->lp + (size_t)t * (size_t)step;
             pb_jbuf_printf(b, "%s{\"id\": %d, ", t ? ", " : "", (int)e->id);
-            put_token(b, tok, e, false);
+            put_token(b, tok, e, false, ids);
             pb_jbuf_puts(b, ", \"top_logprobs\": [");
             for (int k = 1; k <= top; k++) {
                 pb_jbuf_printf(b, "%s{\"id\": %d, ", k > 1 ? ", " : "", (int)e[k].id);
-                put_token(b, tok, e + k, false);
+                put_token(b, tok, e + k, false, ids);
                 pb_jbuf_puts(b, "}");
             }
             pb_jbuf_puts(b, "]}");
@@ -1358,11 +1371,11 @@ static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, co
         for (int t = 0; t < ch->n_lp; t++) {
             const pb_lp_pair *e = ch->lp + (size_t)t * (size_t)step;
             pb_jbuf_puts(b, t ? ", {" : "{");
-            put_token(b, tok, e, true);
+            put_token(b, tok, e, true, ids);
             pb_jbuf_puts(b, ", \"top_logprobs\": [");
             for (int k = 1; k <= top; k++) {
                 pb_jbuf_puts(b, k > 1 ? ", {" : "{");
-                put_token(b, tok, e + k, true);
+                put_token(b, tok, e + k, true, ids);
                 pb_jbuf_puts(b, "}");
             }
             pb_jbuf_puts(b, "]}");
@@ -1377,7 +1390,7 @@ static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, co
         pb_jbuf_puts(b, "{\"tokens\": [");
         for (int t = 0; t < nt; t++) {
             size_t n;
-            char *x = token_text(b, tok, col_id(res, ch, t, np, pstep, step), &n);
+            char *x = token_text(b, tok, col_id(res, ch, t, np, pstep, step), ids, &n);
             if (t)
                 pb_jbuf_puts(b, ", ");
             pb_jbuf_str(b, x ? x : "", n);
@@ -1409,7 +1422,7 @@ static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, co
                 int nk = 0;
                 for (int k = 1; k <= (t < np ? ptop : top); k++) {
                     size_t n;
-                    char *x = token_text(b, tok, e[k].id, &n);
+                    char *x = token_text(b, tok, e[k].id, ids, &n);
                     bool dup = false; /* two ids with one text: the likelier's (a JSON object's keys differ) */
                     for (int j = 0; j < nk && !dup; j++)
                         dup = lens[j] == n && (n == 0 || memcmp(keys[j], x, n) == 0);
@@ -1435,7 +1448,7 @@ static void put_logprobs(pb_jbuf *b, const pb_record *r, const pb_choice *ch, co
         int off = 0; /* in code points, as vLLM: each token's text after the ones before */
         for (int t = 0; t < nt; t++) {
             pb_jbuf_printf(b, "%s%d", t ? ", " : "", off);
-            off += text_chars(b, tok, col_id(res, ch, t, np, pstep, step));
+            off += text_chars(b, tok, col_id(res, ch, t, np, pstep, step), ids);
         }
         pb_jbuf_puts(b, "]}");
     }
@@ -1452,11 +1465,11 @@ static void put_prompt_logprobs(pb_jbuf *b, const pb_record *r, const pb_result 
         const pb_lp_pair *e = res->plp + (size_t)t * (size_t)step;
         if (!r->openai) {
             pb_jbuf_printf(b, ", {\"id\": %d, ", (int)e->id);
-            put_token(b, res->tok, e, false);
+            put_token(b, res->tok, e, false, false);
             pb_jbuf_printf(b, ", \"rank\": %d, \"top_logprobs\": [", (int)res->prank[t]);
             for (int k = 1; k <= top; k++) {
                 pb_jbuf_printf(b, "%s{\"id\": %d, ", k > 1 ? ", " : "", (int)e[k].id);
-                put_token(b, res->tok, e + k, false);
+                put_token(b, res->tok, e + k, false, false);
                 pb_jbuf_puts(b, "}");
             }
             pb_jbuf_puts(b, "]}");
@@ -1467,7 +1480,7 @@ static void put_prompt_logprobs(pb_jbuf *b, const pb_record *r, const pb_result 
             if (k > 0 && e[k].id == e->id)
                 continue; /* the token itself, listed first */
             size_t n;
-            char *x = token_text(b, res->tok, e[k].id, &n);
+            char *x = token_text(b, res->tok, e[k].id, false, &n);
             pb_jbuf_printf(b, "%s\"%d\": {\"logprob\": ", k ? ", " : "", (int)e[k].id);
             put_logprob(b, e[k].logprob);
             pb_jbuf_printf(b, ", \"rank\": %d, \"decoded_token\": ", k ? k : (int)res->prank[t]);
@@ -1493,6 +1506,8 @@ static const char *echo_prefix(pb_jbuf *b, const pb_record *r, const pb_result *
         *len = r->echo_len;
         return r->echo_text;
     }
+    if (r->gs.return_ids) /* vLLM: the prompt comes back as its ids instead */
+        return NULL;
     if (!r->prompt_ids) {
         *len = r->prompt_len;
         return r->prompt;
@@ -1525,6 +1540,15 @@ static void put_text(pb_jbuf *b, const char *pre, size_t np, const char *s, size
     memcpy(t + np, s, n);
     pb_jbuf_str(b, t, np + n);
     free(t);
+}
+
+/* , "name": [id, ...] (n ids; none for NULL) */
+static void put_ids(pb_jbuf *b, const char *name, const int32_t *ids, int n)
+{
+    pb_jbuf_printf(b, ", \"%s\": [", name);
+    for (int i = 0; ids && i < n; i++)
+        pb_jbuf_printf(b, "%s%d", i ? ", " : "", (int)ids[i]);
+    pb_jbuf_puts(b, "]");
 }
 
 void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
@@ -1562,6 +1586,11 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
             else
                 pb_jbuf_puts(b, "null");
             pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"", ch[i].finish);
+            if (r->gs.return_ids) { /* vLLM: the prompt's in each choice of a completion, in a chat's body */
+                if (!r->chat)
+                    put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);
+                put_ids(b, "token_ids", ch[i].token_ids, ch[i].completion_tokens);
+            }
             if (r->gs.prompt_logprobs && !r->chat) { /* vLLM: the completions API's in each choice */
                 pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
                 put_prompt_logprobs(b, r, res);
@@ -1571,6 +1600,8 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         pb_jbuf_printf(b, "], \"usage\": {\"prompt_tokens\": %d, \"completion_tokens\": %d, "
                        "\"total_tokens\": %d}", res->prompt_tokens, res->completion_tokens,
                        res->prompt_tokens + res->completion_tokens);
+        if (r->gs.return_ids && r->chat)
+            put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);
         if (r->gs.prompt_logprobs && r->chat) { /* vLLM: the chat API's in the body */
             pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
             put_prompt_logprobs(b, r, res);
@@ -1582,6 +1613,10 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
                        "\"completion_tokens\": %d", res->finish, res->prompt_tokens,
                        res->completion_tokens);
+        if (r->gs.return_ids) {
+            put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);
+            put_ids(b, "token_ids", res->token_ids, res->completion_tokens);
+        }
         if (r->gs.logprobs) {
             pb_jbuf_puts(b, ", \"logprobs\": ");
             put_logprobs(b, r, ch, res);
@@ -1598,6 +1633,8 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
             put_text(b, pre, np, ch[i].text, ch[i].len);
             pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"completion_tokens\": %d", ch[i].finish,
                            ch[i].completion_tokens);
+            if (r->gs.return_ids)
+                put_ids(b, "token_ids", ch[i].token_ids, ch[i].completion_tokens);
             if (r->gs.logprobs) {
                 pb_jbuf_puts(b, ", \"logprobs\": ");
                 put_logprobs(b, r, &ch[i], res);
@@ -1606,6 +1643,8 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         }
         pb_jbuf_printf(b, "], \"prompt_tokens\": %d, \"completion_tokens\": %d", res->prompt_tokens,
                        res->completion_tokens);
+        if (r->gs.return_ids)
+            put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);
         if (r->gs.prompt_logprobs) {
             pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
             put_prompt_logprobs(b, r, res);

@@ -49,6 +49,8 @@ typedef struct pb_gen_settings {
     bool prompt_logprobs; /* the prompt tokens' log probabilities too (vLLM's prompt_logprobs) */
     int prompt_top;     /* with prompt_logprobs: and the most likely ids at each, 0..PB_MAX_LOGPROBS */
     bool echo;          /* echo: the prompt's text before each completion's (a chat: the last assistant message's) */
+    bool return_ids;    /* return_token_ids (vLLM's): the prompt's and each completion's token ids in the output */
+    bool ids_as_tokens; /* return_tokens_as_token_ids (vLLM's): logprobs name tokens "token_id:ID" */
     bool has_add_special, add_special; /* add_special_tokens given: the tokenizer's BOS/EOS around a text prompt
                                         * (unless given: a completion's yes, a chat's rendered prompt no, as vLLM) */
     int n_bias;         /* logit_bias: n_bias entries, ids ascending, each once */
@@ -161,6 +163,7 @@ typedef struct pb_choice {
      * likely ids' (top = the record's top_logprobs) */
     int n_lp;
     const pb_lp_pair *lp;
+    const int32_t *token_ids; /* with return_token_ids: the completion_tokens ids generated */
 } pb_choice;
 
 typedef struct pb_result {
@@ -170,6 +173,7 @@ typedef struct pb_result {
     int prompt_tokens, completion_tokens; /* completion_tokens: over every choice */
     int n_lp;            /* the logprobs of the one completion (n_choices 0), as in pb_choice */
     const pb_lp_pair *lp;
+    const int32_t *token_ids; /* its ids, with return_token_ids (n_choices 0) */
     /* the record's prompt_logprobs: for each prompt token after the first (n_plp), 1 + prompt_top pairs as
      * lp's, its rank in prank[] (vLLM's: 1 + the ids more likely) */
     int n_plp;

@@ -111,7 +111,7 @@ def main():
     # (vLLM's chat echo); add_generation_prompt false alone; both true refused as HF refuses
     cont = [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "My favourite is"}]
     ccases = [({"continue_final_message": True}, {"continue_final_message": True}),
-              ({"continue_final_message": True, "add_generation_prompt": False, "echo": True},
+              ({"continue_final_message": True, "add_generation_prompt": False, "echo": True, "return_token_ids": True},
                {"continue_final_message": True}),
               ({"add_generation_prompt": False}, {})]
     clines = []
@@ -133,9 +133,12 @@ def main():
                                  pad_token_id=50256, eos_token_id=None)
         text = tok.decode(out[0].tolist())[len(tok.decode(list(ids))):]
         o = couts[k]
-        if k == 1:
+        if k == 1:  # with return_token_ids: the prompt's ids in the body, the completion's in the choice
             body = o["response"]["body"]
             got = (body["choices"][0]["message"]["content"], body["usage"]["prompt_tokens"])
+            check(body.get("prompt_token_ids") == list(ids) and
+                  body["choices"][0].get("token_ids") == out[0].tolist()[len(ids):],
+                  f"return_token_ids, chat: {body}")
         else:
             got = (o.get("text"), o.get("prompt_tokens"))
         want = ((cont[-1]["content"] if fields.get("echo") else "") + text, len(ids))

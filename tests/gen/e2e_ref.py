@@ -648,6 +648,30 @@ def main():
           [c["text"] for c in en[1]["choices"]] == [prompts[0] + c["text"] for c in en[2]["choices"]] and
           en[3]["text"] == tok.decode(odd) + odd_text, f"echo, native records: {en}")
 
+    # return_token_ids (vLLM's): the prompt's ids and each completion's, as generate() makes them; in the
+    # completions shape in each choice; with echo the prompt comes back as ids only (vLLM); and
+    # return_tokens_as_token_ids: logprobs name each token "token_id:ID"
+    rid_in = [{"prompt": prompts[0], "return_token_ids": True},
+              {"prompt": prompts[1], "return_token_ids": True, "n": 2, "temperature": 1.0, "seed": 5}]
+    ro = lines(run(["--model", model_dir, "--max-tokens", str(max_new)],
+                   "".join(json.dumps(r) + "\n" for r in rid_in)).stdout)
+    check(ro[0]["prompt_token_ids"] == tok(prompts[0]).input_ids and ro[0]["token_ids"] == ref[0][1],
+          f"return_token_ids: {ro[0]} vs {ref[0][1]}")
+    check(ro[1]["prompt_token_ids"] == tok(prompts[1]).input_ids and
+          all(tok.decode(c["token_ids"]) == c["text"] and len(c["token_ids"]) == c["completion_tokens"]
+              for c in ro[1]["choices"]), f"return_token_ids, n = 2: {ro[1]}")
+    oc = lines(run(["--model", model_dir], oa_body({"prompt": prompts[0], "max_tokens": max_new, "logprobs": 2,
+                                                    "return_token_ids": True, "echo": True,
+                                                    "return_tokens_as_token_ids": True})).stdout)
+    oc = oc[0]["response"]["body"]["choices"][0]
+    allids = tok(prompts[0]).input_ids + ref[0][1]
+    names = [f"token_id:{i}" for i in allids]
+    check(oc["prompt_token_ids"] == allids[:len(allids) - len(ref[0][1])] and oc["token_ids"] == ref[0][1] and
+          oc["text"] == ref[0][2] and oc["logprobs"]["tokens"] == names and
+          all(k.startswith("token_id:") for t in oc["logprobs"]["top_logprobs"][1:] for k in t) and
+          oc["logprobs"]["text_offset"] == [sum(len(x) for x in names[:k]) for k in range(len(names))],
+          f"return_token_ids, echo, return_tokens_as_token_ids: {oc}")
+
     # add_special_tokens (vLLM's; default true for a completion's text, false for a chat's rendered prompt): on a
     # tiny Llama with Llama 2's tokenizer, whose post-processor adds BOS: with and without it, against generate()
     # on the ids HF's tokenizer gives each way; a chat record asking for it gets BOS before the template's text

@@ -451,6 +451,10 @@ static void test_echo_ids(void)
     expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": 5}}",
                  "field 'body.prompt' must be a string or a list of token ids");
     expect_error("{\"prompt\": \"x\", \"echo\": 1}", "field 'echo' must be true or false");
+    parse("{\"prompt\": \"x\", \"return_token_ids\": true, \"return_tokens_as_token_ids\": true}", &r);
+    CHECK(!r.error && r.gs.return_ids && r.gs.ids_as_tokens);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"x\", \"return_token_ids\": 1}", "field 'return_token_ids' must be true or false");
     parse("{\"prompt\": \"x\", \"add_special_tokens\": false}", &r);
     CHECK(!r.error && r.gs.has_add_special && !r.gs.add_special);
     pb_record_clear(&r);
