@@ -407,7 +407,8 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         const size_t keep = rec.gs.truncate > 0 ? (size_t)rec.gs.truncate
                             : rec.gs.truncate < 0 ? (size_t)(d->o->context - 1) : n;
         if (st == PB_OK && n > keep) { /* truncate_prompt_tokens: the last ones (vLLM's left truncation) */
-            memmove(ids, ids + (n - keep), keep * sizeof *ids);
+            if (!rec.gs.trunc_right) /* else the first ones */
+                memmove(ids, ids + (n - keep), keep * sizeof *ids);
             n = keep;
         }
         /* chat prompts: the template wrote the special tokens (HF's

@@ -952,6 +952,14 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         }
         gs->truncate = (int)d;
     }
+    const cJSON *side = cJSON_GetObjectItemCaseSensitive(obj, "truncation_side");
+    if (side && !cJSON_IsNull(side)) {
+        if (!cJSON_IsString(side) || (strcmp(side->valuestring, "left") && strcmp(side->valuestring, "right"))) {
+            snprintf(c->err, sizeof c->err, "field 'truncation_side' must be \"left\" or \"right\"");
+            return false;
+        }
+        gs->trunc_right = !strcmp(side->valuestring, "right");
+    }
     if (!get_logit_bias(c, obj, gs, nomem)) return false;
     if (!get_guide(c, obj, gs, nomem)) return false;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;

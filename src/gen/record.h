@@ -43,6 +43,7 @@ typedef struct pb_gen_settings {
     bool include_stop;  /* include_stop_str_in_output: the stop string, EOS or stop id that ended it in the text */
     bool keep_special;  /* skip_special_tokens false: special tokens' text in the completion */
     int truncate;       /* truncate_prompt_tokens: the prompt's last this many tokens (-1: the context's less 1) */
+    bool trunc_right;   /* truncation_side "right" (vLLM's): its first this many instead */
     int n;              /* completions of the prompt (OpenAI's and vLLM's n), 1..PB_GEN_MAX_N */
     bool logprobs;      /* return each completion token's log probability (pb_sample_logprobs) */
     int top_logprobs;   /* with logprobs: and those of the most likely ids, 0..PB_MAX_LOGPROBS */

@@ -704,13 +704,14 @@ def main():
 
     # skip_special_tokens (default true, as vLLM): a special token's text (here EOS, sampled with ignore_eos and a
     # bias) left out, or written with false; include_stop_str_in_output keeps a stop string; truncate_prompt_tokens
-    # keeps the prompt's last tokens: against generate() and decode()
+    # keeps the prompt's last tokens (its first with truncation_side "right"): against generate() and decode()
     sp_in = [{"prompt": prompts[0], "ignore_eos": True, "logit_bias": {"50256": 9}, "max_tokens": 6},
              {"prompt": prompts[0], "ignore_eos": True, "logit_bias": {"50256": 9}, "max_tokens": 6,
               "skip_special_tokens": False},
              {"prompt": prompts[0], "stop": stop, "include_stop_str_in_output": True},
              {"prompt": prompts[5], "truncate_prompt_tokens": 3},
-             {"prompt": " ".join(["word"] * 100), "truncate_prompt_tokens": -1, "max_tokens": 2}]
+             {"prompt": " ".join(["word"] * 100), "truncate_prompt_tokens": -1, "max_tokens": 2},
+             {"prompt": prompts[5], "truncate_prompt_tokens": 3, "truncation_side": "right", "return_token_ids": True}]
     so = lines(run(["--model", model_dir, "--max-tokens", str(max_new)],
                    "".join(json.dumps(r) + "\n" for r in sp_in)).stdout)
     sgen, _ = hf_gen(prompts[0], sequence_bias=[[[50256], 9.0]], eos_token_id=None)
@@ -727,6 +728,12 @@ def main():
     check(so[3]["prompt_tokens"] == 3 and so[3]["text"] == ttext, f"truncate_prompt_tokens 3: {so[3]} vs HF {ttext!r}")
     check(so[4].get("prompt_tokens") == 63 and so[4].get("completion_tokens") == 1,
           f"truncate_prompt_tokens -1 (the context, 64, less 1): {so[4]}")
+    rids = tok(prompts[5]).input_ids[:3]  # truncation_side "right" (vLLM's): the first tokens kept
+    with torch.no_grad():
+        rout = model.generate(torch.tensor([rids]), max_new_tokens=max_new, do_sample=False, pad_token_id=50256,
+                              eos_token_id=None)
+    check(so[5].get("prompt_token_ids") == rids and so[5].get("token_ids") == rout[0].tolist()[3:],
+          f"truncation_side right: {so[5]} vs generate() on {rids}")
     bad = [({"logit_bias": {"50257": 1}}, "not in the model's vocabulary (0 to 50256)"),
            ({"stop_token_ids": [50257]}, "not in the model's vocabulary"),
            ({"logit_bias": {"5": 101}}, "from -100 to 100"), ({"logit_bias": {"x": 1}}, "key 'x' is not a token id"),

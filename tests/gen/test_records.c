@@ -455,7 +455,11 @@ static void test_echo_ids(void)
     CHECK(!r.error && r.gs.return_ids && r.gs.ids_as_tokens);
     pb_record_clear(&r);
     expect_error("{\"prompt\": \"x\", \"return_token_ids\": 1}", "field 'return_token_ids' must be true or false");
-    parse("{\"prompt\": \"x\", \"add_special_tokens\": false}", &r);
+    parse("{\"prompt\": \"x\", \"truncate_prompt_tokens\": 5, \"truncation_side\": \"right\"}", &r);
+    CHECK(!r.error && r.gs.truncate == 5 && r.gs.trunc_right);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"x\", \"truncation_side\": \"middle\"}", "field 'truncation_side' must be");
+        parse("{\"prompt\": \"x\", \"add_special_tokens\": false}", &r);
     CHECK(!r.error && r.gs.has_add_special && !r.gs.add_special);
     pb_record_clear(&r);
     expect_error("{\"prompt\": \"x\", \"add_special_tokens\": \"no\"}", "field 'add_special_tokens' must be true or false");
