@@ -34,6 +34,8 @@ void pb_gen_settings_clear(pb_gen_settings *s)
     free(s->guide);
     s->guide = NULL;
     s->guide_field = NULL;
+    free(s->tool_name);
+    s->tool_name = NULL;
 }
 
 pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
@@ -45,9 +47,12 @@ pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
     dst->n_bias = 0;
     dst->allow = NULL;
     dst->n_allow = 0;
-    dst->guide = NULL;
-    if (src->guide && !(dst->guide = pb_strdup(src->guide)))
+    dst->guide = dst->tool_name = NULL;
+    if ((src->guide && !(dst->guide = pb_strdup(src->guide))) ||
+        (src->tool_name && !(dst->tool_name = pb_strdup(src->tool_name)))) {
+        pb_gen_settings_clear(dst);
         return pb_error(PB_ERR_NOMEM, "out of memory");
+    }
     if (src->n_bias) {
         if (!(dst->bias = malloc((size_t)src->n_bias * sizeof *dst->bias))) {
             pb_gen_settings_clear(dst);
@@ -351,7 +356,8 @@ static const struct {
     {"use_beam_search", OFF_FALSE, "beam search is not done"},
     {"length_penalty", OFF_ONE, "beam search is not done"},
     {"guided_grammar", OFF_NULL, "no grammars: guided_json, guided_regex and guided_choice are done"},
-    {"tool_choice", OFF_TOOL_CHOICE, "tool calls are not constrained: they come as the model writes them"},
+    {"tool_choice", OFF_TOOL_CHOICE, "\"required\" is not done: name the function, {\"type\": \"function\", "
+                                     "\"function\": {\"name\": ...}}"},
     {"logits_processors", OFF_EMPTY, "no custom logits processors"},
     {"prompt_embeds", OFF_EMPTY, "prompts are text or token ids"},
     {"logprob_token_ids", OFF_EMPTY, "logprobs lists the most likely tokens"},
@@ -374,8 +380,9 @@ static bool asks_nothing(const cJSON *v, off_kind off, int n)
         return (cJSON_IsString(v) && !v->valuestring[0]) ||
                ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child);
     case OFF_MINUS_ONE: return cJSON_IsNumber(v) && v->valuedouble == -1;
-    case OFF_TOOL_CHOICE:
-        return cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto"));
+    case OFF_TOOL_CHOICE: /* a named function: constrained decoding (get_guide) */
+        return cJSON_IsObject(v) ||
+               (cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto")));
     }
     return false;
 }
@@ -669,6 +676,51 @@ static bool guide_schema(field_ctx *c, const char *field, const cJSON *v, guide_
     return true;
 }
 
+/* A named tool_choice ({"type": "function", "function": {"name": N}}): the completion is the arguments of the
+ * function of obj's tools named N, constrained by its parameters' schema (none: an empty object), as vLLM. */
+static bool guide_tool(field_ctx *c, const cJSON *obj, const cJSON *v, guide_src *g, pb_gen_settings *gs,
+                       bool *nomem)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(v, "type");
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(v, "function");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsString(name)) {
+        snprintf(c->err, sizeof c->err, "field 'tool_choice' must be \"none\", \"auto\" or {\"type\": \"function\", "
+                 "\"function\": {\"name\": ...}}");
+        return false;
+    }
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(obj, "tools"), *t, *def = NULL;
+    if (!cJSON_IsArray(tools))
+        tools = NULL;
+    cJSON_ArrayForEach(t, tools) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name");
+        if (cJSON_IsString(n) && !strcmp(n->valuestring, name->valuestring))
+            def = f;
+    }
+    if (!def) {
+        snprintf(c->err, sizeof c->err, "field 'tool_choice' names function '%.200s', which 'tools' does not define",
+                 name->valuestring);
+        return false;
+    }
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(def, "parameters");
+    if (!params || cJSON_IsNull(params) || (cJSON_IsObject(params) && !params->child)) {
+        if (!(g->parsed = cJSON_Parse("{\"type\": \"object\", \"additionalProperties\": false}"))) {
+            *nomem = true;
+            return false;
+        }
+        g->schema = g->parsed;
+    } else if (!guide_schema(c, "tool_choice", params, g)) {
+        return false;
+    }
+    free(gs->tool_name);
+    if (!(gs->tool_name = pb_strdup(name->valuestring))) {
+        *nomem = true;
+        return false;
+    }
+    return true;
+}
+
 /* Sets g from one of obj's fields; a second constraint is refused. */
 static bool guide_take(field_ctx *c, const char *field, guide_src *g)
 {
@@ -816,6 +868,8 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
         ok = guide_structured(c, v, &g, &ws);
     if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "response_format")) && !cJSON_IsNull(v))
         ok = guide_response_format(c, v, &g);
+    if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "tool_choice")) && cJSON_IsObject(v))
+        ok = guide_take(c, "tool_choice", &g) && guide_tool(c, obj, v, &g, gs, nomem);
     if (ok && g.field && gs->n_allow) {
         snprintf(c->err, sizeof c->err, "fields '%s' and 'allowed_token_ids' cannot be combined", g.field);
         ok = false;
@@ -1229,6 +1283,10 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
             st = pb_record_set_error(rec, "%s%s", rec->openai ? "body: " : "", c.err);
         goto out;
     }
+    if (rec->gs.tool_name) {
+        st = pb_record_set_error(rec, "field 'tool_choice' calls a function of a chat's 'tools': give 'messages'");
+        goto out;
+    }
     /* vLLM's completions: echo with logprobs lists the prompt's tokens too, at the same count */
     const cJSON *plv = cJSON_GetObjectItemCaseSensitive(body, "prompt_logprobs");
     if (rec->gs.echo && rec->gs.logprobs && (!plv || cJSON_IsNull(plv))) {
@@ -1559,6 +1617,18 @@ static void put_ids(pb_jbuf *b, const char *name, const int32_t *ids, int n)
     pb_jbuf_puts(b, "]");
 }
 
+/* , "tool_calls": [{"id", "type": "function", "function": {"name", "arguments": the completion}}] (a named
+ * tool_choice; the id is the line's and the choice's, where vLLM's is random) */
+static void put_tool_calls(pb_jbuf *b, const pb_record *r, int index, const char *text, size_t len)
+{
+    pb_jbuf_printf(b, ", \"tool_calls\": [{\"id\": \"chatcmpl-tool-%llu-%d\", \"type\": \"function\", "
+                   "\"function\": {\"name\": ", (unsigned long long)r->line, index);
+    pb_jbuf_str(b, r->gs.tool_name, strlen(r->gs.tool_name));
+    pb_jbuf_puts(b, ", \"arguments\": ");
+    pb_jbuf_str(b, text, len);
+    pb_jbuf_puts(b, "}}]");
+}
+
 void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                            const pb_result *res)
 {
@@ -1582,7 +1652,12 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
             if (r->chat) {
                 pb_jbuf_printf(b, "%s{\"index\": %d, \"message\": {\"role\": \"assistant\", \"content\": ",
                                i ? ", " : "", i);
-                put_text(b, pre, np, ch[i].text, ch[i].len);
+                if (r->gs.tool_name) { /* vLLM: the completion is the call's arguments, the content empty */
+                    put_text(b, pre, np, "", 0);
+                    put_tool_calls(b, r, i, ch[i].text, ch[i].len);
+                } else {
+                    put_text(b, pre, np, ch[i].text, ch[i].len);
+                }
                 pb_jbuf_puts(b, "}");
             } else {
                 pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
@@ -1618,6 +1693,8 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
     } else if (res->n_choices == 0) {
         pb_jbuf_printf(b, "{\"id\": %s, \"text\": ", r->id_json);
         put_text(b, pre, np, res->text, res->len);
+        if (r->gs.tool_name)
+            put_tool_calls(b, r, 0, res->text, res->len);
         pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
                        "\"completion_tokens\": %d", res->finish, res->prompt_tokens,
                        res->completion_tokens);
@@ -1639,6 +1716,8 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         for (int i = 0; i < n; i++) {
             pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
             put_text(b, pre, np, ch[i].text, ch[i].len);
+            if (r->gs.tool_name)
+                put_tool_calls(b, r, i, ch[i].text, ch[i].len);
             pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"completion_tokens\": %d", ch[i].finish,
                            ch[i].completion_tokens);
             if (r->gs.return_ids)

@@ -60,6 +60,7 @@ typedef struct pb_gen_settings {
     int32_t *allow;     /* owned (pb_gen_settings_clear) */
     char *guide;        /* constrained decoding: the regex the completion must match (gen/guide.h), owned; or NULL */
     const char *guide_field; /* the field that asked it (static), for messages */
+    char *tool_name;    /* a named tool_choice: the function the completion calls (its arguments), owned */
     int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; as EOS, its text left out) */
     int32_t stop_ids[PB_MAX_STOP_IDS];
     int n_stops;

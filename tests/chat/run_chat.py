@@ -7,7 +7,8 @@ add_generation_prompt=True) ids, prompt_tokens equal to that length, the chat
 completion output shape (choices[0].message.content, finish_reason, usage), and
 an error record (not a crash, not a wrong prompt) where the template raises;
 continue_final_message, add_generation_prompt and echo against
-apply_chat_template(continue_final_message=True) and generate()."""
+apply_chat_template(continue_final_message=True) and generate(); a named
+tool_choice as guided_json on the function's parameters."""
 import json
 import os
 import subprocess
@@ -145,6 +146,52 @@ def main():
         check(got == want, f"{fields}: {got} vs HF {want}")
     if len(couts) == 4:
         check("cannot both be true" in json.dumps(couts[3].get("error")), f"both flags: {couts[3]}")
+    # a named tool_choice (vLLM's): the completion is the function's arguments, constrained by its parameters'
+    # schema exactly as guided_json with that schema (checked against HF in tests/gen/guided_ref.py), in
+    # tool_calls with an empty content; a function without parameters gets {}; refusals
+    params = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                               "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": params}},
+             {"type": "function", "function": {"name": "get_time", "description": "The time now."}}]
+    tmsgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    named = lambda n: {"type": "function", "function": {"name": n}}  # noqa: E731
+    tl = [{"custom_id": "t0", "url": "/v1/chat/completions",
+           "body": {"messages": tmsgs, "tools": tools, "tool_choice": named("get_weather"), "max_tokens": 40,
+                    "guided_whitespace_pattern": " ?"}},
+          {"custom_id": "t1", "url": "/v1/chat/completions",
+           "body": {"messages": tmsgs, "tools": tools, "guided_json": params, "max_tokens": 40,
+                    "guided_whitespace_pattern": " ?"}},
+          {"id": "t2", "messages": tmsgs, "tools": tools, "tool_choice": named("get_time"), "max_tokens": 40},
+          {"id": "t3", "messages": tmsgs, "tools": tools, "tool_choice": named("nope")},
+          {"id": "t4", "messages": tmsgs, "tools": tools, "tool_choice": "required"},
+          {"id": "t5", "messages": tmsgs, "tools": tools, "tool_choice": named("get_weather"), "guided_regex": "a"},
+          {"id": "t6", "prompt": "x", "tools": tools, "tool_choice": named("get_time")},
+          {"id": "t7", "messages": tmsgs, "tools": tools, "tool_choice": "auto"}]
+    p = subprocess.run([PB, "-q", "--model", d], input="".join(json.dumps(r) + "\n" for r in tl).encode(),
+                       capture_output=True)
+    to = [json.loads(l) for l in p.stdout.decode().splitlines()]
+    check(p.returncode == 3 and len(to) == len(tl), f"tool_choice: exit {p.returncode}, {len(to)} lines")
+    if len(to) == len(tl):
+        c0 = to[0]["response"]["body"]["choices"][0]
+        c1 = to[1]["response"]["body"]["choices"][0]
+        calls = c0["message"].get("tool_calls") or [{}]
+        fn = calls[0].get("function") or {}
+        check(c0["message"]["content"] == "" and len(calls) == 1 and calls[0].get("type") == "function" and
+              calls[0].get("id") == "chatcmpl-tool-1-0" and fn.get("name") == "get_weather" and
+              fn.get("arguments") == c1["message"]["content"] and c0["finish_reason"] == c1["finish_reason"],
+              f"tool_choice get_weather: {c0} vs guided_json {c1}")
+        check(c0["finish_reason"] == "stop", f"tool_choice get_weather: the arguments end: {c0}")
+        try:
+            import jsonschema
+            jsonschema.validate(json.loads(fn.get("arguments")), params)
+        except Exception as e:  # noqa: BLE001
+            check(False, f"tool_choice arguments {fn.get('arguments')!r}: {e}")
+        a2 = ((to[2].get("tool_calls") or [{}])[0].get("function") or {}).get("arguments", "")
+        check(json.loads(a2 or "null") == {} and to[2]["text"] == a2, f"tool_choice get_time: {to[2]}")
+        errs = [json.dumps(o.get("error")) for o in to[3:7]]
+        check("'nope', which 'tools' does not define" in errs[0] and "\\\"required\\\" is not done" in errs[1] and
+              "both constrain the output" in errs[2] and "give 'messages'" in errs[3], f"tool_choice refusals: {errs}")
+        check("tool_calls" not in to[7] and to[7].get("text"), f"tool_choice auto: {to[7]}")
     # a model without a chat template: chat records are error records saying so
     os.remove(os.path.join(d, "tokenizer_config.json"))
     p = subprocess.run([PB, "-q", "--model", d], input=(lines[0] + "\n").encode(), capture_output=True)

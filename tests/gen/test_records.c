@@ -459,6 +459,27 @@ static void test_echo_ids(void)
     CHECK(!r.error && r.gs.truncate == 5 && r.gs.trunc_right);
     pb_record_clear(&r);
     expect_error("{\"prompt\": \"x\", \"truncation_side\": \"middle\"}", "field 'truncation_side' must be");
+    /* a named tool_choice: guided by the function's parameters (none: only {}), its name kept for the output */
+    parse("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tools\": [{\"type\": \"function\", "
+          "\"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"object\", \"properties\": {\"a\": "
+          "{\"type\": \"integer\"}}}}}, {\"type\": \"function\", \"function\": {\"name\": \"g\"}}], "
+          "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}}", &r);
+    CHECK(!r.error && r.gs.tool_name && !strcmp(r.gs.tool_name, "f") && r.gs.guide &&
+          !strcmp(r.gs.guide_field, "tool_choice") && strstr(r.gs.guide, "\"a\""));
+    CHECK(pb_record_copy(&c, &r) == PB_OK && c.gs.tool_name && c.gs.tool_name != r.gs.tool_name);
+    pb_record_clear(&c);
+    pb_record_clear(&r);
+    parse("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tools\": [{\"type\": \"function\", "
+          "\"function\": {\"name\": \"g\"}}], \"tool_choice\": {\"type\": \"function\", "
+          "\"function\": {\"name\": \"g\"}}}", &r);
+    CHECK(!r.error && r.gs.guide && !strcmp(r.gs.guide, "\\{[ \\t\\n]*\\}"));
+    if (r.gs.guide && strcmp(r.gs.guide, "\\{[ \\t\\n]*\\}"))
+        fprintf(stderr, "tool without parameters: %s\n", r.gs.guide);
+    pb_record_clear(&r);
+    expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tool_choice\": {\"type\": \"function\", "
+                 "\"function\": {\"name\": \"g\"}}}", "names function 'g', which 'tools' does not define");
+    expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tool_choice\": {\"type\": \"fn\"}}",
+                 "field 'tool_choice' must be");
         parse("{\"prompt\": \"x\", \"add_special_tokens\": false}", &r);
     CHECK(!r.error && r.gs.has_add_special && !r.gs.add_special);
     pb_record_clear(&r);
