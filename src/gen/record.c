@@ -13,6 +13,7 @@
 
 #include "chat/chat.h"
 #include "common/util.h"
+#include "gen/pyjson.h"
 #include "gen/schema.h"
 
 /* ---- settings --------------------------------------------------------- */
@@ -356,7 +357,7 @@ static const struct {
     {"use_beam_search", OFF_FALSE, "beam search is not done"},
     {"length_penalty", OFF_ONE, "beam search is not done"},
     {"guided_grammar", OFF_NULL, "no grammars: guided_json, guided_regex and guided_choice are done"},
-    {"tool_choice", OFF_TOOL_CHOICE, "\"required\" is not done: name the function, {\"type\": \"function\", "
+    {"tool_choice", OFF_TOOL_CHOICE, "give \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
                                      "\"function\": {\"name\": ...}}"},
     {"logits_processors", OFF_EMPTY, "no custom logits processors"},
     {"prompt_embeds", OFF_EMPTY, "prompts are text or token ids"},
@@ -381,8 +382,9 @@ static bool asks_nothing(const cJSON *v, off_kind off, int n)
                ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child);
     case OFF_MINUS_ONE: return cJSON_IsNumber(v) && v->valuedouble == -1;
     case OFF_TOOL_CHOICE: /* a named function: constrained decoding (get_guide) */
-        return cJSON_IsObject(v) ||
-               (cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto")));
+        return cJSON_IsObject(v) || (cJSON_IsString(v) && (!strcmp(v->valuestring, "none") ||
+                                                           !strcmp(v->valuestring, "auto") ||
+                                                           !strcmp(v->valuestring, "required")));
     }
     return false;
 }
@@ -721,6 +723,77 @@ static bool guide_tool(field_ctx *c, const cJSON *obj, const cJSON *v, guide_src
     return true;
 }
 
+/* tool_choice "required" (vLLM's): the completion is a list of at least one call, each {"name": one of the
+ * tools' names, "parameters": its parameters (none: an empty object)}; the parameters' $defs gathered at the
+ * root, as vLLM gathers them. */
+static bool guide_tools_required(field_ctx *c, const cJSON *obj, guide_src *g, pb_gen_settings *gs, bool *nomem)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(obj, "tools"), *t;
+    if (!cJSON_IsArray(tools) || !tools->child) {
+        snprintf(c->err, sizeof c->err, "field 'tool_choice' is \"required\" but 'tools' lists no function");
+        return false;
+    }
+    cJSON *root = cJSON_Parse("{\"type\": \"array\", \"minItems\": 1, \"items\": {\"anyOf\": []}, \"$defs\": {}}");
+    cJSON *any = root ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "items"), "anyOf")
+                      : NULL;
+    cJSON *defs = cJSON_GetObjectItemCaseSensitive(root, "$defs");
+    bool ok = any != NULL;
+    const cJSON *list = ok ? tools : NULL;
+    cJSON_ArrayForEach(t, list) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+        if (!cJSON_IsString(name)) {
+            snprintf(c->err, sizeof c->err, "field 'tool_choice' is \"required\" but a tool has no function name");
+            cJSON_Delete(root);
+            return false;
+        }
+        cJSON *branch = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", "
+                                    "\"enum\": []}}, \"required\": [\"name\", \"parameters\"]}");
+        cJSON *props = cJSON_GetObjectItemCaseSensitive(branch, "properties");
+        cJSON *en = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(props, "name"), "enum");
+        cJSON *p = cJSON_IsObject(params) && params->child
+                       ? cJSON_Duplicate(params, true)
+                       : cJSON_Parse("{\"type\": \"object\", \"additionalProperties\": false}");
+        cJSON *pd = p ? cJSON_DetachItemFromObjectCaseSensitive(p, "$defs") : NULL;
+        ok = branch && en && p && cJSON_AddItemToArray(en, cJSON_CreateString(name->valuestring)) &&
+             cJSON_AddItemToObject(props, "parameters", p);
+        if (!ok)
+            cJSON_Delete(p);
+        for (const cJSON *d = pd ? pd->child : NULL; ok && d; d = d->next) {
+            const cJSON *had = cJSON_GetObjectItemCaseSensitive(defs, d->string);
+            if (had && !cJSON_Compare(had, d, true)) {
+                snprintf(c->err, sizeof c->err, "field 'tool_choice' is \"required\" but two tools define "
+                         "$defs '%.100s' differently", d->string);
+                cJSON_Delete(pd);
+                cJSON_Delete(branch);
+                cJSON_Delete(root);
+                return false;
+            }
+            if (!had)
+                ok = cJSON_AddItemToObject(defs, d->string, cJSON_Duplicate(d, true));
+        }
+        cJSON_Delete(pd);
+        if (ok)
+            ok = cJSON_AddItemToArray(any, branch);
+        else
+            cJSON_Delete(branch);
+        if (!ok)
+            break;
+    }
+    if (ok && !defs->child)
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "$defs");
+    if (!ok) {
+        cJSON_Delete(root);
+        *nomem = true;
+        return false;
+    }
+    g->parsed = root;
+    g->schema = root;
+    gs->tool_required = true;
+    return true;
+}
+
 /* Sets g from one of obj's fields; a second constraint is refused. */
 static bool guide_take(field_ctx *c, const char *field, guide_src *g)
 {
@@ -870,6 +943,8 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
         ok = guide_response_format(c, v, &g);
     if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "tool_choice")) && cJSON_IsObject(v))
         ok = guide_take(c, "tool_choice", &g) && guide_tool(c, obj, v, &g, gs, nomem);
+    else if (ok && cJSON_IsString(v) && !strcmp(v->valuestring, "required"))
+        ok = guide_take(c, "tool_choice", &g) && guide_tools_required(c, obj, &g, gs, nomem);
     if (ok && g.field && gs->n_allow) {
         snprintf(c->err, sizeof c->err, "fields '%s' and 'allowed_token_ids' cannot be combined", g.field);
         ok = false;
@@ -1283,7 +1358,7 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
             st = pb_record_set_error(rec, "%s%s", rec->openai ? "body: " : "", c.err);
         goto out;
     }
-    if (rec->gs.tool_name) {
+    if (rec->gs.tool_name || rec->gs.tool_required) {
         st = pb_record_set_error(rec, "field 'tool_choice' calls a function of a chat's 'tools': give 'messages'");
         goto out;
     }
@@ -1617,16 +1692,59 @@ static void put_ids(pb_jbuf *b, const char *name, const int32_t *ids, int n)
     pb_jbuf_puts(b, "]");
 }
 
-/* , "tool_calls": [{"id", "type": "function", "function": {"name", "arguments": the completion}}] (a named
- * tool_choice; the id is the line's and the choice's, where vLLM's is random) */
+/* One tool call: {"id", "type": "function", "function": {"name", "arguments"}} (the id the line's, the choice's
+ * and the call's, where vLLM's is random) */
+static void put_call(pb_jbuf *b, const pb_record *r, int index, int k, const char *name, size_t nl,
+                     const char *args, size_t na)
+{
+    pb_jbuf_printf(b, "%s{\"id\": \"chatcmpl-tool-%llu-%d-%d\", \"type\": \"function\", \"function\": {\"name\": ",
+                   k ? ", " : "", (unsigned long long)r->line, index, k);
+    pb_jbuf_str(b, name, nl);
+    pb_jbuf_puts(b, ", \"arguments\": ");
+    pb_jbuf_str(b, args, na);
+    pb_jbuf_puts(b, "}}");
+}
+
+/* , "tool_calls": [...]: a named tool_choice's one call, the completion its arguments; "required"'s calls, the
+ * completion parsed as vLLM parses it (a list of {"name", "parameters"}, each parameters written back as
+ * Python's json.dumps(..., ensure_ascii=False)), none where it is not such a list (a completion cut short) */
 static void put_tool_calls(pb_jbuf *b, const pb_record *r, int index, const char *text, size_t len)
 {
-    pb_jbuf_printf(b, ", \"tool_calls\": [{\"id\": \"chatcmpl-tool-%llu-%d\", \"type\": \"function\", "
-                   "\"function\": {\"name\": ", (unsigned long long)r->line, index);
-    pb_jbuf_str(b, r->gs.tool_name, strlen(r->gs.tool_name));
-    pb_jbuf_puts(b, ", \"arguments\": ");
-    pb_jbuf_str(b, text, len);
-    pb_jbuf_puts(b, "}}]");
+    pb_jbuf_puts(b, ", \"tool_calls\": [");
+    if (r->gs.tool_name) {
+        put_call(b, r, index, 0, r->gs.tool_name, strlen(r->gs.tool_name), text, len);
+        pb_jbuf_puts(b, "]");
+        return;
+    }
+    pb_jnode *v = NULL;
+    pb_status st = pb_jnode_parse(text, len, &v);
+    if (st == PB_ERR_NOMEM)
+        b->err = true;
+    bool ok = st == PB_OK && pb_jnode_kind(v) == 'a';
+    for (int i = 0; ok && i < pb_jnode_count(v); i++) { /* pydantic's list[FunctionDefinition]: all or none */
+        const pb_jnode *call = pb_jnode_item(v, i), *name = pb_jnode_get(call, "name");
+        const pb_jnode *params = pb_jnode_get(call, "parameters");
+        ok = pb_jnode_kind(call) == 'o' && name && pb_jnode_kind(name) == 's' &&
+             (!params || pb_jnode_kind(params) == 'o' || pb_jnode_kind(params) == 'z');
+    }
+    pb_jbuf args;
+    pb_jbuf_init(&args);
+    for (int i = 0; ok && i < pb_jnode_count(v); i++) {
+        const pb_jnode *call = pb_jnode_item(v, i), *params = pb_jnode_get(call, "parameters");
+        size_t nl;
+        const char *name = pb_jnode_str(pb_jnode_get(call, "name"), &nl);
+        pb_jbuf_reset(&args);
+        if (params)
+            pb_jnode_dumps(params, &args);
+        else
+            pb_jbuf_puts(&args, "null");
+        if (args.err)
+            b->err = true;
+        put_call(b, r, index, i, name, nl, args.data ? args.data : "", args.len);
+    }
+    pb_jbuf_free(&args);
+    pb_jnode_free(v);
+    pb_jbuf_puts(b, "]");
 }
 
 void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
@@ -1652,7 +1770,7 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
             if (r->chat) {
                 pb_jbuf_printf(b, "%s{\"index\": %d, \"message\": {\"role\": \"assistant\", \"content\": ",
                                i ? ", " : "", i);
-                if (r->gs.tool_name) { /* vLLM: the completion is the call's arguments, the content empty */
+                if (r->gs.tool_name || r->gs.tool_required) { /* vLLM: the calls, the content empty */
                     put_text(b, pre, np, "", 0);
                     put_tool_calls(b, r, i, ch[i].text, ch[i].len);
                 } else {
@@ -1668,7 +1786,9 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                 put_logprobs(b, r, &ch[i], res);
             else
                 pb_jbuf_puts(b, "null");
-            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"", ch[i].finish);
+            /* vLLM: "tool_calls" for a required call that ended, "stop" for a named one */
+            const bool called = r->chat && r->gs.tool_required && !strcmp(ch[i].finish, "stop");
+            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"", called ? "tool_calls" : ch[i].finish);
             if (r->gs.return_ids) { /* vLLM: the prompt's in each choice of a completion, in a chat's body */
                 if (!r->chat)
                     put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);
@@ -1693,7 +1813,7 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
     } else if (res->n_choices == 0) {
         pb_jbuf_printf(b, "{\"id\": %s, \"text\": ", r->id_json);
         put_text(b, pre, np, res->text, res->len);
-        if (r->gs.tool_name)
+        if (r->gs.tool_name || r->gs.tool_required)
             put_tool_calls(b, r, 0, res->text, res->len);
         pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
                        "\"completion_tokens\": %d", res->finish, res->prompt_tokens,
@@ -1716,7 +1836,7 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         for (int i = 0; i < n; i++) {
             pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
             put_text(b, pre, np, ch[i].text, ch[i].len);
-            if (r->gs.tool_name)
+            if (r->gs.tool_name || r->gs.tool_required)
                 put_tool_calls(b, r, i, ch[i].text, ch[i].len);
             pb_jbuf_printf(b, ", \"finish_reason\": \"%s\", \"completion_tokens\": %d", ch[i].finish,
                            ch[i].completion_tokens);

@@ -61,6 +61,7 @@ typedef struct pb_gen_settings {
     char *guide;        /* constrained decoding: the regex the completion must match (gen/guide.h), owned; or NULL */
     const char *guide_field; /* the field that asked it (static), for messages */
     char *tool_name;    /* a named tool_choice: the function the completion calls (its arguments), owned */
+    bool tool_required; /* tool_choice "required": the completion is a JSON list of {name, parameters} calls */
     int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; as EOS, its text left out) */
     int32_t stop_ids[PB_MAX_STOP_IDS];
     int n_stops;

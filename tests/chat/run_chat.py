@@ -8,7 +8,8 @@ completion output shape (choices[0].message.content, finish_reason, usage), and
 an error record (not a crash, not a wrong prompt) where the template raises;
 continue_final_message, add_generation_prompt and echo against
 apply_chat_template(continue_final_message=True) and generate(); a named
-tool_choice as guided_json on the function's parameters."""
+tool_choice as guided_json on the function's parameters; tool_choice
+"required" valid by vLLM's schema, its arguments as Python's json.dumps."""
 import json
 import os
 import subprocess
@@ -163,7 +164,7 @@ def main():
                     "guided_whitespace_pattern": " ?"}},
           {"id": "t2", "messages": tmsgs, "tools": tools, "tool_choice": named("get_time"), "max_tokens": 40},
           {"id": "t3", "messages": tmsgs, "tools": tools, "tool_choice": named("nope")},
-          {"id": "t4", "messages": tmsgs, "tools": tools, "tool_choice": "required"},
+          {"id": "t4", "messages": tmsgs, "tools": tools, "tool_choice": "any"},
           {"id": "t5", "messages": tmsgs, "tools": tools, "tool_choice": named("get_weather"), "guided_regex": "a"},
           {"id": "t6", "prompt": "x", "tools": tools, "tool_choice": named("get_time")},
           {"id": "t7", "messages": tmsgs, "tools": tools, "tool_choice": "auto"}]
@@ -177,7 +178,7 @@ def main():
         calls = c0["message"].get("tool_calls") or [{}]
         fn = calls[0].get("function") or {}
         check(c0["message"]["content"] == "" and len(calls) == 1 and calls[0].get("type") == "function" and
-              calls[0].get("id") == "chatcmpl-tool-1-0" and fn.get("name") == "get_weather" and
+              calls[0].get("id") == "chatcmpl-tool-1-0-0" and fn.get("name") == "get_weather" and
               fn.get("arguments") == c1["message"]["content"] and c0["finish_reason"] == c1["finish_reason"],
               f"tool_choice get_weather: {c0} vs guided_json {c1}")
         check(c0["finish_reason"] == "stop", f"tool_choice get_weather: the arguments end: {c0}")
@@ -189,9 +190,49 @@ def main():
         a2 = ((to[2].get("tool_calls") or [{}])[0].get("function") or {}).get("arguments", "")
         check(json.loads(a2 or "null") == {} and to[2]["text"] == a2, f"tool_choice get_time: {to[2]}")
         errs = [json.dumps(o.get("error")) for o in to[3:7]]
-        check("'nope', which 'tools' does not define" in errs[0] and "\\\"required\\\" is not done" in errs[1] and
+        check("'nope', which 'tools' does not define" in errs[0] and
+              "field 'tool_choice' is not supported" in errs[1] and
               "both constrain the output" in errs[2] and "give 'messages'" in errs[3], f"tool_choice refusals: {errs}")
         check("tool_calls" not in to[7] and to[7].get("text"), f"tool_choice auto: {to[7]}")
+    # tool_choice "required" (vLLM's): the completion is a list of calls valid by vLLM's own schema (an array of
+    # at least one {"name": a tool's, "parameters": its parameters}); each call's arguments as Python's
+    # json.dumps(parameters, ensure_ascii=False) writes them; finish_reason "tool_calls" in the chat shape
+    def vllm_required(tools):
+        return {"type": "array", "minItems": 1, "items": {"type": "object", "anyOf": [
+            {"properties": {"name": {"type": "string", "enum": [t["function"]["name"]]},
+                            "parameters": t["function"].get("parameters") or {"type": "object", "properties": {}}},
+             "required": ["name", "parameters"]} for t in tools]}}
+    rq = [{"id": "q0", "messages": tmsgs, "tools": tools, "tool_choice": "required", "max_tokens": 60,
+           "guided_whitespace_pattern": " ?"},
+          {"custom_id": "q1", "url": "/v1/chat/completions",
+           "body": {"messages": tmsgs, "tools": tools, "tool_choice": "required", "max_tokens": 60,
+                    "guided_whitespace_pattern": " ?"}},
+          {"id": "q2", "messages": tmsgs, "tools": tools, "tool_choice": "required", "max_tokens": 4},
+          {"id": "q3", "messages": tmsgs, "tool_choice": "required"}]
+    p = subprocess.run([PB, "-q", "--model", d], input="".join(json.dumps(r) + "\n" for r in rq).encode(),
+                       capture_output=True)
+    ro = [json.loads(l) for l in p.stdout.decode().splitlines()]
+    check(p.returncode == 3 and len(ro) == 4, f"tool_choice required: exit {p.returncode}, {ro}")
+    if len(ro) == 4:
+        q0, body = ro[0], ro[1]["response"]["body"]
+        want = []
+        try:
+            import jsonschema
+            calls = json.loads(q0["text"])
+            jsonschema.validate(calls, vllm_required(tools))
+            want = [(c["name"], json.dumps(c["parameters"], ensure_ascii=False)) for c in calls]
+        except Exception as e:  # noqa: BLE001
+            check(False, f"tool_choice required: {q0['text']!r}: {e}")
+        got = [(c["function"]["name"], c["function"]["arguments"]) for c in q0.get("tool_calls", [])]
+        check(q0["finish_reason"] == "stop" and got == want and want and
+              [c["id"] for c in q0["tool_calls"]] == [f"chatcmpl-tool-1-0-{k}" for k in range(len(want))],
+              f"tool_choice required: {q0} vs {want}")
+        bc = body["choices"][0]
+        check(bc["finish_reason"] == "tool_calls" and bc["message"]["content"] == "" and
+              [(c["function"]["name"], c["function"]["arguments"]) for c in bc["message"]["tool_calls"]] == want,
+              f"tool_choice required, chat shape: {bc}")
+        check(ro[2]["finish_reason"] == "length" and ro[2]["tool_calls"] == [], f"required, cut short: {ro[2]}")
+        check("lists no function" in json.dumps(ro[3].get("error")), f"required without tools: {ro[3]}")
     # a model without a chat template: chat records are error records saying so
     os.remove(os.path.join(d, "tokenizer_config.json"))
     p = subprocess.run([PB, "-q", "--model", d], input=(lines[0] + "\n").encode(), capture_output=True)

@@ -375,7 +375,7 @@ static void test_unsupported(void)
     static const char *const asks[] = {
         "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5",
-        "\"guided_grammar\": \"g\"", "\"tool_choice\": \"required\"", "\"logits_processors\": [\"p\"]",
+        "\"guided_grammar\": \"g\"", "\"tool_choice\": \"any\"", "\"logits_processors\": [\"p\"]",
         "\"prompt_embeds\": \"AAAA\"", "\"logprob_token_ids\": [3]", "\"thinking_token_budget\": 100",
         "\"repetition_detection\": {\"max_pattern_size\": 4}"};
     pb_record r;
@@ -480,6 +480,20 @@ static void test_echo_ids(void)
                  "\"function\": {\"name\": \"g\"}}}", "names function 'g', which 'tools' does not define");
     expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tool_choice\": {\"type\": \"fn\"}}",
                  "field 'tool_choice' must be");
+    /* "required": a list of calls, each {"name": a tool's, "parameters": its} (the $defs gathered at the root) */
+    parse("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tools\": [{\"type\": \"function\", "
+          "\"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"object\", \"properties\": {\"a\": "
+          "{\"$ref\": \"#/$defs/A\"}}, \"$defs\": {\"A\": {\"type\": \"integer\"}}}}}, {\"type\": \"function\", "
+          "\"function\": {\"name\": \"g\"}}], \"tool_choice\": \"required\"}", &r);
+    CHECK(!r.error && r.gs.tool_required && !r.gs.tool_name && r.gs.guide && strstr(r.gs.guide, "\"f\"") &&
+          strstr(r.gs.guide, "\"g\"") && strstr(r.gs.guide, "\"a\""));
+    if (r.error)
+        fprintf(stderr, "required: %s\n", r.error);
+    pb_record_clear(&r);
+    expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tool_choice\": \"required\"}",
+                 "'tools' lists no function");
+    expect_error("{\"prompt\": \"q\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"g\"}}], "
+                 "\"tool_choice\": \"required\"}", "give 'messages'");
         parse("{\"prompt\": \"x\", \"add_special_tokens\": false}", &r);
     CHECK(!r.error && r.gs.has_add_special && !r.gs.add_special);
     pb_record_clear(&r);
