@@ -19,6 +19,8 @@
 
 #include <utf8proc.h>
 
+#include "common/util.h"
+
 /* ------------------------------------------------------------------ arena + errors */
 
 typedef struct chunk {
@@ -1635,55 +1637,8 @@ static int64_t num_i(const jv *v) { return v->t == JV_INT ? v->u.i : (int64_t)v-
 /* Python float repr */
 static void fmt_float(sbuf *b, double f)
 {
-    if (isnan(f)) { sb_puts(b, "nan"); return; }
-    if (isinf(f)) { sb_puts(b, f < 0 ? "-inf" : "inf"); return; }
-    char e[40];
-    int p;
-    for (p = 1; p <= 17; p++) {
-        snprintf(e, sizeof e, "%.*e", p - 1, f);
-        if (strtod(e, NULL) == f)
-            break;
-    }
-    /* e = [-]d[.ddd]e[+-]XX */
-    char digits[24];
-    size_t nd = 0;
-    const char *q = e;
-    bool neg = *q == '-';
-    if (neg)
-        q++;
-    for (; *q && *q != 'e'; q++)
-        if (*q != '.')
-            digits[nd++] = *q;
-    int ex = atoi(q + 1);
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    if (neg)
-        sb_putc(b, '-');
-    if (ex >= -4 && ex < 16) {
-        if (ex >= 0) {
-            for (int i = 0; i <= ex; i++)
-                sb_putc(b, (size_t)i < nd ? digits[i] : '0');
-            sb_putc(b, '.');
-            if ((size_t)ex + 1 < nd)
-                sb_put(b, digits + ex + 1, nd - (size_t)ex - 1);
-            else
-                sb_putc(b, '0');
-        } else {
-            sb_puts(b, "0.");
-            for (int i = 0; i < -ex - 1; i++)
-                sb_putc(b, '0');
-            sb_put(b, digits, nd);
-        }
-    } else {
-        sb_putc(b, digits[0]);
-        if (nd > 1) {
-            sb_putc(b, '.');
-            sb_put(b, digits + 1, nd - 1);
-        }
-        char x[16];
-        snprintf(x, sizeof x, "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
-        sb_puts(b, x);
-    }
+    char x[PB_PY_FLOAT_MAX];
+    sb_puts(b, pb_py_float_repr(f, x));
 }
 
 static void py_repr(ev *E, sbuf *b, const jv *v, int depth);

@@ -228,3 +228,59 @@ const char *pb_human_bytes(uint64_t b, char *buf, size_t cap)
         snprintf(buf, cap, "%.2f %s", v, units[u]);
     return buf;
 }
+
+const char *pb_py_float_repr(double f, char buf[PB_PY_FLOAT_MAX])
+{
+    if (isnan(f) || isinf(f)) {
+        snprintf(buf, PB_PY_FLOAT_MAX, "%s", isnan(f) ? "nan" : f < 0 ? "-inf" : "inf");
+        return buf;
+    }
+    char e[40];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(e, sizeof e, "%.*e", p - 1, f);
+        if (strtod(e, NULL) == f)
+            break;
+    }
+    /* e = [-]d[.ddd]e[+-]XX */
+    char digits[24];
+    int nd = 0;
+    const char *q = e;
+    char *o = buf;
+    if (*q == '-')
+        *o++ = *q++;
+    for (; *q && *q != 'e'; q++)
+        if (*q != '.')
+            digits[nd++] = *q;
+    const int ex = atoi(q + 1);
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    if (ex >= -4 && ex < 16) {
+        if (ex >= 0) {
+            for (int i = 0; i <= ex; i++)
+                *o++ = i < nd ? digits[i] : '0';
+            *o++ = '.';
+            if (ex + 1 < nd)
+                for (int i = ex + 1; i < nd; i++)
+                    *o++ = digits[i];
+            else
+                *o++ = '0';
+        } else {
+            *o++ = '0';
+            *o++ = '.';
+            for (int i = 0; i < -ex - 1; i++)
+                *o++ = '0';
+            for (int i = 0; i < nd; i++)
+                *o++ = digits[i];
+        }
+        *o = '\0';
+    } else {
+        *o++ = digits[0];
+        if (nd > 1) {
+            *o++ = '.';
+            for (int i = 1; i < nd; i++)
+                *o++ = digits[i];
+        }
+        snprintf(o, (size_t)(buf + PB_PY_FLOAT_MAX - o), "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
+    }
+    return buf;
+}

@@ -76,5 +76,10 @@ pb_status pb_parse_size(const char *s, uint64_t *out);
 /* b in the largest binary unit that leaves at least 1 ("512 B", "3.50 MiB", "1.25 GiB") into buf[cap]; returns
  * buf. Messages about memory print sizes this way, so that a small one is not "0.00 GiB". */
 const char *pb_human_bytes(uint64_t b, char *buf, size_t cap);
+/* Python's repr of a double into buf (at most 32 bytes with the NUL): the shortest digits that read back to it,
+ * fixed notation where the point falls within 16 digits before or 4 zeros after them ("1.0", "0.0001"), else
+ * d.ddde+XX ("1e-05", "1e+16"); "inf", "-inf", "nan". Returns buf. */
+#define PB_PY_FLOAT_MAX 32
+const char *pb_py_float_repr(double f, char buf[PB_PY_FLOAT_MAX]);
 
 #endif

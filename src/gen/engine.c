@@ -475,8 +475,8 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
             for (int i = 0; i < n_choices; i++)
                 empty[i] = (pb_choice){.text = "", .len = 0, .finish = "length"};
             pb_result res = {.text = "", .len = 0, .finish = "length", .prompt_tokens = s->n_prompt,
-                             .prompt_ids = s->prompt,
-                             .n_choices = n_choices > 1 ? n_choices : 0, .choices = empty, .tok = d->tok};
+                             .prompt_ids = s->prompt, .n_choices = n_choices > 1 ? n_choices : 0, .choices = empty,
+                             .tok = d->tok};
             st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
             slot_release(s);
             PB_CHECK(st);
@@ -766,8 +766,8 @@ static pb_status group_put(engine *d, seq_state *s, const pb_result *res)
     for (int i = 0; i < g->n; i++)
         total += g->ch[i].completion_tokens;
     pb_result all = {.prompt_tokens = s->n_prompt, .prompt_ids = s->prompt, .completion_tokens = total,
-                     .n_choices = g->n,
-                     .choices = g->ch, .tok = d->tok, .n_plp = g->n_plp, .plp = g->plp, .prank = g->prank};
+                     .n_choices = g->n, .choices = g->ch, .tok = d->tok, .n_plp = g->n_plp, .plp = g->plp,
+                     .prank = g->prank};
     return d->io->result(d->io->ctx, &s->rec, s->out_no, &all);
 }
 
@@ -794,9 +794,9 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
         len = cut_at;
     }
     pb_result res = {.text = text, .len = len, .finish = reason, .prompt_tokens = s->n_prompt,
-                     .prompt_ids = s->prompt,
-                     .completion_tokens = s->generated, .n_lp = s->lp ? s->generated : 0, .lp = s->lp,
-                     .tok = d->tok, .n_plp = s->n_plp, .plp = s->plp, .prank = s->prank, .token_ids = s->ids};
+                     .prompt_ids = s->prompt, .completion_tokens = s->generated, .n_lp = s->lp ? s->generated : 0,
+                     .lp = s->lp, .tok = d->tok, .n_plp = s->n_plp, .plp = s->plp, .prank = s->prank,
+                     .token_ids = s->ids};
     pb_choice empty[PB_GEN_MAX_N];
     if (!s->grp && s->rec.gs.n > 1) { /* max_tokens 0, run for the prompt's log probabilities: n empty choices */
         for (int i = 0; i < s->rec.gs.n; i++)

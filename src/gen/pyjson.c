@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
+
 #define MAX_DEPTH 512
 
 struct pb_jnode {
@@ -364,59 +366,11 @@ static void dump_str(pb_jbuf *b, const char *s, size_t n)
     pb_jbuf_put(b, "\"", 1);
 }
 
-/* Python's repr of a double: the shortest digits that read back to it, fixed notation where the decimal point
- * falls within 16 digits before or 4 after them, else d.ddde+XX. */
+/* Python's json.dumps of a float: its repr; infinities as JavaScript names them */
 static void dump_double(pb_jbuf *b, double x)
 {
-    if (isinf(x)) {
-        pb_jbuf_puts(b, x > 0 ? "Infinity" : "-Infinity");
-        return;
-    }
-    if (x == 0) {
-        pb_jbuf_puts(b, signbit(x) ? "-0.0" : "0.0");
-        return;
-    }
-    char buf[40];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*e", prec - 1, x);
-        if (strtod(buf, NULL) == x)
-            break;
-    }
-    char digits[24];
-    int nd = 0;
-    const char *q = buf;
-    if (*q == '-') {
-        pb_jbuf_put(b, "-", 1);
-        q++;
-    }
-    for (; *q && *q != 'e'; q++)
-        if (*q != '.')
-            digits[nd++] = *q;
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    const int decpt = atoi(q + 1) + 1; /* the point after this many digits */
-    if (decpt > 16 || decpt < -3) {
-        pb_jbuf_put(b, digits, 1);
-        if (nd > 1) {
-            pb_jbuf_put(b, ".", 1);
-            pb_jbuf_put(b, digits + 1, (size_t)nd - 1);
-        }
-        pb_jbuf_printf(b, "e%c%02d", decpt - 1 < 0 ? '-' : '+', abs(decpt - 1));
-    } else if (decpt <= 0) {
-        pb_jbuf_puts(b, "0.");
-        for (int k = 0; k < -decpt; k++)
-            pb_jbuf_put(b, "0", 1);
-        pb_jbuf_put(b, digits, (size_t)nd);
-    } else if (decpt < nd) {
-        pb_jbuf_put(b, digits, (size_t)decpt);
-        pb_jbuf_put(b, ".", 1);
-        pb_jbuf_put(b, digits + decpt, (size_t)(nd - decpt));
-    } else {
-        pb_jbuf_put(b, digits, (size_t)nd);
-        for (int k = nd; k < decpt; k++)
-            pb_jbuf_put(b, "0", 1);
-        pb_jbuf_puts(b, ".0");
-    }
+    char r[PB_PY_FLOAT_MAX];
+    pb_jbuf_puts(b, isinf(x) ? (x > 0 ? "Infinity" : "-Infinity") : pb_py_float_repr(x, r));
 }
 
 void pb_jnode_dumps(const pb_jnode *v, pb_jbuf *b)

@@ -364,6 +364,7 @@ static const struct {
     {"logprob_token_ids", OFF_EMPTY, "logprobs lists the most likely tokens"},
     {"thinking_token_budget", OFF_MINUS_ONE, "thinking is not budgeted"},
     {"repetition_detection", OFF_NULL, "repetitions do not end a completion"},
+    {"watermarking", OFF_FALSE, "completions are not watermarked"},
 };
 
 static bool asks_nothing(const cJSON *v, off_kind off, int n)

@@ -377,7 +377,7 @@ static void test_unsupported(void)
         "\"length_penalty\": 0.5",
         "\"guided_grammar\": \"g\"", "\"tool_choice\": \"any\"", "\"logits_processors\": [\"p\"]",
         "\"prompt_embeds\": \"AAAA\"", "\"logprob_token_ids\": [3]", "\"thinking_token_budget\": 100",
-        "\"repetition_detection\": {\"max_pattern_size\": 4}"};
+        "\"repetition_detection\": {\"max_pattern_size\": 4}", "\"watermarking\": true"};
     pb_record r;
     for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {
         char line[256], name[64];
