@@ -35,16 +35,18 @@ def check(cond, what):
         print("FAIL:", what)
 
 
-def make_model(path):
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=50257, n_positions=64)
-    m = transformers.GPT2LMHeadModel(cfg)
+def make_model(path, m=None, tokenizer="gpt2"):
+    """A tiny random model saved with a real tokenizer (default: GPT-2 of 2 layers with GPT-2's)."""
+    if m is None:
+        torch.manual_seed(0)
+        m = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=50257,
+                                                                 n_positions=64))
     with torch.no_grad():
         for p in m.parameters():
             p.mul_(3.0)  # logits far from uniform: no near-ties in greedy choices
     m.save_pretrained(path)
     subprocess.run(["zstd", "-q", "-d", "-f", "-o", os.path.join(path, "tokenizer.json"),
-                    os.path.join(TESTDATA, "tokenizers", "gpt2.json.zst")], check=True)
+                    os.path.join(TESTDATA, "tokenizers", tokenizer + ".json.zst")], check=True)
     return m.eval()
 
 
@@ -679,14 +681,7 @@ def main():
     torch.manual_seed(1)
     lcfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                     num_key_value_heads=2, vocab_size=32000, max_position_embeddings=64)
-    lm_ = transformers.LlamaForCausalLM(lcfg)
-    with torch.no_grad():
-        for p_ in lm_.parameters():
-            p_.mul_(3.0)
-    lm_.save_pretrained(ld)
-    lm_.eval()
-    subprocess.run(["zstd", "-q", "-d", "-f", "-o", os.path.join(ld, "tokenizer.json"),
-                    os.path.join(TESTDATA, "tokenizers", "llama2.json.zst")], check=True)
+    lm_ = make_model(ld, transformers.LlamaForCausalLM(lcfg), "llama2")
     ltok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(ld, "tokenizer.json"))
     text = "The quick brown fox"
     ast_in = [{"prompt": text}, {"prompt": text, "add_special_tokens": False},
