@@ -28,7 +28,7 @@ for t in $targets; do
     safetensors) extra="$src/src/ckpt/safetensors.c" ;;
     pickle) extra="$src/src/ckpt/pickle.c" ;;
     record) extra="$src/src/gen/record.c $src/src/gen/schema.c $src/src/gen/sample.c $src/src/gen/sample_vec.c
-                   $src/src/chat/chat.c $src/src/chat/jinja.c $src/src/gen/pyjson.c
+                   $src/src/chat/chat.c $src/src/chat/jinja.c
                    $src/src/gen/jbuf.c $tok" ;;
     config) extra="$src/src/model/config.c $src/src/model/family.c" ;;
     tokenizer) extra="$tok" ;;
