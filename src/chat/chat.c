@@ -160,7 +160,6 @@ static pb_status add_dir_templates(pb_chat *c, const char *dir, const cJSON *cfg
         st = add_file(c, "default", jinja);
     DIR *d = st == PB_OK ? opendir(extra) : NULL;
     if (d) {
-        c->named = true;
         struct dirent *e;
         while (st == PB_OK && (e = readdir(d))) {
             size_t n = strlen(e->d_name);
@@ -172,6 +171,7 @@ static pb_status add_dir_templates(pb_chat *c, const char *dir, const cJSON *cfg
             else {
                 name[n - 6] = '\0';
                 st = add_file(c, name, p);
+                c->named = true; /* HF: a dict of templates once any besides the default exists */
             }
             free(p);
             free(name);

@@ -131,7 +131,8 @@ def named_templates(gpt2):
     recs = [{"messages": [u]}, {"messages": [u], "tools": [weather]}, {"messages": [u], "chat_template": "tool_use"},
             {"messages": [u], "chat_template": T["mistral-7b-v0.1"]},
             {"messages": [u], "chat_template": "say {{ messages[0]['content'] }} then"},
-            {"messages": [u], "tools": [weather], "chat_template": "rag"}]
+            {"messages": [u], "tools": [weather], "chat_template": "rag"},
+            {"messages": [u], "chat_template": "default"}]
     layouts = {
         "list": {"tokenizer_config.json": dict(toks, chat_template=[{"name": "default", "template": T["llama3"]},
                                                                     {"name": "tool_use", "template": T["qwen2.5"]},
