@@ -255,6 +255,7 @@ void pb_record_clear(pb_record *rec)
     free(rec->prompt);
     free(rec->prompt_ids);
     free(rec->echo_text);
+    free(rec->reply_role);
     free(rec->chat_json);
     free(rec->error);
     pb_gen_settings_clear(&rec->gs);
@@ -279,6 +280,7 @@ pb_status pb_record_copy(pb_record *dst, const pb_record *src)
 {
     *dst = *src; /* the scalars; every pointer replaced below */
     dst->id_json = dst->custom_id_json = dst->chat_json = dst->prompt = dst->echo_text = dst->error = NULL;
+    dst->reply_role = NULL;
     dst->prompt_ids = NULL;
     dst->gs.n_stops = 0;
     if (src->prompt_ids && (dst->prompt_ids = malloc((size_t)src->n_prompt_ids * sizeof *dst->prompt_ids)))
@@ -286,6 +288,7 @@ pb_status pb_record_copy(pb_record *dst, const pb_record *src)
     if (!dup_str(src->id_json, &dst->id_json) || !dup_str(src->custom_id_json, &dst->custom_id_json) ||
         !dup_str(src->chat_json, &dst->chat_json) || !dup_or_null(src->prompt, src->prompt_len, &dst->prompt) ||
         !dup_or_null(src->echo_text, src->echo_len, &dst->echo_text) || !dup_str(src->error, &dst->error) ||
+        !dup_str(src->reply_role, &dst->reply_role) ||
         (src->prompt_ids && !dst->prompt_ids)) {
         pb_record_clear(dst);
         return pb_error(PB_ERR_NOMEM, "out of memory");
@@ -1174,10 +1177,10 @@ static pb_status get_prompt_ids(pb_record *rec, const cJSON *pv, const char *fie
     return PB_OK;
 }
 
-/* A chat record's echo (vLLM's): the content of its last message where that is the role answering (the
- * assistant's; without add_generation_prompt, the last message's own), a string or its text parts joined by
- * newlines; nothing otherwise. */
-static pb_status get_chat_echo(pb_record *rec, const cJSON *body, const cJSON *messages)
+/* A chat record's reply role and echo (vLLM's): the role answering is the assistant, or without
+ * add_generation_prompt the last message's own; echo is the content of the last message where it is that
+ * role's, a string or its text parts joined by newlines. */
+static pb_status get_chat_reply(pb_record *rec, const cJSON *body, const cJSON *messages)
 {
     bool add_gen, cont;
     if (pb_chat_flags(body, &add_gen, &cont) != PB_OK)
@@ -1187,7 +1190,10 @@ static pb_status get_chat_echo(pb_record *rec, const cJSON *body, const cJSON *m
         last = it;
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
-    if (add_gen && (!cJSON_IsString(role) || strcmp(role->valuestring, "assistant") != 0))
+    if (!add_gen && cJSON_IsString(role) && strcmp(role->valuestring, "assistant") != 0 &&
+        !(rec->reply_role = pb_strdup(role->valuestring)))
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    if (!rec->gs.echo || (add_gen && (!cJSON_IsString(role) || strcmp(role->valuestring, "assistant") != 0)))
         return PB_OK;
     pb_jbuf b;
     pb_jbuf_init(&b);
@@ -1333,7 +1339,7 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
                 st = pb_record_set_error(rec, "%s%s", rec->openai ? "body: " : "", c.err);
             goto out;
         }
-        if (rec->gs.echo && ((st = get_chat_echo(rec, body, mv)) != PB_OK || rec->error))
+        if ((st = get_chat_reply(rec, body, mv)) != PB_OK || rec->error)
             goto out;
         rec->chat_json = cJSON_PrintUnformatted(body);
         if (!rec->chat_json)

@@ -109,6 +109,8 @@ typedef struct pb_record {
     int n_prompt_ids;
     char *echo_text;     /* a chat record's echo: its last message's content where that is the assistant's */
     size_t echo_len;
+    char *reply_role;    /* a chat's reply's role where not "assistant": without add_generation_prompt, the last
+                            message's (vLLM's), else NULL */
     pb_gen_settings gs;
     char *error;         /* non-NULL: this line is an error record with this message */
 } pb_record;

@@ -396,8 +396,10 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
         pb_jbuf_puts(b, ", \"choices\": [");
         for (int i = 0; i < n; i++) {
             if (r->chat) {
-                pb_jbuf_printf(b, "%s{\"index\": %d, \"message\": {\"role\": \"assistant\", \"content\": ",
-                               i ? ", " : "", i);
+                pb_jbuf_printf(b, "%s{\"index\": %d, \"message\": {\"role\": ", i ? ", " : "", i);
+                const char *role = r->reply_role ? r->reply_role : "assistant"; /* vLLM's */
+                pb_jbuf_str(b, role, strlen(role));
+                pb_jbuf_puts(b, ", \"content\": ");
                 if (r->gs.tool_name || r->gs.tool_required) { /* vLLM: the calls, the content empty */
                     put_text(b, pre, np, "", 0);
                     put_tool_calls(b, r, i, ch[i].text, ch[i].len);

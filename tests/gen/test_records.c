@@ -540,6 +540,16 @@ static void test_echo_ids(void)
         }
         pb_record_clear(&r);
     }
+    /* the reply's role: the assistant, or without add_generation_prompt the last message's (vLLM's) */
+    parse("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"continue_final_message\": true}", &r);
+    CHECK(!r.error && r.reply_role && !strcmp(r.reply_role, "user"));
+    pb_record_clear(&r);
+    parse("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}", &r);
+    CHECK(!r.error && !r.reply_role);
+    pb_record_clear(&r);
+    parse("{\"messages\": [{\"role\": \"assistant\", \"content\": \"q\"}], \"add_generation_prompt\": false}", &r);
+    CHECK(!r.error && !r.reply_role);
+    pb_record_clear(&r);
     expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"echo\": true, "
                  "\"continue_final_message\": true, \"add_generation_prompt\": true}", "cannot both be true");
     expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"echo\": true, "
