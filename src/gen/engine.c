@@ -243,6 +243,10 @@ static pb_status check_ids(const engine *d, pb_record *rec)
         if (rec->gs.stop_ids[i] >= vocab)
             return pb_record_set_error(rec, "field 'stop_token_ids': token %d is not in the model's vocabulary "
                                        "(0 to %d)", (int)rec->gs.stop_ids[i], vocab - 1);
+    for (int i = 0; i < rec->gs.n_lp_ids; i++)
+        if (rec->gs.lp_ids[i] >= vocab)
+            return pb_record_set_error(rec, "field 'logprob_token_ids': token %d is not in the model's vocabulary "
+                                       "(0 to %d)", (int)rec->gs.lp_ids[i], vocab - 1);
     for (int i = 0; i < rec->n_prompt_ids; i++)
         if (rec->prompt_ids[i] >= vocab)
             return pb_record_set_error(rec, "field 'prompt': token %d (item %d) is not in the model's vocabulary "
@@ -562,6 +566,8 @@ static pb_status add_seq(engine *d, pb_microbatch *mb, const seq_state *s, const
 {
     PB_CHECK(pb_mb_add(mb, q, tok));
     const pb_gen_settings *g = &s->rec.gs;
+    if ((q->flags & PB_SEQ_LOGPROBS) && g->n_lp_ids) /* logprob_token_ids: these ids' instead of the likeliest */
+        PB_CHECK(pb_mb_add_lp_ids(mb, g->lp_ids, g->n_lp_ids));
     if ((q->flags & PB_SEQ_SAMPLE) && g->n_allow)
         PB_CHECK(pb_mb_add_allow(mb, g->allow, g->n_allow));
     if ((q->flags & PB_SEQ_SAMPLE) && s->ge) { /* the constraint's ids, and EOS where the text so far is a match */

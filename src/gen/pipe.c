@@ -13,8 +13,9 @@
 
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
-#define WIRE_VERSION 5u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
-                           4: log probabilities (of sampled and prompt tokens), logit biases; 5: masks */
+#define WIRE_VERSION 6u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
+                           4: log probabilities (of sampled and prompt tokens), logit biases; 5: masks;
+                           6: the log probabilities of given ids (PB_SEQ_LP_IDS) */
 #define MB_HEADER 24
 #define MB_SEQ_BYTES 96
 #define RS_HEADER 24
@@ -56,6 +57,7 @@ void pb_mb_clear(pb_microbatch *mb)
     mb->n_allow = 0;
     mb->n_masks = 0;
     mb->mask_words = 0;
+    mb->n_lp_ids = 0;
 }
 
 void pb_mb_release(pb_microbatch *mb)
@@ -67,6 +69,7 @@ void pb_mb_release(pb_microbatch *mb)
     free(mb->bias);
     free(mb->allow);
     free(mb->mask);
+    free(mb->lp_ids);
     memset(mb, 0, sizeof *mb);
 }
 
@@ -91,7 +94,7 @@ pb_status pb_mb_add(pb_microbatch *mb, const pb_mb_seq *seq, const int32_t *toke
     mb->n_tokens += seq->n_tokens;
     mb->seqs[mb->n_seqs - 1].n_bias = 0;
     mb->seqs[mb->n_seqs - 1].n_allow = 0;
-    mb->seqs[mb->n_seqs - 1].flags &= ~PB_SEQ_MASK;
+    mb->seqs[mb->n_seqs - 1].flags &= ~(PB_SEQ_MASK | PB_SEQ_LP_IDS);
     return PB_OK;
 }
 
@@ -111,6 +114,7 @@ static pb_status reserve_list(void *arr, int32_t *cap, int need, size_t size)
 #define reserve_allow(mb, need) reserve_list(&(mb)->allow, &(mb)->cap_allow, (need), sizeof *(mb)->allow)
 #define reserve_bias(mb, need) reserve_list(&(mb)->bias, &(mb)->cap_bias, (need), sizeof *(mb)->bias)
 #define reserve_mask(mb, need) reserve_list(&(mb)->mask, &(mb)->cap_mask, (need), sizeof *(mb)->mask)
+#define reserve_lp_ids(mb, need) reserve_list(&(mb)->lp_ids, &(mb)->cap_lp_ids, (need), sizeof *(mb)->lp_ids)
 
 pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n)
 {
@@ -133,6 +137,19 @@ pb_status pb_mb_add_mask(pb_microbatch *mb, const uint32_t *mask, int words)
     mb->mask_words = words;
     mb->n_masks++;
     mb->seqs[mb->n_seqs - 1].flags |= PB_SEQ_MASK;
+    return PB_OK;
+}
+
+pb_status pb_mb_add_lp_ids(pb_microbatch *mb, const int32_t *ids, int n)
+{
+    pb_mb_seq *q = mb->n_seqs > 0 ? &mb->seqs[mb->n_seqs - 1] : NULL;
+    if (!q || n < 1 || n > PB_MAX_LOGPROBS || !(q->flags & PB_SEQ_LOGPROBS) || (q->flags & PB_SEQ_LP_IDS))
+        return pb_error(PB_ERR_INTERNAL, "micro-batch: cannot add %d log probability ids", n);
+    PB_CHECK(reserve_lp_ids(mb, mb->n_lp_ids + n));
+    memcpy(mb->lp_ids + mb->n_lp_ids, ids, (size_t)n * sizeof *ids);
+    mb->n_lp_ids += n;
+    q->n_logprobs = n;
+    q->flags |= PB_SEQ_LP_IDS;
     return PB_OK;
 }
 
@@ -222,7 +239,7 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d tokens, more than the stage's %d",
                         (unsigned long long)mb->tag, (int)mb->n_tokens, lim->max_batch_tokens);
     int64_t sum = 0;
-    int nb = 0, na = 0, nm = 0;
+    int nb = 0, na = 0, nm = 0, nl = 0;
     const int words = (lim->vocab + 31) / 32;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *s = &mb->seqs[i];
@@ -304,8 +321,22 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
                                 (unsigned long long)mb->tag, i, any ? "ids past the vocabulary" : "no id");
             nm++;
         }
+        if (s->flags & PB_SEQ_LP_IDS) {
+            if (!(s->flags & PB_SEQ_LOGPROBS) || s->n_logprobs < 1 || s->n_logprobs > mb->n_lp_ids - nl)
+                return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: %d log probability ids%s",
+                                (unsigned long long)mb->tag, i, (int)s->n_logprobs,
+                                (s->flags & PB_SEQ_LOGPROBS) ? "" : " without PB_SEQ_LOGPROBS");
+            for (int k = nl; k < nl + s->n_logprobs; k++)
+                if (mb->lp_ids[k] < 0 || mb->lp_ids[k] >= lim->vocab)
+                    return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: log probability id %d not in "
+                                    "[0, %d)", (unsigned long long)mb->tag, i, (int)mb->lp_ids[k], lim->vocab);
+            nl += s->n_logprobs;
+        }
         sum += s->n_tokens;
     }
+    if (nl != mb->n_lp_ids)
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d log probability ids but sequences hold %d",
+                        (unsigned long long)mb->tag, (int)mb->n_lp_ids, nl);
     if (nm != mb->n_masks)
         return pb_error(PB_ERR_INPUT, "micro-batch %llu: %d masks but %d sequences have one",
                         (unsigned long long)mb->tag, (int)mb->n_masks, nm);
@@ -410,7 +441,7 @@ static float getf(const unsigned char *p)
 size_t pb_mb_packed_size(const pb_microbatch *mb)
 {
     return MB_HEADER + (size_t)mb->n_seqs * MB_SEQ_BYTES + (size_t)mb->n_tokens * 4 + (size_t)mb->n_bias * 8 +
-           (size_t)mb->n_allow * 4 + (size_t)mb->n_masks * (size_t)mb->mask_words * 4;
+           (size_t)mb->n_allow * 4 + (size_t)mb->n_masks * (size_t)mb->mask_words * 4 + (size_t)mb->n_lp_ids * 4;
 }
 
 size_t pb_mb_max_size(int n_seqs, int n_tokens, int vocab)
@@ -418,13 +449,13 @@ size_t pb_mb_max_size(int n_seqs, int n_tokens, int vocab)
     const size_t s = n_seqs > 0 ? (size_t)n_seqs : 0, t = n_tokens > 0 ? (size_t)n_tokens : 0;
     const size_t mask = vocab > 0 ? ((size_t)vocab + 31) / 32 * 4 : 0;
     const size_t bias = PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS + 2 * PB_MAX_BAD_WORDS;
-    return MB_HEADER + s * (MB_SEQ_BYTES + bias * 8 + PB_MAX_ALLOWED_IDS * 4 + mask) + t * 4;
+    return MB_HEADER + s * (MB_SEQ_BYTES + bias * 8 + PB_MAX_ALLOWED_IDS * 4 + mask + PB_MAX_LOGPROBS * 4) + t * 4;
 }
 
 pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *written)
 {
     if (mb->n_seqs < 0 || mb->n_tokens < 0 || mb->n_bias < 0 || mb->n_allow < 0 || mb->n_masks < 0 ||
-        mb->mask_words < 0)
+        mb->mask_words < 0 || mb->n_lp_ids < 0)
         return pb_error(PB_ERR_INTERNAL, "micro-batch: negative counts");
     size_t need = pb_mb_packed_size(mb);
     if (cap < need)
@@ -461,6 +492,8 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         put32(p, (uint32_t)mb->allow[i]);
     for (size_t i = 0; i < (size_t)mb->n_masks * (size_t)mb->mask_words; i++, p += 4)
         put32(p, mb->mask[i]);
+    for (int i = 0; i < mb->n_lp_ids; i++, p += 4)
+        put32(p, (uint32_t)mb->lp_ids[i]);
     *written = need;
     return PB_OK;
 }
@@ -483,14 +516,17 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
     size_t need = MB_HEADER + (size_t)n_seqs * MB_SEQ_BYTES + (size_t)n_tokens * 4;
     if (len < need)
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected at least %zu", len, need);
-    int64_t n_bias = 0, n_allow = 0, n_masks = 0;
+    int64_t n_bias = 0, n_allow = 0, n_masks = 0, n_lp_ids = 0;
     for (int i = 0; i < n_seqs; i++) {
         const unsigned char *q = p + MB_HEADER + (size_t)i * MB_SEQ_BYTES;
-        int32_t k = geti(q + 80), a = geti(q + 92);
+        int32_t k = geti(q + 80), a = geti(q + 92), l = geti(q + 76);
         n_masks += (get32(q + 12) & PB_SEQ_MASK) != 0;
         if (k < 0 || k > MB_MAX_BIAS || a < 0 || a > MB_MAX_BIAS)
             return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: %d logit biases, %d allowed ids", i,
                             (int)k, (int)a);
+        if ((get32(q + 12) & PB_SEQ_LP_IDS) && (l < 1 || l > PB_MAX_LOGPROBS))
+            return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: %d log probability ids", i, (int)l);
+        n_lp_ids += (get32(q + 12) & PB_SEQ_LP_IDS) ? l : 0;
         n_bias += k;
         n_allow += a;
     }
@@ -500,7 +536,7 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
     const int words = lim->vocab > 0 ? (lim->vocab + 31) / 32 : 0;
     if (n_masks && (!words || n_masks * words > MB_MAX_BIAS))
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %lld masks of %d words", (long long)n_masks, words);
-    need += (size_t)n_bias * 8 + (size_t)n_allow * 4 + (size_t)n_masks * (size_t)words * 4;
+    need += (size_t)n_bias * 8 + (size_t)n_allow * 4 + (size_t)n_masks * (size_t)words * 4 + (size_t)n_lp_ids * 4;
     if (len != need)
         return pb_error(PB_ERR_FORMAT, "micro-batch message: %zu bytes, expected %zu", len, need);
     PB_CHECK(reserve_bias(mb, (int)n_bias));
@@ -510,6 +546,8 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
     PB_CHECK(reserve_mask(mb, (int)(n_masks * words)));
     mb->n_masks = (int32_t)n_masks;
     mb->mask_words = n_masks ? words : 0;
+    PB_CHECK(reserve_lp_ids(mb, (int)n_lp_ids));
+    mb->n_lp_ids = (int32_t)n_lp_ids;
     PB_CHECK(pb_mb_reserve(mb, n_seqs, n_tokens));
     mb->tag = tag;
     mb->n_seqs = n_seqs;
@@ -544,6 +582,8 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         mb->allow[i] = geti(p);
     for (size_t i = 0; i < (size_t)mb->n_masks * (size_t)mb->mask_words; i++, p += 4)
         mb->mask[i] = get32(p);
+    for (int i = 0; i < mb->n_lp_ids; i++, p += 4)
+        mb->lp_ids[i] = geti(p);
     return pb_mb_validate(mb, lim);
 }
 
@@ -722,6 +762,7 @@ struct pb_slot_sampler {
     int32_t *bias_at;    /* [n_slots] where each sequence's logit biases start in its micro-batch's */
     int32_t *allow_at;   /* [n_slots] and its allowed ids */
     int32_t *mask_at;    /* [n_slots] and its mask (a PB_SEQ_MASK sequence's index among the masks) */
+    int32_t *lp_ids_at;  /* [n_slots] and its first log probability id (PB_SEQ_LP_IDS) in lp_ids */
     float *all;          /* every position's logits for prompt log probabilities [cap_all, vocab] */
     int cap_all;
     /* each worker's buffers (rows are sampled on the backend's host threads: host_run) */
@@ -768,6 +809,7 @@ pb_status pb_slot_sampler_create(int n_slots, int max_seq_len, int vocab, pb_slo
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->bias_at, &s->bias_at), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->allow_at, &s->allow_at), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->mask_at, &s->mask_at), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof *s->lp_ids_at, &s->lp_ids_at), st, fail);
     *out = s;
     return PB_OK;
 fail:
@@ -890,7 +932,10 @@ static void sample_row(void *ctx, int i, int worker)
     /* its slot's history, hist_add's (each slot once in a micro-batch) */
     j->res->tokens[i] = pb_sample(row, s->vocab, &q->sample, slot_hist(s, q->slot), (size_t)s->n_hist[q->slot],
                                   &q->key, s->scratch[worker]);
-    if (q->flags & PB_SEQ_LOGPROBS) /* the model's distribution: before the EOS mask */
+    if (q->flags & PB_SEQ_LP_IDS) /* the model's distribution: before the EOS mask */
+        pb_sample_logprobs_ids(raw, s->vocab, j->res->tokens[i], j->mb->lp_ids + s->lp_ids_at[i], q->n_logprobs,
+                               &j->res->lps[i], s->scratch[worker]);
+    else if (q->flags & PB_SEQ_LOGPROBS)
         pb_sample_logprobs(raw, s->vocab, j->res->tokens[i], q->n_logprobs, &j->res->lps[i], s->scratch[worker]);
 }
 
@@ -916,13 +961,15 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
     PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
     res->tag = mb->tag;
     res->n_seqs = mb->n_seqs;
-    int n_sample = 0, at = 0, at_allow = 0, at_mask = 0;
+    int n_sample = 0, at = 0, at_allow = 0, at_mask = 0, at_lp = 0;
     bool masked = false;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         s->bias_at[i] = at;
         s->allow_at[i] = at_allow;
         s->mask_at[i] = at_mask;
+        s->lp_ids_at[i] = at_lp;
+        at_lp += (q->flags & PB_SEQ_LP_IDS) ? q->n_logprobs : 0;
         at += q->n_bias;
         at_allow += q->n_allow;
         at_mask += (q->flags & PB_SEQ_MASK) != 0;
@@ -1080,6 +1127,7 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->bias_at);
     free(s->allow_at);
     free(s->mask_at);
+    free(s->lp_ids_at);
     free(s->all);
     for (int w = 0; w < s->n_work; w++) {
         free(s->scratch[w]);

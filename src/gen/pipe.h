@@ -28,6 +28,7 @@
  *     the sequences' n_bias x { i32 id, f32 bias } (concatenated in order)
  *     the sequences' n_allow x i32 id (concatenated in order)
  *     for each PB_SEQ_MASK sequence in order, (vocab + 31) / 32 x u32 mask words (bit i of word w: id 32 w + i)
+ *     for each PB_SEQ_LP_IDS sequence in order, n_logprobs x i32 id (the ids whose log probabilities it lists)
  *   result: u32 magic "PBRS", u32 version, u64 tag, i32 n_seqs, i32 pad(0),
  *     n_seqs x i32 token (-1 where the sequence did not sample),
  *     n_seqs x i32 n_top (-1 where the sequence asked no log probabilities),
@@ -61,8 +62,10 @@
                                        the logits of the position before, with n_prompt_logprobs most likely */
 #define PB_SEQ_MASK 0x80u /* with SAMPLE: only the ids whose bits are set in the sequence's mask words
                             (pb_mb_add_mask; constrained decoding) may be sampled */
+#define PB_SEQ_LP_IDS 0x100u /* with LOGPROBS: the n_logprobs ids listed are the sequence's own (pb_mb_add_lp_ids;
+                               vLLM's logprob_token_ids), in their order, instead of the most likely */
 #define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG | PB_SEQ_FORK | \
-                          PB_SEQ_LOGPROBS | PB_SEQ_PROMPT_LOGPROBS | PB_SEQ_MASK)
+                          PB_SEQ_LOGPROBS | PB_SEQ_PROMPT_LOGPROBS | PB_SEQ_MASK | PB_SEQ_LP_IDS)
 
 typedef struct pb_mb_seq {
     int32_t slot;      /* KV-cache slot in [0, n_slots) */
@@ -92,7 +95,9 @@ typedef struct pb_microbatch {
     int32_t mask_words; /* words of each PB_SEQ_MASK sequence's mask: (vocab + 31) / 32 (0 while none) */
     int32_t n_masks;   /* PB_SEQ_MASK sequences */
     uint32_t *mask;    /* [n_masks x mask_words]: their masks in order */
-    int32_t cap_seqs, cap_tokens, cap_bias, cap_allow, cap_mask; /* allocated capacity (owned by the struct) */
+    int32_t n_lp_ids;  /* sum of the PB_SEQ_LP_IDS sequences' n_logprobs */
+    int32_t *lp_ids;   /* [n_lp_ids]: their ids in order */
+    int32_t cap_seqs, cap_tokens, cap_bias, cap_allow, cap_mask, cap_lp_ids; /* allocated capacity (owned) */
 } pb_microbatch;
 
 typedef struct pb_mb_result {
@@ -131,6 +136,9 @@ pb_status pb_mb_add_allow(pb_microbatch *mb, const int32_t *ids, int n);
 /* Give the last sequence added (it samples) the mask of the ids it may sample: words = (vocab + 31) / 32 words
  * (copied), the same for every sequence of the micro-batch; sets PB_SEQ_MASK. */
 pb_status pb_mb_add_mask(pb_microbatch *mb, const uint32_t *mask, int words);
+/* Have the last sequence added (it samples with PB_SEQ_LOGPROBS) list the log probabilities of ids[0..n) (1 to
+ * PB_MAX_LOGPROBS, copied) instead of its most likely: sets its n_logprobs and PB_SEQ_LP_IDS. */
+pb_status pb_mb_add_lp_ids(pb_microbatch *mb, const int32_t *ids, int n);
 
 pb_status pb_mb_result_init(pb_mb_result *r, int cap);
 pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);

@@ -363,7 +363,6 @@ static const struct {
                                      "\"function\": {\"name\": ...}}"},
     {"logits_processors", OFF_EMPTY, "no custom logits processors"},
     {"prompt_embeds", OFF_EMPTY, "prompts are text or token ids"},
-    {"logprob_token_ids", OFF_EMPTY, "logprobs lists the most likely tokens"},
     {"thinking_token_budget", OFF_MINUS_ONE, "thinking is not budgeted"},
     {"repetition_detection", OFF_NULL, "repetitions do not end a completion"},
     {"watermarking", OFF_FALSE, "completions are not watermarked"},
@@ -477,6 +476,47 @@ static bool get_bool(field_ctx *c, const cJSON *obj, const char *name, bool *out
         return false;
     }
     *out = cJSON_IsTrue(v);
+    return true;
+}
+
+/* logprob_token_ids (vLLM's): 1 to PB_MAX_LOGPROBS token ids (repeats once) whose log probabilities logprobs
+ * lists at each step instead of the most likely; needs logprobs, and a token to list them at. */
+static bool get_lp_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "logprob_token_ids");
+    if (!v || cJSON_IsNull(v))
+        return true;
+    const int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 0;
+    if (n < 1 || n > PB_MAX_LOGPROBS) {
+        snprintf(c->err, sizeof c->err, "field 'logprob_token_ids' must be a list of 1 to %d token ids",
+                 PB_MAX_LOGPROBS);
+        return false;
+    }
+    if (!gs->logprobs) {
+        snprintf(c->err, sizeof c->err, "field 'logprob_token_ids' needs 'logprobs'");
+        return false;
+    }
+    if (gs->echo && gs->max_tokens == 0) {
+        snprintf(c->err, sizeof c->err, "field 'logprob_token_ids' lists generated tokens' log probabilities; "
+                 "with 'echo' and 'max_tokens' 0 none is generated");
+        return false;
+    }
+    int k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        int32_t id;
+        if (!cJSON_IsNumber(it) || !token_id(NULL, it->valuedouble, false, &id)) {
+            snprintf(c->err, sizeof c->err, "field 'logprob_token_ids' must be a list of token ids (integers >= 0)");
+            return false;
+        }
+        bool seen = false;
+        for (int j = 0; j < k && !seen; j++)
+            seen = gs->lp_ids[j] == id;
+        if (!seen)
+            gs->lp_ids[k++] = id;
+    }
+    gs->n_lp_ids = k;
+    gs->top_logprobs = k; /* vLLM: they take the place of the most likely */
     return true;
 }
 
@@ -1062,6 +1102,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
         gs->prompt_top = (int)d;
     }
     if (!get_bool(c, obj, "echo", &gs->echo)) return false;
+    if (!get_lp_ids(c, obj, gs)) return false;
     if (!get_bool(c, obj, "return_token_ids", &gs->return_ids)) return false;
     if (!get_bool(c, obj, "return_tokens_as_token_ids", &gs->ids_as_tokens)) return false;
     const cJSON *ast = cJSON_GetObjectItemCaseSensitive(obj, "add_special_tokens");

@@ -49,6 +49,8 @@ typedef struct pb_gen_settings {
     int top_logprobs;   /* with logprobs: and those of the most likely ids, 0..PB_MAX_LOGPROBS */
     bool prompt_logprobs; /* the prompt tokens' log probabilities too (vLLM's prompt_logprobs) */
     int prompt_top;     /* with prompt_logprobs: and the most likely ids at each, 0..PB_MAX_LOGPROBS */
+    int n_lp_ids;       /* logprob_token_ids (vLLM's): logprobs lists these ids' instead of the most likely */
+    int32_t lp_ids[PB_MAX_LOGPROBS];
     bool echo;          /* echo: the prompt's text before each completion's (a chat: the last assistant message's) */
     bool return_ids;    /* return_token_ids (vLLM's): the prompt's and each completion's token ids in the output */
     bool ids_as_tokens; /* return_tokens_as_token_ids (vLLM's): logprobs name tokens "token_id:ID" */

@@ -408,6 +408,12 @@ static void top_insert(pb_logprobs *o, int cap, int32_t i, float x)
 void pb_sample_logprobs_with(const pb_svec *v, const float *logits, int vocab, int32_t token, int n_top,
                              pb_logprobs *out, void *scratch)
 {
+    pb_sample_logprobs_of(v, logits, vocab, token, n_top, NULL, out, scratch);
+}
+
+void pb_sample_logprobs_of(const pb_svec *v, const float *logits, int vocab, int32_t token, int n_top,
+                           const int32_t *ids, pb_logprobs *out, void *scratch)
+{
     out->n_top = 0;
     out->id = token;
     out->rank = 0;
@@ -421,10 +427,16 @@ void pb_sample_logprobs_with(const pb_svec *v, const float *logits, int vocab, i
     float *w = wk.w;
     const int n_fin = v->scale(logits, vocab, 1.0f, w);
     /* the n_top largest (top_logprob holds their logits until the end): the first n_top, then each
-     * above the smallest kept (vector scans skip the rest) */
-    for (int i = 0; i < n_top; i++)
+     * above the smallest kept (vector scans skip the rest); or the ids asked for, in their order */
+    for (int i = 0; ids && i < n_top; i++) {
+        out->top_id[i] = ids[i] >= 0 && ids[i] < vocab ? ids[i] : 0;
+        out->top_logprob[i] = w[out->top_id[i]];
+    }
+    if (ids)
+        out->n_top = n_top;
+    for (int i = 0; !ids && i < n_top; i++)
         top_insert(out, n_top, i, w[i]);
-    for (int i = n_top; n_top > 0 && out->top_logprob[n_top - 1] < INFINITY; i++) {
+    for (int i = n_top; !ids && n_top > 0 && out->top_logprob[n_top - 1] < INFINITY; i++) {
         i = v->next_ge(w, vocab, i, nextafterf(out->top_logprob[n_top - 1], INFINITY));
         if (i >= vocab)
             break;
@@ -458,6 +470,12 @@ void pb_sample_logprobs(const float *logits, int vocab, int32_t token, int n_top
                         void *scratch)
 {
     pb_sample_logprobs_with(pb_svec_best(), logits, vocab, token, n_top, out, scratch);
+}
+
+void pb_sample_logprobs_ids(const float *logits, int vocab, int32_t token, const int32_t *ids, int n,
+                            pb_logprobs *out, void *scratch)
+{
+    pb_sample_logprobs_of(pb_svec_best(), logits, vocab, token, n, ids, out, scratch);
 }
 
 int32_t pb_sample_rank(const float *logits, int vocab, int32_t token)

@@ -105,6 +105,10 @@ typedef struct pb_logprobs {
  * -inf, every log probability is -inf. scratch as for pb_sample. */
 void pb_sample_logprobs(const float *logits, int vocab, int32_t token, int n_top, pb_logprobs *out,
                         void *scratch);
+/* As pb_sample_logprobs, with the n (0..PB_MAX_LOGPROBS) entries those of ids[0..n) (each in [0, vocab)), in
+ * that order (vLLM's logprob_token_ids): the same log-sum-exp, so the same bits for an id in both lists. */
+void pb_sample_logprobs_ids(const float *logits, int vocab, int32_t token, const int32_t *ids, int n,
+                            pb_logprobs *out, void *scratch);
 /* 1 + how many of logits[0..vocab) are larger than token's (NaN as -inf), as vLLM's rank. */
 int32_t pb_sample_rank(const float *logits, int vocab, int32_t token);
 

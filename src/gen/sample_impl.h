@@ -61,5 +61,8 @@ void pb_sample_probs_with(const pb_svec *v, const float *logits, int vocab, cons
                           const int32_t *history, size_t n_history, float *probs, void *scratch);
 void pb_sample_logprobs_with(const pb_svec *v, const float *logits, int vocab, int32_t token, int n_top,
                              pb_logprobs *out, void *scratch);
+/* as pb_sample_logprobs_with; ids non-NULL: the n_top entries are those ids' (in range), in their order */
+void pb_sample_logprobs_of(const pb_svec *v, const float *logits, int vocab, int32_t token, int n_top,
+                           const int32_t *ids, pb_logprobs *out, void *scratch);
 
 #endif

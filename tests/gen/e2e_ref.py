@@ -415,6 +415,42 @@ def main():
     p = run(["--model", model_dir, "--logprobs", "21"], "", rc_ok=(2,))
     check(b"--logprobs" in p.stderr, "--logprobs 21 refused")
 
+    # logprob_token_ids (vLLM's): at each generated position the log probabilities of the ids asked for (their
+    # order, repeats once) in place of the most likely, against HF's log_softmax over the greedy sequence; the
+    # same bytes at -b 1 and -b 3 beside other records; the completions shape's dict keyed by their texts
+    want_ids = [13, 11, 262, 50256, 13]
+    lt_in = [{"id": "t0", "prompt": prompts[2], "logprobs": 2, "logprob_token_ids": want_ids},
+             {"id": "t1", "prompt": prompts[0], "logprobs": 3},
+             {"id": "t2", "prompt": prompts[3], "logprobs": True, "logprob_token_ids": [0]}]
+    lt_text = "".join(json.dumps(r) + "\n" for r in lt_in)
+    louts = [run(["--model", model_dir, "--max-tokens", "6", "-b", b], lt_text).stdout for b in ("1", "3")]
+    check(louts[0] == louts[1], "logprob_token_ids: output differs between -b 1 and -b 3")
+    lt = lines(louts[0])
+    seq = tok(prompts[2]).input_ids + [e["id"] for e in lt[0]["logprobs"]]
+    with torch.no_grad():
+        rows = torch.log_softmax(model(torch.tensor([seq])).logits[0].double(), -1)
+    P0, worst = len(tok(prompts[2]).input_ids), 0.0
+    for k, e in enumerate(lt[0]["logprobs"]):
+        row = rows[P0 - 1 + k]
+        ok = [t["id"] for t in e["top_logprobs"]] == [13, 11, 262, 50256]
+        worst = max([worst] + [abs(t["logprob"] - float(row[t["id"]])) for t in e["top_logprobs"]])
+        check(ok and e["id"] == int(row.argmax()), f"logprob_token_ids step {k}: {e}")
+    check(worst < 2e-5 and len(lt[2]["logprobs"][0]["top_logprobs"]) == 1 and
+          len(lt[1]["logprobs"][0]["top_logprobs"]) == 3, f"logprob_token_ids: {worst}, {lt[1]}, {lt[2]}")
+    oa_lp = json.dumps({"custom_id": "l", "url": "/v1/completions", "body": {
+        "prompt": prompts[2], "max_tokens": 2, "logprobs": 0, "logprob_token_ids": [11, 262]}})
+    oc = lines(run(["--model", model_dir], oa_lp + "\n").stdout)
+    tl = oc[0]["response"]["body"]["choices"][0]["logprobs"]["top_logprobs"]
+    check([list(d) for d in tl] == [[tok.decode([11]), tok.decode([262])]] * 2, f"logprob_token_ids columns: {tl}")
+    bad_lt = ({"logprob_token_ids": [1]}, {"logprobs": 1, "logprob_token_ids": [50257]},
+              {"logprobs": 1, "logprob_token_ids": []}, {"logprobs": 1, "logprob_token_ids": [1], "echo": True,
+                                                          "max_tokens": 0})
+    p = run(["--model", model_dir], "".join(json.dumps(dict(prompt="x", **f)) + "\n" for f in bad_lt), rc_ok=(3,))
+    errs = [r["error"]["message"] for r in lines(p.stdout)]
+    check(len(errs) == 4 and "needs 'logprobs'" in errs[0] and "vocabulary" in errs[1] and "1 to 20" in errs[2] and
+          "none is generated" in errs[3], f"logprob_token_ids refusals: {errs}")
+    print(f"logprob_token_ids: within {worst:.3g} of HF's log_softmax")
+
     # prompt_logprobs: each prompt token's log probability (after the first) from the logits of the position before
     # it, its rank (1 + the ids more likely) and the most likely, against one HF forward over the prompt; the same
     # bytes when the prompt is cut into micro-batches of 3 tokens (--max-batch-tokens) and beside a record sharing

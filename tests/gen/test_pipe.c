@@ -357,6 +357,80 @@ static void test_mask(void)
     pb_mb_result_release(&res);
 }
 
+/* logprob_token_ids (PB_SEQ_LP_IDS): the wire, validation, a micro-batch cleared for reuse, and the sampler listing
+ * the ids asked for, in their order, with the same log probabilities as the most-likely list gives them. */
+static void test_lp_ids(void)
+{
+    pb_mb_limits lim = {.n_slots = 8, .max_seq_len = 32, .max_batch_tokens = 64, .vocab = 40};
+    pb_microbatch mb, back;
+    CHECK(pb_mb_init(&mb, 1, 1) == PB_OK && pb_mb_init(&back, 0, 0) == PB_OK);
+    int32_t one = 7;
+    const int32_t ids[3] = {5, 39, 0};
+    pb_mb_seq a = seq(0, 3, 1, PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS), b = seq(1, 5, 1, PB_SEQ_SAMPLE);
+    CHECK(pb_mb_add(&mb, &b, &one) == PB_OK && pb_mb_add_lp_ids(&mb, ids, 3) != PB_OK); /* without LOGPROBS */
+    CHECK(pb_mb_add(&mb, &a, &one) == PB_OK && pb_mb_add_lp_ids(&mb, ids, 0) != PB_OK &&
+          pb_mb_add_lp_ids(&mb, ids, PB_MAX_LOGPROBS + 1) != PB_OK && pb_mb_add_lp_ids(&mb, ids, 3) == PB_OK);
+    CHECK(pb_mb_add_lp_ids(&mb, ids, 3) != PB_OK); /* once a sequence */
+    CHECK(mb.n_lp_ids == 3 && mb.seqs[1].n_logprobs == 3 && (mb.seqs[1].flags & PB_SEQ_LP_IDS) &&
+          pb_mb_validate(&mb, &lim) == PB_OK);
+    size_t sz = pb_mb_packed_size(&mb), w = 0;
+    CHECK(sz == 24 + 2 * 96 + 2 * 4 + 3 * 4 && sz <= pb_mb_max_size(2, 2, 40));
+    unsigned char *buf = malloc(sz);
+    CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
+    CHECK(pb_mb_unpack(buf, sz, &lim, &back) == PB_OK && back.n_lp_ids == 3 &&
+          memcmp(back.lp_ids, ids, sizeof ids) == 0 && back.seqs[1].flags == mb.seqs[1].flags);
+    CHECK(pb_mb_unpack(buf, sz - 4, &lim, &back) == PB_ERR_FORMAT);
+    unsigned char cb[512]; /* the second sequence asking more ids than a list holds */
+    memcpy(cb, buf, sz);
+    cb[24 + 96 + 76] = PB_MAX_LOGPROBS + 1;
+    CHECK(pb_mb_unpack(cb, sz, &lim, &back) == PB_ERR_FORMAT);
+    free(buf);
+    mb.lp_ids[1] = 40; /* past the vocabulary */
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    mb.lp_ids[1] = 39;
+    mb.seqs[1].flags &= ~PB_SEQ_LOGPROBS;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    mb.seqs[1].flags |= PB_SEQ_LOGPROBS;
+    mb.seqs[0].flags |= PB_SEQ_LOGPROBS | PB_SEQ_LP_IDS; /* two flagged, the ids of one */
+    mb.seqs[0].n_logprobs = 2;
+    CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT);
+    pb_mb_clear(&mb);
+    CHECK(mb.n_lp_ids == 0);
+    pb_mb_release(&mb);
+    pb_mb_release(&back);
+
+    /* the sampler: the ids asked for, in their order, their values those of the most likely list */
+    enum { V = 40 };
+    pb_slot_sampler *ss;
+    CHECK(pb_slot_sampler_create(2, 16, V, &ss) == PB_OK);
+    pb_mb_result res;
+    CHECK(pb_mb_init(&mb, 2, 2) == PB_OK && pb_mb_result_init(&res, 2) == PB_OK);
+    float logits[2 * V];
+    for (int i = 0; i < 2 * V; i++)
+        logits[i] = (float)((i * 7) % V) * 0.1f;
+    pb_mb_seq g0 = seq(0, 0, 1, PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);
+    pb_mb_seq g1 = seq(1, 0, 1, PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_LOGPROBS);
+    g1.n_logprobs = PB_MAX_LOGPROBS;
+    CHECK(pb_mb_add(&mb, &g0, &one) == PB_OK && pb_mb_add_lp_ids(&mb, ids, 3) == PB_OK &&
+          pb_mb_add(&mb, &g1, &one) == PB_OK);
+    mb.tag = 3;
+    CHECK(pb_slot_sampler_run(ss, &mb, logits, &res) == PB_OK);
+    const pb_logprobs *l0 = &res.lps[0], *l1 = &res.lps[1];
+    CHECK(l0->n_top == 3 && l0->top_id[0] == 5 && l0->top_id[1] == 39 && l0->top_id[2] == 0 &&
+          l0->logprob == l1->logprob && l1->n_top == PB_MAX_LOGPROBS);
+    for (int k = 0; k < 3; k++) {
+        double z = 0;
+        for (int i = 0; i < V; i++)
+            z += exp((double)logits[i]);
+        CHECK(fabs(l0->top_logprob[k] - ((double)logits[ids[k]] - log(z))) < 1e-5);
+        for (int j = 0; j < l1->n_top; j++) /* the same bits where both list an id */
+            CHECK(l1->top_id[j] != ids[k] || l1->top_logprob[j] == l0->top_logprob[k]);
+    }
+    pb_slot_sampler_free(ss);
+    pb_mb_release(&mb);
+    pb_mb_result_release(&res);
+}
+
 static void test_slot_sampler(void)
 {
     enum { V = 6 };
@@ -505,6 +579,7 @@ int main(void)
     test_pack();
     test_slot_sampler();
     test_mask();
+    test_lp_ids();
     test_pipe_wrapper();
     if (failures)
         fprintf(stderr, "%d failures\n", failures);

@@ -376,7 +376,7 @@ static void test_unsupported(void)
         "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
         "\"length_penalty\": 0.5",
         "\"guided_grammar\": \"g\"", "\"tool_choice\": \"any\"", "\"logits_processors\": [\"p\"]",
-        "\"prompt_embeds\": \"AAAA\"", "\"logprob_token_ids\": [3]", "\"thinking_token_budget\": 100",
+        "\"prompt_embeds\": \"AAAA\"", "\"thinking_token_budget\": 100",
         "\"repetition_detection\": {\"max_pattern_size\": 4}", "\"watermarking\": true"};
     pb_record r;
     for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {
@@ -494,6 +494,17 @@ static void test_echo_ids(void)
                  "'tools' lists no function");
     expect_error("{\"prompt\": \"q\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"g\"}}], "
                  "\"tool_choice\": \"required\"}", "give 'messages'");
+        /* logprob_token_ids: their log probabilities instead of the most likely (repeats once), with logprobs */
+    parse("{\"prompt\": \"x\", \"logprobs\": 5, \"logprob_token_ids\": [7, 3, 7, 0]}", &r);
+    CHECK(!r.error && r.gs.logprobs && r.gs.n_lp_ids == 3 && r.gs.top_logprobs == 3 && r.gs.lp_ids[0] == 7 &&
+          r.gs.lp_ids[1] == 3 && r.gs.lp_ids[2] == 0);
+    CHECK(pb_record_copy(&c, &r) == PB_OK && c.gs.n_lp_ids == 3 && c.gs.lp_ids[1] == 3);
+    pb_record_clear(&c);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"x\", \"logprob_token_ids\": [1]}", "field 'logprob_token_ids' needs 'logprobs'");
+    expect_error("{\"prompt\": \"x\", \"logprobs\": 1, \"logprob_token_ids\": [-1]}", "must be a list of token ids");
+    expect_error("{\"prompt\": \"x\", \"logprobs\": 1, \"logprob_token_ids\": "
+                 "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21]}", "1 to 20 token ids");
         parse("{\"prompt\": \"x\", \"add_special_tokens\": false}", &r);
     CHECK(!r.error && r.gs.has_add_special && !r.gs.add_special);
     pb_record_clear(&r);

@@ -33,6 +33,7 @@ while [ $i -le 24 ]; do
     [ $((i % 11)) -eq 7 ] && s="$s, \"guided_json\": $schema"
     [ $((i % 7)) -eq 5 ] && s="$s, \"echo\": true"
     [ $((i % 5)) -eq 2 ] && s="$s, \"return_token_ids\": true"
+    [ $((i % 11)) -eq 3 ] && s="$s, \"logprobs\": 1, \"logprob_token_ids\": [13, 11, $((200 + i))]"
     p="\"Record $i says that the\""
     [ $((i % 12)) -eq 10 ] && p="[450, 3290, 318, 257, $((100 + i)), 11]" # token ids
     echo "{\"prompt\": $p, \"max_tokens\": $((4 + i % 9))$s}"
