@@ -836,16 +836,17 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
         if (d->st->first_token_seconds == 0)
             d->st->first_token_seconds = now - d->t0;
     }
-    if (s->rec.gs.return_ids && s->generated == s->ids_cap) {
-        const int cap = s->ids_cap ? 2 * s->ids_cap : 64;
-        int32_t *grown = realloc(s->ids, (size_t)cap * sizeof *grown);
-        if (!grown)
-            return pb_error(PB_ERR_NOMEM, "out of memory for a completion's token ids");
-        s->ids = grown;
-        s->ids_cap = cap;
-    }
-    if (s->rec.gs.return_ids)
+    if (s->rec.gs.return_ids) { /* the completion's ids, kept for the output */
+        if (s->generated == s->ids_cap) {
+            const int cap = s->ids_cap ? 2 * s->ids_cap : 64;
+            int32_t *grown = realloc(s->ids, (size_t)cap * sizeof *grown);
+            if (!grown)
+                return pb_error(PB_ERR_NOMEM, "out of memory for a completion's token ids");
+            s->ids = grown;
+            s->ids_cap = cap;
+        }
         s->ids[s->generated] = t;
+    }
     s->generated++;
     s->last = t;
     if (s->bw.out && s->generated <= s->rec.gs.max_tokens)

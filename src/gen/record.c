@@ -479,6 +479,32 @@ static bool get_bool(field_ctx *c, const cJSON *obj, const char *name, bool *out
     return true;
 }
 
+/* The distinct token ids of list v (field name), in order, into out[0..max): their count, or -1 with the message
+ * set where an item is not a token id or more than max differ. */
+static int distinct_ids(field_ctx *c, const cJSON *v, const char *name, int32_t *out, int max)
+{
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v) {
+        int32_t id;
+        if (!cJSON_IsNumber(it) || !token_id(NULL, it->valuedouble, false, &id)) {
+            snprintf(c->err, sizeof c->err, "field '%s' must be a list of token ids (integers >= 0)", name);
+            return -1;
+        }
+        bool seen = false;
+        for (int j = 0; j < n && !seen; j++)
+            seen = out[j] == id;
+        if (seen)
+            continue;
+        if (n >= max) {
+            snprintf(c->err, sizeof c->err, "field '%s': more than %d ids", name, max);
+            return -1;
+        }
+        out[n++] = id;
+    }
+    return n;
+}
+
 /* logprob_token_ids (vLLM's): 1 to PB_MAX_LOGPROBS token ids (repeats once) whose log probabilities logprobs
  * lists at each step instead of the most likely; needs logprobs, and a token to list them at. */
 static bool get_lp_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
@@ -501,20 +527,9 @@ static bool get_lp_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
                  "with 'echo' and 'max_tokens' 0 none is generated");
         return false;
     }
-    int k = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, v) {
-        int32_t id;
-        if (!cJSON_IsNumber(it) || !token_id(NULL, it->valuedouble, false, &id)) {
-            snprintf(c->err, sizeof c->err, "field 'logprob_token_ids' must be a list of token ids (integers >= 0)");
-            return false;
-        }
-        bool seen = false;
-        for (int j = 0; j < k && !seen; j++)
-            seen = gs->lp_ids[j] == id;
-        if (!seen)
-            gs->lp_ids[k++] = id;
-    }
+    const int k = distinct_ids(c, v, "logprob_token_ids", gs->lp_ids, PB_MAX_LOGPROBS);
+    if (k < 0)
+        return false;
     gs->n_lp_ids = k;
     gs->top_logprobs = k; /* vLLM: they take the place of the most likely */
     return true;
@@ -530,25 +545,9 @@ static bool get_stop_ids(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
         snprintf(c->err, sizeof c->err, "field 'stop_token_ids' must be a list of token ids");
         return false;
     }
-    int n = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, v) {
-        int32_t id;
-        if (!cJSON_IsNumber(it) || !token_id(NULL, it->valuedouble, false, &id)) {
-            snprintf(c->err, sizeof c->err, "field 'stop_token_ids' must be a list of token ids (integers >= 0)");
-            return false;
-        }
-        bool seen = false;
-        for (int j = 0; j < n && !seen; j++)
-            seen = gs->stop_ids[j] == id;
-        if (seen)
-            continue;
-        if (n >= PB_MAX_STOP_IDS) {
-            snprintf(c->err, sizeof c->err, "field 'stop_token_ids': more than %d ids", PB_MAX_STOP_IDS);
-            return false;
-        }
-        gs->stop_ids[n++] = id;
-    }
+    const int n = distinct_ids(c, v, "stop_token_ids", gs->stop_ids, PB_MAX_STOP_IDS);
+    if (n < 0)
+        return false;
     gs->n_stop_ids = n;
     return true;
 }
@@ -721,6 +720,9 @@ static bool guide_schema(field_ctx *c, const char *field, const cJSON *v, guide_
     return true;
 }
 
+/* The schema of a function without parameters: an empty object (vLLM's '{}') */
+#define NO_PARAMETERS "{\"type\": \"object\", \"additionalProperties\": false}"
+
 /* A named tool_choice ({"type": "function", "function": {"name": N}}): the completion is the arguments of the
  * function of obj's tools named N, constrained by its parameters' schema (none: an empty object), as vLLM. */
 static bool guide_tool(field_ctx *c, const cJSON *obj, const cJSON *v, guide_src *g, pb_gen_settings *gs,
@@ -750,7 +752,7 @@ static bool guide_tool(field_ctx *c, const cJSON *obj, const cJSON *v, guide_src
     }
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(def, "parameters");
     if (!params || cJSON_IsNull(params) || (cJSON_IsObject(params) && !params->child)) {
-        if (!(g->parsed = cJSON_Parse("{\"type\": \"object\", \"additionalProperties\": false}"))) {
+        if (!(g->parsed = cJSON_Parse(NO_PARAMETERS))) {
             *nomem = true;
             return false;
         }
@@ -797,7 +799,7 @@ static bool guide_tools_required(field_ctx *c, const cJSON *obj, guide_src *g, p
         cJSON *en = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(props, "name"), "enum");
         cJSON *p = cJSON_IsObject(params) && params->child
                        ? cJSON_Duplicate(params, true)
-                       : cJSON_Parse("{\"type\": \"object\", \"additionalProperties\": false}");
+                       : cJSON_Parse(NO_PARAMETERS);
         cJSON *pd = p ? cJSON_DetachItemFromObjectCaseSensitive(p, "$defs") : NULL;
         ok = branch && en && p && cJSON_AddItemToArray(en, cJSON_CreateString(name->valuestring)) &&
              cJSON_AddItemToObject(props, "parameters", p);
