@@ -545,8 +545,9 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     q.sample = s->rec.gs.sample;
     q.sample.prompt_len = s->n_prompt; /* the output the frequency and presence penalties count follows it */
     q.key.seed = s->rec.gs.seed;
-    /* a record with its own seed draws the same whatever its position */
-    q.key.record = s->rec.gs.own_seed ? 0 : s->rec.line;
+    /* a record with its own seed draws the same whatever its position (each prompt of a line's list, as vLLM:
+     * the same seed each); without, its line's and its prompt's */
+    q.key.record = s->rec.gs.own_seed ? 0 : s->rec.line | (uint64_t)s->rec.prompt_index << 48;
     /* choice i of n: its own stream, choice 0 the record's (n = 1's) */
     q.key.record |= (uint64_t)s->choice << 40;
     q.key.step = (uint64_t)s->generated;

@@ -254,6 +254,11 @@ void pb_record_clear(pb_record *rec)
     free(rec->custom_id_json);
     free(rec->prompt);
     free(rec->prompt_ids);
+    for (int i = 0; rec->prompts && i < rec->n_prompts; i++) {
+        free(rec->prompts[i].text);
+        free(rec->prompts[i].ids);
+    }
+    free(rec->prompts);
     free(rec->echo_text);
     free(rec->reply_role);
     free(rec->chat_json);
@@ -282,7 +287,13 @@ pb_status pb_record_copy(pb_record *dst, const pb_record *src)
     dst->id_json = dst->custom_id_json = dst->chat_json = dst->prompt = dst->echo_text = dst->error = NULL;
     dst->reply_role = NULL;
     dst->prompt_ids = NULL;
-    dst->gs.n_stops = 0;
+    dst->prompts = NULL;
+    /* the settings first: until they are dst's own, clearing dst would free src's */
+    pb_status st = pb_gen_settings_copy(&dst->gs, &src->gs); /* clears its own on failure */
+    if (st != PB_OK) {
+        memset(dst, 0, sizeof *dst);
+        return st;
+    }
     if (src->prompt_ids && (dst->prompt_ids = malloc((size_t)src->n_prompt_ids * sizeof *dst->prompt_ids)))
         memcpy(dst->prompt_ids, src->prompt_ids, (size_t)src->n_prompt_ids * sizeof *dst->prompt_ids);
     if (!dup_str(src->id_json, &dst->id_json) || !dup_str(src->custom_id_json, &dst->custom_id_json) ||
@@ -293,10 +304,22 @@ pb_status pb_record_copy(pb_record *dst, const pb_record *src)
         pb_record_clear(dst);
         return pb_error(PB_ERR_NOMEM, "out of memory");
     }
-    pb_status st = pb_gen_settings_copy(&dst->gs, &src->gs); /* clears its own on failure */
-    if (st != PB_OK)
-        pb_record_clear(dst);
-    return st;
+    return PB_OK;
+}
+
+pb_status pb_record_take_prompt(pb_record *dst, pb_record *src, int i)
+{
+    if (!src->prompts || i < 0 || i >= src->n_prompts)
+        return pb_error(PB_ERR_INTERNAL, "record: no prompt %d of %d to take", i, src->n_prompts);
+    PB_CHECK(pb_record_copy(dst, src));
+    pb_prompt *p = &src->prompts[i];
+    dst->prompt = p->text;
+    dst->prompt_len = p->len;
+    dst->prompt_ids = p->ids;
+    dst->n_prompt_ids = p->n_ids;
+    dst->prompt_index = i;
+    *p = (pb_prompt){0};
+    return PB_OK;
 }
 
 pb_status pb_record_set_error(pb_record *rec, const char *fmt, ...)
@@ -1194,15 +1217,13 @@ static pb_status fail_record(pb_record *rec, const char *msg)
 }
 
 /* A prompt given as token ids (OpenAI's and vLLM's completions): a list of 1 or more integers >= 0 (the
- * model's vocabulary is checked when the record is admitted). A list of several prompts is refused. */
-static pb_status get_prompt_ids(pb_record *rec, const cJSON *pv, const char *field)
+ * model's vocabulary is checked when the record is admitted); what: "" or " (prompt K)", for messages. */
+static pb_status get_ids(pb_record *rec, const cJSON *pv, const char *field, const char *what, int32_t **out,
+                         int *n_out)
 {
     const int n = cJSON_GetArraySize(pv);
     if (n == 0)
-        return pb_record_set_error(rec, "field '%s' is an empty list", field);
-    if (!cJSON_IsNumber(pv->child))
-        return pb_record_set_error(rec, "field '%s' holds %d prompts; a record takes one (a string or a list of "
-                                   "token ids)", field, n);
+        return pb_record_set_error(rec, "field '%s'%s is an empty list", field, what);
     int32_t *ids = malloc((size_t)n * sizeof *ids);
     if (!ids)
         return pb_error(PB_ERR_NOMEM, "out of memory");
@@ -1211,12 +1232,55 @@ static pb_status get_prompt_ids(pb_record *rec, const cJSON *pv, const char *fie
     cJSON_ArrayForEach(it, pv) {
         if (!cJSON_IsNumber(it) || !token_id(NULL, it->valuedouble, false, &ids[k])) {
             free(ids);
-            return pb_record_set_error(rec, "field '%s': item %d is not a token id (an integer >= 0)", field, k);
+            return pb_record_set_error(rec, "field '%s'%s: item %d is not a token id (an integer >= 0)", field,
+                                       what, k);
         }
         k++;
     }
-    rec->prompt_ids = ids;
-    rec->n_prompt_ids = n;
+    *out = ids;
+    *n_out = n;
+    return PB_OK;
+}
+
+/* OpenAI's list of several prompts (its completions API's, vLLM's): all text, or all lists of token ids; each
+ * answered in the line's one response. The native shape takes one prompt a line. */
+static pb_status get_prompt_list(pb_record *rec, const cJSON *pv, const char *field)
+{
+    const int n = cJSON_GetArraySize(pv);
+    if (!rec->openai)
+        return pb_record_set_error(rec, "field '%s' holds %d prompts; a record takes one (a line each, or the "
+                                   "OpenAI batch shape's list)", field, n);
+    if (n > PB_GEN_MAX_PROMPTS)
+        return pb_record_set_error(rec, "field '%s' holds %d prompts; a record takes at most %d", field, n,
+                                   PB_GEN_MAX_PROMPTS);
+    if (rec->gs.n > 1 && (long)n * rec->gs.n > 16 * PB_GEN_MAX_PROMPTS)
+        return pb_record_set_error(rec, "field '%s' holds %d prompts of n = %d completions each; a record asks "
+                                   "at most %d", field, n, rec->gs.n, 16 * PB_GEN_MAX_PROMPTS);
+    if (!(rec->prompts = calloc((size_t)n, sizeof *rec->prompts)))
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    rec->n_prompts = n;
+    const bool text = cJSON_IsString(pv->child);
+    int k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, pv) {
+        pb_prompt *p = &rec->prompts[k];
+        if (text ? !cJSON_IsString(it) : !cJSON_IsArray(it))
+            return pb_record_set_error(rec, "field '%s': prompt %d is not %s, as prompt 0 is (give every prompt as "
+                                       "text, or every one as a list of token ids)", field, k,
+                                       text ? "a string" : "a list of token ids");
+        if (text) {
+            p->len = strlen(it->valuestring);
+            if (!(p->text = pb_strdup(it->valuestring)))
+                return pb_error(PB_ERR_NOMEM, "out of memory");
+        } else {
+            char what[32];
+            snprintf(what, sizeof what, " (prompt %d)", k);
+            PB_CHECK(get_ids(rec, it, field, what, &p->ids, &p->n_ids));
+            if (rec->error)
+                return PB_OK;
+        }
+        k++;
+    }
     return PB_OK;
 }
 
@@ -1269,6 +1333,7 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
 {
     memset(rec, 0, sizeof *rec);
     rec->line = line_no;
+    rec->n_prompts = 1;
     char num[32];
     snprintf(num, sizeof num, "%llu", (unsigned long long)line_no);
     rec->id_json = pb_strdup(num);
@@ -1400,6 +1465,9 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
         st = pb_record_set_error(rec, "field '%s' must be a string or a list of token ids", pfield);
         goto out;
     }
+    /* several prompts: a list of strings or of lists (a list of anything else: the ids' messages) */
+    const bool several = cJSON_IsArray(pv) && cJSON_GetArraySize(pv) > 1 &&
+                         (cJSON_IsString(pv->child) || cJSON_IsArray(pv->child));
     if (!apply_settings(&c, body, &rec->gs, &nomem)) {
         if (nomem)
             st = pb_error(PB_ERR_NOMEM, "out of memory");
@@ -1424,7 +1492,8 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
             st = pb_error(PB_ERR_NOMEM, "out of memory");
         goto out;
     }
-    st = get_prompt_ids(rec, pv, pfield);
+    st = several ? get_prompt_list(rec, pv, pfield)
+                 : get_ids(rec, pv, pfield, "", &rec->prompt_ids, &rec->n_prompt_ids);
 out:
     cJSON_Delete(root);
     return st;

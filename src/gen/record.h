@@ -1,6 +1,7 @@
 /* Input records and generation settings.
  *
- * A record is one JSONL line: native {"prompt" (a string, or a list of token ids), "id", max_tokens, temperature,
+ * A record is one JSONL line: native {"prompt" (a string, or a list of token ids; in the OpenAI shape's
+ * completions also a list of several), "id", max_tokens, temperature,
  * top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
  * seed, stop, stop_token_ids, min_tokens, ignore_eos, n, logprobs, top_logprobs,
  * logit_bias, prompt_logprobs, include_stop_str_in_output, skip_special_tokens,
@@ -32,6 +33,7 @@
 #define PB_GEN_MAX_STOPS 16
 #define PB_GEN_MAX_STOP_LEN 1024
 #define PB_GEN_MAX_N 128 /* completions a record may ask for (OpenAI's limit) */
+#define PB_GEN_MAX_PROMPTS 2048 /* prompts in the list of one completions record (OpenAI batch shape) */
 
 typedef struct pb_gen_settings {
     int max_tokens;
@@ -97,6 +99,14 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
 pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src);
 void pb_gen_settings_clear(pb_gen_settings *s);
 
+/* One prompt of a completions record's list: text, or token ids (text NULL). */
+typedef struct pb_prompt {
+    char *text;
+    size_t len;
+    int32_t *ids;
+    int n_ids;
+} pb_prompt;
+
 typedef struct pb_record {
     uint64_t line;       /* 1-based line number in the input */
     char *id_json;       /* "id" exactly as written, or the line number */
@@ -109,6 +119,13 @@ typedef struct pb_record {
     size_t prompt_len;
     int32_t *prompt_ids; /* a prompt given as token ids (prompt NULL), n_prompt_ids of them, each >= 0 */
     int n_prompt_ids;
+    /* OpenAI's completions take a list of prompts: each is answered with n choices, all in the line's one
+     * response (choice index = prompt index * n + j, usage summed, as vLLM). The runner gives each prompt a
+     * record of its own (pb_record_take_prompt), all with the line's ordinal, and joins their results. */
+    int n_prompts;       /* prompts of the record's line: 1, or 2..PB_GEN_MAX_PROMPTS */
+    int prompt_index;    /* which of them this record holds (0..n_prompts-1) */
+    pb_prompt *prompts;  /* the line's prompts until taken (prompt and prompt_ids NULL meanwhile), owned; NULL when
+                            n_prompts is 1, and in a copy */
     char *echo_text;     /* a chat record's echo: its last message's content where that is the assistant's */
     size_t echo_len;
     char *reply_role;    /* a chat's reply's role where not "assistant": without add_generation_prompt, the last
@@ -125,8 +142,10 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
 pb_status pb_record_set_error(pb_record *rec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void pb_record_clear(pb_record *rec);
-/* A deep copy (dst is overwritten; cleared again on failure). */
+/* A deep copy (dst is overwritten; cleared again on failure). A list of prompts is not copied. */
 pb_status pb_record_copy(pb_record *dst, const pb_record *src);
+/* *dst = a copy of src (which holds a list of prompts) with its prompt i moved in (prompt_index i). */
+pb_status pb_record_take_prompt(pb_record *dst, pb_record *src, int i);
 
 /* ---- output records ----
  * Each answers one input record in its own shape (native or OpenAI batch),
@@ -195,6 +214,12 @@ typedef struct pb_result {
 /* rec->error must be NULL; model: the model's name for the OpenAI shape. */
 void pb_record_result_json(pb_jbuf *b, const pb_record *rec, const char *model,
                            const pb_result *res);
+/* A completions line of several prompts (OpenAI shape), in two steps: each prompt's choices (index
+ * rec->prompt_index * n + j), JSON objects each after ", " but the line's first, appended to b; then the whole
+ * line from those choices' text joined in prompt order, and the usage summed over the prompts. */
+void pb_record_choices_json(pb_jbuf *b, const pb_record *rec, const pb_result *res);
+void pb_record_joined_json(pb_jbuf *b, const pb_record *rec, const char *model, const char *choices, size_t len,
+                          int prompt_tokens, int completion_tokens);
 /* rec->error must be set. */
 void pb_record_error_json(pb_jbuf *b, const pb_record *rec);
 

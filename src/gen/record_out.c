@@ -375,64 +375,103 @@ static void put_tool_calls(pb_jbuf *b, const pb_record *r, int index, const char
     pb_jbuf_puts(b, "]");
 }
 
-void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
-                           const pb_result *res)
+/* The OpenAI shape's line up to its choices' first */
+static void put_openai_head(pb_jbuf *b, const pb_record *r, const char *model)
 {
     unsigned long long line = (unsigned long long)r->line;
+    pb_jbuf_printf(b, "{\"id\": \"batch_req_%llu\", \"custom_id\": %s, \"response\": "
+                   "{\"status_code\": 200, \"request_id\": \"req_%llu\", \"body\": "
+                   "{\"id\": \"%s-%llu\", \"object\": \"%s\", \"model\": ",
+                   line, r->custom_id_json ? r->custom_id_json : "null", line,
+                   r->chat ? "chatcmpl" : "cmpl", line, r->chat ? "chat.completion" : "text_completion");
+    const char *m = model ? model : "";
+    pb_jbuf_str(b, m, strlen(m));
+    pb_jbuf_puts(b, ", \"choices\": [");
+}
+
+/* The OpenAI shape's choices of res, each after ", " but the line's first; index: prompt_index * n + i */
+static void put_openai_choices(pb_jbuf *b, const pb_record *r, const pb_result *res)
+{
     pb_choice one;
     const pb_choice *ch;
     const int n = result_choices(res, &one, &ch);
+    const int first = r->prompt_index * n;
     char *own;
     size_t np;
     const char *pre = echo_prefix(b, r, res, &np, &own);
-    if (r->openai) {
-        pb_jbuf_printf(b, "{\"id\": \"batch_req_%llu\", \"custom_id\": %s, \"response\": "
-                       "{\"status_code\": 200, \"request_id\": \"req_%llu\", \"body\": "
-                       "{\"id\": \"%s-%llu\", \"object\": \"%s\", \"model\": ",
-                       line, r->custom_id_json ? r->custom_id_json : "null", line,
-                       r->chat ? "chatcmpl" : "cmpl", line, r->chat ? "chat.completion" : "text_completion");
-        const char *m = model ? model : "";
-        pb_jbuf_str(b, m, strlen(m));
-        pb_jbuf_puts(b, ", \"choices\": [");
-        for (int i = 0; i < n; i++) {
-            if (r->chat) {
-                pb_jbuf_printf(b, "%s{\"index\": %d, \"message\": {\"role\": ", i ? ", " : "", i);
-                const char *role = r->reply_role ? r->reply_role : "assistant"; /* vLLM's */
-                pb_jbuf_str(b, role, strlen(role));
-                pb_jbuf_puts(b, ", \"content\": ");
-                if (r->gs.tool_name || r->gs.tool_required) { /* vLLM: the calls, the content empty */
-                    put_text(b, pre, np, "", 0);
-                    put_tool_calls(b, r, i, ch[i].text, ch[i].len);
-                } else {
-                    put_text(b, pre, np, ch[i].text, ch[i].len);
-                }
-                pb_jbuf_puts(b, "}");
+    for (int i = 0; i < n; i++) {
+        const char *sep = first + i ? ", " : "";
+        if (r->chat) {
+            pb_jbuf_printf(b, "%s{\"index\": %d, \"message\": {\"role\": ", sep, first + i);
+            const char *role = r->reply_role ? r->reply_role : "assistant"; /* vLLM's */
+            pb_jbuf_str(b, role, strlen(role));
+            pb_jbuf_puts(b, ", \"content\": ");
+            if (r->gs.tool_name || r->gs.tool_required) { /* vLLM: the calls, the content empty */
+                put_text(b, pre, np, "", 0);
+                put_tool_calls(b, r, first + i, ch[i].text, ch[i].len);
             } else {
-                pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", i ? ", " : "", i);
                 put_text(b, pre, np, ch[i].text, ch[i].len);
             }
-            pb_jbuf_puts(b, ", \"logprobs\": ");
-            if (r->gs.logprobs)
-                put_logprobs(b, r, &ch[i], res);
-            else
-                pb_jbuf_puts(b, "null");
-            /* vLLM: "tool_calls" for a required call that ended, "stop" for a named one */
-            const bool called = r->chat && r->gs.tool_required && !strcmp(ch[i].finish, "stop");
-            pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"", called ? "tool_calls" : ch[i].finish);
-            if (r->gs.return_ids) { /* vLLM: the prompt's in each choice of a completion, in a chat's body */
-                if (!r->chat)
-                    put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);
-                put_ids(b, "token_ids", ch[i].token_ids, ch[i].completion_tokens);
-            }
-            if (r->gs.prompt_logprobs && !r->chat) { /* vLLM: the completions API's in each choice */
-                pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
-                put_prompt_logprobs(b, r, res);
-            }
             pb_jbuf_puts(b, "}");
+        } else {
+            pb_jbuf_printf(b, "%s{\"index\": %d, \"text\": ", sep, first + i);
+            put_text(b, pre, np, ch[i].text, ch[i].len);
         }
-        pb_jbuf_printf(b, "], \"usage\": {\"prompt_tokens\": %d, \"completion_tokens\": %d, "
-                       "\"total_tokens\": %d}", res->prompt_tokens, res->completion_tokens,
-                       res->prompt_tokens + res->completion_tokens);
+        pb_jbuf_puts(b, ", \"logprobs\": ");
+        if (r->gs.logprobs)
+            put_logprobs(b, r, &ch[i], res);
+        else
+            pb_jbuf_puts(b, "null");
+        /* vLLM: "tool_calls" for a required call that ended, "stop" for a named one */
+        const bool called = r->chat && r->gs.tool_required && !strcmp(ch[i].finish, "stop");
+        pb_jbuf_printf(b, ", \"finish_reason\": \"%s\"", called ? "tool_calls" : ch[i].finish);
+        if (r->gs.return_ids) { /* vLLM: the prompt's in each choice of a completion, in a chat's body */
+            if (!r->chat)
+                put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);
+            put_ids(b, "token_ids", ch[i].token_ids, ch[i].completion_tokens);
+        }
+        if (r->gs.prompt_logprobs && !r->chat) { /* vLLM: the completions API's in each choice */
+            pb_jbuf_puts(b, ", \"prompt_logprobs\": ");
+            put_prompt_logprobs(b, r, res);
+        }
+        pb_jbuf_puts(b, "}");
+    }
+    free(own);
+}
+
+static void put_usage(pb_jbuf *b, int prompt_tokens, int completion_tokens)
+{
+    pb_jbuf_printf(b, "], \"usage\": {\"prompt_tokens\": %d, \"completion_tokens\": %d, "
+                   "\"total_tokens\": %d}", prompt_tokens, completion_tokens, prompt_tokens + completion_tokens);
+}
+
+void pb_record_choices_json(pb_jbuf *b, const pb_record *r, const pb_result *res)
+{
+    put_openai_choices(b, r, res);
+}
+
+void pb_record_joined_json(pb_jbuf *b, const pb_record *r, const char *model, const char *choices, size_t len,
+                           int prompt_tokens, int completion_tokens)
+{
+    put_openai_head(b, r, model);
+    pb_jbuf_put(b, choices, len);
+    put_usage(b, prompt_tokens, completion_tokens);
+    pb_jbuf_puts(b, "}}, \"error\": null}");
+}
+
+void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
+                           const pb_result *res)
+{
+    pb_choice one;
+    const pb_choice *ch;
+    const int n = result_choices(res, &one, &ch);
+    char *own = NULL;
+    size_t np = 0;
+    const char *pre = r->openai ? NULL : echo_prefix(b, r, res, &np, &own);
+    if (r->openai) {
+        put_openai_head(b, r, model);
+        put_openai_choices(b, r, res);
+        put_usage(b, res->prompt_tokens, res->completion_tokens);
         if (r->gs.return_ids && r->chat)
             put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);
         if (r->gs.prompt_logprobs && r->chat) { /* vLLM: the chat API's in the body */

@@ -23,6 +23,18 @@
 
 #define MAX_LINE ((size_t)64 << 20)
 
+/* A completions line of several prompts (pb_record.n_prompts > 1): each prompt goes to the engine as a record
+ * of its own, with the line's ordinal; their choices wait here for the last, then the line's one response is
+ * written (or, where one prompt could not be generated for, an error record naming it: vLLM fails the
+ * request). */
+typedef struct joined {
+    pb_record head;        /* the line's record, its prompts taken; its error, the first prompt's that failed */
+    int left;              /* prompts not answered yet */
+    int prompt_tokens, completion_tokens;
+    uint64_t counted_prompt_tokens; /* the run's count: a prompt once a completion */
+    pb_jbuf *part;         /* part[i]: prompt i's choices (record.h) */
+} joined;
+
 struct pb_runner {
     const pb_runner_opts *o;
     const pb_runner_model *m;
@@ -47,6 +59,12 @@ struct pb_runner {
     uint64_t skip;         /* outputs already in the file: not generated again */
     uint64_t *line_of;     /* input line of output k at [k % line_ring] */
     uint64_t line_ring;
+    /* lines of several prompts: the one of output k at [k % line_ring] until written; the one whose prompts
+     * are going to the engine, and its next */
+    joined **joined;
+    joined *splitting;
+    uint64_t split_out;
+    int split_next;
     /* chat records: the model's chat template, loaded at the first one */
     pb_chat *chat;
     bool chat_tried;
@@ -200,6 +218,7 @@ pb_status pb_runner_open(const pb_runner_opts *o, pb_runner **out)
     r->reorder_cap = o->batch_size + 64;
     r->line_ring = (uint64_t)r->reorder_cap + 2;
     PB_CHECK_GOTO(pb_calloc((size_t)r->line_ring, sizeof *r->line_of, &r->line_of), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)r->line_ring, sizeof *r->joined, &r->joined), st, fail);
     r->wo = (pb_writer_opts){.frame_records = o->frame_records, .frame_seconds = o->frame_seconds,
                              .reorder_cap = r->reorder_cap, .zstd_level = 0, .zstd_workers = -1};
 
@@ -352,9 +371,85 @@ static pb_status write_error(pb_runner *r, const pb_record *rec, uint64_t out_no
     return PB_OK;
 }
 
+static void joined_free(joined *j)
+{
+    if (!j)
+        return;
+    for (int i = 0; j->part && i < j->head.n_prompts; i++)
+        pb_jbuf_free(&j->part[i]);
+    free(j->part);
+    pb_record_clear(&j->head);
+    free(j);
+}
+
+/* rec, a line of several prompts, moved into a new joined for output out_no */
+static pb_status joined_new(pb_runner *r, pb_record *rec, uint64_t out_no, joined **out)
+{
+    joined *j;
+    PB_CHECK(pb_calloc(1, sizeof *j, &j));
+    pb_status st = pb_calloc((size_t)rec->n_prompts, sizeof *j->part, &j->part);
+    if (st != PB_OK) {
+        free(j);
+        return st;
+    }
+    for (int i = 0; i < rec->n_prompts; i++)
+        pb_jbuf_init(&j->part[i]);
+    j->head = *rec;
+    memset(rec, 0, sizeof *rec);
+    j->left = j->head.n_prompts;
+    r->joined[out_no % r->line_ring] = *out = j;
+    return PB_OK;
+}
+
+/* One prompt's answer of a line of several: kept; the line written after its last. */
+static pb_status joined_put(pb_runner *r, const pb_record *rec, uint64_t seq, const pb_result *res)
+{
+    joined *j = r->joined[seq % r->line_ring];
+    if (!j || rec->prompt_index < 0 || rec->prompt_index >= j->head.n_prompts)
+        return pb_error(PB_ERR_INTERNAL, "runner: line %llu: no prompt %d waiting", (unsigned long long)rec->line,
+                        rec->prompt_index);
+    if (!res && !j->head.error)
+        PB_CHECK(pb_record_set_error(&j->head, "prompt %d: %s", rec->prompt_index, rec->error));
+    if (res && !j->head.error) {
+        pb_record_choices_json(&j->part[rec->prompt_index], rec, res);
+        PB_CHECK(pb_jbuf_status(&j->part[rec->prompt_index]));
+        j->prompt_tokens += res->prompt_tokens;
+        j->completion_tokens += res->completion_tokens;
+        j->counted_prompt_tokens += (uint64_t)res->prompt_tokens * (uint64_t)(res->n_choices > 1 ? res->n_choices : 1);
+    }
+    if (--j->left > 0)
+        return PB_OK;
+    r->joined[seq % r->line_ring] = NULL;
+    pb_status st;
+    if (j->head.error) {
+        st = write_error(r, &j->head, seq);
+    } else {
+        pb_jbuf_reset(&r->line);
+        pb_jbuf choices;
+        pb_jbuf_init(&choices);
+        for (int i = 0; i < j->head.n_prompts; i++)
+            pb_jbuf_put(&choices, j->part[i].data, j->part[i].len);
+        st = pb_jbuf_status(&choices);
+        if (st == PB_OK)
+            pb_record_joined_json(&r->line, &j->head, r->m->name, choices.data, choices.len, j->prompt_tokens,
+                                  j->completion_tokens);
+        pb_jbuf_free(&choices);
+        if (st == PB_OK) {
+            r->st.records++;
+            r->st.prompt_tokens += j->counted_prompt_tokens;
+            r->st.completion_tokens += (uint64_t)j->completion_tokens;
+            st = put_line(r, seq);
+        }
+    }
+    joined_free(j);
+    return st;
+}
+
 static pb_status on_result(void *ctx, const pb_record *rec, uint64_t seq, const pb_result *res)
 {
     pb_runner *r = ctx;
+    if (rec->n_prompts > 1)
+        return joined_put(r, rec, seq, res);
     if (!res)
         return write_error(r, rec, seq);
     pb_jbuf_reset(&r->line);
@@ -366,12 +461,26 @@ static pb_status on_result(void *ctx, const pb_record *rec, uint64_t seq, const 
     return put_line(r, seq);
 }
 
+/* The splitting line's next prompt as a record of its own, for the engine. */
+static pb_status split_next(pb_runner *r, pb_record *rec, uint64_t *seq, bool *got)
+{
+    joined *j = r->splitting;
+    PB_CHECK(pb_record_take_prompt(rec, &j->head, r->split_next));
+    *seq = r->split_out;
+    *got = true;
+    if (++r->split_next == j->head.n_prompts)
+        r->splitting = NULL;
+    return PB_OK;
+}
+
 /* The next record for the engine: blank lines, other shards and records
  * OUT.partial already holds are skipped; bad lines are answered here. */
 static pb_status on_next(void *ctx, pb_record *rec, uint64_t *seq, bool *got, bool *ended)
 {
     pb_runner *r = ctx;
     *got = *ended = false;
+    if (r->splitting)
+        return split_next(r, rec, seq, got);
     for (;;) {
         /* bounded reorder buffer: read on only when the output can take it */
         if (r->out_next >= pb_writer_records(r->out) + (uint64_t)r->reorder_cap)
@@ -425,6 +534,12 @@ static pb_status on_next(void *ctx, pb_record *rec, uint64_t *seq, bool *got, bo
             pb_record_clear(rec);
             PB_CHECK(st);
             continue;
+        }
+        if (rec->n_prompts > 1) {
+            PB_CHECK(joined_new(r, rec, out_no, &r->splitting));
+            r->split_out = out_no;
+            r->split_next = 0;
+            return split_next(r, rec, seq, got);
         }
         *seq = out_no;
         *got = true;
@@ -555,6 +670,9 @@ void pb_runner_free(pb_runner *r)
     free(r->chat_err);
     pb_jbuf_free(&r->line);
     free(r->line_of);
+    for (uint64_t k = 0; r->joined && k < r->line_ring; k++)
+        joined_free(r->joined[k]);
+    free(r->joined);
     free(r->partial);
     free(r->state_path);
     pb_resume_state_clear(&r->was);

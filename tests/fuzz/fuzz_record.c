@@ -1,6 +1,7 @@
 /* libFuzzer target: one JSONL input line -> pb_record (native and OpenAI batch shape). */
 #include "config.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -22,12 +23,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pb_record rec;
     const char *line = size ? (const char *)data : "";
     (void)pb_line_is_blank(line, size);
-    /* a good record has a prompt (text or token ids), or for a chat record the object holding its messages */
-    if (pb_record_parse(line, size, 1, &base, &rec) == PB_OK && !rec.error &&
-        (!rec.id_json || (rec.chat ? !rec.chat_json || rec.prompt || rec.prompt_ids
-                          : rec.prompt_ids ? rec.n_prompt_ids < 1 || rec.prompt
-                                           : !rec.prompt || strlen(rec.prompt) != rec.prompt_len)))
+    /* a good record has a prompt (text or token ids), or for a chat record the object holding its messages; a
+     * list of several prompts (n_prompts > 1) each a text or ids, taken into a record of its own as one */
+    const bool good = pb_record_parse(line, size, 1, &base, &rec) == PB_OK && !rec.error;
+    if (good && rec.n_prompts > 1) {
+        if (!rec.prompts || rec.prompt || rec.prompt_ids || rec.chat || rec.n_prompts > PB_GEN_MAX_PROMPTS)
+            __builtin_trap();
+        for (int i = 0; i < rec.n_prompts; i++) {
+            pb_record one;
+            if (pb_record_take_prompt(&one, &rec, i) != PB_OK)
+                break;
+            if (one.prompts || one.prompt_index != i ||
+                (one.prompt_ids ? one.n_prompt_ids < 1 || one.prompt
+                                : !one.prompt || strlen(one.prompt) != one.prompt_len))
+                __builtin_trap();
+            pb_record_clear(&one);
+        }
+    } else if (good && (!rec.id_json || (rec.chat ? !rec.chat_json || rec.prompt || rec.prompt_ids
+                                         : rec.prompt_ids ? rec.n_prompt_ids < 1 || rec.prompt
+                                                          : !rec.prompt || strlen(rec.prompt) != rec.prompt_len))) {
         __builtin_trap();
+    }
     pb_record_clear(&rec);
     pb_gen_settings_clear(&base);
     return 0;

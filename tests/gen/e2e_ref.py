@@ -618,6 +618,57 @@ def main():
     check(len(errs) == len(bad_ids) and all("'prompt'" in m for m in errs) and "2 prompts" in errs[0] and
           "vocabulary" in errs[5], f"bad token-id prompts: {errs}")
 
+    # OpenAI's list of several prompts in one completions line (its API's and vLLM's): each prompt answered with
+    # its n choices in the line's one response, choice index = prompt * n + j, usage summed; as generate() on
+    # each prompt alone, at -b 1 (one at a time) and -b 3 (together); text or ids; per choice its own prompt's
+    # ids, echo and logprobs; with a seed each prompt draws as a line of its own with it (vLLM: the same seed
+    # each), without one each prompt its own stream; a prompt that cannot be generated fails the line, named
+    def oa_line(body, cid="m"):
+        return json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/completions", "body": body}) + "\n"
+    body_of = lambda r: r["response"]["body"]  # noqa: E731
+    greedy3 = [k for k in range(len(prompts)) if 50256 not in ref[k][1]][:3]
+    multi_in = (oa_line({"prompt": [prompts[k] for k in greedy3], "max_tokens": max_new,
+                         "return_token_ids": True}, "t") +
+                oa_line({"prompt": [pid0, odd], "max_tokens": max_new, "echo": True, "logprobs": 1}, "i") +
+                oa_line({"prompt": [prompts[0], prompts[1]], "max_tokens": max_new, "n": 2, "temperature": 1.0,
+                         "seed": 11}, "s") +
+                oa_line({"prompt": [prompts[1], prompts[1]], "max_tokens": max_new, "n": 2,
+                         "temperature": 1.0}, "u") +
+                oa_line({"prompt": [pid0, [50257], [1]], "max_tokens": max_new}, "e") +
+                oa_line({"prompt": prompts[2], "max_tokens": max_new}, "after"))
+    mouts = [run(["--model", model_dir, "-b", b], multi_in, rc_ok=(3,)).stdout for b in ("1", "3")]
+    check(mouts[0] == mouts[1], "a list of prompts: output differs between -b 1 and -b 3")
+    mo = lines(mouts[0])
+    check([r["custom_id"] for r in mo] == ["t", "i", "s", "u", "e", "after"], f"a list of prompts: lines {mo}")
+    t = body_of(mo[0])
+    check([(c["index"], c["text"]) for c in t["choices"]] == [(i, ref[k][2]) for i, k in enumerate(greedy3)] and
+          t["usage"]["prompt_tokens"] == sum(ref[k][0] for k in greedy3) and
+          t["usage"]["completion_tokens"] == sum(len(ref[k][1]) for k in greedy3) and
+          [(c["prompt_token_ids"], c["token_ids"]) for c in t["choices"]] ==
+          [(tok(prompts[k]).input_ids, ref[k][1]) for k in greedy3],
+          f"a list of prompts: {t} vs generate() {[ref[k][2] for k in greedy3]}")
+    i_ch = body_of(mo[1])["choices"]
+    check([c["text"] for c in i_ch] == [prompts[0] + ref[0][2], tok.decode(odd) + odd_text] and
+          [len(c["logprobs"]["tokens"]) for c in i_ch] == [len(pid0) + max_new, len(odd) + max_new] and
+          i_ch[1]["logprobs"]["tokens"][:len(odd)] == [tok.decode([x]) for x in odd],
+          f"a list of prompts of ids, echo, logprobs, ids: {i_ch}")
+    one_in = (oa_line({"prompt": prompts[0], "max_tokens": max_new, "n": 2, "temperature": 1.0, "seed": 11}) +
+              oa_line({"prompt": prompts[1], "max_tokens": max_new, "n": 2, "temperature": 1.0, "seed": 11}) +
+              oa_line({"prompt": prompts[1], "max_tokens": max_new, "n": 2, "temperature": 1.0}) +
+              oa_line({"prompt": prompts[1], "max_tokens": max_new, "n": 2, "temperature": 1.0}))
+    oo = lines(run(["--model", model_dir], one_in).stdout)
+    texts = lambda r: [c["text"] for c in body_of(r)["choices"]]  # noqa: E731
+    check(texts(mo[2]) == texts(oo[0]) + texts(oo[1]) and [c["index"] for c in body_of(mo[2])["choices"]] ==
+          [0, 1, 2, 3], f"a list of prompts with a seed: {texts(mo[2])} vs lines of their own {oo[:2]}")
+    # line 4 without a seed: its prompt 0 draws as line 4's single prompt (oo's line 4), prompt 1 otherwise
+    u = texts(mo[3])
+    check(u[:2] == texts(oo[3]) and u[2:] != u[:2] and texts(oo[2]) != texts(oo[3]),
+          f"a list of prompts without a seed: {u} vs {texts(oo[3])}")
+    check(mo[4]["response"] is None and "prompt 1: " in mo[4]["error"]["message"] and
+          "vocabulary" in mo[4]["error"]["message"] and body_of(mo[5])["choices"][0]["text"] == ref[2][2],
+          f"a list of prompts, one not in the vocabulary: {mo[4]}")
+    print(f"a list of prompts: {len(greedy3)} prompts as generate() alone, seeds as lines of their own")
+
     # echo (the completions API's, vLLM's): the prompt's text before the completion's; with logprobs the
     # prompt's tokens first in the columns (the first without a log probability, the others at the count of
     # logprobs, from one HF forward), then the completion's as without echo; max_tokens 0 returns the prompt

@@ -440,8 +440,9 @@ static void test_echo_ids(void)
           !r.gs.prompt_logprobs);
     pb_record_clear(&r);
     expect_error("{\"prompt\": []}", "field 'prompt' is an empty list");
-    expect_error("{\"prompt\": [[1], [2]]}", "field 'prompt' holds 2 prompts");
+    expect_error("{\"prompt\": [[1], [2]]}", "field 'prompt' holds 2 prompts; a record takes one (a line each");
     expect_error("{\"prompt\": [\"a\", \"b\", \"c\"]}", "field 'prompt' holds 3 prompts");
+    expect_error("{\"prompt\": [[[1]]]}", "field 'prompt': item 0 is not a token id");
     expect_error("{\"prompt\": [1, 2.5]}", "field 'prompt': item 1 is not a token id");
     expect_error("{\"prompt\": [-1]}", "field 'prompt': item 0 is not a token id");
     expect_error("{\"prompt\": [2147483648]}", "item 0 is not a token id");
@@ -834,11 +835,105 @@ static void test_bias(void)
     expect_error(line, "more than 64 ids");
 }
 
+/* OpenAI's list of several prompts: parsed, each taken into a record of its own, the line's answer joined */
+static void test_prompt_list(void)
+{
+    pb_record r, a, b;
+    parse("{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": [\"one\", \"\", \"three\"], "
+          "\"n\": 2, \"echo\": true, \"stop\": [\"x\"]}}", &r);
+    CHECK(!r.error && r.n_prompts == 3 && r.prompts && !r.prompt && !r.prompt_ids && r.prompt_index == 0);
+    CHECK(r.prompts && !strcmp(r.prompts[0].text, "one") && r.prompts[1].len == 0 && r.prompts[2].len == 5);
+    CHECK(pb_record_copy(&a, &r) == PB_OK && !a.prompts && a.n_prompts == 3 && a.gs.n_stops == 1);
+    pb_record_clear(&a);
+    CHECK(pb_record_take_prompt(&a, &r, 2) == PB_OK && a.prompt && !strcmp(a.prompt, "three") &&
+          a.prompt_len == 5 && a.prompt_index == 2 && a.n_prompts == 3 && !a.prompts && a.gs.n == 2 &&
+          a.gs.echo && a.gs.n_stops == 1 && a.gs.stops[0] != r.gs.stops[0] && !r.prompts[2].text);
+    CHECK(pb_record_take_prompt(&b, &r, 0) == PB_OK && !strcmp(b.prompt, "one") && b.prompt_index == 0);
+    /* prompt 0's choices first, then prompt 2's, indices 0..1 and 4..5, usage summed */
+    pb_jbuf parts, line;
+    pb_jbuf_init(&parts);
+    pb_jbuf_init(&line);
+    pb_choice c0[2] = {{.text = "A", .len = 1, .finish = "stop", .completion_tokens = 1},
+                       {.text = "B", .len = 1, .finish = "length", .completion_tokens = 2}};
+    pb_result res = {.prompt_tokens = 1, .completion_tokens = 3, .n_choices = 2, .choices = c0};
+    pb_record_choices_json(&parts, &b, &res);
+    res.prompt_tokens = 2;
+    pb_record_choices_json(&parts, &a, &res);
+    pb_record_joined_json(&line, &r, "m", parts.data, parts.len, 3, 6);
+    CHECK(pb_jbuf_status(&line) == PB_OK);
+    cJSON *o = cJSON_ParseWithLength(line.data, line.len);
+    const cJSON *body = o ? cJSON_GetObjectItem(cJSON_GetObjectItem(o, "response"), "body") : NULL;
+    const cJSON *chs = body ? cJSON_GetObjectItem(body, "choices") : NULL;
+    CHECK(chs && cJSON_GetArraySize(chs) == 4);
+    const int want_index[4] = {0, 1, 4, 5};
+    const char *want_text[4] = {"oneA", "oneB", "threeA", "threeB"};
+    for (int i = 0; chs && i < 4; i++) {
+        const cJSON *c = cJSON_GetArrayItem(chs, i);
+        CHECK(cJSON_GetObjectItem(c, "index")->valueint == want_index[i]);
+        CHECK(!strcmp(cJSON_GetObjectItem(c, "text")->valuestring, want_text[i]));
+    }
+    const cJSON *u = body ? cJSON_GetObjectItem(body, "usage") : NULL;
+    CHECK(u && cJSON_GetObjectItem(u, "prompt_tokens")->valueint == 3 &&
+          cJSON_GetObjectItem(u, "completion_tokens")->valueint == 6 &&
+          cJSON_GetObjectItem(u, "total_tokens")->valueint == 9);
+    CHECK(o && !strcmp(cJSON_GetObjectItem(o, "custom_id")->valuestring, "c"));
+    cJSON_Delete(o);
+    pb_jbuf_free(&parts);
+    pb_jbuf_free(&line);
+    pb_record_clear(&a);
+    pb_record_clear(&b);
+    pb_record_clear(&r);
+    CHECK(pb_record_take_prompt(&a, &r, 0) != PB_OK); /* a cleared record has none */
+
+    parse("{\"url\": \"/v1/completions\", \"body\": {\"prompt\": [[1, 2], [3]]}}", &r);
+    CHECK(!r.error && r.n_prompts == 2 && !r.prompts[0].text && r.prompts[0].n_ids == 2 && r.prompts[1].ids[0] == 3);
+    CHECK(pb_record_take_prompt(&a, &r, 1) == PB_OK && !a.prompt && a.n_prompt_ids == 1 && a.prompt_ids[0] == 3);
+    pb_record_clear(&a);
+    pb_record_clear(&r);
+    /* a list of one is one prompt, as before */
+    parse("{\"url\": \"/v1/completions\", \"body\": {\"prompt\": [[1, 2]]}}", &r);
+    CHECK(!r.error && r.n_prompts == 1 && !r.prompts && r.n_prompt_ids == 2);
+    pb_record_clear(&r);
+    expect_error("{\"url\": \"/v1/completions\", \"body\": {\"prompt\": [\"a\", [1]]}}",
+                 "field 'body.prompt': prompt 1 is not a string, as prompt 0 is");
+    expect_error("{\"url\": \"/v1/completions\", \"body\": {\"prompt\": [[1], \"a\"]}}",
+                 "field 'body.prompt': prompt 1 is not a list of token ids, as prompt 0 is");
+    expect_error("{\"url\": \"/v1/completions\", \"body\": {\"prompt\": [[1], [2, -1]]}}",
+                 "field 'body.prompt' (prompt 1): item 1 is not a token id");
+    expect_error("{\"url\": \"/v1/completions\", \"body\": {\"prompt\": [[1], []]}}",
+                 "field 'body.prompt' (prompt 1) is an empty list");
+    expect_error("{\"url\": \"/v1/completions\", \"body\": {\"prompt\": [\"a\", \"b\"], \"n\": 128, "
+                 "\"echo\": 3}}", "field 'echo' must be true or false");
+    char *big = malloc(8 * (PB_GEN_MAX_PROMPTS + 1) + 128);
+    CHECK(big != NULL);
+    if (big) {
+        char *q = big + sprintf(big, "{\"url\": \"/v1/completions\", \"body\": {\"prompt\": [");
+        for (int i = 0; i <= PB_GEN_MAX_PROMPTS; i++)
+            q += sprintf(q, "%s\"p\"", i ? ", " : "");
+        strcpy(q, "]}}");
+        expect_error(big, "holds 2049 prompts; a record takes at most 2048");
+        strcpy(q - 5, "]}}"); /* 2048 of them: taken */
+        parse(big, &r);
+        CHECK(!r.error && r.n_prompts == PB_GEN_MAX_PROMPTS);
+        pb_record_clear(&r);
+        /* prompts x n over 16 x 2048 choices */
+        q = big + sprintf(big, "{\"url\": \"/v1/completions\", \"body\": {\"n\": 128, \"prompt\": [");
+        for (int i = 0; i < 257; i++)
+            q += sprintf(q, "%s\"p\"", i ? ", " : "");
+        strcpy(q, "]}}");
+        expect_error(big, "holds 257 prompts of n = 128 completions each; a record asks at most 32768");
+        free(big);
+    }
+    expect_error("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"prompt\": [\"a\", \"b\"]}",
+                 "give 'prompt' or 'messages', not both");
+}
+
 int main(void)
 {
     test_records();
     test_output_shapes();
     test_choices();
+    test_prompt_list();
     test_unsupported();
     test_echo_ids();
     test_guided();

@@ -1,7 +1,7 @@
 #!/bin/sh
 # pippy-batch across ranks under mpirun: output byte-identical to world size 1
 # (greedy and sampled records, some with n = 3 or frequency and presence
-# penalties, echo, prompts of token ids) with -np 2, 3, 4, each split policy
+# penalties, echo, prompts of token ids, lists of prompts) with -np 2, 3, 4, each split policy
 # and IPv6, the pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
 # non-zero within 15 s naming that rank, with no process left behind.
 set -u
@@ -39,12 +39,18 @@ while [ $i -le 24 ]; do
     echo "{\"prompt\": $p, \"max_tokens\": $((4 + i % 9))$s}"
     i=$((i + 1))
 done >"$D/in.jsonl"
+# OpenAI's lists of several prompts in one line (each prompt its own record in the pipeline, one line out)
+for b in '"prompt": ["One says", "Two says that", "Three"], "n": 2, "temperature": 0.8, "seed": 5' \
+    '"prompt": [[450, 3290, 318], [11, 13], [257]], "echo": true, "logprobs": 2, "temperature": 1.1'; do
+    echo "{\"custom_id\": \"l\", \"method\": \"POST\", \"url\": \"/v1/completions\", \"body\": {$b, \"max_tokens\": 7}}"
+done >>"$D/in.jsonl"
 
 pb_launcher_lock
 for fam in gpt2 llama; do
     "$P" -q --model "$D/$fam" --in "$D/in.jsonl" --out "$D/ref.jsonl" --force --batch-size 6 --chunks 2 2>"$err" ||
         fail "$fam: world 1"
-    [ "$(wc -l <"$D/ref.jsonl")" -eq 24 ] || fail "$fam: world 1 output"
+    [ "$(wc -l <"$D/ref.jsonl")" -eq 26 ] || fail "$fam: world 1 output"
+    [ "$(grep -c '"index": 5, "text"' "$D/ref.jsonl")" -eq 1 ] || fail "$fam: world 1: a list of prompts' choices"
     for nc in "2 2" "3 3" "4 4" "2 1"; do
         set -- $nc
         [ $fam = gpt2 ] && [ $1 -eq 4 ] && continue
