@@ -1,5 +1,5 @@
 # Sourced by the reliability tests: a tiny GPT-2-shaped checkpoint with the
-# GPT-2 tokenizer in $M, a 60-record input in $IN, helpers.
+# GPT-2 tokenizer in $M, a 60-record input in $IN (some lines of three prompts), helpers.
 P="$PIPPY_BATCH"
 T="$PB_TEST_TMP"
 err="$T/err"
@@ -21,7 +21,12 @@ pb_rel_model() {
         [ $((i % 7)) -eq 0 ] && s="$s, \"logprobs\": 3" # log probabilities with each token
         [ $((i % 11)) -eq 0 ] && s="$s, \"prompt_logprobs\": 1" # and the prompt's
         mt=$((3 + i % 6)); [ $((i % 13)) -eq 0 ] && mt=-1   # an error record
-        echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $mt$s}"
+        if [ $((i % 9)) -eq 0 ]; then # OpenAI's list of prompts: three records in the pipeline, one line out
+            echo "{\"custom_id\": \"r$i\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": [\"Record $i says\", \
+\"Record $i then\", \"And $i\"], \"max_tokens\": $mt$s}}"
+        else
+            echo "{\"prompt\": \"Record $i says that the\", \"max_tokens\": $mt$s}"
+        fi
         i=$((i + 1))
     done >"$IN"
 }
