@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "gen/beam.h"
 #include "gen/guide.h"
 #include "gen/stop.h"
 
@@ -53,6 +54,34 @@ static void bad_words_free(bad_words *b)
     memset(b, 0, sizeof *b);
 }
 
+/* A record's beam search (gen/beam.h): B slots taken at once, stepped together; after each step's results the
+ * next beams' tokens are chosen, a beam continuing in its parent's slot (the parent's first child) or in a slot
+ * given up, which starts as a copy of the parent's cache (PB_SEQ_FORK at the current length). */
+typedef struct beam_run {
+    pb_beam *b;
+    int refs;              /* the slots holding it */
+    int n_slots;           /* B */
+    int *all;              /* [B] the slots it holds */
+    int *slot;             /* [B] running beam j's slot (this step's numbering) */
+    int *parent, *fork;    /* [B] scratch for a step */
+    int32_t *token;
+    int pending;           /* running beams whose step is not back */
+    int want;              /* log probabilities asked of each this step */
+} beam_run;
+
+static void beam_unref(beam_run *br)
+{
+    if (!br || --br->refs > 0)
+        return;
+    pb_beam_free(br->b);
+    free(br->all);
+    free(br->slot);
+    free(br->parent);
+    free(br->fork);
+    free(br->token);
+    free(br);
+}
+
 typedef struct seq_state {
     bool active;
     pb_record rec;
@@ -78,6 +107,10 @@ typedef struct seq_state {
     bad_words bw;          /* the record's bad_words, tokenized */
     guide_entry *ge;       /* constrained decoding: the record's guide (a reference), else NULL */
     int32_t gstate;        /* and the completion's state in it */
+    beam_run *br;          /* beam search: the record's beams (a reference), else NULL */
+    int beam;              /* the running beam this slot holds */
+    bool beam_hold;        /* not stepped now: its result is awaited, or the others' are */
+    int beam_fork;         /* >= 0: at its next step the slot starts as the first `cached` positions of this slot */
     double t_admit;
 } seq_state;
 
@@ -100,6 +133,9 @@ typedef struct engine {
     seq_state pend;
     size_t pend_cap;
     bool has_pend;
+    /* A beam search record waiting for as many free slots as it has beams (admission stops meanwhile) */
+    seq_state bhold;
+    bool has_bhold;
     pb_microbatch *mbs;    /* one per chunk */
     int *fifo;             /* chunk ids in flight, oldest first */
     int fifo_head, fifo_n;
@@ -163,6 +199,7 @@ static void slot_release(seq_state *s)
     free(s->prank);
     bad_words_free(&s->bw);
     group_unref(s->grp);
+    beam_unref(s->br);
     if (s->ge)
         s->ge->refs--;
     memset(s, 0, sizeof *s);
@@ -370,6 +407,116 @@ static pb_status bad_prepare(engine *d, pb_record *rec, bad_words *b)
     return st;
 }
 
+/* ---- beam search ------------------------------------------------------ */
+
+static int free_slots(const engine *d, const seq_state *s)
+{
+    int n = 0;
+    for (int i = 0; i < d->n_slots; i++)
+        n += !d->slots[i].active && &d->slots[i] != s;
+    return n;
+}
+
+/* s's record asks for beam search: its beams (s->br), or s->rec an error record where they cannot be run. */
+static pb_status beam_new(engine *d, seq_state *s)
+{
+    const pb_gen_settings *g = &s->rec.gs;
+    if (d->o->rope_long_after > 0)
+        return pb_record_set_error(&s->rec, "use_beam_search is not done with LongRoPE's two rotary scales (Phi-3)");
+    if (g->beams > d->n_slots)
+        return pb_record_set_error(&s->rec, "use_beam_search: %d beams run as %d sequences at once; --batch-size is "
+                                   "%d", g->beams, g->beams, d->n_slots);
+    int32_t stop[PB_MAX_STOP_IDS + 64];
+    int ns = 0;
+    for (int i = 0; !g->ignore_eos && i < d->o->n_eos && ns < 64; i++) {
+        bool seen = d->o->eos_ids[i] < 0;
+        for (int j = 0; j < ns && !seen; j++)
+            seen = stop[j] == d->o->eos_ids[i];
+        if (!seen)
+            stop[ns++] = d->o->eos_ids[i];
+    }
+    for (int i = 0; i < g->n_stop_ids; i++) {
+        bool seen = false;
+        for (int j = 0; j < ns && !seen; j++)
+            seen = stop[j] == g->stop_ids[i];
+        if (!seen)
+            stop[ns++] = g->stop_ids[i];
+    }
+    const int room = d->o->context - s->n_prompt;
+    pb_beam_opts bo = {.beams = g->beams, .n_return = g->n > 1 ? g->n : 1,
+                       .max_new = g->max_tokens < room ? g->max_tokens : room, .min_new = g->min_tokens,
+                       .length_penalty = g->length_penalty, .early = (pb_beam_early)g->early_stopping,
+                       .stop_ids = stop, .n_stop = ns};
+    pb_beam *b = NULL;
+    pb_status st = pb_beam_create(&bo, PB_MAX_LOGPROBS, &b);
+    if (st == PB_ERR_INPUT)
+        return pb_record_set_error(&s->rec, "use_beam_search: %s", pb_last_error());
+    PB_CHECK(st);
+    beam_run *br = NULL;
+    const size_t B = (size_t)g->beams;
+    if ((st = pb_calloc(1, sizeof *br, &br)) != PB_OK || (st = pb_calloc(B, sizeof *br->all, &br->all)) != PB_OK ||
+        (st = pb_calloc(B, sizeof *br->slot, &br->slot)) != PB_OK ||
+        (st = pb_calloc(B, sizeof *br->parent, &br->parent)) != PB_OK ||
+        (st = pb_calloc(B, sizeof *br->fork, &br->fork)) != PB_OK ||
+        (st = pb_calloc(B, sizeof *br->token, &br->token)) != PB_OK) {
+        if (br)
+            br->refs = 1;
+        beam_unref(br);
+        pb_beam_free(b);
+        return st;
+    }
+    br->b = b;
+    br->refs = 1;
+    br->n_slots = g->beams;
+    br->pending = 1;
+    br->want = pb_beam_want(b);
+    s->br = br;
+    s->beam_fork = -1;
+    s->rec.gs.sample = pb_sample_params_default(); /* the sampled id is not used: the beams choose */
+    return PB_OK;
+}
+
+/* Beam 0 in s (it computes the prompt) and the others' slots taken from the free ones (their kept caches
+ * dropped), each with a copy of the record and prompt, given a beam at the first step. */
+static pb_status beam_admit(engine *d, seq_state *s)
+{
+    beam_run *br = s->br;
+    const int self = (int)(s - d->slots);
+    br->all[0] = br->slot[0] = self;
+    s->beam = 0;
+    int k = 1;
+    for (int i = 0; i < d->n_slots && k < br->n_slots; i++) {
+        seq_state *x = &d->slots[i];
+        if (x->active || i == self)
+            continue;
+        memset(x, 0, sizeof *x);
+        PB_CHECK(pb_record_copy(&x->rec, &s->rec));
+        pb_status st = pb_calloc((size_t)s->n_prompt, sizeof *x->prompt, &x->prompt);
+        if (st != PB_OK) {
+            slot_release(x);
+            return st;
+        }
+        memcpy(x->prompt, s->prompt, (size_t)s->n_prompt * sizeof *x->prompt);
+        x->wait_for = -1;
+        x->out_no = s->out_no;
+        x->n_prompt = x->n_feed = s->n_prompt;
+        x->br = br;
+        br->refs++;
+        x->beam = -1;
+        x->beam_fork = -1;
+        x->beam_hold = true;
+        x->active = true;
+        free(d->ghost[i]); /* its cache is the beams' now */
+        d->ghost[i] = NULL;
+        br->all[k++] = i;
+    }
+    if (k < br->n_slots)
+        return pb_error(PB_ERR_INTERNAL, "engine: %d slots free for %d beams", k, br->n_slots);
+    s->active = true;
+    s->t_admit = pb_now();
+    return PB_OK;
+}
+
 /* Take records until one needs the model (admitted into s, *got) or none
  * is available now. Prompts that cannot be generated for and zero-token
  * requests are answered here. */
@@ -379,6 +526,16 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
     while (!d->stopping) {
         if (d->has_pend) {
             PB_CHECK(admit_choice(d, s));
+            *got = true;
+            return PB_OK;
+        }
+        if (d->has_bhold) { /* until its beams' slots are free, nothing else is admitted */
+            if (free_slots(d, s) < d->bhold.br->n_slots - 1)
+                return PB_OK;
+            *s = d->bhold;
+            memset(&d->bhold, 0, sizeof d->bhold);
+            d->has_bhold = false;
+            PB_CHECK(beam_admit(d, s));
             *got = true;
             return PB_OK;
         }
@@ -473,6 +630,29 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         s->n_prompt = (int)n;
         s->n_feed = (int)n;
         s->rope_long = d->o->rope_long_after > 0 && s->n_prompt > d->o->rope_long_after;
+        if (rec.gs.beams > 0 && rec.gs.max_tokens > 0) {
+            st = beam_new(d, s);
+            if (st == PB_OK && s->rec.error) {
+                st = d->io->result(d->io->ctx, &s->rec, s->out_no, NULL);
+                slot_release(s);
+                PB_CHECK(st);
+                continue;
+            }
+            if (st == PB_OK && free_slots(d, s) < s->br->n_slots - 1) { /* held until they are */
+                d->bhold = *s;
+                memset(s, 0, sizeof *s);
+                d->has_bhold = true;
+                return PB_OK;
+            }
+            if (st == PB_OK)
+                st = beam_admit(d, s);
+            if (st != PB_OK) {
+                slot_release(s);
+                return st;
+            }
+            *got = true;
+            return PB_OK;
+        }
         const int n_choices = rec.gs.n > 1 ? rec.gs.n : 1;
         if (rec.gs.max_tokens == 0 && !rec.gs.prompt_logprobs) {
             pb_choice empty[PB_GEN_MAX_N];
@@ -534,6 +714,10 @@ static pb_mb_seq seq_desc(const seq_state *s, int slot, int pos, int n, uint32_t
     if ((flags & PB_SEQ_SAMPLE) && s->rec.gs.logprobs && s->rec.gs.max_tokens > 0) {
         flags |= PB_SEQ_LOGPROBS;
         q.n_logprobs = s->rec.gs.top_logprobs;
+    }
+    if ((flags & PB_SEQ_SAMPLE) && s->br) { /* a beam: its most likely continuations */
+        flags |= PB_SEQ_LOGPROBS;
+        q.n_logprobs = s->br->want;
     }
     q.next_id = -1;
     if (wants_plp(s) && pos < s->n_prompt) {
@@ -650,7 +834,7 @@ static int plan_prefix(engine *d, int slot)
         return -1; /* every prompt position's logits are wanted */
     for (int j = 0; j < d->n_slots; j++) {
         const seq_state *o = &d->slots[j];
-        if (j == slot || !o->active || o->rope_long)
+        if (j == slot || !o->active || o->rope_long || o->br) /* a beam's slot may be copied into before it runs */
             continue;
         const int n = common_prefix(o->prompt, s->prompt, o->n_prompt < room ? o->n_prompt : room);
         const int now = n < o->cached ? n : o->cached;
@@ -695,6 +879,18 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
         seq_state *s = &d->slots[slot];
         if (!s->active || s->cached < s->n_feed)
             continue;
+        if (s->br) { /* a beam's step: its token, where it is not its parent's first child in a copy of its cache */
+            if (s->beam_hold)
+                continue;
+            const uint32_t fork = s->beam_fork >= 0 ? PB_SEQ_NEW | PB_SEQ_FORK : 0;
+            pb_mb_seq q = seq_desc(s, slot, s->cached, 1, PB_SEQ_SAMPLE | fork);
+            q.fork_slot = fork ? s->beam_fork : 0;
+            PB_CHECK(add_seq(d, mb, s, &q, &s->last));
+            s->beam_hold = true;
+            s->beam_fork = -1;
+            budget--;
+            continue;
+        }
         if (d->o->rope_long_after > 0 && !s->rope_long && s->cached == d->o->rope_long_after) {
             /* as Phi-3's generate(): the cache is dropped, all is fed again (below) */
             s->rope_long = true;
@@ -721,7 +917,7 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
         } else if (s->wait_for >= 0) {
             fork = plan_prefix(d, slot);
         }
-        if (s->wait_for >= 0 || s->cached >= s->n_feed)
+        if (s->wait_for >= 0 || s->cached >= s->n_feed || (s->br && s->beam_hold))
             continue;
         int n = s->n_feed - s->cached;
         if (n > budget)
@@ -731,6 +927,8 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
         pb_mb_seq q = seq_desc(s, slot, s->cached, n, flags);
         q.fork_slot = fork >= 0 ? fork : 0;
         PB_CHECK(add_seq(d, mb, s, &q, s->prompt + s->cached));
+        if (s->br && (flags & PB_SEQ_SAMPLE))
+            s->beam_hold = true; /* beam 0's prompt: then the first step */
         budget -= n;
     }
     return PB_OK;
@@ -945,6 +1143,147 @@ static pb_status keep_prompt_logprobs(seq_state *s, const pb_mb_seq *q, const pb
     return PB_OK;
 }
 
+/* A beam search's end: its n best hypotheses as the record's choices (the text as decoded after the prompt, a stop
+ * id's text left out unless include_stop_str_in_output), its slots given up (their caches kept for prefixes). */
+static pb_status beam_finish(engine *d, beam_run *br)
+{
+    seq_state *s0 = &d->slots[br->all[0]];
+    const pb_gen_settings *g = &s0->rec.gs;
+    const int n = pb_beam_results(br->b);
+    pb_choice ch[PB_BEAM_MAX];
+    char *texts[PB_BEAM_MAX] = {NULL};
+    pb_status st = PB_OK;
+    int total = 0;
+    for (int i = 0; i < n && st == PB_OK; i++) {
+        int len;
+        bool stopped;
+        const int32_t *ids = pb_beam_result(br->b, i, &len, &stopped);
+        pb_detok *dt = NULL;
+        const char *nt;
+        size_t nl, tl = 0;
+        st = pb_detok_create_ex(d->tok, s0->prompt, (size_t)s0->n_prompt, !g->keep_special, &dt);
+        for (int k = 0; st == PB_OK && k < len - (stopped && !g->include_stop); k++)
+            st = pb_detok_push(dt, ids[k], &nt, &nl);
+        if (st == PB_OK)
+            st = pb_detok_finish(dt, &nt, &nl);
+        if (st == PB_OK) {
+            const char *t = pb_detok_text(dt, &tl);
+            if ((texts[i] = malloc(tl + 1))) {
+                memcpy(texts[i], t, tl);
+                texts[i][tl] = '\0';
+            } else {
+                st = pb_error(PB_ERR_NOMEM, "out of memory for a completion of %zu bytes", tl);
+            }
+        }
+        pb_detok_free(dt);
+        ch[i] = (pb_choice){.text = texts[i], .len = tl, .finish = stopped ? "stop" : "length",
+                            .completion_tokens = len, .token_ids = g->return_ids ? ids : NULL};
+        total += len;
+    }
+    if (st == PB_OK) {
+        pb_result res = {.prompt_tokens = s0->n_prompt, .prompt_ids = s0->prompt, .completion_tokens = total,
+                         .tok = d->tok};
+        if (g->n > 1) {
+            res.n_choices = n;
+            res.choices = ch;
+        } else if (n == 1) {
+            res.text = ch[0].text;
+            res.len = ch[0].len;
+            res.finish = ch[0].finish;
+            res.token_ids = ch[0].token_ids;
+        } else {
+            st = pb_error(PB_ERR_INTERNAL, "engine: beam search ended with %d hypotheses", n);
+        }
+        if (st == PB_OK)
+            st = d->io->result(d->io->ctx, &s0->rec, s0->out_no, &res);
+    }
+    for (int i = 0; i < n; i++)
+        free(texts[i]);
+    br->refs++; /* held while its slots go */
+    for (int i = 0; i < br->n_slots; i++) {
+        const int slot = br->all[i];
+        seq_state *x = &d->slots[slot];
+        free(d->ghost[slot]);
+        d->ghost[slot] = NULL;
+        if (d->o->share_prefixes && x->cached > 0) { /* every beam's cache starts with the prompt */
+            d->ghost[slot] = x->prompt;
+            d->n_ghost[slot] = x->cached < x->n_prompt ? x->cached : x->n_prompt;
+            x->prompt = NULL;
+        }
+        slot_release(x);
+    }
+    beam_unref(br);
+    return st;
+}
+
+/* A beam's step is back: its continuations kept; with the last beam's, the next beams chosen (or the end). A
+ * beam continuing its parent's first keeps the parent's slot; the others take the slots of beams left without
+ * one, copies of their parents' caches at the next step (those slots are nobody's source). */
+static pb_status beam_result(engine *d, seq_state *s, const pb_mb_seq *q, const pb_logprobs *l)
+{
+    beam_run *br = s->br;
+    if (!(q->flags & PB_SEQ_LOGPROBS) || l->n_top != q->n_logprobs || s->beam < 0)
+        return pb_error(PB_ERR_INTERNAL, "driver: beam in slot %d: %d log probabilities for %d", (int)q->slot,
+                        (int)l->n_top, (int)q->n_logprobs);
+    PB_CHECK(pb_beam_put(br->b, s->beam, l->top_id, l->top_logprob, l->n_top));
+    if (pb_beam_generated(br->b) == 0) { /* the first token's time, as a sampled one's */
+        const double now = pb_now(), dt = now - s->t_admit;
+        d->ttft_sum += dt;
+        d->ttft_n++;
+        d->st->ttft_max = dt > d->st->ttft_max ? dt : d->st->ttft_max;
+        if (d->st->first_token_seconds == 0)
+            d->st->first_token_seconds = now - d->t0;
+    }
+    if (--br->pending > 0)
+        return PB_OK;
+    const int B = br->n_slots;
+    bool done;
+    PB_CHECK(pb_beam_step(br->b, &done, br->parent, br->token));
+    if (done)
+        return beam_finish(d, br);
+    bool kept[PB_BEAM_MAX] = {false}; /* running beam r's slot taken by its first child */
+    bool used[PB_BEAM_MAX] = {false}; /* all[i] taken */
+    int new_slot[PB_BEAM_MAX];
+    for (int j = 0; j < B; j++) {
+        const int p = br->parent[j];
+        new_slot[j] = -1;
+        br->fork[j] = -1;
+        if (!kept[p]) {
+            kept[p] = true;
+            new_slot[j] = br->slot[p];
+        } else {
+            br->fork[j] = br->slot[p];
+        }
+        for (int i = 0; new_slot[j] >= 0 && i < B; i++)
+            used[i] = used[i] || br->all[i] == new_slot[j];
+    }
+    for (int j = 0, i = 0; j < B; j++) { /* the slots no first child keeps: every parent's is kept */
+        if (new_slot[j] >= 0)
+            continue;
+        while (i < B && used[i])
+            i++;
+        if (i >= B)
+            return pb_error(PB_ERR_INTERNAL, "engine: no slot for beam %d", j);
+        used[i] = true;
+        new_slot[j] = br->all[i];
+    }
+    const int t = pb_beam_generated(br->b);
+    br->want = pb_beam_want(br->b);
+    for (int j = 0; j < B; j++) {
+        seq_state *x = &d->slots[new_slot[j]];
+        x->beam = j;
+        x->last = br->token[j];
+        x->generated = t;
+        x->beam_fork = br->fork[j];
+        if (br->fork[j] >= 0)
+            x->cached = d->slots[br->fork[j]].cached;
+        x->beam_hold = false;
+        br->slot[j] = new_slot[j];
+    }
+    br->pending = B;
+    return PB_OK;
+}
+
 static pb_status process(engine *d, const pb_microbatch *mb, const pb_mb_result *res)
 {
     int plp_at = 0;
@@ -960,6 +1299,10 @@ static pb_status process(engine *d, const pb_microbatch *mb, const pb_mb_result 
             plp_at += res->n_plp[i];
         }
         s->cached += q->n_tokens;
+        if ((q->flags & PB_SEQ_SAMPLE) && s->br) {
+            PB_CHECK(beam_result(d, s, q, &res->lps[i]));
+            continue;
+        }
         if (q->flags & PB_SEQ_SAMPLE) {
             if (res->tokens[i] < 0)
                 return pb_error(PB_ERR_INTERNAL, "driver: no token sampled for slot %d", (int)q->slot);
@@ -1094,7 +1437,7 @@ pb_status pb_engine_run(const pb_engine_opts *o, pb_pipe *pipe, const pb_tokeniz
     PB_CHECK_GOTO(pb_calloc(BIAS_MAX, sizeof *d->ban, &d->ban), st, out);
 
     st = loop(d);
-    if (st == PB_OK && d->stopping && (!d->input_done || d->has_pend || in_flight_records(d) > 0))
+    if (st == PB_OK && d->stopping && (!d->input_done || d->has_pend || d->has_bhold || in_flight_records(d) > 0))
         stats->stopped = true;
     stats->ttft_mean = d->ttft_n ? d->ttft_sum / (double)d->ttft_n : 0;
     (void)pb_pipe_stats_get(pipe, &stats->pipe);
@@ -1103,6 +1446,7 @@ out:
         for (int i = 0; i < d->n_slots; i++)
             slot_release(&d->slots[i]);
     slot_release(&d->pend);
+    slot_release(&d->bhold);
     free(d->slots);
     for (int i = 0; d->ghost && i < d->n_slots; i++)
         free(d->ghost[i]);

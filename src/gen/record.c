@@ -13,6 +13,7 @@
 
 #include "chat/chat.h"
 #include "common/util.h"
+#include "gen/beam.h"
 #include "gen/schema.h"
 
 /* ---- settings --------------------------------------------------------- */
@@ -114,6 +115,7 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
     out->seed = cli->has_seed ? cli->seed : 0;
     out->min_tokens = cli->has_min_tokens ? cli->min_tokens : 0;
     out->n = cli->n > 0 ? cli->n : 1;
+    out->length_penalty = 1.0f;
     if (out->n > PB_GEN_MAX_N)
         return pb_error(PB_ERR_USAGE, "--n %d: at most %d completions a record", out->n, PB_GEN_MAX_N);
     out->ignore_eos = cli->ignore_eos;
@@ -378,9 +380,7 @@ static const struct {
     const char *what;
 } UNSUPPORTED[] = {
     {"suffix", OFF_EMPTY, "insertion after a suffix is not done"},
-    {"best_of", OFF_N, "only best_of = n: completions are not ranked"},
-    {"use_beam_search", OFF_FALSE, "beam search is not done"},
-    {"length_penalty", OFF_ONE, "beam search is not done"},
+    {"best_of", OFF_N, "only best_of = n, or with use_beam_search: sampled completions are not ranked"},
     {"guided_grammar", OFF_NULL, "no grammars: guided_json, guided_regex and guided_choice are done"},
     {"tool_choice", OFF_TOOL_CHOICE, "give \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
                                      "\"function\": {\"name\": ...}}"},
@@ -414,9 +414,11 @@ static bool asks_nothing(const cJSON *v, off_kind off, int n)
     return false;
 }
 
-static bool refuse_unsupported(field_ctx *c, const cJSON *obj, int n)
+static bool refuse_unsupported(field_ctx *c, const cJSON *obj, int n, bool beam)
 {
     for (size_t i = 0; i < sizeof UNSUPPORTED / sizeof *UNSUPPORTED; i++) {
+        if (beam && !strcmp(UNSUPPORTED[i].name, "best_of"))
+            continue; /* beam search's width (get_beam) */
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, UNSUPPORTED[i].name);
         if (v && !asks_nothing(v, UNSUPPORTED[i].off, n)) {
             snprintf(c->err, sizeof c->err, "field '%s' is not supported (%s); leave it out", UNSUPPORTED[i].name,
@@ -1060,6 +1062,64 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
     return true;
 }
 
+/* Beam search (vLLM's use_beam_search, HF's num_beams with do_sample=False): its width (best_of, else n), HF's
+ * length_penalty and early_stopping; deterministic, so the sampling settings do not apply. What would change its
+ * choices and is not done with it is refused: stop strings, constraints, logit biases, allowed ids, bad words,
+ * penalties, log probabilities. Without it, length_penalty and early_stopping ask for nothing else. */
+static bool get_beam(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool beam)
+{
+    bool g;
+    double d;
+    if (!get_number(c, obj, "length_penalty", -100, 100, false, &g, &d)) return false;
+    if (g) gs->length_penalty = (float)d;
+    const cJSON *es = cJSON_GetObjectItemCaseSensitive(obj, "early_stopping");
+    if (es && !cJSON_IsNull(es)) {
+        if (cJSON_IsBool(es)) {
+            gs->early_stopping = cJSON_IsTrue(es) ? PB_BEAM_EARLY_TRUE : PB_BEAM_EARLY_HEURISTIC;
+        } else if (cJSON_IsString(es) && !strcmp(es->valuestring, "never")) {
+            gs->early_stopping = PB_BEAM_EARLY_NEVER;
+        } else {
+            snprintf(c->err, sizeof c->err, "field 'early_stopping' must be true, false or \"never\"");
+            return false;
+        }
+    }
+    if (!beam) {
+        if (gs->length_penalty != 1.0f || gs->early_stopping != PB_BEAM_EARLY_HEURISTIC) {
+            snprintf(c->err, sizeof c->err, "field '%s' is for beam search: give use_beam_search true",
+                     gs->length_penalty != 1.0f ? "length_penalty" : "early_stopping");
+            return false;
+        }
+        gs->beams = 0;
+        return true;
+    }
+    gs->beams = gs->n > 1 ? gs->n : 1;
+    if (!get_number(c, obj, "best_of", 1, PB_BEAM_MAX, true, &g, &d)) return false;
+    if (g) {
+        if ((int)d < gs->beams) {
+            snprintf(c->err, sizeof c->err, "field 'best_of' (%d) is less than 'n' (%d)", (int)d, gs->beams);
+            return false;
+        }
+        gs->beams = (int)d;
+    }
+    if (gs->beams > PB_BEAM_MAX) {
+        snprintf(c->err, sizeof c->err, "use_beam_search: %d beams; at most %d", gs->beams, PB_BEAM_MAX);
+        return false;
+    }
+    const pb_sample_params *p = &gs->sample;
+    const char *no = gs->n_stops ? "stop strings ('stop', --stop)"
+                     : gs->guide || gs->tool_name || gs->tool_required ? "constrained decoding"
+                     : gs->n_bias ? "'logit_bias'" : gs->n_allow ? "'allowed_token_ids'" : gs->n_bad ? "'bad_words'"
+                     : p->repetition_penalty != 1.0f ? "a repetition penalty"
+                     : p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f ? "frequency and presence penalties"
+                     : gs->logprobs || gs->prompt_logprobs ? "log probabilities ('logprobs', 'prompt_logprobs')"
+                     : NULL;
+    if (no) {
+        snprintf(c->err, sizeof c->err, "use_beam_search is not done with %s", no);
+        return false;
+    }
+    return true;
+}
+
 static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool *nomem)
 {
     bool g;
@@ -1119,7 +1179,9 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     if (!get_bool(c, obj, "ignore_eos", &gs->ignore_eos)) return false;
     if (!get_number(c, obj, "n", 1, PB_GEN_MAX_N, true, &g, &d)) return false;
     if (g) gs->n = (int)d;
-    if (!refuse_unsupported(c, obj, gs->n > 1 ? gs->n : 1)) return false;
+    bool beam = false;
+    if (!get_bool(c, obj, "use_beam_search", &beam)) return false;
+    if (!refuse_unsupported(c, obj, gs->n > 1 ? gs->n : 1, beam)) return false;
     if (!get_logprobs(c, obj, gs)) return false;
     if (!get_number(c, obj, "prompt_logprobs", 0, PB_MAX_LOGPROBS, true, &g, &d)) return false;
     if (g) {
@@ -1208,7 +1270,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
             gs->n_stops = i + 1;
         }
     }
-    return true;
+    return get_beam(c, obj, gs, beam);
 }
 
 static pb_status fail_record(pb_record *rec, const char *msg)

@@ -47,6 +47,10 @@ typedef struct pb_gen_settings {
     int truncate;       /* truncate_prompt_tokens: the prompt's last this many tokens (-1: the context's less 1) */
     bool trunc_right;   /* truncation_side "right" (vLLM's): its first this many instead */
     int n;              /* completions of the prompt (OpenAI's and vLLM's n), 1..PB_GEN_MAX_N */
+    int beams;          /* use_beam_search (vLLM's): beam search of this many beams (best_of, else n), its n best
+                         * returned, as HF's generate(num_beams, num_return_sequences=n, do_sample=False); 0 = off */
+    float length_penalty; /* beam search: HF's length_penalty (default 1) */
+    int early_stopping; /* beam search: HF's early_stopping, a pb_beam_early (false, true, "never") */
     bool logprobs;      /* return each completion token's log probability (pb_sample_logprobs) */
     int top_logprobs;   /* with logprobs: and those of the most likely ids, 0..PB_MAX_LOGPROBS */
     bool prompt_logprobs; /* the prompt tokens' log probabilities too (vLLM's prompt_logprobs) */
