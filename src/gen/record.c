@@ -1063,9 +1063,10 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
 }
 
 /* Beam search (vLLM's use_beam_search, HF's num_beams with do_sample=False): its width (best_of, else n), HF's
- * length_penalty and early_stopping; deterministic, so the sampling settings do not apply. What would change its
- * choices and is not done with it is refused: stop strings, constraints, logit biases, allowed ids, bad words,
- * penalties, log probabilities. Without it, length_penalty and early_stopping ask for nothing else. */
+ * length_penalty and early_stopping; deterministic, so the sampling settings do not apply, and one beam is greedy
+ * search (HF's). What would change its choices and is not done with it is refused: stop strings, constraints,
+ * logit biases, allowed ids, bad words, penalties, log probabilities. Without it, length_penalty and
+ * early_stopping ask for nothing else. */
 static bool get_beam(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool beam)
 {
     bool g;
@@ -1104,6 +1105,11 @@ static bool get_beam(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool b
     if (gs->beams > PB_BEAM_MAX) {
         snprintf(c->err, sizeof c->err, "use_beam_search: %d beams; at most %d", gs->beams, PB_BEAM_MAX);
         return false;
+    }
+    gs->sample.temperature = 0; /* deterministic: one beam is greedy search, as HF's num_beams=1 */
+    if (gs->beams == 1) {
+        gs->beams = 0;
+        return true;
     }
     const pb_sample_params *p = &gs->sample;
     const char *no = gs->n_stops ? "stop strings ('stop', --stop)"

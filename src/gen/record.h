@@ -6,14 +6,15 @@
  * seed, stop, stop_token_ids, min_tokens, ignore_eos, n, logprobs, top_logprobs,
  * logit_bias, prompt_logprobs, include_stop_str_in_output, skip_special_tokens,
  * truncate_prompt_tokens, allowed_token_ids, bad_words, guided_json, guided_regex, guided_choice,
- * guided_whitespace_pattern, structured_outputs, response_format, echo}
+ * guided_whitespace_pattern, structured_outputs, response_format, echo, use_beam_search, best_of,
+ * length_penalty, early_stopping}
  * or the OpenAI batch
  * shape {"custom_id", "method": "POST", "url": "/v1/completions", "body":
  * {...the same fields...}}; chat records may add "tools" and "documents" (for
  * the template) and max_completion_tokens (max_tokens). A line that is not a
  * valid record gives a record with `error` set (the run writes an error record
  * naming the line), as does a field of OpenAI's or vLLM's requests that is not
- * done here (best_of, suffix, ...) unless it holds its "off" value.
+ * done here (a sampled best_of, suffix, ...) unless it holds its "off" value.
  *
  * Settings resolve record > CLI > generation_config.json > built-in
  * (greedy, max_tokens 64, filters off, seed 0). */

@@ -34,6 +34,8 @@ while [ $i -lt 4 ]; do
     echo "{\"prompt\": \"Record $i says that the quick brown fox\", \"max_tokens\": $((6 + i % 3)), \"ignore_eos\": true}"
     i=$((i + 1))
 done >"$D/in.jsonl"
+# beam search: its forks of one slot's cache into another on the device
+echo '{"prompt": "Beams of the quick brown fox", "use_beam_search": true, "n": 3, "max_tokens": 7}' >>"$D/in.jsonl"
 for fam in gpt2 opt bloom gptj gpt_neox mistral; do
     kv=""
     [ $fam = mistral ] && kv="--kv-heads 2"

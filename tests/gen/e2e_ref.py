@@ -669,6 +669,24 @@ def main():
           f"a list of prompts, one not in the vocabulary: {mo[4]}")
     print(f"a list of prompts: {len(greedy3)} prompts as generate() alone, seeds as lines of their own")
 
+    # beam search's limits, known when a record is admitted: its beams run at once (-b 2 holds 2), and a step's
+    # candidates are at most 20 a beam (8 beams keep 4 each with EOS and two stop ids, 3 more under min_tokens);
+    # max_tokens 0: n empty choices; the record after them runs (tests/real/beam.py holds the search to HF's
+    # generate())
+    bl = [{"prompt": prompts[0], "use_beam_search": True, "n": 4, "max_tokens": 4},
+          {"prompt": prompts[0], "use_beam_search": True, "n": 2, "best_of": 8, "max_tokens": 4,
+           "stop_token_ids": [11, 13], "min_tokens": 1},
+          {"prompt": prompts[0], "use_beam_search": True, "n": 2, "max_tokens": 0},
+          {"prompt": prompts[0], "use_beam_search": True, "n": 2, "max_tokens": 3}]
+    bo = lines(run(["--model", model_dir, "-b", "2"], "".join(json.dumps(r) + "\n" for r in bl), rc_ok=(3,)).stdout)
+    check("4 beams run as 4 sequences at once; --batch-size is 2" in bo[0].get("error", {}).get("message", ""),
+          f"beam search wider than the batch: {bo[0]}")
+    bo = lines(run(["--model", model_dir, "-b", "8"], "".join(json.dumps(r) + "\n" for r in bl), rc_ok=(3,)).stdout)
+    check("8 beams with 3 stop ids under min_tokens keeps the 35 most likely tokens of each beam a step; at most 20" in
+          bo[1].get("error", {}).get("message", "") and
+          [c["text"] for c in bo[2].get("choices", [])] == ["", ""] and len(bo[3].get("choices", [])) == 2,
+          f"beam search's limits: {bo}")
+
     # echo (the completions API's, vLLM's): the prompt's text before the completion's; with logprobs the
     # prompt's tokens first in the columns (the first without a log probability, the others at the count of
     # logprobs, from one HF forward), then the completion's as without echo; max_tokens 0 returns the prompt

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "gen/beam.h"
 #include "gen/jbuf.h"
 #include "gen/reader.h"
 #include "gen/record.h"
@@ -373,8 +374,7 @@ static void test_guided(void)
 static void test_unsupported(void)
 {
     static const char *const asks[] = {
-        "\"suffix\": \"x\"", "\"best_of\": 3", "\"use_beam_search\": true",
-        "\"length_penalty\": 0.5",
+        "\"suffix\": \"x\"", "\"best_of\": 3",
         "\"guided_grammar\": \"g\"", "\"tool_choice\": \"any\"", "\"logits_processors\": [\"p\"]",
         "\"prompt_embeds\": \"AAAA\"", "\"thinking_token_budget\": 100",
         "\"repetition_detection\": {\"max_pattern_size\": 4}", "\"watermarking\": true"};
@@ -928,12 +928,64 @@ static void test_prompt_list(void)
                  "give 'prompt' or 'messages', not both");
 }
 
+/* use_beam_search: its width (n, or best_of), length_penalty, early_stopping; what it is not done with */
+static void test_beam(void)
+{
+    pb_record r;
+    parse("{\"prompt\": \"x\", \"use_beam_search\": true, \"n\": 3, \"temperature\": 0.8, \"length_penalty\": 0.5, "
+          "\"early_stopping\": \"never\"}", &r);
+    CHECK(!r.error && r.gs.beams == 3 && r.gs.n == 3 && r.gs.length_penalty == 0.5f &&
+          r.gs.early_stopping == PB_BEAM_EARLY_NEVER && r.gs.sample.temperature == 0.0f);
+    pb_record_clear(&r);
+    parse("{\"url\": \"/v1/completions\", \"body\": {\"prompt\": \"x\", \"use_beam_search\": true, \"n\": 2, "
+          "\"best_of\": 6, \"early_stopping\": true, \"min_tokens\": 2, \"stop_token_ids\": [5], \"echo\": true}}", &r);
+    CHECK(!r.error && r.gs.beams == 6 && r.gs.n == 2 && r.gs.early_stopping == PB_BEAM_EARLY_TRUE &&
+          r.gs.length_penalty == 1.0f);
+    pb_record_clear(&r);
+    /* one beam: greedy search (HF's num_beams=1), with whatever greedy search takes */
+    parse("{\"prompt\": \"x\", \"use_beam_search\": true, \"temperature\": 1.0, \"stop\": \"y\"}", &r);
+    CHECK(!r.error && r.gs.beams == 0 && r.gs.sample.temperature == 0.0f && r.gs.n_stops == 1);
+    pb_record_clear(&r);
+    parse("{\"prompt\": \"x\", \"use_beam_search\": false, \"best_of\": 1, \"length_penalty\": 1}", &r);
+    CHECK(!r.error && r.gs.beams == 0);
+    pb_record_clear(&r);
+    expect_error("{\"prompt\": \"x\", \"length_penalty\": 0.5}", "field 'length_penalty' is for beam search");
+    expect_error("{\"prompt\": \"x\", \"early_stopping\": true}", "field 'early_stopping' is for beam search");
+    expect_error("{\"prompt\": \"x\", \"use_beam_search\": true, \"early_stopping\": \"soon\"}",
+                 "field 'early_stopping' must be true, false or \"never\"");
+    expect_error("{\"prompt\": \"x\", \"use_beam_search\": 1}", "field 'use_beam_search' must be true or false");
+    expect_error("{\"prompt\": \"x\", \"best_of\": 3}", "field 'best_of' is not supported");
+    expect_error("{\"prompt\": \"x\", \"use_beam_search\": true, \"n\": 3, \"best_of\": 2}",
+                 "field 'best_of' (2) is less than 'n' (3)");
+    expect_error("{\"prompt\": \"x\", \"use_beam_search\": true, \"n\": 11}", "use_beam_search: 11 beams; at most 10");
+    expect_error("{\"prompt\": \"x\", \"use_beam_search\": true, \"best_of\": 11}", "field 'best_of'");
+    static const char *const refused[][2] = {
+        {"\"stop\": [\"a\"]", "stop strings"},
+        {"\"guided_regex\": \"a+\"", "constrained decoding"},
+        {"\"logit_bias\": {\"5\": 1}", "'logit_bias'"},
+        {"\"allowed_token_ids\": [5, 6]", "'allowed_token_ids'"},
+        {"\"bad_words\": [\"a\"]", "'bad_words'"},
+        {"\"repetition_penalty\": 1.2", "a repetition penalty"},
+        {"\"presence_penalty\": 0.5", "frequency and presence penalties"},
+        {"\"logprobs\": 2", "log probabilities"},
+        {"\"prompt_logprobs\": 0", "log probabilities"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        char line[256];
+        snprintf(line, sizeof line, "{\"prompt\": \"x\", \"use_beam_search\": true, \"n\": 2, %s}", refused[i][0]);
+        char want[128];
+        snprintf(want, sizeof want, "use_beam_search is not done with %s", refused[i][1]);
+        expect_error(line, want);
+    }
+}
+
 int main(void)
 {
     test_records();
     test_output_shapes();
     test_choices();
     test_prompt_list();
+    test_beam();
     test_unsupported();
     test_echo_ids();
     test_guided();

@@ -1,7 +1,7 @@
 #!/bin/sh
 # pippy-batch across ranks under mpirun: output byte-identical to world size 1
 # (greedy and sampled records, some with n = 3 or frequency and presence
-# penalties, echo, prompts of token ids, lists of prompts) with -np 2, 3, 4, each split policy
+# penalties, echo, prompts of token ids, lists of prompts, beam search) with -np 2, 3, 4, each split policy
 # and IPv6, the pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
 # non-zero within 15 s naming that rank, with no process left behind.
 set -u
@@ -44,12 +44,16 @@ for b in '"prompt": ["One says", "Two says that", "Three"], "n": 2, "temperature
     '"prompt": [[450, 3290, 318], [11, 13], [257]], "echo": true, "logprobs": 2, "temperature": 1.1'; do
     echo "{\"custom_id\": \"l\", \"method\": \"POST\", \"url\": \"/v1/completions\", \"body\": {$b, \"max_tokens\": 7}}"
 done >>"$D/in.jsonl"
+# beam search: its beams' slots stepped together and moved by forks of each other's caches
+echo '{"prompt": "Beams say that the", "use_beam_search": true, "n": 3, "max_tokens": 9}' >>"$D/in.jsonl"
+printf '%s%s\n' '{"prompt": [450, 3290, 11], "use_beam_search": true, "n": 2, "best_of": 4, "max_tokens": 8, ' \
+    '"early_stopping": true, "length_penalty": 0.7}' >>"$D/in.jsonl"
 
 pb_launcher_lock
 for fam in gpt2 llama; do
     "$P" -q --model "$D/$fam" --in "$D/in.jsonl" --out "$D/ref.jsonl" --force --batch-size 6 --chunks 2 2>"$err" ||
         fail "$fam: world 1"
-    [ "$(wc -l <"$D/ref.jsonl")" -eq 26 ] || fail "$fam: world 1 output"
+    [ "$(wc -l <"$D/ref.jsonl")" -eq 28 ] || fail "$fam: world 1 output"
     [ "$(grep -c '"index": 5, "text"' "$D/ref.jsonl")" -eq 1 ] || fail "$fam: world 1: a list of prompts' choices"
     for nc in "2 2" "3 3" "4 4" "2 1"; do
         set -- $nc
