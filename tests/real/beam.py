@@ -101,11 +101,12 @@ def main():
         eos = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]
         gc.eos_token_id = None if c.get("ignore_eos") else eos + c.get("stop_token_ids", [])
         B, n = c.get("best_of", c["n"]), c["n"]
+        gc.update(num_beams=B, num_return_sequences=n, do_sample=False, max_new_tokens=c["max_tokens"],
+                  min_new_tokens=c.get("min_tokens", 0), length_penalty=c.get("length_penalty", 1.0),
+                  early_stopping=c.get("early_stopping", False), return_dict_in_generate=True, output_scores=True,
+                  pad_token_id=2)
         with torch.no_grad():
-            o = m.generate(torch.tensor([ids]), generation_config=gc, num_beams=B, num_return_sequences=n,
-                           do_sample=False, max_new_tokens=c["max_tokens"], min_new_tokens=c.get("min_tokens", 0),
-                           length_penalty=c.get("length_penalty", 1.0), early_stopping=c.get("early_stopping", False),
-                           return_dict_in_generate=True, output_scores=True, pad_token_id=2)
+            o = m.generate(torch.tensor([ids]), generation_config=gc)
         stops = set(gc.eos_token_id or [])
         hyps = []
         for seq in o.sequences.tolist():
