@@ -21,6 +21,7 @@
 #endif
 
 #include "common/util.h"
+#include "gen/beam.h"
 #include "net/addr.h"
 
 enum {
@@ -31,7 +32,7 @@ enum {
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
     OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING,
     OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N, OPT_FREQ_PENALTY, OPT_PRES_PENALTY, OPT_LOGPROBS,
-    OPT_PROMPT_LOGPROBS
+    OPT_PROMPT_LOGPROBS, OPT_BEAMS, OPT_LENGTH_PENALTY, OPT_EARLY_STOPPING
 };
 
 static const struct option long_opts[] = {
@@ -62,6 +63,9 @@ static const struct option long_opts[] = {
     {"logprobs", required_argument, NULL, OPT_LOGPROBS},
     {"prompt-logprobs", required_argument, NULL, OPT_PROMPT_LOGPROBS},
     {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
+    {"beams", required_argument, NULL, OPT_BEAMS},
+    {"length-penalty", required_argument, NULL, OPT_LENGTH_PENALTY},
+    {"early-stopping", required_argument, NULL, OPT_EARLY_STOPPING},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
     {"top-k", required_argument, NULL, OPT_TOP_K},
     {"top-p", required_argument, NULL, OPT_TOP_P},
@@ -388,6 +392,28 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             o->gen.has_min_tokens = true;
             break;
         case OPT_IGNORE_EOS: o->gen.ignore_eos = true; break;
+        case OPT_BEAMS:
+            PB_CHECK_GOTO(parse_int(optname, optarg, 1, PB_BEAM_MAX, &o->gen.beams), st, out);
+            o->gen.has_beams = true;
+            break;
+        case OPT_LENGTH_PENALTY:
+            PB_CHECK_GOTO(parse_float(optname, optarg, -100, 100, &d), st, out);
+            o->gen.length_penalty = (float)d;
+            o->gen.has_length_penalty = true;
+            break;
+        case OPT_EARLY_STOPPING:
+            if (!strcmp(optarg, "false"))
+                o->gen.early_stopping = PB_BEAM_EARLY_HEURISTIC;
+            else if (!strcmp(optarg, "true"))
+                o->gen.early_stopping = PB_BEAM_EARLY_TRUE;
+            else if (!strcmp(optarg, "never"))
+                o->gen.early_stopping = PB_BEAM_EARLY_NEVER;
+            else {
+                st = pb_error(PB_ERR_USAGE, "--early-stopping %s: give false, true or never", optarg);
+                goto out;
+            }
+            o->gen.has_early_stopping = true;
+            break;
         case OPT_TEMPERATURE:
             PB_CHECK_GOTO(parse_float(optname, optarg, 0, 100, &d), st, out);
             o->gen.temperature = (float)d; o->gen.has_temperature = true;
@@ -566,6 +592,11 @@ void pb_opts_print_help(FILE *fp)
 "                             (0-20); with --max-tokens 0, a scoring run\n"
 "      --min-tokens N         EOS and stop strings cannot end a completion before N tokens\n"
 "      --ignore-eos           EOS never ends a completion: max_tokens are generated\n"
+"      --beams B              beam search of B beams (at most 10), its --n best returned, as HF's\n"
+"                             generate(num_beams=B, do_sample=False); 1 = greedy; default:\n"
+"                             generation_config.json's num_beams (a record: \"use_beam_search\")\n"
+"      --length-penalty X     beam search: scores over length ** X (default 1)\n"
+"      --early-stopping false|true|never  beam search's end, as HF's (default false)\n"
 "      --temperature T        0 = greedy (default 0)\n"
 "      --top-k K              keep the K most likely tokens (0 = off)\n"
 "      --top-p P              nucleus sampling mass in (0, 1] (1 = off)\n"

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "chat/chat.h"
+#include "common/log.h"
 #include "common/util.h"
 #include "gen/beam.h"
 #include "gen/schema.h"
@@ -88,6 +89,59 @@ pb_status pb_gen_settings_copy(pb_gen_settings *dst, const pb_gen_settings *src)
     return PB_OK;
 }
 
+/* What beam search is not done with, in words, or NULL */
+static const char *beam_refusal(const pb_gen_settings *gs)
+{
+    const pb_sample_params *p = &gs->sample;
+    return gs->n_stops ? "stop strings ('stop', --stop)"
+           : gs->guide || gs->tool_name || gs->tool_required ? "constrained decoding"
+           : gs->n_bias ? "'logit_bias'" : gs->n_allow ? "'allowed_token_ids'" : gs->n_bad ? "'bad_words'"
+           : p->repetition_penalty != 1.0f ? "a repetition penalty"
+           : p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f ? "frequency and presence penalties"
+           : gs->logprobs || gs->prompt_logprobs ? "log probabilities ('logprobs', 'prompt_logprobs')"
+           : NULL;
+}
+
+/* Beam search by default: --beams, else generation_config.json's num_beams where it does not sample (HF's
+ * generate() for the model; not where --temperature samples). What it is not done with: --beams is a usage
+ * error, generation_config's is dropped with a warning. */
+static pb_status base_beams(const pb_gen_cli *cli, const pb_gen_defaults *g, bool model_samples, pb_gen_settings *out)
+{
+    const bool cli_samples = cli->has_temperature && cli->temperature > 0;
+    out->length_penalty = cli->has_length_penalty ? cli->length_penalty
+                          : g->has_length_penalty ? g->length_penalty : 1.0f;
+    out->early_stopping = cli->has_early_stopping ? cli->early_stopping
+                          : g->has_early_stopping ? g->early_stopping : PB_BEAM_EARLY_HEURISTIC;
+    int beams = 1;
+    if (cli->has_beams) {
+        beams = cli->beams;
+    } else if (g->has_num_beams && g->num_beams > 1) {
+        if (model_samples || cli_samples)
+            pb_log_warn("generation_config.json: num_beams %d with %s: beam sampling is not done; records sample "
+                        "without beams", g->num_beams, model_samples ? "do_sample" : "--temperature");
+        else
+            beams = g->num_beams;
+    }
+    if (beams <= 1)
+        return PB_OK;
+    const char *from = cli->has_beams ? "--beams" : "generation_config.json: num_beams";
+    if (beams > PB_BEAM_MAX)
+        return pb_error(cli->has_beams ? PB_ERR_USAGE : PB_ERR_CONFIG, "%s %d: beam search here takes at most %d "
+                        "beams%s", from, beams, PB_BEAM_MAX, cli->has_beams ? "" : " (--beams N chooses others)");
+    if (out->n > beams)
+        return pb_error(PB_ERR_USAGE, "--n %d is more than the %d beams of %s", out->n, beams, from);
+    const char *no = beam_refusal(out);
+    if (no && cli->has_beams)
+        return pb_error(PB_ERR_USAGE, "--beams %d: beam search is not done with %s", beams, no);
+    if (no) {
+        pb_log_warn("generation_config.json: num_beams %d, but beam search is not done with %s: records run "
+                    "without beams (--beams N refuses them instead)", beams, no);
+        return PB_OK;
+    }
+    out->beams = beams;
+    return PB_OK;
+}
+
 pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *model,
                                pb_gen_settings *out)
 {
@@ -157,7 +211,10 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
         }
         out->n_stops = i + 1;
     }
-    return PB_OK;
+    st = base_beams(cli, g, model_samples, out);
+    if (st != PB_OK)
+        pb_gen_settings_clear(out);
+    return st;
 }
 
 /* ---- raw member text -------------------------------------------------- */
@@ -1062,19 +1119,20 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
     return true;
 }
 
-/* Beam search (vLLM's use_beam_search, HF's num_beams with do_sample=False): its width (best_of, else n), HF's
- * length_penalty and early_stopping; deterministic, so the sampling settings do not apply, and one beam is greedy
- * search (HF's). What would change its choices and is not done with it is refused: stop strings, constraints,
- * logit biases, allowed ids, bad words, penalties, log probabilities. Without it, length_penalty and
- * early_stopping ask for nothing else. */
+/* Beam search (vLLM's use_beam_search, HF's num_beams with do_sample=False), by the record or by default (--beams,
+ * generation_config's num_beams; "use_beam_search": false samples instead): its width (best_of, else the default's,
+ * else n), HF's length_penalty and early_stopping; deterministic, so the sampling settings do not apply, and one
+ * beam is greedy search (HF's). What would change its choices and is not done with it is refused (beam_refusal).
+ * Without it, length_penalty and early_stopping ask for nothing else. */
 static bool get_beam(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool beam)
 {
-    bool g;
-    double d;
-    if (!get_number(c, obj, "length_penalty", -100, 100, false, &g, &d)) return false;
-    if (g) gs->length_penalty = (float)d;
+    bool g, gl, ge = false;
+    double d, lpv = 1.0;
+    if (!get_number(c, obj, "length_penalty", -100, 100, false, &gl, &lpv)) return false;
+    if (gl) gs->length_penalty = (float)lpv;
     const cJSON *es = cJSON_GetObjectItemCaseSensitive(obj, "early_stopping");
     if (es && !cJSON_IsNull(es)) {
+        ge = true;
         if (cJSON_IsBool(es)) {
             gs->early_stopping = cJSON_IsTrue(es) ? PB_BEAM_EARLY_TRUE : PB_BEAM_EARLY_HEURISTIC;
         } else if (cJSON_IsString(es) && !strcmp(es->valuestring, "never")) {
@@ -1084,43 +1142,37 @@ static bool get_beam(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool b
             return false;
         }
     }
-    if (!beam) {
-        if (gs->length_penalty != 1.0f || gs->early_stopping != PB_BEAM_EARLY_HEURISTIC) {
+    if (!beam) { /* their "off" values (vLLM's defaults) ask for nothing */
+        const bool lp = gl && lpv != 1.0, es_on = ge && gs->early_stopping != PB_BEAM_EARLY_HEURISTIC;
+        if (lp || es_on) {
             snprintf(c->err, sizeof c->err, "field '%s' is for beam search: give use_beam_search true",
-                     gs->length_penalty != 1.0f ? "length_penalty" : "early_stopping");
+                     lp ? "length_penalty" : "early_stopping");
             return false;
         }
         gs->beams = 0;
         return true;
     }
-    gs->beams = gs->n > 1 ? gs->n : 1;
+    const int n = gs->n > 1 ? gs->n : 1;
+    int width = gs->beams > 0 ? gs->beams : n;
     if (!get_number(c, obj, "best_of", 1, PB_BEAM_MAX, true, &g, &d)) return false;
-    if (g) {
-        if ((int)d < gs->beams) {
-            snprintf(c->err, sizeof c->err, "field 'best_of' (%d) is less than 'n' (%d)", (int)d, gs->beams);
-            return false;
-        }
-        gs->beams = (int)d;
+    if (g)
+        width = (int)d;
+    if (n > width) {
+        snprintf(c->err, sizeof c->err, g ? "field 'best_of' (%d) is less than 'n' (%d)"
+                                          : "beam search of %d beams (--beams, generation_config.json) returns at "
+                                            "most as many: 'n' is %d", width, n);
+        return false;
     }
-    if (gs->beams > PB_BEAM_MAX) {
-        snprintf(c->err, sizeof c->err, "use_beam_search: %d beams; at most %d", gs->beams, PB_BEAM_MAX);
+    if (width > PB_BEAM_MAX) {
+        snprintf(c->err, sizeof c->err, "use_beam_search: %d beams; at most %d", width, PB_BEAM_MAX);
         return false;
     }
     gs->sample.temperature = 0; /* deterministic: one beam is greedy search, as HF's num_beams=1 */
-    if (gs->beams == 1) {
-        gs->beams = 0;
-        return true;
-    }
-    const pb_sample_params *p = &gs->sample;
-    const char *no = gs->n_stops ? "stop strings ('stop', --stop)"
-                     : gs->guide || gs->tool_name || gs->tool_required ? "constrained decoding"
-                     : gs->n_bias ? "'logit_bias'" : gs->n_allow ? "'allowed_token_ids'" : gs->n_bad ? "'bad_words'"
-                     : p->repetition_penalty != 1.0f ? "a repetition penalty"
-                     : p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f ? "frequency and presence penalties"
-                     : gs->logprobs || gs->prompt_logprobs ? "log probabilities ('logprobs', 'prompt_logprobs')"
-                     : NULL;
+    gs->beams = width > 1 ? width : 0;
+    const char *no = gs->beams ? beam_refusal(gs) : NULL;
     if (no) {
-        snprintf(c->err, sizeof c->err, "use_beam_search is not done with %s", no);
+        snprintf(c->err, sizeof c->err, "beam search is not done with %s (\"use_beam_search\": false samples "
+                 "instead)", no);
         return false;
     }
     return true;
@@ -1185,7 +1237,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     if (!get_bool(c, obj, "ignore_eos", &gs->ignore_eos)) return false;
     if (!get_number(c, obj, "n", 1, PB_GEN_MAX_N, true, &g, &d)) return false;
     if (g) gs->n = (int)d;
-    bool beam = false;
+    bool beam = gs->beams > 0; /* by default (--beams, generation_config.json), unless the record says */
     if (!get_bool(c, obj, "use_beam_search", &beam)) return false;
     if (!refuse_unsupported(c, obj, gs->n > 1 ? gs->n : 1, beam)) return false;
     if (!get_logprobs(c, obj, gs)) return false;

@@ -90,6 +90,10 @@ typedef struct pb_gen_cli {
     int logprobs;       /* --logprobs N (has_logprobs): log probabilities and the N most likely ids */
     int prompt_logprobs; /* --prompt-logprobs N (has_prompt_logprobs): the prompt tokens' */
     bool ignore_eos;
+    bool has_beams, has_length_penalty, has_early_stopping;
+    int beams;          /* --beams: beam search of this many beams (1: greedy search) */
+    float length_penalty;
+    int early_stopping; /* a pb_beam_early */
     float temperature, top_p, min_p, repetition_penalty;
     float frequency_penalty, presence_penalty; /* 0 = off */
     int top_k;

@@ -316,6 +316,9 @@ pb_status pb_resume_settings_fp(const pb_gen_settings *g, int context, int shard
         pb_jbuf_printf(&b, " logprobs=%d", g->top_logprobs);
     if (g->prompt_logprobs)
         pb_jbuf_printf(&b, " prompt_logprobs=%d", g->prompt_top);
+    if (g->beams)
+        pb_jbuf_printf(&b, " beams=%d length_penalty=%.9g early_stopping=%d", g->beams, (double)g->length_penalty,
+                       g->early_stopping);
     if (pb_sample_output_penalties(&g->sample))
         pb_jbuf_printf(&b, " frequency_penalty=%.9g presence_penalty=%.9g", (double)g->sample.frequency_penalty,
                        (double)g->sample.presence_penalty);

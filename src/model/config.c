@@ -581,6 +581,18 @@ static pb_status parse_generation_config(const char *dir, pb_model_config *cfg)
     PB_CHECK_GOTO(pb_jfloat(&c, KEYS("repetition_penalty"), 1.0, &v, &g->has_repetition_penalty), st, out);
     g->repetition_penalty = (float)v;
     PB_CHECK_GOTO(pb_jbool(&c, KEYS("do_sample"), false, &g->do_sample, &g->has_do_sample), st, out);
+    PB_CHECK_GOTO(pb_jint(&c, KEYS("num_beams"), 1, 1, 1 << 16, &g->num_beams, &g->has_num_beams), st, out);
+    PB_CHECK_GOTO(pb_jfloat(&c, KEYS("length_penalty"), 1.0, &v, &g->has_length_penalty), st, out);
+    g->length_penalty = (float)v;
+    const cJSON *es = cJSON_GetObjectItemCaseSensitive(root, "early_stopping");
+    if (es && !cJSON_IsNull(es)) {
+        if (!cJSON_IsBool(es) && !(cJSON_IsString(es) && !strcmp(es->valuestring, "never"))) {
+            st = pb_error(PB_ERR_CONFIG, "%s: early_stopping must be true, false or \"never\"", path);
+            goto out;
+        }
+        g->early_stopping = cJSON_IsString(es) ? 2 : cJSON_IsTrue(es) ? 1 : 0;
+        g->has_early_stopping = true;
+    }
     if ((g->has_temperature && g->temperature < 0) || (g->has_top_p && (g->top_p < 0 || g->top_p > 1)) ||
         (g->has_min_p && (g->min_p < 0 || g->min_p > 1)) || (g->has_repetition_penalty && g->repetition_penalty <= 0)) {
         st = pb_error(PB_ERR_CONFIG, "%s: temperature, top_p, min_p or repetition_penalty out of range", path);

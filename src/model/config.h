@@ -19,11 +19,14 @@
 /* Defaults from generation_config.json; has_* says whether the field was present. */
 typedef struct pb_gen_defaults {
     bool has_max_new_tokens, has_temperature, has_top_k, has_top_p, has_min_p,
-         has_repetition_penalty, has_do_sample;
+         has_repetition_penalty, has_do_sample, has_num_beams, has_length_penalty, has_early_stopping;
     int max_new_tokens;
     float temperature, top_p, min_p, repetition_penalty;
     int top_k;
     bool do_sample;
+    int num_beams;            /* > 1 without do_sample: beam search (HF's generate() default for the model) */
+    float length_penalty;
+    int early_stopping;       /* 0 false, 1 true, 2 "never" (gen/beam.h's pb_beam_early) */
 } pb_gen_defaults;
 
 typedef struct pb_model_config {

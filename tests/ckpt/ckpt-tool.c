@@ -60,6 +60,11 @@ static void print_config(const pb_model_config *c)
     GF(has_repetition_penalty, "%.9g", repetition_penalty);
     if (g->has_do_sample)
         printf("%s\"do_sample\": %s", k++ ? ", " : "", g->do_sample ? "true" : "false");
+    GF(has_num_beams, "%d", num_beams);
+    GF(has_length_penalty, "%.9g", length_penalty);
+    if (g->has_early_stopping)
+        printf("%s\"early_stopping\": %s", k++ ? ", " : "",
+               g->early_stopping == 2 ? "\"never\"" : g->early_stopping ? "true" : "false");
     printf("}}\n");
 }
 

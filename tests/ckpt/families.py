@@ -25,7 +25,8 @@ CASES = [
     ("llama", ["--format", "bin", "--shards", "2", "--dtype", "bf16", "--kv-heads", "2",
                "--set", 'rope_scaling={"type": "linear", "factor": 2.0}']),
     ("mistral", ["--format", "safetensors", "--shards", "2", "--dtype", "f16", "--kv-heads", "1",
-                 "--eos", "[1, 3]", "--generation-config", '{"max_new_tokens": 7, "do_sample": true, "temperature": 0.5, "eos_token_id": [1, 5]}']),
+                 "--eos", "[1, 3]", "--generation-config", '{"max_new_tokens": 7, "do_sample": true, "temperature": 0.5, "eos_token_id": [1, 5], '
+                 '"num_beams": 3, "length_penalty": 0.75, "early_stopping": "never"}']),
     ("qwen2", ["--format", "safetensors", "--dtype", "f32", "--kv-heads", "2", "--tie", "1"]),
 ]
 
@@ -76,7 +77,8 @@ for fam, args in CASES:
         check(c["rope_theta"] == hf.rope_parameters["rope_theta"], fam + ": rope_theta")
     if fam == "mistral":
         check(c["eos"] == [1, 3, 5], "%s: eos merged %s" % (fam, c["eos"]))
-        check(c["gen"] == {"max_new_tokens": 7, "temperature": 0.5, "do_sample": True}, "%s: gen %s" % (fam, c["gen"]))
+        check(c["gen"] == {"max_new_tokens": 7, "temperature": 0.5, "do_sample": True, "num_beams": 3,
+                           "length_penalty": 0.75, "early_stopping": "never"}, "%s: gen %s" % (fam, c["gen"]))
         check(c["sliding_window"] == hf.sliding_window and all(c["layer_local"]), fam + ": sliding window")
     if fam == "opt":
         check(c["pos_offset"] == 2 and c["act"] == 2, fam + ": opt positions/act")

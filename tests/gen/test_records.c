@@ -949,6 +949,9 @@ static void test_beam(void)
     parse("{\"prompt\": \"x\", \"use_beam_search\": false, \"best_of\": 1, \"length_penalty\": 1}", &r);
     CHECK(!r.error && r.gs.beams == 0);
     pb_record_clear(&r);
+    parse("{\"prompt\": \"x\", \"length_penalty\": 1.0, \"early_stopping\": false}", &r); /* vLLM's defaults */
+    CHECK(!r.error && r.gs.beams == 0);
+    pb_record_clear(&r);
     expect_error("{\"prompt\": \"x\", \"length_penalty\": 0.5}", "field 'length_penalty' is for beam search");
     expect_error("{\"prompt\": \"x\", \"early_stopping\": true}", "field 'early_stopping' is for beam search");
     expect_error("{\"prompt\": \"x\", \"use_beam_search\": true, \"early_stopping\": \"soon\"}",
@@ -974,9 +977,66 @@ static void test_beam(void)
         char line[256];
         snprintf(line, sizeof line, "{\"prompt\": \"x\", \"use_beam_search\": true, \"n\": 2, %s}", refused[i][0]);
         char want[128];
-        snprintf(want, sizeof want, "use_beam_search is not done with %s", refused[i][1]);
+        snprintf(want, sizeof want, "beam search is not done with %s", refused[i][1]);
         expect_error(line, want);
     }
+
+    /* by default: --beams, else generation_config.json's num_beams where it does not sample */
+    pb_gen_cli cli = {0};
+    cli.has_beams = true;
+    cli.beams = 4;
+    cli.n = 2;
+    pb_gen_settings g;
+    CHECK(pb_gen_settings_base(&cli, NULL, &g) == PB_OK && g.beams == 4 && g.n == 2 && g.length_penalty == 1.0f);
+    CHECK(parse_with("{\"prompt\": \"x\", \"temperature\": 0.9}", &g, &r) == PB_OK && !r.error && r.gs.beams == 4 &&
+          r.gs.n == 2 && r.gs.sample.temperature == 0.0f);
+    pb_record_clear(&r);
+    CHECK(parse_with("{\"prompt\": \"x\", \"use_beam_search\": false, \"temperature\": 0.9}", &g, &r) == PB_OK &&
+          !r.error && r.gs.beams == 0 && r.gs.sample.temperature == 0.9f);
+    pb_record_clear(&r);
+    CHECK(parse_with("{\"prompt\": \"x\", \"best_of\": 6, \"length_penalty\": 2}", &g, &r) == PB_OK && !r.error &&
+          r.gs.beams == 6 && r.gs.length_penalty == 2.0f);
+    pb_record_clear(&r);
+    CHECK(parse_with("{\"prompt\": \"x\", \"n\": 5}", &g, &r) == PB_OK && r.error &&
+          strstr(r.error, "beam search of 4 beams (--beams, generation_config.json) returns at most as many"));
+    pb_record_clear(&r);
+    CHECK(parse_with("{\"prompt\": \"x\", \"stop\": \".\"}", &g, &r) == PB_OK && r.error &&
+          strstr(r.error, "beam search is not done with stop strings"));
+    pb_record_clear(&r);
+    pb_gen_settings_clear(&g);
+    cli.n = 5;
+    CHECK(pb_gen_settings_base(&cli, NULL, &g) == PB_ERR_USAGE); /* more returned than beams */
+    cli.n = 1;
+    const char *stops[] = {"."};
+    cli.n_stops = 1;
+    cli.stops = stops;
+    CHECK(pb_gen_settings_base(&cli, NULL, &g) == PB_ERR_USAGE);
+    cli = (pb_gen_cli){0};
+    pb_gen_defaults gd = {.has_num_beams = true, .num_beams = 3, .has_length_penalty = true, .length_penalty = 0.5f,
+                          .has_early_stopping = true, .early_stopping = PB_BEAM_EARLY_TRUE};
+    CHECK(pb_gen_settings_base(&cli, &gd, &g) == PB_OK && g.beams == 3 && g.length_penalty == 0.5f &&
+          g.early_stopping == PB_BEAM_EARLY_TRUE);
+    pb_gen_settings_clear(&g);
+    cli.has_temperature = true; /* sampling asked for: no beams */
+    cli.temperature = 0.7f;
+    CHECK(pb_gen_settings_base(&cli, &gd, &g) == PB_OK && g.beams == 0);
+    pb_gen_settings_clear(&g);
+    cli = (pb_gen_cli){0};
+    gd.has_do_sample = gd.do_sample = true; /* HF's beam sampling: not done, records sample */
+    CHECK(pb_gen_settings_base(&cli, &gd, &g) == PB_OK && g.beams == 0);
+    pb_gen_settings_clear(&g);
+    gd.do_sample = false;
+    gd.has_repetition_penalty = true; /* not done with beams: dropped with a warning */
+    gd.repetition_penalty = 1.2f;
+    CHECK(pb_gen_settings_base(&cli, &gd, &g) == PB_OK && g.beams == 0);
+    pb_gen_settings_clear(&g);
+    gd.has_repetition_penalty = false;
+    gd.num_beams = 12;
+    CHECK(pb_gen_settings_base(&cli, &gd, &g) == PB_ERR_CONFIG);
+    cli.has_beams = true; /* --beams 1: greedy search, whatever the model's */
+    cli.beams = 1;
+    CHECK(pb_gen_settings_base(&cli, &gd, &g) == PB_OK && g.beams == 0);
+    pb_gen_settings_clear(&g);
 }
 
 int main(void)

@@ -37,7 +37,7 @@ CASES = [  # prompt, record fields
 
 def main():
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     d = smol.model_dir()
     pb = os.environ.get("PIPPY_BATCH", "pippy-batch")
@@ -91,6 +91,29 @@ def main():
     check(answers(p.stdout) == answers(outs[0]), "beam search among sampled records at -b 6 --chunks 2 differs "
           "from a run of its own")
     got = [json.loads(ln) for ln in outs[0].decode().splitlines()]
+    # beam search by default: --beams 3 --n 2 on plain records; and a copy of the folder whose
+    # generation_config.json asks num_beams 3 and length_penalty 0.8, as HF's generate() with no arguments
+    plain = "".join(json.dumps({"prompt": p, "max_tokens": 12, "return_token_ids": True}) + "\n"
+                    for p in (CASES[0][0], CASES[1][0]))
+    p = subprocess.run([pb, "-q", "--model", d, "--in", "-", "--out", "-", "--beams", "3", "--n", "2"],
+                       input=plain.encode(), capture_output=True, timeout=1800)
+    check(p.returncode == 0, f"--beams 3: exit {p.returncode}: {p.stderr.decode()[-2000:]}")
+    by_cli = [json.loads(ln) for ln in p.stdout.decode().splitlines()]
+    gdir = os.path.join(work, "gencfg")
+    os.makedirs(gdir, exist_ok=True)
+    for f in os.listdir(d):
+        if f != "generation_config.json" and not os.path.exists(os.path.join(gdir, f)):
+            os.symlink(os.path.join(d, f), os.path.join(gdir, f))
+    with open(os.path.join(d, "generation_config.json")) as f:
+        gcfg = json.load(f)
+    gcfg.update(num_beams=3, length_penalty=0.8)
+    with open(os.path.join(gdir, "generation_config.json"), "w") as f:
+        json.dump(gcfg, f)
+    off = json.dumps({"prompt": CASES[0][0], "max_tokens": 12, "use_beam_search": False}) + "\n"
+    p = subprocess.run([pb, "-q", "--model", gdir, "--in", "-", "--out", "-"], input=(plain + off).encode(),
+                       capture_output=True, timeout=1800)
+    check(p.returncode == 0, f"num_beams in generation_config.json: exit {p.returncode}: {p.stderr.decode()[-2000:]}")
+    by_cfg = [json.loads(ln) for ln in p.stdout.decode().splitlines()]
 
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(d)
@@ -158,6 +181,24 @@ def main():
     check([ch["index"] for ch in two] == [0, 1, 2, 3], f"two prompts: {two}")
     for k, prompt in enumerate((CASES[0][0], CASES[4][0])):
         compare(f"two prompts, prompt {k}", tok(prompt).input_ids, {"n": 2, "max_tokens": 8}, two[2 * k:2 * k + 2])
+    for k, prompt in enumerate((CASES[0][0], CASES[1][0])):
+        ids = tok(prompt).input_ids
+        compare(f"--beams 3 --n 2, prompt {k}", ids, {"n": 2, "best_of": 3, "max_tokens": 12},
+                by_cli[k]["choices"] if k < len(by_cli) else [])
+        with torch.no_grad():
+            o = m.generate(torch.tensor([ids]), generation_config=GenerationConfig.from_pretrained(gdir),
+                           max_new_tokens=12)
+        want = tok.decode(o[0, len(ids):], skip_special_tokens=True)
+        r = by_cfg[k] if k < len(by_cfg) else {}
+        check(r.get("text") == want, f"num_beams 3 in generation_config.json, prompt {k}: {r.get('text')!r} vs HF's "
+              f"generate() {want!r}")
+    greedy = by_cfg[2] if len(by_cfg) > 2 else {}
+    with torch.no_grad():
+        o = m.generate(torch.tensor([tok(CASES[0][0]).input_ids]), do_sample=False, num_beams=1, max_new_tokens=12)
+    want = tok.decode(o[0, len(tok(CASES[0][0]).input_ids):], skip_special_tokens=True)
+    check(greedy.get("text") == want and want != by_cfg[0].get("text"),
+          f"use_beam_search false in that folder: {greedy.get('text')!r} vs greedy {want!r}")
+    print("beam search by default (--beams; generation_config.json's num_beams): as HF's generate()")
     if failures:
         print(f"{failures} failures")
         sys.exit(1)
