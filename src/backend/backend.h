@@ -255,12 +255,13 @@ typedef struct pb_backend_ops {
      * CUDA rotates as it stores the keys, one launch fewer a layer) */
     bool attn_rope;
     /* NULL, or: a sequence's cache of one layer starts as another's (a
-     * shared prompt prefix): K and V of the first n positions copied from
-     * src to dst (kv_bytes(kv, cache_len, ...) each, the backend's layout).
+     * shared prompt prefix, a beam's parent): K and V of the first n positions copied from
+     * src to dst (kv_bytes(kv, cache_len, ...) each, the backend's layout),
+     * those before `from` (0 <= from < n) already the same in both (a beam's prompt): at least [from, n).
      * dst's positions past n may change too: attention writes a position
      * before any query sees it. NULL: the stage copies the whole caches. */
     pb_status (*kv_copy)(pb_backend *be, pb_dtype kv, int cache_len, int n_kv_heads, int head_dim, void *dst_k,
-                         void *dst_v, const void *src_k, const void *src_v, int n);
+                         void *dst_v, const void *src_k, const void *src_v, int from, int n);
 
     /* x[rows, n] (row stride ld) = act(x) in place. */
     pb_status (*act)(pb_backend *be, pb_act act, float *x, int ld, int rows, int n);

@@ -858,13 +858,14 @@ static pb_status run_block(pb_stage *s, int l, const pb_seq_batch *b, int T, res
     }
 }
 
-/* Slot dst's caches start as slot src's first n positions, every layer of
- * the stage: the backend's kv_copy, or a copy of the whole caches. */
-static pb_status fork_slot(pb_stage *s, int dst, int src, int n)
+/* Slot dst's caches start as slot src's first n positions (those before `from` already the same), every layer of
+ * the stage: the backend's kv_copy of [from, n), or a copy of the whole caches. */
+static pb_status fork_slot(pb_stage *s, int dst, int src, int from, int n)
 {
     const pb_backend_ops *op = s->be->ops;
-    if (src < 0 || src >= s->opts.n_slots || n < 1 || n > s->opts.max_seq_len)
-        return pb_error(PB_ERR_INPUT, "stage: slot %d cannot start as %d positions of slot %d", dst, n, src);
+    if (src < 0 || src >= s->opts.n_slots || n < 1 || n > s->opts.max_seq_len || from < 0 || from >= n)
+        return pb_error(PB_ERR_INPUT, "stage: slot %d cannot start as %d positions of slot %d (from %d)", dst, n, src,
+                        from);
     if (src == dst)
         return PB_OK; /* a finished sequence's cache, kept in its slot for the next prompt */
     const size_t per_kind = kv_kind_bytes(s);
@@ -873,7 +874,7 @@ static pb_status fork_slot(pb_stage *s, int dst, int src, int n)
         const char *c = layer_cache(s, src, l);
         if (op->kv_copy)
             PB_CHECK(op->kv_copy(s->be, s->kv_dtype, s->opts.max_seq_len, s->nkv, s->hd, d, d + per_kind, c,
-                                 c + per_kind, n));
+                                 c + per_kind, from, n));
         else
             PB_CHECK(op->copy(s->be, d, c, 2 * per_kind));
     }
@@ -924,7 +925,7 @@ static pb_status prepare(pb_stage *s, const pb_seq_batch *b, int *T_out)
     if (b->fork_src)
         for (int i = 0; i < b->n_seqs; i++)
             if (b->fork_src[i] >= 0)
-                PB_CHECK(fork_slot(s, b->slot[i], b->fork_src[i], b->pos[i]));
+                PB_CHECK(fork_slot(s, b->slot[i], b->fork_src[i], b->fork_from ? b->fork_from[i] : 0, b->pos[i]));
     return PB_OK;
 }
 

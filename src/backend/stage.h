@@ -61,6 +61,9 @@ typedef struct pb_seq_batch {
      * the prompt is computed. The copied keys and values are those the slot would compute itself (the
      * kernels' results do not depend on the batch), so the output is the same bits either way. */
     const int *fork_src;
+    /* fork_from[i] (NULL: all 0): positions before it already hold the same in both slots (a beam's prompt),
+     * so only [fork_from[i], pos[i]) is copied */
+    const int *fork_from;
 } pb_seq_batch;
 
 /* Has the backend store what it needs from w: w may be freed afterwards (its

@@ -254,10 +254,10 @@ static uint64_t cpu_kv_bytes(pb_dtype kv, int cache_len, int n_kv_heads, int hea
 }
 
 static pb_status cpu_kv_copy(pb_backend *be, pb_dtype kv, int cache_len, int n_kv_heads, int head_dim, void *dst_k,
-                             void *dst_v, const void *src_k, const void *src_v, int n)
+                             void *dst_v, const void *src_k, const void *src_v, int from, int n)
 {
     (void)be;
-    pb_kattn_copy_prefix(kv, cache_len, n_kv_heads, head_dim, dst_k, dst_v, src_k, src_v, n);
+    pb_kattn_copy_range(kv, cache_len, n_kv_heads, head_dim, dst_k, dst_v, src_k, src_v, from, n);
     return PB_OK;
 }
 

@@ -82,22 +82,26 @@ size_t pb_kattn_cache_elems(pb_dtype dt, int cache_len, int n_kv_heads, int head
     return (size_t)n_kv_heads * (size_t)cap_of(cache_len) * round16((size_t)head_dim);
 }
 
-void pb_kattn_copy_prefix(pb_dtype dt, int cache_len, int n_kv_heads, int head_dim, void *dst_k, void *dst_v,
-                          const void *src_k, const void *src_v, int n)
+void pb_kattn_copy_range(pb_dtype dt, int cache_len, int n_kv_heads, int head_dim, void *dst_k, void *dst_v,
+                         const void *src_k, const void *src_v, int from, int n)
 {
-    if (n <= 0)
+    if (n > cache_len)
+        n = cache_len;
+    if (from < 0)
+        from = 0;
+    if (n <= from)
         return;
     const size_t es = pb_dtype_size(dt), cap = (size_t)cap_of(cache_len), hd16 = round16((size_t)head_dim);
-    const size_t head = cap * hd16, keys = round16((size_t)(n < cache_len ? n : cache_len));
+    const size_t head = cap * hd16, keys = round16((size_t)n), k0 = (size_t)from / 16 * 16;
     const size_t kd = (size_t)kd_of(dt, head_dim);
     for (int g = 0; g < n_kv_heads; g++) {
         /* K: panels of 16 keys, one after another */
-        const size_t kb = (size_t)g * head * es;
-        memcpy((char *)dst_k + kb, (const char *)src_k + kb, keys * kd * es);
+        const size_t kb = ((size_t)g * head + k0 * kd) * es;
+        memcpy((char *)dst_k + kb, (const char *)src_k + kb, (keys - k0) * kd * es);
         /* V: each panel of 16 dims holds every key in turn (bf16: pairs of keys) */
         for (size_t d0 = 0; d0 < hd16; d0 += 16) {
-            const size_t vb = ((size_t)g * head + d0 * cap) * es;
-            memcpy((char *)dst_v + vb, (const char *)src_v + vb, keys * 16 * es);
+            const size_t vb = ((size_t)g * head + d0 * cap + k0 * 16) * es;
+            memcpy((char *)dst_v + vb, (const char *)src_v + vb, (keys - k0) * 16 * es);
         }
     }
 }

@@ -163,11 +163,11 @@ typedef struct pb_kattn_args {
 /* Elements (of kv_dtype) of one layer's K (or V) cache of one sequence. */
 size_t pb_kattn_cache_elems(pb_dtype kv_dtype, int cache_len, int n_kv_heads, int head_dim);
 /* A sequence's cache of one layer starts as another's: K and V of the
- * first n positions copied (whole panels of 16 keys: positions past n in
- * dst may change, as a reused slot's do; each is written before a query
- * sees it). */
-void pb_kattn_copy_prefix(pb_dtype kv_dtype, int cache_len, int n_kv_heads, int head_dim, void *dst_k, void *dst_v,
-                          const void *src_k, const void *src_v, int n);
+ * first n positions, those before `from` already the same in both, copied from the panel of 16 keys holding
+ * `from` on (whole panels: positions past n in dst may change, as a reused slot's do; each is written before a
+ * query sees it). */
+void pb_kattn_copy_range(pb_dtype kv_dtype, int cache_len, int n_kv_heads, int head_dim, void *dst_k, void *dst_v,
+                         const void *src_k, const void *src_v, int from, int n);
 /* Per-thread scratch floats pb_kctx_reserve keeps for attention. */
 size_t pb_kattn_scratch_floats(int max_keys, int max_heads, int head_dim);
 

@@ -1067,13 +1067,18 @@ static uint64_t cuda_kv_bytes(pb_dtype kv, int cache_len, int n_kv_heads, int he
     return (uint64_t)cache_len * (uint64_t)n_kv_heads * (uint64_t)head_dim * (uint64_t)pb_dtype_size(kv);
 }
 
-// a shared prompt prefix: the first n rows of K and of V
+// a shared prompt prefix, a beam's parent: rows [from, n) of K and of V (those before from already the same)
 static pb_status cuda_kv_copy(pb_backend *be, pb_dtype kv, int cache_len, int n_kv_heads, int head_dim, void *dst_k,
-                              void *dst_v, const void *src_k, const void *src_v, int n)
+                              void *dst_v, const void *src_k, const void *src_v, int from, int n)
 {
-    const size_t bytes = (size_t)cuda_kv_bytes(kv, n < cache_len ? n : cache_len, n_kv_heads, head_dim);
-    PB_CHECK(cuda_copy(be, dst_k, src_k, bytes));
-    return cuda_copy(be, dst_v, src_v, bytes);
+    n = n < cache_len ? n : cache_len;
+    from = from < 0 ? 0 : from;
+    if (n <= from)
+        return PB_OK;
+    const size_t off = (size_t)cuda_kv_bytes(kv, from, n_kv_heads, head_dim);
+    const size_t bytes = (size_t)cuda_kv_bytes(kv, n, n_kv_heads, head_dim) - off;
+    PB_CHECK(cuda_copy(be, (char *)dst_k + off, (const char *)src_k + off, bytes));
+    return cuda_copy(be, (char *)dst_v + off, (const char *)src_v + off, bytes);
 }
 
 // host work (the sampler's rows) on be->threads host threads, made at the first call; in turn without them

@@ -111,6 +111,7 @@ typedef struct seq_state {
     int beam;              /* the running beam this slot holds */
     bool beam_hold;        /* not stepped now: its result is awaited, or the others' are */
     int beam_fork;         /* >= 0: at its next step the slot starts as the first `cached` positions of this slot */
+    bool beam_primed;      /* its cache holds the prompt (beam 0's, or a copy): a fork copies only what follows */
     double t_admit;
 } seq_state;
 
@@ -484,6 +485,7 @@ static pb_status beam_admit(engine *d, seq_state *s)
     const int self = (int)(s - d->slots);
     br->all[0] = br->slot[0] = self;
     s->beam = 0;
+    s->beam_primed = true;
     int k = 1;
     for (int i = 0; i < d->n_slots && k < br->n_slots; i++) {
         seq_state *x = &d->slots[i];
@@ -885,6 +887,8 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
             const uint32_t fork = s->beam_fork >= 0 ? PB_SEQ_NEW | PB_SEQ_FORK : 0;
             pb_mb_seq q = seq_desc(s, slot, s->cached, 1, PB_SEQ_SAMPLE | fork);
             q.fork_slot = fork ? s->beam_fork : 0;
+            q.fork_from = fork && s->beam_primed && s->n_prompt < s->cached ? s->n_prompt : 0;
+            s->beam_primed = s->beam_primed || fork;
             PB_CHECK(add_seq(d, mb, s, &q, &s->last));
             s->beam_hold = true;
             s->beam_fork = -1;

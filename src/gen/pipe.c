@@ -13,11 +13,11 @@
 
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
-#define WIRE_VERSION 6u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
+#define WIRE_VERSION 7u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
                            4: log probabilities (of sampled and prompt tokens), logit biases; 5: masks;
-                           6: the log probabilities of given ids (PB_SEQ_LP_IDS) */
+                           6: the log probabilities of given ids (PB_SEQ_LP_IDS); 7: a fork's fork_from */
 #define MB_HEADER 24
-#define MB_SEQ_BYTES 96
+#define MB_SEQ_BYTES 100
 #define RS_HEADER 24
 /* Bounds on what unpack accepts before any allocation. */
 #define MB_MAX_SEQS (1 << 20)
@@ -265,10 +265,15 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
             return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: new sequence at pos %d",
                             (unsigned long long)mb->tag, i, (int)s->pos);
         if ((s->flags & PB_SEQ_FORK) &&
-            (!(s->flags & PB_SEQ_NEW) || s->pos < 1 || s->fork_slot < 0 || s->fork_slot >= lim->n_slots))
+            (!(s->flags & PB_SEQ_NEW) || s->pos < 1 || s->fork_slot < 0 || s->fork_slot >= lim->n_slots ||
+             s->fork_from < 0 || s->fork_from >= s->pos))
             return pb_error(PB_ERR_INPUT,
-                            "micro-batch %llu, sequence %d: slot %d cannot start as %d positions of slot %d",
-                            (unsigned long long)mb->tag, i, (int)s->slot, (int)s->pos, (int)s->fork_slot);
+                            "micro-batch %llu, sequence %d: slot %d cannot start as %d positions of slot %d (from %d)",
+                            (unsigned long long)mb->tag, i, (int)s->slot, (int)s->pos, (int)s->fork_slot,
+                            (int)s->fork_from);
+        if (!(s->flags & PB_SEQ_FORK) && s->fork_from != 0)
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: fork_from %d without PB_SEQ_FORK",
+                            (unsigned long long)mb->tag, i, (int)s->fork_from);
         if ((s->flags & PB_SEQ_LOGPROBS) ? !(s->flags & PB_SEQ_SAMPLE) || s->n_logprobs < 0 ||
                                                s->n_logprobs > PB_MAX_LOGPROBS
                                              : s->n_logprobs != 0)
@@ -366,6 +371,7 @@ pb_status pb_mb_batch_init(pb_mb_batch *a, int n_slots)
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(int), &a->pos), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(int), &a->ntok), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(int), &a->fork), st, fail);
+    PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(int), &a->fork_from), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)n_slots, sizeof(bool), &a->rope_long), st, fail);
     return PB_OK;
 fail:
@@ -379,6 +385,7 @@ void pb_mb_batch_free(pb_mb_batch *a)
     free(a->pos);
     free(a->ntok);
     free(a->fork);
+    free(a->fork_from);
     free(a->rope_long);
     memset(a, 0, sizeof *a);
 }
@@ -392,9 +399,10 @@ pb_seq_batch pb_mb_batch_of(pb_mb_batch *a, const pb_microbatch *mb)
         a->ntok[i] = q->n_tokens;
         a->rope_long[i] = (q->flags & PB_SEQ_ROPE_LONG) != 0;
         a->fork[i] = (q->flags & PB_SEQ_FORK) ? q->fork_slot : -1;
+        a->fork_from[i] = (q->flags & PB_SEQ_FORK) ? q->fork_from : 0;
     }
     return (pb_seq_batch){.n_seqs = mb->n_seqs, .slot = a->slot, .pos = a->pos, .n_tokens = a->ntok,
-                          .rope_long = a->rope_long, .fork_src = a->fork};
+                          .rope_long = a->rope_long, .fork_src = a->fork, .fork_from = a->fork_from};
 }
 
 /* ---- wire format ------------------------------------------------------ */
@@ -481,6 +489,7 @@ pb_status pb_mb_pack(const pb_microbatch *mb, void *dst, size_t cap, size_t *wri
         put32(p + 84, plp ? (uint32_t)s->n_prompt_logprobs : 0);
         put32(p + 88, plp ? (uint32_t)s->next_id : 0);
         put32(p + 92, (uint32_t)s->n_allow);
+        put32(p + 96, (s->flags & PB_SEQ_FORK) ? (uint32_t)s->fork_from : 0);
     }
     for (int i = 0; i < mb->n_tokens; i++, p += 4)
         put32(p, (uint32_t)mb->tokens[i]);
@@ -560,7 +569,8 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
         s->sample.top_p = getf(p + 24); s->sample.min_p = getf(p + 28);
         s->sample.repetition_penalty = getf(p + 32);
         s->fork_slot = (s->flags & PB_SEQ_FORK) ? geti(p + 36) : 0;
-        if (!(s->flags & PB_SEQ_FORK) && get32(p + 36) != 0)
+        s->fork_from = (s->flags & PB_SEQ_FORK) ? geti(p + 96) : 0;
+        if (!(s->flags & PB_SEQ_FORK) && (get32(p + 36) != 0 || get32(p + 96) != 0))
             return pb_error(PB_ERR_FORMAT, "micro-batch message: sequence %d: fork slot without PB_SEQ_FORK", i);
         s->key.seed = get64(p + 40); s->key.record = get64(p + 48); s->key.step = get64(p + 56);
         s->sample.frequency_penalty = getf(p + 64); s->sample.presence_penalty = getf(p + 68);

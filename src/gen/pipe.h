@@ -23,7 +23,7 @@
  *                f32 frequency_penalty, f32 presence_penalty, i32 prompt_len,
  *                i32 n_logprobs (PB_SEQ_LOGPROBS; else 0), i32 n_bias,
  *                i32 n_prompt_logprobs, i32 next_id (PB_SEQ_PROMPT_LOGPROBS; else 0, -1),
- *                i32 n_allow }   (96 bytes each)
+ *                i32 n_allow, i32 fork_from (PB_SEQ_FORK; else 0) }   (100 bytes each)
  *     n_tokens x i32 token ids (sequences concatenated in order)
  *     the sequences' n_bias x { i32 id, f32 bias } (concatenated in order)
  *     the sequences' n_allow x i32 id (concatenated in order)
@@ -73,6 +73,8 @@ typedef struct pb_mb_seq {
     int32_t n_tokens;  /* tokens of this sequence in this micro-batch (>= 1) */
     uint32_t flags;    /* PB_SEQ_* */
     int32_t fork_slot; /* PB_SEQ_FORK: the slot whose first pos positions this one starts with */
+    int32_t fork_from; /* PB_SEQ_FORK: positions before it already hold the same in both slots (a beam's prompt):
+                          only [fork_from, pos) is copied; 0 = all */
     int32_t n_logprobs; /* PB_SEQ_LOGPROBS: most likely ids to list, 0..PB_MAX_LOGPROBS (else 0) */
     int32_t n_bias;     /* with PB_SEQ_SAMPLE: logit biases (pb_mb_add_bias) added before sampling, ids distinct */
     int32_t n_prompt_logprobs; /* PB_SEQ_PROMPT_LOGPROBS: most likely ids to list, 0..PB_MAX_LOGPROBS (else 0) */
@@ -150,7 +152,7 @@ void pb_mb_result_release(pb_mb_result *r);
 
 /* Slots in range and distinct, n_tokens >= 1 and summing to mb->n_tokens,
  * pos >= 0, pos + n_tokens <= max_seq_len, NEW only at pos 0 (or with FORK
- * at pos > 0, fork_slot in range), total tokens
+ * at pos > 0, fork_slot in range, 0 <= fork_from < pos), total tokens
  * <= max_batch_tokens, ids in [0, vocab), sampling settings valid, logit
  * biases only where the sequence samples, their ids distinct and in [0, vocab),
  * each bias in [-100, 100] or -inf; allowed ids likewise ascending, distinct,
@@ -179,7 +181,7 @@ pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_resu
 
 /* A micro-batch as a stage's batch: per-sequence arrays of n_slots. */
 typedef struct pb_mb_batch {
-    int *slot, *pos, *ntok, *fork;
+    int *slot, *pos, *ntok, *fork, *fork_from;
     bool *rope_long;
 } pb_mb_batch;
 pb_status pb_mb_batch_init(pb_mb_batch *a, int n_slots);

@@ -876,8 +876,9 @@ static void test_attn_rope(void)
 
 /* kv_copy (a shared prompt prefix): a cache of junk that takes the first n
  * positions of a prefilled one attends like it, bit for bit, for new tokens
- * at n (its positions past n are written before any query sees them). */
-static void kv_copy_case(int n_heads, int n_kv, int hd, int n)
+ * at n (its positions past n are written before any query sees them); with from > 0 (a beam's parent) in two
+ * copies, [0, from) then [from, n). */
+static void kv_copy_case(int n_heads, int n_kv, int hd, int from, int n)
 {
     const int kvd = n_kv * hd, qd = n_heads * hd, q_stride = qd + 2 * kvd, len = 62, T = 5;
     const size_t cb = (size_t)BE->ops->kv_bytes(KVT, len, n_kv, hd);
@@ -899,7 +900,9 @@ static void kv_copy_case(int n_heads, int n_kv, int hd, int n)
                       .kv_stride = q_stride, .out = dout, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd,
                       .scale = 1.0f / sqrtf((float)hd)};
     OK(BE->ops->attention(BE, &a)); /* the prefix, into the source */
-    OK(BE->ops->kv_copy(BE, KVT, len, n_kv, hd, dk, dv, sk, sv, n));
+    if (from > 0)
+        OK(BE->ops->kv_copy(BE, KVT, len, n_kv, hd, dk, dv, sk, sv, 0, from));
+    OK(BE->ops->kv_copy(BE, KVT, len, n_kv, hd, dk, dv, sk, sv, from, n));
     float *q2 = malloc((size_t)T * q_stride * 4);
     fill(q2, (size_t)T * q_stride, 1.5f);
     rel(dq);
@@ -917,7 +920,7 @@ static void kv_copy_case(int n_heads, int n_kv, int hd, int n)
         to_host(out[w], dout, (size_t)T * qd * 4);
     }
     CHECK(memcmp(out[0], out[1], (size_t)T * qd * 4) == 0, "%d heads over %d, width %d: the copy of %d positions "
-          "attends differently", n_heads, n_kv, hd, n);
+          "(from %d) attends differently", n_heads, n_kv, hd, n, from);
     free(out[0]);
     free(out[1]);
     free(qkv);
@@ -940,8 +943,10 @@ static void test_kv_copy(void)
             continue;
         where = pb_dtype_name(KVT);
         for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
-            kv_copy_case(6, 2, 12, ns[i]);
-            kv_copy_case(4, 4, 16, ns[i]);
+            kv_copy_case(6, 2, 12, 0, ns[i]);
+            kv_copy_case(4, 4, 16, 0, ns[i]);
+            kv_copy_case(6, 2, 12, ns[i] / 2, ns[i]); /* from inside a panel of 16 keys, or at its start */
+            kv_copy_case(4, 4, 16, ns[i] > 16 ? 16 : 0, ns[i]);
         }
     }
 }

@@ -74,7 +74,7 @@ static void test_pack(void)
           mb.seqs[0].n_allow == 0 && mb.seqs[1].n_allow == 3);
     CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 2 * 96 + 6 * 4 + 3 * 8 + 3 * 4 && sz <= pb_mb_max_size(2, 6, 1000));
+    CHECK(sz == 24 + 2 * 100 + 6 * 4 + 3 * 8 + 3 * 4 && sz <= pb_mb_max_size(2, 6, 1000));
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz - 1, &w) != PB_OK);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
@@ -166,22 +166,31 @@ static void test_pack(void)
     pb_mb_clear(&mb);
     pb_mb_seq k = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
     k.fork_slot = 7;
+    k.fork_from = 4; /* a beam's parent: its first 4 positions already the same */
     CHECK(pb_mb_add(&mb, &k, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
-    unsigned char kb[24 + 96 + 4];
+    unsigned char kb[24 + 100 + 4];
     CHECK(pb_mb_pack(&mb, kb, sizeof kb, &w) == PB_OK && w == sizeof kb);
     CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_OK && back.seqs[0].fork_slot == 7 &&
-          back.seqs[0].flags == (PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE) && back.seqs[0].pos == 6);
+          back.seqs[0].fork_from == 4 && back.seqs[0].flags == (PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE) &&
+          back.seqs[0].pos == 6);
+    pb_mb_batch ba;
+    CHECK(pb_mb_batch_init(&ba, 8) == PB_OK);
+    pb_seq_batch sb = pb_mb_batch_of(&ba, &back);
+    CHECK(sb.fork_src[0] == 7 && sb.fork_from[0] == 4);
+    pb_mb_batch_free(&ba);
     kb[24 + 12] &= (unsigned char)~PB_SEQ_FORK; /* a fork slot without the flag */
     CHECK(pb_mb_unpack(kb, w, &lim, &back) == PB_ERR_FORMAT);
-    static const struct { int slot, pos, fork; unsigned flags; } bad[] = {
-        {2, 6, 8, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, -1, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 0, 3, PB_SEQ_NEW | PB_SEQ_FORK},
-        {2, 6, 3, PB_SEQ_FORK}};
+    static const struct { int slot, pos, fork, from; unsigned flags; } bad[] = {
+        {2, 6, 8, 0, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, -1, 0, PB_SEQ_NEW | PB_SEQ_FORK},
+        {2, 0, 3, 0, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, 3, 0, PB_SEQ_FORK}, {2, 6, 3, 6, PB_SEQ_NEW | PB_SEQ_FORK},
+        {2, 6, 3, -1, PB_SEQ_NEW | PB_SEQ_FORK}, {2, 6, 0, 2, PB_SEQ_NEW}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         pb_mb_clear(&mb);
         pb_mb_seq b = seq(bad[i].slot, bad[i].pos, 1, bad[i].flags | PB_SEQ_SAMPLE);
         b.fork_slot = bad[i].fork;
+        b.fork_from = bad[i].from;
         CHECK(pb_mb_add(&mb, &b, &one) == PB_OK);
-        CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* out of range, at 0, not NEW */
+        CHECK(pb_mb_validate(&mb, &lim) == PB_ERR_INPUT); /* out of range, at 0, not NEW, from past pos */
     }
     /* prompt log probabilities: a prefill chunk's, next_id the token after it (-1 where it samples), not forked */
     static const struct { unsigned flags; int n, next; bool ok; } plps[] = {
@@ -298,7 +307,7 @@ static void test_mask(void)
           && (mb.seqs[2].flags & PB_SEQ_MASK));
     CHECK(pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 3 * 96 + 3 * 4 + 2 * 3 * 4 && sz <= pb_mb_max_size(3, 3, 70));
+    CHECK(sz == 24 + 3 * 100 + 3 * 4 + 2 * 3 * 4 && sz <= pb_mb_max_size(3, 3, 70));
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
     CHECK(pb_mb_unpack(buf, sz, &lim, &back) == PB_OK && back.n_masks == 2 && back.mask_words == 3 &&
@@ -374,7 +383,7 @@ static void test_lp_ids(void)
     CHECK(mb.n_lp_ids == 3 && mb.seqs[1].n_logprobs == 3 && (mb.seqs[1].flags & PB_SEQ_LP_IDS) &&
           pb_mb_validate(&mb, &lim) == PB_OK);
     size_t sz = pb_mb_packed_size(&mb), w = 0;
-    CHECK(sz == 24 + 2 * 96 + 2 * 4 + 3 * 4 && sz <= pb_mb_max_size(2, 2, 40));
+    CHECK(sz == 24 + 2 * 100 + 2 * 4 + 3 * 4 && sz <= pb_mb_max_size(2, 2, 40));
     unsigned char *buf = malloc(sz);
     CHECK(pb_mb_pack(&mb, buf, sz, &w) == PB_OK && w == sz);
     CHECK(pb_mb_unpack(buf, sz, &lim, &back) == PB_OK && back.n_lp_ids == 3 &&
@@ -382,7 +391,7 @@ static void test_lp_ids(void)
     CHECK(pb_mb_unpack(buf, sz - 4, &lim, &back) == PB_ERR_FORMAT);
     unsigned char cb[512]; /* the second sequence asking more ids than a list holds */
     memcpy(cb, buf, sz);
-    cb[24 + 96 + 76] = PB_MAX_LOGPROBS + 1;
+    cb[24 + 100 + 76] = PB_MAX_LOGPROBS + 1;
     CHECK(pb_mb_unpack(cb, sz, &lim, &back) == PB_ERR_FORMAT);
     free(buf);
     mb.lp_ids[1] = 40; /* past the vocabulary */
