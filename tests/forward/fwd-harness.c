@@ -285,7 +285,7 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
         }
         if (ns == 0)
             break;
-        pb_seq_batch b = {ns, slot, pos, nt, rl, NULL};
+        pb_seq_batch b = {ns, slot, pos, nt, rl, NULL, NULL};
         st = chain_forward(&c, &b, ids, logits, true);
         if (st != PB_OK) {
             rc = fail_status(st);
@@ -323,7 +323,7 @@ static int cmd_golden(const char *model, const char *work, int n_stages, int thr
             memcpy(ids + T, prompts[i], (size_t)plen[i] * sizeof(int32_t));
             T += plen[i];
         }
-        pb_seq_batch b = {np, slot, pos, nt, NULL, NULL};
+        pb_seq_batch b = {np, slot, pos, nt, NULL, NULL, NULL};
         for (int k = 0; k < flen[0]; k++) {
             st = chain_forward(&c, &b, ids, logits, false);
             if (st != PB_OK) {
@@ -422,7 +422,7 @@ static int cmd_invariance(const char *model, int threads)
         pos[i] = 0;
         nt[i] = lens[i];
     }
-    pb_seq_batch b = {NS, slot, pos, nt, NULL, NULL};
+    pb_seq_batch b = {NS, slot, pos, nt, NULL, NULL, NULL};
     st = chain_forward(&c, &b, ids, batch, true);
     for (int k = 0; k < STEPS && st == PB_OK; k++) {
         int32_t dids[NS];
@@ -442,7 +442,7 @@ static int cmd_invariance(const char *model, int threads)
     int off = 0, mism = 0;
     for (int i = 0; i < NS; i++) {
         int s0 = 0, p0 = 0, n0 = lens[i];
-        pb_seq_batch one = {1, &s0, &p0, &n0, NULL, NULL};
+        pb_seq_batch one = {1, &s0, &p0, &n0, NULL, NULL, NULL};
         st = chain_forward(&c, &one, ids + off, alone, true);
         if (st != PB_OK) {
             rc = fail_status(st);
@@ -569,7 +569,7 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
             fprintf(stderr, "max_batch_tokens %d < %d\n", mbt, fill);
             goto done;
         }
-        pb_seq_batch b = {ns, slot, pos, nt, NULL, NULL};
+        pb_seq_batch b = {ns, slot, pos, nt, NULL, NULL, NULL};
         PB_CHECK_GOTO(pb_stage_forward(stage, &b, ids, logits, false), st, fail);
     }
     for (int p = fill; p < max_seq; p++) {
@@ -578,7 +578,7 @@ static int cmd_memory(const char *model, int slots, int max_seq, int threads)
             pos[i] = p;
             nt[i] = 1;
         }
-        pb_seq_batch b = {slots, slot, pos, nt, NULL, NULL};
+        pb_seq_batch b = {slots, slot, pos, nt, NULL, NULL, NULL};
         PB_CHECK_GOTO(pb_stage_forward(stage, &b, ids, logits, false), st, fail);
     }
     {
