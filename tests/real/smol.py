@@ -4,8 +4,10 @@ The folder is written by contrib/pb-get-smollm2 (CI runs it after
 setup-deps.sh). These tests never skip: a missing folder is a failure that
 says how to get it.
 """
+import fcntl
 import json
 import os
+import subprocess
 import sys
 
 N_NEW = 64
@@ -24,6 +26,16 @@ PROMPTS = [
     "1, 1, 2, 3, 5, 8, 13, 21, 34,",
     "In 2023 the company sold 1,284,500 units at $19.99 each, for total revenue of",
 ]
+
+
+def run_ranks(pb, args_of, ranks=(1, 2), timeout=1800):
+    """pippy-batch with args_of(n) under `mpirun -np n` for each n in ranks, as tests/net/lock.sh: one launcher
+    test at a time on the machine, ranks over loopback only. Returns each run's CompletedProcess (bytes)."""
+    env = dict(os.environ, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
+    with open("/tmp/.pippy-batch-launcher.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return [subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(n), pb] + args_of(n),
+                               capture_output=True, env=env, timeout=timeout) for n in ranks]
 
 
 def model_dir():
