@@ -12,6 +12,7 @@
 
 typedef struct cand {
     float score;   /* the running beam's sum plus the token's log probability (f32, as HF's) */
+    float lp;      /* the token's */
     float adj;     /* and NEG_BIG where the continuation ends (HF's topk_running_log_probs) */
     int r;         /* the running beam it continues */
     int32_t id;
@@ -34,6 +35,9 @@ struct pb_beam {
     bool *fdone, *fstop;    /* whether one is there, whether it ended with a stop id, */
     int32_t *fids;          /* its tokens [B][max_new] and how many */
     int *fn;
+    int top;                /* logprobs: pairs a token keeps, 1 + top, in lph (running beams), lph2 (scratch) and
+                               flp (finished), [B][max_new][1 + top] each; -1: none (NULL) */
+    pb_lp_pair *lph, *lph2, *flp;
     float *mscore;          /* [2B] merge scratch */
     int *mfrom;
     cand *c;                /* [B * want_max] candidates */
@@ -55,7 +59,8 @@ pb_status pb_beam_create(const pb_beam_opts *o, int max_logprobs, pb_beam **out)
         return pb_error(PB_ERR_INTERNAL, "beam search: %d beams, %d returned, %d tokens", o->beams, o->n_return,
                         o->max_new);
     const int per = 1 + o->n_stop > 2 ? 1 + o->n_stop : 2;
-    const long K = (long)per * o->beams, want = K + (o->min_new > 0 ? o->n_stop : 0);
+    const long K = (long)per * o->beams, want_k = K + (o->min_new > 0 ? o->n_stop : 0);
+    const long want = o->top > want_k ? o->top : want_k;
     if (want > max_logprobs)
         return pb_error(PB_ERR_INPUT, "beam search of %d beams with %d stop ids%s keeps the %ld most likely tokens "
                         "of each beam a step; at most %d", o->beams, o->n_stop, o->min_new > 0 ? " under min_tokens" : "",
@@ -68,8 +73,18 @@ pb_status pb_beam_create(const pb_beam_opts *o, int max_logprobs, pb_beam **out)
     b->want_max = (int)want;
     b->running = 1;
     b->heur = true;
+    b->top = o->top;
     const size_t B = (size_t)b->B, H = B * (size_t)o->max_new;
     pb_status st = PB_OK;
+    if (o->top >= 0) {
+        const size_t LP = H * (1 + (size_t)o->top);
+        if ((st = pb_calloc(LP, sizeof *b->lph, &b->lph)) != PB_OK ||
+            (st = pb_calloc(LP, sizeof *b->lph2, &b->lph2)) != PB_OK ||
+            (st = pb_calloc(LP, sizeof *b->flp, &b->flp)) != PB_OK) {
+            pb_beam_free(b);
+            return st;
+        }
+    }
     if ((o->n_stop && (st = pb_calloc((size_t)o->n_stop, sizeof *b->stop, &b->stop)) != PB_OK) ||
         (st = pb_calloc(B, sizeof *b->score, &b->score)) != PB_OK ||
         (st = pb_calloc(H, sizeof *b->hist, &b->hist)) != PB_OK ||
@@ -118,6 +133,9 @@ void pb_beam_free(pb_beam *b)
     free(b->mscore);
     free(b->mfrom);
     free(b->c);
+    free(b->lph);
+    free(b->lph2);
+    free(b->flp);
     free(b);
 }
 
@@ -126,7 +144,28 @@ int pb_beam_generated(const pb_beam *b) { return b->t; }
 
 int pb_beam_want(const pb_beam *b)
 {
-    return b->K + (b->t < b->o.min_new ? b->o.n_stop : 0);
+    const int k = b->K + (b->t < b->o.min_new ? b->o.n_stop : 0);
+    return b->top > k ? b->top : k;
+}
+
+/* logprobs: the pairs of hypothesis row r of lp (1 + top a token, max_new tokens) */
+static pb_lp_pair *lp_row(const pb_beam *b, pb_lp_pair *lp, int r)
+{
+    return lp + (size_t)r * (size_t)b->o.max_new * (1 + (size_t)b->top);
+}
+
+/* logprobs: row dst of `to` = row r of lph's first t tokens, then x's token and its beam's most likely */
+static void lp_extend(const pb_beam *b, pb_lp_pair *to, int dst, const cand *x)
+{
+    const size_t step = 1 + (size_t)b->top;
+    pb_lp_pair *d = lp_row(b, to, dst);
+    memcpy(d, lp_row(b, b->lph, x->r), (size_t)b->t * step * sizeof *d);
+    pb_lp_pair *e = d + (size_t)b->t * step;
+    e[0] = (pb_lp_pair){x->id, x->lp};
+    const int32_t *id = b->in_id + (size_t)x->r * (size_t)b->want_max;
+    const float *lp = b->in_lp + (size_t)x->r * (size_t)b->want_max;
+    for (int k = 0; k < b->top; k++)
+        e[1 + k] = (pb_lp_pair){id[k], lp[k]};
 }
 
 pb_status pb_beam_put(pb_beam *b, int r, const int32_t *ids, const float *lp, int n)
@@ -199,11 +238,14 @@ static void update_finished(pb_beam *b, const cand *c, int nk)
         const int f = b->mfrom[pick[j]];
         int32_t *dst = b->hist2 + (size_t)j * L;
         ns[j] = b->mscore[pick[j]];
+        const size_t step = 1 + (size_t)(b->top > 0 ? b->top : 0);
         if (f < B) {
             nd[j] = b->fdone[f];
             nst[j] = b->fstop[f];
             nn[j] = b->fn[f];
             memcpy(dst, b->fids + (size_t)f * L, (size_t)b->fn[f] * sizeof *dst);
+            if (b->top >= 0)
+                memcpy(lp_row(b, b->lph2, j), lp_row(b, b->flp, f), (size_t)nn[j] * step * sizeof *b->lph2);
         } else {
             const cand *x = &c[f - B];
             nd[j] = true;
@@ -211,6 +253,8 @@ static void update_finished(pb_beam *b, const cand *c, int nk)
             nn[j] = b->t + 1;
             memcpy(dst, b->hist + (size_t)x->r * L, (size_t)b->t * sizeof *dst);
             dst[b->t] = x->id;
+            if (b->top >= 0)
+                lp_extend(b, b->lph2, j, x);
         }
     }
     for (int j = 0; j < B; j++) {
@@ -219,6 +263,9 @@ static void update_finished(pb_beam *b, const cand *c, int nk)
         b->fstop[j] = nst[j];
         b->fn[j] = nn[j];
         memcpy(b->fids + (size_t)j * L, b->hist2 + (size_t)j * L, (size_t)nn[j] * sizeof *b->fids);
+        if (b->top >= 0)
+            memcpy(lp_row(b, b->flp, j), lp_row(b, b->lph2, j), (size_t)nn[j] * (1 + (size_t)b->top) *
+                   sizeof *b->flp);
     }
 }
 
@@ -241,7 +288,7 @@ pb_status pb_beam_step(pb_beam *b, bool *done, int *parent, int32_t *token)
         for (int k = 0, taken = 0; k < b->n_in[r] && taken < K; k++) {
             if (banned && is_stop(b, id[k]))
                 continue;
-            b->c[nc++] = (cand){.score = b->score[r] + lp[k], .r = r, .id = id[k]};
+            b->c[nc++] = (cand){.score = b->score[r] + lp[k], .lp = lp[k], .r = r, .id = id[k]};
             taken++;
         }
         b->n_in[r] = -1;
@@ -279,16 +326,23 @@ pb_status pb_beam_step(pb_beam *b, bool *done, int *parent, int32_t *token)
     *done = b->done;
     if (b->done)
         return PB_OK;
+    b->t--; /* lp_extend's count: the tokens before this step's */
     for (int j = 0; j < B; j++) {
-        memcpy(b->hist2 + (size_t)j * L, b->hist + (size_t)next[j].r * L, (size_t)(b->t - 1) * sizeof *b->hist);
-        b->hist2[(size_t)j * L + (size_t)b->t - 1] = next[j].id;
+        memcpy(b->hist2 + (size_t)j * L, b->hist + (size_t)next[j].r * L, (size_t)b->t * sizeof *b->hist);
+        b->hist2[(size_t)j * L + (size_t)b->t] = next[j].id;
+        if (b->top >= 0)
+            lp_extend(b, b->lph2, j, &next[j]);
         b->score[j] = next[j].adj;
         parent[j] = next[j].r;
         token[j] = next[j].id;
     }
+    b->t++;
     int32_t *h = b->hist;
     b->hist = b->hist2;
     b->hist2 = h;
+    pb_lp_pair *l = b->lph;
+    b->lph = b->lph2;
+    b->lph2 = l;
     b->running = B;
     return PB_OK;
 }
@@ -306,4 +360,9 @@ const int32_t *pb_beam_result(const pb_beam *b, int i, int *n, bool *stopped)
     *n = b->fn[i];
     *stopped = b->fstop[i];
     return b->fids + (size_t)i * (size_t)b->o.max_new;
+}
+
+const pb_lp_pair *pb_beam_result_lp(const pb_beam *b, int i)
+{
+    return b->top >= 0 ? lp_row(b, b->flp, i) : NULL;
 }

@@ -10,7 +10,8 @@
  * heuristic on the current length; "never": on the longest with a positive length_penalty), every finished slot
  * is full (early_stopping true), or every continuation ends. At the first step only beam 0 runs (the prompt once).
  * Under min_tokens the stop ids are banned (HF's MinNewTokensLengthLogitsProcessor), so that step asks for as many
- * more log probabilities as there are stop ids. */
+ * more log probabilities as there are stop ids. With logprobs each hypothesis also keeps, a token, the log
+ * probability its beam gave it and that beam's most likely ids' (vLLM's logprobs of a beam search). */
 #ifndef PB_GEN_BEAM_H
 #define PB_GEN_BEAM_H
 
@@ -18,6 +19,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "gen/record.h"
 
 #define PB_BEAM_MAX 10 /* beams at most (each step keeps 2 candidates a beam or more, of 20 log probabilities) */
 
@@ -32,6 +34,8 @@ typedef struct pb_beam_opts {
     pb_beam_early early;
     const int32_t *stop_ids; /* ids that end a beam (EOS unless ignored, stop_token_ids), distinct */
     int n_stop;
+    int top;                /* >= 0: each hypothesis keeps its tokens' log probabilities and those of the top most
+                               likely at each step (logprobs); -1: none */
 } pb_beam_opts;
 
 typedef struct pb_beam pb_beam;
@@ -48,8 +52,10 @@ pb_status pb_beam_put(pb_beam *b, int r, const int32_t *ids, const float *lp, in
 /* After every running beam's put: *done, or the next B running beams, beam j continuing beam parent[j] (this
  * step's numbering) with token[j]. */
 pb_status pb_beam_step(pb_beam *b, bool *done, int *parent, int32_t *token);
-/* Once done: the hypotheses returned, best first: hypothesis i's tokens (the last one a stop id where *stopped). */
+/* Once done: the hypotheses returned, best first: hypothesis i's tokens (the last one a stop id where *stopped);
+ * with top >= 0 its log probabilities, 1 + top pairs a token (the token's, then the most likely), else NULL. */
 int pb_beam_results(const pb_beam *b);
 const int32_t *pb_beam_result(const pb_beam *b, int i, int *n, bool *stopped);
+const pb_lp_pair *pb_beam_result_lp(const pb_beam *b, int i);
 
 #endif

@@ -447,7 +447,7 @@ static pb_status beam_new(engine *d, seq_state *s)
     pb_beam_opts bo = {.beams = g->beams, .n_return = g->n > 1 ? g->n : 1,
                        .max_new = g->max_tokens < room ? g->max_tokens : room, .min_new = g->min_tokens,
                        .length_penalty = g->length_penalty, .early = (pb_beam_early)g->early_stopping,
-                       .stop_ids = stop, .n_stop = ns};
+                       .stop_ids = stop, .n_stop = ns, .top = g->logprobs ? g->top_logprobs : -1};
     pb_beam *b = NULL;
     pb_status st = pb_beam_create(&bo, PB_MAX_LOGPROBS, &b);
     if (st == PB_ERR_INPUT)
@@ -1180,13 +1180,15 @@ static pb_status beam_finish(engine *d, beam_run *br)
             }
         }
         pb_detok_free(dt);
+        const pb_lp_pair *lp = pb_beam_result_lp(br->b, i);
         ch[i] = (pb_choice){.text = texts[i], .len = tl, .finish = stopped ? "stop" : "length",
-                            .completion_tokens = len, .token_ids = g->return_ids ? ids : NULL};
+                            .completion_tokens = len, .n_lp = lp ? len : 0, .lp = lp,
+                            .token_ids = g->return_ids ? ids : NULL};
         total += len;
     }
     if (st == PB_OK) {
         pb_result res = {.prompt_tokens = s0->n_prompt, .prompt_ids = s0->prompt, .completion_tokens = total,
-                         .tok = d->tok};
+                         .tok = d->tok, .n_plp = s0->n_plp, .plp = s0->plp, .prank = s0->prank};
         if (g->n > 1) {
             res.n_choices = n;
             res.choices = ch;
@@ -1195,6 +1197,8 @@ static pb_status beam_finish(engine *d, beam_run *br)
             res.len = ch[0].len;
             res.finish = ch[0].finish;
             res.token_ids = ch[0].token_ids;
+            res.n_lp = ch[0].n_lp;
+            res.lp = ch[0].lp;
         } else {
             st = pb_error(PB_ERR_INTERNAL, "engine: beam search ended with %d hypotheses", n);
         }

@@ -98,7 +98,7 @@ static const char *beam_refusal(const pb_gen_settings *gs)
            : gs->n_bias ? "'logit_bias'" : gs->n_allow ? "'allowed_token_ids'" : gs->n_bad ? "'bad_words'"
            : p->repetition_penalty != 1.0f ? "a repetition penalty"
            : p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f ? "frequency and presence penalties"
-           : gs->logprobs || gs->prompt_logprobs ? "log probabilities ('logprobs', 'prompt_logprobs')"
+           : gs->n_lp_ids ? "'logprob_token_ids'"
            : NULL;
 }
 
@@ -1122,7 +1122,8 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
 /* Beam search (vLLM's use_beam_search, HF's num_beams with do_sample=False), by the record or by default (--beams,
  * generation_config's num_beams; "use_beam_search": false samples instead): its width (best_of, else the default's,
  * else n), HF's length_penalty and early_stopping; deterministic, so the sampling settings do not apply, and one
- * beam is greedy search (HF's). What would change its choices and is not done with it is refused (beam_refusal).
+ * beam is greedy search (HF's). What would change its choices and is not done with it is refused (beam_refusal);
+ * logprobs are each hypothesis's, from its beams' steps (vLLM's).
  * Without it, length_penalty and early_stopping ask for nothing else. */
 static bool get_beam(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool beam)
 {

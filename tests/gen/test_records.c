@@ -942,6 +942,9 @@ static void test_beam(void)
     CHECK(!r.error && r.gs.beams == 6 && r.gs.n == 2 && r.gs.early_stopping == PB_BEAM_EARLY_TRUE &&
           r.gs.length_penalty == 1.0f);
     pb_record_clear(&r);
+    parse("{\"prompt\": \"x\", \"use_beam_search\": true, \"n\": 2, \"logprobs\": 3, \"prompt_logprobs\": 1}", &r);
+    CHECK(!r.error && r.gs.beams == 2 && r.gs.logprobs && r.gs.top_logprobs == 3 && r.gs.prompt_logprobs);
+    pb_record_clear(&r);
     /* one beam: greedy search (HF's num_beams=1), with whatever greedy search takes */
     parse("{\"prompt\": \"x\", \"use_beam_search\": true, \"temperature\": 1.0, \"stop\": \"y\"}", &r);
     CHECK(!r.error && r.gs.beams == 0 && r.gs.sample.temperature == 0.0f && r.gs.n_stops == 1);
@@ -970,8 +973,7 @@ static void test_beam(void)
         {"\"bad_words\": [\"a\"]", "'bad_words'"},
         {"\"repetition_penalty\": 1.2", "a repetition penalty"},
         {"\"presence_penalty\": 0.5", "frequency and presence penalties"},
-        {"\"logprobs\": 2", "log probabilities"},
-        {"\"prompt_logprobs\": 0", "log probabilities"},
+        {"\"logprobs\": 2, \"logprob_token_ids\": [5]", "'logprob_token_ids'"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
         char line[256];

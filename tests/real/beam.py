@@ -55,6 +55,10 @@ def main():
     chat = {"messages": [{"role": "user", "content": "Name a fruit that is yellow."}], "id": "chat",
             "use_beam_search": True, "n": 2, "max_tokens": 16, "return_token_ids": True}
     lines = [json.dumps(r) for r in recs + [chat]]
+    lpr = {"custom_id": "lp", "method": "POST", "url": "/v1/completions",
+           "body": {"prompt": CASES[1][0], "use_beam_search": True, "n": 2, "max_tokens": 10, "logprobs": 3,
+                    "echo": True, "return_token_ids": True}}
+    lines.append(json.dumps(lpr))
     lines.append(json.dumps({"custom_id": "two", "method": "POST", "url": "/v1/completions",
                              "body": {"prompt": [CASES[0][0], CASES[4][0]], "use_beam_search": True, "n": 2,
                                       "max_tokens": 8, "return_token_ids": True}}))
@@ -171,7 +175,28 @@ def main():
         compare(f"case {i} ({c})", tok(prompt).input_ids, c, r["choices"] if "choices" in r else [r])
     text = tok.apply_chat_template(chat["messages"], tokenize=False, add_generation_prompt=True)
     compare("chat", tok(text, add_special_tokens=False).input_ids, chat, got[len(CASES)]["choices"])
-    two = got[len(CASES) + 1]["response"]["body"]["choices"]
+    # logprobs (vLLM's with beam search): each hypothesis's tokens' log probabilities and their steps' most likely,
+    # and with echo the prompt's first, against HF's log_softmax along the hypothesis
+    lpc = got[len(CASES) + 1]["response"]["body"]["choices"]
+    ids = tok(CASES[1][0]).input_ids
+    compare("logprobs", ids, lpr["body"], lpc)
+    worst = 0.0
+    for ch in lpc:
+        gen = ch["token_ids"]
+        with torch.no_grad():
+            ref = torch.log_softmax(m(torch.tensor([ids + gen])).logits[0].double(), -1)
+        col = ch["logprobs"]
+        check(len(col["tokens"]) == len(ids) + len(gen) and col["token_logprobs"][0] is None and
+              col["tokens"][len(ids):] == [tok.decode([t]) for t in gen], f"logprobs: columns {col['tokens']}")
+        for k in range(1, len(ids) + len(gen)):
+            want = float(ref[k - 1][(ids + gen)[k]])
+            worst = max(worst, abs(col["token_logprobs"][k] - want))
+            top = sorted(col["top_logprobs"][k].values(), reverse=True)
+            hf_top = torch.topk(ref[k - 1], len(top)).values.tolist()
+            worst = max([worst] + [abs(a - b) for a, b in zip(top, hf_top)])
+    check(worst < 2e-3, f"logprobs with beam search: {worst:.3g} from HF's log_softmax")
+    print(f"logprobs with beam search: within {worst:.2g} of HF's log_softmax (prompt and hypotheses)")
+    two = got[len(CASES) + 2]["response"]["body"]["choices"]
     check([ch["index"] for ch in two] == [0, 1, 2, 3], f"two prompts: {two}")
     for k, prompt in enumerate((CASES[0][0], CASES[4][0])):
         compare(f"two prompts, prompt {k}", tok(prompt).input_ids, {"n": 2, "max_tokens": 8}, two[2 * k:2 * k + 2])
