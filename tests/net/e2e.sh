@@ -45,7 +45,7 @@ for b in '"prompt": ["One says", "Two says that", "Three"], "n": 2, "temperature
     echo "{\"custom_id\": \"l\", \"method\": \"POST\", \"url\": \"/v1/completions\", \"body\": {$b, \"max_tokens\": 7}}"
 done >>"$D/in.jsonl"
 # beam search: its beams' slots stepped together and moved by forks of each other's caches
-echo '{"prompt": "Beams say that the", "use_beam_search": true, "n": 3, "max_tokens": 9}' >>"$D/in.jsonl"
+echo '{"prompt": "Beams say that the", "use_beam_search": true, "n": 3, "max_tokens": 9, "logprobs": 2}' >>"$D/in.jsonl"
 printf '%s%s\n' '{"prompt": [450, 3290, 11], "use_beam_search": true, "n": 2, "best_of": 4, "max_tokens": 8, ' \
     '"early_stopping": true, "length_penalty": 0.7}' >>"$D/in.jsonl"
 
