@@ -238,14 +238,14 @@ static void update_finished(pb_beam *b, const cand *c, int nk)
         const int f = b->mfrom[pick[j]];
         int32_t *dst = b->hist2 + (size_t)j * L;
         ns[j] = b->mscore[pick[j]];
-        const size_t step = 1 + (size_t)(b->top > 0 ? b->top : 0);
         if (f < B) {
             nd[j] = b->fdone[f];
             nst[j] = b->fstop[f];
             nn[j] = b->fn[f];
             memcpy(dst, b->fids + (size_t)f * L, (size_t)b->fn[f] * sizeof *dst);
             if (b->top >= 0)
-                memcpy(lp_row(b, b->lph2, j), lp_row(b, b->flp, f), (size_t)nn[j] * step * sizeof *b->lph2);
+                memcpy(lp_row(b, b->lph2, j), lp_row(b, b->flp, f), (size_t)nn[j] * (1 + (size_t)b->top) *
+                       sizeof *b->lph2);
         } else {
             const cand *x = &c[f - B];
             nd[j] = true;

@@ -418,6 +418,17 @@ static int free_slots(const engine *d, const seq_state *s)
     return n;
 }
 
+/* ids[0..n) with id appended unless it is there (or < 0); the new count */
+static int add_distinct(int32_t *ids, int n, int32_t id)
+{
+    for (int j = 0; j < n; j++)
+        if (ids[j] == id)
+            return n;
+    if (id >= 0)
+        ids[n++] = id;
+    return n;
+}
+
 /* s's record asks for beam search: its beams (s->br), or s->rec an error record where they cannot be run. */
 static pb_status beam_new(engine *d, seq_state *s)
 {
@@ -427,22 +438,12 @@ static pb_status beam_new(engine *d, seq_state *s)
     if (g->beams > d->n_slots)
         return pb_record_set_error(&s->rec, "use_beam_search: %d beams run as %d sequences at once; --batch-size is "
                                    "%d", g->beams, g->beams, d->n_slots);
-    int32_t stop[PB_MAX_STOP_IDS + 64];
+    int32_t stop[PB_MAX_STOP_IDS + 64]; /* the ids that end a beam, each once: EOS (unless ignored), stop ids */
     int ns = 0;
-    for (int i = 0; !g->ignore_eos && i < d->o->n_eos && ns < 64; i++) {
-        bool seen = d->o->eos_ids[i] < 0;
-        for (int j = 0; j < ns && !seen; j++)
-            seen = stop[j] == d->o->eos_ids[i];
-        if (!seen)
-            stop[ns++] = d->o->eos_ids[i];
-    }
-    for (int i = 0; i < g->n_stop_ids; i++) {
-        bool seen = false;
-        for (int j = 0; j < ns && !seen; j++)
-            seen = stop[j] == g->stop_ids[i];
-        if (!seen)
-            stop[ns++] = g->stop_ids[i];
-    }
+    for (int i = 0; !g->ignore_eos && i < d->o->n_eos && ns < 64; i++)
+        ns = add_distinct(stop, ns, d->o->eos_ids[i]);
+    for (int i = 0; i < g->n_stop_ids; i++)
+        ns = add_distinct(stop, ns, g->stop_ids[i]);
     const int room = d->o->context - s->n_prompt;
     pb_beam_opts bo = {.beams = g->beams, .n_return = g->n > 1 ? g->n : 1,
                        .max_new = g->max_tokens < room ? g->max_tokens : room, .min_new = g->min_tokens,

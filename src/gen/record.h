@@ -225,10 +225,10 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *rec, const char *model,
                            const pb_result *res);
 /* A completions line of several prompts (OpenAI shape), in two steps: each prompt's choices (index
  * rec->prompt_index * n + j), JSON objects each after ", " but the line's first, appended to b; then the whole
- * line from those choices' text joined in prompt order, and the usage summed over the prompts. */
+ * line from those parts in prompt order, and the usage summed over the prompts. */
 void pb_record_choices_json(pb_jbuf *b, const pb_record *rec, const pb_result *res);
-void pb_record_joined_json(pb_jbuf *b, const pb_record *rec, const char *model, const char *choices, size_t len,
-                          int prompt_tokens, int completion_tokens);
+void pb_record_joined_json(pb_jbuf *b, const pb_record *rec, const char *model, const pb_jbuf *parts, int n_parts,
+                           int prompt_tokens, int completion_tokens);
 /* rec->error must be set. */
 void pb_record_error_json(pb_jbuf *b, const pb_record *rec);
 

@@ -390,7 +390,7 @@ static void put_openai_head(pb_jbuf *b, const pb_record *r, const char *model)
 }
 
 /* The OpenAI shape's choices of res, each after ", " but the line's first; index: prompt_index * n + i */
-static void put_openai_choices(pb_jbuf *b, const pb_record *r, const pb_result *res)
+void pb_record_choices_json(pb_jbuf *b, const pb_record *r, const pb_result *res)
 {
     pb_choice one;
     const pb_choice *ch;
@@ -445,16 +445,12 @@ static void put_usage(pb_jbuf *b, int prompt_tokens, int completion_tokens)
                    "\"total_tokens\": %d}", prompt_tokens, completion_tokens, prompt_tokens + completion_tokens);
 }
 
-void pb_record_choices_json(pb_jbuf *b, const pb_record *r, const pb_result *res)
-{
-    put_openai_choices(b, r, res);
-}
-
-void pb_record_joined_json(pb_jbuf *b, const pb_record *r, const char *model, const char *choices, size_t len,
+void pb_record_joined_json(pb_jbuf *b, const pb_record *r, const char *model, const pb_jbuf *parts, int n_parts,
                            int prompt_tokens, int completion_tokens)
 {
     put_openai_head(b, r, model);
-    pb_jbuf_put(b, choices, len);
+    for (int i = 0; i < n_parts; i++)
+        pb_jbuf_put(b, parts[i].data, parts[i].len);
     put_usage(b, prompt_tokens, completion_tokens);
     pb_jbuf_puts(b, "}}, \"error\": null}");
 }
@@ -470,7 +466,7 @@ void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
     const char *pre = r->openai ? NULL : echo_prefix(b, r, res, &np, &own);
     if (r->openai) {
         put_openai_head(b, r, model);
-        put_openai_choices(b, r, res);
+        pb_record_choices_json(b, r, res);
         put_usage(b, res->prompt_tokens, res->completion_tokens);
         if (r->gs.return_ids && r->chat)
             put_ids(b, "prompt_token_ids", res->prompt_ids, res->prompt_tokens);

@@ -425,21 +425,12 @@ static pb_status joined_put(pb_runner *r, const pb_record *rec, uint64_t seq, co
         st = write_error(r, &j->head, seq);
     } else {
         pb_jbuf_reset(&r->line);
-        pb_jbuf choices;
-        pb_jbuf_init(&choices);
-        for (int i = 0; i < j->head.n_prompts; i++)
-            pb_jbuf_put(&choices, j->part[i].data, j->part[i].len);
-        st = pb_jbuf_status(&choices);
-        if (st == PB_OK)
-            pb_record_joined_json(&r->line, &j->head, r->m->name, choices.data, choices.len, j->prompt_tokens,
-                                  j->completion_tokens);
-        pb_jbuf_free(&choices);
-        if (st == PB_OK) {
-            r->st.records++;
-            r->st.prompt_tokens += j->counted_prompt_tokens;
-            r->st.completion_tokens += (uint64_t)j->completion_tokens;
-            st = put_line(r, seq);
-        }
+        pb_record_joined_json(&r->line, &j->head, r->m->name, j->part, j->head.n_prompts, j->prompt_tokens,
+                              j->completion_tokens);
+        r->st.records++;
+        r->st.prompt_tokens += j->counted_prompt_tokens;
+        r->st.completion_tokens += (uint64_t)j->completion_tokens;
+        st = put_line(r, seq); /* the line's status: an append that failed */
     }
     joined_free(j);
     return st;

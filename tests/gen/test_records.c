@@ -850,16 +850,17 @@ static void test_prompt_list(void)
           a.gs.echo && a.gs.n_stops == 1 && a.gs.stops[0] != r.gs.stops[0] && !r.prompts[2].text);
     CHECK(pb_record_take_prompt(&b, &r, 0) == PB_OK && !strcmp(b.prompt, "one") && b.prompt_index == 0);
     /* prompt 0's choices first, then prompt 2's, indices 0..1 and 4..5, usage summed */
-    pb_jbuf parts, line;
-    pb_jbuf_init(&parts);
+    pb_jbuf parts[2], line;
+    pb_jbuf_init(&parts[0]);
+    pb_jbuf_init(&parts[1]);
     pb_jbuf_init(&line);
     pb_choice c0[2] = {{.text = "A", .len = 1, .finish = "stop", .completion_tokens = 1},
                        {.text = "B", .len = 1, .finish = "length", .completion_tokens = 2}};
     pb_result res = {.prompt_tokens = 1, .completion_tokens = 3, .n_choices = 2, .choices = c0};
-    pb_record_choices_json(&parts, &b, &res);
+    pb_record_choices_json(&parts[0], &b, &res);
     res.prompt_tokens = 2;
-    pb_record_choices_json(&parts, &a, &res);
-    pb_record_joined_json(&line, &r, "m", parts.data, parts.len, 3, 6);
+    pb_record_choices_json(&parts[1], &a, &res);
+    pb_record_joined_json(&line, &r, "m", parts, 2, 3, 6);
     CHECK(pb_jbuf_status(&line) == PB_OK);
     cJSON *o = cJSON_ParseWithLength(line.data, line.len);
     const cJSON *body = o ? cJSON_GetObjectItem(cJSON_GetObjectItem(o, "response"), "body") : NULL;
@@ -878,7 +879,8 @@ static void test_prompt_list(void)
           cJSON_GetObjectItem(u, "total_tokens")->valueint == 9);
     CHECK(o && !strcmp(cJSON_GetObjectItem(o, "custom_id")->valuestring, "c"));
     cJSON_Delete(o);
-    pb_jbuf_free(&parts);
+    pb_jbuf_free(&parts[0]);
+    pb_jbuf_free(&parts[1]);
     pb_jbuf_free(&line);
     pb_record_clear(&a);
     pb_record_clear(&b);
