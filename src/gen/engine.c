@@ -20,7 +20,8 @@
 #define BIAS_MAX (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS + 2 * PB_MAX_BAD_WORDS)
 
 typedef struct guide_entry {
-    char *regex;
+    char *regex;           /* its regex or grammar */
+    bool grammar;
     pb_guide *g;
     int refs;              /* sequences (and the pending record) using it */
     uint64_t used;         /* the engine's clock when last taken */
@@ -304,12 +305,13 @@ static pb_status guide_take(engine *d, pb_record *rec, guide_entry **ge)
     }
     guide_entry *e = NULL;
     for (int i = 0; i < d->n_guides && !e; i++)
-        if (!strcmp(d->guides[i]->regex, rec->gs.guide))
+        if (d->guides[i]->grammar == rec->gs.guide_grammar && !strcmp(d->guides[i]->regex, rec->gs.guide))
             e = d->guides[i];
     if (!e) {
         pb_guide *g = NULL;
         const double t0 = pb_now();
-        pb_status st = pb_guide_create(d->gvocab, rec->gs.guide, strlen(rec->gs.guide), &g);
+        pb_status st = pb_guide_create(d->gvocab, rec->gs.guide_grammar ? PB_GUIDE_GRAMMAR : PB_GUIDE_REGEX,
+                                       rec->gs.guide, strlen(rec->gs.guide), &g);
         if (st == PB_ERR_INPUT)
             return pb_record_set_error(rec, "field '%s': %s", rec->gs.guide_field, pb_last_error());
         PB_CHECK(st);
@@ -345,13 +347,18 @@ static pb_status guide_take(engine *d, pb_record *rec, guide_entry **ge)
         }
         e->g = g;
         e->regex = regex;
+        e->grammar = rec->gs.guide_grammar;
         e->refs = 0;
     }
     const int32_t start = pb_guide_start(e->g);
     const uint32_t *m = NULL;
     int n = 0;
-    if (start >= 0)
-        PB_CHECK(pb_guide_mask(e->g, start, &m, &n));
+    if (start >= 0) {
+        const pb_status st = pb_guide_mask(e->g, start, &m, &n);
+        if (st == PB_ERR_INPUT)
+            return pb_record_set_error(rec, "field '%s': %s", rec->gs.guide_field, pb_last_error());
+        PB_CHECK(st);
+    }
     if (n == 0)
         return pb_record_set_error(rec, "field '%s': %s", rec->gs.guide_field,
                                    start < 0 ? "the pattern matches no text"
@@ -1027,6 +1034,14 @@ static pb_status finish(engine *d, seq_state *s, const char *reason, bool cut, s
     return st;
 }
 
+/* A grammar whose parse outgrew its bounds (grammar.h) mid-completion: the text so far is kept, unfinished. */
+static pb_status guide_stop(engine *d, seq_state *s)
+{
+    pb_log_warn("line %llu: constrained decoding: %s; the completion ends unfinished", (unsigned long long)s->rec.line,
+                pb_last_error());
+    return finish(d, s, "stop", false, 0);
+}
+
 static pb_status on_token(engine *d, seq_state *s, int32_t t)
 {
     if (s->rec.gs.max_tokens == 0) /* a prompt run for its log probabilities: no completion */
@@ -1064,7 +1079,15 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
     if (stop_id && !s->rec.gs.include_stop)
         return finish(d, s, "stop", false, 0);
     int32_t gnext = 0;
-    if (s->ge && !stop_id && (gnext = pb_guide_next(s->ge->g, s->gstate, t)) < 0) {
+    if (s->ge && !stop_id) {
+        const pb_status st = pb_guide_next(s->ge->g, s->gstate, t, &gnext);
+        if (st == PB_ERR_INPUT) { /* a grammar's parse past its bounds */
+            s->generated--;
+            return guide_stop(d, s);
+        }
+        PB_CHECK(st);
+    }
+    if (s->ge && !stop_id && gnext < 0) {
         /* only where every id the constraint allows was masked (by min_tokens' bans): the text stays a prefix */
         pb_log_warn("line %llu: constrained decoding: no allowed token could be sampled; the completion ends",
                     (unsigned long long)s->rec.line);
@@ -1088,7 +1111,10 @@ static pb_status on_token(engine *d, seq_state *s, int32_t t)
         s->gstate = gnext;
         const uint32_t *m;
         int n;
-        PB_CHECK(pb_guide_mask(s->ge->g, s->gstate, &m, &n));
+        const pb_status st = pb_guide_mask(s->ge->g, s->gstate, &m, &n);
+        if (st == PB_ERR_INPUT)
+            return guide_stop(d, s);
+        PB_CHECK(st);
         if (n == 0) {
             if (!pb_guide_accepts(s->ge->g, s->gstate))
                 pb_log_warn("line %llu: constrained decoding: no token of the vocabulary continues the match; the "

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "gen/grammar.h"
 #include "gen/regex.h"
 
 /* Most DFA states a pattern's subset construction may make (before minimization; JSON mode's any object stays
@@ -24,12 +25,28 @@ struct pb_guide_vocab {
 
 struct pb_guide {
     const pb_guide_vocab *v;
-    pb_dfa *dfa;
-    uint32_t **masks; /* [n_states]: a reached state's mask, else NULL */
-    int *n_allowed;   /* [n_states] */
+    pb_dfa *dfa;      /* a regex's, or */
+    pb_cfg *cfg;      /* a grammar's parse, its states made as reached */
+    uint32_t **masks; /* [cap]: a reached state's mask, else NULL */
+    int *n_allowed;   /* [cap] */
+    int32_t cap;
     int32_t *stack;   /* [max_len + 1] states along a token's bytes */
-    size_t bytes;
+    size_t bytes;     /* the masks and tables (the DFA's or grammar's own apart) */
 };
+
+static int32_t n_states(const pb_guide *g)
+{
+    return g->cfg ? pb_cfg_n_states(g->cfg) : pb_dfa_n_states(g->dfa);
+}
+
+/* The state after byte b from s; -1 where no match can follow. */
+static pb_status step(pb_guide *g, int32_t s, uint8_t b, int32_t *t)
+{
+    if (g->cfg)
+        return pb_cfg_next(g->cfg, s, b, t);
+    *t = pb_dfa_next(g->dfa, s, b);
+    return PB_OK;
+}
 
 typedef struct tok_bytes {
     const unsigned char *p;
@@ -135,29 +152,46 @@ void pb_guide_free(pb_guide *g)
 {
     if (!g)
         return;
-    const int32_t n = g->dfa ? pb_dfa_n_states(g->dfa) : 0;
-    for (int32_t s = 0; g->masks && s < n; s++)
+    for (int32_t s = 0; g->masks && s < g->cap; s++)
         free(g->masks[s]);
     free(g->masks);
     free(g->n_allowed);
     free(g->stack);
     pb_dfa_free(g->dfa);
+    pb_cfg_free(g->cfg);
     free(g);
 }
 
-pb_status pb_guide_create(const pb_guide_vocab *v, const char *regex, size_t len, pb_guide **out)
+/* Room for the masks of states [0, n). */
+static pb_status reserve(pb_guide *g, int32_t n)
+{
+    if (n <= g->cap)
+        return PB_OK;
+    int32_t cap = g->cap ? g->cap : 16;
+    while (cap < n)
+        cap *= 2;
+    PB_CHECK(pb_realloc_array(&g->masks, (size_t)cap, sizeof *g->masks));
+    memset(g->masks + g->cap, 0, (size_t)(cap - g->cap) * sizeof *g->masks);
+    PB_CHECK(pb_realloc_array(&g->n_allowed, (size_t)cap, sizeof *g->n_allowed));
+    g->bytes += (size_t)(cap - g->cap) * (sizeof *g->masks + sizeof *g->n_allowed);
+    g->cap = cap;
+    return PB_OK;
+}
+
+pb_status pb_guide_create(const pb_guide_vocab *v, pb_guide_kind kind, const char *text, size_t len, pb_guide **out)
 {
     *out = NULL;
     pb_guide *g;
     PB_CHECK(pb_calloc(1, sizeof *g, &g));
     g->v = v;
     pb_status st;
-    PB_CHECK_GOTO(pb_dfa_compile(regex, len, GUIDE_MAX_STATES, &g->dfa), st, fail);
-    const int32_t n = pb_dfa_n_states(g->dfa);
-    PB_CHECK_GOTO(pb_calloc(n > 0 ? (size_t)n : 1, sizeof *g->masks, &g->masks), st, fail);
-    PB_CHECK_GOTO(pb_calloc(n > 0 ? (size_t)n : 1, sizeof *g->n_allowed, &g->n_allowed), st, fail);
+    if (kind == PB_GUIDE_GRAMMAR)
+        PB_CHECK_GOTO(pb_cfg_compile(text, len, &g->cfg), st, fail);
+    else
+        PB_CHECK_GOTO(pb_dfa_compile(text, len, GUIDE_MAX_STATES, &g->dfa), st, fail);
+    PB_CHECK_GOTO(reserve(g, n_states(g) > 0 ? n_states(g) : 1), st, fail);
     PB_CHECK_GOTO(pb_calloc((size_t)v->max_len + 1, sizeof *g->stack, &g->stack), st, fail);
-    g->bytes = sizeof *g + pb_dfa_bytes(g->dfa) + (size_t)n * (sizeof *g->masks + sizeof *g->n_allowed);
+    g->bytes += sizeof *g;
     *out = g;
     return PB_OK;
 fail:
@@ -167,22 +201,22 @@ fail:
 
 int32_t pb_guide_start(const pb_guide *g)
 {
-    return pb_dfa_start(g->dfa);
+    return g->cfg ? pb_cfg_start(g->cfg) : pb_dfa_start(g->dfa);
 }
 
 bool pb_guide_accepts(const pb_guide *g, int32_t s)
 {
-    return s >= 0 && pb_dfa_accepts(g->dfa, s);
+    return s >= 0 && (g->cfg ? pb_cfg_accepts(g->cfg, s) : pb_dfa_accepts(g->dfa, s));
 }
 
 size_t pb_guide_bytes(const pb_guide *g)
 {
-    return g->bytes;
+    return g->bytes + (g->cfg ? pb_cfg_bytes(g->cfg) : pb_dfa_bytes(g->dfa));
 }
 
 /* The ids whose bytes lead on from s: the tokens in byte order, each resuming from the state after the bytes it
  * shares with the one before (stack[l]); a prefix that fails skips every token that shares it. */
-static void fill_mask(pb_guide *g, int32_t s, uint32_t *mask, int *count)
+static pb_status fill_mask(pb_guide *g, int32_t s, uint32_t *mask, int *count)
 {
     const pb_guide_vocab *v = g->v;
     int32_t *stack = g->stack;
@@ -198,7 +232,7 @@ static void fill_mask(pb_guide *g, int32_t s, uint32_t *mask, int *count)
         const int len = (int)(v->off[id + 1] - v->off[id]);
         int32_t cur = stack[l];
         for (int d = l; d < len; d++) {
-            cur = pb_dfa_next(g->dfa, cur, b[d]);
+            PB_CHECK(step(g, cur, b[d], &cur));
             if (cur < 0) {
                 dead_at = d + 1;
                 break;
@@ -211,16 +245,22 @@ static void fill_mask(pb_guide *g, int32_t s, uint32_t *mask, int *count)
         }
     }
     *count = n;
+    return PB_OK;
 }
 
 pb_status pb_guide_mask(pb_guide *g, int32_t s, const uint32_t **mask, int *n)
 {
-    if (s < 0 || s >= pb_dfa_n_states(g->dfa))
-        return pb_error(PB_ERR_INTERNAL, "guide: state %d of %d", (int)s, (int)pb_dfa_n_states(g->dfa));
+    if (s < 0 || s >= n_states(g))
+        return pb_error(PB_ERR_INTERNAL, "guide: state %d of %d", (int)s, (int)n_states(g));
+    PB_CHECK(reserve(g, s + 1));
     if (!g->masks[s]) {
         uint32_t *m;
         PB_CHECK(pb_calloc((size_t)g->v->words, sizeof *m, &m));
-        fill_mask(g, s, m, &g->n_allowed[s]);
+        pb_status st = fill_mask(g, s, m, &g->n_allowed[s]);
+        if (st != PB_OK) {
+            free(m);
+            return st;
+        }
         g->masks[s] = m;
         g->bytes += (size_t)g->v->words * sizeof *m;
     }
@@ -229,12 +269,14 @@ pb_status pb_guide_mask(pb_guide *g, int32_t s, const uint32_t **mask, int *n)
     return PB_OK;
 }
 
-int32_t pb_guide_next(const pb_guide *g, int32_t s, int32_t id)
+pb_status pb_guide_next(pb_guide *g, int32_t s, int32_t id, int32_t *next)
 {
     const pb_guide_vocab *v = g->v;
+    *next = -1;
     if (s < 0 || id < 0 || id >= v->vocab || v->off[id + 1] == v->off[id])
-        return -1;
+        return PB_OK;
     for (size_t k = v->off[id]; k < v->off[id + 1] && s >= 0; k++)
-        s = pb_dfa_next(g->dfa, s, v->bytes[k]);
-    return s;
+        PB_CHECK(step(g, s, v->bytes[k], &s));
+    *next = s;
+    return PB_OK;
 }

@@ -1,7 +1,8 @@
 /* Constrained decoding: a regular expression (gen/regex.h; JSON schemas and
- * choice lists become one through gen/schema.h) that the whole completion
- * must match. A guide is the pattern's DFA over the model's vocabulary: in
- * each DFA state, the mask of the token ids whose bytes
+ * choice lists become one through gen/schema.h) or a context-free grammar
+ * (gen/grammar.h) that the whole completion must match. A guide is the
+ * pattern's DFA (or the grammar's parse states, made as reached) over the
+ * model's vocabulary: in each state, the mask of the token ids whose bytes
  * (pb_tokenizer_token_bytes) keep a whole match possible, computed when the
  * state is first reached and kept. The engine sends the mask of a
  * sequence's state with each token it samples (PB_SEQ_MASK) and moves the
@@ -31,20 +32,25 @@ void pb_guide_vocab_free(pb_guide_vocab *v);
 int pb_guide_vocab_words(const pb_guide_vocab *v);
 
 typedef struct pb_guide pb_guide;
-/* Compile regex[0..len) for v (borrowed: it must outlive the guide). A bad pattern is PB_ERR_INPUT. */
-pb_status pb_guide_create(const pb_guide_vocab *v, const char *regex, size_t len, pb_guide **out);
+typedef enum pb_guide_kind { PB_GUIDE_REGEX, PB_GUIDE_GRAMMAR } pb_guide_kind;
+/* Compile text[0..len), a regex or a GBNF grammar, for v (borrowed: it must outlive the guide). A bad
+ * pattern is PB_ERR_INPUT. */
+pb_status pb_guide_create(const pb_guide_vocab *v, pb_guide_kind kind, const char *text, size_t len,
+                          pb_guide **out);
 void pb_guide_free(pb_guide *g);
 
 /* The state before any token; -1 when the pattern matches nothing. */
 int32_t pb_guide_start(const pb_guide *g);
 /* The ids (not EOS) that may follow state s: *mask (pb_guide_vocab_words
- * words, kept by the guide) and *n their number. */
+ * words, kept by the guide) and *n their number. A grammar's parse that
+ * outgrows its bounds is PB_ERR_INPUT (grammar.h). */
 pb_status pb_guide_mask(pb_guide *g, int32_t s, const uint32_t **mask, int *n);
-/* The state after id from s, -1 when id may not follow s. */
-int32_t pb_guide_next(const pb_guide *g, int32_t s, int32_t id);
+/* *next: the state after id from s, -1 when id may not follow s. Fails as
+ * pb_guide_mask. */
+pb_status pb_guide_next(pb_guide *g, int32_t s, int32_t id, int32_t *next);
 /* Whether the text that led to s is a whole match (EOS may end it). */
 bool pb_guide_accepts(const pb_guide *g, int32_t s);
-/* Memory the guide holds (its DFA and the masks made so far), in bytes. */
+/* Memory the guide holds (its DFA or grammar and the masks made so far), in bytes. */
 size_t pb_guide_bytes(const pb_guide *g);
 
 #endif

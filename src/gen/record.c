@@ -36,6 +36,7 @@ void pb_gen_settings_clear(pb_gen_settings *s)
     free(s->guide);
     s->guide = NULL;
     s->guide_field = NULL;
+    s->guide_grammar = false;
     free(s->tool_name);
     s->tool_name = NULL;
 }
@@ -438,7 +439,6 @@ static const struct {
 } UNSUPPORTED[] = {
     {"suffix", OFF_EMPTY, "insertion after a suffix is not done"},
     {"best_of", OFF_N, "only best_of = n, or with use_beam_search: sampled completions are not ranked"},
-    {"guided_grammar", OFF_NULL, "no grammars: guided_json, guided_regex and guided_choice are done"},
     {"tool_choice", OFF_TOOL_CHOICE, "give \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
                                      "\"function\": {\"name\": ...}}"},
     {"logits_processors", OFF_EMPTY, "no custom logits processors"},
@@ -780,6 +780,7 @@ typedef struct guide_src {
     const cJSON *schema;     /* a JSON schema (object or boolean) */
     cJSON *parsed;           /* a schema given as JSON text, parsed (owned) */
     const char *regex;
+    const char *grammar;
     const cJSON *choice;
     bool json_object;
 } guide_src;
@@ -942,6 +943,16 @@ static bool guide_regex_field(field_ctx *c, const char *field, const cJSON *v, g
     return true;
 }
 
+static bool guide_grammar_field(field_ctx *c, const char *field, const cJSON *v, guide_src *g)
+{
+    if (!cJSON_IsString(v) || !v->valuestring[0]) {
+        snprintf(c->err, sizeof c->err, "field '%s' must be a non-empty string (a GBNF grammar)", field);
+        return false;
+    }
+    g->grammar = v->valuestring;
+    return true;
+}
+
 static bool guide_choice_field(field_ctx *c, const char *field, const cJSON *v, guide_src *g)
 {
     const int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 0;
@@ -1002,9 +1013,13 @@ static bool guide_structured(field_ctx *c, const cJSON *v, guide_src *g, const c
             }
             if (cJSON_IsTrue(it))
                 *ws = "";
-        } else if (!strcmp(k, "grammar") || !strcmp(k, "structural_tag")) {
-            snprintf(c->err, sizeof c->err, "field 'structured_outputs.%s' is not supported (no grammars: json, "
-                     "regex, choice and json_object are done); leave it out", k);
+        } else if (!strcmp(k, "grammar")) {
+            if (!guide_take(c, "structured_outputs.grammar", g) ||
+                !guide_grammar_field(c, "structured_outputs.grammar", it, g))
+                return false;
+        } else if (!strcmp(k, "structural_tag")) {
+            snprintf(c->err, sizeof c->err, "field 'structured_outputs.structural_tag' is not supported (json, "
+                     "regex, choice, grammar and json_object are done); leave it out");
             return false;
         } else if (strcmp(k, "disable_fallback") && strcmp(k, "disable_additional_properties") &&
                    strcmp(k, "backend")) { /* those are the serving engine's own choices: ignored */
@@ -1057,6 +1072,8 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
         ok = guide_take(c, "guided_regex", &g) && guide_regex_field(c, "guided_regex", v, &g);
     if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "guided_choice")) && !cJSON_IsNull(v))
         ok = guide_take(c, "guided_choice", &g) && guide_choice_field(c, "guided_choice", v, &g);
+    if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "guided_grammar")) && !cJSON_IsNull(v))
+        ok = guide_take(c, "guided_grammar", &g) && guide_grammar_field(c, "guided_grammar", v, &g);
     if (ok && (v = cJSON_GetObjectItemCaseSensitive(obj, "guided_whitespace_pattern")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsString(v)) {
             snprintf(c->err, sizeof c->err, "field 'guided_whitespace_pattern' must be a string");
@@ -1082,8 +1099,8 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
     }
     char *re = NULL;
     pb_status st;
-    if (g.regex) {
-        st = (re = pb_strdup(g.regex)) ? PB_OK : PB_ERR_NOMEM;
+    if (g.regex || g.grammar) {
+        st = (re = pb_strdup(g.regex ? g.regex : g.grammar)) ? PB_OK : PB_ERR_NOMEM;
     } else if (g.choice) {
         const int n = cJSON_GetArraySize(g.choice);
         const char **list = malloc((size_t)n * sizeof *list);
@@ -1116,6 +1133,7 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
     free(gs->guide);
     gs->guide = re;
     gs->guide_field = g.field;
+    gs->guide_grammar = g.grammar != NULL;
     return true;
 }
 

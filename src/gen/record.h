@@ -69,6 +69,7 @@ typedef struct pb_gen_settings {
     int32_t *allow;     /* owned (pb_gen_settings_clear) */
     char *guide;        /* constrained decoding: the regex the completion must match (gen/guide.h), owned; or NULL */
     const char *guide_field; /* the field that asked it (static), for messages */
+    bool guide_grammar; /* guide is a GBNF grammar (gen/grammar.h), not a regex */
     char *tool_name;    /* a named tool_choice: the function the completion calls (its arguments), owned */
     bool tool_required; /* tool_choice "required": the completion is a JSON list of {name, parameters} calls */
     int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; as EOS, its text left out) */

@@ -5,7 +5,7 @@
 set -eu
 : "${PB_SRCDIR:?}" "${PB_BUILDDIR:?}"
 status=0
-for t in safetensors pickle record config tokenizer chat regex; do
+for t in safetensors pickle record config tokenizer chat regex grammar; do
     prog="$PB_BUILDDIR/tests/fuzz/fuzz-$t"
     dirs="$PB_SRCDIR/tests/fuzz/corpus-$t"
     [ -d "$PB_SRCDIR/tests/fuzz/regress-$t" ] && dirs="$dirs $PB_SRCDIR/tests/fuzz/regress-$t"

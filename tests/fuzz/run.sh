@@ -3,7 +3,7 @@
 # and run each for N seconds (default 60) on a copy of its seed corpus, one
 # after another.
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]   (from anywhere; builds in $TMPDIR)
-# TARGET: safetensors pickle record config tokenizer chat regex (default: all).
+# TARGET: safetensors pickle record config tokenizer chat regex grammar (default: all).
 # FUZZ_RUNS=N: each target runs N inputs from seed FUZZ_SEED (default 1)
 # instead, the same inputs on every machine (make check: libfuzzer.sh).
 # Crashes are written to the work dir as crash-*; keep each one as a
@@ -11,7 +11,7 @@
 set -eu
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-safetensors pickle record config tokenizer chat regex}
+targets=${*:-safetensors pickle record config tokenizer chat regex grammar}
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 cc=${FUZZ_CC:-clang}
@@ -34,6 +34,7 @@ for t in $targets; do
     tokenizer) extra="$tok" ;;
     chat) extra="$src/src/chat/jinja.c" ;;
     regex) extra="$src/src/gen/regex.c" ;;
+    grammar) extra="$src/src/gen/grammar.c $src/src/gen/regex.c" ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;;
     esac
     echo "== building fuzz_$t"

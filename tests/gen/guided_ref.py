@@ -247,9 +247,13 @@ def main():
            ({"guided_choice": ["a"], "allowed_token_ids": [1, 2]}, "cannot be combined"),
            ({"guided_choice": []}, "field 'guided_choice' must be a list of non-empty strings"),
            ({"guided_regex": "[^\\x00-\\U0010FFFF]"}, "the pattern matches no text"),
-           ({"guided_grammar": "root ::= \"a\""}, "field 'guided_grammar' is not supported"),
+           ({"guided_grammar": "root ::= a"}, "field 'guided_grammar': grammar line 1, column 10: rule 'a' is not "
+            "defined"),
+           ({"guided_grammar": "root: \"a\""}, "Lark's 'name: ...' rules are not read"),
            ({"response_format": {"type": "xml"}}, "type 'xml' is not one of"),
-           ({"structured_outputs": {"grammar": "x"}}, "structured_outputs.grammar' is not supported"),
+           ({"structured_outputs": {"structural_tag": "x"}}, "structured_outputs.structural_tag' is not supported"),
+           ({"structured_outputs": {"grammar": "root ::= [b-a]"}}, "field 'structured_outputs.grammar': grammar "
+            "line 1, column 12: the range's end"),
            ({"structured_outputs": {"json": {}, "regex": "a"}}, "both constrain the output")]
     binp = "".join(json.dumps(dict(r, prompt="x", id=f"e{i}")) + "\n" for i, (r, _) in enumerate(bad))
     binp += json.dumps({"prompt": "ok", "id": "ok", "guided_choice": ["fine"]}) + "\n"

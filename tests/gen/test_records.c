@@ -300,6 +300,9 @@ static void test_guided(void)
         {"\"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"n\", "
          "\"schema\": {\"type\": \"null\"}}}", "response_format", "null"},
         {"\"response_format\": {\"type\": \"text\"}, \"guided_json\": null", NULL, NULL},
+        {"\"guided_grammar\": \"root ::= [0-9]+\"", "guided_grammar", "root ::= [0-9]+"},
+        {"\"structured_outputs\": {\"grammar\": \"root ::= \\\"x\\\"\"}", "structured_outputs.grammar",
+         "root ::= \"x\""},
     };
     pb_record r;
     char line[512];
@@ -309,6 +312,9 @@ static void test_guided(void)
         bool good = !r.error && (ok[i].field ? r.gs.guide && !strcmp(r.gs.guide_field, ok[i].field) : !r.gs.guide);
         if (good && ok[i].regex)
             good = strstr(r.gs.guide, ok[i].regex) != NULL;
+        /* a grammar is kept as its text, marked so */
+        if (good && ok[i].field)
+            good = r.gs.guide_grammar == (strstr(ok[i].field, "grammar") != NULL);
         if (!good) {
             fprintf(stderr, "%s: %s (%s)\n", line, r.error ? r.error : "accepted", r.gs.guide ? r.gs.guide : "none");
             failures++;
@@ -316,7 +322,8 @@ static void test_guided(void)
         /* the settings copy (n > 1's choices) keeps its own pattern */
         pb_gen_settings c;
         CHECK(pb_gen_settings_copy(&c, &r.gs) == PB_OK &&
-              (c.guide ? r.gs.guide && c.guide != r.gs.guide && !strcmp(c.guide, r.gs.guide) : !r.gs.guide));
+              (c.guide ? r.gs.guide && c.guide != r.gs.guide && !strcmp(c.guide, r.gs.guide) : !r.gs.guide) &&
+              c.guide_grammar == r.gs.guide_grammar);
         pb_gen_settings_clear(&c);
         pb_record_clear(&r);
     }
@@ -334,7 +341,11 @@ static void test_guided(void)
         {"\"response_format\": {\"type\": \"json_schema\"}", "needs json_schema.schema"},
         {"\"response_format\": {\"type\": \"yaml\"}", "type 'yaml' is not one of"},
         {"\"response_format\": \"json\"", "must be an object with a 'type'"},
-        {"\"structured_outputs\": {\"grammar\": \"g\"}", "'structured_outputs.grammar' is not supported"},
+        {"\"structured_outputs\": {\"structural_tag\": \"g\"}", "'structured_outputs.structural_tag' is not supported"},
+        {"\"guided_grammar\": \"\"", "field 'guided_grammar' must be a non-empty string (a GBNF grammar)"},
+        {"\"structured_outputs\": {\"grammar\": 1}", "'structured_outputs.grammar' must be a non-empty string"},
+        {"\"guided_grammar\": \"root ::= x\", \"guided_regex\": \"a\"", "fields 'guided_regex' and "
+         "'guided_grammar' both"},
         {"\"structured_outputs\": {\"colour\": 1}", "unknown key 'colour'"},
         {"\"structured_outputs\": {\"json_object\": 1}", "must be true or false"},
         {"\"structured_outputs\": 5", "must be an object"},
@@ -375,7 +386,7 @@ static void test_unsupported(void)
 {
     static const char *const asks[] = {
         "\"suffix\": \"x\"", "\"best_of\": 3",
-        "\"guided_grammar\": \"g\"", "\"tool_choice\": \"any\"", "\"logits_processors\": [\"p\"]",
+        "\"tool_choice\": \"any\"", "\"logits_processors\": [\"p\"]",
         "\"prompt_embeds\": \"AAAA\"", "\"thinking_token_budget\": 100",
         "\"repetition_detection\": {\"max_pattern_size\": 4}", "\"watermarking\": true"};
     pb_record r;

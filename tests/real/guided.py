@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Constrained decoding on the real SmolLM2-135M-Instruct against HF
 transformers 5.x: chat records with guided_json (an extraction schema),
-guided_choice (sentiment labels) and guided_regex (a year), greedy, answered
+guided_choice (sentiment labels), guided_regex (a year) and GBNF grammars
+(guided_grammar, structured_outputs.grammar: a left-recursive arithmetic
+grammar, vLLM's SQL example, a list), greedy, answered
 as HF's f32 model answers under the same constraint: at each step the
 likeliest token whose bytes keep a whole match possible (the third-party
 `regex` module's partial matches on the text's bytes), <|im_end|> only where
 the text is a whole match, the answer ending where no token leads on. Texts
 compared token by token up to the first near-tie among the allowed tokens
-(margin < smol.TIE). The JSON answers validate against their schemas
+(margin < smol.TIE). For the grammars the allowed tokens are xgrammar's
+(vLLM's grammar engine: its token bitmask, its stop token where the text is
+whole). The JSON answers validate against their schemas
 (jsonschema); JSON mode (response_format json_object) gives an object; 1 and
 2 ranks give the same bytes."""
 import json
@@ -37,11 +41,32 @@ CASES = [
     ("Give the date of the first Moon landing as YYYY-MM-DD.",
      {"guided_regex": "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"}),
 ]
+ARITH = """root ::= expr
+expr ::= expr ("+" | "-") term | term
+term ::= term ("*" | "/") factor | factor
+factor ::= [0-9]+ | "(" expr ")"
+"""
+SQL = """root ::= select_statement
+select_statement ::= "SELECT " column " from " table " where " condition
+column ::= "col_1 " | "col_2 "
+table ::= "table_1 " | "table_2 "
+condition ::= column "= " number
+number ::= "1 " | "2 "
+"""
+LIST = r"""root ::= "- " item ("\n- " item){2}
+item ::= [A-Z] [a-z ]{1,20}
+"""
+CASES += [
+    ("Write an arithmetic expression with three numbers whose value is 12, like (2+2)*3.", {"guided_grammar": ARITH}),
+    ("Write a SQL query that selects col_1 from table_2 where col_2 is 1.", {"structured_outputs": {"grammar": SQL}}),
+    ("List three fruits.", {"guided_grammar": LIST}),
+]
 N_NEW = 48
 
 
 def main():
     import jsonschema
+    import numpy as np
     import regex
     import torch
     import transformers
@@ -98,8 +123,27 @@ def main():
     eos = m.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
 
+    import xgrammar as xgr
+    info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=m.config.vocab_size)
+    xcomp = xgr.GrammarCompiler(info)
+    has_bytes = np.zeros((info.vocab_size + 31) // 32, dtype=np.uint32)
+    for t in range(len(vb)):
+        if vb[t]:
+            has_bytes[t >> 5] |= np.uint32(1 << (t & 31))
     for i, (q, c) in enumerate(CASES):
-        pat = regex.compile(pattern(c))
+        gram = c.get("guided_grammar") or c.get("structured_outputs", {}).get("grammar")
+        if gram:
+            matcher = xgr.GrammarMatcher(xcomp.compile_grammar(gram))
+            bm = xgr.allocate_token_bitmask(1, info.vocab_size)
+
+            def xallowed():
+                matcher.fill_next_token_bitmask(bm)
+                return bm[0].numpy().view("uint32")
+
+            def bit(row, t):
+                return bool(row[t >> 5] >> (t & 31) & 1)
+        else:
+            pat = regex.compile(pattern(c))
 
         def viable(b):
             try:
@@ -124,8 +168,13 @@ def main():
             past = getattr(o, cache)
             lg = o.logits[0, -1]
             allowed = []
+            row = xallowed() if gram else None
             for t in torch.argsort(lg, descending=True, stable=True).tolist():
-                if (t in eos and whole(out)) or (vb[t] and viable(out + vb[t])):
+                if gram and t < len(vb) and ((t in eos and bit(row, t)) or (vb[t] and bit(row, t))):
+                    allowed.append(t)
+                    if len(allowed) == 2:
+                        break
+                elif not gram and ((t in eos and whole(out)) or (vb[t] and viable(out + vb[t]))):
                     allowed.append(t)
                     if len(allowed) == 2:
                         break
@@ -137,6 +186,14 @@ def main():
                 break
             gen.append(t)
             out += vb[t]
+            if gram:
+                check(matcher.accept_token(t), f"case {i}: xgrammar refuses its own token {t}")
+                row = xallowed()
+                if not (row & has_bytes).any():
+                    finish = "stop"  # no token leads on: the match is whole (or stuck)
+                    break
+                nxt = torch.tensor([[t]])
+                continue
             if len(allowed) == 1 and whole(out) and not any(vb[u] and viable(out + vb[u]) for u in range(len(vb))):
                 finish = "stop"  # no token leads on: the match is whole
                 break
