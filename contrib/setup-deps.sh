@@ -14,9 +14,9 @@ APT_PACKAGES="build-essential autoconf automake libtool pkg-config \
 # Lower bounds only: what the families and the tests need (transformers 5.x
 # config keys such as rope_parameters and layer_types, torch 2.x); pip takes the
 # current releases. PyPI's torch wheel is a CUDA build (about 5-6 GB installed);
-# the tests use it on the CPU. xgrammar (vLLM's grammar engine) is the reference
-# for guided_grammar. pip honours PIP_INDEX_URL / PIP_EXTRA_INDEX_URL.
-PIP_PACKAGES="torch>=2.4 transformers>=5,<6 tokenizers safetensors numpy gguf jsonschema regex xgrammar"
+# the tests use it on the CPU. xgrammar (vLLM's grammar engine) and lark are the
+# references for guided_grammar. pip honours PIP_INDEX_URL / PIP_EXTRA_INDEX_URL.
+PIP_PACKAGES="torch>=2.4 transformers>=5,<6 tokenizers safetensors numpy gguf jsonschema regex xgrammar lark"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive

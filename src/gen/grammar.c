@@ -34,6 +34,7 @@ typedef struct prule {
     char *name;
     size_t off;  /* where it was first named (its definition or first use) */
     bool defined, anon;
+    bool term;   /* Lark: a terminal's (an UPPERCASE name's, or within one), where %ignore does not reach */
     alt *alts;
     int n_alts, cap_alts;
 } prule;
@@ -48,6 +49,9 @@ typedef struct parser {
     int n_terms, cap_terms;
     int cur, anon_n, depth;
     size_t n_syms;
+    bool lark;   /* Lark's syntax (no ::=), as vLLM takes it */
+    int first;   /* Lark: the first rule defined */
+    int ign;     /* Lark: %ignore's rule (its alternatives what may come between lexemes), else -1 */
     char *re; /* a terminal's regex being written */
     size_t re_n, re_cap;
 } parser;
@@ -112,6 +116,14 @@ static pb_status rule_new(parser *p, const char *name, size_t len, size_t off, b
     PB_CHECK(pb_malloc(len + 1, &ru->name));
     memcpy(ru->name, name, len);
     ru->name[len] = 0;
+    if (anon) {
+        ru->term = p->cur < p->n_rules && p->rules[p->cur].term;
+    } else {
+        size_t k = 0;
+        while (k < len && name[k] == '_')
+            k++;
+        ru->term = k < len && name[k] >= 'A' && name[k] <= 'Z';
+    }
     *out = p->n_rules++;
     return PB_OK;
 }
@@ -132,10 +144,13 @@ static int rule_find(const parser *p, const char *name, size_t len)
     return -1;
 }
 
-static bool name_char(int c)
+static bool name_char_of(bool lark, int c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           (c == '-' && !lark);
 }
+
+#define name_char(c) name_char_of(p->lark, (c))
 
 static int peek(const parser *p)
 {
@@ -149,7 +164,7 @@ static void skip_ws(parser *p)
         const char c = p->s[p->i];
         if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
             p->i++;
-        } else if (c == '#') {
+        } else if (c == '#' || (p->lark && c == '/' && p->i + 1 < p->n && p->s[p->i + 1] == '/')) {
             while (p->i < p->n && p->s[p->i] != '\n')
                 p->i++;
         } else {
@@ -158,16 +173,29 @@ static void skip_ws(parser *p)
     }
 }
 
-/* Whether a rule definition (name ::=) starts at p->i. */
+/* Whether a rule definition (name ::=; Lark's [?!]name[.priority]: or a %directive) starts at p->i. */
 static bool at_rule_start(parser *p)
 {
     const size_t save = p->i;
+    if (p->lark && p->i < p->n && p->s[p->i] == '%')
+        return true;
+    if (p->lark && p->i < p->n && (p->s[p->i] == '?' || p->s[p->i] == '!'))
+        p->i++;
+    const size_t at = p->i;
     while (p->i < p->n && name_char((unsigned char)p->s[p->i]))
         p->i++;
-    bool yes = p->i > save;
+    bool yes = p->i > at;
+    if (p->lark && yes && p->i + 1 < p->n && p->s[p->i] == '.' && p->s[p->i + 1] >= '0' && p->s[p->i + 1] <= '9') {
+        p->i++;
+        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
+            p->i++;
+    }
     while (yes && p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t'))
         p->i++;
-    yes = yes && p->n - p->i >= 3 && !memcmp(p->s + p->i, "::=", 3);
+    if (p->lark)
+        yes = yes && p->i < p->n && p->s[p->i] == ':';
+    else
+        yes = yes && p->n - p->i >= 3 && !memcmp(p->s + p->i, "::=", 3);
     p->i = save;
     return yes;
 }
@@ -282,10 +310,11 @@ static pb_status term_of_re(parser *p, int32_t *sym)
 
 static pb_status parse_literal(parser *p, int32_t *sym)
 {
+    const char q = p->s[p->i];
     const size_t at = p->i++;
     p->re_n = 0;
     PB_CHECK(re_put(p, ""));
-    while (p->i < p->n && p->s[p->i] != '"') {
+    while (p->i < p->n && p->s[p->i] != q) {
         uint32_t cp;
         PB_CHECK(read_char(p, &cp));
         PB_CHECK(re_cp(p, cp));
@@ -337,6 +366,83 @@ static pb_status parse_class(parser *p, int32_t *sym)
 }
 
 static pb_status parse_alternates(parser *p, int r);
+
+/* Lark's /regex/: the terminal of that regex (gen/regex.h's syntax, Python's common subset); flags are refused,
+ * as is a regex that matches the empty string (Lark's terminals may not). */
+static pb_status parse_regex(parser *p, int32_t *sym)
+{
+    const size_t at = p->i++;
+    p->re_n = 0;
+    PB_CHECK(re_put(p, ""));
+    while (p->i < p->n && p->s[p->i] != '/' && p->s[p->i] != '\n') {
+        char c[3] = {p->s[p->i], 0, 0};
+        if (c[0] == '\\' && p->i + 1 < p->n && p->s[p->i + 1] != '\n') {
+            p->i++;
+            if (p->s[p->i] == '/') {
+                c[0] = '/';
+            } else {
+                c[1] = p->s[p->i];
+            }
+        }
+        if (!c[0]) /* a NUL byte in the pattern */
+            return perr(p, p->i, "a NUL byte in the regex");
+        p->i++;
+        PB_CHECK(re_put(p, c));
+    }
+    if (p->i >= p->n || p->s[p->i] != '/')
+        return perr(p, at, "the regex is not closed with '/' on its line");
+    p->i++;
+    if (p->i < p->n && p->s[p->i] && strchr("imslux", p->s[p->i]))
+        return perr(p, p->i, "regex flags (/.../%c) are not done", p->s[p->i]);
+    if (!p->re_n)
+        return perr(p, at, "an empty regex");
+    pb_dfa *d;
+    const pb_status st = pb_dfa_compile(p->re, p->re_n, 0, &d);
+    if (st == PB_ERR_NOMEM)
+        return st;
+    if (st != PB_OK)
+        return perr(p, at, "the regex: %s", pb_last_error());
+    const bool empty = pb_dfa_start(d) >= 0 && pb_dfa_accepts(d, pb_dfa_start(d));
+    const bool none = pb_dfa_start(d) < 0;
+    pb_dfa_free(d);
+    if (empty)
+        return perr(p, at, "the regex matches the empty string (a terminal must not)");
+    if (none)
+        return perr(p, at, "the regex matches no text");
+    return term_of_re(p, sym);
+}
+
+/* Lark's "a".."z": a class of one range; *is false (and nothing read) where no range starts at p->i. */
+static pb_status parse_range(parser *p, bool *is, int32_t *sym)
+{
+    const size_t save = p->i;
+    uint32_t lo, hi;
+    *is = false;
+    p->i++;
+    if (p->i >= p->n || p->s[p->i] == '"' || read_char(p, &lo) != PB_OK || peek(p) != '"' ||
+        p->n - p->i < 4 || memcmp(p->s + p->i, "\"..\"", 4)) {
+        p->i = save;
+        return PB_OK;
+    }
+    p->i += 4;
+    const size_t at = p->i;
+    if (p->i >= p->n || p->s[p->i] == '"')
+        return perr(p, at, "the range's end must be one character");
+    PB_CHECK(read_char(p, &hi));
+    if (peek(p) != '"')
+        return perr(p, at, "the range's end must be one character");
+    p->i++;
+    if (hi < lo)
+        return perr(p, at, "the range's end U+%04X is before its start U+%04X", (unsigned)hi, (unsigned)lo);
+    *is = true;
+    p->re_n = 0;
+    PB_CHECK(re_put(p, "["));
+    PB_CHECK(re_cp(p, lo));
+    PB_CHECK(re_put(p, "-"));
+    PB_CHECK(re_cp(p, hi));
+    PB_CHECK(re_put(p, "]"));
+    return term_of_re(p, sym);
+}
 
 /* r ::= sym r | "" (sym repeated any number of times). */
 static pb_status make_star(parser *p, int32_t sym, size_t off, int *out)
@@ -406,13 +512,28 @@ static pb_status parse_quant(parser *p, int32_t *sym)
         skip_ws(p);
         const int c = peek(p);
         const size_t at = p->i;
-        if (c != '*' && c != '+' && c != '?' && c != '{') {
+        if ((c != '*' && c != '+' && c != '?' && c != '{' && (c != '~' || !p->lark)) ||
+            (p->lark && c == '?' && at_rule_start(p))) { /* Lark's ?rule: on the next line */
             p->i = save;
             return PB_OK;
         }
         p->i++;
         int m = 0, n = -1;
-        if (c == '+') {
+        if (c == '~') { /* Lark's x ~ n, x ~ n..m */
+            skip_ws(p);
+            PB_CHECK(parse_int(p, &m));
+            if (m < 0)
+                return perr(p, at, "'~' needs a count: x ~ n or x ~ n..m");
+            n = m;
+            if (p->n - p->i >= 2 && !memcmp(p->s + p->i, "..", 2)) {
+                p->i += 2;
+                PB_CHECK(parse_int(p, &n));
+                if (n < 0)
+                    return perr(p, at, "'~ n..' needs its upper count");
+            }
+            if (n < m)
+                return perr(p, at, "the repetition ~ %d..%d has its bound below its minimum", m, n);
+        } else if (c == '+') {
             m = 1;
         } else if (c == '?') {
             n = 1;
@@ -453,11 +574,41 @@ static pb_status parse_element(parser *p, int32_t *sym)
 {
     const int c = peek(p);
     const size_t at = p->i;
+    if (p->lark && c == '"') {
+        bool is;
+        PB_CHECK(parse_range(p, &is, sym));
+        if (is)
+            return PB_OK;
+        PB_CHECK(parse_literal(p, sym));
+        if (peek(p) == 'i')
+            return perr(p, p->i, "case-insensitive strings (\"...\"i) are not done");
+        return PB_OK;
+    }
+    if (p->lark && c == '\'') /* not Lark's, but vLLM's conversion takes them */
+        return parse_literal(p, sym);
+    if (p->lark && c == '/')
+        return parse_regex(p, sym);
+    if (p->lark && c == '[') { /* Lark's [x]: x optional */
+        p->i++;
+        if (++p->depth > MAX_DEPTH)
+            return perr(p, at, "groups nested more than %d deep", MAX_DEPTH);
+        int r, a;
+        PB_CHECK(rule_anon(p, at, &r));
+        PB_CHECK(parse_alternates(p, r));
+        if (peek(p) != ']')
+            return p->i < p->n ? perr(p, p->i, "expected ']' to close the optional group")
+                               : perr(p, at, "the optional group is not closed");
+        p->i++;
+        p->depth--;
+        PB_CHECK(alt_new(p, r, &a));
+        *sym = r;
+        return PB_OK;
+    }
     if (c == '"')
         return parse_literal(p, sym);
     if (c == '[')
         return parse_class(p, sym);
-    if (c == '.') {
+    if (c == '.' && !p->lark) {
         p->i++;
         p->re_n = 0;
         PB_CHECK(re_put(p, "(?:.|\\n)"));
@@ -508,8 +659,19 @@ static pb_status parse_sequence(parser *p, int r)
     for (;;) {
         skip_ws(p);
         const int c = peek(p);
-        if (c < 0 || c == '|' || c == ')' || (name_char(c) && at_rule_start(p)))
+        if (c < 0 || c == '|' || c == ')' || (p->lark && c == ']') ||
+            ((name_char(c) || (p->lark && (c == '%' || c == '?' || c == '!'))) && at_rule_start(p)))
             return PB_OK;
+        if (p->lark && c == '-' && p->i + 1 < p->n && p->s[p->i + 1] == '>') { /* -> alias: names a tree node */
+            p->i += 2;
+            skip_ws(p);
+            const size_t at = p->i;
+            while (p->i < p->n && name_char((unsigned char)p->s[p->i]))
+                p->i++;
+            if (p->i == at)
+                return perr(p, at, "expected a name after '->'");
+            continue;
+        }
         int32_t sym;
         PB_CHECK(parse_element(p, &sym));
         PB_CHECK(parse_quant(p, &sym));
@@ -546,8 +708,8 @@ static pb_status parse_grammar(parser *p)
         while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t'))
             p->i++;
         if (p->i < p->n && p->s[p->i] == ':' && (p->n - p->i < 3 || memcmp(p->s + p->i, "::=", 3)))
-            return perr(p, at, "expected '::=' after the rule name '%.*s' (Lark's 'name: ...' rules are not read; "
-                        "write GBNF, 'name ::= ...')", (int)(len > 100 ? 100 : len), p->s + at);
+            return perr(p, at, "expected '::=' after the rule name '%.*s' (a grammar with ::= is GBNF; Lark's "
+                        "'name: ...' rules do not mix in)", (int)(len > 100 ? 100 : len), p->s + at);
         if (p->n - p->i < 3 || memcmp(p->s + p->i, "::=", 3))
             return perr(p, at, "expected '::=' after the rule name '%.*s'", (int)(len > 100 ? 100 : len), p->s + at);
         p->i += 3;
@@ -566,6 +728,222 @@ static pb_status parse_grammar(parser *p)
             return peek(p) >= 0x20 && peek(p) < 0x7f ? perr(p, p->i, "unexpected '%c'", peek(p))
                                                      : perr(p, p->i, "unexpected character");
     }
+}
+
+/* Lark's common.lark terminals that %import common.NAME brings, as regexes. */
+static const struct {
+    const char *name, *re;
+} COMMON[] = {
+    {"DIGIT", "[0-9]"}, {"HEXDIGIT", "[a-fA-F0-9]"}, {"INT", "[0-9]+"}, {"SIGNED_INT", "[+-]?[0-9]+"},
+    {"DECIMAL", "[0-9]+\\.[0-9]*|\\.[0-9]+"},
+    {"FLOAT", "[0-9]+[eE][+-]?[0-9]+|([0-9]+\\.[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?"},
+    {"SIGNED_FLOAT", "[+-]?([0-9]+[eE][+-]?[0-9]+|([0-9]+\\.[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?)"},
+    {"NUMBER", "[0-9]+[eE][+-]?[0-9]+|([0-9]+\\.[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+"},
+    {"SIGNED_NUMBER", "[+-]?([0-9]+[eE][+-]?[0-9]+|([0-9]+\\.[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+)"},
+    {"ESCAPED_STRING", "\"([^\"\\\\\\n]|\\\\[^\\n])*\""},
+    {"LCASE_LETTER", "[a-z]"}, {"UCASE_LETTER", "[A-Z]"}, {"LETTER", "[a-zA-Z]"}, {"WORD", "[a-zA-Z]+"},
+    {"CNAME", "[_a-zA-Z][_a-zA-Z0-9]*"}, {"WS_INLINE", "[ \\t]+"}, {"WS", "[ \\t\\f\\r\\n]+"},
+    {"CR", "\\r"}, {"LF", "\\n"}, {"NEWLINE", "(\\r?\\n)+"}, {"SH_COMMENT", "#[^\\n]*"},
+    {"CPP_COMMENT", "//[^\\n]*"},
+};
+
+/* %import common.NAME [-> ALIAS] or %import common (A, B, ...): each a terminal of COMMON's regex. */
+static pb_status lark_import(parser *p, size_t at)
+{
+    skip_ws(p);
+    if (p->n - p->i < 6 || memcmp(p->s + p->i, "common", 6))
+        return perr(p, p->i, "only Lark's common terminals can be imported (%%import common.NAME)");
+    p->i += 6;
+    const bool list = peek(p) != '.';
+    if (list) {
+        while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t'))
+            p->i++;
+        if (peek(p) != '(')
+            return perr(p, p->i, "expected '.NAME' or '(NAME, ...)' after %%import common");
+    }
+    p->i++;
+    for (;;) {
+        while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || (list && p->s[p->i] == '\n')))
+            p->i++;
+        const size_t nat = p->i;
+        while (p->i < p->n && name_char((unsigned char)p->s[p->i]))
+            p->i++;
+        size_t len = p->i - nat, dat = nat, dlen = len;
+        int k = -1;
+        for (size_t j = 0; j < sizeof COMMON / sizeof *COMMON && k < 0; j++)
+            if (strlen(COMMON[j].name) == len && !memcmp(COMMON[j].name, p->s + nat, len))
+                k = (int)j;
+        if (k < 0)
+            return perr(p, nat, "'%.*s' is not one of Lark's common terminals done here (DIGIT, HEXDIGIT, INT, "
+                        "SIGNED_INT, DECIMAL, FLOAT, SIGNED_FLOAT, NUMBER, SIGNED_NUMBER, ESCAPED_STRING, LETTER, "
+                        "WORD, CNAME, WS, WS_INLINE, NEWLINE, ...)", (int)(len > 60 ? 60 : len), p->s + nat);
+        while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t'))
+            p->i++;
+        if (!list && p->n - p->i >= 2 && !memcmp(p->s + p->i, "->", 2)) {
+            p->i += 2;
+            while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t'))
+                p->i++;
+            dat = p->i;
+            while (p->i < p->n && name_char((unsigned char)p->s[p->i]))
+                p->i++;
+            dlen = p->i - dat;
+            if (!dlen)
+                return perr(p, dat, "expected a name after '->'");
+        }
+        int r = rule_find(p, p->s + dat, dlen);
+        if (r >= 0 && p->rules[r].defined)
+            return perr(p, dat, "'%.*s' is defined twice", (int)(dlen > 60 ? 60 : dlen), p->s + dat);
+        if (r < 0)
+            PB_CHECK(rule_new(p, p->s + dat, dlen, dat, false, &r));
+        p->rules[r].defined = true;
+        p->rules[r].term = true;
+        p->rules[r].off = at;
+        p->re_n = 0;
+        PB_CHECK(re_put(p, COMMON[k].re));
+        int32_t sym;
+        int a;
+        PB_CHECK(term_of_re(p, &sym));
+        PB_CHECK(alt_new(p, r, &a));
+        PB_CHECK(alt_push(p, &p->rules[r].alts[a], sym));
+        if (!list)
+            return PB_OK;
+        while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n'))
+            p->i++;
+        if (peek(p) == ')') {
+            p->i++;
+            return PB_OK;
+        }
+        if (peek(p) != ',')
+            return perr(p, p->i, "expected ',' or ')' in %%import common (...)");
+        p->i++;
+    }
+}
+
+/* A Lark grammar: definitions [?!]name[.priority]: expansions (a terminal when the name is UPPERCASE), and the
+ * directives %import common and %ignore. */
+static pb_status parse_lark(parser *p)
+{
+    for (;;) {
+        skip_ws(p);
+        if (p->i >= p->n)
+            return PB_OK;
+        const size_t at = p->i;
+        if (peek(p) == '%') {
+            p->i++;
+            const size_t w = p->i;
+            while (p->i < p->n && name_char((unsigned char)p->s[p->i]))
+                p->i++;
+            const size_t wl = p->i - w;
+            if (wl == 6 && !memcmp(p->s + w, "import", 6)) {
+                PB_CHECK(lark_import(p, at));
+            } else if (wl == 6 && !memcmp(p->s + w, "ignore", 6)) {
+                if (p->ign < 0) {
+                    p->cur = p->n_rules ? p->n_rules - 1 : 0;
+                    PB_CHECK(rule_new(p, "%ignore", 7, at, true, &p->ign));
+                    p->rules[p->ign].term = true;
+                    p->rules[p->ign].defined = true;
+                }
+                const int save = p->cur;
+                p->cur = p->ign;
+                PB_CHECK(parse_alternates(p, p->ign));
+                p->cur = save;
+            } else {
+                return perr(p, at, "the directive %%%.*s is not done (%%import common and %%ignore are)",
+                            (int)(wl > 20 ? 20 : wl), p->s + w);
+            }
+            continue;
+        }
+        if (peek(p) == '?' || peek(p) == '!')
+            p->i++;
+        const size_t nat = p->i;
+        while (p->i < p->n && name_char((unsigned char)p->s[p->i]))
+            p->i++;
+        const size_t len = p->i - nat;
+        if (!len)
+            return peek(p) >= 0x20 && peek(p) < 0x7f ? perr(p, at, "expected a rule name, not '%c'", peek(p))
+                                                     : perr(p, at, "expected a rule name");
+        if (p->i + 1 < p->n && p->s[p->i] == '.' && p->s[p->i + 1] >= '0' && p->s[p->i + 1] <= '9') {
+            p->i++; /* a priority: the language is the same */
+            while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
+                p->i++;
+        }
+        while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t'))
+            p->i++;
+        if (peek(p) == '{')
+            return perr(p, p->i, "rule templates (name{params}) are not done");
+        if (peek(p) != ':')
+            return perr(p, nat, "expected ':' after the rule name '%.*s'", (int)(len > 100 ? 100 : len), p->s + nat);
+        p->i++;
+        int r = rule_find(p, p->s + nat, len);
+        if (r >= 0 && p->rules[r].defined)
+            return perr(p, nat, "rule '%.*s' is defined twice", (int)(len > 100 ? 100 : len), p->s + nat);
+        if (r < 0)
+            PB_CHECK(rule_new(p, p->s + nat, len, nat, false, &r));
+        p->rules[r].defined = true;
+        p->rules[r].off = nat;
+        if (p->first < 0)
+            p->first = r;
+        p->cur = r;
+        p->anon_n = 0;
+        PB_CHECK(parse_alternates(p, r));
+        skip_ws(p);
+        if (p->i < p->n && !at_rule_start(p))
+            return peek(p) >= 0x20 && peek(p) < 0x7f ? perr(p, p->i, "unexpected '%c'", peek(p))
+                                                     : perr(p, p->i, "unexpected character");
+    }
+}
+
+/* %ignore: what it names may come before each lexeme of a rule (a string, a regex or an UPPERCASE terminal, not
+ * within terminals) and at the end: ign* put before each, and the start rule followed by it. *root: that rule. */
+static pb_status lark_ignore(parser *p, int start, int *root)
+{
+    *root = start;
+    if (p->ign < 0)
+        return PB_OK;
+    int star, a;
+    p->cur = p->ign;
+    PB_CHECK(make_star(p, p->ign, p->rules[p->ign].off, &star));
+    p->rules[star].term = true; /* nothing put within it */
+    const int n = p->n_rules;
+    for (int r = 0; r < n; r++) {
+        if (p->rules[r].term)
+            continue;
+        for (int k = 0; k < p->rules[r].n_alts; k++) {
+            alt old = p->rules[r].alts[k], now = {0};
+            for (int j = 0; j < old.n; j++) {
+                const int32_t sy = old.sym[j];
+                if (sy <= -2 || (sy >= 0 && p->rules[sy].term))
+                    PB_CHECK(alt_push(p, &now, star));
+                PB_CHECK(alt_push(p, &now, sy));
+            }
+            free(old.sym);
+            p->rules[r].alts[k] = now;
+        }
+    }
+    p->cur = start;
+    PB_CHECK(rule_anon(p, p->rules[start].off, root));
+    PB_CHECK(alt_new(p, *root, &a));
+    PB_CHECK(alt_push(p, &p->rules[*root].alts[a], start));
+    PB_CHECK(alt_push(p, &p->rules[*root].alts[a], star));
+    return PB_OK;
+}
+
+/* Whether text is Lark's (vLLM's test: no line, comments cut, holds ::=). */
+static bool is_lark(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t e = i;
+        while (e < n && s[e] != '\n')
+            e++;
+        for (size_t k = i; k < e; k++) {
+            if (s[k] == '#' || (s[k] == '/' && k + 1 < e && s[k + 1] == '/'))
+                break;
+            if (k + 2 < e && s[k] == ':' && s[k + 1] == ':' && s[k + 2] == '=')
+                return false;
+        }
+        i = e + 1;
+    }
+    return true;
 }
 
 /* Direct left recursion (a ::= a x | y) rewritten to the right: a ::= y a', a' ::= x a' | "". */
@@ -1102,10 +1480,9 @@ static pb_status build(parser *p, int root, pb_cfg *g)
         if (st != PB_OK)
             return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/: %s", p->terms[t], pb_last_error());
         g->n_terms = t + 1;
-        /* each terminal is one character or a literal: done exactly where it accepts */
-        for (int32_t s = 0; s < pb_dfa_n_states(g->dfa[t]); s++)
-            if (pb_dfa_accepts(g->dfa[t], s) != pb_dfa_final(g->dfa[t], s) || pb_dfa_start(g->dfa[t]) < 0)
-                return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/ accepts and goes on", p->terms[t]);
+        /* a terminal reads at least a byte */
+        if (pb_dfa_start(g->dfa[t]) < 0 || pb_dfa_accepts(g->dfa[t], pb_dfa_start(g->dfa[t])))
+            return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/ reads no byte", p->terms[t]);
     }
     return PB_OK;
 }
@@ -1113,20 +1490,25 @@ static pb_status build(parser *p, int root, pb_cfg *g)
 pb_status pb_cfg_compile(const char *text, size_t len, pb_cfg **out)
 {
     *out = NULL;
-    parser p = {.s = text, .n = len};
+    parser p = {.s = text, .n = len, .lark = is_lark(text, len), .first = -1, .ign = -1};
     pb_cfg *g = NULL;
     pb_status st;
-    PB_CHECK_GOTO(parse_grammar(&p), st, fail);
+    PB_CHECK_GOTO(p.lark ? parse_lark(&p) : parse_grammar(&p), st, fail);
     for (int r = 0; r < p.n_rules; r++)
         if (!p.rules[r].defined && !p.rules[r].anon) {
             st = perr(&p, p.rules[r].off, "rule '%s' is not defined", p.rules[r].name);
             goto fail;
         }
-    const int root = rule_find(&p, "root", 4);
+    int root = p.lark ? rule_find(&p, "start", 5) : rule_find(&p, "root", 4);
+    if (p.lark && root < 0)
+        root = p.first;
     if (root < 0) {
-        st = pb_error(PB_ERR_INPUT, "the grammar has no rule 'root' (the whole completion)");
+        st = pb_error(PB_ERR_INPUT, p.lark ? "the grammar defines no rule" : "the grammar has no rule 'root' (the "
+                      "whole completion)");
         goto fail;
     }
+    if (p.lark)
+        PB_CHECK_GOTO(lark_ignore(&p, root, &root), st, fail);
     PB_CHECK_GOTO(rewrite_left(&p), st, fail);
     PB_CHECK_GOTO(check_left(&p), st, fail);
     PB_CHECK_GOTO(pb_calloc(1, sizeof *g, &g), st, fail);
@@ -1221,12 +1603,12 @@ pb_status pb_cfg_next(pb_cfg *g, int32_t s, uint8_t b, int32_t *next)
         const int32_t q = pb_dfa_next(d, g->nq[nd], b);
         if (q < 0)
             continue;
-        if (pb_dfa_final(d, q)) { /* the terminal is done: on to what follows it */
+        if (pb_dfa_accepts(d, q)) { /* the terminal may be done: on to what follows it */
             PB_CHECK(work_push(g, pos + 1, par));
             PB_CHECK(run_work(g));
-        } else {
-            PB_CHECK(top_add(g, pos, q, par));
         }
+        if (!pb_dfa_final(d, q)) /* or it goes on (a regex terminal's [a-z]+) */
+            PB_CHECK(top_add(g, pos, q, par));
     }
     int32_t t;
     PB_CHECK(move_end(g, &t));

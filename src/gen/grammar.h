@@ -1,6 +1,6 @@
 /* Context-free grammars for constrained decoding (gen/guide.h): vLLM's guided_grammar and
- * structured_outputs.grammar, written in GBNF/EBNF as llama.cpp and xgrammar read it. The grammar
- * describes the whole completion from its rule `root`.
+ * structured_outputs.grammar, written in GBNF/EBNF as llama.cpp and xgrammar read it, or in Lark's syntax.
+ * The grammar describes the whole completion from its rule `root` (Lark: `start`).
  *
  * Syntax:
  *   name ::= alternatives       a rule; names are letters, digits, '-' and '_'; a rule goes on over
@@ -12,6 +12,19 @@
  *   x?  x*  x+  x{m}  x{m,}  x{m,n}  x{,n}   repetition (counts at most 1000)
  *   # ...                       a comment to the end of the line
  * Escapes in literals and classes: \n \r \t \\ \" \' \[ \] \- \^ \/ \xHH \uHHHH \UHHHHHHHH.
+ *
+ * A grammar with no `::=` (outside comments) is Lark's, as vLLM tells them apart and converts it:
+ *   [?!]name[.priority]: expansions      a rule (an UPPERCASE name: a terminal); alternatives may go on with
+ *                                        `|` on the next lines; the rule `start` (else the first) is the root
+ *   "text"  'text'  "a".."z"  /regex/    literals, a range, a regex (gen/regex.h's syntax; no flags, never empty)
+ *   [x]  x?  x*  x+  x ~ n  x ~ n..m  x{m,n}  ( ... )  -> alias (ignored)
+ *   %import common.NAME [-> ALIAS], %import common (A, B)   Lark's common terminals (INT, NUMBER,
+ *                                        ESCAPED_STRING, WS, CNAME, ...)
+ *   %ignore X ...                        X may come before every lexeme of the rules (a string, regex or
+ *                                        terminal within a lowercase rule) and at the end
+ *   // comments
+ * Terminals are matched at every length they can take (no lexer's longest match: lark's Earley parse with
+ * lexer='dynamic_complete'). Refused: templates, %declare and other directives, case-insensitive strings.
  * A rule that begins with itself (`expr ::= expr "+" term | term`) is rewritten to repeat on the right;
  * other left recursion (through another rule, a group or a rule that can be empty) is refused, naming the
  * rules. Refused with the line and column: undefined rules, a rule defined twice, no `root`, token
@@ -20,7 +33,7 @@
  * Running it: the parse's states are the sets of rule stacks (llama.cpp's way, with shared stack tails)
  * that the bytes so far leave, each set interned when first reached and numbered 0, 1, ... (0 the
  * start), so a guide can keep per-state tables as for a regex's DFA. Moving by a byte is cached per
- * (state, byte). Every state handed out can still reach a whole match: a byte that would leave none is
+ * (state, byte); a regex terminal's state may both end it and go on. Every state handed out can still reach a whole match: a byte that would leave none is
  * refused (-1). */
 #ifndef PB_GEN_GRAMMAR_H
 #define PB_GEN_GRAMMAR_H

@@ -7,7 +7,9 @@ vLLM uses for guided_grammar:
 - token masks: along random walks over SmolLM2's real vocabulary (tokenizer.json, byte-level BPE, tokens that
   end inside a UTF-8 character included), the ids allowed at each step must equal xgrammar's bitmask on
   every id that is not a special token, and EOS must be allowed exactly where xgrammar allows its stop token;
-- bad grammars: each refused by both, ours naming the line and column.
+- bad grammars: each refused by both, ours naming the line and column;
+- Lark grammars (vLLM converts them; we read them): whole matches equal to the lark package's Earley parse with
+  lexer='dynamic_complete', and Lark's own errors refused by line and column.
 Grammars that only pippy-batch reads (llama.cpp's `.`) are checked against expected answers."""
 import os
 import random
@@ -97,7 +99,56 @@ BAD = [
     'root ::= "a"{3,2}\n',               # bound below minimum
     'root ::= ("a" | "b"\n',             # group not closed
     'root ::= "a" )\n',                  # stray
-    'root: "a"\n',                       # Lark
+]
+# Lark grammars (vLLM takes them too), against the lark package's Earley parser with lexer='dynamic_complete'
+# (terminals matched at every length they can take, as ours are: no lexer's longest match)
+LARK_JSON = r'''
+?start: value
+?value: object
+      | array
+      | string
+      | SIGNED_NUMBER      -> number
+      | "true"             -> true
+      | "false"            -> false
+      | "null"             -> null
+array  : "[" [value ("," value)*] "]"
+object : "{" [pair ("," pair)*] "}"
+pair   : string ":" value
+string : ESCAPED_STRING
+%import common.ESCAPED_STRING
+%import common.SIGNED_NUMBER
+%import common.WS
+%ignore WS
+'''
+LARK_CALC = r'''// a calculator, left-recursive
+start: sum
+?sum: product | sum "+" product | sum "-" product
+?product: atom | product "*" atom | product "/" atom
+?atom: NUMBER | "-" atom | "(" sum ")" | NAME
+NAME: /[a-z_][a-z_0-9]*/
+%import common.NUMBER
+%import common.WS_INLINE
+%ignore WS_INLINE
+'''
+LARK_MISC = r'''start: greeting " " NAME ("," NAME) ~ 1..2 [EXCL]
+greeting: "hello" | "hi" | "h".."j"
+NAME: /[a-z]+/ | UPPER_NAME
+UPPER_NAME.2: ("A".."Z")+
+EXCL: "!"~2
+%import common (DIGIT, LETTER)
+'''
+LARKS = [
+    ("lark-json", LARK_JSON, ['{"a": 1}', ' [1, 2 ,3 ] ', '{"a" : [true,false,null, -1.5e3]}', '[] []', '"x\\"y"',
+                              '[1 2]', '  {}  ', '{"k": {"n": [{}, []]}}', '[-0.5, 1e9, "\u00e9"]']),
+    ("lark-calc", LARK_CALC, ["1+2*3", "x * (y - 2)", "--1", "a+", " 1 ", "(1))", "foo_1/2.5", "1 2", "2e3*x"]),
+    ("lark-misc", LARK_MISC, ["hello bob", "hi al,bo", "hi al,BO!!", "i x", "hello AB,cd,EF", "hi x!",
+                              "j A,B,C!!", "hixy"]),
+]
+BAD_LARK = [
+    ('start: "a"i\n', "case-insensitive"), ('start: /a+/i\n', "regex flags"), ('start: /a*/\n', "empty string"),
+    ('start: x\n%import common.FOO\n', "not one of Lark's common terminals"), ('%declare X\nstart: "a"\n', "%declare"),
+    ('start: "a"{2,1}\n', "below its minimum"), ('start: "a" ~ 3..2\n', "below its minimum"), ('start: foo\n', "not defined"),
+    ('start: /a(/\n', "the regex:"), ('start: "a"\nstart: "b"\n', "defined twice"),
 ]
 # only pippy-batch's (xgrammar has no `.`): (grammar, {candidate: expected M/P/N})
 OWN = [
@@ -244,6 +295,43 @@ def main():
         where = "err grammar line " if "root" in g else "err the grammar has no rule 'root'"
         if not r.startswith(where) or theirs != "err":
             print("FAIL bad grammar %r: ours %r, xgrammar %s" % (g, r, theirs))
+            failures += 1
+        else:
+            print("  refused %-28r %s" % (g, r[4:]))
+    import lark
+    for name, g, examples in LARKS:
+        r = tool.ask("g " + hexs(g.encode()))
+        if not r.startswith("ok"):
+            print("FAIL %s: ours refuses it: %s" % (name, r))
+            failures += 1
+            continue
+        ref = lark.Lark(g, parser="earley", lexer="dynamic_complete")
+        alphabet = sorted(set("".join(examples)))
+        cands = set()
+        for e in examples:
+            for i in range(len(e) + 1):
+                cands.add(e[:i])
+            cands.update(mutations(e, rng, alphabet))
+        for _ in range(100):
+            cands.add("".join(rng.choice(alphabet) for _ in range(rng.randrange(8))))
+        whole = 0
+        for c in sorted(cands):
+            try:
+                ref.parse(c)
+                want = True
+            except lark.exceptions.LarkError:
+                want = False
+            got = tool.ask("c " + hexs(c.encode()))
+            checked += 1
+            whole += want
+            if (got == "M") != want:
+                print("FAIL %s: %r: ours %s, lark %s" % (name, c, got, "parses" if want else "does not parse"))
+                failures += 1
+        print("  %s: %d candidates, %d of them whole" % (name, len(cands), whole))
+    for g, want in BAD_LARK:
+        r = tool.ask("g " + hexs(g.encode()))
+        if not r.startswith("err grammar line ") or want not in r:
+            print("FAIL bad Lark grammar %r: %r lacks %r" % (g, r, want))
             failures += 1
         else:
             print("  refused %-28r %s" % (g, r[4:]))

@@ -1,12 +1,13 @@
 """Constrained decoding (guided_regex / guided_choice / guided_json /
-response_format / structured_outputs) end to end on a tiny GPT-2 with the
+guided_grammar / response_format / structured_outputs) end to end on a tiny GPT-2 with the
 real GPT-2 tokenizer, against an independent reference: HF transformers'
 logits with the constraint applied by the third-party `regex` module
 (partial full matches on the text's bytes), greedy: the likeliest token
 whose bytes keep a match possible, EOS only where the text is a whole match,
 and the completion ends where no token leads on. The same bytes at batch
 sizes and chunks; sampled completions match their patterns and validate
-against their schemas (jsonschema); n = 2, logprobs, the OpenAI shape; bad
+against their schemas (jsonschema), sampled GBNF and Lark grammars' answers
+parse (the lark package); n = 2, logprobs, the OpenAI shape; bad
 constraints are error records naming the field."""
 import json
 import os
@@ -26,6 +27,14 @@ TMP = os.environ["PB_TEST_TMP"]
 TESTDATA = os.environ["PB_TESTDATA"]
 SCHEMA_TOOL = os.path.join(os.environ["PB_BUILDDIR"], "tests", "gen", "schema_tool")
 EOS = 50256
+# a finite language as GBNF, and the same as Lark for the lark package to parse the answers
+SUM_GBNF = 'root ::= "(" [0-9] (" + " [0-9]){0,3} ")" "."?'
+SUM_LARK = 'start: "(" DIGIT (" + " DIGIT)~0..3 ")" ["."]\n%import common.DIGIT\n'
+CALL_LARK = r'''start: NAME "(" [arg ("," arg)~0..2] ")"
+arg: /[0-9]{1,3}/ | "x" | "y"
+NAME: "f" | "g" | "sum"
+%ignore " "
+'''
 failures = 0
 
 _supp = os.path.join(TMP, "lsan.supp")
@@ -199,6 +208,12 @@ def main():
     samp.append({"prompt": "Two:", "id": "n2", "n": 2, "guided_regex": "[a-z]{3}", "temperature": 1.0,
                  "logprobs": 2, "seed": 7})
     samp.append({"prompt": "Obj:", "id": "jo", "response_format": {"type": "json_object"}, "max_tokens": 60})
+    # grammars, GBNF and Lark: finite languages, so each sampled completion ends whole ("stop")
+    for k in range(4):
+        samp.append({"prompt": f"Sum {k}:", "id": f"gb{k}", "guided_grammar": SUM_GBNF, "temperature": 1.0,
+                     "seed": 200 + k, "max_tokens": 40})
+        samp.append({"prompt": f"Call {k}:", "id": f"lk{k}", "structured_outputs": {"grammar": CALL_LARK},
+                     "temperature": 1.0, "seed": 300 + k, "max_tokens": 40})
     sinp = "".join(json.dumps(r) + "\n" for r in samp)
     a = run(["--model", model_dir, "--batch-size", "16", "--chunks", "2"], sinp).stdout
     b = run(["--model", model_dir, "--batch-size", "3"], sinp).stdout
@@ -228,7 +243,20 @@ def main():
         check(isinstance(json.loads(jo["text"]), dict), f"json_object: {jo['text']!r}")
     else:
         check(jo["text"].startswith("{"), f"json_object: {jo['text']!r}")
-    print("sampled:", [out[f"s{k}"]["text"] for k in range(2)], [out[f"c{k}"]["text"] for k in range(6)])
+    import lark
+    sum_ref = lark.Lark(SUM_LARK, parser="earley", lexer="dynamic_complete")
+    call_ref = lark.Lark(CALL_LARK, parser="earley", lexer="dynamic_complete")
+    for k in range(4):
+        for key, ref in ((f"gb{k}", sum_ref), (f"lk{k}", call_ref)):
+            o = out[key]
+            try:
+                ref.parse(o["text"])
+                whole = True
+            except lark.exceptions.LarkError:
+                whole = False
+            check(o["finish_reason"] == "stop" and whole, f"sampled grammar {key}: {o}")
+    print("sampled:", [out[f"s{k}"]["text"] for k in range(2)], [out[f"c{k}"]["text"] for k in range(6)],
+          [out[f"gb{k}"]["text"] for k in range(4)], [out[f"lk{k}"]["text"] for k in range(4)])
 
     # the OpenAI batch shape: response_format json_schema in a completions body
     body = {"model": "m", "prompt": "A person:", "max_tokens": max_new,
@@ -249,7 +277,8 @@ def main():
            ({"guided_regex": "[^\\x00-\\U0010FFFF]"}, "the pattern matches no text"),
            ({"guided_grammar": "root ::= a"}, "field 'guided_grammar': grammar line 1, column 10: rule 'a' is not "
             "defined"),
-           ({"guided_grammar": "root: \"a\""}, "Lark's 'name: ...' rules are not read"),
+           ({"guided_grammar": "start: /a*/"}, "field 'guided_grammar': grammar line 1, column 8: the regex matches "
+            "the empty string"),
            ({"response_format": {"type": "xml"}}, "type 'xml' is not one of"),
            ({"structured_outputs": {"structural_tag": "x"}}, "structured_outputs.structural_tag' is not supported"),
            ({"structured_outputs": {"grammar": "root ::= [b-a]"}}, "field 'structured_outputs.grammar': grammar "
