@@ -1168,28 +1168,35 @@ static uint64_t node_hash(int32_t pos, int32_t q, int32_t par)
     return mix(((uint64_t)(uint32_t)pos << 32 | (uint32_t)q) ^ mix((uint64_t)(uint32_t)par + 0x9e3779b97f4a7c15ull));
 }
 
-static pb_status node_rehash(pb_cfg *g)
+static uint64_t node_key(const pb_cfg *g, int32_t k)
 {
-    const size_t cap = g->nhash_cap ? 2 * g->nhash_cap : 1024;
+    return node_hash(g->npos[k], g->nq[k], g->npar[k]);
+}
+
+/* An index of entries 0 .. n-1 by key(entry), open addressing, twice as large (-1: empty). */
+static pb_status index_regrow(const pb_cfg *g, int32_t n, uint64_t (*key)(const pb_cfg *, int32_t), int32_t **table,
+                              size_t *cap)
+{
+    const size_t c = *cap ? 2 * *cap : 1024;
     int32_t *h;
-    PB_CHECK(pb_malloc(cap * sizeof *h, &h));
-    memset(h, 0xff, cap * sizeof *h);
-    for (int k = 0; k < g->n_nodes; k++) {
-        size_t i = node_hash(g->npos[k], g->nq[k], g->npar[k]) & (cap - 1);
+    PB_CHECK(pb_malloc(c * sizeof *h, &h));
+    memset(h, 0xff, c * sizeof *h);
+    for (int32_t k = 0; k < n; k++) {
+        size_t i = key(g, k) & (c - 1);
         while (h[i] >= 0)
-            i = (i + 1) & (cap - 1);
+            i = (i + 1) & (c - 1);
         h[i] = k;
     }
-    free(g->nhash);
-    g->nhash = h;
-    g->nhash_cap = cap;
+    free(*table);
+    *table = h;
+    *cap = c;
     return PB_OK;
 }
 
 static pb_status node_get(pb_cfg *g, int32_t pos, int32_t q, int32_t par, int32_t *out)
 {
     if ((size_t)g->n_nodes * 2 >= g->nhash_cap)
-        PB_CHECK(node_rehash(g));
+        PB_CHECK(index_regrow(g, g->n_nodes, node_key, &g->nhash, &g->nhash_cap));
     size_t i = node_hash(pos, q, par) & (g->nhash_cap - 1);
     for (; g->nhash[i] >= 0; i = (i + 1) & (g->nhash_cap - 1)) {
         const int32_t k = g->nhash[i];
@@ -1329,22 +1336,9 @@ static uint64_t state_hash(const int32_t *t, int n, bool acc)
     return pb_fnv1a(acc ? 7 : 3, t, (size_t)n * sizeof *t);
 }
 
-static pb_status state_rehash(pb_cfg *g)
+static uint64_t state_key(const pb_cfg *g, int32_t s)
 {
-    const size_t cap = g->shash_cap ? 2 * g->shash_cap : 256;
-    int32_t *h;
-    PB_CHECK(pb_malloc(cap * sizeof *h, &h));
-    memset(h, 0xff, cap * sizeof *h);
-    for (int s = 0; s < g->n_states; s++) {
-        size_t i = state_hash(g->pool + g->soff[s], g->slen[s], g->sacc[s]) & (cap - 1);
-        while (h[i] >= 0)
-            i = (i + 1) & (cap - 1);
-        h[i] = s;
-    }
-    free(g->shash);
-    g->shash = h;
-    g->shash_cap = cap;
-    return PB_OK;
+    return state_hash(g->pool + g->soff[s], g->slen[s], g->sacc[s]);
 }
 
 /* The state of the move's tops (sorted, unique) and acc; -1 when neither. */
@@ -1360,7 +1354,7 @@ static pb_status move_end(pb_cfg *g, int32_t *out)
         return PB_OK;
     }
     if ((size_t)g->n_states * 2 >= g->shash_cap)
-        PB_CHECK(state_rehash(g));
+        PB_CHECK(index_regrow(g, g->n_states, state_key, &g->shash, &g->shash_cap));
     const uint64_t h = state_hash(g->tops, n, g->acc);
     size_t i = h & (g->shash_cap - 1);
     for (; g->shash[i] >= 0; i = (i + 1) & (g->shash_cap - 1)) {

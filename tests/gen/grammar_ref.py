@@ -195,6 +195,19 @@ def mutations(s, rng, alphabet):
     return out
 
 
+def candidates(examples, rng, n_random):
+    """The examples, all their prefixes, mutations, and random strings over their characters."""
+    alphabet = sorted(set("".join(examples))) or ["a"]
+    cands = set()
+    for e in examples:
+        for i in range(len(e) + 1):
+            cands.add(e[:i])
+        cands.update(mutations(e, rng, alphabet))
+    for _ in range(n_random):
+        cands.add("".join(rng.choice(alphabet) for _ in range(rng.randrange(8))))
+    return cands
+
+
 def main():
     from transformers import AutoTokenizer
     model = os.path.join(SRCDIR, "models", "SmolLM2-135M-Instruct")
@@ -225,14 +238,7 @@ def main():
             failures += 1
             continue
         cg = compiler.compile_grammar(g)
-        alphabet = sorted(set("".join(examples))) or ["a"]
-        cands = set()
-        for e in examples:
-            for i in range(len(e) + 1):
-                cands.add(e[:i])
-            cands.update(mutations(e, rng, alphabet))
-        for _ in range(150):
-            cands.add("".join(rng.choice(alphabet) for _ in range(rng.randrange(8))))
+        cands = candidates(examples, rng, 150)
         for c in sorted(cands):
             m = xgr.GrammarMatcher(cg)
             ok = m.accept_string(c)
@@ -306,14 +312,7 @@ def main():
             failures += 1
             continue
         ref = lark.Lark(g, parser="earley", lexer="dynamic_complete")
-        alphabet = sorted(set("".join(examples)))
-        cands = set()
-        for e in examples:
-            for i in range(len(e) + 1):
-                cands.add(e[:i])
-            cands.update(mutations(e, rng, alphabet))
-        for _ in range(100):
-            cands.add("".join(rng.choice(alphabet) for _ in range(rng.randrange(8))))
+        cands = candidates(examples, rng, 100)
         whole = 0
         for c in sorted(cands):
             try:
