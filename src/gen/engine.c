@@ -20,8 +20,8 @@
 #define BIAS_MAX (PB_MAX_LOGIT_BIAS + PB_MAX_STOP_IDS + 2 * PB_MAX_BAD_WORDS)
 
 typedef struct guide_entry {
-    char *regex;           /* its regex or grammar */
-    bool grammar;
+    char *regex;           /* its regex, grammar or whitespace pattern (kind) */
+    int kind;
     pb_guide *g;
     int refs;              /* sequences (and the pending record) using it */
     uint64_t used;         /* the engine's clock when last taken */
@@ -305,13 +305,13 @@ static pb_status guide_take(engine *d, pb_record *rec, guide_entry **ge)
     }
     guide_entry *e = NULL;
     for (int i = 0; i < d->n_guides && !e; i++)
-        if (d->guides[i]->grammar == rec->gs.guide_grammar && !strcmp(d->guides[i]->regex, rec->gs.guide))
+        if (d->guides[i]->kind == rec->gs.guide_kind && !strcmp(d->guides[i]->regex, rec->gs.guide))
             e = d->guides[i];
     if (!e) {
         pb_guide *g = NULL;
         const double t0 = pb_now();
-        pb_status st = pb_guide_create(d->gvocab, rec->gs.guide_grammar ? PB_GUIDE_GRAMMAR : PB_GUIDE_REGEX,
-                                       rec->gs.guide, strlen(rec->gs.guide), &g);
+        pb_status st = pb_guide_create(d->gvocab, (pb_guide_kind)rec->gs.guide_kind, rec->gs.guide,
+                                       strlen(rec->gs.guide), &g);
         if (st == PB_ERR_INPUT)
             return pb_record_set_error(rec, "field '%s': %s", rec->gs.guide_field, pb_last_error());
         PB_CHECK(st);
@@ -347,7 +347,7 @@ static pb_status guide_take(engine *d, pb_record *rec, guide_entry **ge)
         }
         e->g = g;
         e->regex = regex;
-        e->grammar = rec->gs.guide_grammar;
+        e->kind = rec->gs.guide_kind;
         e->refs = 0;
     }
     const int32_t start = pb_guide_start(e->g);

@@ -52,6 +52,7 @@ typedef struct parser {
     bool lark;   /* Lark's syntax (no ::=), as vLLM takes it */
     int first;   /* Lark: the first rule defined */
     int ign;     /* Lark: %ignore's rule (its alternatives what may come between lexemes), else -1 */
+    bool internal; /* a grammar of ours (pb_cfg_json_object): its regex terminals may match the empty string */
     char *re; /* a terminal's regex being written */
     size_t re_n, re_cap;
 } parser;
@@ -405,7 +406,7 @@ static pb_status parse_regex(parser *p, int32_t *sym)
     const bool empty = pb_dfa_start(d) >= 0 && pb_dfa_accepts(d, pb_dfa_start(d));
     const bool none = pb_dfa_start(d) < 0;
     pb_dfa_free(d);
-    if (empty)
+    if (empty && !p->internal)
         return perr(p, at, "the regex matches the empty string (a terminal must not)");
     if (none)
         return perr(p, at, "the regex matches no text");
@@ -1313,7 +1314,10 @@ static pb_status run_work(pb_cfg *g)
             else
                 PB_CHECK(work_push(g, g->npos[par], g->npar[par]));
         } else if (it <= -2) {
-            PB_CHECK(top_add(g, pos, pb_dfa_start(g->dfa[TERM_OF(it)]), par));
+            const pb_dfa *d = g->dfa[TERM_OF(it)];
+            PB_CHECK(top_add(g, pos, pb_dfa_start(d), par));
+            if (pb_dfa_accepts(d, pb_dfa_start(d))) /* an internal grammar's terminal that may be empty */
+                PB_CHECK(work_push(g, pos + 1, par));
         } else {
             int32_t np = par;
             if (g->items[pos + 1] != SYM_END)
@@ -1474,17 +1478,17 @@ static pb_status build(parser *p, int root, pb_cfg *g)
         if (st != PB_OK)
             return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/: %s", p->terms[t], pb_last_error());
         g->n_terms = t + 1;
-        /* a terminal reads at least a byte */
-        if (pb_dfa_start(g->dfa[t]) < 0 || pb_dfa_accepts(g->dfa[t], pb_dfa_start(g->dfa[t])))
+        /* a terminal reads at least a byte (but an internal grammar's) */
+        if (pb_dfa_start(g->dfa[t]) < 0 || (!p->internal && pb_dfa_accepts(g->dfa[t], pb_dfa_start(g->dfa[t]))))
             return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/ reads no byte", p->terms[t]);
     }
     return PB_OK;
 }
 
-pb_status pb_cfg_compile(const char *text, size_t len, pb_cfg **out)
+static pb_status compile(const char *text, size_t len, bool internal, pb_cfg **out)
 {
     *out = NULL;
-    parser p = {.s = text, .n = len, .lark = is_lark(text, len), .first = -1, .ign = -1};
+    parser p = {.s = text, .n = len, .lark = is_lark(text, len), .first = -1, .ign = -1, .internal = internal};
     pb_cfg *g = NULL;
     pb_status st;
     PB_CHECK_GOTO(p.lark ? parse_lark(&p) : parse_grammar(&p), st, fail);
@@ -1520,6 +1524,54 @@ pb_status pb_cfg_compile(const char *text, size_t len, pb_cfg **out)
 fail:
     parser_free(&p);
     pb_cfg_free(g);
+    return st;
+}
+
+pb_status pb_cfg_compile(const char *text, size_t len, pb_cfg **out)
+{
+    return compile(text, len, false, out);
+}
+
+/* Appends regex r to b as a Lark /regex/ terminal's text: each bare '/' escaped, escapes kept whole. */
+static pb_status put_slashed(parser *b, const char *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c[5] = {r[i], 0, 0, 0, 0};
+        if (r[i] == '\\' && i + 1 < n)
+            c[1] = r[++i];
+        else if (r[i] == '/')
+            c[0] = '\\', c[1] = '/';
+        else if (r[i] == '\n')
+            c[0] = '\\', c[1] = 'n';
+        else if (!r[i])
+            memcpy(c, "\\x00", 4);
+        PB_CHECK(re_put(b, c));
+    }
+    return PB_OK;
+}
+
+pb_status pb_cfg_json_object(const char *string_re, const char *number_re, const char *ws, size_t ws_len,
+                             pb_cfg **out)
+{
+    *out = NULL;
+    parser b = {0}; /* only its text buffer */
+    pb_status st = re_put(&b, "start: object\n"
+                              "value: object | array | STRING | NUMBER | \"true\" | \"false\" | \"null\"\n"
+                              "object: \"{\" w (STRING w \":\" w value (w \",\" w STRING w \":\" w value)* w)? \"}\"\n"
+                              "array: \"[\" w (value (w \",\" w value)* w)? \"]\"\n"
+                              "STRING: /");
+    if (st == PB_OK) st = put_slashed(&b, string_re, strlen(string_re));
+    if (st == PB_OK) st = re_put(&b, "/\nNUMBER: /");
+    if (st == PB_OK) st = put_slashed(&b, number_re, strlen(number_re));
+    if (st == PB_OK) st = re_put(&b, ws_len ? "/\nw: /(?:" : "/\nw:\n");
+    if (st == PB_OK && ws_len) st = put_slashed(&b, ws, ws_len);
+    if (st == PB_OK && ws_len) st = re_put(&b, ")/\n");
+    if (st == PB_OK) {
+        st = compile(b.re, b.re_n, true, out);
+        if (st == PB_ERR_INPUT)
+            st = pb_error(PB_ERR_INPUT, "the whitespace pattern: %s", pb_last_error());
+    }
+    free(b.re);
     return st;
 }
 

@@ -50,6 +50,11 @@ typedef struct pb_cfg pb_cfg;
  * wrong" (or naming the rules). */
 pb_status pb_cfg_compile(const char *text, size_t len, pb_cfg **out);
 void pb_cfg_free(pb_cfg *g); /* NULL-safe */
+/* JSON mode (response_format json_object): any JSON object, nested to any depth, strings and numbers as the
+ * regexes string_re and number_re, ws[0..ws_len) (a regex, may match the empty string) between tokens as a
+ * JSON schema's instances have it (gen/schema.h). A bad ws is PB_ERR_INPUT. */
+pb_status pb_cfg_json_object(const char *string_re, const char *number_re, const char *ws, size_t ws_len,
+                             pb_cfg **out);
 
 /* The start state (0), or -1 when the grammar matches no text. */
 int32_t pb_cfg_start(const pb_cfg *g);

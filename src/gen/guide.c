@@ -8,6 +8,7 @@
 #include "common/util.h"
 #include "gen/grammar.h"
 #include "gen/regex.h"
+#include "gen/schema.h"
 
 /* Most DFA states a pattern's subset construction may make (before minimization; JSON mode's any object stays
  * under 200000, minimized to 2561, 0.6 s and 90 MB at the peak here): a row of byte classes each. */
@@ -187,6 +188,8 @@ pb_status pb_guide_create(const pb_guide_vocab *v, pb_guide_kind kind, const cha
     pb_status st;
     if (kind == PB_GUIDE_GRAMMAR)
         PB_CHECK_GOTO(pb_cfg_compile(text, len, &g->cfg), st, fail);
+    else if (kind == PB_GUIDE_JSON_OBJECT)
+        PB_CHECK_GOTO(pb_cfg_json_object(PB_SCHEMA_RX_STRING, PB_SCHEMA_RX_NUMBER, text, len, &g->cfg), st, fail);
     else
         PB_CHECK_GOTO(pb_dfa_compile(text, len, GUIDE_MAX_STATES, &g->dfa), st, fail);
     PB_CHECK_GOTO(reserve(g, n_states(g) > 0 ? n_states(g) : 1), st, fail);

@@ -32,8 +32,10 @@ void pb_guide_vocab_free(pb_guide_vocab *v);
 int pb_guide_vocab_words(const pb_guide_vocab *v);
 
 typedef struct pb_guide pb_guide;
-typedef enum pb_guide_kind { PB_GUIDE_REGEX, PB_GUIDE_GRAMMAR } pb_guide_kind;
-/* Compile text[0..len), a regex or a GBNF grammar, for v (borrowed: it must outlive the guide). A bad
+/* What a guide's text is: a regex, a GBNF or Lark grammar, or JSON mode's whitespace pattern (any JSON
+ * object, nested to any depth: pb_cfg_json_object). */
+typedef enum pb_guide_kind { PB_GUIDE_REGEX, PB_GUIDE_GRAMMAR, PB_GUIDE_JSON_OBJECT } pb_guide_kind;
+/* Compile text[0..len) of that kind for v (borrowed: it must outlive the guide). A bad
  * pattern is PB_ERR_INPUT. */
 pb_status pb_guide_create(const pb_guide_vocab *v, pb_guide_kind kind, const char *text, size_t len,
                           pb_guide **out);

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "gen/beam.h"
+#include "gen/guide.h"
 #include "gen/schema.h"
 
 /* ---- settings --------------------------------------------------------- */
@@ -36,7 +37,7 @@ void pb_gen_settings_clear(pb_gen_settings *s)
     free(s->guide);
     s->guide = NULL;
     s->guide_field = NULL;
-    s->guide_grammar = false;
+    s->guide_kind = 0;
     free(s->tool_name);
     s->tool_name = NULL;
 }
@@ -1113,13 +1114,10 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
         if (st == PB_OK)
             st = pb_choice_regex(list, n, &re);
         free(list);
+    } else if (g.json_object) { /* JSON mode: any object, nested to any depth (a grammar of the whitespace) */
+        st = (re = pb_strdup(ws ? ws : PB_SCHEMA_WS)) ? PB_OK : PB_ERR_NOMEM;
     } else {
-        cJSON *object = NULL;
-        const cJSON *schema = g.schema;
-        if (g.json_object) /* JSON mode: any object */
-            schema = object = cJSON_Parse("{\"type\": \"object\"}");
-        st = schema ? pb_schema_regex(schema, ws, &re) : PB_ERR_NOMEM;
-        cJSON_Delete(object);
+        st = pb_schema_regex(g.schema, ws, &re);
     }
     cJSON_Delete(g.parsed);
     if (st != PB_OK) {
@@ -1133,7 +1131,7 @@ static bool get_guide(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, bool 
     free(gs->guide);
     gs->guide = re;
     gs->guide_field = g.field;
-    gs->guide_grammar = g.grammar != NULL;
+    gs->guide_kind = g.grammar ? PB_GUIDE_GRAMMAR : g.json_object ? PB_GUIDE_JSON_OBJECT : PB_GUIDE_REGEX;
     return true;
 }
 

@@ -67,9 +67,10 @@ typedef struct pb_gen_settings {
     pb_id_bias *bias;   /* owned (pb_gen_settings_clear) */
     int n_allow;        /* allowed_token_ids: only these may be sampled (ids ascending, each once; 0 = any) */
     int32_t *allow;     /* owned (pb_gen_settings_clear) */
-    char *guide;        /* constrained decoding: the regex the completion must match (gen/guide.h), owned; or NULL */
+    char *guide;        /* constrained decoding: the regex, grammar or JSON mode's whitespace pattern (guide_kind) the
+                         * completion must match (gen/guide.h), owned; or NULL */
     const char *guide_field; /* the field that asked it (static), for messages */
-    bool guide_grammar; /* guide is a GBNF grammar (gen/grammar.h), not a regex */
+    int guide_kind;     /* pb_guide_kind (gen/guide.h): PB_GUIDE_REGEX, _GRAMMAR or _JSON_OBJECT */
     char *tool_name;    /* a named tool_choice: the function the completion calls (its arguments), owned */
     bool tool_required; /* tool_choice "required": the completion is a JSON list of {name, parameters} calls */
     int n_stop_ids;     /* stop_token_ids: sampling one ends the completion ("stop"; as EOS, its text left out) */

@@ -25,9 +25,9 @@
 /* One character of a JSON string: plain, a short escape or \uXXXX. */
 #define STR_ALTS "[^\"\\\\\\x00-\\x1f]|\\\\[\"\\\\/bfnrt]|\\\\u[0-9a-fA-F]{4}"
 #define STR_CHAR "(?:" STR_ALTS ")"
-#define RX_STRING "\"" STR_CHAR "*\""
+#define RX_STRING PB_SCHEMA_RX_STRING
 #define RX_INT "-?(?:0|[1-9][0-9]*)"
-#define RX_NUMBER RX_INT "(?:\\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+#define RX_NUMBER PB_SCHEMA_RX_NUMBER
 #define RX_DATE "[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
 #define RX_TIME "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?" \
                 "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?"

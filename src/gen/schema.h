@@ -41,6 +41,10 @@
  * (xgrammar's any_whitespace). A bounded run ({0,N}) needs a DFA state per count at every place. */
 #define PB_SCHEMA_WS "[ \\t\\n]*"
 
+/* JSON strings and numbers as the instances' regexes write them. */
+#define PB_SCHEMA_RX_STRING "\"(?:[^\"\\\\\\x00-\\x1f]|\\\\[\"\\\\/bfnrt]|\\\\u[0-9a-fA-F]{4})*\"" /* STR_CHAR* */
+#define PB_SCHEMA_RX_NUMBER "-?(?:0|[1-9][0-9]*)(?:\\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+
 /* *out (malloc'd, NUL-terminated): the regex of the schema's instances.
  * ws: the pattern between tokens (NULL: PB_SCHEMA_WS; "" for compact). */
 pb_status pb_schema_regex(const cJSON *schema, const char *ws, char **out);

@@ -8,6 +8,7 @@ vLLM uses for guided_grammar:
   end inside a UTF-8 character included), the ids allowed at each step must equal xgrammar's bitmask on
   every id that is not a special token, and EOS must be allowed exactly where xgrammar allows its stop token;
 - bad grammars: each refused by both, ours naming the line and column;
+- JSON mode's grammar: the same masks as the any-object regex it replaced, objects nested past its 5 levels;
 - Lark grammars (vLLM converts them; we read them): whole matches equal to the lark package's Earley parse with
   lexer='dynamic_complete', and Lark's own errors refused by line and column.
 Grammars that only pippy-batch reads (llama.cpp's `.`) are checked against expected answers."""
@@ -304,6 +305,57 @@ def main():
             failures += 1
         else:
             print("  refused %-28r %s" % (g, r[4:]))
+    # JSON mode (response_format json_object) runs as a grammar: the same masks as the any-object regex it
+    # replaced (schema_tool's {"type": "object"}, objects nested 5 deep), and any depth beyond
+    for ws in ["[ \t\n]*", "", "[ ]?", "(?: |\n  )*"]:
+        p = subprocess.run([os.path.join(os.environ["PB_BUILDDIR"], "tests", "gen", "schema_tool")],
+                           input=json.dumps({"schema": {"type": "object"}, "ws": ws}).encode(), capture_output=True)
+        rx = p.stdout.decode().rstrip("\n")
+        r = tool.ask("j " + hexs(ws.encode()))
+        if not r.startswith("ok") or p.returncode:
+            print("FAIL JSON mode ws %r: %s / %s" % (ws, r, rx[:200]))
+            failures += 1
+            continue
+        deep = '{"a":' * 9 + '[1, {"b": null}]' + '}' * 9
+        deep = deep.replace(" ", "") if ws == "" else deep
+        for c, w in ((deep, "M"), (deep[:-1], "P"), ('{"a": 1} ', "N"), ("[]", "N")):
+            got = tool.ask("c " + hexs(c.encode()))
+            checked += 1
+            if got != w:
+                print("FAIL JSON mode ws %r: %r: ours %s, expected %s" % (ws, c, got, w))
+                failures += 1
+        paths = []
+        for walk in range(4):
+            ids, seen = [], []
+            for step in range(30):
+                got = tool.ask("m " + " ".join(map(str, ids)))
+                seen.append(got)
+                f = got.split()
+                words = np.array([int(w, 16) for w in f[3:]], dtype=np.uint32)
+                pool = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little")[:vocab]).tolist()
+                if not pool:
+                    break
+                if rng.random() < 0.7:
+                    pool = [i for i in pool if short[i]] or pool
+                ids.append(rng.choice(pool))
+            paths.append((list(ids), seen))
+        r = tool.ask("r " + hexs(rx.encode()))
+        for ids, seen in paths:
+            for k, want in enumerate(seen):
+                got = tool.ask("m " + " ".join(map(str, ids[:k])))
+                masks += 1
+                if got != want:
+                    print("FAIL JSON mode ws %r: after %r the grammar's mask differs from the regex's" %
+                          (ws, hf.decode(ids[:k])))
+                    failures += 1
+                    break
+        print("  JSON mode, ws %r: %d walks, the regex's masks at each of %d steps" %
+              (ws, len(paths), sum(len(x[1]) for x in paths)))
+    r = tool.ask("j " + hexs(b"[ \t"))
+    if not r.startswith("err the whitespace pattern: "):
+        print("FAIL JSON mode with a bad whitespace pattern: %s" % r)
+        failures += 1
+
     import lark
     for name, g, examples in LARKS:
         r = tool.ask("g " + hexs(g.encode()))

@@ -1,5 +1,7 @@
 /* Test helper for grammar_ref.py: reads lines
  *   g HEX                 compile the grammar (hex of its bytes): prints "ok STATES MS" or "err MESSAGE"
+ *   j HEX                 the same for JSON mode's grammar with that whitespace pattern (pb_cfg_json_object)
+ *   r HEX                 a regex's guide for the masks (c then answers N)
  *   c HEX                 run the candidate (hex of its bytes, may be empty) through the last grammar: prints
  *                         M (whole match), P (every byte taken but no match yet) or N (refused); X when the
  *                         parse breaks its promises (a state that can neither go on nor accept)
@@ -17,6 +19,7 @@
 #include "common/util.h"
 #include "gen/grammar.h"
 #include "gen/guide.h"
+#include "gen/schema.h"
 #include "tok/tokenizer.h"
 #include "hexline.h"
 
@@ -51,7 +54,7 @@ int main(void)
     pb_guide *guide = NULL;
     int rc = 0;
     while (fgets(line, sizeof line, stdin)) {
-        if (line[0] == 'g' && line[1] == ' ') {
+        if ((line[0] == 'g' || line[0] == 'j' || line[0] == 'r') && line[1] == ' ') {
             long n = unhex(line + 2, buf);
             if (n < 0) {
                 fprintf(stderr, "grammar_tool: bad line\n");
@@ -62,15 +65,21 @@ int main(void)
             pb_guide_free(guide);
             g = NULL;
             guide = NULL;
+            const pb_guide_kind kind = line[0] == 'g' ? PB_GUIDE_GRAMMAR : line[0] == 'j' ? PB_GUIDE_JSON_OBJECT
+                                                                                           : PB_GUIDE_REGEX;
             double t0 = pb_now();
-            pb_status st = pb_cfg_compile((const char *)buf, (size_t)n, &g);
+            pb_status st = kind == PB_GUIDE_GRAMMAR ? pb_cfg_compile((const char *)buf, (size_t)n, &g)
+                           : kind == PB_GUIDE_JSON_OBJECT
+                               ? pb_cfg_json_object(PB_SCHEMA_RX_STRING, PB_SCHEMA_RX_NUMBER, (const char *)buf,
+                                                    (size_t)n, &g)
+                               : PB_OK;
             double ms = (pb_now() - t0) * 1e3;
             if (st == PB_OK && v)
-                st = pb_guide_create(v, PB_GUIDE_GRAMMAR, (const char *)buf, (size_t)n, &guide);
+                st = pb_guide_create(v, kind, (const char *)buf, (size_t)n, &guide);
             if (st != PB_OK)
                 printf("err %s\n", pb_last_error());
             else
-                printf("ok %d %.3f\n", (int)pb_cfg_n_states(g), ms);
+                printf("ok %d %.3f\n", g ? (int)pb_cfg_n_states(g) : 0, ms);
         } else if (line[0] == 'c' && line[1] == ' ') {
             long n = unhex(line + 2, buf);
             if (n < 0) {

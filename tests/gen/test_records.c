@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "gen/beam.h"
+#include "gen/guide.h"
 #include "gen/jbuf.h"
 #include "gen/reader.h"
 #include "gen/record.h"
@@ -314,7 +315,9 @@ static void test_guided(void)
             good = strstr(r.gs.guide, ok[i].regex) != NULL;
         /* a grammar is kept as its text, marked so */
         if (good && ok[i].field)
-            good = r.gs.guide_grammar == (strstr(ok[i].field, "grammar") != NULL);
+            good = r.gs.guide_kind == (strstr(ok[i].field, "grammar") ? PB_GUIDE_GRAMMAR
+                                       : strstr(ok[i].field, "json_object") || (!strcmp(ok[i].field, "response_format") &&
+                                         strstr(ok[i].fields, "json_object")) ? PB_GUIDE_JSON_OBJECT : PB_GUIDE_REGEX);
         if (!good) {
             fprintf(stderr, "%s: %s (%s)\n", line, r.error ? r.error : "accepted", r.gs.guide ? r.gs.guide : "none");
             failures++;
@@ -323,7 +326,7 @@ static void test_guided(void)
         pb_gen_settings c;
         CHECK(pb_gen_settings_copy(&c, &r.gs) == PB_OK &&
               (c.guide ? r.gs.guide && c.guide != r.gs.guide && !strcmp(c.guide, r.gs.guide) : !r.gs.guide) &&
-              c.guide_grammar == r.gs.guide_grammar);
+              c.guide_kind == r.gs.guide_kind);
         pb_gen_settings_clear(&c);
         pb_record_clear(&r);
     }
