@@ -22,6 +22,7 @@
 #define MAX_TOPS 65536        /* stacks in one state */
 #define MAX_NODES (1 << 22)   /* stack frames */
 #define MAX_STATES (1 << 20)
+#define MAX_WORK (1 << 20)    /* (item, frame) pairs one byte's move expands */
 
 /* ---- parsing ---- */
 
@@ -35,6 +36,8 @@ typedef struct prule {
     size_t off;  /* where it was first named (its definition or first use) */
     bool defined, anon;
     bool term;   /* Lark: a terminal's (an UPPERCASE name's, or within one), where %ignore does not reach */
+    int rep_kind; /* made for x* (1), x+ (2) or x? (3) of rep_of: (x*)+ and the like fold into one (0: not) */
+    int32_t rep_of;
     alt *alts;
     int n_alts, cap_alts;
 } prule;
@@ -567,7 +570,24 @@ static pb_status parse_quant(parser *p, int32_t *sym)
         }
         if (m == 1 && n == 1)
             continue;
-        PB_CHECK(make_count(p, *sym, m, n, at, sym));
+        /* x**, (x+)?, (x?)+ ...: one repetition of x (nested ones are ambiguous: a parse's stacks would multiply) */
+        const int kind = m == 0 && n < 0 ? 1 : m == 1 && n < 0 ? 2 : m == 0 && n == 1 ? 3 : 0;
+        if (kind && *sym >= 0 && p->rules[*sym].rep_kind) {
+            const int old = p->rules[*sym].rep_kind;
+            const int32_t x = p->rules[*sym].rep_of;
+            if (old == kind || old == 1)
+                continue;
+            PB_CHECK(make_count(p, x, 0, -1, at, sym));
+            p->rules[*sym].rep_kind = 1;
+            p->rules[*sym].rep_of = x;
+            continue;
+        }
+        const int32_t x = *sym;
+        PB_CHECK(make_count(p, x, m, n, at, sym));
+        if (kind) {
+            p->rules[*sym].rep_kind = kind;
+            p->rules[*sym].rep_of = x;
+        }
     }
 }
 
@@ -1266,6 +1286,9 @@ static pb_status visit(pb_cfg *g, int32_t pos, int32_t par, bool *seen)
             *seen = true;
             return PB_OK;
         }
+    if (g->vn >= MAX_WORK)
+        return pb_error(PB_ERR_INPUT, "the grammar's parse expands more than %d rule positions for one byte (too "
+                        "ambiguous)", MAX_WORK);
     g->vkey[i] = key;
     g->vgen[i] = g->gen;
     g->vn++;
