@@ -1078,6 +1078,36 @@ pb_status pb_stage_forward_sample(pb_stage *s, const pb_seq_batch *b, const void
     return forward_pick(s, b, in, row, mask_ids, n_mask, NULL, ids);
 }
 
+bool pb_stage_has_embeddings(const pb_stage *s)
+{
+    return s->has_head && s->E == s->H;
+}
+
+pb_status pb_stage_forward_hidden(pb_stage *s, const pb_seq_batch *b, const void *in, float *out)
+{
+    if (!pb_stage_has_embeddings(s))
+        return pb_error(PB_ERR_INTERNAL, "stage: final hidden states asked of a stage without the head, or with a "
+                        "projection after the final norm");
+    int T = 0;
+    PB_CHECK(forward_body(s, b, in, &T));
+    pb_backend *be = s->be;
+    const pb_backend_ops *op = be->ops;
+    const pb_model_config *cfg = &s->cfg;
+    float *x = s->arena + s->al.x, *hin = s->arena + s->al.head_in;
+    const int C = head_chunk(s);
+    for (int r0 = 0; r0 < T; r0 += C) { /* the final norm, the head's rows at a time */
+        const int nr = T - r0 < C ? T - r0 : C;
+        for (int i = 0; i < nr; i++)
+            s->rows[i] = r0 + i;
+        PB_CHECK(op->select_rows(be, hin, x, s->H, s->rows, nr));
+        if (cfg->final_norm)
+            PB_CHECK(op->norm(be, cfg->norm, hin, hin, nr, s->H, s->final_w, s->final_b, cfg->norm_eps));
+        PB_CHECK(op->download(be, out + (size_t)r0 * s->H, hin, (size_t)nr * s->H * sizeof(float)));
+        PB_CHECK(op->sync(be)); /* the next chunk reuses hin */
+    }
+    return PB_OK;
+}
+
 pb_status pb_stage_forward(pb_stage *s, const pb_seq_batch *b, const void *in, float *out, bool all_logits)
 {
     int T = 0;

@@ -101,6 +101,11 @@ bool pb_stage_has_sample(const pb_stage *st);
 pb_status pb_stage_forward_sample(pb_stage *st, const pb_seq_batch *b, const void *in, const pb_sample_row *row,
                                   const int32_t *mask_ids, int n_mask, int32_t *ids);
 
+/* Embeddings: out (host) = f32 [T, hidden], every token's final hidden state after the model's final norm (HF's
+ * last_hidden_state), on a last stage whose model has no projection after that norm (pb_stage_has_embeddings). */
+bool pb_stage_has_embeddings(const pb_stage *st);
+pb_status pb_stage_forward_hidden(pb_stage *st, const pb_seq_batch *b, const void *in, float *out);
+
 /* The stage's input and output as backend buffers, for a pipeline that keeps
  * activations on the device: input I32 [max_batch_tokens] ids on the first
  * stage, else F32 [max_batch_tokens, hidden]; output F32 [T, hidden], or on

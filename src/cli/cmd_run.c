@@ -474,6 +474,12 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     }
     PB_CHECK_GOTO(pb_gen_settings_base(&opts->gen, &cfg.gen, &base), st, out);
     have_base = true;
+    if (base.embed && cfg.word_embed_proj_dim && cfg.word_embed_proj_dim != cfg.hidden_size) {
+        st = pb_error(PB_ERR_UNSUPPORTED, "%s: --task embed: the model projects its final hidden states (OPT's "
+                      "project_out, %d to %d); embeddings of such a model are not done", dir, cfg.hidden_size,
+                      cfg.word_embed_proj_dim);
+        goto out;
+    }
 
     /* rank 0: the --resume rules (fingerprints of the model's small files and
      * the settings); a complete OUT needs no model at world size 1 */
@@ -512,7 +518,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
                                                per_chunk, batch, context);
         size_t max_msg = (size_t)cap * (size_t)cfg.hidden_size * sizeof(float) +
                          pb_mb_max_size(batch, (int)cap, cfg.vocab_size) + 4096;
-        const size_t max_res = pb_mb_result_max_size(batch, (int)cap) + 4096;
+        const size_t max_res = pb_mb_result_max_size(batch, (int)cap, cfg.hidden_size) + 4096;
         max_msg = max_msg > max_res ? max_msg : max_res;
         pb_tcp_opts to = {.iface = opts->iface, .family = opts->ip_family, .max_msg_bytes = max_msg};
         /* NCCL between GPU ranks (PB_TRANSPORT), over these TCP links */
@@ -584,7 +590,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
 
     pb_mb_limits lim = {.n_slots = batch, .max_seq_len = context, .max_batch_tokens = (int)mbt,
                         .vocab = world > 1 ? cfg.vocab_size : pb_stage_vocab_size(stage),
-                        .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos};
+                        .hidden = cfg.hidden_size, .eos_ids = cfg.eos_ids, .n_eos = cfg.n_eos};
     if (world == 1) {
         PB_CHECK_GOTO(pb_pipe_local_create(stage, &lim, chunks, &pipe), st, out);
     } else {

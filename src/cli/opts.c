@@ -32,7 +32,7 @@ enum {
     OPT_SKIP_SPECIAL, OPT_WEIGHTS_DTYPE, OPT_KV_DTYPE, OPT_TEMPLATE, OPT_TOKENIZER_CONFIG, OPT_MIN_TOKENS,
     OPT_IGNORE_EOS, OPT_MATMUL_PREC, OPT_WEIGHTS_CACHE, OPT_NO_WEIGHTS_CACHE, OPT_NO_PREFIX_SHARING,
     OPT_MAX_BATCH_TOKENS, OPT_IP_FAMILY, OPT_N, OPT_FREQ_PENALTY, OPT_PRES_PENALTY, OPT_LOGPROBS,
-    OPT_PROMPT_LOGPROBS, OPT_BEAMS, OPT_LENGTH_PENALTY, OPT_EARLY_STOPPING
+    OPT_PROMPT_LOGPROBS, OPT_BEAMS, OPT_LENGTH_PENALTY, OPT_EARLY_STOPPING, OPT_TASK, OPT_POOLING, OPT_NO_NORMALIZE
 };
 
 static const struct option long_opts[] = {
@@ -64,6 +64,9 @@ static const struct option long_opts[] = {
     {"prompt-logprobs", required_argument, NULL, OPT_PROMPT_LOGPROBS},
     {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
     {"beams", required_argument, NULL, OPT_BEAMS},
+    {"task", required_argument, NULL, OPT_TASK},
+    {"pooling", required_argument, NULL, OPT_POOLING},
+    {"no-normalize", no_argument, NULL, OPT_NO_NORMALIZE},
     {"length-penalty", required_argument, NULL, OPT_LENGTH_PENALTY},
     {"early-stopping", required_argument, NULL, OPT_EARLY_STOPPING},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
@@ -392,6 +395,22 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             o->gen.has_min_tokens = true;
             break;
         case OPT_IGNORE_EOS: o->gen.ignore_eos = true; break;
+        case OPT_TASK:
+            if (strcmp(optarg, "generate") && strcmp(optarg, "embed")) {
+                st = pb_error(PB_ERR_USAGE, "--task %s: give generate or embed", optarg);
+                goto out;
+            }
+            o->gen.embed = !strcmp(optarg, "embed");
+            break;
+        case OPT_POOLING:
+            o->gen.pooling = !strcmp(optarg, "last") ? 1 + PB_POOL_LAST : !strcmp(optarg, "mean") ? 1 + PB_POOL_MEAN
+                             : !strcmp(optarg, "cls") ? 1 + PB_POOL_CLS : 0;
+            if (!o->gen.pooling) {
+                st = pb_error(PB_ERR_USAGE, "--pooling %s: give last, mean or cls", optarg);
+                goto out;
+            }
+            break;
+        case OPT_NO_NORMALIZE: o->gen.no_normalize = true; break;
         case OPT_BEAMS:
             PB_CHECK_GOTO(parse_int(optname, optarg, 1, PB_BEAM_MAX, &o->gen.beams), st, out);
             o->gen.has_beams = true;
@@ -597,6 +616,10 @@ void pb_opts_print_help(FILE *fp)
 "                             generation_config.json's num_beams (a record: \"use_beam_search\")\n"
 "      --length-penalty X     beam search: scores over length ** X (default 1)\n"
 "      --early-stopping false|true|never  beam search's end, as HF's (default false)\n"
+"      --task embed           embeddings instead of completions: each record's input (or\n"
+"                             /v1/embeddings line) gets its final hidden states pooled\n"
+"      --pooling last|mean|cls  --task embed's pooling (default: the model's sentence-\n"
+"                             transformers config, else last); --no-normalize: no L2 norm\n"
 "      --temperature T        0 = greedy (default 0)\n"
 "      --top-k K              keep the K most likely tokens (0 = off)\n"
 "      --top-p P              nucleus sampling mass in (0, 1] (1 = off)\n"

@@ -113,6 +113,7 @@ typedef struct seq_state {
     bool beam_hold;        /* not stepped now: its result is awaited, or the others' are */
     int beam_fork;         /* >= 0: at its next step the slot starts as the first `cached` positions of this slot */
     bool beam_primed;      /* its cache holds the prompt (beam 0's, or a copy): a fork copies only what follows */
+    float *emb;            /* an embeddings record (gs.embed): its pooled final hidden state so far (hidden floats) */
     double t_admit;
 } seq_state;
 
@@ -202,6 +203,7 @@ static void slot_release(seq_state *s)
     bad_words_free(&s->bw);
     group_unref(s->grp);
     beam_unref(s->br);
+    free(s->emb);
     if (s->ge)
         s->ge->refs--;
     memset(s, 0, sizeof *s);
@@ -597,6 +599,16 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         } else if (rec.gs.n_bad && rec.gs.max_tokens > 0 &&
                    ((st = bad_prepare(d, &rec, &bw)) != PB_OK || rec.error)) {
             /* a word that cannot be tokenized */
+        } else if (rec.gs.embed && n == 0) {
+            st = pb_record_set_error(&rec, "input has no tokens (empty text and no special tokens added)");
+        } else if (rec.gs.embed && n > (size_t)d->o->context) {
+            st = pb_record_set_error(&rec, "input has %zu tokens; the context is %d tokens (truncate_prompt_tokens "
+                                     "keeps the last ones)", n, d->o->context);
+        } else if (rec.gs.embed && rec.gs.dimensions > pb_pipe_limits(d->pipe)->hidden) {
+            st = pb_record_set_error(&rec, "field 'dimensions': %d, more than the model's %d", rec.gs.dimensions,
+                                     pb_pipe_limits(d->pipe)->hidden);
+        } else if (rec.gs.embed) {
+            /* an embedding: the prompt alone */
         } else if (n == 0 && rec.gs.max_tokens > 0) {
             st = pb_record_set_error(&rec, "prompt has no tokens (empty prompt and no BOS token)");
         } else if (n >= (size_t)d->o->context && rec.gs.max_tokens > 0) {
@@ -640,6 +652,16 @@ static pb_status next_prompt(engine *d, seq_state *s, bool *got)
         s->n_prompt = (int)n;
         s->n_feed = (int)n;
         s->rope_long = d->o->rope_long_after > 0 && s->n_prompt > d->o->rope_long_after;
+        if (rec.gs.embed) {
+            if (pb_calloc((size_t)pb_pipe_limits(d->pipe)->hidden, sizeof *s->emb, &s->emb) != PB_OK) {
+                slot_release(s);
+                return PB_ERR_NOMEM;
+            }
+            s->active = true;
+            s->t_admit = pb_now();
+            *got = true;
+            return PB_OK;
+        }
         if (rec.gs.beams > 0 && rec.gs.max_tokens > 0) {
             st = beam_new(d, s);
             if (st == PB_OK && s->rec.error) {
@@ -922,7 +944,7 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
             PB_CHECK(next_prompt(d, s, &got));
             if (!got)
                 continue;
-            if (d->o->share_prefixes && !s->rope_long)
+            if (d->o->share_prefixes && !s->rope_long && !s->rec.gs.embed)
                 fork = plan_prefix(d, slot);
             free(d->ghost[slot]); /* the new prompt overwrites the slot's cache */
             d->ghost[slot] = NULL;
@@ -936,6 +958,12 @@ static pb_status build(engine *d, int c, pb_microbatch *mb)
             n = budget;
         uint32_t flags = (s->cached == 0 || fork >= 0 ? PB_SEQ_NEW : 0) | (fork >= 0 ? PB_SEQ_FORK : 0) |
                          (s->cached + n == s->n_feed ? PB_SEQ_SAMPLE : 0);
+        if (s->rec.gs.embed) /* its pooling's rows instead of a token */
+            flags = (flags & ~PB_SEQ_SAMPLE) |
+                    (s->rec.gs.pooling == PB_POOL_MEAN                       ? PB_SEQ_EMBED_SUM
+                     : s->rec.gs.pooling == PB_POOL_CLS && s->cached == 0     ? PB_SEQ_EMBED_FIRST
+                     : s->rec.gs.pooling == PB_POOL_LAST && (flags & PB_SEQ_SAMPLE) ? PB_SEQ_EMBED_LAST
+                                                                               : 0);
         pb_mb_seq q = seq_desc(s, slot, s->cached, n, flags);
         q.fork_slot = fork >= 0 ? fork : 0;
         PB_CHECK(add_seq(d, mb, s, &q, s->prompt + s->cached));
@@ -1319,14 +1347,60 @@ static pb_status beam_result(engine *d, seq_state *s, const pb_mb_seq *q, const 
     return PB_OK;
 }
 
+/* An embeddings record's prompt is done: its pooled state, cut to its dimensions and normalized, answered. */
+static pb_status embed_finish(engine *d, seq_state *s)
+{
+    const pb_gen_settings *g = &s->rec.gs;
+    const int H = pb_pipe_limits(d->pipe)->hidden, dim = g->dimensions > 0 ? g->dimensions : H;
+    double ss = 0;
+    bool finite = true;
+    for (int k = 0; k < dim; k++) {
+        if (g->pooling == PB_POOL_MEAN)
+            s->emb[k] = (float)((double)s->emb[k] / s->n_prompt);
+        finite = finite && isfinite(s->emb[k]);
+        ss += (double)s->emb[k] * s->emb[k];
+    }
+    if (finite && g->normalize) { /* as torch's F.normalize: x / max(||x||, 1e-12) */
+        const double norm = sqrt(ss) > 1e-12 ? sqrt(ss) : 1e-12;
+        for (int k = 0; k < dim; k++)
+            s->emb[k] = (float)(s->emb[k] / norm);
+    }
+    pb_status st;
+    if (!finite) {
+        st = pb_record_set_error(&s->rec, "the model's embedding of this input is not finite (NaN or infinity)");
+        if (st == PB_OK)
+            st = d->io->result(d->io->ctx, &s->rec, s->out_no, NULL);
+    } else {
+        pb_result res = {.prompt_tokens = s->n_prompt, .prompt_ids = s->prompt, .tok = d->tok, .embedding = s->emb,
+                         .dim = dim, .finish = "stop", .text = ""};
+        st = d->io->result(d->io->ctx, &s->rec, s->out_no, &res);
+    }
+    slot_release(s);
+    return st;
+}
+
 static pb_status process(engine *d, const pb_microbatch *mb, const pb_mb_result *res)
 {
-    int plp_at = 0;
+    int plp_at = 0, emb_at = 0;
+    const int H = pb_pipe_limits(d->pipe)->hidden;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *q = &mb->seqs[i];
         seq_state *s = &d->slots[q->slot];
         if (!s->active || s->cached != q->pos)
             return pb_error(PB_ERR_INTERNAL, "driver: result for slot %d out of step", (int)q->slot);
+        if (((q->flags & PB_SEQ_EMBED) != 0) != (res->n_emb[i] != 0) || (res->n_emb[i] && res->n_emb[i] != H))
+            return pb_error(PB_ERR_INTERNAL, "driver: an embedding of %d floats for slot %d unasked or amiss",
+                            (int)res->n_emb[i], (int)q->slot);
+        if (s->rec.gs.embed) {
+            const float *e = res->emb + emb_at;
+            emb_at += res->n_emb[i];
+            for (int k = 0; k < res->n_emb[i]; k++)
+                s->emb[k] = (q->flags & PB_SEQ_EMBED_SUM) ? s->emb[k] + e[k] : e[k];
+            s->cached += q->n_tokens;
+            if (s->cached == s->n_feed)
+                PB_CHECK(embed_finish(d, s));
+            continue;
+        }
         if ((q->flags & PB_SEQ_PROMPT_LOGPROBS) || res->n_plp[i]) {
             if (!(q->flags & PB_SEQ_PROMPT_LOGPROBS))
                 return pb_error(PB_ERR_INTERNAL, "driver: prompt log probabilities for slot %d unasked", (int)q->slot);

@@ -13,9 +13,10 @@
 
 #define MB_MAGIC 0x424d4250u /* "PBMB" little-endian */
 #define RS_MAGIC 0x53524250u /* "PBRS" */
-#define WIRE_VERSION 7u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
+#define WIRE_VERSION 8u /* 2: PB_SEQ_FORK and its fork_slot; 3: frequency and presence penalties, prompt length;
                            4: log probabilities (of sampled and prompt tokens), logit biases; 5: masks;
-                           6: the log probabilities of given ids (PB_SEQ_LP_IDS); 7: a fork's fork_from */
+                           6: the log probabilities of given ids (PB_SEQ_LP_IDS); 7: a fork's fork_from;
+                           8: embeddings (PB_SEQ_EMBED_*) */
 #define MB_HEADER 24
 #define MB_SEQ_BYTES 100
 #define RS_HEADER 24
@@ -178,9 +179,11 @@ pb_status pb_mb_result_reserve(pb_mb_result *r, int cap)
     PB_CHECK(pb_realloc_array(&r->tokens, (size_t)c, sizeof *r->tokens));
     PB_CHECK(pb_realloc_array(&r->lps, (size_t)c, sizeof *r->lps));
     PB_CHECK(pb_realloc_array(&r->n_plp, (size_t)c, sizeof *r->n_plp));
+    PB_CHECK(pb_realloc_array(&r->n_emb, (size_t)c, sizeof *r->n_emb));
     for (int i = r->cap; i < c; i++) {
         r->lps[i].n_top = -1; /* none asked until filled */
         r->n_plp[i] = 0;
+        r->n_emb[i] = 0;
     }
     r->cap = c;
     return PB_OK;
@@ -191,12 +194,26 @@ pb_status pb_mb_result_reserve_plp(pb_mb_result *r, int n)
     return reserve_list(&r->plp, &r->plp_cap, n, sizeof *r->plp);
 }
 
+pb_status pb_mb_result_reserve_emb(pb_mb_result *r, int n)
+{
+    return reserve_list(&r->emb, &r->emb_cap, n, sizeof *r->emb);
+}
+
 /* Entries in r's prompt tokens' list. */
 static int plp_total(const pb_mb_result *r)
 {
     int n = 0;
     for (int i = 0; i < r->n_seqs; i++)
         n += r->n_plp[i];
+    return n;
+}
+
+/* Floats in r's embeddings. */
+static int64_t emb_total(const pb_mb_result *r)
+{
+    int64_t n = 0;
+    for (int i = 0; i < r->n_seqs; i++)
+        n += r->n_emb[i];
     return n;
 }
 
@@ -212,6 +229,11 @@ pb_status pb_mb_result_copy(pb_mb_result *dst, const pb_mb_result *src)
     PB_CHECK(pb_mb_result_reserve_plp(dst, n));
     if (n)
         memcpy(dst->plp, src->plp, (size_t)n * sizeof *src->plp);
+    memcpy(dst->n_emb, src->n_emb, (size_t)src->n_seqs * sizeof *src->n_emb);
+    const int ne = (int)emb_total(src);
+    PB_CHECK(pb_mb_result_reserve_emb(dst, ne));
+    if (ne)
+        memcpy(dst->emb, src->emb, (size_t)ne * sizeof *src->emb);
     return PB_OK;
 }
 
@@ -223,6 +245,8 @@ void pb_mb_result_release(pb_mb_result *r)
     free(r->lps);
     free(r->n_plp);
     free(r->plp);
+    free(r->n_emb);
+    free(r->emb);
     memset(r, 0, sizeof *r);
 }
 
@@ -240,6 +264,7 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
                         (unsigned long long)mb->tag, (int)mb->n_tokens, lim->max_batch_tokens);
     int64_t sum = 0;
     int nb = 0, na = 0, nm = 0, nl = 0;
+    uint32_t all_flags = 0;
     const int words = (lim->vocab + 31) / 32;
     for (int i = 0; i < mb->n_seqs; i++) {
         const pb_mb_seq *s = &mb->seqs[i];
@@ -261,6 +286,12 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         if (s->flags & ~PB_SEQ_FLAGS_ALL)
             return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: unknown flags 0x%x",
                             (unsigned long long)mb->tag, i, (unsigned)s->flags);
+        const uint32_t emb = s->flags & PB_SEQ_EMBED;
+        if (emb && ((emb & (emb - 1)) || (s->flags & (PB_SEQ_SAMPLE | PB_SEQ_PROMPT_LOGPROBS)) ||
+                    (emb == PB_SEQ_EMBED_FIRST && s->pos != 0)))
+            return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: embedding flags 0x%x with others",
+                            (unsigned long long)mb->tag, i, (unsigned)s->flags);
+        all_flags |= s->flags;
         if ((s->flags & PB_SEQ_NEW) && !(s->flags & PB_SEQ_FORK) && s->pos != 0)
             return pb_error(PB_ERR_INPUT, "micro-batch %llu, sequence %d: new sequence at pos %d",
                             (unsigned long long)mb->tag, i, (int)s->pos);
@@ -358,6 +389,8 @@ pb_status pb_mb_validate(const pb_microbatch *mb, const pb_mb_limits *lim)
         if (mb->tokens[i] < 0 || mb->tokens[i] >= lim->vocab)
             return pb_error(PB_ERR_INPUT, "micro-batch %llu: token id %d at %d not in [0, %d)",
                             (unsigned long long)mb->tag, (int)mb->tokens[i], i, lim->vocab);
+    if ((all_flags & PB_SEQ_EMBED) && (all_flags & PB_SEQ_SAMPLE))
+        return pb_error(PB_ERR_INPUT, "micro-batch %llu both samples and embeds", (unsigned long long)mb->tag);
     return PB_OK;
 }
 
@@ -605,13 +638,14 @@ size_t pb_mb_result_packed_size(const pb_mb_result *r)
     const int np = plp_total(r);
     for (int k = 0; k < np; k++)
         n += 16 + (size_t)r->plp[k].n_top * 8;
-    return n;
+    return n + (size_t)r->n_seqs * 4 + (size_t)emb_total(r) * 4;
 }
 
-size_t pb_mb_result_max_size(int n_seqs, int n_tokens)
+size_t pb_mb_result_max_size(int n_seqs, int n_tokens, int hidden)
 {
     const size_t s = n_seqs > 0 ? (size_t)n_seqs : 0, t = n_tokens > 0 ? (size_t)n_tokens : 0;
-    return RS_HEADER + s * (16 + PB_MAX_LOGPROBS * 8) + t * (16 + PB_MAX_LOGPROBS * 8);
+    const size_t h = hidden > 0 ? (size_t)hidden : 0;
+    return RS_HEADER + s * (20 + PB_MAX_LOGPROBS * 8 + h * 4) + t * (16 + PB_MAX_LOGPROBS * 8);
 }
 
 pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t *written)
@@ -619,7 +653,7 @@ pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t
     if (r->n_seqs < 0)
         return pb_error(PB_ERR_INTERNAL, "result: negative count");
     for (int i = 0; i < r->n_seqs; i++)
-        if (r->lps[i].n_top < -1 || r->lps[i].n_top > PB_MAX_LOGPROBS || r->n_plp[i] < 0)
+        if (r->lps[i].n_top < -1 || r->lps[i].n_top > PB_MAX_LOGPROBS || r->n_plp[i] < 0 || r->n_emb[i] < 0)
             return pb_error(PB_ERR_INTERNAL, "result: %d log probabilities", (int)r->lps[i].n_top);
     const int np = plp_total(r);
     for (int k = 0; k < np; k++)
@@ -659,6 +693,11 @@ pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t
             putf(p + 4, l->top_logprob[j]);
         }
     }
+    for (int i = 0; i < r->n_seqs; i++, p += 4)
+        put32(p, (uint32_t)r->n_emb[i]);
+    const int64_t ne = emb_total(r);
+    for (int64_t k = 0; k < ne; k++, p += 4)
+        putf(p, r->emb[k]);
     *written = need;
     return PB_OK;
 }
@@ -669,7 +708,7 @@ static bool logprob_ok(float x)
     return x <= 0.0f;
 }
 
-pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_result *r)
+pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, int hidden, pb_mb_result *r)
 {
     const unsigned char *p = src;
     if (len < RS_HEADER)
@@ -753,6 +792,22 @@ pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_resu
                                 (int)l->top_id[j], (double)l->top_logprob[j]);
         }
     }
+    if ((size_t)(end - p) < (size_t)n * 4)
+        return pb_error(PB_ERR_FORMAT, "result message: cut short before the embeddings' sizes");
+    int64_t ne = 0;
+    for (int i = 0; i < n; i++, p += 4) {
+        r->n_emb[i] = geti(p);
+        if ((r->n_emb[i] != 0 && r->n_emb[i] != hidden) || (r->n_emb[i] && r->tokens[i] >= 0))
+            return pb_error(PB_ERR_FORMAT, "result message: sequence %d: an embedding of %d floats (hidden size %d)",
+                            i, (int)r->n_emb[i], hidden);
+        ne += r->n_emb[i];
+    }
+    if ((size_t)(end - p) != (size_t)ne * 4)
+        return pb_error(PB_ERR_FORMAT, "result message: %zu bytes for %lld embedding floats", (size_t)(end - p),
+                        (long long)ne);
+    PB_CHECK(pb_mb_result_reserve_emb(r, (int)ne));
+    for (int64_t k = 0; k < ne; k++, p += 4)
+        r->emb[k] = getf(p); /* a model's NaN is the driver's to report (an error record) */
     if (p != end)
         return pb_error(PB_ERR_FORMAT, "result message: %zu bytes after the last entry", (size_t)(end - p));
     return PB_OK;
@@ -775,6 +830,8 @@ struct pb_slot_sampler {
     int32_t *lp_ids_at;  /* [n_slots] and its first log probability id (PB_SEQ_LP_IDS) in lp_ids */
     float *all;          /* every position's logits for prompt log probabilities [cap_all, vocab] */
     int cap_all;
+    float *hid;          /* every position's final hidden state for embeddings [cap_hid, hidden] */
+    int cap_hid;
     /* each worker's buffers (rows are sampled on the backend's host threads: host_run) */
     int n_work;
     void **scratch;  /* [n_work] pb_sample's scratch */
@@ -985,6 +1042,7 @@ static pb_status pick_all(pb_slot_sampler *s, const pb_microbatch *mb, const flo
         at_mask += (q->flags & PB_SEQ_MASK) != 0;
         masked = masked || q->n_bias || q->n_allow || (q->flags & PB_SEQ_MASK);
         res->n_plp[i] = 0;
+        res->n_emb[i] = 0;
         res->tokens[i] = -1;
         res->lps[i].n_top = -1;
         if (!(q->flags & PB_SEQ_SAMPLE))
@@ -1065,11 +1123,62 @@ static pb_status prompt_logprobs(pb_slot_sampler *s, pb_stage *stage, const pb_s
  * probabilities or has logit biases: greedy ones by its argmax where every sampling row is
  * greedy, else sampled ones by its sample op (the host sampler's bits);
  * otherwise the logits come to the host. */
+/* A micro-batch that embeds: every position's final hidden state, each sequence's pooled (its chunk's last
+ * token's, its first's, or their sum) into res. */
+static pb_status embed_all(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
+                           const pb_microbatch *mb, pb_mb_result *res)
+{
+    const int H = pb_stage_hidden_size(stage);
+    if (mb->n_tokens > s->cap_hid) {
+        size_t n;
+        if (!pb_mul_ok((size_t)mb->n_tokens, (size_t)H, &n))
+            return pb_error(PB_ERR_NOMEM, "embeddings: %d x %d floats overflow", (int)mb->n_tokens, H);
+        float *g = realloc(s->hid, n * sizeof *g);
+        if (!g)
+            return pb_error(PB_ERR_NOMEM, "out of memory for %d tokens' hidden states", (int)mb->n_tokens);
+        s->hid = g;
+        s->cap_hid = mb->n_tokens;
+    }
+    PB_CHECK(pb_stage_forward_hidden(stage, b, in, s->hid));
+    PB_CHECK(pb_mb_result_reserve(res, mb->n_seqs));
+    res->tag = mb->tag;
+    res->n_seqs = mb->n_seqs;
+    int n_emb = 0;
+    for (int i = 0; i < mb->n_seqs; i++)
+        n_emb += (mb->seqs[i].flags & PB_SEQ_EMBED) != 0;
+    PB_CHECK(pb_mb_result_reserve_emb(res, n_emb * H));
+    float *dst = res->emb;
+    for (int i = 0, at = 0; i < mb->n_seqs; at += mb->seqs[i++].n_tokens) {
+        const pb_mb_seq *q = &mb->seqs[i];
+        res->tokens[i] = -1;
+        res->lps[i].n_top = -1;
+        res->n_plp[i] = 0;
+        res->n_emb[i] = (q->flags & PB_SEQ_EMBED) ? H : 0;
+        const float *rows = s->hid + (size_t)at * H;
+        if (q->flags & PB_SEQ_EMBED_SUM) {
+            for (int k = 0; k < H; k++) {
+                double sum = 0;
+                for (int t = 0; t < q->n_tokens; t++)
+                    sum += rows[(size_t)t * H + k];
+                dst[k] = (float)sum;
+            }
+        } else if (q->flags & PB_SEQ_EMBED) {
+            const int t = (q->flags & PB_SEQ_EMBED_FIRST) ? 0 : q->n_tokens - 1;
+            memcpy(dst, rows + (size_t)t * H, (size_t)H * sizeof *dst);
+        }
+        dst += res->n_emb[i];
+    }
+    return PB_OK;
+}
+
 pb_status pb_slot_sampler_stage(pb_slot_sampler *s, pb_stage *stage, const pb_seq_batch *b, const void *in,
                                 const pb_microbatch *mb, float *logits, pb_mb_result *res)
 {
     /* the histories first: a device draw's penalty reads its row's tokens of this micro-batch */
     PB_CHECK(hist_all(s, mb));
+    for (int i = 0; i < mb->n_seqs; i++)
+        if (mb->seqs[i].flags & PB_SEQ_EMBED) /* pb_mb_validate: then none samples */
+            return embed_all(s, stage, b, in, mb, res);
     bool on_stage = mb->n_seqs <= s->n_slots;
     bool prompt_lp = false;
     for (int i = 0; i < mb->n_seqs; i++) { /* log probabilities and logit biases: on the host */
@@ -1139,6 +1248,7 @@ void pb_slot_sampler_free(pb_slot_sampler *s)
     free(s->mask_at);
     free(s->lp_ids_at);
     free(s->all);
+    free(s->hid);
     for (int w = 0; w < s->n_work; w++) {
         free(s->scratch[w]);
         free(s->masked[w]);

@@ -34,7 +34,8 @@
  *     n_seqs x i32 n_top (-1 where the sequence asked no log probabilities),
  *     for each sequence with n_top >= 0, in order: f32 logprob, n_top x { i32 id, f32 logprob },
  *     n_seqs x i32 n_plp (prompt tokens' entries: PB_SEQ_PROMPT_LOGPROBS; else 0),
- *     the sequences' entries in order: { i32 id, f32 logprob, i32 rank, i32 n_top, n_top x { i32 id, f32 } } */
+ *     the sequences' entries in order: { i32 id, f32 logprob, i32 rank, i32 n_top, n_top x { i32 id, f32 } },
+ *     n_seqs x i32 n_emb (PB_SEQ_EMBED: the hidden size; else 0), the sequences' n_emb x f32 in order */
 #ifndef PB_GEN_PIPE_H
 #define PB_GEN_PIPE_H
 
@@ -64,8 +65,15 @@
                             (pb_mb_add_mask; constrained decoding) may be sampled */
 #define PB_SEQ_LP_IDS 0x100u /* with LOGPROBS: the n_logprobs ids listed are the sequence's own (pb_mb_add_lp_ids;
                                vLLM's logprob_token_ids), in their order, instead of the most likely */
+/* Embeddings (--task embed): the last stage returns, instead of a token, the chunk's final hidden state (after the
+ * model's final norm) of its last token (EMBED_LAST), of its first (EMBED_FIRST), or summed over its tokens
+ * (EMBED_SUM, for a mean over the prompt's chunks); never with SAMPLE, and a micro-batch either samples or embeds. */
+#define PB_SEQ_EMBED_LAST 0x200u
+#define PB_SEQ_EMBED_FIRST 0x400u
+#define PB_SEQ_EMBED_SUM 0x800u
+#define PB_SEQ_EMBED (PB_SEQ_EMBED_LAST | PB_SEQ_EMBED_FIRST | PB_SEQ_EMBED_SUM)
 #define PB_SEQ_FLAGS_ALL (PB_SEQ_NEW | PB_SEQ_SAMPLE | PB_SEQ_NO_EOS | PB_SEQ_ROPE_LONG | PB_SEQ_FORK | \
-                          PB_SEQ_LOGPROBS | PB_SEQ_PROMPT_LOGPROBS | PB_SEQ_MASK | PB_SEQ_LP_IDS)
+                          PB_SEQ_LOGPROBS | PB_SEQ_PROMPT_LOGPROBS | PB_SEQ_MASK | PB_SEQ_LP_IDS | PB_SEQ_EMBED)
 
 typedef struct pb_mb_seq {
     int32_t slot;      /* KV-cache slot in [0, n_slots) */
@@ -111,6 +119,9 @@ typedef struct pb_mb_result {
     int32_t *n_plp;    /* [n_seqs]: PB_SEQ_PROMPT_LOGPROBS: the prompt tokens' entries in plp (else 0) */
     pb_logprobs *plp;  /* [sum n_plp]: the sequences' in order, each chunk's tokens in order */
     int32_t plp_cap;
+    int32_t *n_emb;    /* [n_seqs]: PB_SEQ_EMBED: the hidden size (else 0) */
+    float *emb;        /* [sum n_emb]: the sequences' hidden states in order */
+    int32_t emb_cap;
 } pb_mb_result;
 
 /* What a micro-batch may contain; pb_mb_validate checks against it. */
@@ -119,6 +130,7 @@ typedef struct pb_mb_limits {
     int max_seq_len;
     int max_batch_tokens;
     int vocab;
+    int hidden;             /* the model's hidden size (an embedding's floats) */
     const int *eos_ids;     /* the model's EOS ids, masked for PB_SEQ_NO_EOS (borrowed) */
     int n_eos;
 } pb_mb_limits;
@@ -146,6 +158,8 @@ pb_status pb_mb_result_init(pb_mb_result *r, int cap);
 pb_status pb_mb_result_reserve(pb_mb_result *r, int cap);
 /* Room for n prompt tokens' entries (keeps them). */
 pb_status pb_mb_result_reserve_plp(pb_mb_result *r, int n);
+/* Room for n embedding floats. */
+pb_status pb_mb_result_reserve_emb(pb_mb_result *r, int n);
 /* dst = src (grown as needed). */
 pb_status pb_mb_result_copy(pb_mb_result *dst, const pb_mb_result *src);
 void pb_mb_result_release(pb_mb_result *r);
@@ -173,11 +187,11 @@ pb_status pb_mb_unpack(const void *src, size_t len, const pb_mb_limits *lim, pb_
 
 size_t pb_mb_result_packed_size(const pb_mb_result *r);
 /* The most a result of a micro-batch of n_seqs sequences and n_tokens tokens packs into. */
-size_t pb_mb_result_max_size(int n_seqs, int n_tokens);
+size_t pb_mb_result_max_size(int n_seqs, int n_tokens, int hidden);
 pb_status pb_mb_result_pack(const pb_mb_result *r, void *dst, size_t cap, size_t *written);
 /* Parse; tokens must be -1 or in [0, vocab), log probabilities <= 0 (or -inf) with ids in [0, vocab) and
- * only for sampled tokens. */
-pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, pb_mb_result *r);
+ * only for sampled tokens, embeddings of hidden finite floats and only for sequences that sampled none. */
+pb_status pb_mb_result_unpack(const void *src, size_t len, int vocab, int hidden, pb_mb_result *r);
 
 /* A micro-batch as a stage's batch: per-sequence arrays of n_slots. */
 typedef struct pb_mb_batch {

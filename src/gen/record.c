@@ -150,7 +150,33 @@ pb_status pb_gen_settings_base(const pb_gen_cli *cli, const pb_gen_defaults *mod
     memset(out, 0, sizeof *out);
     pb_gen_defaults none;
     memset(&none, 0, sizeof none);
+    none.st_pooling = -1;
     const pb_gen_defaults *g = model ? model : &none;
+    if (cli->embed) { /* embeddings: pooled final hidden states; nothing is generated */
+        const bool gen = cli->has_max_tokens || cli->has_temperature || cli->has_top_k || cli->has_top_p ||
+                         cli->has_min_p || cli->has_repetition_penalty || cli->has_seed || cli->has_min_tokens ||
+                         cli->has_logprobs || cli->has_prompt_logprobs || cli->n > 1 || cli->ignore_eos ||
+                         cli->has_beams || cli->has_length_penalty || cli->has_early_stopping || cli->n_stops ||
+                         cli->frequency_penalty != 0 || cli->presence_penalty != 0;
+        if (gen)
+            return pb_error(PB_ERR_USAGE, "--task embed generates nothing: --max-tokens, --temperature and the "
+                            "other generation options do not apply");
+        out->embed = true;
+        out->n = 1;
+        out->sample = pb_sample_params_default();
+        if (cli->pooling > 0) {
+            out->pooling = cli->pooling - 1;
+        } else if (g->st_pooling == 3) {
+            return pb_error(PB_ERR_CONFIG, "the model's sentence-transformers Pooling (%s) is not done: --pooling "
+                            "last, mean or cls chooses one", g->st_pooling_name);
+        } else {
+            out->pooling = g->st_pooling >= 0 ? g->st_pooling : PB_POOL_LAST;
+        }
+        out->normalize = !cli->no_normalize && (!g->has_st_modules || g->st_normalize);
+        return PB_OK;
+    }
+    if (cli->pooling > 0 || cli->no_normalize)
+        return pb_error(PB_ERR_USAGE, "--pooling and --no-normalize are --task embed's");
     out->max_tokens = cli->has_max_tokens ? cli->max_tokens
                       : g->has_max_new_tokens ? g->max_new_tokens : 64;
     pb_sample_params *p = &out->sample;
@@ -770,6 +796,57 @@ static bool get_logit_bias(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     return true;
 }
 
+/* How a prompt becomes tokens: add_special_tokens, truncate_prompt_tokens, truncation_side. */
+static bool get_truncation(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
+{
+    const cJSON *ast = cJSON_GetObjectItemCaseSensitive(obj, "add_special_tokens");
+    if (ast && !cJSON_IsNull(ast)) {
+        if (!get_bool(c, obj, "add_special_tokens", &gs->add_special)) return false;
+        gs->has_add_special = true;
+    }
+    bool g;
+    double d;
+    if (!get_number(c, obj, "truncate_prompt_tokens", -1, 1 << 24, true, &g, &d)) return false;
+    if (g) {
+        if (d == 0) {
+            snprintf(c->err, sizeof c->err, "field 'truncate_prompt_tokens' must be -1 (the context) or at least 1");
+            return false;
+        }
+        gs->truncate = (int)d;
+    }
+    const cJSON *side = cJSON_GetObjectItemCaseSensitive(obj, "truncation_side");
+    if (side && !cJSON_IsNull(side)) {
+        if (!cJSON_IsString(side) || (strcmp(side->valuestring, "left") && strcmp(side->valuestring, "right"))) {
+            snprintf(c->err, sizeof c->err, "field 'truncation_side' must be \"left\" or \"right\"");
+            return false;
+        }
+        gs->trunc_right = !strcmp(side->valuestring, "right");
+    }
+    return true;
+}
+
+/* An embeddings request's fields (OpenAI's and vLLM's): encoding_format, dimensions, normalize and the prompt's
+ * tokens; the rest (model, user, ...) asks nothing of the embeddings. */
+static bool get_embed_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs)
+{
+    if (!get_truncation(c, obj, gs)) return false;
+    if (!get_bool(c, obj, "normalize", &gs->normalize)) return false;
+    bool g;
+    double d;
+    if (!get_number(c, obj, "dimensions", 1, 1 << 20, true, &g, &d)) return false;
+    if (g)
+        gs->dimensions = (int)d;
+    const cJSON *ef = cJSON_GetObjectItemCaseSensitive(obj, "encoding_format");
+    if (ef && !cJSON_IsNull(ef)) {
+        if (!cJSON_IsString(ef) || (strcmp(ef->valuestring, "float") && strcmp(ef->valuestring, "base64"))) {
+            snprintf(c->err, sizeof c->err, "field 'encoding_format' must be \"float\" or \"base64\"");
+            return false;
+        }
+        gs->emb_base64 = !strcmp(ef->valuestring, "base64");
+    }
+    return true;
+}
+
 /* Apply the settings fields of obj over rec->gs; false with c->err on error. */
 /* ---- constrained decoding ----
  * One constraint a record: vLLM's guided_json / guided_regex / guided_choice (with
@@ -1267,11 +1344,7 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     if (!get_lp_ids(c, obj, gs)) return false;
     if (!get_bool(c, obj, "return_token_ids", &gs->return_ids)) return false;
     if (!get_bool(c, obj, "return_tokens_as_token_ids", &gs->ids_as_tokens)) return false;
-    const cJSON *ast = cJSON_GetObjectItemCaseSensitive(obj, "add_special_tokens");
-    if (ast && !cJSON_IsNull(ast)) {
-        if (!get_bool(c, obj, "add_special_tokens", &gs->add_special)) return false;
-        gs->has_add_special = true;
-    }
+    if (!get_truncation(c, obj, gs)) return false;
     if (!get_stop_ids(c, obj, gs)) return false;
     if (!get_bad_words(c, obj, gs, nomem)) return false;
     if (!get_allowed_ids(c, obj, gs, nomem)) return false;
@@ -1279,22 +1352,6 @@ static bool apply_settings(field_ctx *c, const cJSON *obj, pb_gen_settings *gs, 
     bool skip = !gs->keep_special;
     if (!get_bool(c, obj, "skip_special_tokens", &skip)) return false;
     gs->keep_special = !skip;
-    if (!get_number(c, obj, "truncate_prompt_tokens", -1, 1 << 24, true, &g, &d)) return false;
-    if (g) {
-        if (d == 0) {
-            snprintf(c->err, sizeof c->err, "field 'truncate_prompt_tokens' must be -1 (the context) or at least 1");
-            return false;
-        }
-        gs->truncate = (int)d;
-    }
-    const cJSON *side = cJSON_GetObjectItemCaseSensitive(obj, "truncation_side");
-    if (side && !cJSON_IsNull(side)) {
-        if (!cJSON_IsString(side) || (strcmp(side->valuestring, "left") && strcmp(side->valuestring, "right"))) {
-            snprintf(c->err, sizeof c->err, "field 'truncation_side' must be \"left\" or \"right\"");
-            return false;
-        }
-        gs->trunc_right = !strcmp(side->valuestring, "right");
-    }
     if (!get_logit_bias(c, obj, gs, nomem)) return false;
     if (!get_guide(c, obj, gs, nomem)) return false;
     if (!get_number(c, obj, "seed", 0, 9007199254740992.0, true, &g, &d)) return false;
@@ -1384,7 +1441,7 @@ static pb_status get_ids(pb_record *rec, const cJSON *pv, const char *field, con
 static pb_status get_prompt_list(pb_record *rec, const cJSON *pv, const char *field)
 {
     const int n = cJSON_GetArraySize(pv);
-    if (!rec->openai)
+    if (!rec->openai && !rec->gs.embed)
         return pb_record_set_error(rec, "field '%s' holds %d prompts; a record takes one (a line each, or the "
                                    "OpenAI batch shape's list)", field, n);
     if (n > PB_GEN_MAX_PROMPTS)
@@ -1540,14 +1597,25 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
             goto out;
         }
         if (!cJSON_IsString(url)) {
-            st = fail_record(rec, "OpenAI batch shape: field 'url' must be \"/v1/completions\" or \"/v1/chat/completions\"");
+            st = fail_record(rec, rec->gs.embed ? "OpenAI batch shape: field 'url' must be \"/v1/embeddings\""
+                                                : "OpenAI batch shape: field 'url' must be \"/v1/completions\" or "
+                                                  "\"/v1/chat/completions\"");
+            goto out;
+        }
+        const bool emb_url = !strcmp(url->valuestring, "/v1/embeddings");
+        if (emb_url != rec->gs.embed && (emb_url || !strcmp(url->valuestring, "/v1/completions") ||
+                                         !strcmp(url->valuestring, "/v1/chat/completions"))) {
+            st = pb_record_set_error(rec, emb_url ? "url '/v1/embeddings' needs a run with --task embed (this one "
+                                                    "generates)"
+                                                  : "url '%.100s' asks for generation, but this run embeds (--task "
+                                                    "embed): give /v1/embeddings lines", url->valuestring);
             goto out;
         }
         if (strcmp(url->valuestring, "/v1/chat/completions") == 0)
             rec->chat = true;
-        else if (strcmp(url->valuestring, "/v1/completions") != 0) {
+        else if (strcmp(url->valuestring, "/v1/completions") != 0 && !emb_url) {
             st = pb_record_set_error(rec, "OpenAI batch shape: url '%.200s' is not supported (only "
-                                     "/v1/completions and /v1/chat/completions)", url->valuestring);
+                                     "/v1/completions, /v1/chat/completions and /v1/embeddings)", url->valuestring);
             goto out;
         }
         if (!cJSON_IsObject(jbody)) {
@@ -1563,6 +1631,28 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
     }
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(body, "prompt");
     const cJSON *mv = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    const cJSON *iv = cJSON_GetObjectItemCaseSensitive(body, "input");
+    if (rec->gs.embed) { /* an embeddings request: its input (OpenAI's), or a native record's prompt */
+        if (mv && !cJSON_IsNull(mv)) {
+            st = pb_record_set_error(rec, "field '%s' is a chat; this run embeds text (give 'input')",
+                                     rec->openai ? "body.messages" : "messages");
+            goto out;
+        }
+        if (iv && !cJSON_IsNull(iv) && pv && !cJSON_IsNull(pv)) {
+            st = pb_record_set_error(rec, "give 'input' or 'prompt', not both");
+            goto out;
+        }
+        if (rec->openai || (iv && !cJSON_IsNull(iv)))
+            pv = iv;
+        if (!get_embed_settings(&c, body, &rec->gs)) {
+            st = pb_record_set_error(rec, "%s%s", rec->openai ? "body: " : "", c.err);
+            goto out;
+        }
+    } else if (!rec->openai && iv && !cJSON_IsNull(iv) && (!pv || cJSON_IsNull(pv))) {
+        st = pb_record_set_error(rec, "field 'input' is an embeddings request's; this run generates (--task embed "
+                                 "embeds)");
+        goto out;
+    }
     if (!rec->openai && mv && !cJSON_IsNull(mv))
         rec->chat = true;
     if (rec->chat) {
@@ -1591,7 +1681,8 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
             st = pb_error(PB_ERR_NOMEM, "out of memory");
         goto out;
     }
-    const char *pfield = rec->openai ? "body.prompt" : "prompt";
+    const char *pfield = rec->gs.embed ? (rec->openai ? "body.input" : pv == iv ? "input" : "prompt")
+                                       : rec->openai ? "body.prompt" : "prompt";
     if (!pv || cJSON_IsNull(pv)) {
         st = pb_record_set_error(rec, "missing field '%s'", pfield);
         goto out;
@@ -1605,6 +1696,8 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
     /* several prompts: a list of strings or of lists (a list of anything else: the ids' messages) */
     const bool several = cJSON_IsArray(pv) && cJSON_GetArraySize(pv) > 1 &&
                          (cJSON_IsString(pv->child) || cJSON_IsArray(pv->child));
+    if (rec->gs.embed)
+        goto prompt_value;
     if (!apply_settings(&c, body, &rec->gs, &nomem)) {
         if (nomem)
             st = pb_error(PB_ERR_NOMEM, "out of memory");
@@ -1622,6 +1715,7 @@ pb_status pb_record_parse(const char *line, size_t len, uint64_t line_no,
         rec->gs.prompt_logprobs = true;
         rec->gs.prompt_top = rec->gs.top_logprobs;
     }
+prompt_value:
     if (cJSON_IsString(pv)) {
         rec->prompt_len = strlen(pv->valuestring);
         rec->prompt = pb_strdup(pv->valuestring);

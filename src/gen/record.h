@@ -46,6 +46,11 @@ typedef struct pb_gen_settings {
     bool include_stop;  /* include_stop_str_in_output: the stop string, EOS or stop id that ended it in the text */
     bool keep_special;  /* skip_special_tokens false: special tokens' text in the completion */
     int truncate;       /* truncate_prompt_tokens: the prompt's last this many tokens (-1: the context's less 1) */
+    bool embed;         /* the run embeds (--task embed): records are inputs whose embeddings are returned */
+    int pooling;        /* embeddings: PB_POOL_* (the run's) */
+    bool normalize;     /* embeddings: L2-normalized (the run's; a record's "normalize" overrides) */
+    int dimensions;     /* embeddings: only the first this many (then normalized), 0 = all ("dimensions") */
+    bool emb_base64;    /* embeddings: "encoding_format": "base64" (little-endian f32), else a list of floats */
     bool trunc_right;   /* truncation_side "right" (vLLM's): its first this many instead */
     int n;              /* completions of the prompt (OpenAI's and vLLM's n), 1..PB_GEN_MAX_N */
     int beams;          /* use_beam_search (vLLM's): beam search of this many beams (best_of, else n), its n best
@@ -80,6 +85,10 @@ typedef struct pb_gen_settings {
     int n_bad;          /* bad_words (vLLM's): never generated, alone or after a space (the engine tokenizes them) */
     char *bad[PB_MAX_BAD_WORDS]; /* owned (pb_gen_settings_clear) */
 } pb_gen_settings;
+/* Embeddings' pooling over the prompt's final hidden states (sentence-transformers' and vLLM's): the last
+ * token's, their mean, the first token's. */
+enum { PB_POOL_LAST, PB_POOL_MEAN, PB_POOL_CLS };
+
 /* Token ids a record names (logit_bias, stop_token_ids, allowed_token_ids) are checked against
  * the model's vocabulary when it is admitted (the engine). */
 
@@ -102,6 +111,9 @@ typedef struct pb_gen_cli {
     uint64_t seed;
     int n_stops;
     const char *const *stops;
+    bool embed;         /* --task embed */
+    int pooling;        /* --pooling: 1 + a PB_POOL_*, or 0 (the model's sentence-transformers config, else last) */
+    bool no_normalize;  /* --no-normalize */
 } pb_gen_cli;
 
 /* Base settings from the CLI and generation_config.json (model may be NULL). */
@@ -183,7 +195,14 @@ pb_status pb_record_take_prompt(pb_record *dst, pb_record *src, int i);
  *          [{"token", "logprob", "bytes"}, ...]}, ...]}); n > 1: n
  *          choices, index 0..n-1, and usage's completion_tokens their sum
  *          {"id": "batch_req_L", "custom_id": ..., "response": null,
- *           "error": {"code": "invalid_request", "line": L, "message": "..."}} */
+ *           "error": {"code": "invalid_request", "line": L, "message": "..."}}
+ * embeddings (gs.embed): native {"id": ID, "embedding": E, "prompt_tokens": P}, a list of inputs
+ *          {"id": ID, "data": [{"index": 0, "embedding": E}, ...], "prompt_tokens": P}; OpenAI
+ *          {"id": "batch_req_L", "custom_id": ..., "response": {"status_code": 200, "request_id": "req_L",
+ *           "body": {"id": "embd-L", "object": "list", "data": [{"object": "embedding", "index": 0,
+ *           "embedding": E}, ...], "model": M, "usage": {"prompt_tokens": P, "total_tokens": P}}}, "error": null};
+ *          E a list of floats (each float32 as Python writes it) or, with encoding_format "base64", the base64
+ *          of its little-endian float32 bytes */
 /* An id and its log probability. */
 typedef struct pb_lp_pair {
     int32_t id;
@@ -220,6 +239,8 @@ typedef struct pb_result {
     const int32_t *prompt_ids; /* the prompt_tokens ids generated after (echo's logprobs name them) */
     int n_choices;       /* 0: one completion, text/len/finish; else choices[n_choices] (n > 1) */
     const pb_choice *choices;
+    const float *embedding; /* an embeddings record's (gs.embed): dim floats, pooled, cut and normalized */
+    int dim;
 } pb_result;
 
 /* rec->error must be NULL; model: the model's name for the OpenAI shape. */

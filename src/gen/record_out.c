@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "gen/pyjson.h"
 
 /* ---- output records --------------------------------------------------- */
@@ -389,9 +390,84 @@ static void put_openai_head(pb_jbuf *b, const pb_record *r, const char *model)
     pb_jbuf_puts(b, ", \"choices\": [");
 }
 
+/* ---- embeddings ---- */
+
+/* Byte k of the floats e as little-endian f32. */
+static unsigned f32_byte(const float *e, size_t k)
+{
+    uint32_t u;
+    memcpy(&u, &e[k / 4], 4);
+    return u >> (8 * (k % 4)) & 0xffu;
+}
+
+static void put_embedding(pb_jbuf *b, const pb_record *r, const pb_result *res)
+{
+    if (r->gs.emb_base64) { /* base64 of the little-endian f32 bytes (OpenAI's, vLLM's) */
+        static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const size_t n = (size_t)res->dim * 4;
+        char q[4];
+        pb_jbuf_puts(b, "\"");
+        for (size_t i = 0; i < n; i += 3) {
+            const uint32_t v = f32_byte(res->embedding, i) << 16 |
+                               (i + 1 < n ? f32_byte(res->embedding, i + 1) << 8 : 0) |
+                               (i + 2 < n ? f32_byte(res->embedding, i + 2) : 0);
+            q[0] = A[v >> 18];
+            q[1] = A[v >> 12 & 63];
+            q[2] = i + 1 < n ? A[v >> 6 & 63] : '=';
+            q[3] = i + 2 < n ? A[v & 63] : '=';
+            pb_jbuf_put(b, q, 4);
+        }
+        pb_jbuf_puts(b, "\"");
+        return;
+    }
+    char f[PB_PY_FLOAT_MAX];
+    pb_jbuf_puts(b, "[");
+    for (int i = 0; i < res->dim; i++)
+        pb_jbuf_printf(b, "%s%s", i ? ", " : "", pb_py_float_repr((double)res->embedding[i], f));
+    pb_jbuf_puts(b, "]");
+}
+
+/* One input's entry in a list of embeddings (after ", " but the line's first). */
+static void put_embed_entry(pb_jbuf *b, const pb_record *r, const pb_result *res)
+{
+    pb_jbuf_printf(b, "%s{%s\"index\": %d, \"embedding\": ", r->prompt_index ? ", " : "",
+                   r->openai ? "\"object\": \"embedding\", " : "", r->prompt_index);
+    put_embedding(b, r, res);
+    pb_jbuf_puts(b, "}");
+}
+
+static void put_embed_head(pb_jbuf *b, const pb_record *r)
+{
+    if (!r->openai) {
+        pb_jbuf_printf(b, "{\"id\": %s, \"data\": [", r->id_json);
+        return;
+    }
+    unsigned long long line = (unsigned long long)r->line;
+    pb_jbuf_printf(b, "{\"id\": \"batch_req_%llu\", \"custom_id\": %s, \"response\": {\"status_code\": 200, "
+                   "\"request_id\": \"req_%llu\", \"body\": {\"id\": \"embd-%llu\", \"object\": \"list\", \"data\": [",
+                   line, r->custom_id_json ? r->custom_id_json : "null", line, line);
+}
+
+static void put_embed_tail(pb_jbuf *b, const pb_record *r, const char *model, int prompt_tokens)
+{
+    if (!r->openai) {
+        pb_jbuf_printf(b, "], \"prompt_tokens\": %d}", prompt_tokens);
+        return;
+    }
+    const char *m = model ? model : "";
+    pb_jbuf_puts(b, "], \"model\": ");
+    pb_jbuf_str(b, m, strlen(m));
+    pb_jbuf_printf(b, ", \"usage\": {\"prompt_tokens\": %d, \"total_tokens\": %d}}}, \"error\": null}",
+                   prompt_tokens, prompt_tokens);
+}
+
 /* The OpenAI shape's choices of res, each after ", " but the line's first; index: prompt_index * n + i */
 void pb_record_choices_json(pb_jbuf *b, const pb_record *r, const pb_result *res)
 {
+    if (r->gs.embed) {
+        put_embed_entry(b, r, res);
+        return;
+    }
     pb_choice one;
     const pb_choice *ch;
     const int n = result_choices(res, &one, &ch);
@@ -448,6 +524,13 @@ static void put_usage(pb_jbuf *b, int prompt_tokens, int completion_tokens)
 void pb_record_joined_json(pb_jbuf *b, const pb_record *r, const char *model, const pb_jbuf *parts, int n_parts,
                            int prompt_tokens, int completion_tokens)
 {
+    if (r->gs.embed) {
+        put_embed_head(b, r);
+        for (int i = 0; i < n_parts; i++)
+            pb_jbuf_put(b, parts[i].data, parts[i].len);
+        put_embed_tail(b, r, model, prompt_tokens);
+        return;
+    }
     put_openai_head(b, r, model);
     for (int i = 0; i < n_parts; i++)
         pb_jbuf_put(b, parts[i].data, parts[i].len);
@@ -458,6 +541,18 @@ void pb_record_joined_json(pb_jbuf *b, const pb_record *r, const char *model, co
 void pb_record_result_json(pb_jbuf *b, const pb_record *r, const char *model,
                            const pb_result *res)
 {
+    if (r->gs.embed && !r->openai) {
+        pb_jbuf_printf(b, "{\"id\": %s, \"embedding\": ", r->id_json);
+        put_embedding(b, r, res);
+        pb_jbuf_printf(b, ", \"prompt_tokens\": %d}", res->prompt_tokens);
+        return;
+    }
+    if (r->gs.embed) {
+        put_embed_head(b, r);
+        put_embed_entry(b, r, res);
+        put_embed_tail(b, r, model, res->prompt_tokens);
+        return;
+    }
     pb_choice one;
     const pb_choice *ch;
     const int n = result_choices(res, &one, &ch);

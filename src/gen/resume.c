@@ -319,6 +319,8 @@ pb_status pb_resume_settings_fp(const pb_gen_settings *g, int context, int shard
     if (g->beams)
         pb_jbuf_printf(&b, " beams=%d length_penalty=%.9g early_stopping=%d", g->beams, (double)g->length_penalty,
                        g->early_stopping);
+    if (g->embed)
+        pb_jbuf_printf(&b, " embed pooling=%d normalize=%d", g->pooling, (int)g->normalize);
     if (pb_sample_output_penalties(&g->sample))
         pb_jbuf_printf(&b, " frequency_penalty=%.9g presence_penalty=%.9g", (double)g->sample.frequency_penalty,
                        (double)g->sample.presence_penalty);

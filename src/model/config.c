@@ -551,6 +551,78 @@ static pb_status parse_family(const pb_jctx *c, pb_model_config *cfg)
     return PB_OK;
 }
 
+/* sentence-transformers' modules.json: the Pooling module's config.json (its mode) and a Normalize module. */
+static pb_status parse_st_modules(const char *dir, pb_model_config *cfg)
+{
+    pb_gen_defaults *g = &cfg->gen;
+    g->st_pooling = -1;
+    char *path = pb_path_join(dir, "modules.json"), *ppath = NULL, *text = NULL, *ptext = NULL, *pdir = NULL;
+    cJSON *root = NULL, *proot = NULL;
+    pb_status st = PB_OK;
+    if (!path)
+        return pb_error(PB_ERR_NOMEM, "out of memory");
+    if (!pb_file_exists(path))
+        goto out;
+    PB_CHECK_GOTO(pb_read_file(path, PB_CONFIG_MAX_BYTES, &text, NULL), st, out);
+    root = cJSON_Parse(text);
+    if (!cJSON_IsArray(root)) {
+        st = pb_error(PB_ERR_CONFIG, "%s: not a JSON list of modules", path);
+        goto out;
+    }
+    g->has_st_modules = true;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, root) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(m, "type");
+        const cJSON *mp = cJSON_GetObjectItemCaseSensitive(m, "path");
+        if (!cJSON_IsString(type))
+            continue;
+        if (strstr(type->valuestring, "models.Normalize"))
+            g->st_normalize = true;
+        if (!strstr(type->valuestring, "models.Pooling") || pdir)
+            continue;
+        if (!cJSON_IsString(mp) || mp->valuestring[0] == '/' || strstr(mp->valuestring, "..")) {
+            st = pb_error(PB_ERR_CONFIG, "%s: the Pooling module's path must be a folder within the model's", path);
+            goto out;
+        }
+        if (!(pdir = pb_path_join(dir, mp->valuestring)) || !(ppath = pb_path_join(pdir, "config.json"))) {
+            st = pb_error(PB_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    if (!ppath || !pb_file_exists(ppath))
+        goto out;
+    PB_CHECK_GOTO(pb_read_file(ppath, PB_CONFIG_MAX_BYTES, &ptext, NULL), st, out);
+    proot = cJSON_Parse(ptext);
+    if (!cJSON_IsObject(proot)) {
+        st = pb_error(PB_ERR_CONFIG, "%s: not a JSON object", ppath);
+        goto out;
+    }
+    static const struct { const char *key; int mode; } MODES[] = {
+        {"pooling_mode_lasttoken", 0}, {"pooling_mode_mean_tokens", 1}, {"pooling_mode_cls_token", 2},
+        {"pooling_mode_max_tokens", 3}, {"pooling_mode_mean_sqrt_len_tokens", 3},
+        {"pooling_mode_weightedmean_tokens", 3}};
+    int on = 0;
+    for (size_t i = 0; i < sizeof MODES / sizeof *MODES; i++)
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(proot, MODES[i].key))) {
+            on++;
+            g->st_pooling = MODES[i].mode;
+            snprintf(g->st_pooling_name, sizeof g->st_pooling_name, "%s", MODES[i].key);
+        }
+    if (on > 1) { /* the modes' outputs concatenated */
+        g->st_pooling = 3;
+        snprintf(g->st_pooling_name, sizeof g->st_pooling_name, "%d modes at once", on);
+    }
+out:
+    cJSON_Delete(root);
+    cJSON_Delete(proot);
+    free(text);
+    free(ptext);
+    free(path);
+    free(ppath);
+    free(pdir);
+    return st;
+}
+
 static pb_status parse_generation_config(const char *dir, pb_model_config *cfg)
 {
     char *path = pb_path_join(dir, "generation_config.json");
@@ -740,6 +812,8 @@ pb_status pb_model_config_load(const char *model_dir, pb_model_config *cfg)
     /* up to the first NUL, as cJSON_Parse(text) reads it */
     PB_CHECK_GOTO(parse_config_text(text, strlen(text), path, cfg), st, out);
     st = parse_generation_config(model_dir, cfg);
+    if (st == PB_OK)
+        st = parse_st_modules(model_dir, cfg);
     if (st != PB_OK) {
         pb_model_config_free(cfg);
         goto out;

@@ -27,6 +27,12 @@ typedef struct pb_gen_defaults {
     int num_beams;            /* > 1 without do_sample: beam search (HF's generate() default for the model) */
     float length_penalty;
     int early_stopping;       /* 0 false, 1 true, 2 "never" (gen/beam.h's pb_beam_early) */
+    /* sentence-transformers' modules.json, for --task embed: its Pooling module's mode (-1 none; 0 lasttoken,
+     * 1 mean, 2 cls: gen/record.h's PB_POOL_*; 3 another, named in st_pooling_name) and whether a Normalize
+     * module follows */
+    bool has_st_modules, st_normalize;
+    int st_pooling;
+    char st_pooling_name[48];
 } pb_gen_defaults;
 
 typedef struct pb_model_config {

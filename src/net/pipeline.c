@@ -245,7 +245,7 @@ pb_status pb_pipeline_run_worker(pb_transport *t, pb_stage *stage, const pb_pipe
                                              cfg->lim.vocab, &sampler), st, fail);
         PB_CHECK_GOTO(pb_slot_sampler_set_eos(sampler, cfg->lim.eos_ids, cfg->lim.n_eos), st, fail);
         PB_CHECK_GOTO(pb_mb_result_init(&res, cfg->lim.n_slots), st, fail);
-        rcap = pb_mb_result_max_size(cfg->lim.n_slots, cfg->lim.max_batch_tokens);
+        rcap = pb_mb_result_max_size(cfg->lim.n_slots, cfg->lim.max_batch_tokens, cfg->lim.hidden);
         PB_CHECK_GOTO(pb_malloc(rcap, &rbuf), st, fail);
     }
 
@@ -398,7 +398,7 @@ static pb_status net_wait(void *self, pb_mb_result *res)
         st = pb_error(PB_ERR_NET, "rank %d sent %s where a result was expected", np->t->prev,
                       msg_name(m.type));
     if (st == PB_OK) {
-        st = pb_mb_result_unpack(m.data, m.len, np->cfg.lim.vocab, res);
+        st = pb_mb_result_unpack(m.data, m.len, np->cfg.lim.vocab, np->cfg.lim.hidden, res);
         if (st != PB_OK)
             st = pb_error_ctx(PB_ERR_NET, "result from rank %d", np->t->prev);
     }

@@ -45,7 +45,7 @@ static pb_status corrupt_unpack(const unsigned char *buf, size_t len, size_t at,
     memcpy(cb, buf, len);
     for (int byte = 0; byte < 4; byte++)
         cb[at + (size_t)byte] = (unsigned char)(v >> (8 * byte));
-    return pb_mb_result_unpack(cb, len, 100, r);
+    return pb_mb_result_unpack(cb, len, 100, 8, r);
 }
 
 static void test_pack(void)
@@ -227,6 +227,24 @@ static void test_pack(void)
     pb_mb_seq own = seq(2, 6, 1, PB_SEQ_NEW | PB_SEQ_FORK | PB_SEQ_SAMPLE);
     own.fork_slot = 2;
     CHECK(pb_mb_add(&mb, &own, &one) == PB_OK && pb_mb_validate(&mb, &lim) == PB_OK);
+    /* embeddings: one pooling flag, never with sampling (nor in a micro-batch that samples), the first token's
+     * only from position 0 */
+    const int32_t two[2] = {3, 4};
+    static const struct { int pos; uint32_t f1, f2; bool ok; } emb[] = {
+        {0, PB_SEQ_NEW | PB_SEQ_EMBED_LAST, PB_SEQ_EMBED_SUM, true},
+        {0, PB_SEQ_NEW | PB_SEQ_EMBED_FIRST, 0, true},
+        {2, PB_SEQ_EMBED_FIRST, 0, false},
+        {0, PB_SEQ_NEW | PB_SEQ_EMBED_LAST | PB_SEQ_SAMPLE, 0, false},
+        {0, PB_SEQ_NEW | PB_SEQ_EMBED_LAST | PB_SEQ_EMBED_SUM, 0, false},
+        {0, PB_SEQ_NEW | PB_SEQ_EMBED_LAST, PB_SEQ_SAMPLE, false},
+        {0, PB_SEQ_NEW, PB_SEQ_EMBED_SUM, true},
+    };
+    for (size_t i = 0; i < sizeof emb / sizeof *emb; i++) {
+        pb_mb_clear(&mb);
+        pb_mb_seq a = seq(0, emb[i].pos, 2, emb[i].f1), b2 = seq(1, 4, 2, emb[i].f2);
+        CHECK(pb_mb_add(&mb, &a, two) == PB_OK && pb_mb_add(&mb, &b2, two) == PB_OK);
+        CHECK((pb_mb_validate(&mb, &lim) == PB_OK) == emb[i].ok);
+    }
     pb_mb_release(&mb);
     pb_mb_release(&back);
 
@@ -235,18 +253,18 @@ static void test_pack(void)
     CHECK(pb_mb_result_init(&r, 3) == PB_OK && pb_mb_result_init(&rb, 0) == PB_OK);
     r.tag = 9; r.n_seqs = 3; r.tokens[0] = 5; r.tokens[1] = -1; r.tokens[2] = 99;
     unsigned char rbuf[512];
-    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 12);
-    CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK);
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 12 + 3 * 4);
+    CHECK(pb_mb_result_unpack(rbuf, w, 100, 8, &rb) == PB_OK);
     CHECK(rb.tag == 9 && rb.n_seqs == 3 && rb.tokens[1] == -1 && rb.tokens[2] == 99 && rb.lps[0].n_top == -1 &&
           rb.lps[2].n_top == -1);
-    CHECK(pb_mb_result_unpack(rbuf, w, 99, &rb) == PB_ERR_FORMAT);
-    CHECK(pb_mb_result_unpack(rbuf, w - 4, 100, &rb) == PB_ERR_FORMAT);
+    CHECK(pb_mb_result_unpack(rbuf, w, 99, 8, &rb) == PB_ERR_FORMAT);
+    CHECK(pb_mb_result_unpack(rbuf, w - 4, 100, 8, &rb) == PB_ERR_FORMAT);
     /* with log probabilities: sequence 0 with 2 of the most likely, sequence 2 with none listed */
     r.lps[0] = (pb_logprobs){.logprob = -0.25f, .n_top = 2, .top_id = {5, 7}, .top_logprob = {-0.25f, -3.5f}};
     r.lps[2] = (pb_logprobs){.logprob = -INFINITY, .n_top = 0};
-    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 12 + 4 + 16 + 4 &&
-          w <= pb_mb_result_max_size(3, 0));
-    CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK);
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == 24 + 3 * 12 + 4 + 16 + 4 + 3 * 4 &&
+          w <= pb_mb_result_max_size(3, 0, 8));
+    CHECK(pb_mb_result_unpack(rbuf, w, 100, 8, &rb) == PB_OK);
     CHECK(rb.lps[0].n_top == 2 && rb.lps[0].logprob == -0.25f && rb.lps[0].top_id[1] == 7 &&
           rb.lps[0].top_logprob[1] == -3.5f && rb.lps[1].n_top == -1 && rb.lps[2].n_top == 0 &&
           rb.lps[2].logprob == -INFINITY);
@@ -254,7 +272,7 @@ static void test_pack(void)
     CHECK(pb_mb_result_init(&rc, 0) == PB_OK && pb_mb_result_copy(&rc, &rb) == PB_OK && rc.n_seqs == 3 &&
           rc.tag == 9 && rc.lps[0].top_id[0] == 5 && rc.tokens[2] == 99);
     pb_mb_result_release(&rc);
-    CHECK(pb_mb_result_unpack(rbuf, w - 1, 100, &rb) == PB_ERR_FORMAT);
+    CHECK(pb_mb_result_unpack(rbuf, w - 1, 100, 8, &rb) == PB_ERR_FORMAT);
     /* corrupt: a positive or NaN log probability, an id out of range, too many, for a token not sampled */
     const size_t at_lp = 24 + 24, at_id = at_lp + 4 + 8; /* after the ids and counts */
     static const struct { size_t at; uint32_t v; } bad_rs[] = {
@@ -267,22 +285,43 @@ static void test_pack(void)
     r.plp[0] = (pb_logprobs){.id = 4, .rank = 1, .logprob = -0.5f, .n_top = 1, .top_id = {4}, .top_logprob = {-0.5f}};
     r.plp[1] = (pb_logprobs){.id = 99, .rank = 40, .logprob = -9.0f, .n_top = 0};
     r.plp[2] = (pb_logprobs){.id = 0, .rank = 2, .logprob = -1.5f, .n_top = 1, .top_id = {3}, .top_logprob = {-0.25f}};
-    const size_t wp = 24 + 3 * 12 + 4 + 16 + 4 + 3 * 16 + 2 * 8;
-    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == wp && w <= pb_mb_result_max_size(3, 3));
-    CHECK(pb_mb_result_unpack(rbuf, w, 100, &rb) == PB_OK && rb.n_plp[1] == 2 && rb.n_plp[2] == 1 &&
+    const size_t wp = 24 + 3 * 12 + 4 + 16 + 4 + 3 * 16 + 2 * 8 + 3 * 4;
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == wp && w <= pb_mb_result_max_size(3, 3, 8));
+    CHECK(pb_mb_result_unpack(rbuf, w, 100, 8, &rb) == PB_OK && rb.n_plp[1] == 2 && rb.n_plp[2] == 1 &&
           rb.plp[1].id == 99 && rb.plp[1].rank == 40 && rb.plp[1].logprob == -9.0f && rb.plp[2].top_id[0] == 3 &&
           rb.plp[2].top_logprob[0] == -0.25f && rb.lps[0].n_top == 2);
     pb_mb_result rd;
     CHECK(pb_mb_result_init(&rd, 0) == PB_OK && pb_mb_result_copy(&rd, &rb) == PB_OK && rd.n_plp[1] == 2 &&
           rd.plp[2].id == 0 && rd.plp[0].top_id[0] == 4);
     pb_mb_result_release(&rd);
-    CHECK(pb_mb_result_unpack(rbuf, w - 1, 100, &rb) == PB_ERR_FORMAT);
+    CHECK(pb_mb_result_unpack(rbuf, w - 1, 100, 8, &rb) == PB_ERR_FORMAT);
     /* corrupt: an entry's id out of range, rank 0, a positive log probability, too many listed, counts */
-    const size_t at_plp = w - (3 * 16 + 2 * 8), at_n = at_plp - 12;
+    const size_t at_plp = w - (3 * 16 + 2 * 8) - 3 * 4, at_n = at_plp - 12;
     const struct { size_t at; uint32_t v; } bad_pl[] = {
         {at_plp, 100}, {at_plp + 8, 0}, {at_plp + 4, 0x3f000000u}, {at_plp + 12, 21}, {at_n, 1}, {at_n + 4, 9}};
     for (size_t i = 0; i < sizeof bad_pl / sizeof bad_pl[0]; i++)
         CHECK(corrupt_unpack(rbuf, w, bad_pl[i].at, bad_pl[i].v, &rb) == PB_ERR_FORMAT);
+    /* embeddings: sequence 1 (no token) holds the hidden size's 8 floats */
+    r.n_plp[1] = r.n_plp[2] = 0;
+    CHECK(pb_mb_result_reserve_emb(&r, 8) == PB_OK);
+    r.n_emb[1] = 8;
+    for (int x = 0; x < 8; x++)
+        r.emb[x] = 0.5f * (float)x - 1.0f;
+    const size_t we = 24 + 3 * 12 + 4 + 16 + 4 + 3 * 4 + 8 * 4;
+    CHECK(pb_mb_result_pack(&r, rbuf, sizeof rbuf, &w) == PB_OK && w == we && w <= pb_mb_result_max_size(3, 0, 8));
+    CHECK(pb_mb_result_unpack(rbuf, w, 100, 8, &rb) == PB_OK && rb.n_emb[0] == 0 && rb.n_emb[1] == 8 &&
+          rb.n_emb[2] == 0 && rb.emb[0] == -1.0f && rb.emb[7] == 2.5f);
+    pb_mb_result re;
+    CHECK(pb_mb_result_init(&re, 0) == PB_OK && pb_mb_result_copy(&re, &rb) == PB_OK && re.n_emb[1] == 8 &&
+          re.emb[3] == 0.5f);
+    pb_mb_result_release(&re);
+    /* corrupt: another hidden size, an embedding for a sampled token, a float short, one over */
+    const size_t at_ne = we - 8 * 4 - 3 * 4;
+    CHECK(pb_mb_result_unpack(rbuf, w, 100, 9, &rb) == PB_ERR_FORMAT);
+    CHECK(corrupt_unpack(rbuf, w, at_ne, 8, &rb) == PB_ERR_FORMAT);
+    CHECK(pb_mb_result_unpack(rbuf, w - 4, 100, 8, &rb) == PB_ERR_FORMAT);
+    memset(rbuf + w, 0, 4);
+    CHECK(pb_mb_result_unpack(rbuf, w + 4, 100, 8, &rb) == PB_ERR_FORMAT);
     pb_mb_result_release(&r);
     pb_mb_result_release(&rb);
 }
