@@ -117,8 +117,11 @@ static void test_records(void)
     expect_error("{\"prompt\": \"x\", \"stop\": [1]}", "'stop' must be a string or a list");
     expect_error("{\"prompt\": \"x\", \"stop\": \"\"}", "1 to");
     expect_error("{\"prompt\": \"x\", \"id\": [1]}", "'id' must be a string or a number");
-    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/embeddings\", \"body\": {\"prompt\": \"x\"}}",
+    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/embeddings\", \"body\": {\"input\": \"x\"}}",
+                 "needs a run with --task embed");
+    expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/moderations\", \"body\": {\"input\": \"x\"}}",
                  "not supported");
+    expect_error("{\"input\": \"x\"}", "field 'input' is an embeddings request's");
     expect_error("{\"custom_id\": \"c\", \"url\": \"/v1/chat/completions\", \"body\": {\"prompt\": \"x\"}}",
                  "body.messages");
     expect_error("{\"prompt\": \"x\", \"messages\": []}", "not both");
@@ -1057,9 +1060,82 @@ static void test_beam(void)
     pb_gen_settings_clear(&g);
 }
 
+/* --task embed: inputs (native, OpenAI /v1/embeddings, lists), the embeddings' fields, their output shapes */
+static void test_embed(void)
+{
+    pb_gen_cli cli = {.embed = true};
+    pb_gen_settings eb;
+    CHECK(pb_gen_settings_base(&cli, NULL, &eb) == PB_OK && eb.embed && eb.pooling == PB_POOL_LAST && eb.normalize);
+    pb_gen_cli bad = {.embed = true, .has_temperature = true};
+    pb_gen_settings x;
+    CHECK(pb_gen_settings_base(&bad, NULL, &x) == PB_ERR_USAGE);
+    pb_gen_cli pool = {.pooling = 1 + PB_POOL_MEAN};
+    CHECK(pb_gen_settings_base(&pool, NULL, &x) == PB_ERR_USAGE); /* --pooling without --task embed */
+    pb_gen_defaults st = {.has_st_modules = true, .st_pooling = PB_POOL_CLS};
+    CHECK(pb_gen_settings_base(&cli, &st, &x) == PB_OK && x.pooling == PB_POOL_CLS && !x.normalize);
+    pb_gen_settings_clear(&x);
+    st.st_pooling = 3;
+    CHECK(pb_gen_settings_base(&cli, &st, &x) == PB_ERR_CONFIG);
+    pb_record r;
+    CHECK(parse_with("{\"id\": \"a\", \"input\": \"Hi\", \"dimensions\": 3, \"normalize\": false, "
+                     "\"encoding_format\": \"base64\", \"max_tokens\": 5}", &eb, &r) == PB_OK);
+    CHECK(!r.error && r.gs.embed && r.prompt && !strcmp(r.prompt, "Hi") && r.gs.dimensions == 3 && !r.gs.normalize &&
+          r.gs.emb_base64);
+    /* output: native, then the OpenAI shape */
+    const float v[3] = {0.5f, -0.25f, 1.0f};
+    pb_result res = {.prompt_tokens = 2, .embedding = v, .dim = 3};
+    pb_jbuf b;
+    pb_jbuf_init(&b);
+    pb_record_result_json(&b, &r, "m", &res);
+    expect_in(b.data, "{\"id\": \"a\", \"embedding\": \"AAAAPwAAgL4AAIA/\", \"prompt_tokens\": 2}", "native base64");
+    pb_record_clear(&r);
+    CHECK(parse_with("{\"custom_id\": \"c\", \"method\": \"POST\", \"url\": \"/v1/embeddings\", \"body\": {\"model\": "
+                     "\"m\", \"input\": [[1, 2], [3]]}}", &eb, &r) == PB_OK);
+    CHECK(!r.error && r.openai && r.n_prompts == 2 && r.prompts[0].n_ids == 2 && r.prompts[1].ids[0] == 3);
+    pb_record one[2];
+    pb_jbuf part[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK(pb_record_take_prompt(&one[i], &r, i) == PB_OK && one[i].gs.embed && one[i].prompt_index == i);
+        pb_jbuf_init(&part[i]);
+        pb_record_choices_json(&part[i], &one[i], &res);
+    }
+    pb_jbuf_reset(&b);
+    pb_record_joined_json(&b, &one[1], "m", part, 2, 3, 0);
+    expect_in(b.data, "{\"id\": \"batch_req_1\", \"custom_id\": \"c\", \"response\": {\"status_code\": 200, "
+              "\"request_id\": \"req_1\", \"body\": {\"id\": \"embd-1\", \"object\": \"list\", \"data\": "
+              "[{\"object\": \"embedding\", \"index\": 0, \"embedding\": [0.5, -0.25, 1.0]}, {\"object\": "
+              "\"embedding\", \"index\": 1, \"embedding\": [0.5, -0.25, 1.0]}], \"model\": \"m\", "
+              "\"usage\": {\"prompt_tokens\": 3, \"total_tokens\": 3}}}, \"error\": null}", "OpenAI list");
+    for (int i = 0; i < 2; i++) {
+        pb_jbuf_free(&part[i]);
+        pb_record_clear(&one[i]);
+    }
+    pb_jbuf_free(&b);
+    pb_record_clear(&r);
+    static const struct { const char *line, *msg; } errs[] = {
+        {"{\"input\": \"x\", \"dimensions\": 0}", "field 'dimensions': 0 is out of range"},
+        {"{\"input\": \"x\", \"encoding_format\": \"int8\"}", "'encoding_format' must be \"float\" or \"base64\""},
+        {"{\"input\": \"x\", \"prompt\": \"y\"}", "not both"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "this run embeds text"},
+        {"{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": \"x\"}}", "this run embeds"},
+        {"{\"custom_id\": \"c\", \"url\": \"/v1/embeddings\", \"body\": {\"prompt\": \"x\"}}", "missing field 'body.input'"},
+        {"{\"input\": 3}", "'input' must be a string or a list of token ids"},
+    };
+    for (size_t i = 0; i < sizeof errs / sizeof *errs; i++) {
+        CHECK(parse_with(errs[i].line, &eb, &r) == PB_OK);
+        if (!r.error || !strstr(r.error, errs[i].msg)) {
+            fprintf(stderr, "%s: %s, expected %s\n", errs[i].line, r.error ? r.error : "accepted", errs[i].msg);
+            failures++;
+        }
+        pb_record_clear(&r);
+    }
+    pb_gen_settings_clear(&eb);
+}
+
 int main(void)
 {
     test_records();
+    test_embed();
     test_output_shapes();
     test_choices();
     test_prompt_list();
