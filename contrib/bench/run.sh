@@ -8,7 +8,7 @@
 #   --quick   one model, one run, batches 1 and 8: a smoke check
 #   --all     then the component benchmarks too (forward, load, pipeline, gen,
 #             tokenizer, sampler, prefix sharing, log probabilities, constrained
-#             decoding, beam search: figures beside their own baselines)
+#             decoding, beam search, embeddings: figures beside their own baselines)
 # Environment: PB_BUILDDIR (default: build in the source tree), PB_PYTHON
 # (default: the project's .venv). llama.cpp joins when
 # contrib/bench/setup-peers.sh has installed it (build-bench/, gitignored).
@@ -33,7 +33,7 @@ done
 status=0
 "$py" "$src/contrib/bench/run.py" --build "$PB_BUILDDIR" "$@" || status=1
 if [ $all = 1 ]; then
-	for b in forward.sh load.sh pipeline.sh gen.sh tokenizer.py sample.py prefix.sh logprobs.sh guided.sh beam.sh; do
+	for b in forward.sh load.sh pipeline.sh gen.sh tokenizer.py sample.py prefix.sh logprobs.sh guided.sh beam.sh embed.sh; do
 		[ -f "$src/contrib/bench/$b" ] || continue
 		echo
 		echo "== $b"

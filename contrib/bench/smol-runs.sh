@@ -1,4 +1,4 @@
-# Sourced by contrib/bench/logprobs.sh and guided.sh (sh; set -eu): what both
+# Sourced by contrib/bench/logprobs.sh, guided.sh, beam.sh and embed.sh (sh; set -eu): what both
 # need to time whole runs of pippy-batch on SmolLM2-135M. The script sets
 # NAME (its file name, for messages) and PREFIX (its variables' prefix) first;
 # then PREFIX_MODEL (default models/SmolLM2-135M-Instruct), PREFIX_RUNS
@@ -6,8 +6,8 @@
 # PIPPY_BATCH (default build/pippy-batch), PB_SRCDIR (default .), PB_PYTHON.
 # A missing model skips the benchmark (exit 0). Gives $tmp (removed at exit),
 # $py, $runs, write_records (python3 code on stdin, its records under $tmp),
-# run_records NAME (one run of $tmp/NAME.jsonl: $wall seconds, --metrics in
-# $tmp/m.json) and metric FILE KEY.
+# run_records NAME [OPTIONS] (one run of $tmp/NAME.jsonl: $wall seconds,
+# --metrics in $tmp/m.json) and metric FILE KEY.
 src=${PB_SRCDIR:-.}
 pb=${PIPPY_BATCH:-$src/build/pippy-batch}
 py=${PB_PYTHON:-python3}
@@ -31,9 +31,11 @@ write_records() {
 }
 
 run_records() {
+    n=$1
+    shift
     t0=$(date +%s.%N)
-    "$pb" -q --model "$model" --in "$tmp/$1.jsonl" --out "$tmp/out.jsonl" --force -b "$batch" \
-        --threads "$threads" --metrics "$tmp/m.json"
+    "$pb" -q --model "$model" --in "$tmp/$n.jsonl" --out "$tmp/out.jsonl" --force -b "$batch" \
+        --threads "$threads" --metrics "$tmp/m.json" "$@"
     t1=$(date +%s.%N)
     wall=$(echo "$t1 - $t0" | bc)
 }

@@ -36,6 +36,8 @@ while [ $i -lt 4 ]; do
 done >"$D/in.jsonl"
 # beam search: its forks of one slot's cache into another on the device
 echo '{"prompt": "Beams of the quick brown fox", "use_beam_search": true, "n": 3, "max_tokens": 7}' >>"$D/in.jsonl"
+# embeddings: every position's final hidden state downloaded, pooled on the host
+printf '%s\n' '{"input": "The quick brown fox"}' '{"input": ["jumps over", "the lazy dog and the cat"]}' >"$D/emb.jsonl"
 for fam in gpt2 opt bloom gptj gpt_neox mistral; do
     kv=""
     [ $fam = mistral ] && kv="--kv-heads 2"
@@ -47,7 +49,23 @@ for fam in gpt2 opt bloom gptj gpt_neox mistral; do
     grep -q "device cuda: GPU 0 of 1 visible.*CPU emulation" "$err" || fail "$fam: not run on the stand-in's device"
     grep -q "backend cuda" "$err" || fail "$fam: the stage's backend is not cuda"
     cmp "$D/cpu-$fam.jsonl" "$D/cuda-$fam.jsonl" || fail "$fam f32: --device cuda differs from --device cpu"
-    echo "$fam f32: --device cuda (the stand-in) the same bytes as --device cpu"
+    for dev in cpu cuda; do
+        "$E" -q --device $dev --kv-dtype f32 --task embed --pooling mean --model "$D/m-$fam" --in "$D/emb.jsonl" \
+            --out "$D/emb-$dev-$fam.jsonl" -b 4 2>"$err" || fail "$fam: --task embed --device $dev"
+    done
+    $PB_PYTHON - "$D/emb-cpu-$fam.jsonl" "$D/emb-cuda-$fam.jsonl" <<'PYEOF' || fail "$fam: embeddings differ"
+import json, sys
+def vecs(path):
+    out = []
+    for line in open(path):
+        r = json.loads(line)
+        out += [r["embedding"]] if "embedding" in r else [d["embedding"] for d in r["data"]]
+    return out
+a, b = (vecs(p) for p in sys.argv[1:])
+sys.exit(0 if len(a) == len(b) == 3 and all(len(x) == len(y) > 0 and max(abs(p - q) for p, q in zip(x, y)) <= 1e-5
+                                            for x, y in zip(a, b)) else 1)
+PYEOF
+    echo "$fam f32: --device cuda (the stand-in) the same bytes as --device cpu; embeddings within 1e-5"
 done
 
 ckpt m-llama llama bf16 --kv-heads 2
