@@ -28,6 +28,7 @@
 #      --no-prefix-sharing, prompt tokens shared
 #   9. sampling on the device (every filter, penalties, min_tokens): the same
 #      output as the host sampler's (PB_CUDA_SAMPLE=0), decode tok/s of both
+#  10. --task embed on the device against --device cpu (within 5e-3)
 # --quick: steps 1, 2 (f32 only), 5, 6, 8 and 9.
 # PB_CHECK_SKIP="3 5" leaves those steps out (5 takes 6 and 7 with it).
 # PB_CHECK_ON_CPU=1 runs the whole script with cpu in place of cuda (no GPU
@@ -329,6 +330,31 @@ if want 9 && [ -f "$LL/config.json" ]; then
         fi
     else
         fail "sampling on $DEV: a run failed"
+    fi
+fi
+
+# ---- 10. embeddings on the device: every position's final hidden state downloaded, pooled on the host ----
+# --task embed (mean pooling, normalized; inputs of up to 4 chunks of 24 tokens) on the device against --device cpu: the
+# largest difference reported, within 5e-3 (the device's bf16 tensor-core products round the activations)
+if want 10 && [ -f "$LL/config.json" ]; then
+    $PY -c 'import json
+for i in range(12):
+    print(json.dumps({"input": " ".join(["embedding test %d" % i] * (1 + 2 * (i % 4)))}))' >"$W/embed.jsonl"
+    if PB_CUDA_KV_DTYPE=f32 run 180 "$P" -q --device $DEV --task embed --pooling mean --model "$LL" \
+            --in "$W/embed.jsonl" --out "$W/emb-dev.jsonl" -b 8 --max-batch-tokens 24 &&
+        run 180 "$P" -q --device cpu --task embed --pooling mean --model "$LL" --in "$W/embed.jsonl" \
+            --out "$W/emb-cpu.jsonl" -b 8; then
+        d=$($PY -c 'import json, sys
+a, b = ([json.loads(x)["embedding"] for x in open(p)] for p in sys.argv[1:])
+print(max(abs(p - q) for x, y in zip(a, b) for p, q in zip(x, y)) if len(a) == len(b) == 12 else 1e9)' \
+            "$W/emb-dev.jsonl" "$W/emb-cpu.jsonl")
+        if $PY -c "import sys; sys.exit(0 if float('$d') <= 5e-3 else 1)"; then
+            pass "embeddings on $DEV: within $d of --device cpu's"
+        else
+            fail "embeddings on $DEV: $d from --device cpu's"
+        fi
+    else
+        fail "embeddings on $DEV: a run failed"
     fi
 fi
 
