@@ -6,7 +6,7 @@
 # (each completion its own stream), two with frequency and presence penalties,
 # one with log probabilities (of the most likely ids, or of given ones:
 # logprob_token_ids), one with logit biases and stop token ids, one with
-# allowed token ids, one constrained by a pattern, one a beam search of two beams.
+# allowed token ids, one constrained by a pattern or (of sixteen) a grammar, one a beam search of two beams.
 pb_sample_records() {
     _i=1
     while [ $_i -le "$1" ]; do
@@ -22,7 +22,8 @@ pb_sample_records() {
         [ $((_i % 16)) -eq 13 ] && _s="$_s, \"logprobs\": 4" # the logits come to the host (likewise below)
         [ $((_i % 8)) -eq 6 ] && _s="$_s, \"logit_bias\": {\"29\": 2.5}, \"stop_token_ids\": [13, 30]" # likewise
         [ $((_i % 8)) -eq 7 ] && _s="$_s, \"allowed_token_ids\": [13, 29, 30, 264, 1000]" # likewise
-        [ $((_i % 8)) -eq 0 ] && _s="$_s, \"guided_regex\": \"( [a-z]+){2,6}[.!]\"" # constrained: likewise
+        [ $((_i % 16)) -eq 0 ] && _s="$_s, \"guided_regex\": \"( [a-z]+){2,6}[.!]\"" # constrained: likewise
+        [ $((_i % 16)) -eq 8 ] && _s="$_s, \"guided_grammar\": \"root ::= (\\\" \\\" [a-z]+){2,6} [.!]\"" # a grammar
         [ $((_i % 16)) -eq 9 ] && _s="$_s, \"use_beam_search\": true" # n = 2 beams: the most likely ids, forks
         echo "{\"prompt\": \"Record $_i: once upon a time\", \"max_tokens\": $2, \"seed\": $_i, $_s}"
         _i=$((_i + 1))
