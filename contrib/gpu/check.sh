@@ -29,7 +29,7 @@
 #   9. sampling on the device (every filter, penalties, min_tokens): the same
 #      output as the host sampler's (PB_CUDA_SAMPLE=0), decode tok/s of both
 #  10. --task embed on the device against --device cpu (within 5e-3)
-# --quick: steps 1, 2 (f32 only), 5, 6, 8 and 9.
+# --quick: steps 1, 2 (f32 only), 5, 6, 8, 9 and 10.
 # PB_CHECK_SKIP="3 5" leaves those steps out (5 takes 6 and 7 with it).
 # PB_CHECK_ON_CPU=1 runs the whole script with cpu in place of cuda (no GPU
 # needed): a dry run of the script itself, not a check of the GPU.
