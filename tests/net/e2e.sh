@@ -1,7 +1,8 @@
 #!/bin/sh
 # pippy-batch across ranks under mpirun: output byte-identical to world size 1
 # (greedy and sampled records, some with n = 3 or frequency and presence
-# penalties, echo, prompts of token ids, lists of prompts, beam search) with -np 2, 3, 4, each split policy
+# penalties, echo, prompts of token ids, lists of prompts, beam search) with -np 2, 3, 4, each split policy,
+# embeddings (--task embed, last and mean pooling, inputs in pieces) with -np 2 and 3
 # and IPv6, the pipeline report in --metrics; PB_TRANSPORT; a rank killed mid-run makes the job exit
 # non-zero within 15 s naming that rank, with no process left behind.
 set -u
@@ -72,6 +73,23 @@ for args in "2 --split-policy threshold:4400K" "3 --split-points 2,3" "3 --split
     timeout 120 $MPIRUN -np $n "$P" -q --model "$D/llama" --in "$D/in.jsonl" --out "$D/out.jsonl" --force \
         --batch-size 6 --chunks 3 "$@" 2>"$err" || fail "llama: -np $n $*"
     cmp "$D/ref.jsonl" "$D/out.jsonl" || fail "llama: -np $n $* differs from world 1"
+done
+# embeddings (--task embed): inputs prefilled in 5-token pieces through the stages, pooled on rank 0
+{ for i in 1 2 3 4 5 6 7; do echo "{\"input\": \"Embed record $i: the quick brown fox jumps over\"}"; done
+  echo '{"input": [[450, 3290, 318], [11, 13]]}'
+  printf '%s%s\n' '{"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": {"input": ["a", "b c"], ' \
+      '"encoding_format": "base64", "dimensions": 8}}'
+} >"$D/emb.jsonl"
+for pool in last mean; do
+    "$P" -q --model "$D/llama" --task embed --pooling $pool --in "$D/emb.jsonl" --out "$D/emb-ref.jsonl" --force \
+        --batch-size 6 --chunks 2 --max-batch-tokens 5 2>"$err" || fail "embed $pool: world 1"
+    [ "$(grep -c '"embedding"' "$D/emb-ref.jsonl")" -eq 9 ] || fail "embed $pool: world 1 output"
+    for n in 2 3; do
+        timeout 120 $MPIRUN -np $n "$P" -q --model "$D/llama" --task embed --pooling $pool --in "$D/emb.jsonl" \
+            --out "$D/emb.out" --force --batch-size 6 --chunks $n --max-batch-tokens 5 2>"$err" ||
+            fail "embed $pool: -np $n"
+        cmp "$D/emb-ref.jsonl" "$D/emb.out" || fail "embed $pool: -np $n differs from world 1"
+    done
 done
 # IPv6 between the stages: over loopback, and through the published ::1 (--iface lo)
 for args in "2 --ip-family 6" "3 --ip-family 6 --iface lo"; do
