@@ -42,13 +42,17 @@ typedef struct prule {
     int n_alts, cap_alts;
 } prule;
 
+typedef struct pterm {
+    char *re; /* a terminal's regex */
+    uint64_t hash;
+} pterm;
+
 typedef struct parser {
     const char *s;
     size_t n, i;
     prule *rules;
     int n_rules, cap_rules;
-    char **terms; /* each terminal's regex */
-    uint64_t *term_hash;
+    pterm *terms;
     int n_terms, cap_terms;
     int cur, anon_n, depth;
     size_t n_syms;
@@ -298,16 +302,14 @@ static pb_status term_of_re(parser *p, int32_t *sym)
 {
     const uint64_t h = pb_fnv1a(1469598103934665603ull, p->re, p->re_n);
     for (int t = 0; t < p->n_terms; t++)
-        if (p->term_hash[t] == h && !strcmp(p->terms[t], p->re)) {
+        if (p->terms[t].hash == h && !strcmp(p->terms[t].re, p->re)) {
             *sym = SYM_TERM(t);
             return PB_OK;
         }
-    int cap = p->cap_terms;
-    PB_CHECK(grow(&p->terms, &cap, p->n_terms + 1, sizeof *p->terms));
-    PB_CHECK(grow(&p->term_hash, &p->cap_terms, p->n_terms + 1, sizeof *p->term_hash));
-    if (!(p->terms[p->n_terms] = pb_strdup(p->re)))
+    PB_CHECK(grow(&p->terms, &p->cap_terms, p->n_terms + 1, sizeof *p->terms));
+    if (!(p->terms[p->n_terms].re = pb_strdup(p->re)))
         return pb_error(PB_ERR_NOMEM, "out of memory for a grammar");
-    p->term_hash[p->n_terms] = h;
+    p->terms[p->n_terms].hash = h;
     *sym = SYM_TERM(p->n_terms++);
     return PB_OK;
 }
@@ -1135,6 +1137,16 @@ out:
 
 /* ---- the compiled grammar and its parse ---- */
 
+typedef struct gnode {
+    int32_t pos, q, par;
+} gnode;
+
+typedef struct gstate {
+    int64_t off; /* its top frames at pool[off .. off + len) */
+    int32_t len;
+    bool acc;
+} gstate;
+
 struct pb_cfg {
     int32_t *items; /* [n_items]: items[0..1] = root, END; then each rule's alternatives, each ended by END */
     int n_items;
@@ -1146,14 +1158,12 @@ struct pb_cfg {
     int32_t start;
     /* stack frames (pos, q, parent): a top frame is at a terminal, q its DFA state; a frame below is the item to
      * go on at once the one above is done (q = -1); parent -1 below the bottom */
-    int32_t *npos, *nq, *npar;
+    gnode *nodes;
     int n_nodes, cap_nodes;
     int32_t *nhash;
     size_t nhash_cap;
     /* states: sorted top frames pool[off .. + len), whether the bytes so far are a whole match */
-    int64_t *soff;
-    int32_t *slen;
-    uint8_t *sacc;
+    gstate *states;
     int n_states, cap_states;
     int32_t *pool;
     int64_t pool_n, pool_cap;
@@ -1191,7 +1201,7 @@ static uint64_t node_hash(int32_t pos, int32_t q, int32_t par)
 
 static uint64_t node_key(const pb_cfg *g, int32_t k)
 {
-    return node_hash(g->npos[k], g->nq[k], g->npar[k]);
+    return node_hash(g->nodes[k].pos, g->nodes[k].q, g->nodes[k].par);
 }
 
 /* An index of entries 0 .. n-1 by key(entry), open addressing, twice as large (-1: empty). */
@@ -1221,7 +1231,7 @@ static pb_status node_get(pb_cfg *g, int32_t pos, int32_t q, int32_t par, int32_
     size_t i = node_hash(pos, q, par) & (g->nhash_cap - 1);
     for (; g->nhash[i] >= 0; i = (i + 1) & (g->nhash_cap - 1)) {
         const int32_t k = g->nhash[i];
-        if (g->npos[k] == pos && g->nq[k] == q && g->npar[k] == par) {
+        if (g->nodes[k].pos == pos && g->nodes[k].q == q && g->nodes[k].par == par) {
             *out = k;
             return PB_OK;
         }
@@ -1229,17 +1239,9 @@ static pb_status node_get(pb_cfg *g, int32_t pos, int32_t q, int32_t par, int32_
     if (g->n_nodes >= MAX_NODES)
         return pb_error(PB_ERR_INPUT, "the grammar's parse needs more than %d stack frames (nested too deep?)",
                         MAX_NODES);
-    if (g->n_nodes == g->cap_nodes) {
-        int cap = g->cap_nodes;
-        PB_CHECK(grow(&g->npos, &cap, g->n_nodes + 1, sizeof *g->npos));
-        cap = g->cap_nodes;
-        PB_CHECK(grow(&g->nq, &cap, g->n_nodes + 1, sizeof *g->nq));
-        PB_CHECK(grow(&g->npar, &g->cap_nodes, g->n_nodes + 1, sizeof *g->npar));
-    }
+    PB_CHECK(grow(&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof *g->nodes));
     const int32_t k = g->n_nodes++;
-    g->npos[k] = pos;
-    g->nq[k] = q;
-    g->npar[k] = par;
+    g->nodes[k] = (gnode){pos, q, par};
     g->nhash[i] = k;
     *out = k;
     return PB_OK;
@@ -1335,7 +1337,7 @@ static pb_status run_work(pb_cfg *g)
             if (par < 0)
                 g->acc = true;
             else
-                PB_CHECK(work_push(g, g->npos[par], g->npar[par]));
+                PB_CHECK(work_push(g, g->nodes[par].pos, g->nodes[par].par));
         } else if (it <= -2) {
             const pb_dfa *d = g->dfa[TERM_OF(it)];
             PB_CHECK(top_add(g, pos, pb_dfa_start(d), par));
@@ -1365,7 +1367,7 @@ static uint64_t state_hash(const int32_t *t, int n, bool acc)
 
 static uint64_t state_key(const pb_cfg *g, int32_t s)
 {
-    return state_hash(g->pool + g->soff[s], g->slen[s], g->sacc[s]);
+    return state_hash(g->pool + g->states[s].off, g->states[s].len, g->states[s].acc);
 }
 
 /* The state of the move's tops (sorted, unique) and acc; -1 when neither. */
@@ -1386,7 +1388,7 @@ static pb_status move_end(pb_cfg *g, int32_t *out)
     size_t i = h & (g->shash_cap - 1);
     for (; g->shash[i] >= 0; i = (i + 1) & (g->shash_cap - 1)) {
         const int32_t s = g->shash[i];
-        if (g->slen[s] == n && g->sacc[s] == g->acc && !memcmp(g->pool + g->soff[s], g->tops, (size_t)n * 4)) {
+        if (g->states[s].len == n && g->states[s].acc == g->acc && !memcmp(g->pool + g->states[s].off, g->tops, (size_t)n * 4)) {
             *out = s;
             return PB_OK;
         }
@@ -1400,18 +1402,10 @@ static pb_status move_end(pb_cfg *g, int32_t *out)
         PB_CHECK(pb_realloc_array(&g->pool, (size_t)cap, sizeof *g->pool));
         g->pool_cap = cap;
     }
-    if (g->n_states == g->cap_states) {
-        int cap = g->cap_states;
-        PB_CHECK(grow(&g->soff, &cap, g->n_states + 1, sizeof *g->soff));
-        cap = g->cap_states;
-        PB_CHECK(grow(&g->slen, &cap, g->n_states + 1, sizeof *g->slen));
-        PB_CHECK(grow(&g->sacc, &g->cap_states, g->n_states + 1, sizeof *g->sacc));
-    }
+    PB_CHECK(grow(&g->states, &g->cap_states, g->n_states + 1, sizeof *g->states));
     const int32_t s = g->n_states++;
     memcpy(g->pool + g->pool_n, g->tops, (size_t)n * sizeof *g->tops);
-    g->soff[s] = g->pool_n;
-    g->slen[s] = n;
-    g->sacc[s] = g->acc;
+    g->states[s] = (gstate){g->pool_n, n, g->acc};
     g->pool_n += n;
     g->shash[i] = s;
     *out = s;
@@ -1429,13 +1423,9 @@ void pb_cfg_free(pb_cfg *g)
     free(g->alt_off);
     free(g->alt_n);
     free(g->alt_pos);
-    free(g->npos);
-    free(g->nq);
-    free(g->npar);
+    free(g->nodes);
     free(g->nhash);
-    free(g->soff);
-    free(g->slen);
-    free(g->sacc);
+    free(g->states);
     free(g->pool);
     free(g->shash);
     free(g->tkey);
@@ -1457,9 +1447,8 @@ static void parser_free(parser *p)
     }
     free(p->rules);
     for (int t = 0; t < p->n_terms; t++)
-        free(p->terms[t]);
+        free(p->terms[t].re);
     free(p->terms);
-    free(p->term_hash);
     free(p->re);
 }
 
@@ -1495,15 +1484,15 @@ static pb_status build(parser *p, int root, pb_cfg *g)
     g->n_items = ni;
     PB_CHECK(pb_calloc(p->n_terms ? (size_t)p->n_terms : 1, sizeof *g->dfa, &g->dfa));
     for (int t = 0; t < p->n_terms; t++) {
-        pb_status st = pb_dfa_compile(p->terms[t], strlen(p->terms[t]), 0, &g->dfa[t]);
+        pb_status st = pb_dfa_compile(p->terms[t].re, strlen(p->terms[t].re), 0, &g->dfa[t]);
         if (st == PB_ERR_NOMEM)
             return st;
         if (st != PB_OK)
-            return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/: %s", p->terms[t], pb_last_error());
+            return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/: %s", p->terms[t].re, pb_last_error());
         g->n_terms = t + 1;
         /* a terminal reads at least a byte (but an internal grammar's) */
         if (pb_dfa_start(g->dfa[t]) < 0 || (!p->internal && pb_dfa_accepts(g->dfa[t], pb_dfa_start(g->dfa[t]))))
-            return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/ reads no byte", p->terms[t]);
+            return pb_error(PB_ERR_INTERNAL, "grammar: terminal /%.200s/ reads no byte", p->terms[t].re);
     }
     return PB_OK;
 }
@@ -1605,7 +1594,7 @@ int32_t pb_cfg_start(const pb_cfg *g)
 
 bool pb_cfg_accepts(const pb_cfg *g, int32_t s)
 {
-    return s >= 0 && s < g->n_states && g->sacc[s];
+    return s >= 0 && s < g->n_states && g->states[s].acc;
 }
 
 int32_t pb_cfg_n_states(const pb_cfg *g)
@@ -1618,7 +1607,8 @@ size_t pb_cfg_bytes(const pb_cfg *g)
     size_t b = sizeof *g + (size_t)g->n_items * 4 + (size_t)g->n_rules * 8;
     for (int t = 0; t < g->n_terms; t++)
         b += pb_dfa_bytes(g->dfa[t]);
-    b += (size_t)g->cap_nodes * 12 + g->nhash_cap * 4 + (size_t)g->cap_states * 13 + (size_t)g->pool_cap * 4 +
+    b += (size_t)g->cap_nodes * sizeof *g->nodes + g->nhash_cap * 4 + (size_t)g->cap_states * sizeof *g->states +
+         (size_t)g->pool_cap * 4 +
          g->shash_cap * 4 + g->tcap * 12 + (size_t)g->cap_tops * 4 + (size_t)g->cap_work * 4 + g->vcap * 12;
     return b;
 }
@@ -1665,11 +1655,11 @@ pb_status pb_cfg_next(pb_cfg *g, int32_t s, uint8_t b, int32_t *next)
             return PB_OK;
         }
     move_begin(g);
-    for (int32_t k = 0; k < g->slen[s]; k++) {
-        const int32_t nd = g->pool[g->soff[s] + k];
-        const int32_t pos = g->npos[nd], par = g->npar[nd];
+    for (int32_t k = 0; k < g->states[s].len; k++) {
+        const int32_t nd = g->pool[g->states[s].off + k];
+        const int32_t pos = g->nodes[nd].pos, par = g->nodes[nd].par;
         const pb_dfa *d = g->dfa[TERM_OF(g->items[pos])];
-        const int32_t q = pb_dfa_next(d, g->nq[nd], b);
+        const int32_t q = pb_dfa_next(d, g->nodes[nd].q, b);
         if (q < 0)
             continue;
         if (pb_dfa_accepts(d, q)) { /* the terminal may be done: on to what follows it */

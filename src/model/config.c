@@ -551,20 +551,32 @@ static pb_status parse_family(const pb_jctx *c, pb_model_config *cfg)
     return PB_OK;
 }
 
+/* *root: the JSON in path of the model folder (not valid JSON: NULL), or NULL where the file is absent. */
+static pb_status read_json_file(const char *path, cJSON **root)
+{
+    *root = NULL;
+    if (!pb_file_exists(path))
+        return PB_OK;
+    char *text = NULL;
+    PB_CHECK(pb_read_file(path, PB_CONFIG_MAX_BYTES, &text, NULL));
+    *root = cJSON_Parse(text);
+    free(text);
+    return PB_OK;
+}
+
 /* sentence-transformers' modules.json: the Pooling module's config.json (its mode) and a Normalize module. */
 static pb_status parse_st_modules(const char *dir, pb_model_config *cfg)
 {
     pb_gen_defaults *g = &cfg->gen;
     g->st_pooling = -1;
-    char *path = pb_path_join(dir, "modules.json"), *ppath = NULL, *text = NULL, *ptext = NULL, *pdir = NULL;
+    char *path = pb_path_join(dir, "modules.json"), *ppath = NULL, *pdir = NULL;
     cJSON *root = NULL, *proot = NULL;
     pb_status st = PB_OK;
     if (!path)
         return pb_error(PB_ERR_NOMEM, "out of memory");
     if (!pb_file_exists(path))
         goto out;
-    PB_CHECK_GOTO(pb_read_file(path, PB_CONFIG_MAX_BYTES, &text, NULL), st, out);
-    root = cJSON_Parse(text);
+    PB_CHECK_GOTO(read_json_file(path, &root), st, out);
     if (!cJSON_IsArray(root)) {
         st = pb_error(PB_ERR_CONFIG, "%s: not a JSON list of modules", path);
         goto out;
@@ -591,8 +603,7 @@ static pb_status parse_st_modules(const char *dir, pb_model_config *cfg)
     }
     if (!ppath || !pb_file_exists(ppath))
         goto out;
-    PB_CHECK_GOTO(pb_read_file(ppath, PB_CONFIG_MAX_BYTES, &ptext, NULL), st, out);
-    proot = cJSON_Parse(ptext);
+    PB_CHECK_GOTO(read_json_file(ppath, &proot), st, out);
     if (!cJSON_IsObject(proot)) {
         st = pb_error(PB_ERR_CONFIG, "%s: not a JSON object", ppath);
         goto out;
@@ -615,8 +626,6 @@ static pb_status parse_st_modules(const char *dir, pb_model_config *cfg)
 out:
     cJSON_Delete(root);
     cJSON_Delete(proot);
-    free(text);
-    free(ptext);
     free(path);
     free(ppath);
     free(pdir);
@@ -626,15 +635,13 @@ out:
 static pb_status parse_generation_config(const char *dir, pb_model_config *cfg)
 {
     char *path = pb_path_join(dir, "generation_config.json");
-    char *text = NULL;
     cJSON *root = NULL;
     pb_status st = PB_OK;
     if (!path)
         return pb_error(PB_ERR_NOMEM, "out of memory");
     if (!pb_file_exists(path))
         goto out;
-    PB_CHECK_GOTO(pb_read_file(path, PB_CONFIG_MAX_BYTES, &text, NULL), st, out);
-    root = cJSON_Parse(text);
+    PB_CHECK_GOTO(read_json_file(path, &root), st, out);
     if (!root || !cJSON_IsObject(root)) {
         st = pb_error(PB_ERR_CONFIG, "%s: not a JSON object", path);
         goto out;
@@ -677,7 +684,6 @@ static pb_status parse_generation_config(const char *dir, pb_model_config *cfg)
         PB_CHECK_GOTO(jtoken(&c, "pad_token_id", -1, &cfg->pad_token_id), st, out);
 out:
     cJSON_Delete(root);
-    free(text);
     free(path);
     return st;
 }
