@@ -8,7 +8,7 @@ static const struct { const char *name; size_t size; } dt_info[PB_DT_COUNT] = {
     [PB_DT_F32] = {"F32", 4},  [PB_DT_F16] = {"F16", 2}, [PB_DT_BF16] = {"BF16", 2},
     [PB_DT_F64] = {"F64", 8},  [PB_DT_I64] = {"I64", 8}, [PB_DT_I32] = {"I32", 4},
     [PB_DT_I16] = {"I16", 2},  [PB_DT_I8] = {"I8", 1},   [PB_DT_U8] = {"U8", 1},
-    [PB_DT_BOOL] = {"BOOL", 1},
+    [PB_DT_BOOL] = {"BOOL", 1}, [PB_DT_Q8] = {"Q8", 1},
 };
 
 size_t pb_dtype_size(pb_dtype dt) { return (unsigned)dt < PB_DT_COUNT ? dt_info[dt].size : 0; }
@@ -16,7 +16,7 @@ const char *pb_dtype_name(pb_dtype dt) { return (unsigned)dt < PB_DT_COUNT ? dt_
 
 int pb_dtype_from_name(const char *name, pb_dtype *out)
 {
-    for (int i = 0; i < PB_DT_COUNT; i++)
+    for (int i = 0; i <= PB_DT_BOOL; i++) /* the checkpoint dtypes */
         if (strcmp(name, dt_info[i].name) == 0) {
             *out = (pb_dtype)i;
             return 0;

@@ -17,12 +17,15 @@ typedef enum pb_dtype {
     PB_DT_I8,
     PB_DT_U8,
     PB_DT_BOOL,
+    /* not a checkpoint dtype: a backend's int8 storage of a matrix with a scale per group of weights
+     * (--weights-dtype int8; the CPU kernels' layout in src/cpu/kern_impl.h). pb_dtype_size says 1. */
+    PB_DT_Q8,
     PB_DT_COUNT
 } pb_dtype;
 
 size_t pb_dtype_size(pb_dtype dt);
-const char *pb_dtype_name(pb_dtype dt);          /* "F32", "F16", "BF16", ... as safetensors spells them */
-int pb_dtype_from_name(const char *name, pb_dtype *out); /* 0 ok, -1 unknown */
+const char *pb_dtype_name(pb_dtype dt);          /* "F32", "F16", "BF16", ... as safetensors spells them; "Q8" */
+int pb_dtype_from_name(const char *name, pb_dtype *out); /* a checkpoint dtype (not Q8): 0 ok, -1 unknown */
 
 #define PB_MAX_DIMS 8
 

@@ -130,6 +130,40 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
                 }
             }
         }
+    } else if (dt == PB_DT_Q8) { /* per group: the scales, then each k's int8 widened and scaled */
+        const unsigned char *wp = w;
+        for (int k0 = 0; k0 < kc; k0 += PB_KQ8) {
+            const int n = kc - k0 < PB_KQ8 ? kc - k0 : PB_KQ8;
+            const size_t go = (size_t)(k0 / PB_KQ8) * PB_KQ8_GROUP;
+            __m256 s0[GMAX], s1[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const float *sp = (const float *)(const void *)(wp + (size_t)g * ps + go);
+                s0[g] = _mm256_loadu_ps(sp);
+                s1[g] = _mm256_loadu_ps(sp + 8);
+            }
+            for (int k = 0; k < n; k++) {
+                __m256 w0[GMAX], w1[GMAX];
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++) {
+                    const unsigned char *p = wp + (size_t)g * ps + go + 64 + (size_t)k * PB_KNR;
+                    if ((k & 3) == 0) /* 4 k a line */
+                        _mm_prefetch((const char *)(p + PF * 64), _MM_HINT_T0);
+                    const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)p);
+                    w0[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), s0[g]);
+                    w1[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), s1[g]);
+                }
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    const __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k0 + k);
+#pragma GCC unroll 8
+                    for (int g = 0; g < G; g++) {
+                        acc[r][g][0] = _mm256_fmadd_ps(xb, w0[g], acc[r][g][0]);
+                        acc[r][g][1] = _mm256_fmadd_ps(xb, w1[g], acc[r][g][1]);
+                    }
+                }
+            }
+        }
     } else { /* bf16, k pairs interleaved per column */
         const uint16_t *wp = w;
         const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
@@ -193,6 +227,8 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
             mm_tile(R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
         else if (dt == PB_DT_F16)                                                                                    \
             mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
+        else if (dt == PB_DT_Q8)                                                                                     \
+            mm_tile(R, G, PB_DT_Q8, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                   \
         else                                                                                                         \
             mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                 \
     }
@@ -204,7 +240,7 @@ static void mm_avx2(int R, int G, pb_dtype dt, const float *x, size_t ldx, const
     (void)pfd; /* not measured on an AVX2 machine: the hardware's prefetch alone */
     typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int);
     static const fn tiles[MR + 1][GMAX + 1] = TILES(mm_);
-    const size_t esz = dt == PB_DT_F32 ? 4 : 2;
+    const size_t esz = dt == PB_DT_F32 ? 4 : dt == PB_DT_Q8 ? 1 : 2;
     PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * esz, c, nlast, g, last,
                  tiles[R][g](dt, x, ldx, w, ps, kc, c, ldc, last, accumulate));
 }
@@ -282,6 +318,18 @@ static TGT void cvt_avx2(pb_dtype dt, const void *w, int kc, float *out)
 {
     const uint16_t *src = w;
     int k = 0;
+    if (dt == PB_DT_Q8) {
+        for (; k < kc; k++) {
+            const unsigned char *g = (const unsigned char *)w + (size_t)(k / PB_KQ8) * PB_KQ8_GROUP;
+            const float *sp = (const float *)(const void *)g;
+            const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(g + 64 + (size_t)(k % PB_KQ8) * PB_KNR));
+            float *o = out + (size_t)k * PB_KNR;
+            _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(sp)));
+            _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))),
+                                                  _mm256_loadu_ps(sp + 8)));
+        }
+        return;
+    }
     if (dt == PB_DT_F16) {
         for (; k < kc; k++) {
             const uint16_t *p = src + (size_t)k * PB_KNR;

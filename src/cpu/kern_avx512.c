@@ -29,6 +29,30 @@ static __m512 pb_simde_cvtph_ps(__m256i h)
 }
 #define _mm512_cvtph_ps pb_simde_cvtph_ps
 #endif
+#ifndef simde_mm512_cvtepi8_epi32 /* absent from SIMDe 0.7 too (q8's weights) */
+static __m512i pb_simde_cvtepi8_epi32(__m128i b)
+{
+    int8_t in[16];
+    int32_t out[16];
+    memcpy(in, &b, sizeof in);
+    for (int i = 0; i < 16; i++)
+        out[i] = in[i];
+    return _mm512_loadu_si512(out);
+}
+#define _mm512_cvtepi8_epi32 pb_simde_cvtepi8_epi32
+#endif
+#ifndef simde_mm512_cvtepi32_ps
+static __m512 pb_simde_cvtepi32_ps(__m512i v)
+{
+    int32_t in[16];
+    float out[16];
+    memcpy(in, &v, sizeof in);
+    for (int i = 0; i < 16; i++)
+        out[i] = (float)in[i];
+    return _mm512_loadu_ps(out);
+}
+#define _mm512_cvtepi32_ps pb_simde_cvtepi32_ps
+#endif
 #else
 #include <immintrin.h>
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
@@ -164,6 +188,40 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
                     acc[r][g] = _mm512_fmadd_ps(xb, wv[g], acc[r][g]);
             }
         }
+    } else if (dt == PB_DT_Q8) {
+        /* per group: the columns' scales, then each k's 16 int8 widened and
+         * scaled (one rounding: the portable path's weight), shared by the
+         * rows' fmas */
+        const unsigned char *wp = w;
+        for (int k0 = 0; k0 < kc; k0 += PB_KQ8) {
+            const int n = kc - k0 < PB_KQ8 ? kc - k0 : PB_KQ8;
+            const size_t go = (size_t)(k0 / PB_KQ8) * PB_KQ8_GROUP;
+            __m512 sc[GMAX];
+#pragma GCC unroll 8
+            for (int g = 0; g < G; g++) {
+                const unsigned char *p = wp + (size_t)g * ps + go;
+                pf_line(p, pfd, PF * 64);
+                sc[g] = _mm512_loadu_ps((const float *)(const void *)p);
+            }
+            for (int k = 0; k < n; k++) {
+                __m512 wv[GMAX];
+#pragma GCC unroll 8
+                for (int g = 0; g < G; g++) {
+                    const unsigned char *p = wp + (size_t)g * ps + go + 64 + (size_t)k * PB_KNR;
+                    if ((k & 3) == 0) /* 4 k a line */
+                        pf_line(p, pfd, PF * 64);
+                    const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+                    wv[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(q), sc[g]);
+                }
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k0 + k]);
+#pragma GCC unroll 8
+                    for (int g = 0; g < G; g++)
+                        acc[r][g] = _mm512_fmadd_ps(xb, wv[g], acc[r][g]);
+                }
+            }
+        }
     } else { /* bf16: a 32-bit lane holds k (low half) and k + 1 of its column */
         const uint16_t *wp = w;
         const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
@@ -217,6 +275,8 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
             PF_SPLIT(mm_tile, R, G, PB_DT_F32, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                        \
         else if (dt == PB_DT_F16)                                                                                    \
             PF_SPLIT(mm_tile, R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                        \
+        else if (dt == PB_DT_Q8)                                                                                     \
+            PF_SPLIT(mm_tile, R, G, PB_DT_Q8, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                         \
         else                                                                                                         \
             PF_SPLIT(mm_tile, R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                       \
     }
@@ -228,7 +288,7 @@ static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, con
     typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int,
                        ptrdiff_t);
     static const fn tiles[MR + 1][GMAX + 1] = TILES(mm_);
-    const size_t esz = dt == PB_DT_F32 ? 4 : 2;
+    const size_t esz = dt == PB_DT_F32 ? 4 : dt == PB_DT_Q8 ? 1 : 2;
     PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * esz, c, nlast, g, last,
                  tiles[R][g](dt, x, ldx, w, ps, kc, c, ldc, last, accumulate, pfd));
 }
@@ -408,6 +468,16 @@ static TGT void cvt_avx512(pb_dtype dt, const void *w, int kc, float *out)
 {
     const uint16_t *src = w;
     int k = 0;
+    if (dt == PB_DT_Q8) {
+        for (; k < kc; k++) {
+            const unsigned char *g = (const unsigned char *)w + (size_t)(k / PB_KQ8) * PB_KQ8_GROUP;
+            const __m512i q = _mm512_cvtepi8_epi32(
+                _mm_loadu_si128((const __m128i *)(const void *)(g + 64 + (size_t)(k % PB_KQ8) * PB_KNR)));
+            _mm512_storeu_ps(out + (size_t)k * PB_KNR,
+                             _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps((const float *)(const void *)g)));
+        }
+        return;
+    }
     if (dt == PB_DT_F16) {
         for (; k < kc; k++) {
             const uint16_t *p = src + (size_t)k * PB_KNR;

@@ -9,8 +9,15 @@
  *             interleaved per column, n_in rounded up to even with zeros), so
  *             that one 32-bit lane holds k and k + 1 of a column: f32 bits are
  *             lane << 16 and lane & 0xffff0000.
- * A panel is pb_kmat.pstride elements; the element of k0 starts at k0 * 16
- * in every layout (k0 even for bf16). */
+ *   q8 (PB_DT_Q8, --weights-dtype int8): k in groups of PB_KQ8 = 64, each
+ *             PB_KQ8_GROUP bytes: the 16 columns' f32 scales (one 64-byte
+ *             line), then element (k, c) as an int8 at 64 + k * 16 + c (k
+ *             within the group; the last group padded to 64 k with zeros).
+ *             Its value is (float)q * scale[c], one rounding: the f32
+ *             weight every path multiplies by.
+ * A panel is pb_kmat.pstride elements (bytes for q8); the element of k0
+ * starts at pb_kpanel_off(dt, k0) bytes in every layout (k0 even for bf16, a
+ * multiple of PB_KQ8 for q8: where K blocks and tiles start). */
 #ifndef PB_CPU_KERN_IMPL_H
 #define PB_CPU_KERN_IMPL_H
 
@@ -21,6 +28,26 @@
 
 #define PB_KNR 16
 #define PB_KMR_MAX 8 /* widest register tile of any path */
+#define PB_KQ8 64                               /* k of a q8 group */
+#define PB_KQ8_GROUP (64 + PB_KQ8 * PB_KNR)     /* its bytes in a panel: scales, then 64 k of 16 int8 */
+
+/* Quantizing one group of a column for q8 (--weights-dtype int8), on every
+ * path: d = amax / 127 (f32 division), q = rint(w / d) within [-127, 127]
+ * (0 when d is 0; NaN gives 0). */
+static inline float pb_kq8_scale(float amax)
+{
+    return amax / 127.0f;
+}
+
+/* bytes from a panel's start to the element of k: k * 16 * (bytes of dt)
+ * for the float layouts; q8: whole groups, then its scales and k's int8 rows
+ * (k past the last whole group: only at n_in) */
+static inline size_t pb_kpanel_off(pb_dtype dt, size_t k)
+{
+    if (dt == PB_DT_Q8)
+        return k / PB_KQ8 * PB_KQ8_GROUP + (k % PB_KQ8 ? 64 + k % PB_KQ8 * PB_KNR : 0);
+    return k * PB_KNR * (dt == PB_DT_F32 ? 4 : 2);
+}
 
 struct pb_kmat {
     pb_dtype dt;

@@ -4,6 +4,7 @@
  * n_in - 1 (K blocks store and reload the running sums), bias added after. */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,12 +42,14 @@ struct pb_kctx {
 
 static size_t store_size(pb_dtype dt)
 {
-    return dt == PB_DT_F32 ? 4 : 2;
+    return dt == PB_DT_F32 ? 4 : dt == PB_DT_Q8 ? 1 : 2;
 }
 
 static size_t panel_elems(pb_dtype dt, int n_in)
 {
     size_t k = (size_t)n_in;
+    if (dt == PB_DT_Q8)
+        return (k + PB_KQ8 - 1) / PB_KQ8 * PB_KQ8_GROUP;
     if (dt == PB_DT_BF16)
         k += k & 1;
     return k * PB_KNR;
@@ -69,6 +72,11 @@ uint64_t pb_kmat_bytes(pb_dtype store_dt, int n_out, int n_in)
 static int is_float_dt(pb_dtype dt)
 {
     return dt == PB_DT_F32 || dt == PB_DT_F16 || dt == PB_DT_BF16;
+}
+
+static int is_store_dt(pb_dtype dt)
+{
+    return is_float_dt(dt) || dt == PB_DT_Q8;
 }
 
 /* Packed data lives in large anonymous mappings shared by many matrices (a
@@ -534,6 +542,40 @@ static void pack_rows(const pb_kmat_src *src, const unsigned char *const rowp[PB
     }
 }
 
+/* One q8 panel (--weights-dtype int8) of nv (<= 16) source rows as in
+ * pack_rows: per group of PB_KQ8 k, each column's scale from its largest
+ * magnitude and its int8s (kern_impl.h: pb_kq8_scale); columns past nv and
+ * k past K are zeros. */
+static void pack_q8(const pb_kmat_src *src, const unsigned char *const rowp[PB_KNR], int nv, size_t K, size_t ks,
+                    unsigned char *dst)
+{
+    for (size_t k0 = 0; k0 < K; k0 += PB_KQ8) {
+        const size_t n = K - k0 < PB_KQ8 ? K - k0 : PB_KQ8;
+        float scale[PB_KNR] = {0};
+        int8_t q[PB_KQ8][PB_KNR];
+        memset(q, 0, sizeof q);
+        for (int c = 0; c < nv; c++) {
+            float v[PB_KQ8], amax = 0.0f;
+            for (size_t k = 0; k < n; k++) {
+                v[k] = ld_f32(rowp[c] + (k0 + k) * ks, src->dtype);
+                const float a = fabsf(v[k]);
+                amax = a > amax ? a : amax; /* (a NaN is passed over) */
+            }
+            const float d = pb_kq8_scale(amax);
+            scale[c] = d;
+            if (!(d > 0.0f))
+                continue;
+            for (size_t k = 0; k < n; k++) {
+                const float t = rintf(v[k] / d);
+                q[k][c] = (int8_t)(t >= 127.0f ? 127 : t <= -127.0f ? -127 : t == t ? (int)t : 0);
+            }
+        }
+        unsigned char *g = dst + k0 / PB_KQ8 * PB_KQ8_GROUP;
+        memcpy(g, scale, sizeof scale);
+        memcpy(g + 64, q, sizeof q);
+    }
+}
+
 /* Packs panel p straight from the source. An f16 source kept as f32 or
  * bf16, given scratch (16 K halves, then 16 K floats): packed as stored into
  * it, widened exactly by the ISA's conversion (F16C where the CPU has it),
@@ -560,6 +602,10 @@ static void pack_panel(const pack_job *j, int p, void *scratch)
         }
     }
     unsigned char *dst = (unsigned char *)m->data + (size_t)p * m->pstride * store_size(m->dt);
+    if (m->dt == PB_DT_Q8) {
+        pack_q8(src, rowp, nv, K, ks, dst);
+        return;
+    }
 #if defined(__SSE2__)
     if (scratch) {
         unsigned char *h = scratch;
@@ -587,7 +633,7 @@ static void pack_item(void *ctx, int item, int worker)
     const int p0 = item * j->per, p1 = p0 + j->per < j->m->npanels ? p0 + j->per : j->m->npanels;
     void *scratch = NULL; /* NULL (none needed, or no memory): the conversions in pack_rows */
 #if defined(__SSE2__)
-    if (j->src->dtype == PB_DT_F16 && j->m->dt != PB_DT_F16)
+    if (j->src->dtype == PB_DT_F16 && j->m->dt != PB_DT_F16 && j->m->dt != PB_DT_Q8)
         scratch = aligned_alloc(64, f16_scratch_bytes((size_t)j->n_in) + (size_t)j->n_in * PB_KNR * sizeof(float));
 #endif
     for (int p = p0; p < p1; p++)
@@ -633,8 +679,8 @@ pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_i
     if (!is_float_dt(src->dtype))
         return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: source dtype %s is not F32, F16 or BF16",
                         pb_dtype_name(src->dtype));
-    if (!is_float_dt(store_dt))
-        return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: store dtype %s is not F32, F16 or BF16",
+    if (!is_store_dt(store_dt))
+        return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: store dtype %s is not F32, F16, BF16 or Q8",
                         pb_dtype_name(store_dt));
     if (src->row_perm)
         for (int r = 0; r < n_out; r++)
@@ -699,7 +745,7 @@ const void *pb_kmat_packed(const pb_kmat *m, size_t *bytes)
 pb_status pb_kmat_wrap(const void *packed, size_t bytes, pb_dtype store_dt, int n_out, int n_in, pb_kmat **out)
 {
     *out = NULL;
-    if (n_out <= 0 || n_in <= 0 || !is_float_dt(store_dt))
+    if (n_out <= 0 || n_in <= 0 || !is_store_dt(store_dt))
         return pb_error(PB_ERR_FORMAT, "packed matrix [%d, %d] of %s", n_out, n_in, pb_dtype_name(store_dt));
     if (bytes != data_bytes(store_dt, n_out, n_in) || ((uintptr_t)packed & 63))
         return pb_error(PB_ERR_FORMAT, "packed [%d, %d] %s matrix of %zu bytes at %p (expected %zu, 64-byte aligned)",
@@ -747,6 +793,17 @@ void pb_kmat_gather(const pb_kmat *m, const int32_t *rows, int n_rows, int offse
             const uint16_t *w = (const uint16_t *)m->data + (size_t)p * m->pstride + c;
             for (size_t k = 0; k < n; k++) {
                 float f = pb_f16_to_f32(w[k * PB_KNR]);
+                o[k] = accumulate ? o[k] + f : f;
+            }
+            break;
+        }
+        case PB_DT_Q8: {
+            const unsigned char *w = (const unsigned char *)m->data + (size_t)p * m->pstride;
+            for (size_t k = 0; k < n; k++) {
+                const unsigned char *g = w + k / PB_KQ8 * PB_KQ8_GROUP;
+                float d;
+                memcpy(&d, g + (size_t)c * sizeof d, sizeof d);
+                const float f = (float)(int8_t)g[64 + k % PB_KQ8 * PB_KNR + (size_t)c] * d;
                 o[k] = accumulate ? o[k] + f : f;
             }
             break;
@@ -967,19 +1024,19 @@ static size_t l2_budget(void)
 
 /* K block of the many-tile path for K of dt: a panel group's block in half
  * the L2 (pb_kops.kpf: in a quarter, the next unit prefetched beside it);
- * blocks of about equal size, even (the last one shorter) */
+ * blocks of about equal size, even (q8: whole groups; the last one shorter) */
 static int kblock(const pb_kops *ops, pb_dtype dt, int K)
 {
-    const int forced = atomic_load(&kblock_forced);
+    const int forced = atomic_load(&kblock_forced), align = dt == PB_DT_Q8 ? PB_KQ8 : 2;
     if (forced > 0)
-        return forced;
-    const size_t per_k = (size_t)ops->gmax[ops->mr] * PB_KNR * store_size(dt);
+        return (forced + align - 1) / align * align;
+    const size_t per_k = (size_t)ops->gmax[ops->mr] * pb_kpanel_off(dt, PB_KQ8) / PB_KQ8;
     size_t kmax = l2_budget() / (ops->kpf ? 2 : 1) / per_k;
     kmax = kmax < (size_t)ops->kc ? (size_t)ops->kc : kmax;
     if ((size_t)K <= kmax)
         return (K + 1) & ~1;
     const size_t nb = ((size_t)K + kmax - 1) / kmax;
-    return (int)(((size_t)K + nb - 1) / nb + 1) & ~1;
+    return (int)((((size_t)K + nb - 1) / nb + (size_t)align - 1) / (size_t)align * (size_t)align);
 }
 
 /* Work items of a product: sizes that shrink as the work runs out (half of
@@ -1038,7 +1095,7 @@ static inline int nlast_of(const pb_kmat *w, int p_last)
 
 static inline const void *panel_at(const pb_kmat *w, int p, int k0)
 {
-    return (const char *)w->data + ((size_t)p * w->pstride + (size_t)k0 * PB_KNR) * store_size(w->dt);
+    return (const char *)w->data + (size_t)p * w->pstride * store_size(w->dt) + pb_kpanel_off(w->dt, (size_t)k0);
 }
 
 /* panels [p0, p1) with R rows of x at x, K block [k0, k0 + kc), in the
@@ -1063,11 +1120,11 @@ static void mm_rows_panels(const mm_job *j, int R, const float *x, float *y, int
 static ptrdiff_t next_unit_pfd(const pb_kmat *w, int pg, int pe, int p1, int G, int k0, int kb)
 {
     const size_t es = store_size(w->dt);
-    if (k0 + kb < w->n_in) /* the same panels, the next block */
-        return (ptrdiff_t)((size_t)kb * PB_KNR * es);
+    if (k0 + kb < w->n_in) /* the same panels, the next block (blocks start at whole q8 groups) */
+        return (ptrdiff_t)pb_kpanel_off(w->dt, (size_t)kb);
     if (pe - pg != G || p1 - pe < G)
         return 0;
-    return (ptrdiff_t)(((size_t)G * w->pstride - (size_t)k0 * PB_KNR) * es); /* the next group's first block */
+    return (ptrdiff_t)((size_t)G * w->pstride * es - pb_kpanel_off(w->dt, (size_t)k0)); /* the next group's first block */
 }
 
 /* The converting path's next unit (next_unit_pfd's: the same panels' next
@@ -1089,7 +1146,7 @@ static next_lines unit_lines(const pb_kmat *w, int p, int np, int k, int kb)
     if (k >= w->n_in)
         return n;
     n.at = panel_at(w, p, k);
-    n.bytes = (size_t)(w->n_in - k < kb ? w->n_in - k : kb) * PB_KNR * es;
+    n.bytes = pb_kpanel_off(w->dt, (size_t)(w->n_in - k < kb ? w->n_in : k + kb)) - pb_kpanel_off(w->dt, (size_t)k);
     n.np = np;
     return n;
 }
@@ -1330,6 +1387,8 @@ static void xpairs_item(void *ctx, int item, int worker)
 static const pb_kops *table_for(const pb_kmat *w)
 {
     const pb_kops *ops = pb_kops_active();
+    if (w->dt == PB_DT_Q8) /* the exact tiles of every table (the AMX one's too) */
+        return ops->exact ? ops->exact : ops;
     return ops->exact && !ops->amx && w->dt != PB_DT_BF16 ? ops->exact : ops;
 }
 

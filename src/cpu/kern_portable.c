@@ -25,6 +25,12 @@ static inline float wel(pb_dtype dt, const void *w, int k, int c)
         return ((const float *)w)[(size_t)k * PB_KNR + c];
     case PB_DT_F16:
         return pb_f16_to_f32(((const uint16_t *)w)[(size_t)k * PB_KNR + c]);
+    case PB_DT_Q8: { /* (float)q times its group's scale of the column, one rounding */
+        const unsigned char *g = (const unsigned char *)w + (size_t)(k / PB_KQ8) * PB_KQ8_GROUP;
+        float d;
+        memcpy(&d, g + (size_t)c * sizeof d, sizeof d);
+        return (float)(int8_t)g[64 + (size_t)(k % PB_KQ8) * PB_KNR + (size_t)c] * d;
+    }
     default: /* bf16, k pairs interleaved */
         return bf16_lo(((const uint16_t *)w)[(size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (k & 1)]);
     }
@@ -32,7 +38,7 @@ static inline float wel(pb_dtype dt, const void *w, int k, int c)
 
 static size_t dt_size(pb_dtype dt)
 {
-    return dt == PB_DT_F32 ? 4 : 2;
+    return dt == PB_DT_F32 ? 4 : dt == PB_DT_Q8 ? 1 : 2;
 }
 
 static void mm_portable(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
@@ -161,6 +167,12 @@ static void rope_portable(float *v, int half, int interleaved, const float *cs)
 static void cvt_portable(pb_dtype dt, const void *w, int kc, float *out)
 {
     const uint16_t *src = w;
+    if (dt == PB_DT_Q8) {
+        for (int k = 0; k < kc; k++)
+            for (int c = 0; c < PB_KNR; c++)
+                out[(size_t)k * PB_KNR + c] = wel(dt, w, k, c);
+        return;
+    }
     if (dt == PB_DT_F16) {
         for (size_t i = 0; i < (size_t)kc * PB_KNR; i++)
             out[i] = pb_f16_to_f32(src[i]);

@@ -124,6 +124,25 @@ static int same_bits(float a, float b)
     return !memcmp(&a, &b, 4);
 }
 
+/* --weights-dtype int8 as the kernels' header specifies it, written again
+ * here: row w[0 .. n) in place as its q8 values, per group of 64: d = amax /
+ * 127, q = rint(w / d) within [-127, 127] (0 where d is 0), w = q * d */
+static void q8_row(float *w, int n)
+{
+    for (int k0 = 0; k0 < n; k0 += 64) {
+        const int e = n - k0 < 64 ? n : k0 + 64;
+        float amax = 0.0f;
+        for (int k = k0; k < e; k++)
+            amax = fabsf(w[k]) > amax ? fabsf(w[k]) : amax;
+        const float d = amax / 127.0f;
+        for (int k = k0; k < e; k++) {
+            float q = d > 0.0f ? rintf(w[k] / d) : 0.0f;
+            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q + 0.0f; /* an int8 has no -0 */
+            w[k] = q * d;
+        }
+    }
+}
+
 static const pb_dtype dts[3] = {PB_DT_F32, PB_DT_F16, PB_DT_BF16};
 
 static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, pb_dtype tdt, int transposed,
@@ -188,6 +207,9 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
     for (int r = 0; r < n_out; r++)
         for (int k = 0; k < n_in; k++)
             we[(size_t)r * n_in + k] = stored_val(sdt, tdt, wv[(size_t)rp[r] * n_in + k]);
+    if (tdt == PB_DT_Q8)
+        for (int r = 0; r < n_out; r++)
+            q8_row(we + (size_t)r * n_in, n_in);
     float *b = malloc((size_t)n_out * sizeof(float));
     for (int r = 0; r < n_out; r++)
         b[r] = frand();
@@ -217,7 +239,7 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
             pb_kmat_gather(m, rows + 1, 1, -1, g, n_in + 1, false);
             for (int k = 0; k < n_in; k++)
                 if (!same_bits(g[k], we[(size_t)(n_out - 2) * n_in + k]))
-                    FAIL("gather offset k %d", k);
+                    FAIL("gather offset k %d [%d x %d] %s -> %s", k, n_out, n_in, pb_dtype_name(sdt), pb_dtype_name(tdt));
         }
         free(g);
     }
@@ -285,6 +307,46 @@ static void test_matmul(pb_kctx *kctx)
     test_matmul_case(kctx, 50, 130, PB_DT_BF16, PB_DT_BF16, 0, 1, 1, Mbig, 5);
     test_matmul_case(kctx, 40, 77, PB_DT_F32, PB_DT_F32, 1, 0, 0, Mbig, 5);
     test_matmul_case(kctx, 37, 64, PB_DT_F16, PB_DT_F16, 0, 0, 1, Mbig, 5);
+    /* q8 (--weights-dtype int8) from each source dtype: groups of 64 k whole and partial (K 17, 70, 257,
+     * 601, 1000), K blocks of whole groups (forced 6 rounds up to 64), the converting path (M >= 32 on AVX2) */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int a = 0; a < 3; a++) {
+            const int n_out = shapes[si][0], n_in = shapes[si][1];
+            const int big = (long)n_out * n_in > 20000;
+            if (big && a != (int)(si % 3))
+                continue;
+            test_matmul_case(kctx, n_out, n_in, dts[a], PB_DT_Q8, (int)(si + a) % 2, (int)(si / 2) % 2,
+                             (int)(si + a / 2) % 2, Ms, big ? 9 : 12);
+        }
+    test_matmul_case(kctx, 50, 130, PB_DT_BF16, PB_DT_Q8, 0, 1, 1, Mbig, 5);
+    test_matmul_case(kctx, 37, 300, PB_DT_F32, PB_DT_Q8, 1, 0, 0, Mbig, 5);
+    { /* q8's rounding by known values: a group whose largest magnitude is 127 has scale 1 (w = rint(w), halves
+       * to even), a group of zeros scale 0, a partial last group its own scale */
+        float w[130];
+        for (int k = 0; k < 130; k++)
+            w[k] = 0.0f;
+        w[0] = 127.0f, w[1] = 2.5f, w[2] = -2.5f, w[3] = 3.5f, w[4] = 0.49f, w[5] = -126.5f;
+        w[128] = -0.5f, w[129] = 0.25f; /* d = 0.5 / 127: -127 and rint(63.5) = 64 */
+        const float want[8] = {127.0f, 2.0f, -2.0f, 4.0f, 0.0f, -126.0f};
+        pb_kmat_src sq = {.data = w, .dtype = PB_DT_F32};
+        pb_kmat *mq = NULL;
+        if (pb_kmat_pack(&sq, 1, 130, PB_DT_Q8, &mq) != PB_OK) {
+            FAIL("q8 pack of known values failed");
+        } else {
+            float g[130];
+            const int32_t row0 = 0;
+            pb_kmat_gather(mq, &row0, 1, 0, g, 130, false);
+            const float d = 0.5f / 127.0f;
+            for (int k = 0; k < 130; k++) {
+                const float e = k < 6 ? want[k] : k == 128 ? -127.0f * d : k == 129 ? 64.0f * d : 0.0f;
+                if (!same_bits(g[k], e))
+                    FAIL("q8 of known values: k %d is %.9g, want %.9g", k, g[k], e);
+            }
+            if (pb_kmat_bytes(PB_DT_Q8, 1, 130) != 3 * 1088 + sizeof(pb_kmat))
+                FAIL("q8 bytes of [1, 130]: %llu", (unsigned long long)pb_kmat_bytes(PB_DT_Q8, 1, 130));
+        }
+        pb_kmat_free(mq);
+    }
     /* bad input */
     float one = 1.0f;
     pb_kmat_src s = {.data = &one, .dtype = PB_DT_I32};
