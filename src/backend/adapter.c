@@ -186,7 +186,7 @@ static pb_status load_linear(pb_wstore *ws, const pb_weights *w, const pb_witem 
             bias[r] = ws->tmp[perm ? perm[r] : r];
     }
     /* stored: as the checkpoint (mixed parts: f32); else the policy's dtype */
-    pb_dtype store = pb_wdtype_resolve(ws->policy, same ? wt[0]->dtype : PB_DT_F32);
+    pb_dtype store = pb_wdtype_resolve(ws->policy, same ? wt[0]->dtype : PB_DT_F32, it->slot == PB_SLOT_ROUTER);
     pb_linear_src src = {.n_out = it->n_out, .n_in = it->n_in, .n_parts = it->n_parts, .parts = parts,
                          .row_perm = perm, .bias = bias};
     PB_CHECK_GOTO(grow(ws), st, out);

@@ -17,6 +17,8 @@ int pb_wdtype_parse(const char *s, pb_wdtype *out)
         *out = PB_WDTYPE_F32;
     else if (strcmp(s, "bf16") == 0)
         *out = PB_WDTYPE_BF16;
+    else if (strcmp(s, "int8") == 0)
+        *out = PB_WDTYPE_INT8;
     else
         return -1;
     return 0;
@@ -27,17 +29,32 @@ const char *pb_wdtype_name(pb_wdtype w)
     switch (w) {
     case PB_WDTYPE_F32: return "f32";
     case PB_WDTYPE_BF16: return "bf16";
+    case PB_WDTYPE_INT8: return "int8";
     default: return "stored";
     }
 }
 
-pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored)
+pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored, bool router)
 {
     switch (w) {
     case PB_WDTYPE_F32: return PB_DT_F32;
     case PB_WDTYPE_BF16: return PB_DT_BF16;
-    default: return stored == PB_DT_F16 || stored == PB_DT_BF16 ? stored : PB_DT_F32;
+    case PB_WDTYPE_INT8:
+        if (!router)
+            return PB_DT_Q8;
+        break; /* a router: as stored */
+    default: break;
     }
+    return stored == PB_DT_F16 || stored == PB_DT_BF16 ? stored : PB_DT_F32;
+}
+
+pb_status pb_wdtype_check(const pb_backend_ops *ops, pb_wdtype w)
+{
+    const pb_dtype dt = pb_wdtype_resolve(w, PB_DT_BF16, false);
+    if (w == PB_WDTYPE_STORED || (ops->weight_dtypes & (1u << dt)))
+        return PB_OK;
+    return pb_error(PB_ERR_USAGE, "--weights-dtype %s: the %s backend keeps weights as %s", pb_wdtype_name(w),
+                    ops->name, ops->weight_dtypes & (1u << PB_DT_Q8) ? "f32, f16, bf16 or int8" : "f32, f16 or bf16");
 }
 
 int pb_mmprec_parse(const char *s, pb_mmprec *out)

@@ -42,14 +42,21 @@ typedef struct pb_backend pb_backend;
 typedef enum pb_wdtype {
     PB_WDTYPE_STORED = 0, /* as in the checkpoint (f32, f16, bf16; f64 becomes f32) */
     PB_WDTYPE_F32,        /* converted to f32 (exact) */
-    PB_WDTYPE_BF16        /* rounded to bf16 (nearest even) */
+    PB_WDTYPE_BF16,       /* rounded to bf16 (nearest even) */
+    PB_WDTYPE_INT8        /* quantized to int8 with a scale per group (PB_DT_Q8; inexact) */
 } pb_wdtype;
 
-/* "stored", "f32", "bf16" <-> pb_wdtype; parse returns -1 when unknown. */
+/* "stored", "f32", "bf16", "int8" <-> pb_wdtype; parse returns -1 when unknown. */
 int pb_wdtype_parse(const char *s, pb_wdtype *out);
 const char *pb_wdtype_name(pb_wdtype w);
-/* The element type a matrix stored as `stored` is kept in under policy w. */
-pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored);
+/* The element type a matrix stored as `stored` is kept in under policy w;
+ * router: an MoE router, which int8 leaves as stored (as llama.cpp's
+ * quantizer does: a few of its errors can send a token to other experts). */
+pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored, bool router);
+/* PB_OK where the backend can keep matrices under policy w, else a usage
+ * error naming what it keeps (ops->weight_dtypes). */
+struct pb_backend_ops;
+pb_status pb_wdtype_check(const struct pb_backend_ops *ops, pb_wdtype w);
 
 /* --kv-dtype: the element type of the KV cache. */
 typedef enum pb_kvdtype {
@@ -187,6 +194,7 @@ typedef struct pb_backend_ops {
     const char *name;
     pb_dtype kv_dtype;  /* the KV cache's element type by default (--kv-dtype auto) */
     uint32_t kv_dtypes; /* those it can attend over: bit (1u << dtype) for each */
+    uint32_t weight_dtypes; /* put_linear's store dtypes: bit (1u << dtype) for each (PB_DT_Q8: int8) */
     /* Bytes of one layer's K (or V) cache of one sequence of cache_len
      * positions in elements of kv (one of kv_dtypes; needs no instance). */
     uint64_t (*kv_bytes)(pb_dtype kv, int cache_len, int n_kv_heads, int head_dim);

@@ -252,7 +252,7 @@ pb_status pb_stage_estimate(const pb_model_config *cfg, const pb_ckpt *ck, const
                 d0 = dt;
             same = same && dt == d0;
         }
-        pb_dtype store = pb_wdtype_resolve(opts->weights_dtype, same ? d0 : PB_DT_F32);
+        pb_dtype store = pb_wdtype_resolve(opts->weights_dtype, same ? d0 : PB_DT_F32, it->slot == PB_SLOT_ROUTER);
         bytes += ops->weight_bytes(store, it->n_out, it->n_in, it->bias[0][0] != '\0');
         narrow_in = narrow_max(narrow_in, store, it->n_in);
     }

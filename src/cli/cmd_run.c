@@ -439,6 +439,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     }
     pb_dtype kv_dt; /* --kv-dtype on this backend: refused by name before anything loads */
     PB_CHECK_GOTO(pb_kvdtype_resolve(bops, opts->kv_dtype, &kv_dt), st, out);
+    PB_CHECK_GOTO(pb_wdtype_check(bops, opts->weights_dtype), st, out);
     /* --matmul-precision: refused here where the machine lacks it */
     PB_CHECK_GOTO(pb_mmprec_select(bops, opts->matmul), st, out);
     /* --weights-cache, or PB_WEIGHTS_CACHE where the backend keeps one */

@@ -346,7 +346,7 @@ pb_status pb_opts_parse(int argc, char **argv, pb_opts *o)
             break;
         case OPT_WEIGHTS_DTYPE:
             if (pb_wdtype_parse(optarg, &o->weights_dtype) != 0) {
-                st = pb_error(PB_ERR_USAGE, "--weights-dtype: '%s' is not stored, f32 or bf16", optarg);
+                st = pb_error(PB_ERR_USAGE, "--weights-dtype: '%s' is not stored, f32, bf16 or int8", optarg);
                 goto out;
             }
             break;
@@ -572,7 +572,8 @@ void pb_opts_print_help(FILE *fp)
 "      --device cpu|cuda|auto compute device; auto (default): cuda when built with it and a\n"
 "                             GPU is visible, else cpu. Rank r uses GPU (local rank % GPUs)\n"
 "  -t, --threads N            compute threads per rank (default: cores / local ranks)\n"
-"      --weights-dtype D      stored (default: as in the checkpoint), f32 or bf16\n"
+"      --weights-dtype D      stored (default: as in the checkpoint), f32, bf16 or int8\n"
+"                             (int8: a scale per 64 weights, 1.06 bytes a weight; inexact)\n"
 "      --kv-dtype D           KV cache elements: auto (default: f32 on cpu, bf16 on cuda),\n"
 "                             f32, f16 (half the memory of f32) or bf16 (as f16; with\n"
 "                             --matmul-precision bf16 or bf16-amx, attention's products\n"

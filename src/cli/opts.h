@@ -57,7 +57,7 @@ typedef struct pb_opts {
     int max_batch_tokens;    /* tokens a micro-batch carries at most; 0 = 512 (or the micro-batch's sequences) */
     int threads;             /* compute threads per rank; 0 = auto */
     pb_backend_kind backend; /* --device cpu|cuda|auto */
-    pb_wdtype weights_dtype; /* --weights-dtype stored|f32|bf16 */
+    pb_wdtype weights_dtype; /* --weights-dtype stored|f32|bf16|int8 */
     pb_kvdtype kv_dtype;     /* --kv-dtype auto|f32|f16|bf16 */
     pb_mmprec matmul;        /* --matmul-precision f32|bf16 (DEFAULT when not given) */
     const char *weights_cache; /* --weights-cache DIR, else PB_WEIGHTS_CACHE, or NULL */

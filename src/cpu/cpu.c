@@ -201,8 +201,8 @@ static pb_status pack_linear(pb_backend *be, const pb_linear_src *s, pb_dtype st
 static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype store, pb_weight **out)
 {
     *out = NULL;
-    if (store != PB_DT_F32 && store != PB_DT_BF16 && store != PB_DT_F16)
-        return pb_error(PB_ERR_UNSUPPORTED, "cpu: weights kept as %s are not supported (F32, F16, BF16)",
+    if (store != PB_DT_F32 && store != PB_DT_BF16 && store != PB_DT_F16 && store != PB_DT_Q8)
+        return pb_error(PB_ERR_UNSUPPORTED, "cpu: weights kept as %s are not supported (F32, F16, BF16, Q8)",
                         pb_dtype_name(store));
     pb_weight *w = calloc(1, sizeof *w);
     if (!w)
@@ -697,6 +697,7 @@ static const pb_backend_ops cpu_ops = {
     .set_matmul = cpu_set_matmul,
     .kv_dtype = PB_DT_F32,
     .kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16 | 1u << PB_DT_BF16,
+    .weight_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16 | 1u << PB_DT_BF16 | 1u << PB_DT_Q8,
     .kv_bytes = cpu_kv_bytes,
     .host_memory = true,
     .free = cpu_free,

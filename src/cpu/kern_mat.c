@@ -542,33 +542,89 @@ static void pack_rows(const pb_kmat_src *src, const unsigned char *const rowp[PB
     }
 }
 
+/* q[0 .. n) of one column's group of values v (n <= PB_KQ8, v padded to a
+ * multiple of 4 with zeros) and its scale (kern_impl.h: pb_kq8_scale) */
+static float q8_group(const float *v, int n, int8_t *q)
+{
+#if defined(__SSE2__)
+    __m128 am = _mm_setzero_ps();
+    const __m128 sign = _mm_set1_ps(-0.0f);
+    for (int k = 0; k < n; k += 4) /* a > amax ? a : amax, lane by lane: a NaN is passed over */
+        am = _mm_max_ps(_mm_andnot_ps(sign, _mm_loadu_ps(v + k)), am);
+    float l[4], amax = 0.0f;
+    _mm_storeu_ps(l, am);
+    for (int i = 0; i < 4; i++)
+        amax = l[i] > amax ? l[i] : amax;
+    const float d = pb_kq8_scale(amax);
+    if (!(d > 0.0f)) {
+        memset(q, 0, (size_t)n);
+        return d;
+    }
+    const __m128 dv = _mm_set1_ps(d), hi = _mm_set1_ps(127.0f), lo = _mm_set1_ps(-127.0f);
+    int8_t b[PB_KQ8];
+    for (int k = 0; k < n; k += 16) {
+        __m128i r[4];
+        for (int j = 0; j < 4; j++) {
+            /* w / d, a NaN as 0, within [-127, 127], then the conversion's nearest even (MXCSR's mode) */
+            __m128 t = _mm_div_ps(_mm_loadu_ps(v + k + 4 * j), dv);
+            t = _mm_and_ps(t, _mm_cmpord_ps(t, t));
+            r[j] = _mm_cvtps_epi32(_mm_max_ps(_mm_min_ps(t, hi), lo));
+        }
+        _mm_storeu_si128((__m128i *)(void *)(b + k),
+                         _mm_packs_epi16(_mm_packs_epi32(r[0], r[1]), _mm_packs_epi32(r[2], r[3])));
+    }
+    memcpy(q, b, (size_t)n);
+    return d;
+#else
+    float amax = 0.0f;
+    for (int k = 0; k < n; k++) {
+        const float a = fabsf(v[k]);
+        amax = a > amax ? a : amax; /* (a NaN is passed over) */
+    }
+    const float d = pb_kq8_scale(amax);
+    for (int k = 0; k < n; k++) {
+        const float t = d > 0.0f ? rintf(v[k] / d) : 0.0f;
+        q[k] = (int8_t)(t >= 127.0f ? 127 : t <= -127.0f ? -127 : t == t ? (int)t : 0);
+    }
+    return d;
+#endif
+}
+
 /* One q8 panel (--weights-dtype int8) of nv (<= 16) source rows as in
  * pack_rows: per group of PB_KQ8 k, each column's scale from its largest
- * magnitude and its int8s (kern_impl.h: pb_kq8_scale); columns past nv and
- * k past K are zeros. */
+ * magnitude and its int8s (q8_group); columns past nv and k past K are
+ * zeros. */
 static void pack_q8(const pb_kmat_src *src, const unsigned char *const rowp[PB_KNR], int nv, size_t K, size_t ks,
                     unsigned char *dst)
 {
     for (size_t k0 = 0; k0 < K; k0 += PB_KQ8) {
-        const size_t n = K - k0 < PB_KQ8 ? K - k0 : PB_KQ8;
+        const int n = K - k0 < PB_KQ8 ? (int)(K - k0) : PB_KQ8;
         float scale[PB_KNR] = {0};
         int8_t q[PB_KQ8][PB_KNR];
-        memset(q, 0, sizeof q);
+        if (nv < PB_KNR || n < PB_KQ8)
+            memset(q, 0, sizeof q);
         for (int c = 0; c < nv; c++) {
-            float v[PB_KQ8], amax = 0.0f;
-            for (size_t k = 0; k < n; k++) {
-                v[k] = ld_f32(rowp[c] + (k0 + k) * ks, src->dtype);
-                const float a = fabsf(v[k]);
-                amax = a > amax ? a : amax; /* (a NaN is passed over) */
-            }
-            const float d = pb_kq8_scale(amax);
-            scale[c] = d;
-            if (!(d > 0.0f))
-                continue;
-            for (size_t k = 0; k < n; k++) {
-                const float t = rintf(v[k] / d);
-                q[k][c] = (int8_t)(t >= 127.0f ? 127 : t <= -127.0f ? -127 : t == t ? (int)t : 0);
-            }
+            float v[PB_KQ8];
+            int8_t qc[PB_KQ8];
+            int k = 0;
+#if defined(__SSE2__)
+            if (src->dtype == PB_DT_BF16 && ks == 2) /* a row's bf16: the bits move up, 8 at a time */
+                for (const __m128i z = _mm_setzero_si128(); k + 8 <= n; k += 8) {
+                    const __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(rowp[c] + (k0 + (size_t)k) * 2));
+                    _mm_storeu_si128((__m128i *)(void *)(v + k), _mm_unpacklo_epi16(z, b));
+                    _mm_storeu_si128((__m128i *)(void *)(v + k + 4), _mm_unpackhi_epi16(z, b));
+                }
+            else if (src->dtype == PB_DT_F32 && ks == 4)
+                for (; k + 4 <= n; k += 4)
+                    memcpy(v + k, rowp[c] + (k0 + (size_t)k) * 4, 16);
+#endif
+            for (; k < n; k++)
+                v[k] = ld_f32(rowp[c] + (k0 + (size_t)k) * ks, src->dtype);
+            for (; k % 4; k++) /* q8_group's vectors of 4 */
+                v[k] = 0.0f;
+            scale[c] = q8_group(v, n, qc);
+            for (int i = 0; i < n; i++)
+                q[i][c] = qc[i];
         }
         unsigned char *g = dst + k0 / PB_KQ8 * PB_KQ8_GROUP;
         memcpy(g, scale, sizeof scale);

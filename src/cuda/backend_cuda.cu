@@ -1110,6 +1110,7 @@ static pb_backend_ops make_ops(void)
     const char *kv = getenv("PB_CUDA_KV_DTYPE");
     o.kv_dtype = kv && strcmp(kv, "f32") == 0 ? PB_DT_F32 : PB_DT_BF16;
     o.kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_BF16 | 1u << PB_DT_F16;
+    o.weight_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_BF16 | 1u << PB_DT_F16;
     o.kv_bytes = cuda_kv_bytes;
     o.host_memory = false;
     o.free = cuda_free;

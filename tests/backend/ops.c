@@ -76,6 +76,7 @@
 #include "cpu/kernels.h"
 #include "cuda/cuda.h"
 #include "gen/sample.h"
+#include "../q8ref.h"
 #include "gen/sample_impl.h"
 
 static int failures;
@@ -209,6 +210,13 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
     /* the checkpoint's values are those of its dtype */
     for (size_t i = 0; i < (size_t)N * K; i++)
         w[i] = kept(w[i], src_dt);
+    /* the values kept: int8 (q8) quantizes each row's groups of 64 */
+    float *wk = malloc((size_t)N * K * 4);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        wk[i] = kept(w[i], store_dt);
+    if (store_dt == PB_DT_Q8)
+        for (int r = 0; r < N; r++)
+            q8ref_row(wk + (size_t)r * K, K);
     int *pm = NULL;
     if (perm) {
         pm = malloc((size_t)N * sizeof *pm);
@@ -284,7 +292,7 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
                                      ? kept(x[(size_t)i * K + k], PB_DT_BF16)
                                  : tc_products && store_dt != PB_DT_F32 ? kept(x[(size_t)i * K + k], store_dt)
                                                                         : x[(size_t)i * K + k];
-                double t = (double)xv * kept(w[(size_t)sr * K + k], store_dt);
+                double t = (double)xv * wk[(size_t)sr * K + k];
                 r += t;
                 mag += fabs(t);
             }
@@ -324,6 +332,7 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
     free(xh);
     free(y);
     free(w);
+    free(wk);
     free(x);
     free(b);
     free(pm);
@@ -360,19 +369,46 @@ static void test_linear(void)
     linear_case(49, 33, 4, PB_DT_F16, PB_DT_F16, 2, false, false, false, NULL);  /* separate */
     linear_case(60, 24, 7, PB_DT_BF16, PB_DT_BF16, 1, false, true, true, NULL);
     linear_case(60, 24, 7, PB_DT_F32, PB_DT_F32, 1, true, true, false, NULL);
+    /* --weights-dtype int8 where the backend keeps it: every source dtype, whole and partial groups of 64 k,
+     * transposed, parts, a permutation; a backend without it refuses it */
+    if (BE->ops->weight_dtypes & (1u << PB_DT_Q8)) {
+        for (unsigned s = 0; s < sizeof shapes / sizeof *shapes; s += 2)
+            linear_case(shapes[s][0], shapes[s][1], shapes[s][2], dts[s / 2 % 3], PB_DT_Q8, 1, false, false,
+                        s % 4 == 2, NULL);
+        linear_case(48, 130, 5, PB_DT_F16, PB_DT_Q8, 1, true, false, true, NULL);
+        linear_case(51, 200, 4, PB_DT_BF16, PB_DT_Q8, 3, false, false, true, NULL);
+        linear_case(60, 64, 70, PB_DT_BF16, PB_DT_Q8, 2, false, true, false, NULL);
+    } else {
+        where = "linear int8 refused";
+        const float one = 1.0f;
+        const pb_wpart part = {.data = &one, .dtype = PB_DT_F32, .rows = 1, .name = "test"};
+        const pb_linear_src src = {.n_out = 1, .n_in = 1, .n_parts = 1, .parts = &part};
+        pb_weight *W = NULL;
+        CHECK(BE->ops->put_linear(BE, &src, PB_DT_Q8, &W) != PB_OK, "put_linear took Q8 it does not list");
+        CHECK(pb_wdtype_check(BE->ops, PB_WDTYPE_INT8) != PB_OK, "pb_wdtype_check allowed int8");
+    }
 }
 
 /* ---- gather ---- */
 static void test_gather(void)
 {
-    const pb_dtype dts[] = {PB_DT_F32, PB_DT_BF16, PB_DT_F16};
-    for (unsigned d = 0; d < 3; d++) {
+    /* the fourth: int8 (q8) of a bf16 table, where the backend keeps it; E = 70: a whole group and a part */
+    const pb_dtype dts[] = {PB_DT_F32, PB_DT_BF16, PB_DT_F16, PB_DT_Q8};
+    for (unsigned d = 0; d < 4; d++) {
+        if (dts[d] == PB_DT_Q8 && !(BE->ops->weight_dtypes & (1u << PB_DT_Q8)))
+            continue;
         where = pb_dtype_name(dts[d]);
-        const int V = 37, E = 29, T = 11, off = 2;
+        const pb_dtype sdt = dts[d] == PB_DT_Q8 ? PB_DT_BF16 : dts[d];
+        const int V = 37, E = dts[d] == PB_DT_Q8 ? 70 : 29, T = 11, off = 2;
         float *w = malloc((size_t)V * E * 4);
         fill(w, (size_t)V * E, 1);
-        void *enc = encode(w, (size_t)V * E, dts[d]);
-        pb_wpart part = {.data = enc, .dtype = dts[d], .rows = V, .name = "table"};
+        void *enc = encode(w, (size_t)V * E, sdt);
+        for (size_t i = 0; i < (size_t)V * E; i++) /* the values kept */
+            w[i] = kept(kept(w[i], sdt), dts[d]);
+        if (dts[d] == PB_DT_Q8)
+            for (int r = 0; r < V; r++)
+                q8ref_row(w + (size_t)r * E, E);
+        pb_wpart part = {.data = enc, .dtype = sdt, .rows = V, .name = "table"};
         pb_linear_src src = {.n_out = V, .n_in = E, .n_parts = 1, .parts = &part};
         pb_weight *W;
         OK(BE->ops->put_linear(BE, &src, dts[d], &W));
@@ -388,14 +424,14 @@ static void test_gather(void)
         to_host(got, dout, (size_t)T * E * 4);
         for (int t = 0; t < T; t++)
             for (int e = 0; e < E; e++) {
-                float r = base[(size_t)t * E + e] + kept(w[(size_t)(ids[t] + off) * E + e], dts[d]);
+                float r = base[(size_t)t * E + e] + w[(size_t)(ids[t] + off) * E + e];
                 CHECK(got[(size_t)t * E + e] == r, "gather+=: [%d,%d] %g vs %g", t, e, got[(size_t)t * E + e], r);
             }
         OK(BE->ops->gather(BE, dout, W, dids, T, 0, false));
         to_host(got, dout, (size_t)T * E * 4);
         for (int t = 0; t < T; t++)
             for (int e = 0; e < E; e++)
-                CHECK(got[(size_t)t * E + e] == kept(w[(size_t)ids[t] * E + e], dts[d]), "gather [%d,%d]", t, e);
+                CHECK(got[(size_t)t * E + e] == w[(size_t)ids[t] * E + e], "gather [%d,%d]", t, e);
         /* an id outside the table is refused, not read */
         int32_t bad = V;
         OK(BE->ops->upload(BE, dids, &bad, sizeof bad));

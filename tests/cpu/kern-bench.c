@@ -154,7 +154,10 @@ typedef struct shape {
 static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, double bw)
 {
     const size_t n = (size_t)s->n_out * s->n_in;
-    const size_t wbytes = n * (s->dt == PB_DT_F32 ? 4 : 2);
+    /* q8 (--weights-dtype int8) packs a bf16 source; its bytes are the packed ones */
+    const pb_dtype sdt = s->dt == PB_DT_Q8 ? PB_DT_BF16 : s->dt;
+    const size_t wbytes = s->dt == PB_DT_Q8 ? (size_t)pb_kmat_bytes(PB_DT_Q8, s->n_out, s->n_in)
+                                            : n * (s->dt == PB_DT_F32 ? 4 : 2);
     const int copies = (int)(cold_bytes() / wbytes) + 1; /* small matrices: many copies */
     unsigned seed = 1;
     float *w32 = malloc(n * sizeof(float));
@@ -162,15 +165,15 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
         w32[i] = frand(&seed) * 0.05f;
     void *src = w32;
     uint16_t *h = NULL;
-    if (s->dt != PB_DT_F32) {
+    if (sdt != PB_DT_F32) {
         h = malloc(n * 2);
         for (size_t i = 0; i < n; i++)
-            h[i] = s->dt == PB_DT_BF16 ? pb_f32_to_bf16(w32[i]) : pb_f32_to_f16(w32[i]);
+            h[i] = sdt == PB_DT_BF16 ? pb_f32_to_bf16(w32[i]) : pb_f32_to_f16(w32[i]);
         src = h;
     }
     pb_kmat **m = malloc((size_t)copies * sizeof *m);
     float **wf = malloc((size_t)copies * sizeof *wf);
-    pb_kmat_src ks = {.data = src, .dtype = s->dt};
+    pb_kmat_src ks = {.data = src, .dtype = sdt};
     double t0 = now();
     for (int c = 0; c < copies; c++)
         if (pb_kmat_pack(&ks, s->n_out, s->n_in, s->dt, &m[c]) != PB_OK)
@@ -556,6 +559,11 @@ int main(int argc, char **argv)
         {"1536x576 bf16 (smol up)", 1536, 576, PB_DT_BF16},
         {"576x1536 bf16 (smol down)", 576, 1536, PB_DT_BF16},
         {"49152x576 bf16 (smol head)", 49152, 576, PB_DT_BF16},
+        /* --weights-dtype int8 of the same shapes */
+        {"5632x2048 q8 (up)", 5632, 2048, PB_DT_Q8},
+        {"2048x5632 q8 (down)", 2048, 5632, PB_DT_Q8},
+        {"1536x576 q8 (smol up)", 1536, 576, PB_DT_Q8},
+        {"49152x576 q8 (smol head)", 49152, 576, PB_DT_Q8},
         /* Llama-3-8B's MLP: rows of 28 KiB (down), matrices of 117 MB that no cache holds */
         {"14336x4096 bf16 (8b up)", 14336, 4096, PB_DT_BF16},
         {"4096x14336 bf16 (8b down)", 4096, 14336, PB_DT_BF16},

@@ -28,6 +28,7 @@
 #include "cpu/kern_impl.h"
 #include "cpu/kernels.h"
 #include "cpu/pool.h"
+#include "../q8ref.h"
 
 #ifdef PB_TEST_SIMDE
 extern const pb_kops pb_kops_avx512_simde;
@@ -124,25 +125,6 @@ static int same_bits(float a, float b)
     return !memcmp(&a, &b, 4);
 }
 
-/* --weights-dtype int8 as the kernels' header specifies it, written again
- * here: row w[0 .. n) in place as its q8 values, per group of 64: d = amax /
- * 127, q = rint(w / d) within [-127, 127] (0 where d is 0), w = q * d */
-static void q8_row(float *w, int n)
-{
-    for (int k0 = 0; k0 < n; k0 += 64) {
-        const int e = n - k0 < 64 ? n : k0 + 64;
-        float amax = 0.0f;
-        for (int k = k0; k < e; k++)
-            amax = fabsf(w[k]) > amax ? fabsf(w[k]) : amax;
-        const float d = amax / 127.0f;
-        for (int k = k0; k < e; k++) {
-            float q = d > 0.0f ? rintf(w[k] / d) : 0.0f;
-            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q + 0.0f; /* an int8 has no -0 */
-            w[k] = q * d;
-        }
-    }
-}
-
 static const pb_dtype dts[3] = {PB_DT_F32, PB_DT_F16, PB_DT_BF16};
 
 static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, pb_dtype tdt, int transposed,
@@ -209,7 +191,7 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
             we[(size_t)r * n_in + k] = stored_val(sdt, tdt, wv[(size_t)rp[r] * n_in + k]);
     if (tdt == PB_DT_Q8)
         for (int r = 0; r < n_out; r++)
-            q8_row(we + (size_t)r * n_in, n_in);
+            q8ref_row(we + (size_t)r * n_in, n_in);
     float *b = malloc((size_t)n_out * sizeof(float));
     for (int r = 0; r < n_out; r++)
         b[r] = frand();
