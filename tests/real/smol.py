@@ -53,10 +53,12 @@ def tmpdir():
     return os.environ.get("PB_TEST_TMP") or "/tmp"
 
 
-def hf_reference(d, n_new=N_NEW, prompts=None):
+def hf_reference(d, n_new=N_NEW, prompts=None, edit=None):
     """HF transformers in f32 on the folder's bf16 weights.
 
-    prompts: texts (default PROMPTS). Returns per prompt: ids (prompt token ids), stop (generate(do_sample=False)'s
+    prompts: texts (default PROMPTS). edit: a function that changes the f32
+    model in place before it runs (tests/real/int8.py: the weights rounded as
+    --weights-dtype int8 rounds them). Returns per prompt: ids (prompt token ids), stop (generate(do_sample=False)'s
     greedy tokens, up to and with EOS), forced (stop continued past EOS with
     HF's argmax to n_new tokens), logits [P + n_new, V] at every position of
     prompt + forced (rows P-1+k choose forced[k]) and margin[k] (top-1 minus
@@ -74,6 +76,8 @@ def hf_reference(d, n_new=N_NEW, prompts=None):
     tok = AutoTokenizer.from_pretrained(d)
     m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     m.eval()
+    if edit:
+        edit(m)
     out = []
     for p in prompts or PROMPTS:
         ids = tok(p, return_tensors="pt").input_ids
