@@ -77,6 +77,27 @@ batch, so that a median ratio can be read beside the spread behind it):
                their dtype, as PyTorch keeps it (their weights split exactly
                into 2 or 3 bf16 pieces; the activations rounded to bf16);
                the peers' columns as for the bf16 dots
+  prefill_int8, decode_bN_int8, rss_int8_mib, bw_b1_gbs_int8  bf16 models,
+               under --int8 (auto, the default: when pippy-batch lists
+               --weights-dtype int8; on: llama.cpp's side even when it does
+               not; off: neither): pippy with --weights-dtype int8 (each
+               matrix quantized at load: int8 with an f32 scale per 64 weights
+               of a row, 1.0625 bytes a weight, the products in f32; its KV
+               cache f32 as in its other rows), prefill and every batch, its
+               peak RSS over those runs and the memory rate around its b1 run;
+               llama.cpp, in a process of its own after its bf16 one, on a
+               Q8_0 GGUF of the same folder (convert_hf_to_gguf.py --outtype
+               q8_0: int8 with an f16 scale per 32 weights, the same 1.0625
+               bytes; a matrix whose rows are not a multiple of 32 stays F16,
+               as llama-20m-bf16's down projection. Its products are int8 dots
+               with the activations quantized to Q8_0 too; its KV cache f16),
+               the same measures. PyTorch has no column there. Their bound at
+               batch N: N x bandwidth / (the matrices a step reads at 1.0625
+               bytes a weight, the rest as stored, + N x the f32 KV cache of a
+               sequence at the run's mean position), at most the sgemm rate as
+               above; under the table each b1 run against the memory rate
+               sampled beside it. In the JSON only: load_s_int8 (pippy's
+               includes the quantizing), prefill_first_int8, ttft_s_int8
 Limits measured in the same run, before each run round (only the first
 under --budget), the best kept
 (contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
@@ -379,6 +400,21 @@ def pippy_help(pb):
     return subprocess.run([pb, "--help"], capture_output=True, text=True).stdout
 
 
+def has_int8_weights(helptext):
+    """Whether --help's entry for --weights-dtype (its line and those after it
+    up to the next option) names int8."""
+    lines = helptext.splitlines()
+    for i, ln in enumerate(lines):
+        if ln.lstrip().startswith("--weights-dtype"):
+            entry = [ln]
+            for nxt in lines[i + 1:]:
+                if nxt.lstrip().startswith("-") or not nxt.strip():
+                    break
+                entry.append(nxt)
+            return "int8" in " ".join(entry)
+    return False
+
+
 def run_pippy(pb, model, records, max_tokens, batch, seq, threads, ignore_eos, tmp, extra=(), env=None):
     """One pippy-batch process; returns (metrics, wall_s, peak_rss_kib)."""
     inp, out, met = (os.path.join(tmp, n) for n in ("in.jsonl", "out.jsonl", "m.json"))
@@ -534,6 +570,24 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
                 met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"],
                                          ignore_eos, tmp, flag)
                 res[f"decode_b{B}_amx"] = decode_rate(met)
+        if job.get("int8") and m["dtype"] == "bf16":
+            # the matrices quantized at load (int8, an f32 scale per 64 weights), products in f32, KV f32
+            flag = ("--weights-dtype", "int8")
+            met, wall, r = run_pippy(pb, m["dir"], [m["long_text"]] * 2, 1, 1, len(job["long"]) + 1,
+                                     job["threads"], ignore_eos, tmp, flag)
+            rss8 = r
+            res["load_s_int8"] = wall - met["wall_seconds"]
+            res["prefill_int8"] = met["prompt_tokens"] / 2 / two_ttfts(met)[1]
+            for B in job["batches"]:
+                if B == 1:
+                    bw0 = bw_sample()
+                met, wall, r = run_pippy(pb, m["dir"], [m["short_text"]] * B, N, B, P + N, job["threads"],
+                                         ignore_eos, tmp, flag)
+                if B == 1:
+                    res["bw_b1_gbs_int8"] = (bw0 + bw_sample()) / 2
+                rss8 = max(rss8, r)
+                res[f"decode_b{B}_int8"] = decode_rate(met)
+            res["rss_int8_mib"] = rss8 / 1024
     res["rss_mib"] = rss / 1024
     return res
 
@@ -572,15 +626,20 @@ def model_facts(d):
     tied = cfg.get("tie_word_embeddings", cfg.get("model_type") == "gpt2")
     read = 0  # bytes a decode step reads: every weight but the lookup tables (the tied one as the head)
     weight_bytes = 0
-    for k, (_, _, nb) in hdr.items():
+    read8 = w8 = 0  # the same with every matrix at int8 + an f32 scale per 64 weights of a row (--weights-dtype
+    for k, (_, shape, nb) in hdr.items():  # int8; llama.cpp's Q8_0, an f16 scale per 32, is as large)
+        q8 = shape[0] * (shape[1] + 4 * -(-shape[1] // 64)) if len(shape) == 2 else nb
         weight_bytes += nb
+        w8 += q8
         lookup = any(s in k for s in ("embed_tokens", "wte.", "wpe."))
         if not lookup or (tied and ("embed_tokens" in k or "wte." in k)):
             read += nb
+            read8 += q8
     kv_per_token = 2 * L * kvh * hd * 4  # f32 K and V, as pippy's cache
     max_pos = cfg.get("max_position_embeddings") or cfg.get("n_positions") or 2048
     return {"hidden": H, "layers": L, "vocab": V, "heads": heads, "kv_heads": kvh, "intermediate": inter,
             "matmul_params": L * layer_params + V * H, "weight_bytes": weight_bytes, "read_bytes": read,
+            "weight_bytes_int8": w8, "read_bytes_int8": read8,
             "kv_bytes_per_token": kv_per_token, "max_pos": max_pos,
             "shapes": shapes + [(V, H)]}
 
@@ -599,7 +658,26 @@ def make_hf(d, dtype, spec, tokenizer_json):
     shutil.copy(tokenizer_json, os.path.join(d, "tokenizer.json"))
 
 
-def prepare_model(name, a, py, converter):
+def convert_gguf(name, d, outtype, a, py, converter):
+    """The cached GGUF of the HF folder d at outtype (f32, f16, bf16, q8_0), made by
+    llama.cpp's convert_hf_to_gguf.py when absent; None when it fails."""
+    gguf = os.path.join(a.cache, f"{name}.{outtype}.gguf")
+    if os.path.exists(gguf):
+        return gguf
+    log(f"converting {name} to GGUF {outtype} with llama.cpp's convert_hf_to_gguf.py")
+    # its own gguf-py, and sentencepiece from setup-peers.sh (the llama family's vocab)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(os.path.dirname(converter), "gguf-py"),
+                                                      os.path.join(a.peers_dir, "pydeps")]))
+    r = subprocess.run([py, converter, d, "--outtype", outtype, "--outfile", gguf + ".tmp"], env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"llama.cpp converter failed on {name} ({outtype}): {r.stderr.strip()[-600:]}")
+        return None
+    os.rename(gguf + ".tmp", gguf)
+    return gguf
+
+
+def prepare_model(name, a, py, converter, int8=False):
     how, dtype, fam, tok = MODELS[name]
     cache = a.cache
     if how == "smollm2":
@@ -629,21 +707,9 @@ def prepare_model(name, a, py, converter):
                 subprocess.run([py, os.path.join(SRC, "contrib", "pb-make-checkpoint"), "--out", tmpd,
                                 "--dtype", dtype, "--tokenizer", tj] + fam, check=True, stdout=subprocess.DEVNULL)
             os.rename(tmpd, d)
-    gguf = None
-    if converter:
-        gguf = os.path.join(cache, f"{name}.{dtype}.gguf")
-        if not os.path.exists(gguf):
-            log(f"converting {name} to GGUF {dtype} with llama.cpp's convert_hf_to_gguf.py")
-            # its own gguf-py, and sentencepiece from setup-peers.sh (the llama family's vocab)
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(os.path.dirname(converter), "gguf-py"),
-                                                              os.path.join(a.peers_dir, "pydeps")]))
-            r = subprocess.run([py, converter, d, "--outtype", dtype, "--outfile", gguf + ".tmp"], env=env,
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                log(f"llama.cpp converter failed on {name}: {r.stderr.strip()[-600:]}")
-                gguf = None
-            else:
-                os.rename(gguf + ".tmp", gguf)
+    gguf = convert_gguf(name, d, dtype, a, py, converter) if converter else None
+    # llama.cpp's int8 peer (--int8): Q8_0 of the same folder
+    gguf_q8 = convert_gguf(name, d, "q8_0", a, py, converter) if converter and int8 and dtype == "bf16" else None
     from tokenizers import Tokenizer
     tk = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
     # a prefill prompt of exactly --prefill-tokens (HF count, special tokens included), a short one, and one
@@ -652,7 +718,7 @@ def prepare_model(name, a, py, converter):
     facts = model_facts(d)
     ctx = exact_prompt(tk, a.context, name) if a.context and a.context + a.tokens <= facts["max_pos"] else None
     short = "Benchmark prompt: the quick brown fox jumps over the lazy dog"
-    return {"name": name, "dir": d, "dtype": dtype, "gguf": gguf, "long_text": text,
+    return {"name": name, "dir": d, "dtype": dtype, "gguf": gguf, "gguf_q8": gguf_q8, "long_text": text,
             "long": tk.encode(text).ids, "short_text": short, "prompt": tk.encode(short).ids,
             "ctx_text": ctx, "ctx": tk.encode(ctx).ids if ctx else None, "facts": facts}
 
@@ -752,7 +818,7 @@ def fmt(v, kind):
         return "-"
     if kind in ("load_s", "load_cached_s", "ttft_s"):
         return f"{v:.3f}" if v < 10 else f"{v:.1f}"
-    if kind in ("rss_mib", "rss_kv16_mib"):
+    if kind in ("rss_mib", "rss_kv16_mib", "rss_int8_mib"):
         return f"{v:.0f}"
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
 
@@ -763,15 +829,28 @@ def ratio(a, b, higher_better=True):
     return a / b if higher_better else b / a
 
 
-def bounds(m, lim, batches, context=0, tokens=0):
+def int8_step_bytes(m, tokens, B=1):
+    """Bytes a decode step of B sequences reads with int8 matrices: those and
+    the f32 KV cache of each sequence of the short prompt's run at its mean
+    position."""
+    f = m["facts"]
+    return f["read_bytes_int8"] + B * f["kv_bytes_per_token"] * (len(m["prompt"]) + tokens / 2)
+
+
+def bounds(m, lim, batches, context=0, tokens=0, int8=False):
     f = m["facts"]
     g = lim["gemm"].get(m["name"], {})
     flops_tok = 2 * f["matmul_params"]
     bw_tok = lim["bandwidth_gbs"] * 1e9 / f["read_bytes"]
     out = {"prefill": g.get("512", 0) * 1e9 / flops_tok, "ttft_s": None}
+    if int8:  # the products in f32 after dequantizing: sgemm's rates, fewer bytes
+        out["prefill_int8"] = out["prefill"]
     for B in batches:
         gr = g.get("1" if B == 1 else "8" if B <= 8 else "512", 0) * 1e9 / flops_tok
         out[f"decode_b{B}"] = min(B * bw_tok, gr) if B > 1 else bw_tok
+        if int8:
+            bw8 = B * lim["bandwidth_gbs"] * 1e9 / int8_step_bytes(m, tokens, B)
+            out[f"decode_b{B}_int8"] = min(bw8, gr) if B > 1 else bw8
     if context:  # the weights and the f32 KV cache of the positions before the step (mean over the run)
         out["decode_ctx"] = lim["bandwidth_gbs"] * 1e9 / (f["read_bytes"] + f["kv_bytes_per_token"] *
                                                            (context + tokens / 2))
@@ -809,6 +888,9 @@ def main():
     ap.add_argument("--cache", help="generated models and GGUFs (default: PEERS_DIR/models)")
     ap.add_argument("--smollm2", default=os.path.join(SRC, "models", "SmolLM2-135M-Instruct"),
                     help="SmolLM2-135M HF folder (made by contrib/pb-get-smollm2 when absent)")
+    ap.add_argument("--int8", choices=("auto", "on", "off"), default="auto",
+                    help="bf16 models: pippy with --weights-dtype int8 beside llama.cpp on a Q8_0 GGUF; auto: when "
+                         "pippy-batch has it; on: llama.cpp's Q8_0 even when it has not")
     ap.add_argument("--json", default="bench.json", help="results file (default bench.json)")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -862,6 +944,11 @@ def main():
     if amx:
         notes.append("AMX-BF16 on this CPU: pippy's bf16 models also run with --matmul-precision bf16-amx "
                      "--kv-dtype bf16 (matmuls and attention on the tile unit)")
+    # --weights-dtype int8 (bf16 models) beside llama.cpp's Q8_0
+    int8 = a.int8 != "off" and has_int8_weights(pippy_help(pb))
+    int8_peer = int8 or a.int8 == "on"
+    if a.int8 == "on" and not int8:
+        notes.append("pippy-batch has no --weights-dtype int8: llama.cpp's Q8_0 alone in the int8 rows")
     if not ignore_eos:
         notes.append("pippy-batch has no --ignore-eos yet: its runs stop at EOS (a note below says when one did)")
 
@@ -875,7 +962,7 @@ def main():
     for n in names:
         if n not in MODELS:
             raise SystemExit(f"unknown model {n}: one of {', '.join(MODELS)}")
-        m = prepare_model(n, a, py, converter)
+        m = prepare_model(n, a, py, converter, int8_peer)
         if m:
             models.append(m)
             if a.context and not m["ctx"]:
@@ -910,25 +997,44 @@ def main():
                        "prompt": m["prompt"], "model": m["dir"], "gguf": m["gguf"], "dtype": m["dtype"],
                        "env": peer_env, "ctx": m["ctx"]}
                 log(f"run {r + 1}/{a.runs}: {m['name']}: {p}")
+                res = None
                 try:
-                    warm_page_cache(peer_files(m, p))
                     if p == "pippy":
-                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16, bf16dot=bf16dot, amx=amx, wcache=wcache), ignore_eos,
+                        warm_page_cache(peer_files(m, p))
+                        res = measure_pippy(pb, m, dict(job, notes=notes, kv16=kv16, bf16dot=bf16dot, amx=amx,
+                                                        wcache=wcache, int8=int8), ignore_eos,
                                             lambda: bandwidth_sample(a))
                     elif p == "llama.cpp":
-                        if not m["gguf"]:
-                            continue
-                        res = child(peers_py, "llama", dict(job, bw_probe=bandwidth_probe(a)), a.timeout, omp_wait)
+                        if m["gguf"]:
+                            warm_page_cache(peer_files(m, p))
+                            res = child(peers_py, "llama", dict(job, bw_probe=bandwidth_probe(a)), a.timeout,
+                                        omp_wait)
                     else:
+                        warm_page_cache(peer_files(m, p))
                         res = child(py, "torch", job, a.timeout, omp_wait)
                 except (RuntimeError, OSError, ValueError) as e:
                     log(f"{m['name']} {p}: {e}")
                     notes.append(f"{m['name']} {p} run {r + 1} failed: {str(e)[:300]}")
-                    continue
-                if "_stopped" in res:
+                if res and "_stopped" in res:
                     notes.append(f"{m['name']} {p} run {r + 1}: {res.pop('_stopped')} (--timeout); "
                                  f"measured: {', '.join(k for k in res if k != 'rss_mib')}")
-                results[m["name"]][p].append(res)
+                if p == "llama.cpp" and m["gguf_q8"]:  # its int8 rows: the Q8_0 GGUF in a process of its own
+                    log(f"run {r + 1}/{a.runs}: {m['name']}: llama.cpp Q8_0")
+                    try:
+                        warm_page_cache([m["gguf_q8"]])
+                        q8 = child(peers_py, "llama", dict(job, gguf=m["gguf_q8"], ctx=None,
+                                                           bw_probe=bandwidth_probe(a)), a.timeout, omp_wait)
+                    except (RuntimeError, OSError, ValueError) as e:
+                        log(f"{m['name']} llama.cpp Q8_0: {e}")
+                        notes.append(f"{m['name']} llama.cpp Q8_0 run {r + 1} failed: {str(e)[:300]}")
+                    else:
+                        if "_stopped" in q8:
+                            notes.append(f"{m['name']} llama.cpp Q8_0 run {r + 1}: {q8.pop('_stopped')} "
+                                         f"(--timeout); measured: {', '.join(k for k in q8 if k != 'rss_mib')}")
+                        res = dict(res or {}, **{"rss_int8_mib" if k == "rss_mib" else k + "_int8": v
+                                                 for k, v in q8.items()})
+                if res:
+                    results[m["name"]][p].append(res)
     if a.torch_runs and "pytorch" in peers and a.runs > a.torch_runs:
         notes.append(f"PyTorch ran in the first {a.torch_runs} of the {a.runs} runs (--torch-runs)")
     lim = best_limits(lims)
@@ -945,12 +1051,17 @@ def main():
         keys += ["prefill_bf16dot"] + [f"decode_b{b}_bf16dot" for b in dot_batches(batches)]
     if amx:
         keys += ["prefill_amx"] + [f"decode_b{b}_amx" for b in batches]
+    int8_rows = int8_peer and any(m["dtype"] == "bf16" for m in models)
+    if int8_rows:
+        keys += ["prefill_int8"] + [f"decode_b{b}_int8" for b in batches] + ["rss_int8_mib"]
     pt = a.prefill_tokens
     labels = {"load_s": "load s", "load_cached_s": "load s, cached", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
               "rss_mib": "peak RSS MiB", f"decode_b{bmax}_kv16": f"b{bmax}, f16 KV tok/s",
               "rss_kv16_mib": "RSS, f16 KV MiB", "prefill_bf16dot": f"prefill, bf16 dots"}
     labels.update({f"decode_b{b}_bf16dot": f"b{b}, bf16 dots" for b in dot_batches(batches)})
     labels["prefill_amx"] = "prefill, AMX"
+    labels.update({f"decode_b{b}_int8": f"b{b}, int8" for b in batches})
+    labels.update({"prefill_int8": "prefill, int8", "rss_int8_mib": "RSS, int8 MiB"})
     labels.update({f"decode_b{b}_amx": f"b{b}, AMX" for b in batches})
     labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
     labels["decode_ctx"] = f"b1 at {a.context} ctx"
@@ -993,8 +1104,11 @@ def main():
         w(f"{m['name']}: {f['weight_bytes'] / 2**20:.0f} MiB of weights, {f['read_bytes'] / 2**20:.0f} MiB read per "
           f"decode step, {f['matmul_params'] / 1e6:.0f} M matmul weights; sgemm at its shapes: "
           f"M=512 {g['512']:.1f}, M=8 {g['8']:.1f}, M=1 {g['1']:.1f} GFLOP/s")
-        bd = bounds(m, lim, batches, a.context if m["ctx"] else 0, a.tokens)
+        m8 = int8_rows and m["dtype"] == "bf16"  # its int8 rows
+        bd = bounds(m, lim, batches, a.context if m["ctx"] else 0, a.tokens, m8)
         bd["rss_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] * max(batches) * (len(m["prompt"]) + a.tokens)) \
+            / 2**20
+        bd["rss_int8_mib"] = (f["weight_bytes_int8"] + f["kv_bytes_per_token"] * bmax * (len(m["prompt"]) + a.tokens)) \
             / 2**20
         bd["rss_kv16_mib"] = (f["weight_bytes"] + f["kv_bytes_per_token"] / 2 * bmax * (len(m["prompt"]) + a.tokens)) \
             / 2**20
@@ -1002,12 +1116,12 @@ def main():
         hdr += "".join(f" {'pb/' + q[:5]:>9}" for q in peers if q != "pippy") + f" {'pb/bound':>9}"
         w(hdr)
         for k in keys:
-            if k.endswith("_bf16dot") and m["dtype"] != "bf16":
+            if (k.endswith("_bf16dot") or "int8" in k) and m["dtype"] != "bf16":
                 continue
             row = f"  {labels[k]:20} " + " ".join(f"{fmt(med[m['name']][p][k], k):>10}" for p in peers)
             b = bd.get(k)
             row += f" {fmt(b, k):>10}"
-            hb = k not in ("load_s", "load_cached_s", "ttft_s", "rss_mib", "rss_kv16_mib")
+            hb = k not in ("load_s", "load_cached_s", "ttft_s", "rss_mib", "rss_kv16_mib", "rss_int8_mib")
             pv = med[m["name"]].get("pippy", {}).get(k) if "pippy" in peers else None
             for q in peers:
                 if q != "pippy":
@@ -1018,6 +1132,8 @@ def main():
             w(row)
         # each program's spread over its runs: a median ratio is only as firm as the runs beside it
         spread_keys = ["prefill"] + [f"decode_b{b}" for b in batches]
+        if m8:
+            spread_keys += ["prefill_int8"] + [f"decode_b{b}_int8" for b in batches]
         for p in peers:
             runs_p = results[m["name"]].get(p, [])
             parts = []
@@ -1058,11 +1174,35 @@ def main():
               f" GB/s): {', '.join('%.2f' % v for v in adj_ll)} (median {statistics.median(adj_ll):.2f}); "
               + (f"pb/llama over the {len(same)} pair(s) of runs at rates within 10%: median "
                  f"{statistics.median(same):.2f}" if same else "no pair of runs at rates within 10%"))
+        if m8:  # the same for the int8 rows, against their own bytes a step
+            by8 = int8_step_bytes(m, a.tokens)
+            rated8 = {p: [(x["bw_b1_gbs_int8"], x["decode_b1_int8"] * by8 / (x["bw_b1_gbs_int8"] * 1e9))
+                          for x in results[m["name"]].get(p, [])
+                          if x.get("bw_b1_gbs_int8") and x.get("decode_b1_int8")]
+                      for p in ("pippy", "llama.cpp")}
+            parts = []
+            for p, who in (("pippy", "pippy"), ("llama.cpp", "llama.cpp Q8_0")):
+                if rated8[p]:
+                    parts.append(f"{who} {', '.join('%.2f' % g for _, g in rated8[p])} at "
+                                 f"{', '.join('%.1f' % q for q, _ in rated8[p])} GB/s "
+                                 f"(median {statistics.median(g for _, g in rated8[p]):.2f})")
+            if rated8["pippy"] and rated8["llama.cpp"]:
+                same8 = [g / h for q, g in rated8["pippy"] for q2, h in rated8["llama.cpp"]
+                         if abs(q - q2) <= 0.1 * max(q, q2)]
+                parts.append(f"pb/llama over the {len(same8)} pair(s) of runs at rates within 10%: median "
+                             f"{statistics.median(same8):.2f}" if same8 else "no pair of runs at rates within 10%")
+            if parts:
+                w(f"  int8 decode b1 against the memory rate sampled just before and after each b1 run "
+                  f"({by8 / 2**20:.0f} MiB a step): " + "; ".join(parts))
     w("")
     w("bound: decode b1 = bandwidth / bytes read per step; decode bN = min(N x that, sgemm rate at M=8 (N<=8) "
       "or 512 / 2 x matmul weights); prefill = sgemm(M=512) / 2 x matmul weights; peak RSS = weights + f32 KV "
       "cache of the largest batch (f16 KV rows: an f16 cache; llama.cpp's cache is f16 in all its rows). "
-      "Ratios > 1 favour pippy-batch (for load, TTFT and RSS: the peer's / pippy's).")
+      "Ratios > 1 favour pippy-batch (for load, TTFT and RSS: the peer's / pippy's)."
+      + (" int8 rows: pippy --weights-dtype int8 beside llama.cpp on a Q8_0 GGUF; their bounds count the matrices "
+         "at 1.0625 bytes a weight, the rest as stored, and the f32 KV cache of every sequence at the decode "
+         "run's mean position (peak RSS: every matrix at 1.0625 bytes a weight, as a Q8_0 GGUF holds them, + "
+         "the f32 KV cache of the largest batch)." if int8_rows else ""))
     for n in notes:
         w("note: " + n)
     text = "\n".join(out)
@@ -1070,11 +1210,14 @@ def main():
     if kb:
         print("\nkernel microbenchmark (tests/cpu/kern-bench):\n" + kb)
     doc = {"threads": a.threads, "isa": a.isa, "runs": a.runs, "tokens": a.tokens, "batches": batches, "peers": peers,
+           "int8": {"mode": a.int8, "pippy": int8, "llama.cpp": int8_peer and "llama.cpp" in peers},
            "loadavg_start": load0, "omp_wait_policy": omp_wait, "limits": lim, "limits_each_run": lims, "notes": notes,
            "models": {m["name"]: {"dtype": m["dtype"], "facts": m["facts"], "gguf": m["gguf"],
                                   "prompt_tokens": len(m["prompt"]), "median": med[m["name"]],
                                   "runs": results[m["name"]],
-                                  "bounds": bounds(m, lim, batches, a.context if m["ctx"] else 0, a.tokens)}
+                                  "gguf_q8_0": m["gguf_q8"],
+                                  "bounds": bounds(m, lim, batches, a.context if m["ctx"] else 0, a.tokens,
+                                                   int8_rows and m["dtype"] == "bf16")}
                       for m in models},
            "kern_bench": kb, "table": text}
     with open(a.json, "w") as f:
