@@ -1180,7 +1180,8 @@ static ptrdiff_t next_unit_pfd(const pb_kmat *w, int pg, int pe, int p1, int G, 
         return (ptrdiff_t)pb_kpanel_off(w->dt, (size_t)kb);
     if (pe - pg != G || p1 - pe < G)
         return 0;
-    return (ptrdiff_t)((size_t)G * w->pstride * es - pb_kpanel_off(w->dt, (size_t)k0)); /* the next group's first block */
+    /* the next group's first block */
+    return (ptrdiff_t)((size_t)G * w->pstride * es - pb_kpanel_off(w->dt, (size_t)k0));
 }
 
 /* The converting path's next unit (next_unit_pfd's: the same panels' next

@@ -221,7 +221,8 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
             pb_kmat_gather(m, rows + 1, 1, -1, g, n_in + 1, false);
             for (int k = 0; k < n_in; k++)
                 if (!same_bits(g[k], we[(size_t)(n_out - 2) * n_in + k]))
-                    FAIL("gather offset k %d [%d x %d] %s -> %s", k, n_out, n_in, pb_dtype_name(sdt), pb_dtype_name(tdt));
+                    FAIL("gather offset k %d [%d x %d] %s -> %s", k, n_out, n_in, pb_dtype_name(sdt),
+                         pb_dtype_name(tdt));
         }
         free(g);
     }
