@@ -196,19 +196,26 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
         for (int k0 = 0; k0 < kc; k0 += PB_KQ8) {
             const int n = kc - k0 < PB_KQ8 ? kc - k0 : PB_KQ8;
             const size_t go = (size_t)(k0 / PB_KQ8) * PB_KQ8_GROUP;
+            /* the scales in a register each where the tile has the room (few rows: batch-1 decode, where the
+             * loads count), else from the L1 each k (the widest tiles would spill) */
+            const int sreg = R * G + 2 * G <= 28;
+            __m512 sc[GMAX];
 #pragma GCC unroll 8
-            for (int g = 0; g < G; g++)
+            for (int g = 0; g < G; g++) {
                 pf_line(wp + (size_t)g * ps + go, pfd, PF * 64);
+                if (sreg)
+                    sc[g] = _mm512_loadu_ps((const float *)(const void *)(wp + (size_t)g * ps + go));
+            }
             for (int k = 0; k < n; k++) {
                 __m512 wv[GMAX];
 #pragma GCC unroll 8
                 for (int g = 0; g < G; g++) {
-                    /* the scales from the L1 each k (as a register each, the widest tiles spilled) */
                     const unsigned char *gp = wp + (size_t)g * ps + go, *p = gp + 64 + (size_t)k * PB_KNR;
                     if ((k & 3) == 0) /* 4 k a line */
                         pf_line(p, pfd, PF * 64);
                     const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
-                    wv[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps((const float *)(const void *)gp));
+                    wv[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(q),
+                                          sreg ? sc[g] : _mm512_loadu_ps((const float *)(const void *)gp));
                 }
 #pragma GCC unroll 8
                 for (int r = 0; r < R; r++) {
