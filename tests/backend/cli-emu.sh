@@ -14,7 +14,8 @@
 #     bytes as --no-prefix-sharing; 2 ranks over TCP (the stage's input and
 #     output through host memory) the same bytes as 1 rank;
 #   - the device memory a stage holds at most within plan --device cuda's figure,
-#     and a GPU too small for it refused before the load (PB_EMU_GPU_MIB).
+#     and a GPU too small for it refused before the load (PB_EMU_GPU_MIB);
+#   - --weights-dtype int8 (the CPU backend's) refused by run and plan.
 # About 1.5 minutes of one core: the stand-in runs each GPU thread as a fiber.
 set -u
 . "$PB_SRCDIR/tests/net/common.sh"
@@ -119,6 +120,20 @@ rc=$?
     fail "a 1 MiB GPU: exit $rc, not refused with the sizes in MiB"
 [ ! -e "$D/small.jsonl" ] || fail "a 1 MiB GPU: an output file was made"
 echo "a 1 MiB GPU refused before the load: $(sed -n 's/.*error: //p' "$err" | cut -c1-60)..."
+
+# --weights-dtype int8: the CPU backend's alone, refused with --device cuda before anything loads
+for cmd in run plan; do
+    if [ $cmd = run ]; then
+        "$E" --device cuda --weights-dtype int8 --model "$M" --in "$D/sample.jsonl" --out "$D/int8.jsonl" 2>"$err"
+    else
+        "$E" plan --device cuda --weights-dtype int8 --model "$M" >/dev/null 2>"$err"
+    fi
+    rc=$?
+    [ $rc -eq 2 ] && grep -q -- "--weights-dtype int8: the cuda backend keeps weights as f32, f16 or bf16" "$err" ||
+        fail "--device cuda --weights-dtype int8 ($cmd): exit $rc, not refused by name"
+done
+[ ! -e "$D/int8.jsonl" ] || fail "--device cuda --weights-dtype int8: an output file was made"
+echo "--device cuda --weights-dtype int8: refused (exit 2) by run and plan"
 
 # 2 ranks, a stage each (the stand-in's device in each process), over TCP: NCCL needs a GPU
 pb_launcher_lock
