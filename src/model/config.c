@@ -691,6 +691,22 @@ out:
 /* config.json text -> cfg, up to the family EOS default (before
  * generation_config.json and the final vocabulary checks). On failure cfg is
  * freed. `path` names the text in messages. */
+/* A pre-quantized checkpoint (quantization_config: GPTQ, AWQ, bitsandbytes,
+ * FP8, compressed-tensors, ...) is refused by its method: its tensors are not
+ * the weights themselves (null or {}: none) */
+static pb_status check_prequantized(const pb_jctx *c)
+{
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(c->root, "quantization_config");
+    if (!q || cJSON_IsNull(q) || (cJSON_IsObject(q) && !q->child))
+        return PB_OK;
+    const cJSON *m = cJSON_IsObject(q) ? cJSON_GetObjectItemCaseSensitive(q, "quant_method") : NULL;
+    return pb_error(PB_ERR_UNSUPPORTED,
+                    "%s: field 'quantization_config' (quant_method \"%.40s\"): pre-quantized checkpoints are not "
+                    "supported; give the model in f32, f16 or bf16 (pippy-batch quantizes it at load with "
+                    "--weights-dtype int8)",
+                    c->path, cJSON_IsString(m) ? m->valuestring : "?");
+}
+
 static pb_status parse_config_text(const char *json, size_t len, const char *path, pb_model_config *cfg)
 {
     cJSON *root = NULL;
@@ -716,6 +732,7 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
         goto fail;
     }
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt);
+    PB_CHECK_GOTO(check_prequantized(&c), st, fail);
     PB_CHECK_GOTO(pb_jint(&c, cfg->family->k_layers, cfg->family->d_layers, 1, 1 << 16, &cfg->n_layers, NULL), st,
                   fail);
     PB_CHECK_GOTO(pb_calloc((size_t)cfg->n_layers, sizeof *cfg->layer_local, &cfg->layer_local), st, fail);

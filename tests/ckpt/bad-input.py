@@ -88,6 +88,10 @@ h["transformer.h.0.attn.c_attn.bias"]["dtype"] = "F12"
 st_write(p, h, data)
 expect("unknown dtype", plan(d), p, "transformer.h.0.attn.c_attn.bias", "unknown dtype")
 d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
+h["transformer.h.0.attn.c_attn.bias"]["dtype"] = "F8_E4M3"
+st_write(p, h, data)
+expect("an FP8 tensor", plan(d), p, "transformer.h.0.attn.c_attn.bias", "F8_E4M3", "pre-quantized")
+d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
 del h["transformer.h.1.mlp.c_fc.weight"]
 st_write(p, h, data)  # now a hole in the buffer
 expect("tensor removed from header (hole)", plan(d), p, "hole")
@@ -136,7 +140,10 @@ for field, value, needle in (("hidden_size", "\"64\"", "hidden_size"), ("num_att
                              ("tie_word_embeddings", "1", "tie_word_embeddings"),
                              ("eos_token_id", '[2, "x"]', "eos_token_id"),
                              ("hidden_act", '"tanh"', "hidden_act"),
-                             ("model_type", '"t5"', "supported: gpt2")):
+                             ("model_type", '"t5"', "supported: gpt2"),
+                             ("quantization_config", '{"quant_method": "gptq", "bits": 4}', "gptq"),
+                             ("quantization_config", '{"quant_method": "fp8", "weight_block_size": [128, 128]}',
+                              "--weights-dtype int8")):
     d = variant(base_sh); c = json.load(open(os.path.join(d, "config.json")))
     c[field] = json.loads(value)
     json.dump(c, open(os.path.join(d, "config.json"), "w"))
