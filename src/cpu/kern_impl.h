@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cpu/kernels.h"
 
@@ -37,6 +38,16 @@
 static inline float pb_kq8_scale(float amax)
 {
     return amax / 127.0f;
+}
+
+/* element (k, c) of a q8 panel (or of its part from a whole group on) as
+ * f32: (float)q times its group's scale of the column, one rounding */
+static inline float pb_kq8_at(const void *panel, size_t k, int c)
+{
+    const unsigned char *g = (const unsigned char *)panel + k / PB_KQ8 * PB_KQ8_GROUP;
+    float d;
+    memcpy(&d, g + (size_t)c * sizeof d, sizeof d);
+    return (float)(int8_t)g[64 + k % PB_KQ8 * PB_KNR + (size_t)c] * d;
 }
 
 /* bytes from a panel's start to the element of k: k * 16 * (bytes of dt)

@@ -856,10 +856,7 @@ void pb_kmat_gather(const pb_kmat *m, const int32_t *rows, int n_rows, int offse
         case PB_DT_Q8: {
             const unsigned char *w = (const unsigned char *)m->data + (size_t)p * m->pstride;
             for (size_t k = 0; k < n; k++) {
-                const unsigned char *g = w + k / PB_KQ8 * PB_KQ8_GROUP;
-                float d;
-                memcpy(&d, g + (size_t)c * sizeof d, sizeof d);
-                const float f = (float)(int8_t)g[64 + k % PB_KQ8 * PB_KNR + (size_t)c] * d;
+                const float f = pb_kq8_at(w, k, c);
                 o[k] = accumulate ? o[k] + f : f;
             }
             break;

@@ -25,12 +25,8 @@ static inline float wel(pb_dtype dt, const void *w, int k, int c)
         return ((const float *)w)[(size_t)k * PB_KNR + c];
     case PB_DT_F16:
         return pb_f16_to_f32(((const uint16_t *)w)[(size_t)k * PB_KNR + c]);
-    case PB_DT_Q8: { /* (float)q times its group's scale of the column, one rounding */
-        const unsigned char *g = (const unsigned char *)w + (size_t)(k / PB_KQ8) * PB_KQ8_GROUP;
-        float d;
-        memcpy(&d, g + (size_t)c * sizeof d, sizeof d);
-        return (float)(int8_t)g[64 + (size_t)(k % PB_KQ8) * PB_KNR + (size_t)c] * d;
-    }
+    case PB_DT_Q8:
+        return pb_kq8_at(w, (size_t)k, c);
     default: /* bf16, k pairs interleaved */
         return bf16_lo(((const uint16_t *)w)[(size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (k & 1)]);
     }
