@@ -102,15 +102,17 @@ static void shape_str(const pb_tensor *t, char *buf, size_t cap)
         snprintf(buf + o, cap - o, "]");
 }
 
-/* Tensor `name`, checked to be [d0] (ndim 1) or [d0, d1], of a float dtype, with its bytes. */
+/* Tensor `name`, checked to be [d0] (ndim 1) or [d0, d1], of a float dtype
+ * (F8_E4M3 too where f8: an FP8 checkpoint's matrix), with its bytes. */
 static pb_status get_tensor(const pb_weights *w, const char *name, int ndim, int64_t d0, int64_t d1,
-                            const char *field, const pb_tensor **out)
+                            const char *field, bool f8, const pb_tensor **out)
 {
     const pb_tensor *t = pb_weights_get(w, name);
     if (!t)
         return pb_error(PB_ERR_CONFIG, "tensor '%s' is missing from the checkpoint", name);
     pb_weights_wait(w, t); /* its bytes read from the file (the loader's reader) */
-    if (t->dtype != PB_DT_F32 && t->dtype != PB_DT_F16 && t->dtype != PB_DT_BF16 && t->dtype != PB_DT_F64)
+    if (t->dtype != PB_DT_F32 && t->dtype != PB_DT_F16 && t->dtype != PB_DT_BF16 && t->dtype != PB_DT_F64 &&
+        !(f8 && t->dtype == PB_DT_F8_E4M3))
         return pb_error(PB_ERR_UNSUPPORTED, "tensor '%s': dtype %s is not supported (F32, F16, BF16, F64)", name,
                         pb_dtype_name(t->dtype));
     bool ok = t->ndim == ndim && t->shape[0] == d0 && (ndim == 1 || t->shape[1] == d1);
@@ -133,7 +135,7 @@ static pb_status get_tensor(const pb_weights *w, const char *name, int ndim, int
 static pb_status load_vector(pb_wstore *ws, const pb_weights *w, const pb_witem *it, const float **out)
 {
     const pb_tensor *t;
-    PB_CHECK(get_tensor(w, it->name[0], 1, it->n_out, 0, it->field[0], &t));
+    PB_CHECK(get_tensor(w, it->name[0], 1, it->n_out, 0, it->field[0], false, &t));
     PB_CHECK(ws_tmp(ws, (size_t)it->n_out));
     pb_convert_to_f32(ws->tmp, t->data, t->dtype, (size_t)it->n_out);
     if (it->add != 0)
@@ -151,10 +153,54 @@ static pb_status load_vector(pb_wstore *ws, const pb_weights *w, const pb_witem 
     return PB_OK;
 }
 
-static pb_status load_linear(pb_wstore *ws, const pb_weights *w, const pb_witem *it, pb_weight **out)
+/* An FP8 checkpoint's matrix t (F8_E4M3, [rows, n_in] as the part p uses
+ * it): its scales `<name>_scale_inv` (shape checked by the loader), finite,
+ * >= 0 and small enough to scale by 256, and no NaN byte, into p. */
+static pb_status f8_part(const pb_model_config *cfg, const pb_weights *w, const pb_witem *it, const pb_tensor *t,
+                         const char *name, pb_wpart *p, const pb_tensor **scale)
+{
+    char sname[PB_NAME_CAP + 16];
+    snprintf(sname, sizeof sname, "%s_scale_inv", name);
+    if (it->conv1d)
+        return pb_error(PB_ERR_UNSUPPORTED, "tensor '%s': F8_E4M3 weights stored transposed (Conv1D) are not read",
+                        name);
+    const pb_tensor *s = pb_weights_get(w, sname);
+    if (!s)
+        return pb_error(PB_ERR_CONFIG, "tensor '%s' is F8_E4M3 but '%s' is missing from the checkpoint", name, sname);
+    pb_weights_wait(w, s);
+    if (s->dtype != PB_DT_F32 && s->dtype != PB_DT_BF16 && s->dtype != PB_DT_F16)
+        return pb_error(PB_ERR_UNSUPPORTED, "tensor '%s': dtype %s is not supported for FP8 scales (F32, BF16, F16)",
+                        sname, pb_dtype_name(s->dtype));
+    const size_t n = (size_t)pb_tensor_numel(s);
+    if (!s->data || s->nbytes < n * pb_dtype_size(s->dtype))
+        return pb_error(PB_ERR_FORMAT, "tensor '%s': %zu bytes for %zu elements", sname, s->nbytes, n);
+    const size_t es = pb_dtype_size(s->dtype);
+    for (size_t i = 0; i < n; i++) {
+        float d;
+        pb_convert_to_f32(&d, (const unsigned char *)s->data + i * es, s->dtype, 1);
+        if (!(d >= 0.0f && d <= 1e30f))
+            return pb_error(PB_ERR_FORMAT, "tensor '%s': element %zu is %g, not a scale in [0, 1e30]", sname, i,
+                            (double)d);
+    }
+    const unsigned char *q = t->data;
+    const size_t nq = (size_t)pb_tensor_numel(t);
+    for (size_t i = 0; i < nq; i++)
+        if ((q[i] & 0x7f) == 0x7f)
+            return pb_error(PB_ERR_FORMAT, "tensor '%s': element %zu is an e4m3 NaN (byte 0x%02x)", name, i, q[i]);
+    const int br = cfg->fp8_block[0], bc = cfg->fp8_block[1];
+    p->scale = s->data;
+    p->scale_dtype = s->dtype;
+    p->block_rows = br ? br : p->rows;             /* weight_block_size null: one scale */
+    p->block_cols = bc ? bc : (it->n_in + 63) / 64 * 64;
+    *scale = s;
+    return PB_OK;
+}
+
+static pb_status load_linear(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, const pb_witem *it,
+                             pb_weight **out)
 {
     pb_wpart parts[3];
-    const pb_tensor *wt[3] = {NULL, NULL, NULL}, *bt[3] = {NULL, NULL, NULL};
+    const pb_tensor *wt[3] = {NULL, NULL, NULL}, *bt[3] = {NULL, NULL, NULL}, *sc[3] = {NULL, NULL, NULL};
     int *perm = NULL;
     float *bias = NULL;
     pb_status st = PB_OK;
@@ -162,11 +208,13 @@ static pb_status load_linear(pb_wstore *ws, const pb_weights *w, const pb_witem 
     *out = NULL;
     for (int i = 0; i < it->n_parts; i++) {
         if (it->conv1d)
-            PB_CHECK(get_tensor(w, it->name[i], 2, it->n_in, it->rows[i], it->field[i], &wt[i]));
+            PB_CHECK(get_tensor(w, it->name[i], 2, it->n_in, it->rows[i], it->field[i], cfg->fp8, &wt[i]));
         else
-            PB_CHECK(get_tensor(w, it->name[i], 2, it->rows[i], it->n_in, it->field[i], &wt[i]));
+            PB_CHECK(get_tensor(w, it->name[i], 2, it->rows[i], it->n_in, it->field[i], cfg->fp8, &wt[i]));
         parts[i] = (pb_wpart){.data = wt[i]->data, .dtype = wt[i]->dtype, .rows = it->rows[i],
                               .transposed = it->conv1d, .name = it->name[i]};
+        if (wt[i]->dtype == PB_DT_F8_E4M3)
+            PB_CHECK(f8_part(cfg, w, it, wt[i], it->name[i], &parts[i], &sc[i]));
         same = same && wt[i]->dtype == wt[0]->dtype;
     }
     if (it->qkv_layout == PB_QKV_PER_HEAD || it->qkv_layout == PB_QKV_CODEGEN) {
@@ -177,7 +225,7 @@ static pb_status load_linear(pb_wstore *ws, const pb_weights *w, const pb_witem 
         PB_CHECK_GOTO(ws_tmp(ws, 2 * (size_t)it->n_out), st, out);
         int off = 0;
         for (int i = 0; i < it->n_parts; i++) {
-            PB_CHECK_GOTO(get_tensor(w, it->bias[i], 1, it->rows[i], 0, it->field[i], &bt[i]), st, out);
+            PB_CHECK_GOTO(get_tensor(w, it->bias[i], 1, it->rows[i], 0, it->field[i], false, &bt[i]), st, out);
             pb_convert_to_f32(ws->tmp + off, bt[i]->data, bt[i]->dtype, (size_t)it->rows[i]);
             off += it->rows[i];
         }
@@ -187,6 +235,12 @@ static pb_status load_linear(pb_wstore *ws, const pb_weights *w, const pb_witem 
     }
     /* stored: as the checkpoint (mixed parts: f32); else the policy's dtype */
     pb_dtype store = pb_wdtype_resolve(ws->policy, same ? wt[0]->dtype : PB_DT_F32, it->slot == PB_SLOT_ROUTER);
+    if (!(ws->be->ops->weight_dtypes & (1u << store))) { /* FP8 as stored where the backend keeps no FP8 */
+        st = pb_error(PB_ERR_USAGE, "tensor '%s' is %s: the %s backend does not keep it as stored; give "
+                      "--weights-dtype bf16 (or f32) to convert it at load", it->name[0], pb_dtype_name(store),
+                      ws->be->ops->name);
+        goto out;
+    }
     pb_linear_src src = {.n_out = it->n_out, .n_in = it->n_in, .n_parts = it->n_parts, .parts = parts,
                          .row_perm = perm, .bias = bias};
     PB_CHECK_GOTO(grow(ws), st, out);
@@ -198,6 +252,8 @@ static pb_status load_linear(pb_wstore *ws, const pb_weights *w, const pb_witem 
         pb_weights_release(w, wt[i]);
         if (bt[i])
             pb_weights_release(w, bt[i]);
+        if (sc[i])
+            pb_weights_release(w, sc[i]);
     }
 out:
     free(perm);
@@ -219,8 +275,7 @@ void pb_adapter_prefetch(const pb_weights *w, const pb_witem *it)
 pb_status pb_adapter_load(pb_wstore *ws, const pb_model_config *cfg, const pb_weights *w, const pb_witem *it,
                           const float **vec, pb_weight **mat)
 {
-    (void)cfg;
     if (it->linear)
-        return load_linear(ws, w, it, mat);
+        return load_linear(ws, cfg, w, it, mat);
     return load_vector(ws, w, it, vec);
 }

@@ -45,7 +45,21 @@ pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored, bool router)
         break; /* a router: as stored */
     default: break;
     }
-    return stored == PB_DT_F16 || stored == PB_DT_BF16 ? stored : PB_DT_F32;
+    return stored == PB_DT_F16 || stored == PB_DT_BF16 || stored == PB_DT_F8_E4M3 ? stored : PB_DT_F32;
+}
+
+void pb_wpart_f8_row(const pb_wpart *p, int n_in, int r, int k0, int n, float *out)
+{
+    const size_t ssz = pb_dtype_size(p->scale_dtype), bc = (size_t)p->block_cols;
+    const size_t nb = ((size_t)n_in + bc - 1) / bc;
+    const unsigned char *q = (const unsigned char *)p->data + (size_t)r * (size_t)n_in;
+    const unsigned char *sr = (const unsigned char *)p->scale + (size_t)(r / p->block_rows) * nb * ssz;
+    for (int i = 0; i < n; i++) {
+        const size_t k = (size_t)k0 + (size_t)i;
+        float d;
+        pb_convert_to_f32(&d, sr + k / bc * ssz, p->scale_dtype, 1);
+        out[i] = pb_f8e4m3_to_f32(q[k]) * d;
+    }
 }
 
 pb_status pb_wdtype_check(const pb_backend_ops *ops, pb_wdtype w)

@@ -102,11 +102,20 @@ typedef struct pb_weight {
 /* One checkpoint tensor contributing `rows` output rows, as stored. */
 typedef struct pb_wpart {
     const void *data;     /* host, little-endian (e.g. into the mmap) */
-    pb_dtype dtype;       /* F32, F16, BF16 or F64 */
+    pb_dtype dtype;       /* F32, F16, BF16, F64 or F8_E4M3 */
     int rows;
     bool transposed;      /* stored [n_in, rows] (GPT-2 Conv1D) instead of [rows, n_in] */
     const char *name;     /* for messages */
+    /* F8_E4M3 (a fine-grained FP8 checkpoint; never transposed): element (r, k)
+     * is e4m3 x scale[r / block_rows][k / block_cols], one f32 rounding */
+    const void *scale;    /* host [ceil(rows / block_rows), ceil(n_in / block_cols)], finite */
+    pb_dtype scale_dtype; /* F32, F16 or BF16 */
+    int block_rows, block_cols; /* block_cols a multiple of 64 */
 } pb_wpart;
+
+/* n elements of an F8_E4M3 part's row r from column k0 as f32 (its values as
+ * the CPU kernels compute them) */
+void pb_wpart_f8_row(const pb_wpart *p, int n_in, int r, int k0, int n, float *out);
 
 /* A linear layer to store: parts stacked along output rows (q | k | v from
  * three tensors, gate | up), then reordered: output row r is stacked row

@@ -43,6 +43,16 @@ static int cmp_raw_canon(const void *a, const void *b)
     return strcmp(((const raw_entry *)a)->canon, ((const raw_entry *)b)->canon);
 }
 
+/* An FP8 matrix's scales: canon + "_scale_inv" in raw (sorted by canon), or NULL */
+static const raw_entry *find_scale(const raw_entry *raw, int n_raw, const char *canon)
+{
+    char name[512];
+    if ((size_t)snprintf(name, sizeof name, "%s_scale_inv", canon) >= sizeof name)
+        return NULL;
+    const raw_entry key = {.canon = name};
+    return bsearch(&key, raw, (size_t)n_raw, sizeof *raw, cmp_raw_canon);
+}
+
 const char *pb_ckpt_format_name(pb_ckpt_format f)
 {
     return f == PB_CKPT_SAFETENSORS ? "safetensors" : "pytorch .bin";
@@ -63,7 +73,7 @@ bool pb_ckpt_tensor_info(const pb_ckpt *ck, const char *canonical, pb_dtype *dty
         if (strcmp(t->canon, canonical) != 0)
             continue;
         uint64_t es = t->numel ? t->nbytes / t->numel : 4;
-        *dtype = es == 2 ? PB_DT_BF16 : es == 8 ? PB_DT_F64 : PB_DT_F32;
+        *dtype = es == 1 ? PB_DT_F8_E4M3 : es == 2 ? PB_DT_BF16 : es == 8 ? PB_DT_F64 : PB_DT_F32;
         *ndim = t->ndim;
         shape[0] = t->shape[0];
         shape[1] = t->ndim > 1 ? t->shape[1] : 0;
@@ -386,7 +396,8 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
             goto fail;
         }
     PB_CHECK_GOTO(pb_names_expected(cfg, &exp, &n_exp), st, fail);
-    PB_CHECK_GOTO(pb_calloc((size_t)n_exp, sizeof *ck->t, &ck->t), st, fail);
+    /* an FP8 checkpoint: a matrix and its scales */
+    PB_CHECK_GOTO(pb_calloc((size_t)n_exp * (cfg->fp8 ? 2 : 1), sizeof *ck->t, &ck->t), st, fail);
     bool *used = NULL;
     PB_CHECK_GOTO(pb_calloc((size_t)n_raw, sizeof *used, &used), st, fail);
     uint64_t exp_numel = 0;
@@ -424,7 +435,15 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
                 free(used);
                 goto fail;
             }
-            if (r->dtype != PB_DT_F32 && r->dtype != PB_DT_F16 && r->dtype != PB_DT_BF16) {
+            if (r->dtype == PB_DT_F8_E4M3 && !find_scale(raw, n_raw, e->name)) {
+                st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is F8_E4M3 but %s", ck->source, r->name,
+                              cfg->fp8 ? "its scales ('..._scale_inv') are missing"
+                                       : "config.json has no quantization_config of quant_method \"fp8\"");
+                free(used);
+                goto fail;
+            }
+            if (r->dtype != PB_DT_F32 && r->dtype != PB_DT_F16 && r->dtype != PB_DT_BF16 &&
+                !(r->dtype == PB_DT_F8_E4M3 && cfg->fp8)) {
                 st = pb_error(PB_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 needed)", ck->source,
                               r->name, pb_dtype_name(r->dtype));
                 free(used);
@@ -448,6 +467,28 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
         t->numel = numel;
         t->nbytes = r->exact ? r->nbytes : 0;
         exp_numel += numel;
+        const raw_entry *sr = cfg->fp8 && e->ndim == 2 ? find_scale(raw, n_raw, e->name) : NULL;
+        if (sr) { /* FP8: the scales too, in the same stage */
+            t->fp8 = 1;
+            used[sr - raw] = true;
+            pb_ckpt_tensor *s = &ck->t[ck->n_tensors++];
+            *s = *t;
+            s->fp8 = 2;
+            s->name = pb_strdup(sr->name);
+            s->canon = pb_strdup(sr->canon);
+            if (!s->name || !s->canon) {
+                st = pb_error(PB_ERR_NOMEM, "out of memory");
+                free(used);
+                goto fail;
+            }
+            s->file = sr->file;
+            const int br = cfg->fp8_block[0], bc = cfg->fp8_block[1];
+            s->ndim = br ? 2 : 0; /* a block grid, or one scale (weight_block_size null) */
+            s->shape[0] = br ? (e->shape[0] + br - 1) / br : 0;
+            s->shape[1] = br ? (e->shape[1] + bc - 1) / bc : 0;
+            s->numel = br ? (uint64_t)s->shape[0] * (uint64_t)s->shape[1] : 1;
+            s->nbytes = sr->exact ? sr->nbytes : 0;
+        }
     }
     for (int i = 0; i < n_raw; i++)
         if (!used[i] && !pb_names_is_buffer(raw[i].canon))
@@ -466,8 +507,8 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
         }
         if (!elem)
             elem = strcmp(cfg->torch_dtype, "float16") == 0 || strcmp(cfg->torch_dtype, "bfloat16") == 0 ? 2 : 4;
-        for (int i = 0; i < ck->n_tensors; i++)
-            ck->t[i].nbytes = ck->t[i].numel * elem;
+        for (int i = 0; i < ck->n_tensors; i++) /* an FP8 matrix: a byte an element; its scales f32 */
+            ck->t[i].nbytes = ck->t[i].numel * (ck->t[i].fp8 == 1 ? 1 : ck->t[i].fp8 == 2 ? 4 : elem);
     }
     for (int i = 0; i < ck->n_tensors; i++)
         ck->total_bytes += ck->t[i].nbytes;

@@ -113,6 +113,7 @@ typedef struct pb_ckpt_tensor {
     int64_t shape[2];
     uint64_t numel;
     uint64_t nbytes;           /* stored bytes: exact from a header, else numel * element size */
+    unsigned char fp8;         /* an FP8 checkpoint's: 1 a matrix with scales (may be F8_E4M3), 2 its scales */
 } pb_ckpt_tensor;
 
 struct pb_ckpt {

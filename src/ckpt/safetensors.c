@@ -98,7 +98,8 @@ pb_status pb_st_parse_header(const char *path, const char *json, size_t len, uin
         if (pb_dtype_from_name(dt->valuestring, &e->dtype) != 0) {
             st = pb_error(PB_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\"%s", path, name, dt->valuestring,
                           strncmp(dt->valuestring, "F8_", 3) == 0 || strncmp(dt->valuestring, "F4", 2) == 0
-                              ? " (a pre-quantized checkpoint: give the model in f32, f16 or bf16; pippy-batch "
+                              ? " (a pre-quantized checkpoint: of those only fine-grained FP8, F8_E4M3 with "
+                                "float scales, is read; else give the model in f32, f16 or bf16: pippy-batch "
                                 "quantizes it at load with --weights-dtype int8)"
                               : "");
             goto fail;

@@ -8,7 +8,7 @@ static const struct { const char *name; size_t size; } dt_info[PB_DT_COUNT] = {
     [PB_DT_F32] = {"F32", 4},  [PB_DT_F16] = {"F16", 2}, [PB_DT_BF16] = {"BF16", 2},
     [PB_DT_F64] = {"F64", 8},  [PB_DT_I64] = {"I64", 8}, [PB_DT_I32] = {"I32", 4},
     [PB_DT_I16] = {"I16", 2},  [PB_DT_I8] = {"I8", 1},   [PB_DT_U8] = {"U8", 1},
-    [PB_DT_BOOL] = {"BOOL", 1}, [PB_DT_Q8] = {"Q8", 1},
+    [PB_DT_BOOL] = {"BOOL", 1}, [PB_DT_Q8] = {"Q8", 1}, [PB_DT_F8_E4M3] = {"F8_E4M3", 1},
 };
 
 size_t pb_dtype_size(pb_dtype dt) { return (unsigned)dt < PB_DT_COUNT ? dt_info[dt].size : 0; }
@@ -16,12 +16,21 @@ const char *pb_dtype_name(pb_dtype dt) { return (unsigned)dt < PB_DT_COUNT ? dt_
 
 int pb_dtype_from_name(const char *name, pb_dtype *out)
 {
-    for (int i = 0; i <= PB_DT_BOOL; i++) /* the checkpoint dtypes */
-        if (strcmp(name, dt_info[i].name) == 0) {
+    for (int i = 0; i < PB_DT_COUNT; i++) /* the checkpoint dtypes */
+        if (i != PB_DT_Q8 && strcmp(name, dt_info[i].name) == 0) {
             *out = (pb_dtype)i;
             return 0;
         }
     return -1;
+}
+
+float pb_f8e4m3_to_f32(unsigned char b)
+{
+    const int e = b >> 3 & 15, m = b & 7;
+    if (e == 15 && m == 7)
+        return NAN;
+    const float v = e ? ldexpf((float)(8 + m), e - 10) : ldexpf((float)m, -9); /* 2^(e-7) (1 + m/8); m 2^-9 */
+    return b & 0x80 ? -v : v;
 }
 
 int64_t pb_tensor_numel(const pb_tensor *t)

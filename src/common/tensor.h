@@ -20,12 +20,18 @@ typedef enum pb_dtype {
     /* not a checkpoint dtype: a backend's int8 storage of a matrix with a scale per group of weights
      * (--weights-dtype int8; the CPU kernels' layout in src/cpu/kern_impl.h). pb_dtype_size says 1. */
     PB_DT_Q8,
+    /* a checkpoint dtype after all: e4m3 bytes of a fine-grained FP8 checkpoint (quantization_config quant_method
+     * "fp8"), each matrix with its block scales (`<name>_scale_inv`); kept so by the CPU backend in the q8 layout
+     * (src/cpu/kern_impl.h). Has no value without its scale: pb_convert_to_f32 refuses it. */
+    PB_DT_F8_E4M3,
     PB_DT_COUNT
 } pb_dtype;
 
 size_t pb_dtype_size(pb_dtype dt);
 const char *pb_dtype_name(pb_dtype dt);          /* "F32", "F16", "BF16", ... as safetensors spells them; "Q8" */
 int pb_dtype_from_name(const char *name, pb_dtype *out); /* a checkpoint dtype (not Q8): 0 ok, -1 unknown */
+/* The value of an e4m3 (F8_E4M3) byte: exact in f32; 0x7f and 0xff (NaN) give NaN. */
+float pb_f8e4m3_to_f32(unsigned char b);
 
 #define PB_MAX_DIMS 8
 

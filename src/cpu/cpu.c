@@ -109,7 +109,8 @@ static pb_status stack_parts(const pb_linear_src *s, void **buf, pb_dtype *dt)
 {
     bool same = true;
     for (int i = 0; i < s->n_parts; i++)
-        if (s->parts[i].dtype != s->parts[0].dtype || s->parts[i].transposed || s->parts[i].dtype == PB_DT_F64)
+        if (s->parts[i].dtype != s->parts[0].dtype || s->parts[i].transposed || s->parts[i].dtype == PB_DT_F64 ||
+            s->parts[i].dtype == PB_DT_F8_E4M3) /* f8: its values, scaled */
             same = false;
     *dt = same ? s->parts[0].dtype : PB_DT_F32;
     size_t es = pb_dtype_size(*dt), total;
@@ -127,7 +128,10 @@ static pb_status stack_parts(const pb_linear_src *s, void **buf, pb_dtype *dt)
             memcpy(b + off, p->data, n * es);
         } else {
             float *dst = (float *)(b + off);
-            if (!p->transposed) {
+            if (p->dtype == PB_DT_F8_E4M3) { /* its values (never transposed) */
+                for (int r = 0; r < p->rows; r++)
+                    pb_wpart_f8_row(p, s->n_in, r, 0, s->n_in, dst + (size_t)r * s->n_in);
+            } else if (!p->transposed) {
                 pb_convert_to_f32(dst, p->data, p->dtype, n);
             } else {
                 float *t2 = realloc(tmp, n * sizeof(float));
@@ -161,14 +165,16 @@ static pb_status pack_linear(pb_backend *be, const pb_linear_src *s, pb_dtype st
         return pb_error(PB_ERR_INTERNAL, "cpu: linear of %d x %d from %d parts of %d rows", s->n_out, s->n_in,
                         s->n_parts, rows);
     void *stacked = NULL;
-    const void *part_data[8];
+    const void *part_data[8], *part_scales[8];
     int part_rows[8];
-    pb_kmat_src src = {.data = s->parts[0].data, .dtype = s->parts[0].dtype, .transposed = s->parts[0].transposed,
-                       .row_perm = s->row_perm};
+    const pb_wpart *p0 = &s->parts[0];
+    pb_kmat_src src = {.data = p0->data, .dtype = p0->dtype, .transposed = p0->transposed, .row_perm = s->row_perm,
+                       .scale = p0->scale, .part_scales = part_scales, .scale_dtype = p0->scale_dtype,
+                       .block_rows = p0->block_rows, .block_cols = p0->block_cols};
     if (s->n_parts > 1 || src.dtype == PB_DT_F64) {
         /* parts already back to back in order (gate_proj then up_proj in a
-         * safetensors file): one source, no copy */
-        bool adjacent = src.dtype != PB_DT_F64 && !src.transposed;
+         * safetensors file): one source, no copy (f8: each part has its scales) */
+        bool adjacent = src.dtype != PB_DT_F64 && src.dtype != PB_DT_F8_E4M3 && !src.transposed;
         const unsigned char *next = s->parts[0].data;
         for (int i = 0; i < s->n_parts && adjacent; i++) {
             const pb_wpart *p = &s->parts[i];
@@ -178,11 +184,15 @@ static pb_status pack_linear(pb_backend *be, const pb_linear_src *s, pb_dtype st
         /* untransposed parts of one dtype (q, k, v): packed from where they are */
         bool direct = src.dtype != PB_DT_F64 && s->n_parts <= 8;
         for (int i = 0; i < s->n_parts && direct; i++)
-            direct = s->parts[i].dtype == src.dtype && !s->parts[i].transposed;
+            direct = s->parts[i].dtype == src.dtype && !s->parts[i].transposed &&
+                     (src.dtype != PB_DT_F8_E4M3 ||
+                      (s->parts[i].scale_dtype == p0->scale_dtype && s->parts[i].block_rows == p0->block_rows &&
+                       s->parts[i].block_cols == p0->block_cols));
         if (!adjacent && direct) {
             for (int i = 0; i < s->n_parts; i++) {
                 part_data[i] = s->parts[i].data;
                 part_rows[i] = s->parts[i].rows;
+                part_scales[i] = s->parts[i].scale;
             }
             src.n_parts = s->n_parts;
             src.parts = part_data;
@@ -201,8 +211,9 @@ static pb_status pack_linear(pb_backend *be, const pb_linear_src *s, pb_dtype st
 static pb_status cpu_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtype store, pb_weight **out)
 {
     *out = NULL;
-    if (store != PB_DT_F32 && store != PB_DT_BF16 && store != PB_DT_F16 && store != PB_DT_Q8)
-        return pb_error(PB_ERR_UNSUPPORTED, "cpu: weights kept as %s are not supported (F32, F16, BF16, Q8)",
+    if (store != PB_DT_F32 && store != PB_DT_BF16 && store != PB_DT_F16 && store != PB_DT_Q8 &&
+        store != PB_DT_F8_E4M3)
+        return pb_error(PB_ERR_UNSUPPORTED, "cpu: weights kept as %s are not supported (F32, F16, BF16, Q8, F8_E4M3)",
                         pb_dtype_name(store));
     pb_weight *w = calloc(1, sizeof *w);
     if (!w)
@@ -697,7 +708,8 @@ static const pb_backend_ops cpu_ops = {
     .set_matmul = cpu_set_matmul,
     .kv_dtype = PB_DT_F32,
     .kv_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16 | 1u << PB_DT_BF16,
-    .weight_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16 | 1u << PB_DT_BF16 | 1u << PB_DT_Q8,
+    .weight_dtypes = 1u << PB_DT_F32 | 1u << PB_DT_F16 | 1u << PB_DT_BF16 | 1u << PB_DT_Q8 |
+                     1u << PB_DT_F8_E4M3,
     .kv_bytes = cpu_kv_bytes,
     .host_memory = true,
     .free = cpu_free,

@@ -82,6 +82,16 @@ INL void acc_end(const int R, const int G, __m256 acc[MR][GMAX][2], float *c, si
     {{NULL}, {NULL, p##1_1, p##1_2, p##1_3, p##1_4, p##1_5, p##1_6}, {NULL, p##2_1, p##2_2, p##2_3},                  \
      {NULL, p##3_1, p##3_2}, {NULL, p##4_1}, {NULL, p##5_1}, {NULL, p##6_1}}
 
+/* 8 q8 or f8 bytes of a group's k as f32, unscaled: int8 widened; e4m3 as
+ * the f16 of its value / 256 (pb_kf8_half) widened */
+INL __m256 grp_widen(const int dt, const unsigned char *p)
+{
+    const __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
+    if (dt == PB_DT_Q8)
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+    return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(b), 7), _mm_set1_epi16((short)0xbfff)));
+}
+
 /* R rows x G panels; dt is a constant after inlining */
 INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                  float *c, size_t ldc, int nlast, int accumulate)
@@ -130,7 +140,8 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
                 }
             }
         }
-    } else if (dt == PB_DT_Q8) { /* per group: the scales, then each k's int8 widened and scaled */
+    } else if (dt == PB_DT_Q8 || dt == PB_DT_F8_E4M3) { /* per group: the scales, then each k's bytes widened
+                                                          * and scaled */
         const unsigned char *wp = w;
         for (int k0 = 0; k0 < kc; k0 += PB_KQ8) {
             const int n = kc - k0 < PB_KQ8 ? kc - k0 : PB_KQ8;
@@ -149,9 +160,8 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
                     const unsigned char *p = wp + (size_t)g * ps + go + 64 + (size_t)k * PB_KNR;
                     if ((k & 3) == 0) /* 4 k a line */
                         _mm_prefetch((const char *)(p + PF * 64), _MM_HINT_T0);
-                    const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)p);
-                    w0[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), s0[g]);
-                    w1[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), s1[g]);
+                    w0[g] = _mm256_mul_ps(grp_widen(dt, p), s0[g]);
+                    w1[g] = _mm256_mul_ps(grp_widen(dt, p + 8), s1[g]);
                 }
 #pragma GCC unroll 8
                 for (int r = 0; r < R; r++) {
@@ -229,6 +239,8 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
             mm_tile(R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                  \
         else if (dt == PB_DT_Q8)                                                                                     \
             mm_tile(R, G, PB_DT_Q8, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                   \
+        else if (dt == PB_DT_F8_E4M3)                                                                                \
+            mm_tile(R, G, PB_DT_F8_E4M3, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                              \
         else                                                                                                         \
             mm_tile(R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                                 \
     }
@@ -240,7 +252,7 @@ static void mm_avx2(int R, int G, pb_dtype dt, const float *x, size_t ldx, const
     (void)pfd; /* not measured on an AVX2 machine: the hardware's prefetch alone */
     typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int);
     static const fn tiles[MR + 1][GMAX + 1] = TILES(mm_);
-    const size_t esz = dt == PB_DT_F32 ? 4 : dt == PB_DT_Q8 ? 1 : 2;
+    const size_t esz = dt == PB_DT_F32 ? 4 : pb_kgrouped(dt) ? 1 : 2;
     PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * esz, c, nlast, g, last,
                  tiles[R][g](dt, x, ldx, w, ps, kc, c, ldc, last, accumulate));
 }
@@ -318,15 +330,19 @@ static TGT void cvt_avx2(pb_dtype dt, const void *w, int kc, float *out)
 {
     const uint16_t *src = w;
     int k = 0;
-    if (dt == PB_DT_Q8) {
+    if (pb_kgrouped(dt)) {
         for (; k < kc; k++) {
             const unsigned char *g = (const unsigned char *)w + (size_t)(k / PB_KQ8) * PB_KQ8_GROUP;
             const float *sp = (const float *)(const void *)g;
-            const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(g + 64 + (size_t)(k % PB_KQ8) * PB_KNR));
+            const unsigned char *p = g + 64 + (size_t)(k % PB_KQ8) * PB_KNR;
             float *o = out + (size_t)k * PB_KNR;
-            _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(sp)));
-            _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))),
-                                                  _mm256_loadu_ps(sp + 8)));
+            if (dt == PB_DT_Q8) {
+                _mm256_storeu_ps(o, _mm256_mul_ps(grp_widen(PB_DT_Q8, p), _mm256_loadu_ps(sp)));
+                _mm256_storeu_ps(o + 8, _mm256_mul_ps(grp_widen(PB_DT_Q8, p + 8), _mm256_loadu_ps(sp + 8)));
+            } else {
+                _mm256_storeu_ps(o, _mm256_mul_ps(grp_widen(PB_DT_F8_E4M3, p), _mm256_loadu_ps(sp)));
+                _mm256_storeu_ps(o + 8, _mm256_mul_ps(grp_widen(PB_DT_F8_E4M3, p + 8), _mm256_loadu_ps(sp + 8)));
+            }
         }
         return;
     }

@@ -146,6 +146,18 @@ INL void pf_line(const void *p, ptrdiff_t pfd, size_t ahead)
      {NULL, p##7_1, NULL, p##7_3},                                                                                   \
      {NULL, p##8_1, NULL, p##8_3}}
 
+/* 16 q8 or f8 bytes of a group's k as f32, unscaled: int8 widened; e4m3 as
+ * the f16 of its value / 256 (pb_kf8_half: sign-extended, moved up 7, bit 14
+ * cleared) widened */
+INL __m512 grp_widen(const int dt, const unsigned char *p)
+{
+    const __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
+    if (dt == PB_DT_Q8)
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+    return _mm512_cvtph_ps(
+        _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7), _mm256_set1_epi16((short)0xbfff)));
+}
+
 /* R rows x G panels; R, G and dt are constants after inlining */
 INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
                  float *c, size_t ldc, int nlast, int accumulate, ptrdiff_t pfd)
@@ -188,8 +200,8 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
                     acc[r][g] = _mm512_fmadd_ps(xb, wv[g], acc[r][g]);
             }
         }
-    } else if (dt == PB_DT_Q8) {
-        /* per group: the columns' scales, then each k's 16 int8 widened and
+    } else if (dt == PB_DT_Q8 || dt == PB_DT_F8_E4M3) {
+        /* per group: the columns' scales, then each k's 16 bytes widened and
          * scaled (one rounding: the portable path's weight), shared by the
          * rows' fmas */
         const unsigned char *wp = w;
@@ -213,8 +225,7 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
                     const unsigned char *gp = wp + (size_t)g * ps + go, *p = gp + 64 + (size_t)k * PB_KNR;
                     if ((k & 3) == 0) /* 4 k a line */
                         pf_line(p, pfd, PF * 64);
-                    const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
-                    wv[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(q),
+                    wv[g] = _mm512_mul_ps(grp_widen(dt, p),
                                           sreg ? sc[g] : _mm512_loadu_ps((const float *)(const void *)gp));
                 }
 #pragma GCC unroll 8
@@ -281,6 +292,8 @@ INL void mm_tile(const int R, const int G, const int dt, const float *x, size_t 
             PF_SPLIT(mm_tile, R, G, PB_DT_F16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                        \
         else if (dt == PB_DT_Q8)                                                                                     \
             PF_SPLIT(mm_tile, R, G, PB_DT_Q8, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                         \
+        else if (dt == PB_DT_F8_E4M3)                                                                                \
+            PF_SPLIT(mm_tile, R, G, PB_DT_F8_E4M3, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                    \
         else                                                                                                         \
             PF_SPLIT(mm_tile, R, G, PB_DT_BF16, x, ldx, w, ps, kc, c, ldc, nlast, accumulate);                       \
     }
@@ -292,7 +305,7 @@ static void mm_avx512(int R, int G, pb_dtype dt, const float *x, size_t ldx, con
     typedef void (*fn)(pb_dtype, const float *, size_t, const void *, size_t, int, float *, size_t, int, int,
                        ptrdiff_t);
     static const fn tiles[MR + 1][GMAX + 1] = TILES(mm_);
-    const size_t esz = dt == PB_DT_F32 ? 4 : dt == PB_DT_Q8 ? 1 : 2;
+    const size_t esz = dt == PB_DT_F32 ? 4 : pb_kgrouped(dt) ? 1 : 2;
     PB_KTILE_RUN(tiles[R], GMAX, G, w, ps * esz, c, nlast, g, last,
                  tiles[R][g](dt, x, ldx, w, ps, kc, c, ldc, last, accumulate, pfd));
 }
@@ -472,13 +485,12 @@ static TGT void cvt_avx512(pb_dtype dt, const void *w, int kc, float *out)
 {
     const uint16_t *src = w;
     int k = 0;
-    if (dt == PB_DT_Q8) {
+    if (pb_kgrouped(dt)) {
         for (; k < kc; k++) {
             const unsigned char *g = (const unsigned char *)w + (size_t)(k / PB_KQ8) * PB_KQ8_GROUP;
-            const __m512i q = _mm512_cvtepi8_epi32(
-                _mm_loadu_si128((const __m128i *)(const void *)(g + 64 + (size_t)(k % PB_KQ8) * PB_KNR)));
-            _mm512_storeu_ps(out + (size_t)k * PB_KNR,
-                             _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps((const float *)(const void *)g)));
+            const unsigned char *p = g + 64 + (size_t)(k % PB_KQ8) * PB_KNR;
+            const __m512 v = dt == PB_DT_Q8 ? grp_widen(PB_DT_Q8, p) : grp_widen(PB_DT_F8_E4M3, p);
+            _mm512_storeu_ps(out + (size_t)k * PB_KNR, _mm512_mul_ps(v, _mm512_loadu_ps((const float *)(const void *)g)));
         }
         return;
     }

@@ -15,9 +15,16 @@
  *             within the group; the last group padded to 64 k with zeros).
  *             Its value is (float)q * scale[c], one rounding: the f32
  *             weight every path multiplies by.
+ *   f8 (PB_DT_F8_E4M3, an FP8 checkpoint kept as stored): the q8 layout with
+ *             e4m3 bytes for the int8s and 256 x the checkpoint's block
+ *             scale (scale_inv) for each column's group (a group lies in one
+ *             block: blocks are a multiple of 64 wide). Its value is
+ *             half(pb_kf8_half(b)) * scale[c], one rounding: the half is the
+ *             e4m3 value / 256, exactly, so this is e4m3 x scale_inv rounded
+ *             once to f32, as the reference's dequantized weight.
  * A panel is pb_kmat.pstride elements (bytes for q8); the element of k0
  * starts at pb_kpanel_off(dt, k0) bytes in every layout (k0 even for bf16, a
- * multiple of PB_KQ8 for q8: where K blocks and tiles start). */
+ * multiple of PB_KQ8 for q8 and f8: where K blocks and tiles start). */
 #ifndef PB_CPU_KERN_IMPL_H
 #define PB_CPU_KERN_IMPL_H
 
@@ -40,22 +47,39 @@ static inline float pb_kq8_scale(float amax)
     return amax / 127.0f;
 }
 
-/* element (k, c) of a q8 panel (or of its part from a whole group on) as
- * f32: (float)q times its group's scale of the column, one rounding */
-static inline float pb_kq8_at(const void *panel, size_t k, int c)
+/* q8 and f8: a byte and a scale per group of 64 k of a column */
+static inline int pb_kgrouped(pb_dtype dt)
+{
+    return dt == PB_DT_Q8 || dt == PB_DT_F8_E4M3;
+}
+
+/* An e4m3 byte as the f16 bits of its value / 256, exact for every code but
+ * NaN (0x7f, 0xff: refused at load): the sign extended to 16 bits, moved up 7
+ * (exponent and mantissa land in f16's fields, whose bias is 8 more), the
+ * copy of the sign at bit 14 cleared. Subnormals map to f16 subnormals. */
+static inline uint16_t pb_kf8_half(unsigned char b)
+{
+    return (uint16_t)(((unsigned)(uint16_t)(int8_t)b << 7) & 0xbfffu);
+}
+
+/* element (k, c) of a q8 or f8 panel (or of its part from a whole group on)
+ * as f32: the byte's value times its group's scale of the column, one
+ * rounding */
+static inline float pb_kq8_at(pb_dtype dt, const void *panel, size_t k, int c)
 {
     const unsigned char *g = (const unsigned char *)panel + k / PB_KQ8 * PB_KQ8_GROUP;
     float d;
     memcpy(&d, g + (size_t)c * sizeof d, sizeof d);
-    return (float)(int8_t)g[64 + k % PB_KQ8 * PB_KNR + (size_t)c] * d;
+    const unsigned char b = g[64 + k % PB_KQ8 * PB_KNR + (size_t)c];
+    return (dt == PB_DT_Q8 ? (float)(int8_t)b : pb_f16_to_f32(pb_kf8_half(b))) * d;
 }
 
 /* bytes from a panel's start to the element of k: k * 16 * (bytes of dt)
- * for the float layouts; q8: whole groups, then its scales and k's int8 rows
+ * for the float layouts; q8, f8: whole groups, then its scales and k's int8 rows
  * (k past the last whole group: only at n_in) */
 static inline size_t pb_kpanel_off(pb_dtype dt, size_t k)
 {
-    if (dt == PB_DT_Q8)
+    if (pb_kgrouped(dt))
         return k / PB_KQ8 * PB_KQ8_GROUP + (k % PB_KQ8 ? 64 + k % PB_KQ8 * PB_KNR : 0);
     return k * PB_KNR * (dt == PB_DT_F32 ? 4 : 2);
 }

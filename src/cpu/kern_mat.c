@@ -42,13 +42,13 @@ struct pb_kctx {
 
 static size_t store_size(pb_dtype dt)
 {
-    return dt == PB_DT_F32 ? 4 : dt == PB_DT_Q8 ? 1 : 2;
+    return dt == PB_DT_F32 ? 4 : pb_kgrouped(dt) ? 1 : 2;
 }
 
 static size_t panel_elems(pb_dtype dt, int n_in)
 {
     size_t k = (size_t)n_in;
-    if (dt == PB_DT_Q8)
+    if (pb_kgrouped(dt))
         return (k + PB_KQ8 - 1) / PB_KQ8 * PB_KQ8_GROUP;
     if (dt == PB_DT_BF16)
         k += k & 1;
@@ -76,7 +76,7 @@ static int is_float_dt(pb_dtype dt)
 
 static int is_store_dt(pb_dtype dt)
 {
-    return is_float_dt(dt) || dt == PB_DT_Q8;
+    return is_float_dt(dt) || pb_kgrouped(dt);
 }
 
 /* Packed data lives in large anonymous mappings shared by many matrices (a
@@ -391,6 +391,7 @@ typedef struct pack_job {
     const pb_kmat_src *src;
     const pb_kmat *m;
     int n_out, n_in, per; /* per: panels per item */
+    atomic_int nomem;     /* an item found no memory for its scratch */
 } pack_job;
 
 /* bytes of an f16 panel of K rows in a scratch buffer, to a 64-byte line */
@@ -632,6 +633,45 @@ static void pack_q8(const pb_kmat_src *src, const unsigned char *const rowp[PB_K
     }
 }
 
+/* One f8 panel (an FP8 checkpoint kept as stored) of nv (<= 16) source rows
+ * as in pack_rows, srow[c] the scales of row c's block row: per group of
+ * PB_KQ8 k, each column's block scale times 256 (exact: pb_kf8_half's
+ * values are the e4m3 ones / 256), then the bytes as they are. */
+static void pack_f8(const pb_kmat_src *src, const unsigned char *const rowp[PB_KNR],
+                    const unsigned char *const srow[PB_KNR], int nv, size_t K, unsigned char *dst)
+{
+    const size_t ssz = pb_dtype_size(src->scale_dtype);
+    for (size_t k0 = 0; k0 < K; k0 += PB_KQ8) {
+        const int n = K - k0 < PB_KQ8 ? (int)(K - k0) : PB_KQ8;
+        float scale[PB_KNR] = {0};
+        unsigned char q[PB_KQ8][PB_KNR];
+        if (nv < PB_KNR || n < PB_KQ8)
+            memset(q, 0, sizeof q);
+        for (int c = 0; c < nv; c++) {
+            scale[c] = 256.0f * ld_f32(srow[c] + k0 / (size_t)src->block_cols * ssz, src->scale_dtype);
+            for (int i = 0; i < n; i++)
+                q[i][c] = rowp[c][k0 + (size_t)i];
+        }
+        unsigned char *g = dst + k0 / PB_KQ8 * PB_KQ8_GROUP;
+        memcpy(g, scale, sizeof scale);
+        memcpy(g + 64, q, sizeof q);
+    }
+}
+
+/* nv f8 source rows as f32 [nv, K]: e4m3 x scale, one rounding (as half(b)
+ * x 256 scale, the tiles' product: the same real number) */
+static void f8_rows_f32(const pb_kmat_src *src, const unsigned char *const rowp[PB_KNR],
+                        const unsigned char *const srow[PB_KNR], int nv, size_t K, float *out)
+{
+    const size_t ssz = pb_dtype_size(src->scale_dtype), bc = (size_t)src->block_cols;
+    for (int c = 0; c < nv; c++)
+        for (size_t k0 = 0; k0 < K; k0 += bc) {
+            const float d = 256.0f * ld_f32(srow[c] + k0 / bc * ssz, src->scale_dtype);
+            for (size_t k = k0; k < K && k < k0 + bc; k++)
+                out[(size_t)c * K + k] = pb_f16_to_f32(pb_kf8_half(rowp[c][k])) * d;
+        }
+}
+
 /* Packs panel p straight from the source. An f16 source kept as f32 or
  * bf16, given scratch (16 K halves, then 16 K floats): packed as stored into
  * it, widened exactly by the ISA's conversion (F16C where the CPU has it),
@@ -646,7 +686,11 @@ static void pack_panel(const pack_job *j, int p, void *scratch)
     const size_t ss = store_size(src->dtype), K = (size_t)n_in;
     const size_t rs = src->transposed ? ss : K * ss;              /* bytes between source rows */
     const size_t ks = src->transposed ? (size_t)n_out * ss : ss;  /* bytes between k */
-    const unsigned char *rowp[PB_KNR];
+    const unsigned char *rowp[PB_KNR], *srow[PB_KNR];
+    const bool f8 = src->dtype == PB_DT_F8_E4M3;
+    const size_t sstride = f8 ? (K + (size_t)src->block_cols - 1) / (size_t)src->block_cols *
+                                    pb_dtype_size(src->scale_dtype)
+                              : 0; /* bytes of a row of scales */
     for (int c = 0; c < nv; c++) {
         int r = src->row_perm ? src->row_perm[r0 + c] : r0 + c, q = 0;
         if (src->n_parts > 1) {
@@ -656,8 +700,28 @@ static void pack_panel(const pack_job *j, int p, void *scratch)
         } else {
             rowp[c] = (const unsigned char *)src->data + (size_t)r * rs;
         }
+        if (f8)
+            srow[c] = (const unsigned char *)(src->n_parts > 1 ? src->part_scales[q] : src->scale) +
+                      (size_t)(r / src->block_rows) * sstride;
     }
     unsigned char *dst = (unsigned char *)m->data + (size_t)p * m->pstride * store_size(m->dt);
+    if (f8 && m->dt == PB_DT_F8_E4M3) {
+        pack_f8(src, rowp, srow, nv, K, dst);
+        return;
+    }
+    if (f8) { /* kept as another dtype: from the panel's f32 values (scratch: 16 K floats) */
+        float *f = scratch;
+        f8_rows_f32(src, rowp, srow, nv, K, f);
+        const pb_kmat_src fs = {.dtype = PB_DT_F32};
+        const unsigned char *frow[PB_KNR];
+        for (int c = 0; c < nv; c++)
+            frow[c] = (const unsigned char *)(f + (size_t)c * K);
+        if (m->dt == PB_DT_Q8)
+            pack_q8(&fs, frow, nv, K, 4, dst);
+        else
+            pack_rows(&fs, frow, nv, K, 4, m->dt, m->pstride, dst);
+        return;
+    }
     if (m->dt == PB_DT_Q8) {
         pack_q8(src, rowp, nv, K, ks, dst);
         return;
@@ -685,9 +749,20 @@ static void pack_panel(const pack_job *j, int p, void *scratch)
 static void pack_item(void *ctx, int item, int worker)
 {
     (void)worker;
-    const pack_job *j = ctx;
+    pack_job *j = ctx;
     const int p0 = item * j->per, p1 = p0 + j->per < j->m->npanels ? p0 + j->per : j->m->npanels;
     void *scratch = NULL; /* NULL (none needed, or no memory): the conversions in pack_rows */
+    if (j->src->dtype == PB_DT_F8_E4M3 && j->m->dt != PB_DT_F8_E4M3) { /* f8's f32 values: needed */
+        scratch = malloc((size_t)j->n_in * PB_KNR * sizeof(float));
+        if (!scratch) {
+            atomic_store(&j->nomem, 1);
+            return;
+        }
+        for (int p = p0; p < p1; p++)
+            pack_panel(j, p, scratch);
+        free(scratch);
+        return;
+    }
 #if defined(__SSE2__)
     if (j->src->dtype == PB_DT_F16 && j->m->dt != PB_DT_F16 && j->m->dt != PB_DT_Q8)
         scratch = aligned_alloc(64, f16_scratch_bytes((size_t)j->n_in) + (size_t)j->n_in * PB_KNR * sizeof(float));
@@ -732,12 +807,18 @@ pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_i
     }
     if (n_out <= 0 || n_in <= 0)
         return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: bad shape [%d, %d]", n_out, n_in);
-    if (!is_float_dt(src->dtype))
-        return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: source dtype %s is not F32, F16 or BF16",
+    const bool f8 = src->dtype == PB_DT_F8_E4M3;
+    if (!is_float_dt(src->dtype) && !f8)
+        return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: source dtype %s is not F32, F16, BF16 or F8_E4M3",
                         pb_dtype_name(src->dtype));
-    if (!is_store_dt(store_dt))
-        return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: store dtype %s is not F32, F16, BF16 or Q8",
-                        pb_dtype_name(store_dt));
+    if (!is_store_dt(store_dt) || (store_dt == PB_DT_F8_E4M3 && !f8))
+        return pb_error(PB_ERR_UNSUPPORTED, "pb_kmat_pack: store dtype %s is not F32, F16, BF16, Q8 (or F8_E4M3 "
+                        "from F8_E4M3)", pb_dtype_name(store_dt));
+    if (f8 && (src->transposed || src->block_rows < 1 || src->block_cols < PB_KQ8 || src->block_cols % PB_KQ8 ||
+               !is_float_dt(src->scale_dtype) || (src->n_parts > 1 ? !src->part_scales : !src->scale)))
+        return pb_error(PB_ERR_INTERNAL, "pb_kmat_pack: an F8_E4M3 source needs untransposed rows, scales of "
+                        "F32, F16 or BF16 and blocks of a multiple of %d columns (given %d x %d, scales %s)",
+                        PB_KQ8, src->block_rows, src->block_cols, pb_dtype_name(src->scale_dtype));
     if (src->row_perm)
         for (int r = 0; r < n_out; r++)
             if (src->row_perm[r] < 0 || src->row_perm[r] >= n_out)
@@ -767,13 +848,17 @@ pb_status pb_kmat_pack_mt(pb_kctx *k, const pb_kmat_src *src, int n_out, int n_i
         per = (m->npanels + 4 * threads - 1) / (4 * threads);
     if (per < 1)
         per = 1;
-    pack_job j = {src, m, n_out, n_in, per};
+    pack_job j = {src, m, n_out, n_in, per, 0};
     const int items = (m->npanels + per - 1) / per;
     if (threads == 1 || items == 1)
         for (int i = 0; i < items; i++)
             pack_item(&j, i, 0);
     else
         pb_kctx_run(k, items, pack_item, &j);
+    if (atomic_load(&j.nomem)) {
+        pb_kmat_free(m);
+        return pb_error(PB_ERR_NOMEM, "out of memory converting a [%d, %d] F8_E4M3 matrix", n_out, n_in);
+    }
     *out = m;
     return PB_OK;
 }
@@ -853,10 +938,11 @@ void pb_kmat_gather(const pb_kmat *m, const int32_t *rows, int n_rows, int offse
             }
             break;
         }
-        case PB_DT_Q8: {
+        case PB_DT_Q8:
+        case PB_DT_F8_E4M3: {
             const unsigned char *w = (const unsigned char *)m->data + (size_t)p * m->pstride;
             for (size_t k = 0; k < n; k++) {
-                const float f = pb_kq8_at(w, k, c);
+                const float f = pb_kq8_at(m->dt, w, k, c);
                 o[k] = accumulate ? o[k] + f : f;
             }
             break;
@@ -1077,10 +1163,10 @@ static size_t l2_budget(void)
 
 /* K block of the many-tile path for K of dt: a panel group's block in half
  * the L2 (pb_kops.kpf: in a quarter, the next unit prefetched beside it);
- * blocks of about equal size, even (q8: whole groups; the last one shorter) */
+ * blocks of about equal size, even (q8, f8: whole groups; the last one shorter) */
 static int kblock(const pb_kops *ops, pb_dtype dt, int K)
 {
-    const int forced = atomic_load(&kblock_forced), align = dt == PB_DT_Q8 ? PB_KQ8 : 2;
+    const int forced = atomic_load(&kblock_forced), align = pb_kgrouped(dt) ? PB_KQ8 : 2;
     if (forced > 0)
         return (forced + align - 1) / align * align;
     const size_t per_k = (size_t)ops->gmax[ops->mr] * pb_kpanel_off(dt, PB_KQ8) / PB_KQ8;
@@ -1441,7 +1527,7 @@ static void xpairs_item(void *ctx, int item, int worker)
 static const pb_kops *table_for(const pb_kmat *w)
 {
     const pb_kops *ops = pb_kops_active();
-    if (w->dt == PB_DT_Q8) /* the exact tiles of every table (the AMX one's too) */
+    if (pb_kgrouped(w->dt)) /* the exact tiles of every table (the AMX one's too) */
         return ops->exact ? ops->exact : ops;
     return ops->exact && !ops->amx && w->dt != PB_DT_BF16 ? ops->exact : ops;
 }

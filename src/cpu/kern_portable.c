@@ -26,7 +26,8 @@ static inline float wel(pb_dtype dt, const void *w, int k, int c)
     case PB_DT_F16:
         return pb_f16_to_f32(((const uint16_t *)w)[(size_t)k * PB_KNR + c]);
     case PB_DT_Q8:
-        return pb_kq8_at(w, (size_t)k, c);
+    case PB_DT_F8_E4M3:
+        return pb_kq8_at(dt, w, (size_t)k, c);
     default: /* bf16, k pairs interleaved */
         return bf16_lo(((const uint16_t *)w)[(size_t)(k >> 1) * 2 * PB_KNR + (size_t)c * 2 + (k & 1)]);
     }
@@ -34,7 +35,7 @@ static inline float wel(pb_dtype dt, const void *w, int k, int c)
 
 static size_t dt_size(pb_dtype dt)
 {
-    return dt == PB_DT_F32 ? 4 : dt == PB_DT_Q8 ? 1 : 2;
+    return dt == PB_DT_F32 ? 4 : pb_kgrouped(dt) ? 1 : 2;
 }
 
 static void mm_portable(int R, int G, pb_dtype dt, const float *x, size_t ldx, const void *w, size_t ps, int kc,
@@ -163,7 +164,7 @@ static void rope_portable(float *v, int half, int interleaved, const float *cs)
 static void cvt_portable(pb_dtype dt, const void *w, int kc, float *out)
 {
     const uint16_t *src = w;
-    if (dt == PB_DT_Q8) {
+    if (pb_kgrouped(dt)) {
         for (int k = 0; k < kc; k++)
             for (int c = 0; c < PB_KNR; c++)
                 out[(size_t)k * PB_KNR + c] = wel(dt, w, k, c);

@@ -76,10 +76,21 @@ typedef struct pb_kmat_src {
     int n_parts;
     const void *const *parts;
     const int *part_rows;
+    /* dtype PB_DT_F8_E4M3 (untransposed): element (r, k) is e4m3(byte) x
+     * scale[r / block_rows][k / block_cols] of its part's scales, the
+     * scale_inv tensors [ceil(rows / block_rows), ceil(n_in / block_cols)]
+     * of scale_dtype (F32, BF16, F16), finite; block_cols a multiple of 64,
+     * no byte NaN (0x7f, 0xff): checked by the caller */
+    const void *scale;                /* n_parts <= 1 */
+    const void *const *part_scales;   /* n_parts > 1 */
+    pb_dtype scale_dtype;
+    int block_rows, block_cols;
 } pb_kmat_src;
 
 /* Packs src into the kernels' layout, storing elements as store_dt (PB_DT_F32,
- * PB_DT_BF16 or PB_DT_F16; converting f32 -> bf16/f16 rounds to nearest even).
+ * PB_DT_BF16 or PB_DT_F16; converting f32 -> bf16/f16 rounds to nearest even;
+ * PB_DT_Q8 quantizes; PB_DT_F8_E4M3 from an f8 source only, as stored; an f8
+ * source kept as another dtype goes through its f32 values).
  * Reads src once; src may be unmapped afterwards. */
 pb_status pb_kmat_pack(const pb_kmat_src *src, int n_out, int n_in, pb_dtype store_dt, pb_kmat **out);
 /* The same on the context's threads (k may be NULL: the calling thread); the

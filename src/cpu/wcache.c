@@ -133,7 +133,8 @@ static uint64_t table_sum(const char *key, size_t key_len, const unsigned char *
 
 static bool is_store_dt(uint32_t dt)
 {
-    return dt == PB_DT_F32 || dt == PB_DT_F16 || dt == PB_DT_BF16 || dt == PB_DT_Q8;
+    return dt == PB_DT_F32 || dt == PB_DT_F16 || dt == PB_DT_BF16 || dt == PB_DT_Q8 ||
+           dt == PB_DT_F8_E4M3;
 }
 
 /* Maps and checks the file: true on a hit; false with *why set (NULL: no file) */

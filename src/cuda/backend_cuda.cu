@@ -327,8 +327,11 @@ static void convert_row(const pb_linear_src *s, int r, int k0, int k1, pb_dtype 
         }
         return;
     }
+    float f8v[256];
     for (int k = k0; k < k1; k++) {
-        const float v = ld_f32(row + (size_t)k * ks, p->dtype);
+        if (p->dtype == PB_DT_F8_E4M3 && (k - k0) % 256 == 0) // an FP8 checkpoint's values, 256 at a time
+            pb_wpart_f8_row(p, s->n_in, sr, k, k1 - k < 256 ? k1 - k : 256, f8v);
+        const float v = p->dtype == PB_DT_F8_E4M3 ? f8v[(k - k0) % 256] : ld_f32(row + (size_t)k * ks, p->dtype);
         unsigned char *d = dst + (size_t)(k - k0) * es;
         if (store == PB_DT_F32) {
             memcpy(d, &v, 4);
@@ -385,8 +388,10 @@ static pb_status cuda_put_linear(pb_backend *be, const pb_linear_src *s, pb_dtyp
     int rows = 0;
     for (int i = 0; i < s->n_parts; i++) {
         const pb_wpart *p = &s->parts[i];
-        if (p->dtype != PB_DT_F32 && p->dtype != PB_DT_F16 && p->dtype != PB_DT_BF16 && p->dtype != PB_DT_F64)
-            return pb_error(PB_ERR_UNSUPPORTED, "cuda: tensor '%s' of dtype %s: weights must be F32, F16, BF16 or F64",
+        if (p->dtype != PB_DT_F32 && p->dtype != PB_DT_F16 && p->dtype != PB_DT_BF16 && p->dtype != PB_DT_F64 &&
+            p->dtype != PB_DT_F8_E4M3)
+            return pb_error(PB_ERR_UNSUPPORTED, "cuda: tensor '%s' of dtype %s: weights must be F32, F16, BF16, F64 "
+                            "or F8_E4M3",
                             p->name ? p->name : "?", pb_dtype_name(p->dtype));
         if (p->rows < 1 || !p->data)
             return pb_error(PB_ERR_INTERNAL, "cuda: tensor '%s': part %d is empty", p->name ? p->name : "?", i);

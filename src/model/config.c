@@ -691,20 +691,53 @@ out:
 /* config.json text -> cfg, up to the family EOS default (before
  * generation_config.json and the final vocabulary checks). On failure cfg is
  * freed. `path` names the text in messages. */
-/* A pre-quantized checkpoint (quantization_config: GPTQ, AWQ, bitsandbytes,
- * FP8, compressed-tensors, ...) is refused by its method: its tensors are not
- * the weights themselves (null or {}: none) */
-static pb_status check_prequantized(const pb_jctx *c)
+/* quantization_config: none (null or {}); a fine-grained FP8 checkpoint
+ * (quant_method "fp8", HF transformers' FineGrainedFP8Config: e4m3 weights
+ * with a scale_inv per block), read; any other method (GPTQ, AWQ,
+ * bitsandbytes, compressed-tensors, ...) refused by name: its tensors are not
+ * weights pippy-batch can read */
+static pb_status parse_quantization(const pb_jctx *c, pb_model_config *cfg)
 {
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(c->root, "quantization_config");
     if (!q || cJSON_IsNull(q) || (cJSON_IsObject(q) && !q->child))
         return PB_OK;
     const cJSON *m = cJSON_IsObject(q) ? cJSON_GetObjectItemCaseSensitive(q, "quant_method") : NULL;
-    return pb_error(PB_ERR_UNSUPPORTED,
-                    "%s: field 'quantization_config' (quant_method \"%.40s\"): pre-quantized checkpoints are not "
-                    "supported; give the model in f32, f16 or bf16 (pippy-batch quantizes it at load with "
-                    "--weights-dtype int8)",
-                    c->path, cJSON_IsString(m) ? m->valuestring : "?");
+    if (!cJSON_IsString(m) || strcmp(m->valuestring, "fp8") != 0)
+        return pb_error(PB_ERR_UNSUPPORTED,
+                        "%s: field 'quantization_config' (quant_method \"%.40s\"): pre-quantized checkpoints are "
+                        "not supported but for fine-grained FP8 (quant_method \"fp8\"); give the model in f32, f16 "
+                        "or bf16 (pippy-batch quantizes it at load with --weights-dtype int8)",
+                        c->path, cJSON_IsString(m) ? m->valuestring : "?");
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(q, "fmt");
+    if (fmt && !cJSON_IsNull(fmt) && !(cJSON_IsString(fmt) && strcmp(fmt->valuestring, "e4m3") == 0))
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: quantization_config.fmt %s%.20s%s: only \"e4m3\" FP8 is read",
+                        c->path, cJSON_IsString(fmt) ? "\"" : "", cJSON_IsString(fmt) ? fmt->valuestring : "(not a "
+                        "string)", cJSON_IsString(fmt) ? "\"" : "");
+    const cJSON *as = cJSON_GetObjectItemCaseSensitive(q, "activation_scheme");
+    if (as && !cJSON_IsNull(as) &&
+        !(cJSON_IsString(as) && (strcmp(as->valuestring, "dynamic") == 0 || strcmp(as->valuestring, "static") == 0)))
+        return pb_error(PB_ERR_CONFIG, "%s: quantization_config.activation_scheme is not \"dynamic\" or "
+                        "\"static\"", c->path);
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
+    cfg->fp8 = true;
+    if (!bs) { /* FineGrainedFP8Config's default */
+        cfg->fp8_block[0] = cfg->fp8_block[1] = 128;
+    } else if (!cJSON_IsNull(bs)) {
+        if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2)
+            return pb_error(PB_ERR_CONFIG, "%s: quantization_config.weight_block_size is not a list of two integers",
+                            c->path);
+        for (int i = 0; i < 2; i++) {
+            long long v;
+            PB_CHECK(pb_jint_item(c, "quantization_config.weight_block_size", cJSON_GetArrayItem(bs, i), 1, 1 << 20,
+                                  &v));
+            cfg->fp8_block[i] = (int)v;
+        }
+        if (cfg->fp8_block[1] % 64)
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: quantization_config.weight_block_size [%d, %d]: blocks of a "
+                            "multiple of 64 columns are read (pippy-batch keeps a scale per 64 weights of a row)",
+                            c->path, cfg->fp8_block[0], cfg->fp8_block[1]);
+    }
+    return PB_OK;
 }
 
 static pb_status parse_config_text(const char *json, size_t len, const char *path, pb_model_config *cfg)
@@ -732,7 +765,7 @@ static pb_status parse_config_text(const char *json, size_t len, const char *pat
         goto fail;
     }
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt);
-    PB_CHECK_GOTO(check_prequantized(&c), st, fail);
+    PB_CHECK_GOTO(parse_quantization(&c, cfg), st, fail);
     PB_CHECK_GOTO(pb_jint(&c, cfg->family->k_layers, cfg->family->d_layers, 1, 1 << 16, &cfg->n_layers, NULL), st,
                   fail);
     PB_CHECK_GOTO(pb_calloc((size_t)cfg->n_layers, sizeof *cfg->layer_local, &cfg->layer_local), st, fail);

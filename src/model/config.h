@@ -112,6 +112,10 @@ typedef struct pb_model_config {
     int n_eos;
 
     char torch_dtype[16];     /* config.json "dtype" (5.x) or "torch_dtype" ("float32", "float16", "bfloat16", "") */
+    /* quantization_config quant_method "fp8" (a fine-grained FP8 checkpoint): its F8_E4M3 matrices come with
+     * `<name>_scale_inv` of blocks fp8_block[0] rows x fp8_block[1] columns ({0, 0}: one scale a matrix) */
+    bool fp8;
+    int fp8_block[2];
     pb_gen_defaults gen;
 } pb_model_config;
 

@@ -192,6 +192,7 @@ static void test_memory(void)
  * src_dt, optionally transposed (one part), a row permutation, a bias; kept as
  * store_dt. Checks M rows against the reference and row invariance. */
 static bool bf16_products; /* --matmul-precision bf16 is selected (bf16_probe) */
+static int f8_block[2] = {128, 128}; /* an F8_E4M3 source's blocks */
 static bool amx_products;  /* bf16-amx: f16 and f32 weights too, split into 2 or 3 bf16 pieces */
 static bool tc_products;   /* cuda's tensor cores (its default): x rounded to bf16 / f16 for bf16 / f16 weights */
 
@@ -207,9 +208,20 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
     fill(w, (size_t)N * K, 0.5f);
     fill(x, (size_t)M * K, 1.0f);
     fill(b, (size_t)N, 0.5f);
-    /* the checkpoint's values are those of its dtype */
+    /* the checkpoint's values are those of its dtype; an FP8 checkpoint's (F8_E4M3): each part's rows in
+     * blocks of f8_block, e4m3 bytes and a scale a block, w their values */
     for (size_t i = 0; i < (size_t)N * K; i++)
         w[i] = kept(w[i], src_dt);
+    unsigned char *f8q[3] = {NULL, NULL, NULL};
+    float *f8s[3] = {NULL, NULL, NULL};
+    const bool f8 = src_dt == PB_DT_F8_E4M3;
+    for (int p = 0, r0 = 0; f8 && p < n_parts; p++) {
+        const int rows = N / n_parts + (p < N % n_parts ? 1 : 0);
+        f8q[p] = malloc((size_t)rows * K);
+        f8s[p] = malloc((size_t)((rows + f8_block[0] - 1) / f8_block[0]) * ((K + f8_block[1] - 1) / f8_block[1]) * 4);
+        f8ref_encode(w + (size_t)r0 * K, rows, K, f8_block[0], f8_block[1], f8q[p], f8s[p]);
+        r0 += rows;
+    }
     /* the values kept: int8 (q8) quantizes each row's groups of 64 */
     float *wk = malloc((size_t)N * K * 4);
     for (size_t i = 0; i < (size_t)N * K; i++)
@@ -243,14 +255,15 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
                 else
                     tmp[(size_t)r * K + k] = v;
             }
-        enc[p] = encode(tmp, (size_t)rows * K, src_dt);
+        enc[p] = f8 ? f8q[p] : encode(tmp, (size_t)rows * K, src_dt);
         free(tmp);
         parts[p] = (pb_wpart){.data = enc[p], .dtype = src_dt, .rows = rows, .transposed = transposed,
-                              .name = "test"};
+                              .name = "test", .scale = f8s[p], .scale_dtype = PB_DT_F32,
+                              .block_rows = f8_block[0], .block_cols = f8_block[1]};
         r0 += rows;
     }
     void *whole = NULL;
-    if (n_parts > 1 && !transposed && N % 2 == 0) {
+    if (n_parts > 1 && !transposed && N % 2 == 0 && !f8) {
         /* parts back to back in one buffer, as adjacent tensors of a file */
         whole = encode(w, (size_t)N * K, src_dt);
         size_t off = 0;
@@ -263,8 +276,10 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
                          .bias = bias ? b : NULL};
     pb_weight *W = NULL;
     OK(BE->ops->put_linear(BE, &src, store_dt, &W));
-    for (int p = 0; p < n_parts; p++)
+    for (int p = 0; p < n_parts; p++) {
         free(enc[p]);
+        free(f8s[p]);
+    }
     free(whole);
     CHECK(W->n_out == N && W->n_in == K && W->dtype == store_dt, "weight describes itself wrongly");
     CHECK(W->bytes == BE->ops->weight_bytes(store_dt, N, K, bias), "bytes %llu, weight_bytes says %llu",
@@ -287,8 +302,9 @@ static void linear_case(int N, int K, int M, pb_dtype src_dt, pb_dtype store_dt,
             double r = 0, mag = 0;
             for (int k = 0; k < K; k++) {
                 /* the bf16 products round the activations to bf16 (nearest even) for bf16 weights (on the
-                 * tile unit for every weight dtype) */
-                const float xv = bf16_products && (store_dt == PB_DT_BF16 || amx_products)
+                 * tile unit for every float weight dtype; int8 and f8 weights take the exact products) */
+                const bool grouped = store_dt == PB_DT_Q8 || store_dt == PB_DT_F8_E4M3;
+                const float xv = bf16_products && (store_dt == PB_DT_BF16 || (amx_products && !grouped))
                                      ? kept(x[(size_t)i * K + k], PB_DT_BF16)
                                  : tc_products && store_dt != PB_DT_F32 ? kept(x[(size_t)i * K + k], store_dt)
                                                                         : x[(size_t)i * K + k];
@@ -378,7 +394,36 @@ static void test_linear(void)
         linear_case(48, 130, 5, PB_DT_F16, PB_DT_Q8, 1, true, false, true, NULL);
         linear_case(51, 200, 4, PB_DT_BF16, PB_DT_Q8, 3, false, false, true, NULL);
         linear_case(60, 64, 70, PB_DT_BF16, PB_DT_Q8, 2, false, true, false, NULL);
-    } else {
+    }
+    /* an FP8 checkpoint (F8_E4M3 with block scales) kept as stored where the backend keeps it (blocks of
+     * 128 x 128 and 16 x 64: partial blocks, K not a multiple of 64, q|k|v parts each with its scales, a
+     * permutation, the widest tiles), else converted (f32, bf16, int8) */
+    {
+        const bool keeps = BE->ops->weight_dtypes & (1u << PB_DT_F8_E4M3);
+        const pb_dtype st = keeps ? PB_DT_F8_E4M3 : PB_DT_BF16;
+        linear_case(33, 64, 1, PB_DT_F8_E4M3, st, 1, false, false, true, NULL);
+        linear_case(130, 200, 5, PB_DT_F8_E4M3, st, 1, false, true, false, NULL);
+        linear_case(51, 300, 4, PB_DT_F8_E4M3, st, 3, false, true, true, NULL);
+        f8_block[0] = 16, f8_block[1] = 64;
+        linear_case(60, 130, 70, PB_DT_F8_E4M3, st, 2, false, false, false, NULL);
+        linear_case(45, 71, 3, PB_DT_F8_E4M3, PB_DT_F32, 1, false, false, true, NULL);
+        linear_case(45, 71, 3, PB_DT_F8_E4M3, PB_DT_BF16, 3, false, true, false, NULL);
+        if (BE->ops->weight_dtypes & (1u << PB_DT_Q8))
+            linear_case(50, 200, 6, PB_DT_F8_E4M3, PB_DT_Q8, 2, false, false, true, NULL);
+        f8_block[0] = f8_block[1] = 128;
+        if (!keeps) {
+            where = "linear f8 refused";
+            const unsigned char q = 0x38; /* 1.0 */
+            const float one = 1.0f;
+            const pb_wpart part = {.data = &q, .dtype = PB_DT_F8_E4M3, .rows = 1, .name = "test", .scale = &one,
+                                   .scale_dtype = PB_DT_F32, .block_rows = 128, .block_cols = 128};
+            const pb_linear_src src = {.n_out = 1, .n_in = 1, .n_parts = 1, .parts = &part};
+            pb_weight *W = NULL;
+            CHECK(BE->ops->put_linear(BE, &src, PB_DT_F8_E4M3, &W) != PB_OK, "put_linear kept F8_E4M3 it does not "
+                  "list");
+        }
+    }
+    if (!(BE->ops->weight_dtypes & (1u << PB_DT_Q8))) {
         where = "linear int8 refused";
         const float one = 1.0f;
         const pb_wpart part = {.data = &one, .dtype = PB_DT_F32, .rows = 1, .name = "test"};
@@ -392,23 +437,27 @@ static void test_linear(void)
 /* ---- gather ---- */
 static void test_gather(void)
 {
-    /* the fourth: int8 (q8) of a bf16 table, where the backend keeps it; E = 70: a whole group and a part */
-    const pb_dtype dts[] = {PB_DT_F32, PB_DT_BF16, PB_DT_F16, PB_DT_Q8};
-    for (unsigned d = 0; d < 4; d++) {
-        if (dts[d] == PB_DT_Q8 && !(BE->ops->weight_dtypes & (1u << PB_DT_Q8)))
+    /* the fourth: int8 (q8) of a bf16 table, where the backend keeps it; E = 70: a whole group and a part;
+     * the fifth: an FP8 checkpoint's table kept as stored (blocks of 16 x 64) */
+    const pb_dtype dts[] = {PB_DT_F32, PB_DT_BF16, PB_DT_F16, PB_DT_Q8, PB_DT_F8_E4M3};
+    for (unsigned d = 0; d < 5; d++) {
+        if ((dts[d] == PB_DT_Q8 || dts[d] == PB_DT_F8_E4M3) && !(BE->ops->weight_dtypes & (1u << dts[d])))
             continue;
         where = pb_dtype_name(dts[d]);
         const pb_dtype sdt = dts[d] == PB_DT_Q8 ? PB_DT_BF16 : dts[d];
-        const int V = 37, E = dts[d] == PB_DT_Q8 ? 70 : 29, T = 11, off = 2;
-        float *w = malloc((size_t)V * E * 4);
+        const int V = 37, E = dts[d] == PB_DT_Q8 || dts[d] == PB_DT_F8_E4M3 ? 70 : 29, T = 11, off = 2;
+        float *w = malloc((size_t)V * E * 4), f8s[3 * 2];
         fill(w, (size_t)V * E, 1);
-        void *enc = encode(w, (size_t)V * E, sdt);
+        void *enc = sdt == PB_DT_F8_E4M3 ? malloc((size_t)V * E) : encode(w, (size_t)V * E, sdt);
+        if (sdt == PB_DT_F8_E4M3) /* w: its values */
+            f8ref_encode(w, V, E, 16, 64, enc, f8s);
         for (size_t i = 0; i < (size_t)V * E; i++) /* the values kept */
             w[i] = kept(kept(w[i], sdt), dts[d]);
         if (dts[d] == PB_DT_Q8)
             for (int r = 0; r < V; r++)
                 q8ref_row(w + (size_t)r * E, E);
-        pb_wpart part = {.data = enc, .dtype = sdt, .rows = V, .name = "table"};
+        pb_wpart part = {.data = enc, .dtype = sdt, .rows = V, .name = "table", .scale = f8s,
+                         .scale_dtype = PB_DT_F32, .block_rows = 16, .block_cols = 64};
         pb_linear_src src = {.n_out = V, .n_in = E, .n_parts = 1, .parts = &part};
         pb_weight *W;
         OK(BE->ops->put_linear(BE, &src, dts[d], &W));

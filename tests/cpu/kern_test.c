@@ -112,7 +112,8 @@ static void *make_src(pb_dtype dt, size_t n, const float *vals)
 /* the value a stored element has: source -> f32 -> store dtype -> f32 */
 static float stored_val(pb_dtype sdt, pb_dtype tdt, float v)
 {
-    float f = sdt == PB_DT_F32 ? v : sdt == PB_DT_F16 ? pb_f16_to_f32(pb_f32_to_f16(v)) : pb_bf16_to_f32(pb_f32_to_bf16(v));
+    float f = sdt == PB_DT_F32 || sdt == PB_DT_F8_E4M3 ? v /* f8: v is already its value */
+              : sdt == PB_DT_F16 ? pb_f16_to_f32(pb_f32_to_f16(v)) : pb_bf16_to_f32(pb_f32_to_bf16(v));
     if (tdt == PB_DT_F16)
         f = pb_f16_to_f32(pb_f32_to_f16(f));
     else if (tdt == PB_DT_BF16)
@@ -127,6 +128,8 @@ static int same_bits(float a, float b)
 
 static const pb_dtype dts[3] = {PB_DT_F32, PB_DT_F16, PB_DT_BF16};
 
+static int f8_block[2] = {128, 128}; /* an F8_E4M3 source's blocks (test_matmul_case) */
+
 static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, pb_dtype tdt, int transposed,
                              int perm, int bias, const int *Ms, int nM)
 {
@@ -134,6 +137,16 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
     float *wv = malloc((size_t)n_out * n_in * sizeof(float)); /* logical W[n_out][n_in] of the source */
     for (size_t i = 0; i < (size_t)n_out * n_in; i++)
         wv[i] = frand();
+    /* an FP8 checkpoint's matrix (never transposed): e4m3 bytes and block scales; wv its values */
+    const int br = f8_block[0], bc = f8_block[1];
+    unsigned char *f8q = NULL;
+    float *f8s = NULL;
+    if (sdt == PB_DT_F8_E4M3) {
+        transposed = 0;
+        f8q = malloc((size_t)n_out * n_in);
+        f8s = malloc((size_t)((n_out + br - 1) / br) * (size_t)((n_in + bc - 1) / bc) * sizeof(float));
+        f8ref_encode(wv, n_out, n_in, br, bc, f8q, f8s);
+    }
     /* source memory: W or W^T, rows permuted: packed row r = source row rp[r] */
     int *rp = malloc((size_t)n_out * sizeof(int));
     for (int r = 0; r < n_out; r++)
@@ -145,8 +158,9 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
     for (int r = 0; r < n_out; r++)
         for (int k = 0; k < n_in; k++)
             sv[transposed ? (size_t)k * n_out + r : (size_t)r * n_in + k] = wv[(size_t)r * n_in + k];
-    void *src = make_src(sdt, (size_t)n_out * n_in, sv);
-    pb_kmat_src s = {.data = src, .dtype = sdt, .transposed = transposed, .row_perm = perm ? rp : NULL};
+    void *src = f8q ? f8q : make_src(sdt, (size_t)n_out * n_in, sv);
+    pb_kmat_src s = {.data = src, .dtype = sdt, .transposed = transposed, .row_perm = perm ? rp : NULL,
+                     .scale = f8s, .scale_dtype = PB_DT_F32, .block_rows = br, .block_cols = bc};
     pb_kmat *m = NULL;
     if (pb_kmat_pack(&s, n_out, n_in, tdt, &m) != PB_OK) {
         FAIL("pack [%d, %d] failed", n_out, n_in);
@@ -162,7 +176,7 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
             FAIL("threaded pack [%d, %d] %d->%d transposed %d differs", n_out, n_in, (int)sdt, (int)tdt, transposed);
         pb_kmat_free(m2);
         /* the same rows from three separate parts (q | k | v), untransposed */
-        if (!transposed && n_out >= 3) {
+        if (!transposed && n_out >= 3 && !f8q) {
             const size_t es = sdt == PB_DT_F32 ? 4 : 2;
             const int rows[3] = {n_out / 3, n_out / 3, n_out - 2 * (n_out / 3)};
             void *pd[3];
@@ -192,6 +206,7 @@ static void test_matmul_case(pb_kctx *kctx, int n_out, int n_in, pb_dtype sdt, p
     if (tdt == PB_DT_Q8)
         for (int r = 0; r < n_out; r++)
             q8ref_row(we + (size_t)r * n_in, n_in);
+    free(f8s);
     float *b = malloc((size_t)n_out * sizeof(float));
     for (int r = 0; r < n_out; r++)
         b[r] = frand();
@@ -329,6 +344,55 @@ static void test_matmul(pb_kctx *kctx)
                 FAIL("q8 bytes of [1, 130]: %llu", (unsigned long long)pb_kmat_bytes(PB_DT_Q8, 1, 130));
         }
         pb_kmat_free(mq);
+    }
+    /* f8 (an FP8 checkpoint's F8_E4M3 matrix with block scales): kept as stored from blocks of 128 x 128,
+     * 1 x 64, 48 x 192 (partial blocks of rows and columns, K not a multiple of 64: its last group partial;
+     * a block row split among panels), every M; and converted to f32, f16, bf16 and q8 */
+    static const int f8_blocks[][2] = {{128, 128}, {1, 64}, {48, 192}};
+    static const int f8_shapes[][2] = {{1, 1}, {17, 64}, {33, 70}, {100, 257}, {130, 601}, {40, 1024}, {300, 200}};
+    for (size_t si = 0; si < sizeof f8_shapes / sizeof f8_shapes[0]; si++) {
+        memcpy(f8_block, f8_blocks[si % 3], sizeof f8_block);
+        test_matmul_case(kctx, f8_shapes[si][0], f8_shapes[si][1], PB_DT_F8_E4M3, PB_DT_F8_E4M3, 0,
+                         (int)si % 2, (int)(si / 2) % 2, Ms, (long)f8_shapes[si][0] * f8_shapes[si][1] > 20000 ? 9 : 12);
+        const pb_dtype to[4] = {PB_DT_F32, PB_DT_F16, PB_DT_BF16, PB_DT_Q8};
+        test_matmul_case(kctx, f8_shapes[si][0], f8_shapes[si][1], PB_DT_F8_E4M3, to[si % 4], 0, (int)si % 2, 0, Ms,
+                         9);
+    }
+    memcpy(f8_block, f8_blocks[2], sizeof f8_block);
+    test_matmul_case(kctx, 50, 130, PB_DT_F8_E4M3, PB_DT_F8_E4M3, 0, 1, 1, Mbig, 5);
+    memcpy(f8_block, f8_blocks[0], sizeof f8_block);
+    { /* every e4m3 code but NaN by its value from the format (f8ref_value), times 2^-3 (row 0) and 3 (row 1) */
+        unsigned char q[256];
+        for (int c = 0; c < 256; c++)
+            q[c] = (c & 0x7f) == 0x7f ? 0 : (unsigned char)c;
+        const float sc[2] = {0.125f, 3.0f}; /* [2 block rows][1 block column] */
+        pb_kmat_src sq = {.data = q, .dtype = PB_DT_F8_E4M3, .scale = sc, .scale_dtype = PB_DT_F32,
+                          .block_rows = 1, .block_cols = 128};
+        pb_kmat *mq = NULL;
+        if (pb_kmat_pack(&sq, 2, 128, PB_DT_F8_E4M3, &mq) != PB_OK) {
+            FAIL("f8 pack of every code failed");
+        } else {
+            float g[128];
+            for (int32_t row = 0; row < 2; row++) {
+                pb_kmat_gather(mq, &row, 1, 0, g, 128, false);
+                for (int k = 0; k < 128; k++) {
+                    const float e = f8ref_value(q[row * 128 + k]) * sc[row];
+                    if (!same_bits(g[k], e))
+                        FAIL("f8 code 0x%02x x %g is %.9g, want %.9g", q[row * 128 + k], (double)sc[row], g[k], e);
+                }
+            }
+            if (pb_kmat_bytes(PB_DT_F8_E4M3, 2, 128) != 2 * 1088 + sizeof(pb_kmat))
+                FAIL("f8 bytes of [2, 128]: %llu", (unsigned long long)pb_kmat_bytes(PB_DT_F8_E4M3, 2, 128));
+        }
+        pb_kmat_free(mq);
+        /* f8 is kept only from an f8 source; an f8 source needs blocks of a multiple of 64 columns */
+        float one = 1.0f;
+        pb_kmat_src sf = {.data = &one, .dtype = PB_DT_F32};
+        if (pb_kmat_pack(&sf, 1, 1, PB_DT_F8_E4M3, &mq) == PB_OK)
+            FAIL("pack kept an f32 source as F8_E4M3");
+        sq.block_cols = 32;
+        if (pb_kmat_pack(&sq, 2, 128, PB_DT_F8_E4M3, &mq) == PB_OK)
+            FAIL("pack took F8_E4M3 blocks of 32 columns");
     }
     /* bad input */
     float one = 1.0f;
