@@ -179,14 +179,15 @@ static pb_status f8_part(const pb_model_config *cfg, const pb_weights *w, const 
         float d;
         pb_convert_to_f32(&d, (const unsigned char *)s->data + i * es, s->dtype, 1);
         if (!(d >= 0.0f && d <= 1e30f))
-            return pb_error(PB_ERR_FORMAT, "tensor '%s': element %zu is %g, not a scale in [0, 1e30]", sname, i,
-                            (double)d);
+            return pb_error(PB_ERR_FORMAT, "tensor '%s': element %zu is %g, not a scale in [0, 1e30]",
+                            s->name ? s->name : sname, i, (double)d);
     }
     const unsigned char *q = t->data;
     const size_t nq = (size_t)pb_tensor_numel(t);
     for (size_t i = 0; i < nq; i++)
         if ((q[i] & 0x7f) == 0x7f)
-            return pb_error(PB_ERR_FORMAT, "tensor '%s': element %zu is an e4m3 NaN (byte 0x%02x)", name, i, q[i]);
+            return pb_error(PB_ERR_FORMAT, "tensor '%s': element %zu is an e4m3 NaN (byte 0x%02x)",
+                            t->name ? t->name : name, i, q[i]);
     const int br = cfg->fp8_block[0], bc = cfg->fp8_block[1];
     p->scale = s->data;
     p->scale_dtype = s->dtype;

@@ -435,7 +435,7 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
                 free(used);
                 goto fail;
             }
-            if (r->dtype == PB_DT_F8_E4M3 && !find_scale(raw, n_raw, e->name)) {
+            if (r->dtype == PB_DT_F8_E4M3 && (!cfg->fp8 || !find_scale(raw, n_raw, e->name))) {
                 st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is F8_E4M3 but %s", ck->source, r->name,
                               cfg->fp8 ? "its scales ('..._scale_inv') are missing"
                                        : "config.json has no quantization_config of quant_method \"fp8\"");
@@ -488,6 +488,31 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
             s->shape[1] = br ? (e->shape[1] + bc - 1) / bc : 0;
             s->numel = br ? (uint64_t)s->shape[0] * (uint64_t)s->shape[1] : 1;
             s->nbytes = sr->exact ? sr->nbytes : 0;
+            /* a header's shape: as the blocks give it (one scale: [] or [1]), of a float dtype */
+            if (sr->exact && !(sr->ndim == s->ndim && (!br || (sr->shape[0] == s->shape[0] &&
+                                                               sr->shape[1] == s->shape[1]))) &&
+                !(!br && sr->ndim == 1 && sr->shape[0] == 1)) {
+                char got[64] = "";
+                for (int d = 0; d < sr->ndim && strlen(got) < 40; d++)
+                    snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
+                             (long long)sr->shape[d]);
+                st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' has shape [%s] but blocks of %d x %d "
+                              "(quantization_config.weight_block_size) of its [%lld, %lld] matrix give [%lld, %lld]",
+                              ck->source, sr->name, got, br, bc, (long long)e->shape[0], (long long)e->shape[1],
+                              (long long)s->shape[0], (long long)s->shape[1]);
+                free(used);
+                goto fail;
+            }
+            if (sr->exact && sr->dtype != PB_DT_F32 && sr->dtype != PB_DT_F16 && sr->dtype != PB_DT_BF16) {
+                st = pb_error(PB_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (FP8 scales: F32, F16 or BF16)",
+                              ck->source, sr->name, pb_dtype_name(sr->dtype));
+                free(used);
+                goto fail;
+            }
+            if (!br) { /* one scale, as stored ([] or [1]) */
+                s->ndim = sr->exact ? sr->ndim : 0;
+                s->shape[0] = 1;
+            }
         }
     }
     for (int i = 0; i < n_raw; i++)

@@ -88,9 +88,10 @@ h["transformer.h.0.attn.c_attn.bias"]["dtype"] = "F12"
 st_write(p, h, data)
 expect("unknown dtype", plan(d), p, "transformer.h.0.attn.c_attn.bias", "unknown dtype")
 d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
-h["transformer.h.0.attn.c_attn.bias"]["dtype"] = "F8_E4M3"
+h["transformer.h.0.attn.c_attn.bias"]["dtype"] = "F8_E5M2"
 st_write(p, h, data)
-expect("an FP8 tensor", plan(d), p, "transformer.h.0.attn.c_attn.bias", "F8_E4M3", "pre-quantized")
+expect("an FP8 tensor not read", plan(d), p, "transformer.h.0.attn.c_attn.bias", "F8_E5M2", "pre-quantized",
+       "--weights-dtype int8")
 d = variant(base_st); p = os.path.join(d, ST); h, data = st_parts(p)
 del h["transformer.h.1.mlp.c_fc.weight"]
 st_write(p, h, data)  # now a hole in the buffer
@@ -142,8 +143,14 @@ for field, value, needle in (("hidden_size", "\"64\"", "hidden_size"), ("num_att
                              ("hidden_act", '"tanh"', "hidden_act"),
                              ("model_type", '"t5"', "supported: gpt2"),
                              ("quantization_config", '{"quant_method": "gptq", "bits": 4}', "gptq"),
-                             ("quantization_config", '{"quant_method": "fp8", "weight_block_size": [128, 128]}',
-                              "--weights-dtype int8")):
+                             ("quantization_config", '{"quant_method": "awq", "bits": 4}', "--weights-dtype int8"),
+                             ("quantization_config", '{"quant_method": "fp8", "fmt": "e5m2"}', "e4m3"),
+                             ("quantization_config", '{"quant_method": "fp8", "weight_block_size": [128, 96]}',
+                              "multiple of 64"),
+                             ("quantization_config", '{"quant_method": "fp8", "weight_block_size": [128]}',
+                              "weight_block_size"),
+                             ("quantization_config", '{"quant_method": "fp8", "activation_scheme": "tensor"}',
+                              "activation_scheme")):
     d = variant(base_sh); c = json.load(open(os.path.join(d, "config.json")))
     c[field] = json.loads(value)
     json.dump(c, open(os.path.join(d, "config.json"), "w"))
@@ -154,6 +161,62 @@ d = variant(base_st); c = json.load(open(os.path.join(d, "config.json"))); c["mo
 c["apply_residual_connection_post_layernorm"] = True
 json.dump(c, open(os.path.join(d, "config.json"), "w"))
 expect("bloom post-layernorm residual", plan(d), "apply_residual_connection_post_layernorm")
+
+# --- FP8 checkpoints (quant_method fp8: F8_E4M3 matrices with scale_inv blocks): one file (the catalog reads
+# every header) and shards (the index only: the loader finds the dtypes); a run loads the stage ---
+TOK = os.path.join(os.environ.get("PB_TESTDATA") or os.path.join(os.path.dirname(__file__), "..", "data"),
+                   "tokenizers", "llama2.json.zst")
+base_f8 = gen(os.path.join(TMP, "base-f8"), "--family", "llama", "--layers", "2", "--hidden", "64", "--heads", "2",
+              "--vocab", "32000", "--fp8", "16,64")
+subprocess.run(["zstd", "-q", "-d", "-f", "-o", os.path.join(base_f8, "tokenizer.json"), TOK], check=True)
+base_f8sh = gen(os.path.join(TMP, "base-f8sh"), "--family", "llama", "--layers", "2", "--hidden", "64", "--heads",
+                "2", "--vocab", "32", "--fp8", "128,128", "--shards", "3")
+PROMPTS = os.path.join(TMP, "f8-in.jsonl")
+open(PROMPTS, "w").write('{"id": 0, "prompt": [1, 2, 3], "max_tokens": 2}\n')
+
+
+def run(d):
+    return [PIPPY, "-q", "--model", d, "--in", PROMPTS, "--out", "-", "--no-weights-cache"]
+
+
+r = subprocess.run(run(base_f8), capture_output=True, text=True)
+check(r.returncode == 0, "the FP8 base runs: exit %d: %s" % (r.returncode, r.stderr.strip()))
+Q = "layers.1.mlp.down_proj.weight"
+for label, edit, cmd, needles in (
+        ("scales missing", lambda h: h.update({"zz.renamed": h.pop("model.%s_scale_inv" % Q)}), plan,
+         ("model." + Q, "_scale_inv")),
+        ("scales of the wrong shape", lambda h: h["model.%s_scale_inv" % Q].update(shape=[6, 2]), plan,
+         ("model.%s_scale_inv" % Q, "[6, 2]", "[4, 3]", "weight_block_size")),
+        ("scales as F8_E8M0", lambda h: h["model.%s_scale_inv" % Q].update(dtype="F8_E8M0"), plan,
+         ("model.%s_scale_inv" % Q, "F8_E8M0", "pre-quantized")),
+        ("scales as I32", lambda h: h["model.%s_scale_inv" % Q].update(dtype="I32"), plan,
+         ("model.%s_scale_inv" % Q, "I32"))):
+    d = variant(base_f8); p = os.path.join(d, ST); h, data = st_parts(p)
+    edit(h)
+    st_write(p, h, data)
+    expect("FP8 " + label, cmd(d), p, *needles)
+for label, name, at, value, needles in (
+        ("a NaN scale", "model.%s_scale_inv" % Q, 5, struct.pack("<f", float("nan")), ("_scale_inv", "element 5")),
+        ("a negative scale", "model.%s_scale_inv" % Q, 0, struct.pack("<f", -0.5), ("_scale_inv", "element 0")),
+        ("an e4m3 NaN byte", "model." + Q, 77, b"\xff", (Q, "element 77", "NaN"))):
+    d = variant(base_f8); p = os.path.join(d, ST); h, data = st_parts(p)
+    b = h[name]["data_offsets"][0] + at * len(value)
+    st_write(p, h, data[:b] + value + data[b + len(value):])
+    expect("FP8 " + label, run(d), name, *needles)
+d = variant(base_f8); c = json.load(open(os.path.join(d, "config.json"))); del c["quantization_config"]
+json.dump(c, open(os.path.join(d, "config.json"), "w"))
+expect("FP8 tensors without quantization_config", plan(d), "F8_E4M3", "quant_method")
+d = variant(base_f8sh); c = json.load(open(os.path.join(d, "config.json"))); del c["quantization_config"]
+json.dump(c, open(os.path.join(d, "config.json"), "w"))
+expect("FP8 shards without quantization_config", load(d, 0, 1), "F8_E4M3", "quant_method")
+d = variant(base_f8sh); j = json.load(open(os.path.join(d, idx)))
+del j["weight_map"]["model.%s_scale_inv" % Q]
+json.dump(j, open(os.path.join(d, idx), "w"))
+expect("FP8 shards: scales missing from the index", load(d, 0, 1), "model." + Q, "F8_E4M3", "_scale_inv")
+d = variant(base_f8); c = json.load(open(os.path.join(d, "config.json")))
+c["quantization_config"]["weight_block_size"] = [16, 128]
+json.dump(c, open(os.path.join(d, "config.json"), "w"))
+expect("FP8 scales of another block size", plan(d), "_scale_inv", "[4, 3]", "[4, 2]")
 
 # --- PyTorch .bin ---
 BIN = "pytorch_model.bin"

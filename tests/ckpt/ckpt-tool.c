@@ -211,7 +211,11 @@ int main(int argc, char **argv)
             goto out;
         }
         buf = nb;
-        pb_convert_to_f32(buf, t->data, t->dtype, n);
+        if (t->dtype == PB_DT_F8_E4M3) /* an FP8 checkpoint's bytes: their e4m3 values, unscaled */
+            for (size_t k = 0; k < n; k++)
+                buf[k] = pb_f8e4m3_to_f32(((const unsigned char *)t->data)[k]);
+        else
+            pb_convert_to_f32(buf, t->data, t->dtype, n);
         double s = 0, s2 = 0;
         for (size_t k = 0; k < n; k++) {
             s += buf[k];
