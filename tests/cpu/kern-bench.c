@@ -156,8 +156,8 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
     const size_t n = (size_t)s->n_out * s->n_in;
     /* q8 (--weights-dtype int8) packs a bf16 source; its bytes are the packed ones */
     const pb_dtype sdt = s->dt == PB_DT_Q8 ? PB_DT_BF16 : s->dt;
-    const size_t wbytes = s->dt == PB_DT_Q8 ? (size_t)pb_kmat_bytes(PB_DT_Q8, s->n_out, s->n_in)
-                                            : n * (s->dt == PB_DT_F32 ? 4 : 2);
+    const size_t wbytes = s->dt == PB_DT_Q8 || s->dt == PB_DT_F8_E4M3 ? (size_t)pb_kmat_bytes(s->dt, s->n_out, s->n_in)
+                                                                     : n * (s->dt == PB_DT_F32 ? 4 : 2);
     const int copies = (int)(cold_bytes() / wbytes) + 1; /* small matrices: many copies */
     unsigned seed = 1;
     float *w32 = malloc(n * sizeof(float));
@@ -165,7 +165,18 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
         w32[i] = frand(&seed) * 0.05f;
     void *src = w32;
     uint16_t *h = NULL;
-    if (sdt != PB_DT_F32) {
+    /* an FP8 checkpoint's matrix: e4m3 bytes (no NaN) and a scale per 128 x 128 block */
+    float *f8s = calloc((size_t)(s->n_out + 127) / 128 * ((size_t)(s->n_in + 127) / 128), sizeof(float));
+    for (size_t i = 0; i < (size_t)(s->n_out + 127) / 128 * ((size_t)(s->n_in + 127) / 128); i++)
+        f8s[i] = 1e-3f;
+    if (sdt == PB_DT_F8_E4M3) {
+        unsigned char *q = malloc(n);
+        for (size_t i = 0; i < n; i++) {
+            q[i] = (unsigned char)(frand(&seed) * 255.0f + 128.0f);
+            q[i] = (q[i] & 0x7f) == 0x7f ? 0 : q[i];
+        }
+        src = h = (uint16_t *)(void *)q;
+    } else if (sdt != PB_DT_F32) {
         h = malloc(n * 2);
         for (size_t i = 0; i < n; i++)
             h[i] = sdt == PB_DT_BF16 ? pb_f32_to_bf16(w32[i]) : pb_f32_to_f16(w32[i]);
@@ -173,7 +184,8 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
     }
     pb_kmat **m = malloc((size_t)copies * sizeof *m);
     float **wf = malloc((size_t)copies * sizeof *wf);
-    pb_kmat_src ks = {.data = src, .dtype = sdt};
+    pb_kmat_src ks = {.data = src, .dtype = sdt, .scale = f8s, .scale_dtype = PB_DT_F32, .block_rows = 128,
+                      .block_cols = 128};
     double t0 = now();
     for (int c = 0; c < copies; c++)
         if (pb_kmat_pack(&ks, s->n_out, s->n_in, s->dt, &m[c]) != PB_OK)
@@ -232,7 +244,7 @@ static void bench_shape(pb_kctx *k, const shape *s, int threads, double secs, do
         free(wf[c]);
     }
     free(m), free(wf);
-    free(w32), free(h), free(x), free(y);
+    free(w32), free(h), free(f8s), free(x), free(y);
     (void)threads;
 }
 
@@ -564,6 +576,10 @@ int main(int argc, char **argv)
         {"2048x5632 q8 (down)", 2048, 5632, PB_DT_Q8},
         {"1536x576 q8 (smol up)", 1536, 576, PB_DT_Q8},
         {"49152x576 q8 (smol head)", 49152, 576, PB_DT_Q8},
+        /* an FP8 checkpoint's matrices kept as stored */
+        {"5632x2048 f8 (up)", 5632, 2048, PB_DT_F8_E4M3},
+        {"2048x5632 f8 (down)", 2048, 5632, PB_DT_F8_E4M3},
+        {"1536x576 f8 (smol up)", 1536, 576, PB_DT_F8_E4M3},
         /* Llama-3-8B's MLP: rows of 28 KiB (down), matrices of 117 MB that no cache holds */
         {"14336x4096 bf16 (8b up)", 14336, 4096, PB_DT_BF16},
         {"4096x14336 bf16 (8b down)", 4096, 14336, PB_DT_BF16},
