@@ -9,7 +9,9 @@
 #    loading and running is at most 1.15 x (weights + KV cache): the loader
 #    packs from the mapped file and returns each tensor's pages once packed,
 #    so besides the kept weights only one tensor's mapped pages are resident
-#    (many layers, a small vocabulary: no tensor is a large share).
+#    (many layers, a small vocabulary: no tensor is a large share);
+#  - the same model as an FP8 checkpoint (pb-make-checkpoint --fp8: F8_E4M3
+#    matrices with block scales), kept as stored: the same 1.15x bound.
 set -eu
 H="$PB_BUILDDIR/tests/forward/fwd-harness"
 T="$PB_TEST_TMP"
@@ -17,8 +19,13 @@ T="$PB_TEST_TMP"
 "$H" memory "$T/llama-mem/model" 8 160 2
 "$PB_PYTHON" "$PB_SRCDIR/contrib/pb-make-checkpoint" --family llama --out "$T/bf16" --layers 16 --hidden 512 \
     --heads 8 --kv-heads 4 --intermediate 1408 --vocab 4096 --max-pos 256 --dtype bf16 --shards 2 >/dev/null
-for d in f32 int8 stored; do
-    out=$(PB_WEIGHTS_DTYPE=$d "$H" memory "$T/bf16" 2 64 2)
+"$PB_PYTHON" "$PB_SRCDIR/contrib/pb-make-checkpoint" --family llama --out "$T/fp8" --layers 16 --hidden 512 \
+    --heads 8 --kv-heads 4 --intermediate 1408 --vocab 4096 --max-pos 256 --dtype bf16 --shards 2 --fp8 128,128 \
+    >/dev/null
+for d in f32 int8 stored fp8; do
+    m="$T/bf16"
+    [ $d = fp8 ] && m="$T/fp8"
+    out=$(PB_WEIGHTS_DTYPE=$([ $d = fp8 ] && echo stored || echo $d) "$H" memory "$m" 2 64 2)
     echo "bf16 checkpoint, weights kept $d: $out"
     [ $d = f32 ] && continue
     echo "$out" | grep -q "AddressSanitizer" && { echo "sanitizer build: the 1.15x bound is not checked"; continue; }
