@@ -71,6 +71,14 @@ pb_status pb_wdtype_check(const pb_backend_ops *ops, pb_wdtype w)
                     ops->name, ops->weight_dtypes & (1u << PB_DT_Q8) ? "f32, f16, bf16 or int8" : "f32, f16 or bf16");
 }
 
+pb_status pb_wdtype_check_model(const pb_backend_ops *ops, pb_wdtype w, const pb_model_config *cfg)
+{
+    if (!cfg->fp8 || w != PB_WDTYPE_STORED || (ops->weight_dtypes & (1u << PB_DT_F8_E4M3)))
+        return PB_OK;
+    return pb_error(PB_ERR_USAGE, "an FP8 checkpoint (quant_method \"fp8\"): the %s backend does not keep F8_E4M3 "
+                    "weights as stored; give --weights-dtype bf16 (or f32) to convert them at load", ops->name);
+}
+
 int pb_mmprec_parse(const char *s, pb_mmprec *out)
 {
     if (strcmp(s, "f32") == 0)

@@ -57,6 +57,9 @@ pb_dtype pb_wdtype_resolve(pb_wdtype w, pb_dtype stored, bool router);
  * error naming what it keeps (ops->weight_dtypes). */
 struct pb_backend_ops;
 pb_status pb_wdtype_check(const struct pb_backend_ops *ops, pb_wdtype w);
+/* The same for an FP8 checkpoint (cfg->fp8): kept as stored needs a backend
+ * that keeps F8_E4M3, else a usage error asking for --weights-dtype bf16. */
+pb_status pb_wdtype_check_model(const struct pb_backend_ops *ops, pb_wdtype w, const pb_model_config *cfg);
 
 /* --kv-dtype: the element type of the KV cache. */
 typedef enum pb_kvdtype {

@@ -305,6 +305,7 @@ static pb_status plan_dir(const pb_opts *opts, const char *dir)
         pb_dtype kv;
         PB_CHECK_GOTO(pb_kvdtype_resolve(bops, opts->kv_dtype, &kv), st, out);
         PB_CHECK_GOTO(pb_wdtype_check(bops, opts->weights_dtype), st, out);
+        PB_CHECK_GOTO(pb_wdtype_check_model(bops, opts->weights_dtype, &cfg), st, out);
         kvdt = kv == PB_DT_F16 ? "f16" : kv == PB_DT_BF16 ? "bf16" : "f32";
         const pb_stage_opts so = {.threads = opts->threads > 0 ? opts->threads : 1,
                                   .weights_dtype = opts->weights_dtype, .kv_dtype = opts->kv_dtype,

@@ -460,6 +460,7 @@ pb_status pb_cmd_run(const pb_opts *opts, int *exit_code)
     PB_CHECK_GOTO(pb_model_dir_check(dir, PB_MODEL_NEED_CONFIG | PB_MODEL_NEED_TOKENIZER), st, out);
     PB_CHECK_GOTO(pb_model_config_load(dir, &cfg), st, out);
     have_cfg = true;
+    PB_CHECK_GOTO(pb_wdtype_check_model(bops, opts->weights_dtype, &cfg), st, out);
     int context = cfg.max_position;
     if (opts->max_seq_len) {
         if (opts->max_seq_len > cfg.max_position) {

@@ -15,7 +15,10 @@
 #     output through host memory) the same bytes as 1 rank;
 #   - the device memory a stage holds at most within plan --device cuda's figure,
 #     and a GPU too small for it refused before the load (PB_EMU_GPU_MIB);
-#   - --weights-dtype int8 (the CPU backend's) refused by run and plan.
+#   - --weights-dtype int8 (the CPU backend's) refused by run and plan;
+#   - an FP8 checkpoint: kept as stored (the CPU backend's) refused by run and
+#     plan; --weights-dtype f32 (dequantized on the host) the same bytes as
+#     --device cpu --weights-dtype f32.
 # About 1.5 minutes of one core: the stand-in runs each GPU thread as a fiber.
 set -u
 . "$PB_SRCDIR/tests/net/common.sh"
@@ -134,6 +137,26 @@ for cmd in run plan; do
 done
 [ ! -e "$D/int8.jsonl" ] || fail "--device cuda --weights-dtype int8: an output file was made"
 echo "--device cuda --weights-dtype int8: refused (exit 2) by run and plan"
+
+# an FP8 checkpoint (F8_E4M3 with block scales): as stored the CPU backend's alone; f32 the same bytes on both
+ckpt m-fp8 llama bf16 --kv-heads 2 --fp8 16,64
+for cmd in run plan; do
+    if [ $cmd = run ]; then
+        "$E" --device cuda --model "$D/m-fp8" --in "$D/in.jsonl" --out "$D/fp8.jsonl" 2>"$err"
+    else
+        "$E" plan --device cuda --model "$D/m-fp8" >/dev/null 2>"$err"
+    fi
+    rc=$?
+    [ $rc -eq 2 ] && grep -q -- "FP8 checkpoint .*cuda backend does not keep F8_E4M3.*--weights-dtype bf16" "$err" ||
+        fail "--device cuda, an FP8 checkpoint as stored ($cmd): exit $rc, not refused by name"
+done
+[ ! -e "$D/fp8.jsonl" ] || fail "--device cuda, an FP8 checkpoint as stored: an output file was made"
+"$P" -q --device cpu --weights-dtype f32 --model "$D/m-fp8" --in "$D/in.jsonl" --out "$D/cpu-fp8.jsonl" -b 4 \
+    2>"$err" || fail "fp8: --device cpu --weights-dtype f32"
+"$E" -q --device cuda --weights-dtype f32 --kv-dtype f32 --model "$D/m-fp8" --in "$D/in.jsonl" \
+    --out "$D/cuda-fp8.jsonl" -b 4 2>"$err" || fail "fp8: --device cuda --weights-dtype f32"
+cmp "$D/cpu-fp8.jsonl" "$D/cuda-fp8.jsonl" || fail "fp8 as f32: --device cuda differs from --device cpu"
+echo "an FP8 checkpoint: as stored refused by --device cuda (exit 2); as f32 the same bytes as --device cpu"
 
 # 2 ranks, a stage each (the stand-in's device in each process), over TCP: NCCL needs a GPU
 pb_launcher_lock
