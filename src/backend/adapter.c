@@ -154,13 +154,13 @@ static pb_status load_vector(pb_wstore *ws, const pb_weights *w, const pb_witem 
 }
 
 /* An FP8 checkpoint's matrix t (F8_E4M3, [rows, n_in] as the part p uses
- * it): its scales `<name>_scale_inv` (shape checked by the loader), finite,
+ * it): its scales `<name>` + cfg->fp8_scale (shape checked by the loader), finite,
  * >= 0 and small enough to scale by 256, and no NaN byte, into p. */
 static pb_status f8_part(const pb_model_config *cfg, const pb_weights *w, const pb_witem *it, const pb_tensor *t,
                          const char *name, pb_wpart *p, const pb_tensor **scale)
 {
     char sname[PB_NAME_CAP + 16];
-    snprintf(sname, sizeof sname, "%s_scale_inv", name);
+    snprintf(sname, sizeof sname, "%s%s", name, cfg->fp8_scale);
     if (it->conv1d)
         return pb_error(PB_ERR_UNSUPPORTED, "tensor '%s': F8_E4M3 weights stored transposed (Conv1D) are not read",
                         name);
@@ -191,7 +191,7 @@ static pb_status f8_part(const pb_model_config *cfg, const pb_weights *w, const 
     const int br = cfg->fp8_block[0], bc = cfg->fp8_block[1];
     p->scale = s->data;
     p->scale_dtype = s->dtype;
-    p->block_rows = br ? br : p->rows;             /* weight_block_size null: one scale */
+    p->block_rows = br ? br : p->rows;             /* 0: the whole dimension */
     p->block_cols = bc ? bc : (it->n_in + 63) / 64 * 64;
     *scale = s;
     return PB_OK;

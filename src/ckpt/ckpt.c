@@ -43,11 +43,11 @@ static int cmp_raw_canon(const void *a, const void *b)
     return strcmp(((const raw_entry *)a)->canon, ((const raw_entry *)b)->canon);
 }
 
-/* An FP8 matrix's scales: canon + "_scale_inv" in raw (sorted by canon), or NULL */
-static const raw_entry *find_scale(const raw_entry *raw, int n_raw, const char *canon)
+/* An FP8 matrix's scales: canon + suffix ("_scale_inv", "_scale") in raw (sorted by canon), or NULL */
+static const raw_entry *find_scale(const raw_entry *raw, int n_raw, const char *canon, const char *suffix)
 {
     char name[512];
-    if ((size_t)snprintf(name, sizeof name, "%s_scale_inv", canon) >= sizeof name)
+    if ((size_t)snprintf(name, sizeof name, "%s%s", canon, suffix) >= sizeof name)
         return NULL;
     const raw_entry key = {.canon = name};
     return bsearch(&key, raw, (size_t)n_raw, sizeof *raw, cmp_raw_canon);
@@ -435,10 +435,13 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
                 free(used);
                 goto fail;
             }
-            if (r->dtype == PB_DT_F8_E4M3 && (!cfg->fp8 || !find_scale(raw, n_raw, e->name))) {
-                st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is F8_E4M3 but %s", ck->source, r->name,
-                              cfg->fp8 ? "its scales ('..._scale_inv') are missing"
-                                       : "config.json has no quantization_config of quant_method \"fp8\"");
+            if (r->dtype == PB_DT_F8_E4M3 && (!cfg->fp8 || !find_scale(raw, n_raw, e->name,
+                                                                        cfg->fp8_scale))) {
+                st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is F8_E4M3 but %s%s%s", ck->source, r->name,
+                              cfg->fp8 ? "its scales ('..."
+                                       : "config.json has no FP8 quantization_config (quant_method \"fp8\" or "
+                                         "compressed-tensors)",
+                              cfg->fp8 ? cfg->fp8_scale : "", cfg->fp8 ? "') are missing" : "");
                 free(used);
                 goto fail;
             }
@@ -467,7 +470,8 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
         t->numel = numel;
         t->nbytes = r->exact ? r->nbytes : 0;
         exp_numel += numel;
-        const raw_entry *sr = cfg->fp8 && e->ndim == 2 ? find_scale(raw, n_raw, e->name) : NULL;
+        const raw_entry *sr =
+            cfg->fp8 && e->ndim == 2 ? find_scale(raw, n_raw, e->name, cfg->fp8_scale) : NULL;
         if (sr) { /* FP8: the scales too, in the same stage */
             t->fp8 = 1;
             used[sr - raw] = true;
@@ -482,24 +486,24 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
                 goto fail;
             }
             s->file = sr->file;
-            const int br = cfg->fp8_block[0], bc = cfg->fp8_block[1];
-            s->ndim = br ? 2 : 0; /* a block grid, or one scale (weight_block_size null) */
-            s->shape[0] = br ? (e->shape[0] + br - 1) / br : 0;
-            s->shape[1] = br ? (e->shape[1] + bc - 1) / bc : 0;
-            s->numel = br ? (uint64_t)s->shape[0] * (uint64_t)s->shape[1] : 1;
+            const int br = cfg->fp8_block[0], bc = cfg->fp8_block[1], one = !br && !bc;
+            s->ndim = one ? 0 : 2; /* a grid of blocks (0: the whole dimension), or one scale */
+            s->shape[0] = br ? (e->shape[0] + br - 1) / br : 1;
+            s->shape[1] = bc ? (e->shape[1] + bc - 1) / bc : 1;
+            s->numel = (uint64_t)s->shape[0] * (uint64_t)s->shape[1];
             s->nbytes = sr->exact ? sr->nbytes : 0;
             /* a header's shape: as the blocks give it (one scale: [] or [1]), of a float dtype */
-            if (sr->exact && !(sr->ndim == s->ndim && (!br || (sr->shape[0] == s->shape[0] &&
+            if (sr->exact && !(sr->ndim == s->ndim && (one || (sr->shape[0] == s->shape[0] &&
                                                                sr->shape[1] == s->shape[1]))) &&
-                !(!br && sr->ndim == 1 && sr->shape[0] == 1)) {
+                !(one && sr->ndim == 1 && sr->shape[0] == 1)) {
                 char got[64] = "";
                 for (int d = 0; d < sr->ndim && strlen(got) < 40; d++)
                     snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
                              (long long)sr->shape[d]);
-                st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' has shape [%s] but blocks of %d x %d "
-                              "(quantization_config.weight_block_size) of its [%lld, %lld] matrix give [%lld, %lld]",
-                              ck->source, sr->name, got, br, bc, (long long)e->shape[0], (long long)e->shape[1],
-                              (long long)s->shape[0], (long long)s->shape[1]);
+                st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' has shape [%s] but blocks of %d x %d (0: all; "
+                              "quantization_config's weight_block_size or strategy) of its [%lld, %lld] matrix give "
+                              "[%lld, %lld]", ck->source, sr->name, got, br, bc, (long long)e->shape[0],
+                              (long long)e->shape[1], (long long)s->shape[0], (long long)s->shape[1]);
                 free(used);
                 goto fail;
             }
@@ -509,10 +513,8 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
                 free(used);
                 goto fail;
             }
-            if (!br) { /* one scale, as stored ([] or [1]) */
+            if (one) /* one scale, as stored ([] or [1]) */
                 s->ndim = sr->exact ? sr->ndim : 0;
-                s->shape[0] = 1;
-            }
         }
     }
     for (int i = 0; i < n_raw; i++)

@@ -167,9 +167,9 @@ static pb_status check_tensor(const char *path, const pb_ckpt_tensor *ct, pb_dty
     if (dt == PB_DT_F8_E4M3 && ct->fp8 != 1)
         return pb_error(PB_ERR_CONFIG, "%s: tensor '%s' is F8_E4M3 but %s", path, ct->name,
                         ct->fp8 == 2 ? "it holds scales (F32, F16 or BF16 needed)"
-                                     : "no '..._scale_inv' scales go with it (an FP8 checkpoint needs "
-                                       "quantization_config quant_method \"fp8\" in config.json and each F8_E4M3 "
-                                       "matrix's scales)");
+                                     : "no scales go with it (an FP8 checkpoint needs an FP8 quantization_config, "
+                                       "quant_method \"fp8\" or compressed-tensors, in config.json and each F8_E4M3 "
+                                       "matrix's scales, '..._scale_inv' or '..._scale')");
     if (dt != PB_DT_F32 && dt != PB_DT_F16 && dt != PB_DT_BF16 && dt != PB_DT_F8_E4M3)
         return pb_error(PB_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 needed%s)", path,
                         ct->name, pb_dtype_name(dt), ct->fp8 == 1 ? ", or F8_E4M3" : "");

@@ -490,7 +490,8 @@ static TGT void cvt_avx512(pb_dtype dt, const void *w, int kc, float *out)
             const unsigned char *g = (const unsigned char *)w + (size_t)(k / PB_KQ8) * PB_KQ8_GROUP;
             const unsigned char *p = g + 64 + (size_t)(k % PB_KQ8) * PB_KNR;
             const __m512 v = dt == PB_DT_Q8 ? grp_widen(PB_DT_Q8, p) : grp_widen(PB_DT_F8_E4M3, p);
-            _mm512_storeu_ps(out + (size_t)k * PB_KNR, _mm512_mul_ps(v, _mm512_loadu_ps((const float *)(const void *)g)));
+            _mm512_storeu_ps(out + (size_t)k * PB_KNR,
+                             _mm512_mul_ps(v, _mm512_loadu_ps((const float *)(const void *)g)));
         }
         return;
     }

@@ -691,22 +691,95 @@ out:
 /* config.json text -> cfg, up to the family EOS default (before
  * generation_config.json and the final vocabulary checks). On failure cfg is
  * freed. `path` names the text in messages. */
-/* quantization_config: none (null or {}); a fine-grained FP8 checkpoint
- * (quant_method "fp8", HF transformers' FineGrainedFP8Config: e4m3 weights
- * with a scale_inv per block), read; any other method (GPTQ, AWQ,
- * bitsandbytes, compressed-tensors, ...) refused by name: its tensors are not
- * weights pippy-batch can read */
+/* compressed-tensors (vLLM's llm-compressor): FP8 weights ("float-quantized": e4m3 with a scale per tensor,
+ * row or block, `<name>_scale`) read; its other formats (int4/int8 packed, sparse) refused by name */
+static pb_status parse_compressed_tensors(const pb_jctx *c, const cJSON *q, pb_model_config *cfg)
+{
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(q, "format");
+    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "float-quantized") != 0)
+        return pb_error(PB_ERR_UNSUPPORTED, "%s: quantization_config (compressed-tensors) format %s%.40s%s: only "
+                        "\"float-quantized\" (FP8 weights) is read; give the model in f32, f16 or bf16 (pippy-batch "
+                        "quantizes it at load with --weights-dtype int8)", c->path, cJSON_IsString(fmt) ? "\"" : "",
+                        cJSON_IsString(fmt) ? fmt->valuestring : "(none)", cJSON_IsString(fmt) ? "\"" : "");
+    const char *const other[] = {"sparsity_config", "transform_config"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(q, other[i]);
+        if (o && !cJSON_IsNull(o) && !(cJSON_IsObject(o) && !o->child))
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: quantization_config.%s: compressed-tensors %s is not read",
+                            c->path, other[i], i ? "transforms" : "sparsity");
+    }
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(q, "config_groups"), *g;
+    if (!cJSON_IsObject(groups) || !groups->child)
+        return pb_error(PB_ERR_CONFIG, "%s: quantization_config.config_groups is not an object of groups", c->path);
+    bool first = true;
+    cJSON_ArrayForEach(g, groups) {
+        const cJSON *w = cJSON_IsObject(g) ? cJSON_GetObjectItemCaseSensitive(g, "weights") : NULL;
+        const cJSON *nb = w ? cJSON_GetObjectItemCaseSensitive(w, "num_bits") : NULL;
+        const cJSON *ty = w ? cJSON_GetObjectItemCaseSensitive(w, "type") : NULL;
+        const cJSON *sy = w ? cJSON_GetObjectItemCaseSensitive(w, "symmetric") : NULL;
+        const cJSON *sg = w ? cJSON_GetObjectItemCaseSensitive(w, "strategy") : NULL;
+        const cJSON *gf = cJSON_IsObject(g) ? cJSON_GetObjectItemCaseSensitive(g, "format") : NULL;
+        if (!cJSON_IsObject(w) || !cJSON_IsNumber(nb) || nb->valuedouble != 8 || !cJSON_IsString(ty) ||
+            strcmp(ty->valuestring, "float") != 0 || cJSON_IsFalse(sy) || !cJSON_IsString(sg) ||
+            (gf && !cJSON_IsNull(gf) && !(cJSON_IsString(gf) && strcmp(gf->valuestring, "float-quantized") == 0)))
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: quantization_config.config_groups.%s: weights of 8-bit "
+                            "symmetric float (FP8) with a strategy are read, not these", c->path, g->string);
+        int b[2];
+        if (strcmp(sg->valuestring, "tensor") == 0) {
+            b[0] = b[1] = 0;
+        } else if (strcmp(sg->valuestring, "channel") == 0) {
+            b[0] = 1, b[1] = 0;
+        } else if (strcmp(sg->valuestring, "block") == 0) {
+            const cJSON *bs = cJSON_GetObjectItemCaseSensitive(w, "block_structure");
+            if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2)
+                return pb_error(PB_ERR_CONFIG, "%s: quantization_config.config_groups.%s.weights.block_structure "
+                                "is not a list of two integers", c->path, g->string);
+            for (int i = 0; i < 2; i++) {
+                long long v;
+                PB_CHECK(pb_jint_item(c, "quantization_config...weights.block_structure", cJSON_GetArrayItem(bs, i),
+                                      1, 1 << 20, &v));
+                b[i] = (int)v;
+            }
+            if (b[1] % 64)
+                return pb_error(PB_ERR_UNSUPPORTED, "%s: quantization_config.config_groups.%s.weights.block_structure "
+                                "[%d, %d]: blocks of a multiple of 64 columns are read (pippy-batch keeps a scale per "
+                                "64 weights of a row)", c->path, g->string, b[0], b[1]);
+        } else {
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: quantization_config.config_groups.%s.weights.strategy \"%.20s\": "
+                            "FP8 scales per tensor, channel or block are read", c->path, g->string, sg->valuestring);
+        }
+        if (!first && (b[0] != cfg->fp8_block[0] || b[1] != cfg->fp8_block[1]))
+            return pb_error(PB_ERR_UNSUPPORTED, "%s: quantization_config.config_groups: groups of different weight "
+                            "strategies are not read", c->path);
+        cfg->fp8_block[0] = b[0], cfg->fp8_block[1] = b[1];
+        first = false;
+    }
+    snprintf(cfg->fp8_scale, sizeof cfg->fp8_scale, "_scale");
+    return PB_OK;
+}
+
+/* quantization_config: none (null or {}); an FP8 checkpoint, read: HF
+ * transformers' fine-grained FP8 (quant_method "fp8": FineGrainedFP8Config,
+ * e4m3 weights with a scale_inv per block) or compressed-tensors FP8; any
+ * other method (GPTQ, AWQ, bitsandbytes, ...) refused by name: its tensors
+ * are not weights pippy-batch can read */
 static pb_status parse_quantization(const pb_jctx *c, pb_model_config *cfg)
 {
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(c->root, "quantization_config");
     if (!q || cJSON_IsNull(q) || (cJSON_IsObject(q) && !q->child))
         return PB_OK;
     const cJSON *m = cJSON_IsObject(q) ? cJSON_GetObjectItemCaseSensitive(q, "quant_method") : NULL;
+    if (cJSON_IsString(m) && strcmp(m->valuestring, "compressed-tensors") == 0) {
+        PB_CHECK(parse_compressed_tensors(c, q, cfg));
+        cfg->fp8 = true;
+        return PB_OK;
+    }
     if (!cJSON_IsString(m) || strcmp(m->valuestring, "fp8") != 0)
         return pb_error(PB_ERR_UNSUPPORTED,
                         "%s: field 'quantization_config' (quant_method \"%.40s\"): pre-quantized checkpoints are "
-                        "not supported but for fine-grained FP8 (quant_method \"fp8\"); give the model in f32, f16 "
-                        "or bf16 (pippy-batch quantizes it at load with --weights-dtype int8)",
+                        "not supported but for FP8 (quant_method \"fp8\", or compressed-tensors' \"float-quantized\"); "
+                        "give the model in f32, f16 or bf16 (pippy-batch quantizes it at load with --weights-dtype "
+                        "int8)",
                         c->path, cJSON_IsString(m) ? m->valuestring : "?");
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(q, "fmt");
     if (fmt && !cJSON_IsNull(fmt) && !(cJSON_IsString(fmt) && strcmp(fmt->valuestring, "e4m3") == 0))
@@ -720,6 +793,7 @@ static pb_status parse_quantization(const pb_jctx *c, pb_model_config *cfg)
                         "\"static\"", c->path);
     const cJSON *bs = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
     cfg->fp8 = true;
+    snprintf(cfg->fp8_scale, sizeof cfg->fp8_scale, "_scale_inv");
     if (!bs) { /* FineGrainedFP8Config's default */
         cfg->fp8_block[0] = cfg->fp8_block[1] = 128;
     } else if (!cJSON_IsNull(bs)) {

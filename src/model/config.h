@@ -112,10 +112,13 @@ typedef struct pb_model_config {
     int n_eos;
 
     char torch_dtype[16];     /* config.json "dtype" (5.x) or "torch_dtype" ("float32", "float16", "bfloat16", "") */
-    /* quantization_config quant_method "fp8" (a fine-grained FP8 checkpoint): its F8_E4M3 matrices come with
-     * `<name>_scale_inv` of blocks fp8_block[0] rows x fp8_block[1] columns ({0, 0}: one scale a matrix) */
+    /* an FP8 checkpoint: quantization_config quant_method "fp8" (fine-grained FP8, scales `<name>_scale_inv`)
+     * or "compressed-tensors" of format "float-quantized" (scales `<name>_scale`): its F8_E4M3 matrices come
+     * with a scale per block of fp8_block[0] rows x fp8_block[1] columns, 0 for the whole dimension ({1, 0}:
+     * one a row; {0, 0}: one a matrix) */
     bool fp8;
     int fp8_block[2];
+    char fp8_scale[16];       /* the scales' suffix: "_scale_inv" or "_scale" */
     pb_gen_defaults gen;
 } pb_model_config;
 

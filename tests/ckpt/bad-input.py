@@ -213,6 +213,31 @@ d = variant(base_f8sh); j = json.load(open(os.path.join(d, idx)))
 del j["weight_map"]["model.%s_scale_inv" % Q]
 json.dump(j, open(os.path.join(d, idx), "w"))
 expect("FP8 shards: scales missing from the index", load(d, 0, 1), "model." + Q, "F8_E4M3", "_scale_inv")
+# compressed-tensors FP8 (float-quantized; scales X.weight_scale, one a row here): its other forms refused by name
+base_ct = gen(os.path.join(TMP, "base-ct"), "--family", "llama", "--layers", "2", "--hidden", "64", "--heads", "2",
+              "--vocab", "32", "--fp8", "channel", "--fp8-format", "compressed-tensors")
+r = subprocess.run(plan(base_ct), capture_output=True, text=True)
+check(r.returncode == 0, "the compressed-tensors base plans: exit %d: %s" % (r.returncode, r.stderr.strip()))
+for label, edit, needle in (
+        ("int4 packed", lambda q: q.update(format="pack-quantized"), "pack-quantized"),
+        ("int8 weights", lambda q: q.update(format="int-quantized"), "int-quantized"),
+        ("4-bit float weights", lambda q: q["config_groups"]["group_0"]["weights"].update(num_bits=4), "group_0"),
+        ("group strategy", lambda q: q["config_groups"]["group_0"]["weights"].update(strategy="group", group_size=128),
+         "group"),
+        ("blocks of 32 columns", lambda q: q["config_groups"]["group_0"]["weights"].update(
+            strategy="block", block_structure=[128, 32]), "multiple of 64"),
+        ("2:4 sparsity", lambda q: q.update(sparsity_config={"format": "sparse-24-bitmask"}), "sparsity"),
+        ("scales per block where rows are stored", lambda q: q["config_groups"]["group_0"]["weights"].update(
+            strategy="block", block_structure=[128, 128]), "_scale")):
+    d = variant(base_ct); c = json.load(open(os.path.join(d, "config.json")))
+    edit(c["quantization_config"])
+    json.dump(c, open(os.path.join(d, "config.json"), "w"))
+    expect("compressed-tensors " + label, plan(d), needle)
+d = variant(base_ct); p = os.path.join(d, ST); h, data = st_parts(p)
+h["zz.renamed"] = h.pop("model.%s_scale" % Q)
+st_write(p, h, data)
+expect("compressed-tensors scales missing", plan(d), p, "model." + Q, "_scale")
+
 d = variant(base_f8); c = json.load(open(os.path.join(d, "config.json")))
 c["quantization_config"]["weight_block_size"] = [16, 128]
 json.dump(c, open(os.path.join(d, "config.json"), "w"))
