@@ -98,6 +98,14 @@ batch, so that a median ratio can be read beside the spread behind it):
                above; under the table each b1 run against the memory rate
                sampled beside it. In the JSON only: load_s_int8 (pippy's
                includes the quantizing), prefill_first_int8, ttft_s_int8
+  prefill_fp8, decode_bN_fp8, rss_fp8_mib  bf16 models, with pippy's
+               int8 rows: pippy on the same folder converted to a fine-grained
+               FP8 checkpoint (tests/forward/fp8_ref.py: the decoder layers'
+               matrices e4m3 with an f32 scale per 128 x 128 block, the
+               embeddings and norms as they were; cached beside the models),
+               kept as stored; llama.cpp's column repeats its Q8_0 figures
+               (it reads no FP8 checkpoint; the same bytes a weight). No bound.
+               In the JSON only: load_s_fp8
 Limits measured in the same run, before each run round (only the first
 under --budget), the best kept
 (contrib/bench/limits.c, same threads): memory read bandwidth, f32 FMA and
@@ -588,6 +596,21 @@ def measure_pippy(pb, m, job, ignore_eos, bw_sample):
                 rss8 = max(rss8, r)
                 res[f"decode_b{B}_int8"] = decode_rate(met)
             res["rss_int8_mib"] = rss8 / 1024
+        if job.get("int8") and m.get("dir_fp8"):
+            # the same folder as an FP8 checkpoint (e4m3 with a scale per 128 x 128 block), kept as stored
+            d8 = m["dir_fp8"]
+            warm_page_cache([os.path.join(d8, n) for n in sorted(os.listdir(d8)) if n.endswith(".safetensors")])
+            met, wall, r = run_pippy(pb, m["dir_fp8"], [m["long_text"]] * 2, 1, 1, len(job["long"]) + 1,
+                                     job["threads"], ignore_eos, tmp, ())
+            rssf = r
+            res["load_s_fp8"] = wall - met["wall_seconds"]
+            res["prefill_fp8"] = met["prompt_tokens"] / 2 / two_ttfts(met)[1]
+            for B in job["batches"]:
+                met, wall, r = run_pippy(pb, m["dir_fp8"], [m["short_text"]] * B, N, B, P + N, job["threads"],
+                                         ignore_eos, tmp, ())
+                rssf = max(rssf, r)
+                res[f"decode_b{B}_fp8"] = decode_rate(met)
+            res["rss_fp8_mib"] = rssf / 1024
     res["rss_mib"] = rss / 1024
     return res
 
@@ -710,6 +733,16 @@ def prepare_model(name, a, py, converter, int8=False):
     gguf = convert_gguf(name, d, dtype, a, py, converter) if converter else None
     # llama.cpp's int8 peer (--int8): Q8_0 of the same folder
     gguf_q8 = convert_gguf(name, d, "q8_0", a, py, converter) if converter and int8 and dtype == "bf16" else None
+    # pippy's FP8 rows (--int8): the folder as a fine-grained FP8 checkpoint (tests/forward/fp8_ref.py)
+    d_fp8 = os.path.join(cache, name + "-fp8") if int8 and dtype == "bf16" else None
+    if d_fp8 and not os.path.exists(os.path.join(d_fp8, "config.json")):
+        log(f"converting {name} to an FP8 checkpoint (tests/forward/fp8_ref.py)")
+        shutil.rmtree(d_fp8 + ".tmp", ignore_errors=True)
+        subprocess.run([py, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import fp8_ref; "
+                        "fp8_ref.convert_checkpoint(sys.argv[2], sys.argv[3])",
+                        os.path.join(SRC, "tests", "forward"), d, d_fp8 + ".tmp"], check=True,
+                       stdout=subprocess.DEVNULL)
+        os.rename(d_fp8 + ".tmp", d_fp8)
     from tokenizers import Tokenizer
     tk = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
     # a prefill prompt of exactly --prefill-tokens (HF count, special tokens included), a short one, and one
@@ -718,7 +751,8 @@ def prepare_model(name, a, py, converter, int8=False):
     facts = model_facts(d)
     ctx = exact_prompt(tk, a.context, name) if a.context and a.context + a.tokens <= facts["max_pos"] else None
     short = "Benchmark prompt: the quick brown fox jumps over the lazy dog"
-    return {"name": name, "dir": d, "dtype": dtype, "gguf": gguf, "gguf_q8": gguf_q8, "long_text": text,
+    return {"name": name, "dir": d, "dir_fp8": d_fp8, "dtype": dtype, "gguf": gguf, "gguf_q8": gguf_q8,
+            "long_text": text,
             "long": tk.encode(text).ids, "short_text": short, "prompt": tk.encode(short).ids,
             "ctx_text": ctx, "ctx": tk.encode(ctx).ids if ctx else None, "facts": facts}
 
@@ -1054,6 +1088,8 @@ def main():
     int8_rows = int8_peer and any(m["dtype"] == "bf16" for m in models)
     if int8_rows:
         keys += ["prefill_int8"] + [f"decode_b{b}_int8" for b in batches] + ["rss_int8_mib"]
+        if int8:  # pippy on the FP8 checkpoint of the folder, beside llama.cpp's Q8_0 (the same size)
+            keys += ["prefill_fp8"] + [f"decode_b{b}_fp8" for b in batches] + ["rss_fp8_mib"]
     pt = a.prefill_tokens
     labels = {"load_s": "load s", "load_cached_s": "load s, cached", "prefill": f"prefill {pt} tok/s", "ttft_s": f"TTFT {pt} s",
               "rss_mib": "peak RSS MiB", f"decode_b{bmax}_kv16": f"b{bmax}, f16 KV tok/s",
@@ -1062,6 +1098,8 @@ def main():
     labels["prefill_amx"] = "prefill, AMX"
     labels.update({f"decode_b{b}_int8": f"b{b}, int8" for b in batches})
     labels.update({"prefill_int8": "prefill, int8", "rss_int8_mib": "RSS, int8 MiB"})
+    labels.update({f"decode_b{b}_fp8": f"b{b}, FP8 ckpt" for b in batches})
+    labels.update({"prefill_fp8": "prefill, FP8 ckpt", "rss_fp8_mib": "RSS, FP8 ckpt MiB"})
     labels.update({f"decode_b{b}_amx": f"b{b}, AMX" for b in batches})
     labels.update({f"decode_b{b}": f"decode b{b} tok/s" for b in batches})
     labels["decode_ctx"] = f"b1 at {a.context} ctx"
@@ -1077,6 +1115,10 @@ def main():
             if p == "llama.cpp" and kv16:  # its KV cache is f16 in every run
                 med[m["name"]][p][f"decode_b{bmax}_kv16"] = med[m["name"]][p][f"decode_b{bmax}"]
                 med[m["name"]][p]["rss_kv16_mib"] = med[m["name"]][p]["rss_mib"]
+            if p == "llama.cpp" and "prefill_fp8" in keys:  # its FP8 rows: its Q8_0 (llama.cpp reads no FP8)
+                for k in keys:
+                    if k.endswith("_fp8") or k == "rss_fp8_mib":
+                        med[m["name"]][p][k] = med[m["name"]][p].get(k.replace("fp8", "int8"))
             if p != "pippy":  # their bf16 products round the activations too; their only f16/f32 runs
                 for sfx in ("_bf16dot", "_amx") if m["dtype"] == "bf16" else ("_amx",):
                     med[m["name"]][p]["prefill" + sfx] = med[m["name"]][p].get("prefill")
@@ -1116,12 +1158,13 @@ def main():
         hdr += "".join(f" {'pb/' + q[:5]:>9}" for q in peers if q != "pippy") + f" {'pb/bound':>9}"
         w(hdr)
         for k in keys:
-            if (k.endswith("_bf16dot") or "int8" in k) and m["dtype"] != "bf16":
+            if (k.endswith("_bf16dot") or "int8" in k or "fp8" in k) and m["dtype"] != "bf16":
                 continue
             row = f"  {labels[k]:20} " + " ".join(f"{fmt(med[m['name']][p][k], k):>10}" for p in peers)
             b = bd.get(k)
             row += f" {fmt(b, k):>10}"
-            hb = k not in ("load_s", "load_cached_s", "ttft_s", "rss_mib", "rss_kv16_mib", "rss_int8_mib")
+            hb = k not in ("load_s", "load_cached_s", "ttft_s", "rss_mib", "rss_kv16_mib", "rss_int8_mib",
+                           "rss_fp8_mib")
             pv = med[m["name"]].get("pippy", {}).get(k) if "pippy" in peers else None
             for q in peers:
                 if q != "pippy":
@@ -1134,6 +1177,8 @@ def main():
         spread_keys = ["prefill"] + [f"decode_b{b}" for b in batches]
         if m8:
             spread_keys += ["prefill_int8"] + [f"decode_b{b}_int8" for b in batches]
+            if "prefill_fp8" in keys:
+                spread_keys += ["prefill_fp8"] + [f"decode_b{b}_fp8" for b in batches]
         for p in peers:
             runs_p = results[m["name"]].get(p, [])
             parts = []

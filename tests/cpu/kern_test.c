@@ -352,8 +352,9 @@ static void test_matmul(pb_kctx *kctx)
     static const int f8_shapes[][2] = {{1, 1}, {17, 64}, {33, 70}, {100, 257}, {130, 601}, {40, 1024}, {300, 200}};
     for (size_t si = 0; si < sizeof f8_shapes / sizeof f8_shapes[0]; si++) {
         memcpy(f8_block, f8_blocks[si % 3], sizeof f8_block);
+        const int big = (long)f8_shapes[si][0] * f8_shapes[si][1] > 20000;
         test_matmul_case(kctx, f8_shapes[si][0], f8_shapes[si][1], PB_DT_F8_E4M3, PB_DT_F8_E4M3, 0,
-                         (int)si % 2, (int)(si / 2) % 2, Ms, (long)f8_shapes[si][0] * f8_shapes[si][1] > 20000 ? 9 : 12);
+                         (int)si % 2, (int)(si / 2) % 2, Ms, big ? 9 : 12);
         const pb_dtype to[4] = {PB_DT_F32, PB_DT_F16, PB_DT_BF16, PB_DT_Q8};
         test_matmul_case(kctx, f8_shapes[si][0], f8_shapes[si][1], PB_DT_F8_E4M3, to[si % 4], 0, (int)si % 2, 0, Ms,
                          9);
