@@ -647,11 +647,37 @@ static void pack_f8(const pb_kmat_src *src, const unsigned char *const rowp[PB_K
         unsigned char q[PB_KQ8][PB_KNR];
         if (nv < PB_KNR || n < PB_KQ8)
             memset(q, 0, sizeof q);
-        for (int c = 0; c < nv; c++) {
+        for (int c = 0; c < nv; c++)
             scale[c] = 256.0f * ld_f32(srow[c] + k0 / (size_t)src->block_cols * ssz, src->scale_dtype);
-            for (int i = 0; i < n; i++)
-                q[i][c] = rowp[c][k0 + (size_t)i];
+        int i0 = 0;
+#if defined(__SSE2__)
+        for (; nv == PB_KNR && i0 + 16 <= n; i0 += 16) { /* 16 k of the 16 rows: a 16 x 16 byte transpose */
+            __m128i r[16], t[16];
+            for (int c = 0; c < 16; c++)
+                r[c] = _mm_loadu_si128((const __m128i *)(const void *)(rowp[c] + k0 + (size_t)i0));
+            for (int c = 0; c < 8; c++) { /* bytes, then pairs, quads and eights of rows c and c + 8 */
+                t[2 * c] = _mm_unpacklo_epi8(r[c], r[c + 8]);
+                t[2 * c + 1] = _mm_unpackhi_epi8(r[c], r[c + 8]);
+            }
+            for (int c = 0; c < 8; c++) {
+                r[2 * c] = _mm_unpacklo_epi8(t[c], t[c + 8]);
+                r[2 * c + 1] = _mm_unpackhi_epi8(t[c], t[c + 8]);
+            }
+            for (int c = 0; c < 8; c++) {
+                t[2 * c] = _mm_unpacklo_epi8(r[c], r[c + 8]);
+                t[2 * c + 1] = _mm_unpackhi_epi8(r[c], r[c + 8]);
+            }
+            for (int c = 0; c < 8; c++) {
+                r[2 * c] = _mm_unpacklo_epi8(t[c], t[c + 8]);
+                r[2 * c + 1] = _mm_unpackhi_epi8(t[c], t[c + 8]);
+            }
+            for (int i = 0; i < 16; i++) /* k = i0 + i of the 16 rows */
+                _mm_storeu_si128((__m128i *)(void *)q[i0 + i], r[i]);
         }
+#endif
+        for (int c = 0; c < nv; c++)
+            for (int i = i0; i < n; i++)
+                q[i][c] = rowp[c][k0 + (size_t)i];
         unsigned char *g = dst + k0 / PB_KQ8 * PB_KQ8_GROUP;
         memcpy(g, scale, sizeof scale);
         memcpy(g + 64, q, sizeof q);
