@@ -16,8 +16,11 @@ APT_PACKAGES="build-essential autoconf automake libtool pkg-config \
 # current releases. PyPI's torch wheel is a CUDA build (about 5-6 GB installed);
 # the tests use it on the CPU. xgrammar (vLLM's grammar engine) and lark are the
 # references for guided_grammar; accelerate is what transformers' FP8 checkpoint
-# reader asks for. pip honours PIP_INDEX_URL / PIP_EXTRA_INDEX_URL.
-PIP_PACKAGES="torch>=2.4 transformers>=5,<6 tokenizers safetensors numpy gguf jsonschema regex xgrammar lark accelerate"
+# reader asks for, compressed-tensors (vLLM's llm-compressor format) writes and
+# reads the compressed-tensors FP8 checkpoints of the tests. pip honours
+# PIP_INDEX_URL / PIP_EXTRA_INDEX_URL.
+PIP_PACKAGES="torch>=2.4 transformers>=5,<6 tokenizers safetensors numpy gguf jsonschema regex xgrammar lark accelerate
+ compressed-tensors"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
@@ -38,7 +41,7 @@ fi
 # shellcheck disable=SC2086 # the version specifiers are single words
 "$venv/bin/python" -m pip install -q --disable-pip-version-check $PIP_PACKAGES
 "$venv/bin/python" - <<'EOF' || { echo "setup-deps: the Python reference libraries do not import" >&2; exit 1; }
-import accelerate, gguf, numpy, safetensors, tokenizers, torch, transformers
+import accelerate, compressed_tensors, gguf, numpy, safetensors, tokenizers, torch, transformers
 assert int(transformers.__version__.split(".")[0]) == 5, transformers.__version__
 print("setup-deps: torch %s, transformers %s, tokenizers %s, safetensors %s, numpy %s"
       % (torch.__version__, transformers.__version__, tokenizers.__version__, safetensors.__version__,

@@ -191,7 +191,7 @@ static pb_status f8_part(const pb_model_config *cfg, const pb_weights *w, const 
     const int br = cfg->fp8_block[0], bc = cfg->fp8_block[1];
     p->scale = s->data;
     p->scale_dtype = s->dtype;
-    p->block_rows = br ? br : p->rows;             /* 0: the whole dimension */
+    p->block_rows = br ? br : it->n_out; /* 0: the whole dimension (every part's: q, k, v of other heights) */
     p->block_cols = bc ? bc : (it->n_in + 63) / 64 * 64;
     *scale = s;
     return PB_OK;
@@ -216,7 +216,9 @@ static pb_status load_linear(pb_wstore *ws, const pb_model_config *cfg, const pb
                               .transposed = it->conv1d, .name = it->name[i]};
         if (wt[i]->dtype == PB_DT_F8_E4M3)
             PB_CHECK(f8_part(cfg, w, it, wt[i], it->name[i], &parts[i], &sc[i]));
-        same = same && wt[i]->dtype == wt[0]->dtype;
+        /* FP8 parts kept as stored share one scale dtype (else their values, as f32) */
+        same = same && wt[i]->dtype == wt[0]->dtype &&
+               (wt[i]->dtype != PB_DT_F8_E4M3 || parts[i].scale_dtype == parts[0].scale_dtype);
     }
     if (it->qkv_layout == PB_QKV_PER_HEAD || it->qkv_layout == PB_QKV_CODEGEN) {
         PB_CHECK_GOTO(pb_calloc((size_t)it->n_out, sizeof *perm, &perm), st, out);
