@@ -227,6 +227,10 @@ def worker_llama(job):
     L.llama_backend_init()
     t = time.perf_counter()
     mp = L.llama_model_default_params()
+    # PB_LLAMA_EXTRA_BUFTS=0: no extra buffer types (the weights repacked for its AMX or other kernels); run.py
+    # retries a Q8_0 run so where the first one crashed (its AMX Q8_0 path on a Xeon with AMX, session 55)
+    if hasattr(mp, "use_extra_bufts"):
+        mp.use_extra_bufts = os.environ.get("PB_LLAMA_EXTRA_BUFTS", "1") != "0"
     model = L.llama_model_load_from_file(job["gguf"].encode(), mp)
     if not model:
         raise SystemExit("llama.cpp: cannot load " + job["gguf"])
@@ -1056,8 +1060,20 @@ def main():
                     log(f"run {r + 1}/{a.runs}: {m['name']}: llama.cpp Q8_0")
                     try:
                         warm_page_cache([m["gguf_q8"]])
-                        q8 = child(peers_py, "llama", dict(job, gguf=m["gguf_q8"], ctx=None,
-                                                           bw_probe=bandwidth_probe(a)), a.timeout, omp_wait)
+                        q8job = dict(job, gguf=m["gguf_q8"], ctx=None, bw_probe=bandwidth_probe(a))
+                        try:
+                            q8 = child(peers_py, "llama", q8job, a.timeout, omp_wait)
+                        except RuntimeError as e:
+                            if "exit -11" not in str(e):
+                                raise
+                            # a crash in its repacked (extra buffer type) Q8_0 kernels: again without them
+                            note = f"{m['name']} llama.cpp Q8_0: crashed with its extra buffer types (repacked " \
+                                   f"weights: AMX on this CPU); run without them (use_extra_bufts off)"
+                            if note not in notes:
+                                notes.append(note)
+                            env = dict(job.get("env", {}))
+                            env["llama"] = dict(env.get("llama", {}), PB_LLAMA_EXTRA_BUFTS="0")
+                            q8 = child(peers_py, "llama", dict(q8job, env=env), a.timeout, omp_wait)
                     except (RuntimeError, OSError, ValueError) as e:
                         log(f"{m['name']} llama.cpp Q8_0: {e}")
                         notes.append(f"{m['name']} llama.cpp Q8_0 run {r + 1} failed: {str(e)[:300]}")
