@@ -264,6 +264,7 @@ def main():
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import fp8_ref
+    import quant_check
 
     fp8_ref.selftest()
     fp8_ref.ct_selftest()
@@ -274,29 +275,11 @@ def main():
     torch.set_num_threads(2)
     failures = []
 
-    def log_softmax(row):
-        row = row.astype(np.float64)
-        return row - row.max() - np.log(np.exp(row - row.max()).sum())
-
-    def distance(o, ids, logits, n):
-        """Largest difference of record o's log probabilities (prompt tokens, the first n completion tokens,
-        their top lists) from log_softmax of logits [P + N_NEW, V] along the same tokens."""
-        P, worst = len(ids), 0.0
-        steps = [(logits[P - 1 + k], e["id"], e) for k, e in enumerate(o["logprobs"][:n])]
-        steps += [(logits[k], ids[k + 1], e) for k, e in enumerate(o["prompt_logprobs"][1:])]
-        for row, tid, e in steps:
-            ref = log_softmax(row)
-            top = np.sort(ref)[::-1][:len(e["top_logprobs"])]
-            worst = max([worst, abs(e["logprob"] - ref[tid])] +
-                        [abs(t["logprob"] - ref[t["id"]]) for t in e["top_logprobs"]] +
-                        [abs(t["logprob"] - v) for t, v in zip(e["top_logprobs"], top)])
-        return worst
-
     def ref_distance(a, b):
         """As distance, between two logits arrays [P + N_NEW, V]: at each position, a's TOP + 1 most likely."""
         worst = 0.0
         for k in range(len(a) - 1):
-            la, lb = log_softmax(a[k]), log_softmax(b[k])
+            la, lb = quant_check.log_softmax(a[k]), quant_check.log_softmax(b[k])
             top = np.argsort(la)[::-1][:TOP + 1]
             worst = max(worst, float(np.max(np.abs(la[top] - lb[top]))))
         return worst
@@ -444,29 +427,7 @@ def main():
                   "wrong references' distance from the FP8 reference itself: " +
                   ", ".join(f"{w} {v:.3g}" for w, v in away.items()))
             continue
-        compared, worst = [], 0.0
-        for i, p in enumerate(prompts):
-            o = got.get(i, {})
-            if len(o.get("logprobs") or []) != N_NEW or len(o.get("prompt_logprobs") or []) != len(p):
-                failures.append(f"{fam}, prompt {i}: a record without its {N_NEW} logprobs and {len(p)} "
-                                f"prompt_logprobs: {str(o)[:400]}")
-                compared.append(0)
-                continue
-            mine = [e["id"] for e in o["logprobs"]]
-            k = next((k for k, (a, b) in enumerate(zip(mine, paths[i])) if a != b), None)
-            if k is not None:
-                top2 = np.sort(logits[i][len(p) - 1 + k])[-2:]
-                if top2[1] - top2[0] >= TIE:
-                    failures.append(f"{fam}, prompt {i}: greedy token {k} is {mine[k]}, generate()'s {paths[i][k]} "
-                                    f"(HF margin {top2[1] - top2[0]:.3g})")
-                else:
-                    print(f"  {fam}, prompt {i}: near-tie at token {k} (margin {top2[1] - top2[0]:.2g}), "
-                          "compared up to it")
-            compared.append(N_NEW if k is None else k)
-            e = distance(o, p, logits[i], compared[-1])
-            worst = max(worst, e)
-            if e > TOL:
-                failures.append(f"{fam}, prompt {i}: log probabilities {e:.3g} from the FP8 reference's")
+        compared, worst = quant_check.compare(fam, "FP8", got, prompts, paths, logits, N_NEW, TIE, TOL, failures)
         ok = [i for i in range(len(prompts)) if i in got and compared[i] > 0]
         # --weights-dtype f32: the same dequantized values, converted at load
         f32, err = run_pb(d, inp, ["--weights-dtype", "f32"])
@@ -480,8 +441,8 @@ def main():
                                 f"(tolerance {SAME_F32})")
         if hm is not None:
             with torch.no_grad():
-                hd = max(distance(got[i], p, hm(torch.tensor([p + paths[i]])).logits[0].numpy(), compared[i])
-                         for i, p in enumerate(prompts) if i in ok)
+                hd = max(quant_check.distance(got[i], p, hm(torch.tensor([p + paths[i]])).logits[0].numpy(),
+                                              compared[i]) for i, p in enumerate(prompts) if i in ok)
             hf_note += f", {hd:.3g} from pippy-batch" + ("" if hf_exact else " (not compared: BF16 products)")
             if hd > TOL and hf_exact:
                 failures.append(f"{fam}: pippy-batch's log probabilities {hd:.3g} from HF's FP8 reader's")
@@ -490,7 +451,7 @@ def main():
         for what, how in [("unquantized", None)] + list(WRONG_READERS.items()) + list(mutants.items()):
             mm, _ = load(how)
             with torch.no_grad():
-                away[what] = max(distance(got[i], p, mm(torch.tensor([p + paths[i]])).logits[0].numpy(),
+                away[what] = max(quant_check.distance(got[i], p, mm(torch.tensor([p + paths[i]])).logits[0].numpy(),
                                           compared[i]) for i, p in enumerate(prompts) if i in ok)
             if away[what] <= MUTANT * TOL:
                 failures.append(f"{fam}: the wrong reference '{what}' is only {away[what]:.3g} from "

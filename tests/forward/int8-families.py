@@ -51,6 +51,7 @@ def main():
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import int8_ref
+    import quant_check
 
     int8_ref.selftest()
     pb = os.environ.get("PIPPY_BATCH") or os.path.join(os.environ.get("PB_BUILDDIR", "."), "pippy-batch")
@@ -58,24 +59,6 @@ def main():
     data = os.environ.get("PB_TESTDATA") or os.path.join(HERE, "..", "data")
     torch.set_num_threads(2)
     failures = []
-
-    def log_softmax(row):
-        row = row.astype(np.float64)
-        return row - row.max() - np.log(np.exp(row - row.max()).sum())
-
-    def distance(o, ids, logits, n):
-        """Largest difference of record o's log probabilities (prompt tokens, the first n completion tokens,
-        their top lists) from log_softmax of logits [P + N_NEW, V] along the same tokens."""
-        P, worst = len(ids), 0.0
-        steps = [(logits[P - 1 + k], e["id"], e) for k, e in enumerate(o["logprobs"][:n])]
-        steps += [(logits[k], ids[k + 1], e) for k, e in enumerate(o["prompt_logprobs"][1:])]
-        for row, tid, e in steps:
-            ref = log_softmax(row)
-            top = np.sort(ref)[::-1][:len(e["top_logprobs"])]
-            worst = max([worst, abs(e["logprob"] - ref[tid])] +
-                        [abs(t["logprob"] - ref[t["id"]]) for t in e["top_logprobs"]] +
-                        [abs(t["logprob"] - v) for t, v in zip(e["top_logprobs"], top)])
-        return worst
 
     for fam, (mtype, over, dtype, mutants) in FAMILIES.items():
         d = os.path.join(tmp, "int8-" + fam)
@@ -118,35 +101,13 @@ def main():
             print(f"{fam}: FAIL")
             continue
         got = {o["id"]: o for o in map(json.loads, r.stdout.decode().splitlines())}
-        compared, worst = [], 0.0
-        for i, p in enumerate(prompts):
-            o = got.get(i, {})
-            if len(o.get("logprobs") or []) != N_NEW or len(o.get("prompt_logprobs") or []) != len(p):
-                failures.append(f"{fam}, prompt {i}: a record without its {N_NEW} logprobs and {len(p)} "
-                                f"prompt_logprobs: {str(o)[:400]}")
-                compared.append(0)
-                continue
-            mine = [e["id"] for e in o["logprobs"]]
-            k = next((k for k, (a, b) in enumerate(zip(mine, paths[i])) if a != b), None)
-            if k is not None:
-                top2 = np.sort(logits[i][len(p) - 1 + k])[-2:]
-                if top2[1] - top2[0] >= TIE:
-                    failures.append(f"{fam}, prompt {i}: greedy token {k} is {mine[k]}, generate()'s {paths[i][k]} "
-                                    f"(HF margin {top2[1] - top2[0]:.3g})")
-                else:
-                    print(f"  {fam}, prompt {i}: near-tie at token {k} (margin {top2[1] - top2[0]:.2g}), "
-                          "compared up to it")
-            compared.append(N_NEW if k is None else k)
-            e = distance(o, p, logits[i], compared[-1])
-            worst = max(worst, e)
-            if e > TOL:
-                failures.append(f"{fam}, prompt {i}: log probabilities {e:.3g} from the int8 reference's")
+        compared, worst = quant_check.compare(fam, "int8", got, prompts, paths, logits, N_NEW, TIE, TOL, failures)
         # the references that are wrong in one way, along the tokens compared
         away = {}
         for what, how in [("unrounded", None)] + list(mutants.items()):
             mm, _ = load(how)
             with torch.no_grad():
-                away[what] = max(distance(got[i], p, mm(torch.tensor([p + paths[i]])).logits[0].numpy(),
+                away[what] = max(quant_check.distance(got[i], p, mm(torch.tensor([p + paths[i]])).logits[0].numpy(),
                                           compared[i]) for i, p in enumerate(prompts) if i in got)
             if away[what] <= MUTANT * TOL:
                 failures.append(f"{fam}: the wrong reference '{what}' is only {away[what]:.3g} from "

@@ -50,62 +50,6 @@ EMBED_TEXTS = [
 ]
 
 
-def log_softmax(row):
-    row = row.astype(np.float64)
-    return row - row.max() - np.log(np.exp(row - row.max()).sum())
-
-
-def logprob_distance(o, rf, logits, n_tokens):
-    """Largest difference of record o's log probabilities (every prompt token's and the first n_tokens
-    completion tokens', with their top lists) from log_softmax of `logits` (rows as smol.hf_reference's)."""
-    P, worst = len(rf["ids"]), 0.0
-    for k, e in enumerate(o["logprobs"][:n_tokens]):
-        ref = log_softmax(logits[P - 1 + k])
-        top = np.sort(ref)[::-1][:len(e["top_logprobs"])]
-        worst = max([worst, abs(e["logprob"] - ref[e["id"]])] +
-                    [abs(t["logprob"] - ref[t["id"]]) for t in e["top_logprobs"]] +
-                    [abs(t["logprob"] - v) for t, v in zip(e["top_logprobs"], top)])
-    for k, e in enumerate(o["prompt_logprobs"][1:]):   # from position k's logits
-        ref = log_softmax(logits[k])
-        top = np.sort(ref)[::-1][:len(e["top_logprobs"])]
-        worst = max([worst, abs(e["logprob"] - ref[rf["ids"][k + 1]])] +
-                    [abs(t["logprob"] - ref[t["id"]]) for t in e["top_logprobs"]] +
-                    [abs(t["logprob"] - v) for t, v in zip(e["top_logprobs"], top)])
-    return worst
-
-
-def check_generation(tok, ref, plain, data, errors):
-    """Section 2 on -np 1's output `data`: returns (largest distance from the reference, from the unquantized
-    one)."""
-    recs = {o["id"]: o for o in map(json.loads, data.decode().splitlines())}
-    ours = theirs = 0.0
-    for i, rf in enumerate(ref):
-        o = recs.get(i)
-        if not o or "logprobs" not in o or len(o.get("prompt_logprobs") or []) != len(rf["ids"]):
-            errors.append(f"prompt {i}: no result, or prompt_logprobs not one a prompt token: {str(o)[:500]}")
-            continue
-        ids = [e["id"] for e in o["logprobs"]]
-        k = smol.first_divergence(ids, rf["stop"])
-        n = len(ids) if k is None else k
-        if k is None:
-            want = tok.decode(rf["stop"], skip_special_tokens=True)
-            if o["text"] != want:
-                errors.append(f"prompt {i}: the tokens of generate() but the text {o['text']!r}, HF {want!r}")
-        elif k < len(rf["margin"]) and rf["margin"][k] >= smol.TIE:
-            errors.append(f"prompt {i}: greedy differs from generate() at token {k} (HF margin "
-                          f"{rf['margin'][k]:.3g}):\n    ours {o['text']!r}\n    HF   "
-                          f"{tok.decode(rf['stop'], skip_special_tokens=True)!r}")
-        else:
-            print(f"  prompt {i}: near-tie at token {k} (margin {rf['margin'][k]:.2g}), compared up to it")
-        e = logprob_distance(o, rf, rf["logits"], n)
-        ours, theirs = max(ours, e), max(theirs, logprob_distance(o, rf, plain[i], n))
-        if e > LP_TOL:
-            errors.append(f"prompt {i}: log probabilities {e:.3g} from the FP8 reference's (tolerance {LP_TOL})")
-        if i < 2:
-            print(f"  prompt {i}: {o['text'][:90]!r}")
-    return ours, theirs
-
-
 def same_logprobs(a, b):
     """Largest difference of the log probabilities of two runs' outputs (bytes) whose records have the same
     tokens and top lists; None where they do not."""
@@ -141,52 +85,6 @@ def unquantized_logits(d, ref):
     m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     with torch.no_grad():
         return [m(torch.tensor([r["ids"] + r["forced"]])).logits[0].float().numpy() for r in ref]
-
-
-def check_embed(d, fp8, pb, errors):
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(d)
-    models = {"fp8": AutoModel.from_pretrained(d, dtype=torch.float32).eval(),
-              "bf16": AutoModel.from_pretrained(d, dtype=torch.float32).eval()}
-    if len(fp8_ref.dequantize_model(models["fp8"])) != 7 * 30:
-        errors.append("--task embed: dequantize_model did not find AutoModel's 210 linear layers")
-    hidden = {}
-    with torch.no_grad():
-        for k, m in models.items():
-            hidden[k] = [m(torch.tensor([tok(t).input_ids])).last_hidden_state[0].double() for t in EMBED_TEXTS]
-    inp = "".join(json.dumps({"id": i, "input": t}) + "\n" for i, t in enumerate(EMBED_TEXTS)).encode()
-    for pooling, norm in (("last", True), ("mean", False)):
-        p = subprocess.run([pb, "-q", "--model", fp8, "--task", "embed", "--pooling", pooling, "--no-weights-cache",
-                            "--in", "-", "--out", "-"] + ([] if norm else ["--no-normalize"]),
-                           input=inp, capture_output=True, timeout=600)
-        if p.returncode:
-            errors.append(f"--task embed --pooling {pooling}: exit {p.returncode}: {p.stderr.decode()[-1500:]}")
-            continue
-        got = {r["id"]: np.array(r.get("embedding", []), dtype=np.float64)
-               for r in map(json.loads, p.stdout.decode().splitlines())}
-        worst = {}
-        for k in models:
-            for i in range(len(EMBED_TEXTS)):
-                h = hidden[k][i]
-                v = h[-1] if pooling == "last" else h.mean(0)
-                if norm:
-                    v = torch.nn.functional.normalize(v, dim=0)
-                v = v.numpy()
-                e = got.get(i, np.zeros(0))
-                diff = float(np.max(np.abs(e - v)) / (1 if norm else max(1.0, float(np.max(np.abs(v)))))) \
-                    if e.shape == v.shape else float("inf")
-                worst[k] = max(worst.get(k, 0.0), diff)
-        print(f"--task embed --pooling {pooling}{'' if norm else ' --no-normalize'}: largest difference "
-              f"{worst['fp8']:.3g} from HF's with the dequantized FP8 weights, {worst['bf16']:.3g} from HF's on the "
-              f"bf16 weights")
-        if worst["fp8"] > EMBED_TOL:
-            errors.append(f"--task embed --pooling {pooling}: {worst['fp8']:.3g} from HF's with the dequantized "
-                          f"FP8 weights (tolerance {EMBED_TOL})")
-        if worst["bf16"] <= MUTANT * EMBED_TOL:
-            errors.append(f"--task embed --pooling {pooling}: only {worst['bf16']:.3g} from HF's on the bf16 "
-                          f"weights: the check cannot tell FP8 from bf16")
 
 
 def tensor_bytes(d):
@@ -257,25 +155,7 @@ def main():
                                  "prompt_logprobs": 5}) + "\n" for i, r in enumerate(ref))
     common = ["-q", "--model", fp8, "--in", inp, "--force", "--temperature", "0", "--batch-size", "8",
               "--threads", "1"]
-    runs = smol.run_ranks(pb, lambda n: common + ["--no-weights-cache", "--out", os.path.join(work, f"np{n}.jsonl")])
-    outs = {}
-    for n, r in zip((1, 2), runs):
-        if r.returncode:
-            errors.append(f"mpirun -np {n}: exit {r.returncode}: {r.stderr.decode()[-2000:]}")
-        else:
-            outs[n] = open(os.path.join(work, f"np{n}.jsonl"), "rb").read()
-    if 1 in outs:
-        ours, theirs = check_generation(tok, ref, plain, outs[1], errors)
-        print(f"log probabilities of {sum(len(r['ids']) - 1 for r in ref)} prompt tokens and the completions: "
-              f"largest difference {ours:.3g} from the FP8 reference (tolerance {LP_TOL}), {theirs:.3g} from "
-              f"HF's on the unquantized bf16 weights ({theirs / LP_TOL:.0f} x the tolerance)")
-        if theirs <= MUTANT * LP_TOL:
-            errors.append(f"the unquantized reference is only {theirs:.3g} away: the check cannot tell FP8 "
-                          "from bf16")
-    if len(outs) == 2:
-        print(f"mpirun -np 2: {'the same bytes as' if outs[1] == outs[2] else 'DIFFERS from'} -np 1")
-        if outs[1] != outs[2]:
-            errors.append("mpirun -np 2 wrote other bytes than -np 1")
+    outs = smol.check_runs(pb, common, work, tok, ref, plain, errors, "FP8", LP_TOL, MUTANT)
 
     # --weights-dtype f32: the same values, dequantized at load
     out = os.path.join(work, "f32.jsonl")
@@ -285,36 +165,17 @@ def main():
         errors.append(f"--weights-dtype f32: exit {r.returncode}: {r.stderr.decode()[-1500:]}")
     elif 1 in outs:
         same = same_logprobs(outs[1], open(out, "rb").read())
-        print(f"--weights-dtype f32: " + ("other tokens than the default's" if same is None else
+        print("--weights-dtype f32: " + ("other tokens than the default's" if same is None else
                                           f"log probabilities {same:.3g} from the default's"))
         if same is None or same > SAME_F32:
             errors.append(f"--weights-dtype f32: {'other tokens' if same is None else same} against the default "
                           f"(tolerance {SAME_F32})")
 
-    # the weights cache: written by the first run, mapped by the second
-    cache = os.path.join(work, "cache")
-    written = None
-    for what in ("writes", "maps"):
-        out = os.path.join(work, f"cache-{what}.jsonl")
-        r = subprocess.run([pb] + common + ["--weights-cache", cache, "--out", out], capture_output=True,
-                           timeout=600)
-        same = r.returncode == 0 and 1 in outs and open(out, "rb").read() == outs[1]
-        # one file, and after the second run with the inode and time the first left it, so the second mapped
-        # it (a file that fails a check is replaced, with a warning on stderr)
-        files = {}
-        for f in os.listdir(cache) if os.path.isdir(cache) else []:
-            st = os.stat(os.path.join(cache, f))
-            files[f] = (st.st_ino, st.st_mtime_ns, st.st_size)
-        size = ", ".join(f"{v[2] / 2**20:.1f} MiB" for v in files.values())
-        print(f"--weights-cache, the run that {what} it ({size} there): "
-              f"{'the same bytes as without' if same else 'DIFFERS from the run without'}")
-        if r.returncode or not same or len(files) != 1 or r.stderr.strip() or (written and files != written):
-            errors.append(f"--weights-cache, the run that {what} it: exit {r.returncode}, cache files {files} "
-                          f"(after the first run: {written}), output {'same' if same else 'differs'}, stderr "
-                          f"{r.stderr.decode()[-1000:]!r}")
-        written = files
+    def edit(m):
+        if len(fp8_ref.dequantize_model(m)) != 7 * 30:
+            errors.append("--task embed: dequantize_model did not find AutoModel's 210 linear layers")
 
-    check_embed(d, fp8, pb, errors)
+    smol.check_embed(d, pb, errors, "FP8", edit, fp8, [], EMBED_TEXTS, EMBED_TOL, MUTANT)
     for e in errors:
         print("FAIL: " + e)
     if not errors:

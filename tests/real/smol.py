@@ -125,3 +125,161 @@ def text_divergence(tok, text, rf):
 def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f)
+
+
+def log_softmax(row):
+    import numpy as np
+    row = row.astype(np.float64)
+    return row - row.max() - np.log(np.exp(row - row.max()).sum())
+
+
+def logprob_distance(o, rf, logits, n_tokens):
+    """Largest difference of record o's log probabilities (every prompt token's and the first n_tokens
+    completion tokens', with their top lists) from log_softmax of `logits` (rows as hf_reference's)."""
+    import numpy as np
+    P, worst = len(rf["ids"]), 0.0
+    for k, e in enumerate(o["logprobs"][:n_tokens]):
+        ref = log_softmax(logits[P - 1 + k])
+        top = np.sort(ref)[::-1][:len(e["top_logprobs"])]
+        worst = max([worst, abs(e["logprob"] - ref[e["id"]])] +
+                    [abs(t["logprob"] - ref[t["id"]]) for t in e["top_logprobs"]] +
+                    [abs(t["logprob"] - v) for t, v in zip(e["top_logprobs"], top)])
+    for k, e in enumerate(o["prompt_logprobs"][1:]):   # from position k's logits
+        ref = log_softmax(logits[k])
+        top = np.sort(ref)[::-1][:len(e["top_logprobs"])]
+        worst = max([worst, abs(e["logprob"] - ref[rf["ids"][k + 1]])] +
+                    [abs(t["logprob"] - ref[t["id"]]) for t in e["top_logprobs"]] +
+                    [abs(t["logprob"] - v) for t, v in zip(e["top_logprobs"], top)])
+    return worst
+
+
+def check_generation(tok, ref, plain, data, errors, what, tol):
+    """-np 1's output `data` against the reference `ref` of the weights as `what` (int8, FP8) makes them (their
+    logits): greedy text as generate()'s up to the first near-tie, log probabilities within tol. Returns (largest
+    distance from the reference, from `plain`'s logits: the unquantized weights')."""
+    recs = {o["id"]: o for o in map(json.loads, data.decode().splitlines())}
+    ours = theirs = 0.0
+    for i, rf in enumerate(ref):
+        o = recs.get(i)
+        if not o or "logprobs" not in o or len(o.get("prompt_logprobs") or []) != len(rf["ids"]):
+            errors.append(f"prompt {i}: no result, or prompt_logprobs not one a prompt token: {str(o)[:500]}")
+            continue
+        ids = [e["id"] for e in o["logprobs"]]
+        k = first_divergence(ids, rf["stop"])
+        n = len(ids) if k is None else k
+        if k is None:
+            want = tok.decode(rf["stop"], skip_special_tokens=True)
+            if o["text"] != want:
+                errors.append(f"prompt {i}: the tokens of generate() but the text {o['text']!r}, HF {want!r}")
+        elif k < len(rf["margin"]) and rf["margin"][k] >= TIE:
+            errors.append(f"prompt {i}: greedy differs from generate() at token {k} (HF margin "
+                          f"{rf['margin'][k]:.3g}):\n    ours {o['text']!r}\n    HF   "
+                          f"{tok.decode(rf['stop'], skip_special_tokens=True)!r}")
+        else:
+            print(f"  prompt {i}: near-tie at token {k} (margin {rf['margin'][k]:.2g}), compared up to it")
+        e = logprob_distance(o, rf, rf["logits"], n)
+        ours, theirs = max(ours, e), max(theirs, logprob_distance(o, rf, plain[i], n))
+        if e > tol:
+            errors.append(f"prompt {i}: log probabilities {e:.3g} from the {what} reference's (tolerance {tol})")
+        if i < 2:
+            print(f"  prompt {i}: {o['text'][:90]!r}")
+    return ours, theirs
+
+def check_runs(pb, common, work, tok, ref, plain, errors, what, tol, mutant):
+    """The 8 prompts' records (`common`: the run's arguments) under -np 1 and 2 against the reference of the weights
+    as `what` makes them (check_generation), the unquantized reference `plain` farther than mutant x tol, -np 2
+    the same bytes as -np 1, and --weights-cache DIR: the run that writes the cache and the run that maps it the
+    same bytes as without. Returns {ranks: output bytes}."""
+    runs = run_ranks(pb, lambda n: common + ["--no-weights-cache", "--out", os.path.join(work, f"np{n}.jsonl")])
+    outs = {}
+    for n, r in zip((1, 2), runs):
+        if r.returncode:
+            errors.append(f"mpirun -np {n}: exit {r.returncode}: {r.stderr.decode()[-2000:]}")
+        else:
+            outs[n] = open(os.path.join(work, f"np{n}.jsonl"), "rb").read()
+    if 1 in outs:
+        ours, theirs = check_generation(tok, ref, plain, outs[1], errors, what, tol)
+        print(f"log probabilities of {sum(len(r['ids']) - 1 for r in ref)} prompt tokens and the completions: "
+              f"largest difference {ours:.3g} from the {what} reference (tolerance {tol}), {theirs:.3g} from "
+              f"HF's on the unquantized bf16 weights ({theirs / tol:.0f} x the tolerance)")
+        if theirs <= mutant * tol:
+            errors.append(f"the unquantized reference is only {theirs:.3g} away: the check cannot tell {what} "
+                          "from bf16")
+    if len(outs) == 2:
+        print(f"mpirun -np 2: {'the same bytes as' if outs[1] == outs[2] else 'DIFFERS from'} -np 1")
+        if outs[1] != outs[2]:
+            errors.append("mpirun -np 2 wrote other bytes than -np 1")
+
+    # the weights cache: written by the first run, mapped by the second
+    cache = os.path.join(work, "cache")
+    written = None
+    for step in ("writes", "maps"):
+        out = os.path.join(work, f"cache-{step}.jsonl")
+        r = subprocess.run([pb] + common + ["--weights-cache", cache, "--out", out], capture_output=True,
+                           timeout=600)
+        same = r.returncode == 0 and 1 in outs and open(out, "rb").read() == outs[1]
+        # one file, and after the second run with the inode and time the first left it, so the second mapped
+        # it (a file that fails a check is replaced, with a warning on stderr)
+        files = {}
+        for f in os.listdir(cache) if os.path.isdir(cache) else []:
+            st = os.stat(os.path.join(cache, f))
+            files[f] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        size = ", ".join(f"{v[2] / 2**20:.1f} MiB" for v in files.values())
+        print(f"--weights-cache, the run that {step} it ({size} there): "
+              f"{'the same bytes as without' if same else 'DIFFERS from the run without'}")
+        if r.returncode or not same or len(files) != 1 or r.stderr.strip() or (written and files != written):
+            errors.append(f"--weights-cache, the run that {step} it: exit {r.returncode}, cache files {files} "
+                          f"(after the first run: {written}), output {'same' if same else 'differs'}, stderr "
+                          f"{r.stderr.decode()[-1000:]!r}")
+        written = files
+
+    return outs
+
+
+def check_embed(d, pb, errors, what, edit, model, args, texts, tol, mutant):
+    """--task embed (pooled last and normalized, mean and not) of pippy-batch on folder `model` with `args` against
+    HF AutoModel's last_hidden_state on folder d with its weights as `what` makes them (edit(model) in place): within
+    tol, and farther than mutant x tol from the bf16 model's."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(d)
+    import numpy as np
+    models = {what: AutoModel.from_pretrained(d, dtype=torch.float32).eval(),
+              "bf16": AutoModel.from_pretrained(d, dtype=torch.float32).eval()}
+    edit(models[what])
+    hidden = {}
+    with torch.no_grad():
+        for k, m in models.items():
+            hidden[k] = [m(torch.tensor([tok(t).input_ids])).last_hidden_state[0].double() for t in texts]
+    inp = "".join(json.dumps({"id": i, "input": t}) + "\n" for i, t in enumerate(texts)).encode()
+    for pooling, norm in (("last", True), ("mean", False)):
+        p = subprocess.run([pb, "-q", "--model", model, "--task", "embed", "--pooling", pooling, "--no-weights-cache",
+                            "--in", "-", "--out", "-"] + args + ([] if norm else ["--no-normalize"]),
+                           input=inp, capture_output=True, timeout=600)
+        if p.returncode:
+            errors.append(f"--task embed --pooling {pooling}: exit {p.returncode}: {p.stderr.decode()[-1500:]}")
+            continue
+        got = {r["id"]: np.array(r.get("embedding", []), dtype=np.float64)
+               for r in map(json.loads, p.stdout.decode().splitlines())}
+        worst = {}
+        for k in models:
+            for i in range(len(texts)):
+                h = hidden[k][i]
+                v = h[-1] if pooling == "last" else h.mean(0)
+                if norm:
+                    v = torch.nn.functional.normalize(v, dim=0)
+                v = v.numpy()
+                e = got.get(i, np.zeros(0))
+                diff = float(np.max(np.abs(e - v)) / (1 if norm else max(1.0, float(np.max(np.abs(v)))))) \
+                    if e.shape == v.shape else float("inf")
+                worst[k] = max(worst.get(k, 0.0), diff)
+        print(f"--task embed --pooling {pooling}{'' if norm else ' --no-normalize'}: largest difference "
+              f"{worst[what]:.3g} from HF's with the {what} weights, {worst['bf16']:.3g} from HF's on the "
+              f"bf16 weights")
+        if worst[what] > tol:
+            errors.append(f"--task embed --pooling {pooling}: {worst[what]:.3g} from HF's with the {what} "
+                          f"weights (tolerance {tol})")
+        if worst["bf16"] <= mutant * tol:
+            errors.append(f"--task embed --pooling {pooling}: only {worst['bf16']:.3g} from HF's on the bf16 "
+                          f"weights: the check cannot tell {what} from bf16")
