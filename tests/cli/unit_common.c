@@ -76,7 +76,17 @@ int main(void)
     pb_dtype dt;
     EXPECT(pb_dtype_from_name("BF16", &dt) == 0 && dt == PB_DT_BF16 && pb_dtype_size(dt) == 2);
     EXPECT(pb_dtype_from_name("F32", &dt) == 0 && dt == PB_DT_F32 && pb_dtype_size(dt) == 4);
-    EXPECT(pb_dtype_from_name("F8_E4M3", &dt) == -1);
+    /* an FP8 checkpoint's e4m3 bytes: a checkpoint dtype; e5m2 and the backend's Q8 are not */
+    EXPECT(pb_dtype_from_name("F8_E4M3", &dt) == 0 && dt == PB_DT_F8_E4M3 && pb_dtype_size(dt) == 1);
+    EXPECT(pb_dtype_from_name("F8_E5M2", &dt) == -1);
+    EXPECT(pb_dtype_from_name("Q8", &dt) == -1);
+    /* e4m3 values (torch.float8_e4m3fn): 1.0, the largest 448, the smallest subnormal 2^-9, -0, -1.75, NaN */
+    EXPECT(pb_f8e4m3_to_f32(0x38) == 1.0f);
+    EXPECT(pb_f8e4m3_to_f32(0x7e) == 448.0f);
+    EXPECT(pb_f8e4m3_to_f32(0x01) == ldexpf(1.0f, -9));
+    EXPECT(pb_f8e4m3_to_f32(0x80) == 0.0f && signbit(pb_f8e4m3_to_f32(0x80)));
+    EXPECT(pb_f8e4m3_to_f32(0xbe) == -1.75f);
+    EXPECT(isnan(pb_f8e4m3_to_f32(0x7f)) && isnan(pb_f8e4m3_to_f32(0xff)));
 
     /* f16: numpy.float16 bit patterns */
     EXPECT(pb_f16_to_f32(0x3c00) == 1.0f);
