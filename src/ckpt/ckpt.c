@@ -43,6 +43,15 @@ static int cmp_raw_canon(const void *a, const void *b)
     return strcmp(((const raw_entry *)a)->canon, ((const raw_entry *)b)->canon);
 }
 
+/* "d0, d1, ..." of a shape into buf (as many dims as fit) */
+static void fmt_shape(char *buf, size_t cap, const int64_t *shape, int ndim)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < ndim && o + 24 < cap; d++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
+}
+
 /* An FP8 matrix's scales: canon + suffix ("_scale_inv", "_scale") in raw (sorted by canon), or NULL */
 static const raw_entry *find_scale(const raw_entry *raw, int n_raw, const char *canon, const char *suffix)
 {
@@ -425,11 +434,9 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
             for (int d = 0; same && d < e->ndim; d++)
                 same = r->shape[d] == e->shape[d];
             if (!same) {
-                char got[128] = "", want[64] = "";
-                for (int d = 0; d < r->ndim && strlen(got) < 100; d++)
-                    snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)r->shape[d]);
-                for (int d = 0; d < e->ndim; d++)
-                    snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "", (long long)e->shape[d]);
+                char got[128], want[64];
+                fmt_shape(got, sizeof got, r->shape, r->ndim);
+                fmt_shape(want, sizeof want, e->shape, e->ndim);
                 st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' has shape [%s] but config.json implies [%s]", ck->source,
                               r->name, got, want);
                 free(used);
@@ -496,10 +503,8 @@ pb_status pb_ckpt_open(const char *model_dir, const char *index_path, const pb_m
             if (sr->exact && !(sr->ndim == s->ndim && (one || (sr->shape[0] == s->shape[0] &&
                                                                sr->shape[1] == s->shape[1]))) &&
                 !(one && sr->ndim == 1 && sr->shape[0] == 1)) {
-                char got[64] = "";
-                for (int d = 0; d < sr->ndim && strlen(got) < 40; d++)
-                    snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
-                             (long long)sr->shape[d]);
+                char got[64];
+                fmt_shape(got, sizeof got, sr->shape, sr->ndim);
                 st = pb_error(PB_ERR_CONFIG, "%s: tensor '%s' has shape [%s] but blocks of %d x %d (0: all; "
                               "quantization_config's weight_block_size or strategy) of its [%lld, %lld] matrix give "
                               "[%lld, %lld]", ck->source, sr->name, got, br, bc, (long long)e->shape[0],
